@@ -1,0 +1,103 @@
+# gemmatrain build.
+#   make            library + gemmatrain CLI
+#   make setup      install system dependencies (apt-get; idempotent)
+#   make test       build and run the Check suites
+#   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
+#   make bench      build the benchmarks (run them from bench/README.md)
+# Compiler flags for dependencies come from pkg-config only.
+
+SAN      ?= 0
+NATIVE   ?= 1
+VERSION  := 0.1.0
+PKGS     := ompi-c hdf5-serial openblas yaml-0.1 check jansson
+
+CC       ?= gcc
+ifeq ($(SAN),1)
+  BUILD  := build-san
+  OPT    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+  LDSAN  := -fsanitize=address,undefined
+else
+  BUILD  := build
+  OPT    := -O3 -g
+  LDSAN  :=
+endif
+ifeq ($(NATIVE),1)
+  OPT    += -march=native
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation
+CFLAGS   := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -fopenmp -I. -DGT_VERSION=\"$(VERSION)\"
+LDFLAGS  := $(LDSAN) -fopenmp
+LIBS      = $(PKG_LIBS) -lm
+
+LIB_DIRS := autograd models data train
+LIB_SRC  := $(filter-out train/main.c,$(wildcard $(addsuffix /*.c,$(LIB_DIRS))))
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
+# The autograd engine is also built in double precision for gradient checks.
+F64_SRC  := $(wildcard autograd/*.c) tests/gradcheck.c
+F64_OBJ  := $(patsubst %.c,$(BUILD)/f64/%.o,$(F64_SRC))
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_F64 := $(filter %_f64.c,$(TEST_SRC))
+TEST_F32 := $(filter-out %_f64.c,$(TEST_SRC))
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TEST_AUX := $(filter-out tests/gradcheck.c $(TEST_SRC),$(wildcard tests/*.c))
+TEST_AUX_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(TEST_AUX) tests/gradcheck.c)
+
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+.PHONY: all setup test bench clean
+all: $(BUILD)/gemmatrain
+
+setup:
+	@bash tools/setup.sh
+
+$(BUILD)/libgemmatrain.a: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	@rm -f $@
+	@ar rcs $@ $^
+
+$(BUILD)/libgt_f64.a: $(F64_OBJ)
+	@mkdir -p $(@D)
+	@rm -f $@
+	@ar rcs $@ $^
+
+$(BUILD)/gemmatrain: $(BUILD)/train/main.o $(BUILD)/libgemmatrain.a
+	@echo "LD $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/f64/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "CC(f64) $<"
+	@$(CC) $(CFLAGS) -DGT_REAL_DOUBLE $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_F32)): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_AUX_OBJ) $(BUILD)/libgemmatrain.a
+	@echo "LD $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_F64)): $(BUILD)/tests/%: $(BUILD)/f64/tests/%.o $(BUILD)/libgt_f64.a
+	@echo "LD $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libgemmatrain.a
+	@echo "LD $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+test: $(BUILD)/gemmatrain $(TEST_BIN)
+	@SAN=$(SAN) bash tests/run.sh $(BUILD) $(TEST_BIN)
+
+bench: $(BENCH_BIN)
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,16 @@
+/* autograd.h: the whole engine in one include. */
+#ifndef GT_AUTOGRAD_H
+#define GT_AUTOGRAD_H
+
+#include "autograd/arena.h"
+#include "autograd/blas.h"
+#include "autograd/ops_attn.h"
+#include "autograd/ops_elem.h"
+#include "autograd/ops_linalg.h"
+#include "autograd/ops_loss.h"
+#include "autograd/ops_norm.h"
+#include "autograd/real.h"
+#include "autograd/tape.h"
+#include "autograd/tensor.h"
+
+#endif

@@ -1,0 +1,24 @@
+/* blas.h: the engine's one door to BLAS and to its thread pools.
+ *
+ * gt_gemm is cblas_sgemm (or dgemm in the f64 build) with row-major operands.
+ * Threads: one setting drives both pools. The engine's own loops use OpenMP with
+ * gt_threads() threads and never call BLAS from inside a parallel region; BLAS calls run
+ * OpenBLAS's pool with the same count. The two pools therefore take turns, never stack. */
+#ifndef GT_BLAS_H
+#define GT_BLAS_H
+
+#include "autograd/real.h"
+
+/* C = alpha * op(A) @ op(B) + beta * C. op(A) is m x k, op(B) is k x n, C is m x n;
+ * lda/ldb/ldc are row strides in elements. Zero-sized products are no-ops. */
+void gt_gemm(bool trans_a, bool trans_b, int m, int n, int k, gt_real alpha,
+             const gt_real *a, int lda, const gt_real *b, int ldb, gt_real beta,
+             gt_real *c, int ldc);
+
+/* Set the thread count of both pools (n < 1: use gt_threads_default()). */
+void gt_threads_set(int n);
+int gt_threads(void);
+/* GT_THREADS from the environment if set and valid, else the number of online cores. */
+int gt_threads_default(void);
+
+#endif

@@ -1,0 +1,28 @@
+/* ops_attn.h: fused causal multi-head attention with grouped-query heads.
+ *
+ * q: [B, T, N, H], k: [B, S, K, H], v: [B, S, K, Hv], N % K == 0; query head n reads kv head
+ * n / (N/K). For each batch b, head n, query i (absolute index qi = q_offset + i among the keys):
+ *   s_j = scale * q_i . k_j;  if softcap > 0: s_j = softcap * tanh(s_j / softcap)
+ *   key j is visible iff (!causal || j <= qi) && (window == 0 || qi - j < window)
+ *                        && key_mask[b,j] != 0 && segment_ids[b,j] == segment_ids[b,qi]
+ *   p = softmax over visible j (fp32);  out_i = sum_j p_j v_j;  a row with no visible key is 0.
+ * Output [B, T, N, Hv]. The probabilities are kept for backward (B*N*T*S values). */
+#ifndef GT_OPS_ATTN_H
+#define GT_OPS_ATTN_H
+
+#include "autograd/tape.h"
+
+typedef struct gt_attn_cfg {
+    double scale;                  /* multiplier on q.k, given by the caller (e.g. H^-0.5) */
+    double softcap;                /* attention-logit soft-cap; 0 = none */
+    int64_t window;                /* sliding window in tokens incl. self; 0 = none */
+    bool causal;
+    int64_t q_offset;              /* index of query row 0 among the S keys (KV cache) */
+    const uint8_t *key_mask;       /* [B, S], 0 = padding key; NULL = all keys real */
+    const int32_t *segment_ids;    /* [B, S] packed-example ids; NULL = one segment */
+} gt_attn_cfg;
+
+gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
+                        const gt_attn_cfg *cfg);
+
+#endif

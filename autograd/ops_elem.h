@@ -1,0 +1,22 @@
+/* ops_elem.h: elementwise and row-wise ops: add, mul, scale, soft-cap, GELU, GeGLU, softmax.
+ * Binary ops take equal shapes, or b whose shape equals a's trailing axes (broadcast over a's
+ * leading axes, e.g. a per-channel vector); the output has a's shape. */
+#ifndef GT_OPS_ELEM_H
+#define GT_OPS_ELEM_H
+
+#include "autograd/tape.h"
+
+gt_tensor *gt_add(gt_ctx *ctx, gt_tensor *a, gt_tensor *b);
+gt_tensor *gt_mul(gt_ctx *ctx, gt_tensor *a, gt_tensor *b);
+/* x * s */
+gt_tensor *gt_scale(gt_ctx *ctx, gt_tensor *x, double s);
+/* cap * tanh(x / cap); cap > 0. */
+gt_tensor *gt_softcap(gt_ctx *ctx, gt_tensor *x, double cap);
+/* Tanh-approximate GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+gt_tensor *gt_gelu(gt_ctx *ctx, gt_tensor *x);
+/* GeGLU gate: gelu(gate) * up, equal shapes (Gemma's MLP before the down projection). */
+gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up);
+/* Softmax over the last axis (max-subtracted). */
+gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x);
+
+#endif

@@ -1,0 +1,191 @@
+#include "autograd/tape.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+void gt_ctx_init(gt_ctx *ctx, size_t arena_block_bytes) {
+    memset(ctx, 0, sizeof *ctx);
+    gt_arena_init(&ctx->arena, arena_block_bytes);
+    ctx->grad_enabled = true;
+}
+
+void gt_ctx_free(gt_ctx *ctx) {
+    gt_arena_free(&ctx->arena);
+    memset(ctx, 0, sizeof *ctx);
+}
+
+void gt_ctx_reset(gt_ctx *ctx) {
+    gt_arena_reset(&ctx->arena);
+    ctx->tape = NULL;
+    ctx->n_nodes = 0;
+    ctx->status = GT_OK;
+    ctx->err[0] = 0;
+}
+
+void *gt_fail(gt_ctx *ctx, int status, const char *fmt, ...) {
+    if (ctx->status != GT_OK) return NULL;
+    ctx->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+    return NULL;
+}
+
+void *gt_alloc(gt_ctx *ctx, size_t bytes) {
+    void *p = gt_arena_alloc(&ctx->arena, bytes);
+    if (!p) gt_fail(ctx, GT_ERR_NOMEM, "out of memory allocating %zu bytes (arena holds %zu)",
+                    bytes, ctx->arena.capacity);
+    return p;
+}
+
+const char *gt_shp(const gt_tensor *t) {
+    static _Thread_local char bufs[4][96];
+    static _Thread_local int slot;
+    char *b = bufs[slot++ & 3];
+    if (!t) return "(null)";
+    return gt_shape_str(t, b, sizeof bufs[0]);
+}
+
+static gt_tensor *step_tensor(gt_ctx *ctx, int ndim, const int64_t *shape, bool zero) {
+    int64_t n = gt_shape_size(ndim, shape);
+    if (n < 0) return gt_fail(ctx, GT_ERR_SHAPE, "tensor: invalid shape (ndim %d)", ndim);
+    gt_tensor *t = gt_alloc(ctx, sizeof *t);
+    if (!t) return NULL;
+    size_t bytes = (size_t)n * sizeof(gt_real);
+    gt_real *data = zero ? gt_arena_calloc(&ctx->arena, bytes) : gt_arena_alloc(&ctx->arena, bytes);
+    if (!data)
+        return gt_fail(ctx, GT_ERR_NOMEM, "out of memory allocating %zu bytes for a tensor", bytes);
+    gt_tensor_wrap(t, data, NULL, ndim, shape, false);
+    return t;
+}
+
+gt_tensor *gt_empty(gt_ctx *ctx, int ndim, const int64_t *shape) {
+    if (!gt_ok(ctx)) return NULL;
+    return step_tensor(ctx, ndim, shape, false);
+}
+
+gt_tensor *gt_zeros(gt_ctx *ctx, int ndim, const int64_t *shape) {
+    if (!gt_ok(ctx)) return NULL;
+    return step_tensor(ctx, ndim, shape, true);
+}
+
+gt_tensor *gt_from_data(gt_ctx *ctx, const gt_real *data, int ndim, const int64_t *shape,
+                        bool requires_grad) {
+    gt_tensor *t = gt_empty(ctx, ndim, shape);
+    if (!t) return NULL;
+    memcpy(t->data, data, (size_t)t->size * sizeof(gt_real));
+    t->requires_grad = requires_grad;
+    return t;
+}
+
+static gt_tensor *make_view(gt_ctx *ctx, gt_tensor *x, int64_t offset, int ndim,
+                            const int64_t *shape) {
+    gt_tensor *v = gt_alloc(ctx, sizeof *v);
+    if (!v) return NULL;
+    gt_tensor *root = x->root ? x->root : x;
+    int64_t base = x->root ? x->offset : 0;
+    gt_tensor_wrap(v, root->data + base + offset, NULL, ndim, shape, x->requires_grad);
+    v->root = root;
+    v->offset = base + offset;
+    memcpy(v->name, x->name, sizeof v->name);
+    return v;
+}
+
+gt_tensor *gt_reshape(gt_ctx *ctx, gt_tensor *x, int ndim, const int64_t *shape) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!x) return gt_fail(ctx, GT_ERR_ARG, "reshape: NULL input");
+    int64_t n = gt_shape_size(ndim, shape);
+    if (n != x->size) {
+        gt_tensor tmp;
+        if (n < 0 || gt_tensor_wrap(&tmp, NULL, NULL, ndim, shape, false) != 0)
+            return gt_fail(ctx, GT_ERR_SHAPE, "reshape: invalid target shape for %s", gt_shp(x));
+        return gt_fail(ctx, GT_ERR_SHAPE, "reshape: %s has %lld elements, target %s has %lld",
+                       gt_shp(x), (long long)x->size, gt_shp(&tmp), (long long)n);
+    }
+    return make_view(ctx, x, 0, ndim, shape);
+}
+
+gt_tensor *gt_slice_rows(gt_ctx *ctx, gt_tensor *x, int64_t start, int64_t count) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!x) return gt_fail(ctx, GT_ERR_ARG, "slice_rows: NULL input");
+    if (x->ndim < 1 || start < 0 || count < 0 || start + count > x->shape[0])
+        return gt_fail(ctx, GT_ERR_SHAPE, "slice_rows: rows [%lld,%lld) out of range for %s",
+                       (long long)start, (long long)(start + count), gt_shp(x));
+    int64_t shape[GT_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[0] = count;
+    int64_t row = x->shape[0] ? x->size / x->shape[0] : 0;
+    return make_view(ctx, x, start * row, x->ndim, shape);
+}
+
+gt_tensor *gt_op_out(gt_ctx *ctx, int ndim, const int64_t *shape, gt_tensor *const *in, int n) {
+    gt_tensor *out = gt_empty(ctx, ndim, shape);
+    if (!out) return NULL;
+    bool req = false;
+    for (int i = 0; i < n; i++) req = req || (in[i] && in[i]->requires_grad);
+    out->requires_grad = req && ctx->grad_enabled;
+    return out;
+}
+
+bool gt_record(gt_ctx *ctx, const char *op, gt_backward_fn fn, gt_tensor *out,
+               gt_tensor *const *in, int n_in, void *saved) {
+    if (!out->requires_grad) return true;
+    gt_node *node = gt_alloc(ctx, sizeof *node);
+    if (!node) return false;
+    node->op = op;
+    node->backward = fn;
+    node->out = out;
+    node->n_in = n_in;
+    for (int i = 0; i < n_in && i < GT_NODE_MAX_IN; i++) node->in[i] = in[i];
+    node->saved = saved;
+    node->prev = ctx->tape;
+    ctx->tape = node;
+    ctx->n_nodes++;
+    return true;
+}
+
+gt_real *gt_grad(gt_ctx *ctx, gt_tensor *t) {
+    gt_tensor *root = t->root ? t->root : t;
+    if (!root->grad) {
+        root->grad = gt_arena_calloc(&ctx->arena, (size_t)root->size * sizeof(gt_real));
+        if (!root->grad) {
+            gt_fail(ctx, GT_ERR_NOMEM, "out of memory allocating the gradient of %s",
+                    gt_shp(root));
+            return NULL;
+        }
+    }
+    return t->root ? root->grad + t->offset : root->grad;
+}
+
+static int run_tape(gt_ctx *ctx) {
+    for (gt_node *n = ctx->tape; n && gt_ok(ctx); n = n->prev) {
+        gt_tensor *root = n->out->root ? n->out->root : n->out;
+        if (!root->grad) continue; /* nothing downstream used this output */
+        n->backward(ctx, n);
+    }
+    ctx->tape = NULL;
+    return ctx->status;
+}
+
+int gt_backward_seed(gt_ctx *ctx, gt_tensor *out, const gt_real *seed) {
+    if (!gt_ok(ctx)) return ctx->status;
+    if (!out) return gt_fail(ctx, GT_ERR_ARG, "backward: NULL output"), ctx->status;
+    if (!out->requires_grad)
+        return gt_fail(ctx, GT_ERR_STATE, "backward: %s does not depend on any tensor that "
+                       "requires a gradient", gt_shp(out)), ctx->status;
+    gt_real *g = gt_grad(ctx, out);
+    if (!g) return ctx->status;
+    for (int64_t i = 0; i < out->size; i++) g[i] += seed[i];
+    return run_tape(ctx);
+}
+
+int gt_backward(gt_ctx *ctx, gt_tensor *loss) {
+    if (!gt_ok(ctx)) return ctx->status;
+    if (loss && loss->size != 1)
+        return gt_fail(ctx, GT_ERR_STATE, "backward: loss must have one element, got %s",
+                       gt_shp(loss)), ctx->status;
+    const gt_real one = 1;
+    return gt_backward_seed(ctx, loss, &one);
+}

@@ -1,0 +1,100 @@
+/* tape.h: the step context: arena, tape, and a sticky error.
+ *
+ * Ops (ops_*.h) take a gt_ctx and return a new step tensor, or NULL on error. Errors are
+ * sticky: the first failure (bad shape, bad argument, out of memory) stores a status and a
+ * one-line message naming the op and the shapes; later ops see it and return NULL at once, so
+ * a model can be written as straight-line code and checked once at the end. Nothing aborts.
+ *
+ * Recording: when grad is enabled and any input requires a gradient, the op's output requires
+ * one too and a node (op, inputs, output, saved state) is appended to the tape. gt_backward
+ * walks the tape in reverse; each node adds its output gradient's contribution into the
+ * gradients of those inputs that require one, and skips the rest (frozen weights cost nothing).
+ * Gradients accumulate (+=), so several backward passes sum, as accumulation needs.
+ *
+ * Lifetime: everything an op returns lives in ctx's arena until gt_ctx_reset. */
+#ifndef GT_TAPE_H
+#define GT_TAPE_H
+
+#include "autograd/arena.h"
+#include "autograd/tensor.h"
+
+enum {
+    GT_OK = 0,
+    GT_ERR_SHAPE = 1,   /* operands' shapes do not fit the op */
+    GT_ERR_ARG = 2,     /* bad non-shape argument (NULL input, out-of-range index) */
+    GT_ERR_NOMEM = 3,   /* allocation failed */
+    GT_ERR_STATE = 4,   /* misuse: backward on a non-scalar, twice, ... */
+};
+
+#define GT_NODE_MAX_IN 4
+
+typedef struct gt_ctx gt_ctx;
+typedef struct gt_node gt_node;
+typedef void (*gt_backward_fn)(gt_ctx *ctx, gt_node *node);
+
+struct gt_node {
+    gt_node *prev;
+    const char *op;
+    gt_backward_fn backward;
+    gt_tensor *out;
+    gt_tensor *in[GT_NODE_MAX_IN];
+    int n_in;
+    void *saved;              /* op-specific state, in the arena */
+};
+
+struct gt_ctx {
+    gt_arena arena;
+    gt_node *tape;            /* last recorded node */
+    int64_t n_nodes;
+    bool grad_enabled;        /* false: inference, nothing is recorded */
+    int status;
+    char err[512];
+};
+
+void gt_ctx_init(gt_ctx *ctx, size_t arena_block_bytes);
+void gt_ctx_free(gt_ctx *ctx);
+/* Drop the tape and every step tensor; clears the error. */
+void gt_ctx_reset(gt_ctx *ctx);
+
+static inline bool gt_ok(const gt_ctx *ctx) { return ctx->status == GT_OK; }
+/* Record the first error (printf-style message) and return NULL. */
+void *gt_fail(gt_ctx *ctx, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Arena memory; sets GT_ERR_NOMEM and returns NULL on failure. */
+void *gt_alloc(gt_ctx *ctx, size_t bytes);
+
+/* Step tensor, data uninitialised (gt_zeros: zeroed), requires_grad false. */
+gt_tensor *gt_empty(gt_ctx *ctx, int ndim, const int64_t *shape);
+gt_tensor *gt_zeros(gt_ctx *ctx, int ndim, const int64_t *shape);
+/* Step tensor holding a copy of data (shape given); requires_grad as given. */
+gt_tensor *gt_from_data(gt_ctx *ctx, const gt_real *data, int ndim, const int64_t *shape,
+                        bool requires_grad);
+
+/* Views (no copy, no tape entry; gradient flows straight into the root). */
+gt_tensor *gt_reshape(gt_ctx *ctx, gt_tensor *x, int ndim, const int64_t *shape);
+/* Rows [start, start+count) of axis 0. */
+gt_tensor *gt_slice_rows(gt_ctx *ctx, gt_tensor *x, int64_t start, int64_t count);
+
+/* For op implementations. gt_op_out: an output tensor whose requires_grad is true iff grad is
+ * enabled and any of the n inputs requires one. gt_record: append a node when out requires a
+ * gradient; returns false on allocation failure (error set). */
+gt_tensor *gt_op_out(gt_ctx *ctx, int ndim, const int64_t *shape, gt_tensor *const *in, int n);
+bool gt_record(gt_ctx *ctx, const char *op, gt_backward_fn fn, gt_tensor *out,
+               gt_tensor *const *in, int n_in, void *saved);
+/* Gradient storage of t, allocated zeroed in the arena on first use (views resolve to their
+ * root). NULL on allocation failure (error set). */
+gt_real *gt_grad(gt_ctx *ctx, gt_tensor *t);
+/* True when an input needs a gradient from this node. */
+static inline bool gt_needs_grad(const gt_tensor *t) { return t && t->requires_grad; }
+
+/* Seed d(loss)/d(loss) = 1 for a one-element loss and run the tape in reverse.
+ * Returns ctx->status. The tape is consumed (a second call is an error until reset). */
+int gt_backward(gt_ctx *ctx, gt_tensor *loss);
+/* Same, but seeds d(L)/d(out) = seed (out->size values) for a tensor of any shape. */
+int gt_backward_seed(gt_ctx *ctx, gt_tensor *out, const gt_real *seed);
+
+/* Helper for messages: shape string in a rotating static buffer (4 slots; not thread-safe). */
+const char *gt_shp(const gt_tensor *t);
+
+#endif
