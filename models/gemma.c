@@ -1,0 +1,215 @@
+#include "models/gemma.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- parameter table */
+
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    gt_tensor **slot;
+} param_spec;
+
+static int add_spec(param_spec *specs, int *n, gt_tensor **slot, int ndim, int64_t d0, int64_t d1,
+                    const char *fmt, long long layer, const char *leaf) {
+    param_spec *p = &specs[(*n)++];
+    if (layer >= 0) snprintf(p->name, sizeof p->name, fmt, layer, leaf);
+    else snprintf(p->name, sizeof p->name, "%s", fmt);
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = d1;
+    p->slot = slot;
+    return 0;
+}
+
+int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, char *err,
+                    size_t errn) {
+    *out = NULL;
+    if (gt_gemma_config_validate(cfg, err, errn) != 0) return -1;
+    gt_gemma *m = calloc(1, sizeof *m);
+    if (!m) return snprintf(err, errn, "out of memory"), -1;
+    m->cfg = *cfg;
+    int64_t L = cfg->num_layers, D = cfg->hidden_dim, F = cfg->intermediate_dim;
+    int64_t NH = cfg->num_query_heads * cfg->head_dim, KH = cfg->num_kv_heads * cfg->head_dim;
+    int64_t H = cfg->head_dim;
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    param_spec *specs = calloc((size_t)(2 + 13 * L), sizeof *specs);
+    if (!m->layers || !specs) {
+        free(specs);
+        gt_gemma_free(m);
+        return snprintf(err, errn, "out of memory"), -1;
+    }
+    int n = 0;
+    add_spec(specs, &n, &m->embedding, 2, cfg->vocab_size, D, "token_embedding/embeddings", -1, NULL);
+    const char *blk = "decoder_block_%lld/%s";
+    for (int64_t i = 0; i < L; i++) {
+        gt_gemma_layer *ly = &m->layers[i];
+        add_spec(specs, &n, &ly->pre_attn_norm, 1, D, 0, blk, i, "pre_attention_norm/scale");
+        add_spec(specs, &n, &ly->query, 2, NH, D, blk, i, "attention/query/kernel");
+        add_spec(specs, &n, &ly->key, 2, KH, D, blk, i, "attention/key/kernel");
+        add_spec(specs, &n, &ly->value, 2, KH, D, blk, i, "attention/value/kernel");
+        add_spec(specs, &n, &ly->attn_out, 2, D, NH, blk, i, "attention/attention_output/kernel");
+        if (cfg->use_qk_norm) {
+            add_spec(specs, &n, &ly->query_norm, 1, H, 0, blk, i, "attention/query_norm/scale");
+            add_spec(specs, &n, &ly->key_norm, 1, H, 0, blk, i, "attention/key_norm/scale");
+        }
+        if (cfg->use_post_attention_norm)
+            add_spec(specs, &n, &ly->post_attn_norm, 1, D, 0, blk, i, "post_attention_norm/scale");
+        add_spec(specs, &n, &ly->pre_ffw_norm, 1, D, 0, blk, i, "pre_ffw_norm/scale");
+        if (cfg->use_post_ffw_norm)
+            add_spec(specs, &n, &ly->post_ffw_norm, 1, D, 0, blk, i, "post_ffw_norm/scale");
+        add_spec(specs, &n, &ly->gate, 2, F, D, blk, i, "ffw_gating/kernel");
+        add_spec(specs, &n, &ly->up, 2, F, D, blk, i, "ffw_gating_2/kernel");
+        add_spec(specs, &n, &ly->down, 2, D, F, blk, i, "ffw_linear/kernel");
+    }
+    add_spec(specs, &n, &m->final_norm, 1, D, 0, "final_normalization/scale", -1, NULL);
+
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += gt_shape_size(specs[i].ndim, specs[i].shape);
+    m->n_values = total;
+    m->n_params = n;
+    m->params = calloc((size_t)n, sizeof *m->params);
+    gt_tensor *tensors = calloc((size_t)n, sizeof *tensors);
+    m->data = calloc((size_t)total, sizeof(gt_real));
+    if (trainable) m->grad = calloc((size_t)total, sizeof(gt_real));
+    m->tensors = tensors;
+    if (!m->params || !tensors || !m->data || (trainable && !m->grad)) {
+        free(specs);
+        gt_gemma_free(m);
+        return snprintf(err, errn, "out of memory allocating %lld parameters (%.1f MB)",
+                        (long long)total, (double)total * sizeof(gt_real) / 1e6), -1;
+    }
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        gt_tensor *t = &tensors[i];
+        gt_tensor_wrap(t, m->data + off, trainable ? m->grad + off : NULL, specs[i].ndim,
+                       specs[i].shape, trainable);
+        gt_tensor_set_name(t, specs[i].name);
+        snprintf(m->params[i].name, sizeof m->params[i].name, "%s", specs[i].name);
+        m->params[i].t = t;
+        *specs[i].slot = t;
+        off += t->size;
+    }
+    free(specs);
+    *out = m;
+    return 0;
+}
+
+void gt_gemma_free(gt_gemma *m) {
+    if (!m) return;
+    free(m->tensors);
+    free(m->params);
+    free(m->layers);
+    free(m->data);
+    free(m->grad);
+    free(m);
+}
+
+gt_tensor *gt_gemma_find(const gt_gemma *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (!strcmp(m->params[i].name, name)) return m->params[i].t;
+    return NULL;
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double normal01(uint64_t *s) {
+    double u1 = ((double)(splitmix64(s) >> 11) + 0.5) / 9007199254740992.0;
+    double u2 = (double)(splitmix64(s) >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
+    uint64_t s = seed;
+    for (int64_t i = 0; i < m->n_values; i++) m->data[i] = (gt_real)(std * normal01(&s));
+}
+
+void gt_gemma_zero_grad(gt_gemma *m) {
+    if (m->grad) memset(m->grad, 0, (size_t)m->n_values * sizeof(gt_real));
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static gt_tensor *norm(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, gt_tensor *w) {
+    return gt_rmsnorm(ctx, x, w, m->cfg.rms_eps, m->cfg.norm_add_one);
+}
+
+/* x [B,T,D] @ W^T with W [out, in] -> [B,T,out] */
+static gt_tensor *linear(gt_ctx *ctx, gt_tensor *x, gt_tensor *w) {
+    return gt_matmul(ctx, x, w, false, true);
+}
+
+static gt_tensor *heads(gt_ctx *ctx, gt_tensor *x, int64_t b, int64_t t, int64_t n, int64_t h) {
+    int64_t shape[4] = {b, t, n, h};
+    return gt_reshape(ctx, x, 4, shape);
+}
+
+gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b) {
+    if (!gt_ok(ctx)) return NULL;
+    const gt_gemma_config *c = &m->cfg;
+    int64_t B = b->batch, T = b->seq, D = c->hidden_dim, H = c->head_dim;
+    int64_t N = c->num_query_heads, K = c->num_kv_heads;
+    if (B < 1 || T < 1 || !b->token_ids)
+        return gt_fail(ctx, GT_ERR_ARG, "gemma: batch needs token_ids and B, T >= 1 (got %lld x %lld)",
+                       (long long)B, (long long)T);
+    const int32_t *pos = b->positions;
+    if (!pos) {
+        int32_t *p = gt_alloc(ctx, (size_t)(B * T) * sizeof *p);
+        if (!p) return NULL;
+        for (int64_t i = 0; i < B * T; i++) p[i] = (int32_t)(i % T);
+        pos = p;
+    }
+    gt_tensor *x = gt_embedding(ctx, m->embedding, b->token_ids, B * T);
+    int64_t sh[3] = {B, T, D};
+    x = gt_scale(ctx, gt_reshape(ctx, x, 3, sh), sqrt((double)D));
+    double qscale = gt_gemma_query_scale(c);
+    for (int64_t i = 0; i < c->num_layers && gt_ok(ctx); i++) {
+        const gt_gemma_layer *ly = &m->layers[i];
+        bool local = gt_gemma_layer_is_local(c, i);
+        gt_rope_cfg rope = {local ? c->rope_local_base : c->rope_global_base,
+                            local ? c->rope_local_scale : c->rope_global_scale, 0};
+        gt_attn_cfg attn = {.scale = qscale,
+                            .softcap = c->attn_logit_softcap,
+                            .window = local ? c->sliding_window : 0,
+                            .causal = true,
+                            .q_offset = 0,
+                            .key_mask = b->padding_mask,
+                            .segment_ids = b->segment_ids};
+        gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
+        gt_tensor *q = heads(ctx, linear(ctx, h, ly->query), B, T, N, H);
+        gt_tensor *k = heads(ctx, linear(ctx, h, ly->key), B, T, K, H);
+        gt_tensor *v = heads(ctx, linear(ctx, h, ly->value), B, T, K, H);
+        if (c->use_qk_norm) {
+            q = norm(ctx, m, q, ly->query_norm);
+            k = norm(ctx, m, k, ly->key_norm);
+        }
+        q = gt_rope(ctx, q, pos, &rope);
+        k = gt_rope(ctx, k, pos, &rope);
+        gt_tensor *a = gt_attention(ctx, q, k, v, &attn);
+        int64_t flat[3] = {B, T, N * H};
+        a = linear(ctx, gt_reshape(ctx, a, 3, flat), ly->attn_out);
+        if (ly->post_attn_norm) a = norm(ctx, m, a, ly->post_attn_norm);
+        x = gt_add(ctx, x, a);
+        h = norm(ctx, m, x, ly->pre_ffw_norm);
+        gt_tensor *f = gt_geglu(ctx, linear(ctx, h, ly->gate), linear(ctx, h, ly->up));
+        f = linear(ctx, f, ly->down);
+        if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
+        x = gt_add(ctx, x, f);
+    }
+    return norm(ctx, m, x, m->final_norm);
+}
+
+gt_tensor *gt_gemma_logits(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden) {
+    gt_tensor *z = gt_matmul(ctx, hidden, m->embedding, false, true);
+    if (m->cfg.final_logit_softcap > 0) z = gt_softcap(ctx, z, m->cfg.final_logit_softcap);
+    return z;
+}

@@ -1,0 +1,74 @@
+/* gemma.h: Gemma decoder parameters and the training/scoring forward pass on the engine.
+ *
+ * Parameters live in one allocation (and, when trainable, one gradient allocation of the same
+ * layout), described by a table of named tensors. Names are KerasHub's variable paths
+ * ("decoder_block_3/attention/query/kernel"), but linear kernels are stored in the
+ * (out, in) layout of Hugging Face and GGUF so every projection is one GEMM against a transposed
+ * weight: query [N*H, D], key/value [K*H, D], attention_output [D, N*H], ffw_gating and
+ * ffw_gating_2 [F, D], ffw_linear [D, F]; token_embedding [V, D]; norm scales [D] or [H] hold w
+ * as KerasHub stores it (the model applies 1 + w for Gemma 1-3). Import/export code permutes to
+ * and from KerasHub's einsum layouts.
+ *
+ * The forward builds on a gt_ctx tape, so backward comes from the engine; frozen parameters
+ * (trainable == false) cost no gradient work. */
+#ifndef GT_GEMMA_H
+#define GT_GEMMA_H
+
+#include "autograd/autograd.h"
+#include "models/gemma_config.h"
+
+typedef struct gt_gemma_layer {
+    gt_tensor *pre_attn_norm, *post_attn_norm, *pre_ffw_norm, *post_ffw_norm; /* NULL if absent */
+    gt_tensor *query, *key, *value, *attn_out;
+    gt_tensor *query_norm, *key_norm;                                          /* Gemma 3 */
+    gt_tensor *gate, *up, *down;
+} gt_gemma_layer;
+
+typedef struct gt_gemma_param {
+    char name[96];
+    gt_tensor *t;
+} gt_gemma_param;
+
+typedef struct gt_gemma {
+    gt_gemma_config cfg;
+    gt_real *data;            /* all parameters, in table order */
+    gt_real *grad;            /* same layout, or NULL when frozen */
+    int64_t n_values;         /* elements in data */
+    gt_gemma_param *params;   /* table, n_params entries */
+    gt_tensor *tensors;       /* storage of the table's tensor structs */
+    int n_params;
+    gt_tensor *embedding;     /* [V, D] (tied LM head) */
+    gt_tensor *final_norm;    /* [D] */
+    gt_gemma_layer *layers;   /* cfg.num_layers */
+} gt_gemma;
+
+/* Allocate a zero-initialised model. trainable: every parameter requires a gradient (full
+ * fine-tuning); otherwise the model is frozen (inference, LoRA). Free with gt_gemma_free. */
+int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, char *err,
+                    size_t errn);
+void gt_gemma_free(gt_gemma *m);
+/* Parameter by name, or NULL. */
+gt_tensor *gt_gemma_find(const gt_gemma *m, const char *name);
+/* Random init for tests and from-scratch runs: kernels and embeddings N(0, std) (Box-Muller on a
+ * splitmix64 stream), norm scales N(0, std) around KerasHub's zero init. Deterministic per seed. */
+void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std);
+void gt_gemma_zero_grad(gt_gemma *m);
+
+/* One batch of B sequences of T tokens. Arrays are B*T, row-major by sequence; optional ones may
+ * be NULL: positions default to 0..T-1 per row, padding_mask to all ones, segment_ids to one
+ * segment per row. The padding mask applies to keys (KerasHub semantics). */
+typedef struct gt_gemma_batch {
+    int64_t batch, seq;
+    const int32_t *token_ids;
+    const int32_t *positions;
+    const uint8_t *padding_mask;
+    const int32_t *segment_ids;
+} gt_gemma_batch;
+
+/* Final-normalised hidden states [B, T, D]; NULL on error (ctx->err). */
+gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b);
+/* Logits of the tied head with the final soft-cap: hidden [..., D] -> [..., V]. The full
+ * vocabulary is materialised: for training use the chunked loss instead. */
+gt_tensor *gt_gemma_logits(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden);
+
+#endif

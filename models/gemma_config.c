@@ -1,0 +1,146 @@
+#include "models/gemma_config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+void gt_gemma_config_defaults(gt_gemma_config *cfg, int generation) {
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->name, sizeof cfg->name, "custom");
+    cfg->generation = generation;
+    cfg->rms_eps = 1e-6;
+    cfg->norm_add_one = generation <= 3;
+    cfg->use_post_attention_norm = generation >= 2;
+    cfg->use_post_ffw_norm = generation >= 2;
+    cfg->use_qk_norm = generation >= 3;
+    cfg->attn_logit_softcap = generation == 2 ? 50.0 : 0.0;
+    cfg->final_logit_softcap = (generation == 2 || generation == 4) ? 30.0 : 0.0;
+    cfg->sliding_pattern = generation == 2 ? 2 : generation >= 3 ? 6 : 0;
+    cfg->sliding_window = generation == 2 ? 4096 : generation >= 3 ? 512 : 0;
+    cfg->rope_local_base = 10000.0;
+    cfg->rope_global_base = generation >= 3 ? 1000000.0 : 10000.0;
+    cfg->rope_local_scale = 1.0;
+    cfg->rope_global_scale = 1.0;
+    cfg->query_head_dim_normalize = true;
+    cfg->kerashub_query_scaling = true;
+    cfg->max_seq_len = generation >= 3 ? 32768 : 8192;
+}
+
+typedef struct {
+    const char *name;
+    int gen;
+    int64_t v, l, d, f, n, k, h, window;
+    double global_scale;
+    bool qhdn;
+    int64_t ctx;
+} preset_row;
+
+/* Numbers from KerasHub/HF converters and gemma.cpp configs, verified by parameter count
+ * (tests/test_gemma_config.c checks the published counts). */
+static const preset_row presets[] = {
+    {"gemma_2b_en", 1, 256000, 18, 2048, 16384, 8, 1, 256, 0, 1, true, 8192},
+    {"gemma_instruct_2b_en", 1, 256000, 18, 2048, 16384, 8, 1, 256, 0, 1, true, 8192},
+    {"gemma_1.1_instruct_2b_en", 1, 256000, 18, 2048, 16384, 8, 1, 256, 0, 1, true, 8192},
+    {"gemma_7b_en", 1, 256000, 28, 3072, 24576, 16, 16, 256, 0, 1, true, 8192},
+    {"gemma_instruct_7b_en", 1, 256000, 28, 3072, 24576, 16, 16, 256, 0, 1, true, 8192},
+    {"gemma_1.1_instruct_7b_en", 1, 256000, 28, 3072, 24576, 16, 16, 256, 0, 1, true, 8192},
+    {"gemma2_2b_en", 2, 256000, 26, 2304, 9216, 8, 4, 256, 4096, 1, true, 8192},
+    {"gemma2_instruct_2b_en", 2, 256000, 26, 2304, 9216, 8, 4, 256, 4096, 1, true, 8192},
+    {"gemma2_9b_en", 2, 256000, 42, 3584, 14336, 16, 8, 256, 4096, 1, true, 8192},
+    {"gemma2_instruct_9b_en", 2, 256000, 42, 3584, 14336, 16, 8, 256, 4096, 1, true, 8192},
+    {"gemma2_27b_en", 2, 256000, 46, 4608, 36864, 32, 16, 128, 4096, 1, false, 8192},
+    {"gemma2_instruct_27b_en", 2, 256000, 46, 4608, 36864, 32, 16, 128, 4096, 1, false, 8192},
+    {"gemma3_270m", 3, 262144, 18, 640, 2048, 4, 1, 256, 512, 1, true, 32768},
+    {"gemma3_instruct_270m", 3, 262144, 18, 640, 2048, 4, 1, 256, 512, 1, true, 32768},
+    {"gemma3_1b", 3, 262144, 26, 1152, 6912, 4, 1, 256, 512, 1, true, 32768},
+    {"gemma3_instruct_1b", 3, 262144, 26, 1152, 6912, 4, 1, 256, 512, 1, true, 32768},
+    {"gemma3_4b_text", 3, 262144, 34, 2560, 10240, 8, 4, 256, 1024, 8, true, 131072},
+    {"gemma3_instruct_4b_text", 3, 262144, 34, 2560, 10240, 8, 4, 256, 1024, 8, true, 131072},
+    {"gemma3_12b_text", 3, 262144, 48, 3840, 15360, 16, 8, 256, 1024, 8, true, 131072},
+    {"gemma3_instruct_12b_text", 3, 262144, 48, 3840, 15360, 16, 8, 256, 1024, 8, true, 131072},
+    {"gemma3_27b_text", 3, 262144, 62, 5376, 21504, 32, 16, 128, 1024, 8, false, 131072},
+    {"gemma3_instruct_27b_text", 3, 262144, 62, 5376, 21504, 32, 16, 128, 1024, 8, false, 131072},
+};
+
+#define N_PRESETS (sizeof presets / sizeof presets[0])
+
+const char *const *gt_gemma_preset_names(void) {
+    static const char *names[N_PRESETS + 1];
+    for (size_t i = 0; i < N_PRESETS; i++) names[i] = presets[i].name;
+    names[N_PRESETS] = NULL;
+    return names;
+}
+
+int gt_gemma_preset(const char *name, gt_gemma_config *cfg, char *err, size_t errn) {
+    for (size_t i = 0; i < N_PRESETS; i++) {
+        const preset_row *p = &presets[i];
+        if (strcmp(p->name, name) != 0) continue;
+        gt_gemma_config_defaults(cfg, p->gen);
+        snprintf(cfg->name, sizeof cfg->name, "%s", p->name);
+        cfg->vocab_size = p->v;
+        cfg->num_layers = p->l;
+        cfg->hidden_dim = p->d;
+        cfg->intermediate_dim = p->f;
+        cfg->num_query_heads = p->n;
+        cfg->num_kv_heads = p->k;
+        cfg->head_dim = p->h;
+        cfg->sliding_window = p->window;
+        cfg->rope_global_scale = p->global_scale;
+        cfg->query_head_dim_normalize = p->qhdn;
+        cfg->max_seq_len = p->ctx;
+        return 0;
+    }
+    /* Suggest presets sharing the generation prefix of the name. */
+    size_t off = (size_t)snprintf(err, errn, "unknown model preset '%s'; known:", name);
+    for (size_t i = 0; i < N_PRESETS && off < errn; i++)
+        off += (size_t)snprintf(err + off, errn - off, " %s", presets[i].name);
+    return -1;
+}
+
+int gt_gemma_config_validate(const gt_gemma_config *c, char *err, size_t errn) {
+#define BAD(...) return snprintf(err, errn, __VA_ARGS__), -1
+    if (c->generation < 1 || c->generation > 3)
+        BAD("model.generation: %d is not supported (1, 2 or 3)", c->generation);
+    if (c->vocab_size < 1 || c->vocab_size > INT32_MAX) BAD("model.vocab_size: %lld out of range", (long long)c->vocab_size);
+    if (c->num_layers < 1) BAD("model.num_layers: must be >= 1, got %lld", (long long)c->num_layers);
+    if (c->hidden_dim < 1) BAD("model.hidden_dim: must be >= 1, got %lld", (long long)c->hidden_dim);
+    if (c->intermediate_dim < 1) BAD("model.intermediate_dim: must be >= 1, got %lld", (long long)c->intermediate_dim);
+    if (c->num_query_heads < 1 || c->num_kv_heads < 1)
+        BAD("model: head counts must be >= 1 (query %lld, kv %lld)", (long long)c->num_query_heads,
+            (long long)c->num_kv_heads);
+    if (c->num_query_heads % c->num_kv_heads)
+        BAD("model.num_query_heads (%lld) must be a multiple of num_kv_heads (%lld)",
+            (long long)c->num_query_heads, (long long)c->num_kv_heads);
+    if (c->head_dim < 2 || c->head_dim % 2) BAD("model.head_dim: must be even and >= 2, got %lld", (long long)c->head_dim);
+    if (!(c->rms_eps > 0)) BAD("model.layer_norm_epsilon: must be > 0");
+    if (c->attn_logit_softcap < 0 || c->final_logit_softcap < 0) BAD("model: soft-caps must be >= 0");
+    if (c->sliding_window < 0) BAD("model.sliding_window_size: must be >= 0");
+    if (c->sliding_pattern < 0) BAD("model.sliding_window_pattern: must be >= 0");
+    if (c->sliding_pattern > 0 && c->sliding_window == 0)
+        BAD("model: a sliding-window pattern needs sliding_window_size > 0");
+    if (!(c->rope_local_base > 0) || !(c->rope_global_base > 0)) BAD("model: RoPE bases must be > 0");
+    if (!(c->rope_local_scale > 0) || !(c->rope_global_scale > 0)) BAD("model: RoPE scaling factors must be > 0");
+    return 0;
+#undef BAD
+}
+
+bool gt_gemma_layer_is_local(const gt_gemma_config *c, int64_t layer) {
+    return c->sliding_pattern > 0 && c->sliding_window > 0 &&
+           layer % c->sliding_pattern < c->sliding_pattern - 1;
+}
+
+double gt_gemma_query_scale(const gt_gemma_config *c) {
+    if (c->query_head_dim_normalize || c->kerashub_query_scaling) return 1.0 / sqrt((double)c->head_dim);
+    return 1.0 / sqrt((double)(c->hidden_dim / c->num_query_heads));
+}
+
+int64_t gt_gemma_param_count(const gt_gemma_config *c) {
+    int64_t d = c->hidden_dim, h = c->head_dim, n = c->num_query_heads, k = c->num_kv_heads;
+    int64_t per = 2 * d                            /* pre-attention, pre-ffw norms */
+                  + 2 * n * d * h + 2 * k * d * h  /* q, o; k, v */
+                  + 3 * d * c->intermediate_dim;   /* gate, up, down */
+    if (c->use_post_attention_norm) per += d;
+    if (c->use_post_ffw_norm) per += d;
+    if (c->use_qk_norm) per += 2 * h;
+    return c->vocab_size * d + c->num_layers * per + d;
+}

@@ -1,0 +1,60 @@
+/* gemma_config.h: one configuration struct for the Gemma text decoders (generations 1-3; 4 later)
+ * and the table of KerasHub's named presets.
+ *
+ * Shapes follow KerasHub's backbones; `intermediate_dim` here is the width of ONE MLP branch
+ * (KerasHub's Gemma 1/2 config stores twice that; Gemma 3 stores it as is). Facts and sources:
+ * shared/reference/gemma-architecture.md. */
+#ifndef GT_GEMMA_CONFIG_H
+#define GT_GEMMA_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct gt_gemma_config {
+    char name[64];               /* preset name, or "custom" */
+    int generation;              /* 1, 2, 3 (4: reserved) */
+    int64_t vocab_size;
+    int64_t num_layers;
+    int64_t hidden_dim;          /* D */
+    int64_t intermediate_dim;    /* F, per MLP branch */
+    int64_t num_query_heads;     /* N */
+    int64_t num_kv_heads;        /* K */
+    int64_t head_dim;            /* H */
+    double rms_eps;
+    bool norm_add_one;           /* RMSNorm scale is (1 + w) (Gemma 1-3); false: w (Gemma 4) */
+    bool use_post_attention_norm;
+    bool use_post_ffw_norm;
+    bool use_qk_norm;            /* Gemma 3 */
+    double attn_logit_softcap;   /* 0 = none */
+    double final_logit_softcap;  /* 0 = none */
+    int64_t sliding_window;      /* tokens incl. self; 0 = no local layers */
+    int sliding_pattern;         /* P: layer i is local iff P > 0 and i % P < P - 1 (G2: 2, G3: 6) */
+    double rope_local_base;      /* wavelength on local layers (and all layers when no pattern) */
+    double rope_global_base;
+    double rope_local_scale;     /* linear scaling factors: positions divided by these */
+    double rope_global_scale;
+    bool query_head_dim_normalize; /* true: q *= H^-1/2; false: q *= (D/N)^-1/2 (the 27B models) */
+    bool kerashub_query_scaling; /* KerasHub always scales by H^-1/2 whatever the flag says
+                                    (reference §1.1); true reproduces it (default) */
+    int64_t max_seq_len;         /* context length of the preset (informational) */
+} gt_gemma_config;
+
+/* Fill *cfg from a preset name ("gemma3_270m", "gemma2_instruct_2b_en", ...). Returns 0, or -1
+ * with a message listing close names. */
+int gt_gemma_preset(const char *name, gt_gemma_config *cfg, char *err, size_t errn);
+/* NULL-terminated list of preset names. */
+const char *const *gt_gemma_preset_names(void);
+
+/* Defaults for a generation (norm form, soft-caps, pattern, RoPE bases); shapes left zero. */
+void gt_gemma_config_defaults(gt_gemma_config *cfg, int generation);
+/* Check shapes and flags for consistency; message names the first bad field. */
+int gt_gemma_config_validate(const gt_gemma_config *cfg, char *err, size_t errn);
+
+bool gt_gemma_layer_is_local(const gt_gemma_config *cfg, int64_t layer);
+/* The multiplier applied to q before q.k (see kerashub_query_scaling). */
+double gt_gemma_query_scale(const gt_gemma_config *cfg);
+/* Number of parameters (KerasHub's count: tied embedding counted once). */
+int64_t gt_gemma_param_count(const gt_gemma_config *cfg);
+
+#endif
