@@ -153,11 +153,68 @@ static gt_tensor *heads(gt_ctx *ctx, gt_tensor *x, int64_t b, int64_t t, int64_t
     return gt_reshape(ctx, x, 4, shape);
 }
 
+/* One decoder block. With a cache (inference only, B = 1), the block's rotated keys and values
+ * for the T new tokens are written at cache position pos0 and attention reads all pos0 + T. */
+static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, int64_t B,
+                        int64_t T, const int32_t *pos, const uint8_t *key_mask,
+                        const int32_t *segment_ids, gt_gemma_cache *cache, int64_t pos0) {
+    const gt_gemma_config *c = &m->cfg;
+    const gt_gemma_layer *ly = &m->layers[i];
+    int64_t H = c->head_dim, N = c->num_query_heads, K = c->num_kv_heads;
+    bool local = gt_gemma_layer_is_local(c, i);
+    gt_rope_cfg rope = {local ? c->rope_local_base : c->rope_global_base,
+                        local ? c->rope_local_scale : c->rope_global_scale, 0};
+    gt_attn_cfg attn = {.scale = gt_gemma_query_scale(c),
+                        .softcap = c->attn_logit_softcap,
+                        .window = local ? c->sliding_window : 0,
+                        .causal = true,
+                        .q_offset = 0,
+                        .key_mask = key_mask,
+                        .segment_ids = segment_ids};
+    gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
+    gt_tensor *q = heads(ctx, linear(ctx, h, ly->query), B, T, N, H);
+    gt_tensor *k = heads(ctx, linear(ctx, h, ly->key), B, T, K, H);
+    gt_tensor *v = heads(ctx, linear(ctx, h, ly->value), B, T, K, H);
+    if (c->use_qk_norm) {
+        q = norm(ctx, m, q, ly->query_norm);
+        k = norm(ctx, m, k, ly->key_norm);
+    }
+    q = gt_rope(ctx, q, pos, &rope);
+    k = gt_rope(ctx, k, pos, &rope);
+    if (cache && gt_ok(ctx)) {
+        int64_t row = K * H, S = pos0 + T;
+        gt_real *ck = cache->k + i * cache->max_len * row, *cv = cache->v + i * cache->max_len * row;
+        memcpy(ck + pos0 * row, k->data, (size_t)(T * row) * sizeof(gt_real));
+        memcpy(cv + pos0 * row, v->data, (size_t)(T * row) * sizeof(gt_real));
+        int64_t shape[4] = {1, S, K, H};
+        k = gt_alloc(ctx, sizeof *k); /* attention reads the cache itself */
+        v = gt_alloc(ctx, sizeof *v);
+        if (!k || !v) return NULL;
+        gt_tensor_wrap(k, ck, NULL, 4, shape, false);
+        gt_tensor_wrap(v, cv, NULL, 4, shape, false);
+        attn.q_offset = pos0;
+    }
+    gt_tensor *a = gt_attention(ctx, q, k, v, &attn);
+    int64_t flat[3] = {B, T, N * H};
+    a = linear(ctx, gt_reshape(ctx, a, 3, flat), ly->attn_out);
+    if (ly->post_attn_norm) a = norm(ctx, m, a, ly->post_attn_norm);
+    x = gt_add(ctx, x, a);
+    h = norm(ctx, m, x, ly->pre_ffw_norm);
+    gt_tensor *f = gt_geglu(ctx, linear(ctx, h, ly->gate), linear(ctx, h, ly->up));
+    f = linear(ctx, f, ly->down);
+    if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
+    return gt_add(ctx, x, f);
+}
+
+static gt_tensor *embed(gt_ctx *ctx, const gt_gemma *m, const int32_t *ids, int64_t B, int64_t T) {
+    gt_tensor *x = gt_embedding(ctx, m->embedding, ids, B * T);
+    int64_t sh[3] = {B, T, m->cfg.hidden_dim};
+    return gt_scale(ctx, gt_reshape(ctx, x, 3, sh), sqrt((double)m->cfg.hidden_dim));
+}
+
 gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b) {
     if (!gt_ok(ctx)) return NULL;
-    const gt_gemma_config *c = &m->cfg;
-    int64_t B = b->batch, T = b->seq, D = c->hidden_dim, H = c->head_dim;
-    int64_t N = c->num_query_heads, K = c->num_kv_heads;
+    int64_t B = b->batch, T = b->seq;
     if (B < 1 || T < 1 || !b->token_ids)
         return gt_fail(ctx, GT_ERR_ARG, "gemma: batch needs token_ids and B, T >= 1 (got %lld x %lld)",
                        (long long)B, (long long)T);
@@ -168,44 +225,56 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
         for (int64_t i = 0; i < B * T; i++) p[i] = (int32_t)(i % T);
         pos = p;
     }
-    gt_tensor *x = gt_embedding(ctx, m->embedding, b->token_ids, B * T);
-    int64_t sh[3] = {B, T, D};
-    x = gt_scale(ctx, gt_reshape(ctx, x, 3, sh), sqrt((double)D));
-    double qscale = gt_gemma_query_scale(c);
-    for (int64_t i = 0; i < c->num_layers && gt_ok(ctx); i++) {
-        const gt_gemma_layer *ly = &m->layers[i];
-        bool local = gt_gemma_layer_is_local(c, i);
-        gt_rope_cfg rope = {local ? c->rope_local_base : c->rope_global_base,
-                            local ? c->rope_local_scale : c->rope_global_scale, 0};
-        gt_attn_cfg attn = {.scale = qscale,
-                            .softcap = c->attn_logit_softcap,
-                            .window = local ? c->sliding_window : 0,
-                            .causal = true,
-                            .q_offset = 0,
-                            .key_mask = b->padding_mask,
-                            .segment_ids = b->segment_ids};
-        gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
-        gt_tensor *q = heads(ctx, linear(ctx, h, ly->query), B, T, N, H);
-        gt_tensor *k = heads(ctx, linear(ctx, h, ly->key), B, T, K, H);
-        gt_tensor *v = heads(ctx, linear(ctx, h, ly->value), B, T, K, H);
-        if (c->use_qk_norm) {
-            q = norm(ctx, m, q, ly->query_norm);
-            k = norm(ctx, m, k, ly->key_norm);
-        }
-        q = gt_rope(ctx, q, pos, &rope);
-        k = gt_rope(ctx, k, pos, &rope);
-        gt_tensor *a = gt_attention(ctx, q, k, v, &attn);
-        int64_t flat[3] = {B, T, N * H};
-        a = linear(ctx, gt_reshape(ctx, a, 3, flat), ly->attn_out);
-        if (ly->post_attn_norm) a = norm(ctx, m, a, ly->post_attn_norm);
-        x = gt_add(ctx, x, a);
-        h = norm(ctx, m, x, ly->pre_ffw_norm);
-        gt_tensor *f = gt_geglu(ctx, linear(ctx, h, ly->gate), linear(ctx, h, ly->up));
-        f = linear(ctx, f, ly->down);
-        if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
-        x = gt_add(ctx, x, f);
-    }
+    gt_tensor *x = embed(ctx, m, b->token_ids, B, T);
+    for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
+        x = block(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, NULL, 0);
     return norm(ctx, m, x, m->final_norm);
+}
+
+int gt_gemma_cache_init(gt_gemma_cache *cache, const gt_gemma *m, int64_t max_len, char *err,
+                        size_t errn) {
+    memset(cache, 0, sizeof *cache);
+    int64_t n = m->cfg.num_layers * max_len * m->cfg.num_kv_heads * m->cfg.head_dim;
+    if (max_len < 1) return snprintf(err, errn, "kv cache: max_len must be >= 1"), -1;
+    cache->k = malloc((size_t)n * sizeof(gt_real));
+    cache->v = malloc((size_t)n * sizeof(gt_real));
+    if (!cache->k || !cache->v) {
+        gt_gemma_cache_free(cache);
+        return snprintf(err, errn, "kv cache: out of memory for %lld positions (%.1f MB)",
+                        (long long)max_len, 2.0 * (double)n * sizeof(gt_real) / 1e6), -1;
+    }
+    cache->max_len = max_len;
+    return 0;
+}
+
+void gt_gemma_cache_free(gt_gemma_cache *cache) {
+    free(cache->k);
+    free(cache->v);
+    memset(cache, 0, sizeof *cache);
+}
+
+gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
+                         const int32_t *ids, int64_t n) {
+    if (!gt_ok(ctx)) return NULL;
+    int64_t pos0 = cache->len;
+    if (n < 1 || pos0 + n > cache->max_len)
+        return gt_fail(ctx, GT_ERR_ARG, "gemma: %lld new tokens at position %lld exceed the cache "
+                       "length %lld", (long long)n, (long long)pos0, (long long)cache->max_len);
+    int32_t *pos = gt_alloc(ctx, (size_t)n * sizeof *pos);
+    if (!pos) return NULL;
+    for (int64_t i = 0; i < n; i++) pos[i] = (int32_t)(pos0 + i);
+    bool grad = ctx->grad_enabled;
+    ctx->grad_enabled = false; /* the cache holds plain values: no tape through it */
+    gt_tensor *x = embed(ctx, m, ids, 1, n);
+    for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
+        x = block(ctx, m, i, x, 1, n, pos, NULL, NULL, cache, pos0);
+    /* only the last position's hidden state is needed to sample the next token */
+    int64_t flat[2] = {n, m->cfg.hidden_dim};
+    x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
+    gt_tensor *z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
+    ctx->grad_enabled = grad;
+    if (z) cache->len = pos0 + n;
+    return z;
 }
 
 gt_tensor *gt_gemma_logits(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden) {

@@ -71,4 +71,19 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
  * vocabulary is materialised: for training use the chunked loss instead. */
 gt_tensor *gt_gemma_logits(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden);
 
+/* Key/value cache for incremental decoding of one sequence (B = 1): rotated keys and values of
+ * every layer, [L][max_len][K*H] each. len = positions filled. */
+typedef struct gt_gemma_cache {
+    gt_real *k, *v;
+    int64_t max_len, len;
+} gt_gemma_cache;
+
+int gt_gemma_cache_init(gt_gemma_cache *cache, const gt_gemma *m, int64_t max_len, char *err,
+                        size_t errn);
+void gt_gemma_cache_free(gt_gemma_cache *cache);
+/* Feed n tokens at positions cache->len.. (a prompt, then one token at a time); returns the
+ * logits [1, V] of the last one and advances cache->len. Records nothing on the tape. */
+gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
+                         const int32_t *ids, int64_t n);
+
 #endif
