@@ -16,7 +16,7 @@ gt_tensor *gt_softcap(gt_ctx *ctx, gt_tensor *x, double cap);
 gt_tensor *gt_gelu(gt_ctx *ctx, gt_tensor *x);
 /* GeGLU gate: gelu(gate) * up, equal shapes (Gemma's MLP before the down projection). */
 gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up);
-/* Softmax over the last axis (max-subtracted). */
+/* Softmax over the last axis (max-subtracted); a row whose logits are all -inf gives zeros. */
 gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x);
 
 #endif

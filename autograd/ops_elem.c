@@ -1,0 +1,387 @@
+#include "autograd/ops_elem.h"
+
+#include <string.h>
+#include <tgmath.h>
+
+#include "autograd/blas.h"
+
+/* Below this many elements a loop runs on one thread: fork/join would cost more than it saves. */
+#define PAR_MIN ((int64_t)1 << 15)
+/* Column block of the broadcast-gradient reduction; its accumulator lives on the stack. */
+#define RED_BLOCK 256
+/* Widest b reduced with per-thread partial rows (nt * inner doubles of scratch). */
+#define RED_PARTIAL_MAX 4096
+
+static bool par(int64_t n) { return n >= PAR_MIN && gt_threads() > 1; }
+
+/* ---------------------------------------------------------------- add / mul */
+
+/* b fits a when its shape equals a's trailing axes; then a is [outer, inner], inner = b->size. */
+static bool bcast_fits(const gt_tensor *a, const gt_tensor *b) {
+    if (b->ndim > a->ndim) return false;
+    for (int i = 1; i <= b->ndim; i++)
+        if (a->shape[a->ndim - i] != b->shape[b->ndim - i]) return false;
+    return true;
+}
+
+static void bcast_dims(const gt_tensor *a, const gt_tensor *b, int64_t *outer, int64_t *inner) {
+    *inner = b->size;
+    *outer = b->size ? a->size / b->size : 0;
+}
+
+/* db[j] += sum_o dy[o,j] * (a ? a[o,j] : 1), summed in double so long reductions stay exact to
+ * gt_real. Results depend only on the thread count, not on scheduling. */
+static void reduce_rows(gt_ctx *ctx, const gt_real *dy, const gt_real *a, int64_t outer,
+                        int64_t inner, gt_real *db) {
+    bool p = par(outer * inner);
+    int nt = p ? gt_threads() : 1;
+    if (p && inner <= RED_PARTIAL_MAX && outer >= nt) {
+        /* Narrow b: each thread sums a contiguous band of rows into its own partial row. */
+        double *part = gt_alloc(ctx, (size_t)nt * (size_t)inner * sizeof(double));
+        if (!part) return;
+        memset(part, 0, (size_t)nt * (size_t)inner * sizeof(double));
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int c = 0; c < nt; c++) {
+            double *acc = part + (int64_t)c * inner;
+            for (int64_t o = outer * c / nt; o < outer * (c + 1) / nt; o++) {
+                const gt_real *g = dy + o * inner;
+                if (a) {
+                    const gt_real *ar = a + o * inner;
+                    for (int64_t j = 0; j < inner; j++) acc[j] += (double)g[j] * (double)ar[j];
+                } else {
+                    for (int64_t j = 0; j < inner; j++) acc[j] += (double)g[j];
+                }
+            }
+        }
+        for (int64_t j = 0; j < inner; j++) {
+            double s = 0;
+            for (int c = 0; c < nt; c++) s += part[(int64_t)c * inner + j];
+            db[j] += (gt_real)s;
+        }
+        return;
+    }
+    /* Wide b (or one thread): threads own column blocks and walk every row. */
+    int64_t nblk = (inner + RED_BLOCK - 1) / RED_BLOCK;
+#pragma omp parallel for schedule(static) if (p)
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        int64_t j0 = blk * RED_BLOCK, w = inner - j0 < RED_BLOCK ? inner - j0 : RED_BLOCK;
+        double acc[RED_BLOCK] = {0};
+        for (int64_t o = 0; o < outer; o++) {
+            const gt_real *g = dy + o * inner + j0;
+            if (a) {
+                const gt_real *ar = a + o * inner + j0;
+                for (int64_t j = 0; j < w; j++) acc[j] += (double)g[j] * (double)ar[j];
+            } else {
+                for (int64_t j = 0; j < w; j++) acc[j] += (double)g[j];
+            }
+        }
+        for (int64_t j = 0; j < w; j++) db[j0 + j] += (gt_real)acc[j];
+    }
+}
+
+static void add_backward(gt_ctx *ctx, gt_node *node) {
+    gt_tensor *a = node->in[0], *b = node->in[1];
+    const gt_real *dy = gt_grad(ctx, node->out);
+    gt_real *da = gt_needs_grad(a) ? gt_grad(ctx, a) : NULL;
+    gt_real *db = gt_needs_grad(b) ? gt_grad(ctx, b) : NULL;
+    if (!gt_ok(ctx)) return;
+    int64_t n = a->size, outer, inner;
+    bcast_dims(a, b, &outer, &inner);
+    /* Separate loops: a and b may be the same tensor, so da and db may alias. */
+    if (da) {
+#pragma omp parallel for schedule(static) if (par(n))
+        for (int64_t i = 0; i < n; i++) da[i] += dy[i];
+    }
+    if (db) {
+        if (inner == n) {
+#pragma omp parallel for schedule(static) if (par(n))
+            for (int64_t i = 0; i < n; i++) db[i] += dy[i];
+        } else {
+            reduce_rows(ctx, dy, NULL, outer, inner, db);
+        }
+    }
+}
+
+static void mul_backward(gt_ctx *ctx, gt_node *node) {
+    gt_tensor *a = node->in[0], *b = node->in[1];
+    const gt_real *dy = gt_grad(ctx, node->out);
+    gt_real *da = gt_needs_grad(a) ? gt_grad(ctx, a) : NULL;
+    gt_real *db = gt_needs_grad(b) ? gt_grad(ctx, b) : NULL;
+    if (!gt_ok(ctx)) return;
+    int64_t n = a->size, outer, inner;
+    bcast_dims(a, b, &outer, &inner);
+    const gt_real *A = a->data, *B = b->data;
+    if (da) {
+#pragma omp parallel for schedule(static) if (par(n))
+        for (int64_t o = 0; o < outer; o++) {
+            gt_real *d = da + o * inner;
+            const gt_real *g = dy + o * inner;
+            for (int64_t j = 0; j < inner; j++) d[j] += g[j] * B[j];
+        }
+    }
+    if (db) {
+        if (inner == n) {
+#pragma omp parallel for schedule(static) if (par(n))
+            for (int64_t i = 0; i < n; i++) db[i] += dy[i] * A[i];
+        } else {
+            reduce_rows(ctx, dy, A, outer, inner, db);
+        }
+    }
+}
+
+static gt_tensor *binary(gt_ctx *ctx, gt_tensor *a, gt_tensor *b, bool is_mul) {
+    const char *op = is_mul ? "mul" : "add";
+    if (!gt_ok(ctx)) return NULL;
+    if (!a || !b)
+        return gt_fail(ctx, GT_ERR_ARG, "%s: NULL input (%s, %s)", op, gt_shp(a), gt_shp(b));
+    if (!bcast_fits(a, b))
+        return gt_fail(ctx, GT_ERR_SHAPE, "%s: shapes %s and %s do not fit (b must equal a's shape "
+                       "or its trailing axes)", op, gt_shp(a), gt_shp(b));
+    gt_tensor *in[2] = {a, b};
+    gt_tensor *out = gt_op_out(ctx, a->ndim, a->shape, in, 2);
+    if (!out) return NULL;
+    int64_t n = a->size, outer, inner;
+    bcast_dims(a, b, &outer, &inner);
+    const gt_real *A = a->data, *B = b->data;
+    gt_real *Y = out->data;
+    if (inner == n) {
+        if (is_mul) {
+#pragma omp parallel for schedule(static) if (par(n))
+            for (int64_t i = 0; i < n; i++) Y[i] = A[i] * B[i];
+        } else {
+#pragma omp parallel for schedule(static) if (par(n))
+            for (int64_t i = 0; i < n; i++) Y[i] = A[i] + B[i];
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (par(n))
+        for (int64_t o = 0; o < outer; o++) {
+            const gt_real *ar = A + o * inner;
+            gt_real *yr = Y + o * inner;
+            if (is_mul)
+                for (int64_t j = 0; j < inner; j++) yr[j] = ar[j] * B[j];
+            else
+                for (int64_t j = 0; j < inner; j++) yr[j] = ar[j] + B[j];
+        }
+    }
+    if (!gt_record(ctx, op, is_mul ? mul_backward : add_backward, out, in, 2, NULL)) return NULL;
+    return out;
+}
+
+gt_tensor *gt_add(gt_ctx *ctx, gt_tensor *a, gt_tensor *b) { return binary(ctx, a, b, false); }
+gt_tensor *gt_mul(gt_ctx *ctx, gt_tensor *a, gt_tensor *b) { return binary(ctx, a, b, true); }
+
+/* ---------------------------------------------------------------- scale */
+
+static void scale_backward(gt_ctx *ctx, gt_node *node) {
+    gt_real s = *(const gt_real *)node->saved;
+    gt_real *dx = gt_grad(ctx, node->in[0]);
+    const gt_real *dy = gt_grad(ctx, node->out);
+    if (!gt_ok(ctx)) return;
+    int64_t n = node->out->size;
+#pragma omp parallel for schedule(static) if (par(n))
+    for (int64_t i = 0; i < n; i++) dx[i] += s * dy[i];
+}
+
+gt_tensor *gt_scale(gt_ctx *ctx, gt_tensor *x, double s) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!x) return gt_fail(ctx, GT_ERR_ARG, "scale: NULL input");
+    if (!isfinite(s))
+        return gt_fail(ctx, GT_ERR_ARG, "scale: factor %g is not finite (x %s)", s, gt_shp(x));
+    gt_tensor *out = gt_op_out(ctx, x->ndim, x->shape, &x, 1);
+    if (!out) return NULL;
+    gt_real f = (gt_real)s, *Y = out->data;
+    const gt_real *X = x->data;
+    int64_t n = x->size;
+#pragma omp parallel for schedule(static) if (par(n))
+    for (int64_t i = 0; i < n; i++) Y[i] = X[i] * f;
+    if (out->requires_grad) {
+        gt_real *saved = gt_alloc(ctx, sizeof *saved);
+        if (!saved) return NULL;
+        *saved = f;
+        if (!gt_record(ctx, "scale", scale_backward, out, &x, 1, saved)) return NULL;
+    }
+    return out;
+}
+
+/* ---------------------------------------------------------------- softcap */
+
+static void softcap_backward(gt_ctx *ctx, gt_node *node) {
+    gt_real cap = *(const gt_real *)node->saved;
+    gt_real *dx = gt_grad(ctx, node->in[0]);
+    const gt_real *dy = gt_grad(ctx, node->out), *Y = node->out->data;
+    if (!gt_ok(ctx)) return;
+    int64_t n = node->out->size;
+    /* d/dx cap tanh(x/cap) = 1 - tanh^2, and tanh = y / cap is already in the output. */
+#pragma omp parallel for schedule(static) if (par(n))
+    for (int64_t i = 0; i < n; i++) {
+        gt_real t = Y[i] / cap;
+        dx[i] += dy[i] * (1 - t * t);
+    }
+}
+
+gt_tensor *gt_softcap(gt_ctx *ctx, gt_tensor *x, double cap) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!x) return gt_fail(ctx, GT_ERR_ARG, "softcap: NULL input");
+    if (!(cap > 0) || !isfinite(cap))
+        return gt_fail(ctx, GT_ERR_ARG, "softcap: cap must be positive and finite, got %g (x %s)",
+                       cap, gt_shp(x));
+    gt_tensor *out = gt_op_out(ctx, x->ndim, x->shape, &x, 1);
+    if (!out) return NULL;
+    gt_real c = (gt_real)cap, *Y = out->data;
+    const gt_real *X = x->data;
+    int64_t n = x->size;
+#pragma omp parallel for schedule(static) if (par(n))
+    for (int64_t i = 0; i < n; i++) Y[i] = c * tanh(X[i] / c);
+    if (out->requires_grad) {
+        gt_real *saved = gt_alloc(ctx, sizeof *saved);
+        if (!saved) return NULL;
+        *saved = c;
+        if (!gt_record(ctx, "softcap", softcap_backward, out, &x, 1, saved)) return NULL;
+    }
+    return out;
+}
+
+/* ---------------------------------------------------------------- gelu / geglu */
+
+#define GELU_K0 0.79788456080286535588 /* sqrt(2/pi) */
+#define GELU_K1 0.044715
+
+/* 0.5 x (1 + tanh u) == x sigmoid(2u): the sigmoid form avoids the cancellation in 1 + tanh u
+ * for negative x, where the tanh form loses most of its digits in fp32. */
+static inline gt_real gelu_sig(gt_real x) {
+    gt_real u = (gt_real)GELU_K0 * (x + (gt_real)GELU_K1 * x * x * x);
+    return 1 / (1 + exp(-2 * u));
+}
+
+static inline gt_real gelu_val(gt_real x) { return x * gelu_sig(x); }
+
+/* d gelu / dx = s + x s (1 - s) 2 du/dx, s = sigmoid(2u). */
+static inline gt_real gelu_der(gt_real x, gt_real *val) {
+    gt_real s = gelu_sig(x);
+    *val = x * s;
+    gt_real du = (gt_real)GELU_K0 * (1 + (gt_real)(3 * GELU_K1) * x * x);
+    return s + 2 * x * s * (1 - s) * du;
+}
+
+static void gelu_backward(gt_ctx *ctx, gt_node *node) {
+    gt_tensor *x = node->in[0];
+    gt_real *dx = gt_grad(ctx, x);
+    const gt_real *dy = gt_grad(ctx, node->out), *X = x->data;
+    if (!gt_ok(ctx)) return;
+    int64_t n = x->size;
+#pragma omp parallel for schedule(static) if (par(n))
+    for (int64_t i = 0; i < n; i++) {
+        gt_real v;
+        dx[i] += dy[i] * gelu_der(X[i], &v);
+    }
+}
+
+gt_tensor *gt_gelu(gt_ctx *ctx, gt_tensor *x) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!x) return gt_fail(ctx, GT_ERR_ARG, "gelu: NULL input");
+    gt_tensor *out = gt_op_out(ctx, x->ndim, x->shape, &x, 1);
+    if (!out) return NULL;
+    const gt_real *X = x->data;
+    gt_real *Y = out->data;
+    int64_t n = x->size;
+#pragma omp parallel for schedule(static) if (par(n))
+    for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(X[i]);
+    if (!gt_record(ctx, "gelu", gelu_backward, out, &x, 1, NULL)) return NULL;
+    return out;
+}
+
+static void geglu_backward(gt_ctx *ctx, gt_node *node) {
+    gt_tensor *gate = node->in[0], *up = node->in[1];
+    const gt_real *dy = gt_grad(ctx, node->out);
+    gt_real *dg = gt_needs_grad(gate) ? gt_grad(ctx, gate) : NULL;
+    gt_real *du = gt_needs_grad(up) ? gt_grad(ctx, up) : NULL;
+    if (!gt_ok(ctx)) return;
+    const gt_real *G = gate->data, *U = up->data;
+    int64_t n = gate->size;
+    /* gate and up may be one tensor: dg first, du after, never both in one statement. */
+    if (dg) {
+#pragma omp parallel for schedule(static) if (par(n))
+        for (int64_t i = 0; i < n; i++) {
+            gt_real v;
+            dg[i] += dy[i] * U[i] * gelu_der(G[i], &v);
+        }
+    }
+    if (du) {
+#pragma omp parallel for schedule(static) if (par(n))
+        for (int64_t i = 0; i < n; i++) du[i] += dy[i] * gelu_val(G[i]);
+    }
+}
+
+gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!gate || !up)
+        return gt_fail(ctx, GT_ERR_ARG, "geglu: NULL input (gate %s, up %s)", gt_shp(gate),
+                       gt_shp(up));
+    if (!gt_shape_eq(gate, up))
+        return gt_fail(ctx, GT_ERR_SHAPE, "geglu: gate %s and up %s must have equal shapes",
+                       gt_shp(gate), gt_shp(up));
+    gt_tensor *in[2] = {gate, up};
+    gt_tensor *out = gt_op_out(ctx, gate->ndim, gate->shape, in, 2);
+    if (!out) return NULL;
+    const gt_real *G = gate->data, *U = up->data;
+    gt_real *Y = out->data;
+    int64_t n = gate->size;
+#pragma omp parallel for schedule(static) if (par(n))
+    for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(G[i]) * U[i];
+    if (!gt_record(ctx, "geglu", geglu_backward, out, in, 2, NULL)) return NULL;
+    return out;
+}
+
+/* ---------------------------------------------------------------- softmax */
+
+static void softmax_backward(gt_ctx *ctx, gt_node *node) {
+    gt_tensor *x = node->in[0];
+    gt_real *dx = gt_grad(ctx, x);
+    const gt_real *dy = gt_grad(ctx, node->out), *Y = node->out->data;
+    if (!gt_ok(ctx)) return;
+    int64_t rows = gt_rows(x), d = gt_cols(x);
+    /* dx = y * (dy - <dy, y>) per row. */
+#pragma omp parallel for schedule(static) if (par(x->size))
+    for (int64_t r = 0; r < rows; r++) {
+        const gt_real *y = Y + r * d, *g = dy + r * d;
+        gt_real *o = dx + r * d;
+        double acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t j = 0; j < d; j++) acc += (double)(g[j] * y[j]);
+        gt_real dot = (gt_real)acc;
+        for (int64_t j = 0; j < d; j++) o[j] += y[j] * (g[j] - dot);
+    }
+}
+
+gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!x) return gt_fail(ctx, GT_ERR_ARG, "softmax: NULL input");
+    if (x->ndim < 1)
+        return gt_fail(ctx, GT_ERR_SHAPE, "softmax: needs at least one axis, got %s", gt_shp(x));
+    gt_tensor *out = gt_op_out(ctx, x->ndim, x->shape, &x, 1);
+    if (!out) return NULL;
+    int64_t rows = gt_rows(x), d = gt_cols(x);
+    const gt_real *X = x->data;
+    gt_real *Y = out->data;
+#pragma omp parallel for schedule(static) if (par(x->size))
+    for (int64_t r = 0; r < rows; r++) {
+        const gt_real *xr = X + r * d;
+        gt_real *yr = Y + r * d;
+        gt_real m = -INFINITY;
+#pragma omp simd reduction(max : m)
+        for (int64_t j = 0; j < d; j++) m = xr[j] > m ? xr[j] : m;
+        if (m == -INFINITY) { /* every logit masked: no distribution, give zeros */
+            memset(yr, 0, (size_t)d * sizeof(gt_real));
+            continue;
+        }
+        double sum = 0; /* rows can be a whole vocabulary wide */
+        for (int64_t j = 0; j < d; j++) {
+            yr[j] = exp(xr[j] - m);
+            sum += (double)yr[j];
+        }
+        gt_real inv = (gt_real)(1 / sum);
+        for (int64_t j = 0; j < d; j++) yr[j] *= inv;
+    }
+    if (!gt_record(ctx, "softmax", softmax_backward, out, &x, 1, NULL)) return NULL;
+    return out;
+}
