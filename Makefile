@@ -85,6 +85,7 @@ $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_F32)): $(BUILD)/tests/%: $(BUILD)/t
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_F64)): $(BUILD)/tests/%: $(BUILD)/f64/tests/%.o $(BUILD)/libgt_f64.a
+	@mkdir -p $(@D)
 	@echo "LD $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
