@@ -7,6 +7,7 @@
 #include "autograd/ops_attn.h"
 #include "autograd/ops_elem.h"
 #include "autograd/ops_linalg.h"
+#include "autograd/ops_lmhead.h"
 #include "autograd/ops_loss.h"
 #include "autograd/ops_norm.h"
 #include "autograd/real.h"

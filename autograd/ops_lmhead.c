@@ -1,0 +1,153 @@
+#include "autograd/ops_lmhead.h"
+
+#include <math.h>
+#include <string.h>
+#include <tgmath.h>
+
+#include "autograd/blas.h"
+
+typedef struct {
+    int64_t m;          /* active rows */
+    int64_t *rows;      /* their indices in hidden */
+    int32_t *labels;    /* per active row */
+    gt_real *w;         /* per active row */
+    gt_real *lse;       /* per active row, of the (capped) logits */
+    int64_t chunk;
+    gt_real *hbuf;      /* chunk x D gathered hidden rows */
+    gt_real *zbuf;      /* chunk x V logits */
+    double softcap;
+} lmhead_saved;
+
+/* Capped logits of active rows [r0, r0+c) into s->zbuf; gathers their h into s->hbuf. */
+static void chunk_logits(const lmhead_saved *s, const gt_tensor *hidden, const gt_tensor *table,
+                         int64_t r0, int64_t c) {
+    int64_t D = gt_cols(table), V = table->shape[0];
+    for (int64_t i = 0; i < c; i++)
+        memcpy(s->hbuf + i * D, hidden->data + s->rows[r0 + i] * D, (size_t)D * sizeof(gt_real));
+    gt_gemm(false, true, (int)c, (int)V, (int)D, 1, s->hbuf, (int)D, table->data, (int)D, 0,
+            s->zbuf, (int)V);
+    if (s->softcap > 0) {
+        gt_real cap = (gt_real)s->softcap, inv = (gt_real)(1.0 / s->softcap);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < c * V; i++) s->zbuf[i] = cap * tanh(s->zbuf[i] * inv);
+    }
+}
+
+static void lmhead_backward(gt_ctx *ctx, gt_node *node) {
+    lmhead_saved *s = node->saved;
+    gt_tensor *hidden = node->in[0], *table = node->in[1];
+    gt_real g = gt_grad(ctx, node->out)[0];
+    gt_real *dh = gt_needs_grad(hidden) ? gt_grad(ctx, hidden) : NULL;
+    gt_real *dt = gt_needs_grad(table) ? gt_grad(ctx, table) : NULL;
+    if (!gt_ok(ctx) || (!dh && !dt)) return;
+    int64_t D = gt_cols(table), V = table->shape[0];
+    gt_real *dhbuf = dh ? s->hbuf + s->chunk * D : NULL; /* second half of hbuf */
+    for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
+        int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
+        chunk_logits(s, hidden, table, r0, c);
+        /* dz = g w (softmax - onehot) on the capped logits, then through the cap:
+         * d/draw = d/dz * (1 - (z / cap)^2) since z = cap * tanh(raw / cap). */
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < c; i++) {
+            gt_real *z = s->zbuf + i * V;
+            int64_t y = s->labels[r0 + i];
+            gt_real gw = g * s->w[r0 + i], lse = s->lse[r0 + i], zy = z[y];
+            if (s->softcap > 0) {
+                gt_real inv = (gt_real)(1.0 / s->softcap);
+                for (int64_t v = 0; v < V; v++) {
+                    gt_real t = z[v] * inv;
+                    z[v] = gw * exp(z[v] - lse) * (1 - t * t);
+                }
+                gt_real ty = zy * inv;
+                z[y] -= gw * (1 - ty * ty);
+            } else {
+                for (int64_t v = 0; v < V; v++) z[v] = gw * exp(z[v] - lse);
+                z[y] -= gw;
+            }
+        }
+        if (dh) {
+            gt_gemm(false, false, (int)c, (int)D, (int)V, 1, s->zbuf, (int)V, table->data, (int)D,
+                    0, dhbuf, (int)D);
+            for (int64_t i = 0; i < c; i++) {
+                gt_real *dst = dh + s->rows[r0 + i] * D, *src = dhbuf + i * D;
+                for (int64_t k = 0; k < D; k++) dst[k] += src[k];
+            }
+        }
+        if (dt)
+            gt_gemm(true, false, (int)V, (int)D, (int)c, 1, s->zbuf, (int)V, s->hbuf, (int)D, 1,
+                    dt, (int)D);
+    }
+}
+
+gt_tensor *gt_lm_head_loss(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, double softcap,
+                           const int32_t *labels, const gt_real *weights, int64_t chunk_rows,
+                           double *weight_sum, gt_real *row_ce) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!hidden || !table || !labels)
+        return gt_fail(ctx, GT_ERR_ARG, "lm_head_loss: NULL input");
+    if (table->ndim != 2 || gt_cols(hidden) != gt_cols(table))
+        return gt_fail(ctx, GT_ERR_SHAPE, "lm_head_loss: hidden %s does not fit table %s (want [..., D] "
+                       "and [V, D])", gt_shp(hidden), gt_shp(table));
+    if (chunk_rows < 1 || softcap < 0)
+        return gt_fail(ctx, GT_ERR_ARG, "lm_head_loss: chunk_rows must be >= 1 and softcap >= 0");
+    int64_t n = gt_rows(hidden), D = gt_cols(table), V = table->shape[0];
+    if (V > INT32_MAX || D > INT32_MAX)
+        return gt_fail(ctx, GT_ERR_SHAPE, "lm_head_loss: table %s too large", gt_shp(table));
+    lmhead_saved *s = gt_alloc(ctx, sizeof *s);
+    if (!s) return NULL;
+    memset(s, 0, sizeof *s);
+    s->softcap = softcap;
+    s->rows = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->rows);
+    s->labels = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->labels);
+    s->w = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->w);
+    s->lse = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->lse);
+    if (!gt_ok(ctx)) return NULL;
+    double wsum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        gt_real w = weights ? weights[i] : 1;
+        if (!(w >= 0) || !isfinite(w))
+            return gt_fail(ctx, GT_ERR_ARG, "lm_head_loss: row %lld: weight %g must be finite and >= 0",
+                           (long long)i, (double)w);
+        if (row_ce) row_ce[i] = 0;
+        if (w == 0) continue;
+        if (labels[i] < 0 || labels[i] >= V)
+            return gt_fail(ctx, GT_ERR_ARG, "lm_head_loss: row %lld: label %d outside [0, %lld)",
+                           (long long)i, labels[i], (long long)V);
+        s->rows[s->m] = i;
+        s->labels[s->m] = labels[i];
+        s->w[s->m] = w;
+        s->m++;
+        wsum += w;
+    }
+    if (weight_sum) *weight_sum = wsum;
+    s->chunk = chunk_rows < s->m ? chunk_rows : (s->m ? s->m : 1);
+    /* hbuf holds the gathered rows and, in backward, the chunk's dh */
+    s->hbuf = gt_alloc(ctx, (size_t)(2 * s->chunk * D) * sizeof(gt_real));
+    s->zbuf = gt_alloc(ctx, (size_t)(s->chunk * V) * sizeof(gt_real));
+    gt_tensor *out = gt_op_out(ctx, 0, NULL, (gt_tensor *[]){hidden, table}, 2);
+    if (!out || !gt_ok(ctx)) return NULL;
+    double total = 0;
+    for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
+        int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
+        chunk_logits(s, hidden, table, r0, c);
+        double part = 0;
+#pragma omp parallel for schedule(static) reduction(+ : part)
+        for (int64_t i = 0; i < c; i++) {
+            const gt_real *z = s->zbuf + i * V;
+            gt_real mx = z[0];
+            for (int64_t v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+            double acc = 0;
+            for (int64_t v = 0; v < V; v++) acc += (double)exp(z[v] - mx);
+            double lse = (double)mx + log(acc);
+            s->lse[r0 + i] = (gt_real)lse;
+            double ce = lse - (double)z[s->labels[r0 + i]];
+            if (row_ce) row_ce[s->rows[r0 + i]] = (gt_real)ce;
+            part += (double)s->w[r0 + i] * ce;
+        }
+        total += part;
+    }
+    out->data[0] = (gt_real)total;
+    if (!gt_record(ctx, "lm_head_loss", lmhead_backward, out, (gt_tensor *[]){hidden, table}, 2, s))
+        return NULL;
+    return out;
+}

@@ -1,0 +1,22 @@
+/* ops_lmhead.h: the tied LM head fused with the weighted cross-entropy, computed in row chunks.
+ *
+ * For hidden rows h_i (hidden [..., D], n rows) and the embedding table E [V, D]:
+ *   z_i = h_i E^T;  if softcap > 0: z_i = softcap * tanh(z_i / softcap)   (Gemma 2's final cap)
+ *   ce_i = logsumexp(z_i) - z_i[label_i]
+ * Returns a one-element tensor with sum_i w_i ce_i; *weight_sum gets sum_i w_i; row_ce (n values,
+ * optional) gets ce_i (0 where w_i == 0). Only rows with w_i != 0 are computed at all (prompt and
+ * padding tokens cost nothing), chunk_rows at a time, so the [n x V] logits never exist: memory is
+ * one chunk_rows x V buffer reused by forward and backward, and backward recomputes each chunk's
+ * logits from h and E. Backward adds into h's gradient and, only when E requires one, E's.
+ * Label rules as gt_cross_entropy: a nonzero-weight label outside [0, V) or a negative or
+ * non-finite weight is an error naming the row. */
+#ifndef GT_OPS_LMHEAD_H
+#define GT_OPS_LMHEAD_H
+
+#include "autograd/tape.h"
+
+gt_tensor *gt_lm_head_loss(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, double softcap,
+                           const int32_t *labels, const gt_real *weights, int64_t chunk_rows,
+                           double *weight_sum, gt_real *row_ce);
+
+#endif
