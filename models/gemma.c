@@ -148,6 +148,14 @@ static gt_tensor *linear(gt_ctx *ctx, gt_tensor *x, gt_tensor *w) {
     return gt_matmul(ctx, x, w, false, true);
 }
 
+/* linear + the layer's LoRA adapter for that target, if any */
+static gt_tensor *proj(gt_ctx *ctx, const gt_gemma *m, int64_t layer, gt_lora_target t,
+                       gt_tensor *x, gt_tensor *w) {
+    gt_tensor *y = linear(ctx, x, w);
+    const gt_lora_adapter *ad = gt_lora_get(m->lora, layer, t);
+    return ad ? gt_lora_apply(ctx, m->lora, ad, x, y) : y;
+}
+
 static gt_tensor *heads(gt_ctx *ctx, gt_tensor *x, int64_t b, int64_t t, int64_t n, int64_t h) {
     int64_t shape[4] = {b, t, n, h};
     return gt_reshape(ctx, x, 4, shape);
@@ -172,9 +180,9 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
                         .key_mask = key_mask,
                         .segment_ids = segment_ids};
     gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
-    gt_tensor *q = heads(ctx, linear(ctx, h, ly->query), B, T, N, H);
-    gt_tensor *k = heads(ctx, linear(ctx, h, ly->key), B, T, K, H);
-    gt_tensor *v = heads(ctx, linear(ctx, h, ly->value), B, T, K, H);
+    gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
+    gt_tensor *k = heads(ctx, proj(ctx, m, i, GT_LORA_KEY, h, ly->key), B, T, K, H);
+    gt_tensor *v = heads(ctx, proj(ctx, m, i, GT_LORA_VALUE, h, ly->value), B, T, K, H);
     if (c->use_qk_norm) {
         q = norm(ctx, m, q, ly->query_norm);
         k = norm(ctx, m, k, ly->key_norm);
@@ -196,12 +204,13 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
     }
     gt_tensor *a = gt_attention(ctx, q, k, v, &attn);
     int64_t flat[3] = {B, T, N * H};
-    a = linear(ctx, gt_reshape(ctx, a, 3, flat), ly->attn_out);
+    a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, a, 3, flat), ly->attn_out);
     if (ly->post_attn_norm) a = norm(ctx, m, a, ly->post_attn_norm);
     x = gt_add(ctx, x, a);
     h = norm(ctx, m, x, ly->pre_ffw_norm);
-    gt_tensor *f = gt_geglu(ctx, linear(ctx, h, ly->gate), linear(ctx, h, ly->up));
-    f = linear(ctx, f, ly->down);
+    gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
+                           proj(ctx, m, i, GT_LORA_UP, h, ly->up));
+    f = proj(ctx, m, i, GT_LORA_DOWN, f, ly->down);
     if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
     return gt_add(ctx, x, f);
 }

@@ -16,6 +16,7 @@
 
 #include "autograd/autograd.h"
 #include "models/gemma_config.h"
+#include "models/lora.h"
 
 typedef struct gt_gemma_layer {
     gt_tensor *pre_attn_norm, *post_attn_norm, *pre_ffw_norm, *post_ffw_norm; /* NULL if absent */
@@ -40,6 +41,7 @@ typedef struct gt_gemma {
     gt_tensor *embedding;     /* [V, D] (tied LM head) */
     gt_tensor *final_norm;    /* [D] */
     gt_gemma_layer *layers;   /* cfg.num_layers */
+    const gt_lora *lora;      /* adapters applied in the forward, or NULL; borrowed, not owned */
 } gt_gemma;
 
 /* Allocate a zero-initialised model. trainable: every parameter requires a gradient (full
