@@ -5,13 +5,16 @@
 #include <tgmath.h>
 
 #include "autograd/blas.h"
+#include "autograd/rowmath.h"
 
 typedef struct {
     int64_t m;          /* active rows */
     int64_t *rows;      /* their indices in hidden */
     int32_t *labels;    /* per active row */
     gt_real *w;         /* per active row */
-    gt_real *lse;       /* per active row, of the (capped) logits */
+    gt_real *rmax;      /* per active row: max of the (capped) logits */
+    double *inv_sum;    /* and 1 / sum exp(z - max): softmax = exp(z - max) * inv_sum */
+    double *ce;         /* per active row, summed in row order (thread-count independent) */
     int64_t chunk;
     gt_real *hbuf;      /* chunk x D gathered hidden rows */
     gt_real *zbuf;      /* chunk x V logits */
@@ -51,19 +54,11 @@ static void lmhead_backward(gt_ctx *ctx, gt_node *node) {
         for (int64_t i = 0; i < c; i++) {
             gt_real *z = s->zbuf + i * V;
             int64_t y = s->labels[r0 + i];
-            gt_real gw = g * s->w[r0 + i], lse = s->lse[r0 + i], zy = z[y];
-            if (s->softcap > 0) {
-                gt_real inv = (gt_real)(1.0 / s->softcap);
-                for (int64_t v = 0; v < V; v++) {
-                    gt_real t = z[v] * inv;
-                    z[v] = gw * exp(z[v] - lse) * (1 - t * t);
-                }
-                gt_real ty = zy * inv;
-                z[y] -= gw * (1 - ty * ty);
-            } else {
-                for (int64_t v = 0; v < V; v++) z[v] = gw * exp(z[v] - lse);
-                z[y] -= gw;
-            }
+            gt_real gw = g * s->w[r0 + i], zy = z[y];
+            gt_real inv_cap = s->softcap > 0 ? (gt_real)(1.0 / s->softcap) : 0;
+            gt_row_exp_grad(z, V, s->rmax[r0 + i], (gt_real)(gw * s->inv_sum[r0 + i]), inv_cap);
+            gt_real ty = zy * inv_cap;
+            z[y] -= gw * (1 - ty * ty);
         }
         if (dh) {
             gt_gemm(false, false, (int)c, (int)D, (int)V, 1, s->zbuf, (int)V, table->data, (int)D,
@@ -100,7 +95,9 @@ gt_tensor *gt_lm_head_loss(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, dou
     s->rows = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->rows);
     s->labels = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->labels);
     s->w = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->w);
-    s->lse = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->lse);
+    s->rmax = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->rmax);
+    s->inv_sum = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->inv_sum);
+    s->ce = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->ce);
     if (!gt_ok(ctx)) return NULL;
     double wsum = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -126,25 +123,23 @@ gt_tensor *gt_lm_head_loss(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, dou
     s->zbuf = gt_alloc(ctx, (size_t)(s->chunk * V) * sizeof(gt_real));
     gt_tensor *out = gt_op_out(ctx, 0, NULL, (gt_tensor *[]){hidden, table}, 2);
     if (!out || !gt_ok(ctx)) return NULL;
-    double total = 0;
     for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
         int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
         chunk_logits(s, hidden, table, r0, c);
-        double part = 0;
-#pragma omp parallel for schedule(static) reduction(+ : part)
+#pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < c; i++) {
             const gt_real *z = s->zbuf + i * V;
-            gt_real mx = z[0];
-            for (int64_t v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-            double acc = 0;
-            for (int64_t v = 0; v < V; v++) acc += (double)exp(z[v] - mx);
-            double lse = (double)mx + log(acc);
-            s->lse[r0 + i] = (gt_real)lse;
-            double ce = lse - (double)z[s->labels[r0 + i]];
-            if (row_ce) row_ce[s->rows[r0 + i]] = (gt_real)ce;
-            part += (double)s->w[r0 + i] * ce;
+            gt_real mx = gt_row_max(z, V);
+            double sum = gt_row_sum_exp(z, V, mx);
+            s->rmax[r0 + i] = mx;
+            s->inv_sum[r0 + i] = 1.0 / sum;
+            s->ce[r0 + i] = (double)mx + log(sum) - (double)z[s->labels[r0 + i]];
         }
-        total += part;
+    }
+    double total = 0;
+    for (int64_t i = 0; i < s->m; i++) {
+        total += (double)s->w[i] * s->ce[i];
+        if (row_ce) row_ce[s->rows[i]] = (gt_real)s->ce[i];
     }
     out->data[0] = (gt_real)total;
     if (!gt_record(ctx, "lm_head_loss", lmhead_backward, out, (gt_tensor *[]){hidden, table}, 2, s))
