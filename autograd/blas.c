@@ -39,6 +39,12 @@ void gt_threads_set(int n) {
     openblas_set_num_threads(n);
 }
 
+void gt_threads_reexec_passive(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return;
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv("/proc/self/exe", argv);
+}
+
 int gt_threads(void) {
     if (g_threads == 0) gt_threads_set(0);
     return g_threads;

@@ -21,4 +21,11 @@ int gt_threads(void);
 /* GT_THREADS from the environment if set and valid, else the number of online cores. */
 int gt_threads_default(void);
 
+/* OpenMP workers that spin after a parallel region steal the cores OpenBLAS's pool needs for the
+ * next GEMM (measured here: sgemm 65 -> 48 GFLOP/s when interleaved with OpenMP loops). libgomp
+ * reads its wait policy once, at load, so programs call this first thing in main: when
+ * OMP_WAIT_POLICY is unset it sets it to PASSIVE and re-executes the program (argv as given).
+ * A user-set OMP_WAIT_POLICY is respected; if the re-exec fails the program simply continues. */
+void gt_threads_reexec_passive(char **argv);
+
 #endif

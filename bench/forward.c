@@ -52,6 +52,7 @@ static int cmp(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
+    gt_threads_reexec_passive(argv);
     const char *preset = argc > 1 ? argv[1] : "gemma3_270m";
     int64_t T = argc > 2 ? atoll(argv[2]) : 256, B = argc > 3 ? atoll(argv[3]) : 1;
     int reps = argc > 4 ? atoi(argv[4]) : 3;

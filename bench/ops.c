@@ -366,6 +366,7 @@ static void bench_ops(gt_ctx *ctx, int64_t ce_rows) {
 }
 
 int main(int argc, char **argv) {
+    gt_threads_reexec_passive(argv);
     ensure_passive_openmp(argv);
     int64_t ce_rows = 64;
     for (int i = 1; i < argc; i++) {

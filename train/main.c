@@ -2,7 +2,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "autograd/blas.h"
 #include "autograd/real.h"
@@ -39,18 +38,8 @@ static void usage(FILE *f) {
                "all cores)\n");
 }
 
-/* OpenMP threads that spin after a parallel region steal the cores OpenBLAS's own pool needs
- * for the next GEMM (measured: sgemm 65 -> 48 GFLOP/s when interleaved with OpenMP loops). libgomp
- * reads its wait policy once, at load, so the policy is set by re-executing once with it in the
- * environment. A user-set OMP_WAIT_POLICY is respected. */
-static void ensure_passive_openmp(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv); /* returns only on failure: carry on with the default policy */
-}
-
 int main(int argc, char **argv) {
-    ensure_passive_openmp(argv);
+    gt_threads_reexec_passive(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
