@@ -5,6 +5,7 @@
 
 #include "autograd/blas.h"
 #include "autograd/real.h"
+#include "train/cli.h"
 
 typedef struct {
     const char *name;
@@ -14,6 +15,7 @@ typedef struct {
 
 static const command commands[] = {
     /* Subcommands (train, eval, generate, tokenize, export, convert) register here. */
+    {"tokenize", "encode JSONL text to token ids, or decode ids (--decode)", cli_tokenize},
     {NULL, NULL, NULL},
 };
 

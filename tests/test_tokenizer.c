@@ -1,0 +1,880 @@
+/* The Gemma tokenizer: every reference vector from tokenizer.json, from its .spm export and from
+ * parallel piece arrays; hand-made cases (special tokens on/off, byte fallback, whitespace and
+ * newline runs); the SentencePiece and tokenizers merge rules on tiny vocabularies; loader
+ * errors; and `gemmatrain tokenize`.
+ *
+ * Needs the real Gemma 3 tokenizer.json from the shared data folder ($GT_SHARED, else ../shared,
+ * relative to the repo root): without it the tests that use it fail and say so. The reference ids
+ * in the hand-made cases come from Hugging Face `tokenizers` and `sentencepiece` on that file. */
+#include <check.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "data/tokenizer.h"
+
+#define VECTORS "tests/fixtures/vectors.jsonl"
+#define N_VECTORS 180
+
+static char g_shared_json[4096];
+static char g_tmp[256];        /* scratch folder, removed at exit */
+static char g_spm_path[512];   /* tokenizer.json written as .spm */
+static gt_tokenizer *g_hf, *g_spm;
+static char g_err[1024];
+
+#define NEED_HF()                                                                                 \
+    ck_assert_msg(g_hf, "cannot load the shared Gemma 3 tokenizer: %s (set GT_SHARED to the folder " \
+                  "holding data/gemma3-tokenizer/tokenizer.json)", g_err)
+#define NEED_SPM() \
+    do { NEED_HF(); ck_assert_msg(g_spm, "cannot write/read the .spm export: %s", g_err); } while (0)
+
+static void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", g_tmp, name); }
+
+static void write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f, "cannot write %s", path);
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    rewind(f);
+    char *b = malloc((size_t)sz + 1);
+    size_t got = b ? fread(b, 1, (size_t)sz, f) : 0;
+    fclose(f);
+    if (!b || got != (size_t)sz) {
+        free(b);
+        return NULL;
+    }
+    b[sz] = 0;
+    if (n) *n = (size_t)sz;
+    return b;
+}
+
+/* ---------------------------------------------------------------- vectors */
+
+typedef struct { char *text; size_t len; int32_t *ids; size_t n; } vec;
+
+static vec *load_vectors(size_t *count) {
+    FILE *f = fopen(VECTORS, "r");
+    ck_assert_msg(f, "cannot open %s (tests run from the repo root)", VECTORS);
+    vec *v = calloc(N_VECTORS + 1, sizeof *v);
+    char *line = NULL;
+    size_t cap = 0, k = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        ck_assert_msg(k < N_VECTORS, "%s has more than %d lines", VECTORS, N_VECTORS);
+        json_error_t je;
+        json_t *o = json_loadb(line, (size_t)len, JSON_ALLOW_NUL, &je);
+        ck_assert_msg(o, "%s:%zu: %s", VECTORS, k + 1, je.text);
+        json_t *t = json_object_get(o, "text"), *ids = json_object_get(o, "ids");
+        ck_assert(json_is_string(t) && json_is_array(ids));
+        v[k].len = json_string_length(t);
+        v[k].text = malloc(v[k].len + 1);
+        memcpy(v[k].text, json_string_value(t), v[k].len + 1);
+        v[k].n = json_array_size(ids);
+        v[k].ids = malloc((v[k].n + 1) * sizeof *v[k].ids);
+        for (size_t i = 0; i < v[k].n; i++) v[k].ids[i] = (int32_t)json_integer_value(json_array_get(ids, i));
+        json_decref(o);
+        k++;
+    }
+    free(line);
+    fclose(f);
+    ck_assert_uint_eq(k, N_VECTORS);
+    *count = k;
+    return v;
+}
+
+static void free_vectors(vec *v, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].text);
+        free(v[i].ids);
+    }
+    free(v);
+}
+
+/* Every vector encodes to its ids (special-token text matched, as the reference did) and the
+ * ids decode back to the text; with matching off, the text still round-trips and no control
+ * token appears. */
+static void check_vectors(const gt_tokenizer *tok, const char *what) {
+    size_t n;
+    vec *v = load_vectors(&n);
+    gt_ids ids = {0};
+    char err[512];
+    for (size_t i = 0; i < n; i++) {
+        ids.n = 0;
+        ck_assert_msg(!gt_tok_encode(tok, v[i].text, v[i].len, true, &ids, err, sizeof err), "%s: %s", what, err);
+        bool same = ids.n == v[i].n && !memcmp(ids.ids, v[i].ids, ids.n * sizeof *ids.ids);
+        size_t at = 0;
+        while (at < ids.n && at < v[i].n && ids.ids[at] == v[i].ids[at]) at++;
+        ck_assert_msg(same, "%s: vector %zu (line %zu): %zu ids vs %zu expected, first difference at %zu: got %d, "
+                      "want %d", what, i, i + 1, ids.n, v[i].n, at, at < ids.n ? ids.ids[at] : -1,
+                      at < v[i].n ? v[i].ids[at] : -1);
+        char *text;
+        size_t tl;
+        ck_assert(!gt_tok_decode(tok, v[i].ids, v[i].n, false, &text, &tl, err, sizeof err));
+        ck_assert_msg(tl == v[i].len && !memcmp(text, v[i].text, tl), "%s: vector %zu decodes differently", what, i);
+        free(text);
+        ids.n = 0;
+        ck_assert(!gt_tok_encode(tok, v[i].text, v[i].len, false, &ids, err, sizeof err));
+        for (size_t k = 0; k < ids.n; k++)
+            ck_assert_msg(gt_tok_piece_type(tok, ids.ids[k]) != GT_PIECE_CONTROL,
+                          "%s: vector %zu: control token %d with match_special off", what, i, ids.ids[k]);
+        ck_assert(!gt_tok_decode(tok, ids.ids, ids.n, false, &text, &tl, err, sizeof err));
+        ck_assert_msg(tl == v[i].len && !memcmp(text, v[i].text, tl), "%s: vector %zu does not round-trip "
+                      "with match_special off", what, i);
+        free(text);
+    }
+    gt_ids_free(&ids);
+    free_vectors(v, n);
+}
+
+START_TEST(tokenizer_json_reproduces_every_vector) {
+    NEED_HF();
+    check_vectors(g_hf, "tokenizer.json");
+}
+END_TEST
+
+START_TEST(spm_export_reproduces_every_vector) {
+    NEED_SPM();
+    check_vectors(g_spm, ".spm");
+    /* The same vocabulary, piece for piece. */
+    ck_assert_int_eq(gt_tok_vocab_size(g_spm), gt_tok_vocab_size(g_hf));
+    for (int32_t i = 0; i < gt_tok_vocab_size(g_hf); i++) {
+        ck_assert_str_eq(gt_tok_piece(g_spm, i), gt_tok_piece(g_hf, i));
+        ck_assert_int_eq(gt_tok_piece_type(g_spm, i), gt_tok_piece_type(g_hf, i));
+        ck_assert(gt_tok_piece_score(g_spm, i) == gt_tok_piece_score(g_hf, i));
+    }
+    ck_assert_int_eq(gt_tok_bos(g_spm), 2);
+    ck_assert_int_eq(gt_tok_eos(g_spm), 1);
+    ck_assert_int_eq(gt_tok_pad(g_spm), 0);
+    ck_assert_int_eq(gt_tok_unk(g_spm), 3);
+    /* Saving what was loaded gives the same bytes. */
+    char again[600];
+    tmp_path(again, sizeof again, "again.spm");
+    ck_assert_msg(!gt_tok_save_spm(g_spm, again, g_err, sizeof g_err), "%s", g_err);
+    size_t n1, n2;
+    char *a = slurp(g_spm_path, &n1), *b = slurp(again, &n2);
+    ck_assert(a && b);
+    ck_assert_msg(n1 == n2 && !memcmp(a, b, n1), "re-saved .spm differs (%zu vs %zu bytes)", n1, n2);
+    free(a);
+    free(b);
+}
+END_TEST
+
+START_TEST(from_pieces_reproduces_every_vector) {
+    NEED_HF();
+    int32_t n = gt_tok_vocab_size(g_hf);
+    const char **pieces = malloc((size_t)n * sizeof *pieces);
+    float *scores = malloc((size_t)n * sizeof *scores);
+    int32_t *types = malloc((size_t)n * sizeof *types);
+    for (int32_t i = 0; i < n; i++) {
+        pieces[i] = gt_tok_piece(g_hf, i);
+        scores[i] = gt_tok_piece_score(g_hf, i);
+        types[i] = gt_tok_piece_type(g_hf, i);
+    }
+    gt_tokenizer *t;
+    ck_assert_msg(!gt_tok_from_pieces(pieces, scores, types, n, &t, g_err, sizeof g_err), "%s", g_err);
+    free(pieces);
+    free(scores);
+    free(types);
+    check_vectors(t, "from_pieces");
+    ck_assert_int_eq(gt_tok_bos(t), 2);
+    ck_assert_int_eq(gt_tok_eos(t), 1);
+    ck_assert_int_eq(gt_tok_pad(t), 0);
+    ck_assert(!gt_tok_set_special(t, 2, 106, -1, NULL, 0));
+    ck_assert_int_eq(gt_tok_eos(t), 106);
+    ck_assert_int_eq(gt_tok_pad(t), -1);
+    char err[256];
+    ck_assert(gt_tok_set_special(t, n, 1, 0, err, sizeof err));
+    ck_assert_msg(strstr(err, "bos") && strstr(err, "out of range"), "%s", err);
+    gt_tok_free(t);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- hand-made cases */
+
+static void expect_ids(const gt_tokenizer *tok, const char *what, const char *text, size_t len, bool special,
+                       const int32_t *want, size_t nwant) {
+    gt_ids ids = {0};
+    char err[512];
+    ck_assert_msg(!gt_tok_encode(tok, text, len, special, &ids, err, sizeof err), "%s: %s", what, err);
+    bool same = ids.n == nwant && (!nwant || !memcmp(ids.ids, want, nwant * sizeof *want));
+    char got[512] = "";
+    for (size_t i = 0; i < ids.n && strlen(got) < 450; i++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%s%d", i ? "," : "", ids.ids[i]);
+    ck_assert_msg(same, "%s: encode(\"%.*s\", special=%d) = [%s]", what, (int)len, text, special, got);
+    char *back;
+    size_t bl;
+    ck_assert(!gt_tok_decode(tok, ids.ids, ids.n, false, &back, &bl, err, sizeof err));
+    ck_assert_msg(bl == len && !memcmp(back, text, len), "%s: \"%.*s\" decodes to \"%s\"", what, (int)len, text, back);
+    free(back);
+    gt_ids_free(&ids);
+}
+
+#define EXPECT(tok, what, text, special, ...)                                                        \
+    do {                                                                                             \
+        static const int32_t want_[] = {__VA_ARGS__};                                                \
+        expect_ids(tok, what, text, sizeof(text) - 1, special, want_, sizeof want_ / sizeof *want_); \
+    } while (0)
+
+static const gt_tokenizer *both(int i, const char **what) {
+    *what = i ? ".spm" : "tokenizer.json";
+    return i ? g_spm : g_hf;
+}
+
+START_TEST(special_tokens_only_when_asked) {
+    NEED_SPM();
+    for (int k = 0; k < 2; k++) {
+        const char *w;
+        const gt_tokenizer *t = both(k, &w);
+        EXPECT(t, w, "<start_of_turn>user\nHi<end_of_turn>", true, 105, 2364, 107, 10979, 106);
+        EXPECT(t, w, "<start_of_turn>user\nHi<end_of_turn>", false, 236820, 3041, 236779, 1340, 236779, 887,
+               236813, 2364, 107, 10979, 236820, 643, 236779, 1340, 236779, 887, 236813);
+        EXPECT(t, w, "<bos>", true, 2);
+        EXPECT(t, w, "<bos>", false, 236820, 46757, 236813);
+        EXPECT(t, w, "<start_of_image>", true, 255999);
+        /* USER_DEFINED pieces are always one token, as in SentencePiece and tokenizers. */
+        EXPECT(t, w, "<b>x</b>", false, 200, 236781, 209);
+        EXPECT(t, w, "<unused0><mask>[multimodal]", false, 6, 4, 5);
+        EXPECT(t, w, "<unused0><mask>[multimodal]", true, 6, 4, 5);
+        ck_assert_int_eq(gt_tok_vocab_size(t), 262145);
+        ck_assert_int_eq(gt_tok_piece_id(t, "<start_of_turn>"), 105);
+        ck_assert_int_eq(gt_tok_piece_id(t, "<no such piece>"), -1);
+        ck_assert_str_eq(gt_tok_piece(t, 106), "<end_of_turn>");
+        ck_assert_ptr_null(gt_tok_piece(t, 262145));
+        ck_assert_ptr_null(gt_tok_piece(t, -1));
+        ck_assert_int_eq(gt_tok_piece_type(t, 105), GT_PIECE_CONTROL);
+        ck_assert_int_eq(gt_tok_piece_type(t, 3), GT_PIECE_UNKNOWN);
+        ck_assert_int_eq(gt_tok_piece_type(t, 200), GT_PIECE_USER_DEFINED);
+        ck_assert_int_eq(gt_tok_piece_type(t, 478), GT_PIECE_BYTE);
+        ck_assert_int_eq(gt_tok_piece_type(t, 236781), GT_PIECE_NORMAL);
+        ck_assert_int_eq(gt_tok_piece_type(t, 262145), 0);
+        ck_assert_int_eq(gt_tok_bos(t), 2);
+        ck_assert_int_eq(gt_tok_eos(t), 1);
+        ck_assert_int_eq(gt_tok_pad(t), 0);
+        int32_t turn[] = {2, 105, 2364, 106, 1, 0};
+        char *s;
+        ck_assert(!gt_tok_decode(t, turn, 6, true, &s, NULL, NULL, 0));
+        ck_assert_str_eq(s, "user");
+        free(s);
+        ck_assert(!gt_tok_decode(t, turn, 6, false, &s, NULL, NULL, 0));
+        ck_assert_str_eq(s, "<bos><start_of_turn>user<end_of_turn><eos><pad>");
+        free(s);
+    }
+}
+END_TEST
+
+START_TEST(byte_fallback_for_characters_outside_the_vocabulary) {
+    NEED_SPM();
+    for (int k = 0; k < 2; k++) {
+        const char *w;
+        const gt_tokenizer *t = both(k, &w);
+        EXPECT(t, w, "\xF0\x93\x80\x80", false, 478, 385, 366, 366);         /* U+13000, Egyptian hieroglyph */
+        EXPECT(t, w, "\xF0\xA0\x80\x80", false, 478, 398, 366, 366);         /* U+20000, CJK extension B */
+        EXPECT(t, w, "Gr\xC3\xBC\xC3\x9F" "e, \xE4\xB8\x96\xE7\x95\x8C! \xF0\x9F\x99\x82", false, 9322, 236959,
+               16756, 236764, 84679, 236888, 57235);
+        for (int32_t b = 0; b < 256; b++) {
+            char name[8];
+            snprintf(name, sizeof name, "<0x%02X>", b);
+            ck_assert_int_eq(gt_tok_piece_type(t, gt_tok_piece_id(t, name)), GT_PIECE_BYTE);
+        }
+        /* A byte run that is not UTF-8 decodes to one U+FFFD per byte. */
+        int32_t lone[] = {236746, 478, 385, 236763};
+        char *s;
+        size_t n;
+        ck_assert(!gt_tok_decode(t, lone, 4, false, &s, &n, NULL, 0));
+        ck_assert_str_eq(s, "a\xEF\xBF\xBD\xEF\xBF\xBD" "b");
+        ck_assert_uint_eq(n, 8);
+        free(s);
+    }
+}
+END_TEST
+
+START_TEST(empty_text_and_whitespace_runs) {
+    NEED_SPM();
+    for (int k = 0; k < 2; k++) {
+        const char *w;
+        const gt_tokenizer *t = both(k, &w);
+        expect_ids(t, w, "", 0, true, NULL, 0);
+        char *s;
+        size_t n = 99;
+        ck_assert(!gt_tok_decode(t, NULL, 0, false, &s, &n, NULL, 0));
+        ck_assert_str_eq(s, "");
+        ck_assert_uint_eq(n, 0);
+        free(s);
+        EXPECT(t, w, " ", false, 236743);
+        EXPECT(t, w, "  hello", false, 138, 23391);
+        EXPECT(t, w, "hello ", false, 23391, 236743);
+        EXPECT(t, w, "x y", false, 236781, 570);
+        EXPECT(t, w, "x  y", false, 236781, 138, 236762);
+        /* Runs of spaces: the longest run piece is 31 spaces. */
+        EXPECT(t, w, "x                               y", false, 236781, 167, 236762);
+        EXPECT(t, w, "x                                y", false, 236781, 167, 570);
+        EXPECT(t, w, "x                                 y", false, 236781, 167, 138, 236762);
+        EXPECT(t, w, "x                                                                y", false, 236781, 167, 167,
+               138, 236762);
+        EXPECT(t, w, "x                                                                                      "
+                     "              y", false, 236781, 167, 167, 167, 143, 236762);
+    }
+}
+END_TEST
+
+START_TEST(newline_and_tab_runs) {
+    NEED_SPM();
+    for (int k = 0; k < 2; k++) {
+        const char *w;
+        const gt_tokenizer *t = both(k, &w);
+        EXPECT(t, w, "a\n\n\nb", false, 236746, 109, 236763);
+        EXPECT(t, w, "\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n", false, 137,
+               115);
+        EXPECT(t, w, "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t", false,
+               255998, 255976);
+    }
+}
+END_TEST
+
+START_TEST(encode_appends_and_rejects_bad_utf8) {
+    NEED_SPM();
+    for (int k = 0; k < 2; k++) {
+        const char *w;
+        const gt_tokenizer *t = both(k, &w);
+        gt_ids ids = {0};
+        ck_assert(!gt_ids_push(&ids, 7));
+        char err[256];
+        ck_assert(!gt_tok_encode(t, "x y", 3, false, &ids, err, sizeof err));
+        ck_assert_uint_eq(ids.n, 3);
+        ck_assert_int_eq(ids.ids[0], 7);
+        ck_assert_int_eq(ids.ids[2], 570);
+        const char *bad[] = {"ab\xC3(", "\xC0\xAF", "\xED\xA0\x80", "x\xF4\x90\x80\x80", "\x80", "ab\xE2\x96"};
+        const char *at[] = {"byte 2", "byte 0", "byte 0", "byte 1", "byte 0", "byte 2"};
+        for (int i = 0; i < 6; i++) {
+            ck_assert_msg(gt_tok_encode(t, bad[i], strlen(bad[i]), false, &ids, err, sizeof err), "%s: bad %d", w, i);
+            ck_assert_msg(strstr(err, "invalid UTF-8") && strstr(err, at[i]), "%s", err);
+            ck_assert_uint_eq(ids.n, 3);
+        }
+        int32_t out_of_range[] = {2, 262145};
+        char *s = (char *)1;
+        ck_assert(gt_tok_decode(t, out_of_range, 2, false, &s, NULL, err, sizeof err));
+        ck_assert_ptr_null(s);
+        ck_assert_msg(strstr(err, "262145") && strstr(err, "position 1"), "%s", err);
+        gt_ids_free(&ids);
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- tiny vocabularies */
+
+/* SentencePiece rule: highest score first, ties to the leftmost pair, UNUSED pieces merge but
+ * are split back, unknown characters become bytes or one <unk> per run. */
+START_TEST(sentencepiece_rule_on_a_tiny_vocabulary) {
+    const char *p[] = {"<unk>", "<s>", "</s>", "a", "b", "c", "d", "ab", "bc", "abc", "abcd", "\xE2\x96\x81", "<0x7A>", "<x>"};
+    float sc[] = {0, 0, 0, 0, 0, 0, 0, -2, -1, 0, 1, 0, 0, 0};
+    int32_t ty[] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 5, 1, 1, 6, 4};
+    gt_tokenizer *t;
+    ck_assert_msg(!gt_tok_from_pieces(p, sc, ty, 14, &t, g_err, sizeof g_err), "%s", g_err);
+    ck_assert_int_eq(gt_tok_bos(t), 1);
+    ck_assert_int_eq(gt_tok_eos(t), 2);
+    ck_assert_int_eq(gt_tok_pad(t), -1);
+    ck_assert_int_eq(gt_tok_unk(t), 0);
+    EXPECT(t, "tiny", "abc", false, 3, 8);      /* bc (-1) beats ab (-2); abc is UNUSED: split back */
+    EXPECT(t, "tiny", "abcd", false, 10);       /* a|bc -> abc (UNUSED, only a step) -> abcd */
+    EXPECT(t, "tiny", "a b", false, 3, 11, 4);
+    EXPECT(t, "tiny", "z", false, 12);          /* byte fallback */
+    /* user-defined always, control only when asked; unknown characters without a byte piece
+     * become one <unk> per run */
+    gt_ids ids = {0};
+    ck_assert(!gt_tok_encode(t, "<x>a<s>zq", 9, false, &ids, NULL, 0));
+    int32_t off[] = {13, 3, 0, 12, 0};
+    ck_assert_uint_eq(ids.n, 5);
+    ck_assert(!memcmp(ids.ids, off, sizeof off));
+    ids.n = 0;
+    ck_assert(!gt_tok_encode(t, "<x>a<s>zq", 9, true, &ids, NULL, 0));
+    int32_t on[] = {13, 3, 1, 12, 0};
+    ck_assert_uint_eq(ids.n, 5);
+    ck_assert(!memcmp(ids.ids, on, sizeof on));
+    gt_ids_free(&ids);
+    gt_tok_free(t);
+}
+END_TEST
+
+START_TEST(sentencepiece_rule_ties_and_unknowns) {
+    const char *p[] = {"<unk>", "<s>", "a", "b", "c", "ab", "bc", "<x>"};
+    float sc[] = {0, 0, 0, 0, 0, -1, -1, 0};
+    int32_t ty[] = {2, 3, 1, 1, 1, 1, 1, 4};
+    gt_tokenizer *t;
+    ck_assert_msg(!gt_tok_from_pieces(p, sc, ty, 8, &t, g_err, sizeof g_err), "%s", g_err);
+    gt_ids ids = {0};
+    /* equal scores: the leftmost pair merges first */
+    ck_assert(!gt_tok_encode(t, "abc", 3, false, &ids, NULL, 0));
+    ck_assert_uint_eq(ids.n, 2);
+    ck_assert_int_eq(ids.ids[0], 5);
+    ck_assert_int_eq(ids.ids[1], 4);
+    /* no byte pieces: a run of unknown characters is one <unk>; user-defined pieces always match,
+     * control pieces only when asked */
+    ids.n = 0;
+    ck_assert(!gt_tok_encode(t, "qq<x>a<s>", 9, false, &ids, NULL, 0));
+    int32_t want[] = {0, 7, 2, 0};
+    ck_assert_uint_eq(ids.n, 4);
+    ck_assert(!memcmp(ids.ids, want, sizeof want));
+    ids.n = 0;
+    ck_assert(!gt_tok_encode(t, "qq<x>a<s>", 9, true, &ids, NULL, 0));
+    int32_t want2[] = {0, 7, 2, 1};
+    ck_assert_uint_eq(ids.n, 4);
+    ck_assert(!memcmp(ids.ids, want2, sizeof want2));
+    gt_ids_free(&ids);
+    /* A control piece spelled out is never built by merges either. */
+    const char *p2[] = {"<unk>", "a", "b", "ab"};
+    int32_t ty2[] = {2, 1, 1, 3};
+    gt_tokenizer *t2;
+    ck_assert(!gt_tok_from_pieces(p2, NULL, ty2, 4, &t2, NULL, 0));
+    EXPECT(t2, "tiny2", "ab", false, 1, 2);
+    gt_tok_free(t2);
+    gt_tok_free(t);
+    /* bad input */
+    const char *dup[] = {"a", "a"};
+    ck_assert(gt_tok_from_pieces(dup, NULL, NULL, 2, &t, g_err, sizeof g_err));
+    ck_assert_msg(strstr(g_err, "duplicate piece \"a\""), "%s", g_err);
+    int32_t bad_type[] = {1, 9};
+    const char *two[] = {"a", "b"};
+    ck_assert(gt_tok_from_pieces(two, NULL, bad_type, 2, &t, g_err, sizeof g_err));
+    ck_assert_msg(strstr(g_err, "type 9"), "%s", g_err);
+    const char *empty[] = {"a", ""};
+    ck_assert(gt_tok_from_pieces(empty, NULL, NULL, 2, &t, g_err, sizeof g_err));
+    ck_assert_msg(strstr(g_err, "piece 1 is empty"), "%s", g_err);
+}
+END_TEST
+
+static gt_tokenizer *load_json_text(const char *name, const char *json, char *err, size_t errn) {
+    char path[600];
+    tmp_path(path, sizeof path, name);
+    write_file(path, json, strlen(json));
+    gt_tokenizer *t = NULL;
+    if (gt_tok_load(path, &t, err, errn)) return NULL;
+    return t;
+}
+
+/* tokenizers rule: lowest merge rank first (not score), Prepend / Strip (Gemma 1 style), Split. */
+START_TEST(tokenizer_json_rules_on_a_tiny_vocabulary) {
+    const char *json =
+        "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true},"
+        "                    {\"id\": 1, \"content\": \"<s>\", \"special\": true}],"
+        " \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\xE2\x96\x81\"},"
+        "     {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\xE2\x96\x81\"}]},"
+        " \"pre_tokenizer\": null,"
+        " \"decoder\": {\"type\": \"Sequence\", \"decoders\": ["
+        "     {\"type\": \"Replace\", \"pattern\": {\"String\": \"\xE2\x96\x81\"}, \"content\": \" \"},"
+        "     {\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"}, {\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 0}]},"
+        " \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"byte_fallback\": false, \"fuse_unk\": true,"
+        "   \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"\xE2\x96\x81\": 2, \"a\": 3, \"b\": 4, \"\xE2\x96\x81" "a\": 5, \"ab\": 6,"
+        "              \"\xE2\x96\x81" "ab\": 7, \"<s\": 8, \">\": 9, \"s\": 10, \"<\": 11},"
+        "   \"merges\": [[\"a\", \"b\"], [\"\xE2\x96\x81\", \"a\"], [\"\xE2\x96\x81\", \"ab\"], \"< s\", [\"<s\", \">\"]]}}";
+    gt_tokenizer *t = load_json_text("tiny.json", json, g_err, sizeof g_err);
+    ck_assert_msg(t, "%s", g_err);
+    gt_ids ids = {0};
+    /* "ab" -> "_ab": a+b (rank 0) before _+a (rank 1), then _+ab; decode strips the prefix */
+    EXPECT(t, "tiny.json", "ab ab", false, 7, 7);
+    ck_assert(!gt_tok_encode(t, "zz", 2, false, &ids, NULL, 0)); /* unknowns fuse into one <unk> */
+    ck_assert_uint_eq(ids.n, 2);
+    ck_assert_int_eq(ids.ids[0], 2);
+    ck_assert_int_eq(ids.ids[1], 0);
+    /* "<s>" spelled out: the merge that would make the control piece is dropped */
+    ids.n = 0;
+    ck_assert(!gt_tok_encode(t, "<s>", 3, false, &ids, NULL, 0));
+    int32_t want[] = {2, 8, 9};
+    ck_assert_uint_eq(ids.n, 3);
+    ck_assert(!memcmp(ids.ids, want, sizeof want));
+    ids.n = 0;
+    ck_assert(!gt_tok_encode(t, "<s>", 3, true, &ids, NULL, 0));
+    ck_assert_uint_eq(ids.n, 1);
+    ck_assert_int_eq(ids.ids[0], 1);
+    gt_ids_free(&ids);
+    ck_assert_int_eq(gt_tok_bos(t), 1);
+    ck_assert_int_eq(gt_tok_unk(t), 0);
+    /* Prepend(U+2581) and Replace(" ", U+2581) are add_dummy_prefix and escape_whitespaces */
+    char spm[600];
+    tmp_path(spm, sizeof spm, "tiny.spm");
+    ck_assert_msg(!gt_tok_save_spm(t, spm, g_err, sizeof g_err), "%s", g_err);
+    gt_tok_free(t);
+
+    /* Split behaviours on "-" */
+    static const struct { const char *behavior; int32_t ids[3]; size_t n; } cases[] = {
+        {"Isolated", {0, 1, 0}, 3}, {"MergedWithPrevious", {2, 0, 0}, 2}, {"Removed", {0, 0, 0}, 2},
+        {"MergedWithNext", {0, 3, 0}, 2}, {"Contiguous", {0, 1, 0}, 3}};
+    for (int c = 0; c < 5; c++) {
+        char buf[1024];
+        snprintf(buf, sizeof buf,
+                 "{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": \"%s\","
+                 " \"invert\": false}, \"decoder\": {\"type\": \"Fuse\"},"
+                 " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"-\": 1, \"a-\": 2, \"-a\": 3},"
+                 " \"merges\": [[\"a\", \"-\"], [\"-\", \"a\"]]}}", cases[c].behavior);
+        t = load_json_text("split.json", buf, g_err, sizeof g_err);
+        ck_assert_msg(t, "%s: %s", cases[c].behavior, g_err);
+        ck_assert(!gt_tok_encode(t, "a-a", 3, false, &ids, g_err, sizeof g_err));
+        ck_assert_msg(ids.n == cases[c].n && !memcmp(ids.ids, cases[c].ids, ids.n * sizeof *ids.ids),
+                      "%s: %zu ids, first %d", cases[c].behavior, ids.n, ids.n ? ids.ids[0] : -1);
+        ids.n = 0;
+        /* a Split that can fire has no SentencePiece equivalent */
+        ck_assert(gt_tok_save_spm(t, spm, g_err, sizeof g_err));
+        ck_assert_msg(strstr(g_err, "Split"), "%s", g_err);
+        gt_tok_free(t);
+    }
+    gt_ids_free(&ids);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- loader errors */
+
+START_TEST(missing_files_are_named) {
+    gt_tokenizer *t = (gt_tokenizer *)1;
+    char err[512];
+    int (*loaders[])(const char *, gt_tokenizer **, char *, size_t) = {gt_tok_load, gt_tok_load_hf_json,
+                                                                        gt_tok_load_spm};
+    for (int i = 0; i < 3; i++) {
+        t = (gt_tokenizer *)1;
+        ck_assert(loaders[i]("/nonexistent/dir/tokenizer.json", &t, err, sizeof err));
+        ck_assert_ptr_null(t);
+        ck_assert_msg(strstr(err, "/nonexistent/dir/tokenizer.json") && strstr(err, "No such file"), "%s", err);
+    }
+}
+END_TEST
+
+static void expect_json_error(const char *json, const char *a, const char *b) {
+    char err[1024];
+    gt_tokenizer *t = load_json_text("bad.json", json, err, sizeof err);
+    ck_assert_msg(!t, "loaded: %s", json);
+    ck_assert_msg(strstr(err, "bad.json") && strstr(err, a) && (!b || strstr(err, b)), "for %s: %s", json, err);
+}
+
+START_TEST(malformed_tokenizer_json) {
+    expect_json_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [", "invalid JSON", NULL);
+    expect_json_error("[1, 2]", "top level", NULL);
+    expect_json_error("{\"model\": 3}", "model", "object");
+    expect_json_error("{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", "Unigram", "BPE only");
+    const char *tail = ", \"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
+                       "\"b\": 1}, \"merges\": []}}";
+    char buf[1024];
+    snprintf(buf, sizeof buf, "{\"normalizer\": {\"type\": \"NFKC\"}%s", tail);
+    expect_json_error(buf, "normalizer", "\"NFKC\" is not supported");
+    snprintf(buf, sizeof buf, "{\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, \"content\": \"x\"}%s", tail);
+    expect_json_error(buf, "Regex", NULL);
+    snprintf(buf, sizeof buf, "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}%s", tail);
+    expect_json_error(buf, "pre_tokenizer", "ByteLevel");
+    expect_json_error("{\"decoder\": {\"type\": \"Metaspace\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
+                      "\"merges\": []}}", "decoder", "Metaspace");
+    expect_json_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}", "decoder", "missing");
+    expect_json_error("{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
+                      "\"b\": 1}, \"merges\": [[\"a\", \"c\"]]}}", "model.merges[0]", "\"c\" is not in the vocabulary");
+    expect_json_error("{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
+                      "\"b\": 2}, \"merges\": []}}", "id 1 is missing", NULL);
+    expect_json_error("{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
+                      "\"a\": 1}, \"merges\": []}}", "invalid JSON", "duplicate");
+    expect_json_error("{\"added_tokens\": [{\"id\": 0, \"content\": \"x\", \"lstrip\": true}], \"decoder\": {\"type\":"
+                      " \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 1}, \"merges\": []}}", "lstrip", NULL);
+}
+END_TEST
+
+START_TEST(truncated_tokenizer_json_names_the_file) {
+    NEED_HF();
+    size_t n;
+    char *full = slurp(g_shared_json, &n);
+    ck_assert(full);
+    char path[600];
+    tmp_path(path, sizeof path, "truncated.json");
+    size_t cuts[] = {4096, n / 2}; /* in added_tokens; in the middle of merges (the sliced parse) */
+    for (int i = 0; i < 2; i++) {
+        write_file(path, full, cuts[i]);
+        gt_tokenizer *t = (gt_tokenizer *)1;
+        char err[512];
+        ck_assert(gt_tok_load(path, &t, err, sizeof err));
+        ck_assert_ptr_null(t);
+        ck_assert_msg(strstr(err, "truncated.json") && strstr(err, "invalid JSON"), "%s", err);
+    }
+    free(full);
+}
+END_TEST
+
+START_TEST(not_a_model_proto) {
+    char path[600], err[512];
+    gt_tokenizer *t;
+    tmp_path(path, sizeof path, "text.spm");
+    write_file(path, "hello world\n", 12);
+    ck_assert(gt_tok_load_spm(path, &t, err, sizeof err));
+    ck_assert_msg(strstr(err, "text.spm") && strstr(err, "not a SentencePiece"), "%s", err);
+    ck_assert(gt_tok_load(path, &t, err, sizeof err));
+    ck_assert_msg(strstr(err, "not a SentencePiece"), "%s", err);
+    tmp_path(path, sizeof path, "empty.spm");
+    write_file(path, "", 0);
+    ck_assert(gt_tok_load_spm(path, &t, err, sizeof err));
+    ck_assert_msg(strstr(err, "empty.spm") && strstr(err, "no pieces"), "%s", err);
+    /* JSON handed to the proto reader */
+    tmp_path(path, sizeof path, "json.spm");
+    write_file(path, "{\"model\": {}}", 13);
+    ck_assert(gt_tok_load_spm(path, &t, err, sizeof err));
+    ck_assert_msg(strstr(err, "not a SentencePiece ModelProto"), "%s", err);
+    /* A valid proto, but a unigram model: piece "a", trainer_spec.model_type = 1 */
+    tmp_path(path, sizeof path, "unigram.spm");
+    write_file(path, "\x0A\x03\x0A\x01" "a" "\x12\x02\x18\x01", 9);
+    ck_assert(gt_tok_load_spm(path, &t, err, sizeof err));
+    ck_assert_msg(strstr(err, "UNIGRAM") && strstr(err, "only BPE"), "%s", err);
+    /* A GGUF file is pointed at gt_tok_from_pieces */
+    tmp_path(path, sizeof path, "model.gguf");
+    write_file(path, "GGUF\x03\0\0\0", 8);
+    ck_assert(gt_tok_load(path, &t, err, sizeof err));
+    ck_assert_msg(strstr(err, "GGUF") && strstr(err, "gt_tok_from_pieces"), "%s", err);
+}
+END_TEST
+
+START_TEST(truncated_and_mutated_spm_fail_cleanly) {
+    /* A small model written by us, then cut and mutated: every load either works or fails with a
+     * message (the sanitizer build checks that nothing is read out of bounds). */
+    const char *p[] = {"<unk>", "<s>", "</s>", "a", "b", "ab", "\xE2\x96\x81", "<0x41>"};
+    float sc[] = {0, 0, 0, 0, 0, -1, 0, 0};
+    int32_t ty[] = {2, 3, 3, 1, 1, 1, 1, 6};
+    gt_tokenizer *t;
+    ck_assert(!gt_tok_from_pieces(p, sc, ty, 8, &t, NULL, 0));
+    char path[600], cut[600], err[512];
+    tmp_path(path, sizeof path, "small.spm");
+    tmp_path(cut, sizeof cut, "cut.spm");
+    ck_assert_msg(!gt_tok_save_spm(t, path, err, sizeof err), "%s", err);
+    gt_tok_free(t);
+    size_t n;
+    unsigned char *good = (unsigned char *)slurp(path, &n);
+    ck_assert(good && n > 40);
+    ck_assert(!gt_tok_load_spm(path, &t, err, sizeof err));
+    EXPECT(t, "small.spm", "ab a", false, 5, 6, 3);
+    gt_tok_free(t);
+    write_file(cut, good, n - 3);
+    ck_assert(gt_tok_load_spm(cut, &t, err, sizeof err));
+    ck_assert_msg(strstr(err, "cut.spm") && strstr(err, "truncated"), "%s", err);
+    unsigned s = 12345;
+    int loaded = 0, failed = 0;
+    unsigned char *m = malloc(n);
+    for (int i = 0; i < 300; i++) {
+        memcpy(m, good, n);
+        size_t len = n;
+        for (int k = 0; k < 1 + i % 4; k++) {
+            s = s * 1103515245u + 12345u;
+            m[(s >> 8) % n] = (unsigned char)(s >> 20);
+        }
+        if (i % 3 == 0) len = (s >> 4) % n;
+        write_file(cut, m, len);
+        t = NULL;
+        err[0] = 0;
+        if (gt_tok_load_spm(cut, &t, err, sizeof err)) {
+            ck_assert_ptr_null(t);
+            ck_assert_msg(strstr(err, "cut.spm"), "no file name in: %s", err);
+            failed++;
+        } else {
+            gt_ids ids = {0};
+            gt_tok_encode(t, "ab a\xE2\x96\x81", 7, true, &ids, NULL, 0);
+            gt_ids_free(&ids);
+            gt_tok_free(t);
+            loaded++;
+        }
+    }
+    free(m);
+    free(good);
+    ck_assert_int_gt(failed, 0);
+    ck_assert_int_eq(loaded + failed, 300);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- gemmatrain tokenize */
+
+/* Runs `gemmatrain ARGS < in` with stdout (and stderr, 2>&1) to a file; returns the exit code. */
+static int run_cli(const char *args, const char *in, char **out, bool with_stderr) {
+    const char *bin = getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain";
+    char outp[600], cmd[4096];
+    tmp_path(outp, sizeof outp, "cli.out");
+    snprintf(cmd, sizeof cmd, "%s %s < %s > %s %s", bin, args, in, outp, with_stderr ? "2>&1" : "2>/dev/null");
+    int st = system(cmd);
+    *out = slurp(outp, NULL);
+    ck_assert_ptr_nonnull(*out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(cli_reproduces_the_vector_file_byte_for_byte) {
+    NEED_SPM();
+    char args[1200], *out;
+    snprintf(args, sizeof args, "tokenize --tokenizer %s --match-special", g_spm_path);
+    ck_assert_int_eq(run_cli(args, VECTORS, &out, false), 0);
+    size_t n;
+    char *want = slurp(VECTORS, &n);
+    ck_assert(want);
+    ck_assert_msg(strlen(out) == n && !memcmp(out, want, n), "output differs from %s", VECTORS);
+    free(out);
+    /* and decodes it back: {"ids": ..., "text": ...} with the same texts */
+    char dec[600];
+    tmp_path(dec, sizeof dec, "ids.jsonl");
+    write_file(dec, want, n);
+    snprintf(args, sizeof args, "tokenize --tokenizer %s --decode", g_spm_path);
+    ck_assert_int_eq(run_cli(args, dec, &out, false), 0);
+    size_t lines = 0;
+    for (char *line = out, *nl; (nl = strchr(line, '\n')); line = nl + 1, lines++) {
+        json_error_t je;
+        json_t *o = json_loadb(line, (size_t)(nl - line), JSON_ALLOW_NUL, &je), *w = NULL;
+        ck_assert_msg(o, "%s", je.text);
+        char *wl = want;
+        for (size_t k = 0; k < lines; k++) wl = strchr(wl, '\n') + 1;
+        w = json_loadb(wl, (size_t)(strchr(wl, '\n') - wl), JSON_ALLOW_NUL, &je);
+        ck_assert(w);
+        ck_assert(json_equal(json_object_get(o, "text"), json_object_get(w, "text")));
+        ck_assert(json_equal(json_object_get(o, "ids"), json_object_get(w, "ids")));
+        ck_assert(!strncmp(line, "{\"ids\":[", 8));
+        json_decref(o);
+        json_decref(w);
+    }
+    ck_assert_uint_eq(lines, N_VECTORS);
+    free(out);
+    free(want);
+}
+END_TEST
+
+START_TEST(cli_flags_and_malformed_lines) {
+    NEED_SPM();
+    char in[600], args[1200], *out, small[600];
+    /* A small model for the cases that do not need Gemma's ids (each run loads the model). */
+    const char *p[] = {"<pad>", "<eos>", "<bos>", "<unk>", "x", "\xE2\x96\x81", "y", "\xE2\x96\x81y"};
+    float sc[] = {0, 0, 0, 0, 0, 0, 0, -1};
+    int32_t ty[] = {3, 3, 3, 2, 1, 1, 1, 1};
+    gt_tokenizer *st;
+    ck_assert(!gt_tok_from_pieces(p, sc, ty, 8, &st, NULL, 0));
+    tmp_path(small, sizeof small, "cli_small.spm");
+    ck_assert_msg(!gt_tok_save_spm(st, small, g_err, sizeof g_err), "%s", g_err);
+    gt_tok_free(st);
+    tmp_path(in, sizeof in, "in.jsonl");
+    const char *ok = "{\"text\": \"x y\"}\n\n{\"text\": \"<bos>\", \"other\": 1}\n";
+    write_file(in, ok, strlen(ok));
+    snprintf(args, sizeof args, "tokenize --tokenizer %s --add-special", g_spm_path);
+    ck_assert_int_eq(run_cli(args, in, &out, true), 0);
+    ck_assert_str_eq(out, "{\"text\":\"x y\",\"ids\":[2,236781,570,1]}\n"
+                          "{\"text\":\"<bos>\",\"ids\":[2,236820,46757,236813,1]}\n");
+    free(out);
+    snprintf(args, sizeof args, "tokenize --tokenizer=%s --match-special", small);
+    ck_assert_int_eq(run_cli(args, in, &out, true), 0);
+    ck_assert_str_eq(out, "{\"text\":\"x y\",\"ids\":[4,7]}\n{\"text\":\"<bos>\",\"ids\":[2]}\n");
+    free(out);
+    /* JSON.stringify escaping of control characters */
+    const char *ctl = "{\"text\": \"a\\u0001\\t\\\"\\\\/\"}\n";
+    write_file(in, ctl, strlen(ctl));
+    snprintf(args, sizeof args, "tokenize --tokenizer %s", small);
+    ck_assert_int_eq(run_cli(args, in, &out, true), 0);
+    const char *esc = "{\"text\":\"a\\u0001\\t\\\"\\\\/\",\"ids\":[";
+    ck_assert_msg(!strncmp(out, esc, strlen(esc)), "%s", out);
+    free(out);
+    static const struct { const char *input, *flags, *msg; } bad[] = {
+        {"{\"text\": \"a\"}\nnot json\n", "", "<stdin>:2: invalid JSON"},
+        {"{\"text\": 3}\n", "", "<stdin>:1: expected a string \"text\""},
+        {"[1]\n", "", "<stdin>:1: expected a JSON object"},
+        {"{\"ids\": [1, 999999]}\n", "--decode", "<stdin>:1: ids[1] is not a token id"},
+        {"{\"ids\": [1, \"x\"]}\n", "--decode", "<stdin>:1: ids[1]"},
+        {"{\"text\": \"a\"}\n{\"text\": \"\\ud800\"}\n", "", "<stdin>:2: invalid JSON"},
+    };
+    for (int i = 0; i < 6; i++) {
+        write_file(in, bad[i].input, strlen(bad[i].input));
+        snprintf(args, sizeof args, "tokenize --tokenizer %s %s", small, bad[i].flags);
+        ck_assert_int_eq(run_cli(args, in, &out, true), 1);
+        ck_assert_msg(strstr(out, bad[i].msg), "case %d: %s", i, out);
+        free(out);
+    }
+    /* usage errors: exit 2 */
+    write_file(in, "", 0);
+    const char *usage[] = {"tokenize", "tokenize --tokenizer", "tokenize --frob", "tokenize --tokenizer x --decode --add-special"};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(run_cli(usage[i], in, &out, true), 2);
+        ck_assert_msg(strstr(out, "gemmatrain tokenize:"), "%s", out);
+        free(out);
+    }
+    ck_assert_int_eq(run_cli("tokenize --help", in, &out, true), 0);
+    ck_assert(strstr(out, "--match-special"));
+    free(out);
+    ck_assert_int_eq(run_cli("tokenize --tokenizer /nonexistent.json", in, &out, true), 1);
+    ck_assert_msg(strstr(out, "/nonexistent.json"), "%s", out);
+    free(out);
+    /* --write-spm gives the library's bytes */
+    char spm2[600];
+    tmp_path(spm2, sizeof spm2, "cli.spm");
+    snprintf(args, sizeof args, "tokenize --tokenizer %s --write-spm %s", small, spm2);
+    ck_assert_int_eq(run_cli(args, in, &out, true), 0);
+    free(out);
+    size_t n1, n2;
+    char *a = slurp(small, &n1), *b = slurp(spm2, &n2);
+    ck_assert(a && b && n1 == n2 && !memcmp(a, b, n1));
+    free(a);
+    free(b);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- main */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+int main(void) {
+    const char *shared = getenv("GT_SHARED") ? getenv("GT_SHARED") : "../shared";
+    snprintf(g_shared_json, sizeof g_shared_json, "%s/data/gemma3-tokenizer/tokenizer.json", shared);
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/gt_tok_test_XXXXXX");
+    if (!mkdtemp(g_tmp)) {
+        perror("mkdtemp");
+        return EXIT_FAILURE;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (gt_tok_load_hf_json(g_shared_json, &g_hf, g_err, sizeof g_err)) {
+        fprintf(stderr, "test_tokenizer: %s\n", g_err);
+    } else {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        printf("tokenizer.json loaded in %.3f s\n", (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+        tmp_path(g_spm_path, sizeof g_spm_path, "gemma3.spm");
+        if (gt_tok_save_spm(g_hf, g_spm_path, g_err, sizeof g_err) ||
+            gt_tok_load_spm(g_spm_path, &g_spm, g_err, sizeof g_err))
+            fprintf(stderr, "test_tokenizer: %s\n", g_err);
+    }
+    Suite *s = suite_create("tokenizer");
+    TCase *tc = tcase_create("gemma3");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, tokenizer_json_reproduces_every_vector);
+    tcase_add_test(tc, spm_export_reproduces_every_vector);
+    tcase_add_test(tc, from_pieces_reproduces_every_vector);
+    tcase_add_test(tc, special_tokens_only_when_asked);
+    tcase_add_test(tc, byte_fallback_for_characters_outside_the_vocabulary);
+    tcase_add_test(tc, empty_text_and_whitespace_runs);
+    tcase_add_test(tc, newline_and_tab_runs);
+    tcase_add_test(tc, encode_appends_and_rejects_bad_utf8);
+    tcase_add_test(tc, truncated_tokenizer_json_names_the_file);
+    tcase_add_test(tc, cli_reproduces_the_vector_file_byte_for_byte);
+    tcase_add_test(tc, cli_flags_and_malformed_lines);
+    suite_add_tcase(s, tc);
+    TCase *small = tcase_create("rules_and_errors");
+    tcase_add_test(small, sentencepiece_rule_on_a_tiny_vocabulary);
+    tcase_add_test(small, sentencepiece_rule_ties_and_unknowns);
+    tcase_add_test(small, tokenizer_json_rules_on_a_tiny_vocabulary);
+    tcase_add_test(small, missing_files_are_named);
+    tcase_add_test(small, malformed_tokenizer_json);
+    tcase_add_test(small, not_a_model_proto);
+    tcase_add_test(small, truncated_and_mutated_spm_fail_cleanly);
+    suite_add_tcase(s, small);
+    SRunner *sr = srunner_create(s);
+    /* One process: the loaded Gemma tokenizer is shared by the tests (and forking after the
+     * parse's OpenMP threads exist confuses LeakSanitizer). */
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    gt_tok_free(g_hf);
+    gt_tok_free(g_spm);
+    nftw(g_tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

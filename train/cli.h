@@ -1,0 +1,10 @@
+/* cli.h: gemmatrain subcommands. Each takes the argv that follows `gemmatrain` (argv[0] is the
+ * command name), prints its own errors on stderr and returns the process exit status:
+ * 0 success, 1 runtime failure (bad input, unreadable file), 2 usage error. */
+#ifndef GT_CLI_H
+#define GT_CLI_H
+
+/* gemmatrain tokenize: JSONL text <-> ids with a Gemma tokenizer (train/cli_tokenize.c). */
+int cli_tokenize(int argc, char **argv);
+
+#endif
