@@ -27,7 +27,7 @@ typedef struct gt_tensor {
     int ndim;
     bool requires_grad;
     bool owns_data;           /* gt_tensor_free releases data/grad */
-    char name[48];            /* optional, for messages */
+    char name[96];            /* optional, for messages and checkpoints */
 } gt_tensor;
 
 /* Persistent tensor with zeroed data (and zeroed grad when requires_grad). NULL on bad shape

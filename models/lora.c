@@ -88,8 +88,8 @@ int gt_lora_create(const gt_lora_dims *dims, int64_t rank, double alpha, unsigne
                     ad->out = o;
                     snprintf(ad->name, sizeof ad->name, "decoder_block_%lld/%s", (long long)i,
                              layer_path((gt_lora_target)t));
-                    snprintf(ad->a.name, sizeof ad->a.name, "%s/lora_kernel_a", ad->name + 14);
-                    snprintf(ad->b.name, sizeof ad->b.name, "%s/lora_kernel_b", ad->name + 14);
+                    snprintf(ad->a.name, sizeof ad->a.name, "%s/lora_kernel_a", ad->name);
+                    snprintf(ad->b.name, sizeof ad->b.name, "%s/lora_kernel_b", ad->name);
                     /* He-uniform on Keras' A shape: fan_in = prod(kernel.shape[:-1]) = g * in */
                     double limit = sqrt(6.0 / (double)(g * in));
                     for (int64_t e = 0; e < in * g * rank; e++) {

@@ -1,0 +1,57 @@
+/* step.h: one optimisation step over a global batch given as micro-batches.
+ *
+ * Each micro-batch runs forward, the fused LM-head loss and backward of the loss SUM
+ * sum(w*ce), so gradients accumulate as sums. Only when every micro-batch (and, with MPI, every
+ * rank, through the reduce hook) has been seen is the total normaliser known:
+ *   tokens: sum(w) over the whole global batch (default; the mean over weighted tokens),
+ *   keras:  global batch size x padded length (KerasHub's sum_over_batch_size),
+ * and the gradients are divided once. So 4 micro-batches of 1 equal 1 batch of 4 exactly in
+ * exact arithmetic, however unevenly their response tokens are spread. Then: non-finite check,
+ * global-norm clipping, the optimizer update. */
+#ifndef GT_STEP_H
+#define GT_STEP_H
+
+#include "models/gemma.h"
+#include "train/optim.h"
+
+typedef enum { GT_NORM_TOKENS, GT_NORM_KERAS } gt_loss_norm;
+
+typedef struct gt_micro_batch {
+    gt_gemma_batch in;       /* B x T token ids (+ optional positions, padding, segments) */
+    const int32_t *labels;   /* B*T next-token labels (anything where weight == 0) */
+    const gt_real *weights;  /* B*T sample weights */
+} gt_micro_batch;
+
+/* Sums every rank must add up before the update: the gradient slices and the two scalars. A NULL
+ * hook means one process. Returns 0 or -1 with a message. */
+typedef int (*gt_reduce_fn)(void *user, const gt_param_slice *p, int n, double *scalars,
+                            int n_scalars, char *err, size_t errn);
+
+typedef struct gt_step_cfg {
+    gt_loss_norm norm;
+    int64_t chunk_rows;      /* LM-head chunk (memory: chunk_rows x vocab floats) */
+    double clip_norm;        /* 0 = off */
+    bool skip_nonfinite;     /* false: a non-finite loss or gradient is an error */
+    gt_reduce_fn reduce;
+    void *reduce_user;
+} gt_step_cfg;
+
+typedef struct gt_step_result {
+    double loss;             /* normalised loss of the global batch */
+    double weight_sum;       /* sum of weights over the global batch */
+    double grad_norm;        /* before clipping */
+    int64_t tokens;          /* B x T over the global batch (all ranks) */
+    bool skipped;            /* non-finite and skip_nonfinite: no update was made */
+} gt_step_result;
+
+/* Zero grads, run the micro-batches, normalise, clip, update with lr. The model's trainable
+ * tensors (LoRA adapters or the full model) must be exactly the optimizer's slices. */
+int gt_step_run(gt_ctx *ctx, const gt_gemma *m, gt_optim *opt, const gt_step_cfg *cfg,
+                const gt_micro_batch *mb, int n_micro, int64_t global_batch_rows, double lr,
+                gt_step_result *res, char *err, size_t errn);
+
+/* Evaluation: weighted CE sum and weight sum of a batch, no tape. row_ce optional (B*T). */
+int gt_step_eval(gt_ctx *ctx, const gt_gemma *m, const gt_micro_batch *mb, int64_t chunk_rows,
+                 double *wce_sum, double *w_sum, gt_real *row_ce, char *err, size_t errn);
+
+#endif
