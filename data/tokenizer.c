@@ -27,7 +27,8 @@ enum { SPLIT_REMOVED, SPLIT_ISOLATED, SPLIT_PREVIOUS, SPLIT_NEXT, SPLIT_CONTIGUO
 
 /* Piece hash slot: tag and length screen candidates before the one text comparison. */
 typedef struct { int32_t id; uint32_t tag, off, len; } piece_slot;      /* id -1: empty */
-typedef struct { uint64_t key; int32_t rank, id; } merge_slot;           /* key ~0: empty */
+/* Merge of the pair in key (left id << 32 | right id) into piece id; lower prio first. */
+typedef struct { uint64_t key; uint32_t prio; int32_t id; } merge_slot; /* key ~0: empty */
 typedef struct { int32_t child, sibling, id; uint8_t byte; } trie_node; /* id -1: no piece ends here */
 
 struct gt_tokenizer {
@@ -42,8 +43,11 @@ struct gt_tokenizer {
     piece_slot *ph;
     size_t ph_mask;
     bool use_merges;         /* tokenizer.json: merge ranks; else SentencePiece scores */
-    merge_slot *mt;
-    size_t mt_mask, n_merges;
+    merge_slot *mt;          /* merges, or (SentencePiece) every split of every mergeable piece */
+    size_t mt_mask;
+    int mt_shift;            /* 64 - log2(table size) */
+    uint64_t *bloom;         /* 2-probe Bloom filter of the merge pairs: most failed lookups */
+    int bloom_shift;         /* end in this cache-resident bitmap instead of the big table */
     trie_node *trie;         /* CONTROL, UNKNOWN and USER_DEFINED pieces, matched in raw text */
     int32_t trie_n, trie_cap;
     uint8_t trie_first[256];
@@ -250,17 +254,55 @@ static void piece_find_many(const gt_tokenizer *t, piece_query *q, size_t k) {
 
 static inline uint64_t merge_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
 
+/* Fibonacci hashing: the top bits of the product depend on every bit of both ids. */
 static inline size_t merge_home(const gt_tokenizer *t, uint64_t key) {
-    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & t->mt_mask;
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> t->mt_shift);
+}
+
+static inline uint64_t bloom_hash(uint64_t key) { return key * 0xD6E8FEB86659FD93ull; }
+
+static inline bool bloom_maybe(const gt_tokenizer *t, uint64_t key) {
+    uint64_t h = bloom_hash(key), i = h >> t->bloom_shift, j = (h >> 7) & ((1ull << (64 - t->bloom_shift)) - 1);
+    return (t->bloom[i >> 6] >> (i & 63) & 1) && (t->bloom[j >> 6] >> (j & 63) & 1);
+}
+
+static inline void bloom_add(gt_tokenizer *t, uint64_t key) {
+    uint64_t h = bloom_hash(key), i = h >> t->bloom_shift, j = (h >> 7) & ((1ull << (64 - t->bloom_shift)) - 1);
+    t->bloom[i >> 6] |= 1ull << (i & 63);
+    t->bloom[j >> 6] |= 1ull << (j & 63);
 }
 
 static const merge_slot *merge_find(const gt_tokenizer *t, int32_t a, int32_t b) {
     uint64_t key = merge_key(a, b);
+    if (!bloom_maybe(t, key)) return NULL;
     for (size_t i = merge_home(t, key);; i = (i + 1) & t->mt_mask) {
         const merge_slot *s = &t->mt[i];
         if (s->key == key) return s;
         if (s->key == ~0ull) return NULL;
     }
+}
+
+/* Pair table for m entries (load <= 2/3) and its 8-bits-per-entry Bloom filter (1 MB for
+ * Gemma: stays in L2, where it answers the ~40% of lookups that find no merge). */
+static int merge_table_alloc(gt_tokenizer *t, size_t m) {
+    size_t cap = pow2_at_least(m + m / 2 + 1), bits = pow2_at_least(8 * m + 1024);
+    t->mt = malloc(cap * sizeof *t->mt);
+    t->bloom = calloc(bits / 64, sizeof *t->bloom);
+    if (!t->mt || !t->bloom) return -1;
+    t->mt_mask = cap - 1;
+    t->mt_shift = 64;
+    for (size_t c = cap; c > 1; c >>= 1) t->mt_shift--;
+    t->bloom_shift = 64;
+    for (size_t c = bits; c > 1; c >>= 1) t->bloom_shift--;
+    for (size_t i = 0; i < cap; i++) t->mt[i].key = ~0ull;
+    return 0;
+}
+
+static void merge_put(gt_tokenizer *t, uint64_t key, uint32_t prio, int32_t id) {
+    size_t h = merge_home(t, key);
+    while (t->mt[h].key != ~0ull && t->mt[h].key != key) h = (h + 1) & t->mt_mask;
+    bloom_add(t, key);
+    t->mt[h] = (merge_slot){key, prio, id};
 }
 
 static int trie_add(gt_tokenizer *t, const char *s, size_t n, int32_t id) {
@@ -422,12 +464,106 @@ void gt_tok_free(gt_tokenizer *t) {
     free(t->cp_id);
     free(t->ph);
     free(t->mt);
+    free(t->bloom);
     free(t->trie);
     free_ops(t->norm, t->n_norm);
     free_ops(t->dec, t->n_dec);
     free(t->split_pat);
     free(t->dec_strip);
     free(t);
+}
+
+static inline uint32_t score_prio(float s) {
+    uint32_t u;
+    memcpy(&u, &s, 4);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* order-preserving */
+    return ~u;                                      /* higher score pops first */
+}
+
+/* Pieces a SentencePiece BPE merge may produce (its pieces_ map; control, unknown and byte
+ * pieces are reserved). */
+static inline bool spm_mergeable(int ty) {
+    return ty == GT_PIECE_NORMAL || ty == GT_PIECE_USER_DEFINED || ty == GT_PIECE_UNUSED;
+}
+
+/* SentencePiece merges any two adjacent symbols whose text is a mergeable piece, best score
+ * first. Symbols that are pieces are matched here by id: every split, at a character boundary,
+ * of every mergeable piece into two pieces goes into the pair table with that piece's score as
+ * priority, which is what looking the concatenated text up would find. */
+typedef struct { merge_slot *p; size_t n, cap; bool oom; } pair_list;
+
+static void pair_list_add(pair_list *l, merge_slot e) {
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? 2 * l->cap : 4096;
+        merge_slot *np = realloc(l->p, nc * sizeof *np);
+        if (!np) {
+            l->oom = true;
+            return;
+        }
+        l->p = np, l->cap = nc;
+    }
+    l->p[l->n++] = e;
+}
+
+/* The splits of pieces [i0, i1) into out (both halves looked up in batches). */
+static void collect_splits(const gt_tokenizer *t, int32_t i0, int32_t i1, pair_list *out) {
+    enum { MAXQ = 512 };
+    piece_query q[MAXQ];
+    int32_t owner[MAXQ / 2];
+    size_t nq = 0;
+    for (int32_t i = i0; i <= i1; i++) {
+        /* flush when the next piece might not fit, and after the last one */
+        size_t l = i < i1 ? t->len[i] : 0;
+        if (nq && (i == i1 || nq + 2 * l > MAXQ)) {
+            piece_find_many(t, q, nq);
+            for (size_t k = 0; k < nq; k += 2)
+                if (q[k].id >= 0 && q[k + 1].id >= 0)
+                    pair_list_add(out, (merge_slot){merge_key(q[k].id, q[k + 1].id), score_prio(t->score[owner[k / 2]]),
+                                                    owner[k / 2]});
+            nq = 0;
+        }
+        if (i == i1 || !spm_mergeable(t->type[i]) || 2 * l > MAXQ) continue;
+        const char *p = t->blob + t->off[i];
+        for (size_t k = 1; k < l; k++) {
+            if (((uint8_t)p[k] & 0xC0) == 0x80) continue; /* not a character boundary */
+            owner[nq / 2] = i;
+            q[nq++] = (piece_query){.s = p, .n = k};
+            q[nq++] = (piece_query){.s = p + k, .n = l - k};
+        }
+    }
+}
+
+static int build_pair_table(gt_tokenizer *t, const char *src, char *err, size_t errn) {
+    int nt = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel() && t->n > 50000) nt = omp_get_max_threads();
+#endif
+    if (nt > 64) nt = 64;
+    pair_list lists[64];
+    memset(lists, 0, sizeof lists);
+#pragma omp parallel for num_threads(nt) schedule(static, 1) if (nt > 1)
+    for (int k = 0; k < nt; k++)
+        collect_splits(t, (int32_t)((int64_t)t->n * k / nt), (int32_t)((int64_t)t->n * (k + 1) / nt), &lists[k]);
+    /* Very long pieces (more than 255 characters) do not fit a batch: one at a time. */
+    for (int32_t i = 0; i < t->n; i++) {
+        size_t l = t->len[i];
+        if (!spm_mergeable(t->type[i]) || 2 * l <= 512) continue;
+        const char *p = t->blob + t->off[i];
+        for (size_t k = 1; k < l; k++) {
+            if (((uint8_t)p[k] & 0xC0) == 0x80) continue;
+            int32_t a = piece_find(t, p, k), b = a < 0 ? -1 : piece_find(t, p + k, l - k);
+            if (b >= 0) pair_list_add(&lists[0], (merge_slot){merge_key(a, b), score_prio(t->score[i]), i});
+        }
+    }
+    size_t m = 0;
+    bool oom = false;
+    for (int k = 0; k < nt; k++) m += lists[k].n, oom |= lists[k].oom;
+    int rc = oom || merge_table_alloc(t, m) ? fail(err, errn, "%s: out of memory for the pair table", src) : 0;
+    for (int k = 0; k < nt; k++) {
+        for (size_t e = 0; !rc && e < lists[k].n; e++) merge_put(t, lists[k].p[e].key, lists[k].p[e].prio, lists[k].p[e].id);
+        free(lists[k].p);
+    }
+    return rc;
 }
 
 /* SentencePiece-style text handling: spaces as U+2581 and the same back on decode. */
@@ -677,17 +813,13 @@ static int load_merges(gt_tokenizer *t, const hf_parts *parts, const char *src, 
         m += pm, nb += (pm + BATCH - 1) / BATCH;
     }
     if (m > INT32_MAX / 2) return fail(err, errn, "%s: model.merges: too many merges (%zu)", src, m);
-    size_t cap = pow2_at_least(m + m / 2 + 1);
-    t->mt = malloc(cap * sizeof *t->mt);
     int32_t *res = malloc((3 * m + 1) * sizeof *res);
     struct batch { int part; size_t i0, r0, k; } *bt = malloc((nb + 1) * sizeof *bt);
-    if (!t->mt || !res || !bt) {
+    if (merge_table_alloc(t, m) || !res || !bt) {
         free(res);
         free(bt);
         return fail(err, errn, "%s: out of memory for %zu merges", src, m);
     }
-    t->mt_mask = cap - 1;
-    for (size_t i = 0; i < cap; i++) t->mt[i].key = ~0ull;
     nb = 0;
     for (int p = 0, r = 0; p < parts->nm; p++) {
         size_t pm = json_array_size(parts->merges[p]);
@@ -731,11 +863,7 @@ static int load_merges(gt_tokenizer *t, const hf_parts *parts, const char *src, 
         int ty = t->type[ic];
         if (ty == GT_PIECE_CONTROL || ty == GT_PIECE_UNKNOWN || ty == GT_PIECE_BYTE) continue;
         if (isnan(t->score[ic])) t->score[ic] = -(float)r;
-        uint64_t key = merge_key(ia, ib);
-        size_t h = merge_home(t, key);
-        while (t->mt[h].key != ~0ull && t->mt[h].key != key) h = (h + 1) & t->mt_mask;
-        if (t->mt[h].key == ~0ull) t->n_merges++;
-        t->mt[h] = (merge_slot){key, (int32_t)r, ic}; /* a repeated pair: the later rank wins, as in tokenizers */
+        merge_put(t, merge_key(ia, ib), (uint32_t)r, ic); /* a repeated pair: the later rank wins, as in tokenizers */
     }
     free(res);
     free(bt);
@@ -869,7 +997,8 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
         }
     }
     if (parse_normalizer(t, json_object_get(root, "normalizer"), "normalizer", src, err, errn)) goto out;
-    /* Re-check normalized added tokens now that the normalizer is known. */
+    /* Added tokens marked "normalized" are matched on normalized text by tokenizers; matching
+     * them on the raw text is the same only when the normalizer leaves them alone. */
     for (size_t i = 0; i < n_added; i++) {
         json_t *a = json_array_get(added, i);
         size_t cl;
@@ -917,6 +1046,7 @@ static pthread_once_t hook_once = PTHREAD_ONCE_INIT;
 static void *hook_malloc(size_t n) {
     json_arena *a = tl_arena;
     if (!a) return base_malloc(n);
+    if (n > SIZE_MAX / 4) return NULL;
     n = (n + 15) & ~(size_t)15;
     arena_chunk *c = a->head;
     if (!c || c->cap - c->used < n) {
@@ -1444,7 +1574,7 @@ static int load_spm_model(gt_tokenizer *t, spm_model *m, const char *src, char *
     if (!t->type || !t->score) return fail(err, errn, "%s: out of memory", src);
     memcpy(t->type, m->types, (size_t)m->n);
     memcpy(t->score, m->scores, (size_t)m->n * sizeof *t->score);
-    if (tok_build(t, m->strs, m->lens, m->n, src, err, errn)) return -1;
+    if (tok_build(t, m->strs, m->lens, m->n, src, err, errn) || build_pair_table(t, src, err, errn)) return -1;
     t->byte_fallback = m->byte_fallback;
     if (set_spm_text_rules(t, m->escape_ws, m->add_dummy, m->remove_ws)) return fail(err, errn, "%s: out of memory", src);
     for (int32_t i = 0; i < t->n; i++)
@@ -1551,7 +1681,8 @@ int gt_tok_from_pieces(const char *const *pieces, const float *scores, const int
         t->type[i] = (uint8_t)ty, t->score[i] = s;
         has_bytes |= ty == GT_PIECE_BYTE;
     }
-    if (tok_build(t, pieces, lens, n, "from_pieces", err, errn)) goto out;
+    if (tok_build(t, pieces, lens, n, "from_pieces", err, errn) || build_pair_table(t, "from_pieces", err, errn))
+        goto out;
     t->byte_fallback = has_bytes;
     if (set_spm_text_rules(t, true, false, false)) {
         fail(err, errn, "from_pieces: out of memory");
@@ -1817,13 +1948,6 @@ static int32_t rev_get(const enc_ws *w, int32_t id) {
     }
 }
 
-static inline uint32_t score_prio(float s) {
-    uint32_t u;
-    memcpy(&u, &s, 4);
-    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* order-preserving */
-    return ~u;                                      /* higher score pops first */
-}
-
 static inline void heap_up(pair_t *h, size_t i) {
     pair_t e = h[i];
     while (i) {
@@ -1854,19 +1978,19 @@ static inline void add_pair(enc_ws *w, const char *s, int32_t l, int32_t r, bool
     const sym_t *a = &w->sym[l], *b = &w->sym[r];
     uint32_t prio;
     int32_t id;
-    if (t->use_merges) {
-        if (a->id < 0 || b->id < 0) return;
+    if (a->id >= 0 && b->id >= 0) {
         const merge_slot *m = merge_find(t, a->id, b->id);
         if (!m) return;
-        prio = (uint32_t)m->rank, id = m->id;
+        prio = m->prio, id = m->id;
+    } else if (t->use_merges) {
+        return;
     } else {
+        /* SentencePiece: a symbol that is no piece (an unknown character) still merges by text */
         id = piece_find(t, s + a->start, (size_t)(a->len + b->len));
-        if (id < 0) return;
-        int ty = t->type[id];
-        if (ty != GT_PIECE_NORMAL && ty != GT_PIECE_USER_DEFINED && ty != GT_PIECE_UNUSED) return;
+        if (id < 0 || !spm_mergeable(t->type[id])) return;
         prio = score_prio(t->score[id]);
-        if (ty == GT_PIECE_UNUSED) rev_set(w, id, a->len);
     }
+    if (!t->use_merges && t->type[id] == GT_PIECE_UNUSED) rev_set(w, id, a->len);
     w->heap[w->heap_n] = (pair_t){((uint64_t)prio << 32) | (uint32_t)l, r, a->len + b->len, id};
     if (sift) heap_up(w->heap, w->heap_n);
     w->heap_n++;

@@ -201,6 +201,34 @@ START_TEST(from_pieces_reproduces_every_vector) {
 }
 END_TEST
 
+/* encode/decode on one tokenizer from many threads at once give the single-threaded ids. */
+START_TEST(concurrent_encoding_matches) {
+    NEED_SPM();
+    size_t n;
+    vec *v = load_vectors(&n);
+    int bad = 0;
+    for (int k = 0; k < 2; k++) {
+        const gt_tokenizer *t = k ? g_spm : g_hf;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(4) reduction(+ : bad)
+        for (size_t i = 0; i < 4 * n; i++) {
+            gt_ids ids = {0};
+            const vec *x = &v[i % n];
+            char *text = NULL;
+            size_t tl = 0;
+            if (gt_tok_encode(t, x->text, x->len, true, &ids, NULL, 0) || ids.n != x->n ||
+                memcmp(ids.ids, x->ids, ids.n * sizeof *ids.ids) ||
+                gt_tok_decode(t, ids.ids, ids.n, false, &text, &tl, NULL, 0) || tl != x->len ||
+                memcmp(text, x->text, tl))
+                bad++;
+            free(text);
+            gt_ids_free(&ids);
+        }
+    }
+    free_vectors(v, n);
+    ck_assert_int_eq(bad, 0);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- hand-made cases */
 
 static void expect_ids(const gt_tokenizer *tok, const char *what, const char *text, size_t len, bool special,
@@ -848,6 +876,7 @@ int main(void) {
     tcase_add_test(tc, tokenizer_json_reproduces_every_vector);
     tcase_add_test(tc, spm_export_reproduces_every_vector);
     tcase_add_test(tc, from_pieces_reproduces_every_vector);
+    tcase_add_test(tc, concurrent_encoding_matches);
     tcase_add_test(tc, special_tokens_only_when_asked);
     tcase_add_test(tc, byte_fallback_for_characters_outside_the_vocabulary);
     tcase_add_test(tc, empty_text_and_whitespace_runs);
