@@ -26,6 +26,10 @@
  * Control pieces decode to their own text unless skip_special.
  *
  * A gt_tokenizer is immutable after loading: encode/decode may run concurrently on one.
+ * Loading a big tokenizer.json parses slices of it (jansson parses every byte) on the OpenMP
+ * threads, and the first such load installs jansson allocator hooks (json_set_alloc_funcs) for
+ * the process: they hand every allocation to the functions installed before, except jansson's
+ * own while this module parses on that thread (those go to an arena, dropped whole).
  * Errors: return code != 0 and a one-line message in err (may be NULL) naming the file and,
  * where it applies, the JSON key or proto field. */
 #ifndef GT_TOKENIZER_H
