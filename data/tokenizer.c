@@ -1267,7 +1267,7 @@ static int parse_sliced(const char *b, size_t n, int k, bool arena, parse_job *j
         size_t ve;
         if (which >= 0 && !cnt[which] && i < n && b[i] == (which ? '[' : '{')) {
             /* vocab parses about 3x slower per byte than merges: slice it finer */
-            size_t hint = which ? n / (size_t)k : n / (size_t)(4 * k);
+            size_t hint = which ? n / (size_t)(4 * k) : n / (size_t)(8 * k);
             cnt[which] = cut_container(b, n, i, hint, MAX_PARTS, jobs + total, &ve);
             if (!cnt[which]) break;
             sp[which] = (span){i, ve};

@@ -115,7 +115,8 @@ int cli_tokenize(int argc, char **argv) {
                 fprintf(stderr, "gemmatrain tokenize: %s needs a value\n", a);
                 return 2;
             }
-            *(a[2] == 't' ? &path : &spm_out) = argv[++i];
+            if (!strcmp(a, "--tokenizer")) path = argv[++i];
+            else spm_out = argv[++i];
         } else if (!strncmp(a, "--tokenizer=", 12)) {
             path = a + 12;
         } else if (!strncmp(a, "--write-spm=", 12)) {
