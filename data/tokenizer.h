@@ -23,7 +23,8 @@
  * Input text must be valid UTF-8 (else an error naming the byte offset). Decoding concatenates
  * the pieces with U+2581 turned back into spaces; runs of byte pieces become their bytes, or one
  * U+FFFD per byte when the run is not valid UTF-8 (as `tokenizers`' ByteFallback decoder does).
- * Control pieces decode to their own text unless skip_special.
+ * Control pieces decode to their own text unless skip_special. A U+2581 in the input text encodes
+ * like a space and so decodes as one (as in SentencePiece and `tokenizers`).
  *
  * A gt_tokenizer is immutable after loading: encode/decode may run concurrently on one.
  * Loading a big tokenizer.json parses slices of it (jansson parses every byte) on the OpenMP
