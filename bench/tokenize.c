@@ -101,9 +101,11 @@ int main(int argc, char **argv) {
         if (dt < best) best = dt;
     }
     double mbs = (double)tx.bytes / 1e6 / best;
-    printf("gemmatrain C: load %.3f s (best of 3), encode %.2f MB/s (%zu texts, %zu bytes, %zu tokens, best of %d)\n", load_s,
-           mbs, tx.count, tx.bytes, tokens, repeats);
-    printf("RESULT load_s=%.4f mb_s=%.3f bytes=%zu tokens=%zu texts=%zu\n", load_s, mbs, tx.bytes, tokens, tx.count);
+    printf("gemmatrain C: load %.3f s (best of 3), encode %.2f MB/s (%zu texts, %zu bytes, %zu tokens, best "
+           "of %d)\n",
+           load_s, mbs, tx.count, tx.bytes, tokens, repeats);
+    printf("RESULT load_s=%.4f mb_s=%.3f bytes=%zu tokens=%zu texts=%zu\n", load_s, mbs, tx.bytes, tokens,
+           tx.count);
     gt_ids_free(&ids);
     for (size_t i = 0; i < tx.count; i++) free(tx.s[i]);
     free(tx.s);
