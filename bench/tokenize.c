@@ -48,13 +48,17 @@ int main(int argc, char **argv) {
     if (repeats < 1) repeats = 1;
 
     char err[512];
-    gt_tokenizer *tok;
-    double t0 = now();
-    if (gt_tok_load(tp, &tok, err, sizeof err)) {
-        fprintf(stderr, "bench: %s\n", err);
-        return 1;
+    gt_tokenizer *tok = NULL;
+    double load_s = 1e30;
+    for (int r = 0; r < 3; r++) { /* best of 3: the machine is shared */
+        gt_tok_free(tok);
+        double t0 = now();
+        if (gt_tok_load(tp, &tok, err, sizeof err)) {
+            fprintf(stderr, "bench: %s\n", err);
+            return 1;
+        }
+        if (now() - t0 < load_s) load_s = now() - t0;
     }
-    double load_s = now() - t0;
 
     FILE *f = fopen(dp, "r");
     if (!f) {
@@ -97,9 +101,11 @@ int main(int argc, char **argv) {
         if (dt < best) best = dt;
     }
     double mbs = (double)tx.bytes / 1e6 / best;
-    printf("gemmatrain C: load %.3f s, encode %.2f MB/s (%zu texts, %zu bytes, %zu tokens, best of %d)\n", load_s,
-           mbs, tx.count, tx.bytes, tokens, repeats);
-    printf("RESULT load_s=%.4f mb_s=%.3f bytes=%zu tokens=%zu texts=%zu\n", load_s, mbs, tx.bytes, tokens, tx.count);
+    printf("gemmatrain C: load %.3f s (best of 3), encode %.2f MB/s (%zu texts, %zu bytes, %zu tokens, best "
+           "of %d)\n",
+           load_s, mbs, tx.count, tx.bytes, tokens, repeats);
+    printf("RESULT load_s=%.4f mb_s=%.3f bytes=%zu tokens=%zu texts=%zu\n", load_s, mbs, tx.bytes, tokens,
+           tx.count);
     gt_ids_free(&ids);
     for (size_t i = 0; i < tx.count; i++) free(tx.s[i]);
     free(tx.s);

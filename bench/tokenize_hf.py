@@ -23,9 +23,11 @@ def main():
     data_path = sys.argv[2] if len(sys.argv) > 2 else f"{shared}/data/debian-packages/train.jsonl"
     repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 5
 
-    t0 = time.perf_counter()
-    tok = Tokenizer.from_file(tok_path)
-    load_s = time.perf_counter() - t0
+    load_s = float("inf")
+    for _ in range(3):  # best of 3: the machine is shared
+        t0 = time.perf_counter()
+        tok = Tokenizer.from_file(tok_path)
+        load_s = min(load_s, time.perf_counter() - t0)
 
     texts = []
     with open(data_path, encoding="utf-8") as f:
@@ -45,7 +47,7 @@ def main():
         best = min(best, dt)
         tokens = sum(len(e.ids) for e in enc)
     mbs = nbytes / 1e6 / best
-    print(f"HF tokenizers: load {load_s:.3f} s, encode {mbs:.2f} MB/s ({len(texts)} texts, {nbytes} bytes, "
+    print(f"HF tokenizers: load {load_s:.3f} s (best of 3), encode {mbs:.2f} MB/s ({len(texts)} texts, {nbytes} bytes, "
           f"{tokens} tokens, best of {repeats}, 1 thread)")
     print(f"RESULT load_s={load_s:.4f} mb_s={mbs:.3f} bytes={nbytes} tokens={tokens} texts={len(texts)}")
 

@@ -27,7 +27,8 @@ enum { SPLIT_REMOVED, SPLIT_ISOLATED, SPLIT_PREVIOUS, SPLIT_NEXT, SPLIT_CONTIGUO
 
 /* Piece hash slot: tag and length screen candidates before the one text comparison. */
 typedef struct { int32_t id; uint32_t tag, off, len; } piece_slot;      /* id -1: empty */
-typedef struct { uint64_t key; int32_t rank, id; } merge_slot;           /* key ~0: empty */
+/* Merge of the pair in key (left id << 32 | right id) into piece id; lower prio first. */
+typedef struct { uint64_t key; uint32_t prio; int32_t id; } merge_slot; /* key ~0: empty */
 typedef struct { int32_t child, sibling, id; uint8_t byte; } trie_node; /* id -1: no piece ends here */
 
 struct gt_tokenizer {
@@ -42,8 +43,11 @@ struct gt_tokenizer {
     piece_slot *ph;
     size_t ph_mask;
     bool use_merges;         /* tokenizer.json: merge ranks; else SentencePiece scores */
-    merge_slot *mt;
-    size_t mt_mask, n_merges;
+    merge_slot *mt;          /* merges, or (SentencePiece) every split of every mergeable piece */
+    size_t mt_mask;
+    int mt_shift;            /* 64 - log2(table size) */
+    uint64_t *bloom;         /* 2-probe Bloom filter of the merge pairs: most failed lookups */
+    int bloom_shift;         /* end in this cache-resident bitmap instead of the big table */
     trie_node *trie;         /* CONTROL, UNKNOWN and USER_DEFINED pieces, matched in raw text */
     int32_t trie_n, trie_cap;
     uint8_t trie_first[256];
@@ -250,17 +254,57 @@ static void piece_find_many(const gt_tokenizer *t, piece_query *q, size_t k) {
 
 static inline uint64_t merge_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
 
+/* Fibonacci hashing: the top bits of the product depend on every bit of both ids. */
 static inline size_t merge_home(const gt_tokenizer *t, uint64_t key) {
-    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & t->mt_mask;
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> t->mt_shift);
+}
+
+static inline uint64_t bloom_hash(uint64_t key) { return key * 0xD6E8FEB86659FD93ull; }
+
+static inline bool bloom_maybe(const gt_tokenizer *t, uint64_t key) {
+    uint64_t h = bloom_hash(key), i = h >> t->bloom_shift,
+             j = (h >> 7) & ((1ull << (64 - t->bloom_shift)) - 1);
+    return (t->bloom[i >> 6] >> (i & 63) & 1) && (t->bloom[j >> 6] >> (j & 63) & 1);
+}
+
+static inline void bloom_add(gt_tokenizer *t, uint64_t key) {
+    uint64_t h = bloom_hash(key), i = h >> t->bloom_shift,
+             j = (h >> 7) & ((1ull << (64 - t->bloom_shift)) - 1);
+    t->bloom[i >> 6] |= 1ull << (i & 63);
+    t->bloom[j >> 6] |= 1ull << (j & 63);
 }
 
 static const merge_slot *merge_find(const gt_tokenizer *t, int32_t a, int32_t b) {
     uint64_t key = merge_key(a, b);
+    if (!bloom_maybe(t, key)) return NULL;
     for (size_t i = merge_home(t, key);; i = (i + 1) & t->mt_mask) {
         const merge_slot *s = &t->mt[i];
         if (s->key == key) return s;
         if (s->key == ~0ull) return NULL;
     }
+}
+
+/* Pair table for m entries (load <= 2/3) and its 8-bits-per-entry Bloom filter (1 MB for
+ * Gemma: stays in L2, where it answers the ~40% of lookups that find no merge). */
+static int merge_table_alloc(gt_tokenizer *t, size_t m) {
+    size_t cap = pow2_at_least(m + m / 2 + 1), bits = pow2_at_least(8 * m + 1024);
+    t->mt = malloc(cap * sizeof *t->mt);
+    t->bloom = calloc(bits / 64, sizeof *t->bloom);
+    if (!t->mt || !t->bloom) return -1;
+    t->mt_mask = cap - 1;
+    t->mt_shift = 64;
+    for (size_t c = cap; c > 1; c >>= 1) t->mt_shift--;
+    t->bloom_shift = 64;
+    for (size_t c = bits; c > 1; c >>= 1) t->bloom_shift--;
+    for (size_t i = 0; i < cap; i++) t->mt[i].key = ~0ull;
+    return 0;
+}
+
+static void merge_put(gt_tokenizer *t, uint64_t key, uint32_t prio, int32_t id) {
+    size_t h = merge_home(t, key);
+    while (t->mt[h].key != ~0ull && t->mt[h].key != key) h = (h + 1) & t->mt_mask;
+    bloom_add(t, key);
+    t->mt[h] = (merge_slot){key, prio, id};
 }
 
 static int trie_add(gt_tokenizer *t, const char *s, size_t n, int32_t id) {
@@ -354,7 +398,8 @@ static int tok_build(gt_tokenizer *t, const char *const *strs, const size_t *len
         for (; t->ph[k].id >= 0; k = (k + 1) & t->ph_mask) {
             int32_t o = t->ph[k].id;
             if (t->len[o] == l && memcmp(t->blob + t->off[o], s, l) == 0)
-                return fail(err, errn, "%s: duplicate piece \"%s\" (ids %d and %d)", src, t->blob + t->off[o], o, i);
+                return fail(err, errn, "%s: duplicate piece \"%s\" (ids %d and %d)", src, t->blob + t->off[o],
+                            o, i);
         }
         t->ph[k] = (piece_slot){i, (uint32_t)(h >> 32), (uint32_t)pos, (uint32_t)l};
         pos += l + 1;
@@ -364,7 +409,9 @@ static int tok_build(gt_tokenizer *t, const char *const *strs, const size_t *len
         int b = parse_byte_piece(s, l);
         t->byte_of[i] = (int16_t)((ty == GT_PIECE_BYTE || t->use_merges) ? b : -1);
         if (ty == GT_PIECE_BYTE) {
-            if (b < 0) return fail(err, errn, "%s: BYTE piece %d \"%s\" is not of the form <0xNN>", src, i, t->blob + t->off[i]);
+            if (b < 0)
+                return fail(err, errn, "%s: BYTE piece %d \"%s\" is not of the form <0xNN>", src, i,
+                            t->blob + t->off[i]);
             if (t->byte_id[b] < 0) t->byte_id[b] = i;
         }
         if (ty == GT_PIECE_UNUSED) t->has_unused = true;
@@ -422,12 +469,109 @@ void gt_tok_free(gt_tokenizer *t) {
     free(t->cp_id);
     free(t->ph);
     free(t->mt);
+    free(t->bloom);
     free(t->trie);
     free_ops(t->norm, t->n_norm);
     free_ops(t->dec, t->n_dec);
     free(t->split_pat);
     free(t->dec_strip);
     free(t);
+}
+
+static inline uint32_t score_prio(float s) {
+    uint32_t u;
+    memcpy(&u, &s, 4);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* order-preserving */
+    return ~u;                                      /* higher score pops first */
+}
+
+/* Pieces a SentencePiece BPE merge may produce (its pieces_ map; control, unknown and byte
+ * pieces are reserved). */
+static inline bool spm_mergeable(int ty) {
+    return ty == GT_PIECE_NORMAL || ty == GT_PIECE_USER_DEFINED || ty == GT_PIECE_UNUSED;
+}
+
+/* SentencePiece merges any two adjacent symbols whose text is a mergeable piece, best score
+ * first. Symbols that are pieces are matched here by id: every split, at a character boundary,
+ * of every mergeable piece into two pieces goes into the pair table with that piece's score as
+ * priority, which is what looking the concatenated text up would find. */
+typedef struct { merge_slot *p; size_t n, cap; bool oom; } pair_list;
+
+static void pair_list_add(pair_list *l, merge_slot e) {
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? 2 * l->cap : 4096;
+        merge_slot *np = realloc(l->p, nc * sizeof *np);
+        if (!np) {
+            l->oom = true;
+            return;
+        }
+        l->p = np, l->cap = nc;
+    }
+    l->p[l->n++] = e;
+}
+
+/* The splits of pieces [i0, i1) into out (both halves looked up in batches). */
+static void collect_splits(const gt_tokenizer *t, int32_t i0, int32_t i1, pair_list *out) {
+    enum { MAXQ = 512 };
+    piece_query q[MAXQ];
+    int32_t owner[MAXQ / 2];
+    size_t nq = 0;
+    for (int32_t i = i0; i <= i1; i++) {
+        /* flush when the next piece might not fit, and after the last one */
+        size_t l = i < i1 ? t->len[i] : 0;
+        if (nq && (i == i1 || nq + 2 * l > MAXQ)) {
+            piece_find_many(t, q, nq);
+            for (size_t k = 0; k < nq; k += 2)
+                if (q[k].id >= 0 && q[k + 1].id >= 0)
+                    pair_list_add(out, (merge_slot){merge_key(q[k].id, q[k + 1].id),
+                                                    score_prio(t->score[owner[k / 2]]), owner[k / 2]});
+            nq = 0;
+        }
+        if (i == i1 || !spm_mergeable(t->type[i]) || 2 * l > MAXQ) continue;
+        const char *p = t->blob + t->off[i];
+        for (size_t k = 1; k < l; k++) {
+            if (((uint8_t)p[k] & 0xC0) == 0x80) continue; /* not a character boundary */
+            owner[nq / 2] = i;
+            q[nq++] = (piece_query){.s = p, .n = k};
+            q[nq++] = (piece_query){.s = p + k, .n = l - k};
+        }
+    }
+}
+
+static int build_pair_table(gt_tokenizer *t, const char *src, char *err, size_t errn) {
+    int nt = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel() && t->n > 50000) nt = omp_get_max_threads();
+#endif
+    if (nt > 64) nt = 64;
+    pair_list lists[64];
+    memset(lists, 0, sizeof lists);
+#pragma omp parallel for num_threads(nt) schedule(static, 1) if (nt > 1)
+    for (int k = 0; k < nt; k++)
+        collect_splits(t, (int32_t)((int64_t)t->n * k / nt), (int32_t)((int64_t)t->n * (k + 1) / nt),
+                       &lists[k]);
+    /* Very long pieces (more than 255 characters) do not fit a batch: one at a time. */
+    for (int32_t i = 0; i < t->n; i++) {
+        size_t l = t->len[i];
+        if (!spm_mergeable(t->type[i]) || 2 * l <= 512) continue;
+        const char *p = t->blob + t->off[i];
+        for (size_t k = 1; k < l; k++) {
+            if (((uint8_t)p[k] & 0xC0) == 0x80) continue;
+            int32_t a = piece_find(t, p, k), b = a < 0 ? -1 : piece_find(t, p + k, l - k);
+            if (b >= 0) pair_list_add(&lists[0], (merge_slot){merge_key(a, b), score_prio(t->score[i]), i});
+        }
+    }
+    size_t m = 0;
+    bool oom = false;
+    for (int k = 0; k < nt; k++) m += lists[k].n, oom |= lists[k].oom;
+    int rc = 0;
+    if (oom || merge_table_alloc(t, m)) rc = fail(err, errn, "%s: out of memory for the pair table", src);
+    for (int k = 0; k < nt; k++) {
+        for (size_t e = 0; !rc && e < lists[k].n; e++)
+            merge_put(t, lists[k].p[e].key, lists[k].p[e].prio, lists[k].p[e].id);
+        free(lists[k].p);
+    }
+    return rc;
 }
 
 /* SentencePiece-style text handling: spaces as U+2581 and the same back on decode. */
@@ -478,7 +622,8 @@ static const char *json_pattern(json_t *o, size_t *len, const char **kind) {
     return NULL;
 }
 
-static int parse_normalizer(gt_tokenizer *t, json_t *j, const char *where, const char *src, char *err, size_t errn) {
+static int parse_normalizer(gt_tokenizer *t, json_t *j, const char *where, const char *src, char *err,
+                            size_t errn) {
     if (!j || json_is_null(j)) return 0;
     const char *type = jstr(j, "type", NULL);
     if (!type) return fail(err, errn, "%s: %s: missing \"type\"", src, where);
@@ -496,7 +641,9 @@ static int parse_normalizer(gt_tokenizer *t, json_t *j, const char *where, const
     if (!strcmp(type, "Replace")) {
         size_t pl = 0, cl = 0;
         const char *kind, *pat = json_pattern(j, &pl, &kind), *content = jstr(j, "content", &cl);
-        if (!pat) return fail(err, errn, "%s: %s: Replace with a %s pattern is not supported (String only)", src, where, kind);
+        if (!pat)
+            return fail(err, errn, "%s: %s: Replace with a %s pattern is not supported (String only)", src,
+                        where, kind);
         if (!pl) return fail(err, errn, "%s: %s: Replace with an empty pattern", src, where);
         if (!content) return fail(err, errn, "%s: %s.content: expected a string", src, where);
         rc = add_op(t->norm, &t->n_norm, OP_REPLACE, pat, pl, content, cl);
@@ -523,22 +670,29 @@ static int parse_pre_tokenizer(gt_tokenizer *t, json_t *j, const char *src, char
                     "String pattern)", src, type);
     size_t pl = 0;
     const char *kind, *pat = json_pattern(j, &pl, &kind);
-    if (!pat) return fail(err, errn, "%s: pre_tokenizer: Split with a %s pattern is not supported (String only)", src, kind);
+    if (!pat)
+        return fail(err, errn, "%s: pre_tokenizer: Split with a %s pattern is not supported (String only)",
+                    src, kind);
     if (!pl) return fail(err, errn, "%s: pre_tokenizer: Split with an empty pattern", src);
-    if (jbool(j, "invert", false) != 0) return fail(err, errn, "%s: pre_tokenizer: Split with invert is not supported", src);
+    if (jbool(j, "invert", false) != 0)
+        return fail(err, errn, "%s: pre_tokenizer: Split with invert is not supported", src);
     const char *beh = jstr(j, "behavior", NULL);
-    static const char *names[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
+    static const char *names[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
+                                  "Contiguous"};
     int b = -1;
     for (int i = 0; beh && i < 5; i++)
         if (!strcmp(beh, names[i])) b = i;
-    if (b < 0) return fail(err, errn, "%s: pre_tokenizer.behavior: \"%s\" is not a Split behaviour", src, beh ? beh : "(missing)");
+    if (b < 0)
+        return fail(err, errn, "%s: pre_tokenizer.behavior: \"%s\" is not a Split behaviour", src,
+                    beh ? beh : "(missing)");
     /* After a normalizer that replaces every occurrence of a one-character pattern (Gemma:
      * " " -> U+2581) the split can never fire: drop it. */
     uint32_t cp;
     if (utf8_char((const uint8_t *)pat, pl, &cp) == pl) {
         int last = -1;
         for (int i = 0; i < t->n_norm; i++)
-            if (t->norm[i].kind == OP_REPLACE && t->norm[i].pat_len == pl && !memcmp(t->norm[i].pat, pat, pl)) last = i;
+            if (t->norm[i].kind == OP_REPLACE && t->norm[i].pat_len == pl && !memcmp(t->norm[i].pat, pat, pl))
+                last = i;
         bool reintroduced = false;
         for (int i = last; last >= 0 && i < t->n_norm; i++)
             if (memmem(t->norm[i].rep, t->norm[i].rep_len, pat, pl)) reintroduced = true;
@@ -568,16 +722,23 @@ static int parse_decoder_step(gt_tokenizer *t, json_t *j, const char *where, int
     }
     if (*stage < 0) *stage = 0;
     if (!strcmp(type, "Replace")) {
-        if (*stage > 0) return fail(err, errn, "%s: %s: Replace after ByteFallback/Fuse/Strip is not supported", src, where);
+        if (*stage > 0)
+            return fail(err, errn, "%s: %s: Replace after ByteFallback/Fuse/Strip is not supported", src,
+                        where);
         size_t pl = 0, cl = 0;
         const char *kind, *pat = json_pattern(j, &pl, &kind), *content = jstr(j, "content", &cl);
-        if (!pat) return fail(err, errn, "%s: %s: Replace with a %s pattern is not supported (String only)", src, where, kind);
-        if (!pl || !content) return fail(err, errn, "%s: %s: Replace needs a non-empty pattern and a content string", src, where);
+        if (!pat)
+            return fail(err, errn, "%s: %s: Replace with a %s pattern is not supported (String only)", src,
+                        where, kind);
+        if (!pl || !content)
+            return fail(err, errn, "%s: %s: Replace needs a non-empty pattern and a content string", src,
+                        where);
         int rc = add_op(t->dec, &t->n_dec, OP_REPLACE, pat, pl, content, cl);
         if (rc == -2) return fail(err, errn, "%s: %s: more than %d decoder steps", src, where, MAX_OPS);
         if (rc) return fail(err, errn, "%s: out of memory", src);
     } else if (!strcmp(type, "ByteFallback")) {
-        if (*stage > 0) return fail(err, errn, "%s: %s: ByteFallback after Fuse/Strip is not supported", src, where);
+        if (*stage > 0)
+            return fail(err, errn, "%s: %s: ByteFallback after Fuse/Strip is not supported", src, where);
         t->dec_bytes = true;
         *stage = 1;
     } else if (!strcmp(type, "Fuse")) {
@@ -593,7 +754,8 @@ static int parse_decoder_step(gt_tokenizer *t, json_t *j, const char *where, int
         if (!content || !cl || utf8_char((const uint8_t *)content, cl, &cp) != cl || !json_is_integer(st) ||
             !json_is_integer(sp) || json_integer_value(st) < 0 || json_integer_value(sp) < 0 ||
             json_integer_value(st) > 1000 || json_integer_value(sp) > 1000)
-            return fail(err, errn, "%s: %s: Strip needs a one-character content and small start/stop counts", src, where);
+            return fail(err, errn, "%s: %s: Strip needs a one-character content and small start/stop counts",
+                        src, where);
         t->dec_strip = memdup0(content, cl);
         if (!t->dec_strip) return fail(err, errn, "%s: out of memory", src);
         t->dec_strip_len = cl;
@@ -601,8 +763,10 @@ static int parse_decoder_step(gt_tokenizer *t, json_t *j, const char *where, int
         t->dec_strip_stop = (int)json_integer_value(sp);
         *stage = 3;
     } else {
-        return fail(err, errn, "%s: %s: decoder type \"%s\" is not supported (supported: Replace, ByteFallback, "
-                    "Fuse, Strip, Sequence)", src, where, type);
+        return fail(err, errn,
+                    "%s: %s: decoder type \"%s\" is not supported (supported: Replace, ByteFallback, "
+                    "Fuse, Strip, Sequence)",
+                    src, where, type);
     }
     return 0;
 }
@@ -665,7 +829,8 @@ static int resolve_merges(const gt_tokenizer *t, json_t *arr, size_t i0, size_t 
     }
     piece_find_many(t, q, 3 * k);
     for (size_t j = 0; j < k; j++)
-        if (res[3 * j] != -2) res[3 * j] = q[3 * j].id, res[3 * j + 1] = q[3 * j + 1].id, res[3 * j + 2] = q[3 * j + 2].id;
+        if (res[3 * j] != -2)
+            res[3 * j] = q[3 * j].id, res[3 * j + 1] = q[3 * j + 1].id, res[3 * j + 2] = q[3 * j + 2].id;
     return 0;
 }
 
@@ -677,17 +842,13 @@ static int load_merges(gt_tokenizer *t, const hf_parts *parts, const char *src, 
         m += pm, nb += (pm + BATCH - 1) / BATCH;
     }
     if (m > INT32_MAX / 2) return fail(err, errn, "%s: model.merges: too many merges (%zu)", src, m);
-    size_t cap = pow2_at_least(m + m / 2 + 1);
-    t->mt = malloc(cap * sizeof *t->mt);
     int32_t *res = malloc((3 * m + 1) * sizeof *res);
     struct batch { int part; size_t i0, r0, k; } *bt = malloc((nb + 1) * sizeof *bt);
-    if (!t->mt || !res || !bt) {
+    if (merge_table_alloc(t, m) || !res || !bt) {
         free(res);
         free(bt);
         return fail(err, errn, "%s: out of memory for %zu merges", src, m);
     }
-    t->mt_mask = cap - 1;
-    for (size_t i = 0; i < cap; i++) t->mt[i].key = ~0ull;
     nb = 0;
     for (int p = 0, r = 0; p < parts->nm; p++) {
         size_t pm = json_array_size(parts->merges[p]);
@@ -704,7 +865,8 @@ static int load_merges(gt_tokenizer *t, const hf_parts *parts, const char *src, 
         size_t cat_cap = 0;
 #pragma omp for schedule(dynamic, 16)
         for (size_t i = 0; i < nb; i++)
-            oom |= resolve_merges(t, parts->merges[bt[i].part], bt[i].i0, bt[i].k, res + 3 * bt[i].r0, &cat, &cat_cap);
+            oom |= resolve_merges(t, parts->merges[bt[i].part], bt[i].i0, bt[i].k, res + 3 * bt[i].r0, &cat,
+                                  &cat_cap);
         free(cat);
     }
     int rc = oom ? fail(err, errn, "%s: out of memory", src) : 0;
@@ -718,7 +880,8 @@ static int load_merges(gt_tokenizer *t, const hf_parts *parts, const char *src, 
             const char *a, *b;
             size_t al, bl;
             if (ia == -2 || merge_parts(json_array_get(parts->merges[p], i), &a, &al, &b, &bl)) {
-                rc = fail(err, errn, "%s: model.merges[%zu]: expected [\"left\", \"right\"] or \"left right\"", src, r);
+                rc = fail(err, errn,
+                          "%s: model.merges[%zu]: expected [\"left\", \"right\"] or \"left right\"", src, r);
             } else {
                 rc = fail(err, errn, "%s: model.merges[%zu]: \"%.*s%.*s\" is not in the vocabulary", src, r,
                           (int)(ia < 0 ? al : ib < 0 ? 0 : al), a, (int)(ia < 0 ? 0 : bl), b);
@@ -731,11 +894,8 @@ static int load_merges(gt_tokenizer *t, const hf_parts *parts, const char *src, 
         int ty = t->type[ic];
         if (ty == GT_PIECE_CONTROL || ty == GT_PIECE_UNKNOWN || ty == GT_PIECE_BYTE) continue;
         if (isnan(t->score[ic])) t->score[ic] = -(float)r;
-        uint64_t key = merge_key(ia, ib);
-        size_t h = merge_home(t, key);
-        while (t->mt[h].key != ~0ull && t->mt[h].key != key) h = (h + 1) & t->mt_mask;
-        if (t->mt[h].key == ~0ull) t->n_merges++;
-        t->mt[h] = (merge_slot){key, (int32_t)r, ic}; /* a repeated pair: the later rank wins, as in tokenizers */
+        merge_put(t, merge_key(ia, ib), (uint32_t)r,
+                  ic); /* a repeated pair: the later rank wins, as in tokenizers */
     }
     free(res);
     free(bt);
@@ -751,7 +911,8 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
     if (!json_is_object(model)) return fail(err, errn, "%s: model: expected an object", src);
     const char *mtype = jstr(model, "type", NULL);
     if (mtype ? strcmp(mtype, "BPE") != 0 : !json_object_get(model, "merges"))
-        return fail(err, errn, "%s: model.type: \"%s\" is not supported (BPE only)", src, mtype ? mtype : "(missing)");
+        return fail(err, errn, "%s: model.type: \"%s\" is not supported (BPE only)", src,
+                    mtype ? mtype : "(missing)");
     json_t *dropout = json_object_get(model, "dropout");
     if (dropout && !json_is_null(dropout) && !(json_is_number(dropout) && json_number_value(dropout) == 0))
         return fail(err, errn, "%s: model.dropout: BPE dropout is not supported", src);
@@ -768,9 +929,11 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
     t->byte_fallback = bf, t->fuse_unk = fu, t->ignore_merges = im;
     t->use_merges = true;
     for (int p = 0; p < parts->nv; p++)
-        if (!json_is_object(parts->vocab[p])) return fail(err, errn, "%s: model.vocab: expected an object", src);
+        if (!json_is_object(parts->vocab[p]))
+            return fail(err, errn, "%s: model.vocab: expected an object", src);
     for (int p = 0; p < parts->nm; p++)
-        if (!json_is_array(parts->merges[p])) return fail(err, errn, "%s: model.merges: expected an array", src);
+        if (!json_is_array(parts->merges[p]))
+            return fail(err, errn, "%s: model.merges: expected an array", src);
     if (!parts->nv || !parts->nm) return fail(err, errn, "%s: model: missing vocab or merges", src);
     json_t *unk_j = json_object_get(model, "unk_token");
     if (unk_j && !json_is_null(unk_j) && !json_is_string(unk_j))
@@ -786,15 +949,18 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
     json_t *val;
     for (int p = 0; p < parts->nv; p++)
         json_object_foreach(parts->vocab[p], key, val) {
-            if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= INT32_MAX / 2)
-                return fail(err, errn, "%s: model.vocab[\"%s\"]: expected a non-negative integer id", src, key);
+            if (!json_is_integer(val) || json_integer_value(val) < 0 ||
+                json_integer_value(val) >= INT32_MAX / 2)
+                return fail(err, errn, "%s: model.vocab[\"%s\"]: expected a non-negative integer id", src,
+                            key);
             if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
         }
     for (size_t i = 0; i < n_added; i++) {
         json_t *a = json_array_get(added, i), *id = json_object_get(a, "id");
         if (!json_is_object(a) || !json_is_integer(id) || json_integer_value(id) < 0 ||
             json_integer_value(id) >= INT32_MAX / 2 || !json_is_string(json_object_get(a, "content")))
-            return fail(err, errn, "%s: added_tokens[%zu]: expected {\"id\": N, \"content\": \"...\", ...}", src, i);
+            return fail(err, errn, "%s: added_tokens[%zu]: expected {\"id\": N, \"content\": \"...\", ...}",
+                        src, i);
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
     if (max_id < 0) return fail(err, errn, "%s: model.vocab is empty", src);
@@ -810,15 +976,17 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
         goto out;
     }
     for (int p = 0; p < parts->nv; p++)
-    for (void *iter = json_object_iter(parts->vocab[p]); iter; iter = json_object_iter_next(parts->vocab[p], iter)) {
-        int32_t id = (int32_t)json_integer_value(json_object_iter_value(iter));
-        const char *k = json_object_iter_key(iter);
-        if (strs[id]) {
-            fail(err, errn, "%s: model.vocab: id %d is given to both \"%s\" and \"%s\"", src, id, strs[id], k);
-            goto out;
+        for (void *iter = json_object_iter(parts->vocab[p]); iter;
+             iter = json_object_iter_next(parts->vocab[p], iter)) {
+            int32_t id = (int32_t)json_integer_value(json_object_iter_value(iter));
+            const char *k = json_object_iter_key(iter);
+            if (strs[id]) {
+                fail(err, errn, "%s: model.vocab: id %d is given to both \"%s\" and \"%s\"", src, id,
+                     strs[id], k);
+                goto out;
+            }
+            strs[id] = k, lens[id] = json_object_iter_key_len(iter);
         }
-        strs[id] = k, lens[id] = json_object_iter_key_len(iter);
-    }
     for (size_t i = 0; i < n_added; i++) {
         json_t *a = json_array_get(added, i);
         int32_t id = (int32_t)json_integer_value(json_object_get(a, "id"));
@@ -828,7 +996,8 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
         const char *flags[] = {"single_word", "lstrip", "rstrip"};
         for (int f = 0; f < 3; f++)
             if (jbool(a, flags[f], false) != 0) {
-                fail(err, errn, "%s: added_tokens[%zu] \"%s\": %s is not supported", src, i, content, flags[f]);
+                fail(err, errn, "%s: added_tokens[%zu] \"%s\": %s is not supported", src, i, content,
+                     flags[f]);
                 goto out;
             }
         if (special < 0 || norm < 0) {
@@ -836,8 +1005,8 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
             goto out;
         }
         if (strs[id] && (lens[id] != cl || memcmp(strs[id], content, cl))) {
-            fail(err, errn, "%s: added_tokens[%zu]: id %d is \"%s\" here but \"%s\" in model.vocab", src, i, id,
-                 content, strs[id]);
+            fail(err, errn, "%s: added_tokens[%zu]: id %d is \"%s\" here but \"%s\" in model.vocab", src, i,
+                 id, content, strs[id]);
             goto out;
         }
         strs[id] = content, lens[id] = cl;
@@ -869,7 +1038,8 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
         }
     }
     if (parse_normalizer(t, json_object_get(root, "normalizer"), "normalizer", src, err, errn)) goto out;
-    /* Re-check normalized added tokens now that the normalizer is known. */
+    /* Added tokens marked "normalized" are matched on normalized text by tokenizers; matching
+     * them on the raw text is the same only when the normalizer leaves them alone. */
     for (size_t i = 0; i < n_added; i++) {
         json_t *a = json_array_get(added, i);
         size_t cl;
@@ -917,6 +1087,7 @@ static pthread_once_t hook_once = PTHREAD_ONCE_INIT;
 static void *hook_malloc(size_t n) {
     json_arena *a = tl_arena;
     if (!a) return base_malloc(n);
+    if (n > SIZE_MAX / 4) return NULL;
     n = (n + 15) & ~(size_t)15;
     arena_chunk *c = a->head;
     if (!c || c->cap - c->used < n) {
@@ -1006,8 +1177,8 @@ static size_t skip_value(const char *b, size_t n, size_t i) {
         return 0;
     }
     size_t s = i;
-    while (i < n && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\n' && b[i] != '\r' &&
-           b[i] != '\t')
+    while (i < n && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\n' &&
+           b[i] != '\r' && b[i] != '\t')
         i++;
     return i > s ? i : 0;
 }
@@ -1056,7 +1227,8 @@ static bool job_copy(parse_job *j, char open, const char *body, size_t n, char c
 /* Cuts the container starting at b[start] into at most k jobs at top-level commas, aiming at
  * slices of about `hint` bytes; returns the count and sets *end, or returns 0 (nothing left
  * allocated) when the text does not look as expected. */
-static int cut_container(const char *b, size_t n, size_t start, size_t hint, int k, parse_job *jobs, size_t *end) {
+static int cut_container(const char *b, size_t n, size_t start, size_t hint, int k, parse_job *jobs,
+                         size_t *end) {
     char open = b[start], close = open == '{' ? '}' : ']';
     bool obj = open == '{';
     size_t i = skip_ws(b, n, start + 1), first = i;
@@ -1114,7 +1286,8 @@ static void jobs_run(parse_job *jobs, int n, const int *order, bool arena) {
             jobs[i].arena.next_cap = 5 * jobs[i].len + 4096;
             tl_arena = &jobs[i].arena;
         }
-        jobs[i].val = json_loadb(jobs[i].text, jobs[i].len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jobs[i].je);
+        jobs[i].val =
+            json_loadb(jobs[i].text, jobs[i].len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jobs[i].je);
         tl_arena = NULL;
     }
 }
@@ -1130,14 +1303,16 @@ static int parse_sliced(const char *b, size_t n, int k, bool arena, parse_job *j
     while (i < n && b[i] == '"') {
         size_t ke = skip_string(b, n, i);
         if (!ke) break;
-        int which = ke - i == 7 && !memcmp(b + i, "\"vocab\"", 7) ? 0 : ke - i == 8 && !memcmp(b + i, "\"merges\"", 8) ? 1 : -1;
+        int which = ke - i == 7 && !memcmp(b + i, "\"vocab\"", 7)    ? 0
+                    : ke - i == 8 && !memcmp(b + i, "\"merges\"", 8) ? 1
+                                                                     : -1;
         i = skip_ws(b, n, ke);
         if (i >= n || b[i] != ':') break;
         i = skip_ws(b, n, i + 1);
         size_t ve;
         if (which >= 0 && !cnt[which] && i < n && b[i] == (which ? '[' : '{')) {
             /* vocab parses about 3x slower per byte than merges: slice it finer */
-            size_t hint = which ? n / (size_t)k : n / (size_t)(4 * k);
+            size_t hint = which ? n / (size_t)(4 * k) : n / (size_t)(8 * k);
             cnt[which] = cut_container(b, n, i, hint, MAX_PARTS, jobs + total, &ve);
             if (!cnt[which]) break;
             sp[which] = (span){i, ve};
@@ -1222,13 +1397,15 @@ int gt_tok_load_hf_json(const char *path, gt_tokenizer **out, char *err, size_t 
     gt_tokenizer *t = NULL;
     int rc;
     if (!root) {
-        rc = fail(err, errn, "%s:%d:%d: invalid JSON: %s", path, jobs[0].je.line, jobs[0].je.column, jobs[0].je.text);
+        rc = fail(err, errn, "%s:%d:%d: invalid JSON: %s", path, jobs[0].je.line, jobs[0].je.column,
+                  jobs[0].je.text);
     } else if (!(t = tok_alloc())) {
         rc = fail(err, errn, "%s: out of memory", path);
     } else {
         if (njobs == 1) {
             json_t *model = json_object_get(root, "model");
-            parts.vocab[0] = json_object_get(model, "vocab"), parts.merges[0] = json_object_get(model, "merges");
+            parts.vocab[0] = json_object_get(model, "vocab"),
+            parts.merges[0] = json_object_get(model, "merges");
             parts.nv = parts.vocab[0] != NULL, parts.nm = parts.merges[0] != NULL;
         }
         rc = load_hf_root(t, root, &parts, path, err, errn);
@@ -1280,7 +1457,8 @@ static int pb_next(pb_in *b, uint32_t *field, int *wire, uint64_t *v, pb_in *sub
         return 0;
     case 2: {
         uint64_t n;
-        if (pb_varint(b, &n) || n > (uint64_t)(b->end - b->p)) return *why = "truncated length-delimited field", -1;
+        if (pb_varint(b, &n) || n > (uint64_t)(b->end - b->p))
+            return *why = "truncated length-delimited field", -1;
         *sub = (pb_in){b->p, b->start, b->p + n};
         b->p += n;
         return 0;
@@ -1314,7 +1492,13 @@ typedef struct {
     size_t norm_name_len;
 } spm_model;
 
-#define PB_WANT(w, expect) do { if ((w) != (expect)) { *why = "field with an unexpected wire type"; return -1; } } while (0)
+#define PB_WANT(w, expect)                                                                                   \
+    do {                                                                                                     \
+        if ((w) != (expect)) {                                                                               \
+            *why = "field with an unexpected wire type";                                                     \
+            return -1;                                                                                       \
+        }                                                                                                    \
+    } while (0)
 
 static int spm_piece(spm_model *m, pb_in *b, const char **why) {
     const char *s = NULL;
@@ -1395,7 +1579,10 @@ static int spm_normalizer(spm_model *m, pb_in *b, const char **why) {
         pb_in sub;
         if (pb_next(b, &f, &w, &v, &sub, why)) return -1;
         switch (f) {
-        case 1: PB_WANT(w, 2); m->norm_name = (const char *)sub.p, m->norm_name_len = (size_t)(sub.end - sub.p); break;
+        case 1:
+            PB_WANT(w, 2);
+            m->norm_name = (const char *)sub.p, m->norm_name_len = (size_t)(sub.end - sub.p);
+            break;
         case 2: PB_WANT(w, 2); m->charsmap_len = (size_t)(sub.end - sub.p); break;
         case 3: PB_WANT(w, 0); m->add_dummy = v != 0; break;
         case 4: PB_WANT(w, 0); m->remove_ws = v != 0; break;
@@ -1433,20 +1620,28 @@ static int load_spm_model(gt_tokenizer *t, spm_model *m, const char *src, char *
     if (m->n == 0) return fail(err, errn, "%s: not a SentencePiece model: no pieces", src);
     if (m->model_type != 2)
         return fail(err, errn, "%s: trainer_spec.model_type is %s (%lld); only BPE (2) is supported", src,
-                    m->model_type == 1 ? "UNIGRAM" : m->model_type == 3 ? "WORD" : m->model_type == 4 ? "CHAR" : "unknown",
+                    m->model_type == 1   ? "UNIGRAM"
+                    : m->model_type == 3 ? "WORD"
+                    : m->model_type == 4 ? "CHAR"
+                                         : "unknown",
                     (long long)m->model_type);
-    if (m->ws_suffix) return fail(err, errn, "%s: trainer_spec.treat_whitespace_as_suffix is not supported", src);
+    if (m->ws_suffix)
+        return fail(err, errn, "%s: trainer_spec.treat_whitespace_as_suffix is not supported", src);
     if (m->charsmap_len || m->rules_len)
-        return fail(err, errn, "%s: normalizer_spec \"%.*s\" has normalization rules; only identity normalization "
-                    "is supported", src, (int)m->norm_name_len, m->norm_name ? m->norm_name : "");
+        return fail(err, errn,
+                    "%s: normalizer_spec \"%.*s\" has normalization rules; only identity normalization "
+                    "is supported",
+                    src, (int)m->norm_name_len, m->norm_name ? m->norm_name : "");
     t->type = malloc((size_t)m->n);
     t->score = malloc((size_t)m->n * sizeof *t->score);
     if (!t->type || !t->score) return fail(err, errn, "%s: out of memory", src);
     memcpy(t->type, m->types, (size_t)m->n);
     memcpy(t->score, m->scores, (size_t)m->n * sizeof *t->score);
-    if (tok_build(t, m->strs, m->lens, m->n, src, err, errn)) return -1;
+    if (tok_build(t, m->strs, m->lens, m->n, src, err, errn) || build_pair_table(t, src, err, errn))
+        return -1;
     t->byte_fallback = m->byte_fallback;
-    if (set_spm_text_rules(t, m->escape_ws, m->add_dummy, m->remove_ws)) return fail(err, errn, "%s: out of memory", src);
+    if (set_spm_text_rules(t, m->escape_ws, m->add_dummy, m->remove_ws))
+        return fail(err, errn, "%s: out of memory", src);
     for (int32_t i = 0; i < t->n; i++)
         if (t->type[i] == GT_PIECE_UNKNOWN) {
             t->unk = i;
@@ -1515,7 +1710,8 @@ int gt_tok_load(const char *path, gt_tokenizer **out, char *err, size_t errn) {
     /* '{' and '[' would start protobuf groups, which a ModelProto never has */
     if (i < got && (head[i] == '{' || head[i] == '[')) return gt_tok_load_hf_json(path, out, err, errn);
     if (got >= 4 && !memcmp(head, "GGUF", 4))
-        return fail(err, errn, "%s: a GGUF file: read its tokenizer.ggml.* arrays and use gt_tok_from_pieces", path);
+        return fail(err, errn, "%s: a GGUF file: read its tokenizer.ggml.* arrays and use gt_tok_from_pieces",
+                    path);
     return gt_tok_load_spm(path, out, err, errn);
 }
 
@@ -1538,7 +1734,9 @@ int gt_tok_from_pieces(const char *const *pieces, const float *scores, const int
             goto out;
         }
         lens[i] = strlen(pieces[i]);
-        int ty = types ? types[i] : parse_byte_piece(pieces[i], lens[i]) >= 0 ? GT_PIECE_BYTE : GT_PIECE_NORMAL;
+        int ty = types                                       ? types[i]
+                 : parse_byte_piece(pieces[i], lens[i]) >= 0 ? GT_PIECE_BYTE
+                                                             : GT_PIECE_NORMAL;
         if (ty < 1 || ty > 6) {
             fail(err, errn, "from_pieces: piece %d \"%s\" has type %d (expected 1..6)", i, pieces[i], ty);
             goto out;
@@ -1551,7 +1749,9 @@ int gt_tok_from_pieces(const char *const *pieces, const float *scores, const int
         t->type[i] = (uint8_t)ty, t->score[i] = s;
         has_bytes |= ty == GT_PIECE_BYTE;
     }
-    if (tok_build(t, pieces, lens, n, "from_pieces", err, errn)) goto out;
+    if (tok_build(t, pieces, lens, n, "from_pieces", err, errn) ||
+        build_pair_table(t, "from_pieces", err, errn))
+        goto out;
     t->byte_fallback = has_bytes;
     if (set_spm_text_rules(t, true, false, false)) {
         fail(err, errn, "from_pieces: out of memory");
@@ -1576,7 +1776,10 @@ int gt_tok_set_special(gt_tokenizer *t, int32_t bos, int32_t eos, int32_t pad, c
     int32_t v[3] = {bos, eos, pad};
     for (int i = 0; i < 3; i++)
         if (v[i] < -1 || v[i] >= t->n)
-            return fail(err, errn, "set_special: %s id %d out of range [-1, %d)", i == 0 ? "bos" : i == 1 ? "eos" : "pad",
+            return fail(err, errn, "set_special: %s id %d out of range [-1, %d)",
+                        i == 0   ? "bos"
+                        : i == 1 ? "eos"
+                                 : "pad",
                         v[i], t->n);
     t->bos = bos, t->eos = eos, t->pad = pad;
     return 0;
@@ -1612,7 +1815,9 @@ static void pb_uvarint(pb_out *o, uint64_t v) {
     pb_raw(o, b, (size_t)k);
 }
 
-static void pb_key(pb_out *o, uint32_t field, int wire) { pb_uvarint(o, ((uint64_t)field << 3) | (uint64_t)wire); }
+static void pb_key(pb_out *o, uint32_t field, int wire) {
+    pb_uvarint(o, ((uint64_t)field << 3) | (uint64_t)wire);
+}
 /* int32 fields: negative values are sign-extended to 10 bytes, as protobuf does. */
 static void pb_int(pb_out *o, uint32_t field, int64_t v) { pb_key(o, field, 0), pb_uvarint(o, (uint64_t)v); }
 static void pb_bytes(pb_out *o, uint32_t field, const void *d, size_t n) {
@@ -1636,10 +1841,13 @@ int gt_tok_save_spm(const gt_tokenizer *t, const char *path, char *err, size_t e
         else if (o->kind == OP_PREPEND && o->rep_len == 3 && !memcmp(o->rep, "\xE2\x96\x81", 3))
             dummy = true;
         else
-            return fail(err, errn, "save_spm: %s: normalizer step %d cannot be written to a SentencePiece model",
-                        path, i);
+            return fail(err, errn,
+                        "save_spm: %s: normalizer step %d cannot be written to a SentencePiece model", path,
+                        i);
     }
-    if (t->split_pat) return fail(err, errn, "save_spm: %s: a Split pre-tokenizer cannot be written to a SentencePiece model", path);
+    if (t->split_pat)
+        return fail(err, errn,
+                    "save_spm: %s: a Split pre-tokenizer cannot be written to a SentencePiece model", path);
     if (t->unk < 0) return fail(err, errn, "save_spm: %s: SentencePiece needs a piece of type UNKNOWN", path);
     pb_out o = {0}, sub = {0};
     for (int32_t i = 0; i < t->n; i++) {
@@ -1687,7 +1895,8 @@ int gt_tok_save_spm(const gt_tokenizer *t, const char *path, char *err, size_t e
                 bool ok = fwrite(o.p, 1, o.n, f) == o.n;
                 ok = (fclose(f) == 0) && ok;
                 if (!ok) rc = fail(err, errn, "save_spm: %s: write failed: %s", tmp, strerror(errno));
-                else if (rename(tmp, path)) rc = fail(err, errn, "save_spm: %s: cannot rename into place: %s", path, strerror(errno));
+                else if (rename(tmp, path))
+                    rc = fail(err, errn, "save_spm: %s: cannot rename into place: %s", path, strerror(errno));
                 if (rc) remove(tmp);
             }
             free(tmp);
@@ -1817,13 +2026,6 @@ static int32_t rev_get(const enc_ws *w, int32_t id) {
     }
 }
 
-static inline uint32_t score_prio(float s) {
-    uint32_t u;
-    memcpy(&u, &s, 4);
-    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* order-preserving */
-    return ~u;                                      /* higher score pops first */
-}
-
 static inline void heap_up(pair_t *h, size_t i) {
     pair_t e = h[i];
     while (i) {
@@ -1854,19 +2056,19 @@ static inline void add_pair(enc_ws *w, const char *s, int32_t l, int32_t r, bool
     const sym_t *a = &w->sym[l], *b = &w->sym[r];
     uint32_t prio;
     int32_t id;
-    if (t->use_merges) {
-        if (a->id < 0 || b->id < 0) return;
+    if (a->id >= 0 && b->id >= 0) {
         const merge_slot *m = merge_find(t, a->id, b->id);
         if (!m) return;
-        prio = (uint32_t)m->rank, id = m->id;
+        prio = m->prio, id = m->id;
+    } else if (t->use_merges) {
+        return;
     } else {
+        /* SentencePiece: a symbol that is no piece (an unknown character) still merges by text */
         id = piece_find(t, s + a->start, (size_t)(a->len + b->len));
-        if (id < 0) return;
-        int ty = t->type[id];
-        if (ty != GT_PIECE_NORMAL && ty != GT_PIECE_USER_DEFINED && ty != GT_PIECE_UNUSED) return;
+        if (id < 0 || !spm_mergeable(t->type[id])) return;
         prio = score_prio(t->score[id]);
-        if (ty == GT_PIECE_UNUSED) rev_set(w, id, a->len);
     }
+    if (!t->use_merges && t->type[id] == GT_PIECE_UNUSED) rev_set(w, id, a->len);
     w->heap[w->heap_n] = (pair_t){((uint64_t)prio << 32) | (uint32_t)l, r, a->len + b->len, id};
     if (sift) heap_up(w->heap, w->heap_n);
     w->heap_n++;
@@ -1944,8 +2146,11 @@ static int bpe_chunk(enc_ws *w, const char *s, size_t n) {
                 i += cl;
                 continue;
             }
-            if (t->unk < 0) return fail(w->err, w->errn, "encode: a character is not in the vocabulary and there is no <unk> piece");
-            if (t->fuse_unk && m > 0 && sym[m - 1].id == t->unk && sym[m - 1].start + sym[m - 1].len == (int32_t)i) {
+            if (t->unk < 0)
+                return fail(w->err, w->errn,
+                            "encode: a character is not in the vocabulary and there is no <unk> piece");
+            if (t->fuse_unk && m > 0 && sym[m - 1].id == t->unk &&
+                sym[m - 1].start + sym[m - 1].len == (int32_t)i) {
                 sym[m - 1].len += (int32_t)cl;
                 i += cl;
                 continue;
@@ -2042,7 +2247,8 @@ static int encode_segment(enc_ws *w, const char *s, size_t n, bool at_text_start
         if (o->pat_len == 1) {
             for (const char *q = s; (q = memchr(q, o->pat[0], n - (size_t)(q - s))); q++) hits++;
         } else {
-            for (const char *q = s; (q = memmem(q, n - (size_t)(q - s), o->pat, o->pat_len)); q += o->pat_len) hits++;
+            for (const char *q = s; (q = memmem(q, n - (size_t)(q - s), o->pat, o->pat_len)); q += o->pat_len)
+                hits++;
         }
         if (!hits) continue;
         char *b = ws_buf(w, k, n - hits * o->pat_len + hits * o->rep_len);
@@ -2120,7 +2326,8 @@ int gt_tok_encode(const gt_tokenizer *t, const char *text, size_t len, bool matc
         int32_t id;
         size_t m;
         if (t->trie_first[u[pos]] && (m = trie_match(t, u + pos, len - pos, match_special, &id))) {
-            if ((pos > seg || at_start) && (rc = encode_segment(w, text + seg, pos - seg, at_start))) goto done;
+            if ((pos > seg || at_start) && (rc = encode_segment(w, text + seg, pos - seg, at_start)))
+                goto done;
             at_start = false;
             if ((rc = ws_push(w, id))) goto done;
             w->prev_unk = false;
@@ -2256,9 +2463,13 @@ const char *gt_tok_piece(const gt_tokenizer *t, int32_t id) {
     return t && id >= 0 && id < t->n ? t->blob + t->off[id] : NULL;
 }
 
-int gt_tok_piece_type(const gt_tokenizer *t, int32_t id) { return t && id >= 0 && id < t->n ? t->type[id] : 0; }
+int gt_tok_piece_type(const gt_tokenizer *t, int32_t id) {
+    return t && id >= 0 && id < t->n ? t->type[id] : 0;
+}
 
-float gt_tok_piece_score(const gt_tokenizer *t, int32_t id) { return t && id >= 0 && id < t->n ? t->score[id] : 0.0f; }
+float gt_tok_piece_score(const gt_tokenizer *t, int32_t id) {
+    return t && id >= 0 && id < t->n ? t->score[id] : 0.0f;
+}
 
 int32_t gt_tok_bos(const gt_tokenizer *t) { return t ? t->bos : -1; }
 int32_t gt_tok_eos(const gt_tokenizer *t) { return t ? t->eos : -1; }

@@ -23,9 +23,14 @@
  * Input text must be valid UTF-8 (else an error naming the byte offset). Decoding concatenates
  * the pieces with U+2581 turned back into spaces; runs of byte pieces become their bytes, or one
  * U+FFFD per byte when the run is not valid UTF-8 (as `tokenizers`' ByteFallback decoder does).
- * Control pieces decode to their own text unless skip_special.
+ * Control pieces decode to their own text unless skip_special. A U+2581 in the input text encodes
+ * like a space and so decodes as one (as in SentencePiece and `tokenizers`).
  *
  * A gt_tokenizer is immutable after loading: encode/decode may run concurrently on one.
+ * Loading a big tokenizer.json parses slices of it (jansson parses every byte) on the OpenMP
+ * threads, and the first such load installs jansson allocator hooks (json_set_alloc_funcs) for
+ * the process: they hand every allocation to the functions installed before, except jansson's
+ * own while this module parses on that thread (those go to an arena, dropped whole).
  * Errors: return code != 0 and a one-line message in err (may be NULL) naming the file and,
  * where it applies, the JSON key or proto field. */
 #ifndef GT_TOKENIZER_H

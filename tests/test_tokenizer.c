@@ -112,17 +112,21 @@ static void check_vectors(const gt_tokenizer *tok, const char *what) {
     char err[512];
     for (size_t i = 0; i < n; i++) {
         ids.n = 0;
-        ck_assert_msg(!gt_tok_encode(tok, v[i].text, v[i].len, true, &ids, err, sizeof err), "%s: %s", what, err);
+        ck_assert_msg(!gt_tok_encode(tok, v[i].text, v[i].len, true, &ids, err, sizeof err), "%s: %s", what,
+                      err);
         bool same = ids.n == v[i].n && !memcmp(ids.ids, v[i].ids, ids.n * sizeof *ids.ids);
         size_t at = 0;
         while (at < ids.n && at < v[i].n && ids.ids[at] == v[i].ids[at]) at++;
-        ck_assert_msg(same, "%s: vector %zu (line %zu): %zu ids vs %zu expected, first difference at %zu: got %d, "
-                      "want %d", what, i, i + 1, ids.n, v[i].n, at, at < ids.n ? ids.ids[at] : -1,
+        ck_assert_msg(same,
+                      "%s: vector %zu (line %zu): %zu ids vs %zu expected, first difference at %zu: got %d, "
+                      "want %d",
+                      what, i, i + 1, ids.n, v[i].n, at, at < ids.n ? ids.ids[at] : -1,
                       at < v[i].n ? v[i].ids[at] : -1);
         char *text;
         size_t tl;
         ck_assert(!gt_tok_decode(tok, v[i].ids, v[i].n, false, &text, &tl, err, sizeof err));
-        ck_assert_msg(tl == v[i].len && !memcmp(text, v[i].text, tl), "%s: vector %zu decodes differently", what, i);
+        ck_assert_msg(tl == v[i].len && !memcmp(text, v[i].text, tl), "%s: vector %zu decodes differently",
+                      what, i);
         free(text);
         ids.n = 0;
         ck_assert(!gt_tok_encode(tok, v[i].text, v[i].len, false, &ids, err, sizeof err));
@@ -201,6 +205,34 @@ START_TEST(from_pieces_reproduces_every_vector) {
 }
 END_TEST
 
+/* encode/decode on one tokenizer from many threads at once give the single-threaded ids. */
+START_TEST(concurrent_encoding_matches) {
+    NEED_SPM();
+    size_t n;
+    vec *v = load_vectors(&n);
+    int bad = 0;
+    for (int k = 0; k < 2; k++) {
+        const gt_tokenizer *t = k ? g_spm : g_hf;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(4) reduction(+ : bad)
+        for (size_t i = 0; i < 4 * n; i++) {
+            gt_ids ids = {0};
+            const vec *x = &v[i % n];
+            char *text = NULL;
+            size_t tl = 0;
+            if (gt_tok_encode(t, x->text, x->len, true, &ids, NULL, 0) || ids.n != x->n ||
+                memcmp(ids.ids, x->ids, ids.n * sizeof *ids.ids) ||
+                gt_tok_decode(t, ids.ids, ids.n, false, &text, &tl, NULL, 0) || tl != x->len ||
+                memcmp(text, x->text, tl))
+                bad++;
+            free(text);
+            gt_ids_free(&ids);
+        }
+    }
+    free_vectors(v, n);
+    ck_assert_int_eq(bad, 0);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- hand-made cases */
 
 static void expect_ids(const gt_tokenizer *tok, const char *what, const char *text, size_t len, bool special,
@@ -216,7 +248,8 @@ static void expect_ids(const gt_tokenizer *tok, const char *what, const char *te
     char *back;
     size_t bl;
     ck_assert(!gt_tok_decode(tok, ids.ids, ids.n, false, &back, &bl, err, sizeof err));
-    ck_assert_msg(bl == len && !memcmp(back, text, len), "%s: \"%.*s\" decodes to \"%s\"", what, (int)len, text, back);
+    ck_assert_msg(bl == len && !memcmp(back, text, len), "%s: \"%.*s\" decodes to \"%s\"", what, (int)len,
+                  text, back);
     free(back);
     gt_ids_free(&ids);
 }
@@ -279,10 +312,12 @@ START_TEST(byte_fallback_for_characters_outside_the_vocabulary) {
     for (int k = 0; k < 2; k++) {
         const char *w;
         const gt_tokenizer *t = both(k, &w);
-        EXPECT(t, w, "\xF0\x93\x80\x80", false, 478, 385, 366, 366);         /* U+13000, Egyptian hieroglyph */
+        EXPECT(t, w, "\xF0\x93\x80\x80", false, 478, 385, 366, 366); /* U+13000, Egyptian hieroglyph */
         EXPECT(t, w, "\xF0\xA0\x80\x80", false, 478, 398, 366, 366);         /* U+20000, CJK extension B */
-        EXPECT(t, w, "Gr\xC3\xBC\xC3\x9F" "e, \xE4\xB8\x96\xE7\x95\x8C! \xF0\x9F\x99\x82", false, 9322, 236959,
-               16756, 236764, 84679, 236888, 57235);
+        EXPECT(t, w,
+               "Gr\xC3\xBC\xC3\x9F"
+               "e, \xE4\xB8\x96\xE7\x95\x8C! \xF0\x9F\x99\x82",
+               false, 9322, 236959, 16756, 236764, 84679, 236888, 57235);
         for (int32_t b = 0; b < 256; b++) {
             char name[8];
             snprintf(name, sizeof name, "<0x%02X>", b);
@@ -321,8 +356,8 @@ START_TEST(empty_text_and_whitespace_runs) {
         EXPECT(t, w, "x                               y", false, 236781, 167, 236762);
         EXPECT(t, w, "x                                y", false, 236781, 167, 570);
         EXPECT(t, w, "x                                 y", false, 236781, 167, 138, 236762);
-        EXPECT(t, w, "x                                                                y", false, 236781, 167, 167,
-               138, 236762);
+        EXPECT(t, w, "x                                                                y", false, 236781, 167,
+               167, 138, 236762);
         EXPECT(t, w, "x                                                                                      "
                      "              y", false, 236781, 167, 167, 167, 143, 236762);
     }
@@ -335,10 +370,10 @@ START_TEST(newline_and_tab_runs) {
         const char *w;
         const gt_tokenizer *t = both(k, &w);
         EXPECT(t, w, "a\n\n\nb", false, 236746, 109, 236763);
-        EXPECT(t, w, "\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n", false, 137,
-               115);
-        EXPECT(t, w, "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t", false,
-               255998, 255976);
+        EXPECT(t, w, "\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n",
+               false, 137, 115);
+        EXPECT(t, w, "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t",
+               false, 255998, 255976);
     }
 }
 END_TEST
@@ -355,10 +390,12 @@ START_TEST(encode_appends_and_rejects_bad_utf8) {
         ck_assert_uint_eq(ids.n, 3);
         ck_assert_int_eq(ids.ids[0], 7);
         ck_assert_int_eq(ids.ids[2], 570);
-        const char *bad[] = {"ab\xC3(", "\xC0\xAF", "\xED\xA0\x80", "x\xF4\x90\x80\x80", "\x80", "ab\xE2\x96"};
+        const char *bad[] = {"ab\xC3(",           "\xC0\xAF", "\xED\xA0\x80",
+                             "x\xF4\x90\x80\x80", "\x80",     "ab\xE2\x96"};
         const char *at[] = {"byte 2", "byte 0", "byte 0", "byte 1", "byte 0", "byte 2"};
         for (int i = 0; i < 6; i++) {
-            ck_assert_msg(gt_tok_encode(t, bad[i], strlen(bad[i]), false, &ids, err, sizeof err), "%s: bad %d", w, i);
+            ck_assert_msg(gt_tok_encode(t, bad[i], strlen(bad[i]), false, &ids, err, sizeof err),
+                          "%s: bad %d", w, i);
             ck_assert_msg(strstr(err, "invalid UTF-8") && strstr(err, at[i]), "%s", err);
             ck_assert_uint_eq(ids.n, 3);
         }
@@ -377,7 +414,8 @@ END_TEST
 /* SentencePiece rule: highest score first, ties to the leftmost pair, UNUSED pieces merge but
  * are split back, unknown characters become bytes or one <unk> per run. */
 START_TEST(sentencepiece_rule_on_a_tiny_vocabulary) {
-    const char *p[] = {"<unk>", "<s>", "</s>", "a", "b", "c", "d", "ab", "bc", "abc", "abcd", "\xE2\x96\x81", "<0x7A>", "<x>"};
+    const char *p[] = {"<unk>", "<s>",  "</s>",         "a",      "b",  "c", "d", "ab", "bc",
+                       "abc",   "abcd", "\xE2\x96\x81", "<0x7A>", "<x>"};
     float sc[] = {0, 0, 0, 0, 0, 0, 0, -2, -1, 0, 1, 0, 0, 0};
     int32_t ty[] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 5, 1, 1, 6, 4};
     gt_tokenizer *t;
@@ -468,16 +506,22 @@ START_TEST(tokenizer_json_rules_on_a_tiny_vocabulary) {
     const char *json =
         "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true},"
         "                    {\"id\": 1, \"content\": \"<s>\", \"special\": true}],"
-        " \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\xE2\x96\x81\"},"
+        " \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": "
+        "\"\xE2\x96\x81\"},"
         "     {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\xE2\x96\x81\"}]},"
         " \"pre_tokenizer\": null,"
         " \"decoder\": {\"type\": \"Sequence\", \"decoders\": ["
         "     {\"type\": \"Replace\", \"pattern\": {\"String\": \"\xE2\x96\x81\"}, \"content\": \" \"},"
-        "     {\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"}, {\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 0}]},"
-        " \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"byte_fallback\": false, \"fuse_unk\": true,"
-        "   \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"\xE2\x96\x81\": 2, \"a\": 3, \"b\": 4, \"\xE2\x96\x81" "a\": 5, \"ab\": 6,"
-        "              \"\xE2\x96\x81" "ab\": 7, \"<s\": 8, \">\": 9, \"s\": 10, \"<\": 11},"
-        "   \"merges\": [[\"a\", \"b\"], [\"\xE2\x96\x81\", \"a\"], [\"\xE2\x96\x81\", \"ab\"], \"< s\", [\"<s\", \">\"]]}}";
+        "     {\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"}, {\"type\": \"Strip\", \"content\": \" \", "
+        "\"start\": 1, \"stop\": 0}]},"
+        " \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"byte_fallback\": false, \"fuse_unk\": "
+        "true,"
+        "   \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"\xE2\x96\x81\": 2, \"a\": 3, \"b\": 4, \"\xE2\x96\x81"
+        "a\": 5, \"ab\": 6,"
+        "              \"\xE2\x96\x81"
+        "ab\": 7, \"<s\": 8, \">\": 9, \"s\": 10, \"<\": 11},"
+        "   \"merges\": [[\"a\", \"b\"], [\"\xE2\x96\x81\", \"a\"], [\"\xE2\x96\x81\", \"ab\"], \"< s\", "
+        "[\"<s\", \">\"]]}}";
     gt_tokenizer *t = load_json_text("tiny.json", json, g_err, sizeof g_err);
     ck_assert_msg(t, "%s", g_err);
     gt_ids ids = {0};
@@ -513,10 +557,12 @@ START_TEST(tokenizer_json_rules_on_a_tiny_vocabulary) {
     for (int c = 0; c < 5; c++) {
         char buf[1024];
         snprintf(buf, sizeof buf,
-                 "{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": \"%s\","
+                 "{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": "
+                 "\"%s\","
                  " \"invert\": false}, \"decoder\": {\"type\": \"Fuse\"},"
                  " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"-\": 1, \"a-\": 2, \"-a\": 3},"
-                 " \"merges\": [[\"a\", \"-\"], [\"-\", \"a\"]]}}", cases[c].behavior);
+                 " \"merges\": [[\"a\", \"-\"], [\"-\", \"a\"]]}}",
+                 cases[c].behavior);
         t = load_json_text("split.json", buf, g_err, sizeof g_err);
         ck_assert_msg(t, "%s: %s", cases[c].behavior, g_err);
         ck_assert(!gt_tok_encode(t, "a-a", 3, false, &ids, g_err, sizeof g_err));
@@ -543,7 +589,8 @@ START_TEST(missing_files_are_named) {
         t = (gt_tokenizer *)1;
         ck_assert(loaders[i]("/nonexistent/dir/tokenizer.json", &t, err, sizeof err));
         ck_assert_ptr_null(t);
-        ck_assert_msg(strstr(err, "/nonexistent/dir/tokenizer.json") && strstr(err, "No such file"), "%s", err);
+        ck_assert_msg(strstr(err, "/nonexistent/dir/tokenizer.json") && strstr(err, "No such file"), "%s",
+                      err);
     }
 }
 END_TEST
@@ -552,34 +599,51 @@ static void expect_json_error(const char *json, const char *a, const char *b) {
     char err[1024];
     gt_tokenizer *t = load_json_text("bad.json", json, err, sizeof err);
     ck_assert_msg(!t, "loaded: %s", json);
-    ck_assert_msg(strstr(err, "bad.json") && strstr(err, a) && (!b || strstr(err, b)), "for %s: %s", json, err);
+    ck_assert_msg(strstr(err, "bad.json") && strstr(err, a) && (!b || strstr(err, b)), "for %s: %s", json,
+                  err);
 }
 
 START_TEST(malformed_tokenizer_json) {
-    expect_json_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [", "invalid JSON", NULL);
+    expect_json_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [", "invalid JSON",
+                      NULL);
     expect_json_error("[1, 2]", "top level", NULL);
     expect_json_error("{\"model\": 3}", "model", "object");
     expect_json_error("{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", "Unigram", "BPE only");
-    const char *tail = ", \"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
-                       "\"b\": 1}, \"merges\": []}}";
+    const char *tail =
+        ", \"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
+        "\"b\": 1}, \"merges\": []}}";
     char buf[1024];
     snprintf(buf, sizeof buf, "{\"normalizer\": {\"type\": \"NFKC\"}%s", tail);
     expect_json_error(buf, "normalizer", "\"NFKC\" is not supported");
-    snprintf(buf, sizeof buf, "{\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, \"content\": \"x\"}%s", tail);
+    snprintf(
+        buf, sizeof buf,
+        "{\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, \"content\": \"x\"}%s",
+        tail);
     expect_json_error(buf, "Regex", NULL);
     snprintf(buf, sizeof buf, "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}%s", tail);
     expect_json_error(buf, "pre_tokenizer", "ByteLevel");
-    expect_json_error("{\"decoder\": {\"type\": \"Metaspace\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
-                      "\"merges\": []}}", "decoder", "Metaspace");
-    expect_json_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}", "decoder", "missing");
-    expect_json_error("{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
-                      "\"b\": 1}, \"merges\": [[\"a\", \"c\"]]}}", "model.merges[0]", "\"c\" is not in the vocabulary");
-    expect_json_error("{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
-                      "\"b\": 2}, \"merges\": []}}", "id 1 is missing", NULL);
-    expect_json_error("{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
-                      "\"a\": 1}, \"merges\": []}}", "invalid JSON", "duplicate");
-    expect_json_error("{\"added_tokens\": [{\"id\": 0, \"content\": \"x\", \"lstrip\": true}], \"decoder\": {\"type\":"
-                      " \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 1}, \"merges\": []}}", "lstrip", NULL);
+    expect_json_error(
+        "{\"decoder\": {\"type\": \"Metaspace\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
+        "\"merges\": []}}",
+        "decoder", "Metaspace");
+    expect_json_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}", "decoder",
+                      "missing");
+    expect_json_error(
+        "{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
+        "\"b\": 1}, \"merges\": [[\"a\", \"c\"]]}}",
+        "model.merges[0]", "\"c\" is not in the vocabulary");
+    expect_json_error(
+        "{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
+        "\"b\": 2}, \"merges\": []}}",
+        "id 1 is missing", NULL);
+    expect_json_error(
+        "{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
+        "\"a\": 1}, \"merges\": []}}",
+        "invalid JSON", "duplicate");
+    expect_json_error(
+        "{\"added_tokens\": [{\"id\": 0, \"content\": \"x\", \"lstrip\": true}], \"decoder\": {\"type\":"
+        " \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 1}, \"merges\": []}}",
+        "lstrip", NULL);
 }
 END_TEST
 
@@ -696,7 +760,8 @@ static int run_cli(const char *args, const char *in, char **out, bool with_stder
     const char *bin = getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain";
     char outp[600], cmd[4096];
     tmp_path(outp, sizeof outp, "cli.out");
-    snprintf(cmd, sizeof cmd, "%s %s < %s > %s %s", bin, args, in, outp, with_stderr ? "2>&1" : "2>/dev/null");
+    snprintf(cmd, sizeof cmd, "%s %s < %s > %s %s", bin, args, in, outp,
+             with_stderr ? "2>&1" : "2>/dev/null");
     int st = system(cmd);
     *out = slurp(outp, NULL);
     ck_assert_ptr_nonnull(*out);
@@ -789,7 +854,8 @@ START_TEST(cli_flags_and_malformed_lines) {
     }
     /* usage errors: exit 2 */
     write_file(in, "", 0);
-    const char *usage[] = {"tokenize", "tokenize --tokenizer", "tokenize --frob", "tokenize --tokenizer x --decode --add-special"};
+    const char *usage[] = {"tokenize", "tokenize --tokenizer", "tokenize --frob",
+                           "tokenize --tokenizer x --decode --add-special"};
     for (int i = 0; i < 4; i++) {
         ck_assert_int_eq(run_cli(usage[i], in, &out, true), 2);
         ck_assert_msg(strstr(out, "gemmatrain tokenize:"), "%s", out);
@@ -836,7 +902,8 @@ int main(void) {
         fprintf(stderr, "test_tokenizer: %s\n", g_err);
     } else {
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        printf("tokenizer.json loaded in %.3f s\n", (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+        printf("tokenizer.json loaded in %.3f s\n",
+               (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
         tmp_path(g_spm_path, sizeof g_spm_path, "gemma3.spm");
         if (gt_tok_save_spm(g_hf, g_spm_path, g_err, sizeof g_err) ||
             gt_tok_load_spm(g_spm_path, &g_spm, g_err, sizeof g_err))
@@ -848,6 +915,7 @@ int main(void) {
     tcase_add_test(tc, tokenizer_json_reproduces_every_vector);
     tcase_add_test(tc, spm_export_reproduces_every_vector);
     tcase_add_test(tc, from_pieces_reproduces_every_vector);
+    tcase_add_test(tc, concurrent_encoding_matches);
     tcase_add_test(tc, special_tokens_only_when_asked);
     tcase_add_test(tc, byte_fallback_for_characters_outside_the_vocabulary);
     tcase_add_test(tc, empty_text_and_whitespace_runs);

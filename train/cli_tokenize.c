@@ -61,8 +61,8 @@ static void put_ids(FILE *f, const int32_t *ids, size_t n) {
     putc(']', f);
 }
 
-static int encode_line(const gt_tokenizer *tok, json_t *obj, bool match_special, bool add_special, gt_ids *ids,
-                       char *why, size_t whyn) {
+static int encode_line(const gt_tokenizer *tok, json_t *obj, bool match_special, bool add_special,
+                       gt_ids *ids, char *why, size_t whyn) {
     json_t *text = json_object_get(obj, "text");
     if (!json_is_string(text)) return snprintf(why, whyn, "expected a string \"text\""), -1;
     const char *s = json_string_value(text);
@@ -86,8 +86,10 @@ static int decode_line(const gt_tokenizer *tok, json_t *obj, bool skip_special, 
     ids->n = 0;
     for (size_t i = 0; i < json_array_size(arr); i++) {
         json_t *v = json_array_get(arr, i);
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= gt_tok_vocab_size(tok))
-            return snprintf(why, whyn, "ids[%zu] is not a token id in [0, %d)", i, gt_tok_vocab_size(tok)), -1;
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) >= gt_tok_vocab_size(tok))
+            return snprintf(why, whyn, "ids[%zu] is not a token id in [0, %d)", i, gt_tok_vocab_size(tok)),
+                   -1;
         if (gt_ids_push(ids, (int32_t)json_integer_value(v))) return snprintf(why, whyn, "out of memory"), -1;
     }
     char *text;
@@ -115,7 +117,8 @@ int cli_tokenize(int argc, char **argv) {
                 fprintf(stderr, "gemmatrain tokenize: %s needs a value\n", a);
                 return 2;
             }
-            *(a[2] == 't' ? &path : &spm_out) = argv[++i];
+            if (!strcmp(a, "--tokenizer")) path = argv[++i];
+            else spm_out = argv[++i];
         } else if (!strncmp(a, "--tokenizer=", 12)) {
             path = a + 12;
         } else if (!strncmp(a, "--write-spm=", 12)) {
@@ -138,7 +141,8 @@ int cli_tokenize(int argc, char **argv) {
         return 2;
     }
     if (decode && (match_special || add_special)) {
-        fprintf(stderr, "gemmatrain tokenize: --match-special and --add-special apply to encoding, not --decode\n");
+        fprintf(stderr,
+                "gemmatrain tokenize: --match-special and --add-special apply to encoding, not --decode\n");
         return 2;
     }
     if (!decode && skip_special) {
