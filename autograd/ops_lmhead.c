@@ -17,6 +17,7 @@ typedef struct {
     double *ce;         /* per active row, summed in row order (thread-count independent) */
     int64_t chunk;
     gt_real *hbuf;      /* chunk x D gathered hidden rows */
+    gt_real *dh;        /* m x D: d(sum w ce)/dh of the active rows, computed in the forward */
     gt_real *zbuf;      /* chunk x V logits */
     double softcap;
 } lmhead_saved;
@@ -36,41 +37,43 @@ static void chunk_logits(const lmhead_saved *s, const gt_tensor *hidden, const g
     }
 }
 
+/* zbuf (capped logits of active rows [r0, r0+c)) -> d(g * sum w ce)/d(raw logits), in place:
+ * g w (softmax - onehot), times the cap's derivative 1 - (z / cap)^2 (z = cap tanh(raw / cap)). */
+static void chunk_dz(const lmhead_saved *s, int64_t V, int64_t r0, int64_t c, gt_real g) {
+    gt_real inv_cap = s->softcap > 0 ? (gt_real)(1.0 / s->softcap) : 0;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < c; i++) {
+        gt_real *z = s->zbuf + i * V;
+        int64_t y = s->labels[r0 + i];
+        gt_real gw = g * s->w[r0 + i], zy = z[y];
+        gt_row_exp_grad(z, V, s->rmax[r0 + i], (gt_real)(gw * s->inv_sum[r0 + i]), inv_cap);
+        gt_real ty = zy * inv_cap;
+        z[y] -= gw * (1 - ty * ty);
+    }
+}
+
 static void lmhead_backward(gt_ctx *ctx, gt_node *node) {
     lmhead_saved *s = node->saved;
     gt_tensor *hidden = node->in[0], *table = node->in[1];
     gt_real g = gt_grad(ctx, node->out)[0];
     gt_real *dh = gt_needs_grad(hidden) ? gt_grad(ctx, hidden) : NULL;
     gt_real *dt = gt_needs_grad(table) ? gt_grad(ctx, table) : NULL;
-    if (!gt_ok(ctx) || (!dh && !dt)) return;
+    if (!gt_ok(ctx)) return;
     int64_t D = gt_cols(table), V = table->shape[0];
-    gt_real *dhbuf = dh ? s->hbuf + s->chunk * D : NULL; /* second half of hbuf */
+    if (dh) /* the loss is linear in its upstream gradient: scale the forward's dh */
+        for (int64_t i = 0; i < s->m; i++) {
+            gt_real *dst = dh + s->rows[i] * D;
+            const gt_real *src = s->dh + i * D;
+            for (int64_t k = 0; k < D; k++) dst[k] += g * src[k];
+        }
+    if (!dt) return;
+    /* the table's gradient needs every chunk's logits again (holding them would cost n x V) */
     for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
         int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
         chunk_logits(s, hidden, table, r0, c);
-        /* dz = g w (softmax - onehot) on the capped logits, then through the cap:
-         * d/draw = d/dz * (1 - (z / cap)^2) since z = cap * tanh(raw / cap). */
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < c; i++) {
-            gt_real *z = s->zbuf + i * V;
-            int64_t y = s->labels[r0 + i];
-            gt_real gw = g * s->w[r0 + i], zy = z[y];
-            gt_real inv_cap = s->softcap > 0 ? (gt_real)(1.0 / s->softcap) : 0;
-            gt_row_exp_grad(z, V, s->rmax[r0 + i], (gt_real)(gw * s->inv_sum[r0 + i]), inv_cap);
-            gt_real ty = zy * inv_cap;
-            z[y] -= gw * (1 - ty * ty);
-        }
-        if (dh) {
-            gt_gemm(false, false, (int)c, (int)D, (int)V, 1, s->zbuf, (int)V, table->data, (int)D,
-                    0, dhbuf, (int)D);
-            for (int64_t i = 0; i < c; i++) {
-                gt_real *dst = dh + s->rows[r0 + i] * D, *src = dhbuf + i * D;
-                for (int64_t k = 0; k < D; k++) dst[k] += src[k];
-            }
-        }
-        if (dt)
-            gt_gemm(true, false, (int)V, (int)D, (int)c, 1, s->zbuf, (int)V, s->hbuf, (int)D, 1,
-                    dt, (int)D);
+        chunk_dz(s, V, r0, c, g);
+        gt_gemm(true, false, (int)V, (int)D, (int)c, 1, s->zbuf, (int)V, s->hbuf, (int)D, 1, dt,
+                (int)D);
     }
 }
 
@@ -118,11 +121,14 @@ gt_tensor *gt_lm_head_loss(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, dou
     }
     if (weight_sum) *weight_sum = wsum;
     s->chunk = chunk_rows < s->m ? chunk_rows : (s->m ? s->m : 1);
-    /* hbuf holds the gathered rows and, in backward, the chunk's dh */
-    s->hbuf = gt_alloc(ctx, (size_t)(2 * s->chunk * D) * sizeof(gt_real));
+    s->hbuf = gt_alloc(ctx, (size_t)(s->chunk * D) * sizeof(gt_real));
     s->zbuf = gt_alloc(ctx, (size_t)(s->chunk * V) * sizeof(gt_real));
     gt_tensor *out = gt_op_out(ctx, 0, NULL, (gt_tensor *[]){hidden, table}, 2);
     if (!out || !gt_ok(ctx)) return NULL;
+    if (out->requires_grad && hidden->requires_grad) {
+        s->dh = gt_alloc(ctx, (size_t)(s->m ? s->m * D : 1) * sizeof(gt_real));
+        if (!s->dh) return NULL;
+    }
     for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
         int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
         chunk_logits(s, hidden, table, r0, c);
@@ -134,6 +140,13 @@ gt_tensor *gt_lm_head_loss(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, dou
             s->rmax[r0 + i] = mx;
             s->inv_sum[r0 + i] = 1.0 / sum;
             s->ce[r0 + i] = (double)mx + log(sum) - (double)z[s->labels[r0 + i]];
+        }
+        /* While the chunk's logits are at hand, take dh for an upstream gradient of 1 (llm.c's
+         * fused classifier): backward then only scales it, saving a recompute of the logits. */
+        if (s->dh) {
+            chunk_dz(s, V, r0, c, 1);
+            gt_gemm(false, false, (int)c, (int)D, (int)V, 1, s->zbuf, (int)V, table->data, (int)D,
+                    0, s->dh + r0 * D, (int)D);
         }
     }
     double total = 0;

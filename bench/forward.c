@@ -1,11 +1,12 @@
 /* bench/forward: tokens/s of the Gemma forward pass and of forward+backward, at a preset's shapes
  * with random weights, beside this run's sgemm peak; peak RSS after each phase.
  *
- * usage: build/bench/forward [preset=gemma3_270m] [seq=256] [batch=1] [reps=3]
+ * usage: build/bench/forward [preset=gemma3_270m] [seq=256] [batch=1] [reps=3] [modes=fwd,lora,full]
  * Modes: forward (inference, no tape), LoRA step (rank 4 on query/value, frozen base: the
  * fine-tuning case), full step (every weight trainable). The loss is the fused chunked LM head
- * with every token weighted. FLOPs counted: 2 x params x tokens per forward GEMM pass plus
- * attention's 4 x T x H x N per token (causal half not subtracted). */
+ * with every token weighted. Model FLOPs per token (the usual convention): forward 2P + A,
+ * LoRA step 4P + 3A (forward + input gradients; adapters are negligible), full step 6P + 3A,
+ * with P the parameter count and A = 4 T H N L attention FLOPs (causal half not subtracted). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,7 @@ int main(int argc, char **argv) {
     const char *preset = argc > 1 ? argv[1] : "gemma3_270m";
     int64_t T = argc > 2 ? atoll(argv[2]) : 256, B = argc > 3 ? atoll(argv[3]) : 1;
     int reps = argc > 4 ? atoi(argv[4]) : 3;
+    const char *which = argc > 5 ? argv[5] : "fwd,lora,full";
     char err[1024];
     gt_gemma_config cfg;
     if (gt_gemma_preset(preset, &cfg, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
@@ -71,10 +73,11 @@ int main(int argc, char **argv) {
     }
     double params = (double)gt_gemma_param_count(&cfg);
     double attn_flops = 4.0 * (double)T * cfg.head_dim * cfg.num_query_heads * cfg.num_layers;
-    double fwd_flops = (2.0 * params + attn_flops) * (double)n;
     const char *modes[3] = {"forward", "lora step", "full step"};
-    printf("%-10s %10s %10s %9s %12s\n", "mode", "ms", "tokens/s", "GFLOP/s", "peak RSS MB");
+    printf("%-10s %10s %10s %9s %8s %12s\n", "mode", "ms", "tokens/s", "GFLOP/s", "of peak", "peak RSS MB");
+    const char *keys[3] = {"fwd", "lora", "full"};
     for (int mode = 0; mode < 3; mode++) {
+        if (!strstr(which, keys[mode])) continue;
         gt_gemma *m;
         if (gt_gemma_create(&cfg, mode == 2, &m, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
         gt_gemma_init_random(m, 1, 0.02);
@@ -105,10 +108,10 @@ int main(int argc, char **argv) {
         }
         qsort(times + 1, (size_t)reps, sizeof(double), cmp);
         double t = times[1 + reps / 2];
-        /* backward: about 2x the forward GEMMs in full FT; with a frozen base only dX (1x) */
-        double flops = fwd_flops * (mode == 0 ? 1.0 : mode == 1 ? 2.0 : 3.0);
-        printf("%-10s %10.1f %10.1f %9.1f %12.0f\n", modes[mode], t * 1e3, (double)n / t,
-               flops / t / 1e9, peak_rss_mb());
+        double flops = ((mode == 0 ? 2.0 : mode == 1 ? 4.0 : 6.0) * params +
+                        (mode == 0 ? 1.0 : 3.0) * attn_flops) * (double)n;
+        printf("%-10s %10.1f %10.1f %9.1f %7.0f%% %12.0f\n", modes[mode], t * 1e3, (double)n / t,
+               flops / t / 1e9, 100.0 * flops / t / 1e9 / peak, peak_rss_mb());
         free(times);
         gt_ctx_free(&ctx);
         gt_lora_free(lora);
