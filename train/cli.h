@@ -7,4 +7,7 @@
 /* gemmatrain tokenize: JSONL text <-> ids with a Gemma tokenizer (train/cli_tokenize.c). */
 int cli_tokenize(int argc, char **argv);
 
+/* gemmatrain generate: KV-cached generation and scoring (train/cli_generate.c). */
+int cli_generate(int argc, char **argv);
+
 #endif

@@ -15,6 +15,7 @@ typedef struct {
 
 static const command commands[] = {
     /* Subcommands (train, eval, generate, tokenize, export, convert) register here. */
+    {"generate", "generate text from a model (or --score a text)", cli_generate},
     {"tokenize", "encode JSONL text to token ids, or decode ids (--decode)", cli_tokenize},
     {NULL, NULL, NULL},
 };

@@ -1,0 +1,116 @@
+#include "models/gemma_gguf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *c, char *err, size_t errn) {
+    const char *arch;
+    uint64_t alen;
+    if (gt_gguf_get_str(g, "general.architecture", &arch, &alen, err, errn)) return -1;
+    char a[32];
+    snprintf(a, sizeof a, "%.*s", (int)(alen < 31 ? alen : 31), arch);
+    int gen = !strcmp(a, "gemma") ? 1 : !strcmp(a, "gemma2") ? 2 : !strcmp(a, "gemma3") ? 3 : 0;
+    if (!gen) return snprintf(err, errn, "general.architecture '%s' is not a supported Gemma (gemma, gemma2, gemma3)", a), -1;
+    gt_gemma_config_defaults(c, gen);
+    snprintf(c->name, sizeof c->name, "gguf:%s", a);
+    char key[96];
+    int64_t v;
+#define INT_KEY(suffix, field)                                                        \
+    do {                                                                              \
+        snprintf(key, sizeof key, "%s." suffix, a);                                   \
+        if (gt_gguf_get_int(g, key, &v, err, errn)) return -1;                        \
+        c->field = v;                                                                 \
+    } while (0)
+    INT_KEY("embedding_length", hidden_dim);
+    INT_KEY("block_count", num_layers);
+    INT_KEY("feed_forward_length", intermediate_dim);
+    INT_KEY("attention.head_count", num_query_heads);
+    INT_KEY("attention.head_count_kv", num_kv_heads);
+    INT_KEY("context_length", max_seq_len);
+#undef INT_KEY
+    snprintf(key, sizeof key, "%s.attention.key_length", a);
+    c->head_dim = gt_gguf_get_int(g, key, &v, err, errn) == 0 ? v : c->hidden_dim / c->num_query_heads;
+    double f;
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", a);
+    if (gt_gguf_get_float(g, key, &f, err, errn) == 0) c->rms_eps = f;
+    snprintf(key, sizeof key, "%s.attention.sliding_window", a);
+    if (gen >= 2 && gt_gguf_get_int(g, key, &v, err, errn) == 0) c->sliding_window = v;
+    snprintf(key, sizeof key, "%s.rope.freq_base", a);
+    if (gt_gguf_get_float(g, key, &f, err, errn) == 0) {
+        c->rope_global_base = f;
+        if (gen < 3) c->rope_local_base = f;
+    }
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", a);
+    if (gt_gguf_get_float(g, key, &f, err, errn) == 0 && f > 0) c->rope_global_scale = f;
+    snprintf(key, sizeof key, "%s.attn_logit_softcapping", a);
+    if (gt_gguf_get_float(g, key, &f, err, errn) == 0) c->attn_logit_softcap = f;
+    snprintf(key, sizeof key, "%s.final_logit_softcapping", a);
+    if (gt_gguf_get_float(g, key, &f, err, errn) == 0) c->final_logit_softcap = f;
+    const gt_gguf_tensor *emb = gt_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->ndim != 2) return snprintf(err, errn, "tensor 'token_embd.weight' is missing or not 2-D"), -1;
+    c->vocab_size = emb->dims[1];
+    err[0] = 0;
+    return gt_gemma_config_validate(c, err, errn);
+}
+
+/* Dequantise GGUF tensor `name` into dst (expected row-major shape rows x cols; 1-D: cols). */
+static int load(const gt_gguf *g, const char *name, gt_tensor *dst, bool norm, char *err, size_t errn) {
+    const gt_gguf_tensor *t = gt_gguf_find_tensor(g, name);
+    if (!t) return snprintf(err, errn, "tensor '%s' is missing (needed for %s)", name, dst->name), -1;
+    /* GGUF dims are innermost first: reversed, they must equal our row-major shape */
+    bool ok = t->ndim == dst->ndim;
+    for (int i = 0; ok && i < t->ndim; i++) ok = t->dims[t->ndim - 1 - i] == dst->shape[i];
+    if (!ok) {
+        char want[64];
+        return snprintf(err, errn, "tensor '%s': shape [%lld%s%lld] (innermost first), expected %s for %s",
+                        name, (long long)t->dims[0], t->ndim > 1 ? ", " : "",
+                        (long long)(t->ndim > 1 ? t->dims[1] : 0),
+                        gt_shape_str(dst, want, sizeof want), dst->name), -1;
+    }
+    if (gt_gguf_dequant(g, t, dst->data, err, errn)) return -1;
+    if (norm) /* llama.cpp stores RMSNorm weights as 1 + w */
+        for (int64_t i = 0; i < dst->size; i++) dst->data[i] -= 1.0f;
+    return 0;
+}
+
+int gt_gemma_from_gguf(const gt_gguf *g, bool trainable, gt_gemma **out, char *err, size_t errn) {
+    *out = NULL;
+    gt_gemma_config c;
+    if (gt_gemma_config_from_gguf(g, &c, err, errn)) return -1;
+    gt_gemma *m;
+    if (gt_gemma_create(&c, trainable, &m, err, errn)) return -1;
+    char n[96];
+    int rc = load(g, "token_embd.weight", m->embedding, false, err, errn);
+    rc = rc ? rc : load(g, "output_norm.weight", m->final_norm, true, err, errn);
+    for (int64_t i = 0; i < c.num_layers && !rc; i++) {
+        gt_gemma_layer *ly = &m->layers[i];
+        struct { const char *suffix; gt_tensor *t; bool norm; } map[] = {
+            {"attn_norm", ly->pre_attn_norm, true},
+            {"attn_q", ly->query, false},
+            {"attn_k", ly->key, false},
+            {"attn_v", ly->value, false},
+            {"attn_output", ly->attn_out, false},
+            {"attn_q_norm", ly->query_norm, true},
+            {"attn_k_norm", ly->key_norm, true},
+            {"post_attention_norm", ly->post_attn_norm, true},
+            /* Gemma 1 names its only pre-MLP norm ffn_norm too */
+            {"ffn_norm", ly->pre_ffw_norm, true},
+            {"post_ffw_norm", ly->post_ffw_norm, true},
+            {"ffn_gate", ly->gate, false},
+            {"ffn_up", ly->up, false},
+            {"ffn_down", ly->down, false},
+        };
+        for (size_t k = 0; k < sizeof map / sizeof map[0] && !rc; k++) {
+            if (!map[k].t) continue; /* not part of this generation */
+            snprintf(n, sizeof n, "blk.%lld.%s.weight", (long long)i, map[k].suffix);
+            rc = load(g, n, map[k].t, map[k].norm, err, errn);
+        }
+    }
+    if (rc) {
+        gt_gemma_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}

@@ -1,0 +1,17 @@
+/* gemma_gguf.h: a Gemma model (config + fp32 weights) from a llama.cpp GGUF file.
+ *
+ * Architecture keys gemma / gemma2 / gemma3 give the config (shapes, epsilon, sliding window,
+ * RoPE base and scaling, soft-caps); llama.cpp's hard-coded facts fill the rest (local RoPE base
+ * 10000, Gemma 2 pattern 2, Gemma 3 pattern 6). Tensors are dequantised to fp32 and mapped to
+ * KerasHub names; llama.cpp's converter stored every RMSNorm weight as 1 + w, so 1 is subtracted
+ * to get KerasHub's w back. A missing tensor or a shape mismatch is an error naming the tensor. */
+#ifndef GT_GEMMA_GGUF_H
+#define GT_GEMMA_GGUF_H
+
+#include "models/gemma.h"
+#include "models/gguf.h"
+
+int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *cfg, char *err, size_t errn);
+int gt_gemma_from_gguf(const gt_gguf *g, bool trainable, gt_gemma **out, char *err, size_t errn);
+
+#endif

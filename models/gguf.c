@@ -1,0 +1,643 @@
+#include "models/gguf.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_KEYS (1 << 20)
+#define MAX_TENSORS (1 << 20)
+
+typedef struct {
+    const char *key;          /* NUL-terminated copy (points into the file until then) */
+    uint64_t klen;
+    uint32_t type;
+    const uint8_t *val;       /* value bytes in the buffer */
+    uint32_t elem;            /* arrays: element type */
+    uint64_t count;           /* arrays: element count */
+} kv_entry;
+
+struct gt_gguf {
+    char name[256];
+    const uint8_t *buf;
+    size_t len;
+    bool mapped;
+    uint32_t version;
+    kv_entry *kv;
+    int64_t n_kv;
+    gt_gguf_tensor *tensors;
+    int64_t n_tensors;
+    char *strings;            /* storage of the key and tensor-name copies */
+};
+
+/* ---------------------------------------------------------------- bounds-checked reader */
+
+typedef struct {
+    const uint8_t *p, *end;
+    const char *field;        /* what is being read, for messages */
+} cursor;
+
+static bool take(cursor *c, size_t n, const uint8_t **out) {
+    if ((size_t)(c->end - c->p) < n) return false;
+    *out = c->p;
+    c->p += n;
+    return true;
+}
+
+static bool rd_u32(cursor *c, uint32_t *v) {
+    const uint8_t *p;
+    if (!take(c, 4, &p)) return false;
+    memcpy(v, p, 4);
+    return true;
+}
+
+static bool rd_u64(cursor *c, uint64_t *v) {
+    const uint8_t *p;
+    if (!take(c, 8, &p)) return false;
+    memcpy(v, p, 8);
+    return true;
+}
+
+static bool rd_str(cursor *c, const uint8_t **s, uint64_t *len) {
+    if (!rd_u64(c, len)) return false;
+    if (*len > (uint64_t)(c->end - c->p)) return false;
+    return take(c, (size_t)*len, s);
+}
+
+static size_t scalar_size(uint32_t t) {
+    switch (t) {
+    case GT_GGUF_UINT8: case GT_GGUF_INT8: case GT_GGUF_BOOL: return 1;
+    case GT_GGUF_UINT16: case GT_GGUF_INT16: return 2;
+    case GT_GGUF_UINT32: case GT_GGUF_INT32: case GT_GGUF_FLOAT32: return 4;
+    case GT_GGUF_UINT64: case GT_GGUF_INT64: case GT_GGUF_FLOAT64: return 8;
+    default: return 0;
+    }
+}
+
+/* Skip one value of type t (not an array), checking bounds. */
+static bool skip_value(cursor *c, uint32_t t) {
+    const uint8_t *p;
+    if (t == GT_GGUF_STRING) {
+        uint64_t len;
+        return rd_str(c, &p, &len);
+    }
+    size_t sz = scalar_size(t);
+    return sz && take(c, sz, &p);
+}
+
+/* ---------------------------------------------------------------- ggml types */
+
+typedef struct {
+    const char *name;
+    int block;        /* elements per block */
+    int bytes;        /* bytes per block */
+} type_info;
+
+static const type_info *type_of(uint32_t t) {
+    static const type_info f32 = {"F32", 1, 4}, f16 = {"F16", 1, 2}, bf16 = {"BF16", 1, 2},
+                           q4_0 = {"Q4_0", 32, 18}, q4_1 = {"Q4_1", 32, 20}, q5_0 = {"Q5_0", 32, 22},
+                           q5_1 = {"Q5_1", 32, 24}, q8_0 = {"Q8_0", 32, 34}, q2_k = {"Q2_K", 256, 84},
+                           q3_k = {"Q3_K", 256, 110}, q4_k = {"Q4_K", 256, 144},
+                           q5_k = {"Q5_K", 256, 176}, q6_k = {"Q6_K", 256, 210},
+                           q8_k = {"Q8_K", 256, 292};
+    switch (t) {
+    case 0: return &f32;
+    case 1: return &f16;
+    case 2: return &q4_0;
+    case 3: return &q4_1;
+    case 6: return &q5_0;
+    case 7: return &q5_1;
+    case 8: return &q8_0;
+    case 10: return &q2_k;
+    case 11: return &q3_k;
+    case 12: return &q4_k;
+    case 13: return &q5_k;
+    case 14: return &q6_k;
+    case 15: return &q8_k;
+    case 30: return &bf16;
+    default: return NULL;
+    }
+}
+
+const char *gt_gguf_type_name(uint32_t type) {
+    const type_info *ti = type_of(type);
+    return ti ? ti->name : "unknown";
+}
+
+/* ---------------------------------------------------------------- parse */
+
+#define FAIL(...) do { snprintf(err, errn, __VA_ARGS__); goto fail; } while (0)
+
+int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_gguf **out,
+                        char *err, size_t errn) {
+    *out = NULL;
+    gt_gguf *g = calloc(1, sizeof *g);
+    if (!g) return snprintf(err, errn, "%s: out of memory", name), -1;
+    snprintf(g->name, sizeof g->name, "%s", name);
+    g->buf = buf;
+    g->len = len;
+    cursor c = {buf, buf + len, "header"};
+    uint32_t magic;
+    uint64_t n_tensors, n_kv;
+    if (!rd_u32(&c, &magic)) FAIL("%s: too short for a GGUF header", name);
+    if (memcmp(buf, "GGUF", 4) != 0) FAIL("%s: not a GGUF file (bad magic)", name);
+    if (!rd_u32(&c, &g->version)) FAIL("%s: truncated header (version)", name);
+    if (g->version < 2 || g->version > 3)
+        FAIL("%s: GGUF version %u is not supported (2 or 3)", name, g->version);
+    if (!rd_u64(&c, &n_tensors) || !rd_u64(&c, &n_kv)) FAIL("%s: truncated header (counts)", name);
+    if (n_tensors > MAX_TENSORS) FAIL("%s: tensor count %llu is implausible", name, (unsigned long long)n_tensors);
+    if (n_kv > MAX_KEYS) FAIL("%s: metadata count %llu is implausible", name, (unsigned long long)n_kv);
+    /* every key and name costs at least 8 bytes in the file: a cheap sanity bound */
+    if ((n_kv + n_tensors) * 8 > len) FAIL("%s: counts (%llu keys, %llu tensors) exceed the file size",
+                                            name, (unsigned long long)n_kv, (unsigned long long)n_tensors);
+    g->kv = calloc((size_t)(n_kv ? n_kv : 1), sizeof *g->kv);
+    g->tensors = calloc((size_t)(n_tensors ? n_tensors : 1), sizeof *g->tensors);
+    if (!g->kv || !g->tensors) FAIL("%s: out of memory", name);
+
+    /* First pass over metadata to size the string store. */
+    size_t str_bytes = 0;
+    for (uint64_t i = 0; i < n_kv; i++) {
+        const uint8_t *k;
+        uint64_t klen;
+        uint32_t t;
+        if (!rd_str(&c, &k, &klen)) FAIL("%s: metadata entry %llu: truncated key", name, (unsigned long long)i);
+        if (!rd_u32(&c, &t)) FAIL("%s: metadata '%.*s': truncated type", name, (int)(klen > 200 ? 200 : klen), k);
+        kv_entry *e = &g->kv[i];
+        e->key = (const char *)k; /* fixed up to a copy below */
+        e->type = t;
+        e->val = c.p;
+        str_bytes += klen + 1;
+        if (t == GT_GGUF_ARRAY) {
+            if (!rd_u32(&c, &e->elem) || !rd_u64(&c, &e->count))
+                FAIL("%s: metadata '%.*s': truncated array header", name, (int)(klen > 200 ? 200 : klen), k);
+            e->val = c.p;
+            if (e->elem == GT_GGUF_ARRAY || (e->elem != GT_GGUF_STRING && !scalar_size(e->elem)))
+                FAIL("%s: metadata '%.*s': unsupported array element type %u", name,
+                     (int)(klen > 200 ? 200 : klen), k, e->elem);
+            if (e->elem != GT_GGUF_STRING) {
+                size_t sz = scalar_size(e->elem);
+                if (e->count > (uint64_t)(c.end - c.p) / sz)
+                    FAIL("%s: metadata '%.*s': array of %llu runs past the end of the file", name,
+                         (int)(klen > 200 ? 200 : klen), k, (unsigned long long)e->count);
+                c.p += e->count * sz;
+            } else {
+                if (e->count > (uint64_t)(c.end - c.p) / 8)
+                    FAIL("%s: metadata '%.*s': array of %llu strings runs past the end of the file",
+                         name, (int)(klen > 200 ? 200 : klen), k, (unsigned long long)e->count);
+                for (uint64_t j = 0; j < e->count; j++)
+                    if (!skip_value(&c, GT_GGUF_STRING))
+                        FAIL("%s: metadata '%.*s': string %llu runs past the end of the file", name,
+                             (int)(klen > 200 ? 200 : klen), k, (unsigned long long)j);
+            }
+        } else if (!skip_value(&c, t)) {
+            FAIL("%s: metadata '%.*s': bad type %u or value past the end of the file", name,
+                 (int)(klen > 200 ? 200 : klen), k, t);
+        }
+        e->klen = klen;
+    }
+    g->n_kv = (int64_t)n_kv;
+    const uint8_t *tensor_dir = c.p;
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        const uint8_t *s;
+        uint64_t slen;
+        uint32_t nd;
+        if (!rd_str(&c, &s, &slen)) FAIL("%s: tensor %llu: truncated name", name, (unsigned long long)i);
+        if (!rd_u32(&c, &nd) || nd < 1 || nd > 4)
+            FAIL("%s: tensor '%.*s': bad or truncated dimension count", name, (int)(slen > 200 ? 200 : slen), s);
+        const uint8_t *p;
+        if (!take(&c, 8 * (size_t)nd + 4 + 8, &p))
+            FAIL("%s: tensor '%.*s': truncated directory entry", name, (int)(slen > 200 ? 200 : slen), s);
+        str_bytes += slen + 1;
+    }
+    g->strings = malloc(str_bytes ? str_bytes : 1);
+    if (!g->strings) FAIL("%s: out of memory", name);
+    char *sp = g->strings;
+    for (int64_t i = 0; i < g->n_kv; i++) {
+        const uint8_t *k = (const uint8_t *)g->kv[i].key;
+        uint64_t klen = g->kv[i].klen;
+        memcpy(sp, k, (size_t)klen);
+        sp[klen] = 0;
+        if (strlen(sp) != klen) FAIL("%s: metadata key %lld contains a NUL byte", name, (long long)i);
+        g->kv[i].key = sp;
+        sp += klen + 1;
+    }
+    /* alignment of the data section */
+    uint64_t align = 32;
+    int64_t ai = gt_gguf_find_key(g, "general.alignment");
+    if (ai >= 0) {
+        char e2[256];
+        int64_t a;
+        if (gt_gguf_get_int(g, "general.alignment", &a, e2, sizeof e2) != 0 || a < 1 || a > (1 << 20) ||
+            (a & (a - 1)))
+            FAIL("%s: general.alignment must be a power of two", name);
+        align = (uint64_t)a;
+    }
+    c.p = tensor_dir;
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        gt_gguf_tensor *t = &g->tensors[i];
+        const uint8_t *s = NULL;
+        uint64_t slen = 0;
+        uint32_t nd = 0;
+        rd_str(&c, &s, &slen); /* bounds checked by the first pass */
+        rd_u32(&c, &nd);
+        memcpy(sp, s, (size_t)slen);
+        sp[slen] = 0;
+        t->name = sp;
+        sp += slen + 1;
+        t->ndim = (int)nd;
+        int64_t n = 1;
+        for (uint32_t d = 0; d < nd; d++) {
+            uint64_t v = 0;
+            rd_u64(&c, &v);
+            if (v == 0 || v > (uint64_t)INT64_MAX / (uint64_t)n)
+                FAIL("%s: tensor '%s': dimension %u (%llu) is zero or overflows", name, t->name, d,
+                     (unsigned long long)v);
+            t->dims[d] = (int64_t)v;
+            n *= (int64_t)v;
+        }
+        t->n_elements = n;
+        rd_u32(&c, &t->type);
+        rd_u64(&c, &t->offset);
+        const type_info *ti = type_of(t->type);
+        if (!ti) FAIL("%s: tensor '%s': unknown ggml type %u", name, t->name, t->type);
+        if (t->dims[0] % ti->block)
+            FAIL("%s: tensor '%s': first dimension %lld is not a multiple of the %s block (%d)", name,
+                 t->name, (long long)t->dims[0], ti->name, ti->block);
+        t->n_bytes = (uint64_t)(n / ti->block) * (uint64_t)ti->bytes;
+    }
+    size_t header_end = (size_t)(c.p - buf);
+    size_t data_start = (size_t)((header_end + align - 1) / align * align);
+    if (n_tensors && data_start > len) FAIL("%s: truncated before the tensor data", name);
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        gt_gguf_tensor *t = &g->tensors[i];
+        if (t->offset % align) FAIL("%s: tensor '%s': offset %llu is not aligned to %llu", name,
+                                    t->name, (unsigned long long)t->offset, (unsigned long long)align);
+        if (t->offset > len - data_start || t->n_bytes > len - data_start - t->offset)
+            FAIL("%s: tensor '%s': data (%llu bytes at %llu) runs past the end of the file (%zu bytes)",
+                 name, t->name, (unsigned long long)t->n_bytes,
+                 (unsigned long long)(data_start + t->offset), len);
+        t->data = buf + data_start + t->offset;
+    }
+    g->n_tensors = (int64_t)n_tensors;
+    *out = g;
+    return 0;
+fail:
+    gt_gguf_close(g);
+    return -1;
+}
+
+int gt_gguf_open(const char *path, gt_gguf **out, char *err, size_t errn) {
+    *out = NULL;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return snprintf(err, errn, "%s: cannot open", path), -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+        close(fd);
+        return snprintf(err, errn, "%s: empty or unreadable", path), -1;
+    }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) return snprintf(err, errn, "%s: cannot map", path), -1;
+    if (gt_gguf_open_buffer(m, (size_t)st.st_size, path, out, err, errn) != 0) {
+        munmap(m, (size_t)st.st_size);
+        return -1;
+    }
+    (*out)->mapped = true;
+    return 0;
+}
+
+void gt_gguf_close(gt_gguf *g) {
+    if (!g) return;
+    if (g->mapped) munmap((void *)g->buf, g->len);
+    free(g->kv);
+    free(g->tensors);
+    free(g->strings);
+    free(g);
+}
+
+/* ---------------------------------------------------------------- metadata access */
+
+uint32_t gt_gguf_version(const gt_gguf *g) { return g->version; }
+int64_t gt_gguf_n_keys(const gt_gguf *g) { return g->n_kv; }
+const char *gt_gguf_key(const gt_gguf *g, int64_t i) { return i >= 0 && i < g->n_kv ? g->kv[i].key : NULL; }
+
+int64_t gt_gguf_find_key(const gt_gguf *g, const char *key) {
+    for (int64_t i = 0; i < g->n_kv; i++)
+        if (!strcmp(g->kv[i].key, key)) return i;
+    return -1;
+}
+
+static const kv_entry *need(const gt_gguf *g, const char *key, char *err, size_t errn) {
+    int64_t i = gt_gguf_find_key(g, key);
+    if (i < 0) {
+        snprintf(err, errn, "%s: metadata key '%s' is missing", g->name, key);
+        return NULL;
+    }
+    return &g->kv[i];
+}
+
+static bool scalar_as_double(uint32_t t, const uint8_t *p, double *out, bool *is_int) {
+    *is_int = true;
+    switch (t) {
+    case GT_GGUF_UINT8: *out = *p; return true;
+    case GT_GGUF_BOOL: *out = *p != 0; return true;
+    case GT_GGUF_INT8: *out = (int8_t)*p; return true;
+    case GT_GGUF_UINT16: { uint16_t v; memcpy(&v, p, 2); *out = v; return true; }
+    case GT_GGUF_INT16: { int16_t v; memcpy(&v, p, 2); *out = v; return true; }
+    case GT_GGUF_UINT32: { uint32_t v; memcpy(&v, p, 4); *out = v; return true; }
+    case GT_GGUF_INT32: { int32_t v; memcpy(&v, p, 4); *out = v; return true; }
+    case GT_GGUF_UINT64: { uint64_t v; memcpy(&v, p, 8); *out = (double)v; return true; }
+    case GT_GGUF_INT64: { int64_t v; memcpy(&v, p, 8); *out = (double)v; return true; }
+    case GT_GGUF_FLOAT32: { float v; memcpy(&v, p, 4); *out = v; *is_int = false; return true; }
+    case GT_GGUF_FLOAT64: { double v; memcpy(&v, p, 8); *out = v; *is_int = false; return true; }
+    default: return false;
+    }
+}
+
+int gt_gguf_get_int(const gt_gguf *g, const char *key, int64_t *out, char *err, size_t errn) {
+    const kv_entry *e = need(g, key, err, errn);
+    if (!e) return -1;
+    double v;
+    bool is_int;
+    if (!scalar_as_double(e->type, e->val, &v, &is_int) || !is_int)
+        return snprintf(err, errn, "%s: metadata '%s' is not an integer (type %u)", g->name, key, e->type), -1;
+    if (e->type == GT_GGUF_UINT64 || e->type == GT_GGUF_INT64) memcpy(out, e->val, 8);
+    else *out = (int64_t)v;
+    return 0;
+}
+
+int gt_gguf_get_float(const gt_gguf *g, const char *key, double *out, char *err, size_t errn) {
+    const kv_entry *e = need(g, key, err, errn);
+    if (!e) return -1;
+    bool is_int;
+    if (!scalar_as_double(e->type, e->val, out, &is_int))
+        return snprintf(err, errn, "%s: metadata '%s' is not a number (type %u)", g->name, key, e->type), -1;
+    return 0;
+}
+
+int gt_gguf_get_str(const gt_gguf *g, const char *key, const char **s, uint64_t *len, char *err,
+                    size_t errn) {
+    const kv_entry *e = need(g, key, err, errn);
+    if (!e) return -1;
+    if (e->type != GT_GGUF_STRING)
+        return snprintf(err, errn, "%s: metadata '%s' is not a string (type %u)", g->name, key, e->type), -1;
+    memcpy(len, e->val, 8);
+    *s = (const char *)e->val + 8;
+    return 0;
+}
+
+int gt_gguf_get_array(const gt_gguf *g, const char *key, gt_gguf_vtype *elem, uint64_t *n,
+                      char *err, size_t errn) {
+    const kv_entry *e = need(g, key, err, errn);
+    if (!e) return -1;
+    if (e->type != GT_GGUF_ARRAY)
+        return snprintf(err, errn, "%s: metadata '%s' is not an array (type %u)", g->name, key, e->type), -1;
+    *elem = (gt_gguf_vtype)e->elem;
+    *n = e->count;
+    return 0;
+}
+
+void gt_gguf_free_strings(char **s, uint64_t n) {
+    if (!s) return;
+    for (uint64_t i = 0; i < n; i++) free(s[i]);
+    free(s);
+}
+
+int gt_gguf_get_strings(const gt_gguf *g, const char *key, char ***out, uint64_t *n, char *err,
+                        size_t errn) {
+    gt_gguf_vtype t;
+    if (gt_gguf_get_array(g, key, &t, n, err, errn)) return -1;
+    if (t != GT_GGUF_STRING)
+        return snprintf(err, errn, "%s: metadata '%s' is not an array of strings", g->name, key), -1;
+    const kv_entry *e = &g->kv[gt_gguf_find_key(g, key)];
+    char **s = calloc((size_t)(*n ? *n : 1), sizeof *s);
+    if (!s) return snprintf(err, errn, "%s: out of memory", g->name), -1;
+    const uint8_t *p = e->val;
+    for (uint64_t i = 0; i < *n; i++) {
+        uint64_t len;
+        memcpy(&len, p, 8); /* bounds were checked at open */
+        s[i] = malloc((size_t)len + 1);
+        if (!s[i]) {
+            gt_gguf_free_strings(s, i);
+            return snprintf(err, errn, "%s: out of memory", g->name), -1;
+        }
+        memcpy(s[i], p + 8, (size_t)len);
+        s[i][len] = 0;
+        p += 8 + len;
+    }
+    *out = s;
+    return 0;
+}
+
+static int get_numbers(const gt_gguf *g, const char *key, void **out, uint64_t *n, bool as_int,
+                       char *err, size_t errn) {
+    gt_gguf_vtype t;
+    if (gt_gguf_get_array(g, key, &t, n, err, errn)) return -1;
+    size_t sz = scalar_size(t);
+    if (!sz) return snprintf(err, errn, "%s: metadata '%s' is not a numeric array", g->name, key), -1;
+    const kv_entry *e = &g->kv[gt_gguf_find_key(g, key)];
+    void *buf = malloc((size_t)(*n ? *n : 1) * 4);
+    if (!buf) return snprintf(err, errn, "%s: out of memory", g->name), -1;
+    for (uint64_t i = 0; i < *n; i++) {
+        double v = 0;
+        bool is_int;
+        scalar_as_double(t, e->val + i * sz, &v, &is_int);
+        if (as_int) ((int32_t *)buf)[i] = (int32_t)v;
+        else ((float *)buf)[i] = (float)v;
+    }
+    *out = buf;
+    return 0;
+}
+
+int gt_gguf_get_f32s(const gt_gguf *g, const char *key, float **out, uint64_t *n, char *err,
+                     size_t errn) {
+    return get_numbers(g, key, (void **)out, n, false, err, errn);
+}
+
+int gt_gguf_get_i32s(const gt_gguf *g, const char *key, int32_t **out, uint64_t *n, char *err,
+                     size_t errn) {
+    return get_numbers(g, key, (void **)out, n, true, err, errn);
+}
+
+/* ---------------------------------------------------------------- tensors */
+
+int64_t gt_gguf_n_tensors(const gt_gguf *g) { return g->n_tensors; }
+
+const gt_gguf_tensor *gt_gguf_tensor_at(const gt_gguf *g, int64_t i) {
+    return i >= 0 && i < g->n_tensors ? &g->tensors[i] : NULL;
+}
+
+const gt_gguf_tensor *gt_gguf_find_tensor(const gt_gguf *g, const char *name) {
+    for (int64_t i = 0; i < g->n_tensors; i++)
+        if (!strcmp(g->tensors[i].name, name)) return &g->tensors[i];
+    return NULL;
+}
+
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: renormalise */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while (!(man & 0x400));
+            bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3FF) << 13;
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000u | man << 13;
+    } else {
+        bits = sign | (exp + 127 - 15) << 23 | man << 13;
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static float rd_half(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return half_to_float(h);
+}
+
+/* K-quant 6-bit scale and min of sub-block j from the 12 packed bytes */
+static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+static void deq_block(uint32_t type, const uint8_t *b, float *y) {
+    switch (type) {
+    case 8: { /* Q8_0: d, 32 x int8 */
+        float d = rd_half(b);
+        for (int j = 0; j < 32; j++) y[j] = d * (float)(int8_t)b[2 + j];
+        break;
+    }
+    case 2: { /* Q4_0: d, 16 bytes; low nibbles first half, high nibbles second, offset 8 */
+        float d = rd_half(b);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)((b[2 + j] & 0xF) - 8);
+            y[j + 16] = d * (float)((b[2 + j] >> 4) - 8);
+        }
+        break;
+    }
+    case 3: { /* Q4_1: d, m, 16 bytes */
+        float d = rd_half(b), m = rd_half(b + 2);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)(b[4 + j] & 0xF) + m;
+            y[j + 16] = d * (float)(b[4 + j] >> 4) + m;
+        }
+        break;
+    }
+    case 6:
+    case 7: { /* Q5_0 (d, qh[4], qs[16], offset 16) and Q5_1 (d, m, qh, qs) */
+        bool q51 = type == 7;
+        float d = rd_half(b), m = q51 ? rd_half(b + 2) : 0;
+        const uint8_t *qhp = b + (q51 ? 4 : 2), *qs = qhp + 4;
+        uint32_t qh;
+        memcpy(&qh, qhp, 4);
+        for (int j = 0; j < 16; j++) {
+            int x0 = (qs[j] & 0xF) | (int)(((qh >> j) << 4) & 0x10);
+            int x1 = (qs[j] >> 4) | (int)((qh >> (j + 12)) & 0x10);
+            if (q51) {
+                y[j] = d * (float)x0 + m;
+                y[j + 16] = d * (float)x1 + m;
+            } else {
+                y[j] = d * (float)(x0 - 16);
+                y[j + 16] = d * (float)(x1 - 16);
+            }
+        }
+        break;
+    }
+    case 12: { /* Q4_K: d, dmin, scales[12], qs[128] */
+        float d = rd_half(b), dmin = rd_half(b + 2);
+        const uint8_t *sc = b + 4, *q = b + 16;
+        for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32) {
+            uint8_t s1, m1, s2, m2;
+            scale_min_k4(is, sc, &s1, &m1);
+            scale_min_k4(is + 1, sc, &s2, &m2);
+            float d1 = d * s1, mm1 = dmin * m1, d2 = d * s2, mm2 = dmin * m2;
+            for (int l = 0; l < 32; l++) {
+                y[j + l] = d1 * (float)(q[l] & 0xF) - mm1;
+                y[j + 32 + l] = d2 * (float)(q[l] >> 4) - mm2;
+            }
+        }
+        break;
+    }
+    case 13: { /* Q5_K: d, dmin, scales[12], qh[32], qs[128] */
+        float d = rd_half(b), dmin = rd_half(b + 2);
+        const uint8_t *sc = b + 4, *qh = b + 16, *q = b + 48;
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32, u1 <<= 2, u2 <<= 2) {
+            uint8_t s1, m1, s2, m2;
+            scale_min_k4(is, sc, &s1, &m1);
+            scale_min_k4(is + 1, sc, &s2, &m2);
+            float d1 = d * s1, mm1 = dmin * m1, d2 = d * s2, mm2 = dmin * m2;
+            for (int l = 0; l < 32; l++) {
+                y[j + l] = d1 * (float)((q[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - mm1;
+                y[j + 32 + l] = d2 * (float)((q[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - mm2;
+            }
+        }
+        break;
+    }
+    case 14: { /* Q6_K: ql[128], qh[64], scales[16] (int8), d */
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        float d = rd_half(b + 208);
+        for (int n = 0; n < 256; n += 128, ql += 64, qh += 32, sc += 8) {
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[n + l] = d * sc[is] * (float)q1;
+                y[n + l + 32] = d * sc[is + 2] * (float)q2;
+                y[n + l + 64] = d * sc[is + 4] * (float)q3;
+                y[n + l + 96] = d * sc[is + 6] * (float)q4;
+            }
+        }
+        break;
+    }
+    }
+}
+
+int gt_gguf_dequant(const gt_gguf *g, const gt_gguf_tensor *t, float *out, char *err, size_t errn) {
+    const type_info *ti = type_of(t->type);
+    switch (t->type) {
+    case 0:
+        memcpy(out, t->data, (size_t)t->n_elements * 4);
+        return 0;
+    case 1:
+        for (int64_t i = 0; i < t->n_elements; i++) out[i] = rd_half(t->data + 2 * i);
+        return 0;
+    case 30:
+        for (int64_t i = 0; i < t->n_elements; i++) {
+            uint16_t h;
+            memcpy(&h, t->data + 2 * i, 2);
+            uint32_t bits = (uint32_t)h << 16;
+            memcpy(&out[i], &bits, 4);
+        }
+        return 0;
+    case 2: case 3: case 6: case 7: case 8: case 12: case 13: case 14: {
+        int64_t nb = t->n_elements / ti->block;
+#pragma omp parallel for schedule(static) if (nb > 4096)
+        for (int64_t i = 0; i < nb; i++) deq_block(t->type, t->data + i * ti->bytes, out + i * ti->block);
+        return 0;
+    }
+    default:
+        return snprintf(err, errn, "%s: tensor '%s': dequantising %s is not supported", g->name,
+                        t->name, ti ? ti->name : "this type"), -1;
+    }
+}

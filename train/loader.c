@@ -1,0 +1,67 @@
+#include "train/loader.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/gemma_gguf.h"
+
+static int tokenizer_from_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t errn) {
+    char **pieces = NULL;
+    float *scores = NULL;
+    int32_t *types = NULL;
+    uint64_t n = 0, ns = 0, nt = 0;
+    int rc = -1;
+    if (gt_gguf_get_strings(g, "tokenizer.ggml.tokens", &pieces, &n, err, errn)) goto done;
+    if (gt_gguf_get_f32s(g, "tokenizer.ggml.scores", &scores, &ns, err, errn)) goto done;
+    if (gt_gguf_get_i32s(g, "tokenizer.ggml.token_type", &types, &nt, err, errn)) goto done;
+    if (ns != n || nt != n || n > INT32_MAX) {
+        snprintf(err, errn, "tokenizer.ggml.*: %llu tokens, %llu scores, %llu types differ",
+                 (unsigned long long)n, (unsigned long long)ns, (unsigned long long)nt);
+        goto done;
+    }
+    if (gt_tok_from_pieces((const char *const *)pieces, scores, types, (int32_t)n, tok, err, errn)) goto done;
+    int64_t bos = 2, eos = 1, pad = 0;
+    char e2[256];
+    gt_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &bos, e2, sizeof e2);
+    gt_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &eos, e2, sizeof e2);
+    gt_gguf_get_int(g, "tokenizer.ggml.padding_token_id", &pad, e2, sizeof e2);
+    if (gt_tok_set_special(*tok, (int32_t)bos, (int32_t)eos, (int32_t)pad, err, errn)) {
+        gt_tok_free(*tok);
+        *tok = NULL;
+        goto done;
+    }
+    rc = 0;
+done:
+    gt_gguf_free_strings(pieces, n);
+    free(scores);
+    free(types);
+    return rc;
+}
+
+int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokenizer **tok,
+                  char *err, size_t errn) {
+    *model = NULL;
+    if (tok) *tok = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return snprintf(err, errn, "%s: cannot open", path), -1;
+    char magic[4] = {0};
+    size_t got = fread(magic, 1, 4, f);
+    fclose(f);
+    if (got != 4 || memcmp(magic, "GGUF", 4) != 0)
+        return snprintf(err, errn, "%s: not a model file this build can read (GGUF expected; "
+                        "KerasHub and Hugging Face directories come with preset import)", path), -1;
+    gt_gguf *g;
+    if (gt_gguf_open(path, &g, err, errn)) return -1;
+    char e[1024];
+    int rc = gt_gemma_from_gguf(g, trainable, model, e, sizeof e);
+    if (rc == 0 && tok) rc = tokenizer_from_gguf(g, tok, e, sizeof e);
+    gt_gguf_close(g);
+    if (rc) {
+        snprintf(err, errn, "%s: %s", path, e);
+        gt_gemma_free(*model);
+        *model = NULL;
+        return -1;
+    }
+    return 0;
+}
