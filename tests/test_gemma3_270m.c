@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "models/generate.h"
 #include "models/gguf.h"
 #include "models/h5io.h"
@@ -138,12 +140,54 @@ START_TEST(logits_and_greedy_tokens_match_kerashub) {
 }
 END_TEST
 
+/* The tokenizer built from the GGUF's own vocabulary (tokens, scores, types; no merges) gives the
+ * reference ids for every vector of shared/data/gemma3-tokenizer/vectors.jsonl (repo copy). */
+START_TEST(gguf_vocabulary_reproduces_every_vector) {
+    if (!find_model()) return;
+    char err[1024];
+    gt_gemma *m;
+    gt_tokenizer *tok;
+    ck_assert_msg(gt_load_model(model_path, false, &m, &tok, err, sizeof err) == 0, "%s", err);
+    FILE *f = fopen("tests/fixtures/vectors.jsonl", "r");
+    ck_assert(f != NULL);
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (getline(&line, &cap, f) > 0) {
+        /* {"text": "...", "ids": [...]}: the tokenize command's own parser is in the CLI; a
+         * minimal reader suffices for this fixed-format file */
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        ck_assert_msg(o != NULL, "vectors.jsonl:%d: %s", n + 1, je.text);
+        const char *text = json_string_value(json_object_get(o, "text"));
+        size_t tlen = json_string_length(json_object_get(o, "text"));
+        json_t *want = json_object_get(o, "ids");
+        gt_ids ids = {0};
+        ck_assert(gt_tok_encode(tok, text, tlen, true, &ids, err, sizeof err) == 0);
+        ck_assert_msg(ids.n == json_array_size(want), "vector %d: %zu ids, want %zu", n + 1, ids.n,
+                      json_array_size(want));
+        for (size_t i = 0; i < ids.n; i++)
+            ck_assert_msg(ids.ids[i] == json_integer_value(json_array_get(want, i)), "vector %d id %zu", n + 1, i);
+        gt_ids_free(&ids);
+        json_decref(o);
+        n++;
+    }
+    free(line);
+    fclose(f);
+    ck_assert_int_eq(n, 180);
+    printf("gemma3-270m: the GGUF vocabulary reproduces all %d reference vectors\n", n);
+    gt_tok_free(tok);
+    gt_gemma_free(m);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma3_270m");
     TCase *tc = tcase_create("real");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, dequantisation_of_the_real_file);
     tcase_add_test(tc, logits_and_greedy_tokens_match_kerashub);
+    tcase_add_test(tc, gguf_vocabulary_reproduces_every_vector);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* print the skip/summary lines */
