@@ -1,0 +1,139 @@
+#include "data/preprocess.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void gt_pp_pack_pair(const int32_t *p, int64_t np, const int32_t *r, int64_t nr, int32_t bos,
+                     int32_t eos, int32_t pad, const gt_pp_cfg *cfg, int32_t *seq, uint8_t *resp) {
+    int64_t L = cfg->seq_len + 1;
+    int64_t budget = L - (cfg->add_bos ? 1 : 0) - (cfg->add_eos ? 1 : 0);
+    if (budget < 0) budget = 0;
+    int64_t tp = np, tr = nr;
+    if (np + nr > budget) { /* round-robin: the prompt takes the first and every other token */
+        int64_t half = (budget + 1) / 2;
+        tp = np < half ? np : (budget - nr > half ? budget - nr : half);
+        if (tp > np) tp = np;
+        tr = budget - tp < nr ? budget - tp : nr;
+    }
+    int64_t k = 0;
+    if (cfg->add_bos) seq[k] = bos, resp[k++] = 0;
+    for (int64_t i = 0; i < tp; i++) seq[k] = p[i], resp[k++] = 0;
+    for (int64_t i = 0; i < tr; i++) seq[k] = r[i], resp[k++] = 1;
+    if (cfg->add_eos) seq[k] = eos, resp[k++] = 1;
+    for (; k < L; k++) seq[k] = pad, resp[k] = 0;
+}
+
+/* seq (S+1) + per-token response flags -> a training row */
+void gt_pp_to_row(const gt_pp_cfg *cfg, int32_t pad, const int32_t *seq, const uint8_t *resp,
+                   int32_t *ids, int32_t *labels, uint8_t *mask, gt_real *weights) {
+    for (int64_t t = 0; t < cfg->seq_len; t++) {
+        ids[t] = seq[t];
+        labels[t] = seq[t + 1];
+        mask[t] = seq[t] != pad;
+        weights[t] = resp[t + 1] ? 1 : 0;
+    }
+}
+
+typedef struct {
+    gt_ids ids;
+    uint8_t *resp;
+    size_t cap;
+} flagged;
+
+static int push(flagged *f, int32_t id, uint8_t r) {
+    if (gt_ids_push(&f->ids, id)) return -1;
+    if (f->ids.n > f->cap) {
+        size_t c = f->cap ? 2 * f->cap : 256;
+        uint8_t *n = realloc(f->resp, c);
+        if (!n) return -1;
+        f->resp = n;
+        f->cap = c;
+    }
+    f->resp[f->ids.n - 1] = r;
+    return 0;
+}
+
+static int push_text(flagged *f, const gt_tokenizer *tok, const char *s, uint8_t r, char *err, size_t errn) {
+    size_t from = f->ids.n;
+    if (gt_tok_encode(tok, s, strlen(s), false, &f->ids, err, errn)) return -1;
+    size_t to = f->ids.n;
+    f->ids.n = from; /* re-push through push() to grow the flags alongside */
+    for (size_t i = from; i < to; i++)
+        if (push(f, f->ids.ids[i], r)) return -1;
+    return 0;
+}
+
+int gt_pp_example(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,
+                  int32_t *ids, int32_t *labels, uint8_t *mask, gt_real *weights, char *err,
+                  size_t errn) {
+    int32_t bos = gt_tok_bos(tok), eos = gt_tok_eos(tok), pad = gt_tok_pad(tok);
+    int32_t sot = gt_tok_piece_id(tok, "<start_of_turn>"), eot = gt_tok_piece_id(tok, "<end_of_turn>");
+    bool chat = cfg->template_ == GT_TEMPLATE_GEMMA_CHAT || ex->kind == GT_DS_CHAT;
+    if (chat && (sot < 0 || eot < 0))
+        return snprintf(err, errn, "chat template: the vocabulary has no <start_of_turn>/<end_of_turn>"), -1;
+    int64_t L = cfg->seq_len + 1;
+    int32_t *seq = malloc(sizeof(int32_t) * (size_t)L);
+    uint8_t *resp = malloc((size_t)L);
+    flagged a = {0}, b = {0};
+    int rc = -1;
+    if (!seq || !resp) {
+        snprintf(err, errn, "out of memory");
+        goto done;
+    }
+    if (ex->kind == GT_DS_TEXT) {
+        if (push_text(&a, tok, ex->text, 1, err, errn)) goto done;
+        /* KerasHub's text path weights every real label (sample_weight = padding_mask[1:]):
+         * packing the whole text as the "response" gives exactly that */
+        gt_pp_pack_pair(NULL, 0, a.ids.ids, (int64_t)a.ids.n, bos, eos, pad, cfg, seq, resp);
+    } else if (ex->kind == GT_DS_PROMPT_RESPONSE) {
+        if (chat) {
+            if (push(&a, sot, 0) || push_text(&a, tok, "user\n", 0, err, errn) ||
+                push_text(&a, tok, ex->prompt, 0, err, errn) || push(&a, eot, 0) ||
+                push_text(&a, tok, "\n", 0, err, errn) || push(&a, sot, 0) ||
+                push_text(&a, tok, "model\n", 0, err, errn))
+                goto done;
+            if (push_text(&b, tok, ex->response, 1, err, errn) || push(&b, eot, 1) ||
+                push_text(&b, tok, "\n", 1, err, errn))
+                goto done;
+        } else if (push_text(&a, tok, ex->prompt, 0, err, errn) || push_text(&b, tok, ex->response, 1, err, errn)) {
+            goto done;
+        }
+        gt_pp_pack_pair(a.ids.ids, (int64_t)a.ids.n, b.ids.ids, (int64_t)b.ids.n, bos, eos, pad, cfg, seq, resp);
+    } else { /* chat messages: one flagged stream, right-truncated */
+        if (cfg->add_bos && push(&a, bos, 0)) goto done;
+        const char *system = NULL;
+        for (int i = 0; i < ex->n_turns; i++) {
+            const char *role = ex->roles[i];
+            if (!strcmp(role, "system")) {
+                system = ex->contents[i];
+                continue;
+            }
+            bool model = !strcmp(role, "assistant") || !strcmp(role, "model");
+            if (push(&a, sot, 0) || push_text(&a, tok, model ? "model\n" : "user\n", 0, err, errn)) goto done;
+            if (!model && system) {
+                if (push_text(&a, tok, system, 0, err, errn) || push_text(&a, tok, "\n\n", 0, err, errn)) goto done;
+                system = NULL;
+            }
+            if (push_text(&a, tok, ex->contents[i], model, err, errn) || push(&a, eot, model) ||
+                push_text(&a, tok, "\n", model, err, errn))
+                goto done;
+        }
+        if (cfg->add_eos && push(&a, eos, 1)) goto done;
+        for (int64_t k = 0; k < L; k++) {
+            bool have = (size_t)k < a.ids.n;
+            seq[k] = have ? a.ids.ids[k] : pad;
+            resp[k] = have ? a.resp[k] : 0;
+        }
+    }
+    gt_pp_to_row(cfg, pad, seq, resp, ids, labels, mask, weights);
+    rc = 0;
+done:
+    gt_ids_free(&a.ids);
+    gt_ids_free(&b.ids);
+    free(a.resp);
+    free(b.resp);
+    free(seq);
+    free(resp);
+    return rc;
+}

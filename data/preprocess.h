@@ -1,0 +1,48 @@
+/* preprocess.h: examples to training rows with KerasHub's CausalLMPreprocessor semantics.
+ *
+ * A row of length S comes from a packed sequence of S+1 tokens: token_ids = seq[:S],
+ * labels = seq[1:], padding_mask = (token != pad) on seq[:S], sample weights on labels.
+ *  - text: [bos] tokens [eos], right-truncated to S+1 (bos/eos kept), right-padded; every real
+ *    label has weight 1 (Gemma 1/2 CausalLMPreprocessor).
+ *  - prompt/response (Gemma3CausalLMPreprocessor): [bos] prompt response [eos] pad...; when too
+ *    long the budget S+1 - #special is shared round-robin (MultiSegmentPacker: a short segment
+ *    keeps all of it, two long ones split it, the prompt getting the odd token); label t has
+ *    weight 1 iff token t+1 is a response token or the final eos, so the last prompt position
+ *    (predicting the first response token) is weighted and the prompt is not.
+ *  - template gemma_chat wraps the prompt as <start_of_turn>user\n{prompt}<end_of_turn>\n
+ *    <start_of_turn>model\n and the response as {response}<end_of_turn>\n; turn markers are
+ *    inserted as ids, user text is encoded without matching special tokens.
+ *  - chat records (messages): every turn in that template (system text prepended to the first
+ *    user turn with "\n\n"; role assistant is written model); model turns (reply, <end_of_turn>
+ *    and "\n") are response tokens, the rest prompt; right-truncated to S+1.
+ * Weights are 0 on padding. Labels where the weight is 0 are still valid ids (pad). */
+#ifndef GT_PREPROCESS_H
+#define GT_PREPROCESS_H
+
+#include "autograd/real.h"
+#include "data/dataset.h"
+#include "data/tokenizer.h"
+
+typedef enum { GT_TEMPLATE_NONE, GT_TEMPLATE_GEMMA_CHAT } gt_template;
+
+typedef struct gt_pp_cfg {
+    int64_t seq_len;      /* S */
+    bool add_bos, add_eos;
+    gt_template template_;
+} gt_pp_cfg;
+
+/* Fills one row: ids, labels (int32), mask (uint8), weights (gt_real), S values each. */
+int gt_pp_example(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,
+                  int32_t *ids, int32_t *labels, uint8_t *mask, gt_real *weights, char *err,
+                  size_t errn);
+
+/* The packing core on ids: prompt (p ids) and response (r ids) -> seq (S+1) and its response
+ * mask (1 on response tokens and the final eos). Exposed for tests. */
+void gt_pp_pack_pair(const int32_t *p, int64_t np, const int32_t *r, int64_t nr, int32_t bos,
+                     int32_t eos, int32_t pad, const gt_pp_cfg *cfg, int32_t *seq, uint8_t *resp);
+
+/* seq (S+1) and its response flags -> token ids, labels, padding mask, weights (S each). */
+void gt_pp_to_row(const gt_pp_cfg *cfg, int32_t pad, const int32_t *seq, const uint8_t *resp,
+                  int32_t *ids, int32_t *labels, uint8_t *mask, gt_real *weights);
+
+#endif
