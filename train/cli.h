@@ -10,4 +10,8 @@ int cli_tokenize(int argc, char **argv);
 /* gemmatrain generate: KV-cached generation and scoring (train/cli_generate.c). */
 int cli_generate(int argc, char **argv);
 
+/* gemmatrain train / eval CONFIG [overrides] (train/cli_train.c). */
+int cli_train(int argc, char **argv);
+int cli_eval(int argc, char **argv);
+
 #endif

@@ -15,6 +15,8 @@ typedef struct {
 
 static const command commands[] = {
     /* Subcommands (train, eval, generate, tokenize, export, convert) register here. */
+    {"train", "fine-tune a model from a YAML config (LoRA or full)", cli_train},
+    {"eval", "weighted loss and perplexity of a model on a dataset", cli_eval},
     {"generate", "generate text from a model (or --score a text)", cli_generate},
     {"tokenize", "encode JSONL text to token ids, or decode ids (--decode)", cli_tokenize},
     {NULL, NULL, NULL},

@@ -1,0 +1,143 @@
+/* Configs (every error class names file:line:col and the key), the effective-config round trip,
+ * and the train / eval commands end to end on the tiny config. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "train/config.h"
+
+static int parse(const char *yaml, gt_config *c, char *err, size_t n) {
+    gt_config_defaults(c);
+    return gt_config_parse_text(yaml, strlen(yaml), "job.yaml", c, err, n);
+}
+
+START_TEST(config_errors_name_the_place) {
+    gt_config c;
+    char err[1024];
+    ck_assert_int_ne(parse("optimizer:\n  lr: 1e-4\n", &c, err, sizeof err), 0);
+    ck_assert_str_eq(err, "job.yaml:2:3: unknown key 'optimizer.lr' (did you mean 'optimizer.learning_rate'?)");
+    ck_assert_int_ne(parse("optimizer:\n  learning_rate: fast\n", &c, err, sizeof err), 0);
+    ck_assert_str_eq(err, "job.yaml:2:18: optimizer.learning_rate: expected a number, got 'fast'");
+    ck_assert_int_ne(parse("lora:\n  rank: 0\n", &c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "job.yaml:2:9: lora.rank: 0 is out of range"), "%s", err);
+    ck_assert_int_ne(parse("data:\n  format: csv\n", &c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "data.format: 'csv' is not one of auto,prompt_response,text,chat"), "%s", err);
+    ck_assert_int_ne(parse("train:\n  steps: 5\n  steps: 6\n", &c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "job.yaml:3:3: duplicate key 'train.steps'"), "%s", err);
+    ck_assert_int_ne(parse("train: [1, 2\n", &c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "job.yaml:") && strstr(err, "malformed YAML"), "%s", err);
+    ck_assert_int_ne(parse("data:\n  shuffle: maybe\n", &c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "data.shuffle: expected true or false, got 'maybe'"), "%s", err);
+    ck_assert_int_ne(parse("lora:\n  targets: [query, mlp]\n", &c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "lora.targets: 'mlp' is not one of"), "%s", err);
+    ck_assert_int_ne(parse("train: 5\n", &c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "'train' must be a mapping"), "%s", err);
+    /* overrides */
+    gt_config_defaults(&c);
+    ck_assert_int_ne(gt_config_override(&c, "optimizer.lr=1e-4", err, sizeof err), 0);
+    ck_assert_str_eq(err, "override 'optimizer.lr=1e-4': unknown key 'optimizer.lr' (did you mean 'optimizer.learning_rate'?)");
+    ck_assert_int_eq(gt_config_override(&c, "optimizer.learning_rate=1e-4", err, sizeof err), 0);
+    ck_assert(c.optimizer.learning_rate == 1e-4);
+    ck_assert_int_eq(gt_config_override(&c, "lora.targets=[query, key, value]", err, sizeof err), 0);
+    ck_assert_int_eq(c.lora.n_targets, 3);
+    ck_assert_int_ne(gt_config_override(&c, "train.steps=ten", err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "override 'train.steps=ten': train.steps: expected an integer"), "%s", err);
+    /* missing file and cross-field checks */
+    ck_assert_int_ne(gt_config_load("configs/no-such.yaml", NULL, 0, &c, err, sizeof err), 0);
+    ck_assert_str_eq(err, "configs/no-such.yaml: No such file or directory");
+    ck_assert_int_eq(parse("data:\n  train: x.jsonl\nmodel:\n  preset: gemma3_270m\ntrain:\n  batch_size: 6\n  micro_batch_size: 4\n", &c, err, sizeof err), 0);
+    ck_assert_int_ne(gt_config_check(&c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "train.batch_size (6) must be a multiple of train.micro_batch_size (4)"), "%s", err);
+}
+END_TEST
+
+START_TEST(effective_config_round_trip) {
+    gt_config a, b;
+    char err[1024];
+    ck_assert_msg(gt_config_load("configs/tiny.yaml", (char *[]){"optimizer.learning_rate=3e-4", "lora.targets=[value]"}, 2,
+                                 &a, err, sizeof err) == 0, "%s", err);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    gt_config_write(&a, f);
+    fclose(f);
+    gt_config_defaults(&b);
+    ck_assert_msg(gt_config_parse_text(buf, len, "effective.yaml", &b, err, sizeof err) == 0, "%s\n%s", err, buf);
+    ck_assert(memcmp(&a, &b, sizeof a) == 0);
+    free(buf);
+}
+END_TEST
+
+static int run(const char *args, char *out, size_t n) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
+    FILE *p = popen(cmd, "r");
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static double after(const char *out, const char *label) {
+    const char *p = strstr(out, label);
+    ck_assert_msg(p != NULL, "no '%s' in output:\n%s", label, out);
+    return atof(strstr(p, "loss ") + 5);
+}
+
+START_TEST(tiny_config_trains_and_eval_loss_falls) {
+    static char out[1 << 16];
+    char args[512];
+    snprintf(args, sizeof args, "train configs/tiny.yaml logging.metrics=/tmp/gt-test-metrics-%d.jsonl", (int)getpid());
+    int rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    double before = after(out, "eval before training"), end = after(out, "eval after training");
+    ck_assert_msg(end < before - 2.0, "eval loss %.3f -> %.3f", before, end);
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/gt-test-metrics-%d.jsonl", (int)getpid());
+    FILE *f = fopen(path, "r");
+    ck_assert(f != NULL);
+    char line[512];
+    int steps = 0, evals = 0;
+    while (fgets(line, sizeof line, f)) {
+        steps += strstr(line, "\"loss\"") != NULL;
+        evals += strstr(line, "\"eval_loss\"") != NULL;
+    }
+    fclose(f);
+    unlink(path);
+    ck_assert_int_eq(steps, 4); /* every 5 of 20 steps */
+    ck_assert_int_eq(evals, 2);
+    /* eval command on the same data: same starting loss as the trainer's first eval */
+    rc = run("eval configs/tiny.yaml", out, sizeof out);
+    ck_assert_msg(rc == 0, "%s", out);
+    ck_assert_msg(strstr(out, "\"perplexity\""), "%s", out);
+}
+END_TEST
+
+START_TEST(bad_inputs_fail_with_one_line) {
+    static char out[1 << 16];
+    ck_assert_int_eq(run("train configs/tiny.yaml data.train=/nonexistent/train.jsonl", out, sizeof out), 1);
+    ck_assert_msg(strstr(out, "gemmatrain train: /nonexistent/train.jsonl: cannot open"), "%s", out);
+    ck_assert_int_eq(run("train configs/tiny.yaml optimizer.lr=1", out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "did you mean 'optimizer.learning_rate'"), "%s", out);
+    ck_assert_int_eq(run("train", out, sizeof out), 2);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("train");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, config_errors_name_the_place);
+    tcase_add_test(tc, effective_config_round_trip);
+    tcase_add_test(tc, tiny_config_trains_and_eval_loss_falls);
+    tcase_add_test(tc, bad_inputs_fail_with_one_line);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

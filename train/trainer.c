@@ -1,0 +1,388 @@
+#include "train/trainer.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "data/dataset.h"
+#include "data/preprocess.h"
+#include "train/loader.h"
+#include "train/step.h"
+
+static volatile sig_atomic_t g_stop;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+typedef struct job {
+    const gt_config *cfg;
+    gt_gemma *model;
+    gt_lora *lora;
+    gt_tokenizer *tok;
+    gt_param_slice *slices;
+    int n_slices;
+    gt_pp_cfg pp;
+    /* one global batch of rows */
+    int64_t rows, S;
+    int32_t *ids, *labels;
+    uint8_t *mask;
+    gt_real *weights;
+} job;
+
+static void job_free(job *j) {
+    free(j->slices);
+    free(j->ids);
+    free(j->labels);
+    free(j->mask);
+    free(j->weights);
+    gt_lora_free(j->lora);
+    gt_tok_free(j->tok);
+    gt_gemma_free(j->model);
+    memset(j, 0, sizeof *j);
+}
+
+static int build_model(job *j, char *err, size_t errn) {
+    const gt_config *c = j->cfg;
+    bool full = c->train.full_finetune;
+    if (c->model.weights[0]) {
+        if (gt_load_model(c->model.weights, full, &j->model, c->tokenizer[0] ? NULL : &j->tok, err, errn)) return -1;
+    } else {
+        gt_gemma_config mc;
+        if (c->model.preset[0]) {
+            if (gt_gemma_preset(c->model.preset, &mc, err, errn)) return -1;
+        } else {
+            gt_gemma_config_defaults(&mc, (int)c->model.generation);
+        }
+        if (c->model.generation && c->model.generation != mc.generation) gt_gemma_config_defaults(&mc, (int)c->model.generation);
+#define OVR(field, key) if (c->model.key) mc.field = c->model.key
+        OVR(vocab_size, vocab_size);
+        OVR(num_layers, num_layers);
+        OVR(hidden_dim, hidden_dim);
+        OVR(intermediate_dim, intermediate_dim);
+        OVR(num_query_heads, num_query_heads);
+        OVR(num_kv_heads, num_key_value_heads);
+        OVR(head_dim, head_dim);
+#undef OVR
+        if (c->model.sliding_window_size >= 0) mc.sliding_window = c->model.sliding_window_size;
+        if (mc.sliding_window == 0) mc.sliding_pattern = 0;
+        if (c->model.attention_logit_soft_cap >= 0) mc.attn_logit_softcap = c->model.attention_logit_soft_cap;
+        if (c->model.final_logit_soft_cap >= 0) mc.final_logit_softcap = c->model.final_logit_soft_cap;
+        char e[512];
+        if (gt_gemma_create(&mc, full, &j->model, e, sizeof e)) return snprintf(err, errn, "model: %s", e), -1;
+        gt_gemma_init_random(j->model, (uint64_t)c->model.init_seed, c->model.init_std);
+    }
+    if (c->tokenizer[0] && gt_tok_load(c->tokenizer, &j->tok, err, errn)) return -1;
+    if (!j->tok) return snprintf(err, errn, "tokenizer: required (the model file has none)"), -1;
+    /* HF's Gemma 3 tokenizer.json lists 262145 pieces (an image token past the text vocabulary);
+     * tolerate a few such extras: text never encodes to them, and the embedding op names any id
+     * out of range. */
+    if (gt_tok_vocab_size(j->tok) > j->model->cfg.vocab_size + 64)
+        return snprintf(err, errn, "tokenizer has %d pieces but the model's vocabulary is %lld",
+                        gt_tok_vocab_size(j->tok), (long long)j->model->cfg.vocab_size), -1;
+    return 0;
+}
+
+static bool excluded(const gt_config *c, const char *name) {
+    const char *pats[GT_CFG_LIST];
+    for (int i = 0; i < c->optimizer.n_exclude; i++) pats[i] = c->optimizer.exclude_from_weight_decay[i];
+    return gt_optim_name_excluded(name, pats, c->optimizer.n_exclude);
+}
+
+static int build_trainables(job *j, char *err, size_t errn) {
+    const gt_config *c = j->cfg;
+    gt_gemma *m = j->model;
+    if (c->lora.enabled) {
+        unsigned targets = 0;
+        for (int i = 0; i < c->lora.n_targets; i++) targets |= 1u << gt_lora_target_from_name(c->lora.targets[i]);
+        gt_lora_dims d = {m->cfg.num_layers, m->cfg.hidden_dim, m->cfg.intermediate_dim,
+                          m->cfg.num_query_heads, m->cfg.num_kv_heads, m->cfg.head_dim};
+        double alpha = c->lora.alpha > 0 ? c->lora.alpha : (double)c->lora.rank;
+        if (gt_lora_create(&d, c->lora.rank, alpha, targets, (uint64_t)c->lora.seed, &j->lora, err, errn)) return -1;
+        m->lora = j->lora;
+        j->slices = calloc((size_t)(2 * m->cfg.num_layers * GT_LORA_NTARGETS), sizeof *j->slices);
+        if (!j->slices) return snprintf(err, errn, "out of memory"), -1;
+        for (int64_t i = 0; i < m->cfg.num_layers; i++)
+            for (int t = 0; t < GT_LORA_NTARGETS; t++) {
+                gt_lora_adapter *ad = (gt_lora_adapter *)gt_lora_get(j->lora, i, (gt_lora_target)t);
+                if (!ad) continue;
+                j->slices[j->n_slices++] = (gt_param_slice){ad->a.name, ad->a.data, ad->a.grad, ad->a.size, !excluded(c, ad->a.name)};
+                j->slices[j->n_slices++] = (gt_param_slice){ad->b.name, ad->b.data, ad->b.grad, ad->b.size, !excluded(c, ad->b.name)};
+            }
+    } else {
+        j->slices = calloc((size_t)m->n_params, sizeof *j->slices);
+        if (!j->slices) return snprintf(err, errn, "out of memory"), -1;
+        for (int i = 0; i < m->n_params; i++) {
+            gt_tensor *t = m->params[i].t;
+            j->slices[j->n_slices++] = (gt_param_slice){m->params[i].name, t->data, t->grad, t->size, !excluded(c, m->params[i].name)};
+        }
+    }
+    return 0;
+}
+
+static int alloc_rows(job *j, int64_t rows, char *err, size_t errn) {
+    j->rows = rows;
+    j->S = j->cfg->data.sequence_length;
+    size_t n = (size_t)(rows * j->S);
+    j->ids = malloc(n * sizeof *j->ids);
+    j->labels = malloc(n * sizeof *j->labels);
+    j->mask = malloc(n);
+    j->weights = malloc(n * sizeof *j->weights);
+    if (!j->ids || !j->labels || !j->mask || !j->weights) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
+    j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token,
+                        !strcmp(j->cfg->data.template_, "gemma_chat") ? GT_TEMPLATE_GEMMA_CHAT : GT_TEMPLATE_NONE};
+    return 0;
+}
+
+static gt_ds_format ds_format(const gt_config *c) {
+    const char *f = c->data.format;
+    return !strcmp(f, "prompt_response") ? GT_DS_PROMPT_RESPONSE : !strcmp(f, "text") ? GT_DS_TEXT
+           : !strcmp(f, "chat") ? GT_DS_CHAT : GT_DS_AUTO;
+}
+
+/* Fill row r of the batch from example ex. */
+static int fill_row(job *j, int64_t r, const gt_example *ex, char *err, size_t errn) {
+    int64_t o = r * j->S;
+    char e[512];
+    if (gt_pp_example(j->tok, &j->pp, ex, j->ids + o, j->labels + o, j->mask + o, j->weights + o, e, sizeof e))
+        return snprintf(err, errn, "line %lld: %s", (long long)ex->line, e), -1;
+    return 0;
+}
+
+typedef struct {
+    double wce, w;
+    int64_t examples;
+} eval_result;
+
+static int evaluate(job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, eval_result *res, char *err, size_t errn) {
+    memset(res, 0, sizeof *res);
+    int64_t n = ds->n, limit = j->cfg->eval.max_examples;
+    if (limit > 0 && limit < n) n = limit;
+    gt_real *row_ce = malloc(sizeof(gt_real) * (size_t)(j->rows * j->S));
+    int64_t lines[4096];
+    if (!row_ce) return snprintf(err, errn, "out of memory"), -1;
+    for (int64_t i0 = 0; i0 < n; i0 += j->rows) {
+        int64_t b = n - i0 < j->rows ? n - i0 : j->rows;
+        for (int64_t r = 0; r < b; r++) {
+            gt_example ex;
+            if (gt_dataset_read(ds, i0 + r, &ex, err, errn)) return free(row_ce), -1;
+            int rc = fill_row(j, r, &ex, err, errn);
+            if (r < 4096) lines[r] = ex.line;
+            gt_example_free(&ex);
+            if (rc) return free(row_ce), -1;
+        }
+        gt_micro_batch mb = {{.batch = b, .seq = j->S, .token_ids = j->ids, .padding_mask = j->mask}, j->labels, j->weights};
+        double wce, w;
+        if (gt_step_eval(ctx, j->model, &mb, j->cfg->train.chunk_rows, &wce, &w, row_ce, err, errn)) return free(row_ce), -1;
+        res->wce += wce;
+        res->w += w;
+        if (per_example)
+            for (int64_t r = 0; r < b; r++) {
+                double s = 0, ws = 0;
+                for (int64_t t = 0; t < j->S; t++) {
+                    s += (double)j->weights[r * j->S + t] * row_ce[r * j->S + t];
+                    ws += j->weights[r * j->S + t];
+                }
+                fprintf(per_example, "{\"line\": %lld, \"loss\": %.6f, \"tokens\": %.0f}\n",
+                        (long long)(r < 4096 ? lines[r] : -1), ws > 0 ? s / ws : 0.0, ws);
+            }
+    }
+    res->examples = n;
+    free(row_ce);
+    return 0;
+}
+
+static void print_eval(const char *label, const eval_result *r, FILE *metrics, int64_t step) {
+    double loss = r->w > 0 ? r->wce / r->w : 0;
+    fprintf(stderr, "%s: loss %.4f, perplexity %.3f over %.0f weighted tokens in %lld examples\n", label,
+            loss, exp(loss), r->w, (long long)r->examples);
+    if (metrics)
+        fprintf(metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_perplexity\": %.4f, \"eval_tokens\": %.0f}\n",
+                (long long)step, loss, exp(loss), r->w), fflush(metrics);
+}
+
+static int setup(job *j, const gt_config *c, int64_t rows, char *err, size_t errn) {
+    memset(j, 0, sizeof *j);
+    j->cfg = c;
+    gt_threads_set((int)c->train.threads);
+    fprintf(stderr, "--- effective config ---\n");
+    gt_config_write(c, stderr);
+    fprintf(stderr, "---\n");
+    if (c->output_dir[0]) {
+        mkdir(c->output_dir, 0755);
+        char p[GT_CFG_STR + 32];
+        snprintf(p, sizeof p, "%s/config.yaml", c->output_dir);
+        FILE *f = fopen(p, "w");
+        if (!f) return snprintf(err, errn, "%s: cannot write", p), -1;
+        gt_config_write(c, f);
+        fclose(f);
+    }
+    if (build_model(j, err, errn) || build_trainables(j, err, errn) || alloc_rows(j, rows, err, errn)) return -1;
+    return 0;
+}
+
+static void fmt_eta(double s, char *out, size_t n) {
+    if (!(s >= 0) || s > 1e7) snprintf(out, n, "?");
+    else if (s >= 3600) snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+    else snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
+}
+
+int gt_train_job(const gt_config *c, char *err, size_t errn) {
+    job j;
+    int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
+    int64_t B = c->train.batch_size, n_micro = B / mb;
+    gt_dataset train = {0}, ev = {0};
+    gt_optim opt = {0};
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    FILE *metrics = NULL;
+    int rc = -1;
+    if (!c->data.train[0]) {
+        snprintf(err, errn, "data.train: required for training");
+        goto done;
+    }
+    if (setup(&j, c, B, err, errn)) goto done;
+    bool skip_bad = !strcmp(c->data.on_bad_line, "skip");
+    if (gt_dataset_open(c->data.train, ds_format(c), skip_bad, &train, err, errn)) goto done;
+    if (gt_dataset_set_order(&train, (uint64_t)c->data.shuffle_seed, c->data.shuffle, 0, 1, err, errn)) goto done;
+    if (c->data.eval[0] && gt_dataset_open(c->data.eval, ds_format(c), skip_bad, &ev, err, errn)) goto done;
+    if (train.skipped) fprintf(stderr, "data.train: skipped %lld bad lines\n", (long long)train.skipped);
+    gt_optim_cfg oc;
+    gt_optim_cfg_defaults(&oc, !strcmp(c->optimizer.name, "sgd") ? GT_OPT_SGD : !strcmp(c->optimizer.name, "adam") ? GT_OPT_ADAM : GT_OPT_ADAMW);
+    oc.beta_1 = c->optimizer.beta_1;
+    oc.beta_2 = c->optimizer.beta_2;
+    oc.epsilon = c->optimizer.epsilon;
+    oc.weight_decay = c->optimizer.weight_decay;
+    oc.momentum = c->optimizer.momentum;
+    if (gt_optim_init(&opt, &oc, j.slices, j.n_slices, err, errn)) goto done;
+    gt_schedule sched = {!strcmp(c->schedule.name, "linear") ? GT_SCHED_LINEAR : !strcmp(c->schedule.name, "cosine") ? GT_SCHED_COSINE : GT_SCHED_CONSTANT,
+                         c->optimizer.learning_rate, c->schedule.min_learning_rate, c->schedule.warmup_steps, c->train.steps};
+    gt_step_cfg sc = {.norm = !strcmp(c->train.loss_normalization, "keras") ? GT_NORM_KERAS : GT_NORM_TOKENS,
+                      .chunk_rows = c->train.chunk_rows, .clip_norm = c->optimizer.clip_global_norm,
+                      .skip_nonfinite = !strcmp(c->train.on_nonfinite, "skip")};
+    if (c->logging.metrics[0] && !(metrics = fopen(c->logging.metrics, "w"))) {
+        snprintf(err, errn, "logging.metrics: %s: cannot write", c->logging.metrics);
+        goto done;
+    }
+    fprintf(stderr, "model %s: %lld parameters, %lld trainable (%s); %lld train examples\n", j.model->cfg.name,
+            (long long)gt_gemma_param_count(&j.model->cfg), (long long)opt.n_values,
+            c->lora.enabled ? "LoRA" : "full", (long long)train.n);
+    eval_result er;
+    if (ev.n) {
+        if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto done;
+        print_eval("eval before training", &er, metrics, 0);
+    }
+    bool tty = !strcmp(c->logging.progress, "bar") || (!strcmp(c->logging.progress, "auto") && isatty(2));
+    g_stop = 0;
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old);
+    gt_micro_batch *mbs = calloc((size_t)n_micro, sizeof *mbs);
+    double t0 = now();
+    int64_t tokens = 0, step;
+    for (step = 0; step < c->train.steps && !g_stop; step++) {
+        for (int64_t r = 0; r < B; r++) {
+            gt_example ex;
+            if (gt_dataset_next(&train, &ex, NULL, err, errn)) goto stop;
+            int frc = fill_row(&j, r, &ex, err, errn);
+            gt_example_free(&ex);
+            if (frc) goto stop;
+        }
+        for (int64_t k = 0; k < n_micro; k++) {
+            int64_t o = k * mb * j.S;
+            mbs[k] = (gt_micro_batch){{.batch = mb, .seq = j.S, .token_ids = j.ids + o, .padding_mask = j.mask + o},
+                                      j.labels + o, j.weights + o};
+        }
+        double lr = gt_schedule_lr(&sched, step);
+        gt_step_result res;
+        if (gt_step_run(&ctx, j.model, &opt, &sc, mbs, (int)n_micro, B, lr, &res, err, errn)) {
+            char e2[1024];
+            snprintf(e2, sizeof e2, "step %lld: %s", (long long)step + 1, err);
+            snprintf(err, errn, "%s", e2);
+            goto stop;
+        }
+        tokens += res.tokens;
+        double el = now() - t0, tps = (double)tokens / el;
+        char eta[32];
+        fmt_eta(el / (double)(step + 1) * (double)(c->train.steps - step - 1), eta, sizeof eta);
+        if ((step + 1) % c->logging.every_steps == 0 || step + 1 == c->train.steps) {
+            if (tty) {
+                int w = 24, done_ = (int)((step + 1) * w / c->train.steps);
+                fprintf(stderr, "\r[%.*s%*s] step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.0f tok/s eta %s   ",
+                        done_, "########################", w - done_, "", (long long)step + 1,
+                        (long long)c->train.steps, res.loss, lr, res.grad_norm, tps, eta);
+            } else {
+                fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.0f tok/s eta %s%s\n",
+                        (long long)step + 1, (long long)c->train.steps, res.loss, lr, res.grad_norm, tps, eta,
+                        res.skipped ? " (skipped: non-finite)" : "");
+            }
+            if (metrics)
+                fprintf(metrics, "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"weighted_tokens\": %.0f, "
+                        "\"tokens_per_s\": %.1f, \"skipped\": %s}\n", (long long)step + 1, res.loss, lr, res.grad_norm,
+                        res.weight_sum, tps, res.skipped ? "true" : "false"), fflush(metrics);
+        }
+        if (ev.n && c->eval.every_steps && (step + 1) % c->eval.every_steps == 0 && step + 1 < c->train.steps) {
+            if (tty) fputc('\n', stderr);
+            if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto stop;
+            print_eval("eval", &er, metrics, step + 1);
+        }
+    }
+    if (tty) fputc('\n', stderr);
+    fprintf(stderr, "%s after %lld steps, %.1f s/step\n", g_stop ? "interrupted" : "done", (long long)step,
+            step ? (now() - t0) / (double)step : 0.0);
+    if (ev.n) {
+        if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto stop;
+        print_eval("eval after training", &er, metrics, step);
+    }
+    rc = g_stop ? 130 : 0;
+stop:
+    sigaction(SIGINT, &old, NULL);
+    free(mbs);
+done:
+    if (metrics) fclose(metrics);
+    gt_optim_free(&opt);
+    if (train.f) gt_dataset_close(&train);
+    if (ev.f) gt_dataset_close(&ev);
+    gt_ctx_free(&ctx);
+    job_free(&j);
+    return rc;
+}
+
+int gt_eval_job(const gt_config *c, char *err, size_t errn) {
+    job j;
+    gt_dataset ev = {0};
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    FILE *per = NULL;
+    int rc = -1;
+    const char *path = c->data.eval[0] ? c->data.eval : c->data.train;
+    if (setup(&j, c, c->eval.batch_size, err, errn)) goto done;
+    if (gt_dataset_open(path, ds_format(c), !strcmp(c->data.on_bad_line, "skip"), &ev, err, errn)) goto done;
+    if (c->eval.per_example_output[0] && !(per = fopen(c->eval.per_example_output, "w"))) {
+        snprintf(err, errn, "eval.per_example_output: %s: cannot write", c->eval.per_example_output);
+        goto done;
+    }
+    eval_result er;
+    if (evaluate(&j, &ev, &ctx, per, &er, err, errn)) goto done;
+    print_eval(path, &er, NULL, 0);
+    printf("{\"loss\": %.6f, \"perplexity\": %.4f, \"tokens\": %.0f, \"examples\": %lld}\n",
+           er.w > 0 ? er.wce / er.w : 0, exp(er.w > 0 ? er.wce / er.w : 0), er.w, (long long)er.examples);
+    rc = 0;
+done:
+    if (per) fclose(per);
+    if (ev.f) gt_dataset_close(&ev);
+    gt_ctx_free(&ctx);
+    job_free(&j);
+    return rc;
+}

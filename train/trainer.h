@@ -1,0 +1,20 @@
+/* trainer.h: the train and eval jobs behind `gemmatrain train` / `gemmatrain eval`.
+ *
+ * From a validated config: builds or loads the model (a GGUF file, or a preset / custom
+ * architecture with random init) and its tokenizer, enables LoRA (or full fine-tuning), streams
+ * the JSONL data through the KerasHub preprocessor, and runs gt_step_run per global batch with
+ * the configured optimizer and schedule. Progress goes to stderr (a bar on a terminal, plain
+ * lines otherwise), metrics to a JSONL file, the effective config to stderr and
+ * output_dir/config.yaml. SIGINT stops after the current step. Returns 0, 130 when interrupted,
+ * or -1 with a message. */
+#ifndef GT_TRAINER_H
+#define GT_TRAINER_H
+
+#include <stddef.h>
+
+#include "train/config.h"
+
+int gt_train_job(const gt_config *cfg, char *err, size_t errn);
+int gt_eval_job(const gt_config *cfg, char *err, size_t errn);
+
+#endif
