@@ -12,6 +12,10 @@
 
 #include "autograd/tape.h"
 
+/* Query rows per block of a causal or sliding-window call: a block computes only the key
+ * columns its rows can see (tests use it to span several blocks). */
+#define GT_ATTN_QBLOCK 64
+
 typedef struct gt_attn_cfg {
     double scale;                  /* multiplier on q.k, given by the caller (e.g. H^-0.5) */
     double softcap;                /* attention-logit soft-cap; 0 = none */

@@ -1,0 +1,307 @@
+#include "autograd/ops_attn.h"
+
+#include <string.h>
+#include <tgmath.h>
+
+#include "autograd/blas.h"
+
+/* Query rows go through the GEMMs in blocks of GT_ATTN_QBLOCK so that a causal or sliding-window
+ * block multiplies only the key columns [lo, hi) some row of it can see; every probability
+ * outside a row's own visible set is stored as exactly 0, which is all backward relies on. */
+
+typedef struct {
+    int64_t B, T, S, N, K, H, Hv;
+    int64_t window, q_offset;
+    bool causal;
+    gt_real scale, softcap;
+    gt_real *p;   /* [B, N, T, S] probabilities */
+    gt_real *lse; /* [B, N, T] log-sum-exp of the capped logits; softcap only */
+} attn_saved;
+
+/* Keys [lo, hi) that rows [i0, i1) may see by position alone (causal, window). */
+static void key_range(const attn_saved *s, int64_t i0, int64_t i1, int64_t *lo, int64_t *hi) {
+    int64_t a = 0, b = s->S;
+    if (s->window > 0) a = s->q_offset + i0 - s->window + 1;
+    if (s->causal) b = s->q_offset + i1;
+    if (a < 0) a = 0;
+    if (a > s->S) a = s->S;
+    if (b > s->S) b = s->S;
+    if (b < a) b = a;
+    *lo = a;
+    *hi = b;
+}
+
+/* Rows per query block: without a causal or window limit every block sees all keys, so one
+ * block (the biggest GEMMs) is best. */
+static int64_t qblock(const attn_saved *s) {
+    if (s->causal || s->window > 0) return GT_ATTN_QBLOCK;
+    return s->T > 0 ? s->T : 1;
+}
+
+/* gt_gemm, except that an empty inner dimension still defines C (0 when beta == 0). */
+static void mm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, gt_real alpha, const gt_real *a,
+               int64_t lda, const gt_real *b, int64_t ldb, gt_real beta, gt_real *c, int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        if (beta == 0)
+            for (int64_t i = 0; i < m; i++) memset(c + i * ldc, 0, (size_t)n * sizeof(gt_real));
+        return;
+    }
+    gt_gemm(ta, tb, (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+static inline bool key_visible(const uint8_t *mask, const int32_t *seg, int32_t qseg, int64_t j) {
+    return (!mask || mask[j]) && (!seg || seg[j] == qseg);
+}
+
+#ifdef GT_REAL_DOUBLE
+static inline gt_real attn_exp(gt_real x) { return exp(x); }
+#else
+/* expf for the softmax, written so that its loops vectorize (glibc's expf is a scalar call and
+ * made the fp32 softmax cost as much as a GEMM): x = n ln2 + r with |r| <= ln2/2 (two-part
+ * ln2), e^r by its degree-7 Taylor polynomial, times 2^n built in the exponent bits. Relative
+ * error < 1e-7 (about 2 ulp) on [-87, 88]; 0 below -87 (no subnormals); NaN passes through. */
+static inline float attn_exp(float x) {
+    float xc = x < -87.0f ? -87.0f : x;
+    xc = xc > 88.0f ? 88.0f : xc;
+    float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest integer */
+    float r = xc - n * 0.693145752f;
+    r = r - n * 1.42860677e-06f;
+    float e = 1.0f / 5040;
+    e = e * r + 1.0f / 720;
+    e = e * r + 1.0f / 120;
+    e = e * r + 1.0f / 24;
+    e = e * r + 1.0f / 6;
+    e = e * r + 0.5f;
+    e = e * r + 1.0f;
+    e = e * r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } two_n = {.i = ((int32_t)n + 127) << 23};
+    float y = x < -87.0f ? 0.0f : e * two_n.f;
+    return x == x ? y : x;
+}
+#endif
+
+/* One query row: p holds scale*q.k on [lo, hi) (garbage elsewhere) and leaves as the
+ * probabilities over all S keys. mask/seg point at batch b's row (or NULL). Invisible keys are
+ * excluded by selection, never by a large negative logit. */
+static void softmax_row(gt_real *p, int64_t S, int64_t lo, int64_t hi, const uint8_t *mask,
+                        const int32_t *seg, int32_t qseg, gt_real cap, gt_real *lse) {
+    memset(p, 0, (size_t)lo * sizeof(gt_real));
+    memset(p + hi, 0, (size_t)(S - hi) * sizeof(gt_real));
+    bool all = !mask && !seg;
+    if (cap > 0)
+        for (int64_t j = lo; j < hi; j++) p[j] = cap * tanh(p[j] / cap);
+    int64_t nvis = 0;
+    gt_real m = -INFINITY;
+    if (all) {
+        nvis = hi - lo;
+#pragma omp simd reduction(max : m)
+        for (int64_t j = lo; j < hi; j++) m = p[j] > m ? p[j] : m;
+    } else {
+        for (int64_t j = lo; j < hi; j++)
+            if (key_visible(mask, seg, qseg, j)) {
+                m = p[j] > m ? p[j] : m;
+                nvis++;
+            }
+    }
+    if (nvis == 0) {
+        memset(p + lo, 0, (size_t)(hi - lo) * sizeof(gt_real));
+        if (lse) *lse = 0;
+        return;
+    }
+    double sum = 0;
+    if (all) {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = lo; j < hi; j++) {
+            gt_real e = attn_exp(p[j] - m);
+            p[j] = e;
+            sum += e;
+        }
+    } else {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = lo; j < hi; j++) {
+            gt_real e = attn_exp(p[j] - m);
+            e = key_visible(mask, seg, qseg, j) ? e : 0;
+            p[j] = e;
+            sum += e;
+        }
+    }
+    gt_real inv = (gt_real)(1.0 / sum);
+#pragma omp simd
+    for (int64_t j = lo; j < hi; j++) p[j] *= inv;
+    if (lse) *lse = m + (gt_real)log(sum);
+}
+
+/* One row of the softmax backward, in place on d (= dP on [lo, hi)): dS = P (dP - sum P dP),
+ * then times the soft-cap derivative 1 - tanh^2, with tanh = (log P + lse) / cap. Keys with
+ * P == 0 (masked, or underflowed) get exactly 0. */
+static void dsoftmax_row(const gt_real *p, gt_real *d, int64_t lo, int64_t hi, gt_real cap,
+                         gt_real lse) {
+    double r = 0;
+#pragma omp simd reduction(+ : r)
+    for (int64_t j = lo; j < hi; j++) r += (double)p[j] * (double)d[j];
+    gt_real rr = (gt_real)r;
+    if (cap > 0) {
+        for (int64_t j = lo; j < hi; j++) {
+            if (p[j] == 0) {
+                d[j] = 0;
+                continue;
+            }
+            gt_real t = (log(p[j]) + lse) / cap;
+            d[j] = p[j] * (d[j] - rr) * (1 - t * t);
+        }
+    } else {
+#pragma omp simd
+        for (int64_t j = lo; j < hi; j++) d[j] = p[j] * (d[j] - rr);
+    }
+}
+
+static void attention_backward(gt_ctx *ctx, gt_node *node) {
+    const attn_saved *s = node->saved;
+    gt_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2];
+    const gt_real *dout = gt_grad(ctx, node->out);
+    gt_real *dq = gt_needs_grad(q) ? gt_grad(ctx, q) : NULL;
+    gt_real *dk = gt_needs_grad(k) ? gt_grad(ctx, k) : NULL;
+    gt_real *dv = gt_needs_grad(v) ? gt_grad(ctx, v) : NULL;
+    bool need_ds = dq || dk;
+    gt_real *ds = need_ds ? gt_alloc(ctx, (size_t)(s->T * s->S + 1) * sizeof(gt_real)) : NULL;
+    if (!gt_ok(ctx)) return;
+    const int64_t T = s->T, S = s->S, N = s->N, K = s->K, H = s->H, Hv = s->Hv, G = N / K;
+    const int64_t qs = N * H, ks = K * H, vs = K * Hv, os = N * Hv, QB = qblock(s);
+    for (int64_t b = 0; b < s->B; b++)
+        for (int64_t n = 0; n < N; n++) {
+            int64_t kv = n / G, bn = b * N + n;
+            const gt_real *P = s->p + bn * T * S;
+            const gt_real *dO = dout + b * T * os + n * Hv;
+            const gt_real *Q = q->data + b * T * qs + n * H;
+            const gt_real *Kp = k->data + b * S * ks + kv * H;
+            const gt_real *V = v->data + b * S * vs + kv * Hv;
+            for (int64_t i0 = 0; i0 < T; i0 += QB) {
+                int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+                key_range(s, i0, i1, &lo, &hi);
+                if (dv)
+                    mm(true, false, hi - lo, Hv, i1 - i0, 1, P + i0 * S + lo, S, dO + i0 * os, os,
+                       1, dv + b * S * vs + lo * vs + kv * Hv, vs);
+                if (need_ds)
+                    mm(false, true, i1 - i0, hi - lo, Hv, 1, dO + i0 * os, os, V + lo * vs, vs, 0,
+                       ds + i0 * S + lo, S);
+            }
+            if (!need_ds) continue;
+#pragma omp parallel for schedule(static, 4) if (T * S > 16384)
+            for (int64_t i = 0; i < T; i++) {
+                int64_t b0 = i / QB * QB, b1 = b0 + QB < T ? b0 + QB : T, lo, hi;
+                key_range(s, b0, b1, &lo, &hi);
+                dsoftmax_row(P + i * S, ds + i * S, lo, hi, s->softcap,
+                             s->lse ? s->lse[bn * T + i] : 0);
+            }
+            for (int64_t i0 = 0; i0 < T; i0 += QB) {
+                int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+                key_range(s, i0, i1, &lo, &hi);
+                if (dq)
+                    mm(false, false, i1 - i0, H, hi - lo, s->scale, ds + i0 * S + lo, S,
+                       Kp + lo * ks, ks, 1, dq + b * T * qs + i0 * qs + n * H, qs);
+                if (dk)
+                    mm(true, false, hi - lo, H, i1 - i0, s->scale, ds + i0 * S + lo, S, Q + i0 * qs,
+                       qs, 1, dk + b * S * ks + lo * ks + kv * H, ks);
+            }
+        }
+}
+
+static bool fits_int(int64_t x) { return x >= 0 && x <= INT32_MAX; }
+
+gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
+                        const gt_attn_cfg *cfg) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!q || !k || !v || !cfg)
+        return gt_fail(ctx, GT_ERR_ARG, "attention: NULL input (q %s, k %s, v %s, cfg %s)",
+                       gt_shp(q), gt_shp(k), gt_shp(v), cfg ? "set" : "(null)");
+    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4)
+        return gt_fail(ctx, GT_ERR_SHAPE, "attention: q %s, k %s, v %s must be [B,T,N,H], "
+                       "[B,S,K,H], [B,S,K,Hv]", gt_shp(q), gt_shp(k), gt_shp(v));
+    const int64_t B = q->shape[0], T = q->shape[1], N = q->shape[2], H = q->shape[3];
+    const int64_t S = k->shape[1], K = k->shape[2], Hv = v->shape[3];
+    if (k->shape[0] != B || v->shape[0] != B || v->shape[1] != S || v->shape[2] != K ||
+        k->shape[3] != H)
+        return gt_fail(ctx, GT_ERR_SHAPE, "attention: q %s, k %s, v %s do not fit [B,T,N,H], "
+                       "[B,S,K,H], [B,S,K,Hv]", gt_shp(q), gt_shp(k), gt_shp(v));
+    if (N < 1 || K < 1 || N % K != 0)
+        return gt_fail(ctx, GT_ERR_SHAPE, "attention: %lld query heads not a multiple of %lld kv "
+                       "heads (q %s, k %s)", (long long)N, (long long)K, gt_shp(q), gt_shp(k));
+    if (cfg->q_offset < 0 || cfg->q_offset > S)
+        return gt_fail(ctx, GT_ERR_ARG, "attention: q_offset %lld outside [0, %lld] (q %s, k %s)",
+                       (long long)cfg->q_offset, (long long)S, gt_shp(q), gt_shp(k));
+    if ((cfg->causal || cfg->segment_ids) && T + cfg->q_offset > S)
+        return gt_fail(ctx, GT_ERR_SHAPE, "attention: %s queries need T + q_offset <= S, got "
+                       "%lld + %lld > %lld (q %s, k %s)", cfg->causal ? "causal" : "segmented",
+                       (long long)T, (long long)cfg->q_offset, (long long)S, gt_shp(q), gt_shp(k));
+    if (cfg->window < 0)
+        return gt_fail(ctx, GT_ERR_ARG, "attention: window %lld < 0 (q %s)", (long long)cfg->window,
+                       gt_shp(q));
+    if (!(cfg->softcap >= 0) || isinf(cfg->softcap))
+        return gt_fail(ctx, GT_ERR_ARG, "attention: softcap %g must be finite and >= 0 (q %s)",
+                       cfg->softcap, gt_shp(q));
+    if (!isfinite(cfg->scale))
+        return gt_fail(ctx, GT_ERR_ARG, "attention: scale %g is not finite (q %s)", cfg->scale,
+                       gt_shp(q));
+    int64_t pshape[4] = {B, N, T, S};
+    int64_t psize = gt_shape_size(4, pshape);
+    if (!fits_int(T) || !fits_int(S) || !fits_int(N * H) || !fits_int(N * Hv) || psize < 0 ||
+        psize > INT64_MAX / (int64_t)sizeof(gt_real))
+        return gt_fail(ctx, GT_ERR_SHAPE, "attention: q %s, k %s, v %s too large for one op",
+                       gt_shp(q), gt_shp(k), gt_shp(v));
+
+    gt_tensor *in[3] = {q, k, v};
+    int64_t oshape[4] = {B, T, N, Hv};
+    gt_tensor *out = gt_op_out(ctx, 4, oshape, in, 3);
+    attn_saved *s = gt_alloc(ctx, sizeof *s);
+    if (!out || !s) return NULL;
+    *s = (attn_saved){B, T, S, N, K, H, Hv, cfg->window, cfg->q_offset, cfg->causal,
+                      (gt_real)cfg->scale, (gt_real)cfg->softcap, NULL, NULL};
+    /* Backward needs every batch's probabilities; inference reuses one batch's worth. */
+    bool keep = out->requires_grad;
+    int64_t pn = keep ? psize : N * T * S;
+    s->p = gt_alloc(ctx, (size_t)(pn ? pn : 1) * sizeof(gt_real));
+    if (keep && s->softcap > 0) s->lse = gt_alloc(ctx, (size_t)(B * N * T + 1) * sizeof(gt_real));
+    if (!gt_ok(ctx)) return NULL;
+
+    const int64_t G = N / K, qs = N * H, ks = K * H, vs = K * Hv, os = N * Hv, QB = qblock(s);
+    for (int64_t b = 0; b < B; b++) {
+        gt_real *pb = s->p + (keep ? b * N * T * S : 0);
+        for (int64_t n = 0; n < N; n++) {
+            const gt_real *Q = q->data + b * T * qs + n * H;
+            const gt_real *Kp = k->data + b * S * ks + (n / G) * H;
+            for (int64_t i0 = 0; i0 < T; i0 += QB) {
+                int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+                key_range(s, i0, i1, &lo, &hi);
+                mm(false, true, i1 - i0, hi - lo, H, s->scale, Q + i0 * qs, qs, Kp + lo * ks, ks, 0,
+                   pb + (n * T + i0) * S + lo, S);
+            }
+        }
+        const uint8_t *mask = cfg->key_mask ? cfg->key_mask + b * S : NULL;
+        const int32_t *seg = cfg->segment_ids ? cfg->segment_ids + b * S : NULL;
+        gt_real *lse = s->lse ? s->lse + b * N * T : NULL;
+#pragma omp parallel for schedule(static, 4) if (N * T * S > 16384)
+        for (int64_t r = 0; r < N * T; r++) {
+            /* The row's own range lies inside its block's, so this also clears the block's
+             * columns the row may not see. */
+            int64_t i = r % T, rlo, rhi;
+            key_range(s, i, i + 1, &rlo, &rhi);
+            softmax_row(pb + r * S, S, rlo, rhi, mask, seg, seg ? seg[cfg->q_offset + i] : 0,
+                        s->softcap, lse ? lse + r : NULL);
+        }
+        for (int64_t n = 0; n < N; n++) {
+            const gt_real *V = v->data + b * S * vs + (n / G) * Hv;
+            for (int64_t i0 = 0; i0 < T; i0 += QB) {
+                int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+                key_range(s, i0, i1, &lo, &hi);
+                mm(false, false, i1 - i0, Hv, hi - lo, 1, pb + (n * T + i0) * S + lo, S,
+                   V + lo * vs, vs, 0, out->data + b * T * os + i0 * os + n * Hv, os);
+            }
+        }
+    }
+    if (!gt_record(ctx, "attention", attention_backward, out, in, 3, s)) return NULL;
+    return out;
+}
