@@ -12,8 +12,8 @@
 
 #include "autograd/tape.h"
 
-/* Query rows per block: a causal or sliding-window block computes only the key columns its rows
- * can see (tests use it to span several blocks). */
+/* Query rows per block of a causal or sliding-window call: a block computes only the key
+ * columns its rows can see (tests use it to span several blocks). */
 #define GT_ATTN_QBLOCK 64
 
 typedef struct gt_attn_cfg {
