@@ -62,7 +62,7 @@ static inline gt_real attn_exp(gt_real x) { return exp(x); }
  * ln2), e^r by its degree-7 Taylor polynomial, times 2^n built in the exponent bits. Relative
  * error < 1e-7 (about 2 ulp) on [-87, 88]; 0 below -87 (no subnormals); NaN passes through. */
 static inline float attn_exp(float x) {
-    float xc = x < -87.0f ? -87.0f : x;
+    float xc = x < -87.0f ? -87.0f : (x == x ? x : 0.0f); /* NaN: keep the bit tricks defined */
     xc = xc > 88.0f ? 88.0f : xc;
     float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest integer */
     float r = xc - n * 0.693145752f;
@@ -76,9 +76,9 @@ static inline float attn_exp(float x) {
     e = e * r + 1.0f;
     e = e * r + 1.0f;
     union {
-        int32_t i;
+        uint32_t i;
         float f;
-    } two_n = {.i = ((int32_t)n + 127) << 23};
+    } two_n = {.i = (uint32_t)((int32_t)n + 127) << 23};
     float y = x < -87.0f ? 0.0f : e * two_n.f;
     return x == x ? y : x;
 }

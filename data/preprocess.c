@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-void gt_pp_pack_pair(const int32_t *p, int64_t np, const int32_t *r, int64_t nr, int32_t bos,
-                     int32_t eos, int32_t pad, const gt_pp_cfg *cfg, int32_t *seq, uint8_t *resp) {
+int64_t gt_pp_pack_pair(const int32_t *p, int64_t np, const int32_t *r, int64_t nr, int32_t bos,
+                        int32_t eos, int32_t pad, const gt_pp_cfg *cfg, int32_t *seq, uint8_t *resp) {
     int64_t L = cfg->seq_len + 1;
     int64_t budget = L - (cfg->add_bos ? 1 : 0) - (cfg->add_eos ? 1 : 0);
     if (budget < 0) budget = 0;
@@ -21,7 +21,9 @@ void gt_pp_pack_pair(const int32_t *p, int64_t np, const int32_t *r, int64_t nr,
     for (int64_t i = 0; i < tp; i++) seq[k] = p[i], resp[k++] = 0;
     for (int64_t i = 0; i < tr; i++) seq[k] = r[i], resp[k++] = 1;
     if (cfg->add_eos) seq[k] = eos, resp[k++] = 1;
+    int64_t used = k;
     for (; k < L; k++) seq[k] = pad, resp[k] = 0;
+    return used;
 }
 
 /* seq (S+1) + per-token response flags -> a training row */
@@ -64,28 +66,22 @@ static int push_text(flagged *f, const gt_tokenizer *tok, const char *s, uint8_t
     return 0;
 }
 
-int gt_pp_example(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,
-                  int32_t *ids, int32_t *labels, uint8_t *mask, gt_real *weights, char *err,
-                  size_t errn) {
+/* The example's S+1 sequence and response flags; *used gets its real (unpadded) length. */
+static int build_seq(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,
+                     int32_t *seq, uint8_t *resp, int64_t *used, char *err, size_t errn) {
     int32_t bos = gt_tok_bos(tok), eos = gt_tok_eos(tok), pad = gt_tok_pad(tok);
     int32_t sot = gt_tok_piece_id(tok, "<start_of_turn>"), eot = gt_tok_piece_id(tok, "<end_of_turn>");
     bool chat = cfg->template_ == GT_TEMPLATE_GEMMA_CHAT || ex->kind == GT_DS_CHAT;
     if (chat && (sot < 0 || eot < 0))
         return snprintf(err, errn, "chat template: the vocabulary has no <start_of_turn>/<end_of_turn>"), -1;
     int64_t L = cfg->seq_len + 1;
-    int32_t *seq = malloc(sizeof(int32_t) * (size_t)L);
-    uint8_t *resp = malloc((size_t)L);
     flagged a = {0}, b = {0};
     int rc = -1;
-    if (!seq || !resp) {
-        snprintf(err, errn, "out of memory");
-        goto done;
-    }
     if (ex->kind == GT_DS_TEXT) {
         if (push_text(&a, tok, ex->text, 1, err, errn)) goto done;
         /* KerasHub's text path weights every real label (sample_weight = padding_mask[1:]):
          * packing the whole text as the "response" gives exactly that */
-        gt_pp_pack_pair(NULL, 0, a.ids.ids, (int64_t)a.ids.n, bos, eos, pad, cfg, seq, resp);
+        *used = gt_pp_pack_pair(NULL, 0, a.ids.ids, (int64_t)a.ids.n, bos, eos, pad, cfg, seq, resp);
     } else if (ex->kind == GT_DS_PROMPT_RESPONSE) {
         if (chat) {
             if (push(&a, sot, 0) || push_text(&a, tok, "user\n", 0, err, errn) ||
@@ -99,7 +95,7 @@ int gt_pp_example(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_exampl
         } else if (push_text(&a, tok, ex->prompt, 0, err, errn) || push_text(&b, tok, ex->response, 1, err, errn)) {
             goto done;
         }
-        gt_pp_pack_pair(a.ids.ids, (int64_t)a.ids.n, b.ids.ids, (int64_t)b.ids.n, bos, eos, pad, cfg, seq, resp);
+        *used = gt_pp_pack_pair(a.ids.ids, (int64_t)a.ids.n, b.ids.ids, (int64_t)b.ids.n, bos, eos, pad, cfg, seq, resp);
     } else { /* chat messages: one flagged stream, right-truncated */
         if (cfg->add_bos && push(&a, bos, 0)) goto done;
         const char *system = NULL;
@@ -125,14 +121,77 @@ int gt_pp_example(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_exampl
             seq[k] = have ? a.ids.ids[k] : pad;
             resp[k] = have ? a.resp[k] : 0;
         }
+        *used = (int64_t)a.ids.n < L ? (int64_t)a.ids.n : L;
     }
-    gt_pp_to_row(cfg, pad, seq, resp, ids, labels, mask, weights);
     rc = 0;
 done:
     gt_ids_free(&a.ids);
     gt_ids_free(&b.ids);
     free(a.resp);
     free(b.resp);
+    return rc;
+}
+
+int gt_pp_example(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,
+                  int32_t *ids, int32_t *labels, uint8_t *mask, gt_real *weights, char *err,
+                  size_t errn) {
+    int64_t L = cfg->seq_len + 1, used;
+    int32_t *seq = malloc(sizeof(int32_t) * (size_t)L);
+    uint8_t *resp = malloc((size_t)L);
+    int rc = -1;
+    if (!seq || !resp) snprintf(err, errn, "out of memory");
+    else if (build_seq(tok, cfg, ex, seq, resp, &used, err, errn) == 0) {
+        gt_pp_to_row(cfg, gt_tok_pad(tok), seq, resp, ids, labels, mask, weights);
+        rc = 0;
+    }
+    free(seq);
+    free(resp);
+    return rc;
+}
+
+void gt_pp_row_clear(const gt_pp_cfg *cfg, int32_t pad, gt_pp_row *row) {
+    for (int64_t t = 0; t < cfg->seq_len; t++) {
+        row->ids[t] = pad;
+        row->labels[t] = pad;
+        row->mask[t] = 0;
+        row->weights[t] = 0;
+        row->positions[t] = 0;
+        row->segments[t] = -1;
+    }
+    row->used = 0;
+    row->n_segments = 0;
+}
+
+int gt_pp_pack_append(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,
+                      gt_pp_row *row, char *err, size_t errn) {
+    int64_t L = cfg->seq_len + 1, used;
+    int32_t *seq = malloc(sizeof(int32_t) * (size_t)L);
+    uint8_t *resp = malloc((size_t)L);
+    int rc = -1;
+    if (!seq || !resp) {
+        snprintf(err, errn, "out of memory");
+    } else if (build_seq(tok, cfg, ex, seq, resp, &used, err, errn) == 0) {
+        /* an example of n tokens fills n - 1 positions: its last token is only a label */
+        int64_t need = used - 1;
+        if (need < 1) {
+            rc = 0; /* nothing to learn from a single token */
+        } else if (row->used + need > cfg->seq_len) {
+            rc = 1;
+        } else {
+            for (int64_t i = 0; i < need; i++) {
+                int64_t t = row->used + i;
+                row->ids[t] = seq[i];
+                row->labels[t] = seq[i + 1];
+                row->mask[t] = 1;
+                row->weights[t] = resp[i + 1] ? 1 : 0;
+                row->positions[t] = (int32_t)i;
+                row->segments[t] = row->n_segments;
+            }
+            row->used += need;
+            row->n_segments++;
+            rc = 0;
+        }
+    }
     free(seq);
     free(resp);
     return rc;

@@ -15,7 +15,8 @@
  *  - chat records (messages): every turn in that template (system text prepended to the first
  *    user turn with "\n\n"; role assistant is written model); model turns (reply, <end_of_turn>
  *    and "\n") are response tokens, the rest prompt; right-truncated to S+1.
- * Weights are 0 on padding. Labels where the weight is 0 are still valid ids (pad). */
+ * Weights are 0 on padding. Labels where the weight is 0 are still valid ids (pad). Packing
+ * (optional) is described with gt_pp_pack_append below. */
 #ifndef GT_PREPROCESS_H
 #define GT_PREPROCESS_H
 
@@ -38,8 +39,27 @@ int gt_pp_example(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_exampl
 
 /* The packing core on ids: prompt (p ids) and response (r ids) -> seq (S+1) and its response
  * mask (1 on response tokens and the final eos). Exposed for tests. */
-void gt_pp_pack_pair(const int32_t *p, int64_t np, const int32_t *r, int64_t nr, int32_t bos,
-                     int32_t eos, int32_t pad, const gt_pp_cfg *cfg, int32_t *seq, uint8_t *resp);
+int64_t gt_pp_pack_pair(const int32_t *p, int64_t np, const int32_t *r, int64_t nr, int32_t bos,
+                        int32_t eos, int32_t pad, const gt_pp_cfg *cfg, int32_t *seq, uint8_t *resp);
+/* (returns the number of real tokens placed; the rest of seq is padding) */
+
+/* Packing: several examples in one row of S positions. Example k occupies its n_k - 1 first
+ * tokens (its last token is only a label), with positions restarting at 0 and segment id k, so
+ * the attention op's segment mask keeps examples apart and RoPE sees each from position 0; a row
+ * holds whole examples only (one that does not fit starts the next row), the rest is padding
+ * (mask 0, weight 0, segment -1). Caller-owned arrays of S values each. */
+typedef struct gt_pp_row {
+    int32_t *ids, *labels, *positions, *segments;
+    uint8_t *mask;
+    gt_real *weights;
+    int64_t used;       /* positions filled */
+    int32_t n_segments; /* examples placed */
+} gt_pp_row;
+
+void gt_pp_row_clear(const gt_pp_cfg *cfg, int32_t pad, gt_pp_row *row);
+/* 0: appended; 1: does not fit (row unchanged; start a new row); -1: error. */
+int gt_pp_pack_append(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,
+                      gt_pp_row *row, char *err, size_t errn);
 
 /* seq (S+1) and its response flags -> token ids, labels, padding mask, weights (S each). */
 void gt_pp_to_row(const gt_pp_cfg *cfg, int32_t pad, const int32_t *seq, const uint8_t *resp,

@@ -1,13 +1,17 @@
 /* Configs (every error class names file:line:col and the key), the effective-config round trip,
  * and the train / eval commands end to end on the tiny config. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "data/dataset.h"
+#include "data/preprocess.h"
 #include "train/config.h"
+#include "train/step.h"
 
 static int parse(const char *yaml, gt_config *c, char *err, size_t n) {
     gt_config_defaults(c);
@@ -126,6 +130,66 @@ START_TEST(bad_inputs_fail_with_one_line) {
 }
 END_TEST
 
+/* A packed row of three examples gives exactly the losses of the three examples in their own
+ * rows: segment masks keep attention apart and positions restart, so nothing leaks across. */
+START_TEST(packing_equals_separate_rows) {
+    char err[1024];
+    const char *root = getenv("GT_SHARED") ? getenv("GT_SHARED") : "../shared";
+    char tp[512];
+    snprintf(tp, sizeof tp, "%s/data/gemma3-tokenizer/tokenizer.json", root);
+    gt_tokenizer *tok;
+    ck_assert_msg(gt_tok_load(tp, &tok, err, sizeof err) == 0, "%s", err);
+    gt_dataset ds;
+    ck_assert(gt_dataset_open("tests/fixtures/debian-train-200.jsonl", GT_DS_AUTO, false, &ds, err, sizeof err) == 0);
+    gt_gemma_config mc;
+    gt_gemma_config_defaults(&mc, 3);
+    mc.vocab_size = 262144;
+    mc.num_layers = 2;
+    mc.hidden_dim = 16;
+    mc.intermediate_dim = 32;
+    mc.num_query_heads = 2;
+    mc.num_kv_heads = 1;
+    mc.head_dim = 8;
+    mc.sliding_window = 5; /* layer 0 local, layer 1 local: windows inside packed rows too */
+    gt_gemma *m;
+    ck_assert(gt_gemma_create(&mc, false, &m, err, sizeof err) == 0);
+    gt_gemma_init_random(m, 5, 0.5);
+    enum { S = 32, P = 96 };
+    gt_pp_cfg one = {S, true, true, GT_TEMPLATE_NONE}, packed = {P, true, true, GT_TEMPLATE_NONE};
+    int32_t ids[3 * S], labels[3 * S], pids[P], plabels[P], pos[P], seg[P];
+    uint8_t mask[3 * S], pmask[P];
+    float w[3 * S], pw[P];
+    gt_pp_row row = {pids, plabels, pos, seg, pmask, pw, 0, 0};
+    gt_pp_row_clear(&packed, gt_tok_pad(tok), &row);
+    for (int k = 0; k < 3; k++) {
+        gt_example ex;
+        ck_assert(gt_dataset_read(&ds, k, &ex, err, sizeof err) == 0);
+        ck_assert(gt_pp_example(tok, &one, &ex, ids + k * S, labels + k * S, mask + k * S, w + k * S, err, sizeof err) == 0);
+        ck_assert_int_eq(gt_pp_pack_append(tok, &packed, &ex, &row, err, sizeof err), 0);
+        gt_example_free(&ex);
+    }
+    ck_assert_int_eq(row.n_segments, 3);
+    ck_assert(pos[0] == 0 && seg[0] == 0 && seg[row.used - 1] == 2 && seg[row.used] == -1);
+    int restarts = 0;
+    for (int t = 1; t < row.used; t++) restarts += pos[t] == 0 && seg[t] == seg[t - 1] + 1;
+    ck_assert_int_eq(restarts, 2);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_micro_batch sep = {{.batch = 3, .seq = S, .token_ids = ids, .padding_mask = mask}, labels, w};
+    gt_micro_batch pk = {{.batch = 1, .seq = P, .token_ids = pids, .padding_mask = pmask, .positions = pos,
+                          .segment_ids = seg}, plabels, pw};
+    double a, aw, b, bw;
+    ck_assert_msg(gt_step_eval(&ctx, m, &sep, 64, &a, &aw, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gt_step_eval(&ctx, m, &pk, 64, &b, &bw, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert(aw == bw && aw > 0);
+    ck_assert_msg(fabs(a - b) <= 1e-5 * fabs(a), "separate %.8g vs packed %.8g", a, b);
+    gt_ctx_free(&ctx);
+    gt_gemma_free(m);
+    gt_dataset_close(&ds);
+    gt_tok_free(tok);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("train");
@@ -134,6 +198,7 @@ int main(void) {
     tcase_add_test(tc, effective_config_round_trip);
     tcase_add_test(tc, tiny_config_trains_and_eval_loss_falls);
     tcase_add_test(tc, bad_inputs_fail_with_one_line);
+    tcase_add_test(tc, packing_equals_separate_rows);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -47,6 +47,7 @@ static const row schema[] = {
     {"data.format", T_ENUM, F(data.format), "auto", 0, 0, "auto|prompt_response|text|chat", 0},
     {"data.sequence_length", T_INT, F(data.sequence_length), "256", 2, 1 << 20, NULL, 0},
     {"data.template", T_ENUM, F(data.template_), "none", 0, 0, "none|gemma_chat", 0},
+    {"data.packing", T_BOOL, F(data.packing), "false", 0, 0, NULL, 0}, /* several examples per row */
     {"data.shuffle", T_BOOL, F(data.shuffle), "true", 0, 0, NULL, 0},
     {"data.shuffle_seed", T_INT, F(data.shuffle_seed), "0", 0, BIG, NULL, 0},
     {"data.add_start_token", T_BOOL, F(data.add_start_token), "true", 0, 0, NULL, 0},

@@ -33,7 +33,7 @@ typedef struct gt_config {
     struct {
         char train[GT_CFG_STR], eval[GT_CFG_STR], format[32], template_[32], on_bad_line[16];
         int64_t sequence_length, shuffle_seed;
-        bool shuffle, add_start_token, add_end_token;
+        bool shuffle, add_start_token, add_end_token, packing;
     } data;
     struct {
         bool enabled;

@@ -39,6 +39,9 @@ typedef struct job {
     int32_t *ids, *labels;
     uint8_t *mask;
     gt_real *weights;
+    int32_t *positions, *segments; /* packing only */
+    gt_example carry;              /* packing: the example that did not fit the last row */
+    bool has_carry;
 } job;
 
 static void job_free(job *j) {
@@ -47,6 +50,9 @@ static void job_free(job *j) {
     free(j->labels);
     free(j->mask);
     free(j->weights);
+    free(j->positions);
+    free(j->segments);
+    if (j->has_carry) gt_example_free(&j->carry);
     gt_lora_free(j->lora);
     gt_tok_free(j->tok);
     gt_gemma_free(j->model);
@@ -139,6 +145,11 @@ static int alloc_rows(job *j, int64_t rows, char *err, size_t errn) {
     j->labels = malloc(n * sizeof *j->labels);
     j->mask = malloc(n);
     j->weights = malloc(n * sizeof *j->weights);
+    if (j->cfg->data.packing) {
+        j->positions = malloc(n * sizeof *j->positions);
+        j->segments = malloc(n * sizeof *j->segments);
+        if (!j->positions || !j->segments) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
+    }
     if (!j->ids || !j->labels || !j->mask || !j->weights) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
     j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token,
                         !strcmp(j->cfg->data.template_, "gemma_chat") ? GT_TEMPLATE_GEMMA_CHAT : GT_TEMPLATE_NONE};
@@ -158,6 +169,26 @@ static int fill_row(job *j, int64_t r, const gt_example *ex, char *err, size_t e
     if (gt_pp_example(j->tok, &j->pp, ex, j->ids + o, j->labels + o, j->mask + o, j->weights + o, e, sizeof e))
         return snprintf(err, errn, "line %lld: %s", (long long)ex->line, e), -1;
     return 0;
+}
+
+/* Packing: fill row r with whole examples from the dataset (the one that does not fit is kept for
+ * the next row). */
+static int fill_packed_row(job *j, gt_dataset *ds, int64_t r, char *err, size_t errn) {
+    int64_t o = r * j->S;
+    gt_pp_row row = {j->ids + o, j->labels + o, j->positions + o, j->segments + o, j->mask + o, j->weights + o, 0, 0};
+    gt_pp_row_clear(&j->pp, gt_tok_pad(j->tok), &row);
+    for (;;) {
+        if (!j->has_carry) {
+            if (gt_dataset_next(ds, &j->carry, NULL, err, errn)) return -1;
+            j->has_carry = true;
+        }
+        char e[512];
+        int rc = gt_pp_pack_append(j->tok, &j->pp, &j->carry, &row, e, sizeof e);
+        if (rc < 0) return snprintf(err, errn, "line %lld: %s", (long long)j->carry.line, e), -1;
+        if (rc == 1) return 0; /* row full: the carried example opens the next one */
+        gt_example_free(&j->carry);
+        j->has_carry = false;
+    }
 }
 
 typedef struct {
@@ -293,6 +324,10 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
     int64_t tokens = 0, step;
     for (step = 0; step < c->train.steps && !g_stop; step++) {
         for (int64_t r = 0; r < B; r++) {
+            if (c->data.packing) {
+                if (fill_packed_row(&j, &train, r, err, errn)) goto stop;
+                continue;
+            }
             gt_example ex;
             if (gt_dataset_next(&train, &ex, NULL, err, errn)) goto stop;
             int frc = fill_row(&j, r, &ex, err, errn);
@@ -301,7 +336,9 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
         }
         for (int64_t k = 0; k < n_micro; k++) {
             int64_t o = k * mb * j.S;
-            mbs[k] = (gt_micro_batch){{.batch = mb, .seq = j.S, .token_ids = j.ids + o, .padding_mask = j.mask + o},
+            mbs[k] = (gt_micro_batch){{.batch = mb, .seq = j.S, .token_ids = j.ids + o, .padding_mask = j.mask + o,
+                                       .positions = j.positions ? j.positions + o : NULL,
+                                       .segment_ids = j.segments ? j.segments + o : NULL},
                                       j.labels + o, j.weights + o};
         }
         double lr = gt_schedule_lr(&sched, step);
