@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/rng.h"
+
 void gt_example_free(gt_example *e) {
     free(e->prompt);
     free(e->response);
@@ -190,19 +192,12 @@ int gt_dataset_read(gt_dataset *ds, int64_t i, gt_example *ex, char *err, size_t
     return rc;
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static void build_order(gt_dataset *ds) {
     for (int64_t i = 0; i < ds->n; i++) ds->order[i] = i;
     if (!ds->shuffle) return;
     uint64_t s = ds->seed ^ (0xA0761D6478BD642Full * (uint64_t)(ds->epoch + 1));
     for (int64_t i = ds->n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(splitmix64(&s) % (uint64_t)(i + 1));
+        int64_t j = (int64_t)(gt_rng_next(&s) % (uint64_t)(i + 1));
         int64_t t = ds->order[i];
         ds->order[i] = ds->order[j];
         ds->order[j] = t;

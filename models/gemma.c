@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/rng.h"
+
 /* ---------------------------------------------------------------- parameter table */
 
 typedef struct {
@@ -115,16 +117,9 @@ gt_tensor *gt_gemma_find(const gt_gemma *m, const char *name) {
     return NULL;
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static double normal01(uint64_t *s) {
-    double u1 = ((double)(splitmix64(s) >> 11) + 0.5) / 9007199254740992.0;
-    double u2 = (double)(splitmix64(s) >> 11) / 9007199254740992.0;
+    double u1 = ((double)(gt_rng_next(s) >> 11) + 0.5) / 9007199254740992.0;
+    double u2 = gt_rng_uniform(s);
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 

@@ -5,14 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t next_u64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s) { return (double)(next_u64(s) >> 11) / 9007199254740992.0; }
+#include "autograd/rng.h"
 
 void gt_sampler_init(gt_sampler *s, gt_sampler_kind kind) {
     memset(s, 0, sizeof *s);
@@ -90,7 +83,7 @@ int32_t gt_sampler_next(gt_sampler *s, const gt_real *logits, int64_t V) {
     }
     double mass = 0;
     for (int64_t i = 0; i < n; i++) mass += c[i].p;
-    double u = uniform01(&s->state) * mass, acc = 0;
+    double u = gt_rng_uniform(&s->state) * mass, acc = 0;
     int32_t pick = c[n - 1].id;
     for (int64_t i = 0; i < n; i++) {
         acc += c[i].p;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/rng.h"
+
 static const char *const target_names[GT_LORA_NTARGETS] = {
     "query", "key", "value", "attention_output", "ffw_gating", "ffw_gating_2", "ffw_linear"};
 
@@ -42,13 +44,6 @@ static const char *layer_path(gt_lora_target t) {
     case GT_LORA_UP: return "ffw_gating_2";
     default: return "ffw_linear";
     }
-}
-
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 int gt_lora_create(const gt_lora_dims *dims, int64_t rank, double alpha, unsigned targets,
@@ -93,7 +88,7 @@ int gt_lora_create(const gt_lora_dims *dims, int64_t rank, double alpha, unsigne
                     /* He-uniform on Keras' A shape: fan_in = prod(kernel.shape[:-1]) = g * in */
                     double limit = sqrt(6.0 / (double)(g * in));
                     for (int64_t e = 0; e < in * g * rank; e++) {
-                        double u = (double)(splitmix64(&seed) >> 11) / 9007199254740992.0;
+                        double u = gt_rng_uniform(&seed);
                         ad->a.data[e] = (gt_real)((2 * u - 1) * limit);
                     }
                 }
