@@ -4,6 +4,7 @@
 #include <tgmath.h>
 
 #include "autograd/blas.h"
+#include "autograd/rowmath.h"
 
 /* Query rows go through the GEMMs in blocks of GT_ATTN_QBLOCK so that a causal or sliding-window
  * block multiplies only the key columns [lo, hi) some row of it can see; every probability
@@ -54,35 +55,6 @@ static inline bool key_visible(const uint8_t *mask, const int32_t *seg, int32_t 
     return (!mask || mask[j]) && (!seg || seg[j] == qseg);
 }
 
-#ifdef GT_REAL_DOUBLE
-static inline gt_real attn_exp(gt_real x) { return exp(x); }
-#else
-/* expf for the softmax, written so that its loops vectorize (glibc's expf is a scalar call and
- * made the fp32 softmax cost as much as a GEMM): x = n ln2 + r with |r| <= ln2/2 (two-part
- * ln2), e^r by its degree-7 Taylor polynomial, times 2^n built in the exponent bits. Relative
- * error < 1e-7 (about 2 ulp) on [-87, 88]; 0 below -87 (no subnormals); NaN passes through. */
-static inline float attn_exp(float x) {
-    float xc = x < -87.0f ? -87.0f : (x == x ? x : 0.0f); /* NaN: keep the bit tricks defined */
-    xc = xc > 88.0f ? 88.0f : xc;
-    float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest integer */
-    float r = xc - n * 0.693145752f;
-    r = r - n * 1.42860677e-06f;
-    float e = 1.0f / 5040;
-    e = e * r + 1.0f / 720;
-    e = e * r + 1.0f / 120;
-    e = e * r + 1.0f / 24;
-    e = e * r + 1.0f / 6;
-    e = e * r + 0.5f;
-    e = e * r + 1.0f;
-    e = e * r + 1.0f;
-    union {
-        uint32_t i;
-        float f;
-    } two_n = {.i = (uint32_t)((int32_t)n + 127) << 23};
-    float y = x < -87.0f ? 0.0f : e * two_n.f;
-    return x == x ? y : x;
-}
-#endif
 
 /* One query row: p holds scale*q.k on [lo, hi) (garbage elsewhere) and leaves as the
  * probabilities over all S keys. mask/seg point at batch b's row (or NULL). Invisible keys are
@@ -116,14 +88,14 @@ static void softmax_row(gt_real *p, int64_t S, int64_t lo, int64_t hi, const uin
     if (all) {
 #pragma omp simd reduction(+ : sum)
         for (int64_t j = lo; j < hi; j++) {
-            gt_real e = attn_exp(p[j] - m);
+            gt_real e = gt_exp_inline(p[j] - m);
             p[j] = e;
             sum += e;
         }
     } else {
 #pragma omp simd reduction(+ : sum)
         for (int64_t j = lo; j < hi; j++) {
-            gt_real e = attn_exp(p[j] - m);
+            gt_real e = gt_exp_inline(p[j] - m);
             e = key_visible(mask, seg, qseg, j) ? e : 0;
             p[j] = e;
             sum += e;

@@ -4,6 +4,7 @@
 #include <tgmath.h>
 
 #include "autograd/blas.h"
+#include "autograd/rowmath.h"
 
 /* Below this many elements a loop runs on one thread: fork/join would cost more than it saves. */
 #define PAR_MIN ((int64_t)1 << 15)
@@ -250,7 +251,7 @@ gt_tensor *gt_softcap(gt_ctx *ctx, gt_tensor *x, double cap) {
  * for negative x, where the tanh form loses most of its digits in fp32. */
 static inline gt_real gelu_sig(gt_real x) {
     gt_real u = (gt_real)GELU_K0 * (x + (gt_real)GELU_K1 * x * x * x);
-    return 1 / (1 + exp(-2 * u));
+    return 1 / (1 + gt_exp_inline(-2 * u));
 }
 
 static inline gt_real gelu_val(gt_real x) { return x * gelu_sig(x); }
