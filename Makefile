@@ -80,6 +80,10 @@ $(BUILD)/%.o: %.c
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
 
+# The optimizer's element loop (sqrt per value) vectorises only when sqrt need not set errno;
+# the results are the same (sqrt is exact either way), the update about 4x faster.
+$(BUILD)/train/optim.o: CFLAGS += -fno-math-errno
+
 $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_F32)): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_AUX_OBJ) $(BUILD)/libgemmatrain.a
 	@echo "LD $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
