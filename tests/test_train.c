@@ -1,5 +1,4 @@
-/* Configs (every error class names file:line:col and the key), the effective-config round trip,
- * and the train / eval commands end to end on the tiny config. */
+/* The train / eval commands end to end on the tiny config (the config itself: test_config.c). */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,68 +11,6 @@
 #include "data/preprocess.h"
 #include "train/config.h"
 #include "train/step.h"
-
-static int parse(const char *yaml, gt_config *c, char *err, size_t n) {
-    gt_config_defaults(c);
-    return gt_config_parse_text(yaml, strlen(yaml), "job.yaml", c, err, n);
-}
-
-START_TEST(config_errors_name_the_place) {
-    gt_config c;
-    char err[1024];
-    ck_assert_int_ne(parse("optimizer:\n  lr: 1e-4\n", &c, err, sizeof err), 0);
-    ck_assert_str_eq(err, "job.yaml:2:3: unknown key 'optimizer.lr' (did you mean 'optimizer.learning_rate'?)");
-    ck_assert_int_ne(parse("optimizer:\n  learning_rate: fast\n", &c, err, sizeof err), 0);
-    ck_assert_str_eq(err, "job.yaml:2:18: optimizer.learning_rate: expected a number, got 'fast'");
-    ck_assert_int_ne(parse("lora:\n  rank: 0\n", &c, err, sizeof err), 0);
-    ck_assert_msg(strstr(err, "job.yaml:2:9: lora.rank: 0 is out of range"), "%s", err);
-    ck_assert_int_ne(parse("data:\n  format: csv\n", &c, err, sizeof err), 0);
-    ck_assert_msg(strstr(err, "data.format: 'csv' is not one of auto,prompt_response,text,chat"), "%s", err);
-    ck_assert_int_ne(parse("train:\n  steps: 5\n  steps: 6\n", &c, err, sizeof err), 0);
-    ck_assert_msg(strstr(err, "job.yaml:3:3: duplicate key 'train.steps'"), "%s", err);
-    ck_assert_int_ne(parse("train: [1, 2\n", &c, err, sizeof err), 0);
-    ck_assert_msg(strstr(err, "job.yaml:") && strstr(err, "malformed YAML"), "%s", err);
-    ck_assert_int_ne(parse("data:\n  shuffle: maybe\n", &c, err, sizeof err), 0);
-    ck_assert_msg(strstr(err, "data.shuffle: expected true or false, got 'maybe'"), "%s", err);
-    ck_assert_int_ne(parse("lora:\n  targets: [query, mlp]\n", &c, err, sizeof err), 0);
-    ck_assert_msg(strstr(err, "lora.targets: 'mlp' is not one of"), "%s", err);
-    ck_assert_int_ne(parse("train: 5\n", &c, err, sizeof err), 0);
-    ck_assert_msg(strstr(err, "'train' must be a mapping"), "%s", err);
-    /* overrides */
-    gt_config_defaults(&c);
-    ck_assert_int_ne(gt_config_override(&c, "optimizer.lr=1e-4", err, sizeof err), 0);
-    ck_assert_str_eq(err, "override 'optimizer.lr=1e-4': unknown key 'optimizer.lr' (did you mean 'optimizer.learning_rate'?)");
-    ck_assert_int_eq(gt_config_override(&c, "optimizer.learning_rate=1e-4", err, sizeof err), 0);
-    ck_assert(c.optimizer.learning_rate == 1e-4);
-    ck_assert_int_eq(gt_config_override(&c, "lora.targets=[query, key, value]", err, sizeof err), 0);
-    ck_assert_int_eq(c.lora.n_targets, 3);
-    ck_assert_int_ne(gt_config_override(&c, "train.steps=ten", err, sizeof err), 0);
-    ck_assert_msg(strstr(err, "override 'train.steps=ten': train.steps: expected an integer"), "%s", err);
-    /* missing file and cross-field checks */
-    ck_assert_int_ne(gt_config_load("configs/no-such.yaml", NULL, 0, &c, err, sizeof err), 0);
-    ck_assert_str_eq(err, "configs/no-such.yaml: No such file or directory");
-    ck_assert_int_eq(parse("data:\n  train: x.jsonl\nmodel:\n  preset: gemma3_270m\ntrain:\n  batch_size: 6\n  micro_batch_size: 4\n", &c, err, sizeof err), 0);
-    ck_assert_int_ne(gt_config_check(&c, err, sizeof err), 0);
-    ck_assert_msg(strstr(err, "train.batch_size (6) must be a multiple of train.micro_batch_size (4)"), "%s", err);
-}
-END_TEST
-
-START_TEST(effective_config_round_trip) {
-    gt_config a, b;
-    char err[1024];
-    ck_assert_msg(gt_config_load("configs/tiny.yaml", (char *[]){"optimizer.learning_rate=3e-4", "lora.targets=[value]"}, 2,
-                                 &a, err, sizeof err) == 0, "%s", err);
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    gt_config_write(&a, f);
-    fclose(f);
-    gt_config_defaults(&b);
-    ck_assert_msg(gt_config_parse_text(buf, len, "effective.yaml", &b, err, sizeof err) == 0, "%s\n%s", err, buf);
-    ck_assert(memcmp(&a, &b, sizeof a) == 0);
-    free(buf);
-}
-END_TEST
 
 static int run(const char *args, char *out, size_t n) {
     char cmd[2048];
@@ -120,6 +57,33 @@ START_TEST(tiny_config_trains_and_eval_loss_falls) {
 }
 END_TEST
 
+/* train.epochs sets the run's length from the data: ceil(2 epochs x 10 examples / 4) = 5 steps */
+START_TEST(epochs_set_the_step_count) {
+    static char out[1 << 16];
+    char data[64], args[512], line[1024];
+    snprintf(data, sizeof data, "/tmp/gt-test-epochs-%d.jsonl", (int)getpid());
+    FILE *in = fopen("tests/fixtures/debian-eval-50.jsonl", "r"), *f = fopen(data, "w");
+    ck_assert(in && f);
+    for (int i = 0; i < 10 && fgets(line, sizeof line, in); i++) fputs(line, f);
+    fclose(in);
+    fclose(f);
+    snprintf(args, sizeof args,
+             "train configs/tiny.yaml train.steps=0 train.epochs=2 data.train=%s data.eval= "
+             "train.batch_size=4 train.micro_batch_size=4 data.sequence_length=16 logging.every_steps=100",
+             data);
+    int rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    ck_assert_msg(strstr(out, "step 5/5 loss") && strstr(out, "done after 5 steps"), "%s", out);
+    /* the effective config printed at the start */
+    ck_assert_msg(strstr(out, "\n  epochs: 2\n") && strstr(out, "\n  steps: 0\n"), "%s", out);
+    strcat(args, " schedule.warmup_steps=6");
+    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    unlink(data);
+    ck_assert_msg(strstr(out, "schedule.warmup_steps (6) exceeds the run's 5 steps "
+                              "(train.epochs 2 x 10 examples / train.batch_size 4)"), "%s", out);
+}
+END_TEST
+
 START_TEST(bad_inputs_fail_with_one_line) {
     static char out[1 << 16];
     ck_assert_int_eq(run("train configs/tiny.yaml data.train=/nonexistent/train.jsonl", out, sizeof out), 1);
@@ -127,6 +91,8 @@ START_TEST(bad_inputs_fail_with_one_line) {
     ck_assert_int_eq(run("train configs/tiny.yaml optimizer.lr=1", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "did you mean 'optimizer.learning_rate'"), "%s", out);
     ck_assert_int_eq(run("train", out, sizeof out), 2);
+    ck_assert_int_eq(run("train --keys", out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "| `optimizer.learning_rate` | number | `5e-5` | (0, 10] |"), "%s", out);
 }
 END_TEST
 
@@ -194,9 +160,8 @@ int main(void) {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("train");
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, config_errors_name_the_place);
-    tcase_add_test(tc, effective_config_round_trip);
     tcase_add_test(tc, tiny_config_trains_and_eval_loss_falls);
+    tcase_add_test(tc, epochs_set_the_step_count);
     tcase_add_test(tc, bad_inputs_fail_with_one_line);
     tcase_add_test(tc, packing_equals_separate_rows);
     suite_add_tcase(s, tc);

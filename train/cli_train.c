@@ -10,9 +10,14 @@ static int run(int argc, char **argv, bool train) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         fprintf(argc < 2 ? stderr : stdout,
                 "usage: gemmatrain %s CONFIG.yaml [key.path=value ...]\n"
-                "  overrides use the config's keys, e.g. optimizer.learning_rate=1e-4 train.steps=50\n"
-                "  (every key, its default and its range: README.md, 'Config reference')\n", name);
+                "       gemmatrain %s --keys    (every config key: type, default, allowed values, meaning)\n"
+                "  overrides use the config's keys, e.g. optimizer.learning_rate=1e-4 train.steps=50\n",
+                name, name);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--keys")) {
+        gt_config_reference(stdout);
+        return 0;
     }
     gt_config cfg;
     char err[2048];

@@ -5,97 +5,150 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
-typedef enum { T_STR, T_INT, T_FLOAT, T_BOOL, T_ENUM, T_LIST } ftype;
+#include "models/gemma_config.h"
 
-typedef struct {
-    const char *path;      /* dotted key */
+typedef enum { T_STR, T_INT, T_NUM, T_BOOL, T_ENUM, T_LIST } ftype;
+
+typedef struct row {
+    const char *path; /* dotted key */
     ftype type;
-    size_t off, size;      /* field; size of char arrays (per item for lists) */
-    const char *dflt;      /* default as YAML text (lists: comma-separated) */
-    double lo, hi;         /* numeric range */
-    const char *choices;   /* enums and list items: "a|b|c"; NULL = free */
-    size_t count_off;      /* lists: offset of the int count */
+    size_t off, size; /* field; for lists the size of one item */
+    const char *dflt; /* default as YAML text; lists: "[a, b]" */
+    const char *range; /* numbers: "[lo, hi]", "(lo, hi)", "[0, inf)"; enums and list items:
+                            "a|b|c" (NULL: free strings) */
+    size_t count_off; /* lists: offset of the int item count */
+    int (*valid)(const char *v, char *msg, size_t n); /* extra check of a string value */
+    const char *doc;
 } row;
 
-#define F(field) offsetof(gt_config, field), sizeof(((gt_config *)0)->field)
-#define L(field, cnt) offsetof(gt_config, field), sizeof(((gt_config *)0)->field[0])
-#define BIG 9.2e18
+static int valid_preset(const char *v, char *msg, size_t n);
 
+#define FLD(f) offsetof(gt_config, f), sizeof(((gt_config *)0)->f)
+#define STR(k, f, d, doc) {k, T_STR, FLD(f), d, NULL, 0, NULL, doc}
+#define ENUM(k, f, d, choices, doc) {k, T_ENUM, FLD(f), d, choices, 0, NULL, doc}
+#define BOOL(k, f, d, doc) {k, T_BOOL, FLD(f), d, NULL, 0, NULL, doc}
+#define INT(k, f, d, range, doc) {k, T_INT, FLD(f), d, range, 0, NULL, doc}
+#define NUM(k, f, d, range, doc) {k, T_NUM, FLD(f), d, range, 0, NULL, doc}
+#define LIST(k, f, n, d, choices, doc) \
+    {k, T_LIST, offsetof(gt_config, f), sizeof(((gt_config *)0)->f[0]), d, choices, offsetof(gt_config, n), \
+     NULL, doc}
+
+/* The schema. Rows of one section stay together (the writer opens a section when the prefix
+ * changes). Defaults follow KerasHub's Gemma LoRA fine-tuning tutorial: LoRA rank 4, sequence
+ * length 256, batch size 1, one epoch, AdamW with learning rate 5e-5 and weight decay 0.01
+ * excluding bias and scale, Keras' betas and epsilon. */
 static const row schema[] = {
-    /* model: a preset gives shapes; the architecture keys override it or build a custom model */
-    {"model.preset", T_STR, F(model.preset), "", 0, 0, NULL, 0},
-    {"model.weights", T_STR, F(model.weights), "", 0, 0, NULL, 0},        /* GGUF file; empty: random init */
-    {"model.dtype", T_ENUM, F(model.dtype), "float32", 0, 0, "float32", 0},
-    {"model.generation", T_INT, F(model.generation), "0", 0, 3, NULL, 0}, /* 0: from preset/weights */
-    {"model.vocab_size", T_INT, F(model.vocab_size), "0", 0, 2147483647, NULL, 0},
-    {"model.num_layers", T_INT, F(model.num_layers), "0", 0, 1024, NULL, 0},
-    {"model.hidden_dim", T_INT, F(model.hidden_dim), "0", 0, 65536, NULL, 0},
-    {"model.intermediate_dim", T_INT, F(model.intermediate_dim), "0", 0, 1 << 20, NULL, 0},
-    {"model.num_query_heads", T_INT, F(model.num_query_heads), "0", 0, 1024, NULL, 0},
-    {"model.num_key_value_heads", T_INT, F(model.num_key_value_heads), "0", 0, 1024, NULL, 0},
-    {"model.head_dim", T_INT, F(model.head_dim), "0", 0, 4096, NULL, 0},
-    {"model.sliding_window_size", T_INT, F(model.sliding_window_size), "-1", -1, 1 << 30, NULL, 0}, /* -1: default */
-    {"model.attention_logit_soft_cap", T_FLOAT, F(model.attention_logit_soft_cap), "-1", -1, 1e6, NULL, 0},
-    {"model.final_logit_soft_cap", T_FLOAT, F(model.final_logit_soft_cap), "-1", -1, 1e6, NULL, 0},
-    {"model.init_seed", T_INT, F(model.init_seed), "0", 0, BIG, NULL, 0},
-    {"model.init_std", T_FLOAT, F(model.init_std), "0.02", 0, 10, NULL, 0},
-    {"tokenizer", T_STR, F(tokenizer), "", 0, 0, NULL, 0},                /* empty: the model file's */
-    {"data.train", T_STR, F(data.train), "", 0, 0, NULL, 0},
-    {"data.eval", T_STR, F(data.eval), "", 0, 0, NULL, 0},
-    {"data.format", T_ENUM, F(data.format), "auto", 0, 0, "auto|prompt_response|text|chat", 0},
-    {"data.sequence_length", T_INT, F(data.sequence_length), "256", 2, 1 << 20, NULL, 0},
-    {"data.template", T_ENUM, F(data.template_), "none", 0, 0, "none|gemma_chat", 0},
-    {"data.packing", T_BOOL, F(data.packing), "false", 0, 0, NULL, 0}, /* several examples per row */
-    {"data.shuffle", T_BOOL, F(data.shuffle), "true", 0, 0, NULL, 0},
-    {"data.shuffle_seed", T_INT, F(data.shuffle_seed), "0", 0, BIG, NULL, 0},
-    {"data.add_start_token", T_BOOL, F(data.add_start_token), "true", 0, 0, NULL, 0},
-    {"data.add_end_token", T_BOOL, F(data.add_end_token), "true", 0, 0, NULL, 0},
-    {"data.on_bad_line", T_ENUM, F(data.on_bad_line), "fail", 0, 0, "fail|skip", 0},
-    {"lora.enabled", T_BOOL, F(lora.enabled), "true", 0, 0, NULL, 0},
-    {"lora.rank", T_INT, F(lora.rank), "4", 1, 4096, NULL, 0},
-    {"lora.alpha", T_FLOAT, F(lora.alpha), "0", 0, 1e6, NULL, 0},          /* 0: alpha = rank (Keras) */
-    {"lora.dropout", T_FLOAT, F(lora.dropout), "0", 0, 0, NULL, 0},       /* only 0: Keras has none */
-    {"lora.targets", T_LIST, L(lora.targets, 0), "query,value", 0, 0,
-     "query|key|value|attention_output|ffw_gating|ffw_gating_2|ffw_linear", offsetof(gt_config, lora.n_targets)},
-    {"lora.seed", T_INT, F(lora.seed), "0", 0, BIG, NULL, 0},
-    {"optimizer.name", T_ENUM, F(optimizer.name), "adamw", 0, 0, "adamw|adam|sgd", 0},
-    {"optimizer.learning_rate", T_FLOAT, F(optimizer.learning_rate), "5e-5", 0, 10, NULL, 0},
-    {"optimizer.beta_1", T_FLOAT, F(optimizer.beta_1), "0.9", 0, 0.999999, NULL, 0},
-    {"optimizer.beta_2", T_FLOAT, F(optimizer.beta_2), "0.999", 0, 0.9999999, NULL, 0},
-    {"optimizer.epsilon", T_FLOAT, F(optimizer.epsilon), "1e-7", 1e-30, 1, NULL, 0},
-    {"optimizer.weight_decay", T_FLOAT, F(optimizer.weight_decay), "0.01", 0, 1, NULL, 0},
-    {"optimizer.exclude_from_weight_decay", T_LIST, L(optimizer.exclude_from_weight_decay, 0), "bias,scale",
-     0, 0, NULL, offsetof(gt_config, optimizer.n_exclude)},
-    {"optimizer.momentum", T_FLOAT, F(optimizer.momentum), "0", 0, 0.999999, NULL, 0},
-    {"optimizer.clip_global_norm", T_FLOAT, F(optimizer.clip_global_norm), "0", 0, 1e9, NULL, 0},
-    {"schedule.name", T_ENUM, F(schedule.name), "constant", 0, 0, "constant|linear|cosine", 0},
-    {"schedule.warmup_steps", T_INT, F(schedule.warmup_steps), "0", 0, BIG, NULL, 0},
-    {"schedule.min_learning_rate", T_FLOAT, F(schedule.min_learning_rate), "0", 0, 10, NULL, 0},
-    {"train.batch_size", T_INT, F(train.batch_size), "1", 1, 1 << 20, NULL, 0},
-    {"train.micro_batch_size", T_INT, F(train.micro_batch_size), "0", 0, 1 << 20, NULL, 0}, /* 0: batch_size */
-    {"train.steps", T_INT, F(train.steps), "100", 1, BIG, NULL, 0},
-    {"train.loss_normalization", T_ENUM, F(train.loss_normalization), "tokens", 0, 0, "tokens|keras", 0},
-    {"train.seed", T_INT, F(train.seed), "0", 0, BIG, NULL, 0},
-    {"train.threads", T_INT, F(train.threads), "0", 0, 1024, NULL, 0},     /* 0: all cores */
-    {"train.chunk_rows", T_INT, F(train.chunk_rows), "128", 1, 1 << 20, NULL, 0}, /* LM-head rows per chunk */
-    {"train.full_finetune", T_BOOL, F(train.full_finetune), "false", 0, 0, NULL, 0},
-    {"train.on_nonfinite", T_ENUM, F(train.on_nonfinite), "stop", 0, 0, "stop|skip", 0},
-    {"eval.every_steps", T_INT, F(eval.every_steps), "0", 0, BIG, NULL, 0},    /* 0: at the end only */
-    {"eval.max_examples", T_INT, F(eval.max_examples), "0", 0, BIG, NULL, 0},  /* 0: all */
-    {"eval.batch_size", T_INT, F(eval.batch_size), "4", 1, 1 << 20, NULL, 0},
-    {"eval.per_example_output", T_STR, F(eval.per_example_output), "", 0, 0, NULL, 0},
-    {"checkpoint.dir", T_STR, F(checkpoint.dir), "", 0, 0, NULL, 0},
-    {"checkpoint.every_steps", T_INT, F(checkpoint.every_steps), "0", 0, BIG, NULL, 0},
-    {"checkpoint.keep", T_INT, F(checkpoint.keep), "3", 1, 1000, NULL, 0},
-    {"checkpoint.resume", T_STR, F(checkpoint.resume), "none", 0, 0, NULL, 0},
-    {"logging.metrics", T_STR, F(logging.metrics), "", 0, 0, NULL, 0},
-    {"logging.every_steps", T_INT, F(logging.every_steps), "1", 1, BIG, NULL, 0},
-    {"logging.progress", T_ENUM, F(logging.progress), "auto", 0, 0, "auto|bar|plain", 0},
-    {"output_dir", T_STR, F(output_dir), "", 0, 0, NULL, 0},
+    {"model.preset", T_STR, FLD(model.preset), "", NULL, 0, valid_preset,
+     "KerasHub preset name (gemma3_270m, ...): the shapes; empty: model.weights or a custom model"},
+    STR("model.weights", model.weights, "", "model file to start from (GGUF); empty: random init"),
+    ENUM("model.dtype", model.dtype, "float32", "float32", "parameter and compute type"),
+    INT("model.generation", model.generation, "0", "[0, 3]",
+        "Gemma generation of a custom model (1-3); 0: the preset's"),
+    INT("model.vocab_size", model.vocab_size, "0", "[0, 2147483647]", "vocabulary size; 0: the preset's"),
+    INT("model.num_layers", model.num_layers, "0", "[0, 1024]", "decoder blocks; 0: the preset's"),
+    INT("model.hidden_dim", model.hidden_dim, "0", "[0, 65536]", "model width; 0: the preset's"),
+    INT("model.intermediate_dim", model.intermediate_dim, "0", "[0, 1048576]",
+        "width of one MLP branch; 0: the preset's"),
+    INT("model.num_query_heads", model.num_query_heads, "0", "[0, 1024]", "query heads; 0: the preset's"),
+    INT("model.num_key_value_heads", model.num_key_value_heads, "0", "[0, 1024]",
+        "key/value heads (grouped-query); 0: the preset's"),
+    INT("model.head_dim", model.head_dim, "0", "[0, 4096]", "width of one head; 0: the preset's"),
+    INT("model.sliding_window_size", model.sliding_window_size, "-1", "[-1, 1073741824]",
+        "local attention window in tokens; 0: no local layers; -1: the preset's"),
+    NUM("model.attention_logit_soft_cap", model.attention_logit_soft_cap, "-1", "[-1, 1e6]",
+        "c in c*tanh(logits/c) on attention scores; 0: none; -1: the preset's"),
+    NUM("model.final_logit_soft_cap", model.final_logit_soft_cap, "-1", "[-1, 1e6]",
+        "soft-cap on the output logits; 0: none; -1: the preset's"),
+    INT("model.init_seed", model.init_seed, "-1", "[-1, inf)",
+        "seed of the random init (no model.weights); -1: train.seed"),
+    NUM("model.init_std", model.init_std, "0.02", "[0, 10]", "standard deviation of the random init"),
+    STR("tokenizer", tokenizer, "",
+        "tokenizer file (tokenizer.json, .spm or .gguf); empty: the one in model.weights"),
+    STR("data.train", data.train, "", "training data, a JSONL file"),
+    STR("data.eval", data.eval, "", "evaluation data, a JSONL file; empty: no eval"),
+    ENUM("data.format", data.format, "auto", "auto|prompt_response|text|chat",
+         "record form: {prompt, response}, {text} or {messages}; auto: from each file's first record"),
+    INT("data.sequence_length", data.sequence_length, "256", "[2, 1048576]",
+        "tokens per row (prompt, response and special tokens)"),
+    ENUM("data.template", data.template_, "none", "none|gemma_chat",
+         "prompt template; gemma_chat: Gemma's turn markers"),
+    BOOL("data.packing", data.packing, "false",
+         "pack several examples into one row (not supported yet: must be false)"),
+    BOOL("data.shuffle", data.shuffle, "true", "reshuffle the training data every epoch"),
+    INT("data.shuffle_seed", data.shuffle_seed, "-1", "[-1, inf)", "seed of the shuffle; -1: train.seed"),
+    BOOL("data.add_start_token", data.add_start_token, "true", "prepend <bos>"),
+    BOOL("data.add_end_token", data.add_end_token, "true", "append <eos>"),
+    ENUM("data.on_bad_line", data.on_bad_line, "fail", "fail|skip",
+         "a malformed JSONL record stops the job, or is skipped and counted"),
+    BOOL("lora.enabled", lora.enabled, "true", "train LoRA adapters (else train.full_finetune must be true)"),
+    INT("lora.rank", lora.rank, "4", "[1, 4096]", "adapter rank"),
+    NUM("lora.alpha", lora.alpha, "0", "[0, 1e6]", "scale is alpha/rank; 0: alpha = rank (Keras)"),
+    NUM("lora.dropout", lora.dropout, "0", "[0, 1)",
+        "dropout on the adapter input (Keras' LoRA has none; only 0 for now)"),
+    LIST("lora.targets", lora.targets, lora.n_targets, "[query, value]",
+         "query|key|value|attention_output|ffw_gating|ffw_gating_2|ffw_linear", "layers that get adapters"),
+    INT("lora.seed", lora.seed, "-1", "[-1, inf)", "seed of the adapters' init; -1: train.seed"),
+    ENUM("optimizer.name", optimizer.name, "adamw", "adamw|adam|sgd", "optimizer"),
+    NUM("optimizer.learning_rate", optimizer.learning_rate, "5e-5", "(0, 10]", "peak learning rate"),
+    NUM("optimizer.beta_1", optimizer.beta_1, "0.9", "[0, 1)", "Adam first-moment decay"),
+    NUM("optimizer.beta_2", optimizer.beta_2, "0.999", "[0, 1)", "Adam second-moment decay"),
+    NUM("optimizer.epsilon", optimizer.epsilon, "1e-7", "(0, 1]", "Adam epsilon (Keras' default)"),
+    NUM("optimizer.weight_decay", optimizer.weight_decay, "0.01", "[0, 1]",
+        "decoupled weight decay (adamw), L2 (sgd)"),
+    LIST("optimizer.exclude_from_weight_decay", optimizer.exclude_from_weight_decay, optimizer.n_exclude,
+         "[bias, scale]", NULL, "variables whose path contains one of these words get no weight decay"),
+    NUM("optimizer.momentum", optimizer.momentum, "0", "[0, 1)", "momentum (sgd only)"),
+    NUM("optimizer.clip_global_norm", optimizer.clip_global_norm, "0", "[0, 1e9]",
+        "clip gradients to this global norm; 0: off"),
+    ENUM("schedule.name", schedule.name, "constant", "constant|linear|cosine",
+         "learning-rate decay after warmup"),
+    INT("schedule.warmup_steps", schedule.warmup_steps, "0", "[0, inf)", "linear warmup steps"),
+    NUM("schedule.min_learning_rate", schedule.min_learning_rate, "0", "[0, 10]",
+        "floor of the linear and cosine decays"),
+    NUM("schedule.min_learning_rate_ratio", schedule.min_learning_rate_ratio, "0", "[0, 1]",
+        "the floor as a fraction of optimizer.learning_rate (instead of min_learning_rate)"),
+    INT("train.batch_size", train.batch_size, "1", "[1, 1048576]", "examples per optimizer step (global)"),
+    INT("train.micro_batch_size", train.micro_batch_size, "0", "[0, 1048576]",
+        "examples per forward/backward (gradient accumulation); 0: batch_size"),
+    INT("train.steps", train.steps, "0", "[0, inf)", "optimizer steps; 0: from train.epochs"),
+    INT("train.epochs", train.epochs, "0", "[0, 1000000]",
+        "passes over data.train; 0: from train.steps (1 when neither is given)"),
+    ENUM("train.loss_normalization", train.loss_normalization, "tokens", "tokens|keras",
+         "loss divisor: the batch's weighted tokens, or batch x sequence_length (KerasHub)"),
+    INT("train.seed", train.seed, "0", "[0, inf)",
+        "base seed: model.init_seed, data.shuffle_seed and lora.seed default to it"),
+    INT("train.threads", train.threads, "0", "[0, 1024]",
+        "threads for the engine and OpenBLAS; 0: GT_THREADS or all cores"),
+    INT("train.chunk_rows", train.chunk_rows, "128", "[1, 1048576]",
+        "LM-head rows per chunk (memory vs speed)"),
+    BOOL("train.full_finetune", train.full_finetune, "false",
+         "train every weight (else LoRA must be enabled)"),
+    ENUM("train.on_nonfinite", train.on_nonfinite, "stop", "stop|skip",
+         "a NaN/Inf loss or gradient stops the run, or skips the step"),
+    INT("eval.every_steps", eval.every_steps, "0", "[0, inf)",
+        "evaluate every N steps; 0: before and after training only"),
+    INT("eval.max_examples", eval.max_examples, "0", "[0, inf)", "evaluate the first N examples; 0: all"),
+    INT("eval.batch_size", eval.batch_size, "4", "[1, 1048576]", "examples per eval forward"),
+    STR("eval.per_example_output", eval.per_example_output, "",
+        "JSONL file of per-example losses (gemmatrain eval); empty: none"),
+    STR("checkpoint.dir", checkpoint.dir, "", "checkpoint directory; empty: no checkpoints"),
+    INT("checkpoint.every_steps", checkpoint.every_steps, "0", "[0, inf)",
+        "save every N steps; 0: at the end only"),
+    INT("checkpoint.keep", checkpoint.keep, "3", "[1, 1000]", "checkpoints kept (oldest removed)"),
+    STR("checkpoint.resume", checkpoint.resume, "none",
+        "none, latest (in checkpoint.dir) or a checkpoint path"),
+    STR("logging.metrics", logging.metrics, "", "JSONL file of step and eval metrics; empty: none"),
+    INT("logging.every_steps", logging.every_steps, "1", "[1, inf)", "log every N steps"),
+    ENUM("logging.progress", logging.progress, "auto", "auto|bar|plain",
+         "progress display; auto: a bar on a terminal"),
+    STR("output_dir", output_dir, "", "directory for outputs (the effective config.yaml, ...); empty: none"),
 };
 #define N_ROWS (sizeof schema / sizeof schema[0])
+
+/* ---- small helpers ---- */
 
 static const row *find_row(const char *path) {
     for (size_t i = 0; i < N_ROWS; i++)
@@ -110,15 +163,18 @@ static bool is_section(const char *path) {
     return false;
 }
 
+/* Case-insensitive Levenshtein distance with '-' == '_'. */
 static size_t edit_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b), prev[128], cur[128];
-    if (la > 127 || lb > 127) return 99;
+    if (la > 127 || lb > 127) return 999;
     for (size_t j = 0; j <= lb; j++) prev[j] = j;
     for (size_t i = 1; i <= la; i++) {
         cur[0] = i;
         for (size_t j = 1; j <= lb; j++) {
-            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+            int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
+            if (ca == '-') ca = '_';
+            if (cb == '-') cb = '_';
+            size_t sub = prev[j - 1] + (ca != cb), del = prev[j] + 1, ins = cur[j - 1] + 1;
             cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
         }
         memcpy(prev, cur, sizeof(size_t) * (lb + 1));
@@ -126,31 +182,61 @@ static size_t edit_distance(const char *a, const char *b) {
     return prev[lb];
 }
 
-/* a is an abbreviation of b: same first letter and a's letters appear in b in order */
+/* a abbreviates b: same first letter, a's letters appear in b in order (lr -> learning_rate) */
 static bool abbreviates(const char *a, const char *b) {
-    if (!*a || *a != *b) return false;
+    if (strlen(a) < 2 || *a != *b) return false;
     for (; *b && *a; b++)
         if (*a == *b) a++;
     return !*a;
 }
 
-/* "unknown key 'x' (did you mean 'y'?)": the closest key in the same section, or a key with the
- * same last component elsewhere. */
-static void unknown_key(const char *path, char *out, size_t n) {
-    const char *best = NULL;
-    size_t bd = 99;
-    const char *dot = strrchr(path, '.');
-    size_t plen = dot ? (size_t)(dot - path) : 0;
-    for (size_t i = 0; i < N_ROWS; i++) {
-        const char *k = schema[i].path;
-        size_t d = edit_distance(path, k);
-        const char *kd = strrchr(k, '.');
-        bool same_section = dot && kd && (size_t)(kd - k) == plen && !strncmp(k, path, plen);
-        if (same_section && abbreviates(dot + 1, kd + 1)) d = 1; /* lr -> learning_rate */
-        if (d < bd) bd = d, best = k;
+static const char *leaf_of(const char *path) {
+    const char *d = strrchr(path, '.');
+    return d ? d + 1 : path;
+}
+
+static size_t section_len(const char *path) {
+    const char *d = strrchr(path, '.');
+    return d ? (size_t)(d - path) : 0;
+}
+
+/* Distance used for suggestions: small is close. Candidates are every key and every section. */
+static size_t suggest_score(const char *path, const char *cand) {
+    size_t ps = section_len(path), cs = section_len(cand);
+    const char *pl = leaf_of(path), *cl = leaf_of(cand);
+    bool same_section = ps == cs && !strncmp(path, cand, ps);
+    if (same_section) {
+        size_t d = edit_distance(pl, cl);
+        if (abbreviates(pl, cl) && d > 1) d = 1;
+        return d;
     }
-    if (best && bd <= 4) snprintf(out, n, "unknown key '%s' (did you mean '%s'?)", path, best);
-    else snprintf(out, n, "unknown key '%s'", path);
+    if (!strcmp(pl, cl)) return 1; /* right key, wrong section: train.warmup_steps */
+    return edit_distance(path, cand) + 1;
+}
+
+/* "unknown key 'x' (did you mean 'y'?)". relative: name a key of the same section by its leaf
+ * (what one writes at that place in a file); overrides always get the full path. Candidates are
+ * every key and every section name (optimiser -> optimizer). */
+static void unknown_key(const char *path, bool relative, char *out, size_t n) {
+    char best[256] = "", cand[256];
+    size_t bd = 999;
+    for (size_t i = 0; i < N_ROWS; i++) {
+        for (int k = 0; k < 2; k++) {
+            size_t sl = section_len(schema[i].path);
+            if (k && !sl) break;
+            snprintf(cand, sizeof cand, "%.*s", k ? (int)sl : (int)strlen(schema[i].path), schema[i].path);
+            size_t d = suggest_score(path, cand);
+            if (d < bd) bd = d, memcpy(best, cand, sizeof best);
+        }
+    }
+    size_t limit = strlen(leaf_of(path)) >= 8 ? 3 : 2;
+    if (!best[0] || bd > limit) {
+        snprintf(out, n, "unknown key '%s'", path);
+        return;
+    }
+    size_t ps = section_len(path);
+    bool same = relative && ps && section_len(best) == ps && !strncmp(best, path, ps);
+    snprintf(out, n, "unknown key '%s' (did you mean '%s'?)", path, same ? leaf_of(best) : best);
 }
 
 static bool in_choices(const char *choices, const char *v) {
@@ -165,71 +251,133 @@ static bool in_choices(const char *choices, const char *v) {
 }
 
 static void choices_text(const char *choices, char *out, size_t n) {
-    snprintf(out, n, "%s", choices);
-    for (char *p = out; *p; p++)
-        if (*p == '|') *p = ',';
+    size_t o = 0;
+    for (const char *p = choices; *p && o + 3 < n; p++) {
+        if (*p == '|')
+            out[o++] = ',', out[o++] = ' ';
+        else
+            out[o++] = *p;
+    }
+    out[o] = 0;
 }
 
-/* Set a scalar field from text. where: "file:line:col" or "override '...'" for messages. */
-static int set_scalar(gt_config *c, const row *r, const char *v, const char *where, char *err, size_t errn) {
-    char *base = (char *)c + r->off, *end = NULL;
-    char ch[256];
+/* "[lo, hi)" etc. */
+static void parse_range(const char *r, double *lo, double *hi, bool *lo_open, bool *hi_open) {
+    char *e;
+    *lo_open = r[0] == '(';
+    *lo = strtod(r + 1, &e);
+    while (*e == ',' || *e == ' ') e++;
+    *hi = strtod(e, &e);
+    *hi_open = *e == ')';
+}
+
+static bool in_range(const char *r, double x) {
+    double lo, hi;
+    bool lo_open, hi_open;
+    parse_range(r, &lo, &hi, &lo_open, &hi_open);
+    return (lo_open ? x > lo : x >= lo) && (hi_open ? x < hi : x <= hi);
+}
+
+/* Copy v into a char field, zeroing its tail so equal configs are equal bytes. */
+static void set_str(char *dst, size_t size, const char *v) {
+    memset(dst, 0, size);
+    memcpy(dst, v, strlen(v));
+}
+
+static bool is_null(const char *v) {
+    return !*v || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") || !strcmp(v, "NULL");
+}
+
+/* ---- setting values ---- */
+
+static int set_list(gt_config *c, const row *r, const char *const *items, int n, const char *where, char *err,
+                    size_t errn);
+
+/* Set a scalar field from text. where: "file:line:col" or "override '...'". plain_null: the
+ * value is an unquoted YAML null, which means the key's default. */
+static int set_scalar(gt_config *c, const row *r, const char *v, bool plain_null, const char *where,
+                      char *err, size_t errn) {
+    char *base = (char *)c + r->off, *end = NULL, ch[256];
+    if (plain_null) v = r->dflt;
     switch (r->type) {
     case T_STR:
-        if (strlen(v) >= r->size) return snprintf(err, errn, "%s: %s: value is longer than %zu bytes", where, r->path, r->size - 1), -1;
-        snprintf(base, r->size, "%s", v);
+        if (strlen(v) >= r->size)
+            return snprintf(err, errn, "%s: %s: value is longer than %zu bytes", where, r->path, r->size - 1),
+                   -1;
+        if (r->valid && *v && r->valid(v, ch, sizeof ch))
+            return snprintf(err, errn, "%s: %s: %s", where, r->path, ch), -1;
+        set_str(base, r->size, v);
         return 0;
     case T_ENUM:
-        if (!in_choices(r->choices, v)) {
-            choices_text(r->choices, ch, sizeof ch);
+        if (!in_choices(r->range, v)) {
+            choices_text(r->range, ch, sizeof ch);
             return snprintf(err, errn, "%s: %s: '%s' is not one of %s", where, r->path, v, ch), -1;
         }
-        snprintf(base, r->size, "%s", v);
+        set_str(base, r->size, v);
         return 0;
     case T_BOOL: {
-        static const char *yes[] = {"true", "True", "TRUE", "yes", "on"}, *no[] = {"false", "False", "FALSE", "no", "off"};
-        for (int i = 0; i < 5; i++) {
-            if (!strcmp(v, yes[i])) return *(bool *)base = true, 0;
-            if (!strcmp(v, no[i])) return *(bool *)base = false, 0;
+        static const char *yes[] = {"true", "yes", "on"}, *no[] = {"false", "no", "off"};
+        for (int i = 0; i < 3; i++) {
+            if (!strcasecmp(v, yes[i])) return *(bool *)base = true, 0;
+            if (!strcasecmp(v, no[i])) return *(bool *)base = false, 0;
         }
         return snprintf(err, errn, "%s: %s: expected true or false, got '%s'", where, r->path, v), -1;
     }
     case T_INT: {
         errno = 0;
         long long x = strtoll(v, &end, 10);
-        if (!*v || *end || errno)
+        if (!*v || isspace((unsigned char)*v) || *end || errno == EINVAL)
             return snprintf(err, errn, "%s: %s: expected an integer, got '%s'", where, r->path, v), -1;
-        if ((double)x < r->lo || (double)x > r->hi)
-            return snprintf(err, errn, "%s: %s: %lld is out of range [%.0f, %.0f]", where, r->path, x, r->lo, r->hi), -1;
+        if (errno == ERANGE || !in_range(r->range, (double)x))
+            return snprintf(err, errn, "%s: %s: %s is out of range %s", where, r->path, v, r->range), -1;
         *(int64_t *)base = x;
         return 0;
     }
-    case T_FLOAT: {
+    case T_NUM: {
         errno = 0;
         double x = strtod(v, &end);
-        if (!*v || *end || errno || !isfinite(x))
+        if (!*v || isspace((unsigned char)*v) || *end || !isfinite(x))
             return snprintf(err, errn, "%s: %s: expected a number, got '%s'", where, r->path, v), -1;
-        if (x < r->lo || x > r->hi)
-            return snprintf(err, errn, "%s: %s: %g is out of range [%g, %g]", where, r->path, x, r->lo, r->hi), -1;
+        if (!in_range(r->range, x))
+            return snprintf(err, errn, "%s: %s: %s is out of range %s", where, r->path, v, r->range), -1;
         *(double *)base = x;
         return 0;
     }
-    default:
-        return snprintf(err, errn, "%s: %s: expected a list", where, r->path), -1;
+    case T_LIST: { /* a single value is a one-item list; the default is parsed from "[a, b]" */
+        if (!plain_null) return set_list(c, r, &v, 1, where, err, errn);
+        char buf[256], *save = NULL;
+        const char *items[GT_CFG_LIST];
+        int n = 0;
+        snprintf(buf, sizeof buf, "%s", r->dflt + 1);
+        for (char *t = strtok_r(buf, ", ]", &save); t && n < GT_CFG_LIST; t = strtok_r(NULL, ", ]", &save))
+            items[n++] = t;
+        return set_list(c, r, items, n, where, err, errn);
     }
+    }
+    return -1;
 }
 
-static int set_list(gt_config *c, const row *r, char **items, int n, const char *where, char *err, size_t errn) {
-    if (n > GT_CFG_LIST) return snprintf(err, errn, "%s: %s: at most %d items", where, r->path, GT_CFG_LIST), -1;
+static int set_list(gt_config *c, const row *r, const char *const *items, int n, const char *where, char *err,
+                    size_t errn) {
     char ch[256];
+    if (n > GT_CFG_LIST)
+        return snprintf(err, errn, "%s: %s: at most %d items", where, r->path, GT_CFG_LIST), -1;
     for (int i = 0; i < n; i++) {
-        if (r->choices && !in_choices(r->choices, items[i])) {
-            choices_text(r->choices, ch, sizeof ch);
+        if (r->range && !in_choices(r->range, items[i])) {
+            choices_text(r->range, ch, sizeof ch);
             return snprintf(err, errn, "%s: %s: '%s' is not one of %s", where, r->path, items[i], ch), -1;
         }
-        if (strlen(items[i]) >= r->size) return snprintf(err, errn, "%s: %s: item '%s' too long", where, r->path, items[i]), -1;
+        if (!*items[i] || strlen(items[i]) >= r->size)
+            return snprintf(err, errn, "%s: %s: item '%s' must be 1 to %zu bytes", where, r->path, items[i],
+                            r->size - 1),
+                   -1;
+        for (int k = 0; k < i; k++)
+            if (!strcmp(items[k], items[i]))
+                return snprintf(err, errn, "%s: %s: '%s' is listed twice", where, r->path, items[i]), -1;
     }
-    for (int i = 0; i < n; i++) snprintf((char *)c + r->off + (size_t)i * r->size, r->size, "%s", items[i]);
+    char *base = (char *)c + r->off;
+    memset(base, 0, r->size * GT_CFG_LIST);
+    for (int i = 0; i < n; i++) set_str(base + (size_t)i * r->size, r->size, items[i]);
     *(int *)((char *)c + r->count_off) = n;
     return 0;
 }
@@ -237,216 +385,495 @@ static int set_list(gt_config *c, const row *r, char **items, int n, const char 
 void gt_config_defaults(gt_config *c) {
     memset(c, 0, sizeof *c);
     char err[256];
-    for (size_t i = 0; i < N_ROWS; i++) {
-        const row *r = &schema[i];
-        if (r->type != T_LIST) {
-            set_scalar(c, r, r->dflt, "default", err, sizeof err);
-            continue;
-        }
-        char buf[256], *items[GT_CFG_LIST];
-        int n = 0;
-        snprintf(buf, sizeof buf, "%s", r->dflt);
-        for (char *t = strtok(buf, ","); t && n < GT_CFG_LIST; t = strtok(NULL, ",")) items[n++] = t;
-        set_list(c, r, items, n, "default", err, sizeof err);
+    for (size_t i = 0; i < N_ROWS; i++) set_scalar(c, &schema[i], "", true, "default", err, sizeof err);
+}
+
+/* ---- YAML documents ---- */
+
+typedef struct {
+    const char *name; /* file name, or the override text */
+    bool override;
+} place;
+
+static void where_of(const place *pl, const yaml_node_t *n, char *out, size_t size) {
+    if (pl->override)
+        snprintf(out, size, "override '%s'", pl->name);
+    else
+        snprintf(out, size, "%s:%zu:%zu", pl->name, n->start_mark.line + 1, n->start_mark.column + 1);
+}
+
+static bool node_is_null(const yaml_node_t *v) {
+    return v->type == YAML_SCALAR_NODE && v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           is_null((const char *)v->data.scalar.value);
+}
+
+static const char *node_kind(const yaml_node_t *v) {
+    return v->type == YAML_MAPPING_NODE ? "a mapping" : v->type == YAML_SEQUENCE_NODE ? "a list" : "a value";
+}
+
+static const char *expected(const row *r) {
+    switch (r->type) {
+    case T_INT: return "an integer";
+    case T_NUM: return "a number";
+    case T_BOOL: return "true or false";
+    case T_LIST: return "a list like [a, b]";
+    default: return "a string";
     }
 }
 
 /* Apply a YAML node (scalar or sequence) to one row. */
 static int apply_node(gt_config *c, const row *r, yaml_document_t *doc, yaml_node_t *v, const char *where,
                       char *err, size_t errn) {
-    if (r->type == T_LIST) {
-        if (v->type != YAML_SEQUENCE_NODE)
-            return snprintf(err, errn, "%s: %s: expected a list like [a, b]", where, r->path), -1;
-        char *items[GT_CFG_LIST + 1];
+    if (r->type == T_LIST && v->type == YAML_SEQUENCE_NODE) {
+        const char *items[GT_CFG_LIST + 1];
         int n = 0;
         for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
             yaml_node_t *x = yaml_document_get_node(doc, *it);
             if (!x || x->type != YAML_SCALAR_NODE)
                 return snprintf(err, errn, "%s: %s: list items must be plain values", where, r->path), -1;
-            if (n > GT_CFG_LIST) break;
-            items[n++] = (char *)x->data.scalar.value;
+            if (n > GT_CFG_LIST) break; /* set_list reports the count */
+            items[n++] = (const char *)x->data.scalar.value;
         }
         return set_list(c, r, items, n, where, err, errn);
     }
     if (v->type != YAML_SCALAR_NODE)
-        return snprintf(err, errn, "%s: %s: expected a single value, got a %s", where, r->path,
-                        v->type == YAML_MAPPING_NODE ? "mapping" : "list"), -1;
-    return set_scalar(c, r, (const char *)v->data.scalar.value, where, err, errn);
+        return snprintf(err, errn, "%s: %s: expected %s, got %s", where, r->path, expected(r), node_kind(v)),
+               -1;
+    return set_scalar(c, r, (const char *)v->data.scalar.value, node_is_null(v), where, err, errn);
 }
 
-static int walk(gt_config *c, yaml_document_t *doc, yaml_node_t *map, const char *prefix, const char *name,
+static int walk(gt_config *c, yaml_document_t *doc, yaml_node_t *map, const char *prefix, const place *pl,
                 char *err, size_t errn) {
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(doc, p->key), *v = yaml_document_get_node(doc, p->value);
-        char where[640], path[256], msg[384];
-        snprintf(where, sizeof where, "%s:%zu:%zu", name, k->start_mark.line + 1, k->start_mark.column + 1);
-        if (k->type != YAML_SCALAR_NODE) return snprintf(err, errn, "%s: keys must be plain names", where), -1;
-        snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", (const char *)k->data.scalar.value);
+        char where[640], path[256], msg[512];
+        where_of(pl, k, where, sizeof where);
+        if (k->type != YAML_SCALAR_NODE)
+            return snprintf(err, errn, "%s: keys must be plain names", where), -1;
+        const char *key = (const char *)k->data.scalar.value;
+        if (snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", key) >= (int)sizeof path)
+            return snprintf(err, errn, "%s: key too long", where), -1;
         for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
             yaml_node_t *k2 = yaml_document_get_node(doc, q->key);
-            if (k2->type == YAML_SCALAR_NODE && !strcmp((char *)k2->data.scalar.value, (char *)k->data.scalar.value))
+            if (k2->type == YAML_SCALAR_NODE && !strcmp((const char *)k2->data.scalar.value, key))
                 return snprintf(err, errn, "%s: duplicate key '%s' (first at line %zu)", where, path,
-                                k2->start_mark.line + 1), -1;
+                                k2->start_mark.line + 1),
+                       -1;
         }
         if (is_section(path)) {
-            if (v->type != YAML_MAPPING_NODE)
-                return snprintf(err, errn, "%s: '%s' must be a mapping of keys", where, path), -1;
-            if (walk(c, doc, v, path, name, err, errn)) return -1;
+            if (node_is_null(v)) continue; /* "eval:" with nothing under it */
+            if (v->type != YAML_MAPPING_NODE) {
+                where_of(pl, v, where, sizeof where);
+                return snprintf(err, errn, "%s: '%s' is a section: expected a mapping of its keys, got %s",
+                                where, path, node_kind(v)),
+                       -1;
+            }
+            if (walk(c, doc, v, path, pl, err, errn)) return -1;
             continue;
         }
         const row *r = find_row(path);
         if (!r) {
-            unknown_key(path, msg, sizeof msg);
+            unknown_key(path, !pl->override, msg, sizeof msg);
             return snprintf(err, errn, "%s: %s", where, msg), -1;
         }
-        snprintf(where, sizeof where, "%s:%zu:%zu", name, v->start_mark.line + 1, v->start_mark.column + 1);
+        where_of(pl, v, where, sizeof where);
         if (apply_node(c, r, doc, v, where, err, errn)) return -1;
     }
     return 0;
+}
+
+static void yaml_error(const yaml_parser_t *ps, const char *name, char *err, size_t errn) {
+    const char *problem = ps->problem ? ps->problem : "parse error";
+    if (ps->error == YAML_READER_ERROR) {
+        snprintf(err, errn, "%s: malformed YAML: %s at byte %zu", name, problem, ps->problem_offset);
+        return;
+    }
+    int o = snprintf(err, errn, "%s:%zu:%zu: malformed YAML: %s", name, ps->problem_mark.line + 1,
+                     ps->problem_mark.column + 1, problem);
+    if (ps->context && o > 0 && (size_t)o < errn)
+        snprintf(err + o, errn - (size_t)o, " (%s, line %zu)", ps->context, ps->context_mark.line + 1);
 }
 
 int gt_config_parse_text(const char *text, size_t len, const char *name, gt_config *c, char *err,
                          size_t errn) {
     yaml_parser_t ps;
     yaml_document_t doc;
-    yaml_parser_initialize(&ps);
+    if (!yaml_parser_initialize(&ps)) return snprintf(err, errn, "%s: out of memory", name), -1;
     yaml_parser_set_input_string(&ps, (const unsigned char *)text, len);
     if (!yaml_parser_load(&ps, &doc)) {
-        snprintf(err, errn, "%s:%zu:%zu: malformed YAML: %s", name, ps.problem_mark.line + 1,
-                 ps.problem_mark.column + 1, ps.problem ? ps.problem : "parse error");
+        yaml_error(&ps, name, err, errn);
         yaml_parser_delete(&ps);
         return -1;
     }
     int rc = 0;
+    place pl = {name, false};
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root && !(root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
+    if (root && !node_is_null(root)) {
         if (root->type != YAML_MAPPING_NODE) {
-            snprintf(err, errn, "%s:%zu:%zu: the config must be a mapping of keys", name,
-                     root->start_mark.line + 1, root->start_mark.column + 1);
+            snprintf(err, errn, "%s:%zu:%zu: the config must be a mapping of keys, got %s", name,
+                     root->start_mark.line + 1, root->start_mark.column + 1, node_kind(root));
             rc = -1;
-        } else
-            rc = walk(c, &doc, root, "", name, err, errn);
+        } else {
+            rc = walk(c, &doc, root, "", &pl, err, errn);
+        }
     }
     yaml_document_delete(&doc);
+    if (!rc && root) { /* a second document would be silently ignored: refuse it */
+        yaml_document_t more;
+        if (!yaml_parser_load(&ps, &more)) {
+            yaml_error(&ps, name, err, errn);
+            rc = -1;
+        } else {
+            yaml_node_t *r2 = yaml_document_get_root_node(&more);
+            if (r2) {
+                snprintf(err, errn, "%s:%zu:%zu: a second YAML document; the config is one document", name,
+                         r2->start_mark.line + 1, r2->start_mark.column + 1);
+                rc = -1;
+            }
+            yaml_document_delete(&more);
+        }
+    }
     yaml_parser_delete(&ps);
     return rc;
 }
 
 int gt_config_override(gt_config *c, const char *kv, char *err, size_t errn) {
-    char where[300], msg[384];
+    char where[600], msg[512], path[256];
     snprintf(where, sizeof where, "override '%s'", kv);
     const char *eq = strchr(kv, '=');
     if (!eq || eq == kv) return snprintf(err, errn, "%s: expected key.path=value", where), -1;
-    char path[256];
+    if ((size_t)(eq - kv) >= sizeof path) return snprintf(err, errn, "%s: key too long", where), -1;
     snprintf(path, sizeof path, "%.*s", (int)(eq - kv), kv);
     const row *r = find_row(path);
-    if (!r) {
-        unknown_key(path, msg, sizeof msg);
+    bool section = !r && is_section(path);
+    if (!r && !section) {
+        unknown_key(path, false, msg, sizeof msg);
         return snprintf(err, errn, "%s: %s", where, msg), -1;
     }
     yaml_parser_t ps;
     yaml_document_t doc;
-    yaml_parser_initialize(&ps);
+    if (!yaml_parser_initialize(&ps)) return snprintf(err, errn, "%s: out of memory", where), -1;
     const char *val = eq + 1;
     yaml_parser_set_input_string(&ps, (const unsigned char *)val, strlen(val));
     if (!yaml_parser_load(&ps, &doc)) {
+        snprintf(err, errn, "%s: malformed value: %s", where, ps.problem ? ps.problem : "parse error");
         yaml_parser_delete(&ps);
-        return snprintf(err, errn, "%s: malformed value", where), -1;
+        return -1;
     }
     yaml_node_t *v = yaml_document_get_root_node(&doc);
+    place pl = {kv, true};
     int rc;
-    if (!v) rc = set_scalar(c, r, "", where, err, errn); /* "key=" clears a string */
-    else rc = apply_node(c, r, &doc, v, where, err, errn);
+    if (section) {
+        if (!v || node_is_null(v))
+            rc = 0;
+        else if (v->type != YAML_MAPPING_NODE) {
+            snprintf(err, errn,
+                     "%s: '%s' is a section: give one of its keys (%s.KEY=value) or a mapping like "
+                     "{key: value}",
+                     where, path, path);
+            rc = -1;
+        } else
+            rc = walk(c, &doc, v, path, &pl, err, errn);
+    } else if (!v) {
+        rc = set_scalar(c, r, "", true, where, err, errn); /* "key=": the default */
+    } else {
+        rc = apply_node(c, r, &doc, v, where, err, errn);
+    }
     yaml_document_delete(&doc);
     yaml_parser_delete(&ps);
     return rc;
 }
 
-int gt_config_check(const gt_config *c, char *err, size_t errn) {
-    if (!c->data.train[0] && !c->data.eval[0])
-        return snprintf(err, errn, "data.train: required (a JSONL file)"), -1;
-    if (!c->model.preset[0] && !c->model.weights[0] && !c->model.generation)
-        return snprintf(err, errn, "model: give model.preset, model.weights or a custom architecture "
-                        "(model.generation and shapes)"), -1;
-    if (!c->lora.enabled && !c->train.full_finetune)
-        return snprintf(err, errn, "lora.enabled is false and train.full_finetune is false: nothing to train"), -1;
-    if (c->lora.enabled && c->train.full_finetune)
-        return snprintf(err, errn, "lora.enabled and train.full_finetune are both true: choose one"), -1;
-    if (c->lora.enabled && c->lora.n_targets == 0) return snprintf(err, errn, "lora.targets: empty"), -1;
-    int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
-    if (c->train.batch_size % mb)
-        return snprintf(err, errn, "train.batch_size (%lld) must be a multiple of train.micro_batch_size (%lld)",
-                        (long long)c->train.batch_size, (long long)mb), -1;
-    if (c->schedule.warmup_steps > c->train.steps)
-        return snprintf(err, errn, "schedule.warmup_steps (%lld) exceeds train.steps (%lld)",
-                        (long long)c->schedule.warmup_steps, (long long)c->train.steps), -1;
-    return 0;
+/* ---- resolution and cross-field checks ---- */
+
+void gt_config_resolve(gt_config *c) {
+    if (!c->train.micro_batch_size) c->train.micro_batch_size = c->train.batch_size;
+    if (c->lora.alpha == 0) c->lora.alpha = (double)c->lora.rank;
+    if (!c->train.steps && !c->train.epochs) c->train.epochs = 1;
+    int64_t *seeds[] = {&c->model.init_seed, &c->data.shuffle_seed, &c->lora.seed};
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++)
+        if (*seeds[i] < 0) *seeds[i] = c->train.seed;
+    if (c->schedule.min_learning_rate_ratio > 0 && c->schedule.min_learning_rate == 0) {
+        c->schedule.min_learning_rate = c->schedule.min_learning_rate_ratio * c->optimizer.learning_rate;
+        c->schedule.min_learning_rate_ratio = 0;
+    }
 }
 
-int gt_config_load(const char *path, char *const *overrides, int n_overrides, gt_config *c,
-                   char *err, size_t errn) {
+int64_t gt_config_total_steps(const gt_config *c, int64_t n) {
+    if (c->train.steps > 0) return c->train.steps;
+    int64_t epochs = c->train.epochs > 0 ? c->train.epochs : 1;
+    if (n <= 0) return 0;
+    return (epochs * n + c->train.batch_size - 1) / c->train.batch_size;
+}
+
+static const char *const arch_keys[] = {
+    "model.vocab_size",      "model.num_layers",          "model.hidden_dim", "model.intermediate_dim",
+    "model.num_query_heads", "model.num_key_value_heads", "model.head_dim"};
+#define N_ARCH (sizeof arch_keys / sizeof arch_keys[0])
+
+static int64_t int_at(const gt_config *c, const char *path) {
+    return *(const int64_t *)((const char *)c + find_row(path)->off);
+}
+
+int gt_config_check(const gt_config *c, char *err, size_t errn) {
+#define BAD(...) return snprintf(err, errn, __VA_ARGS__), -1
+    /* required keys */
+    if (!c->data.train[0] && !c->data.eval[0])
+        BAD("missing required key 'data.train' (the training data, a JSONL file)");
+    if (!c->model.preset[0] && !c->model.weights[0]) {
+        if (!c->model.generation)
+            BAD("missing required key: give model.preset, model.weights, or a custom model (model.generation "
+                "and "
+                "its shapes)");
+        for (size_t i = 0; i < N_ARCH; i++)
+            if (!int_at(c, arch_keys[i]))
+                BAD("missing required key '%s' (a custom model has no model.preset or model.weights)",
+                    arch_keys[i]);
+        if (!c->tokenizer[0]) BAD("missing required key 'tokenizer' (a randomly initialised model has none)");
+    }
+    if (c->model.preset[0] && !c->model.weights[0] && !c->tokenizer[0])
+        BAD("missing required key 'tokenizer' (model.preset gives shapes only)");
+    /* the model */
+    if (c->model.preset[0] && c->model.weights[0])
+        BAD("model.preset and model.weights are both set: the weights file defines the model; give one");
+    if (c->model.weights[0]) {
+        for (size_t i = 0; i < N_ARCH; i++)
+            if (int_at(c, arch_keys[i]))
+                BAD("%s cannot change a model loaded from model.weights", arch_keys[i]);
+        if (c->model.generation || c->model.sliding_window_size >= 0 ||
+            c->model.attention_logit_soft_cap >= 0 || c->model.final_logit_soft_cap >= 0)
+            BAD("model.generation, sliding_window_size and the soft-caps cannot change a model loaded from "
+                "model.weights");
+    }
+    if (c->model.preset[0] && c->model.generation) {
+        gt_gemma_config mc;
+        char e[512];
+        if (!gt_gemma_preset(c->model.preset, &mc, e, sizeof e) && mc.generation != c->model.generation)
+            BAD("model.generation (%lld) contradicts model.preset %s (generation %d)",
+                (long long)c->model.generation, c->model.preset, mc.generation);
+    }
+    if (c->model.num_query_heads && c->model.num_key_value_heads &&
+        c->model.num_query_heads % c->model.num_key_value_heads)
+        BAD("model.num_query_heads (%lld) must be a multiple of model.num_key_value_heads (%lld)",
+            (long long)c->model.num_query_heads, (long long)c->model.num_key_value_heads);
+    /* what to train */
+    if (!c->lora.enabled && !c->train.full_finetune)
+        BAD("lora.enabled and train.full_finetune are both false: nothing to train");
+    if (c->lora.enabled && c->train.full_finetune)
+        BAD("lora.enabled and train.full_finetune are both true: choose one");
+    if (c->lora.enabled && c->lora.n_targets == 0) BAD("lora.targets: empty while lora.enabled is true");
+    if (c->lora.dropout > 0)
+        BAD("lora.dropout: %g is not supported yet (Keras' LoRA has no dropout); use 0", c->lora.dropout);
+    /* batches and steps */
+    int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
+    if (mb > c->train.batch_size)
+        BAD("train.micro_batch_size (%lld) exceeds train.batch_size (%lld)", (long long)mb,
+            (long long)c->train.batch_size);
+    if (c->train.batch_size % mb)
+        BAD("train.batch_size (%lld) must be a multiple of train.micro_batch_size (%lld)",
+            (long long)c->train.batch_size, (long long)mb);
+    if (c->train.steps && c->train.epochs)
+        BAD("train.steps (%lld) and train.epochs (%lld) are both set: give one", (long long)c->train.steps,
+            (long long)c->train.epochs);
+    if (c->train.steps && c->schedule.warmup_steps > c->train.steps)
+        BAD("schedule.warmup_steps (%lld) exceeds train.steps (%lld)", (long long)c->schedule.warmup_steps,
+            (long long)c->train.steps);
+    /* optimizer and schedule */
+    if (c->schedule.min_learning_rate > 0 && c->schedule.min_learning_rate_ratio > 0)
+        BAD("schedule.min_learning_rate and schedule.min_learning_rate_ratio are both set: give one");
+    if (c->schedule.min_learning_rate > c->optimizer.learning_rate)
+        BAD("schedule.min_learning_rate (%g) exceeds optimizer.learning_rate (%g)",
+            c->schedule.min_learning_rate, c->optimizer.learning_rate);
+    if (c->optimizer.momentum > 0 && strcmp(c->optimizer.name, "sgd"))
+        BAD("optimizer.momentum applies to sgd only (optimizer.name is %s)", c->optimizer.name);
+    /* eval, checkpoints */
+    if (c->eval.every_steps && !c->data.eval[0]) BAD("eval.every_steps is set but data.eval is empty");
+    if ((c->checkpoint.every_steps || !strcmp(c->checkpoint.resume, "latest")) && !c->checkpoint.dir[0])
+        BAD("checkpoint.dir: required by checkpoint.%s",
+            c->checkpoint.every_steps ? "every_steps" : "resume: latest");
+    if (!c->checkpoint.resume[0]) BAD("checkpoint.resume: empty (none, latest or a path)");
+    return 0;
+#undef BAD
+}
+
+int gt_config_load(const char *path, char *const *overrides, int n_overrides, gt_config *c, char *err,
+                   size_t errn) {
     gt_config_defaults(c);
     FILE *f = fopen(path, "rb");
     if (!f) return snprintf(err, errn, "%s: %s", path, strerror(errno)), -1;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)(n > 0 ? n : 1));
-    size_t got = text ? fread(text, 1, (size_t)(n > 0 ? n : 0), f) : 0;
+    char *text = NULL;
+    size_t len = 0, cap = 0, got;
+    int rc = 0;
+    do { /* read whole; works for pipes and /dev/stdin too */
+        if (len == cap) {
+            cap = cap ? 2 * cap : 4096;
+            char *t = realloc(text, cap);
+            if (!t) {
+                rc = -1;
+                snprintf(err, errn, "%s: out of memory", path);
+                break;
+            }
+            text = t;
+        }
+        got = fread(text + len, 1, cap - len, f);
+        len += got;
+    } while (got > 0);
+    if (!rc && ferror(f)) rc = -1, snprintf(err, errn, "%s: %s", path, strerror(errno ? errno : EIO));
     fclose(f);
-    if (!text || (long)got != n) {
-        free(text);
-        return snprintf(err, errn, "%s: cannot read", path), -1;
-    }
-    int rc = gt_config_parse_text(text, got, path, c, err, errn);
+    if (!rc) rc = gt_config_parse_text(text ? text : "", len, path, c, err, errn);
     free(text);
     for (int i = 0; i < n_overrides && !rc; i++) rc = gt_config_override(c, overrides[i], err, errn);
-    if (!rc) rc = gt_config_check(c, err, errn);
-    return rc;
+    if (rc) return rc;
+    gt_config_resolve(c);
+    char e[1024];
+    if (gt_config_check(c, e, sizeof e)) return snprintf(err, errn, "%s: %s", path, e), -1;
+    return 0;
+}
+
+/* ---- writing ---- */
+
+/* A string that every YAML reader takes as this same string without quotes. */
+static bool plain_ok(const char *s) {
+    static const char *const words[] = {"y",   "n",    "yes", "no",   "true", "false", "on",
+                                        "off", "null", "~",   ".inf", ".nan", "-.inf", "+.inf"};
+    if (!*s || !(isalpha((unsigned char)*s) || *s == '/' || *s == '.' || *s == '_')) return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("_./-", *p)) return false;
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (!strcasecmp(s, words[i])) return false;
+    return true;
 }
 
 static void write_string(FILE *f, const char *s) {
+    if (plain_ok(s)) {
+        fputs(s, f);
+        return;
+    }
     fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') fputc('\\', f);
-        fputc(*s, f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\x%02x", *p);
+        else
+            fputc(*p, f);
     }
     fputc('"', f);
 }
 
+/* Shortest text that reads back to x, in a form YAML 1.1 readers (PyYAML) also take as a float:
+ * a '.' in the mantissa and a signed exponent ("5.0e-05", "0.9", "1.0"). */
+static void format_number(double x, char *out, size_t n) {
+    char t[40];
+    for (int p = 1; p <= 17; p++) {
+        snprintf(t, sizeof t, "%.*g", p, x);
+        if (strtod(t, NULL) == x) break;
+    }
+    char *e = strchr(t, 'e');
+    char mant[40], ex[16] = "";
+    if (e) {
+        snprintf(ex, sizeof ex, "%s", e);
+        *e = 0;
+    }
+    snprintf(mant, sizeof mant, "%s%s", t, strchr(t, '.') ? "" : ".0");
+    snprintf(out, n, "%s%s", mant, ex);
+}
+
+static void write_value(FILE *f, const gt_config *c, const row *r) {
+    const char *base = (const char *)c + r->off;
+    char num[48];
+    switch (r->type) {
+    case T_STR:
+    case T_ENUM: write_string(f, base); break;
+    case T_BOOL: fputs(*(const bool *)base ? "true" : "false", f); break;
+    case T_INT: fprintf(f, "%lld", (long long)*(const int64_t *)base); break;
+    case T_NUM: format_number(*(const double *)base, num, sizeof num), fputs(num, f); break;
+    case T_LIST: {
+        int n = *(const int *)((const char *)c + r->count_off);
+        fputc('[', f);
+        for (int k = 0; k < n; k++) {
+            if (k) fputs(", ", f);
+            write_string(f, base + (size_t)k * r->size);
+        }
+        fputc(']', f);
+        break;
+    }
+    }
+}
+
 void gt_config_write(const gt_config *c, FILE *f) {
-    char section[64] = "";
+    size_t open = 0; /* length of the open section's name; 0: top level */
+    const char *sec = "";
     for (size_t i = 0; i < N_ROWS; i++) {
         const row *r = &schema[i];
-        const char *dot = strchr(r->path, '.');
-        const char *leaf = r->path;
-        if (dot) {
-            if (strncmp(section, r->path, (size_t)(dot - r->path)) || section[dot - r->path]) {
-                snprintf(section, sizeof section, "%.*s", (int)(dot - r->path), r->path);
-                fprintf(f, "%s:\n", section);
-            }
-            leaf = dot + 1;
-        } else {
-            section[0] = 0;
-        }
-        fprintf(f, "%s%s: ", dot ? "  " : "", leaf);
-        const char *base = (const char *)c + r->off;
-        switch (r->type) {
-        case T_STR: case T_ENUM: write_string(f, base); break;
-        case T_BOOL: fputs(*(const bool *)base ? "true" : "false", f); break;
-        case T_INT: fprintf(f, "%lld", (long long)*(const int64_t *)base); break;
-        case T_FLOAT: fprintf(f, "%.17g", *(const double *)base); break;
-        case T_LIST: {
-            int n = *(const int *)((const char *)c + r->count_off);
-            fputc('[', f);
-            for (int k = 0; k < n; k++) {
-                if (k) fputs(", ", f);
-                write_string(f, base + (size_t)k * r->size);
-            }
-            fputc(']', f);
-            break;
-        }
-        }
+        size_t sl = section_len(r->path);
+        if (sl && (sl != open || strncmp(sec, r->path, sl))) fprintf(f, "%.*s:\n", (int)sl, r->path);
+        open = sl, sec = r->path;
+        fprintf(f, "%s%s: ", sl ? "  " : "", leaf_of(r->path));
+        write_value(f, c, r);
         fputc('\n', f);
     }
+}
+
+const char *gt_config_diff(const gt_config *a, const gt_config *b) {
+    for (size_t i = 0; i < N_ROWS; i++) {
+        const row *r = &schema[i];
+        const char *x = (const char *)a + r->off, *y = (const char *)b + r->off;
+        bool same;
+        switch (r->type) {
+        case T_STR:
+        case T_ENUM: same = !strcmp(x, y); break;
+        case T_BOOL: same = *(const bool *)x == *(const bool *)y; break;
+        case T_INT: same = *(const int64_t *)x == *(const int64_t *)y; break;
+        case T_NUM: same = *(const double *)x == *(const double *)y; break;
+        default: {
+            int n = *(const int *)((const char *)a + r->count_off);
+            same = n == *(const int *)((const char *)b + r->count_off);
+            for (int k = 0; same && k < n; k++)
+                same = !strcmp(x + (size_t)k * r->size, y + (size_t)k * r->size);
+        }
+        }
+        if (!same) return r->path;
+    }
+    return NULL;
+}
+
+void gt_config_reference(FILE *f) {
+    static const char *const tname[] = {"string", "integer", "number", "bool", "enum", "list"};
+    char ch[256];
+    fputs("| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n", f);
+    for (size_t i = 0; i < N_ROWS; i++) {
+        const row *r = &schema[i];
+        ch[0] = 0;
+        if (r->range && (r->type == T_ENUM || r->type == T_LIST))
+            choices_text(r->range, ch, sizeof ch);
+        else if (r->range)
+            snprintf(ch, sizeof ch, "%s", r->range);
+        fprintf(f, "| `%s` | %s | `%s` | %s | %s |\n", r->path, tname[r->type], r->dflt, ch, r->doc);
+    }
+}
+
+/* ---- validators ---- */
+
+static int valid_preset(const char *v, char *msg, size_t n) {
+    gt_gemma_config mc;
+    char e[1024];
+    if (!gt_gemma_preset(v, &mc, e, sizeof e)) return 0;
+    if (strchr(v, '/'))
+        return snprintf(msg, n,
+                        "preset directories are not supported yet; give a KerasHub preset "
+                        "name or model.weights"),
+               -1;
+    const char *const *names = gt_gemma_preset_names(), *best = NULL;
+    size_t bd = 999;
+    for (; *names; names++) {
+        size_t d = edit_distance(v, *names);
+        if (d < bd) bd = d, best = *names;
+    }
+    if (best && bd <= 3) return snprintf(msg, n, "unknown preset '%s' (did you mean '%s'?)", v, best), -1;
+    return snprintf(msg, n,
+                    "unknown preset '%s' (gemmatrain knows KerasHub's gemma, gemma2 and gemma3 "
+                    "presets, e.g. gemma3_270m)",
+                    v),
+           -1;
 }

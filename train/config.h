@@ -1,14 +1,23 @@
 /* config.h: the training job's YAML configuration (libyaml), typed and validated.
  *
- * Every key is one row of a schema table in config.c (type, default, range or allowed values,
- * field); the file is read into a node tree and each key is checked against the table. Errors
- * are one line with the place: "job.yaml:12:5: unknown key 'optimizer.lr' (did you mean
- * 'optimizer.learning_rate'?)", "...: optimizer.learning_rate: expected a number, got 'fast'",
- * "...: lora.rank: 0 is out of range [1, 4096]", "...: data.format: 'csv' is not one of auto,
- * prompt_response, text, chat", duplicate keys, malformed YAML (libyaml's own message).
- * Overrides "key.path=value" (value in YAML syntax; lists as [a, b]) apply after the file with the
- * same checks, their errors naming the override. gt_config_write prints the complete effective
- * config (defaults included) as YAML that parses back to the same struct. */
+ * Every key is one row of the schema table in config.c (path, type, default, range or allowed
+ * values, the struct field it fills, a one-line doc); `gemmatrain train --keys` prints the table.
+ * Loading = defaults, then the file, then "key.path=value" overrides (values in YAML syntax, lists
+ * as [a, b]), then gt_config_resolve (derived defaults), then gt_config_check (cross-field rules).
+ * A null/empty value (`key:` or `key=`) means the key's default.
+ *
+ * Errors are one line naming the place and the key; the message goes to err, the call returns -1:
+ *   job.yaml:2:1: malformed YAML: did not find expected ',' or ']' (while parsing a flow sequence, line 1)
+ *   job.yaml:2:3: unknown key 'optimizer.lrr' (did you mean 'learning_rate'?)
+ *   job.yaml:2:18: optimizer.learning_rate: expected a number, got 'fast'
+ *   job.yaml:2:9: lora.rank: 0 is out of range [1, 4096]
+ *   job.yaml:2:11: data.format: 'csv' is not one of auto, prompt_response, text, chat
+ *   job.yaml: missing required key 'data.train' (the training data, a JSONL file)
+ *   job.yaml:3:3: duplicate key 'train.steps' (first at line 2)
+ *   job.yaml: No such file or directory
+ *   override 'optimizer.lr=1e-4': unknown key 'optimizer.lr' (did you mean 'optimizer.learning_rate'?)
+ * gt_config_write prints every key (defaults included) as YAML that parses back to the same
+ * struct, byte for byte (setters zero the unused tail of every string field). */
 #ifndef GT_CONFIG_H
 #define GT_CONFIG_H
 
@@ -17,14 +26,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define GT_CFG_STR 512
-#define GT_CFG_LIST 8
+#define GT_CFG_STR 512 /* bytes of a path or free string, NUL included */
+#define GT_CFG_LIST 8  /* items of a list key */
 
 typedef struct gt_config {
     struct {
-        char preset[GT_CFG_STR];  /* KerasHub preset name (shapes) */
+        char preset[GT_CFG_STR];  /* KerasHub preset name (shapes); empty: custom or from weights */
         char weights[GT_CFG_STR]; /* model file (GGUF); empty: random init */
         char dtype[16];
+        /* architecture overrides: 0 (or -1 where 0 is meaningful) keeps the preset's value */
         int64_t generation, vocab_size, num_layers, hidden_dim, intermediate_dim,
             num_query_heads, num_key_value_heads, head_dim, sliding_window_size, init_seed;
         double attention_logit_soft_cap, final_logit_soft_cap, init_std;
@@ -33,12 +43,12 @@ typedef struct gt_config {
     struct {
         char train[GT_CFG_STR], eval[GT_CFG_STR], format[32], template_[32], on_bad_line[16];
         int64_t sequence_length, shuffle_seed;
-        bool shuffle, add_start_token, add_end_token, packing;
+        bool packing, shuffle, add_start_token, add_end_token;
     } data;
     struct {
         bool enabled;
         int64_t rank;
-        double alpha, dropout;
+        double alpha, dropout; /* alpha: resolved to rank when left 0 */
         char targets[GT_CFG_LIST][32];
         int n_targets;
         int64_t seed;
@@ -52,10 +62,12 @@ typedef struct gt_config {
     struct {
         char name[16];
         int64_t warmup_steps;
-        double min_learning_rate;
+        double min_learning_rate, min_learning_rate_ratio; /* ratio: resolved into the absolute */
     } schedule;
     struct {
-        int64_t batch_size, micro_batch_size, steps, seed, threads, chunk_rows;
+        /* micro_batch_size: resolved to batch_size when 0. steps / epochs: exactly one is > 0
+         * after resolve (epochs = 1 when neither is given); see gt_config_total_steps. */
+        int64_t batch_size, micro_batch_size, steps, epochs, seed, threads, chunk_rows;
         char loss_normalization[16], on_nonfinite[16];
         bool full_finetune;
     } train;
@@ -75,14 +87,28 @@ typedef struct gt_config {
 } gt_config;
 
 void gt_config_defaults(gt_config *c);
-/* Defaults, then the file, then the overrides; then cross-field checks. 0 or -1 + message. */
+/* Defaults, the file, the overrides, resolve, check. Errors from the checks are prefixed with
+ * the file's path. 0 or -1 + message. */
 int gt_config_load(const char *path, char *const *overrides, int n_overrides, gt_config *c,
                    char *err, size_t errn);
-/* Parse YAML text (name is used in messages) onto c. */
+/* Parse YAML text onto c (keys not in the text keep their values); name is used in messages. */
 int gt_config_parse_text(const char *text, size_t len, const char *name, gt_config *c, char *err,
                          size_t errn);
+/* Apply one "key.path=value" (a section takes a flow mapping: "train={steps: 5, seed: 1}"). */
 int gt_config_override(gt_config *c, const char *kv, char *err, size_t errn);
+/* Fill derived defaults: micro_batch_size = batch_size, lora.alpha = rank, epochs = 1 when
+ * neither steps nor epochs is set, min_learning_rate = ratio * learning_rate, seeds left at -1 =
+ * train.seed. Idempotent. */
+void gt_config_resolve(gt_config *c);
+/* Required keys and cross-field rules on a resolved config; messages name the keys. */
 int gt_config_check(const gt_config *c, char *err, size_t errn);
+/* The full effective config as YAML. */
 void gt_config_write(const gt_config *c, FILE *f);
+/* The dotted key of the first field where a and b differ, or NULL when equal. */
+const char *gt_config_diff(const gt_config *a, const gt_config *b);
+/* Markdown table of every key: type, default, allowed values, meaning. */
+void gt_config_reference(FILE *f);
+/* Optimizer steps of the run: train.steps, or ceil(epochs * n_train_examples / batch_size). */
+int64_t gt_config_total_steps(const gt_config *c, int64_t n_train_examples);
 
 #endif

@@ -279,6 +279,7 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
     gt_ctx_init(&ctx, 0);
     FILE *metrics = NULL;
     int rc = -1;
+    int64_t total = 0; /* optimizer steps: train.steps, or from train.epochs and the data's size */
     if (!c->data.train[0]) {
         snprintf(err, errn, "data.train: required for training");
         goto done;
@@ -289,6 +290,18 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
     if (gt_dataset_set_order(&train, (uint64_t)c->data.shuffle_seed, c->data.shuffle, 0, 1, err, errn)) goto done;
     if (c->data.eval[0] && gt_dataset_open(c->data.eval, ds_format(c), skip_bad, &ev, err, errn)) goto done;
     if (train.skipped) fprintf(stderr, "data.train: skipped %lld bad lines\n", (long long)train.skipped);
+    total = gt_config_total_steps(c, train.n);
+    if (total < 1) {
+        snprintf(err, errn, "data.train: %s: no examples to train on", c->data.train);
+        goto done;
+    }
+    if (c->schedule.warmup_steps > total) {
+        snprintf(err, errn, "schedule.warmup_steps (%lld) exceeds the run's %lld steps "
+                 "(train.epochs %lld x %lld examples / train.batch_size %lld)",
+                 (long long)c->schedule.warmup_steps, (long long)total, (long long)c->train.epochs,
+                 (long long)train.n, (long long)B);
+        goto done;
+    }
     gt_optim_cfg oc;
     gt_optim_cfg_defaults(&oc, !strcmp(c->optimizer.name, "sgd") ? GT_OPT_SGD : !strcmp(c->optimizer.name, "adam") ? GT_OPT_ADAM : GT_OPT_ADAMW);
     oc.beta_1 = c->optimizer.beta_1;
@@ -298,7 +311,8 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
     oc.momentum = c->optimizer.momentum;
     if (gt_optim_init(&opt, &oc, j.slices, j.n_slices, err, errn)) goto done;
     gt_schedule sched = {!strcmp(c->schedule.name, "linear") ? GT_SCHED_LINEAR : !strcmp(c->schedule.name, "cosine") ? GT_SCHED_COSINE : GT_SCHED_CONSTANT,
-                         c->optimizer.learning_rate, c->schedule.min_learning_rate, c->schedule.warmup_steps, c->train.steps};
+                         c->optimizer.learning_rate, c->schedule.min_learning_rate, c->schedule.warmup_steps,
+                         total};
     gt_step_cfg sc = {.norm = !strcmp(c->train.loss_normalization, "keras") ? GT_NORM_KERAS : GT_NORM_TOKENS,
                       .chunk_rows = c->train.chunk_rows, .clip_norm = c->optimizer.clip_global_norm,
                       .skip_nonfinite = !strcmp(c->train.on_nonfinite, "skip")};
@@ -322,7 +336,7 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
     gt_micro_batch *mbs = calloc((size_t)n_micro, sizeof *mbs);
     double t0 = now();
     int64_t tokens = 0, step;
-    for (step = 0; step < c->train.steps && !g_stop; step++) {
+    for (step = 0; step < total && !g_stop; step++) {
         for (int64_t r = 0; r < B; r++) {
             if (c->data.packing) {
                 if (fill_packed_row(&j, &train, r, err, errn)) goto stop;
@@ -352,16 +366,16 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
         tokens += res.tokens;
         double el = now() - t0, tps = (double)tokens / el;
         char eta[32];
-        fmt_eta(el / (double)(step + 1) * (double)(c->train.steps - step - 1), eta, sizeof eta);
-        if ((step + 1) % c->logging.every_steps == 0 || step + 1 == c->train.steps) {
+        fmt_eta(el / (double)(step + 1) * (double)(total - step - 1), eta, sizeof eta);
+        if ((step + 1) % c->logging.every_steps == 0 || step + 1 == total) {
             if (tty) {
-                int w = 24, done_ = (int)((step + 1) * w / c->train.steps);
+                int w = 24, done_ = (int)((step + 1) * w / total);
                 fprintf(stderr, "\r[%.*s%*s] step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.0f tok/s eta %s   ",
                         done_, "########################", w - done_, "", (long long)step + 1,
-                        (long long)c->train.steps, res.loss, lr, res.grad_norm, tps, eta);
+                        (long long)total, res.loss, lr, res.grad_norm, tps, eta);
             } else {
                 fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.0f tok/s eta %s%s\n",
-                        (long long)step + 1, (long long)c->train.steps, res.loss, lr, res.grad_norm, tps, eta,
+                        (long long)step + 1, (long long)total, res.loss, lr, res.grad_norm, tps, eta,
                         res.skipped ? " (skipped: non-finite)" : "");
             }
             if (metrics)
@@ -369,7 +383,7 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
                         "\"tokens_per_s\": %.1f, \"skipped\": %s}\n", (long long)step + 1, res.loss, lr, res.grad_norm,
                         res.weight_sum, tps, res.skipped ? "true" : "false"), fflush(metrics);
         }
-        if (ev.n && c->eval.every_steps && (step + 1) % c->eval.every_steps == 0 && step + 1 < c->train.steps) {
+        if (ev.n && c->eval.every_steps && (step + 1) % c->eval.every_steps == 0 && step + 1 < total) {
             if (tty) fputc('\n', stderr);
             if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto stop;
             print_eval("eval", &er, metrics, step + 1);
