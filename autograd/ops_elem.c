@@ -4,6 +4,7 @@
 #include <tgmath.h>
 
 #include "autograd/blas.h"
+#include "autograd/rng.h"
 #include "autograd/rowmath.h"
 
 /* Below this many elements a loop runs on one thread: fork/join would cost more than it saves. */
@@ -384,5 +385,48 @@ gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x) {
         for (int64_t j = 0; j < d; j++) yr[j] *= inv;
     }
     if (!gt_record(ctx, "softmax", softmax_backward, out, &x, 1, NULL)) return NULL;
+    return out;
+}
+
+/* ---------------------------------------------------------------- dropout */
+
+typedef struct {
+    double p;
+    uint64_t seed;
+} dropout_saved;
+
+static inline bool dropout_keep(uint64_t seed, int64_t i, double p) {
+    uint64_t s = seed ^ ((uint64_t)i * 0xD1B54A32D192ED03ull);
+    return gt_rng_uniform(&s) >= p;
+}
+
+static void dropout_backward(gt_ctx *ctx, gt_node *node) {
+    const dropout_saved *s = node->saved;
+    gt_real *dx = gt_grad(ctx, node->in[0]);
+    const gt_real *dy = gt_grad(ctx, node->out);
+    if (!gt_ok(ctx)) return;
+    gt_real scale = (gt_real)(1.0 / (1.0 - s->p));
+    int64_t n = node->out->size;
+#pragma omp parallel for schedule(static) if (par(n))
+    for (int64_t i = 0; i < n; i++)
+        if (dropout_keep(s->seed, i, s->p)) dx[i] += dy[i] * scale;
+}
+
+gt_tensor *gt_dropout(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!x) return gt_fail(ctx, GT_ERR_ARG, "dropout: NULL input");
+    if (!(p >= 0 && p < 1)) return gt_fail(ctx, GT_ERR_ARG, "dropout: rate %g outside [0, 1) for %s", p, gt_shp(x));
+    if (p == 0) return x;
+    gt_tensor *out = gt_op_out(ctx, x->ndim, x->shape, &x, 1);
+    dropout_saved *s = gt_alloc(ctx, sizeof *s);
+    if (!out || !s) return NULL;
+    *s = (dropout_saved){p, seed};
+    gt_real scale = (gt_real)(1.0 / (1.0 - p));
+    const gt_real *X = x->data;
+    gt_real *Y = out->data;
+    int64_t n = x->size;
+#pragma omp parallel for schedule(static) if (par(n))
+    for (int64_t i = 0; i < n; i++) Y[i] = dropout_keep(seed, i, p) ? X[i] * scale : 0;
+    if (!gt_record(ctx, "dropout", dropout_backward, out, &x, 1, s)) return NULL;
     return out;
 }

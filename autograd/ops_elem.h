@@ -16,6 +16,10 @@ gt_tensor *gt_softcap(gt_ctx *ctx, gt_tensor *x, double cap);
 gt_tensor *gt_gelu(gt_ctx *ctx, gt_tensor *x);
 /* GeGLU gate: gelu(gate) * up, equal shapes (Gemma's MLP before the down projection). */
 gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up);
+/* Inverted dropout: y = x * keep / (1 - p), keep_i = uniform(seed, i) >= p, a counter-based
+ * stream so the same (seed, shape) always drops the same elements (backward recomputes the mask;
+ * gradient checks are deterministic). 0 <= p < 1; p == 0 returns x itself. */
+gt_tensor *gt_dropout(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed);
 /* Softmax over the last axis (max-subtracted); a row whose logits are all -inf gives zeros. */
 gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x);
 

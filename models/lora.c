@@ -136,7 +136,12 @@ gt_tensor *gt_lora_apply(gt_ctx *ctx, const gt_lora *l, const gt_lora_adapter *a
                        ad->name, gt_shp(x), gt_shp(y), gt_shp(&ad->a), gt_shp(&ad->b));
     /* the adapter tensors are persistent; cast away const for the tape's input list only */
     gt_tensor *a = (gt_tensor *)&ad->a, *b = (gt_tensor *)&ad->b;
-    gt_tensor *xa = gt_matmul(ctx, x, a, false, false);
+    gt_tensor *xin = x;
+    if (l->dropout > 0 && ctx->grad_enabled) {
+        uint64_t seed = l->dropout_seed ^ (uint64_t)(ad - l->adapters + 1) * 0x9E3779B97F4A7C15ull;
+        xin = gt_dropout(ctx, x, l->dropout, seed);
+    }
+    gt_tensor *xa = gt_matmul(ctx, xin, a, false, false);
     int64_t s1[2] = {rows * ad->groups, l->rank};
     gt_tensor *d = gt_matmul(ctx, gt_reshape(ctx, xa, 2, s1), b, false, false);
     d = gt_scale(ctx, gt_reshape(ctx, d, y->ndim, y->shape), l->alpha / (double)l->rank);

@@ -38,6 +38,8 @@ typedef struct gt_lora {
     gt_lora_adapter *adapters;         /* num_layers * GT_LORA_NTARGETS, unused slots zeroed */
     gt_real *data, *grad;              /* all A then B values, and their gradients */
     int64_t n_values;
+    double dropout;          /* PEFT-style dropout on the adapter input, training only (0 = off) */
+    uint64_t dropout_seed;   /* advanced by the trainer each step; mixed with layer and target */
 } gt_lora;
 
 /* Target names as in configs and KerasHub layer names: "query", "key", "value",
@@ -58,7 +60,8 @@ void gt_lora_free(gt_lora *l);
 const gt_lora_adapter *gt_lora_get(const gt_lora *l, int64_t layer, gt_lora_target t);
 void gt_lora_zero_grad(gt_lora *l);
 
-/* y + (alpha/rank) * LoRA(x): x [..., in], y [..., groups*out]. Returns y itself when ad is NULL. */
+/* y + (alpha/rank) * LoRA(dropout(x)): x [..., in], y [..., groups*out]. Dropout applies only
+ * while the tape records (training), never in inference. Returns y itself when ad is NULL. */
 gt_tensor *gt_lora_apply(gt_ctx *ctx, const gt_lora *l, const gt_lora_adapter *ad, gt_tensor *x,
                          gt_tensor *y);
 

@@ -335,7 +335,6 @@ START_TEST(cross_field_checks) {
     check_fails((char *[]){"eval.every_steps=10"}, 1, "eval.every_steps is set but data.eval is empty");
     check_fails((char *[]){"checkpoint.resume=latest"}, 1,
                 "checkpoint.dir: required by checkpoint.resume: latest");
-    check_fails((char *[]){"lora.dropout=0.1"}, 1, "lora.dropout: 0.1 is not supported yet");
     /* and the good variants pass */
     gt_config c;
     ck_assert_msg(load_text(MINIMAL,

@@ -321,6 +321,46 @@ START_TEST(op_chain_through_view) {
 }
 END_TEST
 
+static gt_tensor *fwd_dropout(gt_ctx *ctx, gt_tensor **in, void *user) {
+    /* dropout then a product, so the check sees the mask through a nonlinear path */
+    gt_tensor *d = gt_dropout(ctx, in[0], 0.3, 42);
+    return gt_mul(ctx, d, in[1]);
+}
+
+START_TEST(dropout_gradient_and_statistics) {
+    int64_t sh[3] = {4, 5, 6};
+    gt_tensor *in[2] = {rnd(3, sh, true, -1, 1), rnd(3, sh, true, -1, 1)};
+    expect_pass(fwd_dropout, NULL, in, 2);
+    /* dropped elements get exactly zero gradient, kept ones 1/(1-p) times the upstream */
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    int64_t big[1] = {200000};
+    gt_tensor *x = gt_tensor_new(1, big, false);
+    for (int64_t i = 0; i < big[0]; i++) x->data[i] = 1;
+    gt_tensor *y = gt_dropout(&ctx, x, 0.25, 7);
+    int64_t zeros = 0;
+    double sum = 0;
+    for (int64_t i = 0; i < big[0]; i++) {
+        zeros += y->data[i] == 0;
+        sum += y->data[i];
+        ck_assert(y->data[i] == 0 || fabs(y->data[i] - 1 / 0.75) < 1e-12);
+    }
+    ck_assert_msg(fabs((double)zeros / (double)big[0] - 0.25) < 0.005, "dropped %lld", (long long)zeros);
+    ck_assert(fabs(sum / (double)big[0] - 1) < 0.01); /* inverted dropout keeps the mean */
+    /* same seed, same mask; another seed, another mask */
+    gt_tensor *y2 = gt_dropout(&ctx, x, 0.25, 7), *y3 = gt_dropout(&ctx, x, 0.25, 8);
+    ck_assert(memcmp(y->data, y2->data, sizeof(gt_real) * (size_t)big[0]) == 0);
+    ck_assert(memcmp(y->data, y3->data, sizeof(gt_real) * (size_t)big[0]) != 0);
+    ck_assert_ptr_eq(gt_dropout(&ctx, x, 0, 7), x);
+    ck_assert_ptr_null(gt_dropout(&ctx, x, 1.0, 7));
+    ck_assert_msg(strstr(ctx.err, "dropout") && strstr(ctx.err, "[200000]"), "%s", ctx.err);
+    gt_ctx_free(&ctx);
+    gt_tensor_free(x);
+    gt_tensor_free(in[0]);
+    gt_tensor_free(in[1]);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("elem_f64");
     TCase *tc = tcase_create("gradcheck");
@@ -337,6 +377,7 @@ int main(void) {
     tcase_add_test(tc, softmax_grad);
     tcase_add_test(tc, large_unary_vs_naive);
     tcase_add_test(tc, op_chain_through_view);
+    tcase_add_test(tc, dropout_gradient_and_statistics);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -98,6 +98,20 @@ END_TEST
 
 /* A packed row of three examples gives exactly the losses of the three examples in their own
  * rows: segment masks keep attention apart and positions restart, so nothing leaks across. */
+/* LoRA with PEFT-style dropout trains; dropout is off in evaluation, so the first eval equals
+ * the model without adapters (B = 0), and training moves the eval loss. */
+START_TEST(lora_with_dropout_trains) {
+    static char out[1 << 16];
+    int rc = run("train configs/tiny.yaml lora.enabled=true train.full_finetune=false lora.dropout=0.2 "
+                 "train.steps=6 schedule.warmup_steps=0 optimizer.learning_rate=0.05", out, sizeof out);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    ck_assert_msg(strstr(out, "2048 trainable (LoRA)"), "%s", out);
+    double before = after(out, "eval before training"), end = after(out, "eval after training");
+    ck_assert_msg(fabs(before - 12.4894) < 1e-3, "eval before training %.4f", before);
+    ck_assert_msg(end < before, "eval loss %.4f -> %.4f", before, end);
+}
+END_TEST
+
 START_TEST(packing_equals_separate_rows) {
     char err[1024];
     const char *root = getenv("GT_SHARED") ? getenv("GT_SHARED") : "../shared";
@@ -164,6 +178,7 @@ int main(void) {
     tcase_add_test(tc, epochs_set_the_step_count);
     tcase_add_test(tc, bad_inputs_fail_with_one_line);
     tcase_add_test(tc, packing_equals_separate_rows);
+    tcase_add_test(tc, lora_with_dropout_trains);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -87,7 +87,7 @@ static const row schema[] = {
     INT("lora.rank", lora.rank, "4", "[1, 4096]", "adapter rank"),
     NUM("lora.alpha", lora.alpha, "0", "[0, 1e6]", "scale is alpha/rank; 0: alpha = rank (Keras)"),
     NUM("lora.dropout", lora.dropout, "0", "[0, 1)",
-        "dropout on the adapter input (Keras' LoRA has none; only 0 for now)"),
+        "dropout on the adapter input while training, as PEFT's lora_dropout (Keras' LoRA has none)"),
     LIST("lora.targets", lora.targets, lora.n_targets, "[query, value]",
          "query|key|value|attention_output|ffw_gating|ffw_gating_2|ffw_linear", "layers that get adapters"),
     INT("lora.seed", lora.seed, "-1", "[-1, inf)", "seed of the adapters' init; -1: train.seed"),
@@ -662,8 +662,6 @@ int gt_config_check(const gt_config *c, char *err, size_t errn) {
     if (c->lora.enabled && c->train.full_finetune)
         BAD("lora.enabled and train.full_finetune are both true: choose one");
     if (c->lora.enabled && c->lora.n_targets == 0) BAD("lora.targets: empty while lora.enabled is true");
-    if (c->lora.dropout > 0)
-        BAD("lora.dropout: %g is not supported yet (Keras' LoRA has no dropout); use 0", c->lora.dropout);
     /* batches and steps */
     int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
     if (mb > c->train.batch_size)

@@ -117,6 +117,7 @@ static int build_trainables(job *j, char *err, size_t errn) {
         double alpha = c->lora.alpha > 0 ? c->lora.alpha : (double)c->lora.rank;
         if (gt_lora_create(&d, c->lora.rank, alpha, targets, (uint64_t)c->lora.seed, &j->lora, err, errn)) return -1;
         m->lora = j->lora;
+        j->lora->dropout = c->lora.dropout;
         j->slices = calloc((size_t)(2 * m->cfg.num_layers * GT_LORA_NTARGETS), sizeof *j->slices);
         if (!j->slices) return snprintf(err, errn, "out of memory"), -1;
         for (int64_t i = 0; i < m->cfg.num_layers; i++)
@@ -356,6 +357,8 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
                                       j.labels + o, j.weights + o};
         }
         double lr = gt_schedule_lr(&sched, step);
+        if (j.lora) /* a fresh dropout mask every step, reproducible from the seed and the step */
+            j.lora->dropout_seed = (uint64_t)c->lora.seed * 0xA0761D6478BD642Full + (uint64_t)step;
         gt_step_result res;
         if (gt_step_run(&ctx, j.model, &opt, &sc, mbs, (int)n_micro, B, lr, &res, err, errn)) {
             char e2[1024];
