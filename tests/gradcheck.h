@@ -42,4 +42,23 @@ int gc_check(gc_forward_fn fn, void *user, gt_tensor **inputs, int n_inputs,
 void gc_fill_uniform(gt_tensor *t, unsigned *state, double lo, double hi);
 double gc_rand(unsigned *state); /* uniform [0, 1) */
 
+/* Largest |got - ref| over a loop, asserted once with ASSERT_WORST (a Check assertion per
+ * element is slow). NaN sticks. */
+typedef struct {
+    double err;
+    long long at;
+} worst_t;
+
+static inline void track(worst_t *w, long long at, double got, double ref) {
+    double e = got > ref ? got - ref : ref - got;
+    if (!(e <= w->err)) {
+        w->err = e;
+        w->at = at;
+    }
+}
+
+/* for test files that include <check.h> */
+#define ASSERT_WORST(w, tol, what) \
+    ck_assert_msg((w).err <= (tol), "%s: error %.3g at %lld", (what), (w).err, (w).at)
+
 #endif

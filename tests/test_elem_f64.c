@@ -26,22 +26,6 @@ static void expect_pass(gc_forward_fn fn, void *user, gt_tensor **in, int n) {
     ck_assert_msg(ok, "%s", res.msg);
 }
 
-/* Largest |got - ref| over a loop, asserted once (a Check assertion per element is slow). */
-typedef struct {
-    double err;
-    long long at;
-} worst_t;
-
-static void track(worst_t *w, long long at, double got, double ref) {
-    double e = fabs(got - ref);
-    if (!(e <= w->err)) { /* NaN sticks */
-        w->err = e;
-        w->at = at;
-    }
-}
-
-#define ASSERT_WORST(w, tol, what) \
-    ck_assert_msg((w).err <= (tol), "%s: error %.3g at %lld", (what), (w).err, (w).at)
 
 /* ---------------------------------------------------------------- add / mul */
 
