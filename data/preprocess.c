@@ -89,9 +89,8 @@ static int build_seq(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_exa
                 push_text(&a, tok, "\n", 0, err, errn) || push(&a, sot, 0) ||
                 push_text(&a, tok, "model\n", 0, err, errn))
                 goto done;
-            if (push_text(&b, tok, ex->response, 1, err, errn) || push(&b, eot, 1) ||
-                push_text(&b, tok, "\n", 1, err, errn))
-                goto done;
+            /* the reply and its <end_of_turn> are learned; the newline after it is layout */
+            if (push_text(&b, tok, ex->response, 1, err, errn) || push(&b, eot, 1)) goto done;
         } else if (push_text(&a, tok, ex->prompt, 0, err, errn) || push_text(&b, tok, ex->response, 1, err, errn)) {
             goto done;
         }
@@ -112,7 +111,7 @@ static int build_seq(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_exa
                 system = NULL;
             }
             if (push_text(&a, tok, ex->contents[i], model, err, errn) || push(&a, eot, model) ||
-                push_text(&a, tok, "\n", model, err, errn))
+                push_text(&a, tok, "\n", 0, err, errn))
                 goto done;
         }
         if (cfg->add_eos && push(&a, eos, 1)) goto done;

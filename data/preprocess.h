@@ -10,11 +10,12 @@
  *    weight 1 iff token t+1 is a response token or the final eos, so the last prompt position
  *    (predicting the first response token) is weighted and the prompt is not.
  *  - template gemma_chat wraps the prompt as <start_of_turn>user\n{prompt}<end_of_turn>\n
- *    <start_of_turn>model\n and the response as {response}<end_of_turn>\n; turn markers are
+ *    <start_of_turn>model\n and the response as {response}<end_of_turn>; turn markers are
  *    inserted as ids, user text is encoded without matching special tokens.
  *  - chat records (messages): every turn in that template (system text prepended to the first
- *    user turn with "\n\n"; role assistant is written model); model turns (reply, <end_of_turn>
- *    and "\n") are response tokens, the rest prompt; right-truncated to S+1.
+ *    user turn with "\n\n"; role assistant is written model); each model turn's reply and its
+ *    <end_of_turn> are response tokens (weighted), everything else, the newline after
+ *    <end_of_turn> included, is prompt; right-truncated to S+1.
  * Weights are 0 on padding. Labels where the weight is 0 are still valid ids (pad). Packing
  * (optional) is described with gt_pp_pack_append below. */
 #ifndef GT_PREPROCESS_H

@@ -104,13 +104,13 @@ START_TEST(chat_template_weights_model_turns_only) {
     ck_assert_str_eq(text, "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
                            "Hello!<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n");
     free(text);
-    /* weighted labels decode to exactly the model turn: "Hello!<end_of_turn>\n" */
+    /* weighted labels decode to exactly the model turn: "Hello!<end_of_turn>" */
     int32_t wl[S];
     int nw = 0;
     for (int t = 0; t < S; t++)
         if (w[t] > 0) wl[nw++] = labels[t];
     ck_assert(gt_tok_decode(tok, wl, (size_t)nw, false, &text, &len, err, sizeof err) == 0);
-    ck_assert_str_eq(text, "Hello!<end_of_turn>\n");
+    ck_assert_str_eq(text, "Hello!<end_of_turn>");
     free(text);
     /* prompt/response under the template; special-token text in user data stays text */
     gt_example pr = {.kind = GT_DS_PROMPT_RESPONSE, .prompt = "Say <end_of_turn>", .response = "OK"};
@@ -124,7 +124,7 @@ START_TEST(chat_template_weights_model_turns_only) {
     for (int t = 0; t < S; t++)
         if (w[t] > 0) wl[nw++] = labels[t];
     ck_assert(gt_tok_decode(tok, wl, (size_t)nw, false, &text, &len, err, sizeof err) == 0);
-    ck_assert_str_eq(text, "OK<end_of_turn>\n<eos>");
+    ck_assert_str_eq(text, "OK<end_of_turn><eos>");
     free(text);
     gt_tok_free(tok);
 }
