@@ -393,6 +393,7 @@ gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x) {
 typedef struct {
     double p;
     uint64_t seed;
+    int64_t offset;
 } dropout_saved;
 
 static inline bool dropout_keep(uint64_t seed, int64_t i, double p) {
@@ -409,10 +410,14 @@ static void dropout_backward(gt_ctx *ctx, gt_node *node) {
     int64_t n = node->out->size;
 #pragma omp parallel for schedule(static) if (par(n))
     for (int64_t i = 0; i < n; i++)
-        if (dropout_keep(s->seed, i, s->p)) dx[i] += dy[i] * scale;
+        if (dropout_keep(s->seed, s->offset + i, s->p)) dx[i] += dy[i] * scale;
 }
 
 gt_tensor *gt_dropout(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed) {
+    return gt_dropout_at(ctx, x, p, seed, 0);
+}
+
+gt_tensor *gt_dropout_at(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed, int64_t offset) {
     if (!gt_ok(ctx)) return NULL;
     if (!x) return gt_fail(ctx, GT_ERR_ARG, "dropout: NULL input");
     if (!(p >= 0 && p < 1)) return gt_fail(ctx, GT_ERR_ARG, "dropout: rate %g outside [0, 1) for %s", p, gt_shp(x));
@@ -420,13 +425,13 @@ gt_tensor *gt_dropout(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed) {
     gt_tensor *out = gt_op_out(ctx, x->ndim, x->shape, &x, 1);
     dropout_saved *s = gt_alloc(ctx, sizeof *s);
     if (!out || !s) return NULL;
-    *s = (dropout_saved){p, seed};
+    *s = (dropout_saved){p, seed, offset};
     gt_real scale = (gt_real)(1.0 / (1.0 - p));
     const gt_real *X = x->data;
     gt_real *Y = out->data;
     int64_t n = x->size;
 #pragma omp parallel for schedule(static) if (par(n))
-    for (int64_t i = 0; i < n; i++) Y[i] = dropout_keep(seed, i, p) ? X[i] * scale : 0;
+    for (int64_t i = 0; i < n; i++) Y[i] = dropout_keep(seed, offset + i, p) ? X[i] * scale : 0;
     if (!gt_record(ctx, "dropout", dropout_backward, out, &x, 1, s)) return NULL;
     return out;
 }

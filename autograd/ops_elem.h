@@ -20,6 +20,9 @@ gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up);
  * stream so the same (seed, shape) always drops the same elements (backward recomputes the mask;
  * gradient checks are deterministic). 0 <= p < 1; p == 0 returns x itself. */
 gt_tensor *gt_dropout(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed);
+/* The same with element i drawing stream position offset + i: a slice of a larger batch gets
+ * the mask that the whole batch would have (so splitting a batch does not change the masks). */
+gt_tensor *gt_dropout_at(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed, int64_t offset);
 /* Softmax over the last axis (max-subtracted); a row whose logits are all -inf gives zeros. */
 gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x);
 

@@ -40,6 +40,8 @@ typedef struct gt_lora {
     int64_t n_values;
     double dropout;          /* PEFT-style dropout on the adapter input, training only (0 = off) */
     uint64_t dropout_seed;   /* advanced by the trainer each step; mixed with layer and target */
+    int64_t dropout_token0;  /* global index of the batch's first token: masks are drawn per global
+                                token, so micro-batching and ranks do not change them */
 } gt_lora;
 
 /* Target names as in configs and KerasHub layer names: "query", "key", "value",

@@ -57,7 +57,7 @@ static void rig_free(rig *r) {
     gt_gemma_free(r->m);
 }
 
-static void accumulation_equals_big_batch(gt_opt_kind kind, gt_loss_norm norm) {
+static void accumulation_equals_big_batch(gt_opt_kind kind, gt_loss_norm norm, double dropout) {
     int32_t ids[B * T], labels[B * T];
     gt_real w[B * T];
     for (int i = 0; i < B * T; i++) {
@@ -74,14 +74,18 @@ static void accumulation_equals_big_batch(gt_opt_kind kind, gt_loss_norm norm) {
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     gt_step_cfg cfg = {.norm = norm, .chunk_rows = 5};
+    big.lora->dropout = acc.lora->dropout = dropout;
     char err[512];
     for (int step = 0; step < 3; step++) {
-        gt_micro_batch one = {{.batch = B, .seq = T, .token_ids = ids}, labels, w};
+        big.lora->dropout_seed = acc.lora->dropout_seed = 77 + (uint64_t)step;
+        gt_micro_batch one = {{.batch = B, .seq = T, .token_ids = ids}, labels, w, 0};
         gt_step_result r1, r4;
+        cfg.lora = big.lora;
         ck_assert_msg(gt_step_run(&ctx, big.m, &big.opt, &cfg, &one, 1, B, 0.05, &r1, err, sizeof err) == 0, "%s", err);
+        cfg.lora = acc.lora;
         gt_micro_batch four[B];
         for (int b = 0; b < B; b++)
-            four[b] = (gt_micro_batch){{.batch = 1, .seq = T, .token_ids = ids + b * T}, labels + b * T, w + b * T};
+            four[b] = (gt_micro_batch){{.batch = 1, .seq = T, .token_ids = ids + b * T}, labels + b * T, w + b * T, b};
         ck_assert_msg(gt_step_run(&ctx, acc.m, &acc.opt, &cfg, four, B, B, 0.05, &r4, err, sizeof err) == 0, "%s", err);
         ck_assert_msg(fabs(r1.loss - r4.loss) <= 1e-6 * fabs(r1.loss), "step %d: %.9g vs %.9g", step, r1.loss, r4.loss);
         ck_assert(r1.weight_sum == 9 && r4.weight_sum == 9);
@@ -106,11 +110,14 @@ static void accumulation_equals_big_batch(gt_opt_kind kind, gt_loss_norm norm) {
     rig_free(&acc);
 }
 
-START_TEST(accumulation_sgd_tokens) { accumulation_equals_big_batch(GT_OPT_SGD, GT_NORM_TOKENS); }
+START_TEST(accumulation_sgd_tokens) { accumulation_equals_big_batch(GT_OPT_SGD, GT_NORM_TOKENS, 0); }
 END_TEST
-START_TEST(accumulation_adamw_tokens) { accumulation_equals_big_batch(GT_OPT_ADAMW, GT_NORM_TOKENS); }
+START_TEST(accumulation_adamw_tokens) { accumulation_equals_big_batch(GT_OPT_ADAMW, GT_NORM_TOKENS, 0); }
 END_TEST
-START_TEST(accumulation_sgd_keras) { accumulation_equals_big_batch(GT_OPT_SGD, GT_NORM_KERAS); }
+START_TEST(accumulation_sgd_keras) { accumulation_equals_big_batch(GT_OPT_SGD, GT_NORM_KERAS, 0); }
+END_TEST
+/* LoRA dropout masks are drawn per global token, so splitting the batch keeps them */
+START_TEST(accumulation_adamw_dropout) { accumulation_equals_big_batch(GT_OPT_ADAMW, GT_NORM_TOKENS, 0.3); }
 END_TEST
 
 START_TEST(nonfinite_stops_or_skips) {
@@ -119,7 +126,7 @@ START_TEST(nonfinite_stops_or_skips) {
     r.lora->data[0] = NAN; /* poisons the forward */
     int32_t ids[T] = {1, 2, 3, 4, 5, 6, 7, 8}, labels[T] = {2, 3, 4, 5, 6, 7, 8, 9};
     gt_real w[T] = {0, 0, 0, 0, 1, 1, 1, 1};
-    gt_micro_batch mb = {{.batch = 1, .seq = T, .token_ids = ids}, labels, w};
+    gt_micro_batch mb = {{.batch = 1, .seq = T, .token_ids = ids}, labels, w, 0};
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     gt_step_cfg cfg = {.norm = GT_NORM_TOKENS, .chunk_rows = 4};
@@ -144,6 +151,7 @@ int main(void) {
     tcase_add_test(tc, accumulation_sgd_tokens);
     tcase_add_test(tc, accumulation_adamw_tokens);
     tcase_add_test(tc, accumulation_sgd_keras);
+    tcase_add_test(tc, accumulation_adamw_dropout);
     tcase_add_test(tc, nonfinite_stops_or_skips);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

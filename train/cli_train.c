@@ -25,12 +25,25 @@ static int run(int argc, char **argv, bool train) {
         fprintf(stderr, "gemmatrain %s: %s\n", name, err);
         return 2;
     }
-    int rc = train ? gt_train_job(&cfg, err, sizeof err) : gt_eval_job(&cfg, err, sizeof err);
-    if (rc < 0) {
-        fprintf(stderr, "gemmatrain %s: %s\n", name, err);
+    if (!train) {
+        int rc = gt_eval_job(&cfg, err, sizeof err);
+        if (rc < 0) fprintf(stderr, "gemmatrain eval: %s\n", err);
+        return rc < 0 ? 1 : rc;
+    }
+    gt_dist dist;
+    if (gt_dist_init(&dist, &argc, &argv, err, sizeof err)) {
+        fprintf(stderr, "gemmatrain train: %s\n", err);
         return 1;
     }
-    return rc;
+    int rc = gt_train_job(&cfg, &dist, err, sizeof err);
+    if (rc < 0) {
+        if (dist.world > 1) fprintf(stderr, "gemmatrain train: rank %d: %s\n", dist.rank, err);
+        else fprintf(stderr, "gemmatrain train: %s\n", err);
+        fflush(stderr);
+        gt_dist_abort(&dist, 1); /* the other ranks may be waiting in a collective */
+    }
+    gt_dist_finalize(&dist);
+    return rc < 0 ? 1 : rc;
 }
 
 int cli_train(int argc, char **argv) { return run(argc, argv, true); }

@@ -118,6 +118,9 @@ static const row schema[] = {
         "passes over data.train; 0: from train.steps (1 when neither is given)"),
     ENUM("train.loss_normalization", train.loss_normalization, "tokens", "tokens|keras",
          "loss divisor: the batch's weighted tokens, or batch x sequence_length (KerasHub)"),
+    INT("train.stop_after_steps", train.stop_after_steps, "0", "[0, inf)",
+        "end this invocation once the run reaches step N (checkpoint, then exit; resume continues "
+        "the same schedule); 0: run to the end"),
     INT("train.seed", train.seed, "0", "[0, inf)",
         "base seed: model.init_seed, data.shuffle_seed and lora.seed default to it"),
     INT("train.threads", train.threads, "0", "[0, 1024]",

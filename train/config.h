@@ -68,6 +68,7 @@ typedef struct gt_config {
         /* micro_batch_size: resolved to batch_size when 0. steps / epochs: exactly one is > 0
          * after resolve (epochs = 1 when neither is given); see gt_config_total_steps. */
         int64_t batch_size, micro_batch_size, steps, epochs, seed, threads, chunk_rows;
+        int64_t stop_after_steps; /* end this invocation at that step (the schedule spans the run) */
         char loss_normalization[16], on_nonfinite[16];
         bool full_finetune;
     } train;

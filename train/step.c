@@ -21,6 +21,7 @@ int gt_step_run(gt_ctx *ctx, const gt_gemma *m, gt_optim *opt, const gt_step_cfg
     double sums[3] = {0, 0, 0};
     for (int k = 0; k < n_micro; k++) {
         gt_ctx_reset(ctx);
+        if (cfg->lora) cfg->lora->dropout_token0 = mb[k].first_row * mb[k].in.seq;
         double ws = 0;
         gt_tensor *l = micro_loss(ctx, m, &mb[k], cfg->chunk_rows, &ws, NULL);
         if (l) gt_backward(ctx, l);

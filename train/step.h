@@ -20,6 +20,7 @@ typedef struct gt_micro_batch {
     gt_gemma_batch in;       /* B x T token ids (+ optional positions, padding, segments) */
     const int32_t *labels;   /* B*T next-token labels (anything where weight == 0) */
     const gt_real *weights;  /* B*T sample weights */
+    int64_t first_row;       /* index of row 0 in the global batch (positions LoRA dropout masks) */
 } gt_micro_batch;
 
 /* Sums every rank must add up before the update: the gradient slices and the two scalars. A NULL
@@ -34,6 +35,8 @@ typedef struct gt_step_cfg {
     bool skip_nonfinite;     /* false: a non-finite loss or gradient is an error */
     gt_reduce_fn reduce;
     void *reduce_user;
+    gt_lora *lora;           /* the model's adapters, or NULL: their dropout masks are placed at
+                                each micro-batch's first_row so they do not depend on the split */
 } gt_step_cfg;
 
 typedef struct gt_step_result {

@@ -11,6 +11,8 @@
 
 #include "data/dataset.h"
 #include "data/preprocess.h"
+#include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/loader.h"
 #include "train/step.h"
 
@@ -42,6 +44,8 @@ typedef struct job {
     int32_t *positions, *segments; /* packing only */
     gt_example carry;              /* packing: the example that did not fit the last row */
     bool has_carry;
+    int64_t carry_epoch, carry_next; /* the dataset position the carried example was read from */
+    gt_dist *dist;                 /* this rank's place in the job (rank 0 of 1 without MPI) */
 } job;
 
 static void job_free(job *j) {
@@ -180,6 +184,8 @@ static int fill_packed_row(job *j, gt_dataset *ds, int64_t r, char *err, size_t 
     gt_pp_row_clear(&j->pp, gt_tok_pad(j->tok), &row);
     for (;;) {
         if (!j->has_carry) {
+            j->carry_epoch = ds->epoch;
+            j->carry_next = ds->next;
             if (gt_dataset_next(ds, &j->carry, NULL, err, errn)) return -1;
             j->has_carry = true;
         }
@@ -204,7 +210,9 @@ static int evaluate(job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, eval
     gt_real *row_ce = malloc(sizeof(gt_real) * (size_t)(j->rows * j->S));
     int64_t lines[4096];
     if (!row_ce) return snprintf(err, errn, "out of memory"), -1;
-    for (int64_t i0 = 0; i0 < n; i0 += j->rows) {
+    int world = j->dist->world, rank = j->dist->rank;
+    for (int64_t i0 = 0, k = 0; i0 < n; i0 += j->rows, k++) {
+        if (k % world != rank) continue; /* ranks take eval batches in turn */
         int64_t b = n - i0 < j->rows ? n - i0 : j->rows;
         for (int64_t r = 0; r < b; r++) {
             gt_example ex;
@@ -214,7 +222,7 @@ static int evaluate(job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, eval
             gt_example_free(&ex);
             if (rc) return free(row_ce), -1;
         }
-        gt_micro_batch mb = {{.batch = b, .seq = j->S, .token_ids = j->ids, .padding_mask = j->mask}, j->labels, j->weights};
+        gt_micro_batch mb = {{.batch = b, .seq = j->S, .token_ids = j->ids, .padding_mask = j->mask}, j->labels, j->weights, 0};
         double wce, w;
         if (gt_step_eval(ctx, j->model, &mb, j->cfg->train.chunk_rows, &wce, &w, row_ce, err, errn)) return free(row_ce), -1;
         res->wce += wce;
@@ -232,6 +240,10 @@ static int evaluate(job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, eval
     }
     res->examples = n;
     free(row_ce);
+    double sums[2] = {res->wce, res->w};
+    if (gt_dist_sum_f64(j->dist, sums, 2, err, errn)) return -1;
+    res->wce = sums[0];
+    res->w = sums[1];
     return 0;
 }
 
@@ -244,14 +256,21 @@ static void print_eval(const char *label, const eval_result *r, FILE *metrics, i
                 (long long)step, loss, exp(loss), r->w), fflush(metrics);
 }
 
-static int setup(job *j, const gt_config *c, int64_t rows, char *err, size_t errn) {
+static int setup(job *j, const gt_config *c, gt_dist *dist, int64_t rows, char *err, size_t errn) {
     memset(j, 0, sizeof *j);
     j->cfg = c;
-    gt_threads_set((int)c->train.threads);
-    fprintf(stderr, "--- effective config ---\n");
-    gt_config_write(c, stderr);
-    fprintf(stderr, "---\n");
-    if (c->output_dir[0]) {
+    j->dist = dist;
+    int threads = (int)c->train.threads;
+    if (!threads && dist->world > 1 && !getenv("GT_THREADS")) threads = gt_dist_default_threads(dist);
+    gt_threads_set(threads);
+    if (dist->rank == 0) {
+        fprintf(stderr, "--- effective config ---\n");
+        gt_config_write(c, stderr);
+        fprintf(stderr, "---\n");
+        if (dist->world > 1)
+            fprintf(stderr, "data parallel: %d ranks x %d threads\n", dist->world, gt_threads());
+    }
+    if (c->output_dir[0] && dist->rank == 0) {
         mkdir(c->output_dir, 0755);
         char p[GT_CFG_STR + 32];
         snprintf(p, sizeof p, "%s/config.yaml", c->output_dir);
@@ -270,27 +289,153 @@ static void fmt_eta(double s, char *out, size_t n) {
     else snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
 }
 
-int gt_train_job(const gt_config *c, char *err, size_t errn) {
+/* Test hook: GT_FAULT_INJECT=rank_kill:R:S kills rank R (SIGKILL) as it starts step S. */
+static void fault_rank_kill(int rank, int64_t step) {
+    const char *s = getenv("GT_FAULT_INJECT");
+    int r;
+    long long at;
+    if (s && sscanf(s, "rank_kill:%d:%lld", &r, &at) == 2 && r == rank && at == step) raise(SIGKILL);
+}
+
+/* FNV-1a of the effective config: every rank must run the same job. */
+static uint64_t config_hash(const gt_config *c) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return 0;
+    gt_config_write(c, f);
+    fclose(f);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)text[i]) * 1099511628211ull;
+    free(text);
+    return h;
+}
+
+static char *config_text(const gt_config *c) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return NULL;
+    gt_config_write(c, f);
+    fclose(f);
+    return text;
+}
+
+typedef struct run_state {
+    gt_ckpt_model cm;
+    gt_ckpt_state st;
+    char *yaml;
+} run_state;
+
+/* Rank 0 writes the checkpoint of `step`; every rank learns whether it worked. */
+static int save_checkpoint(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, int64_t step,
+                           int64_t tokens, double elapsed, char *err, size_t errn) {
+    const gt_config *c = j->cfg;
+    int64_t ok = 1;
+    if (j->dist->rank == 0) {
+        rs->st.step = step;
+        rs->st.data_epoch = j->has_carry ? j->carry_epoch : train->epoch;
+        rs->st.data_next = j->has_carry ? j->carry_next : train->next;
+        rs->st.tokens = tokens;
+        rs->st.elapsed_s = elapsed;
+        rs->st.world = j->dist->world;
+        char path[GT_CFG_STR + 32];
+        mkdir(c->checkpoint.dir, 0755);
+        gt_ckpt_path(c->checkpoint.dir, step, path, sizeof path);
+        ok = !gt_ckpt_save(path, rs->yaml, &rs->cm, j->slices, j->n_slices, opt, &rs->st, err, errn) &&
+             !gt_ckpt_prune(c->checkpoint.dir, (int)c->checkpoint.keep, err, errn);
+        if (ok) fprintf(stderr, "checkpoint: %s\n", path);
+    }
+    char e2[256];
+    if (gt_dist_bcast_i64(j->dist, &ok, e2, sizeof e2)) return snprintf(err, errn, "%s", e2), -1;
+    if (!ok && j->dist->rank != 0) snprintf(err, errn, "checkpoint: rank 0 could not write step %lld", (long long)step);
+    return ok ? 0 : -1;
+}
+
+/* checkpoint.resume: none, latest, or a path. Returns the step to continue from (0: fresh). */
+static int64_t resume(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, int64_t *tokens, double *elapsed,
+                      char *err, size_t errn) {
+    const gt_config *c = j->cfg;
+    if (!strcmp(c->checkpoint.resume, "none")) return 0;
+    char path[GT_CFG_STR + 32];
+    if (!strcmp(c->checkpoint.resume, "latest")) {
+        int64_t step;
+        int rc = gt_ckpt_latest(c->checkpoint.dir, path, sizeof path, &step, err, errn);
+        if (rc < 0) return -1;
+        if (rc == 1) {
+            if (j->dist->rank == 0)
+                fprintf(stderr, "checkpoint.resume: no checkpoint in %s yet: starting at step 0\n", c->checkpoint.dir);
+            return 0;
+        }
+    } else {
+        snprintf(path, sizeof path, "%s", c->checkpoint.resume);
+    }
+    gt_ckpt_state st;
+    char *yaml = NULL;
+    if (gt_ckpt_load(path, &rs->cm, j->slices, j->n_slices, opt, &st, &yaml, err, errn)) return -1;
+    /* a changed config is allowed (a longer run, another lr) but said out loud */
+    gt_config old;
+    char e2[512];
+    gt_config_defaults(&old);
+    if (yaml && !gt_config_parse_text(yaml, strlen(yaml), path, &old, e2, sizeof e2)) {
+        gt_config_resolve(&old);
+        gt_config now_ = *c;
+        snprintf(old.checkpoint.resume, sizeof old.checkpoint.resume, "%s", c->checkpoint.resume);
+        old.train.stop_after_steps = now_.train.stop_after_steps;
+        const char *d = gt_config_diff(&old, &now_);
+        if (d && j->dist->rank == 0) fprintf(stderr, "resume: the config differs from the checkpoint's (first at '%s')\n", d);
+    }
+    free(yaml);
+    if (gt_dataset_seek(train, st.data_epoch, st.data_next, err, errn)) return -1;
+    *tokens = st.tokens;
+    *elapsed = st.elapsed_s;
+    if (j->dist->rank == 0)
+        fprintf(stderr, "resumed from %s at step %lld (written by %lld rank%s)\n", path, (long long)st.step,
+                (long long)st.world, st.world == 1 ? "" : "s");
+    if (gt_dist_check_same(j->dist, (uint64_t)st.step, "the resumed step", err, errn)) return -1;
+    return st.step;
+}
+
+int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     job j;
+    gt_dist solo = {.world = 1, .local_world = 1};
+    if (!dist) dist = &solo;
+    const int world = dist->world, rank = dist->rank;
+    bool lead = rank == 0;
     int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
-    int64_t B = c->train.batch_size, n_micro = B / mb;
+    int64_t B = c->train.batch_size, L = B / world;
+    if (mb == B) mb = L; /* the default micro-batch is the whole batch: each rank's share of it */
+    int64_t n_micro = mb ? L / mb : 0;
     gt_dataset train = {0}, ev = {0};
     gt_optim opt = {0};
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     FILE *metrics = NULL;
+    run_state rs = {0};
+    gt_micro_batch *mbs = NULL;
+    struct sigaction sa = {0}, old;
+    bool handler = false;
     int rc = -1;
     int64_t total = 0; /* optimizer steps: train.steps, or from train.epochs and the data's size */
+    memset(&j, 0, sizeof j);
     if (!c->data.train[0]) {
         snprintf(err, errn, "data.train: required for training");
         goto done;
     }
-    if (setup(&j, c, B, err, errn)) goto done;
+    if (B % world || !mb || L % mb) {
+        snprintf(err, errn, "train.batch_size (%lld) must split evenly over %d ranks into micro-batches of "
+                 "train.micro_batch_size (%lld)", (long long)B, world, (long long)mb);
+        goto done;
+    }
+    if (gt_dist_check_same(dist, config_hash(c), "the effective config (give every rank the same config)", err, errn))
+        goto done;
+    if (setup(&j, c, dist, B, err, errn)) goto done;
     bool skip_bad = !strcmp(c->data.on_bad_line, "skip");
     if (gt_dataset_open(c->data.train, ds_format(c), skip_bad, &train, err, errn)) goto done;
+    /* every rank walks the same global order and trains on its own block of each global batch */
     if (gt_dataset_set_order(&train, (uint64_t)c->data.shuffle_seed, c->data.shuffle, 0, 1, err, errn)) goto done;
     if (c->data.eval[0] && gt_dataset_open(c->data.eval, ds_format(c), skip_bad, &ev, err, errn)) goto done;
-    if (train.skipped) fprintf(stderr, "data.train: skipped %lld bad lines\n", (long long)train.skipped);
+    if (train.skipped && lead) fprintf(stderr, "data.train: skipped %lld bad lines\n", (long long)train.skipped);
     total = gt_config_total_steps(c, train.n);
     if (total < 1) {
         snprintf(err, errn, "data.train: %s: no examples to train on", c->data.train);
@@ -316,45 +461,79 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
                          total};
     gt_step_cfg sc = {.norm = !strcmp(c->train.loss_normalization, "keras") ? GT_NORM_KERAS : GT_NORM_TOKENS,
                       .chunk_rows = c->train.chunk_rows, .clip_norm = c->optimizer.clip_global_norm,
-                      .skip_nonfinite = !strcmp(c->train.on_nonfinite, "skip")};
-    if (c->logging.metrics[0] && !(metrics = fopen(c->logging.metrics, "w"))) {
+                      .skip_nonfinite = !strcmp(c->train.on_nonfinite, "skip"),
+                      .reduce = world > 1 ? gt_dist_reduce_grads : NULL, .reduce_user = dist,
+                      .lora = j.lora};
+    rs.cm = (gt_ckpt_model){&j.model->cfg, j.lora, c->optimizer.name};
+    rs.st = (gt_ckpt_state){.train_seed = c->train.seed, .shuffle_seed = c->data.shuffle_seed, .lora_seed = c->lora.seed};
+    if (!(rs.yaml = config_text(c))) {
+        snprintf(err, errn, "out of memory");
+        goto done;
+    }
+    int64_t tokens = 0, step = 0;
+    double elapsed0 = 0;
+    step = resume(&j, &train, &opt, &rs, &tokens, &elapsed0, err, errn);
+    if (step < 0) goto done;
+    if (lead && c->logging.metrics[0] && !(metrics = fopen(c->logging.metrics, step ? "a" : "w"))) {
         snprintf(err, errn, "logging.metrics: %s: cannot write", c->logging.metrics);
         goto done;
     }
-    fprintf(stderr, "model %s: %lld parameters, %lld trainable (%s); %lld train examples\n", j.model->cfg.name,
-            (long long)gt_gemma_param_count(&j.model->cfg), (long long)opt.n_values,
-            c->lora.enabled ? "LoRA" : "full", (long long)train.n);
+    if (lead)
+        fprintf(stderr, "model %s: %lld parameters, %lld trainable (%s); %lld train examples\n", j.model->cfg.name,
+                (long long)gt_gemma_param_count(&j.model->cfg), (long long)opt.n_values,
+                c->lora.enabled ? "LoRA" : "full", (long long)train.n);
     eval_result er;
-    if (ev.n) {
+    if (ev.n && step == 0) {
         if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto done;
-        print_eval("eval before training", &er, metrics, 0);
+        if (lead) print_eval("eval before training", &er, metrics, 0);
     }
-    bool tty = !strcmp(c->logging.progress, "bar") || (!strcmp(c->logging.progress, "auto") && isatty(2));
+    bool tty = lead && (!strcmp(c->logging.progress, "bar") || (!strcmp(c->logging.progress, "auto") && isatty(2)));
     g_stop = 0;
-    struct sigaction sa = {0}, old;
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, &old);
-    gt_micro_batch *mbs = calloc((size_t)n_micro, sizeof *mbs);
-    double t0 = now();
-    int64_t tokens = 0, step;
-    for (step = 0; step < total && !g_stop; step++) {
+    handler = true;
+    mbs = calloc((size_t)n_micro, sizeof *mbs);
+    if (!mbs) {
+        snprintf(err, errn, "out of memory");
+        goto done;
+    }
+    int64_t end = c->train.stop_after_steps > 0 && c->train.stop_after_steps < total ? c->train.stop_after_steps : total;
+    int64_t first = step, own0 = rank * L;
+    double t0 = now(), reduce0 = dist->reduce_s;
+    int64_t tokens0 = tokens;
+    bool stopped = false;
+    for (; step < end; step++) {
+        if (world > 1) { /* a stop seen by any rank stops them all at the same step */
+            double flag = g_stop;
+            if (gt_dist_sum_f64(dist, &flag, 1, err, errn)) goto done;
+            g_stop = flag > 0;
+        }
+        if (g_stop) {
+            stopped = true;
+            break;
+        }
+        fault_rank_kill(rank, step + 1);
         for (int64_t r = 0; r < B; r++) {
-            if (c->data.packing) {
-                if (fill_packed_row(&j, &train, r, err, errn)) goto stop;
+            if (c->data.packing) { /* rows depend on each other: every rank packs the whole batch */
+                if (fill_packed_row(&j, &train, r, err, errn)) goto done;
+                continue;
+            }
+            if (r < own0 || r >= own0 + L) {
+                gt_dataset_advance(&train);
                 continue;
             }
             gt_example ex;
-            if (gt_dataset_next(&train, &ex, NULL, err, errn)) goto stop;
+            if (gt_dataset_next(&train, &ex, NULL, err, errn)) goto done;
             int frc = fill_row(&j, r, &ex, err, errn);
             gt_example_free(&ex);
-            if (frc) goto stop;
+            if (frc) goto done;
         }
         for (int64_t k = 0; k < n_micro; k++) {
-            int64_t o = k * mb * j.S;
+            int64_t o = (own0 + k * mb) * j.S;
             mbs[k] = (gt_micro_batch){{.batch = mb, .seq = j.S, .token_ids = j.ids + o, .padding_mask = j.mask + o,
                                        .positions = j.positions ? j.positions + o : NULL,
                                        .segment_ids = j.segments ? j.segments + o : NULL},
-                                      j.labels + o, j.weights + o};
+                                      j.labels + o, j.weights + o, own0 + k * mb};
         }
         double lr = gt_schedule_lr(&sched, step);
         if (j.lora) /* a fresh dropout mask every step, reproducible from the seed and the step */
@@ -364,13 +543,13 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
             char e2[1024];
             snprintf(e2, sizeof e2, "step %lld: %s", (long long)step + 1, err);
             snprintf(err, errn, "%s", e2);
-            goto stop;
+            goto done;
         }
         tokens += res.tokens;
-        double el = now() - t0, tps = (double)tokens / el;
+        double el = now() - t0, tps = (double)(tokens - tokens0) / el;
         char eta[32];
-        fmt_eta(el / (double)(step + 1) * (double)(total - step - 1), eta, sizeof eta);
-        if ((step + 1) % c->logging.every_steps == 0 || step + 1 == total) {
+        fmt_eta(el / (double)(step + 1 - first) * (double)(end - step - 1), eta, sizeof eta);
+        if (lead && ((step + 1) % c->logging.every_steps == 0 || step + 1 == end)) {
             if (tty) {
                 int w = 24, done_ = (int)((step + 1) * w / total);
                 fprintf(stderr, "\r[%.*s%*s] step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.0f tok/s eta %s   ",
@@ -382,28 +561,40 @@ int gt_train_job(const gt_config *c, char *err, size_t errn) {
                         res.skipped ? " (skipped: non-finite)" : "");
             }
             if (metrics)
-                fprintf(metrics, "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"weighted_tokens\": %.0f, "
+                fprintf(metrics, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6f, \"weighted_tokens\": %.0f, "
                         "\"tokens_per_s\": %.1f, \"skipped\": %s}\n", (long long)step + 1, res.loss, lr, res.grad_norm,
                         res.weight_sum, tps, res.skipped ? "true" : "false"), fflush(metrics);
         }
         if (ev.n && c->eval.every_steps && (step + 1) % c->eval.every_steps == 0 && step + 1 < total) {
             if (tty) fputc('\n', stderr);
-            if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto stop;
-            print_eval("eval", &er, metrics, step + 1);
+            if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto done;
+            if (lead) print_eval("eval", &er, metrics, step + 1);
         }
+        if (c->checkpoint.dir[0] && c->checkpoint.every_steps && (step + 1) % c->checkpoint.every_steps == 0 &&
+            step + 1 < end && save_checkpoint(&j, &train, &opt, &rs, step + 1, tokens, elapsed0 + now() - t0, err, errn))
+            goto done;
     }
     if (tty) fputc('\n', stderr);
-    fprintf(stderr, "%s after %lld steps, %.1f s/step\n", g_stop ? "interrupted" : "done", (long long)step,
-            step ? (now() - t0) / (double)step : 0.0);
-    if (ev.n) {
-        if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto stop;
-        print_eval("eval after training", &er, metrics, step);
+    double took = now() - t0;
+    if (lead) {
+        fprintf(stderr, "%s after %lld steps, %.2f s/step", stopped ? "interrupted" : step < total ? "stopped" : "done",
+                (long long)step, step > first ? took / (double)(step - first) : 0.0);
+        if (world > 1)
+            fprintf(stderr, ", %.1f%% of it in gradient allreduce", took > 0 ? 100 * (dist->reduce_s - reduce0) / took : 0.0);
+        fputc('\n', stderr);
     }
-    rc = g_stop ? 130 : 0;
-stop:
-    sigaction(SIGINT, &old, NULL);
-    free(mbs);
+    if (c->checkpoint.dir[0] && step > first &&
+        save_checkpoint(&j, &train, &opt, &rs, step, tokens, elapsed0 + took, err, errn))
+        goto done;
+    if (ev.n && step == total) {
+        if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto done;
+        if (lead) print_eval("eval after training", &er, metrics, step);
+    }
+    rc = stopped ? 130 : 0;
 done:
+    if (handler) sigaction(SIGINT, &old, NULL);
+    free(mbs);
+    free(rs.yaml);
     if (metrics) fclose(metrics);
     gt_optim_free(&opt);
     if (train.f) gt_dataset_close(&train);
@@ -415,13 +606,14 @@ done:
 
 int gt_eval_job(const gt_config *c, char *err, size_t errn) {
     job j;
+    gt_dist solo = {.world = 1, .local_world = 1};
     gt_dataset ev = {0};
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     FILE *per = NULL;
     int rc = -1;
     const char *path = c->data.eval[0] ? c->data.eval : c->data.train;
-    if (setup(&j, c, c->eval.batch_size, err, errn)) goto done;
+    if (setup(&j, c, &solo, c->eval.batch_size, err, errn)) goto done;
     if (gt_dataset_open(path, ds_format(c), !strcmp(c->data.on_bad_line, "skip"), &ev, err, errn)) goto done;
     if (c->eval.per_example_output[0] && !(per = fopen(c->eval.per_example_output, "w"))) {
         snprintf(err, errn, "eval.per_example_output: %s: cannot write", c->eval.per_example_output);

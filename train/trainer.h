@@ -13,8 +13,11 @@
 #include <stddef.h>
 
 #include "train/config.h"
+#include "train/dist.h"
 
-int gt_train_job(const gt_config *cfg, char *err, size_t errn);
+/* dist: this process's place in an MPI job, or NULL for one process. Every rank calls it with
+ * the same config; rank 0 logs, writes metrics and checkpoints. */
+int gt_train_job(const gt_config *cfg, gt_dist *dist, char *err, size_t errn);
 int gt_eval_job(const gt_config *cfg, char *err, size_t errn);
 
 #endif

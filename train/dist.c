@@ -1,0 +1,137 @@
+#include "train/dist.h"
+
+#include <mpi.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef GT_REAL_DOUBLE
+#define GT_MPI_REAL MPI_DOUBLE
+#else
+#define GT_MPI_REAL MPI_FLOAT
+#endif
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int env_int(const char *name, int dflt) {
+    const char *s = getenv(name);
+    return s && *s ? atoi(s) : dflt;
+}
+
+static int mpi_fail(int rc, const char *what, char *err, size_t errn) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    snprintf(err, errn, "MPI %s failed: %.*s", what, len, msg);
+    return -1;
+}
+
+int gt_dist_init(gt_dist *d, int *argc, char ***argv, char *err, size_t errn) {
+    memset(d, 0, sizeof *d);
+    d->world = d->local_world = 1;
+    if (env_int("OMPI_COMM_WORLD_SIZE", 0) < 1) return 0; /* not started by mpirun */
+    int provided = 0, rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    if (rc != MPI_SUCCESS) return snprintf(err, errn, "MPI_Init_thread failed (code %d)", rc), -1;
+    d->mpi = true;
+    /* errors come back as codes, so they can be reported with context */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &d->world);
+    d->local_world = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1);
+    if (d->local_world < 1) d->local_world = 1;
+    return 0;
+}
+
+void gt_dist_finalize(gt_dist *d) {
+    if (d->mpi) MPI_Finalize();
+    d->mpi = false;
+}
+
+void gt_dist_abort(const gt_dist *d, int code) {
+    if (d && d->mpi && d->world > 1) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+int gt_dist_default_threads(const gt_dist *d) {
+    cpu_set_t set;
+    int cpus = 0;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
+    if (cpus < 1) cpus = 1;
+    /* bound ranks see their own cores; unbound ones all see every core and share them */
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (d && d->local_world > 1 && cpus >= online) cpus /= d->local_world;
+    return cpus < 1 ? 1 : cpus;
+}
+
+int gt_dist_sum_f64(gt_dist *d, double *v, int n, char *err, size_t errn) {
+    if (d->world < 2) return 0;
+    int rc = MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "allreduce", err, errn);
+}
+
+int gt_dist_sum_real(gt_dist *d, gt_real *v, int64_t n, char *err, size_t errn) {
+    if (d->world < 2 || n == 0) return 0;
+    const int64_t bucket = GT_DIST_BUCKET_BYTES / (int64_t)sizeof(gt_real);
+    MPI_Request req[GT_DIST_INFLIGHT];
+    int used = 0;
+    double t0 = now();
+    for (int64_t o = 0; o < n; o += bucket) {
+        int len = (int)(n - o < bucket ? n - o : bucket);
+        if (used == GT_DIST_INFLIGHT) { /* wait for the oldest slot before reusing it */
+            int rc = MPI_Wait(&req[0], MPI_STATUS_IGNORE);
+            if (rc != MPI_SUCCESS) return mpi_fail(rc, "allreduce wait", err, errn);
+            memmove(req, req + 1, sizeof req[0] * (GT_DIST_INFLIGHT - 1));
+            used--;
+        }
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, v + o, len, GT_MPI_REAL, MPI_SUM, MPI_COMM_WORLD, &req[used]);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, "allreduce", err, errn);
+        used++;
+    }
+    int rc = MPI_Waitall(used, req, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "allreduce wait", err, errn);
+    d->reduce_s += now() - t0;
+    d->reduce_bytes += n * (int64_t)sizeof(gt_real);
+    return 0;
+}
+
+int gt_dist_bcast_i64(gt_dist *d, int64_t *v, char *err, size_t errn) {
+    if (d->world < 2) return 0;
+    int rc = MPI_Bcast(v, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "broadcast", err, errn);
+}
+
+int gt_dist_check_same(gt_dist *d, uint64_t v, const char *what, char *err, size_t errn) {
+    if (d->world < 2) return 0;
+    uint64_t mm[2] = {v, ~v}; /* max of v and of ~v: equal everywhere iff min == max */
+    int rc = MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "allreduce", err, errn);
+    if (mm[0] != ~mm[1]) return snprintf(err, errn, "ranks disagree on %s", what), -1;
+    return 0;
+}
+
+int gt_dist_barrier(gt_dist *d, char *err, size_t errn) {
+    if (d->world < 2) return 0;
+    int rc = MPI_Barrier(MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "barrier", err, errn);
+}
+
+int gt_dist_reduce_grads(void *user, const gt_param_slice *p, int n, double *scalars,
+                         int n_scalars, char *err, size_t errn) {
+    gt_dist *d = user;
+    if (d->world < 2) return 0;
+    for (int i = 0; i < n;) {
+        gt_real *start = p[i].grad;
+        int64_t len = p[i].size;
+        int j = i + 1;
+        while (j < n && p[j].grad == start + len) len += p[j++].size;
+        if (gt_dist_sum_real(d, start, len, err, errn)) return -1;
+        i = j;
+    }
+    return gt_dist_sum_f64(d, scalars, n_scalars, err, errn);
+}
