@@ -162,8 +162,8 @@ gt_real *gt_grad(gt_ctx *ctx, gt_tensor *t) {
 static int run_tape(gt_ctx *ctx) {
     for (gt_node *n = ctx->tape; n && gt_ok(ctx); n = n->prev) {
         gt_tensor *root = n->out->root ? n->out->root : n->out;
-        if (!root->grad) continue; /* nothing downstream used this output */
-        n->backward(ctx, n);
+        if (root->grad) n->backward(ctx, n); /* else nothing downstream used this output */
+        if (ctx->on_node) ctx->on_node(ctx->on_node_user, n);
     }
     ctx->tape = NULL;
     return ctx->status;

@@ -49,6 +49,11 @@ struct gt_ctx {
     bool grad_enabled;        /* false: inference, nothing is recorded */
     int status;
     char err[512];
+    /* Optional: called after each node is visited by backward (also when it had no gradient to
+     * pass on), in backward order; lets a caller act on gradients as soon as they are final
+     * (data-parallel reductions overlapping the rest of backward). */
+    void (*on_node)(void *user, const gt_node *node);
+    void *on_node_user;
 };
 
 void gt_ctx_init(gt_ctx *ctx, size_t arena_block_bytes);

@@ -166,6 +166,28 @@ START_TEST(two_ranks_equal_one) {
 }
 END_TEST
 
+/* Full fine-tuning: one large gradient buffer, reduced in buckets that start during backward. */
+START_TEST(two_ranks_equal_one_full_finetune) {
+    if (!have_mpirun()) return;
+    const char *full = "train.full_finetune=true lora.enabled=false optimizer.learning_rate=1e-2 train.steps=4";
+    char args[512];
+    double one[4], two[4];
+    snprintf(args, sizeof args, "%s logging.metrics=%s/f1.jsonl", full, tmp);
+    int rc = gt(0, "", args);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    snprintf(args, sizeof args, "%s logging.metrics=%s/f2.jsonl", full, tmp);
+    rc = gt(2, "", args);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    snprintf(args, sizeof args, "%s/f1.jsonl", tmp);
+    ck_assert_int_eq(losses(args, one, 4), 4);
+    snprintf(args, sizeof args, "%s/f2.jsonl", tmp);
+    ck_assert_int_eq(losses(args, two, 4), 4);
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(fabs(one[i] - two[i]) <= 1e-6 * fabs(one[i]), "step %d: %.9g vs %.9g", i + 1, one[i], two[i]);
+    ck_assert(one[3] < one[0]);
+}
+END_TEST
+
 START_TEST(killed_during_checkpoint_write_resumes_from_previous) {
     double ref[20], got[20];
     reference(0, "full", ref);
@@ -221,6 +243,7 @@ int main(void) {
     tcase_add_test(tc, resume_is_bit_identical_one_process);
     tcase_add_test(tc, resume_is_bit_identical_two_ranks);
     tcase_add_test(tc, two_ranks_equal_one);
+    tcase_add_test(tc, two_ranks_equal_one_full_finetune);
     tcase_add_test(tc, killed_during_checkpoint_write_resumes_from_previous);
     tcase_add_test(tc, a_killed_rank_ends_the_job);
     suite_add_tcase(s, tc);

@@ -144,6 +144,57 @@ START_TEST(nonfinite_stops_or_skips) {
 }
 END_TEST
 
+/* The ready hook reports each slice exactly once, during the last micro-batch's backward, and
+ * only when its gradient is final (a snapshot then equals the gradient the reduce hook sees). */
+typedef struct {
+    gt_real *snap[64];
+    int calls[64], polls;
+    int bad;
+} ready_log;
+
+static void log_ready(void *user, const gt_param_slice *p, int n, int i) {
+    ready_log *l = user;
+    if (i < 0) {
+        l->polls++;
+        return;
+    }
+    l->calls[i]++;
+    free(l->snap[i]);
+    l->snap[i] = malloc(sizeof(gt_real) * (size_t)p[i].size);
+    memcpy(l->snap[i], p[i].grad, sizeof(gt_real) * (size_t)p[i].size);
+}
+
+static int check_final(void *user, const gt_param_slice *p, int n, double *scalars, int ns, char *err, size_t errn) {
+    ready_log *l = user;
+    for (int i = 0; i < n; i++)
+        if (l->calls[i] != 1 || memcmp(l->snap[i], p[i].grad, sizeof(gt_real) * (size_t)p[i].size)) l->bad++;
+    return 0;
+}
+
+START_TEST(ready_hook_reports_final_gradients) {
+    rig r;
+    rig_init(&r, GT_OPT_ADAMW);
+    int32_t ids[B * T], labels[B * T];
+    gt_real w[B * T];
+    for (int i = 0; i < B * T; i++) ids[i] = (i * 7 + 3) % V, labels[i] = (i * 11 + 2) % V, w[i] = 1;
+    gt_micro_batch two[2] = {{{.batch = 2, .seq = T, .token_ids = ids}, labels, w, 0},
+                             {{.batch = 2, .seq = T, .token_ids = ids + 2 * T}, labels + 2 * T, w + 2 * T, 2}};
+    ready_log log = {0};
+    gt_step_cfg cfg = {.norm = GT_NORM_TOKENS, .chunk_rows = 5, .reduce = check_final, .reduce_user = &log,
+                       .ready = log_ready};
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_step_result res;
+    char err[256];
+    ck_assert_msg(gt_step_run(&ctx, r.m, &r.opt, &cfg, two, 2, B, 0.01, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(log.bad, 0);
+    ck_assert(log.polls > 10);
+    for (int i = 0; i < r.n; i++) free(log.snap[i]);
+    gt_ctx_free(&ctx);
+    rig_free(&r);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("step");
     TCase *tc = tcase_create("step");
@@ -152,6 +203,7 @@ int main(void) {
     tcase_add_test(tc, accumulation_adamw_tokens);
     tcase_add_test(tc, accumulation_sgd_keras);
     tcase_add_test(tc, accumulation_adamw_dropout);
+    tcase_add_test(tc, ready_hook_reports_final_gradients);
     tcase_add_test(tc, nonfinite_stops_or_skips);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -50,6 +50,10 @@ int gt_dist_init(gt_dist *d, int *argc, char ***argv, char *err, size_t errn) {
 }
 
 void gt_dist_finalize(gt_dist *d) {
+    free(d->reqs);
+    free(d->started);
+    d->reqs = NULL;
+    d->started = NULL;
     if (d->mpi) MPI_Finalize();
     d->mpi = false;
 }
@@ -121,17 +125,84 @@ int gt_dist_barrier(gt_dist *d, char *err, size_t errn) {
     return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "barrier", err, errn);
 }
 
+/* Start the in-place sum of [lo, hi) in buckets, without waiting. */
+static int start_run(gt_dist *d, gt_real *lo, gt_real *hi) {
+    const int64_t bucket = GT_DIST_BUCKET_BYTES / (int64_t)sizeof(gt_real);
+    for (gt_real *o = lo; o < hi; o += bucket) {
+        int len = (int)(hi - o < bucket ? hi - o : bucket);
+        if (d->n_reqs == d->cap_reqs) {
+            int cap = d->cap_reqs ? 2 * d->cap_reqs : 64;
+            void *grown = realloc(d->reqs, sizeof(MPI_Request) * (size_t)cap);
+            if (!grown) return d->run_err = MPI_ERR_NO_MEM;
+            d->reqs = grown;
+            d->cap_reqs = cap;
+        }
+        MPI_Request *r = (MPI_Request *)d->reqs + d->n_reqs;
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, o, len, GT_MPI_REAL, MPI_SUM, MPI_COMM_WORLD, r);
+        if (rc != MPI_SUCCESS) return d->run_err = rc;
+        d->n_reqs++;
+        d->reduce_bytes += len * (int64_t)sizeof(gt_real);
+    }
+    return 0;
+}
+
+static void flush_run(gt_dist *d) {
+    if (d->run_lo && !d->run_err) start_run(d, d->run_lo, d->run_hi);
+    d->run_lo = d->run_hi = NULL;
+}
+
+void gt_dist_grad_ready(void *user, const gt_param_slice *p, int n, int i) {
+    gt_dist *d = user;
+    if (d->world < 2 || d->run_err) return;
+    if (i < 0) { /* let started reductions progress (Open MPI progresses inside MPI calls) */
+        int done;
+        if (d->n_reqs) MPI_Testall(d->n_reqs, d->reqs, &done, MPI_STATUSES_IGNORE);
+        return;
+    }
+    if (!d->started) {
+        d->started = calloc((size_t)n, sizeof *d->started);
+        if (!d->started) {
+            d->run_err = MPI_ERR_NO_MEM;
+            return;
+        }
+    }
+    if (d->started[i]) return;
+    d->started[i] = true;
+    d->n_started++;
+    gt_real *lo = p[i].grad, *hi = p[i].grad + p[i].size;
+    if (d->run_lo && hi == d->run_lo) d->run_lo = lo;       /* backward order: runs grow down */
+    else if (d->run_lo && lo == d->run_hi) d->run_hi = hi;
+    else {
+        flush_run(d);
+        d->run_lo = lo;
+        d->run_hi = hi;
+    }
+    if ((d->run_hi - d->run_lo) * (int64_t)sizeof(gt_real) >= GT_DIST_BUCKET_BYTES) flush_run(d);
+}
+
 int gt_dist_reduce_grads(void *user, const gt_param_slice *p, int n, double *scalars,
                          int n_scalars, char *err, size_t errn) {
     gt_dist *d = user;
     if (d->world < 2) return 0;
-    for (int i = 0; i < n;) {
-        gt_real *start = p[i].grad;
-        int64_t len = p[i].size;
+    double t0 = now();
+    flush_run(d);
+    for (int i = 0; i < n && !d->run_err;) { /* what backward did not start: merged runs */
+        if (d->started && d->started[i]) {
+            i++;
+            continue;
+        }
+        gt_real *lo = p[i].grad, *hi = lo + p[i].size;
         int j = i + 1;
-        while (j < n && p[j].grad == start + len) len += p[j++].size;
-        if (gt_dist_sum_real(d, start, len, err, errn)) return -1;
+        while (j < n && p[j].grad == hi && !(d->started && d->started[j])) hi += p[j++].size;
+        start_run(d, lo, hi);
         i = j;
     }
+    int rc = d->run_err ? d->run_err : d->n_reqs ? MPI_Waitall(d->n_reqs, d->reqs, MPI_STATUSES_IGNORE) : MPI_SUCCESS;
+    d->n_reqs = 0;
+    d->run_err = 0;
+    d->n_started = 0;
+    if (d->started) memset(d->started, 0, sizeof *d->started * (size_t)n);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "gradient allreduce", err, errn);
+    d->reduce_s += now() - t0;
     return gt_dist_sum_f64(d, scalars, n_scalars, err, errn);
 }

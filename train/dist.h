@@ -10,7 +10,9 @@
  * GT_DIST_BUCKET_BYTES (4 MiB moves about twice as fast here as one large message), with up to
  * GT_DIST_INFLIGHT buckets in flight at once; adjacent slices that are contiguous in memory (full
  * fine-tuning: one gradient allocation) are merged into one run first, so LoRA's many small
- * adapters and full fine-tuning's one large buffer both travel in few messages.
+ * adapters and full fine-tuning's one large buffer both travel in few messages. With
+ * gt_dist_grad_ready as the step's ready hook, buckets start during backward as soon as their
+ * gradients are final, and communication overlaps the rest of backward.
  *
  * Errors return -1 with a message. A rank that fails alone would leave the others waiting in a
  * collective, so the CLI calls gt_dist_abort after printing its error when world > 1. */
@@ -31,12 +33,21 @@ typedef struct gt_dist {
     int rank, world;
     int local_world;       /* ranks on this node (threads per rank are shared out among them) */
     bool mpi;              /* MPI was initialised here (finalize it) */
-    double reduce_s;       /* wall time spent in gradient reductions so far */
+    double reduce_s;       /* wall time spent waiting for gradient reductions so far (the part
+                              not hidden behind backward) */
     int64_t reduce_bytes;  /* gradient bytes this rank sent into reductions so far */
+    /* reductions started during backward (gt_dist_grad_ready), finished by gt_dist_reduce_grads */
+    void *reqs;            /* MPI_Request array */
+    int n_reqs, cap_reqs;
+    bool *started;         /* per slice */
+    int n_started;
+    gt_real *run_lo, *run_hi; /* the contiguous run of final slices not started yet */
+    int run_err;           /* first MPI error code of a started reduction, 0 if none */
 } gt_dist;
 
 /* Join the job (or become rank 0 of 1). 0 or -1 with a message. */
 int gt_dist_init(gt_dist *d, int *argc, char ***argv, char *err, size_t errn);
+/* Frees the reduction state and finalizes MPI if it was initialised here. */
 void gt_dist_finalize(gt_dist *d);
 /* End the whole job now with `code` (MPI_Abort when world > 1; a no-op otherwise). */
 void gt_dist_abort(const gt_dist *d, int code);
@@ -53,7 +64,11 @@ int gt_dist_bcast_i64(gt_dist *d, int64_t *v, char *err, size_t errn);
 int gt_dist_check_same(gt_dist *d, uint64_t v, const char *what, char *err, size_t errn);
 int gt_dist_barrier(gt_dist *d, char *err, size_t errn);
 
-/* gt_reduce_fn for gt_step_cfg: user is the gt_dist. */
+/* gt_step_cfg.ready: starts reducing final gradients during backward. Adjacent final slices are
+ * merged into runs that start once they reach GT_DIST_BUCKET_BYTES (or when the next final slice
+ * is not adjacent); backward order makes full fine-tuning's layers arrive as one descending run. */
+void gt_dist_grad_ready(void *user, const gt_param_slice *p, int n, int i);
+/* gt_reduce_fn for gt_step_cfg: user is the gt_dist. Starts what is left, waits for all. */
 int gt_dist_reduce_grads(void *user, const gt_param_slice *p, int n, double *scalars,
                          int n_scalars, char *err, size_t errn);
 

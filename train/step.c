@@ -2,7 +2,76 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* Finds when each slice's gradient is final during a backward pass: every tape node that reads
+ * a slice (or a view into it) will add to its gradient, so the slice is final once backward has
+ * visited all of them. */
+typedef struct tracker {
+    const gt_param_slice *p;
+    int n;
+    int *by_addr;  /* slice indices sorted by data address */
+    int *uses;     /* tape nodes still to visit that read the slice */
+    const gt_step_cfg *cfg;
+} tracker;
+
+static int by_data(const void *a, const void *b, void *slices) {
+    const gt_param_slice *p = slices;
+    const gt_real *x = p[*(const int *)a].data, *y = p[*(const int *)b].data;
+    return (x > y) - (x < y);
+}
+
+static int slice_of(const tracker *t, const gt_real *addr) {
+    int lo = 0, hi = t->n - 1, hit = -1;
+    while (lo <= hi) { /* last slice starting at or before addr */
+        int mid = (lo + hi) / 2;
+        if (t->p[t->by_addr[mid]].data <= addr) hit = mid, lo = mid + 1;
+        else hi = mid - 1;
+    }
+    if (hit < 0) return -1;
+    const gt_param_slice *s = &t->p[t->by_addr[hit]];
+    return addr < s->data + s->size ? t->by_addr[hit] : -1;
+}
+
+static void tracker_on_node(void *user, const gt_node *node) {
+    tracker *t = user;
+    for (int j = 0; j < node->n_in; j++) {
+        int i = node->in[j] ? slice_of(t, node->in[j]->data) : -1;
+        if (i >= 0 && --t->uses[i] == 0) t->cfg->ready(t->cfg->reduce_user, t->p, t->n, i);
+    }
+    t->cfg->ready(t->cfg->reduce_user, t->p, t->n, -1);
+}
+
+/* Count the readers of every slice on the recorded tape and hook the backward pass. */
+static int tracker_arm(tracker *t, gt_ctx *ctx, const gt_param_slice *p, int n, const gt_step_cfg *cfg) {
+    t->p = p;
+    t->n = n;
+    t->cfg = cfg;
+    t->by_addr = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    t->uses = calloc((size_t)(n ? n : 1), sizeof(int));
+    if (!t->by_addr || !t->uses) return -1;
+    for (int i = 0; i < n; i++) t->by_addr[i] = i;
+    qsort_r(t->by_addr, (size_t)n, sizeof(int), by_data, (void *)p);
+    for (const gt_node *node = ctx->tape; node; node = node->prev)
+        for (int j = 0; j < node->n_in; j++) {
+            int i = node->in[j] ? slice_of(t, node->in[j]->data) : -1;
+            if (i >= 0) t->uses[i]++;
+        }
+    for (int i = 0; i < n; i++) /* not read by this micro-batch: already final */
+        if (!t->uses[i]) cfg->ready(cfg->reduce_user, p, n, i);
+    ctx->on_node = tracker_on_node;
+    ctx->on_node_user = t;
+    return 0;
+}
+
+static void tracker_free(tracker *t, gt_ctx *ctx) {
+    ctx->on_node = NULL;
+    ctx->on_node_user = NULL;
+    free(t->by_addr);
+    free(t->uses);
+    memset(t, 0, sizeof *t);
+}
 
 static gt_tensor *micro_loss(gt_ctx *ctx, const gt_gemma *m, const gt_micro_batch *mb,
                              int64_t chunk_rows, double *w_sum, gt_real *row_ce) {
@@ -24,7 +93,12 @@ int gt_step_run(gt_ctx *ctx, const gt_gemma *m, gt_optim *opt, const gt_step_cfg
         if (cfg->lora) cfg->lora->dropout_token0 = mb[k].first_row * mb[k].in.seq;
         double ws = 0;
         gt_tensor *l = micro_loss(ctx, m, &mb[k], cfg->chunk_rows, &ws, NULL);
+        tracker tr = {0};
+        if (l && k == n_micro - 1 && cfg->reduce && cfg->ready &&
+            tracker_arm(&tr, ctx, opt->params, opt->n_params, cfg))
+            return tracker_free(&tr, ctx), snprintf(err, errn, "out of memory"), -1;
         if (l) gt_backward(ctx, l);
+        tracker_free(&tr, ctx);
         if (!gt_ok(ctx)) return snprintf(err, errn, "micro-batch %d: %s", k, ctx->err), -1;
         sums[0] += l->data[0];
         sums[1] += ws;

@@ -35,6 +35,11 @@ typedef struct gt_step_cfg {
     bool skip_nonfinite;     /* false: a non-finite loss or gradient is an error */
     gt_reduce_fn reduce;
     void *reduce_user;
+    /* Optional, with reduce (same user): during the last micro-batch's backward, called with
+     * slice index i >= 0 as soon as no remaining backward op can add to slice i's gradient (so
+     * its reduction can start while backward goes on), and with i = -1 after every backward op
+     * (to let started reductions progress). reduce is still called at the end for the rest. */
+    void (*ready)(void *user, const gt_param_slice *p, int n, int i);
     gt_lora *lora;           /* the model's adapters, or NULL: their dropout masks are placed at
                                 each micro-batch's first_row so they do not depend on the split */
 } gt_step_cfg;

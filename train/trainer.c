@@ -463,6 +463,7 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
                       .chunk_rows = c->train.chunk_rows, .clip_norm = c->optimizer.clip_global_norm,
                       .skip_nonfinite = !strcmp(c->train.on_nonfinite, "skip"),
                       .reduce = world > 1 ? gt_dist_reduce_grads : NULL, .reduce_user = dist,
+                      .ready = world > 1 && !getenv("GT_NO_OVERLAP") ? gt_dist_grad_ready : NULL,
                       .lora = j.lora};
     rs.cm = (gt_ckpt_model){&j.model->cfg, j.lora, c->optimizer.name};
     rs.st = (gt_ckpt_state){.train_seed = c->train.seed, .shuffle_seed = c->data.shuffle_seed, .lora_seed = c->lora.seed};
