@@ -18,8 +18,8 @@ common="configs/tiny.yaml model.generation=0 model.preset=gemma3_270m model.voca
   model.head_dim=0 model.sliding_window_size=-1 data.train=$data data.eval= data.sequence_length=$seq
   train.batch_size=2 train.micro_batch_size=1 train.steps=$steps schedule.warmup_steps=0
   logging.every_steps=1000"
-run() { # label, launcher..., -- extra args
-  local out; out=$("$@" 2>&1) || { echo "$out" | tail -5; exit 1; }
+run() { # command...: its "done after" line
+  local out; out=$("$@" 2>&1) || { echo "$out" | tail -5 >&2; exit 1; }
   echo "$out" | grep -E "^(done|stopped) after" | tail -1
 }
 field() { sed -nE "s/.*, ([0-9.]+) s\/step.*/\1/p"; }
@@ -28,9 +28,10 @@ printf '%-6s %-14s %10s %10s %12s\n' mode layout s/step tokens/s allreduce%
 for mode in $modes; do
   if [ "$mode" = lora ]; then extra="train.full_finetune=false lora.enabled=true lora.rank=4"
   else extra="train.full_finetune=true lora.enabled=false optimizer.learning_rate=1e-5"; fi
-  one=$(GT_THREADS=2 run x "$bin" train $common $extra)
-  two=$(run x mpirun -np 2 -x GT_THREADS=1 -x OMP_WAIT_POLICY "$bin" train $common $extra)
+  one=$(GT_THREADS=2 run "$bin" train $common $extra)
+  two=$(run mpirun -np 2 -x GT_THREADS=1 -x OMP_WAIT_POLICY "$bin" train $common $extra)
   s1=$(echo "$one" | field); s2=$(echo "$two" | field); ar=$(echo "$two" | share)
+  [ -n "$s1" ] && [ -n "$s2" ] || { echo "bench/mpi: a run failed" >&2; exit 1; }
   tok=$((2 * seq))
   printf '%-6s %-14s %10.2f %10.1f %12s\n' "$mode" "1 rank x 2 thr" "$s1" "$(awk "BEGIN{print $tok / $s1}")" "-"
   printf '%-6s %-14s %10.2f %10.1f %12s\n' "$mode" "2 ranks x 1" "$s2" "$(awk "BEGIN{print $tok / $s2}")" "$ar"
