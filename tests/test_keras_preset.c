@@ -16,7 +16,9 @@
 #include "models/keras_lora.h"
 #include "models/keras_preset.h"
 #include "tests/gradcheck.h"
+#include "train/config.h"
 #include "train/loader.h"
+#include "train/trainer.h"
 
 #define FIX "tests/fixtures/presets"
 static const char *const GENS[3] = {"gemma1", "gemma2", "gemma3"};
@@ -641,6 +643,110 @@ START_TEST(real_270m_round_trip) {
 }
 END_TEST
 
+
+/* lora.weights: the eval job scores the adapters of a .lora.h5 file; the same adapters merged
+ * into an exported preset (evaluated with fresh, zero-B adapters) give the same loss. */
+static double eval_loss(const char *yaml, const char *out, char *err, size_t errn, int *rc) {
+    gt_config c;
+    gt_config_defaults(&c);
+    ck_assert_msg(!gt_config_parse_text(yaml, strlen(yaml), "job.yaml", &c, err, errn), "%s", err);
+    gt_config_resolve(&c);
+    ck_assert_msg(!gt_config_check(&c, err, errn), "%s", err);
+    *rc = gt_eval_job(&c, err, errn);
+    if (*rc) return NAN;
+    FILE *f = fopen(out, "r");
+    ck_assert(f);
+    double sum = 0, w = 0, loss, tokens;
+    long long line;
+    while (fscanf(f, " {\"line\": %lld, \"loss\": %lf, \"tokens\": %lf}", &line, &loss, &tokens) == 3) {
+        sum += loss * tokens;
+        w += tokens;
+    }
+    fclose(f);
+    ck_assert(w > 0);
+    return sum / w;
+}
+
+START_TEST(eval_job_uses_lora_weights) {
+    char data[512], out[512], merged[512], yaml[4096], err[2048];
+    snprintf(data, sizeof data, "%s/data.jsonl", g_tmp);
+    snprintf(out, sizeof out, "%s/per.jsonl", g_tmp);
+    snprintf(merged, sizeof merged, "%s/merged_eval", g_tmp);
+    const char *jsonl = "{\"text\": \"the cat in the hat\"}\n{\"text\": \"there is the hat\"}\n";
+    spit(data, jsonl, strlen(jsonl));
+    gt_tokenizer *tok;
+    gt_gemma *m = load_fixture(2, &tok);
+    gt_lora *l;
+    ck_assert_msg(!gt_keras_lora_open(FIX "/gemma3.lora.h5", &m->cfg, &l, err, sizeof err), "%s", err);
+    gt_preset_save_opts o = opts_for(l, true);
+    ck_assert_msg(!gt_keras_preset_save(merged, m, tok, &o, err, sizeof err), "%s", err);
+    gt_lora_free(l);
+    gt_tok_free(tok);
+    gt_gemma_free(m);
+
+    const char *fmt = "model: {weights: %s}\ndata: {train: %s, sequence_length: 16}\n"
+                      "lora: {rank: %d, targets: [query, value]%s}\neval: {per_example_output: %s}\n";
+    int rc;
+    snprintf(yaml, sizeof yaml, fmt, FIX "/gemma3", data, 2, "", out);
+    double base = eval_loss(yaml, out, err, sizeof err, &rc);
+    ck_assert_msg(!rc, "%s", err);
+    snprintf(yaml, sizeof yaml, fmt, FIX "/gemma3", data, 2, ", weights: " FIX "/gemma3.lora.h5", out);
+    double with = eval_loss(yaml, out, err, sizeof err, &rc);
+    ck_assert_msg(!rc, "%s", err);
+    snprintf(yaml, sizeof yaml, fmt, merged, data, 2, "", out);
+    double mrg = eval_loss(yaml, out, err, sizeof err, &rc);
+    ck_assert_msg(!rc, "%s", err);
+    printf("eval loss: base %.6f, lora.weights %.6f, merged preset %.6f\n", base, with, mrg);
+    ck_assert_msg(fabs(with - base) > 1e-3, "lora.weights had no effect");
+    ck_assert_msg(fabs(with - mrg) <= 1e-4 * fabs(with), "adapters %.7f vs merged %.7f", with, mrg);
+    /* a rank the file does not have */
+    snprintf(yaml, sizeof yaml, fmt, FIX "/gemma3", data, 4, ", weights: " FIX "/gemma3.lora.h5", out);
+    eval_loss(yaml, out, err, sizeof err, &rc);
+    ck_assert_int_eq(rc, -1);
+    ck_assert_msg(strstr(err, "LoRA rank 2 in the file, 4 configured"), "%s", err);
+    rm_tree(merged);
+}
+END_TEST
+
+
+/* Kaggle's presets store bfloat16: a Keras bfloat16 backbone's weights file reads as the fp32
+ * weights rounded to bfloat16 (round to nearest even), exactly. */
+static float to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+START_TEST(bfloat16_weights_load) {
+    char dir[512], p[600], err[1024];
+    gt_tokenizer *tok;
+    gt_gemma *m = load_fixture(0, &tok);
+    snprintf(dir, sizeof dir, "%s/bf16", g_tmp);
+    gt_preset_save_opts o = opts_for(NULL, false);
+    ck_assert_msg(!gt_keras_preset_save(dir, m, tok, &o, err, sizeof err), "%s", err);
+    size_t n;
+    char *w = slurp(FIX "/gemma1_bf16.weights.h5", &n);
+    snprintf(p, sizeof p, "%s/model.weights.h5", dir);
+    spit(p, w, n);
+    free(w);
+    gt_gemma *b;
+    ck_assert_msg(!gt_keras_preset_load(dir, false, &b, NULL, err, sizeof err), "%s", err);
+    int64_t changed = 0;
+    for (int64_t i = 0; i < m->n_values; i++) {
+        float want = to_bf16((float)m->data[i]);
+        ck_assert_msg((float)b->data[i] == want, "value %lld: %g, expected %g", (long long)i, b->data[i], want);
+        changed += want != (float)m->data[i];
+    }
+    ck_assert(changed > m->n_values / 2); /* the file really held rounded values */
+    rm_tree(dir);
+    gt_gemma_free(b);
+    gt_gemma_free(m);
+    gt_tok_free(tok);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("keras_preset");
     TCase *tc = tcase_create("core");
@@ -655,6 +761,8 @@ static Suite *suite(void) {
     tcase_add_test(tc, bad_lora_files_fail_cleanly);
     tcase_add_test(tc, lora_alpha_is_folded_into_b);
     tcase_add_test(tc, unrepresentable_configs_are_refused);
+    tcase_add_test(tc, eval_job_uses_lora_weights);
+    tcase_add_test(tc, bfloat16_weights_load);
     tcase_add_test(tc, real_270m_round_trip);
     suite_add_tcase(s, tc);
     return s;

@@ -8,6 +8,7 @@ preprocessor, saved with `save_to_preset` to tests/fixtures/presets/<gen>/, and
   tests/fixtures/presets/<gen>.lora.h5   backbone.save_lora_weights after enable_lora(2) with
                                          random nonzero A and B (Gemma 2: all seven targets;
                                          Gemma 1 and 3: Keras' default query and value)
+  tests/fixtures/presets/gemma1_bf16.weights.h5  the Gemma 1 weights from a bfloat16 backbone
   tests/fixtures/presets/<gen>.ref.h5    /token_ids, /padding_mask [B, T] int32
                                          /logits, /logits_lora [B, T, V] float32 (task call)
                                          /text_ids int32 (the tokenizer on attribute `text`)
@@ -156,6 +157,13 @@ def make(name, seed, targets):
     d = os.path.join(OUT, name)
     shutil.rmtree(d, ignore_errors=True)
     lm.save_to_preset(d)
+    if name == "gemma1":
+        # the same weights in a bfloat16 backbone: Keras stores them as 2-byte opaque data
+        bf = type(backbone)(**spec, dtype="bfloat16")
+        src = {w.path: w for w in backbone.weights}
+        for w in bf.weights:
+            w.assign(src[w.path].value.astype("bfloat16"))
+        bf.save_weights(os.path.join(OUT, "gemma1_bf16.weights.h5"))
 
     token_ids = rng.integers(0, V, (B, T)).astype("int32")
     padding_mask = np.ones((B, T), "int32")
