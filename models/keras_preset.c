@@ -567,7 +567,7 @@ int gt_keras_preset_config(const char *dir, gt_gemma_config *c, char *err, size_
     jctx x = {path, json_object_get(j, "config"), err, errn};
     int gen = 0;
     if (!cls) {
-        snprintf(err, errn, "%s: no \"class_name\" string", path);
+        snprintf(err, errn, "%s: no \"class_name\": not a KerasHub preset (a Hugging Face directory?)", path);
         goto done;
     }
     if (!strcmp(cls, "GemmaBackbone")) gen = 1;

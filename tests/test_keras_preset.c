@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "models/h5io.h"
@@ -747,6 +748,81 @@ START_TEST(bfloat16_weights_load) {
 }
 END_TEST
 
+
+/* gemmatrain export / convert as a subprocess (GT_BIN, set by tests/run.sh). */
+static int cli(const char *args, char *out, size_t n) {
+    const char *bin = getenv("GT_BIN");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin ? bin : "build/gemmatrain", args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(cli_export_and_convert) {
+    char cfg[512], a[1536], out[8192], p[600], err[1024];
+    snprintf(cfg, sizeof cfg, "%s/exp.yaml", g_tmp);
+    const char *y = "model:\n  weights: " FIX "/gemma3\nlora:\n  weights: " FIX "/gemma3.lora.h5\n";
+    spit(cfg, y, strlen(y));
+    /* default: base preset + adapter.lora.h5, both loadable and equal to the inputs */
+    snprintf(a, sizeof a, "export %s --out %s/cli_x --steps 12 --eval-loss 1.5", cfg, g_tmp);
+    ck_assert_msg(cli(a, out, sizeof out) == 0, "%s", out);
+    gt_gemma *m = load_fixture(2, NULL), *m2;
+    snprintf(p, sizeof p, "%s/cli_x", g_tmp);
+    ck_assert_msg(!gt_keras_preset_load(p, false, &m2, NULL, err, sizeof err), "%s", err);
+    ck_assert(!memcmp(m->data, m2->data, (size_t)m->n_values * sizeof *m->data));
+    gt_gemma_free(m2);
+    snprintf(p, sizeof p, "%s/cli_x/metadata.json", g_tmp);
+    size_t n;
+    char *meta = slurp(p, &n);
+    ck_assert_msg(strstr(meta, "\"steps\": 12") && strstr(meta, "\"final_eval_loss\": 1.5"), "%s", meta);
+    free(meta);
+    gt_lora *l, *l2;
+    ck_assert(!gt_keras_lora_open(FIX "/gemma3.lora.h5", &m->cfg, &l, err, sizeof err));
+    snprintf(p, sizeof p, "%s/cli_x/adapter.lora.h5", g_tmp);
+    ck_assert_msg(!gt_keras_lora_open(p, &m->cfg, &l2, err, sizeof err), "%s", err);
+    ck_assert(!memcmp(l->data, l2->data, (size_t)l->n_values * sizeof *l->data));
+    gt_lora_free(l2);
+    /* --lora-only */
+    snprintf(a, sizeof a, "export %s --out %s/only.lora.h5 --lora-only", cfg, g_tmp);
+    ck_assert_msg(cli(a, out, sizeof out) == 0, "%s", out);
+    snprintf(p, sizeof p, "%s/only.lora.h5", g_tmp);
+    ck_assert_msg(!gt_keras_lora_open(p, &m->cfg, &l2, err, sizeof err), "%s", err);
+    ck_assert(!memcmp(l->data, l2->data, (size_t)l->n_values * sizeof *l->data));
+    gt_lora_free(l2);
+    gt_lora_free(l);
+    /* convert: a preset in, a preset out, weights unchanged */
+    snprintf(a, sizeof a, "convert %s/cli_x %s/cli_conv", g_tmp, g_tmp);
+    ck_assert_msg(cli(a, out, sizeof out) == 0, "%s", out);
+    snprintf(p, sizeof p, "%s/cli_conv", g_tmp);
+    ck_assert_msg(!gt_keras_preset_load(p, false, &m2, NULL, err, sizeof err), "%s", err);
+    ck_assert(!memcmp(m->data, m2->data, (size_t)m->n_values * sizeof *m->data));
+    gt_gemma_free(m2);
+    gt_gemma_free(m);
+    /* usage and runtime errors */
+    snprintf(a, sizeof a, "export %s", cfg);
+    ck_assert_int_eq(cli(a, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "--out PATH is required"), "%s", out);
+    snprintf(a, sizeof a, "export %s --out %s/x.h5 --lora-only", cfg, g_tmp);
+    ck_assert_int_eq(cli(a, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "must end in .lora.h5"), "%s", out);
+    snprintf(a, sizeof a, "export %s --out %s/y --merge-lora lora.weights=", cfg, g_tmp);
+    ck_assert_int_eq(cli(a, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "--merge-lora needs adapters"), "%s", out);
+    snprintf(a, sizeof a, "convert %s/nonexistent %s/z", g_tmp, g_tmp);
+    ck_assert_int_eq(cli(a, out, sizeof out), 1);
+    ck_assert_msg(strstr(out, "nonexistent: cannot open"), "%s", out);
+    ck_assert_int_eq(cli("convert onlyone", out, sizeof out), 2);
+    snprintf(p, sizeof p, "%s/cli_x", g_tmp);
+    rm_tree(p);
+    snprintf(p, sizeof p, "%s/cli_conv", g_tmp);
+    rm_tree(p);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("keras_preset");
     TCase *tc = tcase_create("core");
@@ -763,6 +839,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, unrepresentable_configs_are_refused);
     tcase_add_test(tc, eval_job_uses_lora_weights);
     tcase_add_test(tc, bfloat16_weights_load);
+    tcase_add_test(tc, cli_export_and_convert);
     tcase_add_test(tc, real_270m_round_trip);
     suite_add_tcase(s, tc);
     return s;
