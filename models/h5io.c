@@ -1,9 +1,13 @@
 #include "models/h5io.h"
 
+#include <fcntl.h>
+#include <stdbool.h>
 #include <hdf5.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void quiet(void) {
     static int done;
@@ -52,6 +56,14 @@ int gt_h5_exists(gt_h5 f, const char *obj) {
     return 1;
 }
 
+int64_t gt_h5_count(gt_h5 f, const char *group) {
+    quiet();
+    if (strcmp(group, "/") && !gt_h5_exists(f, group)) return -1;
+    H5G_info_t info;
+    if (H5Gget_info_by_name((hid_t)f, group, &info, H5P_DEFAULT) < 0) return -1;
+    return (int64_t)info.nlinks;
+}
+
 static int read_ds(gt_h5 f, const char *path, hid_t memtype, size_t elsize, void **data, int *ndim,
                    int64_t shape[8], char *err, size_t errn) {
     quiet();
@@ -79,7 +91,22 @@ static int read_ds(gt_h5 f, const char *path, hid_t memtype, size_t elsize, void
         snprintf(err, errn, "%s: %s: out of memory", fname(f), path);
         goto done;
     }
-    if (H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *data) < 0) {
+    hid_t ft = H5Dget_type(ds);
+    bool bf16 = memtype == H5T_NATIVE_FLOAT && H5Tget_class(ft) == H5T_OPAQUE && H5Tget_size(ft) == 2;
+    herr_t rd;
+    if (bf16) { /* Keras' bfloat16: the upper half of a float32's bit pattern */
+        uint16_t *raw = malloc(n ? n * 2 : 2);
+        rd = raw ? H5Dread(ds, ft, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) : -1;
+        for (size_t i = 0; rd >= 0 && i < n; i++) {
+            uint32_t u = (uint32_t)raw[i] << 16;
+            memcpy((float *)*data + i, &u, 4);
+        }
+        free(raw);
+    } else {
+        rd = H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *data);
+    }
+    H5Tclose(ft);
+    if (rd < 0) {
         snprintf(err, errn, "%s: %s: read failed (truncated file or incompatible type)", fname(f), path);
         free(*data);
         *data = NULL;
@@ -117,6 +144,193 @@ int gt_h5_attr_f64(gt_h5 f, const char *obj, const char *name, double *out, char
     } else {
         snprintf(err, errn, "%s: %s: attribute '%s' is not numeric", fname(f), obj, name);
     }
+    H5Tclose(t);
+    H5Aclose(a);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+static int fsync_path(const char *path, bool dir) {
+    int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int gt_h5_create(const char *path, gt_h5w *w, char *err, size_t errn) {
+    quiet();
+    memset(w, 0, sizeof *w);
+    w->f = -1;
+    if (strlen(path) >= sizeof w->path) return snprintf(err, errn, "%s: path too long", path), -1;
+    snprintf(w->path, sizeof w->path, "%s", path);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
+    hid_t f = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return snprintf(err, errn, "%s: cannot create (directory missing or not writable?)", w->tmp), -1;
+    w->f = (gt_h5)f;
+    return 0;
+}
+
+void gt_h5_abort(gt_h5w *w) {
+    if (w->f > 0) H5Fclose((hid_t)w->f);
+    w->f = -1;
+    if (w->tmp[0]) unlink(w->tmp);
+}
+
+int gt_h5_commit(gt_h5w *w, char *err, size_t errn) {
+    herr_t rc = H5Fclose((hid_t)w->f);
+    w->f = -1;
+    if (rc < 0) {
+        unlink(w->tmp);
+        return snprintf(err, errn, "%s: closing the HDF5 file failed (disk full?)", w->path), -1;
+    }
+    if (fsync_path(w->tmp, false)) {
+        unlink(w->tmp);
+        return snprintf(err, errn, "%s: fsync failed", w->tmp), -1;
+    }
+    if (rename(w->tmp, w->path)) {
+        unlink(w->tmp);
+        return snprintf(err, errn, "%s: cannot rename the temporary file into place", w->path), -1;
+    }
+    char d[4096];
+    snprintf(d, sizeof d, "%s", w->path);
+    fsync_path(dirname(d), true); /* best effort: some file systems refuse directory fsync */
+    return 0;
+}
+
+static hid_t lcpl(void) {
+    hid_t p = H5Pcreate(H5P_LINK_CREATE);
+    if (p >= 0) H5Pset_create_intermediate_group(p, 1);
+    return p;
+}
+
+int gt_h5_group(gt_h5 f, const char *path, char *err, size_t errn) {
+    quiet();
+    if (gt_h5_exists(f, path)) {
+        hid_t g = H5Gopen2((hid_t)f, path, H5P_DEFAULT);
+        if (g < 0) return snprintf(err, errn, "%s: %s: exists and is not a group", fname(f), path), -1;
+        H5Gclose(g);
+        return 0;
+    }
+    hid_t p = lcpl();
+    hid_t g = H5Gcreate2((hid_t)f, path, p, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(p);
+    if (g < 0) return snprintf(err, errn, "%s: %s: cannot create group", fname(f), path), -1;
+    H5Gclose(g);
+    return 0;
+}
+
+static int write_ds(gt_h5 f, const char *path, hid_t filetype, hid_t memtype, const void *data,
+                    int ndim, const int64_t *shape, char *err, size_t errn) {
+    quiet();
+    if (ndim < 0 || ndim > 8) return snprintf(err, errn, "%s: %s: unsupported rank %d", fname(f), path, ndim), -1;
+    hsize_t dims[8];
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return snprintf(err, errn, "%s: %s: negative dimension", fname(f), path), -1;
+        dims[i] = (hsize_t)shape[i];
+    }
+    if (gt_h5_exists(f, path)) return snprintf(err, errn, "%s: %s: already exists", fname(f), path), -1;
+    hid_t sp = ndim ? H5Screate_simple(ndim, dims, NULL) : H5Screate(H5S_SCALAR);
+    hid_t p = lcpl();
+    hid_t ds = H5Dcreate2((hid_t)f, path, filetype, sp, p, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(p);
+    int rc = -1;
+    if (ds < 0) snprintf(err, errn, "%s: %s: cannot create dataset", fname(f), path);
+    else if (H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+        snprintf(err, errn, "%s: %s: write failed (disk full?)", fname(f), path);
+    else rc = 0;
+    if (ds >= 0) H5Dclose(ds);
+    H5Sclose(sp);
+    return rc;
+}
+
+int gt_h5_write_f32(gt_h5 f, const char *path, const float *data, int ndim, const int64_t *shape,
+                    char *err, size_t errn) {
+    return write_ds(f, path, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data, ndim, shape, err, errn);
+}
+
+int gt_h5_write_i32(gt_h5 f, const char *path, const int32_t *data, int ndim,
+                    const int64_t *shape, char *err, size_t errn) {
+    return write_ds(f, path, H5T_STD_I32LE, H5T_NATIVE_INT32, data, ndim, shape, err, errn);
+}
+
+int gt_h5_write_i64_scalar(gt_h5 f, const char *path, int64_t v, char *err, size_t errn) {
+    return write_ds(f, path, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, 0, NULL, err, errn);
+}
+
+static int set_attr(gt_h5 f, const char *obj, const char *name, hid_t filetype, hid_t memtype,
+                    const void *v, char *err, size_t errn) {
+    quiet();
+    if (!gt_h5_exists(f, obj) && strcmp(obj, "/"))
+        return snprintf(err, errn, "%s: %s: no such object for attribute '%s'", fname(f), obj, name), -1;
+    if (H5Aexists_by_name((hid_t)f, obj, name, H5P_DEFAULT) > 0)
+        H5Adelete_by_name((hid_t)f, obj, name, H5P_DEFAULT);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate_by_name((hid_t)f, obj, name, filetype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = -1;
+    if (a < 0) snprintf(err, errn, "%s: %s: cannot create attribute '%s'", fname(f), obj, name);
+    else if (H5Awrite(a, memtype, v) < 0) snprintf(err, errn, "%s: %s: cannot write attribute '%s'", fname(f), obj, name);
+    else rc = 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+int gt_h5_set_attr_str(gt_h5 f, const char *obj, const char *name, const char *value, char *err,
+                       size_t errn) {
+    hid_t t = H5Tcopy(H5T_C_S1); /* h5py's str: variable length, UTF-8, NUL-terminated */
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    int rc = set_attr(f, obj, name, t, t, &value, err, errn);
+    H5Tclose(t);
+    return rc;
+}
+
+int gt_h5_set_attr_f64(gt_h5 f, const char *obj, const char *name, double v, char *err,
+                       size_t errn) {
+    return set_attr(f, obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, err, errn);
+}
+
+int gt_h5_set_attr_i64(gt_h5 f, const char *obj, const char *name, int64_t v, char *err,
+                       size_t errn) {
+    return set_attr(f, obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, err, errn);
+}
+
+int gt_h5_attr_str(gt_h5 f, const char *obj, const char *name, char *buf, size_t bufn, char *err,
+                   size_t errn) {
+    quiet();
+    if (H5Aexists_by_name((hid_t)f, obj, name, H5P_DEFAULT) <= 0)
+        return snprintf(err, errn, "%s: %s: no attribute '%s'", fname(f), obj, name), -1;
+    hid_t a = H5Aopen_by_name((hid_t)f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0) return snprintf(err, errn, "%s: %s: cannot open attribute '%s'", fname(f), obj, name), -1;
+    hid_t t = H5Aget_type(a);
+    int rc = -1;
+    if (H5Tget_class(t) != H5T_STRING) {
+        snprintf(err, errn, "%s: %s: attribute '%s' is not a string", fname(f), obj, name);
+    } else if (H5Tis_variable_str(t) > 0) {
+        char *s = NULL;
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(t));
+        if (H5Aread(a, mt, &s) >= 0 && s) {
+            snprintf(buf, bufn, "%s", s);
+            H5free_memory(s);
+            rc = 0;
+        }
+        H5Tclose(mt);
+    } else {
+        size_t n = H5Tget_size(t);
+        char *s = calloc(n + 1, 1);
+        if (s && H5Aread(a, t, s) >= 0) {
+            snprintf(buf, bufn, "%s", s);
+            rc = 0;
+        }
+        free(s);
+    }
+    if (rc && H5Tget_class(t) == H5T_STRING)
+        snprintf(err, errn, "%s: %s: attribute '%s' unreadable", fname(f), obj, name);
     H5Tclose(t);
     H5Aclose(a);
     return rc;

@@ -14,4 +14,8 @@ int cli_generate(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 
+/* gemmatrain export CONFIG --out PATH / convert IN OUT (train/cli_export.c). */
+int cli_export(int argc, char **argv);
+int cli_convert(int argc, char **argv);
+
 #endif

@@ -43,7 +43,7 @@ static int valid_preset(const char *v, char *msg, size_t n);
 static const row schema[] = {
     {"model.preset", T_STR, FLD(model.preset), "", NULL, 0, valid_preset,
      "KerasHub preset name (gemma3_270m, ...): the shapes; empty: model.weights or a custom model"},
-    STR("model.weights", model.weights, "", "model file to start from (GGUF); empty: random init"),
+    STR("model.weights", model.weights, "", "model to start from: a GGUF file or a KerasHub preset directory; empty: random init"),
     ENUM("model.dtype", model.dtype, "float32", "float32", "parameter and compute type"),
     INT("model.generation", model.generation, "0", "[0, 3]",
         "Gemma generation of a custom model (1-3); 0: the preset's"),
@@ -91,6 +91,9 @@ static const row schema[] = {
     LIST("lora.targets", lora.targets, lora.n_targets, "[query, value]",
          "query|key|value|attention_output|ffw_gating|ffw_gating_2|ffw_linear", "layers that get adapters"),
     INT("lora.seed", lora.seed, "-1", "[-1, inf)", "seed of the adapters' init; -1: train.seed"),
+    STR("lora.weights", lora.weights, "",
+        "adapters to start from / evaluate: a Keras .lora.h5 file (save_lora_weights; rank and targets "
+        "must match); empty: fresh init"),
     ENUM("optimizer.name", optimizer.name, "adamw", "adamw|adam|sgd", "optimizer"),
     NUM("optimizer.learning_rate", optimizer.learning_rate, "5e-5", "(0, 10]", "peak learning rate"),
     NUM("optimizer.beta_1", optimizer.beta_1, "0.9", "[0, 1)", "Adam first-moment decay"),
@@ -665,6 +668,7 @@ int gt_config_check(const gt_config *c, char *err, size_t errn) {
     if (c->lora.enabled && c->train.full_finetune)
         BAD("lora.enabled and train.full_finetune are both true: choose one");
     if (c->lora.enabled && c->lora.n_targets == 0) BAD("lora.targets: empty while lora.enabled is true");
+    if (c->lora.weights[0] && !c->lora.enabled) BAD("lora.weights is set while lora.enabled is false");
     /* batches and steps */
     int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
     if (mb > c->train.batch_size)

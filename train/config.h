@@ -52,6 +52,7 @@ typedef struct gt_config {
         char targets[GT_CFG_LIST][32];
         int n_targets;
         int64_t seed;
+        char weights[GT_CFG_STR]; /* adapters to start from (Keras .lora.h5); empty: fresh init */
     } lora;
     struct {
         char name[16];

@@ -3,8 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "models/gemma_gguf.h"
+#include "models/keras_preset.h"
 
 static int tokenizer_from_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t errn) {
     char **pieces = NULL;
@@ -19,6 +21,16 @@ static int tokenizer_from_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, 
         snprintf(err, errn, "tokenizer.ggml.*: %llu tokens, %llu scores, %llu types differ",
                  (unsigned long long)n, (unsigned long long)ns, (unsigned long long)nt);
         goto done;
+    }
+    /* llama.cpp types Gemma's <unk> CONTROL; tokenizer.json (and SentencePiece, hence a preset's
+     * vocabulary.spm) has it UNKNOWN: follow them when the file names its unknown token */
+    int64_t unk = -1;
+    char e1[256];
+    if (gt_gguf_get_int(g, "tokenizer.ggml.unknown_token_id", &unk, e1, sizeof e1) == 0 && unk >= 0 &&
+        (uint64_t)unk < n) {
+        bool any = false;
+        for (uint64_t i = 0; i < n && !any; i++) any = types[i] == GT_PIECE_UNKNOWN;
+        if (!any) types[unk] = GT_PIECE_UNKNOWN;
     }
     if (gt_tok_from_pieces((const char *const *)pieces, scores, types, (int32_t)n, tok, err, errn)) goto done;
     int64_t bos = 2, eos = 1, pad = 0;
@@ -43,14 +55,24 @@ int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokeniz
                   char *err, size_t errn) {
     *model = NULL;
     if (tok) *tok = NULL;
+    struct stat st;
+    if (!stat(path, &st) && S_ISDIR(st.st_mode)) {
+        if (!gt_keras_preset_detect(path)) {
+            char cj[4200];
+            snprintf(cj, sizeof cj, "%s/config.json", path);
+            if (stat(cj, &st)) return snprintf(err, errn, "%s: a directory without config.json (not a KerasHub preset)", path), -1;
+            /* present but not a KerasHub object: let the preset reader name the problem */
+        }
+        return gt_keras_preset_load(path, trainable, model, tok, err, errn);
+    }
     FILE *f = fopen(path, "rb");
     if (!f) return snprintf(err, errn, "%s: cannot open", path), -1;
     char magic[4] = {0};
     size_t got = fread(magic, 1, 4, f);
     fclose(f);
     if (got != 4 || memcmp(magic, "GGUF", 4) != 0)
-        return snprintf(err, errn, "%s: not a model file this build can read (GGUF expected; "
-                        "KerasHub and Hugging Face directories come with preset import)", path), -1;
+        return snprintf(err, errn, "%s: not a model file this build can read (a GGUF file or a "
+                        "KerasHub preset directory)", path), -1;
     gt_gguf *g;
     if (gt_gguf_open(path, &g, err, errn)) return -1;
     char e[1024];

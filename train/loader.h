@@ -1,8 +1,9 @@
 /* loader.h: open a model and its tokenizer from a path, whatever the format.
  *
- * Supported now: a llama.cpp GGUF file (weights dequantised to fp32, tokenizer from the
- * tokenizer.ggml.* metadata). KerasHub preset directories and Hugging Face directories arrive
- * with preset import. Errors name the path. The caller frees both results. */
+ * Supported: a llama.cpp GGUF file (weights dequantised to fp32, tokenizer from the
+ * tokenizer.ggml.* metadata) and a KerasHub preset directory (a directory with a config.json
+ * naming a keras_hub backbone: models/keras_preset.h). Errors name the path. The caller frees
+ * both results. */
 #ifndef GT_LOADER_H
 #define GT_LOADER_H
 

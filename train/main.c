@@ -19,6 +19,8 @@ static const command commands[] = {
     {"eval", "weighted loss and perplexity of a model on a dataset", cli_eval},
     {"generate", "generate text from a model (or --score a text)", cli_generate},
     {"tokenize", "encode JSONL text to token ids, or decode ids (--decode)", cli_tokenize},
+    {"export", "write a KerasHub preset (or a Keras .lora.h5) from a config's model and adapters", cli_export},
+    {"convert", "convert a GGUF file or KerasHub preset to a KerasHub preset", cli_convert},
     {NULL, NULL, NULL},
 };
 

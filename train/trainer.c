@@ -11,6 +11,7 @@
 
 #include "data/dataset.h"
 #include "data/preprocess.h"
+#include "models/keras_lora.h"
 #include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/loader.h"
@@ -120,6 +121,7 @@ static int build_trainables(job *j, char *err, size_t errn) {
                           m->cfg.num_query_heads, m->cfg.num_kv_heads, m->cfg.head_dim};
         double alpha = c->lora.alpha > 0 ? c->lora.alpha : (double)c->lora.rank;
         if (gt_lora_create(&d, c->lora.rank, alpha, targets, (uint64_t)c->lora.seed, &j->lora, err, errn)) return -1;
+        if (c->lora.weights[0] && gt_keras_lora_load(c->lora.weights, j->lora, &m->cfg, err, errn)) return -1;
         m->lora = j->lora;
         j->lora->dropout = c->lora.dropout;
         j->slices = calloc((size_t)(2 * m->cfg.num_layers * GT_LORA_NTARGETS), sizeof *j->slices);

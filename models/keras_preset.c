@@ -1,0 +1,711 @@
+#include "models/keras_preset.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "models/h5io.h"
+#include "models/keras_lora.h"
+
+#ifndef GT_VERSION
+#define GT_VERSION "dev"
+#endif
+
+/* The Keras / KerasHub versions whose preset layout this writer reproduces (checked against
+ * their output: tools/reference/make_preset_fixtures.py). */
+#define KERAS_FORMAT_VERSION "3.15.1"
+#define KERAS_HUB_FORMAT_VERSION "0.32.0"
+
+/* ---------------------------------------------------------------- weight map */
+
+typedef enum { P_COPY, P_QKV, P_OUT, P_T } perm_kind;
+
+typedef struct {
+    char h5[192];        /* dataset path in model.weights.h5 */
+    char group[192];     /* its layer's vars group */
+    char lname[48];      /* Keras layer name (the vars group's name attribute) */
+    gt_tensor *t;
+    perm_kind k;
+    int kn;              /* rank of the Keras shape */
+    int64_t ks[3];       /* Keras shape */
+    int64_t layer;       /* decoder block, or -1 */
+    int target;          /* gt_lora_target of a kernel, or -1 */
+} wmap;
+
+static void add(wmap *w, int *n, const char *dir, const char *sub, const char *lname, gt_tensor *t,
+                perm_kind k, int kn, int64_t a, int64_t b, int64_t c, int64_t layer, int target) {
+    wmap *e = &w[(*n)++];
+    snprintf(e->group, sizeof e->group, "layers/%s%s%s/vars", dir, sub[0] ? "/" : "", sub);
+    snprintf(e->h5, sizeof e->h5, "%s/0", e->group);
+    snprintf(e->lname, sizeof e->lname, "%s", lname);
+    e->t = t;
+    e->k = k;
+    e->kn = kn;
+    e->ks[0] = a, e->ks[1] = b, e->ks[2] = c;
+    e->layer = layer;
+    e->target = target;
+}
+
+static void block_dir(const gt_gemma_config *c, int64_t i, char *buf, size_t n) {
+    const char *cls = c->generation >= 3 ? "gemma3_decoder_block" : "gemma_decoder_block";
+    if (i == 0) snprintf(buf, n, "%s", cls);
+    else snprintf(buf, n, "%s_%lld", cls, (long long)i);
+}
+
+/* Every parameter of m with its Keras path and shape; *out has m->n_params entries. */
+static int build_map(const gt_gemma *m, wmap **out, int *count) {
+    const gt_gemma_config *c = &m->cfg;
+    wmap *w = calloc((size_t)m->n_params, sizeof *w);
+    if (!w) return -1;
+    int n = 0;
+    int64_t V = c->vocab_size, D = c->hidden_dim, F = c->intermediate_dim, N = c->num_query_heads,
+            K = c->num_kv_heads, H = c->head_dim;
+    add(w, &n, "reversible_embedding", "", "token_embedding", m->embedding, P_COPY, 2, V, D, 0, -1, -1);
+    for (int64_t i = 0; i < c->num_layers; i++) {
+        const gt_gemma_layer *ly = &m->layers[i];
+        char b[64];
+        block_dir(c, i, b, sizeof b);
+        add(w, &n, b, "pre_attention_norm", "pre_attention_norm", ly->pre_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, &n, b, "attention/query_dense", "query", ly->query, P_QKV, 3, N, D, H, i, GT_LORA_QUERY);
+        add(w, &n, b, "attention/key_dense", "key", ly->key, P_QKV, 3, K, D, H, i, GT_LORA_KEY);
+        add(w, &n, b, "attention/value_dense", "value", ly->value, P_QKV, 3, K, D, H, i, GT_LORA_VALUE);
+        add(w, &n, b, "attention/output_dense", "attention_output", ly->attn_out, P_OUT, 3, N, H, D, i,
+            GT_LORA_ATTN_OUT);
+        if (ly->query_norm) {
+            add(w, &n, b, "attention/query_norm", "query_norm", ly->query_norm, P_COPY, 1, H, 0, 0, i, -1);
+            add(w, &n, b, "attention/key_norm", "key_norm", ly->key_norm, P_COPY, 1, H, 0, 0, i, -1);
+        }
+        if (ly->post_attn_norm)
+            add(w, &n, b, "post_attention_norm", "post_attention_norm", ly->post_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, &n, b, "pre_ffw_norm", "pre_ffw_norm", ly->pre_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
+        if (ly->post_ffw_norm)
+            add(w, &n, b, "post_ffw_norm", "post_ffw_norm", ly->post_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, &n, b, "gating_ffw", "ffw_gating", ly->gate, P_T, 2, D, F, 0, i, GT_LORA_GATE);
+        add(w, &n, b, "gating_ffw_2", "ffw_gating_2", ly->up, P_T, 2, D, F, 0, i, GT_LORA_UP);
+        add(w, &n, b, "ffw_linear", "ffw_linear", ly->down, P_T, 2, F, D, 0, i, GT_LORA_DOWN);
+    }
+    add(w, &n, "rms_normalization", "", "final_normalization", m->final_norm, P_COPY, 1, D, 0, 0, -1, -1);
+    *out = w;
+    *count = n;
+    return 0;
+}
+
+/* ours (src, the model's layout) -> Keras layout (dst) */
+static void to_keras(const wmap *e, const gt_real *src, float *dst) {
+    const int64_t *s = e->ks;
+    switch (e->k) {
+    case P_COPY:
+        for (int64_t i = 0; i < e->t->size; i++) dst[i] = (float)src[i];
+        break;
+    case P_QKV: /* ours [G*H, D] -> (G, D, H) */
+        for (int64_t g = 0; g < s[0]; g++)
+            for (int64_t d = 0; d < s[1]; d++)
+                for (int64_t h = 0; h < s[2]; h++)
+                    dst[(g * s[1] + d) * s[2] + h] = (float)src[(g * s[2] + h) * s[1] + d];
+        break;
+    case P_OUT: /* ours [D, N*H] -> (N, H, D) */
+        for (int64_t nn = 0; nn < s[0]; nn++)
+            for (int64_t h = 0; h < s[1]; h++)
+                for (int64_t d = 0; d < s[2]; d++)
+                    dst[(nn * s[1] + h) * s[2] + d] = (float)src[d * s[0] * s[1] + nn * s[1] + h];
+        break;
+    case P_T: /* ours [C, R] -> (R, C) */
+        for (int64_t r = 0; r < s[0]; r++)
+            for (int64_t c = 0; c < s[1]; c++) dst[r * s[1] + c] = (float)src[c * s[0] + r];
+        break;
+    }
+}
+
+static void from_keras(const wmap *e, const float *src, gt_real *dst) {
+    const int64_t *s = e->ks;
+    switch (e->k) {
+    case P_COPY:
+        for (int64_t i = 0; i < e->t->size; i++) dst[i] = (gt_real)src[i];
+        break;
+    case P_QKV:
+        for (int64_t g = 0; g < s[0]; g++)
+            for (int64_t d = 0; d < s[1]; d++)
+                for (int64_t h = 0; h < s[2]; h++)
+                    dst[(g * s[2] + h) * s[1] + d] = (gt_real)src[(g * s[1] + d) * s[2] + h];
+        break;
+    case P_OUT:
+        for (int64_t nn = 0; nn < s[0]; nn++)
+            for (int64_t h = 0; h < s[1]; h++)
+                for (int64_t d = 0; d < s[2]; d++)
+                    dst[d * s[0] * s[1] + nn * s[1] + h] = (gt_real)src[(nn * s[1] + h) * s[2] + d];
+        break;
+    case P_T:
+        for (int64_t r = 0; r < s[0]; r++)
+            for (int64_t c = 0; c < s[1]; c++) dst[c * s[0] + r] = (gt_real)src[r * s[1] + c];
+        break;
+    }
+}
+
+static const char *dims_str(int nd, const int64_t *sh, char *buf, size_t n) {
+    size_t o = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < nd && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? "," : "", (long long)sh[i]);
+    if (o < n) snprintf(buf + o, n - o, "]");
+    return buf;
+}
+
+/* ---------------------------------------------------------------- files */
+
+static int mkdir_p(const char *path, char *err, size_t errn) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return snprintf(err, errn, "%s: path too long", path), -1;
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || !*p) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0777) && errno != EEXIST)
+                return snprintf(err, errn, "%s: cannot create directory: %s", buf, strerror(errno)), -1;
+            struct stat st;
+            if (stat(buf, &st) || !S_ISDIR(st.st_mode))
+                return snprintf(err, errn, "%s: exists and is not a directory", buf), -1;
+            if (!c) break;
+            *p = c;
+        }
+    }
+    return 0;
+}
+
+static int write_atomic(const char *path, const char *data, size_t n, char *err, size_t errn) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return snprintf(err, errn, "%s: cannot create: %s", tmp, strerror(errno)), -1;
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, data + off, n - off);
+        if (w <= 0) {
+            if (w < 0 && errno == EINTR) continue;
+            snprintf(err, errn, "%s: write failed: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) || close(fd)) {
+        snprintf(err, errn, "%s: fsync/close failed: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path)) {
+        snprintf(err, errn, "%s: cannot rename into place: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* Serialise (Keras writes indent 4) and steal the reference. */
+static int write_json(const char *dir, const char *name, json_t *j, char *err, size_t errn) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *s = j ? json_dumps(j, JSON_INDENT(4) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    if (!s) return snprintf(err, errn, "%s: out of memory", path), -1;
+    int rc = write_atomic(path, s, strlen(s), err, errn);
+    free(s);
+    return rc;
+}
+
+/* {"module": "keras", "class_name": "DTypePolicy", "config": {"name": n}, "registered_name": null} */
+static json_t *dtype_policy(const char *n) {
+    return json_pack("{s:s, s:s, s:{s:s}, s:n}", "module", "keras", "class_name", "DTypePolicy",
+                     "config", "name", n, "registered_name");
+}
+
+static json_t *serialized(const char *module, const char *cls, json_t *config) {
+    char reg[96];
+    snprintf(reg, sizeof reg, "keras_hub>%s", cls);
+    return json_pack("{s:s, s:s, s:o, s:s}", "module", module, "class_name", cls, "config", config,
+                     "registered_name", reg);
+}
+
+static json_t *real_or_null(double v) { return v > 0 ? json_real(v) : json_null(); }
+
+/* KerasHub can express only its own RoPE bases and sliding patterns: refuse the rest. */
+static int representable(const gt_gemma_config *c, char *err, size_t errn) {
+#define NO(...) return snprintf(err, errn, "preset export: " __VA_ARGS__), -1
+    if (c->generation < 1 || c->generation > 3) NO("Gemma generation %d has no KerasHub writer here", c->generation);
+    if (!c->norm_add_one) NO("RMSNorm without the (1 + w) form is not a Gemma 1-3 backbone");
+    if (!c->query_head_dim_normalize && !c->kerashub_query_scaling)
+        NO("query scaling by (hidden_dim/num_query_heads)^-1/2 differs from KerasHub's head_dim^-1/2");
+    bool window = c->sliding_window > 0 && c->sliding_pattern > 0;
+    if (c->generation <= 2) {
+        if (c->use_qk_norm) NO("QK-norm needs Gemma3Backbone (model.generation 3)");
+        if (c->rope_global_base != 10000.0 || (window && c->rope_local_base != 10000.0))
+            NO("GemmaBackbone's RoPE wavelength is 10000 (model has %g / %g)", c->rope_local_base, c->rope_global_base);
+        if (c->rope_global_scale != 1.0 || (window && c->rope_local_scale != 1.0))
+            NO("GemmaBackbone has no RoPE scaling factor");
+        if (window && c->sliding_pattern != 2)
+            NO("GemmaBackbone's sliding window is on every other layer (pattern 2, model has %d)", c->sliding_pattern);
+    } else {
+        if (c->rope_global_base != 1000000.0 || (window && c->rope_local_base != 10000.0))
+            NO("Gemma3Backbone's RoPE wavelengths are 10000 (local) and 1e6 (global); model has %g / %g",
+               c->rope_local_base, c->rope_global_base);
+        if (window && c->sliding_pattern != 6)
+            NO("Gemma3Backbone's sliding window is on 5 of 6 layers (pattern 6, model has %d)", c->sliding_pattern);
+    }
+    return 0;
+#undef NO
+}
+
+static json_t *backbone_config(const gt_gemma_config *c) {
+    bool window = c->sliding_window > 0 && c->sliding_pattern > 0;
+    json_t *j = json_object();
+    if (!j) return NULL;
+    bool g3 = c->generation >= 3;
+    json_object_set_new(j, "name", json_string(g3 ? "gemma3_backbone" : "gemma_backbone"));
+    json_object_set_new(j, "trainable", json_true());
+    json_object_set_new(j, "dtype", dtype_policy("float32"));
+    json_object_set_new(j, "vocabulary_size", json_integer(c->vocab_size));
+    if (g3) json_object_set_new(j, "image_size", json_null());
+    json_object_set_new(j, "num_layers", json_integer(c->num_layers));
+    json_object_set_new(j, "num_query_heads", json_integer(c->num_query_heads));
+    json_object_set_new(j, "num_key_value_heads", json_integer(c->num_kv_heads));
+    json_object_set_new(j, "hidden_dim", json_integer(c->hidden_dim));
+    /* GemmaBackbone's intermediate_dim is both MLP branches together */
+    json_object_set_new(j, "intermediate_dim", json_integer(g3 ? c->intermediate_dim : 2 * c->intermediate_dim));
+    json_object_set_new(j, "head_dim", json_integer(c->head_dim));
+    if (!g3) {
+        json_object_set_new(j, "layer_norm_epsilon", json_real(c->rms_eps));
+        json_object_set_new(j, "dropout", json_integer(0));
+    }
+    json_object_set_new(j, "query_head_dim_normalize", json_boolean(c->query_head_dim_normalize));
+    if (g3) json_object_set_new(j, "use_query_key_norm", json_boolean(c->use_qk_norm));
+    json_object_set_new(j, "use_post_ffw_norm", json_boolean(c->use_post_ffw_norm));
+    json_object_set_new(j, "use_post_attention_norm", json_boolean(c->use_post_attention_norm));
+    if (g3) {
+        json_object_set_new(j, "attention_logit_soft_cap", real_or_null(c->attn_logit_softcap));
+        json_object_set_new(j, "final_logit_soft_cap", real_or_null(c->final_logit_softcap));
+        json_object_set_new(j, "use_sliding_window_attention", json_boolean(window));
+        json_object_set_new(j, "sliding_window_size", json_integer(window ? c->sliding_window : 1024));
+        json_object_set_new(j, "local_rope_scaling_factor", json_real(c->rope_local_scale));
+        json_object_set_new(j, "global_rope_scaling_factor", json_real(c->rope_global_scale));
+        json_object_set_new(j, "vision_encoder", json_null());
+        json_object_set_new(j, "use_bidirectional_attention", json_false());
+        json_object_set_new(j, "layer_norm_epsilon", json_real(c->rms_eps));
+        json_object_set_new(j, "dropout", json_integer(0));
+        json_object_set_new(j, "is_embedding_model", json_false());
+        json_object_set_new(j, "pooling_intermediate_dim", json_null());
+        json_object_set_new(j, "embedding_dim", json_null());
+    } else {
+        json_object_set_new(j, "final_logit_soft_cap", real_or_null(c->final_logit_softcap));
+        json_object_set_new(j, "attention_logit_soft_cap", real_or_null(c->attn_logit_softcap));
+        json_object_set_new(j, "sliding_window_size", json_integer(window ? c->sliding_window : 4096));
+        json_object_set_new(j, "use_sliding_window_attention", json_boolean(window));
+    }
+    return j;
+}
+
+static json_t *tokenizer_json(const gt_gemma_config *c, const gt_tokenizer *tok) {
+    bool g3 = c->generation >= 3;
+    json_t *j = json_pack("{s:s, s:b, s:o, s:s, s:n, s:n, s:b, s:b}", "name",
+                          g3 ? "gemma3_tokenizer" : "gemma_tokenizer", "trainable", 1, "dtype",
+                          dtype_policy("int32"), "config_file", "tokenizer.json", "proto",
+                          "sequence_length", "add_bos", 0, "add_eos", 0);
+    if (!j) return NULL;
+    if (g3) {
+        /* Gemma3Tokenizer insists on the image tokens when has_vision_tokens is true */
+        bool vision = gt_tok_piece_id(tok, "<img>") >= 0 && gt_tok_piece_id(tok, "<start_of_image>") >= 0 &&
+                      gt_tok_piece_id(tok, "<end_of_image>") >= 0;
+        json_object_set_new(j, "has_vision_tokens", json_boolean(vision));
+        return serialized("keras_hub.src.models.gemma3.gemma3_tokenizer", "Gemma3Tokenizer", j);
+    }
+    return serialized("keras_hub.src.models.gemma.gemma_tokenizer", "GemmaTokenizer", j);
+}
+
+static json_t *preprocessor_json(const gt_gemma_config *c, const gt_tokenizer *tok, int64_t seq) {
+    bool g3 = c->generation >= 3;
+    json_t *j = json_pack("{s:s, s:b, s:o, s:o, s:s, s:I, s:b, s:b}", "name",
+                          g3 ? "gemma3_causal_lm_preprocessor" : "gemma_causal_lm_preprocessor",
+                          "trainable", 1, "dtype", dtype_policy("float32"), "tokenizer",
+                          tokenizer_json(c, tok), "config_file", "preprocessor.json",
+                          "sequence_length", (json_int_t)seq, "add_start_token", 1, "add_end_token", 1);
+    if (!j) return NULL;
+    if (g3) {
+        json_object_set_new(j, "num_vision_tokens_per_image", json_integer(256));
+        json_object_set_new(j, "max_images_per_prompt", json_integer(2));
+        return serialized("keras_hub.src.models.gemma3.gemma3_causal_lm_preprocessor",
+                          "Gemma3CausalLMPreprocessor", j);
+    }
+    return serialized("keras_hub.src.models.gemma.gemma_causal_lm_preprocessor",
+                      "GemmaCausalLMPreprocessor", j);
+}
+
+static json_t *backbone_json(const gt_gemma_config *c) {
+    json_t *cfg = backbone_config(c);
+    if (!cfg) return NULL;
+    return c->generation >= 3
+               ? serialized("keras_hub.src.models.gemma3.gemma3_backbone", "Gemma3Backbone", cfg)
+               : serialized("keras_hub.src.models.gemma.gemma_backbone", "GemmaBackbone", cfg);
+}
+
+static json_t *metadata_json(const gt_gemma_config *c, const gt_preset_save_opts *o) {
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tmv;
+    localtime_r(&now, &tmv);
+    strftime(date, sizeof date, "%Y-%m-%d@%H:%M:%S", &tmv);
+    json_t *tasks = c->generation >= 3 ? json_pack("[s, s]", "CausalLM", "TextEmbedder") : json_pack("[s]", "CausalLM");
+    const gt_preset_provenance *p = &o->prov;
+    json_t *lora = json_null();
+    if (p->lora) {
+        json_t *targets = json_array();
+        for (int t = 0; t < GT_LORA_NTARGETS; t++)
+            if (p->lora->targets & (1u << t)) json_array_append_new(targets, json_string(gt_lora_target_name((gt_lora_target)t)));
+        json_decref(lora);
+        lora = json_pack("{s:I, s:f, s:o, s:b}", "rank", (json_int_t)p->lora->rank, "alpha", p->lora->alpha,
+                         "targets", targets, "merged", p->lora_merged);
+    }
+    json_t *g = json_pack("{s:s, s:o, s:o, s:o, s:o}", "version", GT_VERSION, "base_model",
+                          p->base_model ? json_string(p->base_model) : json_null(), "lora", lora ? lora : json_null(),
+                          "steps", p->steps >= 0 ? json_integer(p->steps) : json_null(), "final_eval_loss",
+                          isfinite(p->final_eval_loss) ? json_real(p->final_eval_loss) : json_null());
+    return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "keras_version", KERAS_FORMAT_VERSION,
+                     "keras_hub_version", KERAS_HUB_FORMAT_VERSION, "parameter_count",
+                     (json_int_t)gt_gemma_param_count(c), "date_saved", date, "tasks", tasks,
+                     "gemmatrain", g);
+}
+
+static int save_weights(const char *dir, const gt_gemma *m, const gt_preset_save_opts *o, char *err,
+                        size_t errn) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.weights.h5", dir);
+    wmap *w;
+    int n;
+    if (build_map(m, &w, &n)) return snprintf(err, errn, "%s: out of memory", path), -1;
+    int64_t maxn = 0;
+    for (int i = 0; i < n; i++) maxn = w[i].t->size > maxn ? w[i].t->size : maxn;
+    float *buf = malloc((size_t)maxn * sizeof *buf);
+    gt_real *merged = o->lora && o->merge_lora ? malloc((size_t)maxn * sizeof *merged) : NULL;
+    gt_h5w h;
+    if (!buf || (o->lora && o->merge_lora && !merged)) {
+        free(buf);
+        free(merged);
+        free(w);
+        return snprintf(err, errn, "%s: out of memory", path), -1;
+    }
+    if (gt_h5_create(path, &h, err, errn)) {
+        free(buf);
+        free(merged);
+        free(w);
+        return -1;
+    }
+    bool g3 = m->cfg.generation >= 3;
+    int rc = gt_h5_group(h.f, "/vars", err, errn);
+    rc = rc ? rc : gt_h5_set_attr_str(h.f, "/vars", "name", g3 ? "gemma3_backbone" : "gemma_backbone", err, errn);
+    rc = rc ? rc : gt_h5_group(h.f, "layers/input_layer/vars", err, errn);
+    rc = rc ? rc : gt_h5_set_attr_str(h.f, "layers/input_layer/vars", "name", "token_ids", err, errn);
+    rc = rc ? rc : gt_h5_group(h.f, "layers/input_layer_1/vars", err, errn);
+    rc = rc ? rc : gt_h5_set_attr_str(h.f, "layers/input_layer_1/vars", "name", "padding_mask", err, errn);
+    for (int64_t i = 0; i < m->cfg.num_layers && !rc; i++) {
+        char b[64], g[128], nm[64];
+        block_dir(&m->cfg, i, b, sizeof b);
+        snprintf(g, sizeof g, "layers/%s/vars", b);
+        snprintf(nm, sizeof nm, "decoder_block_%lld", (long long)i);
+        rc = gt_h5_group(h.f, g, err, errn);
+        rc = rc ? rc : gt_h5_set_attr_str(h.f, g, "name", nm, err, errn);
+        snprintf(g, sizeof g, "layers/%s/attention/vars", b);
+        rc = rc ? rc : gt_h5_group(h.f, g, err, errn);
+        rc = rc ? rc : gt_h5_set_attr_str(h.f, g, "name", "attention", err, errn);
+    }
+    for (int i = 0; i < n && !rc; i++) {
+        const wmap *e = &w[i];
+        const gt_real *src = e->t->data;
+        const gt_lora_adapter *ad = o->merge_lora && e->target >= 0 ? gt_lora_get(o->lora, e->layer, (gt_lora_target)e->target) : NULL;
+        if (ad) {
+            memcpy(merged, src, (size_t)e->t->size * sizeof *merged);
+            gt_tensor tmp;
+            gt_tensor_wrap(&tmp, merged, NULL, e->t->ndim, e->t->shape, false);
+            gt_lora_merge(o->lora, ad, &tmp);
+            src = merged;
+        }
+        to_keras(e, src, buf);
+        rc = gt_h5_write_f32(h.f, e->h5, buf, e->kn, e->ks, err, errn);
+        rc = rc ? rc : gt_h5_set_attr_str(h.f, e->group, "name", e->lname, err, errn);
+    }
+    free(buf);
+    free(merged);
+    free(w);
+    if (rc) {
+        gt_h5_abort(&h);
+        return -1;
+    }
+    return gt_h5_commit(&h, err, errn);
+}
+
+int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer *tok,
+                         const gt_preset_save_opts *opts, char *err, size_t errn) {
+    gt_preset_save_opts o = *opts;
+    const gt_gemma_config *c = &m->cfg;
+    if (!tok) return snprintf(err, errn, "%s: a preset needs a tokenizer", dir), -1;
+    if (gt_tok_vocab_size(tok) > c->vocab_size)
+        return snprintf(err, errn, "%s: tokenizer has %d pieces, the model's vocabulary %lld", dir,
+                        gt_tok_vocab_size(tok), (long long)c->vocab_size), -1;
+    if (o.merge_lora && !o.lora) o.merge_lora = false;
+    if (o.sequence_length <= 0) o.sequence_length = 1024;
+    o.prov.lora_merged = o.merge_lora;
+    if (representable(c, err, errn)) return -1;
+    char sub[4200];
+    snprintf(sub, sizeof sub, "%s/assets/tokenizer", dir);
+    if (mkdir_p(sub, err, errn)) return -1;
+    snprintf(sub, sizeof sub, "%s/assets/tokenizer/vocabulary.spm", dir);
+    if (gt_tok_save_spm(tok, sub, err, errn)) return -1;
+    if (save_weights(dir, m, &o, err, errn)) return -1;
+    if (o.lora && !o.merge_lora) {
+        snprintf(sub, sizeof sub, "%s/adapter.lora.h5", dir);
+        if (gt_keras_lora_save(sub, o.lora, c, err, errn)) return -1;
+    }
+    json_t *task = json_pack("{s:o, s:o, s:s}", "backbone", backbone_json(c), "preprocessor",
+                             preprocessor_json(c, tok, o.sequence_length), "name",
+                             c->generation >= 3 ? "gemma3_causal_lm" : "gemma_causal_lm");
+    task = task ? (c->generation >= 3
+                       ? serialized("keras_hub.src.models.gemma3.gemma3_causal_lm", "Gemma3CausalLM", task)
+                       : serialized("keras_hub.src.models.gemma.gemma_causal_lm", "GemmaCausalLM", task))
+                : NULL;
+    if (write_json(dir, "task.json", task, err, errn) ||
+        write_json(dir, "preprocessor.json", preprocessor_json(c, tok, o.sequence_length), err, errn) ||
+        write_json(dir, "tokenizer.json", tokenizer_json(c, tok), err, errn) ||
+        write_json(dir, "metadata.json", metadata_json(c, &o), err, errn))
+        return -1;
+    /* config.json last: its presence marks a complete preset */
+    return write_json(dir, "config.json", backbone_json(c), err, errn);
+}
+
+/* ---------------------------------------------------------------- loading */
+
+static json_t *read_json(const char *path, char *err, size_t errn) {
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) {
+        FILE *f = fopen(path, "rb");
+        if (!f) return snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)), NULL;
+        fclose(f);
+        snprintf(err, errn, "%s:%d:%d: malformed JSON: %s", path, je.line, je.column, je.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        snprintf(err, errn, "%s: expected a JSON object", path);
+        return NULL;
+    }
+    return j;
+}
+
+int gt_keras_preset_detect(const char *path) {
+    struct stat st;
+    if (stat(path, &st) || !S_ISDIR(st.st_mode)) return 0;
+    char p[4200], e[8];
+    snprintf(p, sizeof p, "%s/config.json", path);
+    json_t *j = read_json(p, e, sizeof e);
+    if (!j) return 0;
+    const char *reg = json_string_value(json_object_get(j, "registered_name"));
+    const char *mod = json_string_value(json_object_get(j, "module"));
+    int ok = json_is_string(json_object_get(j, "class_name")) &&
+             ((reg && (!strncmp(reg, "keras_hub>", 10) || !strncmp(reg, "keras_nlp>", 10))) ||
+              (mod && (!strncmp(mod, "keras_hub", 9) || !strncmp(mod, "keras_nlp", 9))));
+    json_decref(j);
+    return ok;
+}
+
+typedef struct {
+    const char *path;
+    json_t *cfg;
+    char *err;
+    size_t errn;
+} jctx;
+
+static int get_int(jctx *x, const char *key, int64_t *out) {
+    json_t *v = json_object_get(x->cfg, key);
+    if (!json_is_integer(v))
+        return snprintf(x->err, x->errn, "%s: config.%s: %s", x->path, key, v ? "expected an integer" : "missing"), -1;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* optional bool: dflt when absent */
+static int get_bool(jctx *x, const char *key, bool dflt, bool *out) {
+    json_t *v = json_object_get(x->cfg, key);
+    if (!v || json_is_null(v)) return *out = dflt, 0;
+    if (!json_is_boolean(v)) return snprintf(x->err, x->errn, "%s: config.%s: expected true or false", x->path, key), -1;
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* optional number; null and absent give dflt */
+static int get_num(jctx *x, const char *key, double dflt, double *out) {
+    json_t *v = json_object_get(x->cfg, key);
+    if (!v || json_is_null(v)) return *out = dflt, 0;
+    if (!json_is_number(v)) return snprintf(x->err, x->errn, "%s: config.%s: expected a number", x->path, key), -1;
+    *out = json_number_value(v);
+    return 0;
+}
+
+int gt_keras_preset_config(const char *dir, gt_gemma_config *c, char *err, size_t errn) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) return snprintf(err, errn, "%s: not a directory", dir), -1;
+    if (stat(path, &st)) return snprintf(err, errn, "%s: not a KerasHub preset (no config.json)", dir), -1;
+    json_t *j = read_json(path, err, errn);
+    if (!j) return -1;
+    int rc = -1;
+    const char *cls = json_string_value(json_object_get(j, "class_name"));
+    jctx x = {path, json_object_get(j, "config"), err, errn};
+    int gen = 0;
+    if (!cls) {
+        snprintf(err, errn, "%s: no \"class_name\": not a KerasHub preset (a Hugging Face directory?)", path);
+        goto done;
+    }
+    if (!strcmp(cls, "GemmaBackbone")) gen = 1;
+    else if (!strcmp(cls, "Gemma3Backbone")) gen = 3;
+    else {
+        snprintf(err, errn, "%s: class_name '%s' is not a supported backbone (GemmaBackbone, Gemma3Backbone)", path, cls);
+        goto done;
+    }
+    if (!json_is_object(x.cfg)) {
+        snprintf(err, errn, "%s: no \"config\" object", path);
+        goto done;
+    }
+    int64_t v, l, d, f, n, k, h, win;
+    bool post_ffw, post_attn, qk = false, sliding, qhdn;
+    double eps, acap, fcap, lscale = 1, gscale = 1;
+    if (get_int(&x, "vocabulary_size", &v) || get_int(&x, "num_layers", &l) || get_int(&x, "hidden_dim", &d) ||
+        get_int(&x, "intermediate_dim", &f) || get_int(&x, "num_query_heads", &n) ||
+        get_int(&x, "num_key_value_heads", &k) || get_int(&x, "head_dim", &h) ||
+        get_bool(&x, "use_post_ffw_norm", false, &post_ffw) ||
+        get_bool(&x, "use_post_attention_norm", false, &post_attn) ||
+        get_bool(&x, "use_sliding_window_attention", false, &sliding) ||
+        get_bool(&x, "query_head_dim_normalize", true, &qhdn) ||
+        get_num(&x, "layer_norm_epsilon", 1e-6, &eps) || get_num(&x, "attention_logit_soft_cap", 0, &acap) ||
+        get_num(&x, "final_logit_soft_cap", 0, &fcap))
+        goto done;
+    win = 0;
+    if (sliding && get_int(&x, "sliding_window_size", &win)) goto done;
+    if (gen == 3) {
+        bool bidir, embed;
+        if (get_bool(&x, "use_query_key_norm", true, &qk) || get_num(&x, "local_rope_scaling_factor", 1, &lscale) ||
+            get_num(&x, "global_rope_scaling_factor", 1, &gscale) ||
+            get_bool(&x, "use_bidirectional_attention", false, &bidir) ||
+            get_bool(&x, "is_embedding_model", false, &embed))
+            goto done;
+        json_t *vis = json_object_get(x.cfg, "vision_encoder");
+        if (vis && !json_is_null(vis)) {
+            snprintf(err, errn, "%s: config.vision_encoder is set: multimodal Gemma 3 presets are not supported (text-only)", path);
+            goto done;
+        }
+        if (bidir || embed) {
+            snprintf(err, errn, "%s: config.%s is true: only causal language models are supported", path,
+                     bidir ? "use_bidirectional_attention" : "is_embedding_model");
+            goto done;
+        }
+    } else {
+        /* GemmaBackbone covers Gemma 2 through these fields */
+        if (post_ffw || post_attn || sliding || acap > 0 || fcap > 0) gen = 2;
+        if (f % 2) {
+            snprintf(err, errn, "%s: config.intermediate_dim %lld is not even (GemmaBackbone stores both MLP branches)",
+                     path, (long long)f);
+            goto done;
+        }
+        f /= 2;
+    }
+    gt_gemma_config_defaults(c, gen);
+    const char *base = strrchr(dir, '/');
+    base = base && base[1] ? base + 1 : dir;
+    snprintf(c->name, sizeof c->name, "keras:%.50s", base);
+    c->vocab_size = v, c->num_layers = l, c->hidden_dim = d, c->intermediate_dim = f;
+    c->num_query_heads = n, c->num_kv_heads = k, c->head_dim = h, c->rms_eps = eps;
+    c->use_post_ffw_norm = post_ffw, c->use_post_attention_norm = post_attn, c->use_qk_norm = qk;
+    c->attn_logit_softcap = acap, c->final_logit_softcap = fcap;
+    c->query_head_dim_normalize = qhdn;
+    c->kerashub_query_scaling = true;
+    c->sliding_window = sliding ? win : 0;
+    c->sliding_pattern = sliding ? (gen == 3 ? 6 : 2) : 0;
+    if (gen == 3) c->rope_local_scale = lscale, c->rope_global_scale = gscale;
+    char e[512];
+    if (gt_gemma_config_validate(c, e, sizeof e)) {
+        snprintf(err, errn, "%s: %s", path, e);
+        goto done;
+    }
+    rc = 0;
+done:
+    json_decref(j);
+    return rc;
+}
+
+int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_tokenizer **tok,
+                         char *err, size_t errn) {
+    *model = NULL;
+    if (tok) *tok = NULL;
+    gt_gemma_config c;
+    if (gt_keras_preset_config(dir, &c, err, errn)) return -1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.weights.h5", dir);
+    struct stat st;
+    if (stat(path, &st)) {
+        char js[4200];
+        snprintf(js, sizeof js, "%s/model.weights.json", dir);
+        if (!stat(js, &st)) return snprintf(err, errn, "%s: sharded weights (model.weights.json) are not supported yet", dir), -1;
+        return snprintf(err, errn, "%s: no model.weights.h5", dir), -1;
+    }
+    gt_gemma *m;
+    char e[512];
+    if (gt_gemma_create(&c, trainable, &m, e, sizeof e)) return snprintf(err, errn, "%s: %s", dir, e), -1;
+    wmap *w = NULL;
+    int n = 0, rc = -1;
+    gt_h5 f = -1;
+    if (build_map(m, &w, &n)) {
+        snprintf(err, errn, "%s: out of memory", dir);
+        goto done;
+    }
+    if (gt_h5_open_read(path, &f, err, errn)) goto done;
+    for (int i = 0; i < n; i++) {
+        const wmap *x = &w[i];
+        float *buf = NULL;
+        int nd;
+        int64_t sh[8];
+        if (!gt_h5_exists(f, x->h5)) {
+            snprintf(err, errn, "%s: missing tensor %s (%s)", path, x->h5, x->t->name);
+            goto done;
+        }
+        if (gt_h5_read_f32(f, x->h5, &buf, &nd, sh, err, errn)) goto done;
+        bool ok = nd == x->kn;
+        for (int a = 0; ok && a < nd; a++) ok = sh[a] == x->ks[a];
+        if (!ok) {
+            char got[96], want[96];
+            snprintf(err, errn, "%s: %s (%s): shape %s, expected %s from config.json", path, x->h5,
+                     x->t->name, dims_str(nd, sh, got, sizeof got), dims_str(x->kn, x->ks, want, sizeof want));
+            free(buf);
+            goto done;
+        }
+        from_keras(x, buf, x->t->data);
+        free(buf);
+    }
+    if (tok) {
+        snprintf(path, sizeof path, "%s/assets/tokenizer/vocabulary.spm", dir);
+        if (gt_tok_load_spm(path, tok, err, errn)) goto done;
+    }
+    rc = 0;
+done:
+    if (f > 0) gt_h5_close(f);
+    free(w);
+    if (rc) {
+        gt_gemma_free(m);
+        return -1;
+    }
+    *model = m;
+    return 0;
+}

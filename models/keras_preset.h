@@ -1,0 +1,59 @@
+/* keras_preset.h: KerasHub preset directories (what task.save_to_preset writes and
+ * keras_hub.models.CausalLM.from_preset reads), for the Gemma 1, 2 and 3 text decoders.
+ *
+ * A preset directory holds
+ *   config.json      the backbone: GemmaBackbone (Gemma 1, and Gemma 2 through its post-norm,
+ *                    soft-cap and sliding-window fields) or Gemma3Backbone
+ *   model.weights.h5 the backbone's weights in the Keras 3 layout (layers/<class>[_i]/.../vars/0,
+ *                    einsum kernels: query/key/value (N|K, D, H), output (N, H, D), MLP (D, F) and
+ *                    (F, D)); float32 written, float32 or bfloat16 read
+ *   tokenizer.json, preprocessor.json, task.json (GemmaCausalLM / Gemma3CausalLM), metadata.json
+ *   assets/tokenizer/vocabulary.spm (SentencePiece model proto)
+ * and, from gemmatrain when unmerged adapters are exported with the model, adapter.lora.h5
+ * (models/keras_lora.h; Keras: backbone.load_lora_weights(path)).
+ * Layout facts: shared/reference/kerashub-training-and-presets.md (d), checked against files
+ * keras_hub 0.32 / Keras 3.15 write (tests/fixtures/presets).
+ *
+ * Save writes every file atomically (temporary file, fsync, rename) into dir, creating it.
+ * A config KerasHub cannot express (RoPE bases other than its fixed ones, a sliding pattern
+ * other than Gemma 2's 2 or Gemma 3's 6, Gemma 4) is an error naming the field.
+ * Load reads config.json (jansson), checks every tensor's presence and shape and names the
+ * first missing or mismatched one with its HDF5 path; an unknown class or malformed JSON is an
+ * error naming the file. Sharded weights (model.weights.json) are not read yet. */
+#ifndef GT_KERAS_PRESET_H
+#define GT_KERAS_PRESET_H
+
+#include "data/tokenizer.h"
+#include "models/gemma.h"
+#include "models/lora.h"
+
+/* Where a model came from; written to metadata.json under "gemmatrain". */
+typedef struct gt_preset_provenance {
+    const char *base_model;   /* path or preset name; NULL: unknown */
+    const gt_lora *lora;      /* the adapters' config (rank, alpha, targets); NULL: none */
+    bool lora_merged;         /* the adapters are folded into the saved kernels */
+    int64_t steps;            /* optimizer steps trained; < 0: unknown */
+    double final_eval_loss;   /* NAN: unknown */
+} gt_preset_provenance;
+
+typedef struct gt_preset_save_opts {
+    const gt_lora *lora;      /* adapters of the model, or NULL */
+    bool merge_lora;          /* kernels saved as W + (alpha/r) A B; else W, and with lora
+                                 set, the adapters go to dir/adapter.lora.h5 */
+    int64_t sequence_length;  /* preprocessor's; 0: 1024 */
+    gt_preset_provenance prov;
+} gt_preset_save_opts;
+
+int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer *tok,
+                         const gt_preset_save_opts *opts, char *err, size_t errn);
+
+/* 1 when path is a directory whose config.json names a KerasHub backbone, 0 otherwise. */
+int gt_keras_preset_detect(const char *path);
+/* Architecture from dir/config.json. */
+int gt_keras_preset_config(const char *dir, gt_gemma_config *cfg, char *err, size_t errn);
+/* Model (trainable: full fine-tuning gradients) and, when tok is not NULL, the tokenizer from
+ * assets/tokenizer/vocabulary.spm. The caller frees both. */
+int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_tokenizer **tok,
+                         char *err, size_t errn);
+
+#endif
