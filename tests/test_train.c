@@ -112,6 +112,44 @@ START_TEST(lora_with_dropout_trains) {
 }
 END_TEST
 
+/* The trained result lands in output_dir and scores the same outside the trainer: LoRA as a
+ * Keras .lora.h5 (lora.weights), full fine-tuning as a KerasHub preset (model.weights). */
+static double json_loss(const char *out) {
+    const char *p = strstr(out, "{\"loss\": ");
+    ck_assert_msg(p != NULL, "no JSON result in:\n%s", out);
+    return atof(p + 9);
+}
+
+START_TEST(outputs_reload_with_the_trained_eval_loss) {
+    static char out[1 << 16];
+    char dir[64], args[1024];
+    snprintf(dir, sizeof dir, "/tmp/gt-test-out-%d", (int)getpid());
+    const char *small = "tokenizer=tests/fixtures/gemma3-tokenizer-8k.json model.vocab_size=8192 train.steps=6 "
+                        "schedule.warmup_steps=0";
+    const char *lora = "lora.enabled=true train.full_finetune=false optimizer.learning_rate=0.05";
+    snprintf(args, sizeof args, "train configs/tiny.yaml %s %s output_dir=%s", small, lora, dir);
+    int rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "adapter.lora.h5"), "exit %d:\n%s", rc, out);
+    double trained = after(out, "eval after training");
+    snprintf(args, sizeof args, "eval configs/tiny.yaml %s %s lora.weights=%s/adapter.lora.h5", small, lora, dir);
+    rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    ck_assert_msg(fabs(json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", json_loss(out), trained, out);
+    snprintf(args, sizeof args, "train configs/tiny.yaml %s output_dir=%s", small, dir);
+    rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "/model"), "exit %d:\n%s", rc, out);
+    trained = after(out, "eval after training");
+    snprintf(args, sizeof args, "eval configs/tiny.yaml model.weights=%s/model tokenizer= model.generation=0 "
+             "model.vocab_size=0 model.num_layers=0 model.hidden_dim=0 model.intermediate_dim=0 "
+             "model.num_query_heads=0 model.num_key_value_heads=0 model.head_dim=0 model.sliding_window_size=-1", dir);
+    rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    ck_assert_msg(fabs(json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", json_loss(out), trained, out);
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    ck_assert(system(args) == 0);
+}
+END_TEST
+
 START_TEST(packing_equals_separate_rows) {
     char err[1024];
     const char *root = getenv("GT_SHARED") ? getenv("GT_SHARED") : "../shared";
@@ -179,6 +217,7 @@ int main(void) {
     tcase_add_test(tc, bad_inputs_fail_with_one_line);
     tcase_add_test(tc, packing_equals_separate_rows);
     tcase_add_test(tc, lora_with_dropout_trains);
+    tcase_add_test(tc, outputs_reload_with_the_trained_eval_loss);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

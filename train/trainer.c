@@ -12,6 +12,7 @@
 #include "data/dataset.h"
 #include "data/preprocess.h"
 #include "models/keras_lora.h"
+#include "models/keras_preset.h"
 #include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/loader.h"
@@ -354,6 +355,29 @@ static int save_checkpoint(job *j, gt_dataset *train, gt_optim *opt, run_state *
     return ok ? 0 : -1;
 }
 
+/* The trained result in output_dir: LoRA adapters as a Keras .lora.h5 (load_lora_weights, or
+ * lora.weights for eval / export --merge-lora), or after full fine-tuning a KerasHub preset. */
+static int save_outputs(job *j, int64_t step, double eval_loss, char *err, size_t errn) {
+    const gt_config *c = j->cfg;
+    char path[GT_CFG_STR + 32], e[1024];
+    if (j->lora) {
+        snprintf(path, sizeof path, "%s/adapter.lora.h5", c->output_dir);
+        if (gt_keras_lora_save(path, j->lora, &j->model->cfg, err, errn)) return -1;
+    } else {
+        snprintf(path, sizeof path, "%s/model", c->output_dir);
+        gt_preset_save_opts o = {.sequence_length = c->data.sequence_length,
+                                 .prov = {c->model.weights[0] ? c->model.weights : c->model.preset[0] ? c->model.preset : NULL,
+                                          NULL, false, step, eval_loss}};
+        if (gt_keras_preset_save(path, j->model, j->tok, &o, e, sizeof e)) {
+            /* the weights are safe in the checkpoint; a model KerasHub cannot express is not fatal */
+            fprintf(stderr, "output_dir: no KerasHub preset written: %s\n", e);
+            return 0;
+        }
+    }
+    fprintf(stderr, "wrote %s\n", path);
+    return 0;
+}
+
 /* checkpoint.resume: none, latest, or a path. Returns the step to continue from (0: fresh). */
 static int64_t resume(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, int64_t *tokens, double *elapsed,
                       char *err, size_t errn) {
@@ -589,10 +613,13 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     if (c->checkpoint.dir[0] && step > first &&
         save_checkpoint(&j, &train, &opt, &rs, step, tokens, elapsed0 + took, err, errn))
         goto done;
+    double final_eval = NAN;
     if (ev.n && step == total) {
         if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto done;
         if (lead) print_eval("eval after training", &er, metrics, step);
+        final_eval = er.w > 0 ? er.wce / er.w : NAN;
     }
+    if (lead && c->output_dir[0] && step > first && save_outputs(&j, step, final_eval, err, errn)) goto done;
     rc = stopped ? 130 : 0;
 done:
     if (handler) sigaction(SIGINT, &old, NULL);
