@@ -335,6 +335,17 @@ static int save_checkpoint(job *j, gt_dataset *train, gt_optim *opt, run_state *
                            int64_t tokens, double elapsed, char *err, size_t errn) {
     const gt_config *c = j->cfg;
     int64_t ok = 1;
+    if (j->dist->world > 1) { /* every rank must hold the same weights and data position */
+        uint64_t h = 1469598103934665603ull;
+        for (int i = 0; i < j->n_slices; i++) {
+            const unsigned char *b = (const unsigned char *)j->slices[i].data;
+            for (size_t k = 0; k < (size_t)j->slices[i].size * sizeof(gt_real); k++) h = (h ^ b[k]) * 1099511628211ull;
+        }
+        h ^= (uint64_t)train->epoch * 0x9E3779B97F4A7C15ull ^ (uint64_t)train->next;
+        char what[96];
+        snprintf(what, sizeof what, "the weights and data position at step %lld", (long long)step);
+        if (gt_dist_check_same(j->dist, h, what, err, errn)) return -1;
+    }
     if (j->dist->rank == 0) {
         rs->st.step = step;
         rs->st.data_epoch = j->has_carry ? j->carry_epoch : train->epoch;
