@@ -4,18 +4,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Round-robin shares of a budget (MultiSegmentPacker): the prompt takes the first and every
+ * other token until one side runs out. */
+static void round_robin(int64_t np, int64_t nr, int64_t budget, int64_t *tp, int64_t *tr) {
+    *tp = np;
+    *tr = nr;
+    if (np + nr <= budget) return;
+    int64_t half = (budget + 1) / 2;
+    *tp = np < half ? np : (budget - nr > half ? budget - nr : half);
+    if (*tp > np) *tp = np;
+    *tr = budget - *tp < nr ? budget - *tp : nr;
+}
+
 int64_t gt_pp_pack_pair(const int32_t *p, int64_t np, const int32_t *r, int64_t nr, int32_t bos,
                         int32_t eos, int32_t pad, const gt_pp_cfg *cfg, int32_t *seq, uint8_t *resp) {
     int64_t L = cfg->seq_len + 1;
     int64_t budget = L - (cfg->add_bos ? 1 : 0) - (cfg->add_eos ? 1 : 0);
     if (budget < 0) budget = 0;
-    int64_t tp = np, tr = nr;
-    if (np + nr > budget) { /* round-robin: the prompt takes the first and every other token */
-        int64_t half = (budget + 1) / 2;
-        tp = np < half ? np : (budget - nr > half ? budget - nr : half);
-        if (tp > np) tp = np;
-        tr = budget - tp < nr ? budget - tp : nr;
-    }
+    int64_t tp, tr;
+    round_robin(np, nr, budget, &tp, &tr);
     int64_t k = 0;
     if (cfg->add_bos) seq[k] = bos, resp[k++] = 0;
     for (int64_t i = 0; i < tp; i++) seq[k] = p[i], resp[k++] = 0;
@@ -56,6 +63,13 @@ static int push(flagged *f, int32_t id, uint8_t r) {
     return 0;
 }
 
+/* Remove entries [from, to). */
+static void cut(flagged *f, size_t from, size_t to) {
+    memmove(f->ids.ids + from, f->ids.ids + to, sizeof(int32_t) * (f->ids.n - to));
+    memmove(f->resp + from, f->resp + to, f->ids.n - to);
+    f->ids.n -= to - from;
+}
+
 static int push_text(flagged *f, const gt_tokenizer *tok, const char *s, uint8_t r, char *err, size_t errn) {
     size_t from = f->ids.n;
     if (gt_tok_encode(tok, s, strlen(s), false, &f->ids, err, errn)) return -1;
@@ -84,13 +98,26 @@ static int build_seq(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_exa
         *used = gt_pp_pack_pair(NULL, 0, a.ids.ids, (int64_t)a.ids.n, bos, eos, pad, cfg, seq, resp);
     } else if (ex->kind == GT_DS_PROMPT_RESPONSE) {
         if (chat) {
-            if (push(&a, sot, 0) || push_text(&a, tok, "user\n", 0, err, errn) ||
-                push_text(&a, tok, ex->prompt, 0, err, errn) || push(&a, eot, 0) ||
-                push_text(&a, tok, "\n", 0, err, errn) || push(&a, sot, 0) ||
+            size_t p0, p1;
+            if (push(&a, sot, 0) || push_text(&a, tok, "user\n", 0, err, errn)) goto done;
+            p0 = a.ids.n;
+            if (push_text(&a, tok, ex->prompt, 0, err, errn)) goto done;
+            p1 = a.ids.n;
+            if (push(&a, eot, 0) || push_text(&a, tok, "\n", 0, err, errn) || push(&a, sot, 0) ||
                 push_text(&a, tok, "model\n", 0, err, errn))
                 goto done;
             /* the reply and its <end_of_turn> are learned; the newline after it is layout */
             if (push_text(&b, tok, ex->response, 1, err, errn) || push(&b, eot, 1)) goto done;
+            /* too long: the template stays whole and the two texts share what is left, round-robin */
+            int64_t budget = L - (cfg->add_bos ? 1 : 0) - (cfg->add_eos ? 1 : 0);
+            int64_t np = (int64_t)(p1 - p0), nr = (int64_t)b.ids.n - 1;
+            int64_t frame = (int64_t)a.ids.n - np + 1;
+            if ((int64_t)(a.ids.n + b.ids.n) > budget && frame < budget) {
+                int64_t tp, tr;
+                round_robin(np, nr, budget - frame, &tp, &tr);
+                cut(&a, p0 + (size_t)tp, p1);
+                cut(&b, (size_t)tr, (size_t)nr);
+            }
         } else if (push_text(&a, tok, ex->prompt, 0, err, errn) || push_text(&b, tok, ex->response, 1, err, errn)) {
             goto done;
         }

@@ -126,6 +126,23 @@ START_TEST(chat_template_weights_model_turns_only) {
     ck_assert(gt_tok_decode(tok, wl, (size_t)nw, false, &text, &len, err, sizeof err) == 0);
     ck_assert_str_eq(text, "OK<end_of_turn><eos>");
     free(text);
+    /* too long for the row: the template stays whole, the texts share the rest round-robin */
+    gt_example lng = {.kind = GT_DS_PROMPT_RESPONSE,
+                      .prompt = "one two three four five six seven eight nine ten eleven twelve thirteen",
+                      .response = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu"};
+    enum { S2 = 24 };
+    int32_t ids2[S2], labels2[S2];
+    uint8_t mask2[S2];
+    float w2[S2];
+    gt_pp_cfg c2 = {.seq_len = S2, .add_bos = true, .add_eos = true, .template_ = GT_TEMPLATE_GEMMA_CHAT};
+    ck_assert(gt_pp_example(tok, &c2, &lng, ids2, labels2, mask2, w2, err, sizeof err) == 0);
+    ck_assert(gt_tok_decode(tok, ids2, S2, false, &text, &len, err, sizeof err) == 0);
+    /* 25 tokens: bos, the 9 template tokens + the <end_of_turn> after the reply, eos, and 7 + 7
+     * text tokens (the last one the row's final label) */
+    ck_assert_str_eq(text, "<bos><start_of_turn>user\none two three four five six seven<end_of_turn>\n"
+                           "<start_of_turn>model\nalpha beta gamma delta epsilon zeta eta<end_of_turn>");
+    free(text);
+    ck_assert_int_eq(labels2[S2 - 1], gt_tok_eos(tok));
     gt_tok_free(tok);
 }
 END_TEST
