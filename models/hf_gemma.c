@@ -209,15 +209,15 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
         return fail(err, errn, "%s: hidden_size, num_attention_heads, head_dim and num_hidden_layers must be "
                     "positive (num_hidden_layers at most 100000)", j.file);
 
-    /* activation: transformers maps Gemma 1's legacy "gelu" to the tanh approximation */
-    const char *act_key = gen == 1 ? "hidden_act" : "hidden_activation";
-    json_t *act = json_object_get(j.o, act_key);
-    if (gen == 1 && json_is_null(json_object_get(j.o, "hidden_act")) && json_object_get(j.o, "hidden_activation"))
-        act = json_object_get(j.o, "hidden_activation");
-    if (act && !json_is_null(act)) {
+    /* activation: transformers 5 reads Gemma 1's hidden_act (its legacy "gelu" meaning the tanh
+     * approximation), 4.x its hidden_activation; Gemma 2/3 read hidden_activation */
+    static const char *const act_keys[2] = {"hidden_act", "hidden_activation"};
+    for (int k = gen == 1 ? 0 : 1; k < 2; k++) {
+        json_t *act = json_object_get(j.o, act_keys[k]);
+        if (!act || json_is_null(act)) continue;
         const char *s = json_string_value(act);
         if (!s || (strcmp(s, "gelu_pytorch_tanh") && strcmp(s, "gelu_new") && !(gen == 1 && !strcmp(s, "gelu"))))
-            return fail(err, errn, "%s: \"%s\" %s is not supported (gelu_pytorch_tanh)", j.file, act_key,
+            return fail(err, errn, "%s: \"%s\" %s is not supported (gelu_pytorch_tanh)", j.file, act_keys[k],
                         s ? s : "(not a string)");
     }
     bool bias = false, bidir = false, tie_text = true;
@@ -530,13 +530,13 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
         rc = fail(err, errn, "hf: %s: tie_word_embeddings is false but tensor '%s' is missing", dir, head);
     if (rc) goto done;
     /* anything else under the text model's prefix is a part we would silently drop */
-    qsort(ld.used, (size_t)ld.n_used, sizeof *ld.used, cmp_str);
+    if (ld.n_used > 1) qsort(ld.used, (size_t)ld.n_used, sizeof *ld.used, cmp_str);
     for (int64_t i = 0; i < gt_st_n_tensors(st) && !rc; i++) {
         const gt_st_tensor *t = gt_st_tensor_at(st, i);
         if (mm && !starts_with(t->name, pre)) continue; /* vision tower, projector */
         if (ends_with(t->name, "rotary_emb.inv_freq")) continue; /* a buffer some old exports kept */
         const char *key = t->name;
-        if (!bsearch(&key, ld.used, (size_t)ld.n_used, sizeof *ld.used, cmp_str))
+        if (!ld.n_used || !bsearch(&key, ld.used, (size_t)ld.n_used, sizeof *ld.used, cmp_str))
             rc = fail(err, errn, "hf: %s: unexpected tensor '%s' (not part of a %s with this config.json)", t->file,
                       t->name, arch);
     }
@@ -787,16 +787,19 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
     int32_t bos = 2, eos = 1, pad = 0, eot = -1; /* Gemma's ids when no tokenizer is given */
     if (o.tokenizer) {
         if (gt_tok_load(o.tokenizer, &tok, err, errn)) return -1;
-        if (gt_tok_vocab_size(tok) > c->vocab_size) {
-            int rc = fail(err, errn, "hf save: tokenizer %s has %d pieces, more than the model's vocab_size %lld",
-                          o.tokenizer, gt_tok_vocab_size(tok), (long long)c->vocab_size);
-            gt_tok_free(tok);
-            return rc;
-        }
         bos = gt_tok_bos(tok);
         eos = gt_tok_eos(tok);
         pad = gt_tok_pad(tok);
         eot = gt_tok_piece_id(tok, "<end_of_turn>");
+        /* HF tokenizers may be longer than the embedding (Gemma 3's <image_soft_token> on text
+         * models); the ids the model is told about must fit it */
+        if (bos >= c->vocab_size || eos >= c->vocab_size || pad >= c->vocab_size || eot >= c->vocab_size) {
+            int rc = fail(err, errn, "hf save: tokenizer %s: special ids (bos %d, eos %d, pad %d, <end_of_turn> %d) "
+                          "do not fit the model's vocab_size %lld", o.tokenizer, bos, eos, pad, eot,
+                          (long long)c->vocab_size);
+            gt_tok_free(tok);
+            return rc;
+        }
     }
     /* tensors under their HF names */
     int64_t L = c->num_layers;

@@ -46,7 +46,9 @@ typedef struct gt_hf_save_opts {
     /* NULL, or a tokenizer.json or SentencePiece .model/.spm file: copied as tokenizer.json or
      * tokenizer.model; tokenizer_config.json and special_tokens_map.json beside it are copied
      * too, else a minimal tokenizer_config.json (GemmaTokenizer, its special tokens) is
-     * written. Its bos/eos/pad ids go into config.json and generation_config.json. */
+     * written. Its bos/eos/pad ids (which must be < vocab_size; the piece list itself may be
+     * longer, as Gemma 3's is) go into config.json and generation_config.json, <end_of_turn>
+     * into generation_config.json's eos_token_id list. */
     const char *tokenizer;
 } gt_hf_save_opts;
 

@@ -84,6 +84,7 @@ static int by_name(const void *a, const void *b) {
 
 const gt_st_tensor *gt_st_find(const gt_st *st, const char *name) {
     gt_st_tensor key = {.name = name};
+    if (st->n == 0) return NULL;
     return bsearch(&key, st->tensors, (size_t)st->n, sizeof key, by_name);
 }
 
@@ -320,7 +321,7 @@ done:
 
 /* Sort by name; a name in two files (shards) is an error. */
 static int finish(gt_st *st, char *err, size_t errn) {
-    qsort(st->tensors, (size_t)st->n, sizeof *st->tensors, by_name);
+    if (st->n > 1) qsort(st->tensors, (size_t)st->n, sizeof *st->tensors, by_name);
     for (int64_t i = 1; i < st->n; i++)
         if (!strcmp(st->tensors[i].name, st->tensors[i - 1].name))
             return fail(err, errn, "safetensors: tensor '%s' is in both %s and %s", st->tensors[i].name,
