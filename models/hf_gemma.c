@@ -782,7 +782,7 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
                      size_t errn) {
     gt_hf_save_opts o = opts ? *opts : (gt_hf_save_opts){0};
     const gt_gemma_config *c = &m->cfg;
-    if (check_expressible(c, err, errn) || make_dir(dir, err, errn)) return -1;
+    if (check_expressible(c, err, errn)) return -1;
     gt_tokenizer *tok = NULL;
     int32_t bos = 2, eos = 1, pad = 0, eot = -1; /* Gemma's ids when no tokenizer is given */
     if (o.tokenizer) {
@@ -800,6 +800,10 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
             gt_tok_free(tok);
             return rc;
         }
+    }
+    if (make_dir(dir, err, errn)) {
+        gt_tok_free(tok);
+        return -1;
     }
     /* tensors under their HF names */
     int64_t L = c->num_layers;

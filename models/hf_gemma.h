@@ -52,7 +52,9 @@ typedef struct gt_hf_save_opts {
     const char *tokenizer;
 } gt_hf_save_opts;
 
-/* Write the model into dir (created if missing; files there are replaced). opts may be NULL. */
+/* Write the model into dir (created if missing). The files named above are replaced, a stale
+ * model.safetensors.index.json is removed (it would shadow the new file), other files are left
+ * alone. Nothing is written when the config or the tokenizer is refused. opts may be NULL. */
 int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *opts, char *err,
                      size_t errn);
 

@@ -128,6 +128,69 @@ END_TEST
 START_TEST(import_gemma3_multimodal_text) { check_import("gemma3_mm", 3, 3, true); }
 END_TEST
 
+/* The same multimodal checkpoint under the newer prefix (model.language_model., vision tower
+ * under model.), and a Gemma 1 checkpoint that stores lm_head as a copy of the embedding. */
+static void rename_weights(const char *src, const char *dst, const char *from, const char *to, const char *vision,
+                           const char *copy_to_head) {
+    gt_st *st;
+    ck_assert_msg(gt_st_open(src, &st, g_err, sizeof g_err) == 0, "%s", g_err);
+    int64_t n = gt_st_n_tensors(st);
+    gt_st_entry *e = calloc((size_t)n + 1, sizeof *e);
+    char (*names)[160] = calloc((size_t)n + 1, sizeof *names);
+    float **bufs = calloc((size_t)n + 1, sizeof *bufs);
+    int k = 0;
+    for (int64_t i = 0; i < n; i++, k++) {
+        const gt_st_tensor *t = gt_st_tensor_at(st, i);
+        size_t fl = strlen(from);
+        if (!strncmp(t->name, from, fl)) snprintf(names[k], sizeof names[k], "%s%s", to, t->name + fl);
+        else if (vision && strncmp(t->name, "lm_head", 7)) snprintf(names[k], sizeof names[k], "%s%s", vision, t->name);
+        else snprintf(names[k], sizeof names[k], "%s", t->name);
+        bufs[k] = malloc((size_t)(t->n_elements + 1) * sizeof(float));
+        ck_assert(gt_st_read_f32(t, bufs[k], g_err, sizeof g_err) == 0);
+        e[k] = (gt_st_entry){.name = names[k], .data = bufs[k], .ndim = t->ndim};
+        for (int d = 0; d < t->ndim; d++) e[k].shape[d] = t->shape[d];
+        if (copy_to_head && !strcmp(t->name, copy_to_head)) {
+            k++;
+            e[k] = e[k - 1];
+            e[k].name = "lm_head.weight";
+        }
+    }
+    ck_assert_msg(gt_st_write(dst, e, (size_t)k, GT_ST_F32, NULL, g_err, sizeof g_err) == 0, "%s", g_err);
+    for (int i = 0; i < k; i++) free(bufs[i]);
+    free(bufs);
+    free(names);
+    free(e);
+    gt_st_close(st);
+}
+
+START_TEST(import_variants) {
+    char dir[300], p[400], cmd[1000];
+    tmp_path(dir, sizeof dir, "mm_new_prefix");
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s && cp " FIX "/gemma3_mm/config.json %s/", dir, dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    /* language_model.model.X -> model.language_model.X; vision_tower.* -> model.vision_tower.* */
+    rename_weights(FIX "/gemma3_mm/model.safetensors", p, "language_model.model.", "model.language_model.", "model.",
+                   NULL);
+    gt_gemma *m;
+    ck_assert_msg(gt_hf_gemma_load(dir, false, &m, g_err, sizeof g_err) == 0, "%s", g_err);
+    double e = compare_ref(m, FIX "/gemma3_mm_ref.h5");
+    ck_assert_msg(e <= 1e-4, "new prefix: %.3g", e);
+    gt_gemma_free(m);
+
+    tmp_path(dir, sizeof dir, "g1_head");
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s && cp " FIX "/gemma1/config.json %s/", dir, dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    rename_weights(FIX "/gemma1/model.safetensors", p, "model.", "model.", NULL, "model.embed_tokens.weight");
+    ck_assert_msg(gt_hf_gemma_load(dir, true, &m, g_err, sizeof g_err) == 0, "%s", g_err);
+    ck_assert_ptr_nonnull(m->grad);
+    e = compare_ref(m, FIX "/gemma1_ref.h5");
+    ck_assert_msg(e <= 1e-4, "lm_head copy: %.3g", e);
+    gt_gemma_free(m);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- round trip */
 
 static void roundtrip(const char *name) {
@@ -298,6 +361,76 @@ START_TEST(export_matches_transformers) {
         gt_gemma_free(m);
         gt_gemma_free(back);
     }
+}
+END_TEST
+
+/* The tokenizer travels: a tokenizer.json with its tokenizer_config.json beside it is copied
+ * byte for byte; a SentencePiece model becomes tokenizer.model plus a generated config. */
+START_TEST(tokenizer_files) {
+    char src[300], p[400], dir[300];
+    tmp_path(src, sizeof src, "toksrc");
+    mkdir(src, 0755);
+    snprintf(p, sizeof p, "%s/tokenizer.json", src);
+    write_file(p, tiny_tokenizer_json(), strlen(tiny_tokenizer_json()));
+    const char *tc = "{\"tokenizer_class\": \"GemmaTokenizer\", \"chat_template\": \"{{ bos_token }}\"}\n";
+    char tcp[400];
+    snprintf(tcp, sizeof tcp, "%s/tokenizer_config.json", src);
+    write_file(tcp, tc, strlen(tc));
+    gt_gemma *m = make_model(&export_cases[0]);
+    gt_hf_save_opts o = {.tokenizer = p};
+    tmp_path(dir, sizeof dir, "tokjson");
+    ck_assert_msg(gt_hf_gemma_save(m, dir, &o, g_err, sizeof g_err) == 0, "%s", g_err);
+    char q[400];
+    size_t n1, n2;
+    snprintf(q, sizeof q, "%s/tokenizer.json", dir);
+    uint8_t *a = read_file(q, &n1);
+    ck_assert(n1 == strlen(tiny_tokenizer_json()) && !memcmp(a, tiny_tokenizer_json(), n1));
+    free(a);
+    snprintf(q, sizeof q, "%s/tokenizer_config.json", dir);
+    a = read_file(q, &n2);
+    ck_assert(n2 == strlen(tc) && !memcmp(a, tc, n2));
+    free(a);
+
+    /* .spm -> tokenizer.model, generated tokenizer_config.json, same encoding after reload */
+    gt_tokenizer *tok, *back;
+    ck_assert_msg(gt_tok_load(p, &tok, g_err, sizeof g_err) == 0, "%s", g_err);
+    char spm[400];
+    tmp_path(spm, sizeof spm, "tiny.spm");
+    ck_assert_msg(gt_tok_save_spm(tok, spm, g_err, sizeof g_err) == 0, "%s", g_err);
+    o.tokenizer = spm;
+    tmp_path(dir, sizeof dir, "tokspm");
+    ck_assert_msg(gt_hf_gemma_save(m, dir, &o, g_err, sizeof g_err) == 0, "%s", g_err);
+    snprintf(q, sizeof q, "%s/tokenizer.model", dir);
+    ck_assert_msg(gt_tok_load(q, &back, g_err, sizeof g_err) == 0, "%s", g_err);
+    const char *text = "Hello world";
+    gt_ids x = {0}, y = {0};
+    ck_assert(gt_tok_encode(tok, text, strlen(text), false, &x, g_err, sizeof g_err) == 0);
+    ck_assert(gt_tok_encode(back, text, strlen(text), false, &y, g_err, sizeof g_err) == 0);
+    ck_assert(x.n == y.n && x.n > 0 && !memcmp(x.ids, y.ids, x.n * sizeof *x.ids));
+    snprintf(q, sizeof q, "%s/tokenizer_config.json", dir);
+    char *cfg = (char *)read_file(q, &n1);
+    cfg[n1] = 0;
+    ck_assert_msg(strstr(cfg, "\"tokenizer_class\": \"GemmaTokenizer\"") && strstr(cfg, "\"bos_token\": \"<bos>\"") &&
+                  strstr(cfg, "\"eos_token\": \"<eos>\""), "%s", cfg);
+    free(cfg);
+    snprintf(q, sizeof q, "%s/generation_config.json", dir);
+    cfg = (char *)read_file(q, &n1);
+    cfg[n1] = 0;
+    ck_assert_msg(strstr(cfg, "\"eos_token_id\": [\n    1,\n    5\n  ]"), "%s", cfg); /* <eos>, <end_of_turn> */
+    free(cfg);
+    gt_ids_free(&x);
+    gt_ids_free(&y);
+    gt_tok_free(tok);
+    gt_tok_free(back);
+    /* a tokenizer that does not load is refused before anything is written */
+    snprintf(q, sizeof q, "%s/broken.json", src);
+    write_file(q, "{\"model\": 7}", 12);
+    o.tokenizer = q;
+    tmp_path(dir, sizeof dir, "tokbad");
+    ck_assert_int_eq(gt_hf_gemma_save(m, dir, &o, g_err, sizeof g_err), -1);
+    ck_assert_msg(strstr(g_err, "broken.json"), "%s", g_err);
+    ck_assert_int_ne(access(dir, F_OK), 0);
+    gt_gemma_free(m);
 }
 END_TEST
 
@@ -808,8 +941,10 @@ int main(void) {
     tcase_add_test(tc, import_gemma2_sharded);
     tcase_add_test(tc, import_gemma3);
     tcase_add_test(tc, import_gemma3_multimodal_text);
+    tcase_add_test(tc, import_variants);
     tcase_add_test(tc, roundtrip_all);
     tcase_add_test(tc, export_matches_transformers);
+    tcase_add_test(tc, tokenizer_files);
     tcase_add_test(tc, dtypes_convert_like_torch);
     tcase_add_test(tc, writer_matches_official_bytes);
     tcase_add_test(tc, malformed_headers);
