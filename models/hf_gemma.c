@@ -371,6 +371,7 @@ int gt_hf_gemma_config(const char *path, gt_gemma_config *cfg, char *arch, size_
 
 typedef struct {
     const gt_st *st;
+    const char *dir;
     char **used; /* HF names consumed */
     int n_used, cap_used;
 } loader;
@@ -404,7 +405,7 @@ static void shape_str(const gt_st_tensor *t, char *buf, size_t n) {
 
 static int load_one(loader *ld, const char *name, gt_tensor *dst, char *err, size_t errn) {
     const gt_st_tensor *t = gt_st_find(ld->st, name);
-    if (!t) return fail(err, errn, "hf: tensor '%s' is missing (needed for %s)", name, dst->name);
+    if (!t) return fail(err, errn, "hf: %s: tensor '%s' is missing (needed for %s)", ld->dir, name, dst->name);
     if (!same_shape(t, dst)) {
         char have[128], want[64];
         shape_str(t, have, sizeof have);
@@ -473,11 +474,7 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
     gt_st *st;
     if (gt_st_open(dir, &st, err, errn)) return -1;
     gt_gemma *m = NULL;
-    loader ld = {.st = st};
-    if (gt_gemma_create(&c, trainable, &m, err, errn)) {
-        gt_st_close(st);
-        return -1;
-    }
+    loader ld = {.st = st, .dir = dir};
     /* where the text model's tensors live */
     static const char *const prefixes_mm[] = {"model.language_model.", "language_model.model.", NULL};
     static const char *const prefixes_lm[] = {"model.", "", NULL};
@@ -489,9 +486,21 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
         if (gt_st_find(st, n)) pre = cands[i];
     }
     if (!pre) {
-        rc = fail(err, errn, "hf: %s: tensor '%sembed_tokens.weight' is missing (needed for %s)", dir, cands[0],
-                  m->embedding->name);
-        goto done;
+        gt_st_close(st);
+        return fail(err, errn, "hf: %s: tensor '%sembed_tokens.weight' is missing", dir, cands[0]);
+    }
+    /* the largest tensor and the usual mismatch (vocabulary): checked before allocating */
+    const gt_st_tensor *emb = gt_st_find(st, n);
+    if (emb->ndim != 2 || emb->shape[0] != c.vocab_size || emb->shape[1] != c.hidden_dim) {
+        char have[128];
+        shape_str(emb, have, sizeof have);
+        gt_st_close(st);
+        return fail(err, errn, "hf: %s: tensor '%s' has shape %s, expected [%lld,%lld] (vocab_size, hidden_size)",
+                    emb->file, n, have, (long long)c.vocab_size, (long long)c.hidden_dim);
+    }
+    if (gt_gemma_create(&c, trainable, &m, err, errn)) {
+        gt_st_close(st);
+        return -1;
     }
     snprintf(n, sizeof n, "%sembed_tokens.weight", pre);
     rc = load_one(&ld, n, m->embedding, err, errn);

@@ -779,6 +779,10 @@ START_TEST(checkpoint_errors) {
     write_weights(dir, NULL, NULL, NULL, true);
     expect_load_error(dir, "'lm_head.weight'", "untied");
 
+    make_dir("vocab", cfg, dir, sizeof dir);
+    write_weights(dir, NULL, "model.embed_tokens.weight", NULL, false);
+    expect_load_error(dir, "'model.embed_tokens.weight'", "expected [160,32]");
+
     make_dir("noweights", cfg, dir, sizeof dir);
     expect_load_error(dir, "model.safetensors", NULL);
 
