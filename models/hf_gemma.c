@@ -494,9 +494,10 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
     if (emb->ndim != 2 || emb->shape[0] != c.vocab_size || emb->shape[1] != c.hidden_dim) {
         char have[128];
         shape_str(emb, have, sizeof have);
-        gt_st_close(st);
-        return fail(err, errn, "hf: %s: tensor '%s' has shape %s, expected [%lld,%lld] (vocab_size, hidden_size)",
-                    emb->file, n, have, (long long)c.vocab_size, (long long)c.hidden_dim);
+        fail(err, errn, "hf: %s: tensor '%s' has shape %s, expected [%lld,%lld] (vocab_size, hidden_size)",
+             emb->file, n, have, (long long)c.vocab_size, (long long)c.hidden_dim);
+        gt_st_close(st); /* after the message: emb->file lives in st */
+        return -1;
     }
     if (gt_gemma_create(&c, trainable, &m, err, errn)) {
         gt_st_close(st);
