@@ -5,7 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "models/hf_gemma.h"
 #include "models/keras_lora.h"
 #include "models/keras_preset.h"
 #include "train/cli.h"
@@ -20,13 +23,58 @@ static const char *export_usage =
     "                  PATH/adapter.lora.h5 when there are adapters (Keras: load_lora_weights)\n"
     "    --merge-lora  a preset with the adapters folded into the kernels (W + scale * A B)\n"
     "    --lora-only   only the adapters, to PATH (must end in .lora.h5)\n"
+    "    --format hf   a Hugging Face directory instead (config.json, model.safetensors, tokenizer\n"
+    "                  files; transformers' AutoModelForCausalLM loads it); adapters need --merge-lora\n"
     "  options: --sequence-length N (the preprocessor's, default 1024), --steps N and\n"
-    "           --eval-loss X (recorded in metadata.json under \"gemmatrain\")\n";
+    "           --eval-loss X (recorded in metadata.json under \"gemmatrain\"), --bf16 (hf: BF16 weights)\n";
 
 static const char *convert_usage =
-    "usage: gemmatrain convert IN OUT [--sequence-length N]\n"
-    "  IN: a GGUF file or a KerasHub preset directory; OUT: a KerasHub preset directory\n"
-    "  (keras_hub.models.CausalLM.from_preset(OUT) loads it).\n";
+    "usage: gemmatrain convert IN OUT [--format keras|hf] [--bf16] [--sequence-length N]\n"
+    "  IN: a GGUF file, a KerasHub preset directory or a Hugging Face directory;\n"
+    "  OUT: a KerasHub preset directory (keras_hub.models.CausalLM.from_preset(OUT) loads it), or\n"
+    "  with --format hf a Hugging Face directory (--bf16: BF16 weights).\n";
+
+/* Create the parent directories of path (mkdir -p of its dirname); errors surface at the write. */
+static void make_parents(const char *path) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *q = p + 1; *q; q++)
+        if (*q == '/') {
+            *q = 0;
+            mkdir(p, 0755);
+            *q = '/';
+        }
+}
+
+/* The layer weight an adapter target belongs to. */
+static gt_tensor *target_weight(gt_gemma_layer *ly, gt_lora_target t) {
+    switch (t) {
+    case GT_LORA_QUERY: return ly->query;
+    case GT_LORA_KEY: return ly->key;
+    case GT_LORA_VALUE: return ly->value;
+    case GT_LORA_ATTN_OUT: return ly->attn_out;
+    case GT_LORA_GATE: return ly->gate;
+    case GT_LORA_UP: return ly->up;
+    case GT_LORA_DOWN: return ly->down;
+    default: return NULL;
+    }
+}
+
+/* Hugging Face directory out. The tokenizer file: tok_path when given, else tok written as a
+ * SentencePiece model to a temporary file (copied as tokenizer.model). */
+static int save_hf(const gt_gemma *m, const gt_tokenizer *tok, const char *tok_path, const char *out, bool bf16,
+                   char *err, size_t errn) {
+    char tmp[64] = "";
+    if (!tok_path || !tok_path[0]) {
+        snprintf(tmp, sizeof tmp, "/tmp/gemmatrain-tok-%d.spm", (int)getpid());
+        if (gt_tok_save_spm(tok, tmp, err, errn)) return -1;
+        tok_path = tmp;
+    }
+    gt_hf_save_opts ho = {.bf16 = bf16, .tokenizer = tok_path};
+    int rc = gt_hf_gemma_save(m, out, &ho, err, errn);
+    if (tmp[0]) unlink(tmp);
+    return rc;
+}
 
 /* gt_config_load without the training-only checks (data.train is not needed to export). */
 static int load_config(const char *path, char *const *ov, int nov, gt_config *c, char *err, size_t errn) {
@@ -79,7 +127,7 @@ int cli_export(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *out = NULL;
-    bool merge = false, lora_only = false;
+    bool merge = false, lora_only = false, hf = false, bf16 = false;
     gt_preset_save_opts o = {0};
     o.prov.steps = -1;
     o.prov.final_eval_loss = NAN;
@@ -93,7 +141,16 @@ int cli_export(int argc, char **argv) {
         else if (!strncmp(a, "--out=", 6)) out = a + 6;
         else if (!strcmp(a, "--merge-lora")) merge = true;
         else if (!strcmp(a, "--lora-only")) lora_only = true;
-        else if (!strcmp(a, "--sequence-length") && has_next) {
+        else if (!strcmp(a, "--bf16")) bf16 = true;
+        else if ((!strcmp(a, "--format") && has_next) || !strncmp(a, "--format=", 9)) {
+            const char *f = a[8] == '=' ? a + 9 : argv[++i];
+            if (strcmp(f, "keras") && strcmp(f, "hf")) {
+                fprintf(stderr, "gemmatrain export: --format: expected keras or hf, got '%s'\n", f);
+                free(ov);
+                return 2;
+            }
+            hf = !strcmp(f, "hf");
+        } else if (!strcmp(a, "--sequence-length") && has_next) {
             if (parse_i64(argv[++i], &o.sequence_length) || o.sequence_length < 1) {
                 fprintf(stderr, "gemmatrain export: --sequence-length: expected a positive integer, got '%s'\n", argv[i]);
                 free(ov);
@@ -124,6 +181,8 @@ int cli_export(int argc, char **argv) {
     int code = 2;
     if (!out) fprintf(stderr, "gemmatrain export: --out PATH is required\n%s", export_usage);
     else if (merge && lora_only) fprintf(stderr, "gemmatrain export: --merge-lora and --lora-only exclude each other\n");
+    else if (hf && lora_only) fprintf(stderr, "gemmatrain export: --format hf: --lora-only writes Keras' .lora.h5 only\n");
+    else if (bf16 && !hf) fprintf(stderr, "gemmatrain export: --bf16 applies to --format hf\n");
     else if (lora_only && !ends_with(out, ".lora.h5"))
         fprintf(stderr, "gemmatrain export: --lora-only: --out must end in .lora.h5 (Keras requires it), got '%s'\n", out);
     else code = 0;
@@ -137,6 +196,7 @@ int cli_export(int argc, char **argv) {
     gt_tokenizer *tok = NULL;
     gt_lora *l = NULL;
     code = 1;
+    make_parents(out);
     if (load_config(argv[1], ov, nov, &c, err, sizeof err)) {
         code = 2;
         goto done;
@@ -155,6 +215,22 @@ int cli_export(int argc, char **argv) {
     if (lora_only) {
         if (gt_keras_lora_save(out, l, &m->cfg, err, sizeof err)) goto done;
         fprintf(stderr, "wrote %s (rank %lld)\n", out, (long long)l->rank);
+        code = 0;
+        goto done;
+    }
+    if (hf) {
+        if (l && !merge) {
+            snprintf(err, sizeof err, "--format hf holds one set of weights: add --merge-lora to fold the adapters in");
+            code = 2;
+            goto done;
+        }
+        for (int64_t i = 0; l && i < m->cfg.num_layers; i++)
+            for (int t = 0; t < GT_LORA_NTARGETS; t++) {
+                const gt_lora_adapter *ad = gt_lora_get(l, i, (gt_lora_target)t);
+                if (ad) gt_lora_merge(l, ad, target_weight(&m->layers[i], (gt_lora_target)t));
+            }
+        if (save_hf(m, tok, c.tokenizer, out, bf16, err, sizeof err)) goto done;
+        fprintf(stderr, "wrote Hugging Face model %s%s\n", out, l ? " (LoRA merged)" : "");
         code = 0;
         goto done;
     }
@@ -185,8 +261,18 @@ int cli_convert(int argc, char **argv) {
     o.prov.final_eval_loss = NAN;
     const char *pos[2] = {NULL, NULL};
     int npos = 0;
+    bool hf = false, bf16 = false;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--sequence-length") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--bf16")) {
+            bf16 = true;
+        } else if (!strcmp(argv[i], "--format") && i + 1 < argc) {
+            const char *f = argv[++i];
+            if (strcmp(f, "keras") && strcmp(f, "hf")) {
+                fprintf(stderr, "gemmatrain convert: --format: expected keras or hf, got '%s'\n", f);
+                return 2;
+            }
+            hf = !strcmp(f, "hf");
+        } else if (!strcmp(argv[i], "--sequence-length") && i + 1 < argc) {
             if (parse_i64(argv[++i], &o.sequence_length) || o.sequence_length < 1) {
                 fprintf(stderr, "gemmatrain convert: --sequence-length: expected a positive integer, got '%s'\n", argv[i]);
                 return 2;
@@ -213,9 +299,12 @@ int cli_convert(int argc, char **argv) {
         return 1;
     }
     o.prov.base_model = pos[0];
-    int rc = gt_keras_preset_save(pos[1], m, tok, &o, err, sizeof err);
+    make_parents(pos[1]);
+    int rc = hf ? save_hf(m, tok, NULL, pos[1], bf16, err, sizeof err)
+                : bf16 ? (snprintf(err, sizeof err, "--bf16 applies to --format hf"), -1)
+                       : gt_keras_preset_save(pos[1], m, tok, &o, err, sizeof err);
     if (rc) fprintf(stderr, "gemmatrain convert: %s\n", err);
-    else fprintf(stderr, "wrote KerasHub preset %s\n", pos[1]);
+    else fprintf(stderr, "wrote %s %s\n", hf ? "Hugging Face model" : "KerasHub preset", pos[1]);
     gt_tok_free(tok);
     gt_gemma_free(m);
     return rc ? 1 : 0;

@@ -43,7 +43,7 @@ static int valid_preset(const char *v, char *msg, size_t n);
 static const row schema[] = {
     {"model.preset", T_STR, FLD(model.preset), "", NULL, 0, valid_preset,
      "KerasHub preset name (gemma3_270m, ...): the shapes; empty: model.weights or a custom model"},
-    STR("model.weights", model.weights, "", "model to start from: a GGUF file or a KerasHub preset directory; empty: random init"),
+    STR("model.weights", model.weights, "", "model to start from: a GGUF file, a KerasHub preset or a Hugging Face directory; empty: random init"),
     ENUM("model.dtype", model.dtype, "float32", "float32", "parameter and compute type"),
     INT("model.generation", model.generation, "0", "[0, 3]",
         "Gemma generation of a custom model (1-3); 0: the preset's"),

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "models/gemma_gguf.h"
+#include "models/hf_gemma.h"
 #include "models/keras_preset.h"
 
 static int tokenizer_from_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t errn) {
@@ -51,18 +52,48 @@ done:
     return rc;
 }
 
+/* A Hugging Face model directory: safetensors weights beside config.json. */
+static bool hf_dir(const char *dir) {
+    char p[4200];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    if (!stat(p, &st)) return true;
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    return !stat(p, &st);
+}
+
+static int load_hf(const char *dir, bool trainable, gt_gemma **model, gt_tokenizer **tok, char *err, size_t errn) {
+    if (gt_hf_gemma_load(dir, trainable, model, err, errn)) return -1;
+    if (!tok) return 0;
+    static const char *const names[] = {"tokenizer.json", "tokenizer.model"};
+    char p[4200];
+    struct stat st;
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        if (stat(p, &st)) continue;
+        if (gt_tok_load(p, tok, err, errn)) break;
+        return 0;
+    }
+    if (!*tok) snprintf(err, errn, "%s: no tokenizer.json or tokenizer.model (give tokenizer: PATH)", dir);
+    gt_gemma_free(*model);
+    *model = NULL;
+    return -1;
+}
+
 int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokenizer **tok,
                   char *err, size_t errn) {
     *model = NULL;
     if (tok) *tok = NULL;
     struct stat st;
     if (!stat(path, &st) && S_ISDIR(st.st_mode)) {
-        if (!gt_keras_preset_detect(path)) {
-            char cj[4200];
-            snprintf(cj, sizeof cj, "%s/config.json", path);
-            if (stat(cj, &st)) return snprintf(err, errn, "%s: a directory without config.json (not a KerasHub preset)", path), -1;
-            /* present but not a KerasHub object: let the preset reader name the problem */
-        }
+        if (gt_keras_preset_detect(path)) return gt_keras_preset_load(path, trainable, model, tok, err, errn);
+        char cj[4200];
+        snprintf(cj, sizeof cj, "%s/config.json", path);
+        if (stat(cj, &st))
+            return snprintf(err, errn, "%s: a directory without config.json (neither a KerasHub preset nor a "
+                            "Hugging Face model)", path), -1;
+        if (hf_dir(path)) return load_hf(path, trainable, model, tok, err, errn);
+        /* a config.json that is neither: let the preset reader name the problem */
         return gt_keras_preset_load(path, trainable, model, tok, err, errn);
     }
     FILE *f = fopen(path, "rb");
@@ -71,8 +102,8 @@ int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokeniz
     size_t got = fread(magic, 1, 4, f);
     fclose(f);
     if (got != 4 || memcmp(magic, "GGUF", 4) != 0)
-        return snprintf(err, errn, "%s: not a model file this build can read (a GGUF file or a "
-                        "KerasHub preset directory)", path), -1;
+        return snprintf(err, errn, "%s: not a model file this build can read (a GGUF file, a "
+                        "KerasHub preset directory or a Hugging Face directory)", path), -1;
     gt_gguf *g;
     if (gt_gguf_open(path, &g, err, errn)) return -1;
     char e[1024];
