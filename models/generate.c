@@ -87,6 +87,28 @@ int32_t gt_sampler_next(gt_sampler *s, const gt_real *logits, int64_t V) {
                 c[j] = x;
             }
             n = s->k;
+        } else if (s->kind == GT_SAMPLER_TOP_P) {
+            /* The nucleus lies inside any set {p_i >= t} whose mass exceeds top_p (every token
+             * below t sorts after every token in it), so only that set is sorted: t starts at
+             * 1e-4 and falls tenfold until the set is heavy enough (t = 0: the whole vocabulary). */
+            for (double t = 1e-4;; t = t > 1e-12 ? t / 10 : 0) {
+                double in = 0;
+                int64_t m = 0;
+                for (int64_t i = 0; i < V; i++)
+                    if (c[i].p >= t) in += c[i].p, m++;
+                if (in > s->p || t == 0) {
+                    int64_t w = 0;
+                    for (int64_t i = 0; i < V; i++)
+                        if (c[i].p >= t) {
+                            cand x = c[i];
+                            c[i] = c[w];
+                            c[w++] = x;
+                        }
+                    n = m;
+                    break;
+                }
+            }
+            qsort(c, (size_t)n, sizeof *c, by_prob_desc);
         } else {
             qsort(c, (size_t)V, sizeof *c, by_prob_desc);
         }

@@ -1,6 +1,9 @@
 /* KV-cached decoding equals the full forward; samplers follow KerasHub's rules. */
 #include <check.h>
 #include <math.h>
+
+#include "autograd/rng.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,6 +141,60 @@ START_TEST(samplers) {
 }
 END_TEST
 
+/* top_p sorts only a prefiltered set: its picks equal those of a full sort of the vocabulary. */
+typedef struct {
+    double p;
+    int32_t id;
+} ref_cand;
+
+static int ref_desc(const void *a, const void *b) {
+    const ref_cand *x = a, *y = b;
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return x->id - y->id;
+}
+
+static int32_t ref_top_p(gt_sampler *s, const gt_real *logits, int64_t V) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < V; i++)
+        if (logits[i] > logits[best]) best = i;
+    double mx = logits[best] / s->temperature, total = 0;
+    ref_cand *c = malloc((size_t)V * sizeof *c);
+    for (int64_t i = 0; i < V; i++) c[i].p = exp(logits[i] / s->temperature - mx), c[i].id = (int32_t)i, total += c[i].p;
+    for (int64_t i = 0; i < V; i++) c[i].p /= total;
+    qsort(c, (size_t)V, sizeof *c, ref_desc);
+    double cum = 0, mass = 0, acc = 0;
+    int64_t n = 0;
+    while (n < V && cum <= s->p) cum += c[n++].p;
+    for (int64_t i = 0; i < n; i++) mass += c[i].p;
+    double u = gt_rng_uniform(&s->state) * mass;
+    int32_t pick = c[n - 1].id;
+    for (int64_t i = 0; i < n; i++)
+        if (u < (acc += c[i].p)) {
+            pick = c[i].id;
+            break;
+        }
+    free(c);
+    return pick;
+}
+
+START_TEST(top_p_equals_full_sort) {
+    enum { V = 20000 };
+    static gt_real logits[V];
+    uint64_t r = 5;
+    const char *specs[] = {"top_p:p=0.1,seed=1", "top_p:p=0.5,seed=2,temperature=3", "top_p:p=0.9,seed=3",
+                           "top_p:p=0.9999,seed=4,temperature=5", "top_p:p=1,seed=5"};
+    for (int k = 0; k < 5; k++) {
+        for (int i = 0; i < V; i++) /* heavy ties among the small logits */
+            logits[i] = i % 3 ? (gt_real)(8 * gt_rng_uniform(&r)) : (gt_real)((int)(4 * gt_rng_uniform(&r)) - 6);
+        gt_sampler a, b;
+        char err[256];
+        ck_assert(gt_sampler_parse(specs[k], &a, err, sizeof err) == 0);
+        b = a;
+        for (int t = 0; t < 20; t++) ck_assert_int_eq(gt_sampler_next(&a, logits, V), ref_top_p(&b, logits, V));
+    }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("generate");
     TCase *tc = tcase_create("generate");
@@ -147,6 +204,7 @@ int main(void) {
     tcase_add_test(tc, kv_cache_gemma3);
     tcase_add_test(tc, greedy_generation_is_argmax_of_full_forward);
     tcase_add_test(tc, samplers);
+    tcase_add_test(tc, top_p_equals_full_sort);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
