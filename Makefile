@@ -120,6 +120,7 @@ bench: $(BENCH_BIN)
 # (tools/fuzz/run.sh; FUZZ_RUNS / FUZZ_SECONDS bound every target). Not part of `make test`.
 fuzzers: $(FUZZ_BIN)
 
+.PRECIOUS: $(BUILD)/tools/fuzz/%.o
 $(BUILD)/fuzz/%: $(BUILD)/tools/fuzz/%.o $(BUILD)/libgemmatrain.a
 	@mkdir -p $(@D)
 	@echo "LD $@"

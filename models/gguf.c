@@ -169,7 +169,8 @@ int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_ggu
     if (memcmp(buf, "GGUF", 4) != 0) FAIL("%s: not a GGUF file (bad magic)", name);
     if (!rd_u32(&c, &g->version)) FAIL("%s: truncated header (version)", name);
     if (g->version < 2 || g->version > 3)
-        FAIL("%s: GGUF version %u is not supported (2 or 3)", name, g->version);
+        FAIL("%s: GGUF version %u is not supported (2 or 3)%s", name, g->version,
+             g->version >> 24 && !(g->version & 0xFFFFFF) ? ": a big-endian file" : "");
     if (!rd_u64(&c, &n_tensors) || !rd_u64(&c, &n_kv)) FAIL("%s: truncated header (counts)", name);
     if (n_tensors > MAX_TENSORS) FAIL("%s: tensor count %llu is implausible", name, (unsigned long long)n_tensors);
     if (n_kv > MAX_KEYS) FAIL("%s: metadata count %llu is implausible", name, (unsigned long long)n_kv);
@@ -316,9 +317,8 @@ int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_ggu
         if (t->offset % align) FAIL("%s: tensor '%s': offset %llu is not aligned to %llu", name,
                                     t->name, (unsigned long long)t->offset, (unsigned long long)align);
         if (t->offset > len - data_start || t->n_bytes > len - data_start - t->offset)
-            FAIL("%s: tensor '%s': data (%llu bytes at %llu) runs past the end of the file (%zu bytes)",
-                 name, t->name, (unsigned long long)t->n_bytes,
-                 (unsigned long long)(data_start + t->offset), len);
+            FAIL("%s: tensor '%s': data (%llu bytes at data offset %llu) runs past the end of the file (%zu bytes)",
+                 name, t->name, (unsigned long long)t->n_bytes, (unsigned long long)t->offset, len);
         t->data = buf + data_start + t->offset;
     }
     g->n_tensors = (int64_t)n_tensors;

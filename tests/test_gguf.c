@@ -406,6 +406,78 @@ START_TEST(duplicates_and_nul_bytes_are_refused) {
 }
 END_TEST
 
+/* One hand-made corruption per field, each refused with a message naming the field. */
+START_TEST(corrupt_fields_are_refused_by_name) {
+    char err[512];
+    gt_gguf *f;
+    uint8_t *copy;
+    gbuf g = {0};
+    struct { const char *what, *want; } cases[] = {
+        {"big-endian", "a big-endian file"},
+        {"string length", "entry 0: truncated key"},
+        {"value type", "'k.x': unknown value type 13"},
+        {"element type", "'k.arr': unsupported array element type 77"},
+        {"nested array", "'k.arr': unsupported array element type 9"},
+        {"string array count", "'k.arr': array of 2305843009213693952 strings runs past"},
+        {"number array count", "'k.arr': array of 3 runs past"},
+        {"alignment 0", "general.alignment must be a power of two"},
+        {"alignment 48", "general.alignment must be a power of two"},
+        {"5 dims", "tensor 'w': 5 dimensions"},
+        {"zero dim", "tensor 'w': dimension 1 (0) is zero"},
+        {"ggml type", "tensor 'w': unknown ggml type 31"},
+        {"block", "tensor 'w': first dimension 8 is not a multiple of the Q8_0 block (32)"},
+        {"offset align", "tensor 'w': offset 4 is not aligned to 32"},
+        {"offset past", "tensor 'w': data (32 bytes at data offset 64) runs past the end of the file (160 bytes)"},
+        {"offset wrap", "tensor 'w': data (32 bytes at data offset 18446744073709551584) runs past the end"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *w = cases[i].what;
+        g.n = 0;
+        if (!strcmp(w, "big-endian")) {
+            put(&g, "GGUF", 4);
+            put_u32(&g, 0x03000000u);
+            put_u64(&g, 0);
+            put_u64(&g, 0);
+        } else if (!strcmp(w, "string length")) {
+            header(&g, 0, 1);
+            put_u64(&g, UINT64_MAX - 3);
+            put(&g, "abcdefghijklmnop", 16);
+        } else if (!strcmp(w, "value type")) {
+            header(&g, 0, 1);
+            put_str(&g, "k.x");
+            put_u32(&g, 13);
+            put_u64(&g, 0);
+        } else if (!strcmp(w, "element type") || strstr(w, "nested") || strstr(w, "count")) {
+            header(&g, 0, 1);
+            put_str(&g, "k.arr");
+            put_u32(&g, GT_GGUF_ARRAY);
+            bool strs = strstr(w, "string") != NULL, nums = strstr(w, "number") != NULL;
+            put_u32(&g, strs ? GT_GGUF_STRING : nums ? GT_GGUF_UINT64 : strstr(w, "nested") ? GT_GGUF_ARRAY : 77);
+            put_u64(&g, strs ? 1ull << 61 : nums ? 3 : 1);
+            put_u64(&g, 1);
+            put_u64(&g, 2);
+        } else if (strstr(w, "alignment")) {
+            header(&g, 0, 1);
+            kv_u32(&g, "general.alignment", w[10] == '0' ? 0 : 48);
+        } else {
+            header(&g, 1, 0);
+            put_str(&g, "w");
+            bool five = !strcmp(w, "5 dims");
+            put_u32(&g, five ? 5 : 2);
+            for (int d = 0; d < (five ? 5 : 2); d++) put_u64(&g, d == 0 ? 8 : !strcmp(w, "zero dim") ? 0 : 1);
+            put_u32(&g, !strcmp(w, "ggml type") ? 31 : !strcmp(w, "block") ? 8 : 0);
+            put_u64(&g, !strcmp(w, "offset align") ? 4 : !strcmp(w, "offset past") ? 64 : !strcmp(w, "offset wrap") ? UINT64_MAX - 31 : 0);
+            pad32(&g);
+            put(&g, (uint8_t[64]){0}, 64);
+        }
+        ck_assert_msg(open_gbuf(&g, &f, &copy, err, sizeof err) != 0, "%s: accepted", w);
+        ck_assert_msg(strstr(err, "made.gguf: ") == err && strstr(err, cases[i].want), "%s: %s", w, err);
+        free(copy);
+    }
+    free(g.b);
+}
+END_TEST
+
 START_TEST(huge_dimensions_do_not_wrap_the_byte_size) {
     /* 2^61 x 2 F32 elements: the byte size 2^64 would wrap to 0 and "fit" in the file */
     char err[512];
@@ -518,6 +590,7 @@ int main(void) {
     tcase_add_test(tc, bad_magic_version_and_missing_file);
     tcase_add_test(tc, split_files_open_as_one);
     tcase_add_test(tc, duplicates_and_nul_bytes_are_refused);
+    tcase_add_test(tc, corrupt_fields_are_refused_by_name);
     tcase_add_test(tc, huge_dimensions_do_not_wrap_the_byte_size);
     tcase_add_test(tc, int32_arrays_refuse_values_out_of_range);
     tcase_add_test(tc, gemma_metadata_is_checked_before_allocating);

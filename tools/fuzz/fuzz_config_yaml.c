@@ -2,6 +2,7 @@
  * derived defaults and checks, and one "key=value" override made of the input's first line.
  * Property: a parsed config written back with gt_config_write parses to the same struct.
  * seeds: configs tools/fuzz/seeds/config_yaml
+ * dict: tools/fuzz/config_yaml.dict
  * Run through tools/fuzz/run.sh. */
 #include <stdint.h>
 #include <stdio.h>

@@ -1,6 +1,7 @@
 /* fuzz_tokenizer_json.c: libFuzzer target for the Hugging Face tokenizer.json loader
  * (gt_tok_load_hf_json_buffer), then encode / decode of fixed texts and of the input itself.
  * seeds: tools/fuzz/seeds/tokenizer_json
+ * dict: tools/fuzz/tokenizer_json.dict
  * Run through tools/fuzz/run.sh. */
 #include <stdint.h>
 #include <stdlib.h>

@@ -6,9 +6,10 @@
   fuzzer starts from a file that reaches the model mapping and the tokenizer, not only the parser.
 - seeds/tokenizer_json/*.json: tokenizer.json files in the Gemma layout (BPE, byte fallback,
   added tokens, Replace normalizer, Split pre-tokenizer, Sequence decoder) and a Prepend/Strip one.
+- seeds/tokenizer_spm/gemma_like.spm: the same pieces as a SentencePiece BPE ModelProto.
 Synthetic vocabularies: nothing is copied from a real tokenizer.
 
-Run: pip install gguf numpy; python3 tools/fuzz/make_seeds.py
+Run: pip install gguf numpy sentencepiece; python3 tools/fuzz/make_seeds.py
 """
 import json
 import os
@@ -138,7 +139,33 @@ def tokenizer_jsons(pieces, types, merges):
     print(f"{d}: gemma_like.json, legacy.json")
 
 
+def spm_model(pieces, types):
+    """A SentencePiece BPE ModelProto (KerasHub's vocabulary.spm layout) of the same pieces."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    m = pb.ModelProto()
+    m.trainer_spec.model_type = pb.TrainerSpec.BPE
+    m.trainer_spec.vocab_size = len(pieces)
+    m.trainer_spec.byte_fallback = True
+    m.trainer_spec.unk_id, m.trainer_spec.bos_id, m.trainer_spec.eos_id, m.trainer_spec.pad_id = 3, 2, 1, 0
+    m.trainer_spec.unk_piece, m.trainer_spec.bos_piece = "<unk>", "<bos>"
+    m.trainer_spec.eos_piece, m.trainer_spec.pad_piece = "<eos>", "<pad>"
+    m.normalizer_spec.name = "identity"
+    m.normalizer_spec.add_dummy_prefix = False
+    m.normalizer_spec.remove_extra_whitespaces = False
+    m.normalizer_spec.escape_whitespaces = True
+    for i, (p, t) in enumerate(zip(pieces, types)):
+        sp = m.pieces.add()
+        sp.piece, sp.score, sp.type = p, -float(i), t
+    d = os.path.join(SEEDS, "tokenizer_spm")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "gemma_like.spm"), "wb") as f:
+        f.write(m.SerializeToString())
+    print(f"{d}: gemma_like.spm")
+
+
 if __name__ == "__main__":
     p, t, m = vocabulary()
     tiny_gemma3_gguf(p, t)
     tokenizer_jsons(p, t, m)
+    spm_model(p, t)

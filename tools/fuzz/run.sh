@@ -7,7 +7,8 @@
 #   env: BUILD (default build-fuzzer), FUZZ_CC (default clang-14), FUZZ_FLAGS (more libFuzzer flags)
 #
 # Each harness names its seed inputs on a header line " * seeds: PATH ..." (files or directories,
-# relative to the repository root); a new target is one file. The growing corpus is kept in
+# relative to the repository root) and may name a libFuzzer dictionary on " * dict: PATH"; a new
+# target is one file. The growing corpus is kept in
 # $BUILD/fuzz/corpus/NAME (seeds are read, never written), crash inputs go to
 # $BUILD/fuzz/artifacts/NAME/. Exit status: 0 when no target found a crash, leak or UB.
 # Reproduce one: $BUILD/fuzz/NAME $BUILD/fuzz/artifacts/NAME/crash-...
@@ -57,11 +58,14 @@ for t in "${targets[@]}"; do
       echo "fuzz: $t: seed $s not found" >&2
     fi
   done
+  dict=$(sed -n 's/^ \* dict: *//p' "tools/fuzz/$t.c" | head -n 1)
+  dictflag=()
+  [ -n "$dict" ] && dictflag=(-dict="$dict")
   log="$build/fuzz/$t.log"
   echo "fuzz: $t: up to $runs runs / ${secs}s, seeds: ${seeds[*]:-none}"
   # shellcheck disable=SC2086 # FUZZ_FLAGS is a list of flags
   "$build/fuzz/$t" -runs="$runs" -max_total_time="$secs" -print_final_stats=1 \
-    -artifact_prefix="$art/" -rss_limit_mb=4096 -timeout=30 ${FUZZ_FLAGS:-} \
+    -artifact_prefix="$art/" -rss_limit_mb=4096 -timeout=30 "${dictflag[@]}" ${FUZZ_FLAGS:-} \
     "$corpus" "$seeddir" >"$log" 2>&1
   rc=$?
   n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
