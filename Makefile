@@ -4,15 +4,23 @@
 #   make test       build and run the Check suites
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make bench      build the benchmarks (run them from bench/README.md)
+#   make fuzz       build the libFuzzer targets (clang) and run each: tools/fuzz/run.sh
 # Compiler flags for dependencies come from pkg-config only.
 
 SAN      ?= 0
+FUZZ     ?= 0
 NATIVE   ?= 1
 VERSION  := 0.1.0
 PKGS     := ompi-c hdf5-serial openblas yaml-0.1 check jansson
 
 CC       ?= gcc
-ifeq ($(SAN),1)
+ifeq ($(FUZZ),1)
+  # libFuzzer targets (tools/fuzz/run.sh): clang, every object instrumented for coverage + sanitizers
+  CC     := $(or $(FUZZ_CC),clang-14)
+  BUILD  := build-fuzzer
+  OPT    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=all
+  LDSAN  := -fsanitize=address,undefined
+else ifeq ($(SAN),1)
   BUILD  := build-san
   OPT    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
   LDSAN  := -fsanitize=address,undefined
@@ -29,6 +37,9 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation
+ifeq ($(FUZZ),1)
+  WARN   := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-pass-failed  # gcc's -Werror set is the gate, not clang's
+endif
 CFLAGS   := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -fopenmp -I. -DGT_VERSION=\"$(VERSION)\"
 LDFLAGS  := $(LDSAN) -fopenmp
 LIBS      = $(PKG_LIBS) -lm
@@ -47,10 +58,13 @@ TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_AUX := $(filter-out tests/gradcheck.c $(TEST_SRC),$(wildcard tests/*.c))
 TEST_AUX_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(TEST_AUX) tests/gradcheck.c)
 
+FUZZ_SRC := $(wildcard tools/fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst tools/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all setup test bench clean
+.PHONY: all setup test bench fuzz fuzzers clean
 all: $(BUILD)/gemmatrain
 
 setup:
@@ -102,7 +116,20 @@ test: $(BUILD)/gemmatrain $(TEST_BIN)
 
 bench: $(BENCH_BIN)
 
+# Fuzz targets (need clang with libFuzzer): `make fuzz` builds them with FUZZ=1 and runs each
+# (tools/fuzz/run.sh; FUZZ_RUNS / FUZZ_SECONDS bound every target). Not part of `make test`.
+fuzzers: $(FUZZ_BIN)
+
+.PRECIOUS: $(BUILD)/tools/fuzz/%.o
+$(BUILD)/fuzz/%: $(BUILD)/tools/fuzz/%.o $(BUILD)/libgemmatrain.a
+	@mkdir -p $(@D)
+	@echo "LD $@"
+	@$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)
+
+fuzz:
+	@bash tools/fuzz/run.sh -n $(or $(FUZZ_RUNS),1000000) -t $(or $(FUZZ_SECONDS),600)
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzzer
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

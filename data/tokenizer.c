@@ -1371,6 +1371,16 @@ int gt_tok_load_hf_json(const char *path, gt_tokenizer **out, char *err, size_t 
     size_t n;
     char *buf = read_file(path, &n, err, errn);
     if (!buf) return -1;
+    int rc = gt_tok_load_hf_json_buffer(buf, n, path, out, err, errn);
+    free(buf);
+    return rc;
+}
+
+int gt_tok_load_hf_json_buffer(const char *buf, size_t n, const char *path, gt_tokenizer **out, char *err,
+                               size_t errn) {
+    if (!out) return fail(err, errn, "tokenizer: NULL output pointer");
+    *out = NULL;
+    if (!buf || !path) return fail(err, errn, "tokenizer: NULL buffer or name");
     bool arena = false;
     if (TOK_JSON_ARENA) {
         pthread_once(&hook_once, hook_install);
@@ -1411,7 +1421,6 @@ int gt_tok_load_hf_json(const char *path, gt_tokenizer **out, char *err, size_t 
         rc = load_hf_root(t, root, &parts, path, err, errn);
     }
     jobs_free(jobs, njobs, arena); /* with the arena: no json_decref walk, the memory goes whole */
-    free(buf);
     if (rc) {
         gt_tok_free(t);
         return -1;
@@ -1669,6 +1678,16 @@ int gt_tok_load_spm(const char *path, gt_tokenizer **out, char *err, size_t errn
     size_t n;
     char *buf = read_file(path, &n, err, errn);
     if (!buf) return -1;
+    int rc = gt_tok_load_spm_buffer(buf, n, path, out, err, errn);
+    free(buf);
+    return rc;
+}
+
+int gt_tok_load_spm_buffer(const char *buf, size_t n, const char *path, gt_tokenizer **out, char *err,
+                           size_t errn) {
+    if (!out) return fail(err, errn, "tokenizer: NULL output pointer");
+    *out = NULL;
+    if (!buf || !path) return fail(err, errn, "tokenizer: NULL buffer or name");
     spm_model m = {0};
     m.bos_id = 1, m.eos_id = 2, m.pad_id = -1;
     m.add_dummy = m.remove_ws = m.escape_ws = true; /* proto2 defaults */
@@ -1687,7 +1706,6 @@ int gt_tok_load_spm(const char *path, gt_tokenizer **out, char *err, size_t errn
     free(m.lens);
     free(m.scores);
     free(m.types);
-    free(buf);
     if (rc) {
         gt_tok_free(t);
         return -1;

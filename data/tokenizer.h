@@ -56,6 +56,12 @@ int gt_tok_load_hf_json(const char *path, gt_tokenizer **out, char *err, size_t 
 /* ModelProto with trainer_spec.model_type BPE and an identity normalizer (no precompiled
  * charsmap); add_dummy_prefix, remove_extra_whitespaces and escape_whitespaces are honoured. */
 int gt_tok_load_spm(const char *path, gt_tokenizer **out, char *err, size_t errn);
+/* The same two from len bytes in memory (fuzzing, embedded files); name is used in messages.
+ * Nothing of buf is kept. */
+int gt_tok_load_hf_json_buffer(const char *buf, size_t len, const char *name, gt_tokenizer **out,
+                               char *err, size_t errn);
+int gt_tok_load_spm_buffer(const char *buf, size_t len, const char *name, gt_tokenizer **out,
+                           char *err, size_t errn);
 /* From parallel arrays (GGUF: tokenizer.ggml.tokens/scores/token_type). Copies everything.
  * scores may be NULL (all 0); types may be NULL (<0xNN> pieces BYTE, the rest NORMAL).
  * Gemma conventions: spaces become U+2581, no dummy prefix, byte fallback when byte pieces

@@ -30,7 +30,9 @@ int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *c, char *err, s
     INT_KEY("context_length", max_seq_len);
 #undef INT_KEY
     snprintf(key, sizeof key, "%s.attention.key_length", a);
-    c->head_dim = gt_gguf_get_int(g, key, &v, err, errn) == 0 ? v : c->hidden_dim / c->num_query_heads;
+    c->head_dim = gt_gguf_get_int(g, key, &v, err, errn) == 0 ? v
+                  : c->num_query_heads > 0                 ? c->hidden_dim / c->num_query_heads
+                                                           : 0; /* refused by the validation below */
     double f;
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", a);
     if (gt_gguf_get_float(g, key, &f, err, errn) == 0) c->rms_eps = f;
@@ -74,10 +76,39 @@ static int load(const gt_gguf *g, const char *name, gt_tensor *dst, bool norm, c
     return 0;
 }
 
+/* The tensors that size each layer, checked before the model is allocated: metadata alone could
+ * ask for any amount of memory, while tensors present in the file bound the model by its size. */
+static int check_sizes(const gt_gguf *g, const gt_gemma_config *c, char *err, size_t errn) {
+    const gt_gguf_tensor *emb = gt_gguf_find_tensor(g, "token_embd.weight");
+    if (emb->dims[0] != c->hidden_dim)
+        return snprintf(err, errn, "tensor 'token_embd.weight': width %lld, expected embedding_length %lld",
+                        (long long)emb->dims[0], (long long)c->hidden_dim), -1;
+    if (c->num_query_heads > INT64_MAX / c->head_dim)
+        return snprintf(err, errn, "attention.head_count x key_length overflows"), -1;
+    struct { const char *suffix; int64_t rows; const char *what; } need[] = {
+        {"attn_q", c->num_query_heads * c->head_dim, "head_count x key_length"},
+        {"ffn_gate", c->intermediate_dim, "feed_forward_length"},
+    };
+    char n[96];
+    for (int64_t i = 0; i < c->num_layers; i++)
+        for (size_t k = 0; k < sizeof need / sizeof need[0]; k++) {
+            snprintf(n, sizeof n, "blk.%lld.%s.weight", (long long)i, need[k].suffix);
+            const gt_gguf_tensor *t = gt_gguf_find_tensor(g, n);
+            if (!t) return snprintf(err, errn, "tensor '%s' is missing (block_count %lld)", n, (long long)c->num_layers), -1;
+            if (t->ndim != 2 || t->dims[0] != c->hidden_dim || t->dims[1] != need[k].rows)
+                return snprintf(err, errn, "tensor '%s': shape [%lld, %lld] (innermost first), expected [%lld, %lld] "
+                                "from embedding_length and %s", n, (long long)t->dims[0],
+                                (long long)(t->ndim > 1 ? t->dims[1] : 0), (long long)c->hidden_dim,
+                                (long long)need[k].rows, need[k].what), -1;
+        }
+    return 0;
+}
+
 int gt_gemma_from_gguf(const gt_gguf *g, bool trainable, gt_gemma **out, char *err, size_t errn) {
     *out = NULL;
     gt_gemma_config c;
     if (gt_gemma_config_from_gguf(g, &c, err, errn)) return -1;
+    if (check_sizes(g, &c, err, errn)) return -1;
     gt_gemma *m;
     if (gt_gemma_create(&c, trainable, &m, err, errn)) return -1;
     char n[96];

@@ -1,7 +1,9 @@
 #include "models/gguf.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,7 +105,7 @@ static const type_info *type_of(uint32_t t) {
                            q5_1 = {"Q5_1", 32, 24}, q8_0 = {"Q8_0", 32, 34}, q2_k = {"Q2_K", 256, 84},
                            q3_k = {"Q3_K", 256, 110}, q4_k = {"Q4_K", 256, 144},
                            q5_k = {"Q5_K", 256, 176}, q6_k = {"Q6_K", 256, 210},
-                           q8_k = {"Q8_K", 256, 292};
+                           q8_k = {"Q8_K", 256, 292}, f64 = {"F64", 1, 8};
     switch (t) {
     case 0: return &f32;
     case 1: return &f16;
@@ -118,6 +120,7 @@ static const type_info *type_of(uint32_t t) {
     case 13: return &q5_k;
     case 14: return &q6_k;
     case 15: return &q8_k;
+    case 28: return &f64;
     case 30: return &bf16;
     default: return NULL;
     }
@@ -129,6 +132,25 @@ const char *gt_gguf_type_name(uint32_t type) {
 }
 
 /* ---------------------------------------------------------------- parse */
+
+static int cmp_str_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sets *dup to the first name that occurs twice among n records (a const char * at byte `at`
+ * of each), or NULL. -1 when out of memory. */
+static int first_duplicate(const void *recs, size_t n, size_t stride, size_t at, const char **dup) {
+    *dup = NULL;
+    if (n < 2) return 0;
+    const char **names = malloc(n * sizeof *names);
+    if (!names) return -1;
+    for (size_t i = 0; i < n; i++) memcpy(&names[i], (const char *)recs + i * stride + at, sizeof *names);
+    qsort(names, n, sizeof *names, cmp_str_ptr);
+    for (size_t i = 1; i < n && !*dup; i++)
+        if (!strcmp(names[i - 1], names[i])) *dup = names[i];
+    free(names);
+    return 0;
+}
 
 #define FAIL(...) do { snprintf(err, errn, __VA_ARGS__); goto fail; } while (0)
 
@@ -147,7 +169,8 @@ int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_ggu
     if (memcmp(buf, "GGUF", 4) != 0) FAIL("%s: not a GGUF file (bad magic)", name);
     if (!rd_u32(&c, &g->version)) FAIL("%s: truncated header (version)", name);
     if (g->version < 2 || g->version > 3)
-        FAIL("%s: GGUF version %u is not supported (2 or 3)", name, g->version);
+        FAIL("%s: GGUF version %u is not supported (2 or 3)%s", name, g->version,
+             g->version >> 24 && !(g->version & 0xFFFFFF) ? ": a big-endian file" : "");
     if (!rd_u64(&c, &n_tensors) || !rd_u64(&c, &n_kv)) FAIL("%s: truncated header (counts)", name);
     if (n_tensors > MAX_TENSORS) FAIL("%s: tensor count %llu is implausible", name, (unsigned long long)n_tensors);
     if (n_kv > MAX_KEYS) FAIL("%s: metadata count %llu is implausible", name, (unsigned long long)n_kv);
@@ -193,9 +216,11 @@ int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_ggu
                         FAIL("%s: metadata '%.*s': string %llu runs past the end of the file", name,
                              (int)(klen > 200 ? 200 : klen), k, (unsigned long long)j);
             }
+        } else if (t != GT_GGUF_STRING && !scalar_size(t)) {
+            FAIL("%s: metadata '%.*s': unknown value type %u", name, (int)(klen > 200 ? 200 : klen), k, t);
         } else if (!skip_value(&c, t)) {
-            FAIL("%s: metadata '%.*s': bad type %u or value past the end of the file", name,
-                 (int)(klen > 200 ? 200 : klen), k, t);
+            FAIL("%s: metadata '%.*s': truncated value (runs past the end of the file)", name,
+                 (int)(klen > 200 ? 200 : klen), k);
         }
         e->klen = klen;
     }
@@ -206,8 +231,10 @@ int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_ggu
         uint64_t slen;
         uint32_t nd;
         if (!rd_str(&c, &s, &slen)) FAIL("%s: tensor %llu: truncated name", name, (unsigned long long)i);
-        if (!rd_u32(&c, &nd) || nd < 1 || nd > 4)
-            FAIL("%s: tensor '%.*s': bad or truncated dimension count", name, (int)(slen > 200 ? 200 : slen), s);
+        if (!rd_u32(&c, &nd))
+            FAIL("%s: tensor '%.*s': truncated dimension count", name, (int)(slen > 200 ? 200 : slen), s);
+        if (nd < 1 || nd > 4)
+            FAIL("%s: tensor '%.*s': %u dimensions (1 to 4 supported)", name, (int)(slen > 200 ? 200 : slen), s, nd);
         const uint8_t *p;
         if (!take(&c, 8 * (size_t)nd + 4 + 8, &p))
             FAIL("%s: tensor '%.*s': truncated directory entry", name, (int)(slen > 200 ? 200 : slen), s);
@@ -248,6 +275,7 @@ int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_ggu
         sp[slen] = 0;
         t->name = sp;
         sp += slen + 1;
+        if (strlen(t->name) != slen) FAIL("%s: tensor %llu: name contains a NUL byte", name, (unsigned long long)i);
         t->ndim = (int)nd;
         int64_t n = 1;
         for (uint32_t d = 0; d < nd; d++) {
@@ -267,8 +295,20 @@ int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_ggu
         if (t->dims[0] % ti->block)
             FAIL("%s: tensor '%s': first dimension %lld is not a multiple of the %s block (%d)", name,
                  t->name, (long long)t->dims[0], ti->name, ti->block);
+        /* the byte size must not wrap: no tensor can be larger than the file */
+        if ((uint64_t)(n / ti->block) > len / (uint64_t)ti->bytes)
+            FAIL("%s: tensor '%s': %lld elements of %s exceed the file size (%zu bytes)", name, t->name,
+                 (long long)n, ti->name, len);
         t->n_bytes = (uint64_t)(n / ti->block) * (uint64_t)ti->bytes;
     }
+    /* lookups return the first match, so a repeated key or tensor name would hide data */
+    const char *dup;
+    if (first_duplicate(g->kv, (size_t)g->n_kv, sizeof *g->kv, offsetof(kv_entry, key), &dup))
+        FAIL("%s: out of memory", name);
+    if (dup) FAIL("%s: metadata key '%.200s' appears more than once", name, dup);
+    if (first_duplicate(g->tensors, (size_t)n_tensors, sizeof *g->tensors, offsetof(gt_gguf_tensor, name), &dup))
+        FAIL("%s: out of memory", name);
+    if (dup) FAIL("%s: tensor name '%.200s' appears more than once", name, dup);
     size_t header_end = (size_t)(c.p - buf);
     size_t data_start = (size_t)((header_end + align - 1) / align * align);
     if (n_tensors && data_start > len) FAIL("%s: truncated before the tensor data", name);
@@ -277,9 +317,8 @@ int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_ggu
         if (t->offset % align) FAIL("%s: tensor '%s': offset %llu is not aligned to %llu", name,
                                     t->name, (unsigned long long)t->offset, (unsigned long long)align);
         if (t->offset > len - data_start || t->n_bytes > len - data_start - t->offset)
-            FAIL("%s: tensor '%s': data (%llu bytes at %llu) runs past the end of the file (%zu bytes)",
-                 name, t->name, (unsigned long long)t->n_bytes,
-                 (unsigned long long)(data_start + t->offset), len);
+            FAIL("%s: tensor '%s': data (%llu bytes at data offset %llu) runs past the end of the file (%zu bytes)",
+                 name, t->name, (unsigned long long)t->n_bytes, (unsigned long long)t->offset, len);
         t->data = buf + data_start + t->offset;
     }
     g->n_tensors = (int64_t)n_tensors;
@@ -290,24 +329,103 @@ fail:
     return -1;
 }
 
-int gt_gguf_open(const char *path, gt_gguf **out, char *err, size_t errn) {
-    *out = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return snprintf(err, errn, "%s: cannot open", path), -1;
+#define MAX_PARTS 64
+
+/* Opens a regular, non-empty file read-only; -1 with a message. */
+static int open_part(const char *path, int *fd, size_t *size, char *err, size_t errn) {
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) return snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)), -1;
     struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
-        close(fd);
-        return snprintf(err, errn, "%s: empty or unreadable", path), -1;
+    if (fstat(*fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
+        close(*fd);
+        return snprintf(err, errn, "%s: empty, unreadable or not a regular file", path), -1;
     }
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) return snprintf(err, errn, "%s: cannot map", path), -1;
-    if (gt_gguf_open_buffer(m, (size_t)st.st_size, path, out, err, errn) != 0) {
-        munmap(m, (size_t)st.st_size);
+    *size = (size_t)st.st_size;
+    return 0;
+}
+
+/* Places the n parts back to back in one read-only range of *total bytes. Parts whose offsets
+ * are page multiples (every part but the last a whole number of pages, as the PyPI chunks are)
+ * are mapped into a reserved range, so nothing is copied; otherwise they are read into memory. */
+static void *map_parts(const int *fd, const size_t *size, int n, size_t total) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (n == 1) {
+        void *m = mmap(NULL, total, PROT_READ, MAP_PRIVATE, fd[0], 0);
+        return m == MAP_FAILED ? NULL : m;
+    }
+    bool aligned = true;
+    for (int i = 0; i + 1 < n; i++) aligned = aligned && size[i] % page == 0;
+    uint8_t *m = mmap(NULL, total, aligned ? PROT_NONE : PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    size_t off = 0;
+    bool ok = true;
+    for (int i = 0; ok && i < n; off += size[i++]) {
+        if (aligned) {
+            ok = mmap(m + off, size[i], PROT_READ, MAP_PRIVATE | MAP_FIXED, fd[i], 0) != MAP_FAILED;
+            continue;
+        }
+        for (size_t got = 0; ok && got < size[i];) {
+            ssize_t r = pread(fd[i], m + off + got, size[i] - got, (off_t)got);
+            if (r < 0 && errno == EINTR) continue;
+            ok = r > 0; /* 0: the part shrank since fstat */
+            if (ok) got += (size_t)r;
+        }
+    }
+    if (ok && !aligned) ok = mprotect(m, total, PROT_READ) == 0;
+    if (!ok) {
+        munmap(m, total);
+        return NULL;
+    }
+    return m;
+}
+
+int gt_gguf_open_parts(const char *const *paths, int n, gt_gguf **out, char *err, size_t errn) {
+    *out = NULL;
+    if (n < 1 || n > MAX_PARTS)
+        return snprintf(err, errn, "gguf: %d parts given (1 to %d supported)", n, MAX_PARTS), -1;
+    int fd[MAX_PARTS];
+    size_t size[MAX_PARTS], total = 0;
+    for (int i = 0; i < n; i++) {
+        if (open_part(paths[i], &fd[i], &size[i], err, errn)) {
+            while (i--) close(fd[i]);
+            return -1;
+        }
+        total += size[i];
+    }
+    void *m = map_parts(fd, size, n, total);
+    int saved = errno;
+    for (int i = 0; i < n; i++) close(fd[i]);
+    if (!m) return snprintf(err, errn, "%s: cannot map %zu bytes: %s", paths[0], total, strerror(saved)), -1;
+    char name[256];
+    if (n == 1) snprintf(name, sizeof name, "%s", paths[0]);
+    else snprintf(name, sizeof name, "%s (+%d parts)", paths[0], n - 1);
+    if (gt_gguf_open_buffer(m, total, name, out, err, errn) != 0) {
+        munmap(m, total);
         return -1;
     }
     (*out)->mapped = true;
     return 0;
+}
+
+int gt_gguf_open(const char *path, gt_gguf **out, char *err, size_t errn) {
+    *out = NULL;
+    if (!strchr(path, ',') || access(path, F_OK) == 0) return gt_gguf_open_parts(&path, 1, out, err, errn);
+    /* no file of that name: a list of parts */
+    char *list = strdup(path);
+    if (!list) return snprintf(err, errn, "%s: out of memory", path), -1;
+    const char *parts[MAX_PARTS];
+    int n = 0;
+    for (char *save = NULL, *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (n == MAX_PARTS) {
+            free(list);
+            return snprintf(err, errn, "%s: more than %d parts", path, MAX_PARTS), -1;
+        }
+        parts[n++] = p;
+    }
+    int rc = n ? gt_gguf_open_parts(parts, n, out, err, errn)
+               : (snprintf(err, errn, "'%s': no file named", path), -1);
+    free(list);
+    return rc;
 }
 
 void gt_gguf_close(gt_gguf *g) {
@@ -446,6 +564,11 @@ static int get_numbers(const gt_gguf *g, const char *key, void **out, uint64_t *
         double v = 0;
         bool is_int;
         scalar_as_double(t, e->val + i * sz, &v, &is_int);
+        if (as_int && !(v >= INT32_MIN && v <= INT32_MAX && v == floor(v))) {
+            free(buf);
+            return snprintf(err, errn, "%s: metadata '%s'[%llu] = %g is not an int32", g->name, key,
+                            (unsigned long long)i, v), -1;
+        }
         if (as_int) ((int32_t *)buf)[i] = (int32_t)v;
         else ((float *)buf)[i] = (float)v;
     }
@@ -560,6 +683,36 @@ static void deq_block(uint32_t type, const uint8_t *b, float *y) {
         }
         break;
     }
+    case 10: { /* Q2_K: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin */
+        const uint8_t *sc = b, *q = b + 16;
+        float d = rd_half(b + 80), dmin = rd_half(b + 82);
+        /* each 32-byte half of qs holds 128 values as four 2-bit planes; 16 values per scale */
+        for (int half = 0, is = 0; half < 2; half++, q += 32)
+            for (int shift = 0; shift < 8; shift += 2)
+                for (int k = 0; k < 2; k++, is++) {
+                    float dl = d * (float)(sc[is] & 0xF), ml = dmin * (float)(sc[is] >> 4);
+                    for (int l = 0; l < 16; l++) *y++ = dl * (float)((q[16 * k + l] >> shift) & 3) - ml;
+                }
+        break;
+    }
+    case 11: { /* Q3_K: hmask[32], qs[64], scales[12] (sixteen 6-bit, offset 32), d */
+        const uint8_t *hm = b, *q = b + 32, *ps = b + 96;
+        float d = rd_half(b + 108);
+        float dl[16];
+        for (int i = 0; i < 16; i++) { /* low nibbles in bytes 0..7, high 2-bit pairs in 8..11 */
+            int lo = (i < 8 ? ps[i] : ps[i - 8] >> 4) & 0xF, hi = (ps[8 + (i & 3)] >> (2 * (i >> 2))) & 3;
+            dl[i] = d * (float)((lo | hi << 4) - 32);
+        }
+        /* the mask bit of plane p (0..7 over the whole block) adds 4 when set: a clear one subtracts */
+        for (int half = 0, is = 0, bit = 0; half < 2; half++, q += 32)
+            for (int shift = 0; shift < 8; shift += 2, bit++)
+                for (int k = 0; k < 2; k++, is++)
+                    for (int l = 0; l < 16; l++) {
+                        int i = 16 * k + l, v = ((q[i] >> shift) & 3) - ((hm[i] >> bit) & 1 ? 0 : 4);
+                        *y++ = dl[is] * (float)v;
+                    }
+        break;
+    }
     case 12: { /* Q4_K: d, dmin, scales[12], qs[128] */
         float d = rd_half(b), dmin = rd_half(b + 2);
         const uint8_t *sc = b + 4, *q = b + 16;
@@ -630,7 +783,14 @@ int gt_gguf_dequant(const gt_gguf *g, const gt_gguf_tensor *t, float *out, char 
             memcpy(&out[i], &bits, 4);
         }
         return 0;
-    case 2: case 3: case 6: case 7: case 8: case 12: case 13: case 14: {
+    case 28:
+        for (int64_t i = 0; i < t->n_elements; i++) {
+            double v;
+            memcpy(&v, t->data + 8 * i, 8);
+            out[i] = (float)v;
+        }
+        return 0;
+    case 2: case 3: case 6: case 7: case 8: case 10: case 11: case 12: case 13: case 14: {
         int64_t nb = t->n_elements / ti->block;
 #pragma omp parallel for schedule(static) if (nb > 4096)
         for (int64_t i = 0; i < nb; i++) deq_block(t->type, t->data + i * ti->bytes, out + i * ti->block);

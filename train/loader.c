@@ -9,7 +9,8 @@
 #include "models/hf_gemma.h"
 #include "models/keras_preset.h"
 
-static int tokenizer_from_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t errn) {
+int gt_load_tokenizer_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t errn) {
+    *tok = NULL;
     char **pieces = NULL;
     float *scores = NULL;
     int32_t *types = NULL;
@@ -39,6 +40,13 @@ static int tokenizer_from_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, 
     gt_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &bos, e2, sizeof e2);
     gt_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &eos, e2, sizeof e2);
     gt_gguf_get_int(g, "tokenizer.ggml.padding_token_id", &pad, e2, sizeof e2);
+    if (bos < -1 || bos > INT32_MAX || eos < -1 || eos > INT32_MAX || pad < -1 || pad > INT32_MAX) {
+        snprintf(err, errn, "tokenizer.ggml: special token ids (bos %lld, eos %lld, pad %lld) out of range",
+                 (long long)bos, (long long)eos, (long long)pad);
+        gt_tok_free(*tok);
+        *tok = NULL;
+        goto done;
+    }
     if (gt_tok_set_special(*tok, (int32_t)bos, (int32_t)eos, (int32_t)pad, err, errn)) {
         gt_tok_free(*tok);
         *tok = NULL;
@@ -97,6 +105,11 @@ int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokeniz
         return gt_keras_preset_load(path, trainable, model, tok, err, errn);
     }
     FILE *f = fopen(path, "rb");
+    if (!f && strchr(path, ',')) { /* GGUF parts (see gt_gguf_open): the first one has the magic */
+        char first[1024];
+        snprintf(first, sizeof first, "%.*s", (int)strcspn(path, ","), path);
+        f = fopen(first, "rb");
+    }
     if (!f) return snprintf(err, errn, "%s: cannot open", path), -1;
     char magic[4] = {0};
     size_t got = fread(magic, 1, 4, f);
@@ -108,7 +121,7 @@ int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokeniz
     if (gt_gguf_open(path, &g, err, errn)) return -1;
     char e[1024];
     int rc = gt_gemma_from_gguf(g, trainable, model, e, sizeof e);
-    if (rc == 0 && tok) rc = tokenizer_from_gguf(g, tok, e, sizeof e);
+    if (rc == 0 && tok) rc = gt_load_tokenizer_gguf(g, tok, e, sizeof e);
     gt_gguf_close(g);
     if (rc) {
         snprintf(err, errn, "%s: %s", path, e);

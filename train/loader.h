@@ -1,16 +1,21 @@
 /* loader.h: open a model and its tokenizer from a path, whatever the format.
  *
- * Supported: a llama.cpp GGUF file (weights dequantised to fp32, tokenizer from the
- * tokenizer.ggml.* metadata) and a KerasHub preset directory (a directory with a config.json
- * naming a keras_hub backbone: models/keras_preset.h). Errors name the path. The caller frees
- * both results. */
+ * A llama.cpp GGUF file, or its chunk files comma-separated in order (gt_gguf_open; weights
+ * dequantised to fp32, tokenizer from the tokenizer.ggml.* metadata), a KerasHub preset
+ * directory (config.json naming a keras_hub backbone: models/keras_preset.h) or a Hugging Face
+ * directory (config.json + model.safetensors or its sharded index, tokenizer.json or
+ * tokenizer.model: models/hf_gemma.h). The architecture comes from the file's own config.
+ * Errors name the path. The caller frees both results. */
 #ifndef GT_LOADER_H
 #define GT_LOADER_H
 
 #include "data/tokenizer.h"
 #include "models/gemma.h"
+#include "models/gguf.h"
 
 int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokenizer **tok,
                   char *err, size_t errn);
+/* The tokenizer of an open GGUF (tokenizer.ggml.tokens / scores / token_type, special ids). */
+int gt_load_tokenizer_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t errn);
 
 #endif

