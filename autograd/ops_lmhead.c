@@ -66,6 +66,8 @@ static void lmhead_backward(gt_ctx *ctx, gt_node *node) {
             const gt_real *src = s->dh + i * D;
             for (int64_t k = 0; k < D; k++) dst[k] += g * src[k];
         }
+    if (s->dh) gt_release(ctx, s->dh, (size_t)(s->m * D) * sizeof(gt_real));
+    s->dh = NULL;
     if (!dt) return;
     /* the table's gradient needs every chunk's logits again (holding them would cost n x V) */
     for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
@@ -155,6 +157,11 @@ gt_tensor *gt_lm_head_loss(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, dou
         if (row_ce) row_ce[s->rows[i]] = (gt_real)s->ce[i];
     }
     out->data[0] = (gt_real)total;
+    if (!(out->requires_grad && table->requires_grad)) { /* backward needs no logits again */
+        gt_release(ctx, s->zbuf, (size_t)(s->chunk * V) * sizeof(gt_real));
+        gt_release(ctx, s->hbuf, (size_t)(s->chunk * D) * sizeof(gt_real));
+        s->zbuf = s->hbuf = NULL;
+    }
     if (!gt_record(ctx, "lm_head_loss", lmhead_backward, out, (gt_tensor *[]){hidden, table}, 2, s))
         return NULL;
     return out;

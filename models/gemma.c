@@ -151,6 +151,19 @@ static gt_tensor *proj(gt_ctx *ctx, const gt_gemma *m, int64_t layer, gt_lora_ta
     return ad ? gt_lora_apply(ctx, m->lora, ad, x, y) : y;
 }
 
+/* Release an activation that no recorded node reads (backward needs only its gradient, or
+ * nothing): its memory goes to later tensors. Only op outputs of this forward, never views. */
+static void drop(gt_ctx *ctx, gt_tensor *t) {
+    if (!t || t->root || !gt_ok(ctx)) return;
+    gt_release(ctx, t->data, (size_t)t->size * sizeof(gt_real));
+    t->data = NULL;
+}
+
+/* A projection's backward reads its input only for a trainable weight or an adapter. */
+static bool input_needed(const gt_gemma *m, int64_t layer, gt_lora_target t, const gt_tensor *w) {
+    return w->requires_grad || gt_lora_get(m->lora, layer, t);
+}
+
 static gt_tensor *heads(gt_ctx *ctx, gt_tensor *x, int64_t b, int64_t t, int64_t n, int64_t h) {
     int64_t shape[4] = {b, t, n, h};
     return gt_reshape(ctx, x, 4, shape);
@@ -182,8 +195,13 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
         q = norm(ctx, m, q, ly->query_norm);
         k = norm(ctx, m, k, ly->key_norm);
     }
+    gt_tensor *qn = q, *kn = k;
     q = gt_rope(ctx, q, pos, &rope);
     k = gt_rope(ctx, k, pos, &rope);
+    if (c->use_qk_norm) { /* rope's backward reads no values: the norms' outputs are dead */
+        drop(ctx, qn);
+        drop(ctx, kn);
+    }
     if (cache && gt_ok(ctx)) {
         int64_t row = K * H, S = pos0 + T;
         gt_real *ck = cache->k + i * cache->max_len * row, *cv = cache->v + i * cache->max_len * row;
@@ -197,23 +215,32 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
         gt_tensor_wrap(v, cv, NULL, 4, shape, false);
         attn.q_offset = pos0;
     }
-    gt_tensor *a = gt_attention(ctx, q, k, v, &attn);
+    gt_tensor *att = gt_attention(ctx, q, k, v, &attn);
     int64_t flat[3] = {B, T, N * H};
-    a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, a, 3, flat), ly->attn_out);
+    gt_tensor *a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, att, 3, flat), ly->attn_out);
+    if (!input_needed(m, i, GT_LORA_ATTN_OUT, ly->attn_out)) drop(ctx, att);
     if (ly->post_attn_norm) a = norm(ctx, m, a, ly->post_attn_norm);
     x = gt_add(ctx, x, a);
+    drop(ctx, a); /* read by the residual add only, whose backward needs no values */
     h = norm(ctx, m, x, ly->pre_ffw_norm);
-    gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
+    gt_tensor *g = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
                            proj(ctx, m, i, GT_LORA_UP, h, ly->up));
-    f = proj(ctx, m, i, GT_LORA_DOWN, f, ly->down);
+    if (!input_needed(m, i, GT_LORA_GATE, ly->gate) && !input_needed(m, i, GT_LORA_UP, ly->up))
+        drop(ctx, h);
+    gt_tensor *f = proj(ctx, m, i, GT_LORA_DOWN, g, ly->down);
+    if (!input_needed(m, i, GT_LORA_DOWN, ly->down)) drop(ctx, g);
     if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
-    return gt_add(ctx, x, f);
+    x = gt_add(ctx, x, f);
+    drop(ctx, f);
+    return x;
 }
 
 static gt_tensor *embed(gt_ctx *ctx, const gt_gemma *m, const int32_t *ids, int64_t B, int64_t T) {
     gt_tensor *x = gt_embedding(ctx, m->embedding, ids, B * T);
     int64_t sh[3] = {B, T, m->cfg.hidden_dim};
-    return gt_scale(ctx, gt_reshape(ctx, x, 3, sh), sqrt((double)m->cfg.hidden_dim));
+    gt_tensor *y = gt_scale(ctx, gt_reshape(ctx, x, 3, sh), sqrt((double)m->cfg.hidden_dim));
+    drop(ctx, x); /* the scale's and the lookup's backward read no values */
+    return y;
 }
 
 gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b) {
