@@ -94,7 +94,8 @@ int main(int argc, char **argv) {
     if (T < 1 || B < 1 || reps < 1 || chunk < 1)
         return fprintf(stderr, "usage: %s [seq] [reps] [frozen_dtype] [preset] [batch] [chunk_rows]\n",
                        argv[0]), 2;
-    if (strcmp(frozen, "fp32")) return fprintf(stderr, "frozen_dtype %s: not supported\n", frozen), 2;
+    int fdt = gt_frozen_dtype_from_name(frozen);
+    if (fdt < 0) return fprintf(stderr, "frozen_dtype %s: want fp32 or bf16\n", frozen), 2;
     char err[1024];
     gt_gemma_config cfg;
     if (gt_gemma_preset(preset, &cfg, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
@@ -105,7 +106,9 @@ int main(int argc, char **argv) {
     gt_gemma *m;
     if (gt_gemma_create(&cfg, false, &m, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
     gt_gemma_init_random(m, 1, 0.02);
-    double weights_mb = MB((double)m->n_values * sizeof(gt_real));
+    if (gt_gemma_set_frozen_dtype(m, (gt_frozen_dtype)fdt, err, sizeof err))
+        return fprintf(stderr, "%s\n", err), 1;
+    double weights_mb = MB((double)m->n_values * (fdt == GT_FROZEN_BF16 ? 2 : sizeof(gt_real)));
     gt_lora_dims d = {cfg.num_layers, cfg.hidden_dim, cfg.intermediate_dim, cfg.num_query_heads,
                       cfg.num_kv_heads, cfg.head_dim};
     gt_lora *lora;
@@ -164,8 +167,7 @@ int main(int argc, char **argv) {
     gt_tensor *h = gt_gemma_hidden(&ctx, m, &mb.in);
     size_t fwd_hidden = ctx.arena.used;
     double ws;
-    gt_tensor *loss = gt_lm_head_loss(&ctx, h, m->embedding, cfg.final_logit_softcap, labels, w,
-                                      chunk, &ws, NULL);
+    gt_tensor *loss = gt_gemma_lm_loss(&ctx, m, h, labels, w, chunk, &ws, NULL);
     size_t fwd = ctx.arena.used;
     if (loss) tape_breakdown(&ctx);
     if (loss) gt_backward(&ctx, loss);
