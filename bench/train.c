@@ -161,6 +161,9 @@ int main(int argc, char **argv) {
     printf("lora step: %.1f ms (min %.1f, max %.1f), %.1f tokens/s, %.1f GFLOP/s, %.0f%% of peak, "
            "peak RSS %.0f MB\n", t * 1e3, times[1] * 1e3, times[reps] * 1e3, (double)n / t,
            flops / t / 1e9, 100.0 * flops / t / 1e9 / peak, hwm);
+    printf("RESULT seq=%lld frozen=%s ms=%.1f tokens_s=%.2f gflops=%.2f peak_pct=%.1f rss_mb=%.0f\n",
+           (long long)T, frozen, t * 1e3, (double)n / t, flops / t / 1e9,
+           100.0 * flops / t / 1e9 / peak, hwm);
 
     /* Memory detail, from one more (untimed) step taken apart. */
     gt_ctx_reset(&ctx);

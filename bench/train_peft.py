@@ -49,6 +49,7 @@ def main():
     print(f"peft seq {seq}: {step * 1e3:.1f} ms (min {min(times[1:]) * 1e3:.1f}, max "
           f"{max(times[1:]) * 1e3:.1f}), {seq / step:.1f} tokens/s, peak RSS {peak_mb:.0f} MB, "
           f"threads {threads}, torch {torch.__version__}")
+    print(f"RESULT seq={seq} ms={step * 1e3:.1f} tokens_s={seq / step:.2f} rss_mb={peak_mb:.0f}")
 
 
 if __name__ == "__main__":
