@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "models/gemma.h"
+#include "train/config.h"
 
 static uint32_t bits(float f) {
     union { float f; uint32_t u; } v = {f};
@@ -189,12 +190,31 @@ START_TEST(gemma_lora_step_on_bf16_equals_fp32_on_rounded_weights) {
 }
 END_TEST
 
+START_TEST(config_key_is_for_lora_only) {
+    gt_config c;
+    char err[512];
+    const char *kv[] = {"model.preset=gemma3_270m", "data.train=train.jsonl", "tokenizer=t.json",
+                        "model.frozen_dtype=bf16"};
+    gt_config_defaults(&c);
+    for (int i = 0; i < 4; i++) ck_assert_msg(gt_config_override(&c, kv[i], err, sizeof err) == 0, "%s", err);
+    gt_config_resolve(&c);
+    ck_assert_msg(gt_config_check(&c, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(c.model.frozen_dtype, "bf16");
+    ck_assert(gt_config_override(&c, "lora.enabled=false", err, sizeof err) == 0);
+    ck_assert(gt_config_override(&c, "train.full_finetune=true", err, sizeof err) == 0);
+    ck_assert_int_ne(gt_config_check(&c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "model.frozen_dtype") && strstr(err, "full fine-tuning"), "%s", err);
+    ck_assert_int_ne(gt_config_override(&c, "model.frozen_dtype=fp16", err, sizeof err), 0);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("frozen_bf16");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, rounding_is_to_nearest_even);
     tcase_add_test(tc, linear_in_row_blocks_matches_matmul);
     tcase_add_test(tc, gemma_lora_step_on_bf16_equals_fp32_on_rounded_weights);
+    tcase_add_test(tc, config_key_is_for_lora_only);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
