@@ -23,48 +23,21 @@ typedef struct {
     double softcap;
     int64_t V, D;
     const gt_real *tf;        /* the table, fp32 [V, D] ... */
-    const gt_bf16_mat *t16;   /* ... or bf16 (frozen) */
+    const gt_bf16_mat *t16;   /* ... or bf16 (frozen; one pass per chunk, see chunk_bf16) */
 } lmhead_saved;
 
-/* Capped logits of active rows [r0, r0+c) into s->zbuf; gathers their h into s->hbuf. A bf16
- * table goes through the GEMM a staging block of vocabulary rows at a time. */
+/* Capped logits of active rows [r0, r0+c) into s->zbuf; gathers their h into s->hbuf (fp32
+ * table). */
 static void chunk_logits(const lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int64_t c) {
     int64_t D = s->D, V = s->V;
     for (int64_t i = 0; i < c; i++)
         memcpy(s->hbuf + i * D, hidden->data + s->rows[r0 + i] * D, (size_t)D * sizeof(gt_real));
-    if (s->tf) {
-        gt_gemm(false, true, (int)c, (int)V, (int)D, 1, s->hbuf, (int)D, s->tf, (int)D, 0,
-                s->zbuf, (int)V);
-    } else {
-        int64_t vb = gt_bf16_block_rows(s->t16);
-        for (int64_t v0 = 0; v0 < V; v0 += vb) {
-            int64_t nv = V - v0 < vb ? V - v0 : vb;
-            gt_bf16_expand(s->t16->data + v0 * D, s->t16->stage, nv * D);
-            gt_gemm(false, true, (int)c, (int)nv, (int)D, 1, s->hbuf, (int)D, s->t16->stage, (int)D,
-                    0, s->zbuf + v0, (int)V);
-        }
-    }
+    gt_gemm(false, true, (int)c, (int)V, (int)D, 1, s->hbuf, (int)D, s->tf, (int)D, 0, s->zbuf,
+            (int)V);
     if (s->softcap > 0) {
         gt_real cap = (gt_real)s->softcap, inv = (gt_real)(1.0 / s->softcap);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < c * V; i++) s->zbuf[i] = cap * tanh(s->zbuf[i] * inv);
-    }
-}
-
-/* dh = zbuf (c x V) @ table (V x D) */
-static void chunk_dh(const lmhead_saved *s, int64_t c, gt_real *dh) {
-    int64_t D = s->D, V = s->V;
-    if (s->tf) {
-        gt_gemm(false, false, (int)c, (int)D, (int)V, 1, s->zbuf, (int)V, s->tf, (int)D, 0, dh,
-                (int)D);
-        return;
-    }
-    int64_t vb = gt_bf16_block_rows(s->t16);
-    for (int64_t v0 = 0; v0 < V; v0 += vb) {
-        int64_t nv = V - v0 < vb ? V - v0 : vb;
-        gt_bf16_expand(s->t16->data + v0 * D, s->t16->stage, nv * D);
-        gt_gemm(false, false, (int)c, (int)D, (int)nv, 1, s->zbuf + v0, (int)V, s->t16->stage,
-                (int)D, v0 ? 1 : 0, dh, (int)D);
     }
 }
 
@@ -80,6 +53,66 @@ static void chunk_dz(const lmhead_saved *s, int64_t V, int64_t r0, int64_t c, gt
         gt_row_exp_grad(z, V, s->rmax[r0 + i], (gt_real)(gw * s->inv_sum[r0 + i]), inv_cap);
         gt_real ty = zy * inv_cap;
         z[y] -= gw * (1 - ty * ty);
+    }
+}
+
+/* A bf16 table in one pass per row chunk (the table is frozen, so backward never needs logits
+ * again): vocabulary blocks of vb rows are expanded once, their logits (c x vb in zbuf) feed a
+ * running max and sum of exp per row (online softmax), and when dh is wanted the block's
+ * exp(z - running max) * cap' goes straight into acc += e @ E_block, rescaled whenever a row's max
+ * grows. At the end dh_i = w_i (acc_i / sum_i - cap'_y E_y). Halves the expansions and needs a
+ * c x vb buffer instead of c x V. */
+static void chunk_bf16(lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int64_t c) {
+    const gt_bf16_mat *t = s->t16;
+    int64_t D = s->D, V = s->V, vb = gt_bf16_block_rows(t);
+    gt_real inv_cap = s->softcap > 0 ? (gt_real)(1.0 / s->softcap) : 0, cap = (gt_real)s->softcap;
+    gt_real *acc = s->dh ? s->dh + r0 * D : NULL, *zy = s->hbuf + c * D;
+    double *sum = s->ce + r0; /* the running sums live where the row's loss will */
+    for (int64_t i = 0; i < c; i++) {
+        memcpy(s->hbuf + i * D, hidden->data + s->rows[r0 + i] * D, (size_t)D * sizeof(gt_real));
+        s->rmax[r0 + i] = -INFINITY;
+        sum[i] = 0;
+    }
+    if (acc) memset(acc, 0, (size_t)(c * D) * sizeof(gt_real));
+    for (int64_t v0 = 0; v0 < V; v0 += vb) {
+        int64_t nv = V - v0 < vb ? V - v0 : vb;
+        gt_bf16_expand(t->data + v0 * D, t->stage, nv * D);
+        gt_gemm(false, true, (int)c, (int)nv, (int)D, 1, s->hbuf, (int)D, t->stage, (int)D, 0,
+                s->zbuf, (int)nv);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < c; i++) {
+            gt_real *z = s->zbuf + i * nv;
+            if (cap > 0)
+                for (int64_t j = 0; j < nv; j++) z[j] = cap * tanh(z[j] * inv_cap);
+            int64_t y = s->labels[r0 + i];
+            if (y >= v0 && y < v0 + nv) zy[i] = z[y - v0];
+            gt_real m = s->rmax[r0 + i], bm = gt_row_max(z, nv);
+            if (bm > m) { /* rescale what was summed under the old max */
+                double f = m == -INFINITY ? 0 : exp((double)m - (double)bm);
+                sum[i] *= f;
+                if (acc)
+                    for (int64_t k = 0; k < D; k++) acc[i * D + k] *= (gt_real)f;
+                s->rmax[r0 + i] = m = bm;
+            }
+            sum[i] += gt_row_sum_exp(z, nv, m);
+            if (acc) gt_row_exp_grad(z, nv, m, 1, inv_cap);
+        }
+        if (acc)
+            gt_gemm(false, false, (int)c, (int)D, (int)nv, 1, s->zbuf, (int)nv, t->stage, (int)D, 1,
+                    acc, (int)D);
+    }
+    for (int64_t i = 0; i < c; i++) {
+        double total = sum[i];
+        int64_t y = s->labels[r0 + i];
+        s->inv_sum[r0 + i] = 1.0 / total;
+        s->ce[r0 + i] = (double)s->rmax[r0 + i] + log(total) - (double)zy[i];
+        if (!acc) continue;
+        gt_real w = s->w[r0 + i], inv = (gt_real)(1.0 / total), ty = zy[i] * inv_cap;
+        gt_real cy = 1 - ty * ty;
+        gt_real *a = acc + i * D;
+        const uint16_t *ey = t->data + y * D;
+        for (int64_t k = 0; k < D; k++)
+            a[k] = w * (a[k] * inv - cy * (gt_real)gt_bf16_to_float(ey[k]));
     }
 }
 
@@ -154,8 +187,10 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
     }
     if (weight_sum) *weight_sum = wsum;
     s->chunk = chunk_rows < s->m ? chunk_rows : (s->m ? s->m : 1);
-    s->hbuf = gt_alloc(ctx, (size_t)(s->chunk * D) * sizeof(gt_real));
-    s->zbuf = gt_alloc(ctx, (size_t)(s->chunk * V) * sizeof(gt_real));
+    /* bf16: hbuf also keeps each row's label logit; zbuf is one vocabulary block wide */
+    int64_t zcols = t16 ? gt_bf16_block_rows(t16) : V, hcols = t16 ? D + 1 : D;
+    s->hbuf = gt_alloc(ctx, (size_t)(s->chunk * hcols) * sizeof(gt_real));
+    s->zbuf = gt_alloc(ctx, (size_t)(s->chunk * zcols) * sizeof(gt_real));
     gt_tensor *in[2] = {hidden, table};
     int n_in = table ? 2 : 1;
     gt_tensor *out = gt_op_out(ctx, 0, NULL, in, n_in);
@@ -167,6 +202,10 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
     }
     for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
         int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
+        if (t16) {
+            chunk_bf16(s, hidden, r0, c);
+            continue;
+        }
         chunk_logits(s, hidden, r0, c);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < c; i++) {
@@ -181,7 +220,8 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
          * fused classifier): backward then only scales it, saving a recompute of the logits. */
         if (s->dh) {
             chunk_dz(s, V, r0, c, 1);
-            chunk_dh(s, c, s->dh + r0 * D);
+            gt_gemm(false, false, (int)c, (int)D, (int)V, 1, s->zbuf, (int)V, s->tf, (int)D, 0,
+                    s->dh + r0 * D, (int)D);
         }
     }
     double total = 0;
@@ -191,8 +231,8 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
     }
     out->data[0] = (gt_real)total;
     if (!table_grad) { /* backward needs no logits again */
-        gt_release(ctx, s->zbuf, (size_t)(s->chunk * V) * sizeof(gt_real));
-        gt_release(ctx, s->hbuf, (size_t)(s->chunk * D) * sizeof(gt_real));
+        gt_release(ctx, s->zbuf, (size_t)(s->chunk * zcols) * sizeof(gt_real));
+        gt_release(ctx, s->hbuf, (size_t)(s->chunk * hcols) * sizeof(gt_real));
         s->zbuf = s->hbuf = NULL;
     }
     if (!gt_record(ctx, "lm_head_loss", lmhead_backward, out, in, n_in, s)) return NULL;
