@@ -5,6 +5,7 @@
 #include "autograd/arena.h"
 #include "autograd/blas.h"
 #include "autograd/ops_attn.h"
+#include "autograd/ops_bf16.h"
 #include "autograd/ops_elem.h"
 #include "autograd/ops_linalg.h"
 #include "autograd/ops_lmhead.h"

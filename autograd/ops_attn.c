@@ -132,7 +132,7 @@ static void dsoftmax_row(const gt_real *p, gt_real *d, int64_t lo, int64_t hi, g
 }
 
 static void attention_backward(gt_ctx *ctx, gt_node *node) {
-    const attn_saved *s = node->saved;
+    attn_saved *s = node->saved;
     gt_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2];
     const gt_real *dout = gt_grad(ctx, node->out);
     gt_real *dq = gt_needs_grad(q) ? gt_grad(ctx, q) : NULL;
@@ -180,6 +180,10 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
                        qs, 1, dk + b * S * ks + lo * ks + kv * H, ks);
             }
         }
+    /* the probabilities and the scratch are dead once this node has run */
+    if (ds) gt_release(ctx, ds, (size_t)(s->T * s->S + 1) * sizeof(gt_real));
+    gt_release(ctx, s->p, (size_t)(s->B * N * T * S > 0 ? s->B * N * T * S : 1) * sizeof(gt_real));
+    if (s->lse) gt_release(ctx, s->lse, (size_t)(s->B * N * T + 1) * sizeof(gt_real));
 }
 
 static bool fits_int(int64_t x) { return x >= 0 && x <= INT32_MAX; }

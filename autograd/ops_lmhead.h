@@ -13,10 +13,17 @@
 #ifndef GT_OPS_LMHEAD_H
 #define GT_OPS_LMHEAD_H
 
+#include "autograd/ops_bf16.h"
 #include "autograd/tape.h"
 
 gt_tensor *gt_lm_head_loss(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, double softcap,
                            const int32_t *labels, const gt_real *weights, int64_t chunk_rows,
                            double *weight_sum, gt_real *row_ce);
+/* The same with a frozen bf16 table (no gradient for it; its staging buffer is used). It runs in
+ * one pass per row chunk with an online softmax, so its buffer is chunk_rows x (staging rows),
+ * not chunk_rows x V; results agree with the fp32 op on the same values to rounding. */
+gt_tensor *gt_lm_head_loss_bf16(gt_ctx *ctx, gt_tensor *hidden, const gt_bf16_mat *table,
+                                double softcap, const int32_t *labels, const gt_real *weights,
+                                int64_t chunk_rows, double *weight_sum, gt_real *row_ce);
 
 #endif

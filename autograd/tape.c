@@ -17,6 +17,7 @@ void gt_ctx_free(gt_ctx *ctx) {
 
 void gt_ctx_reset(gt_ctx *ctx) {
     gt_arena_reset(&ctx->arena);
+    ctx->free_grads = NULL;
     ctx->tape = NULL;
     ctx->n_nodes = 0;
     ctx->status = GT_OK;
@@ -48,13 +49,17 @@ const char *gt_shp(const gt_tensor *t) {
     return gt_shape_str(t, b, sizeof bufs[0]);
 }
 
+static void *take_released(gt_ctx *ctx, size_t bytes);
+
 static gt_tensor *step_tensor(gt_ctx *ctx, int ndim, const int64_t *shape, bool zero) {
     int64_t n = gt_shape_size(ndim, shape);
     if (n < 0) return gt_fail(ctx, GT_ERR_SHAPE, "tensor: invalid shape (ndim %d)", ndim);
     gt_tensor *t = gt_alloc(ctx, sizeof *t);
     if (!t) return NULL;
     size_t bytes = (size_t)n * sizeof(gt_real);
-    gt_real *data = zero ? gt_arena_calloc(&ctx->arena, bytes) : gt_arena_alloc(&ctx->arena, bytes);
+    gt_real *data = take_released(ctx, bytes);
+    if (data && zero) memset(data, 0, bytes);
+    if (!data) data = zero ? gt_arena_calloc(&ctx->arena, bytes) : gt_arena_alloc(&ctx->arena, bytes);
     if (!data)
         return gt_fail(ctx, GT_ERR_NOMEM, "out of memory allocating %zu bytes for a tensor", bytes);
     gt_tensor_wrap(t, data, NULL, ndim, shape, false);
@@ -146,10 +151,67 @@ bool gt_record(gt_ctx *ctx, const char *op, gt_backward_fn fn, gt_tensor *out,
     return true;
 }
 
+/* Released memory: a list of free pieces sorted by address, each piece's first bytes holding
+ * its link. Pieces are whole 64-byte arena units, so any piece can hold a gradient. */
+typedef struct free_piece {
+    struct free_piece *next;
+    size_t bytes;
+} free_piece;
+
+#define UNIT ((size_t)64)
+
+static size_t units(size_t bytes) { return (bytes + UNIT - 1) & ~(UNIT - 1); }
+
+void gt_release(gt_ctx *ctx, void *p, size_t bytes) {
+    bytes = units(bytes);
+    if (!p || bytes < sizeof(free_piece)) return;
+    unsigned char *c = p;
+    free_piece **at = (free_piece **)&ctx->free_grads, *prev = NULL;
+    while (*at && (unsigned char *)*at < c) {
+        prev = *at;
+        at = &(*at)->next;
+    }
+    free_piece *next = *at, *f = p;
+    f->bytes = bytes;
+    f->next = next;
+    if (next && c + bytes == (unsigned char *)next) { /* merge with the following piece */
+        f->bytes += next->bytes;
+        f->next = next->next;
+    }
+    if (prev && (unsigned char *)prev + prev->bytes == c) { /* and into the preceding one */
+        prev->bytes += f->bytes;
+        prev->next = f->next;
+    } else {
+        *at = f;
+    }
+}
+
+/* Smallest released piece that holds bytes (the rest stays free), or NULL. */
+static void *take_released(gt_ctx *ctx, size_t bytes) {
+    bytes = units(bytes);
+    free_piece **best = NULL;
+    for (free_piece **at = (free_piece **)&ctx->free_grads; *at; at = &(*at)->next)
+        if ((*at)->bytes >= bytes && (!best || (*at)->bytes < (*best)->bytes)) best = at;
+    if (!best) return NULL;
+    free_piece *f = *best;
+    if (f->bytes - bytes >= UNIT) {
+        free_piece *rest = (free_piece *)((unsigned char *)f + bytes);
+        rest->bytes = f->bytes - bytes;
+        rest->next = f->next;
+        *best = rest;
+    } else {
+        *best = f->next;
+    }
+    return f;
+}
+
 gt_real *gt_grad(gt_ctx *ctx, gt_tensor *t) {
     gt_tensor *root = t->root ? t->root : t;
     if (!root->grad) {
-        root->grad = gt_arena_calloc(&ctx->arena, (size_t)root->size * sizeof(gt_real));
+        size_t bytes = (size_t)root->size * sizeof(gt_real);
+        root->grad = take_released(ctx, bytes);
+        if (root->grad) memset(root->grad, 0, bytes);
+        else root->grad = gt_arena_calloc(&ctx->arena, bytes);
         if (!root->grad) {
             gt_fail(ctx, GT_ERR_NOMEM, "out of memory allocating the gradient of %s",
                     gt_shp(root));
@@ -162,7 +224,12 @@ gt_real *gt_grad(gt_ctx *ctx, gt_tensor *t) {
 static int run_tape(gt_ctx *ctx) {
     for (gt_node *n = ctx->tape; n && gt_ok(ctx); n = n->prev) {
         gt_tensor *root = n->out->root ? n->out->root : n->out;
-        if (root->grad) n->backward(ctx, n); /* else nothing downstream used this output */
+        if (root->grad) { /* else nothing downstream used this output */
+            n->backward(ctx, n);
+            /* every consumer of the output ran before its producer: its gradient is dead now */
+            gt_release(ctx, root->grad, (size_t)root->size * sizeof(gt_real));
+            root->grad = NULL;
+        }
         if (ctx->on_node) ctx->on_node(ctx->on_node_user, n);
     }
     ctx->tape = NULL;

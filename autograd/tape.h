@@ -11,7 +11,11 @@
  * gradients of those inputs that require one, and skips the rest (frozen weights cost nothing).
  * Gradients accumulate (+=), so several backward passes sum, as accumulation needs.
  *
- * Lifetime: everything an op returns lives in ctx's arena until gt_ctx_reset. */
+ * Lifetime: everything an op returns lives in ctx's arena until gt_ctx_reset. During backward,
+ * the gradient of an op's output (a non-leaf tensor, as PyTorch calls it) is released as soon as
+ * the node that produced it has run, and its memory is reused for later gradients: after
+ * gt_backward only leaves (parameters, inputs made with gt_from_data, ...) hold gradients; a
+ * non-leaf's grad is NULL. */
 #ifndef GT_TAPE_H
 #define GT_TAPE_H
 
@@ -47,6 +51,7 @@ struct gt_ctx {
     gt_node *tape;            /* last recorded node */
     int64_t n_nodes;
     bool grad_enabled;        /* false: inference, nothing is recorded */
+    void *free_grads;         /* released arena memory that gt_grad reuses (see gt_release) */
     int status;
     char err[512];
     /* Optional: called after each node is visited by backward (also when it had no gradient to
@@ -88,8 +93,12 @@ gt_tensor *gt_op_out(gt_ctx *ctx, int ndim, const int64_t *shape, gt_tensor *con
 bool gt_record(gt_ctx *ctx, const char *op, gt_backward_fn fn, gt_tensor *out,
                gt_tensor *const *in, int n_in, void *saved);
 /* Gradient storage of t, allocated zeroed in the arena on first use (views resolve to their
- * root). NULL on allocation failure (error set). */
+ * root), from released memory when a piece fits. NULL on allocation failure (error set). */
 gt_real *gt_grad(gt_ctx *ctx, gt_tensor *t);
+/* Hand an arena allocation of `bytes` (gt_alloc'ed or a step tensor's data, in this step) back
+ * for reuse by gradients and step tensors' data; the caller must not touch it afterwards. For an
+ * op's scratch that backward no longer needs, or an activation no recorded node will read. */
+void gt_release(gt_ctx *ctx, void *p, size_t bytes);
 /* True when an input needs a gradient from this node. */
 static inline bool gt_needs_grad(const gt_tensor *t) { return t && t->requires_grad; }
 

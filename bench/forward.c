@@ -100,8 +100,7 @@ int main(int argc, char **argv) {
             gt_gemma_batch b = {.batch = B, .seq = T, .token_ids = ids};
             gt_tensor *h = gt_gemma_hidden(&ctx, m, &b);
             double ws;
-            gt_tensor *loss = gt_lm_head_loss(&ctx, h, m->embedding, cfg.final_logit_softcap, labels,
-                                              NULL, 128, &ws, NULL);
+            gt_tensor *loss = gt_gemma_lm_loss(&ctx, m, h, labels, NULL, 128, &ws, NULL);
             if (mode > 0) gt_backward(&ctx, loss);
             if (!gt_ok(&ctx)) return fprintf(stderr, "%s\n", ctx.err), 1;
             times[r] = now() - t;

@@ -2,6 +2,8 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,6 +105,9 @@ int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, 
 
 void gt_gemma_free(gt_gemma *m) {
     if (!m) return;
+    free(m->data16);
+    free(m->mats);
+    free(m->stage);
     free(m->tensors);
     free(m->params);
     free(m->layers);
@@ -125,7 +130,101 @@ static double normal01(uint64_t *s) {
 
 void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
     uint64_t s = seed;
-    for (int64_t i = 0; i < m->n_values; i++) m->data[i] = (gt_real)(std * normal01(&s));
+    if (!m->data16) {
+        for (int64_t i = 0; i < m->n_values; i++) m->data[i] = (gt_real)(std * normal01(&s));
+        return;
+    }
+    /* the same stream in table order, the matrices rounded to bf16 */
+    for (int p = 0; p < m->n_params; p++) {
+        gt_tensor *t = m->params[p].t;
+        const gt_bf16_mat *w = &m->mats[p];
+        uint16_t *h = (uint16_t *)w->data;
+        for (int64_t i = 0; i < t->size; i++) {
+            gt_real v = (gt_real)(std * normal01(&s));
+            if (h) h[i] = gt_to_bf16((float)v);
+            else t->data[i] = v;
+        }
+    }
+}
+
+int gt_frozen_dtype_from_name(const char *name) {
+    if (!strcmp(name, "fp32")) return GT_FROZEN_FP32;
+    if (!strcmp(name, "bf16")) return GT_FROZEN_BF16;
+    return -1;
+}
+
+/* Give back the whole pages inside [p, p + bytes) of a buffer that will be freed anyway. */
+static void release_pages(void *p, size_t bytes) {
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    uintptr_t b = ((uintptr_t)p + bytes) & ~((uintptr_t)pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED); /* best effort: the peak, not the result */
+}
+
+int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn) {
+    if (dt == GT_FROZEN_FP32 && !m->data16) return 0;
+    if (dt != GT_FROZEN_BF16)
+        return snprintf(err, errn, "model.frozen_dtype: unknown storage %d", (int)dt), -1;
+    if (m->grad)
+        return snprintf(err, errn, "model.frozen_dtype: bf16 storage is for frozen weights (LoRA), "
+                        "not full fine-tuning"), -1;
+    if (m->data16) return snprintf(err, errn, "model.frozen_dtype: the model is bf16 already"), -1;
+    int64_t n16 = 0, nvec = 0, stage = 1024 * m->cfg.hidden_dim;
+    for (int p = 0; p < m->n_params; p++) {
+        gt_tensor *t = m->params[p].t;
+        if (t->ndim == 2) n16 += t->size;
+        else nvec += t->size;
+        if (t->ndim == 2 && t != m->embedding && t->size > stage) stage = t->size;
+    }
+    m->data16 = malloc((size_t)(n16 ? n16 : 1) * sizeof(uint16_t));
+    m->mats = calloc((size_t)m->n_params, sizeof *m->mats);
+    m->stage = malloc((size_t)stage * sizeof(gt_real));
+    gt_real *vec = malloc((size_t)(nvec ? nvec : 1) * sizeof(gt_real));
+    if (!m->data16 || !m->mats || !m->stage || !vec) {
+        free(m->data16);
+        free(m->mats);
+        free(m->stage);
+        free(vec);
+        m->data16 = NULL, m->mats = NULL, m->stage = NULL;
+        return snprintf(err, errn, "model.frozen_dtype: out of memory for %.1f MB of bf16 weights",
+                        (double)n16 * 2 / 1e6), -1;
+    }
+    int64_t o16 = 0, ov = 0;
+    const int64_t piece = (int64_t)1 << 20;
+    for (int p = 0; p < m->n_params; p++) {
+        gt_tensor *t = m->params[p].t;
+        if (t->ndim != 2) {
+            memcpy(vec + ov, t->data, (size_t)t->size * sizeof(gt_real));
+            t->data = vec + ov;
+            ov += t->size;
+            continue;
+        }
+        for (int64_t i = 0; i < t->size; i += piece) {
+            int64_t k = t->size - i < piece ? t->size - i : piece;
+            gt_to_bf16_n(t->data + i, m->data16 + o16 + i, k);
+            release_pages(t->data + i, (size_t)k * sizeof(gt_real));
+        }
+        m->mats[p] = (gt_bf16_mat){m->data16 + o16, t->shape[0], t->shape[1], m->stage, stage};
+        t->data = NULL;
+        o16 += t->size;
+    }
+    free(m->data);
+    m->data = vec;
+    m->frozen_dtype = GT_FROZEN_BF16;
+    return 0;
+}
+
+void gt_gemma_param_values(const gt_gemma *m, const gt_tensor *t, gt_real *out) {
+    if (t->data) memcpy(out, t->data, (size_t)t->size * sizeof(gt_real));
+    else gt_bf16_expand(m->mats[t - m->tensors].data, out, t->size);
+}
+
+/* The bf16 form of a parameter, or NULL when it is stored in fp32. */
+static const gt_bf16_mat *bf16_of(const gt_gemma *m, const gt_tensor *w) {
+    if (!m->mats || w < m->tensors || w >= m->tensors + m->n_params) return NULL;
+    const gt_bf16_mat *b = &m->mats[w - m->tensors];
+    return b->data ? b : NULL;
 }
 
 void gt_gemma_zero_grad(gt_gemma *m) {
@@ -139,16 +238,30 @@ static gt_tensor *norm(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, gt_tensor *
 }
 
 /* x [B,T,D] @ W^T with W [out, in] -> [B,T,out] */
-static gt_tensor *linear(gt_ctx *ctx, gt_tensor *x, gt_tensor *w) {
-    return gt_matmul(ctx, x, w, false, true);
+static gt_tensor *linear(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, gt_tensor *w) {
+    const gt_bf16_mat *b = bf16_of(m, w);
+    return b ? gt_bf16_linear(ctx, x, b) : gt_matmul(ctx, x, w, false, true);
 }
 
 /* linear + the layer's LoRA adapter for that target, if any */
 static gt_tensor *proj(gt_ctx *ctx, const gt_gemma *m, int64_t layer, gt_lora_target t,
                        gt_tensor *x, gt_tensor *w) {
-    gt_tensor *y = linear(ctx, x, w);
+    gt_tensor *y = linear(ctx, m, x, w);
     const gt_lora_adapter *ad = gt_lora_get(m->lora, layer, t);
     return ad ? gt_lora_apply(ctx, m->lora, ad, x, y) : y;
+}
+
+/* Release an activation that no recorded node reads (backward needs only its gradient, or
+ * nothing): its memory goes to later tensors. Only op outputs of this forward, never views. */
+static void drop(gt_ctx *ctx, gt_tensor *t) {
+    if (!t || t->root || !gt_ok(ctx)) return;
+    gt_release(ctx, t->data, (size_t)t->size * sizeof(gt_real));
+    t->data = NULL;
+}
+
+/* A projection's backward reads its input only for a trainable weight or an adapter. */
+static bool input_needed(const gt_gemma *m, int64_t layer, gt_lora_target t, const gt_tensor *w) {
+    return w->requires_grad || gt_lora_get(m->lora, layer, t);
 }
 
 static gt_tensor *heads(gt_ctx *ctx, gt_tensor *x, int64_t b, int64_t t, int64_t n, int64_t h) {
@@ -182,8 +295,13 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
         q = norm(ctx, m, q, ly->query_norm);
         k = norm(ctx, m, k, ly->key_norm);
     }
+    gt_tensor *qn = q, *kn = k;
     q = gt_rope(ctx, q, pos, &rope);
     k = gt_rope(ctx, k, pos, &rope);
+    if (c->use_qk_norm) { /* rope's backward reads no values: the norms' outputs are dead */
+        drop(ctx, qn);
+        drop(ctx, kn);
+    }
     if (cache && gt_ok(ctx)) {
         int64_t row = K * H, S = pos0 + T;
         gt_real *ck = cache->k + i * cache->max_len * row, *cv = cache->v + i * cache->max_len * row;
@@ -197,23 +315,33 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
         gt_tensor_wrap(v, cv, NULL, 4, shape, false);
         attn.q_offset = pos0;
     }
-    gt_tensor *a = gt_attention(ctx, q, k, v, &attn);
+    gt_tensor *att = gt_attention(ctx, q, k, v, &attn);
     int64_t flat[3] = {B, T, N * H};
-    a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, a, 3, flat), ly->attn_out);
+    gt_tensor *a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, att, 3, flat), ly->attn_out);
+    if (!input_needed(m, i, GT_LORA_ATTN_OUT, ly->attn_out)) drop(ctx, att);
     if (ly->post_attn_norm) a = norm(ctx, m, a, ly->post_attn_norm);
     x = gt_add(ctx, x, a);
+    drop(ctx, a); /* read by the residual add only, whose backward needs no values */
     h = norm(ctx, m, x, ly->pre_ffw_norm);
-    gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
+    gt_tensor *g = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
                            proj(ctx, m, i, GT_LORA_UP, h, ly->up));
-    f = proj(ctx, m, i, GT_LORA_DOWN, f, ly->down);
+    if (!input_needed(m, i, GT_LORA_GATE, ly->gate) && !input_needed(m, i, GT_LORA_UP, ly->up))
+        drop(ctx, h);
+    gt_tensor *f = proj(ctx, m, i, GT_LORA_DOWN, g, ly->down);
+    if (!input_needed(m, i, GT_LORA_DOWN, ly->down)) drop(ctx, g);
     if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
-    return gt_add(ctx, x, f);
+    x = gt_add(ctx, x, f);
+    drop(ctx, f);
+    return x;
 }
 
 static gt_tensor *embed(gt_ctx *ctx, const gt_gemma *m, const int32_t *ids, int64_t B, int64_t T) {
-    gt_tensor *x = gt_embedding(ctx, m->embedding, ids, B * T);
+    const gt_bf16_mat *e16 = bf16_of(m, m->embedding);
+    gt_tensor *x = e16 ? gt_bf16_embedding(ctx, e16, ids, B * T) : gt_embedding(ctx, m->embedding, ids, B * T);
     int64_t sh[3] = {B, T, m->cfg.hidden_dim};
-    return gt_scale(ctx, gt_reshape(ctx, x, 3, sh), sqrt((double)m->cfg.hidden_dim));
+    gt_tensor *y = gt_scale(ctx, gt_reshape(ctx, x, 3, sh), sqrt((double)m->cfg.hidden_dim));
+    drop(ctx, x); /* the scale's and the lookup's backward read no values */
+    return y;
 }
 
 gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b) {
@@ -281,8 +409,20 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
     return z;
 }
 
+gt_tensor *gt_gemma_lm_loss(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden, const int32_t *labels,
+                            const gt_real *weights, int64_t chunk_rows, double *weight_sum,
+                            gt_real *row_ce) {
+    const gt_bf16_mat *e16 = bf16_of(m, m->embedding);
+    double cap = m->cfg.final_logit_softcap;
+    if (e16)
+        return gt_lm_head_loss_bf16(ctx, hidden, e16, cap, labels, weights, chunk_rows, weight_sum,
+                                    row_ce);
+    return gt_lm_head_loss(ctx, hidden, m->embedding, cap, labels, weights, chunk_rows, weight_sum,
+                           row_ce);
+}
+
 gt_tensor *gt_gemma_logits(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden) {
-    gt_tensor *z = gt_matmul(ctx, hidden, m->embedding, false, true);
+    gt_tensor *z = linear(ctx, m, hidden, m->embedding);
     if (m->cfg.final_logit_softcap > 0) z = gt_softcap(ctx, z, m->cfg.final_logit_softcap);
     return z;
 }

@@ -10,7 +10,14 @@
  * and from KerasHub's einsum layouts.
  *
  * The forward builds on a gt_ctx tape, so backward comes from the engine; frozen parameters
- * (trainable == false) cost no gradient work. */
+ * (trainable == false) cost no gradient work.
+ *
+ * Frozen storage (gt_gemma_set_frozen_dtype, LoRA's base model only): GT_FROZEN_BF16 rounds every
+ * matrix (embedding, kernels) to bfloat16 once and frees the fp32 copy, halving the weights'
+ * memory; the ops expand them a block at a time and all arithmetic stays fp32 (the result equals
+ * an fp32 model holding the rounded values). Then a matrix's tensor has data == NULL (read its
+ * values with gt_gemma_param_values), m->data holds only the vectors (norm scales, still fp32),
+ * and one model must not run two forwards at the same time (the ops share one staging buffer). */
 #ifndef GT_GEMMA_H
 #define GT_GEMMA_H
 
@@ -30,6 +37,8 @@ typedef struct gt_gemma_param {
     gt_tensor *t;
 } gt_gemma_param;
 
+typedef enum { GT_FROZEN_FP32 = 0, GT_FROZEN_BF16 = 1 } gt_frozen_dtype;
+
 typedef struct gt_gemma {
     gt_gemma_config cfg;
     gt_real *data;            /* all parameters, in table order */
@@ -42,6 +51,10 @@ typedef struct gt_gemma {
     gt_tensor *final_norm;    /* [D] */
     gt_gemma_layer *layers;   /* cfg.num_layers */
     const gt_lora *lora;      /* adapters applied in the forward, or NULL; borrowed, not owned */
+    gt_frozen_dtype frozen_dtype;
+    uint16_t *data16;         /* bf16: the matrices' values, table order; else NULL */
+    gt_bf16_mat *mats;        /* bf16: one per table entry (data NULL for vectors); else NULL */
+    gt_real *stage;           /* bf16: staging the ops share */
 } gt_gemma;
 
 /* Allocate a zero-initialised model. trainable: every parameter requires a gradient (full
@@ -56,6 +69,15 @@ gt_tensor *gt_gemma_find(const gt_gemma *m, const char *name);
 void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std);
 void gt_gemma_zero_grad(gt_gemma *m);
 
+/* "fp32" / "bf16" -> dtype; -1 if unknown. */
+int gt_frozen_dtype_from_name(const char *name);
+/* Store a frozen model's matrices as dt (see the top). Converts in place, releasing the fp32
+ * pages as it goes, so the peak stays near the fp32 size. -1 with a message for a trainable
+ * model or a second conversion; GT_FROZEN_FP32 on an fp32 model is a no-op. */
+int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn);
+/* The fp32 values of parameter t (t->size values) into out, whatever the storage. */
+void gt_gemma_param_values(const gt_gemma *m, const gt_tensor *t, gt_real *out);
+
 /* One batch of B sequences of T tokens. Arrays are B*T, row-major by sequence; optional ones may
  * be NULL: positions default to 0..T-1 per row, padding_mask to all ones, segment_ids to one
  * segment per row. The padding mask applies to keys (KerasHub semantics). */
@@ -69,6 +91,11 @@ typedef struct gt_gemma_batch {
 
 /* Final-normalised hidden states [B, T, D]; NULL on error (ctx->err). */
 gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b);
+/* The fused chunked LM-head loss (gt_lm_head_loss) against the model's tied embedding, whatever
+ * its storage. */
+gt_tensor *gt_gemma_lm_loss(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden, const int32_t *labels,
+                            const gt_real *weights, int64_t chunk_rows, double *weight_sum,
+                            gt_real *row_ce);
 /* Logits of the tied head with the final soft-cap: hidden [..., D] -> [..., V]. The full
  * vocabulary is materialised: for training use the chunked loss instead. */
 gt_tensor *gt_gemma_logits(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden);

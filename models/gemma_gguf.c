@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *c, char *err, size_t errn) {
     const char *arch;
@@ -71,6 +73,18 @@ static int load(const gt_gguf *g, const char *name, gt_tensor *dst, bool norm, c
                         gt_shape_str(dst, want, sizeof want), dst->name), -1;
     }
     if (gt_gguf_dequant(g, t, dst->data, err, errn)) return -1;
+#ifdef MADV_PAGEOUT
+    /* this tensor's file pages are not read again: reclaim them, so the load's peak is the fp32
+     * weights rather than weights plus file. PAGEOUT never changes contents (a caller's buffer
+     * from gt_gguf_open_buffer stays intact); best effort, old kernels ignore it. */
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data, b = a + t->n_bytes;
+    if (pg > 0) {
+        a = (a + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+        b &= ~((uintptr_t)pg - 1);
+        if (b > a) madvise((void *)a, b - a, MADV_PAGEOUT);
+    }
+#endif
     if (norm) /* llama.cpp stores RMSNorm weights as 1 + w */
         for (int64_t i = 0; i < dst->size; i++) dst->data[i] -= 1.0f;
     return 0;

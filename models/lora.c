@@ -144,7 +144,9 @@ gt_tensor *gt_lora_apply(gt_ctx *ctx, const gt_lora *l, const gt_lora_adapter *a
     gt_tensor *xa = gt_matmul(ctx, xin, a, false, false);
     int64_t s1[2] = {rows * ad->groups, l->rank};
     gt_tensor *d = gt_matmul(ctx, gt_reshape(ctx, xa, 2, s1), b, false, false);
-    d = gt_scale(ctx, gt_reshape(ctx, d, y->ndim, y->shape), l->alpha / (double)l->rank);
+    d = gt_reshape(ctx, d, y->ndim, y->shape);
+    double scale = l->alpha / (double)l->rank;
+    if (scale != 1) d = gt_scale(ctx, d, scale); /* alpha = rank (Keras' default): x * 1 == x */
     return gt_add(ctx, y, d);
 }
 

@@ -122,6 +122,38 @@ START_TEST(arena_folds_into_one_block_and_stops_allocating) {
 }
 END_TEST
 
+START_TEST(nonleaf_gradients_are_released_and_their_memory_reused) {
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    int64_t sh[1] = {4};
+    gt_real v[4] = {1, 2, 3, 4};
+    gt_tensor *x = gt_from_data(&ctx, v, 1, sh, true);
+    gt_tensor *y = gt_scale(&ctx, x, 2);
+    ck_assert_int_eq(gt_backward(&ctx, gt_sum(&ctx, y)), GT_OK);
+    for (int i = 0; i < 4; i++) ck_assert(x->grad[i] == 2); /* a leaf keeps its gradient */
+    ck_assert_ptr_null(y->grad);                              /* a non-leaf's is released */
+    /* released neighbours merge: two 256-byte pieces serve one 512-byte tensor, zeroed */
+    gt_ctx_reset(&ctx);
+    gt_real *a = gt_alloc(&ctx, 256), *b = gt_alloc(&ctx, 256);
+    ck_assert_ptr_eq((char *)a + 256, (char *)b);
+    memset(a, 0xff, 256);
+    memset(b, 0xff, 256);
+    gt_release(&ctx, b, 256);
+    gt_release(&ctx, a, 256);
+    int64_t n[1] = {512 / (int64_t)sizeof(gt_real)};
+    gt_tensor *z = gt_zeros(&ctx, 1, n);
+    ck_assert_ptr_eq(z->data, a);
+    for (int64_t i = 0; i < n[0]; i++) ck_assert(z->data[i] == 0);
+    size_t used = ctx.arena.used;
+    gt_release(&ctx, z->data, 512);
+    int64_t m[1] = {16};
+    gt_tensor *w = gt_empty(&ctx, 1, m); /* the struct is new, the data reused */
+    ck_assert_ptr_eq(w->data, a);
+    ck_assert_int_le(ctx.arena.used, used + 256);
+    gt_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tape");
     TCase *tc = tcase_create("core");
@@ -132,6 +164,7 @@ int main(void) {
     tcase_add_test(tc, gradients_accumulate_across_backward_passes);
     tcase_add_test(tc, backward_needs_a_scalar);
     tcase_add_test(tc, arena_folds_into_one_block_and_stops_allocating);
+    tcase_add_test(tc, nonleaf_gradients_are_released_and_their_memory_reused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -59,8 +59,7 @@ static int score(const gt_gemma *m, const gt_tokenizer *tok, const int32_t *ids,
     gt_real *ce = malloc(sizeof(gt_real) * (size_t)n);
     double ws;
     gt_tensor *h = gt_gemma_hidden(&ctx, m, &b);
-    gt_tensor *l = gt_lm_head_loss(&ctx, h, m->embedding, m->cfg.final_logit_softcap, ids + 1, NULL,
-                                   64, &ws, ce);
+    gt_tensor *l = gt_gemma_lm_loss(&ctx, m, h, ids + 1, NULL, 64, &ws, ce);
     if (!l) {
         fprintf(stderr, "generate --score: %s\n", ctx.err);
         free(ce);

@@ -45,6 +45,9 @@ static const row schema[] = {
      "KerasHub preset name (gemma3_270m, ...): the shapes; empty: model.weights or a custom model"},
     STR("model.weights", model.weights, "", "model to start from: a GGUF file, a KerasHub preset or a Hugging Face directory; empty: random init"),
     ENUM("model.dtype", model.dtype, "float32", "float32", "parameter and compute type"),
+    ENUM("model.frozen_dtype", model.frozen_dtype, "fp32", "fp32|bf16",
+         "storage of the frozen base weights under LoRA; bf16 halves their memory (values rounded "
+         "once to bfloat16, all arithmetic stays fp32); full fine-tuning needs fp32"),
     INT("model.generation", model.generation, "0", "[0, 3]",
         "Gemma generation of a custom model (1-3); 0: the preset's"),
     INT("model.vocab_size", model.vocab_size, "0", "[0, 2147483647]", "vocabulary size; 0: the preset's"),
@@ -669,6 +672,9 @@ int gt_config_check(const gt_config *c, char *err, size_t errn) {
         BAD("lora.enabled and train.full_finetune are both true: choose one");
     if (c->lora.enabled && c->lora.n_targets == 0) BAD("lora.targets: empty while lora.enabled is true");
     if (c->lora.weights[0] && !c->lora.enabled) BAD("lora.weights is set while lora.enabled is false");
+    if (c->train.full_finetune && strcmp(c->model.frozen_dtype, "fp32"))
+        BAD("model.frozen_dtype: %s stores frozen weights; full fine-tuning trains them all (use fp32)",
+            c->model.frozen_dtype);
     /* batches and steps */
     int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
     if (mb > c->train.batch_size)

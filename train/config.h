@@ -34,6 +34,7 @@ typedef struct gt_config {
         char preset[GT_CFG_STR];  /* KerasHub preset name (shapes); empty: custom or from weights */
         char weights[GT_CFG_STR]; /* model file (GGUF); empty: random init */
         char dtype[16];
+        char frozen_dtype[8];     /* storage of the frozen base weights under LoRA: fp32 | bf16 */
         /* architecture overrides: 0 (or -1 where 0 is meaningful) keeps the preset's value */
         int64_t generation, vocab_size, num_layers, hidden_dim, intermediate_dim,
             num_query_heads, num_key_value_heads, head_dim, sliding_window_size, init_seed;

@@ -76,8 +76,7 @@ static void tracker_free(tracker *t, gt_ctx *ctx) {
 static gt_tensor *micro_loss(gt_ctx *ctx, const gt_gemma *m, const gt_micro_batch *mb,
                              int64_t chunk_rows, double *w_sum, gt_real *row_ce) {
     gt_tensor *h = gt_gemma_hidden(ctx, m, &mb->in);
-    return gt_lm_head_loss(ctx, h, m->embedding, m->cfg.final_logit_softcap, mb->labels,
-                           mb->weights, chunk_rows, w_sum, row_ce);
+    return gt_gemma_lm_loss(ctx, m, h, mb->labels, mb->weights, chunk_rows, w_sum, row_ce);
 }
 
 int gt_step_run(gt_ctx *ctx, const gt_gemma *m, gt_optim *opt, const gt_step_cfg *cfg,

@@ -125,6 +125,8 @@ static int build_trainables(job *j, char *err, size_t errn) {
         if (c->lora.weights[0] && gt_keras_lora_load(c->lora.weights, j->lora, &m->cfg, err, errn)) return -1;
         m->lora = j->lora;
         j->lora->dropout = c->lora.dropout;
+        int fdt = gt_frozen_dtype_from_name(c->model.frozen_dtype);
+        if (gt_gemma_set_frozen_dtype(m, fdt < 0 ? GT_FROZEN_FP32 : (gt_frozen_dtype)fdt, err, errn)) return -1;
         j->slices = calloc((size_t)(2 * m->cfg.num_layers * GT_LORA_NTARGETS), sizeof *j->slices);
         if (!j->slices) return snprintf(err, errn, "out of memory"), -1;
         for (int64_t i = 0; i < m->cfg.num_layers; i++)

@@ -1,0 +1,89 @@
+#include "autograd/ops_bf16.h"
+
+#include <string.h>
+
+#include "autograd/blas.h"
+
+uint16_t gt_to_bf16(float x) {
+    union { float f; uint32_t u; } v = {x};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40); /* quiet NaN */
+    uint32_t lsb = (v.u >> 16) & 1;
+    return (uint16_t)((v.u + 0x7fffu + lsb) >> 16);
+}
+
+void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) dst[i] = gt_to_bf16((float)src[i]);
+}
+
+void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_float(src[i]);
+}
+
+int64_t gt_bf16_block_rows(const gt_bf16_mat *w) {
+    if (!w->stage || w->cols < 1 || w->stage_n < w->cols) return 0;
+    int64_t r = w->stage_n / w->cols;
+    return r < w->rows ? r : w->rows;
+}
+
+static void linear_backward(gt_ctx *ctx, gt_node *node) {
+    const gt_bf16_mat *w = node->saved;
+    gt_tensor *x = node->in[0];
+    const gt_real *dy = gt_grad(ctx, node->out);
+    gt_real *dx = gt_grad(ctx, x);
+    if (!gt_ok(ctx)) return;
+    int64_t M = gt_rows(x), R = w->rows, C = w->cols, rb = gt_bf16_block_rows(w);
+    for (int64_t r0 = 0; r0 < R; r0 += rb) {
+        int64_t nr = R - r0 < rb ? R - r0 : rb;
+        gt_bf16_expand(w->data + r0 * C, w->stage, nr * C);
+        gt_gemm(false, false, (int)M, (int)C, (int)nr, 1, dy + r0, (int)R, w->stage, (int)C, 1, dx,
+                (int)C);
+    }
+}
+
+gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!x || !w || !w->data) return gt_fail(ctx, GT_ERR_ARG, "bf16_linear: NULL input");
+    if (x->ndim < 1 || gt_cols(x) != w->cols)
+        return gt_fail(ctx, GT_ERR_SHAPE, "bf16_linear: x %s does not fit W [%lld, %lld]", gt_shp(x),
+                       (long long)w->rows, (long long)w->cols);
+    int64_t rb = gt_bf16_block_rows(w), M = gt_rows(x);
+    if (rb < 1)
+        return gt_fail(ctx, GT_ERR_ARG, "bf16_linear: staging of %lld values cannot hold a row of W "
+                       "[%lld, %lld]", (long long)w->stage_n, (long long)w->rows, (long long)w->cols);
+    if (M > INT32_MAX || w->rows > INT32_MAX || w->cols > INT32_MAX)
+        return gt_fail(ctx, GT_ERR_SHAPE, "bf16_linear: x %s or W too large", gt_shp(x));
+    int64_t shape[GT_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = w->rows;
+    gt_tensor *out = gt_op_out(ctx, x->ndim, shape, &x, 1);
+    if (!out) return NULL;
+    int64_t R = w->rows, C = w->cols;
+    for (int64_t r0 = 0; r0 < R; r0 += rb) {
+        int64_t nr = R - r0 < rb ? R - r0 : rb;
+        gt_bf16_expand(w->data + r0 * C, w->stage, nr * C);
+        gt_gemm(false, true, (int)M, (int)nr, (int)C, 1, x->data, (int)C, w->stage, (int)C, 0,
+                out->data + r0, (int)R);
+    }
+    if (!gt_record(ctx, "bf16_linear", linear_backward, out, &x, 1, (void *)w)) return NULL;
+    return out;
+}
+
+gt_tensor *gt_bf16_embedding(gt_ctx *ctx, const gt_bf16_mat *w, const int32_t *ids, int64_t n) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!w || !w->data || (!ids && n > 0)) return gt_fail(ctx, GT_ERR_ARG, "bf16_embedding: NULL input");
+    if (n < 0) return gt_fail(ctx, GT_ERR_ARG, "bf16_embedding: negative id count %lld", (long long)n);
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= w->rows)
+            return gt_fail(ctx, GT_ERR_ARG, "bf16_embedding: id %d at position %lld outside [0, %lld)",
+                           ids[i], (long long)i, (long long)w->rows);
+    int64_t d = w->cols, shape[2] = {n, d};
+    gt_tensor *out = gt_empty(ctx, 2, shape);
+    if (!out) return NULL;
+#pragma omp parallel for schedule(static) if (n * d > 65536)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < d; j++)
+            out->data[i * d + j] = (gt_real)gt_bf16_to_float(w->data[(int64_t)ids[i] * d + j]);
+    return out;
+}

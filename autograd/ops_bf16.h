@@ -1,0 +1,40 @@
+/* ops_bf16.h: frozen matrices stored as bfloat16, used by fp32 ops without an fp32 copy.
+ *
+ * A gt_bf16_mat is a [rows, cols] row-major matrix of bfloat16 values (the top 16 bits of an IEEE
+ * float) that never receives a gradient: a base model's weights under LoRA. Ops expand it to
+ * gt_real a block of rows at a time into the caller's staging buffer (stage_n values, at least
+ * cols; rows * cols means one block) and compute in gt_real exactly as with an fp32 matrix
+ * holding the same values. The staging buffer is shared state: matrices that share one must not
+ * be used by two ops at the same time (one model, one thread of control).
+ *
+ *   gt_bf16_linear(x, W):    x [..., cols] -> x W^T [..., rows]; backward adds dy W into x's grad
+ *   gt_bf16_embedding(W, ids, n): rows ids[0..n) -> [n, cols], no gradient (W is frozen)
+ * Conversion: gt_to_bf16 rounds to nearest, ties to even (NaN stays NaN); gt_bf16_expand is exact. */
+#ifndef GT_OPS_BF16_H
+#define GT_OPS_BF16_H
+
+#include <stdint.h>
+
+#include "autograd/tape.h"
+
+typedef struct gt_bf16_mat {
+    const uint16_t *data;
+    int64_t rows, cols;
+    gt_real *stage;
+    int64_t stage_n;
+} gt_bf16_mat;
+
+uint16_t gt_to_bf16(float x);
+static inline float gt_bf16_to_float(uint16_t h) {
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n);
+void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n);
+/* Rows per staging block (>= 1), or 0 when the staging buffer cannot hold one row. */
+int64_t gt_bf16_block_rows(const gt_bf16_mat *w);
+
+gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w);
+gt_tensor *gt_bf16_embedding(gt_ctx *ctx, const gt_bf16_mat *w, const int32_t *ids, int64_t n);
+
+#endif

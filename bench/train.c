@@ -1,0 +1,222 @@
+/* bench/train: one LoRA fine-tuning step of a Gemma preset (random weights): tokens/s, step time,
+ * this process's peak RSS and this run's sgemm peak, plus where the step's memory goes.
+ *
+ * usage: build/bench/train [seq=256] [reps=3] [frozen_dtype=fp32] [preset=gemma3_270m]
+ *                          [batch=1] [chunk_rows=128]
+ * The step is the trainer's: gt_step_run over one micro-batch (forward, fused chunked LM-head
+ * loss over every token, backward, AdamW on the adapters), LoRA rank 4 on query and value.
+ * Peak RSS is the process's high-water mark (VmHWM), so run one configuration per process
+ * (bench/train.sh does). The sgemm peak is the better of two samples, before and after the steps
+ * (the machine may be shared). Model FLOPs per token: 4P + 3A (forward 2P + input gradients 2P, with P
+ * every parameter including the tied embedding, which the LM head multiplies; adapters are
+ * negligible), A = 4 T H N L attention FLOPs (causal half not subtracted), as bench/forward. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "models/gemma.h"
+#include "train/step.h"
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* VmHWM / VmRSS of this process in MB (from /proc/self/status), -1 if unreadable */
+static double proc_mb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    double v = -1;
+    size_t kn = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kn) && line[kn] == ':') {
+            v = atof(line + kn + 1) / 1024.0;
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+static double sgemm_peak(void) {
+    int n = 1536;
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
+          *c = malloc(sizeof(float) * n * n);
+    if (!a || !b || !c) return 0;
+    for (int i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double t = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        t = now() - t;
+        if (t < best) best = t;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * n * n * (double)n / best / 1e9;
+}
+
+/* CPU seconds (user + system, all threads) used so far: less sensitive to other load than wall */
+static double cpu_s(void) {
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return (double)r.ru_utime.tv_sec + r.ru_utime.tv_usec * 1e-6 + (double)r.ru_stime.tv_sec +
+           r.ru_stime.tv_usec * 1e-6;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+#define MB(x) ((double)(x) / 1048576.0)
+
+/* Bytes of op outputs on the tape, by op name (the activations a step keeps for backward). */
+static void tape_breakdown(const gt_ctx *ctx) {
+    const char *names[32];
+    double bytes[32];
+    int n = 0;
+    for (const gt_node *nd = ctx->tape; nd; nd = nd->prev) {
+        int i = 0;
+        while (i < n && strcmp(names[i], nd->op)) i++;
+        if (i == n && n < 32) names[n] = nd->op, bytes[n++] = 0;
+        if (i < n) bytes[i] += (double)nd->out->size * sizeof(gt_real);
+    }
+    printf("  tape outputs by op (MB):");
+    for (int i = 0; i < n; i++) printf(" %s %.1f", names[i], MB(bytes[i]));
+    printf("\n");
+}
+
+int main(int argc, char **argv) {
+    gt_threads_reexec_passive(argv);
+    int64_t T = argc > 1 ? atoll(argv[1]) : 256;
+    int reps = argc > 2 ? atoi(argv[2]) : 3;
+    const char *frozen = argc > 3 ? argv[3] : "fp32";
+    const char *preset = argc > 4 ? argv[4] : "gemma3_270m";
+    int64_t B = argc > 5 ? atoll(argv[5]) : 1;
+    int64_t chunk = argc > 6 ? atoll(argv[6]) : 128;
+    if (T < 1 || B < 1 || reps < 1 || chunk < 1)
+        return fprintf(stderr, "usage: %s [seq] [reps] [frozen_dtype] [preset] [batch] [chunk_rows]\n",
+                       argv[0]), 2;
+    int fdt = gt_frozen_dtype_from_name(frozen);
+    if (fdt < 0) return fprintf(stderr, "frozen_dtype %s: want fp32 or bf16\n", frozen), 2;
+    char err[1024];
+    gt_gemma_config cfg;
+    if (gt_gemma_preset(preset, &cfg, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
+    gt_threads_set(0);
+    double peak = sgemm_peak();
+    double rss0 = proc_mb("VmRSS");
+
+    gt_gemma *m;
+    if (gt_gemma_create(&cfg, false, &m, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
+    gt_gemma_init_random(m, 1, 0.02);
+    if (gt_gemma_set_frozen_dtype(m, (gt_frozen_dtype)fdt, err, sizeof err))
+        return fprintf(stderr, "%s\n", err), 1;
+    double weights_mb = MB((double)m->n_values * (fdt == GT_FROZEN_BF16 ? 2 : sizeof(gt_real)));
+    gt_lora_dims d = {cfg.num_layers, cfg.hidden_dim, cfg.intermediate_dim, cfg.num_query_heads,
+                      cfg.num_kv_heads, cfg.head_dim};
+    gt_lora *lora;
+    if (gt_lora_create(&d, 4, 4, (1u << GT_LORA_QUERY) | (1u << GT_LORA_VALUE), 1, &lora, err, sizeof err))
+        return fprintf(stderr, "%s\n", err), 1;
+    m->lora = lora;
+    gt_param_slice *sl = calloc((size_t)(2 * GT_LORA_NTARGETS * cfg.num_layers), sizeof *sl);
+    int ns = 0;
+    for (int64_t i = 0; i < cfg.num_layers; i++)
+        for (int t = 0; t < GT_LORA_NTARGETS; t++) {
+            gt_lora_adapter *ad = (gt_lora_adapter *)gt_lora_get(lora, i, (gt_lora_target)t);
+            if (!ad) continue;
+            sl[ns++] = (gt_param_slice){ad->a.name, ad->a.data, ad->a.grad, ad->a.size, true};
+            sl[ns++] = (gt_param_slice){ad->b.name, ad->b.data, ad->b.grad, ad->b.size, true};
+        }
+    gt_optim opt;
+    gt_optim_cfg oc;
+    gt_optim_cfg_defaults(&oc, GT_OPT_ADAMW);
+    oc.weight_decay = 0.01;
+    if (gt_optim_init(&opt, &oc, sl, ns, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
+
+    int64_t n = B * T;
+    int32_t *ids = malloc(sizeof(int32_t) * n), *labels = malloc(sizeof(int32_t) * n);
+    gt_real *w = malloc(sizeof(gt_real) * n);
+    for (int64_t i = 0; i < n; i++) {
+        ids[i] = (int32_t)((i * 7919) % cfg.vocab_size);
+        labels[i] = (int32_t)((i * 104729 + 3) % cfg.vocab_size);
+        w[i] = 1;
+    }
+    gt_micro_batch mb = {.in = {.batch = B, .seq = T, .token_ids = ids}, .labels = labels, .weights = w};
+    gt_step_cfg sc = {.norm = GT_NORM_TOKENS, .chunk_rows = chunk};
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    double *times = malloc(sizeof(double) * (size_t)(reps + 1));
+    double cpu0 = 0;
+    for (int r = 0; r <= reps; r++) { /* rep 0 warms up (arena growth, page faults) */
+        gt_step_result res;
+        if (r == 1) cpu0 = cpu_s();
+        double t = now();
+        if (gt_step_run(&ctx, m, &opt, &sc, &mb, 1, B, 1e-4, &res, err, sizeof err))
+            return fprintf(stderr, "%s\n", err), 1;
+        times[r] = now() - t;
+    }
+    double cpu = (cpu_s() - cpu0) / reps;
+    double hwm = proc_mb("VmHWM"), arena_peak = MB(ctx.arena.peak);
+    double peak2 = sgemm_peak(); /* the machine may be shared: the better of two samples */
+    if (peak2 > peak) peak = peak2;
+    qsort(times + 1, (size_t)reps, sizeof(double), cmp);
+    double t = times[1 + reps / 2];
+    double params = (double)gt_gemma_param_count(&cfg);
+    double attn = 4.0 * (double)T * cfg.head_dim * cfg.num_query_heads * cfg.num_layers;
+    double flops = (4.0 * params + 3.0 * attn) * (double)n;
+    printf("preset %s, batch %lld x seq %lld, frozen %s, threads %d, sgemm peak %.1f GFLOP/s\n",
+           preset, (long long)B, (long long)T, frozen, gt_threads(), peak);
+    printf("lora step: %.1f ms (min %.1f, max %.1f), %.1f tokens/s, %.1f GFLOP/s, %.0f%% of peak, "
+           "peak RSS %.0f MB\n", t * 1e3, times[1] * 1e3, times[reps] * 1e3, (double)n / t,
+           flops / t / 1e9, 100.0 * flops / t / 1e9 / peak, hwm);
+    printf("  CPU time %.2f s/step over %d threads (wall x threads = %.2f s)\n", cpu, gt_threads(),
+           t * gt_threads());
+    printf("RESULT seq=%lld frozen=%s ms=%.1f tokens_s=%.2f gflops=%.2f peak_pct=%.1f rss_mb=%.0f "
+           "cpu_s=%.2f\n", (long long)T, frozen, t * 1e3, (double)n / t, flops / t / 1e9,
+           100.0 * flops / t / 1e9 / peak, hwm, cpu);
+
+    /* Memory detail, from one more (untimed) step taken apart. */
+    gt_ctx_reset(&ctx);
+    double c0 = cpu_s(), w0 = now();
+    gt_tensor *h = gt_gemma_hidden(&ctx, m, &mb.in);
+    double c1 = cpu_s(), w1 = now();
+    size_t fwd_hidden = ctx.arena.used;
+    double ws;
+    gt_tensor *loss = gt_gemma_lm_loss(&ctx, m, h, labels, w, chunk, &ws, NULL);
+    double c2 = cpu_s(), w2 = now();
+    size_t fwd = ctx.arena.used;
+    if (loss) gt_backward(&ctx, loss);
+    double c3 = cpu_s(), w3 = now();
+    size_t bwd = ctx.arena.used;
+    if (!gt_ok(&ctx)) return fprintf(stderr, "%s\n", ctx.err), 1;
+    printf("  phases (CPU s / wall s): decoder forward %.2f / %.2f, LM head (with its input "
+           "gradient) %.2f / %.2f, decoder backward %.2f / %.2f\n", c1 - c0, w1 - w0, c2 - c1,
+           w2 - w1, c3 - c2, w3 - w2);
+    gt_ctx_reset(&ctx); /* once more for the tape's contents (backward consumed the last one) */
+    h = gt_gemma_hidden(&ctx, m, &mb.in);
+    loss = gt_gemma_lm_loss(&ctx, m, h, labels, w, chunk, &ws, NULL);
+    if (loss) tape_breakdown(&ctx);
+    printf("  memory (MB): process at start %.0f, weights %.0f, arena peak %.0f (forward to hidden "
+           "%.0f, + LM head %.0f, backward %.0f), adapters+AdamW %.1f, rest %.0f\n",
+           rss0, weights_mb, arena_peak, MB(fwd_hidden), MB(fwd - fwd_hidden),
+           MB(bwd - fwd), MB(4.0 * lora->n_values * sizeof(gt_real)),
+           hwm - rss0 - weights_mb - arena_peak);
+
+    free(times);
+    free(ids);
+    free(labels);
+    free(w);
+    gt_ctx_free(&ctx);
+    gt_optim_free(&opt);
+    free(sl);
+    gt_lora_free(lora);
+    gt_gemma_free(m);
+    return 0;
+}

@@ -1,0 +1,56 @@
+"""bench/train_peft.py: the LoRA step of bench/train in PyTorch + PEFT, for a ratio.
+
+Gemma 3 270M architecture (transformers' Gemma3ForCausalLM, text-only config) with random
+weights, fp32, LoRA rank 4 (alpha 4) on q_proj and v_proj, AdamW (lr 1e-4, weight decay 0.01),
+batch 1, the given sequence length, every token a label, torch.set_num_threads(threads).
+Prints one line: seq, median step seconds, tokens/s, peak RSS (MB, this process's VmHWM).
+
+usage: python3 bench/train_peft.py [seq=256] [reps=3] [threads=2]
+"""
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+
+def main():
+    seq = int(sys.argv[1]) if len(sys.argv) > 1 else 256
+    reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    torch.set_num_threads(threads)
+    from peft import LoraConfig, get_peft_model
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(
+        vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=256, sliding_window=512,
+        max_position_embeddings=32768, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+        query_pre_attn_scalar=256, tie_word_embeddings=True, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(cfg).to(torch.float32)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=4, lora_dropout=0.0,
+                                             target_modules=["q_proj", "v_proj"]))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                            weight_decay=0.01)
+    ids = (torch.arange(seq, dtype=torch.long) * 7919 % cfg.vocab_size).unsqueeze(0)
+    times = []
+    for r in range(reps + 1):  # rep 0 warms up
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    step = statistics.median(times[1:])
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"peft seq {seq}: {step * 1e3:.1f} ms (min {min(times[1:]) * 1e3:.1f}, max "
+          f"{max(times[1:]) * 1e3:.1f}), {seq / step:.1f} tokens/s, peak RSS {peak_mb:.0f} MB, "
+          f"threads {threads}, torch {torch.__version__}")
+    print(f"RESULT seq={seq} ms={step * 1e3:.1f} tokens_s={seq / step:.2f} rss_mb={peak_mb:.0f}")
+
+
+if __name__ == "__main__":
+    main()
