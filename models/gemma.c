@@ -14,6 +14,7 @@ typedef struct {
     int ndim;
     int64_t shape[2];
     gt_tensor **slot;
+    bool frozen; /* never trainable (Gemma 4 layer_scalar) */
 } param_spec;
 
 static int add_spec(param_spec *specs, int *n, gt_tensor **slot, int ndim, int64_t d0, int64_t d1,
@@ -25,7 +26,51 @@ static int add_spec(param_spec *specs, int *n, gt_tensor **slot, int ndim, int64
     p->shape[0] = d0;
     p->shape[1] = d1;
     p->slot = slot;
+    p->frozen = false;
     return 0;
+}
+
+/* Gemma 4 table: per-layer shapes, PLE tensors, k/v only where the layer computes them. */
+static void specs4(const gt_gemma_config *c, gt_gemma *m, param_spec *specs, int *n) {
+    int64_t L = c->num_layers, D = c->hidden_dim, N = c->num_query_heads, P = c->per_layer_input_dim;
+    add_spec(specs, n, &m->embedding, 2, c->vocab_size, D, "token_embedding/embeddings", -1, NULL);
+    if (P > 0) {
+        int64_t vp = c->per_layer_vocab_size ? c->per_layer_vocab_size : c->vocab_size;
+        add_spec(specs, n, &m->ple_embedding, 2, vp, L * P, "per_layer_token_embedding/embeddings", -1, NULL);
+        add_spec(specs, n, &m->ple_projection, 2, L * P, D, "per_layer_model_projection/kernel", -1, NULL);
+        add_spec(specs, n, &m->ple_norm, 1, P, 0, "per_layer_projection_norm/scale", -1, NULL);
+    }
+    const char *blk = "decoder_block_%lld/%s";
+    for (int64_t i = 0; i < L; i++) {
+        gt_gemma_layer *ly = &m->layers[i];
+        int64_t H = gt_gemma_layer_head_dim(c, i), KH = gt_gemma_layer_kv_heads(c, i) * H;
+        int64_t F = gt_gemma_layer_ffw_dim(c, i);
+        bool own_kv = gt_gemma_kv_source(c, i) < 0;
+        add_spec(specs, n, &ly->pre_attn_norm, 1, D, 0, blk, i, "pre_attention_norm/scale");
+        add_spec(specs, n, &ly->query, 2, N * H, D, blk, i, "attention/query/kernel");
+        if (own_kv) {
+            add_spec(specs, n, &ly->key, 2, KH, D, blk, i, "attention/key/kernel");
+            if (!gt_gemma_layer_k_eq_v(c, i))
+                add_spec(specs, n, &ly->value, 2, KH, D, blk, i, "attention/value/kernel");
+        }
+        add_spec(specs, n, &ly->attn_out, 2, D, N * H, blk, i, "attention/attention_output/kernel");
+        add_spec(specs, n, &ly->query_norm, 1, H, 0, blk, i, "attention/query_norm/scale");
+        if (own_kv) add_spec(specs, n, &ly->key_norm, 1, H, 0, blk, i, "attention/key_norm/scale");
+        add_spec(specs, n, &ly->post_attn_norm, 1, D, 0, blk, i, "post_attention_norm/scale");
+        add_spec(specs, n, &ly->pre_ffw_norm, 1, D, 0, blk, i, "pre_ffw_norm/scale");
+        add_spec(specs, n, &ly->post_ffw_norm, 1, D, 0, blk, i, "post_ffw_norm/scale");
+        add_spec(specs, n, &ly->gate, 2, F, D, blk, i, "ffw_gating/kernel");
+        add_spec(specs, n, &ly->up, 2, F, D, blk, i, "ffw_gating_2/kernel");
+        add_spec(specs, n, &ly->down, 2, D, F, blk, i, "ffw_linear/kernel");
+        if (P > 0) {
+            add_spec(specs, n, &ly->ple_gate, 2, P, D, blk, i, "per_layer_input_gate/kernel");
+            add_spec(specs, n, &ly->ple_up, 2, D, P, blk, i, "per_layer_up_proj/kernel");
+            add_spec(specs, n, &ly->ple_norm, 1, D, 0, blk, i, "post_per_layer_input_norm/scale");
+        }
+        add_spec(specs, n, &ly->layer_scalar, 0, 0, 0, blk, i, "layer_scalar");
+        specs[*n - 1].frozen = true;
+    }
+    add_spec(specs, n, &m->final_norm, 1, D, 0, "final_normalization/scale", -1, NULL);
 }
 
 int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, char *err,
@@ -39,16 +84,17 @@ int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, 
     int64_t NH = cfg->num_query_heads * cfg->head_dim, KH = cfg->num_kv_heads * cfg->head_dim;
     int64_t H = cfg->head_dim;
     m->layers = calloc((size_t)L, sizeof *m->layers);
-    param_spec *specs = calloc((size_t)(2 + 13 * L), sizeof *specs);
+    param_spec *specs = calloc((size_t)(5 + 17 * L), sizeof *specs);
     if (!m->layers || !specs) {
         free(specs);
         gt_gemma_free(m);
         return snprintf(err, errn, "out of memory"), -1;
     }
     int n = 0;
-    add_spec(specs, &n, &m->embedding, 2, cfg->vocab_size, D, "token_embedding/embeddings", -1, NULL);
+    if (cfg->generation == 4) specs4(cfg, m, specs, &n);
+    else add_spec(specs, &n, &m->embedding, 2, cfg->vocab_size, D, "token_embedding/embeddings", -1, NULL);
     const char *blk = "decoder_block_%lld/%s";
-    for (int64_t i = 0; i < L; i++) {
+    for (int64_t i = 0; i < L && cfg->generation != 4; i++) {
         gt_gemma_layer *ly = &m->layers[i];
         add_spec(specs, &n, &ly->pre_attn_norm, 1, D, 0, blk, i, "pre_attention_norm/scale");
         add_spec(specs, &n, &ly->query, 2, NH, D, blk, i, "attention/query/kernel");
@@ -68,7 +114,8 @@ int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, 
         add_spec(specs, &n, &ly->up, 2, F, D, blk, i, "ffw_gating_2/kernel");
         add_spec(specs, &n, &ly->down, 2, D, F, blk, i, "ffw_linear/kernel");
     }
-    add_spec(specs, &n, &m->final_norm, 1, D, 0, "final_normalization/scale", -1, NULL);
+    if (cfg->generation != 4)
+        add_spec(specs, &n, &m->final_norm, 1, D, 0, "final_normalization/scale", -1, NULL);
 
     int64_t total = 0;
     for (int i = 0; i < n; i++) total += gt_shape_size(specs[i].ndim, specs[i].shape);
@@ -88,8 +135,9 @@ int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, 
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
         gt_tensor *t = &tensors[i];
-        gt_tensor_wrap(t, m->data + off, trainable ? m->grad + off : NULL, specs[i].ndim,
-                       specs[i].shape, trainable);
+        bool train = trainable && !specs[i].frozen;
+        gt_tensor_wrap(t, m->data + off, train ? m->grad + off : NULL, specs[i].ndim,
+                       specs[i].shape, train);
         gt_tensor_set_name(t, specs[i].name);
         snprintf(m->params[i].name, sizeof m->params[i].name, "%s", specs[i].name);
         m->params[i].t = t;
@@ -126,6 +174,15 @@ static double normal01(uint64_t *s) {
 void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
     uint64_t s = seed;
     for (int64_t i = 0; i < m->n_values; i++) m->data[i] = (gt_real)(std * normal01(&s));
+    if (m->cfg.generation != 4) return;
+    /* Gemma 4 norms multiply by w itself (KerasHub init: ones), and layer_scalar is frozen at 1 */
+    for (int i = 0; i < m->n_params; i++) {
+        gt_tensor *t = m->params[i].t;
+        size_t len = strlen(m->params[i].name);
+        if (len > 6 && !strcmp(m->params[i].name + len - 6, "/scale"))
+            for (int64_t j = 0; j < t->size; j++) t->data[j] += 1;
+        else if (t->ndim == 0) t->data[0] = 1;
+    }
 }
 
 void gt_gemma_zero_grad(gt_gemma *m) {
@@ -210,6 +267,98 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
     return gt_add(ctx, x, f);
 }
 
+/* Gemma 4 decoder block (KerasHub Gemma4TextDecoderBlock / Gemma4TextAttention). kv_k, kv_v
+ * hold every earlier layer's attention keys and values (after norm and RoPE) for the kv-shared
+ * layers; pli is this layer's per-layer input [B, T, P] or NULL. */
+static gt_tensor *block4(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, int64_t B,
+                         int64_t T, const int32_t *pos, const uint8_t *key_mask,
+                         const int32_t *segment_ids, gt_tensor **kv_k, gt_tensor **kv_v,
+                         gt_tensor *pli) {
+    const gt_gemma_config *c = &m->cfg;
+    const gt_gemma_layer *ly = &m->layers[i];
+    int64_t H = gt_gemma_layer_head_dim(c, i), N = c->num_query_heads, K = gt_gemma_layer_kv_heads(c, i);
+    bool local = gt_gemma_layer_is_local(c, i);
+    gt_rope_cfg rope = {local ? c->rope_local_base : c->rope_global_base,
+                        local ? c->rope_local_scale : c->rope_global_scale,
+                        gt_gemma_layer_rotary_dims(c, i)};
+    gt_attn_cfg attn = {.scale = gt_gemma_query_scale(c),
+                        .softcap = c->attn_logit_softcap,
+                        .window = local ? c->sliding_window : 0,
+                        .causal = true,
+                        .q_offset = 0,
+                        .key_mask = key_mask,
+                        .segment_ids = segment_ids};
+    gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
+    gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
+    q = gt_rope(ctx, norm(ctx, m, q, ly->query_norm), pos, &rope);
+    int64_t src = gt_gemma_kv_source(c, i);
+    gt_tensor *k, *v;
+    if (src >= 0) {
+        k = kv_k[src];
+        v = kv_v[src];
+    } else {
+        gt_tensor *kraw = heads(ctx, proj(ctx, m, i, GT_LORA_KEY, h, ly->key), B, T, K, H);
+        k = gt_rope(ctx, norm(ctx, m, kraw, ly->key_norm), pos, &rope);
+        /* value norm: RMS without a scale; k = v layers normalise the raw key projection */
+        gt_tensor *vraw = gt_gemma_layer_k_eq_v(c, i)
+                              ? kraw
+                              : heads(ctx, proj(ctx, m, i, GT_LORA_VALUE, h, ly->value), B, T, K, H);
+        v = gt_rmsnorm(ctx, vraw, NULL, c->rms_eps, false);
+    }
+    kv_k[i] = k;
+    kv_v[i] = v;
+    gt_tensor *a = gt_attention(ctx, q, k, v, &attn);
+    int64_t flat[3] = {B, T, N * H};
+    a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, a, 3, flat), ly->attn_out);
+    x = gt_add(ctx, x, norm(ctx, m, a, ly->post_attn_norm));
+    h = norm(ctx, m, x, ly->pre_ffw_norm);
+    gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
+                           proj(ctx, m, i, GT_LORA_UP, h, ly->up));
+    f = proj(ctx, m, i, GT_LORA_DOWN, f, ly->down);
+    x = gt_add(ctx, x, norm(ctx, m, f, ly->post_ffw_norm));
+    if (pli) {
+        gt_tensor *g = gt_mul(ctx, gt_gelu(ctx, linear(ctx, x, ly->ple_gate)), pli);
+        x = gt_add(ctx, x, norm(ctx, m, linear(ctx, g, ly->ple_up), ly->ple_norm));
+    }
+    /* layer_scalar is a frozen checkpoint constant: a plain scale, no gradient */
+    return gt_ok(ctx) ? gt_scale(ctx, x, (double)ly->layer_scalar->data[0]) : NULL;
+}
+
+/* Per-layer inputs of Gemma 4 (KerasHub Gemma4Backbone): with h0 = E[tok] sqrt(D),
+ * pli_i = (RMSNorm(h0 Wp_i / sqrt(D)) + Ep[tok]_i sqrt(P)) / sqrt(2), slice i of width P.
+ * Returns [L, B*T*P] (row i = layer i) or NULL. */
+static gt_tensor *per_layer_inputs(gt_ctx *ctx, const gt_gemma *m, gt_tensor *h0,
+                                   const int32_t *ids, int64_t B, int64_t T) {
+    const gt_gemma_config *c = &m->cfg;
+    int64_t L = c->num_layers, P = c->per_layer_input_dim, D = c->hidden_dim;
+    gt_tensor *e = gt_scale(ctx, gt_embedding(ctx, m->ple_embedding, ids, B * T), sqrt((double)P));
+    gt_tensor *pr = gt_scale(ctx, linear(ctx, h0, m->ple_projection), 1.0 / sqrt((double)D));
+    int64_t split[3] = {B * T, L, P};
+    pr = gt_rmsnorm(ctx, gt_reshape(ctx, pr, 3, split), m->ple_norm, c->rms_eps, false);
+    gt_tensor *sum = gt_scale(ctx, gt_add(ctx, pr, gt_reshape(ctx, e, 3, split)), 1.0 / sqrt(2.0));
+    int64_t rows[2] = {L, B * T * P};
+    return gt_reshape(ctx, gt_transpose(ctx, sum, 0, 1), 2, rows);
+}
+
+static gt_tensor *hidden4(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b, gt_tensor *x,
+                          const int32_t *pos) {
+    int64_t B = b->batch, T = b->seq, L = m->cfg.num_layers, P = m->cfg.per_layer_input_dim;
+    if (m->lora)
+        return gt_fail(ctx, GT_ERR_ARG, "gemma: LoRA adapters on Gemma 4 are not supported yet");
+    gt_tensor **kv = gt_alloc(ctx, (size_t)(2 * L) * sizeof *kv);
+    if (!kv) return NULL;
+    gt_tensor *pl = P > 0 ? per_layer_inputs(ctx, m, x, b->token_ids, B, T) : NULL;
+    for (int64_t i = 0; i < L && gt_ok(ctx); i++) {
+        gt_tensor *pli = NULL;
+        if (pl) {
+            int64_t sh[3] = {B, T, P};
+            pli = gt_reshape(ctx, gt_slice_rows(ctx, pl, i, 1), 3, sh);
+        }
+        x = block4(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, kv, kv + L, pli);
+    }
+    return norm(ctx, m, x, m->final_norm);
+}
+
 static gt_tensor *embed(gt_ctx *ctx, const gt_gemma *m, const int32_t *ids, int64_t B, int64_t T) {
     gt_tensor *x = gt_embedding(ctx, m->embedding, ids, B * T);
     int64_t sh[3] = {B, T, m->cfg.hidden_dim};
@@ -230,6 +379,7 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
         pos = p;
     }
     gt_tensor *x = embed(ctx, m, b->token_ids, B, T);
+    if (m->cfg.generation == 4) return hidden4(ctx, m, b, x, pos);
     for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
         x = block(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, NULL, 0);
     return norm(ctx, m, x, m->final_norm);
@@ -238,6 +388,8 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
 int gt_gemma_cache_init(gt_gemma_cache *cache, const gt_gemma *m, int64_t max_len, char *err,
                         size_t errn) {
     memset(cache, 0, sizeof *cache);
+    if (m->cfg.generation == 4)
+        return snprintf(err, errn, "kv cache: Gemma 4 incremental decoding is not supported yet"), -1;
     int64_t n = m->cfg.num_layers * max_len * m->cfg.num_kv_heads * m->cfg.head_dim;
     if (max_len < 1) return snprintf(err, errn, "kv cache: max_len must be >= 1"), -1;
     cache->k = malloc((size_t)n * sizeof(gt_real));
@@ -260,6 +412,8 @@ void gt_gemma_cache_free(gt_gemma_cache *cache) {
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n) {
     if (!gt_ok(ctx)) return NULL;
+    if (m->cfg.generation == 4)
+        return gt_fail(ctx, GT_ERR_ARG, "gemma: Gemma 4 incremental decoding is not supported yet");
     int64_t pos0 = cache->len;
     if (n < 1 || pos0 + n > cache->max_len)
         return gt_fail(ctx, GT_ERR_ARG, "gemma: %lld new tokens at position %lld exceed the cache "

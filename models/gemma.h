@@ -7,7 +7,11 @@
  * weight: query [N*H, D], key/value [K*H, D], attention_output [D, N*H], ffw_gating and
  * ffw_gating_2 [F, D], ffw_linear [D, F]; token_embedding [V, D]; norm scales [D] or [H] hold w
  * as KerasHub stores it (the model applies 1 + w for Gemma 1-3). Import/export code permutes to
- * and from KerasHub's einsum layouts.
+ * and from KerasHub's einsum layouts. Gemma 4 layers differ in shape (global layers: global head
+ * dim and kv heads; kv-shared layers: no key/value, maybe a 2F MLP), see gemma_config.h; its
+ * PLE kernels are stored (out, in) too: per_layer_model_projection [L*P, D],
+ * per_layer_input_gate [P, D], per_layer_up_proj [D, P]. Gemma 4's KV cache (gt_gemma_step) and
+ * LoRA are not supported yet (error).
  *
  * The forward builds on a gt_ctx tape, so backward comes from the engine; frozen parameters
  * (trainable == false) cost no gradient work. */
@@ -23,6 +27,10 @@ typedef struct gt_gemma_layer {
     gt_tensor *query, *key, *value, *attn_out;
     gt_tensor *query_norm, *key_norm;                                          /* Gemma 3 */
     gt_tensor *gate, *up, *down;
+    /* Gemma 4: key/value are NULL on kv-shared layers, value (and the value norm's absence of
+     * weights) also on k = v global layers; layer_scalar is a non-trainable scalar (no gradient);
+     * ple_* exist with per-layer embeddings: gate [P, D], up [D, P], norm [D]. */
+    gt_tensor *layer_scalar, *ple_gate, *ple_up, *ple_norm;
 } gt_gemma_layer;
 
 typedef struct gt_gemma_param {
@@ -42,6 +50,8 @@ typedef struct gt_gemma {
     gt_tensor *final_norm;    /* [D] */
     gt_gemma_layer *layers;   /* cfg.num_layers */
     const gt_lora *lora;      /* adapters applied in the forward, or NULL; borrowed, not owned */
+    /* Gemma 4 per-layer embeddings (NULL without): table [Vp, L*P], projection [L*P, D], norm [P] */
+    gt_tensor *ple_embedding, *ple_projection, *ple_norm;
 } gt_gemma;
 
 /* Allocate a zero-initialised model. trainable: every parameter requires a gradient (full
@@ -52,7 +62,8 @@ void gt_gemma_free(gt_gemma *m);
 /* Parameter by name, or NULL. */
 gt_tensor *gt_gemma_find(const gt_gemma *m, const char *name);
 /* Random init for tests and from-scratch runs: kernels and embeddings N(0, std) (Box-Muller on a
- * splitmix64 stream), norm scales N(0, std) around KerasHub's zero init. Deterministic per seed. */
+ * splitmix64 stream), norm scales N(0, std) around KerasHub's zero init (Gemma 4: 1 + N(0, std)
+ * around its ones init, layer_scalar 1). Deterministic per seed. */
 void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std);
 void gt_gemma_zero_grad(gt_gemma *m);
 

@@ -1,0 +1,192 @@
+/* Gemma 4 text decoder against the KerasHub golden fixture (tools/reference/make_gemma4_fixture.py):
+ * logits, KerasHub-normalised weighted loss, the gradient of every trainable parameter, the
+ * parameter count, and the per-layer structure (k = v globals, kv-shared layers, PLE). */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/gemma.h"
+#include "models/h5io.h"
+
+static double attr(gt_h5 f, const char *name, double dflt) {
+    double v;
+    char err[512];
+    return gt_h5_attr_f64(f, "/config", name, &v, err, sizeof err) == 0 ? v : dflt;
+}
+
+/* KerasHub Gemma4Backbone config -> ours (what a preset importer does). */
+static void load_config(gt_h5 f, gt_gemma_config *c) {
+    gt_gemma_config_defaults(c, 4);
+    c->vocab_size = (int64_t)attr(f, "vocabulary_size", 0);
+    c->num_layers = (int64_t)attr(f, "num_layers", 0);
+    c->hidden_dim = (int64_t)attr(f, "hidden_dim", 0);
+    c->intermediate_dim = (int64_t)attr(f, "intermediate_dim", 0);
+    c->num_query_heads = (int64_t)attr(f, "num_query_heads", 0);
+    c->num_kv_heads = (int64_t)attr(f, "num_key_value_heads", 0);
+    c->head_dim = (int64_t)attr(f, "head_dim", 0);
+    c->global_head_dim = (int64_t)attr(f, "global_head_dim", 0);
+    c->num_global_kv_heads = (int64_t)attr(f, "num_global_key_value_heads", 0);
+    c->sliding_window = (int64_t)attr(f, "sliding_window_size", 512);
+    c->sliding_pattern = (int)attr(f, "sliding_window_pattern", 6);
+    c->attn_logit_softcap = attr(f, "attention_logit_soft_cap", 0);
+    c->final_logit_softcap = attr(f, "final_logit_soft_cap", 0);
+    c->rope_global_partial = attr(f, "global_rope_partial_rotary_factor", 1);
+    c->rope_local_scale = attr(f, "local_rope_scaling_factor", 1);
+    c->rope_global_scale = attr(f, "global_rope_scaling_factor", 1);
+    c->num_kv_shared_layers = (int64_t)attr(f, "num_kv_shared_layers", 0);
+    c->double_wide_mlp = attr(f, "use_double_wide_mlp", 0) != 0;
+    c->per_layer_input_dim = (int64_t)attr(f, "hidden_size_per_layer_input", 0);
+    c->per_layer_vocab_size = (int64_t)attr(f, "vocab_size_per_layer_input", 0);
+}
+
+static float *read_f32(gt_h5 f, const char *path, int64_t expect_size) {
+    float *d;
+    int nd;
+    int64_t shape[8];
+    char err[512];
+    ck_assert_msg(gt_h5_read_f32(f, path, &d, &nd, shape, err, sizeof err) == 0, "%s", err);
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    ck_assert_msg(expect_size < 0 || n == expect_size, "%s: %lld values, expected %lld", path,
+                  (long long)n, (long long)expect_size);
+    return d;
+}
+
+static gt_h5 open_fixture(gt_gemma_config *cfg) {
+    gt_h5 f;
+    char err[1024];
+    ck_assert_msg(gt_h5_open_read("tests/fixtures/gemma4.h5", &f, err, sizeof err) == 0, "%s", err);
+    load_config(f, cfg);
+    ck_assert_msg(gt_gemma_config_validate(cfg, err, sizeof err) == 0, "%s", err);
+    return f;
+}
+
+START_TEST(structure_and_param_count) {
+    gt_gemma_config c;
+    gt_h5 f = open_fixture(&c);
+    long long want = (long long)attr(f, "kerashub_param_count", -1);
+    ck_assert_int_eq(gt_gemma_param_count(&c), want);
+    char err[512];
+    gt_gemma *m;
+    ck_assert_msg(gt_gemma_create(&c, true, &m, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(m->n_values, want);
+    /* fixture: pattern 3 (2, 5 global), layers 5-7 share k/v with 2, 4, 4 */
+    int64_t src[8] = {-1, -1, -1, -1, -1, 2, 4, 4};
+    for (int64_t i = 0; i < 8; i++) {
+        bool global = i % 3 == 2;
+        ck_assert(gt_gemma_layer_is_local(&c, i) == !global);
+        ck_assert_int_eq(gt_gemma_kv_source(&c, i), src[i]);
+        ck_assert_int_eq(gt_gemma_layer_head_dim(&c, i), global ? 16 : 8);
+        ck_assert_int_eq(gt_gemma_layer_rotary_dims(&c, i), global ? 4 : 8);
+        ck_assert_int_eq(gt_gemma_layer_ffw_dim(&c, i), src[i] >= 0 ? 48 : 24);
+        const gt_gemma_layer *ly = &m->layers[i];
+        ck_assert(!ly->key == (src[i] >= 0));
+        ck_assert(!ly->value == (src[i] >= 0 || global));
+        ck_assert(ly->layer_scalar && !ly->layer_scalar->requires_grad);
+        ck_assert(ly->ple_gate && ly->query->shape[0] == 4 * (global ? 16 : 8));
+    }
+    ck_assert(m->ple_embedding && m->ple_projection->shape[0] == 8 * 4);
+    gt_gemma_free(m);
+    gt_h5_close(f);
+}
+END_TEST
+
+START_TEST(matches_kerashub) {
+    gt_gemma_config cfg;
+    gt_h5 f = open_fixture(&cfg);
+    char err[1024];
+    gt_gemma *m;
+    ck_assert_msg(gt_gemma_create(&cfg, true, &m, err, sizeof err) == 0, "%s", err);
+    for (int i = 0; i < m->n_params; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "/weights/%s", m->params[i].name);
+        float *w = read_f32(f, p, m->params[i].t->size);
+        memcpy(m->params[i].t->data, w, (size_t)m->params[i].t->size * sizeof(float));
+        free(w);
+    }
+    int32_t *ids, *mask32, *labels;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(f, "/inputs/token_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    int64_t B = shape[0], T = shape[1];
+    ck_assert(gt_h5_read_i32(f, "/inputs/padding_mask", &mask32, &nd, shape, err, sizeof err) == 0);
+    ck_assert(gt_h5_read_i32(f, "/inputs/labels", &labels, &nd, shape, err, sizeof err) == 0);
+    float *weights = read_f32(f, "/inputs/sample_weight", B * T);
+    uint8_t *mask = malloc((size_t)(B * T));
+    for (int64_t i = 0; i < B * T; i++) mask[i] = (uint8_t)mask32[i];
+
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = B, .seq = T, .token_ids = ids, .padding_mask = mask};
+    gt_tensor *logits = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    double wsum = 0;
+    gt_tensor *ce = gt_cross_entropy(&ctx, logits, labels, weights, &wsum, NULL);
+    gt_tensor *loss = gt_scale(&ctx, ce, 1.0 / (double)(B * T));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+
+    float *want = read_f32(f, "/expected/logits", B * T * cfg.vocab_size);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t i = 0; i < logits->size; i++) {
+        maxref = fmax(maxref, fabs(want[i]));
+        maxdiff = fmax(maxdiff, fabs((double)logits->data[i] - want[i]));
+    }
+    ck_assert_msg(maxdiff <= 1e-5 * maxref, "logits max error %.3g vs max|logit| %.3g", maxdiff, maxref);
+    float *want_loss = read_f32(f, "/expected/loss", 1);
+    double rel = fabs(loss->data[0] - want_loss[0]) / fabs(want_loss[0]);
+    ck_assert_msg(rel <= 1e-5, "loss %.9g vs %.9g (rel %.3g)", loss->data[0], want_loss[0], rel);
+
+    ck_assert_int_eq(gt_backward(&ctx, loss), GT_OK);
+    double worst = 0;
+    const char *worst_name = "";
+    int checked = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        gt_tensor *t = m->params[i].t;
+        if (!t->requires_grad) continue; /* layer_scalar: no gradient, none in the fixture */
+        char p[160];
+        snprintf(p, sizeof p, "/expected/grads/%s", m->params[i].name);
+        float *g = read_f32(f, p, t->size);
+        double gmax = 0, dmax = 0;
+        for (int64_t j = 0; j < t->size; j++) {
+            gmax = fmax(gmax, fabs(g[j]));
+            dmax = fmax(dmax, fabs((double)t->grad[j] - g[j]));
+        }
+        ck_assert_msg(gmax > 0, "%s: zero reference gradient (test would be vacuous)", p);
+        double e = dmax / gmax;
+        if (e > worst) {
+            worst = e;
+            worst_name = m->params[i].name;
+        }
+        checked++;
+        free(g);
+    }
+    ck_assert_int_eq(checked, m->n_params - (int)cfg.num_layers);
+    ck_assert_msg(worst <= 1e-4, "gradient of %s off by %.3g (relative to its max)", worst_name, worst);
+    printf("gemma4.h5: logits err %.2e x max, loss rel %.2e, worst grad %.2e (%s), %d tensors\n",
+           maxdiff / maxref, rel, worst, worst_name, checked);
+    free(want);
+    free(want_loss);
+    free(ids);
+    free(mask32);
+    free(labels);
+    free(weights);
+    free(mask);
+    gt_ctx_free(&ctx);
+    gt_gemma_free(m);
+    gt_h5_close(f);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("gemma4_parity");
+    TCase *tc = tcase_create("kerashub");
+    tcase_add_test(tc, structure_and_param_count);
+    tcase_add_test(tc, matches_kerashub);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
