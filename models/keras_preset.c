@@ -54,9 +54,56 @@ static void add(wmap *w, int *n, const char *dir, const char *sub, const char *l
 }
 
 static void block_dir(const gt_gemma_config *c, int64_t i, char *buf, size_t n) {
-    const char *cls = c->generation >= 3 ? "gemma3_decoder_block" : "gemma_decoder_block";
+    const char *cls = c->generation == 4   ? "gemma4_text_decoder_block"
+                      : c->generation >= 3 ? "gemma3_decoder_block"
+                                           : "gemma_decoder_block";
     if (i == 0) snprintf(buf, n, "%s", cls);
     else snprintf(buf, n, "%s_%lld", cls, (long long)i);
+}
+
+/* Gemma4Backbone (keras_hub 0.32): top-level layers are named by class in graph order (the PLE
+ * norm precedes the final norm), block sublayers by attribute; a block's own vars/0 is its
+ * layer_scalar; absent kernels (kv-shared, k = v) have no group. No LoRA targets (unsupported). */
+static void build_map4(const gt_gemma *m, wmap *w, int *n) {
+    const gt_gemma_config *c = &m->cfg;
+    int64_t V = c->vocab_size, D = c->hidden_dim, N = c->num_query_heads, L = c->num_layers,
+            P = c->per_layer_input_dim;
+    add(w, n, "reversible_embedding", "", "token_embedding", m->embedding, P_COPY, 2, V, D, 0, -1, -1);
+    if (P > 0) {
+        add(w, n, "embedding", "", "per_layer_token_embedding", m->ple_embedding, P_COPY, 2,
+            m->ple_embedding->shape[0], L * P, 0, -1, -1);
+        add(w, n, "dense", "", "per_layer_model_projection", m->ple_projection, P_T, 2, D, L * P, 0, -1, -1);
+        add(w, n, "rms_normalization", "", "per_layer_projection_norm", m->ple_norm, P_COPY, 1, P, 0, 0, -1, -1);
+    }
+    for (int64_t i = 0; i < L; i++) {
+        const gt_gemma_layer *ly = &m->layers[i];
+        int64_t H = gt_gemma_layer_head_dim(c, i), K = gt_gemma_layer_kv_heads(c, i), F = gt_gemma_layer_ffw_dim(c, i);
+        char b[64], nm[48];
+        block_dir(c, i, b, sizeof b);
+        snprintf(nm, sizeof nm, "decoder_block_%lld", (long long)i);
+        add(w, n, b, "pre_attention_norm", "pre_attention_norm", ly->pre_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, n, b, "attention/query_dense", "query", ly->query, P_QKV, 3, N, D, H, i, -1);
+        if (ly->key) add(w, n, b, "attention/key_dense", "key", ly->key, P_QKV, 3, K, D, H, i, -1);
+        if (ly->value) add(w, n, b, "attention/value_dense", "value", ly->value, P_QKV, 3, K, D, H, i, -1);
+        add(w, n, b, "attention/output_dense", "attention_output", ly->attn_out, P_OUT, 3, N, H, D, i, -1);
+        add(w, n, b, "attention/query_norm", "query_norm", ly->query_norm, P_COPY, 1, H, 0, 0, i, -1);
+        if (ly->key_norm) add(w, n, b, "attention/key_norm", "key_norm", ly->key_norm, P_COPY, 1, H, 0, 0, i, -1);
+        add(w, n, b, "post_attention_norm", "post_attention_norm", ly->post_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, n, b, "pre_ffw_norm", "pre_ffw_norm", ly->pre_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, n, b, "post_ffw_norm", "post_ffw_norm", ly->post_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, n, b, "gating_ffw", "ffw_gating", ly->gate, P_T, 2, D, F, 0, i, -1);
+        add(w, n, b, "gating_ffw_2", "ffw_gating_2", ly->up, P_T, 2, D, F, 0, i, -1);
+        add(w, n, b, "ffw_linear", "ffw_linear", ly->down, P_T, 2, F, D, 0, i, -1);
+        if (P > 0) {
+            add(w, n, b, "per_layer_input_gate", "per_layer_input_gate", ly->ple_gate, P_T, 2, D, P, 0, i, -1);
+            add(w, n, b, "per_layer_up_proj", "per_layer_up_proj", ly->ple_up, P_T, 2, P, D, 0, i, -1);
+            add(w, n, b, "post_per_layer_input_norm", "post_per_layer_input_norm", ly->ple_norm, P_COPY, 1, D, 0,
+                0, i, -1);
+        }
+        add(w, n, b, "", nm, ly->layer_scalar, P_COPY, 0, 0, 0, 0, i, -1);
+    }
+    add(w, n, P > 0 ? "rms_normalization_1" : "rms_normalization", "", "final_normalization", m->final_norm,
+        P_COPY, 1, D, 0, 0, -1, -1);
 }
 
 /* Every parameter of m with its Keras path and shape; *out has m->n_params entries. */
@@ -65,6 +112,12 @@ static int build_map(const gt_gemma *m, wmap **out, int *count) {
     wmap *w = calloc((size_t)m->n_params, sizeof *w);
     if (!w) return -1;
     int n = 0;
+    if (c->generation == 4) {
+        build_map4(m, w, &n);
+        *out = w;
+        *count = n;
+        return 0;
+    }
     int64_t V = c->vocab_size, D = c->hidden_dim, F = c->intermediate_dim, N = c->num_query_heads,
             K = c->num_kv_heads, H = c->head_dim;
     add(w, &n, "reversible_embedding", "", "token_embedding", m->embedding, P_COPY, 2, V, D, 0, -1, -1);
@@ -554,6 +607,67 @@ static int get_num(jctx *x, const char *key, double dflt, double *out) {
     return 0;
 }
 
+/* optional integer; null and absent give dflt */
+static int get_int_or(jctx *x, const char *key, int64_t dflt, int64_t *out) {
+    json_t *v = json_object_get(x->cfg, key);
+    if (!v || json_is_null(v)) return *out = dflt, 0;
+    return get_int(x, key, out);
+}
+
+/* Gemma4Backbone's config: the text decoder only (vision/audio encoders, if any, are ignored). */
+static int config4(jctx *x, gt_gemma_config *c) {
+#define NO(...) return snprintf(x->err, x->errn, __VA_ARGS__), -1
+    gt_gemma_config_defaults(c, 4);
+    int64_t pattern, win;
+    bool sliding, moe, bidir, embed;
+    double lbase, gbase;
+    if (get_int(x, "vocabulary_size", &c->vocab_size) || get_int(x, "num_layers", &c->num_layers) ||
+        get_int(x, "hidden_dim", &c->hidden_dim) || get_int(x, "intermediate_dim", &c->intermediate_dim) ||
+        get_int(x, "num_query_heads", &c->num_query_heads) || get_int(x, "num_key_value_heads", &c->num_kv_heads) ||
+        get_int(x, "head_dim", &c->head_dim) || get_int_or(x, "global_head_dim", 0, &c->global_head_dim) ||
+        get_int_or(x, "num_global_key_value_heads", 0, &c->num_global_kv_heads) ||
+        get_int_or(x, "hidden_size_per_layer_input", 0, &c->per_layer_input_dim) ||
+        get_int_or(x, "vocab_size_per_layer_input", 0, &c->per_layer_vocab_size) ||
+        get_int_or(x, "num_kv_shared_layers", 0, &c->num_kv_shared_layers) ||
+        get_int_or(x, "sliding_window_size", 512, &win) || get_int_or(x, "sliding_window_pattern", 6, &pattern) ||
+        get_bool(x, "use_sliding_window_attention", true, &sliding) ||
+        get_bool(x, "use_double_wide_mlp", false, &c->double_wide_mlp) ||
+        get_bool(x, "enable_moe_block", false, &moe) || get_bool(x, "use_bidirectional_attention", false, &bidir) ||
+        get_bool(x, "is_embedding_model", false, &embed) || get_num(x, "layer_norm_epsilon", 1e-6, &c->rms_eps) ||
+        get_num(x, "attention_logit_soft_cap", 0, &c->attn_logit_softcap) ||
+        get_num(x, "final_logit_soft_cap", 0, &c->final_logit_softcap) ||
+        get_num(x, "local_rope_scaling_factor", 1, &c->rope_local_scale) ||
+        get_num(x, "global_rope_scaling_factor", 1, &c->rope_global_scale) ||
+        get_num(x, "global_rope_partial_rotary_factor", 1, &c->rope_global_partial) ||
+        get_num(x, "local_rope_wavelength", 10000.0, &lbase) || get_num(x, "global_rope_wavelength", 1000000.0, &gbase))
+        return -1;
+    if (moe) NO("%s: config.enable_moe_block is true: Gemma 4 MoE (26B-A4B) is not supported", x->path);
+    if (bidir || embed)
+        NO("%s: config.%s is true: only causal language models are supported", x->path,
+           bidir ? "use_bidirectional_attention" : "is_embedding_model");
+    if (!sliding) NO("%s: config.use_sliding_window_attention false is not supported for Gemma 4", x->path);
+    if (pattern < 1 || pattern > 1000) NO("%s: config.sliding_window_pattern %lld out of range", x->path, (long long)pattern);
+    c->sliding_window = win;
+    c->sliding_pattern = (int)pattern;
+    c->rope_local_base = lbase, c->rope_global_base = gbase;
+    /* explicit layer types must be the periodic pattern (true of every Gemma 4 preset) */
+    json_t *types = json_object_get(x->cfg, "layer_types");
+    if (types && !json_is_null(types)) {
+        if (!json_is_array(types) || (int64_t)json_array_size(types) != c->num_layers)
+            NO("%s: config.layer_types: expected a list of num_layers (%lld) strings", x->path, (long long)c->num_layers);
+        for (int64_t i = 0; i < c->num_layers; i++) {
+            const char *t = json_string_value(json_array_get(types, (size_t)i));
+            bool global = i % pattern == pattern - 1;
+            if (!t || strcmp(t, global ? "full_attention" : "sliding_attention"))
+                NO("%s: config.layer_types[%lld] is '%s' but sliding_window_pattern %lld makes it %s: only periodic "
+                   "layer types are supported", x->path, (long long)i, t ? t : "?", (long long)pattern,
+                   global ? "full_attention" : "sliding_attention");
+        }
+    }
+    return 0;
+#undef NO
+}
+
 int gt_keras_preset_config(const char *dir, gt_gemma_config *c, char *err, size_t errn) {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -572,12 +686,27 @@ int gt_keras_preset_config(const char *dir, gt_gemma_config *c, char *err, size_
     }
     if (!strcmp(cls, "GemmaBackbone")) gen = 1;
     else if (!strcmp(cls, "Gemma3Backbone")) gen = 3;
+    else if (!strcmp(cls, "Gemma4Backbone")) gen = 4;
     else {
-        snprintf(err, errn, "%s: class_name '%s' is not a supported backbone (GemmaBackbone, Gemma3Backbone)", path, cls);
+        snprintf(err, errn, "%s: class_name '%s' is not a supported backbone (GemmaBackbone, Gemma3Backbone, "
+                 "Gemma4Backbone)", path, cls);
         goto done;
     }
     if (!json_is_object(x.cfg)) {
         snprintf(err, errn, "%s: no \"config\" object", path);
+        goto done;
+    }
+    if (gen == 4) {
+        if (config4(&x, c)) goto done;
+        const char *base = strrchr(dir, '/');
+        base = base && base[1] ? base + 1 : dir;
+        snprintf(c->name, sizeof c->name, "keras:%.50s", base);
+        char e[512];
+        if (gt_gemma_config_validate(c, e, sizeof e)) {
+            snprintf(err, errn, "%s: %s", path, e);
+            goto done;
+        }
+        rc = 0;
         goto done;
     }
     int64_t v, l, d, f, n, k, h, win;
@@ -690,6 +819,17 @@ int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_t
                      x->t->name, dims_str(nd, sh, got, sizeof got), dims_str(x->kn, x->ks, want, sizeof want));
             free(buf);
             goto done;
+        }
+        if (c.generation == 4 && x->layer < 0) {
+            /* top-level paths follow Keras' class-name numbering: confirm the layer's name */
+            char lname[96];
+            bool named = !gt_h5_attr_str(f, x->group, "name", lname, sizeof lname, err, errn);
+            if (named && strcmp(lname, x->lname))
+                snprintf(err, errn, "%s: %s holds layer '%s', expected '%s'", path, x->group, lname, x->lname);
+            if (!named || strcmp(lname, x->lname)) {
+                free(buf);
+                goto done;
+            }
         }
         from_keras(x, buf, x->t->data);
         free(buf);

@@ -9,6 +9,7 @@
 
 #include "models/gemma.h"
 #include "models/h5io.h"
+#include "models/keras_preset.h"
 
 static double attr(gt_h5 f, const char *name, double dflt) {
     double v;
@@ -178,11 +179,42 @@ START_TEST(matches_kerashub) {
 }
 END_TEST
 
+/* tests/fixtures/presets/gemma4: the fixture's backbone as KerasHub's save_to_preset wrote it. */
+START_TEST(kerashub_preset_import) {
+    gt_gemma_config want;
+    gt_h5 f = open_fixture(&want);
+    char err[1024];
+    gt_gemma_config c;
+    ck_assert_msg(gt_keras_preset_config("tests/fixtures/presets/gemma4", &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.generation, 4);
+    ck_assert_int_eq(gt_gemma_param_count(&c), gt_gemma_param_count(&want));
+    ck_assert(c.global_head_dim == 16 && c.num_global_kv_heads == 1 && c.num_kv_shared_layers == 3 &&
+              c.double_wide_mlp && c.per_layer_input_dim == 4 && c.sliding_pattern == 3 && c.sliding_window == 3);
+    ck_assert(c.rope_global_partial == 0.25 && c.rope_global_scale == 2 && c.rope_global_base == 1e6 &&
+              c.rope_local_base == 1e4 && c.attn_logit_softcap == 5 && c.final_logit_softcap == 8);
+    gt_gemma *m;
+    ck_assert_msg(gt_keras_preset_load("tests/fixtures/presets/gemma4", false, &m, NULL, err, sizeof err) == 0,
+                  "%s", err);
+    /* every tensor, permuted from KerasHub's layout, equals the fixture's (our layout) bit for bit */
+    for (int i = 0; i < m->n_params; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "/weights/%s", m->params[i].name);
+        float *w = read_f32(f, p, m->params[i].t->size);
+        ck_assert_msg(!memcmp(w, m->params[i].t->data, (size_t)m->params[i].t->size * sizeof(float)),
+                      "%s differs after import", m->params[i].name);
+        free(w);
+    }
+    gt_gemma_free(m);
+    gt_h5_close(f);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma4_parity");
     TCase *tc = tcase_create("kerashub");
     tcase_add_test(tc, structure_and_param_count);
     tcase_add_test(tc, matches_kerashub);
+    tcase_add_test(tc, kerashub_preset_import);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

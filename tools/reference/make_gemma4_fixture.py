@@ -18,9 +18,13 @@ Written to tests/fixtures/gemma4.h5 in the layout of make_gemma_fixtures.py:
   /expected/logits   float32 [B, T, V]; /expected/loss (sum(w * ce) / (B * T)); weighted_ce_sum
   /expected/grads/<name> float32: d loss / d weight for every trainable weight (not layer_scalar)
 
+The same backbone is saved with Backbone.save_to_preset to tests/fixtures/presets/gemma4/
+(config.json, model.weights.h5, metadata.json) for the KerasHub preset importer's test.
+
 Run: KERAS_BACKEND=jax python3 tools/reference/make_gemma4_fixture.py  (keras-hub 0.32, jax, h5py)
 """
 import os
+import shutil
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -171,6 +175,9 @@ def main(seed=4004):
         gg = e.create_group("grads")
         for p, gv in grad_of.items():
             gg[p] = to_ours(p, np.asarray(gv)).astype("float32")
+    preset = os.path.join(OUT, "presets", "gemma4")
+    shutil.rmtree(preset, ignore_errors=True)
+    bb.save_to_preset(preset)
     print(f"{path}: loss {float(loss):.6f}, max|logit| {float(np.abs(logits).max()):.3f}, "
           f"{bb.count_params()} params, {os.path.getsize(path)} bytes")
 
