@@ -175,6 +175,8 @@ int gt_gemma_config_validate(const gt_gemma_config *c, char *err, size_t errn) {
                 "(generation %d)", c->generation);
         return 0;
     }
+    if (c->norm_add_one || !c->use_post_attention_norm || !c->use_post_ffw_norm || !c->use_qk_norm)
+        BAD("model: Gemma 4 norms are fixed (w, not 1 + w; post-attention, post-ffw and q/k norms always on)");
     if (c->sliding_pattern < 1) BAD("model.sliding_window_pattern: Gemma 4 needs >= 1, got %d", c->sliding_pattern);
     if (c->global_head_dim < 0 || c->global_head_dim % 2)
         BAD("model.global_head_dim: must be even and >= 0, got %lld", (long long)c->global_head_dim);

@@ -291,7 +291,8 @@ static json_t *real_or_null(double v) { return v > 0 ? json_real(v) : json_null(
 /* KerasHub can express only its own RoPE bases and sliding patterns: refuse the rest. */
 static int representable(const gt_gemma_config *c, char *err, size_t errn) {
 #define NO(...) return snprintf(err, errn, "preset export: " __VA_ARGS__), -1
-    if (c->generation < 1 || c->generation > 3) NO("Gemma generation %d has no KerasHub writer here", c->generation);
+    if (c->generation < 1 || c->generation > 4) NO("Gemma generation %d has no KerasHub writer here", c->generation);
+    if (c->generation == 4) return 0; /* Gemma4Backbone's config expresses every gen-4 field we have */
     if (!c->norm_add_one) NO("RMSNorm without the (1 + w) form is not a Gemma 1-3 backbone");
     if (!c->query_head_dim_normalize && !c->kerashub_query_scaling)
         NO("query scaling by (hidden_dim/num_query_heads)^-1/2 differs from KerasHub's head_dim^-1/2");
@@ -315,7 +316,66 @@ static int representable(const gt_gemma_config *c, char *err, size_t errn) {
 #undef NO
 }
 
+static json_t *int_or_null(int64_t v) { return v > 0 ? json_integer(v) : json_null(); }
+
+/* Gemma4Backbone.get_config() of a text-only backbone, in KerasHub's key order. */
+static json_t *backbone_config4(const gt_gemma_config *c) {
+    json_t *j = json_object(), *types = json_array();
+    if (!j || !types) {
+        json_decref(j);
+        json_decref(types);
+        return NULL;
+    }
+    for (int64_t i = 0; i < c->num_layers; i++)
+        json_array_append_new(types, json_string(gt_gemma_layer_is_local(c, i) ? "sliding_attention" : "full_attention"));
+    json_object_set_new(j, "name", json_string("gemma4_backbone"));
+    json_object_set_new(j, "trainable", json_true());
+    json_object_set_new(j, "dtype", dtype_policy("float32"));
+    json_object_set_new(j, "vocabulary_size", json_integer(c->vocab_size));
+    json_object_set_new(j, "image_size", json_null());
+    json_object_set_new(j, "num_layers", json_integer(c->num_layers));
+    json_object_set_new(j, "num_query_heads", json_integer(c->num_query_heads));
+    json_object_set_new(j, "num_key_value_heads", json_integer(c->num_kv_heads));
+    json_object_set_new(j, "hidden_dim", json_integer(c->hidden_dim));
+    json_object_set_new(j, "intermediate_dim", json_integer(c->intermediate_dim));
+    json_object_set_new(j, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(j, "query_head_dim_normalize", json_true());
+    json_object_set_new(j, "attention_logit_soft_cap", real_or_null(c->attn_logit_softcap));
+    json_object_set_new(j, "final_logit_soft_cap", real_or_null(c->final_logit_softcap));
+    json_object_set_new(j, "use_sliding_window_attention", json_true());
+    json_object_set_new(j, "sliding_window_size", json_integer(c->sliding_window));
+    json_object_set_new(j, "sliding_window_pattern", json_integer(c->sliding_pattern));
+    json_object_set_new(j, "layer_types", types);
+    json_object_set_new(j, "global_head_dim", int_or_null(c->global_head_dim));
+    json_object_set_new(j, "local_rope_scaling_factor", json_real(c->rope_local_scale));
+    json_object_set_new(j, "global_rope_scaling_factor", json_real(c->rope_global_scale));
+    json_object_set_new(j, "vision_encoder", json_null());
+    json_object_set_new(j, "audio_encoder", json_null());
+    json_object_set_new(j, "num_audio_tokens_per_clip", json_null());
+    json_object_set_new(j, "use_bidirectional_attention", json_false());
+    json_object_set_new(j, "use_vision_bidirectional_attention", json_false());
+    json_object_set_new(j, "layer_norm_epsilon", json_real(c->rms_eps));
+    json_object_set_new(j, "dropout", json_integer(0));
+    json_object_set_new(j, "is_embedding_model", json_false());
+    json_object_set_new(j, "pooling_intermediate_dim", json_null());
+    json_object_set_new(j, "embedding_dim", json_null());
+    json_object_set_new(j, "num_kv_shared_layers", json_integer(c->num_kv_shared_layers));
+    json_object_set_new(j, "num_global_key_value_heads", int_or_null(c->num_global_kv_heads));
+    json_object_set_new(j, "hidden_size_per_layer_input", json_integer(c->per_layer_input_dim));
+    json_object_set_new(j, "vocab_size_per_layer_input", int_or_null(c->per_layer_vocab_size));
+    json_object_set_new(j, "global_rope_wavelength", json_real(c->rope_global_base));
+    json_object_set_new(j, "local_rope_wavelength", json_real(c->rope_local_base));
+    json_object_set_new(j, "global_rope_partial_rotary_factor", json_real(c->rope_global_partial));
+    json_object_set_new(j, "use_double_wide_mlp", json_boolean(c->double_wide_mlp));
+    json_object_set_new(j, "enable_moe_block", json_false());
+    json_object_set_new(j, "num_experts", json_null());
+    json_object_set_new(j, "expert_intermediate_dim", json_null());
+    json_object_set_new(j, "num_experts_per_token", json_integer(8));
+    return j;
+}
+
 static json_t *backbone_config(const gt_gemma_config *c) {
+    if (c->generation == 4) return backbone_config4(c);
     bool window = c->sliding_window > 0 && c->sliding_pattern > 0;
     json_t *j = json_object();
     if (!j) return NULL;
@@ -363,8 +423,22 @@ static json_t *backbone_config(const gt_gemma_config *c) {
     return j;
 }
 
+static bool has_pieces(const gt_tokenizer *tok, const char *a, const char *b, const char *c) {
+    return gt_tok_piece_id(tok, a) >= 0 && (!b || gt_tok_piece_id(tok, b) >= 0) && (!c || gt_tok_piece_id(tok, c) >= 0);
+}
+
 static json_t *tokenizer_json(const gt_gemma_config *c, const gt_tokenizer *tok) {
     bool g3 = c->generation >= 3;
+    if (c->generation == 4) {
+        /* Gemma4Tokenizer requires each enabled group's special pieces */
+        json_t *j = json_pack("{s:s, s:b, s:o, s:s, s:n, s:n, s:b, s:b, s:b, s:b, s:b}", "name", "gemma4_tokenizer",
+                              "trainable", 1, "dtype", dtype_policy("int32"), "config_file", "tokenizer.json",
+                              "proto", "sequence_length", "add_bos", 0, "add_eos", 0, "has_vision_tokens",
+                              has_pieces(tok, "<|image>", "<|image|>", "<image|>"), "has_audio_tokens",
+                              has_pieces(tok, "<|audio>", "<|audio|>", "<audio|>"), "has_video_tokens",
+                              has_pieces(tok, "<|video|>", NULL, NULL));
+        return j ? serialized("keras_hub.src.models.gemma4.gemma4_tokenizer", "Gemma4Tokenizer", j) : NULL;
+    }
     json_t *j = json_pack("{s:s, s:b, s:o, s:s, s:n, s:n, s:b, s:b}", "name",
                           g3 ? "gemma3_tokenizer" : "gemma_tokenizer", "trainable", 1, "dtype",
                           dtype_policy("int32"), "config_file", "tokenizer.json", "proto",
@@ -381,6 +455,22 @@ static json_t *tokenizer_json(const gt_gemma_config *c, const gt_tokenizer *tok)
 }
 
 static json_t *preprocessor_json(const gt_gemma_config *c, const gt_tokenizer *tok, int64_t seq) {
+    if (c->generation == 4) {
+        /* text only: no converters; the media counts are Gemma4CausalLMPreprocessor's defaults */
+        json_t *j = json_pack("{s:s, s:b, s:o, s:o, s:s, s:I, s:b, s:b, s:n, s:n, s:n, s:i, s:i, s:i, s:i, s:i,"
+                              " s:i, s:i, s:f}",
+                              "name", "gemma4_causal_lm_preprocessor", "trainable", 1, "dtype",
+                              dtype_policy("float32"), "tokenizer", tokenizer_json(c, tok), "config_file",
+                              "preprocessor.json", "sequence_length", (json_int_t)seq, "add_start_token", 1,
+                              "add_end_token", 1, "image_converter", "audio_converter", "video_converter",
+                              "num_vision_tokens_per_image", 280, "max_images_per_prompt", 2,
+                              "num_audio_tokens_per_clip", 750, "max_audio_clips_per_prompt", 1,
+                              "audio_input_feat_size", 128, "num_frames_per_video", 32,
+                              "num_vision_tokens_per_frame", 70, "video_fps", 24.0);
+        return j ? serialized("keras_hub.src.models.gemma4.gemma4_causal_lm_preprocessor",
+                              "Gemma4CausalLMPreprocessor", j)
+                 : NULL;
+    }
     bool g3 = c->generation >= 3;
     json_t *j = json_pack("{s:s, s:b, s:o, s:o, s:s, s:I, s:b, s:b}", "name",
                           g3 ? "gemma3_causal_lm_preprocessor" : "gemma_causal_lm_preprocessor",
@@ -401,6 +491,7 @@ static json_t *preprocessor_json(const gt_gemma_config *c, const gt_tokenizer *t
 static json_t *backbone_json(const gt_gemma_config *c) {
     json_t *cfg = backbone_config(c);
     if (!cfg) return NULL;
+    if (c->generation == 4) return serialized("keras_hub.src.models.gemma4.gemma4_backbone", "Gemma4Backbone", cfg);
     return c->generation >= 3
                ? serialized("keras_hub.src.models.gemma3.gemma3_backbone", "Gemma3Backbone", cfg)
                : serialized("keras_hub.src.models.gemma.gemma_backbone", "GemmaBackbone", cfg);
@@ -412,7 +503,7 @@ static json_t *metadata_json(const gt_gemma_config *c, const gt_preset_save_opts
     struct tm tmv;
     localtime_r(&now, &tmv);
     strftime(date, sizeof date, "%Y-%m-%d@%H:%M:%S", &tmv);
-    json_t *tasks = c->generation >= 3 ? json_pack("[s, s]", "CausalLM", "TextEmbedder") : json_pack("[s]", "CausalLM");
+    json_t *tasks = c->generation == 3 ? json_pack("[s, s]", "CausalLM", "TextEmbedder") : json_pack("[s]", "CausalLM");
     const gt_preset_provenance *p = &o->prov;
     json_t *lora = json_null();
     if (p->lora) {
@@ -457,13 +548,18 @@ static int save_weights(const char *dir, const gt_gemma *m, const gt_preset_save
         free(w);
         return -1;
     }
-    bool g3 = m->cfg.generation >= 3;
+    int gen = m->cfg.generation;
+    const char *bname = gen == 4 ? "gemma4_backbone" : gen == 3 ? "gemma3_backbone" : "gemma_backbone";
     int rc = gt_h5_group(h.f, "/vars", err, errn);
-    rc = rc ? rc : gt_h5_set_attr_str(h.f, "/vars", "name", g3 ? "gemma3_backbone" : "gemma_backbone", err, errn);
+    rc = rc ? rc : gt_h5_set_attr_str(h.f, "/vars", "name", bname, err, errn);
     rc = rc ? rc : gt_h5_group(h.f, "layers/input_layer/vars", err, errn);
     rc = rc ? rc : gt_h5_set_attr_str(h.f, "layers/input_layer/vars", "name", "token_ids", err, errn);
     rc = rc ? rc : gt_h5_group(h.f, "layers/input_layer_1/vars", err, errn);
     rc = rc ? rc : gt_h5_set_attr_str(h.f, "layers/input_layer_1/vars", "name", "padding_mask", err, errn);
+    if (gen == 4) {
+        rc = rc ? rc : gt_h5_group(h.f, "layers/input_layer_2/vars", err, errn);
+        rc = rc ? rc : gt_h5_set_attr_str(h.f, "layers/input_layer_2/vars", "name", "position_ids", err, errn);
+    }
     for (int64_t i = 0; i < m->cfg.num_layers && !rc; i++) {
         char b[64], g[128], nm[64];
         block_dir(&m->cfg, i, b, sizeof b);
@@ -524,11 +620,14 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
     }
     json_t *task = json_pack("{s:o, s:o, s:s}", "backbone", backbone_json(c), "preprocessor",
                              preprocessor_json(c, tok, o.sequence_length), "name",
-                             c->generation >= 3 ? "gemma3_causal_lm" : "gemma_causal_lm");
-    task = task ? (c->generation >= 3
-                       ? serialized("keras_hub.src.models.gemma3.gemma3_causal_lm", "Gemma3CausalLM", task)
-                       : serialized("keras_hub.src.models.gemma.gemma_causal_lm", "GemmaCausalLM", task))
-                : NULL;
+                             c->generation == 4 ? "gemma4_causal_lm" : c->generation >= 3 ? "gemma3_causal_lm" : "gemma_causal_lm");
+    if (task && c->generation == 4) {
+        json_object_set_new(task, "final_logit_cap", json_null());
+        task = serialized("keras_hub.src.models.gemma4.gemma4_causal_lm", "Gemma4CausalLM", task);
+    } else if (task) {
+        task = c->generation >= 3 ? serialized("keras_hub.src.models.gemma3.gemma3_causal_lm", "Gemma3CausalLM", task)
+                                  : serialized("keras_hub.src.models.gemma.gemma_causal_lm", "GemmaCausalLM", task);
+    }
     if (write_json(dir, "task.json", task, err, errn) ||
         write_json(dir, "preprocessor.json", preprocessor_json(c, tok, o.sequence_length), err, errn) ||
         write_json(dir, "tokenizer.json", tokenizer_json(c, tok), err, errn) ||

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "models/gemma.h"
 #include "models/h5io.h"
@@ -209,12 +210,117 @@ START_TEST(kerashub_preset_import) {
 }
 END_TEST
 
+static const char *const EXPORT_FILES[] = {"config.json", "model.weights.h5", "metadata.json", "task.json",
+                                           "preprocessor.json", "tokenizer.json",
+                                           "assets/tokenizer/vocabulary.spm", NULL};
+
+static void rm_export(const char *dir) {
+    char p[600];
+    for (int i = 0; EXPORT_FILES[i]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, EXPORT_FILES[i]);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s/assets/tokenizer", dir);
+    rmdir(p);
+    snprintf(p, sizeof p, "%s/assets", dir);
+    rmdir(p);
+    rmdir(dir);
+}
+
+static bool file_has(const char *path, const char *needle) {
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f, "%s", path);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return strstr(buf, needle) != NULL;
+}
+
+/* KerasHub preset -> gemmatrain -> preset: same config, same bits; the written files name
+ * Gemma 4's classes. The committed tests/fixtures/presets/ours_gemma4_keras.h5 holds what
+ * keras_hub computes on such an export (tools/reference/make_gemma4_fixture.py --check-export),
+ * compared with our logits below. */
+START_TEST(kerashub_preset_export) {
+    char err[1024], dir[] = "/tmp/gt_gemma4_XXXXXX", out[600], p[700];
+    ck_assert(mkdtemp(dir));
+    snprintf(out, sizeof out, "%s/ours4", dir);
+    gt_gemma *m;
+    gt_tokenizer *tok;
+    ck_assert_msg(!gt_keras_preset_load("tests/fixtures/presets/gemma4", false, &m, NULL, err, sizeof err), "%s", err);
+    /* any 61-piece SentencePiece model will do: the Gemma 1 fixture's */
+    ck_assert_msg(!gt_tok_load_spm("tests/fixtures/presets/gemma1/assets/tokenizer/vocabulary.spm", &tok, err,
+                                   sizeof err), "%s", err);
+    gt_preset_save_opts o = {.sequence_length = 16, .prov = {.steps = -1, .final_eval_loss = NAN}};
+    ck_assert_msg(!gt_keras_preset_save(out, m, tok, &o, err, sizeof err), "%s", err);
+    ck_assert_int_eq(gt_keras_preset_detect(out), 1);
+    gt_gemma *m2;
+    ck_assert_msg(!gt_keras_preset_load(out, false, &m2, NULL, err, sizeof err), "%s", err);
+    gt_gemma_config a = m->cfg, b = m2->cfg;
+    memset(a.name, 0, sizeof a.name);
+    memset(b.name, 0, sizeof b.name);
+    ck_assert_msg(!memcmp(&a, &b, sizeof a), "config differs after the round trip");
+    ck_assert_int_eq(m2->n_values, m->n_values);
+    ck_assert_msg(!memcmp(m->data, m2->data, (size_t)m->n_values * sizeof *m->data), "weights differ");
+    snprintf(p, sizeof p, "%s/task.json", out);
+    ck_assert(file_has(p, "\"Gemma4CausalLM\"") && file_has(p, "\"Gemma4CausalLMPreprocessor\"") &&
+              file_has(p, "\"Gemma4Tokenizer\""));
+    snprintf(p, sizeof p, "%s/config.json", out);
+    ck_assert(file_has(p, "\"Gemma4Backbone\"") && file_has(p, "\"num_kv_shared_layers\": 3"));
+    gt_gemma_free(m2);
+    rm_export(out);
+    rmdir(dir);
+
+    /* keras_hub's logits on such an export agree with ours */
+    gt_h5 f;
+    ck_assert_msg(!gt_h5_open_read("tests/fixtures/presets/ours_gemma4_keras.h5", &f, err, sizeof err), "%s", err);
+    char cls[64];
+    ck_assert_msg(!gt_h5_attr_str(f, "/", "class_name", cls, sizeof cls, err, sizeof err), "%s", err);
+    ck_assert_str_eq(cls, "Gemma4CausalLM");
+    gt_h5 fx;
+    gt_gemma_config fc;
+    fx = open_fixture(&fc);
+    int32_t *ids, *mask32;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(fx, "/inputs/token_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    int64_t B = shape[0], T = shape[1];
+    ck_assert(gt_h5_read_i32(fx, "/inputs/padding_mask", &mask32, &nd, shape, err, sizeof err) == 0);
+    uint8_t *mask = malloc((size_t)(B * T));
+    for (int64_t i = 0; i < B * T; i++) mask[i] = (uint8_t)mask32[i];
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = B, .seq = T, .token_ids = ids, .padding_mask = mask};
+    gt_tensor *logits = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    float *kl = read_f32(f, "/logits", logits->size);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t i = 0; i < logits->size; i++) {
+        maxref = fmax(maxref, fabs(kl[i]));
+        maxdiff = fmax(maxdiff, fabs((double)logits->data[i] - kl[i]));
+    }
+    printf("keras_hub on our Gemma 4 export: logits %.2e x max|logit|\n", maxdiff / maxref);
+    /* keras_hub ran eagerly here; its eager and jitted fp32 paths differ by ~5e-6 x max themselves */
+    ck_assert_msg(maxdiff <= 2e-5 * maxref, "keras_hub disagrees with us: %.3g x max", maxdiff / maxref);
+    free(kl);
+    free(ids);
+    free(mask32);
+    free(mask);
+    gt_ctx_free(&ctx);
+    gt_h5_close(fx);
+    gt_h5_close(f);
+    gt_tok_free(tok);
+    gt_gemma_free(m);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma4_parity");
     TCase *tc = tcase_create("kerashub");
     tcase_add_test(tc, structure_and_param_count);
     tcase_add_test(tc, matches_kerashub);
     tcase_add_test(tc, kerashub_preset_import);
+    tcase_add_test(tc, kerashub_preset_export);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

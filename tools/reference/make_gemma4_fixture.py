@@ -22,6 +22,11 @@ The same backbone is saved with Backbone.save_to_preset to tests/fixtures/preset
 (config.json, model.weights.h5, metadata.json) for the KerasHub preset importer's test.
 
 Run: KERAS_BACKEND=jax python3 tools/reference/make_gemma4_fixture.py  (keras-hub 0.32, jax, h5py)
+
+--check-export DIR OUT.h5: load a preset directory that gemmatrain exported from
+tests/fixtures/presets/gemma4 (with a tokenizer: see tests/test_gemma4_parity.c) with
+keras_hub.models.Gemma4CausalLM.from_preset, run it on the fixture's inputs and write /logits and the
+attribute class_name to OUT.h5 (committed as tests/fixtures/presets/ours_gemma4_keras.h5).
 """
 import os
 import shutil
@@ -182,5 +187,28 @@ def main(seed=4004):
           f"{bb.count_params()} params, {os.path.getsize(path)} bytes")
 
 
+def check_export(d, out):
+    # Gemma4CausalLM explicitly: in this script's import order keras_hub 0.32's generic
+    # CausalLM.from_preset picks Gemma4AssistantCausalLM for any Gemma4Backbone preset (KerasHub's
+    # own save_to_preset output included) and fails.
+    lm = keras_hub.models.Gemma4CausalLM.from_preset(d)
+    with h5py.File(os.path.join(OUT, "gemma4.h5")) as f:
+        token_ids, padding_mask = f["inputs/token_ids"][()], f["inputs/padding_mask"][()]
+        want = f["expected/logits"][()]
+    position_ids = np.tile(np.arange(token_ids.shape[1], dtype="int32"), (token_ids.shape[0], 1))
+    logits = np.asarray(lm({"token_ids": token_ids, "padding_mask": padding_mask,
+                            "position_ids": position_ids}), "float32")
+    err = float(np.abs(logits - want).max() / np.abs(want).max())
+    with h5py.File(out, "w") as f:
+        f["logits"] = logits
+        f.attrs["class_name"] = type(lm).__name__
+    print(f"{d}: loaded as {type(lm).__name__} ({type(lm.preprocessor).__name__}), logits vs the "
+          f"fixture {err:.2e} x max; wrote {out}")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if len(sys.argv) == 4 and sys.argv[1] == "--check-export":
+        check_export(sys.argv[2], sys.argv[3])
+    else:
+        main()
