@@ -270,10 +270,20 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
 /* Gemma 4 decoder block (KerasHub Gemma4TextDecoderBlock / Gemma4TextAttention). kv_k, kv_v
  * hold every earlier layer's attention keys and values (after norm and RoPE) for the kv-shared
  * layers; pli is this layer's per-layer input [B, T, P] or NULL. */
+/* Offset of layer i's rows in a Gemma 4 cache: only layers with their own k, v store any, each
+ * max_len rows of its own width (kv heads x head dim). */
+static int64_t cache_offset4(const gt_gemma_config *c, int64_t layer, int64_t max_len) {
+    int64_t off = 0;
+    for (int64_t j = 0; j < layer; j++)
+        if (gt_gemma_kv_source(c, j) < 0)
+            off += max_len * gt_gemma_layer_kv_heads(c, j) * gt_gemma_layer_head_dim(c, j);
+    return off;
+}
+
 static gt_tensor *block4(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, int64_t B,
                          int64_t T, const int32_t *pos, const uint8_t *key_mask,
                          const int32_t *segment_ids, gt_tensor **kv_k, gt_tensor **kv_v,
-                         gt_tensor *pli) {
+                         gt_tensor *pli, gt_gemma_cache *cache, int64_t pos0) {
     const gt_gemma_config *c = &m->cfg;
     const gt_gemma_layer *ly = &m->layers[i];
     int64_t H = gt_gemma_layer_head_dim(c, i), N = c->num_query_heads, K = gt_gemma_layer_kv_heads(c, i);
@@ -304,7 +314,21 @@ static gt_tensor *block4(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x
                               ? kraw
                               : heads(ctx, proj(ctx, m, i, GT_LORA_VALUE, h, ly->value), B, T, K, H);
         v = gt_rmsnorm(ctx, vraw, NULL, c->rms_eps, false);
+        if (cache && gt_ok(ctx)) {
+            /* as in block(): write the new rows, then attend over the cached pos0 + T */
+            int64_t row = K * H, S = pos0 + T, off = cache_offset4(c, i, cache->max_len);
+            gt_real *ck = cache->k + off, *cv = cache->v + off;
+            memcpy(ck + pos0 * row, k->data, (size_t)(T * row) * sizeof(gt_real));
+            memcpy(cv + pos0 * row, v->data, (size_t)(T * row) * sizeof(gt_real));
+            int64_t shape[4] = {1, S, K, H};
+            k = gt_alloc(ctx, sizeof *k);
+            v = gt_alloc(ctx, sizeof *v);
+            if (!k || !v) return NULL;
+            gt_tensor_wrap(k, ck, NULL, 4, shape, false);
+            gt_tensor_wrap(v, cv, NULL, 4, shape, false);
+        }
     }
+    if (cache) attn.q_offset = pos0; /* shared layers read their source's cache views */
     kv_k[i] = k;
     kv_v[i] = v;
     gt_tensor *a = gt_attention(ctx, q, k, v, &attn);
@@ -340,8 +364,10 @@ static gt_tensor *per_layer_inputs(gt_ctx *ctx, const gt_gemma *m, gt_tensor *h0
     return gt_reshape(ctx, gt_transpose(ctx, sum, 0, 1), 2, rows);
 }
 
+/* Final-normalised hidden states of Gemma 4; with a cache (B = 1, no tape) the T tokens sit at
+ * positions pos0.. after the cached ones. */
 static gt_tensor *hidden4(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b, gt_tensor *x,
-                          const int32_t *pos) {
+                          const int32_t *pos, gt_gemma_cache *cache, int64_t pos0) {
     int64_t B = b->batch, T = b->seq, L = m->cfg.num_layers, P = m->cfg.per_layer_input_dim;
     if (m->lora)
         return gt_fail(ctx, GT_ERR_ARG, "gemma: LoRA adapters on Gemma 4 are not supported yet");
@@ -354,7 +380,7 @@ static gt_tensor *hidden4(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *
             int64_t sh[3] = {B, T, P};
             pli = gt_reshape(ctx, gt_slice_rows(ctx, pl, i, 1), 3, sh);
         }
-        x = block4(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, kv, kv + L, pli);
+        x = block4(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, kv, kv + L, pli, cache, pos0);
     }
     return norm(ctx, m, x, m->final_norm);
 }
@@ -379,7 +405,7 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
         pos = p;
     }
     gt_tensor *x = embed(ctx, m, b->token_ids, B, T);
-    if (m->cfg.generation == 4) return hidden4(ctx, m, b, x, pos);
+    if (m->cfg.generation == 4) return hidden4(ctx, m, b, x, pos, NULL, 0);
     for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
         x = block(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, NULL, 0);
     return norm(ctx, m, x, m->final_norm);
@@ -388,9 +414,8 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
 int gt_gemma_cache_init(gt_gemma_cache *cache, const gt_gemma *m, int64_t max_len, char *err,
                         size_t errn) {
     memset(cache, 0, sizeof *cache);
-    if (m->cfg.generation == 4)
-        return snprintf(err, errn, "kv cache: Gemma 4 incremental decoding is not supported yet"), -1;
-    int64_t n = m->cfg.num_layers * max_len * m->cfg.num_kv_heads * m->cfg.head_dim;
+    int64_t n = m->cfg.generation == 4 ? cache_offset4(&m->cfg, m->cfg.num_layers, max_len)
+                                       : m->cfg.num_layers * max_len * m->cfg.num_kv_heads * m->cfg.head_dim;
     if (max_len < 1) return snprintf(err, errn, "kv cache: max_len must be >= 1"), -1;
     cache->k = malloc((size_t)n * sizeof(gt_real));
     cache->v = malloc((size_t)n * sizeof(gt_real));
@@ -412,8 +437,6 @@ void gt_gemma_cache_free(gt_gemma_cache *cache) {
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n) {
     if (!gt_ok(ctx)) return NULL;
-    if (m->cfg.generation == 4)
-        return gt_fail(ctx, GT_ERR_ARG, "gemma: Gemma 4 incremental decoding is not supported yet");
     int64_t pos0 = cache->len;
     if (n < 1 || pos0 + n > cache->max_len)
         return gt_fail(ctx, GT_ERR_ARG, "gemma: %lld new tokens at position %lld exceed the cache "
@@ -424,12 +447,19 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
     bool grad = ctx->grad_enabled;
     ctx->grad_enabled = false; /* the cache holds plain values: no tape through it */
     gt_tensor *x = embed(ctx, m, ids, 1, n);
-    for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
-        x = block(ctx, m, i, x, 1, n, pos, NULL, NULL, cache, pos0);
-    /* only the last position's hidden state is needed to sample the next token */
     int64_t flat[2] = {n, m->cfg.hidden_dim};
-    x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
-    gt_tensor *z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
+    gt_tensor *z;
+    if (m->cfg.generation == 4) {
+        gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
+        x = hidden4(ctx, m, &b, x, pos, cache, pos0);
+        z = gt_gemma_logits(ctx, m, gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1));
+    } else {
+        for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
+            x = block(ctx, m, i, x, 1, n, pos, NULL, NULL, cache, pos0);
+        /* only the last position's hidden state is needed to sample the next token */
+        x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
+        z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
+    }
     ctx->grad_enabled = grad;
     if (z) cache->len = pos0 + n;
     return z;

@@ -10,8 +10,8 @@
  * and from KerasHub's einsum layouts. Gemma 4 layers differ in shape (global layers: global head
  * dim and kv heads; kv-shared layers: no key/value, maybe a 2F MLP), see gemma_config.h; its
  * PLE kernels are stored (out, in) too: per_layer_model_projection [L*P, D],
- * per_layer_input_gate [P, D], per_layer_up_proj [D, P]. Gemma 4's KV cache (gt_gemma_step) and
- * LoRA are not supported yet (error).
+ * per_layer_input_gate [P, D], per_layer_up_proj [D, P]. LoRA on Gemma 4 is not supported yet
+ * (gt_gemma_hidden fails with a message).
  *
  * The forward builds on a gt_ctx tape, so backward comes from the engine; frozen parameters
  * (trainable == false) cost no gradient work. */
@@ -85,7 +85,8 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
 gt_tensor *gt_gemma_logits(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden);
 
 /* Key/value cache for incremental decoding of one sequence (B = 1): rotated keys and values of
- * every layer, [L][max_len][K*H] each. len = positions filled. */
+ * every layer, [L][max_len][K*H] each (Gemma 4: only layers with their own k, v, each
+ * [max_len][K_i*H_i]; kv-shared layers read their source's rows). len = positions filled. */
 typedef struct gt_gemma_cache {
     gt_real *k, *v;
     int64_t max_len, len;

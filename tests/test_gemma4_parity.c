@@ -314,11 +314,64 @@ START_TEST(kerashub_preset_export) {
 }
 END_TEST
 
+/* The KV cache path (prompt, then one token at a time) gives the full forward's logits at every
+ * position: sliding window 3 < 9 tokens, shared layers reading their source's cache, PLE. */
+START_TEST(incremental_decoding_matches_full_forward) {
+    gt_gemma_config cfg;
+    gt_h5 f = open_fixture(&cfg);
+    char err[1024];
+    gt_gemma *m;
+    ck_assert_msg(gt_gemma_create(&cfg, false, &m, err, sizeof err) == 0, "%s", err);
+    for (int i = 0; i < m->n_params; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "/weights/%s", m->params[i].name);
+        float *w = read_f32(f, p, m->params[i].t->size);
+        memcpy(m->params[i].t->data, w, (size_t)m->params[i].t->size * sizeof(float));
+        free(w);
+    }
+    int32_t *ids;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(f, "/inputs/token_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    int64_t T = shape[1], V = cfg.vocab_size;
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = 1, .seq = T, .token_ids = ids}; /* row 0, unpadded */
+    gt_tensor *full = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    gt_gemma_cache cache;
+    ck_assert_msg(gt_gemma_cache_init(&cache, m, T, err, sizeof err) == 0, "%s", err);
+    double worst = 0, maxref = 0;
+    int64_t prompt = 4;
+    for (int64_t t = prompt - 1; t < T; t++) {
+        int64_t from = t == prompt - 1 ? 0 : t, n = t - from + 1;
+        gt_tensor *z = gt_gemma_step(&ctx, m, &cache, ids + from, n);
+        ck_assert_msg(z && gt_ok(&ctx), "%s", ctx.err);
+        ck_assert_int_eq(cache.len, t + 1);
+        for (int64_t v = 0; v < V; v++) {
+            double want = full->data[t * V + v];
+            maxref = fmax(maxref, fabs(want));
+            worst = fmax(worst, fabs(z->data[v] - want));
+        }
+    }
+    printf("gemma4 kv cache vs full forward: %.2e x max|logit|\n", worst / maxref);
+    ck_assert_msg(worst <= 1e-5 * maxref, "cached decoding differs by %.3g x max", worst / maxref);
+    /* a full cache refuses more tokens */
+    ck_assert(gt_gemma_step(&ctx, m, &cache, ids, 1) == NULL && !gt_ok(&ctx));
+    gt_gemma_cache_free(&cache);
+    free(ids);
+    gt_ctx_free(&ctx);
+    gt_gemma_free(m);
+    gt_h5_close(f);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma4_parity");
     TCase *tc = tcase_create("kerashub");
     tcase_add_test(tc, structure_and_param_count);
     tcase_add_test(tc, matches_kerashub);
+    tcase_add_test(tc, incremental_decoding_matches_full_forward);
     tcase_add_test(tc, kerashub_preset_import);
     tcase_add_test(tc, kerashub_preset_export);
     suite_add_tcase(s, tc);
