@@ -16,6 +16,7 @@ typedef struct {
     int ndim;
     int64_t shape[2];
     gt_tensor **slot;
+    bool frozen; /* never trainable (Gemma 4 layer_scalar) */
 } param_spec;
 
 static int add_spec(param_spec *specs, int *n, gt_tensor **slot, int ndim, int64_t d0, int64_t d1,
@@ -27,7 +28,51 @@ static int add_spec(param_spec *specs, int *n, gt_tensor **slot, int ndim, int64
     p->shape[0] = d0;
     p->shape[1] = d1;
     p->slot = slot;
+    p->frozen = false;
     return 0;
+}
+
+/* Gemma 4 table: per-layer shapes, PLE tensors, k/v only where the layer computes them. */
+static void specs4(const gt_gemma_config *c, gt_gemma *m, param_spec *specs, int *n) {
+    int64_t L = c->num_layers, D = c->hidden_dim, N = c->num_query_heads, P = c->per_layer_input_dim;
+    add_spec(specs, n, &m->embedding, 2, c->vocab_size, D, "token_embedding/embeddings", -1, NULL);
+    if (P > 0) {
+        int64_t vp = c->per_layer_vocab_size ? c->per_layer_vocab_size : c->vocab_size;
+        add_spec(specs, n, &m->ple_embedding, 2, vp, L * P, "per_layer_token_embedding/embeddings", -1, NULL);
+        add_spec(specs, n, &m->ple_projection, 2, L * P, D, "per_layer_model_projection/kernel", -1, NULL);
+        add_spec(specs, n, &m->ple_norm, 1, P, 0, "per_layer_projection_norm/scale", -1, NULL);
+    }
+    const char *blk = "decoder_block_%lld/%s";
+    for (int64_t i = 0; i < L; i++) {
+        gt_gemma_layer *ly = &m->layers[i];
+        int64_t H = gt_gemma_layer_head_dim(c, i), KH = gt_gemma_layer_kv_heads(c, i) * H;
+        int64_t F = gt_gemma_layer_ffw_dim(c, i);
+        bool own_kv = gt_gemma_kv_source(c, i) < 0;
+        add_spec(specs, n, &ly->pre_attn_norm, 1, D, 0, blk, i, "pre_attention_norm/scale");
+        add_spec(specs, n, &ly->query, 2, N * H, D, blk, i, "attention/query/kernel");
+        if (own_kv) {
+            add_spec(specs, n, &ly->key, 2, KH, D, blk, i, "attention/key/kernel");
+            if (!gt_gemma_layer_k_eq_v(c, i))
+                add_spec(specs, n, &ly->value, 2, KH, D, blk, i, "attention/value/kernel");
+        }
+        add_spec(specs, n, &ly->attn_out, 2, D, N * H, blk, i, "attention/attention_output/kernel");
+        add_spec(specs, n, &ly->query_norm, 1, H, 0, blk, i, "attention/query_norm/scale");
+        if (own_kv) add_spec(specs, n, &ly->key_norm, 1, H, 0, blk, i, "attention/key_norm/scale");
+        add_spec(specs, n, &ly->post_attn_norm, 1, D, 0, blk, i, "post_attention_norm/scale");
+        add_spec(specs, n, &ly->pre_ffw_norm, 1, D, 0, blk, i, "pre_ffw_norm/scale");
+        add_spec(specs, n, &ly->post_ffw_norm, 1, D, 0, blk, i, "post_ffw_norm/scale");
+        add_spec(specs, n, &ly->gate, 2, F, D, blk, i, "ffw_gating/kernel");
+        add_spec(specs, n, &ly->up, 2, F, D, blk, i, "ffw_gating_2/kernel");
+        add_spec(specs, n, &ly->down, 2, D, F, blk, i, "ffw_linear/kernel");
+        if (P > 0) {
+            add_spec(specs, n, &ly->ple_gate, 2, P, D, blk, i, "per_layer_input_gate/kernel");
+            add_spec(specs, n, &ly->ple_up, 2, D, P, blk, i, "per_layer_up_proj/kernel");
+            add_spec(specs, n, &ly->ple_norm, 1, D, 0, blk, i, "post_per_layer_input_norm/scale");
+        }
+        add_spec(specs, n, &ly->layer_scalar, 0, 0, 0, blk, i, "layer_scalar");
+        specs[*n - 1].frozen = true;
+    }
+    add_spec(specs, n, &m->final_norm, 1, D, 0, "final_normalization/scale", -1, NULL);
 }
 
 int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, char *err,
@@ -41,16 +86,17 @@ int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, 
     int64_t NH = cfg->num_query_heads * cfg->head_dim, KH = cfg->num_kv_heads * cfg->head_dim;
     int64_t H = cfg->head_dim;
     m->layers = calloc((size_t)L, sizeof *m->layers);
-    param_spec *specs = calloc((size_t)(2 + 13 * L), sizeof *specs);
+    param_spec *specs = calloc((size_t)(5 + 17 * L), sizeof *specs);
     if (!m->layers || !specs) {
         free(specs);
         gt_gemma_free(m);
         return snprintf(err, errn, "out of memory"), -1;
     }
     int n = 0;
-    add_spec(specs, &n, &m->embedding, 2, cfg->vocab_size, D, "token_embedding/embeddings", -1, NULL);
+    if (cfg->generation == 4) specs4(cfg, m, specs, &n);
+    else add_spec(specs, &n, &m->embedding, 2, cfg->vocab_size, D, "token_embedding/embeddings", -1, NULL);
     const char *blk = "decoder_block_%lld/%s";
-    for (int64_t i = 0; i < L; i++) {
+    for (int64_t i = 0; i < L && cfg->generation != 4; i++) {
         gt_gemma_layer *ly = &m->layers[i];
         add_spec(specs, &n, &ly->pre_attn_norm, 1, D, 0, blk, i, "pre_attention_norm/scale");
         add_spec(specs, &n, &ly->query, 2, NH, D, blk, i, "attention/query/kernel");
@@ -70,7 +116,8 @@ int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, 
         add_spec(specs, &n, &ly->up, 2, F, D, blk, i, "ffw_gating_2/kernel");
         add_spec(specs, &n, &ly->down, 2, D, F, blk, i, "ffw_linear/kernel");
     }
-    add_spec(specs, &n, &m->final_norm, 1, D, 0, "final_normalization/scale", -1, NULL);
+    if (cfg->generation != 4)
+        add_spec(specs, &n, &m->final_norm, 1, D, 0, "final_normalization/scale", -1, NULL);
 
     int64_t total = 0;
     for (int i = 0; i < n; i++) total += gt_shape_size(specs[i].ndim, specs[i].shape);
@@ -90,8 +137,9 @@ int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, 
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
         gt_tensor *t = &tensors[i];
-        gt_tensor_wrap(t, m->data + off, trainable ? m->grad + off : NULL, specs[i].ndim,
-                       specs[i].shape, trainable);
+        bool train = trainable && !specs[i].frozen;
+        gt_tensor_wrap(t, m->data + off, train ? m->grad + off : NULL, specs[i].ndim,
+                       specs[i].shape, train);
         gt_tensor_set_name(t, specs[i].name);
         snprintf(m->params[i].name, sizeof m->params[i].name, "%s", specs[i].name);
         m->params[i].t = t;
@@ -132,18 +180,26 @@ void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
     uint64_t s = seed;
     if (!m->data16) {
         for (int64_t i = 0; i < m->n_values; i++) m->data[i] = (gt_real)(std * normal01(&s));
-        return;
-    }
-    /* the same stream in table order, the matrices rounded to bf16 */
-    for (int p = 0; p < m->n_params; p++) {
-        gt_tensor *t = m->params[p].t;
-        const gt_bf16_mat *w = &m->mats[p];
-        uint16_t *h = (uint16_t *)w->data;
-        for (int64_t i = 0; i < t->size; i++) {
-            gt_real v = (gt_real)(std * normal01(&s));
-            if (h) h[i] = gt_to_bf16((float)v);
-            else t->data[i] = v;
+    } else { /* the same stream in table order, the matrices rounded to bf16 */
+        for (int p = 0; p < m->n_params; p++) {
+            gt_tensor *t = m->params[p].t;
+            const gt_bf16_mat *w = &m->mats[p];
+            uint16_t *h = (uint16_t *)w->data;
+            for (int64_t i = 0; i < t->size; i++) {
+                gt_real v = (gt_real)(std * normal01(&s));
+                if (h) h[i] = gt_to_bf16((float)v);
+                else t->data[i] = v;
+            }
         }
+    }
+    if (m->cfg.generation != 4) return;
+    /* Gemma 4 norms multiply by w itself (KerasHub init: ones), and layer_scalar is frozen at 1 */
+    for (int i = 0; i < m->n_params; i++) {
+        gt_tensor *t = m->params[i].t;
+        size_t len = strlen(m->params[i].name);
+        if (len > 6 && !strcmp(m->params[i].name + len - 6, "/scale"))
+            for (int64_t j = 0; j < t->size; j++) t->data[j] += 1;
+        else if (t->ndim == 0) t->data[0] = 1;
     }
 }
 
@@ -170,6 +226,8 @@ int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t
         return snprintf(err, errn, "model.frozen_dtype: bf16 storage is for frozen weights (LoRA), "
                         "not full fine-tuning"), -1;
     if (m->data16) return snprintf(err, errn, "model.frozen_dtype: the model is bf16 already"), -1;
+    if (m->cfg.generation == 4)
+        return snprintf(err, errn, "model.frozen_dtype: bf16 storage is not supported for Gemma 4 yet"), -1;
     int64_t n16 = 0, nvec = 0, stage = 1024 * m->cfg.hidden_dim;
     for (int p = 0; p < m->n_params; p++) {
         gt_tensor *t = m->params[p].t;
@@ -335,6 +393,124 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
     return x;
 }
 
+/* Gemma 4 decoder block (KerasHub Gemma4TextDecoderBlock / Gemma4TextAttention). kv_k, kv_v
+ * hold every earlier layer's attention keys and values (after norm and RoPE) for the kv-shared
+ * layers; pli is this layer's per-layer input [B, T, P] or NULL. */
+/* Offset of layer i's rows in a Gemma 4 cache: only layers with their own k, v store any, each
+ * max_len rows of its own width (kv heads x head dim). */
+static int64_t cache_offset4(const gt_gemma_config *c, int64_t layer, int64_t max_len) {
+    int64_t off = 0;
+    for (int64_t j = 0; j < layer; j++)
+        if (gt_gemma_kv_source(c, j) < 0)
+            off += max_len * gt_gemma_layer_kv_heads(c, j) * gt_gemma_layer_head_dim(c, j);
+    return off;
+}
+
+static gt_tensor *block4(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, int64_t B,
+                         int64_t T, const int32_t *pos, const uint8_t *key_mask,
+                         const int32_t *segment_ids, gt_tensor **kv_k, gt_tensor **kv_v,
+                         gt_tensor *pli, gt_gemma_cache *cache, int64_t pos0) {
+    const gt_gemma_config *c = &m->cfg;
+    const gt_gemma_layer *ly = &m->layers[i];
+    int64_t H = gt_gemma_layer_head_dim(c, i), N = c->num_query_heads, K = gt_gemma_layer_kv_heads(c, i);
+    bool local = gt_gemma_layer_is_local(c, i);
+    gt_rope_cfg rope = {local ? c->rope_local_base : c->rope_global_base,
+                        local ? c->rope_local_scale : c->rope_global_scale,
+                        gt_gemma_layer_rotary_dims(c, i)};
+    gt_attn_cfg attn = {.scale = gt_gemma_query_scale(c),
+                        .softcap = c->attn_logit_softcap,
+                        .window = local ? c->sliding_window : 0,
+                        .causal = true,
+                        .q_offset = 0,
+                        .key_mask = key_mask,
+                        .segment_ids = segment_ids};
+    gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
+    gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
+    q = gt_rope(ctx, norm(ctx, m, q, ly->query_norm), pos, &rope);
+    int64_t src = gt_gemma_kv_source(c, i);
+    gt_tensor *k, *v;
+    if (src >= 0) {
+        k = kv_k[src];
+        v = kv_v[src];
+    } else {
+        gt_tensor *kraw = heads(ctx, proj(ctx, m, i, GT_LORA_KEY, h, ly->key), B, T, K, H);
+        k = gt_rope(ctx, norm(ctx, m, kraw, ly->key_norm), pos, &rope);
+        /* value norm: RMS without a scale; k = v layers normalise the raw key projection */
+        gt_tensor *vraw = gt_gemma_layer_k_eq_v(c, i)
+                              ? kraw
+                              : heads(ctx, proj(ctx, m, i, GT_LORA_VALUE, h, ly->value), B, T, K, H);
+        v = gt_rmsnorm(ctx, vraw, NULL, c->rms_eps, false);
+        if (cache && gt_ok(ctx)) {
+            /* as in block(): write the new rows, then attend over the cached pos0 + T */
+            int64_t row = K * H, S = pos0 + T, off = cache_offset4(c, i, cache->max_len);
+            gt_real *ck = cache->k + off, *cv = cache->v + off;
+            memcpy(ck + pos0 * row, k->data, (size_t)(T * row) * sizeof(gt_real));
+            memcpy(cv + pos0 * row, v->data, (size_t)(T * row) * sizeof(gt_real));
+            int64_t shape[4] = {1, S, K, H};
+            k = gt_alloc(ctx, sizeof *k);
+            v = gt_alloc(ctx, sizeof *v);
+            if (!k || !v) return NULL;
+            gt_tensor_wrap(k, ck, NULL, 4, shape, false);
+            gt_tensor_wrap(v, cv, NULL, 4, shape, false);
+        }
+    }
+    if (cache) attn.q_offset = pos0; /* shared layers read their source's cache views */
+    kv_k[i] = k;
+    kv_v[i] = v;
+    gt_tensor *a = gt_attention(ctx, q, k, v, &attn);
+    int64_t flat[3] = {B, T, N * H};
+    a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, a, 3, flat), ly->attn_out);
+    x = gt_add(ctx, x, norm(ctx, m, a, ly->post_attn_norm));
+    h = norm(ctx, m, x, ly->pre_ffw_norm);
+    gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
+                           proj(ctx, m, i, GT_LORA_UP, h, ly->up));
+    f = proj(ctx, m, i, GT_LORA_DOWN, f, ly->down);
+    x = gt_add(ctx, x, norm(ctx, m, f, ly->post_ffw_norm));
+    if (pli) {
+        gt_tensor *g = gt_mul(ctx, gt_gelu(ctx, linear(ctx, m, x, ly->ple_gate)), pli);
+        x = gt_add(ctx, x, norm(ctx, m, linear(ctx, m, g, ly->ple_up), ly->ple_norm));
+    }
+    /* layer_scalar is a frozen checkpoint constant: a plain scale, no gradient */
+    return gt_ok(ctx) ? gt_scale(ctx, x, (double)ly->layer_scalar->data[0]) : NULL;
+}
+
+/* Per-layer inputs of Gemma 4 (KerasHub Gemma4Backbone): with h0 = E[tok] sqrt(D),
+ * pli_i = (RMSNorm(h0 Wp_i / sqrt(D)) + Ep[tok]_i sqrt(P)) / sqrt(2), slice i of width P.
+ * Returns [L, B*T*P] (row i = layer i) or NULL. */
+static gt_tensor *per_layer_inputs(gt_ctx *ctx, const gt_gemma *m, gt_tensor *h0,
+                                   const int32_t *ids, int64_t B, int64_t T) {
+    const gt_gemma_config *c = &m->cfg;
+    int64_t L = c->num_layers, P = c->per_layer_input_dim, D = c->hidden_dim;
+    gt_tensor *e = gt_scale(ctx, gt_embedding(ctx, m->ple_embedding, ids, B * T), sqrt((double)P));
+    gt_tensor *pr = gt_scale(ctx, linear(ctx, m, h0, m->ple_projection), 1.0 / sqrt((double)D));
+    int64_t split[3] = {B * T, L, P};
+    pr = gt_rmsnorm(ctx, gt_reshape(ctx, pr, 3, split), m->ple_norm, c->rms_eps, false);
+    gt_tensor *sum = gt_scale(ctx, gt_add(ctx, pr, gt_reshape(ctx, e, 3, split)), 1.0 / sqrt(2.0));
+    int64_t rows[2] = {L, B * T * P};
+    return gt_reshape(ctx, gt_transpose(ctx, sum, 0, 1), 2, rows);
+}
+
+/* Final-normalised hidden states of Gemma 4; with a cache (B = 1, no tape) the T tokens sit at
+ * positions pos0.. after the cached ones. */
+static gt_tensor *hidden4(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b, gt_tensor *x,
+                          const int32_t *pos, gt_gemma_cache *cache, int64_t pos0) {
+    int64_t B = b->batch, T = b->seq, L = m->cfg.num_layers, P = m->cfg.per_layer_input_dim;
+    if (m->lora)
+        return gt_fail(ctx, GT_ERR_ARG, "gemma: LoRA adapters on Gemma 4 are not supported yet");
+    gt_tensor **kv = gt_alloc(ctx, (size_t)(2 * L) * sizeof *kv);
+    if (!kv) return NULL;
+    gt_tensor *pl = P > 0 ? per_layer_inputs(ctx, m, x, b->token_ids, B, T) : NULL;
+    for (int64_t i = 0; i < L && gt_ok(ctx); i++) {
+        gt_tensor *pli = NULL;
+        if (pl) {
+            int64_t sh[3] = {B, T, P};
+            pli = gt_reshape(ctx, gt_slice_rows(ctx, pl, i, 1), 3, sh);
+        }
+        x = block4(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, kv, kv + L, pli, cache, pos0);
+    }
+    return norm(ctx, m, x, m->final_norm);
+}
+
 static gt_tensor *embed(gt_ctx *ctx, const gt_gemma *m, const int32_t *ids, int64_t B, int64_t T) {
     const gt_bf16_mat *e16 = bf16_of(m, m->embedding);
     gt_tensor *x = e16 ? gt_bf16_embedding(ctx, e16, ids, B * T) : gt_embedding(ctx, m->embedding, ids, B * T);
@@ -358,6 +534,7 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
         pos = p;
     }
     gt_tensor *x = embed(ctx, m, b->token_ids, B, T);
+    if (m->cfg.generation == 4) return hidden4(ctx, m, b, x, pos, NULL, 0);
     for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
         x = block(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, NULL, 0);
     return norm(ctx, m, x, m->final_norm);
@@ -366,7 +543,8 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
 int gt_gemma_cache_init(gt_gemma_cache *cache, const gt_gemma *m, int64_t max_len, char *err,
                         size_t errn) {
     memset(cache, 0, sizeof *cache);
-    int64_t n = m->cfg.num_layers * max_len * m->cfg.num_kv_heads * m->cfg.head_dim;
+    int64_t n = m->cfg.generation == 4 ? cache_offset4(&m->cfg, m->cfg.num_layers, max_len)
+                                       : m->cfg.num_layers * max_len * m->cfg.num_kv_heads * m->cfg.head_dim;
     if (max_len < 1) return snprintf(err, errn, "kv cache: max_len must be >= 1"), -1;
     cache->k = malloc((size_t)n * sizeof(gt_real));
     cache->v = malloc((size_t)n * sizeof(gt_real));
@@ -398,12 +576,19 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
     bool grad = ctx->grad_enabled;
     ctx->grad_enabled = false; /* the cache holds plain values: no tape through it */
     gt_tensor *x = embed(ctx, m, ids, 1, n);
-    for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
-        x = block(ctx, m, i, x, 1, n, pos, NULL, NULL, cache, pos0);
-    /* only the last position's hidden state is needed to sample the next token */
     int64_t flat[2] = {n, m->cfg.hidden_dim};
-    x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
-    gt_tensor *z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
+    gt_tensor *z;
+    if (m->cfg.generation == 4) {
+        gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
+        x = hidden4(ctx, m, &b, x, pos, cache, pos0);
+        z = gt_gemma_logits(ctx, m, gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1));
+    } else {
+        for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
+            x = block(ctx, m, i, x, 1, n, pos, NULL, NULL, cache, pos0);
+        /* only the last position's hidden state is needed to sample the next token */
+        x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
+        z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
+    }
     ctx->grad_enabled = grad;
     if (z) cache->len = pos0 + n;
     return z;

@@ -7,7 +7,11 @@
  * weight: query [N*H, D], key/value [K*H, D], attention_output [D, N*H], ffw_gating and
  * ffw_gating_2 [F, D], ffw_linear [D, F]; token_embedding [V, D]; norm scales [D] or [H] hold w
  * as KerasHub stores it (the model applies 1 + w for Gemma 1-3). Import/export code permutes to
- * and from KerasHub's einsum layouts.
+ * and from KerasHub's einsum layouts. Gemma 4 layers differ in shape (global layers: global head
+ * dim and kv heads; kv-shared layers: no key/value, maybe a 2F MLP), see gemma_config.h; its
+ * PLE kernels are stored (out, in) too: per_layer_model_projection [L*P, D],
+ * per_layer_input_gate [P, D], per_layer_up_proj [D, P]. LoRA on Gemma 4 is not supported yet
+ * (gt_gemma_hidden fails with a message).
  *
  * The forward builds on a gt_ctx tape, so backward comes from the engine; frozen parameters
  * (trainable == false) cost no gradient work.
@@ -30,6 +34,10 @@ typedef struct gt_gemma_layer {
     gt_tensor *query, *key, *value, *attn_out;
     gt_tensor *query_norm, *key_norm;                                          /* Gemma 3 */
     gt_tensor *gate, *up, *down;
+    /* Gemma 4: key/value are NULL on kv-shared layers, value (and the value norm's absence of
+     * weights) also on k = v global layers; layer_scalar is a non-trainable scalar (no gradient);
+     * ple_* exist with per-layer embeddings: gate [P, D], up [D, P], norm [D]. */
+    gt_tensor *layer_scalar, *ple_gate, *ple_up, *ple_norm;
 } gt_gemma_layer;
 
 typedef struct gt_gemma_param {
@@ -55,6 +63,8 @@ typedef struct gt_gemma {
     uint16_t *data16;         /* bf16: the matrices' values, table order; else NULL */
     gt_bf16_mat *mats;        /* bf16: one per table entry (data NULL for vectors); else NULL */
     gt_real *stage;           /* bf16: staging the ops share */
+    /* Gemma 4 per-layer embeddings (NULL without): table [Vp, L*P], projection [L*P, D], norm [P] */
+    gt_tensor *ple_embedding, *ple_projection, *ple_norm;
 } gt_gemma;
 
 /* Allocate a zero-initialised model. trainable: every parameter requires a gradient (full
@@ -65,7 +75,8 @@ void gt_gemma_free(gt_gemma *m);
 /* Parameter by name, or NULL. */
 gt_tensor *gt_gemma_find(const gt_gemma *m, const char *name);
 /* Random init for tests and from-scratch runs: kernels and embeddings N(0, std) (Box-Muller on a
- * splitmix64 stream), norm scales N(0, std) around KerasHub's zero init. Deterministic per seed. */
+ * splitmix64 stream), norm scales N(0, std) around KerasHub's zero init (Gemma 4: 1 + N(0, std)
+ * around its ones init, layer_scalar 1). Deterministic per seed. */
 void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std);
 void gt_gemma_zero_grad(gt_gemma *m);
 
@@ -101,7 +112,8 @@ gt_tensor *gt_gemma_lm_loss(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden, c
 gt_tensor *gt_gemma_logits(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden);
 
 /* Key/value cache for incremental decoding of one sequence (B = 1): rotated keys and values of
- * every layer, [L][max_len][K*H] each. len = positions filled. */
+ * every layer, [L][max_len][K*H] each (Gemma 4: only layers with their own k, v, each
+ * [max_len][K_i*H_i]; kv-shared layers read their source's rows). len = positions filled. */
 typedef struct gt_gemma_cache {
     gt_real *k, *v;
     int64_t max_len, len;

@@ -23,7 +23,8 @@ void gt_gemma_config_defaults(gt_gemma_config *cfg, int generation) {
     cfg->rope_global_scale = 1.0;
     cfg->query_head_dim_normalize = true;
     cfg->kerashub_query_scaling = true;
-    cfg->max_seq_len = generation >= 3 ? 32768 : 8192;
+    cfg->max_seq_len = generation >= 4 ? 131072 : generation >= 3 ? 32768 : 8192;
+    cfg->rope_global_partial = 1.0;
 }
 
 typedef struct {
@@ -64,10 +65,33 @@ static const preset_row presets[] = {
 
 #define N_PRESETS (sizeof presets / sizeof presets[0])
 
+/* Gemma 4 dense text decoders: HF convert_gemma4_weights.py _VARIANTS (gemma-4-e2b, -e4b, -31b)
+ * plus Gemma4TextConfig defaults (head_dim 256, global_head_dim 512, vocab and PLE vocab 262144,
+ * global RoPE base 1e6 with partial factor 0.25, local base 1e4), as KerasHub's converter maps
+ * them (convert_gemma4.py). The MoE 26B-A4B is not supported (no MoE block). */
+typedef struct {
+    const char *name;
+    int64_t l, d, f, n, k, window, pattern, global_kv, kv_shared, ple;
+    bool double_wide;
+    int64_t ctx;
+} preset4_row;
+
+static const preset4_row presets4[] = {
+    {"gemma4_2b", 35, 1536, 6144, 8, 1, 512, 5, 0, 20, 256, true, 131072},
+    {"gemma4_instruct_2b", 35, 1536, 6144, 8, 1, 512, 5, 0, 20, 256, true, 131072},
+    {"gemma4_4b", 42, 2560, 10240, 8, 2, 512, 6, 0, 18, 256, false, 131072},
+    {"gemma4_instruct_4b", 42, 2560, 10240, 8, 2, 512, 6, 0, 18, 256, false, 131072},
+    {"gemma4_31b", 60, 5376, 21504, 32, 16, 1024, 6, 4, 0, 0, false, 262144},
+    {"gemma4_instruct_31b", 60, 5376, 21504, 32, 16, 1024, 6, 4, 0, 0, false, 262144},
+};
+
+#define N_PRESETS4 (sizeof presets4 / sizeof presets4[0])
+
 const char *const *gt_gemma_preset_names(void) {
-    static const char *names[N_PRESETS + 1];
+    static const char *names[N_PRESETS + N_PRESETS4 + 1];
     for (size_t i = 0; i < N_PRESETS; i++) names[i] = presets[i].name;
-    names[N_PRESETS] = NULL;
+    for (size_t i = 0; i < N_PRESETS4; i++) names[N_PRESETS + i] = presets4[i].name;
+    names[N_PRESETS + N_PRESETS4] = NULL;
     return names;
 }
 
@@ -90,17 +114,40 @@ int gt_gemma_preset(const char *name, gt_gemma_config *cfg, char *err, size_t er
         cfg->max_seq_len = p->ctx;
         return 0;
     }
-    /* Suggest presets sharing the generation prefix of the name. */
+    for (size_t i = 0; i < N_PRESETS4; i++) {
+        const preset4_row *p = &presets4[i];
+        if (strcmp(p->name, name) != 0) continue;
+        gt_gemma_config_defaults(cfg, 4);
+        snprintf(cfg->name, sizeof cfg->name, "%s", p->name);
+        cfg->vocab_size = 262144;
+        cfg->num_layers = p->l;
+        cfg->hidden_dim = p->d;
+        cfg->intermediate_dim = p->f;
+        cfg->num_query_heads = p->n;
+        cfg->num_kv_heads = p->k;
+        cfg->head_dim = 256;
+        cfg->global_head_dim = 512;
+        cfg->num_global_kv_heads = p->global_kv;
+        cfg->sliding_window = p->window;
+        cfg->sliding_pattern = (int)p->pattern;
+        cfg->rope_global_partial = 0.25;
+        cfg->num_kv_shared_layers = p->kv_shared;
+        cfg->double_wide_mlp = p->double_wide;
+        cfg->per_layer_input_dim = p->ple;
+        cfg->per_layer_vocab_size = p->ple ? 262144 : 0;
+        cfg->max_seq_len = p->ctx;
+        return 0;
+    }
     size_t off = (size_t)snprintf(err, errn, "unknown model preset '%s'; known:", name);
-    for (size_t i = 0; i < N_PRESETS && off < errn; i++)
-        off += (size_t)snprintf(err + off, errn - off, " %s", presets[i].name);
+    for (const char *const *n = gt_gemma_preset_names(); *n && off < errn; n++)
+        off += (size_t)snprintf(err + off, errn - off, " %s", *n);
     return -1;
 }
 
 int gt_gemma_config_validate(const gt_gemma_config *c, char *err, size_t errn) {
 #define BAD(...) return snprintf(err, errn, __VA_ARGS__), -1
-    if (c->generation < 1 || c->generation > 3)
-        BAD("model.generation: %d is not supported (1, 2 or 3)", c->generation);
+    if (c->generation < 1 || c->generation > 4)
+        BAD("model.generation: %d is not supported (1, 2, 3 or 4)", c->generation);
     if (c->vocab_size < 1 || c->vocab_size > INT32_MAX) BAD("model.vocab_size: %lld out of range", (long long)c->vocab_size);
     if (c->num_layers < 1) BAD("model.num_layers: must be >= 1, got %lld", (long long)c->num_layers);
     if (c->hidden_dim < 1) BAD("model.hidden_dim: must be >= 1, got %lld", (long long)c->hidden_dim);
@@ -120,6 +167,33 @@ int gt_gemma_config_validate(const gt_gemma_config *c, char *err, size_t errn) {
         BAD("model: a sliding-window pattern needs sliding_window_size > 0");
     if (!(c->rope_local_base > 0) || !(c->rope_global_base > 0)) BAD("model: RoPE bases must be > 0");
     if (!(c->rope_local_scale > 0) || !(c->rope_global_scale > 0)) BAD("model: RoPE scaling factors must be > 0");
+    if (c->generation < 4) {
+        if (c->global_head_dim || c->num_global_kv_heads || c->num_kv_shared_layers || c->double_wide_mlp ||
+            c->per_layer_input_dim || c->per_layer_vocab_size || c->rope_global_partial != 1.0)
+            BAD("model: global_head_dim, num_global_key_value_heads, num_kv_shared_layers, "
+                "use_double_wide_mlp, hidden_size_per_layer_input and partial RoPE are Gemma 4 only "
+                "(generation %d)", c->generation);
+        return 0;
+    }
+    if (c->norm_add_one || !c->use_post_attention_norm || !c->use_post_ffw_norm || !c->use_qk_norm)
+        BAD("model: Gemma 4 norms are fixed (w, not 1 + w; post-attention, post-ffw and q/k norms always on)");
+    if (c->sliding_pattern < 1) BAD("model.sliding_window_pattern: Gemma 4 needs >= 1, got %d", c->sliding_pattern);
+    if (c->global_head_dim < 0 || c->global_head_dim % 2)
+        BAD("model.global_head_dim: must be even and >= 0, got %lld", (long long)c->global_head_dim);
+    if (c->num_global_kv_heads < 0 || (c->num_global_kv_heads && c->num_query_heads % c->num_global_kv_heads))
+        BAD("model.num_query_heads (%lld) must be a multiple of num_global_key_value_heads (%lld)",
+            (long long)c->num_query_heads, (long long)c->num_global_kv_heads);
+    if (!(c->rope_global_partial > 0 && c->rope_global_partial <= 1))
+        BAD("model.global_rope_partial_rotary_factor: must be in (0, 1], got %g", c->rope_global_partial);
+    if (c->per_layer_input_dim < 0 || c->per_layer_vocab_size < 0 || c->per_layer_vocab_size > INT32_MAX)
+        BAD("model: hidden_size_per_layer_input and vocab_size_per_layer_input must be >= 0");
+    if (c->num_kv_shared_layers < 0 || c->num_kv_shared_layers >= c->num_layers)
+        BAD("model.num_kv_shared_layers: must be in [0, num_layers - 1], got %lld",
+            (long long)c->num_kv_shared_layers);
+    for (int64_t i = c->num_layers - c->num_kv_shared_layers; i < c->num_layers; i++)
+        if (gt_gemma_kv_source(c, i) < 0)
+            BAD("model.num_kv_shared_layers: layer %lld (%s) has no earlier unshared layer of its type",
+                (long long)i, gt_gemma_layer_is_local(c, i) ? "local" : "global");
     return 0;
 #undef BAD
 }
@@ -129,12 +203,70 @@ bool gt_gemma_layer_is_local(const gt_gemma_config *c, int64_t layer) {
            layer % c->sliding_pattern < c->sliding_pattern - 1;
 }
 
+static bool global4(const gt_gemma_config *c, int64_t layer) {
+    return c->generation == 4 && !gt_gemma_layer_is_local(c, layer);
+}
+
+int64_t gt_gemma_layer_head_dim(const gt_gemma_config *c, int64_t layer) {
+    return global4(c, layer) && c->global_head_dim > 0 ? c->global_head_dim : c->head_dim;
+}
+
+bool gt_gemma_layer_k_eq_v(const gt_gemma_config *c, int64_t layer) {
+    return global4(c, layer) && c->num_global_kv_heads > 0;
+}
+
+int64_t gt_gemma_layer_kv_heads(const gt_gemma_config *c, int64_t layer) {
+    return gt_gemma_layer_k_eq_v(c, layer) ? c->num_global_kv_heads : c->num_kv_heads;
+}
+
+int64_t gt_gemma_kv_source(const gt_gemma_config *c, int64_t layer) {
+    int64_t first = c->num_layers - c->num_kv_shared_layers;
+    if (c->generation != 4 || c->num_kv_shared_layers <= 0 || layer < first) return -1;
+    bool local = gt_gemma_layer_is_local(c, layer);
+    for (int64_t k = first - 1; k >= 0; k--)
+        if (gt_gemma_layer_is_local(c, k) == local) return k;
+    return -1;
+}
+
+int64_t gt_gemma_layer_ffw_dim(const gt_gemma_config *c, int64_t layer) {
+    return c->double_wide_mlp && gt_gemma_kv_source(c, layer) >= 0 ? 2 * c->intermediate_dim
+                                                                  : c->intermediate_dim;
+}
+
+int64_t gt_gemma_layer_rotary_dims(const gt_gemma_config *c, int64_t layer) {
+    int64_t h = gt_gemma_layer_head_dim(c, layer);
+    if (!global4(c, layer)) return h;
+    int64_t r = (int64_t)(c->rope_global_partial * (double)h);
+    r -= r % 2;
+    return r < 2 ? 2 : r;
+}
+
 double gt_gemma_query_scale(const gt_gemma_config *c) {
+    if (c->generation == 4) return 1.0;
     if (c->query_head_dim_normalize || c->kerashub_query_scaling) return 1.0 / sqrt((double)c->head_dim);
     return 1.0 / sqrt((double)(c->hidden_dim / c->num_query_heads));
 }
 
+/* KerasHub's count_params: every variable, the non-trainable layer_scalar included. */
+static int64_t param_count4(const gt_gemma_config *c) {
+    int64_t d = c->hidden_dim, n = c->num_query_heads, L = c->num_layers, p = c->per_layer_input_dim;
+    int64_t total = c->vocab_size * d + d;
+    if (p > 0) {
+        int64_t vp = c->per_layer_vocab_size ? c->per_layer_vocab_size : c->vocab_size;
+        total += vp * L * p + d * L * p + p;
+    }
+    for (int64_t i = 0; i < L; i++) {
+        int64_t h = gt_gemma_layer_head_dim(c, i), k = gt_gemma_layer_kv_heads(c, i);
+        int64_t per = 4 * d + 2 * n * d * h + h + 3 * d * gt_gemma_layer_ffw_dim(c, i) + 1;
+        if (gt_gemma_kv_source(c, i) < 0) per += (gt_gemma_layer_k_eq_v(c, i) ? 1 : 2) * k * d * h + h;
+        if (p > 0) per += 2 * d * p + d;
+        total += per;
+    }
+    return total;
+}
+
 int64_t gt_gemma_param_count(const gt_gemma_config *c) {
+    if (c->generation == 4) return param_count4(c);
     int64_t d = c->hidden_dim, h = c->head_dim, n = c->num_query_heads, k = c->num_kv_heads;
     int64_t per = 2 * d                            /* pre-attention, pre-ffw norms */
                   + 2 * n * d * h + 2 * k * d * h  /* q, o; k, v */

@@ -1,5 +1,5 @@
-/* gemma_config.h: one configuration struct for the Gemma text decoders (generations 1-3; 4 later)
- * and the table of KerasHub's named presets.
+/* gemma_config.h: one configuration struct for the Gemma text decoders (generations 1-4) and the
+ * table of KerasHub's named presets.
  *
  * Shapes follow KerasHub's backbones; `intermediate_dim` here is the width of ONE MLP branch
  * (KerasHub's Gemma 1/2 config stores twice that; Gemma 3 stores it as is). Facts and sources:
@@ -13,7 +13,7 @@
 
 typedef struct gt_gemma_config {
     char name[64];               /* preset name, or "custom" */
-    int generation;              /* 1, 2, 3 (4: reserved) */
+    int generation;              /* 1, 2, 3, 4 (Gemma 4: dense text decoder, docs/gemma4.md) */
     int64_t vocab_size;
     int64_t num_layers;
     int64_t hidden_dim;          /* D */
@@ -38,6 +38,16 @@ typedef struct gt_gemma_config {
     bool kerashub_query_scaling; /* KerasHub always scales by H^-1/2 whatever the flag says
                                     (reference §1.1); true reproduces it (default) */
     int64_t max_seq_len;         /* context length of the preset (informational) */
+    /* Gemma 4 only (zero / false / 1.0 for generations 1-3; validation rejects other values). */
+    int64_t global_head_dim;     /* head dim of global layers; 0 = head_dim */
+    int64_t num_global_kv_heads; /* > 0: global layers use this many kv heads AND share k = v
+                                    (one key projection, no value kernel) */
+    double rope_global_partial;  /* fraction of a global head's dims that rotate (0.25) */
+    int64_t num_kv_shared_layers;/* the last S layers reuse k, v of the last earlier layer of the
+                                    same type (no key/value kernels, no key_norm) */
+    bool double_wide_mlp;        /* kv-shared layers use an MLP branch of 2F */
+    int64_t per_layer_input_dim; /* P > 0: per-layer token embeddings (PLE); 0 = none */
+    int64_t per_layer_vocab_size;/* rows of the PLE table; 0 = vocab_size */
 } gt_gemma_config;
 
 /* Fill *cfg from a preset name ("gemma3_270m", "gemma2_instruct_2b_en", ...). Returns 0, or -1
@@ -52,7 +62,19 @@ void gt_gemma_config_defaults(gt_gemma_config *cfg, int generation);
 int gt_gemma_config_validate(const gt_gemma_config *cfg, char *err, size_t errn);
 
 bool gt_gemma_layer_is_local(const gt_gemma_config *cfg, int64_t layer);
-/* The multiplier applied to q before q.k (see kerashub_query_scaling). */
+/* Per-layer shapes (differ between local and global layers only in Gemma 4). */
+int64_t gt_gemma_layer_head_dim(const gt_gemma_config *cfg, int64_t layer);
+int64_t gt_gemma_layer_kv_heads(const gt_gemma_config *cfg, int64_t layer);
+int64_t gt_gemma_layer_ffw_dim(const gt_gemma_config *cfg, int64_t layer);
+/* Gemma 4 global layers with num_global_kv_heads: v comes from the key projection. */
+bool gt_gemma_layer_k_eq_v(const gt_gemma_config *cfg, int64_t layer);
+/* Index of the earlier layer whose k, v this layer reuses, or -1 when it computes its own. */
+int64_t gt_gemma_kv_source(const gt_gemma_config *cfg, int64_t layer);
+/* Rotated dims of a layer's heads (gt_rope_cfg.rotary_dims): KerasHub's
+ * max(2, even(floor(partial * H))) on Gemma 4 global layers, else the full head dim. */
+int64_t gt_gemma_layer_rotary_dims(const gt_gemma_config *cfg, int64_t layer);
+/* The multiplier applied to q before q.k (see kerashub_query_scaling); 1.0 for Gemma 4, whose
+ * q/k norms replace the scaling. */
 double gt_gemma_query_scale(const gt_gemma_config *cfg);
 /* Number of parameters (KerasHub's count: tied embedding counted once). */
 int64_t gt_gemma_param_count(const gt_gemma_config *cfg);

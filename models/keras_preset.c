@@ -54,9 +54,56 @@ static void add(wmap *w, int *n, const char *dir, const char *sub, const char *l
 }
 
 static void block_dir(const gt_gemma_config *c, int64_t i, char *buf, size_t n) {
-    const char *cls = c->generation >= 3 ? "gemma3_decoder_block" : "gemma_decoder_block";
+    const char *cls = c->generation == 4   ? "gemma4_text_decoder_block"
+                      : c->generation >= 3 ? "gemma3_decoder_block"
+                                           : "gemma_decoder_block";
     if (i == 0) snprintf(buf, n, "%s", cls);
     else snprintf(buf, n, "%s_%lld", cls, (long long)i);
+}
+
+/* Gemma4Backbone (keras_hub 0.32): top-level layers are named by class in graph order (the PLE
+ * norm precedes the final norm), block sublayers by attribute; a block's own vars/0 is its
+ * layer_scalar; absent kernels (kv-shared, k = v) have no group. No LoRA targets (unsupported). */
+static void build_map4(const gt_gemma *m, wmap *w, int *n) {
+    const gt_gemma_config *c = &m->cfg;
+    int64_t V = c->vocab_size, D = c->hidden_dim, N = c->num_query_heads, L = c->num_layers,
+            P = c->per_layer_input_dim;
+    add(w, n, "reversible_embedding", "", "token_embedding", m->embedding, P_COPY, 2, V, D, 0, -1, -1);
+    if (P > 0) {
+        add(w, n, "embedding", "", "per_layer_token_embedding", m->ple_embedding, P_COPY, 2,
+            m->ple_embedding->shape[0], L * P, 0, -1, -1);
+        add(w, n, "dense", "", "per_layer_model_projection", m->ple_projection, P_T, 2, D, L * P, 0, -1, -1);
+        add(w, n, "rms_normalization", "", "per_layer_projection_norm", m->ple_norm, P_COPY, 1, P, 0, 0, -1, -1);
+    }
+    for (int64_t i = 0; i < L; i++) {
+        const gt_gemma_layer *ly = &m->layers[i];
+        int64_t H = gt_gemma_layer_head_dim(c, i), K = gt_gemma_layer_kv_heads(c, i), F = gt_gemma_layer_ffw_dim(c, i);
+        char b[64], nm[48];
+        block_dir(c, i, b, sizeof b);
+        snprintf(nm, sizeof nm, "decoder_block_%lld", (long long)i);
+        add(w, n, b, "pre_attention_norm", "pre_attention_norm", ly->pre_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, n, b, "attention/query_dense", "query", ly->query, P_QKV, 3, N, D, H, i, -1);
+        if (ly->key) add(w, n, b, "attention/key_dense", "key", ly->key, P_QKV, 3, K, D, H, i, -1);
+        if (ly->value) add(w, n, b, "attention/value_dense", "value", ly->value, P_QKV, 3, K, D, H, i, -1);
+        add(w, n, b, "attention/output_dense", "attention_output", ly->attn_out, P_OUT, 3, N, H, D, i, -1);
+        add(w, n, b, "attention/query_norm", "query_norm", ly->query_norm, P_COPY, 1, H, 0, 0, i, -1);
+        if (ly->key_norm) add(w, n, b, "attention/key_norm", "key_norm", ly->key_norm, P_COPY, 1, H, 0, 0, i, -1);
+        add(w, n, b, "post_attention_norm", "post_attention_norm", ly->post_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, n, b, "pre_ffw_norm", "pre_ffw_norm", ly->pre_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, n, b, "post_ffw_norm", "post_ffw_norm", ly->post_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
+        add(w, n, b, "gating_ffw", "ffw_gating", ly->gate, P_T, 2, D, F, 0, i, -1);
+        add(w, n, b, "gating_ffw_2", "ffw_gating_2", ly->up, P_T, 2, D, F, 0, i, -1);
+        add(w, n, b, "ffw_linear", "ffw_linear", ly->down, P_T, 2, F, D, 0, i, -1);
+        if (P > 0) {
+            add(w, n, b, "per_layer_input_gate", "per_layer_input_gate", ly->ple_gate, P_T, 2, D, P, 0, i, -1);
+            add(w, n, b, "per_layer_up_proj", "per_layer_up_proj", ly->ple_up, P_T, 2, P, D, 0, i, -1);
+            add(w, n, b, "post_per_layer_input_norm", "post_per_layer_input_norm", ly->ple_norm, P_COPY, 1, D, 0,
+                0, i, -1);
+        }
+        add(w, n, b, "", nm, ly->layer_scalar, P_COPY, 0, 0, 0, 0, i, -1);
+    }
+    add(w, n, P > 0 ? "rms_normalization_1" : "rms_normalization", "", "final_normalization", m->final_norm,
+        P_COPY, 1, D, 0, 0, -1, -1);
 }
 
 /* Every parameter of m with its Keras path and shape; *out has m->n_params entries. */
@@ -65,6 +112,12 @@ static int build_map(const gt_gemma *m, wmap **out, int *count) {
     wmap *w = calloc((size_t)m->n_params, sizeof *w);
     if (!w) return -1;
     int n = 0;
+    if (c->generation == 4) {
+        build_map4(m, w, &n);
+        *out = w;
+        *count = n;
+        return 0;
+    }
     int64_t V = c->vocab_size, D = c->hidden_dim, F = c->intermediate_dim, N = c->num_query_heads,
             K = c->num_kv_heads, H = c->head_dim;
     add(w, &n, "reversible_embedding", "", "token_embedding", m->embedding, P_COPY, 2, V, D, 0, -1, -1);
@@ -238,7 +291,8 @@ static json_t *real_or_null(double v) { return v > 0 ? json_real(v) : json_null(
 /* KerasHub can express only its own RoPE bases and sliding patterns: refuse the rest. */
 static int representable(const gt_gemma_config *c, char *err, size_t errn) {
 #define NO(...) return snprintf(err, errn, "preset export: " __VA_ARGS__), -1
-    if (c->generation < 1 || c->generation > 3) NO("Gemma generation %d has no KerasHub writer here", c->generation);
+    if (c->generation < 1 || c->generation > 4) NO("Gemma generation %d has no KerasHub writer here", c->generation);
+    if (c->generation == 4) return 0; /* Gemma4Backbone's config expresses every gen-4 field we have */
     if (!c->norm_add_one) NO("RMSNorm without the (1 + w) form is not a Gemma 1-3 backbone");
     if (!c->query_head_dim_normalize && !c->kerashub_query_scaling)
         NO("query scaling by (hidden_dim/num_query_heads)^-1/2 differs from KerasHub's head_dim^-1/2");
@@ -262,7 +316,66 @@ static int representable(const gt_gemma_config *c, char *err, size_t errn) {
 #undef NO
 }
 
+static json_t *int_or_null(int64_t v) { return v > 0 ? json_integer(v) : json_null(); }
+
+/* Gemma4Backbone.get_config() of a text-only backbone, in KerasHub's key order. */
+static json_t *backbone_config4(const gt_gemma_config *c) {
+    json_t *j = json_object(), *types = json_array();
+    if (!j || !types) {
+        json_decref(j);
+        json_decref(types);
+        return NULL;
+    }
+    for (int64_t i = 0; i < c->num_layers; i++)
+        json_array_append_new(types, json_string(gt_gemma_layer_is_local(c, i) ? "sliding_attention" : "full_attention"));
+    json_object_set_new(j, "name", json_string("gemma4_backbone"));
+    json_object_set_new(j, "trainable", json_true());
+    json_object_set_new(j, "dtype", dtype_policy("float32"));
+    json_object_set_new(j, "vocabulary_size", json_integer(c->vocab_size));
+    json_object_set_new(j, "image_size", json_null());
+    json_object_set_new(j, "num_layers", json_integer(c->num_layers));
+    json_object_set_new(j, "num_query_heads", json_integer(c->num_query_heads));
+    json_object_set_new(j, "num_key_value_heads", json_integer(c->num_kv_heads));
+    json_object_set_new(j, "hidden_dim", json_integer(c->hidden_dim));
+    json_object_set_new(j, "intermediate_dim", json_integer(c->intermediate_dim));
+    json_object_set_new(j, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(j, "query_head_dim_normalize", json_true());
+    json_object_set_new(j, "attention_logit_soft_cap", real_or_null(c->attn_logit_softcap));
+    json_object_set_new(j, "final_logit_soft_cap", real_or_null(c->final_logit_softcap));
+    json_object_set_new(j, "use_sliding_window_attention", json_true());
+    json_object_set_new(j, "sliding_window_size", json_integer(c->sliding_window));
+    json_object_set_new(j, "sliding_window_pattern", json_integer(c->sliding_pattern));
+    json_object_set_new(j, "layer_types", types);
+    json_object_set_new(j, "global_head_dim", int_or_null(c->global_head_dim));
+    json_object_set_new(j, "local_rope_scaling_factor", json_real(c->rope_local_scale));
+    json_object_set_new(j, "global_rope_scaling_factor", json_real(c->rope_global_scale));
+    json_object_set_new(j, "vision_encoder", json_null());
+    json_object_set_new(j, "audio_encoder", json_null());
+    json_object_set_new(j, "num_audio_tokens_per_clip", json_null());
+    json_object_set_new(j, "use_bidirectional_attention", json_false());
+    json_object_set_new(j, "use_vision_bidirectional_attention", json_false());
+    json_object_set_new(j, "layer_norm_epsilon", json_real(c->rms_eps));
+    json_object_set_new(j, "dropout", json_integer(0));
+    json_object_set_new(j, "is_embedding_model", json_false());
+    json_object_set_new(j, "pooling_intermediate_dim", json_null());
+    json_object_set_new(j, "embedding_dim", json_null());
+    json_object_set_new(j, "num_kv_shared_layers", json_integer(c->num_kv_shared_layers));
+    json_object_set_new(j, "num_global_key_value_heads", int_or_null(c->num_global_kv_heads));
+    json_object_set_new(j, "hidden_size_per_layer_input", json_integer(c->per_layer_input_dim));
+    json_object_set_new(j, "vocab_size_per_layer_input", int_or_null(c->per_layer_vocab_size));
+    json_object_set_new(j, "global_rope_wavelength", json_real(c->rope_global_base));
+    json_object_set_new(j, "local_rope_wavelength", json_real(c->rope_local_base));
+    json_object_set_new(j, "global_rope_partial_rotary_factor", json_real(c->rope_global_partial));
+    json_object_set_new(j, "use_double_wide_mlp", json_boolean(c->double_wide_mlp));
+    json_object_set_new(j, "enable_moe_block", json_false());
+    json_object_set_new(j, "num_experts", json_null());
+    json_object_set_new(j, "expert_intermediate_dim", json_null());
+    json_object_set_new(j, "num_experts_per_token", json_integer(8));
+    return j;
+}
+
 static json_t *backbone_config(const gt_gemma_config *c) {
+    if (c->generation == 4) return backbone_config4(c);
     bool window = c->sliding_window > 0 && c->sliding_pattern > 0;
     json_t *j = json_object();
     if (!j) return NULL;
@@ -310,8 +423,22 @@ static json_t *backbone_config(const gt_gemma_config *c) {
     return j;
 }
 
+static bool has_pieces(const gt_tokenizer *tok, const char *a, const char *b, const char *c) {
+    return gt_tok_piece_id(tok, a) >= 0 && (!b || gt_tok_piece_id(tok, b) >= 0) && (!c || gt_tok_piece_id(tok, c) >= 0);
+}
+
 static json_t *tokenizer_json(const gt_gemma_config *c, const gt_tokenizer *tok) {
     bool g3 = c->generation >= 3;
+    if (c->generation == 4) {
+        /* Gemma4Tokenizer requires each enabled group's special pieces */
+        json_t *j = json_pack("{s:s, s:b, s:o, s:s, s:n, s:n, s:b, s:b, s:b, s:b, s:b}", "name", "gemma4_tokenizer",
+                              "trainable", 1, "dtype", dtype_policy("int32"), "config_file", "tokenizer.json",
+                              "proto", "sequence_length", "add_bos", 0, "add_eos", 0, "has_vision_tokens",
+                              has_pieces(tok, "<|image>", "<|image|>", "<image|>"), "has_audio_tokens",
+                              has_pieces(tok, "<|audio>", "<|audio|>", "<audio|>"), "has_video_tokens",
+                              has_pieces(tok, "<|video|>", NULL, NULL));
+        return j ? serialized("keras_hub.src.models.gemma4.gemma4_tokenizer", "Gemma4Tokenizer", j) : NULL;
+    }
     json_t *j = json_pack("{s:s, s:b, s:o, s:s, s:n, s:n, s:b, s:b}", "name",
                           g3 ? "gemma3_tokenizer" : "gemma_tokenizer", "trainable", 1, "dtype",
                           dtype_policy("int32"), "config_file", "tokenizer.json", "proto",
@@ -328,6 +455,22 @@ static json_t *tokenizer_json(const gt_gemma_config *c, const gt_tokenizer *tok)
 }
 
 static json_t *preprocessor_json(const gt_gemma_config *c, const gt_tokenizer *tok, int64_t seq) {
+    if (c->generation == 4) {
+        /* text only: no converters; the media counts are Gemma4CausalLMPreprocessor's defaults */
+        json_t *j = json_pack("{s:s, s:b, s:o, s:o, s:s, s:I, s:b, s:b, s:n, s:n, s:n, s:i, s:i, s:i, s:i, s:i,"
+                              " s:i, s:i, s:f}",
+                              "name", "gemma4_causal_lm_preprocessor", "trainable", 1, "dtype",
+                              dtype_policy("float32"), "tokenizer", tokenizer_json(c, tok), "config_file",
+                              "preprocessor.json", "sequence_length", (json_int_t)seq, "add_start_token", 1,
+                              "add_end_token", 1, "image_converter", "audio_converter", "video_converter",
+                              "num_vision_tokens_per_image", 280, "max_images_per_prompt", 2,
+                              "num_audio_tokens_per_clip", 750, "max_audio_clips_per_prompt", 1,
+                              "audio_input_feat_size", 128, "num_frames_per_video", 32,
+                              "num_vision_tokens_per_frame", 70, "video_fps", 24.0);
+        return j ? serialized("keras_hub.src.models.gemma4.gemma4_causal_lm_preprocessor",
+                              "Gemma4CausalLMPreprocessor", j)
+                 : NULL;
+    }
     bool g3 = c->generation >= 3;
     json_t *j = json_pack("{s:s, s:b, s:o, s:o, s:s, s:I, s:b, s:b}", "name",
                           g3 ? "gemma3_causal_lm_preprocessor" : "gemma_causal_lm_preprocessor",
@@ -348,6 +491,7 @@ static json_t *preprocessor_json(const gt_gemma_config *c, const gt_tokenizer *t
 static json_t *backbone_json(const gt_gemma_config *c) {
     json_t *cfg = backbone_config(c);
     if (!cfg) return NULL;
+    if (c->generation == 4) return serialized("keras_hub.src.models.gemma4.gemma4_backbone", "Gemma4Backbone", cfg);
     return c->generation >= 3
                ? serialized("keras_hub.src.models.gemma3.gemma3_backbone", "Gemma3Backbone", cfg)
                : serialized("keras_hub.src.models.gemma.gemma_backbone", "GemmaBackbone", cfg);
@@ -359,7 +503,7 @@ static json_t *metadata_json(const gt_gemma_config *c, const gt_preset_save_opts
     struct tm tmv;
     localtime_r(&now, &tmv);
     strftime(date, sizeof date, "%Y-%m-%d@%H:%M:%S", &tmv);
-    json_t *tasks = c->generation >= 3 ? json_pack("[s, s]", "CausalLM", "TextEmbedder") : json_pack("[s]", "CausalLM");
+    json_t *tasks = c->generation == 3 ? json_pack("[s, s]", "CausalLM", "TextEmbedder") : json_pack("[s]", "CausalLM");
     const gt_preset_provenance *p = &o->prov;
     json_t *lora = json_null();
     if (p->lora) {
@@ -404,13 +548,18 @@ static int save_weights(const char *dir, const gt_gemma *m, const gt_preset_save
         free(w);
         return -1;
     }
-    bool g3 = m->cfg.generation >= 3;
+    int gen = m->cfg.generation;
+    const char *bname = gen == 4 ? "gemma4_backbone" : gen == 3 ? "gemma3_backbone" : "gemma_backbone";
     int rc = gt_h5_group(h.f, "/vars", err, errn);
-    rc = rc ? rc : gt_h5_set_attr_str(h.f, "/vars", "name", g3 ? "gemma3_backbone" : "gemma_backbone", err, errn);
+    rc = rc ? rc : gt_h5_set_attr_str(h.f, "/vars", "name", bname, err, errn);
     rc = rc ? rc : gt_h5_group(h.f, "layers/input_layer/vars", err, errn);
     rc = rc ? rc : gt_h5_set_attr_str(h.f, "layers/input_layer/vars", "name", "token_ids", err, errn);
     rc = rc ? rc : gt_h5_group(h.f, "layers/input_layer_1/vars", err, errn);
     rc = rc ? rc : gt_h5_set_attr_str(h.f, "layers/input_layer_1/vars", "name", "padding_mask", err, errn);
+    if (gen == 4) {
+        rc = rc ? rc : gt_h5_group(h.f, "layers/input_layer_2/vars", err, errn);
+        rc = rc ? rc : gt_h5_set_attr_str(h.f, "layers/input_layer_2/vars", "name", "position_ids", err, errn);
+    }
     for (int64_t i = 0; i < m->cfg.num_layers && !rc; i++) {
         char b[64], g[128], nm[64];
         block_dir(&m->cfg, i, b, sizeof b);
@@ -471,11 +620,14 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
     }
     json_t *task = json_pack("{s:o, s:o, s:s}", "backbone", backbone_json(c), "preprocessor",
                              preprocessor_json(c, tok, o.sequence_length), "name",
-                             c->generation >= 3 ? "gemma3_causal_lm" : "gemma_causal_lm");
-    task = task ? (c->generation >= 3
-                       ? serialized("keras_hub.src.models.gemma3.gemma3_causal_lm", "Gemma3CausalLM", task)
-                       : serialized("keras_hub.src.models.gemma.gemma_causal_lm", "GemmaCausalLM", task))
-                : NULL;
+                             c->generation == 4 ? "gemma4_causal_lm" : c->generation >= 3 ? "gemma3_causal_lm" : "gemma_causal_lm");
+    if (task && c->generation == 4) {
+        json_object_set_new(task, "final_logit_cap", json_null());
+        task = serialized("keras_hub.src.models.gemma4.gemma4_causal_lm", "Gemma4CausalLM", task);
+    } else if (task) {
+        task = c->generation >= 3 ? serialized("keras_hub.src.models.gemma3.gemma3_causal_lm", "Gemma3CausalLM", task)
+                                  : serialized("keras_hub.src.models.gemma.gemma_causal_lm", "GemmaCausalLM", task);
+    }
     if (write_json(dir, "task.json", task, err, errn) ||
         write_json(dir, "preprocessor.json", preprocessor_json(c, tok, o.sequence_length), err, errn) ||
         write_json(dir, "tokenizer.json", tokenizer_json(c, tok), err, errn) ||
@@ -554,6 +706,67 @@ static int get_num(jctx *x, const char *key, double dflt, double *out) {
     return 0;
 }
 
+/* optional integer; null and absent give dflt */
+static int get_int_or(jctx *x, const char *key, int64_t dflt, int64_t *out) {
+    json_t *v = json_object_get(x->cfg, key);
+    if (!v || json_is_null(v)) return *out = dflt, 0;
+    return get_int(x, key, out);
+}
+
+/* Gemma4Backbone's config: the text decoder only (vision/audio encoders, if any, are ignored). */
+static int config4(jctx *x, gt_gemma_config *c) {
+#define NO(...) return snprintf(x->err, x->errn, __VA_ARGS__), -1
+    gt_gemma_config_defaults(c, 4);
+    int64_t pattern, win;
+    bool sliding, moe, bidir, embed;
+    double lbase, gbase;
+    if (get_int(x, "vocabulary_size", &c->vocab_size) || get_int(x, "num_layers", &c->num_layers) ||
+        get_int(x, "hidden_dim", &c->hidden_dim) || get_int(x, "intermediate_dim", &c->intermediate_dim) ||
+        get_int(x, "num_query_heads", &c->num_query_heads) || get_int(x, "num_key_value_heads", &c->num_kv_heads) ||
+        get_int(x, "head_dim", &c->head_dim) || get_int_or(x, "global_head_dim", 0, &c->global_head_dim) ||
+        get_int_or(x, "num_global_key_value_heads", 0, &c->num_global_kv_heads) ||
+        get_int_or(x, "hidden_size_per_layer_input", 0, &c->per_layer_input_dim) ||
+        get_int_or(x, "vocab_size_per_layer_input", 0, &c->per_layer_vocab_size) ||
+        get_int_or(x, "num_kv_shared_layers", 0, &c->num_kv_shared_layers) ||
+        get_int_or(x, "sliding_window_size", 512, &win) || get_int_or(x, "sliding_window_pattern", 6, &pattern) ||
+        get_bool(x, "use_sliding_window_attention", true, &sliding) ||
+        get_bool(x, "use_double_wide_mlp", false, &c->double_wide_mlp) ||
+        get_bool(x, "enable_moe_block", false, &moe) || get_bool(x, "use_bidirectional_attention", false, &bidir) ||
+        get_bool(x, "is_embedding_model", false, &embed) || get_num(x, "layer_norm_epsilon", 1e-6, &c->rms_eps) ||
+        get_num(x, "attention_logit_soft_cap", 0, &c->attn_logit_softcap) ||
+        get_num(x, "final_logit_soft_cap", 0, &c->final_logit_softcap) ||
+        get_num(x, "local_rope_scaling_factor", 1, &c->rope_local_scale) ||
+        get_num(x, "global_rope_scaling_factor", 1, &c->rope_global_scale) ||
+        get_num(x, "global_rope_partial_rotary_factor", 1, &c->rope_global_partial) ||
+        get_num(x, "local_rope_wavelength", 10000.0, &lbase) || get_num(x, "global_rope_wavelength", 1000000.0, &gbase))
+        return -1;
+    if (moe) NO("%s: config.enable_moe_block is true: Gemma 4 MoE (26B-A4B) is not supported", x->path);
+    if (bidir || embed)
+        NO("%s: config.%s is true: only causal language models are supported", x->path,
+           bidir ? "use_bidirectional_attention" : "is_embedding_model");
+    if (!sliding) NO("%s: config.use_sliding_window_attention false is not supported for Gemma 4", x->path);
+    if (pattern < 1 || pattern > 1000) NO("%s: config.sliding_window_pattern %lld out of range", x->path, (long long)pattern);
+    c->sliding_window = win;
+    c->sliding_pattern = (int)pattern;
+    c->rope_local_base = lbase, c->rope_global_base = gbase;
+    /* explicit layer types must be the periodic pattern (true of every Gemma 4 preset) */
+    json_t *types = json_object_get(x->cfg, "layer_types");
+    if (types && !json_is_null(types)) {
+        if (!json_is_array(types) || (int64_t)json_array_size(types) != c->num_layers)
+            NO("%s: config.layer_types: expected a list of num_layers (%lld) strings", x->path, (long long)c->num_layers);
+        for (int64_t i = 0; i < c->num_layers; i++) {
+            const char *t = json_string_value(json_array_get(types, (size_t)i));
+            bool global = i % pattern == pattern - 1;
+            if (!t || strcmp(t, global ? "full_attention" : "sliding_attention"))
+                NO("%s: config.layer_types[%lld] is '%s' but sliding_window_pattern %lld makes it %s: only periodic "
+                   "layer types are supported", x->path, (long long)i, t ? t : "?", (long long)pattern,
+                   global ? "full_attention" : "sliding_attention");
+        }
+    }
+    return 0;
+#undef NO
+}
+
 int gt_keras_preset_config(const char *dir, gt_gemma_config *c, char *err, size_t errn) {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -572,12 +785,27 @@ int gt_keras_preset_config(const char *dir, gt_gemma_config *c, char *err, size_
     }
     if (!strcmp(cls, "GemmaBackbone")) gen = 1;
     else if (!strcmp(cls, "Gemma3Backbone")) gen = 3;
+    else if (!strcmp(cls, "Gemma4Backbone")) gen = 4;
     else {
-        snprintf(err, errn, "%s: class_name '%s' is not a supported backbone (GemmaBackbone, Gemma3Backbone)", path, cls);
+        snprintf(err, errn, "%s: class_name '%s' is not a supported backbone (GemmaBackbone, Gemma3Backbone, "
+                 "Gemma4Backbone)", path, cls);
         goto done;
     }
     if (!json_is_object(x.cfg)) {
         snprintf(err, errn, "%s: no \"config\" object", path);
+        goto done;
+    }
+    if (gen == 4) {
+        if (config4(&x, c)) goto done;
+        const char *base = strrchr(dir, '/');
+        base = base && base[1] ? base + 1 : dir;
+        snprintf(c->name, sizeof c->name, "keras:%.50s", base);
+        char e[512];
+        if (gt_gemma_config_validate(c, e, sizeof e)) {
+            snprintf(err, errn, "%s: %s", path, e);
+            goto done;
+        }
+        rc = 0;
         goto done;
     }
     int64_t v, l, d, f, n, k, h, win;
@@ -690,6 +918,17 @@ int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_t
                      x->t->name, dims_str(nd, sh, got, sizeof got), dims_str(x->kn, x->ks, want, sizeof want));
             free(buf);
             goto done;
+        }
+        if (c.generation == 4 && x->layer < 0) {
+            /* top-level paths follow Keras' class-name numbering: confirm the layer's name */
+            char lname[96];
+            bool named = !gt_h5_attr_str(f, x->group, "name", lname, sizeof lname, err, errn);
+            if (named && strcmp(lname, x->lname))
+                snprintf(err, errn, "%s: %s holds layer '%s', expected '%s'", path, x->group, lname, x->lname);
+            if (!named || strcmp(lname, x->lname)) {
+                free(buf);
+                goto done;
+            }
         }
         from_keras(x, buf, x->t->data);
         free(buf);

@@ -1,5 +1,5 @@
 /* keras_preset.h: KerasHub preset directories (what task.save_to_preset writes and
- * keras_hub.models.CausalLM.from_preset reads), for the Gemma 1, 2 and 3 text decoders.
+ * keras_hub.models.CausalLM.from_preset reads), for the Gemma 1, 2, 3 and 4 text decoders.
  *
  * A preset directory holds
  *   config.json      the backbone: GemmaBackbone (Gemma 1, and Gemma 2 through its post-norm,
@@ -16,7 +16,10 @@
  *
  * Save writes every file atomically (temporary file, fsync, rename) into dir, creating it.
  * A config KerasHub cannot express (RoPE bases other than its fixed ones, a sliding pattern
- * other than Gemma 2's 2 or Gemma 3's 6, Gemma 4) is an error naming the field.
+ * other than Gemma 2's 2 or Gemma 3's 6) is an error naming the field.
+ * Gemma4Backbone (Gemma 4 dense text decoder, docs/gemma4.md) is read and written too: the
+ * vision/audio encoders of a multimodal preset are ignored on load (text only), MoE is refused,
+ * explicit layer_types must follow sliding_window_pattern.
  * Load reads config.json (jansson), checks every tensor's presence and shape and names the
  * first missing or mismatched one with its HDF5 path; an unknown class or malformed JSON is an
  * error naming the file. Sharded weights (model.weights.json) are not read yet. */

@@ -27,6 +27,12 @@ static const struct { const char *name; long long params; } published[] = {
     {"gemma3_4b_text", 3880099328LL},     {"gemma3_instruct_4b_text", 3880099328LL},
     {"gemma3_12b_text", 11765788416LL},   {"gemma3_instruct_12b_text", 11765788416LL},
     {"gemma3_27b_text", 27009002240LL},   {"gemma3_instruct_27b_text", 27009002240LL},
+    /* Gemma 4: the metadata is rounded and includes the vision/audio encoders, so these are
+     * KerasHub's count_params() of the text-only Gemma4Backbone built with each preset's
+     * hyperparameters (tools/reference/count_gemma4_params.py). */
+    {"gemma4_2b", 4628569379LL},          {"gemma4_instruct_2b", 4628569379LL},
+    {"gemma4_4b", 7463013418LL},          {"gemma4_instruct_4b", 7463013418LL},
+    {"gemma4_31b", 30697345340LL},        {"gemma4_instruct_31b", 30697345340LL},
 };
 
 START_TEST(parameter_counts_match_kerashub) {
@@ -61,6 +67,35 @@ START_TEST(layer_patterns) {
 }
 END_TEST
 
+START_TEST(gemma4_layers) {
+    /* E2B: 4 local + 1 global, last 20 of 35 layers share k/v and use a 2F MLP */
+    gt_gemma_config e2 = preset("gemma4_2b");
+    for (int64_t i = 0; i < 35; i++) {
+        bool global = i % 5 == 4;
+        ck_assert(gt_gemma_layer_is_local(&e2, i) == !global);
+        ck_assert_int_eq(gt_gemma_layer_head_dim(&e2, i), global ? 512 : 256);
+        ck_assert_int_eq(gt_gemma_layer_rotary_dims(&e2, i), global ? 128 : 256);
+        ck_assert_int_eq(gt_gemma_layer_kv_heads(&e2, i), 1);
+        ck_assert(!gt_gemma_layer_k_eq_v(&e2, i));
+        /* shared layers read the last unshared layer of their type: 13 (local) or 14 (global) */
+        ck_assert_int_eq(gt_gemma_kv_source(&e2, i), i < 15 ? -1 : global ? 14 : 13);
+        ck_assert_int_eq(gt_gemma_layer_ffw_dim(&e2, i), i < 15 ? 6144 : 12288);
+    }
+    ck_assert(e2.final_logit_softcap == 30 && e2.attn_logit_softcap == 0 && !e2.norm_add_one);
+    ck_assert(gt_gemma_query_scale(&e2) == 1.0);
+    /* 31B: global layers have 4 kv heads with k = v, no sharing */
+    gt_gemma_config b31 = preset("gemma4_31b");
+    ck_assert_int_eq(gt_gemma_layer_kv_heads(&b31, 5), 4);
+    ck_assert(gt_gemma_layer_k_eq_v(&b31, 5) && !gt_gemma_layer_k_eq_v(&b31, 4));
+    ck_assert_int_eq(gt_gemma_layer_kv_heads(&b31, 4), 16);
+    ck_assert_int_eq(gt_gemma_kv_source(&b31, 59), -1);
+    /* generations 1-3 are untouched by the Gemma 4 helpers */
+    gt_gemma_config g3 = preset("gemma3_1b");
+    ck_assert_int_eq(gt_gemma_layer_head_dim(&g3, 5), 256);
+    ck_assert_int_eq(gt_gemma_kv_source(&g3, 25), -1);
+}
+END_TEST
+
 START_TEST(query_scaling_switch) {
     gt_gemma_config c = preset("gemma2_27b_en");
     ck_assert(!c.query_head_dim_normalize);
@@ -86,6 +121,27 @@ START_TEST(bad_configs_name_the_field) {
     c.head_dim = 7;
     ck_assert_int_ne(gt_gemma_config_validate(&c, err, sizeof err), 0);
     ck_assert_msg(strstr(err, "head_dim"), "%s", err);
+    c = preset("gemma3_270m");
+    c.num_kv_shared_layers = 2; /* Gemma 4 only */
+    ck_assert_int_ne(gt_gemma_config_validate(&c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "num_kv_shared_layers"), "%s", err);
+    c = preset("gemma4_4b");
+    c.num_kv_shared_layers = 42;
+    ck_assert_int_ne(gt_gemma_config_validate(&c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "num_kv_shared_layers"), "%s", err);
+    c = preset("gemma4_4b");
+    c.num_layers = 6; /* layers 0-4 local, 5 global: sharing 1 leaves no earlier global */
+    c.num_kv_shared_layers = 1;
+    ck_assert_int_ne(gt_gemma_config_validate(&c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "layer 5 (global)"), "%s", err);
+    c = preset("gemma4_31b");
+    c.num_global_kv_heads = 5;
+    ck_assert_int_ne(gt_gemma_config_validate(&c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "num_global_key_value_heads"), "%s", err);
+    c = preset("gemma4_31b");
+    c.rope_global_partial = 0;
+    ck_assert_int_ne(gt_gemma_config_validate(&c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "partial"), "%s", err);
 }
 END_TEST
 
@@ -96,6 +152,7 @@ int main(void) {
     tcase_add_test(tc, every_preset_validates);
     tcase_add_test(tc, layer_patterns);
     tcase_add_test(tc, query_scaling_switch);
+    tcase_add_test(tc, gemma4_layers);
     tcase_add_test(tc, bad_configs_name_the_field);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

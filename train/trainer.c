@@ -141,6 +141,7 @@ static int build_trainables(job *j, char *err, size_t errn) {
         if (!j->slices) return snprintf(err, errn, "out of memory"), -1;
         for (int i = 0; i < m->n_params; i++) {
             gt_tensor *t = m->params[i].t;
+            if (!t->requires_grad) continue; /* frozen constants (Gemma 4 layer_scalar) */
             j->slices[j->n_slices++] = (gt_param_slice){m->params[i].name, t->data, t->grad, t->size, !excluded(c, m->params[i].name)};
         }
     }

@@ -1,0 +1,383 @@
+/* Gemma 4 text decoder against the KerasHub golden fixture (tools/reference/make_gemma4_fixture.py):
+ * logits, KerasHub-normalised weighted loss, the gradient of every trainable parameter, the
+ * parameter count, and the per-layer structure (k = v globals, kv-shared layers, PLE). */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "models/gemma.h"
+#include "models/h5io.h"
+#include "models/keras_preset.h"
+
+static double attr(gt_h5 f, const char *name, double dflt) {
+    double v;
+    char err[512];
+    return gt_h5_attr_f64(f, "/config", name, &v, err, sizeof err) == 0 ? v : dflt;
+}
+
+/* KerasHub Gemma4Backbone config -> ours (what a preset importer does). */
+static void load_config(gt_h5 f, gt_gemma_config *c) {
+    gt_gemma_config_defaults(c, 4);
+    c->vocab_size = (int64_t)attr(f, "vocabulary_size", 0);
+    c->num_layers = (int64_t)attr(f, "num_layers", 0);
+    c->hidden_dim = (int64_t)attr(f, "hidden_dim", 0);
+    c->intermediate_dim = (int64_t)attr(f, "intermediate_dim", 0);
+    c->num_query_heads = (int64_t)attr(f, "num_query_heads", 0);
+    c->num_kv_heads = (int64_t)attr(f, "num_key_value_heads", 0);
+    c->head_dim = (int64_t)attr(f, "head_dim", 0);
+    c->global_head_dim = (int64_t)attr(f, "global_head_dim", 0);
+    c->num_global_kv_heads = (int64_t)attr(f, "num_global_key_value_heads", 0);
+    c->sliding_window = (int64_t)attr(f, "sliding_window_size", 512);
+    c->sliding_pattern = (int)attr(f, "sliding_window_pattern", 6);
+    c->attn_logit_softcap = attr(f, "attention_logit_soft_cap", 0);
+    c->final_logit_softcap = attr(f, "final_logit_soft_cap", 0);
+    c->rope_global_partial = attr(f, "global_rope_partial_rotary_factor", 1);
+    c->rope_local_scale = attr(f, "local_rope_scaling_factor", 1);
+    c->rope_global_scale = attr(f, "global_rope_scaling_factor", 1);
+    c->num_kv_shared_layers = (int64_t)attr(f, "num_kv_shared_layers", 0);
+    c->double_wide_mlp = attr(f, "use_double_wide_mlp", 0) != 0;
+    c->per_layer_input_dim = (int64_t)attr(f, "hidden_size_per_layer_input", 0);
+    c->per_layer_vocab_size = (int64_t)attr(f, "vocab_size_per_layer_input", 0);
+}
+
+static float *read_f32(gt_h5 f, const char *path, int64_t expect_size) {
+    float *d;
+    int nd;
+    int64_t shape[8];
+    char err[512];
+    ck_assert_msg(gt_h5_read_f32(f, path, &d, &nd, shape, err, sizeof err) == 0, "%s", err);
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    ck_assert_msg(expect_size < 0 || n == expect_size, "%s: %lld values, expected %lld", path,
+                  (long long)n, (long long)expect_size);
+    return d;
+}
+
+static gt_h5 open_fixture(gt_gemma_config *cfg) {
+    gt_h5 f;
+    char err[1024];
+    ck_assert_msg(gt_h5_open_read("tests/fixtures/gemma4.h5", &f, err, sizeof err) == 0, "%s", err);
+    load_config(f, cfg);
+    ck_assert_msg(gt_gemma_config_validate(cfg, err, sizeof err) == 0, "%s", err);
+    return f;
+}
+
+START_TEST(structure_and_param_count) {
+    gt_gemma_config c;
+    gt_h5 f = open_fixture(&c);
+    long long want = (long long)attr(f, "kerashub_param_count", -1);
+    ck_assert_int_eq(gt_gemma_param_count(&c), want);
+    char err[512];
+    gt_gemma *m;
+    ck_assert_msg(gt_gemma_create(&c, true, &m, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(m->n_values, want);
+    /* fixture: pattern 3 (2, 5 global), layers 5-7 share k/v with 2, 4, 4 */
+    int64_t src[8] = {-1, -1, -1, -1, -1, 2, 4, 4};
+    for (int64_t i = 0; i < 8; i++) {
+        bool global = i % 3 == 2;
+        ck_assert(gt_gemma_layer_is_local(&c, i) == !global);
+        ck_assert_int_eq(gt_gemma_kv_source(&c, i), src[i]);
+        ck_assert_int_eq(gt_gemma_layer_head_dim(&c, i), global ? 16 : 8);
+        ck_assert_int_eq(gt_gemma_layer_rotary_dims(&c, i), global ? 4 : 8);
+        ck_assert_int_eq(gt_gemma_layer_ffw_dim(&c, i), src[i] >= 0 ? 48 : 24);
+        const gt_gemma_layer *ly = &m->layers[i];
+        ck_assert(!ly->key == (src[i] >= 0));
+        ck_assert(!ly->value == (src[i] >= 0 || global));
+        ck_assert(ly->layer_scalar && !ly->layer_scalar->requires_grad);
+        ck_assert(ly->ple_gate && ly->query->shape[0] == 4 * (global ? 16 : 8));
+    }
+    ck_assert(m->ple_embedding && m->ple_projection->shape[0] == 8 * 4);
+    gt_gemma_free(m);
+    gt_h5_close(f);
+}
+END_TEST
+
+START_TEST(matches_kerashub) {
+    gt_gemma_config cfg;
+    gt_h5 f = open_fixture(&cfg);
+    char err[1024];
+    gt_gemma *m;
+    ck_assert_msg(gt_gemma_create(&cfg, true, &m, err, sizeof err) == 0, "%s", err);
+    for (int i = 0; i < m->n_params; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "/weights/%s", m->params[i].name);
+        float *w = read_f32(f, p, m->params[i].t->size);
+        memcpy(m->params[i].t->data, w, (size_t)m->params[i].t->size * sizeof(float));
+        free(w);
+    }
+    int32_t *ids, *mask32, *labels;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(f, "/inputs/token_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    int64_t B = shape[0], T = shape[1];
+    ck_assert(gt_h5_read_i32(f, "/inputs/padding_mask", &mask32, &nd, shape, err, sizeof err) == 0);
+    ck_assert(gt_h5_read_i32(f, "/inputs/labels", &labels, &nd, shape, err, sizeof err) == 0);
+    float *weights = read_f32(f, "/inputs/sample_weight", B * T);
+    uint8_t *mask = malloc((size_t)(B * T));
+    for (int64_t i = 0; i < B * T; i++) mask[i] = (uint8_t)mask32[i];
+
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = B, .seq = T, .token_ids = ids, .padding_mask = mask};
+    gt_tensor *logits = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    double wsum = 0;
+    gt_tensor *ce = gt_cross_entropy(&ctx, logits, labels, weights, &wsum, NULL);
+    gt_tensor *loss = gt_scale(&ctx, ce, 1.0 / (double)(B * T));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+
+    float *want = read_f32(f, "/expected/logits", B * T * cfg.vocab_size);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t i = 0; i < logits->size; i++) {
+        maxref = fmax(maxref, fabs(want[i]));
+        maxdiff = fmax(maxdiff, fabs((double)logits->data[i] - want[i]));
+    }
+    ck_assert_msg(maxdiff <= 1e-5 * maxref, "logits max error %.3g vs max|logit| %.3g", maxdiff, maxref);
+    float *want_loss = read_f32(f, "/expected/loss", 1);
+    double rel = fabs(loss->data[0] - want_loss[0]) / fabs(want_loss[0]);
+    ck_assert_msg(rel <= 1e-5, "loss %.9g vs %.9g (rel %.3g)", loss->data[0], want_loss[0], rel);
+
+    ck_assert_int_eq(gt_backward(&ctx, loss), GT_OK);
+    double worst = 0;
+    const char *worst_name = "";
+    int checked = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        gt_tensor *t = m->params[i].t;
+        if (!t->requires_grad) continue; /* layer_scalar: no gradient, none in the fixture */
+        char p[160];
+        snprintf(p, sizeof p, "/expected/grads/%s", m->params[i].name);
+        float *g = read_f32(f, p, t->size);
+        double gmax = 0, dmax = 0;
+        for (int64_t j = 0; j < t->size; j++) {
+            gmax = fmax(gmax, fabs(g[j]));
+            dmax = fmax(dmax, fabs((double)t->grad[j] - g[j]));
+        }
+        ck_assert_msg(gmax > 0, "%s: zero reference gradient (test would be vacuous)", p);
+        double e = dmax / gmax;
+        if (e > worst) {
+            worst = e;
+            worst_name = m->params[i].name;
+        }
+        checked++;
+        free(g);
+    }
+    ck_assert_int_eq(checked, m->n_params - (int)cfg.num_layers);
+    ck_assert_msg(worst <= 1e-4, "gradient of %s off by %.3g (relative to its max)", worst_name, worst);
+    printf("gemma4.h5: logits err %.2e x max, loss rel %.2e, worst grad %.2e (%s), %d tensors\n",
+           maxdiff / maxref, rel, worst, worst_name, checked);
+    free(want);
+    free(want_loss);
+    free(ids);
+    free(mask32);
+    free(labels);
+    free(weights);
+    free(mask);
+    gt_ctx_free(&ctx);
+    gt_gemma_free(m);
+    gt_h5_close(f);
+}
+END_TEST
+
+/* tests/fixtures/presets/gemma4: the fixture's backbone as KerasHub's save_to_preset wrote it. */
+START_TEST(kerashub_preset_import) {
+    gt_gemma_config want;
+    gt_h5 f = open_fixture(&want);
+    char err[1024];
+    gt_gemma_config c;
+    ck_assert_msg(gt_keras_preset_config("tests/fixtures/presets/gemma4", &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.generation, 4);
+    ck_assert_int_eq(gt_gemma_param_count(&c), gt_gemma_param_count(&want));
+    ck_assert(c.global_head_dim == 16 && c.num_global_kv_heads == 1 && c.num_kv_shared_layers == 3 &&
+              c.double_wide_mlp && c.per_layer_input_dim == 4 && c.sliding_pattern == 3 && c.sliding_window == 3);
+    ck_assert(c.rope_global_partial == 0.25 && c.rope_global_scale == 2 && c.rope_global_base == 1e6 &&
+              c.rope_local_base == 1e4 && c.attn_logit_softcap == 5 && c.final_logit_softcap == 8);
+    gt_gemma *m;
+    ck_assert_msg(gt_keras_preset_load("tests/fixtures/presets/gemma4", false, &m, NULL, err, sizeof err) == 0,
+                  "%s", err);
+    /* every tensor, permuted from KerasHub's layout, equals the fixture's (our layout) bit for bit */
+    for (int i = 0; i < m->n_params; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "/weights/%s", m->params[i].name);
+        float *w = read_f32(f, p, m->params[i].t->size);
+        ck_assert_msg(!memcmp(w, m->params[i].t->data, (size_t)m->params[i].t->size * sizeof(float)),
+                      "%s differs after import", m->params[i].name);
+        free(w);
+    }
+    gt_gemma_free(m);
+    gt_h5_close(f);
+}
+END_TEST
+
+static const char *const EXPORT_FILES[] = {"config.json", "model.weights.h5", "metadata.json", "task.json",
+                                           "preprocessor.json", "tokenizer.json",
+                                           "assets/tokenizer/vocabulary.spm", NULL};
+
+static void rm_export(const char *dir) {
+    char p[600];
+    for (int i = 0; EXPORT_FILES[i]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, EXPORT_FILES[i]);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s/assets/tokenizer", dir);
+    rmdir(p);
+    snprintf(p, sizeof p, "%s/assets", dir);
+    rmdir(p);
+    rmdir(dir);
+}
+
+static bool file_has(const char *path, const char *needle) {
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f, "%s", path);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return strstr(buf, needle) != NULL;
+}
+
+/* KerasHub preset -> gemmatrain -> preset: same config, same bits; the written files name
+ * Gemma 4's classes. The committed tests/fixtures/presets/ours_gemma4_keras.h5 holds what
+ * keras_hub computes on such an export (tools/reference/make_gemma4_fixture.py --check-export),
+ * compared with our logits below. */
+START_TEST(kerashub_preset_export) {
+    char err[1024], dir[] = "/tmp/gt_gemma4_XXXXXX", out[600], p[700];
+    ck_assert(mkdtemp(dir));
+    snprintf(out, sizeof out, "%s/ours4", dir);
+    gt_gemma *m;
+    gt_tokenizer *tok;
+    ck_assert_msg(!gt_keras_preset_load("tests/fixtures/presets/gemma4", false, &m, NULL, err, sizeof err), "%s", err);
+    /* any 61-piece SentencePiece model will do: the Gemma 1 fixture's */
+    ck_assert_msg(!gt_tok_load_spm("tests/fixtures/presets/gemma1/assets/tokenizer/vocabulary.spm", &tok, err,
+                                   sizeof err), "%s", err);
+    gt_preset_save_opts o = {.sequence_length = 16, .prov = {.steps = -1, .final_eval_loss = NAN}};
+    ck_assert_msg(!gt_keras_preset_save(out, m, tok, &o, err, sizeof err), "%s", err);
+    ck_assert_int_eq(gt_keras_preset_detect(out), 1);
+    gt_gemma *m2;
+    ck_assert_msg(!gt_keras_preset_load(out, false, &m2, NULL, err, sizeof err), "%s", err);
+    gt_gemma_config a = m->cfg, b = m2->cfg;
+    memset(a.name, 0, sizeof a.name);
+    memset(b.name, 0, sizeof b.name);
+    ck_assert_msg(!memcmp(&a, &b, sizeof a), "config differs after the round trip");
+    ck_assert_int_eq(m2->n_values, m->n_values);
+    ck_assert_msg(!memcmp(m->data, m2->data, (size_t)m->n_values * sizeof *m->data), "weights differ");
+    snprintf(p, sizeof p, "%s/task.json", out);
+    ck_assert(file_has(p, "\"Gemma4CausalLM\"") && file_has(p, "\"Gemma4CausalLMPreprocessor\"") &&
+              file_has(p, "\"Gemma4Tokenizer\""));
+    snprintf(p, sizeof p, "%s/config.json", out);
+    ck_assert(file_has(p, "\"Gemma4Backbone\"") && file_has(p, "\"num_kv_shared_layers\": 3"));
+    gt_gemma_free(m2);
+    rm_export(out);
+    rmdir(dir);
+
+    /* keras_hub's logits on such an export agree with ours */
+    gt_h5 f;
+    ck_assert_msg(!gt_h5_open_read("tests/fixtures/presets/ours_gemma4_keras.h5", &f, err, sizeof err), "%s", err);
+    char cls[64];
+    ck_assert_msg(!gt_h5_attr_str(f, "/", "class_name", cls, sizeof cls, err, sizeof err), "%s", err);
+    ck_assert_str_eq(cls, "Gemma4CausalLM");
+    gt_h5 fx;
+    gt_gemma_config fc;
+    fx = open_fixture(&fc);
+    int32_t *ids, *mask32;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(fx, "/inputs/token_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    int64_t B = shape[0], T = shape[1];
+    ck_assert(gt_h5_read_i32(fx, "/inputs/padding_mask", &mask32, &nd, shape, err, sizeof err) == 0);
+    uint8_t *mask = malloc((size_t)(B * T));
+    for (int64_t i = 0; i < B * T; i++) mask[i] = (uint8_t)mask32[i];
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = B, .seq = T, .token_ids = ids, .padding_mask = mask};
+    gt_tensor *logits = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    float *kl = read_f32(f, "/logits", logits->size);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t i = 0; i < logits->size; i++) {
+        maxref = fmax(maxref, fabs(kl[i]));
+        maxdiff = fmax(maxdiff, fabs((double)logits->data[i] - kl[i]));
+    }
+    printf("keras_hub on our Gemma 4 export: logits %.2e x max|logit|\n", maxdiff / maxref);
+    /* keras_hub ran eagerly here; its eager and jitted fp32 paths differ by ~5e-6 x max themselves */
+    ck_assert_msg(maxdiff <= 2e-5 * maxref, "keras_hub disagrees with us: %.3g x max", maxdiff / maxref);
+    free(kl);
+    free(ids);
+    free(mask32);
+    free(mask);
+    gt_ctx_free(&ctx);
+    gt_h5_close(fx);
+    gt_h5_close(f);
+    gt_tok_free(tok);
+    gt_gemma_free(m);
+}
+END_TEST
+
+/* The KV cache path (prompt, then one token at a time) gives the full forward's logits at every
+ * position: sliding window 3 < 9 tokens, shared layers reading their source's cache, PLE. */
+START_TEST(incremental_decoding_matches_full_forward) {
+    gt_gemma_config cfg;
+    gt_h5 f = open_fixture(&cfg);
+    char err[1024];
+    gt_gemma *m;
+    ck_assert_msg(gt_gemma_create(&cfg, false, &m, err, sizeof err) == 0, "%s", err);
+    for (int i = 0; i < m->n_params; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "/weights/%s", m->params[i].name);
+        float *w = read_f32(f, p, m->params[i].t->size);
+        memcpy(m->params[i].t->data, w, (size_t)m->params[i].t->size * sizeof(float));
+        free(w);
+    }
+    int32_t *ids;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(f, "/inputs/token_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    int64_t T = shape[1], V = cfg.vocab_size;
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = 1, .seq = T, .token_ids = ids}; /* row 0, unpadded */
+    gt_tensor *full = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    gt_gemma_cache cache;
+    ck_assert_msg(gt_gemma_cache_init(&cache, m, T, err, sizeof err) == 0, "%s", err);
+    double worst = 0, maxref = 0;
+    int64_t prompt = 4;
+    for (int64_t t = prompt - 1; t < T; t++) {
+        int64_t from = t == prompt - 1 ? 0 : t, n = t - from + 1;
+        gt_tensor *z = gt_gemma_step(&ctx, m, &cache, ids + from, n);
+        ck_assert_msg(z && gt_ok(&ctx), "%s", ctx.err);
+        ck_assert_int_eq(cache.len, t + 1);
+        for (int64_t v = 0; v < V; v++) {
+            double want = full->data[t * V + v];
+            maxref = fmax(maxref, fabs(want));
+            worst = fmax(worst, fabs(z->data[v] - want));
+        }
+    }
+    printf("gemma4 kv cache vs full forward: %.2e x max|logit|\n", worst / maxref);
+    ck_assert_msg(worst <= 1e-5 * maxref, "cached decoding differs by %.3g x max", worst / maxref);
+    /* a full cache refuses more tokens */
+    ck_assert(gt_gemma_step(&ctx, m, &cache, ids, 1) == NULL && !gt_ok(&ctx));
+    gt_gemma_cache_free(&cache);
+    free(ids);
+    gt_ctx_free(&ctx);
+    gt_gemma_free(m);
+    gt_h5_close(f);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("gemma4_parity");
+    TCase *tc = tcase_create("kerashub");
+    tcase_add_test(tc, structure_and_param_count);
+    tcase_add_test(tc, matches_kerashub);
+    tcase_add_test(tc, incremental_decoding_matches_full_forward);
+    tcase_add_test(tc, kerashub_preset_import);
+    tcase_add_test(tc, kerashub_preset_export);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
