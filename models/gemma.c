@@ -495,8 +495,6 @@ static gt_tensor *per_layer_inputs(gt_ctx *ctx, const gt_gemma *m, gt_tensor *h0
 static gt_tensor *hidden4(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b, gt_tensor *x,
                           const int32_t *pos, gt_gemma_cache *cache, int64_t pos0) {
     int64_t B = b->batch, T = b->seq, L = m->cfg.num_layers, P = m->cfg.per_layer_input_dim;
-    if (m->lora)
-        return gt_fail(ctx, GT_ERR_ARG, "gemma: LoRA adapters on Gemma 4 are not supported yet");
     gt_tensor **kv = gt_alloc(ctx, (size_t)(2 * L) * sizeof *kv);
     if (!kv) return NULL;
     gt_tensor *pl = P > 0 ? per_layer_inputs(ctx, m, x, b->token_ids, B, T) : NULL;

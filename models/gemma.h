@@ -10,8 +10,8 @@
  * and from KerasHub's einsum layouts. Gemma 4 layers differ in shape (global layers: global head
  * dim and kv heads; kv-shared layers: no key/value, maybe a 2F MLP), see gemma_config.h; its
  * PLE kernels are stored (out, in) too: per_layer_model_projection [L*P, D],
- * per_layer_input_gate [P, D], per_layer_up_proj [D, P]. LoRA on Gemma 4 is not supported yet
- * (gt_gemma_hidden fails with a message).
+ * per_layer_input_gate [P, D], per_layer_up_proj [D, P]. LoRA adapters for Gemma 4 come from
+ * gt_lora_create_for (per-layer shapes; none on absent kernels).
  *
  * The forward builds on a gt_ctx tape, so backward comes from the engine; frozen parameters
  * (trainable == false) cost no gradient work.

@@ -6,7 +6,38 @@
 
 #include "models/h5io.h"
 
+/* Gemma4Backbone (keras_hub 0.32 _flatten_layers with weights): token_embedding, [the three
+ * backbone PLE layers], then per block
+ *   block, [post_per_layer_input_norm, per_layer_up_proj, per_layer_input_gate], ffw_linear,
+ *   ffw_gating_2, ffw_gating, post_ffw_norm, pre_ffw_norm, attention, attention_output,
+ *   query_norm, [key_norm], [value], [key], query, post_attention_norm, pre_attention_norm
+ * where key_norm and key exist on layers with their own k/v, value also needs k != v.
+ * -1 for a kernel the layer lacks. */
+static int64_t block_size4(const gt_gemma_config *c, int64_t i) {
+    bool own = gt_gemma_kv_source(c, i) < 0;
+    return 12 + (c->per_layer_input_dim > 0 ? 3 : 0) + (own ? 2 : 0) + (own && !gt_gemma_layer_k_eq_v(c, i));
+}
+
+static int64_t index4(const gt_gemma_config *c, int64_t layer, gt_lora_target t) {
+    int64_t s = 1 + (c->per_layer_input_dim > 0 ? 3 : 0);
+    for (int64_t j = 0; j < layer; j++) s += block_size4(c, j);
+    int64_t f = s + (c->per_layer_input_dim > 0 ? 3 : 0); /* ffw_linear at f + 1 */
+    bool own = gt_gemma_kv_source(c, layer) < 0, value = own && !gt_gemma_layer_k_eq_v(c, layer);
+    int64_t q = f + 9 + (own ? 2 : 0) + value;             /* query_norm at f + 8 */
+    switch (t) {
+    case GT_LORA_DOWN: return f + 1;
+    case GT_LORA_UP: return f + 2;
+    case GT_LORA_GATE: return f + 3;
+    case GT_LORA_ATTN_OUT: return f + 7;
+    case GT_LORA_VALUE: return value ? f + 10 : -1;
+    case GT_LORA_KEY: return own ? q - 1 : -1;
+    case GT_LORA_QUERY: return q;
+    default: return -1;
+    }
+}
+
 int64_t gt_keras_lora_index(const gt_gemma_config *c, int64_t layer, gt_lora_target t) {
+    if (c->generation == 4) return index4(c, layer, t);
     int64_t post_ffw = c->use_post_ffw_norm, post_attn = c->use_post_attention_norm;
     int64_t qk = c->use_qk_norm ? 2 : 0;
     int64_t per = 11 + post_ffw + post_attn + qk;
@@ -34,7 +65,7 @@ static int a_shape(const gt_gemma_config *c, const gt_lora_adapter *ad, gt_lora_
         return 3;
     }
     if (t == GT_LORA_ATTN_OUT) {
-        shape[0] = c->num_query_heads, shape[1] = c->head_dim, shape[2] = r;
+        shape[0] = c->num_query_heads, shape[1] = ad->in / c->num_query_heads, shape[2] = r;
         return 3;
     }
     shape[0] = ad->in, shape[1] = r;
@@ -237,11 +268,9 @@ int gt_keras_lora_open(const char *path, const gt_gemma_config *cfg, gt_lora **o
     if (!targets)
         return snprintf(err, errn, "%s: no adapter for any target of decoder_block_0 (a file for "
                         "another architecture?)", path), -1;
-    gt_lora_dims d = {cfg->num_layers, cfg->hidden_dim, cfg->intermediate_dim,
-                      cfg->num_query_heads, cfg->num_kv_heads, cfg->head_dim};
     gt_lora *l;
     char e[512];
-    if (gt_lora_create(&d, rank, (double)rank, targets, 0, &l, e, sizeof e))
+    if (gt_lora_create_for(cfg, rank, (double)rank, targets, 0, &l, e, sizeof e))
         return snprintf(err, errn, "%s: %s", path, e), -1;
     if (gt_keras_lora_load(path, l, cfg, err, errn)) {
         gt_lora_free(l);

@@ -14,6 +14,8 @@
  *   attention_output, [key_norm, query_norm], value, key, query, [post_attention_norm],
  *   pre_attention_norm
  * (checked against files written by keras_hub 0.32 for Gemma 1, 2 and 3: tests/fixtures/presets).
+ * Gemma 4 (Gemma4Backbone) has its own order, with per-layer block sizes (PLE layers, absent
+ * key/value kernels): see index4 in keras_lora.c; -1 for a kernel the layer lacks.
  *
  * Keras has no alpha in the file: its layers use scale 1 (alpha = rank). Saving therefore
  * writes B * (alpha / rank) (B itself when alpha == rank, bit for bit); loading into an adapter

@@ -63,7 +63,7 @@ static void block_dir(const gt_gemma_config *c, int64_t i, char *buf, size_t n) 
 
 /* Gemma4Backbone (keras_hub 0.32): top-level layers are named by class in graph order (the PLE
  * norm precedes the final norm), block sublayers by attribute; a block's own vars/0 is its
- * layer_scalar; absent kernels (kv-shared, k = v) have no group. No LoRA targets (unsupported). */
+ * layer_scalar; absent kernels (kv-shared, k = v) have no group. */
 static void build_map4(const gt_gemma *m, wmap *w, int *n) {
     const gt_gemma_config *c = &m->cfg;
     int64_t V = c->vocab_size, D = c->hidden_dim, N = c->num_query_heads, L = c->num_layers,
@@ -82,18 +82,18 @@ static void build_map4(const gt_gemma *m, wmap *w, int *n) {
         block_dir(c, i, b, sizeof b);
         snprintf(nm, sizeof nm, "decoder_block_%lld", (long long)i);
         add(w, n, b, "pre_attention_norm", "pre_attention_norm", ly->pre_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
-        add(w, n, b, "attention/query_dense", "query", ly->query, P_QKV, 3, N, D, H, i, -1);
-        if (ly->key) add(w, n, b, "attention/key_dense", "key", ly->key, P_QKV, 3, K, D, H, i, -1);
-        if (ly->value) add(w, n, b, "attention/value_dense", "value", ly->value, P_QKV, 3, K, D, H, i, -1);
-        add(w, n, b, "attention/output_dense", "attention_output", ly->attn_out, P_OUT, 3, N, H, D, i, -1);
+        add(w, n, b, "attention/query_dense", "query", ly->query, P_QKV, 3, N, D, H, i, GT_LORA_QUERY);
+        if (ly->key) add(w, n, b, "attention/key_dense", "key", ly->key, P_QKV, 3, K, D, H, i, GT_LORA_KEY);
+        if (ly->value) add(w, n, b, "attention/value_dense", "value", ly->value, P_QKV, 3, K, D, H, i, GT_LORA_VALUE);
+        add(w, n, b, "attention/output_dense", "attention_output", ly->attn_out, P_OUT, 3, N, H, D, i, GT_LORA_ATTN_OUT);
         add(w, n, b, "attention/query_norm", "query_norm", ly->query_norm, P_COPY, 1, H, 0, 0, i, -1);
         if (ly->key_norm) add(w, n, b, "attention/key_norm", "key_norm", ly->key_norm, P_COPY, 1, H, 0, 0, i, -1);
         add(w, n, b, "post_attention_norm", "post_attention_norm", ly->post_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
         add(w, n, b, "pre_ffw_norm", "pre_ffw_norm", ly->pre_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
         add(w, n, b, "post_ffw_norm", "post_ffw_norm", ly->post_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
-        add(w, n, b, "gating_ffw", "ffw_gating", ly->gate, P_T, 2, D, F, 0, i, -1);
-        add(w, n, b, "gating_ffw_2", "ffw_gating_2", ly->up, P_T, 2, D, F, 0, i, -1);
-        add(w, n, b, "ffw_linear", "ffw_linear", ly->down, P_T, 2, F, D, 0, i, -1);
+        add(w, n, b, "gating_ffw", "ffw_gating", ly->gate, P_T, 2, D, F, 0, i, GT_LORA_GATE);
+        add(w, n, b, "gating_ffw_2", "ffw_gating_2", ly->up, P_T, 2, D, F, 0, i, GT_LORA_UP);
+        add(w, n, b, "ffw_linear", "ffw_linear", ly->down, P_T, 2, F, D, 0, i, GT_LORA_DOWN);
         if (P > 0) {
             add(w, n, b, "per_layer_input_gate", "per_layer_input_gate", ly->ple_gate, P_T, 2, D, P, 0, i, -1);
             add(w, n, b, "per_layer_up_proj", "per_layer_up_proj", ly->ple_up, P_T, 2, P, D, 0, i, -1);

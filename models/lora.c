@@ -1,5 +1,7 @@
 #include "models/lora.h"
 
+#include "models/gemma_config.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +23,22 @@ const char *gt_lora_target_name(gt_lora_target t) {
 }
 
 /* groups, in, out of each target's base kernel */
-static void target_dims(const gt_lora_dims *d, gt_lora_target t, int64_t *g, int64_t *in,
-                        int64_t *out) {
+/* Shapes of a target's adapter on layer i; false when the layer has no such kernel (Gemma 4). */
+static bool target_dims(const gt_lora_dims *d, const gt_gemma_config *c, int64_t i, gt_lora_target t,
+                        int64_t *g, int64_t *in, int64_t *out) {
+    if (c && c->generation == 4) {
+        int64_t h = gt_gemma_layer_head_dim(c, i), k = gt_gemma_layer_kv_heads(c, i);
+        bool own = gt_gemma_kv_source(c, i) < 0;
+        switch (t) {
+        case GT_LORA_QUERY: *g = c->num_query_heads, *in = c->hidden_dim, *out = h; return true;
+        case GT_LORA_KEY: *g = k, *in = c->hidden_dim, *out = h; return own;
+        case GT_LORA_VALUE: *g = k, *in = c->hidden_dim, *out = h; return own && !gt_gemma_layer_k_eq_v(c, i);
+        case GT_LORA_ATTN_OUT: *g = 1, *in = c->num_query_heads * h, *out = c->hidden_dim; return true;
+        case GT_LORA_GATE:
+        case GT_LORA_UP: *g = 1, *in = c->hidden_dim, *out = gt_gemma_layer_ffw_dim(c, i); return true;
+        default: *g = 1, *in = gt_gemma_layer_ffw_dim(c, i), *out = c->hidden_dim; return true;
+        }
+    }
     switch (t) {
     case GT_LORA_QUERY: *g = d->num_query_heads, *in = d->hidden_dim, *out = d->head_dim; break;
     case GT_LORA_KEY:
@@ -32,6 +48,7 @@ static void target_dims(const gt_lora_dims *d, gt_lora_target t, int64_t *g, int
     case GT_LORA_UP: *g = 1, *in = d->hidden_dim, *out = d->intermediate_dim; break;
     default: *g = 1, *in = d->intermediate_dim, *out = d->hidden_dim; break;
     }
+    return true;
 }
 
 static const char *layer_path(gt_lora_target t) {
@@ -46,8 +63,8 @@ static const char *layer_path(gt_lora_target t) {
     }
 }
 
-int gt_lora_create(const gt_lora_dims *dims, int64_t rank, double alpha, unsigned targets,
-                   uint64_t seed, gt_lora **out, char *err, size_t errn) {
+static int create(const gt_lora_dims *dims, const gt_gemma_config *cfg, int64_t rank, double alpha,
+                  unsigned targets, uint64_t seed, gt_lora **out, char *err, size_t errn) {
     *out = NULL;
     if (rank < 1) return snprintf(err, errn, "lora.rank: must be >= 1, got %lld", (long long)rank), -1;
     if (!(alpha > 0)) return snprintf(err, errn, "lora.alpha: must be > 0"), -1;
@@ -71,7 +88,7 @@ int gt_lora_create(const gt_lora_dims *dims, int64_t rank, double alpha, unsigne
             for (int t = 0; t < GT_LORA_NTARGETS; t++) {
                 if (!(targets & (1u << t))) continue;
                 int64_t g, in, o;
-                target_dims(dims, (gt_lora_target)t, &g, &in, &o);
+                if (!target_dims(dims, cfg, i, (gt_lora_target)t, &g, &in, &o)) continue;
                 if (pass == 1) {
                     gt_lora_adapter *ad = &l->adapters[i * GT_LORA_NTARGETS + t];
                     int64_t sa[2] = {in, g * rank}, sb[2] = {rank, o};
@@ -109,6 +126,18 @@ int gt_lora_create(const gt_lora_dims *dims, int64_t rank, double alpha, unsigne
     return 0;
 }
 
+int gt_lora_create(const gt_lora_dims *dims, int64_t rank, double alpha, unsigned targets,
+                   uint64_t seed, gt_lora **out, char *err, size_t errn) {
+    return create(dims, NULL, rank, alpha, targets, seed, out, err, errn);
+}
+
+int gt_lora_create_for(const gt_gemma_config *c, int64_t rank, double alpha, unsigned targets,
+                       uint64_t seed, gt_lora **out, char *err, size_t errn) {
+    gt_lora_dims d = {c->num_layers, c->hidden_dim, c->intermediate_dim, c->num_query_heads, c->num_kv_heads,
+                      c->head_dim};
+    return create(&d, c, rank, alpha, targets, seed, out, err, errn);
+}
+
 void gt_lora_free(gt_lora *l) {
     if (!l) return;
     free(l->adapters);
@@ -119,7 +148,8 @@ void gt_lora_free(gt_lora *l) {
 
 const gt_lora_adapter *gt_lora_get(const gt_lora *l, int64_t layer, gt_lora_target t) {
     if (!l || layer < 0 || layer >= l->num_layers || !(l->targets & (1u << t))) return NULL;
-    return &l->adapters[layer * GT_LORA_NTARGETS + t];
+    const gt_lora_adapter *ad = &l->adapters[layer * GT_LORA_NTARGETS + t];
+    return ad->a.data ? ad : NULL; /* an unused slot: the layer has no such kernel */
 }
 
 void gt_lora_zero_grad(gt_lora *l) {

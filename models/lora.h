@@ -57,8 +57,15 @@ typedef struct gt_lora_dims {
 /* Allocate adapters for targets; A He-uniform from seed (splitmix64 stream), B zero. */
 int gt_lora_create(const gt_lora_dims *dims, int64_t rank, double alpha, unsigned targets,
                    uint64_t seed, gt_lora **out, char *err, size_t errn);
+/* The same for the model of cfg, any generation: Gemma 4 layers differ (global head dim and kv
+ * heads, 2F MLPs on kv-shared layers) and lack some kernels (no key/value on kv-shared layers,
+ * no value on k = v layers): those get no adapter and gt_lora_get gives NULL. */
+struct gt_gemma_config;
+int gt_lora_create_for(const struct gt_gemma_config *cfg, int64_t rank, double alpha, unsigned targets,
+                       uint64_t seed, gt_lora **out, char *err, size_t errn);
 void gt_lora_free(gt_lora *l);
-/* Adapter of a layer and target, or NULL when that target has none. */
+/* Adapter of a layer and target, or NULL when that target (or, Gemma 4, that layer's kernel)
+ * has none. */
 const gt_lora_adapter *gt_lora_get(const gt_lora *l, int64_t layer, gt_lora_target t);
 void gt_lora_zero_grad(gt_lora *l);
 

@@ -10,6 +10,7 @@
 
 #include "models/gemma.h"
 #include "models/h5io.h"
+#include "models/keras_lora.h"
 #include "models/keras_preset.h"
 
 static double attr(gt_h5 f, const char *name, double dflt) {
@@ -366,6 +367,103 @@ START_TEST(incremental_decoding_matches_full_forward) {
 }
 END_TEST
 
+/* LoRA on all seven targets (none on absent kernels) read from the adapter file keras_hub's
+ * save_lora_weights wrote: logits equal keras_hub's; the file round-trips; merged weights score
+ * like the adapters. */
+START_TEST(lora_matches_kerashub) {
+    gt_gemma_config cfg;
+    gt_h5 f = open_fixture(&cfg);
+    char err[1024];
+    gt_gemma *m;
+    ck_assert_msg(gt_gemma_create(&cfg, false, &m, err, sizeof err) == 0, "%s", err);
+    for (int i = 0; i < m->n_params; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "/weights/%s", m->params[i].name);
+        float *w = read_f32(f, p, m->params[i].t->size);
+        memcpy(m->params[i].t->data, w, (size_t)m->params[i].t->size * sizeof(float));
+        free(w);
+    }
+    gt_lora *l;
+    ck_assert_msg(!gt_keras_lora_open("tests/fixtures/presets/gemma4.lora.h5", &cfg, &l, err, sizeof err), "%s", err);
+    int n = 0;
+    for (int64_t i = 0; i < cfg.num_layers; i++)
+        for (int t = 0; t < GT_LORA_NTARGETS; t++) n += gt_lora_get(l, i, (gt_lora_target)t) != NULL;
+    ck_assert_int_eq(n, 4 * 7 + 1 * 6 + 3 * 5); /* own k/v, k = v (no value), kv-shared (no key/value) */
+    ck_assert(!gt_lora_get(l, 2, GT_LORA_VALUE) && !gt_lora_get(l, 6, GT_LORA_KEY));
+    ck_assert_int_eq(gt_lora_get(l, 2, GT_LORA_QUERY)->b.shape[1], 16); /* global head dim */
+    ck_assert_int_eq(gt_lora_get(l, 6, GT_LORA_DOWN)->in, 48);        /* double-wide MLP */
+
+    int32_t *ids, *mask32;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(f, "/inputs/token_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    int64_t B = shape[0], T = shape[1];
+    ck_assert(gt_h5_read_i32(f, "/inputs/padding_mask", &mask32, &nd, shape, err, sizeof err) == 0);
+    uint8_t *mask = malloc((size_t)(B * T));
+    for (int64_t i = 0; i < B * T; i++) mask[i] = (uint8_t)mask32[i];
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = B, .seq = T, .token_ids = ids, .padding_mask = mask};
+    m->lora = l;
+    gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    float *want = read_f32(f, "/expected/logits_lora", z->size), *base = read_f32(f, "/expected/logits", z->size);
+    double maxref = 0, maxdiff = 0, moved = 0;
+    for (int64_t i = 0; i < z->size; i++) {
+        maxref = fmax(maxref, fabs(want[i]));
+        maxdiff = fmax(maxdiff, fabs((double)z->data[i] - want[i]));
+        moved = fmax(moved, fabs((double)want[i] - base[i]));
+    }
+    printf("gemma4 LoRA vs keras_hub: %.2e x max|logit| (adapters move logits by %.2f)\n", maxdiff / maxref, moved);
+    ck_assert(moved > 0.1);
+    /* keras_hub ran eagerly (see kerashub_preset_export) */
+    ck_assert_msg(maxdiff <= 2e-5 * maxref, "LoRA logits off by %.3g x max", maxdiff / maxref);
+
+    /* save -> open gives the same adapters */
+    char dir[] = "/tmp/gt_gemma4_lora_XXXXXX", path[600];
+    ck_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/a.lora.h5", dir);
+    ck_assert_msg(!gt_keras_lora_save(path, l, &cfg, err, sizeof err), "%s", err);
+    gt_lora *l2;
+    ck_assert_msg(!gt_keras_lora_open(path, &cfg, &l2, err, sizeof err), "%s", err);
+    ck_assert_int_eq(l2->n_values, l->n_values);
+    ck_assert_msg(!memcmp(l->data, l2->data, (size_t)l->n_values * sizeof *l->data), "adapters differ");
+    unlink(path);
+    rmdir(dir);
+
+    /* merged into the kernels (preset export with merge), no adapters: the same logits */
+    gt_tensor *zl = z;
+    gt_gemma *mm;
+    ck_assert_msg(gt_gemma_create(&cfg, false, &mm, err, sizeof err) == 0, "%s", err);
+    memcpy(mm->data, m->data, (size_t)m->n_values * sizeof *m->data);
+    for (int64_t i = 0; i < cfg.num_layers; i++) {
+        gt_gemma_layer *ly = &mm->layers[i];
+        gt_tensor *w[GT_LORA_NTARGETS] = {ly->query, ly->key, ly->value, ly->attn_out, ly->gate, ly->up, ly->down};
+        for (int t = 0; t < GT_LORA_NTARGETS; t++) {
+            const gt_lora_adapter *ad = gt_lora_get(l, i, (gt_lora_target)t);
+            ck_assert((ad != NULL) == (w[t] != NULL));
+            if (ad) gt_lora_merge(l, ad, w[t]);
+        }
+    }
+    gt_tensor *zm = gt_gemma_logits(&ctx, mm, gt_gemma_hidden(&ctx, mm, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    double dm = 0;
+    for (int64_t i = 0; i < zm->size; i++) dm = fmax(dm, fabs((double)zm->data[i] - zl->data[i]));
+    ck_assert_msg(dm <= 1e-5 * maxref, "merged adapters differ by %.3g x max", dm / maxref);
+    free(want);
+    free(base);
+    free(ids);
+    free(mask32);
+    free(mask);
+    gt_ctx_free(&ctx);
+    gt_lora_free(l2);
+    gt_lora_free(l);
+    gt_gemma_free(mm);
+    gt_gemma_free(m);
+    gt_h5_close(f);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma4_parity");
     TCase *tc = tcase_create("kerashub");
@@ -374,6 +472,7 @@ int main(void) {
     tcase_add_test(tc, incremental_decoding_matches_full_forward);
     tcase_add_test(tc, kerashub_preset_import);
     tcase_add_test(tc, kerashub_preset_export);
+    tcase_add_test(tc, lora_matches_kerashub);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

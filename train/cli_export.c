@@ -239,7 +239,7 @@ int cli_export(int argc, char **argv) {
     o.prov.base_model = c.model.weights;
     o.prov.lora = l;
     if (gt_keras_preset_save(out, m, tok, &o, err, sizeof err)) goto done;
-    fprintf(stderr, "wrote KerasHub preset %s (%s%s)\n", out, m->cfg.generation >= 3 ? "Gemma3CausalLM" : "GemmaCausalLM",
+    fprintf(stderr, "wrote KerasHub preset %s (%s%s)\n", out, m->cfg.generation == 4 ? "Gemma4CausalLM" : m->cfg.generation >= 3 ? "Gemma3CausalLM" : "GemmaCausalLM",
             l ? (merge ? ", LoRA merged" : ", LoRA in adapter.lora.h5") : "");
     code = 0;
 done:

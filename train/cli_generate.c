@@ -15,7 +15,7 @@ static void usage(FILE *f) {
             "  --max-length N        prompt + generated tokens at most (KerasHub max_length)\n"
             "  --sampler SPEC        greedy (default) | random | top_k | top_p, with options,\n"
             "                        e.g. top_k:k=5,temperature=0.8,seed=2 or top_p:p=0.9\n"
-            "  --stop IDS            comma-separated stop token ids (default: <eos>, <end_of_turn>)\n"
+            "  --stop IDS            comma-separated stop token ids (default: <eos>, <end_of_turn>, <turn|>)\n"
             "  --strip-prompt        print only the completion (default prints prompt + completion,\n"
             "                        as KerasHub's generate(strip_prompt=False))\n"
             "  --chat                wrap PROMPT in the Gemma chat template (user turn, model turn)\n"
@@ -137,9 +137,11 @@ int cli_generate(int argc, char **argv) {
         char buf[512];
         snprintf(buf, sizeof buf, "%s", stops);
         for (char *t = strtok(buf, ","); t && n_stop < 64; t = strtok(NULL, ",")) stop_ids[n_stop++] = atoi(t);
-    } else { /* Gemma3CausalLM.generate's "auto": <eos> and <end_of_turn> */
+    } else { /* Gemma3CausalLM.generate's "auto": <eos> and <end_of_turn>; Gemma 4's: <eos>, <turn|> */
         stop_ids[n_stop++] = gt_tok_eos(tok);
         if (eot >= 0) stop_ids[n_stop++] = eot;
+        int32_t turn_end = gt_tok_piece_id(tok, "<turn|>");
+        if (turn_end >= 0) stop_ids[n_stop++] = turn_end;
     }
     gt_generate_opts o = {.max_length = max_length ? max_length : (int64_t)ids.n + max_new,
                           .stop_ids = stop_ids, .n_stop = n_stop, .sampler = smp};

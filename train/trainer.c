@@ -118,10 +118,9 @@ static int build_trainables(job *j, char *err, size_t errn) {
     if (c->lora.enabled) {
         unsigned targets = 0;
         for (int i = 0; i < c->lora.n_targets; i++) targets |= 1u << gt_lora_target_from_name(c->lora.targets[i]);
-        gt_lora_dims d = {m->cfg.num_layers, m->cfg.hidden_dim, m->cfg.intermediate_dim,
-                          m->cfg.num_query_heads, m->cfg.num_kv_heads, m->cfg.head_dim};
         double alpha = c->lora.alpha > 0 ? c->lora.alpha : (double)c->lora.rank;
-        if (gt_lora_create(&d, c->lora.rank, alpha, targets, (uint64_t)c->lora.seed, &j->lora, err, errn)) return -1;
+        if (gt_lora_create_for(&m->cfg, c->lora.rank, alpha, targets, (uint64_t)c->lora.seed, &j->lora, err, errn))
+            return -1;
         if (c->lora.weights[0] && gt_keras_lora_load(c->lora.weights, j->lora, &m->cfg, err, errn)) return -1;
         m->lora = j->lora;
         j->lora->dropout = c->lora.dropout;

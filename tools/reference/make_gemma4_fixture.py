@@ -19,7 +19,11 @@ Written to tests/fixtures/gemma4.h5 in the layout of make_gemma_fixtures.py:
   /expected/grads/<name> float32: d loss / d weight for every trainable weight (not layer_scalar)
 
 The same backbone is saved with Backbone.save_to_preset to tests/fixtures/presets/gemma4/
-(config.json, model.weights.h5, metadata.json) for the KerasHub preset importer's test.
+(config.json, model.weights.h5, metadata.json) for the KerasHub preset importer's test. Then
+LoRA (rank 2) is enabled on all seven targets with random A and B: tests/fixtures/presets/
+gemma4.lora.h5 (backbone.save_lora_weights) and /expected/logits_lora in gemma4.h5 (task call).
+The Keras layer index of every adapter is checked against models/keras_lora.c's Gemma 4 formula,
+also for a variant without per-layer embeddings.
 
 Run: KERAS_BACKEND=jax python3 tools/reference/make_gemma4_fixture.py  (keras-hub 0.32, jax, h5py)
 
@@ -184,7 +188,61 @@ def main(seed=4004):
     shutil.rmtree(preset, ignore_errors=True)
     bb.save_to_preset(preset)
     print(f"{path}: loss {float(loss):.6f}, max|logit| {float(np.abs(logits).max()):.3f}, "
-          f"{bb.count_params()} params, {os.path.getsize(path)} bytes")
+          f"{bb.count_params()} params")
+    make_lora(bb, lm, inputs, rng)
+
+
+TARGETS = ["query", "key", "value", "attention_output", "ffw_gating", "ffw_gating_2", "ffw_linear"]
+
+
+def lora_index4(bb, layer, target):
+    """models/keras_lora.c index4 (kept in sync): Keras layer index of an adapter, or -1."""
+    ple = 3 if bb.hidden_size_per_layer_input > 0 else 0
+
+    def kinds(i):
+        att = bb.get_layer(f"decoder_block_{i}").attention
+        return att.key_dense is not None, att.value_dense is not None
+
+    s = 1 + ple
+    for j in range(layer):
+        own, value = kinds(j)
+        s += 12 + ple + 2 * own + value
+    f = s + ple
+    own, value = kinds(layer)
+    q = f + 9 + 2 * own + value
+    return {"ffw_linear": f + 1, "ffw_gating_2": f + 2, "ffw_gating": f + 3, "attention_output": f + 7,
+            "value": f + 10 if value else -1, "key": q - 1 if own else -1, "query": q}[target]
+
+
+def check_lora_indices(bb):
+    layers = [lyr for lyr in bb._flatten_layers(include_self=False) if lyr.weights]
+    n = 0
+    for i in range(bb.num_layers):
+        for t in TARGETS:
+            idx = lora_index4(bb, i, t)
+            if idx < 0:
+                continue
+            got = layers[idx]
+            assert got.name == t and f"decoder_block_{i}/" in got.weights[0].path, (i, t, idx, got.name)
+            n += 1
+    return n
+
+
+def make_lora(bb, lm, inputs, rng):
+    check_lora_indices(keras_hub.models.Gemma4Backbone(**dict(SPEC, hidden_size_per_layer_input=0),
+                                                       dtype="float32"))
+    n = check_lora_indices(bb)
+    bb.enable_lora(2, target_layer_names=TARGETS)
+    assert len(bb._lora_enabled_layers) == n, (len(bb._lora_enabled_layers), n)
+    for layer in bb._flatten_layers(include_self=False):
+        if getattr(layer, "lora_enabled", False):
+            layer.lora_kernel_a.assign(rng.normal(0, 0.3, layer.lora_kernel_a.shape).astype("float32"))
+            layer.lora_kernel_b.assign(rng.normal(0, 0.3, layer.lora_kernel_b.shape).astype("float32"))
+    logits = np.asarray(lm(inputs), "float32")
+    bb.save_lora_weights(os.path.join(OUT, "presets", "gemma4.lora.h5"))
+    with h5py.File(os.path.join(OUT, "gemma4.h5"), "a") as f:
+        f["expected/logits_lora"] = logits
+    print(f"LoRA: {n} adapters, indices match; max|logit| with LoRA {np.abs(logits).max():.3f}")
 
 
 def check_export(d, out):
