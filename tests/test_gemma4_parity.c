@@ -10,6 +10,7 @@
 
 #include "models/gemma.h"
 #include "models/h5io.h"
+#include "models/hf_gemma.h"
 #include "models/keras_lora.h"
 #include "models/keras_preset.h"
 
@@ -464,6 +465,58 @@ START_TEST(lora_matches_kerashub) {
 }
 END_TEST
 
+/* An independent reference: transformers' Gemma4ForCausalLM (tools/reference/
+ * make_hf_gemma4_fixture.py: 9 layers, no attention soft-cap, otherwise the features above),
+ * read from its save_pretrained directory. */
+START_TEST(hf_transformers_import_matches) {
+    char err[1024];
+    gt_gemma *m;
+    ck_assert_msg(!gt_hf_gemma_load("tests/fixtures/hf/gemma4", false, &m, err, sizeof err), "%s", err);
+    const gt_gemma_config *c = &m->cfg;
+    ck_assert(c->generation == 4 && c->num_layers == 9 && c->sliding_pattern == 3 && c->sliding_window == 3);
+    ck_assert(c->global_head_dim == 16 && c->num_global_kv_heads == 1 && c->num_kv_shared_layers == 3 &&
+              c->double_wide_mlp && c->per_layer_input_dim == 4 && c->per_layer_vocab_size == 61);
+    ck_assert(c->rope_global_partial == 0.25 && c->rope_global_scale == 2 && c->rope_global_base == 1e6 &&
+              c->rope_local_base == 1e4 && c->attn_logit_softcap == 0 && c->final_logit_softcap == 8);
+    ck_assert_int_eq(gt_gemma_kv_source(c, 8), 5);
+    gt_h5 f;
+    ck_assert_msg(!gt_h5_open_read("tests/fixtures/hf/gemma4.ref.h5", &f, err, sizeof err), "%s", err);
+    int32_t *ids, *mask32;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(f, "/token_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    int64_t B = shape[0], T = shape[1];
+    ck_assert(gt_h5_read_i32(f, "/padding_mask", &mask32, &nd, shape, err, sizeof err) == 0);
+    uint8_t *mask = malloc((size_t)(B * T));
+    for (int64_t i = 0; i < B * T; i++) mask[i] = (uint8_t)mask32[i];
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = B, .seq = T, .token_ids = ids, .padding_mask = mask};
+    gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    float *want = read_f32(f, "/logits", z->size);
+    /* transformers computes padded query rows too (we zero them, as KerasHub): compare real rows */
+    double maxref = 0, maxdiff = 0;
+    int64_t V = c->vocab_size;
+    for (int64_t r = 0; r < B * T; r++) {
+        if (!mask[r]) continue;
+        for (int64_t v = 0; v < V; v++) {
+            maxref = fmax(maxref, fabs(want[r * V + v]));
+            maxdiff = fmax(maxdiff, fabs((double)z->data[r * V + v] - want[r * V + v]));
+        }
+    }
+    printf("gemma4 vs transformers: logits %.2e x max|logit|\n", maxdiff / maxref);
+    ck_assert_msg(maxdiff <= 1e-5 * maxref, "transformers disagrees: %.3g x max", maxdiff / maxref);
+    free(want);
+    free(ids);
+    free(mask32);
+    free(mask);
+    gt_ctx_free(&ctx);
+    gt_h5_close(f);
+    gt_gemma_free(m);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma4_parity");
     TCase *tc = tcase_create("kerashub");
@@ -473,6 +526,7 @@ int main(void) {
     tcase_add_test(tc, kerashub_preset_import);
     tcase_add_test(tc, kerashub_preset_export);
     tcase_add_test(tc, lora_matches_kerashub);
+    tcase_add_test(tc, hf_transformers_import_matches);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
