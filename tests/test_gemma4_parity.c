@@ -3,6 +3,7 @@
  * parameter count, and the per-layer structure (k = v globals, kv-shared layers, PLE). */
 #include <check.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -517,6 +518,54 @@ START_TEST(hf_transformers_import_matches) {
 }
 END_TEST
 
+static float to_bf16(float x) { /* round to nearest even, as Keras' cast */
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static void copy_file(const char *from, const char *to) {
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    ck_assert_msg(a && b, "%s -> %s", from, to);
+    char buf[1 << 15];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, a)) > 0) ck_assert(fwrite(buf, 1, n, b) == n);
+    fclose(a);
+    fclose(b);
+}
+
+/* Kaggle presets are bfloat16: the same model saved by a bfloat16 Gemma4Backbone (2-byte opaque
+ * datasets, the 0-d layer scalars included) loads as the fp32 values rounded to bfloat16. */
+START_TEST(bfloat16_preset_loads) {
+    char dir[] = "/tmp/gt_gemma4_bf16_XXXXXX", p[600], err[1024];
+    ck_assert(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    copy_file("tests/fixtures/presets/gemma4/config.json", p);
+    snprintf(p, sizeof p, "%s/model.weights.h5", dir);
+    copy_file("tests/fixtures/presets/gemma4_bf16.weights.h5", p);
+    gt_gemma *a, *b;
+    ck_assert_msg(!gt_keras_preset_load("tests/fixtures/presets/gemma4", false, &a, NULL, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_keras_preset_load(dir, false, &b, NULL, err, sizeof err), "%s", err);
+    int64_t changed = 0;
+    for (int64_t i = 0; i < a->n_values; i++) {
+        float want = to_bf16((float)a->data[i]);
+        ck_assert_msg((float)b->data[i] == want, "value %lld: %g, expected %g", (long long)i, b->data[i], want);
+        changed += want != (float)a->data[i];
+    }
+    ck_assert(changed > a->n_values / 2);
+    for (int64_t i = 0; i < a->cfg.num_layers; i++)
+        ck_assert(b->layers[i].layer_scalar->data[0] == to_bf16(a->layers[i].layer_scalar->data[0]));
+    unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    rmdir(dir);
+    gt_gemma_free(a);
+    gt_gemma_free(b);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma4_parity");
     TCase *tc = tcase_create("kerashub");
@@ -525,6 +574,7 @@ int main(void) {
     tcase_add_test(tc, incremental_decoding_matches_full_forward);
     tcase_add_test(tc, kerashub_preset_import);
     tcase_add_test(tc, kerashub_preset_export);
+    tcase_add_test(tc, bfloat16_preset_loads);
     tcase_add_test(tc, lora_matches_kerashub);
     tcase_add_test(tc, hf_transformers_import_matches);
     suite_add_tcase(s, tc);
