@@ -11,6 +11,8 @@
 
 #include "models/gemma.h"
 #include "models/h5io.h"
+#include <hdf5.h>
+
 #include "models/hf_gemma.h"
 #include "models/keras_lora.h"
 #include "models/keras_preset.h"
@@ -566,6 +568,41 @@ START_TEST(bfloat16_preset_loads) {
 }
 END_TEST
 
+/* Top-level layers are found by their Keras name, not by class numbering alone: the same preset
+ * with the final norm and the PLE norm stored under other numbered names loads identically. */
+START_TEST(top_level_layers_found_by_name) {
+    char dir[] = "/tmp/gt_gemma4_names_XXXXXX", p[600], err[1024];
+    ck_assert(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    copy_file("tests/fixtures/presets/gemma4/config.json", p);
+    snprintf(p, sizeof p, "%s/model.weights.h5", dir);
+    copy_file("tests/fixtures/presets/gemma4/model.weights.h5", p);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert(f >= 0);
+    ck_assert(H5Lmove(f, "layers/rms_normalization", f, "layers/rms_normalization_7", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+    ck_assert(H5Lmove(f, "layers/rms_normalization_1", f, "layers/rms_normalization", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+    ck_assert(H5Lmove(f, "layers/dense", f, "layers/dense_2", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    gt_gemma *a, *b;
+    ck_assert_msg(!gt_keras_preset_load("tests/fixtures/presets/gemma4", false, &a, NULL, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_keras_preset_load(dir, false, &b, NULL, err, sizeof err), "%s", err);
+    ck_assert(!memcmp(a->data, b->data, (size_t)a->n_values * sizeof *a->data));
+    gt_gemma_free(b);
+    /* and a preset without the PLE projection names it */
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert(f >= 0 && H5Ldelete(f, "layers/dense_2", H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    ck_assert(gt_keras_preset_load(dir, false, &b, NULL, err, sizeof err) != 0);
+    ck_assert_msg(strstr(err, "per_layer_model_projection"), "%s", err);
+    printf("  expected error: %s\n", err);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    rmdir(dir);
+    gt_gemma_free(a);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma4_parity");
     TCase *tc = tcase_create("kerashub");
@@ -575,6 +612,7 @@ int main(void) {
     tcase_add_test(tc, kerashub_preset_import);
     tcase_add_test(tc, kerashub_preset_export);
     tcase_add_test(tc, bfloat16_preset_loads);
+    tcase_add_test(tc, top_level_layers_found_by_name);
     tcase_add_test(tc, lora_matches_kerashub);
     tcase_add_test(tc, hf_transformers_import_matches);
     suite_add_tcase(s, tc);
