@@ -393,9 +393,6 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
     return x;
 }
 
-/* Gemma 4 decoder block (KerasHub Gemma4TextDecoderBlock / Gemma4TextAttention). kv_k, kv_v
- * hold every earlier layer's attention keys and values (after norm and RoPE) for the kv-shared
- * layers; pli is this layer's per-layer input [B, T, P] or NULL. */
 /* Offset of layer i's rows in a Gemma 4 cache: only layers with their own k, v store any, each
  * max_len rows of its own width (kv heads x head dim). */
 static int64_t cache_offset4(const gt_gemma_config *c, int64_t layer, int64_t max_len) {
@@ -406,6 +403,10 @@ static int64_t cache_offset4(const gt_gemma_config *c, int64_t layer, int64_t ma
     return off;
 }
 
+/* Gemma 4 decoder block (KerasHub Gemma4TextDecoderBlock / Gemma4TextAttention). kv_k, kv_v
+ * hold every earlier layer's attention keys and values (after norm and RoPE) for the kv-shared
+ * layers; pli is this layer's per-layer input [B, T, P] or NULL. With a cache (B = 1, no tape)
+ * the T tokens follow the pos0 cached ones, as in block(). */
 static gt_tensor *block4(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, int64_t B,
                          int64_t T, const int32_t *pos, const uint8_t *key_mask,
                          const int32_t *segment_ids, gt_tensor **kv_k, gt_tensor **kv_v,

@@ -141,6 +141,8 @@ static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, 
         {"Gemma2ForCausalLM", "gemma2", 2, 0},
         {"Gemma3ForCausalLM", "gemma3_text", 3, 0},
         {"Gemma3ForConditionalGeneration", "gemma3", 3, 1},
+        {"Gemma4ForCausalLM", "gemma4_text", 4, 0},
+        {"Gemma4ForConditionalGeneration", "gemma4", 4, 1},
     };
     int gen = 0, mm = 0;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
@@ -151,7 +153,8 @@ static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, 
         }
     if (!gen)
         return fail(err, errn, "%s: architecture '%s' is not supported (GemmaForCausalLM, Gemma2ForCausalLM, "
-                    "Gemma3ForCausalLM, Gemma3ForConditionalGeneration)", file,
+                    "Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma4ForCausalLM, "
+                    "Gemma4ForConditionalGeneration)", file,
                     a ? a : mt ? mt : "(none: no \"architectures\" or \"model_type\")");
     if (arch) snprintf(arch, archn, "%s", a);
     if (is_multimodal) *is_multimodal = mm;
@@ -178,8 +181,175 @@ static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, 
     return text_config(&j, gen, a, c, tied, tie);
 }
 
+/* Gemma4TextConfig (transformers 5.x configuration_gemma4.py; its defaults where a key is
+ * absent). Global layers take their head dim and kv heads from per_layer_config (what
+ * save_pretrained writes) or global_head_dim / num_global_key_value_heads; with attention_k_eq_v
+ * they have k = v. RoPE: sliding layers default (theta), full layers proportional (theta,
+ * partial_rotary_factor, factor) or default. */
+static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied, bool tie) {
+    jcfg j = *jp;
+    char *err = j.err;
+    size_t errn = j.errn;
+    gt_gemma_config_defaults(c, 4);
+    snprintf(c->name, sizeof c->name, "hf:%s", a);
+    int64_t gh = 0, gk = 0, window = 0;
+    bool keqv = false, bias = false, moe = false, tie_text = true, dw = false;
+    if (j_int(&j, "vocab_size", 262144, &c->vocab_size) || j_int(&j, "hidden_size", 2304, &c->hidden_dim) ||
+        j_int(&j, "intermediate_size", 9216, &c->intermediate_dim) ||
+        j_int(&j, "num_hidden_layers", 30, &c->num_layers) ||
+        j_int(&j, "num_attention_heads", 8, &c->num_query_heads) ||
+        j_int(&j, "num_key_value_heads", 4, &c->num_kv_heads) || j_int(&j, "head_dim", 256, &c->head_dim) ||
+        j_int(&j, "max_position_embeddings", 131072, &c->max_seq_len) ||
+        j_num(&j, "rms_norm_eps", 1e-6, 1e-6, &c->rms_eps) || j_int(&j, "sliding_window", 512, &window) ||
+        j_num(&j, "final_logit_softcapping", 0, 0, &c->final_logit_softcap) ||
+        j_int(&j, "hidden_size_per_layer_input", 256, &c->per_layer_input_dim) ||
+        j_int(&j, "vocab_size_per_layer_input", 262144, &c->per_layer_vocab_size) ||
+        j_int(&j, "num_kv_shared_layers", 0, &c->num_kv_shared_layers) ||
+        j_int(&j, "global_head_dim", 512, &gh) || j_int(&j, "num_global_key_value_heads", 0, &gk) ||
+        j_bool(&j, "attention_k_eq_v", false, &keqv) || j_bool(&j, "attention_bias", false, &bias) ||
+        j_bool(&j, "enable_moe_block", false, &moe) || j_bool(&j, "use_double_wide_mlp", false, &dw) ||
+        j_bool(&j, "tie_word_embeddings", true, &tie_text))
+        return -1;
+    c->double_wide_mlp = dw;
+    if (bias) return fail(err, errn, "%s: \"attention_bias\": true is not supported (Gemma has no biases)", j.file);
+    if (moe) return fail(err, errn, "%s: \"enable_moe_block\": true (Gemma 4 MoE, 26B-A4B) is not supported", j.file);
+    json_t *bd = json_object_get(j.o, "use_bidirectional_attention");
+    if (bd && json_is_string(bd) && !strcmp(json_string_value(bd), "all"))
+        return fail(err, errn, "%s: \"use_bidirectional_attention\": \"all\" is not supported (causal only)", j.file);
+    json_t *act = json_object_get(j.o, "hidden_activation");
+    if (act && !json_is_null(act) && (!json_is_string(act) || strcmp(json_string_value(act), "gelu_pytorch_tanh")))
+        return fail(err, errn, "%s: \"hidden_activation\" must be gelu_pytorch_tanh", j.file);
+    if (tied) *tied = tie && tie_text;
+    int64_t L = c->num_layers;
+    if (L < 1 || L > 100000 || c->hidden_dim < 1 || c->num_query_heads < 1)
+        return fail(err, errn, "%s: num_hidden_layers, hidden_size and num_attention_heads must be positive", j.file);
+
+    /* layer types -> pattern P (layer i global iff i % P == P - 1); transformers' default: every
+     * 6th layer global and the last layer global */
+    bool *global = calloc((size_t)L, sizeof *global);
+    if (!global) return fail(err, errn, "%s: out of memory", j.file);
+    json_t *lt = json_object_get(j.o, "layer_types");
+    if (lt && !json_is_null(lt)) {
+        if (!json_is_array(lt) || (int64_t)json_array_size(lt) != L) {
+            free(global);
+            return fail(err, errn, "%s: \"layer_types\" must list num_hidden_layers (%lld) entries", j.file, (long long)L);
+        }
+        for (int64_t i = 0; i < L; i++) {
+            const char *t = json_string_value(json_array_get(lt, (size_t)i));
+            if (!t || (strcmp(t, "sliding_attention") && strcmp(t, "full_attention"))) {
+                free(global);
+                return fail(err, errn, "%s: \"layer_types\"[%lld] must be \"sliding_attention\" or \"full_attention\"",
+                            j.file, (long long)i);
+            }
+            global[i] = !strcmp(t, "full_attention");
+        }
+    } else {
+        for (int64_t i = 0; i < L; i++) global[i] = (i + 1) % 6 == 0 || i == L - 1;
+    }
+    int64_t pat = 0;
+    for (int64_t p = 1; p <= L && !pat; p++) {
+        bool ok = true;
+        for (int64_t i = 0; i < L && ok; i++) ok = global[i] == (i % p == p - 1);
+        if (ok) pat = p;
+    }
+    if (!pat) {
+        free(global);
+        return fail(err, errn, "%s: \"layer_types\" is not a repeating pattern of P-1 sliding layers and one full "
+                    "layer: not supported", j.file);
+    }
+    c->sliding_pattern = (int)pat;
+    c->sliding_window = window;
+
+    /* global layers' head dim and kv heads */
+    int64_t ghd = gh, gkv = keqv ? gk : 0;
+    json_t *plc = json_object_get(j.o, "per_layer_config");
+    if (plc && !json_is_null(plc)) {
+        if (!json_is_object(plc)) {
+            free(global);
+            return fail(err, errn, "%s: \"per_layer_config\" must be an object", j.file);
+        }
+        bool first = true;
+        for (int64_t i = 0; i < L; i++) {
+            char key[24];
+            snprintf(key, sizeof key, "%lld", (long long)i);
+            json_t *o = json_object_get(plc, key);
+            if (!global[i]) {
+                if (o && json_object_size(o)) {
+                    free(global);
+                    return fail(err, errn, "%s: \"per_layer_config\" overrides sliding layer %lld: not supported",
+                                j.file, (long long)i);
+                }
+                continue;
+            }
+            jcfg lj = {o ? o : json_object(), j.file, err, errn};
+            int64_t h, k;
+            int rc = j_int(&lj, "head_dim", c->head_dim, &h) || j_int(&lj, "num_key_value_heads", c->num_kv_heads, &k);
+            if (!o) json_decref(lj.o);
+            if (rc) {
+                free(global);
+                return -1;
+            }
+            if (!first && (h != ghd || k != gkv)) {
+                free(global);
+                return fail(err, errn, "%s: \"per_layer_config\": full-attention layers differ in shape: not supported",
+                            j.file);
+            }
+            ghd = h, gkv = k, first = false;
+        }
+        if (!keqv && gkv != c->num_kv_heads) {
+            free(global);
+            return fail(err, errn, "%s: full-attention layers with their own kv head count need attention_k_eq_v",
+                        j.file);
+        }
+        if (!keqv) gkv = 0;
+    } else if (keqv && !gkv) {
+        gkv = c->num_kv_heads;
+    } else if (!keqv) {
+        gkv = 0;
+    }
+    free(global);
+    c->global_head_dim = ghd;
+    c->num_global_kv_heads = keqv ? gkv : 0;
+
+    /* RoPE */
+    json_t *rp = json_object_get(j.o, "rope_parameters");
+    if (rp && !json_is_null(rp) && !json_is_object(rp))
+        return fail(err, errn, "%s: \"rope_parameters\" must be an object", j.file);
+    c->rope_local_base = 10000.0, c->rope_global_base = 1000000.0, c->rope_global_partial = 0.25;
+    if (rp && !json_is_null(rp)) {
+        json_t *sl = json_object_get(rp, "sliding_attention"), *fu = json_object_get(rp, "full_attention");
+        if (rope_set(&j, sl, "rope_parameters.sliding_attention", &c->rope_local_base, &c->rope_local_scale)) return -1;
+        if (fu && !json_is_null(fu)) {
+            if (!json_is_object(fu)) return fail(err, errn, "%s: \"rope_parameters.full_attention\" must be an object", j.file);
+            const char *t = json_string_value(json_object_get(fu, "rope_type"));
+            jcfg fj = {fu, j.file, err, errn};
+            if (j_num(&fj, "rope_theta", c->rope_global_base, c->rope_global_base, &c->rope_global_base)) return -1;
+            if (t && !strcmp(t, "proportional")) {
+                if (j_num(&fj, "partial_rotary_factor", 1.0, 1.0, &c->rope_global_partial) ||
+                    j_num(&fj, "factor", 1.0, 1.0, &c->rope_global_scale))
+                    return -1;
+            } else if (!t || !strcmp(t, "default")) {
+                c->rope_global_partial = 1.0;
+                if (json_object_get(fu, "partial_rotary_factor"))
+                    return fail(err, errn, "%s: default RoPE with partial_rotary_factor on full-attention layers is not "
+                                "supported (proportional is)", j.file);
+            } else {
+                return fail(err, errn, "%s: rope_parameters.full_attention: rope_type \"%s\" is not supported "
+                            "(proportional, default)", j.file, t);
+            }
+        }
+    }
+    if (gt_gemma_config_validate(c, err, errn)) {
+        char m[512];
+        snprintf(m, sizeof m, "%s", err);
+        return fail(err, errn, "%s: %s", j.file, m);
+    }
+    return 0;
+}
+
 /* The text model's fields of a config (j->o) for generation gen. */
 static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, bool *tied, bool tie) {
+    if (gen == 4) return text_config4(jp, a, c, tied, tie);
     jcfg j = *jp;
     char *err = j.err;
     size_t errn = j.errn;
@@ -417,6 +587,21 @@ static int load_one(loader *ld, const char *name, gt_tensor *dst, char *err, siz
     return 0;
 }
 
+/* A one-element tensor (Gemma 4's layer_scalar: HF [1], ours 0-d). */
+static int load_scalar(loader *ld, const char *name, gt_tensor *dst, char *err, size_t errn) {
+    const gt_st_tensor *t = gt_st_find(ld->st, name);
+    if (!t) return fail(err, errn, "hf: %s: tensor '%s' is missing (needed for %s)", ld->dir, name, dst->name);
+    if (t->n_elements != 1) {
+        char have[128];
+        shape_str(t, have, sizeof have);
+        return fail(err, errn, "hf: %s: tensor '%s' has shape %s, expected one value for %s", t->file, name, have,
+                    dst->name);
+    }
+    if (gt_st_read_f32(t, dst->data, err, errn)) return -1;
+    if (mark_used(ld, name)) return fail(err, errn, "hf: out of memory");
+    return 0;
+}
+
 /* lm_head.weight, when stored, must be the embedding (the head is tied in gt_gemma). */
 static int check_head(loader *ld, const char *name, const gt_tensor *emb, char *err, size_t errn) {
     const gt_st_tensor *t = gt_st_find(ld->st, name);
@@ -533,6 +718,30 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
             snprintf(n, sizeof n, "%slayers.%lld.%s.weight", pre, (long long)i, map[k].hf);
             rc = load_one(&ld, n, map[k].t, err, errn);
         }
+        if (c.generation == 4 && !rc) {
+            /* per-layer-input gate [P, D], up projection [D, P] and norm: (out, in) as ours */
+            const struct {
+                const char *hf;
+                gt_tensor *t;
+            } ple[] = {{"per_layer_input_gate", ly->ple_gate},
+                       {"per_layer_projection", ly->ple_up},
+                       {"post_per_layer_input_norm", ly->ple_norm}};
+            for (size_t k = 0; k < sizeof ple / sizeof ple[0] && !rc; k++) {
+                if (!ple[k].t) continue;
+                snprintf(n, sizeof n, "%slayers.%lld.%s.weight", pre, (long long)i, ple[k].hf);
+                rc = load_one(&ld, n, ple[k].t, err, errn);
+            }
+            snprintf(n, sizeof n, "%slayers.%lld.layer_scalar", pre, (long long)i);
+            rc = rc ? rc : load_scalar(&ld, n, ly->layer_scalar, err, errn);
+        }
+    }
+    if (c.generation == 4 && c.per_layer_input_dim > 0 && !rc) {
+        snprintf(n, sizeof n, "%sembed_tokens_per_layer.weight", pre);
+        rc = load_one(&ld, n, m->ple_embedding, err, errn);
+        snprintf(n, sizeof n, "%sper_layer_model_projection.weight", pre);
+        rc = rc ? rc : load_one(&ld, n, m->ple_projection, err, errn);
+        snprintf(n, sizeof n, "%sper_layer_projection_norm.weight", pre);
+        rc = rc ? rc : load_one(&ld, n, m->ple_norm, err, errn);
     }
     const char *head = mm && !gt_st_find(st, "lm_head.weight") ? "language_model.lm_head.weight" : "lm_head.weight";
     if (!rc) rc = check_head(&ld, head, m->embedding, err, errn);

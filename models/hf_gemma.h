@@ -1,4 +1,8 @@
-/* hf_gemma.h: Gemma 1/2/3 models in Hugging Face format (config.json + safetensors).
+/* hf_gemma.h: Gemma 1/2/3 models in Hugging Face format (config.json + safetensors), and Gemma 4
+ * on load (Gemma4ForCausalLM, or the text model of Gemma4ForConditionalGeneration: per_layer_config
+ * or global_head_dim / num_global_key_value_heads with attention_k_eq_v, proportional RoPE on
+ * full-attention layers, per-layer embeddings, kv sharing, layer_scalar; MoE refused; HF Gemma 4
+ * norms are plain multipliers like ours). Saving Gemma 4 is refused.
  *
  * Load: config.json names the architecture (GemmaForCausalLM, Gemma2ForCausalLM,
  * Gemma3ForCausalLM, or the text part of Gemma3ForConditionalGeneration; without

@@ -874,6 +874,27 @@ done:
     return rc;
 }
 
+/* Gemma4Backbone's top-level layers are stored as layers/<class>[_k]: k counts same-class layers
+ * in graph order, which other top-level layers of a multimodal preset could shift. Find the
+ * group whose vars carry the layer's name and point x at it; -1 when there is none. */
+static int resolve_top4(gt_h5 f, wmap *x) {
+    char base[192], g[192], name[96], e[8];
+    snprintf(base, sizeof base, "%s", x->group + strlen("layers/"));
+    base[strlen(base) - strlen("/vars")] = 0;
+    char *u = strrchr(base, '_');
+    if (u && u[1] && strspn(u + 1, "0123456789") == strlen(u + 1)) *u = 0;
+    for (int k = 0; k < 64; k++) {
+        if (k) snprintf(g, sizeof g, "layers/%s_%d/vars", base, k);
+        else snprintf(g, sizeof g, "layers/%s/vars", base);
+        if (!gt_h5_exists(f, g) || gt_h5_attr_str(f, g, "name", name, sizeof name, e, sizeof e)) continue;
+        if (strcmp(name, x->lname)) continue;
+        snprintf(x->group, sizeof x->group, "%s", g);
+        snprintf(x->h5, sizeof x->h5, "%s/0", g);
+        return 0;
+    }
+    return -1;
+}
+
 int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_tokenizer **tok,
                          char *err, size_t errn) {
     *model = NULL;
@@ -901,10 +922,15 @@ int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_t
     }
     if (gt_h5_open_read(path, &f, err, errn)) goto done;
     for (int i = 0; i < n; i++) {
-        const wmap *x = &w[i];
+        wmap *x = &w[i];
         float *buf = NULL;
         int nd;
         int64_t sh[8];
+        if (c.generation == 4 && x->layer < 0 && resolve_top4(f, x)) {
+            snprintf(err, errn, "%s: no top-level layer named '%s' (looked for %s and its numbered siblings)", path,
+                     x->lname, x->group);
+            goto done;
+        }
         if (!gt_h5_exists(f, x->h5)) {
             snprintf(err, errn, "%s: missing tensor %s (%s)", path, x->h5, x->t->name);
             goto done;
@@ -918,17 +944,6 @@ int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_t
                      x->t->name, dims_str(nd, sh, got, sizeof got), dims_str(x->kn, x->ks, want, sizeof want));
             free(buf);
             goto done;
-        }
-        if (c.generation == 4 && x->layer < 0) {
-            /* top-level paths follow Keras' class-name numbering: confirm the layer's name */
-            char lname[96];
-            bool named = !gt_h5_attr_str(f, x->group, "name", lname, sizeof lname, err, errn);
-            if (named && strcmp(lname, x->lname))
-                snprintf(err, errn, "%s: %s holds layer '%s', expected '%s'", path, x->group, lname, x->lname);
-            if (!named || strcmp(lname, x->lname)) {
-                free(buf);
-                goto done;
-            }
         }
         from_keras(x, buf, x->t->data);
         free(buf);

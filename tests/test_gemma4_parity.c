@@ -3,6 +3,7 @@
  * parameter count, and the per-layer structure (k = v globals, kv-shared layers, PLE). */
 #include <check.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,9 @@
 
 #include "models/gemma.h"
 #include "models/h5io.h"
+#include <hdf5.h>
+
+#include "models/hf_gemma.h"
 #include "models/keras_lora.h"
 #include "models/keras_preset.h"
 
@@ -464,6 +468,141 @@ START_TEST(lora_matches_kerashub) {
 }
 END_TEST
 
+/* An independent reference: transformers' Gemma4ForCausalLM (tools/reference/
+ * make_hf_gemma4_fixture.py: 9 layers, no attention soft-cap, otherwise the features above),
+ * read from its save_pretrained directory. */
+START_TEST(hf_transformers_import_matches) {
+    char err[1024];
+    gt_gemma *m;
+    ck_assert_msg(!gt_hf_gemma_load("tests/fixtures/hf/gemma4", false, &m, err, sizeof err), "%s", err);
+    const gt_gemma_config *c = &m->cfg;
+    ck_assert(c->generation == 4 && c->num_layers == 9 && c->sliding_pattern == 3 && c->sliding_window == 3);
+    ck_assert(c->global_head_dim == 16 && c->num_global_kv_heads == 1 && c->num_kv_shared_layers == 3 &&
+              c->double_wide_mlp && c->per_layer_input_dim == 4 && c->per_layer_vocab_size == 61);
+    ck_assert(c->rope_global_partial == 0.25 && c->rope_global_scale == 2 && c->rope_global_base == 1e6 &&
+              c->rope_local_base == 1e4 && c->attn_logit_softcap == 0 && c->final_logit_softcap == 8);
+    ck_assert_int_eq(gt_gemma_kv_source(c, 8), 5);
+    gt_h5 f;
+    ck_assert_msg(!gt_h5_open_read("tests/fixtures/hf/gemma4.ref.h5", &f, err, sizeof err), "%s", err);
+    int32_t *ids, *mask32;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(f, "/token_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    int64_t B = shape[0], T = shape[1];
+    ck_assert(gt_h5_read_i32(f, "/padding_mask", &mask32, &nd, shape, err, sizeof err) == 0);
+    uint8_t *mask = malloc((size_t)(B * T));
+    for (int64_t i = 0; i < B * T; i++) mask[i] = (uint8_t)mask32[i];
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = B, .seq = T, .token_ids = ids, .padding_mask = mask};
+    gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    float *want = read_f32(f, "/logits", z->size);
+    /* transformers computes padded query rows too (we zero them, as KerasHub): compare real rows */
+    double maxref = 0, maxdiff = 0;
+    int64_t V = c->vocab_size;
+    for (int64_t r = 0; r < B * T; r++) {
+        if (!mask[r]) continue;
+        for (int64_t v = 0; v < V; v++) {
+            maxref = fmax(maxref, fabs(want[r * V + v]));
+            maxdiff = fmax(maxdiff, fabs((double)z->data[r * V + v] - want[r * V + v]));
+        }
+    }
+    printf("gemma4 vs transformers: logits %.2e x max|logit|\n", maxdiff / maxref);
+    ck_assert_msg(maxdiff <= 1e-5 * maxref, "transformers disagrees: %.3g x max", maxdiff / maxref);
+    free(want);
+    free(ids);
+    free(mask32);
+    free(mask);
+    gt_ctx_free(&ctx);
+    gt_h5_close(f);
+    gt_gemma_free(m);
+}
+END_TEST
+
+static float to_bf16(float x) { /* round to nearest even, as Keras' cast */
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static void copy_file(const char *from, const char *to) {
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    ck_assert_msg(a && b, "%s -> %s", from, to);
+    char buf[1 << 15];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, a)) > 0) ck_assert(fwrite(buf, 1, n, b) == n);
+    fclose(a);
+    fclose(b);
+}
+
+/* Kaggle presets are bfloat16: the same model saved by a bfloat16 Gemma4Backbone (2-byte opaque
+ * datasets, the 0-d layer scalars included) loads as the fp32 values rounded to bfloat16. */
+START_TEST(bfloat16_preset_loads) {
+    char dir[] = "/tmp/gt_gemma4_bf16_XXXXXX", p[600], err[1024];
+    ck_assert(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    copy_file("tests/fixtures/presets/gemma4/config.json", p);
+    snprintf(p, sizeof p, "%s/model.weights.h5", dir);
+    copy_file("tests/fixtures/presets/gemma4_bf16.weights.h5", p);
+    gt_gemma *a, *b;
+    ck_assert_msg(!gt_keras_preset_load("tests/fixtures/presets/gemma4", false, &a, NULL, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_keras_preset_load(dir, false, &b, NULL, err, sizeof err), "%s", err);
+    int64_t changed = 0;
+    for (int64_t i = 0; i < a->n_values; i++) {
+        float want = to_bf16((float)a->data[i]);
+        ck_assert_msg((float)b->data[i] == want, "value %lld: %g, expected %g", (long long)i, b->data[i], want);
+        changed += want != (float)a->data[i];
+    }
+    ck_assert(changed > a->n_values / 2);
+    for (int64_t i = 0; i < a->cfg.num_layers; i++)
+        ck_assert(b->layers[i].layer_scalar->data[0] == to_bf16(a->layers[i].layer_scalar->data[0]));
+    unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    rmdir(dir);
+    gt_gemma_free(a);
+    gt_gemma_free(b);
+}
+END_TEST
+
+/* Top-level layers are found by their Keras name, not by class numbering alone: the same preset
+ * with the final norm and the PLE norm stored under other numbered names loads identically. */
+START_TEST(top_level_layers_found_by_name) {
+    char dir[] = "/tmp/gt_gemma4_names_XXXXXX", p[600], err[1024];
+    ck_assert(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    copy_file("tests/fixtures/presets/gemma4/config.json", p);
+    snprintf(p, sizeof p, "%s/model.weights.h5", dir);
+    copy_file("tests/fixtures/presets/gemma4/model.weights.h5", p);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert(f >= 0);
+    ck_assert(H5Lmove(f, "layers/rms_normalization", f, "layers/rms_normalization_7", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+    ck_assert(H5Lmove(f, "layers/rms_normalization_1", f, "layers/rms_normalization", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+    ck_assert(H5Lmove(f, "layers/dense", f, "layers/dense_2", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    gt_gemma *a, *b;
+    ck_assert_msg(!gt_keras_preset_load("tests/fixtures/presets/gemma4", false, &a, NULL, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_keras_preset_load(dir, false, &b, NULL, err, sizeof err), "%s", err);
+    ck_assert(!memcmp(a->data, b->data, (size_t)a->n_values * sizeof *a->data));
+    gt_gemma_free(b);
+    /* and a preset without the PLE projection names it */
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert(f >= 0 && H5Ldelete(f, "layers/dense_2", H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    ck_assert(gt_keras_preset_load(dir, false, &b, NULL, err, sizeof err) != 0);
+    ck_assert_msg(strstr(err, "per_layer_model_projection"), "%s", err);
+    printf("  expected error: %s\n", err);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    rmdir(dir);
+    gt_gemma_free(a);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma4_parity");
     TCase *tc = tcase_create("kerashub");
@@ -472,7 +611,10 @@ int main(void) {
     tcase_add_test(tc, incremental_decoding_matches_full_forward);
     tcase_add_test(tc, kerashub_preset_import);
     tcase_add_test(tc, kerashub_preset_export);
+    tcase_add_test(tc, bfloat16_preset_loads);
+    tcase_add_test(tc, top_level_layers_found_by_name);
     tcase_add_test(tc, lora_matches_kerashub);
+    tcase_add_test(tc, hf_transformers_import_matches);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

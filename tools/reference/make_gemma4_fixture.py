@@ -19,7 +19,8 @@ Written to tests/fixtures/gemma4.h5 in the layout of make_gemma_fixtures.py:
   /expected/grads/<name> float32: d loss / d weight for every trainable weight (not layer_scalar)
 
 The same backbone is saved with Backbone.save_to_preset to tests/fixtures/presets/gemma4/
-(config.json, model.weights.h5, metadata.json) for the KerasHub preset importer's test. Then
+(config.json, model.weights.h5, metadata.json) for the KerasHub preset importer's test, and
+the weights of a bfloat16 copy to tests/fixtures/presets/gemma4_bf16.weights.h5. Then
 LoRA (rank 2) is enabled on all seven targets with random A and B: tests/fixtures/presets/
 gemma4.lora.h5 (backbone.save_lora_weights) and /expected/logits_lora in gemma4.h5 (task call).
 The Keras layer index of every adapter is checked against models/keras_lora.c's Gemma 4 formula,
@@ -187,6 +188,12 @@ def main(seed=4004):
     preset = os.path.join(OUT, "presets", "gemma4")
     shutil.rmtree(preset, ignore_errors=True)
     bb.save_to_preset(preset)
+    # the same weights in a bfloat16 backbone (Keras stores 2-byte opaque data, scalars included)
+    bf = keras_hub.models.Gemma4Backbone(**SPEC, dtype="bfloat16")
+    src = {w.path: w for w in bb.weights}
+    for w in bf.weights:
+        w.assign(src[w.path].value.astype("bfloat16"))
+    bf.save_weights(os.path.join(OUT, "presets", "gemma4_bf16.weights.h5"))
     print(f"{path}: loss {float(loss):.6f}, max|logit| {float(np.abs(logits).max()):.3f}, "
           f"{bb.count_params()} params")
     make_lora(bb, lm, inputs, rng)
