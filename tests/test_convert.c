@@ -2,6 +2,7 @@
  * converted to Hugging Face and back scores every token exactly as the original; LoRA merged
  * into an HF export scores like LoRA merged into a KerasHub export; misuse is refused. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,44 @@ START_TEST(merged_lora_exports_agree) {
 }
 END_TEST
 
+static double json_loss(void) {
+    const char *p = strstr(out, "{\"loss\": ");
+    ck_assert_msg(p != NULL, "no JSON result in:\n%s", out);
+    return atof(p + 9);
+}
+
+/* A checkpoint exports as the trained model: its own config rebuilds the base, the trained
+ * adapters are merged, and both formats score the eval set with exactly the trained loss. */
+START_TEST(export_from_a_checkpoint) {
+    const char *small = "tokenizer=tests/fixtures/gemma3-tokenizer-8k.json model.vocab_size=8192 train.steps=6 "
+                        "schedule.warmup_steps=0 lora.enabled=true train.full_finetune=false optimizer.learning_rate=0.05";
+    const char *reset = "model.generation=0 model.vocab_size=0 model.num_layers=0 model.hidden_dim=0 "
+                        "model.intermediate_dim=0 model.num_query_heads=0 model.num_key_value_heads=0 "
+                        "model.head_dim=0 model.sliding_window_size=-1 tokenizer=";
+    char args[1024];
+    snprintf(args, sizeof args, "train configs/tiny.yaml %s checkpoint.dir=%s/ck", small, tmp);
+    ck_assert_msg(gt(args) == 0, "%s", out);
+    const char *p = strstr(out, "eval after training: loss ");
+    ck_assert_msg(p != NULL, "%s", out);
+    double trained = atof(p + 26);
+    const char *fmts[2] = {"", "--format hf"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(args, sizeof args, "export %s/ck/ckpt-00000006.h5 --out %s/m%d --merge-lora %s", tmp, tmp, i, fmts[i]);
+        ck_assert_msg(gt(args) == 0, "%s", out);
+        snprintf(args, sizeof args, "eval configs/tiny.yaml model.weights=%s/m%d %s", tmp, i, reset);
+        ck_assert_msg(gt(args) == 0, "%s", out);
+        ck_assert_msg(fabs(json_loss() - trained) < 1e-4, "%s: %.6f vs %.6f", fmts[i], json_loss(), trained);
+    }
+    /* a full fine-tuning checkpoint has nothing to merge */
+    snprintf(args, sizeof args, "train configs/tiny.yaml tokenizer=tests/fixtures/gemma3-tokenizer-8k.json "
+             "model.vocab_size=8192 train.steps=2 schedule.warmup_steps=0 data.eval= checkpoint.dir=%s/full", tmp);
+    ck_assert_msg(gt(args) == 0, "%s", out);
+    snprintf(args, sizeof args, "export %s/full/ckpt-00000002.h5 --out %s/f --merge-lora", tmp, tmp);
+    ck_assert_int_eq(gt(args), 2);
+    ck_assert_msg(strstr(out, "no adapters to merge"), "%s", out);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("convert");
     TCase *tc = tcase_create("convert");
@@ -97,6 +136,7 @@ int main(void) {
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, keras_to_hf_and_back_scores_the_same);
     tcase_add_test(tc, merged_lora_exports_agree);
+    tcase_add_test(tc, export_from_a_checkpoint);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

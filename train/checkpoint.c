@@ -410,6 +410,24 @@ done:
     return rc;
 }
 
+int gt_ckpt_read_config(const char *path, char **config_yaml, char *err, size_t errn) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    *config_yaml = NULL;
+    struct stat sb;
+    if (stat(path, &sb)) return snprintf(err, errn, "%s: %s", path, strerror(errno)), -1;
+    reader r = {.path = path, .err = err, .errn = errn};
+    r.f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (r.f < 0) return snprintf(err, errn, "%s: not a readable HDF5 file (truncated or foreign?)", path), -1;
+    char *fmt = rstr(&r, "/", "format", false);
+    if (!fmt || strcmp(fmt, GT_CKPT_FORMAT))
+        snprintf(err, errn, "%s: not a gemmatrain checkpoint (no format attribute '%s')", path, GT_CKPT_FORMAT);
+    else
+        *config_yaml = rstr(&r, "/config", NULL, true);
+    free(fmt);
+    H5Fclose(r.f);
+    return *config_yaml ? 0 : -1;
+}
+
 /* ---- directory ---------------------------------------------------------------------------- */
 
 void gt_ckpt_path(const char *dir, int64_t step, char *out, size_t n) {

@@ -61,6 +61,10 @@ int gt_ckpt_save(const char *path, const char *config_yaml, const gt_ckpt_model 
 int gt_ckpt_load(const char *path, const gt_ckpt_model *model, const gt_param_slice *p, int n,
                  gt_optim *opt, gt_ckpt_state *st, char **config_yaml, char *err, size_t errn);
 
+/* The effective config stored in a checkpoint (malloc'ed YAML text), for tools that rebuild the
+ * run's model from it (gemmatrain export CHECKPOINT). */
+int gt_ckpt_read_config(const char *path, char **config_yaml, char *err, size_t errn);
+
 /* DIR/ckpt-STEP.h5 (STEP zero-padded to 8 digits). */
 void gt_ckpt_path(const char *dir, int64_t step, char *out, size_t n);
 /* The newest complete checkpoint in dir: 0 (filling out and step), 1 when there is none, -1 on error. */

@@ -13,10 +13,13 @@
 #include "models/keras_preset.h"
 #include "train/cli.h"
 #include "train/config.h"
+#include "train/checkpoint.h"
 #include "train/loader.h"
+#include "train/trainer.h"
 
 static const char *export_usage =
-    "usage: gemmatrain export CONFIG.yaml --out PATH [--merge-lora | --lora-only] [options] [key=value ...]\n"
+    "usage: gemmatrain export CONFIG.yaml|CHECKPOINT.h5 --out PATH [--merge-lora | --lora-only] [options] [key=value ...]\n"
+    "  From a checkpoint: the run's own config rebuilds the model and the trained tensors are loaded.\n"
     "  Loads model.weights (GGUF or KerasHub preset) and the tokenizer as the config says, and the\n"
     "  LoRA adapters of lora.weights (a Keras .lora.h5) when given, and writes:\n"
     "    (default)     a KerasHub preset directory PATH with the base weights, plus\n"
@@ -105,6 +108,17 @@ static int load_config(const char *path, char *const *ov, int nov, gt_config *c,
     gt_config_resolve(c);
     if (!c->model.weights[0]) return snprintf(err, errn, "%s: model.weights: required for export (the model to write)", path), -1;
     return 0;
+}
+
+/* An HDF5 file (signature at offset 0): a training checkpoint. */
+static bool is_checkpoint(const char *path) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    unsigned char b[8];
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    size_t got = fread(b, 1, 8, f);
+    fclose(f);
+    return got == 8 && !memcmp(b, sig, 8);
 }
 
 static int parse_i64(const char *s, int64_t *out) {
@@ -197,21 +211,44 @@ int cli_export(int argc, char **argv) {
     gt_lora *l = NULL;
     code = 1;
     make_parents(out);
-    if (load_config(argv[1], ov, nov, &c, err, sizeof err)) {
-        code = 2;
-        goto done;
+    if (is_checkpoint(argv[1])) { /* the run's own config, then its trained tensors */
+        char *yaml = NULL;
+        if (gt_ckpt_read_config(argv[1], &yaml, err, sizeof err)) goto done;
+        gt_config_defaults(&c);
+        int prc = gt_config_parse_text(yaml, strlen(yaml), argv[1], &c, err, sizeof err);
+        free(yaml);
+        for (int i = 0; i < nov && !prc; i++) prc = gt_config_override(&c, ov[i], err, sizeof err);
+        if (prc) {
+            code = 2;
+            goto done;
+        }
+        gt_config_resolve(&c);
+        int64_t step;
+        if (gt_train_restore(&c, argv[1], &m, &l, &tok, &step, err, sizeof err)) goto done;
+        if (o.prov.steps < 0) o.prov.steps = step;
+        if ((merge || lora_only) && !l) {
+            snprintf(err, sizeof err, "%s: a full fine-tuning checkpoint has no adapters to %s", argv[1],
+                     merge ? "merge" : "write");
+            code = 2;
+            goto done;
+        }
+    } else {
+        if (load_config(argv[1], ov, nov, &c, err, sizeof err)) {
+            code = 2;
+            goto done;
+        }
+        if ((merge || lora_only) && (!c.lora.enabled || !c.lora.weights[0])) {
+            snprintf(err, sizeof err, "%s needs adapters: set lora.weights (and lora.enabled)",
+                     merge ? "--merge-lora" : "--lora-only");
+            code = 2;
+            goto done;
+        }
+        if (gt_load_model(c.model.weights, false, &m, c.tokenizer[0] ? NULL : &tok, err, sizeof err)) goto done;
+        if (c.tokenizer[0] && gt_tok_load(c.tokenizer, &tok, err, sizeof err)) goto done;
+        if (c.lora.enabled && c.lora.weights[0] &&
+            gt_keras_lora_open(c.lora.weights, &m->cfg, &l, err, sizeof err))
+            goto done;
     }
-    if ((merge || lora_only) && (!c.lora.enabled || !c.lora.weights[0])) {
-        snprintf(err, sizeof err, "%s needs adapters: set lora.weights (and lora.enabled)",
-                 merge ? "--merge-lora" : "--lora-only");
-        code = 2;
-        goto done;
-    }
-    if (gt_load_model(c.model.weights, false, &m, c.tokenizer[0] ? NULL : &tok, err, sizeof err)) goto done;
-    if (c.tokenizer[0] && gt_tok_load(c.tokenizer, &tok, err, sizeof err)) goto done;
-    if (c.lora.enabled && c.lora.weights[0] &&
-        gt_keras_lora_open(c.lora.weights, &m->cfg, &l, err, sizeof err))
-        goto done;
     if (lora_only) {
         if (gt_keras_lora_save(out, l, &m->cfg, err, sizeof err)) goto done;
         fprintf(stderr, "wrote %s (rank %lld)\n", out, (long long)l->rank);

@@ -24,6 +24,19 @@ static void on_sigint(int sig) {
     g_stop = 1;
 }
 
+/* mkdir -p; a failure shows up when the first file is written there, naming the path. */
+static void mkdir_p(const char *dir) {
+    char p[GT_CFG_STR];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *q = p + 1; *q; q++)
+        if (*q == '/') {
+            *q = 0;
+            mkdir(p, 0755);
+            *q = '/';
+        }
+    mkdir(p, 0755);
+}
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -276,7 +289,7 @@ static int setup(job *j, const gt_config *c, gt_dist *dist, int64_t rows, char *
             fprintf(stderr, "data parallel: %d ranks x %d threads\n", dist->world, gt_threads());
     }
     if (c->output_dir[0] && dist->rank == 0) {
-        mkdir(c->output_dir, 0755);
+        mkdir_p(c->output_dir);
         char p[GT_CFG_STR + 32];
         snprintf(p, sizeof p, "%s/config.yaml", c->output_dir);
         FILE *f = fopen(p, "w");
@@ -356,7 +369,7 @@ static int save_checkpoint(job *j, gt_dataset *train, gt_optim *opt, run_state *
         rs->st.elapsed_s = elapsed;
         rs->st.world = j->dist->world;
         char path[GT_CFG_STR + 32];
-        mkdir(c->checkpoint.dir, 0755);
+        mkdir_p(c->checkpoint.dir);
         gt_ckpt_path(c->checkpoint.dir, step, path, sizeof path);
         ok = !gt_ckpt_save(path, rs->yaml, &rs->cm, j->slices, j->n_slices, opt, &rs->st, err, errn) &&
              !gt_ckpt_prune(c->checkpoint.dir, (int)c->checkpoint.keep, err, errn);
@@ -433,6 +446,41 @@ static int64_t resume(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, i
                 (long long)st.world, st.world == 1 ? "" : "s");
     if (gt_dist_check_same(j->dist, (uint64_t)st.step, "the resumed step", err, errn)) return -1;
     return st.step;
+}
+
+int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_lora **lora,
+                     gt_tokenizer **tok, int64_t *step, char *err, size_t errn) {
+    job j;
+    gt_dist solo = {.world = 1, .local_world = 1};
+    gt_optim opt = {0};
+    int rc = -1;
+    memset(&j, 0, sizeof j);
+    j.cfg = c;
+    j.dist = &solo;
+    *model = NULL;
+    *lora = NULL;
+    *tok = NULL;
+    if (build_model(&j, err, errn) || build_trainables(&j, err, errn)) goto done;
+    /* the optimizer only gives the checkpoint's state arrays a place to land */
+    gt_optim_cfg oc;
+    gt_optim_cfg_defaults(&oc, !strcmp(c->optimizer.name, "sgd") ? GT_OPT_SGD : !strcmp(c->optimizer.name, "adam") ? GT_OPT_ADAM : GT_OPT_ADAMW);
+    oc.momentum = c->optimizer.momentum;
+    if (gt_optim_init(&opt, &oc, j.slices, j.n_slices, err, errn)) goto done;
+    gt_ckpt_model cm = {&j.model->cfg, j.lora, c->optimizer.name};
+    gt_ckpt_state st;
+    if (gt_ckpt_load(ckpt, &cm, j.slices, j.n_slices, &opt, &st, NULL, err, errn)) goto done;
+    *model = j.model;
+    *lora = j.lora;
+    *tok = j.tok;
+    *step = st.step;
+    j.model = NULL;
+    j.lora = NULL;
+    j.tok = NULL;
+    rc = 0;
+done:
+    gt_optim_free(&opt);
+    job_free(&j);
+    return rc;
 }
 
 int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {

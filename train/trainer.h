@@ -12,12 +12,19 @@
 
 #include <stddef.h>
 
+#include "data/tokenizer.h"
+#include "models/gemma.h"
 #include "train/config.h"
 #include "train/dist.h"
 
 /* dist: this process's place in an MPI job, or NULL for one process. Every rank calls it with
  * the same config; rank 0 logs, writes metrics and checkpoints. */
 int gt_train_job(const gt_config *cfg, gt_dist *dist, char *err, size_t errn);
+/* The model, adapters (NULL for full fine-tuning) and tokenizer of a run as checkpoint ckpt left
+ * them: built from config c (the checkpoint's own, see gt_ckpt_read_config), then the trained
+ * tensors loaded. *model->lora points at *lora. The caller frees all three. */
+int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_lora **lora,
+                     gt_tokenizer **tok, int64_t *step, char *err, size_t errn);
 int gt_eval_job(const gt_config *cfg, char *err, size_t errn);
 
 #endif
