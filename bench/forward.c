@@ -14,42 +14,13 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "models/gemma.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static double peak_rss_mb(void) {
     struct rusage r;
     getrusage(RUSAGE_SELF, &r);
     return (double)r.ru_maxrss / 1024.0;
-}
-
-static double sgemm_peak(void) {
-    int n = 1536;
-    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
-          *c = malloc(sizeof(float) * n * n);
-    for (int i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double best = 1e30;
-    for (int r = 0; r < 5; r++) {
-        double t = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        t = now() - t;
-        if (t < best) best = t;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return 2.0 * n * n * (double)n / best / 1e9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv) {
@@ -105,7 +76,7 @@ int main(int argc, char **argv) {
             if (!gt_ok(&ctx)) return fprintf(stderr, "%s\n", ctx.err), 1;
             times[r] = now() - t;
         }
-        qsort(times + 1, (size_t)reps, sizeof(double), cmp);
+        qsort(times + 1, (size_t)reps, sizeof(double), cmp_double);
         double t = times[1 + reps / 2];
         double flops = ((mode == 0 ? 2.0 : mode == 1 ? 4.0 : 6.0) * params +
                         (mode == 0 ? 1.0 : 3.0) * attn_flops) * (double)n;

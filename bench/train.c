@@ -17,14 +17,9 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "models/gemma.h"
 #include "train/step.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 /* VmHWM / VmRSS of this process in MB (from /proc/self/status), -1 if unreadable */
 static double proc_mb(const char *key) {
@@ -42,37 +37,12 @@ static double proc_mb(const char *key) {
     return v;
 }
 
-static double sgemm_peak(void) {
-    int n = 1536;
-    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
-          *c = malloc(sizeof(float) * n * n);
-    if (!a || !b || !c) return 0;
-    for (int i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double best = 1e30;
-    for (int r = 0; r < 5; r++) {
-        double t = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        t = now() - t;
-        if (t < best) best = t;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return 2.0 * n * n * (double)n / best / 1e9;
-}
-
 /* CPU seconds (user + system, all threads) used so far: less sensitive to other load than wall */
 static double cpu_s(void) {
     struct rusage r;
     getrusage(RUSAGE_SELF, &r);
     return (double)r.ru_utime.tv_sec + r.ru_utime.tv_usec * 1e-6 + (double)r.ru_stime.tv_sec +
            r.ru_stime.tv_usec * 1e-6;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 #define MB(x) ((double)(x) / 1048576.0)
@@ -166,7 +136,7 @@ int main(int argc, char **argv) {
     double hwm = proc_mb("VmHWM"), arena_peak = MB(ctx.arena.peak);
     double peak2 = sgemm_peak(); /* the machine may be shared: the better of two samples */
     if (peak2 > peak) peak = peak2;
-    qsort(times + 1, (size_t)reps, sizeof(double), cmp);
+    qsort(times + 1, (size_t)reps, sizeof(double), cmp_double);
     double t = times[1 + reps / 2];
     double params = (double)gt_gemma_param_count(&cfg);
     double attn = 4.0 * (double)T * cfg.head_dim * cfg.num_query_heads * cfg.num_layers;

@@ -315,20 +315,6 @@ static void fault_rank_kill(int rank, int64_t step) {
     if (s && sscanf(s, "rank_kill:%d:%lld", &r, &at) == 2 && r == rank && at == step) raise(SIGKILL);
 }
 
-/* FNV-1a of the effective config: every rank must run the same job. */
-static uint64_t config_hash(const gt_config *c) {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) return 0;
-    gt_config_write(c, f);
-    fclose(f);
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)text[i]) * 1099511628211ull;
-    free(text);
-    return h;
-}
-
 static char *config_text(const gt_config *c) {
     char *text = NULL;
     size_t len = 0;
@@ -337,6 +323,13 @@ static char *config_text(const gt_config *c) {
     gt_config_write(c, f);
     fclose(f);
     return text;
+}
+
+/* FNV-1a of the effective config: every rank must run the same job. */
+static uint64_t config_hash(const char *text) {
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    return h;
 }
 
 typedef struct run_state {
@@ -514,7 +507,11 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
                  "train.micro_batch_size (%lld)", (long long)B, world, (long long)mb);
         goto done;
     }
-    if (gt_dist_check_same(dist, config_hash(c), "the effective config (give every rank the same config)", err, errn))
+    if (!(rs.yaml = config_text(c))) {
+        snprintf(err, errn, "out of memory");
+        goto done;
+    }
+    if (gt_dist_check_same(dist, config_hash(rs.yaml), "the effective config (give every rank the same config)", err, errn))
         goto done;
     if (setup(&j, c, dist, B, err, errn)) goto done;
     bool skip_bad = !strcmp(c->data.on_bad_line, "skip");
@@ -554,10 +551,6 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
                       .lora = j.lora};
     rs.cm = (gt_ckpt_model){&j.model->cfg, j.lora, c->optimizer.name};
     rs.st = (gt_ckpt_state){.train_seed = c->train.seed, .shuffle_seed = c->data.shuffle_seed, .lora_seed = c->lora.seed};
-    if (!(rs.yaml = config_text(c))) {
-        snprintf(err, errn, "out of memory");
-        goto done;
-    }
     int64_t tokens = 0, step = 0;
     double elapsed0 = 0;
     step = resume(&j, &train, &opt, &rs, &tokens, &elapsed0, err, errn);

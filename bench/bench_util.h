@@ -1,0 +1,44 @@
+/* bench_util.h: what the benchmarks share: a monotonic clock, this run's sgemm peak (the
+ * baseline every ratio is taken against) and a comparator for medians. Header-only: each
+ * benchmark source is its own program. */
+#ifndef GT_BENCH_UTIL_H
+#define GT_BENCH_UTIL_H
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <time.h>
+
+static inline double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* GFLOP/s of a 1536^3 cblas_sgemm, the best of 5 after a warm-up; 0 when out of memory. */
+static inline double sgemm_peak(void) {
+    int n = 1536;
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
+          *c = malloc(sizeof(float) * n * n);
+    double best = 1e30;
+    if (a && b && c) {
+        for (int i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        for (int r = 0; r < 5; r++) {
+            double t = now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+            t = now() - t;
+            if (t < best) best = t;
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best < 1e30 ? 2.0 * n * n * (double)n / best / 1e9 : 0;
+}
+
+static inline int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+#endif
