@@ -16,14 +16,15 @@ typedef struct {
     gt_real *rmax;      /* per active row: max of the (capped) logits */
     double *inv_sum;    /* and 1 / sum exp(z - max): softmax = exp(z - max) * inv_sum */
     double *ce;         /* per active row, summed in row order (thread-count independent) */
-    int64_t chunk;
+    int64_t chunk;            /* active rows per chunk */
     gt_real *hbuf;      /* chunk x D gathered hidden rows */
     gt_real *dh;        /* m x D: d(sum w ce)/dh of the active rows, computed in the forward */
     gt_real *zbuf;      /* chunk x V logits */
     double softcap;
     int64_t V, D;
     const gt_real *tf;        /* the table, fp32 [V, D] ... */
-    const gt_bf16_mat *t16;   /* ... or bf16 (frozen; one pass per chunk, see chunk_bf16) */
+    const gt_bf16_mat *t16;   /* ... or bf16 (frozen) */
+    int64_t vblock;           /* vocabulary rows per block in the one-pass path; 0: two passes */
 } lmhead_saved;
 
 /* Capped logits of active rows [r0, r0+c) into s->zbuf; gathers their h into s->hbuf (fp32
@@ -56,15 +57,16 @@ static void chunk_dz(const lmhead_saved *s, int64_t V, int64_t r0, int64_t c, gt
     }
 }
 
-/* A bf16 table in one pass per row chunk (the table is frozen, so backward never needs logits
- * again): vocabulary blocks of vb rows are expanded once, their logits (c x vb in zbuf) feed a
- * running max and sum of exp per row (online softmax), and when dh is wanted the block's
- * exp(z - running max) * cap' goes straight into acc += e @ E_block, rescaled whenever a row's max
- * grows. At the end dh_i = w_i (acc_i / sum_i - cap'_y E_y). Halves the expansions and needs a
- * c x vb buffer instead of c x V. */
-static void chunk_bf16(lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int64_t c) {
+/* One pass per row chunk when the table is frozen (backward then never needs logits again):
+ * vocabulary blocks of vb rows (a bf16 table's are expanded once into its staging buffer, an fp32
+ * table's are used in place) give logits c x vb in zbuf that feed a running max and sum of exp
+ * per row (online softmax); when dh is wanted the block's exp(z - running max) * cap' goes
+ * straight into acc += e @ E_block, rescaled whenever a row's max grows. At the end
+ * dh_i = w_i (acc_i / sum_i - cap'_y E_y). Each table row is read once per chunk (not twice), the
+ * GEMMs are c rows tall instead of a few, and the buffer is c x vb instead of c x V. */
+static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int64_t c) {
     const gt_bf16_mat *t = s->t16;
-    int64_t D = s->D, V = s->V, vb = gt_bf16_block_rows(t);
+    int64_t D = s->D, V = s->V, vb = s->vblock;
     gt_real inv_cap = s->softcap > 0 ? (gt_real)(1.0 / s->softcap) : 0, cap = (gt_real)s->softcap;
     gt_real *acc = s->dh ? s->dh + r0 * D : NULL, *zy = s->hbuf + c * D;
     double *sum = s->ce + r0; /* the running sums live where the row's loss will */
@@ -76,8 +78,12 @@ static void chunk_bf16(lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int
     if (acc) memset(acc, 0, (size_t)(c * D) * sizeof(gt_real));
     for (int64_t v0 = 0; v0 < V; v0 += vb) {
         int64_t nv = V - v0 < vb ? V - v0 : vb;
-        gt_bf16_expand(t->data + v0 * D, t->stage, nv * D);
-        gt_gemm(false, true, (int)c, (int)nv, (int)D, 1, s->hbuf, (int)D, t->stage, (int)D, 0,
+        const gt_real *blk = s->tf + v0 * D;
+        if (t) {
+            gt_bf16_expand(t->data + v0 * D, t->stage, nv * D);
+            blk = t->stage;
+        }
+        gt_gemm(false, true, (int)c, (int)nv, (int)D, 1, s->hbuf, (int)D, blk, (int)D, 0,
                 s->zbuf, (int)nv);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < c; i++) {
@@ -98,8 +104,8 @@ static void chunk_bf16(lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int
             if (acc) gt_row_exp_grad(z, nv, m, 1, inv_cap);
         }
         if (acc)
-            gt_gemm(false, false, (int)c, (int)D, (int)nv, 1, s->zbuf, (int)nv, t->stage, (int)D, 1,
-                    acc, (int)D);
+            gt_gemm(false, false, (int)c, (int)D, (int)nv, 1, s->zbuf, (int)nv, blk, (int)D, 1, acc,
+                    (int)D);
     }
     for (int64_t i = 0; i < c; i++) {
         double total = sum[i];
@@ -110,9 +116,14 @@ static void chunk_bf16(lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int
         gt_real w = s->w[r0 + i], inv = (gt_real)(1.0 / total), ty = zy[i] * inv_cap;
         gt_real cy = 1 - ty * ty;
         gt_real *a = acc + i * D;
-        const uint16_t *ey = t->data + y * D;
-        for (int64_t k = 0; k < D; k++)
-            a[k] = w * (a[k] * inv - cy * (gt_real)gt_bf16_to_float(ey[k]));
+        if (t) {
+            const uint16_t *ey = t->data + y * D;
+            for (int64_t k = 0; k < D; k++)
+                a[k] = w * (a[k] * inv - cy * (gt_real)gt_bf16_to_float(ey[k]));
+        } else {
+            const gt_real *ey = s->tf + y * D;
+            for (int64_t k = 0; k < D; k++) a[k] = w * (a[k] * inv - cy * ey[k]);
+        }
     }
 }
 
@@ -186,24 +197,35 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
         wsum += w;
     }
     if (weight_sum) *weight_sum = wsum;
-    s->chunk = chunk_rows < s->m ? chunk_rows : (s->m ? s->m : 1);
-    /* bf16: hbuf also keeps each row's label logit; zbuf is one vocabulary block wide */
-    int64_t zcols = t16 ? gt_bf16_block_rows(t16) : V, hcols = t16 ? D + 1 : D;
-    s->hbuf = gt_alloc(ctx, (size_t)(s->chunk * hcols) * sizeof(gt_real));
-    s->zbuf = gt_alloc(ctx, (size_t)(s->chunk * zcols) * sizeof(gt_real));
     gt_tensor *in[2] = {hidden, table};
     int n_in = table ? 2 : 1;
     gt_tensor *out = gt_op_out(ctx, 0, NULL, in, n_in);
     if (!out || !gt_ok(ctx)) return NULL;
     bool table_grad = out->requires_grad && table && table->requires_grad;
+    /* A frozen table goes in one pass (chunk_one_pass) over vocabulary blocks: a bf16 table's
+     * staging rows, else 32 x chunk_rows rows; its row chunk then gets the memory two passes
+     * would use (chunk_rows x V logits). A trainable table needs the logits again in backward. */
+    int64_t m1 = s->m ? s->m : 1;
+    if (!table_grad) {
+        int64_t vb = t16 ? gt_bf16_block_rows(t16) : (chunk_rows < V / 32 ? 32 * chunk_rows : V);
+        int64_t c = chunk_rows * (V / vb);
+        s->vblock = vb;
+        s->chunk = c < m1 ? c : m1;
+    } else
+        s->chunk = chunk_rows < m1 ? chunk_rows : m1;
+    /* one pass: hbuf also keeps each row's label logit; zbuf is one vocabulary block wide */
+    int64_t zcols = s->vblock ? s->vblock : V, hcols = s->vblock ? D + 1 : D;
+    s->hbuf = gt_alloc(ctx, (size_t)(s->chunk * hcols) * sizeof(gt_real));
+    s->zbuf = gt_alloc(ctx, (size_t)(s->chunk * zcols) * sizeof(gt_real));
+    if (!gt_ok(ctx)) return NULL;
     if (out->requires_grad && hidden->requires_grad) {
         s->dh = gt_alloc(ctx, (size_t)(s->m ? s->m * D : 1) * sizeof(gt_real));
         if (!s->dh) return NULL;
     }
     for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
         int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
-        if (t16) {
-            chunk_bf16(s, hidden, r0, c);
+        if (s->vblock) {
+            chunk_one_pass(s, hidden, r0, c);
             continue;
         }
         chunk_logits(s, hidden, r0, c);

@@ -5,9 +5,12 @@
  *   ce_i = logsumexp(z_i) - z_i[label_i]
  * Returns a one-element tensor with sum_i w_i ce_i; *weight_sum gets sum_i w_i; row_ce (n values,
  * optional) gets ce_i (0 where w_i == 0). Only rows with w_i != 0 are computed at all (prompt and
- * padding tokens cost nothing), chunk_rows at a time, so the [n x V] logits never exist: memory is
- * one chunk_rows x V buffer reused by forward and backward, and backward recomputes each chunk's
- * logits from h and E. Backward adds into h's gradient and, only when E requires one, E's.
+ * padding tokens cost nothing), and the [n x V] logits never exist: the buffer holds at most
+ * chunk_rows x V logits. A frozen E (no gradient wanted: LoRA, eval) goes in one pass with an
+ * online softmax over vocabulary blocks of 32 x chunk_rows rows, chunk_rows x V / block rows at a
+ * time, dh computed on the way; a trainable E goes chunk_rows rows at a time, and backward
+ * recomputes each chunk's logits for E's gradient. Backward adds into h's gradient and, only
+ * when E requires one, E's.
  * Label rules as gt_cross_entropy: a nonzero-weight label outside [0, V) or a negative or
  * non-finite weight is an error naming the row. */
 #ifndef GT_OPS_LMHEAD_H
@@ -19,9 +22,9 @@
 gt_tensor *gt_lm_head_loss(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, double softcap,
                            const int32_t *labels, const gt_real *weights, int64_t chunk_rows,
                            double *weight_sum, gt_real *row_ce);
-/* The same with a frozen bf16 table (no gradient for it; its staging buffer is used). It runs in
- * one pass per row chunk with an online softmax, so its buffer is chunk_rows x (staging rows),
- * not chunk_rows x V; results agree with the fp32 op on the same values to rounding. */
+/* The same with a frozen bf16 table (no gradient for it): one pass as above, with vocabulary
+ * blocks of as many rows as its staging buffer holds, each expanded once; results agree with the
+ * fp32 op on the same values to rounding. */
 gt_tensor *gt_lm_head_loss_bf16(gt_ctx *ctx, gt_tensor *hidden, const gt_bf16_mat *table,
                                 double softcap, const int32_t *labels, const gt_real *weights,
                                 int64_t chunk_rows, double *weight_sum, gt_real *row_ce);

@@ -1,6 +1,7 @@
 /* The fused LM head (fp32, vectorised exp) against the unfused ops it replaces. */
 #include <check.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "autograd/autograd.h"
@@ -10,12 +11,13 @@ static float frand(unsigned *s) {
     return (float)(*s >> 8) / 16777216.0f * 2 - 1;
 }
 
-static void compare(double softcap) {
+/* frozen: E needs no gradient, so the op takes its one-pass path (vocabulary blocks of 256) */
+static void compare(double softcap, bool frozen) {
     enum { N = 37, D = 24, V = 1000 };
     unsigned seed = 5;
     int64_t sh[2] = {N, D}, st[2] = {V, D};
     gt_tensor *h1 = gt_tensor_new(2, sh, true), *h2 = gt_tensor_new(2, sh, true);
-    gt_tensor *e1 = gt_tensor_new(2, st, true), *e2 = gt_tensor_new(2, st, true);
+    gt_tensor *e1 = gt_tensor_new(2, st, !frozen), *e2 = gt_tensor_new(2, st, true);
     for (int i = 0; i < N * D; i++) h1->data[i] = h2->data[i] = frand(&seed) * 2;
     for (int i = 0; i < V * D; i++) e1->data[i] = e2->data[i] = frand(&seed);
     int32_t labels[N];
@@ -44,7 +46,8 @@ static void compare(double softcap) {
     }
     ck_assert_msg(dmax <= 1e-5 * gmax, "dh: %g vs max %g", dmax, gmax);
     gmax = dmax = 0;
-    for (int i = 0; i < V * D; i++) {
+    if (frozen) ck_assert_ptr_null(e1->grad);
+    for (int i = 0; i < V * D && !frozen; i++) {
         gmax = fmax(gmax, fabs(e2->grad[i]));
         dmax = fmax(dmax, fabs(e1->grad[i] - e2->grad[i]));
     }
@@ -57,9 +60,13 @@ static void compare(double softcap) {
     gt_tensor_free(e2);
 }
 
-START_TEST(matches_unfused_ops) { compare(0); }
+START_TEST(matches_unfused_ops) { compare(0, false); }
 END_TEST
-START_TEST(matches_unfused_ops_with_softcap) { compare(5.0); }
+START_TEST(matches_unfused_ops_with_softcap) { compare(5.0, false); }
+END_TEST
+START_TEST(frozen_table_matches_unfused_ops) { compare(0, true); }
+END_TEST
+START_TEST(frozen_table_matches_unfused_ops_with_softcap) { compare(5.0, true); }
 END_TEST
 
 int main(void) {
@@ -67,6 +74,8 @@ int main(void) {
     TCase *tc = tcase_create("lmhead");
     tcase_add_test(tc, matches_unfused_ops);
     tcase_add_test(tc, matches_unfused_ops_with_softcap);
+    tcase_add_test(tc, frozen_table_matches_unfused_ops);
+    tcase_add_test(tc, frozen_table_matches_unfused_ops_with_softcap);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

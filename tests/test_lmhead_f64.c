@@ -21,12 +21,13 @@ static gt_tensor *fwd_head(gt_ctx *ctx, gt_tensor **in, void *user) {
     return gt_lm_head_loss(ctx, in[0], in[1], a->softcap, a->labels, a->w, a->chunk, &ws, NULL);
 }
 
-static void check(double softcap, int64_t chunk, bool table_grad) {
-    int64_t sh[3] = {2, 5, 6}, st[2] = {13, 6};
+static void check_v(double softcap, int64_t chunk, bool table_grad, int64_t vocab) {
+    int64_t sh[3] = {2, 5, 6}, st[2] = {vocab, 6};
     gt_tensor *in[2] = {gt_tensor_new(3, sh, true), gt_tensor_new(2, st, table_grad)};
     gc_fill_uniform(in[0], &rng, -1.5, 1.5);
     gc_fill_uniform(in[1], &rng, -1.5, 1.5);
     int32_t labels[10] = {3, -1, 12, 0, 5, 5, 7, -1, 1, 9};
+    if (vocab > 13) labels[9] = (int32_t)vocab - 1; /* a label in the last (partial) block */
     gt_real w[10] = {1, 0, 0.5, 2, 1, 1, 0.25, 0, 1, 3};
     head_args a = {softcap, chunk, labels, w};
     gc_result res;
@@ -43,6 +44,8 @@ static void check(double softcap, int64_t chunk, bool table_grad) {
     gt_tensor_free(in[1]);
 }
 
+static void check(double softcap, int64_t chunk, bool table_grad) { check_v(softcap, chunk, table_grad, 13); }
+
 START_TEST(plain) { check(0, 64, true); }
 END_TEST
 START_TEST(chunked_smaller_than_rows) { check(0, 3, true); }
@@ -50,6 +53,11 @@ END_TEST
 START_TEST(with_final_softcap) { check(2.0, 3, true); }
 END_TEST
 START_TEST(frozen_table) { check(2.0, 2, false); }
+END_TEST
+/* one pass: vocabulary blocks of 32 rows (the last partial), row chunks of 9 */
+START_TEST(frozen_table_many_vocab_blocks) { check_v(2.0, 1, false, 300); }
+END_TEST
+START_TEST(frozen_table_many_vocab_blocks_no_cap) { check_v(0, 1, false, 300); }
 END_TEST
 
 START_TEST(values_and_row_ce_match_a_direct_computation) {
@@ -100,6 +108,8 @@ int main(void) {
     tcase_add_test(tc, chunked_smaller_than_rows);
     tcase_add_test(tc, with_final_softcap);
     tcase_add_test(tc, frozen_table);
+    tcase_add_test(tc, frozen_table_many_vocab_blocks);
+    tcase_add_test(tc, frozen_table_many_vocab_blocks_no_cap);
     tcase_add_test(tc, values_and_row_ce_match_a_direct_computation);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
