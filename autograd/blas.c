@@ -40,8 +40,9 @@ void gt_threads_set(int n) {
 }
 
 void gt_threads_reexec_passive(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    if (getenv("OMP_WAIT_POLICY") && getenv("OPENBLAS_THREAD_TIMEOUT")) return;
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+    setenv("OPENBLAS_THREAD_TIMEOUT", "18", 0);
     execv("/proc/self/exe", argv);
 }
 

@@ -8,7 +8,10 @@
 
 /* Query rows go through the GEMMs in blocks of GT_ATTN_QBLOCK so that a causal or sliding-window
  * block multiplies only the key columns [lo, hi) some row of it can see; every probability
- * outside a row's own visible set is stored as exactly 0, which is all backward relies on. */
+ * outside a row's own visible set is stored as exactly 0, which is all backward relies on. Each
+ * row's range is also trimmed to its first and last visible key, so packed examples (segments)
+ * and padding narrow the GEMMs as well: a block of rows from short examples multiplies only the
+ * keys of its own examples. */
 
 typedef struct {
     int64_t B, T, S, N, K, H, Hv;
@@ -17,6 +20,7 @@ typedef struct {
     gt_real scale, softcap;
     gt_real *p;   /* [B, N, T, S] probabilities */
     gt_real *lse; /* [B, N, T] log-sum-exp of the capped logits; softcap only */
+    int32_t *rlo, *rhi; /* [B, T] each row's visible keys lie in [rlo, rhi) (empty: rlo == rhi) */
 } attn_saved;
 
 /* Keys [lo, hi) that rows [i0, i1) may see by position alone (causal, window). */
@@ -30,6 +34,38 @@ static void key_range(const attn_saved *s, int64_t i0, int64_t i1, int64_t *lo, 
     if (b < a) b = a;
     *lo = a;
     *hi = b;
+}
+
+/* Each query row's [first, last + 1) visible key of batch b: the positional range trimmed by the
+ * key mask and segment ids. */
+static void row_ranges(const attn_saved *s, const uint8_t *mask, const int32_t *seg, int32_t *rlo,
+                       int32_t *rhi) {
+    for (int64_t i = 0; i < s->T; i++) {
+        int64_t lo, hi;
+        key_range(s, i, i + 1, &lo, &hi);
+        if (mask || seg) {
+            int32_t qseg = seg ? seg[s->q_offset + i] : 0;
+            while (lo < hi && !((!mask || mask[lo]) && (!seg || seg[lo] == qseg))) lo++;
+            while (hi > lo && !((!mask || mask[hi - 1]) && (!seg || seg[hi - 1] == qseg))) hi--;
+        }
+        rlo[i] = (int32_t)lo;
+        rhi[i] = (int32_t)hi;
+    }
+}
+
+/* The keys [lo, hi) that rows [i0, i1) of batch b can see: the union of their ranges. */
+static void block_range(const attn_saved *s, int64_t b, int64_t i0, int64_t i1, int64_t *lo,
+                        int64_t *hi) {
+    int64_t a = s->S, z = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t l = s->rlo[b * s->T + i], h = s->rhi[b * s->T + i];
+        if (l >= h) continue;
+        if (l < a) a = l;
+        if (h > z) z = h;
+    }
+    if (z <= a) a = z = 0;
+    *lo = a;
+    *hi = z;
 }
 
 /* Rows per query block: without a causal or window limit every block sees all keys, so one
@@ -153,7 +189,7 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
             const gt_real *V = v->data + b * S * vs + kv * Hv;
             for (int64_t i0 = 0; i0 < T; i0 += QB) {
                 int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
-                key_range(s, i0, i1, &lo, &hi);
+                block_range(s, b, i0, i1, &lo, &hi);
                 if (dv)
                     mm(true, false, hi - lo, Hv, i1 - i0, 1, P + i0 * S + lo, S, dO + i0 * os, os,
                        1, dv + b * S * vs + lo * vs + kv * Hv, vs);
@@ -165,13 +201,13 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
 #pragma omp parallel for schedule(static, 4) if (T * S > 16384)
             for (int64_t i = 0; i < T; i++) {
                 int64_t b0 = i / QB * QB, b1 = b0 + QB < T ? b0 + QB : T, lo, hi;
-                key_range(s, b0, b1, &lo, &hi);
+                block_range(s, b, b0, b1, &lo, &hi);
                 dsoftmax_row(P + i * S, ds + i * S, lo, hi, s->softcap,
                              s->lse ? s->lse[bn * T + i] : 0);
             }
             for (int64_t i0 = 0; i0 < T; i0 += QB) {
                 int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
-                key_range(s, i0, i1, &lo, &hi);
+                block_range(s, b, i0, i1, &lo, &hi);
                 if (dq)
                     mm(false, false, i1 - i0, H, hi - lo, s->scale, ds + i0 * S + lo, S,
                        Kp + lo * ks, ks, 1, dq + b * T * qs + i0 * qs + n * H, qs);
@@ -184,6 +220,7 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
     if (ds) gt_release(ctx, ds, (size_t)(s->T * s->S + 1) * sizeof(gt_real));
     gt_release(ctx, s->p, (size_t)(s->B * N * T * S > 0 ? s->B * N * T * S : 1) * sizeof(gt_real));
     if (s->lse) gt_release(ctx, s->lse, (size_t)(s->B * N * T + 1) * sizeof(gt_real));
+    gt_release(ctx, s->rlo, (size_t)(2 * s->B * T + 1) * sizeof(int32_t));
 }
 
 static bool fits_int(int64_t x) { return x >= 0 && x <= INT32_MAX; }
@@ -235,13 +272,18 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
     attn_saved *s = gt_alloc(ctx, sizeof *s);
     if (!out || !s) return NULL;
     *s = (attn_saved){B, T, S, N, K, H, Hv, cfg->window, cfg->q_offset, cfg->causal,
-                      (gt_real)cfg->scale, (gt_real)cfg->softcap, NULL, NULL};
+                      (gt_real)cfg->scale, (gt_real)cfg->softcap, NULL, NULL, NULL, NULL};
     /* Backward needs every batch's probabilities; inference reuses one batch's worth. */
     bool keep = out->requires_grad;
     int64_t pn = keep ? psize : N * T * S;
     s->p = gt_alloc(ctx, (size_t)(pn ? pn : 1) * sizeof(gt_real));
     if (keep && s->softcap > 0) s->lse = gt_alloc(ctx, (size_t)(B * N * T + 1) * sizeof(gt_real));
+    s->rlo = gt_alloc(ctx, (size_t)(2 * B * T + 1) * sizeof(int32_t));
     if (!gt_ok(ctx)) return NULL;
+    s->rhi = s->rlo + B * T;
+    for (int64_t b = 0; b < B; b++)
+        row_ranges(s, cfg->key_mask ? cfg->key_mask + b * S : NULL,
+                   cfg->segment_ids ? cfg->segment_ids + b * S : NULL, s->rlo + b * T, s->rhi + b * T);
 
     const int64_t G = N / K, qs = N * H, ks = K * H, vs = K * Hv, os = N * Hv, QB = qblock(s);
     for (int64_t b = 0; b < B; b++) {
@@ -251,7 +293,7 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
             const gt_real *Kp = k->data + b * S * ks + (n / G) * H;
             for (int64_t i0 = 0; i0 < T; i0 += QB) {
                 int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
-                key_range(s, i0, i1, &lo, &hi);
+                block_range(s, b, i0, i1, &lo, &hi);
                 mm(false, true, i1 - i0, hi - lo, H, s->scale, Q + i0 * qs, qs, Kp + lo * ks, ks, 0,
                    pb + (n * T + i0) * S + lo, S);
             }
@@ -263,16 +305,15 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
         for (int64_t r = 0; r < N * T; r++) {
             /* The row's own range lies inside its block's, so this also clears the block's
              * columns the row may not see. */
-            int64_t i = r % T, rlo, rhi;
-            key_range(s, i, i + 1, &rlo, &rhi);
-            softmax_row(pb + r * S, S, rlo, rhi, mask, seg, seg ? seg[cfg->q_offset + i] : 0,
+            int64_t i = r % T;
+            softmax_row(pb + r * S, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg, seg ? seg[cfg->q_offset + i] : 0,
                         s->softcap, lse ? lse + r : NULL);
         }
         for (int64_t n = 0; n < N; n++) {
             const gt_real *V = v->data + b * S * vs + (n / G) * Hv;
             for (int64_t i0 = 0; i0 < T; i0 += QB) {
                 int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
-                key_range(s, i0, i1, &lo, &hi);
+                block_range(s, b, i0, i1, &lo, &hi);
                 mm(false, false, i1 - i0, Hv, hi - lo, 1, pb + (n * T + i0) * S + lo, S,
                    V + lo * vs, vs, 0, out->data + b * T * os + i0 * os + n * Hv, os);
             }

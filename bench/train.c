@@ -2,14 +2,22 @@
  * this process's peak RSS and this run's sgemm peak, plus where the step's memory goes.
  *
  * usage: build/bench/train [seq=256] [reps=3] [frozen_dtype=fp32] [preset=gemma3_270m]
- *                          [batch=1] [chunk_rows=128]
+ *                          [batch=1] [chunk_rows=128] [data=JSONL tokenizer=JSON [dump=FILE]]
  * The step is the trainer's: gt_step_run over one micro-batch (forward, fused chunked LM-head
- * loss over every token, backward, AdamW on the adapters), LoRA rank 4 on query and value.
+ * loss, backward, AdamW on the adapters), LoRA rank 4 on query and value. Without data= every
+ * token is a label of weight 1 (synthetic ids). With data= the batch is a real SFT batch: rows
+ * packed with whole prompt/response examples from the start of JSONL in the gemma_chat template
+ * (as data.packing: true builds them), prompt and padding labels weighted 0, so the LM head runs
+ * only on response tokens; dump= writes that batch (ids, positions, weights) as JSON for
+ * bench/train_peft.py to run the same one.
  * Peak RSS is the process's high-water mark (VmHWM), so run one configuration per process
  * (bench/train.sh does). The sgemm peak is the better of two samples, before and after the steps
- * (the machine may be shared). Model FLOPs per token: 4P + 3A (forward 2P + input gradients 2P, with P
- * every parameter including the tied embedding, which the LM head multiplies; adapters are
- * negligible), A = 4 T H N L attention FLOPs (causal half not subtracted), as bench/forward. */
+ * (the machine may be shared). FLOPs are the model's for this batch: per token 4P' (forward 2P' +
+ * input gradients 2P', P' every parameter but the embedding; adapters are negligible), plus
+ * 4VD for the tied LM head only on tokens whose label is weighted, plus attention 3 x 4 H N per
+ * visible key per layer (causal: i + 1 keys for token i, fewer within a sliding window or a packed
+ * example). The issue's nominal count (4P + attention over all T keys, every token) is printed too:
+ * on the synthetic batch the two differ only by the causal half of attention. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +26,7 @@
 #include <time.h>
 
 #include "bench/bench_util.h"
+#include "data/preprocess.h"
 #include "models/gemma.h"
 #include "train/step.h"
 
@@ -63,8 +72,63 @@ static void tape_breakdown(const gt_ctx *ctx) {
     printf("\n");
 }
 
+/* Rows of a real SFT batch (B x T) packed from the first records of data; 0 or -1 with err. */
+static int real_batch(const char *data, const char *tok_path, int64_t B, int64_t T, int32_t *ids,
+                      int32_t *labels, int32_t *pos, int32_t *seg, uint8_t *mask, gt_real *w,
+                      char *err, size_t errn) {
+    gt_tokenizer *tok;
+    gt_dataset ds;
+    if (gt_tok_load(tok_path, &tok, err, errn)) return -1;
+    if (gt_dataset_open(data, GT_DS_AUTO, false, &ds, err, errn)) return gt_tok_free(tok), -1;
+    gt_pp_cfg pp = {T, true, true, GT_TEMPLATE_GEMMA_CHAT};
+    int64_t next = 0;
+    int rc = 0;
+    gt_example ex = {0};
+    bool have = false;
+    for (int64_t r = 0; r < B && !rc; r++) {
+        int64_t o = r * T;
+        gt_pp_row row = {ids + o, labels + o, pos + o, seg + o, mask + o, w + o, 0, 0};
+        gt_pp_row_clear(&pp, gt_tok_pad(tok), &row);
+        for (;;) {
+            if (!have) {
+                if (next >= ds.n) {
+                    rc = snprintf(err, errn, "%s: too few records to fill %lld rows", data, (long long)B);
+                    break;
+                }
+                if (gt_dataset_read(&ds, next++, &ex, err, errn)) { rc = -1; break; }
+                have = true;
+            }
+            int a = gt_pp_pack_append(tok, &pp, &ex, &row, err, errn);
+            if (a < 0) { rc = -1; break; }
+            if (a == 1) break; /* row full */
+            gt_example_free(&ex);
+            have = false;
+        }
+    }
+    if (have) gt_example_free(&ex);
+    gt_dataset_close(&ds);
+    gt_tok_free(tok);
+    return rc ? -1 : 0;
+}
+
+static void dump_ints(FILE *f, const char *key, const int32_t *v, int64_t n) {
+    fprintf(f, "\"%s\": [", key);
+    for (int64_t i = 0; i < n; i++) fprintf(f, "%s%d", i ? ", " : "", v[i]);
+    fprintf(f, "]");
+}
+
 int main(int argc, char **argv) {
     gt_threads_reexec_passive(argv);
+    const char *data = NULL, *tok_path = NULL, *dump = NULL;
+    int pos_argc = 1; /* key=value arguments are taken out; the rest stay positional */
+    for (int i = 1; i < argc; i++) {
+        if (!strncmp(argv[i], "data=", 5)) data = argv[i] + 5;
+        else if (!strncmp(argv[i], "tokenizer=", 10)) tok_path = argv[i] + 10;
+        else if (!strncmp(argv[i], "dump=", 5)) dump = argv[i] + 5;
+        else argv[pos_argc++] = argv[i];
+    }
+    argc = pos_argc;
+    if (data && !tok_path) return fprintf(stderr, "data= needs tokenizer=\n"), 2;
     int64_t T = argc > 1 ? atoll(argv[1]) : 256;
     int reps = argc > 2 ? atoi(argv[2]) : 3;
     const char *frozen = argc > 3 ? argv[3] : "fp32";
@@ -112,13 +176,38 @@ int main(int argc, char **argv) {
 
     int64_t n = B * T;
     int32_t *ids = malloc(sizeof(int32_t) * n), *labels = malloc(sizeof(int32_t) * n);
+    int32_t *pos = malloc(sizeof(int32_t) * n), *seg = malloc(sizeof(int32_t) * n);
+    uint8_t *mask = malloc((size_t)n);
     gt_real *w = malloc(sizeof(gt_real) * n);
-    for (int64_t i = 0; i < n; i++) {
-        ids[i] = (int32_t)((i * 7919) % cfg.vocab_size);
-        labels[i] = (int32_t)((i * 104729 + 3) % cfg.vocab_size);
-        w[i] = 1;
-    }
     gt_micro_batch mb = {.in = {.batch = B, .seq = T, .token_ids = ids}, .labels = labels, .weights = w};
+    if (data) {
+        if (real_batch(data, tok_path, B, T, ids, labels, pos, seg, mask, w, err, sizeof err))
+            return fprintf(stderr, "%s\n", err), 1;
+        mb.in.positions = pos;
+        mb.in.segment_ids = seg;
+        mb.in.padding_mask = mask;
+    } else
+        for (int64_t i = 0; i < n; i++) {
+            ids[i] = (int32_t)((i * 7919) % cfg.vocab_size);
+            labels[i] = (int32_t)((i * 104729 + 3) % cfg.vocab_size);
+            w[i] = 1;
+        }
+    int64_t n_active = 0;
+    for (int64_t i = 0; i < n; i++) n_active += w[i] != 0;
+    if (dump) { /* for bench/train_peft.py: the same batch (labels are ids shifted by one) */
+        FILE *f = fopen(dump, "w");
+        if (!f) return fprintf(stderr, "%s: cannot write\n", dump), 1;
+        fprintf(f, "{\"batch\": %lld, \"seq\": %lld, ", (long long)B, (long long)T);
+        dump_ints(f, "ids", ids, n);
+        fprintf(f, ", ");
+        dump_ints(f, "labels", labels, n);
+        fprintf(f, ", ");
+        dump_ints(f, "positions", pos, data ? n : 0);
+        fprintf(f, ", \"weights\": [");
+        for (int64_t i = 0; i < n; i++) fprintf(f, "%s%g", i ? ", " : "", (double)w[i]);
+        fprintf(f, "]}\n");
+        if (fclose(f)) return fprintf(stderr, "%s: write failed\n", dump), 1;
+    }
     gt_step_cfg sc = {.norm = GT_NORM_TOKENS, .chunk_rows = chunk};
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
@@ -139,17 +228,34 @@ int main(int argc, char **argv) {
     qsort(times + 1, (size_t)reps, sizeof(double), cmp_double);
     double t = times[1 + reps / 2];
     double params = (double)gt_gemma_param_count(&cfg);
+    double emb = (double)cfg.vocab_size * cfg.hidden_dim, keys = 0;
+    for (int64_t l = 0; l < cfg.num_layers; l++) {
+        double hn = (double)gt_gemma_layer_head_dim(&cfg, l) * cfg.num_query_heads;
+        int64_t win = gt_gemma_layer_is_local(&cfg, l) ? cfg.sliding_window : 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < T; i++) {
+                int64_t o = b * T, vis = 0;
+                for (int64_t j = win > 0 && i - win + 1 > 0 ? i - win + 1 : 0; j <= i; j++)
+                    vis += !data || (mask[o + j] && seg[o + j] == seg[o + i]);
+                keys += hn * (double)vis;
+            }
+    }
+    double flops = 4.0 * (params - emb) * (double)n + 4.0 * emb * (double)n_active + 12.0 * keys;
     double attn = 4.0 * (double)T * cfg.head_dim * cfg.num_query_heads * cfg.num_layers;
-    double flops = (4.0 * params + 3.0 * attn) * (double)n;
+    double nominal = (4.0 * params + 3.0 * attn) * (double)n;
     printf("preset %s, batch %lld x seq %lld, frozen %s, threads %d, sgemm peak %.1f GFLOP/s\n",
            preset, (long long)B, (long long)T, frozen, gt_threads(), peak);
+    printf("batch: %s, %lld of %lld labels weighted\n", data ? data : "synthetic ids, every label weighted",
+           (long long)n_active, (long long)n);
     printf("lora step: %.1f ms (min %.1f, max %.1f), %.1f tokens/s, %.1f GFLOP/s, %.0f%% of peak, "
            "peak RSS %.0f MB\n", t * 1e3, times[1] * 1e3, times[reps] * 1e3, (double)n / t,
            flops / t / 1e9, 100.0 * flops / t / 1e9 / peak, hwm);
+    printf("  nominal model FLOPs (4P + attention over all T keys, every token): %.1f GFLOP/s, %.0f%% "
+           "of peak\n", nominal / t / 1e9, 100.0 * nominal / t / 1e9 / peak);
     printf("  CPU time %.2f s/step over %d threads (wall x threads = %.2f s)\n", cpu, gt_threads(),
            t * gt_threads());
-    printf("RESULT seq=%lld frozen=%s ms=%.1f tokens_s=%.2f gflops=%.2f peak_pct=%.1f rss_mb=%.0f "
-           "cpu_s=%.2f\n", (long long)T, frozen, t * 1e3, (double)n / t, flops / t / 1e9,
+    printf("RESULT seq=%lld frozen=%s weighted=%lld ms=%.1f tokens_s=%.2f gflops=%.2f peak_pct=%.1f rss_mb=%.0f "
+           "cpu_s=%.2f\n", (long long)T, frozen, (long long)n_active, t * 1e3, (double)n / t, flops / t / 1e9,
            100.0 * flops / t / 1e9 / peak, hwm, cpu);
 
     /* Memory detail, from one more (untimed) step taken apart. */
@@ -180,6 +286,9 @@ int main(int argc, char **argv) {
            hwm - rss0 - weights_mb - arena_peak);
 
     free(times);
+    free(pos);
+    free(seg);
+    free(mask);
     free(ids);
     free(labels);
     free(w);

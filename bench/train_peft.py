@@ -3,10 +3,16 @@
 Gemma 3 270M architecture (transformers' Gemma3ForCausalLM, text-only config) with random
 weights, fp32, LoRA rank 4 (alpha 4) on q_proj and v_proj, AdamW (lr 1e-4, weight decay 0.01),
 batch 1, the given sequence length, every token a label, torch.set_num_threads(threads).
+With a batch file (written by build/bench/train ... dump=FILE) the step runs on that batch
+instead: its ids and packed positions, labels -100 where gemmatrain's weight is 0 (transformers
+shifts labels itself, so the row's last label is dropped). transformers still computes the
+logits of every position and, with eager attention, attends across packed examples; the cost
+of its step does not depend on the labels.
 Prints one line: seq, median step seconds, tokens/s, peak RSS (MB, this process's VmHWM).
 
-usage: python3 bench/train_peft.py [seq=256] [reps=3] [threads=2]
+usage: python3 bench/train_peft.py [seq=256] [reps=3] [threads=2] [batch.json]
 """
+import json
 import resource
 import statistics
 import sys
@@ -19,6 +25,7 @@ def main():
     seq = int(sys.argv[1]) if len(sys.argv) > 1 else 256
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    batch = json.load(open(sys.argv[4])) if len(sys.argv) > 4 else None
     torch.set_num_threads(threads)
     from peft import LoraConfig, get_peft_model
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
@@ -36,20 +43,33 @@ def main():
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
                             weight_decay=0.01)
     ids = (torch.arange(seq, dtype=torch.long) * 7919 % cfg.vocab_size).unsqueeze(0)
+    labels, extra = ids, {}
+    if batch is not None:
+        b, t = batch["batch"], batch["seq"]
+        if t != seq:
+            sys.exit(f"batch file has seq {t}, not {seq}")
+        ids = torch.tensor(batch["ids"], dtype=torch.long).view(b, t)
+        lab = torch.tensor(batch["labels"], dtype=torch.long).view(b, t)
+        w = torch.tensor(batch["weights"]).view(b, t)
+        labels = torch.full((b, t), -100, dtype=torch.long)
+        labels[:, 1:] = torch.where(w[:, :-1] != 0, lab[:, :-1], torch.tensor(-100))
+        if batch["positions"]:
+            extra["position_ids"] = torch.tensor(batch["positions"], dtype=torch.long).view(b, t)
     times = []
     for r in range(reps + 1):  # rep 0 warms up
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        out = model(input_ids=ids, labels=ids)
+        out = model(input_ids=ids, labels=labels, **extra)
         out.loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
     step = statistics.median(times[1:])
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"peft seq {seq}: {step * 1e3:.1f} ms (min {min(times[1:]) * 1e3:.1f}, max "
-          f"{max(times[1:]) * 1e3:.1f}), {seq / step:.1f} tokens/s, peak RSS {peak_mb:.0f} MB, "
-          f"threads {threads}, torch {torch.__version__}")
-    print(f"RESULT seq={seq} ms={step * 1e3:.1f} tokens_s={seq / step:.2f} rss_mb={peak_mb:.0f}")
+    n = ids.numel()
+    print(f"peft seq {seq}{' (batch file)' if batch else ''}: {step * 1e3:.1f} ms (min "
+          f"{min(times[1:]) * 1e3:.1f}, max {max(times[1:]) * 1e3:.1f}), {n / step:.1f} tokens/s, "
+          f"peak RSS {peak_mb:.0f} MB, threads {threads}, torch {torch.__version__}")
+    print(f"RESULT seq={seq} ms={step * 1e3:.1f} tokens_s={n / step:.2f} rss_mb={peak_mb:.0f}")
 
 
 if __name__ == "__main__":

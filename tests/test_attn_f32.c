@@ -143,6 +143,11 @@ START_TEST(forward_over_several_query_blocks) {
     c.cfg.softcap = 2.0;
     c.cfg.segment_ids = seg;
     check_forward(&c, "causal + window + cap + segments, long");
+    /* short packed examples (as data.packing builds them), one id coming back later */
+    for (int j = 0; j < 2 * S; j++) seg[j] = j < S ? j / 11 : (j - S) < 90 ? (j - S) / 17 : 2;
+    c.cfg.window = 0;
+    c.cfg.softcap = 0;
+    check_forward(&c, "causal + short segments, long");
 }
 END_TEST
 

@@ -229,6 +229,28 @@ START_TEST(several_query_blocks) {
 }
 END_TEST
 
+START_TEST(packed_segments_over_several_query_blocks) {
+    /* Short packed examples, an id that comes back after another (not contiguous) and right
+     * padding: every block's key range is trimmed to its rows' visible keys. */
+    attn_case c = base(2, GT_ATTN_QBLOCK + 6, 2, 1, 2);
+    enum { T = GT_ATTN_QBLOCK + 6 };
+    static int32_t seg[2 * T];
+    static uint8_t mask[2 * T];
+    for (int i = 0; i < T; i++) {
+        seg[i] = i / 9;                        /* examples of 9 tokens */
+        seg[T + i] = i < 30 ? i / 13 : i < 40 ? 0 : i < T - 4 ? 7 : -1;
+        mask[i] = 1;
+        mask[T + i] = i < T - 4;
+    }
+    c.cfg.segment_ids = seg;
+    c.cfg.key_mask = mask;
+    check_case(&c, "packed segments over two blocks");
+    c.cfg.window = 5;
+    c.cfg.softcap = 0.8;
+    check_case(&c, "packed segments + window + cap over two blocks");
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("attn_f64");
     TCase *tc = tcase_create("gradcheck");
@@ -238,6 +260,7 @@ int main(void) {
     tcase_add_test(tc, logit_softcap_in_nonlinear_range);
     tcase_add_test(tc, sliding_window);
     tcase_add_test(tc, key_padding_mask);
+    tcase_add_test(tc, packed_segments_over_several_query_blocks);
     tcase_add_test(tc, packed_segments);
     tcase_add_test(tc, query_offset_into_longer_keys);
     tcase_add_test(tc, value_width_differs);
