@@ -143,6 +143,26 @@ int main(int argc, char **argv) {
     char err[1024];
     gt_gemma_config cfg;
     if (gt_gemma_preset(preset, &cfg, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
+    int64_t n = B * T;
+    int32_t *ids = malloc(sizeof(int32_t) * n), *labels = malloc(sizeof(int32_t) * n);
+    int32_t *pos = malloc(sizeof(int32_t) * n), *seg = malloc(sizeof(int32_t) * n);
+    uint8_t *mask = malloc((size_t)n);
+    gt_real *w = malloc(sizeof(gt_real) * n);
+    gt_micro_batch mb = {.in = {.batch = B, .seq = T, .token_ids = ids}, .labels = labels, .weights = w};
+    if (data) { /* before the model, so the tokenizer's memory is gone by the step */
+        if (real_batch(data, tok_path, B, T, ids, labels, pos, seg, mask, w, err, sizeof err))
+            return fprintf(stderr, "%s\n", err), 1;
+        mb.in.positions = pos;
+        mb.in.segment_ids = seg;
+        mb.in.padding_mask = mask;
+    } else
+        for (int64_t i = 0; i < n; i++) {
+            ids[i] = (int32_t)((i * 7919) % cfg.vocab_size);
+            labels[i] = (int32_t)((i * 104729 + 3) % cfg.vocab_size);
+            w[i] = 1;
+        }
+    int64_t n_active = 0;
+    for (int64_t i = 0; i < n; i++) n_active += w[i] != 0;
     gt_threads_set(0);
     double peak = sgemm_peak();
     double rss0 = proc_mb("VmRSS");
@@ -174,26 +194,6 @@ int main(int argc, char **argv) {
     oc.weight_decay = 0.01;
     if (gt_optim_init(&opt, &oc, sl, ns, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
 
-    int64_t n = B * T;
-    int32_t *ids = malloc(sizeof(int32_t) * n), *labels = malloc(sizeof(int32_t) * n);
-    int32_t *pos = malloc(sizeof(int32_t) * n), *seg = malloc(sizeof(int32_t) * n);
-    uint8_t *mask = malloc((size_t)n);
-    gt_real *w = malloc(sizeof(gt_real) * n);
-    gt_micro_batch mb = {.in = {.batch = B, .seq = T, .token_ids = ids}, .labels = labels, .weights = w};
-    if (data) {
-        if (real_batch(data, tok_path, B, T, ids, labels, pos, seg, mask, w, err, sizeof err))
-            return fprintf(stderr, "%s\n", err), 1;
-        mb.in.positions = pos;
-        mb.in.segment_ids = seg;
-        mb.in.padding_mask = mask;
-    } else
-        for (int64_t i = 0; i < n; i++) {
-            ids[i] = (int32_t)((i * 7919) % cfg.vocab_size);
-            labels[i] = (int32_t)((i * 104729 + 3) % cfg.vocab_size);
-            w[i] = 1;
-        }
-    int64_t n_active = 0;
-    for (int64_t i = 0; i < n; i++) n_active += w[i] != 0;
     if (dump) { /* for bench/train_peft.py: the same batch (labels are ids shifted by one) */
         FILE *f = fopen(dump, "w");
         if (!f) return fprintf(stderr, "%s: cannot write\n", dump), 1;

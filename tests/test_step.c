@@ -195,6 +195,43 @@ START_TEST(ready_hook_reports_final_gradients) {
 }
 END_TEST
 
+/* Eval cuts the columns after the last weighted label: same loss and per-token CE as the whole
+ * padded batch through the model. */
+START_TEST(eval_cuts_trailing_padding) {
+    rig r;
+    rig_init(&r, GT_OPT_ADAMW);
+    int32_t ids[2 * T], labels[2 * T], pos[2 * T];
+    uint8_t mask[2 * T];
+    gt_real w[2 * T], ce[2 * T], ce_ref[2 * T];
+    for (int i = 0; i < 2 * T; i++) {
+        int t = i % T, len = i < T ? 5 : 3; /* row 0: 5 weighted labels, row 1: 3 */
+        ids[i] = (i * 7 + 3) % V, labels[i] = (i * 11 + 2) % V, pos[i] = t;
+        mask[i] = t < len;
+        w[i] = t < len ? (gt_real)(1 + t % 2) : 0;
+    }
+    gt_micro_batch mb = {{.batch = 2, .seq = T, .token_ids = ids, .positions = pos, .padding_mask = mask},
+                         labels, w, 0};
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = false;
+    double ws_ref;
+    gt_tensor *h = gt_gemma_hidden(&ctx, r.m, &mb.in);
+    gt_tensor *l = gt_gemma_lm_loss(&ctx, r.m, h, labels, w, 4, &ws_ref, ce_ref);
+    ck_assert_msg(l != NULL, "%s", ctx.err);
+    double ref = l->data[0], wce, ws;
+    char err[256];
+    for (int i = 0; i < 2 * T; i++) ce[i] = -1;
+    ck_assert_msg(gt_step_eval(&ctx, r.m, &mb, 4, &wce, &ws, ce, err, sizeof err) == 0, "%s", err);
+    ck_assert(ws == ws_ref);
+    ck_assert_msg(fabs(wce - ref) <= 1e-5 * fabs(ref), "%g vs %g", wce, ref);
+    for (int i = 0; i < 2 * T; i++)
+        ck_assert_msg(fabs(ce[i] - ce_ref[i]) <= 1e-5 * (1 + fabs(ce_ref[i])), "row_ce[%d] %g vs %g", i,
+                      ce[i], ce_ref[i]);
+    gt_ctx_free(&ctx);
+    rig_free(&r);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("step");
     TCase *tc = tcase_create("step");
@@ -205,6 +242,7 @@ int main(void) {
     tcase_add_test(tc, accumulation_adamw_dropout);
     tcase_add_test(tc, ready_hook_reports_final_gradients);
     tcase_add_test(tc, nonfinite_stops_or_skips);
+    tcase_add_test(tc, eval_cuts_trailing_padding);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

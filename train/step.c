@@ -131,14 +131,74 @@ int gt_step_run(gt_ctx *ctx, const gt_gemma *m, gt_optim *opt, const gt_step_cfg
     return 0;
 }
 
+/* Columns [0, n) of a B x T array into a B x n one (elem bytes each); NULL stays NULL. */
+static void *cut_cols(const void *src, int64_t B, int64_t T, int64_t n, size_t elem, bool *oom) {
+    if (!src) return NULL;
+    unsigned char *dst = malloc((size_t)(B * n) * elem);
+    if (!dst) return *oom = true, NULL;
+    for (int64_t r = 0; r < B; r++)
+        memcpy(dst + (size_t)(r * n) * elem, (const unsigned char *)src + (size_t)(r * T) * elem,
+               (size_t)n * elem);
+    return dst;
+}
+
 int gt_step_eval(gt_ctx *ctx, const gt_gemma *m, const gt_micro_batch *mb, int64_t chunk_rows,
                  double *wce_sum, double *w_sum, gt_real *row_ce, char *err, size_t errn) {
-    gt_ctx_reset(ctx);
-    bool grad = ctx->grad_enabled;
-    ctx->grad_enabled = false;
-    gt_tensor *l = micro_loss(ctx, m, mb, chunk_rows, w_sum, row_ce);
-    ctx->grad_enabled = grad;
-    if (!l) return snprintf(err, errn, "%s", ctx->err), -1;
-    *wce_sum = l->data[0];
-    return 0;
+    /* The decoder is causal, so positions after every row's last weighted label cannot change
+     * the loss: they are cut off (a batch padded to the sequence length costs what its longest
+     * example costs). */
+    const int64_t B = mb->in.batch, T = mb->in.seq;
+    int64_t n = 1;
+    for (int64_t r = 0; r < B; r++)
+        for (int64_t t = T - 1; t >= n; t--)
+            if (mb->weights[r * T + t] != 0) {
+                n = t + 1;
+                break;
+            }
+    gt_micro_batch cut = *mb;
+    gt_real *ce = row_ce;
+    bool oom = false;
+    if (n < T) {
+        cut.in.seq = n;
+        cut.in.token_ids = cut_cols(mb->in.token_ids, B, T, n, sizeof(int32_t), &oom);
+        cut.in.positions = cut_cols(mb->in.positions, B, T, n, sizeof(int32_t), &oom);
+        cut.in.padding_mask = cut_cols(mb->in.padding_mask, B, T, n, 1, &oom);
+        cut.in.segment_ids = cut_cols(mb->in.segment_ids, B, T, n, sizeof(int32_t), &oom);
+        cut.labels = cut_cols(mb->labels, B, T, n, sizeof(int32_t), &oom);
+        cut.weights = cut_cols(mb->weights, B, T, n, sizeof(gt_real), &oom);
+        if (row_ce) {
+            ce = malloc((size_t)(B * n) * sizeof(gt_real));
+            if (!ce) oom = true;
+        }
+    }
+    int rc = 0;
+    if (oom) {
+        snprintf(err, errn, "eval: out of memory for a %lld x %lld batch", (long long)B, (long long)n);
+        rc = -1;
+    } else {
+        gt_ctx_reset(ctx);
+        bool grad = ctx->grad_enabled;
+        ctx->grad_enabled = false;
+        gt_tensor *l = micro_loss(ctx, m, &cut, chunk_rows, w_sum, ce);
+        ctx->grad_enabled = grad;
+        if (l) {
+            *wce_sum = l->data[0];
+        } else {
+            snprintf(err, errn, "%s", ctx->err);
+            rc = -1;
+        }
+    }
+    if (n < T) {
+        if (row_ce && ce && !rc)
+            for (int64_t r = 0; r < B; r++)
+                for (int64_t t = 0; t < T; t++) row_ce[r * T + t] = t < n ? ce[r * n + t] : 0;
+        if (ce != row_ce) free(ce);
+        free((void *)cut.in.token_ids);
+        free((void *)cut.in.positions);
+        free((void *)cut.in.padding_mask);
+        free((void *)cut.in.segment_ids);
+        free((void *)cut.labels);
+        free((void *)cut.weights);
+    }
+    return rc;
 }

@@ -58,7 +58,8 @@ int gt_step_run(gt_ctx *ctx, const gt_gemma *m, gt_optim *opt, const gt_step_cfg
                 const gt_micro_batch *mb, int n_micro, int64_t global_batch_rows, double lr,
                 gt_step_result *res, char *err, size_t errn);
 
-/* Evaluation: weighted CE sum and weight sum of a batch, no tape. row_ce optional (B*T). */
+/* Evaluation: weighted CE sum and weight sum of a batch, no tape. row_ce optional (B*T). The
+ * model is causal, so it runs on the columns up to the batch's last weighted label only. */
 int gt_step_eval(gt_ctx *ctx, const gt_gemma *m, const gt_micro_batch *mb, int64_t chunk_rows,
                  double *wce_sum, double *w_sum, gt_real *row_ce, char *err, size_t errn);
 
