@@ -2,7 +2,7 @@
 
 Gemma 3 270M architecture (transformers' Gemma3ForCausalLM, text-only config) with random
 weights, fp32, LoRA rank 4 (alpha 4) on q_proj and v_proj, AdamW (lr 1e-4, weight decay 0.01),
-batch 1, the given sequence length, every token a label, torch.set_num_threads(threads).
+the given batch (rows) and sequence length, every token a label, torch.set_num_threads(threads).
 With a batch file (written by build/bench/train ... dump=FILE) the step runs on that batch
 instead: its ids and packed positions, labels -100 where gemmatrain's weight is 0 (transformers
 shifts labels itself, so the row's last label is dropped). transformers still computes the
@@ -10,7 +10,7 @@ logits of every position and, with eager attention, attends across packed exampl
 of its step does not depend on the labels.
 Prints one line: seq, median step seconds, tokens/s, peak RSS (MB, this process's VmHWM).
 
-usage: python3 bench/train_peft.py [seq=256] [reps=3] [threads=2] [batch.json]
+usage: python3 bench/train_peft.py [seq=256] [reps=3] [threads=2] [rows=1] [batch.json]
 """
 import json
 import resource
@@ -25,7 +25,8 @@ def main():
     seq = int(sys.argv[1]) if len(sys.argv) > 1 else 256
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
-    batch = json.load(open(sys.argv[4])) if len(sys.argv) > 4 else None
+    rows = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    batch = json.load(open(sys.argv[5])) if len(sys.argv) > 5 else None
     torch.set_num_threads(threads)
     from peft import LoraConfig, get_peft_model
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
@@ -42,12 +43,12 @@ def main():
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
                             weight_decay=0.01)
-    ids = (torch.arange(seq, dtype=torch.long) * 7919 % cfg.vocab_size).unsqueeze(0)
+    ids = (torch.arange(rows * seq, dtype=torch.long) * 7919 % cfg.vocab_size).view(rows, seq)
     labels, extra = ids, {}
     if batch is not None:
         b, t = batch["batch"], batch["seq"]
-        if t != seq:
-            sys.exit(f"batch file has seq {t}, not {seq}")
+        if t != seq or b != rows:
+            sys.exit(f"batch file has {b} x {t}, not {rows} x {seq}")
         ids = torch.tensor(batch["ids"], dtype=torch.long).view(b, t)
         lab = torch.tensor(batch["labels"], dtype=torch.long).view(b, t)
         w = torch.tensor(batch["weights"]).view(b, t)
@@ -66,7 +67,7 @@ def main():
     step = statistics.median(times[1:])
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     n = ids.numel()
-    print(f"peft seq {seq}{' (batch file)' if batch else ''}: {step * 1e3:.1f} ms (min "
+    print(f"peft batch {rows} x seq {seq}{' (batch file)' if batch else ''}: {step * 1e3:.1f} ms (min "
           f"{min(times[1:]) * 1e3:.1f}, max {max(times[1:]) * 1e3:.1f}), {n / step:.1f} tokens/s, "
           f"peak RSS {peak_mb:.0f} MB, threads {threads}, torch {torch.__version__}")
     print(f"RESULT seq={seq} ms={step * 1e3:.1f} tokens_s={n / step:.2f} rss_mb={peak_mb:.0f}")

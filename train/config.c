@@ -132,7 +132,7 @@ static const row schema[] = {
     INT("train.threads", train.threads, "0", "[0, 1024]",
         "threads for the engine and OpenBLAS; 0: GT_THREADS or all cores"),
     INT("train.chunk_rows", train.chunk_rows, "128", "[1, 1048576]",
-        "LM-head rows per chunk (memory vs speed)"),
+        "LM-head buffer: chunk_rows x vocab logits (memory vs speed)"),
     BOOL("train.full_finetune", train.full_finetune, "false",
          "train every weight (else LoRA must be enabled)"),
     ENUM("train.on_nonfinite", train.on_nonfinite, "stop", "stop|skip",
