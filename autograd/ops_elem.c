@@ -393,12 +393,16 @@ gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x) {
 typedef struct {
     double p;
     uint64_t seed;
-    int64_t offset;
+    int64_t offset, row_len, row_stride; /* element i draws offset + (i / row_len) * row_stride + i % row_len */
 } dropout_saved;
 
 static inline bool dropout_keep(uint64_t seed, int64_t i, double p) {
     uint64_t s = seed ^ ((uint64_t)i * 0xD1B54A32D192ED03ull);
     return gt_rng_uniform(&s) >= p;
+}
+
+static inline int64_t dropout_pos(const dropout_saved *s, int64_t i) {
+    return s->offset + i / s->row_len * s->row_stride + i % s->row_len;
 }
 
 static void dropout_backward(gt_ctx *ctx, gt_node *node) {
@@ -410,7 +414,7 @@ static void dropout_backward(gt_ctx *ctx, gt_node *node) {
     int64_t n = node->out->size;
 #pragma omp parallel for schedule(static) if (par(n))
     for (int64_t i = 0; i < n; i++)
-        if (dropout_keep(s->seed, s->offset + i, s->p)) dx[i] += dy[i] * scale;
+        if (dropout_keep(s->seed, dropout_pos(s, i), s->p)) dx[i] += dy[i] * scale;
 }
 
 gt_tensor *gt_dropout(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed) {
@@ -420,18 +424,28 @@ gt_tensor *gt_dropout(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed) {
 gt_tensor *gt_dropout_at(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed, int64_t offset) {
     if (!gt_ok(ctx)) return NULL;
     if (!x) return gt_fail(ctx, GT_ERR_ARG, "dropout: NULL input");
+    return gt_dropout_rows(ctx, x, p, seed, offset, x->size > 0 ? x->size : 1, x->size > 0 ? x->size : 1);
+}
+
+gt_tensor *gt_dropout_rows(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed, int64_t offset,
+                           int64_t row_len, int64_t row_stride) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!x) return gt_fail(ctx, GT_ERR_ARG, "dropout: NULL input");
+    if (row_len < 1 || row_stride < row_len)
+        return gt_fail(ctx, GT_ERR_ARG, "dropout: rows of %lld values %lld apart for %s", (long long)row_len,
+                       (long long)row_stride, gt_shp(x));
     if (!(p >= 0 && p < 1)) return gt_fail(ctx, GT_ERR_ARG, "dropout: rate %g outside [0, 1) for %s", p, gt_shp(x));
     if (p == 0) return x;
     gt_tensor *out = gt_op_out(ctx, x->ndim, x->shape, &x, 1);
     dropout_saved *s = gt_alloc(ctx, sizeof *s);
     if (!out || !s) return NULL;
-    *s = (dropout_saved){p, seed, offset};
+    *s = (dropout_saved){p, seed, offset, row_len, row_stride};
     gt_real scale = (gt_real)(1.0 / (1.0 - p));
     const gt_real *X = x->data;
     gt_real *Y = out->data;
     int64_t n = x->size;
 #pragma omp parallel for schedule(static) if (par(n))
-    for (int64_t i = 0; i < n; i++) Y[i] = dropout_keep(seed, offset + i, p) ? X[i] * scale : 0;
+    for (int64_t i = 0; i < n; i++) Y[i] = dropout_keep(seed, dropout_pos(s, i), p) ? X[i] * scale : 0;
     if (!gt_record(ctx, "dropout", dropout_backward, out, &x, 1, s)) return NULL;
     return out;
 }

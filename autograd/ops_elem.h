@@ -23,6 +23,10 @@ gt_tensor *gt_dropout(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed);
 /* The same with element i drawing stream position offset + i: a slice of a larger batch gets
  * the mask that the whole batch would have (so splitting a batch does not change the masks). */
 gt_tensor *gt_dropout_at(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed, int64_t offset);
+/* The same for a batch cut short: element i is at offset + (i / row_len) * row_stride +
+ * i % row_len of the uncut batch's stream (rows of row_len values, row_stride apart there). */
+gt_tensor *gt_dropout_rows(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed, int64_t offset,
+                           int64_t row_len, int64_t row_stride);
 /* Softmax over the last axis (max-subtracted); a row whose logits are all -inf gives zeros. */
 gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x);
 

@@ -169,7 +169,12 @@ gt_tensor *gt_lora_apply(gt_ctx *ctx, const gt_lora *l, const gt_lora_adapter *a
     gt_tensor *xin = x;
     if (l->dropout > 0 && ctx->grad_enabled) {
         uint64_t seed = l->dropout_seed ^ (uint64_t)(ad - l->adapters + 1) * 0x9E3779B97F4A7C15ull;
-        xin = gt_dropout_at(ctx, x, l->dropout, seed, l->dropout_token0 * ad->in);
+        int64_t rt = l->dropout_row_tokens, rs = l->dropout_row_stride;
+        if (rt > 0 && rs > rt)
+            xin = gt_dropout_rows(ctx, x, l->dropout, seed, l->dropout_token0 * ad->in, rt * ad->in,
+                                  rs * ad->in);
+        else
+            xin = gt_dropout_at(ctx, x, l->dropout, seed, l->dropout_token0 * ad->in);
     }
     gt_tensor *xa = gt_matmul(ctx, xin, a, false, false);
     int64_t s1[2] = {rows * ad->groups, l->rank};

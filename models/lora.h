@@ -42,6 +42,8 @@ typedef struct gt_lora {
     uint64_t dropout_seed;   /* advanced by the trainer each step; mixed with layer and target */
     int64_t dropout_token0;  /* global index of the batch's first token: masks are drawn per global
                                 token, so micro-batching and ranks do not change them */
+    int64_t dropout_row_tokens, dropout_row_stride; /* a batch cut short: rows of this many tokens,
+                                this many apart in the global numbering (0: rows not cut) */
 } gt_lora;
 
 /* Target names as in configs and KerasHub layer names: "query", "key", "value",

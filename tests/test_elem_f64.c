@@ -345,6 +345,42 @@ START_TEST(dropout_gradient_and_statistics) {
 }
 END_TEST
 
+static gt_tensor *fwd_dropout_rows(gt_ctx *ctx, gt_tensor **in, void *user) {
+    (void)user;
+    gt_tensor *d = gt_dropout_rows(ctx, in[0], 0.3, 42, 5, 6, 10);
+    return gt_mul(ctx, d, in[1]);
+}
+
+/* A batch cut short (rows of 3 of 5 positions, 2 values each) draws the uncut batch's mask. */
+START_TEST(dropout_rows_of_a_cut_batch) {
+    int64_t sh[3] = {4, 3, 2};
+    gt_tensor *in[2] = {rnd(3, sh, true, -1, 1), rnd(3, sh, true, -1, 1)};
+    expect_pass(fwd_dropout_rows, NULL, in, 2);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    int64_t sfull[3] = {4, 5, 2};
+    gt_tensor *full = gt_tensor_new(3, sfull, false), *cut = gt_tensor_new(3, sh, false);
+    for (int64_t i = 0; i < full->size; i++) full->data[i] = 1;
+    for (int64_t i = 0; i < cut->size; i++) cut->data[i] = 1;
+    gt_tensor *yf = gt_dropout_at(&ctx, full, 0.5, 9, 7), *yc = gt_dropout_rows(&ctx, cut, 0.5, 9, 7, 6, 10);
+    ck_assert_msg(yf && yc, "%s", ctx.err);
+    int dropped = 0;
+    for (int r = 0; r < 4; r++)
+        for (int k = 0; k < 6; k++) {
+            ck_assert(yc->data[r * 6 + k] == yf->data[r * 10 + k]);
+            dropped += yc->data[r * 6 + k] == 0;
+        }
+    ck_assert(dropped > 0 && dropped < 24);
+    ck_assert_ptr_null(gt_dropout_rows(&ctx, cut, 0.5, 9, 0, 6, 5));
+    ck_assert_msg(strstr(ctx.err, "dropout") && strstr(ctx.err, "[4,3,2]"), "%s", ctx.err);
+    gt_ctx_free(&ctx);
+    gt_tensor_free(full);
+    gt_tensor_free(cut);
+    gt_tensor_free(in[0]);
+    gt_tensor_free(in[1]);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("elem_f64");
     TCase *tc = tcase_create("gradcheck");
@@ -362,6 +398,7 @@ int main(void) {
     tcase_add_test(tc, large_unary_vs_naive);
     tcase_add_test(tc, op_chain_through_view);
     tcase_add_test(tc, dropout_gradient_and_statistics);
+    tcase_add_test(tc, dropout_rows_of_a_cut_batch);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

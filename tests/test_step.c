@@ -2,6 +2,7 @@
  * with unevenly weighted micro-batches, for both loss normalisations; non-finite handling. */
 #include <check.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,7 +58,9 @@ static void rig_free(rig *r) {
     gt_gemma_free(r->m);
 }
 
-static void accumulation_equals_big_batch(gt_opt_kind kind, gt_loss_norm norm, double dropout) {
+/* padded: rows end in 2, 1, 3, 1 padding labels (weight 0), so each micro-batch is cut at its
+ * own length while the big batch is cut at the longest: dropout masks must not move. */
+static void accumulation_equals_big_batch_pad(gt_opt_kind kind, gt_loss_norm norm, double dropout, bool padded) {
     int32_t ids[B * T], labels[B * T];
     gt_real w[B * T];
     for (int i = 0; i < B * T; i++) {
@@ -65,9 +68,11 @@ static void accumulation_equals_big_batch(gt_opt_kind kind, gt_loss_norm norm, d
         labels[i] = (i * 29 + 1) % V;
     }
     /* response tokens per row: 1, 5, 0, 3 (uneven, one row with none) */
-    int resp[B] = {1, 5, 0, 3};
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) w[b * T + t] = t >= T - resp[b] ? 1.0f : 0.0f;
+    int resp[B] = {1, 5, 0, 3}, pad[B] = {2, 1, 3, 1};
+    for (int b = 0; b < B; b++) {
+        int end = T - (padded ? pad[b] : 0);
+        for (int t = 0; t < T; t++) w[b * T + t] = t >= end - resp[b] && t < end ? 1.0f : 0.0f;
+    }
     rig big, acc;
     rig_init(&big, kind);
     rig_init(&acc, kind);
@@ -110,6 +115,10 @@ static void accumulation_equals_big_batch(gt_opt_kind kind, gt_loss_norm norm, d
     rig_free(&acc);
 }
 
+static void accumulation_equals_big_batch(gt_opt_kind kind, gt_loss_norm norm, double dropout) {
+    accumulation_equals_big_batch_pad(kind, norm, dropout, false);
+}
+
 START_TEST(accumulation_sgd_tokens) { accumulation_equals_big_batch(GT_OPT_SGD, GT_NORM_TOKENS, 0); }
 END_TEST
 START_TEST(accumulation_adamw_tokens) { accumulation_equals_big_batch(GT_OPT_ADAMW, GT_NORM_TOKENS, 0); }
@@ -118,6 +127,13 @@ START_TEST(accumulation_sgd_keras) { accumulation_equals_big_batch(GT_OPT_SGD, G
 END_TEST
 /* LoRA dropout masks are drawn per global token, so splitting the batch keeps them */
 START_TEST(accumulation_adamw_dropout) { accumulation_equals_big_batch(GT_OPT_ADAMW, GT_NORM_TOKENS, 0.3); }
+END_TEST
+
+START_TEST(accumulation_adamw_dropout_padded) {
+    accumulation_equals_big_batch_pad(GT_OPT_ADAMW, GT_NORM_TOKENS, 0.3, true);
+}
+END_TEST
+START_TEST(accumulation_sgd_keras_padded) { accumulation_equals_big_batch_pad(GT_OPT_SGD, GT_NORM_KERAS, 0, true); }
 END_TEST
 
 START_TEST(nonfinite_stops_or_skips) {
@@ -240,6 +256,8 @@ int main(void) {
     tcase_add_test(tc, accumulation_adamw_tokens);
     tcase_add_test(tc, accumulation_sgd_keras);
     tcase_add_test(tc, accumulation_adamw_dropout);
+    tcase_add_test(tc, accumulation_adamw_dropout_padded);
+    tcase_add_test(tc, accumulation_sgd_keras_padded);
     tcase_add_test(tc, ready_hook_reports_final_gradients);
     tcase_add_test(tc, nonfinite_stops_or_skips);
     tcase_add_test(tc, eval_cuts_trailing_padding);

@@ -79,6 +79,59 @@ static gt_tensor *micro_loss(gt_ctx *ctx, const gt_gemma *m, const gt_micro_batc
     return gt_gemma_lm_loss(ctx, m, h, mb->labels, mb->weights, chunk_rows, w_sum, row_ce);
 }
 
+/* Columns [0, n) of a B x T array into a B x n one (elem bytes each); NULL stays NULL. */
+static void *cut_cols(const void *src, int64_t B, int64_t T, int64_t n, size_t elem, bool *oom) {
+    if (!src) return NULL;
+    unsigned char *dst = malloc((size_t)(B * n) * elem);
+    if (!dst) return *oom = true, NULL;
+    for (int64_t r = 0; r < B; r++)
+        memcpy(dst + (size_t)(r * n) * elem, (const unsigned char *)src + (size_t)(r * T) * elem,
+               (size_t)n * elem);
+    return dst;
+}
+
+static void batch_cut_free(const gt_micro_batch *mb, gt_micro_batch *cut) {
+    if (cut->in.seq == mb->in.seq) return;
+    free((void *)cut->in.token_ids);
+    free((void *)cut->in.positions);
+    free((void *)cut->in.padding_mask);
+    free((void *)cut->in.segment_ids);
+    free((void *)cut->labels);
+    free((void *)cut->weights);
+    *cut = *mb;
+}
+
+/* The decoder is causal, so positions after every row's last weighted label cannot change the
+ * loss or any gradient: *cut gets the batch without them (a batch padded to the sequence length
+ * costs what its longest example costs). cut == mb's arrays when nothing is cut; else its own,
+ * freed by batch_cut_free. Returns 0 or -1 (out of memory, message in err). */
+static int batch_cut(const gt_micro_batch *mb, gt_micro_batch *cut, char *err, size_t errn) {
+    const int64_t B = mb->in.batch, T = mb->in.seq;
+    int64_t n = 1;
+    for (int64_t r = 0; r < B; r++)
+        for (int64_t t = T - 1; t >= n; t--)
+            if (mb->weights[r * T + t] != 0) {
+                n = t + 1;
+                break;
+            }
+    *cut = *mb;
+    if (n >= T) return 0;
+    bool oom = false;
+    cut->in.seq = n;
+    cut->in.token_ids = cut_cols(mb->in.token_ids, B, T, n, sizeof(int32_t), &oom);
+    cut->in.positions = cut_cols(mb->in.positions, B, T, n, sizeof(int32_t), &oom);
+    cut->in.padding_mask = cut_cols(mb->in.padding_mask, B, T, n, 1, &oom);
+    cut->in.segment_ids = cut_cols(mb->in.segment_ids, B, T, n, sizeof(int32_t), &oom);
+    cut->labels = cut_cols(mb->labels, B, T, n, sizeof(int32_t), &oom);
+    cut->weights = cut_cols(mb->weights, B, T, n, sizeof(gt_real), &oom);
+    if (oom) {
+        batch_cut_free(mb, cut);
+        snprintf(err, errn, "out of memory for a %lld x %lld batch", (long long)B, (long long)n);
+        return -1;
+    }
+    return 0;
+}
+
 int gt_step_run(gt_ctx *ctx, const gt_gemma *m, gt_optim *opt, const gt_step_cfg *cfg,
                 const gt_micro_batch *mb, int n_micro, int64_t global_batch_rows, double lr,
                 gt_step_result *res, char *err, size_t errn) {
@@ -89,15 +142,26 @@ int gt_step_run(gt_ctx *ctx, const gt_gemma *m, gt_optim *opt, const gt_step_cfg
     double sums[3] = {0, 0, 0};
     for (int k = 0; k < n_micro; k++) {
         gt_ctx_reset(ctx);
-        if (cfg->lora) cfg->lora->dropout_token0 = mb[k].first_row * mb[k].in.seq;
+        gt_micro_batch cut; /* the micro-batch up to its last weighted label */
+        if (batch_cut(&mb[k], &cut, err, errn)) return -1;
+        if (cfg->lora) { /* dropout masks stay those of the uncut rows */
+            cfg->lora->dropout_token0 = mb[k].first_row * mb[k].in.seq;
+            cfg->lora->dropout_row_tokens = cut.in.seq;
+            cfg->lora->dropout_row_stride = mb[k].in.seq;
+        }
         double ws = 0;
-        gt_tensor *l = micro_loss(ctx, m, &mb[k], cfg->chunk_rows, &ws, NULL);
+        gt_tensor *l = micro_loss(ctx, m, &cut, cfg->chunk_rows, &ws, NULL);
         tracker tr = {0};
         if (l && k == n_micro - 1 && cfg->reduce && cfg->ready &&
-            tracker_arm(&tr, ctx, opt->params, opt->n_params, cfg))
-            return tracker_free(&tr, ctx), snprintf(err, errn, "out of memory"), -1;
+            tracker_arm(&tr, ctx, opt->params, opt->n_params, cfg)) {
+            tracker_free(&tr, ctx);
+            batch_cut_free(&mb[k], &cut);
+            return snprintf(err, errn, "out of memory"), -1;
+        }
         if (l) gt_backward(ctx, l);
         tracker_free(&tr, ctx);
+        batch_cut_free(&mb[k], &cut); /* backward may read ids and positions */
+        if (cfg->lora) cfg->lora->dropout_row_tokens = cfg->lora->dropout_row_stride = 0;
         if (!gt_ok(ctx)) return snprintf(err, errn, "micro-batch %d: %s", k, ctx->err), -1;
         sums[0] += l->data[0];
         sums[1] += ws;
@@ -131,74 +195,33 @@ int gt_step_run(gt_ctx *ctx, const gt_gemma *m, gt_optim *opt, const gt_step_cfg
     return 0;
 }
 
-/* Columns [0, n) of a B x T array into a B x n one (elem bytes each); NULL stays NULL. */
-static void *cut_cols(const void *src, int64_t B, int64_t T, int64_t n, size_t elem, bool *oom) {
-    if (!src) return NULL;
-    unsigned char *dst = malloc((size_t)(B * n) * elem);
-    if (!dst) return *oom = true, NULL;
-    for (int64_t r = 0; r < B; r++)
-        memcpy(dst + (size_t)(r * n) * elem, (const unsigned char *)src + (size_t)(r * T) * elem,
-               (size_t)n * elem);
-    return dst;
-}
-
 int gt_step_eval(gt_ctx *ctx, const gt_gemma *m, const gt_micro_batch *mb, int64_t chunk_rows,
                  double *wce_sum, double *w_sum, gt_real *row_ce, char *err, size_t errn) {
-    /* The decoder is causal, so positions after every row's last weighted label cannot change
-     * the loss: they are cut off (a batch padded to the sequence length costs what its longest
-     * example costs). */
     const int64_t B = mb->in.batch, T = mb->in.seq;
-    int64_t n = 1;
-    for (int64_t r = 0; r < B; r++)
-        for (int64_t t = T - 1; t >= n; t--)
-            if (mb->weights[r * T + t] != 0) {
-                n = t + 1;
-                break;
-            }
-    gt_micro_batch cut = *mb;
-    gt_real *ce = row_ce;
-    bool oom = false;
-    if (n < T) {
-        cut.in.seq = n;
-        cut.in.token_ids = cut_cols(mb->in.token_ids, B, T, n, sizeof(int32_t), &oom);
-        cut.in.positions = cut_cols(mb->in.positions, B, T, n, sizeof(int32_t), &oom);
-        cut.in.padding_mask = cut_cols(mb->in.padding_mask, B, T, n, 1, &oom);
-        cut.in.segment_ids = cut_cols(mb->in.segment_ids, B, T, n, sizeof(int32_t), &oom);
-        cut.labels = cut_cols(mb->labels, B, T, n, sizeof(int32_t), &oom);
-        cut.weights = cut_cols(mb->weights, B, T, n, sizeof(gt_real), &oom);
-        if (row_ce) {
-            ce = malloc((size_t)(B * n) * sizeof(gt_real));
-            if (!ce) oom = true;
-        }
+    gt_micro_batch cut;
+    if (batch_cut(mb, &cut, err, errn)) return -1;
+    const int64_t n = cut.in.seq;
+    gt_real *ce = row_ce && n < T ? malloc((size_t)(B * n) * sizeof(gt_real)) : row_ce;
+    if (row_ce && !ce) {
+        batch_cut_free(mb, &cut);
+        return snprintf(err, errn, "out of memory"), -1;
     }
+    gt_ctx_reset(ctx);
+    bool grad = ctx->grad_enabled;
+    ctx->grad_enabled = false;
+    gt_tensor *l = micro_loss(ctx, m, &cut, chunk_rows, w_sum, ce);
+    ctx->grad_enabled = grad;
     int rc = 0;
-    if (oom) {
-        snprintf(err, errn, "eval: out of memory for a %lld x %lld batch", (long long)B, (long long)n);
-        rc = -1;
-    } else {
-        gt_ctx_reset(ctx);
-        bool grad = ctx->grad_enabled;
-        ctx->grad_enabled = false;
-        gt_tensor *l = micro_loss(ctx, m, &cut, chunk_rows, w_sum, ce);
-        ctx->grad_enabled = grad;
-        if (l) {
-            *wce_sum = l->data[0];
-        } else {
-            snprintf(err, errn, "%s", ctx->err);
-            rc = -1;
-        }
-    }
-    if (n < T) {
-        if (row_ce && ce && !rc)
+    if (l) {
+        *wce_sum = l->data[0];
+        if (ce != row_ce)
             for (int64_t r = 0; r < B; r++)
                 for (int64_t t = 0; t < T; t++) row_ce[r * T + t] = t < n ? ce[r * n + t] : 0;
-        if (ce != row_ce) free(ce);
-        free((void *)cut.in.token_ids);
-        free((void *)cut.in.positions);
-        free((void *)cut.in.padding_mask);
-        free((void *)cut.in.segment_ids);
-        free((void *)cut.labels);
-        free((void *)cut.weights);
+    } else {
+        snprintf(err, errn, "%s", ctx->err);
+        rc = -1;
     }
+    if (ce != row_ce) free(ce);
+    batch_cut_free(mb, &cut);
     return rc;
 }
