@@ -11,6 +11,7 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export GT_THREADS="${GT_THREADS:-2}"
 # See train/main.c: spinning OpenMP workers slow the next OpenBLAS call.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+export OPENBLAS_THREAD_TIMEOUT="${OPENBLAS_THREAD_TIMEOUT:-18}"  # autograd/blas.h
 passed=0; failed=0; bad_bins=()
 for bin in "$@"; do
   name=$(basename "$bin")
