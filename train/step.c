@@ -107,6 +107,8 @@ static void batch_cut_free(const gt_micro_batch *mb, gt_micro_batch *cut) {
  * freed by batch_cut_free. Returns 0 or -1 (out of memory, message in err). */
 static int batch_cut(const gt_micro_batch *mb, gt_micro_batch *cut, char *err, size_t errn) {
     const int64_t B = mb->in.batch, T = mb->in.seq;
+    *cut = *mb;
+    if (!mb->weights) return 0; /* every label weighted: nothing to cut */
     int64_t n = 1;
     for (int64_t r = 0; r < B; r++)
         for (int64_t t = T - 1; t >= n; t--)
@@ -114,7 +116,6 @@ static int batch_cut(const gt_micro_batch *mb, gt_micro_batch *cut, char *err, s
                 n = t + 1;
                 break;
             }
-    *cut = *mb;
     if (n >= T) return 0;
     bool oom = false;
     cut->in.seq = n;
