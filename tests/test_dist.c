@@ -200,6 +200,38 @@ START_TEST(two_ranks_equal_one_full_finetune) {
 }
 END_TEST
 
+/* Full fine-tuning with the update sharded over the ranks (GT_SHARD forces it below
+ * GT_DIST_SHARD_MIN values): bit-identical weights and optimizer state to the unsharded update,
+ * also across a stop and resume (the checkpoint gathers every rank's share of the state). */
+START_TEST(sharded_update_is_bit_identical) {
+    if (!have_mpirun()) return;
+    const char *full = "train.full_finetune=true lora.enabled=false optimizer.learning_rate=1e-2 train.steps=4";
+    char args[512];
+    snprintf(args, sizeof args, "%s logging.metrics=%s/u.jsonl checkpoint.dir=%s/u", full, tmp, tmp);
+    int rc = gt(2, "GT_NO_SHARD=1", args);
+    ck_assert_msg(rc == 0 && !strstr(out, "sharded"), "exit %d:\n%s", rc, out);
+    snprintf(args, sizeof args, "%s logging.metrics=%s/s.jsonl checkpoint.dir=%s/s train.stop_after_steps=2", full,
+             tmp, tmp);
+    rc = gt(2, "GT_SHARD=1", args);
+    ck_assert_msg(rc == 0 && strstr(out, "update sharded over 2 ranks") && strstr(out, "stopped after 2 steps"),
+                  "exit %d:\n%s", rc, out);
+    snprintf(args, sizeof args, "%s logging.metrics=%s/s.jsonl checkpoint.dir=%s/s checkpoint.resume=latest", full,
+             tmp, tmp);
+    rc = gt(2, "GT_SHARD=1", args);
+    ck_assert_msg(rc == 0 && strstr(out, "at step 2"), "exit %d:\n%s", rc, out);
+    double u[4], sh4[4];
+    snprintf(args, sizeof args, "%s/u.jsonl", tmp);
+    ck_assert_int_eq(losses(args, u, 4), 4);
+    snprintf(args, sizeof args, "%s/s.jsonl", tmp);
+    ck_assert_int_eq(losses(args, sh4, 4), 4);
+    for (int i = 0; i < 4; i++) ck_assert_msg(u[i] == sh4[i], "step %d: %.9g vs %.9g", i + 1, u[i], sh4[i]);
+    char p[256], q[256];
+    snprintf(p, sizeof p, "%s/u/ckpt-00000004.h5", tmp);
+    snprintf(q, sizeof q, "%s/s/ckpt-00000004.h5", tmp);
+    same_checkpoint(p, q);
+}
+END_TEST
+
 START_TEST(killed_during_checkpoint_write_resumes_from_previous) {
     double ref[20], got[20];
     reference(0, "ref0", ref);
@@ -256,6 +288,7 @@ int main(void) {
     tcase_add_test(tc, two_ranks_equal_one);
     tcase_add_test(tc, resume_is_bit_identical_two_ranks);
     tcase_add_test(tc, two_ranks_equal_one_full_finetune);
+    tcase_add_test(tc, sharded_update_is_bit_identical);
     tcase_add_test(tc, killed_during_checkpoint_write_resumes_from_previous);
     tcase_add_test(tc, a_killed_rank_ends_the_job);
     suite_add_tcase(s, tc);

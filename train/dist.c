@@ -1,6 +1,7 @@
 #include "train/dist.h"
 
 #include <mpi.h>
+#include <stdint.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,4 +206,57 @@ int gt_dist_reduce_grads(void *user, const gt_param_slice *p, int n, double *sca
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "gradient allreduce", err, errn);
     d->reduce_s += now() - t0;
     return gt_dist_sum_f64(d, scalars, n_scalars, err, errn);
+}
+
+bool gt_dist_shards(const gt_dist *d, const gt_optim *o) {
+    return d->world > 1 && (o->n_values >= GT_DIST_SHARD_MIN || getenv("GT_SHARD"));
+}
+
+/* First value of rank r's share of n (n < 2^40 values and world < 2^20 ranks keep n r exact). */
+static int64_t share_start(int64_t n, int r, int world) { return n * r / world; }
+
+/* buf holds the list's values [off, off + size) (one slice, or its state); every rank's share of
+ * them goes to every rank, in place. */
+static int gather_part(gt_dist *d, gt_real *buf, int64_t off, int64_t size, int64_t n, char *err,
+                       size_t errn) {
+    if (size > INT32_MAX)
+        return snprintf(err, errn, "sharded update: a slice of %lld values is too large for one "
+                        "message", (long long)size), -1;
+    int W = d->world, *counts = malloc(sizeof(int) * 2 * (size_t)W), *displs = counts + W;
+    if (!counts) return snprintf(err, errn, "out of memory"), -1;
+    for (int r = 0; r < W; r++) {
+        int64_t a = share_start(n, r, W), b = share_start(n, r + 1, W);
+        if (a < off) a = off;
+        if (a > off + size) a = off + size;
+        if (b > off + size) b = off + size;
+        if (b < a) b = a;
+        counts[r] = (int)(b - a);
+        displs[r] = (int)(a - off);
+    }
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, GT_MPI_REAL,
+                            MPI_COMM_WORLD);
+    free(counts);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "allgather", err, errn);
+}
+
+int gt_dist_sharded_update(void *user, gt_optim *o, double lr, char *err, size_t errn) {
+    gt_dist *d = user;
+    int64_t n = o->n_values;
+    gt_optim_step_range(o, lr, share_start(n, d->rank, d->world), share_start(n, d->rank + 1, d->world));
+    double t0 = now();
+    for (int i = 0; i < o->n_params; i++)
+        if (gather_part(d, o->params[i].data, o->offset[i], o->params[i].size, n, err, errn)) return -1;
+    d->reduce_s += now() - t0;
+    return 0;
+}
+
+int gt_dist_gather_state(gt_dist *d, gt_optim *o, char *err, size_t errn) {
+    if (!gt_dist_shards(d, o)) return 0;
+    for (int k = 0; k < o->n_kinds; k++) {
+        gt_real *base = k ? o->v : o->m;
+        for (int i = 0; i < o->n_params; i++)
+            if (gather_part(d, base + o->offset[i], o->offset[i], o->params[i].size, o->n_values, err, errn))
+                return -1;
+    }
+    return 0;
 }

@@ -72,4 +72,18 @@ void gt_dist_grad_ready(void *user, const gt_param_slice *p, int n, int i);
 int gt_dist_reduce_grads(void *user, const gt_param_slice *p, int n, double *scalars,
                          int n_scalars, char *err, size_t errn);
 
+/* Sharded update, for lists of at least GT_DIST_SHARD_MIN values (full fine-tuning): after the
+ * reduction every rank holds the same summed gradients, so rank r applies the optimizer only to
+ * its share [N r / W, N (r + 1) / W) of the N values (gt_optim_step_range) and the ranks then
+ * gather each other's updated values: each does 1/W of the update's work, and the weights are
+ * bit-identical to an unsharded update. The optimizer state outside a rank's share goes stale;
+ * gt_dist_gather_state brings every rank the whole state again (before a checkpoint). */
+#define GT_DIST_SHARD_MIN ((int64_t)1 << 20)
+/* Whether the update is sharded: world > 1 and GT_DIST_SHARD_MIN values (or GT_SHARD set, for
+ * tests on small models). */
+bool gt_dist_shards(const gt_dist *d, const gt_optim *o);
+/* gt_step_cfg.update; user is the gt_dist. */
+int gt_dist_sharded_update(void *user, gt_optim *o, double lr, char *err, size_t errn);
+int gt_dist_gather_state(gt_dist *d, gt_optim *o, char *err, size_t errn);
+
 #endif

@@ -185,7 +185,9 @@ static void update_range(const gt_optim *o, const step_scalars *s, bool decay_on
     }
 }
 
-void gt_optim_step(gt_optim *o, double lr) {
+void gt_optim_step(gt_optim *o, double lr) { gt_optim_step_range(o, lr, 0, o->n_values); }
+
+void gt_optim_step_range(gt_optim *o, double lr, int64_t from, int64_t to) {
     const gt_optim_cfg *c = &o->cfg;
     double t = (double)(o->step + 1);
     double wd = c->kind == GT_OPT_ADAM ? 0.0 : c->weight_decay;
@@ -199,14 +201,16 @@ void gt_optim_step(gt_optim *o, double lr) {
         .lr = (gt_real)lr,
     };
     bool decay_on = wd > 0;
-    int64_t N = o->n_values;
+    if (from < 0) from = 0;
+    if (to > o->n_values) to = o->n_values;
+    int64_t N = to > from ? to - from : 0;
 #pragma omp parallel if (N >= OPT_PAR_MIN)
     {
         int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
         int64_t chunk = (N + nt - 1) / nt;
         chunk = (chunk + OPT_GRAIN - 1) / OPT_GRAIN * OPT_GRAIN;
         int64_t lo = id * chunk < N ? id * chunk : N, hi = lo + chunk < N ? lo + chunk : N;
-        update_range(o, &s, decay_on, lo, hi);
+        update_range(o, &s, decay_on, from + lo, from + hi);
     }
     o->step++;
 }

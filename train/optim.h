@@ -66,6 +66,11 @@ int gt_optim_init(gt_optim *o, const gt_optim_cfg *cfg, const gt_param_slice *pa
 void gt_optim_free(gt_optim *o);
 /* One update with learning rate lr, using the slices' current gradients; then step++. */
 void gt_optim_step(gt_optim *o, double lr);
+/* The same update applied to values [lo, hi) of the list only (flat index: the slices in order),
+ * then step++. Processes that each update their own share and exchange the values (gt_dist's
+ * sharded update) end with exactly what gt_optim_step gives; the state outside [lo, hi) is left
+ * as it was (stale until gathered). */
+void gt_optim_step_range(gt_optim *o, double lr, int64_t lo, int64_t hi);
 
 /* Named state arrays for checkpoints. Index i in [0, gt_optim_state_count): slice i / n_kinds,
  * kind i % n_kinds, i.e. Keras' order (per variable: momentum, then velocity). */

@@ -192,6 +192,7 @@ int gt_step_run(gt_ctx *ctx, const gt_gemma *m, gt_optim *opt, const gt_step_cfg
                         opt->params[bad].name, (long long)at), -1;
     }
     res->grad_norm = gt_grad_clip(opt->params, opt->n_params, cfg->clip_norm);
+    if (cfg->update) return cfg->update(cfg->reduce_user, opt, lr, err, errn);
     gt_optim_step(opt, lr);
     return 0;
 }

@@ -40,6 +40,9 @@ typedef struct gt_step_cfg {
      * its reduction can start while backward goes on), and with i = -1 after every backward op
      * (to let started reductions progress). reduce is still called at the end for the rest. */
     void (*ready)(void *user, const gt_param_slice *p, int n, int i);
+    /* Optional, with reduce (same user): applies the update in place of gt_optim_step (a sharded
+     * update, gt_dist_sharded_update); 0 or -1 with a message. */
+    int (*update)(void *user, gt_optim *opt, double lr, char *err, size_t errn);
     gt_lora *lora;           /* the model's adapters, or NULL: their dropout masks are placed at
                                 each micro-batch's first_row so they do not depend on the split */
 } gt_step_cfg;

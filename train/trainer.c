@@ -61,6 +61,7 @@ typedef struct job {
     bool has_carry;
     int64_t carry_epoch, carry_next; /* the dataset position the carried example was read from */
     gt_dist *dist;                 /* this rank's place in the job (rank 0 of 1 without MPI) */
+    bool sharded;                  /* the update is sharded over the ranks (gt_dist_shards) */
 } job;
 
 static void job_free(job *j) {
@@ -343,6 +344,8 @@ static int save_checkpoint(job *j, gt_dataset *train, gt_optim *opt, run_state *
                            int64_t tokens, double elapsed, char *err, size_t errn) {
     const gt_config *c = j->cfg;
     int64_t ok = 1;
+    /* a sharded update leaves each rank only its share of the optimizer state current */
+    if (j->sharded && gt_dist_gather_state(j->dist, opt, err, errn)) return -1;
     if (j->dist->world > 1) { /* every rank must hold the same weights and data position */
         uint64_t h = 1469598103934665603ull;
         for (int i = 0; i < j->n_slices; i++) {
@@ -548,7 +551,11 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
                       .skip_nonfinite = !strcmp(c->train.on_nonfinite, "skip"),
                       .reduce = world > 1 ? gt_dist_reduce_grads : NULL, .reduce_user = dist,
                       .ready = world > 1 && !getenv("GT_NO_OVERLAP") ? gt_dist_grad_ready : NULL,
+                      .update = (j.sharded = gt_dist_shards(dist, &opt) && !getenv("GT_NO_SHARD"))
+                                    ? gt_dist_sharded_update : NULL,
                       .lora = j.lora};
+    if (j.sharded && lead)
+        fprintf(stderr, "data parallel: optimizer update sharded over %d ranks\n", world);
     rs.cm = (gt_ckpt_model){&j.model->cfg, j.lora, c->optimizer.name};
     rs.st = (gt_ckpt_state){.train_seed = c->train.seed, .shuffle_seed = c->data.shuffle_seed, .lora_seed = c->lora.seed};
     int64_t tokens = 0, step = 0;
