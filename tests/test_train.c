@@ -57,6 +57,46 @@ START_TEST(tiny_config_trains_and_eval_loss_falls) {
 }
 END_TEST
 
+/* eval batches examples by length; the per-example output still comes in file order, and its
+ * token-weighted mean is the printed loss, whatever the batch size. */
+START_TEST(eval_per_example_output_in_file_order) {
+    static char out[1 << 16];
+    char path[128], args[512];
+    snprintf(path, sizeof path, "/tmp/gt-test-per-%d.jsonl", (int)getpid());
+    double loss[2];
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "eval configs/tiny.yaml eval.batch_size=%d eval.per_example_output=%s",
+                 k ? 1 : 6, path);
+        int rc = run(args, out, sizeof out);
+        ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+        const char *p = strstr(out, "{\"loss\": ");
+        ck_assert_msg(p != NULL, "%s", out);
+        loss[k] = atof(p + 9);
+        FILE *f = fopen(path, "r");
+        ck_assert(f != NULL);
+        char line[512];
+        long prev = 0;
+        int n = 0;
+        double sum = 0, tokens = 0;
+        while (fgets(line, sizeof line, f)) {
+            long ln;
+            double l, t;
+            ck_assert_msg(sscanf(line, "{\"line\": %ld, \"loss\": %lf, \"tokens\": %lf}", &ln, &l, &t) == 3, "%s", line);
+            ck_assert_msg(ln > prev, "line %ld after %ld", ln, prev);
+            prev = ln;
+            sum += l * t;
+            tokens += t;
+            n++;
+        }
+        fclose(f);
+        unlink(path);
+        ck_assert_int_eq(n, 50);
+        ck_assert_msg(fabs(sum / tokens - loss[k]) <= 1e-5 * loss[k], "%.6f vs %.6f", sum / tokens, loss[k]);
+    }
+    ck_assert_msg(fabs(loss[0] - loss[1]) <= 1e-5 * loss[0], "batch 6: %.6f, batch 1: %.6f", loss[0], loss[1]);
+}
+END_TEST
+
 /* train.epochs sets the run's length from the data: ceil(2 epochs x 10 examples / 4) = 5 steps */
 START_TEST(epochs_set_the_step_count) {
     static char out[1 << 16];
@@ -213,6 +253,7 @@ int main(void) {
     TCase *tc = tcase_create("train");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, tiny_config_trains_and_eval_loss_falls);
+    tcase_add_test(tc, eval_per_example_output_in_file_order);
     tcase_add_test(tc, epochs_set_the_step_count);
     tcase_add_test(tc, bad_inputs_fail_with_one_line);
     tcase_add_test(tc, packing_equals_separate_rows);

@@ -222,48 +222,89 @@ typedef struct {
     int64_t examples;
 } eval_result;
 
+/* Orders examples by length, then index (qsort_r is not C11: the lengths travel in the keys). */
+typedef struct {
+    int64_t len, index;
+} eval_key;
+
+static int cmp_eval_key(const void *pa, const void *pb) {
+    const eval_key *a = pa, *b = pb;
+    if (a->len != b->len) return a->len < b->len ? -1 : 1;
+    return a->index < b->index ? -1 : a->index > b->index;
+}
+
+/* Examples go through in batches of similar length (each batch runs only up to its longest
+ * example's last weighted label, gt_step_eval), so little of an eval is padding; the per-example
+ * output keeps file order. */
 static int evaluate(job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, eval_result *res, char *err, size_t errn) {
     memset(res, 0, sizeof *res);
     int64_t n = ds->n, limit = j->cfg->eval.max_examples;
     if (limit > 0 && limit < n) n = limit;
     gt_real *row_ce = malloc(sizeof(gt_real) * (size_t)(j->rows * j->S));
-    int64_t lines[4096];
-    if (!row_ce) return snprintf(err, errn, "out of memory"), -1;
+    eval_key *keys = malloc(sizeof *keys * (size_t)(n ? n : 1));
+    int64_t *lines = malloc(sizeof *lines * (size_t)(n ? n : 1));
+    double *ex_loss = per_example ? malloc(sizeof(double) * 2 * (size_t)(n ? n : 1)) : NULL;
+    int rc = -1;
+    if (!row_ce || !keys || !lines || (per_example && !ex_loss)) {
+        snprintf(err, errn, "out of memory");
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) { /* lengths: the last weighted label of each example's row */
+        gt_example ex;
+        if (gt_dataset_read(ds, i, &ex, err, errn)) goto done;
+        int frc = fill_row(j, 0, &ex, err, errn);
+        lines[i] = ex.line;
+        gt_example_free(&ex);
+        if (frc) goto done;
+        int64_t len = 0;
+        for (int64_t t = 0; t < j->S; t++)
+            if (j->weights[t] != 0) len = t + 1;
+        keys[i] = (eval_key){len, i};
+    }
+    qsort(keys, (size_t)n, sizeof *keys, cmp_eval_key);
     int world = j->dist->world, rank = j->dist->rank;
     for (int64_t i0 = 0, k = 0; i0 < n; i0 += j->rows, k++) {
         if (k % world != rank) continue; /* ranks take eval batches in turn */
         int64_t b = n - i0 < j->rows ? n - i0 : j->rows;
         for (int64_t r = 0; r < b; r++) {
             gt_example ex;
-            if (gt_dataset_read(ds, i0 + r, &ex, err, errn)) return free(row_ce), -1;
-            int rc = fill_row(j, r, &ex, err, errn);
-            if (r < 4096) lines[r] = ex.line;
+            if (gt_dataset_read(ds, keys[i0 + r].index, &ex, err, errn)) goto done;
+            int frc = fill_row(j, r, &ex, err, errn);
             gt_example_free(&ex);
-            if (rc) return free(row_ce), -1;
+            if (frc) goto done;
         }
         gt_micro_batch mb = {{.batch = b, .seq = j->S, .token_ids = j->ids, .padding_mask = j->mask}, j->labels, j->weights, 0};
         double wce, w;
-        if (gt_step_eval(ctx, j->model, &mb, j->cfg->train.chunk_rows, &wce, &w, row_ce, err, errn)) return free(row_ce), -1;
+        if (gt_step_eval(ctx, j->model, &mb, j->cfg->train.chunk_rows, &wce, &w, row_ce, err, errn)) goto done;
         res->wce += wce;
         res->w += w;
         if (per_example)
             for (int64_t r = 0; r < b; r++) {
-                double s = 0, ws = 0;
+                double sum = 0, ws = 0;
                 for (int64_t t = 0; t < j->S; t++) {
-                    s += (double)j->weights[r * j->S + t] * row_ce[r * j->S + t];
+                    sum += (double)j->weights[r * j->S + t] * row_ce[r * j->S + t];
                     ws += j->weights[r * j->S + t];
                 }
-                fprintf(per_example, "{\"line\": %lld, \"loss\": %.6f, \"tokens\": %.0f}\n",
-                        (long long)(r < 4096 ? lines[r] : -1), ws > 0 ? s / ws : 0.0, ws);
+                ex_loss[2 * keys[i0 + r].index] = ws > 0 ? sum / ws : 0.0;
+                ex_loss[2 * keys[i0 + r].index + 1] = ws;
             }
     }
+    if (per_example) /* one process (the eval command): every example is here */
+        for (int64_t i = 0; i < n; i++)
+            fprintf(per_example, "{\"line\": %lld, \"loss\": %.6f, \"tokens\": %.0f}\n", (long long)lines[i],
+                    ex_loss[2 * i], ex_loss[2 * i + 1]);
     res->examples = n;
-    free(row_ce);
     double sums[2] = {res->wce, res->w};
-    if (gt_dist_sum_f64(j->dist, sums, 2, err, errn)) return -1;
+    if (gt_dist_sum_f64(j->dist, sums, 2, err, errn)) goto done;
     res->wce = sums[0];
     res->w = sums[1];
-    return 0;
+    rc = 0;
+done:
+    free(row_ce);
+    free(keys);
+    free(lines);
+    free(ex_loss);
+    return rc;
 }
 
 static void print_eval(const char *label, const eval_result *r, FILE *metrics, int64_t step) {
