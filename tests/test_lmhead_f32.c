@@ -12,16 +12,15 @@ static float frand(unsigned *s) {
 }
 
 /* frozen: E needs no gradient, so the op takes its one-pass path (vocabulary blocks of 256) */
-static void compare(double softcap, bool frozen) {
-    enum { N = 37, D = 24, V = 1000 };
+static void compare_dims(double softcap, bool frozen, int N, int D, int V) {
     unsigned seed = 5;
     int64_t sh[2] = {N, D}, st[2] = {V, D};
     gt_tensor *h1 = gt_tensor_new(2, sh, true), *h2 = gt_tensor_new(2, sh, true);
     gt_tensor *e1 = gt_tensor_new(2, st, !frozen), *e2 = gt_tensor_new(2, st, true);
     for (int i = 0; i < N * D; i++) h1->data[i] = h2->data[i] = frand(&seed) * 2;
     for (int i = 0; i < V * D; i++) e1->data[i] = e2->data[i] = frand(&seed);
-    int32_t labels[N];
-    float w[N];
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)N);
+    float *w = malloc(sizeof(float) * (size_t)N);
     for (int i = 0; i < N; i++) {
         labels[i] = (int32_t)((i * 97) % V);
         w[i] = i % 3 == 0 ? 0.0f : (float)(i % 5) * 0.5f + 0.25f;
@@ -58,13 +57,27 @@ static void compare(double softcap, bool frozen) {
     gt_tensor_free(h2);
     gt_tensor_free(e1);
     gt_tensor_free(e2);
+    free(labels);
+    free(w);
 }
+
+static void compare(double softcap, bool frozen) { compare_dims(softcap, frozen, 37, 24, 1000); }
 
 START_TEST(matches_unfused_ops) { compare(0, false); }
 END_TEST
 START_TEST(matches_unfused_ops_with_softcap) { compare(5.0, false); }
 END_TEST
 START_TEST(frozen_table_matches_unfused_ops) { compare(0, true); }
+END_TEST
+/* D a multiple of 64 and few rows: the packing-free kernel (threads over vocabulary ranges, a
+ * vocabulary that is not a multiple of 4), then the same through OpenBLAS for comparison */
+START_TEST(frozen_table_few_rows_direct_kernel) {
+    compare_dims(0, true, 37, 128, 1001);
+    compare_dims(0, true, 5, 64, 4099);
+    setenv("GT_LMHEAD_BLAS", "1", 1);
+    compare_dims(0, true, 37, 128, 1001);
+    unsetenv("GT_LMHEAD_BLAS");
+}
 END_TEST
 START_TEST(frozen_table_matches_unfused_ops_with_softcap) { compare(5.0, true); }
 END_TEST
@@ -75,6 +88,7 @@ int main(void) {
     tcase_add_test(tc, matches_unfused_ops);
     tcase_add_test(tc, matches_unfused_ops_with_softcap);
     tcase_add_test(tc, frozen_table_matches_unfused_ops);
+    tcase_add_test(tc, frozen_table_few_rows_direct_kernel);
     tcase_add_test(tc, frozen_table_matches_unfused_ops_with_softcap);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
