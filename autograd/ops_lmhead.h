@@ -8,7 +8,7 @@
  * padding tokens cost nothing), and the [n x V] logits never exist: the buffer holds at most
  * chunk_rows x V logits. A frozen E (no gradient wanted: LoRA, eval) goes in one pass with an
  * online softmax over vocabulary blocks of 32 x chunk_rows rows, chunk_rows x V / block rows at a
- * time, dh computed on the way (for up to 160 rows in the fp32 build, by its own kernel rather
+ * time, dh computed on the way (for up to 192 rows in the fp32 build, by its own kernel rather
  * than OpenBLAS, whose packing of the whole table dominates at few rows); a trainable E goes chunk_rows rows at a time, and backward
  * recomputes each chunk's logits for E's gradient. Backward adds into h's gradient and, only
  * when E requires one, E's.
