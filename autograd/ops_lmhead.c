@@ -242,8 +242,9 @@ static bool direct_fits(const lmhead_saved *s, int64_t c) {
     return s->softcap == 0 && c <= DIRECT_MAX_ROWS && s->D % (4 * VL) == 0 && !getenv("GT_LMHEAD_BLAS");
 }
 
-/* Same results as chunk_one_pass (to rounding) for rows [r0, r0 + c). 0, or -1 out of memory. */
-static int chunk_direct(lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int64_t c) {
+/* Same results as chunk_one_pass (to rounding) for rows [r0, r0 + c); scratch from the step's
+ * arena. 0, or -1 out of memory (ctx's error set). */
+static int chunk_direct(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int64_t c) {
     const int64_t D = s->D, V = s->V, cp = (c + VL - 1) / VL * VL;
     const float *E = s->tf;
     const gt_bf16_mat *t16 = s->t16;
@@ -252,10 +253,13 @@ static int chunk_direct(lmhead_saved *s, const gt_tensor *hidden, int64_t r0, in
      * block (DIRECT_BLOCK x cp), a bf16 table's block expanded (DIRECT_BLOCK x D); running sums
      * in double (cp) */
     const size_t per = (size_t)(3 * cp + cp * D + DIRECT_BLOCK * cp + (t16 ? DIRECT_BLOCK * D : 0));
-    float *ht = calloc((size_t)(D * cp), sizeof(float));
-    float *tb = malloc((size_t)nt * per * sizeof(float));
-    double *tsum = calloc((size_t)(nt * cp), sizeof(double));
-    if (!ht || !tb || !tsum) return free(ht), free(tb), free(tsum), -1;
+    const size_t ht_bytes = (size_t)(D * cp) * sizeof(float), tb_bytes = (size_t)nt * per * sizeof(float);
+    const size_t ts_bytes = (size_t)(nt * cp) * sizeof(double);
+    float *ht = gt_alloc(ctx, ht_bytes), *tb = gt_alloc(ctx, tb_bytes);
+    double *tsum = gt_alloc(ctx, ts_bytes);
+    if (!ht || !tb || !tsum) return -1;
+    memset(ht, 0, ht_bytes);
+    memset(tsum, 0, ts_bytes);
     for (int64_t i = 0; i < c; i++) {
         const float *h = hidden->data + s->rows[r0 + i] * D;
         for (int64_t k = 0; k < D; k++) ht[k * cp + i] = h[k];
@@ -348,9 +352,9 @@ static int chunk_direct(lmhead_saved *s, const gt_tensor *hidden, int64_t r0, in
         for (int64_t k = 0; k < D; k++)
             dh[k] = w * (dh[k] - (t16 ? gt_bf16_to_float(t16->data[y * D + k]) : E[y * D + k]));
     }
-    free(ht);
-    free(tb);
-    free(tsum);
+    gt_release(ctx, tsum, ts_bytes);
+    gt_release(ctx, tb, tb_bytes);
+    gt_release(ctx, ht, ht_bytes);
     return 0;
 }
 #endif
@@ -455,8 +459,7 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
         if (s->vblock) {
 #ifndef GT_REAL_DOUBLE
             if (direct_fits(s, c)) {
-                if (chunk_direct(s, hidden, r0, c))
-                    return gt_fail(ctx, GT_ERR_NOMEM, "lm_head_loss: out of memory for %lld rows", (long long)c);
+                if (chunk_direct(ctx, s, hidden, r0, c)) return NULL;
                 continue;
             }
 #endif
