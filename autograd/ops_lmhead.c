@@ -326,9 +326,9 @@ static int chunk_direct(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidden, i
     for (int64_t i = 0; i < c; i++) { /* merge the threads' partial softmaxes */
         float M = -INFINITY, zyi = 0;
         for (int t = 0; t < used; t++) {
-            const float *m = tb + (size_t)t * per;
+            const float *m = tb + (size_t)t * per, *zy = m + cp, *has_y = zy + cp;
             if (m[i] > M) M = m[i];
-            if (m[cp + cp + i] != 0) zyi = m[cp + i];
+            if (has_y[i] != 0) zyi = zy[i];
         }
         double S = 0;
         for (int t = 0; t < used; t++) {

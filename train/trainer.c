@@ -62,6 +62,8 @@ typedef struct job {
     int64_t carry_epoch, carry_next; /* the dataset position the carried example was read from */
     gt_dist *dist;                 /* this rank's place in the job (rank 0 of 1 without MPI) */
     bool sharded;                  /* the update is sharded over the ranks (gt_dist_shards) */
+    struct eval_key *eval_keys;    /* eval examples by length (computed at the first eval) */
+    int64_t *eval_lines;           /* their line numbers, in file order */
 } job;
 
 static void job_free(job *j) {
@@ -72,6 +74,8 @@ static void job_free(job *j) {
     free(j->weights);
     free(j->positions);
     free(j->segments);
+    free(j->eval_keys);
+    free(j->eval_lines);
     if (j->has_carry) gt_example_free(&j->carry);
     gt_lora_free(j->lora);
     gt_tok_free(j->tok);
@@ -223,7 +227,7 @@ typedef struct {
 } eval_result;
 
 /* Orders examples by length, then index (qsort_r is not C11: the lengths travel in the keys). */
-typedef struct {
+typedef struct eval_key {
     int64_t len, index;
 } eval_key;
 
@@ -231,6 +235,30 @@ static int cmp_eval_key(const void *pa, const void *pb) {
     const eval_key *a = pa, *b = pb;
     if (a->len != b->len) return a->len < b->len ? -1 : 1;
     return a->index < b->index ? -1 : a->index > b->index;
+}
+
+/* j->eval_keys: the first n examples of ds by length (the last weighted label of each one's row),
+ * and their line numbers; once per job, the eval set does not change. 0 or -1 with a message. */
+static int eval_order(job *j, gt_dataset *ds, int64_t n, char *err, size_t errn) {
+    eval_key *keys = malloc(sizeof *keys * (size_t)(n ? n : 1));
+    int64_t *lines = malloc(sizeof *lines * (size_t)(n ? n : 1));
+    if (!keys || !lines) return free(keys), free(lines), snprintf(err, errn, "out of memory"), -1;
+    for (int64_t i = 0; i < n; i++) {
+        gt_example ex;
+        if (gt_dataset_read(ds, i, &ex, err, errn)) return free(keys), free(lines), -1;
+        int frc = fill_row(j, 0, &ex, err, errn);
+        lines[i] = ex.line;
+        gt_example_free(&ex);
+        if (frc) return free(keys), free(lines), -1;
+        int64_t len = 0;
+        for (int64_t t = 0; t < j->S; t++)
+            if (j->weights[t] != 0) len = t + 1;
+        keys[i] = (eval_key){len, i};
+    }
+    qsort(keys, (size_t)n, sizeof *keys, cmp_eval_key);
+    j->eval_keys = keys;
+    j->eval_lines = lines;
+    return 0;
 }
 
 /* Examples go through in batches of similar length (each batch runs only up to its longest
@@ -241,27 +269,14 @@ static int evaluate(job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, eval
     int64_t n = ds->n, limit = j->cfg->eval.max_examples;
     if (limit > 0 && limit < n) n = limit;
     gt_real *row_ce = malloc(sizeof(gt_real) * (size_t)(j->rows * j->S));
-    eval_key *keys = malloc(sizeof *keys * (size_t)(n ? n : 1));
-    int64_t *lines = malloc(sizeof *lines * (size_t)(n ? n : 1));
     double *ex_loss = per_example ? malloc(sizeof(double) * 2 * (size_t)(n ? n : 1)) : NULL;
     int rc = -1;
-    if (!row_ce || !keys || !lines || (per_example && !ex_loss)) {
-        snprintf(err, errn, "out of memory");
+    if (!row_ce || (per_example && !ex_loss) || (!j->eval_keys && eval_order(j, ds, n, err, errn))) {
+        if (!row_ce || (per_example && !ex_loss)) snprintf(err, errn, "out of memory");
         goto done;
     }
-    for (int64_t i = 0; i < n; i++) { /* lengths: the last weighted label of each example's row */
-        gt_example ex;
-        if (gt_dataset_read(ds, i, &ex, err, errn)) goto done;
-        int frc = fill_row(j, 0, &ex, err, errn);
-        lines[i] = ex.line;
-        gt_example_free(&ex);
-        if (frc) goto done;
-        int64_t len = 0;
-        for (int64_t t = 0; t < j->S; t++)
-            if (j->weights[t] != 0) len = t + 1;
-        keys[i] = (eval_key){len, i};
-    }
-    qsort(keys, (size_t)n, sizeof *keys, cmp_eval_key);
+    const eval_key *keys = j->eval_keys;
+    const int64_t *lines = j->eval_lines;
     int world = j->dist->world, rank = j->dist->rank;
     for (int64_t i0 = 0, k = 0; i0 < n; i0 += j->rows, k++) {
         if (k % world != rank) continue; /* ranks take eval batches in turn */
@@ -301,8 +316,6 @@ static int evaluate(job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, eval
     rc = 0;
 done:
     free(row_ce);
-    free(keys);
-    free(lines);
     free(ex_loss);
     return rc;
 }
@@ -587,13 +600,13 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     gt_schedule sched = {!strcmp(c->schedule.name, "linear") ? GT_SCHED_LINEAR : !strcmp(c->schedule.name, "cosine") ? GT_SCHED_COSINE : GT_SCHED_CONSTANT,
                          c->optimizer.learning_rate, c->schedule.min_learning_rate, c->schedule.warmup_steps,
                          total};
+    j.sharded = gt_dist_shards(dist, &opt) && !getenv("GT_NO_SHARD");
     gt_step_cfg sc = {.norm = !strcmp(c->train.loss_normalization, "keras") ? GT_NORM_KERAS : GT_NORM_TOKENS,
                       .chunk_rows = c->train.chunk_rows, .clip_norm = c->optimizer.clip_global_norm,
                       .skip_nonfinite = !strcmp(c->train.on_nonfinite, "skip"),
                       .reduce = world > 1 ? gt_dist_reduce_grads : NULL, .reduce_user = dist,
                       .ready = world > 1 && !getenv("GT_NO_OVERLAP") ? gt_dist_grad_ready : NULL,
-                      .update = (j.sharded = gt_dist_shards(dist, &opt) && !getenv("GT_NO_SHARD"))
-                                    ? gt_dist_sharded_update : NULL,
+                      .update = j.sharded ? gt_dist_sharded_update : NULL,
                       .lora = j.lora};
     if (j.sharded && lead)
         fprintf(stderr, "data parallel: optimizer update sharded over %d ranks\n", world);
