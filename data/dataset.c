@@ -1,5 +1,6 @@
 #include "data/dataset.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,7 +113,7 @@ int gt_dataset_open(const char *path, gt_ds_format format, bool skip_bad, gt_dat
     ds->format = format;
     ds->world = 1;
     ds->f = fopen(path, "rb");
-    if (!ds->f) return snprintf(err, errn, "%s: cannot open", path), -1;
+    if (!ds->f) return snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)), -1;
     char *line = NULL, msg[256];
     size_t cap = 0, room = 0;
     ssize_t len;

