@@ -18,4 +18,7 @@ int cli_eval(int argc, char **argv);
 int cli_export(int argc, char **argv);
 int cli_convert(int argc, char **argv);
 
+/* gemmatrain plot METRICS.jsonl [-o OUT.svg] [--title TEXT]: loss curves as SVG (train/cli_plot.c). */
+int cli_plot(int argc, char **argv);
+
 #endif

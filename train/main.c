@@ -14,13 +14,14 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    /* Subcommands (train, eval, generate, tokenize, export, convert) register here. */
+    /* Subcommands (train, eval, generate, tokenize, export, convert, plot) register here. */
     {"train", "fine-tune a model from a YAML config (LoRA or full)", cli_train},
     {"eval", "weighted loss and perplexity of a model on a dataset", cli_eval},
     {"generate", "generate text from a model (or --score a text)", cli_generate},
     {"tokenize", "encode JSONL text to token ids, or decode ids (--decode)", cli_tokenize},
     {"export", "write a KerasHub preset (or a Keras .lora.h5) from a config's model and adapters", cli_export},
     {"convert", "convert a GGUF file or KerasHub preset to a KerasHub preset", cli_convert},
+    {"plot", "draw a run's loss curves (its metrics JSONL) as an SVG", cli_plot},
     {NULL, NULL, NULL},
 };
 
