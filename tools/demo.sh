@@ -55,10 +55,9 @@ phase "export: merged KerasHub preset from $ckpt"
 phase "answers after training (the merged preset)"
 answers after --model "$OUT/model"
 
-if "$BIN" --help | grep -q '^  plot '; then
-  phase "loss plot"
-  "$BIN" plot "$OUT/metrics.jsonl" -o "$OUT/loss.svg"
-fi
+phase "loss plot"
+"$BIN" plot "$OUT/metrics.jsonl" -o "$OUT/loss.svg" \
+  --title "make demo: LoRA r4 on Gemma 3 270M, Debian packages, mpirun -np $NP"
 
 phase "summary"
 grep -E '^eval (before|after) training' "$OUT/train.log"
@@ -66,5 +65,5 @@ echo "checkpoints:    $(ls "$OUT"/ckpt | tr '\n' ' ')"
 echo "adapter:        $OUT/adapter.lora.h5"
 echo "KerasHub preset: $OUT/model  (keras_hub.models.CausalLM.from_preset(\"$OUT/model\"))"
 echo "metrics:        $OUT/metrics.jsonl"
-[ -f "$OUT/loss.svg" ] && echo "loss plot:      $OUT/loss.svg"
+echo "loss plot:      $OUT/loss.svg"
 printf 'total: %d s\n' $(($(date +%s) - t0))
