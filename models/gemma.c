@@ -300,6 +300,42 @@ void gt_gemma_param_values(const gt_gemma *m, const gt_tensor *t, gt_real *out) 
     else gt_bf16_expand(m->mats[t - m->tensors].data, out, t->size);
 }
 
+/* The kernel an adapter target adapts (NULL where a Gemma 4 layer has none). */
+static gt_tensor *lora_kernel(const gt_gemma_layer *ly, gt_lora_target t) {
+    switch (t) {
+    case GT_LORA_QUERY: return ly->query;
+    case GT_LORA_KEY: return ly->key;
+    case GT_LORA_VALUE: return ly->value;
+    case GT_LORA_ATTN_OUT: return ly->attn_out;
+    case GT_LORA_GATE: return ly->gate;
+    case GT_LORA_UP: return ly->up;
+    case GT_LORA_DOWN: return ly->down;
+    default: return NULL;
+    }
+}
+
+int gt_gemma_merge_lora(gt_gemma *m, const gt_lora *l, char *err, size_t errn) {
+    if (m->frozen_dtype != GT_FROZEN_FP32)
+        return snprintf(err, errn, "cannot merge LoRA into bf16-stored weights (the sum would be rounded)"), -1;
+    if (m->lora == l) return snprintf(err, errn, "the adapters are attached to the model (m->lora): merging "
+                                      "would apply them twice"), -1;
+    if (l->num_layers != m->cfg.num_layers)
+        return snprintf(err, errn, "adapters for %lld layers, model has %lld", (long long)l->num_layers,
+                        (long long)m->cfg.num_layers), -1;
+    /* check everything first: a refused merge leaves the model as it was */
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t i = 0; i < l->num_layers; i++)
+            for (int t = 0; t < GT_LORA_NTARGETS; t++) {
+                const gt_lora_adapter *ad = gt_lora_get(l, i, (gt_lora_target)t);
+                if (!ad) continue;
+                gt_tensor *w = lora_kernel(&m->layers[i], (gt_lora_target)t);
+                if (!w || w->size != ad->groups * ad->out * ad->in)
+                    return snprintf(err, errn, "adapter %s does not fit the model's kernel", ad->name), -1;
+                if (pass) gt_lora_merge(l, ad, w);
+            }
+    return 0;
+}
+
 /* The bf16 form of a parameter, or NULL when it is stored in fp32. */
 static const gt_bf16_mat *bf16_of(const gt_gemma *m, const gt_tensor *w) {
     if (!m->mats || w < m->tensors || w >= m->tensors + m->n_params) return NULL;

@@ -90,6 +90,11 @@ int gt_frozen_dtype_from_name(const char *name);
 int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn);
 /* The fp32 values of parameter t (t->size values) into out, whatever the storage. */
 void gt_gemma_param_values(const gt_gemma *m, const gt_tensor *t, gt_real *out);
+/* Fold adapters into the kernels, W += (alpha/rank) A B (gt_lora_merge), so inference runs at
+ * the base model's cost with the adapted model's numbers. l must fit m (gt_lora_create_for or
+ * gt_keras_lora_open with m's config); m must not point at l (m->lora) or the adapters would
+ * apply twice. -1 with a message for bf16 storage (the sum would be rounded) or a mismatch. */
+int gt_gemma_merge_lora(gt_gemma *m, const gt_lora *l, char *err, size_t errn);
 
 /* One batch of B sequences of T tokens. Arrays are B*T, row-major by sequence; optional ones may
  * be NULL: positions default to 0..T-1 per row, padding_mask to all ones, segment_ids to one

@@ -653,7 +653,7 @@ static double eval_loss(const char *yaml, const char *out, char *err, size_t err
     ck_assert_msg(!gt_config_parse_text(yaml, strlen(yaml), "job.yaml", &c, err, errn), "%s", err);
     gt_config_resolve(&c);
     ck_assert_msg(!gt_config_check(&c, err, errn), "%s", err);
-    *rc = gt_eval_job(&c, err, errn);
+    *rc = gt_eval_job(&c, false, err, errn);
     if (*rc) return NAN;
     FILE *f = fopen(out, "r");
     ck_assert(f);

@@ -49,20 +49,6 @@ static void make_parents(const char *path) {
         }
 }
 
-/* The layer weight an adapter target belongs to. */
-static gt_tensor *target_weight(gt_gemma_layer *ly, gt_lora_target t) {
-    switch (t) {
-    case GT_LORA_QUERY: return ly->query;
-    case GT_LORA_KEY: return ly->key;
-    case GT_LORA_VALUE: return ly->value;
-    case GT_LORA_ATTN_OUT: return ly->attn_out;
-    case GT_LORA_GATE: return ly->gate;
-    case GT_LORA_UP: return ly->up;
-    case GT_LORA_DOWN: return ly->down;
-    default: return NULL;
-    }
-}
-
 /* Hugging Face directory out. The tokenizer file: tok_path when given, else tok written as a
  * SentencePiece model to a temporary file (copied as tokenizer.model). */
 static int save_hf(const gt_gemma *m, const gt_tokenizer *tok, const char *tok_path, const char *out, bool bf16,
@@ -263,11 +249,8 @@ int cli_export(int argc, char **argv) {
             code = 2;
             goto done;
         }
-        for (int64_t i = 0; l && i < m->cfg.num_layers; i++)
-            for (int t = 0; t < GT_LORA_NTARGETS; t++) {
-                const gt_lora_adapter *ad = gt_lora_get(l, i, (gt_lora_target)t);
-                if (ad) gt_lora_merge(l, ad, target_weight(&m->layers[i], (gt_lora_target)t));
-            }
+        m->lora = NULL; /* a checkpoint's model has them attached; merged, they must not apply again */
+        if (l && gt_gemma_merge_lora(m, l, err, sizeof err)) goto done;
         if (save_hf(m, tok, c.tokenizer, out, bf16, err, sizeof err)) goto done;
         fprintf(stderr, "wrote Hugging Face model %s%s\n", out, l ? " (LoRA merged)" : "");
         code = 0;

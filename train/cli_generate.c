@@ -1,16 +1,25 @@
 /* gemmatrain generate: KV-cached generation (and scoring) with KerasHub's generate() semantics. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "models/generate.h"
+#include "models/keras_lora.h"
 #include "train/cli.h"
 #include "train/loader.h"
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: gemmatrain generate --model PATH [options] PROMPT\n"
-            "  --model PATH          model file (GGUF now; presets later)\n"
+            "usage: gemmatrain generate --model PATH [--lora ADAPTER.lora.h5] [options] PROMPT\n"
+            "  --model PATH          a GGUF file (or its chunk files, comma-separated), a KerasHub\n"
+            "                        preset directory or a Hugging Face directory\n"
+            "  --lora FILE           LoRA adapters to apply, a Keras .lora.h5 (what train writes to\n"
+            "                        output_dir/adapter.lora.h5; rank and targets from the file), merged\n"
+            "                        into the kernels at load: same numbers as an export --merge-lora\n"
+            "  --lora-alpha A        scale the adapters by A / rank, as Keras' enable_lora(rank,\n"
+            "                        lora_alpha=A) would (default: rank, scale 1: the file's B already\n"
+            "                        carries the training's alpha / rank)\n"
             "  --max-new-tokens N    tokens to generate at most (default 64)\n"
             "  --max-length N        prompt + generated tokens at most (KerasHub max_length)\n"
             "  --sampler SPEC        greedy (default) | random | top_k | top_p, with options,\n"
@@ -77,15 +86,36 @@ static int score(const gt_gemma *m, const gt_tokenizer *tok, const int32_t *ids,
     return 0;
 }
 
+/* Merged rather than attached (m->lora): the loaded base is fp32, so W + scale A B costs one fp32
+ * rounding per weight (the same arithmetic as export --merge-lora, hence its numbers exactly),
+ * and each decoded token then pays nothing for the adapters. Errors name the file. */
+static int apply_lora(gt_gemma *m, const char *path, double alpha, char *err, size_t errn) {
+    gt_lora *l;
+    if (gt_keras_lora_open(path, &m->cfg, &l, err, errn)) return -1;
+    if (alpha > 0) l->alpha = alpha;
+    char e[512];
+    int rc = gt_gemma_merge_lora(m, l, e, sizeof e);
+    if (rc) snprintf(err, errn, "%s: %s", path, e);
+    gt_lora_free(l);
+    return rc;
+}
+
 int cli_generate(int argc, char **argv) {
-    const char *model_path = NULL, *prompt = NULL, *sampler = "greedy", *stops = NULL;
+    const char *model_path = NULL, *lora_path = NULL, *prompt = NULL, *sampler = "greedy", *stops = NULL;
     int64_t max_new = 64, max_length = 0;
+    double lora_alpha = 0; /* 0: the file's rank */
     bool strip = false, chat = false, bos = true, do_score = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
         if (!strcmp(a, "--model") && has_val) model_path = argv[++i];
-        else if (!strcmp(a, "--max-new-tokens") && has_val) max_new = atoll(argv[++i]);
+        else if (!strcmp(a, "--lora") && has_val) lora_path = argv[++i];
+        else if (!strcmp(a, "--lora-alpha") && has_val) {
+            char *end;
+            lora_alpha = strtod(argv[++i], &end);
+            if (end == argv[i] || *end || !isfinite(lora_alpha) || lora_alpha <= 0)
+                return fprintf(stderr, "generate: --lora-alpha: expected a positive number, got '%s'\n", argv[i]), 2;
+        } else if (!strcmp(a, "--max-new-tokens") && has_val) max_new = atoll(argv[++i]);
         else if (!strcmp(a, "--max-length") && has_val) max_length = atoll(argv[++i]);
         else if (!strcmp(a, "--sampler") && has_val) sampler = argv[++i];
         else if (!strcmp(a, "--stop") && has_val) stops = argv[++i];
@@ -100,6 +130,7 @@ int cli_generate(int argc, char **argv) {
     }
     if (!model_path || !prompt) return usage(stderr), 2;
     if (max_new < 1) return fprintf(stderr, "generate: --max-new-tokens must be >= 1\n"), 2;
+    if (lora_alpha > 0 && !lora_path) return fprintf(stderr, "generate: --lora-alpha needs --lora\n"), 2;
     char err[1024];
     gt_sampler smp;
     if (gt_sampler_parse(sampler, &smp, err, sizeof err)) return fprintf(stderr, "generate: %s\n", err), 2;
@@ -107,6 +138,12 @@ int cli_generate(int argc, char **argv) {
     gt_tokenizer *tok;
     if (gt_load_model(model_path, false, &m, &tok, err, sizeof err))
         return fprintf(stderr, "generate: %s\n", err), 1;
+    if (lora_path && apply_lora(m, lora_path, lora_alpha, err, sizeof err)) {
+        fprintf(stderr, "generate: %s\n", err);
+        gt_tok_free(tok);
+        gt_gemma_free(m);
+        return 1;
+    }
     gt_ids ids = {0};
     int rc = 1;
     if (bos) gt_ids_push(&ids, gt_tok_bos(tok));

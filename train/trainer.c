@@ -135,12 +135,14 @@ static int build_trainables(job *j, char *err, size_t errn) {
     const gt_config *c = j->cfg;
     gt_gemma *m = j->model;
     if (c->lora.enabled) {
-        unsigned targets = 0;
-        for (int i = 0; i < c->lora.n_targets; i++) targets |= 1u << gt_lora_target_from_name(c->lora.targets[i]);
-        double alpha = c->lora.alpha > 0 ? c->lora.alpha : (double)c->lora.rank;
-        if (gt_lora_create_for(&m->cfg, c->lora.rank, alpha, targets, (uint64_t)c->lora.seed, &j->lora, err, errn))
-            return -1;
-        if (c->lora.weights[0] && gt_keras_lora_load(c->lora.weights, j->lora, &m->cfg, err, errn)) return -1;
+        if (!j->lora) { /* else opened from lora.weights already (open_adapters) */
+            unsigned targets = 0;
+            for (int i = 0; i < c->lora.n_targets; i++) targets |= 1u << gt_lora_target_from_name(c->lora.targets[i]);
+            double alpha = c->lora.alpha > 0 ? c->lora.alpha : (double)c->lora.rank;
+            if (gt_lora_create_for(&m->cfg, c->lora.rank, alpha, targets, (uint64_t)c->lora.seed, &j->lora, err, errn))
+                return -1;
+            if (c->lora.weights[0] && gt_keras_lora_load(c->lora.weights, j->lora, &m->cfg, err, errn)) return -1;
+        }
         m->lora = j->lora;
         j->lora->dropout = c->lora.dropout;
         int fdt = gt_frozen_dtype_from_name(c->model.frozen_dtype);
@@ -330,13 +332,19 @@ static void print_eval(const char *label, const eval_result *r, FILE *metrics, i
                 (long long)step, loss, exp(loss), r->w), fflush(metrics);
 }
 
-static int setup(job *j, const gt_config *c, gt_dist *dist, int64_t rows, char *err, size_t errn) {
+static void job_init(job *j, const gt_config *c, gt_dist *dist) {
     memset(j, 0, sizeof *j);
     j->cfg = c;
     j->dist = dist;
     int threads = (int)c->train.threads;
     if (!threads && dist->world > 1 && !getenv("GT_THREADS")) threads = gt_dist_default_threads(dist);
     gt_threads_set(threads);
+}
+
+/* The effective config to stderr and output_dir/config.yaml (rank 0). */
+static int announce(job *j, char *err, size_t errn) {
+    const gt_config *c = j->cfg;
+    const gt_dist *dist = j->dist;
     if (dist->rank == 0) {
         fprintf(stderr, "--- effective config ---\n");
         gt_config_write(c, stderr);
@@ -353,7 +361,31 @@ static int setup(job *j, const gt_config *c, gt_dist *dist, int64_t rows, char *
         gt_config_write(c, f);
         fclose(f);
     }
-    if (build_model(j, err, errn) || build_trainables(j, err, errn) || alloc_rows(j, rows, err, errn)) return -1;
+    return 0;
+}
+
+static int setup(job *j, const gt_config *c, gt_dist *dist, int64_t rows, char *err, size_t errn) {
+    job_init(j, c, dist);
+    if (announce(j, err, errn) || build_model(j, err, errn) || build_trainables(j, err, errn) ||
+        alloc_rows(j, rows, err, errn))
+        return -1;
+    return 0;
+}
+
+/* eval --lora: the adapters of lora.weights with the file's rank and targets (c's lora.rank and
+ * lora.targets describe fresh adapters; here there are none to create), which c, the effective
+ * config, then shows. The whole file is checked against the model before anything is printed. */
+static int open_adapters(job *j, gt_config *c, char *err, size_t errn) {
+    if (!c->lora.enabled || !c->lora.weights[0]) return 0;
+    if (gt_keras_lora_open(c->lora.weights, &j->model->cfg, &j->lora, err, errn)) return -1;
+    c->lora.rank = j->lora->rank;
+    c->lora.alpha = j->lora->alpha; /* = rank: Keras files hold B already scaled */
+    memset(c->lora.targets, 0, sizeof c->lora.targets);
+    c->lora.n_targets = 0;
+    for (int t = 0; t < GT_LORA_NTARGETS; t++)
+        if (j->lora->targets & 1u << t)
+            snprintf(c->lora.targets[c->lora.n_targets++], sizeof c->lora.targets[0], "%s",
+                     gt_lora_target_name((gt_lora_target)t));
     return 0;
 }
 
@@ -750,8 +782,9 @@ done:
     return rc;
 }
 
-int gt_eval_job(const gt_config *c, char *err, size_t errn) {
+int gt_eval_job(const gt_config *cfg, bool adapters_from_file, char *err, size_t errn) {
     job j;
+    gt_config own = *cfg, *c = &own; /* the effective config (open_adapters fills in the file's LoRA) */
     gt_dist solo = {.world = 1, .local_world = 1};
     gt_dataset ev = {0};
     gt_ctx ctx;
@@ -759,7 +792,10 @@ int gt_eval_job(const gt_config *c, char *err, size_t errn) {
     FILE *per = NULL;
     int rc = -1;
     const char *path = c->data.eval[0] ? c->data.eval : c->data.train;
-    if (setup(&j, c, &solo, c->eval.batch_size, err, errn)) goto done;
+    job_init(&j, c, &solo);
+    if (build_model(&j, err, errn) || (adapters_from_file && open_adapters(&j, c, err, errn)) ||
+        announce(&j, err, errn) || build_trainables(&j, err, errn) || alloc_rows(&j, c->eval.batch_size, err, errn))
+        goto done;
     if (gt_dataset_open(path, ds_format(c), !strcmp(c->data.on_bad_line, "skip"), &ev, err, errn)) goto done;
     if (c->eval.per_example_output[0] && !(per = fopen(c->eval.per_example_output, "w"))) {
         snprintf(err, errn, "eval.per_example_output: %s: cannot write: %s", c->eval.per_example_output, strerror(errno));

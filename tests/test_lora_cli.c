@@ -1,0 +1,301 @@
+/* A trained adapter used straight from its .lora.h5: `eval CONFIG --lora FILE` and
+ * `generate --model BASE --lora FILE` give the numbers of the merged export (export --merge-lora)
+ * and of the trainer's own last eval; an adapter for another model fails with one line naming the
+ * file. The tiny config trains with LoRA on every target (rank 2, alpha 8: the file's B carries the
+ * scale) once, in the fixture; its checkpoint exports the base preset generate needs (the config's
+ * model is random-init) and the merged preset. */
+#include <check.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int run(const char *args, char *out, size_t n) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return snprintf(out, n, "popen failed"), -1;
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define TOK "tokenizer=tests/fixtures/gemma3-tokenizer-8k.json"
+#define SMALL TOK " model.vocab_size=8192"
+#define TARGETS "[query,key,value,attention_output,ffw_gating,ffw_gating_2,ffw_linear]"
+
+static char g_dir[64];     /* run/ (output_dir), ckpt/, base/, merged/, l3/ */
+static char g_err[1 << 14]; /* what went wrong in the fixture, checked by every test */
+static double g_trained;   /* the trainer's "eval after training" */
+static char g_out[1 << 16];
+
+static int fixture_step(const char *args) {
+    int rc = run(args, g_out, sizeof g_out);
+    if (rc) snprintf(g_err, sizeof g_err, "gemmatrain %s: exit %d\n%s", args, rc, g_out);
+    return rc;
+}
+
+/* Unchecked (runs once, in the runner): failures are recorded in g_err, not asserted. */
+static void setup(void) {
+    char args[2048];
+    snprintf(g_dir, sizeof g_dir, "/tmp/gt-test-lora-cli-%d", (int)getpid());
+    if (mkdir(g_dir, 0755)) {
+        snprintf(g_err, sizeof g_err, "mkdir %s failed", g_dir);
+        return;
+    }
+    snprintf(args, sizeof args,
+             "train configs/tiny.yaml " SMALL " lora.enabled=true train.full_finetune=false lora.rank=2 "
+             "lora.alpha=8 lora.targets=" TARGETS " train.steps=8 schedule.warmup_steps=0 "
+             "optimizer.learning_rate=0.05 output_dir=%s/run checkpoint.dir=%s/ckpt",
+             g_dir, g_dir);
+    if (fixture_step(args)) return;
+    const char *p = strstr(g_out, "eval after training: loss ");
+    if (!p) {
+        snprintf(g_err, sizeof g_err, "no eval after training in:\n%s", g_out);
+        return;
+    }
+    g_trained = atof(p + strlen("eval after training: loss "));
+    /* the checkpoint rebuilds the random-init model: without --merge-lora, the base preset */
+    snprintf(args, sizeof args, "export %s/ckpt/ckpt-00000008.h5 --out %s/base", g_dir, g_dir);
+    if (fixture_step(args)) return;
+    snprintf(args, sizeof args, "export %s/ckpt/ckpt-00000008.h5 --out %s/merged --merge-lora", g_dir, g_dir);
+    if (fixture_step(args)) return;
+    /* an adapter of the same shapes for a model with one more layer */
+    snprintf(args, sizeof args,
+             "train configs/tiny.yaml " SMALL " lora.enabled=true train.full_finetune=false model.num_layers=3 "
+             "train.steps=1 schedule.warmup_steps=0 data.eval= output_dir=%s/l3", g_dir);
+    fixture_step(args);
+}
+
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    if (system(cmd)) fprintf(stderr, "%s failed\n", cmd);
+}
+
+/* eval prints one JSON object starting {"loss": x */
+static double json_loss(const char *out) {
+    const char *p = strstr(out, "{\"loss\": ");
+    ck_assert_msg(p != NULL, "no JSON result in:\n%s", out);
+    return atof(p + 9);
+}
+
+static double eval_loss(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static double eval_loss(const char *fmt, ...) {
+    static char out[1 << 16];
+    char args[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    int rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0, "%s: exit %d\n%s", args, rc, out);
+    return json_loss(out);
+}
+
+START_TEST(eval_lora_equals_merged_and_trainer) {
+    ck_assert_msg(!g_err[0], "%s", g_err);
+    /* rank and targets from the file: the config's defaults (rank 4, query/value) do not apply */
+    static char out[1 << 16];
+    char args[2048];
+    snprintf(args, sizeof args, "eval configs/tiny.yaml " SMALL " --lora %s/run/adapter.lora.h5", g_dir);
+    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "\n  rank: 2\n") && strstr(out, "\n  targets: [query, key, value, attention_output, "
+                                                           "ffw_gating, ffw_gating_2, ffw_linear]\n"),
+                  "effective config without the file's rank and targets:\n%s", out);
+    double lora = json_loss(out);
+    double merged = eval_loss("eval configs/tiny.yaml " TOK " --model %s/merged", g_dir);
+    double both = eval_loss("eval configs/tiny.yaml " TOK " --model=%s/base --lora=%s/run/adapter.lora.h5", g_dir, g_dir);
+    double base = eval_loss("eval configs/tiny.yaml " TOK " --model %s/base", g_dir);
+    printf("eval loss: trainer %.6f, --lora %.6f, merged %.6f, base + --lora %.6f, base %.6f\n", g_trained, lora,
+           merged, both, base);
+    ck_assert_msg(fabs(lora - g_trained) < 1e-4, "--lora %.6f vs trainer %.6f", lora, g_trained);
+    ck_assert_msg(fabs(lora - merged) < 1e-4, "--lora %.6f vs merged %.6f", lora, merged);
+    ck_assert_msg(fabs(both - merged) < 1e-4, "base --lora %.6f vs merged %.6f", both, merged);
+    ck_assert_msg(fabs(base - lora) > 1e-3, "the adapter changed nothing: %.6f vs %.6f", base, lora);
+    /* key=value overrides still apply alongside */
+    double few = eval_loss("eval configs/tiny.yaml " SMALL " --lora %s/run/adapter.lora.h5 eval.max_examples=5", g_dir);
+    double few_merged = eval_loss("eval configs/tiny.yaml " TOK " eval.max_examples=5 --model %s/merged", g_dir);
+    ck_assert_msg(fabs(few - few_merged) < 1e-4 && fabs(few - lora) > 1e-6, "5 examples: %.6f vs %.6f (all: %.6f)",
+                  few, few_merged, lora);
+}
+END_TEST
+
+/* {"tokens":[...],"loss":[a,b,...],"mean_loss":x}: the per-token losses into l, their count */
+static int score_losses(const char *out, double *l, int cap) {
+    const char *p = strstr(out, "\"loss\":[");
+    ck_assert_msg(p != NULL, "no scores in:\n%s", out);
+    p += 8;
+    int n = 0;
+    while (n < cap && *p && *p != ']') {
+        char *end;
+        l[n++] = strtod(p, &end);
+        ck_assert_msg(end != p, "bad scores: %s", out);
+        p = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+static int score(double *l, int cap, const char *model_args) {
+    static char out[1 << 16];
+    char args[2048];
+    snprintf(args, sizeof args, "generate %s --score 'Package: vim. Description: Vi IMproved, a text editor.'",
+             model_args);
+    int rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0, "%s: exit %d\n%s", args, rc, out);
+    return score_losses(out, l, cap);
+}
+
+static double max_diff(const double *a, const double *b, int n) {
+    double d = 0;
+    for (int i = 0; i < n; i++) d = fmax(d, fabs(a[i] - b[i]));
+    return d;
+}
+
+START_TEST(generate_score_lora_equals_merged) {
+    ck_assert_msg(!g_err[0], "%s", g_err);
+    enum { CAP = 256 };
+    double lora[CAP], merged[CAP], base[CAP], alpha[CAP];
+    char m[512];
+    snprintf(m, sizeof m, "--model %s/base --lora %s/run/adapter.lora.h5", g_dir, g_dir);
+    int n = score(lora, CAP, m);
+    snprintf(m, sizeof m, "--model %s/merged", g_dir);
+    ck_assert_int_eq(score(merged, CAP, m), n);
+    snprintf(m, sizeof m, "--model %s/base", g_dir);
+    ck_assert_int_eq(score(base, CAP, m), n);
+    ck_assert(n > 5);
+    printf("generate --score, %d tokens: --lora vs merged %.3g, vs base %.3g\n", n, max_diff(lora, merged, n),
+           max_diff(lora, base, n));
+    ck_assert_msg(max_diff(lora, merged, n) < 1e-4, "--lora vs merged: %g", max_diff(lora, merged, n));
+    ck_assert_msg(max_diff(lora, base, n) > 1e-3, "--lora vs base: %g", max_diff(lora, base, n));
+    /* --lora-alpha: rank is the default (scale 1); twice that doubles the adapters' effect */
+    snprintf(m, sizeof m, "--model %s/base --lora %s/run/adapter.lora.h5 --lora-alpha 2", g_dir, g_dir);
+    ck_assert_int_eq(score(alpha, CAP, m), n);
+    ck_assert_msg(max_diff(alpha, lora, n) == 0, "--lora-alpha 2 (= rank) vs default: %g", max_diff(alpha, lora, n));
+    snprintf(m, sizeof m, "--model %s/base --lora %s/run/adapter.lora.h5 --lora-alpha 4", g_dir, g_dir);
+    ck_assert_int_eq(score(alpha, CAP, m), n);
+    ck_assert_msg(max_diff(alpha, lora, n) > 1e-3, "--lora-alpha 4 changed nothing");
+}
+END_TEST
+
+START_TEST(generate_greedy_lora_equals_merged) {
+    ck_assert_msg(!g_err[0], "%s", g_err);
+    static char a[1 << 14], b[1 << 14];
+    char args[1024];
+    snprintf(args, sizeof args, "generate --model %s/base --lora %s/run/adapter.lora.h5 --max-new-tokens 16 "
+             "--strip-prompt 'Package: vim'", g_dir, g_dir);
+    int rc = run(args, a, sizeof a);
+    ck_assert_msg(rc == 0 && strlen(a) > 1, "exit %d:\n%s", rc, a);
+    snprintf(args, sizeof args, "generate --model %s/merged --max-new-tokens 16 --strip-prompt 'Package: vim'", g_dir);
+    rc = run(args, b, sizeof b);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, b);
+    ck_assert_msg(!strcmp(a, b), "--lora: '%s'\nmerged: '%s'", a, b);
+}
+END_TEST
+
+/* exit 1 and exactly one line that names the file */
+static void fails_naming(const char *args, const char *file, const char *what) {
+    static char out[1 << 16];
+    int rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 1, "%s: exit %d, expected 1\n%s", args, rc, out);
+    size_t len = strlen(out);
+    ck_assert_msg(len > 0 && out[len - 1] == '\n' && strchr(out, '\n') == out + len - 1,
+                  "%s: not one line:\n%s", args, out);
+    ck_assert_msg(strstr(out, file) && strstr(out, what), "%s: expected '%s' and '%s' in: %s", args, file, what, out);
+}
+
+START_TEST(wrong_adapter_fails_with_one_line) {
+    ck_assert_msg(!g_err[0], "%s", g_err);
+    char args[2048], l3[128];
+    /* Keras' tiny Gemma 3 fixture: 4 heads of width 8 at hidden 32, not 2 x 32 at 64 */
+    const char *shape = "tests/fixtures/presets/gemma3.lora.h5";
+    snprintf(l3, sizeof l3, "%s/l3/adapter.lora.h5", g_dir);
+    const char *missing = "/nonexistent/adapter.lora.h5";
+    const struct {
+        const char *file, *what;
+    } bad[] = {{shape, "shape [4,32,2], expected [2,64,2]"}, {l3, "6 adapter groups, 4 match"},
+               {missing, "cannot open"}, {"configs/tiny.yaml", "not a readable HDF5 file"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(args, sizeof args, "generate --model %s/base --lora %s 'Package: vim'", g_dir, bad[i].file);
+        fails_naming(args, bad[i].file, bad[i].what);
+        snprintf(args, sizeof args, "generate --model %s/base --lora %s --score 'Package: vim'", g_dir, bad[i].file);
+        fails_naming(args, bad[i].file, bad[i].what);
+        snprintf(args, sizeof args, "eval configs/tiny.yaml " SMALL " --lora %s", bad[i].file);
+        fails_naming(args, bad[i].file, bad[i].what);
+    }
+    static char out[1 << 14];
+    snprintf(args, sizeof args, "generate --model %s/base --lora-alpha 4 hi", g_dir);
+    ck_assert_int_eq(run(args, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "--lora-alpha needs --lora"), "%s", out);
+    snprintf(args, sizeof args, "generate --model %s/base --lora %s --lora-alpha 0 hi", g_dir, l3);
+    ck_assert_int_eq(run(args, out, sizeof out), 2);
+    ck_assert_int_eq(run("eval configs/tiny.yaml --lora", out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "unknown option '--lora'"), "%s", out);
+    ck_assert_int_eq(run("eval --help", out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "--lora FILE") && strstr(out, "--model PATH"), "%s", out);
+    ck_assert_int_eq(run("generate --help", out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "--lora FILE") && strstr(out, "KerasHub") && !strstr(out, "presets later"), "%s", out);
+}
+END_TEST
+
+/* Gemma 4 (tests/fixtures/presets/gemma4): layers without key/value kernels get no adapter; the
+ * merge skips them as the export does. */
+#define G4 \
+    "model.generation=0 model.vocab_size=0 model.num_layers=0 model.hidden_dim=0 "                  \
+    "model.intermediate_dim=0 model.num_query_heads=0 model.num_key_value_heads=0 model.head_dim=0 " \
+    "model.sliding_window_size=-1 model.weights=tests/fixtures/presets/gemma4 "                     \
+    "tokenizer=tests/fixtures/presets/gemma1/assets/tokenizer/vocabulary.spm "                      \
+    "data.sequence_length=16 train.batch_size=4 train.micro_batch_size=2 train.chunk_rows=16 "      \
+    "train.full_finetune=false lora.enabled=true lora.rank=2 lora.targets=" TARGETS
+
+START_TEST(gemma4_generate_lora_equals_merged) {
+    ck_assert_msg(!g_err[0], "%s", g_err);
+    static char out[1 << 16];
+    char args[2048];
+    snprintf(args, sizeof args, "train configs/tiny.yaml " G4 " train.steps=3 optimizer.learning_rate=0.05 "
+             "data.eval= output_dir=%s/g4", g_dir);
+    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    snprintf(args, sizeof args, "export configs/tiny.yaml " G4 " lora.weights=%s/g4/adapter.lora.h5 --out %s/g4base",
+             g_dir, g_dir);
+    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    snprintf(args, sizeof args, "export configs/tiny.yaml " G4 " lora.weights=%s/g4/adapter.lora.h5 --merge-lora "
+             "--out %s/g4merged", g_dir, g_dir);
+    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    enum { CAP = 256 };
+    double lora[CAP], merged[CAP], base[CAP];
+    char m[512];
+    snprintf(m, sizeof m, "--model %s/g4base --lora %s/g4/adapter.lora.h5", g_dir, g_dir);
+    int n = score(lora, CAP, m);
+    snprintf(m, sizeof m, "--model %s/g4merged", g_dir);
+    ck_assert_int_eq(score(merged, CAP, m), n);
+    snprintf(m, sizeof m, "--model %s/g4base", g_dir);
+    ck_assert_int_eq(score(base, CAP, m), n);
+    printf("Gemma 4 generate --score, %d tokens: --lora vs merged %.3g, vs base %.3g\n", n,
+           max_diff(lora, merged, n), max_diff(lora, base, n));
+    ck_assert_msg(max_diff(lora, merged, n) < 1e-4, "--lora vs merged: %g", max_diff(lora, merged, n));
+    ck_assert_msg(max_diff(lora, base, n) > 1e-4, "--lora vs base: %g", max_diff(lora, base, n));
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("lora_cli");
+    TCase *tc = tcase_create("lora_cli");
+    tcase_set_timeout(tc, 120);
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, eval_lora_equals_merged_and_trainer);
+    tcase_add_test(tc, generate_score_lora_equals_merged);
+    tcase_add_test(tc, generate_greedy_lora_equals_merged);
+    tcase_add_test(tc, wrong_adapter_fails_with_one_line);
+    tcase_add_test(tc, gemma4_generate_lora_equals_merged);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
