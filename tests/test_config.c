@@ -471,7 +471,7 @@ START_TEST(example_configs_parse) {
     ck_assert_int_eq(c.lora.rank, 4);
     ck_assert_int_eq(c.lora.n_targets, 2);
     ck_assert_int_eq(c.train.steps, 50);
-    ck_assert_str_eq(c.data.eval, "../shared/data/debian-packages/eval.jsonl");
+    ck_assert_msg(strstr(c.data.eval, "debian-packages/eval.jsonl"), "%s", c.data.eval);
     ck_assert_msg(strstr(c.model.weights, ".gguf"), "%s", c.model.weights);
     /* the effective config of an example loads as a config file of its own */
     char path[64];
