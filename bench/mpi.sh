@@ -3,19 +3,22 @@
 #   1 rank x 2 threads      (gemmatrain train, GT_THREADS=2)
 #   2 ranks x 1 thread each (mpirun -np 2, GT_THREADS=1, each rank bound to its own core)
 # on the same global batch, for a LoRA step and a full fine-tuning step at Gemma 3 270M's shapes
-# (random weights; the real tokenizer from ../shared/data). Prints s/step, tokens/s, the ratio
-# 2x1 / 1x2 and the share of the 2-rank step spent in gradient allreduce (incl. waiting for the
-# slower rank). Targets (issue 6): ratio >= 0.9, allreduce < 5% for LoRA.
+# (random weights; the real Gemma 3 vocabulary from out/models/gemma-3-270m-q4_k_m.gguf, see
+# `make setup`, on datasets/debian-packages/train.jsonl; DATA and TOKENIZER override them).
+# Prints s/step, tokens/s, the ratio 2x1 / 1x2 and the share of the 2-rank step spent in
+# gradient allreduce (incl. waiting for the slower rank). Targets (issue 6): ratio >= 0.9,
+# allreduce < 5% for LoRA.
 # usage: bench/mpi.sh [seq=256] [steps=6] [modes="lora full"]     (build first: make)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seq=${1:-256}; steps=${2:-6}; modes=${3:-lora full}
 bin=${GT_BIN:-build/gemmatrain}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=PASSIVE
-data=../shared/data/debian-packages/train.jsonl
-common="configs/tiny.yaml model.generation=0 model.preset=gemma3_270m model.vocab_size=0 model.num_layers=0
-  model.hidden_dim=0 model.intermediate_dim=0 model.num_query_heads=0 model.num_key_value_heads=0
-  model.head_dim=0 model.sliding_window_size=-1 data.train=$data data.eval= data.sequence_length=$seq
+data=${DATA:-datasets/debian-packages/train.jsonl}
+tokenizer=${TOKENIZER:-${GT_GEMMA3_270M_GGUF:-out/models/gemma-3-270m-q4_k_m.gguf}}
+common="configs/tiny.yaml tokenizer=$tokenizer model.generation=0 model.preset=gemma3_270m model.vocab_size=0
+  model.num_layers=0 model.hidden_dim=0 model.intermediate_dim=0 model.num_query_heads=0
+  model.num_key_value_heads=0 model.head_dim=0 model.sliding_window_size=-1 data.train=$data data.eval= data.sequence_length=$seq
   train.batch_size=2 train.micro_batch_size=1 train.steps=$steps schedule.warmup_steps=0
   logging.every_steps=1000"
 run() { # command...: its "done after" line

@@ -1,6 +1,11 @@
 /* Tokenizer benchmark: load time of a tokenizer file and single-threaded encoding throughput
- * over the prompt and response texts of a JSONL file (default: debian-packages/train.jsonl).
- * usage: tokenize [TOKENIZER [JSONL [REPEATS]]]   (paths default under $GT_SHARED or ../shared)
+ * over the prompt and response texts of a JSONL file.
+ * usage: tokenize [TOKENIZER [JSONL [REPEATS]]]
+ *   TOKENIZER  tokenizer.json, .spm or a GGUF model file (its tokenizer.ggml.* vocabulary);
+ *              default tests/fixtures/gemma3-tokenizer-8k.json (8192 pieces cut from the real
+ *              Gemma 3 tokenizer.json; give the real one for the full-vocabulary load time)
+ *   JSONL      default datasets/debian-packages/train.jsonl
+ * (paths relative to the repository root)
  * Prints one line `RESULT load_s=... mb_s=... bytes=... tokens=... texts=...` for
  * bench/tokenize.sh. */
 #include <jansson.h>
@@ -10,6 +15,7 @@
 #include <time.h>
 
 #include "data/tokenizer.h"
+#include "train/loader.h"
 
 static double now(void) {
     struct timespec ts;
@@ -39,11 +45,8 @@ static int add_text(texts *t, json_t *v) {
 }
 
 int main(int argc, char **argv) {
-    const char *shared = getenv("GT_SHARED") ? getenv("GT_SHARED") : "../shared";
-    char tok_path[4096], data_path[4096];
-    snprintf(tok_path, sizeof tok_path, "%s/data/gemma3-tokenizer/tokenizer.json", shared);
-    snprintf(data_path, sizeof data_path, "%s/data/debian-packages/train.jsonl", shared);
-    const char *tp = argc > 1 ? argv[1] : tok_path, *dp = argc > 2 ? argv[2] : data_path;
+    const char *tp = argc > 1 ? argv[1] : "tests/fixtures/gemma3-tokenizer-8k.json";
+    const char *dp = argc > 2 ? argv[2] : "datasets/debian-packages/train.jsonl";
     int repeats = argc > 3 ? atoi(argv[3]) : 5;
     if (repeats < 1) repeats = 1;
 
@@ -53,7 +56,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < 3; r++) { /* best of 3: the machine is shared */
         gt_tok_free(tok);
         double t0 = now();
-        if (gt_tok_load(tp, &tok, err, sizeof err)) {
+        if (gt_load_tokenizer(tp, &tok, err, sizeof err)) {
             fprintf(stderr, "bench: %s\n", err);
             return 1;
         }

@@ -2,7 +2,10 @@
 """Baseline for bench/tokenize.c: Hugging Face `tokenizers` (Rust) on the same tokenizer file and
 the same texts (prompt and response of each JSONL line), one thread.
 
-usage: tokenize_hf.py [TOKENIZER_JSON [JSONL [REPEATS]]]   (needs: pip install tokenizers)
+usage: tokenize_hf.py TOKENIZER_JSON [JSONL [REPEATS]]   (needs: pip install tokenizers)
+TOKENIZER_JSON: a Hugging Face tokenizer.json (the real Gemma 3 one, or the committed 8192-piece cut
+tests/fixtures/gemma3-tokenizer-8k.json); JSONL defaults to datasets/debian-packages/train.jsonl
+(paths relative to the repository root).
 Single-threaded on purpose: RAYON_NUM_THREADS=1 and TOKENIZERS_PARALLELISM=false are set before
 the import, so encode_batch runs on one core like the C encoder. Prints one RESULT line.
 """
@@ -18,9 +21,10 @@ from tokenizers import Tokenizer  # noqa: E402
 
 
 def main():
-    shared = os.environ.get("GT_SHARED", "../shared")
-    tok_path = sys.argv[1] if len(sys.argv) > 1 else f"{shared}/data/gemma3-tokenizer/tokenizer.json"
-    data_path = sys.argv[2] if len(sys.argv) > 2 else f"{shared}/data/debian-packages/train.jsonl"
+    if len(sys.argv) < 2:
+        sys.exit(__doc__.strip())
+    tok_path = sys.argv[1]
+    data_path = sys.argv[2] if len(sys.argv) > 2 else "datasets/debian-packages/train.jsonl"
     repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 5
 
     load_s = float("inf")

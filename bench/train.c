@@ -2,10 +2,11 @@
  * this process's peak RSS and this run's sgemm peak, plus where the step's memory goes.
  *
  * usage: build/bench/train [seq=256] [reps=3] [frozen_dtype=fp32] [preset=gemma3_270m]
- *                          [batch=1] [chunk_rows=128] [data=JSONL tokenizer=JSON [dump=FILE]]
+ *                          [batch=1] [chunk_rows=128] [data=JSONL tokenizer=FILE [dump=FILE]]
  * The step is the trainer's: gt_step_run over one micro-batch (forward, fused chunked LM-head
  * loss, backward, AdamW on the adapters), LoRA rank 4 on query and value. Without data= every
- * token is a label of weight 1 (synthetic ids). With data= the batch is a real SFT batch: rows
+ * token is a label of weight 1 (synthetic ids). With data= the batch is a real SFT batch (tokenizer=
+ * a tokenizer.json, .spm or GGUF file, e.g. out/models/gemma-3-270m-q4_k_m.gguf): rows
  * packed with whole prompt/response examples from the start of JSONL in the gemma_chat template
  * (as data.packing: true builds them), prompt and padding labels weighted 0, so the LM head runs
  * only on response tokens; dump= writes that batch (ids, positions, weights) as JSON for
@@ -29,6 +30,7 @@
 #include "data/preprocess.h"
 #include "models/gemma.h"
 #include "train/step.h"
+#include "train/loader.h"
 
 /* VmHWM / VmRSS of this process in MB (from /proc/self/status), -1 if unreadable */
 static double proc_mb(const char *key) {
@@ -78,7 +80,7 @@ static int real_batch(const char *data, const char *tok_path, int64_t B, int64_t
                       char *err, size_t errn) {
     gt_tokenizer *tok;
     gt_dataset ds;
-    if (gt_tok_load(tok_path, &tok, err, errn)) return -1;
+    if (gt_load_tokenizer(tok_path, &tok, err, errn)) return -1;
     if (gt_dataset_open(data, GT_DS_AUTO, false, &ds, err, errn)) return gt_tok_free(tok), -1;
     gt_pp_cfg pp = {T, true, true, GT_TEMPLATE_GEMMA_CHAT};
     int64_t next = 0;

