@@ -46,7 +46,7 @@ mpi=(mpirun -np "$NP")
 [ "$(nproc)" -lt "$NP" ] && mpi+=(--oversubscribe)
 "${mpi[@]}" "$BIN" train "$CFG" logging.progress=plain train.steps="$STEPS" output_dir="$OUT" \
   checkpoint.dir="$OUT/ckpt" logging.metrics="$OUT/metrics.jsonl" 2>&1 | tee "$OUT/train.log" |
-  grep -vE '^(  |[a-z_]+:$|---)'
+  grep --line-buffered -vE '^(  |[a-z_]+:$|---)'
 ckpt=$(ls "$OUT"/ckpt/ckpt-*.h5 | tail -n 1)
 
 phase "export: merged KerasHub preset from $ckpt"
