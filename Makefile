@@ -46,11 +46,11 @@ CFLAGS   := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -fopenmp -I. -DGT_VERSION=\"$(
 LDFLAGS  := $(LDSAN) -fopenmp
 LIBS      = $(PKG_LIBS) -lm
 
-LIB_DIRS := autograd models data train
+LIB_DIRS := util autograd models data train
 LIB_SRC  := $(filter-out train/main.c,$(wildcard $(addsuffix /*.c,$(LIB_DIRS))))
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
-# The autograd engine is also built in double precision for gradient checks.
-F64_SRC  := $(wildcard autograd/*.c) tests/gradcheck.c
+# The autograd engine (and util/, which it may use) is also built in double precision for gradient checks.
+F64_SRC  := $(wildcard util/*.c autograd/*.c) tests/gradcheck.c
 F64_OBJ  := $(patsubst %.c,$(BUILD)/f64/%.o,$(F64_SRC))
 
 TEST_SRC := $(wildcard tests/test_*.c)

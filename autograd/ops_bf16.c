@@ -4,21 +4,14 @@
 
 #include "autograd/blas.h"
 
-uint16_t gt_to_bf16(float x) {
-    union { float f; uint32_t u; } v = {x};
-    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40); /* quiet NaN */
-    uint32_t lsb = (v.u >> 16) & 1;
-    return (uint16_t)((v.u + 0x7fffu + lsb) >> 16);
-}
-
 void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) dst[i] = gt_to_bf16((float)src[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = gt_f32_to_bf16((float)src[i]);
 }
 
 void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_float(src[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_f32(src[i]);
 }
 
 int64_t gt_bf16_block_rows(const gt_bf16_mat *w) {
@@ -84,6 +77,6 @@ gt_tensor *gt_bf16_embedding(gt_ctx *ctx, const gt_bf16_mat *w, const int32_t *i
 #pragma omp parallel for schedule(static) if (n * d > 65536)
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < d; j++)
-            out->data[i * d + j] = (gt_real)gt_bf16_to_float(w->data[(int64_t)ids[i] * d + j]);
+            out->data[i * d + j] = (gt_real)gt_bf16_to_f32(w->data[(int64_t)ids[i] * d + j]);
     return out;
 }

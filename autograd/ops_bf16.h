@@ -9,13 +9,15 @@
  *
  *   gt_bf16_linear(x, W):    x [..., cols] -> x W^T [..., rows]; backward adds dy W into x's grad
  *   gt_bf16_embedding(W, ids, n): rows ids[0..n) -> [n, cols], no gradient (W is frozen)
- * Conversion: gt_to_bf16 rounds to nearest, ties to even (NaN stays NaN); gt_bf16_expand is exact. */
+ * Conversion (util/half.h): gt_to_bf16_n rounds to nearest, ties to even (NaN stays NaN);
+ * gt_bf16_expand is exact. */
 #ifndef GT_OPS_BF16_H
 #define GT_OPS_BF16_H
 
 #include <stdint.h>
 
 #include "autograd/tape.h"
+#include "util/half.h"
 
 typedef struct gt_bf16_mat {
     const uint16_t *data;
@@ -24,11 +26,6 @@ typedef struct gt_bf16_mat {
     int64_t stage_n;
 } gt_bf16_mat;
 
-uint16_t gt_to_bf16(float x);
-static inline float gt_bf16_to_float(uint16_t h) {
-    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
-    return v.f;
-}
 void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n);
 void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n);
 /* Rows per staging block (>= 1), or 0 when the staging buffer cannot hold one row. */

@@ -122,7 +122,7 @@ static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0,
         if (t) {
             const uint16_t *ey = t->data + y * D;
             for (int64_t k = 0; k < D; k++)
-                a[k] = w * (a[k] * inv - cy * (gt_real)gt_bf16_to_float(ey[k]));
+                a[k] = w * (a[k] * inv - cy * (gt_real)gt_bf16_to_f32(ey[k]));
         } else {
             const gt_real *ey = s->tf + y * D;
             for (int64_t k = 0; k < D; k++) a[k] = w * (a[k] * inv - cy * ey[k]);
@@ -284,7 +284,7 @@ static int chunk_direct(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidden, i
             const float *blk = E + v0 * D;
             if (t16) {
                 const uint16_t *src = t16->data + v0 * D;
-                for (int64_t q = 0; q < nv * D; q++) eb[q] = gt_bf16_to_float(src[q]);
+                for (int64_t q = 0; q < nv * D; q++) eb[q] = gt_bf16_to_f32(src[q]);
                 blk = eb;
             }
             direct_logits(blk, nv, D, ht, cp, zt);
@@ -350,7 +350,7 @@ static int chunk_direct(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidden, i
             for (int64_t k = 0; k < D; k++) dh[k] += f * acc[i * D + k];
         }
         for (int64_t k = 0; k < D; k++)
-            dh[k] = w * (dh[k] - (t16 ? gt_bf16_to_float(t16->data[y * D + k]) : E[y * D + k]));
+            dh[k] = w * (dh[k] - (t16 ? gt_bf16_to_f32(t16->data[y * D + k]) : E[y * D + k]));
     }
     gt_release(ctx, tsum, ts_bytes);
     gt_release(ctx, tb, tb_bytes);

@@ -7,10 +7,12 @@
 #include <omp.h>
 #endif
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/err.h"
+#include "util/fsutil.h"
 
 /* ================================================================ types */
 
@@ -69,16 +71,6 @@ struct gt_tokenizer {
 };
 
 /* ================================================================ small helpers */
-
-static int fail(char *err, size_t errn, const char *fmt, ...) {
-    if (err && errn) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errn, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static uint64_t hash_bytes(const void *p, size_t n) {
     const uint8_t *s = p;
@@ -169,7 +161,7 @@ static char *memdup0(const char *s, size_t n) {
 static char *read_file(const char *path, size_t *n, char *err, size_t errn) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fail(err, errn, "%s: cannot open: %s", path, strerror(errno));
+        gt_errf(err, errn, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     char *buf = NULL;
@@ -186,7 +178,7 @@ static char *read_file(const char *path, size_t *n, char *err, size_t errn) {
             if (!nb) {
                 free(buf);
                 fclose(f);
-                fail(err, errn, "%s: out of memory reading %zu bytes", path, nc);
+                gt_errf(err, errn, "%s: out of memory reading %zu bytes", path, nc);
                 return NULL;
             }
             buf = nb, cap = nc;
@@ -198,7 +190,7 @@ static char *read_file(const char *path, size_t *n, char *err, size_t errn) {
     if (ferror(f)) {
         free(buf);
         fclose(f);
-        fail(err, errn, "%s: read error: %s", path, strerror(errno));
+        gt_errf(err, errn, "%s: read error: %s", path, strerror(errno));
         return NULL;
     }
     fclose(f);
@@ -362,10 +354,10 @@ static int tok_build(gt_tokenizer *t, const char *const *strs, const size_t *len
     t->n = n;
     size_t total = 0;
     for (int32_t i = 0; i < n; i++) {
-        if (lens[i] == 0) return fail(err, errn, "%s: piece %d is empty", src, i);
+        if (lens[i] == 0) return gt_errf(err, errn, "%s: piece %d is empty", src, i);
         if (lens[i] > UINT32_MAX / 2 || total > UINT32_MAX / 2)
-            return fail(err, errn, "%s: piece %d is too long", src, i);
-        if (!utf8_valid(strs[i], lens[i])) return fail(err, errn, "%s: piece %d is not valid UTF-8", src, i);
+            return gt_errf(err, errn, "%s: piece %d is too long", src, i);
+        if (!utf8_valid(strs[i], lens[i])) return gt_errf(err, errn, "%s: piece %d is not valid UTF-8", src, i);
         total += lens[i] + 1;
     }
     t->blob = malloc(total ? total : 1);
@@ -378,7 +370,7 @@ static int tok_build(gt_tokenizer *t, const char *const *strs, const size_t *len
     t->trie_cap = 256;
     t->trie = malloc((size_t)t->trie_cap * sizeof *t->trie);
     if (!t->blob || !t->off || !t->len || !t->byte_of || !t->cp_id || !t->ph || !t->trie)
-        return fail(err, errn, "%s: out of memory for %d pieces", src, n);
+        return gt_errf(err, errn, "%s: out of memory for %d pieces", src, n);
     t->ph_mask = ph_n - 1;
     for (size_t i = 0; i < ph_n; i++) t->ph[i].id = -1;
     for (int i = 0; i < 0x10000; i++) t->cp_id[i] = -1;
@@ -398,7 +390,7 @@ static int tok_build(gt_tokenizer *t, const char *const *strs, const size_t *len
         for (; t->ph[k].id >= 0; k = (k + 1) & t->ph_mask) {
             int32_t o = t->ph[k].id;
             if (t->len[o] == l && memcmp(t->blob + t->off[o], s, l) == 0)
-                return fail(err, errn, "%s: duplicate piece \"%s\" (ids %d and %d)", src, t->blob + t->off[o],
+                return gt_errf(err, errn, "%s: duplicate piece \"%s\" (ids %d and %d)", src, t->blob + t->off[o],
                             o, i);
         }
         t->ph[k] = (piece_slot){i, (uint32_t)(h >> 32), (uint32_t)pos, (uint32_t)l};
@@ -410,14 +402,14 @@ static int tok_build(gt_tokenizer *t, const char *const *strs, const size_t *len
         t->byte_of[i] = (int16_t)((ty == GT_PIECE_BYTE || t->use_merges) ? b : -1);
         if (ty == GT_PIECE_BYTE) {
             if (b < 0)
-                return fail(err, errn, "%s: BYTE piece %d \"%s\" is not of the form <0xNN>", src, i,
+                return gt_errf(err, errn, "%s: BYTE piece %d \"%s\" is not of the form <0xNN>", src, i,
                             t->blob + t->off[i]);
             if (t->byte_id[b] < 0) t->byte_id[b] = i;
         }
         if (ty == GT_PIECE_UNUSED) t->has_unused = true;
         if ((ty == GT_PIECE_CONTROL || ty == GT_PIECE_UNKNOWN || ty == GT_PIECE_USER_DEFINED) &&
             trie_add(t, s, l, i))
-            return fail(err, errn, "%s: out of memory for the special-piece trie", src);
+            return gt_errf(err, errn, "%s: out of memory for the special-piece trie", src);
     }
     return 0;
 }
@@ -565,7 +557,7 @@ static int build_pair_table(gt_tokenizer *t, const char *src, char *err, size_t 
     bool oom = false;
     for (int k = 0; k < nt; k++) m += lists[k].n, oom |= lists[k].oom;
     int rc = 0;
-    if (oom || merge_table_alloc(t, m)) rc = fail(err, errn, "%s: out of memory for the pair table", src);
+    if (oom || merge_table_alloc(t, m)) rc = gt_errf(err, errn, "%s: out of memory for the pair table", src);
     for (int k = 0; k < nt; k++) {
         for (size_t e = 0; !rc && e < lists[k].n; e++)
             merge_put(t, lists[k].p[e].key, lists[k].p[e].prio, lists[k].p[e].id);
@@ -626,10 +618,10 @@ static int parse_normalizer(gt_tokenizer *t, json_t *j, const char *where, const
                             size_t errn) {
     if (!j || json_is_null(j)) return 0;
     const char *type = jstr(j, "type", NULL);
-    if (!type) return fail(err, errn, "%s: %s: missing \"type\"", src, where);
+    if (!type) return gt_errf(err, errn, "%s: %s: missing \"type\"", src, where);
     if (!strcmp(type, "Sequence")) {
         json_t *arr = json_object_get(j, "normalizers");
-        if (!json_is_array(arr)) return fail(err, errn, "%s: %s.normalizers: expected an array", src, where);
+        if (!json_is_array(arr)) return gt_errf(err, errn, "%s: %s.normalizers: expected an array", src, where);
         for (size_t i = 0; i < json_array_size(arr); i++) {
             char w[128];
             snprintf(w, sizeof w, "%s.normalizers[%zu]", where, i);
@@ -642,40 +634,40 @@ static int parse_normalizer(gt_tokenizer *t, json_t *j, const char *where, const
         size_t pl = 0, cl = 0;
         const char *kind, *pat = json_pattern(j, &pl, &kind), *content = jstr(j, "content", &cl);
         if (!pat)
-            return fail(err, errn, "%s: %s: Replace with a %s pattern is not supported (String only)", src,
+            return gt_errf(err, errn, "%s: %s: Replace with a %s pattern is not supported (String only)", src,
                         where, kind);
-        if (!pl) return fail(err, errn, "%s: %s: Replace with an empty pattern", src, where);
-        if (!content) return fail(err, errn, "%s: %s.content: expected a string", src, where);
+        if (!pl) return gt_errf(err, errn, "%s: %s: Replace with an empty pattern", src, where);
+        if (!content) return gt_errf(err, errn, "%s: %s.content: expected a string", src, where);
         rc = add_op(t->norm, &t->n_norm, OP_REPLACE, pat, pl, content, cl);
     } else if (!strcmp(type, "Prepend")) {
         size_t cl = 0;
         const char *content = jstr(j, "prepend", &cl);
-        if (!content) return fail(err, errn, "%s: %s.prepend: expected a string", src, where);
+        if (!content) return gt_errf(err, errn, "%s: %s.prepend: expected a string", src, where);
         rc = add_op(t->norm, &t->n_norm, OP_PREPEND, NULL, 0, content, cl);
     } else {
-        return fail(err, errn, "%s: %s: normalizer type \"%s\" is not supported (supported: Replace with "
+        return gt_errf(err, errn, "%s: %s: normalizer type \"%s\" is not supported (supported: Replace with "
                     "a String pattern, Prepend, Sequence)", src, where, type);
     }
-    if (rc == -2) return fail(err, errn, "%s: %s: more than %d normalizer steps", src, where, MAX_OPS);
-    if (rc) return fail(err, errn, "%s: out of memory", src);
+    if (rc == -2) return gt_errf(err, errn, "%s: %s: more than %d normalizer steps", src, where, MAX_OPS);
+    if (rc) return gt_errf(err, errn, "%s: out of memory", src);
     return 0;
 }
 
 static int parse_pre_tokenizer(gt_tokenizer *t, json_t *j, const char *src, char *err, size_t errn) {
     if (!j || json_is_null(j)) return 0;
     const char *type = jstr(j, "type", NULL);
-    if (!type) return fail(err, errn, "%s: pre_tokenizer: missing \"type\"", src);
+    if (!type) return gt_errf(err, errn, "%s: pre_tokenizer: missing \"type\"", src);
     if (strcmp(type, "Split"))
-        return fail(err, errn, "%s: pre_tokenizer type \"%s\" is not supported (supported: Split with a "
+        return gt_errf(err, errn, "%s: pre_tokenizer type \"%s\" is not supported (supported: Split with a "
                     "String pattern)", src, type);
     size_t pl = 0;
     const char *kind, *pat = json_pattern(j, &pl, &kind);
     if (!pat)
-        return fail(err, errn, "%s: pre_tokenizer: Split with a %s pattern is not supported (String only)",
+        return gt_errf(err, errn, "%s: pre_tokenizer: Split with a %s pattern is not supported (String only)",
                     src, kind);
-    if (!pl) return fail(err, errn, "%s: pre_tokenizer: Split with an empty pattern", src);
+    if (!pl) return gt_errf(err, errn, "%s: pre_tokenizer: Split with an empty pattern", src);
     if (jbool(j, "invert", false) != 0)
-        return fail(err, errn, "%s: pre_tokenizer: Split with invert is not supported", src);
+        return gt_errf(err, errn, "%s: pre_tokenizer: Split with invert is not supported", src);
     const char *beh = jstr(j, "behavior", NULL);
     static const char *names[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
                                   "Contiguous"};
@@ -683,7 +675,7 @@ static int parse_pre_tokenizer(gt_tokenizer *t, json_t *j, const char *src, char
     for (int i = 0; beh && i < 5; i++)
         if (!strcmp(beh, names[i])) b = i;
     if (b < 0)
-        return fail(err, errn, "%s: pre_tokenizer.behavior: \"%s\" is not a Split behaviour", src,
+        return gt_errf(err, errn, "%s: pre_tokenizer.behavior: \"%s\" is not a Split behaviour", src,
                     beh ? beh : "(missing)");
     /* After a normalizer that replaces every occurrence of a one-character pattern (Gemma:
      * " " -> U+2581) the split can never fire: drop it. */
@@ -699,7 +691,7 @@ static int parse_pre_tokenizer(gt_tokenizer *t, json_t *j, const char *src, char
         if (last >= 0 && !reintroduced) return 0;
     }
     t->split_pat = memdup0(pat, pl);
-    if (!t->split_pat) return fail(err, errn, "%s: out of memory", src);
+    if (!t->split_pat) return gt_errf(err, errn, "%s: out of memory", src);
     t->split_len = pl;
     t->split_behavior = b;
     return 0;
@@ -708,10 +700,10 @@ static int parse_pre_tokenizer(gt_tokenizer *t, json_t *j, const char *src, char
 static int parse_decoder_step(gt_tokenizer *t, json_t *j, const char *where, int *stage, const char *src,
                               char *err, size_t errn) {
     const char *type = jstr(j, "type", NULL);
-    if (!type) return fail(err, errn, "%s: %s: missing \"type\"", src, where);
+    if (!type) return gt_errf(err, errn, "%s: %s: missing \"type\"", src, where);
     if (!strcmp(type, "Sequence") && *stage == -1) {
         json_t *arr = json_object_get(j, "decoders");
-        if (!json_is_array(arr)) return fail(err, errn, "%s: %s.decoders: expected an array", src, where);
+        if (!json_is_array(arr)) return gt_errf(err, errn, "%s: %s.decoders: expected an array", src, where);
         *stage = 0;
         for (size_t i = 0; i < json_array_size(arr); i++) {
             char w[128];
@@ -723,30 +715,30 @@ static int parse_decoder_step(gt_tokenizer *t, json_t *j, const char *where, int
     if (*stage < 0) *stage = 0;
     if (!strcmp(type, "Replace")) {
         if (*stage > 0)
-            return fail(err, errn, "%s: %s: Replace after ByteFallback/Fuse/Strip is not supported", src,
+            return gt_errf(err, errn, "%s: %s: Replace after ByteFallback/Fuse/Strip is not supported", src,
                         where);
         size_t pl = 0, cl = 0;
         const char *kind, *pat = json_pattern(j, &pl, &kind), *content = jstr(j, "content", &cl);
         if (!pat)
-            return fail(err, errn, "%s: %s: Replace with a %s pattern is not supported (String only)", src,
+            return gt_errf(err, errn, "%s: %s: Replace with a %s pattern is not supported (String only)", src,
                         where, kind);
         if (!pl || !content)
-            return fail(err, errn, "%s: %s: Replace needs a non-empty pattern and a content string", src,
+            return gt_errf(err, errn, "%s: %s: Replace needs a non-empty pattern and a content string", src,
                         where);
         int rc = add_op(t->dec, &t->n_dec, OP_REPLACE, pat, pl, content, cl);
-        if (rc == -2) return fail(err, errn, "%s: %s: more than %d decoder steps", src, where, MAX_OPS);
-        if (rc) return fail(err, errn, "%s: out of memory", src);
+        if (rc == -2) return gt_errf(err, errn, "%s: %s: more than %d decoder steps", src, where, MAX_OPS);
+        if (rc) return gt_errf(err, errn, "%s: out of memory", src);
     } else if (!strcmp(type, "ByteFallback")) {
         if (*stage > 0)
-            return fail(err, errn, "%s: %s: ByteFallback after Fuse/Strip is not supported", src, where);
+            return gt_errf(err, errn, "%s: %s: ByteFallback after Fuse/Strip is not supported", src, where);
         t->dec_bytes = true;
         *stage = 1;
     } else if (!strcmp(type, "Fuse")) {
-        if (*stage > 1) return fail(err, errn, "%s: %s: Fuse after Strip is not supported", src, where);
+        if (*stage > 1) return gt_errf(err, errn, "%s: %s: Fuse after Strip is not supported", src, where);
         *stage = 2;
     } else if (!strcmp(type, "Strip")) {
         /* On the fused text only: a Strip before Fuse would act on every piece. */
-        if (*stage != 2) return fail(err, errn, "%s: %s: Strip is supported only after Fuse", src, where);
+        if (*stage != 2) return gt_errf(err, errn, "%s: %s: Strip is supported only after Fuse", src, where);
         size_t cl = 0;
         const char *content = jstr(j, "content", &cl);
         json_t *st = json_object_get(j, "start"), *sp = json_object_get(j, "stop");
@@ -754,16 +746,16 @@ static int parse_decoder_step(gt_tokenizer *t, json_t *j, const char *where, int
         if (!content || !cl || utf8_char((const uint8_t *)content, cl, &cp) != cl || !json_is_integer(st) ||
             !json_is_integer(sp) || json_integer_value(st) < 0 || json_integer_value(sp) < 0 ||
             json_integer_value(st) > 1000 || json_integer_value(sp) > 1000)
-            return fail(err, errn, "%s: %s: Strip needs a one-character content and small start/stop counts",
+            return gt_errf(err, errn, "%s: %s: Strip needs a one-character content and small start/stop counts",
                         src, where);
         t->dec_strip = memdup0(content, cl);
-        if (!t->dec_strip) return fail(err, errn, "%s: out of memory", src);
+        if (!t->dec_strip) return gt_errf(err, errn, "%s: out of memory", src);
         t->dec_strip_len = cl;
         t->dec_strip_start = (int)json_integer_value(st);
         t->dec_strip_stop = (int)json_integer_value(sp);
         *stage = 3;
     } else {
-        return fail(err, errn,
+        return gt_errf(err, errn,
                     "%s: %s: decoder type \"%s\" is not supported (supported: Replace, ByteFallback, "
                     "Fuse, Strip, Sequence)",
                     src, where, type);
@@ -841,13 +833,13 @@ static int load_merges(gt_tokenizer *t, const hf_parts *parts, const char *src, 
         size_t pm = json_array_size(parts->merges[p]);
         m += pm, nb += (pm + BATCH - 1) / BATCH;
     }
-    if (m > INT32_MAX / 2) return fail(err, errn, "%s: model.merges: too many merges (%zu)", src, m);
+    if (m > INT32_MAX / 2) return gt_errf(err, errn, "%s: model.merges: too many merges (%zu)", src, m);
     int32_t *res = malloc((3 * m + 1) * sizeof *res);
     struct batch { int part; size_t i0, r0, k; } *bt = malloc((nb + 1) * sizeof *bt);
     if (merge_table_alloc(t, m) || !res || !bt) {
         free(res);
         free(bt);
-        return fail(err, errn, "%s: out of memory for %zu merges", src, m);
+        return gt_errf(err, errn, "%s: out of memory for %zu merges", src, m);
     }
     nb = 0;
     for (int p = 0, r = 0; p < parts->nm; p++) {
@@ -869,7 +861,7 @@ static int load_merges(gt_tokenizer *t, const hf_parts *parts, const char *src, 
                                   &cat_cap);
         free(cat);
     }
-    int rc = oom ? fail(err, errn, "%s: out of memory", src) : 0;
+    int rc = oom ? gt_errf(err, errn, "%s: out of memory", src) : 0;
     /* Scores for a SentencePiece export: -rank of the first merge making a piece. */
     for (int32_t i = 0; i < t->n; i++) t->score[i] = NAN;
     for (size_t r = 0; r < m && !rc; r++) {
@@ -880,10 +872,10 @@ static int load_merges(gt_tokenizer *t, const hf_parts *parts, const char *src, 
             const char *a, *b;
             size_t al, bl;
             if (ia == -2 || merge_parts(json_array_get(parts->merges[p], i), &a, &al, &b, &bl)) {
-                rc = fail(err, errn,
+                rc = gt_errf(err, errn,
                           "%s: model.merges[%zu]: expected [\"left\", \"right\"] or \"left right\"", src, r);
             } else {
-                rc = fail(err, errn, "%s: model.merges[%zu]: \"%.*s%.*s\" is not in the vocabulary", src, r,
+                rc = gt_errf(err, errn, "%s: model.merges[%zu]: \"%.*s%.*s\" is not in the vocabulary", src, r,
                           (int)(ia < 0 ? al : ib < 0 ? 0 : al), a, (int)(ia < 0 ? 0 : bl), b);
             }
             break;
@@ -906,41 +898,41 @@ static int load_merges(gt_tokenizer *t, const hf_parts *parts, const char *src, 
 
 static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, const char *src, char *err,
                         size_t errn) {
-    if (!json_is_object(root)) return fail(err, errn, "%s: expected a JSON object at the top level", src);
+    if (!json_is_object(root)) return gt_errf(err, errn, "%s: expected a JSON object at the top level", src);
     json_t *model = json_object_get(root, "model");
-    if (!json_is_object(model)) return fail(err, errn, "%s: model: expected an object", src);
+    if (!json_is_object(model)) return gt_errf(err, errn, "%s: model: expected an object", src);
     const char *mtype = jstr(model, "type", NULL);
     if (mtype ? strcmp(mtype, "BPE") != 0 : !json_object_get(model, "merges"))
-        return fail(err, errn, "%s: model.type: \"%s\" is not supported (BPE only)", src,
+        return gt_errf(err, errn, "%s: model.type: \"%s\" is not supported (BPE only)", src,
                     mtype ? mtype : "(missing)");
     json_t *dropout = json_object_get(model, "dropout");
     if (dropout && !json_is_null(dropout) && !(json_is_number(dropout) && json_number_value(dropout) == 0))
-        return fail(err, errn, "%s: model.dropout: BPE dropout is not supported", src);
+        return gt_errf(err, errn, "%s: model.dropout: BPE dropout is not supported", src);
     const char *keys[] = {"continuing_subword_prefix", "end_of_word_suffix"};
     for (int i = 0; i < 2; i++) {
         json_t *v = json_object_get(model, keys[i]);
         if (v && !json_is_null(v) && !(json_is_string(v) && json_string_length(v) == 0))
-            return fail(err, errn, "%s: model.%s is not supported", src, keys[i]);
+            return gt_errf(err, errn, "%s: model.%s is not supported", src, keys[i]);
     }
     int bf = jbool(model, "byte_fallback", false), fu = jbool(model, "fuse_unk", false);
     int im = jbool(model, "ignore_merges", false);
     if (bf < 0 || fu < 0 || im < 0)
-        return fail(err, errn, "%s: model: byte_fallback, fuse_unk and ignore_merges must be booleans", src);
+        return gt_errf(err, errn, "%s: model: byte_fallback, fuse_unk and ignore_merges must be booleans", src);
     t->byte_fallback = bf, t->fuse_unk = fu, t->ignore_merges = im;
     t->use_merges = true;
     for (int p = 0; p < parts->nv; p++)
         if (!json_is_object(parts->vocab[p]))
-            return fail(err, errn, "%s: model.vocab: expected an object", src);
+            return gt_errf(err, errn, "%s: model.vocab: expected an object", src);
     for (int p = 0; p < parts->nm; p++)
         if (!json_is_array(parts->merges[p]))
-            return fail(err, errn, "%s: model.merges: expected an array", src);
-    if (!parts->nv || !parts->nm) return fail(err, errn, "%s: model: missing vocab or merges", src);
+            return gt_errf(err, errn, "%s: model.merges: expected an array", src);
+    if (!parts->nv || !parts->nm) return gt_errf(err, errn, "%s: model: missing vocab or merges", src);
     json_t *unk_j = json_object_get(model, "unk_token");
     if (unk_j && !json_is_null(unk_j) && !json_is_string(unk_j))
-        return fail(err, errn, "%s: model.unk_token: expected a string or null", src);
+        return gt_errf(err, errn, "%s: model.unk_token: expected a string or null", src);
     json_t *added = json_object_get(root, "added_tokens");
     if (added && !json_is_null(added) && !json_is_array(added))
-        return fail(err, errn, "%s: added_tokens: expected an array", src);
+        return gt_errf(err, errn, "%s: added_tokens: expected an array", src);
     size_t n_added = json_array_size(added);
 
     /* Size: the largest id of the vocabulary and of the added tokens. */
@@ -951,7 +943,7 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
         json_object_foreach(parts->vocab[p], key, val) {
             if (!json_is_integer(val) || json_integer_value(val) < 0 ||
                 json_integer_value(val) >= INT32_MAX / 2)
-                return fail(err, errn, "%s: model.vocab[\"%s\"]: expected a non-negative integer id", src,
+                return gt_errf(err, errn, "%s: model.vocab[\"%s\"]: expected a non-negative integer id", src,
                             key);
             if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
         }
@@ -959,11 +951,11 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
         json_t *a = json_array_get(added, i), *id = json_object_get(a, "id");
         if (!json_is_object(a) || !json_is_integer(id) || json_integer_value(id) < 0 ||
             json_integer_value(id) >= INT32_MAX / 2 || !json_is_string(json_object_get(a, "content")))
-            return fail(err, errn, "%s: added_tokens[%zu]: expected {\"id\": N, \"content\": \"...\", ...}",
+            return gt_errf(err, errn, "%s: added_tokens[%zu]: expected {\"id\": N, \"content\": \"...\", ...}",
                         src, i);
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
-    if (max_id < 0) return fail(err, errn, "%s: model.vocab is empty", src);
+    if (max_id < 0) return gt_errf(err, errn, "%s: model.vocab is empty", src);
     int32_t n = (int32_t)(max_id + 1);
     const char **strs = calloc((size_t)n, sizeof *strs);
     size_t *lens = calloc((size_t)n, sizeof *lens);
@@ -972,7 +964,7 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
     t->score = malloc((size_t)n * sizeof *t->score);
     int rc = -1;
     if (!strs || !lens || !added_kind || !t->type || !t->score) {
-        fail(err, errn, "%s: out of memory for %d pieces", src, n);
+        gt_errf(err, errn, "%s: out of memory for %d pieces", src, n);
         goto out;
     }
     for (int p = 0; p < parts->nv; p++)
@@ -981,7 +973,7 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
             int32_t id = (int32_t)json_integer_value(json_object_iter_value(iter));
             const char *k = json_object_iter_key(iter);
             if (strs[id]) {
-                fail(err, errn, "%s: model.vocab: id %d is given to both \"%s\" and \"%s\"", src, id,
+                gt_errf(err, errn, "%s: model.vocab: id %d is given to both \"%s\" and \"%s\"", src, id,
                      strs[id], k);
                 goto out;
             }
@@ -996,16 +988,16 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
         const char *flags[] = {"single_word", "lstrip", "rstrip"};
         for (int f = 0; f < 3; f++)
             if (jbool(a, flags[f], false) != 0) {
-                fail(err, errn, "%s: added_tokens[%zu] \"%s\": %s is not supported", src, i, content,
+                gt_errf(err, errn, "%s: added_tokens[%zu] \"%s\": %s is not supported", src, i, content,
                      flags[f]);
                 goto out;
             }
         if (special < 0 || norm < 0) {
-            fail(err, errn, "%s: added_tokens[%zu]: special and normalized must be booleans", src, i);
+            gt_errf(err, errn, "%s: added_tokens[%zu]: special and normalized must be booleans", src, i);
             goto out;
         }
         if (strs[id] && (lens[id] != cl || memcmp(strs[id], content, cl))) {
-            fail(err, errn, "%s: added_tokens[%zu]: id %d is \"%s\" here but \"%s\" in model.vocab", src, i,
+            gt_errf(err, errn, "%s: added_tokens[%zu]: id %d is \"%s\" here but \"%s\" in model.vocab", src, i,
                  id, content, strs[id]);
             goto out;
         }
@@ -1016,7 +1008,7 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
     size_t unk_l = unk_s ? json_string_length(unk_j) : 0;
     for (int32_t i = 0; i < n; i++) {
         if (!strs[i]) {
-            fail(err, errn, "%s: id %d is missing from model.vocab and added_tokens", src, i);
+            gt_errf(err, errn, "%s: id %d is missing from model.vocab and added_tokens", src, i);
             goto out;
         }
         bool is_unk = unk_s && lens[i] == unk_l && !memcmp(strs[i], unk_s, unk_l);
@@ -1033,7 +1025,7 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
     if (unk_s) {
         t->unk = piece_find(t, unk_s, unk_l);
         if (t->unk < 0) {
-            fail(err, errn, "%s: model.unk_token \"%s\" is not in the vocabulary", src, unk_s);
+            gt_errf(err, errn, "%s: model.unk_token \"%s\" is not in the vocabulary", src, unk_s);
             goto out;
         }
     }
@@ -1047,7 +1039,7 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
         for (int o = 0; jbool(a, "normalized", false) == 1 && o < t->n_norm; o++)
             if (t->norm[o].kind == OP_PREPEND || memmem(content, cl, t->norm[o].pat, t->norm[o].pat_len) ||
                 memmem(content, cl, t->norm[o].rep, t->norm[o].rep_len)) {
-                fail(err, errn, "%s: added_tokens[%zu] \"%s\": normalized matching of a token the normalizer "
+                gt_errf(err, errn, "%s: added_tokens[%zu] \"%s\": normalized matching of a token the normalizer "
                      "changes is not supported", src, i, content);
                 goto out;
             }
@@ -1055,7 +1047,7 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
     if (parse_pre_tokenizer(t, json_object_get(root, "pre_tokenizer"), src, err, errn)) goto out;
     json_t *dec = json_object_get(root, "decoder");
     if (!dec || json_is_null(dec)) {
-        fail(err, errn, "%s: decoder: missing (expected Replace/ByteFallback/Fuse steps)", src);
+        gt_errf(err, errn, "%s: decoder: missing (expected Replace/ByteFallback/Fuse steps)", src);
         goto out;
     }
     int stage = -1;
@@ -1365,9 +1357,9 @@ static int parse_sliced(const char *b, size_t n, int k, bool arena, parse_job *j
 }
 
 int gt_tok_load_hf_json(const char *path, gt_tokenizer **out, char *err, size_t errn) {
-    if (!out) return fail(err, errn, "tokenizer: NULL output pointer");
+    if (!out) return gt_errf(err, errn, "tokenizer: NULL output pointer");
     *out = NULL;
-    if (!path) return fail(err, errn, "tokenizer: NULL path");
+    if (!path) return gt_errf(err, errn, "tokenizer: NULL path");
     size_t n;
     char *buf = read_file(path, &n, err, errn);
     if (!buf) return -1;
@@ -1378,9 +1370,9 @@ int gt_tok_load_hf_json(const char *path, gt_tokenizer **out, char *err, size_t 
 
 int gt_tok_load_hf_json_buffer(const char *buf, size_t n, const char *path, gt_tokenizer **out, char *err,
                                size_t errn) {
-    if (!out) return fail(err, errn, "tokenizer: NULL output pointer");
+    if (!out) return gt_errf(err, errn, "tokenizer: NULL output pointer");
     *out = NULL;
-    if (!buf || !path) return fail(err, errn, "tokenizer: NULL buffer or name");
+    if (!buf || !path) return gt_errf(err, errn, "tokenizer: NULL buffer or name");
     bool arena = false;
     if (TOK_JSON_ARENA) {
         pthread_once(&hook_once, hook_install);
@@ -1407,10 +1399,10 @@ int gt_tok_load_hf_json_buffer(const char *buf, size_t n, const char *path, gt_t
     gt_tokenizer *t = NULL;
     int rc;
     if (!root) {
-        rc = fail(err, errn, "%s:%d:%d: invalid JSON: %s", path, jobs[0].je.line, jobs[0].je.column,
+        rc = gt_errf(err, errn, "%s:%d:%d: invalid JSON: %s", path, jobs[0].je.line, jobs[0].je.column,
                   jobs[0].je.text);
     } else if (!(t = tok_alloc())) {
-        rc = fail(err, errn, "%s: out of memory", path);
+        rc = gt_errf(err, errn, "%s: out of memory", path);
     } else {
         if (njobs == 1) {
             json_t *model = json_object_get(root, "model");
@@ -1626,37 +1618,37 @@ static int spm_model_parse(spm_model *m, const uint8_t *data, size_t n, const ch
 }
 
 static int load_spm_model(gt_tokenizer *t, spm_model *m, const char *src, char *err, size_t errn) {
-    if (m->n == 0) return fail(err, errn, "%s: not a SentencePiece model: no pieces", src);
+    if (m->n == 0) return gt_errf(err, errn, "%s: not a SentencePiece model: no pieces", src);
     if (m->model_type != 2)
-        return fail(err, errn, "%s: trainer_spec.model_type is %s (%lld); only BPE (2) is supported", src,
+        return gt_errf(err, errn, "%s: trainer_spec.model_type is %s (%lld); only BPE (2) is supported", src,
                     m->model_type == 1   ? "UNIGRAM"
                     : m->model_type == 3 ? "WORD"
                     : m->model_type == 4 ? "CHAR"
                                          : "unknown",
                     (long long)m->model_type);
     if (m->ws_suffix)
-        return fail(err, errn, "%s: trainer_spec.treat_whitespace_as_suffix is not supported", src);
+        return gt_errf(err, errn, "%s: trainer_spec.treat_whitespace_as_suffix is not supported", src);
     if (m->charsmap_len || m->rules_len)
-        return fail(err, errn,
+        return gt_errf(err, errn,
                     "%s: normalizer_spec \"%.*s\" has normalization rules; only identity normalization "
                     "is supported",
                     src, (int)m->norm_name_len, m->norm_name ? m->norm_name : "");
     t->type = malloc((size_t)m->n);
     t->score = malloc((size_t)m->n * sizeof *t->score);
-    if (!t->type || !t->score) return fail(err, errn, "%s: out of memory", src);
+    if (!t->type || !t->score) return gt_errf(err, errn, "%s: out of memory", src);
     memcpy(t->type, m->types, (size_t)m->n);
     memcpy(t->score, m->scores, (size_t)m->n * sizeof *t->score);
     if (tok_build(t, m->strs, m->lens, m->n, src, err, errn) || build_pair_table(t, src, err, errn))
         return -1;
     t->byte_fallback = m->byte_fallback;
     if (set_spm_text_rules(t, m->escape_ws, m->add_dummy, m->remove_ws))
-        return fail(err, errn, "%s: out of memory", src);
+        return gt_errf(err, errn, "%s: out of memory", src);
     for (int32_t i = 0; i < t->n; i++)
         if (t->type[i] == GT_PIECE_UNKNOWN) {
             t->unk = i;
             break;
         }
-    if (t->unk < 0) return fail(err, errn, "%s: no piece of type UNKNOWN", src);
+    if (t->unk < 0) return gt_errf(err, errn, "%s: no piece of type UNKNOWN", src);
     /* SentencePiece finds BOS/EOS/PAD by trainer_spec's piece names; explicit ids come second. */
     static const char *dflt[4] = {"<unk>", "<s>", "</s>", "<pad>"};
     int32_t *dst[4] = {NULL, &t->bos, &t->eos, &t->pad};
@@ -1672,9 +1664,9 @@ static int load_spm_model(gt_tokenizer *t, spm_model *m, const char *src, char *
 }
 
 int gt_tok_load_spm(const char *path, gt_tokenizer **out, char *err, size_t errn) {
-    if (!out) return fail(err, errn, "tokenizer: NULL output pointer");
+    if (!out) return gt_errf(err, errn, "tokenizer: NULL output pointer");
     *out = NULL;
-    if (!path) return fail(err, errn, "tokenizer: NULL path");
+    if (!path) return gt_errf(err, errn, "tokenizer: NULL path");
     size_t n;
     char *buf = read_file(path, &n, err, errn);
     if (!buf) return -1;
@@ -1685,9 +1677,9 @@ int gt_tok_load_spm(const char *path, gt_tokenizer **out, char *err, size_t errn
 
 int gt_tok_load_spm_buffer(const char *buf, size_t n, const char *path, gt_tokenizer **out, char *err,
                            size_t errn) {
-    if (!out) return fail(err, errn, "tokenizer: NULL output pointer");
+    if (!out) return gt_errf(err, errn, "tokenizer: NULL output pointer");
     *out = NULL;
-    if (!buf || !path) return fail(err, errn, "tokenizer: NULL buffer or name");
+    if (!buf || !path) return gt_errf(err, errn, "tokenizer: NULL buffer or name");
     spm_model m = {0};
     m.bos_id = 1, m.eos_id = 2, m.pad_id = -1;
     m.add_dummy = m.remove_ws = m.escape_ws = true; /* proto2 defaults */
@@ -1696,9 +1688,9 @@ int gt_tok_load_spm_buffer(const char *buf, size_t n, const char *path, gt_token
     gt_tokenizer *t = NULL;
     int rc = -1;
     if (spm_model_parse(&m, (const uint8_t *)buf, n, &why, &at)) {
-        fail(err, errn, "%s: not a SentencePiece ModelProto: %s at byte %zu", path, why, at);
+        gt_errf(err, errn, "%s: not a SentencePiece ModelProto: %s at byte %zu", path, why, at);
     } else if (!(t = tok_alloc())) {
-        fail(err, errn, "%s: out of memory", path);
+        gt_errf(err, errn, "%s: out of memory", path);
     } else {
         rc = load_spm_model(t, &m, path, err, errn);
     }
@@ -1715,11 +1707,11 @@ int gt_tok_load_spm_buffer(const char *buf, size_t n, const char *path, gt_token
 }
 
 int gt_tok_load(const char *path, gt_tokenizer **out, char *err, size_t errn) {
-    if (!out) return fail(err, errn, "tokenizer: NULL output pointer");
+    if (!out) return gt_errf(err, errn, "tokenizer: NULL output pointer");
     *out = NULL;
-    if (!path) return fail(err, errn, "tokenizer: NULL path");
+    if (!path) return gt_errf(err, errn, "tokenizer: NULL path");
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errn, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return gt_errf(err, errn, "%s: cannot open: %s", path, strerror(errno));
     unsigned char head[64];
     size_t got = fread(head, 1, sizeof head, f);
     fclose(f);
@@ -1728,27 +1720,27 @@ int gt_tok_load(const char *path, gt_tokenizer **out, char *err, size_t errn) {
     /* '{' and '[' would start protobuf groups, which a ModelProto never has */
     if (i < got && (head[i] == '{' || head[i] == '[')) return gt_tok_load_hf_json(path, out, err, errn);
     if (got >= 4 && !memcmp(head, "GGUF", 4))
-        return fail(err, errn, "%s: a GGUF file: read its tokenizer.ggml.* arrays and use gt_tok_from_pieces",
+        return gt_errf(err, errn, "%s: a GGUF file: read its tokenizer.ggml.* arrays and use gt_tok_from_pieces",
                     path);
     return gt_tok_load_spm(path, out, err, errn);
 }
 
 int gt_tok_from_pieces(const char *const *pieces, const float *scores, const int32_t *types, int32_t n,
                        gt_tokenizer **out, char *err, size_t errn) {
-    if (!out) return fail(err, errn, "tokenizer: NULL output pointer");
+    if (!out) return gt_errf(err, errn, "tokenizer: NULL output pointer");
     *out = NULL;
-    if (!pieces || n <= 0) return fail(err, errn, "from_pieces: need a positive number of pieces, got %d", n);
+    if (!pieces || n <= 0) return gt_errf(err, errn, "from_pieces: need a positive number of pieces, got %d", n);
     gt_tokenizer *t = tok_alloc();
     size_t *lens = malloc((size_t)n * sizeof *lens);
     int rc = -1;
     if (!t || !lens || !(t->type = malloc((size_t)n)) || !(t->score = malloc((size_t)n * sizeof *t->score))) {
-        fail(err, errn, "from_pieces: out of memory for %d pieces", n);
+        gt_errf(err, errn, "from_pieces: out of memory for %d pieces", n);
         goto out;
     }
     bool has_bytes = false;
     for (int32_t i = 0; i < n; i++) {
         if (!pieces[i]) {
-            fail(err, errn, "from_pieces: piece %d is NULL", i);
+            gt_errf(err, errn, "from_pieces: piece %d is NULL", i);
             goto out;
         }
         lens[i] = strlen(pieces[i]);
@@ -1756,12 +1748,12 @@ int gt_tok_from_pieces(const char *const *pieces, const float *scores, const int
                  : parse_byte_piece(pieces[i], lens[i]) >= 0 ? GT_PIECE_BYTE
                                                              : GT_PIECE_NORMAL;
         if (ty < 1 || ty > 6) {
-            fail(err, errn, "from_pieces: piece %d \"%s\" has type %d (expected 1..6)", i, pieces[i], ty);
+            gt_errf(err, errn, "from_pieces: piece %d \"%s\" has type %d (expected 1..6)", i, pieces[i], ty);
             goto out;
         }
         float s = scores ? scores[i] : 0.0f;
         if (isnan(s)) {
-            fail(err, errn, "from_pieces: piece %d \"%s\" has a NaN score", i, pieces[i]);
+            gt_errf(err, errn, "from_pieces: piece %d \"%s\" has a NaN score", i, pieces[i]);
             goto out;
         }
         t->type[i] = (uint8_t)ty, t->score[i] = s;
@@ -1772,7 +1764,7 @@ int gt_tok_from_pieces(const char *const *pieces, const float *scores, const int
         goto out;
     t->byte_fallback = has_bytes;
     if (set_spm_text_rules(t, true, false, false)) {
-        fail(err, errn, "from_pieces: out of memory");
+        gt_errf(err, errn, "from_pieces: out of memory");
         goto out;
     }
     for (int32_t i = 0; i < n && t->unk < 0; i++)
@@ -1790,11 +1782,11 @@ out:
 }
 
 int gt_tok_set_special(gt_tokenizer *t, int32_t bos, int32_t eos, int32_t pad, char *err, size_t errn) {
-    if (!t) return fail(err, errn, "set_special: NULL tokenizer");
+    if (!t) return gt_errf(err, errn, "set_special: NULL tokenizer");
     int32_t v[3] = {bos, eos, pad};
     for (int i = 0; i < 3; i++)
         if (v[i] < -1 || v[i] >= t->n)
-            return fail(err, errn, "set_special: %s id %d out of range [-1, %d)",
+            return gt_errf(err, errn, "set_special: %s id %d out of range [-1, %d)",
                         i == 0   ? "bos"
                         : i == 1 ? "eos"
                                  : "pad",
@@ -1849,7 +1841,7 @@ static void pb_float(pb_out *o, uint32_t field, float f) {
 }
 
 int gt_tok_save_spm(const gt_tokenizer *t, const char *path, char *err, size_t errn) {
-    if (!t || !path) return fail(err, errn, "save_spm: NULL argument");
+    if (!t || !path) return gt_errf(err, errn, "save_spm: NULL argument");
     bool escape = false, dummy = t->spm_dummy;
     for (int i = 0; i < t->n_norm; i++) {
         const text_op *o = &t->norm[i];
@@ -1859,14 +1851,14 @@ int gt_tok_save_spm(const gt_tokenizer *t, const char *path, char *err, size_t e
         else if (o->kind == OP_PREPEND && o->rep_len == 3 && !memcmp(o->rep, "\xE2\x96\x81", 3))
             dummy = true;
         else
-            return fail(err, errn,
+            return gt_errf(err, errn,
                         "save_spm: %s: normalizer step %d cannot be written to a SentencePiece model", path,
                         i);
     }
     if (t->split_pat)
-        return fail(err, errn,
+        return gt_errf(err, errn,
                     "save_spm: %s: a Split pre-tokenizer cannot be written to a SentencePiece model", path);
-    if (t->unk < 0) return fail(err, errn, "save_spm: %s: SentencePiece needs a piece of type UNKNOWN", path);
+    if (t->unk < 0) return gt_errf(err, errn, "save_spm: %s: SentencePiece needs a piece of type UNKNOWN", path);
     pb_out o = {0}, sub = {0};
     for (int32_t i = 0; i < t->n; i++) {
         sub.n = 0;
@@ -1896,29 +1888,11 @@ int gt_tok_save_spm(const gt_tokenizer *t, const char *path, char *err, size_t e
     pb_bytes(&o, 3, sub.p, sub.n);
     int rc = 0;
     if (o.oom || sub.oom) {
-        rc = fail(err, errn, "save_spm: %s: out of memory", path);
+        rc = gt_errf(err, errn, "save_spm: %s: out of memory", path);
     } else {
         /* Write beside the target and rename, so a failed write never leaves half a model. */
-        size_t pl = strlen(path);
-        char *tmp = malloc(pl + 5);
-        FILE *f = NULL;
-        if (!tmp) {
-            rc = fail(err, errn, "save_spm: %s: out of memory", path);
-        } else {
-            memcpy(tmp, path, pl);
-            memcpy(tmp + pl, ".tmp", 5);
-            if (!(f = fopen(tmp, "wb"))) {
-                rc = fail(err, errn, "save_spm: %s: cannot create: %s", tmp, strerror(errno));
-            } else {
-                bool ok = fwrite(o.p, 1, o.n, f) == o.n;
-                ok = (fclose(f) == 0) && ok;
-                if (!ok) rc = fail(err, errn, "save_spm: %s: write failed: %s", tmp, strerror(errno));
-                else if (rename(tmp, path))
-                    rc = fail(err, errn, "save_spm: %s: cannot rename into place: %s", path, strerror(errno));
-                if (rc) remove(tmp);
-            }
-            free(tmp);
-        }
+        char why[512];
+        if (gt_write_file_atomic(path, o.p, o.n, why, sizeof why)) rc = gt_errf(err, errn, "save_spm: %s", why);
     }
     free(o.p);
     free(sub.p);
@@ -2094,7 +2068,7 @@ static inline void add_pair(enc_ws *w, const char *s, int32_t l, int32_t r, bool
 
 static int emit_unk(enc_ws *w) {
     if (w->t->unk < 0) {
-        fail(w->err, w->errn, "encode: a character is not in the vocabulary and there is no <unk> piece");
+        gt_errf(w->err, w->errn, "encode: a character is not in the vocabulary and there is no <unk> piece");
         return -1;
     }
     if (w->prev_unk && w->t->fuse_unk) return 0;
@@ -2136,7 +2110,7 @@ static int emit(enc_ws *w, const char *s, int32_t n, int32_t id, int depth) {
 static int bpe_chunk(enc_ws *w, const char *s, size_t n) {
     const gt_tokenizer *t = w->t;
     if (n == 0) return 0;
-    if (n > INT32_MAX / 4) return fail(w->err, w->errn, "encode: a text segment of %zu bytes is too long", n);
+    if (n > INT32_MAX / 4) return gt_errf(w->err, w->errn, "encode: a text segment of %zu bytes is too long", n);
     w->prev_unk = false;
     if (t->use_merges && t->ignore_merges) {
         int32_t id = piece_find(t, s, n);
@@ -2165,7 +2139,7 @@ static int bpe_chunk(enc_ws *w, const char *s, size_t n) {
                 continue;
             }
             if (t->unk < 0)
-                return fail(w->err, w->errn,
+                return gt_errf(w->err, w->errn,
                             "encode: a character is not in the vocabulary and there is no <unk> piece");
             if (t->fuse_unk && m > 0 && sym[m - 1].id == t->unk &&
                 sym[m - 1].start + sym[m - 1].len == (int32_t)i) {
@@ -2304,10 +2278,10 @@ static char *squeeze_spaces(const char *s, size_t n, size_t *out_n) {
 
 int gt_tok_encode(const gt_tokenizer *t, const char *text, size_t len, bool match_special, gt_ids *out,
                   char *err, size_t errn) {
-    if (!t || !out || (!text && len)) return fail(err, errn, "encode: NULL argument");
+    if (!t || !out || (!text && len)) return gt_errf(err, errn, "encode: NULL argument");
     size_t n0 = out->n;
     enc_ws *w = malloc(sizeof *w);
-    if (!w) return fail(err, errn, "encode: out of memory");
+    if (!w) return gt_errf(err, errn, "encode: out of memory");
     w->t = t, w->out = out, w->err = err, w->errn = errn;
     w->nb[0] = w->nb[1] = NULL;
     w->nb_cap[0] = w->nb_cap[1] = 0;
@@ -2325,7 +2299,7 @@ int gt_tok_encode(const gt_tokenizer *t, const char *text, size_t len, bool matc
         }
         size_t cl = utf8_char(u + pos, len - pos, &cp);
         if (!cl) {
-            rc = fail(err, errn, "encode: invalid UTF-8 at byte %zu", pos);
+            rc = gt_errf(err, errn, "encode: invalid UTF-8 at byte %zu", pos);
             goto done;
         }
         pos += cl;
@@ -2358,7 +2332,7 @@ int gt_tok_encode(const gt_tokenizer *t, const char *text, size_t len, bool matc
     }
     if (seg < len && (rc = encode_segment(w, text + seg, len - seg, at_start))) goto done;
 done:
-    if (w->oom) rc = fail(err, errn, "encode: out of memory");
+    if (w->oom) rc = gt_errf(err, errn, "encode: out of memory");
     if (rc) out->n = n0;
     ws_free(w);
     free(w);
@@ -2409,9 +2383,9 @@ static void flush_bytes(sbuf *b, size_t run_start) {
 
 int gt_tok_decode(const gt_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, char **out,
                   size_t *out_len, char *err, size_t errn) {
-    if (!out) return fail(err, errn, "decode: NULL output pointer");
+    if (!out) return gt_errf(err, errn, "decode: NULL output pointer");
     *out = NULL;
-    if (!t || (!ids && n)) return fail(err, errn, "decode: NULL argument");
+    if (!t || (!ids && n)) return gt_errf(err, errn, "decode: NULL argument");
     sbuf b = {0}, tmp = {0};
     sb_add(&b, "", 0);
     size_t run = SIZE_MAX; /* start of the current byte-piece run */
@@ -2420,7 +2394,7 @@ int gt_tok_decode(const gt_tokenizer *t, const int32_t *ids, size_t n, bool skip
         if (id < 0 || id >= t->n) {
             free(b.p);
             free(tmp.p);
-            return fail(err, errn, "decode: id %d at position %zu is out of range [0, %d)", id, i, t->n);
+            return gt_errf(err, errn, "decode: id %d at position %zu is out of range [0, %d)", id, i, t->n);
         }
         if (t->dec_bytes && t->byte_of[id] >= 0) {
             if (run == SIZE_MAX) run = b.n;
@@ -2454,7 +2428,7 @@ int gt_tok_decode(const gt_tokenizer *t, const int32_t *ids, size_t n, bool skip
     free(tmp.p);
     if (b.oom || tmp.oom) {
         free(b.p);
-        return fail(err, errn, "decode: out of memory");
+        return gt_errf(err, errn, "decode: out of memory");
     }
     size_t from = 0, to = b.n;
     const char *c = t->dec_strip;

@@ -187,7 +187,7 @@ void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
             uint16_t *h = (uint16_t *)w->data;
             for (int64_t i = 0; i < t->size; i++) {
                 gt_real v = (gt_real)(std * normal01(&s));
-                if (h) h[i] = gt_to_bf16((float)v);
+                if (h) h[i] = gt_f32_to_bf16((float)v);
                 else t->data[i] = v;
             }
         }

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/half.h"
+
 #define MAX_KEYS (1 << 20)
 #define MAX_TENSORS (1 << 20)
 
@@ -600,33 +602,10 @@ const gt_gguf_tensor *gt_gguf_find_tensor(const gt_gguf *g, const char *name) {
     return NULL;
 }
 
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal: renormalise */
-            int e = -1;
-            do {
-                e++;
-                man <<= 1;
-            } while (!(man & 0x400));
-            bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3FF) << 13;
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7F800000u | man << 13;
-    } else {
-        bits = sign | (exp + 127 - 15) << 23 | man << 13;
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 static float rd_half(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return half_to_float(h);
+    return gt_f16_to_f32(h);
 }
 
 /* K-quant 6-bit scale and min of sub-block j from the 12 packed bytes */
@@ -779,8 +758,7 @@ int gt_gguf_dequant(const gt_gguf *g, const gt_gguf_tensor *t, float *out, char 
         for (int64_t i = 0; i < t->n_elements; i++) {
             uint16_t h;
             memcpy(&h, t->data + 2 * i, 2);
-            uint32_t bits = (uint32_t)h << 16;
-            memcpy(&out[i], &bits, 4);
+            out[i] = gt_bf16_to_f32(h);
         }
         return 0;
     case 28:

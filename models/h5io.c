@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <stdbool.h>
 #include <hdf5.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "util/fsutil.h"
+#include "util/half.h"
 
 static void quiet(void) {
     static int done;
@@ -98,10 +100,7 @@ static int read_ds(gt_h5 f, const char *path, hid_t memtype, size_t elsize, void
     if (bf16) { /* Keras' bfloat16: the upper half of a float32's bit pattern */
         uint16_t *raw = malloc(n ? n * 2 : 2);
         rd = raw ? H5Dread(ds, ft, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) : -1;
-        for (size_t i = 0; rd >= 0 && i < n; i++) {
-            uint32_t u = (uint32_t)raw[i] << 16;
-            memcpy((float *)*data + i, &u, 4);
-        }
+        for (size_t i = 0; rd >= 0 && i < n; i++) ((float *)*data)[i] = gt_bf16_to_f32(raw[i]);
         free(raw);
     } else {
         rd = H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *data);
@@ -152,14 +151,6 @@ int gt_h5_attr_f64(gt_h5 f, const char *obj, const char *name, double *out, char
 
 /* ---------------------------------------------------------------- writing */
 
-static int fsync_path(const char *path, bool dir) {
-    int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 int gt_h5_create(const char *path, gt_h5w *w, char *err, size_t errn) {
     quiet();
     memset(w, 0, sizeof *w);
@@ -186,7 +177,7 @@ int gt_h5_commit(gt_h5w *w, char *err, size_t errn) {
         unlink(w->tmp);
         return snprintf(err, errn, "%s: closing the HDF5 file failed (disk full?)", w->path), -1;
     }
-    if (fsync_path(w->tmp, false)) {
+    if (gt_fsync_path(w->tmp, false)) {
         unlink(w->tmp);
         return snprintf(err, errn, "%s: fsync failed", w->tmp), -1;
     }
@@ -194,9 +185,7 @@ int gt_h5_commit(gt_h5w *w, char *err, size_t errn) {
         unlink(w->tmp);
         return snprintf(err, errn, "%s: cannot rename the temporary file into place", w->path), -1;
     }
-    char d[4096];
-    snprintf(d, sizeof d, "%s", w->path);
-    fsync_path(dirname(d), true); /* best effort: some file systems refuse directory fsync */
+    gt_fsync_parent(w->path); /* best effort: some file systems refuse directory fsync */
     return 0;
 }
 

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,29 +11,10 @@
 
 #include "data/tokenizer.h"
 #include "models/safetensors.h"
+#include "util/err.h"
+#include "util/fsutil.h"
 
 _Static_assert(sizeof(gt_real) == sizeof(float), "HF import/export is built against the fp32 engine");
-
-static int fail(char *err, size_t errn, const char *fmt, ...) {
-    if (err && errn) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errn, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-static char *path_join(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
-    if (!p) return NULL;
-    memcpy(p, dir, a);
-    size_t k = a;
-    if (a && dir[a - 1] != '/') p[k++] = '/';
-    memcpy(p + k, name, b + 1);
-    return p;
-}
 
 /* ---------------------------------------------------------------- config.json */
 
@@ -72,7 +52,7 @@ static int j_int(jcfg *j, const char *key, int64_t dflt, int64_t *out) {
         *out = (int64_t)json_real_value(v);
         return 0;
     }
-    return fail(j->err, j->errn, "%s: \"%s\" must be an integer", j->file, key);
+    return gt_errf(j->err, j->errn, "%s: \"%s\" must be an integer", j->file, key);
 }
 
 /* Number field; absent: dflt; null: null_value. */
@@ -81,7 +61,7 @@ static int j_num(jcfg *j, const char *key, double dflt, double null_value, doubl
     if (!v) *out = dflt;
     else if (json_is_null(v)) *out = null_value;
     else if (json_is_number(v)) *out = json_number_value(v);
-    else return fail(j->err, j->errn, "%s: \"%s\" must be a number or null", j->file, key);
+    else return gt_errf(j->err, j->errn, "%s: \"%s\" must be a number or null", j->file, key);
     return 0;
 }
 
@@ -89,7 +69,7 @@ static int j_bool(jcfg *j, const char *key, bool dflt, bool *out) {
     json_t *v = json_object_get(j->o, key);
     if (!v || json_is_null(v)) *out = dflt;
     else if (json_is_boolean(v)) *out = json_is_true(v);
-    else return fail(j->err, j->errn, "%s: \"%s\" must be true, false or null", j->file, key);
+    else return gt_errf(j->err, j->errn, "%s: \"%s\" must be true, false or null", j->file, key);
     return 0;
 }
 
@@ -97,25 +77,25 @@ static int j_bool(jcfg *j, const char *key, bool dflt, bool *out) {
  * their values when the keys are absent. */
 static int rope_set(jcfg *j, json_t *p, const char *where, double *theta, double *scale) {
     if (!p || json_is_null(p)) return 0;
-    if (!json_is_object(p)) return fail(j->err, j->errn, "%s: \"%s\" must be an object", j->file, where);
+    if (!json_is_object(p)) return gt_errf(j->err, j->errn, "%s: \"%s\" must be an object", j->file, where);
     json_t *type = json_object_get(p, "rope_type");
     if (!type) type = json_object_get(p, "type"); /* 4.x rope_scaling spelling */
     const char *t = type && json_is_string(type) ? json_string_value(type) : "default";
     if (type && !json_is_string(type) && !json_is_null(type))
-        return fail(j->err, j->errn, "%s: \"%s\".rope_type must be a string", j->file, where);
+        return gt_errf(j->err, j->errn, "%s: \"%s\".rope_type must be a string", j->file, where);
     json_t *th = json_object_get(p, "rope_theta");
     if (th && !json_is_null(th)) {
         if (!json_is_number(th) || !(json_number_value(th) > 0))
-            return fail(j->err, j->errn, "%s: \"%s\".rope_theta must be a positive number", j->file, where);
+            return gt_errf(j->err, j->errn, "%s: \"%s\".rope_theta must be a positive number", j->file, where);
         *theta = json_number_value(th);
     }
     if (!strcmp(t, "default")) return 0;
     if (strcmp(t, "linear"))
-        return fail(j->err, j->errn, "%s: \"%s\": rope_type \"%s\" is not supported (default, linear)", j->file,
+        return gt_errf(j->err, j->errn, "%s: \"%s\": rope_type \"%s\" is not supported (default, linear)", j->file,
                     where, t);
     json_t *f = json_object_get(p, "factor");
     if (!json_is_number(f) || !(json_number_value(f) > 0))
-        return fail(j->err, j->errn, "%s: \"%s\": linear RoPE needs a positive \"factor\"", j->file, where);
+        return gt_errf(j->err, j->errn, "%s: \"%s\": linear RoPE needs a positive \"factor\"", j->file, where);
     *scale = json_number_value(f);
     return 0;
 }
@@ -124,12 +104,12 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
 
 static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, char *arch, size_t archn,
                             int *is_multimodal, bool *tied, char *err, size_t errn) {
-    if (!json_is_object(root)) return fail(err, errn, "%s: not a JSON object", file);
+    if (!json_is_object(root)) return gt_errf(err, errn, "%s: not a JSON object", file);
     const char *a = NULL;
     json_t *archs = json_object_get(root, "architectures");
     if (json_is_array(archs) && json_array_size(archs) > 0) {
         if (json_array_size(archs) != 1 || !json_is_string(json_array_get(archs, 0)))
-            return fail(err, errn, "%s: \"architectures\" must list exactly one class name", file);
+            return gt_errf(err, errn, "%s: \"architectures\" must list exactly one class name", file);
         a = json_string_value(json_array_get(archs, 0));
     }
     const char *mt = json_string_value(json_object_get(root, "model_type"));
@@ -152,7 +132,7 @@ static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, 
             a = known[i].arch;
         }
     if (!gen)
-        return fail(err, errn, "%s: architecture '%s' is not supported (GemmaForCausalLM, Gemma2ForCausalLM, "
+        return gt_errf(err, errn, "%s: architecture '%s' is not supported (GemmaForCausalLM, Gemma2ForCausalLM, "
                     "Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma4ForCausalLM, "
                     "Gemma4ForConditionalGeneration)", file,
                     a ? a : mt ? mt : "(none: no \"architectures\" or \"model_type\")");
@@ -164,13 +144,13 @@ static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, 
     if (mm) {
         /* the text model lives in text_config, written as a diff against Gemma3TextConfig */
         json_t *tc = json_object_get(root, "text_config");
-        if (tc && !json_is_object(tc)) return fail(err, errn, "%s: \"text_config\" is not an object", file);
+        if (tc && !json_is_object(tc)) return gt_errf(err, errn, "%s: \"text_config\" is not an object", file);
         if (j_bool(&j, "tie_word_embeddings", true, &tie)) return -1;
         snprintf(sub, sizeof sub, "%s: text_config", file);
         j.file = sub;
         if (!tc) { /* every field at its default */
             json_t *empty = json_object();
-            if (!empty) return fail(err, errn, "%s: out of memory", file);
+            if (!empty) return gt_errf(err, errn, "%s: out of memory", file);
             j.o = empty;
             int rc = text_config(&j, gen, a, c, tied, tie);
             json_decref(empty);
@@ -211,34 +191,34 @@ static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied,
         j_bool(&j, "tie_word_embeddings", true, &tie_text))
         return -1;
     c->double_wide_mlp = dw;
-    if (bias) return fail(err, errn, "%s: \"attention_bias\": true is not supported (Gemma has no biases)", j.file);
-    if (moe) return fail(err, errn, "%s: \"enable_moe_block\": true (Gemma 4 MoE, 26B-A4B) is not supported", j.file);
+    if (bias) return gt_errf(err, errn, "%s: \"attention_bias\": true is not supported (Gemma has no biases)", j.file);
+    if (moe) return gt_errf(err, errn, "%s: \"enable_moe_block\": true (Gemma 4 MoE, 26B-A4B) is not supported", j.file);
     json_t *bd = json_object_get(j.o, "use_bidirectional_attention");
     if (bd && json_is_string(bd) && !strcmp(json_string_value(bd), "all"))
-        return fail(err, errn, "%s: \"use_bidirectional_attention\": \"all\" is not supported (causal only)", j.file);
+        return gt_errf(err, errn, "%s: \"use_bidirectional_attention\": \"all\" is not supported (causal only)", j.file);
     json_t *act = json_object_get(j.o, "hidden_activation");
     if (act && !json_is_null(act) && (!json_is_string(act) || strcmp(json_string_value(act), "gelu_pytorch_tanh")))
-        return fail(err, errn, "%s: \"hidden_activation\" must be gelu_pytorch_tanh", j.file);
+        return gt_errf(err, errn, "%s: \"hidden_activation\" must be gelu_pytorch_tanh", j.file);
     if (tied) *tied = tie && tie_text;
     int64_t L = c->num_layers;
     if (L < 1 || L > 100000 || c->hidden_dim < 1 || c->num_query_heads < 1)
-        return fail(err, errn, "%s: num_hidden_layers, hidden_size and num_attention_heads must be positive", j.file);
+        return gt_errf(err, errn, "%s: num_hidden_layers, hidden_size and num_attention_heads must be positive", j.file);
 
     /* layer types -> pattern P (layer i global iff i % P == P - 1); transformers' default: every
      * 6th layer global and the last layer global */
     bool *global = calloc((size_t)L, sizeof *global);
-    if (!global) return fail(err, errn, "%s: out of memory", j.file);
+    if (!global) return gt_errf(err, errn, "%s: out of memory", j.file);
     json_t *lt = json_object_get(j.o, "layer_types");
     if (lt && !json_is_null(lt)) {
         if (!json_is_array(lt) || (int64_t)json_array_size(lt) != L) {
             free(global);
-            return fail(err, errn, "%s: \"layer_types\" must list num_hidden_layers (%lld) entries", j.file, (long long)L);
+            return gt_errf(err, errn, "%s: \"layer_types\" must list num_hidden_layers (%lld) entries", j.file, (long long)L);
         }
         for (int64_t i = 0; i < L; i++) {
             const char *t = json_string_value(json_array_get(lt, (size_t)i));
             if (!t || (strcmp(t, "sliding_attention") && strcmp(t, "full_attention"))) {
                 free(global);
-                return fail(err, errn, "%s: \"layer_types\"[%lld] must be \"sliding_attention\" or \"full_attention\"",
+                return gt_errf(err, errn, "%s: \"layer_types\"[%lld] must be \"sliding_attention\" or \"full_attention\"",
                             j.file, (long long)i);
             }
             global[i] = !strcmp(t, "full_attention");
@@ -254,7 +234,7 @@ static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied,
     }
     if (!pat) {
         free(global);
-        return fail(err, errn, "%s: \"layer_types\" is not a repeating pattern of P-1 sliding layers and one full "
+        return gt_errf(err, errn, "%s: \"layer_types\" is not a repeating pattern of P-1 sliding layers and one full "
                     "layer: not supported", j.file);
     }
     c->sliding_pattern = (int)pat;
@@ -266,7 +246,7 @@ static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied,
     if (plc && !json_is_null(plc)) {
         if (!json_is_object(plc)) {
             free(global);
-            return fail(err, errn, "%s: \"per_layer_config\" must be an object", j.file);
+            return gt_errf(err, errn, "%s: \"per_layer_config\" must be an object", j.file);
         }
         bool first = true;
         for (int64_t i = 0; i < L; i++) {
@@ -276,7 +256,7 @@ static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied,
             if (!global[i]) {
                 if (o && json_object_size(o)) {
                     free(global);
-                    return fail(err, errn, "%s: \"per_layer_config\" overrides sliding layer %lld: not supported",
+                    return gt_errf(err, errn, "%s: \"per_layer_config\" overrides sliding layer %lld: not supported",
                                 j.file, (long long)i);
                 }
                 continue;
@@ -291,14 +271,14 @@ static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied,
             }
             if (!first && (h != ghd || k != gkv)) {
                 free(global);
-                return fail(err, errn, "%s: \"per_layer_config\": full-attention layers differ in shape: not supported",
+                return gt_errf(err, errn, "%s: \"per_layer_config\": full-attention layers differ in shape: not supported",
                             j.file);
             }
             ghd = h, gkv = k, first = false;
         }
         if (!keqv && gkv != c->num_kv_heads) {
             free(global);
-            return fail(err, errn, "%s: full-attention layers with their own kv head count need attention_k_eq_v",
+            return gt_errf(err, errn, "%s: full-attention layers with their own kv head count need attention_k_eq_v",
                         j.file);
         }
         if (!keqv) gkv = 0;
@@ -314,13 +294,13 @@ static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied,
     /* RoPE */
     json_t *rp = json_object_get(j.o, "rope_parameters");
     if (rp && !json_is_null(rp) && !json_is_object(rp))
-        return fail(err, errn, "%s: \"rope_parameters\" must be an object", j.file);
+        return gt_errf(err, errn, "%s: \"rope_parameters\" must be an object", j.file);
     c->rope_local_base = 10000.0, c->rope_global_base = 1000000.0, c->rope_global_partial = 0.25;
     if (rp && !json_is_null(rp)) {
         json_t *sl = json_object_get(rp, "sliding_attention"), *fu = json_object_get(rp, "full_attention");
         if (rope_set(&j, sl, "rope_parameters.sliding_attention", &c->rope_local_base, &c->rope_local_scale)) return -1;
         if (fu && !json_is_null(fu)) {
-            if (!json_is_object(fu)) return fail(err, errn, "%s: \"rope_parameters.full_attention\" must be an object", j.file);
+            if (!json_is_object(fu)) return gt_errf(err, errn, "%s: \"rope_parameters.full_attention\" must be an object", j.file);
             const char *t = json_string_value(json_object_get(fu, "rope_type"));
             jcfg fj = {fu, j.file, err, errn};
             if (j_num(&fj, "rope_theta", c->rope_global_base, c->rope_global_base, &c->rope_global_base)) return -1;
@@ -331,10 +311,10 @@ static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied,
             } else if (!t || !strcmp(t, "default")) {
                 c->rope_global_partial = 1.0;
                 if (json_object_get(fu, "partial_rotary_factor"))
-                    return fail(err, errn, "%s: default RoPE with partial_rotary_factor on full-attention layers is not "
+                    return gt_errf(err, errn, "%s: default RoPE with partial_rotary_factor on full-attention layers is not "
                                 "supported (proportional is)", j.file);
             } else {
-                return fail(err, errn, "%s: rope_parameters.full_attention: rope_type \"%s\" is not supported "
+                return gt_errf(err, errn, "%s: rope_parameters.full_attention: rope_type \"%s\" is not supported "
                             "(proportional, default)", j.file, t);
             }
         }
@@ -342,7 +322,7 @@ static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied,
     if (gt_gemma_config_validate(c, err, errn)) {
         char m[512];
         snprintf(m, sizeof m, "%s", err);
-        return fail(err, errn, "%s: %s", j.file, m);
+        return gt_errf(err, errn, "%s: %s", j.file, m);
     }
     return 0;
 }
@@ -369,14 +349,14 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
     /* head_dim: null means hidden_size / heads in transformers' attention */
     json_t *hd = json_object_get(j.o, "head_dim");
     if (hd && json_is_null(hd)) {
-        if (c->num_query_heads < 1) return fail(err, errn, "%s: num_attention_heads must be >= 1", j.file);
+        if (c->num_query_heads < 1) return gt_errf(err, errn, "%s: num_attention_heads must be >= 1", j.file);
         c->head_dim = c->hidden_dim / c->num_query_heads;
     } else if (j_int(&j, "head_dim", d->h, &c->head_dim)) {
         return -1;
     }
     if (c->num_query_heads < 1 || c->hidden_dim < 1 || c->head_dim < 1 || c->num_layers < 1 ||
         c->num_layers > 100000)
-        return fail(err, errn, "%s: hidden_size, num_attention_heads, head_dim and num_hidden_layers must be "
+        return gt_errf(err, errn, "%s: hidden_size, num_attention_heads, head_dim and num_hidden_layers must be "
                     "positive (num_hidden_layers at most 100000)", j.file);
 
     /* activation: transformers 5 reads Gemma 1's hidden_act (its legacy "gelu" meaning the tanh
@@ -387,15 +367,15 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
         if (!act || json_is_null(act)) continue;
         const char *s = json_string_value(act);
         if (!s || (strcmp(s, "gelu_pytorch_tanh") && strcmp(s, "gelu_new") && !(gen == 1 && !strcmp(s, "gelu"))))
-            return fail(err, errn, "%s: \"%s\" %s is not supported (gelu_pytorch_tanh)", j.file, act_keys[k],
+            return gt_errf(err, errn, "%s: \"%s\" %s is not supported (gelu_pytorch_tanh)", j.file, act_keys[k],
                         s ? s : "(not a string)");
     }
     bool bias = false, bidir = false, tie_text = true;
     if (j_bool(&j, "attention_bias", false, &bias) || j_bool(&j, "use_bidirectional_attention", false, &bidir) ||
         j_bool(&j, "tie_word_embeddings", true, &tie_text))
         return -1;
-    if (bias) return fail(err, errn, "%s: \"attention_bias\": true is not supported (Gemma has no biases)", j.file);
-    if (bidir) return fail(err, errn, "%s: \"use_bidirectional_attention\": true is not supported (causal only)", j.file);
+    if (bias) return gt_errf(err, errn, "%s: \"attention_bias\": true is not supported (Gemma has no biases)", j.file);
+    if (bidir) return gt_errf(err, errn, "%s: \"use_bidirectional_attention\": true is not supported (causal only)", j.file);
     /* untied: accepted on load only when lm_head.weight is stored and equals the embedding */
     if (tied) *tied = tie && tie_text;
 
@@ -405,7 +385,7 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
         if (qpas == c->head_dim) c->query_head_dim_normalize = true;
         else if (qpas == c->hidden_dim / c->num_query_heads) c->query_head_dim_normalize = false;
         else
-            return fail(err, errn, "%s: \"query_pre_attn_scalar\" %lld is neither head_dim (%lld) nor hidden_size / "
+            return gt_errf(err, errn, "%s: \"query_pre_attn_scalar\" %lld is neither head_dim (%lld) nor hidden_size / "
                         "num_attention_heads (%lld): not supported", j.file, (long long)qpas,
                         (long long)c->head_dim, (long long)(c->hidden_dim / c->num_query_heads));
         double cap = 0;
@@ -428,20 +408,20 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
                          j_int(&j, "_sliding_window_pattern", pat, &pat)))
             return -1;
         bool *local = calloc((size_t)L, sizeof *local);
-        if (!local) return fail(err, errn, "%s: out of memory", j.file);
+        if (!local) return gt_errf(err, errn, "%s: out of memory", j.file);
         json_t *lt = json_object_get(j.o, "layer_types");
         int64_t n_local = 0;
         if (lt && !json_is_null(lt)) {
             if (!json_is_array(lt) || (int64_t)json_array_size(lt) != L) {
                 free(local);
-                return fail(err, errn, "%s: \"layer_types\" must list num_hidden_layers (%lld) entries", j.file,
+                return gt_errf(err, errn, "%s: \"layer_types\" must list num_hidden_layers (%lld) entries", j.file,
                             (long long)L);
             }
             for (int64_t i = 0; i < L; i++) {
                 const char *s = json_string_value(json_array_get(lt, (size_t)i));
                 if (!s || (strcmp(s, "sliding_attention") && strcmp(s, "full_attention"))) {
                     free(local);
-                    return fail(err, errn, "%s: \"layer_types\"[%lld] must be \"sliding_attention\" or "
+                    return gt_errf(err, errn, "%s: \"layer_types\"[%lld] must be \"sliding_attention\" or "
                                 "\"full_attention\"", j.file, (long long)i);
                 }
                 local[i] = !strcmp(s, "sliding_attention");
@@ -453,7 +433,7 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
         if (n_local > 0) {
             if (window < 1) {
                 free(local);
-                return fail(err, errn, "%s: sliding-attention layers need \"sliding_window\" >= 1", j.file);
+                return gt_errf(err, errn, "%s: sliding-attention layers need \"sliding_window\" >= 1", j.file);
             }
             /* the smallest P (the class's own first) with local[i] == (i % P < P - 1) */
             int64_t found = 0;
@@ -466,7 +446,7 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
             }
             if (!found) {
                 free(local);
-                return fail(err, errn, "%s: \"layer_types\" is not a repeating pattern of P-1 sliding layers and "
+                return gt_errf(err, errn, "%s: \"layer_types\" is not a repeating pattern of P-1 sliding layers and "
                             "one full layer: not supported", j.file);
             }
             c->sliding_pattern = (int)found;
@@ -479,7 +459,7 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
     double gtheta = d->global_theta, ltheta = d->local_theta, gscale = 1, lscale = 1;
     json_t *rp = json_object_get(j.o, "rope_parameters");
     if (rp && !json_is_null(rp) && !json_is_object(rp))
-        return fail(err, errn, "%s: \"rope_parameters\" must be an object", j.file);
+        return gt_errf(err, errn, "%s: \"rope_parameters\" must be an object", j.file);
     /* 4.x keys first; rope_parameters (5.x) wins where both are present, as in transformers */
     if (j_num(&j, "rope_theta", gtheta, gtheta, &gtheta)) return -1;
     if (gen == 3) {
@@ -497,7 +477,7 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
         ltheta = gtheta;
         lscale = gscale;
     }
-    if (!(gtheta > 0) || !(ltheta > 0)) return fail(err, errn, "%s: RoPE theta must be > 0", j.file);
+    if (!(gtheta > 0) || !(ltheta > 0)) return gt_errf(err, errn, "%s: RoPE theta must be > 0", j.file);
     c->rope_global_base = gtheta;
     c->rope_local_base = ltheta;
     c->rope_global_scale = gscale;
@@ -505,7 +485,7 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
     if (gt_gemma_config_validate(c, err, errn)) {
         char m[512];
         snprintf(m, sizeof m, "%s", err);
-        return fail(err, errn, "%s: %s", j.file, m);
+        return gt_errf(err, errn, "%s: %s", j.file, m);
     }
     return 0;
 }
@@ -513,12 +493,12 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
 static int load_config_file(const char *path, json_t **root, char **file, char *err, size_t errn) {
     struct stat sb;
     *root = NULL;
-    *file = (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) ? path_join(path, "config.json") : strdup(path);
-    if (!*file) return fail(err, errn, "%s: out of memory", path);
+    *file = (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) ? gt_path_join(path, "config.json") : strdup(path);
+    if (!*file) return gt_errf(err, errn, "%s: out of memory", path);
     json_error_t je;
     *root = json_load_file(*file, JSON_REJECT_DUPLICATES, &je);
     if (!*root) {
-        fail(err, errn, "%s: line %d: %s", *file, je.line, je.text);
+        gt_errf(err, errn, "%s: line %d: %s", *file, je.line, je.text);
         free(*file);
         *file = NULL;
         return -1;
@@ -575,30 +555,30 @@ static void shape_str(const gt_st_tensor *t, char *buf, size_t n) {
 
 static int load_one(loader *ld, const char *name, gt_tensor *dst, char *err, size_t errn) {
     const gt_st_tensor *t = gt_st_find(ld->st, name);
-    if (!t) return fail(err, errn, "hf: %s: tensor '%s' is missing (needed for %s)", ld->dir, name, dst->name);
+    if (!t) return gt_errf(err, errn, "hf: %s: tensor '%s' is missing (needed for %s)", ld->dir, name, dst->name);
     if (!same_shape(t, dst)) {
         char have[128], want[64];
         shape_str(t, have, sizeof have);
-        return fail(err, errn, "hf: %s: tensor '%s' has shape %s, expected %s for %s", t->file, name, have,
+        return gt_errf(err, errn, "hf: %s: tensor '%s' has shape %s, expected %s for %s", t->file, name, have,
                     gt_shape_str(dst, want, sizeof want), dst->name);
     }
     if (gt_st_read_f32(t, dst->data, err, errn)) return -1;
-    if (mark_used(ld, name)) return fail(err, errn, "hf: out of memory");
+    if (mark_used(ld, name)) return gt_errf(err, errn, "hf: out of memory");
     return 0;
 }
 
 /* A one-element tensor (Gemma 4's layer_scalar: HF [1], ours 0-d). */
 static int load_scalar(loader *ld, const char *name, gt_tensor *dst, char *err, size_t errn) {
     const gt_st_tensor *t = gt_st_find(ld->st, name);
-    if (!t) return fail(err, errn, "hf: %s: tensor '%s' is missing (needed for %s)", ld->dir, name, dst->name);
+    if (!t) return gt_errf(err, errn, "hf: %s: tensor '%s' is missing (needed for %s)", ld->dir, name, dst->name);
     if (t->n_elements != 1) {
         char have[128];
         shape_str(t, have, sizeof have);
-        return fail(err, errn, "hf: %s: tensor '%s' has shape %s, expected one value for %s", t->file, name, have,
+        return gt_errf(err, errn, "hf: %s: tensor '%s' has shape %s, expected one value for %s", t->file, name, have,
                     dst->name);
     }
     if (gt_st_read_f32(t, dst->data, err, errn)) return -1;
-    if (mark_used(ld, name)) return fail(err, errn, "hf: out of memory");
+    if (mark_used(ld, name)) return gt_errf(err, errn, "hf: out of memory");
     return 0;
 }
 
@@ -609,13 +589,13 @@ static int check_head(loader *ld, const char *name, const gt_tensor *emb, char *
     if (!same_shape(t, emb)) {
         char have[128], want[64];
         shape_str(t, have, sizeof have);
-        return fail(err, errn, "hf: %s: tensor '%s' has shape %s, expected %s (tied to the embedding)", t->file,
+        return gt_errf(err, errn, "hf: %s: tensor '%s' has shape %s, expected %s (tied to the embedding)", t->file,
                     name, have, gt_shape_str(emb, want, sizeof want));
     }
     enum { ROWS = 1024 };
     int64_t D = emb->shape[1];
     float *buf = malloc((size_t)(ROWS * D) * sizeof *buf);
-    if (!buf) return fail(err, errn, "hf: out of memory");
+    if (!buf) return gt_errf(err, errn, "hf: out of memory");
     int rc = 0;
     size_t es = gt_st_dtype_size(t->dtype);
     for (int64_t r = 0; r < emb->shape[0] && !rc; r += ROWS) {
@@ -625,11 +605,11 @@ static int check_head(loader *ld, const char *name, const gt_tensor *emb, char *
         part.n_elements = k * D;
         if (gt_st_read_f32(&part, buf, err, errn)) rc = -1;
         else if (memcmp(buf, emb->data + r * D, (size_t)(k * D) * sizeof *buf))
-            rc = fail(err, errn, "hf: %s: tensor '%s' differs from the embedding (row %lld onwards): an untied "
+            rc = gt_errf(err, errn, "hf: %s: tensor '%s' differs from the embedding (row %lld onwards): an untied "
                       "LM head is not supported", t->file, name, (long long)r);
     }
     free(buf);
-    if (!rc && mark_used(ld, name)) rc = fail(err, errn, "hf: out of memory");
+    if (!rc && mark_used(ld, name)) rc = gt_errf(err, errn, "hf: out of memory");
     return rc;
 }
 
@@ -672,14 +652,14 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
     }
     if (!pre) {
         gt_st_close(st);
-        return fail(err, errn, "hf: %s: tensor '%sembed_tokens.weight' is missing", dir, cands[0]);
+        return gt_errf(err, errn, "hf: %s: tensor '%sembed_tokens.weight' is missing", dir, cands[0]);
     }
     /* the largest tensor and the usual mismatch (vocabulary): checked before allocating */
     const gt_st_tensor *emb = gt_st_find(st, n);
     if (emb->ndim != 2 || emb->shape[0] != c.vocab_size || emb->shape[1] != c.hidden_dim) {
         char have[128];
         shape_str(emb, have, sizeof have);
-        fail(err, errn, "hf: %s: tensor '%s' has shape %s, expected [%lld,%lld] (vocab_size, hidden_size)",
+        gt_errf(err, errn, "hf: %s: tensor '%s' has shape %s, expected [%lld,%lld] (vocab_size, hidden_size)",
              emb->file, n, have, (long long)c.vocab_size, (long long)c.hidden_dim);
         gt_st_close(st); /* after the message: emb->file lives in st */
         return -1;
@@ -746,7 +726,7 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
     const char *head = mm && !gt_st_find(st, "lm_head.weight") ? "language_model.lm_head.weight" : "lm_head.weight";
     if (!rc) rc = check_head(&ld, head, m->embedding, err, errn);
     if (!rc && !tied && !gt_st_find(st, head))
-        rc = fail(err, errn, "hf: %s: tie_word_embeddings is false but tensor '%s' is missing", dir, head);
+        rc = gt_errf(err, errn, "hf: %s: tie_word_embeddings is false but tensor '%s' is missing", dir, head);
     if (rc) goto done;
     /* anything else under the text model's prefix is a part we would silently drop */
     if (ld.n_used > 1) qsort(ld.used, (size_t)ld.n_used, sizeof *ld.used, cmp_str);
@@ -756,7 +736,7 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
         if (ends_with(t->name, "rotary_emb.inv_freq")) continue; /* a buffer some old exports kept */
         const char *key = t->name;
         if (!ld.n_used || !bsearch(&key, ld.used, (size_t)ld.n_used, sizeof *ld.used, cmp_str))
-            rc = fail(err, errn, "hf: %s: unexpected tensor '%s' (not part of a %s with this config.json)", t->file,
+            rc = gt_errf(err, errn, "hf: %s: unexpected tensor '%s' (not part of a %s with this config.json)", t->file,
                       t->name, arch);
     }
 done:
@@ -789,7 +769,7 @@ static int check_expressible(const gt_gemma_config *c, char *err, size_t errn) {
         why = "GemmaForCausalLM always scales queries by head_dim^-1/2";
     else if (g <= 2 && (c->rope_local_base != c->rope_global_base || c->rope_local_scale != c->rope_global_scale))
         why = "Gemma 1/2 use one RoPE base and scale for all layers";
-    if (why) return fail(err, errn, "hf save: config '%s' cannot be written as an HF Gemma %d model: %s", c->name, g, why);
+    if (why) return gt_errf(err, errn, "hf save: config '%s' cannot be written as an HF Gemma %d model: %s", c->name, g, why);
     return 0;
 }
 
@@ -879,19 +859,19 @@ static json_t *config_json(const gt_gemma_config *c, bool bf16, int32_t bos, int
 }
 
 static int write_json(const char *dir, const char *name, json_t *o, char *err, size_t errn) {
-    char *path = path_join(dir, name);
+    char *path = gt_path_join(dir, name);
     char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     int rc = 0;
-    if (!path || !text) rc = fail(err, errn, "hf save: %s/%s: out of memory", dir, name);
+    if (!path || !text) rc = gt_errf(err, errn, "hf save: %s/%s: out of memory", dir, name);
     else {
         size_t len = strlen(text);
         char *t2 = realloc(text, len + 2);
-        if (!t2) rc = fail(err, errn, "hf save: %s: out of memory", path);
+        if (!t2) rc = gt_errf(err, errn, "hf save: %s: out of memory", path);
         else {
             text = t2;
             text[len] = '\n';
             text[len + 1] = 0;
-            rc = gt_st_write_file_atomic(path, text, len + 1, err, errn);
+            rc = gt_write_file_atomic(path, text, len + 1, err, errn);
         }
     }
     free(text);
@@ -901,7 +881,7 @@ static int write_json(const char *dir, const char *name, json_t *o, char *err, s
 
 static int read_whole(const char *path, char **buf, size_t *len, char *err, size_t errn) {
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errn, "hf save: %s: %s", path, strerror(errno));
+    if (!f) return gt_errf(err, errn, "hf save: %s: %s", path, strerror(errno));
     char *p = NULL;
     size_t n = 0, cap = 0;
     for (;;) {
@@ -911,7 +891,7 @@ static int read_whole(const char *path, char **buf, size_t *len, char *err, size
             if (!q) {
                 free(p);
                 fclose(f);
-                return fail(err, errn, "hf save: %s: out of memory", path);
+                return gt_errf(err, errn, "hf save: %s: out of memory", path);
             }
             p = q;
         }
@@ -923,7 +903,7 @@ static int read_whole(const char *path, char **buf, size_t *len, char *err, size
     fclose(f);
     if (bad) {
         free(p);
-        return fail(err, errn, "hf save: %s: read error", path);
+        return gt_errf(err, errn, "hf save: %s: read error", path);
     }
     *buf = p;
     *len = n;
@@ -934,8 +914,8 @@ static int copy_file(const char *src, const char *dir, const char *name, char *e
     char *buf;
     size_t len;
     if (read_whole(src, &buf, &len, err, errn)) return -1;
-    char *dst = path_join(dir, name);
-    int rc = dst ? gt_st_write_file_atomic(dst, buf, len, err, errn) : fail(err, errn, "hf save: out of memory");
+    char *dst = gt_path_join(dir, name);
+    int rc = dst ? gt_write_file_atomic(dst, buf, len, err, errn) : gt_errf(err, errn, "hf save: out of memory");
     free(dst);
     free(buf);
     return rc;
@@ -948,20 +928,20 @@ static int save_tokenizer(const char *src, const gt_tokenizer *tok, const char *
     size_t i = 0;
     while (i < len && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t')) i++;
     bool is_json = i < len && buf[i] == '{';
-    char *dst = path_join(dir, is_json ? "tokenizer.json" : "tokenizer.model");
-    int rc = dst ? gt_st_write_file_atomic(dst, buf, len, err, errn) : fail(err, errn, "hf save: out of memory");
+    char *dst = gt_path_join(dir, is_json ? "tokenizer.json" : "tokenizer.model");
+    int rc = dst ? gt_write_file_atomic(dst, buf, len, err, errn) : gt_errf(err, errn, "hf save: out of memory");
     free(dst);
     free(buf);
     if (rc) return -1;
     /* the source's own tokenizer_config.json (chat template, flags) travels with it */
     const char *slash = strrchr(src, '/');
     char *sdir = slash ? strndup(src, (size_t)(slash - src + (slash == src))) : strdup(".");
-    if (!sdir) return fail(err, errn, "hf save: out of memory");
+    if (!sdir) return gt_errf(err, errn, "hf save: out of memory");
     bool have_cfg = false;
     static const char *const side[] = {"tokenizer_config.json", "special_tokens_map.json"};
     for (int k = 0; k < 2 && !rc; k++) {
-        char *p = path_join(sdir, side[k]);
-        if (!p) rc = fail(err, errn, "hf save: out of memory");
+        char *p = gt_path_join(sdir, side[k]);
+        if (!p) rc = gt_errf(err, errn, "hf save: out of memory");
         else if (access(p, R_OK) == 0) {
             rc = copy_file(p, dir, side[k], err, errn);
             if (k == 0) have_cfg = true;
@@ -993,7 +973,7 @@ static int make_dir(const char *dir, char *err, size_t errn) {
     if (mkdir(dir, 0755) == 0) return 0;
     struct stat sb;
     if (errno == EEXIST && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)) return 0;
-    return fail(err, errn, "hf save: %s: cannot create the directory: %s", dir,
+    return gt_errf(err, errn, "hf save: %s: cannot create the directory: %s", dir,
                 errno == EEXIST ? "a file of that name exists" : strerror(errno));
 }
 
@@ -1002,7 +982,7 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
     gt_hf_save_opts o = opts ? *opts : (gt_hf_save_opts){0};
     const gt_gemma_config *c = &m->cfg;
     if (m->data16) /* the writer reads fp32 parameters */
-        return fail(err, errn, "hf save: %s: the model is stored as bf16: widen it first (gt_gemma_set_frozen_dtype)", dir);
+        return gt_errf(err, errn, "hf save: %s: the model is stored as bf16: widen it first (gt_gemma_set_frozen_dtype)", dir);
     if (check_expressible(c, err, errn)) return -1;
     gt_tokenizer *tok = NULL;
     int32_t bos = 2, eos = 1, pad = 0, eot = -1; /* Gemma's ids when no tokenizer is given */
@@ -1015,7 +995,7 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
         /* HF tokenizers may be longer than the embedding (Gemma 3's <image_soft_token> on text
          * models); the ids the model is told about must fit it */
         if (bos >= c->vocab_size || eos >= c->vocab_size || pad >= c->vocab_size || eot >= c->vocab_size) {
-            int rc = fail(err, errn, "hf save: tokenizer %s: special ids (bos %d, eos %d, pad %d, <end_of_turn> %d) "
+            int rc = gt_errf(err, errn, "hf save: tokenizer %s: special ids (bos %d, eos %d, pad %d, <end_of_turn> %d) "
                           "do not fit the model's vocab_size %lld", o.tokenizer, bos, eos, pad, eot,
                           (long long)c->vocab_size);
             gt_tok_free(tok);
@@ -1032,7 +1012,7 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
     char (*names)[96] = calloc((size_t)(2 + 13 * L), sizeof *names);
     int rc = 0;
     if (!e || !names) {
-        rc = fail(err, errn, "hf save: out of memory");
+        rc = gt_errf(err, errn, "hf save: out of memory");
         goto done;
     }
     size_t n = 0;
@@ -1071,16 +1051,16 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
         ADD(ly->down, "model.layers.%lld.mlp.down_proj.weight", li);
     }
 #undef ADD
-    char *wpath = path_join(dir, "model.safetensors");
+    char *wpath = gt_path_join(dir, "model.safetensors");
     static const char *const meta[] = {"format", "pt", NULL};
-    if (!wpath) rc = fail(err, errn, "hf save: out of memory");
+    if (!wpath) rc = gt_errf(err, errn, "hf save: out of memory");
     else rc = gt_st_write(wpath, e, n, o.bf16 ? GT_ST_BF16 : GT_ST_F32, meta, err, errn);
     free(wpath);
     if (rc) goto done;
     /* a stale index would shadow the new single file */
-    char *idx = path_join(dir, "model.safetensors.index.json");
+    char *idx = gt_path_join(dir, "model.safetensors.index.json");
     if (idx && access(idx, F_OK) == 0 && unlink(idx))
-        rc = fail(err, errn, "hf save: %s: cannot remove the old shard index: %s", idx, strerror(errno));
+        rc = gt_errf(err, errn, "hf save: %s: cannot remove the old shard index: %s", idx, strerror(errno));
     free(idx);
     if (rc) goto done;
     json_t *cj = config_json(c, o.bf16, bos, eos, pad);

@@ -13,6 +13,7 @@
 
 #include "models/h5io.h"
 #include "models/keras_lora.h"
+#include "util/fsutil.h"
 
 #ifndef GT_VERSION
 #define GT_VERSION "dev"
@@ -211,56 +212,6 @@ static const char *dims_str(int nd, const int64_t *sh, char *buf, size_t n) {
 
 /* ---------------------------------------------------------------- files */
 
-static int mkdir_p(const char *path, char *err, size_t errn) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return snprintf(err, errn, "%s: path too long", path), -1;
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || !*p) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST)
-                return snprintf(err, errn, "%s: cannot create directory: %s", buf, strerror(errno)), -1;
-            struct stat st;
-            if (stat(buf, &st) || !S_ISDIR(st.st_mode))
-                return snprintf(err, errn, "%s: exists and is not a directory", buf), -1;
-            if (!c) break;
-            *p = c;
-        }
-    }
-    return 0;
-}
-
-static int write_atomic(const char *path, const char *data, size_t n, char *err, size_t errn) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return snprintf(err, errn, "%s: cannot create: %s", tmp, strerror(errno)), -1;
-    size_t off = 0;
-    while (off < n) {
-        ssize_t w = write(fd, data + off, n - off);
-        if (w <= 0) {
-            if (w < 0 && errno == EINTR) continue;
-            snprintf(err, errn, "%s: write failed: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            return -1;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) || close(fd)) {
-        snprintf(err, errn, "%s: fsync/close failed: %s", tmp, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    if (rename(tmp, path)) {
-        snprintf(err, errn, "%s: cannot rename into place: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 /* Serialise (Keras writes indent 4) and steal the reference. */
 static int write_json(const char *dir, const char *name, json_t *j, char *err, size_t errn) {
     char path[4200];
@@ -268,7 +219,7 @@ static int write_json(const char *dir, const char *name, json_t *j, char *err, s
     char *s = j ? json_dumps(j, JSON_INDENT(4) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
     if (!s) return snprintf(err, errn, "%s: out of memory", path), -1;
-    int rc = write_atomic(path, s, strlen(s), err, errn);
+    int rc = gt_write_file_atomic(path, s, strlen(s), err, errn);
     free(s);
     return rc;
 }
@@ -612,7 +563,7 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
     if (representable(c, err, errn)) return -1;
     char sub[4200];
     snprintf(sub, sizeof sub, "%s/assets/tokenizer", dir);
-    if (mkdir_p(sub, err, errn)) return -1;
+    if (gt_mkdir_p(sub, err, errn)) return -1;
     snprintf(sub, sizeof sub, "%s/assets/tokenizer/vocabulary.spm", dir);
     if (gt_tok_save_spm(tok, sub, err, errn)) return -1;
     if (save_weights(dir, m, &o, err, errn)) return -1;

@@ -3,13 +3,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "util/err.h"
+#include "util/fsutil.h"
+#include "util/half.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this reader assumes a little-endian host"
@@ -29,16 +32,6 @@ static const struct {
 
 const char *gt_st_dtype_name(gt_st_dtype d) { return d < GT_ST_N_DTYPES ? dtypes[d].name : "?"; }
 size_t gt_st_dtype_size(gt_st_dtype d) { return d < GT_ST_N_DTYPES ? dtypes[d].size : 0; }
-
-static int fail(char *err, size_t errn, const char *fmt, ...) {
-    if (err && errn) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errn, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ---------------------------------------------------------------- handle */
 
@@ -99,15 +92,15 @@ const char *gt_st_metadata(const gt_st *st, const char *key) {
 static int parse_dims(json_t *arr, const char *file, const char *name, const char *field,
                       int max, int64_t *out, int *n, char *err, size_t errn) {
     if (!json_is_array(arr))
-        return fail(err, errn, "safetensors: %s: tensor '%s': \"%s\" is missing or not an array", file, name, field);
+        return gt_errf(err, errn, "safetensors: %s: tensor '%s': \"%s\" is missing or not an array", file, name, field);
     size_t k = json_array_size(arr);
     if (k > (size_t)max)
-        return fail(err, errn, "safetensors: %s: tensor '%s': \"%s\" has %zu entries (at most %d)", file,
+        return gt_errf(err, errn, "safetensors: %s: tensor '%s': \"%s\" has %zu entries (at most %d)", file,
                     name, field, k, max);
     for (size_t i = 0; i < k; i++) {
         json_t *v = json_array_get(arr, i);
         if (!json_is_integer(v) || json_integer_value(v) < 0)
-            return fail(err, errn, "safetensors: %s: tensor '%s': \"%s\"[%zu] is not a non-negative integer",
+            return gt_errf(err, errn, "safetensors: %s: tensor '%s': \"%s\"[%zu] is not a non-negative integer",
                         file, name, field, i);
         out[i] = (int64_t)json_integer_value(v);
     }
@@ -151,33 +144,33 @@ static int parse_file(gt_st *st, int fi, char *err, size_t errn) {
     const st_file *f = &st->files[fi];
     const char *fn = f->path;
     if (f->len < 8)
-        return fail(err, errn, "safetensors: %s: file is %zu bytes, shorter than the 8-byte header length", fn, f->len);
+        return gt_errf(err, errn, "safetensors: %s: file is %zu bytes, shorter than the 8-byte header length", fn, f->len);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->buf[i];
     if (hlen > GT_ST_MAX_HEADER)
-        return fail(err, errn, "safetensors: %s: header length %llu is over the %u-byte limit (corrupt file?)",
+        return gt_errf(err, errn, "safetensors: %s: header length %llu is over the %u-byte limit (corrupt file?)",
                     fn, (unsigned long long)hlen, GT_ST_MAX_HEADER);
     if (hlen > f->len - 8)
-        return fail(err, errn, "safetensors: %s: header length %llu runs past the end of the %zu-byte file (truncated?)",
+        return gt_errf(err, errn, "safetensors: %s: header length %llu runs past the end of the %zu-byte file (truncated?)",
                     fn, (unsigned long long)hlen, f->len);
     const char *hdr = (const char *)f->buf + 8;
     if (hlen == 0 || hdr[0] != '{')
-        return fail(err, errn, "safetensors: %s: header does not start with '{'", fn);
+        return gt_errf(err, errn, "safetensors: %s: header does not start with '{'", fn);
     json_error_t je;
     json_t *root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return fail(err, errn, "safetensors: %s: header JSON invalid at byte %d: %s", fn, je.position, je.text);
+        return gt_errf(err, errn, "safetensors: %s: header JSON invalid at byte %d: %s", fn, je.position, je.text);
     int rc = 0;
     uint64_t data_len = f->len - 8 - hlen;
     span *spans = NULL;
     if (!json_is_object(root)) {
-        rc = fail(err, errn, "safetensors: %s: header is not a JSON object", fn);
+        rc = gt_errf(err, errn, "safetensors: %s: header is not a JSON object", fn);
         goto done;
     }
     size_t nt = json_object_size(root);
     spans = malloc((nt ? nt : 1) * sizeof *spans);
     if (!spans) {
-        rc = fail(err, errn, "safetensors: %s: out of memory", fn);
+        rc = gt_errf(err, errn, "safetensors: %s: out of memory", fn);
         goto done;
     }
     int64_t ns = 0;
@@ -186,14 +179,14 @@ static int parse_file(gt_st *st, int fi, char *err, size_t errn) {
     json_object_foreach(root, key, val) {
         if (!strcmp(key, "__metadata__")) {
             if (!json_is_object(val)) {
-                rc = fail(err, errn, "safetensors: %s: \"__metadata__\" is not an object", fn);
+                rc = gt_errf(err, errn, "safetensors: %s: \"__metadata__\" is not an object", fn);
                 goto done;
             }
             const char *mk;
             json_t *mv;
             json_object_foreach(val, mk, mv) {
                 if (!json_is_string(mv)) {
-                    rc = fail(err, errn, "safetensors: %s: \"__metadata__\".\"%s\" is not a string", fn, mk);
+                    rc = gt_errf(err, errn, "safetensors: %s: \"__metadata__\".\"%s\" is not a string", fn, mk);
                     goto done;
                 }
             }
@@ -201,7 +194,7 @@ static int parse_file(gt_st *st, int fi, char *err, size_t errn) {
             size_t nm = json_object_size(val);
             st->meta = calloc(2 * nm + 1, sizeof *st->meta);
             if (!st->meta) {
-                rc = fail(err, errn, "safetensors: %s: out of memory", fn);
+                rc = gt_errf(err, errn, "safetensors: %s: out of memory", fn);
                 goto done;
             }
             json_object_foreach(val, mk, mv) {
@@ -209,7 +202,7 @@ static int parse_file(gt_st *st, int fi, char *err, size_t errn) {
                 st->meta[2 * st->n_meta + 1] = dup_str(json_string_value(mv));
                 st->n_meta++;
                 if (!st->meta[2 * st->n_meta - 2] || !st->meta[2 * st->n_meta - 1]) {
-                    rc = fail(err, errn, "safetensors: %s: out of memory", fn);
+                    rc = gt_errf(err, errn, "safetensors: %s: out of memory", fn);
                     goto done;
                 }
             }
@@ -217,18 +210,18 @@ static int parse_file(gt_st *st, int fi, char *err, size_t errn) {
         }
         gt_st_tensor t = {0};
         if (!json_is_object(val)) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': entry is not an object", fn, key);
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': entry is not an object", fn, key);
             goto done;
         }
         json_t *dt = json_object_get(val, "dtype");
         if (!json_is_string(dt)) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': \"dtype\" is missing or not a string", fn, key);
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': \"dtype\" is missing or not a string", fn, key);
             goto done;
         }
         int d = 0;
         while (d < GT_ST_N_DTYPES && strcmp(dtypes[d].name, json_string_value(dt))) d++;
         if (d == GT_ST_N_DTYPES) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': unknown dtype \"%s\"", fn, key, json_string_value(dt));
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': unknown dtype \"%s\"", fn, key, json_string_value(dt));
             goto done;
         }
         t.dtype = (gt_st_dtype)d;
@@ -243,7 +236,7 @@ static int parse_file(gt_st *st, int fi, char *err, size_t errn) {
             goto done;
         }
         if (noff != 2) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': \"data_offsets\" needs 2 entries, has %d", fn, key, noff);
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': \"data_offsets\" needs 2 entries, has %d", fn, key, noff);
             goto done;
         }
         /* element count and byte size must not overflow */
@@ -251,32 +244,32 @@ static int parse_file(gt_st *st, int fi, char *err, size_t errn) {
         for (int i = 0; i < t.ndim; i++) {
             uint64_t s = (uint64_t)t.shape[i];
             if (s && ne > (uint64_t)INT64_MAX / s) {
-                rc = fail(err, errn, "safetensors: %s: tensor '%s': shape overflows 64 bits", fn, key);
+                rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': shape overflows 64 bits", fn, key);
                 goto done;
             }
             ne *= s;
         }
         uint64_t es = dtypes[d].size;
         if (ne > UINT64_MAX / es) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': byte size overflows 64 bits", fn, key);
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': byte size overflows 64 bits", fn, key);
             goto done;
         }
         t.n_elements = (int64_t)ne;
         t.n_bytes = ne * es;
         uint64_t b = (uint64_t)off[0], e = (uint64_t)off[1];
         if (b > e) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] end before they begin",
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] end before they begin",
                       fn, key, (unsigned long long)b, (unsigned long long)e);
             goto done;
         }
         if (e - b != t.n_bytes) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes, but %s "
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes, but %s "
                       "of %lld elements needs %llu", fn, key, (unsigned long long)b, (unsigned long long)e,
                       (unsigned long long)(e - b), dtypes[d].name, (long long)ne, (unsigned long long)t.n_bytes);
             goto done;
         }
         if (e > data_len) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] run past the %llu-byte "
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] run past the %llu-byte "
                       "data section (truncated file?)", fn, key, (unsigned long long)b, (unsigned long long)e,
                       (unsigned long long)data_len);
             goto done;
@@ -286,7 +279,7 @@ static int parse_file(gt_st *st, int fi, char *err, size_t errn) {
         t.name = dup_str(key);
         if (!t.name || push_tensor(st, &t)) {
             free((char *)t.name);
-            rc = fail(err, errn, "safetensors: %s: out of memory", fn);
+            rc = gt_errf(err, errn, "safetensors: %s: out of memory", fn);
             goto done;
         }
         spans[ns++] = (span){b, e, st->n - 1};
@@ -297,21 +290,21 @@ static int parse_file(gt_st *st, int fi, char *err, size_t errn) {
     for (int64_t i = 0; i < ns; i++) {
         const char *name = st->tensors[spans[i].idx].name;
         if (spans[i].begin < at) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' "
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' "
                       "ending at %llu", fn, name, (unsigned long long)spans[i].begin,
                       (unsigned long long)spans[i].end, st->tensors[spans[i - 1].idx].name,
                       (unsigned long long)at);
             goto done;
         }
         if (spans[i].begin > at) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': data_offsets begin at %llu, leaving a gap after "
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets begin at %llu, leaving a gap after "
                       "byte %llu", fn, name, (unsigned long long)spans[i].begin, (unsigned long long)at);
             goto done;
         }
         at = spans[i].end;
     }
     if (at != data_len)
-        rc = fail(err, errn, "safetensors: %s: the tensors cover %llu bytes of the %llu-byte data section",
+        rc = gt_errf(err, errn, "safetensors: %s: the tensors cover %llu bytes of the %llu-byte data section",
                   fn, (unsigned long long)at, (unsigned long long)data_len);
 done:
     free(spans);
@@ -324,7 +317,7 @@ static int finish(gt_st *st, char *err, size_t errn) {
     if (st->n > 1) qsort(st->tensors, (size_t)st->n, sizeof *st->tensors, by_name);
     for (int64_t i = 1; i < st->n; i++)
         if (!strcmp(st->tensors[i].name, st->tensors[i - 1].name))
-            return fail(err, errn, "safetensors: tensor '%s' is in both %s and %s", st->tensors[i].name,
+            return gt_errf(err, errn, "safetensors: tensor '%s' is in both %s and %s", st->tensors[i].name,
                         st->tensors[i - 1].file, st->tensors[i].file);
     return 0;
 }
@@ -346,7 +339,7 @@ int gt_st_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_st **
     gt_st *st = new_handle(1);
     if (!st || !(st->files[0].path = dup_str(name ? name : "<buffer>"))) {
         gt_st_close(st);
-        return fail(err, errn, "safetensors: out of memory");
+        return gt_errf(err, errn, "safetensors: out of memory");
     }
     st->n_files = 1;
     st->files[0].buf = buf;
@@ -361,16 +354,16 @@ int gt_st_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_st **
 
 static int map_file(st_file *f, char *err, size_t errn) {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, errn, "safetensors: %s: cannot open: %s", f->path, strerror(errno));
+    if (fd < 0) return gt_errf(err, errn, "safetensors: %s: cannot open: %s", f->path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb)) {
         int e = errno;
         close(fd);
-        return fail(err, errn, "safetensors: %s: cannot stat: %s", f->path, strerror(e));
+        return gt_errf(err, errn, "safetensors: %s: cannot stat: %s", f->path, strerror(e));
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return fail(err, errn, "safetensors: %s: not a regular file", f->path);
+        return gt_errf(err, errn, "safetensors: %s: not a regular file", f->path);
     }
     f->len = (size_t)sb.st_size;
     if (f->len) {
@@ -379,7 +372,7 @@ static int map_file(st_file *f, char *err, size_t errn) {
             int e = errno;
             close(fd);
             f->len = 0;
-            return fail(err, errn, "safetensors: %s: cannot map: %s", f->path, strerror(e));
+            return gt_errf(err, errn, "safetensors: %s: cannot map: %s", f->path, strerror(e));
         }
         f->buf = p;
         f->mapped = true;
@@ -393,27 +386,16 @@ static bool ends_with(const char *s, const char *suffix) {
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
-    if (!p) return NULL;
-    memcpy(p, dir, a);
-    size_t k = a;
-    if (a && dir[a - 1] != '/') p[k++] = '/';
-    memcpy(p + k, name, b + 1);
-    return p;
-}
-
 static int open_index(const char *index, gt_st **out, char *err, size_t errn) {
     json_error_t je;
     json_t *root = json_load_file(index, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return fail(err, errn, "safetensors: %s: line %d: %s", index, je.line, je.text);
+    if (!root) return gt_errf(err, errn, "safetensors: %s: line %d: %s", index, je.line, je.text);
     int rc = 0;
     gt_st *st = NULL;
     char *dir = NULL;
     json_t *wm = json_object_get(root, "weight_map");
     if (!json_is_object(wm)) {
-        rc = fail(err, errn, "safetensors: %s: \"weight_map\" is missing or not an object", index);
+        rc = gt_errf(err, errn, "safetensors: %s: \"weight_map\" is missing or not an object", index);
         goto done;
     }
     /* distinct shard names, in first-seen order */
@@ -424,7 +406,7 @@ static int open_index(const char *index, gt_st **out, char *err, size_t errn) {
     dir = slash ? strndup(index, (size_t)(slash - index)) : dup_str(".");
     if (!shards || !st || !dir) {
         free(shards);
-        rc = fail(err, errn, "safetensors: %s: out of memory", index);
+        rc = gt_errf(err, errn, "safetensors: %s: out of memory", index);
         goto done;
     }
     int ns = 0;
@@ -434,7 +416,7 @@ static int open_index(const char *index, gt_st **out, char *err, size_t errn) {
         const char *s = json_string_value(val);
         if (!s || !*s || s[0] == '/' || strstr(s, "..")) {
             free(shards);
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': shard \"%s\" is not a plain file name in this directory", index, key, s ? s : "(not a string)");
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': shard \"%s\" is not a plain file name in this directory", index, key, s ? s : "(not a string)");
             goto done;
         }
         int k = 0;
@@ -443,7 +425,7 @@ static int open_index(const char *index, gt_st **out, char *err, size_t errn) {
     }
     for (int k = 0; k < ns && !rc; k++) {
         st_file *f = &st->files[k];
-        if (!(f->path = join(dir, shards[k]))) rc = fail(err, errn, "safetensors: %s: out of memory", index);
+        if (!(f->path = gt_path_join(dir, shards[k]))) rc = gt_errf(err, errn, "safetensors: %s: out of memory", index);
         else {
             st->n_files = k + 1;
             rc = map_file(f, err, errn);
@@ -455,11 +437,11 @@ static int open_index(const char *index, gt_st **out, char *err, size_t errn) {
     json_object_foreach(wm, key, val) {
         if (rc) break;
         const gt_st_tensor *t = gt_st_find(st, key);
-        if (!t) rc = fail(err, errn, "safetensors: %s: tensor '%s' is listed for %s but not in it", index, key,
+        if (!t) rc = gt_errf(err, errn, "safetensors: %s: tensor '%s' is listed for %s but not in it", index, key,
                           json_string_value(val));
         else if (!ends_with(t->file, json_string_value(val)) || strlen(t->file) <= strlen(json_string_value(val)) ||
                  t->file[strlen(t->file) - strlen(json_string_value(val)) - 1] != '/')
-            rc = fail(err, errn, "safetensors: %s: tensor '%s' is listed for %s but found in %s", index, key,
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s' is listed for %s but found in %s", index, key,
                       json_string_value(val), t->file);
     }
 done:
@@ -476,15 +458,15 @@ done:
 int gt_st_open(const char *path, gt_st **out, char *err, size_t errn) {
     *out = NULL;
     struct stat sb;
-    if (stat(path, &sb)) return fail(err, errn, "safetensors: %s: %s", path, strerror(errno));
+    if (stat(path, &sb)) return gt_errf(err, errn, "safetensors: %s: %s", path, strerror(errno));
     if (S_ISDIR(sb.st_mode)) {
-        char *idx = join(path, "model.safetensors.index.json");
-        char *one = join(path, "model.safetensors");
+        char *idx = gt_path_join(path, "model.safetensors.index.json");
+        char *one = gt_path_join(path, "model.safetensors");
         int rc;
-        if (!idx || !one) rc = fail(err, errn, "safetensors: out of memory");
+        if (!idx || !one) rc = gt_errf(err, errn, "safetensors: out of memory");
         else if (access(idx, F_OK) == 0) rc = open_index(idx, out, err, errn);
         else if (access(one, F_OK) == 0) rc = gt_st_open(one, out, err, errn);
-        else rc = fail(err, errn, "safetensors: %s: no model.safetensors.index.json or model.safetensors", path);
+        else rc = gt_errf(err, errn, "safetensors: %s: no model.safetensors.index.json or model.safetensors", path);
         free(idx);
         free(one);
         return rc;
@@ -493,7 +475,7 @@ int gt_st_open(const char *path, gt_st **out, char *err, size_t errn) {
     gt_st *st = new_handle(1);
     if (!st || !(st->files[0].path = dup_str(path))) {
         gt_st_close(st);
-        return fail(err, errn, "safetensors: out of memory");
+        return gt_errf(err, errn, "safetensors: out of memory");
     }
     st->n_files = 1;
     if (map_file(&st->files[0], err, errn) || parse_file(st, 0, err, errn) || finish(st, err, errn)) {
@@ -502,44 +484,6 @@ int gt_st_open(const char *path, gt_st **out, char *err, size_t errn) {
     }
     *out = st;
     return 0;
-}
-
-/* ---------------------------------------------------------------- conversion */
-
-float gt_st_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-    if (exp == 0x1f) {
-        u = sign | 0x7f800000u | (man << 13); /* inf, NaN (payload kept) */
-    } else if (exp) {
-        u = sign | ((exp + 112) << 23) | (man << 13);
-    } else if (man) { /* subnormal: normalise */
-        int e = -1;
-        do {
-            e++;
-            man <<= 1;
-        } while (!(man & 0x400));
-        u = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
-    } else {
-        u = sign;
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-float gt_st_bf16_to_f32(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-uint16_t gt_st_f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
 }
 
 int gt_st_read_f32(const gt_st_tensor *t, float *dst, char *err, size_t errn) {
@@ -555,7 +499,7 @@ int gt_st_read_f32(const gt_st_tensor *t, float *dst, char *err, size_t errn) {
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, p + 2 * i, 2);
-            dst[i] = gt_st_f16_to_f32(h);
+            dst[i] = gt_f16_to_f32(h);
         }
         return 0;
     case GT_ST_BF16:
@@ -563,7 +507,7 @@ int gt_st_read_f32(const gt_st_tensor *t, float *dst, char *err, size_t errn) {
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, p + 2 * i, 2);
-            dst[i] = gt_st_bf16_to_f32(h);
+            dst[i] = gt_bf16_to_f32(h);
         }
         return 0;
     case GT_ST_F64:
@@ -575,96 +519,12 @@ int gt_st_read_f32(const gt_st_tensor *t, float *dst, char *err, size_t errn) {
         }
         return 0;
     default:
-        return fail(err, errn, "safetensors: %s: tensor '%s': dtype %s cannot be read as fp32 (F32, F16, BF16, F64)",
+        return gt_errf(err, errn, "safetensors: %s: tensor '%s': dtype %s cannot be read as fp32 (F32, F16, BF16, F64)",
                     t->file, t->name, dtypes[t->dtype].name);
     }
 }
 
 /* ---------------------------------------------------------------- writing */
-
-typedef struct {
-    FILE *f;
-    char *tmp;
-    const char *path;
-} atomic_out;
-
-static int atomic_begin(atomic_out *a, const char *path, char *err, size_t errn) {
-    a->path = path;
-    a->f = NULL;
-    size_t n = strlen(path);
-    a->tmp = malloc(n + 12);
-    if (!a->tmp) return fail(err, errn, "%s: out of memory", path);
-    memcpy(a->tmp, path, n);
-    memcpy(a->tmp + n, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(a->tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(a->tmp);
-        a->tmp = NULL;
-        return fail(err, errn, "%s: cannot create a temporary file beside it: %s", path, strerror(e));
-    }
-    fchmod(fd, 0644); /* mkstemp makes 0600; a model directory is meant to be shared */
-    if (!(a->f = fdopen(fd, "wb"))) {
-        int e = errno;
-        close(fd);
-        unlink(a->tmp);
-        free(a->tmp);
-        a->tmp = NULL;
-        return fail(err, errn, "%s: %s", path, strerror(e));
-    }
-    return 0;
-}
-
-static void atomic_abort(atomic_out *a) {
-    if (a->f) fclose(a->f);
-    if (a->tmp) {
-        unlink(a->tmp);
-        free(a->tmp);
-    }
-    a->f = NULL;
-    a->tmp = NULL;
-}
-
-static int atomic_commit(atomic_out *a, char *err, size_t errn) {
-    int e = 0;
-    if (fflush(a->f) || fsync(fileno(a->f))) e = errno;
-    if (fclose(a->f) && !e) e = errno;
-    a->f = NULL;
-    if (e) {
-        atomic_abort(a);
-        return fail(err, errn, "%s: write failed: %s", a->path, strerror(e));
-    }
-    if (rename(a->tmp, a->path)) {
-        e = errno;
-        atomic_abort(a);
-        return fail(err, errn, "%s: cannot rename the temporary file into place: %s", a->path, strerror(e));
-    }
-    free(a->tmp);
-    a->tmp = NULL;
-    /* make the rename itself durable */
-    const char *slash = strrchr(a->path, '/');
-    char *dir = slash ? strndup(a->path, (size_t)(slash - a->path + (slash == a->path))) : dup_str(".");
-    if (dir) {
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd >= 0) {
-            fsync(fd);
-            close(fd);
-        }
-        free(dir);
-    }
-    return 0;
-}
-
-int gt_st_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errn) {
-    atomic_out a;
-    if (atomic_begin(&a, path, err, errn)) return -1;
-    if (fwrite(data, 1, len, a.f) != len) {
-        int e = errno;
-        atomic_abort(&a);
-        return fail(err, errn, "%s: write failed: %s", path, strerror(e));
-    }
-    return atomic_commit(&a, err, errn);
-}
 
 static int by_entry_name(const void *a, const void *b) {
     const gt_st_entry *x = *(const gt_st_entry *const *)a, *y = *(const gt_st_entry *const *)b;
@@ -674,13 +534,13 @@ static int by_entry_name(const void *a, const void *b) {
 int gt_st_write(const char *path, const gt_st_entry *entries, size_t n, gt_st_dtype dtype,
                 const char *const *meta, char *err, size_t errn) {
     if (dtype != GT_ST_F32 && dtype != GT_ST_BF16)
-        return fail(err, errn, "safetensors: %s: can write F32 or BF16, not %s", path, gt_st_dtype_name(dtype));
+        return gt_errf(err, errn, "safetensors: %s: can write F32 or BF16, not %s", path, gt_st_dtype_name(dtype));
     const gt_st_entry **order = malloc((n ? n : 1) * sizeof *order);
     json_t *root = json_object();
     char *hdr = NULL;
     int rc = 0;
     if (!order || !root) {
-        rc = fail(err, errn, "safetensors: %s: out of memory", path);
+        rc = gt_errf(err, errn, "safetensors: %s: out of memory", path);
         goto done;
     }
     for (size_t i = 0; i < n; i++) order[i] = &entries[i];
@@ -688,12 +548,12 @@ int gt_st_write(const char *path, const gt_st_entry *entries, size_t n, gt_st_dt
     if (meta && meta[0]) {
         json_t *m = json_object();
         if (!m || json_object_set_new(root, "__metadata__", m)) {
-            rc = fail(err, errn, "safetensors: %s: out of memory", path);
+            rc = gt_errf(err, errn, "safetensors: %s: out of memory", path);
             goto done;
         }
         for (size_t i = 0; meta[i] && meta[i + 1]; i += 2)
             if (json_object_set_new(m, meta[i], json_string(meta[i + 1]))) {
-                rc = fail(err, errn, "safetensors: %s: metadata \"%s\": not valid UTF-8 or out of memory", path, meta[i]);
+                rc = gt_errf(err, errn, "safetensors: %s: metadata \"%s\": not valid UTF-8 or out of memory", path, meta[i]);
                 goto done;
             }
     }
@@ -702,11 +562,11 @@ int gt_st_write(const char *path, const gt_st_entry *entries, size_t n, gt_st_dt
     for (size_t i = 0; i < n; i++) {
         const gt_st_entry *e = order[i];
         if (i && !strcmp(e->name, order[i - 1]->name)) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s' given twice", path, e->name);
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s' given twice", path, e->name);
             goto done;
         }
         if (!strcmp(e->name, "__metadata__") || e->ndim < 0 || e->ndim > GT_ST_MAX_DIMS) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': bad name or rank %d", path, e->name, e->ndim);
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': bad name or rank %d", path, e->name, e->ndim);
             goto done;
         }
         json_t *t = json_object(), *shape = json_array(), *offs = json_array();
@@ -722,22 +582,22 @@ int gt_st_write(const char *path, const gt_st_entry *entries, size_t n, gt_st_dt
             json_object_set_new(t, "shape", shape) || json_object_set_new(t, "data_offsets", offs) ||
             json_array_size(shape) != (size_t)e->ndim || json_array_size(offs) != 2 ||
             json_object_set_new(root, e->name, t)) {
-            rc = fail(err, errn, "safetensors: %s: tensor '%s': name not valid UTF-8 or out of memory", path, e->name);
+            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': name not valid UTF-8 or out of memory", path, e->name);
             goto done;
         }
     }
     hdr = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!hdr) {
-        rc = fail(err, errn, "safetensors: %s: out of memory", path);
+        rc = gt_errf(err, errn, "safetensors: %s: out of memory", path);
         goto done;
     }
     size_t hl = strlen(hdr), padded = (hl + 7) / 8 * 8;
     if (padded > GT_ST_MAX_HEADER) {
-        rc = fail(err, errn, "safetensors: %s: header of %zu bytes over the %u-byte limit", path, padded, GT_ST_MAX_HEADER);
+        rc = gt_errf(err, errn, "safetensors: %s: header of %zu bytes over the %u-byte limit", path, padded, GT_ST_MAX_HEADER);
         goto done;
     }
-    atomic_out a;
-    if (atomic_begin(&a, path, err, errn)) {
+    gt_atomic a;
+    if (gt_atomic_open(path, &a, err, errn)) {
         rc = -1;
         goto done;
     }
@@ -758,18 +618,18 @@ int gt_st_write(const char *path, const gt_st_entry *entries, size_t n, gt_st_dt
         }
         for (int64_t s = 0; s < ne && ok; s += CHUNK) {
             int64_t k = ne - s < CHUNK ? ne - s : CHUNK;
-            for (int64_t j = 0; j < k; j++) buf[j] = gt_st_f32_to_bf16(e->data[s + j]);
+            for (int64_t j = 0; j < k; j++) buf[j] = gt_f32_to_bf16(e->data[s + j]);
             ok = fwrite(buf, 2, (size_t)k, a.f) == (size_t)k;
         }
     }
     free(buf);
     if (!ok) {
         int e = errno;
-        atomic_abort(&a);
-        rc = fail(err, errn, "safetensors: %s: write failed: %s", path, e ? strerror(e) : "out of memory");
+        gt_atomic_abort(&a);
+        rc = gt_errf(err, errn, "safetensors: %s: write failed: %s", path, e ? strerror(e) : "out of memory");
         goto done;
     }
-    if (atomic_commit(&a, err, errn)) rc = -1;
+    if (gt_atomic_commit(&a, err, errn)) rc = -1;
 done:
     free(hdr);
     free(order);

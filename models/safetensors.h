@@ -83,13 +83,4 @@ typedef struct gt_st_entry {
 int gt_st_write(const char *path, const gt_st_entry *entries, size_t n, gt_st_dtype dtype,
                 const char *const *meta, char *err, size_t errn);
 
-/* Atomic replace of a small file (JSON configs beside the weights): temp file, fsync, rename. */
-int gt_st_write_file_atomic(const char *path, const void *data, size_t len, char *err,
-                            size_t errn);
-
-/* fp16 / bf16 bit patterns to float and back (round to nearest even; NaN stays NaN). */
-float gt_st_f16_to_f32(uint16_t h);
-float gt_st_bf16_to_f32(uint16_t b);
-uint16_t gt_st_f32_to_bf16(float f);
-
 #endif

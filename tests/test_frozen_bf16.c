@@ -18,18 +18,18 @@ static float from_bits(uint32_t u) {
 }
 
 START_TEST(rounding_is_to_nearest_even) {
-    ck_assert_uint_eq(gt_to_bf16(1.0f), 0x3f80);
-    ck_assert_uint_eq(gt_to_bf16(from_bits(0x3f808000)), 0x3f80); /* tie, even stays */
-    ck_assert_uint_eq(gt_to_bf16(from_bits(0x3f818000)), 0x3f82); /* tie, odd rounds up */
-    ck_assert_uint_eq(gt_to_bf16(from_bits(0x3f808001)), 0x3f81); /* above the tie */
-    ck_assert_uint_eq(gt_to_bf16(-0.0f), 0x8000);
-    ck_assert_uint_eq(gt_to_bf16(INFINITY), 0x7f80);
-    ck_assert_uint_eq(gt_to_bf16(from_bits(0x7f7fffff)), 0x7f80); /* FLT_MAX overflows to inf */
-    ck_assert(isnan(gt_bf16_to_float(gt_to_bf16(NAN))));
-    ck_assert(isnan(gt_bf16_to_float(gt_to_bf16(from_bits(0x7f800001))))); /* low-bit NaN */
+    ck_assert_uint_eq(gt_f32_to_bf16(1.0f), 0x3f80);
+    ck_assert_uint_eq(gt_f32_to_bf16(from_bits(0x3f808000)), 0x3f80); /* tie, even stays */
+    ck_assert_uint_eq(gt_f32_to_bf16(from_bits(0x3f818000)), 0x3f82); /* tie, odd rounds up */
+    ck_assert_uint_eq(gt_f32_to_bf16(from_bits(0x3f808001)), 0x3f81); /* above the tie */
+    ck_assert_uint_eq(gt_f32_to_bf16(-0.0f), 0x8000);
+    ck_assert_uint_eq(gt_f32_to_bf16(INFINITY), 0x7f80);
+    ck_assert_uint_eq(gt_f32_to_bf16(from_bits(0x7f7fffff)), 0x7f80); /* FLT_MAX overflows to inf */
+    ck_assert(isnan(gt_bf16_to_f32(gt_f32_to_bf16(NAN))));
+    ck_assert(isnan(gt_bf16_to_f32(gt_f32_to_bf16(from_bits(0x7f800001))))); /* low-bit NaN */
     for (uint32_t h = 0; h < 0x7f80; h += 97) /* expand is exact and round-trips */
-        ck_assert_uint_eq(gt_to_bf16(gt_bf16_to_float((uint16_t)h)), h);
-    ck_assert(bits(gt_bf16_to_float(0x3f81)) == 0x3f810000);
+        ck_assert_uint_eq(gt_f32_to_bf16(gt_bf16_to_f32((uint16_t)h)), h);
+    ck_assert(bits(gt_bf16_to_f32(0x3f81)) == 0x3f810000);
 }
 END_TEST
 
@@ -43,7 +43,7 @@ START_TEST(linear_in_row_blocks_matches_matmul) {
     uint64_t seed = 5;
     uint16_t w16[R * C];
     gt_real wf[R * C], stage[2 * C];
-    for (int i = 0; i < R * C; i++) w16[i] = gt_to_bf16((float)rnd(&seed));
+    for (int i = 0; i < R * C; i++) w16[i] = gt_f32_to_bf16((float)rnd(&seed));
     gt_bf16_expand(w16, wf, R * C);
     gt_bf16_mat w = {w16, R, C, stage, 2 * C}; /* blocks of 2 rows, the last one short */
     gt_ctx ctx, c2;
@@ -90,7 +90,7 @@ static void bf16_vs_fp32(int V, int D, int N, int stage_rows, bool blas_ref) {
     gt_real *h = malloc(sizeof(gt_real) * (size_t)(N * D));
     /* later vocabulary rows are larger, so row maxima move forward block by block */
     for (int v = 0; v < V; v++)
-        for (int k = 0; k < D; k++) e16[v * D + k] = gt_to_bf16((float)(rnd(&seed) * (1 + v / 8.0)));
+        for (int k = 0; k < D; k++) e16[v * D + k] = gt_f32_to_bf16((float)(rnd(&seed) * (1 + v / 8.0)));
     gt_bf16_expand(e16, ef, V * D);
     for (int i = 0; i < N * D; i++) h[i] = (gt_real)rnd(&seed);
     gt_bf16_mat e = {e16, V, D, stage, stage_rows * D};
@@ -159,7 +159,7 @@ static gt_gemma *tiny(bool bf16, bool convert_first) {
             gt_tensor *t = m->params[p].t;
             if (t->ndim == 2)
                 for (int64_t i = 0; i < t->size; i++)
-                    t->data[i] = gt_bf16_to_float(gt_to_bf16((float)t->data[i]));
+                    t->data[i] = gt_bf16_to_f32(gt_f32_to_bf16((float)t->data[i]));
         }
     return m;
 }

@@ -21,6 +21,7 @@
 #include "models/h5io.h"
 #include "models/hf_gemma.h"
 #include "models/safetensors.h"
+#include "util/half.h"
 
 #define FIX "tests/fixtures/hf"
 
@@ -227,7 +228,7 @@ static void roundtrip(const char *name) {
     ck_assert(stat(w1, &s32) == 0 && stat(w2, &s16) == 0 && s16.st_size < s32.st_size * 6 / 10);
     ck_assert_msg(gt_hf_gemma_load(out, false, &c, g_err, sizeof g_err) == 0, "%s", g_err);
     for (int64_t i = 0; i < a->n_values; i++)
-        ck_assert_msg(c->data[i] == gt_st_bf16_to_f32(gt_st_f32_to_bf16(a->data[i])), "%s: bf16 value %lld",
+        ck_assert_msg(c->data[i] == gt_bf16_to_f32(gt_f32_to_bf16(a->data[i])), "%s: bf16 value %lld",
                       name, (long long)i);
     gt_gemma_free(a);
     gt_gemma_free(b);
@@ -324,7 +325,7 @@ START_TEST(export_matches_transformers) {
             /* transformers must reproduce the model we exported (not our reading of our own
              * files, which could share a mistake with the writer); bf16: its rounded weights */
             if (x->bf16)
-                for (int64_t i = 0; i < m->n_values; i++) m->data[i] = gt_st_bf16_to_f32(gt_st_f32_to_bf16(m->data[i]));
+                for (int64_t i = 0; i < m->n_values; i++) m->data[i] = gt_bf16_to_f32(gt_f32_to_bf16(m->data[i]));
             ck_assert(!memcmp(m->data, back->data, (size_t)m->n_values * sizeof(float)));
             ck_assert(m->cfg.sliding_pattern == back->cfg.sliding_pattern &&
                       gt_gemma_query_scale(&m->cfg) == gt_gemma_query_scale(&back->cfg));
@@ -478,7 +479,7 @@ START_TEST(dtypes_convert_like_torch) {
         uint32_t e5 = (h >> 10) & 31, man = h & 1023;
         double v = e5 == 0 ? ldexp(man, -24) : e5 == 31 ? (man ? NAN : INFINITY) : ldexp(1024 + man, (int)e5 - 25);
         if (h & 0x8000) v = -v;
-        float g = gt_st_f16_to_f32((uint16_t)h);
+        float g = gt_f16_to_f32((uint16_t)h);
         ck_assert_msg(isnan(v) ? isnan(g) : g == (float)v && !signbit(g) == !signbit(v), "f16 %04x", h);
     }
 }
@@ -515,7 +516,7 @@ START_TEST(writer_matches_official_bytes) {
     check_writer_bytes(FIX "/writer_bf16.safetensors", GT_ST_BF16);
     /* NaN stays NaN in bf16; duplicate names and other dtypes are refused; no temp file left */
     float nan_ = NAN;
-    ck_assert(isnan(gt_st_bf16_to_f32(gt_st_f32_to_bf16(nan_))));
+    ck_assert(isnan(gt_bf16_to_f32(gt_f32_to_bf16(nan_))));
     char out[300];
     tmp_path(out, sizeof out, "dup.safetensors");
     float v[2] = {1, 2};

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/fsutil.h"
+
 #ifdef GT_REAL_DOUBLE
 #define H5_REAL H5T_NATIVE_DOUBLE
 #else
@@ -110,14 +112,6 @@ static int fault_at(int64_t step) {
     return s && !strncmp(s, "ckpt_kill:", 10) && atoll(s + 10) == step;
 }
 
-static int fsync_path(const char *path, int flags) {
-    int fd = open(path, flags);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 int gt_ckpt_save(const char *path, const char *config_yaml, const gt_ckpt_model *model,
                  const gt_param_slice *p, int n, const gt_optim *opt, const gt_ckpt_state *st,
                  char *err, size_t errn) {
@@ -187,7 +181,7 @@ int gt_ckpt_save(const char *path, const char *config_yaml, const gt_ckpt_model 
     attr_i64(&w, "/rng", "lora_seed", st->lora_seed);
     H5Pclose(w.lcpl);
     if (H5Fclose(w.f) < 0 && !w.failed) wfail(&w, "/", "file (close)");
-    if (!w.failed && fsync_path(tmp, O_RDONLY))
+    if (!w.failed && gt_fsync_path(tmp, false))
         snprintf(err, errn, "%s: fsync: %s", tmp, strerror(errno)), w.failed = 1;
     if (!w.failed && rename(tmp, path))
         snprintf(err, errn, "%s: cannot rename to %s: %s", tmp, path, strerror(errno)), w.failed = 1;
@@ -195,7 +189,7 @@ int gt_ckpt_save(const char *path, const char *config_yaml, const gt_ckpt_model 
         unlink(tmp);
         return -1;
     }
-    fsync_path(dir, O_RDONLY | O_DIRECTORY); /* make the rename itself durable */
+    gt_fsync_path(dir, true); /* make the rename itself durable */
     return 0;
 }
 

@@ -16,6 +16,7 @@
 #include "train/checkpoint.h"
 #include "train/loader.h"
 #include "train/trainer.h"
+#include "util/fsutil.h"
 
 static const char *export_usage =
     "usage: gemmatrain export CONFIG.yaml|CHECKPOINT.h5 --out PATH [--merge-lora | --lora-only] [options] [key=value ...]\n"
@@ -36,18 +37,6 @@ static const char *convert_usage =
     "  IN: a GGUF file, a KerasHub preset directory or a Hugging Face directory;\n"
     "  OUT: a KerasHub preset directory (keras_hub.models.CausalLM.from_preset(OUT) loads it), or\n"
     "  with --format hf a Hugging Face directory (--bf16: BF16 weights).\n";
-
-/* Create the parent directories of path (mkdir -p of its dirname); errors surface at the write. */
-static void make_parents(const char *path) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *q = p + 1; *q; q++)
-        if (*q == '/') {
-            *q = 0;
-            mkdir(p, 0755);
-            *q = '/';
-        }
-}
 
 /* Hugging Face directory out. The tokenizer file: tok_path when given, else tok written as a
  * SentencePiece model to a temporary file (copied as tokenizer.model). */
@@ -196,7 +185,7 @@ int cli_export(int argc, char **argv) {
     gt_tokenizer *tok = NULL;
     gt_lora *l = NULL;
     code = 1;
-    make_parents(out);
+    (void)gt_mkdir_parents(out, NULL, 0); /* errors surface at the write */
     if (is_checkpoint(argv[1])) { /* the run's own config, then its trained tensors */
         char *yaml = NULL;
         if (gt_ckpt_read_config(argv[1], &yaml, err, sizeof err)) goto done;
@@ -321,7 +310,7 @@ int cli_convert(int argc, char **argv) {
         return 1;
     }
     o.prov.base_model = pos[0];
-    make_parents(pos[1]);
+    (void)gt_mkdir_parents(pos[1], NULL, 0); /* errors surface at the write */
     int rc = hf ? save_hf(m, tok, NULL, pos[1], bf16, err, sizeof err)
                 : bf16 ? (snprintf(err, sizeof err, "--bf16 applies to --format hf"), -1)
                        : gt_keras_preset_save(pos[1], m, tok, &o, err, sizeof err);

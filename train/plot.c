@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/fsutil.h"
+
 /* ------------------------------------------------------------------------------------------ */
 /* Reading */
 
@@ -523,59 +525,7 @@ int gt_plot_write_svg(const gt_plot_data *d, const gt_plot_opts *o, const char *
     char *svg;
     size_t n;
     if (gt_plot_svg(d, o, &svg, &n, err, errn)) return -1;
-    size_t tn = strlen(path) + 16;
-    char *tmp = malloc(tn);
-    if (!tmp) {
-        free(svg);
-        return snprintf(err, errn, "out of memory"), -1;
-    }
-    snprintf(tmp, tn, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp), rc = -1;
-    if (fd < 0) {
-        snprintf(err, errn, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        goto done;
-    }
-    fchmod(fd, 0644); /* mkstemp makes 0600; a plot is meant to be looked at */
-    for (size_t off = 0; off < n;) {
-        ssize_t w = write(fd, svg + off, n - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            snprintf(err, errn, "%s: write failed: %s", tmp, w < 0 ? strerror(errno) : "no progress");
-            close(fd);
-            goto fail;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd)) {
-        snprintf(err, errn, "%s: fsync failed: %s", tmp, strerror(errno));
-        close(fd);
-        goto fail;
-    }
-    if (close(fd)) {
-        snprintf(err, errn, "%s: close failed: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    if (rename(tmp, path)) {
-        snprintf(err, errn, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
-        goto fail;
-    }
-    /* make the rename itself durable (best effort: some file systems refuse a directory fsync) */
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
-    if (dir) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
-    rc = 0;
-    goto done;
-fail:
-    unlink(tmp);
-done:
-    free(tmp);
+    int rc = gt_write_file_atomic(path, svg, n, err, errn);
     free(svg);
     return rc;
 }

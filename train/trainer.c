@@ -18,24 +18,12 @@
 #include "train/dist.h"
 #include "train/loader.h"
 #include "train/step.h"
+#include "util/fsutil.h"
 
 static volatile sig_atomic_t g_stop;
 static void on_sigint(int sig) {
     (void)sig;
     g_stop = 1;
-}
-
-/* mkdir -p; a failure shows up when the first file is written there, naming the path. */
-static void mkdir_p(const char *dir) {
-    char p[GT_CFG_STR];
-    snprintf(p, sizeof p, "%s", dir);
-    for (char *q = p + 1; *q; q++)
-        if (*q == '/') {
-            *q = 0;
-            mkdir(p, 0755);
-            *q = '/';
-        }
-    mkdir(p, 0755);
 }
 
 static double now(void) {
@@ -353,7 +341,7 @@ static int announce(job *j, char *err, size_t errn) {
             fprintf(stderr, "data parallel: %d ranks x %d threads\n", dist->world, gt_threads());
     }
     if (c->output_dir[0] && dist->rank == 0) {
-        mkdir_p(c->output_dir);
+        (void)gt_mkdir_p(c->output_dir, NULL, 0); /* a failure shows at the first write there */
         char p[GT_CFG_STR + 32];
         snprintf(p, sizeof p, "%s/config.yaml", c->output_dir);
         FILE *f = fopen(p, "w");
@@ -452,7 +440,7 @@ static int save_checkpoint(job *j, gt_dataset *train, gt_optim *opt, run_state *
         rs->st.elapsed_s = elapsed;
         rs->st.world = j->dist->world;
         char path[GT_CFG_STR + 32];
-        mkdir_p(c->checkpoint.dir);
+        (void)gt_mkdir_p(c->checkpoint.dir, NULL, 0); /* a failure shows at the save */
         gt_ckpt_path(c->checkpoint.dir, step, path, sizeof path);
         ok = !gt_ckpt_save(path, rs->yaml, &rs->cm, j->slices, j->n_slices, opt, &rs->st, err, errn) &&
              !gt_ckpt_prune(c->checkpoint.dir, (int)c->checkpoint.keep, err, errn);

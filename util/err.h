@@ -1,0 +1,14 @@
+/* err.h: the library's error-message convention, written once.
+ *
+ * Library functions report failure by returning -1 (or NULL) and writing one line into the
+ * caller's buffer err[errn]; they never print or exit. gt_errf formats that line (printf-style,
+ * truncated to errn; err may be NULL or errn 0, then nothing is written) and returns -1, so a
+ * failure reads `return gt_errf(err, errn, "%s: ...", path);`. */
+#ifndef GT_UTIL_ERR_H
+#define GT_UTIL_ERR_H
+
+#include <stddef.h>
+
+__attribute__((format(printf, 3, 4))) int gt_errf(char *err, size_t errn, const char *fmt, ...);
+
+#endif
