@@ -203,9 +203,11 @@ void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
     }
 }
 
+const char *const gt_frozen_dtype_names[] = {[GT_FROZEN_FP32] = "fp32", [GT_FROZEN_BF16] = "bf16", NULL};
+
 int gt_frozen_dtype_from_name(const char *name) {
-    if (!strcmp(name, "fp32")) return GT_FROZEN_FP32;
-    if (!strcmp(name, "bf16")) return GT_FROZEN_BF16;
+    for (int i = 0; gt_frozen_dtype_names[i]; i++)
+        if (!strcmp(name, gt_frozen_dtype_names[i])) return i;
     return -1;
 }
 

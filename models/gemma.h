@@ -80,6 +80,8 @@ gt_tensor *gt_gemma_find(const gt_gemma *m, const char *name);
 void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std);
 void gt_gemma_zero_grad(gt_gemma *m);
 
+/* The names in enum order, NULL-ended (also the config's model.frozen_dtype values). */
+extern const char *const gt_frozen_dtype_names[];
 /* "fp32" / "bf16" -> dtype; -1 if unknown. */
 int gt_frozen_dtype_from_name(const char *name);
 /* Store a frozen model's matrices as dt (see the top). Converts in place, releasing the fp32

@@ -9,17 +9,17 @@
 
 #include "autograd/rng.h"
 
-static const char *const target_names[GT_LORA_NTARGETS] = {
-    "query", "key", "value", "attention_output", "ffw_gating", "ffw_gating_2", "ffw_linear"};
+const char *const gt_lora_target_names[GT_LORA_NTARGETS + 1] = {
+    "query", "key", "value", "attention_output", "ffw_gating", "ffw_gating_2", "ffw_linear", NULL};
 
 int gt_lora_target_from_name(const char *name) {
     for (int i = 0; i < GT_LORA_NTARGETS; i++)
-        if (!strcmp(name, target_names[i])) return i;
+        if (!strcmp(name, gt_lora_target_names[i])) return i;
     return -1;
 }
 
 const char *gt_lora_target_name(gt_lora_target t) {
-    return (unsigned)t < GT_LORA_NTARGETS ? target_names[t] : "?";
+    return (unsigned)t < GT_LORA_NTARGETS ? gt_lora_target_names[t] : "?";
 }
 
 /* groups, in, out of each target's base kernel */

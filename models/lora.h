@@ -48,6 +48,8 @@ typedef struct gt_lora {
 
 /* Target names as in configs and KerasHub layer names: "query", "key", "value",
  * "attention_output", "ffw_gating", "ffw_gating_2", "ffw_linear". -1 if unknown. */
+/* KerasHub's layer names, in enum order, NULL-ended (also the config's lora.targets values) */
+extern const char *const gt_lora_target_names[GT_LORA_NTARGETS + 1];
 int gt_lora_target_from_name(const char *name);
 const char *gt_lora_target_name(gt_lora_target t);
 

@@ -198,11 +198,11 @@ START_TEST(overrides) {
     ck_assert(c.optimizer.learning_rate == 1e-4);
     ck_assert_int_eq(gt_config_override(&c, "lora.targets=[query, key, value]", err, sizeof err), 0);
     ck_assert_int_eq(c.lora.n_targets, 3);
-    ck_assert_str_eq(c.lora.targets[2], "value");
+    ck_assert_int_eq(c.lora.targets[2], GT_LORA_VALUE);
     ck_assert_int_eq(gt_config_override(&c, "lora.targets=ffw_linear", err, sizeof err), 0); /* one item */
     ck_assert_int_eq(c.lora.n_targets, 1);
-    ck_assert_str_eq(c.lora.targets[0], "ffw_linear");
-    ck_assert_str_eq(c.lora.targets[1], ""); /* the old tail is cleared */
+    ck_assert_int_eq(c.lora.targets[0], GT_LORA_DOWN);
+    ck_assert_int_eq(c.lora.targets[1], 0); /* the old tail is cleared */
     ck_assert_int_eq(gt_config_override(&c, "optimizer.exclude_from_weight_decay=[]", err, sizeof err), 0);
     ck_assert_int_eq(c.optimizer.n_exclude, 0);
     ck_assert_int_eq(gt_config_override(&c, "train={steps: 7, seed: 3}", err, sizeof err), 0);
@@ -243,7 +243,7 @@ START_TEST(null_values_and_empty_sections) {
     ck_assert_str_eq(c.data.eval, "~");
     ck_assert_msg(parse("# nothing but a comment\n", &c) == 0, "%s", err);
     ck_assert_msg(parse("data: {train: a.jsonl, format: text}\n", &c) == 0, "%s", err); /* flow style */
-    ck_assert_str_eq(c.data.format, "text");
+    ck_assert_int_eq(c.data.format, GT_DS_TEXT);
 }
 END_TEST
 
@@ -254,23 +254,24 @@ START_TEST(defaults_and_resolve) {
     ck_assert_int_eq(c.lora.rank, 4);
     ck_assert(c.lora.alpha == 4);
     ck_assert_int_eq(c.lora.n_targets, 2);
-    ck_assert_str_eq(c.lora.targets[0], "query");
-    ck_assert_str_eq(c.lora.targets[1], "value");
+    ck_assert_int_eq(c.lora.targets[0], GT_LORA_QUERY);
+    ck_assert_int_eq(c.lora.targets[1], GT_LORA_VALUE);
     ck_assert_int_eq(c.data.sequence_length, 256);
     ck_assert(c.data.add_start_token && c.data.add_end_token);
     ck_assert_int_eq(c.train.batch_size, 1);
     ck_assert_int_eq(c.train.micro_batch_size, 1);
     ck_assert_int_eq(c.train.steps, 0);
     ck_assert_int_eq(c.train.epochs, 1);
-    ck_assert_str_eq(c.optimizer.name, "adamw");
+    ck_assert_int_eq(c.optimizer.name, GT_OPT_ADAMW);
     ck_assert(c.optimizer.learning_rate == 5e-5 && c.optimizer.weight_decay == 0.01);
     ck_assert(c.optimizer.beta_1 == 0.9 && c.optimizer.beta_2 == 0.999 && c.optimizer.epsilon == 1e-7);
     ck_assert_int_eq(c.optimizer.n_exclude, 2);
     ck_assert_str_eq(c.optimizer.exclude_from_weight_decay[1], "scale");
     ck_assert_int_eq(c.checkpoint.keep, 3);
-    ck_assert_str_eq(c.checkpoint.resume, "none");
+    ck_assert_int_eq(c.checkpoint.resume, GT_RESUME_NONE);
+    ck_assert_str_eq(c.checkpoint.resume_path, "");
     ck_assert_int_eq(c.logging.every_steps, 1);
-    ck_assert_str_eq(c.model.dtype, "float32");
+    ck_assert_int_eq(c.model.dtype, GT_DTYPE_FLOAT32);
     ck_assert_int_eq(c.model.init_seed, 0);
     /* seeds follow train.seed unless given; the ratio becomes an absolute floor */
     ck_assert_msg(load_text(MINIMAL,
@@ -424,7 +425,7 @@ START_TEST(effective_config_round_trip) {
         ck_assert_msg(d && !strcmp(d, keys[i].key), "%s changed %s", kv, d ? d : "nothing");
     }
     ck_assert_int_eq(enums_with_one_choice, 1);
-    ck_assert_str_eq(all.lora.targets[2], "attention_output");
+    ck_assert_int_eq(all.lora.targets[2], GT_LORA_ATTN_OUT);
     ck_assert_str_eq(all.output_dir, "we'ird: \"output_dir\" #1 \xc3\xbcn\t\\ yes");
     ck_assert(all.optimizer.beta_2 == 1.0 / 3);
 
@@ -459,12 +460,74 @@ START_TEST(effective_config_round_trip) {
 }
 END_TEST
 
+/* Every allowed value of every enum key is parsed into the module's enum and written back under
+ * its own name; checkpoint.resume takes its two words or a path. */
+START_TEST(enum_values_decode_and_write_back) {
+    static key_info keys[200];
+    int n = read_reference(keys, 200), tried = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(keys[i].type, "enum")) continue;
+        char names[256], *save = NULL;
+        snprintf(names, sizeof names, "%s", keys[i].allowed);
+        for (char *v = strtok_r(names, ", ", &save); v; v = strtok_r(NULL, ", ", &save)) {
+            gt_config c;
+            char kv[512], pat[128], *buf = NULL;
+            size_t len = 0;
+            gt_config_defaults(&c);
+            snprintf(kv, sizeof kv, "%s=%s", keys[i].key, v);
+            ck_assert_msg(gt_config_override(&c, kv, err, sizeof err) == 0, "%s", err);
+            FILE *f = open_memstream(&buf, &len);
+            gt_config_write(&c, f);
+            fclose(f);
+            snprintf(pat, sizeof pat, "\n  %s: %s\n", strrchr(keys[i].key, '.') + 1, v);
+            ck_assert_msg(strstr(buf, pat), "%s: no '%s' in\n%s", kv, pat, buf);
+            free(buf);
+            tried++;
+        }
+    }
+    ck_assert_int_eq(tried, 24); /* the values of the 10 enum keys */
+    gt_config c;
+    gt_config_defaults(&c);
+    const char *ov[] = {"optimizer.name=sgd", "schedule.name=cosine", "data.format=chat",
+                        "data.template=gemma_chat", "data.on_bad_line=skip", "train.loss_normalization=keras",
+                        "train.on_nonfinite=skip", "logging.progress=plain", "model.frozen_dtype=bf16",
+                        "lora.targets=[ffw_gating_2, key]"};
+    for (size_t i = 0; i < sizeof ov / sizeof ov[0]; i++)
+        ck_assert_msg(gt_config_override(&c, ov[i], err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.optimizer.name, GT_OPT_SGD);
+    ck_assert_int_eq(c.schedule.name, GT_SCHED_COSINE);
+    ck_assert_int_eq(c.data.format, GT_DS_CHAT);
+    ck_assert_int_eq(c.data.template_, GT_TEMPLATE_GEMMA_CHAT);
+    ck_assert_int_eq(c.data.on_bad_line, GT_BAD_LINE_SKIP);
+    ck_assert_int_eq(c.train.loss_normalization, GT_NORM_KERAS);
+    ck_assert_int_eq(c.train.on_nonfinite, GT_NONFINITE_SKIP);
+    ck_assert_int_eq(c.logging.progress, GT_PROGRESS_PLAIN);
+    ck_assert_int_eq(c.model.frozen_dtype, GT_FROZEN_BF16);
+    ck_assert_int_eq(c.lora.n_targets, 2);
+    ck_assert_int_eq(c.lora.targets[0], GT_LORA_UP);
+    ck_assert_int_eq(c.lora.targets[1], GT_LORA_KEY);
+    /* checkpoint.resume: none | latest | a path */
+    ck_assert_msg(gt_config_override(&c, "checkpoint.resume=latest", err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.checkpoint.resume, GT_RESUME_LATEST);
+    ck_assert_msg(gt_config_override(&c, "checkpoint.resume=ck/step-00000010.h5", err, sizeof err) == 0, "%s",
+                  err);
+    ck_assert_int_eq(c.checkpoint.resume, GT_RESUME_PATH);
+    ck_assert_str_eq(c.checkpoint.resume_path, "ck/step-00000010.h5");
+    ck_assert_msg(gt_config_override(&c, "checkpoint.resume=none", err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.checkpoint.resume, GT_RESUME_NONE);
+    ck_assert_str_eq(c.checkpoint.resume_path, ""); /* cleared: equal configs are equal bytes */
+    ck_assert_msg(gt_config_override(&c, "checkpoint.resume=\"\"", err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.checkpoint.resume, GT_RESUME_PATH);
+    check_fails((char *[]){"checkpoint.resume=\"\""}, 1, ": checkpoint.resume: empty (none, latest or a path)");
+}
+END_TEST
+
 START_TEST(example_configs_parse) {
     gt_config c, back;
     ck_assert_msg(gt_config_load("configs/tiny.yaml", NULL, 0, &c, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(c.model.generation, 3);
     ck_assert(c.train.full_finetune && !c.lora.enabled);
-    ck_assert_str_eq(c.data.format, "prompt_response");
+    ck_assert_int_eq(c.data.format, GT_DS_PROMPT_RESPONSE);
     ck_assert_msg(gt_config_load("configs/gemma3-270m-lora.yaml", NULL, 0, &c, err, sizeof err) == 0, "%s",
                   err);
     ck_assert(c.lora.enabled);
@@ -539,6 +602,7 @@ int main(void) {
     tcase_add_test(tc, defaults_and_resolve);
     tcase_add_test(tc, cross_field_checks);
     tcase_add_test(tc, effective_config_round_trip);
+    tcase_add_test(tc, enum_values_decode_and_write_back);
     tcase_add_test(tc, example_configs_parse);
     tcase_add_test(tc, reference_lists_every_key);
     suite_add_tcase(s, tc);

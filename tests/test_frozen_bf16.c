@@ -253,7 +253,7 @@ START_TEST(config_key_is_for_lora_only) {
     for (int i = 0; i < 4; i++) ck_assert_msg(gt_config_override(&c, kv[i], err, sizeof err) == 0, "%s", err);
     gt_config_resolve(&c);
     ck_assert_msg(gt_config_check(&c, err, sizeof err) == 0, "%s", err);
-    ck_assert_str_eq(c.model.frozen_dtype, "bf16");
+    ck_assert_int_eq(c.model.frozen_dtype, GT_FROZEN_BF16);
     ck_assert(gt_config_override(&c, "lora.enabled=false", err, sizeof err) == 0);
     ck_assert(gt_config_override(&c, "train.full_finetune=true", err, sizeof err) == 0);
     ck_assert_int_ne(gt_config_check(&c, err, sizeof err), 0);

@@ -1,5 +1,6 @@
 /* The train / eval commands end to end on the tiny config (the config itself: test_config.c). */
 #include <check.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,48 @@ START_TEST(eval_per_example_output_in_file_order) {
         ck_assert_msg(fabs(sum / tokens - loss[k]) <= 1e-5 * loss[k], "%.6f vs %.6f", sum / tokens, loss[k]);
     }
     ck_assert_msg(fabs(loss[0] - loss[1]) <= 1e-5 * loss[0], "batch 6: %.6f, batch 1: %.6f", loss[0], loss[1]);
+}
+END_TEST
+
+/* A non-finite step under train.on_nonfinite: skip (GT_FAULT_INJECT poisons step 2 only) is
+ * logged with loss null: every line of the metrics file stays JSON, and training goes on. */
+START_TEST(nonfinite_step_logs_null) {
+    static char out[1 << 16];
+    char path[128], args[512], line[1024];
+    snprintf(path, sizeof path, "/tmp/gt-test-nonfinite-%d.jsonl", (int)getpid());
+    snprintf(args, sizeof args,
+             "train configs/tiny.yaml train.steps=4 schedule.warmup_steps=0 logging.every_steps=1 "
+             "train.on_nonfinite=skip logging.metrics=%s",
+             path);
+    setenv("GT_FAULT_INJECT", "nonfinite:2", 1);
+    int rc = run(args, out, sizeof out);
+    unsetenv("GT_FAULT_INJECT");
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    ck_assert_msg(strstr(out, "step 2/4 loss nan") && strstr(out, "(skipped: non-finite)"), "%s", out);
+    FILE *f = fopen(path, "r");
+    ck_assert(f != NULL);
+    int steps = 0, evals = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        ck_assert_msg(json_is_object(o), "not JSON (%s): %s", je.text, line);
+        json_t *loss = json_object_get(o, "loss");
+        if (loss) {
+            json_int_t step = json_integer_value(json_object_get(o, "step"));
+            bool skipped = json_is_true(json_object_get(o, "skipped"));
+            ck_assert_msg(step == 2 ? json_is_null(loss) && skipped : json_is_real(loss) && !skipped, "%s", line);
+            ck_assert_msg(json_is_integer(json_object_get(o, "weighted_tokens")), "%s", line);
+            steps++;
+        } else {
+            ck_assert_msg(json_is_real(json_object_get(o, "eval_loss")), "%s", line);
+            evals++;
+        }
+        json_decref(o);
+    }
+    fclose(f);
+    unlink(path);
+    ck_assert_int_eq(steps, 4);
+    ck_assert_int_eq(evals, 2);
 }
 END_TEST
 
@@ -260,6 +303,7 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, tiny_config_trains_and_eval_loss_falls);
     tcase_add_test(tc, eval_per_example_output_in_file_order);
+    tcase_add_test(tc, nonfinite_step_logs_null);
     tcase_add_test(tc, epochs_set_the_step_count);
     tcase_add_test(tc, bad_inputs_fail_with_one_line);
     tcase_add_test(tc, packing_equals_separate_rows);

@@ -10,42 +10,73 @@
 
 #include "models/gemma_config.h"
 
-typedef enum { T_STR, T_INT, T_NUM, T_BOOL, T_ENUM, T_LIST } ftype;
+/* T_WORD: one of names, or else a path (checkpoint.resume: none | latest | PATH) */
+typedef enum { T_STR, T_INT, T_NUM, T_BOOL, T_ENUM, T_LIST, T_WORD } ftype;
 
 typedef struct row {
     const char *path; /* dotted key */
     ftype type;
     size_t off, size; /* field; for lists the size of one item */
     const char *dflt; /* default as YAML text; lists: "[a, b]" */
-    const char *range; /* numbers: "[lo, hi]", "(lo, hi)", "[0, inf)"; enums and list items:
-                            "a|b|c" (NULL: free strings) */
-    size_t count_off; /* lists: offset of the int item count */
+    const char *range; /* numbers: "[lo, hi]", "(lo, hi)", "[0, inf)" */
+    const char *const *names; /* enums, T_WORD and enum lists: the values in enum order, NULL-ended;
+                                 a list without names holds free strings */
+    size_t aux_off, aux_size; /* lists: offset of the int item count; T_WORD: the path field */
     int (*valid)(const char *v, char *msg, size_t n); /* extra check of a string value */
     const char *doc;
 } row;
 
+/* The one name table of each enum: parsing, writing and --keys read it. Indexed by the value. */
+const char *const gt_cfg_dtype_names[] = {[GT_DTYPE_FLOAT32] = "float32", NULL};
+const char *const gt_cfg_format_names[] = {[GT_DS_AUTO] = "auto", [GT_DS_PROMPT_RESPONSE] = "prompt_response",
+                                           [GT_DS_TEXT] = "text", [GT_DS_CHAT] = "chat", NULL};
+const char *const gt_cfg_template_names[] = {[GT_TEMPLATE_NONE] = "none",
+                                             [GT_TEMPLATE_GEMMA_CHAT] = "gemma_chat", NULL};
+const char *const gt_cfg_bad_line_names[] = {[GT_BAD_LINE_FAIL] = "fail", [GT_BAD_LINE_SKIP] = "skip", NULL};
+const char *const gt_cfg_optimizer_names[] = {[GT_OPT_ADAMW] = "adamw", [GT_OPT_ADAM] = "adam",
+                                              [GT_OPT_SGD] = "sgd", NULL};
+const char *const gt_cfg_schedule_names[] = {[GT_SCHED_CONSTANT] = "constant", [GT_SCHED_LINEAR] = "linear",
+                                             [GT_SCHED_COSINE] = "cosine", NULL};
+const char *const gt_cfg_loss_norm_names[] = {[GT_NORM_TOKENS] = "tokens", [GT_NORM_KERAS] = "keras", NULL};
+const char *const gt_cfg_nonfinite_names[] = {[GT_NONFINITE_STOP] = "stop", [GT_NONFINITE_SKIP] = "skip",
+                                              NULL};
+const char *const gt_cfg_progress_names[] = {[GT_PROGRESS_AUTO] = "auto", [GT_PROGRESS_BAR] = "bar",
+                                             [GT_PROGRESS_PLAIN] = "plain", NULL};
+/* GT_RESUME_PATH has no name: any other value is the path */
+const char *const gt_cfg_resume_names[] = {[GT_RESUME_NONE] = "none", [GT_RESUME_LATEST] = "latest", NULL};
+
+/* Enum fields are stored and read as int (the setters write through the schema's offsets). */
+_Static_assert(sizeof(gt_model_dtype) == sizeof(int) && sizeof(gt_frozen_dtype) == sizeof(int) &&
+                   sizeof(gt_ds_format) == sizeof(int) && sizeof(gt_template) == sizeof(int) &&
+                   sizeof(gt_on_bad_line) == sizeof(int) && sizeof(gt_lora_target) == sizeof(int) &&
+                   sizeof(gt_opt_kind) == sizeof(int) && sizeof(gt_sched_kind) == sizeof(int) &&
+                   sizeof(gt_loss_norm) == sizeof(int) && sizeof(gt_on_nonfinite) == sizeof(int) &&
+                   sizeof(gt_resume) == sizeof(int) && sizeof(gt_progress) == sizeof(int),
+               "config enums are int-sized");
+
 static int valid_preset(const char *v, char *msg, size_t n);
 
 #define FLD(f) offsetof(gt_config, f), sizeof(((gt_config *)0)->f)
-#define STR(k, f, d, doc) {k, T_STR, FLD(f), d, NULL, 0, NULL, doc}
-#define ENUM(k, f, d, choices, doc) {k, T_ENUM, FLD(f), d, choices, 0, NULL, doc}
-#define BOOL(k, f, d, doc) {k, T_BOOL, FLD(f), d, NULL, 0, NULL, doc}
-#define INT(k, f, d, range, doc) {k, T_INT, FLD(f), d, range, 0, NULL, doc}
-#define NUM(k, f, d, range, doc) {k, T_NUM, FLD(f), d, range, 0, NULL, doc}
-#define LIST(k, f, n, d, choices, doc) \
-    {k, T_LIST, offsetof(gt_config, f), sizeof(((gt_config *)0)->f[0]), d, choices, offsetof(gt_config, n), \
-     NULL, doc}
+#define STR(k, f, d, doc) {k, T_STR, FLD(f), d, NULL, NULL, 0, 0, NULL, doc}
+#define ENUM(k, f, d, names, doc) {k, T_ENUM, FLD(f), d, NULL, names, 0, 0, NULL, doc}
+#define WORD(k, f, pathf, d, names, doc) {k, T_WORD, FLD(f), d, NULL, names, FLD(pathf), NULL, doc}
+#define BOOL(k, f, d, doc) {k, T_BOOL, FLD(f), d, NULL, NULL, 0, 0, NULL, doc}
+#define INT(k, f, d, range, doc) {k, T_INT, FLD(f), d, range, NULL, 0, 0, NULL, doc}
+#define NUM(k, f, d, range, doc) {k, T_NUM, FLD(f), d, range, NULL, 0, 0, NULL, doc}
+#define LIST(k, f, n, d, names, doc) \
+    {k, T_LIST, offsetof(gt_config, f), sizeof(((gt_config *)0)->f[0]), d, NULL, names, \
+     offsetof(gt_config, n), 0, NULL, doc}
 
 /* The schema. Rows of one section stay together (the writer opens a section when the prefix
  * changes). Defaults follow KerasHub's Gemma LoRA fine-tuning tutorial: LoRA rank 4, sequence
  * length 256, batch size 1, one epoch, AdamW with learning rate 5e-5 and weight decay 0.01
  * excluding bias and scale, Keras' betas and epsilon. */
 static const row schema[] = {
-    {"model.preset", T_STR, FLD(model.preset), "", NULL, 0, valid_preset,
+    {"model.preset", T_STR, FLD(model.preset), "", NULL, NULL, 0, 0, valid_preset,
      "KerasHub preset name (gemma3_270m, ...): the shapes; empty: model.weights or a custom model"},
     STR("model.weights", model.weights, "", "model to start from: a GGUF file, a KerasHub preset or a Hugging Face directory; empty: random init"),
-    ENUM("model.dtype", model.dtype, "float32", "float32", "parameter and compute type"),
-    ENUM("model.frozen_dtype", model.frozen_dtype, "fp32", "fp32|bf16",
+    ENUM("model.dtype", model.dtype, "float32", gt_cfg_dtype_names, "parameter and compute type"),
+    ENUM("model.frozen_dtype", model.frozen_dtype, "fp32", gt_frozen_dtype_names,
          "storage of the frozen base weights under LoRA; bf16 halves their memory (values rounded "
          "once to bfloat16, all arithmetic stays fp32); full fine-tuning needs fp32"),
     INT("model.generation", model.generation, "0", "[0, 3]",
@@ -72,11 +103,11 @@ static const row schema[] = {
         "tokenizer file (tokenizer.json, .spm or .gguf); empty: the one in model.weights"),
     STR("data.train", data.train, "", "training data, a JSONL file"),
     STR("data.eval", data.eval, "", "evaluation data, a JSONL file; empty: no eval"),
-    ENUM("data.format", data.format, "auto", "auto|prompt_response|text|chat",
+    ENUM("data.format", data.format, "auto", gt_cfg_format_names,
          "record form: {prompt, response}, {text} or {messages}; auto: from each file's first record"),
     INT("data.sequence_length", data.sequence_length, "256", "[2, 1048576]",
         "tokens per row (prompt, response and special tokens)"),
-    ENUM("data.template", data.template_, "none", "none|gemma_chat",
+    ENUM("data.template", data.template_, "none", gt_cfg_template_names,
          "prompt template; gemma_chat: Gemma's turn markers"),
     BOOL("data.packing", data.packing, "false",
          "pack several examples into one row (not supported yet: must be false)"),
@@ -84,20 +115,20 @@ static const row schema[] = {
     INT("data.shuffle_seed", data.shuffle_seed, "-1", "[-1, inf)", "seed of the shuffle; -1: train.seed"),
     BOOL("data.add_start_token", data.add_start_token, "true", "prepend <bos>"),
     BOOL("data.add_end_token", data.add_end_token, "true", "append <eos>"),
-    ENUM("data.on_bad_line", data.on_bad_line, "fail", "fail|skip",
+    ENUM("data.on_bad_line", data.on_bad_line, "fail", gt_cfg_bad_line_names,
          "a malformed JSONL record stops the job, or is skipped and counted"),
     BOOL("lora.enabled", lora.enabled, "true", "train LoRA adapters (else train.full_finetune must be true)"),
     INT("lora.rank", lora.rank, "4", "[1, 4096]", "adapter rank"),
     NUM("lora.alpha", lora.alpha, "0", "[0, 1e6]", "scale is alpha/rank; 0: alpha = rank (Keras)"),
     NUM("lora.dropout", lora.dropout, "0", "[0, 1)",
         "dropout on the adapter input while training, as PEFT's lora_dropout (Keras' LoRA has none)"),
-    LIST("lora.targets", lora.targets, lora.n_targets, "[query, value]",
-         "query|key|value|attention_output|ffw_gating|ffw_gating_2|ffw_linear", "layers that get adapters"),
+    LIST("lora.targets", lora.targets, lora.n_targets, "[query, value]", gt_lora_target_names,
+         "layers that get adapters"),
     INT("lora.seed", lora.seed, "-1", "[-1, inf)", "seed of the adapters' init; -1: train.seed"),
     STR("lora.weights", lora.weights, "",
         "adapters to start from / evaluate: a Keras .lora.h5 file (save_lora_weights; rank and targets "
         "must match); empty: fresh init"),
-    ENUM("optimizer.name", optimizer.name, "adamw", "adamw|adam|sgd", "optimizer"),
+    ENUM("optimizer.name", optimizer.name, "adamw", gt_cfg_optimizer_names, "optimizer"),
     NUM("optimizer.learning_rate", optimizer.learning_rate, "5e-5", "(0, 10]", "peak learning rate"),
     NUM("optimizer.beta_1", optimizer.beta_1, "0.9", "[0, 1)", "Adam first-moment decay"),
     NUM("optimizer.beta_2", optimizer.beta_2, "0.999", "[0, 1)", "Adam second-moment decay"),
@@ -109,7 +140,7 @@ static const row schema[] = {
     NUM("optimizer.momentum", optimizer.momentum, "0", "[0, 1)", "momentum (sgd only)"),
     NUM("optimizer.clip_global_norm", optimizer.clip_global_norm, "0", "[0, 1e9]",
         "clip gradients to this global norm; 0: off"),
-    ENUM("schedule.name", schedule.name, "constant", "constant|linear|cosine",
+    ENUM("schedule.name", schedule.name, "constant", gt_cfg_schedule_names,
          "learning-rate decay after warmup"),
     INT("schedule.warmup_steps", schedule.warmup_steps, "0", "[0, inf)", "linear warmup steps"),
     NUM("schedule.min_learning_rate", schedule.min_learning_rate, "0", "[0, 10]",
@@ -122,7 +153,7 @@ static const row schema[] = {
     INT("train.steps", train.steps, "0", "[0, inf)", "optimizer steps; 0: from train.epochs"),
     INT("train.epochs", train.epochs, "0", "[0, 1000000]",
         "passes over data.train; 0: from train.steps (1 when neither is given)"),
-    ENUM("train.loss_normalization", train.loss_normalization, "tokens", "tokens|keras",
+    ENUM("train.loss_normalization", train.loss_normalization, "tokens", gt_cfg_loss_norm_names,
          "loss divisor: the batch's weighted tokens, or batch x sequence_length (KerasHub)"),
     INT("train.stop_after_steps", train.stop_after_steps, "0", "[0, inf)",
         "end this invocation once the run reaches step N (checkpoint, then exit; resume continues "
@@ -135,7 +166,7 @@ static const row schema[] = {
         "LM-head buffer: chunk_rows x vocab logits (memory vs speed)"),
     BOOL("train.full_finetune", train.full_finetune, "false",
          "train every weight (else LoRA must be enabled)"),
-    ENUM("train.on_nonfinite", train.on_nonfinite, "stop", "stop|skip",
+    ENUM("train.on_nonfinite", train.on_nonfinite, "stop", gt_cfg_nonfinite_names,
          "a NaN/Inf loss or gradient stops the run, or skips the step"),
     INT("eval.every_steps", eval.every_steps, "0", "[0, inf)",
         "evaluate every N steps; 0: before and after training only"),
@@ -147,11 +178,11 @@ static const row schema[] = {
     INT("checkpoint.every_steps", checkpoint.every_steps, "0", "[0, inf)",
         "save every N steps; 0: at the end only"),
     INT("checkpoint.keep", checkpoint.keep, "3", "[1, 1000]", "checkpoints kept (oldest removed)"),
-    STR("checkpoint.resume", checkpoint.resume, "none",
-        "none, latest (in checkpoint.dir) or a checkpoint path"),
+    WORD("checkpoint.resume", checkpoint.resume, checkpoint.resume_path, "none", gt_cfg_resume_names,
+         "none, latest (in checkpoint.dir) or a checkpoint path"),
     STR("logging.metrics", logging.metrics, "", "JSONL file of step and eval metrics; empty: none"),
     INT("logging.every_steps", logging.every_steps, "1", "[1, inf)", "log every N steps"),
-    ENUM("logging.progress", logging.progress, "auto", "auto|bar|plain",
+    ENUM("logging.progress", logging.progress, "auto", gt_cfg_progress_names,
          "progress display; auto: a bar on a terminal"),
     STR("output_dir", output_dir, "", "directory for outputs (the effective config.yaml, ...); empty: none"),
 };
@@ -248,26 +279,32 @@ static void unknown_key(const char *path, bool relative, char *out, size_t n) {
     snprintf(out, n, "unknown key '%s' (did you mean '%s'?)", path, same ? leaf_of(best) : best);
 }
 
-static bool in_choices(const char *choices, const char *v) {
-    size_t n = strlen(v);
-    for (const char *p = choices; p && *p;) {
-        const char *e = strchr(p, '|');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == n && !strncmp(p, v, n)) return true;
-        p = e ? e + 1 : NULL;
-    }
-    return false;
+/* The value of name v in names, or -1. */
+static int find_name(const char *const *names, const char *v) {
+    for (int i = 0; names && names[i]; i++)
+        if (!strcmp(names[i], v)) return i;
+    return -1;
 }
 
-static void choices_text(const char *choices, char *out, size_t n) {
+static int n_names(const char *const *names) {
+    int n = 0;
+    while (names[n]) n++;
+    return n;
+}
+
+/* The name of enum value x; a value outside the table (never set by the parser) shows as '?'. */
+static const char *name_of(const char *const *names, int x) {
+    return x >= 0 && x < n_names(names) ? names[x] : "?";
+}
+
+static void choices_text(const char *const *names, char *out, size_t n) {
     size_t o = 0;
-    for (const char *p = choices; *p && o + 3 < n; p++) {
-        if (*p == '|')
-            out[o++] = ',', out[o++] = ' ';
-        else
-            out[o++] = *p;
+    out[0] = 0;
+    for (int i = 0; names[i] && o < n; i++) {
+        int w = snprintf(out + o, n - o, "%s%s", i ? ", " : "", names[i]);
+        if (w < 0) break;
+        o += (size_t)w;
     }
-    out[o] = 0;
 }
 
 /* "[lo, hi)" etc. */
@@ -317,13 +354,26 @@ static int set_scalar(gt_config *c, const row *r, const char *v, bool plain_null
             return snprintf(err, errn, "%s: %s: %s", where, r->path, ch), -1;
         set_str(base, r->size, v);
         return 0;
-    case T_ENUM:
-        if (!in_choices(r->range, v)) {
-            choices_text(r->range, ch, sizeof ch);
+    case T_ENUM: {
+        int x = find_name(r->names, v);
+        if (x < 0) {
+            choices_text(r->names, ch, sizeof ch);
             return snprintf(err, errn, "%s: %s: '%s' is not one of %s", where, r->path, v, ch), -1;
         }
-        set_str(base, r->size, v);
+        *(int *)base = x;
         return 0;
+    }
+    case T_WORD: { /* a name, or else a path (the first value after the named ones) */
+        int x = find_name(r->names, v);
+        char *p = (char *)c + r->aux_off;
+        if (x < 0 && strlen(v) >= r->aux_size)
+            return snprintf(err, errn, "%s: %s: value is longer than %zu bytes", where, r->path,
+                            r->aux_size - 1),
+                   -1;
+        *(int *)base = x < 0 ? n_names(r->names) : x;
+        set_str(p, r->aux_size, x < 0 ? v : "");
+        return 0;
+    }
     case T_BOOL: {
         static const char *yes[] = {"true", "yes", "on"}, *no[] = {"false", "no", "off"};
         for (int i = 0; i < 3; i++) {
@@ -372,11 +422,11 @@ static int set_list(gt_config *c, const row *r, const char *const *items, int n,
     if (n > GT_CFG_LIST)
         return snprintf(err, errn, "%s: %s: at most %d items", where, r->path, GT_CFG_LIST), -1;
     for (int i = 0; i < n; i++) {
-        if (r->range && !in_choices(r->range, items[i])) {
-            choices_text(r->range, ch, sizeof ch);
+        if (r->names && find_name(r->names, items[i]) < 0) {
+            choices_text(r->names, ch, sizeof ch);
             return snprintf(err, errn, "%s: %s: '%s' is not one of %s", where, r->path, items[i], ch), -1;
         }
-        if (!*items[i] || strlen(items[i]) >= r->size)
+        if (!r->names && (!*items[i] || strlen(items[i]) >= r->size))
             return snprintf(err, errn, "%s: %s: item '%s' must be 1 to %zu bytes", where, r->path, items[i],
                             r->size - 1),
                    -1;
@@ -386,8 +436,13 @@ static int set_list(gt_config *c, const row *r, const char *const *items, int n,
     }
     char *base = (char *)c + r->off;
     memset(base, 0, r->size * GT_CFG_LIST);
-    for (int i = 0; i < n; i++) set_str(base + (size_t)i * r->size, r->size, items[i]);
-    *(int *)((char *)c + r->count_off) = n;
+    for (int i = 0; i < n; i++) {
+        if (r->names)
+            ((int *)base)[i] = find_name(r->names, items[i]);
+        else
+            set_str(base + (size_t)i * r->size, r->size, items[i]);
+    }
+    *(int *)((char *)c + r->aux_off) = n;
     return 0;
 }
 
@@ -672,9 +727,9 @@ int gt_config_check(const gt_config *c, char *err, size_t errn) {
         BAD("lora.enabled and train.full_finetune are both true: choose one");
     if (c->lora.enabled && c->lora.n_targets == 0) BAD("lora.targets: empty while lora.enabled is true");
     if (c->lora.weights[0] && !c->lora.enabled) BAD("lora.weights is set while lora.enabled is false");
-    if (c->train.full_finetune && strcmp(c->model.frozen_dtype, "fp32"))
+    if (c->train.full_finetune && c->model.frozen_dtype != GT_FROZEN_FP32)
         BAD("model.frozen_dtype: %s stores frozen weights; full fine-tuning trains them all (use fp32)",
-            c->model.frozen_dtype);
+            name_of(gt_frozen_dtype_names, (int)c->model.frozen_dtype));
     /* batches and steps */
     int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
     if (mb > c->train.batch_size)
@@ -695,14 +750,16 @@ int gt_config_check(const gt_config *c, char *err, size_t errn) {
     if (c->schedule.min_learning_rate > c->optimizer.learning_rate)
         BAD("schedule.min_learning_rate (%g) exceeds optimizer.learning_rate (%g)",
             c->schedule.min_learning_rate, c->optimizer.learning_rate);
-    if (c->optimizer.momentum > 0 && strcmp(c->optimizer.name, "sgd"))
-        BAD("optimizer.momentum applies to sgd only (optimizer.name is %s)", c->optimizer.name);
+    if (c->optimizer.momentum > 0 && c->optimizer.name != GT_OPT_SGD)
+        BAD("optimizer.momentum applies to sgd only (optimizer.name is %s)",
+            name_of(gt_cfg_optimizer_names, (int)c->optimizer.name));
     /* eval, checkpoints */
     if (c->eval.every_steps && !c->data.eval[0]) BAD("eval.every_steps is set but data.eval is empty");
-    if ((c->checkpoint.every_steps || !strcmp(c->checkpoint.resume, "latest")) && !c->checkpoint.dir[0])
+    if ((c->checkpoint.every_steps || c->checkpoint.resume == GT_RESUME_LATEST) && !c->checkpoint.dir[0])
         BAD("checkpoint.dir: required by checkpoint.%s",
             c->checkpoint.every_steps ? "every_steps" : "resume: latest");
-    if (!c->checkpoint.resume[0]) BAD("checkpoint.resume: empty (none, latest or a path)");
+    if (c->checkpoint.resume == GT_RESUME_PATH && !c->checkpoint.resume_path[0])
+        BAD("checkpoint.resume: empty (none, latest or a path)");
     return 0;
 #undef BAD
 }
@@ -794,17 +851,23 @@ static void write_value(FILE *f, const gt_config *c, const row *r) {
     const char *base = (const char *)c + r->off;
     char num[48];
     switch (r->type) {
-    case T_STR:
-    case T_ENUM: write_string(f, base); break;
+    case T_STR: write_string(f, base); break;
+    case T_ENUM: write_string(f, name_of(r->names, *(const int *)base)); break;
+    case T_WORD: {
+        int x = *(const int *)base;
+        write_string(f, x < n_names(r->names) ? name_of(r->names, x) : (const char *)c + r->aux_off);
+        break;
+    }
     case T_BOOL: fputs(*(const bool *)base ? "true" : "false", f); break;
     case T_INT: fprintf(f, "%lld", (long long)*(const int64_t *)base); break;
     case T_NUM: format_number(*(const double *)base, num, sizeof num), fputs(num, f); break;
     case T_LIST: {
-        int n = *(const int *)((const char *)c + r->count_off);
+        int n = *(const int *)((const char *)c + r->aux_off);
         fputc('[', f);
         for (int k = 0; k < n; k++) {
             if (k) fputs(", ", f);
-            write_string(f, base + (size_t)k * r->size);
+            write_string(f, r->names ? name_of(r->names, ((const int *)base)[k])
+                                     : base + (size_t)k * r->size);
         }
         fputc(']', f);
         break;
@@ -832,16 +895,21 @@ const char *gt_config_diff(const gt_config *a, const gt_config *b) {
         const char *x = (const char *)a + r->off, *y = (const char *)b + r->off;
         bool same;
         switch (r->type) {
-        case T_STR:
-        case T_ENUM: same = !strcmp(x, y); break;
+        case T_STR: same = !strcmp(x, y); break;
+        case T_ENUM: same = *(const int *)x == *(const int *)y; break;
+        case T_WORD:
+            same = *(const int *)x == *(const int *)y &&
+                   !strcmp((const char *)a + r->aux_off, (const char *)b + r->aux_off);
+            break;
         case T_BOOL: same = *(const bool *)x == *(const bool *)y; break;
         case T_INT: same = *(const int64_t *)x == *(const int64_t *)y; break;
         case T_NUM: same = *(const double *)x == *(const double *)y; break;
         default: {
-            int n = *(const int *)((const char *)a + r->count_off);
-            same = n == *(const int *)((const char *)b + r->count_off);
+            int n = *(const int *)((const char *)a + r->aux_off);
+            same = n == *(const int *)((const char *)b + r->aux_off);
             for (int k = 0; same && k < n; k++)
-                same = !strcmp(x + (size_t)k * r->size, y + (size_t)k * r->size);
+                same = r->names ? ((const int *)x)[k] == ((const int *)y)[k]
+                                : !strcmp(x + (size_t)k * r->size, y + (size_t)k * r->size);
         }
         }
         if (!same) return r->path;
@@ -850,14 +918,15 @@ const char *gt_config_diff(const gt_config *a, const gt_config *b) {
 }
 
 void gt_config_reference(FILE *f) {
-    static const char *const tname[] = {"string", "integer", "number", "bool", "enum", "list"};
+    /* T_WORD reads as a string: a path, or one of the words its doc names */
+    static const char *const tname[] = {"string", "integer", "number", "bool", "enum", "list", "string"};
     char ch[256];
     fputs("| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n", f);
     for (size_t i = 0; i < N_ROWS; i++) {
         const row *r = &schema[i];
         ch[0] = 0;
-        if (r->range && (r->type == T_ENUM || r->type == T_LIST))
-            choices_text(r->range, ch, sizeof ch);
+        if (r->names && (r->type == T_ENUM || r->type == T_LIST))
+            choices_text(r->names, ch, sizeof ch);
         else if (r->range)
             snprintf(ch, sizeof ch, "%s", r->range);
         fprintf(f, "| `%s` | %s | `%s` | %s | %s |\n", r->path, tname[r->type], r->dflt, ch, r->doc);

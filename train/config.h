@@ -26,15 +26,37 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "data/dataset.h"
+#include "data/preprocess.h"
+#include "models/gemma.h"
+#include "models/lora.h"
+#include "train/optim.h"
+#include "train/step.h"
+
 #define GT_CFG_STR 512 /* bytes of a path or free string, NUL included */
 #define GT_CFG_LIST 8  /* items of a list key */
+
+/* Enum keys are decoded once, when the value is set; the modules' own enums are used where they
+ * exist (gt_opt_kind, gt_sched_kind, gt_ds_format, gt_template, gt_loss_norm, gt_frozen_dtype,
+ * gt_lora_target). The names, in enum order, are the gt_cfg_*_names tables below (NULL-ended). */
+typedef enum { GT_DTYPE_FLOAT32 } gt_model_dtype;
+typedef enum { GT_BAD_LINE_FAIL, GT_BAD_LINE_SKIP } gt_on_bad_line;
+typedef enum { GT_NONFINITE_STOP, GT_NONFINITE_SKIP } gt_on_nonfinite;
+typedef enum { GT_PROGRESS_AUTO, GT_PROGRESS_BAR, GT_PROGRESS_PLAIN } gt_progress;
+/* checkpoint.resume: the words none and latest, or a path (checkpoint.resume_path) */
+typedef enum { GT_RESUME_NONE, GT_RESUME_LATEST, GT_RESUME_PATH } gt_resume;
+
+extern const char *const gt_cfg_dtype_names[], *const gt_cfg_format_names[], *const gt_cfg_template_names[],
+    *const gt_cfg_bad_line_names[], *const gt_cfg_optimizer_names[], *const gt_cfg_schedule_names[],
+    *const gt_cfg_loss_norm_names[], *const gt_cfg_nonfinite_names[], *const gt_cfg_progress_names[],
+    *const gt_cfg_resume_names[];
 
 typedef struct gt_config {
     struct {
         char preset[GT_CFG_STR];  /* KerasHub preset name (shapes); empty: custom or from weights */
         char weights[GT_CFG_STR]; /* model file (GGUF); empty: random init */
-        char dtype[16];
-        char frozen_dtype[8];     /* storage of the frozen base weights under LoRA: fp32 | bf16 */
+        gt_model_dtype dtype;
+        gt_frozen_dtype frozen_dtype; /* storage of the frozen base weights under LoRA */
         /* architecture overrides: 0 (or -1 where 0 is meaningful) keeps the preset's value */
         int64_t generation, vocab_size, num_layers, hidden_dim, intermediate_dim,
             num_query_heads, num_key_value_heads, head_dim, sliding_window_size, init_seed;
@@ -42,7 +64,10 @@ typedef struct gt_config {
     } model;
     char tokenizer[GT_CFG_STR];
     struct {
-        char train[GT_CFG_STR], eval[GT_CFG_STR], format[32], template_[32], on_bad_line[16];
+        char train[GT_CFG_STR], eval[GT_CFG_STR];
+        gt_ds_format format;
+        gt_template template_;
+        gt_on_bad_line on_bad_line;
         int64_t sequence_length, shuffle_seed;
         bool packing, shuffle, add_start_token, add_end_token;
     } data;
@@ -50,19 +75,19 @@ typedef struct gt_config {
         bool enabled;
         int64_t rank;
         double alpha, dropout; /* alpha: resolved to rank when left 0 */
-        char targets[GT_CFG_LIST][32];
+        gt_lora_target targets[GT_CFG_LIST];
         int n_targets;
         int64_t seed;
         char weights[GT_CFG_STR]; /* adapters to start from (Keras .lora.h5); empty: fresh init */
     } lora;
     struct {
-        char name[16];
+        gt_opt_kind name;
         double learning_rate, beta_1, beta_2, epsilon, weight_decay, momentum, clip_global_norm;
         char exclude_from_weight_decay[GT_CFG_LIST][32];
         int n_exclude;
     } optimizer;
     struct {
-        char name[16];
+        gt_sched_kind name;
         int64_t warmup_steps;
         double min_learning_rate, min_learning_rate_ratio; /* ratio: resolved into the absolute */
     } schedule;
@@ -71,7 +96,8 @@ typedef struct gt_config {
          * after resolve (epochs = 1 when neither is given); see gt_config_total_steps. */
         int64_t batch_size, micro_batch_size, steps, epochs, seed, threads, chunk_rows;
         int64_t stop_after_steps; /* end this invocation at that step (the schedule spans the run) */
-        char loss_normalization[16], on_nonfinite[16];
+        gt_loss_norm loss_normalization;
+        gt_on_nonfinite on_nonfinite;
         bool full_finetune;
     } train;
     struct {
@@ -79,11 +105,14 @@ typedef struct gt_config {
         char per_example_output[GT_CFG_STR];
     } eval;
     struct {
-        char dir[GT_CFG_STR], resume[GT_CFG_STR];
+        char dir[GT_CFG_STR];
+        gt_resume resume;
+        char resume_path[GT_CFG_STR]; /* GT_RESUME_PATH: the checkpoint; else empty */
         int64_t every_steps, keep;
     } checkpoint;
     struct {
-        char metrics[GT_CFG_STR], progress[16];
+        char metrics[GT_CFG_STR];
+        gt_progress progress;
         int64_t every_steps;
     } logging;
     char output_dir[GT_CFG_STR];

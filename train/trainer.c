@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,6 +31,30 @@ static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* x as a JSON number with fmt's digits (the file stays short and diffable); a non-finite x (a
+ * step skipped under train.on_nonfinite: skip) is null, which keeps the line valid JSON. */
+static json_t *jnum(double x, const char *fmt) {
+    if (!isfinite(x)) return json_null();
+    char t[64];
+    snprintf(t, sizeof t, fmt, x);
+    return json_real(strtod(t, NULL));
+}
+
+/* A sum of token weights, whole in practice: an integer. */
+static json_t *jcount(double x) {
+    return isfinite(x) ? json_integer((json_int_t)llround(x)) : json_null();
+}
+
+/* One JSON line (keys in the order packed); o is consumed. 15 digits print every value jnum
+ * rounded exactly. */
+static void put_json(FILE *f, json_t *o, bool flush) {
+    if (!o) return;
+    json_dumpf(o, f, JSON_REAL_PRECISION(15));
+    fputc('\n', f);
+    if (flush) fflush(f);
+    json_decref(o);
 }
 
 typedef struct job {
@@ -125,7 +150,7 @@ static int build_trainables(job *j, char *err, size_t errn) {
     if (c->lora.enabled) {
         if (!j->lora) { /* else opened from lora.weights already (open_adapters) */
             unsigned targets = 0;
-            for (int i = 0; i < c->lora.n_targets; i++) targets |= 1u << gt_lora_target_from_name(c->lora.targets[i]);
+            for (int i = 0; i < c->lora.n_targets; i++) targets |= 1u << c->lora.targets[i];
             double alpha = c->lora.alpha > 0 ? c->lora.alpha : (double)c->lora.rank;
             if (gt_lora_create_for(&m->cfg, c->lora.rank, alpha, targets, (uint64_t)c->lora.seed, &j->lora, err, errn))
                 return -1;
@@ -133,8 +158,7 @@ static int build_trainables(job *j, char *err, size_t errn) {
         }
         m->lora = j->lora;
         j->lora->dropout = c->lora.dropout;
-        int fdt = gt_frozen_dtype_from_name(c->model.frozen_dtype);
-        if (gt_gemma_set_frozen_dtype(m, fdt < 0 ? GT_FROZEN_FP32 : (gt_frozen_dtype)fdt, err, errn)) return -1;
+        if (gt_gemma_set_frozen_dtype(m, c->model.frozen_dtype, err, errn)) return -1;
         j->slices = calloc((size_t)(2 * m->cfg.num_layers * GT_LORA_NTARGETS), sizeof *j->slices);
         if (!j->slices) return snprintf(err, errn, "out of memory"), -1;
         for (int64_t i = 0; i < m->cfg.num_layers; i++)
@@ -170,15 +194,8 @@ static int alloc_rows(job *j, int64_t rows, char *err, size_t errn) {
         if (!j->positions || !j->segments) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
     }
     if (!j->ids || !j->labels || !j->mask || !j->weights) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
-    j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token,
-                        !strcmp(j->cfg->data.template_, "gemma_chat") ? GT_TEMPLATE_GEMMA_CHAT : GT_TEMPLATE_NONE};
+    j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token, j->cfg->data.template_};
     return 0;
-}
-
-static gt_ds_format ds_format(const gt_config *c) {
-    const char *f = c->data.format;
-    return !strcmp(f, "prompt_response") ? GT_DS_PROMPT_RESPONSE : !strcmp(f, "text") ? GT_DS_TEXT
-           : !strcmp(f, "chat") ? GT_DS_CHAT : GT_DS_AUTO;
 }
 
 /* Fill row r of the batch from example ex. */
@@ -297,8 +314,10 @@ static int evaluate(job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, eval
     }
     if (per_example) /* one process (the eval command): every example is here */
         for (int64_t i = 0; i < n; i++)
-            fprintf(per_example, "{\"line\": %lld, \"loss\": %.6f, \"tokens\": %.0f}\n", (long long)lines[i],
-                    ex_loss[2 * i], ex_loss[2 * i + 1]);
+            put_json(per_example,
+                     json_pack("{s:I, s:o, s:o}", "line", (json_int_t)lines[i], "loss", jnum(ex_loss[2 * i], "%.6f"),
+                               "tokens", jcount(ex_loss[2 * i + 1])),
+                     false);
     res->examples = n;
     double sums[2] = {res->wce, res->w};
     if (gt_dist_sum_f64(j->dist, sums, 2, err, errn)) goto done;
@@ -316,8 +335,10 @@ static void print_eval(const char *label, const eval_result *r, FILE *metrics, i
     fprintf(stderr, "%s: loss %.4f, perplexity %.3f over %.0f weighted tokens in %lld examples\n", label,
             loss, exp(loss), r->w, (long long)r->examples);
     if (metrics)
-        fprintf(metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_perplexity\": %.4f, \"eval_tokens\": %.0f}\n",
-                (long long)step, loss, exp(loss), r->w), fflush(metrics);
+        put_json(metrics,
+                 json_pack("{s:I, s:o, s:o, s:o}", "step", (json_int_t)step, "eval_loss", jnum(loss, "%.6f"),
+                           "eval_perplexity", jnum(exp(loss), "%.4f"), "eval_tokens", jcount(r->w)),
+                 true);
 }
 
 static void job_init(job *j, const gt_config *c, gt_dist *dist) {
@@ -371,9 +392,7 @@ static int open_adapters(job *j, gt_config *c, char *err, size_t errn) {
     memset(c->lora.targets, 0, sizeof c->lora.targets);
     c->lora.n_targets = 0;
     for (int t = 0; t < GT_LORA_NTARGETS; t++)
-        if (j->lora->targets & 1u << t)
-            snprintf(c->lora.targets[c->lora.n_targets++], sizeof c->lora.targets[0], "%s",
-                     gt_lora_target_name((gt_lora_target)t));
+        if (j->lora->targets & 1u << t) c->lora.targets[c->lora.n_targets++] = (gt_lora_target)t;
     return 0;
 }
 
@@ -389,6 +408,14 @@ static void fault_rank_kill(int rank, int64_t step) {
     int r;
     long long at;
     if (s && sscanf(s, "rank_kill:%d:%lld", &r, &at) == 2 && r == rank && at == step) raise(SIGKILL);
+}
+
+/* Test hook: GT_FAULT_INJECT=nonfinite:S puts a NaN into the first value of every trainable slice
+ * for step S only, as a diverging step would (train.on_nonfinite decides what follows). */
+static bool fault_nonfinite(int64_t step) {
+    const char *s = getenv("GT_FAULT_INJECT");
+    long long at;
+    return s && sscanf(s, "nonfinite:%lld", &at) == 1 && at == step;
 }
 
 static char *config_text(const gt_config *c) {
@@ -479,9 +506,10 @@ static int save_outputs(job *j, int64_t step, double eval_loss, char *err, size_
 static int64_t resume(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, int64_t *tokens, double *elapsed,
                       char *err, size_t errn) {
     const gt_config *c = j->cfg;
-    if (!strcmp(c->checkpoint.resume, "none")) return 0;
     char path[GT_CFG_STR + 32];
-    if (!strcmp(c->checkpoint.resume, "latest")) {
+    switch (c->checkpoint.resume) {
+    case GT_RESUME_NONE: return 0;
+    case GT_RESUME_LATEST: {
         int64_t step;
         int rc = gt_ckpt_latest(c->checkpoint.dir, path, sizeof path, &step, err, errn);
         if (rc < 0) return -1;
@@ -490,8 +518,9 @@ static int64_t resume(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, i
                 fprintf(stderr, "checkpoint.resume: no checkpoint in %s yet: starting at step 0\n", c->checkpoint.dir);
             return 0;
         }
-    } else {
-        snprintf(path, sizeof path, "%s", c->checkpoint.resume);
+        break;
+    }
+    case GT_RESUME_PATH: snprintf(path, sizeof path, "%s", c->checkpoint.resume_path); break;
     }
     gt_ckpt_state st;
     char *yaml = NULL;
@@ -503,7 +532,8 @@ static int64_t resume(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, i
     if (yaml && !gt_config_parse_text(yaml, strlen(yaml), path, &old, e2, sizeof e2)) {
         gt_config_resolve(&old);
         gt_config now_ = *c;
-        snprintf(old.checkpoint.resume, sizeof old.checkpoint.resume, "%s", c->checkpoint.resume);
+        old.checkpoint.resume = c->checkpoint.resume;
+        memcpy(old.checkpoint.resume_path, c->checkpoint.resume_path, sizeof old.checkpoint.resume_path);
         old.train.stop_after_steps = now_.train.stop_after_steps;
         const char *d = gt_config_diff(&old, &now_);
         if (d && j->dist->rank == 0) fprintf(stderr, "resume: the config differs from the checkpoint's (first at '%s')\n", d);
@@ -534,10 +564,10 @@ int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_
     if (build_model(&j, err, errn) || build_trainables(&j, err, errn)) goto done;
     /* the optimizer only gives the checkpoint's state arrays a place to land */
     gt_optim_cfg oc;
-    gt_optim_cfg_defaults(&oc, !strcmp(c->optimizer.name, "sgd") ? GT_OPT_SGD : !strcmp(c->optimizer.name, "adam") ? GT_OPT_ADAM : GT_OPT_ADAMW);
+    gt_optim_cfg_defaults(&oc, c->optimizer.name);
     oc.momentum = c->optimizer.momentum;
     if (gt_optim_init(&opt, &oc, j.slices, j.n_slices, err, errn)) goto done;
-    gt_ckpt_model cm = {&j.model->cfg, j.lora, c->optimizer.name};
+    gt_ckpt_model cm = {&j.model->cfg, j.lora, gt_cfg_optimizer_names[c->optimizer.name]};
     gt_ckpt_state st;
     if (gt_ckpt_load(ckpt, &cm, j.slices, j.n_slices, &opt, &st, NULL, err, errn)) goto done;
     *model = j.model;
@@ -592,11 +622,11 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     if (gt_dist_check_same(dist, config_hash(rs.yaml), "the effective config (give every rank the same config)", err, errn))
         goto done;
     if (setup(&j, c, dist, B, err, errn)) goto done;
-    bool skip_bad = !strcmp(c->data.on_bad_line, "skip");
-    if (gt_dataset_open(c->data.train, ds_format(c), skip_bad, &train, err, errn)) goto done;
+    bool skip_bad = c->data.on_bad_line == GT_BAD_LINE_SKIP;
+    if (gt_dataset_open(c->data.train, c->data.format, skip_bad, &train, err, errn)) goto done;
     /* every rank walks the same global order and trains on its own block of each global batch */
     if (gt_dataset_set_order(&train, (uint64_t)c->data.shuffle_seed, c->data.shuffle, 0, 1, err, errn)) goto done;
-    if (c->data.eval[0] && gt_dataset_open(c->data.eval, ds_format(c), skip_bad, &ev, err, errn)) goto done;
+    if (c->data.eval[0] && gt_dataset_open(c->data.eval, c->data.format, skip_bad, &ev, err, errn)) goto done;
     if (train.skipped && lead) fprintf(stderr, "data.train: skipped %lld bad lines\n", (long long)train.skipped);
     total = gt_config_total_steps(c, train.n);
     if (total < 1) {
@@ -611,27 +641,27 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
         goto done;
     }
     gt_optim_cfg oc;
-    gt_optim_cfg_defaults(&oc, !strcmp(c->optimizer.name, "sgd") ? GT_OPT_SGD : !strcmp(c->optimizer.name, "adam") ? GT_OPT_ADAM : GT_OPT_ADAMW);
+    gt_optim_cfg_defaults(&oc, c->optimizer.name);
     oc.beta_1 = c->optimizer.beta_1;
     oc.beta_2 = c->optimizer.beta_2;
     oc.epsilon = c->optimizer.epsilon;
     oc.weight_decay = c->optimizer.weight_decay;
     oc.momentum = c->optimizer.momentum;
     if (gt_optim_init(&opt, &oc, j.slices, j.n_slices, err, errn)) goto done;
-    gt_schedule sched = {!strcmp(c->schedule.name, "linear") ? GT_SCHED_LINEAR : !strcmp(c->schedule.name, "cosine") ? GT_SCHED_COSINE : GT_SCHED_CONSTANT,
+    gt_schedule sched = {c->schedule.name,
                          c->optimizer.learning_rate, c->schedule.min_learning_rate, c->schedule.warmup_steps,
                          total};
     j.sharded = gt_dist_shards(dist, &opt) && !getenv("GT_NO_SHARD");
-    gt_step_cfg sc = {.norm = !strcmp(c->train.loss_normalization, "keras") ? GT_NORM_KERAS : GT_NORM_TOKENS,
+    gt_step_cfg sc = {.norm = c->train.loss_normalization,
                       .chunk_rows = c->train.chunk_rows, .clip_norm = c->optimizer.clip_global_norm,
-                      .skip_nonfinite = !strcmp(c->train.on_nonfinite, "skip"),
+                      .skip_nonfinite = c->train.on_nonfinite == GT_NONFINITE_SKIP,
                       .reduce = world > 1 ? gt_dist_reduce_grads : NULL, .reduce_user = dist,
                       .ready = world > 1 && !getenv("GT_NO_OVERLAP") ? gt_dist_grad_ready : NULL,
                       .update = j.sharded ? gt_dist_sharded_update : NULL,
                       .lora = j.lora};
     if (j.sharded && lead)
         fprintf(stderr, "data parallel: optimizer update sharded over %d ranks\n", world);
-    rs.cm = (gt_ckpt_model){&j.model->cfg, j.lora, c->optimizer.name};
+    rs.cm = (gt_ckpt_model){&j.model->cfg, j.lora, gt_cfg_optimizer_names[c->optimizer.name]};
     rs.st = (gt_ckpt_state){.train_seed = c->train.seed, .shuffle_seed = c->data.shuffle_seed, .lora_seed = c->lora.seed};
     int64_t tokens = 0, step = 0;
     double elapsed0 = 0;
@@ -650,7 +680,7 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
         if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto done;
         if (lead) print_eval("eval before training", &er, metrics, 0);
     }
-    bool tty = lead && (!strcmp(c->logging.progress, "bar") || (!strcmp(c->logging.progress, "auto") && isatty(2)));
+    bool tty = lead && (c->logging.progress == GT_PROGRESS_BAR || (c->logging.progress == GT_PROGRESS_AUTO && isatty(2)));
     g_stop = 0;
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, &old);
@@ -702,7 +732,12 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
         if (j.lora) /* a fresh dropout mask every step, reproducible from the seed and the step */
             j.lora->dropout_seed = (uint64_t)c->lora.seed * 0xA0761D6478BD642Full + (uint64_t)step;
         gt_step_result res;
-        if (gt_step_run(&ctx, j.model, &opt, &sc, mbs, (int)n_micro, B, lr, &res, err, errn)) {
+        gt_real *poisoned = fault_nonfinite(step + 1) ? malloc(sizeof *poisoned * (size_t)j.n_slices) : NULL;
+        for (int i = 0; poisoned && i < j.n_slices; i++) poisoned[i] = j.slices[i].data[0], j.slices[i].data[0] = NAN;
+        int src = gt_step_run(&ctx, j.model, &opt, &sc, mbs, (int)n_micro, B, lr, &res, err, errn);
+        for (int i = 0; poisoned && i < j.n_slices; i++) j.slices[i].data[0] = poisoned[i];
+        free(poisoned);
+        if (src) {
             char e2[1024];
             snprintf(e2, sizeof e2, "step %lld: %s", (long long)step + 1, err);
             snprintf(err, errn, "%s", e2);
@@ -724,9 +759,12 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
                         res.skipped ? " (skipped: non-finite)" : "");
             }
             if (metrics)
-                fprintf(metrics, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6f, \"weighted_tokens\": %.0f, "
-                        "\"tokens_per_s\": %.1f, \"skipped\": %s}\n", (long long)step + 1, res.loss, lr, res.grad_norm,
-                        res.weight_sum, tps, res.skipped ? "true" : "false"), fflush(metrics);
+                put_json(metrics,
+                         json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:b}", "step", (json_int_t)step + 1, "loss",
+                                   jnum(res.loss, "%.9g"), "lr", jnum(lr, "%.6g"), "grad_norm",
+                                   jnum(res.grad_norm, "%.6f"), "weighted_tokens", jcount(res.weight_sum),
+                                   "tokens_per_s", jnum(tps, "%.1f"), "skipped", (int)res.skipped),
+                         true);
         }
         if (ev.n && c->eval.every_steps && (step + 1) % c->eval.every_steps == 0 && step + 1 < total) {
             if (tty) fputc('\n', stderr);
@@ -784,7 +822,7 @@ int gt_eval_job(const gt_config *cfg, bool adapters_from_file, char *err, size_t
     if (build_model(&j, err, errn) || (adapters_from_file && open_adapters(&j, c, err, errn)) ||
         announce(&j, err, errn) || build_trainables(&j, err, errn) || alloc_rows(&j, c->eval.batch_size, err, errn))
         goto done;
-    if (gt_dataset_open(path, ds_format(c), !strcmp(c->data.on_bad_line, "skip"), &ev, err, errn)) goto done;
+    if (gt_dataset_open(path, c->data.format, c->data.on_bad_line == GT_BAD_LINE_SKIP, &ev, err, errn)) goto done;
     if (c->eval.per_example_output[0] && !(per = fopen(c->eval.per_example_output, "w"))) {
         snprintf(err, errn, "eval.per_example_output: %s: cannot write: %s", c->eval.per_example_output, strerror(errno));
         goto done;
@@ -792,8 +830,11 @@ int gt_eval_job(const gt_config *cfg, bool adapters_from_file, char *err, size_t
     eval_result er;
     if (evaluate(&j, &ev, &ctx, per, &er, err, errn)) goto done;
     print_eval(path, &er, NULL, 0);
-    printf("{\"loss\": %.6f, \"perplexity\": %.4f, \"tokens\": %.0f, \"examples\": %lld}\n",
-           er.w > 0 ? er.wce / er.w : 0, exp(er.w > 0 ? er.wce / er.w : 0), er.w, (long long)er.examples);
+    double loss = er.w > 0 ? er.wce / er.w : 0;
+    put_json(stdout,
+             json_pack("{s:o, s:o, s:o, s:I}", "loss", jnum(loss, "%.6f"), "perplexity", jnum(exp(loss), "%.4f"),
+                       "tokens", jcount(er.w), "examples", (json_int_t)er.examples),
+             true);
     rc = 0;
 done:
     if (per) fclose(per);
