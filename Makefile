@@ -47,8 +47,11 @@ LDFLAGS  := $(LDSAN) -fopenmp
 LIBS      = $(PKG_LIBS) -lm
 
 LIB_DIRS := util autograd models data train
-LIB_SRC  := $(filter-out train/main.c,$(wildcard $(addsuffix /*.c,$(LIB_DIRS))))
+LIB_SRC  := $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
+# The gemmatrain binary: the command line over the library (not part of libgemmatrain.a).
+CLI_SRC  := $(wildcard cli/*.c)
+CLI_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRC))
 # The autograd engine (and util/, which it may use) is also built in double precision for gradient checks.
 F64_SRC  := $(wildcard util/*.c autograd/*.c) tests/gradcheck.c
 F64_OBJ  := $(patsubst %.c,$(BUILD)/f64/%.o,$(F64_SRC))
@@ -88,7 +91,7 @@ $(BUILD)/libgt_f64.a: $(F64_OBJ)
 	@rm -f $@
 	@ar rcs $@ $^
 
-$(BUILD)/gemmatrain: $(BUILD)/train/main.o $(BUILD)/libgemmatrain.a
+$(BUILD)/gemmatrain: $(CLI_OBJ) $(BUILD)/libgemmatrain.a
 	@echo "LD $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 

@@ -42,7 +42,7 @@ static void die(const char *what, const gt_ctx *ctx) {
 }
 
 /* OpenMP threads spinning after a parallel region steal the cores OpenBLAS needs for the next
- * GEMM; libgomp reads its policy at load, so set it by re-executing once (as train/main.c). */
+ * GEMM; libgomp reads its policy at load, so set it by re-executing once (as cli/main.c). */
 static void ensure_passive_openmp(char **argv) {
     if (getenv("OMP_WAIT_POLICY")) return;
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);

@@ -9,7 +9,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 # Tests are deterministic and sized for 2 cores; keep the pools small unless told otherwise.
 export GT_THREADS="${GT_THREADS:-2}"
-# See train/main.c: spinning OpenMP workers slow the next OpenBLAS call.
+# See cli/main.c: spinning OpenMP workers slow the next OpenBLAS call.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 export OPENBLAS_THREAD_TIMEOUT="${OPENBLAS_THREAD_TIMEOUT:-18}"  # autograd/blas.h
 passed=0; failed=0; bad_bins=()

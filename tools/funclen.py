@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Function lengths of the C sources, by brace counting (the architecture issue's measure).
 
-usage: tools/funclen.py [-n N] [DIR_OR_FILE ...]   (default: autograd models data train util)
+usage: tools/funclen.py [-n N] [DIR_OR_FILE ...]   (default: autograd models data train cli util)
 
 Prints the N longest function definitions (lines from the signature's line to the closing brace)
 and the line count of each folder. Strings, character literals and comments are skipped when
@@ -72,7 +72,7 @@ def main():
     top = 15
     if args[:1] == ["-n"]:
         top, args = int(args[1]), args[2:]
-    roots = args or ["autograd", "models", "data", "train", "util"]
+    roots = args or ["autograd", "models", "data", "train", "cli", "util"]
     files, lines = [], {}
     for r in roots:
         if os.path.isfile(r):

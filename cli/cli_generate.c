@@ -6,7 +6,7 @@
 
 #include "models/generate.h"
 #include "models/keras_lora.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/loader.h"
 
 static void usage(FILE *f) {

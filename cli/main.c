@@ -5,7 +5,7 @@
 
 #include "autograd/blas.h"
 #include "autograd/real.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 
 typedef struct {
     const char *name;

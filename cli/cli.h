@@ -4,21 +4,21 @@
 #ifndef GT_CLI_H
 #define GT_CLI_H
 
-/* gemmatrain tokenize: JSONL text <-> ids with a Gemma tokenizer (train/cli_tokenize.c). */
+/* gemmatrain tokenize: JSONL text <-> ids with a Gemma tokenizer (cli/cli_tokenize.c). */
 int cli_tokenize(int argc, char **argv);
 
-/* gemmatrain generate: KV-cached generation and scoring (train/cli_generate.c). */
+/* gemmatrain generate: KV-cached generation and scoring (cli/cli_generate.c). */
 int cli_generate(int argc, char **argv);
 
-/* gemmatrain train / eval CONFIG [overrides] (train/cli_train.c). */
+/* gemmatrain train / eval CONFIG [overrides] (cli/cli_train.c). */
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 
-/* gemmatrain export CONFIG --out PATH / convert IN OUT (train/cli_export.c). */
+/* gemmatrain export CONFIG --out PATH / convert IN OUT (cli/cli_export.c). */
 int cli_export(int argc, char **argv);
 int cli_convert(int argc, char **argv);
 
-/* gemmatrain plot METRICS.jsonl [-o OUT.svg] [--title TEXT]: loss curves as SVG (train/cli_plot.c). */
+/* gemmatrain plot METRICS.jsonl [-o OUT.svg] [--title TEXT]: loss curves as SVG (cli/cli_plot.c). */
 int cli_plot(int argc, char **argv);
 
 #endif

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "data/tokenizer.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/loader.h"
 
 static void usage(FILE *f) {

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/trainer.h"
 
 /* The value of "--name VALUE" or "--name=VALUE" at argv[*i] (advancing *i), else NULL. */

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/plot.h"
 
 static void usage(FILE *f) {

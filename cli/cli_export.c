@@ -11,7 +11,7 @@
 #include "models/hf_gemma.h"
 #include "models/keras_lora.h"
 #include "models/keras_preset.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/config.h"
 #include "train/checkpoint.h"
 #include "train/loader.h"
