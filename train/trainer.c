@@ -1,23 +1,19 @@
+/* trainer.c: a training run's setup, step loop and teardown (train/trainer.h); checkpoints
+ * (periodic, final, resume) and the test hooks of GT_FAULT_INJECT live here too. */
 #include "train/trainer.h"
 
-#include <errno.h>
-#include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "data/dataset.h"
-#include "data/preprocess.h"
 #include "models/keras_lora.h"
 #include "models/keras_preset.h"
 #include "train/checkpoint.h"
-#include "train/dist.h"
-#include "train/loader.h"
+#include "train/eval.h"
+#include "train/job.h"
+#include "train/report.h"
 #include "train/step.h"
 #include "util/fsutil.h"
 
@@ -25,381 +21,6 @@ static volatile sig_atomic_t g_stop;
 static void on_sigint(int sig) {
     (void)sig;
     g_stop = 1;
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-/* x as a JSON number with fmt's digits (the file stays short and diffable); a non-finite x (a
- * step skipped under train.on_nonfinite: skip) is null, which keeps the line valid JSON. */
-static json_t *jnum(double x, const char *fmt) {
-    if (!isfinite(x)) return json_null();
-    char t[64];
-    snprintf(t, sizeof t, fmt, x);
-    return json_real(strtod(t, NULL));
-}
-
-/* A sum of token weights, whole in practice: an integer. */
-static json_t *jcount(double x) {
-    return isfinite(x) ? json_integer((json_int_t)llround(x)) : json_null();
-}
-
-/* One JSON line (keys in the order packed); o is consumed. 15 digits print every value jnum
- * rounded exactly. */
-static void put_json(FILE *f, json_t *o, bool flush) {
-    if (!o) return;
-    json_dumpf(o, f, JSON_REAL_PRECISION(15));
-    fputc('\n', f);
-    if (flush) fflush(f);
-    json_decref(o);
-}
-
-typedef struct job {
-    const gt_config *cfg;
-    gt_gemma *model;
-    gt_lora *lora;
-    gt_tokenizer *tok;
-    gt_param_slice *slices;
-    int n_slices;
-    gt_pp_cfg pp;
-    /* one global batch of rows */
-    int64_t rows, S;
-    int32_t *ids, *labels;
-    uint8_t *mask;
-    gt_real *weights;
-    int32_t *positions, *segments; /* packing only */
-    gt_example carry;              /* packing: the example that did not fit the last row */
-    bool has_carry;
-    int64_t carry_epoch, carry_next; /* the dataset position the carried example was read from */
-    gt_dist *dist;                 /* this rank's place in the job (rank 0 of 1 without MPI) */
-    bool sharded;                  /* the update is sharded over the ranks (gt_dist_shards) */
-    struct eval_key *eval_keys;    /* eval examples by length (computed at the first eval) */
-    int64_t *eval_lines;           /* their line numbers, in file order */
-} job;
-
-static void job_free(job *j) {
-    free(j->slices);
-    free(j->ids);
-    free(j->labels);
-    free(j->mask);
-    free(j->weights);
-    free(j->positions);
-    free(j->segments);
-    free(j->eval_keys);
-    free(j->eval_lines);
-    if (j->has_carry) gt_example_free(&j->carry);
-    gt_lora_free(j->lora);
-    gt_tok_free(j->tok);
-    gt_gemma_free(j->model);
-    memset(j, 0, sizeof *j);
-}
-
-static int build_model(job *j, char *err, size_t errn) {
-    const gt_config *c = j->cfg;
-    bool full = c->train.full_finetune;
-    if (c->model.weights[0]) {
-        if (gt_load_model(c->model.weights, full, &j->model, c->tokenizer[0] ? NULL : &j->tok, err, errn)) return -1;
-    } else {
-        gt_gemma_config mc;
-        if (c->model.preset[0]) {
-            if (gt_gemma_preset(c->model.preset, &mc, err, errn)) return -1;
-        } else {
-            gt_gemma_config_defaults(&mc, (int)c->model.generation);
-        }
-        if (c->model.generation && c->model.generation != mc.generation) gt_gemma_config_defaults(&mc, (int)c->model.generation);
-#define OVR(field, key) if (c->model.key) mc.field = c->model.key
-        OVR(vocab_size, vocab_size);
-        OVR(num_layers, num_layers);
-        OVR(hidden_dim, hidden_dim);
-        OVR(intermediate_dim, intermediate_dim);
-        OVR(num_query_heads, num_query_heads);
-        OVR(num_kv_heads, num_key_value_heads);
-        OVR(head_dim, head_dim);
-#undef OVR
-        if (c->model.sliding_window_size >= 0) mc.sliding_window = c->model.sliding_window_size;
-        if (mc.sliding_window == 0) mc.sliding_pattern = 0;
-        if (c->model.attention_logit_soft_cap >= 0) mc.attn_logit_softcap = c->model.attention_logit_soft_cap;
-        if (c->model.final_logit_soft_cap >= 0) mc.final_logit_softcap = c->model.final_logit_soft_cap;
-        char e[512];
-        if (gt_gemma_create(&mc, full, &j->model, e, sizeof e)) return snprintf(err, errn, "model: %s", e), -1;
-        gt_gemma_init_random(j->model, (uint64_t)c->model.init_seed, c->model.init_std);
-    }
-    if (c->tokenizer[0] && gt_load_tokenizer(c->tokenizer, &j->tok, err, errn)) return -1;
-    if (!j->tok) return snprintf(err, errn, "tokenizer: required (the model file has none)"), -1;
-    /* HF's Gemma 3 tokenizer.json lists 262145 pieces (an image token past the text vocabulary);
-     * tolerate a few such extras: text never encodes to them, and the embedding op names any id
-     * out of range. */
-    if (gt_tok_vocab_size(j->tok) > j->model->cfg.vocab_size + 64)
-        return snprintf(err, errn, "tokenizer has %d pieces but the model's vocabulary is %lld",
-                        gt_tok_vocab_size(j->tok), (long long)j->model->cfg.vocab_size), -1;
-    return 0;
-}
-
-static bool excluded(const gt_config *c, const char *name) {
-    const char *pats[GT_CFG_LIST];
-    for (int i = 0; i < c->optimizer.n_exclude; i++) pats[i] = c->optimizer.exclude_from_weight_decay[i];
-    return gt_optim_name_excluded(name, pats, c->optimizer.n_exclude);
-}
-
-static int build_trainables(job *j, char *err, size_t errn) {
-    const gt_config *c = j->cfg;
-    gt_gemma *m = j->model;
-    if (c->lora.enabled) {
-        if (!j->lora) { /* else opened from lora.weights already (open_adapters) */
-            unsigned targets = 0;
-            for (int i = 0; i < c->lora.n_targets; i++) targets |= 1u << c->lora.targets[i];
-            double alpha = c->lora.alpha > 0 ? c->lora.alpha : (double)c->lora.rank;
-            if (gt_lora_create_for(&m->cfg, c->lora.rank, alpha, targets, (uint64_t)c->lora.seed, &j->lora, err, errn))
-                return -1;
-            if (c->lora.weights[0] && gt_keras_lora_load(c->lora.weights, j->lora, &m->cfg, err, errn)) return -1;
-        }
-        m->lora = j->lora;
-        j->lora->dropout = c->lora.dropout;
-        if (gt_gemma_set_frozen_dtype(m, c->model.frozen_dtype, err, errn)) return -1;
-        j->slices = calloc((size_t)(2 * m->cfg.num_layers * GT_LORA_NTARGETS), sizeof *j->slices);
-        if (!j->slices) return snprintf(err, errn, "out of memory"), -1;
-        for (int64_t i = 0; i < m->cfg.num_layers; i++)
-            for (int t = 0; t < GT_LORA_NTARGETS; t++) {
-                gt_lora_adapter *ad = (gt_lora_adapter *)gt_lora_get(j->lora, i, (gt_lora_target)t);
-                if (!ad) continue;
-                j->slices[j->n_slices++] = (gt_param_slice){ad->a.name, ad->a.data, ad->a.grad, ad->a.size, !excluded(c, ad->a.name)};
-                j->slices[j->n_slices++] = (gt_param_slice){ad->b.name, ad->b.data, ad->b.grad, ad->b.size, !excluded(c, ad->b.name)};
-            }
-    } else {
-        j->slices = calloc((size_t)m->n_params, sizeof *j->slices);
-        if (!j->slices) return snprintf(err, errn, "out of memory"), -1;
-        for (int i = 0; i < m->n_params; i++) {
-            gt_tensor *t = m->params[i].t;
-            if (!t->requires_grad) continue; /* frozen constants (Gemma 4 layer_scalar) */
-            j->slices[j->n_slices++] = (gt_param_slice){m->params[i].name, t->data, t->grad, t->size, !excluded(c, m->params[i].name)};
-        }
-    }
-    return 0;
-}
-
-static int alloc_rows(job *j, int64_t rows, char *err, size_t errn) {
-    j->rows = rows;
-    j->S = j->cfg->data.sequence_length;
-    size_t n = (size_t)(rows * j->S);
-    j->ids = malloc(n * sizeof *j->ids);
-    j->labels = malloc(n * sizeof *j->labels);
-    j->mask = malloc(n);
-    j->weights = malloc(n * sizeof *j->weights);
-    if (j->cfg->data.packing) {
-        j->positions = malloc(n * sizeof *j->positions);
-        j->segments = malloc(n * sizeof *j->segments);
-        if (!j->positions || !j->segments) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
-    }
-    if (!j->ids || !j->labels || !j->mask || !j->weights) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
-    j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token, j->cfg->data.template_};
-    return 0;
-}
-
-/* Fill row r of the batch from example ex. */
-static int fill_row(job *j, int64_t r, const gt_example *ex, char *err, size_t errn) {
-    int64_t o = r * j->S;
-    char e[512];
-    if (gt_pp_example(j->tok, &j->pp, ex, j->ids + o, j->labels + o, j->mask + o, j->weights + o, e, sizeof e))
-        return snprintf(err, errn, "line %lld: %s", (long long)ex->line, e), -1;
-    return 0;
-}
-
-/* Packing: fill row r with whole examples from the dataset (the one that does not fit is kept for
- * the next row). */
-static int fill_packed_row(job *j, gt_dataset *ds, int64_t r, char *err, size_t errn) {
-    int64_t o = r * j->S;
-    gt_pp_row row = {j->ids + o, j->labels + o, j->positions + o, j->segments + o, j->mask + o, j->weights + o, 0, 0};
-    gt_pp_row_clear(&j->pp, gt_tok_pad(j->tok), &row);
-    for (;;) {
-        if (!j->has_carry) {
-            j->carry_epoch = ds->epoch;
-            j->carry_next = ds->next;
-            if (gt_dataset_next(ds, &j->carry, NULL, err, errn)) return -1;
-            j->has_carry = true;
-        }
-        char e[512];
-        int rc = gt_pp_pack_append(j->tok, &j->pp, &j->carry, &row, e, sizeof e);
-        if (rc < 0) return snprintf(err, errn, "line %lld: %s", (long long)j->carry.line, e), -1;
-        if (rc == 1) return 0; /* row full: the carried example opens the next one */
-        gt_example_free(&j->carry);
-        j->has_carry = false;
-    }
-}
-
-typedef struct {
-    double wce, w;
-    int64_t examples;
-} eval_result;
-
-/* Orders examples by length, then index (qsort_r is not C11: the lengths travel in the keys). */
-typedef struct eval_key {
-    int64_t len, index;
-} eval_key;
-
-static int cmp_eval_key(const void *pa, const void *pb) {
-    const eval_key *a = pa, *b = pb;
-    if (a->len != b->len) return a->len < b->len ? -1 : 1;
-    return a->index < b->index ? -1 : a->index > b->index;
-}
-
-/* j->eval_keys: the first n examples of ds by length (the last weighted label of each one's row),
- * and their line numbers; once per job, the eval set does not change. 0 or -1 with a message. */
-static int eval_order(job *j, gt_dataset *ds, int64_t n, char *err, size_t errn) {
-    eval_key *keys = malloc(sizeof *keys * (size_t)(n ? n : 1));
-    int64_t *lines = malloc(sizeof *lines * (size_t)(n ? n : 1));
-    if (!keys || !lines) return free(keys), free(lines), snprintf(err, errn, "out of memory"), -1;
-    for (int64_t i = 0; i < n; i++) {
-        gt_example ex;
-        if (gt_dataset_read(ds, i, &ex, err, errn)) return free(keys), free(lines), -1;
-        int frc = fill_row(j, 0, &ex, err, errn);
-        lines[i] = ex.line;
-        gt_example_free(&ex);
-        if (frc) return free(keys), free(lines), -1;
-        int64_t len = 0;
-        for (int64_t t = 0; t < j->S; t++)
-            if (j->weights[t] != 0) len = t + 1;
-        keys[i] = (eval_key){len, i};
-    }
-    qsort(keys, (size_t)n, sizeof *keys, cmp_eval_key);
-    j->eval_keys = keys;
-    j->eval_lines = lines;
-    return 0;
-}
-
-/* Examples go through in batches of similar length (each batch runs only up to its longest
- * example's last weighted label, gt_step_eval), so little of an eval is padding; the per-example
- * output keeps file order. */
-static int evaluate(job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, eval_result *res, char *err, size_t errn) {
-    memset(res, 0, sizeof *res);
-    int64_t n = ds->n, limit = j->cfg->eval.max_examples;
-    if (limit > 0 && limit < n) n = limit;
-    gt_real *row_ce = malloc(sizeof(gt_real) * (size_t)(j->rows * j->S));
-    double *ex_loss = per_example ? malloc(sizeof(double) * 2 * (size_t)(n ? n : 1)) : NULL;
-    int rc = -1;
-    if (!row_ce || (per_example && !ex_loss) || (!j->eval_keys && eval_order(j, ds, n, err, errn))) {
-        if (!row_ce || (per_example && !ex_loss)) snprintf(err, errn, "out of memory");
-        goto done;
-    }
-    const eval_key *keys = j->eval_keys;
-    const int64_t *lines = j->eval_lines;
-    int world = j->dist->world, rank = j->dist->rank;
-    for (int64_t i0 = 0, k = 0; i0 < n; i0 += j->rows, k++) {
-        if (k % world != rank) continue; /* ranks take eval batches in turn */
-        int64_t b = n - i0 < j->rows ? n - i0 : j->rows;
-        for (int64_t r = 0; r < b; r++) {
-            gt_example ex;
-            if (gt_dataset_read(ds, keys[i0 + r].index, &ex, err, errn)) goto done;
-            int frc = fill_row(j, r, &ex, err, errn);
-            gt_example_free(&ex);
-            if (frc) goto done;
-        }
-        gt_micro_batch mb = {{.batch = b, .seq = j->S, .token_ids = j->ids, .padding_mask = j->mask}, j->labels, j->weights, 0};
-        double wce, w;
-        if (gt_step_eval(ctx, j->model, &mb, j->cfg->train.chunk_rows, &wce, &w, row_ce, err, errn)) goto done;
-        res->wce += wce;
-        res->w += w;
-        if (per_example)
-            for (int64_t r = 0; r < b; r++) {
-                double sum = 0, ws = 0;
-                for (int64_t t = 0; t < j->S; t++) {
-                    sum += (double)j->weights[r * j->S + t] * row_ce[r * j->S + t];
-                    ws += j->weights[r * j->S + t];
-                }
-                ex_loss[2 * keys[i0 + r].index] = ws > 0 ? sum / ws : 0.0;
-                ex_loss[2 * keys[i0 + r].index + 1] = ws;
-            }
-    }
-    if (per_example) /* one process (the eval command): every example is here */
-        for (int64_t i = 0; i < n; i++)
-            put_json(per_example,
-                     json_pack("{s:I, s:o, s:o}", "line", (json_int_t)lines[i], "loss", jnum(ex_loss[2 * i], "%.6f"),
-                               "tokens", jcount(ex_loss[2 * i + 1])),
-                     false);
-    res->examples = n;
-    double sums[2] = {res->wce, res->w};
-    if (gt_dist_sum_f64(j->dist, sums, 2, err, errn)) goto done;
-    res->wce = sums[0];
-    res->w = sums[1];
-    rc = 0;
-done:
-    free(row_ce);
-    free(ex_loss);
-    return rc;
-}
-
-static void print_eval(const char *label, const eval_result *r, FILE *metrics, int64_t step) {
-    double loss = r->w > 0 ? r->wce / r->w : 0;
-    fprintf(stderr, "%s: loss %.4f, perplexity %.3f over %.0f weighted tokens in %lld examples\n", label,
-            loss, exp(loss), r->w, (long long)r->examples);
-    if (metrics)
-        put_json(metrics,
-                 json_pack("{s:I, s:o, s:o, s:o}", "step", (json_int_t)step, "eval_loss", jnum(loss, "%.6f"),
-                           "eval_perplexity", jnum(exp(loss), "%.4f"), "eval_tokens", jcount(r->w)),
-                 true);
-}
-
-static void job_init(job *j, const gt_config *c, gt_dist *dist) {
-    memset(j, 0, sizeof *j);
-    j->cfg = c;
-    j->dist = dist;
-    int threads = (int)c->train.threads;
-    if (!threads && dist->world > 1 && !getenv("GT_THREADS")) threads = gt_dist_default_threads(dist);
-    gt_threads_set(threads);
-}
-
-/* The effective config to stderr and output_dir/config.yaml (rank 0). */
-static int announce(job *j, char *err, size_t errn) {
-    const gt_config *c = j->cfg;
-    const gt_dist *dist = j->dist;
-    if (dist->rank == 0) {
-        fprintf(stderr, "--- effective config ---\n");
-        gt_config_write(c, stderr);
-        fprintf(stderr, "---\n");
-        if (dist->world > 1)
-            fprintf(stderr, "data parallel: %d ranks x %d threads\n", dist->world, gt_threads());
-    }
-    if (c->output_dir[0] && dist->rank == 0) {
-        (void)gt_mkdir_p(c->output_dir, NULL, 0); /* a failure shows at the first write there */
-        char p[GT_CFG_STR + 32];
-        snprintf(p, sizeof p, "%s/config.yaml", c->output_dir);
-        FILE *f = fopen(p, "w");
-        if (!f) return snprintf(err, errn, "%s: cannot write: %s", p, strerror(errno)), -1;
-        gt_config_write(c, f);
-        fclose(f);
-    }
-    return 0;
-}
-
-static int setup(job *j, const gt_config *c, gt_dist *dist, int64_t rows, char *err, size_t errn) {
-    job_init(j, c, dist);
-    if (announce(j, err, errn) || build_model(j, err, errn) || build_trainables(j, err, errn) ||
-        alloc_rows(j, rows, err, errn))
-        return -1;
-    return 0;
-}
-
-/* eval --lora: the adapters of lora.weights with the file's rank and targets (c's lora.rank and
- * lora.targets describe fresh adapters; here there are none to create), which c, the effective
- * config, then shows. The whole file is checked against the model before anything is printed. */
-static int open_adapters(job *j, gt_config *c, char *err, size_t errn) {
-    if (!c->lora.enabled || !c->lora.weights[0]) return 0;
-    if (gt_keras_lora_open(c->lora.weights, &j->model->cfg, &j->lora, err, errn)) return -1;
-    c->lora.rank = j->lora->rank;
-    c->lora.alpha = j->lora->alpha; /* = rank: Keras files hold B already scaled */
-    memset(c->lora.targets, 0, sizeof c->lora.targets);
-    c->lora.n_targets = 0;
-    for (int t = 0; t < GT_LORA_NTARGETS; t++)
-        if (j->lora->targets & 1u << t) c->lora.targets[c->lora.n_targets++] = (gt_lora_target)t;
-    return 0;
-}
-
-static void fmt_eta(double s, char *out, size_t n) {
-    if (!(s >= 0) || s > 1e7) snprintf(out, n, "?");
-    else if (s >= 3600) snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
-    else snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
 }
 
 /* Test hook: GT_FAULT_INJECT=rank_kill:R:S kills rank R (SIGKILL) as it starts step S. */
@@ -441,10 +62,34 @@ typedef struct run_state {
     char *yaml;
 } run_state;
 
+/* Everything one training run holds, from setup to teardown (run_free releases it). */
+typedef struct run {
+    const gt_config *c;
+    gt_dist *dist;
+    gt_job j;
+    gt_dataset train, ev;
+    gt_optim opt;
+    gt_ctx ctx;
+    gt_schedule sched;
+    gt_step_cfg sc;
+    run_state rs;
+    gt_micro_batch *mbs;
+    FILE *metrics;               /* logging.metrics (rank 0) */
+    gt_report rep;
+    int64_t B, L, mb, n_micro;   /* rows: the global batch, this rank's share, a micro-batch; micro-batches */
+    int64_t total, end;          /* optimizer steps: the run's (schedule), where this invocation stops */
+    int64_t step, first, tokens; /* the next step (0-based), this invocation's first, tokens trained on */
+    double elapsed0;             /* seconds trained before a resume */
+} run;
+
+
 /* Rank 0 writes the checkpoint of `step`; every rank learns whether it worked. */
-static int save_checkpoint(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, int64_t step,
-                           int64_t tokens, double elapsed, char *err, size_t errn) {
-    const gt_config *c = j->cfg;
+static int save_checkpoint(run *r, int64_t step, double elapsed, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    gt_job *j = &r->j;
+    gt_dataset *train = &r->train;
+    gt_optim *opt = &r->opt;
+    run_state *rs = &r->rs;
     int64_t ok = 1;
     /* a sharded update leaves each rank only its share of the optimizer state current */
     if (j->sharded && gt_dist_gather_state(j->dist, opt, err, errn)) return -1;
@@ -463,7 +108,7 @@ static int save_checkpoint(job *j, gt_dataset *train, gt_optim *opt, run_state *
         rs->st.step = step;
         rs->st.data_epoch = j->has_carry ? j->carry_epoch : train->epoch;
         rs->st.data_next = j->has_carry ? j->carry_next : train->next;
-        rs->st.tokens = tokens;
+        rs->st.tokens = r->tokens;
         rs->st.elapsed_s = elapsed;
         rs->st.world = j->dist->world;
         char path[GT_CFG_STR + 32];
@@ -481,7 +126,7 @@ static int save_checkpoint(job *j, gt_dataset *train, gt_optim *opt, run_state *
 
 /* The trained result in output_dir: LoRA adapters as a Keras .lora.h5 (load_lora_weights, or
  * lora.weights for eval / export --merge-lora), or after full fine-tuning a KerasHub preset. */
-static int save_outputs(job *j, int64_t step, double eval_loss, char *err, size_t errn) {
+static int save_outputs(gt_job *j, int64_t step, double eval_loss, char *err, size_t errn) {
     const gt_config *c = j->cfg;
     char path[GT_CFG_STR + 32], e[1024];
     if (j->lora) {
@@ -503,9 +148,10 @@ static int save_outputs(job *j, int64_t step, double eval_loss, char *err, size_
 }
 
 /* checkpoint.resume: none, latest, or a path. Returns the step to continue from (0: fresh). */
-static int64_t resume(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, int64_t *tokens, double *elapsed,
-                      char *err, size_t errn) {
-    const gt_config *c = j->cfg;
+static int64_t resume(run *r, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    gt_job *j = &r->j;
+    run_state *rs = &r->rs;
     char path[GT_CFG_STR + 32];
     switch (c->checkpoint.resume) {
     case GT_RESUME_NONE: return 0;
@@ -524,7 +170,7 @@ static int64_t resume(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, i
     }
     gt_ckpt_state st;
     char *yaml = NULL;
-    if (gt_ckpt_load(path, &rs->cm, j->slices, j->n_slices, opt, &st, &yaml, err, errn)) return -1;
+    if (gt_ckpt_load(path, &rs->cm, j->slices, j->n_slices, &r->opt, &st, &yaml, err, errn)) return -1;
     /* a changed config is allowed (a longer run, another lr) but said out loud */
     gt_config old;
     char e2[512];
@@ -539,9 +185,9 @@ static int64_t resume(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, i
         if (d && j->dist->rank == 0) fprintf(stderr, "resume: the config differs from the checkpoint's (first at '%s')\n", d);
     }
     free(yaml);
-    if (gt_dataset_seek(train, st.data_epoch, st.data_next, err, errn)) return -1;
-    *tokens = st.tokens;
-    *elapsed = st.elapsed_s;
+    if (gt_dataset_seek(&r->train, st.data_epoch, st.data_next, err, errn)) return -1;
+    r->tokens = st.tokens;
+    r->elapsed0 = st.elapsed_s;
     if (j->dist->rank == 0)
         fprintf(stderr, "resumed from %s at step %lld (written by %lld rank%s)\n", path, (long long)st.step,
                 (long long)st.world, st.world == 1 ? "" : "s");
@@ -551,7 +197,7 @@ static int64_t resume(job *j, gt_dataset *train, gt_optim *opt, run_state *rs, i
 
 int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_lora **lora,
                      gt_tokenizer **tok, int64_t *step, char *err, size_t errn) {
-    job j;
+    gt_job j;
     gt_dist solo = {.world = 1, .local_world = 1};
     gt_optim opt = {0};
     int rc = -1;
@@ -561,7 +207,7 @@ int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_
     *model = NULL;
     *lora = NULL;
     *tok = NULL;
-    if (build_model(&j, err, errn) || build_trainables(&j, err, errn)) goto done;
+    if (gt_job_build_model(&j, err, errn) || gt_job_build_trainables(&j, err, errn)) goto done;
     /* the optimizer only gives the checkpoint's state arrays a place to land */
     gt_optim_cfg oc;
     gt_optim_cfg_defaults(&oc, c->optimizer.name);
@@ -580,66 +226,70 @@ int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_
     rc = 0;
 done:
     gt_optim_free(&opt);
-    job_free(&j);
+    gt_job_free(&j);
     return rc;
 }
 
-int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
-    job j;
-    gt_dist solo = {.world = 1, .local_world = 1};
-    if (!dist) dist = &solo;
-    const int world = dist->world, rank = dist->rank;
-    bool lead = rank == 0;
-    int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
-    int64_t B = c->train.batch_size, L = B / world;
-    if (mb == B) mb = L; /* the default micro-batch is the whole batch: each rank's share of it */
-    int64_t n_micro = mb ? L / mb : 0;
-    gt_dataset train = {0}, ev = {0};
-    gt_optim opt = {0};
-    gt_ctx ctx;
-    gt_ctx_init(&ctx, 0);
-    FILE *metrics = NULL;
-    run_state rs = {0};
-    gt_micro_batch *mbs = NULL;
-    struct sigaction sa = {0}, old;
-    bool handler = false;
-    int rc = -1;
-    int64_t total = 0; /* optimizer steps: train.steps, or from train.epochs and the data's size */
-    memset(&j, 0, sizeof j);
-    if (!c->data.train[0]) {
-        snprintf(err, errn, "data.train: required for training");
-        goto done;
-    }
-    if (B % world || !mb || L % mb) {
-        snprintf(err, errn, "train.batch_size (%lld) must split evenly over %d ranks into micro-batches of "
-                 "train.micro_batch_size (%lld)", (long long)B, world, (long long)mb);
-        goto done;
-    }
-    if (!(rs.yaml = config_text(c))) {
-        snprintf(err, errn, "out of memory");
-        goto done;
-    }
-    if (gt_dist_check_same(dist, config_hash(rs.yaml), "the effective config (give every rank the same config)", err, errn))
-        goto done;
-    if (setup(&j, c, dist, B, err, errn)) goto done;
+static void run_init(run *r, const gt_config *c, gt_dist *dist) {
+    memset(r, 0, sizeof *r);
+    r->c = c;
+    r->dist = dist;
+    r->B = c->train.batch_size;
+    r->L = r->B / dist->world;
+    r->mb = c->train.micro_batch_size ? c->train.micro_batch_size : r->B;
+    if (r->mb == r->B) r->mb = r->L; /* the default micro-batch is the whole batch: each rank's share of it */
+    r->n_micro = r->mb ? r->L / r->mb : 0;
+    gt_ctx_init(&r->ctx, 0);
+}
+
+static void run_free(run *r) {
+    free(r->mbs);
+    free(r->rs.yaml);
+    if (r->metrics) fclose(r->metrics);
+    gt_optim_free(&r->opt);
+    if (r->train.f) gt_dataset_close(&r->train);
+    if (r->ev.f) gt_dataset_close(&r->ev);
+    gt_ctx_free(&r->ctx);
+    gt_job_free(&r->j);
+}
+
+/* The batch split, the effective config (the same on every rank), the job, the data and the
+ * run's length. */
+static int open_job(run *r, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    int world = r->dist->world;
+    if (!c->data.train[0]) return snprintf(err, errn, "data.train: required for training"), -1;
+    if (r->B % world || !r->mb || r->L % r->mb)
+        return snprintf(err, errn, "train.batch_size (%lld) must split evenly over %d ranks into micro-batches of "
+                        "train.micro_batch_size (%lld)", (long long)r->B, world, (long long)r->mb), -1;
+    if (!(r->rs.yaml = config_text(c))) return snprintf(err, errn, "out of memory"), -1;
+    if (gt_dist_check_same(r->dist, config_hash(r->rs.yaml), "the effective config (give every rank the same config)",
+                           err, errn) ||
+        gt_job_setup(&r->j, c, r->dist, r->B, err, errn))
+        return -1;
     bool skip_bad = c->data.on_bad_line == GT_BAD_LINE_SKIP;
-    if (gt_dataset_open(c->data.train, c->data.format, skip_bad, &train, err, errn)) goto done;
+    if (gt_dataset_open(c->data.train, c->data.format, skip_bad, &r->train, err, errn)) return -1;
     /* every rank walks the same global order and trains on its own block of each global batch */
-    if (gt_dataset_set_order(&train, (uint64_t)c->data.shuffle_seed, c->data.shuffle, 0, 1, err, errn)) goto done;
-    if (c->data.eval[0] && gt_dataset_open(c->data.eval, c->data.format, skip_bad, &ev, err, errn)) goto done;
-    if (train.skipped && lead) fprintf(stderr, "data.train: skipped %lld bad lines\n", (long long)train.skipped);
-    total = gt_config_total_steps(c, train.n);
-    if (total < 1) {
-        snprintf(err, errn, "data.train: %s: no examples to train on", c->data.train);
-        goto done;
-    }
-    if (c->schedule.warmup_steps > total) {
-        snprintf(err, errn, "schedule.warmup_steps (%lld) exceeds the run's %lld steps "
-                 "(train.epochs %lld x %lld examples / train.batch_size %lld)",
-                 (long long)c->schedule.warmup_steps, (long long)total, (long long)c->train.epochs,
-                 (long long)train.n, (long long)B);
-        goto done;
-    }
+    if (gt_dataset_set_order(&r->train, (uint64_t)c->data.shuffle_seed, c->data.shuffle, 0, 1, err, errn)) return -1;
+    if (c->data.eval[0] && gt_dataset_open(c->data.eval, c->data.format, skip_bad, &r->ev, err, errn)) return -1;
+    if (r->train.skipped && r->dist->rank == 0)
+        fprintf(stderr, "data.train: skipped %lld bad lines\n", (long long)r->train.skipped);
+    r->total = gt_config_total_steps(c, r->train.n);
+    if (r->total < 1) return snprintf(err, errn, "data.train: %s: no examples to train on", c->data.train), -1;
+    if (c->schedule.warmup_steps > r->total)
+        return snprintf(err, errn, "schedule.warmup_steps (%lld) exceeds the run's %lld steps "
+                        "(train.epochs %lld x %lld examples / train.batch_size %lld)",
+                        (long long)c->schedule.warmup_steps, (long long)r->total, (long long)c->train.epochs,
+                        (long long)r->train.n, (long long)r->B), -1;
+    return 0;
+}
+
+/* The optimizer, its schedule over the run's steps, and the step's settings: with MPI the
+ * gradient reduction (overlapped with backward unless GT_NO_OVERLAP) and, where the optimizer
+ * allows, an update sharded over the ranks (unless GT_NO_SHARD). */
+static int init_update(run *r, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    gt_dist *dist = r->dist;
     gt_optim_cfg oc;
     gt_optim_cfg_defaults(&oc, c->optimizer.name);
     oc.beta_1 = c->optimizer.beta_1;
@@ -647,199 +297,182 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     oc.epsilon = c->optimizer.epsilon;
     oc.weight_decay = c->optimizer.weight_decay;
     oc.momentum = c->optimizer.momentum;
-    if (gt_optim_init(&opt, &oc, j.slices, j.n_slices, err, errn)) goto done;
-    gt_schedule sched = {c->schedule.name,
-                         c->optimizer.learning_rate, c->schedule.min_learning_rate, c->schedule.warmup_steps,
-                         total};
-    j.sharded = gt_dist_shards(dist, &opt) && !getenv("GT_NO_SHARD");
-    gt_step_cfg sc = {.norm = c->train.loss_normalization,
-                      .chunk_rows = c->train.chunk_rows, .clip_norm = c->optimizer.clip_global_norm,
-                      .skip_nonfinite = c->train.on_nonfinite == GT_NONFINITE_SKIP,
-                      .reduce = world > 1 ? gt_dist_reduce_grads : NULL, .reduce_user = dist,
-                      .ready = world > 1 && !getenv("GT_NO_OVERLAP") ? gt_dist_grad_ready : NULL,
-                      .update = j.sharded ? gt_dist_sharded_update : NULL,
-                      .lora = j.lora};
-    if (j.sharded && lead)
-        fprintf(stderr, "data parallel: optimizer update sharded over %d ranks\n", world);
-    rs.cm = (gt_ckpt_model){&j.model->cfg, j.lora, gt_cfg_optimizer_names[c->optimizer.name]};
-    rs.st = (gt_ckpt_state){.train_seed = c->train.seed, .shuffle_seed = c->data.shuffle_seed, .lora_seed = c->lora.seed};
-    int64_t tokens = 0, step = 0;
-    double elapsed0 = 0;
-    step = resume(&j, &train, &opt, &rs, &tokens, &elapsed0, err, errn);
-    if (step < 0) goto done;
-    if (lead && c->logging.metrics[0] && !(metrics = fopen(c->logging.metrics, step ? "a" : "w"))) {
-        snprintf(err, errn, "logging.metrics: %s: cannot write: %s", c->logging.metrics, strerror(errno));
-        goto done;
-    }
-    if (lead)
-        fprintf(stderr, "model %s: %lld parameters, %lld trainable (%s); %lld train examples\n", j.model->cfg.name,
-                (long long)gt_gemma_param_count(&j.model->cfg), (long long)opt.n_values,
-                c->lora.enabled ? "LoRA" : "full", (long long)train.n);
-    eval_result er;
-    if (ev.n && step == 0) {
-        if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto done;
-        if (lead) print_eval("eval before training", &er, metrics, 0);
-    }
-    bool tty = lead && (c->logging.progress == GT_PROGRESS_BAR || (c->logging.progress == GT_PROGRESS_AUTO && isatty(2)));
-    g_stop = 0;
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, &old);
-    handler = true;
-    mbs = calloc((size_t)n_micro, sizeof *mbs);
-    if (!mbs) {
-        snprintf(err, errn, "out of memory");
-        goto done;
-    }
-    int64_t end = c->train.stop_after_steps > 0 && c->train.stop_after_steps < total ? c->train.stop_after_steps : total;
-    int64_t first = step, own0 = rank * L;
-    double t0 = now(), reduce0 = dist->reduce_s;
-    int64_t tokens0 = tokens;
-    bool stopped = false;
-    for (; step < end; step++) {
-        if (world > 1) { /* a stop seen by any rank stops them all at the same step */
-            double flag = g_stop;
-            if (gt_dist_sum_f64(dist, &flag, 1, err, errn)) goto done;
-            g_stop = flag > 0;
-        }
-        if (g_stop) {
-            stopped = true;
-            break;
-        }
-        fault_rank_kill(rank, step + 1);
-        for (int64_t r = 0; r < B; r++) {
-            if (c->data.packing) { /* rows depend on each other: every rank packs the whole batch */
-                if (fill_packed_row(&j, &train, r, err, errn)) goto done;
-                continue;
-            }
-            if (r < own0 || r >= own0 + L) {
-                gt_dataset_advance(&train);
-                continue;
-            }
-            gt_example ex;
-            if (gt_dataset_next(&train, &ex, NULL, err, errn)) goto done;
-            int frc = fill_row(&j, r, &ex, err, errn);
-            gt_example_free(&ex);
-            if (frc) goto done;
-        }
-        for (int64_t k = 0; k < n_micro; k++) {
-            int64_t o = (own0 + k * mb) * j.S;
-            mbs[k] = (gt_micro_batch){{.batch = mb, .seq = j.S, .token_ids = j.ids + o, .padding_mask = j.mask + o,
-                                       .positions = j.positions ? j.positions + o : NULL,
-                                       .segment_ids = j.segments ? j.segments + o : NULL},
-                                      j.labels + o, j.weights + o, own0 + k * mb};
-        }
-        double lr = gt_schedule_lr(&sched, step);
-        if (j.lora) /* a fresh dropout mask every step, reproducible from the seed and the step */
-            j.lora->dropout_seed = (uint64_t)c->lora.seed * 0xA0761D6478BD642Full + (uint64_t)step;
-        gt_step_result res;
-        gt_real *poisoned = fault_nonfinite(step + 1) ? malloc(sizeof *poisoned * (size_t)j.n_slices) : NULL;
-        for (int i = 0; poisoned && i < j.n_slices; i++) poisoned[i] = j.slices[i].data[0], j.slices[i].data[0] = NAN;
-        int src = gt_step_run(&ctx, j.model, &opt, &sc, mbs, (int)n_micro, B, lr, &res, err, errn);
-        for (int i = 0; poisoned && i < j.n_slices; i++) j.slices[i].data[0] = poisoned[i];
-        free(poisoned);
-        if (src) {
-            char e2[1024];
-            snprintf(e2, sizeof e2, "step %lld: %s", (long long)step + 1, err);
-            snprintf(err, errn, "%s", e2);
-            goto done;
-        }
-        tokens += res.tokens;
-        double el = now() - t0, tps = (double)(tokens - tokens0) / el;
-        char eta[32];
-        fmt_eta(el / (double)(step + 1 - first) * (double)(end - step - 1), eta, sizeof eta);
-        if (lead && ((step + 1) % c->logging.every_steps == 0 || step + 1 == end)) {
-            if (tty) {
-                int w = 24, done_ = (int)((step + 1) * w / total);
-                fprintf(stderr, "\r[%.*s%*s] step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.0f tok/s eta %s   ",
-                        done_, "########################", w - done_, "", (long long)step + 1,
-                        (long long)total, res.loss, lr, res.grad_norm, tps, eta);
-            } else {
-                fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.0f tok/s eta %s%s\n",
-                        (long long)step + 1, (long long)total, res.loss, lr, res.grad_norm, tps, eta,
-                        res.skipped ? " (skipped: non-finite)" : "");
-            }
-            if (metrics)
-                put_json(metrics,
-                         json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:b}", "step", (json_int_t)step + 1, "loss",
-                                   jnum(res.loss, "%.9g"), "lr", jnum(lr, "%.6g"), "grad_norm",
-                                   jnum(res.grad_norm, "%.6f"), "weighted_tokens", jcount(res.weight_sum),
-                                   "tokens_per_s", jnum(tps, "%.1f"), "skipped", (int)res.skipped),
-                         true);
-        }
-        if (ev.n && c->eval.every_steps && (step + 1) % c->eval.every_steps == 0 && step + 1 < total) {
-            if (tty) fputc('\n', stderr);
-            if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto done;
-            if (lead) print_eval("eval", &er, metrics, step + 1);
-        }
-        if (c->checkpoint.dir[0] && c->checkpoint.every_steps && (step + 1) % c->checkpoint.every_steps == 0 &&
-            step + 1 < end && save_checkpoint(&j, &train, &opt, &rs, step + 1, tokens, elapsed0 + now() - t0, err, errn))
-            goto done;
-    }
-    if (tty) fputc('\n', stderr);
-    double took = now() - t0;
-    if (lead) {
-        fprintf(stderr, "%s after %lld steps, %.2f s/step", stopped ? "interrupted" : step < total ? "stopped" : "done",
-                (long long)step, step > first ? took / (double)(step - first) : 0.0);
-        if (world > 1)
-            fprintf(stderr, ", %.1f%% of it in gradient allreduce", took > 0 ? 100 * (dist->reduce_s - reduce0) / took : 0.0);
-        fputc('\n', stderr);
-    }
-    if (c->checkpoint.dir[0] && step > first &&
-        save_checkpoint(&j, &train, &opt, &rs, step, tokens, elapsed0 + took, err, errn))
-        goto done;
-    double final_eval = NAN;
-    if (ev.n && step == total) {
-        if (evaluate(&j, &ev, &ctx, NULL, &er, err, errn)) goto done;
-        if (lead) print_eval("eval after training", &er, metrics, step);
-        final_eval = er.w > 0 ? er.wce / er.w : NAN;
-    }
-    if (lead && c->output_dir[0] && step > first && save_outputs(&j, step, final_eval, err, errn)) goto done;
-    rc = stopped ? 130 : 0;
-done:
-    if (handler) sigaction(SIGINT, &old, NULL);
-    free(mbs);
-    free(rs.yaml);
-    if (metrics) fclose(metrics);
-    gt_optim_free(&opt);
-    if (train.f) gt_dataset_close(&train);
-    if (ev.f) gt_dataset_close(&ev);
-    gt_ctx_free(&ctx);
-    job_free(&j);
-    return rc;
+    if (gt_optim_init(&r->opt, &oc, r->j.slices, r->j.n_slices, err, errn)) return -1;
+    r->sched = (gt_schedule){c->schedule.name, c->optimizer.learning_rate, c->schedule.min_learning_rate,
+                             c->schedule.warmup_steps, r->total};
+    r->j.sharded = gt_dist_shards(dist, &r->opt) && !getenv("GT_NO_SHARD");
+    bool multi = dist->world > 1;
+    r->sc = (gt_step_cfg){.norm = c->train.loss_normalization,
+                          .chunk_rows = c->train.chunk_rows, .clip_norm = c->optimizer.clip_global_norm,
+                          .skip_nonfinite = c->train.on_nonfinite == GT_NONFINITE_SKIP,
+                          .reduce = multi ? gt_dist_reduce_grads : NULL, .reduce_user = dist,
+                          .ready = multi && !getenv("GT_NO_OVERLAP") ? gt_dist_grad_ready : NULL,
+                          .update = r->j.sharded ? gt_dist_sharded_update : NULL,
+                          .lora = r->j.lora};
+    if (r->j.sharded && dist->rank == 0)
+        fprintf(stderr, "data parallel: optimizer update sharded over %d ranks\n", dist->world);
+    return 0;
 }
 
-int gt_eval_job(const gt_config *cfg, bool adapters_from_file, char *err, size_t errn) {
-    job j;
-    gt_config own = *cfg, *c = &own; /* the effective config (open_adapters fills in the file's LoRA) */
-    gt_dist solo = {.world = 1, .local_world = 1};
-    gt_dataset ev = {0};
-    gt_ctx ctx;
-    gt_ctx_init(&ctx, 0);
-    FILE *per = NULL;
-    int rc = -1;
-    const char *path = c->data.eval[0] ? c->data.eval : c->data.train;
-    job_init(&j, c, &solo);
-    if (build_model(&j, err, errn) || (adapters_from_file && open_adapters(&j, c, err, errn)) ||
-        announce(&j, err, errn) || build_trainables(&j, err, errn) || alloc_rows(&j, c->eval.batch_size, err, errn))
-        goto done;
-    if (gt_dataset_open(path, c->data.format, c->data.on_bad_line == GT_BAD_LINE_SKIP, &ev, err, errn)) goto done;
-    if (c->eval.per_example_output[0] && !(per = fopen(c->eval.per_example_output, "w"))) {
-        snprintf(err, errn, "eval.per_example_output: %s: cannot write: %s", c->eval.per_example_output, strerror(errno));
-        goto done;
+/* Where the run starts (checkpoint.resume), logging.metrics (appended to after a resume), the
+ * eval before training (a fresh run only), room for the micro-batches. */
+static int start_run(run *r, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    bool lead = r->dist->rank == 0;
+    r->rs.cm = (gt_ckpt_model){&r->j.model->cfg, r->j.lora, gt_cfg_optimizer_names[c->optimizer.name]};
+    r->rs.st = (gt_ckpt_state){.train_seed = c->train.seed, .shuffle_seed = c->data.shuffle_seed,
+                               .lora_seed = c->lora.seed};
+    int64_t step = resume(r, err, errn);
+    if (step < 0) return -1;
+    r->step = r->first = step;
+    if (lead && c->logging.metrics[0] && gt_report_open_metrics(c->logging.metrics, step != 0, &r->metrics, err, errn))
+        return -1;
+    if (lead)
+        fprintf(stderr, "model %s: %lld parameters, %lld trainable (%s); %lld train examples\n", r->j.model->cfg.name,
+                (long long)gt_gemma_param_count(&r->j.model->cfg), (long long)r->opt.n_values,
+                c->lora.enabled ? "LoRA" : "full", (long long)r->train.n);
+    if (r->ev.n && step == 0) {
+        gt_eval_result er;
+        if (gt_job_evaluate(&r->j, &r->ev, &r->ctx, NULL, &er, err, errn)) return -1;
+        if (lead) gt_report_eval("eval before training", er.wce, er.w, er.examples, r->metrics, 0);
     }
-    eval_result er;
-    if (evaluate(&j, &ev, &ctx, per, &er, err, errn)) goto done;
-    print_eval(path, &er, NULL, 0);
-    double loss = er.w > 0 ? er.wce / er.w : 0;
-    put_json(stdout,
-             json_pack("{s:o, s:o, s:o, s:I}", "loss", jnum(loss, "%.6f"), "perplexity", jnum(exp(loss), "%.4f"),
-                       "tokens", jcount(er.w), "examples", (json_int_t)er.examples),
-             true);
-    rc = 0;
-done:
-    if (per) fclose(per);
-    if (ev.f) gt_dataset_close(&ev);
-    gt_ctx_free(&ctx);
-    job_free(&j);
+    int64_t stop = c->train.stop_after_steps;
+    r->end = stop > 0 && stop < r->total ? stop : r->total;
+    if (!(r->mbs = calloc((size_t)r->n_micro, sizeof *r->mbs))) return snprintf(err, errn, "out of memory"), -1;
+    return 0;
+}
+
+/* The next global batch: this rank's block of rows (the others are skipped in the data; packing
+ * fills every row, as each row's contents depend on the previous ones), as micro-batches. */
+static int load_batch(run *r, char *err, size_t errn) {
+    gt_job *j = &r->j;
+    int64_t own0 = r->dist->rank * r->L;
+    for (int64_t row = 0; row < r->B; row++) {
+        if (r->c->data.packing) {
+            if (gt_job_fill_packed_row(j, &r->train, row, err, errn)) return -1;
+            continue;
+        }
+        if (row < own0 || row >= own0 + r->L) {
+            gt_dataset_advance(&r->train);
+            continue;
+        }
+        gt_example ex;
+        if (gt_dataset_next(&r->train, &ex, NULL, err, errn)) return -1;
+        int frc = gt_job_fill_row(j, row, &ex, err, errn);
+        gt_example_free(&ex);
+        if (frc) return -1;
+    }
+    for (int64_t k = 0; k < r->n_micro; k++) {
+        int64_t first_row = own0 + k * r->mb, o = first_row * j->S;
+        r->mbs[k] = (gt_micro_batch){{.batch = r->mb, .seq = j->S, .token_ids = j->ids + o, .padding_mask = j->mask + o,
+                                      .positions = j->positions ? j->positions + o : NULL,
+                                      .segment_ids = j->segments ? j->segments + o : NULL},
+                                     j->labels + o, j->weights + o, first_row};
+    }
+    return 0;
+}
+
+/* One optimizer step on the loaded batch (GT_FAULT_INJECT=nonfinite may poison it); errors name
+ * the step. */
+static int train_step(run *r, double lr, gt_step_result *res, char *err, size_t errn) {
+    gt_job *j = &r->j;
+    if (j->lora) /* a fresh dropout mask every step, reproducible from the seed and the step */
+        j->lora->dropout_seed = (uint64_t)r->c->lora.seed * 0xA0761D6478BD642Full + (uint64_t)r->step;
+    gt_real *poisoned = fault_nonfinite(r->step + 1) ? malloc(sizeof *poisoned * (size_t)j->n_slices) : NULL;
+    for (int i = 0; poisoned && i < j->n_slices; i++) poisoned[i] = j->slices[i].data[0], j->slices[i].data[0] = NAN;
+    int rc = gt_step_run(&r->ctx, j->model, &r->opt, &r->sc, r->mbs, (int)r->n_micro, r->B, lr, res, err, errn);
+    for (int i = 0; poisoned && i < j->n_slices; i++) j->slices[i].data[0] = poisoned[i];
+    free(poisoned);
+    if (rc) {
+        char e2[1024];
+        snprintf(e2, sizeof e2, "step %lld: %s", (long long)r->step + 1, err);
+        snprintf(err, errn, "%s", e2);
+        return -1;
+    }
+    return 0;
+}
+
+/* SIGINT seen here or, with MPI, on any rank (so all stop at the same step): 1 stop, 0 go, -1
+ * error. */
+static int stop_requested(gt_dist *dist, char *err, size_t errn) {
+    if (dist->world > 1) {
+        double flag = g_stop;
+        if (gt_dist_sum_f64(dist, &flag, 1, err, errn)) return -1;
+        g_stop = flag > 0;
+    }
+    return g_stop ? 1 : 0;
+}
+
+/* After a step: an eval every eval.every_steps (not after the last step: the closing eval
+ * follows) and a checkpoint every checkpoint.every_steps (the last one is written after the loop). */
+static int between_steps(run *r, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    int64_t done = r->step + 1;
+    if (r->ev.n && c->eval.every_steps && done % c->eval.every_steps == 0 && done < r->total) {
+        gt_report_break(&r->rep);
+        gt_eval_result er;
+        if (gt_job_evaluate(&r->j, &r->ev, &r->ctx, NULL, &er, err, errn)) return -1;
+        if (r->dist->rank == 0) gt_report_eval("eval", er.wce, er.w, er.examples, r->metrics, done);
+    }
+    if (c->checkpoint.dir[0] && c->checkpoint.every_steps && done % c->checkpoint.every_steps == 0 && done < r->end)
+        return save_checkpoint(r, done, r->elapsed0 + gt_now() - r->rep.t0, err, errn);
+    return 0;
+}
+
+/* Steps r->step .. r->end - 1, or until SIGINT (*stopped). */
+static int run_loop(run *r, bool *stopped, char *err, size_t errn) {
+    gt_report_start(&r->rep, r->c, r->dist, r->metrics, r->first, r->end, r->total, r->tokens);
+    for (; r->step < r->end; r->step++) {
+        int stop = stop_requested(r->dist, err, errn);
+        if (stop < 0) return -1;
+        if (stop) {
+            *stopped = true;
+            return 0;
+        }
+        fault_rank_kill(r->dist->rank, r->step + 1);
+        if (load_batch(r, err, errn)) return -1;
+        double lr = gt_schedule_lr(&r->sched, r->step);
+        gt_step_result res;
+        if (train_step(r, lr, &res, err, errn)) return -1;
+        r->tokens += res.tokens;
+        gt_report_step(&r->rep, r->step, lr, &res, r->tokens);
+        if (between_steps(r, err, errn)) return -1;
+    }
+    return 0;
+}
+
+/* The summary, the last checkpoint, the eval after a completed run and the outputs. */
+static int run_finish(run *r, bool stopped, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    bool lead = r->dist->rank == 0, trained = r->step > r->first;
+    double took = gt_report_end(&r->rep, r->step, stopped);
+    if (c->checkpoint.dir[0] && trained && save_checkpoint(r, r->step, r->elapsed0 + took, err, errn)) return -1;
+    double final_eval = NAN;
+    if (r->ev.n && r->step == r->total) {
+        gt_eval_result er;
+        if (gt_job_evaluate(&r->j, &r->ev, &r->ctx, NULL, &er, err, errn)) return -1;
+        if (lead) gt_report_eval("eval after training", er.wce, er.w, er.examples, r->metrics, r->step);
+        final_eval = er.w > 0 ? er.wce / er.w : NAN;
+    }
+    if (lead && c->output_dir[0] && trained && save_outputs(&r->j, r->step, final_eval, err, errn)) return -1;
+    return 0;
+}
+
+int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
+    gt_dist solo = {.world = 1, .local_world = 1};
+    run r;
+    run_init(&r, c, dist ? dist : &solo);
+    int rc = -1;
+    if (!open_job(&r, err, errn) && !init_update(&r, err, errn) && !start_run(&r, err, errn)) {
+        /* SIGINT stops after the current step (the checkpoint and outputs are still written) */
+        struct sigaction sa = {0}, old;
+        g_stop = 0;
+        sa.sa_handler = on_sigint;
+        sigaction(SIGINT, &sa, &old);
+        bool stopped = false;
+        if (!run_loop(&r, &stopped, err, errn) && !run_finish(&r, stopped, err, errn)) rc = stopped ? 130 : 0;
+        sigaction(SIGINT, &old, NULL);
+    }
+    run_free(&r);
     return rc;
 }

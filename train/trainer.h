@@ -16,6 +16,7 @@
 #include "models/gemma.h"
 #include "train/config.h"
 #include "train/dist.h"
+#include "train/eval.h" /* gt_eval_job */
 
 /* dist: this process's place in an MPI job, or NULL for one process. Every rank calls it with
  * the same config; rank 0 logs, writes metrics and checkpoints. */
@@ -25,10 +26,5 @@ int gt_train_job(const gt_config *cfg, gt_dist *dist, char *err, size_t errn);
  * tensors loaded. *model->lora points at *lora. The caller frees all three. */
 int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_lora **lora,
                      gt_tokenizer **tok, int64_t *step, char *err, size_t errn);
-/* Evaluate on data.eval (else data.train), printing the loss as JSON on stdout.
- * adapters_from_file (`eval --lora`): with lora.enabled, the adapters of lora.weights take the
- * file's rank and targets (shown in the effective config) instead of having to match lora.rank
- * and lora.targets. */
-int gt_eval_job(const gt_config *cfg, bool adapters_from_file, char *err, size_t errn);
 
 #endif
