@@ -1,7 +1,9 @@
 /* gemmatrain export / convert: write KerasHub presets and Keras LoRA files
  * (models/keras_preset.h, models/keras_lora.h). */
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 #include "models/hf_gemma.h"
 #include "models/keras_lora.h"
 #include "models/keras_preset.h"
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "train/config.h"
 #include "train/checkpoint.h"
@@ -96,18 +99,147 @@ static bool is_checkpoint(const char *path) {
     return got == 8 && !memcmp(b, sig, 8);
 }
 
-static int parse_i64(const char *s, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < 0) return -1;
-    *out = v;
-    return 0;
-}
-
 static bool ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
+}
+
+typedef struct export_args {
+    const char *src, *out;   /* CONFIG.yaml or CHECKPOINT.h5; --out */
+    bool merge, lora_only, hf, bf16;
+    gt_preset_save_opts o;   /* --sequence-length, --steps, --eval-loss */
+    char **ov;               /* key=value overrides (owned) */
+    int nov;
+} export_args;
+
+/* A usage error's message (and with_usage, the usage): exit status 2. */
+__attribute__((format(printf, 2, 3))) static int bad_usage(bool with_usage, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("gemmatrain export: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s", with_usage ? export_usage : "");
+    return 2;
+}
+
+/* The options and overrides after SRC (argv[1], which getopt sees as the program name): 0 or 2. */
+static int parse_export(int argc, char **argv, export_args *a) {
+    enum { O_OUT = 256, O_MERGE, O_LORA_ONLY, O_BF16, O_FORMAT, O_SEQ_LEN, O_STEPS, O_EVAL_LOSS };
+    static const struct option opts[] = {
+        {"out", required_argument, NULL, O_OUT},
+        {"merge-lora", no_argument, NULL, O_MERGE},
+        {"lora-only", no_argument, NULL, O_LORA_ONLY},
+        {"bf16", no_argument, NULL, O_BF16},
+        {"format", required_argument, NULL, O_FORMAT},
+        {"sequence-length", required_argument, NULL, O_SEQ_LEN},
+        {"steps", required_argument, NULL, O_STEPS},
+        {"eval-loss", required_argument, NULL, O_EVAL_LOSS},
+        {NULL, 0, NULL, 0},
+    };
+    char nb[8], *end;
+    cli_getopt_reset();
+    int o;
+    while ((o = cli_getopt(argc - 1, argv + 1, "-:", opts)) != -1) {
+        switch (o) {
+        case O_OUT: a->out = optarg; break;
+        case O_MERGE: a->merge = true; break;
+        case O_LORA_ONLY: a->lora_only = true; break;
+        case O_BF16: a->bf16 = true; break;
+        case O_FORMAT:
+            if (strcmp(optarg, "keras") && strcmp(optarg, "hf"))
+                return bad_usage(false, "--format: expected keras or hf, got '%s'", optarg);
+            a->hf = !strcmp(optarg, "hf");
+            break;
+        case O_SEQ_LEN:
+            if (cli_parse_i64(optarg, &a->o.sequence_length) || a->o.sequence_length < 1)
+                return bad_usage(false, "--sequence-length: expected a positive integer, got '%s'", optarg);
+            break;
+        case O_STEPS:
+            if (cli_parse_i64(optarg, &a->o.prov.steps))
+                return bad_usage(false, "--steps: expected an integer >= 0, got '%s'", optarg);
+            break;
+        case O_EVAL_LOSS:
+            a->o.prov.final_eval_loss = strtod(optarg, &end);
+            if (end == optarg || *end) return bad_usage(false, "--eval-loss: expected a number, got '%s'", optarg);
+            break;
+        case 1: a->ov[a->nov++] = optarg; break;
+        case ':': return bad_usage(true, "option '%s' needs a value", cli_rejected(argv + 1, nb, sizeof nb));
+        default: return bad_usage(true, "unknown option '%s'", cli_rejected(argv + 1, nb, sizeof nb));
+        }
+    }
+    while (optind < argc - 1) a->ov[a->nov++] = argv[1 + optind++]; /* after "--" */
+    if (!a->out) return bad_usage(true, "--out PATH is required");
+    if (a->merge && a->lora_only) return bad_usage(false, "--merge-lora and --lora-only exclude each other");
+    if (a->hf && a->lora_only) return bad_usage(false, "--format hf: --lora-only writes Keras' .lora.h5 only");
+    if (a->bf16 && !a->hf) return bad_usage(false, "--bf16 applies to --format hf");
+    if (a->lora_only && !ends_with(a->out, ".lora.h5"))
+        return bad_usage(false, "--lora-only: --out must end in .lora.h5 (Keras requires it), got '%s'", a->out);
+    return 0;
+}
+
+/* The model a checkpoint left: the run's own config (plus overrides), then its trained tensors.
+ * Exit status 0, 1 or 2 (message in err). */
+static int from_checkpoint(export_args *a, gt_config *c, gt_gemma **m, gt_lora **l, gt_tokenizer **tok, char *err,
+                           size_t errn) {
+    char *yaml = NULL;
+    if (gt_ckpt_read_config(a->src, &yaml, err, errn)) return 1;
+    gt_config_defaults(c);
+    int prc = gt_config_parse_text(yaml, strlen(yaml), a->src, c, err, errn);
+    free(yaml);
+    for (int i = 0; i < a->nov && !prc; i++) prc = gt_config_override(c, a->ov[i], err, errn);
+    if (prc) return 2;
+    gt_config_resolve(c);
+    int64_t step;
+    if (gt_train_restore(c, a->src, m, l, tok, &step, err, errn)) return 1;
+    /* a run with model.frozen_dtype: bf16 trained on the rounded weights: export those, as fp32 */
+    if (gt_gemma_set_frozen_dtype(*m, GT_FROZEN_FP32, err, errn)) return 1;
+    if (a->o.prov.steps < 0) a->o.prov.steps = step;
+    if ((a->merge || a->lora_only) && !*l)
+        return snprintf(err, errn, "%s: a full fine-tuning checkpoint has no adapters to %s", a->src,
+                        a->merge ? "merge" : "write"), 2;
+    return 0;
+}
+
+/* The model, tokenizer and lora.weights a config names. Exit status 0, 1 or 2 (message in err). */
+static int from_config(const export_args *a, gt_config *c, gt_gemma **m, gt_lora **l, gt_tokenizer **tok,
+                       char *err, size_t errn) {
+    if (load_config(a->src, a->ov, a->nov, c, err, errn)) return 2;
+    if ((a->merge || a->lora_only) && (!c->lora.enabled || !c->lora.weights[0]))
+        return snprintf(err, errn, "%s needs adapters: set lora.weights (and lora.enabled)",
+                        a->merge ? "--merge-lora" : "--lora-only"), 2;
+    if (gt_load_model(c->model.weights, false, m, c->tokenizer[0] ? NULL : tok, err, errn)) return 1;
+    if (c->tokenizer[0] && gt_tok_load(c->tokenizer, tok, err, errn)) return 1;
+    if (c->lora.enabled && c->lora.weights[0] && gt_keras_lora_open(c->lora.weights, &(*m)->cfg, l, err, errn))
+        return 1;
+    return 0;
+}
+
+/* --format hf: one set of weights, the adapters merged in. Exit status (message in err). */
+static int write_hf(const export_args *a, const gt_config *c, gt_gemma *m, const gt_tokenizer *tok,
+                    const gt_lora *l, char *err, size_t errn) {
+    if (l && !a->merge)
+        return snprintf(err, errn, "--format hf holds one set of weights: add --merge-lora to fold the adapters in"), 2;
+    m->lora = NULL; /* a checkpoint's model has them attached; merged, they must not apply again */
+    if (l && gt_gemma_merge_lora(m, l, err, errn)) return 1;
+    if (save_hf(m, tok, c->tokenizer, a->out, a->bf16, err, errn)) return 1;
+    fprintf(stderr, "wrote Hugging Face model %s%s\n", a->out, l ? " (LoRA merged)" : "");
+    return 0;
+}
+
+/* The default: a KerasHub preset (adapters beside it in adapter.lora.h5, or merged). */
+static int write_preset(export_args *a, const gt_config *c, gt_gemma *m, const gt_tokenizer *tok, gt_lora *l,
+                        char *err, size_t errn) {
+    a->o.lora = l;
+    a->o.merge_lora = a->merge;
+    a->o.prov.base_model = c->model.weights;
+    a->o.prov.lora = l;
+    if (gt_keras_preset_save(a->out, m, tok, &a->o, err, errn)) return 1;
+    const char *cls = m->cfg.generation == 4 ? "Gemma4CausalLM" : m->cfg.generation >= 3 ? "Gemma3CausalLM"
+                                                                                         : "GemmaCausalLM";
+    fprintf(stderr, "wrote KerasHub preset %s (%s%s)\n", a->out, cls,
+            l ? (a->merge ? ", LoRA merged" : ", LoRA in adapter.lora.h5") : "");
+    return 0;
 }
 
 int cli_export(int argc, char **argv) {
@@ -115,68 +247,13 @@ int cli_export(int argc, char **argv) {
         fputs(export_usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    const char *out = NULL;
-    bool merge = false, lora_only = false, hf = false, bf16 = false;
-    gt_preset_save_opts o = {0};
-    o.prov.steps = -1;
-    o.prov.final_eval_loss = NAN;
-    char **ov = calloc((size_t)argc, sizeof *ov);
-    if (!ov) return fprintf(stderr, "gemmatrain export: out of memory\n"), 1;
-    int nov = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        bool has_next = i + 1 < argc;
-        if (!strcmp(a, "--out") && has_next) out = argv[++i];
-        else if (!strncmp(a, "--out=", 6)) out = a + 6;
-        else if (!strcmp(a, "--merge-lora")) merge = true;
-        else if (!strcmp(a, "--lora-only")) lora_only = true;
-        else if (!strcmp(a, "--bf16")) bf16 = true;
-        else if ((!strcmp(a, "--format") && has_next) || !strncmp(a, "--format=", 9)) {
-            const char *f = a[8] == '=' ? a + 9 : argv[++i];
-            if (strcmp(f, "keras") && strcmp(f, "hf")) {
-                fprintf(stderr, "gemmatrain export: --format: expected keras or hf, got '%s'\n", f);
-                free(ov);
-                return 2;
-            }
-            hf = !strcmp(f, "hf");
-        } else if (!strcmp(a, "--sequence-length") && has_next) {
-            if (parse_i64(argv[++i], &o.sequence_length) || o.sequence_length < 1) {
-                fprintf(stderr, "gemmatrain export: --sequence-length: expected a positive integer, got '%s'\n", argv[i]);
-                free(ov);
-                return 2;
-            }
-        } else if (!strcmp(a, "--steps") && has_next) {
-            if (parse_i64(argv[++i], &o.prov.steps)) {
-                fprintf(stderr, "gemmatrain export: --steps: expected an integer >= 0, got '%s'\n", argv[i]);
-                free(ov);
-                return 2;
-            }
-        } else if (!strcmp(a, "--eval-loss") && has_next) {
-            char *end;
-            o.prov.final_eval_loss = strtod(argv[++i], &end);
-            if (end == argv[i] || *end) {
-                fprintf(stderr, "gemmatrain export: --eval-loss: expected a number, got '%s'\n", argv[i]);
-                free(ov);
-                return 2;
-            }
-        } else if (a[0] == '-' && a[1] == '-') {
-            fprintf(stderr, "gemmatrain export: unknown option '%s'\n%s", a, export_usage);
-            free(ov);
-            return 2;
-        } else {
-            ov[nov++] = argv[i];
-        }
-    }
-    int code = 2;
-    if (!out) fprintf(stderr, "gemmatrain export: --out PATH is required\n%s", export_usage);
-    else if (merge && lora_only) fprintf(stderr, "gemmatrain export: --merge-lora and --lora-only exclude each other\n");
-    else if (hf && lora_only) fprintf(stderr, "gemmatrain export: --format hf: --lora-only writes Keras' .lora.h5 only\n");
-    else if (bf16 && !hf) fprintf(stderr, "gemmatrain export: --bf16 applies to --format hf\n");
-    else if (lora_only && !ends_with(out, ".lora.h5"))
-        fprintf(stderr, "gemmatrain export: --lora-only: --out must end in .lora.h5 (Keras requires it), got '%s'\n", out);
-    else code = 0;
+    export_args a = {.src = argv[1], .ov = calloc((size_t)argc, sizeof *a.ov)};
+    a.o.prov.steps = -1;
+    a.o.prov.final_eval_loss = NAN;
+    if (!a.ov) return fprintf(stderr, "gemmatrain export: out of memory\n"), 1;
+    int code = parse_export(argc, argv, &a);
     if (code) {
-        free(ov);
+        free(a.ov);
         return code;
     }
     gt_config c;
@@ -184,81 +261,20 @@ int cli_export(int argc, char **argv) {
     gt_gemma *m = NULL;
     gt_tokenizer *tok = NULL;
     gt_lora *l = NULL;
-    code = 1;
-    (void)gt_mkdir_parents(out, NULL, 0); /* errors surface at the write */
-    if (is_checkpoint(argv[1])) { /* the run's own config, then its trained tensors */
-        char *yaml = NULL;
-        if (gt_ckpt_read_config(argv[1], &yaml, err, sizeof err)) goto done;
-        gt_config_defaults(&c);
-        int prc = gt_config_parse_text(yaml, strlen(yaml), argv[1], &c, err, sizeof err);
-        free(yaml);
-        for (int i = 0; i < nov && !prc; i++) prc = gt_config_override(&c, ov[i], err, sizeof err);
-        if (prc) {
-            code = 2;
-            goto done;
-        }
-        gt_config_resolve(&c);
-        int64_t step;
-        if (gt_train_restore(&c, argv[1], &m, &l, &tok, &step, err, sizeof err)) goto done;
-        /* a run with model.frozen_dtype: bf16 trained on the rounded weights: export those, as fp32 */
-        if (gt_gemma_set_frozen_dtype(m, GT_FROZEN_FP32, err, sizeof err)) goto done;
-        if (o.prov.steps < 0) o.prov.steps = step;
-        if ((merge || lora_only) && !l) {
-            snprintf(err, sizeof err, "%s: a full fine-tuning checkpoint has no adapters to %s", argv[1],
-                     merge ? "merge" : "write");
-            code = 2;
-            goto done;
-        }
-    } else {
-        if (load_config(argv[1], ov, nov, &c, err, sizeof err)) {
-            code = 2;
-            goto done;
-        }
-        if ((merge || lora_only) && (!c.lora.enabled || !c.lora.weights[0])) {
-            snprintf(err, sizeof err, "%s needs adapters: set lora.weights (and lora.enabled)",
-                     merge ? "--merge-lora" : "--lora-only");
-            code = 2;
-            goto done;
-        }
-        if (gt_load_model(c.model.weights, false, &m, c.tokenizer[0] ? NULL : &tok, err, sizeof err)) goto done;
-        if (c.tokenizer[0] && gt_tok_load(c.tokenizer, &tok, err, sizeof err)) goto done;
-        if (c.lora.enabled && c.lora.weights[0] &&
-            gt_keras_lora_open(c.lora.weights, &m->cfg, &l, err, sizeof err))
-            goto done;
+    (void)gt_mkdir_parents(a.out, NULL, 0); /* errors surface at the write */
+    code = is_checkpoint(a.src) ? from_checkpoint(&a, &c, &m, &l, &tok, err, sizeof err)
+                                : from_config(&a, &c, &m, &l, &tok, err, sizeof err);
+    if (!code && a.lora_only) {
+        code = gt_keras_lora_save(a.out, l, &m->cfg, err, sizeof err) ? 1 : 0;
+        if (!code) fprintf(stderr, "wrote %s (rank %lld)\n", a.out, (long long)l->rank);
+    } else if (!code) {
+        code = a.hf ? write_hf(&a, &c, m, tok, l, err, sizeof err) : write_preset(&a, &c, m, tok, l, err, sizeof err);
     }
-    if (lora_only) {
-        if (gt_keras_lora_save(out, l, &m->cfg, err, sizeof err)) goto done;
-        fprintf(stderr, "wrote %s (rank %lld)\n", out, (long long)l->rank);
-        code = 0;
-        goto done;
-    }
-    if (hf) {
-        if (l && !merge) {
-            snprintf(err, sizeof err, "--format hf holds one set of weights: add --merge-lora to fold the adapters in");
-            code = 2;
-            goto done;
-        }
-        m->lora = NULL; /* a checkpoint's model has them attached; merged, they must not apply again */
-        if (l && gt_gemma_merge_lora(m, l, err, sizeof err)) goto done;
-        if (save_hf(m, tok, c.tokenizer, out, bf16, err, sizeof err)) goto done;
-        fprintf(stderr, "wrote Hugging Face model %s%s\n", out, l ? " (LoRA merged)" : "");
-        code = 0;
-        goto done;
-    }
-    o.lora = l;
-    o.merge_lora = merge;
-    o.prov.base_model = c.model.weights;
-    o.prov.lora = l;
-    if (gt_keras_preset_save(out, m, tok, &o, err, sizeof err)) goto done;
-    fprintf(stderr, "wrote KerasHub preset %s (%s%s)\n", out, m->cfg.generation == 4 ? "Gemma4CausalLM" : m->cfg.generation >= 3 ? "Gemma3CausalLM" : "GemmaCausalLM",
-            l ? (merge ? ", LoRA merged" : ", LoRA in adapter.lora.h5") : "");
-    code = 0;
-done:
     if (code) fprintf(stderr, "gemmatrain export: %s\n", err);
     gt_lora_free(l);
     gt_tok_free(tok);
     gt_gemma_free(m);
-    free(ov);
+    free(a.ov);
     return code;
 }
 
@@ -270,33 +286,56 @@ int cli_convert(int argc, char **argv) {
     gt_preset_save_opts o = {0};
     o.prov.steps = -1;
     o.prov.final_eval_loss = NAN;
+    enum { O_BF16 = 256, O_FORMAT, O_SEQ_LEN };
+    static const struct option opts[] = {
+        {"bf16", no_argument, NULL, O_BF16},
+        {"format", required_argument, NULL, O_FORMAT},
+        {"sequence-length", required_argument, NULL, O_SEQ_LEN},
+        {NULL, 0, NULL, 0},
+    };
     const char *pos[2] = {NULL, NULL};
     int npos = 0;
     bool hf = false, bf16 = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--bf16")) {
-            bf16 = true;
-        } else if (!strcmp(argv[i], "--format") && i + 1 < argc) {
-            const char *f = argv[++i];
-            if (strcmp(f, "keras") && strcmp(f, "hf")) {
-                fprintf(stderr, "gemmatrain convert: --format: expected keras or hf, got '%s'\n", f);
+    char nb[8];
+    cli_getopt_reset();
+    int opt;
+    while ((opt = cli_getopt(argc, argv, "-:", opts)) != -1) {
+        switch (opt) {
+        case O_BF16: bf16 = true; break;
+        case O_FORMAT:
+            if (strcmp(optarg, "keras") && strcmp(optarg, "hf")) {
+                fprintf(stderr, "gemmatrain convert: --format: expected keras or hf, got '%s'\n", optarg);
                 return 2;
             }
-            hf = !strcmp(f, "hf");
-        } else if (!strcmp(argv[i], "--sequence-length") && i + 1 < argc) {
-            if (parse_i64(argv[++i], &o.sequence_length) || o.sequence_length < 1) {
-                fprintf(stderr, "gemmatrain convert: --sequence-length: expected a positive integer, got '%s'\n", argv[i]);
+            hf = !strcmp(optarg, "hf");
+            break;
+        case O_SEQ_LEN:
+            if (cli_parse_i64(optarg, &o.sequence_length) || o.sequence_length < 1) {
+                fprintf(stderr, "gemmatrain convert: --sequence-length: expected a positive integer, got '%s'\n", optarg);
                 return 2;
             }
-        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
-            fprintf(stderr, "gemmatrain convert: unknown option '%s'\n%s", argv[i], convert_usage);
+            break;
+        case 1:
+            if (npos == 2) {
+                fprintf(stderr, "gemmatrain convert: unexpected argument '%s'\n%s", optarg, convert_usage);
+                return 2;
+            }
+            pos[npos++] = optarg;
+            break;
+        case ':':
+            fprintf(stderr, "gemmatrain convert: option '%s' needs a value\n%s", cli_rejected(argv, nb, sizeof nb),
+                    convert_usage);
             return 2;
-        } else if (npos < 2) {
-            pos[npos++] = argv[i];
-        } else {
-            fprintf(stderr, "gemmatrain convert: unexpected argument '%s'\n%s", argv[i], convert_usage);
+        default:
+            fprintf(stderr, "gemmatrain convert: unknown option '%s'\n%s", cli_rejected(argv, nb, sizeof nb),
+                    convert_usage);
             return 2;
         }
+    }
+    for (; optind < argc && npos < 2; optind++) pos[npos++] = argv[optind]; /* after "--" */
+    if (optind < argc) {
+        fprintf(stderr, "gemmatrain convert: unexpected argument '%s'\n%s", argv[optind], convert_usage);
+        return 2;
     }
     if (npos != 2) {
         fputs(convert_usage, stderr);

@@ -1,4 +1,5 @@
 /* gemmatrain generate: KV-cached generation (and scoring) with KerasHub's generate() semantics. */
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +7,7 @@
 
 #include "models/generate.h"
 #include "models/keras_lora.h"
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "train/loader.h"
 
@@ -100,103 +102,141 @@ static int apply_lora(gt_gemma *m, const char *path, double alpha, char *err, si
     return rc;
 }
 
-int cli_generate(int argc, char **argv) {
-    const char *model_path = NULL, *lora_path = NULL, *prompt = NULL, *sampler = "greedy", *stops = NULL;
-    int64_t max_new = 64, max_length = 0;
-    double lora_alpha = 0; /* 0: the file's rank */
-    bool strip = false, chat = false, bos = true, do_score = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has_val = i + 1 < argc;
-        if (!strcmp(a, "--model") && has_val) model_path = argv[++i];
-        else if (!strcmp(a, "--lora") && has_val) lora_path = argv[++i];
-        else if (!strcmp(a, "--lora-alpha") && has_val) {
-            char *end;
-            lora_alpha = strtod(argv[++i], &end);
-            if (end == argv[i] || *end || !isfinite(lora_alpha) || lora_alpha <= 0)
-                return fprintf(stderr, "generate: --lora-alpha: expected a positive number, got '%s'\n", argv[i]), 2;
-        } else if (!strcmp(a, "--max-new-tokens") && has_val) max_new = atoll(argv[++i]);
-        else if (!strcmp(a, "--max-length") && has_val) max_length = atoll(argv[++i]);
-        else if (!strcmp(a, "--sampler") && has_val) sampler = argv[++i];
-        else if (!strcmp(a, "--stop") && has_val) stops = argv[++i];
-        else if (!strcmp(a, "--strip-prompt")) strip = true;
-        else if (!strcmp(a, "--chat")) chat = true;
-        else if (!strcmp(a, "--no-bos")) bos = false;
-        else if (!strcmp(a, "--score")) do_score = true;
-        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(stdout), 0;
-        else if (a[0] == '-' && a[1]) return fprintf(stderr, "generate: unknown option '%s'\n", a), usage(stderr), 2;
-        else if (!prompt) prompt = a;
-        else return fprintf(stderr, "generate: more than one PROMPT given\n"), 2;
+typedef struct gen_args {
+    const char *model_path, *lora_path, *prompt, *sampler, *stops;
+    int64_t max_new, max_length;
+    double lora_alpha; /* 0: the file's rank */
+    bool strip, chat, bos, do_score;
+} gen_args;
+
+/* 0: run with *a; else the exit status (2 for a usage error, its message printed) plus one. */
+static int parse_args(int argc, char **argv, gen_args *a) {
+    enum { O_MODEL = 256, O_LORA, O_ALPHA, O_MAX_NEW, O_MAX_LEN, O_SAMPLER, O_STOP, O_STRIP, O_CHAT, O_NO_BOS, O_SCORE };
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, O_MODEL},
+        {"lora", required_argument, NULL, O_LORA},
+        {"lora-alpha", required_argument, NULL, O_ALPHA},
+        {"max-new-tokens", required_argument, NULL, O_MAX_NEW},
+        {"max-length", required_argument, NULL, O_MAX_LEN},
+        {"sampler", required_argument, NULL, O_SAMPLER},
+        {"stop", required_argument, NULL, O_STOP},
+        {"strip-prompt", no_argument, NULL, O_STRIP},
+        {"chat", no_argument, NULL, O_CHAT},
+        {"no-bos", no_argument, NULL, O_NO_BOS},
+        {"score", no_argument, NULL, O_SCORE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *a = (gen_args){.sampler = "greedy", .max_new = 64, .bos = true};
+    char nb[8], *end;
+    cli_getopt_reset();
+    int o;
+    while ((o = cli_getopt(argc, argv, "-:h", opts)) != -1) {
+        switch (o) {
+        case O_MODEL: a->model_path = optarg; break;
+        case O_LORA: a->lora_path = optarg; break;
+        case O_ALPHA:
+            a->lora_alpha = strtod(optarg, &end);
+            if (end == optarg || *end || !isfinite(a->lora_alpha) || a->lora_alpha <= 0)
+                return fprintf(stderr, "generate: --lora-alpha: expected a positive number, got '%s'\n", optarg), 3;
+            break;
+        case O_MAX_NEW: a->max_new = atoll(optarg); break;
+        case O_MAX_LEN: a->max_length = atoll(optarg); break;
+        case O_SAMPLER: a->sampler = optarg; break;
+        case O_STOP: a->stops = optarg; break;
+        case O_STRIP: a->strip = true; break;
+        case O_CHAT: a->chat = true; break;
+        case O_NO_BOS: a->bos = false; break;
+        case O_SCORE: a->do_score = true; break;
+        case 'h': return usage(stdout), 1;
+        case 1: /* "-": arguments come back in order, the prompt among them */
+            if (a->prompt) return fprintf(stderr, "generate: more than one PROMPT given\n"), 3;
+            a->prompt = optarg;
+            break;
+        case ':':
+            fprintf(stderr, "generate: option '%s' needs a value\n", cli_rejected(argv, nb, sizeof nb));
+            return usage(stderr), 3;
+        default:
+            fprintf(stderr, "generate: unknown option '%s'\n", cli_rejected(argv, nb, sizeof nb));
+            return usage(stderr), 3;
+        }
     }
-    if (!model_path || !prompt) return usage(stderr), 2;
-    if (max_new < 1) return fprintf(stderr, "generate: --max-new-tokens must be >= 1\n"), 2;
-    if (lora_alpha > 0 && !lora_path) return fprintf(stderr, "generate: --lora-alpha needs --lora\n"), 2;
+    for (; optind < argc; optind++) { /* after "--": prompt text, even if it starts with '-' */
+        if (a->prompt) return fprintf(stderr, "generate: more than one PROMPT given\n"), 3;
+        a->prompt = argv[optind];
+    }
+    if (!a->model_path || !a->prompt) return usage(stderr), 3;
+    if (a->max_new < 1) return fprintf(stderr, "generate: --max-new-tokens must be >= 1\n"), 3;
+    if (a->lora_alpha > 0 && !a->lora_path) return fprintf(stderr, "generate: --lora-alpha needs --lora\n"), 3;
+    return 0;
+}
+
+/* The prompt's ids: <bos> unless --no-bos, in the chat template with --chat (turn markers
+ * inserted as ids, never matched from the user's text). 0, or 1 with the message printed. */
+static int encode_prompt(const gt_tokenizer *tok, const gen_args *a, gt_ids *ids) {
     char err[1024];
-    gt_sampler smp;
-    if (gt_sampler_parse(sampler, &smp, err, sizeof err)) return fprintf(stderr, "generate: %s\n", err), 2;
-    gt_gemma *m;
-    gt_tokenizer *tok;
-    if (gt_load_model(model_path, false, &m, &tok, err, sizeof err))
-        return fprintf(stderr, "generate: %s\n", err), 1;
-    if (lora_path && apply_lora(m, lora_path, lora_alpha, err, sizeof err)) {
-        fprintf(stderr, "generate: %s\n", err);
-        gt_tok_free(tok);
-        gt_gemma_free(m);
-        return 1;
-    }
-    gt_ids ids = {0};
-    int rc = 1;
-    if (bos) gt_ids_push(&ids, gt_tok_bos(tok));
-    /* chat turn markers are inserted as ids, never matched from the user's text */
+    if (a->bos) gt_ids_push(ids, gt_tok_bos(tok));
     int32_t sot = gt_tok_piece_id(tok, "<start_of_turn>"), eot = gt_tok_piece_id(tok, "<end_of_turn>");
-    if (chat && (sot < 0 || eot < 0)) {
-        fprintf(stderr, "generate: --chat needs <start_of_turn>/<end_of_turn> in the vocabulary\n");
-        goto done;
+    if (a->chat && (sot < 0 || eot < 0))
+        return fprintf(stderr, "generate: --chat needs <start_of_turn>/<end_of_turn> in the vocabulary\n"), 1;
+    if (a->chat) {
+        gt_ids_push(ids, sot);
+        if (gt_tok_encode(tok, "user\n", 5, false, ids, err, sizeof err)) goto fail;
     }
-    if (chat) {
-        gt_ids_push(&ids, sot);
-        if (gt_tok_encode(tok, "user\n", 5, false, &ids, err, sizeof err)) goto tokfail;
+    if (gt_tok_encode(tok, a->prompt, strlen(a->prompt), false, ids, err, sizeof err)) goto fail;
+    if (a->chat) {
+        gt_ids_push(ids, eot);
+        if (gt_tok_encode(tok, "\n", 1, false, ids, err, sizeof err)) goto fail;
+        gt_ids_push(ids, sot);
+        if (gt_tok_encode(tok, "model\n", 6, false, ids, err, sizeof err)) goto fail;
     }
-    if (gt_tok_encode(tok, prompt, strlen(prompt), false, &ids, err, sizeof err)) goto tokfail;
-    if (chat) {
-        gt_ids_push(&ids, eot);
-        if (gt_tok_encode(tok, "\n", 1, false, &ids, err, sizeof err)) goto tokfail;
-        gt_ids_push(&ids, sot);
-        if (gt_tok_encode(tok, "model\n", 6, false, &ids, err, sizeof err)) goto tokfail;
-    }
-    if (do_score) {
-        rc = score(m, tok, ids.ids, (int64_t)ids.n);
-        goto done;
-    }
-    int32_t stop_ids[64];
-    int n_stop = 0;
+    return 0;
+fail:
+    fprintf(stderr, "generate: %s\n", err);
+    return 1;
+}
+
+/* --stop's ids, else Gemma3CausalLM.generate's "auto": <eos> and <end_of_turn>; Gemma 4's:
+ * <eos>, <turn|>. Returns how many (at most 64). */
+static int stop_ids(const gt_tokenizer *tok, const char *stops, int32_t out[64]) {
+    int n = 0;
     if (stops) {
         char buf[512];
         snprintf(buf, sizeof buf, "%s", stops);
-        for (char *t = strtok(buf, ","); t && n_stop < 64; t = strtok(NULL, ",")) stop_ids[n_stop++] = atoi(t);
-    } else { /* Gemma3CausalLM.generate's "auto": <eos> and <end_of_turn>; Gemma 4's: <eos>, <turn|> */
-        stop_ids[n_stop++] = gt_tok_eos(tok);
-        if (eot >= 0) stop_ids[n_stop++] = eot;
-        int32_t turn_end = gt_tok_piece_id(tok, "<turn|>");
-        if (turn_end >= 0) stop_ids[n_stop++] = turn_end;
+        for (char *t = strtok(buf, ","); t && n < 64; t = strtok(NULL, ",")) out[n++] = atoi(t);
+        return n;
     }
-    gt_generate_opts o = {.max_length = max_length ? max_length : (int64_t)ids.n + max_new,
-                          .stop_ids = stop_ids, .n_stop = n_stop, .sampler = smp};
+    out[n++] = gt_tok_eos(tok);
+    int32_t eot = gt_tok_piece_id(tok, "<end_of_turn>"), turn_end = gt_tok_piece_id(tok, "<turn|>");
+    if (eot >= 0) out[n++] = eot;
+    if (turn_end >= 0) out[n++] = turn_end;
+    return n;
+}
+
+/* Generates from the prompt's ids, streaming the completion to stdout. The exit status. */
+static int generate(const gt_gemma *m, const gt_tokenizer *tok, const gen_args *a, const gt_sampler *smp,
+                    const gt_ids *ids) {
+    char err[1024];
+    int32_t stops[64];
+    int n_stop = stop_ids(tok, a->stops, stops);
+    gt_generate_opts o = {.max_length = a->max_length ? a->max_length : (int64_t)ids->n + a->max_new,
+                          .stop_ids = stops, .n_stop = n_stop, .sampler = *smp};
     if (o.max_length > m->cfg.max_seq_len) o.max_length = m->cfg.max_seq_len;
-    if (!strip) { /* the prompt as KerasHub prints it: special tokens removed */
+    if (!a->strip) { /* the prompt as KerasHub prints it: special tokens removed */
         char *text = NULL;
         size_t len;
-        if (gt_tok_decode(tok, ids.ids, ids.n, true, &text, &len, err, sizeof err) == 0) fwrite(text, 1, len, stdout);
+        if (gt_tok_decode(tok, ids->ids, ids->n, true, &text, &len, err, sizeof err) == 0) fwrite(text, 1, len, stdout);
         free(text);
     }
     int64_t cap = o.max_length, n_out = 0;
     int32_t *out = malloc(sizeof(int32_t) * (size_t)cap);
     stream st = {tok, malloc(sizeof(int32_t) * (size_t)cap), 0, (size_t)cap, 0};
     bool stopped;
+    int rc = 1;
     if (!out || !st.ids) {
         fprintf(stderr, "generate: out of memory\n");
-    } else if (gt_generate(m, ids.ids, (int64_t)ids.n, &o, out, cap, &n_out, &stopped, on_token, &st,
-                           err, sizeof err)) {
+    } else if (gt_generate(m, ids->ids, (int64_t)ids->n, &o, out, cap, &n_out, &stopped, on_token, &st, err,
+                           sizeof err)) {
         fprintf(stderr, "\ngenerate: %s\n", err);
     } else {
         printf("\n");
@@ -204,10 +244,26 @@ int cli_generate(int argc, char **argv) {
     }
     free(out);
     free(st.ids);
-    goto done;
-tokfail:
-    fprintf(stderr, "generate: %s\n", err);
-done:
+    return rc;
+}
+
+int cli_generate(int argc, char **argv) {
+    gen_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc - 1;
+    char err[1024];
+    gt_sampler smp;
+    if (gt_sampler_parse(a.sampler, &smp, err, sizeof err)) return fprintf(stderr, "generate: %s\n", err), 2;
+    gt_gemma *m;
+    gt_tokenizer *tok;
+    if (gt_load_model(a.model_path, false, &m, &tok, err, sizeof err))
+        return fprintf(stderr, "generate: %s\n", err), 1;
+    gt_ids ids = {0};
+    rc = 1;
+    if (a.lora_path && apply_lora(m, a.lora_path, a.lora_alpha, err, sizeof err))
+        fprintf(stderr, "generate: %s\n", err);
+    else if (!encode_prompt(tok, &a, &ids))
+        rc = a.do_score ? score(m, tok, ids.ids, (int64_t)ids.n) : generate(m, tok, &a, &smp, &ids);
     gt_ids_free(&ids);
     gt_tok_free(tok);
     gt_gemma_free(m);

@@ -3,12 +3,14 @@
  *   decode: {"ids": [...]} ->  {"ids": [...], "text": ...}
  * Output strings are escaped as JavaScript's JSON.stringify does, so re-encoding a reference
  * file such as tests/fixtures/vectors.jsonl gives it back byte for byte. */
+#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "data/tokenizer.h"
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "train/loader.h"
 
@@ -106,69 +108,14 @@ static int decode_line(const gt_tokenizer *tok, json_t *obj, bool skip_special, 
     return 0;
 }
 
-int cli_tokenize(int argc, char **argv) {
-    const char *path = NULL, *spm_out = NULL;
-    bool match_special = false, add_special = false, decode = false, skip_special = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--tokenizer") || !strcmp(a, "--write-spm")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "gemmatrain tokenize: %s needs a value\n", a);
-                return 2;
-            }
-            if (!strcmp(a, "--tokenizer")) path = argv[++i];
-            else spm_out = argv[++i];
-        } else if (!strncmp(a, "--tokenizer=", 12)) {
-            path = a + 12;
-        } else if (!strncmp(a, "--write-spm=", 12)) {
-            spm_out = a + 12;
-        } else if (!strcmp(a, "--match-special")) {
-            match_special = true;
-        } else if (!strcmp(a, "--add-special")) {
-            add_special = true;
-        } else if (!strcmp(a, "--decode")) {
-            decode = true;
-        } else if (!strcmp(a, "--skip-special")) {
-            skip_special = true;
-        } else {
-            fprintf(stderr, "gemmatrain tokenize: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-    }
-    if (!path) {
-        fprintf(stderr, "gemmatrain tokenize: --tokenizer PATH is required (see --help)\n");
-        return 2;
-    }
-    if (decode && (match_special || add_special)) {
-        fprintf(stderr,
-                "gemmatrain tokenize: --match-special and --add-special apply to encoding, not --decode\n");
-        return 2;
-    }
-    if (!decode && skip_special) {
-        fprintf(stderr, "gemmatrain tokenize: --skip-special applies to --decode only\n");
-        return 2;
-    }
-    char err[512];
-    gt_tokenizer *tok;
-    if (gt_load_tokenizer(path, &tok, err, sizeof err)) {
-        fprintf(stderr, "gemmatrain tokenize: %s\n", err);
-        return 1;
-    }
-    if (spm_out) {
-        int rc = gt_tok_save_spm(tok, spm_out, err, sizeof err);
-        if (rc) fprintf(stderr, "gemmatrain tokenize: %s\n", err);
-        gt_tok_free(tok);
-        return rc ? 1 : 0;
-    }
-    if (add_special && (gt_tok_bos(tok) < 0 || gt_tok_eos(tok) < 0)) {
-        fprintf(stderr, "gemmatrain tokenize: --add-special: %s has no %s piece\n", path,
-                gt_tok_bos(tok) < 0 ? "BOS" : "EOS");
-        gt_tok_free(tok);
-        return 1;
-    }
+typedef struct tok_args {
+    const char *path, *spm_out; /* --tokenizer, --write-spm */
+    bool match_special, add_special, decode, skip_special;
+} tok_args;
+
+/* stdin's JSONL lines, encoded or decoded to stdout, up to the first bad one (named by line):
+ * 0, or 1 with the message printed. */
+static int transform(const gt_tokenizer *tok, const tok_args *o) {
     char *line = NULL;
     size_t cap = 0, lineno = 0;
     ssize_t len;
@@ -190,8 +137,8 @@ int cli_tokenize(int argc, char **argv) {
             break;
         }
         int bad = !json_is_object(obj) ? (snprintf(why, sizeof why, "expected a JSON object"), -1)
-                  : decode ? decode_line(tok, obj, skip_special, &ids, why, sizeof why)
-                           : encode_line(tok, obj, match_special, add_special, &ids, why, sizeof why);
+                  : o->decode ? decode_line(tok, obj, o->skip_special, &ids, why, sizeof why)
+                              : encode_line(tok, obj, o->match_special, o->add_special, &ids, why, sizeof why);
         json_decref(obj);
         if (bad) {
             fprintf(stderr, "<stdin>:%zu: %s\n", lineno, why);
@@ -199,6 +146,90 @@ int cli_tokenize(int argc, char **argv) {
             break;
         }
     }
+    free(line);
+    gt_ids_free(&ids);
+    return rc;
+}
+
+/* 0: run with *a; else the exit status (2 for a usage error, its message printed) plus one. */
+static int parse_args(int argc, char **argv, tok_args *a) {
+    enum { O_TOKENIZER = 256, O_WRITE_SPM, O_MATCH, O_ADD, O_DECODE, O_SKIP };
+    static const struct option opts[] = {
+        {"tokenizer", required_argument, NULL, O_TOKENIZER},
+        {"write-spm", required_argument, NULL, O_WRITE_SPM},
+        {"match-special", no_argument, NULL, O_MATCH},
+        {"add-special", no_argument, NULL, O_ADD},
+        {"decode", no_argument, NULL, O_DECODE},
+        {"skip-special", no_argument, NULL, O_SKIP},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *a = (tok_args){0};
+    char nb[8];
+    cli_getopt_reset();
+    int o;
+    /* "-": arguments come back in order (1), so the first stray one is the one named */
+    while ((o = cli_getopt(argc, argv, "-:h", opts)) != -1) {
+        switch (o) {
+        case 'h': usage(stdout); return 1;
+        case O_TOKENIZER: a->path = optarg; break;
+        case O_WRITE_SPM: a->spm_out = optarg; break;
+        case O_MATCH: a->match_special = true; break;
+        case O_ADD: a->add_special = true; break;
+        case O_DECODE: a->decode = true; break;
+        case O_SKIP: a->skip_special = true; break;
+        case ':':
+            fprintf(stderr, "gemmatrain tokenize: %s needs a value\n", cli_rejected(argv, nb, sizeof nb));
+            return 3;
+        default:
+            fprintf(stderr, "gemmatrain tokenize: unknown option '%s' (see --help)\n",
+                    o == 1 ? optarg : cli_rejected(argv, nb, sizeof nb));
+            return 3;
+        }
+    }
+    if (optind < argc) { /* after "--" */
+        fprintf(stderr, "gemmatrain tokenize: unknown option '%s' (see --help)\n", argv[optind]);
+        return 3;
+    }
+    if (!a->path) {
+        fprintf(stderr, "gemmatrain tokenize: --tokenizer PATH is required (see --help)\n");
+        return 3;
+    }
+    if (a->decode && (a->match_special || a->add_special)) {
+        fprintf(stderr,
+                "gemmatrain tokenize: --match-special and --add-special apply to encoding, not --decode\n");
+        return 3;
+    }
+    if (!a->decode && a->skip_special) {
+        fprintf(stderr, "gemmatrain tokenize: --skip-special applies to --decode only\n");
+        return 3;
+    }
+    return 0;
+}
+
+int cli_tokenize(int argc, char **argv) {
+    tok_args o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc) return rc - 1;
+    char err[512];
+    gt_tokenizer *tok;
+    if (gt_load_tokenizer(o.path, &tok, err, sizeof err)) {
+        fprintf(stderr, "gemmatrain tokenize: %s\n", err);
+        return 1;
+    }
+    if (o.spm_out) {
+        rc = gt_tok_save_spm(tok, o.spm_out, err, sizeof err);
+        if (rc) fprintf(stderr, "gemmatrain tokenize: %s\n", err);
+        gt_tok_free(tok);
+        return rc ? 1 : 0;
+    }
+    if (o.add_special && (gt_tok_bos(tok) < 0 || gt_tok_eos(tok) < 0)) {
+        fprintf(stderr, "gemmatrain tokenize: --add-special: %s has no %s piece\n", o.path,
+                gt_tok_bos(tok) < 0 ? "BOS" : "EOS");
+        gt_tok_free(tok);
+        return 1;
+    }
+    rc = transform(tok, &o);
     if (!rc && ferror(stdin)) {
         fprintf(stderr, "gemmatrain tokenize: error reading stdin\n");
         rc = 1;
@@ -207,8 +238,6 @@ int cli_tokenize(int argc, char **argv) {
         fprintf(stderr, "gemmatrain tokenize: error writing stdout\n");
         rc = 1;
     }
-    free(line);
-    gt_ids_free(&ids);
     gt_tok_free(tok);
     return rc;
 }
