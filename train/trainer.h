@@ -6,7 +6,11 @@
  * the configured optimizer and schedule. Progress goes to stderr (a bar on a terminal, plain
  * lines otherwise), metrics to a JSONL file, the effective config to stderr and
  * output_dir/config.yaml. SIGINT stops after the current step. Returns 0, 130 when interrupted,
- * or -1 with a message. */
+ * or -1 with a message.
+ *
+ * trainer.c holds the run (setup, step loop, checkpoints, teardown); the job's model, trainables
+ * and batch rows are train/job.h's, evaluation and gt_eval_job train/eval.h's, progress and
+ * metrics lines train/report.h's. */
 #ifndef GT_TRAINER_H
 #define GT_TRAINER_H
 
