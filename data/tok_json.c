@@ -438,7 +438,8 @@ static int hf_fill_added(json_t *added, hf_pieces *pc, const char *src, char *er
 static int hf_types(gt_tokenizer *t, const hf_pieces *pc, int32_t n, const char *unk_s, size_t unk_l,
                     const char *src, char *err, size_t errn) {
     for (int32_t i = 0; i < n; i++) {
-        if (!pc->strs[i]) return gt_errf(err, errn, "%s: id %d is missing from model.vocab and added_tokens", src, i);
+        if (!pc->strs[i])
+            return gt_errf(err, errn, "%s: id %d is missing from model.vocab and added_tokens", src, i);
         bool is_unk = unk_s && pc->lens[i] == unk_l && !memcmp(pc->strs[i], unk_s, unk_l);
         uint8_t ty = GT_PIECE_NORMAL;
         if (is_unk) ty = GT_PIECE_UNKNOWN;
@@ -485,7 +486,8 @@ static int load_hf_root(gt_tokenizer *t, json_t *root, const hf_parts *parts, co
     size_t unk_l = unk_s ? json_string_length(unk_j) : 0;
     int32_t n = 0;
     if (hf_vocab_size(parts, added, &n, src, err, errn)) return -1;
-    hf_pieces pc = {calloc((size_t)n, sizeof *pc.strs), calloc((size_t)n, sizeof *pc.lens), calloc((size_t)n, 1)};
+    hf_pieces pc = {calloc((size_t)n, sizeof *pc.strs), calloc((size_t)n, sizeof *pc.lens),
+                    calloc((size_t)n, 1)};
     t->type = malloc((size_t)n);
     t->score = malloc((size_t)n * sizeof *t->score);
     int rc = -1;

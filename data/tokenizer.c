@@ -286,7 +286,7 @@ gt_tokenizer *tok_alloc(void) {
 /* Builds the piece storage and every lookup table from strs/lens (n pieces; t->type and
  * t->score must be set). src names the file for messages. */
 int tok_build(gt_tokenizer *t, const char *const *strs, const size_t *lens, int32_t n,
-                     const char *src, char *err, size_t errn) {
+              const char *src, char *err, size_t errn) {
     t->n = n;
     size_t total = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -363,7 +363,7 @@ void tok_set_default_specials(gt_tokenizer *t) {
 }
 
 int tok_add_op(text_op *ops, int *n, int kind, const char *pat, size_t pat_len, const char *rep,
-                  size_t rep_len) {
+               size_t rep_len) {
     if (*n == MAX_OPS) return -2;
     text_op *o = &ops[*n];
     o->kind = kind;
