@@ -28,9 +28,12 @@
  *
  * A gt_tokenizer is immutable after loading: encode/decode may run concurrently on one.
  * Loading a big tokenizer.json parses slices of it (jansson parses every byte) on the OpenMP
- * threads, and the first such load installs jansson allocator hooks (json_set_alloc_funcs) for
- * the process: they hand every allocation to the functions installed before, except jansson's
- * own while this module parses on that thread (those go to an arena, dropped whole).
+ * threads. While a tokenizer.json parse runs (and only then) jansson's process-wide allocator
+ * hooks (json_set_alloc_funcs) are installed: they hand every allocation to the functions
+ * installed before, except jansson's own on the threads doing this parse (those go to an arena,
+ * dropped whole); the previous functions are put back when the last such parse ends.
+ * Implementation: tokenizer.c (core), tok_json.c and tok_json_parse.c (tokenizer.json),
+ * tok_spm.c (SentencePiece), sharing data/tok_internal.h.
  * Errors: return code != 0 and a one-line message in err (may be NULL) naming the file and,
  * where it applies, the JSON key or proto field. */
 #ifndef GT_TOKENIZER_H

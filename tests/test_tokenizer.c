@@ -636,6 +636,43 @@ START_TEST(sliced_parse_of_a_big_tokenizer_json) {
 }
 END_TEST
 
+/* jansson's allocator belongs to the process (config, metrics): a tokenizer.json load installs its
+ * arena hooks only while it parses, takes jansson's values for the file from the arena (the
+ * functions installed before see a handful of calls, not ~50k), and puts those functions back.
+ * Under SAN=1 too: the arena runs there, fenced by ASan poisoning. */
+static _Atomic long g_json_mallocs;
+static void *counting_malloc(size_t n) {
+    g_json_mallocs++;
+    return malloc(n);
+}
+static void counting_free(void *p) { free(p); }
+
+START_TEST(jansson_allocator_is_left_as_it_was) {
+    NEED_8K();
+    json_malloc_t m0, m1;
+    json_free_t f0, f1;
+    json_get_alloc_funcs(&m0, &f0);
+    json_set_alloc_funcs(counting_malloc, counting_free);
+    json_t *before = json_pack("{s:i}", "a", 1); /* made before the load, freed after it */
+    g_json_mallocs = 0;
+    gt_tokenizer *t;
+    int rc = gt_tok_load_hf_json(JSON_8K, &t, g_err, sizeof g_err);
+    long during = g_json_mallocs;
+    json_get_alloc_funcs(&m1, &f1);
+    json_t *after = json_object();
+    long later = g_json_mallocs - during;
+    json_decref(before);
+    json_decref(after);
+    json_set_alloc_funcs(m0, f0);
+    ck_assert_msg(!rc, "%s", g_err);
+    ck_assert(m1 == counting_malloc && f1 == counting_free);
+    ck_assert_int_gt(later, 0);
+    ck_assert_int_lt(during, 100);
+    same_vocabulary(t, g_8k);
+    gt_tok_free(t);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- tiny vocabularies */
 
 /* SentencePiece rule: highest score first, ties to the leftmost pair, UNUSED pieces merge but
@@ -1203,6 +1240,7 @@ int main(void) {
     tcase_set_timeout(k8, 60);
     tcase_add_test(k8, tokenizer_json_8k_reproduces_every_vector);
     tcase_add_test(k8, sliced_parse_of_a_big_tokenizer_json);
+    tcase_add_test(k8, jansson_allocator_is_left_as_it_was);
     tcase_add_test(k8, truncated_tokenizer_json_names_the_file);
     tcase_add_test(k8, cli_reproduces_the_8k_vector_file_byte_for_byte);
     suite_add_tcase(s, k8);
