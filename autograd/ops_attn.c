@@ -176,6 +176,10 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
     gt_real *dv = gt_needs_grad(v) ? gt_grad(ctx, v) : NULL;
     bool need_ds = dq || dk;
     gt_real *ds = need_ds ? gt_alloc(ctx, (size_t)(s->T * s->S + 1) * sizeof(gt_real)) : NULL;
+    /* reads: attention_reads */
+    const gt_real *qd = dk ? gt_saved_data(ctx, node, 0) : NULL;
+    const gt_real *kd = dq ? gt_saved_data(ctx, node, 1) : NULL;
+    const gt_real *vd = need_ds ? gt_saved_data(ctx, node, 2) : NULL;
     if (!gt_ok(ctx)) return;
     const int64_t T = s->T, S = s->S, N = s->N, K = s->K, H = s->H, Hv = s->Hv, G = N / K;
     const int64_t qs = N * H, ks = K * H, vs = K * Hv, os = N * Hv, QB = qblock(s);
@@ -184,9 +188,9 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
             int64_t kv = n / G, bn = b * N + n;
             const gt_real *P = s->p + bn * T * S;
             const gt_real *dO = dout + b * T * os + n * Hv;
-            const gt_real *Q = q->data + b * T * qs + n * H;
-            const gt_real *Kp = k->data + b * S * ks + kv * H;
-            const gt_real *V = v->data + b * S * vs + kv * Hv;
+            const gt_real *Q = qd ? qd + b * T * qs + n * H : NULL;
+            const gt_real *Kp = kd ? kd + b * S * ks + kv * H : NULL;
+            const gt_real *V = vd ? vd + b * S * vs + kv * Hv : NULL;
             for (int64_t i0 = 0; i0 < T; i0 += QB) {
                 int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
                 block_range(s, b, i0, i1, &lo, &hi);
@@ -221,6 +225,13 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
     gt_release(ctx, s->p, (size_t)(s->B * N * T * S > 0 ? s->B * N * T * S : 1) * sizeof(gt_real));
     if (s->lse) gt_release(ctx, s->lse, (size_t)(s->B * N * T + 1) * sizeof(gt_real));
     gt_release(ctx, s->rlo, (size_t)(2 * s->B * T + 1) * sizeof(int32_t));
+}
+
+/* What attention's backward reads (P is saved): v for dP (q's or k's gradient), k for q's
+ * gradient, q for k's. v's gradient needs only P. */
+static unsigned attention_reads(const gt_tensor *q, const gt_tensor *k, const gt_tensor *v) {
+    bool dq = gt_needs_grad(q), dk = gt_needs_grad(k);
+    return (dk ? GT_READ_IN(0) : 0) | (dq ? GT_READ_IN(1) : 0) | (dq || dk ? GT_READ_IN(2) : 0);
 }
 
 static bool fits_int(int64_t x) { return x >= 0 && x <= INT32_MAX; }
@@ -319,6 +330,7 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
             }
         }
     }
-    if (!gt_record(ctx, "attention", attention_backward, out, in, 3, s)) return NULL;
+    if (!gt_record(ctx, "attention", attention_backward, out, in, 3, s, attention_reads(q, k, v)))
+        return NULL;
     return out;
 }

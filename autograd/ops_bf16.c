@@ -59,7 +59,8 @@ gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w) {
         gt_gemm(false, true, (int)M, (int)nr, (int)C, 1, x->data, (int)C, w->stage, (int)C, 0,
                 out->data + r0, (int)R);
     }
-    if (!gt_record(ctx, "bf16_linear", linear_backward, out, &x, 1, (void *)w)) return NULL;
+    /* backward reads only W (saved, persistent): x is free to go */
+    if (!gt_record(ctx, "bf16_linear", linear_backward, out, &x, 1, (void *)w, 0)) return NULL;
     return out;
 }
 

@@ -110,9 +110,12 @@ static void mul_backward(gt_ctx *ctx, gt_node *node) {
     gt_real *da = gt_needs_grad(a) ? gt_grad(ctx, a) : NULL;
     gt_real *db = gt_needs_grad(b) ? gt_grad(ctx, b) : NULL;
     if (!gt_ok(ctx)) return;
+    /* reads: mul_reads */
+    const gt_real *A = db ? gt_saved_data(ctx, node, 0) : NULL;
+    const gt_real *B = da ? gt_saved_data(ctx, node, 1) : NULL;
+    if (!gt_ok(ctx)) return;
     int64_t n = a->size, outer, inner;
     bcast_dims(a, b, &outer, &inner);
-    const gt_real *A = a->data, *B = b->data;
     if (da) {
 #pragma omp parallel for schedule(static) if (par(n))
         for (int64_t o = 0; o < outer; o++) {
@@ -129,6 +132,11 @@ static void mul_backward(gt_ctx *ctx, gt_node *node) {
             reduce_rows(ctx, dy, A, outer, inner, db);
         }
     }
+}
+
+/* What mul's backward reads: b for a's gradient, a for b's. add's reads nothing. */
+static unsigned mul_reads(const gt_tensor *a, const gt_tensor *b) {
+    return (gt_needs_grad(a) ? GT_READ_IN(1) : 0) | (gt_needs_grad(b) ? GT_READ_IN(0) : 0);
 }
 
 static gt_tensor *binary(gt_ctx *ctx, gt_tensor *a, gt_tensor *b, bool is_mul) {
@@ -165,7 +173,9 @@ static gt_tensor *binary(gt_ctx *ctx, gt_tensor *a, gt_tensor *b, bool is_mul) {
                 for (int64_t j = 0; j < inner; j++) yr[j] = ar[j] + B[j];
         }
     }
-    if (!gt_record(ctx, op, is_mul ? mul_backward : add_backward, out, in, 2, NULL)) return NULL;
+    if (!gt_record(ctx, op, is_mul ? mul_backward : add_backward, out, in, 2, NULL,
+                   is_mul ? mul_reads(a, b) : 0))
+        return NULL;
     return out;
 }
 
@@ -200,7 +210,7 @@ gt_tensor *gt_scale(gt_ctx *ctx, gt_tensor *x, double s) {
         gt_real *saved = gt_alloc(ctx, sizeof *saved);
         if (!saved) return NULL;
         *saved = f;
-        if (!gt_record(ctx, "scale", scale_backward, out, &x, 1, saved)) return NULL;
+        if (!gt_record(ctx, "scale", scale_backward, out, &x, 1, saved, 0)) return NULL;
     }
     return out;
 }
@@ -210,7 +220,7 @@ gt_tensor *gt_scale(gt_ctx *ctx, gt_tensor *x, double s) {
 static void softcap_backward(gt_ctx *ctx, gt_node *node) {
     gt_real cap = *(const gt_real *)node->saved;
     gt_real *dx = gt_grad(ctx, node->in[0]);
-    const gt_real *dy = gt_grad(ctx, node->out), *Y = node->out->data;
+    const gt_real *dy = gt_grad(ctx, node->out), *Y = gt_saved_data(ctx, node, GT_OUT);
     if (!gt_ok(ctx)) return;
     int64_t n = node->out->size;
     /* d/dx cap tanh(x/cap) = 1 - tanh^2, and tanh = y / cap is already in the output. */
@@ -238,7 +248,8 @@ gt_tensor *gt_softcap(gt_ctx *ctx, gt_tensor *x, double cap) {
         gt_real *saved = gt_alloc(ctx, sizeof *saved);
         if (!saved) return NULL;
         *saved = c;
-        if (!gt_record(ctx, "softcap", softcap_backward, out, &x, 1, saved)) return NULL;
+        /* backward reads the output (tanh is in it), not x */
+        if (!gt_record(ctx, "softcap", softcap_backward, out, &x, 1, saved, GT_READ_OUT)) return NULL;
     }
     return out;
 }
@@ -268,7 +279,7 @@ static inline gt_real gelu_der(gt_real x, gt_real *val) {
 static void gelu_backward(gt_ctx *ctx, gt_node *node) {
     gt_tensor *x = node->in[0];
     gt_real *dx = gt_grad(ctx, x);
-    const gt_real *dy = gt_grad(ctx, node->out), *X = x->data;
+    const gt_real *dy = gt_grad(ctx, node->out), *X = gt_saved_data(ctx, node, 0);
     if (!gt_ok(ctx)) return;
     int64_t n = x->size;
 #pragma omp parallel for schedule(static) if (par(n))
@@ -288,7 +299,7 @@ gt_tensor *gt_gelu(gt_ctx *ctx, gt_tensor *x) {
     int64_t n = x->size;
 #pragma omp parallel for schedule(static) if (par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(X[i]);
-    if (!gt_record(ctx, "gelu", gelu_backward, out, &x, 1, NULL)) return NULL;
+    if (!gt_record(ctx, "gelu", gelu_backward, out, &x, 1, NULL, GT_READ_IN(0))) return NULL; /* x */
     return out;
 }
 
@@ -297,8 +308,9 @@ static void geglu_backward(gt_ctx *ctx, gt_node *node) {
     const gt_real *dy = gt_grad(ctx, node->out);
     gt_real *dg = gt_needs_grad(gate) ? gt_grad(ctx, gate) : NULL;
     gt_real *du = gt_needs_grad(up) ? gt_grad(ctx, up) : NULL;
+    /* reads: geglu_reads */
+    const gt_real *G = gt_saved_data(ctx, node, 0), *U = dg ? gt_saved_data(ctx, node, 1) : NULL;
     if (!gt_ok(ctx)) return;
-    const gt_real *G = gate->data, *U = up->data;
     int64_t n = gate->size;
     /* gate and up may be one tensor: dg first, du after, never both in one statement. */
     if (dg) {
@@ -312,6 +324,11 @@ static void geglu_backward(gt_ctx *ctx, gt_node *node) {
 #pragma omp parallel for schedule(static) if (par(n))
         for (int64_t i = 0; i < n; i++) du[i] += dy[i] * gelu_val(G[i]);
     }
+}
+
+/* What geglu's backward reads: gate for either gradient, up only for gate's. */
+static unsigned geglu_reads(const gt_tensor *gate, const gt_tensor *up) {
+    return GT_READ_IN(0) | (gt_needs_grad(gate) ? GT_READ_IN(1) : 0);
 }
 
 gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
@@ -330,7 +347,7 @@ gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
     int64_t n = gate->size;
 #pragma omp parallel for schedule(static) if (par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(G[i]) * U[i];
-    if (!gt_record(ctx, "geglu", geglu_backward, out, in, 2, NULL)) return NULL;
+    if (!gt_record(ctx, "geglu", geglu_backward, out, in, 2, NULL, geglu_reads(gate, up))) return NULL;
     return out;
 }
 
@@ -339,7 +356,7 @@ gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
 static void softmax_backward(gt_ctx *ctx, gt_node *node) {
     gt_tensor *x = node->in[0];
     gt_real *dx = gt_grad(ctx, x);
-    const gt_real *dy = gt_grad(ctx, node->out), *Y = node->out->data;
+    const gt_real *dy = gt_grad(ctx, node->out), *Y = gt_saved_data(ctx, node, GT_OUT);
     if (!gt_ok(ctx)) return;
     int64_t rows = gt_rows(x), d = gt_cols(x);
     /* dx = y * (dy - <dy, y>) per row. */
@@ -384,7 +401,7 @@ gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x) {
         gt_real inv = (gt_real)(1 / sum);
         for (int64_t j = 0; j < d; j++) yr[j] *= inv;
     }
-    if (!gt_record(ctx, "softmax", softmax_backward, out, &x, 1, NULL)) return NULL;
+    if (!gt_record(ctx, "softmax", softmax_backward, out, &x, 1, NULL, GT_READ_OUT)) return NULL; /* y */
     return out;
 }
 
@@ -446,6 +463,6 @@ gt_tensor *gt_dropout_rows(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed, i
     int64_t n = x->size;
 #pragma omp parallel for schedule(static) if (par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = dropout_keep(seed, dropout_pos(s, i), p) ? X[i] * scale : 0;
-    if (!gt_record(ctx, "dropout", dropout_backward, out, &x, 1, s)) return NULL;
+    if (!gt_record(ctx, "dropout", dropout_backward, out, &x, 1, s, 0)) return NULL; /* mask from seed */
     return out;
 }

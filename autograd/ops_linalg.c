@@ -17,11 +17,13 @@ static void matmul_backward(gt_ctx *ctx, gt_node *node) {
     const gt_real *dc = gt_grad(ctx, node->out);
     gt_real *da = gt_needs_grad(a) ? gt_grad(ctx, a) : NULL;
     gt_real *db = gt_needs_grad(b) ? gt_grad(ctx, b) : NULL;
+    /* reads: matmul_reads */
+    const gt_real *A = db ? gt_saved_data(ctx, node, 0) : NULL;
+    const gt_real *B = da ? gt_saved_data(ctx, node, 1) : NULL;
     if (!gt_ok(ctx)) return;
     int m = (int)s->m, n = (int)s->n, k = (int)s->k;
     int lda = s->ta ? m : k, ldb = s->tb ? k : n;
     int64_t sa = s->m * s->k, sb = s->shared_b ? 0 : s->k * s->n, sc = s->m * s->n;
-    const gt_real *A = a->data, *B = b->data;
     for (int64_t i = 0; i < s->batch; i++) {
         const gt_real *dci = dc + i * sc;
         if (da) {
@@ -33,6 +35,11 @@ static void matmul_backward(gt_ctx *ctx, gt_node *node) {
             else gt_gemm(true, s->ta, n, k, m, 1, dci, n, A + i * sa, lda, 1, db + i * sb, k);
         }
     }
+}
+
+/* What matmul's backward reads: b for a's gradient, a for b's (a frozen weight: only b). */
+static unsigned matmul_reads(const gt_tensor *a, const gt_tensor *b) {
+    return (gt_needs_grad(a) ? GT_READ_IN(1) : 0) | (gt_needs_grad(b) ? GT_READ_IN(0) : 0);
 }
 
 gt_tensor *gt_matmul(gt_ctx *ctx, gt_tensor *a, gt_tensor *b, bool trans_a, bool trans_b) {
@@ -83,7 +90,7 @@ gt_tensor *gt_matmul(gt_ctx *ctx, gt_tensor *a, gt_tensor *b, bool trans_a, bool
     for (int64_t i = 0; i < s->batch && k > 0; i++)
         gt_gemm(trans_a, trans_b, im, in_, ik, 1, a->data + i * sa, trans_a ? im : ik,
                 b->data + i * sb, trans_b ? ik : in_, 0, out->data + i * sc, in_);
-    if (!gt_record(ctx, "matmul", matmul_backward, out, in, 2, s)) return NULL;
+    if (!gt_record(ctx, "matmul", matmul_backward, out, in, 2, s, matmul_reads(a, b))) return NULL;
     return out;
 }
 
@@ -146,7 +153,7 @@ gt_tensor *gt_transpose(gt_ctx *ctx, gt_tensor *x, int ax0, int ax1) {
     if (!out || !s) return NULL;
     *s = sv;
     transpose_copy(s, x->data, out->data, false);
-    if (!gt_record(ctx, "transpose", transpose_backward, out, &x, 1, s)) return NULL;
+    if (!gt_record(ctx, "transpose", transpose_backward, out, &x, 1, s, 0)) return NULL;
     return out;
 }
 
@@ -172,7 +179,7 @@ static gt_tensor *reduce_all(gt_ctx *ctx, gt_tensor *x, bool mean, const char *o
     for (int64_t i = 0; i < x->size; i++) acc += x->data[i];
     *factor = mean ? (gt_real)(1.0 / (double)x->size) : 1;
     out->data[0] = (gt_real)(mean ? acc / (double)x->size : acc);
-    if (!gt_record(ctx, op, reduce_backward, out, &x, 1, factor)) return NULL;
+    if (!gt_record(ctx, op, reduce_backward, out, &x, 1, factor, 0)) return NULL;
     return out;
 }
 
@@ -224,7 +231,7 @@ gt_tensor *gt_embedding(gt_ctx *ctx, gt_tensor *table, const int32_t *ids, int64
         if (!s || !copy) return NULL;
         if (n) memcpy(copy, ids, (size_t)n * sizeof(int32_t));
         *s = (embed_saved){copy, n};
-        if (!gt_record(ctx, "embedding", embedding_backward, out, &table, 1, s)) return NULL;
+        if (!gt_record(ctx, "embedding", embedding_backward, out, &table, 1, s, 0)) return NULL;
     }
     return out;
 }

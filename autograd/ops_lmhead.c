@@ -32,10 +32,10 @@ typedef struct {
 
 /* Capped logits of active rows [r0, r0+c) into s->zbuf; gathers their h into s->hbuf (fp32
  * table). */
-static void chunk_logits(const lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int64_t c) {
+static void chunk_logits(const lmhead_saved *s, const gt_real *hidden, int64_t r0, int64_t c) {
     int64_t D = s->D, V = s->V;
     for (int64_t i = 0; i < c; i++)
-        memcpy(s->hbuf + i * D, hidden->data + s->rows[r0 + i] * D, (size_t)D * sizeof(gt_real));
+        memcpy(s->hbuf + i * D, hidden + s->rows[r0 + i] * D, (size_t)D * sizeof(gt_real));
     gt_gemm(false, true, (int)c, (int)V, (int)D, 1, s->hbuf, (int)D, s->tf, (int)D, 0, s->zbuf,
             (int)V);
     if (s->softcap > 0) {
@@ -377,9 +377,11 @@ static void lmhead_backward(gt_ctx *ctx, gt_node *node) {
     s->dh = NULL;
     if (!dt) return;
     /* the table's gradient needs every chunk's logits again (holding them would cost n x V) */
+    const gt_real *hd = gt_saved_data(ctx, node, 0);
+    if (!hd || !gt_saved_data(ctx, node, 1)) return; /* s->tf is the table's data */
     for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
         int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
-        chunk_logits(s, hidden, r0, c);
+        chunk_logits(s, hd, r0, c);
         chunk_dz(s, V, r0, c, g);
         gt_gemm(true, false, (int)V, (int)D, (int)c, 1, s->zbuf, (int)V, s->hbuf, (int)D, 1, dt,
                 (int)D);
@@ -466,7 +468,7 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
             chunk_one_pass(s, hidden, r0, c);
             continue;
         }
-        chunk_logits(s, hidden, r0, c);
+        chunk_logits(s, hidden->data, r0, c);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < c; i++) {
             const gt_real *z = s->zbuf + i * V;
@@ -495,7 +497,10 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
         gt_release(ctx, s->hbuf, (size_t)(s->chunk * hcols) * sizeof(gt_real));
         s->zbuf = s->hbuf = NULL;
     }
-    if (!gt_record(ctx, "lm_head_loss", lmhead_backward, out, in, n_in, s)) return NULL;
+    /* backward reads hidden and the table only to recompute logits for the table's gradient; the
+     * input gradient was taken in the forward (s->dh) */
+    unsigned reads = table_grad ? GT_READ_IN(0) | GT_READ_IN(1) : 0;
+    if (!gt_record(ctx, "lm_head_loss", lmhead_backward, out, in, n_in, s, reads)) return NULL;
     return out;
 }
 

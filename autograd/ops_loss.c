@@ -26,11 +26,10 @@ static void ce_backward(gt_ctx *ctx, gt_node *node) {
     const ce_saved *s = node->saved;
     gt_tensor *logits = node->in[0];
     gt_real *dz = gt_grad(ctx, logits);
-    const gt_real *dout = gt_grad(ctx, node->out);
+    const gt_real *dout = gt_grad(ctx, node->out), *z = gt_saved_data(ctx, node, 0);
     if (!gt_ok(ctx)) return;
     const gt_real g = dout[0];
     const int64_t n = s->n, v = s->v;
-    const gt_real *z = logits->data;
     int nt = gt_threads();
 #pragma omp parallel for schedule(dynamic, rows_per_chunk(v)) num_threads(nt) if (n * v > 32768)
     for (int64_t i = 0; i < n; i++) {
@@ -118,6 +117,7 @@ gt_tensor *gt_cross_entropy(gt_ctx *ctx, gt_tensor *logits, const int32_t *label
     }
     out->data[0] = (gt_real)total;
     if (weight_sum) *weight_sum = wsum;
-    if (!gt_record(ctx, "cross_entropy", ce_backward, out, &logits, 1, s)) return NULL;
+    /* backward recomputes p from the logits and the saved row statistics */
+    if (!gt_record(ctx, "cross_entropy", ce_backward, out, &logits, 1, s, GT_READ_IN(0))) return NULL;
     return out;
 }

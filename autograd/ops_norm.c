@@ -37,7 +37,8 @@ static void rmsnorm_backward(gt_ctx *ctx, gt_node *node) {
         if (!part) return;
         memset(part, 0, (size_t)nc * (size_t)d * sizeof(double));
     }
-    const gt_real *X = x->data, *S = sv->s, *R = sv->rstd;
+    const gt_real *X = gt_saved_data(ctx, node, 0), *S = sv->s, *R = sv->rstd;
+    if (!X) return;
     gt_real inv_d = (gt_real)(1.0 / (double)d);
 #pragma omp parallel for schedule(static) num_threads(nc) if (nc > 1)
     for (int c = 0; c < nc; c++) {
@@ -104,7 +105,8 @@ gt_tensor *gt_rmsnorm(gt_ctx *ctx, gt_tensor *x, gt_tensor *w, double eps, bool 
         rmsnorm_saved *sv = gt_alloc(ctx, sizeof *sv);
         if (!sv) return NULL;
         *sv = (rmsnorm_saved){rstd, s};
-        if (!gt_record(ctx, "rmsnorm", rmsnorm_backward, out, in, 2, sv)) return NULL;
+        /* backward reads x (either gradient needs it); w's values live on in sv->s */
+        if (!gt_record(ctx, "rmsnorm", rmsnorm_backward, out, in, 2, sv, GT_READ_IN(0))) return NULL;
     }
     return out;
 }
@@ -219,6 +221,6 @@ gt_tensor *gt_rope(gt_ctx *ctx, gt_tensor *x, const int32_t *positions, const gt
     gt_real *scratch = rope_scratch(ctx, s, nc);
     if (!scratch) return NULL;
     rope_apply(s, x->data, out->data, false, false, scratch, nc);
-    if (!gt_record(ctx, "rope", rope_backward, out, &x, 1, s)) return NULL;
+    if (!gt_record(ctx, "rope", rope_backward, out, &x, 1, s, 0)) return NULL; /* a linear map */
     return out;
 }

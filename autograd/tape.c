@@ -4,6 +4,17 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+static void unpoison_free_pieces(gt_ctx *ctx);
+
 void gt_ctx_init(gt_ctx *ctx, size_t arena_block_bytes) {
     memset(ctx, 0, sizeof *ctx);
     gt_arena_init(&ctx->arena, arena_block_bytes);
@@ -11,13 +22,16 @@ void gt_ctx_init(gt_ctx *ctx, size_t arena_block_bytes) {
 }
 
 void gt_ctx_free(gt_ctx *ctx) {
+    unpoison_free_pieces(ctx);
     gt_arena_free(&ctx->arena);
     memset(ctx, 0, sizeof *ctx);
 }
 
 void gt_ctx_reset(gt_ctx *ctx) {
+    unpoison_free_pieces(ctx); /* the arena hands that memory out again */
     gt_arena_reset(&ctx->arena);
     ctx->free_grads = NULL;
+    ctx->live = NULL;
     ctx->tape = NULL;
     ctx->n_nodes = 0;
     ctx->status = GT_OK;
@@ -63,6 +77,9 @@ static gt_tensor *step_tensor(gt_ctx *ctx, int ndim, const int64_t *shape, bool 
     if (!data)
         return gt_fail(ctx, GT_ERR_NOMEM, "out of memory allocating %zu bytes for a tensor", bytes);
     gt_tensor_wrap(t, data, NULL, ndim, shape, false);
+    t->life = GT_LIFE_LIVE;
+    t->next_step = ctx->live;
+    ctx->live = t;
     return t;
 }
 
@@ -125,7 +142,15 @@ gt_tensor *gt_slice_rows(gt_ctx *ctx, gt_tensor *x, int64_t start, int64_t count
     return make_view(ctx, x, start * row, x->ndim, shape);
 }
 
+static gt_tensor *root_of(gt_tensor *t) { return t->root ? t->root : t; }
+
 gt_tensor *gt_op_out(gt_ctx *ctx, int ndim, const int64_t *shape, gt_tensor *const *in, int n) {
+    if (!gt_ok(ctx)) return NULL;
+    for (int i = 0; i < n; i++)
+        if (in[i] && root_of(in[i])->life >= GT_LIFE_DONE)
+            return gt_fail(ctx, GT_ERR_STATE, "op input %d %s is read after the scope that made it "
+                           "ended (%s): name it in that gt_scope_end's keep list", i, gt_shp(in[i]),
+                           root_of(in[i])->life == GT_LIFE_RELEASED ? "released" : "kept only for backward");
     gt_tensor *out = gt_empty(ctx, ndim, shape);
     if (!out) return NULL;
     bool req = false;
@@ -135,7 +160,7 @@ gt_tensor *gt_op_out(gt_ctx *ctx, int ndim, const int64_t *shape, gt_tensor *con
 }
 
 bool gt_record(gt_ctx *ctx, const char *op, gt_backward_fn fn, gt_tensor *out,
-               gt_tensor *const *in, int n_in, void *saved) {
+               gt_tensor *const *in, int n_in, void *saved, unsigned reads) {
     if (!out->requires_grad) return true;
     gt_node *node = gt_alloc(ctx, sizeof *node);
     if (!node) return false;
@@ -145,6 +170,13 @@ bool gt_record(gt_ctx *ctx, const char *op, gt_backward_fn fn, gt_tensor *out,
     node->n_in = n_in;
     for (int i = 0; i < n_in && i < GT_NODE_MAX_IN; i++) node->in[i] = in[i];
     node->saved = saved;
+    node->reads = reads;
+    /* each declared read holds its value's storage until this node's backward has run */
+    for (int i = -1; i < n_in && i < GT_NODE_MAX_IN; i++) {
+        gt_tensor *t = i < 0 ? out : in[i];
+        if (t && (reads & (i < 0 ? GT_READ_OUT : GT_READ_IN(i))) && root_of(t)->life != GT_LIFE_NONE)
+            root_of(t)->readers++; /* persistent tensors are never released: not counted */
+    }
     node->prev = ctx->tape;
     ctx->tape = node;
     ctx->n_nodes++;
@@ -181,9 +213,16 @@ void gt_release(gt_ctx *ctx, void *p, size_t bytes) {
     if (prev && (unsigned char *)prev + prev->bytes == c) { /* and into the preceding one */
         prev->bytes += f->bytes;
         prev->next = f->next;
+        f = prev;
     } else {
         *at = f;
     }
+    /* sanitizer builds: a read of free memory is reported (only the link stays readable) */
+    POISON((unsigned char *)f + sizeof *f, f->bytes - sizeof *f);
+}
+
+static void unpoison_free_pieces(gt_ctx *ctx) {
+    for (free_piece *f = ctx->free_grads; f; f = f->next) UNPOISON(f, f->bytes);
 }
 
 /* Smallest released piece that holds bytes (the rest stays free), or NULL. */
@@ -194,8 +233,10 @@ static void *take_released(gt_ctx *ctx, size_t bytes) {
         if ((*at)->bytes >= bytes && (!best || (*at)->bytes < (*best)->bytes)) best = at;
     if (!best) return NULL;
     free_piece *f = *best;
+    UNPOISON(f, bytes);
     if (f->bytes - bytes >= UNIT) {
         free_piece *rest = (free_piece *)((unsigned char *)f + bytes);
+        UNPOISON(rest, sizeof *rest);
         rest->bytes = f->bytes - bytes;
         rest->next = f->next;
         *best = rest;
@@ -221,15 +262,70 @@ gt_real *gt_grad(gt_ctx *ctx, gt_tensor *t) {
     return t->root ? root->grad + t->offset : root->grad;
 }
 
+static void release_data(gt_ctx *ctx, gt_tensor *t) {
+    gt_release(ctx, t->data, (size_t)t->size * sizeof(gt_real));
+    t->data = NULL;
+    t->life = GT_LIFE_RELEASED;
+}
+
+gt_scope gt_scope_begin(gt_ctx *ctx) { return (gt_scope){ctx->live}; }
+
+static bool kept(const gt_tensor *t, gt_tensor *const *keep, int n) {
+    for (int i = 0; i < n; i++)
+        if (keep[i] && root_of(keep[i]) == t) return true;
+    return false;
+}
+
+gt_tensor *gt_scope_end(gt_ctx *ctx, gt_scope s, gt_tensor *const *keep, int n_keep) {
+    gt_tensor **at = &ctx->live;
+    while (*at && *at != s.mark) {
+        gt_tensor *t = *at;
+        if (kept(t, keep, n_keep)) {
+            at = &t->next_step;
+            continue;
+        }
+        *at = t->next_step;
+        t->next_step = NULL;
+        t->life = GT_LIFE_DONE;
+        if (t->readers == 0) release_data(ctx, t);
+    }
+    return n_keep > 0 ? keep[0] : NULL;
+}
+
+const gt_real *gt_saved_data(gt_ctx *ctx, const gt_node *node, int i) {
+    if (i < GT_OUT || i >= node->n_in || i >= GT_NODE_MAX_IN || (i >= 0 && !node->in[i]))
+        return gt_fail(ctx, GT_ERR_ARG, "%s backward: no input %d to read", node->op, i);
+    gt_tensor *t = i < 0 ? node->out : node->in[i];
+    if (!(node->reads & (i < 0 ? GT_READ_OUT : GT_READ_IN(i))))
+        return gt_fail(ctx, GT_ERR_STATE, "%s backward reads its %s %s without declaring it (gt_record's "
+                       "reads): the tape may have released it", node->op, i < 0 ? "output" : "input",
+                       gt_shp(t));
+    if (root_of(t)->life == GT_LIFE_RELEASED)
+        return gt_fail(ctx, GT_ERR_STATE, "%s backward reads %s %s, released too early", node->op,
+                       i < 0 ? "output" : "input", gt_shp(t));
+    return t->data;
+}
+
+/* Node n's backward has run (or had nothing to do): its reads no longer hold their values. */
+static void drop_reads(gt_ctx *ctx, gt_node *n) {
+    for (int i = -1; i < n->n_in && i < GT_NODE_MAX_IN; i++) {
+        gt_tensor *t = i < 0 ? n->out : n->in[i];
+        if (!t || !(n->reads & (i < 0 ? GT_READ_OUT : GT_READ_IN(i)))) continue;
+        gt_tensor *r = root_of(t);
+        if (r->life != GT_LIFE_NONE && --r->readers == 0 && r->life == GT_LIFE_DONE) release_data(ctx, r);
+    }
+}
+
 static int run_tape(gt_ctx *ctx) {
     for (gt_node *n = ctx->tape; n && gt_ok(ctx); n = n->prev) {
-        gt_tensor *root = n->out->root ? n->out->root : n->out;
+        gt_tensor *root = root_of(n->out);
         if (root->grad) { /* else nothing downstream used this output */
             n->backward(ctx, n);
             /* every consumer of the output ran before its producer: its gradient is dead now */
             gt_release(ctx, root->grad, (size_t)root->size * sizeof(gt_real));
             root->grad = NULL;
         }
+        drop_reads(ctx, n);
         if (ctx->on_node) ctx->on_node(ctx->on_node_user, n);
     }
     ctx->tape = NULL;

@@ -11,11 +11,27 @@
  * gradients of those inputs that require one, and skips the rest (frozen weights cost nothing).
  * Gradients accumulate (+=), so several backward passes sum, as accumulation needs.
  *
- * Lifetime: everything an op returns lives in ctx's arena until gt_ctx_reset. During backward,
- * the gradient of an op's output (a non-leaf tensor, as PyTorch calls it) is released as soon as
- * the node that produced it has run, and its memory is reused for later gradients: after
- * gt_backward only leaves (parameters, inputs made with gt_from_data, ...) hold gradients; a
- * non-leaf's grad is NULL. */
+ * Gradient lifetime: during backward, the gradient of an op's output (a non-leaf tensor, as
+ * PyTorch calls it) is released as soon as the node that produced it has run, and its memory is
+ * reused for later gradients: after gt_backward only leaves (parameters, inputs made with
+ * gt_from_data, ...) hold gradients; a non-leaf's grad is NULL.
+ *
+ * Activation lifetime: the tape, not the model, decides when a step tensor's data is released.
+ * Two facts decide it, each stated where it is known:
+ *  - which values a backward reads: each op declares it when it records its node (the `reads`
+ *    mask of gt_record, computed next to the op's backward from which inputs need a gradient),
+ *    and the backward reads them only through gt_saved_data, which fails (GT_ERR_STATE) for a
+ *    value not declared or already released. Each declared read counts as a reader of the value's
+ *    root tensor until that node's backward has run (or been skipped);
+ *  - when the forward is done with a tensor: model code brackets a piece of forward in
+ *    gt_scope_begin / gt_scope_end and names the tensors that leave it (its outputs); every other
+ *    step tensor made inside is then done in the forward. An op given a done tensor as input
+ *    fails (GT_ERR_STATE): a scope that let a tensor escape unnamed is caught at once.
+ * A step tensor's data is released (for reuse by later tensors and gradients) as soon as both
+ * hold: its scope has ended and no recorded backward still has to read it; so at scope end when
+ * no backward reads it (inference: always), else during gt_backward right after its last
+ * reader ran. Tensors made outside any scope live until gt_ctx_reset. In sanitizer builds the
+ * released memory is poisoned, so a read past these rules is reported where it happens. */
 #ifndef GT_TAPE_H
 #define GT_TAPE_H
 
@@ -44,7 +60,14 @@ struct gt_node {
     gt_tensor *in[GT_NODE_MAX_IN];
     int n_in;
     void *saved;              /* op-specific state, in the arena */
+    unsigned reads;           /* GT_READ_IN(i) | GT_READ_OUT: values its backward reads */
 };
+
+/* Bits of a node's `reads` mask. */
+#define GT_READ_IN(i) (1u << (i))
+#define GT_READ_OUT (1u << GT_NODE_MAX_IN)
+/* gt_saved_data's index for the node's output. */
+#define GT_OUT (-1)
 
 struct gt_ctx {
     gt_arena arena;
@@ -52,6 +75,7 @@ struct gt_ctx {
     int64_t n_nodes;
     bool grad_enabled;        /* false: inference, nothing is recorded */
     void *free_grads;         /* released arena memory that gt_grad reuses (see gt_release) */
+    gt_tensor *live;          /* forward-live step tensors, newest first (scopes cut it back) */
     int status;
     char err[512];
     /* Optional: called after each node is visited by backward (also when it had no gradient to
@@ -86,18 +110,36 @@ gt_tensor *gt_reshape(gt_ctx *ctx, gt_tensor *x, int ndim, const int64_t *shape)
 /* Rows [start, start+count) of axis 0. */
 gt_tensor *gt_slice_rows(gt_ctx *ctx, gt_tensor *x, int64_t start, int64_t count);
 
+/* A piece of forward whose intermediate tensors die at its end (see "Activation lifetime"). */
+typedef struct {
+    gt_tensor *mark; /* ctx->live at begin */
+} gt_scope;
+
+gt_scope gt_scope_begin(gt_ctx *ctx);
+/* End s: the step tensors made since gt_scope_begin(s), except keep[0..n_keep) (or their roots,
+ * for views; NULL entries are skipped), are done in the forward, released now when no recorded
+ * backward reads them. The kept ones belong to the enclosing scope. Scopes nest; end the inner
+ * one first. Returns keep[0] (NULL when n_keep is 0). */
+gt_tensor *gt_scope_end(gt_ctx *ctx, gt_scope s, gt_tensor *const *keep, int n_keep);
+
 /* For op implementations. gt_op_out: an output tensor whose requires_grad is true iff grad is
- * enabled and any of the n inputs requires one. gt_record: append a node when out requires a
- * gradient; returns false on allocation failure (error set). */
+ * enabled and any of the n inputs requires one; fails (NULL, error set) when an input is done in
+ * the forward (its scope ended). gt_record: append a node when out requires a gradient; reads:
+ * GT_READ_IN(i) for each input whose values the backward reads, GT_READ_OUT for the output's
+ * (declare exactly what gt_saved_data will be asked for). Returns false on allocation failure
+ * (error set). */
 gt_tensor *gt_op_out(gt_ctx *ctx, int ndim, const int64_t *shape, gt_tensor *const *in, int n);
 bool gt_record(gt_ctx *ctx, const char *op, gt_backward_fn fn, gt_tensor *out,
-               gt_tensor *const *in, int n_in, void *saved);
+               gt_tensor *const *in, int n_in, void *saved, unsigned reads);
+/* In a backward: the data of input i (GT_OUT: the output) of node. NULL with GT_ERR_STATE set
+ * when node did not declare that read or the data was released: a lifetime bug, never garbage. */
+const gt_real *gt_saved_data(gt_ctx *ctx, const gt_node *node, int i);
 /* Gradient storage of t, allocated zeroed in the arena on first use (views resolve to their
  * root), from released memory when a piece fits. NULL on allocation failure (error set). */
 gt_real *gt_grad(gt_ctx *ctx, gt_tensor *t);
-/* Hand an arena allocation of `bytes` (gt_alloc'ed or a step tensor's data, in this step) back
- * for reuse by gradients and step tensors' data; the caller must not touch it afterwards. For an
- * op's scratch that backward no longer needs, or an activation no recorded node will read. */
+/* Hand an arena allocation of `bytes` (gt_alloc'ed, in this step) back for reuse by gradients
+ * and step tensors' data; the caller must not touch it afterwards. For an op's scratch that its
+ * backward no longer needs (step tensors' data is the tape's to release, see above). */
 void gt_release(gt_ctx *ctx, void *p, size_t bytes);
 /* True when an input needs a gradient from this node. */
 static inline bool gt_needs_grad(const gt_tensor *t) { return t && t->requires_grad; }

@@ -9,13 +9,23 @@
  * gradient writes the root's, so views need no tape entry. Gradients of step tensors are
  * allocated lazily during backward; a tensor that never receives a gradient has grad == NULL.
  * A tensor with requires_grad == false (a frozen weight, an input) never gets a gradient and ops
- * skip the work of computing one. */
+ * skip the work of computing one.
+ * Step tensors also carry the tape's lifetime bookkeeping (life, readers, next_step; see tape.h's
+ * "Activation lifetime"); every other tensor is GT_LIFE_NONE and never released by a ctx. */
 #ifndef GT_TENSOR_H
 #define GT_TENSOR_H
 
 #include "autograd/real.h"
 
 #define GT_MAX_DIMS 5
+
+/* Where a tensor's storage stands (tape.h, "Activation lifetime"). */
+enum {
+    GT_LIFE_NONE = 0,     /* not a step tensor (persistent, wrapped, a view): the ctx never frees it */
+    GT_LIFE_LIVE = 1,     /* step tensor the forward may still read */
+    GT_LIFE_DONE = 2,     /* forward done with it (scope ended); kept for a backward that reads it */
+    GT_LIFE_RELEASED = 3, /* data handed back to the arena: reading it is a bug */
+};
 
 typedef struct gt_tensor {
     gt_real *data;
@@ -27,6 +37,9 @@ typedef struct gt_tensor {
     int ndim;
     bool requires_grad;
     bool owns_data;           /* gt_tensor_free releases data/grad */
+    unsigned char life;       /* GT_LIFE_* */
+    int32_t readers;          /* step tensors: recorded backwards that still have to read data */
+    struct gt_tensor *next_step; /* step tensors: the ctx's list of those still forward-live */
     char name[96];            /* optional, for messages and checkpoints */
 } gt_tensor;
 

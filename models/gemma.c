@@ -361,25 +361,15 @@ static gt_tensor *linear(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, gt_tensor
     return b ? gt_bf16_linear(ctx, x, b) : gt_matmul(ctx, x, w, false, true);
 }
 
-/* linear + the layer's LoRA adapter for that target, if any */
+/* linear + the layer's LoRA adapter for that target, if any. A scope: the adapter's
+ * intermediates (and the base projection, once added) die here unless a backward reads them. */
 static gt_tensor *proj(gt_ctx *ctx, const gt_gemma *m, int64_t layer, gt_lora_target t,
                        gt_tensor *x, gt_tensor *w) {
+    gt_scope s = gt_scope_begin(ctx);
     gt_tensor *y = linear(ctx, m, x, w);
     const gt_lora_adapter *ad = gt_lora_get(m->lora, layer, t);
-    return ad ? gt_lora_apply(ctx, m->lora, ad, x, y) : y;
-}
-
-/* Release an activation that no recorded node reads (backward needs only its gradient, or
- * nothing): its memory goes to later tensors. Only op outputs of this forward, never views. */
-static void drop(gt_ctx *ctx, gt_tensor *t) {
-    if (!t || t->root || !gt_ok(ctx)) return;
-    gt_release(ctx, t->data, (size_t)t->size * sizeof(gt_real));
-    t->data = NULL;
-}
-
-/* A projection's backward reads its input only for a trainable weight or an adapter. */
-static bool input_needed(const gt_gemma *m, int64_t layer, gt_lora_target t, const gt_tensor *w) {
-    return w->requires_grad || gt_lora_get(m->lora, layer, t);
+    if (ad) y = gt_lora_apply(ctx, m->lora, ad, x, y);
+    return gt_scope_end(ctx, s, &y, 1);
 }
 
 static gt_tensor *heads(gt_ctx *ctx, gt_tensor *x, int64_t b, int64_t t, int64_t n, int64_t h) {
@@ -388,7 +378,9 @@ static gt_tensor *heads(gt_ctx *ctx, gt_tensor *x, int64_t b, int64_t t, int64_t
 }
 
 /* One decoder block. With a cache (inference only, B = 1), the block's rotated keys and values
- * for the T new tokens are written at cache position pos0 and attention reads all pos0 + T. */
+ * for the T new tokens are written at cache position pos0 and attention reads all pos0 + T.
+ * Its two residual halves are scopes: only the residual stream leaves each, so the tape frees
+ * every intermediate no backward reads as soon as the half is done. */
 static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, int64_t B,
                         int64_t T, const int32_t *pos, const uint8_t *key_mask,
                         const int32_t *segment_ids, gt_gemma_cache *cache, int64_t pos0) {
@@ -405,21 +397,20 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
                         .q_offset = 0,
                         .key_mask = key_mask,
                         .segment_ids = segment_ids};
+    gt_scope half = gt_scope_begin(ctx);
     gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
     gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
     gt_tensor *k = heads(ctx, proj(ctx, m, i, GT_LORA_KEY, h, ly->key), B, T, K, H);
     gt_tensor *v = heads(ctx, proj(ctx, m, i, GT_LORA_VALUE, h, ly->value), B, T, K, H);
+    gt_scope qk = gt_scope_begin(ctx); /* the norms' outputs die once rotated */
     if (c->use_qk_norm) {
         q = norm(ctx, m, q, ly->query_norm);
         k = norm(ctx, m, k, ly->key_norm);
     }
-    gt_tensor *qn = q, *kn = k;
     q = gt_rope(ctx, q, pos, &rope);
     k = gt_rope(ctx, k, pos, &rope);
-    if (c->use_qk_norm) { /* rope's backward reads no values: the norms' outputs are dead */
-        drop(ctx, qn);
-        drop(ctx, kn);
-    }
+    gt_tensor *rotated[2] = {q, k};
+    gt_scope_end(ctx, qk, rotated, 2);
     if (cache && gt_ok(ctx)) {
         int64_t row = K * H, S = pos0 + T;
         gt_real *ck = cache->k + i * cache->max_len * row, *cv = cache->v + i * cache->max_len * row;
@@ -436,21 +427,17 @@ static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x,
     gt_tensor *att = gt_attention(ctx, q, k, v, &attn);
     int64_t flat[3] = {B, T, N * H};
     gt_tensor *a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, att, 3, flat), ly->attn_out);
-    if (!input_needed(m, i, GT_LORA_ATTN_OUT, ly->attn_out)) drop(ctx, att);
     if (ly->post_attn_norm) a = norm(ctx, m, a, ly->post_attn_norm);
     x = gt_add(ctx, x, a);
-    drop(ctx, a); /* read by the residual add only, whose backward needs no values */
+    gt_scope_end(ctx, half, &x, 1);
+    half = gt_scope_begin(ctx);
     h = norm(ctx, m, x, ly->pre_ffw_norm);
     gt_tensor *g = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
                            proj(ctx, m, i, GT_LORA_UP, h, ly->up));
-    if (!input_needed(m, i, GT_LORA_GATE, ly->gate) && !input_needed(m, i, GT_LORA_UP, ly->up))
-        drop(ctx, h);
     gt_tensor *f = proj(ctx, m, i, GT_LORA_DOWN, g, ly->down);
-    if (!input_needed(m, i, GT_LORA_DOWN, ly->down)) drop(ctx, g);
     if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
     x = gt_add(ctx, x, f);
-    drop(ctx, f);
-    return x;
+    return gt_scope_end(ctx, half, &x, 1);
 }
 
 /* Offset of layer i's rows in a Gemma 4 cache: only layers with their own k, v store any, each
@@ -466,7 +453,8 @@ static int64_t cache_offset4(const gt_gemma_config *c, int64_t layer, int64_t ma
 /* Gemma 4 decoder block (KerasHub Gemma4TextDecoderBlock / Gemma4TextAttention). kv_k, kv_v
  * hold every earlier layer's attention keys and values (after norm and RoPE) for the kv-shared
  * layers; pli is this layer's per-layer input [B, T, P] or NULL. With a cache (B = 1, no tape)
- * the T tokens follow the pos0 cached ones, as in block(). */
+ * the T tokens follow the pos0 cached ones, as in block(). Scopes as in block(); the attention
+ * half also hands out its k, v for the layers that share them. */
 static gt_tensor *block4(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, int64_t B,
                          int64_t T, const int32_t *pos, const uint8_t *key_mask,
                          const int32_t *segment_ids, gt_tensor **kv_k, gt_tensor **kv_v,
@@ -485,6 +473,7 @@ static gt_tensor *block4(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x
                         .q_offset = 0,
                         .key_mask = key_mask,
                         .segment_ids = segment_ids};
+    gt_scope half = gt_scope_begin(ctx);
     gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
     gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
     q = gt_rope(ctx, norm(ctx, m, q, ly->query_norm), pos, &rope);
@@ -522,6 +511,11 @@ static gt_tensor *block4(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x
     int64_t flat[3] = {B, T, N * H};
     a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, a, 3, flat), ly->attn_out);
     x = gt_add(ctx, x, norm(ctx, m, a, ly->post_attn_norm));
+    bool shared = false; /* k, v leave the scope only for a later layer that shares them */
+    for (int64_t j = i + 1; j < c->num_layers; j++) shared = shared || gt_gemma_kv_source(c, j) == i;
+    gt_tensor *keep[3] = {x, shared ? k : NULL, shared ? v : NULL};
+    gt_scope_end(ctx, half, keep, 3);
+    half = gt_scope_begin(ctx);
     h = norm(ctx, m, x, ly->pre_ffw_norm);
     gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
                            proj(ctx, m, i, GT_LORA_UP, h, ly->up));
@@ -532,7 +526,8 @@ static gt_tensor *block4(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x
         x = gt_add(ctx, x, norm(ctx, m, linear(ctx, m, g, ly->ple_up), ly->ple_norm));
     }
     /* layer_scalar is a frozen checkpoint constant: a plain scale, no gradient */
-    return gt_ok(ctx) ? gt_scale(ctx, x, (double)ly->layer_scalar->data[0]) : NULL;
+    x = gt_ok(ctx) ? gt_scale(ctx, x, (double)ly->layer_scalar->data[0]) : NULL;
+    return gt_scope_end(ctx, half, &x, 1);
 }
 
 /* Per-layer inputs of Gemma 4 (KerasHub Gemma4Backbone): with h0 = E[tok] sqrt(D),
@@ -571,12 +566,12 @@ static gt_tensor *hidden4(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *
 }
 
 static gt_tensor *embed(gt_ctx *ctx, const gt_gemma *m, const int32_t *ids, int64_t B, int64_t T) {
+    gt_scope s = gt_scope_begin(ctx); /* the unscaled lookup dies here */
     const gt_bf16_mat *e16 = bf16_of(m, m->embedding);
     gt_tensor *x = e16 ? gt_bf16_embedding(ctx, e16, ids, B * T) : gt_embedding(ctx, m->embedding, ids, B * T);
     int64_t sh[3] = {B, T, m->cfg.hidden_dim};
     gt_tensor *y = gt_scale(ctx, gt_reshape(ctx, x, 3, sh), sqrt((double)m->cfg.hidden_dim));
-    drop(ctx, x); /* the scale's and the lookup's backward read no values */
-    return y;
+    return gt_scope_end(ctx, s, &y, 1);
 }
 
 gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b) {
@@ -592,11 +587,16 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
         for (int64_t i = 0; i < B * T; i++) p[i] = (int32_t)(i % T);
         pos = p;
     }
+    gt_scope s = gt_scope_begin(ctx); /* only the final hidden states outlive the forward */
     gt_tensor *x = embed(ctx, m, b->token_ids, B, T);
-    if (m->cfg.generation == 4) return hidden4(ctx, m, b, x, pos, NULL, 0);
-    for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
-        x = block(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, NULL, 0);
-    return norm(ctx, m, x, m->final_norm);
+    if (m->cfg.generation == 4) {
+        x = hidden4(ctx, m, b, x, pos, NULL, 0);
+    } else {
+        for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
+            x = block(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, NULL, 0);
+        x = norm(ctx, m, x, m->final_norm);
+    }
+    return gt_scope_end(ctx, s, &x, 1);
 }
 
 int gt_gemma_cache_init(gt_gemma_cache *cache, const gt_gemma *m, int64_t max_len, char *err,
@@ -634,6 +634,7 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
     for (int64_t i = 0; i < n; i++) pos[i] = (int32_t)(pos0 + i);
     bool grad = ctx->grad_enabled;
     ctx->grad_enabled = false; /* the cache holds plain values: no tape through it */
+    gt_scope s = gt_scope_begin(ctx); /* only the logits outlive the step */
     gt_tensor *x = embed(ctx, m, ids, 1, n);
     int64_t flat[2] = {n, m->cfg.hidden_dim};
     gt_tensor *z;
@@ -648,6 +649,7 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
         x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
         z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
     }
+    z = gt_scope_end(ctx, s, &z, 1);
     ctx->grad_enabled = grad;
     if (z) cache->len = pos0 + n;
     return z;

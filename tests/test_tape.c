@@ -1,5 +1,6 @@
 /* Engine plumbing: sticky errors with messages, frozen tensors, arena reuse, backward misuse. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -154,6 +155,126 @@ START_TEST(nonleaf_gradients_are_released_and_their_memory_reused) {
 }
 END_TEST
 
+
+/* ---------------------------------------------------------------- activation lifetime */
+
+/* Each case: one op on two step tensors a, b made inside a scope that keeps only a scaled copy of
+ * the op's output, so every value the op's backward reads but did not declare would be released
+ * before backward runs. */
+enum { LT_MUL, LT_GELU, LT_GEGLU, LT_SOFTMAX, LT_SOFTCAP, LT_MATMUL, LT_RMSNORM, LT_ATTN, LT_CE, LT_N };
+static const char *const lt_names[LT_N] = {"mul", "gelu", "geglu", "softmax", "softcap", "matmul",
+                                           "rmsnorm", "attention", "cross_entropy"};
+
+static gt_tensor *lt_op(gt_ctx *ctx, int op, gt_tensor *a, gt_tensor *b) {
+    static const int32_t labels[8] = {0, 3, 1, 2, 2, 0, 3, 1};
+    gt_attn_cfg attn = {.scale = 0.5, .causal = true};
+    int64_t rows[2] = {8, 4};
+    switch (op) {
+    case LT_MUL: return gt_mul(ctx, a, b);
+    case LT_GELU: return gt_gelu(ctx, a);
+    case LT_GEGLU: return gt_geglu(ctx, a, b);
+    case LT_SOFTMAX: return gt_softmax(ctx, a);
+    case LT_SOFTCAP: return gt_softcap(ctx, a, 0.7);
+    case LT_MATMUL: return gt_matmul(ctx, a, b, false, true);
+    case LT_RMSNORM: return gt_rmsnorm(ctx, a, NULL, 1e-6, false);
+    case LT_ATTN: return gt_attention(ctx, a, b, b, &attn);
+    default: return gt_cross_entropy(ctx, gt_reshape(ctx, a, 2, rows), labels, NULL, NULL, NULL);
+    }
+}
+
+/* d(sum z^2)/d(xa, xb) for z = 2 op(1.5 xa, 0.5 xb); with scoped, a, b and op's output die in a
+ * scope. Returns the status of backward; the gradients land in ga, gb. */
+static int lt_grads(int op, bool scoped, gt_real *ga, gt_real *gb) {
+    int64_t sh[4] = {1, 4, 2, 4};
+    gt_real va[32], vb[32];
+    for (int i = 0; i < 32; i++) {
+        va[i] = (gt_real)(0.37 * ((i * 7) % 11) - 1.6);
+        vb[i] = (gt_real)(0.29 * ((i * 5) % 13) - 1.5);
+    }
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_tensor *xa = gt_from_data(&ctx, va, 4, sh, true), *xb = gt_from_data(&ctx, vb, 4, sh, true);
+    gt_scope s = gt_scope_begin(&ctx);
+    gt_tensor *a = gt_scale(&ctx, xa, 1.5), *b = gt_scale(&ctx, xb, 0.5);
+    gt_tensor *z = gt_scale(&ctx, lt_op(&ctx, op, a, b), 2);
+    if (scoped) {
+        gt_scope_end(&ctx, s, &z, 1);
+        ck_assert_int_eq(z ? z->life : -1, GT_LIFE_LIVE);
+    }
+    int rc = gt_backward(&ctx, gt_sum(&ctx, gt_mul(&ctx, z, z)));
+    if (rc != GT_OK) fprintf(stderr, "%s: %s\n", lt_names[op], ctx.err);
+    if (rc == GT_OK && scoped) /* every tensor the scope let go is released after backward */
+        ck_assert(a->life == GT_LIFE_RELEASED && b->life == GT_LIFE_RELEASED && !a->data);
+    memset(ga, 0, sizeof va);
+    memset(gb, 0, sizeof vb); /* unary ops leave xb without a gradient */
+    if (xa->grad) memcpy(ga, xa->grad, sizeof va);
+    if (xb->grad) memcpy(gb, xb->grad, sizeof vb);
+    gt_ctx_free(&ctx);
+    return rc;
+}
+
+/* The test that fails when an activation is freed too early: with the tape deciding lifetimes,
+ * each op's gradients equal (bit for bit) those of a run that frees nothing, and a backward that
+ * reads a value its op did not declare (so the tape released it) is an error, not garbage. */
+START_TEST(no_activation_is_freed_before_its_last_backward_read) {
+    for (int op = 0; op < LT_N; op++) {
+        gt_real ga[32], gb[32], ra[32], rb[32];
+        ck_assert_int_eq(lt_grads(op, false, ra, rb), GT_OK);
+        ck_assert_msg(lt_grads(op, true, ga, gb) == GT_OK, "%s: backward failed", lt_names[op]);
+        ck_assert_msg(!memcmp(ga, ra, sizeof ga) && !memcmp(gb, rb, sizeof gb),
+                      "%s: gradients differ once intermediates are released", lt_names[op]);
+    }
+}
+END_TEST
+
+START_TEST(scope_releases_what_no_backward_reads_and_keeps_the_rest) {
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    int64_t sh[1] = {4};
+    gt_real v[4] = {0.5, -1, 2, 0.25};
+    gt_tensor *x = gt_from_data(&ctx, v, 1, sh, true);
+    gt_scope s = gt_scope_begin(&ctx);
+    gt_tensor *u = gt_scale(&ctx, x, 3); /* read by gelu's backward */
+    gt_tensor *g = gt_gelu(&ctx, u);     /* read by nothing: softcap's backward reads its output */
+    gt_tensor *c = gt_softcap(&ctx, g, 5);
+    gt_tensor *z = gt_scale(&ctx, c, 2);
+    gt_scope_end(&ctx, s, &z, 1);
+    ck_assert_int_eq(u->life, GT_LIFE_DONE);
+    ck_assert_int_eq(c->life, GT_LIFE_DONE);
+    ck_assert_int_eq(g->life, GT_LIFE_RELEASED);
+    ck_assert_int_eq(z->life, GT_LIFE_LIVE);
+    /* the forward may not read what its scope let go */
+    ck_assert_ptr_null(gt_add(&ctx, u, z));
+    ck_assert_int_eq(ctx.status, GT_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(ctx.err, "scope"));
+    gt_ctx_reset(&ctx);
+    /* inference: nothing is recorded, so everything but the kept output goes at scope end */
+    ctx.grad_enabled = false;
+    x = gt_from_data(&ctx, v, 1, sh, false);
+    s = gt_scope_begin(&ctx);
+    u = gt_scale(&ctx, x, 3);
+    z = gt_scope_end(&ctx, s, (gt_tensor *[]){gt_gelu(&ctx, u)}, 1);
+    ck_assert_int_eq(u->life, GT_LIFE_RELEASED);
+    ck_assert_int_eq(x->life, GT_LIFE_LIVE);
+    ck_assert(z->data[0] > 0);
+    gt_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(undeclared_backward_read_is_an_error) {
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    int64_t sh[1] = {4};
+    gt_real v[4] = {0.5, -1, 2, 0.25};
+    gt_tensor *x = gt_from_data(&ctx, v, 1, sh, true);
+    gt_tensor *y = gt_gelu(&ctx, x);
+    ctx.tape->reads = 0; /* as if gelu had not declared that its backward reads x */
+    ck_assert_int_eq(gt_backward(&ctx, gt_sum(&ctx, y)), GT_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(ctx.err, "gelu backward reads its input"));
+    gt_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tape");
     TCase *tc = tcase_create("core");
@@ -165,6 +286,9 @@ int main(void) {
     tcase_add_test(tc, backward_needs_a_scalar);
     tcase_add_test(tc, arena_folds_into_one_block_and_stops_allocating);
     tcase_add_test(tc, nonleaf_gradients_are_released_and_their_memory_reused);
+    tcase_add_test(tc, no_activation_is_freed_before_its_last_backward_read);
+    tcase_add_test(tc, scope_releases_what_no_backward_reads_and_keeps_the_rest);
+    tcase_add_test(tc, undeclared_backward_read_is_an_error);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
