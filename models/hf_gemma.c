@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "data/tokenizer.h"
+#include "models/gemma_params.h"
 #include "models/safetensors.h"
 #include "util/err.h"
 #include "util/fsutil.h"
@@ -668,60 +669,14 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
         gt_st_close(st);
         return -1;
     }
-    snprintf(n, sizeof n, "%sembed_tokens.weight", pre);
-    rc = load_one(&ld, n, m->embedding, err, errn);
-    snprintf(n, sizeof n, "%snorm.weight", pre);
-    rc = rc ? rc : load_one(&ld, n, m->final_norm, err, errn);
-    for (int64_t i = 0; i < c.num_layers && !rc; i++) {
-        gt_gemma_layer *ly = &m->layers[i];
-        const struct {
-            const char *hf;
-            gt_tensor *t;
-        } map[] = {
-            {"input_layernorm", ly->pre_attn_norm},
-            {"self_attn.q_proj", ly->query},
-            {"self_attn.k_proj", ly->key},
-            {"self_attn.v_proj", ly->value},
-            {"self_attn.o_proj", ly->attn_out},
-            {"self_attn.q_norm", ly->query_norm},
-            {"self_attn.k_norm", ly->key_norm},
-            /* HF Gemma 1 calls its pre-MLP norm post_attention_layernorm */
-            {"post_attention_layernorm", c.generation == 1 ? ly->pre_ffw_norm : ly->post_attn_norm},
-            {"pre_feedforward_layernorm", c.generation == 1 ? NULL : ly->pre_ffw_norm},
-            {"post_feedforward_layernorm", ly->post_ffw_norm},
-            {"mlp.gate_proj", ly->gate},
-            {"mlp.up_proj", ly->up},
-            {"mlp.down_proj", ly->down},
-        };
-        for (size_t k = 0; k < sizeof map / sizeof map[0] && !rc; k++) {
-            if (!map[k].t) continue;
-            snprintf(n, sizeof n, "%slayers.%lld.%s.weight", pre, (long long)i, map[k].hf);
-            rc = load_one(&ld, n, map[k].t, err, errn);
-        }
-        if (c.generation == 4 && !rc) {
-            /* per-layer-input gate [P, D], up projection [D, P] and norm: (out, in) as ours */
-            const struct {
-                const char *hf;
-                gt_tensor *t;
-            } ple[] = {{"per_layer_input_gate", ly->ple_gate},
-                       {"per_layer_projection", ly->ple_up},
-                       {"post_per_layer_input_norm", ly->ple_norm}};
-            for (size_t k = 0; k < sizeof ple / sizeof ple[0] && !rc; k++) {
-                if (!ple[k].t) continue;
-                snprintf(n, sizeof n, "%slayers.%lld.%s.weight", pre, (long long)i, ple[k].hf);
-                rc = load_one(&ld, n, ple[k].t, err, errn);
-            }
-            snprintf(n, sizeof n, "%slayers.%lld.layer_scalar", pre, (long long)i);
-            rc = rc ? rc : load_scalar(&ld, n, ly->layer_scalar, err, errn);
-        }
-    }
-    if (c.generation == 4 && c.per_layer_input_dim > 0 && !rc) {
-        snprintf(n, sizeof n, "%sembed_tokens_per_layer.weight", pre);
-        rc = load_one(&ld, n, m->ple_embedding, err, errn);
-        snprintf(n, sizeof n, "%sper_layer_model_projection.weight", pre);
-        rc = rc ? rc : load_one(&ld, n, m->ple_projection, err, errn);
-        snprintf(n, sizeof n, "%sper_layer_projection_norm.weight", pre);
-        rc = rc ? rc : load_one(&ld, n, m->ple_norm, err, errn);
+    for (int k = 0; k < m->n_params && !rc; k++) {
+        const gt_gemma_param *p = &m->params[k];
+        if (gt_gemma_param_hf_name(p->row, &c, p->layer, pre, n, sizeof n))
+            rc = gt_errf(err, errn, "hf: %s: %s has no Hugging Face name", dir, p->name);
+        else if (p->t->ndim == 0) /* a scalar: HF stores [1] */
+            rc = load_scalar(&ld, n, p->t, err, errn);
+        else
+            rc = load_one(&ld, n, p->t, err, errn);
     }
     const char *head = mm && !gt_st_find(st, "lm_head.weight") ? "language_model.lm_head.weight" : "lm_head.weight";
     if (!rc) rc = check_head(&ld, head, m->embedding, err, errn);
@@ -1007,50 +962,27 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
         return -1;
     }
     /* tensors under their HF names */
-    int64_t L = c->num_layers;
-    gt_st_entry *e = calloc((size_t)(2 + 13 * L), sizeof *e);
-    char (*names)[96] = calloc((size_t)(2 + 13 * L), sizeof *names);
+    gt_st_entry *e = calloc((size_t)m->n_params, sizeof *e);
+    char (*names)[96] = calloc((size_t)m->n_params, sizeof *names);
     int rc = 0;
     if (!e || !names) {
         rc = gt_errf(err, errn, "hf save: out of memory");
         goto done;
     }
     size_t n = 0;
-#define ADD(t, ...)                                                  \
-    do {                                                             \
-        const gt_tensor *tt_ = (t);                                  \
-        if (!tt_) break;                                             \
-        snprintf(names[n], sizeof names[n], __VA_ARGS__);            \
-        e[n].name = names[n];                                        \
-        e[n].data = tt_->data;                                       \
-        e[n].ndim = tt_->ndim;                                       \
-        for (int d_ = 0; d_ < tt_->ndim; d_++) e[n].shape[d_] = tt_->shape[d_]; \
-        n++;                                                         \
-    } while (0)
-    ADD(m->embedding, "model.embed_tokens.weight");
-    ADD(m->final_norm, "model.norm.weight");
-    for (int64_t i = 0; i < L; i++) {
-        const gt_gemma_layer *ly = &m->layers[i];
-        long long li = (long long)i;
-        ADD(ly->pre_attn_norm, "model.layers.%lld.input_layernorm.weight", li);
-        ADD(ly->query, "model.layers.%lld.self_attn.q_proj.weight", li);
-        ADD(ly->key, "model.layers.%lld.self_attn.k_proj.weight", li);
-        ADD(ly->value, "model.layers.%lld.self_attn.v_proj.weight", li);
-        ADD(ly->attn_out, "model.layers.%lld.self_attn.o_proj.weight", li);
-        ADD(ly->query_norm, "model.layers.%lld.self_attn.q_norm.weight", li);
-        ADD(ly->key_norm, "model.layers.%lld.self_attn.k_norm.weight", li);
-        if (c->generation == 1) {
-            ADD(ly->pre_ffw_norm, "model.layers.%lld.post_attention_layernorm.weight", li);
-        } else {
-            ADD(ly->post_attn_norm, "model.layers.%lld.post_attention_layernorm.weight", li);
-            ADD(ly->pre_ffw_norm, "model.layers.%lld.pre_feedforward_layernorm.weight", li);
-            ADD(ly->post_ffw_norm, "model.layers.%lld.post_feedforward_layernorm.weight", li);
+    for (int k = 0; k < m->n_params && !rc; k++) {
+        const gt_gemma_param *p = &m->params[k];
+        if (gt_gemma_param_hf_name(p->row, c, p->layer, "model.", names[n], sizeof names[n])) {
+            rc = gt_errf(err, errn, "hf save: %s has no Hugging Face name", p->name);
+            break;
         }
-        ADD(ly->gate, "model.layers.%lld.mlp.gate_proj.weight", li);
-        ADD(ly->up, "model.layers.%lld.mlp.up_proj.weight", li);
-        ADD(ly->down, "model.layers.%lld.mlp.down_proj.weight", li);
+        e[n].name = names[n];
+        e[n].data = p->t->data;
+        e[n].ndim = p->t->ndim;
+        for (int d = 0; d < p->t->ndim; d++) e[n].shape[d] = p->t->shape[d];
+        n++;
     }
-#undef ADD
+    if (rc) goto done;
     char *wpath = gt_path_join(dir, "model.safetensors");
     static const char *const meta[] = {"format", "pt", NULL};
     if (!wpath) rc = gt_errf(err, errn, "hf save: out of memory");
