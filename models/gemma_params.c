@@ -11,58 +11,58 @@
 
 /* Sources of the names: docs/reference/gemma-architecture.md (KerasHub §7, HF, GGUF §8). */
 const gt_gemma_param_row gt_gemma_param_rows[] = {
-    /* name, per_layer, frozen, slot, dims, when, lora, keras, layout, hf, hf_g1, gguf, +1 */
+    /* name, per_layer, frozen, slot, dims, when, lora, keras, layout, flatten rank, hf, hf_g1, gguf, +1 */
     {"token_embedding/embeddings", false, false, M_(embedding), {GT_DIM_V, GT_DIM_D}, GT_WHEN_ALWAYS, NOLORA,
-     "reversible_embedding", GT_KERAS_SAME, "embed_tokens.weight", NULL, "token_embd.weight", false},
+     "reversible_embedding", GT_KERAS_SAME, {0, 0}, "embed_tokens.weight", NULL, "token_embd.weight", false},
     {"per_layer_token_embedding/embeddings", false, false, M_(ple_embedding), {GT_DIM_VP, GT_DIM_LP}, GT_WHEN_PLE,
-     NOLORA, "embedding", GT_KERAS_SAME, "embed_tokens_per_layer.weight", NULL, NULL, false},
+     NOLORA, "embedding", GT_KERAS_SAME, {0, 0}, "embed_tokens_per_layer.weight", NULL, NULL, false},
     {"per_layer_model_projection/kernel", false, false, M_(ple_projection), {GT_DIM_LP, GT_DIM_D}, GT_WHEN_PLE,
-     NOLORA, "dense", GT_KERAS_T, "per_layer_model_projection.weight", NULL, NULL, false},
+     NOLORA, "dense", GT_KERAS_T, {0, 0}, "per_layer_model_projection.weight", NULL, NULL, false},
     {"per_layer_projection_norm/scale", false, false, M_(ple_norm), {GT_DIM_P}, GT_WHEN_PLE, NOLORA,
-     "rms_normalization", GT_KERAS_SAME, "per_layer_projection_norm.weight", NULL, NULL, false},
+     "rms_normalization", GT_KERAS_SAME, {0, 0}, "per_layer_projection_norm.weight", NULL, NULL, false},
 
     {"pre_attention_norm/scale", true, false, L_(pre_attn_norm), {GT_DIM_D}, GT_WHEN_ALWAYS, NOLORA,
-     "pre_attention_norm", GT_KERAS_SAME, "input_layernorm.weight", NULL, "attn_norm.weight", true},
+     "pre_attention_norm", GT_KERAS_SAME, {61, 61}, "input_layernorm.weight", NULL, "attn_norm.weight", true},
     {"attention/query/kernel", true, false, L_(query), {GT_DIM_NH, GT_DIM_D}, GT_WHEN_ALWAYS, GT_LORA_QUERY,
-     "attention/query_dense", GT_KERAS_HEADS_IN, "self_attn.q_proj.weight", NULL, "attn_q.weight", false},
+     "attention/query_dense", GT_KERAS_HEADS_IN, {56, 56}, "self_attn.q_proj.weight", NULL, "attn_q.weight", false},
     {"attention/key/kernel", true, false, L_(key), {GT_DIM_KH, GT_DIM_D}, GT_WHEN_OWN_KV, GT_LORA_KEY,
-     "attention/key_dense", GT_KERAS_HEADS_IN, "self_attn.k_proj.weight", NULL, "attn_k.weight", false},
+     "attention/key_dense", GT_KERAS_HEADS_IN, {55, 55}, "self_attn.k_proj.weight", NULL, "attn_k.weight", false},
     {"attention/value/kernel", true, false, L_(value), {GT_DIM_KH, GT_DIM_D}, GT_WHEN_OWN_V, GT_LORA_VALUE,
-     "attention/value_dense", GT_KERAS_HEADS_IN, "self_attn.v_proj.weight", NULL, "attn_v.weight", false},
+     "attention/value_dense", GT_KERAS_HEADS_IN, {54, 54}, "self_attn.v_proj.weight", NULL, "attn_v.weight", false},
     {"attention/attention_output/kernel", true, false, L_(attn_out), {GT_DIM_D, GT_DIM_NH}, GT_WHEN_ALWAYS,
-     GT_LORA_ATTN_OUT, "attention/output_dense", GT_KERAS_HEADS_OUT, "self_attn.o_proj.weight", NULL,
+     GT_LORA_ATTN_OUT, "attention/output_dense", GT_KERAS_HEADS_OUT, {51, 51}, "self_attn.o_proj.weight", NULL,
      "attn_output.weight", false},
     {"attention/query_norm/scale", true, false, L_(query_norm), {GT_DIM_H}, GT_WHEN_QK_NORM, NOLORA,
-     "attention/query_norm", GT_KERAS_SAME, "self_attn.q_norm.weight", NULL, "attn_q_norm.weight", true},
+     "attention/query_norm", GT_KERAS_SAME, {53, 52}, "self_attn.q_norm.weight", NULL, "attn_q_norm.weight", true},
     {"attention/key_norm/scale", true, false, L_(key_norm), {GT_DIM_H}, GT_WHEN_K_NORM, NOLORA,
-     "attention/key_norm", GT_KERAS_SAME, "self_attn.k_norm.weight", NULL, "attn_k_norm.weight", true},
+     "attention/key_norm", GT_KERAS_SAME, {52, 53}, "self_attn.k_norm.weight", NULL, "attn_k_norm.weight", true},
     {"post_attention_norm/scale", true, false, L_(post_attn_norm), {GT_DIM_D}, GT_WHEN_POST_ATTN, NOLORA,
-     "post_attention_norm", GT_KERAS_SAME, "post_attention_layernorm.weight", NULL, "post_attention_norm.weight",
+     "post_attention_norm", GT_KERAS_SAME, {60, 60}, "post_attention_layernorm.weight", NULL, "post_attention_norm.weight",
      true},
     /* HF Gemma 1 calls its pre-MLP norm post_attention_layernorm; GGUF calls it ffn_norm throughout */
     {"pre_ffw_norm/scale", true, false, L_(pre_ffw_norm), {GT_DIM_D}, GT_WHEN_ALWAYS, NOLORA, "pre_ffw_norm",
-     GT_KERAS_SAME, "pre_feedforward_layernorm.weight", "post_attention_layernorm.weight", "ffn_norm.weight", true},
+     GT_KERAS_SAME, {24, 24}, "pre_feedforward_layernorm.weight", "post_attention_layernorm.weight", "ffn_norm.weight", true},
     {"post_ffw_norm/scale", true, false, L_(post_ffw_norm), {GT_DIM_D}, GT_WHEN_POST_FFW, NOLORA, "post_ffw_norm",
-     GT_KERAS_SAME, "post_feedforward_layernorm.weight", NULL, "post_ffw_norm.weight", true},
+     GT_KERAS_SAME, {23, 23}, "post_feedforward_layernorm.weight", NULL, "post_ffw_norm.weight", true},
     {"ffw_gating/kernel", true, false, L_(gate), {GT_DIM_F, GT_DIM_D}, GT_WHEN_ALWAYS, GT_LORA_GATE, "gating_ffw",
-     GT_KERAS_T, "mlp.gate_proj.weight", NULL, "ffn_gate.weight", false},
+     GT_KERAS_T, {22, 22}, "mlp.gate_proj.weight", NULL, "ffn_gate.weight", false},
     {"ffw_gating_2/kernel", true, false, L_(up), {GT_DIM_F, GT_DIM_D}, GT_WHEN_ALWAYS, GT_LORA_UP, "gating_ffw_2",
-     GT_KERAS_T, "mlp.up_proj.weight", NULL, "ffn_up.weight", false},
+     GT_KERAS_T, {21, 21}, "mlp.up_proj.weight", NULL, "ffn_up.weight", false},
     {"ffw_linear/kernel", true, false, L_(down), {GT_DIM_D, GT_DIM_F}, GT_WHEN_ALWAYS, GT_LORA_DOWN, "ffw_linear",
-     GT_KERAS_T, "mlp.down_proj.weight", NULL, "ffn_down.weight", false},
+     GT_KERAS_T, {20, 20}, "mlp.down_proj.weight", NULL, "ffn_down.weight", false},
     /* Gemma 4 per-layer inputs: gate [P, D], up [D, P] ((out, in) as HF stores them), norm [D] */
     {"per_layer_input_gate/kernel", true, false, L_(ple_gate), {GT_DIM_P, GT_DIM_D}, GT_WHEN_PLE, NOLORA,
-     "per_layer_input_gate", GT_KERAS_T, "per_layer_input_gate.weight", NULL, NULL, false},
+     "per_layer_input_gate", GT_KERAS_T, {12, 12}, "per_layer_input_gate.weight", NULL, NULL, false},
     {"per_layer_up_proj/kernel", true, false, L_(ple_up), {GT_DIM_D, GT_DIM_P}, GT_WHEN_PLE, NOLORA,
-     "per_layer_up_proj", GT_KERAS_T, "per_layer_projection.weight", NULL, NULL, false},
+     "per_layer_up_proj", GT_KERAS_T, {11, 11}, "per_layer_projection.weight", NULL, NULL, false},
     {"post_per_layer_input_norm/scale", true, false, L_(ple_norm), {GT_DIM_D}, GT_WHEN_PLE, NOLORA,
-     "post_per_layer_input_norm", GT_KERAS_SAME, "post_per_layer_input_norm.weight", NULL, NULL, false},
+     "post_per_layer_input_norm", GT_KERAS_SAME, {10, 10}, "post_per_layer_input_norm.weight", NULL, NULL, false},
     /* a scalar: HF stores it as [1]; Keras as the block's own variable */
-    {"layer_scalar", true, true, L_(layer_scalar), {GT_DIM_NONE}, GT_WHEN_GEN4, NOLORA, "", GT_KERAS_SAME,
+    {"layer_scalar", true, true, L_(layer_scalar), {GT_DIM_NONE}, GT_WHEN_GEN4, NOLORA, "", GT_KERAS_SAME, {0, 0},
      "layer_scalar", NULL, NULL, false},
 
     {"final_normalization/scale", false, false, M_(final_norm), {GT_DIM_D}, GT_WHEN_ALWAYS, NOLORA,
-     "rms_normalization", GT_KERAS_SAME, "norm.weight", NULL, "output_norm.weight", true},
+     "rms_normalization", GT_KERAS_SAME, {0, 0}, "norm.weight", NULL, "output_norm.weight", true},
 };
 
 const int gt_gemma_n_param_rows = (int)(sizeof gt_gemma_param_rows / sizeof gt_gemma_param_rows[0]);
@@ -187,4 +187,22 @@ int gt_gemma_param_keras_shape(const gt_gemma_param_row *r, const gt_gemma_confi
     }
     for (int i = 0; i < nd; i++) ks[i] = ours[i];
     return nd;
+}
+
+int64_t gt_gemma_keras_index(const gt_gemma_param_row *r, const gt_gemma_config *c, int64_t layer) {
+    if (!r->per_layer || !gt_gemma_param_present(r, c, layer)) return -1;
+    const gt_gemma_param_row *R = gt_gemma_param_rows;
+    int g = c->generation == 4, rank = r->keras_flat[g];
+    int64_t idx = 0;
+    for (int k = 0; k < gt_gemma_n_param_rows && !R[k].per_layer; k++) idx += gt_gemma_param_present(&R[k], c, -1);
+    /* each block: itself (its own variables, if any, are rows with keras ""), its attention
+     * layer, and its sublayers; then r's place among this block's */
+    for (int64_t j = 0; j <= layer; j++) {
+        idx += 1 + (j < layer || rank > GT_KERAS_ATTENTION_RANK);
+        for (int k = 0; k < gt_gemma_n_param_rows; k++)
+            if (R[k].per_layer && R[k].keras[0] && gt_gemma_param_present(&R[k], c, j) &&
+                (j < layer || R[k].keras_flat[g] < rank))
+                idx++;
+    }
+    return idx;
 }

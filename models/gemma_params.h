@@ -68,11 +68,16 @@ typedef struct gt_gemma_param_row {
      * in our name. */
     const char *keras;
     gt_keras_layout keras_layout;
+    /* rank in Keras' _flatten_layers order inside a block (Gemma 1-3, Gemma 4): .lora.h5 indices
+     * (gt_gemma_keras_index); the attention layer itself ranks GT_KERAS_ATTENTION_RANK */
+    int8_t keras_flat[2];
     const char *hf;         /* under the text model's prefix; per-layer rows under "layers.<i>." */
     const char *hf_g1;      /* Gemma 1's name where it differs, else NULL */
     const char *gguf;       /* llama.cpp's name, per-layer under "blk.<i>."; NULL: none */
     bool gguf_add_one;      /* llama.cpp stores this norm as 1 + w (Gemma 1-3) */
 } gt_gemma_param_row;
+
+#define GT_KERAS_ATTENTION_RANK 50
 
 extern const gt_gemma_param_row gt_gemma_param_rows[];
 extern const int gt_gemma_n_param_rows;
@@ -99,6 +104,9 @@ void gt_gemma_keras_block_dir(const gt_gemma_config *c, int64_t layer, char *buf
  * Keras shape of a tensor of our shape (ours, rank nd); returns the Keras rank. */
 void gt_gemma_param_keras_group(const gt_gemma_param_row *r, const gt_gemma_config *c, int64_t layer,
                                 char *buf, size_t n);
+/* Index of row r of block `layer` among the backbone's layers with weights in Keras'
+ * _flatten_layers order (what .lora.h5 files are keyed by); -1 when the layer lacks r. */
+int64_t gt_gemma_keras_index(const gt_gemma_param_row *r, const gt_gemma_config *c, int64_t layer);
 int gt_gemma_param_keras_shape(const gt_gemma_param_row *r, const gt_gemma_config *c, int64_t layer,
                                int nd, const int64_t *ours, int64_t ks[3]);
 
