@@ -8,71 +8,45 @@
 #include <string.h>
 
 #include "autograd/rng.h"
+#include "models/gemma_params.h"
 
 /* ---------------------------------------------------------------- parameter table */
 
+/* Parameters in the table's order (gemma_params.h): one walk counts them, the next places them. */
 typedef struct {
-    char name[96];
-    int ndim;
-    int64_t shape[2];
-    gt_tensor **slot;
-    bool frozen; /* never trainable (Gemma 4 layer_scalar) */
-} param_spec;
+    gt_gemma *m;
+    bool trainable;
+    int n;
+    int64_t total;
+} create_ctx;
 
-static int add_spec(param_spec *specs, int *n, gt_tensor **slot, int ndim, int64_t d0, int64_t d1,
-                    const char *fmt, long long layer, const char *leaf) {
-    param_spec *p = &specs[(*n)++];
-    if (layer >= 0) snprintf(p->name, sizeof p->name, fmt, layer, leaf);
-    else snprintf(p->name, sizeof p->name, "%s", fmt);
-    p->ndim = ndim;
-    p->shape[0] = d0;
-    p->shape[1] = d1;
-    p->slot = slot;
-    p->frozen = false;
+static int count_param(const gt_gemma_param_row *r, int64_t layer, void *p) {
+    create_ctx *x = p;
+    int64_t shape[2];
+    int nd = gt_gemma_param_shape(r, &x->m->cfg, layer, shape);
+    x->total += gt_shape_size(nd, shape);
+    x->n++;
     return 0;
 }
 
-/* Gemma 4 table: per-layer shapes, PLE tensors, k/v only where the layer computes them. */
-static void specs4(const gt_gemma_config *c, gt_gemma *m, param_spec *specs, int *n) {
-    int64_t L = c->num_layers, D = c->hidden_dim, N = c->num_query_heads, P = c->per_layer_input_dim;
-    add_spec(specs, n, &m->embedding, 2, c->vocab_size, D, "token_embedding/embeddings", -1, NULL);
-    if (P > 0) {
-        int64_t vp = c->per_layer_vocab_size ? c->per_layer_vocab_size : c->vocab_size;
-        add_spec(specs, n, &m->ple_embedding, 2, vp, L * P, "per_layer_token_embedding/embeddings", -1, NULL);
-        add_spec(specs, n, &m->ple_projection, 2, L * P, D, "per_layer_model_projection/kernel", -1, NULL);
-        add_spec(specs, n, &m->ple_norm, 1, P, 0, "per_layer_projection_norm/scale", -1, NULL);
-    }
-    const char *blk = "decoder_block_%lld/%s";
-    for (int64_t i = 0; i < L; i++) {
-        gt_gemma_layer *ly = &m->layers[i];
-        int64_t H = gt_gemma_layer_head_dim(c, i), KH = gt_gemma_layer_kv_heads(c, i) * H;
-        int64_t F = gt_gemma_layer_ffw_dim(c, i);
-        bool own_kv = gt_gemma_kv_source(c, i) < 0;
-        add_spec(specs, n, &ly->pre_attn_norm, 1, D, 0, blk, i, "pre_attention_norm/scale");
-        add_spec(specs, n, &ly->query, 2, N * H, D, blk, i, "attention/query/kernel");
-        if (own_kv) {
-            add_spec(specs, n, &ly->key, 2, KH, D, blk, i, "attention/key/kernel");
-            if (!gt_gemma_layer_k_eq_v(c, i))
-                add_spec(specs, n, &ly->value, 2, KH, D, blk, i, "attention/value/kernel");
-        }
-        add_spec(specs, n, &ly->attn_out, 2, D, N * H, blk, i, "attention/attention_output/kernel");
-        add_spec(specs, n, &ly->query_norm, 1, H, 0, blk, i, "attention/query_norm/scale");
-        if (own_kv) add_spec(specs, n, &ly->key_norm, 1, H, 0, blk, i, "attention/key_norm/scale");
-        add_spec(specs, n, &ly->post_attn_norm, 1, D, 0, blk, i, "post_attention_norm/scale");
-        add_spec(specs, n, &ly->pre_ffw_norm, 1, D, 0, blk, i, "pre_ffw_norm/scale");
-        add_spec(specs, n, &ly->post_ffw_norm, 1, D, 0, blk, i, "post_ffw_norm/scale");
-        add_spec(specs, n, &ly->gate, 2, F, D, blk, i, "ffw_gating/kernel");
-        add_spec(specs, n, &ly->up, 2, F, D, blk, i, "ffw_gating_2/kernel");
-        add_spec(specs, n, &ly->down, 2, D, F, blk, i, "ffw_linear/kernel");
-        if (P > 0) {
-            add_spec(specs, n, &ly->ple_gate, 2, P, D, blk, i, "per_layer_input_gate/kernel");
-            add_spec(specs, n, &ly->ple_up, 2, D, P, blk, i, "per_layer_up_proj/kernel");
-            add_spec(specs, n, &ly->ple_norm, 1, D, 0, blk, i, "post_per_layer_input_norm/scale");
-        }
-        add_spec(specs, n, &ly->layer_scalar, 0, 0, 0, blk, i, "layer_scalar");
-        specs[*n - 1].frozen = true;
-    }
-    add_spec(specs, n, &m->final_norm, 1, D, 0, "final_normalization/scale", -1, NULL);
+static int place_param(const gt_gemma_param_row *r, int64_t layer, void *p) {
+    create_ctx *x = p;
+    gt_gemma *m = x->m;
+    int64_t shape[2];
+    int nd = gt_gemma_param_shape(r, &m->cfg, layer, shape);
+    gt_tensor *t = &m->tensors[x->n];
+    gt_gemma_param *e = &m->params[x->n++];
+    bool train = x->trainable && !r->frozen;
+    gt_tensor_wrap(t, m->data + x->total, train ? m->grad + x->total : NULL, nd, shape, train);
+    gt_gemma_param_name(r, layer, e->name, sizeof e->name);
+    gt_tensor_set_name(t, e->name);
+    e->t = t;
+    e->row = r;
+    e->layer = layer;
+    char *base = r->per_layer ? (char *)&m->layers[layer] : (char *)m;
+    *(gt_tensor **)(base + r->slot) = t;
+    x->total += t->size;
+    return 0;
 }
 
 int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, char *err,
@@ -82,71 +56,23 @@ int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, 
     gt_gemma *m = calloc(1, sizeof *m);
     if (!m) return snprintf(err, errn, "out of memory"), -1;
     m->cfg = *cfg;
-    int64_t L = cfg->num_layers, D = cfg->hidden_dim, F = cfg->intermediate_dim;
-    int64_t NH = cfg->num_query_heads * cfg->head_dim, KH = cfg->num_kv_heads * cfg->head_dim;
-    int64_t H = cfg->head_dim;
-    m->layers = calloc((size_t)L, sizeof *m->layers);
-    param_spec *specs = calloc((size_t)(5 + 17 * L), sizeof *specs);
-    if (!m->layers || !specs) {
-        free(specs);
-        gt_gemma_free(m);
-        return snprintf(err, errn, "out of memory"), -1;
-    }
-    int n = 0;
-    if (cfg->generation == 4) specs4(cfg, m, specs, &n);
-    else add_spec(specs, &n, &m->embedding, 2, cfg->vocab_size, D, "token_embedding/embeddings", -1, NULL);
-    const char *blk = "decoder_block_%lld/%s";
-    for (int64_t i = 0; i < L && cfg->generation != 4; i++) {
-        gt_gemma_layer *ly = &m->layers[i];
-        add_spec(specs, &n, &ly->pre_attn_norm, 1, D, 0, blk, i, "pre_attention_norm/scale");
-        add_spec(specs, &n, &ly->query, 2, NH, D, blk, i, "attention/query/kernel");
-        add_spec(specs, &n, &ly->key, 2, KH, D, blk, i, "attention/key/kernel");
-        add_spec(specs, &n, &ly->value, 2, KH, D, blk, i, "attention/value/kernel");
-        add_spec(specs, &n, &ly->attn_out, 2, D, NH, blk, i, "attention/attention_output/kernel");
-        if (cfg->use_qk_norm) {
-            add_spec(specs, &n, &ly->query_norm, 1, H, 0, blk, i, "attention/query_norm/scale");
-            add_spec(specs, &n, &ly->key_norm, 1, H, 0, blk, i, "attention/key_norm/scale");
-        }
-        if (cfg->use_post_attention_norm)
-            add_spec(specs, &n, &ly->post_attn_norm, 1, D, 0, blk, i, "post_attention_norm/scale");
-        add_spec(specs, &n, &ly->pre_ffw_norm, 1, D, 0, blk, i, "pre_ffw_norm/scale");
-        if (cfg->use_post_ffw_norm)
-            add_spec(specs, &n, &ly->post_ffw_norm, 1, D, 0, blk, i, "post_ffw_norm/scale");
-        add_spec(specs, &n, &ly->gate, 2, F, D, blk, i, "ffw_gating/kernel");
-        add_spec(specs, &n, &ly->up, 2, F, D, blk, i, "ffw_gating_2/kernel");
-        add_spec(specs, &n, &ly->down, 2, D, F, blk, i, "ffw_linear/kernel");
-    }
-    if (cfg->generation != 4)
-        add_spec(specs, &n, &m->final_norm, 1, D, 0, "final_normalization/scale", -1, NULL);
-
-    int64_t total = 0;
-    for (int i = 0; i < n; i++) total += gt_shape_size(specs[i].ndim, specs[i].shape);
+    create_ctx x = {m, trainable, 0, 0};
+    gt_gemma_param_walk(cfg, count_param, &x);
+    int64_t total = x.total;
     m->n_values = total;
-    m->n_params = n;
-    m->params = calloc((size_t)n, sizeof *m->params);
-    gt_tensor *tensors = calloc((size_t)n, sizeof *tensors);
+    m->n_params = x.n;
+    m->layers = calloc((size_t)cfg->num_layers, sizeof *m->layers);
+    m->params = calloc((size_t)x.n, sizeof *m->params);
+    m->tensors = calloc((size_t)x.n, sizeof *m->tensors);
     m->data = calloc((size_t)total, sizeof(gt_real));
     if (trainable) m->grad = calloc((size_t)total, sizeof(gt_real));
-    m->tensors = tensors;
-    if (!m->params || !tensors || !m->data || (trainable && !m->grad)) {
-        free(specs);
+    if (!m->layers || !m->params || !m->tensors || !m->data || (trainable && !m->grad)) {
         gt_gemma_free(m);
         return snprintf(err, errn, "out of memory allocating %lld parameters (%.1f MB)",
                         (long long)total, (double)total * sizeof(gt_real) / 1e6), -1;
     }
-    int64_t off = 0;
-    for (int i = 0; i < n; i++) {
-        gt_tensor *t = &tensors[i];
-        bool train = trainable && !specs[i].frozen;
-        gt_tensor_wrap(t, m->data + off, train ? m->grad + off : NULL, specs[i].ndim,
-                       specs[i].shape, train);
-        gt_tensor_set_name(t, specs[i].name);
-        snprintf(m->params[i].name, sizeof m->params[i].name, "%s", specs[i].name);
-        m->params[i].t = t;
-        *specs[i].slot = t;
-        off += t->size;
-    }
-    free(specs);
+    x.n = 0, x.total = 0;
+    gt_gemma_param_walk(cfg, place_param, &x);
     *out = m;
     return 0;
 }

@@ -40,9 +40,13 @@ typedef struct gt_gemma_layer {
     gt_tensor *layer_scalar, *ple_gate, *ple_up, *ple_norm;
 } gt_gemma_layer;
 
+struct gt_gemma_param_row;
+
 typedef struct gt_gemma_param {
     char name[96];
     gt_tensor *t;
+    const struct gt_gemma_param_row *row; /* its row of the parameter table (gemma_params.h) */
+    int64_t layer;                        /* decoder block, or -1 for a global tensor */
 } gt_gemma_param;
 
 typedef enum { GT_FROZEN_FP32 = 0, GT_FROZEN_BF16 = 1 } gt_frozen_dtype;

@@ -6,6 +6,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "models/gemma_params.h"
+#include "util/err.h"
+
 int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *c, char *err, size_t errn) {
     const char *arch;
     uint64_t alen;
@@ -126,31 +129,13 @@ int gt_gemma_from_gguf(const gt_gguf *g, bool trainable, gt_gemma **out, char *e
     gt_gemma *m;
     if (gt_gemma_create(&c, trainable, &m, err, errn)) return -1;
     char n[96];
-    int rc = load(g, "token_embd.weight", m->embedding, false, err, errn);
-    rc = rc ? rc : load(g, "output_norm.weight", m->final_norm, true, err, errn);
-    for (int64_t i = 0; i < c.num_layers && !rc; i++) {
-        gt_gemma_layer *ly = &m->layers[i];
-        struct { const char *suffix; gt_tensor *t; bool norm; } map[] = {
-            {"attn_norm", ly->pre_attn_norm, true},
-            {"attn_q", ly->query, false},
-            {"attn_k", ly->key, false},
-            {"attn_v", ly->value, false},
-            {"attn_output", ly->attn_out, false},
-            {"attn_q_norm", ly->query_norm, true},
-            {"attn_k_norm", ly->key_norm, true},
-            {"post_attention_norm", ly->post_attn_norm, true},
-            /* Gemma 1 names its only pre-MLP norm ffn_norm too */
-            {"ffn_norm", ly->pre_ffw_norm, true},
-            {"post_ffw_norm", ly->post_ffw_norm, true},
-            {"ffn_gate", ly->gate, false},
-            {"ffn_up", ly->up, false},
-            {"ffn_down", ly->down, false},
-        };
-        for (size_t k = 0; k < sizeof map / sizeof map[0] && !rc; k++) {
-            if (!map[k].t) continue; /* not part of this generation */
-            snprintf(n, sizeof n, "blk.%lld.%s.weight", (long long)i, map[k].suffix);
-            rc = load(g, n, map[k].t, map[k].norm, err, errn);
-        }
+    int rc = 0;
+    for (int k = 0; k < m->n_params && !rc; k++) {
+        const gt_gemma_param *p = &m->params[k];
+        if (gt_gemma_param_gguf_name(p->row, p->layer, n, sizeof n))
+            rc = gt_errf(err, errn, "%s has no GGUF name", p->name);
+        else
+            rc = load(g, n, p->t, p->row->gguf_add_one, err, errn);
     }
     if (rc) {
         gt_gemma_free(m);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "data/tokenizer.h"
+#include "models/gemma_params.h"
 #include "models/safetensors.h"
 #include "util/err.h"
 #include "util/fsutil.h"
@@ -18,16 +20,37 @@ _Static_assert(sizeof(gt_real) == sizeof(float), "HF import/export is built agai
 
 /* ---------------------------------------------------------------- config.json */
 
-/* transformers' class defaults (configuration_gemma{,2,3}.py, 5.x; same numbers in 4.x) */
+/* transformers' class defaults (configuration_gemma{,2,3,4}.py, 5.x; same numbers in 4.x) of
+ * the fields that need more than a read (query scaling, layer pattern, RoPE, soft-caps) */
 typedef struct {
-    int64_t v, d, f, l, n, k, h, maxpos, qpas, window, pattern;
+    int64_t qpas, window, pattern;
     double global_theta, local_theta, final_cap, attn_cap;
 } hf_defaults;
 
 static const hf_defaults defaults_by_gen[4] = {
-    [1] = {256000, 3072, 24576, 28, 16, 16, 256, 8192, 0, 0, 0, 10000.0, 10000.0, 0, 0},
-    [2] = {256000, 2304, 9216, 26, 8, 4, 256, 8192, 256, 4096, 2, 10000.0, 10000.0, 30.0, 50.0},
-    [3] = {262208, 2304, 9216, 26, 8, 4, 256, 131072, 256, 4096, 6, 1000000.0, 10000.0, 0, 0},
+    [1] = {0, 0, 0, 10000.0, 10000.0, 0, 0},
+    [2] = {256, 4096, 2, 10000.0, 10000.0, 30.0, 50.0},
+    [3] = {256, 4096, 6, 1000000.0, 10000.0, 0, 0},
+};
+
+/* config.json integer fields read as they are into gt_gemma_config, with the class default per
+ * generation (index 1-4; -1: not read this way for that generation). */
+static const struct {
+    const char *key;
+    size_t off;
+    int64_t dflt[5];
+} int_fields[] = {
+    {"vocab_size", offsetof(gt_gemma_config, vocab_size), {-1, 256000, 256000, 262208, 262144}},
+    {"hidden_size", offsetof(gt_gemma_config, hidden_dim), {-1, 3072, 2304, 2304, 2304}},
+    {"intermediate_size", offsetof(gt_gemma_config, intermediate_dim), {-1, 24576, 9216, 9216, 9216}},
+    {"num_hidden_layers", offsetof(gt_gemma_config, num_layers), {-1, 28, 26, 26, 30}},
+    {"num_attention_heads", offsetof(gt_gemma_config, num_query_heads), {-1, 16, 8, 8, 8}},
+    {"num_key_value_heads", offsetof(gt_gemma_config, num_kv_heads), {-1, 16, 4, 4, 4}},
+    {"head_dim", offsetof(gt_gemma_config, head_dim), {-1, -1, -1, -1, 256}}, /* 1-3: null allowed */
+    {"max_position_embeddings", offsetof(gt_gemma_config, max_seq_len), {-1, 8192, 8192, 131072, 131072}},
+    {"hidden_size_per_layer_input", offsetof(gt_gemma_config, per_layer_input_dim), {-1, -1, -1, -1, 256}},
+    {"vocab_size_per_layer_input", offsetof(gt_gemma_config, per_layer_vocab_size), {-1, -1, -1, -1, 262144}},
+    {"num_kv_shared_layers", offsetof(gt_gemma_config, num_kv_shared_layers), {-1, -1, -1, -1, 0}},
 };
 
 typedef struct {
@@ -71,6 +94,14 @@ static int j_bool(jcfg *j, const char *key, bool dflt, bool *out) {
     else if (json_is_boolean(v)) *out = json_is_true(v);
     else return gt_errf(j->err, j->errn, "%s: \"%s\" must be true, false or null", j->file, key);
     return 0;
+}
+
+static int read_int_fields(jcfg *j, int gen, gt_gemma_config *c) {
+    for (size_t k = 0; k < sizeof int_fields / sizeof int_fields[0]; k++)
+        if (int_fields[k].dflt[gen] >= 0 &&
+            j_int(j, int_fields[k].key, int_fields[k].dflt[gen], (int64_t *)((char *)c + int_fields[k].off)))
+            return -1;
+    return j_num(j, "rms_norm_eps", 1e-6, 1e-6, &c->rms_eps);
 }
 
 /* One RoPE parameter set: {"rope_type": default|linear, "rope_theta", "factor"}. theta/scale keep
@@ -174,17 +205,8 @@ static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied,
     snprintf(c->name, sizeof c->name, "hf:%s", a);
     int64_t gh = 0, gk = 0, window = 0;
     bool keqv = false, bias = false, moe = false, tie_text = true, dw = false;
-    if (j_int(&j, "vocab_size", 262144, &c->vocab_size) || j_int(&j, "hidden_size", 2304, &c->hidden_dim) ||
-        j_int(&j, "intermediate_size", 9216, &c->intermediate_dim) ||
-        j_int(&j, "num_hidden_layers", 30, &c->num_layers) ||
-        j_int(&j, "num_attention_heads", 8, &c->num_query_heads) ||
-        j_int(&j, "num_key_value_heads", 4, &c->num_kv_heads) || j_int(&j, "head_dim", 256, &c->head_dim) ||
-        j_int(&j, "max_position_embeddings", 131072, &c->max_seq_len) ||
-        j_num(&j, "rms_norm_eps", 1e-6, 1e-6, &c->rms_eps) || j_int(&j, "sliding_window", 512, &window) ||
+    if (read_int_fields(&j, 4, c) || j_int(&j, "sliding_window", 512, &window) ||
         j_num(&j, "final_logit_softcapping", 0, 0, &c->final_logit_softcap) ||
-        j_int(&j, "hidden_size_per_layer_input", 256, &c->per_layer_input_dim) ||
-        j_int(&j, "vocab_size_per_layer_input", 262144, &c->per_layer_vocab_size) ||
-        j_int(&j, "num_kv_shared_layers", 0, &c->num_kv_shared_layers) ||
         j_int(&j, "global_head_dim", 512, &gh) || j_int(&j, "num_global_key_value_heads", 0, &gk) ||
         j_bool(&j, "attention_k_eq_v", false, &keqv) || j_bool(&j, "attention_bias", false, &bias) ||
         j_bool(&j, "enable_moe_block", false, &moe) || j_bool(&j, "use_double_wide_mlp", false, &dw) ||
@@ -338,20 +360,13 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
     snprintf(c->name, sizeof c->name, "hf:%s", a);
     c->kerashub_query_scaling = false; /* HF scales by query_pre_attn_scalar as written */
     int64_t qpas, window;
-    if (j_int(&j, "vocab_size", d->v, &c->vocab_size) || j_int(&j, "hidden_size", d->d, &c->hidden_dim) ||
-        j_int(&j, "intermediate_size", d->f, &c->intermediate_dim) ||
-        j_int(&j, "num_hidden_layers", d->l, &c->num_layers) ||
-        j_int(&j, "num_attention_heads", d->n, &c->num_query_heads) ||
-        j_int(&j, "num_key_value_heads", d->k, &c->num_kv_heads) ||
-        j_int(&j, "max_position_embeddings", d->maxpos, &c->max_seq_len) ||
-        j_num(&j, "rms_norm_eps", 1e-6, 1e-6, &c->rms_eps))
-        return -1;
+    if (read_int_fields(&j, gen, c)) return -1;
     /* head_dim: null means hidden_size / heads in transformers' attention */
     json_t *hd = json_object_get(j.o, "head_dim");
     if (hd && json_is_null(hd)) {
         if (c->num_query_heads < 1) return gt_errf(err, errn, "%s: num_attention_heads must be >= 1", j.file);
         c->head_dim = c->hidden_dim / c->num_query_heads;
-    } else if (j_int(&j, "head_dim", d->h, &c->head_dim)) {
+    } else if (j_int(&j, "head_dim", 256, &c->head_dim)) { /* every generation's class default */
         return -1;
     }
     if (c->num_query_heads < 1 || c->hidden_dim < 1 || c->head_dim < 1 || c->num_layers < 1 ||
@@ -668,60 +683,14 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
         gt_st_close(st);
         return -1;
     }
-    snprintf(n, sizeof n, "%sembed_tokens.weight", pre);
-    rc = load_one(&ld, n, m->embedding, err, errn);
-    snprintf(n, sizeof n, "%snorm.weight", pre);
-    rc = rc ? rc : load_one(&ld, n, m->final_norm, err, errn);
-    for (int64_t i = 0; i < c.num_layers && !rc; i++) {
-        gt_gemma_layer *ly = &m->layers[i];
-        const struct {
-            const char *hf;
-            gt_tensor *t;
-        } map[] = {
-            {"input_layernorm", ly->pre_attn_norm},
-            {"self_attn.q_proj", ly->query},
-            {"self_attn.k_proj", ly->key},
-            {"self_attn.v_proj", ly->value},
-            {"self_attn.o_proj", ly->attn_out},
-            {"self_attn.q_norm", ly->query_norm},
-            {"self_attn.k_norm", ly->key_norm},
-            /* HF Gemma 1 calls its pre-MLP norm post_attention_layernorm */
-            {"post_attention_layernorm", c.generation == 1 ? ly->pre_ffw_norm : ly->post_attn_norm},
-            {"pre_feedforward_layernorm", c.generation == 1 ? NULL : ly->pre_ffw_norm},
-            {"post_feedforward_layernorm", ly->post_ffw_norm},
-            {"mlp.gate_proj", ly->gate},
-            {"mlp.up_proj", ly->up},
-            {"mlp.down_proj", ly->down},
-        };
-        for (size_t k = 0; k < sizeof map / sizeof map[0] && !rc; k++) {
-            if (!map[k].t) continue;
-            snprintf(n, sizeof n, "%slayers.%lld.%s.weight", pre, (long long)i, map[k].hf);
-            rc = load_one(&ld, n, map[k].t, err, errn);
-        }
-        if (c.generation == 4 && !rc) {
-            /* per-layer-input gate [P, D], up projection [D, P] and norm: (out, in) as ours */
-            const struct {
-                const char *hf;
-                gt_tensor *t;
-            } ple[] = {{"per_layer_input_gate", ly->ple_gate},
-                       {"per_layer_projection", ly->ple_up},
-                       {"post_per_layer_input_norm", ly->ple_norm}};
-            for (size_t k = 0; k < sizeof ple / sizeof ple[0] && !rc; k++) {
-                if (!ple[k].t) continue;
-                snprintf(n, sizeof n, "%slayers.%lld.%s.weight", pre, (long long)i, ple[k].hf);
-                rc = load_one(&ld, n, ple[k].t, err, errn);
-            }
-            snprintf(n, sizeof n, "%slayers.%lld.layer_scalar", pre, (long long)i);
-            rc = rc ? rc : load_scalar(&ld, n, ly->layer_scalar, err, errn);
-        }
-    }
-    if (c.generation == 4 && c.per_layer_input_dim > 0 && !rc) {
-        snprintf(n, sizeof n, "%sembed_tokens_per_layer.weight", pre);
-        rc = load_one(&ld, n, m->ple_embedding, err, errn);
-        snprintf(n, sizeof n, "%sper_layer_model_projection.weight", pre);
-        rc = rc ? rc : load_one(&ld, n, m->ple_projection, err, errn);
-        snprintf(n, sizeof n, "%sper_layer_projection_norm.weight", pre);
-        rc = rc ? rc : load_one(&ld, n, m->ple_norm, err, errn);
+    for (int k = 0; k < m->n_params && !rc; k++) {
+        const gt_gemma_param *p = &m->params[k];
+        if (gt_gemma_param_hf_name(p->row, &c, p->layer, pre, n, sizeof n))
+            rc = gt_errf(err, errn, "hf: %s: %s has no Hugging Face name", dir, p->name);
+        else if (p->t->ndim == 0) /* a scalar: HF stores [1] */
+            rc = load_scalar(&ld, n, p->t, err, errn);
+        else
+            rc = load_one(&ld, n, p->t, err, errn);
     }
     const char *head = mm && !gt_st_find(st, "lm_head.weight") ? "language_model.lm_head.weight" : "lm_head.weight";
     if (!rc) rc = check_head(&ld, head, m->embedding, err, errn);
@@ -1007,50 +976,27 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
         return -1;
     }
     /* tensors under their HF names */
-    int64_t L = c->num_layers;
-    gt_st_entry *e = calloc((size_t)(2 + 13 * L), sizeof *e);
-    char (*names)[96] = calloc((size_t)(2 + 13 * L), sizeof *names);
+    gt_st_entry *e = calloc((size_t)m->n_params, sizeof *e);
+    char (*names)[96] = calloc((size_t)m->n_params, sizeof *names);
     int rc = 0;
     if (!e || !names) {
         rc = gt_errf(err, errn, "hf save: out of memory");
         goto done;
     }
     size_t n = 0;
-#define ADD(t, ...)                                                  \
-    do {                                                             \
-        const gt_tensor *tt_ = (t);                                  \
-        if (!tt_) break;                                             \
-        snprintf(names[n], sizeof names[n], __VA_ARGS__);            \
-        e[n].name = names[n];                                        \
-        e[n].data = tt_->data;                                       \
-        e[n].ndim = tt_->ndim;                                       \
-        for (int d_ = 0; d_ < tt_->ndim; d_++) e[n].shape[d_] = tt_->shape[d_]; \
-        n++;                                                         \
-    } while (0)
-    ADD(m->embedding, "model.embed_tokens.weight");
-    ADD(m->final_norm, "model.norm.weight");
-    for (int64_t i = 0; i < L; i++) {
-        const gt_gemma_layer *ly = &m->layers[i];
-        long long li = (long long)i;
-        ADD(ly->pre_attn_norm, "model.layers.%lld.input_layernorm.weight", li);
-        ADD(ly->query, "model.layers.%lld.self_attn.q_proj.weight", li);
-        ADD(ly->key, "model.layers.%lld.self_attn.k_proj.weight", li);
-        ADD(ly->value, "model.layers.%lld.self_attn.v_proj.weight", li);
-        ADD(ly->attn_out, "model.layers.%lld.self_attn.o_proj.weight", li);
-        ADD(ly->query_norm, "model.layers.%lld.self_attn.q_norm.weight", li);
-        ADD(ly->key_norm, "model.layers.%lld.self_attn.k_norm.weight", li);
-        if (c->generation == 1) {
-            ADD(ly->pre_ffw_norm, "model.layers.%lld.post_attention_layernorm.weight", li);
-        } else {
-            ADD(ly->post_attn_norm, "model.layers.%lld.post_attention_layernorm.weight", li);
-            ADD(ly->pre_ffw_norm, "model.layers.%lld.pre_feedforward_layernorm.weight", li);
-            ADD(ly->post_ffw_norm, "model.layers.%lld.post_feedforward_layernorm.weight", li);
+    for (int k = 0; k < m->n_params && !rc; k++) {
+        const gt_gemma_param *p = &m->params[k];
+        if (gt_gemma_param_hf_name(p->row, c, p->layer, "model.", names[n], sizeof names[n])) {
+            rc = gt_errf(err, errn, "hf save: %s has no Hugging Face name", p->name);
+            break;
         }
-        ADD(ly->gate, "model.layers.%lld.mlp.gate_proj.weight", li);
-        ADD(ly->up, "model.layers.%lld.mlp.up_proj.weight", li);
-        ADD(ly->down, "model.layers.%lld.mlp.down_proj.weight", li);
+        e[n].name = names[n];
+        e[n].data = p->t->data;
+        e[n].ndim = p->t->ndim;
+        for (int d = 0; d < p->t->ndim; d++) e[n].shape[d] = p->t->shape[d];
+        n++;
     }
-#undef ADD
+    if (rc) goto done;
     char *wpath = gt_path_join(dir, "model.safetensors");
     static const char *const meta[] = {"format", "pt", NULL};
     if (!wpath) rc = gt_errf(err, errn, "hf save: out of memory");

@@ -4,56 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/gemma_params.h"
 #include "models/h5io.h"
 
-/* Gemma4Backbone (keras_hub 0.32 _flatten_layers with weights): token_embedding, [the three
- * backbone PLE layers], then per block
- *   block, [post_per_layer_input_norm, per_layer_up_proj, per_layer_input_gate], ffw_linear,
- *   ffw_gating_2, ffw_gating, post_ffw_norm, pre_ffw_norm, attention, attention_output,
- *   query_norm, [key_norm], [value], [key], query, post_attention_norm, pre_attention_norm
- * where key_norm and key exist on layers with their own k/v, value also needs k != v.
- * -1 for a kernel the layer lacks. */
-static int64_t block_size4(const gt_gemma_config *c, int64_t i) {
-    bool own = gt_gemma_kv_source(c, i) < 0;
-    return 12 + (c->per_layer_input_dim > 0 ? 3 : 0) + (own ? 2 : 0) + (own && !gt_gemma_layer_k_eq_v(c, i));
-}
-
-static int64_t index4(const gt_gemma_config *c, int64_t layer, gt_lora_target t) {
-    int64_t s = 1 + (c->per_layer_input_dim > 0 ? 3 : 0);
-    for (int64_t j = 0; j < layer; j++) s += block_size4(c, j);
-    int64_t f = s + (c->per_layer_input_dim > 0 ? 3 : 0); /* ffw_linear at f + 1 */
-    bool own = gt_gemma_kv_source(c, layer) < 0, value = own && !gt_gemma_layer_k_eq_v(c, layer);
-    int64_t q = f + 9 + (own ? 2 : 0) + value;             /* query_norm at f + 8 */
-    switch (t) {
-    case GT_LORA_DOWN: return f + 1;
-    case GT_LORA_UP: return f + 2;
-    case GT_LORA_GATE: return f + 3;
-    case GT_LORA_ATTN_OUT: return f + 7;
-    case GT_LORA_VALUE: return value ? f + 10 : -1;
-    case GT_LORA_KEY: return own ? q - 1 : -1;
-    case GT_LORA_QUERY: return q;
-    default: return -1;
-    }
-}
-
+/* The kernel's row of the parameter table knows its place in Keras' layer order
+ * (gt_gemma_keras_index; orders in keras_lora.h). */
 int64_t gt_keras_lora_index(const gt_gemma_config *c, int64_t layer, gt_lora_target t) {
-    if (c->generation == 4) return index4(c, layer, t);
-    int64_t post_ffw = c->use_post_ffw_norm, post_attn = c->use_post_attention_norm;
-    int64_t qk = c->use_qk_norm ? 2 : 0;
-    int64_t per = 11 + post_ffw + post_attn + qk;
-    int64_t s = 1 + layer * per;
-    /* offsets inside the block, from the reversed tracking order (see the header) */
-    int64_t attn = s + 3 + post_ffw + 2; /* after the three FFW kernels, the FFW norms */
-    switch (t) {
-    case GT_LORA_DOWN: return s + 1;
-    case GT_LORA_UP: return s + 2;
-    case GT_LORA_GATE: return s + 3;
-    case GT_LORA_ATTN_OUT: return attn + 1;
-    case GT_LORA_VALUE: return attn + 2 + qk;
-    case GT_LORA_KEY: return attn + 3 + qk;
-    case GT_LORA_QUERY: return attn + 4 + qk;
-    default: return -1;
-    }
+    for (int k = 0; k < gt_gemma_n_param_rows; k++)
+        if (gt_gemma_param_rows[k].lora == (int)t) return gt_gemma_keras_index(&gt_gemma_param_rows[k], c, layer);
+    return -1;
 }
 
 /* Keras' A shape of an adapter: (G, in, r) for the per-head kernels, (N, H, r) for the output

@@ -14,8 +14,13 @@
  *   attention_output, [key_norm, query_norm], value, key, query, [post_attention_norm],
  *   pre_attention_norm
  * (checked against files written by keras_hub 0.32 for Gemma 1, 2 and 3: tests/fixtures/presets).
- * Gemma 4 (Gemma4Backbone) has its own order, with per-layer block sizes (PLE layers, absent
- * key/value kernels): see index4 in keras_lora.c; -1 for a kernel the layer lacks.
+ * Gemma 4 (Gemma4Backbone): index 0 the token embedding, [1-3 the backbone PLE layers], then
+ * per block: block, [post_per_layer_input_norm, per_layer_up_proj, per_layer_input_gate],
+ *   ffw_linear, ffw_gating_2, ffw_gating, post_ffw_norm, pre_ffw_norm, attention,
+ *   attention_output, query_norm, [key_norm], [value], [key], query, post_attention_norm,
+ *   pre_attention_norm
+ * (key_norm and key on layers with their own k/v, value also needs k != v); -1 for a kernel the
+ * layer lacks. Both orders are the keras_flat ranks of the parameter table (gemma_params.c).
  *
  * Keras has no alpha in the file: its layers use scale 1 (alpha = rank). Saving therefore
  * writes B * (alpha / rank) (B itself when alpha == rank, bit for bit); loading into an adapter

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "models/gemma_params.h"
 #include "models/h5io.h"
 #include "models/keras_lora.h"
 #include "util/fsutil.h"
@@ -26,128 +27,41 @@
 
 /* ---------------------------------------------------------------- weight map */
 
-typedef enum { P_COPY, P_QKV, P_OUT, P_T } perm_kind;
-
 typedef struct {
     char h5[192];        /* dataset path in model.weights.h5 */
     char group[192];     /* its layer's vars group */
-    char lname[48];      /* Keras layer name (the vars group's name attribute) */
+    char lname[96];      /* Keras layer name (the vars group's name attribute) */
     gt_tensor *t;
-    perm_kind k;
+    gt_keras_layout k;
     int kn;              /* rank of the Keras shape */
     int64_t ks[3];       /* Keras shape */
     int64_t layer;       /* decoder block, or -1 */
     int target;          /* gt_lora_target of a kernel, or -1 */
 } wmap;
 
-static void add(wmap *w, int *n, const char *dir, const char *sub, const char *lname, gt_tensor *t,
-                perm_kind k, int kn, int64_t a, int64_t b, int64_t c, int64_t layer, int target) {
-    wmap *e = &w[(*n)++];
-    snprintf(e->group, sizeof e->group, "layers/%s%s%s/vars", dir, sub[0] ? "/" : "", sub);
-    snprintf(e->h5, sizeof e->h5, "%s/0", e->group);
-    snprintf(e->lname, sizeof e->lname, "%s", lname);
-    e->t = t;
-    e->k = k;
-    e->kn = kn;
-    e->ks[0] = a, e->ks[1] = b, e->ks[2] = c;
-    e->layer = layer;
-    e->target = target;
-}
-
-static void block_dir(const gt_gemma_config *c, int64_t i, char *buf, size_t n) {
-    const char *cls = c->generation == 4   ? "gemma4_text_decoder_block"
-                      : c->generation >= 3 ? "gemma3_decoder_block"
-                                           : "gemma_decoder_block";
-    if (i == 0) snprintf(buf, n, "%s", cls);
-    else snprintf(buf, n, "%s_%lld", cls, (long long)i);
-}
-
-/* Gemma4Backbone (keras_hub 0.32): top-level layers are named by class in graph order (the PLE
- * norm precedes the final norm), block sublayers by attribute; a block's own vars/0 is its
- * layer_scalar; absent kernels (kv-shared, k = v) have no group. */
-static void build_map4(const gt_gemma *m, wmap *w, int *n) {
-    const gt_gemma_config *c = &m->cfg;
-    int64_t V = c->vocab_size, D = c->hidden_dim, N = c->num_query_heads, L = c->num_layers,
-            P = c->per_layer_input_dim;
-    add(w, n, "reversible_embedding", "", "token_embedding", m->embedding, P_COPY, 2, V, D, 0, -1, -1);
-    if (P > 0) {
-        add(w, n, "embedding", "", "per_layer_token_embedding", m->ple_embedding, P_COPY, 2,
-            m->ple_embedding->shape[0], L * P, 0, -1, -1);
-        add(w, n, "dense", "", "per_layer_model_projection", m->ple_projection, P_T, 2, D, L * P, 0, -1, -1);
-        add(w, n, "rms_normalization", "", "per_layer_projection_norm", m->ple_norm, P_COPY, 1, P, 0, 0, -1, -1);
-    }
-    for (int64_t i = 0; i < L; i++) {
-        const gt_gemma_layer *ly = &m->layers[i];
-        int64_t H = gt_gemma_layer_head_dim(c, i), K = gt_gemma_layer_kv_heads(c, i), F = gt_gemma_layer_ffw_dim(c, i);
-        char b[64], nm[48];
-        block_dir(c, i, b, sizeof b);
-        snprintf(nm, sizeof nm, "decoder_block_%lld", (long long)i);
-        add(w, n, b, "pre_attention_norm", "pre_attention_norm", ly->pre_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
-        add(w, n, b, "attention/query_dense", "query", ly->query, P_QKV, 3, N, D, H, i, GT_LORA_QUERY);
-        if (ly->key) add(w, n, b, "attention/key_dense", "key", ly->key, P_QKV, 3, K, D, H, i, GT_LORA_KEY);
-        if (ly->value) add(w, n, b, "attention/value_dense", "value", ly->value, P_QKV, 3, K, D, H, i, GT_LORA_VALUE);
-        add(w, n, b, "attention/output_dense", "attention_output", ly->attn_out, P_OUT, 3, N, H, D, i, GT_LORA_ATTN_OUT);
-        add(w, n, b, "attention/query_norm", "query_norm", ly->query_norm, P_COPY, 1, H, 0, 0, i, -1);
-        if (ly->key_norm) add(w, n, b, "attention/key_norm", "key_norm", ly->key_norm, P_COPY, 1, H, 0, 0, i, -1);
-        add(w, n, b, "post_attention_norm", "post_attention_norm", ly->post_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
-        add(w, n, b, "pre_ffw_norm", "pre_ffw_norm", ly->pre_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
-        add(w, n, b, "post_ffw_norm", "post_ffw_norm", ly->post_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
-        add(w, n, b, "gating_ffw", "ffw_gating", ly->gate, P_T, 2, D, F, 0, i, GT_LORA_GATE);
-        add(w, n, b, "gating_ffw_2", "ffw_gating_2", ly->up, P_T, 2, D, F, 0, i, GT_LORA_UP);
-        add(w, n, b, "ffw_linear", "ffw_linear", ly->down, P_T, 2, F, D, 0, i, GT_LORA_DOWN);
-        if (P > 0) {
-            add(w, n, b, "per_layer_input_gate", "per_layer_input_gate", ly->ple_gate, P_T, 2, D, P, 0, i, -1);
-            add(w, n, b, "per_layer_up_proj", "per_layer_up_proj", ly->ple_up, P_T, 2, P, D, 0, i, -1);
-            add(w, n, b, "post_per_layer_input_norm", "post_per_layer_input_norm", ly->ple_norm, P_COPY, 1, D, 0,
-                0, i, -1);
-        }
-        add(w, n, b, "", nm, ly->layer_scalar, P_COPY, 0, 0, 0, 0, i, -1);
-    }
-    add(w, n, P > 0 ? "rms_normalization_1" : "rms_normalization", "", "final_normalization", m->final_norm,
-        P_COPY, 1, D, 0, 0, -1, -1);
-}
-
-/* Every parameter of m with its Keras path and shape; *out has m->n_params entries. */
+/* Every parameter of m with its Keras path and shape, from the parameter table; *out has
+ * m->n_params entries. */
 static int build_map(const gt_gemma *m, wmap **out, int *count) {
-    const gt_gemma_config *c = &m->cfg;
     wmap *w = calloc((size_t)m->n_params, sizeof *w);
     if (!w) return -1;
-    int n = 0;
-    if (c->generation == 4) {
-        build_map4(m, w, &n);
-        *out = w;
-        *count = n;
-        return 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const gt_gemma_param *p = &m->params[i];
+        wmap *e = &w[i];
+        gt_gemma_param_keras_group(p->row, &m->cfg, p->layer, e->group, sizeof e->group);
+        snprintf(e->h5, sizeof e->h5, "%s/0", e->group);
+        /* the Keras layer is the variable's parent in our name */
+        snprintf(e->lname, sizeof e->lname, "%s", p->name);
+        char *slash = strrchr(e->lname, '/');
+        if (slash) *slash = 0;
+        if ((slash = strrchr(e->lname, '/'))) memmove(e->lname, slash + 1, strlen(slash + 1) + 1);
+        e->t = p->t;
+        e->k = p->row->keras_layout;
+        e->kn = gt_gemma_param_keras_shape(p->row, &m->cfg, p->layer, p->t->ndim, p->t->shape, e->ks);
+        e->layer = p->layer;
+        e->target = p->row->lora;
     }
-    int64_t V = c->vocab_size, D = c->hidden_dim, F = c->intermediate_dim, N = c->num_query_heads,
-            K = c->num_kv_heads, H = c->head_dim;
-    add(w, &n, "reversible_embedding", "", "token_embedding", m->embedding, P_COPY, 2, V, D, 0, -1, -1);
-    for (int64_t i = 0; i < c->num_layers; i++) {
-        const gt_gemma_layer *ly = &m->layers[i];
-        char b[64];
-        block_dir(c, i, b, sizeof b);
-        add(w, &n, b, "pre_attention_norm", "pre_attention_norm", ly->pre_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
-        add(w, &n, b, "attention/query_dense", "query", ly->query, P_QKV, 3, N, D, H, i, GT_LORA_QUERY);
-        add(w, &n, b, "attention/key_dense", "key", ly->key, P_QKV, 3, K, D, H, i, GT_LORA_KEY);
-        add(w, &n, b, "attention/value_dense", "value", ly->value, P_QKV, 3, K, D, H, i, GT_LORA_VALUE);
-        add(w, &n, b, "attention/output_dense", "attention_output", ly->attn_out, P_OUT, 3, N, H, D, i,
-            GT_LORA_ATTN_OUT);
-        if (ly->query_norm) {
-            add(w, &n, b, "attention/query_norm", "query_norm", ly->query_norm, P_COPY, 1, H, 0, 0, i, -1);
-            add(w, &n, b, "attention/key_norm", "key_norm", ly->key_norm, P_COPY, 1, H, 0, 0, i, -1);
-        }
-        if (ly->post_attn_norm)
-            add(w, &n, b, "post_attention_norm", "post_attention_norm", ly->post_attn_norm, P_COPY, 1, D, 0, 0, i, -1);
-        add(w, &n, b, "pre_ffw_norm", "pre_ffw_norm", ly->pre_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
-        if (ly->post_ffw_norm)
-            add(w, &n, b, "post_ffw_norm", "post_ffw_norm", ly->post_ffw_norm, P_COPY, 1, D, 0, 0, i, -1);
-        add(w, &n, b, "gating_ffw", "ffw_gating", ly->gate, P_T, 2, D, F, 0, i, GT_LORA_GATE);
-        add(w, &n, b, "gating_ffw_2", "ffw_gating_2", ly->up, P_T, 2, D, F, 0, i, GT_LORA_UP);
-        add(w, &n, b, "ffw_linear", "ffw_linear", ly->down, P_T, 2, F, D, 0, i, GT_LORA_DOWN);
-    }
-    add(w, &n, "rms_normalization", "", "final_normalization", m->final_norm, P_COPY, 1, D, 0, 0, -1, -1);
     *out = w;
-    *count = n;
+    *count = m->n_params;
     return 0;
 }
 
@@ -155,22 +69,22 @@ static int build_map(const gt_gemma *m, wmap **out, int *count) {
 static void to_keras(const wmap *e, const gt_real *src, float *dst) {
     const int64_t *s = e->ks;
     switch (e->k) {
-    case P_COPY:
+    case GT_KERAS_SAME:
         for (int64_t i = 0; i < e->t->size; i++) dst[i] = (float)src[i];
         break;
-    case P_QKV: /* ours [G*H, D] -> (G, D, H) */
+    case GT_KERAS_HEADS_IN: /* ours [G*H, D] -> (G, D, H) */
         for (int64_t g = 0; g < s[0]; g++)
             for (int64_t d = 0; d < s[1]; d++)
                 for (int64_t h = 0; h < s[2]; h++)
                     dst[(g * s[1] + d) * s[2] + h] = (float)src[(g * s[2] + h) * s[1] + d];
         break;
-    case P_OUT: /* ours [D, N*H] -> (N, H, D) */
+    case GT_KERAS_HEADS_OUT: /* ours [D, N*H] -> (N, H, D) */
         for (int64_t nn = 0; nn < s[0]; nn++)
             for (int64_t h = 0; h < s[1]; h++)
                 for (int64_t d = 0; d < s[2]; d++)
                     dst[(nn * s[1] + h) * s[2] + d] = (float)src[d * s[0] * s[1] + nn * s[1] + h];
         break;
-    case P_T: /* ours [C, R] -> (R, C) */
+    case GT_KERAS_T: /* ours [C, R] -> (R, C) */
         for (int64_t r = 0; r < s[0]; r++)
             for (int64_t c = 0; c < s[1]; c++) dst[r * s[1] + c] = (float)src[c * s[0] + r];
         break;
@@ -180,22 +94,22 @@ static void to_keras(const wmap *e, const gt_real *src, float *dst) {
 static void from_keras(const wmap *e, const float *src, gt_real *dst) {
     const int64_t *s = e->ks;
     switch (e->k) {
-    case P_COPY:
+    case GT_KERAS_SAME:
         for (int64_t i = 0; i < e->t->size; i++) dst[i] = (gt_real)src[i];
         break;
-    case P_QKV:
+    case GT_KERAS_HEADS_IN:
         for (int64_t g = 0; g < s[0]; g++)
             for (int64_t d = 0; d < s[1]; d++)
                 for (int64_t h = 0; h < s[2]; h++)
                     dst[(g * s[2] + h) * s[1] + d] = (gt_real)src[(g * s[1] + d) * s[2] + h];
         break;
-    case P_OUT:
+    case GT_KERAS_HEADS_OUT:
         for (int64_t nn = 0; nn < s[0]; nn++)
             for (int64_t h = 0; h < s[1]; h++)
                 for (int64_t d = 0; d < s[2]; d++)
                     dst[d * s[0] * s[1] + nn * s[1] + h] = (gt_real)src[(nn * s[1] + h) * s[2] + d];
         break;
-    case P_T:
+    case GT_KERAS_T:
         for (int64_t r = 0; r < s[0]; r++)
             for (int64_t c = 0; c < s[1]; c++) dst[c * s[0] + r] = (gt_real)src[r * s[1] + c];
         break;
@@ -513,7 +427,7 @@ static int save_weights(const char *dir, const gt_gemma *m, const gt_preset_save
     }
     for (int64_t i = 0; i < m->cfg.num_layers && !rc; i++) {
         char b[64], g[128], nm[64];
-        block_dir(&m->cfg, i, b, sizeof b);
+        gt_gemma_keras_block_dir(&m->cfg, i, b, sizeof b);
         snprintf(g, sizeof g, "layers/%s/vars", b);
         snprintf(nm, sizeof nm, "decoder_block_%lld", (long long)i);
         rc = gt_h5_group(h.f, g, err, errn);
