@@ -46,7 +46,7 @@ CFLAGS   := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -fopenmp -I. -DGT_VERSION=\"$(
 LDFLAGS  := $(LDSAN) -fopenmp
 LIBS      = $(PKG_LIBS) -lm
 
-LIB_DIRS := util autograd models data train
+LIB_DIRS := util autograd models models/io data train
 LIB_SRC  := $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
 # The gemmatrain binary: the command line over the library (not part of libgemmatrain.a).

@@ -1,5 +1,5 @@
 /* gemmatrain export / convert: write KerasHub presets and Keras LoRA files
- * (models/keras_preset.h, models/keras_lora.h). */
+ * (models/io/keras_preset.h, models/io/keras_lora.h). */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -10,9 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "models/hf_gemma.h"
-#include "models/keras_lora.h"
-#include "models/keras_preset.h"
+#include "models/io/hf_gemma.h"
+#include "models/io/keras_lora.h"
+#include "models/io/keras_preset.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "train/config.h"

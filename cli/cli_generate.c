@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "models/generate.h"
-#include "models/keras_lora.h"
+#include "models/io/keras_lora.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "train/loader.h"

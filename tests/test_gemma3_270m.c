@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "models/generate.h"
-#include "models/gguf.h"
-#include "models/h5io.h"
+#include "models/io/gguf.h"
+#include "models/io/h5io.h"
 #include "tests/testdata.h"
 #include "train/loader.h"
 

@@ -10,12 +10,12 @@
 #include <unistd.h>
 
 #include "models/gemma.h"
-#include "models/h5io.h"
+#include "models/io/h5io.h"
 #include <hdf5.h>
 
-#include "models/hf_gemma.h"
-#include "models/keras_lora.h"
-#include "models/keras_preset.h"
+#include "models/io/hf_gemma.h"
+#include "models/io/keras_lora.h"
+#include "models/io/keras_preset.h"
 
 static double attr(gt_h5 f, const char *name, double dflt) {
     double v;

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "models/gemma.h"
-#include "models/h5io.h"
+#include "models/io/h5io.h"
 
 static double attr(gt_h5 f, const char *name, double dflt) {
     double v;

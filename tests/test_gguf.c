@@ -10,9 +10,9 @@
 
 #include <unistd.h>
 
-#include "models/gemma_gguf.h"
-#include "models/gguf.h"
-#include "models/h5io.h"
+#include "models/io/gemma_gguf.h"
+#include "models/io/gguf.h"
+#include "models/io/h5io.h"
 
 /* ---- a GGUF writer for hand-made (and deliberately broken) files */
 typedef struct {

@@ -1,4 +1,4 @@
-/* Hugging Face import/export (models/safetensors.h, models/hf_gemma.h) against transformers
+/* Hugging Face import/export (models/io/safetensors.h, models/io/hf_gemma.h) against transformers
  * fixtures (tools/reference/make_hf_fixtures.py):
  *   - import: tiny Gemma 1/2/3 (and Gemma 3 multimodal's text part) saved by save_pretrained,
  *     our logits vs transformers' (fp32, eager);
@@ -18,9 +18,9 @@
 #include <unistd.h>
 
 #include "data/tokenizer.h"
-#include "models/h5io.h"
-#include "models/hf_gemma.h"
-#include "models/safetensors.h"
+#include "models/io/h5io.h"
+#include "models/io/hf_gemma.h"
+#include "models/io/safetensors.h"
 #include "util/half.h"
 
 #define FIX "tests/fixtures/hf"

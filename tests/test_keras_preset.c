@@ -1,4 +1,4 @@
-/* KerasHub presets and Keras LoRA files (models/keras_preset.h, models/keras_lora.h) against
+/* KerasHub presets and Keras LoRA files (models/io/keras_preset.h, models/io/keras_lora.h) against
  * files keras_hub 0.32 wrote (tools/reference/make_preset_fixtures.py): import of each
  * generation's preset and LoRA file reproduces Keras' logits; export -> import is bit-identical;
  * a merged export scores like the unmerged model; keras_hub's logits of our own export
@@ -13,9 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "models/h5io.h"
-#include "models/keras_lora.h"
-#include "models/keras_preset.h"
+#include "models/io/h5io.h"
+#include "models/io/keras_lora.h"
+#include "models/io/keras_preset.h"
 #include "tests/gradcheck.h"
 #include "tests/testdata.h"
 #include "train/config.h"

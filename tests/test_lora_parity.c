@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "models/gemma.h"
-#include "models/h5io.h"
+#include "models/io/h5io.h"
 #include "train/optim.h"
 
 static double attr(gt_h5 f, const char *obj, const char *name, double dflt) {

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "models/h5io.h"
+#include "models/io/h5io.h"
 #include "train/optim.h"
 
 #define FIXTURE "tests/fixtures/optim.h5"

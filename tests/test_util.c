@@ -1,5 +1,5 @@
 /* util/: half-float conversions bit for bit against copies of the implementations they replaced
- * (models/safetensors.c, models/gguf.c, autograd/ops_bf16.c), over every 16-bit pattern; gt_errf;
+ * (models/io/safetensors.c, models/io/gguf.c, autograd/ops_bf16.c), over every 16-bit pattern; gt_errf;
  * path joining, mkdir -p and atomic file replacement in a scratch directory. */
 #include <check.h>
 #include <dirent.h>
@@ -28,7 +28,7 @@ static float from_bits(uint32_t u) {
 
 /* ---- the replaced implementations, verbatim but for their names ---- */
 
-static float old_st_f16_to_f32(uint16_t h) { /* models/safetensors.c gt_st_f16_to_f32 */
+static float old_st_f16_to_f32(uint16_t h) { /* models/io/safetensors.c gt_st_f16_to_f32 */
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
     if (exp == 0x1f) {
         u = sign | 0x7f800000u | (man << 13);
@@ -49,7 +49,7 @@ static float old_st_f16_to_f32(uint16_t h) { /* models/safetensors.c gt_st_f16_t
     return f;
 }
 
-static float old_gguf_half_to_float(uint16_t h) { /* models/gguf.c half_to_float */
+static float old_gguf_half_to_float(uint16_t h) { /* models/io/gguf.c half_to_float */
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
     if (exp == 0) {
         if (man == 0) {
@@ -72,7 +72,7 @@ static float old_gguf_half_to_float(uint16_t h) { /* models/gguf.c half_to_float
     return f;
 }
 
-static float old_st_bf16_to_f32(uint16_t b) { /* models/safetensors.c gt_st_bf16_to_f32 */
+static float old_st_bf16_to_f32(uint16_t b) { /* models/io/safetensors.c gt_st_bf16_to_f32 */
     uint32_t u = (uint32_t)b << 16;
     float f;
     memcpy(&f, &u, 4);
@@ -84,7 +84,7 @@ static float old_bf16_to_float(uint16_t h) { /* autograd/ops_bf16.h gt_bf16_to_f
     return v.f;
 }
 
-static uint16_t old_st_f32_to_bf16(float f) { /* models/safetensors.c gt_st_f32_to_bf16 */
+static uint16_t old_st_f32_to_bf16(float f) { /* models/io/safetensors.c gt_st_f32_to_bf16 */
     uint32_t u;
     memcpy(&u, &f, 4);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "autograd/blas.h"
-#include "models/keras_lora.h"
+#include "models/io/keras_lora.h"
 #include "train/loader.h"
 #include "util/fsutil.h"
 

@@ -6,9 +6,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "models/gemma_gguf.h"
-#include "models/hf_gemma.h"
-#include "models/keras_preset.h"
+#include "models/io/gemma_gguf.h"
+#include "models/io/hf_gemma.h"
+#include "models/io/keras_preset.h"
 
 int gt_load_tokenizer_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t errn) {
     *tok = NULL;

@@ -2,16 +2,16 @@
  *
  * A llama.cpp GGUF file, or its chunk files comma-separated in order (gt_gguf_open; weights
  * dequantised to fp32, tokenizer from the tokenizer.ggml.* metadata), a KerasHub preset
- * directory (config.json naming a keras_hub backbone: models/keras_preset.h) or a Hugging Face
+ * directory (config.json naming a keras_hub backbone: models/io/keras_preset.h) or a Hugging Face
  * directory (config.json + model.safetensors or its sharded index, tokenizer.json or
- * tokenizer.model: models/hf_gemma.h). The architecture comes from the file's own config.
+ * tokenizer.model: models/io/hf_gemma.h). The architecture comes from the file's own config.
  * Errors name the path. The caller frees both results. */
 #ifndef GT_LOADER_H
 #define GT_LOADER_H
 
 #include "data/tokenizer.h"
 #include "models/gemma.h"
-#include "models/gguf.h"
+#include "models/io/gguf.h"
 
 int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokenizer **tok,
                   char *err, size_t errn);

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "models/keras_lora.h"
-#include "models/keras_preset.h"
+#include "models/io/keras_lora.h"
+#include "models/io/keras_preset.h"
 #include "train/checkpoint.h"
 #include "train/eval.h"
 #include "train/job.h"

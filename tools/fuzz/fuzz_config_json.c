@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "models/hf_gemma.h"
-#include "models/keras_preset.h"
+#include "models/io/hf_gemma.h"
+#include "models/io/keras_preset.h"
 
 static char dir[64], path[96];
 

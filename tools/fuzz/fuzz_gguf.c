@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "models/gemma_gguf.h"
-#include "models/gguf.h"
+#include "models/io/gemma_gguf.h"
+#include "models/io/gguf.h"
 #include "train/loader.h"
 
 static void use_metadata(gt_gguf *g) {

@@ -23,7 +23,7 @@ The same backbone is saved with Backbone.save_to_preset to tests/fixtures/preset
 the weights of a bfloat16 copy to tests/fixtures/presets/gemma4_bf16.weights.h5. Then
 LoRA (rank 2) is enabled on all seven targets with random A and B: tests/fixtures/presets/
 gemma4.lora.h5 (backbone.save_lora_weights) and /expected/logits_lora in gemma4.h5 (task call).
-The Keras layer index of every adapter is checked against models/keras_lora.c's Gemma 4 formula,
+The Keras layer index of every adapter is checked against models/io/keras_lora.c's Gemma 4 formula,
 also for a variant without per-layer embeddings.
 
 Run: KERAS_BACKEND=jax python3 tools/reference/make_gemma4_fixture.py  (keras-hub 0.32, jax, h5py)
@@ -203,7 +203,7 @@ TARGETS = ["query", "key", "value", "attention_output", "ffw_gating", "ffw_gatin
 
 
 def lora_index4(bb, layer, target):
-    """models/keras_lora.c index4 (kept in sync): Keras layer index of an adapter, or -1."""
+    """models/io/keras_lora.c index4 (kept in sync): Keras layer index of an adapter, or -1."""
     ple = 3 if bb.hidden_size_per_layer_input > 0 else 0
 
     def kinds(i):

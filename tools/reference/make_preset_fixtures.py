@@ -13,7 +13,7 @@ preprocessor, saved with `save_to_preset` to tests/fixtures/presets/<gen>/, and
                                          /logits, /logits_lora [B, T, V] float32 (task call)
                                          /text_ids int32 (the tokenizer on attribute `text`)
                                          attributes lora_targets, lora_indices
-Every LoRA index Keras uses is also checked against the formula of models/keras_lora.h, for
+Every LoRA index Keras uses is also checked against the formula of models/io/keras_lora.h, for
 these configs and for variants without post norms or QK-norm.
 
 Mode 2: --check-export DIR OUT.h5 [--ref REF.h5]: load a preset directory written by gemmatrain
@@ -89,7 +89,7 @@ def make_spm(vocab_size):
 
 
 def lora_index(cfg, layer, target):
-    """models/keras_lora.h's formula (kept in sync with gt_keras_lora_index)."""
+    """models/io/keras_lora.h's formula (kept in sync with gt_keras_lora_index)."""
     pf = int(bool(cfg.get("use_post_ffw_norm")))
     pa = int(bool(cfg.get("use_post_attention_norm")))
     qk = 2 if cfg.get("use_query_key_norm") else 0

@@ -1,4 +1,4 @@
-#include "models/gguf.h"
+#include "models/io/gguf.h"
 
 #include <errno.h>
 #include <fcntl.h>

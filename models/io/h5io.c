@@ -1,4 +1,4 @@
-#include "models/h5io.h"
+#include "models/io/h5io.h"
 
 #include <errno.h>
 #include <fcntl.h>

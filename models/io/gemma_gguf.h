@@ -9,7 +9,7 @@
 #define GT_GEMMA_GGUF_H
 
 #include "models/gemma.h"
-#include "models/gguf.h"
+#include "models/io/gguf.h"
 
 int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *cfg, char *err, size_t errn);
 int gt_gemma_from_gguf(const gt_gguf *g, bool trainable, gt_gemma **out, char *err, size_t errn);

@@ -1,4 +1,4 @@
-#include "models/hf_gemma.h"
+#include "models/io/hf_gemma.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -12,7 +12,7 @@
 
 #include "data/tokenizer.h"
 #include "models/gemma_params.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "util/err.h"
 #include "util/fsutil.h"
 

@@ -1,11 +1,11 @@
-#include "models/keras_lora.h"
+#include "models/io/keras_lora.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "models/gemma_params.h"
-#include "models/h5io.h"
+#include "models/io/h5io.h"
 
 /* The kernel's row of the parameter table knows its place in Keras' layer order
  * (gt_gemma_keras_index; orders in keras_lora.h). */

@@ -1,4 +1,4 @@
-#include "models/gemma_gguf.h"
+#include "models/io/gemma_gguf.h"
 
 #include <stdio.h>
 #include <stdlib.h>

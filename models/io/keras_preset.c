@@ -1,4 +1,4 @@
-#include "models/keras_preset.h"
+#include "models/io/keras_preset.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "models/gemma_params.h"
-#include "models/h5io.h"
-#include "models/keras_lora.h"
+#include "models/io/h5io.h"
+#include "models/io/keras_lora.h"
 #include "util/fsutil.h"
 
 #ifndef GT_VERSION

@@ -10,7 +10,7 @@
  *   tokenizer.json, preprocessor.json, task.json (GemmaCausalLM / Gemma3CausalLM), metadata.json
  *   assets/tokenizer/vocabulary.spm (SentencePiece model proto)
  * and, from gemmatrain when unmerged adapters are exported with the model, adapter.lora.h5
- * (models/keras_lora.h; Keras: backbone.load_lora_weights(path)).
+ * (models/io/keras_lora.h; Keras: backbone.load_lora_weights(path)).
  * Layout facts: docs/reference/kerashub-training-and-presets.md (d), checked against files
  * keras_hub 0.32 / Keras 3.15 write (tests/fixtures/presets).
  *
