@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < 3; r++) { /* best of 3: the machine is shared */
         gt_tok_free(tok);
         double t0 = now();
-        if (gt_load_tokenizer(tp, &tok, err, sizeof err)) {
+        if (gt_tok_load(tp, &tok, err, sizeof err)) {
             fprintf(stderr, "bench: %s\n", err);
             return 1;
         }

@@ -80,7 +80,7 @@ static int real_batch(const char *data, const char *tok_path, int64_t B, int64_t
                       char *err, size_t errn) {
     gt_tokenizer *tok;
     gt_dataset ds;
-    if (gt_load_tokenizer(tok_path, &tok, err, errn)) return -1;
+    if (gt_tok_load(tok_path, &tok, err, errn)) return -1;
     if (gt_dataset_open(data, GT_DS_AUTO, false, &ds, err, errn)) return gt_tok_free(tok), -1;
     gt_pp_cfg pp = {T, true, true, GT_TEMPLATE_GEMMA_CHAT};
     int64_t next = 0;

@@ -213,7 +213,7 @@ int cli_tokenize(int argc, char **argv) {
     if (rc) return rc - 1;
     char err[512];
     gt_tokenizer *tok;
-    if (gt_load_tokenizer(o.path, &tok, err, sizeof err)) {
+    if (gt_tok_load(o.path, &tok, err, sizeof err)) {
         fprintf(stderr, "gemmatrain tokenize: %s\n", err);
         return 1;
     }

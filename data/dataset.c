@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "autograd/rng.h"
+#include "util/err.h"
 
 void gt_example_free(gt_example *e) {
     free(e->prompt);
@@ -113,7 +114,7 @@ int gt_dataset_open(const char *path, gt_ds_format format, bool skip_bad, gt_dat
     ds->format = format;
     ds->world = 1;
     ds->f = fopen(path, "rb");
-    if (!ds->f) return snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)), -1;
+    if (!ds->f) return gt_err_open(err, errn, path, errno);
     char *line = NULL, msg[256];
     size_t cap = 0, room = 0;
     ssize_t len;

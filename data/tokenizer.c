@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "data/tok_internal.h"
+#include "models/io/gguf.h"
 #include "util/err.h"
 
 /* ================================================================ small helpers */
@@ -107,7 +108,7 @@ char *tok_memdup0(const char *s, size_t n) {
 char *tok_read_file(const char *path, size_t *n, char *err, size_t errn) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        gt_errf(err, errn, "%s: cannot open: %s", path, strerror(errno));
+        gt_err_open(err, errn, path, errno);
         return NULL;
     }
     char *buf = NULL;
@@ -523,8 +524,11 @@ int gt_tok_load(const char *path, gt_tokenizer **out, char *err, size_t errn) {
     if (!out) return gt_errf(err, errn, "tokenizer: NULL output pointer");
     *out = NULL;
     if (!path) return gt_errf(err, errn, "tokenizer: NULL path");
+    int gguf = gt_gguf_sniff(path);
+    if (gguf < 0) return gt_err_open(err, errn, path, errno);
+    if (gguf) return gt_tok_load_gguf(path, out, err, errn);
     FILE *f = fopen(path, "rb");
-    if (!f) return gt_errf(err, errn, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return gt_err_open(err, errn, path, errno);
     unsigned char head[64];
     size_t got = fread(head, 1, sizeof head, f);
     fclose(f);
@@ -532,9 +536,6 @@ int gt_tok_load(const char *path, gt_tokenizer **out, char *err, size_t errn) {
     while (i < got && (head[i] == ' ' || head[i] == '\t' || head[i] == '\n' || head[i] == '\r')) i++;
     /* '{' and '[' would start protobuf groups, which a ModelProto never has */
     if (i < got && (head[i] == '{' || head[i] == '[')) return gt_tok_load_hf_json(path, out, err, errn);
-    if (got >= 4 && !memcmp(head, "GGUF", 4))
-        return gt_errf(err, errn, "%s: a GGUF file: read its tokenizer.ggml.* arrays and use gt_tok_from_pieces",
-                    path);
     return gt_tok_load_spm(path, out, err, errn);
 }
 

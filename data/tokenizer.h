@@ -49,7 +49,9 @@ typedef struct gt_tokenizer gt_tokenizer;
 enum { GT_PIECE_NORMAL = 1, GT_PIECE_UNKNOWN = 2, GT_PIECE_CONTROL = 3,
        GT_PIECE_USER_DEFINED = 4, GT_PIECE_UNUSED = 5, GT_PIECE_BYTE = 6 };
 
-int gt_tok_load(const char *path, gt_tokenizer **out, char *err, size_t errn); /* by content sniffing */
+/* By content: a GGUF file (or its comma-separated chunk files: the vocabulary only, no
+ * weights), tokenizer.json, or a SentencePiece model. */
+int gt_tok_load(const char *path, gt_tokenizer **out, char *err, size_t errn);
 /* Reads model (BPE), added_tokens, normalizer (null, Replace with a String pattern, Prepend,
  * Sequence), pre_tokenizer (null, Split with a String pattern) and decoder (Replace,
  * ByteFallback, Fuse, Strip, Sequence); any other kind is an error naming it. post_processor,
@@ -71,6 +73,11 @@ int gt_tok_load_spm_buffer(const char *buf, size_t len, const char *name, gt_tok
  * exist; BOS/EOS/PAD are found by name (<bos>/<s>, <eos>/</s>, <pad>): see gt_tok_set_special. */
 int gt_tok_from_pieces(const char *const *pieces, const float *scores, const int32_t *types,
                        int32_t n, gt_tokenizer **out, char *err, size_t errn);
+/* The tokenizer.ggml.* vocabulary (tokens, scores, token_type, special ids) of an open GGUF
+ * (models/io/gguf.h), or of the GGUF at path. */
+struct gt_gguf;
+int gt_tok_from_gguf(const struct gt_gguf *g, gt_tokenizer **out, char *err, size_t errn);
+int gt_tok_load_gguf(const char *path, gt_tokenizer **out, char *err, size_t errn);
 /* Overrides the BOS/EOS/PAD ids (-1 = none), e.g. from GGUF's tokenizer.ggml.bos_token_id. */
 int gt_tok_set_special(gt_tokenizer *tok, int32_t bos, int32_t eos, int32_t pad, char *err,
                        size_t errn);

@@ -498,7 +498,7 @@ START_TEST(cli_usage_errors) {
 }
 END_TEST
 
-/* What the trainer really writes (train/trainer.c) plots: 4 steps logged, evals before and after. */
+/* What the trainer really writes (train/report.c) plots: 4 steps logged, evals before and after. */
 START_TEST(cli_plots_a_real_training_run) {
     char out[1 << 16], args[1024];
     snprintf(args, sizeof args,

@@ -58,7 +58,7 @@ int gt_job_build_model(gt_job *j, char *err, size_t errn) {
         if (gt_gemma_create(&mc, full, &j->model, e, sizeof e)) return snprintf(err, errn, "model: %s", e), -1;
         gt_gemma_init_random(j->model, (uint64_t)c->model.init_seed, c->model.init_std);
     }
-    if (c->tokenizer[0] && gt_load_tokenizer(c->tokenizer, &j->tok, err, errn)) return -1;
+    if (c->tokenizer[0] && gt_tok_load(c->tokenizer, &j->tok, err, errn)) return -1;
     if (!j->tok) return snprintf(err, errn, "tokenizer: required (the model file has none)"), -1;
     /* HF's Gemma 3 tokenizer.json lists 262145 pieces (an image token past the text vocabulary);
      * tolerate a few such extras: text never encodes to them, and the embedding op names any id

@@ -11,15 +11,7 @@
 
 #include "data/tokenizer.h"
 #include "models/gemma.h"
-#include "models/io/gguf.h"
 
 int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokenizer **tok,
                   char *err, size_t errn);
-/* The tokenizer of an open GGUF (tokenizer.ggml.tokens / scores / token_type, special ids). */
-int gt_load_tokenizer_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t errn);
-/* A tokenizer file: a GGUF (or its chunk files, comma-separated) gives its tokenizer.ggml.*
- * vocabulary without reading any weights; anything else goes to gt_tok_load (tokenizer.json,
- * SentencePiece model). */
-int gt_load_tokenizer(const char *path, gt_tokenizer **tok, char *err, size_t errn);
-
 #endif

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "util/fsutil.h"
+#include "util/err.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Reading */
@@ -174,7 +175,7 @@ void gt_plot_free(gt_plot_data *d) {
 int gt_plot_read(const char *path, gt_plot_data *d, char *err, size_t errn) {
     memset(d, 0, sizeof *d);
     FILE *f = fopen(path, "r");
-    if (!f) return snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)), -1;
+    if (!f) return gt_err_open(err, errn, path, errno);
     raw_series raw[3] = {{0}};
     char *line = NULL, *buf = NULL, why[256];
     size_t cap = 0, bufcap = 0;

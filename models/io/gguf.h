@@ -46,6 +46,9 @@ int gt_gguf_open_parts(const char *const *paths, int n, gt_gguf **out, char *err
 int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_gguf **out,
                         char *err, size_t errn);
 void gt_gguf_close(gt_gguf *g);
+/* 1 when path (or, for comma-separated parts, its first part) starts with the GGUF magic, 0 when
+ * it does not, -1 when it cannot be opened (errno as fopen left it). Reads 4 bytes. */
+int gt_gguf_sniff(const char *path);
 
 uint32_t gt_gguf_version(const gt_gguf *g);
 int64_t gt_gguf_n_keys(const gt_gguf *g);

@@ -11,6 +11,7 @@
 
 #include "util/fsutil.h"
 #include "util/half.h"
+#include "util/err.h"
 
 static void quiet(void) {
     static int done;
@@ -30,7 +31,7 @@ static const char *fname(gt_h5 f) {
 int gt_h5_open_read(const char *path, gt_h5 *out, char *err, size_t errn) {
     quiet();
     FILE *probe = fopen(path, "rb");
-    if (!probe) return snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)), -1;
+    if (!probe) return gt_err_open(err, errn, path, errno);
     fclose(probe);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return snprintf(err, errn, "%s: not a readable HDF5 file (truncated or foreign?)", path), -1;

@@ -15,6 +15,7 @@
 #include "models/io/h5io.h"
 #include "models/io/keras_lora.h"
 #include "util/fsutil.h"
+#include "util/err.h"
 
 #ifndef GT_VERSION
 #define GT_VERSION "dev"
@@ -511,7 +512,7 @@ static json_t *read_json(const char *path, char *err, size_t errn) {
     json_t *j = json_load_file(path, 0, &je);
     if (!j) {
         FILE *f = fopen(path, "rb");
-        if (!f) return snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)), NULL;
+        if (!f) return gt_err_open(err, errn, path, errno), NULL;
         fclose(f);
         snprintf(err, errn, "%s:%d:%d: malformed JSON: %s", path, je.line, je.column, je.text);
         return NULL;

@@ -9,7 +9,7 @@
 
 #include "models/io/gemma_gguf.h"
 #include "models/io/gguf.h"
-#include "train/loader.h"
+#include "data/tokenizer.h"
 
 static void use_metadata(gt_gguf *g) {
     char err[512];
@@ -54,7 +54,7 @@ static void use_model(gt_gguf *g) {
     gt_gemma *m = NULL;
     if (gt_gemma_from_gguf(g, false, &m, err, sizeof err) == 0) gt_gemma_free(m);
     gt_tokenizer *tok = NULL;
-    if (gt_load_tokenizer_gguf(g, &tok, err, sizeof err) == 0) {
+    if (gt_tok_from_gguf(g, &tok, err, sizeof err) == 0) {
         static const char text[] = "<bos>hello world\n\n<start_of_turn>user cat\xC3\xA9\xF0\x9F\x98\x80";
         gt_ids ids = {0};
         char *back = NULL;

@@ -1,0 +1,73 @@
+/* tok_gguf.c: the vocabulary of a llama.cpp GGUF file (tokenizer.ggml.* metadata) as a
+ * gt_tokenizer, without reading any weights.
+ *
+ * Contract: as tokenizer.h; the container itself is read by models/io/gguf.h (the one piece of
+ * models/ that data/ uses; it depends only on util/). The pieces go to gt_tok_from_pieces. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "data/tok_internal.h"
+#include "models/io/gguf.h"
+#include "util/err.h"
+
+int gt_tok_from_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t errn) {
+    *tok = NULL;
+    char **pieces = NULL;
+    float *scores = NULL;
+    int32_t *types = NULL;
+    uint64_t n = 0, ns = 0, nt = 0;
+    int rc = -1;
+    if (gt_gguf_get_strings(g, "tokenizer.ggml.tokens", &pieces, &n, err, errn)) goto done;
+    if (gt_gguf_get_f32s(g, "tokenizer.ggml.scores", &scores, &ns, err, errn)) goto done;
+    if (gt_gguf_get_i32s(g, "tokenizer.ggml.token_type", &types, &nt, err, errn)) goto done;
+    if (ns != n || nt != n || n > INT32_MAX) {
+        snprintf(err, errn, "tokenizer.ggml.*: %llu tokens, %llu scores, %llu types differ",
+                 (unsigned long long)n, (unsigned long long)ns, (unsigned long long)nt);
+        goto done;
+    }
+    /* llama.cpp types Gemma's <unk> CONTROL; tokenizer.json (and SentencePiece, hence a preset's
+     * vocabulary.spm) has it UNKNOWN: follow them when the file names its unknown token */
+    int64_t unk = -1;
+    char e1[256];
+    if (gt_gguf_get_int(g, "tokenizer.ggml.unknown_token_id", &unk, e1, sizeof e1) == 0 && unk >= 0 &&
+        (uint64_t)unk < n) {
+        bool any = false;
+        for (uint64_t i = 0; i < n && !any; i++) any = types[i] == GT_PIECE_UNKNOWN;
+        if (!any) types[unk] = GT_PIECE_UNKNOWN;
+    }
+    if (gt_tok_from_pieces((const char *const *)pieces, scores, types, (int32_t)n, tok, err, errn)) goto done;
+    int64_t bos = 2, eos = 1, pad = 0;
+    char e2[256];
+    gt_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &bos, e2, sizeof e2);
+    gt_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &eos, e2, sizeof e2);
+    gt_gguf_get_int(g, "tokenizer.ggml.padding_token_id", &pad, e2, sizeof e2);
+    if (bos < -1 || bos > INT32_MAX || eos < -1 || eos > INT32_MAX || pad < -1 || pad > INT32_MAX) {
+        snprintf(err, errn, "tokenizer.ggml: special token ids (bos %lld, eos %lld, pad %lld) out of range",
+                 (long long)bos, (long long)eos, (long long)pad);
+        gt_tok_free(*tok);
+        *tok = NULL;
+        goto done;
+    }
+    if (gt_tok_set_special(*tok, (int32_t)bos, (int32_t)eos, (int32_t)pad, err, errn)) {
+        gt_tok_free(*tok);
+        *tok = NULL;
+        goto done;
+    }
+    rc = 0;
+done:
+    gt_gguf_free_strings(pieces, n);
+    free(scores);
+    free(types);
+    return rc;
+}
+
+int gt_tok_load_gguf(const char *path, gt_tokenizer **out, char *err, size_t errn) {
+    *out = NULL;
+    gt_gguf *g;
+    if (gt_gguf_open(path, &g, err, errn)) return -1;
+    char e[1024];
+    int rc = gt_tok_from_gguf(g, out, e, sizeof e);
+    gt_gguf_close(g);
+    if (rc) gt_errf(err, errn, "%s: %s", path, e);
+    return rc;
+}
