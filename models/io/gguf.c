@@ -155,7 +155,223 @@ static int first_duplicate(const void *recs, size_t n, size_t stride, size_t at,
     return 0;
 }
 
-#define FAIL(...) do { snprintf(err, errn, __VA_ARGS__); goto fail; } while (0)
+/* The parse, in passes over the buffer: header; metadata entries (bounds and types); the tensor
+ * directory (bounds); then, with the string store sized, the keys and names copied and the
+ * directory decoded; last the data offsets checked against the file. Each stage returns -1 with
+ * a message naming the file and the entry. */
+typedef struct {
+    gt_gguf *g;
+    cursor c;
+    const char *name;
+    uint64_t n_tensors;
+    size_t str_bytes; /* bytes the key and name copies need */
+    char *sp;         /* next free byte of g->strings */
+    char *err;
+    size_t errn;
+} parser;
+
+#define FAIL(...) return snprintf(P->err, P->errn, __VA_ARGS__), -1
+#define SHORT(n) (int)((n) > 200 ? 200 : (n)) /* names quoted in messages are cut at 200 bytes */
+
+static int parse_header(parser *P, uint64_t *n_kv) {
+    gt_gguf *g = P->g;
+    const char *name = P->name;
+    uint32_t magic;
+    if (!rd_u32(&P->c, &magic)) FAIL("%s: too short for a GGUF header", name);
+    if (memcmp(g->buf, "GGUF", 4) != 0) FAIL("%s: not a GGUF file (bad magic)", name);
+    if (!rd_u32(&P->c, &g->version)) FAIL("%s: truncated header (version)", name);
+    if (g->version < 2 || g->version > 3)
+        FAIL("%s: GGUF version %u is not supported (2 or 3)%s", name, g->version,
+             g->version >> 24 && !(g->version & 0xFFFFFF) ? ": a big-endian file" : "");
+    if (!rd_u64(&P->c, &P->n_tensors) || !rd_u64(&P->c, n_kv)) FAIL("%s: truncated header (counts)", name);
+    if (P->n_tensors > MAX_TENSORS)
+        FAIL("%s: tensor count %llu is implausible", name, (unsigned long long)P->n_tensors);
+    if (*n_kv > MAX_KEYS) FAIL("%s: metadata count %llu is implausible", name, (unsigned long long)*n_kv);
+    /* every key and name costs at least 8 bytes in the file: a cheap sanity bound */
+    if ((*n_kv + P->n_tensors) * 8 > g->len)
+        FAIL("%s: counts (%llu keys, %llu tensors) exceed the file size", name, (unsigned long long)*n_kv,
+             (unsigned long long)P->n_tensors);
+    g->kv = calloc((size_t)(*n_kv ? *n_kv : 1), sizeof *g->kv);
+    g->tensors = calloc((size_t)(P->n_tensors ? P->n_tensors : 1), sizeof *g->tensors);
+    if (!g->kv || !g->tensors) FAIL("%s: out of memory", name);
+    return 0;
+}
+
+/* An array value: its header, then its elements skipped with bounds checks. */
+static int scan_array(parser *P, kv_entry *e, const uint8_t *k, uint64_t klen) {
+    cursor *c = &P->c;
+    const char *name = P->name;
+    if (!rd_u32(c, &e->elem) || !rd_u64(c, &e->count))
+        FAIL("%s: metadata '%.*s': truncated array header", name, SHORT(klen), k);
+    e->val = c->p;
+    if (e->elem == GT_GGUF_ARRAY || (e->elem != GT_GGUF_STRING && !scalar_size(e->elem)))
+        FAIL("%s: metadata '%.*s': unsupported array element type %u", name, SHORT(klen), k, e->elem);
+    if (e->elem != GT_GGUF_STRING) {
+        size_t sz = scalar_size(e->elem);
+        if (e->count > (uint64_t)(c->end - c->p) / sz)
+            FAIL("%s: metadata '%.*s': array of %llu runs past the end of the file", name, SHORT(klen), k,
+                 (unsigned long long)e->count);
+        c->p += e->count * sz;
+        return 0;
+    }
+    if (e->count > (uint64_t)(c->end - c->p) / 8)
+        FAIL("%s: metadata '%.*s': array of %llu strings runs past the end of the file", name, SHORT(klen), k,
+             (unsigned long long)e->count);
+    for (uint64_t j = 0; j < e->count; j++)
+        if (!skip_value(c, GT_GGUF_STRING))
+            FAIL("%s: metadata '%.*s': string %llu runs past the end of the file", name, SHORT(klen), k,
+                 (unsigned long long)j);
+    return 0;
+}
+
+static int scan_metadata(parser *P, uint64_t n_kv) {
+    cursor *c = &P->c;
+    const char *name = P->name;
+    for (uint64_t i = 0; i < n_kv; i++) {
+        const uint8_t *k;
+        uint64_t klen;
+        uint32_t t;
+        if (!rd_str(c, &k, &klen)) FAIL("%s: metadata entry %llu: truncated key", name, (unsigned long long)i);
+        if (!rd_u32(c, &t)) FAIL("%s: metadata '%.*s': truncated type", name, SHORT(klen), k);
+        kv_entry *e = &P->g->kv[i];
+        e->key = (const char *)k; /* fixed up to a copy by copy_keys */
+        e->type = t;
+        e->val = c->p;
+        P->str_bytes += klen + 1;
+        if (t == GT_GGUF_ARRAY) {
+            if (scan_array(P, e, k, klen)) return -1;
+        } else if (t != GT_GGUF_STRING && !scalar_size(t)) {
+            FAIL("%s: metadata '%.*s': unknown value type %u", name, SHORT(klen), k, t);
+        } else if (!skip_value(c, t)) {
+            FAIL("%s: metadata '%.*s': truncated value (runs past the end of the file)", name, SHORT(klen), k);
+        }
+        e->klen = klen;
+    }
+    P->g->n_kv = (int64_t)n_kv;
+    return 0;
+}
+
+static int scan_tensor_dir(parser *P) {
+    cursor *c = &P->c;
+    const char *name = P->name;
+    for (uint64_t i = 0; i < P->n_tensors; i++) {
+        const uint8_t *s, *p;
+        uint64_t slen;
+        uint32_t nd;
+        if (!rd_str(c, &s, &slen)) FAIL("%s: tensor %llu: truncated name", name, (unsigned long long)i);
+        if (!rd_u32(c, &nd)) FAIL("%s: tensor '%.*s': truncated dimension count", name, SHORT(slen), s);
+        if (nd < 1 || nd > 4) FAIL("%s: tensor '%.*s': %u dimensions (1 to 4 supported)", name, SHORT(slen), s, nd);
+        if (!take(c, 8 * (size_t)nd + 4 + 8, &p))
+            FAIL("%s: tensor '%.*s': truncated directory entry", name, SHORT(slen), s);
+        P->str_bytes += slen + 1;
+    }
+    return 0;
+}
+
+static int copy_keys(parser *P) {
+    gt_gguf *g = P->g;
+    g->strings = malloc(P->str_bytes ? P->str_bytes : 1);
+    if (!g->strings) FAIL("%s: out of memory", P->name);
+    P->sp = g->strings;
+    for (int64_t i = 0; i < g->n_kv; i++) {
+        const uint8_t *k = (const uint8_t *)g->kv[i].key;
+        uint64_t klen = g->kv[i].klen;
+        memcpy(P->sp, k, (size_t)klen);
+        P->sp[klen] = 0;
+        if (strlen(P->sp) != klen) FAIL("%s: metadata key %lld contains a NUL byte", P->name, (long long)i);
+        g->kv[i].key = P->sp;
+        P->sp += klen + 1;
+    }
+    return 0;
+}
+
+static int read_alignment(parser *P, uint64_t *align) {
+    *align = 32;
+    if (gt_gguf_find_key(P->g, "general.alignment") < 0) return 0;
+    char e2[256];
+    int64_t a;
+    if (gt_gguf_get_int(P->g, "general.alignment", &a, e2, sizeof e2) != 0 || a < 1 || a > (1 << 20) || (a & (a - 1)))
+        FAIL("%s: general.alignment must be a power of two", P->name);
+    *align = (uint64_t)a;
+    return 0;
+}
+
+/* One directory entry, already bounds-checked by scan_tensor_dir. */
+static int read_tensor_entry(parser *P, uint64_t i, gt_gguf_tensor *t) {
+    cursor *c = &P->c;
+    const char *name = P->name;
+    const uint8_t *s = NULL;
+    uint64_t slen = 0;
+    uint32_t nd = 0;
+    rd_str(c, &s, &slen);
+    rd_u32(c, &nd);
+    memcpy(P->sp, s, (size_t)slen);
+    P->sp[slen] = 0;
+    t->name = P->sp;
+    P->sp += slen + 1;
+    if (strlen(t->name) != slen) FAIL("%s: tensor %llu: name contains a NUL byte", name, (unsigned long long)i);
+    t->ndim = (int)nd;
+    int64_t n = 1;
+    for (uint32_t d = 0; d < nd; d++) {
+        uint64_t v = 0;
+        rd_u64(c, &v);
+        if (v == 0 || v > (uint64_t)INT64_MAX / (uint64_t)n)
+            FAIL("%s: tensor '%s': dimension %u (%llu) is zero or overflows", name, t->name, d, (unsigned long long)v);
+        t->dims[d] = (int64_t)v;
+        n *= (int64_t)v;
+    }
+    t->n_elements = n;
+    rd_u32(c, &t->type);
+    rd_u64(c, &t->offset);
+    const type_info *ti = type_of(t->type);
+    if (!ti) FAIL("%s: tensor '%s': unknown ggml type %u", name, t->name, t->type);
+    if (t->dims[0] % ti->block)
+        FAIL("%s: tensor '%s': first dimension %lld is not a multiple of the %s block (%d)", name, t->name,
+             (long long)t->dims[0], ti->name, ti->block);
+    /* the byte size must not wrap: no tensor can be larger than the file */
+    if ((uint64_t)(n / ti->block) > P->g->len / (uint64_t)ti->bytes)
+        FAIL("%s: tensor '%s': %lld elements of %s exceed the file size (%zu bytes)", name, t->name, (long long)n,
+             ti->name, P->g->len);
+    t->n_bytes = (uint64_t)(n / ti->block) * (uint64_t)ti->bytes;
+    return 0;
+}
+
+/* Lookups return the first match, so a repeated key or tensor name would hide data. */
+static int check_duplicates(parser *P) {
+    gt_gguf *g = P->g;
+    const char *dup;
+    if (first_duplicate(g->kv, (size_t)g->n_kv, sizeof *g->kv, offsetof(kv_entry, key), &dup))
+        FAIL("%s: out of memory", P->name);
+    if (dup) FAIL("%s: metadata key '%.200s' appears more than once", P->name, dup);
+    if (first_duplicate(g->tensors, (size_t)P->n_tensors, sizeof *g->tensors, offsetof(gt_gguf_tensor, name), &dup))
+        FAIL("%s: out of memory", P->name);
+    if (dup) FAIL("%s: tensor name '%.200s' appears more than once", P->name, dup);
+    return 0;
+}
+
+/* Tensor data starts at the first aligned offset after the directory. */
+static int place_data(parser *P, uint64_t align) {
+    gt_gguf *g = P->g;
+    size_t len = g->len;
+    size_t header_end = (size_t)(P->c.p - g->buf);
+    size_t data_start = (size_t)((header_end + align - 1) / align * align);
+    if (P->n_tensors && data_start > len) FAIL("%s: truncated before the tensor data", P->name);
+    for (uint64_t i = 0; i < P->n_tensors; i++) {
+        gt_gguf_tensor *t = &g->tensors[i];
+        if (t->offset % align)
+            FAIL("%s: tensor '%s': offset %llu is not aligned to %llu", P->name, t->name,
+                 (unsigned long long)t->offset, (unsigned long long)align);
+        if (t->offset > len - data_start || t->n_bytes > len - data_start - t->offset)
+            FAIL("%s: tensor '%s': data (%llu bytes at data offset %llu) runs past the end of the file (%zu bytes)",
+                 P->name, t->name, (unsigned long long)t->n_bytes, (unsigned long long)t->offset, len);
+        t->data = g->buf + data_start + t->offset;
+    }
+    g->n_tensors = (int64_t)P->n_tensors;
+    return 0;
+}
+
+#undef FAIL
+#undef SHORT
 
 int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_gguf **out,
                         char *err, size_t errn) {
@@ -165,171 +381,25 @@ int gt_gguf_open_buffer(const uint8_t *buf, size_t len, const char *name, gt_ggu
     snprintf(g->name, sizeof g->name, "%s", name);
     g->buf = buf;
     g->len = len;
-    cursor c = {buf, buf + len, "header"};
-    uint32_t magic;
-    uint64_t n_tensors, n_kv;
-    if (!rd_u32(&c, &magic)) FAIL("%s: too short for a GGUF header", name);
-    if (memcmp(buf, "GGUF", 4) != 0) FAIL("%s: not a GGUF file (bad magic)", name);
-    if (!rd_u32(&c, &g->version)) FAIL("%s: truncated header (version)", name);
-    if (g->version < 2 || g->version > 3)
-        FAIL("%s: GGUF version %u is not supported (2 or 3)%s", name, g->version,
-             g->version >> 24 && !(g->version & 0xFFFFFF) ? ": a big-endian file" : "");
-    if (!rd_u64(&c, &n_tensors) || !rd_u64(&c, &n_kv)) FAIL("%s: truncated header (counts)", name);
-    if (n_tensors > MAX_TENSORS) FAIL("%s: tensor count %llu is implausible", name, (unsigned long long)n_tensors);
-    if (n_kv > MAX_KEYS) FAIL("%s: metadata count %llu is implausible", name, (unsigned long long)n_kv);
-    /* every key and name costs at least 8 bytes in the file: a cheap sanity bound */
-    if ((n_kv + n_tensors) * 8 > len) FAIL("%s: counts (%llu keys, %llu tensors) exceed the file size",
-                                            name, (unsigned long long)n_kv, (unsigned long long)n_tensors);
-    g->kv = calloc((size_t)(n_kv ? n_kv : 1), sizeof *g->kv);
-    g->tensors = calloc((size_t)(n_tensors ? n_tensors : 1), sizeof *g->tensors);
-    if (!g->kv || !g->tensors) FAIL("%s: out of memory", name);
-
-    /* First pass over metadata to size the string store. */
-    size_t str_bytes = 0;
-    for (uint64_t i = 0; i < n_kv; i++) {
-        const uint8_t *k;
-        uint64_t klen;
-        uint32_t t;
-        if (!rd_str(&c, &k, &klen)) FAIL("%s: metadata entry %llu: truncated key", name, (unsigned long long)i);
-        if (!rd_u32(&c, &t)) FAIL("%s: metadata '%.*s': truncated type", name, (int)(klen > 200 ? 200 : klen), k);
-        kv_entry *e = &g->kv[i];
-        e->key = (const char *)k; /* fixed up to a copy below */
-        e->type = t;
-        e->val = c.p;
-        str_bytes += klen + 1;
-        if (t == GT_GGUF_ARRAY) {
-            if (!rd_u32(&c, &e->elem) || !rd_u64(&c, &e->count))
-                FAIL("%s: metadata '%.*s': truncated array header", name, (int)(klen > 200 ? 200 : klen), k);
-            e->val = c.p;
-            if (e->elem == GT_GGUF_ARRAY || (e->elem != GT_GGUF_STRING && !scalar_size(e->elem)))
-                FAIL("%s: metadata '%.*s': unsupported array element type %u", name,
-                     (int)(klen > 200 ? 200 : klen), k, e->elem);
-            if (e->elem != GT_GGUF_STRING) {
-                size_t sz = scalar_size(e->elem);
-                if (e->count > (uint64_t)(c.end - c.p) / sz)
-                    FAIL("%s: metadata '%.*s': array of %llu runs past the end of the file", name,
-                         (int)(klen > 200 ? 200 : klen), k, (unsigned long long)e->count);
-                c.p += e->count * sz;
-            } else {
-                if (e->count > (uint64_t)(c.end - c.p) / 8)
-                    FAIL("%s: metadata '%.*s': array of %llu strings runs past the end of the file",
-                         name, (int)(klen > 200 ? 200 : klen), k, (unsigned long long)e->count);
-                for (uint64_t j = 0; j < e->count; j++)
-                    if (!skip_value(&c, GT_GGUF_STRING))
-                        FAIL("%s: metadata '%.*s': string %llu runs past the end of the file", name,
-                             (int)(klen > 200 ? 200 : klen), k, (unsigned long long)j);
-            }
-        } else if (t != GT_GGUF_STRING && !scalar_size(t)) {
-            FAIL("%s: metadata '%.*s': unknown value type %u", name, (int)(klen > 200 ? 200 : klen), k, t);
-        } else if (!skip_value(&c, t)) {
-            FAIL("%s: metadata '%.*s': truncated value (runs past the end of the file)", name,
-                 (int)(klen > 200 ? 200 : klen), k);
-        }
-        e->klen = klen;
+    parser P = {.g = g, .c = {buf, buf + len, "header"}, .name = name, .err = err, .errn = errn};
+    uint64_t n_kv, align;
+    const uint8_t *tensor_dir = NULL;
+    int rc = parse_header(&P, &n_kv) || scan_metadata(&P, n_kv);
+    if (!rc) {
+        tensor_dir = P.c.p;
+        rc = scan_tensor_dir(&P) || copy_keys(&P) || read_alignment(&P, &align);
     }
-    g->n_kv = (int64_t)n_kv;
-    const uint8_t *tensor_dir = c.p;
-    for (uint64_t i = 0; i < n_tensors; i++) {
-        const uint8_t *s;
-        uint64_t slen;
-        uint32_t nd;
-        if (!rd_str(&c, &s, &slen)) FAIL("%s: tensor %llu: truncated name", name, (unsigned long long)i);
-        if (!rd_u32(&c, &nd))
-            FAIL("%s: tensor '%.*s': truncated dimension count", name, (int)(slen > 200 ? 200 : slen), s);
-        if (nd < 1 || nd > 4)
-            FAIL("%s: tensor '%.*s': %u dimensions (1 to 4 supported)", name, (int)(slen > 200 ? 200 : slen), s, nd);
-        const uint8_t *p;
-        if (!take(&c, 8 * (size_t)nd + 4 + 8, &p))
-            FAIL("%s: tensor '%.*s': truncated directory entry", name, (int)(slen > 200 ? 200 : slen), s);
-        str_bytes += slen + 1;
+    if (!rc) {
+        P.c.p = tensor_dir;
+        for (uint64_t i = 0; i < P.n_tensors && !rc; i++) rc = read_tensor_entry(&P, i, &g->tensors[i]);
     }
-    g->strings = malloc(str_bytes ? str_bytes : 1);
-    if (!g->strings) FAIL("%s: out of memory", name);
-    char *sp = g->strings;
-    for (int64_t i = 0; i < g->n_kv; i++) {
-        const uint8_t *k = (const uint8_t *)g->kv[i].key;
-        uint64_t klen = g->kv[i].klen;
-        memcpy(sp, k, (size_t)klen);
-        sp[klen] = 0;
-        if (strlen(sp) != klen) FAIL("%s: metadata key %lld contains a NUL byte", name, (long long)i);
-        g->kv[i].key = sp;
-        sp += klen + 1;
+    if (!rc) rc = check_duplicates(&P) || place_data(&P, align);
+    if (rc) {
+        gt_gguf_close(g);
+        return -1;
     }
-    /* alignment of the data section */
-    uint64_t align = 32;
-    int64_t ai = gt_gguf_find_key(g, "general.alignment");
-    if (ai >= 0) {
-        char e2[256];
-        int64_t a;
-        if (gt_gguf_get_int(g, "general.alignment", &a, e2, sizeof e2) != 0 || a < 1 || a > (1 << 20) ||
-            (a & (a - 1)))
-            FAIL("%s: general.alignment must be a power of two", name);
-        align = (uint64_t)a;
-    }
-    c.p = tensor_dir;
-    for (uint64_t i = 0; i < n_tensors; i++) {
-        gt_gguf_tensor *t = &g->tensors[i];
-        const uint8_t *s = NULL;
-        uint64_t slen = 0;
-        uint32_t nd = 0;
-        rd_str(&c, &s, &slen); /* bounds checked by the first pass */
-        rd_u32(&c, &nd);
-        memcpy(sp, s, (size_t)slen);
-        sp[slen] = 0;
-        t->name = sp;
-        sp += slen + 1;
-        if (strlen(t->name) != slen) FAIL("%s: tensor %llu: name contains a NUL byte", name, (unsigned long long)i);
-        t->ndim = (int)nd;
-        int64_t n = 1;
-        for (uint32_t d = 0; d < nd; d++) {
-            uint64_t v = 0;
-            rd_u64(&c, &v);
-            if (v == 0 || v > (uint64_t)INT64_MAX / (uint64_t)n)
-                FAIL("%s: tensor '%s': dimension %u (%llu) is zero or overflows", name, t->name, d,
-                     (unsigned long long)v);
-            t->dims[d] = (int64_t)v;
-            n *= (int64_t)v;
-        }
-        t->n_elements = n;
-        rd_u32(&c, &t->type);
-        rd_u64(&c, &t->offset);
-        const type_info *ti = type_of(t->type);
-        if (!ti) FAIL("%s: tensor '%s': unknown ggml type %u", name, t->name, t->type);
-        if (t->dims[0] % ti->block)
-            FAIL("%s: tensor '%s': first dimension %lld is not a multiple of the %s block (%d)", name,
-                 t->name, (long long)t->dims[0], ti->name, ti->block);
-        /* the byte size must not wrap: no tensor can be larger than the file */
-        if ((uint64_t)(n / ti->block) > len / (uint64_t)ti->bytes)
-            FAIL("%s: tensor '%s': %lld elements of %s exceed the file size (%zu bytes)", name, t->name,
-                 (long long)n, ti->name, len);
-        t->n_bytes = (uint64_t)(n / ti->block) * (uint64_t)ti->bytes;
-    }
-    /* lookups return the first match, so a repeated key or tensor name would hide data */
-    const char *dup;
-    if (first_duplicate(g->kv, (size_t)g->n_kv, sizeof *g->kv, offsetof(kv_entry, key), &dup))
-        FAIL("%s: out of memory", name);
-    if (dup) FAIL("%s: metadata key '%.200s' appears more than once", name, dup);
-    if (first_duplicate(g->tensors, (size_t)n_tensors, sizeof *g->tensors, offsetof(gt_gguf_tensor, name), &dup))
-        FAIL("%s: out of memory", name);
-    if (dup) FAIL("%s: tensor name '%.200s' appears more than once", name, dup);
-    size_t header_end = (size_t)(c.p - buf);
-    size_t data_start = (size_t)((header_end + align - 1) / align * align);
-    if (n_tensors && data_start > len) FAIL("%s: truncated before the tensor data", name);
-    for (uint64_t i = 0; i < n_tensors; i++) {
-        gt_gguf_tensor *t = &g->tensors[i];
-        if (t->offset % align) FAIL("%s: tensor '%s': offset %llu is not aligned to %llu", name,
-                                    t->name, (unsigned long long)t->offset, (unsigned long long)align);
-        if (t->offset > len - data_start || t->n_bytes > len - data_start - t->offset)
-            FAIL("%s: tensor '%s': data (%llu bytes at data offset %llu) runs past the end of the file (%zu bytes)",
-                 name, t->name, (unsigned long long)t->n_bytes, (unsigned long long)t->offset, len);
-        t->data = buf + data_start + t->offset;
-    }
-    g->n_tensors = (int64_t)n_tensors;
     *out = g;
     return 0;
-fail:
-    gt_gguf_close(g);
-    return -1;
 }
 
 #define MAX_PARTS 64

@@ -139,174 +139,164 @@ static char *dup_str(const char *s) {
     return p;
 }
 
+/* The 8-byte length and the JSON header of file f. */
+static json_t *read_header(const st_file *f, uint64_t *hlen_out, char *err, size_t errn) {
+    const char *fn = f->path;
+    if (f->len < 8)
+        return gt_errf(err, errn, "safetensors: %s: file is %zu bytes, shorter than the 8-byte header length", fn,
+                       f->len), NULL;
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->buf[i];
+    if (hlen > GT_ST_MAX_HEADER)
+        return gt_errf(err, errn, "safetensors: %s: header length %llu is over the %u-byte limit (corrupt file?)", fn,
+                       (unsigned long long)hlen, GT_ST_MAX_HEADER), NULL;
+    if (hlen > f->len - 8)
+        return gt_errf(err, errn, "safetensors: %s: header length %llu runs past the end of the %zu-byte file "
+                       "(truncated?)", fn, (unsigned long long)hlen, f->len), NULL;
+    const char *hdr = (const char *)f->buf + 8;
+    if (hlen == 0 || hdr[0] != '{')
+        return gt_errf(err, errn, "safetensors: %s: header does not start with '{'", fn), NULL;
+    json_error_t je;
+    json_t *root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return gt_errf(err, errn, "safetensors: %s: header JSON invalid at byte %d: %s", fn, je.position, je.text),
+               NULL;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return gt_errf(err, errn, "safetensors: %s: header is not a JSON object", fn), NULL;
+    }
+    *hlen_out = hlen;
+    return root;
+}
+
+/* "__metadata__": string values only; kept from the first file (shards repeat it). */
+static int read_metadata(gt_st *st, int fi, json_t *val, const char *fn, char *err, size_t errn) {
+    if (!json_is_object(val)) return gt_errf(err, errn, "safetensors: %s: \"__metadata__\" is not an object", fn);
+    const char *mk;
+    json_t *mv;
+    json_object_foreach(val, mk, mv) {
+        if (!json_is_string(mv))
+            return gt_errf(err, errn, "safetensors: %s: \"__metadata__\".\"%s\" is not a string", fn, mk);
+    }
+    if (fi != 0) return 0;
+    st->meta = calloc(2 * json_object_size(val) + 1, sizeof *st->meta);
+    if (!st->meta) return gt_errf(err, errn, "safetensors: %s: out of memory", fn);
+    json_object_foreach(val, mk, mv) {
+        st->meta[2 * st->n_meta] = dup_str(mk);
+        st->meta[2 * st->n_meta + 1] = dup_str(json_string_value(mv));
+        st->n_meta++;
+        if (!st->meta[2 * st->n_meta - 2] || !st->meta[2 * st->n_meta - 1])
+            return gt_errf(err, errn, "safetensors: %s: out of memory", fn);
+    }
+    return 0;
+}
+
+/* One tensor entry: dtype, shape and data_offsets [b, e) checked against data_len bytes of data.
+ * Fills t except name and data. */
+static int read_entry(const char *fn, const char *key, json_t *val, uint64_t data_len, gt_st_tensor *t,
+                      uint64_t *b, uint64_t *e, char *err, size_t errn) {
+    if (!json_is_object(val)) return gt_errf(err, errn, "safetensors: %s: tensor '%s': entry is not an object", fn, key);
+    json_t *dt = json_object_get(val, "dtype");
+    if (!json_is_string(dt))
+        return gt_errf(err, errn, "safetensors: %s: tensor '%s': \"dtype\" is missing or not a string", fn, key);
+    int d = 0;
+    while (d < GT_ST_N_DTYPES && strcmp(dtypes[d].name, json_string_value(dt))) d++;
+    if (d == GT_ST_N_DTYPES)
+        return gt_errf(err, errn, "safetensors: %s: tensor '%s': unknown dtype \"%s\"", fn, key, json_string_value(dt));
+    t->dtype = (gt_st_dtype)d;
+    if (parse_dims(json_object_get(val, "shape"), fn, key, "shape", GT_ST_MAX_DIMS, t->shape, &t->ndim, err, errn))
+        return -1;
+    int64_t off[2];
+    int noff;
+    if (parse_dims(json_object_get(val, "data_offsets"), fn, key, "data_offsets", 2, off, &noff, err, errn)) return -1;
+    if (noff != 2)
+        return gt_errf(err, errn, "safetensors: %s: tensor '%s': \"data_offsets\" needs 2 entries, has %d", fn, key, noff);
+    /* element count and byte size must not overflow */
+    uint64_t ne = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        uint64_t sz = (uint64_t)t->shape[i];
+        if (sz && ne > (uint64_t)INT64_MAX / sz)
+            return gt_errf(err, errn, "safetensors: %s: tensor '%s': shape overflows 64 bits", fn, key);
+        ne *= sz;
+    }
+    uint64_t es = dtypes[d].size;
+    if (ne > UINT64_MAX / es)
+        return gt_errf(err, errn, "safetensors: %s: tensor '%s': byte size overflows 64 bits", fn, key);
+    t->n_elements = (int64_t)ne;
+    t->n_bytes = ne * es;
+    *b = (uint64_t)off[0], *e = (uint64_t)off[1];
+    if (*b > *e)
+        return gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] end before they begin", fn,
+                       key, (unsigned long long)*b, (unsigned long long)*e);
+    if (*e - *b != t->n_bytes)
+        return gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes, but %s "
+                       "of %lld elements needs %llu", fn, key, (unsigned long long)*b, (unsigned long long)*e,
+                       (unsigned long long)(*e - *b), dtypes[d].name, (long long)ne, (unsigned long long)t->n_bytes);
+    if (*e > data_len)
+        return gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] run past the %llu-byte "
+                       "data section (truncated file?)", fn, key, (unsigned long long)*b, (unsigned long long)*e,
+                       (unsigned long long)data_len);
+    return 0;
+}
+
+/* The tensors must tile the data section exactly: no overlap, no gap, nothing left over. */
+static int check_tiling(const gt_st *st, span *spans, int64_t ns, uint64_t data_len, const char *fn, char *err,
+                        size_t errn) {
+    qsort(spans, (size_t)ns, sizeof *spans, by_begin);
+    uint64_t at = 0;
+    for (int64_t i = 0; i < ns; i++) {
+        const char *name = st->tensors[spans[i].idx].name;
+        if (spans[i].begin < at)
+            return gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' "
+                           "ending at %llu", fn, name, (unsigned long long)spans[i].begin,
+                           (unsigned long long)spans[i].end, st->tensors[spans[i - 1].idx].name,
+                           (unsigned long long)at);
+        if (spans[i].begin > at)
+            return gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets begin at %llu, leaving a gap after "
+                           "byte %llu", fn, name, (unsigned long long)spans[i].begin, (unsigned long long)at);
+        at = spans[i].end;
+    }
+    if (at != data_len)
+        return gt_errf(err, errn, "safetensors: %s: the tensors cover %llu bytes of the %llu-byte data section", fn,
+                       (unsigned long long)at, (unsigned long long)data_len);
+    return 0;
+}
+
 /* Parse file f (already in st->files[fi]) and append its tensors to st. */
 static int parse_file(gt_st *st, int fi, char *err, size_t errn) {
     const st_file *f = &st->files[fi];
     const char *fn = f->path;
-    if (f->len < 8)
-        return gt_errf(err, errn, "safetensors: %s: file is %zu bytes, shorter than the 8-byte header length", fn, f->len);
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->buf[i];
-    if (hlen > GT_ST_MAX_HEADER)
-        return gt_errf(err, errn, "safetensors: %s: header length %llu is over the %u-byte limit (corrupt file?)",
-                    fn, (unsigned long long)hlen, GT_ST_MAX_HEADER);
-    if (hlen > f->len - 8)
-        return gt_errf(err, errn, "safetensors: %s: header length %llu runs past the end of the %zu-byte file (truncated?)",
-                    fn, (unsigned long long)hlen, f->len);
-    const char *hdr = (const char *)f->buf + 8;
-    if (hlen == 0 || hdr[0] != '{')
-        return gt_errf(err, errn, "safetensors: %s: header does not start with '{'", fn);
-    json_error_t je;
-    json_t *root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
-    if (!root)
-        return gt_errf(err, errn, "safetensors: %s: header JSON invalid at byte %d: %s", fn, je.position, je.text);
-    int rc = 0;
+    uint64_t hlen;
+    json_t *root = read_header(f, &hlen, err, errn);
+    if (!root) return -1;
     uint64_t data_len = f->len - 8 - hlen;
-    span *spans = NULL;
-    if (!json_is_object(root)) {
-        rc = gt_errf(err, errn, "safetensors: %s: header is not a JSON object", fn);
-        goto done;
-    }
     size_t nt = json_object_size(root);
-    spans = malloc((nt ? nt : 1) * sizeof *spans);
-    if (!spans) {
-        rc = gt_errf(err, errn, "safetensors: %s: out of memory", fn);
-        goto done;
-    }
+    span *spans = malloc((nt ? nt : 1) * sizeof *spans);
+    int rc = spans ? 0 : gt_errf(err, errn, "safetensors: %s: out of memory", fn);
     int64_t ns = 0;
     const char *key;
     json_t *val;
     json_object_foreach(root, key, val) {
+        if (rc) break;
         if (!strcmp(key, "__metadata__")) {
-            if (!json_is_object(val)) {
-                rc = gt_errf(err, errn, "safetensors: %s: \"__metadata__\" is not an object", fn);
-                goto done;
-            }
-            const char *mk;
-            json_t *mv;
-            json_object_foreach(val, mk, mv) {
-                if (!json_is_string(mv)) {
-                    rc = gt_errf(err, errn, "safetensors: %s: \"__metadata__\".\"%s\" is not a string", fn, mk);
-                    goto done;
-                }
-            }
-            if (fi != 0) continue; /* shards repeat the same metadata */
-            size_t nm = json_object_size(val);
-            st->meta = calloc(2 * nm + 1, sizeof *st->meta);
-            if (!st->meta) {
-                rc = gt_errf(err, errn, "safetensors: %s: out of memory", fn);
-                goto done;
-            }
-            json_object_foreach(val, mk, mv) {
-                st->meta[2 * st->n_meta] = dup_str(mk);
-                st->meta[2 * st->n_meta + 1] = dup_str(json_string_value(mv));
-                st->n_meta++;
-                if (!st->meta[2 * st->n_meta - 2] || !st->meta[2 * st->n_meta - 1]) {
-                    rc = gt_errf(err, errn, "safetensors: %s: out of memory", fn);
-                    goto done;
-                }
-            }
+            rc = read_metadata(st, fi, val, fn, err, errn);
             continue;
         }
         gt_st_tensor t = {0};
-        if (!json_is_object(val)) {
-            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': entry is not an object", fn, key);
-            goto done;
-        }
-        json_t *dt = json_object_get(val, "dtype");
-        if (!json_is_string(dt)) {
-            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': \"dtype\" is missing or not a string", fn, key);
-            goto done;
-        }
-        int d = 0;
-        while (d < GT_ST_N_DTYPES && strcmp(dtypes[d].name, json_string_value(dt))) d++;
-        if (d == GT_ST_N_DTYPES) {
-            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': unknown dtype \"%s\"", fn, key, json_string_value(dt));
-            goto done;
-        }
-        t.dtype = (gt_st_dtype)d;
-        if (parse_dims(json_object_get(val, "shape"), fn, key, "shape", GT_ST_MAX_DIMS, t.shape, &t.ndim, err, errn)) {
-            rc = -1;
-            goto done;
-        }
-        int64_t off[2];
-        int noff;
-        if (parse_dims(json_object_get(val, "data_offsets"), fn, key, "data_offsets", 2, off, &noff, err, errn)) {
-            rc = -1;
-            goto done;
-        }
-        if (noff != 2) {
-            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': \"data_offsets\" needs 2 entries, has %d", fn, key, noff);
-            goto done;
-        }
-        /* element count and byte size must not overflow */
-        uint64_t ne = 1;
-        for (int i = 0; i < t.ndim; i++) {
-            uint64_t s = (uint64_t)t.shape[i];
-            if (s && ne > (uint64_t)INT64_MAX / s) {
-                rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': shape overflows 64 bits", fn, key);
-                goto done;
-            }
-            ne *= s;
-        }
-        uint64_t es = dtypes[d].size;
-        if (ne > UINT64_MAX / es) {
-            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': byte size overflows 64 bits", fn, key);
-            goto done;
-        }
-        t.n_elements = (int64_t)ne;
-        t.n_bytes = ne * es;
-        uint64_t b = (uint64_t)off[0], e = (uint64_t)off[1];
-        if (b > e) {
-            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] end before they begin",
-                      fn, key, (unsigned long long)b, (unsigned long long)e);
-            goto done;
-        }
-        if (e - b != t.n_bytes) {
-            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes, but %s "
-                      "of %lld elements needs %llu", fn, key, (unsigned long long)b, (unsigned long long)e,
-                      (unsigned long long)(e - b), dtypes[d].name, (long long)ne, (unsigned long long)t.n_bytes);
-            goto done;
-        }
-        if (e > data_len) {
-            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] run past the %llu-byte "
-                      "data section (truncated file?)", fn, key, (unsigned long long)b, (unsigned long long)e,
-                      (unsigned long long)data_len);
-            goto done;
-        }
+        uint64_t b = 0, e = 0;
+        rc = read_entry(fn, key, val, data_len, &t, &b, &e, err, errn);
+        if (rc) break;
         t.data = f->buf + 8 + hlen + b;
         t.file = f->path;
         t.name = dup_str(key);
         if (!t.name || push_tensor(st, &t)) {
             free((char *)t.name);
             rc = gt_errf(err, errn, "safetensors: %s: out of memory", fn);
-            goto done;
+            break;
         }
         spans[ns++] = (span){b, e, st->n - 1};
     }
-    /* the tensors must tile the data section exactly */
-    qsort(spans, (size_t)ns, sizeof *spans, by_begin);
-    uint64_t at = 0;
-    for (int64_t i = 0; i < ns; i++) {
-        const char *name = st->tensors[spans[i].idx].name;
-        if (spans[i].begin < at) {
-            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' "
-                      "ending at %llu", fn, name, (unsigned long long)spans[i].begin,
-                      (unsigned long long)spans[i].end, st->tensors[spans[i - 1].idx].name,
-                      (unsigned long long)at);
-            goto done;
-        }
-        if (spans[i].begin > at) {
-            rc = gt_errf(err, errn, "safetensors: %s: tensor '%s': data_offsets begin at %llu, leaving a gap after "
-                      "byte %llu", fn, name, (unsigned long long)spans[i].begin, (unsigned long long)at);
-            goto done;
-        }
-        at = spans[i].end;
-    }
-    if (at != data_len)
-        rc = gt_errf(err, errn, "safetensors: %s: the tensors cover %llu bytes of the %llu-byte data section",
-                  fn, (unsigned long long)at, (unsigned long long)data_len);
-done:
+    if (!rc) rc = check_tiling(st, spans, ns, data_len, fn, err, errn);
     free(spans);
     json_decref(root);
     return rc;
