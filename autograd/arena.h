@@ -3,7 +3,8 @@
  * Allocations are 64-byte aligned and live until gt_arena_reset(). The arena grows by
  * malloc'ed blocks when full; on reset, a multi-block arena is folded into one block of the
  * high-water size, so from the second step on a step of the same shape allocates nothing.
- * Ownership: the arena owns every block; gt_arena_free releases them all. */
+ * Ownership: the arena owns every block; gt_arena_free releases them all.
+ * Errors: gt_arena_alloc/calloc return NULL when malloc fails; the arena is unchanged then. */
 #ifndef GT_ARENA_H
 #define GT_ARENA_H
 

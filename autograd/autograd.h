@@ -1,4 +1,6 @@
-/* autograd.h: the whole engine in one include. */
+/* autograd.h: the whole engine in one include.
+ * Contract: the includes only; each header states its own (tape.h: the step context, sticky
+ * errors, tensor lifetimes). */
 #ifndef GT_AUTOGRAD_H
 #define GT_AUTOGRAD_H
 

@@ -3,7 +3,8 @@
  * gt_gemm is cblas_sgemm (or dgemm in the f64 build) with row-major operands.
  * Threads: one setting drives both pools. The engine's own loops use OpenMP with
  * gt_threads() threads and never call BLAS from inside a parallel region; BLAS calls run
- * OpenBLAS's pool with the same count. The two pools therefore take turns, never stack. */
+ * OpenBLAS's pool with the same count. The two pools therefore take turns, never stack.
+ * Nothing here allocates or fails: gt_gemm trusts its shapes (the ops check them first). */
 #ifndef GT_BLAS_H
 #define GT_BLAS_H
 

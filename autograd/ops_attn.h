@@ -6,7 +6,9 @@
  *   key j is visible iff (!causal || j <= qi) && (window == 0 || qi - j < window)
  *                        && key_mask[b,j] != 0 && segment_ids[b,j] == segment_ids[b,qi]
  *   p = softmax over visible j (fp32);  out_i = sum_j p_j v_j;  a row with no visible key is 0.
- * Output [B, T, N, Hv]. The probabilities are kept for backward (B*N*T*S values). */
+ * Output [B, T, N, Hv]. The probabilities are kept for backward (B*N*T*S values).
+ * Contract (tape.h): returns a new step tensor in ctx's arena, or NULL with ctx's sticky error
+ * set (message names the op and the shapes); inputs are never modified. */
 #ifndef GT_OPS_ATTN_H
 #define GT_OPS_ATTN_H
 

@@ -10,7 +10,9 @@
  *   gt_bf16_linear(x, W):    x [..., cols] -> x W^T [..., rows]; backward adds dy W into x's grad
  *   gt_bf16_embedding(W, ids, n): rows ids[0..n) -> [n, cols], no gradient (W is frozen)
  * Conversion (util/half.h): gt_to_bf16_n rounds to nearest, ties to even (NaN stays NaN);
- * gt_bf16_expand is exact. */
+ * gt_bf16_expand is exact.
+ * Ownership: a gt_bf16_mat only points at its values and staging buffer (the model owns both);
+ * ops return step tensors or NULL with ctx's sticky error set, as tape.h says. */
 #ifndef GT_OPS_BF16_H
 #define GT_OPS_BF16_H
 

@@ -1,6 +1,8 @@
 /* ops_elem.h: elementwise and row-wise ops: add, mul, scale, soft-cap, GELU, GeGLU, softmax.
  * Binary ops take equal shapes, or b whose shape equals a's trailing axes (broadcast over a's
- * leading axes, e.g. a per-channel vector); the output has a's shape. */
+ * leading axes, e.g. a per-channel vector); the output has a's shape.
+ * Contract (tape.h): every op returns a new step tensor in ctx's arena, or NULL with ctx's sticky
+ * error set (message names the op and the shapes); inputs are never modified. */
 #ifndef GT_OPS_ELEM_H
 #define GT_OPS_ELEM_H
 

@@ -1,4 +1,6 @@
-/* ops_norm.h: RMSNorm and rotary position embedding. */
+/* ops_norm.h: RMSNorm and rotary position embedding.
+ * Contract (tape.h): every op returns a new step tensor in ctx's arena, or NULL with ctx's sticky
+ * error set (message names the op and the shapes); inputs are never modified. */
 #ifndef GT_OPS_NORM_H
 #define GT_OPS_NORM_H
 

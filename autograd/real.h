@@ -3,7 +3,8 @@
  * The engine is compiled twice from one source: fp32 (gt_real = float, the product) and, with
  * -DGT_REAL_DOUBLE, fp64 (gt_real = double), used by the finite-difference gradient checks so
  * that they can demand 1e-7 relative agreement. Op code calls math through <tgmath.h>, so
- * exp/tanh/sqrt pick the right precision, and GEMMs go through gt_gemm (blas.h). */
+ * exp/tanh/sqrt pick the right precision, and GEMMs go through gt_gemm (blas.h).
+ * Types only: nothing to own, nothing that fails. */
 #ifndef GT_REAL_H
 #define GT_REAL_H
 

@@ -1,6 +1,7 @@
 /* rng.h: the project's one pseudo-random stream, splitmix64 (Steele et al.): a 64-bit state
  * advanced by a constant, so a state saved in a checkpoint resumes the exact sequence. Used for
- * initialisation, LoRA's He-uniform A, data shuffling and sampling. */
+ * initialisation, LoRA's He-uniform A, data shuffling and sampling.
+ * The state is a value the caller holds (no allocation, nothing fails). */
 #ifndef GT_RNG_H
 #define GT_RNG_H
 

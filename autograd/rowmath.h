@@ -3,7 +3,8 @@
  * In the fp32 build exp is evaluated 16 lanes at a time (GCC vector extensions lowered by
  * -march; about 1 ulp), because over 262144-wide vocabulary rows libm's scalar expf costs more
  * than the memory traffic. The f64 build uses plain loops and libm, so the gradient checks test
- * the maths. All functions expect max-subtracted arguments to exp (x <= 0 up to rounding). */
+ * the maths. All functions expect max-subtracted arguments to exp (x <= 0 up to rounding).
+ * Pure functions over caller-owned rows: nothing allocates, nothing fails. */
 #ifndef GT_ROWMATH_H
 #define GT_ROWMATH_H
 

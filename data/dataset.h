@@ -7,7 +7,9 @@
  * skip_bad, the line is left out and counted. Order: epoch e uses a Fisher-Yates permutation
  * from splitmix64 seeded by (seed, e) (or file order without shuffle); rank r of W takes global
  * positions r, r+W, r+2W, ... so ranks read disjoint records that together cover the epoch.
- * The position (epoch, next global index) can be saved and restored exactly. */
+ * The position (epoch, next global index) can be saved and restored exactly.
+ * Ownership: gt_dataset_open fills a caller-owned gt_dataset (gt_dataset_close releases the open
+ * file and the index); records read back are the caller's (gt_example_free). */
 #ifndef GT_DATASET_H
 #define GT_DATASET_H
 

@@ -17,7 +17,9 @@
  *    <end_of_turn> are response tokens (weighted), everything else, the newline after
  *    <end_of_turn> included, is prompt; right-truncated to S+1.
  * Weights are 0 on padding. Labels where the weight is 0 are still valid ids (pad). Packing
- * (optional) is described with gt_pp_pack_append below. */
+ * (optional) is described with gt_pp_pack_append below.
+ * Ownership: every output array is the caller's (S values each); nothing is kept. Errors: -1 and
+ * a one-line message (a vocabulary without the chat template's markers, out of memory). */
 #ifndef GT_PREPROCESS_H
 #define GT_PREPROCESS_H
 

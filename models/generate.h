@@ -4,7 +4,9 @@
  * greedy = argmax; random = the full distribution; top_k keeps the k most probable tokens;
  * top_p keeps, in descending order (optionally among the top k only), every token whose exclusive
  * cumulative probability is <= p (so the first is always kept). Sampling is reproducible from the
- * seed. */
+ * seed.
+ * Contract: the model is read only; outputs go to caller-owned arrays; errors are -1 with a
+ * one-line message (bad sampler spec, empty prompt, no room left by max_length, a failed op). */
 #ifndef GT_GENERATE_H
 #define GT_GENERATE_H
 

