@@ -303,72 +303,10 @@ static gt_tensor *heads(gt_ctx *ctx, gt_tensor *x, int64_t b, int64_t t, int64_t
     return gt_reshape(ctx, x, 4, shape);
 }
 
-/* One decoder block. With a cache (inference only, B = 1), the block's rotated keys and values
- * for the T new tokens are written at cache position pos0 and attention reads all pos0 + T.
- * Its two residual halves are scopes: only the residual stream leaves each, so the tape frees
- * every intermediate no backward reads as soon as the half is done. */
-static gt_tensor *block(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, int64_t B,
-                        int64_t T, const int32_t *pos, const uint8_t *key_mask,
-                        const int32_t *segment_ids, gt_gemma_cache *cache, int64_t pos0) {
-    const gt_gemma_config *c = &m->cfg;
-    const gt_gemma_layer *ly = &m->layers[i];
-    int64_t H = c->head_dim, N = c->num_query_heads, K = c->num_kv_heads;
-    bool local = gt_gemma_layer_is_local(c, i);
-    gt_rope_cfg rope = {local ? c->rope_local_base : c->rope_global_base,
-                        local ? c->rope_local_scale : c->rope_global_scale, 0};
-    gt_attn_cfg attn = {.scale = gt_gemma_query_scale(c),
-                        .softcap = c->attn_logit_softcap,
-                        .window = local ? c->sliding_window : 0,
-                        .causal = true,
-                        .q_offset = 0,
-                        .key_mask = key_mask,
-                        .segment_ids = segment_ids};
-    gt_scope half = gt_scope_begin(ctx);
-    gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
-    gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
-    gt_tensor *k = heads(ctx, proj(ctx, m, i, GT_LORA_KEY, h, ly->key), B, T, K, H);
-    gt_tensor *v = heads(ctx, proj(ctx, m, i, GT_LORA_VALUE, h, ly->value), B, T, K, H);
-    gt_scope qk = gt_scope_begin(ctx); /* the norms' outputs die once rotated */
-    if (c->use_qk_norm) {
-        q = norm(ctx, m, q, ly->query_norm);
-        k = norm(ctx, m, k, ly->key_norm);
-    }
-    q = gt_rope(ctx, q, pos, &rope);
-    k = gt_rope(ctx, k, pos, &rope);
-    gt_tensor *rotated[2] = {q, k};
-    gt_scope_end(ctx, qk, rotated, 2);
-    if (cache && gt_ok(ctx)) {
-        int64_t row = K * H, S = pos0 + T;
-        gt_real *ck = cache->k + i * cache->max_len * row, *cv = cache->v + i * cache->max_len * row;
-        memcpy(ck + pos0 * row, k->data, (size_t)(T * row) * sizeof(gt_real));
-        memcpy(cv + pos0 * row, v->data, (size_t)(T * row) * sizeof(gt_real));
-        int64_t shape[4] = {1, S, K, H};
-        k = gt_alloc(ctx, sizeof *k); /* attention reads the cache itself */
-        v = gt_alloc(ctx, sizeof *v);
-        if (!k || !v) return NULL;
-        gt_tensor_wrap(k, ck, NULL, 4, shape, false);
-        gt_tensor_wrap(v, cv, NULL, 4, shape, false);
-        attn.q_offset = pos0;
-    }
-    gt_tensor *att = gt_attention(ctx, q, k, v, &attn);
-    int64_t flat[3] = {B, T, N * H};
-    gt_tensor *a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, att, 3, flat), ly->attn_out);
-    if (ly->post_attn_norm) a = norm(ctx, m, a, ly->post_attn_norm);
-    x = gt_add(ctx, x, a);
-    gt_scope_end(ctx, half, &x, 1);
-    half = gt_scope_begin(ctx);
-    h = norm(ctx, m, x, ly->pre_ffw_norm);
-    gt_tensor *g = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
-                           proj(ctx, m, i, GT_LORA_UP, h, ly->up));
-    gt_tensor *f = proj(ctx, m, i, GT_LORA_DOWN, g, ly->down);
-    if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
-    x = gt_add(ctx, x, f);
-    return gt_scope_end(ctx, half, &x, 1);
-}
-
-/* Offset of layer i's rows in a Gemma 4 cache: only layers with their own k, v store any, each
- * max_len rows of its own width (kv heads x head dim). */
-static int64_t cache_offset4(const gt_gemma_config *c, int64_t layer, int64_t max_len) {
+/* Offset of layer i's rows in the kv cache: only layers with their own k, v store any (Gemma 4's
+ * kv-shared layers read their source's), each max_len rows of its own width (kv heads x head
+ * dim, which differ between local and global layers in Gemma 4). */
+static int64_t cache_offset(const gt_gemma_config *c, int64_t layer, int64_t max_len) {
     int64_t off = 0;
     for (int64_t j = 0; j < layer; j++)
         if (gt_gemma_kv_source(c, j) < 0)
@@ -376,83 +314,106 @@ static int64_t cache_offset4(const gt_gemma_config *c, int64_t layer, int64_t ma
     return off;
 }
 
-/* Gemma 4 decoder block (KerasHub Gemma4TextDecoderBlock / Gemma4TextAttention). kv_k, kv_v
- * hold every earlier layer's attention keys and values (after norm and RoPE) for the kv-shared
- * layers; pli is this layer's per-layer input [B, T, P] or NULL. With a cache (B = 1, no tape)
- * the T tokens follow the pos0 cached ones, as in block(). Scopes as in block(); the attention
- * half also hands out its k, v for the layers that share them. */
-static gt_tensor *block4(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, int64_t B,
-                         int64_t T, const int32_t *pos, const uint8_t *key_mask,
-                         const int32_t *segment_ids, gt_tensor **kv_k, gt_tensor **kv_v,
-                         gt_tensor *pli, gt_gemma_cache *cache, int64_t pos0) {
+/* Gemma 4 normalises the values by their RMS, without a scale (KerasHub Gemma4TextAttention). */
+static bool value_norm(const gt_gemma_config *c) { return c->generation == 4; }
+
+/* Writes the T new rows of k, v at cache position pos0 and turns k, v into views of the whole
+ * cached pos0 + T rows, which attention then reads. */
+static int cache_kv(gt_ctx *ctx, const gt_gemma_config *c, int64_t i, gt_gemma_cache *cache, int64_t pos0,
+                    int64_t T, int64_t K, int64_t H, gt_tensor **k, gt_tensor **v) {
+    int64_t row = K * H, S = pos0 + T, off = cache_offset(c, i, cache->max_len);
+    gt_real *ck = cache->k + off, *cv = cache->v + off;
+    memcpy(ck + pos0 * row, (*k)->data, (size_t)(T * row) * sizeof(gt_real));
+    memcpy(cv + pos0 * row, (*v)->data, (size_t)(T * row) * sizeof(gt_real));
+    int64_t shape[4] = {1, S, K, H};
+    *k = gt_alloc(ctx, sizeof **k);
+    *v = gt_alloc(ctx, sizeof **v);
+    if (!*k || !*v) return -1;
+    gt_tensor_wrap(*k, ck, NULL, 4, shape, false);
+    gt_tensor_wrap(*v, cv, NULL, 4, shape, false);
+    return 0;
+}
+
+/* The inputs of one block beyond the residual stream. */
+typedef struct {
+    int64_t B, T;
+    const int32_t *pos;
+    const uint8_t *key_mask;
+    const int32_t *segment_ids;
+    gt_tensor **kv_k, **kv_v; /* every earlier layer's attention k, v (after norm and RoPE), for
+                                 the layers that share them (Gemma 4) */
+    gt_gemma_cache *cache;    /* inference only (B = 1, no tape), or NULL */
+    int64_t pos0;             /* with a cache: the T tokens follow pos0 cached ones */
+} block_in;
+
+/* The attention half of decoder block i: x + [post-norm](out(attention(q, k, v))). Every layer
+ * shape and flag comes from the config: per-layer head dims and kv heads, q/k norms, RoPE on a
+ * part of the head, k = v layers, kv-shared layers, value norm (Gemma 4). A scope: only the
+ * residual stream leaves, and k, v when a later layer shares them. */
+static gt_tensor *attention_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, const block_in *in) {
     const gt_gemma_config *c = &m->cfg;
     const gt_gemma_layer *ly = &m->layers[i];
-    int64_t H = gt_gemma_layer_head_dim(c, i), N = c->num_query_heads, K = gt_gemma_layer_kv_heads(c, i);
+    int64_t B = in->B, T = in->T, N = c->num_query_heads;
+    int64_t H = gt_gemma_layer_head_dim(c, i), K = gt_gemma_layer_kv_heads(c, i);
     bool local = gt_gemma_layer_is_local(c, i);
     gt_rope_cfg rope = {local ? c->rope_local_base : c->rope_global_base,
-                        local ? c->rope_local_scale : c->rope_global_scale,
-                        gt_gemma_layer_rotary_dims(c, i)};
+                        local ? c->rope_local_scale : c->rope_global_scale, gt_gemma_layer_rotary_dims(c, i)};
     gt_attn_cfg attn = {.scale = gt_gemma_query_scale(c),
                         .softcap = c->attn_logit_softcap,
                         .window = local ? c->sliding_window : 0,
                         .causal = true,
-                        .q_offset = 0,
-                        .key_mask = key_mask,
-                        .segment_ids = segment_ids};
+                        .q_offset = in->cache ? in->pos0 : 0,
+                        .key_mask = in->key_mask,
+                        .segment_ids = in->segment_ids};
     gt_scope half = gt_scope_begin(ctx);
     gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
     gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
-    q = gt_rope(ctx, norm(ctx, m, q, ly->query_norm), pos, &rope);
     int64_t src = gt_gemma_kv_source(c, i);
-    gt_tensor *k, *v;
-    if (src >= 0) {
-        k = kv_k[src];
-        v = kv_v[src];
-    } else {
-        gt_tensor *kraw = heads(ctx, proj(ctx, m, i, GT_LORA_KEY, h, ly->key), B, T, K, H);
-        k = gt_rope(ctx, norm(ctx, m, kraw, ly->key_norm), pos, &rope);
-        /* value norm: RMS without a scale; k = v layers normalise the raw key projection */
-        gt_tensor *vraw = gt_gemma_layer_k_eq_v(c, i)
-                              ? kraw
-                              : heads(ctx, proj(ctx, m, i, GT_LORA_VALUE, h, ly->value), B, T, K, H);
-        v = gt_rmsnorm(ctx, vraw, NULL, c->rms_eps, false);
-        if (cache && gt_ok(ctx)) {
-            /* as in block(): write the new rows, then attend over the cached pos0 + T */
-            int64_t row = K * H, S = pos0 + T, off = cache_offset4(c, i, cache->max_len);
-            gt_real *ck = cache->k + off, *cv = cache->v + off;
-            memcpy(ck + pos0 * row, k->data, (size_t)(T * row) * sizeof(gt_real));
-            memcpy(cv + pos0 * row, v->data, (size_t)(T * row) * sizeof(gt_real));
-            int64_t shape[4] = {1, S, K, H};
-            k = gt_alloc(ctx, sizeof *k);
-            v = gt_alloc(ctx, sizeof *v);
-            if (!k || !v) return NULL;
-            gt_tensor_wrap(k, ck, NULL, 4, shape, false);
-            gt_tensor_wrap(v, cv, NULL, 4, shape, false);
-        }
+    gt_tensor *k = src >= 0 ? in->kv_k[src] : heads(ctx, proj(ctx, m, i, GT_LORA_KEY, h, ly->key), B, T, K, H);
+    gt_tensor *v = src >= 0                       ? in->kv_v[src]
+                   : gt_gemma_layer_k_eq_v(c, i) ? k /* the raw key projection */
+                                                 : heads(ctx, proj(ctx, m, i, GT_LORA_VALUE, h, ly->value), B, T, K, H);
+    gt_scope qk = gt_scope_begin(ctx); /* the norms' outputs die once rotated */
+    if (c->use_qk_norm) q = norm(ctx, m, q, ly->query_norm);
+    q = gt_rope(ctx, q, in->pos, &rope);
+    if (src < 0) {
+        if (value_norm(c)) v = gt_rmsnorm(ctx, v, NULL, c->rms_eps, false);
+        if (c->use_qk_norm) k = norm(ctx, m, k, ly->key_norm);
+        k = gt_rope(ctx, k, in->pos, &rope);
     }
-    if (cache) attn.q_offset = pos0; /* shared layers read their source's cache views */
-    kv_k[i] = k;
-    kv_v[i] = v;
+    gt_tensor *rotated[3] = {q, src < 0 ? k : NULL, src < 0 ? v : NULL};
+    gt_scope_end(ctx, qk, rotated, 3);
+    if (src < 0 && in->cache && gt_ok(ctx) && cache_kv(ctx, c, i, in->cache, in->pos0, T, K, H, &k, &v))
+        return NULL;
+    in->kv_k[i] = k;
+    in->kv_v[i] = v;
     gt_tensor *a = gt_attention(ctx, q, k, v, &attn);
     int64_t flat[3] = {B, T, N * H};
     a = proj(ctx, m, i, GT_LORA_ATTN_OUT, gt_reshape(ctx, a, 3, flat), ly->attn_out);
-    x = gt_add(ctx, x, norm(ctx, m, a, ly->post_attn_norm));
-    bool shared = false; /* k, v leave the scope only for a later layer that shares them */
+    if (ly->post_attn_norm) a = norm(ctx, m, a, ly->post_attn_norm);
+    x = gt_add(ctx, x, a);
+    bool shared = false;
     for (int64_t j = i + 1; j < c->num_layers; j++) shared = shared || gt_gemma_kv_source(c, j) == i;
     gt_tensor *keep[3] = {x, shared ? k : NULL, shared ? v : NULL};
-    gt_scope_end(ctx, half, keep, 3);
-    half = gt_scope_begin(ctx);
-    h = norm(ctx, m, x, ly->pre_ffw_norm);
-    gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate),
-                           proj(ctx, m, i, GT_LORA_UP, h, ly->up));
+    return gt_scope_end(ctx, half, keep, 3);
+}
+
+/* The feed-forward half: x + [post-norm](down(gelu(gate) * up)), then Gemma 4's per-layer input
+ * (pli [B, T, P], or NULL) and layer scale. A scope: only the residual stream leaves. */
+static gt_tensor *ffw_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, gt_tensor *pli) {
+    const gt_gemma_layer *ly = &m->layers[i];
+    gt_scope half = gt_scope_begin(ctx);
+    gt_tensor *h = norm(ctx, m, x, ly->pre_ffw_norm);
+    gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate), proj(ctx, m, i, GT_LORA_UP, h, ly->up));
     f = proj(ctx, m, i, GT_LORA_DOWN, f, ly->down);
-    x = gt_add(ctx, x, norm(ctx, m, f, ly->post_ffw_norm));
+    if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
+    x = gt_add(ctx, x, f);
     if (pli) {
         gt_tensor *g = gt_mul(ctx, gt_gelu(ctx, linear(ctx, m, x, ly->ple_gate)), pli);
         x = gt_add(ctx, x, norm(ctx, m, linear(ctx, m, g, ly->ple_up), ly->ple_norm));
     }
     /* layer_scalar is a frozen checkpoint constant: a plain scale, no gradient */
-    x = gt_ok(ctx) ? gt_scale(ctx, x, (double)ly->layer_scalar->data[0]) : NULL;
+    if (ly->layer_scalar) x = gt_ok(ctx) ? gt_scale(ctx, x, (double)ly->layer_scalar->data[0]) : NULL;
     return gt_scope_end(ctx, half, &x, 1);
 }
 
@@ -472,13 +433,14 @@ static gt_tensor *per_layer_inputs(gt_ctx *ctx, const gt_gemma *m, gt_tensor *h0
     return gt_reshape(ctx, gt_transpose(ctx, sum, 0, 1), 2, rows);
 }
 
-/* Final-normalised hidden states of Gemma 4; with a cache (B = 1, no tape) the T tokens sit at
- * positions pos0.. after the cached ones. */
-static gt_tensor *hidden4(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b, gt_tensor *x,
-                          const int32_t *pos, gt_gemma_cache *cache, int64_t pos0) {
+/* The decoder blocks over embeddings x (not yet final-normalised). With a cache (B = 1, no tape)
+ * the T tokens sit at positions pos0.. after the cached ones. */
+static gt_tensor *blocks(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b, gt_tensor *x,
+                         const int32_t *pos, gt_gemma_cache *cache, int64_t pos0) {
     int64_t B = b->batch, T = b->seq, L = m->cfg.num_layers, P = m->cfg.per_layer_input_dim;
     gt_tensor **kv = gt_alloc(ctx, (size_t)(2 * L) * sizeof *kv);
     if (!kv) return NULL;
+    block_in in = {B, T, pos, b->padding_mask, b->segment_ids, kv, kv + L, cache, pos0};
     gt_tensor *pl = P > 0 ? per_layer_inputs(ctx, m, x, b->token_ids, B, T) : NULL;
     for (int64_t i = 0; i < L && gt_ok(ctx); i++) {
         gt_tensor *pli = NULL;
@@ -486,9 +448,9 @@ static gt_tensor *hidden4(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *
             int64_t sh[3] = {B, T, P};
             pli = gt_reshape(ctx, gt_slice_rows(ctx, pl, i, 1), 3, sh);
         }
-        x = block4(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, kv, kv + L, pli, cache, pos0);
+        x = ffw_half(ctx, m, i, attention_half(ctx, m, i, x, &in), pli);
     }
-    return norm(ctx, m, x, m->final_norm);
+    return x;
 }
 
 static gt_tensor *embed(gt_ctx *ctx, const gt_gemma *m, const int32_t *ids, int64_t B, int64_t T) {
@@ -515,21 +477,14 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
     }
     gt_scope s = gt_scope_begin(ctx); /* only the final hidden states outlive the forward */
     gt_tensor *x = embed(ctx, m, b->token_ids, B, T);
-    if (m->cfg.generation == 4) {
-        x = hidden4(ctx, m, b, x, pos, NULL, 0);
-    } else {
-        for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
-            x = block(ctx, m, i, x, B, T, pos, b->padding_mask, b->segment_ids, NULL, 0);
-        x = norm(ctx, m, x, m->final_norm);
-    }
+    x = norm(ctx, m, blocks(ctx, m, b, x, pos, NULL, 0), m->final_norm);
     return gt_scope_end(ctx, s, &x, 1);
 }
 
 int gt_gemma_cache_init(gt_gemma_cache *cache, const gt_gemma *m, int64_t max_len, char *err,
                         size_t errn) {
     memset(cache, 0, sizeof *cache);
-    int64_t n = m->cfg.generation == 4 ? cache_offset4(&m->cfg, m->cfg.num_layers, max_len)
-                                       : m->cfg.num_layers * max_len * m->cfg.num_kv_heads * m->cfg.head_dim;
+    int64_t n = cache_offset(&m->cfg, m->cfg.num_layers, max_len);
     if (max_len < 1) return snprintf(err, errn, "kv cache: max_len must be >= 1"), -1;
     cache->k = malloc((size_t)n * sizeof(gt_real));
     cache->v = malloc((size_t)n * sizeof(gt_real));
@@ -563,18 +518,11 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
     gt_scope s = gt_scope_begin(ctx); /* only the logits outlive the step */
     gt_tensor *x = embed(ctx, m, ids, 1, n);
     int64_t flat[2] = {n, m->cfg.hidden_dim};
-    gt_tensor *z;
-    if (m->cfg.generation == 4) {
-        gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
-        x = hidden4(ctx, m, &b, x, pos, cache, pos0);
-        z = gt_gemma_logits(ctx, m, gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1));
-    } else {
-        for (int64_t i = 0; i < m->cfg.num_layers && gt_ok(ctx); i++)
-            x = block(ctx, m, i, x, 1, n, pos, NULL, NULL, cache, pos0);
-        /* only the last position's hidden state is needed to sample the next token */
-        x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
-        z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
-    }
+    gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
+    x = blocks(ctx, m, &b, x, pos, cache, pos0);
+    /* only the last position's hidden state is needed to sample the next token */
+    x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
+    gt_tensor *z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
     z = gt_scope_end(ctx, s, &z, 1);
     ctx->grad_enabled = grad;
     if (z) cache->len = pos0 + n;
