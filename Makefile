@@ -7,6 +7,8 @@
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make bench      build the benchmarks (run them from bench/README.md)
 #   make fuzz       build the libFuzzer targets (clang) and run each: tools/fuzz/run.sh
+#   make install    the CLI, libgemmatrain.a/.so, headers and gemmatrain.pc under PREFIX (/usr/local)
+#   make test-install  install into a temporary prefix and build examples/ against it (pkg-config)
 # Compiler flags for dependencies come from pkg-config only.
 
 SAN      ?= 0
@@ -56,6 +58,15 @@ CLI_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRC))
 F64_SRC  := $(wildcard util/*.c autograd/*.c) tests/gradcheck.c
 F64_OBJ  := $(patsubst %.c,$(BUILD)/f64/%.o,$(F64_SRC))
 
+# The shared library is built from position-independent copies of the objects.
+PIC_OBJ  := $(patsubst %.c,$(BUILD)/pic/%.o,$(LIB_SRC))
+SONAME   := libgemmatrain.so.0
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+# Installed headers keep their folders (include/gemmatrain/train/trainer.h): the sources' own
+# include paths work unchanged. tok_internal.h is the tokenizer loaders' private header.
+PUB_HDR  := $(filter-out data/tok_internal.h,$(wildcard $(addsuffix /*.h,$(LIB_DIRS))))
+
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_F64 := $(filter %_f64.c,$(TEST_SRC))
 TEST_F32 := $(filter-out %_f64.c,$(TEST_SRC))
@@ -69,7 +80,7 @@ FUZZ_BIN := $(patsubst tools/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all setup model demo test bench fuzz fuzzers clean
+.PHONY: all setup model demo test test-install install bench fuzz fuzzers clean
 all: $(BUILD)/gemmatrain
 
 setup:
@@ -91,6 +102,15 @@ $(BUILD)/libgt_f64.a: $(F64_OBJ)
 	@rm -f $@
 	@ar rcs $@ $^
 
+$(BUILD)/libgemmatrain.so: $(PIC_OBJ)
+	@echo "LD $@"
+	@$(CC) $(LDFLAGS) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LIBS)
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "CC(pic) $<"
+	@$(CC) $(CFLAGS) -fPIC $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
+
 $(BUILD)/gemmatrain: $(CLI_OBJ) $(BUILD)/libgemmatrain.a
 	@echo "LD $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -107,9 +127,9 @@ $(BUILD)/%.o: %.c
 
 # The optimizer's element loop (sqrt per value) vectorises only when sqrt need not set errno;
 # the results are the same (sqrt is exact either way), the update about 4x faster.
-$(BUILD)/train/optim.o: CFLAGS += -fno-math-errno
+$(BUILD)/train/optim.o $(BUILD)/pic/train/optim.o: CFLAGS += -fno-math-errno
 # the packing-free LM-head kernel is written as a += b * c: let it become FMAs
-$(BUILD)/autograd/ops_lmhead.o: CFLAGS += -ffp-contract=fast
+$(BUILD)/autograd/ops_lmhead.o $(BUILD)/pic/autograd/ops_lmhead.o: CFLAGS += -ffp-contract=fast
 
 $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_F32)): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_AUX_OBJ) $(BUILD)/libgemmatrain.a
 	@echo "LD $@"
@@ -126,8 +146,26 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libgemmatrain.a
 
 test: $(BUILD)/gemmatrain $(TEST_BIN)
 	@SAN=$(SAN) bash tests/run.sh $(BUILD) $(TEST_BIN)
+ifneq ($(SAN),1)
+	@bash tests/install.sh
+endif
 
 bench: $(BENCH_BIN)
+
+install: $(BUILD)/gemmatrain $(BUILD)/libgemmatrain.a $(BUILD)/libgemmatrain.so
+	@echo "install into $(DESTDIR)$(PREFIX)"
+	@install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/gemmatrain
+	@install -m 755 $(BUILD)/gemmatrain $(DESTDIR)$(PREFIX)/bin/gemmatrain
+	@install -m 644 $(BUILD)/libgemmatrain.a $(DESTDIR)$(PREFIX)/lib/libgemmatrain.a
+	@install -m 755 $(BUILD)/libgemmatrain.so $(DESTDIR)$(PREFIX)/lib/libgemmatrain.so.$(VERSION)
+	@ln -sf libgemmatrain.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	@ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libgemmatrain.so
+	@for h in $(PUB_HDR); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/gemmatrain/$$h; done
+	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@REQUIRES@|$(filter-out check,$(PKGS))|' \
+	  tools/gemmatrain.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/gemmatrain.pc
+
+test-install:
+	@bash tests/install.sh
 
 # Fuzz targets (need clang with libFuzzer): `make fuzz` builds them with FUZZ=1 and runs each
 # (tools/fuzz/run.sh; FUZZ_RUNS / FUZZ_SECONDS bound every target). Not part of `make test`.
