@@ -5,10 +5,41 @@
  * models/ that data/ uses; it depends only on util/). The pieces go to gt_tok_from_pieces. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "data/tok_internal.h"
 #include "models/io/gguf.h"
 #include "util/err.h"
+
+/* llama.cpp's converter writes Gemma's whitespace-run pieces (USER_DEFINED "\u2581\u2581" ...
+ * in the SentencePiece model) with plain spaces. Spell them back with U+2581, as SentencePiece
+ * does, so that a .spm written from this vocabulary matches them in real SentencePiece too
+ * (tok_set_spm_text_rules lets the encoder match them on raw spaces either way). A respelling
+ * that would collide with another piece is left alone. */
+static int respell_spaces(char **pieces, const int32_t *types, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++) {
+        if (types[i] != GT_PIECE_USER_DEFINED || !strchr(pieces[i], ' ')) continue;
+        size_t l = strlen(pieces[i]), spaces = 0;
+        for (size_t j = 0; j < l; j++) spaces += pieces[i][j] == ' ';
+        char *r = malloc(l + 2 * spaces + 1);
+        if (!r) return -1;
+        size_t k = 0;
+        for (size_t j = 0; j < l; j++) {
+            if (pieces[i][j] == ' ') memcpy(r + k, "\xE2\x96\x81", 3), k += 3;
+            else r[k++] = pieces[i][j];
+        }
+        r[k] = 0;
+        bool taken = false;
+        for (uint64_t j = 0; j < n && !taken; j++) taken = strlen(pieces[j]) == k && !memcmp(pieces[j], r, k);
+        if (taken) {
+            free(r);
+            continue;
+        }
+        free(pieces[i]);
+        pieces[i] = r;
+    }
+    return 0;
+}
 
 int gt_tok_from_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t errn) {
     *tok = NULL;
@@ -34,6 +65,10 @@ int gt_tok_from_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t err
         bool any = false;
         for (uint64_t i = 0; i < n && !any; i++) any = types[i] == GT_PIECE_UNKNOWN;
         if (!any) types[unk] = GT_PIECE_UNKNOWN;
+    }
+    if (respell_spaces(pieces, types, n)) {
+        snprintf(err, errn, "tokenizer.ggml.tokens: out of memory");
+        goto done;
     }
     if (gt_tok_from_pieces((const char *const *)pieces, scores, types, (int32_t)n, tok, err, errn)) goto done;
     int64_t bos = 2, eos = 1, pad = 0;

@@ -504,13 +504,36 @@ int tok_build_pair_table(gt_tokenizer *t, const char *src, char *err, size_t err
 }
 
 /* SentencePiece-style text handling: spaces as U+2581 and the same back on decode. */
+/* SentencePiece matches USER_DEFINED pieces in the escaped text, where a space is U+2581: the
+ * piece "\u2581\u2581" (Gemma's whitespace runs) matches two spaces of input. The trie matches raw
+ * text, so such a piece also gets its spelling with spaces (unless that is a piece of its own). */
+static int trie_add_unescaped(gt_tokenizer *t) {
+    for (int32_t i = 0; i < t->n; i++) {
+        const char *p = t->blob + t->off[i];
+        size_t l = t->len[i];
+        if (t->type[i] != GT_PIECE_USER_DEFINED || !memmem(p, l, "\xE2\x96\x81", 3)) continue;
+        char *u = malloc(l + 1);
+        if (!u) return -1;
+        size_t k = 0;
+        for (size_t j = 0; j < l; j++) {
+            if (j + 2 < l && !memcmp(p + j, "\xE2\x96\x81", 3)) u[k++] = ' ', j += 2;
+            else u[k++] = p[j];
+        }
+        int rc = tok_piece_find(t, u, k) >= 0 ? 0 : trie_add(t, u, k, i);
+        free(u);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
 int tok_set_spm_text_rules(gt_tokenizer *t, bool escape, bool dummy, bool remove_ws) {
     t->spm_dummy = dummy;
     t->spm_remove_ws = remove_ws;
     t->dec_bytes = true;
     t->fuse_unk = true;
     if (escape && (tok_add_op(t->norm, &t->n_norm, OP_REPLACE, " ", 1, "\xE2\x96\x81", 3) ||
-                   tok_add_op(t->dec, &t->n_dec, OP_REPLACE, "\xE2\x96\x81", 3, " ", 1)))
+                   tok_add_op(t->dec, &t->n_dec, OP_REPLACE, "\xE2\x96\x81", 3, " ", 1) ||
+                   trie_add_unescaped(t)))
         return -1;
     if (dummy) {
         t->dec_strip = tok_memdup0(" ", 1);

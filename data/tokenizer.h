@@ -13,7 +13,10 @@
  * else <unk> (runs of <unk> fuse into one).
  *
  * Text that spells a piece of type USER_DEFINED (Gemma: newline and tab runs, HTML tags,
- * <unusedN>, <mask>) always encodes as that one piece, as SentencePiece and `tokenizers` do.
+ * <unusedN>, <mask>) always encodes as that one piece, as SentencePiece and `tokenizers` do. With
+ * SentencePiece rules (a .spm, a GGUF vocabulary) such a piece is matched in the escaped text, so
+ * "\u2581\u2581" (Gemma's whitespace runs) matches two spaces; a GGUF's plain-space spellings of
+ * them are respelled with U+2581 on load, so a .spm written from a GGUF is SentencePiece's own.
  * CONTROL and UNKNOWN pieces ("<bos>", "<start_of_turn>", "<unk>", ...) are matched in the text
  * only when match_special is true; with false (the default for training data) they are encoded
  * as ordinary text, so data cannot inject control tokens. Among pieces that match at one

@@ -709,6 +709,48 @@ START_TEST(sentencepiece_rule_on_a_tiny_vocabulary) {
 }
 END_TEST
 
+/* SentencePiece matches a USER_DEFINED piece in the escaped text: "\u2581x\u2581" matches " x "
+ * of the input, though no merge can build it (there is no "\u2581x"). */
+START_TEST(user_defined_pieces_match_spaces_as_u2581) {
+    const char *p[] = {"<unk>", "a", "b", "x", "\xE2\x96\x81", "\xE2\x96\x81x\xE2\x96\x81"};
+    int32_t ty[] = {2, 1, 1, 1, 1, 4};
+    gt_tokenizer *t;
+    ck_assert_msg(!gt_tok_from_pieces(p, NULL, ty, 6, &t, g_err, sizeof g_err), "%s", g_err);
+    EXPECT(t, "tiny", "a x b", false, 1, 5, 2);
+    EXPECT(t, "tiny", "ax b", false, 1, 3, 4, 2); /* no space before x: no match */
+    char *s;
+    size_t n;
+    int32_t ids[] = {1, 5, 2};
+    ck_assert(!gt_tok_decode(t, ids, 3, false, &s, &n, g_err, sizeof g_err));
+    ck_assert_str_eq(s, "a x b");
+    free(s);
+    gt_tok_free(t);
+}
+END_TEST
+
+/* llama.cpp's GGUF spells Gemma's whitespace-run pieces with spaces; we spell them as the
+ * SentencePiece model does, so that a .spm written from the GGUF works in real SentencePiece
+ * (tools/reference/check_spm.py --gguf), and they still match runs of spaces. */
+START_TEST(gguf_whitespace_pieces_are_spelled_as_sentencepiece_does) {
+    if (!g_gguf) return;
+    ck_assert_str_eq(gt_tok_piece(g_gguf, 138), "\xE2\x96\x81\xE2\x96\x81");
+    ck_assert_int_eq(gt_tok_piece_type(g_gguf, 138), GT_PIECE_USER_DEFINED);
+    ck_assert_str_eq(gt_tok_piece(g_gguf, 167), "\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81"
+                                          "\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81"
+                                          "\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81"
+                                          "\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81"
+                                          "\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81"
+                                          "\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81"
+                                          "\xE2\x96\x81");
+    if (g_spm) ck_assert_str_eq(gt_tok_piece(g_spm, 138), "\xE2\x96\x81\xE2\x96\x81");
+    /* the ids Hugging Face tokenizers gives with the real tokenizer.json (and real sentencepiece
+     * with the .spm written from the GGUF) */
+    EXPECT(g_gguf, "gguf", "def f():\n    return 1\n", false, 2063, 517, 6141, 107, 140, 2060, 236743, 236770, 107);
+    EXPECT(g_gguf, "gguf", "a   b    c", false, 236746, 139, 236763, 140, 236755);
+    EXPECT(g_gguf, "gguf", "<h1>  Title </h1>", false, 184, 138, 7396, 236743, 191);
+}
+END_TEST
+
 START_TEST(sentencepiece_rule_ties_and_unknowns) {
     const char *p[] = {"<unk>", "<s>", "a", "b", "c", "ab", "bc", "<x>"};
     float sc[] = {0, 0, 0, 0, 0, -1, -1, 0};
@@ -1230,6 +1272,7 @@ int main(void) {
     tcase_add_test(tc, byte_fallback_for_characters_outside_the_vocabulary);
     tcase_add_test(tc, empty_text_and_whitespace_runs);
     tcase_add_test(tc, newline_and_tab_runs);
+    tcase_add_test(tc, gguf_whitespace_pieces_are_spelled_as_sentencepiece_does);
     tcase_add_test(tc, encode_appends_and_rejects_bad_utf8);
     tcase_add_test(tc, cli_reproduces_the_vector_file_byte_for_byte);
     suite_add_tcase(s, tc);
@@ -1244,6 +1287,7 @@ int main(void) {
     TCase *small = tcase_create("rules_and_errors");
     tcase_add_test(small, sentencepiece_rule_on_a_tiny_vocabulary);
     tcase_add_test(small, sentencepiece_rule_ties_and_unknowns);
+    tcase_add_test(small, user_defined_pieces_match_spaces_as_u2581);
     tcase_add_test(small, tokenizer_json_rules_on_a_tiny_vocabulary);
     tcase_add_test(small, missing_files_are_named);
     tcase_add_test(small, malformed_tokenizer_json);
