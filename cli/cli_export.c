@@ -17,6 +17,7 @@
 #include "cli/cli.h"
 #include "train/config.h"
 #include "train/checkpoint.h"
+#include "models/io/peft.h"
 #include "train/loader.h"
 #include "train/trainer.h"
 #include "util/fsutil.h"
@@ -25,13 +26,16 @@ static const char *export_usage =
     "usage: gemmatrain export CONFIG.yaml|CHECKPOINT.h5 --out PATH [--merge-lora | --lora-only] [options] [key=value ...]\n"
     "  From a checkpoint: the run's own config rebuilds the model and the trained tensors are loaded.\n"
     "  Loads model.weights (GGUF or KerasHub preset) and the tokenizer as the config says, and the\n"
-    "  LoRA adapters of lora.weights (a Keras .lora.h5) when given, and writes:\n"
+    "  LoRA adapters of lora.weights (a Keras .lora.h5 or a PEFT directory) when given, and writes:\n"
     "    (default)     a KerasHub preset directory PATH with the base weights, plus\n"
     "                  PATH/adapter.lora.h5 when there are adapters (Keras: load_lora_weights)\n"
     "    --merge-lora  a preset with the adapters folded into the kernels (W + scale * A B)\n"
     "    --lora-only   only the adapters, to PATH (must end in .lora.h5)\n"
     "    --format hf   a Hugging Face directory instead (config.json, model.safetensors, tokenizer\n"
     "                  files; transformers' AutoModelForCausalLM loads it); adapters need --merge-lora\n"
+    "    --format peft only the adapters, as a PEFT directory PATH (adapter_config.json,\n"
+    "                  adapter_model.safetensors): PeftModel.from_pretrained(hf_model, PATH) loads it\n"
+    "                  onto the --format hf export of the same base\n"
     "  options: --sequence-length N (the preprocessor's, default 1024), --steps N and\n"
     "           --eval-loss X (recorded in metadata.json under \"gemmatrain\"), --bf16 (hf: BF16 weights)\n";
 
@@ -106,7 +110,7 @@ static bool ends_with(const char *s, const char *suf) {
 
 typedef struct export_args {
     const char *src, *out;   /* CONFIG.yaml or CHECKPOINT.h5; --out */
-    bool merge, lora_only, hf, bf16;
+    bool merge, lora_only, hf, peft, bf16;
     gt_preset_save_opts o;   /* --sequence-length, --steps, --eval-loss */
     char **ov;               /* key=value overrides (owned) */
     int nov;
@@ -147,9 +151,10 @@ static int parse_export(int argc, char **argv, export_args *a) {
         case O_LORA_ONLY: a->lora_only = true; break;
         case O_BF16: a->bf16 = true; break;
         case O_FORMAT:
-            if (strcmp(optarg, "keras") && strcmp(optarg, "hf"))
-                return bad_usage(false, "--format: expected keras or hf, got '%s'", optarg);
+            if (strcmp(optarg, "keras") && strcmp(optarg, "hf") && strcmp(optarg, "peft"))
+                return bad_usage(false, "--format: expected keras, hf or peft, got '%s'", optarg);
             a->hf = !strcmp(optarg, "hf");
+            a->peft = !strcmp(optarg, "peft");
             break;
         case O_SEQ_LEN:
             if (cli_parse_i64(optarg, &a->o.sequence_length) || a->o.sequence_length < 1)
@@ -173,6 +178,8 @@ static int parse_export(int argc, char **argv, export_args *a) {
     if (a->merge && a->lora_only) return bad_usage(false, "--merge-lora and --lora-only exclude each other");
     if (a->hf && a->lora_only) return bad_usage(false, "--format hf: --lora-only writes Keras' .lora.h5 only");
     if (a->bf16 && !a->hf) return bad_usage(false, "--bf16 applies to --format hf");
+    if (a->peft && (a->merge || a->lora_only))
+        return bad_usage(false, "--format peft writes the adapters alone: no --merge-lora or --lora-only");
     if (a->lora_only && !ends_with(a->out, ".lora.h5"))
         return bad_usage(false, "--lora-only: --out must end in .lora.h5 (Keras requires it), got '%s'", a->out);
     return 0;
@@ -195,7 +202,7 @@ static int from_checkpoint(export_args *a, gt_config *c, gt_gemma **m, gt_lora *
     /* a run with model.frozen_dtype: bf16 trained on the rounded weights: export those, as fp32 */
     if (gt_gemma_set_frozen_dtype(*m, GT_FROZEN_FP32, err, errn)) return 1;
     if (a->o.prov.steps < 0) a->o.prov.steps = step;
-    if ((a->merge || a->lora_only) && !*l)
+    if ((a->merge || a->lora_only || a->peft) && !*l)
         return snprintf(err, errn, "%s: a full fine-tuning checkpoint has no adapters to %s", a->src,
                         a->merge ? "merge" : "write"), 2;
     return 0;
@@ -205,12 +212,12 @@ static int from_checkpoint(export_args *a, gt_config *c, gt_gemma **m, gt_lora *
 static int from_config(const export_args *a, gt_config *c, gt_gemma **m, gt_lora **l, gt_tokenizer **tok,
                        char *err, size_t errn) {
     if (load_config(a->src, a->ov, a->nov, c, err, errn)) return 2;
-    if ((a->merge || a->lora_only) && (!c->lora.enabled || !c->lora.weights[0]))
+    if ((a->merge || a->lora_only || a->peft) && (!c->lora.enabled || !c->lora.weights[0]))
         return snprintf(err, errn, "%s needs adapters: set lora.weights (and lora.enabled)",
-                        a->merge ? "--merge-lora" : "--lora-only"), 2;
+                        a->merge ? "--merge-lora" : a->peft ? "--format peft" : "--lora-only"), 2;
     if (gt_load_model(c->model.weights, false, m, c->tokenizer[0] ? NULL : tok, err, errn)) return 1;
     if (c->tokenizer[0] && gt_tok_load(c->tokenizer, tok, err, errn)) return 1;
-    if (c->lora.enabled && c->lora.weights[0] && gt_keras_lora_open(c->lora.weights, &(*m)->cfg, l, err, errn))
+    if (c->lora.enabled && c->lora.weights[0] && gt_adapters_open(c->lora.weights, &(*m)->cfg, l, err, errn))
         return 1;
     return 0;
 }
@@ -219,7 +226,8 @@ static int from_config(const export_args *a, gt_config *c, gt_gemma **m, gt_lora
 static int write_hf(const export_args *a, const gt_config *c, gt_gemma *m, const gt_tokenizer *tok,
                     const gt_lora *l, char *err, size_t errn) {
     if (l && !a->merge)
-        return snprintf(err, errn, "--format hf holds one set of weights: add --merge-lora to fold the adapters in"), 2;
+        return snprintf(err, errn, "--format hf holds one set of weights: add --merge-lora to fold the adapters in "
+                        "(or export them with --format peft)"), 2;
     m->lora = NULL; /* a checkpoint's model has them attached; merged, they must not apply again */
     if (l && gt_gemma_merge_lora(m, l, err, errn)) return 1;
     if (save_hf(m, tok, c->tokenizer, a->out, a->bf16, err, errn)) return 1;
@@ -264,7 +272,10 @@ int cli_export(int argc, char **argv) {
     (void)gt_mkdir_parents(a.out, NULL, 0); /* errors surface at the write */
     code = is_checkpoint(a.src) ? from_checkpoint(&a, &c, &m, &l, &tok, err, sizeof err)
                                 : from_config(&a, &c, &m, &l, &tok, err, sizeof err);
-    if (!code && a.lora_only) {
+    if (!code && a.peft) {
+        code = gt_peft_save(a.out, l, &m->cfg, c.model.weights, err, sizeof err) ? 1 : 0;
+        if (!code) fprintf(stderr, "wrote PEFT adapter %s (rank %lld)\n", a.out, (long long)l->rank);
+    } else if (!code && a.lora_only) {
         code = gt_keras_lora_save(a.out, l, &m->cfg, err, sizeof err) ? 1 : 0;
         if (!code) fprintf(stderr, "wrote %s (rank %lld)\n", a.out, (long long)l->rank);
     } else if (!code) {

@@ -7,6 +7,7 @@
 
 #include "models/generate.h"
 #include "models/io/keras_lora.h"
+#include "models/io/peft.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "train/loader.h"
@@ -93,7 +94,7 @@ static int score(const gt_gemma *m, const gt_tokenizer *tok, const int32_t *ids,
  * and each decoded token then pays nothing for the adapters. Errors name the file. */
 static int apply_lora(gt_gemma *m, const char *path, double alpha, char *err, size_t errn) {
     gt_lora *l;
-    if (gt_keras_lora_open(path, &m->cfg, &l, err, errn)) return -1;
+    if (gt_adapters_open(path, &m->cfg, &l, err, errn)) return -1;
     if (alpha > 0) l->alpha = alpha;
     char e[512];
     int rc = gt_gemma_merge_lora(m, l, e, sizeof e);

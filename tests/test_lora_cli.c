@@ -65,6 +65,8 @@ static void setup(void) {
     if (fixture_step(args)) return;
     snprintf(args, sizeof args, "export %s/ckpt/ckpt-00000008.h5 --out %s/merged --merge-lora", g_dir, g_dir);
     if (fixture_step(args)) return;
+    snprintf(args, sizeof args, "export %s/ckpt/ckpt-00000008.h5 --out %s/peft --format peft", g_dir, g_dir);
+    if (fixture_step(args)) return;
     /* an adapter of the same shapes for a model with one more layer */
     snprintf(args, sizeof args,
              "train configs/tiny.yaml " SMALL " lora.enabled=true train.full_finetune=false model.num_layers=3 "
@@ -123,6 +125,28 @@ START_TEST(eval_lora_equals_merged_and_trainer) {
     double few_merged = eval_loss("eval configs/tiny.yaml " TOK " eval.max_examples=5 --model %s/merged", g_dir);
     ck_assert_msg(fabs(few - few_merged) < 1e-4 && fabs(few - lora) > 1e-6, "5 examples: %.6f vs %.6f (all: %.6f)",
                   few, few_merged, lora);
+}
+END_TEST
+
+/* The same adapter exported as a PEFT directory (export --format peft) evaluates as the merged
+ * model: eval --lora DIR and lora.weights: DIR read it (rank G*r per head group, scale folded). */
+START_TEST(peft_export_evaluates_as_merged) {
+    ck_assert_msg(!g_err[0], "%s", g_err);
+    double merged = eval_loss("eval configs/tiny.yaml " TOK " --model %s/merged", g_dir);
+    double peft = eval_loss("eval configs/tiny.yaml " TOK " --model %s/base --lora %s/peft", g_dir, g_dir);
+    printf("eval loss: merged %.6f, base + PEFT export %.6f\n", merged, peft);
+    ck_assert_msg(fabs(peft - merged) < 1e-4, "PEFT %.6f vs merged %.6f", peft, merged);
+    struct stat st;
+    char p[256];
+    snprintf(p, sizeof p, "%s/peft/adapter_model.safetensors", g_dir);
+    ck_assert(stat(p, &st) == 0 && st.st_size > 0);
+    /* training on from a PEFT directory is refused with one line */
+    static char out[1 << 14];
+    char args[1024];
+    snprintf(args, sizeof args, "train configs/tiny.yaml " SMALL " lora.enabled=true train.full_finetune=false "
+             "lora.weights=%s/peft train.steps=1 schedule.warmup_steps=0", g_dir);
+    ck_assert_int_ne(run(args, out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "PEFT adapter"), "%s", out);
 }
 END_TEST
 
@@ -288,6 +312,7 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_add_test(tc, eval_lora_equals_merged_and_trainer);
+    tcase_add_test(tc, peft_export_evaluates_as_merged);
     tcase_add_test(tc, generate_score_lora_equals_merged);
     tcase_add_test(tc, generate_greedy_lora_equals_merged);
     tcase_add_test(tc, wrong_adapter_fails_with_one_line);

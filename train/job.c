@@ -8,6 +8,7 @@
 
 #include "autograd/blas.h"
 #include "models/io/keras_lora.h"
+#include "models/io/peft.h"
 #include "train/loader.h"
 #include "util/fsutil.h"
 
@@ -85,6 +86,9 @@ int gt_job_build_trainables(gt_job *j, char *err, size_t errn) {
             double alpha = c->lora.alpha > 0 ? c->lora.alpha : (double)c->lora.rank;
             if (gt_lora_create_for(&m->cfg, c->lora.rank, alpha, targets, (uint64_t)c->lora.seed, &j->lora, err, errn))
                 return -1;
+            if (c->lora.weights[0] && gt_peft_detect(c->lora.weights))
+                return snprintf(err, errn, "lora.weights: %s is a PEFT adapter: eval, generate and export read it; "
+                                "training from it is not supported yet (start from a Keras .lora.h5)", c->lora.weights), -1;
             if (c->lora.weights[0] && gt_keras_lora_load(c->lora.weights, j->lora, &m->cfg, err, errn)) return -1;
         }
         m->lora = j->lora;
@@ -205,7 +209,7 @@ int gt_job_setup(gt_job *j, const gt_config *c, gt_dist *dist, int64_t rows, cha
  * config, then shows. The whole file is checked against the model before anything is printed. */
 int gt_job_open_adapters(gt_job *j, gt_config *c, char *err, size_t errn) {
     if (!c->lora.enabled || !c->lora.weights[0]) return 0;
-    if (gt_keras_lora_open(c->lora.weights, &j->model->cfg, &j->lora, err, errn)) return -1;
+    if (gt_adapters_open(c->lora.weights, &j->model->cfg, &j->lora, err, errn)) return -1;
     c->lora.rank = j->lora->rank;
     c->lora.alpha = j->lora->alpha; /* = rank: Keras files hold B already scaled */
     memset(c->lora.targets, 0, sizeof c->lora.targets);
