@@ -14,11 +14,12 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: gemmatrain generate --model PATH [--lora ADAPTER.lora.h5] [options] PROMPT\n"
+            "usage: gemmatrain generate --model PATH [--lora ADAPTER] [options] PROMPT\n"
             "  --model PATH          a GGUF file (or its chunk files, comma-separated), a KerasHub\n"
             "                        preset directory or a Hugging Face directory\n"
-            "  --lora FILE           LoRA adapters to apply, a Keras .lora.h5 (what train writes to\n"
-            "                        output_dir/adapter.lora.h5; rank and targets from the file), merged\n"
+            "  --lora PATH           LoRA adapters to apply: a Keras .lora.h5 (what train writes to\n"
+            "                        output_dir/adapter.lora.h5) or a PEFT directory (adapter_config.json;\n"
+            "                        export --format peft); rank and targets from the file, merged\n"
             "                        into the kernels at load: same numbers as an export --merge-lora\n"
             "  --lora-alpha A        scale the adapters by A / rank, as Keras' enable_lora(rank,\n"
             "                        lora_alpha=A) would (default: rank, scale 1: the file's B already\n"
