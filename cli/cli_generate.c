@@ -26,15 +26,18 @@ static void usage(FILE *f) {
             "                        carries the training's alpha / rank)\n"
             "  --max-new-tokens N    tokens to generate at most (default 64)\n"
             "  --max-length N        prompt + generated tokens at most (KerasHub max_length)\n"
-            "  --sampler SPEC        greedy (default) | random | top_k | top_p, with options,\n"
-            "                        e.g. top_k:k=5,temperature=0.8,seed=2 or top_p:p=0.9\n"
+            "  --sampler SPEC        greedy (default) | random | top_k | top_p | beam, with options,\n"
+            "                        e.g. top_k:k=5,temperature=0.8,seed=2, top_p:p=0.9 or\n"
+            "                        beam:num_beams=4 (KerasHub's BeamSampler; the best beam is printed)\n"
             "  --stop IDS            comma-separated stop token ids (default: <eos>, <end_of_turn>, <turn|>)\n"
             "  --strip-prompt        print only the completion (default prints prompt + completion,\n"
             "                        as KerasHub's generate(strip_prompt=False))\n"
             "  --chat                wrap PROMPT in the Gemma chat template (user turn, model turn)\n"
             "  --no-bos              do not prepend <bos>\n"
             "  --score               instead of generating, print per-token losses of PROMPT as JSON\n"
-            "                        (KerasHub's score(scoring_mode=\"loss\"))\n");
+            "                        (KerasHub's score(scoring_mode=\"loss\"))\n"
+            "  --logits              with --score: the logits at every position instead\n"
+            "                        (KerasHub's score(scoring_mode=\"logits\")), {\"tokens\", \"logits\"}\n");
 }
 
 typedef struct {
@@ -61,6 +64,33 @@ static void on_token(int32_t id, void *user) {
         }
     }
     free(text);
+}
+
+/* --score --logits: KerasHub's score(scoring_mode="logits"): the logits at every position of
+ * the token ids (after soft-capping), one row per token, %.9g each. */
+static int score_logits(const gt_gemma *m, const int32_t *ids, int64_t n) {
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = false;
+    gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
+    gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &b));
+    if (!z) {
+        fprintf(stderr, "generate --score --logits: %s\n", ctx.err);
+        gt_ctx_free(&ctx);
+        return 1;
+    }
+    int64_t V = m->cfg.vocab_size;
+    printf("{\"tokens\":[");
+    for (int64_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+    printf("],\"logits\":[");
+    for (int64_t i = 0; i < n; i++) {
+        printf(i ? ",[" : "[");
+        for (int64_t v = 0; v < V; v++) printf(v ? ",%.9g" : "%.9g", (double)z->data[i * V + v]);
+        printf("]");
+    }
+    printf("]}\n");
+    gt_ctx_free(&ctx);
+    return 0;
 }
 
 static int score(const gt_gemma *m, const gt_tokenizer *tok, const int32_t *ids, int64_t n) {
@@ -108,12 +138,12 @@ typedef struct gen_args {
     const char *model_path, *lora_path, *prompt, *sampler, *stops;
     int64_t max_new, max_length;
     double lora_alpha; /* 0: the file's rank */
-    bool strip, chat, bos, do_score;
+    bool strip, chat, bos, do_score, logits;
 } gen_args;
 
 /* 0: run with *a; else the exit status (2 for a usage error, its message printed) plus one. */
 static int parse_args(int argc, char **argv, gen_args *a) {
-    enum { O_MODEL = 256, O_LORA, O_ALPHA, O_MAX_NEW, O_MAX_LEN, O_SAMPLER, O_STOP, O_STRIP, O_CHAT, O_NO_BOS, O_SCORE };
+    enum { O_MODEL = 256, O_LORA, O_ALPHA, O_MAX_NEW, O_MAX_LEN, O_SAMPLER, O_STOP, O_STRIP, O_CHAT, O_NO_BOS, O_SCORE, O_LOGITS };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"lora", required_argument, NULL, O_LORA},
@@ -126,6 +156,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         {"chat", no_argument, NULL, O_CHAT},
         {"no-bos", no_argument, NULL, O_NO_BOS},
         {"score", no_argument, NULL, O_SCORE},
+        {"logits", no_argument, NULL, O_LOGITS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -150,6 +181,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         case O_CHAT: a->chat = true; break;
         case O_NO_BOS: a->bos = false; break;
         case O_SCORE: a->do_score = true; break;
+        case O_LOGITS: a->logits = true; break;
         case 'h': return usage(stdout), 1;
         case 1: /* "-": arguments come back in order, the prompt among them */
             if (a->prompt) return fprintf(stderr, "generate: more than one PROMPT given\n"), 3;
@@ -170,6 +202,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     if (!a->model_path || !a->prompt) return usage(stderr), 3;
     if (a->max_new < 1) return fprintf(stderr, "generate: --max-new-tokens must be >= 1\n"), 3;
     if (a->lora_alpha > 0 && !a->lora_path) return fprintf(stderr, "generate: --lora-alpha needs --lora\n"), 3;
+    if (a->logits && !a->do_score) return fprintf(stderr, "generate: --logits needs --score\n"), 3;
     return 0;
 }
 
@@ -265,7 +298,9 @@ int cli_generate(int argc, char **argv) {
     if (a.lora_path && apply_lora(m, a.lora_path, a.lora_alpha, err, sizeof err))
         fprintf(stderr, "generate: %s\n", err);
     else if (!encode_prompt(tok, &a, &ids))
-        rc = a.do_score ? score(m, tok, ids.ids, (int64_t)ids.n) : generate(m, tok, &a, &smp, &ids);
+        rc = a.do_score && a.logits ? score_logits(m, ids.ids, (int64_t)ids.n)
+             : a.do_score           ? score(m, tok, ids.ids, (int64_t)ids.n)
+                                    : generate(m, tok, &a, &smp, &ids);
     gt_ids_free(&ids);
     gt_tok_free(tok);
     gt_gemma_free(m);

@@ -497,6 +497,13 @@ int gt_gemma_cache_init(gt_gemma_cache *cache, const gt_gemma *m, int64_t max_le
     return 0;
 }
 
+void gt_gemma_cache_copy(gt_gemma_cache *dst, const gt_gemma_cache *src, const gt_gemma *m) {
+    size_t n = (size_t)cache_offset(&m->cfg, m->cfg.num_layers, src->max_len) * sizeof(gt_real);
+    memcpy(dst->k, src->k, n);
+    memcpy(dst->v, src->v, n);
+    dst->len = src->len;
+}
+
 void gt_gemma_cache_free(gt_gemma_cache *cache) {
     free(cache->k);
     free(cache->v);

@@ -135,6 +135,8 @@ typedef struct gt_gemma_cache {
 int gt_gemma_cache_init(gt_gemma_cache *cache, const gt_gemma *m, int64_t max_len, char *err,
                         size_t errn);
 void gt_gemma_cache_free(gt_gemma_cache *cache);
+/* dst (initialised for the same model and max_len) becomes a copy of src: beam search. */
+void gt_gemma_cache_copy(gt_gemma_cache *dst, const gt_gemma_cache *src, const gt_gemma *m);
 /* Feed n tokens at positions cache->len.. (a prompt, then one token at a time); returns the
  * logits [1, V] of the last one and advances cache->len. Records nothing on the tape. */
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,

@@ -4,7 +4,10 @@
  * greedy = argmax; random = the full distribution; top_k keeps the k most probable tokens;
  * top_p keeps, in descending order (optionally among the top k only), every token whose exclusive
  * cumulative probability is <= p (so the first is always kept). Sampling is reproducible from the
- * seed.
+ * seed. beam (BeamSampler): num_beams sequences, each step the num_beams best continuations by
+ * summed log-probability over all beams' next tokens (ties: lower beam, then lower id); beams go
+ * on after their stop token until every beam has one or max_length is reached, then the best
+ * beam is the result, cut after its first stop token (KerasHub's generate output).
  * Contract: the model is read only; outputs go to caller-owned arrays; errors are -1 with a
  * one-line message (bad sampler spec, empty prompt, no room left by max_length, a failed op). */
 #ifndef GT_GENERATE_H
@@ -12,13 +15,14 @@
 
 #include "models/gemma.h"
 
-typedef enum { GT_SAMPLER_GREEDY, GT_SAMPLER_RANDOM, GT_SAMPLER_TOP_K, GT_SAMPLER_TOP_P } gt_sampler_kind;
+typedef enum { GT_SAMPLER_GREEDY, GT_SAMPLER_RANDOM, GT_SAMPLER_TOP_K, GT_SAMPLER_TOP_P, GT_SAMPLER_BEAM } gt_sampler_kind;
 
 typedef struct gt_sampler {
     gt_sampler_kind kind;
     int64_t k;           /* top_k: k (KerasHub default 5); top_p: optional pre-filter, 0 = none */
     double p;            /* top_p: p (KerasHub default 0.1) */
     double temperature;  /* 1.0 default */
+    int64_t num_beams;   /* beam: KerasHub BeamSampler's num_beams (default 5) */
     uint64_t seed;
     uint64_t state;      /* advanced by each draw; set from seed by gt_sampler_init */
 } gt_sampler;

@@ -4,10 +4,13 @@
 
 #include "autograd/rng.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "models/generate.h"
+#include "models/io/h5io.h"
+#include "models/io/keras_preset.h"
 
 static gt_gemma *tiny(int generation) {
     gt_gemma_config c;
@@ -115,6 +118,154 @@ START_TEST(greedy_generation_is_argmax_of_full_forward) {
 }
 END_TEST
 
+
+/* KerasHub's BeamSampler written the plain way (full forward of every beam's sequence, no cache,
+ * no gather): the reference for generate's cached beams on any generation. */
+static int ref_beam(const gt_gemma *m, const int32_t *prompt, int64_t np, int64_t L, int64_t K, double temp,
+                    const int32_t *stop, int nstop, int32_t *out) {
+    int64_t V = m->cfg.vocab_size;
+    int32_t seq[8][64], nseq[8][64];
+    double score[8], nscore[8];
+    bool done[8], ndone[8];
+    for (int64_t j = 0; j < K; j++) memcpy(seq[j], prompt, (size_t)np * sizeof(int32_t)), score[j] = j ? -1e9 : 0, done[j] = false;
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = false;
+    int64_t t = np;
+    for (; t < L; t++) {
+        double best_s[8];
+        int64_t best_b[8], best_v[8], n = 0;
+        for (int64_t j = 0; j < K; j++) {
+            gt_ctx_reset(&ctx);
+            gt_gemma_batch b = {.batch = 1, .seq = t, .token_ids = seq[j]};
+            gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &b));
+            ck_assert_msg(z, "%s", ctx.err);
+            const gt_real *lg = z->data + (t - 1) * V;
+            double mx = -INFINITY, tot = 0;
+            for (int64_t v = 0; v < V; v++) mx = fmax(mx, lg[v] / temp);
+            for (int64_t v = 0; v < V; v++) tot += exp(lg[v] / temp - mx);
+            for (int64_t v = 0; v < V; v++) {
+                double sc = score[j] + lg[v] / temp - mx - log(tot);
+                int64_t i = n < K ? n++ : K; /* insertion into the sorted best list */
+                if (i == K && !(sc > best_s[K - 1])) continue;
+                if (i == K) i = K - 1;
+                while (i > 0 && sc > best_s[i - 1]) best_s[i] = best_s[i - 1], best_b[i] = best_b[i - 1], best_v[i] = best_v[i - 1], i--;
+                best_s[i] = sc, best_b[i] = j, best_v[i] = v;
+            }
+        }
+        bool all = true;
+        for (int64_t j = 0; j < K; j++) {
+            memcpy(nseq[j], seq[best_b[j]], (size_t)t * sizeof(int32_t));
+            nseq[j][t] = (int32_t)best_v[j];
+            nscore[j] = best_s[j];
+            ndone[j] = done[best_b[j]];
+            for (int i = 0; i < nstop; i++) ndone[j] = ndone[j] || stop[i] == best_v[j];
+            all = all && ndone[j];
+        }
+        memcpy(seq, nseq, sizeof seq);
+        memcpy(score, nscore, sizeof score);
+        memcpy(done, ndone, sizeof done);
+        if (all && nstop) {
+            t++;
+            break;
+        }
+    }
+    int64_t top = 0;
+    for (int64_t j = 1; j < K; j++)
+        if (score[j] > score[top]) top = j;
+    int n = 0;
+    for (int64_t i = np; i < t; i++) {
+        out[n++] = seq[top][i];
+        bool hit = false;
+        for (int k = 0; k < nstop; k++) hit = hit || stop[k] == seq[top][i];
+        if (hit) break;
+    }
+    gt_ctx_free(&ctx);
+    return n;
+}
+
+static void beam_case(const gt_gemma *m, const int32_t *prompt, int64_t np, int64_t L, int64_t K, double temp,
+                      const int32_t *stop, int nstop, const int32_t *want, int nwant, const char *what) {
+    gt_generate_opts o = {.max_length = L, .stop_ids = stop, .n_stop = nstop};
+    gt_sampler_init(&o.sampler, GT_SAMPLER_BEAM);
+    o.sampler.num_beams = K;
+    o.sampler.temperature = temp;
+    int32_t out[64];
+    int64_t n;
+    bool stopped;
+    char err[256];
+    ck_assert_msg(gt_generate(m, prompt, np, &o, out, 64, &n, &stopped, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(n == nwant, "%s: %lld tokens, want %d", what, (long long)n, nwant);
+    for (int i = 0; i < nwant; i++) ck_assert_msg(out[i] == want[i], "%s: token %d: %d vs %d", what, i, out[i], want[i]);
+}
+
+/* tests/fixtures/presets/beam.h5 (tools/reference/make_sampler_fixtures.py): keras_hub 0.32's
+ * BeamSampler on the tiny Gemma 1 and 2 presets (its Gemma3/4CausalLM fail with BeamSampler). */
+START_TEST(beam_matches_kerashub) {
+    static const char *const cases[] = {"gemma1_b3", "gemma1_b3_stop", "gemma1_b4", "gemma1_b4_stop",
+                                        "gemma2_b3", "gemma2_b3_stop", "gemma2_b4", "gemma2_b4_stop"};
+    char err[512], path[128];
+    gt_h5 f;
+    ck_assert_msg(gt_h5_open_read("tests/fixtures/presets/beam.h5", &f, err, sizeof err) == 0, "%s", err);
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char dir[64];
+        snprintf(dir, sizeof dir, "tests/fixtures/presets/%.6s", cases[c]);
+        gt_gemma *m;
+        ck_assert_msg(gt_keras_preset_load(dir, false, &m, NULL, err, sizeof err) == 0, "%s", err);
+        int32_t *prompt, *stop, *want;
+        int nd;
+        int64_t sh[8], np, ns, nw;
+        snprintf(path, sizeof path, "/%s/prompt", cases[c]);
+        ck_assert(gt_h5_read_i32(f, path, &prompt, &nd, sh, err, sizeof err) == 0);
+        np = sh[0];
+        snprintf(path, sizeof path, "/%s/stop", cases[c]);
+        ck_assert(gt_h5_read_i32(f, path, &stop, &nd, sh, err, sizeof err) == 0);
+        ns = sh[0];
+        snprintf(path, sizeof path, "/%s/output", cases[c]);
+        ck_assert(gt_h5_read_i32(f, path, &want, &nd, sh, err, sizeof err) == 0);
+        nw = sh[0];
+        double L, K, temp;
+        snprintf(path, sizeof path, "/%s", cases[c]);
+        ck_assert_msg(gt_h5_attr_f64(f, path, "max_length", &L, err, sizeof err) == 0, "%s", err);
+        ck_assert(gt_h5_attr_f64(f, path, "num_beams", &K, err, sizeof err) == 0);
+        ck_assert(gt_h5_attr_f64(f, path, "temperature", &temp, err, sizeof err) == 0);
+        beam_case(m, prompt, np, (int64_t)L, (int64_t)K, temp, stop, (int)ns, want, (int)nw, cases[c]);
+        printf("beam %s: %lld tokens as KerasHub's BeamSampler\n", cases[c], (long long)nw);
+        free(prompt), free(stop), free(want);
+        gt_gemma_free(m);
+    }
+    gt_h5_close(f);
+}
+END_TEST
+
+/* Cached beams (with cache gathering) equal the plain reference on every generation, with and
+ * without a stop token; one beam is greedy. */
+START_TEST(beam_equals_plain_reference) {
+    for (int gen = 1; gen <= 3; gen++) {
+        gt_gemma *m = tiny(gen);
+        int32_t prompt[4] = {2, 7, 11, 5}, want[64];
+        for (int K = 1; K <= 4; K += 3) {
+            int n = ref_beam(m, prompt, 4, 14, K, 0.8, NULL, 0, want);
+            ck_assert_int_eq(n, 10);
+            beam_case(m, prompt, 4, 14, K, 0.8, NULL, 0, want, n, "no stop");
+            int32_t stop = want[2];
+            n = ref_beam(m, prompt, 4, 14, K, 0.8, &stop, 1, want);
+            beam_case(m, prompt, 4, 14, K, 0.8, &stop, 1, want, n, "stop");
+        }
+        /* num_beams 1 is greedy */
+        gt_generate_opts o = {.max_length = 12};
+        gt_sampler_init(&o.sampler, GT_SAMPLER_GREEDY);
+        int32_t out[16];
+        int64_t n;
+        bool stopped;
+        char err[256];
+        ck_assert(gt_generate(m, prompt, 4, &o, out, 16, &n, &stopped, NULL, NULL, err, sizeof err) == 0);
+        beam_case(m, prompt, 4, 12, 1, 1.0, NULL, 0, out, (int)n, "one beam");
+        gt_gemma_free(m);
+    }
+}
+END_TEST
+
 START_TEST(samplers) {
     gt_real logits[6] = {0.0f, 3.0f, 2.9f, -1.0f, 1.0f, 2.0f};
     gt_sampler s;
@@ -134,8 +285,11 @@ START_TEST(samplers) {
     ck_assert(gt_sampler_parse("random:seed=11,temperature=2", &a, err, sizeof err) == 0);
     ck_assert(gt_sampler_parse("random:seed=11,temperature=2", &b, err, sizeof err) == 0);
     for (int i = 0; i < 50; i++) ck_assert_int_eq(gt_sampler_next(&a, logits, 6), gt_sampler_next(&b, logits, 6));
-    ck_assert_int_ne(gt_sampler_parse("beam", &s, err, sizeof err), 0);
-    ck_assert_msg(strstr(err, "beam"), "%s", err);
+    ck_assert_int_ne(gt_sampler_parse("contrastive", &s, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "contrastive") && strstr(err, "beam"), "%s", err);
+    ck_assert(gt_sampler_parse("beam:num_beams=3,temperature=0.5", &s, err, sizeof err) == 0);
+    ck_assert(s.kind == GT_SAMPLER_BEAM && s.num_beams == 3 && s.temperature == 0.5);
+    ck_assert_int_ne(gt_sampler_parse("beam:num_beams=0", &s, err, sizeof err), 0);
     ck_assert_int_ne(gt_sampler_parse("top_k:k=0", &s, err, sizeof err), 0);
     ck_assert_int_ne(gt_sampler_parse("top_k:q=1", &s, err, sizeof err), 0);
 }
@@ -205,6 +359,8 @@ int main(void) {
     tcase_add_test(tc, greedy_generation_is_argmax_of_full_forward);
     tcase_add_test(tc, samplers);
     tcase_add_test(tc, top_p_equals_full_sort);
+    tcase_add_test(tc, beam_matches_kerashub);
+    tcase_add_test(tc, beam_equals_plain_reference);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -175,6 +175,57 @@ static int score(double *l, int cap, const char *model_args) {
     return score_losses(out, l, cap);
 }
 
+/* --score --logits prints every position's logits; the next token's log-softmax there is minus
+ * --score's loss (KerasHub's scoring_mode "logits" and "loss" on the same ids). */
+START_TEST(score_logits_agree_with_score_loss) {
+    ck_assert_msg(!g_err[0], "%s", g_err);
+    enum { CAP = 256 };
+    double loss[CAP];
+    char m[512], args[1024];
+    snprintf(m, sizeof m, "--model %s/merged", g_dir);
+    int n = score(loss, CAP, m);
+    static char out[1 << 24];
+    snprintf(args, sizeof args, "generate %s --score --logits 'Package: vim. Description: Vi IMproved, a text editor.'", m);
+    ck_assert_int_eq(run(args, out, sizeof out), 0);
+    const char *p = strstr(out, "\"tokens\":[");
+    ck_assert_msg(p, "%.300s", out);
+    int32_t ids[CAP];
+    int nt = 0;
+    for (p += 10; *p != ']'; p++) {
+        ids[nt++] = (int32_t)strtol(p, (char **)&p, 10);
+        if (*p == ']') break;
+    }
+    ck_assert_int_eq(nt, n + 1); /* the loss has one entry per predicted token */
+    p = strstr(p, "\"logits\":[");
+    ck_assert(p);
+    p += 10;
+    for (int t = 0; t < nt; t++) {
+        ck_assert(*p == '[' || *p == ',');
+        if (*p == ',') p++;
+        ck_assert(*p == '[');
+        p++;
+        double row[8192], mx = -1e30, tot = 0;
+        int v = 0;
+        for (;; v++) {
+            char *end;
+            row[v] = strtod(p, &end);
+            ck_assert(end != p);
+            p = end;
+            mx = fmax(mx, row[v]);
+            if (*p == ']') break;
+            p++;
+        }
+        p++;
+        ck_assert_int_eq(v + 1, 8192);
+        for (int k = 0; k <= v; k++) tot += exp(row[k] - mx);
+        if (t + 1 < nt) {
+            double nll = -(row[ids[t + 1]] - mx - log(tot));
+            ck_assert_msg(fabs(nll - loss[t]) < 1e-4, "token %d: %g vs --score %g", t, nll, loss[t]);
+        }
+    }
+}
+END_TEST
+
 static double max_diff(const double *a, const double *b, int n) {
     double d = 0;
     for (int i = 0; i < n; i++) d = fmax(d, fabs(a[i] - b[i]));
@@ -263,7 +314,7 @@ START_TEST(wrong_adapter_fails_with_one_line) {
     ck_assert_int_eq(run("eval --help", out, sizeof out), 0);
     ck_assert_msg(strstr(out, "--lora FILE") && strstr(out, "--model PATH"), "%s", out);
     ck_assert_int_eq(run("generate --help", out, sizeof out), 0);
-    ck_assert_msg(strstr(out, "--lora FILE") && strstr(out, "KerasHub") && !strstr(out, "presets later"), "%s", out);
+    ck_assert_msg(strstr(out, "--lora PATH") && strstr(out, "PEFT") && strstr(out, "KerasHub") && !strstr(out, "presets later"), "%s", out);
 }
 END_TEST
 
@@ -314,6 +365,7 @@ int main(void) {
     tcase_add_test(tc, eval_lora_equals_merged_and_trainer);
     tcase_add_test(tc, peft_export_evaluates_as_merged);
     tcase_add_test(tc, generate_score_lora_equals_merged);
+    tcase_add_test(tc, score_logits_agree_with_score_loss);
     tcase_add_test(tc, generate_greedy_lora_equals_merged);
     tcase_add_test(tc, wrong_adapter_fails_with_one_line);
     tcase_add_test(tc, gemma4_generate_lora_equals_merged);
