@@ -17,6 +17,8 @@
 #include "cli/cli.h"
 #include "train/config.h"
 #include "train/checkpoint.h"
+#include "models/io/gguf_export.h"
+#include "models/io/gguf_writer.h"
 #include "models/io/peft.h"
 #include "train/loader.h"
 #include "train/trainer.h"
@@ -33,6 +35,9 @@ static const char *export_usage =
     "    --lora-only   only the adapters, to PATH (must end in .lora.h5)\n"
     "    --format hf   a Hugging Face directory instead (config.json, model.safetensors, tokenizer\n"
     "                  files; transformers' AutoModelForCausalLM loads it); adapters need --merge-lora\n"
+    "    --format gguf a llama.cpp GGUF file PATH (llama-cli -m PATH; ollama); adapters need --merge-lora;\n"
+    "                  --gguf-type f32|f16|bf16|q8_0 for the matrices (default f16)\n"
+    "    --format gguf-lora  only the adapters, as llama.cpp's LoRA GGUF (llama-cli --lora PATH)\n"
     "    --format peft only the adapters, as a PEFT directory PATH (adapter_config.json,\n"
     "                  adapter_model.safetensors): PeftModel.from_pretrained(hf_model, PATH) loads it\n"
     "                  onto the --format hf export of the same base\n"
@@ -40,10 +45,11 @@ static const char *export_usage =
     "           --eval-loss X (recorded in metadata.json under \"gemmatrain\"), --bf16 (hf: BF16 weights)\n";
 
 static const char *convert_usage =
-    "usage: gemmatrain convert IN OUT [--format keras|hf] [--bf16] [--sequence-length N]\n"
+    "usage: gemmatrain convert IN OUT [--format keras|hf|gguf] [--bf16] [--gguf-type T] [--sequence-length N]\n"
     "  IN: a GGUF file, a KerasHub preset directory or a Hugging Face directory;\n"
     "  OUT: a KerasHub preset directory (keras_hub.models.CausalLM.from_preset(OUT) loads it), or\n"
-    "  with --format hf a Hugging Face directory (--bf16: BF16 weights).\n";
+    "  with --format hf a Hugging Face directory (--bf16: BF16 weights), with --format gguf a llama.cpp\n"
+    "  GGUF file (--gguf-type f32|f16|bf16|q8_0, default f16).\n";
 
 /* Hugging Face directory out. The tokenizer file: tok_path when given, else tok written as a
  * SentencePiece model to a temporary file (copied as tokenizer.model). */
@@ -108,9 +114,19 @@ static bool ends_with(const char *s, const char *suf) {
     return a >= b && !strcmp(s + a - b, suf);
 }
 
+/* --gguf-type NAME: 0, or -1 for an unknown name */
+static int cli_gguf_type(const char *name, uint32_t *type) {
+    static const struct { const char *name; uint32_t type; } t[] = {
+        {"f32", GT_GGML_F32}, {"f16", GT_GGML_F16}, {"bf16", GT_GGML_BF16}, {"q8_0", GT_GGML_Q8_0}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcmp(name, t[i].name)) return *type = t[i].type, 0;
+    return -1;
+}
+
 typedef struct export_args {
     const char *src, *out;   /* CONFIG.yaml or CHECKPOINT.h5; --out */
-    bool merge, lora_only, hf, peft, bf16;
+    bool merge, lora_only, hf, peft, gguf, gguf_lora, bf16;
+    uint32_t gguf_type;      /* --gguf-type */
     gt_preset_save_opts o;   /* --sequence-length, --steps, --eval-loss */
     char **ov;               /* key=value overrides (owned) */
     int nov;
@@ -129,7 +145,7 @@ __attribute__((format(printf, 2, 3))) static int bad_usage(bool with_usage, cons
 
 /* The options and overrides after SRC (argv[1], which getopt sees as the program name): 0 or 2. */
 static int parse_export(int argc, char **argv, export_args *a) {
-    enum { O_OUT = 256, O_MERGE, O_LORA_ONLY, O_BF16, O_FORMAT, O_SEQ_LEN, O_STEPS, O_EVAL_LOSS };
+    enum { O_OUT = 256, O_MERGE, O_LORA_ONLY, O_BF16, O_FORMAT, O_SEQ_LEN, O_STEPS, O_EVAL_LOSS, O_GGUF_TYPE };
     static const struct option opts[] = {
         {"out", required_argument, NULL, O_OUT},
         {"merge-lora", no_argument, NULL, O_MERGE},
@@ -139,6 +155,7 @@ static int parse_export(int argc, char **argv, export_args *a) {
         {"sequence-length", required_argument, NULL, O_SEQ_LEN},
         {"steps", required_argument, NULL, O_STEPS},
         {"eval-loss", required_argument, NULL, O_EVAL_LOSS},
+        {"gguf-type", required_argument, NULL, O_GGUF_TYPE},
         {NULL, 0, NULL, 0},
     };
     char nb[8], *end;
@@ -151,10 +168,17 @@ static int parse_export(int argc, char **argv, export_args *a) {
         case O_LORA_ONLY: a->lora_only = true; break;
         case O_BF16: a->bf16 = true; break;
         case O_FORMAT:
-            if (strcmp(optarg, "keras") && strcmp(optarg, "hf") && strcmp(optarg, "peft"))
-                return bad_usage(false, "--format: expected keras, hf or peft, got '%s'", optarg);
+            if (strcmp(optarg, "keras") && strcmp(optarg, "hf") && strcmp(optarg, "peft") && strcmp(optarg, "gguf") &&
+                strcmp(optarg, "gguf-lora"))
+                return bad_usage(false, "--format: expected keras, hf, gguf, gguf-lora or peft, got '%s'", optarg);
             a->hf = !strcmp(optarg, "hf");
             a->peft = !strcmp(optarg, "peft");
+            a->gguf = !strcmp(optarg, "gguf");
+            a->gguf_lora = !strcmp(optarg, "gguf-lora");
+            break;
+        case O_GGUF_TYPE:
+            if (cli_gguf_type(optarg, &a->gguf_type))
+                return bad_usage(false, "--gguf-type: expected f32, f16, bf16 or q8_0, got '%s'", optarg);
             break;
         case O_SEQ_LEN:
             if (cli_parse_i64(optarg, &a->o.sequence_length) || a->o.sequence_length < 1)
@@ -178,8 +202,10 @@ static int parse_export(int argc, char **argv, export_args *a) {
     if (a->merge && a->lora_only) return bad_usage(false, "--merge-lora and --lora-only exclude each other");
     if (a->hf && a->lora_only) return bad_usage(false, "--format hf: --lora-only writes Keras' .lora.h5 only");
     if (a->bf16 && !a->hf) return bad_usage(false, "--bf16 applies to --format hf");
-    if (a->peft && (a->merge || a->lora_only))
-        return bad_usage(false, "--format peft writes the adapters alone: no --merge-lora or --lora-only");
+    if ((a->peft || a->gguf_lora) && (a->merge || a->lora_only))
+        return bad_usage(false, "--format %s writes the adapters alone: no --merge-lora or --lora-only",
+                         a->peft ? "peft" : "gguf-lora");
+    if (a->gguf && a->lora_only) return bad_usage(false, "--format gguf: for the adapters alone use --format gguf-lora");
     if (a->lora_only && !ends_with(a->out, ".lora.h5"))
         return bad_usage(false, "--lora-only: --out must end in .lora.h5 (Keras requires it), got '%s'", a->out);
     return 0;
@@ -202,7 +228,7 @@ static int from_checkpoint(export_args *a, gt_config *c, gt_gemma **m, gt_lora *
     /* a run with model.frozen_dtype: bf16 trained on the rounded weights: export those, as fp32 */
     if (gt_gemma_set_frozen_dtype(*m, GT_FROZEN_FP32, err, errn)) return 1;
     if (a->o.prov.steps < 0) a->o.prov.steps = step;
-    if ((a->merge || a->lora_only || a->peft) && !*l)
+    if ((a->merge || a->lora_only || a->peft || a->gguf_lora) && !*l)
         return snprintf(err, errn, "%s: a full fine-tuning checkpoint has no adapters to %s", a->src,
                         a->merge ? "merge" : "write"), 2;
     return 0;
@@ -212,7 +238,7 @@ static int from_checkpoint(export_args *a, gt_config *c, gt_gemma **m, gt_lora *
 static int from_config(const export_args *a, gt_config *c, gt_gemma **m, gt_lora **l, gt_tokenizer **tok,
                        char *err, size_t errn) {
     if (load_config(a->src, a->ov, a->nov, c, err, errn)) return 2;
-    if ((a->merge || a->lora_only || a->peft) && (!c->lora.enabled || !c->lora.weights[0]))
+    if ((a->merge || a->lora_only || a->peft || a->gguf_lora) && (!c->lora.enabled || !c->lora.weights[0]))
         return snprintf(err, errn, "%s needs adapters: set lora.weights (and lora.enabled)",
                         a->merge ? "--merge-lora" : a->peft ? "--format peft" : "--lora-only"), 2;
     if (gt_load_model(c->model.weights, false, m, c->tokenizer[0] ? NULL : tok, err, errn)) return 1;
@@ -232,6 +258,19 @@ static int write_hf(const export_args *a, const gt_config *c, gt_gemma *m, const
     if (l && gt_gemma_merge_lora(m, l, err, errn)) return 1;
     if (save_hf(m, tok, c->tokenizer, a->out, a->bf16, err, errn)) return 1;
     fprintf(stderr, "wrote Hugging Face model %s%s\n", a->out, l ? " (LoRA merged)" : "");
+    return 0;
+}
+
+/* --format gguf: one set of weights, the adapters merged in. Exit status (message in err). */
+static int write_gguf(const export_args *a, gt_gemma *m, const gt_tokenizer *tok, const gt_lora *l, char *err,
+                      size_t errn) {
+    if (l && !a->merge)
+        return snprintf(err, errn, "--format gguf holds one set of weights: add --merge-lora to fold the adapters in "
+                        "(or export them with --format gguf-lora)"), 2;
+    m->lora = NULL;
+    if (l && gt_gemma_merge_lora(m, l, err, errn)) return 1;
+    if (gt_gguf_export_model(m, tok, a->out, a->gguf_type, NULL, err, errn)) return 1;
+    fprintf(stderr, "wrote GGUF %s%s\n", a->out, l ? " (LoRA merged)" : "");
     return 0;
 }
 
@@ -255,7 +294,7 @@ int cli_export(int argc, char **argv) {
         fputs(export_usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    export_args a = {.src = argv[1], .ov = calloc((size_t)argc, sizeof *a.ov)};
+    export_args a = {.src = argv[1], .ov = calloc((size_t)argc, sizeof *a.ov), .gguf_type = GT_GGML_F16};
     a.o.prov.steps = -1;
     a.o.prov.final_eval_loss = NAN;
     if (!a.ov) return fprintf(stderr, "gemmatrain export: out of memory\n"), 1;
@@ -272,7 +311,12 @@ int cli_export(int argc, char **argv) {
     (void)gt_mkdir_parents(a.out, NULL, 0); /* errors surface at the write */
     code = is_checkpoint(a.src) ? from_checkpoint(&a, &c, &m, &l, &tok, err, sizeof err)
                                 : from_config(&a, &c, &m, &l, &tok, err, sizeof err);
-    if (!code && a.peft) {
+    if (!code && a.gguf_lora) {
+        code = gt_gguf_export_lora(l, &m->cfg, a.out, err, sizeof err) ? 1 : 0;
+        if (!code) fprintf(stderr, "wrote llama.cpp LoRA GGUF %s (rank %lld)\n", a.out, (long long)l->rank);
+    } else if (!code && a.gguf) {
+        code = write_gguf(&a, m, tok, l, err, sizeof err);
+    } else if (!code && a.peft) {
         code = gt_peft_save(a.out, l, &m->cfg, c.model.weights, err, sizeof err) ? 1 : 0;
         if (!code) fprintf(stderr, "wrote PEFT adapter %s (rank %lld)\n", a.out, (long long)l->rank);
     } else if (!code && a.lora_only) {
@@ -297,16 +341,18 @@ int cli_convert(int argc, char **argv) {
     gt_preset_save_opts o = {0};
     o.prov.steps = -1;
     o.prov.final_eval_loss = NAN;
-    enum { O_BF16 = 256, O_FORMAT, O_SEQ_LEN };
+    enum { O_BF16 = 256, O_FORMAT, O_SEQ_LEN, O_GGUF_TYPE };
     static const struct option opts[] = {
         {"bf16", no_argument, NULL, O_BF16},
+        {"gguf-type", required_argument, NULL, O_GGUF_TYPE},
         {"format", required_argument, NULL, O_FORMAT},
         {"sequence-length", required_argument, NULL, O_SEQ_LEN},
         {NULL, 0, NULL, 0},
     };
     const char *pos[2] = {NULL, NULL};
     int npos = 0;
-    bool hf = false, bf16 = false;
+    bool hf = false, bf16 = false, gguf = false;
+    uint32_t gguf_type = GT_GGML_F16;
     char nb[8];
     cli_getopt_reset();
     int opt;
@@ -314,11 +360,18 @@ int cli_convert(int argc, char **argv) {
         switch (opt) {
         case O_BF16: bf16 = true; break;
         case O_FORMAT:
-            if (strcmp(optarg, "keras") && strcmp(optarg, "hf")) {
-                fprintf(stderr, "gemmatrain convert: --format: expected keras or hf, got '%s'\n", optarg);
+            if (strcmp(optarg, "keras") && strcmp(optarg, "hf") && strcmp(optarg, "gguf")) {
+                fprintf(stderr, "gemmatrain convert: --format: expected keras, hf or gguf, got '%s'\n", optarg);
                 return 2;
             }
             hf = !strcmp(optarg, "hf");
+            gguf = !strcmp(optarg, "gguf");
+            break;
+        case O_GGUF_TYPE:
+            if (cli_gguf_type(optarg, &gguf_type)) {
+                fprintf(stderr, "gemmatrain convert: --gguf-type: expected f32, f16, bf16 or q8_0, got '%s'\n", optarg);
+                return 2;
+            }
             break;
         case O_SEQ_LEN:
             if (cli_parse_i64(optarg, &o.sequence_length) || o.sequence_length < 1) {
@@ -361,11 +414,12 @@ int cli_convert(int argc, char **argv) {
     }
     o.prov.base_model = pos[0];
     (void)gt_mkdir_parents(pos[1], NULL, 0); /* errors surface at the write */
-    int rc = hf ? save_hf(m, tok, NULL, pos[1], bf16, err, sizeof err)
+    int rc = gguf ? gt_gguf_export_model(m, tok, pos[1], gguf_type, NULL, err, sizeof err)
+             : hf ? save_hf(m, tok, NULL, pos[1], bf16, err, sizeof err)
                 : bf16 ? (snprintf(err, sizeof err, "--bf16 applies to --format hf"), -1)
                        : gt_keras_preset_save(pos[1], m, tok, &o, err, sizeof err);
     if (rc) fprintf(stderr, "gemmatrain convert: %s\n", err);
-    else fprintf(stderr, "wrote %s %s\n", hf ? "Hugging Face model" : "KerasHub preset", pos[1]);
+    else fprintf(stderr, "wrote %s %s\n", gguf ? "GGUF" : hf ? "Hugging Face model" : "KerasHub preset", pos[1]);
     gt_tok_free(tok);
     gt_gemma_free(m);
     return rc ? 1 : 0;

@@ -86,7 +86,7 @@ START_TEST(merged_lora_exports_agree) {
     ck_assert_int_eq(gt(args), 2);
     ck_assert_msg(strstr(out, "add --merge-lora"), "%s", out);
     ck_assert_int_eq(gt("convert tests/fixtures/presets/gemma3 /tmp/x --format onnx"), 2);
-    ck_assert_msg(strstr(out, "expected keras or hf, got 'onnx'"), "%s", out);
+    ck_assert_msg(strstr(out, "expected keras, hf or gguf, got 'onnx'"), "%s", out);
     unlink(cfg);
 }
 END_TEST

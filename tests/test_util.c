@@ -172,6 +172,46 @@ END_TEST
 
 /* ---- err ---- */
 
+/* The nearest half by brute force over the two neighbours (ties: even mantissa). */
+static uint16_t f16_nearest(float f) {
+    if (isnan(f)) return 0x7e00;
+    uint16_t sign = signbit(f) ? 0x8000 : 0;
+    double x = fabs((double)f);
+    if (x >= 65520.0) return sign | 0x7c00;
+    uint16_t lo = 0;
+    for (uint16_t step = 0x4000; step; step >>= 1) /* largest half <= x (halves order as integers) */
+        if ((uint16_t)(lo | step) < 0x7c00 && gt_f16_to_f32((uint16_t)(lo | step)) <= x) lo |= step;
+    double dl = x - gt_f16_to_f32(lo), dh = gt_f16_to_f32((uint16_t)(lo + 1)) - x;
+    uint16_t h = dl < dh ? lo : dh < dl ? (uint16_t)(lo + 1) : (lo & 1) ? (uint16_t)(lo + 1) : lo;
+    return sign | h;
+}
+
+START_TEST(f32_to_f16_rounds_to_nearest_even) {
+    /* every half round-trips; every midpoint between neighbours goes to the even one */
+    for (uint32_t h = 0; h < 0x7c00; h++) {
+        ck_assert_uint_eq(gt_f32_to_f16(gt_f16_to_f32((uint16_t)h)), h);
+        ck_assert_uint_eq(gt_f32_to_f16(-gt_f16_to_f32((uint16_t)h)), h | 0x8000);
+        float mid = (float)(((double)gt_f16_to_f32((uint16_t)h) + gt_f16_to_f32((uint16_t)(h + 1))) / 2);
+        ck_assert_uint_eq(gt_f32_to_f16(mid), (h & 1) ? h + 1 : h);
+    }
+    uint64_t st = 7;
+    for (int i = 0; i < 300000; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t u = (uint32_t)(st >> 32);
+        float f;
+        memcpy(&f, &u, 4);
+        if (isnan(f)) continue;
+        ck_assert_msg(gt_f32_to_f16(f) == f16_nearest(f), "%a: %04x vs %04x", f, gt_f32_to_f16(f), f16_nearest(f));
+    }
+    ck_assert_uint_eq(gt_f32_to_f16(INFINITY), 0x7c00);
+    ck_assert_uint_eq(gt_f32_to_f16(65519.0f), 0x7bff);
+    ck_assert_uint_eq(gt_f32_to_f16(65520.0f), 0x7c00);
+    ck_assert_uint_eq(gt_f32_to_f16(0x1p-25f), 0);
+    ck_assert_uint_eq(gt_f32_to_f16(0x1.000002p-25f), 1);
+    ck_assert(isnan(gt_f16_to_f32(gt_f32_to_f16(NAN))));
+}
+END_TEST
+
 START_TEST(fail_formats_and_returns_minus_one) {
     char err[16] = "untouched";
     ck_assert_int_eq(gt_errf(err, sizeof err, "%s: %d", "x", 42), -1);
@@ -316,6 +356,7 @@ int main(void) {
     tcase_add_test(h, f16_to_f32_every_pattern);
     tcase_add_test(h, bf16_to_f32_every_pattern);
     tcase_add_test(h, f32_to_bf16_matches_and_rounds_to_nearest_even);
+    tcase_add_test(h, f32_to_f16_rounds_to_nearest_even);
     tcase_add_test(h, fail_formats_and_returns_minus_one);
     suite_add_tcase(s, h);
     TCase *f = tcase_create("fsutil");

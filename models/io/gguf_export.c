@@ -1,0 +1,198 @@
+#include "models/io/gguf_export.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/gemma_params.h"
+#include "models/io/gguf_writer.h"
+#include "util/err.h"
+
+_Static_assert(sizeof(gt_real) == sizeof(float), "GGUF export is built against the fp32 engine");
+
+/* What llama.cpp's Gemma graphs assume and no metadata key can change. */
+static int check_expressible(const gt_gemma_config *c, char *err, size_t errn) {
+    const char *bad = c->generation < 1 || c->generation > 3 ? "generation (GGUF export: Gemma 1, 2, 3)"
+                      : !c->norm_add_one                    ? "norm_add_one"
+                      : fabs(gt_gemma_query_scale(c) * sqrt((double)c->head_dim) - 1) > 1e-12
+                          ? "query scaling (llama.cpp uses head_dim^-1/2 but for the 27B models)"
+                      : c->generation == 3 && (c->sliding_pattern != 6 || c->rope_local_base != 10000.0 ||
+                                               c->rope_local_scale != 1.0 || !c->use_qk_norm)
+                          ? "sliding pattern, local RoPE or q/k norm (llama.cpp's gemma3: pattern 6, base 10000)"
+                      : c->generation == 2 && (c->sliding_pattern != 2 || c->rope_local_base != c->rope_global_base)
+                          ? "sliding pattern or local RoPE base (llama.cpp's gemma2: pattern 2, one base)"
+                      : c->generation != 2 && (c->attn_logit_softcap > 0 || c->final_logit_softcap > 0)
+                          ? "logit soft-caps (llama.cpp applies them to gemma2 only)"
+                          : NULL;
+    return bad ? gt_errf(err, errn, "GGUF export: this model's %s cannot be expressed for llama.cpp", bad) : 0;
+}
+
+static int hparams(gt_ggufw *w, const gt_gemma_config *c, uint32_t type, const char *name) {
+    const char *a = c->generation == 1 ? "gemma" : c->generation == 2 ? "gemma2" : "gemma3";
+    char k[96];
+    uint32_t ftype = type == GT_GGML_F32 ? 0 : type == GT_GGML_F16 ? 1 : type == GT_GGML_Q8_0 ? 7 : 32;
+    int rc = gt_ggufw_str(w, "general.architecture", a) || gt_ggufw_str(w, "general.type", "model") ||
+             gt_ggufw_str(w, "general.name", name ? name : c->name) || gt_ggufw_u32(w, "general.quantization_version", 2) ||
+             gt_ggufw_u32(w, "general.file_type", ftype);
+#define U32(key, v) (snprintf(k, sizeof k, "%s." key, a), gt_ggufw_u32(w, k, (uint32_t)(v)))
+#define F32(key, v) (snprintf(k, sizeof k, "%s." key, a), gt_ggufw_f32(w, k, (float)(v)))
+    rc = rc || U32("context_length", c->max_seq_len) || U32("embedding_length", c->hidden_dim) ||
+         U32("block_count", c->num_layers) || U32("feed_forward_length", c->intermediate_dim) ||
+         U32("attention.head_count", c->num_query_heads) || U32("attention.head_count_kv", c->num_kv_heads) ||
+         F32("attention.layer_norm_rms_epsilon", c->rms_eps) || U32("attention.key_length", c->head_dim) ||
+         U32("attention.value_length", c->head_dim) || F32("rope.freq_base", c->rope_global_base);
+    if (c->generation >= 2) rc = rc || U32("attention.sliding_window", c->sliding_window);
+    if (c->attn_logit_softcap > 0) rc = rc || F32("attn_logit_softcapping", c->attn_logit_softcap);
+    if (c->final_logit_softcap > 0) rc = rc || F32("final_logit_softcapping", c->final_logit_softcap);
+    if (c->rope_global_scale != 1.0)
+        rc = rc || (snprintf(k, sizeof k, "%s.rope.scaling.type", a), gt_ggufw_str(w, k, "linear")) ||
+             F32("rope.scaling.factor", c->rope_global_scale);
+#undef U32
+#undef F32
+    return rc;
+}
+
+/* llama.cpp's converter spells USER_DEFINED pieces with spaces where SentencePiece has U+2581
+ * (tok_gguf.c reads them back) */
+static char *gguf_spelling(const char *p, int type) {
+    size_t n = strlen(p), k = 0;
+    char *s = malloc(n + 1);
+    if (!s) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (type == GT_PIECE_USER_DEFINED && !strncmp(p + i, "\xE2\x96\x81", 3)) s[k++] = ' ', i += 2;
+        else s[k++] = p[i];
+    }
+    s[k] = 0;
+    return s;
+}
+
+static int vocabulary(gt_ggufw *w, const gt_tokenizer *tok) {
+    int32_t n = gt_tok_vocab_size(tok);
+    char **pieces = calloc((size_t)n, sizeof *pieces);
+    float *scores = malloc((size_t)n * sizeof *scores);
+    int32_t *types = malloc((size_t)n * sizeof *types);
+    int rc = -1;
+    if (pieces && scores && types) {
+        rc = 0;
+        for (int32_t i = 0; i < n && !rc; i++) {
+            types[i] = gt_tok_piece_type(tok, i);
+            scores[i] = gt_tok_piece_score(tok, i);
+            rc = !(pieces[i] = gguf_spelling(gt_tok_piece(tok, i), types[i]));
+        }
+    }
+    rc = rc || gt_ggufw_str(w, "tokenizer.ggml.model", "llama") || gt_ggufw_str(w, "tokenizer.ggml.pre", "default") ||
+         gt_ggufw_str_array(w, "tokenizer.ggml.tokens", (const char *const *)pieces, (uint64_t)n) ||
+         gt_ggufw_f32_array(w, "tokenizer.ggml.scores", scores, (uint64_t)n) ||
+         gt_ggufw_i32_array(w, "tokenizer.ggml.token_type", types, (uint64_t)n);
+    if (!rc && gt_tok_bos(tok) >= 0) rc = gt_ggufw_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)gt_tok_bos(tok));
+    if (!rc && gt_tok_eos(tok) >= 0) rc = gt_ggufw_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)gt_tok_eos(tok));
+    if (!rc && gt_tok_unk(tok) >= 0) rc = gt_ggufw_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)gt_tok_unk(tok));
+    if (!rc && gt_tok_pad(tok) >= 0) rc = gt_ggufw_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)gt_tok_pad(tok));
+    rc = rc || gt_ggufw_bool(w, "tokenizer.ggml.add_bos_token", true) ||
+         gt_ggufw_bool(w, "tokenizer.ggml.add_sep_token", false) ||
+         gt_ggufw_bool(w, "tokenizer.ggml.add_eos_token", false) ||
+         gt_ggufw_bool(w, "tokenizer.ggml.add_space_prefix", false);
+    for (int32_t i = 0; pieces && i < n; i++) free(pieces[i]);
+    free(pieces);
+    free(scores);
+    free(types);
+    return rc;
+}
+
+int gt_gguf_export_model(const gt_gemma *m, const gt_tokenizer *tok, const char *path, uint32_t type,
+                         const char *name, char *err, size_t errn) {
+    const gt_gemma_config *c = &m->cfg;
+    if (check_expressible(c, err, errn)) return -1;
+    if (m->frozen_dtype != GT_FROZEN_FP32)
+        return gt_errf(err, errn, "%s: the model is stored as bf16: widen it first (gt_gemma_set_frozen_dtype)", path);
+    if (gt_tok_vocab_size(tok) > c->vocab_size)
+        return gt_errf(err, errn, "%s: the tokenizer has %d pieces, the model %lld rows", path, gt_tok_vocab_size(tok),
+                       (long long)c->vocab_size);
+    gt_ggufw *w = gt_ggufw_new();
+    float **plus_one = calloc((size_t)m->n_params, sizeof *plus_one);
+    int rc = -1;
+    if (!w || !plus_one || hparams(w, c, type, name) || vocabulary(w, tok)) {
+        gt_errf(err, errn, "%s: out of memory", path);
+        goto done;
+    }
+    for (int i = 0; i < m->n_params; i++) {
+        const gt_gemma_param *p = &m->params[i];
+        char gname[128];
+        if (gt_gemma_param_gguf_name(p->row, p->layer, gname, sizeof gname)) {
+            gt_errf(err, errn, "%s: %s has no GGUF name", path, p->name);
+            goto done;
+        }
+        const float *data = p->t->data;
+        if (p->row->gguf_add_one) { /* llama.cpp multiplies by the stored weight: 1 + w */
+            if (!(plus_one[i] = malloc((size_t)p->t->size * sizeof(float)))) {
+                gt_errf(err, errn, "%s: out of memory", path);
+                goto done;
+            }
+            for (int64_t j = 0; j < p->t->size; j++) plus_one[i][j] = 1.0f + p->t->data[j];
+            data = plus_one[i];
+        }
+        uint32_t tt = p->t->ndim < 2                                              ? GT_GGML_F32
+                      : type == GT_GGML_Q8_0 && p->t->shape[p->t->ndim - 1] % 32 ? GT_GGML_F16
+                                                                                 : type;
+        if (gt_ggufw_tensor(w, gname, data, p->t->ndim, p->t->shape, tt, err, errn)) goto done;
+    }
+    rc = gt_ggufw_write(w, path, err, errn);
+done:
+    for (int i = 0; plus_one && i < m->n_params; i++) free(plus_one[i]);
+    free(plus_one);
+    gt_ggufw_free(w);
+    return rc;
+}
+
+int gt_gguf_export_lora(const gt_lora *l, const gt_gemma_config *c, const char *path, char *err, size_t errn) {
+    if (check_expressible(c, err, errn)) return -1;
+    gt_ggufw *w = gt_ggufw_new();
+    int64_t cap = 2 * l->num_layers * GT_LORA_NTARGETS, n = 0;
+    float **bufs = calloc((size_t)cap, sizeof *bufs);
+    int rc = -1;
+    const char *a = c->generation == 1 ? "gemma" : c->generation == 2 ? "gemma2" : "gemma3";
+    if (!w || !bufs || gt_ggufw_str(w, "general.architecture", a) || gt_ggufw_str(w, "general.type", "adapter") ||
+        gt_ggufw_str(w, "adapter.type", "lora") || gt_ggufw_f32(w, "adapter.lora.alpha", 0.0f)) {
+        gt_errf(err, errn, "%s: out of memory", path);
+        goto done;
+    }
+    double s = l->alpha / (double)l->rank;
+    for (int64_t i = 0; i < l->num_layers; i++)
+        for (int t = 0; t < GT_LORA_NTARGETS; t++) {
+            const gt_lora_adapter *ad = gt_lora_get(l, i, (gt_lora_target)t);
+            if (!ad) continue;
+            const gt_gemma_param_row *row = NULL;
+            for (int k = 0; k < gt_gemma_n_param_rows && !row; k++)
+                if (gt_gemma_param_rows[k].per_layer && gt_gemma_param_rows[k].lora == t) row = &gt_gemma_param_rows[k];
+            char base[128], name[160];
+            if (!row || gt_gemma_param_gguf_name(row, i, base, sizeof base)) {
+                gt_errf(err, errn, "%s: adapter %s has no GGUF tensor", path, ad->name);
+                goto done;
+            }
+            int64_t r = l->rank, G = ad->groups, R = G * r, in = ad->in, out = ad->out;
+            float *A = malloc((size_t)(R * in) * sizeof *A), *B = calloc((size_t)(G * out * R), sizeof *B);
+            bufs[n++] = A, bufs[n++] = B;
+            if (!A || !B) {
+                gt_errf(err, errn, "%s: out of memory", path);
+                goto done;
+            }
+            /* A [R, in] = A'^T; B [G*out, R] block-diagonal, the scale folded in */
+            for (int64_t q = 0; q < R; q++)
+                for (int64_t x = 0; x < in; x++) A[q * in + x] = ad->a.data[x * R + q];
+            for (int64_t g = 0; g < G; g++)
+                for (int64_t o = 0; o < out; o++)
+                    for (int64_t j = 0; j < r; j++) B[(g * out + o) * R + g * r + j] = (float)(s * ad->b.data[j * out + o]);
+            int64_t sa[2] = {R, in}, sb[2] = {G * out, R};
+            snprintf(name, sizeof name, "%s.lora_a", base);
+            if (gt_ggufw_tensor(w, name, A, 2, sa, GT_GGML_F32, err, errn)) goto done;
+            snprintf(name, sizeof name, "%s.lora_b", base);
+            if (gt_ggufw_tensor(w, name, B, 2, sb, GT_GGML_F32, err, errn)) goto done;
+        }
+    rc = gt_ggufw_write(w, path, err, errn);
+done:
+    for (int64_t k = 0; bufs && k < n; k++) free(bufs[k]);
+    free(bufs);
+    gt_ggufw_free(w);
+    return rc;
+}
