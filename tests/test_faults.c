@@ -1,0 +1,264 @@
+/* Reliability under faults (issue 13), in-process:
+ *   a full disk under every HDF5 writer (checkpoint, Keras .lora.h5): this binary interposes
+ *   pwrite(), which libhdf5 writes with, and fallocate(), and fails them with ENOSPC past
+ *   a byte budget for the temporary files in the test directory; the save fails with one line, no file is left under
+ *   the final name nor a temporary, and HDF5 stays healthy (a later save works, and the process
+ *   exits without HDF5's atexit cleanup crashing on a file closed twice);
+ *   stdio writers (gt_atomic, safetensors) under a file size limit (RLIMIT_FSIZE, EFBIG): the
+ *   same. */
+#include <check.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "models/io/keras_lora.h"
+#include "models/io/safetensors.h"
+#include "train/checkpoint.h"
+#include "util/fsutil.h"
+
+static char dir[128];
+
+/* ---- the full disk: pwrite() past g_budget bytes of a matching file fails with ENOSPC ---- */
+
+static long long g_budget = -1; /* -1: no fault */
+static int g_faults;            /* writes refused */
+
+static bool faulty_fd(int fd) {
+    char link[64], target[512];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0) return false;
+    target[n] = 0;
+    return !strncmp(target, dir, strlen(dir)) && strstr(target, ".tmp");
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset) {
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (!real) real = (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+    if (g_budget >= 0 && dir[0] && faulty_fd(fd)) {
+        if (offset >= g_budget) {
+            g_faults++;
+            errno = ENOSPC;
+            return -1;
+        }
+        if ((long long)(offset + (off_t)count) > g_budget) count = (size_t)(g_budget - offset);
+    }
+    return real(fd, buf, count, offset);
+}
+
+/* the space reservation before a close (models/io/h5io.c) meets the same full disk */
+int fallocate(int fd, int mode, off_t offset, off_t len) {
+    static int (*real)(int, int, off_t, off_t);
+    if (!real) real = (int (*)(int, int, off_t, off_t))dlsym(RTLD_NEXT, "fallocate");
+    if (g_budget >= 0 && dir[0] && faulty_fd(fd) && offset + len > g_budget) {
+        g_faults++;
+        errno = ENOSPC;
+        return -1;
+    }
+    return real(fd, mode, offset, len);
+}
+
+static void setup(void) {
+    snprintf(dir, sizeof dir, "/tmp/gt-test-faults-%d", (int)getpid());
+    mkdir(dir, 0755);
+}
+
+static void teardown(void) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert(system(cmd) == 0);
+}
+
+/* Files in dir other than keep (NULL: none allowed). */
+static int stray_files(const char *keep) {
+    char cmd[512], out[4096] = "";
+    snprintf(cmd, sizeof cmd, "ls -A %s", dir);
+    FILE *p = popen(cmd, "r");
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = 0;
+    pclose(p);
+    int n = 0;
+    for (char *s = strtok(out, "\n"); s; s = strtok(NULL, "\n"))
+        if (!keep || strcmp(s, keep)) n++, fprintf(stderr, "stray file: %s\n", s);
+    return n;
+}
+
+static bool exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* A small full fine-tuning state: three slices and AdamW. */
+typedef struct {
+    gt_gemma_config cfg;
+    gt_real *data[3], *grad[3];
+    gt_param_slice s[3];
+    gt_optim opt;
+} rig;
+
+static void rig_init(rig *r) {
+    gt_gemma_config_defaults(&r->cfg, 3);
+    static const char *names[3] = {"a/kernel", "b/kernel", "c/scale"};
+    int64_t sizes[3] = {6000, 3000, 64};
+    for (int i = 0; i < 3; i++) {
+        r->data[i] = calloc((size_t)sizes[i], sizeof(gt_real));
+        r->grad[i] = calloc((size_t)sizes[i], sizeof(gt_real));
+        for (int64_t e = 0; e < sizes[i]; e++) r->data[i][e] = (gt_real)sin((double)(e + i));
+        r->s[i] = (gt_param_slice){names[i], r->data[i], r->grad[i], sizes[i], true};
+    }
+    gt_optim_cfg oc;
+    gt_optim_cfg_defaults(&oc, GT_OPT_ADAMW);
+    char err[256];
+    ck_assert(gt_optim_init(&r->opt, &oc, r->s, 3, err, sizeof err) == 0);
+}
+
+static void rig_free(rig *r) {
+    gt_optim_free(&r->opt);
+    for (int i = 0; i < 3; i++) free(r->data[i]), free(r->grad[i]);
+}
+
+static int save_ckpt(rig *r, const char *path, char *err, size_t errn) {
+    gt_ckpt_state st = {.step = 4, .world = 1};
+    gt_ckpt_model m = {&r->cfg, NULL, "adamw"};
+    return gt_ckpt_save(path, "train:\n  steps: 8\n", &m, r->s, 3, &r->opt, &st, err, errn);
+}
+
+START_TEST(full_disk_checkpoint_fails_cleanly) {
+    rig r;
+    rig_init(&r);
+    char path[256], err[1024];
+    gt_ckpt_path(dir, 4, path, sizeof path);
+    /* the disk fills at every point of the write: data, metadata, the close */
+    long long budgets[] = {0, 100, 800, 2048, 4096, 20000, 40000, 70000, 100000, 107000, 109000, 110500};
+    int refused = 0;
+    for (size_t k = 0; k < sizeof budgets / sizeof budgets[0]; k++) {
+        g_budget = budgets[k];
+        g_faults = 0;
+        err[0] = 0;
+        int rc = save_ckpt(&r, path, err, sizeof err);
+        g_budget = -1;
+        if (!g_faults) { /* the budget held the whole file */
+            ck_assert_msg(rc == 0, "budget %lld: %s", budgets[k], err);
+            unlink(path);
+            continue;
+        }
+        refused++;
+        ck_assert_msg(rc != 0, "budget %lld: a failed write was not reported", budgets[k]);
+        ck_assert_msg(strstr(err, path) && strstr(err, "No space left on device") && !strchr(err, '\n'),
+                      "budget %lld: %s", budgets[k], err);
+        ck_assert_msg(!exists(path), "budget %lld: a half-written checkpoint under the final name", budgets[k]);
+        ck_assert_int_eq(stray_files(NULL), 0);
+    }
+    ck_assert_int_ge(refused, 9);
+    /* HDF5 is still fine: a save with room works and loads back */
+    ck_assert_msg(save_ckpt(&r, path, err, sizeof err) == 0, "%s", err);
+    gt_ckpt_state st;
+    gt_ckpt_model m = {&r.cfg, NULL, "adamw"};
+    ck_assert_msg(gt_ckpt_load(path, &m, r.s, 3, &r.opt, &st, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(st.step, 4);
+    rig_free(&r);
+    /* returning exits this test's process: HDF5's atexit cleanup must find nothing to crash on */
+}
+END_TEST
+
+START_TEST(full_disk_lora_file_fails_cleanly) {
+    gt_gemma_config cfg;
+    gt_gemma_config_defaults(&cfg, 3);
+    cfg.num_layers = 2, cfg.hidden_dim = 64, cfg.intermediate_dim = 96, cfg.num_query_heads = 2;
+    cfg.num_kv_heads = 1, cfg.head_dim = 32;
+    gt_lora *l;
+    char err[1024], path[256];
+    gt_lora_dims d = {2, 64, 96, 2, 1, 32};
+    ck_assert(gt_lora_create(&d, 8, 8, (1u << GT_LORA_QUERY) | (1u << GT_LORA_VALUE), 1, &l, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "%s/adapter.lora.h5", dir);
+    long long budgets[] = {0, 512, 3000, 6000, 9000, 12000, 15000};
+    int refused = 0;
+    for (size_t k = 0; k < sizeof budgets / sizeof budgets[0]; k++) {
+        g_budget = budgets[k];
+        g_faults = 0;
+        err[0] = 0;
+        int rc = gt_keras_lora_save(path, l, &cfg, err, sizeof err);
+        g_budget = -1;
+        if (!g_faults) {
+            ck_assert_msg(rc == 0, "budget %lld: %s", budgets[k], err);
+            unlink(path);
+            continue;
+        }
+        refused++;
+        ck_assert_msg(rc != 0, "budget %lld: a failed write was not reported", budgets[k]);
+        ck_assert_msg(strstr(err, "No space left on device") && !strchr(err, '\n'), "budget %lld: %s", budgets[k], err);
+        ck_assert_msg(!exists(path), "budget %lld: a half-written file under the final name", budgets[k]);
+        ck_assert_int_eq(stray_files(NULL), 0);
+    }
+    ck_assert_int_ge(refused, 5);
+    ck_assert_msg(gt_keras_lora_save(path, l, &cfg, err, sizeof err) == 0, "%s", err);
+    gt_lora *back;
+    ck_assert_msg(gt_keras_lora_open(path, &cfg, &back, err, sizeof err) == 0, "%s", err);
+    gt_lora_free(back);
+    gt_lora_free(l);
+}
+END_TEST
+
+/* stdio writers: a file size limit makes write() fail with EFBIG past `bytes` (SIGXFSZ ignored) */
+static void limit_file_size(rlim_t bytes) {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl;
+    getrlimit(RLIMIT_FSIZE, &rl);
+    rl.rlim_cur = bytes;
+    ck_assert(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+}
+
+static void unlimit_file_size(void) {
+    struct rlimit rl;
+    getrlimit(RLIMIT_FSIZE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_FSIZE, &rl);
+}
+
+START_TEST(file_size_limit_fails_stdio_writers_cleanly) {
+    enum { N = 40000 };
+    float *v = malloc(N * sizeof *v);
+    for (int i = 0; i < N; i++) v[i] = (float)i;
+    char path[256], err[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    gt_st_entry e = {"w", v, 1, {N}};
+    limit_file_size(64 << 10);
+    int rc = gt_st_write(path, &e, 1, GT_ST_F32, NULL, err, sizeof err);
+    unlimit_file_size();
+    ck_assert_int_ne(rc, 0);
+    ck_assert_msg(strstr(err, path) && strstr(err, "File too large") && !strchr(err, '\n'), "%s", err);
+    ck_assert(!exists(path));
+    ck_assert_int_eq(stray_files(NULL), 0);
+    snprintf(path, sizeof path, "%s/blob.bin", dir);
+    limit_file_size(64 << 10);
+    rc = gt_write_file_atomic(path, v, N * sizeof *v, err, sizeof err);
+    unlimit_file_size();
+    ck_assert_int_ne(rc, 0);
+    ck_assert_msg(strstr(err, path) && strstr(err, "File too large"), "%s", err);
+    ck_assert_int_eq(stray_files(NULL), 0);
+    free(v);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("faults");
+    TCase *tc = tcase_create("faults");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, full_disk_checkpoint_fails_cleanly);
+    tcase_add_test(tc, full_disk_lora_file_fails_cleanly);
+    tcase_add_test(tc, file_size_limit_fails_stdio_writers_cleanly);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
