@@ -5,7 +5,11 @@
  *   the final name nor a temporary, and HDF5 stays healthy (a later save works, and the process
  *   exits without HDF5's atexit cleanup crashing on a file closed twice);
  *   stdio writers (gt_atomic, safetensors) under a file size limit (RLIMIT_FSIZE, EFBIG): the
- *   same. */
+ *   same.
+ * Through the CLI (gemmatrain under a file size limit; its output read through a pipe, which the
+ * limit does not touch): a checkpoint, logging.metrics and eval.per_example_output that cannot be
+ * written end the command with exit 1 and one line naming the file, no crash and no partial file
+ * under the final name. */
 #include <check.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -16,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "models/io/keras_lora.h"
@@ -247,6 +252,100 @@ START_TEST(file_size_limit_fails_stdio_writers_cleanly) {
 }
 END_TEST
 
+/* ---- the CLI ---- */
+
+static char g_out[1 << 17];
+
+/* gemmatrain ARGS with files limited to fsize bytes (0: no limit); its stdout and stderr in g_out.
+ * Returns the exit status, or 128 + the signal. */
+static int gt_limited(rlim_t fsize, const char *args) {
+    const char *bin = getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain";
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "exec %s %s", bin, args);
+    int fds[2];
+    ck_assert(pipe(fds) == 0);
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        signal(SIGXFSZ, SIG_IGN); /* inherited: a write past the limit fails with EFBIG */
+        if (fsize) {
+            struct rlimit rl;
+            getrlimit(RLIMIT_FSIZE, &rl);
+            rl.rlim_cur = fsize;
+            setrlimit(RLIMIT_FSIZE, &rl);
+        }
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(fds[0], g_out + got, sizeof g_out - 1 - got)) > 0) got += (size_t)n;
+    g_out[got] = 0;
+    close(fds[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The output's lines that start with prefix: exactly one, containing every needle. */
+static void one_error_line(const char *prefix, const char *n1, const char *n2) {
+    int lines = 0;
+    for (const char *p = g_out; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (!strncmp(p, prefix, strlen(prefix))) {
+            lines++;
+            const char *end = strchr(p, '\n');
+            int len = end ? (int)(end - p) : (int)strlen(p);
+            char line[2048];
+            snprintf(line, sizeof line, "%.*s", len, p);
+            ck_assert_msg(strstr(line, n1) && strstr(line, n2), "expected '%s' and '%s' in: %s", n1, n2, line);
+        }
+    ck_assert_msg(lines == 1, "%d lines start with '%s' in:\n%s", lines, prefix, g_out);
+}
+
+START_TEST(cli_checkpoint_on_a_full_disk_exits_1) {
+    char args[1024], ck[256];
+    snprintf(ck, sizeof ck, "%s/ck", dir);
+    snprintf(args, sizeof args, "train configs/tiny.yaml data.eval= checkpoint.dir=%s checkpoint.every_steps=2", ck);
+    int rc = gt_limited(1 << 20, args); /* a checkpoint of the tiny model is about 7 MB */
+    ck_assert_msg(rc == 1, "exit %d:\n%s", rc, g_out);
+    one_error_line("gemmatrain train: ", "ckpt-00000002.h5", "File too large");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s)\"", ck);
+    ck_assert_msg(system(cmd) == 0, "files left in %s", ck);
+}
+END_TEST
+
+START_TEST(cli_metrics_on_a_full_disk_exits_1) {
+    char args[1024], m[256];
+    snprintf(m, sizeof m, "%s/metrics.jsonl", dir);
+    snprintf(args, sizeof args, "train configs/tiny.yaml data.eval= logging.every_steps=1 logging.metrics=%s", m);
+    int rc = gt_limited(2048, args); /* 20 lines of about 150 bytes */
+    ck_assert_msg(rc == 1, "exit %d:\n%s", rc, g_out);
+    one_error_line("gemmatrain train: ", m, "File too large");
+    ck_assert_msg(strstr(g_out, "logging.metrics: "), "%s", g_out);
+}
+END_TEST
+
+START_TEST(cli_per_example_output_on_a_full_disk_exits_1) {
+    char args[1024], p[256];
+    snprintf(p, sizeof p, "%s/per-example.jsonl", dir);
+    snprintf(args, sizeof args, "eval configs/tiny.yaml eval.per_example_output=%s", p);
+    int rc = gt_limited(1024, args); /* 50 lines of about 45 bytes */
+    ck_assert_msg(rc == 1, "exit %d:\n%s", rc, g_out);
+    one_error_line("gemmatrain eval: ", p, "File too large");
+    ck_assert_msg(!exists(p), "a partial %s", p);
+    ck_assert_int_eq(stray_files(NULL), 0);
+    /* with room, the same command writes it */
+    rc = gt_limited(0, args);
+    ck_assert_msg(rc == 0 && exists(p), "exit %d:\n%s", rc, g_out);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("faults");
     TCase *tc = tcase_create("faults");
@@ -255,6 +354,9 @@ int main(void) {
     tcase_add_test(tc, full_disk_checkpoint_fails_cleanly);
     tcase_add_test(tc, full_disk_lora_file_fails_cleanly);
     tcase_add_test(tc, file_size_limit_fails_stdio_writers_cleanly);
+    tcase_add_test(tc, cli_checkpoint_on_a_full_disk_exits_1);
+    tcase_add_test(tc, cli_metrics_on_a_full_disk_exits_1);
+    tcase_add_test(tc, cli_per_example_output_on_a_full_disk_exits_1);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

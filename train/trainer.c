@@ -2,6 +2,7 @@
  * (periodic, final, resume) and the test hooks of GT_FAULT_INJECT live here too. */
 #include "train/trainer.h"
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -54,6 +55,12 @@ static uint64_t config_hash(const char *text) {
     uint64_t h = 1469598103934665603ull;
     for (const unsigned char *p = (const unsigned char *)text; *p; p++) h = (h ^ *p) * 1099511628211ull;
     return h;
+}
+
+/* A metrics line that did not reach logging.metrics (errno set by the write). */
+static int metrics_failed(const gt_config *c, char *err, size_t errn) {
+    int e = errno;
+    return snprintf(err, errn, "logging.metrics: %s: write failed: %s", c->logging.metrics, strerror(e)), -1;
 }
 
 typedef struct run_state {
@@ -334,7 +341,8 @@ static int start_run(run *r, char *err, size_t errn) {
     if (r->ev.n && step == 0) {
         gt_eval_result er;
         if (gt_job_evaluate(&r->j, &r->ev, &r->ctx, NULL, &er, err, errn)) return -1;
-        if (lead) gt_report_eval("eval before training", er.wce, er.w, er.examples, r->metrics, 0);
+        if (lead && gt_report_eval("eval before training", er.wce, er.w, er.examples, r->metrics, 0))
+            return metrics_failed(c, err, errn);
     }
     int64_t stop = c->train.stop_after_steps;
     r->end = stop > 0 && stop < r->total ? stop : r->total;
@@ -412,7 +420,8 @@ static int between_steps(run *r, char *err, size_t errn) {
         gt_report_break(&r->rep);
         gt_eval_result er;
         if (gt_job_evaluate(&r->j, &r->ev, &r->ctx, NULL, &er, err, errn)) return -1;
-        if (r->dist->rank == 0) gt_report_eval("eval", er.wce, er.w, er.examples, r->metrics, done);
+        if (r->dist->rank == 0 && gt_report_eval("eval", er.wce, er.w, er.examples, r->metrics, done))
+            return metrics_failed(c, err, errn);
     }
     if (c->checkpoint.dir[0] && c->checkpoint.every_steps && done % c->checkpoint.every_steps == 0 && done < r->end)
         return save_checkpoint(r, done, r->elapsed0 + gt_now() - r->rep.t0, err, errn);
@@ -435,7 +444,7 @@ static int run_loop(run *r, bool *stopped, char *err, size_t errn) {
         gt_step_result res;
         if (train_step(r, lr, &res, err, errn)) return -1;
         r->tokens += res.tokens;
-        gt_report_step(&r->rep, r->step, lr, &res, r->tokens);
+        if (gt_report_step(&r->rep, r->step, lr, &res, r->tokens)) return metrics_failed(r->c, err, errn);
         if (between_steps(r, err, errn)) return -1;
     }
     return 0;
@@ -451,10 +460,16 @@ static int run_finish(run *r, bool stopped, char *err, size_t errn) {
     if (r->ev.n && r->step == r->total) {
         gt_eval_result er;
         if (gt_job_evaluate(&r->j, &r->ev, &r->ctx, NULL, &er, err, errn)) return -1;
-        if (lead) gt_report_eval("eval after training", er.wce, er.w, er.examples, r->metrics, r->step);
+        if (lead && gt_report_eval("eval after training", er.wce, er.w, er.examples, r->metrics, r->step))
+            return metrics_failed(c, err, errn);
         final_eval = er.w > 0 ? er.wce / er.w : NAN;
     }
     if (lead && c->output_dir[0] && trained && save_outputs(&r->j, r->step, final_eval, err, errn)) return -1;
+    if (r->metrics) { /* the last lines reach the disk, or the run fails saying so */
+        FILE *m = r->metrics;
+        r->metrics = NULL;
+        if (gt_report_close(m, "logging.metrics", c->logging.metrics, err, errn)) return -1;
+    }
     return 0;
 }
 
