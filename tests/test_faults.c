@@ -261,7 +261,8 @@ static char g_out[1 << 17];
 static int gt_limited(rlim_t fsize, const char *args) {
     const char *bin = getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain";
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "exec %s %s", bin, args);
+    if (!strncmp(args, "GT_", 3)) snprintf(cmd, sizeof cmd, "exec env %s", args); /* VAR=... BIN ARGS */
+    else snprintf(cmd, sizeof cmd, "exec %s %s", bin, args);
     int fds[2];
     ck_assert(pipe(fds) == 0);
     pid_t pid = fork();
@@ -346,6 +347,28 @@ START_TEST(cli_per_example_output_on_a_full_disk_exits_1) {
 }
 END_TEST
 
+/* An output location that cannot be written, or a disk without room for one checkpoint, is
+ * refused before step 1 (not at the first save, after the last step). */
+START_TEST(cli_output_locations_checked_before_step_1) {
+    char args[1024], file[256];
+    ck_assert_int_eq(gt_limited(0, "train configs/tiny.yaml data.eval= checkpoint.dir=/proc/gt-no-such/ckpt"), 1);
+    one_error_line("gemmatrain train: ", "checkpoint.dir: ", "/proc/gt-no-such");
+    ck_assert_msg(!strstr(g_out, "step 1/"), "trained first:\n%s", g_out);
+    snprintf(file, sizeof file, "%s/a-file", dir);
+    FILE *f = fopen(file, "w");
+    fclose(f);
+    snprintf(args, sizeof args, "train configs/tiny.yaml data.eval= checkpoint.dir=%s/ck output_dir=%s", dir, file);
+    ck_assert_int_eq(gt_limited(0, args), 1);
+    one_error_line("gemmatrain train: ", "output_dir: ", "not a directory");
+    ck_assert_msg(!strstr(g_out, "step 1/"), "trained first:\n%s", g_out);
+    snprintf(args, sizeof args, "GT_FAULT_INJECT=free_bytes:3000000 %s train configs/tiny.yaml data.eval= "
+             "checkpoint.dir=%s/ck", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", dir);
+    ck_assert_int_eq(gt_limited(0, args), 1);
+    one_error_line("gemmatrain train: ", "3.0 MB free", "a checkpoint needs about 7.");
+    ck_assert_msg(!strstr(g_out, "step 1/"), "trained first:\n%s", g_out);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("faults");
     TCase *tc = tcase_create("faults");
@@ -357,6 +380,7 @@ int main(void) {
     tcase_add_test(tc, cli_checkpoint_on_a_full_disk_exits_1);
     tcase_add_test(tc, cli_metrics_on_a_full_disk_exits_1);
     tcase_add_test(tc, cli_per_example_output_on_a_full_disk_exits_1);
+    tcase_add_test(tc, cli_output_locations_checked_before_step_1);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

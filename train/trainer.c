@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "models/io/keras_lora.h"
 #include "models/io/keras_preset.h"
@@ -119,7 +121,7 @@ static int save_checkpoint(run *r, int64_t step, double elapsed, char *err, size
         rs->st.elapsed_s = elapsed;
         rs->st.world = j->dist->world;
         char path[GT_CFG_STR + 32];
-        (void)gt_mkdir_p(c->checkpoint.dir, NULL, 0); /* a failure shows at the save */
+        (void)gt_mkdir_p(c->checkpoint.dir, NULL, 0); /* checked at the start; a failure shows at the save */
         gt_ckpt_path(c->checkpoint.dir, step, path, sizeof path);
         ok = !gt_ckpt_save(path, rs->yaml, &rs->cm, j->slices, j->n_slices, opt, &rs->st, err, errn) &&
              !gt_ckpt_prune(c->checkpoint.dir, (int)c->checkpoint.keep, err, errn);
@@ -260,6 +262,58 @@ static void run_free(run *r) {
     gt_job_free(&r->j);
 }
 
+/* An output directory (key: its config key; empty: none) exists or is created, and takes a file:
+ * found before step 1, not at the first save after the last step. */
+static int check_dir(const char *key, const char *dir, char *err, size_t errn) {
+    if (!dir[0]) return 0;
+    char e[1024];
+    if (gt_mkdir_p(dir, e, sizeof e)) return snprintf(err, errn, "%s: %s", key, e), -1;
+    char *probe = gt_path_join(dir, ".gemmatrain-probe.XXXXXX");
+    if (!probe) return snprintf(err, errn, "out of memory"), -1;
+    int fd = mkstemp(probe);
+    if (fd < 0) {
+        int en = errno;
+        free(probe);
+        return snprintf(err, errn, "%s: %s: cannot write there: %s", key, dir, strerror(en)), -1;
+    }
+    close(fd);
+    unlink(probe);
+    free(probe);
+    return 0;
+}
+
+/* Bytes free for an unprivileged writer in dir, or -1 when unknown. Test hook:
+ * GT_FAULT_INJECT=free_bytes:N reports N. */
+static int64_t free_bytes(const char *dir) {
+    const char *s = getenv("GT_FAULT_INJECT");
+    long long n;
+    if (s && sscanf(s, "free_bytes:%lld", &n) == 1) return n;
+    struct statvfs v;
+    if (statvfs(dir, &v)) return -1;
+    return (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+}
+
+/* One more checkpoint fits in checkpoint.dir (the previous ones are pruned only after it is
+ * complete): its float32 arrays plus room for HDF5's metadata. */
+static int check_checkpoint_room(run *r, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    if (!c->checkpoint.dir[0] || r->dist->rank != 0) return 0;
+    int64_t need = (int64_t)strlen(r->rs.yaml) + (64 << 10), datasets = r->j.n_slices;
+    for (int i = 0; i < r->j.n_slices; i++) need += 4 * r->j.slices[i].size;
+    for (int i = 0; i < gt_optim_state_count(&r->opt); i++) {
+        gt_optim_state_array a;
+        gt_optim_state_get(&r->opt, i, &a);
+        need += 4 * a.size;
+        datasets++;
+    }
+    need += 2048 * datasets;
+    int64_t have = free_bytes(c->checkpoint.dir);
+    if (have >= 0 && have < need)
+        return snprintf(err, errn, "checkpoint.dir: %s: %.1f MB free, a checkpoint needs about %.1f MB", c->checkpoint.dir,
+                        (double)have / 1e6, (double)need / 1e6), -1;
+    return 0;
+}
+
 /* The batch split, the effective config (the same on every rank), the job, the data and the
  * run's length. */
 static int open_job(run *r, char *err, size_t errn) {
@@ -269,6 +323,9 @@ static int open_job(run *r, char *err, size_t errn) {
     if (r->B % world || !r->mb || r->L % r->mb)
         return snprintf(err, errn, "train.batch_size (%lld) must split evenly over %d ranks into micro-batches of "
                         "train.micro_batch_size (%lld)", (long long)r->B, world, (long long)r->mb), -1;
+    if (r->dist->rank == 0 &&
+        (check_dir("checkpoint.dir", c->checkpoint.dir, err, errn) || check_dir("output_dir", c->output_dir, err, errn)))
+        return -1;
     if (!(r->rs.yaml = config_text(c))) return snprintf(err, errn, "out of memory"), -1;
     if (gt_dist_check_same(r->dist, config_hash(r->rs.yaml), "the effective config (give every rank the same config)",
                            err, errn) ||
@@ -330,7 +387,7 @@ static int start_run(run *r, char *err, size_t errn) {
     r->rs.st = (gt_ckpt_state){.train_seed = c->train.seed, .shuffle_seed = c->data.shuffle_seed,
                                .lora_seed = c->lora.seed};
     int64_t step = resume(r, err, errn);
-    if (step < 0) return -1;
+    if (step < 0 || check_checkpoint_room(r, err, errn)) return -1;
     r->step = r->first = step;
     if (lead && c->logging.metrics[0] && gt_report_open_metrics(c->logging.metrics, step != 0, &r->metrics, err, errn))
         return -1;
