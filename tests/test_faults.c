@@ -9,7 +9,10 @@
  * Through the CLI (gemmatrain under a file size limit; its output read through a pipe, which the
  * limit does not touch): a checkpoint, logging.metrics and eval.per_example_output that cannot be
  * written end the command with exit 1 and one line naming the file, no crash and no partial file
- * under the final name. */
+ * under the final name.
+ * Signals: SIGTERM and SIGINT finish the step, checkpoint and exit 143 / 130; a second signal
+ * ends the process at once; under mpirun -np 2 (which forwards a SIGTERM to every rank) all
+ * ranks stop at the same step and one checkpoint is written. */
 #include <check.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -293,6 +296,12 @@ static int gt_limited(rlim_t fsize, const char *args) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* The end of g_out, short enough for a Check message. */
+static const char *tail_out(void) {
+    size_t n = strlen(g_out);
+    return n > 3000 ? g_out + n - 3000 : g_out;
+}
+
 /* The output's lines that start with prefix: exactly one, containing every needle. */
 static void one_error_line(const char *prefix, const char *n1, const char *n2) {
     int lines = 0;
@@ -305,7 +314,7 @@ static void one_error_line(const char *prefix, const char *n1, const char *n2) {
             snprintf(line, sizeof line, "%.*s", len, p);
             ck_assert_msg(strstr(line, n1) && strstr(line, n2), "expected '%s' and '%s' in: %s", n1, n2, line);
         }
-    ck_assert_msg(lines == 1, "%d lines start with '%s' in:\n%s", lines, prefix, g_out);
+    ck_assert_msg(lines == 1, "%d lines start with '%s' in:\n%s", lines, prefix, tail_out());
 }
 
 START_TEST(cli_checkpoint_on_a_full_disk_exits_1) {
@@ -313,7 +322,7 @@ START_TEST(cli_checkpoint_on_a_full_disk_exits_1) {
     snprintf(ck, sizeof ck, "%s/ck", dir);
     snprintf(args, sizeof args, "train configs/tiny.yaml data.eval= checkpoint.dir=%s checkpoint.every_steps=2", ck);
     int rc = gt_limited(1 << 20, args); /* a checkpoint of the tiny model is about 7 MB */
-    ck_assert_msg(rc == 1, "exit %d:\n%s", rc, g_out);
+    ck_assert_msg(rc == 1, "exit %d:\n%s", rc, tail_out());
     one_error_line("gemmatrain train: ", "ckpt-00000002.h5", "File too large");
     char cmd[512];
     snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s)\"", ck);
@@ -326,9 +335,9 @@ START_TEST(cli_metrics_on_a_full_disk_exits_1) {
     snprintf(m, sizeof m, "%s/metrics.jsonl", dir);
     snprintf(args, sizeof args, "train configs/tiny.yaml data.eval= logging.every_steps=1 logging.metrics=%s", m);
     int rc = gt_limited(2048, args); /* 20 lines of about 150 bytes */
-    ck_assert_msg(rc == 1, "exit %d:\n%s", rc, g_out);
+    ck_assert_msg(rc == 1, "exit %d:\n%s", rc, tail_out());
     one_error_line("gemmatrain train: ", m, "File too large");
-    ck_assert_msg(strstr(g_out, "logging.metrics: "), "%s", g_out);
+    ck_assert_msg(strstr(g_out, "logging.metrics: "), "%s", tail_out());
 }
 END_TEST
 
@@ -337,13 +346,13 @@ START_TEST(cli_per_example_output_on_a_full_disk_exits_1) {
     snprintf(p, sizeof p, "%s/per-example.jsonl", dir);
     snprintf(args, sizeof args, "eval configs/tiny.yaml eval.per_example_output=%s", p);
     int rc = gt_limited(1024, args); /* 50 lines of about 45 bytes */
-    ck_assert_msg(rc == 1, "exit %d:\n%s", rc, g_out);
+    ck_assert_msg(rc == 1, "exit %d:\n%s", rc, tail_out());
     one_error_line("gemmatrain eval: ", p, "File too large");
     ck_assert_msg(!exists(p), "a partial %s", p);
     ck_assert_int_eq(stray_files(NULL), 0);
     /* with room, the same command writes it */
     rc = gt_limited(0, args);
-    ck_assert_msg(rc == 0 && exists(p), "exit %d:\n%s", rc, g_out);
+    ck_assert_msg(rc == 0 && exists(p), "exit %d:\n%s", rc, tail_out());
 }
 END_TEST
 
@@ -353,19 +362,133 @@ START_TEST(cli_output_locations_checked_before_step_1) {
     char args[1024], file[256];
     ck_assert_int_eq(gt_limited(0, "train configs/tiny.yaml data.eval= checkpoint.dir=/proc/gt-no-such/ckpt"), 1);
     one_error_line("gemmatrain train: ", "checkpoint.dir: ", "/proc/gt-no-such");
-    ck_assert_msg(!strstr(g_out, "step 1/"), "trained first:\n%s", g_out);
+    ck_assert_msg(!strstr(g_out, "step 1/"), "trained first:\n%s", tail_out());
     snprintf(file, sizeof file, "%s/a-file", dir);
     FILE *f = fopen(file, "w");
     fclose(f);
     snprintf(args, sizeof args, "train configs/tiny.yaml data.eval= checkpoint.dir=%s/ck output_dir=%s", dir, file);
     ck_assert_int_eq(gt_limited(0, args), 1);
     one_error_line("gemmatrain train: ", "output_dir: ", "not a directory");
-    ck_assert_msg(!strstr(g_out, "step 1/"), "trained first:\n%s", g_out);
+    ck_assert_msg(!strstr(g_out, "step 1/"), "trained first:\n%s", tail_out());
     snprintf(args, sizeof args, "GT_FAULT_INJECT=free_bytes:3000000 %s train configs/tiny.yaml data.eval= "
              "checkpoint.dir=%s/ck", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", dir);
     ck_assert_int_eq(gt_limited(0, args), 1);
     one_error_line("gemmatrain train: ", "3.0 MB free", "a checkpoint needs about 7.");
-    ck_assert_msg(!strstr(g_out, "step 1/"), "trained first:\n%s", g_out);
+    ck_assert_msg(!strstr(g_out, "step 1/"), "trained first:\n%s", tail_out());
+}
+END_TEST
+
+/* gemmatrain ARGS (or "mpirun ... ARGS" when mpi) started in the background, output to a file
+ * in dir; returns its pid once the output shows `marker`. */
+static char g_log[256];
+static pid_t start_bg(bool mpi, const char *args, const char *marker) {
+    const char *bin = getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain";
+    char cmd[4096];
+    if (mpi) /* mpirun forwards SIGTERM after odls_base_sigkill_timeout s, and kills as much later */
+        snprintf(cmd, sizeof cmd, "exec mpirun --oversubscribe --mca odls_base_sigkill_timeout 2 -np 2 -x GT_THREADS=1 "
+                 "-x ASAN_OPTIONS=detect_leaks=0 %s %s", bin, args);
+    else snprintf(cmd, sizeof cmd, "exec %s %s", bin, args);
+    snprintf(g_log, sizeof g_log, "%s/run.log", dir);
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        FILE *f = fopen(g_log, "w");
+        dup2(fileno(f), 1);
+        dup2(fileno(f), 2);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 3000; i++) { /* 30 s */
+        usleep(10000);
+        FILE *f = fopen(g_log, "r");
+        size_t got = f ? fread(g_out, 1, sizeof g_out - 1, f) : 0;
+        if (f) fclose(f);
+        g_out[got] = 0;
+        if (strstr(g_out, marker)) return pid;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    ck_abort_msg("no '%s' within 30 s:\n%s", marker, tail_out());
+    return -1;
+}
+
+/* Waits for pid; its whole output in g_out; the raw wait status. */
+static int finish_bg(pid_t pid) {
+    int st;
+    waitpid(pid, &st, 0);
+    FILE *f = fopen(g_log, "r");
+    size_t got = fread(g_out, 1, sizeof g_out - 1, f);
+    fclose(f);
+    g_out[got] = 0;
+    return st;
+}
+
+/* The step of the run's "checkpoint: DIR/ckpt-N.h5" line (exactly one), which exists. */
+static long long the_checkpoint(void) {
+    const char *p = strstr(g_out, "checkpoint: ");
+    ck_assert_msg(p && !strstr(p + 1, "checkpoint: /"), "one checkpoint line expected:\n%s", tail_out());
+    char path[512];
+    ck_assert(sscanf(p + 12, "%511s", path) == 1);
+    ck_assert_msg(exists(path), "%s missing", path);
+    const char *c = strstr(path, "ckpt-");
+    return c ? atoll(c + 5) : -1;
+}
+
+static void stops_with_a_checkpoint(int sig, int code) {
+    char args[1024];
+    snprintf(args, sizeof args, "train configs/tiny.yaml data.eval= train.steps=1000000 logging.every_steps=1 "
+             "checkpoint.dir=%s/ck", dir);
+    pid_t pid = start_bg(false, args, "step 5/");
+    kill(pid, sig);
+    int st = finish_bg(pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == code, "status 0x%x, expected exit %d:\n%s", st, code, tail_out());
+    long long step = the_checkpoint();
+    char line[64];
+    snprintf(line, sizeof line, "interrupted after %lld steps", step);
+    ck_assert_msg(step >= 5 && strstr(g_out, line), "checkpoint at %lld:\n%s", step, tail_out());
+}
+
+START_TEST(sigterm_checkpoints_and_exits_143) { stops_with_a_checkpoint(SIGTERM, 143); }
+END_TEST
+
+START_TEST(sigint_checkpoints_and_exits_130) { stops_with_a_checkpoint(SIGINT, 130); }
+END_TEST
+
+START_TEST(a_second_signal_exits_at_once) {
+    char args[1024];
+    snprintf(args, sizeof args, "train configs/tiny.yaml data.eval= train.steps=1000000 logging.every_steps=1 "
+             "checkpoint.dir=%s/ck", dir);
+    pid_t pid = start_bg(false, args, "step 5/");
+    /* two kinds, as two of one kind still pending would merge into one */
+    kill(pid, SIGTERM);
+    kill(pid, SIGINT);
+    int st = finish_bg(pid);
+    ck_assert_msg(WIFSIGNALED(st) && (WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGINT), "status 0x%x:\n%s", st,
+                  tail_out());
+    ck_assert_msg(!strstr(g_out, "interrupted after"), "%s", tail_out());
+}
+END_TEST
+
+START_TEST(sigterm_to_mpirun_stops_every_rank_at_one_step) {
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) return;
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    char args[1024];
+    snprintf(args, sizeof args, "train configs/tiny.yaml data.eval= train.steps=1000000 logging.every_steps=1 "
+             "train.full_finetune=false lora.enabled=true checkpoint.dir=%s/ck", dir);
+    pid_t pid = start_bg(true, args, "step 5/");
+    kill(pid, SIGTERM);
+    int st = finish_bg(pid); /* mpirun itself exits 1 once it has forwarded a signal */
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "status 0x%x", st);
+    /* one checkpoint, written after the ranks checked that they hold the same weights and data
+     * position (mpirun may drop the ranks' last lines of output as it ends) */
+    char ck[256], path[512], err[512], cmd[512];
+    snprintf(ck, sizeof ck, "%s/ck", dir);
+    int64_t step = -1;
+    ck_assert_msg(gt_ckpt_latest(ck, path, sizeof path, &step, err, sizeof err) == 0, "no checkpoint:\n%s", tail_out());
+    snprintf(cmd, sizeof cmd, "test $(ls -A %s | wc -l) = 1", ck);
+    ck_assert_msg(system(cmd) == 0 && step >= 5, "step %lld:\n%s", (long long)step, tail_out());
+    ck_assert_msg(!strstr(g_out, "rank 1:") && !strstr(g_out, "differ"), "%s", tail_out());
 }
 END_TEST
 
@@ -381,6 +504,10 @@ int main(void) {
     tcase_add_test(tc, cli_metrics_on_a_full_disk_exits_1);
     tcase_add_test(tc, cli_per_example_output_on_a_full_disk_exits_1);
     tcase_add_test(tc, cli_output_locations_checked_before_step_1);
+    tcase_add_test(tc, sigterm_checkpoints_and_exits_143);
+    tcase_add_test(tc, sigint_checkpoints_and_exits_130);
+    tcase_add_test(tc, a_second_signal_exits_at_once);
+    tcase_add_test(tc, sigterm_to_mpirun_stops_every_rank_at_one_step);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

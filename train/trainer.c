@@ -20,10 +20,18 @@
 #include "train/step.h"
 #include "util/fsutil.h"
 
-static volatile sig_atomic_t g_stop;
-static void on_sigint(int sig) {
-    (void)sig;
-    g_stop = 1;
+/* The first stop signal (SIGINT or SIGTERM) seen by this process, 0 for none: the run finishes
+ * its step, checkpoints and ends. A second one ends the process at once, by that signal; not
+ * under mpirun (g_ranked), which may deliver one SIGTERM twice, and escalates by itself (a second
+ * Ctrl-C, or SIGKILL odls_base_sigkill_timeout seconds after its SIGTERM). */
+static volatile sig_atomic_t g_stop, g_ranked;
+static void on_stop_signal(int sig) {
+    if (g_stop && !g_ranked) {
+        signal(sig, SIG_DFL);
+        raise(sig); /* delivered when the handler returns */
+        return;
+    }
+    if (!g_stop) g_stop = sig;
 }
 
 /* Test hook: GT_FAULT_INJECT=rank_kill:R:S kills rank R (SIGKILL) as it starts step S. */
@@ -457,13 +465,13 @@ static int train_step(run *r, double lr, gt_step_result *res, char *err, size_t 
     return 0;
 }
 
-/* SIGINT seen here or, with MPI, on any rank (so all stop at the same step): 1 stop, 0 go, -1
- * error. */
+/* A stop signal seen here or, with MPI, on any rank (so all stop at the same step): 1 stop, 0
+ * go, -1 error. Every rank then holds the same g_stop: SIGTERM if any rank saw one, else SIGINT. */
 static int stop_requested(gt_dist *dist, char *err, size_t errn) {
     if (dist->world > 1) {
-        double flag = g_stop;
-        if (gt_dist_sum_f64(dist, &flag, 1, err, errn)) return -1;
-        g_stop = flag > 0;
+        double flags[2] = {g_stop == SIGINT, g_stop == SIGTERM};
+        if (gt_dist_sum_f64(dist, flags, 2, err, errn)) return -1;
+        g_stop = flags[1] > 0 ? SIGTERM : flags[0] > 0 ? SIGINT : 0;
     }
     return g_stop ? 1 : 0;
 }
@@ -485,7 +493,7 @@ static int between_steps(run *r, char *err, size_t errn) {
     return 0;
 }
 
-/* Steps r->step .. r->end - 1, or until SIGINT (*stopped). */
+/* Steps r->step .. r->end - 1, or until a stop signal (*stopped). */
 static int run_loop(run *r, bool *stopped, char *err, size_t errn) {
     gt_report_start(&r->rep, r->c, r->dist, r->metrics, r->first, r->end, r->total, r->tokens);
     for (; r->step < r->end; r->step++) {
@@ -535,16 +543,24 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     run r;
     run_init(&r, c, dist ? dist : &solo);
     int rc = -1;
+    /* SIGINT and SIGTERM (Ctrl-C; mpirun, docker stop, timeout, Slurm) stop after the current step
+     * (the checkpoint and outputs are still written); a second one ends the process at once */
+    struct sigaction sa = {0}, old_int, old_term;
+    g_stop = 0;
+    g_ranked = r.dist->world > 1;
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     if (!open_job(&r, err, errn) && !init_update(&r, err, errn) && !start_run(&r, err, errn)) {
-        /* SIGINT stops after the current step (the checkpoint and outputs are still written) */
-        struct sigaction sa = {0}, old;
-        g_stop = 0;
-        sa.sa_handler = on_sigint;
-        sigaction(SIGINT, &sa, &old);
         bool stopped = false;
-        if (!run_loop(&r, &stopped, err, errn) && !run_finish(&r, stopped, err, errn)) rc = stopped ? 130 : 0;
-        sigaction(SIGINT, &old, NULL);
+        if (!run_loop(&r, &stopped, err, errn) && !run_finish(&r, stopped, err, errn))
+            rc = stopped ? 128 + (g_stop == SIGTERM ? SIGTERM : SIGINT) : 0;
     }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     run_free(&r);
     return rc;
 }
