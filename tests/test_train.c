@@ -238,6 +238,23 @@ START_TEST(outputs_reload_with_the_trained_eval_loss) {
 }
 END_TEST
 
+/* configs/tiny.yaml as it is (its vocabulary matches its tokenizer) trains a model that exports:
+ * the KerasHub preset in output_dir, converted on to a Hugging Face directory. */
+START_TEST(tiny_config_exports) {
+    static char out[1 << 16];
+    char dir[64], args[1024];
+    snprintf(dir, sizeof dir, "/tmp/gt-test-tiny-%d", (int)getpid());
+    snprintf(args, sizeof args, "train configs/tiny.yaml train.steps=4 data.eval= output_dir=%s", dir);
+    int rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "/model") && !strstr(out, "no KerasHub preset"), "exit %d:\n%s", rc, out);
+    snprintf(args, sizeof args, "convert %s/model %s/hf --format hf", dir, dir);
+    rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "wrote Hugging Face model"), "exit %d:\n%s", rc, out);
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    ck_assert(system(args) == 0);
+}
+END_TEST
+
 START_TEST(packing_equals_separate_rows) {
     char err[1024];
     /* the 8192-piece cut of the real Gemma 3 tokenizer (real ids for <bos>, <eos>, <pad>) */
@@ -307,6 +324,7 @@ int main(void) {
     tcase_add_test(tc, epochs_set_the_step_count);
     tcase_add_test(tc, bad_inputs_fail_with_one_line);
     tcase_add_test(tc, packing_equals_separate_rows);
+    tcase_add_test(tc, tiny_config_exports);
     tcase_add_test(tc, lora_with_dropout_trains);
     tcase_add_test(tc, outputs_reload_with_the_trained_eval_loss);
     suite_add_tcase(s, tc);

@@ -110,7 +110,7 @@ static const row schema[] = {
     ENUM("data.template", data.template_, "none", gt_cfg_template_names,
          "prompt template; gemma_chat: Gemma's turn markers"),
     BOOL("data.packing", data.packing, "false",
-         "pack several examples into one row (not supported yet: must be false)"),
+         "pack whole examples into each row (positions restart per example, attention kept within it)"),
     BOOL("data.shuffle", data.shuffle, "true", "reshuffle the training data every epoch"),
     INT("data.shuffle_seed", data.shuffle_seed, "-1", "[-1, inf)", "seed of the shuffle; -1: train.seed"),
     BOOL("data.add_start_token", data.add_start_token, "true", "prepend <bos>"),
