@@ -223,7 +223,8 @@ START_TEST(outputs_reload_with_the_trained_eval_loss) {
     rc = run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
     ck_assert_msg(fabs(json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", json_loss(out), trained, out);
-    snprintf(args, sizeof args, "train configs/tiny.yaml %s output_dir=%s", small, dir);
+    /* the same output_dir again, deliberately: the earlier adapter is replaced only when asked */
+    snprintf(args, sizeof args, "train configs/tiny.yaml %s output_dir=%s --overwrite", small, dir);
     rc = run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "/model"), "exit %d:\n%s", rc, out);
     trained = after(out, "eval after training");

@@ -185,6 +185,9 @@ static const row schema[] = {
     ENUM("logging.progress", logging.progress, "auto", gt_cfg_progress_names,
          "progress display; auto: a bar on a terminal"),
     STR("output_dir", output_dir, "", "directory for outputs (the effective config.yaml, ...); empty: none"),
+    BOOL("output.overwrite", output.overwrite, "false",
+         "a fresh run may replace the trained result in output_dir (adapter.lora.h5, model) and "
+         "logging.metrics; else it is refused (gemmatrain train --overwrite)"),
 };
 #define N_ROWS (sizeof schema / sizeof schema[0])
 

@@ -116,6 +116,9 @@ typedef struct gt_config {
         int64_t every_steps;
     } logging;
     char output_dir[GT_CFG_STR];
+    struct {
+        bool overwrite; /* a fresh run may replace output_dir's trained result and logging.metrics */
+    } output;
 } gt_config;
 
 void gt_config_defaults(gt_config *c);

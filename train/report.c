@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/fsutil.h"
+
 double gt_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -41,8 +43,43 @@ static int put_json(FILE *f, json_t *o, bool flush) {
     return bad ? -1 : 0;
 }
 
-int gt_report_open_metrics(const char *path, bool append, FILE **f, char *err, size_t errn) {
-    *f = fopen(path, append ? "a" : "w");
+/* The lines of path up to step `upto` (a resumed run's checkpoint) rewritten in place,
+ * atomically; the later ones (and a torn last line) were an earlier invocation's steps after its
+ * last checkpoint, which the resumed run logs again. No file: nothing to do. */
+static int keep_metrics_upto(const char *path, int64_t upto, char *err, size_t errn) {
+    FILE *in = fopen(path, "r");
+    if (!in) return errno == ENOENT ? 0 : (snprintf(err, errn, "logging.metrics: %s: %s", path, strerror(errno)), -1);
+    gt_atomic w;
+    char e[1024];
+    if (gt_atomic_open(path, &w, e, sizeof e)) {
+        fclose(in);
+        return snprintf(err, errn, "logging.metrics: %s", e), -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, in)) > 0) {
+        json_error_t je;
+        json_t *o = json_loadb(line, (size_t)n, 0, &je), *st = o ? json_object_get(o, "step") : NULL;
+        bool keep = st && json_is_integer(st) && json_integer_value(st) <= upto && line[n - 1] == '\n';
+        json_decref(o);
+        if (keep) fwrite(line, 1, (size_t)n, w.f);
+    }
+    free(line);
+    int bad = ferror(in);
+    fclose(in);
+    if (bad) {
+        gt_atomic_abort(&w);
+        return snprintf(err, errn, "logging.metrics: %s: read failed", path), -1;
+    }
+    if (gt_atomic_commit(&w, e, sizeof e)) return snprintf(err, errn, "logging.metrics: %s", e), -1;
+    return 0;
+}
+
+int gt_report_open_metrics(const char *path, int64_t resumed_at, FILE **f, char *err, size_t errn) {
+    *f = NULL;
+    if (resumed_at > 0 && keep_metrics_upto(path, resumed_at, err, errn)) return -1;
+    *f = fopen(path, resumed_at > 0 ? "a" : "w");
     if (!*f) return snprintf(err, errn, "logging.metrics: %s: cannot write: %s", path, strerror(errno)), -1;
     return 0;
 }

@@ -34,8 +34,10 @@ typedef struct gt_report {
     const gt_dist *dist;
 } gt_report;
 
-/* logging.metrics opened for writing (append: a resumed run); 0 or -1 with a message. */
-int gt_report_open_metrics(const char *path, bool append, FILE **f, char *err, size_t errn);
+/* logging.metrics opened for writing: emptied for a fresh run (resumed_at 0); for a run resumed
+ * at step N its lines of steps after N (an earlier invocation's, logged again now) are dropped
+ * first, atomically, so no step repeats. 0 or -1 with a message. */
+int gt_report_open_metrics(const char *path, int64_t resumed_at, FILE **f, char *err, size_t errn);
 /* Flush, fsync and close a JSON lines file (f is closed in every case); 0, or -1 with
  * "WHAT: PATH: write failed: ..." in err. */
 int gt_report_close(FILE *f, const char *what, const char *path, char *err, size_t errn);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -198,6 +199,7 @@ static int64_t resume(run *r, char *err, size_t errn) {
         old.checkpoint.resume = c->checkpoint.resume;
         memcpy(old.checkpoint.resume_path, c->checkpoint.resume_path, sizeof old.checkpoint.resume_path);
         old.train.stop_after_steps = now_.train.stop_after_steps;
+        old.output.overwrite = now_.output.overwrite;
         const char *d = gt_config_diff(&old, &now_);
         if (d && j->dist->rank == 0) fprintf(stderr, "resume: the config differs from the checkpoint's (first at '%s')\n", d);
     }
@@ -290,6 +292,36 @@ static int check_dir(const char *key, const char *dir, char *err, size_t errn) {
     return 0;
 }
 
+/* A fresh run (nothing to resume) would replace an earlier run's trained result in output_dir
+ * and its logging.metrics: refused, naming the file, unless output.overwrite. */
+static int check_overwrite(const gt_config *c, char *err, size_t errn) {
+    if (c->output.overwrite) return 0;
+    bool resuming = c->checkpoint.resume == GT_RESUME_PATH;
+    if (c->checkpoint.resume == GT_RESUME_LATEST && c->checkpoint.dir[0]) {
+        char p[GT_CFG_STR + 32];
+        int64_t step;
+        resuming = gt_ckpt_latest(c->checkpoint.dir, p, sizeof p, &step, NULL, 0) == 0;
+    }
+    if (resuming) return 0; /* the run continues: its outputs are its own */
+    struct stat sb;
+    static const char *const results[] = {"adapter.lora.h5", "model"};
+    for (int i = 0; c->output_dir[0] && i < 2; i++) {
+        char *p = gt_path_join(c->output_dir, results[i]);
+        if (!p) return snprintf(err, errn, "out of memory"), -1;
+        bool there = stat(p, &sb) == 0;
+        if (there)
+            snprintf(err, errn, "output_dir: %s already holds a trained result: give --overwrite (output.overwrite: "
+                     "true) to replace it, or another output_dir", p);
+        free(p);
+        if (there) return -1;
+    }
+    if (c->logging.metrics[0] && stat(c->logging.metrics, &sb) == 0 && sb.st_size > 0)
+        return snprintf(err, errn, "logging.metrics: %s already holds a run's metrics: give --overwrite "
+                        "(output.overwrite: true) to replace it, checkpoint.resume to continue that run, or "
+                        "another path", c->logging.metrics), -1;
+    return 0;
+}
+
 /* Bytes free for an unprivileged writer in dir, or -1 when unknown. Test hook:
  * GT_FAULT_INJECT=free_bytes:N reports N. */
 static int64_t free_bytes(const char *dir) {
@@ -332,7 +364,8 @@ static int open_job(run *r, char *err, size_t errn) {
         return snprintf(err, errn, "train.batch_size (%lld) must split evenly over %d ranks into micro-batches of "
                         "train.micro_batch_size (%lld)", (long long)r->B, world, (long long)r->mb), -1;
     if (r->dist->rank == 0 &&
-        (check_dir("checkpoint.dir", c->checkpoint.dir, err, errn) || check_dir("output_dir", c->output_dir, err, errn)))
+        (check_overwrite(c, err, errn) || check_dir("checkpoint.dir", c->checkpoint.dir, err, errn) ||
+         check_dir("output_dir", c->output_dir, err, errn)))
         return -1;
     if (!(r->rs.yaml = config_text(c))) return snprintf(err, errn, "out of memory"), -1;
     if (gt_dist_check_same(r->dist, config_hash(r->rs.yaml), "the effective config (give every rank the same config)",
@@ -386,7 +419,7 @@ static int init_update(run *r, char *err, size_t errn) {
     return 0;
 }
 
-/* Where the run starts (checkpoint.resume), logging.metrics (appended to after a resume), the
+/* Where the run starts (checkpoint.resume), logging.metrics (continued after a resume), the
  * eval before training (a fresh run only), room for the micro-batches. */
 static int start_run(run *r, char *err, size_t errn) {
     const gt_config *c = r->c;
@@ -397,7 +430,7 @@ static int start_run(run *r, char *err, size_t errn) {
     int64_t step = resume(r, err, errn);
     if (step < 0 || check_checkpoint_room(r, err, errn)) return -1;
     r->step = r->first = step;
-    if (lead && c->logging.metrics[0] && gt_report_open_metrics(c->logging.metrics, step != 0, &r->metrics, err, errn))
+    if (lead && c->logging.metrics[0] && gt_report_open_metrics(c->logging.metrics, step, &r->metrics, err, errn))
         return -1;
     if (lead)
         fprintf(stderr, "model %s: %lld parameters, %lld trainable (%s); %lld train examples\n", r->j.model->cfg.name,
@@ -545,7 +578,7 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     int rc = -1;
     /* SIGINT and SIGTERM (Ctrl-C; mpirun, docker stop, timeout, Slurm) stop after the current step
      * (the checkpoint and outputs are still written); a second one ends the process at once */
-    struct sigaction sa = {0}, old_int, old_term;
+    struct sigaction sa = {0}, old_int, old_term, old_pipe, ign = {0};
     g_stop = 0;
     g_ranked = r.dist->world > 1;
     sa.sa_handler = on_stop_signal;
@@ -554,6 +587,10 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     sigaddset(&sa.sa_mask, SIGTERM);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
+    /* a closed stderr (mpirun tears down its output forwarding as it stops the job; `| head`)
+     * must not kill the run between its last step and its checkpoint: a failed write is dropped */
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ign, &old_pipe);
     if (!open_job(&r, err, errn) && !init_update(&r, err, errn) && !start_run(&r, err, errn)) {
         bool stopped = false;
         if (!run_loop(&r, &stopped, err, errn) && !run_finish(&r, stopped, err, errn))
@@ -561,6 +598,7 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
     run_free(&r);
     return rc;
 }
