@@ -5,7 +5,9 @@
  *   a resumed run continues into its own output_dir without it;
  *   convert and export refuse an existing target unless --overwrite;
  *   after a resume, logging.metrics holds every step once (the steps an earlier invocation
- *   logged after its last checkpoint are dropped, not repeated). */
+ *   logged after its last checkpoint are dropped, not repeated);
+ *   a resume with a config change that alters the run (learning rate, steps, ...) is refused
+ *   naming every such key, unless checkpoint.allow_changes lists them; reporting changes pass. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,6 +172,30 @@ START_TEST(metrics_after_a_resume_do_not_repeat_steps) {
 }
 END_TEST
 
+START_TEST(resume_refuses_changes_that_alter_the_run) {
+    char base[1024], args[1200];
+    snprintf(base, sizeof base, "train configs/tiny.yaml data.eval= train.steps=12 schedule.warmup_steps=0 "
+             "checkpoint.dir=%s/ck", dir);
+    snprintf(args, sizeof args, "%s train.stop_after_steps=4", base);
+    ck_assert_msg(gt("", args) == 0, "%s", tail_out());
+    snprintf(args, sizeof args, "%s checkpoint.resume=latest optimizer.learning_rate=0.5 train.steps=20", base);
+    ck_assert_int_eq(gt("", args), 1);
+    ck_assert_msg(strstr(out, "gemmatrain train: resume: ") && strstr(out, "optimizer.learning_rate, train.steps,") &&
+                  strstr(out, "checkpoint.allow_changes"), "%s", tail_out());
+    ck_assert_msg(!strstr(out, "step 5/"), "trained on:\n%s", tail_out());
+    /* reporting settings change freely */
+    snprintf(args, sizeof args, "%s checkpoint.resume=latest logging.every_steps=4 train.stop_after_steps=8", base);
+    ck_assert_msg(gt("", args) == 0 && strstr(out, "accepted: logging.every_steps"), "%s", tail_out());
+    /* listed: accepted */
+    snprintf(args, sizeof args, "%s checkpoint.resume=latest optimizer.learning_rate=0.5 train.steps=20 "
+             "checkpoint.allow_changes=[train.steps,optimizer.learning_rate]", base);
+    ck_assert_msg(gt("", args) == 0 && strstr(out, "at step 8") && strstr(out, "step 20/20"), "%s", tail_out());
+    snprintf(args, sizeof args, "%s checkpoint.allow_changes=[train.stepz]", base);
+    ck_assert_int_eq(gt("", args), 2);
+    ck_assert_msg(strstr(out, "'train.stepz' is not a config key"), "%s", tail_out());
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("outputs");
     TCase *tc = tcase_create("outputs");
@@ -180,6 +206,7 @@ int main(void) {
     tcase_add_test(tc, a_resumed_run_continues_into_its_outputs);
     tcase_add_test(tc, convert_and_export_refuse_an_existing_target);
     tcase_add_test(tc, metrics_after_a_resume_do_not_repeat_steps);
+    tcase_add_test(tc, resume_refuses_changes_that_alter_the_run);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

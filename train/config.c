@@ -180,6 +180,9 @@ static const row schema[] = {
     INT("checkpoint.keep", checkpoint.keep, "3", "[1, 1000]", "checkpoints kept (oldest removed)"),
     WORD("checkpoint.resume", checkpoint.resume, checkpoint.resume_path, "none", gt_cfg_resume_names,
          "none, latest (in checkpoint.dir) or a checkpoint path"),
+    LIST("checkpoint.allow_changes", checkpoint.allow_changes, checkpoint.n_allow_changes, "[]", NULL,
+         "keys a resume may change from the checkpoint's config (e.g. [train.steps]); any other change "
+         "that alters the run is refused"),
     STR("logging.metrics", logging.metrics, "", "JSONL file of step and eval metrics; empty: none"),
     INT("logging.every_steps", logging.every_steps, "1", "[1, inf)", "log every N steps"),
     ENUM("logging.progress", logging.progress, "auto", gt_cfg_progress_names,
@@ -684,6 +687,9 @@ static int64_t int_at(const gt_config *c, const char *path) {
 
 int gt_config_check(const gt_config *c, char *err, size_t errn) {
 #define BAD(...) return snprintf(err, errn, __VA_ARGS__), -1
+    for (int i = 0; i < c->checkpoint.n_allow_changes; i++)
+        if (!find_row(c->checkpoint.allow_changes[i]))
+            BAD("checkpoint.allow_changes: '%s' is not a config key", c->checkpoint.allow_changes[i]);
     /* required keys */
     if (!c->data.train[0] && !c->data.eval[0])
         BAD("missing required key 'data.train' (the training data, a JSONL file)");
@@ -892,32 +898,41 @@ void gt_config_write(const gt_config *c, FILE *f) {
     }
 }
 
-const char *gt_config_diff(const gt_config *a, const gt_config *b) {
-    for (size_t i = 0; i < N_ROWS; i++) {
-        const row *r = &schema[i];
-        const char *x = (const char *)a + r->off, *y = (const char *)b + r->off;
-        bool same;
-        switch (r->type) {
-        case T_STR: same = !strcmp(x, y); break;
-        case T_ENUM: same = *(const int *)x == *(const int *)y; break;
-        case T_WORD:
-            same = *(const int *)x == *(const int *)y &&
-                   !strcmp((const char *)a + r->aux_off, (const char *)b + r->aux_off);
-            break;
-        case T_BOOL: same = *(const bool *)x == *(const bool *)y; break;
-        case T_INT: same = *(const int64_t *)x == *(const int64_t *)y; break;
-        case T_NUM: same = *(const double *)x == *(const double *)y; break;
-        default: {
-            int n = *(const int *)((const char *)a + r->aux_off);
-            same = n == *(const int *)((const char *)b + r->aux_off);
-            for (int k = 0; same && k < n; k++)
-                same = r->names ? ((const int *)x)[k] == ((const int *)y)[k]
-                                : !strcmp(x + (size_t)k * r->size, y + (size_t)k * r->size);
-        }
-        }
-        if (!same) return r->path;
+static bool row_same(const gt_config *a, const gt_config *b, const row *r) {
+    const char *x = (const char *)a + r->off, *y = (const char *)b + r->off;
+    switch (r->type) {
+    case T_STR: return !strcmp(x, y);
+    case T_ENUM: return *(const int *)x == *(const int *)y;
+    case T_WORD:
+        return *(const int *)x == *(const int *)y && !strcmp((const char *)a + r->aux_off, (const char *)b + r->aux_off);
+    case T_BOOL: return *(const bool *)x == *(const bool *)y;
+    case T_INT: return *(const int64_t *)x == *(const int64_t *)y;
+    case T_NUM: return *(const double *)x == *(const double *)y;
+    default: {
+        int n = *(const int *)((const char *)a + r->aux_off);
+        bool same = n == *(const int *)((const char *)b + r->aux_off);
+        for (int k = 0; same && k < n; k++)
+            same = r->names ? ((const int *)x)[k] == ((const int *)y)[k]
+                            : !strcmp(x + (size_t)k * r->size, y + (size_t)k * r->size);
+        return same;
     }
+    }
+}
+
+const char *gt_config_diff(const gt_config *a, const gt_config *b) {
+    for (size_t i = 0; i < N_ROWS; i++)
+        if (!row_same(a, b, &schema[i])) return schema[i].path;
     return NULL;
+}
+
+int gt_config_diff_all(const gt_config *a, const gt_config *b, const char **keys, int max) {
+    int n = 0;
+    for (size_t i = 0; i < N_ROWS; i++)
+        if (!row_same(a, b, &schema[i])) {
+            if (n < max) keys[n] = schema[i].path;
+            n++;
+        }
+    return n;
 }
 
 void gt_config_reference(FILE *f) {

@@ -165,6 +165,51 @@ static int save_outputs(gt_job *j, int64_t step, double eval_loss, char *err, si
     return 0;
 }
 
+/* Keys a resume may change freely: where things go, how often they are reported or saved, eval,
+ * and settings that do not change the updates (threads, LM-head chunking, this invocation's end). */
+static bool harmless_change(const char *key) {
+    static const char *const prefixes[] = {"logging.", "eval.", "output", "checkpoint.", "data.eval",
+                                           "train.stop_after_steps", "train.threads", "train.chunk_rows"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (!strncmp(key, prefixes[i], strlen(prefixes[i]))) return true;
+    return false;
+}
+
+/* The effective config against the checkpoint's (yaml): a change that alters the run's
+ * trajectory (learning rate, steps, schedule, data, model, seeds, ...) is refused naming every
+ * such key, unless checkpoint.allow_changes lists it; accepted changes are said out loud (lead). */
+static int check_resume_config(const gt_config *c, const char *yaml, const char *path, bool lead, char *err,
+                               size_t errn) {
+    gt_config old;
+    char e2[512];
+    gt_config_defaults(&old);
+    if (gt_config_parse_text(yaml, strlen(yaml), path, &old, e2, sizeof e2))
+        return snprintf(err, errn, "resume: the config stored in the checkpoint does not parse: %s", e2), -1;
+    gt_config_resolve(&old);
+    const char *keys[256];
+    int n = gt_config_diff_all(&old, c, keys, 256);
+    if (n > 256) n = 256;
+    char refused[1024] = "", accepted[1024] = "";
+    for (int i = 0; i < n; i++) {
+        bool allowed = harmless_change(keys[i]);
+        for (int k = 0; !allowed && k < c->checkpoint.n_allow_changes; k++)
+            allowed = !strcmp(keys[i], c->checkpoint.allow_changes[k]);
+        /* per-invocation keys are not worth a note */
+        if (allowed && (!strcmp(keys[i], "checkpoint.resume") || !strcmp(keys[i], "checkpoint.allow_changes") ||
+                        !strcmp(keys[i], "train.stop_after_steps") || !strcmp(keys[i], "output.overwrite")))
+            continue;
+        char *list = allowed ? accepted : refused;
+        size_t len = strlen(list);
+        snprintf(list + len, sizeof refused - len, "%s%s", len ? ", " : "", keys[i]);
+    }
+    if (refused[0])
+        return snprintf(err, errn, "resume: %s: the config changes %s, which alter the run; list them in "
+                        "checkpoint.allow_changes to accept (e.g. checkpoint.allow_changes=[train.steps])", path,
+                        refused), -1;
+    if (accepted[0] && lead) fprintf(stderr, "resume: config changes accepted: %s\n", accepted);
+    return 0;
+}
+
 /* checkpoint.resume: none, latest, or a path. Returns the step to continue from (0: fresh). */
 static int64_t resume(run *r, char *err, size_t errn) {
     const gt_config *c = r->c;
@@ -189,19 +234,9 @@ static int64_t resume(run *r, char *err, size_t errn) {
     gt_ckpt_state st;
     char *yaml = NULL;
     if (gt_ckpt_load(path, &rs->cm, j->slices, j->n_slices, &r->opt, &st, &yaml, err, errn)) return -1;
-    /* a changed config is allowed (a longer run, another lr) but said out loud */
-    gt_config old;
-    char e2[512];
-    gt_config_defaults(&old);
-    if (yaml && !gt_config_parse_text(yaml, strlen(yaml), path, &old, e2, sizeof e2)) {
-        gt_config_resolve(&old);
-        gt_config now_ = *c;
-        old.checkpoint.resume = c->checkpoint.resume;
-        memcpy(old.checkpoint.resume_path, c->checkpoint.resume_path, sizeof old.checkpoint.resume_path);
-        old.train.stop_after_steps = now_.train.stop_after_steps;
-        old.output.overwrite = now_.output.overwrite;
-        const char *d = gt_config_diff(&old, &now_);
-        if (d && j->dist->rank == 0) fprintf(stderr, "resume: the config differs from the checkpoint's (first at '%s')\n", d);
+    if (yaml && check_resume_config(c, yaml, path, j->dist->rank == 0, err, errn)) {
+        free(yaml);
+        return -1;
     }
     free(yaml);
     if (gt_dataset_seek(&r->train, st.data_epoch, st.data_next, err, errn)) return -1;
