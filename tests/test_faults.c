@@ -73,6 +73,12 @@ int fallocate(int fd, int mode, off_t offset, off_t len) {
     return real(fd, mode, offset, len);
 }
 
+/* LeakSanitizer (make test SAN=1): libhdf5 1.10 loses one 1 KB free-list block on the error
+ * path of a write that fails (its own allocation, freed nowhere); the in-process cases here make
+ * it fail on purpose. Our code's leaks are still reported (the frames would name it). */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void) { return "leak:libhdf5_serial.so\n"; }
+
 static void setup(void) {
     snprintf(dir, sizeof dir, "/tmp/gt-test-faults-%d", (int)getpid());
     mkdir(dir, 0755);
