@@ -10,6 +10,8 @@
  * limit does not touch): a checkpoint, logging.metrics and eval.per_example_output that cannot be
  * written end the command with exit 1 and one line naming the file, no crash and no partial file
  * under the final name.
+ * Memory: a run whose peak-memory estimate exceeds what is available is refused before step 1
+ * (GT_FAULT_INJECT=mem_available), unless train.ignore_memory_check.
  * Signals: SIGTERM and SIGINT finish the step, checkpoint and exit 143 / 130; a second signal
  * ends the process at once; under mpirun -np 2 (which forwards a SIGTERM to every rank) all
  * ranks stop at the same step and one checkpoint is written. */
@@ -384,6 +386,21 @@ START_TEST(cli_output_locations_checked_before_step_1) {
 }
 END_TEST
 
+START_TEST(cli_memory_estimate_refuses_before_step_1) {
+    const char *bin = getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain";
+    char args[1024];
+    /* 8 rows of 512 tokens: about 0.07 GB of activations, against 1 KB "available" */
+    snprintf(args, sizeof args, "GT_FAULT_INJECT=mem_available:1000 %s train configs/tiny.yaml data.eval= "
+             "data.sequence_length=512 train.batch_size=8 train.steps=1 schedule.warmup_steps=0", bin);
+    ck_assert_int_eq(gt_limited(0, args), 1);
+    ck_assert_msg(strstr(g_out, "memory: about ") && strstr(g_out, "GB at the peak"), "%s", tail_out());
+    one_error_line("gemmatrain train: ", "memory: the run needs about", "train.ignore_memory_check");
+    ck_assert_msg(!strstr(g_out, "step 1/"), "trained first:\n%s", tail_out());
+    strcat(args, " train.ignore_memory_check=true");
+    ck_assert_msg(gt_limited(0, args) == 0 && strstr(g_out, "step 1/1"), "%s", tail_out());
+}
+END_TEST
+
 /* gemmatrain ARGS (or "mpirun ... ARGS" when mpi) started in the background, output to a file
  * in dir; returns its pid once the output shows `marker`. */
 static char g_log[256];
@@ -510,6 +527,7 @@ int main(void) {
     tcase_add_test(tc, cli_metrics_on_a_full_disk_exits_1);
     tcase_add_test(tc, cli_per_example_output_on_a_full_disk_exits_1);
     tcase_add_test(tc, cli_output_locations_checked_before_step_1);
+    tcase_add_test(tc, cli_memory_estimate_refuses_before_step_1);
     tcase_add_test(tc, sigterm_checkpoints_and_exits_143);
     tcase_add_test(tc, sigint_checkpoints_and_exits_130);
     tcase_add_test(tc, a_second_signal_exits_at_once);

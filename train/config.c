@@ -168,6 +168,9 @@ static const row schema[] = {
          "train every weight (else LoRA must be enabled)"),
     ENUM("train.on_nonfinite", train.on_nonfinite, "stop", gt_cfg_nonfinite_names,
          "a NaN/Inf loss or gradient stops the run, or skips the step"),
+    BOOL("train.ignore_memory_check", train.ignore_memory_check, "false",
+         "train even when the peak-memory estimate printed before step 1 exceeds the memory available "
+         "(MemAvailable, the cgroup limit)"),
     INT("eval.every_steps", eval.every_steps, "0", "[0, inf)",
         "evaluate every N steps; 0: before and after training only"),
     INT("eval.max_examples", eval.max_examples, "0", "[0, inf)", "evaluate the first N examples; 0: all"),

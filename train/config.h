@@ -99,6 +99,7 @@ typedef struct gt_config {
         gt_loss_norm loss_normalization;
         gt_on_nonfinite on_nonfinite;
         bool full_finetune;
+        bool ignore_memory_check; /* train even when the peak-memory estimate exceeds what is available */
     } train;
     struct {
         int64_t every_steps, max_examples, batch_size;

@@ -17,6 +17,7 @@
 #include "train/checkpoint.h"
 #include "train/eval.h"
 #include "train/job.h"
+#include "train/memcheck.h"
 #include "train/report.h"
 #include "train/step.h"
 #include "util/fsutil.h"
@@ -389,6 +390,31 @@ static int check_checkpoint_room(run *r, char *err, size_t errn) {
     return 0;
 }
 
+/* The peak-memory estimate (train/memcheck.h), printed by rank 0; a run that would need more
+ * than the machine (or its cgroup) has left is refused before step 1 unless
+ * train.ignore_memory_check, rather than killed by the kernel without a word. */
+static int check_memory(run *r, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    gt_mem_estimate e;
+    gt_mem_estimate_run(r->j.model, r->opt.n_values, r->opt.n_kinds, r->mb, r->j.S, c->train.chunk_rows, &e);
+    int64_t avail = gt_mem_available(), held = gt_mem_resident(), more = e.total > held ? e.total - held : 0;
+    if (avail >= 0 && r->dist->local_world > 1) avail /= r->dist->local_world; /* the node's ranks share it */
+    const double G = 1e9;
+    if (r->dist->rank == 0) {
+        fprintf(stderr, "memory: about %.2f GB at the peak (weights %.2f, gradients and optimizer state %.2f, "
+                "activations %.2f)", (double)e.total / G, (double)e.weights / G, (double)e.trainable / G,
+                (double)e.activations / G);
+        if (avail >= 0) fprintf(stderr, "; %.2f GB more available%s", (double)avail / G, r->dist->world > 1 ? " per rank" : "");
+        fputc('\n', stderr);
+    }
+    if (avail >= 0 && more > avail && !c->train.ignore_memory_check)
+        return snprintf(err, errn, "memory: the run needs about %.2f GB more at its peak than the %.2f GB available "
+                        "(activations of %lld rows x %lld tokens: %.2f GB); lower train.micro_batch_size or "
+                        "data.sequence_length, or set train.ignore_memory_check: true", (double)more / G,
+                        (double)avail / G, (long long)r->mb, (long long)r->j.S, (double)e.activations / G), -1;
+    return 0;
+}
+
 /* The batch split, the effective config (the same on every rank), the job, the data and the
  * run's length. */
 static int open_job(run *r, char *err, size_t errn) {
@@ -463,7 +489,7 @@ static int start_run(run *r, char *err, size_t errn) {
     r->rs.st = (gt_ckpt_state){.train_seed = c->train.seed, .shuffle_seed = c->data.shuffle_seed,
                                .lora_seed = c->lora.seed};
     int64_t step = resume(r, err, errn);
-    if (step < 0 || check_checkpoint_room(r, err, errn)) return -1;
+    if (step < 0 || check_checkpoint_room(r, err, errn) || check_memory(r, err, errn)) return -1;
     r->step = r->first = step;
     if (lead && c->logging.metrics[0] && gt_report_open_metrics(c->logging.metrics, step, &r->metrics, err, errn))
         return -1;

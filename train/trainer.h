@@ -11,7 +11,7 @@
  *
  * trainer.c holds the run (setup, step loop, checkpoints, teardown); the job's model, trainables
  * and batch rows are train/job.h's, evaluation and gt_eval_job train/eval.h's, progress and
- * metrics lines train/report.h's. */
+ * metrics lines train/report.h's, the peak-memory estimate train/memcheck.h's. */
 #ifndef GT_TRAINER_H
 #define GT_TRAINER_H
 
