@@ -42,14 +42,17 @@ static const char *export_usage =
     "                  adapter_model.safetensors): PeftModel.from_pretrained(hf_model, PATH) loads it\n"
     "                  onto the --format hf export of the same base\n"
     "  options: --sequence-length N (the preprocessor's, default 1024), --steps N and\n"
-    "           --eval-loss X (recorded in metadata.json under \"gemmatrain\"), --bf16 (hf: BF16 weights)\n";
+    "           --eval-loss X (recorded in metadata.json under \"gemmatrain\"), --bf16 (hf: BF16 weights),\n"
+    "           --overwrite (write into an existing PATH; else it is refused)\n";
 
 static const char *convert_usage =
     "usage: gemmatrain convert IN OUT [--format keras|hf|gguf] [--bf16] [--gguf-type T] [--sequence-length N]\n"
+    "                 [--overwrite]\n"
     "  IN: a GGUF file, a KerasHub preset directory or a Hugging Face directory;\n"
     "  OUT: a KerasHub preset directory (keras_hub.models.CausalLM.from_preset(OUT) loads it), or\n"
     "  with --format hf a Hugging Face directory (--bf16: BF16 weights), with --format gguf a llama.cpp\n"
-    "  GGUF file (--gguf-type f32|f16|bf16|q8_0, default f16).\n";
+    "  GGUF file (--gguf-type f32|f16|bf16|q8_0, default f16). An existing OUT is refused unless\n"
+    "  --overwrite.\n";
 
 /* Hugging Face directory out. The tokenizer file: tok_path when given, else tok written as a
  * SentencePiece model to a temporary file (copied as tokenizer.model). */
@@ -123,9 +126,17 @@ static int cli_gguf_type(const char *name, uint32_t *type) {
     return -1;
 }
 
+/* An existing target is replaced only on request: 0, or 1 with the message printed. */
+static int refuse_existing(const char *cmd, const char *path, bool overwrite) {
+    struct stat sb;
+    if (overwrite || stat(path, &sb)) return 0;
+    fprintf(stderr, "gemmatrain %s: %s already exists: give --overwrite to replace it, or another path\n", cmd, path);
+    return 1;
+}
+
 typedef struct export_args {
     const char *src, *out;   /* CONFIG.yaml or CHECKPOINT.h5; --out */
-    bool merge, lora_only, hf, peft, gguf, gguf_lora, bf16;
+    bool merge, lora_only, hf, peft, gguf, gguf_lora, bf16, overwrite;
     uint32_t gguf_type;      /* --gguf-type */
     gt_preset_save_opts o;   /* --sequence-length, --steps, --eval-loss */
     char **ov;               /* key=value overrides (owned) */
@@ -145,9 +156,11 @@ __attribute__((format(printf, 2, 3))) static int bad_usage(bool with_usage, cons
 
 /* The options and overrides after SRC (argv[1], which getopt sees as the program name): 0 or 2. */
 static int parse_export(int argc, char **argv, export_args *a) {
-    enum { O_OUT = 256, O_MERGE, O_LORA_ONLY, O_BF16, O_FORMAT, O_SEQ_LEN, O_STEPS, O_EVAL_LOSS, O_GGUF_TYPE };
+    enum { O_OUT = 256, O_MERGE, O_LORA_ONLY, O_BF16, O_FORMAT, O_SEQ_LEN, O_STEPS, O_EVAL_LOSS, O_GGUF_TYPE,
+           O_OVERWRITE };
     static const struct option opts[] = {
         {"out", required_argument, NULL, O_OUT},
+        {"overwrite", no_argument, NULL, O_OVERWRITE},
         {"merge-lora", no_argument, NULL, O_MERGE},
         {"lora-only", no_argument, NULL, O_LORA_ONLY},
         {"bf16", no_argument, NULL, O_BF16},
@@ -167,6 +180,7 @@ static int parse_export(int argc, char **argv, export_args *a) {
         case O_MERGE: a->merge = true; break;
         case O_LORA_ONLY: a->lora_only = true; break;
         case O_BF16: a->bf16 = true; break;
+        case O_OVERWRITE: a->overwrite = true; break;
         case O_FORMAT:
             if (strcmp(optarg, "keras") && strcmp(optarg, "hf") && strcmp(optarg, "peft") && strcmp(optarg, "gguf") &&
                 strcmp(optarg, "gguf-lora"))
@@ -308,6 +322,10 @@ int cli_export(int argc, char **argv) {
     gt_gemma *m = NULL;
     gt_tokenizer *tok = NULL;
     gt_lora *l = NULL;
+    if (refuse_existing("export", a.out, a.overwrite)) {
+        free(a.ov);
+        return 1;
+    }
     (void)gt_mkdir_parents(a.out, NULL, 0); /* errors surface at the write */
     code = is_checkpoint(a.src) ? from_checkpoint(&a, &c, &m, &l, &tok, err, sizeof err)
                                 : from_config(&a, &c, &m, &l, &tok, err, sizeof err);
@@ -341,17 +359,18 @@ int cli_convert(int argc, char **argv) {
     gt_preset_save_opts o = {0};
     o.prov.steps = -1;
     o.prov.final_eval_loss = NAN;
-    enum { O_BF16 = 256, O_FORMAT, O_SEQ_LEN, O_GGUF_TYPE };
+    enum { O_BF16 = 256, O_FORMAT, O_SEQ_LEN, O_GGUF_TYPE, O_OVERWRITE };
     static const struct option opts[] = {
         {"bf16", no_argument, NULL, O_BF16},
         {"gguf-type", required_argument, NULL, O_GGUF_TYPE},
+        {"overwrite", no_argument, NULL, O_OVERWRITE},
         {"format", required_argument, NULL, O_FORMAT},
         {"sequence-length", required_argument, NULL, O_SEQ_LEN},
         {NULL, 0, NULL, 0},
     };
     const char *pos[2] = {NULL, NULL};
     int npos = 0;
-    bool hf = false, bf16 = false, gguf = false;
+    bool hf = false, bf16 = false, gguf = false, overwrite = false;
     uint32_t gguf_type = GT_GGML_F16;
     char nb[8];
     cli_getopt_reset();
@@ -359,6 +378,7 @@ int cli_convert(int argc, char **argv) {
     while ((opt = cli_getopt(argc, argv, "-:", opts)) != -1) {
         switch (opt) {
         case O_BF16: bf16 = true; break;
+        case O_OVERWRITE: overwrite = true; break;
         case O_FORMAT:
             if (strcmp(optarg, "keras") && strcmp(optarg, "hf") && strcmp(optarg, "gguf")) {
                 fprintf(stderr, "gemmatrain convert: --format: expected keras, hf or gguf, got '%s'\n", optarg);
@@ -405,6 +425,7 @@ int cli_convert(int argc, char **argv) {
         fputs(convert_usage, stderr);
         return 2;
     }
+    if (refuse_existing("convert", pos[1], overwrite)) return 1;
     char err[2048];
     gt_gemma *m;
     gt_tokenizer *tok;

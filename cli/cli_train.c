@@ -32,7 +32,11 @@ static int run(int argc, char **argv, bool train) {
                 "usage: gemmatrain %s CONFIG.yaml %s[key.path=value ...]\n"
                 "       gemmatrain %s --keys    (every config key: type, default, allowed values, meaning)\n"
                 "  overrides use the config's keys, e.g. optimizer.learning_rate=1e-4 train.steps=50\n",
-                name, train ? "" : "[--model PATH] [--lora ADAPTER.lora.h5] ", name);
+                name, train ? "[--overwrite] " : "[--model PATH] [--lora ADAPTER.lora.h5] ", name);
+        if (train)
+            fprintf(argc < 2 ? stderr : stdout,
+                    "  --overwrite    a fresh run may replace the trained result in output_dir and the\n"
+                    "                 metrics file (output.overwrite=true); else an existing one is refused\n");
         if (!train)
             fprintf(argc < 2 ? stderr : stdout,
                     "  --model PATH   evaluate this model (model.weights=PATH: a GGUF file, a KerasHub preset or\n"
@@ -59,6 +63,7 @@ static int run(int argc, char **argv, bool train) {
         const char *v;
         if (!train && (v = flag_value(argc, argv, &i, "--model"))) model = v;
         else if (!train && (v = flag_value(argc, argv, &i, "--lora"))) lora = v;
+        else if (train && !strcmp(argv[i], "--overwrite")) user[nuser++] = "output.overwrite=true";
         else if (!train && !strncmp(argv[i], "--", 2)) {
             fprintf(stderr, "gemmatrain eval: unknown option '%s' (or it lacks its value)\n", argv[i]);
             free(ov);

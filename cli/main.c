@@ -6,6 +6,7 @@
 #include "autograd/blas.h"
 #include "autograd/real.h"
 #include "cli/cli.h"
+#include "models/io/h5io.h"
 
 typedef struct {
     const char *name;
@@ -48,6 +49,7 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     gt_threads_reexec_passive(argv);
+    gt_h5_process_init();
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -19,8 +19,8 @@ export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 # shared: only the installed headers and library (the repository's own folders are not on the path)
 cc -std=c11 -Wall -Wextra -Werror examples/finetune.c $(pkg-config --cflags --libs gemmatrain) -o "$tmp/finetune" \
   || fail "building examples/finetune.c against the shared library"
-ldd "$tmp/finetune" | grep -q "$prefix/lib/libgemmatrain.so" 2>/dev/null || \
-  LD_LIBRARY_PATH=$prefix/lib ldd "$tmp/finetune" | grep -q "$prefix/lib/libgemmatrain.so.0" || fail "not linked to the installed .so"
+libs=$(LD_LIBRARY_PATH=$prefix/lib ldd "$tmp/finetune")  # (grep -q on a pipe would SIGPIPE ldd under pipefail)
+grep -q "$prefix/lib/libgemmatrain.so.0" <<<"$libs" || fail "not linked to the installed .so"
 LD_LIBRARY_PATH=$prefix/lib "$tmp/finetune" configs/tiny.yaml train.steps=4 logging.progress=plain \
   output_dir="$tmp/run-shared" >"$tmp/shared.log" 2>&1 || { tail "$tmp/shared.log"; fail "the shared-library example run"; }
 grep -q 'step 4' "$tmp/shared.log" || { tail "$tmp/shared.log"; fail "the shared-library example did not reach step 4"; }

@@ -223,7 +223,8 @@ START_TEST(outputs_reload_with_the_trained_eval_loss) {
     rc = run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
     ck_assert_msg(fabs(json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", json_loss(out), trained, out);
-    snprintf(args, sizeof args, "train configs/tiny.yaml %s output_dir=%s", small, dir);
+    /* the same output_dir again, deliberately: the earlier adapter is replaced only when asked */
+    snprintf(args, sizeof args, "train configs/tiny.yaml %s output_dir=%s --overwrite", small, dir);
     rc = run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "/model"), "exit %d:\n%s", rc, out);
     trained = after(out, "eval after training");
@@ -233,6 +234,23 @@ START_TEST(outputs_reload_with_the_trained_eval_loss) {
     rc = run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
     ck_assert_msg(fabs(json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", json_loss(out), trained, out);
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    ck_assert(system(args) == 0);
+}
+END_TEST
+
+/* configs/tiny.yaml as it is (its vocabulary matches its tokenizer) trains a model that exports:
+ * the KerasHub preset in output_dir, converted on to a Hugging Face directory. */
+START_TEST(tiny_config_exports) {
+    static char out[1 << 16];
+    char dir[64], args[1024];
+    snprintf(dir, sizeof dir, "/tmp/gt-test-tiny-%d", (int)getpid());
+    snprintf(args, sizeof args, "train configs/tiny.yaml train.steps=4 data.eval= output_dir=%s", dir);
+    int rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "/model") && !strstr(out, "no KerasHub preset"), "exit %d:\n%s", rc, out);
+    snprintf(args, sizeof args, "convert %s/model %s/hf --format hf", dir, dir);
+    rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "wrote Hugging Face model"), "exit %d:\n%s", rc, out);
     snprintf(args, sizeof args, "rm -rf %s", dir);
     ck_assert(system(args) == 0);
 }
@@ -307,6 +325,7 @@ int main(void) {
     tcase_add_test(tc, epochs_set_the_step_count);
     tcase_add_test(tc, bad_inputs_fail_with_one_line);
     tcase_add_test(tc, packing_equals_separate_rows);
+    tcase_add_test(tc, tiny_config_exports);
     tcase_add_test(tc, lora_with_dropout_trains);
     tcase_add_test(tc, outputs_reload_with_the_trained_eval_loss);
     suite_add_tcase(s, tc);

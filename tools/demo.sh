@@ -44,13 +44,14 @@ phase "training: LoRA rank 4 on query/value, $STEPS steps of 8 examples, mpirun 
 mpi=(mpirun -np "$NP")
 [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 [ "$(nproc)" -lt "$NP" ] && mpi+=(--oversubscribe)
-"${mpi[@]}" "$BIN" train "$CFG" logging.progress=plain train.steps="$STEPS" output_dir="$OUT" \
+# --overwrite (here and at the export): a re-run of the demo replaces the previous one's results
+"${mpi[@]}" "$BIN" train "$CFG" --overwrite logging.progress=plain train.steps="$STEPS" output_dir="$OUT" \
   checkpoint.dir="$OUT/ckpt" logging.metrics="$OUT/metrics.jsonl" 2>&1 | tee "$OUT/train.log" |
   grep --line-buffered -vE '^(  |[a-z_]+:$|---)'
 ckpt=$(ls "$OUT"/ckpt/ckpt-*.h5 | tail -n 1)
 
 phase "export: merged KerasHub preset from $ckpt"
-"$BIN" export "$ckpt" --out "$OUT/model" --merge-lora
+"$BIN" export "$ckpt" --out "$OUT/model" --merge-lora --overwrite
 
 phase "answers after training (the merged preset)"
 answers after --model "$OUT/model"

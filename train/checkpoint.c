@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "models/io/h5io.h"
 #include "util/fsutil.h"
 
 #ifdef GT_REAL_DOUBLE
@@ -29,14 +30,18 @@ typedef struct writer {
     int failed;
 } writer;
 
+/* errno is cleared before each write, so a set one is the write's own (ENOSPC, EFBIG, EIO). */
 static int wfail(writer *w, const char *obj, const char *what) {
-    if (!w->failed) snprintf(w->err, w->errn, "%s: %s: cannot write %s", w->path, obj, what);
+    int e = errno;
+    if (!w->failed)
+        snprintf(w->err, w->errn, "%s: %s: cannot write %s%s%s", w->path, obj, what, e ? ": " : "", e ? strerror(e) : "");
     w->failed = 1;
     return -1;
 }
 
 static void attr_i64(writer *w, const char *obj, const char *name, int64_t v) {
     if (w->failed) return;
+    errno = 0;
     hid_t s = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate_by_name(w->f, obj, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (a < 0 || H5Awrite(a, H5T_NATIVE_INT64, &v) < 0) wfail(w, obj, name);
@@ -46,6 +51,7 @@ static void attr_i64(writer *w, const char *obj, const char *name, int64_t v) {
 
 static void attr_f64(writer *w, const char *obj, const char *name, double v) {
     if (w->failed) return;
+    errno = 0;
     hid_t s = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate_by_name(w->f, obj, name, H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (a < 0 || H5Awrite(a, H5T_NATIVE_DOUBLE, &v) < 0) wfail(w, obj, name);
@@ -62,6 +68,7 @@ static hid_t str_type(size_t len) {
 
 static void attr_str(writer *w, const char *obj, const char *name, const char *v) {
     if (w->failed) return;
+    errno = 0;
     hid_t t = str_type(strlen(v)), s = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate_by_name(w->f, obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (a < 0 || H5Awrite(a, t, v) < 0) wfail(w, obj, name);
@@ -72,6 +79,7 @@ static void attr_str(writer *w, const char *obj, const char *name, const char *v
 
 static void group(writer *w, const char *obj) {
     if (w->failed) return;
+    errno = 0;
     hid_t g = H5Gcreate2(w->f, obj, w->lcpl, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) wfail(w, obj, "group");
     else H5Gclose(g);
@@ -79,6 +87,7 @@ static void group(writer *w, const char *obj) {
 
 static void dataset_real(writer *w, const char *obj, const gt_real *v, int64_t n) {
     if (w->failed) return;
+    errno = 0;
     hsize_t dims[1] = {(hsize_t)n};
     hid_t s = H5Screate_simple(1, dims, NULL);
     hid_t d = H5Dcreate2(w->f, obj, H5T_IEEE_F32LE, s, w->lcpl, H5P_DEFAULT, H5P_DEFAULT);
@@ -89,6 +98,7 @@ static void dataset_real(writer *w, const char *obj, const gt_real *v, int64_t n
 
 static void dataset_str(writer *w, const char *obj, const char *v) {
     if (w->failed) return;
+    errno = 0;
     hid_t t = str_type(strlen(v)), s = H5Screate(H5S_SCALAR);
     hid_t d = H5Dcreate2(w->f, obj, t, s, w->lcpl, H5P_DEFAULT, H5P_DEFAULT);
     if (d < 0 || H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) wfail(w, obj, "dataset");
@@ -124,8 +134,13 @@ int gt_ckpt_save(const char *path, const char *config_yaml, const gt_ckpt_model 
     else snprintf(dir, sizeof dir, ".");
     snprintf(tmp, sizeof tmp, "%s/.%s.tmp-%ld", dir, base, (long)getpid());
     writer w = {.path = path, .err = err, .errn = errn};
+    errno = 0;
     w.f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (w.f < 0) return snprintf(err, errn, "%s: cannot create (%s)", tmp, strerror(errno)), -1;
+    if (w.f < 0) {
+        int e = errno;
+        unlink(tmp); /* created, then its first write failed (a full disk) */
+        return snprintf(err, errn, "%s: cannot create %s: %s", path, tmp, strerror(e)), -1;
+    }
     w.lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(w.lcpl, 1);
 
@@ -180,7 +195,9 @@ int gt_ckpt_save(const char *path, const char *config_yaml, const gt_ckpt_model 
     attr_i64(&w, "/rng", "shuffle_seed", st->shuffle_seed);
     attr_i64(&w, "/rng", "lora_seed", st->lora_seed);
     H5Pclose(w.lcpl);
-    if (H5Fclose(w.f) < 0 && !w.failed) wfail(&w, "/", "file (close)");
+    /* closed exactly once, failed or not (a failed H5Fclose would crash HDF5's atexit cleanup) */
+    errno = 0;
+    if (gt_h5_finish(w.f, !w.failed) && !w.failed) wfail(&w, "/", "file (flush and close)");
     if (!w.failed && gt_fsync_path(tmp, false))
         snprintf(err, errn, "%s: fsync: %s", tmp, strerror(errno)), w.failed = 1;
     if (!w.failed && rename(tmp, path))

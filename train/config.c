@@ -110,7 +110,7 @@ static const row schema[] = {
     ENUM("data.template", data.template_, "none", gt_cfg_template_names,
          "prompt template; gemma_chat: Gemma's turn markers"),
     BOOL("data.packing", data.packing, "false",
-         "pack several examples into one row (not supported yet: must be false)"),
+         "pack whole examples into each row (positions restart per example, attention kept within it)"),
     BOOL("data.shuffle", data.shuffle, "true", "reshuffle the training data every epoch"),
     INT("data.shuffle_seed", data.shuffle_seed, "-1", "[-1, inf)", "seed of the shuffle; -1: train.seed"),
     BOOL("data.add_start_token", data.add_start_token, "true", "prepend <bos>"),
@@ -168,6 +168,9 @@ static const row schema[] = {
          "train every weight (else LoRA must be enabled)"),
     ENUM("train.on_nonfinite", train.on_nonfinite, "stop", gt_cfg_nonfinite_names,
          "a NaN/Inf loss or gradient stops the run, or skips the step"),
+    BOOL("train.ignore_memory_check", train.ignore_memory_check, "false",
+         "train even when the peak-memory estimate printed before step 1 exceeds the memory available "
+         "(MemAvailable, the cgroup limit)"),
     INT("eval.every_steps", eval.every_steps, "0", "[0, inf)",
         "evaluate every N steps; 0: before and after training only"),
     INT("eval.max_examples", eval.max_examples, "0", "[0, inf)", "evaluate the first N examples; 0: all"),
@@ -180,11 +183,17 @@ static const row schema[] = {
     INT("checkpoint.keep", checkpoint.keep, "3", "[1, 1000]", "checkpoints kept (oldest removed)"),
     WORD("checkpoint.resume", checkpoint.resume, checkpoint.resume_path, "none", gt_cfg_resume_names,
          "none, latest (in checkpoint.dir) or a checkpoint path"),
+    LIST("checkpoint.allow_changes", checkpoint.allow_changes, checkpoint.n_allow_changes, "[]", NULL,
+         "keys a resume may change from the checkpoint's config (e.g. [train.steps]); any other change "
+         "that alters the run is refused"),
     STR("logging.metrics", logging.metrics, "", "JSONL file of step and eval metrics; empty: none"),
     INT("logging.every_steps", logging.every_steps, "1", "[1, inf)", "log every N steps"),
     ENUM("logging.progress", logging.progress, "auto", gt_cfg_progress_names,
          "progress display; auto: a bar on a terminal"),
     STR("output_dir", output_dir, "", "directory for outputs (the effective config.yaml, ...); empty: none"),
+    BOOL("output.overwrite", output.overwrite, "false",
+         "a fresh run may replace the trained result in output_dir (adapter.lora.h5, model) and "
+         "logging.metrics; else it is refused (gemmatrain train --overwrite)"),
 };
 #define N_ROWS (sizeof schema / sizeof schema[0])
 
@@ -681,6 +690,9 @@ static int64_t int_at(const gt_config *c, const char *path) {
 
 int gt_config_check(const gt_config *c, char *err, size_t errn) {
 #define BAD(...) return snprintf(err, errn, __VA_ARGS__), -1
+    for (int i = 0; i < c->checkpoint.n_allow_changes; i++)
+        if (!find_row(c->checkpoint.allow_changes[i]))
+            BAD("checkpoint.allow_changes: '%s' is not a config key", c->checkpoint.allow_changes[i]);
     /* required keys */
     if (!c->data.train[0] && !c->data.eval[0])
         BAD("missing required key 'data.train' (the training data, a JSONL file)");
@@ -889,32 +901,41 @@ void gt_config_write(const gt_config *c, FILE *f) {
     }
 }
 
-const char *gt_config_diff(const gt_config *a, const gt_config *b) {
-    for (size_t i = 0; i < N_ROWS; i++) {
-        const row *r = &schema[i];
-        const char *x = (const char *)a + r->off, *y = (const char *)b + r->off;
-        bool same;
-        switch (r->type) {
-        case T_STR: same = !strcmp(x, y); break;
-        case T_ENUM: same = *(const int *)x == *(const int *)y; break;
-        case T_WORD:
-            same = *(const int *)x == *(const int *)y &&
-                   !strcmp((const char *)a + r->aux_off, (const char *)b + r->aux_off);
-            break;
-        case T_BOOL: same = *(const bool *)x == *(const bool *)y; break;
-        case T_INT: same = *(const int64_t *)x == *(const int64_t *)y; break;
-        case T_NUM: same = *(const double *)x == *(const double *)y; break;
-        default: {
-            int n = *(const int *)((const char *)a + r->aux_off);
-            same = n == *(const int *)((const char *)b + r->aux_off);
-            for (int k = 0; same && k < n; k++)
-                same = r->names ? ((const int *)x)[k] == ((const int *)y)[k]
-                                : !strcmp(x + (size_t)k * r->size, y + (size_t)k * r->size);
-        }
-        }
-        if (!same) return r->path;
+static bool row_same(const gt_config *a, const gt_config *b, const row *r) {
+    const char *x = (const char *)a + r->off, *y = (const char *)b + r->off;
+    switch (r->type) {
+    case T_STR: return !strcmp(x, y);
+    case T_ENUM: return *(const int *)x == *(const int *)y;
+    case T_WORD:
+        return *(const int *)x == *(const int *)y && !strcmp((const char *)a + r->aux_off, (const char *)b + r->aux_off);
+    case T_BOOL: return *(const bool *)x == *(const bool *)y;
+    case T_INT: return *(const int64_t *)x == *(const int64_t *)y;
+    case T_NUM: return *(const double *)x == *(const double *)y;
+    default: {
+        int n = *(const int *)((const char *)a + r->aux_off);
+        bool same = n == *(const int *)((const char *)b + r->aux_off);
+        for (int k = 0; same && k < n; k++)
+            same = r->names ? ((const int *)x)[k] == ((const int *)y)[k]
+                            : !strcmp(x + (size_t)k * r->size, y + (size_t)k * r->size);
+        return same;
     }
+    }
+}
+
+const char *gt_config_diff(const gt_config *a, const gt_config *b) {
+    for (size_t i = 0; i < N_ROWS; i++)
+        if (!row_same(a, b, &schema[i])) return schema[i].path;
     return NULL;
+}
+
+int gt_config_diff_all(const gt_config *a, const gt_config *b, const char **keys, int max) {
+    int n = 0;
+    for (size_t i = 0; i < N_ROWS; i++)
+        if (!row_same(a, b, &schema[i])) {
+            if (n < max) keys[n] = schema[i].path;
+            n++;
+        }
+    return n;
 }
 
 void gt_config_reference(FILE *f) {

@@ -99,6 +99,7 @@ typedef struct gt_config {
         gt_loss_norm loss_normalization;
         gt_on_nonfinite on_nonfinite;
         bool full_finetune;
+        bool ignore_memory_check; /* train even when the peak-memory estimate exceeds what is available */
     } train;
     struct {
         int64_t every_steps, max_examples, batch_size;
@@ -109,6 +110,8 @@ typedef struct gt_config {
         gt_resume resume;
         char resume_path[GT_CFG_STR]; /* GT_RESUME_PATH: the checkpoint; else empty */
         int64_t every_steps, keep;
+        char allow_changes[GT_CFG_LIST][48]; /* keys a resume may change (config keys) */
+        int n_allow_changes;
     } checkpoint;
     struct {
         char metrics[GT_CFG_STR];
@@ -116,6 +119,9 @@ typedef struct gt_config {
         int64_t every_steps;
     } logging;
     char output_dir[GT_CFG_STR];
+    struct {
+        bool overwrite; /* a fresh run may replace output_dir's trained result and logging.metrics */
+    } output;
 } gt_config;
 
 void gt_config_defaults(gt_config *c);
@@ -138,6 +144,8 @@ int gt_config_check(const gt_config *c, char *err, size_t errn);
 void gt_config_write(const gt_config *c, FILE *f);
 /* The dotted key of the first field where a and b differ, or NULL when equal. */
 const char *gt_config_diff(const gt_config *a, const gt_config *b);
+/* Every key where a and b differ, in schema order (at most max into keys); returns the count. */
+int gt_config_diff_all(const gt_config *a, const gt_config *b, const char **keys, int max);
 /* Markdown table of every key: type, default, allowed values, meaning. */
 void gt_config_reference(FILE *f);
 /* Optimizer steps of the run: train.steps, or ceil(epochs * n_train_examples / batch_size). */

@@ -7,6 +7,7 @@
 
 #include "train/report.h"
 #include "train/step.h"
+#include "util/fsutil.h"
 
 /* Orders examples by length, then index (qsort_r is not C11: the lengths travel in the keys). */
 typedef struct gt_eval_key {
@@ -89,7 +90,12 @@ int gt_job_evaluate(gt_job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, g
     }
     if (per_example) /* one process (the eval command): every example is here */
         for (int64_t i = 0; i < n; i++)
-            gt_report_example(per_example, lines[i], ex_loss[2 * i], ex_loss[2 * i + 1]);
+            if (gt_report_example(per_example, lines[i], ex_loss[2 * i], ex_loss[2 * i + 1])) {
+                int e = errno;
+                snprintf(err, errn, "eval.per_example_output: %s: write failed: %s", j->cfg->eval.per_example_output,
+                         strerror(e));
+                goto done;
+            }
     res->examples = n;
     double sums[2] = {res->wce, res->w};
     if (gt_dist_sum_f64(j->dist, sums, 2, err, errn)) goto done;
@@ -109,26 +115,36 @@ int gt_eval_job(const gt_config *cfg, bool adapters_from_file, char *err, size_t
     gt_dataset ev = {0};
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
-    FILE *per = NULL;
+    gt_atomic per = {0}; /* eval.per_example_output: in place only once complete */
     int rc = -1;
     const char *path = c->data.eval[0] ? c->data.eval : c->data.train;
+    char e2[1024];
     gt_job_init(&j, c, &solo);
+    /* the run's output_dir/config.yaml is the training run's: eval writes only its own files */
     if (gt_job_build_model(&j, err, errn) || (adapters_from_file && gt_job_open_adapters(&j, c, err, errn)) ||
-        gt_job_announce(&j, err, errn) || gt_job_build_trainables(&j, err, errn) ||
+        gt_job_announce(&j, false, err, errn) || gt_job_build_trainables(&j, err, errn) ||
         gt_job_alloc_rows(&j, c->eval.batch_size, err, errn))
         goto done;
     if (gt_dataset_open(path, c->data.format, c->data.on_bad_line == GT_BAD_LINE_SKIP, &ev, err, errn)) goto done;
-    if (c->eval.per_example_output[0] && !(per = fopen(c->eval.per_example_output, "w"))) {
-        snprintf(err, errn, "eval.per_example_output: %s: cannot write: %s", c->eval.per_example_output, strerror(errno));
+    if (c->eval.per_example_output[0] && gt_atomic_open(c->eval.per_example_output, &per, e2, sizeof e2)) {
+        snprintf(err, errn, "eval.per_example_output: %s", e2);
         goto done;
     }
     gt_eval_result er;
-    if (gt_job_evaluate(&j, &ev, &ctx, per, &er, err, errn)) goto done;
+    if (gt_job_evaluate(&j, &ev, &ctx, per.f, &er, err, errn)) goto done;
+    if (per.f && gt_atomic_commit(&per, e2, sizeof e2)) {
+        snprintf(err, errn, "eval.per_example_output: %s", e2);
+        goto done;
+    }
     gt_report_eval(path, er.wce, er.w, er.examples, NULL, 0);
-    gt_report_eval_json(stdout, er.wce, er.w, er.examples);
+    if (gt_report_eval_json(stdout, er.wce, er.w, er.examples)) {
+        int e = errno;
+        snprintf(err, errn, "stdout: write failed: %s", strerror(e));
+        goto done;
+    }
     rc = 0;
 done:
-    if (per) fclose(per);
+    if (per.f || per.tmp) gt_atomic_abort(&per);
     if (ev.f) gt_dataset_close(&ev);
     gt_ctx_free(&ctx);
     gt_job_free(&j);

@@ -173,8 +173,8 @@ void gt_job_init(gt_job *j, const gt_config *c, gt_dist *dist) {
     gt_threads_set(threads);
 }
 
-/* The effective config to stderr and output_dir/config.yaml (rank 0). */
-int gt_job_announce(gt_job *j, char *err, size_t errn) {
+/* The effective config to stderr and, when save_config, output_dir/config.yaml (rank 0). */
+int gt_job_announce(gt_job *j, bool save_config, char *err, size_t errn) {
     const gt_config *c = j->cfg;
     const gt_dist *dist = j->dist;
     if (dist->rank == 0) {
@@ -184,21 +184,21 @@ int gt_job_announce(gt_job *j, char *err, size_t errn) {
         if (dist->world > 1)
             fprintf(stderr, "data parallel: %d ranks x %d threads\n", dist->world, gt_threads());
     }
-    if (c->output_dir[0] && dist->rank == 0) {
-        (void)gt_mkdir_p(c->output_dir, NULL, 0); /* a failure shows at the first write there */
-        char p[GT_CFG_STR + 32];
+    if (save_config && c->output_dir[0] && dist->rank == 0) {
+        char p[GT_CFG_STR + 32], e[1024];
+        if (gt_mkdir_p(c->output_dir, e, sizeof e)) return snprintf(err, errn, "output_dir: %s", e), -1;
         snprintf(p, sizeof p, "%s/config.yaml", c->output_dir);
-        FILE *f = fopen(p, "w");
-        if (!f) return snprintf(err, errn, "%s: cannot write: %s", p, strerror(errno)), -1;
-        gt_config_write(c, f);
-        fclose(f);
+        gt_atomic w;
+        if (gt_atomic_open(p, &w, e, sizeof e)) return snprintf(err, errn, "output_dir: %s", e), -1;
+        gt_config_write(c, w.f);
+        if (gt_atomic_commit(&w, e, sizeof e)) return snprintf(err, errn, "output_dir: %s", e), -1;
     }
     return 0;
 }
 
 int gt_job_setup(gt_job *j, const gt_config *c, gt_dist *dist, int64_t rows, char *err, size_t errn) {
     gt_job_init(j, c, dist);
-    if (gt_job_announce(j, err, errn) || gt_job_build_model(j, err, errn) || gt_job_build_trainables(j, err, errn) ||
+    if (gt_job_announce(j, true, err, errn) || gt_job_build_model(j, err, errn) || gt_job_build_trainables(j, err, errn) ||
         gt_job_alloc_rows(j, rows, err, errn))
         return -1;
     return 0;

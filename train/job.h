@@ -3,7 +3,7 @@
  * A gt_job owns the model, its LoRA adapters (NULL for full fine-tuning), the tokenizer, the
  * optimizer's view of the trainable tensors (slices) and one global batch of rows, and fills
  * those rows from a dataset through the KerasHub preprocessor (packed or one example a row).
- * Setup prints the effective config (rank 0) and writes output_dir/config.yaml. Everything
+ * Training setup prints the effective config (rank 0) and writes output_dir/config.yaml. Everything
  * returns 0 or -1 with a message in err; gt_job_free releases whatever was built. */
 #ifndef GT_JOB_H
 #define GT_JOB_H
@@ -55,8 +55,9 @@ int gt_job_build_model(gt_job *j, char *err, size_t errn);
 int gt_job_build_trainables(gt_job *j, char *err, size_t errn);
 /* Room for `rows` rows of data.sequence_length tokens, and the preprocessor's settings. */
 int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn);
-/* The effective config to stderr and output_dir/config.yaml (rank 0). */
-int gt_job_announce(gt_job *j, char *err, size_t errn);
+/* The effective config to stderr and, when save_config (a training run; eval never writes the
+ * run's files), atomically to output_dir/config.yaml (rank 0). */
+int gt_job_announce(gt_job *j, bool save_config, char *err, size_t errn);
 /* A training job's whole setup: init, announce, model, trainables, `rows` rows. */
 int gt_job_setup(gt_job *j, const gt_config *c, gt_dist *dist, int64_t rows, char *err, size_t errn);
 /* eval --lora: opens lora.weights with the file's rank and targets and shows them in c. */

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/fsutil.h"
+
 double gt_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -30,18 +32,64 @@ static json_t *jcount(double x) {
 }
 
 /* One JSON line (keys in the order packed); o is consumed. 15 digits print every value jnum
- * rounded exactly. */
-static void put_json(FILE *f, json_t *o, bool flush) {
-    if (!o) return;
-    json_dumpf(o, f, JSON_REAL_PRECISION(15));
-    fputc('\n', f);
-    if (flush) fflush(f);
+ * rounded exactly. 0, or -1 with errno set when the line did not reach the stream (flush: the
+ * file). */
+static int put_json(FILE *f, json_t *o, bool flush) {
+    if (!o) return errno = ENOMEM, -1;
+    errno = 0;
+    int bad = json_dumpf(o, f, JSON_REAL_PRECISION(15)) || fputc('\n', f) == EOF || (flush && fflush(f)) || ferror(f);
     json_decref(o);
+    if (bad && !errno) errno = EIO;
+    return bad ? -1 : 0;
 }
 
-int gt_report_open_metrics(const char *path, bool append, FILE **f, char *err, size_t errn) {
-    *f = fopen(path, append ? "a" : "w");
+/* The lines of path up to step `upto` (a resumed run's checkpoint) rewritten in place,
+ * atomically; the later ones (and a torn last line) were an earlier invocation's steps after its
+ * last checkpoint, which the resumed run logs again. No file: nothing to do. */
+static int keep_metrics_upto(const char *path, int64_t upto, char *err, size_t errn) {
+    FILE *in = fopen(path, "r");
+    if (!in) return errno == ENOENT ? 0 : (snprintf(err, errn, "logging.metrics: %s: %s", path, strerror(errno)), -1);
+    gt_atomic w;
+    char e[1024];
+    if (gt_atomic_open(path, &w, e, sizeof e)) {
+        fclose(in);
+        return snprintf(err, errn, "logging.metrics: %s", e), -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, in)) > 0) {
+        json_error_t je;
+        json_t *o = json_loadb(line, (size_t)n, 0, &je), *st = o ? json_object_get(o, "step") : NULL;
+        bool keep = st && json_is_integer(st) && json_integer_value(st) <= upto && line[n - 1] == '\n';
+        json_decref(o);
+        if (keep) fwrite(line, 1, (size_t)n, w.f);
+    }
+    free(line);
+    int bad = ferror(in);
+    fclose(in);
+    if (bad) {
+        gt_atomic_abort(&w);
+        return snprintf(err, errn, "logging.metrics: %s: read failed", path), -1;
+    }
+    if (gt_atomic_commit(&w, e, sizeof e)) return snprintf(err, errn, "logging.metrics: %s", e), -1;
+    return 0;
+}
+
+int gt_report_open_metrics(const char *path, int64_t resumed_at, FILE **f, char *err, size_t errn) {
+    *f = NULL;
+    if (resumed_at > 0 && keep_metrics_upto(path, resumed_at, err, errn)) return -1;
+    *f = fopen(path, resumed_at > 0 ? "a" : "w");
     if (!*f) return snprintf(err, errn, "logging.metrics: %s: cannot write: %s", path, strerror(errno)), -1;
+    return 0;
+}
+
+int gt_report_close(FILE *f, const char *what, const char *path, char *err, size_t errn) {
+    errno = 0;
+    int bad = fflush(f) || ferror(f) || fsync(fileno(f));
+    int e = errno ? errno : EIO;
+    if (fclose(f) && !bad) bad = 1, e = errno ? errno : EIO;
+    if (bad) return snprintf(err, errn, "%s: %s: write failed: %s", what, path, strerror(e)), -1;
     return 0;
 }
 
@@ -64,9 +112,9 @@ void gt_report_start(gt_report *p, const gt_config *c, const gt_dist *dist, FILE
     };
 }
 
-void gt_report_step(const gt_report *p, int64_t step, double lr, const gt_step_result *res, int64_t tokens) {
+int gt_report_step(const gt_report *p, int64_t step, double lr, const gt_step_result *res, int64_t tokens) {
     int64_t done = step + 1;
-    if (!p->lead || (done % p->every != 0 && done != p->end)) return;
+    if (!p->lead || (done % p->every != 0 && done != p->end)) return 0;
     double el = gt_now() - p->t0, tps = (double)(tokens - p->tokens0) / el;
     char eta[32];
     fmt_eta(el / (double)(done - p->first) * (double)(p->end - done), eta, sizeof eta);
@@ -80,13 +128,13 @@ void gt_report_step(const gt_report *p, int64_t step, double lr, const gt_step_r
                 (long long)p->total, res->loss, lr, res->grad_norm, tps, eta,
                 res->skipped ? " (skipped: non-finite)" : "");
     }
-    if (p->metrics)
-        put_json(p->metrics,
-                 json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:b}", "step", (json_int_t)done, "loss",
-                           jnum(res->loss, "%.9g"), "lr", jnum(lr, "%.6g"), "grad_norm", jnum(res->grad_norm, "%.6f"),
-                           "weighted_tokens", jcount(res->weight_sum), "tokens_per_s", jnum(tps, "%.1f"), "skipped",
-                           (int)res->skipped),
-                 true);
+    if (!p->metrics) return 0;
+    return put_json(p->metrics,
+                    json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:b}", "step", (json_int_t)done, "loss",
+                              jnum(res->loss, "%.9g"), "lr", jnum(lr, "%.6g"), "grad_norm", jnum(res->grad_norm, "%.6f"),
+                              "weighted_tokens", jcount(res->weight_sum), "tokens_per_s", jnum(tps, "%.1f"), "skipped",
+                              (int)res->skipped),
+                    true);
 }
 
 void gt_report_break(const gt_report *p) {
@@ -106,28 +154,28 @@ double gt_report_end(const gt_report *p, int64_t step, bool stopped) {
     return took;
 }
 
-void gt_report_eval(const char *label, double wce, double w, int64_t examples, FILE *metrics, int64_t step) {
+int gt_report_eval(const char *label, double wce, double w, int64_t examples, FILE *metrics, int64_t step) {
     double loss = w > 0 ? wce / w : 0;
     fprintf(stderr, "%s: loss %.4f, perplexity %.3f over %.0f weighted tokens in %lld examples\n", label, loss,
             exp(loss), w, (long long)examples);
-    if (metrics)
-        put_json(metrics,
-                 json_pack("{s:I, s:o, s:o, s:o}", "step", (json_int_t)step, "eval_loss", jnum(loss, "%.6f"),
-                           "eval_perplexity", jnum(exp(loss), "%.4f"), "eval_tokens", jcount(w)),
-                 true);
+    if (!metrics) return 0;
+    return put_json(metrics,
+                    json_pack("{s:I, s:o, s:o, s:o}", "step", (json_int_t)step, "eval_loss", jnum(loss, "%.6f"),
+                              "eval_perplexity", jnum(exp(loss), "%.4f"), "eval_tokens", jcount(w)),
+                    true);
 }
 
-void gt_report_eval_json(FILE *f, double wce, double w, int64_t examples) {
+int gt_report_eval_json(FILE *f, double wce, double w, int64_t examples) {
     double loss = w > 0 ? wce / w : 0;
-    put_json(f,
-             json_pack("{s:o, s:o, s:o, s:I}", "loss", jnum(loss, "%.6f"), "perplexity", jnum(exp(loss), "%.4f"),
-                       "tokens", jcount(w), "examples", (json_int_t)examples),
-             true);
+    return put_json(f,
+                    json_pack("{s:o, s:o, s:o, s:I}", "loss", jnum(loss, "%.6f"), "perplexity", jnum(exp(loss), "%.4f"),
+                              "tokens", jcount(w), "examples", (json_int_t)examples),
+                    true);
 }
 
-void gt_report_example(FILE *f, int64_t line, double loss, double tokens) {
-    put_json(f,
-             json_pack("{s:I, s:o, s:o}", "line", (json_int_t)line, "loss", jnum(loss, "%.6f"), "tokens",
-                       jcount(tokens)),
-             false);
+int gt_report_example(FILE *f, int64_t line, double loss, double tokens) {
+    return put_json(f,
+                    json_pack("{s:I, s:o, s:o}", "line", (json_int_t)line, "loss", jnum(loss, "%.6f"), "tokens",
+                              jcount(tokens)),
+                    false);
 }

@@ -5,8 +5,9 @@
  * results on stderr, and the JSON lines written with jansson: logging.metrics (one per logged
  * step and per eval), eval.per_example_output and the eval command's result on stdout. Numbers
  * are rounded to short, diffable forms; a non-finite one is null, so every line stays valid
- * JSON. Only rank 0 reports: a gt_report started with lead false prints nothing. Writes are
- * not checked (a failed metrics line does not stop training); opening the metrics file is. */
+ * JSON. Only rank 0 reports: a gt_report started with lead false prints nothing. Every JSON
+ * line is checked: the functions that write one return 0, or -1 with errno set when it did not
+ * reach its file (a full disk), and the caller names the file; closing is checked too. */
 #ifndef GT_REPORT_H
 #define GT_REPORT_H
 
@@ -33,15 +34,20 @@ typedef struct gt_report {
     const gt_dist *dist;
 } gt_report;
 
-/* logging.metrics opened for writing (append: a resumed run); 0 or -1 with a message. */
-int gt_report_open_metrics(const char *path, bool append, FILE **f, char *err, size_t errn);
+/* logging.metrics opened for writing: emptied for a fresh run (resumed_at 0); for a run resumed
+ * at step N its lines of steps after N (an earlier invocation's, logged again now) are dropped
+ * first, atomically, so no step repeats. 0 or -1 with a message. */
+int gt_report_open_metrics(const char *path, int64_t resumed_at, FILE **f, char *err, size_t errn);
+/* Flush, fsync and close a JSON lines file (f is closed in every case); 0, or -1 with
+ * "WHAT: PATH: write failed: ..." in err. */
+int gt_report_close(FILE *f, const char *what, const char *path, char *err, size_t errn);
 
 /* Starts the clock for steps first..end-1 of total. */
 void gt_report_start(gt_report *p, const gt_config *c, const gt_dist *dist, FILE *metrics, int64_t first,
                        int64_t end, int64_t total, int64_t tokens);
 /* After step (0-based) with rate lr: the progress line and metrics line when due. tokens: the
  * running total. */
-void gt_report_step(const gt_report *p, int64_t step, double lr, const gt_step_result *res, int64_t tokens);
+int gt_report_step(const gt_report *p, int64_t step, double lr, const gt_step_result *res, int64_t tokens);
 /* Ends a redrawn bar's line before something else is printed. */
 void gt_report_break(const gt_report *p);
 /* The summary ("done after N steps, S s/step"), `step` the steps completed; returns the seconds
@@ -50,10 +56,10 @@ double gt_report_end(const gt_report *p, int64_t step, bool stopped);
 
 /* An eval's loss (wce / w) and perplexity on stderr, and as a metrics line at step when metrics
  * is not NULL. */
-void gt_report_eval(const char *label, double wce, double w, int64_t examples, FILE *metrics, int64_t step);
+int gt_report_eval(const char *label, double wce, double w, int64_t examples, FILE *metrics, int64_t step);
 /* The eval command's result: one JSON line (loss, perplexity, tokens, examples). */
-void gt_report_eval_json(FILE *f, double wce, double w, int64_t examples);
+int gt_report_eval_json(FILE *f, double wce, double w, int64_t examples);
 /* eval.per_example_output: one example's loss and weighted tokens, by its line number. */
-void gt_report_example(FILE *f, int64_t line, double loss, double tokens);
+int gt_report_example(FILE *f, int64_t line, double loss, double tokens);
 
 #endif

@@ -2,25 +2,38 @@
  * (periodic, final, resume) and the test hooks of GT_FAULT_INJECT live here too. */
 #include "train/trainer.h"
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "models/io/keras_lora.h"
 #include "models/io/keras_preset.h"
 #include "train/checkpoint.h"
 #include "train/eval.h"
 #include "train/job.h"
+#include "train/memcheck.h"
 #include "train/report.h"
 #include "train/step.h"
 #include "util/fsutil.h"
 
-static volatile sig_atomic_t g_stop;
-static void on_sigint(int sig) {
-    (void)sig;
-    g_stop = 1;
+/* The first stop signal (SIGINT or SIGTERM) seen by this process, 0 for none: the run finishes
+ * its step, checkpoints and ends. A second one ends the process at once, by that signal; not
+ * under mpirun (g_ranked), which may deliver one SIGTERM twice, and escalates by itself (a second
+ * Ctrl-C, or SIGKILL odls_base_sigkill_timeout seconds after its SIGTERM). */
+static volatile sig_atomic_t g_stop, g_ranked;
+static void on_stop_signal(int sig) {
+    if (g_stop && !g_ranked) {
+        signal(sig, SIG_DFL);
+        raise(sig); /* delivered when the handler returns */
+        return;
+    }
+    if (!g_stop) g_stop = sig;
 }
 
 /* Test hook: GT_FAULT_INJECT=rank_kill:R:S kills rank R (SIGKILL) as it starts step S. */
@@ -54,6 +67,12 @@ static uint64_t config_hash(const char *text) {
     uint64_t h = 1469598103934665603ull;
     for (const unsigned char *p = (const unsigned char *)text; *p; p++) h = (h ^ *p) * 1099511628211ull;
     return h;
+}
+
+/* A metrics line that did not reach logging.metrics (errno set by the write). */
+static int metrics_failed(const gt_config *c, char *err, size_t errn) {
+    int e = errno;
+    return snprintf(err, errn, "logging.metrics: %s: write failed: %s", c->logging.metrics, strerror(e)), -1;
 }
 
 typedef struct run_state {
@@ -112,7 +131,7 @@ static int save_checkpoint(run *r, int64_t step, double elapsed, char *err, size
         rs->st.elapsed_s = elapsed;
         rs->st.world = j->dist->world;
         char path[GT_CFG_STR + 32];
-        (void)gt_mkdir_p(c->checkpoint.dir, NULL, 0); /* a failure shows at the save */
+        (void)gt_mkdir_p(c->checkpoint.dir, NULL, 0); /* checked at the start; a failure shows at the save */
         gt_ckpt_path(c->checkpoint.dir, step, path, sizeof path);
         ok = !gt_ckpt_save(path, rs->yaml, &rs->cm, j->slices, j->n_slices, opt, &rs->st, err, errn) &&
              !gt_ckpt_prune(c->checkpoint.dir, (int)c->checkpoint.keep, err, errn);
@@ -147,6 +166,51 @@ static int save_outputs(gt_job *j, int64_t step, double eval_loss, char *err, si
     return 0;
 }
 
+/* Keys a resume may change freely: where things go, how often they are reported or saved, eval,
+ * and settings that do not change the updates (threads, LM-head chunking, this invocation's end). */
+static bool harmless_change(const char *key) {
+    static const char *const prefixes[] = {"logging.", "eval.", "output", "checkpoint.", "data.eval",
+                                           "train.stop_after_steps", "train.threads", "train.chunk_rows"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (!strncmp(key, prefixes[i], strlen(prefixes[i]))) return true;
+    return false;
+}
+
+/* The effective config against the checkpoint's (yaml): a change that alters the run's
+ * trajectory (learning rate, steps, schedule, data, model, seeds, ...) is refused naming every
+ * such key, unless checkpoint.allow_changes lists it; accepted changes are said out loud (lead). */
+static int check_resume_config(const gt_config *c, const char *yaml, const char *path, bool lead, char *err,
+                               size_t errn) {
+    gt_config old;
+    char e2[512];
+    gt_config_defaults(&old);
+    if (gt_config_parse_text(yaml, strlen(yaml), path, &old, e2, sizeof e2))
+        return snprintf(err, errn, "resume: the config stored in the checkpoint does not parse: %s", e2), -1;
+    gt_config_resolve(&old);
+    const char *keys[256];
+    int n = gt_config_diff_all(&old, c, keys, 256);
+    if (n > 256) n = 256;
+    char refused[1024] = "", accepted[1024] = "";
+    for (int i = 0; i < n; i++) {
+        bool allowed = harmless_change(keys[i]);
+        for (int k = 0; !allowed && k < c->checkpoint.n_allow_changes; k++)
+            allowed = !strcmp(keys[i], c->checkpoint.allow_changes[k]);
+        /* per-invocation keys are not worth a note */
+        if (allowed && (!strcmp(keys[i], "checkpoint.resume") || !strcmp(keys[i], "checkpoint.allow_changes") ||
+                        !strcmp(keys[i], "train.stop_after_steps") || !strcmp(keys[i], "output.overwrite")))
+            continue;
+        char *list = allowed ? accepted : refused;
+        size_t len = strlen(list);
+        snprintf(list + len, sizeof refused - len, "%s%s", len ? ", " : "", keys[i]);
+    }
+    if (refused[0])
+        return snprintf(err, errn, "resume: %s: the config changes %s, which alter the run; list them in "
+                        "checkpoint.allow_changes to accept (e.g. checkpoint.allow_changes=[train.steps])", path,
+                        refused), -1;
+    if (accepted[0] && lead) fprintf(stderr, "resume: config changes accepted: %s\n", accepted);
+    return 0;
+}
+
 /* checkpoint.resume: none, latest, or a path. Returns the step to continue from (0: fresh). */
 static int64_t resume(run *r, char *err, size_t errn) {
     const gt_config *c = r->c;
@@ -171,18 +235,9 @@ static int64_t resume(run *r, char *err, size_t errn) {
     gt_ckpt_state st;
     char *yaml = NULL;
     if (gt_ckpt_load(path, &rs->cm, j->slices, j->n_slices, &r->opt, &st, &yaml, err, errn)) return -1;
-    /* a changed config is allowed (a longer run, another lr) but said out loud */
-    gt_config old;
-    char e2[512];
-    gt_config_defaults(&old);
-    if (yaml && !gt_config_parse_text(yaml, strlen(yaml), path, &old, e2, sizeof e2)) {
-        gt_config_resolve(&old);
-        gt_config now_ = *c;
-        old.checkpoint.resume = c->checkpoint.resume;
-        memcpy(old.checkpoint.resume_path, c->checkpoint.resume_path, sizeof old.checkpoint.resume_path);
-        old.train.stop_after_steps = now_.train.stop_after_steps;
-        const char *d = gt_config_diff(&old, &now_);
-        if (d && j->dist->rank == 0) fprintf(stderr, "resume: the config differs from the checkpoint's (first at '%s')\n", d);
+    if (yaml && check_resume_config(c, yaml, path, j->dist->rank == 0, err, errn)) {
+        free(yaml);
+        return -1;
     }
     free(yaml);
     if (gt_dataset_seek(&r->train, st.data_epoch, st.data_next, err, errn)) return -1;
@@ -253,6 +308,113 @@ static void run_free(run *r) {
     gt_job_free(&r->j);
 }
 
+/* An output directory (key: its config key; empty: none) exists or is created, and takes a file:
+ * found before step 1, not at the first save after the last step. */
+static int check_dir(const char *key, const char *dir, char *err, size_t errn) {
+    if (!dir[0]) return 0;
+    char e[1024];
+    if (gt_mkdir_p(dir, e, sizeof e)) return snprintf(err, errn, "%s: %s", key, e), -1;
+    char *probe = gt_path_join(dir, ".gemmatrain-probe.XXXXXX");
+    if (!probe) return snprintf(err, errn, "out of memory"), -1;
+    int fd = mkstemp(probe);
+    if (fd < 0) {
+        int en = errno;
+        free(probe);
+        return snprintf(err, errn, "%s: %s: cannot write there: %s", key, dir, strerror(en)), -1;
+    }
+    close(fd);
+    unlink(probe);
+    free(probe);
+    return 0;
+}
+
+/* A fresh run (nothing to resume) would replace an earlier run's trained result in output_dir
+ * and its logging.metrics: refused, naming the file, unless output.overwrite. */
+static int check_overwrite(const gt_config *c, char *err, size_t errn) {
+    if (c->output.overwrite) return 0;
+    bool resuming = c->checkpoint.resume == GT_RESUME_PATH;
+    if (c->checkpoint.resume == GT_RESUME_LATEST && c->checkpoint.dir[0]) {
+        char p[GT_CFG_STR + 32];
+        int64_t step;
+        resuming = gt_ckpt_latest(c->checkpoint.dir, p, sizeof p, &step, NULL, 0) == 0;
+    }
+    if (resuming) return 0; /* the run continues: its outputs are its own */
+    struct stat sb;
+    static const char *const results[] = {"adapter.lora.h5", "model"};
+    for (int i = 0; c->output_dir[0] && i < 2; i++) {
+        char *p = gt_path_join(c->output_dir, results[i]);
+        if (!p) return snprintf(err, errn, "out of memory"), -1;
+        bool there = stat(p, &sb) == 0;
+        if (there)
+            snprintf(err, errn, "output_dir: %s already holds a trained result: give --overwrite (output.overwrite: "
+                     "true) to replace it, or another output_dir", p);
+        free(p);
+        if (there) return -1;
+    }
+    if (c->logging.metrics[0] && stat(c->logging.metrics, &sb) == 0 && sb.st_size > 0)
+        return snprintf(err, errn, "logging.metrics: %s already holds a run's metrics: give --overwrite "
+                        "(output.overwrite: true) to replace it, checkpoint.resume to continue that run, or "
+                        "another path", c->logging.metrics), -1;
+    return 0;
+}
+
+/* Bytes free for an unprivileged writer in dir, or -1 when unknown. Test hook:
+ * GT_FAULT_INJECT=free_bytes:N reports N. */
+static int64_t free_bytes(const char *dir) {
+    const char *s = getenv("GT_FAULT_INJECT");
+    long long n;
+    if (s && sscanf(s, "free_bytes:%lld", &n) == 1) return n;
+    struct statvfs v;
+    if (statvfs(dir, &v)) return -1;
+    return (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+}
+
+/* One more checkpoint fits in checkpoint.dir (the previous ones are pruned only after it is
+ * complete): its float32 arrays plus room for HDF5's metadata. */
+static int check_checkpoint_room(run *r, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    if (!c->checkpoint.dir[0] || r->dist->rank != 0) return 0;
+    int64_t need = (int64_t)strlen(r->rs.yaml) + (64 << 10), datasets = r->j.n_slices;
+    for (int i = 0; i < r->j.n_slices; i++) need += 4 * r->j.slices[i].size;
+    for (int i = 0; i < gt_optim_state_count(&r->opt); i++) {
+        gt_optim_state_array a;
+        gt_optim_state_get(&r->opt, i, &a);
+        need += 4 * a.size;
+        datasets++;
+    }
+    need += 2048 * datasets;
+    int64_t have = free_bytes(c->checkpoint.dir);
+    if (have >= 0 && have < need)
+        return snprintf(err, errn, "checkpoint.dir: %s: %.1f MB free, a checkpoint needs about %.1f MB", c->checkpoint.dir,
+                        (double)have / 1e6, (double)need / 1e6), -1;
+    return 0;
+}
+
+/* The peak-memory estimate (train/memcheck.h), printed by rank 0; a run that would need more
+ * than the machine (or its cgroup) has left is refused before step 1 unless
+ * train.ignore_memory_check, rather than killed by the kernel without a word. */
+static int check_memory(run *r, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    gt_mem_estimate e;
+    gt_mem_estimate_run(r->j.model, r->opt.n_values, r->opt.n_kinds, r->mb, r->j.S, c->train.chunk_rows, &e);
+    int64_t avail = gt_mem_available(), held = gt_mem_resident(), more = e.total > held ? e.total - held : 0;
+    if (avail >= 0 && r->dist->local_world > 1) avail /= r->dist->local_world; /* the node's ranks share it */
+    const double G = 1e9;
+    if (r->dist->rank == 0) {
+        fprintf(stderr, "memory: about %.2f GB at the peak (weights %.2f, gradients and optimizer state %.2f, "
+                "activations %.2f)", (double)e.total / G, (double)e.weights / G, (double)e.trainable / G,
+                (double)e.activations / G);
+        if (avail >= 0) fprintf(stderr, "; %.2f GB more available%s", (double)avail / G, r->dist->world > 1 ? " per rank" : "");
+        fputc('\n', stderr);
+    }
+    if (avail >= 0 && more > avail && !c->train.ignore_memory_check)
+        return snprintf(err, errn, "memory: the run needs about %.2f GB more at its peak than the %.2f GB available "
+                        "(activations of %lld rows x %lld tokens: %.2f GB); lower train.micro_batch_size or "
+                        "data.sequence_length, or set train.ignore_memory_check: true", (double)more / G,
+                        (double)avail / G, (long long)r->mb, (long long)r->j.S, (double)e.activations / G), -1;
+    return 0;
+}
+
 /* The batch split, the effective config (the same on every rank), the job, the data and the
  * run's length. */
 static int open_job(run *r, char *err, size_t errn) {
@@ -262,6 +424,10 @@ static int open_job(run *r, char *err, size_t errn) {
     if (r->B % world || !r->mb || r->L % r->mb)
         return snprintf(err, errn, "train.batch_size (%lld) must split evenly over %d ranks into micro-batches of "
                         "train.micro_batch_size (%lld)", (long long)r->B, world, (long long)r->mb), -1;
+    if (r->dist->rank == 0 &&
+        (check_overwrite(c, err, errn) || check_dir("checkpoint.dir", c->checkpoint.dir, err, errn) ||
+         check_dir("output_dir", c->output_dir, err, errn)))
+        return -1;
     if (!(r->rs.yaml = config_text(c))) return snprintf(err, errn, "out of memory"), -1;
     if (gt_dist_check_same(r->dist, config_hash(r->rs.yaml), "the effective config (give every rank the same config)",
                            err, errn) ||
@@ -314,7 +480,7 @@ static int init_update(run *r, char *err, size_t errn) {
     return 0;
 }
 
-/* Where the run starts (checkpoint.resume), logging.metrics (appended to after a resume), the
+/* Where the run starts (checkpoint.resume), logging.metrics (continued after a resume), the
  * eval before training (a fresh run only), room for the micro-batches. */
 static int start_run(run *r, char *err, size_t errn) {
     const gt_config *c = r->c;
@@ -323,9 +489,9 @@ static int start_run(run *r, char *err, size_t errn) {
     r->rs.st = (gt_ckpt_state){.train_seed = c->train.seed, .shuffle_seed = c->data.shuffle_seed,
                                .lora_seed = c->lora.seed};
     int64_t step = resume(r, err, errn);
-    if (step < 0) return -1;
+    if (step < 0 || check_checkpoint_room(r, err, errn) || check_memory(r, err, errn)) return -1;
     r->step = r->first = step;
-    if (lead && c->logging.metrics[0] && gt_report_open_metrics(c->logging.metrics, step != 0, &r->metrics, err, errn))
+    if (lead && c->logging.metrics[0] && gt_report_open_metrics(c->logging.metrics, step, &r->metrics, err, errn))
         return -1;
     if (lead)
         fprintf(stderr, "model %s: %lld parameters, %lld trainable (%s); %lld train examples\n", r->j.model->cfg.name,
@@ -334,7 +500,8 @@ static int start_run(run *r, char *err, size_t errn) {
     if (r->ev.n && step == 0) {
         gt_eval_result er;
         if (gt_job_evaluate(&r->j, &r->ev, &r->ctx, NULL, &er, err, errn)) return -1;
-        if (lead) gt_report_eval("eval before training", er.wce, er.w, er.examples, r->metrics, 0);
+        if (lead && gt_report_eval("eval before training", er.wce, er.w, er.examples, r->metrics, 0))
+            return metrics_failed(c, err, errn);
     }
     int64_t stop = c->train.stop_after_steps;
     r->end = stop > 0 && stop < r->total ? stop : r->total;
@@ -392,13 +559,13 @@ static int train_step(run *r, double lr, gt_step_result *res, char *err, size_t 
     return 0;
 }
 
-/* SIGINT seen here or, with MPI, on any rank (so all stop at the same step): 1 stop, 0 go, -1
- * error. */
+/* A stop signal seen here or, with MPI, on any rank (so all stop at the same step): 1 stop, 0
+ * go, -1 error. Every rank then holds the same g_stop: SIGTERM if any rank saw one, else SIGINT. */
 static int stop_requested(gt_dist *dist, char *err, size_t errn) {
     if (dist->world > 1) {
-        double flag = g_stop;
-        if (gt_dist_sum_f64(dist, &flag, 1, err, errn)) return -1;
-        g_stop = flag > 0;
+        double flags[2] = {g_stop == SIGINT, g_stop == SIGTERM};
+        if (gt_dist_sum_f64(dist, flags, 2, err, errn)) return -1;
+        g_stop = flags[1] > 0 ? SIGTERM : flags[0] > 0 ? SIGINT : 0;
     }
     return g_stop ? 1 : 0;
 }
@@ -412,14 +579,15 @@ static int between_steps(run *r, char *err, size_t errn) {
         gt_report_break(&r->rep);
         gt_eval_result er;
         if (gt_job_evaluate(&r->j, &r->ev, &r->ctx, NULL, &er, err, errn)) return -1;
-        if (r->dist->rank == 0) gt_report_eval("eval", er.wce, er.w, er.examples, r->metrics, done);
+        if (r->dist->rank == 0 && gt_report_eval("eval", er.wce, er.w, er.examples, r->metrics, done))
+            return metrics_failed(c, err, errn);
     }
     if (c->checkpoint.dir[0] && c->checkpoint.every_steps && done % c->checkpoint.every_steps == 0 && done < r->end)
         return save_checkpoint(r, done, r->elapsed0 + gt_now() - r->rep.t0, err, errn);
     return 0;
 }
 
-/* Steps r->step .. r->end - 1, or until SIGINT (*stopped). */
+/* Steps r->step .. r->end - 1, or until a stop signal (*stopped). */
 static int run_loop(run *r, bool *stopped, char *err, size_t errn) {
     gt_report_start(&r->rep, r->c, r->dist, r->metrics, r->first, r->end, r->total, r->tokens);
     for (; r->step < r->end; r->step++) {
@@ -435,7 +603,7 @@ static int run_loop(run *r, bool *stopped, char *err, size_t errn) {
         gt_step_result res;
         if (train_step(r, lr, &res, err, errn)) return -1;
         r->tokens += res.tokens;
-        gt_report_step(&r->rep, r->step, lr, &res, r->tokens);
+        if (gt_report_step(&r->rep, r->step, lr, &res, r->tokens)) return metrics_failed(r->c, err, errn);
         if (between_steps(r, err, errn)) return -1;
     }
     return 0;
@@ -451,10 +619,16 @@ static int run_finish(run *r, bool stopped, char *err, size_t errn) {
     if (r->ev.n && r->step == r->total) {
         gt_eval_result er;
         if (gt_job_evaluate(&r->j, &r->ev, &r->ctx, NULL, &er, err, errn)) return -1;
-        if (lead) gt_report_eval("eval after training", er.wce, er.w, er.examples, r->metrics, r->step);
+        if (lead && gt_report_eval("eval after training", er.wce, er.w, er.examples, r->metrics, r->step))
+            return metrics_failed(c, err, errn);
         final_eval = er.w > 0 ? er.wce / er.w : NAN;
     }
     if (lead && c->output_dir[0] && trained && save_outputs(&r->j, r->step, final_eval, err, errn)) return -1;
+    if (r->metrics) { /* the last lines reach the disk, or the run fails saying so */
+        FILE *m = r->metrics;
+        r->metrics = NULL;
+        if (gt_report_close(m, "logging.metrics", c->logging.metrics, err, errn)) return -1;
+    }
     return 0;
 }
 
@@ -463,16 +637,29 @@ int gt_train_job(const gt_config *c, gt_dist *dist, char *err, size_t errn) {
     run r;
     run_init(&r, c, dist ? dist : &solo);
     int rc = -1;
+    /* SIGINT and SIGTERM (Ctrl-C; mpirun, docker stop, timeout, Slurm) stop after the current step
+     * (the checkpoint and outputs are still written); a second one ends the process at once */
+    struct sigaction sa = {0}, old_int, old_term, old_pipe, ign = {0};
+    g_stop = 0;
+    g_ranked = r.dist->world > 1;
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    /* a closed stderr (mpirun tears down its output forwarding as it stops the job; `| head`)
+     * must not kill the run between its last step and its checkpoint: a failed write is dropped */
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ign, &old_pipe);
     if (!open_job(&r, err, errn) && !init_update(&r, err, errn) && !start_run(&r, err, errn)) {
-        /* SIGINT stops after the current step (the checkpoint and outputs are still written) */
-        struct sigaction sa = {0}, old;
-        g_stop = 0;
-        sa.sa_handler = on_sigint;
-        sigaction(SIGINT, &sa, &old);
         bool stopped = false;
-        if (!run_loop(&r, &stopped, err, errn) && !run_finish(&r, stopped, err, errn)) rc = stopped ? 130 : 0;
-        sigaction(SIGINT, &old, NULL);
+        if (!run_loop(&r, &stopped, err, errn) && !run_finish(&r, stopped, err, errn))
+            rc = stopped ? 128 + (g_stop == SIGTERM ? SIGTERM : SIGINT) : 0;
     }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
     run_free(&r);
     return rc;
 }

@@ -5,12 +5,13 @@
  * the JSONL data through the KerasHub preprocessor, and runs gt_step_run per global batch with
  * the configured optimizer and schedule. Progress goes to stderr (a bar on a terminal, plain
  * lines otherwise), metrics to a JSONL file, the effective config to stderr and
- * output_dir/config.yaml. SIGINT stops after the current step. Returns 0, 130 when interrupted,
- * or -1 with a message.
+ * output_dir/config.yaml. SIGINT or SIGTERM stops after the current step (every rank at the same
+ * one), writes the checkpoint and outputs, and returns 130 (SIGINT) or 143 (SIGTERM); a second
+ * signal ends the process at once. Returns 0 when done, or -1 with a message.
  *
  * trainer.c holds the run (setup, step loop, checkpoints, teardown); the job's model, trainables
  * and batch rows are train/job.h's, evaluation and gt_eval_job train/eval.h's, progress and
- * metrics lines train/report.h's. */
+ * metrics lines train/report.h's, the peak-memory estimate train/memcheck.h's. */
 #ifndef GT_TRAINER_H
 #define GT_TRAINER_H
 

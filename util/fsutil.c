@@ -108,7 +108,8 @@ void gt_atomic_abort(gt_atomic *w) {
 
 int gt_atomic_commit(gt_atomic *w, char *err, size_t errn) {
     int e = 0;
-    if (fflush(w->f) || fsync(fileno(w->f))) e = errno;
+    errno = 0;
+    if (fflush(w->f) || ferror(w->f) || fsync(fileno(w->f))) e = errno ? errno : EIO; /* ferror: an earlier write */
     if (fclose(w->f) && !e) e = errno;
     w->f = NULL;
     if (e) {

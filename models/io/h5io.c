@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "util/fsutil.h"
@@ -21,6 +22,8 @@ static void quiet(void) {
     }
 }
 
+
+void gt_h5_process_init(void) { (void)H5dont_atexit(); }
 
 static const char *fname(gt_h5 f) {
     static char buf[512];
@@ -159,32 +162,88 @@ int gt_h5_create(const char *path, gt_h5w *w, char *err, size_t errn) {
     if (strlen(path) >= sizeof w->path) return snprintf(err, errn, "%s: path too long", path), -1;
     snprintf(w->path, sizeof w->path, "%s", path);
     snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
+    errno = 0;
     hid_t f = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return snprintf(err, errn, "%s: cannot create (directory missing or not writable?)", w->tmp), -1;
+    if (f < 0) {
+        int e = errno;
+        unlink(w->tmp); /* created, then its first write failed (a full disk) */
+        return snprintf(err, errn, "%s: cannot create %s: %s", path, w->tmp,
+                        e ? strerror(e) : "directory missing or not writable?"), -1;
+    }
     w->f = (gt_h5)f;
     return 0;
 }
 
+/* The file descriptor under f (the default sec2 driver's handle), or -1. */
+static int vfd_fd(hid_t f) {
+    hid_t fapl = H5Fget_access_plist(f);
+    bool sec2 = fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2;
+    if (fapl >= 0) H5Pclose(fapl);
+    void *h = NULL;
+    if (!sec2 || H5Fget_vfd_handle(f, H5P_DEFAULT, &h) < 0 || !h) return -1;
+    return *(int *)h;
+}
+
+/* Every later write to f's file goes to an anonymous memory file instead (dup2 closes the real
+ * file), so the close of a file whose writes failed has nothing left to fail on. */
+static void detach_storage(hid_t f) {
+    int fd = vfd_fd(f);
+    if (fd < 0) return;
+    int sink = memfd_create("gemmatrain-h5-discard", MFD_CLOEXEC);
+    if (sink < 0) sink = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (sink < 0) return;
+    dup2(sink, fd);
+    close(sink);
+}
+
+/* HDF5 1.10 cannot recover from a failed flush or close (the ID stays, half torn down, and a
+ * later close, HDF5's atexit one included, crashes on it). So the close of a complete file must
+ * not fail: the space of everything allocated in it is reserved first (fallocate; the
+ * close only writes metadata within that space, then trims the file to its end), and a full
+ * disk shows there, while the file can still be closed without writing. */
+int gt_h5_finish(gt_h5 f, bool keep) {
+    quiet();
+    if (f <= 0) return 0;
+    int e = 0;
+    if (keep) {
+        hsize_t size = 0;
+        int fd = vfd_fd((hid_t)f);
+        /* KEEP_SIZE: the file's length stays HDF5's business (it trims it to its end at the close);
+         * a file system without fallocate gets no reservation */
+        if (fd >= 0 && H5Fget_filesize((hid_t)f, &size) >= 0 && size > 0 &&
+            fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) && errno != EOPNOTSUPP && errno != ENOSYS)
+            e = errno;
+    }
+    if (!keep || e) detach_storage((hid_t)f);
+    errno = 0;
+    if (H5Fclose((hid_t)f) < 0 && !e) e = errno ? errno : EIO;
+    errno = e;
+    return e ? -1 : 0;
+}
+
 void gt_h5_abort(gt_h5w *w) {
-    if (w->f > 0) H5Fclose((hid_t)w->f);
+    if (w->f > 0) gt_h5_finish(w->f, false);
     w->f = -1;
     if (w->tmp[0]) unlink(w->tmp);
 }
 
 int gt_h5_commit(gt_h5w *w, char *err, size_t errn) {
-    herr_t rc = H5Fclose((hid_t)w->f);
+    int rc = gt_h5_finish(w->f, true);
     w->f = -1;
     if (rc < 0) {
+        int e = errno;
         unlink(w->tmp);
-        return snprintf(err, errn, "%s: closing the HDF5 file failed (disk full?)", w->path), -1;
+        return snprintf(err, errn, "%s: writing the HDF5 file failed: %s", w->path, strerror(e)), -1;
     }
     if (gt_fsync_path(w->tmp, false)) {
+        int e = errno;
         unlink(w->tmp);
-        return snprintf(err, errn, "%s: fsync failed", w->tmp), -1;
+        return snprintf(err, errn, "%s: fsync failed: %s", w->tmp, strerror(e)), -1;
     }
     if (rename(w->tmp, w->path)) {
+        int e = errno;
         unlink(w->tmp);
-        return snprintf(err, errn, "%s: cannot rename the temporary file into place", w->path), -1;
+        return snprintf(err, errn, "%s: cannot rename the temporary file into place: %s", w->path, strerror(e)), -1;
     }
     gt_fsync_parent(w->path); /* best effort: some file systems refuse directory fsync */
     return 0;
@@ -227,10 +286,12 @@ static int write_ds(gt_h5 f, const char *path, hid_t filetype, hid_t memtype, co
     hid_t ds = H5Dcreate2((hid_t)f, path, filetype, sp, p, H5P_DEFAULT, H5P_DEFAULT);
     H5Pclose(p);
     int rc = -1;
+    errno = 0;
     if (ds < 0) snprintf(err, errn, "%s: %s: cannot create dataset", fname(f), path);
-    else if (H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-        snprintf(err, errn, "%s: %s: write failed (disk full?)", fname(f), path);
-    else rc = 0;
+    else if (H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+        int e = errno;
+        snprintf(err, errn, "%s: %s: write failed: %s", fname(f), path, e ? strerror(e) : "disk full?");
+    } else rc = 0;
     if (ds >= 0) H5Dclose(ds);
     H5Sclose(sp);
     return rc;

@@ -6,15 +6,24 @@
  * Writing is atomic: gt_h5_create opens "<path>.tmp.<pid>" in the target's directory; the
  * write calls fill it; gt_h5_commit closes, fsyncs and renames it over <path> (then fsyncs the
  * directory), gt_h5_abort closes and removes it. A crash leaves either the old file or the new
- * one, never a half-written one. Files are written with libhdf5's default (oldest-format)
+ * one, never a half-written one. A write that fails (a full disk) is reported by the call that
+ * made it or by gt_h5_commit, the file is closed exactly once and its temporary removed: HDF5
+ * 1.10 leaves the ID of a failed H5Fclose half torn down, and its atexit cleanup then crashes
+ * closing it again, so a close must not fail (gt_h5_finish). Files are written with libhdf5's default (oldest-format)
  * settings, contiguous datasets, as h5py writes them, so Keras and h5py read them. */
 #ifndef GT_H5IO_H
 #define GT_H5IO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef int64_t gt_h5; /* hid_t of an open file */
+
+/* Call first in main, before any other HDF5 call: HDF5's atexit cleanup is not installed. Every
+ * file this program writes is closed explicitly; the cleanup would only close again a file
+ * whose close already failed (and crash doing so). */
+void gt_h5_process_init(void);
 
 int gt_h5_open_read(const char *path, gt_h5 *out, char *err, size_t errn);
 void gt_h5_close(gt_h5 f);
@@ -42,6 +51,11 @@ typedef struct gt_h5w {
 } gt_h5w;
 
 int gt_h5_create(const char *path, gt_h5w *w, char *err, size_t errn);
+/* Closes a file open for writing once, in every case; 0 when everything reached the file, else
+ * -1 with errno set. keep: the file is wanted; its space is reserved before the close, so a full
+ * disk fails here rather than inside the close. Not kept (or the reservation failed): the rest
+ * of its writes go to an anonymous memory file, so the close itself cannot fail. */
+int gt_h5_finish(gt_h5 f, bool keep);
 int gt_h5_commit(gt_h5w *w, char *err, size_t errn); /* closes w->f in every case */
 void gt_h5_abort(gt_h5w *w);
 /* Group at path, creating missing parents; an existing group is fine. */
