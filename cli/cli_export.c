@@ -70,37 +70,6 @@ static int save_hf(const gt_gemma *m, const gt_tokenizer *tok, const char *tok_p
     return rc;
 }
 
-/* gt_config_load without the training-only checks (data.train is not needed to export). */
-static int load_config(const char *path, char *const *ov, int nov, gt_config *c, char *err, size_t errn) {
-    gt_config_defaults(c);
-    FILE *f = fopen(path, "rb");
-    if (!f) return snprintf(err, errn, "%s: %s", path, strerror(errno)), -1;
-    char *text = NULL;
-    size_t len = 0, cap = 0, got;
-    do {
-        if (len == cap) {
-            cap = cap ? 2 * cap : 4096;
-            char *t = realloc(text, cap);
-            if (!t) {
-                free(text);
-                fclose(f);
-                return snprintf(err, errn, "%s: out of memory", path), -1;
-            }
-            text = t;
-        }
-        got = fread(text + len, 1, cap - len, f);
-        len += got;
-    } while (got > 0);
-    fclose(f);
-    int rc = gt_config_parse_text(text ? text : "", len, path, c, err, errn);
-    free(text);
-    for (int i = 0; i < nov && !rc; i++) rc = gt_config_override(c, ov[i], err, errn);
-    if (rc) return rc;
-    gt_config_resolve(c);
-    if (!c->model.weights[0]) return snprintf(err, errn, "%s: model.weights: required for export (the model to write)", path), -1;
-    return 0;
-}
-
 /* An HDF5 file (signature at offset 0): a training checkpoint. */
 static bool is_checkpoint(const char *path) {
     static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
@@ -251,7 +220,7 @@ static int from_checkpoint(export_args *a, gt_config *c, gt_gemma **m, gt_lora *
 /* The model, tokenizer and lora.weights a config names. Exit status 0, 1 or 2 (message in err). */
 static int from_config(const export_args *a, gt_config *c, gt_gemma **m, gt_lora **l, gt_tokenizer **tok,
                        char *err, size_t errn) {
-    if (load_config(a->src, a->ov, a->nov, c, err, errn)) return 2;
+    if (gt_config_load_for(a->src, a->ov, a->nov, GT_CFG_EXPORT, c, err, errn)) return 2;
     if ((a->merge || a->lora_only || a->peft || a->gguf_lora) && (!c->lora.enabled || !c->lora.weights[0]))
         return snprintf(err, errn, "%s needs adapters: set lora.weights (and lora.enabled)",
                         a->merge ? "--merge-lora" : a->peft ? "--format peft" : "--lora-only"), 2;

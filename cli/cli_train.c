@@ -83,7 +83,7 @@ static int run(int argc, char **argv, bool train) {
         ov[nov++] = lora_kv;
     }
     for (int i = 0; i < nuser; i++) ov[nov++] = user[i];
-    rc = gt_config_load(argv[1], ov, nov, &cfg, err, sizeof err);
+    rc = gt_config_load_for(argv[1], ov, nov, train ? GT_CFG_TRAIN : GT_CFG_EVAL, &cfg, err, sizeof err);
     free(ov);
     free(user);
     if (rc) {

@@ -524,6 +524,19 @@ END_TEST
 
 START_TEST(example_configs_parse) {
     gt_config c, back;
+    /* every example config loads for its job, and the data it names ships with the repository */
+    static const struct { const char *path; gt_cfg_purpose purpose; } ex[] = {
+        {"configs/gemma3-270m-full.yaml", GT_CFG_TRAIN},
+        {"configs/gemma3-270m-chat-packing.yaml", GT_CFG_TRAIN},
+        {"configs/gemma3-270m-eval.yaml", GT_CFG_EVAL},
+    };
+    for (size_t k = 0; k < sizeof ex / sizeof ex[0]; k++) {
+        ck_assert_msg(gt_config_load_for(ex[k].path, NULL, 0, ex[k].purpose, &c, err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(!c.data.train[0] || access(c.data.train, R_OK) == 0, "%s: %s", ex[k].path, c.data.train);
+        ck_assert_msg(access(c.data.eval, R_OK) == 0, "%s: %s", ex[k].path, c.data.eval);
+    }
+    ck_assert_int_ne(gt_config_load("configs/gemma3-270m-eval.yaml", NULL, 0, &c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "nothing to train"), "%s", err); /* an eval config is not a training one */
     ck_assert_msg(gt_config_load("configs/tiny.yaml", NULL, 0, &c, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(c.model.generation, 3);
     ck_assert(c.train.full_finetune && !c.lora.enabled);

@@ -688,8 +688,14 @@ static int64_t int_at(const gt_config *c, const char *path) {
     return *(const int64_t *)((const char *)c + find_row(path)->off);
 }
 
-int gt_config_check(const gt_config *c, char *err, size_t errn) {
+int gt_config_check(const gt_config *c, char *err, size_t errn) { return gt_config_check_for(c, GT_CFG_TRAIN, err, errn); }
+
+int gt_config_check_for(const gt_config *c, gt_cfg_purpose purpose, char *err, size_t errn) {
 #define BAD(...) return snprintf(err, errn, __VA_ARGS__), -1
+    if (purpose == GT_CFG_EXPORT) {
+        if (!c->model.weights[0]) BAD("model.weights: required for export (the model to write)");
+        return 0;
+    }
     for (int i = 0; i < c->checkpoint.n_allow_changes; i++)
         if (!find_row(c->checkpoint.allow_changes[i]))
             BAD("checkpoint.allow_changes: '%s' is not a config key", c->checkpoint.allow_changes[i]);
@@ -733,7 +739,7 @@ int gt_config_check(const gt_config *c, char *err, size_t errn) {
         BAD("model.num_query_heads (%lld) must be a multiple of model.num_key_value_heads (%lld)",
             (long long)c->model.num_query_heads, (long long)c->model.num_key_value_heads);
     /* what to train */
-    if (!c->lora.enabled && !c->train.full_finetune)
+    if (!c->lora.enabled && !c->train.full_finetune && purpose == GT_CFG_TRAIN)
         BAD("lora.enabled and train.full_finetune are both false: nothing to train");
     if (c->lora.enabled && c->train.full_finetune)
         BAD("lora.enabled and train.full_finetune are both true: choose one");
@@ -778,6 +784,11 @@ int gt_config_check(const gt_config *c, char *err, size_t errn) {
 
 int gt_config_load(const char *path, char *const *overrides, int n_overrides, gt_config *c, char *err,
                    size_t errn) {
+    return gt_config_load_for(path, overrides, n_overrides, GT_CFG_TRAIN, c, err, errn);
+}
+
+int gt_config_load_for(const char *path, char *const *overrides, int n_overrides, gt_cfg_purpose purpose,
+                       gt_config *c, char *err, size_t errn) {
     gt_config_defaults(c);
     FILE *f = fopen(path, "rb");
     if (!f) return snprintf(err, errn, "%s: %s", path, strerror(errno)), -1;
@@ -806,7 +817,7 @@ int gt_config_load(const char *path, char *const *overrides, int n_overrides, gt
     if (rc) return rc;
     gt_config_resolve(c);
     char e[1024];
-    if (gt_config_check(c, e, sizeof e)) return snprintf(err, errn, "%s: %s", path, e), -1;
+    if (gt_config_check_for(c, purpose, e, sizeof e)) return snprintf(err, errn, "%s: %s", path, e), -1;
     return 0;
 }
 

@@ -129,6 +129,12 @@ void gt_config_defaults(gt_config *c);
  * the file's path. 0 or -1 + message. */
 int gt_config_load(const char *path, char *const *overrides, int n_overrides, gt_config *c,
                    char *err, size_t errn);
+/* What a config is loaded for: TRAIN checks every rule; EVAL drops "something to train" (an
+ * eval-only config evaluates the model as loaded); EXPORT only parses and resolves and needs
+ * model.weights (the model to write; data is not read). */
+typedef enum { GT_CFG_TRAIN, GT_CFG_EVAL, GT_CFG_EXPORT } gt_cfg_purpose;
+int gt_config_load_for(const char *path, char *const *overrides, int n_overrides, gt_cfg_purpose purpose,
+                       gt_config *c, char *err, size_t errn);
 /* Parse YAML text onto c (keys not in the text keep their values); name is used in messages. */
 int gt_config_parse_text(const char *text, size_t len, const char *name, gt_config *c, char *err,
                          size_t errn);
@@ -140,6 +146,7 @@ int gt_config_override(gt_config *c, const char *kv, char *err, size_t errn);
 void gt_config_resolve(gt_config *c);
 /* Required keys and cross-field rules on a resolved config; messages name the keys. */
 int gt_config_check(const gt_config *c, char *err, size_t errn);
+int gt_config_check_for(const gt_config *c, gt_cfg_purpose purpose, char *err, size_t errn);
 /* The full effective config as YAML. */
 void gt_config_write(const gt_config *c, FILE *f);
 /* The dotted key of the first field where a and b differ, or NULL when equal. */

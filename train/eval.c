@@ -126,7 +126,8 @@ int gt_eval_job(const gt_config *cfg, bool adapters_from_file, char *err, size_t
         gt_job_alloc_rows(&j, c->eval.batch_size, err, errn))
         goto done;
     if (gt_dataset_open(path, c->data.format, c->data.on_bad_line == GT_BAD_LINE_SKIP, &ev, err, errn)) goto done;
-    if (c->eval.per_example_output[0] && gt_atomic_open(c->eval.per_example_output, &per, e2, sizeof e2)) {
+    if (c->eval.per_example_output[0] && (gt_mkdir_parents(c->eval.per_example_output, e2, sizeof e2) ||
+                                          gt_atomic_open(c->eval.per_example_output, &per, e2, sizeof e2))) {
         snprintf(err, errn, "eval.per_example_output: %s", e2);
         goto done;
     }
