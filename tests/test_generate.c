@@ -266,6 +266,57 @@ START_TEST(beam_equals_plain_reference) {
 }
 END_TEST
 
+/* tests/fixtures/presets/score.h5: keras_hub's CausalLM.score(scoring_mode "logits" and "loss"
+ * with target_ids) on the tiny Gemma 1 and 2 presets (its Gemma3/4CausalLM have no score()). Our
+ * logits (generate --score --logits) and per-token losses (the LM head's row losses). */
+START_TEST(score_matches_kerashub) {
+    static const char *const names[] = {"gemma1", "gemma2"};
+    char err[512], path[128];
+    gt_h5 f;
+    ck_assert_msg(gt_h5_open_read("tests/fixtures/presets/score.h5", &f, err, sizeof err) == 0, "%s", err);
+    for (int k = 0; k < 2; k++) {
+        char dir[64];
+        snprintf(dir, sizeof dir, "tests/fixtures/presets/%s", names[k]);
+        gt_gemma *m;
+        ck_assert_msg(gt_keras_preset_load(dir, false, &m, NULL, err, sizeof err) == 0, "%s", err);
+        int32_t *ids, *target;
+        float *want, *loss;
+        int nd;
+        int64_t sh[8];
+        snprintf(path, sizeof path, "/%s/token_ids", names[k]);
+        ck_assert(gt_h5_read_i32(f, path, &ids, &nd, sh, err, sizeof err) == 0);
+        int64_t T = sh[1], V = m->cfg.vocab_size;
+        snprintf(path, sizeof path, "/%s/target_ids", names[k]);
+        ck_assert(gt_h5_read_i32(f, path, &target, &nd, sh, err, sizeof err) == 0);
+        snprintf(path, sizeof path, "/%s/logits", names[k]);
+        ck_assert(gt_h5_read_f32(f, path, &want, &nd, sh, err, sizeof err) == 0);
+        ck_assert_int_eq(sh[2], V);
+        snprintf(path, sizeof path, "/%s/loss", names[k]);
+        ck_assert(gt_h5_read_f32(f, path, &loss, &nd, sh, err, sizeof err) == 0);
+        gt_ctx ctx;
+        gt_ctx_init(&ctx, 0);
+        ctx.grad_enabled = false;
+        gt_gemma_batch b = {.batch = 1, .seq = T, .token_ids = ids};
+        gt_tensor *h = gt_gemma_hidden(&ctx, m, &b);
+        gt_tensor *z = gt_gemma_logits(&ctx, m, h);
+        ck_assert_msg(z, "%s", ctx.err);
+        double mx = 0, d = 0;
+        for (int64_t i = 0; i < T * V; i++) mx = fmax(mx, fabs(want[i])), d = fmax(d, fabs((double)z->data[i] - want[i]));
+        gt_real ce[64];
+        double ws;
+        ck_assert(gt_gemma_lm_loss(&ctx, m, h, target, NULL, 64, &ws, ce));
+        double dl = 0;
+        for (int64_t t = 0; t < T; t++) dl = fmax(dl, fabs((double)ce[t] - loss[t]) / fmax(1.0, fabs(loss[t])));
+        printf("score %s: logits within %.2e x max, per-token loss within %.2e of KerasHub's\n", names[k], d / mx, dl);
+        ck_assert_msg(d <= 1e-4 * mx && dl <= 1e-5, "%s: logits %g, loss %g", names[k], d / mx, dl);
+        gt_ctx_free(&ctx);
+        free(ids), free(target), free(want), free(loss);
+        gt_gemma_free(m);
+    }
+    gt_h5_close(f);
+}
+END_TEST
+
 START_TEST(samplers) {
     gt_real logits[6] = {0.0f, 3.0f, 2.9f, -1.0f, 1.0f, 2.0f};
     gt_sampler s;
@@ -361,6 +412,7 @@ int main(void) {
     tcase_add_test(tc, top_p_equals_full_sort);
     tcase_add_test(tc, beam_matches_kerashub);
     tcase_add_test(tc, beam_equals_plain_reference);
+    tcase_add_test(tc, score_matches_kerashub);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

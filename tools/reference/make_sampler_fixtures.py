@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""KerasHub BeamSampler fixtures for tests/test_generate_beam.c.
+"""KerasHub BeamSampler and score() fixtures for tests/test_generate.c.
 
 Loads the tiny KerasHub presets of tests/fixtures/presets (gemma2, gemma3, gemma4) with
 keras_hub.models.CausalLM.from_preset, and runs generate() on fixed prompt ids with
@@ -9,6 +9,7 @@ as generate() takes them). Writes tests/fixtures/presets/beam.h5 with, per case 
   /c/output (int32): the generated ids after the prompt as generate() returns them (cut after the
   first stop token: its padding_mask)
 The stop ids of the "stop" cases are taken from the no-stop run's output, so that stopping happens.
+And tests/fixtures/presets/score.h5: CausalLM.score(scoring_mode="logits" and "loss") per preset.
 
 usage: pip install keras-hub jax h5py; KERAS_BACKEND=jax python3 tools/reference/make_sampler_fixtures.py
 """
@@ -21,6 +22,7 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
 OUT = "tests/fixtures/presets/beam.h5"
+SCORE_OUT = "tests/fixtures/presets/score.h5"
 
 
 def run(lm, prompt, max_length, num_beams, temperature, stop):
@@ -67,6 +69,32 @@ def main():
             g["output"] = np.array(gen, np.int32)
             print(c, "prompt", prompt, "stop", stop, "->", gen)
     print("wrote", OUT)
+    scores()
+
+
+def scores():
+    """keras_hub's CausalLM.score on fixed ids: scoring_mode "logits", and "loss" against the
+    next token (target_ids = ids shifted left, the last target repeating the last id)."""
+    with h5py.File(SCORE_OUT, "w") as f:
+        for name in ("gemma1", "gemma2", "gemma3", "gemma4"):
+            cls = {"gemma3": keras_hub.models.Gemma3CausalLM, "gemma4": keras_hub.models.Gemma4CausalLM}.get(
+                name, keras_hub.models.GemmaCausalLM)
+            lm = cls.from_preset(f"tests/fixtures/presets/{name}", preprocessor=None)
+            if not hasattr(lm, "score"):  # keras_hub 0.32: only GemmaCausalLM (Gemma 1, 2) has score()
+                print(f"{name}: {cls.__name__} has no score()")
+                continue
+            V = lm.backbone.vocabulary_size
+            rng = np.random.default_rng(100 + len(name))
+            ids = np.concatenate([[2], rng.integers(3, V, size=9)]).astype(np.int32)[None, :]
+            mask = np.ones_like(ids, dtype=bool)
+            target = np.concatenate([ids[:, 1:], ids[:, -1:]], axis=1)
+            g = f.create_group(name)
+            g["token_ids"] = ids
+            g["logits"] = np.asarray(lm.score(ids, mask, scoring_mode="logits"), np.float32)
+            g["target_ids"] = target
+            g["loss"] = np.asarray(lm.score(ids, mask, scoring_mode="loss", target_ids=target), np.float32)
+            print(name, "score: logits", g["logits"].shape, "loss", np.asarray(g["loss"])[0, :4])
+    print("wrote", SCORE_OUT)
 
 
 if __name__ == "__main__":
