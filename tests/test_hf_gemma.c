@@ -19,6 +19,7 @@
 
 #include "data/tokenizer.h"
 #include "models/io/h5io.h"
+#include "tests/logits.h"
 #include "models/io/hf_gemma.h"
 #include "models/io/safetensors.h"
 #include "util/half.h"
@@ -55,47 +56,6 @@ static uint8_t *read_file(const char *path, size_t *n) {
     return p;
 }
 
-/* Logits [B, T, V] of m on ids. Caller frees. */
-static float *run_logits(const gt_gemma *m, const int32_t *ids, int64_t B, int64_t T) {
-    gt_ctx ctx;
-    gt_ctx_init(&ctx, 0);
-    ctx.grad_enabled = false;
-    gt_gemma_batch b = {.batch = B, .seq = T, .token_ids = ids};
-    gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &b));
-    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
-    ck_assert_int_eq(z->size, B * T * m->cfg.vocab_size);
-    float *out = malloc((size_t)z->size * sizeof *out);
-    memcpy(out, z->data, (size_t)z->size * sizeof *out);
-    gt_ctx_free(&ctx);
-    return out;
-}
-
-/* Our logits vs the reference file's on its input_ids; returns error / max|logit|. */
-static double compare_ref(const gt_gemma *m, const char *ref) {
-    gt_h5 f;
-    ck_assert_msg(gt_h5_open_read(ref, &f, g_err, sizeof g_err) == 0, "%s", g_err);
-    int32_t *ids;
-    float *want;
-    int nd;
-    int64_t shape[8];
-    ck_assert_msg(gt_h5_read_i32(f, "/input_ids", &ids, &nd, shape, g_err, sizeof g_err) == 0, "%s", g_err);
-    int64_t B = shape[0], T = shape[1];
-    ck_assert_msg(gt_h5_read_f32(f, "/logits", &want, &nd, shape, g_err, sizeof g_err) == 0, "%s", g_err);
-    ck_assert_int_eq(shape[2], m->cfg.vocab_size);
-    float *got = run_logits(m, ids, B, T);
-    double maxref = 0, maxdiff = 0;
-    for (int64_t i = 0; i < B * T * m->cfg.vocab_size; i++) {
-        maxref = fmax(maxref, fabs(want[i]));
-        maxdiff = fmax(maxdiff, fabs((double)got[i] - want[i]));
-    }
-    free(got);
-    free(want);
-    free(ids);
-    gt_h5_close(f);
-    ck_assert(maxref > 1);
-    return maxdiff / maxref;
-}
-
 /* ---------------------------------------------------------------- import */
 
 static void check_import(const char *name, int gen, int64_t pattern, bool qhdn) {
@@ -107,7 +67,7 @@ static void check_import(const char *name, int gen, int64_t pattern, bool qhdn) 
     ck_assert_int_eq(m->cfg.generation, gen);
     ck_assert_int_eq(m->cfg.sliding_pattern, pattern);
     ck_assert_int_eq(m->cfg.query_head_dim_normalize, qhdn);
-    double e = compare_ref(m, ref);
+    double e = gt_test_compare_ref(m, ref, 1);
     printf("import %-10s logits err %.2e x max|logit|\n", name, e);
     ck_assert_msg(e <= 1e-4, "%s: logits error %.3g x max", name, e);
     gt_gemma_free(m);
@@ -175,7 +135,7 @@ START_TEST(import_variants) {
                    NULL);
     gt_gemma *m;
     ck_assert_msg(gt_hf_gemma_load(dir, false, &m, g_err, sizeof g_err) == 0, "%s", g_err);
-    double e = compare_ref(m, FIX "/gemma3_mm_ref.h5");
+    double e = gt_test_compare_ref(m, FIX "/gemma3_mm_ref.h5", 1);
     ck_assert_msg(e <= 1e-4, "new prefix: %.3g", e);
     gt_gemma_free(m);
 
@@ -186,7 +146,7 @@ START_TEST(import_variants) {
     rename_weights(FIX "/gemma1/model.safetensors", p, "model.", "model.", NULL, "model.embed_tokens.weight");
     ck_assert_msg(gt_hf_gemma_load(dir, true, &m, g_err, sizeof g_err) == 0, "%s", g_err);
     ck_assert_ptr_nonnull(m->grad);
-    e = compare_ref(m, FIX "/gemma1_ref.h5");
+    e = gt_test_compare_ref(m, FIX "/gemma1_ref.h5", 1);
     ck_assert_msg(e <= 1e-4, "lm_head copy: %.3g", e);
     gt_gemma_free(m);
 }
@@ -330,7 +290,7 @@ START_TEST(export_matches_transformers) {
             ck_assert(m->cfg.sliding_pattern == back->cfg.sliding_pattern &&
                       gt_gemma_query_scale(&m->cfg) == gt_gemma_query_scale(&back->cfg));
             snprintf(ref, sizeof ref, FIX "/export_%s_ref.h5", x->name);
-            double e = compare_ref(m, ref);
+            double e = gt_test_compare_ref(m, ref, 1);
             printf("export %-11s transformers on our files: logits err %.2e x max|logit|\n", x->name, e);
             ck_assert_msg(e <= 1e-4, "%s: transformers' logits on our export differ by %.3g x max", x->name, e);
             if (x->tokenizer) {

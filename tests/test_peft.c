@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "models/io/h5io.h"
+#include "tests/logits.h"
 #include "models/io/hf_gemma.h"
 #include "models/io/peft.h"
 
@@ -65,44 +66,6 @@ static gt_lora *our_adapters(const gt_gemma *m) {
     return l;
 }
 
-static float *run_logits(const gt_gemma *m, const int32_t *ids, int64_t B, int64_t T) {
-    gt_ctx ctx;
-    gt_ctx_init(&ctx, 0);
-    ctx.grad_enabled = false;
-    gt_gemma_batch b = {.batch = B, .seq = T, .token_ids = ids};
-    gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &b));
-    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
-    float *out = malloc((size_t)z->size * sizeof *out);
-    memcpy(out, z->data, (size_t)z->size * sizeof *out);
-    gt_ctx_free(&ctx);
-    return out;
-}
-
-/* max |ours - ref| / max |ref| over the reference's logits on its input_ids */
-static double compare_ref(const gt_gemma *m, const char *ref) {
-    gt_h5 f;
-    ck_assert_msg(gt_h5_open_read(ref, &f, g_err, sizeof g_err) == 0, "%s", g_err);
-    int32_t *ids;
-    float *want;
-    int nd;
-    int64_t shape[8];
-    ck_assert_msg(gt_h5_read_i32(f, "/input_ids", &ids, &nd, shape, g_err, sizeof g_err) == 0, "%s", g_err);
-    int64_t B = shape[0], T = shape[1];
-    ck_assert_msg(gt_h5_read_f32(f, "/logits", &want, &nd, shape, g_err, sizeof g_err) == 0, "%s", g_err);
-    ck_assert_int_eq(shape[2], m->cfg.vocab_size);
-    float *got = run_logits(m, ids, B, T);
-    double maxref = 0, maxdiff = 0;
-    for (int64_t i = 0; i < B * T * m->cfg.vocab_size; i++) {
-        maxref = fmax(maxref, fabs(want[i]));
-        maxdiff = fmax(maxdiff, fabs((double)got[i] - want[i]));
-    }
-    free(got);
-    free(want);
-    free(ids);
-    gt_h5_close(f);
-    ck_assert(maxref > 0.5);
-    return maxdiff / maxref;
-}
 
 static uint8_t *read_all(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -144,7 +107,7 @@ START_TEST(ours_loaded_by_peft_gives_our_logits) {
     m->lora = l;
     char ref[256], dir[256], a[512], b[512];
     snprintf(ref, sizeof ref, FIX "/%s_ours_ref.h5", name);
-    double e = compare_ref(m, ref);
+    double e = gt_test_compare_ref(m, ref, 0.5);
     printf("peft %s: our logits vs PEFT's on our export: %.2e x max|logit|\n", name, e);
     ck_assert_msg(e <= 1e-4, "%s: %g", name, e);
     /* what we write now is what PEFT read */
@@ -172,14 +135,14 @@ START_TEST(theirs_opened_gives_peft_logits) {
     ck_assert(gt_peft_detect(dir));
     ck_assert_msg(gt_adapters_open(dir, &m->cfg, &l, g_err, sizeof g_err) == 0, "%s", g_err);
     m->lora = l;
-    double e = compare_ref(m, ref);
+    double e = gt_test_compare_ref(m, ref, 0.5);
     printf("peft %s: our logits with PEFT's adapter vs PEFT's: %.2e x max|logit| (rank %lld here)\n", cases[_i][1],
            e, (long long)l->rank);
     ck_assert_msg(e <= 1e-4, "%s: %g", cases[_i][1], e);
     /* and merged into the kernels, the same model */
     m->lora = NULL;
     ck_assert_msg(gt_gemma_merge_lora(m, l, g_err, sizeof g_err) == 0, "%s", g_err);
-    e = compare_ref(m, ref);
+    e = gt_test_compare_ref(m, ref, 0.5);
     ck_assert_msg(e <= 1e-4, "%s merged: %g", cases[_i][1], e);
     gt_lora_free(l);
     gt_gemma_free(m);
