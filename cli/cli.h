@@ -20,5 +20,7 @@ int cli_convert(int argc, char **argv);
 
 /* gemmatrain plot METRICS.jsonl [-o OUT.svg] [--title TEXT]: loss curves as SVG (cli/cli_plot.c). */
 int cli_plot(int argc, char **argv);
+/* gemmatrain compare A.h5 B.h5: two checkpoints' trained state, bit for bit (cli/cli_compare.c). */
+int cli_compare(int argc, char **argv);
 
 #endif

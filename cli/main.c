@@ -23,6 +23,7 @@ static const command commands[] = {
     {"export", "write a KerasHub preset (or a Keras .lora.h5) from a config's model and adapters", cli_export},
     {"convert", "convert a GGUF file or KerasHub preset to a KerasHub preset", cli_convert},
     {"plot", "draw a run's loss curves (its metrics JSONL) as an SVG", cli_plot},
+    {"compare", "compare two checkpoints' trained state bit for bit", cli_compare},
     {NULL, NULL, NULL},
 };
 

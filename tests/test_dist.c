@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "train/checkpoint.h"
+
 static char tmp[128];
 static char out[1 << 17];
 
@@ -66,40 +68,12 @@ static int losses(const char *path, double *l, int n) {
     return got;
 }
 
-/* Every float dataset under /params and /optimizer equal bit for bit. */
-typedef struct {
-    hid_t other;
-    int n, differ;
-} cmp_ctx;
-
-static herr_t cmp_obj(hid_t loc, const char *name, const H5O_info_t *info, void *user) {
-    cmp_ctx *c = user;
-    if (info->type != H5O_TYPE_DATASET || (strncmp(name, "params/", 7) && strncmp(name, "optimizer/", 10))) return 0;
-    hid_t a = H5Dopen2(loc, name, H5P_DEFAULT), b = H5Dopen2(c->other, name, H5P_DEFAULT);
-    ck_assert_msg(a >= 0 && b >= 0, "%s missing", name);
-    hid_t s = H5Dget_space(a);
-    hssize_t n = H5Sget_simple_extent_npoints(s);
-    H5Sclose(s);
-    float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
-    ck_assert(H5Dread(a, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) >= 0);
-    ck_assert(H5Dread(b, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, y) >= 0);
-    c->n++;
-    c->differ += memcmp(x, y, sizeof(float) * (size_t)n) != 0;
-    free(x);
-    free(y);
-    H5Dclose(a);
-    H5Dclose(b);
-    return 0;
-}
-
+/* Every float dataset under /params and /optimizer equal bit for bit (gt_ckpt_compare). */
 static void same_checkpoint(const char *p, const char *q) {
-    hid_t a = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT), b = H5Fopen(q, H5F_ACC_RDONLY, H5P_DEFAULT);
-    ck_assert_msg(a >= 0 && b >= 0, "%s or %s unreadable", p, q);
-    cmp_ctx c = {b, 0, 0};
-    H5Ovisit2(a, H5_INDEX_NAME, H5_ITER_INC, cmp_obj, &c, H5O_INFO_BASIC);
-    ck_assert_msg(c.n >= 3 * 8 && c.differ == 0, "%d of %d datasets differ (%s vs %s)", c.differ, c.n, p, q);
-    H5Fclose(a);
-    H5Fclose(b);
+    int n, differ;
+    char first[256], err[512];
+    ck_assert_msg(gt_ckpt_compare(p, q, &n, &differ, first, sizeof first, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(n >= 3 * 8 && differ == 0, "%d of %d datasets differ, first %s (%s vs %s)", differ, n, first, p, q);
 }
 
 static void setup(void) {

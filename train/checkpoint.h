@@ -71,5 +71,10 @@ void gt_ckpt_path(const char *dir, int64_t step, char *out, size_t n);
 int gt_ckpt_latest(const char *dir, char *out, size_t n, int64_t *step, char *err, size_t errn);
 /* Keep the newest `keep` checkpoints in dir, remove the older ones and stale temporary files. */
 int gt_ckpt_prune(const char *dir, int keep, char *err, size_t errn);
+/* Compares the trained state of two checkpoints: every float dataset under /params and
+ * /optimizer, bit for bit. *n gets the number of datasets in a, *differ those that differ or are
+ * missing from b (first one named in first, may be NULL). 0, or -1 when a file cannot be read. */
+int gt_ckpt_compare(const char *a, const char *b, int *n, int *differ, char *first, size_t firstn, char *err,
+                    size_t errn);
 
 #endif
