@@ -714,7 +714,7 @@ static void rope_parameters_json(json_t *o, const gt_gemma_config *c) {
         if (g == 4) {
             json_object_set_new(full, "rope_type", json_string("proportional"));
             json_object_set_new(full, "partial_rotary_factor", json_real(c->rope_global_partial));
-            json_object_set_new(full, "factor", json_real(c->rope_global_scale));
+            if (c->rope_global_scale != 1) json_object_set_new(full, "factor", json_real(c->rope_global_scale));
         }
         json_object_set_new(rp, "full_attention", full);
         json_object_set_new(rp, "sliding_attention", rope_json(c->rope_local_base, c->rope_local_scale));
