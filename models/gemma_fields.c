@@ -2,7 +2,7 @@
 
 #include <string.h>
 
-#define F(m, t) #m, offsetof(gt_gemma_config, m), GT_FIELD_##t
+#define F(m, t) #m, offsetof(gt_gemma_config, m), sizeof(((gt_gemma_config *)0)->m), GT_FIELD_##t
 #define REQ GT_FF_REQUIRED
 #define NZ GT_FF_NULL_ZERO
 
@@ -89,10 +89,7 @@ const gt_gemma_field *gt_gemma_field_keras(const char *key, int gen) {
 double gt_gemma_field_get(const gt_gemma_config *c, const gt_gemma_field *f) {
     const char *p = (const char *)c + f->off;
     switch (f->type) {
-    case GT_FIELD_INT: {
-        if (f->off == offsetof(gt_gemma_config, sliding_pattern)) return *(const int *)p;
-        return (double)*(const int64_t *)p;
-    }
+    case GT_FIELD_INT: return f->size == sizeof(int) ? *(const int *)p : (double)*(const int64_t *)p;
     case GT_FIELD_NUM: return *(const double *)p;
     case GT_FIELD_BOOL: return *(const bool *)p;
     }
@@ -103,7 +100,7 @@ void gt_gemma_field_set(gt_gemma_config *c, const gt_gemma_field *f, double v) {
     char *p = (char *)c + f->off;
     switch (f->type) {
     case GT_FIELD_INT:
-        if (f->off == offsetof(gt_gemma_config, sliding_pattern)) *(int *)p = (int)v;
+        if (f->size == sizeof(int)) *(int *)p = (int)v;
         else *(int64_t *)p = (int64_t)v;
         break;
     case GT_FIELD_NUM: *(double *)p = v; break;

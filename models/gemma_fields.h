@@ -36,7 +36,7 @@ enum {
 
 typedef struct gt_gemma_field {
     const char *name;       /* gt_gemma_config member */
-    size_t off;
+    size_t off, size;       /* INT members are int64_t, or int (sliding_pattern) */
     gt_field_type type;
     /* KerasHub backbone config.json ("config" object) */
     const char *keras;      /* NULL: KerasHub does not store it */
