@@ -691,7 +691,8 @@ static void write_fields(json_t *o, const gt_gemma_config *c) {
                                                                 : json_boolean(v != 0));
     }
     if (c->max_seq_len <= 0) json_object_set_new(o, "max_position_embeddings", json_integer(8192));
-    if (g == 4 && !c->per_layer_vocab_size) json_object_set_new(o, "vocab_size_per_layer_input", json_integer(c->vocab_size));
+    if (g == 4 && !c->per_layer_vocab_size && c->per_layer_input_dim > 0) /* 0 means vocab_size here */
+        json_object_set_new(o, "vocab_size_per_layer_input", json_integer(c->vocab_size));
 }
 
 /* layer_types, and the window only where there are sliding layers (Gemma 2, 3) */
