@@ -129,73 +129,6 @@ static int rope_set(jcfg *j, json_t *p, const char *where, double *theta, double
     return 0;
 }
 
-static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, bool *tied, bool tie);
-
-static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, char *arch, size_t archn,
-                            int *is_multimodal, bool *tied, char *err, size_t errn) {
-    if (!json_is_object(root)) return gt_errf(err, errn, "%s: not a JSON object", file);
-    const char *a = NULL;
-    json_t *archs = json_object_get(root, "architectures");
-    if (json_is_array(archs) && json_array_size(archs) > 0) {
-        if (json_array_size(archs) != 1 || !json_is_string(json_array_get(archs, 0)))
-            return gt_errf(err, errn, "%s: \"architectures\" must list exactly one class name", file);
-        a = json_string_value(json_array_get(archs, 0));
-    }
-    const char *mt = json_string_value(json_object_get(root, "model_type"));
-    static const struct {
-        const char *arch, *model_type;
-        int gen, mm;
-    } known[] = {
-        {"GemmaForCausalLM", "gemma", 1, 0},
-        {"Gemma2ForCausalLM", "gemma2", 2, 0},
-        {"Gemma3ForCausalLM", "gemma3_text", 3, 0},
-        {"Gemma3ForConditionalGeneration", "gemma3", 3, 1},
-        {"Gemma4ForCausalLM", "gemma4_text", 4, 0},
-        {"Gemma4ForConditionalGeneration", "gemma4", 4, 1},
-    };
-    int gen = 0, mm = 0;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (a ? !strcmp(a, known[i].arch) : (mt && !strcmp(mt, known[i].model_type))) {
-            gen = known[i].gen;
-            mm = known[i].mm;
-            a = known[i].arch;
-        }
-    if (!gen)
-        return gt_errf(err, errn, "%s: architecture '%s' is not supported (GemmaForCausalLM, Gemma2ForCausalLM, "
-                    "Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma4ForCausalLM, "
-                    "Gemma4ForConditionalGeneration)", file,
-                    a ? a : mt ? mt : "(none: no \"architectures\" or \"model_type\")");
-    if (arch) snprintf(arch, archn, "%s", a);
-    if (is_multimodal) *is_multimodal = mm;
-    jcfg j = {root, file, err, errn};
-    char sub[600];
-    bool tie = true;
-    if (mm) {
-        /* the text model lives in text_config, written as a diff against Gemma3TextConfig */
-        json_t *tc = json_object_get(root, "text_config");
-        if (tc && !json_is_object(tc)) return gt_errf(err, errn, "%s: \"text_config\" is not an object", file);
-        if (j_bool(&j, "tie_word_embeddings", true, &tie)) return -1;
-        snprintf(sub, sizeof sub, "%s: text_config", file);
-        j.file = sub;
-        if (!tc) { /* every field at its default */
-            json_t *empty = json_object();
-            if (!empty) return gt_errf(err, errn, "%s: out of memory", file);
-            j.o = empty;
-            int rc = text_config(&j, gen, a, c, tied, tie);
-            json_decref(empty);
-            return rc;
-        }
-        j.o = tc;
-    }
-    return text_config(&j, gen, a, c, tied, tie);
-}
-
-/* Gemma4TextConfig (transformers 5.x configuration_gemma4.py; its defaults where a key is
- * absent). Global layers take their head dim and kv heads from per_layer_config (what
- * save_pretrained writes) or global_head_dim / num_global_key_value_heads; with attention_k_eq_v
- * they have k = v. RoPE: sliding layers default (theta), full layers proportional (theta,
- * partial_rotary_factor, factor) or default. */
-
 /* Gemma 1-3: "head_dim": null means hidden_size / num_attention_heads in transformers. */
 static int head_dim_null(jcfg *j, int gen, gt_gemma_config *c) {
     json_t *hd = json_object_get(j->o, "head_dim");
@@ -421,6 +354,71 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
     return 0;
 }
 
+
+static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, char *arch, size_t archn,
+                            int *is_multimodal, bool *tied, char *err, size_t errn) {
+    if (!json_is_object(root)) return gt_errf(err, errn, "%s: not a JSON object", file);
+    const char *a = NULL;
+    json_t *archs = json_object_get(root, "architectures");
+    if (json_is_array(archs) && json_array_size(archs) > 0) {
+        if (json_array_size(archs) != 1 || !json_is_string(json_array_get(archs, 0)))
+            return gt_errf(err, errn, "%s: \"architectures\" must list exactly one class name", file);
+        a = json_string_value(json_array_get(archs, 0));
+    }
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    static const struct {
+        const char *arch, *model_type;
+        int gen, mm;
+    } known[] = {
+        {"GemmaForCausalLM", "gemma", 1, 0},
+        {"Gemma2ForCausalLM", "gemma2", 2, 0},
+        {"Gemma3ForCausalLM", "gemma3_text", 3, 0},
+        {"Gemma3ForConditionalGeneration", "gemma3", 3, 1},
+        {"Gemma4ForCausalLM", "gemma4_text", 4, 0},
+        {"Gemma4ForConditionalGeneration", "gemma4", 4, 1},
+    };
+    int gen = 0, mm = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (a ? !strcmp(a, known[i].arch) : (mt && !strcmp(mt, known[i].model_type))) {
+            gen = known[i].gen;
+            mm = known[i].mm;
+            a = known[i].arch;
+        }
+    if (!gen)
+        return gt_errf(err, errn, "%s: architecture '%s' is not supported (GemmaForCausalLM, Gemma2ForCausalLM, "
+                    "Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma4ForCausalLM, "
+                    "Gemma4ForConditionalGeneration)", file,
+                    a ? a : mt ? mt : "(none: no \"architectures\" or \"model_type\")");
+    if (arch) snprintf(arch, archn, "%s", a);
+    if (is_multimodal) *is_multimodal = mm;
+    jcfg j = {root, file, err, errn};
+    char sub[600];
+    bool tie = true;
+    if (mm) {
+        /* the text model lives in text_config, written as a diff against Gemma3TextConfig */
+        json_t *tc = json_object_get(root, "text_config");
+        if (tc && !json_is_object(tc)) return gt_errf(err, errn, "%s: \"text_config\" is not an object", file);
+        if (j_bool(&j, "tie_word_embeddings", true, &tie)) return -1;
+        snprintf(sub, sizeof sub, "%s: text_config", file);
+        j.file = sub;
+        if (!tc) { /* every field at its default */
+            json_t *empty = json_object();
+            if (!empty) return gt_errf(err, errn, "%s: out of memory", file);
+            j.o = empty;
+            int rc = text_config(&j, gen, a, c, tied, tie);
+            json_decref(empty);
+            return rc;
+        }
+        j.o = tc;
+    }
+    return text_config(&j, gen, a, c, tied, tie);
+}
+
+/* Gemma4TextConfig (transformers 5.x configuration_gemma4.py; its defaults where a key is
+ * absent). Global layers take their head dim and kv heads from per_layer_config (what
+ * save_pretrained writes) or global_head_dim / num_global_key_value_heads; with attention_k_eq_v
+ * they have k = v. RoPE: sliding layers default (theta), full layers proportional (theta,
+ * partial_rotary_factor, factor) or default. */
 
 static int load_config_file(const char *path, json_t **root, char **file, char *err, size_t errn) {
     struct stat sb;
