@@ -354,7 +354,7 @@ static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, boo
     return 0;
 }
 
-
+/* config.json's class (architectures, else model_type) and its text model's config. */
 static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, char *arch, size_t archn,
                             int *is_multimodal, bool *tied, char *err, size_t errn) {
     if (!json_is_object(root)) return gt_errf(err, errn, "%s: not a JSON object", file);
