@@ -520,6 +520,95 @@ START_TEST(hf_transformers_import_matches) {
 }
 END_TEST
 
+/* Logits of m on gemma4.ref.h5's batch (B*T*V floats; caller frees), and the worst difference
+ * from transformers' logits over real rows, relative to max|logit|. */
+static float *hf_ref_logits(const gt_gemma *m, double *rel, int64_t *n) {
+    char err[1024];
+    gt_h5 f;
+    ck_assert_msg(!gt_h5_open_read("tests/fixtures/hf/gemma4.ref.h5", &f, err, sizeof err), "%s", err);
+    int32_t *ids, *mask32;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(f, "/token_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    int64_t B = shape[0], T = shape[1], V = m->cfg.vocab_size;
+    ck_assert(gt_h5_read_i32(f, "/padding_mask", &mask32, &nd, shape, err, sizeof err) == 0);
+    uint8_t *mask = malloc((size_t)(B * T));
+    for (int64_t i = 0; i < B * T; i++) mask[i] = (uint8_t)mask32[i];
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = B, .seq = T, .token_ids = ids, .padding_mask = mask};
+    gt_tensor *z = gt_gemma_logits(&ctx, (gt_gemma *)m, gt_gemma_hidden(&ctx, (gt_gemma *)m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    float *want = read_f32(f, "/logits", z->size), *got = malloc((size_t)z->size * sizeof *got);
+    memcpy(got, z->data, (size_t)z->size * sizeof *got);
+    *n = z->size;
+    double maxref = 0, maxdiff = 0;
+    for (int64_t r = 0; r < B * T; r++)
+        for (int64_t v = 0; mask[r] && v < V; v++) {
+            maxref = fmax(maxref, fabs(want[r * V + v]));
+            maxdiff = fmax(maxdiff, fabs((double)got[r * V + v] - want[r * V + v]));
+        }
+    *rel = maxdiff / maxref;
+    free(want);
+    free(ids);
+    free(mask32);
+    free(mask);
+    gt_ctx_free(&ctx);
+    gt_h5_close(f);
+    return got;
+}
+
+static void rm_hf_dir(const char *dir) {
+    static const char *const files[] = {"config.json", "generation_config.json", "model.safetensors"};
+    char p[700];
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+/* HF export of Gemma 4: transformers' fixture saved by gt_hf_gemma_save and loaded back is the
+ * same model (every config field, every weight, the same logits). transformers itself reading
+ * our exports: test_hf_gemma's export_matches_transformers. What transformers' Gemma 4 cannot
+ * say is refused: a sliding last layer (the KerasHub fixture's), an attention soft-cap. */
+START_TEST(hf_export_round_trip) {
+    char err[1024], dir[] = "/tmp/gt_gemma4_hf_XXXXXX";
+    ck_assert(mkdtemp(dir));
+    gt_gemma *a, *b;
+    ck_assert_msg(!gt_hf_gemma_load("tests/fixtures/hf/gemma4", false, &a, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_hf_gemma_save(a, dir, NULL, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_hf_gemma_load(dir, false, &b, err, sizeof err), "%s", err);
+    gt_gemma_config ca = a->cfg, cb = b->cfg;
+    memset(ca.name, 0, sizeof ca.name);
+    memset(cb.name, 0, sizeof cb.name);
+    ck_assert_msg(!memcmp(&ca, &cb, sizeof ca), "config changed in the HF round trip");
+    ck_assert_int_eq(a->n_values, b->n_values);
+    ck_assert(!memcmp(a->data, b->data, (size_t)a->n_values * sizeof *a->data));
+    double ea, eb;
+    int64_t na, nb;
+    float *la = hf_ref_logits(a, &ea, &na), *lb = hf_ref_logits(b, &eb, &nb);
+    ck_assert_msg(na == nb && !memcmp(la, lb, (size_t)na * sizeof *la), "logits differ after the HF round trip");
+    ck_assert_msg(ea == eb && eb <= 1e-5, "re-imported export vs transformers: %.3g x max", eb);
+    printf("gemma4 HF export re-imported vs transformers: logits %.2e x max|logit|\n", eb);
+    free(la);
+    free(lb);
+    rm_hf_dir(dir);
+    a->cfg.attn_logit_softcap = 5;
+    ck_assert(mkdtemp(strcpy(dir, "/tmp/gt_gemma4_hf_XXXXXX")));
+    ck_assert_int_eq(gt_hf_gemma_save(a, dir, NULL, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "soft-cap"), "%s", err);
+    gt_gemma *k;
+    ck_assert_msg(!gt_keras_preset_load("tests/fixtures/presets/gemma4", false, &k, NULL, err, sizeof err), "%s", err);
+    ck_assert_int_eq(gt_hf_gemma_save(k, dir, NULL, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "last layer full attention"), "%s", err);
+    rmdir(dir);
+    gt_gemma_free(k);
+    gt_gemma_free(a);
+    gt_gemma_free(b);
+}
+END_TEST
+
 static float to_bf16(float x) { /* round to nearest even, as Keras' cast */
     uint32_t u;
     memcpy(&u, &x, 4);
@@ -615,6 +704,7 @@ int main(void) {
     tcase_add_test(tc, top_level_layers_found_by_name);
     tcase_add_test(tc, lora_matches_kerashub);
     tcase_add_test(tc, hf_transformers_import_matches);
+    tcase_add_test(tc, hf_export_round_trip);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

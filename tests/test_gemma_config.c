@@ -1,10 +1,12 @@
 /* Preset table and config validation. */
 #include <check.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "models/gemma_config.h"
+#include "models/gemma_fields.h"
 
 static gt_gemma_config preset(const char *name) {
     gt_gemma_config c;
@@ -145,6 +147,45 @@ START_TEST(bad_configs_name_the_field) {
 }
 END_TEST
 
+/* The field table covers every architecture field of gt_gemma_config once (the rest, listed
+ * here, are not file keys: the name, the generation and the flags it fixes), and its accessors
+ * write what they read. */
+START_TEST(field_table_covers_the_config) {
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    static const size_t not_keys[] = {offsetof(gt_gemma_config, name), offsetof(gt_gemma_config, generation),
+                                      offsetof(gt_gemma_config, norm_add_one),
+                                      offsetof(gt_gemma_config, kerashub_query_scaling)};
+    unsigned char seen[sizeof(gt_gemma_config)] = {0};
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(f[i].off < sizeof(gt_gemma_config) && !seen[f[i].off], "%s: offset repeated", f[i].name);
+        seen[f[i].off] = 1;
+        ck_assert_msg(f[i].keras || f[i].hf_gens || f[i].gguf, "%s: no format names it", f[i].name);
+        gt_gemma_config c;
+        memset(&c, 0, sizeof c);
+        gt_gemma_field_set(&c, &f[i], 3);
+        ck_assert_msg(gt_gemma_field_get(&c, &f[i]) == (f[i].type == GT_FIELD_BOOL ? 1 : 3), "%s", f[i].name);
+        if (f[i].keras) ck_assert(gt_gemma_field_keras(f[i].keras, __builtin_ctz(f[i].keras_gens)) == &f[i]);
+    }
+    for (size_t k = 0; k < sizeof not_keys / sizeof not_keys[0]; k++) seen[not_keys[k]] = 1;
+    /* every member's offset (the struct's members, in order) */
+#define M(m) offsetof(gt_gemma_config, m)
+    static const size_t members[] = {
+        M(name), M(generation), M(vocab_size), M(num_layers), M(hidden_dim), M(intermediate_dim),
+        M(num_query_heads), M(num_kv_heads), M(head_dim), M(rms_eps), M(norm_add_one),
+        M(use_post_attention_norm), M(use_post_ffw_norm), M(use_qk_norm), M(attn_logit_softcap),
+        M(final_logit_softcap), M(sliding_window), M(sliding_pattern), M(rope_local_base),
+        M(rope_global_base), M(rope_local_scale), M(rope_global_scale), M(query_head_dim_normalize),
+        M(kerashub_query_scaling), M(max_seq_len), M(global_head_dim), M(num_global_kv_heads),
+        M(rope_global_partial), M(num_kv_shared_layers), M(double_wide_mlp), M(per_layer_input_dim),
+        M(per_layer_vocab_size)};
+#undef M
+    for (size_t k = 0; k < sizeof members / sizeof members[0]; k++)
+        ck_assert_msg(seen[members[k]], "member %zu of gt_gemma_config has no row in gemma_fields.c", k);
+    ck_assert_uint_eq(n + sizeof not_keys / sizeof not_keys[0], sizeof members / sizeof members[0]);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma_config");
     TCase *tc = tcase_create("presets");
@@ -154,6 +195,7 @@ int main(void) {
     tcase_add_test(tc, query_scaling_switch);
     tcase_add_test(tc, gemma4_layers);
     tcase_add_test(tc, bad_configs_name_the_field);
+    tcase_add_test(tc, field_table_covers_the_config);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

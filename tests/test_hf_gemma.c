@@ -200,6 +200,7 @@ START_TEST(roundtrip_all) {
     roundtrip("gemma2");
     roundtrip("gemma3");
     roundtrip("gemma3_mm");
+    roundtrip("gemma4"); /* Gemma 4 export: per_layer_config, proportional RoPE, [1] layer scalars */
 }
 END_TEST
 
@@ -215,13 +216,22 @@ typedef struct {
     int pattern;
     bool qhdn, bf16, tokenizer;
     double gbase, lbase, gscale, acap, fcap;
+    /* Gemma 4 only */
+    int64_t gh, gkv, shared, ple;
+    bool dw;
+    double partial, lscale;
 } export_case;
 
 static const export_case export_cases[] = {
-    {"gemma1", 1, 2, 24, 32, 2, 1, 16, 0, 0, true, false, false, 10000, 10000, 1, 0, 0},
-    {"gemma2", 2, 3, 32, 24, 4, 2, 12, 3, 2, false, false, false, 10000, 10000, 1, 4.0, 6.0},
-    {"gemma3", 3, 5, 24, 32, 2, 1, 8, 4, 4, true, false, true, 1e6, 1e4, 4.0, 0, 0},
-    {"gemma3_bf16", 3, 3, 24, 32, 4, 2, 8, 3, 6, true, true, false, 1e6, 1e4, 1.0, 0, 0},
+    {"gemma1", 1, 2, 24, 32, 2, 1, 16, 0, 0, true, false, false, 10000, 10000, 1, 0, 0, 0, 0, 0, 0, false, 1, 1},
+    {"gemma2", 2, 3, 32, 24, 4, 2, 12, 3, 2, false, false, false, 10000, 10000, 1, 4.0, 6.0, 0, 0, 0, 0, false, 1, 1},
+    {"gemma3", 3, 5, 24, 32, 2, 1, 8, 4, 4, true, false, true, 1e6, 1e4, 4.0, 0, 0, 0, 0, 0, 0, false, 1, 1},
+    {"gemma3_bf16", 3, 3, 24, 32, 4, 2, 8, 3, 6, true, true, false, 1e6, 1e4, 1.0, 0, 0, 0, 0, 0, 0, false, 1, 1},
+    /* Gemma 4: global head dim 16 without k = v, one kv-shared layer, partial RoPE 0.5 on base
+     * 5e5, linear RoPE x2 on sliding layers; then k = v, PLE, double-wide MLP, two shared layers,
+     * proportional factor 4, final soft-cap */
+    {"gemma4", 4, 4, 24, 32, 2, 1, 8, 3, 2, true, false, false, 5e5, 1e4, 1.0, 0, 0, 16, 0, 1, 0, false, 0.5, 2.0},
+    {"gemma4_ple", 4, 6, 24, 16, 4, 2, 8, 4, 3, true, false, false, 1e6, 1e4, 4.0, 0, 6.0, 16, 1, 2, 4, true, 0.25, 1.0},
 };
 
 static gt_gemma *make_model(const export_case *x) {
@@ -244,6 +254,16 @@ static gt_gemma *make_model(const export_case *x) {
     c.attn_logit_softcap = x->acap;
     c.final_logit_softcap = x->fcap;
     c.max_seq_len = 64;
+    if (x->gen == 4) {
+        c.global_head_dim = x->gh;
+        c.num_global_kv_heads = x->gkv;
+        c.num_kv_shared_layers = x->shared;
+        c.per_layer_input_dim = x->ple;
+        c.per_layer_vocab_size = x->ple ? c.vocab_size : 0;
+        c.double_wide_mlp = x->dw;
+        c.rope_global_partial = x->partial;
+        c.rope_local_scale = x->lscale;
+    }
     gt_gemma *m;
     ck_assert_msg(gt_gemma_create(&c, false, &m, g_err, sizeof g_err) == 0, "%s", g_err);
     /* our own stream, so the fixture does not depend on gt_gemma_init_random's recipe:

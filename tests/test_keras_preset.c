@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "models/io/h5io.h"
+#include "models/io/hf_gemma.h"
 #include "models/io/keras_lora.h"
 #include "models/io/keras_preset.h"
 #include "tests/gradcheck.h"
@@ -820,6 +821,54 @@ START_TEST(cli_export_and_convert) {
 }
 END_TEST
 
+/* Every named preset's architecture (shapes shrunk, every flag, pattern, window, RoPE and Gemma 4
+ * feature kept) survives both config writers and readers, which walk models/gemma_fields.c: the
+ * KerasHub preset exactly but for max_seq_len, which it does not store; the HF directory exactly but for the query-scaling pair, which HF
+ * states as one scalar (compared through gt_gemma_query_scale). */
+START_TEST(every_preset_config_round_trips) {
+    char err[1024], dir[600];
+    gt_tokenizer *tok;
+    ck_assert_msg(!gt_tok_load_spm(FIX "/gemma1/assets/tokenizer/vocabulary.spm", &tok, err, sizeof err), "%s", err);
+    int k = 0;
+    for (const char *const *name = gt_gemma_preset_names(); *name; name++, k++) {
+        gt_gemma_config c;
+        ck_assert(!gt_gemma_preset(*name, &c, err, sizeof err));
+        c.vocab_size = 64;
+        c.hidden_dim = 2 * c.num_query_heads; /* D/N = 2 differs from H = 4 */
+        c.intermediate_dim = 6;
+        c.head_dim = 4;
+        if (c.global_head_dim) c.global_head_dim = 8;
+        if (c.per_layer_input_dim) c.per_layer_input_dim = 2, c.per_layer_vocab_size = 64;
+        gt_gemma *m, *back;
+        ck_assert_msg(!gt_gemma_create(&c, false, &m, err, sizeof err), "%s: %s", *name, err);
+        gt_preset_save_opts o = opts_for(NULL, false);
+        snprintf(dir, sizeof dir, "%s/cfg_keras_%d", g_tmp, k);
+        ck_assert_msg(!gt_keras_preset_save(dir, m, tok, &o, err, sizeof err), "%s: %s", *name, err);
+        ck_assert_msg(!gt_keras_preset_load(dir, false, &back, NULL, err, sizeof err), "%s: %s", *name, err);
+        gt_gemma_config a = m->cfg, b = back->cfg;
+        memset(a.name, 0, sizeof a.name);
+        memset(b.name, 0, sizeof b.name);
+        b.max_seq_len = a.max_seq_len; /* no KerasHub backbone key: the generation's default */
+        ck_assert_msg(!memcmp(&a, &b, sizeof a), "%s: KerasHub config round trip differs", *name);
+        gt_gemma_free(back);
+        rm_tree(dir);
+        snprintf(dir, sizeof dir, "%s/cfg_hf_%d", g_tmp, k);
+        ck_assert_msg(!gt_hf_gemma_save(m, dir, NULL, err, sizeof err), "%s: %s", *name, err);
+        ck_assert_msg(!gt_hf_gemma_load(dir, false, &back, err, sizeof err), "%s: %s", *name, err);
+        b = back->cfg;
+        ck_assert_msg(gt_gemma_query_scale(&a) == gt_gemma_query_scale(&b), "%s: query scale", *name);
+        memset(b.name, 0, sizeof b.name);
+        b.query_head_dim_normalize = a.query_head_dim_normalize;
+        b.kerashub_query_scaling = a.kerashub_query_scaling;
+        ck_assert_msg(!memcmp(&a, &b, sizeof a), "%s: HF config round trip differs", *name);
+        gt_gemma_free(back);
+        gt_gemma_free(m);
+        rm_tree(dir);
+    }
+    gt_tok_free(tok);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("keras_preset");
     TCase *tc = tcase_create("core");
@@ -834,6 +883,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, bad_lora_files_fail_cleanly);
     tcase_add_test(tc, lora_alpha_is_folded_into_b);
     tcase_add_test(tc, unrepresentable_configs_are_refused);
+    tcase_add_test(tc, every_preset_config_round_trips);
     tcase_add_test(tc, eval_job_uses_lora_weights);
     tcase_add_test(tc, bfloat16_weights_load);
     tcase_add_test(tc, cli_export_and_convert);

@@ -6,8 +6,30 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "models/gemma_fields.h"
 #include "models/gemma_params.h"
 #include "util/err.h"
+
+/* The table's GGUF keys ("<arch>.<key>"): required ones must be present, optional ones are taken
+ * when present (GT_FF_POSITIVE: when > 0 too). */
+static int read_fields(const gt_gguf *g, const char *arch, int gen, gt_gemma_config *c, char *err, size_t errn) {
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    char key[96];
+    for (size_t i = 0; i < n; i++) {
+        const gt_gemma_field *r = &f[i];
+        if (!r->gguf || !(r->gguf_gens & GT_G(gen))) continue;
+        snprintf(key, sizeof key, "%s.%s", arch, r->gguf);
+        int64_t v;
+        double x;
+        int rc = r->type == GT_FIELD_INT ? gt_gguf_get_int(g, key, &v, err, errn) : gt_gguf_get_float(g, key, &x, err, errn);
+        if (rc && (r->gguf_flags & GT_FF_REQUIRED)) return -1;
+        if (rc) continue;
+        if (r->type == GT_FIELD_INT) x = (double)v;
+        if (!(r->gguf_flags & GT_FF_POSITIVE) || x > 0) gt_gemma_field_set(c, r, x);
+    }
+    return 0;
+}
 
 int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *c, char *err, size_t errn) {
     const char *arch;
@@ -19,41 +41,11 @@ int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *c, char *err, s
     if (!gen) return snprintf(err, errn, "general.architecture '%s' is not a supported Gemma (gemma, gemma2, gemma3)", a), -1;
     gt_gemma_config_defaults(c, gen);
     snprintf(c->name, sizeof c->name, "gguf:%s", a);
-    char key[96];
-    int64_t v;
-#define INT_KEY(suffix, field)                                                        \
-    do {                                                                              \
-        snprintf(key, sizeof key, "%s." suffix, a);                                   \
-        if (gt_gguf_get_int(g, key, &v, err, errn)) return -1;                        \
-        c->field = v;                                                                 \
-    } while (0)
-    INT_KEY("embedding_length", hidden_dim);
-    INT_KEY("block_count", num_layers);
-    INT_KEY("feed_forward_length", intermediate_dim);
-    INT_KEY("attention.head_count", num_query_heads);
-    INT_KEY("attention.head_count_kv", num_kv_heads);
-    INT_KEY("context_length", max_seq_len);
-#undef INT_KEY
-    snprintf(key, sizeof key, "%s.attention.key_length", a);
-    c->head_dim = gt_gguf_get_int(g, key, &v, err, errn) == 0 ? v
-                  : c->num_query_heads > 0                 ? c->hidden_dim / c->num_query_heads
-                                                           : 0; /* refused by the validation below */
-    double f;
-    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", a);
-    if (gt_gguf_get_float(g, key, &f, err, errn) == 0) c->rms_eps = f;
-    snprintf(key, sizeof key, "%s.attention.sliding_window", a);
-    if (gen >= 2 && gt_gguf_get_int(g, key, &v, err, errn) == 0) c->sliding_window = v;
-    snprintf(key, sizeof key, "%s.rope.freq_base", a);
-    if (gt_gguf_get_float(g, key, &f, err, errn) == 0) {
-        c->rope_global_base = f;
-        if (gen < 3) c->rope_local_base = f;
-    }
-    snprintf(key, sizeof key, "%s.rope.scaling.factor", a);
-    if (gt_gguf_get_float(g, key, &f, err, errn) == 0 && f > 0) c->rope_global_scale = f;
-    snprintf(key, sizeof key, "%s.attn_logit_softcapping", a);
-    if (gt_gguf_get_float(g, key, &f, err, errn) == 0) c->attn_logit_softcap = f;
-    snprintf(key, sizeof key, "%s.final_logit_softcapping", a);
-    if (gt_gguf_get_float(g, key, &f, err, errn) == 0) c->final_logit_softcap = f;
+    c->head_dim = -1; /* not given */
+    if (read_fields(g, a, gen, c, err, errn)) return -1;
+    /* no key_length: hidden / heads (0 is refused by the validation below) */
+    if (c->head_dim < 0) c->head_dim = c->num_query_heads > 0 ? c->hidden_dim / c->num_query_heads : 0;
+    if (gen < 3) c->rope_local_base = c->rope_global_base; /* one rope.freq_base for all layers */
     const gt_gguf_tensor *emb = gt_gguf_find_tensor(g, "token_embd.weight");
     if (!emb || emb->ndim != 2) return snprintf(err, errn, "tensor 'token_embd.weight' is missing or not 2-D"), -1;
     c->vocab_size = emb->dims[1];

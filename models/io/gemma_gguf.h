@@ -2,7 +2,8 @@
  *
  * Architecture keys gemma / gemma2 / gemma3 give the config (shapes, epsilon, sliding window,
  * RoPE base and scaling, soft-caps); llama.cpp's hard-coded facts fill the rest (local RoPE base
- * 10000, Gemma 2 pattern 2, Gemma 3 pattern 6). Tensors are dequantised to fp32 and mapped to
+ * 10000, Gemma 2 pattern 2, Gemma 3 pattern 6); the keys are the field table's GGUF column
+ * (models/gemma_fields.h). Gemma 4 (gemma4) is not read yet. Tensors are dequantised to fp32 and mapped to
  * KerasHub names; llama.cpp's converter stored every RMSNorm weight as 1 + w, so 1 is subtracted
  * to get KerasHub's w back. A missing tensor or a shape mismatch is an error naming the tensor. */
 #ifndef GT_GEMMA_GGUF_H

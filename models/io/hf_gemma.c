@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "data/tokenizer.h"
+#include "models/gemma_fields.h"
 #include "models/gemma_params.h"
 #include "models/io/safetensors.h"
 #include "util/err.h"
@@ -20,38 +21,7 @@ _Static_assert(sizeof(gt_real) == sizeof(float), "HF import/export is built agai
 
 /* ---------------------------------------------------------------- config.json */
 
-/* transformers' class defaults (configuration_gemma{,2,3,4}.py, 5.x; same numbers in 4.x) of
- * the fields that need more than a read (query scaling, layer pattern, RoPE, soft-caps) */
-typedef struct {
-    int64_t qpas, window, pattern;
-    double global_theta, local_theta, final_cap, attn_cap;
-} hf_defaults;
-
-static const hf_defaults defaults_by_gen[4] = {
-    [1] = {0, 0, 0, 10000.0, 10000.0, 0, 0},
-    [2] = {256, 4096, 2, 10000.0, 10000.0, 30.0, 50.0},
-    [3] = {256, 4096, 6, 1000000.0, 10000.0, 0, 0},
-};
-
-/* config.json integer fields read as they are into gt_gemma_config, with the class default per
- * generation (index 1-4; -1: not read this way for that generation). */
-static const struct {
-    const char *key;
-    size_t off;
-    int64_t dflt[5];
-} int_fields[] = {
-    {"vocab_size", offsetof(gt_gemma_config, vocab_size), {-1, 256000, 256000, 262208, 262144}},
-    {"hidden_size", offsetof(gt_gemma_config, hidden_dim), {-1, 3072, 2304, 2304, 2304}},
-    {"intermediate_size", offsetof(gt_gemma_config, intermediate_dim), {-1, 24576, 9216, 9216, 9216}},
-    {"num_hidden_layers", offsetof(gt_gemma_config, num_layers), {-1, 28, 26, 26, 30}},
-    {"num_attention_heads", offsetof(gt_gemma_config, num_query_heads), {-1, 16, 8, 8, 8}},
-    {"num_key_value_heads", offsetof(gt_gemma_config, num_kv_heads), {-1, 16, 4, 4, 4}},
-    {"head_dim", offsetof(gt_gemma_config, head_dim), {-1, -1, -1, -1, 256}}, /* 1-3: null allowed */
-    {"max_position_embeddings", offsetof(gt_gemma_config, max_seq_len), {-1, 8192, 8192, 131072, 131072}},
-    {"hidden_size_per_layer_input", offsetof(gt_gemma_config, per_layer_input_dim), {-1, -1, -1, -1, 256}},
-    {"vocab_size_per_layer_input", offsetof(gt_gemma_config, per_layer_vocab_size), {-1, -1, -1, -1, 262144}},
-    {"num_kv_shared_layers", offsetof(gt_gemma_config, num_kv_shared_layers), {-1, -1, -1, -1, 0}},
-};
+/* Field names, keys and transformers' class defaults: models/gemma_fields.c. */
 
 typedef struct {
     json_t *o;
@@ -96,12 +66,40 @@ static int j_bool(jcfg *j, const char *key, bool dflt, bool *out) {
     return 0;
 }
 
-static int read_int_fields(jcfg *j, int gen, gt_gemma_config *c) {
-    for (size_t k = 0; k < sizeof int_fields / sizeof int_fields[0]; k++)
-        if (int_fields[k].dflt[gen] >= 0 &&
-            j_int(j, int_fields[k].key, int_fields[k].dflt[gen], (int64_t *)((char *)c + int_fields[k].off)))
-            return -1;
-    return j_num(j, "rms_norm_eps", 1e-6, 1e-6, &c->rms_eps);
+
+/* transformers' class default of a field's HF key (gemma_fields.c) */
+static double hf_default(size_t off, int gen) {
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    for (size_t i = 0; i < n; i++)
+        if (f[i].off == off) return f[i].hf_dflt[gen];
+    return 0;
+}
+#define HF_DEFAULT(member, gen) hf_default(offsetof(gt_gemma_config, member), gen)
+
+/* The table's top-level keys of generation gen: absent gives the class default; null too, or 0
+ * for numbers flagged GT_FF_NULL_ZERO. Nested keys are left to the functions below. */
+static int read_fields(jcfg *j, int gen, gt_gemma_config *c) {
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    for (size_t i = 0; i < n; i++) {
+        const gt_gemma_field *r = &f[i];
+        if (!r->hf || !(r->hf_gens & GT_G(gen)) || (r->hf_nested & GT_G(gen))) continue;
+        double d = r->hf_dflt[gen], v = d;
+        int64_t x;
+        bool b = false;
+        if (r->type == GT_FIELD_INT) {
+            if (j_int(j, r->hf, (int64_t)d, &x)) return -1;
+            v = (double)x;
+        } else if (r->type == GT_FIELD_NUM) {
+            if (j_num(j, r->hf, d, (r->hf_flags & GT_FF_NULL_ZERO) ? 0 : d, &v)) return -1;
+        } else {
+            if (j_bool(j, r->hf, d != 0, &b)) return -1;
+            v = b;
+        }
+        gt_gemma_field_set(c, r, v);
+    }
+    return 0;
 }
 
 /* One RoPE parameter set: {"rope_type": default|linear, "rope_theta", "factor"}. theta/scale keep
@@ -131,8 +129,232 @@ static int rope_set(jcfg *j, json_t *p, const char *where, double *theta, double
     return 0;
 }
 
-static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, bool *tied, bool tie);
+/* Gemma 1-3: "head_dim": null means hidden_size / num_attention_heads in transformers. */
+static int head_dim_null(jcfg *j, int gen, gt_gemma_config *c) {
+    json_t *hd = json_object_get(j->o, "head_dim");
+    if (gen == 4 || !hd || !json_is_null(hd)) return 0;
+    if (c->num_query_heads < 1) return gt_errf(j->err, j->errn, "%s: num_attention_heads must be >= 1", j->file);
+    c->head_dim = c->hidden_dim / c->num_query_heads;
+    return 0;
+}
 
+/* What a config may ask that gt_gemma cannot do: biases, bidirectional attention, MoE, another
+ * activation. transformers 5 reads Gemma 1's hidden_act (its legacy "gelu" meaning the tanh
+ * approximation), 4.x its hidden_activation; the later classes read hidden_activation. */
+static int refusals(jcfg *j, int gen) {
+    bool bias = false, bidir = false, moe = false;
+    if (j_bool(j, "attention_bias", false, &bias)) return -1;
+    if (bias) return gt_errf(j->err, j->errn, "%s: \"attention_bias\": true is not supported (Gemma has no biases)", j->file);
+    json_t *bd = json_object_get(j->o, "use_bidirectional_attention");
+    if (gen < 4 && j_bool(j, "use_bidirectional_attention", false, &bidir)) return -1;
+    if (gen == 4) bidir = bd && json_is_string(bd) && !strcmp(json_string_value(bd), "all");
+    if (bidir)
+        return gt_errf(j->err, j->errn, "%s: \"use_bidirectional_attention\": %s is not supported (causal only)",
+                       j->file, gen == 4 ? "\"all\"" : "true");
+    if (gen == 4 && j_bool(j, "enable_moe_block", false, &moe)) return -1;
+    if (moe) return gt_errf(j->err, j->errn, "%s: \"enable_moe_block\": true (Gemma 4 MoE, 26B-A4B) is not supported", j->file);
+    static const char *const act_keys[2] = {"hidden_act", "hidden_activation"};
+    for (int k = gen == 1 ? 0 : 1; k < 2; k++) {
+        json_t *act = json_object_get(j->o, act_keys[k]);
+        if (!act || json_is_null(act)) continue;
+        const char *s = json_string_value(act);
+        if (!s || (strcmp(s, "gelu_pytorch_tanh") && (gen == 4 || strcmp(s, "gelu_new")) &&
+                   !(gen == 1 && !strcmp(s, "gelu"))))
+            return gt_errf(j->err, j->errn, "%s: \"%s\" %s is not supported (gelu_pytorch_tanh)", j->file, act_keys[k],
+                           s ? s : "(not a string)");
+    }
+    return 0;
+}
+
+/* Gemma 2-3: query_pre_attn_scalar is head_dim or hidden_size / heads. */
+static int query_scaling(jcfg *j, int gen, gt_gemma_config *c) {
+    int64_t qpas;
+    if (j_int(j, "query_pre_attn_scalar", (int64_t)HF_DEFAULT(query_head_dim_normalize, gen), &qpas)) return -1;
+    if (qpas == c->head_dim) c->query_head_dim_normalize = true;
+    else if (qpas == c->hidden_dim / c->num_query_heads) c->query_head_dim_normalize = false;
+    else
+        return gt_errf(j->err, j->errn, "%s: \"query_pre_attn_scalar\" %lld is neither head_dim (%lld) nor hidden_size / "
+                       "num_attention_heads (%lld): not supported", j->file, (long long)qpas, (long long)c->head_dim,
+                       (long long)(c->hidden_dim / c->num_query_heads));
+    return 0;
+}
+
+/* layer_types (or the class's default pattern: Gemma 3's sliding_window_pattern; Gemma 4 also
+ * makes the last layer full) -> sliding_pattern P, the smallest (the class's own first) with
+ * layer i sliding iff i % P < P - 1. Gemma 2-3 without sliding layers drop the window. */
+static int layer_types(jcfg *j, int gen, gt_gemma_config *c) {
+    int64_t L = c->num_layers, pat = (int64_t)HF_DEFAULT(sliding_pattern, gen), n_local = 0, found = 0;
+    if (gen == 3 && (j_int(j, "sliding_window_pattern", pat, &pat) || j_int(j, "_sliding_window_pattern", pat, &pat)))
+        return -1;
+    bool *local = calloc((size_t)L, sizeof *local);
+    if (!local) return gt_errf(j->err, j->errn, "%s: out of memory", j->file);
+    json_t *lt = json_object_get(j->o, "layer_types");
+    bool listed = lt && !json_is_null(lt);
+    int rc = 0;
+    if (listed && (!json_is_array(lt) || (int64_t)json_array_size(lt) != L))
+        rc = gt_errf(j->err, j->errn, "%s: \"layer_types\" must list num_hidden_layers (%lld) entries", j->file, (long long)L);
+    for (int64_t i = 0; i < L && !rc; i++) {
+        const char *s = listed ? json_string_value(json_array_get(lt, (size_t)i)) : NULL;
+        if (listed && (!s || (strcmp(s, "sliding_attention") && strcmp(s, "full_attention"))))
+            rc = gt_errf(j->err, j->errn, "%s: \"layer_types\"[%lld] must be \"sliding_attention\" or \"full_attention\"",
+                         j->file, (long long)i);
+        local[i] = listed ? !strcmp(s ? s : "", "sliding_attention")
+                          : pat > 0 && (i + 1) % pat != 0 && !(gen == 4 && i == L - 1);
+        n_local += local[i];
+    }
+    if (!rc && gen < 4 && n_local > 0 && c->sliding_window < 1)
+        rc = gt_errf(j->err, j->errn, "%s: sliding-attention layers need \"sliding_window\" >= 1", j->file);
+    for (int64_t p = 1; !rc && p <= (gen == 4 ? L : L + 2) && !found && (gen == 4 || n_local > 0); p++) {
+        int64_t cand = gen == 4 || p > 1 ? p : pat;
+        if (cand < (gen == 4 ? 1 : 2)) continue;
+        bool ok = true;
+        for (int64_t i = 0; i < L && ok; i++) ok = local[i] == (i % cand < cand - 1);
+        if (ok) found = cand;
+    }
+    free(local);
+    if (rc) return -1;
+    if (!found && (gen == 4 || n_local > 0))
+        return gt_errf(j->err, j->errn, "%s: \"layer_types\" is not a repeating pattern of P-1 sliding layers and one "
+                       "full layer: not supported", j->file);
+    c->sliding_pattern = (int)found;
+    if (!found) c->sliding_window = 0;
+    return 0;
+}
+
+/* One full-attention layer's entry of Gemma 4's per_layer_config; sliding layers must have none. */
+static int layer_override4(jcfg *j, json_t *plc, const gt_gemma_config *c, int64_t i, int64_t *h, int64_t *k) {
+    char key[24];
+    snprintf(key, sizeof key, "%lld", (long long)i);
+    json_t *o = json_object_get(plc, key);
+    if (i % c->sliding_pattern < c->sliding_pattern - 1) {
+        if (o && json_object_size(o))
+            return gt_errf(j->err, j->errn, "%s: \"per_layer_config\" overrides sliding layer %lld: not supported",
+                           j->file, (long long)i);
+        *h = *k = -1;
+        return 0;
+    }
+    *h = c->head_dim, *k = c->num_kv_heads;
+    jcfg lj = {o, j->file, j->err, j->errn};
+    return o && (j_int(&lj, "head_dim", c->head_dim, h) || j_int(&lj, "num_key_value_heads", c->num_kv_heads, k)) ? -1 : 0;
+}
+
+/* Gemma 4's full-attention layers: head dim and kv heads from per_layer_config (what
+ * save_pretrained writes) or global_head_dim / num_global_key_value_heads; with attention_k_eq_v
+ * they have k = v. */
+static int global_layers4(jcfg *j, gt_gemma_config *c) {
+    int64_t gh, gk;
+    bool keqv = false;
+    if (j_int(j, "global_head_dim", (int64_t)HF_DEFAULT(global_head_dim, 4), &gh) ||
+        j_int(j, "num_global_key_value_heads", (int64_t)HF_DEFAULT(num_global_kv_heads, 4), &gk) ||
+        j_bool(j, "attention_k_eq_v", false, &keqv))
+        return -1;
+    int64_t ghd = gh, gkv = keqv ? gk : 0;
+    json_t *plc = json_object_get(j->o, "per_layer_config");
+    if (plc && !json_is_null(plc)) {
+        if (!json_is_object(plc)) return gt_errf(j->err, j->errn, "%s: \"per_layer_config\" must be an object", j->file);
+        bool first = true;
+        for (int64_t i = 0; i < c->num_layers; i++) {
+            int64_t h = -1, k = -1;
+            if (layer_override4(j, plc, c, i, &h, &k)) return -1;
+            if (h < 0) continue;
+            if (!first && (h != ghd || k != gkv))
+                return gt_errf(j->err, j->errn, "%s: \"per_layer_config\": full-attention layers differ in shape: not "
+                               "supported", j->file);
+            ghd = h, gkv = k, first = false;
+        }
+        if (!keqv && gkv != c->num_kv_heads)
+            return gt_errf(j->err, j->errn, "%s: full-attention layers with their own kv head count need "
+                           "attention_k_eq_v", j->file);
+    } else if (keqv && !gkv) {
+        gkv = c->num_kv_heads;
+    }
+    c->global_head_dim = ghd;
+    c->num_global_kv_heads = keqv ? gkv : 0;
+    return 0;
+}
+
+/* Gemma 1-3 RoPE: 4.x keys (rope_theta, rope_local_base_freq: read from the table; rope_scaling),
+ * then rope_parameters (5.x), which wins where both are present, as in transformers. Gemma 3's
+ * is per layer type; Gemma 1/2 have one set for all layers. */
+static int rope3(jcfg *j, int gen, gt_gemma_config *c) {
+    json_t *rp = json_object_get(j->o, "rope_parameters");
+    if (rp && !json_is_null(rp) && !json_is_object(rp))
+        return gt_errf(j->err, j->errn, "%s: \"rope_parameters\" must be an object", j->file);
+    if (rope_set(j, json_object_get(j->o, "rope_scaling"), "rope_scaling", &c->rope_global_base, &c->rope_global_scale))
+        return -1;
+    if (rp && !json_is_null(rp)) {
+        if (gen < 3 ? rope_set(j, rp, "rope_parameters", &c->rope_global_base, &c->rope_global_scale)
+                    : rope_set(j, json_object_get(rp, "full_attention"), "rope_parameters.full_attention",
+                               &c->rope_global_base, &c->rope_global_scale) ||
+                          rope_set(j, json_object_get(rp, "sliding_attention"), "rope_parameters.sliding_attention",
+                                   &c->rope_local_base, &c->rope_local_scale))
+            return -1;
+    }
+    if (gen < 3) c->rope_local_base = c->rope_global_base, c->rope_local_scale = c->rope_global_scale;
+    if (!(c->rope_global_base > 0) || !(c->rope_local_base > 0))
+        return gt_errf(j->err, j->errn, "%s: RoPE theta must be > 0", j->file);
+    return 0;
+}
+
+/* Gemma 4 RoPE: rope_parameters.sliding_attention (default or linear) and .full_attention
+ * (proportional: theta, partial_rotary_factor, factor; or default). */
+static int rope4(jcfg *j, gt_gemma_config *c) {
+    json_t *rp = json_object_get(j->o, "rope_parameters");
+    if (rp && !json_is_null(rp) && !json_is_object(rp))
+        return gt_errf(j->err, j->errn, "%s: \"rope_parameters\" must be an object", j->file);
+    c->rope_local_base = HF_DEFAULT(rope_local_base, 4), c->rope_global_base = HF_DEFAULT(rope_global_base, 4);
+    c->rope_global_partial = HF_DEFAULT(rope_global_partial, 4);
+    if (!rp || json_is_null(rp)) return 0;
+    json_t *sl = json_object_get(rp, "sliding_attention"), *fu = json_object_get(rp, "full_attention");
+    if (rope_set(j, sl, "rope_parameters.sliding_attention", &c->rope_local_base, &c->rope_local_scale)) return -1;
+    if (!fu || json_is_null(fu)) return 0;
+    if (!json_is_object(fu)) return gt_errf(j->err, j->errn, "%s: \"rope_parameters.full_attention\" must be an object", j->file);
+    const char *t = json_string_value(json_object_get(fu, "rope_type"));
+    jcfg fj = {fu, j->file, j->err, j->errn};
+    if (j_num(&fj, "rope_theta", c->rope_global_base, c->rope_global_base, &c->rope_global_base)) return -1;
+    if (t && !strcmp(t, "proportional"))
+        return j_num(&fj, "partial_rotary_factor", 1.0, 1.0, &c->rope_global_partial) ||
+                       j_num(&fj, "factor", 1.0, 1.0, &c->rope_global_scale) ? -1 : 0;
+    if (t && strcmp(t, "default"))
+        return gt_errf(j->err, j->errn, "%s: rope_parameters.full_attention: rope_type \"%s\" is not supported "
+                       "(proportional, default)", j->file, t);
+    c->rope_global_partial = 1.0;
+    if (json_object_get(fu, "partial_rotary_factor"))
+        return gt_errf(j->err, j->errn, "%s: default RoPE with partial_rotary_factor on full-attention layers is not "
+                       "supported (proportional is)", j->file);
+    return 0;
+}
+
+/* The text model's fields of a config (j->o) for generation gen: the table's plain keys, then the
+ * special cases above. */
+static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, bool *tied, bool tie) {
+    jcfg j = *jp;
+    gt_gemma_config_defaults(c, gen);
+    snprintf(c->name, sizeof c->name, "hf:%s", a);
+    if (gen < 4) c->kerashub_query_scaling = false; /* HF scales by query_pre_attn_scalar as written */
+    bool tie_text = true;
+    if (read_fields(&j, gen, c) || head_dim_null(&j, gen, c) || refusals(&j, gen) ||
+        j_bool(&j, "tie_word_embeddings", true, &tie_text))
+        return -1;
+    /* untied: accepted on load only when lm_head.weight is stored and equals the embedding */
+    if (tied) *tied = tie && tie_text;
+    if (c->num_query_heads < 1 || c->hidden_dim < 1 || c->head_dim < 1 || c->num_layers < 1 ||
+        c->num_layers > 100000)
+        return gt_errf(j.err, j.errn, "%s: hidden_size, num_attention_heads, head_dim and num_hidden_layers must be "
+                       "positive (num_hidden_layers at most 100000)", j.file);
+    if ((gen == 2 || gen == 3) && query_scaling(&j, gen, c)) return -1;
+    if (gen >= 2 && layer_types(&j, gen, c)) return -1;
+    if (gen == 4 && global_layers4(&j, c)) return -1;
+    if (gen == 4 ? rope4(&j, c) : rope3(&j, gen, c)) return -1;
+    if (gt_gemma_config_validate(c, j.err, j.errn)) {
+        char m[512];
+        snprintf(m, sizeof m, "%s", j.err);
+        return gt_errf(j.err, j.errn, "%s: %s", j.file, m);
+    }
+    return 0;
+}
+
+/* config.json's class (architectures, else model_type) and its text model's config. */
 static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, char *arch, size_t archn,
                             int *is_multimodal, bool *tied, char *err, size_t errn) {
     if (!json_is_object(root)) return gt_errf(err, errn, "%s: not a JSON object", file);
@@ -197,313 +419,6 @@ static int config_from_json(json_t *root, const char *file, gt_gemma_config *c, 
  * save_pretrained writes) or global_head_dim / num_global_key_value_heads; with attention_k_eq_v
  * they have k = v. RoPE: sliding layers default (theta), full layers proportional (theta,
  * partial_rotary_factor, factor) or default. */
-static int text_config4(jcfg *jp, const char *a, gt_gemma_config *c, bool *tied, bool tie) {
-    jcfg j = *jp;
-    char *err = j.err;
-    size_t errn = j.errn;
-    gt_gemma_config_defaults(c, 4);
-    snprintf(c->name, sizeof c->name, "hf:%s", a);
-    int64_t gh = 0, gk = 0, window = 0;
-    bool keqv = false, bias = false, moe = false, tie_text = true, dw = false;
-    if (read_int_fields(&j, 4, c) || j_int(&j, "sliding_window", 512, &window) ||
-        j_num(&j, "final_logit_softcapping", 0, 0, &c->final_logit_softcap) ||
-        j_int(&j, "global_head_dim", 512, &gh) || j_int(&j, "num_global_key_value_heads", 0, &gk) ||
-        j_bool(&j, "attention_k_eq_v", false, &keqv) || j_bool(&j, "attention_bias", false, &bias) ||
-        j_bool(&j, "enable_moe_block", false, &moe) || j_bool(&j, "use_double_wide_mlp", false, &dw) ||
-        j_bool(&j, "tie_word_embeddings", true, &tie_text))
-        return -1;
-    c->double_wide_mlp = dw;
-    if (bias) return gt_errf(err, errn, "%s: \"attention_bias\": true is not supported (Gemma has no biases)", j.file);
-    if (moe) return gt_errf(err, errn, "%s: \"enable_moe_block\": true (Gemma 4 MoE, 26B-A4B) is not supported", j.file);
-    json_t *bd = json_object_get(j.o, "use_bidirectional_attention");
-    if (bd && json_is_string(bd) && !strcmp(json_string_value(bd), "all"))
-        return gt_errf(err, errn, "%s: \"use_bidirectional_attention\": \"all\" is not supported (causal only)", j.file);
-    json_t *act = json_object_get(j.o, "hidden_activation");
-    if (act && !json_is_null(act) && (!json_is_string(act) || strcmp(json_string_value(act), "gelu_pytorch_tanh")))
-        return gt_errf(err, errn, "%s: \"hidden_activation\" must be gelu_pytorch_tanh", j.file);
-    if (tied) *tied = tie && tie_text;
-    int64_t L = c->num_layers;
-    if (L < 1 || L > 100000 || c->hidden_dim < 1 || c->num_query_heads < 1)
-        return gt_errf(err, errn, "%s: num_hidden_layers, hidden_size and num_attention_heads must be positive", j.file);
-
-    /* layer types -> pattern P (layer i global iff i % P == P - 1); transformers' default: every
-     * 6th layer global and the last layer global */
-    bool *global = calloc((size_t)L, sizeof *global);
-    if (!global) return gt_errf(err, errn, "%s: out of memory", j.file);
-    json_t *lt = json_object_get(j.o, "layer_types");
-    if (lt && !json_is_null(lt)) {
-        if (!json_is_array(lt) || (int64_t)json_array_size(lt) != L) {
-            free(global);
-            return gt_errf(err, errn, "%s: \"layer_types\" must list num_hidden_layers (%lld) entries", j.file, (long long)L);
-        }
-        for (int64_t i = 0; i < L; i++) {
-            const char *t = json_string_value(json_array_get(lt, (size_t)i));
-            if (!t || (strcmp(t, "sliding_attention") && strcmp(t, "full_attention"))) {
-                free(global);
-                return gt_errf(err, errn, "%s: \"layer_types\"[%lld] must be \"sliding_attention\" or \"full_attention\"",
-                            j.file, (long long)i);
-            }
-            global[i] = !strcmp(t, "full_attention");
-        }
-    } else {
-        for (int64_t i = 0; i < L; i++) global[i] = (i + 1) % 6 == 0 || i == L - 1;
-    }
-    int64_t pat = 0;
-    for (int64_t p = 1; p <= L && !pat; p++) {
-        bool ok = true;
-        for (int64_t i = 0; i < L && ok; i++) ok = global[i] == (i % p == p - 1);
-        if (ok) pat = p;
-    }
-    if (!pat) {
-        free(global);
-        return gt_errf(err, errn, "%s: \"layer_types\" is not a repeating pattern of P-1 sliding layers and one full "
-                    "layer: not supported", j.file);
-    }
-    c->sliding_pattern = (int)pat;
-    c->sliding_window = window;
-
-    /* global layers' head dim and kv heads */
-    int64_t ghd = gh, gkv = keqv ? gk : 0;
-    json_t *plc = json_object_get(j.o, "per_layer_config");
-    if (plc && !json_is_null(plc)) {
-        if (!json_is_object(plc)) {
-            free(global);
-            return gt_errf(err, errn, "%s: \"per_layer_config\" must be an object", j.file);
-        }
-        bool first = true;
-        for (int64_t i = 0; i < L; i++) {
-            char key[24];
-            snprintf(key, sizeof key, "%lld", (long long)i);
-            json_t *o = json_object_get(plc, key);
-            if (!global[i]) {
-                if (o && json_object_size(o)) {
-                    free(global);
-                    return gt_errf(err, errn, "%s: \"per_layer_config\" overrides sliding layer %lld: not supported",
-                                j.file, (long long)i);
-                }
-                continue;
-            }
-            jcfg lj = {o ? o : json_object(), j.file, err, errn};
-            int64_t h, k;
-            int rc = j_int(&lj, "head_dim", c->head_dim, &h) || j_int(&lj, "num_key_value_heads", c->num_kv_heads, &k);
-            if (!o) json_decref(lj.o);
-            if (rc) {
-                free(global);
-                return -1;
-            }
-            if (!first && (h != ghd || k != gkv)) {
-                free(global);
-                return gt_errf(err, errn, "%s: \"per_layer_config\": full-attention layers differ in shape: not supported",
-                            j.file);
-            }
-            ghd = h, gkv = k, first = false;
-        }
-        if (!keqv && gkv != c->num_kv_heads) {
-            free(global);
-            return gt_errf(err, errn, "%s: full-attention layers with their own kv head count need attention_k_eq_v",
-                        j.file);
-        }
-        if (!keqv) gkv = 0;
-    } else if (keqv && !gkv) {
-        gkv = c->num_kv_heads;
-    } else if (!keqv) {
-        gkv = 0;
-    }
-    free(global);
-    c->global_head_dim = ghd;
-    c->num_global_kv_heads = keqv ? gkv : 0;
-
-    /* RoPE */
-    json_t *rp = json_object_get(j.o, "rope_parameters");
-    if (rp && !json_is_null(rp) && !json_is_object(rp))
-        return gt_errf(err, errn, "%s: \"rope_parameters\" must be an object", j.file);
-    c->rope_local_base = 10000.0, c->rope_global_base = 1000000.0, c->rope_global_partial = 0.25;
-    if (rp && !json_is_null(rp)) {
-        json_t *sl = json_object_get(rp, "sliding_attention"), *fu = json_object_get(rp, "full_attention");
-        if (rope_set(&j, sl, "rope_parameters.sliding_attention", &c->rope_local_base, &c->rope_local_scale)) return -1;
-        if (fu && !json_is_null(fu)) {
-            if (!json_is_object(fu)) return gt_errf(err, errn, "%s: \"rope_parameters.full_attention\" must be an object", j.file);
-            const char *t = json_string_value(json_object_get(fu, "rope_type"));
-            jcfg fj = {fu, j.file, err, errn};
-            if (j_num(&fj, "rope_theta", c->rope_global_base, c->rope_global_base, &c->rope_global_base)) return -1;
-            if (t && !strcmp(t, "proportional")) {
-                if (j_num(&fj, "partial_rotary_factor", 1.0, 1.0, &c->rope_global_partial) ||
-                    j_num(&fj, "factor", 1.0, 1.0, &c->rope_global_scale))
-                    return -1;
-            } else if (!t || !strcmp(t, "default")) {
-                c->rope_global_partial = 1.0;
-                if (json_object_get(fu, "partial_rotary_factor"))
-                    return gt_errf(err, errn, "%s: default RoPE with partial_rotary_factor on full-attention layers is not "
-                                "supported (proportional is)", j.file);
-            } else {
-                return gt_errf(err, errn, "%s: rope_parameters.full_attention: rope_type \"%s\" is not supported "
-                            "(proportional, default)", j.file, t);
-            }
-        }
-    }
-    if (gt_gemma_config_validate(c, err, errn)) {
-        char m[512];
-        snprintf(m, sizeof m, "%s", err);
-        return gt_errf(err, errn, "%s: %s", j.file, m);
-    }
-    return 0;
-}
-
-/* The text model's fields of a config (j->o) for generation gen. */
-static int text_config(jcfg *jp, int gen, const char *a, gt_gemma_config *c, bool *tied, bool tie) {
-    if (gen == 4) return text_config4(jp, a, c, tied, tie);
-    jcfg j = *jp;
-    char *err = j.err;
-    size_t errn = j.errn;
-    const hf_defaults *d = &defaults_by_gen[gen];
-    gt_gemma_config_defaults(c, gen);
-    snprintf(c->name, sizeof c->name, "hf:%s", a);
-    c->kerashub_query_scaling = false; /* HF scales by query_pre_attn_scalar as written */
-    int64_t qpas, window;
-    if (read_int_fields(&j, gen, c)) return -1;
-    /* head_dim: null means hidden_size / heads in transformers' attention */
-    json_t *hd = json_object_get(j.o, "head_dim");
-    if (hd && json_is_null(hd)) {
-        if (c->num_query_heads < 1) return gt_errf(err, errn, "%s: num_attention_heads must be >= 1", j.file);
-        c->head_dim = c->hidden_dim / c->num_query_heads;
-    } else if (j_int(&j, "head_dim", 256, &c->head_dim)) { /* every generation's class default */
-        return -1;
-    }
-    if (c->num_query_heads < 1 || c->hidden_dim < 1 || c->head_dim < 1 || c->num_layers < 1 ||
-        c->num_layers > 100000)
-        return gt_errf(err, errn, "%s: hidden_size, num_attention_heads, head_dim and num_hidden_layers must be "
-                    "positive (num_hidden_layers at most 100000)", j.file);
-
-    /* activation: transformers 5 reads Gemma 1's hidden_act (its legacy "gelu" meaning the tanh
-     * approximation), 4.x its hidden_activation; Gemma 2/3 read hidden_activation */
-    static const char *const act_keys[2] = {"hidden_act", "hidden_activation"};
-    for (int k = gen == 1 ? 0 : 1; k < 2; k++) {
-        json_t *act = json_object_get(j.o, act_keys[k]);
-        if (!act || json_is_null(act)) continue;
-        const char *s = json_string_value(act);
-        if (!s || (strcmp(s, "gelu_pytorch_tanh") && strcmp(s, "gelu_new") && !(gen == 1 && !strcmp(s, "gelu"))))
-            return gt_errf(err, errn, "%s: \"%s\" %s is not supported (gelu_pytorch_tanh)", j.file, act_keys[k],
-                        s ? s : "(not a string)");
-    }
-    bool bias = false, bidir = false, tie_text = true;
-    if (j_bool(&j, "attention_bias", false, &bias) || j_bool(&j, "use_bidirectional_attention", false, &bidir) ||
-        j_bool(&j, "tie_word_embeddings", true, &tie_text))
-        return -1;
-    if (bias) return gt_errf(err, errn, "%s: \"attention_bias\": true is not supported (Gemma has no biases)", j.file);
-    if (bidir) return gt_errf(err, errn, "%s: \"use_bidirectional_attention\": true is not supported (causal only)", j.file);
-    /* untied: accepted on load only when lm_head.weight is stored and equals the embedding */
-    if (tied) *tied = tie && tie_text;
-
-    /* query scaling */
-    if (gen >= 2) {
-        if (j_int(&j, "query_pre_attn_scalar", d->qpas, &qpas)) return -1;
-        if (qpas == c->head_dim) c->query_head_dim_normalize = true;
-        else if (qpas == c->hidden_dim / c->num_query_heads) c->query_head_dim_normalize = false;
-        else
-            return gt_errf(err, errn, "%s: \"query_pre_attn_scalar\" %lld is neither head_dim (%lld) nor hidden_size / "
-                        "num_attention_heads (%lld): not supported", j.file, (long long)qpas,
-                        (long long)c->head_dim, (long long)(c->hidden_dim / c->num_query_heads));
-        double cap = 0;
-        if (j_num(&j, "attn_logit_softcapping", d->attn_cap, 0, &cap)) return -1;
-        c->attn_logit_softcap = cap;
-        if (j_num(&j, "final_logit_softcapping", d->final_cap, 0, &cap)) return -1;
-        c->final_logit_softcap = cap;
-    } else {
-        c->attn_logit_softcap = c->final_logit_softcap = 0;
-    }
-
-    /* local / global layers */
-    int64_t L = c->num_layers;
-    c->sliding_window = 0;
-    c->sliding_pattern = 0;
-    if (gen >= 2) {
-        if (j_int(&j, "sliding_window", d->window, &window)) return -1;
-        int64_t pat = d->pattern;
-        if (gen == 3 && (j_int(&j, "sliding_window_pattern", pat, &pat) ||
-                         j_int(&j, "_sliding_window_pattern", pat, &pat)))
-            return -1;
-        bool *local = calloc((size_t)L, sizeof *local);
-        if (!local) return gt_errf(err, errn, "%s: out of memory", j.file);
-        json_t *lt = json_object_get(j.o, "layer_types");
-        int64_t n_local = 0;
-        if (lt && !json_is_null(lt)) {
-            if (!json_is_array(lt) || (int64_t)json_array_size(lt) != L) {
-                free(local);
-                return gt_errf(err, errn, "%s: \"layer_types\" must list num_hidden_layers (%lld) entries", j.file,
-                            (long long)L);
-            }
-            for (int64_t i = 0; i < L; i++) {
-                const char *s = json_string_value(json_array_get(lt, (size_t)i));
-                if (!s || (strcmp(s, "sliding_attention") && strcmp(s, "full_attention"))) {
-                    free(local);
-                    return gt_errf(err, errn, "%s: \"layer_types\"[%lld] must be \"sliding_attention\" or "
-                                "\"full_attention\"", j.file, (long long)i);
-                }
-                local[i] = !strcmp(s, "sliding_attention");
-            }
-        } else {
-            for (int64_t i = 0; i < L; i++) local[i] = pat > 0 && (i + 1) % pat != 0;
-        }
-        for (int64_t i = 0; i < L; i++) n_local += local[i];
-        if (n_local > 0) {
-            if (window < 1) {
-                free(local);
-                return gt_errf(err, errn, "%s: sliding-attention layers need \"sliding_window\" >= 1", j.file);
-            }
-            /* the smallest P (the class's own first) with local[i] == (i % P < P - 1) */
-            int64_t found = 0;
-            for (int64_t p = 1; p <= L + 2 && !found; p++) {
-                int64_t cand = p == 1 ? pat : p;
-                if (cand < 2) continue;
-                bool ok = true;
-                for (int64_t i = 0; i < L && ok; i++) ok = local[i] == (i % cand < cand - 1);
-                if (ok) found = cand;
-            }
-            if (!found) {
-                free(local);
-                return gt_errf(err, errn, "%s: \"layer_types\" is not a repeating pattern of P-1 sliding layers and "
-                            "one full layer: not supported", j.file);
-            }
-            c->sliding_pattern = (int)found;
-            c->sliding_window = window;
-        }
-        free(local);
-    }
-
-    /* RoPE */
-    double gtheta = d->global_theta, ltheta = d->local_theta, gscale = 1, lscale = 1;
-    json_t *rp = json_object_get(j.o, "rope_parameters");
-    if (rp && !json_is_null(rp) && !json_is_object(rp))
-        return gt_errf(err, errn, "%s: \"rope_parameters\" must be an object", j.file);
-    /* 4.x keys first; rope_parameters (5.x) wins where both are present, as in transformers */
-    if (j_num(&j, "rope_theta", gtheta, gtheta, &gtheta)) return -1;
-    if (gen == 3) {
-        if (j_num(&j, "rope_local_base_freq", ltheta, ltheta, &ltheta)) return -1;
-        if (rope_set(&j, json_object_get(j.o, "rope_scaling"), "rope_scaling", &gtheta, &gscale)) return -1;
-        if (rp && !json_is_null(rp)) {
-            if (rope_set(&j, json_object_get(rp, "full_attention"), "rope_parameters.full_attention", &gtheta, &gscale) ||
-                rope_set(&j, json_object_get(rp, "sliding_attention"), "rope_parameters.sliding_attention", &ltheta,
-                         &lscale))
-                return -1;
-        }
-    } else {
-        if (rope_set(&j, json_object_get(j.o, "rope_scaling"), "rope_scaling", &gtheta, &gscale)) return -1;
-        if (rp && !json_is_null(rp) && rope_set(&j, rp, "rope_parameters", &gtheta, &gscale)) return -1;
-        ltheta = gtheta;
-        lscale = gscale;
-    }
-    if (!(gtheta > 0) || !(ltheta > 0)) return gt_errf(err, errn, "%s: RoPE theta must be > 0", j.file);
-    c->rope_global_base = gtheta;
-    c->rope_local_base = ltheta;
-    c->rope_global_scale = gscale;
-    c->rope_local_scale = lscale;
-    if (gt_gemma_config_validate(c, err, errn)) {
-        char m[512];
-        snprintf(m, sizeof m, "%s", err);
-        return gt_errf(err, errn, "%s: %s", j.file, m);
-    }
-    return 0;
-}
 
 static int load_config_file(const char *path, json_t **root, char **file, char *err, size_t errn) {
     struct stat sb;
@@ -722,10 +637,18 @@ done:
 
 /* ---------------------------------------------------------------- save */
 
+static const char *expressible4(const gt_gemma_config *c) {
+    if (gt_gemma_layer_is_local(c, c->num_layers - 1))
+        return "transformers makes the last layer full attention (this model's is sliding)";
+    if (c->attn_logit_softcap > 0) return "Gemma4ForCausalLM has no attention-logit soft-cap";
+    return NULL;
+}
+
 static int check_expressible(const gt_gemma_config *c, char *err, size_t errn) {
     const char *why = NULL;
     int g = c->generation;
-    if (g < 1 || g > 3) why = "only generations 1-3 are supported";
+    if (g < 1 || g > 4) why = "only generations 1-4 are supported";
+    else if (g == 4) why = expressible4(c);
     else if (!c->norm_add_one) why = "HF Gemma 1-3 norms are 1 + w";
     else if (c->use_post_attention_norm != (g >= 2) || c->use_post_ffw_norm != (g >= 2))
         why = "post-attention / post-MLP norms are fixed by the generation in HF";
@@ -750,25 +673,97 @@ static json_t *rope_json(double theta, double scale) {
     return o;
 }
 
+/* The table's top-level keys of the model's generation. */
+static void write_fields(json_t *o, const gt_gemma_config *c) {
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    int g = c->generation;
+    for (size_t i = 0; i < n; i++) {
+        const gt_gemma_field *r = &f[i];
+        if (!r->hf || !(r->hf_gens & GT_G(g)) || (r->hf_nested & GT_G(g))) continue;
+        double v = gt_gemma_field_get(c, r);
+        bool null = (r->hf_flags & GT_FF_NULL_ZERO) && !(v > 0);
+        json_object_set_new(o, r->hf, null ? json_null()
+                                      : r->type == GT_FIELD_INT ? json_integer((json_int_t)v)
+                                      : r->type == GT_FIELD_NUM ? json_real(v)
+                                                                : json_boolean(v != 0));
+    }
+    if (c->max_seq_len <= 0) json_object_set_new(o, "max_position_embeddings", json_integer(8192));
+    if (g == 4 && !c->per_layer_vocab_size && c->per_layer_input_dim > 0) /* 0 means vocab_size here */
+        json_object_set_new(o, "vocab_size_per_layer_input", json_integer(c->vocab_size));
+}
+
+/* layer_types, and the window only where there are sliding layers (Gemma 2, 3) */
+static void layer_types_json(json_t *o, const gt_gemma_config *c) {
+    json_t *lt = json_array();
+    for (int64_t i = 0; i < c->num_layers; i++)
+        json_array_append_new(lt, json_string(gt_gemma_layer_is_local(c, i) ? "sliding_attention" : "full_attention"));
+    json_object_set_new(o, "layer_types", lt);
+    if (c->generation < 4 && !(c->sliding_pattern > 0 && c->sliding_window > 0))
+        json_object_set_new(o, "sliding_window", json_null());
+}
+
+/* RoPE as each class reads it: Gemma 3 per layer type (plus the 4.x keys), Gemma 1/2 one set,
+ * Gemma 4 per layer type with proportional RoPE on full-attention layers. */
+static void rope_parameters_json(json_t *o, const gt_gemma_config *c) {
+    int g = c->generation;
+    json_t *rp = json_object();
+    if (g >= 3) {
+        json_t *full = rope_json(c->rope_global_base, c->rope_global_scale);
+        if (g == 4) {
+            json_object_set_new(full, "rope_type", json_string("proportional"));
+            json_object_set_new(full, "partial_rotary_factor", json_real(c->rope_global_partial));
+            if (c->rope_global_scale != 1) json_object_set_new(full, "factor", json_real(c->rope_global_scale));
+        }
+        json_object_set_new(rp, "full_attention", full);
+        json_object_set_new(rp, "sliding_attention", rope_json(c->rope_local_base, c->rope_local_scale));
+    } else {
+        json_decref(rp);
+        rp = rope_json(c->rope_global_base, c->rope_global_scale);
+    }
+    json_object_set_new(o, "rope_parameters", rp);
+    if (g == 4) return;
+    if (c->rope_global_scale != 1) { /* 4.x */
+        json_t *rs = json_object();
+        json_object_set_new(rs, "rope_type", json_string("linear"));
+        json_object_set_new(rs, "factor", json_real(c->rope_global_scale));
+        json_object_set_new(o, "rope_scaling", rs);
+    } else if (g == 3) {
+        json_object_set_new(o, "rope_scaling", json_null());
+    }
+    if (g == 3 && c->sliding_pattern > 0) json_object_set_new(o, "sliding_window_pattern", json_integer(c->sliding_pattern));
+}
+
+/* Gemma 4's full-attention layers as save_pretrained writes them: per_layer_config overrides. */
+static void global_layers4_json(json_t *o, const gt_gemma_config *c) {
+    bool keqv = c->num_global_kv_heads > 0;
+    json_t *plc = json_object();
+    for (int64_t i = 0; i < c->num_layers; i++) {
+        if (gt_gemma_layer_is_local(c, i)) continue;
+        char key[24];
+        snprintf(key, sizeof key, "%lld", (long long)i);
+        json_t *l = json_object();
+        json_object_set_new(l, "head_dim", json_integer(gt_gemma_layer_head_dim(c, i)));
+        if (keqv) json_object_set_new(l, "num_key_value_heads", json_integer(c->num_global_kv_heads));
+        json_object_set_new(plc, key, l);
+    }
+    json_object_set_new(o, "per_layer_config", plc);
+    json_object_set_new(o, "attention_k_eq_v", json_boolean(keqv));
+    json_object_set_new(o, "enable_moe_block", json_false());
+}
+
 static json_t *config_json(const gt_gemma_config *c, bool bf16, int32_t bos, int32_t eos, int32_t pad) {
-    static const char *const archs[4] = {NULL, "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"};
-    static const char *const types[4] = {NULL, "gemma", "gemma2", "gemma3_text"};
+    static const char *const archs[5] = {NULL, "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+                                         "Gemma4ForCausalLM"};
+    static const char *const types[5] = {NULL, "gemma", "gemma2", "gemma3_text", "gemma4_text"};
     int g = c->generation;
     json_t *o = json_object();
     json_t *a = json_array();
     json_array_append_new(a, json_string(archs[g]));
     json_object_set_new(o, "architectures", a);
     json_object_set_new(o, "model_type", json_string(types[g]));
-    json_object_set_new(o, "vocab_size", json_integer(c->vocab_size));
-    json_object_set_new(o, "hidden_size", json_integer(c->hidden_dim));
-    json_object_set_new(o, "intermediate_size", json_integer(c->intermediate_dim));
-    json_object_set_new(o, "num_hidden_layers", json_integer(c->num_layers));
-    json_object_set_new(o, "num_attention_heads", json_integer(c->num_query_heads));
-    json_object_set_new(o, "num_key_value_heads", json_integer(c->num_kv_heads));
-    json_object_set_new(o, "head_dim", json_integer(c->head_dim));
+    write_fields(o, c);
     json_object_set_new(o, g == 1 ? "hidden_act" : "hidden_activation", json_string("gelu_pytorch_tanh"));
-    json_object_set_new(o, "max_position_embeddings", json_integer(c->max_seq_len > 0 ? c->max_seq_len : 8192));
-    json_object_set_new(o, "rms_norm_eps", json_real(c->rms_eps));
     json_object_set_new(o, "attention_bias", json_false());
     json_object_set_new(o, "attention_dropout", json_real(0));
     json_object_set_new(o, "tie_word_embeddings", json_true());
@@ -779,53 +774,22 @@ static json_t *config_json(const gt_gemma_config *c, bool bf16, int32_t bos, int
     json_object_set_new(o, "pad_token_id", pad >= 0 ? json_integer(pad) : json_null());
     json_object_set_new(o, "dtype", json_string(bf16 ? "bfloat16" : "float32"));
     json_object_set_new(o, "torch_dtype", json_string(bf16 ? "bfloat16" : "float32")); /* 4.x name */
-    if (g >= 2) {
+    if (g == 2 || g == 3) {
         /* the scalar whose inverse square root gt_gemma_query_scale is */
         int64_t qpas = (c->query_head_dim_normalize || c->kerashub_query_scaling)
                            ? c->head_dim : c->hidden_dim / c->num_query_heads;
         json_object_set_new(o, "query_pre_attn_scalar", json_integer(qpas));
-        json_object_set_new(o, "attn_logit_softcapping",
-                            c->attn_logit_softcap > 0 ? json_real(c->attn_logit_softcap) : json_null());
-        json_object_set_new(o, "final_logit_softcapping",
-                            c->final_logit_softcap > 0 ? json_real(c->final_logit_softcap) : json_null());
-        bool any_local = c->sliding_pattern > 0 && c->sliding_window > 0;
-        json_object_set_new(o, "sliding_window", any_local ? json_integer(c->sliding_window) : json_null());
-        json_t *lt = json_array();
-        for (int64_t i = 0; i < c->num_layers; i++)
-            json_array_append_new(lt, json_string(gt_gemma_layer_is_local(c, i) ? "sliding_attention" : "full_attention"));
-        json_object_set_new(o, "layer_types", lt);
-        json_object_set_new(o, "use_bidirectional_attention", json_false());
-        if (g == 2) json_object_set_new(o, "cache_implementation", json_string("hybrid"));
     }
-    if (g == 3) {
-        json_t *rp = json_object();
-        json_object_set_new(rp, "full_attention", rope_json(c->rope_global_base, c->rope_global_scale));
-        json_object_set_new(rp, "sliding_attention", rope_json(c->rope_local_base, c->rope_local_scale));
-        json_object_set_new(o, "rope_parameters", rp);
-        /* 4.x */
-        json_object_set_new(o, "rope_theta", json_real(c->rope_global_base));
-        json_object_set_new(o, "rope_local_base_freq", json_real(c->rope_local_base));
-        if (c->rope_global_scale != 1) {
-            json_t *rs = json_object();
-            json_object_set_new(rs, "rope_type", json_string("linear"));
-            json_object_set_new(rs, "factor", json_real(c->rope_global_scale));
-            json_object_set_new(o, "rope_scaling", rs);
-        } else {
-            json_object_set_new(o, "rope_scaling", json_null());
-        }
-        if (c->sliding_pattern > 0) json_object_set_new(o, "sliding_window_pattern", json_integer(c->sliding_pattern));
-    } else {
-        json_object_set_new(o, "rope_parameters", rope_json(c->rope_global_base, c->rope_global_scale));
-        json_object_set_new(o, "rope_theta", json_real(c->rope_global_base)); /* 4.x */
-        if (c->rope_global_scale != 1) {
-            json_t *rs = json_object();
-            json_object_set_new(rs, "rope_type", json_string("linear"));
-            json_object_set_new(rs, "factor", json_real(c->rope_global_scale));
-            json_object_set_new(o, "rope_scaling", rs);
-        }
+    if (g >= 2) {
+        layer_types_json(o, c);
+        json_object_set_new(o, "use_bidirectional_attention", g == 4 ? json_null() : json_false());
     }
+    if (g == 2) json_object_set_new(o, "cache_implementation", json_string("hybrid"));
+    if (g == 4) global_layers4_json(o, c);
+    rope_parameters_json(o, c);
     return o;
 }
+
 
 static int write_json(const char *dir, const char *name, json_t *o, char *err, size_t errn) {
     char *path = gt_path_join(dir, name);
@@ -992,7 +956,8 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
         }
         e[n].name = names[n];
         e[n].data = p->t->data;
-        e[n].ndim = p->t->ndim;
+        e[n].ndim = p->t->ndim ? p->t->ndim : 1; /* a scalar (Gemma 4's layer_scalar): HF stores [1] */
+        e[n].shape[0] = 1;
         for (int d = 0; d < p->t->ndim; d++) e[n].shape[d] = p->t->shape[d];
         n++;
     }

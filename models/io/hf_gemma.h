@@ -2,7 +2,10 @@
  * on load (Gemma4ForCausalLM, or the text model of Gemma4ForConditionalGeneration: per_layer_config
  * or global_head_dim / num_global_key_value_heads with attention_k_eq_v, proportional RoPE on
  * full-attention layers, per-layer embeddings, kv sharing, layer_scalar; MoE refused; HF Gemma 4
- * norms are plain multipliers like ours). Saving Gemma 4 is refused.
+ * norms are plain multipliers like ours). Gemma 4 is saved as Gemma4ForCausalLM (per_layer_config,
+ * attention_k_eq_v, proportional RoPE, [1] layer scalars); a sliding last layer or an attention
+ * soft-cap, which transformers cannot express, is refused. Keys and class defaults come from the
+ * field table (models/gemma_fields.h).
  *
  * Load: config.json names the architecture (GemmaForCausalLM, Gemma2ForCausalLM,
  * Gemma3ForCausalLM, or the text part of Gemma3ForConditionalGeneration; without

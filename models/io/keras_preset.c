@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "models/gemma_fields.h"
 #include "models/gemma_params.h"
 #include "models/io/h5io.h"
 #include "models/io/keras_lora.h"
@@ -152,7 +153,6 @@ static json_t *serialized(const char *module, const char *cls, json_t *config) {
                      "registered_name", reg);
 }
 
-static json_t *real_or_null(double v) { return v > 0 ? json_real(v) : json_null(); }
 
 /* KerasHub can express only its own RoPE bases and sliding patterns: refuse the rest. */
 static int representable(const gt_gemma_config *c, char *err, size_t errn) {
@@ -182,109 +182,83 @@ static int representable(const gt_gemma_config *c, char *err, size_t errn) {
 #undef NO
 }
 
-static json_t *int_or_null(int64_t v) { return v > 0 ? json_integer(v) : json_null(); }
+/* get_config() key order of each backbone class (generation 1-4); values come from the field
+ * table (gemma_fields.c), keras_special() or keras_constants. */
+static const char *const keras_keys[5][60] = {
+    [1] = {"name", "trainable", "dtype", "vocabulary_size", "num_layers", "num_query_heads", "num_key_value_heads",
+           "hidden_dim", "intermediate_dim", "head_dim", "layer_norm_epsilon", "dropout", "query_head_dim_normalize",
+           "use_post_ffw_norm", "use_post_attention_norm", "final_logit_soft_cap", "attention_logit_soft_cap",
+           "sliding_window_size", "use_sliding_window_attention"},
+    [3] = {"name", "trainable", "dtype", "vocabulary_size", "image_size", "num_layers", "num_query_heads",
+           "num_key_value_heads", "hidden_dim", "intermediate_dim", "head_dim", "query_head_dim_normalize",
+           "use_query_key_norm", "use_post_ffw_norm", "use_post_attention_norm", "attention_logit_soft_cap",
+           "final_logit_soft_cap", "use_sliding_window_attention", "sliding_window_size", "local_rope_scaling_factor",
+           "global_rope_scaling_factor", "vision_encoder", "use_bidirectional_attention", "layer_norm_epsilon",
+           "dropout", "is_embedding_model", "pooling_intermediate_dim", "embedding_dim"},
+    [4] = {"name", "trainable", "dtype", "vocabulary_size", "image_size", "num_layers", "num_query_heads",
+           "num_key_value_heads", "hidden_dim", "intermediate_dim", "head_dim", "query_head_dim_normalize",
+           "attention_logit_soft_cap", "final_logit_soft_cap", "use_sliding_window_attention", "sliding_window_size",
+           "sliding_window_pattern", "layer_types", "global_head_dim", "local_rope_scaling_factor",
+           "global_rope_scaling_factor", "vision_encoder", "audio_encoder", "num_audio_tokens_per_clip",
+           "use_bidirectional_attention", "use_vision_bidirectional_attention", "layer_norm_epsilon", "dropout",
+           "is_embedding_model", "pooling_intermediate_dim", "embedding_dim", "num_kv_shared_layers",
+           "num_global_key_value_heads", "hidden_size_per_layer_input", "vocab_size_per_layer_input",
+           "global_rope_wavelength", "local_rope_wavelength", "global_rope_partial_rotary_factor",
+           "use_double_wide_mlp", "enable_moe_block", "num_experts", "expert_intermediate_dim",
+           "num_experts_per_token"},
+};
 
-/* Gemma4Backbone.get_config() of a text-only backbone, in KerasHub's key order. */
-static json_t *backbone_config4(const gt_gemma_config *c) {
-    json_t *j = json_object(), *types = json_array();
-    if (!j || !types) {
-        json_decref(j);
-        json_decref(types);
-        return NULL;
-    }
-    for (int64_t i = 0; i < c->num_layers; i++)
-        json_array_append_new(types, json_string(gt_gemma_layer_is_local(c, i) ? "sliding_attention" : "full_attention"));
-    json_object_set_new(j, "name", json_string("gemma4_backbone"));
-    json_object_set_new(j, "trainable", json_true());
-    json_object_set_new(j, "dtype", dtype_policy("float32"));
-    json_object_set_new(j, "vocabulary_size", json_integer(c->vocab_size));
-    json_object_set_new(j, "image_size", json_null());
-    json_object_set_new(j, "num_layers", json_integer(c->num_layers));
-    json_object_set_new(j, "num_query_heads", json_integer(c->num_query_heads));
-    json_object_set_new(j, "num_key_value_heads", json_integer(c->num_kv_heads));
-    json_object_set_new(j, "hidden_dim", json_integer(c->hidden_dim));
-    json_object_set_new(j, "intermediate_dim", json_integer(c->intermediate_dim));
-    json_object_set_new(j, "head_dim", json_integer(c->head_dim));
-    json_object_set_new(j, "query_head_dim_normalize", json_true());
-    json_object_set_new(j, "attention_logit_soft_cap", real_or_null(c->attn_logit_softcap));
-    json_object_set_new(j, "final_logit_soft_cap", real_or_null(c->final_logit_softcap));
-    json_object_set_new(j, "use_sliding_window_attention", json_true());
-    json_object_set_new(j, "sliding_window_size", json_integer(c->sliding_window));
-    json_object_set_new(j, "sliding_window_pattern", json_integer(c->sliding_pattern));
-    json_object_set_new(j, "layer_types", types);
-    json_object_set_new(j, "global_head_dim", int_or_null(c->global_head_dim));
-    json_object_set_new(j, "local_rope_scaling_factor", json_real(c->rope_local_scale));
-    json_object_set_new(j, "global_rope_scaling_factor", json_real(c->rope_global_scale));
-    json_object_set_new(j, "vision_encoder", json_null());
-    json_object_set_new(j, "audio_encoder", json_null());
-    json_object_set_new(j, "num_audio_tokens_per_clip", json_null());
-    json_object_set_new(j, "use_bidirectional_attention", json_false());
-    json_object_set_new(j, "use_vision_bidirectional_attention", json_false());
-    json_object_set_new(j, "layer_norm_epsilon", json_real(c->rms_eps));
-    json_object_set_new(j, "dropout", json_integer(0));
-    json_object_set_new(j, "is_embedding_model", json_false());
-    json_object_set_new(j, "pooling_intermediate_dim", json_null());
-    json_object_set_new(j, "embedding_dim", json_null());
-    json_object_set_new(j, "num_kv_shared_layers", json_integer(c->num_kv_shared_layers));
-    json_object_set_new(j, "num_global_key_value_heads", int_or_null(c->num_global_kv_heads));
-    json_object_set_new(j, "hidden_size_per_layer_input", json_integer(c->per_layer_input_dim));
-    json_object_set_new(j, "vocab_size_per_layer_input", int_or_null(c->per_layer_vocab_size));
-    json_object_set_new(j, "global_rope_wavelength", json_real(c->rope_global_base));
-    json_object_set_new(j, "local_rope_wavelength", json_real(c->rope_local_base));
-    json_object_set_new(j, "global_rope_partial_rotary_factor", json_real(c->rope_global_partial));
-    json_object_set_new(j, "use_double_wide_mlp", json_boolean(c->double_wide_mlp));
-    json_object_set_new(j, "enable_moe_block", json_false());
-    json_object_set_new(j, "num_experts", json_null());
-    json_object_set_new(j, "expert_intermediate_dim", json_null());
-    json_object_set_new(j, "num_experts_per_token", json_integer(8));
-    return j;
+/* Keys we write as constants (what a text-only causal LM backbone has), as JSON. */
+static const struct {
+    const char *key, *json;
+} keras_constants[] = {
+    {"trainable", "true"}, {"image_size", "null"}, {"dropout", "0"}, {"vision_encoder", "null"},
+    {"audio_encoder", "null"}, {"num_audio_tokens_per_clip", "null"}, {"use_bidirectional_attention", "false"},
+    {"use_vision_bidirectional_attention", "false"}, {"is_embedding_model", "false"},
+    {"pooling_intermediate_dim", "null"}, {"embedding_dim", "null"}, {"enable_moe_block", "false"},
+    {"num_experts", "null"}, {"expert_intermediate_dim", "null"}, {"num_experts_per_token", "8"},
+    {"query_head_dim_normalize", "true"}, /* Gemma 4 (the table's row covers 1-3) */
+};
+
+/* A table field as KerasHub writes it. */
+static json_t *keras_field(const gt_gemma_config *c, const gt_gemma_field *f) {
+    double v = gt_gemma_field_get(c, f);
+    if ((f->keras_flags & GT_FF_TWICE12) && c->generation <= 2) v *= 2; /* both MLP branches */
+    if ((f->keras_flags & GT_FF_NULL_ZERO) && !(v > 0)) return json_null();
+    return f->type == GT_FIELD_INT ? json_integer((json_int_t)v) : f->type == GT_FIELD_NUM ? json_real(v)
+                                                                                          : json_boolean(v != 0);
 }
 
-static json_t *backbone_config(const gt_gemma_config *c) {
-    if (c->generation == 4) return backbone_config4(c);
+/* Keys that are neither a field nor a constant: the class's name, the dtype policy, the sliding
+ * window (Gemma 1-3 write their class default when off), layer types. */
+static json_t *keras_special(const gt_gemma_config *c, const char *key) {
+    int g = c->generation;
     bool window = c->sliding_window > 0 && c->sliding_pattern > 0;
+    if (!strcmp(key, "name")) return json_string(g == 4 ? "gemma4_backbone" : g == 3 ? "gemma3_backbone" : "gemma_backbone");
+    if (!strcmp(key, "dtype")) return dtype_policy("float32");
+    if (!strcmp(key, "use_sliding_window_attention")) return json_boolean(g == 4 || window);
+    if (!strcmp(key, "sliding_window_size")) return json_integer(window ? c->sliding_window : g == 3 ? 1024 : 4096);
+    if (strcmp(key, "layer_types")) return NULL;
+    json_t *types = json_array();
+    for (int64_t i = 0; types && i < c->num_layers; i++)
+        json_array_append_new(types, json_string(gt_gemma_layer_is_local(c, i) ? "sliding_attention" : "full_attention"));
+    return types;
+}
+
+/* The backbone class's get_config(), in its key order. */
+static json_t *backbone_config(const gt_gemma_config *c) {
+    int g = c->generation;
     json_t *j = json_object();
-    if (!j) return NULL;
-    bool g3 = c->generation >= 3;
-    json_object_set_new(j, "name", json_string(g3 ? "gemma3_backbone" : "gemma_backbone"));
-    json_object_set_new(j, "trainable", json_true());
-    json_object_set_new(j, "dtype", dtype_policy("float32"));
-    json_object_set_new(j, "vocabulary_size", json_integer(c->vocab_size));
-    if (g3) json_object_set_new(j, "image_size", json_null());
-    json_object_set_new(j, "num_layers", json_integer(c->num_layers));
-    json_object_set_new(j, "num_query_heads", json_integer(c->num_query_heads));
-    json_object_set_new(j, "num_key_value_heads", json_integer(c->num_kv_heads));
-    json_object_set_new(j, "hidden_dim", json_integer(c->hidden_dim));
-    /* GemmaBackbone's intermediate_dim is both MLP branches together */
-    json_object_set_new(j, "intermediate_dim", json_integer(g3 ? c->intermediate_dim : 2 * c->intermediate_dim));
-    json_object_set_new(j, "head_dim", json_integer(c->head_dim));
-    if (!g3) {
-        json_object_set_new(j, "layer_norm_epsilon", json_real(c->rms_eps));
-        json_object_set_new(j, "dropout", json_integer(0));
-    }
-    json_object_set_new(j, "query_head_dim_normalize", json_boolean(c->query_head_dim_normalize));
-    if (g3) json_object_set_new(j, "use_query_key_norm", json_boolean(c->use_qk_norm));
-    json_object_set_new(j, "use_post_ffw_norm", json_boolean(c->use_post_ffw_norm));
-    json_object_set_new(j, "use_post_attention_norm", json_boolean(c->use_post_attention_norm));
-    if (g3) {
-        json_object_set_new(j, "attention_logit_soft_cap", real_or_null(c->attn_logit_softcap));
-        json_object_set_new(j, "final_logit_soft_cap", real_or_null(c->final_logit_softcap));
-        json_object_set_new(j, "use_sliding_window_attention", json_boolean(window));
-        json_object_set_new(j, "sliding_window_size", json_integer(window ? c->sliding_window : 1024));
-        json_object_set_new(j, "local_rope_scaling_factor", json_real(c->rope_local_scale));
-        json_object_set_new(j, "global_rope_scaling_factor", json_real(c->rope_global_scale));
-        json_object_set_new(j, "vision_encoder", json_null());
-        json_object_set_new(j, "use_bidirectional_attention", json_false());
-        json_object_set_new(j, "layer_norm_epsilon", json_real(c->rms_eps));
-        json_object_set_new(j, "dropout", json_integer(0));
-        json_object_set_new(j, "is_embedding_model", json_false());
-        json_object_set_new(j, "pooling_intermediate_dim", json_null());
-        json_object_set_new(j, "embedding_dim", json_null());
-    } else {
-        json_object_set_new(j, "final_logit_soft_cap", real_or_null(c->final_logit_softcap));
-        json_object_set_new(j, "attention_logit_soft_cap", real_or_null(c->attn_logit_softcap));
-        json_object_set_new(j, "sliding_window_size", json_integer(window ? c->sliding_window : 4096));
-        json_object_set_new(j, "use_sliding_window_attention", json_boolean(window));
+    for (int k = 0; j && keras_keys[g <= 2 ? 1 : g][k]; k++) {
+        const char *key = keras_keys[g <= 2 ? 1 : g][k];
+        const gt_gemma_field *f = gt_gemma_field_keras(key, g);
+        json_t *v = f ? keras_field(c, f) : keras_special(c, key);
+        for (size_t i = 0; !v && i < sizeof keras_constants / sizeof keras_constants[0]; i++)
+            if (!strcmp(keras_constants[i].key, key)) v = json_loads(keras_constants[i].json, JSON_DECODE_ANY, NULL);
+        if (!v || json_object_set_new(j, key, v)) {
+            json_decref(j);
+            return NULL;
+        }
     }
     return j;
 }
@@ -581,58 +555,118 @@ static int get_int_or(jctx *x, const char *key, int64_t dflt, int64_t *out) {
     return get_int(x, key, out);
 }
 
-/* Gemma4Backbone's config: the text decoder only (vision/audio encoders, if any, are ignored). */
-static int config4(jctx *x, gt_gemma_config *c) {
-#define NO(...) return snprintf(x->err, x->errn, __VA_ARGS__), -1
-    gt_gemma_config_defaults(c, 4);
-    int64_t pattern, win;
-    bool sliding, moe, bidir, embed;
-    double lbase, gbase;
-    if (get_int(x, "vocabulary_size", &c->vocab_size) || get_int(x, "num_layers", &c->num_layers) ||
-        get_int(x, "hidden_dim", &c->hidden_dim) || get_int(x, "intermediate_dim", &c->intermediate_dim) ||
-        get_int(x, "num_query_heads", &c->num_query_heads) || get_int(x, "num_key_value_heads", &c->num_kv_heads) ||
-        get_int(x, "head_dim", &c->head_dim) || get_int_or(x, "global_head_dim", 0, &c->global_head_dim) ||
-        get_int_or(x, "num_global_key_value_heads", 0, &c->num_global_kv_heads) ||
-        get_int_or(x, "hidden_size_per_layer_input", 0, &c->per_layer_input_dim) ||
-        get_int_or(x, "vocab_size_per_layer_input", 0, &c->per_layer_vocab_size) ||
-        get_int_or(x, "num_kv_shared_layers", 0, &c->num_kv_shared_layers) ||
-        get_int_or(x, "sliding_window_size", 512, &win) || get_int_or(x, "sliding_window_pattern", 6, &pattern) ||
-        get_bool(x, "use_sliding_window_attention", true, &sliding) ||
-        get_bool(x, "use_double_wide_mlp", false, &c->double_wide_mlp) ||
-        get_bool(x, "enable_moe_block", false, &moe) || get_bool(x, "use_bidirectional_attention", false, &bidir) ||
-        get_bool(x, "is_embedding_model", false, &embed) || get_num(x, "layer_norm_epsilon", 1e-6, &c->rms_eps) ||
-        get_num(x, "attention_logit_soft_cap", 0, &c->attn_logit_softcap) ||
-        get_num(x, "final_logit_soft_cap", 0, &c->final_logit_softcap) ||
-        get_num(x, "local_rope_scaling_factor", 1, &c->rope_local_scale) ||
-        get_num(x, "global_rope_scaling_factor", 1, &c->rope_global_scale) ||
-        get_num(x, "global_rope_partial_rotary_factor", 1, &c->rope_global_partial) ||
-        get_num(x, "local_rope_wavelength", 10000.0, &lbase) || get_num(x, "global_rope_wavelength", 1000000.0, &gbase))
-        return -1;
-    if (moe) NO("%s: config.enable_moe_block is true: Gemma 4 MoE (26B-A4B) is not supported", x->path);
-    if (bidir || embed)
-        NO("%s: config.%s is true: only causal language models are supported", x->path,
-           bidir ? "use_bidirectional_attention" : "is_embedding_model");
-    if (!sliding) NO("%s: config.use_sliding_window_attention false is not supported for Gemma 4", x->path);
-    if (pattern < 1 || pattern > 1000) NO("%s: config.sliding_window_pattern %lld out of range", x->path, (long long)pattern);
-    c->sliding_window = win;
-    c->sliding_pattern = (int)pattern;
-    c->rope_local_base = lbase, c->rope_global_base = gbase;
-    /* explicit layer types must be the periodic pattern (true of every Gemma 4 preset) */
-    json_t *types = json_object_get(x->cfg, "layer_types");
-    if (types && !json_is_null(types)) {
-        if (!json_is_array(types) || (int64_t)json_array_size(types) != c->num_layers)
-            NO("%s: config.layer_types: expected a list of num_layers (%lld) strings", x->path, (long long)c->num_layers);
-        for (int64_t i = 0; i < c->num_layers; i++) {
-            const char *t = json_string_value(json_array_get(types, (size_t)i));
-            bool global = i % pattern == pattern - 1;
-            if (!t || strcmp(t, global ? "full_attention" : "sliding_attention"))
-                NO("%s: config.layer_types[%lld] is '%s' but sliding_window_pattern %lld makes it %s: only periodic "
-                   "layer types are supported", x->path, (long long)i, t ? t : "?", (long long)pattern,
-                   global ? "full_attention" : "sliding_attention");
+/* The table's keys of a backbone class (classes: GT_G bits) into *t: required integers, or the
+ * row's default when absent or null; GemmaBackbone's intermediate_dim halved. */
+static int read_fields(jctx *x, unsigned classes, gt_gemma_config *t) {
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    for (size_t i = 0; i < n; i++) {
+        const gt_gemma_field *r = &f[i];
+        if (!r->keras || !(r->keras_gens & classes)) continue;
+        int64_t iv = 0;
+        double v = r->keras_dflt;
+        bool b = v != 0;
+        if (r->type == GT_FIELD_INT) {
+            if ((r->keras_flags & GT_FF_REQUIRED) ? get_int(x, r->keras, &iv) : get_int_or(x, r->keras, (int64_t)v, &iv))
+                return -1;
+            if ((r->keras_flags & GT_FF_TWICE12) && (classes & GT_G(1))) {
+                if (iv % 2)
+                    return snprintf(x->err, x->errn, "%s: config.%s %lld is not even (GemmaBackbone stores both MLP "
+                                    "branches)", x->path, r->keras, (long long)iv), -1;
+                iv /= 2;
+            }
+            v = (double)iv;
+        } else if (r->type == GT_FIELD_NUM) {
+            if (get_num(x, r->keras, v, &v)) return -1;
+        } else {
+            if (get_bool(x, r->keras, b, &b)) return -1;
+            v = b;
         }
+        gt_gemma_field_set(t, r, v);
+    }
+    return 0;
+}
+
+/* A causal text decoder only: no vision encoder (Gemma 3), no MoE (Gemma 4), no bidirectional or
+ * embedding model. */
+static int refusals(jctx *x, int gen) {
+    bool moe = false, bidir = false, embed = false;
+    json_t *vis = json_object_get(x->cfg, "vision_encoder");
+    if (gen == 3 && vis && !json_is_null(vis))
+        return snprintf(x->err, x->errn, "%s: config.vision_encoder is set: multimodal Gemma 3 presets are not "
+                        "supported (text-only)", x->path), -1;
+    if (gen == 4 && get_bool(x, "enable_moe_block", false, &moe)) return -1;
+    if (moe) return snprintf(x->err, x->errn, "%s: config.enable_moe_block is true: Gemma 4 MoE (26B-A4B) is not supported", x->path), -1;
+    if (gen >= 3 && (get_bool(x, "use_bidirectional_attention", false, &bidir) ||
+                     get_bool(x, "is_embedding_model", false, &embed)))
+        return -1;
+    if (bidir || embed)
+        return snprintf(x->err, x->errn, "%s: config.%s is true: only causal language models are supported", x->path,
+                        bidir ? "use_bidirectional_attention" : "is_embedding_model"), -1;
+    return 0;
+}
+
+/* Local layers: Gemma 1-3 from use_sliding_window_attention (pattern fixed by the class: 2 or
+ * 6); Gemma 4 always on, its pattern read, explicit layer_types must be that periodic pattern. */
+static int sliding(jctx *x, gt_gemma_config *c) {
+#define NO(...) return snprintf(x->err, x->errn, __VA_ARGS__), -1
+    bool on;
+    int64_t win = 0;
+    if (get_bool(x, "use_sliding_window_attention", c->generation == 4, &on)) return -1;
+    if (c->generation < 4) {
+        if (on && get_int(x, "sliding_window_size", &win)) return -1;
+        c->sliding_window = on ? win : 0;
+        c->sliding_pattern = on ? (c->generation == 3 ? 6 : 2) : 0;
+        return 0;
+    }
+    int64_t pattern = c->sliding_pattern;
+    if (!on) NO("%s: config.use_sliding_window_attention false is not supported for Gemma 4", x->path);
+    if (pattern < 1 || pattern > 1000) NO("%s: config.sliding_window_pattern %lld out of range", x->path, (long long)pattern);
+    json_t *types = json_object_get(x->cfg, "layer_types");
+    if (!types || json_is_null(types)) return 0;
+    if (!json_is_array(types) || (int64_t)json_array_size(types) != c->num_layers)
+        NO("%s: config.layer_types: expected a list of num_layers (%lld) strings", x->path, (long long)c->num_layers);
+    for (int64_t i = 0; i < c->num_layers; i++) {
+        const char *t = json_string_value(json_array_get(types, (size_t)i));
+        bool global = i % pattern == pattern - 1;
+        if (!t || strcmp(t, global ? "full_attention" : "sliding_attention"))
+            NO("%s: config.layer_types[%lld] is '%s' but sliding_window_pattern %lld makes it %s: only periodic "
+               "layer types are supported", x->path, (long long)i, t ? t : "?", (long long)pattern,
+               global ? "full_attention" : "sliding_attention");
     }
     return 0;
 #undef NO
+}
+
+/* The backbone's text decoder config: the table's fields, GemmaBackbone's generation (2 when it
+ * uses Gemma 2's features), then the special cases above. */
+static int backbone_fields(jctx *x, const char *cls, const char *dir, gt_gemma_config *c) {
+    int gen = !strcmp(cls, "GemmaBackbone") ? 1 : !strcmp(cls, "Gemma3Backbone") ? 3 : !strcmp(cls, "Gemma4Backbone") ? 4 : 0;
+    if (!gen)
+        return snprintf(x->err, x->errn, "%s: class_name '%s' is not a supported backbone (GemmaBackbone, "
+                        "Gemma3Backbone, Gemma4Backbone)", x->path, cls), -1;
+    if (!json_is_object(x->cfg)) return snprintf(x->err, x->errn, "%s: no \"config\" object", x->path), -1;
+    unsigned classes = gen == 1 ? GT_G(1) | GT_G(2) : GT_G(gen);
+    gt_gemma_config t;
+    memset(&t, 0, sizeof t);
+    bool on = false;
+    if (read_fields(x, classes, &t) || get_bool(x, "use_sliding_window_attention", false, &on)) return -1;
+    if (gen == 1 && (t.use_post_ffw_norm || t.use_post_attention_norm || on || t.attn_logit_softcap > 0 ||
+                     t.final_logit_softcap > 0))
+        gen = 2;
+    gt_gemma_config_defaults(c, gen);
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    for (size_t i = 0; i < n; i++)
+        if (f[i].keras && (f[i].keras_gens & classes)) gt_gemma_field_set(c, &f[i], gt_gemma_field_get(&t, &f[i]));
+    const char *base = strrchr(dir, '/');
+    base = base && base[1] ? base + 1 : dir;
+    snprintf(c->name, sizeof c->name, "keras:%.50s", base);
+    c->kerashub_query_scaling = true;
+    if (refusals(x, gen) || sliding(x, c)) return -1;
+    char e[512];
+    if (gt_gemma_config_validate(c, e, sizeof e)) return snprintf(x->err, x->errn, "%s: %s", x->path, e), -1;
+    return 0;
 }
 
 int gt_keras_preset_config(const char *dir, gt_gemma_config *c, char *err, size_t errn) {
@@ -643,101 +677,11 @@ int gt_keras_preset_config(const char *dir, gt_gemma_config *c, char *err, size_
     if (stat(path, &st)) return snprintf(err, errn, "%s: not a KerasHub preset (no config.json)", dir), -1;
     json_t *j = read_json(path, err, errn);
     if (!j) return -1;
-    int rc = -1;
     const char *cls = json_string_value(json_object_get(j, "class_name"));
     jctx x = {path, json_object_get(j, "config"), err, errn};
-    int gen = 0;
-    if (!cls) {
-        snprintf(err, errn, "%s: no \"class_name\": not a KerasHub preset (a Hugging Face directory?)", path);
-        goto done;
-    }
-    if (!strcmp(cls, "GemmaBackbone")) gen = 1;
-    else if (!strcmp(cls, "Gemma3Backbone")) gen = 3;
-    else if (!strcmp(cls, "Gemma4Backbone")) gen = 4;
-    else {
-        snprintf(err, errn, "%s: class_name '%s' is not a supported backbone (GemmaBackbone, Gemma3Backbone, "
-                 "Gemma4Backbone)", path, cls);
-        goto done;
-    }
-    if (!json_is_object(x.cfg)) {
-        snprintf(err, errn, "%s: no \"config\" object", path);
-        goto done;
-    }
-    if (gen == 4) {
-        if (config4(&x, c)) goto done;
-        const char *base = strrchr(dir, '/');
-        base = base && base[1] ? base + 1 : dir;
-        snprintf(c->name, sizeof c->name, "keras:%.50s", base);
-        char e[512];
-        if (gt_gemma_config_validate(c, e, sizeof e)) {
-            snprintf(err, errn, "%s: %s", path, e);
-            goto done;
-        }
-        rc = 0;
-        goto done;
-    }
-    int64_t v, l, d, f, n, k, h, win;
-    bool post_ffw, post_attn, qk = false, sliding, qhdn;
-    double eps, acap, fcap, lscale = 1, gscale = 1;
-    if (get_int(&x, "vocabulary_size", &v) || get_int(&x, "num_layers", &l) || get_int(&x, "hidden_dim", &d) ||
-        get_int(&x, "intermediate_dim", &f) || get_int(&x, "num_query_heads", &n) ||
-        get_int(&x, "num_key_value_heads", &k) || get_int(&x, "head_dim", &h) ||
-        get_bool(&x, "use_post_ffw_norm", false, &post_ffw) ||
-        get_bool(&x, "use_post_attention_norm", false, &post_attn) ||
-        get_bool(&x, "use_sliding_window_attention", false, &sliding) ||
-        get_bool(&x, "query_head_dim_normalize", true, &qhdn) ||
-        get_num(&x, "layer_norm_epsilon", 1e-6, &eps) || get_num(&x, "attention_logit_soft_cap", 0, &acap) ||
-        get_num(&x, "final_logit_soft_cap", 0, &fcap))
-        goto done;
-    win = 0;
-    if (sliding && get_int(&x, "sliding_window_size", &win)) goto done;
-    if (gen == 3) {
-        bool bidir, embed;
-        if (get_bool(&x, "use_query_key_norm", true, &qk) || get_num(&x, "local_rope_scaling_factor", 1, &lscale) ||
-            get_num(&x, "global_rope_scaling_factor", 1, &gscale) ||
-            get_bool(&x, "use_bidirectional_attention", false, &bidir) ||
-            get_bool(&x, "is_embedding_model", false, &embed))
-            goto done;
-        json_t *vis = json_object_get(x.cfg, "vision_encoder");
-        if (vis && !json_is_null(vis)) {
-            snprintf(err, errn, "%s: config.vision_encoder is set: multimodal Gemma 3 presets are not supported (text-only)", path);
-            goto done;
-        }
-        if (bidir || embed) {
-            snprintf(err, errn, "%s: config.%s is true: only causal language models are supported", path,
-                     bidir ? "use_bidirectional_attention" : "is_embedding_model");
-            goto done;
-        }
-    } else {
-        /* GemmaBackbone covers Gemma 2 through these fields */
-        if (post_ffw || post_attn || sliding || acap > 0 || fcap > 0) gen = 2;
-        if (f % 2) {
-            snprintf(err, errn, "%s: config.intermediate_dim %lld is not even (GemmaBackbone stores both MLP branches)",
-                     path, (long long)f);
-            goto done;
-        }
-        f /= 2;
-    }
-    gt_gemma_config_defaults(c, gen);
-    const char *base = strrchr(dir, '/');
-    base = base && base[1] ? base + 1 : dir;
-    snprintf(c->name, sizeof c->name, "keras:%.50s", base);
-    c->vocab_size = v, c->num_layers = l, c->hidden_dim = d, c->intermediate_dim = f;
-    c->num_query_heads = n, c->num_kv_heads = k, c->head_dim = h, c->rms_eps = eps;
-    c->use_post_ffw_norm = post_ffw, c->use_post_attention_norm = post_attn, c->use_qk_norm = qk;
-    c->attn_logit_softcap = acap, c->final_logit_softcap = fcap;
-    c->query_head_dim_normalize = qhdn;
-    c->kerashub_query_scaling = true;
-    c->sliding_window = sliding ? win : 0;
-    c->sliding_pattern = sliding ? (gen == 3 ? 6 : 2) : 0;
-    if (gen == 3) c->rope_local_scale = lscale, c->rope_global_scale = gscale;
-    char e[512];
-    if (gt_gemma_config_validate(c, e, sizeof e)) {
-        snprintf(err, errn, "%s: %s", path, e);
-        goto done;
-    }
-    rc = 0;
-done:
+    int rc = cls ? backbone_fields(&x, cls, dir, c)
+                 : (snprintf(err, errn, "%s: no \"class_name\": not a KerasHub preset (a Hugging Face directory?)",
+                             path), -1);
     json_decref(j);
     return rc;
 }

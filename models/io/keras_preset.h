@@ -20,6 +20,8 @@
  * Gemma4Backbone (Gemma 4 dense text decoder, docs/gemma4.md) is read and written too: the
  * vision/audio encoders of a multimodal preset are ignored on load (text only), MoE is refused,
  * explicit layer_types must follow sliding_window_pattern.
+ * config.json keys, their defaults and GemmaBackbone's two-branch intermediate_dim come from the
+ * field table (models/gemma_fields.h); the writer keeps each class's get_config() key order.
  * Load reads config.json (jansson), checks every tensor's presence and shape and names the
  * first missing or mismatched one with its HDF5 path; an unknown class or malformed JSON is an
  * error naming the file. Sharded weights (model.weights.json) are not read yet. */

@@ -1,7 +1,7 @@
 /* fuzz_config_json.c: libFuzzer target for the model config.json readers: the Hugging Face
  * mapping (gt_hf_gemma_config) and the KerasHub preset mapping (gt_keras_preset_config). Both
  * take a path, so each input is written to DIR/config.json in a private tmpfs directory.
- * seeds: tests/fixtures/hf/gemma1/config.json tests/fixtures/hf/gemma2/config.json tests/fixtures/hf/gemma3/config.json tests/fixtures/hf/gemma3_mm/config.json tests/fixtures/presets/gemma1/config.json tests/fixtures/presets/gemma2/config.json tests/fixtures/presets/gemma3/config.json
+ * seeds: tests/fixtures/hf/gemma1/config.json tests/fixtures/hf/gemma2/config.json tests/fixtures/hf/gemma3/config.json tests/fixtures/hf/gemma3_mm/config.json tests/fixtures/hf/gemma4/config.json tests/fixtures/presets/gemma1/config.json tests/fixtures/presets/gemma2/config.json tests/fixtures/presets/gemma3/config.json tests/fixtures/presets/gemma4/config.json
  * dict: tools/fuzz/tokenizer_json.dict
  * Run through tools/fuzz/run.sh. */
 #include <stdint.h>

@@ -20,7 +20,9 @@ Mode 2: --check-export DIR...: each DIR is a model directory exported by OUR cod
 writes them when GT_HF_EXPORT_TO is set). transformers loads it (AutoModelForCausalLM, fp32,
 eager) and tests/fixtures/hf/export_<basename>_ref.h5 gets /input_ids (seeded) and /logits; when
 the directory has a tokenizer, AutoTokenizer's ids for a few texts go to /tokenizer/<k> with the
-texts as attribute text_<k>.
+texts as attribute text_<k>. The Gemma 4 exports (gemma4, gemma4_ple: Gemma4ForCausalLM with
+per_layer_config, proportional RoPE, kv sharing, PLE) go through the same path; the committed
+refs were made with transformers 5.25.0, where ours agree to ~1e-6 x max|logit|.
 
 Run: pip install torch transformers safetensors h5py numpy
      python3 tools/reference/make_hf_fixtures.py
