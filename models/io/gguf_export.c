@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/gemma_fields.h"
 #include "models/gemma_params.h"
 #include "models/io/gguf_writer.h"
 #include "util/err.h"
@@ -35,21 +36,20 @@ static int hparams(gt_ggufw *w, const gt_gemma_config *c, uint32_t type, const c
     int rc = gt_ggufw_str(w, "general.architecture", a) || gt_ggufw_str(w, "general.type", "model") ||
              gt_ggufw_str(w, "general.name", name ? name : c->name) || gt_ggufw_u32(w, "general.quantization_version", 2) ||
              gt_ggufw_u32(w, "general.file_type", ftype);
-#define U32(key, v) (snprintf(k, sizeof k, "%s." key, a), gt_ggufw_u32(w, k, (uint32_t)(v)))
-#define F32(key, v) (snprintf(k, sizeof k, "%s." key, a), gt_ggufw_f32(w, k, (float)(v)))
-    rc = rc || U32("context_length", c->max_seq_len) || U32("embedding_length", c->hidden_dim) ||
-         U32("block_count", c->num_layers) || U32("feed_forward_length", c->intermediate_dim) ||
-         U32("attention.head_count", c->num_query_heads) || U32("attention.head_count_kv", c->num_kv_heads) ||
-         F32("attention.layer_norm_rms_epsilon", c->rms_eps) || U32("attention.key_length", c->head_dim) ||
-         U32("attention.value_length", c->head_dim) || F32("rope.freq_base", c->rope_global_base);
-    if (c->generation >= 2) rc = rc || U32("attention.sliding_window", c->sliding_window);
-    if (c->attn_logit_softcap > 0) rc = rc || F32("attn_logit_softcapping", c->attn_logit_softcap);
-    if (c->final_logit_softcap > 0) rc = rc || F32("final_logit_softcapping", c->final_logit_softcap);
-    if (c->rope_global_scale != 1.0)
-        rc = rc || (snprintf(k, sizeof k, "%s.rope.scaling.type", a), gt_ggufw_str(w, k, "linear")) ||
-             F32("rope.scaling.factor", c->rope_global_scale);
-#undef U32
-#undef F32
+    /* the config-field table's GGUF keys (models/gemma_fields.h), then what llama.cpp wants beside */
+    size_t nf;
+    const gt_gemma_field *f = gt_gemma_fields(&nf);
+    for (size_t i = 0; i < nf && !rc; i++) {
+        if (!f[i].gguf || !(f[i].gguf_gens & GT_G(c->generation))) continue;
+        double v = gt_gemma_field_get(c, &f[i]);
+        if (f[i].type == GT_FIELD_NUM && v == 0) continue;          /* a soft-cap of 0: none */
+        if ((f[i].gguf_flags & GT_FF_POSITIVE) && v == 1.0) continue; /* a factor of 1: no scaling */
+        snprintf(k, sizeof k, "%s.%s", a, f[i].gguf);
+        rc = f[i].type == GT_FIELD_INT ? gt_ggufw_u32(w, k, (uint32_t)v) : gt_ggufw_f32(w, k, (float)v);
+    }
+    snprintf(k, sizeof k, "%s.attention.value_length", a);
+    rc = rc || gt_ggufw_u32(w, k, (uint32_t)c->head_dim);
+    if (c->rope_global_scale != 1.0) rc = rc || (snprintf(k, sizeof k, "%s.rope.scaling.type", a), gt_ggufw_str(w, k, "linear"));
     return rc;
 }
 
