@@ -3,7 +3,9 @@
  *
  * Shapes follow KerasHub's backbones; `intermediate_dim` here is the width of ONE MLP branch
  * (KerasHub's Gemma 1/2 config stores twice that; Gemma 3 stores it as is). Facts and sources:
- * docs/reference/gemma-architecture.md. */
+ * docs/reference/gemma-architecture.md.
+ * Contract: plain values and pure functions (nothing allocates); gt_gemma_preset and
+ * gt_gemma_config_validate return -1 with a one-line message naming the preset or field. */
 #ifndef GT_GEMMA_CONFIG_H
 #define GT_GEMMA_CONFIG_H
 

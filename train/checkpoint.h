@@ -21,7 +21,9 @@
  * half-written NAME. Test hook: with GT_FAULT_INJECT=ckpt_kill:STEP in the environment the
  * process kills itself (SIGKILL) half-way through writing the checkpoint of step STEP.
  * gt_ckpt_load checks the format, the model shape, the LoRA layout and every slice's name and size
- * before it overwrites anything; each mismatch is one line naming what differs. */
+ * before it overwrites anything; each mismatch is one line naming what differs.
+ * Ownership: gt_ckpt_read_config returns a malloc'ed string the caller frees; nothing else is
+ * kept. Errors: -1 and a one-line message naming the file (and the dataset or attribute). */
 #ifndef GT_CHECKPOINT_H
 #define GT_CHECKPOINT_H
 

@@ -8,7 +8,9 @@
  * below it). What the machine can give is MemAvailable (/proc/meminfo), capped by the cgroup's
  * limit less its usage (v2 memory.max, v1 memory.limit_in_bytes), shared among the ranks on the
  * node; memory the process already holds counts as had. Test hook:
- * GT_FAULT_INJECT=mem_available:N reports N bytes available. */
+ * GT_FAULT_INJECT=mem_available:N reports N bytes available.
+ * Contract: nothing allocates; unknown quantities are reported as -1 (available) or 0 (resident),
+ * never as an error. */
 #ifndef GT_MEMCHECK_H
 #define GT_MEMCHECK_H
 

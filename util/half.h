@@ -6,7 +6,8 @@
  *   gt_f32_to_bf16: round to nearest, ties to even; overflow rounds to inf; NaN stays NaN (quiet
  *                   bit set, so a low-bit NaN does not become inf)
  * Pure functions of the bits, no state: safe from any thread. The bf16 pair is inline (hot loops
- * in autograd/ops_bf16 and ops_lmhead). */
+ * in autograd/ops_bf16 and ops_lmhead).
+ * Nothing allocates, nothing fails. */
 #ifndef GT_UTIL_HALF_H
 #define GT_UTIL_HALF_H
 

@@ -5,7 +5,9 @@
  * 10000, Gemma 2 pattern 2, Gemma 3 pattern 6); the keys are the field table's GGUF column
  * (models/gemma_fields.h). Gemma 4 (gemma4) is not read yet. Tensors are dequantised to fp32 and mapped to
  * KerasHub names; llama.cpp's converter stored every RMSNorm weight as 1 + w, so 1 is subtracted
- * to get KerasHub's w back. A missing tensor or a shape mismatch is an error naming the tensor. */
+ * to get KerasHub's w back. A missing tensor or a shape mismatch is an error naming the tensor.
+ * Ownership: gt_gemma_from_gguf returns a new model the caller frees (gt_gemma_free); nothing of
+ * the gt_gguf is kept. Errors: -1 and one line. */
 #ifndef GT_GEMMA_GGUF_H
 #define GT_GEMMA_GGUF_H
 

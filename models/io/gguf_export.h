@@ -13,7 +13,8 @@
  * llama_adapter_lora_init); Keras' per-head query/key/value adapters are written at rank G*r with
  * a block-diagonal B (as the PEFT export), and the scale is folded into B, so
  * adapter.lora.alpha is 0 (llama.cpp then scales by 1).
- * Errors: -1 and one line; the file is replaced atomically. */
+ * Errors: -1 and one line; the file is replaced atomically.
+ * Ownership: nothing of the model, tokenizer or adapters is kept or changed. */
 #ifndef GT_GGUF_EXPORT_H
 #define GT_GGUF_EXPORT_H
 
