@@ -6,8 +6,10 @@
 #   tools/faults/campaign.sh [-k KILLS] [-s SIGNALS]      (defaults: 50 kill -9, 8 SIGTERMs)
 # Cases: kill -9 soak (one process, KILLS random kill points), SIGTERM to mpirun -np 2 at random
 # steps, a rank killed mid-run (GT_FAULT_INJECT=rank_kill), a NaN step under on_nonfinite
-# stop/skip, a full disk (2 MB tmpfs, root only). Prints one line per case and a summary table;
-# exit status 1 when any case fails.
+# stop/skip, a full disk (2 MB tmpfs, root only), and two "hosts" (network namespaces joined by a
+# veth pair, Open MPI over TCP through tools/faults/netns_rsh.sh; root only): training equal to
+# two local ranks, then the link cut mid-run. Prints one line per case and a summary table; exit
+# status 1 when any case fails.
 set -u
 kills=50 signals=8
 while getopts "k:s:" o; do
@@ -19,7 +21,7 @@ work=$(mktemp -d /tmp/gt-faults.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export GT_THREADS=1
-steps=160
+steps=600
 base=(configs/tiny.yaml "train.steps=$steps" schedule.warmup_steps=2 data.eval= eval.every_steps=0
       checkpoint.every_steps=2 checkpoint.keep=2 logging.progress=plain)
 results=()
@@ -35,21 +37,24 @@ mpirun -np 2 "$bin" train "${base[@]}" "output_dir=$work/ref2" "checkpoint.dir=$
   { cat "$work/ref2.log"; exit 1; }
 final=$(printf 'ckpt-%08d.h5' $steps)
 
-# 1. kill -9 at random points, resume, until the run completes
+# 1. kill -9 at random points, resume, until the run completes (a run long enough for KILLS kills)
+soak=("${base[@]}" "train.steps=$((kills * 40))")
+"$bin" train "${soak[@]}" "output_dir=$work/refs" "checkpoint.dir=$work/refs/ckpt" >"$work/refs.log" 2>&1
+sfinal=$(printf 'ckpt-%08d.h5' $((kills * 40)))
 d=$work/soak; n=0; started=$(date +%s)
 while :; do
-  "$bin" train "${base[@]}" "output_dir=$d" "checkpoint.dir=$d/ckpt" checkpoint.resume=latest >>"$d.log" 2>&1 &
+  "$bin" train "${soak[@]}" "output_dir=$d" "checkpoint.dir=$d/ckpt" checkpoint.resume=latest >>"$d.log" 2>&1 &
   pid=$!
   if [ $n -lt "$kills" ]; then
-    sleep_ms "$(rand_ms 30 1500)"
+    sleep_ms "$(rand_ms 100 900)"
     if kill -9 $pid 2>/dev/null; then n=$((n + 1)); fi
   fi
   wait $pid; rc=$?
-  [ $rc -eq 0 ] && [ -f "$d/ckpt/$final" ] && break
+  [ $rc -eq 0 ] && [ -f "$d/ckpt/$sfinal" ] && break
   [ $(( $(date +%s) - started )) -gt 900 ] && break
 done
 steps_logged=$(grep -c '"step"' "$d/metrics.jsonl" 2>/dev/null || echo 0)
-cmp_out=$("$bin" compare "$work/ref1/ckpt/$final" "$d/ckpt/$final" 2>&1)
+cmp_out=$("$bin" compare "$work/refs/ckpt/$sfinal" "$d/ckpt/$sfinal" 2>&1)
 if [ $? -eq 0 ]; then ok=pass; else ok=FAIL; fail=1; fi
 record "kill -9 soak ($n kills)" "resumes end bit-identical to the reference" "$cmp_out; no stale temp: $(ls -a "$d/ckpt" | grep -c tmp) left" $ok
 
@@ -58,7 +63,7 @@ d=$work/term; got=0
 for ((i = 0; i < signals; i++)); do
   mpirun -np 2 "$bin" train "${base[@]}" "output_dir=$d" "checkpoint.dir=$d/ckpt" checkpoint.resume=latest >"$d.$i.log" 2>&1 &
   pid=$!
-  sleep_ms "$(rand_ms 1200 2500)"
+  sleep_ms "$(rand_ms 2000 6000)"
   kill -TERM $pid 2>/dev/null
   wait $pid
   grep -q 'interrupted after' "$d.$i.log" && got=$((got + 1))
@@ -99,6 +104,45 @@ if [ "$(id -u)" = 0 ] && mkdir -p "$work/full" && mount -t tmpfs -o size=2m tmpf
   record "2 MB tmpfs as checkpoint.dir" "exit 1, one line, no crash (was 139)" "exit $rc: ${line:0:60}" $ok
 else
   record "2 MB tmpfs as checkpoint.dir" "exit 1, one line, no crash" "skipped: needs root and tmpfs" skip
+fi
+
+# 6. two hosts in network namespaces over TCP; then one host's link cut mid-run
+netns_up() {
+  ip netns add gtA && ip netns add gtB && ip link add vA type veth peer name vB && ip link set vA netns gtA &&
+    ip link set vB netns gtB && ip -n gtA addr add 10.77.0.1/24 dev vA && ip -n gtB addr add 10.77.0.2/24 dev vB &&
+    ip -n gtA link set vA up && ip -n gtB link set vB up && ip -n gtA link set lo up && ip -n gtB link set lo up
+}
+netns_down() { ip netns del gtA 2>/dev/null; ip netns del gtB 2>/dev/null; return 0; }
+two_hosts() { # mpirun in gtA, one rank per namespace; keepalives so a dead link is noticed in ~30 s
+  ip netns exec gtA mpirun --mca plm_rsh_agent "$PWD/tools/faults/netns_rsh.sh" --host 10.77.0.1,10.77.0.2 -np 2 \
+    --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 \
+    --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 4 \
+    -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x GT_THREADS --wdir "$PWD" "$PWD/$bin" train "$@"
+}
+if [ "$(id -u)" = 0 ] && netns_down && netns_up 2>/dev/null; then
+  d=$work/hosts
+  two_hosts "${base[@]}" "output_dir=$d" "checkpoint.dir=$d/ckpt" >"$d.log" 2>&1; rc=$?
+  cmp_out=$("$bin" compare "$work/ref2/ckpt/$final" "$d/ckpt/$final" 2>&1); crc=$?
+  if [ $rc -eq 0 ] && [ $crc -eq 0 ]; then ok=pass; else ok=FAIL; fail=1; fi
+  record "two hosts (netns, TCP) vs 2 local ranks" "equal bit for bit" "exit $rc; $cmp_out" $ok
+  long=(configs/tiny.yaml train.steps=3000 schedule.warmup_steps=2 data.eval= eval.every_steps=0
+        checkpoint.every_steps=50 checkpoint.keep=2 logging.every_steps=500)
+  d=$work/cut
+  two_hosts "${long[@]}" "output_dir=$d" "checkpoint.dir=$d/ckpt" >"$d.log" 2>&1 &
+  pid=$!
+  sleep 8; ip -n gtB link set vB down; t0=$(date +%s)
+  while kill -0 $pid 2>/dev/null && [ $(( $(date +%s) - t0 )) -lt 120 ]; do sleep 1; done
+  secs=$(( $(date +%s) - t0 )); kill -9 $pid 2>/dev/null; wait $pid; rc=$?
+  last=$(ls "$d/ckpt" | grep -v tmp | tail -1)
+  ip -n gtB link set vB up
+  two_hosts "${long[@]}" "output_dir=$d" "checkpoint.dir=$d/ckpt" checkpoint.resume=latest >"$d.2.log" 2>&1; rc2=$?
+  mpirun -np 2 "$bin" train "${long[@]}" "output_dir=$work/ref3" "checkpoint.dir=$work/ref3/ckpt" >"$work/ref3.log" 2>&1
+  cmp_out=$("$bin" compare "$work/ref3/ckpt/ckpt-00003000.h5" "$d/ckpt/ckpt-00003000.h5" 2>&1); crc=$?
+  if [ $rc -ne 0 ] && [ $secs -le 60 ] && [ $rc2 -eq 0 ] && [ $crc -eq 0 ]; then ok=pass; else ok=FAIL; fail=1; fi
+  record "link cut between the two hosts" "non-zero within 60 s; resume bit-identical" "exit $rc ${secs}s after the cut (last $last); resumed: $cmp_out" $ok
+  netns_down
+else
+  record "two hosts (netns, TCP)" "equal; a cut link ends the job" "skipped: needs root and ip netns" skip
 fi
 
 echo
