@@ -1,10 +1,13 @@
 /* bf16_gemm.h: bf16 x bf16 -> fp32 GEMM kernels on the CPU's bf16 instructions (AMX tiles or
  * AVX512-BF16 vdpbf16ps), chosen at run time, for ops_bf16's compute_dtype bfloat16 mode.
  *
- * Which kernel: gt_bf16_kernel_active() detects the CPU once (cpuid, the OS's saved-state bits,
- * and for AMX the arch_prctl permission Linux asks for) and takes the best one present: AMX, else
- * AVX512-BF16, else GT_BF16K_OFF (callers then keep their fp32 path). The environment variable
- * GT_BF16_KERNEL=off|avx512|amx|auto (read at first use) forces the fallback or a kernel;
+ * Which kernel: gt_bf16_kernel_best() detects the CPU once (cpuid, the OS's saved-state bits,
+ * and for AMX the arch_prctl permission Linux asks for): AMX, else AVX512-BF16, else
+ * GT_BF16K_OFF. gt_bf16_kernel_active() is what callers use: by default (gt_bf16_kernel_auto)
+ * AMX where present and otherwise GT_BF16K_OFF, as the AVX512-BF16 kernel measured slower than
+ * OpenBLAS sgemm (bench/bf16_gemm); callers keep their fp32 path when it is GT_BF16K_OFF. The
+ * environment variable GT_BF16_KERNEL=off|avx512|amx|auto (read at first use) forces the
+ * fallback or a kernel;
  * a forced kernel the CPU lacks is taken as off. gt_bf16_kernel_force overrides it from code
  * (tests, benchmarks).
  *
@@ -28,6 +31,8 @@ typedef enum { GT_BF16K_OFF = 0, GT_BF16K_AVX512 = 1, GT_BF16K_AMX = 2 } gt_bf16
 gt_bf16_kernel gt_bf16_kernel_active(void);
 /* What this CPU supports (ignores the environment and forcing). */
 gt_bf16_kernel gt_bf16_kernel_best(void);
+/* The default choice: AMX where present, else off. */
+gt_bf16_kernel gt_bf16_kernel_auto(void);
 /* Force a kernel (clamped to what the CPU supports; GT_BF16K_OFF always works); returns the one
  * now active. A negative value goes back to the environment's / detected choice. */
 gt_bf16_kernel gt_bf16_kernel_force(int k);

@@ -21,10 +21,12 @@ int64_t gt_bf16_block_rows(const gt_bf16_mat *w) {
     return r < w->rows ? r : w->rows;
 }
 
+#ifndef GT_REAL_DOUBLE
 /* bf16 values the staging buffer holds */
 static int64_t stage_bf16(const gt_bf16_mat *w) {
     return w->stage ? w->stage_n * (int64_t)sizeof(gt_real) / 2 : 0;
 }
+#endif
 
 bool gt_bf16_linear_uses_bf16(const gt_bf16_mat *w) {
 #ifdef GT_REAL_DOUBLE

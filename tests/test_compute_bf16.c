@@ -118,7 +118,11 @@ START_TEST(fallbacks) {
     linear_vs_fp32(GT_BF16K_OFF, 37, 96, 64, 32);
     unsetenv("GT_BF16_KERNEL");
     gt_bf16_kernel best = gt_bf16_kernel_best();
-    ck_assert_int_eq(gt_bf16_kernel_force(-1), best);
+    ck_assert_int_eq(gt_bf16_kernel_force(-1), gt_bf16_kernel_auto()); /* auto: AMX or nothing */
+    ck_assert_int_eq(gt_bf16_kernel_auto(), best == GT_BF16K_AMX ? GT_BF16K_AMX : GT_BF16K_OFF);
+    setenv("GT_BF16_KERNEL", "avx512", 1);
+    ck_assert_int_eq(gt_bf16_kernel_force(-1), best == GT_BF16K_OFF ? GT_BF16K_OFF : GT_BF16K_AVX512);
+    unsetenv("GT_BF16_KERNEL");
     if (best != GT_BF16K_AMX) ck_assert_int_eq(gt_bf16_kernel_force(GT_BF16K_AMX), GT_BF16K_OFF);
     if (best == GT_BF16K_OFF) ck_assert_int_eq(gt_bf16_kernel_force(GT_BF16K_AVX512), GT_BF16K_OFF);
     gt_bf16_kernel_force(-1);
