@@ -8,10 +8,52 @@
 
 /* ---- output: a block computed into a local buffer, written into C ---- */
 
+/* In-register transpose of 16 x 16 32-bit values: r[i] holds row i before, column i after.
+ * Four stages: pairs of rows interleaved by 32 bits, then by 64 bits (each 128-bit lane then holds
+ * a transposed 4 x 4 piece), then the lanes gathered across rows in two 128-bit shuffles. */
+static inline void tr16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) { /* lane L of r[4g+q]: rows 4g..4g+3 of column 4L+q */
+        r[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        r[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
+        r[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        r[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
+    }
+    for (int q = 0; q < 4; q++) {
+        t[q] = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x88);          /* columns q, 8+q; rows 0-7 */
+        t[4 + q] = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xdd);      /* columns 4+q, 12+q */
+        t[8 + q] = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x88); /* the same, rows 8-15 */
+        t[12 + q] = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xdd);
+    }
+    for (int q = 0; q < 4; q++) {
+        r[q] = _mm512_shuffle_f32x4(t[q], t[8 + q], 0x88);
+        r[8 + q] = _mm512_shuffle_f32x4(t[q], t[8 + q], 0xdd);
+        r[4 + q] = _mm512_shuffle_f32x4(t[4 + q], t[12 + q], 0x88);
+        r[12 + q] = _mm512_shuffle_f32x4(t[4 + q], t[12 + q], 0xdd);
+    }
+}
+
 static void finish(const gt_bf16k_out *o, const float *t, int ldt, int64_t m0, int64_t n0, int rows,
                    int cols) {
     int64_t mr = o->Mv - m0 < rows ? o->Mv - m0 : rows, nc = o->Nv - n0 < cols ? o->Nv - n0 : cols;
     if (mr <= 0 || nc <= 0) return;
+    if (o->trans && mr == rows && nc == cols) { /* whole 16 x 16 pieces: transposed in registers */
+        for (int i0 = 0; i0 < rows; i0 += 16)
+            for (int j0 = 0; j0 < cols; j0 += 16) {
+                __m512 r[16];
+                for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(t + (i0 + i) * ldt + j0);
+                tr16(r);
+                for (int j = 0; j < 16; j++) {
+                    float *c = o->C + (n0 + j0 + j) * o->ldc + m0 + i0;
+                    _mm512_storeu_ps(c, o->accumulate ? _mm512_add_ps(_mm512_loadu_ps(c), r[j]) : r[j]);
+                }
+            }
+        return;
+    }
     if (o->trans) {
         for (int64_t j = 0; j < nc; j++) {
             float *c = o->C + (n0 + j) * o->ldc + m0;
@@ -187,6 +229,15 @@ void gt_bf16k_pack_bt_panels(const float *x, int64_t M, int64_t K, int64_t ldx, 
                                            _mm512_set1_epi32(16));
     for (int64_t p = p0; p < p1; p++) {
         uint16_t *panel = Bp + p * K * 16;
+        if (16 * p + 16 <= M) { /* 16 rows of 16 bf16 pairs, transposed in registers */
+            for (int64_t k = 0; k < K; k += 32) {
+                __m512 r[16];
+                for (int j = 0; j < 16; j++) r[j] = _mm512_castsi512_ps(cvt32(x + (16 * p + j) * ldx + k));
+                tr16(r);
+                for (int c = 0; c < 16; c++) _mm512_storeu_ps((float *)(panel + (k / 2 + c) * 32), r[c]);
+            }
+            continue;
+        }
         for (int j = 0; j < 16; j++) {
             int64_t m = 16 * p + j;
             for (int64_t k = 0; k < K; k += 32) {

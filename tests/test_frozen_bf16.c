@@ -259,6 +259,14 @@ START_TEST(config_key_is_for_lora_only) {
     ck_assert_int_ne(gt_config_check(&c, err, sizeof err), 0);
     ck_assert_msg(strstr(err, "model.frozen_dtype") && strstr(err, "full fine-tuning"), "%s", err);
     ck_assert_int_ne(gt_config_override(&c, "model.frozen_dtype=fp16", err, sizeof err), 0);
+    /* compute_dtype bfloat16 multiplies the bf16-stored weights: fp32 storage is refused */
+    ck_assert(gt_config_override(&c, "lora.enabled=true", err, sizeof err) == 0);
+    ck_assert(gt_config_override(&c, "train.full_finetune=false", err, sizeof err) == 0);
+    ck_assert(gt_config_override(&c, "model.compute_dtype=bfloat16", err, sizeof err) == 0);
+    ck_assert_msg(gt_config_check(&c, err, sizeof err) == 0, "%s", err);
+    ck_assert(gt_config_override(&c, "model.frozen_dtype=fp32", err, sizeof err) == 0);
+    ck_assert_int_ne(gt_config_check(&c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "model.compute_dtype") && strstr(err, "model.frozen_dtype: bf16"), "%s", err);
 }
 END_TEST
 
