@@ -96,11 +96,12 @@ int gt_frozen_dtype_from_name(const char *name);
  * HF directories read parameters as fp32 (m->data). */
 int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn);
 /* Arithmetic of the frozen-weight products (model.compute_dtype): false: fp32 (as the storage
- * expands to); true: bfloat16 -- each frozen linear (q, k, v, o, gate, up, down) rounds its
- * activations to bf16 and multiplies with fp32 accumulation on the CPU's bf16 kernel, forward and
- * input gradient (ops_bf16.h: compute_bf16; where the CPU has no bf16 kernel, or
- * GT_BF16_KERNEL=off, or a matrix's shape is not a multiple of 32, that product stays fp32).
- * Adapters, norms, attention, the LM head and the loss stay fp32. Needs bf16 storage
+ * expands to); true: bfloat16 -- each frozen linear (q, k, v, o, gate, up, down) and the tied LM
+ * head round their activations (hidden rows, output gradients, the LM head's softmax terms) to
+ * bf16 and multiply with fp32 accumulation on the CPU's bf16 kernel, forward and input gradient
+ * (ops_bf16.h: compute_bf16; where the CPU has no bf16 kernel, or GT_BF16_KERNEL=off, or a
+ * matrix's shape is not a multiple of 32, that product stays fp32). Adapters, norms, attention,
+ * softmax, the loss and the optimizer stay fp32. Needs bf16 storage
  * (gt_gemma_set_frozen_dtype first): -1 with a message on an fp32 model when on is true.
  * Widening back to fp32 storage turns it off. */
 int gt_gemma_set_compute_bf16(gt_gemma *m, bool on, char *err, size_t errn);

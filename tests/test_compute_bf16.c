@@ -137,6 +137,75 @@ START_TEST(fallbacks) {
 }
 END_TEST
 
+/* The fused LM head + cross-entropy on a bf16 table in bf16 mode against fp32 mode: each row's
+ * loss within 2 * 2^-8 * max_v sum_k |h_k e_vk| (logits move by at most 2^-8 of that), the
+ * hidden gradient within 2% of its largest value. V 1000 with staging for 256 rows: three
+ * blocks on the kernel and a short last one (232 rows) in fp32. */
+static void lm_head_vs_fp32(gt_bf16_kernel k, int64_t V, int64_t N, double cap) {
+    ck_assert_int_eq(gt_bf16_kernel_force((int)k), k);
+    enum { D = 64, SR = 256 };
+    uint64_t seed = 99;
+    uint16_t *e16 = malloc(sizeof(uint16_t) * (size_t)(V * D));
+    gt_real *stage = malloc(sizeof(gt_real) * SR * D), *h = malloc(sizeof(gt_real) * (size_t)(N * D));
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)N);
+    gt_real *w = malloc(sizeof(gt_real) * (size_t)N), *ce1 = malloc(sizeof(gt_real) * (size_t)N),
+            *ce2 = malloc(sizeof(gt_real) * (size_t)N);
+    for (int64_t i = 0; i < V * D; i++) e16[i] = gt_f32_to_bf16((float)(rnd(&seed) * 0.5));
+    for (int64_t i = 0; i < N * D; i++) h[i] = (gt_real)rnd(&seed);
+    for (int64_t i = 0; i < N; i++) labels[i] = (int32_t)((i * 131 + 7) % V), w[i] = i % 5 == 3 ? 0 : 1;
+    double bound = 0;
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t v = 0; v < V; v++) {
+            double mag = 0;
+            for (int d = 0; d < D; d++) mag += fabs(h[i * D + d] * gt_bf16_to_f32(e16[v * D + d]));
+            bound = fmax(bound, mag);
+        }
+    bound *= 2.0 / 256;
+    gt_bf16_mat eb = {e16, V, D, stage, SR * D, true}, ef = eb;
+    ef.compute_bf16 = false;
+    gt_ctx c1, c2;
+    gt_ctx_init(&c1, 0);
+    gt_ctx_init(&c2, 0);
+    int64_t hs[2] = {N, D};
+    gt_tensor *h1 = gt_from_data(&c1, h, 2, hs, true), *h2 = gt_from_data(&c2, h, 2, hs, true);
+    double ws1, ws2;
+    gt_tensor *l1 = gt_lm_head_loss_bf16(&c1, h1, &eb, cap, labels, w, 8, &ws1, ce1);
+    gt_tensor *l2 = gt_lm_head_loss_bf16(&c2, h2, &ef, cap, labels, w, 8, &ws2, ce2);
+    ck_assert_msg(l1 && l2, "%s%s", c1.err, c2.err);
+    ck_assert_int_eq(gt_backward(&c1, l1), GT_OK);
+    ck_assert_int_eq(gt_backward(&c2, l2), GT_OK);
+    double worst = 0, gmax = 0, gdiff = 0;
+    for (int64_t i = 0; i < N; i++) {
+        worst = fmax(worst, fabs(ce1[i] - ce2[i]));
+        if (k == GT_BF16K_OFF) ck_assert(ce1[i] == ce2[i]);
+    }
+    for (int64_t i = 0; i < N * D; i++) {
+        gmax = fmax(gmax, fabs(h2->grad[i]));
+        gdiff = fmax(gdiff, fabs(h1->grad[i] - h2->grad[i]));
+    }
+    ck_assert_msg(worst <= bound, "%s: row loss off by %g (bound %g)", gt_bf16_kernel_name(k), worst, bound);
+    ck_assert_msg(gdiff <= 0.02 * gmax, "%s: dh off by %g of max %g", gt_bf16_kernel_name(k), gdiff, gmax);
+    ck_assert(gmax > 1e-3);
+    if (k != GT_BF16K_OFF) ck_assert(worst > 0);
+    printf("compute_bf16 %s lm head V %lld N %lld cap %g: row loss off by %.1e (bound %.1e), dh by %.1e of max\n",
+           gt_bf16_kernel_name(k), (long long)V, (long long)N, cap, worst, bound, gdiff / gmax);
+    gt_ctx_free(&c1);
+    gt_ctx_free(&c2);
+    free(e16), free(stage), free(h), free(labels), free(w), free(ce1), free(ce2);
+    gt_bf16_kernel_force(-1);
+}
+
+START_TEST(lm_head_matches_fp32_on_every_kernel) {
+    gt_bf16_kernel ks[3] = {GT_BF16K_OFF, GT_BF16K_AVX512, GT_BF16K_AMX};
+    for (int i = 0; i < 3; i++) {
+        if (gt_bf16_kernel_force((int)ks[i]) != ks[i]) continue;
+        lm_head_vs_fp32(ks[i], 1000, 21, 0);
+        lm_head_vs_fp32(ks[i], 1024, 5, 30);
+    }
+    gt_bf16_kernel_force(-1);
+}
+END_TEST
+
 /* tiny Gemma 3 (configs/tiny.yaml's widths: hidden 64, MLP 128, head 32), bf16 storage */
 static gt_gemma *tiny_model(void) {
     gt_gemma_config c;
@@ -239,6 +308,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, linear_matches_fp32_on_every_kernel);
     tcase_add_test(tc, fallbacks);
+    tcase_add_test(tc, lm_head_matches_fp32_on_every_kernel);
     tcase_add_test(tc, lora_training_loss_follows_fp32);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -84,10 +84,10 @@ static const row schema[] = {
          "storage of the frozen base weights under LoRA; bf16 halves their memory (values rounded "
          "once to bfloat16, arithmetic fp32 unless model.compute_dtype); full fine-tuning needs fp32"),
     ENUM("model.compute_dtype", model.compute_dtype, "float32", gt_cfg_compute_dtype_names,
-         "arithmetic of the frozen-weight products (q, k, v, o, gate, up, down; forward and input "
-         "gradient): bfloat16 rounds their activations to bf16 and accumulates in fp32 on the "
-         "CPU's bf16 unit (AMX), fp32 where the CPU has none (or GT_BF16_KERNEL=off); needs "
-         "model.frozen_dtype bf16 (LoRA); adapters, norms, attention, LM head, loss, optimizer stay fp32"),
+         "arithmetic of the frozen-weight products (q, k, v, o, gate, up, down and the tied LM head; "
+         "forward and input gradient): bfloat16 rounds their activations to bf16 and accumulates in "
+         "fp32 on the CPU's AMX unit, fp32 where the CPU has none (or GT_BF16_KERNEL=off); needs "
+         "model.frozen_dtype bf16 (LoRA); adapters, norms, attention, softmax, loss, optimizer stay fp32"),
     INT("model.generation", model.generation, "0", "[0, 3]",
         "Gemma generation of a custom model (1-3); 0: the preset's"),
     INT("model.vocab_size", model.vocab_size, "0", "[0, 2147483647]", "vocabulary size; 0: the preset's"),
