@@ -35,6 +35,10 @@ else
 endif
 ifeq ($(NATIVE),1)
   OPT    += -march=native
+else
+  # the 64-byte vector helpers (static inline, never across an ABI boundary) would warn that
+  # such values are passed differently without AVX-512: not an error for this build
+  OPT    += -Wno-psabi
 endif
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -130,6 +134,10 @@ $(BUILD)/%.o: %.c
 $(BUILD)/train/optim.o $(BUILD)/pic/train/optim.o: CFLAGS += -fno-math-errno
 # the packing-free LM-head kernel is written as a += b * c: let it become FMAs
 $(BUILD)/autograd/ops_lmhead.o $(BUILD)/pic/autograd/ops_lmhead.o: CFLAGS += -ffp-contract=fast
+# bf16 GEMM kernels (AMX, AVX512-BF16): this one file targets those instruction sets whatever
+# NATIVE says; bf16_gemm.c checks the CPU at run time before calling into it
+BF16_KERN_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mamx-tile -mamx-bf16
+$(BUILD)/autograd/bf16_kern.o $(BUILD)/f64/autograd/bf16_kern.o $(BUILD)/pic/autograd/bf16_kern.o: CFLAGS += $(BF16_KERN_FLAGS)
 
 $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_F32)): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_AUX_OBJ) $(BUILD)/libgemmatrain.a
 	@echo "LD $@"

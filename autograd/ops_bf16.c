@@ -1,7 +1,9 @@
 #include "autograd/ops_bf16.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "autograd/bf16_gemm.h"
 #include "autograd/blas.h"
 
 void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n) {
@@ -20,6 +22,67 @@ int64_t gt_bf16_block_rows(const gt_bf16_mat *w) {
     return r < w->rows ? r : w->rows;
 }
 
+#ifndef GT_REAL_DOUBLE
+/* bf16 values the staging buffer holds */
+static int64_t stage_bf16(const gt_bf16_mat *w) {
+    return w->stage ? w->stage_n * (int64_t)sizeof(gt_real) / 2 : 0;
+}
+#endif
+
+bool gt_bf16_linear_uses_bf16(const gt_bf16_mat *w) {
+#ifdef GT_REAL_DOUBLE
+    (void)w;
+    return false;
+#else
+    return w && w->compute_bf16 && w->rows % 32 == 0 && w->cols % 32 == 0 && stage_bf16(w) >= 32 * w->cols &&
+           gt_bf16_kernel_active() != GT_BF16K_OFF;
+#endif
+}
+
+#ifndef GT_REAL_DOUBLE
+/* The rounded activations live in malloc'ed scratch, not the step's arena: released arena pieces
+ * of these sizes were not reused well (the 270M step's arena peak grew by 0.35 GB); glibc keeps
+ * the freed blocks for the next call. */
+static uint16_t *scratch(gt_ctx *ctx, size_t bytes) {
+    uint16_t *p = malloc(bytes ? bytes : 1);
+    if (!p) gt_fail(ctx, GT_ERR_NOMEM, "bf16_linear: out of memory for %zu bytes of bf16 activations", bytes);
+    return p;
+}
+
+/* y[M, R] = x W^T as y^T = W x^T: W is the kernel's A operand as stored (rows of C values), x
+ * rounded into B panels, the result stored transposed. */
+static bool linear_forward_bf16(gt_ctx *ctx, const gt_real *x, int64_t M, const gt_bf16_mat *w, gt_real *y) {
+    int64_t R = w->rows, C = w->cols, Mp = (M + 15) / 16 * 16;
+    uint16_t *xb = scratch(ctx, (size_t)(Mp * C) * 2);
+    if (!xb) return false;
+    gt_bf16_kernel k = gt_bf16_kernel_active();
+    int th = gt_threads();
+    gt_bf16_pack_bt(th, x, M, C, C, xb);
+    gt_bf16_gemm(k, th, R, Mp, C, w->data, C, xb, y, R, R, M, true, false);
+    free(xb);
+    return true;
+}
+
+/* dx[M, C] += dy[M, R] W: dy rounded to the A operand, W's rows packed by pairs into the staging
+ * buffer a block of rows (the reduction) at a time. */
+static void linear_backward_bf16(gt_ctx *ctx, const gt_real *dy, int64_t M, const gt_bf16_mat *w, gt_real *dx) {
+    int64_t R = w->rows, C = w->cols, Mp = (M + 15) / 16 * 16;
+    uint16_t *dyb = scratch(ctx, (size_t)(Mp * R) * 2);
+    if (!dyb) return;
+    gt_bf16_kernel k = gt_bf16_kernel_active();
+    int th = gt_threads();
+    gt_bf16_pack_a(th, dy, M, R, R, dyb);
+    int64_t kb = stage_bf16(w) / C / 32 * 32;
+    uint16_t *wp = (uint16_t *)w->stage;
+    for (int64_t r0 = 0; r0 < R; r0 += kb) {
+        int64_t nr = R - r0 < kb ? R - r0 : kb;
+        gt_bf16_pack_b16(th, w->data + r0 * C, nr, C, C, wp);
+        gt_bf16_gemm(k, th, Mp, C, nr, dyb + r0, R, wp, dx, C, M, C, false, true);
+    }
+    free(dyb);
+}
+#endif
+
 static void linear_backward(gt_ctx *ctx, gt_node *node) {
     const gt_bf16_mat *w = node->saved;
     gt_tensor *x = node->in[0];
@@ -27,6 +90,12 @@ static void linear_backward(gt_ctx *ctx, gt_node *node) {
     gt_real *dx = gt_grad(ctx, x);
     if (!gt_ok(ctx)) return;
     int64_t M = gt_rows(x), R = w->rows, C = w->cols, rb = gt_bf16_block_rows(w);
+#ifndef GT_REAL_DOUBLE
+    if (gt_bf16_linear_uses_bf16(w)) {
+        linear_backward_bf16(ctx, dy, M, w, dx);
+        return;
+    }
+#endif
     for (int64_t r0 = 0; r0 < R; r0 += rb) {
         int64_t nr = R - r0 < rb ? R - r0 : rb;
         gt_bf16_expand(w->data + r0 * C, w->stage, nr * C);
@@ -53,7 +122,11 @@ gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w) {
     gt_tensor *out = gt_op_out(ctx, x->ndim, shape, &x, 1);
     if (!out) return NULL;
     int64_t R = w->rows, C = w->cols;
-    for (int64_t r0 = 0; r0 < R; r0 += rb) {
+    bool bf = gt_bf16_linear_uses_bf16(w);
+#ifndef GT_REAL_DOUBLE
+    if (bf && !linear_forward_bf16(ctx, x->data, M, w, out->data)) return NULL;
+#endif
+    for (int64_t r0 = 0; r0 < R && !bf; r0 += rb) {
         int64_t nr = R - r0 < rb ? R - r0 : rb;
         gt_bf16_expand(w->data + r0 * C, w->stage, nr * C);
         gt_gemm(false, true, (int)M, (int)nr, (int)C, 1, x->data, (int)C, w->stage, (int)C, 0,

@@ -26,12 +26,20 @@ typedef struct gt_bf16_mat {
     int64_t rows, cols;
     gt_real *stage;
     int64_t stage_n;
+    /* compute_dtype bfloat16: gt_bf16_linear rounds its activations (x forward, dy backward) to
+     * bf16 and multiplies on the CPU's bf16 kernel (autograd/bf16_gemm.h) with fp32 accumulation,
+     * W used as stored, no fp32 expansion. Taken only where that kernel is active
+     * (gt_bf16_kernel_active), rows and cols are multiples of 32 and the staging buffer holds 32
+     * rows; otherwise (and in the f64 build) the fp32 path runs as if this were false. */
+    bool compute_bf16;
 } gt_bf16_mat;
 
 void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n);
 void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n);
 /* Rows per staging block (>= 1), or 0 when the staging buffer cannot hold one row. */
 int64_t gt_bf16_block_rows(const gt_bf16_mat *w);
+/* True when gt_bf16_linear on w multiplies in bf16 now (see compute_bf16). */
+bool gt_bf16_linear_uses_bf16(const gt_bf16_mat *w);
 
 gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w);
 gt_tensor *gt_bf16_embedding(gt_ctx *ctx, const gt_bf16_mat *w, const int32_t *ids, int64_t n);

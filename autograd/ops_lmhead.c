@@ -7,6 +7,7 @@
 #include <string.h>
 #include <tgmath.h>
 
+#include "autograd/bf16_gemm.h"
 #include "autograd/blas.h"
 #include "autograd/ops_bf16.h"
 #include "autograd/rowmath.h"
@@ -28,6 +29,10 @@ typedef struct {
     const gt_real *tf;        /* the table, fp32 [V, D] ... */
     const gt_bf16_mat *t16;   /* ... or bf16 (frozen) */
     int64_t vblock;           /* vocabulary rows per block in the one-pass path; 0: two passes */
+    /* compute_bf16 (bf16 table, one pass, a bf16 kernel active): the chunk's hidden rows as the
+     * kernel's B panels (chunk rounded up to 16, x D) and one block of exp-logits as its A operand
+     * (chunk rounded up to 16, x vblock); NULL otherwise */
+    uint16_t *hb16, *zb16;
 } lmhead_saved;
 
 /* Capped logits of active rows [r0, r0+c) into s->zbuf; gathers their h into s->hbuf (fp32
@@ -79,15 +84,33 @@ static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0,
         sum[i] = 0;
     }
     if (acc) memset(acc, 0, (size_t)(c * D) * sizeof(gt_real));
+#ifndef GT_REAL_DOUBLE
+    /* bf16 arithmetic: logits z^T = E_block h^T with the table block as stored (A) and the rows
+     * rounded once per chunk into B panels; acc += e E_block with e rounded (A) and the block's
+     * row pairs packed into the staging buffer (B). Blocks whose rows are not a multiple of 32
+     * (a short last one) go the fp32 way. */
+    gt_bf16_kernel kern = s->hb16 ? gt_bf16_kernel_active() : GT_BF16K_OFF;
+    int th = gt_threads();
+    int64_t cp = (c + 15) / 16 * 16;
+    if (kern != GT_BF16K_OFF) gt_bf16_pack_bt(th, s->hbuf, c, D, D, s->hb16);
+#else
+    const bool kern = false;
+#endif
     for (int64_t v0 = 0; v0 < V; v0 += vb) {
         int64_t nv = V - v0 < vb ? V - v0 : vb;
         const gt_real *blk = s->tf + v0 * D;
-        if (t) {
+        bool bf = kern != GT_BF16K_OFF && nv % 32 == 0;
+#ifndef GT_REAL_DOUBLE
+        if (bf)
+            gt_bf16_gemm(kern, th, nv, cp, D, t->data + v0 * D, D, s->hb16, s->zbuf, nv, nv, c, true, false);
+#endif
+        if (t && !bf) {
             gt_bf16_expand(t->data + v0 * D, t->stage, nv * D);
             blk = t->stage;
         }
-        gt_gemm(false, true, (int)c, (int)nv, (int)D, 1, s->hbuf, (int)D, blk, (int)D, 0,
-                s->zbuf, (int)nv);
+        if (!bf)
+            gt_gemm(false, true, (int)c, (int)nv, (int)D, 1, s->hbuf, (int)D, blk, (int)D, 0,
+                    s->zbuf, (int)nv);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < c; i++) {
             gt_real *z = s->zbuf + i * nv;
@@ -106,6 +129,15 @@ static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0,
             sum[i] += gt_row_sum_exp(z, nv, m);
             if (acc) gt_row_exp_grad(z, nv, m, 1, inv_cap);
         }
+#ifndef GT_REAL_DOUBLE
+        if (acc && bf) {
+            uint16_t *eb = (uint16_t *)t->stage;
+            gt_bf16_pack_a(th, s->zbuf, c, nv, nv, s->zb16);
+            gt_bf16_pack_b16(th, t->data + v0 * D, nv, D, D, eb);
+            gt_bf16_gemm(kern, th, cp, D, nv, s->zb16, nv, eb, acc, D, c, D, false, true);
+            continue;
+        }
+#endif
         if (acc)
             gt_gemm(false, false, (int)c, (int)D, (int)nv, 1, s->zbuf, (int)nv, blk, (int)D, 1, acc,
                     (int)D);
@@ -456,11 +488,24 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
         s->dh = gt_alloc(ctx, (size_t)(s->m ? s->m * D : 1) * sizeof(gt_real));
         if (!s->dh) return NULL;
     }
+    /* bf16 arithmetic for a bf16 table marked compute_bf16 (see gt_bf16_mat) in the one pass */
+#ifndef GT_REAL_DOUBLE
+    bool lm_bf16 = s->vblock && t16 && t16->compute_bf16 && D % 32 == 0 && s->vblock % 32 == 0 &&
+                   s->vblock * D <= t16->stage_n && gt_bf16_kernel_active() != GT_BF16K_OFF;
+#else
+    const bool lm_bf16 = false;
+#endif
+    if (lm_bf16) {
+        int64_t cp = (s->chunk + 15) / 16 * 16;
+        s->hb16 = gt_alloc(ctx, (size_t)(cp * D) * 2);
+        s->zb16 = gt_alloc(ctx, (size_t)(cp * s->vblock) * 2);
+        if (!gt_ok(ctx)) return NULL;
+    }
     for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
         int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
         if (s->vblock) {
 #ifndef GT_REAL_DOUBLE
-            if (direct_fits(s, c)) {
+            if (!s->hb16 && direct_fits(s, c)) {
                 if (chunk_direct(ctx, s, hidden, r0, c)) return NULL;
                 continue;
             }

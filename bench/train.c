@@ -3,6 +3,9 @@
  *
  * usage: build/bench/train [seq=256] [reps=3] [frozen_dtype=fp32] [preset=gemma3_270m]
  *                          [batch=1] [chunk_rows=128] [data=JSONL tokenizer=FILE [dump=FILE]]
+ *                          [compute=float32|bfloat16]
+ * compute=bfloat16 (frozen_dtype bf16 only): model.compute_dtype bfloat16, the frozen linears on
+ * the CPU's bf16 kernel (autograd/bf16_gemm.h; printed as kernel=, "off" when it fell back to fp32).
  * The step is the trainer's: gt_step_run over one micro-batch (forward, fused chunked LM-head
  * loss, backward, AdamW on the adapters), LoRA rank 4 on query and value. Without data= every
  * token is a label of weight 1 (synthetic ids). With data= the batch is a real SFT batch (tokenizer=
@@ -31,6 +34,7 @@
 #include "models/gemma.h"
 #include "train/step.h"
 #include "train/loader.h"
+#include "autograd/bf16_gemm.h"
 
 /* VmHWM / VmRSS of this process in MB (from /proc/self/status), -1 if unreadable */
 static double proc_mb(const char *key) {
@@ -121,12 +125,13 @@ static void dump_ints(FILE *f, const char *key, const int32_t *v, int64_t n) {
 
 int main(int argc, char **argv) {
     gt_threads_reexec_passive(argv);
-    const char *data = NULL, *tok_path = NULL, *dump = NULL;
+    const char *data = NULL, *tok_path = NULL, *dump = NULL, *compute = "float32";
     int pos_argc = 1; /* key=value arguments are taken out; the rest stay positional */
     for (int i = 1; i < argc; i++) {
         if (!strncmp(argv[i], "data=", 5)) data = argv[i] + 5;
         else if (!strncmp(argv[i], "tokenizer=", 10)) tok_path = argv[i] + 10;
         else if (!strncmp(argv[i], "dump=", 5)) dump = argv[i] + 5;
+        else if (!strncmp(argv[i], "compute=", 8)) compute = argv[i] + 8;
         else argv[pos_argc++] = argv[i];
     }
     argc = pos_argc;
@@ -174,6 +179,10 @@ int main(int argc, char **argv) {
     gt_gemma_init_random(m, 1, 0.02);
     if (gt_gemma_set_frozen_dtype(m, (gt_frozen_dtype)fdt, err, sizeof err))
         return fprintf(stderr, "%s\n", err), 1;
+    if (strcmp(compute, "float32") && strcmp(compute, "bfloat16"))
+        return fprintf(stderr, "compute=%s: want float32 or bfloat16\n", compute), 2;
+    bool cbf16 = !strcmp(compute, "bfloat16");
+    if (gt_gemma_set_compute_bf16(m, cbf16, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
     double weights_mb = MB((double)m->n_values * (fdt == GT_FROZEN_BF16 ? 2 : sizeof(gt_real)));
     gt_lora_dims d = {cfg.num_layers, cfg.hidden_dim, cfg.intermediate_dim, cfg.num_query_heads,
                       cfg.num_kv_heads, cfg.head_dim};
@@ -245,8 +254,10 @@ int main(int argc, char **argv) {
     double flops = 4.0 * (params - emb) * (double)n + 4.0 * emb * (double)n_active + 12.0 * keys;
     double attn = 4.0 * (double)T * cfg.head_dim * cfg.num_query_heads * cfg.num_layers;
     double nominal = (4.0 * params + 3.0 * attn) * (double)n;
-    printf("preset %s, batch %lld x seq %lld, frozen %s, threads %d, sgemm peak %.1f GFLOP/s\n",
-           preset, (long long)B, (long long)T, frozen, gt_threads(), peak);
+    const char *kern = cbf16 && gt_bf16_linear_uses_bf16(&m->mats[m->layers[0].query - m->tensors])
+                           ? gt_bf16_kernel_name(gt_bf16_kernel_active()) : "off";
+    printf("preset %s, batch %lld x seq %lld, frozen %s, compute %s (bf16 kernel %s), threads %d, sgemm peak "
+           "%.1f GFLOP/s\n", preset, (long long)B, (long long)T, frozen, compute, kern, gt_threads(), peak);
     printf("batch: %s, %lld of %lld labels weighted\n", data ? data : "synthetic ids, every label weighted",
            (long long)n_active, (long long)n);
     printf("lora step: %.1f ms (min %.1f, max %.1f), %.1f tokens/s, %.1f GFLOP/s, %.0f%% of peak, "
@@ -256,8 +267,8 @@ int main(int argc, char **argv) {
            "of peak\n", nominal / t / 1e9, 100.0 * nominal / t / 1e9 / peak);
     printf("  CPU time %.2f s/step over %d threads (wall x threads = %.2f s)\n", cpu, gt_threads(),
            t * gt_threads());
-    printf("RESULT seq=%lld frozen=%s weighted=%lld ms=%.1f tokens_s=%.2f gflops=%.2f peak_pct=%.1f rss_mb=%.0f "
-           "cpu_s=%.2f\n", (long long)T, frozen, (long long)n_active, t * 1e3, (double)n / t, flops / t / 1e9,
+    printf("RESULT seq=%lld frozen=%s compute=%s kernel=%s weighted=%lld ms=%.1f tokens_s=%.2f gflops=%.2f "
+           "peak_pct=%.1f rss_mb=%.0f cpu_s=%.2f\n", (long long)T, frozen, compute, kern, (long long)n_active, t * 1e3, (double)n / t, flops / t / 1e9,
            100.0 * flops / t / 1e9 / peak, hwm, cpu);
 
     /* Memory detail, from one more (untimed) step taken apart. */

@@ -165,6 +165,17 @@ static int widen_to_fp32(gt_gemma *m, char *err, size_t errn) {
     m->data = all;
     m->data16 = NULL, m->mats = NULL, m->stage = NULL;
     m->frozen_dtype = GT_FROZEN_FP32;
+    m->compute_bf16 = false;
+    return 0;
+}
+
+int gt_gemma_set_compute_bf16(gt_gemma *m, bool on, char *err, size_t errn) {
+    if (on && (m->frozen_dtype != GT_FROZEN_BF16 || !m->mats))
+        return snprintf(err, errn, "model.compute_dtype: bfloat16 arithmetic needs the frozen weights stored as "
+                        "bf16 (model.frozen_dtype: bf16, LoRA)"), -1;
+    m->compute_bf16 = on;
+    if (m->mats)
+        for (int p = 0; p < m->n_params; p++) m->mats[p].compute_bf16 = on;
     return 0;
 }
 
@@ -213,7 +224,7 @@ int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t
             gt_to_bf16_n(t->data + i, m->data16 + o16 + i, k);
             release_pages(t->data + i, (size_t)k * sizeof(gt_real));
         }
-        m->mats[p] = (gt_bf16_mat){m->data16 + o16, t->shape[0], t->shape[1], m->stage, stage};
+        m->mats[p] = (gt_bf16_mat){m->data16 + o16, t->shape[0], t->shape[1], m->stage, stage, m->compute_bf16};
         t->data = NULL;
         o16 += t->size;
     }

@@ -67,6 +67,7 @@ typedef struct gt_gemma {
     uint16_t *data16;         /* bf16: the matrices' values, table order; else NULL */
     gt_bf16_mat *mats;        /* bf16: one per table entry (data NULL for vectors); else NULL */
     gt_real *stage;           /* bf16: staging the ops share */
+    bool compute_bf16;        /* bf16 arithmetic in the frozen products (gt_gemma_set_compute_bf16) */
     /* Gemma 4 per-layer embeddings (NULL without): table [Vp, L*P], projection [L*P, D], norm [P] */
     gt_tensor *ple_embedding, *ple_projection, *ple_norm;
 } gt_gemma;
@@ -94,6 +95,16 @@ int gt_frozen_dtype_from_name(const char *name);
  * widens the stored (rounded) values back into one fp32 allocation: the writers of presets and
  * HF directories read parameters as fp32 (m->data). */
 int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn);
+/* Arithmetic of the frozen-weight products (model.compute_dtype): false: fp32 (as the storage
+ * expands to); true: bfloat16 -- each frozen linear (q, k, v, o, gate, up, down) and the tied LM
+ * head round their activations (hidden rows, output gradients, the LM head's softmax terms) to
+ * bf16 and multiply with fp32 accumulation on the CPU's bf16 kernel, forward and input gradient
+ * (ops_bf16.h: compute_bf16; where the CPU has no bf16 kernel, or GT_BF16_KERNEL=off, or a
+ * matrix's shape is not a multiple of 32, that product stays fp32). Adapters, norms, attention,
+ * softmax, the loss and the optimizer stay fp32. Needs bf16 storage
+ * (gt_gemma_set_frozen_dtype first): -1 with a message on an fp32 model when on is true.
+ * Widening back to fp32 storage turns it off. */
+int gt_gemma_set_compute_bf16(gt_gemma *m, bool on, char *err, size_t errn);
 /* The fp32 values of parameter t (t->size values) into out, whatever the storage. */
 void gt_gemma_param_values(const gt_gemma *m, const gt_tensor *t, gt_real *out);
 /* Fold adapters into the kernels, W += (alpha/rank) A B (gt_lora_merge), so inference runs at

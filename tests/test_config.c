@@ -485,13 +485,13 @@ START_TEST(enum_values_decode_and_write_back) {
             tried++;
         }
     }
-    ck_assert_int_eq(tried, 24); /* the values of the 10 enum keys */
+    ck_assert_int_eq(tried, 26); /* the values of the 11 enum keys */
     gt_config c;
     gt_config_defaults(&c);
     const char *ov[] = {"optimizer.name=sgd", "schedule.name=cosine", "data.format=chat",
                         "data.template=gemma_chat", "data.on_bad_line=skip", "train.loss_normalization=keras",
                         "train.on_nonfinite=skip", "logging.progress=plain", "model.frozen_dtype=bf16",
-                        "lora.targets=[ffw_gating_2, key]"};
+                        "lora.targets=[ffw_gating_2, key]", "model.compute_dtype=bfloat16"};
     for (size_t i = 0; i < sizeof ov / sizeof ov[0]; i++)
         ck_assert_msg(gt_config_override(&c, ov[i], err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(c.optimizer.name, GT_OPT_SGD);
@@ -503,6 +503,7 @@ START_TEST(enum_values_decode_and_write_back) {
     ck_assert_int_eq(c.train.on_nonfinite, GT_NONFINITE_SKIP);
     ck_assert_int_eq(c.logging.progress, GT_PROGRESS_PLAIN);
     ck_assert_int_eq(c.model.frozen_dtype, GT_FROZEN_BF16);
+    ck_assert_int_eq(c.model.compute_dtype, GT_COMPUTE_BFLOAT16);
     ck_assert_int_eq(c.lora.n_targets, 2);
     ck_assert_int_eq(c.lora.targets[0], GT_LORA_UP);
     ck_assert_int_eq(c.lora.targets[1], GT_LORA_KEY);

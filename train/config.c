@@ -28,6 +28,8 @@ typedef struct row {
 
 /* The one name table of each enum: parsing, writing and --keys read it. Indexed by the value. */
 const char *const gt_cfg_dtype_names[] = {[GT_DTYPE_FLOAT32] = "float32", NULL};
+const char *const gt_cfg_compute_dtype_names[] = {[GT_COMPUTE_FLOAT32] = "float32",
+                                                  [GT_COMPUTE_BFLOAT16] = "bfloat16", NULL};
 const char *const gt_cfg_format_names[] = {[GT_DS_AUTO] = "auto", [GT_DS_PROMPT_RESPONSE] = "prompt_response",
                                            [GT_DS_TEXT] = "text", [GT_DS_CHAT] = "chat", NULL};
 const char *const gt_cfg_template_names[] = {[GT_TEMPLATE_NONE] = "none",
@@ -46,7 +48,8 @@ const char *const gt_cfg_progress_names[] = {[GT_PROGRESS_AUTO] = "auto", [GT_PR
 const char *const gt_cfg_resume_names[] = {[GT_RESUME_NONE] = "none", [GT_RESUME_LATEST] = "latest", NULL};
 
 /* Enum fields are stored and read as int (the setters write through the schema's offsets). */
-_Static_assert(sizeof(gt_model_dtype) == sizeof(int) && sizeof(gt_frozen_dtype) == sizeof(int) &&
+_Static_assert(sizeof(gt_model_dtype) == sizeof(int) && sizeof(gt_compute_dtype) == sizeof(int) &&
+                   sizeof(gt_frozen_dtype) == sizeof(int) &&
                    sizeof(gt_ds_format) == sizeof(int) && sizeof(gt_template) == sizeof(int) &&
                    sizeof(gt_on_bad_line) == sizeof(int) && sizeof(gt_lora_target) == sizeof(int) &&
                    sizeof(gt_opt_kind) == sizeof(int) && sizeof(gt_sched_kind) == sizeof(int) &&
@@ -75,10 +78,16 @@ static const row schema[] = {
     {"model.preset", T_STR, FLD(model.preset), "", NULL, NULL, 0, 0, valid_preset,
      "KerasHub preset name (gemma3_270m, ...): the shapes; empty: model.weights or a custom model"},
     STR("model.weights", model.weights, "", "model to start from: a GGUF file, a KerasHub preset or a Hugging Face directory; empty: random init"),
-    ENUM("model.dtype", model.dtype, "float32", gt_cfg_dtype_names, "parameter and compute type"),
+    ENUM("model.dtype", model.dtype, "float32", gt_cfg_dtype_names,
+         "parameter type and, but for model.compute_dtype, compute type"),
     ENUM("model.frozen_dtype", model.frozen_dtype, "fp32", gt_frozen_dtype_names,
          "storage of the frozen base weights under LoRA; bf16 halves their memory (values rounded "
-         "once to bfloat16, all arithmetic stays fp32); full fine-tuning needs fp32"),
+         "once to bfloat16, arithmetic fp32 unless model.compute_dtype); full fine-tuning needs fp32"),
+    ENUM("model.compute_dtype", model.compute_dtype, "float32", gt_cfg_compute_dtype_names,
+         "arithmetic of the frozen-weight products (q, k, v, o, gate, up, down and the tied LM head; "
+         "forward and input gradient): bfloat16 rounds their activations to bf16 and accumulates in "
+         "fp32 on the CPU's AMX unit, fp32 where the CPU has none (or GT_BF16_KERNEL=off); needs "
+         "model.frozen_dtype bf16 (LoRA); adapters, norms, attention, softmax, loss, optimizer stay fp32"),
     INT("model.generation", model.generation, "0", "[0, 3]",
         "Gemma generation of a custom model (1-3); 0: the preset's"),
     INT("model.vocab_size", model.vocab_size, "0", "[0, 2147483647]", "vocabulary size; 0: the preset's"),
@@ -748,6 +757,9 @@ int gt_config_check_for(const gt_config *c, gt_cfg_purpose purpose, char *err, s
     if (c->train.full_finetune && c->model.frozen_dtype != GT_FROZEN_FP32)
         BAD("model.frozen_dtype: %s stores frozen weights; full fine-tuning trains them all (use fp32)",
             name_of(gt_frozen_dtype_names, (int)c->model.frozen_dtype));
+    if (c->model.compute_dtype == GT_COMPUTE_BFLOAT16 && c->model.frozen_dtype != GT_FROZEN_BF16)
+        BAD("model.compute_dtype: bfloat16 multiplies the frozen weights as stored in bf16: set "
+            "model.frozen_dtype: bf16 (LoRA; full fine-tuning computes in float32)");
     /* batches and steps */
     int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
     if (mb > c->train.batch_size)

@@ -40,13 +40,14 @@
  * exist (gt_opt_kind, gt_sched_kind, gt_ds_format, gt_template, gt_loss_norm, gt_frozen_dtype,
  * gt_lora_target). The names, in enum order, are the gt_cfg_*_names tables below (NULL-ended). */
 typedef enum { GT_DTYPE_FLOAT32 } gt_model_dtype;
+typedef enum { GT_COMPUTE_FLOAT32, GT_COMPUTE_BFLOAT16 } gt_compute_dtype;
 typedef enum { GT_BAD_LINE_FAIL, GT_BAD_LINE_SKIP } gt_on_bad_line;
 typedef enum { GT_NONFINITE_STOP, GT_NONFINITE_SKIP } gt_on_nonfinite;
 typedef enum { GT_PROGRESS_AUTO, GT_PROGRESS_BAR, GT_PROGRESS_PLAIN } gt_progress;
 /* checkpoint.resume: the words none and latest, or a path (checkpoint.resume_path) */
 typedef enum { GT_RESUME_NONE, GT_RESUME_LATEST, GT_RESUME_PATH } gt_resume;
 
-extern const char *const gt_cfg_dtype_names[], *const gt_cfg_format_names[], *const gt_cfg_template_names[],
+extern const char *const gt_cfg_dtype_names[], *const gt_cfg_compute_dtype_names[], *const gt_cfg_format_names[], *const gt_cfg_template_names[],
     *const gt_cfg_bad_line_names[], *const gt_cfg_optimizer_names[], *const gt_cfg_schedule_names[],
     *const gt_cfg_loss_norm_names[], *const gt_cfg_nonfinite_names[], *const gt_cfg_progress_names[],
     *const gt_cfg_resume_names[];
@@ -57,6 +58,7 @@ typedef struct gt_config {
         char weights[GT_CFG_STR]; /* model file (GGUF); empty: random init */
         gt_model_dtype dtype;
         gt_frozen_dtype frozen_dtype; /* storage of the frozen base weights under LoRA */
+        gt_compute_dtype compute_dtype; /* arithmetic of the frozen-weight products */
         /* architecture overrides: 0 (or -1 where 0 is meaningful) keeps the preset's value */
         int64_t generation, vocab_size, num_layers, hidden_dim, intermediate_dim,
             num_query_heads, num_key_value_heads, head_dim, sliding_window_size, init_seed;

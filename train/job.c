@@ -94,6 +94,7 @@ int gt_job_build_trainables(gt_job *j, char *err, size_t errn) {
         m->lora = j->lora;
         j->lora->dropout = c->lora.dropout;
         if (gt_gemma_set_frozen_dtype(m, c->model.frozen_dtype, err, errn)) return -1;
+        if (gt_gemma_set_compute_bf16(m, c->model.compute_dtype == GT_COMPUTE_BFLOAT16, err, errn)) return -1;
         j->slices = calloc((size_t)(2 * m->cfg.num_layers * GT_LORA_NTARGETS), sizeof *j->slices);
         if (!j->slices) return snprintf(err, errn, "out of memory"), -1;
         for (int64_t i = 0; i < m->cfg.num_layers; i++)

@@ -12,6 +12,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "autograd/bf16_gemm.h"
 #include "models/io/keras_lora.h"
 #include "models/io/keras_preset.h"
 #include "train/checkpoint.h"
@@ -497,6 +498,11 @@ static int start_run(run *r, char *err, size_t errn) {
         fprintf(stderr, "model %s: %lld parameters, %lld trainable (%s); %lld train examples\n", r->j.model->cfg.name,
                 (long long)gt_gemma_param_count(&r->j.model->cfg), (long long)r->opt.n_values,
                 c->lora.enabled ? "LoRA" : "full", (long long)r->train.n);
+    if (lead && c->model.compute_dtype == GT_COMPUTE_BFLOAT16) {
+        gt_bf16_kernel k = gt_bf16_kernel_active();
+        if (k != GT_BF16K_OFF) fprintf(stderr, "model.compute_dtype bfloat16: frozen products on the %s kernel\n", gt_bf16_kernel_name(k));
+        else fprintf(stderr, "model.compute_dtype bfloat16: no bf16 kernel on this CPU (AMX) or GT_BF16_KERNEL=off: fp32 arithmetic\n");
+    }
     if (r->ev.n && step == 0) {
         gt_eval_result er;
         if (gt_job_evaluate(&r->j, &r->ev, &r->ctx, NULL, &er, err, errn)) return -1;

@@ -1,0 +1,150 @@
+/* bf16_gemm.c: CPU detection, the kernel choice and the threaded drivers (see bf16_gemm.h).
+ * Compiled for the build's baseline target: only bf16_kern.c uses the bf16 instructions. */
+#include "autograd/bf16_gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define GT_BF16_X86 1
+#endif
+
+#include "autograd/bf16_kern.h"
+
+#ifdef GT_BF16_X86
+static uint64_t xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static gt_bf16_kernel detect(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(1, 0, &a, &b, &c, &d) || !(c & (1u << 27))) return GT_BF16K_OFF; /* OSXSAVE */
+    uint64_t x = xcr0();
+    if ((x & 0xe6) != 0xe6) return GT_BF16K_OFF; /* the OS saves SSE, AVX and AVX-512 state */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return GT_BF16K_OFF;
+    bool avx512f = b & (1u << 16), avx512bw = b & (1u << 30), amx_bf16 = d & (1u << 22),
+         amx_tile = d & (1u << 24);
+    unsigned a1, b1, c1, d1;
+    if (!__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) a1 = 0;
+    bool avx512bf16 = a1 & (1u << 5);
+    if (!avx512f || !avx512bw || !avx512bf16) return GT_BF16K_OFF;
+    /* AMX: XTILECFG/XTILEDATA in XCR0 and Linux's per-process permission for the tile data */
+    if (amx_bf16 && amx_tile && (x & 0x60000) == 0x60000 && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                                                                 18 /* XFEATURE_XTILEDATA */) == 0)
+        return GT_BF16K_AMX;
+    return GT_BF16K_AVX512;
+}
+#else
+static gt_bf16_kernel detect(void) { return GT_BF16K_OFF; }
+#endif
+
+static int g_best = -1, g_active = -1, g_forced = -1;
+
+gt_bf16_kernel gt_bf16_kernel_best(void) {
+    int b = __atomic_load_n(&g_best, __ATOMIC_ACQUIRE);
+    if (b < 0) {
+        b = (int)detect();
+        __atomic_store_n(&g_best, b, __ATOMIC_RELEASE);
+    }
+    return (gt_bf16_kernel)b;
+}
+
+/* Measured (bench/bf16_gemm, 2 cores of a Xeon with AMX): AMX 2-6x sgemm on the 270M shapes, the
+ * AVX512-BF16 kernel about 0.35x, so by itself only AMX is worth taking. */
+gt_bf16_kernel gt_bf16_kernel_auto(void) {
+    return gt_bf16_kernel_best() == GT_BF16K_AMX ? GT_BF16K_AMX : GT_BF16K_OFF;
+}
+
+static gt_bf16_kernel clamp(gt_bf16_kernel want) {
+    gt_bf16_kernel best = gt_bf16_kernel_best();
+    if (want == GT_BF16K_AMX) return best == GT_BF16K_AMX ? want : GT_BF16K_OFF;
+    if (want == GT_BF16K_AVX512) return best != GT_BF16K_OFF ? want : GT_BF16K_OFF;
+    return GT_BF16K_OFF;
+}
+
+static gt_bf16_kernel from_env(void) {
+    const char *e = getenv("GT_BF16_KERNEL");
+    if (!e || !*e || !strcmp(e, "auto")) return gt_bf16_kernel_auto();
+    if (!strcmp(e, "amx")) return clamp(GT_BF16K_AMX);
+    if (!strcmp(e, "avx512")) return clamp(GT_BF16K_AVX512);
+    return GT_BF16K_OFF; /* "off" and anything unknown: the safe path */
+}
+
+gt_bf16_kernel gt_bf16_kernel_active(void) {
+    int f = __atomic_load_n(&g_forced, __ATOMIC_ACQUIRE);
+    if (f >= 0) return (gt_bf16_kernel)f;
+    int a = __atomic_load_n(&g_active, __ATOMIC_ACQUIRE);
+    if (a < 0) {
+        a = (int)from_env();
+        __atomic_store_n(&g_active, a, __ATOMIC_RELEASE);
+    }
+    return (gt_bf16_kernel)a;
+}
+
+gt_bf16_kernel gt_bf16_kernel_force(int k) {
+    if (k < 0) {
+        __atomic_store_n(&g_forced, -1, __ATOMIC_RELEASE);
+        __atomic_store_n(&g_active, -1, __ATOMIC_RELEASE); /* re-read the environment */
+    } else {
+        __atomic_store_n(&g_forced, (int)clamp((gt_bf16_kernel)k), __ATOMIC_RELEASE);
+    }
+    return gt_bf16_kernel_active();
+}
+
+const char *gt_bf16_kernel_name(gt_bf16_kernel k) {
+    switch (k) {
+    case GT_BF16K_AMX: return "amx";
+    case GT_BF16K_AVX512: return "avx512";
+    default: return "off";
+    }
+}
+
+/* Blocks of 32 x 32 (16 at the edges), visited as: chunks of MC rows of A (kept in L2 while the
+ * B panels stream past), then column blocks, then the row blocks of the chunk. The threads split
+ * that sequence into contiguous runs. */
+enum { MC = 256 };
+
+void gt_bf16_gemm(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K, const uint16_t *A,
+                  int64_t lda, const uint16_t *Bp, float *C, int64_t ldc, int64_t Mv, int64_t Nv,
+                  bool trans, bool accumulate) {
+    if (k == GT_BF16K_OFF || M <= 0 || N <= 0) return;
+    gt_bf16k_out o = {C, ldc, Mv, Nv, trans, accumulate};
+    int64_t nchunks = (M + MC - 1) / MC, nb = (N + 31) / 32, mbc = MC / 32;
+    int64_t total = nchunks * nb * mbc;
+#pragma omp parallel num_threads(threads)
+    {
+        if (k == GT_BF16K_AMX) gt_bf16k_amx_thread_init();
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < total; i++) {
+            int64_t ch = i / (nb * mbc), rest = i % (nb * mbc), jb = rest / mbc, ib = rest % mbc;
+            int64_t m0 = ch * MC + ib * 32, n0 = jb * 32;
+            if (m0 >= M) continue;
+            int mt = M - m0 >= 32 ? 2 : 1, nt = N - n0 >= 32 ? 2 : 1;
+            if (k == GT_BF16K_AMX) gt_bf16k_amx_block(m0, n0, mt, nt, K, A, lda, Bp, &o);
+            else gt_bf16k_avx_block(m0, n0, mt, nt, K, A, lda, Bp, &o);
+        }
+        if (k == GT_BF16K_AMX) gt_bf16k_amx_thread_done();
+    }
+}
+
+void gt_bf16_pack_a(int threads, const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *A) {
+    int64_t Mp = (M + 15) / 16 * 16;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t r = 0; r < Mp; r += 16) gt_bf16k_pack_a_rows(x, M, K, ldx, A, r, r + 16);
+}
+
+void gt_bf16_pack_bt(int threads, const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *Bp) {
+    int64_t np = (M + 15) / 16;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t p = 0; p < np; p++) gt_bf16k_pack_bt_panels(x, M, K, ldx, Bp, p, p + 1);
+}
+
+void gt_bf16_pack_b16(int threads, const uint16_t *W, int64_t K, int64_t N, int64_t ldw, uint16_t *Bp) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t k = 0; k < K; k += 32) gt_bf16k_pack_b16_pairs(W, N, ldw, Bp, K, k, k + 32 < K ? k + 32 : K);
+}

@@ -1,0 +1,265 @@
+/* bf16_kern.c: AMX-BF16 and AVX512-BF16 blocks and the packers (see bf16_kern.h). This file is
+ * compiled with the bf16 instruction sets enabled; nothing here may run before bf16_gemm.c has
+ * checked the CPU. */
+#include "autograd/bf16_kern.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+/* ---- output: a block computed into a local buffer, written into C ---- */
+
+/* In-register transpose of 16 x 16 32-bit values: r[i] holds row i before, column i after.
+ * Four stages: pairs of rows interleaved by 32 bits, then by 64 bits (each 128-bit lane then holds
+ * a transposed 4 x 4 piece), then the lanes gathered across rows in two 128-bit shuffles. */
+static inline void tr16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) { /* lane L of r[4g+q]: rows 4g..4g+3 of column 4L+q */
+        r[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        r[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
+        r[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        r[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
+    }
+    for (int q = 0; q < 4; q++) {
+        t[q] = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x88);          /* columns q, 8+q; rows 0-7 */
+        t[4 + q] = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xdd);      /* columns 4+q, 12+q */
+        t[8 + q] = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x88); /* the same, rows 8-15 */
+        t[12 + q] = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xdd);
+    }
+    for (int q = 0; q < 4; q++) {
+        r[q] = _mm512_shuffle_f32x4(t[q], t[8 + q], 0x88);
+        r[8 + q] = _mm512_shuffle_f32x4(t[q], t[8 + q], 0xdd);
+        r[4 + q] = _mm512_shuffle_f32x4(t[4 + q], t[12 + q], 0x88);
+        r[12 + q] = _mm512_shuffle_f32x4(t[4 + q], t[12 + q], 0xdd);
+    }
+}
+
+static void finish(const gt_bf16k_out *o, const float *t, int ldt, int64_t m0, int64_t n0, int rows,
+                   int cols) {
+    int64_t mr = o->Mv - m0 < rows ? o->Mv - m0 : rows, nc = o->Nv - n0 < cols ? o->Nv - n0 : cols;
+    if (mr <= 0 || nc <= 0) return;
+    if (o->trans && mr == rows && nc == cols) { /* whole 16 x 16 pieces: transposed in registers */
+        for (int i0 = 0; i0 < rows; i0 += 16)
+            for (int j0 = 0; j0 < cols; j0 += 16) {
+                __m512 r[16];
+                for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(t + (i0 + i) * ldt + j0);
+                tr16(r);
+                for (int j = 0; j < 16; j++) {
+                    float *c = o->C + (n0 + j0 + j) * o->ldc + m0 + i0;
+                    _mm512_storeu_ps(c, o->accumulate ? _mm512_add_ps(_mm512_loadu_ps(c), r[j]) : r[j]);
+                }
+            }
+        return;
+    }
+    if (o->trans) {
+        for (int64_t j = 0; j < nc; j++) {
+            float *c = o->C + (n0 + j) * o->ldc + m0;
+            if (o->accumulate)
+                for (int64_t i = 0; i < mr; i++) c[i] += t[i * ldt + j];
+            else
+                for (int64_t i = 0; i < mr; i++) c[i] = t[i * ldt + j];
+        }
+    } else {
+        for (int64_t i = 0; i < mr; i++) {
+            float *c = o->C + (m0 + i) * o->ldc + n0;
+            if (o->accumulate)
+                for (int64_t j = 0; j < nc; j++) c[j] += t[i * ldt + j];
+            else
+                for (int64_t j = 0; j < nc; j++) c[j] = t[i * ldt + j];
+        }
+    }
+}
+
+/* ---- AMX ---- */
+
+typedef struct __attribute__((packed)) {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+void gt_bf16k_amx_thread_init(void) {
+    tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 8; i++) c.colsb[i] = 64, c.rows[i] = 16;
+    /* not _tile_loadconfig: GCC 12's macro tells the compiler it reads only 8 bytes of the
+     * configuration, so the stores to the rest may be dropped */
+    __asm__ volatile("ldtilecfg %0" : : "m"(c));
+}
+
+void gt_bf16k_amx_thread_done(void) { _tile_release(); }
+
+/* tmm0..3: C (2 x 2 tiles of 16 x 16 fp32), tmm4/5: A (16 rows x 32 bf16), tmm6/7: B (16 pairs x
+ * 16 columns). Panel p of Bp holds rows k/2 of 64 bytes: the B tile for k is at Bp + p*K*16 + k*16. */
+void gt_bf16k_amx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A,
+                        int64_t lda, const uint16_t *Bp, const gt_bf16k_out *o) {
+    const uint16_t *a0 = A + m0 * lda, *b0 = Bp + (n0 / 16) * K * 16;
+    const long sa = (long)(lda * 2);
+    if (mt == 2 && nt == 2) {
+        const uint16_t *a1 = a0 + 16 * lda, *b1 = b0 + K * 16;
+        bool direct = !o->trans && m0 + 32 <= o->Mv && n0 + 32 <= o->Nv;
+        float *c = o->C + m0 * o->ldc + n0;
+        const long sc = (long)(o->ldc * 4);
+        if (direct && o->accumulate) {
+            _tile_loadd(0, c, sc);
+            _tile_loadd(1, c + 16, sc);
+            _tile_loadd(2, c + 16 * o->ldc, sc);
+            _tile_loadd(3, c + 16 * o->ldc + 16, sc);
+        } else {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+        }
+        for (int64_t k = 0; k < K; k += 32) {
+            _tile_loadd(4, a0 + k, sa);
+            _tile_loadd(6, b0 + k * 16, 64);
+            _tile_loadd(5, a1 + k, sa);
+            _tile_loadd(7, b1 + k * 16, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        if (direct) {
+            _tile_stored(0, c, sc);
+            _tile_stored(1, c + 16, sc);
+            _tile_stored(2, c + 16 * o->ldc, sc);
+            _tile_stored(3, c + 16 * o->ldc + 16, sc);
+        } else {
+            float t[32 * 32];
+            _tile_stored(0, t, 128);
+            _tile_stored(1, t + 16, 128);
+            _tile_stored(2, t + 16 * 32, 128);
+            _tile_stored(3, t + 16 * 32 + 16, 128);
+            finish(o, t, 32, m0, n0, 32, 32);
+        }
+        return;
+    }
+    /* edges: one 16 x 16 tile at a time */
+    for (int i = 0; i < mt; i++)
+        for (int j = 0; j < nt; j++) {
+            const uint16_t *a = a0 + 16 * i * lda, *b = b0 + j * K * 16;
+            _tile_zero(0);
+            for (int64_t k = 0; k < K; k += 32) {
+                _tile_loadd(4, a + k, sa);
+                _tile_loadd(6, b + k * 16, 64);
+                _tile_dpbf16ps(0, 4, 6);
+            }
+            float t[16 * 16];
+            _tile_stored(0, t, 64);
+            finish(o, t, 16, m0 + 16 * i, n0 + 16 * j, 16, 16);
+        }
+}
+
+/* ---- AVX512-BF16: 8 rows x 32 columns of fp32 accumulators per micro-step ---- */
+
+static inline __m512bh pair(const uint16_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return (__m512bh)_mm512_set1_epi32(v);
+}
+
+static void avx_8x32(const uint16_t *a, int64_t lda, const uint16_t *b0, const uint16_t *b1, int64_t K,
+                     float *t, int ldt) {
+    __m512 c[8][2];
+    for (int i = 0; i < 8; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+    for (int64_t kk = 0; kk < K / 2; kk++) {
+        __m512bh x0 = (__m512bh)_mm512_loadu_si512(b0 + kk * 32), x1 = (__m512bh)_mm512_loadu_si512(b1 + kk * 32);
+        for (int i = 0; i < 8; i++) {
+            __m512bh ai = pair(a + i * lda + 2 * kk);
+            c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, x0);
+            c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, x1);
+        }
+    }
+    for (int i = 0; i < 8; i++) {
+        _mm512_storeu_ps(t + i * ldt, c[i][0]);
+        _mm512_storeu_ps(t + i * ldt + 16, c[i][1]);
+    }
+}
+
+static void avx_8x16(const uint16_t *a, int64_t lda, const uint16_t *b0, int64_t K, float *t, int ldt) {
+    __m512 c[8];
+    for (int i = 0; i < 8; i++) c[i] = _mm512_setzero_ps();
+    for (int64_t kk = 0; kk < K / 2; kk++) {
+        __m512bh x0 = (__m512bh)_mm512_loadu_si512(b0 + kk * 32);
+        for (int i = 0; i < 8; i++) c[i] = _mm512_dpbf16_ps(c[i], pair(a + i * lda + 2 * kk), x0);
+    }
+    for (int i = 0; i < 8; i++) _mm512_storeu_ps(t + i * ldt, c[i]);
+}
+
+void gt_bf16k_avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A,
+                        int64_t lda, const uint16_t *Bp, const gt_bf16k_out *o) {
+    float t[32 * 32];
+    const uint16_t *b0 = Bp + (n0 / 16) * K * 16;
+    for (int r = 0; r < 16 * mt; r += 8) {
+        const uint16_t *a = A + (m0 + r) * lda;
+        if (nt == 2) avx_8x32(a, lda, b0, b0 + K * 16, K, t + r * 32, 32);
+        else avx_8x16(a, lda, b0, K, t + r * 32, 32);
+    }
+    finish(o, t, 32, m0, n0, 16 * mt, 16 * nt);
+}
+
+/* ---- packers ---- */
+
+static inline __m512i cvt32(const float *x) { /* 32 floats -> 32 bf16, round to nearest even */
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
+}
+
+void gt_bf16k_pack_a_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *A, int64_t r0,
+                          int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        uint16_t *d = A + r * K;
+        if (r >= M) {
+            memset(d, 0, (size_t)K * 2);
+            continue;
+        }
+        for (int64_t k = 0; k < K; k += 32) _mm512_storeu_si512(d + k, cvt32(x + r * ldx + k));
+    }
+}
+
+void gt_bf16k_pack_bt_panels(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *Bp, int64_t p0,
+                             int64_t p1) {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(16));
+    for (int64_t p = p0; p < p1; p++) {
+        uint16_t *panel = Bp + p * K * 16;
+        if (16 * p + 16 <= M) { /* 16 rows of 16 bf16 pairs, transposed in registers */
+            for (int64_t k = 0; k < K; k += 32) {
+                __m512 r[16];
+                for (int j = 0; j < 16; j++) r[j] = _mm512_castsi512_ps(cvt32(x + (16 * p + j) * ldx + k));
+                tr16(r);
+                for (int c = 0; c < 16; c++) _mm512_storeu_ps((float *)(panel + (k / 2 + c) * 32), r[c]);
+            }
+            continue;
+        }
+        for (int j = 0; j < 16; j++) {
+            int64_t m = 16 * p + j;
+            for (int64_t k = 0; k < K; k += 32) {
+                __m512i v = m < M ? cvt32(x + m * ldx + k) : _mm512_setzero_si512();
+                _mm512_i32scatter_epi32(panel + (k / 2) * 32 + 2 * j, idx, v, 4);
+            }
+        }
+    }
+}
+
+void gt_bf16k_pack_b16_pairs(const uint16_t *W, int64_t N, int64_t ldw, uint16_t *Bp, int64_t K, int64_t k0,
+                             int64_t k1) {
+    __m512i idx;
+    uint16_t ix[32];
+    for (int j = 0; j < 16; j++) ix[2 * j] = (uint16_t)j, ix[2 * j + 1] = (uint16_t)(32 + j);
+    memcpy(&idx, ix, sizeof ix);
+    for (int64_t kk = k0 / 2; kk < k1 / 2; kk++) {
+        const uint16_t *r0 = W + 2 * kk * ldw, *r1 = r0 + ldw;
+        for (int64_t p = 0; p < N / 16; p++) {
+            __m512i a = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(r0 + 16 * p)));
+            __m512i b = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(r1 + 16 * p)));
+            _mm512_storeu_si512(Bp + p * K * 16 + kk * 32, _mm512_permutex2var_epi16(a, idx, b));
+        }
+    }
+}

@@ -1,0 +1,34 @@
+/* bf16_kern.h: the instruction-set-specific halves of bf16_gemm.h, compiled (bf16_kern.c) with
+ * -mavx512bf16 -mamx-tile -mamx-bf16 whatever the rest of the build targets. Only bf16_gemm.c
+ * calls them, and only after it has checked that the CPU (and the OS) support them. Arguments as
+ * in bf16_gemm.h. gt_bf16k_amx_thread_init loads the tile configuration of the calling thread
+ * (every thread that runs an AMX kernel, in every parallel region), _thread_done releases it. */
+#ifndef GT_BF16_KERN_H
+#define GT_BF16_KERN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct {
+    float *C;
+    int64_t ldc, Mv, Nv;
+    bool trans, accumulate;
+} gt_bf16k_out;
+
+void gt_bf16k_amx_thread_init(void);
+void gt_bf16k_amx_thread_done(void);
+/* One block of C: rows [m0, m0 + 32) (or 16), columns [n0, n0 + 32) (or 16) of the product. */
+void gt_bf16k_amx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A,
+                        int64_t lda, const uint16_t *Bp, const gt_bf16k_out *o);
+void gt_bf16k_avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A,
+                        int64_t lda, const uint16_t *Bp, const gt_bf16k_out *o);
+
+/* Packers over rows [r0, r1) of their output (A: rows of x; bt: panels; b16: pairs of W rows). */
+void gt_bf16k_pack_a_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *A, int64_t r0,
+                          int64_t r1);
+void gt_bf16k_pack_bt_panels(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *Bp, int64_t p0,
+                             int64_t p1);
+void gt_bf16k_pack_b16_pairs(const uint16_t *W, int64_t N, int64_t ldw, uint16_t *Bp, int64_t K, int64_t k0,
+                             int64_t k1);
+
+#endif
