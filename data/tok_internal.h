@@ -5,8 +5,9 @@
  * gt_tok_from_pieces) call to fill one. A loader sets t->type and t->score, calls tok_build
  * (pieces, piece hash, special-piece trie), then either fills the merge table itself
  * (tok_merge_table_alloc + tok_merge_put, tokenizer.json's ranks) or calls
- * tok_build_pair_table (SentencePiece scores), and sets the text rules. Only tokenizer.c reads
- * the tables to encode and decode. Errors as in tokenizer.h: != 0 and a message naming src. */
+ * tok_build_pair_table (SentencePiece BPE scores; not for spm_model UNIGRAM or WORD, which
+ * read the pieces and scores only), and sets the text rules (and, for a .spm, the charsmap).
+ * Only tokenizer.c reads the tables to encode and decode. Errors as in tokenizer.h: != 0 and a message naming src. */
 #ifndef GT_TOK_INTERNAL_H
 #define GT_TOK_INTERNAL_H
 
@@ -57,6 +58,7 @@ struct gt_tokenizer {
     int n_norm;
     bool spm_dummy;          /* SentencePiece add_dummy_prefix: one space before the text */
     bool spm_remove_ws;      /* SentencePiece remove_extra_whitespaces */
+    bool spm_escape;         /* SentencePiece escape_whitespaces */
     char *split_pat;         /* pre_tokenizer Split (NULL: none) */
     size_t split_len;
     int split_behavior;
@@ -67,6 +69,16 @@ struct gt_tokenizer {
     size_t dec_strip_len;
     int dec_strip_start, dec_strip_stop;
     bool byte_fallback, fuse_unk, ignore_merges, has_unused;
+    int spm_model;           /* SentencePiece trainer_spec.model_type: 1 UNIGRAM, 3 WORD; else BPE */
+    float uni_min, uni_max;  /* UNIGRAM: min and max NORMAL score, as SentencePiece computes them */
+    size_t max_piece_len;    /* UNIGRAM: longest piece in bytes */
+    char *norm_name;         /* normalizer_spec.name of a .spm (NULL: identity), written back */
+    char *charsmap;          /* normalizer_spec.precompiled_charsmap as read, or NULL */
+    size_t charsmap_len;
+    uint32_t *cm_units;      /* its darts-clone double array, decoded */
+    size_t cm_n;
+    const char *cm_norm;     /* its NUL-separated replacement strings (inside charsmap) */
+    size_t cm_norm_len;
     int32_t bos, eos, pad, unk;
 };
 

@@ -2,13 +2,16 @@
  * tokenizer.model).
  *
  * Contract: gt_tok_load_spm(_buffer) reads the pieces, trainer_spec and normalizer_spec fields
- * that matter to a BPE model with identity normalization and builds the tokenizer through
- * tok_internal.h (SentencePiece merge rule: tok_build_pair_table); any other model is refused
- * with a message naming the field. gt_tok_save_spm writes the same fields back, atomically.
+ * that matter to a UNIGRAM, BPE or WORD model, with identity normalization or a
+ * precompiled_charsmap (copied, its double array decoded and its sizes checked here; tokenizer.c
+ * walks it with every index bounded), and builds the tokenizer through tok_internal.h (BPE:
+ * tok_build_pair_table; UNIGRAM: min/max NORMAL scores); any other model is refused with a
+ * message naming the field. gt_tok_save_spm writes the same fields back, atomically.
  * Nothing of the input buffer is kept. A minimal protobuf wire-format reader/writer lives here;
  * it knows no other message. */
 #include "data/tokenizer.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +88,7 @@ typedef struct {
     size_t piece_lens[4];
     bool add_dummy, remove_ws, escape_ws;
     size_t charsmap_len, rules_len;
+    const uint8_t *charsmap;
     const char *norm_name;
     size_t norm_name_len;
 } spm_model;
@@ -180,7 +184,7 @@ static int spm_normalizer(spm_model *m, pb_in *b, const char **why) {
             PB_WANT(w, 2);
             m->norm_name = (const char *)sub.p, m->norm_name_len = (size_t)(sub.end - sub.p);
             break;
-        case 2: PB_WANT(w, 2); m->charsmap_len = (size_t)(sub.end - sub.p); break;
+        case 2: PB_WANT(w, 2); m->charsmap = sub.p, m->charsmap_len = (size_t)(sub.end - sub.p); break;
         case 3: PB_WANT(w, 0); m->add_dummy = v != 0; break;
         case 4: PB_WANT(w, 0); m->remove_ws = v != 0; break;
         case 5: PB_WANT(w, 0); m->escape_ws = v != 0; break;
@@ -213,29 +217,70 @@ static int spm_model_parse(spm_model *m, const uint8_t *data, size_t n, const ch
     return 0;
 }
 
+/* normalizer_spec.precompiled_charsmap: [uint32 LE trie size][darts-clone double array of uint32
+ * units][NUL-separated replacement strings]. Kept whole for gt_tok_save_spm; the units decoded. */
+static int spm_charsmap(gt_tokenizer *t, const spm_model *m, const char *src, char *err, size_t errn) {
+    const uint8_t *p = m->charsmap;
+    size_t n = m->charsmap_len;
+    if (n <= 4) return gt_errf(err, errn, "%s: normalizer_spec.precompiled_charsmap is only %zu bytes", src, n);
+    uint32_t ts = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    if (ts < 4 || ts % 4 || ts > n - 4)
+        return gt_errf(err, errn,
+                       "%s: normalizer_spec.precompiled_charsmap: trie size %u does not fit its %zu bytes", src,
+                       ts, n);
+    t->charsmap = malloc(n);
+    t->cm_units = malloc(ts);
+    t->norm_name = tok_memdup0(m->norm_name ? m->norm_name : "", m->norm_name ? m->norm_name_len : 0);
+    if (!t->charsmap || !t->cm_units || !t->norm_name) return gt_errf(err, errn, "%s: out of memory", src);
+    memcpy(t->charsmap, p, n);
+    t->charsmap_len = n;
+    t->cm_n = ts / 4;
+    for (size_t i = 0; i < t->cm_n; i++) {
+        const uint8_t *q = p + 4 + 4 * i;
+        t->cm_units[i] = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+    }
+    t->cm_norm = t->charsmap + 4 + ts;
+    t->cm_norm_len = n - 4 - ts;
+    return 0;
+}
+
 static int load_spm_model(gt_tokenizer *t, spm_model *m, const char *src, char *err, size_t errn) {
     if (m->n == 0) return gt_errf(err, errn, "%s: not a SentencePiece model: no pieces", src);
-    if (m->model_type != 2)
-        return gt_errf(err, errn, "%s: trainer_spec.model_type is %s (%lld); only BPE (2) is supported", src,
-                    m->model_type == 1   ? "UNIGRAM"
-                    : m->model_type == 3 ? "WORD"
-                    : m->model_type == 4 ? "CHAR"
-                                         : "unknown",
-                    (long long)m->model_type);
+    if (m->model_type != 1 && m->model_type != 2 && m->model_type != 3)
+        return gt_errf(err, errn,
+                       "%s: trainer_spec.model_type is %s (%lld); only UNIGRAM (1), BPE (2) and WORD (3) are "
+                       "supported",
+                       src, m->model_type == 4 ? "CHAR" : "unknown", (long long)m->model_type);
     if (m->ws_suffix)
         return gt_errf(err, errn, "%s: trainer_spec.treat_whitespace_as_suffix is not supported", src);
-    if (m->charsmap_len || m->rules_len)
+    if (m->rules_len && !m->charsmap_len)
         return gt_errf(err, errn,
-                    "%s: normalizer_spec \"%.*s\" has normalization rules; only identity normalization "
-                    "is supported",
-                    src, (int)m->norm_name_len, m->norm_name ? m->norm_name : "");
+                       "%s: normalizer_spec \"%.*s\" has only normalization_rule_tsv rules, no "
+                       "precompiled_charsmap; rebuild the model with SentencePiece so that it compiles them",
+                       src, (int)m->norm_name_len, m->norm_name ? m->norm_name : "");
+    if (m->charsmap_len && spm_charsmap(t, m, src, err, errn)) return -1;
+    if (!t->norm_name && m->norm_name && m->norm_name_len &&
+        !(t->norm_name = tok_memdup0(m->norm_name, m->norm_name_len)))
+        return gt_errf(err, errn, "%s: out of memory", src);
+    t->spm_model = (int)m->model_type;
     t->type = malloc((size_t)m->n);
     t->score = malloc((size_t)m->n * sizeof *t->score);
     if (!t->type || !t->score) return gt_errf(err, errn, "%s: out of memory", src);
     memcpy(t->type, m->types, (size_t)m->n);
     memcpy(t->score, m->scores, (size_t)m->n * sizeof *t->score);
-    if (tok_build(t, m->strs, m->lens, m->n, src, err, errn) || tok_build_pair_table(t, src, err, errn))
+    if (tok_build(t, m->strs, m->lens, m->n, src, err, errn) ||
+        (t->spm_model == 2 && tok_build_pair_table(t, src, err, errn)))
         return -1;
+    /* UNIGRAM: SentencePiece's min/max over NORMAL scores (FLT_MIN start: all-negative max is 0) */
+    float lo = FLT_MAX, hi = FLT_MIN;
+    for (int32_t i = 0; i < t->n; i++) {
+        if (t->len[i] > t->max_piece_len) t->max_piece_len = t->len[i];
+        if (t->type[i] != GT_PIECE_NORMAL) continue;
+        if (t->score[i] < lo) lo = t->score[i];
+        if (t->score[i] > hi) hi = t->score[i];
+    }
+    t->uni_min = lo == FLT_MAX ? 0.0f : lo;
+    t->uni_max = hi == FLT_MIN ? 0.0f : hi;
     t->byte_fallback = m->byte_fallback;
     if (tok_set_spm_text_rules(t, m->escape_ws, m->add_dummy, m->remove_ws))
         return gt_errf(err, errn, "%s: out of memory", src);
@@ -376,7 +421,7 @@ int gt_tok_save_spm(const gt_tokenizer *t, const char *path, char *err, size_t e
         pb_bytes(&o, 1, sub.p, sub.n);
     }
     sub.n = 0;
-    pb_int(&sub, 3, 2); /* model_type BPE */
+    pb_int(&sub, 3, t->spm_model == 1 || t->spm_model == 3 ? t->spm_model : 2); /* model_type */
     pb_int(&sub, 4, t->n);
     pb_int(&sub, 35, t->byte_fallback);
     pb_int(&sub, 40, t->unk);
@@ -388,7 +433,9 @@ int gt_tok_save_spm(const gt_tokenizer *t, const char *path, char *err, size_t e
         if (named[k] >= 0) pb_bytes(&sub, 45 + (uint32_t)k, t->blob + t->off[named[k]], t->len[named[k]]);
     pb_bytes(&o, 2, sub.p, sub.n);
     sub.n = 0;
-    pb_bytes(&sub, 1, "identity", 8);
+    if (t->norm_name && t->norm_name[0]) pb_bytes(&sub, 1, t->norm_name, strlen(t->norm_name));
+    else pb_bytes(&sub, 1, "identity", 8);
+    if (t->charsmap_len) pb_bytes(&sub, 2, t->charsmap, t->charsmap_len);
     pb_int(&sub, 3, dummy);
     pb_int(&sub, 4, t->spm_remove_ws);
     pb_int(&sub, 5, escape);

@@ -1,5 +1,6 @@
-/* tokenizer.c: the tokenizer itself: vocabulary, lookup tables, the two merge rules, encode and
- * decode (data/tokenizer.h describes the behaviour).
+/* tokenizer.c: the tokenizer itself: vocabulary, lookup tables, the two merge rules, the
+ * SentencePiece WORD and UNIGRAM models, the precompiled_charsmap normalizer, encode and decode
+ * (data/tokenizer.h describes the behaviour).
  *
  * Contract: a gt_tokenizer is built here (tok_build, tok_build_pair_table, gt_tok_from_pieces)
  * from pieces that a loader read (tok_json.c, tok_spm.c, or a GGUF's arrays through
@@ -262,8 +263,10 @@ static int trie_add(gt_tokenizer *t, const char *s, size_t n, int32_t id) {
 
 static inline bool is_special_type(int ty) { return ty == GT_PIECE_CONTROL || ty == GT_PIECE_UNKNOWN; }
 
-/* Longest allowed piece of the trie at the start of s; 0 if none. */
-static size_t trie_match(const gt_tokenizer *t, const uint8_t *s, size_t n, bool special, int32_t *id) {
+/* Longest allowed piece of the trie at the start of s; 0 if none. USER_DEFINED pieces count
+ * unless user is false (SentencePiece's WORD model looks whole words up, user-defined or not). */
+static size_t trie_match(const gt_tokenizer *t, const uint8_t *s, size_t n, bool special, bool user,
+                         int32_t *id) {
     int32_t node = 0;
     size_t best = 0;
     for (size_t i = 0; i < n; i++) {
@@ -272,7 +275,9 @@ static size_t trie_match(const gt_tokenizer *t, const uint8_t *s, size_t n, bool
         if (c < 0) break;
         node = c;
         int32_t pid = t->trie[c].id;
-        if (pid >= 0 && (special || !is_special_type(t->type[pid]))) best = i + 1, *id = pid;
+        if (pid >= 0 && (special || !is_special_type(t->type[pid])) &&
+            (user || t->type[pid] != GT_PIECE_USER_DEFINED))
+            best = i + 1, *id = pid;
     }
     return best;
 }
@@ -404,6 +409,9 @@ void gt_tok_free(gt_tokenizer *t) {
     free_ops(t->dec, t->n_dec);
     free(t->split_pat);
     free(t->dec_strip);
+    free(t->norm_name);
+    free(t->charsmap);
+    free(t->cm_units);
     free(t);
 }
 
@@ -528,6 +536,7 @@ static int trie_add_unescaped(gt_tokenizer *t) {
 
 int tok_set_spm_text_rules(gt_tokenizer *t, bool escape, bool dummy, bool remove_ws) {
     t->spm_dummy = dummy;
+    t->spm_escape = escape;
     t->spm_remove_ws = remove_ws;
     t->dec_bytes = true;
     t->fuse_unk = true;
@@ -910,9 +919,99 @@ static int bpe_chunk(enc_ws *w, const char *s, size_t n) {
     return 0;
 }
 
+/* SentencePiece WORD model: a word starts at the segment's start and at every U+2581; each word
+ * is one piece (any piece of that text) or <unk>. */
+static int word_chunk(enc_ws *w, const char *s, size_t n) {
+    const gt_tokenizer *t = w->t;
+    size_t start = 0;
+    w->prev_unk = false;
+    for (size_t i = 0;;) {
+        bool end = i == n;
+        if (end || (i > start && n - i >= 3 && !memcmp(s + i, "\xE2\x96\x81", 3))) {
+            if (i > start) {
+                if (i - start > INT32_MAX / 4)
+                    return gt_errf(w->err, w->errn, "encode: a word of %zu bytes is too long", i - start);
+                int32_t id = tok_piece_find(t, s + start, i - start);
+                if (emit(w, s + start, (int32_t)(i - start), id, 0)) return -1;
+            }
+            start = i;
+        }
+        if (end) break;
+        uint32_t cp;
+        size_t cl = tok_utf8_char((const uint8_t *)s + i, n - i, &cp);
+        i += cl ? cl : 1;
+    }
+    return 0;
+}
+
+/* Best path into a byte position of a UNIGRAM segment. */
+typedef struct { float score; int32_t start, id; } vit_node;
+
+/* SentencePiece UNIGRAM model (unigram_model.cc, EncodeOptimized): Viterbi over the pieces that
+ * start at each character, NORMAL pieces with their scores, USER_DEFINED ones with
+ * bytes * max_score - 0.1, UNUSED ones skipped; a character that starts no one-character piece
+ * also gets <unk> with min_score - 10. Ties keep the first path found (shorter pieces, earlier
+ * starts); the sums are done in the same float/double mix as SentencePiece's, so ties agree. */
+static int unigram_chunk(enc_ws *w, const char *s, size_t n) {
+    const gt_tokenizer *t = w->t;
+    if (n == 0) return 0;
+    if (n > INT32_MAX / 4) return gt_errf(w->err, w->errn, "encode: a text segment of %zu bytes is too long", n);
+    vit_node *b = malloc((n + 1) * sizeof *b);
+    int32_t *path = malloc((n + 1) * sizeof *path);
+    if (!b || !path) {
+        free(b);
+        free(path);
+        w->oom = true;
+        return -1;
+    }
+    for (size_t i = 0; i <= n; i++) b[i] = (vit_node){0.0f, -1, -1};
+    const uint8_t *u = (const uint8_t *)s;
+    const float unk_score = t->uni_min - 10.0f;
+    for (size_t pos = 0; pos < n;) {
+        uint32_t cp;
+        size_t mb = tok_utf8_char(u + pos, n - pos, &cp);
+        if (!mb) mb = 1;
+        float base = b[pos].score;
+        bool single = false;
+        size_t maxl = t->max_piece_len < n - pos ? t->max_piece_len : n - pos;
+        for (size_t l = 1; l <= maxl; l++) {
+            if (pos + l < n && (u[pos + l] & 0xC0) == 0x80) continue; /* pieces end on characters */
+            int32_t id = tok_piece_find(t, s + pos, l);
+            if (id < 0) continue;
+            int ty = t->type[id];
+            if (ty != GT_PIECE_NORMAL && ty != GT_PIECE_USER_DEFINED) continue;
+            double sc = ty == GT_PIECE_USER_DEFINED ? (double)((float)l * t->uni_max) - 0.1
+                                                    : (double)t->score[id];
+            double cand = sc + (double)base;
+            vit_node *g = &b[pos + l];
+            if (g->start < 0 || cand > (double)g->score) *g = (vit_node){(float)cand, (int32_t)pos, id};
+            if (l == mb) single = true;
+        }
+        if (!single) {
+            float cand = unk_score + base;
+            vit_node *g = &b[pos + mb];
+            if (g->start < 0 || cand > g->score) *g = (vit_node){cand, (int32_t)pos, -1};
+        }
+        pos += mb;
+    }
+    size_t k = 0;
+    for (size_t end = n; end > 0; end = (size_t)b[end].start) path[k++] = (int32_t)end;
+    int rc = 0;
+    w->prev_unk = false;
+    while (!rc && k-- > 0) {
+        int32_t end = path[k], start = b[end].start;
+        rc = emit(w, s + start, end - start, b[end].id, 0);
+    }
+    free(b);
+    free(path);
+    return rc;
+}
+
 /* The pre-tokenizer Split on the normalized segment, then BPE on each piece. */
 static int split_and_bpe(enc_ws *w, const char *s, size_t n) {
     const gt_tokenizer *t = w->t;
+    if (t->spm_model == 1) return unigram_chunk(w, s, n);
+    if (t->spm_model == 3) return word_chunk(w, s, n);
     if (!t->split_pat) return bpe_chunk(w, s, n);
     const char *p = t->split_pat;
     size_t pl = t->split_len, pos = 0, start = 0;
@@ -995,8 +1094,9 @@ static int encode_segment(enc_ws *w, const char *s, size_t n, bool at_text_start
     return split_and_bpe(w, s, n);
 }
 
-/* SentencePiece remove_extra_whitespaces: no leading, trailing or repeated spaces. */
-static char *squeeze_spaces(const char *s, size_t n, size_t *out_n) {
+/* SentencePiece remove_extra_whitespaces: no leading, trailing or repeated spaces. At the end
+ * SentencePiece strips the escaped text, so there a U+2581 of the input goes too (when escape). */
+static char *squeeze_spaces(const char *s, size_t n, bool escape, size_t *out_n) {
     char *b = malloc(n + 1);
     if (!b) return NULL;
     size_t k = 0;
@@ -1004,9 +1104,81 @@ static char *squeeze_spaces(const char *s, size_t n, size_t *out_n) {
         if (s[i] == ' ' && (k == 0 || b[k - 1] == ' ')) continue;
         b[k++] = s[i];
     }
-    while (k && b[k - 1] == ' ') k--;
+    while (k && (b[k - 1] == ' ' || (escape && k >= 3 && !memcmp(b + k - 3, "\xE2\x96\x81", 3))))
+        k -= b[k - 1] == ' ' ? 1 : 3;
     *out_n = k;
     return b;
+}
+
+static inline size_t cm_offset(uint32_t u) { return (size_t)(u >> 10) << ((u & (1u << 9)) >> 6); }
+
+/* Longest key of the precompiled charsmap's double array (darts-clone commonPrefixSearch) that
+ * starts s: its length, 0 if none. Every index is bounded by the array, every value by the
+ * string area, so a broken charsmap can only fail to match. */
+static size_t charsmap_match(const gt_tokenizer *t, const uint8_t *s, size_t n, const char **rep,
+                             size_t *rep_len) {
+    const uint32_t *a = t->cm_units;
+    size_t na = t->cm_n, best = 0, pos = cm_offset(a[0]);
+    for (size_t i = 0; i < n; i++) {
+        pos ^= s[i];
+        if (pos >= na) break;
+        uint32_t u = a[pos];
+        if ((u & 0x800000FFu) != s[i]) break;
+        pos ^= cm_offset(u);
+        if (((u >> 8) & 1) && pos < na) {
+            uint32_t v = a[pos] & 0x7FFFFFFFu;
+            if (v < t->cm_norm_len) {
+                best = i + 1;
+                *rep = t->cm_norm + v;
+                *rep_len = strnlen(*rep, t->cm_norm_len - v);
+            }
+        }
+    }
+    return best;
+}
+
+/* SentencePiece's Normalizer with a precompiled charsmap: at each position the longest rule's
+ * replacement, else the character itself; pieces of the special trie (USER_DEFINED, and CONTROL
+ * when match_special) pass through as they are (SentencePiece's prefix matcher). Whitespace
+ * rules come after, on the result. NULL when out of memory; *bad set when a replacement is not
+ * valid UTF-8. */
+static char *charsmap_normalize(const gt_tokenizer *t, const char *text, size_t n, bool match_special,
+                                size_t *out_n, bool *bad) {
+    size_t cap = n + n / 2 + 16, k = 0;
+    char *o = malloc(cap);
+    if (!o) return NULL;
+    const uint8_t *u = (const uint8_t *)text;
+    for (size_t pos = 0; pos < n;) {
+        const char *src = text + pos;
+        size_t take, put;
+        int32_t id;
+        const char *rep;
+        size_t rl = 0;
+        if (t->trie_first[u[pos]] && (take = trie_match(t, u + pos, n - pos, match_special, true, &id))) {
+            put = take;
+        } else if ((take = charsmap_match(t, u + pos, n - pos, &rep, &rl))) {
+            src = rep, put = rl;
+        } else {
+            uint32_t cp;
+            take = put = tok_utf8_char(u + pos, n - pos, &cp);
+            if (!take) take = put = 1;
+        }
+        if (k + put + 1 > cap) {
+            while (k + put + 1 > cap) cap *= 2;
+            char *no = realloc(o, cap);
+            if (!no) {
+                free(o);
+                return NULL;
+            }
+            o = no;
+        }
+        memcpy(o + k, src, put);
+        k += put, pos += take;
+    }
+    o[k] = 0;
+    *out_n = k;
+    *bad = !utf8_valid(o, k);
+    return o;
 }
 
 int gt_tok_encode(const gt_tokenizer *t, const char *text, size_t len, bool match_special, gt_ids *out,
@@ -1021,7 +1193,7 @@ int gt_tok_encode(const gt_tokenizer *t, const char *text, size_t len, bool matc
     w->sym = w->sym_stack, w->heap = w->heap_stack, w->sym_cap = STACK_SYMS, w->heap_cap = 3 * STACK_SYMS;
     w->rev = NULL, w->rev_mask = w->rev_n = 0;
     w->prev_unk = w->oom = false;
-    char *squeezed = NULL;
+    char *squeezed = NULL, *normed = NULL;
     int rc = 0;
     const uint8_t *u = (const uint8_t *)text;
     for (size_t pos = 0; pos < len;) {
@@ -1037,8 +1209,21 @@ int gt_tok_encode(const gt_tokenizer *t, const char *text, size_t len, bool matc
         }
         pos += cl;
     }
+    if (t->cm_n) {
+        bool bad = false;
+        if (!(normed = charsmap_normalize(t, text, len, match_special, &len, &bad))) {
+            w->oom = true;
+            rc = -1;
+            goto done;
+        }
+        if (bad) {
+            rc = gt_errf(err, errn, "encode: the precompiled_charsmap normalized the text to invalid UTF-8");
+            goto done;
+        }
+        text = normed, u = (const uint8_t *)text;
+    }
     if (t->spm_remove_ws) {
-        if (!(squeezed = squeeze_spaces(text, len, &len))) {
+        if (!(squeezed = squeeze_spaces(text, len, t->spm_escape, &len))) {
             w->oom = true;
             rc = -1;
             goto done;
@@ -1050,7 +1235,8 @@ int gt_tok_encode(const gt_tokenizer *t, const char *text, size_t len, bool matc
     for (size_t pos = 0; pos < len;) {
         int32_t id;
         size_t m;
-        if (t->trie_first[u[pos]] && (m = trie_match(t, u + pos, len - pos, match_special, &id))) {
+        if (t->trie_first[u[pos]] &&
+            (m = trie_match(t, u + pos, len - pos, match_special, t->spm_model != 3, &id))) {
             if ((pos > seg || at_start) && (rc = encode_segment(w, text + seg, pos - seg, at_start)))
                 goto done;
             at_start = false;
@@ -1070,6 +1256,7 @@ done:
     ws_free(w);
     free(w);
     free(squeezed);
+    free(normed);
     return rc;
 }
 

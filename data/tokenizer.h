@@ -1,8 +1,19 @@
 /* tokenizer.h: Gemma tokenizer (SentencePiece-style BPE with byte fallback) in C.
  *
  * Loads a vocabulary from a Hugging Face tokenizer.json, a SentencePiece model proto
- * (KerasHub's assets/tokenizer/vocabulary.spm) or, later, GGUF metadata (through
- * gt_tok_from_pieces). Encoding never adds BOS/EOS (the preprocessor does).
+ * (KerasHub's assets/tokenizer/vocabulary.spm) or GGUF metadata (through gt_tok_from_pieces).
+ * Encoding never adds BOS/EOS (the preprocessor does).
+ *
+ * A SentencePiece model may also be a WORD model (each U+2581-started word one piece, else <unk>)
+ * or a UNIGRAM model (Viterbi over the piece scores: USER_DEFINED pieces get bytes * max score
+ * - 0.1, a character that starts no one-character piece gets <unk> at min score - 10, UNUSED
+ * pieces are skipped), as sentencepiece encodes them; runs of <unk> fuse into one, which byte
+ * fallback turns into bytes. Its normalizer may carry a precompiled_charsmap (nmt_nfkc and the
+ * like): before anything else, each position of the text is replaced by the longest rule of the
+ * charsmap's double array (else kept a character), special pieces passing through unchanged;
+ * then remove_extra_whitespaces, add_dummy_prefix and escape_whitespaces apply to the result, as
+ * in SentencePiece's Normalizer. With remove_extra_whitespaces a U+2581 at the end of the text is
+ * dropped like a space (SentencePiece strips the escaped text).
  *
  * Two merge rules, chosen by the source:
  *   - tokenizer.json: the file's merges, lowest rank first (Hugging Face `tokenizers` BPE);
@@ -61,8 +72,12 @@ int gt_tok_load(const char *path, gt_tokenizer **out, char *err, size_t errn);
  * truncation and padding are ignored. Scores for gt_tok_save_spm are derived from the merge
  * ranks (a piece scores minus the rank of the first merge that makes it). */
 int gt_tok_load_hf_json(const char *path, gt_tokenizer **out, char *err, size_t errn);
-/* ModelProto with trainer_spec.model_type BPE and an identity normalizer (no precompiled
- * charsmap); add_dummy_prefix, remove_extra_whitespaces and escape_whitespaces are honoured. */
+/* ModelProto with trainer_spec.model_type UNIGRAM, BPE or WORD, and a normalizer that is identity
+ * or a precompiled_charsmap ([uint32 LE trie size][darts-clone units][NUL-separated strings];
+ * every index into it is bounded, a broken one only fails to match); add_dummy_prefix,
+ * remove_extra_whitespaces and escape_whitespaces are honoured. Refused, naming the file and
+ * field: CHAR models, treat_whitespace_as_suffix, normalization_rule_tsv without a charsmap, a
+ * charsmap whose trie size does not fit it, no UNKNOWN piece. */
 int gt_tok_load_spm(const char *path, gt_tokenizer **out, char *err, size_t errn);
 /* The same two from len bytes in memory (fuzzing, embedded files); name is used in messages.
  * Nothing of buf is kept. */
@@ -84,8 +99,9 @@ int gt_tok_load_gguf(const char *path, gt_tokenizer **out, char *err, size_t err
 /* Overrides the BOS/EOS/PAD ids (-1 = none), e.g. from GGUF's tokenizer.ggml.bos_token_id. */
 int gt_tok_set_special(gt_tokenizer *tok, int32_t bos, int32_t eos, int32_t pad, char *err,
                        size_t errn);
-/* Write a SentencePiece model proto (for KerasHub presets' vocabulary.spm). Fails when the
- * tokenizer uses something a ModelProto cannot say (a Split pre-tokenizer that can fire, a
+/* Write a SentencePiece model proto (for KerasHub presets' vocabulary.spm): the model type,
+ * normalizer name and precompiled_charsmap of a loaded .spm are written back as read. Fails when
+ * the tokenizer uses something a ModelProto cannot say (a Split pre-tokenizer that can fire, a
  * normalizer other than space escaping / dummy prefix) or has no UNKNOWN piece. */
 int gt_tok_save_spm(const gt_tokenizer *tok, const char *path, char *err, size_t errn);
 void gt_tok_free(gt_tokenizer *tok);

@@ -990,11 +990,12 @@ START_TEST(not_a_model_proto) {
     write_file(path, "{\"model\": {}}", 13);
     ck_assert(gt_tok_load_spm(path, &t, err, sizeof err));
     ck_assert_msg(strstr(err, "not a SentencePiece ModelProto"), "%s", err);
-    /* A valid proto, but a unigram model: piece "a", trainer_spec.model_type = 1 */
-    tmp_path(path, sizeof path, "unigram.spm");
-    write_file(path, "\x0A\x03\x0A\x01" "a" "\x12\x02\x18\x01", 9);
+    /* A valid proto, but a CHAR model: piece "a", trainer_spec.model_type = 4 (UNIGRAM and WORD
+     * are read since issue 19: tests/test_spm.c) */
+    tmp_path(path, sizeof path, "char.spm");
+    write_file(path, "\x0A\x03\x0A\x01" "a" "\x12\x02\x18\x04", 9);
     ck_assert(gt_tok_load_spm(path, &t, err, sizeof err));
-    ck_assert_msg(strstr(err, "UNIGRAM") && strstr(err, "only BPE"), "%s", err);
+    ck_assert_msg(strstr(err, "CHAR") && strstr(err, "only UNIGRAM (1), BPE (2)"), "%s", err);
     /* gt_tok_load reads a GGUF's vocabulary (tok_gguf.c), and names the file when it is broken */
     tmp_path(path, sizeof path, "model.gguf");
     write_file(path, "GGUF\x03\0\0\0", 8);
