@@ -420,6 +420,65 @@ static void lmhead_backward(gt_ctx *ctx, gt_node *node) {
     }
 }
 
+/* The weighted rows (weight > 0) with their labels and weights into s; row_ce zeroed. */
+static int pick_rows(gt_ctx *ctx, lmhead_saved *s, int64_t n, const int32_t *labels, const gt_real *weights,
+                     gt_real *row_ce, double *wsum) {
+    for (int64_t i = 0; i < n; i++) {
+        gt_real w = weights ? weights[i] : 1;
+        if (!(w >= 0) || !isfinite(w))
+            return gt_fail(ctx, GT_ERR_ARG, "lm_head_loss: row %lld: weight %g must be finite and >= 0",
+                           (long long)i, (double)w), -1;
+        if (row_ce) row_ce[i] = 0;
+        if (w == 0) continue;
+        if (labels[i] < 0 || labels[i] >= s->V)
+            return gt_fail(ctx, GT_ERR_ARG, "lm_head_loss: row %lld: label %d outside [0, %lld)",
+                           (long long)i, labels[i], (long long)s->V), -1;
+        s->rows[s->m] = i;
+        s->labels[s->m] = labels[i];
+        s->w[s->m] = w;
+        s->m++;
+        *wsum += w;
+    }
+    return 0;
+}
+
+/* The forward over row chunks: per-row loss (s->ce), the softmax statistics and, when hidden needs
+ * it, the input gradient for an upstream 1 (s->dh). */
+static int forward_chunks(gt_ctx *ctx, lmhead_saved *s, gt_tensor *hidden) {
+    int64_t V = s->V, D = s->D;
+    for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
+        int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
+        if (s->vblock) {
+#ifndef GT_REAL_DOUBLE
+            if (!s->hb16 && direct_fits(s, c)) {
+                if (chunk_direct(ctx, s, hidden, r0, c)) return -1;
+                continue;
+            }
+#endif
+            chunk_one_pass(s, hidden, r0, c);
+            continue;
+        }
+        chunk_logits(s, hidden->data, r0, c);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < c; i++) {
+            const gt_real *z = s->zbuf + i * V;
+            gt_real mx = gt_row_max(z, V);
+            double sum = gt_row_sum_exp(z, V, mx);
+            s->rmax[r0 + i] = mx;
+            s->inv_sum[r0 + i] = 1.0 / sum;
+            s->ce[r0 + i] = (double)mx + log(sum) - (double)z[s->labels[r0 + i]];
+        }
+        /* While the chunk's logits are at hand, take dh for an upstream gradient of 1 (llm.c's
+         * fused classifier): backward then only scales it, saving a recompute of the logits. */
+        if (s->dh) {
+            chunk_dz(s, V, r0, c, 1);
+            gt_gemm(false, false, (int)c, (int)D, (int)V, 1, s->zbuf, (int)V, s->tf, (int)D, 0,
+                    s->dh + r0 * D, (int)D);
+        }
+    }
+    return 0;
+}
+
 static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, const gt_bf16_mat *t16,
                          int64_t V, int64_t D, double softcap, const int32_t *labels,
                          const gt_real *weights, int64_t chunk_rows, double *weight_sum,
@@ -446,22 +505,7 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
     s->ce = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s->ce);
     if (!gt_ok(ctx)) return NULL;
     double wsum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        gt_real w = weights ? weights[i] : 1;
-        if (!(w >= 0) || !isfinite(w))
-            return gt_fail(ctx, GT_ERR_ARG, "lm_head_loss: row %lld: weight %g must be finite and >= 0",
-                           (long long)i, (double)w);
-        if (row_ce) row_ce[i] = 0;
-        if (w == 0) continue;
-        if (labels[i] < 0 || labels[i] >= V)
-            return gt_fail(ctx, GT_ERR_ARG, "lm_head_loss: row %lld: label %d outside [0, %lld)",
-                           (long long)i, labels[i], (long long)V);
-        s->rows[s->m] = i;
-        s->labels[s->m] = labels[i];
-        s->w[s->m] = w;
-        s->m++;
-        wsum += w;
-    }
+    if (pick_rows(ctx, s, n, labels, weights, row_ce, &wsum)) return NULL;
     if (weight_sum) *weight_sum = wsum;
     gt_tensor *in[2] = {hidden, table};
     int n_in = table ? 2 : 1;
@@ -501,36 +545,7 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
         s->zb16 = gt_alloc(ctx, (size_t)(cp * s->vblock) * 2);
         if (!gt_ok(ctx)) return NULL;
     }
-    for (int64_t r0 = 0; r0 < s->m; r0 += s->chunk) {
-        int64_t c = s->m - r0 < s->chunk ? s->m - r0 : s->chunk;
-        if (s->vblock) {
-#ifndef GT_REAL_DOUBLE
-            if (!s->hb16 && direct_fits(s, c)) {
-                if (chunk_direct(ctx, s, hidden, r0, c)) return NULL;
-                continue;
-            }
-#endif
-            chunk_one_pass(s, hidden, r0, c);
-            continue;
-        }
-        chunk_logits(s, hidden->data, r0, c);
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < c; i++) {
-            const gt_real *z = s->zbuf + i * V;
-            gt_real mx = gt_row_max(z, V);
-            double sum = gt_row_sum_exp(z, V, mx);
-            s->rmax[r0 + i] = mx;
-            s->inv_sum[r0 + i] = 1.0 / sum;
-            s->ce[r0 + i] = (double)mx + log(sum) - (double)z[s->labels[r0 + i]];
-        }
-        /* While the chunk's logits are at hand, take dh for an upstream gradient of 1 (llm.c's
-         * fused classifier): backward then only scales it, saving a recompute of the logits. */
-        if (s->dh) {
-            chunk_dz(s, V, r0, c, 1);
-            gt_gemm(false, false, (int)c, (int)D, (int)V, 1, s->zbuf, (int)V, s->tf, (int)D, 0,
-                    s->dh + r0 * D, (int)D);
-        }
-    }
+    if (forward_chunks(ctx, s, hidden)) return NULL;
     double total = 0;
     for (int64_t i = 0; i < s->m; i++) {
         total += (double)s->w[i] * s->ce[i];
