@@ -13,6 +13,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "train/loader.h"
+#include "util/err.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -132,7 +133,7 @@ static int transform(const gt_tokenizer *tok, const tok_args *o) {
         json_t *obj = json_loadb(line, n, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &je);
         char why[512];
         if (!obj) {
-            fprintf(stderr, "<stdin>:%zu: invalid JSON at column %d: %s\n", lineno, je.column, je.text);
+            fprintf(stderr, "<stdin>:%zu: invalid JSON at column %d: %s\n", lineno, je.column, gt_err_printable(je.text));
             rc = 1;
             break;
         }

@@ -36,7 +36,7 @@ static int parse_line(const char *line, size_t len, gt_ds_format fmt, gt_example
                       size_t errn) {
     json_error_t je;
     json_t *o = json_loadb(line, len, 0, &je);
-    if (!o) return snprintf(err, errn, "malformed JSON: %s (column %d)", je.text, je.column), -1;
+    if (!o) return snprintf(err, errn, "malformed JSON: %s (column %d)", gt_err_printable(je.text), je.column), -1;
     int rc = -1;
     if (!json_is_object(o)) {
         snprintf(err, errn, "expected a JSON object");

@@ -398,7 +398,7 @@ int tok_json_parse(const char *buf, size_t n, const char *src, tok_json_doc **do
     }
     parse_job *j0 = &d->jobs[0];
     if (!j0->val)
-        return gt_errf(err, errn, "%s:%d:%d: invalid JSON: %s", src, j0->je.line, j0->je.column, j0->je.text);
+        return gt_errf(err, errn, "%s:%d:%d: invalid JSON: %s", src, j0->je.line, j0->je.column, gt_err_printable(j0->je.text));
     if (d->njobs == 1) {
         json_t *model = json_object_get(j0->val, "model");
         parts->vocab[0] = json_object_get(model, "vocab"), parts->merges[0] = json_object_get(model, "merges");

@@ -212,6 +212,12 @@ START_TEST(f32_to_f16_rounds_to_nearest_even) {
 }
 END_TEST
 
+START_TEST(printable_keeps_messages_on_one_line) {
+    char s[] = "near '\"dtyp\\\n\x01x\x7f'";
+    ck_assert_str_eq(gt_err_printable(s), "near '\"dtyp\\??x?'");
+}
+END_TEST
+
 START_TEST(fail_formats_and_returns_minus_one) {
     char err[16] = "untouched";
     ck_assert_int_eq(gt_errf(err, sizeof err, "%s: %d", "x", 42), -1);
@@ -357,6 +363,7 @@ int main(void) {
     tcase_add_test(h, bf16_to_f32_every_pattern);
     tcase_add_test(h, f32_to_bf16_matches_and_rounds_to_nearest_even);
     tcase_add_test(h, f32_to_f16_rounds_to_nearest_even);
+    tcase_add_test(h, printable_keeps_messages_on_one_line);
     tcase_add_test(h, fail_formats_and_returns_minus_one);
     suite_add_tcase(s, h);
     TCase *f = tcase_create("fsutil");

@@ -125,8 +125,8 @@ static int parse_line(const char *line, size_t len, char *buf, raw_series raw[3]
     json_error_t je;
     json_t *o = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &je);
     if (!o) {
-        if (rewritten) snprintf(why, whyn, "malformed JSON: %s", je.text);
-        else snprintf(why, whyn, "malformed JSON: %s (column %d)", je.text, je.column);
+        if (rewritten) snprintf(why, whyn, "malformed JSON: %s", gt_err_printable(je.text));
+        else snprintf(why, whyn, "malformed JSON: %s (column %d)", gt_err_printable(je.text), je.column);
         return -1;
     }
     int rc = -1;

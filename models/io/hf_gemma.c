@@ -428,7 +428,7 @@ static int load_config_file(const char *path, json_t **root, char **file, char *
     json_error_t je;
     *root = json_load_file(*file, JSON_REJECT_DUPLICATES, &je);
     if (!*root) {
-        gt_errf(err, errn, "%s: line %d: %s", *file, je.line, je.text);
+        gt_errf(err, errn, "%s: line %d: %s", *file, je.line, gt_err_printable(je.text));
         free(*file);
         *file = NULL;
         return -1;

@@ -488,7 +488,7 @@ static json_t *read_json(const char *path, char *err, size_t errn) {
         FILE *f = fopen(path, "rb");
         if (!f) return gt_err_open(err, errn, path, errno), NULL;
         fclose(f);
-        snprintf(err, errn, "%s:%d:%d: malformed JSON: %s", path, je.line, je.column, je.text);
+        snprintf(err, errn, "%s:%d:%d: malformed JSON: %s", path, je.line, je.column, gt_err_printable(je.text));
         return NULL;
     }
     if (!json_is_object(j)) {

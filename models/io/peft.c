@@ -191,7 +191,7 @@ typedef struct {
 static int read_config(const char *dir, json_t **root, peft_cfg *p, char *err, size_t errn) {
     json_error_t je;
     *root = json_load_file(p->file, 0, &je);
-    if (!*root) return gt_errf(err, errn, "%s: line %d: %s", p->file, je.line, je.text);
+    if (!*root) return gt_errf(err, errn, "%s: line %d: %s", p->file, je.line, gt_err_printable(je.text));
     json_t *o = *root;
     const char *type = json_string_value(json_object_get(o, "peft_type"));
     if (!type || strcmp(type, "LORA"))

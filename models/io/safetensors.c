@@ -159,8 +159,8 @@ static json_t *read_header(const st_file *f, uint64_t *hlen_out, char *err, size
     json_error_t je;
     json_t *root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return gt_errf(err, errn, "safetensors: %s: header JSON invalid at byte %d: %s", fn, je.position, je.text),
-               NULL;
+        return gt_errf(err, errn, "safetensors: %s: header JSON invalid at byte %d: %s", fn, je.position,
+                       gt_err_printable(je.text)), NULL;
     if (!json_is_object(root)) {
         json_decref(root);
         return gt_errf(err, errn, "safetensors: %s: header is not a JSON object", fn), NULL;
@@ -379,7 +379,7 @@ static bool ends_with(const char *s, const char *suffix) {
 static int open_index(const char *index, gt_st **out, char *err, size_t errn) {
     json_error_t je;
     json_t *root = json_load_file(index, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return gt_errf(err, errn, "safetensors: %s: line %d: %s", index, je.line, je.text);
+    if (!root) return gt_errf(err, errn, "safetensors: %s: line %d: %s", index, je.line, gt_err_printable(je.text));
     int rc = 0;
     gt_st *st = NULL;
     char *dir = NULL;

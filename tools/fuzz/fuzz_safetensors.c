@@ -3,7 +3,7 @@
  * accessor and fp32 conversion on what it accepts.
  * Properties beyond "no crash, leak or UB": a refusal is one line naming the file; an accepted
  * file's tensors lie inside the buffer, tile its data section, and are found by name.
- * seeds: tests/fixtures/hf/dtypes.safetensors tests/fixtures/hf/writer_f32.safetensors tests/fixtures/hf/writer_bf16.safetensors
+ * seeds: tests/fixtures/hf/dtypes.safetensors tests/fixtures/hf/writer_f32.safetensors tests/fixtures/hf/writer_bf16.safetensors tools/fuzz/seeds/safetensors
  * Run through tools/fuzz/run.sh. */
 #include <stdint.h>
 #include <stdlib.h>
