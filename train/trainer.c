@@ -619,8 +619,15 @@ static int run_loop(run *r, bool *stopped, char *err, size_t errn) {
 static int run_finish(run *r, bool stopped, char *err, size_t errn) {
     const gt_config *c = r->c;
     bool lead = r->dist->rank == 0, trained = r->step > r->first;
+    /* stopped by a signal: the checkpoint first, before any more output. Under mpirun the output
+     * pipe may no longer be read as the job ends, and a write blocked on it must not cost the
+     * checkpoint (mpirun's SIGKILL follows its SIGTERM by odls_base_sigkill_timeout seconds). */
+    if (stopped && c->checkpoint.dir[0] && trained &&
+        save_checkpoint(r, r->step, r->elapsed0 + gt_now() - r->rep.t0, err, errn))
+        return -1;
     double took = gt_report_end(&r->rep, r->step, stopped);
-    if (c->checkpoint.dir[0] && trained && save_checkpoint(r, r->step, r->elapsed0 + took, err, errn)) return -1;
+    if (!stopped && c->checkpoint.dir[0] && trained && save_checkpoint(r, r->step, r->elapsed0 + took, err, errn))
+        return -1;
     double final_eval = NAN;
     if (r->ev.n && r->step == r->total) {
         gt_eval_result er;
