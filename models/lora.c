@@ -209,3 +209,13 @@ void gt_lora_merge(const gt_lora *l, const gt_lora_adapter *ad, gt_tensor *w) {
                 (int)ad->out, ad->a.data + g * r, (int)(ad->groups * r), 1,
                 w->data + g * ad->out * ad->in, (int)ad->in);
 }
+
+void gt_lora_standard_ab(const gt_lora *l, const gt_lora_adapter *ad, double scale, gt_real *A, gt_real *B) {
+    int64_t r = l->rank, G = ad->groups, R = G * r, in = ad->in, out = ad->out;
+    for (int64_t q = 0; q < R; q++)
+        for (int64_t i = 0; i < in; i++) A[q * in + i] = ad->a.data[i * R + q];
+    memset(B, 0, (size_t)(G * out * R) * sizeof *B);
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t j = 0; j < r; j++) B[(g * out + o) * R + g * r + j] = (gt_real)(scale * ad->b.data[j * out + o]);
+}

@@ -87,4 +87,9 @@ void gt_lora_set_keras_a(gt_lora_adapter *ad, const gt_real *in);
  * where in = N*H. */
 void gt_lora_merge(const gt_lora *l, const gt_lora_adapter *ad, gt_tensor *w);
 
+/* The adapter as a standard LoRA (PEFT, llama.cpp): delta W = B A with A [G*r, in] (A'^T) and
+ * B [G*out, G*r] block-diagonal (head group g's block is scale * B^T), exact for Keras' per-head
+ * A and shared B. A and B are the caller's (G*r*in and G*out*G*r values). */
+void gt_lora_standard_ab(const gt_lora *l, const gt_lora_adapter *ad, double scale, gt_real *A, gt_real *B);
+
 #endif

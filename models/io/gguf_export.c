@@ -171,18 +171,13 @@ int gt_gguf_export_lora(const gt_lora *l, const gt_gemma_config *c, const char *
                 goto done;
             }
             int64_t r = l->rank, G = ad->groups, R = G * r, in = ad->in, out = ad->out;
-            float *A = malloc((size_t)(R * in) * sizeof *A), *B = calloc((size_t)(G * out * R), sizeof *B);
+            float *A = malloc((size_t)(R * in) * sizeof *A), *B = malloc((size_t)(G * out * R) * sizeof *B);
             bufs[n++] = A, bufs[n++] = B;
             if (!A || !B) {
                 gt_errf(err, errn, "%s: out of memory", path);
                 goto done;
             }
-            /* A [R, in] = A'^T; B [G*out, R] block-diagonal, the scale folded in */
-            for (int64_t q = 0; q < R; q++)
-                for (int64_t x = 0; x < in; x++) A[q * in + x] = ad->a.data[x * R + q];
-            for (int64_t g = 0; g < G; g++)
-                for (int64_t o = 0; o < out; o++)
-                    for (int64_t j = 0; j < r; j++) B[(g * out + o) * R + g * r + j] = (float)(s * ad->b.data[j * out + o]);
+            gt_lora_standard_ab(l, ad, s, A, B); /* the scale folded into B */
             int64_t sa[2] = {R, in}, sb[2] = {G * out, R};
             snprintf(name, sizeof name, "%s.lora_a", base);
             if (gt_ggufw_tensor(w, name, A, 2, sa, GT_GGML_F32, err, errn)) goto done;

@@ -108,17 +108,6 @@ done:
     return rc;
 }
 
-/* One module's A [G*r, in] and B [G*out, G*r] (block-diagonal) from ours. */
-static void to_peft(const gt_lora *l, const gt_lora_adapter *ad, float *A, float *B) {
-    int64_t r = l->rank, G = ad->groups, R = G * r, in = ad->in, out = ad->out;
-    for (int64_t q = 0; q < R; q++)
-        for (int64_t i = 0; i < in; i++) A[q * in + i] = ad->a.data[i * R + q];
-    memset(B, 0, (size_t)(G * out * R) * sizeof *B);
-    for (int64_t g = 0; g < G; g++)
-        for (int64_t o = 0; o < out; o++)
-            for (int64_t j = 0; j < r; j++) B[(g * out + o) * R + g * r + j] = ad->b.data[j * out + o];
-}
-
 int gt_peft_save(const char *dir, const gt_lora *l, const gt_gemma_config *c, const char *base, char *err,
                  size_t errn) {
     if (gt_mkdir_p(dir, err, errn)) return -1;
@@ -151,7 +140,7 @@ int gt_peft_save(const char *dir, const gt_lora *l, const gt_gemma_config *c, co
                 gt_errf(err, errn, "%s: out of memory", dir);
                 goto done;
             }
-            to_peft(l, ad, A, B);
+            gt_lora_standard_ab(l, ad, 1.0, A, B);
         }
     if (!n) {
         gt_errf(err, errn, "%s: no adapters to write", dir);
