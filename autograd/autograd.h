@@ -12,6 +12,7 @@
 #include "autograd/ops_linalg.h"
 #include "autograd/ops_lmhead.h"
 #include "autograd/ops_loss.h"
+#include "autograd/ops_moe.h"
 #include "autograd/ops_norm.h"
 #include "autograd/real.h"
 #include "autograd/tape.h"
