@@ -123,7 +123,7 @@ void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
     for (int i = 0; i < m->n_params; i++) {
         gt_tensor *t = m->params[i].t;
         size_t len = strlen(m->params[i].name);
-        if (len > 6 && !strcmp(m->params[i].name + len - 6, "/scale"))
+        if (len > 5 && !strcmp(m->params[i].name + len - 5, "scale")) /* norms, MoE per-dim/expert scales */
             for (int64_t j = 0; j < t->size; j++) t->data[j] += 1;
         else if (t->ndim == 0) t->data[0] = 1;
     }
@@ -409,6 +409,28 @@ static gt_tensor *attention_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_t
     return gt_scope_end(ctx, half, keep, 3);
 }
 
+/* Gemma 4's expert branch (KerasHub Gemma4Router + Gemma4MoEBlock): the router reads the raw
+ * residual stream x, softmax((vnorm(x) * per_dim_scale / sqrt(D)) Wr) -> top-k renormalised, times
+ * per_expert_scale; the chosen experts run on pre_ffw_norm_moe(x), one GEMM per expert over its
+ * tokens; the weighted sum gets its own post-norm. Records the choices in m->moe_routes if set. */
+static gt_tensor *moe_branch(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x) {
+    const gt_gemma_config *c = &m->cfg;
+    const gt_gemma_layer *ly = &m->layers[i];
+    int64_t D = c->hidden_dim, n = x->size / D, flat[2] = {n, D};
+    gt_tensor *xf = gt_reshape(ctx, x, 2, flat);
+    gt_tensor *r = gt_scale(ctx, gt_rmsnorm(ctx, xf, ly->router_scale, c->rms_eps, false), 1.0 / sqrt((double)D));
+    const gt_moe_plan *plan = NULL;
+    gt_tensor *w = gt_moe_route(ctx, linear(ctx, m, r, ly->router), ly->expert_scale, c->experts_per_token, &plan);
+    gt_tensor *h = norm(ctx, m, xf, ly->moe_pre_norm);
+    gt_tensor *y = plan ? gt_moe_down(ctx, gt_moe_up(ctx, h, ly->expert_gate, ly->expert_up, plan), ly->expert_down,
+                                      w, plan)
+                        : NULL;
+    if (y && m->moe_routes)
+        memcpy(m->moe_routes + i * n * c->experts_per_token, plan->idx,
+               (size_t)(n * c->experts_per_token) * sizeof *plan->idx);
+    return norm(ctx, m, gt_reshape(ctx, y, x->ndim, x->shape), ly->moe_post_norm);
+}
+
 /* The feed-forward half: x + [post-norm](down(gelu(gate) * up)), then Gemma 4's per-layer input
  * (pli [B, T, P], or NULL) and layer scale. A scope: only the residual stream leaves. */
 static gt_tensor *ffw_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, gt_tensor *pli) {
@@ -417,6 +439,7 @@ static gt_tensor *ffw_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor 
     gt_tensor *h = norm(ctx, m, x, ly->pre_ffw_norm);
     gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate), proj(ctx, m, i, GT_LORA_UP, h, ly->up));
     f = proj(ctx, m, i, GT_LORA_DOWN, f, ly->down);
+    if (ly->router) f = gt_add(ctx, norm(ctx, m, f, ly->moe_post_dense_norm), moe_branch(ctx, m, i, x));
     if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
     x = gt_add(ctx, x, f);
     if (pli) {

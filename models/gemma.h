@@ -38,6 +38,10 @@ typedef struct gt_gemma_layer {
      * weights) also on k = v global layers; layer_scalar is a non-trainable scalar (no gradient);
      * ple_* exist with per-layer embeddings: gate [P, D], up [D, P], norm [D]. */
     gt_tensor *layer_scalar, *ple_gate, *ple_up, *ple_norm;
+    /* Gemma 4 MoE (cfg.moe): norms [D], router_scale [D], router [E, D], expert_gate/up [E*F, D],
+     * expert_down [E*D, F], expert_scale [E] (F = expert_dim) */
+    gt_tensor *moe_post_dense_norm, *moe_pre_norm, *moe_post_norm, *router_scale, *router;
+    gt_tensor *expert_gate, *expert_up, *expert_down, *expert_scale;
 } gt_gemma_layer;
 
 struct gt_gemma_param_row;
@@ -70,6 +74,9 @@ typedef struct gt_gemma {
     bool compute_bf16;        /* bf16 arithmetic in the frozen products (gt_gemma_set_compute_bf16) */
     /* Gemma 4 per-layer embeddings (NULL without): table [Vp, L*P], projection [L*P, D], norm [P] */
     gt_tensor *ple_embedding, *ple_projection, *ple_norm;
+    /* Gemma 4 MoE: when set (caller-owned, [L, B*T, k]), each forward writes every block's chosen
+     * experts per token, best first (tests, routing statistics); else NULL */
+    int32_t *moe_routes;
 } gt_gemma;
 
 /* Allocate a zero-initialised model. trainable: every parameter requires a gradient (full

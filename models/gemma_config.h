@@ -50,6 +50,12 @@ typedef struct gt_gemma_config {
     bool double_wide_mlp;        /* kv-shared layers use an MLP branch of 2F */
     int64_t per_layer_input_dim; /* P > 0: per-layer token embeddings (PLE); 0 = none */
     int64_t per_layer_vocab_size;/* rows of the PLE table; 0 = vocab_size */
+    /* Gemma 4 Mixture-of-Experts (26B-A4B, docs/gemma4.md row 20): every block runs the dense MLP
+     * and a routed bank of num_experts GeGLU experts (width expert_dim), experts_per_token each */
+    bool moe;                    /* KerasHub enable_moe_block */
+    int64_t num_experts;
+    int64_t expert_dim;
+    int64_t experts_per_token;   /* top-k (KerasHub default 8; read only with moe) */
 } gt_gemma_config;
 
 /* Fill *cfg from a preset name ("gemma3_270m", "gemma2_instruct_2b_en", ...). Returns 0, or -1

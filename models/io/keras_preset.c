@@ -50,7 +50,7 @@ static int build_map(const gt_gemma *m, wmap **out, int *count) {
         const gt_gemma_param *p = &m->params[i];
         wmap *e = &w[i];
         gt_gemma_param_keras_group(p->row, &m->cfg, p->layer, e->group, sizeof e->group);
-        snprintf(e->h5, sizeof e->h5, "%s/0", e->group);
+        snprintf(e->h5, sizeof e->h5, "%s/%d", e->group, gt_gemma_param_keras_var(p->row, &m->cfg, p->layer));
         /* the Keras layer is the variable's parent in our name */
         snprintf(e->lname, sizeof e->lname, "%s", p->name);
         char *slash = strrchr(e->lname, '/');
@@ -75,6 +75,7 @@ static void to_keras(const wmap *e, const gt_real *src, float *dst) {
         for (int64_t i = 0; i < e->t->size; i++) dst[i] = (float)src[i];
         break;
     case GT_KERAS_HEADS_IN: /* ours [G*H, D] -> (G, D, H) */
+    case GT_KERAS_EXPERTS:  /* ours [E*O, X] -> (E, X, O), the same permutation */
         for (int64_t g = 0; g < s[0]; g++)
             for (int64_t d = 0; d < s[1]; d++)
                 for (int64_t h = 0; h < s[2]; h++)
@@ -100,6 +101,7 @@ static void from_keras(const wmap *e, const float *src, gt_real *dst) {
         for (int64_t i = 0; i < e->t->size; i++) dst[i] = (gt_real)src[i];
         break;
     case GT_KERAS_HEADS_IN:
+    case GT_KERAS_EXPERTS:
         for (int64_t g = 0; g < s[0]; g++)
             for (int64_t d = 0; d < s[1]; d++)
                 for (int64_t h = 0; h < s[2]; h++)
@@ -587,16 +589,13 @@ static int read_fields(jctx *x, unsigned classes, gt_gemma_config *t) {
     return 0;
 }
 
-/* A causal text decoder only: no vision encoder (Gemma 3), no MoE (Gemma 4), no bidirectional or
- * embedding model. */
+/* A causal text decoder only: no vision encoder (Gemma 3), no bidirectional or embedding model. */
 static int refusals(jctx *x, int gen) {
-    bool moe = false, bidir = false, embed = false;
+    bool bidir = false, embed = false;
     json_t *vis = json_object_get(x->cfg, "vision_encoder");
     if (gen == 3 && vis && !json_is_null(vis))
         return snprintf(x->err, x->errn, "%s: config.vision_encoder is set: multimodal Gemma 3 presets are not "
                         "supported (text-only)", x->path), -1;
-    if (gen == 4 && get_bool(x, "enable_moe_block", false, &moe)) return -1;
-    if (moe) return snprintf(x->err, x->errn, "%s: config.enable_moe_block is true: Gemma 4 MoE (26B-A4B) is not supported", x->path), -1;
     if (gen >= 3 && (get_bool(x, "use_bidirectional_attention", false, &bidir) ||
                      get_bool(x, "is_embedding_model", false, &embed)))
         return -1;
