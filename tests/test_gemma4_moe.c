@@ -12,6 +12,7 @@
 
 #include "models/gemma.h"
 #include "models/io/h5io.h"
+#include "models/io/keras_lora.h"
 #include "models/io/keras_preset.h"
 
 #define PRESET "tests/fixtures/presets/gemma4_moe"
@@ -182,6 +183,64 @@ START_TEST(matches_kerashub) {
 }
 END_TEST
 
+/* Adapters that keras_hub's save_lora_weights wrote for the MoE backbone (its layer indices count
+ * the expert bank, router and MoE norms): logits equal keras_hub's; the file round-trips. */
+START_TEST(lora_matches_kerashub) {
+    char err[1024];
+    gt_h5 f;
+    ck_assert_msg(gt_h5_open_read(FIXTURE, &f, err, sizeof err) == 0, "%s", err);
+    gt_gemma *m = load(false);
+    gt_lora *l;
+    ck_assert_msg(!gt_keras_lora_open(PRESET ".lora.h5", &m->cfg, &l, err, sizeof err), "%s", err);
+    int n = 0;
+    for (int64_t i = 0; i < m->cfg.num_layers; i++)
+        for (int t = 0; t < GT_LORA_NTARGETS; t++) n += gt_lora_get(l, i, (gt_lora_target)t) != NULL;
+    ck_assert_int_eq(n, 2 * 7 + 2 * 6); /* local layers: all seven; global (k = v): no value */
+    inputs in;
+    read_inputs(f, &in);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = in.B, .seq = in.T, .token_ids = in.ids, .padding_mask = in.mask};
+    m->lora = l;
+    gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    float *want = read_f32(f, "/expected/logits_lora", z->size), *base = read_f32(f, "/expected/logits", z->size);
+    double maxref = 0, maxdiff = 0, moved = 0;
+    for (int64_t i = 0; i < z->size; i++) {
+        maxref = fmax(maxref, fabs(want[i]));
+        maxdiff = fmax(maxdiff, fabs((double)z->data[i] - want[i]));
+        moved = fmax(moved, fabs((double)want[i] - base[i]));
+    }
+    printf("gemma4 MoE LoRA vs keras_hub: %.2e x max|logit| (adapters move logits by %.2f)\n", maxdiff / maxref, moved);
+    ck_assert(moved > 0.1);
+    ck_assert_msg(maxdiff <= 1e-4 * maxref, "LoRA logits off by %.3g x max", maxdiff / maxref);
+    char dir[] = "/tmp/gt_g4moe_lora_XXXXXX", path[600];
+    ck_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/a.lora.h5", dir);
+    ck_assert_msg(!gt_keras_lora_save(path, l, &m->cfg, err, sizeof err), "%s", err);
+    gt_lora *l2;
+    ck_assert_msg(!gt_keras_lora_open(path, &m->cfg, &l2, err, sizeof err), "%s", err);
+    for (int64_t i = 0; i < m->cfg.num_layers; i++)
+        for (int t = 0; t < GT_LORA_NTARGETS; t++) {
+            const gt_lora_adapter *a = gt_lora_get(l, i, (gt_lora_target)t), *b = gt_lora_get(l2, i, (gt_lora_target)t);
+            ck_assert(!a == !b);
+            if (a) ck_assert(!memcmp(a->a.data, b->a.data, (size_t)a->a.size * sizeof(gt_real)) &&
+                             !memcmp(a->b.data, b->b.data, (size_t)a->b.size * sizeof(gt_real)));
+        }
+    unlink(path);
+    rmdir(dir);
+    gt_lora_free(l2);
+    m->lora = NULL;
+    gt_lora_free(l);
+    free(want);
+    free(base);
+    free_inputs(&in);
+    gt_ctx_free(&ctx);
+    gt_gemma_free(m);
+    gt_h5_close(f);
+}
+END_TEST
+
 /* KerasHub preset -> gemmatrain -> preset: the MoE config and every expert weight survive. */
 START_TEST(preset_export_round_trip) {
     char err[1024], dir[] = "/tmp/gt_g4moe_XXXXXX", out[600], p[700];
@@ -269,6 +328,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, config_and_param_count);
     tcase_add_test(tc, matches_kerashub);
+    tcase_add_test(tc, lora_matches_kerashub);
     tcase_add_test(tc, preset_export_round_trip);
     tcase_add_test(tc, incremental_decoding_matches_full_forward);
     tcase_add_test(tc, bad_moe_configs_name_the_field);

@@ -35,6 +35,7 @@ static const struct { const char *name; long long params; } published[] = {
     {"gemma4_2b", 4628569379LL},          {"gemma4_instruct_2b", 4628569379LL},
     {"gemma4_4b", 7463013418LL},          {"gemma4_instruct_4b", 7463013418LL},
     {"gemma4_31b", 30697345340LL},        {"gemma4_instruct_31b", 30697345340LL},
+    {"gemma4_26b_a4b", 25233141790LL},    {"gemma4_instruct_26b_a4b", 25233141790LL}, /* MoE */
 };
 
 START_TEST(parameter_counts_match_kerashub) {
@@ -178,7 +179,7 @@ START_TEST(field_table_covers_the_config) {
         M(rope_global_base), M(rope_local_scale), M(rope_global_scale), M(query_head_dim_normalize),
         M(kerashub_query_scaling), M(max_seq_len), M(global_head_dim), M(num_global_kv_heads),
         M(rope_global_partial), M(num_kv_shared_layers), M(double_wide_mlp), M(per_layer_input_dim),
-        M(per_layer_vocab_size)};
+        M(per_layer_vocab_size), M(moe), M(num_experts), M(expert_dim), M(experts_per_token)};
 #undef M
     for (size_t k = 0; k < sizeof members / sizeof members[0]; k++)
         ck_assert_msg(seen[members[k]], "member %zu of gt_gemma_config has no row in gemma_fields.c", k);

@@ -16,7 +16,9 @@ make_gemma4_fixture.py:
   /expected/router/<layer>  int32 [B*T, k]: each token's chosen experts, best first (eager run)
 
 The backbone is also saved with save_to_preset to tests/fixtures/presets/gemma4_moe/ for the
-preset importer's test. KerasHub and transformers train with no auxiliary (load-balancing) loss:
+preset importer's test. Then LoRA (rank 2) goes on all seven targets (attention and the dense
+MLP; the experts are not Keras LoRA targets) with random A and B: presets/gemma4_moe.lora.h5
+(save_lora_weights, whose layer indices count the MoE sublayers) and /expected/logits_lora. KerasHub and transformers train with no auxiliary (load-balancing) loss:
 neither gemma4_moe.py nor modeling_gemma4.py has one, so the loss here is the plain LM loss.
 
 Run: KERAS_BACKEND=jax python3 tools/reference/make_gemma4_moe_fixture.py  (keras-hub 0.32)
@@ -212,9 +214,19 @@ def main(seed=4017):
     bb.save_to_preset(preset)
     print(f"{path}: loss {float(loss):.6f}, max|logit| {float(np.abs(logits).max()):.3f}, "
           f"{bb.count_params()} params, smallest router gap {gap:.3g}")
-    print("weighted layers in Keras' flatten order:",
-          [(lyr.name, len(lyr.weights)) for lyr in bb.get_layer("decoder_block_0")._flatten_layers(include_self=True)
-           if lyr.weights][:40])
+    bb.enable_lora(2, target_layer_names=TARGETS)
+    for layer in bb._flatten_layers(include_self=False):
+        if getattr(layer, "lora_enabled", False):
+            layer.lora_kernel_a.assign(rng.normal(0, 0.3, layer.lora_kernel_a.shape).astype("float32"))
+            layer.lora_kernel_b.assign(rng.normal(0, 0.3, layer.lora_kernel_b.shape).astype("float32"))
+    lora_logits = np.asarray(lm(inputs), "float32")
+    bb.save_lora_weights(os.path.join(OUT, "presets", "gemma4_moe.lora.h5"))
+    with h5py.File(path, "a") as f:
+        f["expected/logits_lora"] = lora_logits
+    print(f"LoRA: {len(bb._lora_enabled_layers)} adapters, max|logit| {np.abs(lora_logits).max():.3f}")
+
+
+TARGETS = ["query", "key", "value", "attention_output", "ffw_gating", "ffw_gating_2", "ffw_linear"]
 
 
 if __name__ == "__main__":
