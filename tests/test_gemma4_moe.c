@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "models/gemma.h"
@@ -304,6 +306,69 @@ START_TEST(incremental_decoding_matches_full_forward) {
 }
 END_TEST
 
+static int run(const char *args, char *out, size_t n) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
+    FILE *p = popen(cmd, "r");
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static double loss_after(const char *out, const char *label) {
+    const char *p = strstr(out, label);
+    ck_assert_msg(p != NULL, "no '%s' in output:\n%s", label, out);
+    return atof(strstr(p, "loss ") + 5);
+}
+
+/* configs/tiny.yaml for data and training defaults, its custom model switched off */
+#define BASE                                                                                        \
+    "model.generation=0 model.vocab_size=0 model.num_layers=0 model.hidden_dim=0 "                  \
+    "model.intermediate_dim=0 model.num_query_heads=0 model.num_key_value_heads=0 model.head_dim=0 " \
+    "model.sliding_window_size=-1 tokenizer=tests/fixtures/presets/gemma1/assets/tokenizer/vocabulary.spm " \
+    "data.train=tests/fixtures/debian-train-200.jsonl data.eval=tests/fixtures/debian-eval-50.jsonl " \
+    "data.format=prompt_response data.sequence_length=16 train.batch_size=4 train.micro_batch_size=2 " \
+    "train.chunk_rows=16 optimizer.learning_rate=0.01"
+
+/* The CLI on the MoE preset: LoRA on attention lowers the eval loss and its adapter file reloads
+ * with the trained loss; full fine-tuning (experts and routers trained) too, and the saved model
+ * reloads with its loss. */
+START_TEST(lora_and_full_finetune_lower_eval_loss) {
+    static char out[1 << 16];
+    char dir[64], args[2048];
+    snprintf(dir, sizeof dir, "/tmp/gt-test-g4moe-%d", (int)getpid());
+    ck_assert(mkdir(dir, 0755) == 0);
+    snprintf(args, sizeof args, "train configs/tiny.yaml " BASE " model.weights=" PRESET " train.steps=4 "
+             "train.full_finetune=false lora.enabled=true lora.rank=2 lora.targets=[query,value] output_dir=%s/lora", dir);
+    int rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "adapter.lora.h5"), "exit %d:\n%s", rc, out);
+    double before = loss_after(out, "eval before training"), trained = loss_after(out, "eval after training");
+    ck_assert_msg(trained < before, "LoRA training did not lower the eval loss: %.4f -> %.4f", before, trained);
+    snprintf(args, sizeof args, "eval configs/tiny.yaml " BASE " model.weights=" PRESET " train.full_finetune=false "
+             "lora.enabled=true lora.rank=2 lora.targets=[query,value] lora.weights=%s/lora/adapter.lora.h5", dir);
+    rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "{\"loss\": "), "exit %d:\n%s", rc, out);
+    ck_assert_msg(fabs(atof(strstr(out, "{\"loss\": ") + 9) - trained) < 1e-4, "%s", out);
+    printf("MoE LoRA: eval loss %.4f -> %.4f\n", before, trained);
+
+    snprintf(args, sizeof args, "train configs/tiny.yaml " BASE " model.weights=" PRESET " train.steps=3 "
+             "train.full_finetune=true lora.enabled=false output_dir=%s/full", dir);
+    rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "/model"), "exit %d:\n%s", rc, out);
+    before = loss_after(out, "eval before training"), trained = loss_after(out, "eval after training");
+    ck_assert_msg(trained < before, "full fine-tuning did not lower the eval loss: %.4f -> %.4f", before, trained);
+    snprintf(args, sizeof args, "eval configs/tiny.yaml " BASE " model.weights=%s/full/model tokenizer= lora.enabled=false",
+             dir);
+    rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "{\"loss\": "), "exit %d:\n%s", rc, out);
+    ck_assert_msg(fabs(atof(strstr(out, "{\"loss\": ") + 9) - trained) < 1e-4, "%s", out);
+    printf("MoE full fine-tuning: eval loss %.4f -> %.4f\n", before, trained);
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    ck_assert_int_eq(system(args), 0);
+}
+END_TEST
+
 START_TEST(bad_moe_configs_name_the_field) {
     gt_gemma_config c;
     char err[512];
@@ -332,6 +397,7 @@ int main(void) {
     tcase_add_test(tc, preset_export_round_trip);
     tcase_add_test(tc, incremental_decoding_matches_full_forward);
     tcase_add_test(tc, bad_moe_configs_name_the_field);
+    tcase_add_test(tc, lora_and_full_finetune_lower_eval_loss);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
