@@ -53,7 +53,8 @@ const gt_gemma_param_row gt_gemma_param_rows[] = {
     /* Gemma 4 MoE (KerasHub gemma4_moe.py, HF Gemma4TextRouter / Gemma4TextExperts): the dense
      * branch's post-norm, the expert branch's pre/post norms, the router (per-dim scale, [E, D]
      * kernel), the expert bank in Keras' variable order (gate, up [E*F, D], down [E*D, F], scale
-     * [E]). HF fuses gate and up into experts.gate_up_proj (hf_gemma.c handles it); llama.cpp's
+     * [E]). HF fuses gate and up into experts.gate_up_proj [E, 2F, D] (hf_gemma.c splits and joins
+     * them; both rows name it) and stores down as [E, D, F]; llama.cpp's
      * converter reshapes them (no GGUF names: not imported). */
     {"post_ffw_norm_dense/scale", true, false, L_(moe_post_dense_norm), {GT_DIM_D}, GT_WHEN_MOE, NOLORA,
      "post_ffw_norm_dense", GT_KERAS_SAME, {17, 17}, "post_feedforward_layernorm_1.weight", NULL, NULL, false},
@@ -66,9 +67,9 @@ const gt_gemma_param_row gt_gemma_param_rows[] = {
     {"moe_router/proj/kernel", true, false, L_(router), {GT_DIM_E, GT_DIM_D}, GT_WHEN_MOE, NOLORA, "moe_router/proj",
      GT_KERAS_T, {15, 15}, "router.proj.weight", NULL, NULL, false},
     {"moe_expert_bank/gate_proj", true, false, L_(expert_gate), {GT_DIM_EF, GT_DIM_D}, GT_WHEN_MOE, NOLORA,
-     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, NULL, NULL, NULL, false},
+     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.gate_up_proj", NULL, NULL, false},
     {"moe_expert_bank/up_proj", true, false, L_(expert_up), {GT_DIM_EF, GT_DIM_D}, GT_WHEN_MOE, NOLORA,
-     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, NULL, NULL, NULL, false},
+     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.gate_up_proj", NULL, NULL, false},
     {"moe_expert_bank/down_proj", true, false, L_(expert_down), {GT_DIM_ED, GT_DIM_FE}, GT_WHEN_MOE, NOLORA,
      "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.down_proj", NULL, NULL, false},
     {"moe_expert_bank/per_expert_scale", true, false, L_(expert_scale), {GT_DIM_E}, GT_WHEN_MOE, NOLORA,

@@ -14,6 +14,7 @@
 
 #include "models/gemma.h"
 #include "models/io/h5io.h"
+#include "models/io/hf_gemma.h"
 #include "models/io/keras_lora.h"
 #include "models/io/keras_preset.h"
 
@@ -306,6 +307,81 @@ START_TEST(incremental_decoding_matches_full_forward) {
 }
 END_TEST
 
+/* max |ours - ref| / max|ref| over the real (unpadded) rows: transformers computes padded rows too */
+static double logits_err(const gt_tensor *z, const float *want, const uint8_t *mask, int64_t rows, int64_t V) {
+    double maxref = 0, maxdiff = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        if (!mask[r]) continue;
+        for (int64_t v = 0; v < V; v++) {
+            maxref = fmax(maxref, fabs(want[r * V + v]));
+            maxdiff = fmax(maxdiff, fabs((double)z->data[r * V + v] - want[r * V + v]));
+        }
+    }
+    return maxdiff / maxref;
+}
+
+/* transformers' Gemma4ForCausalLM with enable_moe_block (tools/reference/
+ * make_hf_gemma4_moe_fixture.py): import gives its logits; our HF export reloads with the same
+ * config and bits, and transformers reading such an export (committed
+ * tests/fixtures/hf/export_gemma4_moe_ref.h5, its --check-export) agrees with us. */
+START_TEST(hf_transformers_import_and_export) {
+    char err[1024];
+    gt_gemma *m;
+    ck_assert_msg(!gt_hf_gemma_load("tests/fixtures/hf/gemma4_moe", false, &m, err, sizeof err), "%s", err);
+    ck_assert(m->cfg.moe && m->cfg.num_experts == 6 && m->cfg.expert_dim == 12 && m->cfg.experts_per_token == 2);
+    gt_h5 f;
+    ck_assert_msg(!gt_h5_open_read("tests/fixtures/hf/gemma4_moe.ref.h5", &f, err, sizeof err), "%s", err);
+    inputs in;
+    int nd;
+    int64_t shape[8];
+    ck_assert(gt_h5_read_i32(f, "/token_ids", &in.ids, &nd, shape, err, sizeof err) == 0);
+    in.B = shape[0], in.T = shape[1];
+    ck_assert(gt_h5_read_i32(f, "/padding_mask", &in.mask32, &nd, shape, err, sizeof err) == 0);
+    in.mask = malloc((size_t)(in.B * in.T));
+    for (int64_t i = 0; i < in.B * in.T; i++) in.mask[i] = (uint8_t)in.mask32[i];
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = in.B, .seq = in.T, .token_ids = in.ids, .padding_mask = in.mask};
+    gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    float *want = read_f32(f, "/logits", z->size);
+    double e = logits_err(z, want, in.mask, in.B * in.T, m->cfg.vocab_size);
+    ck_assert_msg(e <= 1e-4, "transformers disagrees: %.3g x max", e);
+    gt_h5 fx;
+    ck_assert_msg(!gt_h5_open_read("tests/fixtures/hf/export_gemma4_moe_ref.h5", &fx, err, sizeof err), "%s", err);
+    float *exported = read_f32(fx, "/logits", z->size);
+    double ex = logits_err(z, exported, in.mask, in.B * in.T, m->cfg.vocab_size);
+    ck_assert_msg(ex <= 1e-4, "transformers on our export disagrees: %.3g x max", ex);
+    printf("gemma4 MoE vs transformers: logits %.2e x max; transformers on our export %.2e x max\n", e, ex);
+
+    char dir[] = "/tmp/gt_g4moe_hf_XXXXXX", p[600];
+    ck_assert(mkdtemp(dir));
+    ck_assert_msg(!gt_hf_gemma_save(m, dir, NULL, err, sizeof err), "%s", err);
+    gt_gemma *m2;
+    ck_assert_msg(!gt_hf_gemma_load(dir, false, &m2, err, sizeof err), "%s", err);
+    gt_gemma_config a = m->cfg, b = m2->cfg;
+    memset(a.name, 0, sizeof a.name);
+    memset(b.name, 0, sizeof b.name);
+    ck_assert_msg(!memcmp(&a, &b, sizeof a), "config differs after the HF round trip");
+    ck_assert_msg(!memcmp(m->data, m2->data, (size_t)m->n_values * sizeof *m->data), "weights differ");
+    const char *files[] = {"config.json", "generation_config.json", "model.safetensors", "", NULL};
+    for (int i = 0; files[i]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        if (unlink(p)) rmdir(p);
+    }
+    gt_gemma_free(m2);
+    free(want);
+    free(exported);
+    free(in.ids);
+    free(in.mask32);
+    free(in.mask);
+    gt_ctx_free(&ctx);
+    gt_h5_close(fx);
+    gt_h5_close(f);
+    gt_gemma_free(m);
+}
+END_TEST
+
 static int run(const char *args, char *out, size_t n) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
@@ -395,6 +471,7 @@ int main(void) {
     tcase_add_test(tc, matches_kerashub);
     tcase_add_test(tc, lora_matches_kerashub);
     tcase_add_test(tc, preset_export_round_trip);
+    tcase_add_test(tc, hf_transformers_import_and_export);
     tcase_add_test(tc, incremental_decoding_matches_full_forward);
     tcase_add_test(tc, bad_moe_configs_name_the_field);
     tcase_add_test(tc, lora_and_full_finetune_lower_eval_loss);
