@@ -54,7 +54,7 @@ static void group(gt_moe_plan *p) {
 }
 
 static void route_backward(gt_ctx *ctx, gt_node *node) {
-    gt_tensor *logits = node->in[0], *scale = node->in[1];
+    gt_tensor *logits = node->in[0], *scale = node->n_in > 1 ? node->in[1] : NULL;
     const route_saved *s = node->saved;
     const gt_moe_plan *p = &s->plan;
     int64_t T = p->tokens, k = p->k, E = p->experts;

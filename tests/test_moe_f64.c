@@ -40,10 +40,16 @@ static gt_tensor *fwd_route(gt_ctx *ctx, gt_tensor **in, void *user) {
     return gt_moe_route(ctx, in[0], in[1], K, &p);
 }
 
+static gt_tensor *fwd_route_unscaled(gt_ctx *ctx, gt_tensor **in, void *user) {
+    const gt_moe_plan *p;
+    return gt_moe_route(ctx, in[0], NULL, K, &p);
+}
+
 START_TEST(route_grad) {
     int64_t se[1] = {E};
     gt_tensor *in[2] = {rnd2(T, E, true, -2, 2), rnd(1, se, true, 0.5, 1.5)};
     expect_pass(fwd_route, NULL, in, 2);
+    expect_pass(fwd_route_unscaled, NULL, in, 1);
     free_all(in, 2);
 }
 END_TEST
