@@ -244,7 +244,9 @@ START_TEST(lora_matches_kerashub) {
 }
 END_TEST
 
-/* KerasHub preset -> gemmatrain -> preset: the MoE config and every expert weight survive. */
+/* KerasHub preset -> gemmatrain -> preset: the MoE config and every expert weight survive; and
+ * keras_hub's logits on such an export (committed tests/fixtures/presets/ours_gemma4_moe_keras.h5,
+ * make_gemma4_moe_fixture.py --check-export) agree with ours. */
 START_TEST(preset_export_round_trip) {
     char err[1024], dir[] = "/tmp/gt_g4moe_XXXXXX", out[600], p[700];
     ck_assert(mkdtemp(dir));
@@ -265,6 +267,30 @@ START_TEST(preset_export_round_trip) {
     ck_assert_int_eq(m2->n_values, m->n_values);
     ck_assert_msg(!memcmp(m->data, m2->data, (size_t)m->n_values * sizeof *m->data), "weights differ");
     gt_gemma_free(m2);
+    gt_h5 f, fk;
+    ck_assert_msg(gt_h5_open_read(FIXTURE, &f, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gt_h5_open_read("tests/fixtures/presets/ours_gemma4_moe_keras.h5", &fk, err, sizeof err) == 0, "%s",
+                  err);
+    inputs in;
+    read_inputs(f, &in);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_gemma_batch batch = {.batch = in.B, .seq = in.T, .token_ids = in.ids, .padding_mask = in.mask};
+    gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &batch));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    float *kl = read_f32(fk, "/logits", z->size);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t i = 0; i < z->size; i++) {
+        maxref = fmax(maxref, fabs(kl[i]));
+        maxdiff = fmax(maxdiff, fabs((double)z->data[i] - kl[i]));
+    }
+    printf("keras_hub on our Gemma 4 MoE export: logits %.2e x max|logit|\n", maxdiff / maxref);
+    ck_assert_msg(maxdiff <= 1e-4 * maxref, "keras_hub disagrees with us: %.3g x max", maxdiff / maxref);
+    free(kl);
+    free_inputs(&in);
+    gt_ctx_free(&ctx);
+    gt_h5_close(fk);
+    gt_h5_close(f);
     gt_gemma_free(m);
     const char *files[] = {"config.json", "model.weights.h5", "metadata.json", "task.json", "preprocessor.json",
                            "tokenizer.json", "assets/tokenizer/vocabulary.spm", "assets/tokenizer", "assets", "", NULL};

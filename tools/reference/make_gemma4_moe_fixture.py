@@ -22,6 +22,11 @@ MLP; the experts are not Keras LoRA targets) with random A and B: presets/gemma4
 neither gemma4_moe.py nor modeling_gemma4.py has one, so the loss here is the plain LM loss.
 
 Run: KERAS_BACKEND=jax python3 tools/reference/make_gemma4_moe_fixture.py  (keras-hub 0.32)
+
+--check-export DIR: load a preset that gemmatrain exported from tests/fixtures/presets/gemma4_moe
+(`gemmatrain convert` of a copy with assets/tokenizer/vocabulary.spm from the Gemma 1 fixture)
+with keras_hub.models.Gemma4CausalLM.from_preset, run the fixture's inputs and write /logits to
+tests/fixtures/presets/ours_gemma4_moe_keras.h5.
 """
 import os
 import shutil
@@ -229,5 +234,24 @@ def main(seed=4017):
 TARGETS = ["query", "key", "value", "attention_output", "ffw_gating", "ffw_gating_2", "ffw_linear"]
 
 
+def check_export(d):
+    lm = keras_hub.models.Gemma4CausalLM.from_preset(d)
+    with h5py.File(os.path.join(OUT, "gemma4_moe.h5")) as f:
+        token_ids, padding_mask = f["inputs/token_ids"][()], f["inputs/padding_mask"][()]
+        want = f["expected/logits"][()]
+    position_ids = np.tile(np.arange(token_ids.shape[1], dtype="int32"), (token_ids.shape[0], 1))
+    logits = np.asarray(lm({"token_ids": token_ids, "padding_mask": padding_mask,
+                            "position_ids": position_ids}), "float32")
+    out = os.path.join(OUT, "presets", "ours_gemma4_moe_keras.h5")
+    with h5py.File(out, "w") as f:
+        f["logits"] = logits
+    print(f"{d}: keras_hub's logits vs the fixture {np.abs(logits - want).max() / np.abs(want).max():.2e} x max; "
+          f"wrote {out}")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-export":
+        check_export(sys.argv[2])
+    else:
+        main()
