@@ -25,6 +25,7 @@ void gt_gemma_config_defaults(gt_gemma_config *cfg, int generation) {
     cfg->kerashub_query_scaling = true;
     cfg->max_seq_len = generation >= 4 ? 131072 : generation >= 3 ? 32768 : 8192;
     cfg->rope_global_partial = 1.0;
+    if (generation == 4) cfg->experts_per_token = 8; /* KerasHub's default, kept by dense configs too */
 }
 
 typedef struct {
@@ -143,7 +144,7 @@ int gt_gemma_preset(const char *name, gt_gemma_config *cfg, char *err, size_t er
         cfg->moe = p->experts > 0;
         cfg->num_experts = p->experts;
         cfg->expert_dim = p->expert_dim;
-        cfg->experts_per_token = p->top_k;
+        if (p->experts) cfg->experts_per_token = p->top_k;
         return 0;
     }
     size_t off = (size_t)snprintf(err, errn, "unknown model preset '%s'; known:", name);

@@ -80,7 +80,7 @@ static const gt_gemma_field fields[] = {
     {F(expert_dim, INT), "expert_intermediate_dim", GT_G(4), NZ, 0,
      "moe_intermediate_size", GT_G(4), 0, NZ, {0}, "expert_feed_forward_length", GT_G(4), GT_FF_POSITIVE},
     {F(experts_per_token, INT), "num_experts_per_token", GT_G(4), 0, 8,
-     "top_k_experts", GT_G(4), 0, NZ, {0}, "expert_used_count", GT_G(4), GT_FF_POSITIVE},
+     "top_k_experts", GT_G(4), 0, 0, {0, 0, 0, 0, 8}, "expert_used_count", GT_G(4), GT_FF_POSITIVE},
 };
 
 const gt_gemma_field *gt_gemma_fields(size_t *n) {

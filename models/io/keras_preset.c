@@ -217,8 +217,7 @@ static const struct {
     {"trainable", "true"}, {"image_size", "null"}, {"dropout", "0"}, {"vision_encoder", "null"},
     {"audio_encoder", "null"}, {"num_audio_tokens_per_clip", "null"}, {"use_bidirectional_attention", "false"},
     {"use_vision_bidirectional_attention", "false"}, {"is_embedding_model", "false"},
-    {"pooling_intermediate_dim", "null"}, {"embedding_dim", "null"}, {"enable_moe_block", "false"},
-    {"num_experts", "null"}, {"expert_intermediate_dim", "null"}, {"num_experts_per_token", "8"},
+    {"pooling_intermediate_dim", "null"}, {"embedding_dim", "null"},
     {"query_head_dim_normalize", "true"}, /* Gemma 4 (the table's row covers 1-3) */
 };
 
