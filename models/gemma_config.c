@@ -199,6 +199,9 @@ int gt_gemma_config_validate(const gt_gemma_config *c, char *err, size_t errn) {
     if (c->num_kv_shared_layers < 0 || c->num_kv_shared_layers >= c->num_layers)
         BAD("model.num_kv_shared_layers: must be in [0, num_layers - 1], got %lld",
             (long long)c->num_kv_shared_layers);
+    if (!c->moe && (c->num_experts || c->expert_dim)) /* e.g. a file with expert keys but no MoE flag */
+        BAD("model: num_experts / expert_intermediate_dim are set (%lld, %lld) but enable_moe_block is false",
+            (long long)c->num_experts, (long long)c->expert_dim);
     if (c->moe && (c->num_experts < 1 || c->expert_dim < 1))
         BAD("model: enable_moe_block needs num_experts >= 1 and expert_intermediate_dim >= 1 (got %lld, %lld)",
             (long long)c->num_experts, (long long)c->expert_dim);

@@ -482,6 +482,9 @@ START_TEST(bad_moe_configs_name_the_field) {
     c.experts_per_token = 8, c.num_experts = 0;
     ck_assert_int_eq(gt_gemma_config_validate(&c, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "num_experts") != NULL, "%s", err);
+    c.num_experts = 128, c.moe = false; /* expert sizes without the flag: refused, not run dense */
+    ck_assert_int_eq(gt_gemma_config_validate(&c, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "enable_moe_block") != NULL, "%s", err);
     ck_assert(gt_gemma_preset("gemma3_1b", &c, err, sizeof err) == 0);
     c.moe = true;
     ck_assert_int_eq(gt_gemma_config_validate(&c, err, sizeof err), -1);
