@@ -533,6 +533,8 @@ START_TEST(example_configs_parse) {
         {"configs/gemma3-270m-full.yaml", GT_CFG_TRAIN},
         {"configs/gemma3-270m-chat-packing.yaml", GT_CFG_TRAIN},
         {"configs/gemma3-270m-eval.yaml", GT_CFG_EVAL},
+        {"configs/gemma4-e2b-lora.yaml", GT_CFG_TRAIN},
+        {"configs/gemma4-tiny.yaml", GT_CFG_TRAIN},
     };
     for (size_t k = 0; k < sizeof ex / sizeof ex[0]; k++) {
         ck_assert_msg(gt_config_load_for(ex[k].path, NULL, 0, ex[k].purpose, &c, err, sizeof err) == 0, "%s", err);
