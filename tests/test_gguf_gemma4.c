@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "logits.h"
 #include "models/io/gemma_gguf.h"
@@ -55,11 +56,51 @@ START_TEST(logits_match_transformers) {
 }
 END_TEST
 
+/* A layer layout the pattern cannot express is one clear error naming the key. */
+START_TEST(unsupported_pattern_named) {
+    char err[512];
+    FILE *f = fopen(FIX ".gguf", "rb");
+    ck_assert_ptr_nonnull(f);
+    static uint8_t buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    ck_assert(n > 0 && n < sizeof buf);
+    const char *key = "gemma4.attention.sliding_window_pattern";
+    uint8_t *k = memmem(buf, n, key, strlen(key));
+    ck_assert_ptr_nonnull(k);
+    uint8_t *flags = k + strlen(key) + 4 + 4 + 8; /* value type, element type, count */
+    ck_assert(flags[0] == 1 && flags[2] == 0);
+    flags[0] = 0; /* layer 0 global: one global every layer, but layer 1 is local */
+    gt_gguf *g;
+    ck_assert_msg(gt_gguf_open_buffer(buf, n, "bad.gguf", &g, err, sizeof err) == 0, "%s", err);
+    gt_gemma_config c;
+    ck_assert_int_ne(gt_gemma_config_from_gguf(g, &c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "gemma4.attention.sliding_window_pattern") && strstr(err, "layer 1"), "%s", err);
+    gt_gguf_close(g);
+}
+END_TEST
+
+/* gemmatrain generate --chat on the Gemma 4 GGUF writes the prompt in Gemma 4's turns. */
+START_TEST(generate_chat_uses_gemma4_turns) {
+    char cmd[512], out[4096];
+    snprintf(cmd, sizeof cmd, "%s generate --model " FIX ".gguf --chat --max-new-tokens 3 'Hi' 2>&1",
+             getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain");
+    FILE *p = popen(cmd, "r");
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = 0;
+    int st = pclose(p);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "Hi<turn|>\n<|turn>model\n"), "%s", out);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gguf_gemma4");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, config_from_metadata);
     tcase_add_test(tc, logits_match_transformers);
+    tcase_add_test(tc, unsupported_pattern_named);
+    tcase_add_test(tc, generate_chat_uses_gemma4_turns);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
