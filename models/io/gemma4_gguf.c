@@ -89,12 +89,15 @@ static int partial_rope(const gt_gguf *g, gt_gemma_config *c, char *err, size_t 
     float *f = malloc(sizeof(float) * (size_t)t->dims[0]);
     if (!f) return gt_errf(err, errn, "out of memory");
     if (gt_gguf_dequant(g, t, f, err, errn)) return free(f), -1;
-    int64_t rot = 0;
+    int64_t rot = 0, bad = -1;
     while (rot < t->dims[0] && f[rot] == 1.0f) rot++;
-    for (int64_t i = rot; i < t->dims[0]; i++)
-        if (f[i] < 1e29f) return free(f), gt_errf(err, errn, "tensor 'rope_freqs.weight': value %lld is %g (only 1, then 1e30, is supported)",
-                                         (long long)i, (double)f[i]);
+    for (int64_t i = rot; i < t->dims[0] && bad < 0; i++)
+        if (f[i] < 1e29f) bad = i;
+    double v = bad >= 0 ? (double)f[bad] : 0;
     free(f);
+    if (bad >= 0)
+        return gt_errf(err, errn, "tensor 'rope_freqs.weight': value %lld is %g (only 1, then 1e30, is supported)",
+                       (long long)bad, v);
     c->rope_global_partial = (double)(2 * rot) / (double)hg;
     return 0;
 }
