@@ -32,7 +32,7 @@ static void usage(FILE *f) {
             "  --stop IDS            comma-separated stop token ids (default: <eos>, <end_of_turn>, <turn|>)\n"
             "  --strip-prompt        print only the completion (default prints prompt + completion,\n"
             "                        as KerasHub's generate(strip_prompt=False))\n"
-            "  --chat                wrap PROMPT in the Gemma chat template (user turn, model turn)\n"
+            "  --chat                wrap PROMPT in the chat template (user turn, model turn; Gemma 4: <|turn>)\n"
             "  --no-bos              do not prepend <bos>\n"
             "  --score               instead of generating, print per-token losses of PROMPT as JSON\n"
             "                        (KerasHub's score(scoring_mode=\"loss\"))\n"
@@ -208,12 +208,14 @@ static int parse_args(int argc, char **argv, gen_args *a) {
 
 /* The prompt's ids: <bos> unless --no-bos, in the chat template with --chat (turn markers
  * inserted as ids, never matched from the user's text). 0, or 1 with the message printed. */
-static int encode_prompt(const gt_tokenizer *tok, const gen_args *a, gt_ids *ids) {
+static int encode_prompt(const gt_tokenizer *tok, const gen_args *a, bool gemma4, gt_ids *ids) {
     char err[1024];
     if (a->bos) gt_ids_push(ids, gt_tok_bos(tok));
-    int32_t sot = gt_tok_piece_id(tok, "<start_of_turn>"), eot = gt_tok_piece_id(tok, "<end_of_turn>");
+    /* Gemma 4's turn markers are <|turn> / <turn|> (data.template gemma4_chat) */
+    const char *s = gemma4 ? "<|turn>" : "<start_of_turn>", *e = gemma4 ? "<turn|>" : "<end_of_turn>";
+    int32_t sot = gt_tok_piece_id(tok, s), eot = gt_tok_piece_id(tok, e);
     if (a->chat && (sot < 0 || eot < 0))
-        return fprintf(stderr, "generate: --chat needs <start_of_turn>/<end_of_turn> in the vocabulary\n"), 1;
+        return fprintf(stderr, "generate: --chat needs %s/%s in the vocabulary\n", s, e), 1;
     if (a->chat) {
         gt_ids_push(ids, sot);
         if (gt_tok_encode(tok, "user\n", 5, false, ids, err, sizeof err)) goto fail;
@@ -297,7 +299,7 @@ int cli_generate(int argc, char **argv) {
     rc = 1;
     if (a.lora_path && apply_lora(m, a.lora_path, a.lora_alpha, err, sizeof err))
         fprintf(stderr, "generate: %s\n", err);
-    else if (!encode_prompt(tok, &a, &ids))
+    else if (!encode_prompt(tok, &a, m->cfg.generation == 4, &ids))
         rc = a.do_score && a.logits ? score_logits(m, ids.ids, (int64_t)ids.n)
              : a.do_score           ? score(m, tok, ids.ids, (int64_t)ids.n)
                                     : generate(m, tok, &a, &smp, &ids);

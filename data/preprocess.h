@@ -16,6 +16,13 @@
  *    user turn with "\n\n"; role assistant is written model); each model turn's reply and its
  *    <end_of_turn> are response tokens (weighted), everything else, the newline after
  *    <end_of_turn> included, is prompt; right-truncated to S+1.
+ *  - template gemma4_chat: the same with Gemma 4's markers <|turn> / <turn|> (prompt
+ *    <|turn>user\n{prompt}<turn|>\n<|turn>model\n, response {response}<turn|>); in chat records a
+ *    system message is a turn of its own (<|turn>system\n...<turn|>) and turns are joined by "\n"
+ *    (none after the last), so a conversation ending in a model turn is, token for token, what
+ *    KerasHub's Gemma4CausalLMPreprocessor makes of (the history, the last reply + <turn|>).
+ *  - template auto: the chat template of cfg->chat_default (gemma4_chat, else gemma_chat); chat
+ *    records under template none use it too (the job sets it from the model's generation).
  * Weights are 0 on padding. Labels where the weight is 0 are still valid ids (pad). Packing
  * (optional) is described with gt_pp_pack_append below.
  * Ownership: every output array is the caller's (S values each); nothing is kept. Errors: -1 and
@@ -27,12 +34,13 @@
 #include "data/dataset.h"
 #include "data/tokenizer.h"
 
-typedef enum { GT_TEMPLATE_NONE, GT_TEMPLATE_GEMMA_CHAT } gt_template;
+typedef enum { GT_TEMPLATE_NONE, GT_TEMPLATE_GEMMA_CHAT, GT_TEMPLATE_GEMMA4_CHAT, GT_TEMPLATE_AUTO } gt_template;
 
 typedef struct gt_pp_cfg {
     int64_t seq_len;      /* S */
     bool add_bos, add_eos;
     gt_template template_;
+    gt_template chat_default; /* GT_TEMPLATE_GEMMA4_CHAT for Gemma 4 models; else gemma_chat */
 } gt_pp_cfg;
 
 /* Fills one row: ids, labels (int32), mask (uint8), weights (gt_real), S values each. */

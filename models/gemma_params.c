@@ -15,11 +15,11 @@ const gt_gemma_param_row gt_gemma_param_rows[] = {
     {"token_embedding/embeddings", false, false, M_(embedding), {GT_DIM_V, GT_DIM_D}, GT_WHEN_ALWAYS, NOLORA,
      "reversible_embedding", GT_KERAS_SAME, {0, 0}, "embed_tokens.weight", NULL, "token_embd.weight", false},
     {"per_layer_token_embedding/embeddings", false, false, M_(ple_embedding), {GT_DIM_VP, GT_DIM_LP}, GT_WHEN_PLE,
-     NOLORA, "embedding", GT_KERAS_SAME, {0, 0}, "embed_tokens_per_layer.weight", NULL, NULL, false},
+     NOLORA, "embedding", GT_KERAS_SAME, {0, 0}, "embed_tokens_per_layer.weight", NULL, "per_layer_token_embd.weight", false},
     {"per_layer_model_projection/kernel", false, false, M_(ple_projection), {GT_DIM_LP, GT_DIM_D}, GT_WHEN_PLE,
-     NOLORA, "dense", GT_KERAS_T, {0, 0}, "per_layer_model_projection.weight", NULL, NULL, false},
+     NOLORA, "dense", GT_KERAS_T, {0, 0}, "per_layer_model_projection.weight", NULL, "per_layer_model_proj.weight", false},
     {"per_layer_projection_norm/scale", false, false, M_(ple_norm), {GT_DIM_P}, GT_WHEN_PLE, NOLORA,
-     "rms_normalization", GT_KERAS_SAME, {0, 0}, "per_layer_projection_norm.weight", NULL, NULL, false},
+     "rms_normalization", GT_KERAS_SAME, {0, 0}, "per_layer_projection_norm.weight", NULL, "per_layer_proj_norm.weight", false},
 
     {"pre_attention_norm/scale", true, false, L_(pre_attn_norm), {GT_DIM_D}, GT_WHEN_ALWAYS, NOLORA,
      "pre_attention_norm", GT_KERAS_SAME, {61, 61}, "input_layernorm.weight", NULL, "attn_norm.weight", true},
@@ -76,14 +76,14 @@ const gt_gemma_param_row gt_gemma_param_rows[] = {
      "moe_expert_bank", GT_KERAS_SAME, {13, 13}, "router.per_expert_scale", NULL, NULL, false},
     /* Gemma 4 per-layer inputs: gate [P, D], up [D, P] ((out, in) as HF stores them), norm [D] */
     {"per_layer_input_gate/kernel", true, false, L_(ple_gate), {GT_DIM_P, GT_DIM_D}, GT_WHEN_PLE, NOLORA,
-     "per_layer_input_gate", GT_KERAS_T, {12, 12}, "per_layer_input_gate.weight", NULL, NULL, false},
+     "per_layer_input_gate", GT_KERAS_T, {12, 12}, "per_layer_input_gate.weight", NULL, "inp_gate.weight", false},
     {"per_layer_up_proj/kernel", true, false, L_(ple_up), {GT_DIM_D, GT_DIM_P}, GT_WHEN_PLE, NOLORA,
-     "per_layer_up_proj", GT_KERAS_T, {11, 11}, "per_layer_projection.weight", NULL, NULL, false},
+     "per_layer_up_proj", GT_KERAS_T, {11, 11}, "per_layer_projection.weight", NULL, "proj.weight", false},
     {"post_per_layer_input_norm/scale", true, false, L_(ple_norm), {GT_DIM_D}, GT_WHEN_PLE, NOLORA,
-     "post_per_layer_input_norm", GT_KERAS_SAME, {10, 10}, "post_per_layer_input_norm.weight", NULL, NULL, false},
+     "post_per_layer_input_norm", GT_KERAS_SAME, {10, 10}, "post_per_layer_input_norm.weight", NULL, "post_norm.weight", false},
     /* a scalar: HF stores it as [1]; Keras as the block's own variable */
     {"layer_scalar", true, true, L_(layer_scalar), {GT_DIM_NONE}, GT_WHEN_GEN4, NOLORA, "", GT_KERAS_SAME, {0, 0},
-     "layer_scalar", NULL, NULL, false},
+     "layer_scalar", NULL, "layer_output_scale.weight", false},
 
     {"final_normalization/scale", false, false, M_(final_norm), {GT_DIM_D}, GT_WHEN_ALWAYS, NOLORA,
      "rms_normalization", GT_KERAS_SAME, {0, 0}, "norm.weight", NULL, "output_norm.weight", true},
