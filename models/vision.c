@@ -48,36 +48,6 @@ static const vrow rows[] = {
 #undef G
 #define N_ROWS (sizeof rows / sizeof *rows)
 
-int gt_vision_config_check(const gt_vision_config *c, char *err, size_t errn) {
-    struct { const char *name; int64_t v; } pos[] = {
-        {"image_size", c->image_size}, {"patch_size", c->patch_size}, {"num_heads", c->num_heads},
-        {"hidden_dim", c->hidden_dim}, {"num_layers", c->num_layers},
-        {"intermediate_dim", c->intermediate_dim}, {"output_dim", c->output_dim},
-        {"pool_size", c->pool_size}};
-    for (size_t i = 0; i < sizeof pos / sizeof *pos; i++)
-        if (pos[i].v < 1 || pos[i].v > ((int64_t)1 << 20))
-            return gt_errf(err, errn, "vision encoder: %s = %lld must be in [1, 2^20]", pos[i].name,
-                           (long long)pos[i].v);
-    if (c->image_size % c->patch_size)
-        return gt_errf(err, errn, "vision encoder: patch_size %lld does not divide image_size %lld",
-                       (long long)c->patch_size, (long long)c->image_size);
-    if (c->pool_size > c->image_size / c->patch_size)
-        return gt_errf(err, errn, "vision encoder: pool_size %lld exceeds the %lld-patch grid",
-                       (long long)c->pool_size, (long long)(c->image_size / c->patch_size));
-    if (c->hidden_dim % c->num_heads)
-        return gt_errf(err, errn, "vision encoder: num_heads %lld does not divide hidden_dim %lld",
-                       (long long)c->num_heads, (long long)c->hidden_dim);
-    if (!(c->layer_norm_epsilon >= 0) || !isfinite(c->layer_norm_epsilon))
-        return gt_errf(err, errn, "vision encoder: layer_norm_epsilon %g must be finite and >= 0",
-                       c->layer_norm_epsilon);
-    return 0;
-}
-
-int64_t gt_vision_tokens_per_image(const gt_vision_config *c) {
-    int64_t r = c->image_size / c->patch_size / c->pool_size;
-    return r * r;
-}
-
 static int64_t dim_of(const gt_vision_config *c, int d) {
     int64_t w = c->image_size / c->patch_size;
     switch (d) {
@@ -88,16 +58,6 @@ static int64_t dim_of(const gt_vision_config *c, int d) {
     case VD_K: return c->patch_size * c->patch_size * 3;
     default: return 1;
     }
-}
-
-static int64_t row_size(const gt_vision_config *c, const vrow *r) {
-    return dim_of(c, r->dims[0]) * dim_of(c, r->dims[1]);
-}
-
-int64_t gt_vision_param_count(const gt_vision_config *c) {
-    int64_t n = 0;
-    for (size_t i = 0; i < N_ROWS; i++) n += row_size(c, &rows[i]) * (rows[i].per_layer ? c->num_layers : 1);
-    return n;
 }
 
 void gt_vision_free(gt_vision *v) {

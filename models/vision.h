@@ -22,20 +22,7 @@
 #include <stdint.h>
 
 #include "autograd/autograd.h"
-
-typedef struct gt_vision_config {
-    int64_t image_size, patch_size, num_heads, hidden_dim, num_layers, intermediate_dim;
-    int64_t output_dim; /* the decoder's hidden_dim */
-    int64_t pool_size;
-    double layer_norm_epsilon;
-} gt_vision_config;
-
-/* 0 when the config is usable, else -1 naming the field. */
-int gt_vision_config_check(const gt_vision_config *c, char *err, size_t errn);
-/* (image_size / patch_size / pool_size)^2 */
-int64_t gt_vision_tokens_per_image(const gt_vision_config *c);
-/* Number of scalar parameters (no allocation). */
-int64_t gt_vision_param_count(const gt_vision_config *c);
+#include "models/vision_config.h"
 
 typedef struct gt_vision_layer {
     gt_tensor *ln1_g, *ln1_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/gemma_config.h"
 #include "models/io/h5io.h"
 #include "models/vision.h"
 
@@ -128,6 +129,26 @@ START_TEST(config_errors_and_counts) {
 }
 END_TEST
 
+START_TEST(multimodal_presets_carry_the_encoder) {
+    gt_gemma_config mm, text;
+    char err[512];
+    ck_assert_int_eq(gt_gemma_preset("gemma3_instruct_12b", &mm, err, sizeof err), 0);
+    ck_assert_int_eq(gt_gemma_preset("gemma3_instruct_12b_text", &text, err, sizeof err), 0);
+    ck_assert_int_eq(text.vision.num_layers, 0);
+    ck_assert_int_eq(gt_gemma_param_count(&mm), gt_gemma_param_count(&text));
+    ck_assert_int_eq(mm.vision.output_dim, 3840);
+    ck_assert_int_eq(gt_vision_tokens_per_image(&mm.vision), 256);
+    ck_assert_int_eq(gt_gemma_config_validate(&mm, err, sizeof err), 0);
+    mm.vision.output_dim = 2560;
+    ck_assert_int_eq(gt_gemma_config_validate(&mm, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "output_dim 2560 must equal hidden_dim 3840"));
+    mm.vision.output_dim = 3840;
+    mm.vision.patch_size = 15;
+    ck_assert_int_eq(gt_gemma_config_validate(&mm, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "patch_size 15 does not divide image_size 896"));
+}
+END_TEST
+
 int main(void) {
     gt_h5_process_init();
     Suite *s = suite_create("vision");
@@ -135,6 +156,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, encoder_matches_kerashub);
     tcase_add_test(tc, config_errors_and_counts);
+    tcase_add_test(tc, multimodal_presets_carry_the_encoder);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
