@@ -189,3 +189,72 @@ gt_tensor *gt_avgpool2d(gt_ctx *ctx, gt_tensor *x, int64_t width, int64_t pool) 
     }
     return out;
 }
+
+/* ---------------------------------------------------------------- put_rows */
+
+typedef struct {
+    int32_t *pos; /* [n] a copy */
+    int64_t n;
+} put_saved;
+
+static void put_rows_backward(gt_ctx *ctx, gt_node *node) {
+    const put_saved *s = node->saved;
+    gt_tensor *x = node->in[0], *src = node->in[1];
+    const gt_real *dy = gt_grad(ctx, node->out);
+    gt_real *dx = gt_needs_grad(x) ? gt_grad(ctx, x) : NULL;
+    gt_real *ds = gt_needs_grad(src) ? gt_grad(ctx, src) : NULL;
+    if (!gt_ok(ctx)) return;
+    int64_t d = gt_cols(x), rows = gt_rows(x);
+    if (dx) {
+        /* every row but the replaced ones passes its gradient through */
+        uint8_t *hit = gt_alloc(ctx, (size_t)rows);
+        if (!hit) return;
+        memset(hit, 0, (size_t)rows);
+        for (int64_t i = 0; i < s->n; i++) hit[s->pos[i]] = 1;
+        for (int64_t r = 0; r < rows; r++)
+            if (!hit[r])
+                for (int64_t j = 0; j < d; j++) dx[r * d + j] += dy[r * d + j];
+        gt_release(ctx, hit, (size_t)rows);
+    }
+    if (ds)
+        for (int64_t i = 0; i < s->n; i++)
+            for (int64_t j = 0; j < d; j++) ds[i * d + j] += dy[(int64_t)s->pos[i] * d + j];
+}
+
+gt_tensor *gt_put_rows(gt_ctx *ctx, gt_tensor *x, gt_tensor *src, const int32_t *pos, int64_t n) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!x || !src || (n > 0 && !pos))
+        return gt_fail(ctx, GT_ERR_ARG, "put_rows: NULL input (x %s, src %s)", gt_shp(x), gt_shp(src));
+    int64_t d = gt_cols(x), rows = gt_rows(x);
+    if (x->ndim < 1 || gt_cols(src) != d || gt_rows(src) != n)
+        return gt_fail(ctx, GT_ERR_SHAPE, "put_rows: src %s must be [%lld, %lld] for x %s",
+                       gt_shp(src), (long long)n, (long long)d, gt_shp(x));
+    uint8_t *seen = gt_alloc(ctx, (size_t)(rows ? rows : 1));
+    if (!seen) return NULL;
+    memset(seen, 0, (size_t)rows);
+    for (int64_t i = 0; i < n; i++) {
+        if (pos[i] < 0 || pos[i] >= rows || seen[pos[i]]) {
+            gt_release(ctx, seen, (size_t)(rows ? rows : 1));
+            return gt_fail(ctx, GT_ERR_ARG, "put_rows: position %d (entry %lld) %s for x %s", pos[i],
+                           (long long)i, pos[i] < 0 || pos[i] >= rows ? "out of range" : "repeated",
+                           gt_shp(x));
+        }
+        seen[pos[i]] = 1;
+    }
+    gt_release(ctx, seen, (size_t)(rows ? rows : 1));
+    gt_tensor *in[2] = {x, src};
+    gt_tensor *out = gt_op_out(ctx, x->ndim, x->shape, in, 2);
+    if (!out) return NULL;
+    memcpy(out->data, x->data, (size_t)x->size * sizeof(gt_real));
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out->data + (int64_t)pos[i] * d, src->data + i * d, (size_t)d * sizeof(gt_real));
+    if (out->requires_grad) {
+        put_saved *s = gt_alloc(ctx, sizeof *s);
+        int32_t *p = gt_alloc(ctx, (size_t)(n ? n : 1) * sizeof(int32_t));
+        if (!s || !p) return NULL;
+        if (n) memcpy(p, pos, (size_t)n * sizeof(int32_t));
+        *s = (put_saved){p, n};
+        if (!gt_record(ctx, "put_rows", put_rows_backward, out, in, 2, s, 0)) return NULL;
+    }
+    return out;
+}

@@ -351,6 +351,7 @@ typedef struct {
     const int32_t *pos;
     const uint8_t *key_mask;
     const int32_t *segment_ids;
+    const int32_t *bidir_end; /* image spans (gt_attn_cfg.bidir_end), or NULL */
     gt_tensor **kv_k, **kv_v; /* every earlier layer's attention k, v (after norm and RoPE), for
                                  the layers that share them (Gemma 4) */
     gt_gemma_cache *cache;    /* inference only (B = 1, no tape), or NULL */
@@ -375,7 +376,8 @@ static gt_tensor *attention_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_t
                         .causal = true,
                         .q_offset = in->cache ? in->pos0 : 0,
                         .key_mask = in->key_mask,
-                        .segment_ids = in->segment_ids};
+                        .segment_ids = in->segment_ids,
+                        .bidir_end = in->bidir_end};
     gt_scope half = gt_scope_begin(ctx);
     gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
     gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
@@ -451,7 +453,7 @@ static gt_tensor *blocks(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b
     int64_t B = b->batch, T = b->seq, L = m->cfg.num_layers, P = m->cfg.per_layer_input_dim;
     gt_tensor **kv = gt_alloc(ctx, (size_t)(2 * L) * sizeof *kv);
     if (!kv) return NULL;
-    block_in in = {B, T, pos, b->padding_mask, b->segment_ids, kv, kv + L, cache, pos0};
+    block_in in = {B, T, pos, b->padding_mask, b->segment_ids, b->bidir_end, kv, kv + L, cache, pos0};
     gt_tensor *pl = P > 0 ? per_layer_inputs(ctx, m, x, b->token_ids, B, T) : NULL;
     for (int64_t i = 0; i < L && gt_ok(ctx); i++) {
         gt_tensor *pli = NULL;
@@ -488,6 +490,10 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
     }
     gt_scope s = gt_scope_begin(ctx); /* only the final hidden states outlive the forward */
     gt_tensor *x = embed(ctx, m, b->token_ids, B, T);
+    if (b->soft_tokens) { /* image embeddings at their placeholders (KerasHub: after the scaling) */
+        int64_t flat[2] = {B * T, m->cfg.hidden_dim}, sh[3] = {B, T, m->cfg.hidden_dim};
+        x = gt_reshape(ctx, gt_put_rows(ctx, gt_reshape(ctx, x, 2, flat), b->soft_tokens, b->soft_pos, b->n_soft), 3, sh);
+    }
     x = norm(ctx, m, blocks(ctx, m, b, x, pos, NULL, 0), m->final_norm);
     return gt_scope_end(ctx, s, &x, 1);
 }

@@ -122,6 +122,13 @@ typedef struct gt_gemma_batch {
     const int32_t *positions;
     const uint8_t *padding_mask;
     const int32_t *segment_ids;
+    /* Gemma 3 with images: row i of soft_tokens [n_soft, D] (the vision encoder's output,
+     * unscaled) replaces the embedding at flat position soft_pos[i] (b*T + t); bidir_end [B, T]
+     * (gt_attn_cfg.bidir_end) lets an image's tokens see each other. NULL / 0: text only. */
+    gt_tensor *soft_tokens;
+    const int32_t *soft_pos;
+    int64_t n_soft;
+    const int32_t *bidir_end;
 } gt_gemma_batch;
 
 /* Final-normalised hidden states [B, T, D]; NULL on error (ctx->err). */

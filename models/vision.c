@@ -189,3 +189,18 @@ gt_tensor *gt_vision_encode(gt_ctx *ctx, const gt_vision *v, const float *images
     x = gt_rmsnorm(ctx, x, v->soft_norm, c->layer_norm_epsilon, true);
     return gt_matmul(ctx, x, v->proj, false, true);
 }
+
+void gt_vision_span_ends(const uint8_t *vision_mask, int64_t B, int64_t T, int32_t *end) {
+    for (int64_t b = 0; b < B; b++) {
+        const uint8_t *vm = vision_mask + b * T;
+        int32_t *e = end + b * T;
+        for (int64_t t = T - 1, run_end = 0; t >= 0; t--) {
+            if (!vm[t]) {
+                e[t] = 0;
+                continue;
+            }
+            if (t == T - 1 || !vm[t + 1]) run_end = t + 1;
+            e[t] = (int32_t)run_end;
+        }
+    }
+}

@@ -47,4 +47,9 @@ gt_tensor *gt_vision_find(const gt_vision *v, const char *name);
 /* images: n * S * S * 3 floats, HWC per image. Returns [n, tokens, output_dim]. */
 gt_tensor *gt_vision_encode(gt_ctx *ctx, const gt_vision *v, const float *images, int64_t n);
 
+/* KerasHub's image spans for the decoder's attention: every maximal run of nonzero entries of
+ * vision_mask [B, T] is one span; end[b*T + t] = the exclusive end of the run holding t, 0
+ * outside any (gt_attn_cfg.bidir_end, gt_gemma_batch.bidir_end). */
+void gt_vision_span_ends(const uint8_t *vision_mask, int64_t B, int64_t T, int32_t *end);
+
 #endif

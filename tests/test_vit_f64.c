@@ -129,6 +129,42 @@ START_TEST(avgpool_grads_and_values) {
 }
 END_TEST
 
+typedef struct {
+    const int32_t *pos;
+    int64_t n;
+} put_args;
+
+static gt_tensor *fwd_put(gt_ctx *ctx, gt_tensor **in, void *user) {
+    put_args *a = user;
+    return gt_put_rows(ctx, in[0], in[1], a->pos, a->n);
+}
+
+START_TEST(put_rows_grads_and_errors) {
+    int64_t sx[3] = {2, 5, 3}, ss[2] = {3, 3};
+    gt_tensor *in[2] = {rnd(3, sx, true, -1, 1), rnd(2, ss, true, -1, 1)};
+    static const int32_t pos[3] = {7, 1, 2};
+    put_args a = {pos, 3};
+    expect_pass(fwd_put, &a, in, 2);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_tensor *y = gt_put_rows(&ctx, in[0], in[1], pos, 3);
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    ck_assert_double_eq(y->data[7 * 3 + 1], in[1]->data[1]);  /* row 7 <- src row 0 */
+    ck_assert_double_eq(y->data[3 * 3 + 2], in[0]->data[3 * 3 + 2]); /* row 3 untouched */
+    static const int32_t rep[2] = {4, 4};
+    ck_assert_ptr_null(gt_put_rows(&ctx, in[0], in[1], rep, 2));
+    ck_assert_ptr_nonnull(strstr(ctx.err, "src [3,3] must be [2, 3]"));
+    gt_ctx_reset(&ctx);
+    int64_t s2[2] = {2, 3};
+    gt_tensor *two = gt_tensor_new(2, s2, false);
+    ck_assert_ptr_null(gt_put_rows(&ctx, in[0], two, rep, 2));
+    ck_assert_ptr_nonnull(strstr(ctx.err, "position 4 (entry 1) repeated"));
+    gt_ctx_free(&ctx);
+    gt_tensor_free(two);
+    gt_tensor_free(in[0]), gt_tensor_free(in[1]);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("vit_f64");
     TCase *tc = tcase_create("vit_f64");
@@ -137,6 +173,7 @@ int main(void) {
     tcase_add_test(tc, layernorm_without_or_frozen_params);
     tcase_add_test(tc, layernorm_forward_values);
     tcase_add_test(tc, avgpool_grads_and_values);
+    tcase_add_test(tc, put_rows_grads_and_errors);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
