@@ -130,7 +130,7 @@ int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn) {
         if (!j->positions || !j->segments) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
     }
     if (!j->ids || !j->labels || !j->mask || !j->weights) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
-    j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token, j->cfg->data.template_};
+    j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token, j->cfg->data.template_, 0};
     return 0;
 }
 
