@@ -1,13 +1,16 @@
 /* Gemma 3 prompts with images against KerasHub's Gemma3CausalLMPreprocessor with the real
  * vocabulary (tests/fixtures/mm_preprocess.h5, tools/reference/make_mm_preprocess_fixture.py):
  * token ids, padding mask, labels, weights and the <img> vision mask; plus the marker count and
- * the error for a vocabulary without image markers. Needs the real Gemma 3 270M GGUF (its
+ * the error for a vocabulary without image markers; JSONL "images" records (paths relative to
+ * the file, one per marker) and their file:line errors. Needs the real Gemma 3 270M GGUF (its
  * vocabulary) for the parity part; skips it without. */
 #include <check.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "data/preprocess.h"
 #include "models/io/h5io.h"
@@ -105,17 +108,87 @@ START_TEST(markers_and_vocabulary_errors) {
 }
 END_TEST
 
+static char tmpdir[64];
+
+static void write_text(const char *name, const char *text) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Opening a one-record JSONL fails with "FILE:1: " + want. */
+static void expect_open_error(const char *line, const char *want) {
+    char p[256], err[1024];
+    write_text("bad.jsonl", line);
+    snprintf(p, sizeof p, "%s/bad.jsonl", tmpdir);
+    gt_dataset ds;
+    ck_assert_int_eq(gt_dataset_open(p, GT_DS_AUTO, false, &ds, err, sizeof err), -1);
+    char head[300];
+    snprintf(head, sizeof head, "%s:1: ", p);
+    ck_assert_msg(strstr(err, head) == err && strstr(err, want), "'%s' lacks '%s'", err, want);
+}
+
+START_TEST(jsonl_image_records) {
+    write_text("a.png", "not really a png, but it opens");
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s/sub", tmpdir);
+    ck_assert_int_eq(mkdir(sub, 0777), 0);
+    write_text("sub/b.png", "x");
+    write_text("ok.jsonl",
+               "{\"prompt\": \"<start_of_image> vs <start_of_image>\", \"response\": \"r\", "
+               "\"images\": [\"a.png\", \"sub/b.png\"]}\n"
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"<start_of_image>?\"}, "
+               "{\"role\": \"model\", \"content\": \"yes\"}], \"images\": [\"/dev/null\"]}\n"
+               "{\"prompt\": \"text only\", \"response\": \"r\"}\n");
+    char p[256], err[1024], want[256];
+    snprintf(p, sizeof p, "%s/ok.jsonl", tmpdir);
+    gt_dataset ds;
+    ck_assert_msg(gt_dataset_open(p, GT_DS_AUTO, false, &ds, err, sizeof err) == 0, "%s", err);
+    gt_example ex;
+    ck_assert_msg(gt_dataset_read(&ds, 0, &ex, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(ex.n_images, 2);
+    snprintf(want, sizeof want, "%s/sub/b.png", tmpdir);
+    ck_assert_str_eq(ex.images[1], want);
+    gt_example_free(&ex);
+    ck_assert_msg(gt_dataset_read(&ds, 1, &ex, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(ex.n_images, 1);
+    ck_assert_str_eq(ex.images[0], "/dev/null");
+    gt_example_free(&ex);
+    ck_assert_msg(gt_dataset_read(&ds, 2, &ex, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(ex.n_images, 0);
+    gt_example_free(&ex);
+    gt_dataset_close(&ds);
+    expect_open_error("{\"prompt\": \"<start_of_image>\", \"response\": \"r\", \"images\": []}\n",
+                      "0 images for 1 <start_of_image> marker");
+    expect_open_error("{\"prompt\": \"p\", \"response\": \"r\", \"images\": \"a.png\"}\n",
+                      "\"images\" must be an array of paths");
+    expect_open_error("{\"text\": \"<start_of_image>\", \"images\": [\"a.png\"]}\n",
+                      "\"images\" needs a prompt or messages record");
+    expect_open_error("{\"prompt\": \"<start_of_image>\", \"response\": \"r\", \"images\": [\"gone.png\"]}\n",
+                      "images[0]: ");
+}
+END_TEST
+
 int main(void) {
     gt_h5_process_init();
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/gt-mm-XXXXXX");
+    if (!mkdtemp(tmpdir)) return 1;
     Suite *s = suite_create("mm_preprocess");
     TCase *tc = tcase_create("mm_preprocess");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, matches_kerashub_with_the_real_vocabulary);
     tcase_add_test(tc, markers_and_vocabulary_errors);
+    tcase_add_test(tc, jsonl_image_records);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd)) return 1;
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
