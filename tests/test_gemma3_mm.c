@@ -11,6 +11,8 @@
 
 #include "models/gemma.h"
 #include "models/io/h5io.h"
+#include "models/io/keras_preset.h"
+#include "models/io/vision_keras.h"
 #include "models/vision.h"
 
 #define FIX "tests/fixtures/gemma3_mm.h5"
@@ -203,6 +205,44 @@ START_TEST(image_tokens_need_their_bidirectional_mask) {
 }
 END_TEST
 
+/* The same backbone saved by KerasHub as a preset: the decoder through gt_keras_preset_load, the
+ * encoder through gt_vision_keras_load; the logits are the fixture's. */
+START_TEST(kerashub_preset_with_encoder_loads) {
+    mm_case c;
+    open_case(&c);
+    char err[1024];
+    gt_gemma *m;
+    gt_vision *v;
+    const char *dir = "tests/fixtures/presets/gemma3_mm";
+    ck_assert_msg(gt_keras_preset_load(dir, false, &m, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gt_vision_keras_load(dir, false, &v, err, sizeof err) == 0, "%s", err);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_int_eq(v->cfg.output_dim, m->cfg.hidden_dim);
+    for (int64_t i = 0; i < v->n_params; i++) /* bit-identical to the fixture's copy */
+        ck_assert_msg(!memcmp(v->params[i]->data, c.v->params[i]->data, sizeof(float) * (size_t)v->params[i]->size),
+                      "%s differs", v->params[i]->name);
+    gt_gemma_free(c.m);
+    gt_vision_free(c.v);
+    c.m = m, c.v = v;
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_tensor *logits = forward(&ctx, &c, true, NULL);
+    float *want = read_ds(c.f, "/expected/logits", logits->size, false);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t i = 0; i < logits->size; i++) {
+        maxref = fmax(maxref, fabs(want[i]));
+        maxdiff = fmax(maxdiff, fabs((double)logits->data[i] - want[i]));
+    }
+    ck_assert_msg(maxdiff <= 1e-4 * maxref, "logits max error %.3g vs max %.3g", maxdiff, maxref);
+    free(want);
+    gt_ctx_free(&ctx);
+    close_case(&c);
+    /* a text-only preset has no encoder */
+    ck_assert_int_eq(gt_vision_keras_load("tests/fixtures/presets/gemma3", false, &v, err, sizeof err), 0);
+    ck_assert_ptr_null(v);
+}
+END_TEST
+
 int main(void) {
     gt_h5_process_init();
     Suite *s = suite_create("gemma3_mm");
@@ -210,6 +250,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, backbone_with_images_matches_kerashub);
     tcase_add_test(tc, image_tokens_need_their_bidirectional_mask);
+    tcase_add_test(tc, kerashub_preset_with_encoder_loads);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

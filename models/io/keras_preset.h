@@ -17,6 +17,8 @@
  * Save writes every file atomically (temporary file, fsync, rename) into dir, creating it.
  * A config KerasHub cannot express (RoPE bases other than its fixed ones, a sliding pattern
  * other than Gemma 2's 2 or Gemma 3's 6) is an error naming the field.
+ * A Gemma3Backbone with a vision encoder is read: its decoder here, the encoder's shapes into
+ * cfg.vision and its weights through models/io/vision_keras.h; saving writes the decoder only.
  * Gemma4Backbone (Gemma 4 dense text decoder, docs/gemma4.md) is read and written too: the
  * vision/audio encoders of a multimodal preset are ignored on load (text only), MoE is refused,
  * explicit layer_types must follow sliding_window_pattern.

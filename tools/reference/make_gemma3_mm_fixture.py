@@ -15,6 +15,8 @@ images at 2..5 and 8..11. Written to tests/fixtures/gemma3_mm.h5:
   /inputs/vision_pos      [12] int32 flat positions b*T + t of their soft tokens, in order
   /expected/logits [B, T, V], /expected/loss (sum(w ce) / (B T))
   /expected/grads/<name>, /expected/vision_grads/<keras path>   d loss / d weight, our layout
+and the same backbone as a KerasHub preset (config.json, metadata.json, model.weights.h5) in
+tests/fixtures/presets/gemma3_mm/.
 
 Run: KERAS_BACKEND=jax python3 tools/reference/make_gemma3_mm_fixture.py
 """
@@ -129,6 +131,7 @@ def main():
         for (p, _), val, g in zip(vnamed, values[len(named):], grads[len(named):]):
             f[f"vision_weights/{p}"] = vis.our_layout(p, np.asarray(val)).astype("float32")
             f[f"expected/vision_grads/{p}"] = vis.our_layout(p, np.asarray(g)).astype("float32")
+    backbone.save_to_preset(os.path.join(dec.OUT, "presets", "gemma3_mm"))
     print(f"{OUT}: loss {float(loss):.6f}, max|logit| {float(np.abs(logits).max()):.3f}, "
           f"{os.path.getsize(OUT)} bytes")
 
