@@ -11,7 +11,9 @@
 
 #include "models/gemma.h"
 #include "models/io/h5io.h"
+#include "models/io/hf_gemma.h"
 #include "models/io/keras_preset.h"
+#include "models/io/vision_hf.h"
 #include "models/io/vision_keras.h"
 #include "models/vision.h"
 
@@ -243,6 +245,70 @@ START_TEST(kerashub_preset_with_encoder_loads) {
 }
 END_TEST
 
+/* transformers' tiny Gemma3ForConditionalGeneration (tests/fixtures/hf/gemma3_mm) with images
+ * (tools/reference/make_hf_mm_fixture.py): the projected image features and the logits. */
+START_TEST(transformers_with_images_matches) {
+    const char *dir = "tests/fixtures/hf/gemma3_mm";
+    char err[1024];
+    gt_gemma *m;
+    gt_vision *v;
+    ck_assert_msg(gt_hf_gemma_load(dir, false, &m, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gt_vision_hf_load(dir, false, &v, err, sizeof err) == 0, "%s", err);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_int_eq(v->cfg.pool_size, 1);
+    gt_h5 f;
+    ck_assert_msg(gt_h5_open_read("tests/fixtures/hf/gemma3_mm_images_ref.h5", &f, err, sizeof err) == 0, "%s", err);
+    int nd;
+    int64_t sh[8];
+    int32_t *ids;
+    ck_assert(gt_h5_read_i32(f, "/input_ids", &ids, &nd, sh, err, sizeof err) == 0);
+    int64_t B = sh[0], T = sh[1], S = v->cfg.image_size, D = m->cfg.hidden_dim;
+    float *px = read_ds(f, "/pixel_values", 3 * S * S * 3, false);
+    float *feat = read_ds(f, "/image_features", 3 * 4 * D, false);
+    float *want = read_ds(f, "/logits", B * T * m->cfg.vocab_size, false);
+    uint8_t *vm = malloc((size_t)(B * T));
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)(B * T)), *end = malloc(sizeof(int32_t) * (size_t)(B * T));
+    int64_t n_soft = 0;
+    for (int64_t i = 0; i < B * T; i++)
+        if ((vm[i] = ids[i] == 152)) pos[n_soft++] = (int32_t)i;
+    ck_assert_int_eq(n_soft, 12);
+    gt_vision_span_ends(vm, B, T, end);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_tensor *soft = gt_vision_encode(&ctx, v, px, 3);
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    double fmaxv = 0, fdiff = 0;
+    for (int64_t i = 0; i < soft->size; i++) {
+        fmaxv = fmax(fmaxv, fabs(feat[i]));
+        fdiff = fmax(fdiff, fabs((double)soft->data[i] - feat[i]));
+    }
+    ck_assert_msg(fdiff <= 1e-4 * fmaxv, "image features differ by %.3g (max %.3g)", fdiff, fmaxv);
+    int64_t flat[2] = {n_soft, D};
+    gt_gemma_batch b = {.batch = B, .seq = T, .token_ids = ids, .soft_tokens = gt_reshape(&ctx, soft, 2, flat),
+                        .soft_pos = pos, .n_soft = n_soft, .bidir_end = end};
+    gt_tensor *logits = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &b));
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t i = 0; i < logits->size; i++) {
+        maxref = fmax(maxref, fabs(want[i]));
+        maxdiff = fmax(maxdiff, fabs((double)logits->data[i] - want[i]));
+    }
+    printf("transformers gemma3 + images: features %.2e x max, logits %.2e x max\n", fdiff / fmaxv,
+           maxdiff / maxref);
+    ck_assert_msg(maxdiff <= 1e-4 * maxref, "logits max error %.3g vs max %.3g", maxdiff, maxref);
+    b.bidir_end = NULL; /* the fixture exercises transformers' bidirectional image mask */
+    logits = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &b));
+    double causal = 0;
+    for (int64_t i = 0; i < logits->size; i++) causal = fmax(causal, fabs((double)logits->data[i] - want[i]));
+    ck_assert_msg(causal > 1e-2 * maxref, "causal-only logits match too (%.3g)", causal);
+    free(ids), free(px), free(feat), free(want), free(vm), free(pos), free(end);
+    gt_ctx_free(&ctx);
+    gt_h5_close(f);
+    gt_vision_free(v);
+    gt_gemma_free(m);
+}
+END_TEST
+
 int main(void) {
     gt_h5_process_init();
     Suite *s = suite_create("gemma3_mm");
@@ -251,6 +317,7 @@ int main(void) {
     tcase_add_test(tc, backbone_with_images_matches_kerashub);
     tcase_add_test(tc, image_tokens_need_their_bidirectional_mask);
     tcase_add_test(tc, kerashub_preset_with_encoder_loads);
+    tcase_add_test(tc, transformers_with_images_matches);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
