@@ -127,6 +127,18 @@ static int push_prompt(flagged *f, const gt_tokenizer *tok, const gt_pp_cfg *cfg
     return rc ? -1 : 0;
 }
 
+int gt_pp_encode_prompt(const gt_tokenizer *tok, const char *text, int64_t image_tokens, gt_ids *out,
+                        char *err, size_t errn) {
+    gt_pp_cfg cfg = {.image_tokens = image_tokens};
+    flagged f = {0};
+    int rc = push_prompt(&f, tok, &cfg, text, err, errn);
+    for (size_t i = 0; !rc && i < f.ids.n; i++)
+        if (gt_ids_push(out, f.ids.ids[i])) rc = (snprintf(err, errn, "out of memory"), -1);
+    gt_ids_free(&f.ids);
+    free(f.resp);
+    return rc;
+}
+
 /* The example's S+1 sequence and response flags; *used gets its real (unpadded) length. */
 static int build_seq(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,
                      int32_t *seq, uint8_t *resp, int64_t *used, char *err, size_t errn) {

@@ -44,6 +44,10 @@ typedef struct gt_pp_cfg {
  * vocabulary has no <img>). The decoder takes the image embeddings at these positions and
  * gt_vision_span_ends makes their attention spans from this mask. */
 int64_t gt_pp_vision_mask(const gt_tokenizer *tok, const int32_t *ids, int64_t n, uint8_t *vision);
+/* Appends the ids of prompt text to out with its image markers expanded as above (image_tokens
+ * > 0), for generation. 0, or -1 with a message. */
+int gt_pp_encode_prompt(const gt_tokenizer *tok, const char *text, int64_t image_tokens, gt_ids *out,
+                        char *err, size_t errn);
 /* Number of "<start_of_image>" markers in text (the images a record must bring). */
 int gt_pp_count_image_markers(const char *text);
 

@@ -527,8 +527,33 @@ void gt_gemma_cache_free(gt_gemma_cache *cache) {
     memset(cache, 0, sizeof *cache);
 }
 
+/* With images: soft [n_soft, D] go to positions soft_pos of this step; their contiguous runs see
+ * each other (bidir_end over every cached key, 0 before this step). */
+static gt_tensor *put_soft(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, int64_t pos0, int64_t n,
+                           const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, int32_t **bidir_end) {
+    int64_t D = m->cfg.hidden_dim, flat[2] = {n, D}, sh[2] = {n_soft, D}, x3[3] = {1, n, D};
+    int32_t *end = gt_alloc(ctx, (size_t)(pos0 + n) * sizeof *end);
+    if (!end) return NULL;
+    memset(end, 0, (size_t)(pos0 + n) * sizeof *end);
+    for (int64_t i = n_soft - 1, run_end = 0; i >= 0; i--) {
+        if (soft_pos[i] < 0 || soft_pos[i] >= n)
+            return gt_fail(ctx, GT_ERR_ARG, "gemma: image token position %d outside the %lld new tokens",
+                           soft_pos[i], (long long)n);
+        if (i == n_soft - 1 || soft_pos[i + 1] != soft_pos[i] + 1) run_end = pos0 + soft_pos[i] + 1;
+        end[pos0 + soft_pos[i]] = (int32_t)run_end;
+    }
+    *bidir_end = end;
+    gt_tensor *src = gt_from_data(ctx, soft, 2, sh, false);
+    return gt_reshape(ctx, gt_put_rows(ctx, gt_reshape(ctx, x, 2, flat), src, soft_pos, n_soft), 3, x3);
+}
+
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n) {
+    return gt_gemma_step_soft(ctx, m, cache, ids, n, NULL, NULL, 0);
+}
+
+gt_tensor *gt_gemma_step_soft(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                              int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft) {
     if (!gt_ok(ctx)) return NULL;
     int64_t pos0 = cache->len;
     if (n < 1 || pos0 + n > cache->max_len)
@@ -543,6 +568,9 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
     gt_tensor *x = embed(ctx, m, ids, 1, n);
     int64_t flat[2] = {n, m->cfg.hidden_dim};
     gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
+    int32_t *bidir_end = NULL;
+    if (n_soft > 0) x = put_soft(ctx, m, x, pos0, n, soft, soft_pos, n_soft, &bidir_end);
+    b.bidir_end = bidir_end;
     x = blocks(ctx, m, &b, x, pos, cache, pos0);
     /* only the last position's hidden state is needed to sample the next token */
     x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);

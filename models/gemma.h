@@ -159,5 +159,10 @@ void gt_gemma_cache_copy(gt_gemma_cache *dst, const gt_gemma_cache *src, const g
  * logits [1, V] of the last one and advances cache->len. Records nothing on the tape. */
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n);
+/* The same with images in these tokens: row i of soft (n_soft x hidden_dim values, the vision
+ * encoder's output) replaces the embedding of new token soft_pos[i] (ascending), and each run of
+ * consecutive positions sees itself both ways (as gt_gemma_batch.bidir_end). */
+gt_tensor *gt_gemma_step_soft(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                              int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft);
 
 #endif
