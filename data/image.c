@@ -20,9 +20,9 @@ void gt_image_free(gt_image *img) {
 }
 
 static int check_dims(const char *name, const char *fmt, long w, long h, char *err, size_t errn) {
-    if (w < 1 || h < 1 || w > GT_IMAGE_MAX_SIDE || h > GT_IMAGE_MAX_SIDE)
-        return gt_errf(err, errn, "%s: corrupt %s: size %ldx%ld outside 1..%d", name, fmt, w, h,
-                       GT_IMAGE_MAX_SIDE);
+    if (w < 1 || h < 1 || w > GT_IMAGE_MAX_SIDE || h > GT_IMAGE_MAX_SIDE || w * h > GT_IMAGE_MAX_PIXELS)
+        return gt_errf(err, errn, "%s: corrupt %s: size %ldx%ld outside 1..%d a side, %ld pixels", name,
+                       fmt, w, h, GT_IMAGE_MAX_SIDE, GT_IMAGE_MAX_PIXELS);
     return 0;
 }
 

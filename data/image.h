@@ -28,8 +28,10 @@ typedef struct gt_image {
     uint8_t *px; /* height * width * 3, RGB interleaved */
 } gt_image;
 
-/* Largest accepted side, in pixels: bigger claims in a header are reported as corrupt. */
+/* Largest accepted side and area, in pixels: bigger claims in a header are reported as corrupt
+ * (the pixels are allocated from the header's claim before the data is read). */
 #define GT_IMAGE_MAX_SIDE 16384
+#define GT_IMAGE_MAX_PIXELS (1L << 26)
 
 int gt_image_load(const char *path, gt_image *img, char *err, size_t errn);
 /* The same from bytes already in memory (name is used in messages). */
