@@ -9,6 +9,11 @@ bidirectional image mask). Written to tests/fixtures/hf/gemma3_mm_images_ref.h5:
   input_ids [2, T] int32, pixel_values [3, 28, 28, 3] float32 (HWC: ours; NCHW is fed to HF),
   image_features [3, 4, 32] (get_image_features: the projected soft tokens), logits [2, T, 160]
 
+and a 160-piece tokenizer.json for that model (written here, not by transformers: the tiny
+model has none): <pad> <eos> <bos> <unk>, the printable ASCII characters with a space as U+2581,
+"\n" and "\n\n", <start_of_image> 150, <end_of_image> 151, <image_soft_token> 152, <img> 153,
+<unusedN> fillers; so that `gemmatrain generate --image` can run on the directory.
+
 Run: python3 tools/reference/make_hf_mm_fixture.py   (torch; not in a process that imported jax)
 """
 import os
@@ -26,6 +31,34 @@ def row(rng, images):
     for _ in range(images):
         ids += [150] + [152] * 4 + [151] + list(rng.integers(3, 140, 2))
     return ids
+
+
+def write_tokenizer(path):
+    import json
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    for ch in [chr(c) for c in range(33, 127)] + ["\u2581", "\n", "\n\n"]:
+        vocab[ch] = len(vocab)
+    while len(vocab) < 150:
+        vocab[f"<unused{len(vocab)}>"] = len(vocab)
+    for name in ("<start_of_image>", "<end_of_image>", "<image_soft_token>", "<img>"):
+        vocab[name] = len(vocab)
+    while len(vocab) < 160:
+        vocab[f"<unused{len(vocab)}>"] = len(vocab)
+    special = {"<pad>", "<eos>", "<bos>", "<unk>", "<image_soft_token>"}
+    added = [{"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": t in special}
+             for t in ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_image>", "<end_of_image>",
+                       "<image_soft_token>", "<img>", "\n\n")]
+    tok = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+           "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+           "pre_tokenizer": None, "post_processor": None,
+           "decoder": {"type": "Sequence", "decoders": [
+               {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}]},
+           "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                     "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": False,
+                     "ignore_merges": False, "vocab": vocab, "merges": []}}
+    with open(path, "w") as f:
+        json.dump(tok, f, ensure_ascii=False, indent=1)
 
 
 def main():
@@ -52,6 +85,7 @@ def main():
         f["image_features"] = np.asarray(feats, "float32").reshape(3, 4, -1)
         f["logits"] = out.logits.float().numpy()
     print(path, tuple(out.logits.shape), float(out.logits.abs().max()))
+    write_tokenizer(os.path.join(FIX, "gemma3_mm", "tokenizer.json"))
 
 
 if __name__ == "__main__":
