@@ -14,6 +14,7 @@
 #include "autograd/ops_loss.h"
 #include "autograd/ops_moe.h"
 #include "autograd/ops_norm.h"
+#include "autograd/ops_vit.h"
 #include "autograd/real.h"
 #include "autograd/tape.h"
 #include "autograd/tensor.h"

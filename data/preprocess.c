@@ -80,6 +80,65 @@ static int push_text(flagged *f, const gt_tokenizer *tok, const char *s, uint8_t
     return 0;
 }
 
+#define IMAGE_MARK "<start_of_image>"
+
+int gt_pp_count_image_markers(const char *text) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, IMAGE_MARK)); p += sizeof IMAGE_MARK - 1) n++;
+    return n;
+}
+
+int64_t gt_pp_vision_mask(const gt_tokenizer *tok, const int32_t *ids, int64_t n, uint8_t *vision) {
+    int32_t img = gt_tok_piece_id(tok, "<img>");
+    int64_t count = 0;
+    for (int64_t t = 0; t < n; t++) count += vision[t] = img >= 0 && ids[t] == img;
+    return count;
+}
+
+/* Prompt text with Gemma 3's image markers expanded (gt_pp_cfg.image_tokens): the text pieces
+ * around each marker get its "\n\n" on their side and are encoded as text, exactly as encoding
+ * the expanded string does where the markers are atomic pieces (the real vocabulary's are
+ * USER_DEFINED, which split the text around them). */
+static int push_prompt(flagged *f, const gt_tokenizer *tok, const gt_pp_cfg *cfg, const char *s,
+                       char *err, size_t errn) {
+    if (cfg->image_tokens <= 0 || !strstr(s, IMAGE_MARK)) return push_text(f, tok, s, 0, err, errn);
+    int32_t soi = gt_tok_piece_id(tok, IMAGE_MARK), img = gt_tok_piece_id(tok, "<img>"),
+            eoi = gt_tok_piece_id(tok, "<end_of_image>");
+    if (soi < 0 || img < 0 || eoi < 0)
+        return snprintf(err, errn, "images: the vocabulary has no <start_of_image>, <img> or "
+                        "<end_of_image>"), -1;
+    char *buf = malloc(strlen(s) + 5);
+    if (!buf) return snprintf(err, errn, "out of memory"), -1;
+    int rc = 0;
+    for (const char *p = s, *q;; p = q + sizeof IMAGE_MARK - 1) {
+        q = strstr(p, IMAGE_MARK);
+        size_t len = q ? (size_t)(q - p) : strlen(p);
+        snprintf(buf, strlen(s) + 5, "%s%.*s%s", p == s ? "" : "\n\n", (int)len, p, q ? "\n\n" : "");
+        if ((rc = push_text(f, tok, buf, 0, err, errn))) break;
+        if (!q) break;
+        rc = push(f, soi, 0);
+        for (int64_t k = 0; k < cfg->image_tokens && !rc; k++) rc = push(f, img, 0);
+        if (rc || (rc = push(f, eoi, 0))) {
+            snprintf(err, errn, "out of memory");
+            break;
+        }
+    }
+    free(buf);
+    return rc ? -1 : 0;
+}
+
+int gt_pp_encode_prompt(const gt_tokenizer *tok, const char *text, int64_t image_tokens, gt_ids *out,
+                        char *err, size_t errn) {
+    gt_pp_cfg cfg = {.image_tokens = image_tokens};
+    flagged f = {0};
+    int rc = push_prompt(&f, tok, &cfg, text, err, errn);
+    for (size_t i = 0; !rc && i < f.ids.n; i++)
+        if (gt_ids_push(out, f.ids.ids[i])) rc = (snprintf(err, errn, "out of memory"), -1);
+    gt_ids_free(&f.ids);
+    free(f.resp);
+    return rc;
+}
+
 /* A chat format: its turn markers (ids) and layout. */
 typedef struct {
     int32_t sot, eot;
@@ -112,7 +171,7 @@ static int chat_pair(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const chat_f
     size_t p0, p1;
     if (push(a, fmt->sot, 0) || push_text(a, tok, "user\n", 0, err, errn)) return -1;
     p0 = a->ids.n;
-    if (push_text(a, tok, ex->prompt, 0, err, errn)) return -1;
+    if (push_prompt(a, tok, cfg, ex->prompt, err, errn)) return -1;
     p1 = a->ids.n;
     if (push(a, fmt->eot, 0) || push_text(a, tok, "\n", 0, err, errn) || push(a, fmt->sot, 0) ||
         push_text(a, tok, "model\n", 0, err, errn))
@@ -154,7 +213,9 @@ static int chat_messages(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const ch
             if (push_text(a, tok, system, 0, err, errn) || push_text(a, tok, "\n\n", 0, err, errn)) return -1;
             system = NULL;
         }
-        if (push_text(a, tok, ex->contents[i], model, err, errn) || push(a, fmt->eot, model)) return -1;
+        if ((model ? push_text(a, tok, ex->contents[i], 1, err, errn) : push_prompt(a, tok, cfg, ex->contents[i], err, errn)) ||
+            push(a, fmt->eot, model))
+            return -1;
         if (!fmt->gemma4 && push_text(a, tok, "\n", 0, err, errn)) return -1;
     }
     if (cfg->add_eos && push(a, gt_tok_eos(tok), 1)) return -1;
@@ -178,7 +239,7 @@ static int build_seq(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_exa
     } else if (ex->kind == GT_DS_PROMPT_RESPONSE) {
         if (fmt.sot >= 0) {
             if (chat_pair(tok, cfg, &fmt, ex, &a, &b, err, errn)) goto done;
-        } else if (push_text(&a, tok, ex->prompt, 0, err, errn) || push_text(&b, tok, ex->response, 1, err, errn)) {
+        } else if (push_prompt(&a, tok, cfg, ex->prompt, err, errn) || push_text(&b, tok, ex->response, 1, err, errn)) {
             goto done;
         }
         *used = gt_pp_pack_pair(a.ids.ids, (int64_t)a.ids.n, b.ids.ids, (int64_t)b.ids.n, bos, eos, pad, cfg, seq, resp);

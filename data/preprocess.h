@@ -41,7 +41,23 @@ typedef struct gt_pp_cfg {
     bool add_bos, add_eos;
     gt_template template_;
     gt_template chat_default; /* GT_TEMPLATE_GEMMA4_CHAT for Gemma 4 models; else gemma_chat */
+    /* Gemma 3 with images (Gemma3CausalLMPreprocessor): > 0 turns each "<start_of_image>" of a
+     * prompt (or user turn) into "\n\n<start_of_image>" + image_tokens x <img> +
+     * "<end_of_image>\n\n", the three markers as their ids, the text around them encoded as
+     * text; the placeholders are prompt tokens (weight 0). 0: the marker is plain text. */
+    int64_t image_tokens;
 } gt_pp_cfg;
+
+/* vision[t] = (ids[t] is the <img> placeholder), n values; returns how many (0 when the
+ * vocabulary has no <img>). The decoder takes the image embeddings at these positions and
+ * gt_vision_span_ends makes their attention spans from this mask. */
+int64_t gt_pp_vision_mask(const gt_tokenizer *tok, const int32_t *ids, int64_t n, uint8_t *vision);
+/* Appends the ids of prompt text to out with its image markers expanded as above (image_tokens
+ * > 0), for generation. 0, or -1 with a message. */
+int gt_pp_encode_prompt(const gt_tokenizer *tok, const char *text, int64_t image_tokens, gt_ids *out,
+                        char *err, size_t errn);
+/* Number of "<start_of_image>" markers in text (the images a record must bring). */
+int gt_pp_count_image_markers(const char *text);
 
 /* Fills one row: ids, labels (int32), mask (uint8), weights (gt_real), S values each. */
 int gt_pp_example(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,

@@ -351,6 +351,7 @@ typedef struct {
     const int32_t *pos;
     const uint8_t *key_mask;
     const int32_t *segment_ids;
+    const int32_t *bidir_end; /* image spans (gt_attn_cfg.bidir_end), or NULL */
     gt_tensor **kv_k, **kv_v; /* every earlier layer's attention k, v (after norm and RoPE), for
                                  the layers that share them (Gemma 4) */
     gt_gemma_cache *cache;    /* inference only (B = 1, no tape), or NULL */
@@ -375,7 +376,8 @@ static gt_tensor *attention_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_t
                         .causal = true,
                         .q_offset = in->cache ? in->pos0 : 0,
                         .key_mask = in->key_mask,
-                        .segment_ids = in->segment_ids};
+                        .segment_ids = in->segment_ids,
+                        .bidir_end = in->bidir_end};
     gt_scope half = gt_scope_begin(ctx);
     gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
     gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
@@ -474,7 +476,7 @@ static gt_tensor *blocks(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b
     int64_t B = b->batch, T = b->seq, L = m->cfg.num_layers, P = m->cfg.per_layer_input_dim;
     gt_tensor **kv = gt_alloc(ctx, (size_t)(2 * L) * sizeof *kv);
     if (!kv) return NULL;
-    block_in in = {B, T, pos, b->padding_mask, b->segment_ids, kv, kv + L, cache, pos0};
+    block_in in = {B, T, pos, b->padding_mask, b->segment_ids, b->bidir_end, kv, kv + L, cache, pos0};
     gt_tensor *pl = P > 0 ? per_layer_inputs(ctx, m, x, b->token_ids, B, T) : NULL;
     for (int64_t i = 0; i < L && gt_ok(ctx); i++) {
         gt_tensor *pli = NULL;
@@ -511,6 +513,10 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
     }
     gt_scope s = gt_scope_begin(ctx); /* only the final hidden states outlive the forward */
     gt_tensor *x = embed(ctx, m, b->token_ids, B, T);
+    if (b->soft_tokens) { /* image embeddings at their placeholders (KerasHub: after the scaling) */
+        int64_t flat[2] = {B * T, m->cfg.hidden_dim}, sh[3] = {B, T, m->cfg.hidden_dim};
+        x = gt_reshape(ctx, gt_put_rows(ctx, gt_reshape(ctx, x, 2, flat), b->soft_tokens, b->soft_pos, b->n_soft), 3, sh);
+    }
     x = norm(ctx, m, blocks(ctx, m, b, x, pos, NULL, 0), m->final_norm);
     return gt_scope_end(ctx, s, &x, 1);
 }
@@ -544,8 +550,33 @@ void gt_gemma_cache_free(gt_gemma_cache *cache) {
     memset(cache, 0, sizeof *cache);
 }
 
+/* With images: soft [n_soft, D] go to positions soft_pos of this step; their contiguous runs see
+ * each other (bidir_end over every cached key, 0 before this step). */
+static gt_tensor *put_soft(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, int64_t pos0, int64_t n,
+                           const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, int32_t **bidir_end) {
+    int64_t D = m->cfg.hidden_dim, flat[2] = {n, D}, sh[2] = {n_soft, D}, x3[3] = {1, n, D};
+    int32_t *end = gt_alloc(ctx, (size_t)(pos0 + n) * sizeof *end);
+    if (!end) return NULL;
+    memset(end, 0, (size_t)(pos0 + n) * sizeof *end);
+    for (int64_t i = n_soft - 1, run_end = 0; i >= 0; i--) {
+        if (soft_pos[i] < 0 || soft_pos[i] >= n)
+            return gt_fail(ctx, GT_ERR_ARG, "gemma: image token position %d outside the %lld new tokens",
+                           soft_pos[i], (long long)n);
+        if (i == n_soft - 1 || soft_pos[i + 1] != soft_pos[i] + 1) run_end = pos0 + soft_pos[i] + 1;
+        end[pos0 + soft_pos[i]] = (int32_t)run_end;
+    }
+    *bidir_end = end;
+    gt_tensor *src = gt_from_data(ctx, soft, 2, sh, false);
+    return gt_reshape(ctx, gt_put_rows(ctx, gt_reshape(ctx, x, 2, flat), src, soft_pos, n_soft), 3, x3);
+}
+
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n) {
+    return gt_gemma_step_soft(ctx, m, cache, ids, n, NULL, NULL, 0);
+}
+
+gt_tensor *gt_gemma_step_soft(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                              int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft) {
     if (!gt_ok(ctx)) return NULL;
     int64_t pos0 = cache->len;
     if (n < 1 || pos0 + n > cache->max_len)
@@ -560,6 +591,9 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
     gt_tensor *x = embed(ctx, m, ids, 1, n);
     int64_t flat[2] = {n, m->cfg.hidden_dim};
     gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
+    int32_t *bidir_end = NULL;
+    if (n_soft > 0) x = put_soft(ctx, m, x, pos0, n, soft, soft_pos, n_soft, &bidir_end);
+    b.bidir_end = bidir_end;
     x = blocks(ctx, m, &b, x, pos, cache, pos0);
     /* only the last position's hidden state is needed to sample the next token */
     x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);

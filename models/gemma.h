@@ -129,6 +129,13 @@ typedef struct gt_gemma_batch {
     const int32_t *positions;
     const uint8_t *padding_mask;
     const int32_t *segment_ids;
+    /* Gemma 3 with images: row i of soft_tokens [n_soft, D] (the vision encoder's output,
+     * unscaled) replaces the embedding at flat position soft_pos[i] (b*T + t); bidir_end [B, T]
+     * (gt_attn_cfg.bidir_end) lets an image's tokens see each other. NULL / 0: text only. */
+    gt_tensor *soft_tokens;
+    const int32_t *soft_pos;
+    int64_t n_soft;
+    const int32_t *bidir_end;
 } gt_gemma_batch;
 
 /* Final-normalised hidden states [B, T, D]; NULL on error (ctx->err). */
@@ -159,5 +166,10 @@ void gt_gemma_cache_copy(gt_gemma_cache *dst, const gt_gemma_cache *src, const g
  * logits [1, V] of the last one and advances cache->len. Records nothing on the tape. */
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n);
+/* The same with images in these tokens: row i of soft (n_soft x hidden_dim values, the vision
+ * encoder's output) replaces the embedding of new token soft_pos[i] (ascending), and each run of
+ * consecutive positions sees itself both ways (as gt_gemma_batch.bidir_end). */
+gt_tensor *gt_gemma_step_soft(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                              int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft);
 
 #endif

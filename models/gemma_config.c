@@ -92,15 +92,35 @@ static const preset4_row presets4[] = {
 
 #define N_PRESETS4 (sizeof presets4 / sizeof presets4[0])
 
+/* KerasHub's multimodal Gemma 3 presets: the text preset's decoder (vocabulary 262144, as
+ * KerasHub builds them) plus the SigLIP encoder. */
+static const struct {
+    const char *name, *text;
+} presets_mm[] = {
+    {"gemma3_4b", "gemma3_4b_text"},   {"gemma3_instruct_4b", "gemma3_instruct_4b_text"},
+    {"gemma3_12b", "gemma3_12b_text"}, {"gemma3_instruct_12b", "gemma3_instruct_12b_text"},
+    {"gemma3_27b", "gemma3_27b_text"}, {"gemma3_instruct_27b", "gemma3_instruct_27b_text"},
+};
+#define N_PRESETS_MM (sizeof presets_mm / sizeof presets_mm[0])
+
 const char *const *gt_gemma_preset_names(void) {
-    static const char *names[N_PRESETS + N_PRESETS4 + 1];
-    for (size_t i = 0; i < N_PRESETS; i++) names[i] = presets[i].name;
-    for (size_t i = 0; i < N_PRESETS4; i++) names[N_PRESETS + i] = presets4[i].name;
-    names[N_PRESETS + N_PRESETS4] = NULL;
+    static const char *names[N_PRESETS + N_PRESETS4 + N_PRESETS_MM + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < N_PRESETS; i++) names[n++] = presets[i].name;
+    for (size_t i = 0; i < N_PRESETS_MM; i++) names[n++] = presets_mm[i].name;
+    for (size_t i = 0; i < N_PRESETS4; i++) names[n++] = presets4[i].name;
+    names[n] = NULL;
     return names;
 }
 
 int gt_gemma_preset(const char *name, gt_gemma_config *cfg, char *err, size_t errn) {
+    for (size_t i = 0; i < N_PRESETS_MM; i++) {
+        if (strcmp(presets_mm[i].name, name) != 0) continue;
+        if (gt_gemma_preset(presets_mm[i].text, cfg, err, errn)) return -1;
+        snprintf(cfg->name, sizeof cfg->name, "%s", name);
+        cfg->vision = gt_vision_gemma3_siglip(cfg->hidden_dim);
+        return 0;
+    }
     for (size_t i = 0; i < N_PRESETS; i++) {
         const preset_row *p = &presets[i];
         if (strcmp(p->name, name) != 0) continue;
@@ -176,6 +196,13 @@ int gt_gemma_config_validate(const gt_gemma_config *c, char *err, size_t errn) {
         BAD("model: a sliding-window pattern needs sliding_window_size > 0");
     if (!(c->rope_local_base > 0) || !(c->rope_global_base > 0)) BAD("model: RoPE bases must be > 0");
     if (!(c->rope_local_scale > 0) || !(c->rope_global_scale > 0)) BAD("model: RoPE scaling factors must be > 0");
+    if (c->vision.num_layers != 0) {
+        if (c->generation != 3) BAD("model: a vision encoder is Gemma 3 only (generation %d)", c->generation);
+        if (gt_vision_config_check(&c->vision, err, errn)) return -1;
+        if (c->vision.output_dim != c->hidden_dim)
+            BAD("model: the vision encoder's output_dim %lld must equal hidden_dim %lld",
+                (long long)c->vision.output_dim, (long long)c->hidden_dim);
+    }
     if (c->generation < 4) {
         if (c->global_head_dim || c->num_global_kv_heads || c->num_kv_shared_layers || c->double_wide_mlp ||
             c->per_layer_input_dim || c->per_layer_vocab_size || c->rope_global_partial != 1.0 || c->moe)
@@ -283,6 +310,10 @@ static int64_t param_count4(const gt_gemma_config *c) {
         total += per;
     }
     return total;
+}
+
+int64_t gt_gemma_total_param_count(const gt_gemma_config *c) {
+    return gt_gemma_param_count(c) + (c->vision.num_layers > 0 ? gt_vision_param_count(&c->vision) : 0);
 }
 
 int64_t gt_gemma_param_count(const gt_gemma_config *c) {

@@ -39,6 +39,11 @@ typedef struct gt_generate_opts {
     const int32_t *stop_ids; /* generation ends after producing one of these */
     int n_stop;
     gt_sampler sampler;
+    /* Gemma 3 with images: n_soft rows of hidden_dim values (the vision encoder's output) for
+     * the prompt's placeholder positions soft_pos (ascending); NULL / 0: text only. */
+    const gt_real *soft_tokens;
+    const int32_t *soft_pos;
+    int64_t n_soft;
 } gt_generate_opts;
 
 /* Generates after prompt[0..n_prompt) into out (capacity cap). *n_out gets the number of new

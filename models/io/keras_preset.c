@@ -14,6 +14,7 @@
 #include "models/gemma_fields.h"
 #include "models/gemma_params.h"
 #include "models/io/h5io.h"
+#include "models/io/vision_keras.h"
 #include "models/io/keras_lora.h"
 #include "util/fsutil.h"
 #include "util/err.h"
@@ -591,10 +592,6 @@ static int read_fields(jctx *x, unsigned classes, gt_gemma_config *t) {
 /* A causal text decoder only: no vision encoder (Gemma 3), no bidirectional or embedding model. */
 static int refusals(jctx *x, int gen) {
     bool bidir = false, embed = false;
-    json_t *vis = json_object_get(x->cfg, "vision_encoder");
-    if (gen == 3 && vis && !json_is_null(vis))
-        return snprintf(x->err, x->errn, "%s: config.vision_encoder is set: multimodal Gemma 3 presets are not "
-                        "supported (text-only)", x->path), -1;
     if (gen >= 3 && (get_bool(x, "use_bidirectional_attention", false, &bidir) ||
                      get_bool(x, "is_embedding_model", false, &embed)))
         return -1;
@@ -662,6 +659,8 @@ static int backbone_fields(jctx *x, const char *cls, const char *dir, gt_gemma_c
     snprintf(c->name, sizeof c->name, "keras:%.50s", base);
     c->kerashub_query_scaling = true;
     if (refusals(x, gen) || sliding(x, c)) return -1;
+    bool vision = false; /* Gemma 3's encoder shapes (its weights: models/io/vision_keras.h) */
+    if (gen == 3 && gt_vision_keras_config(dir, &c->vision, &vision, x->err, x->errn)) return -1;
     char e[512];
     if (gt_gemma_config_validate(c, e, sizeof e)) return snprintf(x->err, x->errn, "%s: %s", x->path, e), -1;
     return 0;
