@@ -523,6 +523,12 @@ void gt_gemma_cache_free(gt_gemma_cache *cache) {
 
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n) {
+    return gt_gemma_step_hidden(ctx, m, cache, ids, n, NULL);
+}
+
+gt_tensor *gt_gemma_step_hidden(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
+                                const int32_t *ids, int64_t n, gt_tensor **hidden) {
+    if (hidden) *hidden = NULL;
     if (!gt_ok(ctx)) return NULL;
     int64_t pos0 = cache->len;
     if (n < 1 || pos0 + n > cache->max_len)
@@ -538,12 +544,18 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
     int64_t flat[2] = {n, m->cfg.hidden_dim};
     gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
     x = blocks(ctx, m, &b, x, pos, cache, pos0);
-    /* only the last position's hidden state is needed to sample the next token */
-    x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
-    gt_tensor *z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
-    z = gt_scope_end(ctx, s, &z, 1);
+    gt_tensor *keep[2] = {NULL, NULL};
+    if (hidden) { /* every fed position's normalised state; the logits of the last */
+        keep[1] = norm(ctx, m, gt_reshape(ctx, x, 2, flat), m->final_norm);
+        keep[0] = gt_gemma_logits(ctx, m, gt_slice_rows(ctx, keep[1], n - 1, 1));
+    } else { /* only the last position's hidden state is needed to sample the next token */
+        x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
+        keep[0] = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
+    }
+    gt_tensor *z = gt_scope_end(ctx, s, keep, hidden ? 2 : 1);
     ctx->grad_enabled = grad;
     if (z) cache->len = pos0 + n;
+    if (z && hidden) *hidden = keep[1];
     return z;
 }
 
