@@ -52,13 +52,14 @@ static double cs_max_similarity(const cs_state *s, const gt_real *h, int64_t pos
     return best;
 }
 
-/* Feeds ids[0..n) at cache position pos; copies the last logits to s->logits (when keep_logits)
- * and the hidden states to H[pos..pos+n) or, for a candidate, to *h_out. */
+/* Feeds ids[0..n) at cache position pos. A candidate (h_out set): its hidden state to h_out, no
+ * LM head. Else: the hidden states to H[pos..pos+n) and the last logits to s->logits. */
 static int cs_feed(cs_state *s, const int32_t *ids, int64_t n, int64_t pos, gt_real *h_out, char *err, size_t errn) {
     gt_ctx_reset(&s->ctx);
     s->cache.len = pos; /* a candidate's rows at pos are overwritten by the next one fed */
-    gt_tensor *h, *z = gt_gemma_step_hidden(&s->ctx, s->m, &s->cache, ids, n, &h);
-    if (!z) return snprintf(err, errn, "generate: %s", s->ctx.err), -1;
+    gt_tensor *h, *z;
+    if (gt_gemma_step_hidden(&s->ctx, s->m, &s->cache, ids, n, h_out ? NULL : &z, &h))
+        return snprintf(err, errn, "generate: %s", s->ctx.err), -1;
     memcpy(h_out ? h_out : s->H + pos * s->D, h->data, (size_t)(n * s->D) * sizeof *h->data);
     if (!h_out) memcpy(s->logits, z->data, (size_t)s->V * sizeof *z->data);
     return 0;
@@ -77,7 +78,8 @@ static int cs_step(cs_state *s, const gt_sampler *smp, int64_t pos, int32_t *tok
         if (score > best || j == 0) best = score, win = j;
     }
     *tok = s->cand_id[win];
-    /* the winner's own cache rows and logits: fed once more (one forward of K + 1 per token) */
+    /* the winner's own cache rows and logits: fed once more (K + 1 decoder passes and one LM head
+     * per token; the candidates need only their hidden states) */
     return cs_feed(s, tok, 1, pos, NULL, err, errn);
 }
 

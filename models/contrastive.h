@@ -5,7 +5,8 @@
  *   (1 - alpha) * p(token) - alpha * max_j cos(h(token), h_j)
  * where h is the final-normalised hidden state (KerasHub's call_with_cache hidden_states) and
  * h_j runs over every earlier position, prompt included (ties: the more probable candidate).
- * Generation ends after a stop token or at max_length. Costs k one-token forwards per token.
+ * Generation ends after a stop token or at max_length. Costs k + 1 one-token decoder passes and
+ * one LM head per token.
  * Contract: called by gt_generate with a validated sampler (kind GT_SAMPLER_CONTRASTIVE); the
  * model is read only; errors are -1 with a one-line message. */
 #ifndef GT_CONTRASTIVE_H

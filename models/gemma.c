@@ -523,40 +523,45 @@ void gt_gemma_cache_free(gt_gemma_cache *cache) {
 
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n) {
-    return gt_gemma_step_hidden(ctx, m, cache, ids, n, NULL);
+    gt_tensor *z = NULL;
+    return gt_gemma_step_hidden(ctx, m, cache, ids, n, &z, NULL) ? NULL : z;
 }
 
-gt_tensor *gt_gemma_step_hidden(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
-                                const int32_t *ids, int64_t n, gt_tensor **hidden) {
+int gt_gemma_step_hidden(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                         int64_t n, gt_tensor **logits, gt_tensor **hidden) {
+    if (logits) *logits = NULL;
     if (hidden) *hidden = NULL;
-    if (!gt_ok(ctx)) return NULL;
+    if (!gt_ok(ctx)) return -1;
     int64_t pos0 = cache->len;
     if (n < 1 || pos0 + n > cache->max_len)
         return gt_fail(ctx, GT_ERR_ARG, "gemma: %lld new tokens at position %lld exceed the cache "
-                       "length %lld", (long long)n, (long long)pos0, (long long)cache->max_len);
+                       "length %lld", (long long)n, (long long)pos0, (long long)cache->max_len), -1;
     int32_t *pos = gt_alloc(ctx, (size_t)n * sizeof *pos);
-    if (!pos) return NULL;
+    if (!pos) return -1;
     for (int64_t i = 0; i < n; i++) pos[i] = (int32_t)(pos0 + i);
     bool grad = ctx->grad_enabled;
     ctx->grad_enabled = false; /* the cache holds plain values: no tape through it */
-    gt_scope s = gt_scope_begin(ctx); /* only the logits outlive the step */
+    gt_scope s = gt_scope_begin(ctx); /* only the logits (and hidden states) outlive the step */
     gt_tensor *x = embed(ctx, m, ids, 1, n);
     int64_t flat[2] = {n, m->cfg.hidden_dim};
     gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
     x = blocks(ctx, m, &b, x, pos, cache, pos0);
-    gt_tensor *keep[2] = {NULL, NULL};
+    gt_tensor *keep[2] = {NULL, NULL}; /* logits, hidden */
     if (hidden) { /* every fed position's normalised state; the logits of the last */
         keep[1] = norm(ctx, m, gt_reshape(ctx, x, 2, flat), m->final_norm);
-        keep[0] = gt_gemma_logits(ctx, m, gt_slice_rows(ctx, keep[1], n - 1, 1));
-    } else { /* only the last position's hidden state is needed to sample the next token */
+        if (logits) keep[0] = gt_gemma_logits(ctx, m, gt_slice_rows(ctx, keep[1], n - 1, 1));
+    } else if (logits) { /* only the last position's hidden state is needed to sample the next token */
         x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
         keep[0] = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
     }
-    gt_tensor *z = gt_scope_end(ctx, s, keep, hidden ? 2 : 1);
+    gt_tensor *k2[2] = {keep[0] ? keep[0] : keep[1], keep[0] ? keep[1] : NULL};
+    gt_scope_end(ctx, s, k2, k2[1] ? 2 : 1);
     ctx->grad_enabled = grad;
-    if (z) cache->len = pos0 + n;
-    if (z && hidden) *hidden = keep[1];
-    return z;
+    if (!gt_ok(ctx) || !k2[0]) return -1;
+    cache->len = pos0 + n;
+    if (logits) *logits = keep[0];
+    if (hidden) *hidden = keep[1];
+    return 0;
 }
 
 gt_tensor *gt_gemma_lm_loss(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden, const int32_t *labels,

@@ -152,9 +152,11 @@ void gt_gemma_cache_copy(gt_gemma_cache *dst, const gt_gemma_cache *src, const g
  * logits [1, V] of the last one and advances cache->len. Records nothing on the tape. */
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n);
-/* gt_gemma_step that also sets *hidden to the final-normalised hidden states [n, D] of the fed
- * tokens (KerasHub's call_with_cache hidden_states, what ContrastiveSampler compares). */
-gt_tensor *gt_gemma_step_hidden(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
-                                const int32_t *ids, int64_t n, gt_tensor **hidden);
+/* gt_gemma_step with a choice of outputs: *logits (when logits is not NULL) the last token's
+ * [1, V]; *hidden (when not NULL) the final-normalised hidden states [n, D] of the fed tokens
+ * (KerasHub's call_with_cache hidden_states, what ContrastiveSampler compares). Without logits
+ * the LM head is skipped. 0, or -1 with ctx->err set. */
+int gt_gemma_step_hidden(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                         int64_t n, gt_tensor **logits, gt_tensor **hidden);
 
 #endif
