@@ -24,6 +24,12 @@ static const char *bin(void) { return getenv("GT_BIN") ? getenv("GT_BIN") : "bui
 static void setup(void) {
     snprintf(dir, sizeof dir, "/tmp/gt-test-enospc-%d", (int)getpid());
     mkdir(dir, 0755);
+    /* make test SAN=1: libhdf5 1.10 loses one 1 KB block on the error path of a failed create
+     * or write (its own allocation, freed nowhere; tests/test_faults.c); ours still count */
+    char supp[256];
+    snprintf(supp, sizeof supp, "%s/lsan.supp", dir);
+    FILE *f = fopen(supp, "w");
+    ck_assert(f && fputs("leak:libhdf5_serial.so\n", f) >= 0 && fclose(f) == 0);
 }
 
 static void teardown(void) {
@@ -56,8 +62,8 @@ static int run_shim(const char *args, const char *out, long at, const char *log)
         n += *s == '@' ? (size_t)snprintf(a + n, sizeof a - n, "%s", out) : (a[n] = *s, 1);
     a[n] = 0;
     snprintf(cmd, sizeof cmd, "mkdir -p %s && GT_THREADS=1 ASAN_OPTIONS=$ASAN_OPTIONS:verify_asan_link_order=0 "
-             "GT_ENOSPC_DIR=%s GT_ENOSPC_AT=%ld GT_ENOSPC_LOG=%s LD_PRELOAD=$PWD/%s %s %s", out, out, at,
-             log ? log : "", shim, bin(), a);
+             "LSAN_OPTIONS=suppressions=%s/lsan.supp GT_ENOSPC_DIR=%s GT_ENOSPC_AT=%ld GT_ENOSPC_LOG=%s "
+             "LD_PRELOAD=$PWD/%s %s %s", out, dir, out, at, log ? log : "", shim, bin(), a);
     return run(cmd);
 }
 
@@ -126,12 +132,13 @@ static void sweep(const char *name, const char *args, bool dir_output) {
         ck_assert_msg(!strstr(g_out, "Sanitizer") && !strstr(g_out, "runtime error") && !strstr(g_out, "HDF5-DIAG"),
                       "%s: %s: %s", name, what, g_out);
         if (rc == 1) {
+            /* one line names the cause, and it is gemmatrain's error line (a sanitized build may
+             * add its suppression summary after it) */
             int lines = 0;
-            for (const char *p = g_out; (p = strstr(p, "No space left on device")); p++) lines++;
-            const char *last = g_out + strlen(g_out);
-            while (last > g_out && last[-1] == '\n') last--;
-            while (last > g_out && last[-1] != '\n') last--;
-            ck_assert_msg(lines == 1 && !strncmp(last, "gemmatrain ", 11), "%s: %s: not one clear line: %s", name,
+            const char *hit = NULL;
+            for (const char *p = g_out; (p = strstr(p, "No space left on device")); p++) lines++, hit = hit ? hit : p;
+            while (hit && hit > g_out && hit[-1] != '\n') hit--;
+            ck_assert_msg(lines == 1 && !strncmp(hit, "gemmatrain ", 11), "%s: %s: not one clear line: %s", name,
                           what, g_out);
         }
         snprintf(cmd, sizeof cmd, "test -z \"$(find %s -name '*.tmp*')\"", runo);
