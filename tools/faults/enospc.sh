@@ -5,17 +5,20 @@
 # Nth and every later one failing with ENOSPC (a disk that fills at that point). Each run must:
 # exit non-zero (1) or, when the fault was absorbed (a best-effort directory fsync), leave every
 # output equal to the fault-free run's; print one "gemmatrain ...: No space left on device" line;
-# not crash (no signal exit, no sanitizer or HDF5 diagnostic); leave no temporary file; leave every file under its final name whole: checkpoints equal to the fault-free run's
-# (gemmatrain compare), other files byte-identical, JSONL logs valid JSON line by line.
+# not crash (no signal exit, no sanitizer or HDF5 diagnostic); leave no temporary file; leave
+# every file under its final name whole: checkpoints equal to the fault-free run's (gemmatrain
+# compare), HDF5 contents equal (tools/faults/h5same.py), other files byte-identical, JSONL
+# logs valid JSON line by line; and a failed export or convert leaves nothing under --out.
 # Writers: train (LoRA, checkpoint every 2 steps, metrics, eval, adapter), eval with per-example
-# losses, export of the run's checkpoint (preset with adapter, --lora-only, hf, peft, gguf, gguf-lora) and convert
-# (preset to keras, hf, gguf).
+# losses, export of the run's checkpoint (preset with adapter, --lora-only, hf, peft, gguf,
+# gguf-lora) and convert (preset to keras, hf, gguf).
 #   tools/faults/enospc.sh [-s STRIDE] [-w WRITERS]   (STRIDE 1: every N; WRITERS: a regex of names)
+#   BIN=build-san/gemmatrain SHIM=build-san/tools/enospc_shim.so for a sanitized build.
 # Run from the repository root after `make`; prints one line per writer and exits 1 on a failure.
 set -u
 stride=1 only=.
 while getopts "s:w:" o; do
-  case $o in s) stride=$OPTARG ;; w) only=$OPTARG ;; *) sed -n '2,17p' "$0"; exit 2 ;; esac
+  case $o in s) stride=$OPTARG ;; w) only=$OPTARG ;; *) sed -n '2,20p' "$0"; exit 2 ;; esac
 done
 bin=${BIN:-build/gemmatrain}
 shim=${SHIM:-build/tools/enospc_shim.so}
