@@ -572,22 +572,43 @@ static gt_tensor *put_soft(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, int64_t
 
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n) {
-    return gt_gemma_step_soft(ctx, m, cache, ids, n, NULL, NULL, 0);
+    gt_tensor *z = NULL;
+    return gt_gemma_step_hidden(ctx, m, cache, ids, n, &z, NULL) ? NULL : z;
 }
+
+static int step_core(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids, int64_t n,
+                     const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, gt_tensor **logits,
+                     gt_tensor **hidden);
 
 gt_tensor *gt_gemma_step_soft(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
                               int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft) {
-    if (!gt_ok(ctx)) return NULL;
+    gt_tensor *z = NULL;
+    return step_core(ctx, m, cache, ids, n, soft, soft_pos, n_soft, &z, NULL) ? NULL : z;
+}
+
+int gt_gemma_step_hidden(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                         int64_t n, gt_tensor **logits, gt_tensor **hidden) {
+    return step_core(ctx, m, cache, ids, n, NULL, NULL, 0, logits, hidden);
+}
+
+/* One cached step: the new tokens' embeddings (with image rows put in place), every block, then
+ * the outputs asked for. */
+static int step_core(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids, int64_t n,
+                     const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, gt_tensor **logits,
+                     gt_tensor **hidden) {
+    if (logits) *logits = NULL;
+    if (hidden) *hidden = NULL;
+    if (!gt_ok(ctx)) return -1;
     int64_t pos0 = cache->len;
     if (n < 1 || pos0 + n > cache->max_len)
         return gt_fail(ctx, GT_ERR_ARG, "gemma: %lld new tokens at position %lld exceed the cache "
-                       "length %lld", (long long)n, (long long)pos0, (long long)cache->max_len);
+                       "length %lld", (long long)n, (long long)pos0, (long long)cache->max_len), -1;
     int32_t *pos = gt_alloc(ctx, (size_t)n * sizeof *pos);
-    if (!pos) return NULL;
+    if (!pos) return -1;
     for (int64_t i = 0; i < n; i++) pos[i] = (int32_t)(pos0 + i);
     bool grad = ctx->grad_enabled;
     ctx->grad_enabled = false; /* the cache holds plain values: no tape through it */
-    gt_scope s = gt_scope_begin(ctx); /* only the logits outlive the step */
+    gt_scope s = gt_scope_begin(ctx); /* only the logits (and hidden states) outlive the step */
     gt_tensor *x = embed(ctx, m, ids, 1, n);
     int64_t flat[2] = {n, m->cfg.hidden_dim};
     gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
@@ -595,13 +616,22 @@ gt_tensor *gt_gemma_step_soft(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *ca
     if (n_soft > 0) x = put_soft(ctx, m, x, pos0, n, soft, soft_pos, n_soft, &bidir_end);
     b.bidir_end = bidir_end;
     x = blocks(ctx, m, &b, x, pos, cache, pos0);
-    /* only the last position's hidden state is needed to sample the next token */
-    x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
-    gt_tensor *z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
-    z = gt_scope_end(ctx, s, &z, 1);
+    gt_tensor *keep[2] = {NULL, NULL}; /* logits, hidden */
+    if (hidden) { /* every fed position's normalised state; the logits of the last */
+        keep[1] = norm(ctx, m, gt_reshape(ctx, x, 2, flat), m->final_norm);
+        if (logits) keep[0] = gt_gemma_logits(ctx, m, gt_slice_rows(ctx, keep[1], n - 1, 1));
+    } else if (logits) { /* only the last position's hidden state is needed to sample the next token */
+        x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
+        keep[0] = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
+    }
+    gt_tensor *k2[2] = {keep[0] ? keep[0] : keep[1], keep[0] ? keep[1] : NULL};
+    gt_scope_end(ctx, s, k2, k2[1] ? 2 : 1);
     ctx->grad_enabled = grad;
-    if (z) cache->len = pos0 + n;
-    return z;
+    if (!gt_ok(ctx) || !k2[0]) return -1;
+    cache->len = pos0 + n;
+    if (logits) *logits = keep[0];
+    if (hidden) *hidden = keep[1];
+    return 0;
 }
 
 gt_tensor *gt_gemma_lm_loss(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden, const int32_t *labels,

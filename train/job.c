@@ -137,7 +137,7 @@ int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn) {
     }
     if (!j->ids || !j->labels || !j->mask || !j->weights) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
     j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token, j->cfg->data.template_,
-                        GT_TEMPLATE_GEMMA_CHAT};
+                        GT_TEMPLATE_GEMMA_CHAT, 0};
     /* chat records and template auto follow the model's generation */
     if (j->model && j->model->cfg.generation == 4) j->pp.chat_default = GT_TEMPLATE_GEMMA4_CHAT;
     return 0;
