@@ -25,16 +25,17 @@
 #   llama       bench/race_llama.py (llama-cpp-python), timed inside from the first token
 #
 # usage: bench/race.sh [--rounds N] [--quick] [--shapes "1x512 4x256"] [--contenders "LIST"]
+#        bench/race.sh --table RECORDS   (the tables again, from a run's records file)
 #   --quick: 1 round, shape 1x256, 1 timed step, 16 new tokens, torch eager (a smoke run)
 # Environment: BUILD (build), THREADS (2), REPS (timed steps per run, 3), NEW (64), PROMPT,
 # DATA (datasets/debian-packages/train.jsonl), GGUF (out/models/gemma-3-270m-q4_k_m.gguf,
 # `make model`), TORCH_COMPILE (1), RUN_TIMEOUT (seconds per contender run, 1800), LOG (the raw
-# output of every run; a temporary file by default).
+# output of every run) and RECORDS (one line per measurement), temporary files by default.
 # Python contenders need pip packages (torch transformers peft / keras-hub jax /
 # llama-cpp-python); a missing one is skipped with a note saying what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=3 SHAPES="1x512 4x256" QUICK=0
+ROUNDS=3 SHAPES="1x512 4x256" QUICK=0 TABLE=
 CONTENDERS="gt-fp32 gt-bf16 torch peft keras gt-gen llama"
 while (($#)); do
   case $1 in
@@ -42,11 +43,70 @@ while (($#)); do
     --quick) QUICK=1; shift ;;
     --shapes) SHAPES=$2; shift 2 ;;
     --contenders) CONTENDERS=$2; shift 2 ;;
+    --table) TABLE=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/race.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "bench/race.sh: --rounds wants a positive integer, got '$ROUNDS'" >&2; exit 2; }
+
+# The tables. Medians and [min..max] over rounds; "vs best PyTorch": this median over the best
+# PyTorch-family median (torch, torch-fp32, peft) of the shape; GFLOP/s = the batch's model FLOPs
+# per token x tokens/s; share: of the best peak measured for that arithmetic in this run.
+tables() {
+awk '
+  function med(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+                                 return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+  function mx(a, b) { return a > b ? a : b }
+  $1 == "meta" { k = $2; sub(/^meta [^ ]+ /, ""); meta[k] = $0 }
+  $1 == "note" { sub(/^note /, ""); notes[++nn] = $0 }
+  $1 == "batch" { flops[$2] = $3; weighted[$2] = $4; ntok[$2] = $5 }
+  $1 == "peak" { sg = mx(sg, $3); bk = mx(bk, $4); tf = mx(tf, $5); tb = mx(tb, $6); kern = $7 }
+  $1 == "step" || $1 == "gen" {
+    key = $3 SUBSEP $4
+    if (!(key in n)) { keys[++nk] = key; kind[key] = $1 }
+    v[key, ++n[key]] = $5; rss[key] = mx(rss[key], $6); arith[key] = $7; extra[key] = $8
+  }
+  END {
+    rounds = meta["rounds"]; reps = meta["reps"]; new = meta["new"]; prompt = meta["prompt"]
+    printf "Machine: %s; %s threads each; load average %s at the start, %s at the end.\n", meta["machine"], meta["threads"], meta["load0"], meta["load1"]
+    fp = mx(sg, tf); bp = mx(bk, tb)
+    printf "Peaks (best sample of %d round(s)): fp32 %.0f GFLOP/s (OpenBLAS sgemm %.0f, torch matmul %.0f); bf16 %.0f GFLOP/s (our %s kernel %.0f, torch matmul %.0f).\n\n", rounds, fp, sg, tf, bp, kern, bk, tb
+    for (k = 1; k <= nk; k++) {
+      key = keys[k]; split("", a); for (i = 1; i <= n[key]; i++) a[i] = v[key, i]
+      lo = a[1]; hi = a[1]; for (i = 1; i <= n[key]; i++) { lo = a[i] < lo ? a[i] : lo; hi = a[i] > hi ? a[i] : hi }
+      m[key] = med(a, n[key]); spread[key] = sprintf("%.1f [%.1f..%.1f]", m[key], lo, hi)
+      split(key, p, SUBSEP)
+      if (p[2] ~ /^(torch|torch-fp32|peft)$/) best[p[1]] = mx(best[p[1]], m[key])
+    }
+    print "| batch x seq | contender | arithmetic | tokens/s median [min..max] | vs best PyTorch | peak RSS | GFLOP/s | share of peak |"
+    print "|---|---|---|---|---|---|---|---|"
+    for (k = 1; k <= nk; k++) {
+      key = keys[k]; if (kind[key] != "step") continue
+      split(key, p, SUBSEP); sh = p[1]; c = p[2]
+      g = flops[sh] / ntok[sh] * m[key] / 1e9; pk = arith[key] == "bf16" ? bp : fp
+      vs = best[sh] > 0 ? sprintf("%.2fx", m[key] / best[sh]) : "-"
+      label = c (extra[key] != "-" ? " (" extra[key] ")" : "")
+      printf "| %s | %s | %s | %s | %s | %.0f MB | %.0f | %s |\n", sh, label, arith[key], spread[key], vs, rss[key], g, (pk > 0 ? sprintf("%.0f%%", 100 * g / pk) : "-")
+    }
+    for (sh in flops) printf "\n%s: %d of %d positions carry a weighted label; %.1f GFLOP per step (model count).", sh, weighted[sh], ntok[sh], flops[sh] / 1e9
+    printf "\n%d timed step(s) per run after the warm-up; one process per run.\n", reps
+    for (k = 1; k <= nk; k++) if (kind[keys[k]] == "gen") { gen = 1; split(keys[k], p, SUBSEP); if (p[2] == "llama") ll = m[keys[k]] }
+    if (gen) decode_table(ll)
+    if (nn) { printf "\nNotes:\n"; for (i = 1; i <= nn; i++) print "- " notes[i] }
+  }
+  function decode_table(ll,   k, key, p, name) {
+    printf "\n| decode, real 270M GGUF, greedy, %d new tokens after \"%s\" | tokens/s median [min..max] | vs llama.cpp | peak RSS |\n|---|---|---|---|\n", new, prompt
+    for (k = 1; k <= nk; k++) {
+      key = keys[k]; if (kind[key] != "gen") continue
+      split(key, p, SUBSEP); name = p[2] == "gt-gen" ? "gemmatrain generate" : "llama-cpp-python"
+      printf "| %s | %s | %s | %.0f MB |\n", name, spread[key], (ll > 0 ? sprintf("%.2fx", m[key] / ll) : "-"), rss[key]
+    }
+  }' "$1"
+}
+
+if [[ -n $TABLE ]]; then tables "$TABLE"; exit 0; fi
+
 BUILD=${BUILD:-build} THREADS=${THREADS:-2} REPS=${REPS:-3} NEW=${NEW:-64}
 TORCH_COMPILE=${TORCH_COMPILE:-1}
 if ((QUICK)); then ROUNDS=1 SHAPES="1x256" REPS=1 NEW=16 TORCH_COMPILE=0; fi
@@ -59,7 +119,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 LOG=${LOG:-$tmp/race.log}
 : >"$LOG"
-note() { echo "$*" >>"$tmp/notes"; }
+RECORDS=${RECORDS:-$tmp/race.rec}
+: >"$RECORDS"
+note() { echo "note $*" >>"$RECORDS"; }
 
 [[ -f $DATA ]] || { echo "bench/race.sh: $DATA: no such file (DATA=)" >&2; exit 1; }
 [[ -f $GGUF ]] || { echo "bench/race.sh: $GGUF: no such file (run make model, or set GGUF=)" >&2; exit 1; }
@@ -117,7 +179,7 @@ step() {
     torch) arith=bf16; extra=compile=$(field "$line" compile) ;;
     torch-fp32) extra=compile=$(field "$line" compile) ;;
   esac
-  echo "step $round ${b}x$s $c $(field "$line" tokens_s) $(field "$line" rss_mb) $arith $extra" | tee -a "$tmp/rec"
+  echo "step $round ${b}x$s $c $(field "$line" tokens_s) $(field "$line" rss_mb) $arith $extra" | tee -a "$RECORDS"
 }
 
 # decode NAME: one greedy decode measurement; records "gen ROUND - NAME tokens/s MB - -"
@@ -130,14 +192,14 @@ decode() {
       l1=$(run "gt-gen 1 token" /usr/bin/time -f 'RESULT wall_s=%e rss_kb=%M' "${gen[@]}" --max-new-tokens 1)
       l2=$(run "gt-gen $((NEW + 1)) tokens" /usr/bin/time -f 'RESULT wall_s=%e rss_kb=%M' "${gen[@]}" --max-new-tokens $((NEW + 1)))
       [[ -n $l1 && -n $l2 ]] || return 0
-      tok=$(awk -v n="$NEW" -v a="$(field "$l1" wall_s)" -v b="$(field "$l2" wall_s)" 'BEGIN { printf "%.2f", b > a ? n / (b - a) : 0 }')
+      tok=$(awk -v n="$NEW" -v a="$(field "$l1" wall_s)" -v b="$(field "$l2" wall_s)" 'BEGIN { printf "%.2f", (b > a ? n / (b - a) : 0) }')
       rss=$(awk -v k="$(field "$l2" rss_kb)" 'BEGIN { printf "%.0f", k / 1024 }') ;;
     llama)
       l2=$(run llama python3 bench/race_llama.py "$GGUF" "$THREADS" "$NEW" "$PROMPT")
       [[ -n $l2 ]] || return 0
       tok=$(field "$l2" decode_tokens_s) rss=$(field "$l2" rss_mb) ;;
   esac
-  echo "gen $round - $c $tok $rss - -" | tee -a "$tmp/rec"
+  echo "gen $round - $c $tok $rss - -" | tee -a "$RECORDS"
 }
 
 # peaks: records "peak ROUND SGEMM BF16 TORCH_FP32 TORCH_BF16 KERNEL" (0 where not measured)
@@ -148,21 +210,24 @@ peaks() {
     t=$(run "torch peak" python3 bench/race_torch.py --peak "$THREADS")
     [[ -z $t ]] || tf=$(field "$t" torch_fp32) tb=$(field "$t" torch_bf16)
   fi
-  echo "peak $round $(field "$l" sgemm) $(field "$l" bf16) $tf $tb $(field "$l" kernel)" | tee -a "$tmp/rec"
+  local sg bk kern
+  sg=$(field "$l" sgemm) bk=$(field "$l" bf16) kern=$(field "$l" kernel)
+  echo "peak $round ${sg:-0} ${bk:-0} ${tf:-0} ${tb:-0} ${kern:-none}" | tee -a "$RECORDS"
 }
 
-machine="$(lscpu | sed -nE 's/^Model name: *//p' | head -1), $(nproc) CPUs ($(lscpu | sed -nE 's/^Core\(s\) per socket: *//p' | head -1) cores per socket), flags: $(grep -o -w -E 'avx512f|avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-load0=$(cut -d' ' -f1-3 /proc/loadavg)
+machine="$(lscpu | sed -nE 's/^Model name: *//p' | head -1), $(nproc) CPUs ($(lscpu | sed -nE 's/^Core\(s\) per socket: *//p' | head -1) cores per socket), flags: $(grep -o -w -E 'avx512f|avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u | paste -sd' ')"
+printf 'meta %s\n' "machine $machine" "threads $THREADS" "rounds $ROUNDS" "reps $REPS" "new $NEW" "prompt $PROMPT" \
+  "load0 $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RECORDS"
 echo "race: $(date -u +%F\ %H:%MZ), $machine; $THREADS threads; $ROUNDS round(s), shapes $SHAPES, $REPS timed step(s) per run; contenders: $CONTENDERS"
-echo "race: raw output in $LOG"
+echo "race: raw output in $LOG, records in $RECORDS (bench/race.sh --table FILE reprints the tables)"
 
 # The SFT batch of each shape, dumped once for the Python contenders; its FLOPs (bench/train's
 # model count) from the same run.
 for shape in $SHAPES; do
   b=${shape%x*} s=${shape#*x}
   line=$(run "batch $shape" "$BUILD/bench/train" "$s" 1 bf16 gemma3_270m "$b" 128 "data=$DATA" "tokenizer=$GGUF" "dump=$tmp/batch-$shape.json")
-  [[ -n $line ]] || { echo "bench/race.sh: could not build the $shape batch:" >&2; cat "$tmp/notes" >&2; exit 1; }
-  echo "batch $shape $(awk -v g="$(field "$line" gflops)" -v ms="$(field "$line" ms)" 'BEGIN { printf "%.6g", g * ms * 1e6 }') $(field "$line" weighted) $((b * s))" >>"$tmp/rec"
+  [[ -n $line ]] || { echo "bench/race.sh: could not build the $shape batch:" >&2; grep '^note' "$RECORDS" >&2; exit 1; }
+  echo "batch $shape $(awk -v g="$(field "$line" gflops)" -v ms="$(field "$line" ms)" 'BEGIN { printf "%.6g", g * ms * 1e6 }') $(field "$line" weighted) $((b * s))" >>"$RECORDS"
 done
 
 steps=() gens=()
@@ -181,51 +246,6 @@ for round in $(seq 1 "$ROUNDS"); do
   for c in "${gorder[@]}"; do decode "$c"; done
 done
 
-# The tables. Medians and [min..max] over rounds; "vs best PyTorch": this median over the best
-# PyTorch-family median (torch, torch-fp32, peft) of the shape; GFLOP/s = the batch's model FLOPs
-# per token x tokens/s; share: of the best peak measured for that arithmetic in this run.
+echo "meta load1 $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RECORDS"
 echo
-echo "Machine: $machine; $THREADS threads each; load average $load0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end."
-awk -v rounds="$ROUNDS" -v reps="$REPS" -v new="$NEW" -v prompt="$PROMPT" '
-  function med(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-                                 return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-  function mx(a, b) { return a > b ? a : b }
-  $1 == "batch" { flops[$2] = $3; weighted[$2] = $4; ntok[$2] = $5 }
-  $1 == "peak" { sg = mx(sg, $3); bk = mx(bk, $4); tf = mx(tf, $5); tb = mx(tb, $6); kern = $7 }
-  $1 == "step" || $1 == "gen" {
-    key = $3 SUBSEP $4
-    if (!(key in n)) { keys[++nk] = key; kind[key] = $1 }
-    v[key, ++n[key]] = $5; rss[key] = mx(rss[key], $6); arith[key] = $7; extra[key] = $8
-  }
-  END {
-    fp = mx(sg, tf); bp = mx(bk, tb)
-    printf "Peaks (best sample of %d round(s)): fp32 %.0f GFLOP/s (OpenBLAS sgemm %.0f, torch matmul %.0f); bf16 %.0f GFLOP/s (our %s kernel %.0f, torch matmul %.0f).\n\n", rounds, fp, sg, tf, bp, kern, bk, tb
-    for (k = 1; k <= nk; k++) {
-      key = keys[k]; split("", a); for (i = 1; i <= n[key]; i++) a[i] = v[key, i]
-      lo = a[1]; hi = a[1]; for (i = 1; i <= n[key]; i++) { lo = a[i] < lo ? a[i] : lo; hi = a[i] > hi ? a[i] : hi }
-      m[key] = med(a, n[key]); spread[key] = sprintf("%.1f [%.1f..%.1f]", m[key], lo, hi)
-      split(key, p, SUBSEP)
-      if (p[2] ~ /^(torch|torch-fp32|peft)$/) best[p[1]] = mx(best[p[1]], m[key])
-    }
-    print "| batch x seq | contender | arithmetic | tokens/s median [min..max] | vs best PyTorch | peak RSS | GFLOP/s | share of peak |"
-    print "|---|---|---|---|---|---|---|---|"
-    for (k = 1; k <= nk; k++) {
-      key = keys[k]; if (kind[key] != "step") continue
-      split(key, p, SUBSEP); sh = p[1]; c = p[2]
-      g = flops[sh] / ntok[sh] * m[key] / 1e9; pk = arith[key] == "bf16" ? bp : fp
-      vs = best[sh] > 0 ? sprintf("%.2fx", m[key] / best[sh]) : "-"
-      label = c (extra[key] != "-" ? " (" extra[key] ")" : "")
-      printf "| %s | %s | %s | %s | %s | %.0f MB | %.0f | %s |\n", sh, label, arith[key], spread[key], vs, rss[key], g, pk > 0 ? sprintf("%.0f%%", 100 * g / pk) : "-"
-    }
-    for (sh in flops) printf "\n%s: %d of %d positions carry a weighted label; %.1f GFLOP per step (model count).", sh, weighted[sh], ntok[sh], flops[sh] / 1e9
-    printf "\n%d timed step(s) per run after the warm-up; one process per run.\n", reps
-    for (k = 1; k <= nk; k++) if (kind[keys[k]] == "gen") { gen = 1; split(keys[k], p, SUBSEP); if (p[2] == "llama") ll = m[keys[k]] }
-    if (!gen) exit
-    printf "\n| decode, real 270M GGUF, greedy, %d new tokens after \"%s\" | tokens/s median [min..max] | vs llama.cpp | peak RSS |\n|---|---|---|---|\n", new, prompt
-    for (k = 1; k <= nk; k++) {
-      key = keys[k]; if (kind[key] != "gen") continue
-      split(key, p, SUBSEP); name = p[2] == "gt-gen" ? "gemmatrain generate" : "llama-cpp-python"
-      printf "| %s | %s | %s | %.0f MB |\n", name, spread[key], ll > 0 ? sprintf("%.2fx", m[key] / ll) : "-", rss[key]
-    }
-  }' "$tmp/rec"
-if [[ -s $tmp/notes ]]; then echo; echo "Notes:"; sed 's/^/- /' "$tmp/notes"; fi
+tables "$RECORDS"
