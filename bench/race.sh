@@ -29,7 +29,10 @@
 #   --quick: 1 round, shape 1x256, 1 timed step, 16 new tokens, torch eager (a smoke run)
 # Environment: BUILD (build), THREADS (2), REPS (timed steps per run, 3), NEW (64), PROMPT,
 # DATA (datasets/debian-packages/train.jsonl), GGUF (out/models/gemma-3-270m-q4_k_m.gguf,
-# `make model`), TORCH_COMPILE (1), RUN_TIMEOUT (seconds per contender run, 1800), LOG (the raw
+# `make model`), TORCH_COMPILE (1), OMP_WAIT (PASSIVE: the OpenMP wait policy gemmatrain sets
+# for itself, exported to every contender: torch's spinning threads ran its 1 x 256 step at 9.7
+# tokens/s against 99 passive on a shared machine; OMP_WAIT=default leaves each library's own),
+# RUN_TIMEOUT (seconds per contender run, 1800), LOG (the raw
 # output of every run) and RECORDS (one line per measurement), temporary files by default.
 # Python contenders need pip packages (torch transformers peft / keras-hub jax /
 # llama-cpp-python); a missing one is skipped with a note saying what to install.
@@ -115,6 +118,8 @@ DATA=${DATA:-datasets/debian-packages/train.jsonl}
 GGUF=${GGUF:-${GT_GEMMA3_270M_GGUF:-out/models/gemma-3-270m-q4_k_m.gguf}}
 RUN_TIMEOUT=${RUN_TIMEOUT:-1800}
 export GT_THREADS=$THREADS
+OMP_WAIT=${OMP_WAIT:-PASSIVE}
+[[ $OMP_WAIT == default ]] || export OMP_WAIT_POLICY=$OMP_WAIT
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 LOG=${LOG:-$tmp/race.log}
@@ -216,7 +221,7 @@ peaks() {
 }
 
 machine="$(lscpu | sed -nE 's/^Model name: *//p' | head -1), $(nproc) CPUs ($(lscpu | sed -nE 's/^Core\(s\) per socket: *//p' | head -1) cores per socket), flags: $(grep -o -w -E 'avx512f|avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u | paste -sd' ')"
-printf 'meta %s\n' "machine $machine" "threads $THREADS" "rounds $ROUNDS" "reps $REPS" "new $NEW" "prompt $PROMPT" \
+printf 'meta %s\n' "machine $machine" "threads $THREADS, OpenMP wait policy $OMP_WAIT" "rounds $ROUNDS" "reps $REPS" "new $NEW" "prompt $PROMPT" \
   "load0 $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RECORDS"
 echo "race: $(date -u +%F\ %H:%MZ), $machine; $THREADS threads; $ROUNDS round(s), shapes $SHAPES, $REPS timed step(s) per run; contenders: $CONTENDERS"
 echo "race: raw output in $LOG, records in $RECORDS (bench/race.sh --table FILE reprints the tables)"
