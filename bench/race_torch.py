@@ -4,7 +4,8 @@ The step of bench/train on the same packed SFT batch (the JSON bench/train dump=
 270M architecture (transformers' Gemma3ForCausalLM, random weights), LoRA rank 4 (alpha 4) on
 q_proj and v_proj through PEFT, AdamW (lr 1e-4, weight decay 0.01), tuned as a performance-minded
 user would:
-  - sdpa attention; the packed positions are passed, so transformers masks across examples;
+  - sdpa attention; the packed positions are passed without an attention mask or cache, so
+    transformers masks attention across the packed examples (as gemmatrain does);
   - the LM head and the loss only on the positions whose label is weighted (gemmatrain's labels
     and weights as dumped: position i predicts labels[i]), not on every position;
   - mode bf16: frozen weights stored in bfloat16 and the step under torch.autocast(bfloat16)
@@ -89,7 +90,7 @@ def main():
     wsel = w[sel]
 
     def loss_fn(ids, pos):
-        h = inner.model(input_ids=ids, position_ids=pos).last_hidden_state
+        h = inner.model(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state
         hs = h.reshape(-1, h.shape[-1]).index_select(0, sel)
         logits = inner.lm_head(hs).float()
         return (F.cross_entropy(logits, tgt, reduction="none") * wsel).sum() / wsel.sum()
