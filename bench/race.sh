@@ -55,7 +55,9 @@ done
 
 # The tables. Medians and [min..max] over rounds; "vs best PyTorch": this median over the best
 # PyTorch-family median (torch, torch-fp32, peft) of the shape; GFLOP/s = the batch's model FLOPs
-# per token x tokens/s; share: of the best peak measured for that arithmetic in this run.
+# per token x tokens/s; share: of the best peak measured for that arithmetic in this run; CPU
+# s/step: median CPU time of a step over all threads (on a shared machine, wall / CPU shows how
+# much of the threads' time a contender got).
 tables() {
 awk '
   function med(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -69,28 +71,31 @@ awk '
     key = $3 SUBSEP $4
     if (!(key in n)) { keys[++nk] = key; kind[key] = $1 }
     v[key, ++n[key]] = $5; rss[key] = mx(rss[key], $6); arith[key] = $7; extra[key] = $8
+    if ($9 != "" && $9 != "-") cpu[key, ++ncpu[key]] = $9
   }
   END {
     rounds = meta["rounds"]; reps = meta["reps"]; new = meta["new"]; prompt = meta["prompt"]
-    printf "Machine: %s; %s threads each; load average %s at the start, %s at the end.\n", meta["machine"], meta["threads"], meta["load0"], meta["load1"]
+    printf "Machine: %s; %s threads each (OpenMP wait policy %s); load average %s at the start, %s at the end.\n", meta["machine"], meta["threads"], meta["omp"], meta["load0"], meta["load1"]
     fp = mx(sg, tf); bp = mx(bk, tb)
     printf "Peaks (best sample of %d round(s)): fp32 %.0f GFLOP/s (OpenBLAS sgemm %.0f, torch matmul %.0f); bf16 %.0f GFLOP/s (our %s kernel %.0f, torch matmul %.0f).\n\n", rounds, fp, sg, tf, bp, kern, bk, tb
     for (k = 1; k <= nk; k++) {
       key = keys[k]; split("", a); for (i = 1; i <= n[key]; i++) a[i] = v[key, i]
       lo = a[1]; hi = a[1]; for (i = 1; i <= n[key]; i++) { lo = a[i] < lo ? a[i] : lo; hi = a[i] > hi ? a[i] : hi }
       m[key] = med(a, n[key]); spread[key] = sprintf("%.1f [%.1f..%.1f]", m[key], lo, hi)
+      split("", a); for (i = 1; i <= ncpu[key]; i++) a[i] = cpu[key, i]
+      mcpu[key] = ncpu[key] ? sprintf("%.2f", med(a, ncpu[key])) : "-"
       split(key, p, SUBSEP)
       if (p[2] ~ /^(torch|torch-fp32|peft)$/) best[p[1]] = mx(best[p[1]], m[key])
     }
-    print "| batch x seq | contender | arithmetic | tokens/s median [min..max] | vs best PyTorch | peak RSS | GFLOP/s | share of peak |"
-    print "|---|---|---|---|---|---|---|---|"
+    print "| batch x seq | contender | arithmetic | tokens/s median [min..max] | vs best PyTorch | peak RSS | GFLOP/s | share of peak | CPU s/step |"
+    print "|---|---|---|---|---|---|---|---|---|"
     for (k = 1; k <= nk; k++) {
       key = keys[k]; if (kind[key] != "step") continue
       split(key, p, SUBSEP); sh = p[1]; c = p[2]
       g = flops[sh] / ntok[sh] * m[key] / 1e9; pk = arith[key] == "bf16" ? bp : fp
       vs = best[sh] > 0 ? sprintf("%.2fx", m[key] / best[sh]) : "-"
       label = c (extra[key] != "-" ? " (" extra[key] ")" : "")
-      printf "| %s | %s | %s | %s | %s | %.0f MB | %.0f | %s |\n", sh, label, arith[key], spread[key], vs, rss[key], g, (pk > 0 ? sprintf("%.0f%%", 100 * g / pk) : "-")
+      printf "| %s | %s | %s | %s | %s | %.0f MB | %.0f | %s | %s |\n", sh, label, arith[key], spread[key], vs, rss[key], g, (pk > 0 ? sprintf("%.0f%%", 100 * g / pk) : "-"), mcpu[key]
     }
     for (sh in flops) printf "\n%s: %d of %d positions carry a weighted label; %.1f GFLOP per step (model count).", sh, weighted[sh], ntok[sh], flops[sh] / 1e9
     printf "\n%d timed step(s) per run after the warm-up; one process per run.\n", reps
@@ -166,7 +171,8 @@ run() {
   grep '^RESULT' <<<"$out" | tail -1
 }
 
-# step NAME B S BATCHFILE: one LoRA-step run; records "step ROUND SHAPE NAME tokens/s MB ARITH EXTRA"
+# step NAME B S BATCHFILE: one LoRA-step run; records
+# "step ROUND SHAPE NAME tokens/s MB ARITH EXTRA CPU" (CPU: seconds per step over all threads)
 step() {
   local c=$1 b=$2 s=$3 bf=$4 line arith=fp32 extra=-
   local data=("data=$DATA" "tokenizer=$GGUF")
@@ -184,7 +190,9 @@ step() {
     torch) arith=bf16; extra=compile=$(field "$line" compile) ;;
     torch-fp32) extra=compile=$(field "$line" compile) ;;
   esac
-  echo "step $round ${b}x$s $c $(field "$line" tokens_s) $(field "$line" rss_mb) $arith $extra" | tee -a "$RECORDS"
+  local cpu
+  cpu=$(field "$line" cpu_s)
+  echo "step $round ${b}x$s $c $(field "$line" tokens_s) $(field "$line" rss_mb) $arith $extra ${cpu:--}" | tee -a "$RECORDS"
 }
 
 # decode NAME: one greedy decode measurement; records "gen ROUND - NAME tokens/s MB - -"
@@ -221,7 +229,7 @@ peaks() {
 }
 
 machine="$(lscpu | sed -nE 's/^Model name: *//p' | head -1), $(nproc) CPUs ($(lscpu | sed -nE 's/^Core\(s\) per socket: *//p' | head -1) cores per socket), flags: $(grep -o -w -E 'avx512f|avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u | paste -sd' ')"
-printf 'meta %s\n' "machine $machine" "threads $THREADS, OpenMP wait policy $OMP_WAIT" "rounds $ROUNDS" "reps $REPS" "new $NEW" "prompt $PROMPT" \
+printf 'meta %s\n' "machine $machine" "threads $THREADS" "omp $OMP_WAIT" "rounds $ROUNDS" "reps $REPS" "new $NEW" "prompt $PROMPT" \
   "load0 $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RECORDS"
 echo "race: $(date -u +%F\ %H:%MZ), $machine; $THREADS threads; $ROUNDS round(s), shapes $SHAPES, $REPS timed step(s) per run; contenders: $CONTENDERS"
 echo "race: raw output in $LOG, records in $RECORDS (bench/race.sh --table FILE reprints the tables)"

@@ -8,7 +8,8 @@ compiled with jit_compile=True and run through train_on_batch (KerasHub's jitted
 step a user's fit() runs). KerasHub's backbone takes no position ids, so the packed examples
 attend to each other and the logits are computed on every position (its train_step has no way
 to skip them). Warm-up steps (2: the first compiles) are not timed. Prints one RESULT line: step
-ms median, min, max, tokens/s, peak RSS (this process's high-water mark, MB).
+ms median, min, max, tokens/s, peak RSS (this process's high-water mark, MB), CPU seconds per
+timed step (all threads).
 
 usage: python3 bench/race_keras.py ROWS SEQ REPS THREADS BATCH.json   (needs KERAS_BACKEND=jax,
        set here when unset)
@@ -55,19 +56,21 @@ def main():
     lm.train_on_batch(x, y, sample_weight=sw)
     first = time.perf_counter() - t0
     lm.train_on_batch(x, y, sample_weight=sw)
-    times = []
+    times, r0 = [], resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(reps):
         t = time.perf_counter()
         loss = lm.train_on_batch(x, y, sample_weight=sw)  # returns host numbers: the step is done
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / reps
+    rss = r1.ru_maxrss / 1024.0
     n = rows * seq
     print(f"keras_hub {keras_hub.__version__} on {keras.backend.backend()}, fp32, LoRA "
           f"{len(backbone.trainable_variables)} adapter tensors: first step {first:.1f} s, "
           f"step {med * 1e3:.0f} ms, loss {float(np.ravel(loss)[0]):.3f}")
     print(f"RESULT ms={med * 1e3:.1f} ms_min={min(times) * 1e3:.1f} ms_max={max(times) * 1e3:.1f} "
-          f"tokens_s={n / med:.2f} rss_mb={rss:.0f}")
+          f"tokens_s={n / med:.2f} rss_mb={rss:.0f} cpu_s={cpu:.2f}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ user would:
   - compile 1: the step's forward and loss under torch.compile (inductor; its backward through
     AOTAutograd). When compiling fails the step runs eager and the RESULT line says compile=failed.
 Warm-up steps (2, which also compile) are not timed. Prints one RESULT line: step ms median, min,
-max, tokens/s, peak RSS (this process's high-water mark, MB).
+max, tokens/s, peak RSS (this process's high-water mark, MB), CPU seconds per timed step (all threads).
 
 usage: python3 bench/race_torch.py ROWS SEQ REPS THREADS fp32|bf16 COMPILE(0|1) BATCH.json
        python3 bench/race_torch.py --peak THREADS   (fp32 and bf16 matmul GFLOP/s, best of 5)
@@ -118,18 +118,20 @@ def main():
         step(fn)
     first = time.perf_counter() - t0
     step(fn)  # second warm-up (a compile may specialise again)
-    times = []
+    times, r0 = [], resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(reps):
         t = time.perf_counter()
         loss = step(fn)
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / reps
+    rss = r1.ru_maxrss / 1024.0
     n = rows * seq
     print(f"torch {torch.__version__} {mode} sdpa, response-only LM head ({sel.numel()} of {n} "
           f"positions), compile {compiled}: first step {first:.1f} s, step {med * 1e3:.0f} ms, loss {loss:.3f}")
     print(f"RESULT ms={med * 1e3:.1f} ms_min={min(times) * 1e3:.1f} ms_max={max(times) * 1e3:.1f} "
-          f"tokens_s={n / med:.2f} rss_mb={rss:.0f} compile={compiled}")
+          f"tokens_s={n / med:.2f} rss_mb={rss:.0f} compile={compiled} cpu_s={cpu:.2f}")
 
 
 if __name__ == "__main__":
