@@ -44,7 +44,7 @@ bool gt_bf16_linear_uses_bf16(const gt_bf16_mat *w) {
  * of these sizes were not reused well (the 270M step's arena peak grew by 0.35 GB); glibc keeps
  * the freed blocks for the next call. */
 static uint16_t *scratch(gt_ctx *ctx, size_t bytes) {
-    uint16_t *p = malloc(bytes ? bytes : 1);
+    uint16_t *p = aligned_alloc(64, (bytes + 64) & ~(size_t)63); /* tile rows = cache lines */
     if (!p) gt_fail(ctx, GT_ERR_NOMEM, "bf16_linear: out of memory for %zu bytes of bf16 activations", bytes);
     return p;
 }

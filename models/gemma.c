@@ -196,9 +196,11 @@ int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t
         else nvec += t->size;
         if (t->ndim == 2 && t != m->embedding && t->size > stage) stage = t->size;
     }
-    m->data16 = malloc((size_t)(n16 ? n16 : 1) * sizeof(uint16_t));
-    m->mats = calloc((size_t)m->n_params, sizeof *m->mats);
-    m->stage = malloc((size_t)stage * sizeof(gt_real));
+    /* 64-byte aligned: the bf16 kernels' tile rows are cache lines (misaligned: 2x slower) */
+    size_t b16 = ((size_t)(n16 ? n16 : 1) * sizeof(uint16_t) + 63) & ~(size_t)63;
+    m->data16 = aligned_alloc(64, b16);
+    m->mats = calloc((size_t)(m->n_params > 0 ? m->n_params : 1), sizeof *m->mats);
+    m->stage = aligned_alloc(64, ((size_t)stage * sizeof(gt_real) + 63) & ~(size_t)63);
     gt_real *vec = malloc((size_t)(nvec ? nvec : 1) * sizeof(gt_real));
     if (!m->data16 || !m->mats || !m->stage || !vec) {
         free(m->data16);
