@@ -18,8 +18,10 @@
  *   C  fp32, row stride ldc, only rows < Mv and columns < Nv written; trans: C is stored
  *      transposed (C[n * ldc + m]); accumulate: add to C instead of overwriting.
  * The packers turn fp32 activations or bf16 weights into A or Bp layout (rounding to nearest
- * even; zero padding). All run OpenMP-parallel on `threads` threads and never fail; callers check
- * shapes first. Calling a kernel other than the active one (or any when off) is undefined. */
+ * even; zero padding). Speed, not correctness: A, Bp and C want 64-byte aligned starts (and row
+ * strides of whole cache lines); a tile row split over two lines measured the whole path at about
+ * half speed (bench/bf16_kern ALIGN 16 vs 64). All run OpenMP-parallel on `threads` threads
+ * and never fail; callers check shapes first. Calling a kernel other than the active one (or any when off) is undefined. */
 #ifndef GT_BF16_GEMM_H
 #define GT_BF16_GEMM_H
 

@@ -41,8 +41,8 @@ typedef struct {
     int threads;
 } op;
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n);
+static void *xmalloc(size_t n) { /* 64-byte aligned, as the model allocates bf16 weights */
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
     if (!p) {
         fprintf(stderr, "bench/bf16_gemm: out of memory\n");
         exit(1);
