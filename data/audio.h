@@ -45,6 +45,15 @@ int64_t gt_audio_num_tokens(const gt_audio_cfg *c, int64_t n_samples);
 int gt_audio_read_wav(const char *path, int want_rate, float **samples, int64_t *n, int *rate,
                       char *err, size_t errn);
 
+/* The prompt with every "<|audio|>" replaced by "<|audio>", n_tokens x "<|audio|>", "<audio|>"
+ * (Gemma4CausalLMPreprocessor's expansion; n_tokens from gt_audio_num_tokens, the largest over
+ * the batch's clips in KerasHub). *out is malloc'ed. */
+#define GT_AUDIO_PLACEHOLDER "<|audio|>"
+#define GT_AUDIO_START "<|audio>"
+#define GT_AUDIO_END "<audio|>"
+int gt_audio_expand_prompt(const char *prompt, int64_t n_tokens, char **out, char *err,
+                           size_t errn);
+
 /* Log-mel features of x[0..n) into out[gt_audio_num_frames(c) * num_mels]. */
 int gt_audio_features(const gt_audio_cfg *c, const float *x, int64_t n, float *out, char *err,
                       size_t errn);

@@ -1,6 +1,7 @@
 /* dataset.h: JSONL datasets streamed from disk, shuffled per epoch, sharded by rank.
  *
- * Lines are {"prompt", "response"}, {"text"}, or {"messages": [{"role", "content"}, ...]}.
+ * Lines are {"prompt", "response"}, {"text"}, or {"messages": [{"role", "content"}, ...]}, any
+ * of them with an optional "audio": ["clip.wav", ...] (paths relative to the JSONL file).
  * Opening reads the file once to validate every line and build an index of line offsets (8 bytes
  * per record; the text itself is read back by seeking, so memory does not grow with file size).
  * A malformed line, a missing field or a wrong type is an error "file:line: reason", or, with
@@ -27,6 +28,8 @@ typedef struct gt_example {
     int n_turns;              /* chat records */
     char **roles, **contents;
     int64_t line;             /* 1-based line in the file */
+    char **audio;             /* "audio": WAV paths (data/media.h), relative to the file's dir */
+    int n_audio;
 } gt_example;
 
 void gt_example_free(gt_example *e);

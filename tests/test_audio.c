@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "data/audio.h"
+#include "data/dataset.h"
 #include "models/io/h5io.h"
 
 #define FIX "tests/fixtures/audio/"
@@ -124,6 +125,56 @@ START_TEST(wav_errors_name_the_file) {
 }
 END_TEST
 
+START_TEST(prompt_expansion) {
+    char *out, err[256];
+    ck_assert_int_eq(gt_audio_expand_prompt("Say <|audio|> twice: <|audio|>.", 2, &out, err, sizeof err), 0);
+    ck_assert_str_eq(out, "Say <|audio><|audio|><|audio|><audio|> twice: "
+                          "<|audio><|audio|><|audio|><audio|>.");
+    free(out);
+    ck_assert_int_eq(gt_audio_expand_prompt("no audio", 750, &out, err, sizeof err), 0);
+    ck_assert_str_eq(out, "no audio");
+    free(out);
+    ck_assert_int_eq(gt_audio_expand_prompt("<|audio|>", 0, &out, err, sizeof err), -1);
+    /* a full clip: 750 placeholders between the start and end markers */
+    ck_assert_int_eq(gt_audio_expand_prompt("<|audio|>", 750, &out, err, sizeof err), 0);
+    ck_assert_int_eq(strlen(out), strlen("<|audio>") + 750 * strlen("<|audio|>") + strlen("<audio|>"));
+    free(out);
+}
+END_TEST
+
+START_TEST(jsonl_audio_paths) {
+    char dir[] = "/tmp/gt_audio_XXXXXX", path[300], err[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/d.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"prompt\": \"<|audio|> says\", \"response\": \"hi\", \"audio\": [\"a.wav\", \"/abs/b.wav\"]}\n"
+          "{\"text\": \"plain\"}\n", f);
+    fclose(f);
+    gt_dataset ds;
+    ck_assert_msg(gt_dataset_open(path, GT_DS_AUTO, false, &ds, err, sizeof err) == 0, "%s", err);
+    gt_example ex;
+    ck_assert_msg(gt_dataset_read(&ds, 0, &ex, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(ex.n_audio, 2);
+    char want[320];
+    snprintf(want, sizeof want, "%s/a.wav", dir);
+    ck_assert_str_eq(ex.audio[0], want);
+    ck_assert_str_eq(ex.audio[1], "/abs/b.wav");
+    gt_example_free(&ex);
+    ck_assert_msg(gt_dataset_read(&ds, 1, &ex, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(ex.n_audio, 0);
+    gt_example_free(&ex);
+    gt_dataset_close(&ds);
+    f = fopen(path, "w");
+    fputs("{\"text\": \"x\"}\n{\"text\": \"y\", \"audio\": [3]}\n", f);
+    fclose(f);
+    ck_assert_int_eq(gt_dataset_open(path, GT_DS_AUTO, false, &ds, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "d.jsonl:2") && strstr(err, "audio[0]"), "%s", err);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("audio");
     TCase *tc = tcase_create("converter");
@@ -131,6 +182,8 @@ int main(void) {
     tcase_add_test(tc, features_match_kerashub);
     tcase_add_test(tc, token_counts);
     tcase_add_test(tc, wav_errors_name_the_file);
+    tcase_add_test(tc, prompt_expansion);
+    tcase_add_test(tc, jsonl_audio_paths);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
