@@ -47,8 +47,8 @@ static void load(gt_h5 f, gt_audio_enc *m) {
     c.logit_cap = attr(f, "logit_cap");
     c.conv_kernel = (int64_t)attr(f, "conv_kernel_size");
     c.output_proj_dims = (int64_t)attr(f, "output_proj_dims");
-    c.sscp_channels[0] = 4;  /* lists: not attributes; the script's CFG */
-    c.sscp_channels[1] = 3;
+    c.sscp_channels[0] = (int64_t)attr(f, "sscp_conv_channels_0");
+    c.sscp_channels[1] = (int64_t)attr(f, "sscp_conv_channels_1");
     char err[512];
     ck_assert_msg(gt_audio_enc_init(m, &c, err, sizeof err) == 0, "%s", err);
     for (int i = 0; i < m->n_all; i++) {
@@ -60,6 +60,12 @@ static void load(gt_h5 f, gt_audio_enc *m) {
     }
     ck_assert_int_eq(gt_audio_enc_param_count(&c, false), (int64_t)attr(f, "param_count"));
     ck_assert_int_eq(gt_audio_enc_param_count(&c, true), (int64_t)attr(f, "trainable_count"));
+}
+
+static double max_diff(const gt_tensor *y, const float *ref, int64_t from, int64_t to) {
+    double w = 0;
+    for (int64_t i = from; i < to; i++) w = fmax(w, fabs(y->data[i] - ref[i]));
+    return w;
 }
 
 START_TEST(matches_kerashub_forward_and_backward) {
@@ -116,6 +122,23 @@ START_TEST(matches_kerashub_forward_and_backward) {
     }
     printf("audio encoder grads: worst %.3g relative (%s)\n", gworst, gname);
     ck_assert_msg(gworst <= 1e-3, "gradient of %s differs by %.3g relative", gname, gworst);
+    /* the fixture exercises the tight clips and the padding mask: without them the output moves */
+    gt_ctx_reset(&ctx);
+    gt_tensor *clip = gt_audio_enc_param(&m, "conformer_0.ffw_start.ffw_1.clip");
+    ck_assert_ptr_nonnull(clip);
+    gt_real saved[4];
+    memcpy(saved, clip->data, sizeof saved);
+    clip->data[2] = -65504;
+    clip->data[3] = 65504;
+    x = gt_from_data(&ctx, mel, 3, shape, false);
+    gt_tensor *y2 = gt_audio_enc_forward(&ctx, &m, x, valid, NULL);
+    ck_assert_msg(y2, "%s", ctx.err);
+    ck_assert_msg(max_diff(y2, ref, 0, y2->size) > 1e-3 * mx, "the clip bounds change nothing");
+    memcpy(clip->data, saved, sizeof saved);
+    gt_tensor *y3 = gt_audio_enc_forward(&ctx, &m, x, NULL, NULL);
+    ck_assert_msg(y3, "%s", ctx.err);
+    ck_assert_msg(max_diff(y3, ref, 0, y3->size / 2) <= 1e-4 * mx, "clip 0 has no padding");
+    ck_assert_msg(max_diff(y3, ref, y3->size / 2, y3->size) > 1e-3 * mx, "the mask changes nothing");
     gt_ctx_free(&ctx);
     gt_audio_enc_free(&m);
     free(mel);

@@ -9,7 +9,8 @@ Batch of 2 clips of T = 38 frames; the second has 13 valid frames, so after the 
 convs (38 -> 19 -> 10 steps) it has 4 valid steps and its steps 7..9 see no valid key.
 Written to tests/fixtures/audio_encoder.h5:
 
-  /config               attributes: the encoder config (KerasHub names);
+  /config               attributes: the encoder config (KerasHub names; the channel pair as
+                        sscp_conv_channels_0/1);
                         param_count (count_params), trainable_count;
                         count_gemma4_2b, count_gemma4_4b: count_params of the E2B/E4B audio
                         tower (KerasHub/HF defaults, output_dim = text width 1536 / 2560)
@@ -122,6 +123,7 @@ def main():
         for k, v in enc.get_config().items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 cfg.attrs[k] = v
+        cfg.attrs["sscp_conv_channels_0"], cfg.attrs["sscp_conv_channels_1"] = CFG["sscp_conv_channels"]
         cfg.attrs["param_count"] = count(enc)
         cfg.attrs["trainable_count"] = sum(int(np.prod(v.shape)) for v in enc.trainable_weights)
         for k, v in counts.items():
