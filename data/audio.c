@@ -94,11 +94,11 @@ static double hz_to_mel(double hz) { return 2595.0 * log10(1.0 + hz / 700.0); }
 static double mel_to_hz(double mel) { return 700.0 * (pow(10.0, mel / 2595.0) - 1.0); }
 
 /* Triangular filters [bins, mels] with edges evenly spaced in mel, rounded to float. */
-static void mel_filters(const gt_audio_cfg *c, int bins, float *fb) {
+static int mel_filters(const gt_audio_cfg *c, int bins, float *fb) {
     int m = c->num_mels;
     double lo = hz_to_mel(c->min_frequency), hi = hz_to_mel(c->max_frequency);
     double *edge = malloc((size_t)(m + 2) * sizeof *edge);
-    if (!edge) return; /* caller checked a larger allocation already; keep fb zero */
+    if (!edge) return -1;
     for (int i = 0; i < m + 2; i++) edge[i] = mel_to_hz(lo + (hi - lo) * i / (m + 1));
     for (int b = 0; b < bins; b++) {
         double f = (double)b * c->sampling_rate / c->num_fft_bins;
@@ -110,6 +110,7 @@ static void mel_filters(const gt_audio_cfg *c, int bins, float *fb) {
         }
     }
     free(edge);
+    return 0;
 }
 
 typedef struct {
@@ -133,7 +134,7 @@ static int tables_init(const gt_audio_cfg *c, int bins, feat_tables *t) {
     t->sn = malloc((size_t)bins * L * sizeof *t->sn);
     if (!t->win || !t->fb || !t->cs || !t->sn) return -1;
     for (int i = 0; i < L; i++) t->win[i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / L));
-    mel_filters(c, bins, t->fb);
+    if (mel_filters(c, bins, t->fb)) return -1;
     for (int k = 0; k < bins; k++)
         for (int i = 0; i < L; i++) {
             /* (k * i) mod N keeps the angle small, so the twiddle is exact to rounding */
