@@ -12,6 +12,7 @@
 
 #include "models/audio.h"
 #include "models/io/h5io.h"
+#include "models/io/hf_audio.h"
 
 #define FIX "tests/fixtures/audio_encoder.h5"
 
@@ -169,12 +170,59 @@ START_TEST(preset_param_counts) {
 }
 END_TEST
 
+/* transformers' Gemma4AudioModel + embed_audio (tools/reference/make_hf_audio_fixture.py): our
+ * encoder loaded from its safetensors gives its output. */
+START_TEST(hf_checkpoint_matches_transformers) {
+    const char *dir = "tests/fixtures/hf/gemma4_audio";
+    char err[512], path[256];
+    gt_audio_enc m;
+    ck_assert_msg(gt_hf_audio_load(dir, &m, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(m.cfg.input_feat_size, 16);
+    ck_assert_int_eq(m.cfg.output_dim, 10);
+    gt_h5 f;
+    snprintf(path, sizeof path, "%s/expected.h5", dir);
+    ck_assert_msg(gt_h5_open_read(path, &f, err, sizeof err) == 0, "%s", err);
+    int64_t B = 2, T = 38, shape[3] = {B, T, 16};
+    float *mel = rd(f, "/inputs/mel", B * T * 16), *ref = rd(f, "/expected/output", B * 10 * 10);
+    int32_t *mask;
+    int nd;
+    int64_t ms[8];
+    ck_assert(gt_h5_read_i32(f, "/inputs/mask", &mask, &nd, ms, err, sizeof err) == 0);
+    uint8_t valid[76];
+    for (int i = 0; i < B * T; i++) valid[i] = mask[i] != 0;
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 1 << 22);
+    gt_tensor *y = gt_audio_enc_forward(&ctx, &m, gt_from_data(&ctx, mel, 3, shape, false), valid, NULL);
+    ck_assert_msg(y, "%s", ctx.err);
+    double mx = 0;
+    for (int64_t i = 0; i < y->size; i++) mx = fmax(mx, fabs(ref[i]));
+    /* clip 1 keeps 4 valid steps of 10; on its padded steps HF and KerasHub differ by design
+     * (KerasHub zeroes them before the light conv, HF does not; the preprocessor places only
+     * the valid ones), and we follow KerasHub: compare the valid steps */
+    double w0 = max_diff(y, ref, 0, y->size / 2), w1 = max_diff(y, ref, y->size / 2, y->size / 2 + 40);
+    double wp = max_diff(y, ref, y->size / 2 + 40, y->size);
+    printf("HF audio tower: max |ours - transformers| = %.3g x max (clip 0), %.3g x max (clip 1's "
+           "valid steps; padded steps %.3g)\n", w0 / mx, w1 / mx, wp / mx);
+    ck_assert_msg(w0 <= 1e-4 * mx && w1 <= 1e-4 * mx, "differs from transformers: %.3g, %.3g", w0, w1);
+    gt_ctx_free(&ctx);
+    gt_audio_enc_free(&m);
+    free(mel);
+    free(ref);
+    free(mask);
+    gt_h5_close(f);
+    /* a text-only config is refused naming the file */
+    ck_assert_int_eq(gt_hf_audio_load("tests/fixtures/hf/gemma4", &m, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "config.json"), "%s", err);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("audio_encoder");
     TCase *tc = tcase_create("kerashub");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, matches_kerashub_forward_and_backward);
     tcase_add_test(tc, preset_param_counts);
+    tcase_add_test(tc, hf_checkpoint_matches_transformers);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
