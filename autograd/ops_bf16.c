@@ -5,6 +5,7 @@
 
 #include "autograd/bf16_gemm.h"
 #include "autograd/blas.h"
+#include "autograd/quant.h"
 
 void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -14,6 +15,15 @@ void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n) {
 void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_f32(src[i]);
+}
+
+bool gt_frozen_present(const gt_bf16_mat *w) {
+    return w && (w->fmt == GT_WFMT_Q8_0 ? w->q8 != NULL : w->data != NULL);
+}
+
+void gt_frozen_rows(const gt_bf16_mat *w, int64_t r0, int64_t nr, gt_real *dst) {
+    if (w->fmt == GT_WFMT_Q8_0) gt_q8_dequant(w->q8 + gt_q8_bytes(r0 * w->cols), dst, nr * w->cols);
+    else gt_bf16_expand(w->data + r0 * w->cols, dst, nr * w->cols);
 }
 
 int64_t gt_bf16_block_rows(const gt_bf16_mat *w) {
@@ -34,7 +44,7 @@ bool gt_bf16_linear_uses_bf16(const gt_bf16_mat *w) {
     (void)w;
     return false;
 #else
-    return w && w->compute_bf16 && w->rows % 32 == 0 && w->cols % 32 == 0 && stage_bf16(w) >= 32 * w->cols &&
+    return w && w->fmt == GT_WFMT_BF16 && w->compute_bf16 && w->rows % 32 == 0 && w->cols % 32 == 0 && stage_bf16(w) >= 32 * w->cols &&
            gt_bf16_kernel_active() != GT_BF16K_OFF;
 #endif
 }
@@ -98,7 +108,7 @@ static void linear_backward(gt_ctx *ctx, gt_node *node) {
 #endif
     for (int64_t r0 = 0; r0 < R; r0 += rb) {
         int64_t nr = R - r0 < rb ? R - r0 : rb;
-        gt_bf16_expand(w->data + r0 * C, w->stage, nr * C);
+        gt_frozen_rows(w, r0, nr, w->stage);
         gt_gemm(false, false, (int)M, (int)C, (int)nr, 1, dy + r0, (int)R, w->stage, (int)C, 1, dx,
                 (int)C);
     }
@@ -106,7 +116,7 @@ static void linear_backward(gt_ctx *ctx, gt_node *node) {
 
 gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w) {
     if (!gt_ok(ctx)) return NULL;
-    if (!x || !w || !w->data) return gt_fail(ctx, GT_ERR_ARG, "bf16_linear: NULL input");
+    if (!x || !gt_frozen_present(w)) return gt_fail(ctx, GT_ERR_ARG, "bf16_linear: NULL input");
     if (x->ndim < 1 || gt_cols(x) != w->cols)
         return gt_fail(ctx, GT_ERR_SHAPE, "bf16_linear: x %s does not fit W [%lld, %lld]", gt_shp(x),
                        (long long)w->rows, (long long)w->cols);
@@ -128,7 +138,7 @@ gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w) {
 #endif
     for (int64_t r0 = 0; r0 < R && !bf; r0 += rb) {
         int64_t nr = R - r0 < rb ? R - r0 : rb;
-        gt_bf16_expand(w->data + r0 * C, w->stage, nr * C);
+        gt_frozen_rows(w, r0, nr, w->stage);
         gt_gemm(false, true, (int)M, (int)nr, (int)C, 1, x->data, (int)C, w->stage, (int)C, 0,
                 out->data + r0, (int)R);
     }
@@ -139,7 +149,7 @@ gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w) {
 
 gt_tensor *gt_bf16_embedding(gt_ctx *ctx, const gt_bf16_mat *w, const int32_t *ids, int64_t n) {
     if (!gt_ok(ctx)) return NULL;
-    if (!w || !w->data || (!ids && n > 0)) return gt_fail(ctx, GT_ERR_ARG, "bf16_embedding: NULL input");
+    if (!gt_frozen_present(w) || (!ids && n > 0)) return gt_fail(ctx, GT_ERR_ARG, "bf16_embedding: NULL input");
     if (n < 0) return gt_fail(ctx, GT_ERR_ARG, "bf16_embedding: negative id count %lld", (long long)n);
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= w->rows)
@@ -149,8 +159,6 @@ gt_tensor *gt_bf16_embedding(gt_ctx *ctx, const gt_bf16_mat *w, const int32_t *i
     gt_tensor *out = gt_empty(ctx, 2, shape);
     if (!out) return NULL;
 #pragma omp parallel for schedule(static) if (n * d > 65536)
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < d; j++)
-            out->data[i * d + j] = (gt_real)gt_bf16_to_f32(w->data[(int64_t)ids[i] * d + j]);
+    for (int64_t i = 0; i < n; i++) gt_frozen_rows(w, ids[i], 1, out->data + i * d);
     return out;
 }

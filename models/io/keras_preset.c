@@ -441,8 +441,8 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
     gt_preset_save_opts o = *opts;
     const gt_gemma_config *c = &m->cfg;
     if (!tok) return snprintf(err, errn, "%s: a preset needs a tokenizer", dir), -1;
-    if (m->data16) /* the writer reads fp32 parameters */
-        return snprintf(err, errn, "%s: the model is stored as bf16: widen it first (gt_gemma_set_frozen_dtype)", dir), -1;
+    if (m->frozen_dtype != GT_FROZEN_FP32) /* the writer reads fp32 parameters */
+        return snprintf(err, errn, "%s: the model is stored as %s: widen it first (gt_gemma_set_frozen_dtype)", dir, gt_frozen_dtype_names[m->frozen_dtype]), -1;
     if (gt_tok_vocab_size(tok) > c->vocab_size)
         return snprintf(err, errn, "%s: tokenizer has %d pieces, the model's vocabulary %lld", dir,
                         gt_tok_vocab_size(tok), (long long)c->vocab_size), -1;
