@@ -113,6 +113,16 @@ static double normal01(uint64_t *s) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
+/* n values of the stream from state s on (each value takes two draws; splitmix64's state after
+ * k draws is s + k * gamma, so the values are computed in parallel, equal to drawing in order). */
+static void fill_normal(uint64_t s, double std, gt_real *out, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t st = s + (uint64_t)(2 * i) * 0x9E3779B97F4A7C15ull;
+        out[i] = (gt_real)(std * normal01(&st));
+    }
+}
+
 void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
     uint64_t s = seed;
     /* the same stream in table order whatever the storage: stored matrices a staging buffer of
@@ -120,13 +130,15 @@ void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
     for (int p = 0; p < m->n_params; p++) {
         gt_tensor *t = m->params[p].t;
         if (t->data) {
-            for (int64_t i = 0; i < t->size; i++) t->data[i] = (gt_real)(std * normal01(&s));
+            fill_normal(s, std, t->data, t->size);
+            s += (uint64_t)(2 * t->size) * 0x9E3779B97F4A7C15ull;
             continue;
         }
         int64_t cols = t->shape[1], rb = m->mats[p].stage_n / cols;
         for (int64_t r0 = 0; r0 < t->shape[0]; r0 += rb) {
             int64_t nr = t->shape[0] - r0 < rb ? t->shape[0] - r0 : rb;
-            for (int64_t i = 0; i < nr * cols; i++) m->stage[i] = (gt_real)(std * normal01(&s));
+            fill_normal(s, std, m->stage, nr * cols);
+            s += (uint64_t)(2 * nr * cols) * 0x9E3779B97F4A7C15ull;
             gt_gemma_store_rows(m, t, r0, nr, m->stage);
         }
     }

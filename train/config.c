@@ -82,7 +82,9 @@ static const row schema[] = {
          "parameter type and, but for model.compute_dtype, compute type"),
     ENUM("model.frozen_dtype", model.frozen_dtype, "fp32", gt_frozen_dtype_names,
          "storage of the frozen base weights under LoRA; bf16 halves their memory (values rounded "
-         "once to bfloat16, arithmetic fp32 unless model.compute_dtype); full fine-tuning needs fp32"),
+         "once to bfloat16, arithmetic fp32 unless model.compute_dtype); q8_0 keeps GGUF Q8_0 blocks, "
+         "8.5 bits a weight (a Q8_0 GGUF as stored, other weights quantised a tensor slice at a time; "
+         "matrix widths multiples of 32; fp32 arithmetic); full fine-tuning needs fp32"),
     ENUM("model.compute_dtype", model.compute_dtype, "float32", gt_cfg_compute_dtype_names,
          "arithmetic of the frozen-weight products (q, k, v, o, gate, up, down and the tied LM head; "
          "forward and input gradient): bfloat16 rounds their activations to bf16 and accumulates in "
