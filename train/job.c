@@ -35,7 +35,10 @@ int gt_job_build_model(gt_job *j, char *err, size_t errn) {
     /* LoRA with a stored base: build it in its storage type, never as fp32 matrices */
     gt_frozen_dtype dt = c->lora.enabled && !full ? c->model.frozen_dtype : GT_FROZEN_FP32;
     if (c->model.weights[0]) {
-        if (gt_load_model_frozen(c->model.weights, dt, &j->model, c->tokenizer[0] ? NULL : &j->tok, err, errn)) return -1;
+        gt_tokenizer **tok = c->tokenizer[0] ? NULL : &j->tok;
+        if (dt == GT_FROZEN_FP32 ? gt_load_model(c->model.weights, full, &j->model, tok, err, errn)
+                                 : gt_load_model_frozen(c->model.weights, dt, &j->model, tok, err, errn))
+            return -1;
     } else {
         gt_gemma_config mc;
         if (c->model.preset[0]) {
