@@ -17,6 +17,7 @@
 #include "models/io/gguf_export.h"
 #include "models/io/gguf_writer.h"
 #include "models/io/h5io.h"
+#include "models/io/keras_preset.h"
 #include "train/config.h"
 #include "train/step.h"
 
@@ -327,6 +328,31 @@ START_TEST(gguf_loads_straight_into_q8) {
 }
 END_TEST
 
+/* A KerasHub preset a tensor at a time into bf16 (the fixtures' widths are not whole Q8_0 blocks,
+ * which q8_0 refuses naming the tensor): the same stored values as converting the fp32 load, for
+ * every layout permutation the reader applies. */
+START_TEST(preset_loads_straight_into_storage) {
+    char err[512];
+    gt_gemma *f32, *b16;
+    ck_assert_msg(gt_keras_preset_load("tests/fixtures/presets/gemma3", false, &f32, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gt_keras_preset_load_frozen("tests/fixtures/presets/gemma3", GT_FROZEN_BF16, &b16, NULL, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert(b16->layers[0].query->data == NULL && b16->layers[0].attn_out->data == NULL);
+    ck_assert_msg(gt_gemma_set_frozen_dtype(f32, GT_FROZEN_BF16, err, sizeof err) == 0, "%s", err);
+    int64_t n16 = 0;
+    for (int p = 0; p < f32->n_params; p++) {
+        const gt_tensor *t = f32->params[p].t;
+        if (t->ndim == 2) n16 += t->size;
+        else ck_assert(memcmp(t->data, b16->params[p].t->data, sizeof(gt_real) * (size_t)t->size) == 0);
+    }
+    ck_assert(memcmp(f32->data16, b16->data16, sizeof(uint16_t) * (size_t)n16) == 0);
+    gt_gemma_free(f32);
+    gt_gemma_free(b16);
+    ck_assert_int_eq(gt_keras_preset_load_frozen("tests/fixtures/presets/gemma3", GT_FROZEN_Q8_0, &b16, NULL, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "presets/gemma3") && strstr(err, "q8_0") && strstr(err, "ffw_linear/kernel is [32, 24]"), "%s", err);
+}
+END_TEST
+
 START_TEST(refusals) {
     char err[256];
     gt_gemma_config c = tiny_cfg();
@@ -405,6 +431,7 @@ int main(void) {
     tcase_add_test(tc, lm_head_matches_fp32_on_dequantised_values);
     tcase_add_test(tc, gemma_q8_built_either_way_and_trained_like_fp32);
     tcase_add_test(tc, gguf_loads_straight_into_q8);
+    tcase_add_test(tc, preset_loads_straight_into_storage);
     tcase_add_test(tc, refusals);
     tcase_add_test(tc, trainer_with_q8_base);
     suite_add_tcase(s, tc);

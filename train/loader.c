@@ -44,7 +44,9 @@ static int load_model(const char *path, bool trainable, gt_frozen_dtype dt, gt_g
     if (tok) *tok = NULL;
     struct stat st;
     if (!stat(path, &st) && S_ISDIR(st.st_mode)) {
-        if (gt_keras_preset_detect(path)) return gt_keras_preset_load(path, trainable, model, tok, err, errn);
+        if (gt_keras_preset_detect(path))
+            return dt == GT_FROZEN_FP32 ? gt_keras_preset_load(path, trainable, model, tok, err, errn)
+                                        : gt_keras_preset_load_frozen(path, dt, model, tok, err, errn);
         char cj[4200];
         snprintf(cj, sizeof cj, "%s/config.json", path);
         if (stat(cj, &st))
@@ -84,7 +86,7 @@ int gt_load_model_frozen(const char *path, gt_frozen_dtype dt, gt_gemma **model,
                          char *err, size_t errn) {
     if (load_model(path, false, dt, model, tok, err, errn)) return -1;
     if ((*model)->frozen_dtype == dt) return 0;
-    /* presets and HF directories load as fp32 first, then convert a tensor at a time */
+    /* HF directories load as fp32 first, then convert a tensor at a time */
     char e[512];
     if (!gt_gemma_set_frozen_dtype(*model, dt, e, sizeof e)) return 0;
     snprintf(err, errn, "%s: %s", path, e);
