@@ -44,7 +44,9 @@ bool gt_bf16_linear_uses_bf16(const gt_bf16_mat *w) {
     (void)w;
     return false;
 #else
-    return w && w->fmt == GT_WFMT_BF16 && w->compute_bf16 && w->rows % 32 == 0 && w->cols % 32 == 0 && stage_bf16(w) >= 32 * w->cols &&
+    /* Q8_0 rows are widened to bf16 in one half of the staging buffer (packed in the other) */
+    int64_t need = (w && w->fmt == GT_WFMT_Q8_0 ? 64 : 32) * (w ? w->cols : 0);
+    return w && w->compute_bf16 && w->rows % 32 == 0 && w->cols % 32 == 0 && stage_bf16(w) >= need &&
            gt_bf16_kernel_active() != GT_BF16K_OFF;
 #endif
 }
@@ -59,8 +61,24 @@ static uint16_t *scratch(gt_ctx *ctx, size_t bytes) {
     return p;
 }
 
-/* y[M, R] = x W^T as y^T = W x^T: W is the kernel's A operand as stored (rows of C values), x
- * rounded into B panels, the result stored transposed. */
+/* Rows [r0, r0 + nr) of a Q8_0 matrix as bf16 (dequantised, then rounded to nearest even). */
+static void q8_rows_bf16(const gt_bf16_mat *w, int64_t r0, int64_t nr, uint16_t *dst) {
+    int64_t nb = nr * w->cols / GT_Q8_BLOCK;
+    const uint8_t *src = w->q8 + gt_q8_bytes(r0 * w->cols);
+#pragma omp parallel for schedule(static) if (nb > 2048)
+    for (int64_t b = 0; b < nb; b++) {
+        float v[GT_Q8_BLOCK];
+        gt_q8_dequant(src + b * GT_Q8_BYTES, v, GT_Q8_BLOCK);
+        for (int i = 0; i < GT_Q8_BLOCK; i++) dst[b * GT_Q8_BLOCK + i] = gt_f32_to_bf16(v[i]);
+    }
+}
+
+/* Rows per block of a Q8_0 matrix widened to bf16 (half the staging buffer), a multiple of 32. */
+static int64_t q8_block_rows(const gt_bf16_mat *w) { return stage_bf16(w) / 2 / w->cols / 32 * 32; }
+
+/* y[M, R] = x W^T as y^T = W x^T: W is the kernel's A operand as stored (rows of C values; Q8_0
+ * widened to bf16 a block of rows at a time), x rounded into B panels, the result stored
+ * transposed. */
 static bool linear_forward_bf16(gt_ctx *ctx, const gt_real *x, int64_t M, const gt_bf16_mat *w, gt_real *y) {
     int64_t R = w->rows, C = w->cols, Mp = (M + 15) / 16 * 16;
     uint16_t *xb = scratch(ctx, (size_t)(Mp * C) * 2);
@@ -68,7 +86,12 @@ static bool linear_forward_bf16(gt_ctx *ctx, const gt_real *x, int64_t M, const 
     gt_bf16_kernel k = gt_bf16_kernel_active();
     int th = gt_threads();
     gt_bf16_pack_bt(th, x, M, C, C, xb);
-    gt_bf16_gemm(k, th, R, Mp, C, w->data, C, xb, y, R, R, M, true, false);
+    if (w->fmt == GT_WFMT_BF16) gt_bf16_gemm(k, th, R, Mp, C, w->data, C, xb, y, R, R, M, true, false);
+    for (int64_t r0 = 0, kb = q8_block_rows(w); w->fmt == GT_WFMT_Q8_0 && r0 < R; r0 += kb) {
+        int64_t nr = R - r0 < kb ? R - r0 : kb;
+        q8_rows_bf16(w, r0, nr, (uint16_t *)w->stage);
+        gt_bf16_gemm(k, th, nr, Mp, C, (uint16_t *)w->stage, C, xb, y + r0, R, nr, M, true, false);
+    }
     free(xb);
     return true;
 }
@@ -82,11 +105,13 @@ static void linear_backward_bf16(gt_ctx *ctx, const gt_real *dy, int64_t M, cons
     gt_bf16_kernel k = gt_bf16_kernel_active();
     int th = gt_threads();
     gt_bf16_pack_a(th, dy, M, R, R, dyb);
-    int64_t kb = stage_bf16(w) / C / 32 * 32;
-    uint16_t *wp = (uint16_t *)w->stage;
+    bool q8 = w->fmt == GT_WFMT_Q8_0;
+    int64_t kb = q8 ? q8_block_rows(w) : stage_bf16(w) / C / 32 * 32;
+    uint16_t *wp = (uint16_t *)w->stage, *wq = wp + kb * C; /* packed rows; Q8_0 rows widened */
     for (int64_t r0 = 0; r0 < R; r0 += kb) {
         int64_t nr = R - r0 < kb ? R - r0 : kb;
-        gt_bf16_pack_b16(th, w->data + r0 * C, nr, C, C, wp);
+        if (q8) q8_rows_bf16(w, r0, nr, wq);
+        gt_bf16_pack_b16(th, q8 ? wq : w->data + r0 * C, nr, C, C, wp);
         gt_bf16_gemm(k, th, Mp, C, nr, dyb + r0, R, wp, dx, C, M, C, false, true);
     }
     free(dyb);

@@ -12,7 +12,10 @@
  * Q8_0 (fmt GT_WFMT_Q8_0): the values are GGUF Q8_0 blocks at q8 (autograd/quant.h; cols a
  * multiple of 32) instead of bf16 at data; the ops dequantise a block of rows at a time into the
  * staging buffer exactly as they expand bf16 ones, so again the result equals an fp32 matrix
- * holding the dequantised values; compute_bf16 does not apply (fp32 arithmetic).
+ * holding the dequantised values. With compute_bf16, gt_bf16_linear widens a block of rows
+ * (a multiple of 32, half the staging buffer, which must hold 64 rows) to bf16 and multiplies
+ * on the bf16 kernel as above: the result of a bf16 matrix holding the dequantised values rounded
+ * to bf16 (the LM head and the embedding stay fp32 for Q8_0).
  * gt_frozen_rows writes rows [r0, r0 + nr) as gt_real whatever the storage.
  * Conversion (util/half.h): gt_to_bf16_n rounds to nearest, ties to even (NaN stays NaN);
  * gt_bf16_expand is exact.

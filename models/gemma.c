@@ -197,9 +197,9 @@ static int widen_to_fp32(gt_gemma *m, char *err, size_t errn) {
 }
 
 int gt_gemma_set_compute_bf16(gt_gemma *m, bool on, char *err, size_t errn) {
-    if (on && (m->frozen_dtype != GT_FROZEN_BF16 || !m->mats))
+    if (on && (m->frozen_dtype == GT_FROZEN_FP32 || !m->mats))
         return snprintf(err, errn, "model.compute_dtype: bfloat16 arithmetic needs the frozen weights stored as "
-                        "bf16 (model.frozen_dtype: bf16, LoRA)"), -1;
+                        "bf16 or q8_0 (model.frozen_dtype: bf16 or q8_0, LoRA)"), -1;
     m->compute_bf16 = on;
     if (m->mats)
         for (int p = 0; p < m->n_params; p++) m->mats[p].compute_bf16 = on;

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "autograd/bf16_gemm.h"
 #include "autograd/quant.h"
 #include "models/gemma.h"
 #include "models/io/gemma_gguf.h"
@@ -105,6 +106,52 @@ START_TEST(linear_and_embedding_match_fp32_on_dequantised_values) {
     gt_ctx_free(&c2);
     free(q);
     free(wf);
+}
+END_TEST
+
+/* compute_bf16 on a Q8_0 matrix: rows widened to bf16 in blocks of 32 (64 rows of bf16 staging:
+ * half widened, half packed) and multiplied on the bf16 kernel, against a bf16 matrix holding
+ * the same widened values on that kernel (one block); every kernel the CPU has. */
+START_TEST(linear_on_the_bf16_kernel_matches_bf16_storage) {
+    enum { R = 96, C = 64, M = 21 };
+    gt_real *wf, *stage = malloc(sizeof(gt_real) * 64 * C), *stage2 = malloc(sizeof(gt_real) * R * C);
+    uint8_t *q = q8_matrix(R, C, 13, &wf);
+    uint16_t *w16 = malloc(sizeof(uint16_t) * R * C);
+    gt_to_bf16_n(wf, w16, R * C);
+    gt_bf16_mat wq = {NULL, R, C, stage, 32 * C, true, GT_WFMT_Q8_0, q}; /* 64 bf16 rows: blocks of 32 */
+    gt_bf16_mat wb = {w16, R, C, stage2, R * C, true, GT_WFMT_BF16, NULL};
+    uint64_t seed = 4;
+    gt_real x[M * C], g[M * R];
+    for (int i = 0; i < M * C; i++) x[i] = (gt_real)rnd(&seed);
+    for (int i = 0; i < M * R; i++) g[i] = (gt_real)rnd(&seed);
+    gt_bf16_kernel ks[3] = {GT_BF16K_OFF, GT_BF16K_AVX512, GT_BF16K_AMX};
+    for (int kk = 0; kk < 3; kk++) {
+        if (gt_bf16_kernel_force((int)ks[kk]) != ks[kk]) continue;
+        ck_assert(gt_bf16_linear_uses_bf16(&wq) == (ks[kk] != GT_BF16K_OFF));
+        if (ks[kk] == GT_BF16K_OFF) continue; /* the fp32 path: linear_and_embedding_... */
+        gt_ctx c1, c2;
+        gt_ctx_init(&c1, 0);
+        gt_ctx_init(&c2, 0);
+        int64_t xs[2] = {M, C};
+        gt_tensor *x1 = gt_from_data(&c1, x, 2, xs, true), *x2 = gt_from_data(&c2, x, 2, xs, true);
+        gt_tensor *y1 = gt_bf16_linear(&c1, x1, &wq), *y2 = gt_bf16_linear(&c2, x2, &wb);
+        ck_assert_msg(y1 && y2, "%s%s", c1.err, c2.err);
+        ck_assert_int_eq(gt_backward_seed(&c1, y1, g), GT_OK);
+        ck_assert_int_eq(gt_backward_seed(&c2, y2, g), GT_OK);
+        double tol = 1e-5;
+        for (int64_t i = 0; i < y1->size; i++) ck_assert_double_eq_tol(y1->data[i], y2->data[i], tol * (1 + fabs(y2->data[i])));
+        for (int64_t i = 0; i < x1->size; i++) ck_assert_double_eq_tol(x1->grad[i], x2->grad[i], tol * (1 + fabs(x2->grad[i])));
+        gt_ctx_free(&c1);
+        gt_ctx_free(&c2);
+    }
+    gt_bf16_kernel_force(-1);
+    wq.stage_n = 31 * C; /* under 64 bf16 rows: the fp32 path */
+    ck_assert(!gt_bf16_linear_uses_bf16(&wq));
+    free(q);
+    free(wf);
+    free(w16);
+    free(stage);
+    free(stage2);
 }
 END_TEST
 
@@ -272,8 +319,20 @@ START_TEST(gemma_q8_built_either_way_and_trained_like_fp32) {
     ck_assert_msg(lf[STEPS - 1] < 0.8 * lf[0], "the run did not learn: %.4f -> %.4f", lf[0], lf[STEPS - 1]);
     printf("q8_0: LoRA loss %.4f -> %.4f (fp32 %.4f -> %.4f), worst step %.1e relative\n", lq[0], lq[STEPS - 1],
            lf[0], lf[STEPS - 1], worst);
-    /* widening gives the dequantised values back as fp32 */
+    /* and with compute_dtype bfloat16 (linears on the bf16 kernel where the CPU has one) */
     char err[256];
+    gt_gemma *qb = tiny(Q8_STORED);
+    ck_assert_msg(gt_gemma_set_compute_bf16(qb, true, err, sizeof err) == 0, "%s", err);
+    double lb[STEPS], worst_b = 0;
+    train(qb, lb, NULL, NULL);
+    for (int s = 0; s < STEPS; s++) {
+        worst_b = fmax(worst_b, fabs(lb[s] - lf[s]) / lf[s]);
+        ck_assert_msg(fabs(lb[s] - lf[s]) <= 1e-2 * lf[s], "step %d: q8_0 + bf16 loss %.6f vs fp32 %.6f", s, lb[s], lf[s]);
+    }
+    printf("q8_0 + compute bfloat16 (%s): LoRA loss %.4f -> %.4f, worst step %.1e relative\n",
+           gt_bf16_kernel_name(gt_bf16_kernel_active()), lb[0], lb[STEPS - 1], worst_b);
+    gt_gemma_free(qb);
+    /* widening gives the dequantised values back as fp32 */
     ck_assert(gt_gemma_set_frozen_dtype(conv, GT_FROZEN_FP32, err, sizeof err) == 0);
     for (int p = 0; p < conv->n_params; p++)
         ck_assert(memcmp(conv->params[p].t->data, deq->params[p].t->data, sizeof(gt_real) * (size_t)deq->params[p].t->size) == 0);
@@ -372,7 +431,6 @@ START_TEST(refusals) {
     ck_assert(gt_gemma_create_frozen(&c, GT_FROZEN_Q8_0, &m, err, sizeof err) == 0);
     ck_assert_int_eq(gt_gemma_set_frozen_dtype(m, GT_FROZEN_BF16, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "q8_0 already"), "%s", err);
-    ck_assert_int_eq(gt_gemma_set_compute_bf16(m, true, err, sizeof err), -1);
     gt_lora *l;
     gt_lora_dims d = {2, 64, 128, 2, 1, 32};
     ck_assert(gt_lora_create(&d, 2, 2, 1u << GT_LORA_QUERY, 1, &l, err, sizeof err) == 0);
@@ -389,6 +447,8 @@ START_TEST(refusals) {
     ck_assert_msg(gt_config_check(&cfg, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(cfg.model.frozen_dtype, GT_FROZEN_Q8_0);
     ck_assert(gt_config_override(&cfg, "model.compute_dtype=bfloat16", err, sizeof err) == 0);
+    ck_assert_msg(gt_config_check(&cfg, err, sizeof err) == 0, "%s", err);
+    ck_assert(gt_config_override(&cfg, "model.frozen_dtype=fp32", err, sizeof err) == 0);
     ck_assert_int_ne(gt_config_check(&cfg, err, sizeof err), 0);
     ck_assert_msg(strstr(err, "model.compute_dtype") && strstr(err, "model.frozen_dtype: bf16"), "%s", err);
 }
@@ -428,6 +488,7 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, q8_blocks_match_the_gguf_package);
     tcase_add_test(tc, linear_and_embedding_match_fp32_on_dequantised_values);
+    tcase_add_test(tc, linear_on_the_bf16_kernel_matches_bf16_storage);
     tcase_add_test(tc, lm_head_matches_fp32_on_dequantised_values);
     tcase_add_test(tc, gemma_q8_built_either_way_and_trained_like_fp32);
     tcase_add_test(tc, gguf_loads_straight_into_q8);
