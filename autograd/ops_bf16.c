@@ -1,5 +1,6 @@
 #include "autograd/ops_bf16.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,9 +22,24 @@ bool gt_frozen_present(const gt_bf16_mat *w) {
     return w && (w->fmt == GT_WFMT_Q8_0 ? w->q8 != NULL : w->data != NULL);
 }
 
+/* Parallel only when not inside a parallel region already (the LM head's per-thread blocks, the
+ * embedding's rows): an OpenMP region per call would cost more than the call. */
 void gt_frozen_rows(const gt_bf16_mat *w, int64_t r0, int64_t nr, gt_real *dst) {
-    if (w->fmt == GT_WFMT_Q8_0) gt_q8_dequant(w->q8 + gt_q8_bytes(r0 * w->cols), dst, nr * w->cols);
-    else gt_bf16_expand(w->data + r0 * w->cols, dst, nr * w->cols);
+    int64_t n = nr * w->cols;
+    bool par = n > 65536 && !omp_in_parallel();
+    if (w->fmt == GT_WFMT_BF16) {
+        const uint16_t *src = w->data + r0 * w->cols;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_f32(src[i]);
+        return;
+    }
+    const uint8_t *src = w->q8 + gt_q8_bytes(r0 * w->cols);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t b = 0; b < n / GT_Q8_BLOCK; b++) {
+        float v[GT_Q8_BLOCK];
+        gt_q8_block_f32(src + b * GT_Q8_BYTES, v);
+        for (int k = 0; k < GT_Q8_BLOCK; k++) dst[b * GT_Q8_BLOCK + k] = (gt_real)v[k];
+    }
 }
 
 int64_t gt_bf16_block_rows(const gt_bf16_mat *w) {
@@ -68,7 +84,7 @@ static void q8_rows_bf16(const gt_bf16_mat *w, int64_t r0, int64_t nr, uint16_t 
 #pragma omp parallel for schedule(static) if (nb > 2048)
     for (int64_t b = 0; b < nb; b++) {
         float v[GT_Q8_BLOCK];
-        gt_q8_dequant(src + b * GT_Q8_BYTES, v, GT_Q8_BLOCK);
+        gt_q8_block_f32(src + b * GT_Q8_BYTES, v);
         for (int i = 0; i < GT_Q8_BLOCK; i++) dst[b * GT_Q8_BLOCK + i] = gt_f32_to_bf16(v[i]);
     }
 }

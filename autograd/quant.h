@@ -14,8 +14,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "autograd/real.h"
+#include "util/half.h"
 
 enum { GT_Q8_BLOCK = 32, GT_Q8_BYTES = 34 };
 
@@ -23,5 +25,14 @@ enum { GT_Q8_BLOCK = 32, GT_Q8_BYTES = 34 };
 static inline int64_t gt_q8_bytes(int64_t n) { return n / GT_Q8_BLOCK * GT_Q8_BYTES; }
 void gt_q8_quantize(const gt_real *src, uint8_t *dst, int64_t n);
 void gt_q8_dequant(const uint8_t *src, gt_real *dst, int64_t n);
+/* One block into 32 floats, inline: for loops that are parallel already (no OpenMP region per
+ * call, whose cost exceeds a block's). */
+static inline void gt_q8_block_f32(const uint8_t *b, float *y) {
+    uint16_t h;
+    memcpy(&h, b, 2);
+    const float d = gt_f16_to_f32(h);
+    const int8_t *q = (const int8_t *)(b + 2);
+    for (int k = 0; k < GT_Q8_BLOCK; k++) y[k] = d * (float)q[k];
+}
 
 #endif
