@@ -15,7 +15,7 @@ SAN      ?= 0
 FUZZ     ?= 0
 NATIVE   ?= 1
 VERSION  := 0.1.0
-PKGS     := ompi-c hdf5-serial openblas yaml-0.1 check jansson
+PKGS     := ompi-c hdf5-serial openblas yaml-0.1 check jansson libpng libjpeg
 
 CC       ?= gcc
 ifeq ($(FUZZ),1)
@@ -152,7 +152,14 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libgemmatrain.a
 	@echo "LD $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-test: $(BUILD)/gemmatrain $(TEST_BIN)
+# the LD_PRELOAD full-disk shim of tests/test_enospc.c and tools/faults/enospc.sh: never
+# instrumented (it is preloaded into sanitized and plain binaries alike)
+$(BUILD)/tools/enospc_shim.so: tools/faults/enospc_shim.c
+	@mkdir -p $(@D)
+	@echo "CC $@"
+	@$(CC) -std=c11 $(WARN) -O1 -fPIC -shared -o $@ $< -ldl
+
+test: $(BUILD)/gemmatrain $(TEST_BIN) $(BUILD)/tools/enospc_shim.so
 	@SAN=$(SAN) bash tests/run.sh $(BUILD) $(TEST_BIN)
 ifneq ($(SAN),1)
 	@bash tests/install.sh

@@ -38,11 +38,17 @@ static void key_range(const attn_saved *s, int64_t i0, int64_t i1, int64_t *lo, 
 
 /* Each query row's [first, last + 1) visible key of batch b: the positional range trimmed by the
  * key mask and segment ids. */
-static void row_ranges(const attn_saved *s, const uint8_t *mask, const int32_t *seg, int32_t *rlo,
-                       int32_t *rhi) {
+static void row_ranges(const attn_saved *s, const uint8_t *mask, const int32_t *seg,
+                       const int32_t *bidir_end, int32_t *rlo, int32_t *rhi) {
     for (int64_t i = 0; i < s->T; i++) {
         int64_t lo, hi;
         key_range(s, i, i + 1, &lo, &hi);
+        if (bidir_end) { /* the rest of its span is contiguous: the range just grows */
+            int64_t qi = s->q_offset + i, e = bidir_end[qi];
+            if (s->window > 0 && e > qi + s->window) e = qi + s->window;
+            if (e > s->S) e = s->S;
+            if (e > hi) hi = e;
+        }
         if (mask || seg) {
             int32_t qseg = seg ? seg[s->q_offset + i] : 0;
             while (lo < hi && !((!mask || mask[lo]) && (!seg || seg[lo] == qseg))) lo++;
@@ -257,7 +263,7 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
     if (cfg->q_offset < 0 || cfg->q_offset > S)
         return gt_fail(ctx, GT_ERR_ARG, "attention: q_offset %lld outside [0, %lld] (q %s, k %s)",
                        (long long)cfg->q_offset, (long long)S, gt_shp(q), gt_shp(k));
-    if ((cfg->causal || cfg->segment_ids) && T + cfg->q_offset > S)
+    if ((cfg->causal || cfg->segment_ids || cfg->bidir_end) && T + cfg->q_offset > S)
         return gt_fail(ctx, GT_ERR_SHAPE, "attention: %s queries need T + q_offset <= S, got "
                        "%lld + %lld > %lld (q %s, k %s)", cfg->causal ? "causal" : "segmented",
                        (long long)T, (long long)cfg->q_offset, (long long)S, gt_shp(q), gt_shp(k));
@@ -294,7 +300,8 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
     s->rhi = s->rlo + B * T;
     for (int64_t b = 0; b < B; b++)
         row_ranges(s, cfg->key_mask ? cfg->key_mask + b * S : NULL,
-                   cfg->segment_ids ? cfg->segment_ids + b * S : NULL, s->rlo + b * T, s->rhi + b * T);
+                   cfg->segment_ids ? cfg->segment_ids + b * S : NULL,
+                   cfg->bidir_end ? cfg->bidir_end + b * S : NULL, s->rlo + b * T, s->rhi + b * T);
 
     const int64_t G = N / K, qs = N * H, ks = K * H, vs = K * Hv, os = N * Hv, QB = qblock(s);
     for (int64_t b = 0; b < B; b++) {

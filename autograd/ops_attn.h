@@ -3,7 +3,8 @@
  * q: [B, T, N, H], k: [B, S, K, H], v: [B, S, K, Hv], N % K == 0; query head n reads kv head
  * n / (N/K). For each batch b, head n, query i (absolute index qi = q_offset + i among the keys):
  *   s_j = scale * q_i . k_j;  if softcap > 0: s_j = softcap * tanh(s_j / softcap)
- *   key j is visible iff (!causal || j <= qi) && (window == 0 || qi - j < window)
+ *   key j is visible iff (!causal || j <= qi || j < bidir_end[b,qi])
+ *                        && (window == 0 || |qi - j| < window, or qi - j < window if !bidir_end)
  *                        && key_mask[b,j] != 0 && segment_ids[b,j] == segment_ids[b,qi]
  *   p = softmax over visible j (fp32);  out_i = sum_j p_j v_j;  a row with no visible key is 0.
  * Output [B, T, N, Hv]. The probabilities are kept for backward (B*N*T*S values).
@@ -26,6 +27,11 @@ typedef struct gt_attn_cfg {
     int64_t q_offset;              /* index of query row 0 among the S keys (KV cache) */
     const uint8_t *key_mask;       /* [B, S], 0 = padding key; NULL = all keys real */
     const int32_t *segment_ids;    /* [B, S] packed-example ids; NULL = one segment */
+    /* [B, S] or NULL: a query at key index qi also sees the later keys before bidir_end[b, qi]
+     * (the end of the contiguous span holding it, e.g. an image's soft tokens, which Gemma 3
+     * lets see each other both ways; 0 for text). With a window the span is cut at qi + window
+     * (KerasHub's symmetric band). */
+    const int32_t *bidir_end;
 } gt_attn_cfg;
 
 gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,

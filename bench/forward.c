@@ -2,11 +2,16 @@
  * with random weights, beside this run's sgemm peak; peak RSS after each phase.
  *
  * usage: build/bench/forward [preset=gemma3_270m] [seq=256] [batch=1] [reps=3] [modes=fwd,lora,full]
+ *                            [image=the preset's]
  * Modes: forward (inference, no tape), LoRA step (rank 4 on query/value, frozen base: the
  * fine-tuning case), full step (every weight trainable). The loss is the fused chunked LM head
  * with every token weighted. Model FLOPs per token (the usual convention): forward 2P + A,
  * LoRA step 4P + 3A (forward + input gradients; adapters are negligible), full step 6P + 3A,
- * with P the parameter count and A = 4 T H N L attention FLOPs (causal half not subtracted). */
+ * with P the parameter count and A = 4 T H N L attention FLOPs (causal half not subtracted).
+ * Modes enc and encstep (presets with a vision encoder, e.g. gemma3_4b): images/s of the
+ * encoder's forward and of forward+backward with every encoder weight trainable, batch images
+ * at the preset's image size or at image=N (6th argument, a multiple of patch x pool); FLOPs
+ * 2P' (6P') per patch with P' the encoder's parameters less the position table, plus attention. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,11 +21,62 @@
 
 #include "bench/bench_util.h"
 #include "models/gemma.h"
+#include "models/vision.h"
 
 static double peak_rss_mb(void) {
     struct rusage r;
     getrusage(RUSAGE_SELF, &r);
     return (double)r.ru_maxrss / 1024.0;
+}
+
+/* The vision encoder's rows: forward and full step, `batch` images of image_size pixels. */
+static int bench_encoder(gt_vision_config vc, int64_t batch, int reps, const char *which, double peak) {
+    char err[512];
+    int64_t s = vc.image_size, w = s / vc.patch_size, per_img = s * s * 3;
+    float *img = malloc(sizeof(float) * (size_t)(batch * per_img));
+    for (int64_t i = 0; i < batch * per_img; i++) img[i] = (float)((i * 7919) % 255) / 127.5f - 1;
+    double p = (double)(gt_vision_param_count(&vc) - w * w * vc.hidden_dim);
+    double attn = 4.0 * (double)(w * w) * vc.hidden_dim * vc.num_layers; /* per patch */
+    printf("encoder %lld px, %lld patches, %lld layers, width %lld: %lld images per step\n",
+           (long long)s, (long long)(w * w), (long long)vc.num_layers, (long long)vc.hidden_dim,
+           (long long)batch);
+    const char *keys[2] = {"enc", "encstep"}, *names[2] = {"enc fwd", "enc step"};
+    for (int mode = 0; mode < 2; mode++) {
+        /* "enc" is a prefix of "encstep": match whole comma-separated words */
+        char pat[16];
+        snprintf(pat, sizeof pat, ",%s,", keys[mode]);
+        char list[256];
+        snprintf(list, sizeof list, ",%s,", which);
+        if (!strstr(list, pat)) continue;
+        gt_vision *v;
+        if (gt_vision_create(&vc, mode == 1, &v, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
+        for (int64_t i = 0; i < v->n_params; i++)
+            for (int64_t j = 0; j < v->params[i]->size; j++)
+                v->params[i]->data[j] = (gt_real)(0.02 * (((i * 131 + j * 7919) % 201) / 100.0 - 1));
+        gt_ctx ctx;
+        gt_ctx_init(&ctx, 0);
+        ctx.grad_enabled = mode == 1;
+        double *times = malloc(sizeof(double) * (size_t)(reps + 1));
+        for (int r = 0; r <= reps; r++) { /* rep 0 warms up */
+            gt_ctx_reset(&ctx);
+            double t = now();
+            gt_tensor *y = gt_vision_encode(&ctx, v, img, batch);
+            if (mode == 1) gt_backward(&ctx, gt_mean(&ctx, y));
+            if (!gt_ok(&ctx)) return fprintf(stderr, "%s\n", ctx.err), 1;
+            times[r] = now() - t;
+        }
+        qsort(times + 1, (size_t)reps, sizeof(double), cmp_double);
+        double t = times[1 + reps / 2];
+        double flops = ((mode == 0 ? 2.0 : 6.0) * p + (mode == 0 ? 1.0 : 3.0) * attn) *
+                       (double)(w * w * batch);
+        printf("%-10s %10.1f %10.3f %9.1f %7.0f%% %12.0f\n", names[mode], t * 1e3,
+               (double)batch / t, flops / t / 1e9, 100.0 * flops / t / 1e9 / peak, peak_rss_mb());
+        free(times);
+        gt_ctx_free(&ctx);
+        gt_vision_free(v);
+    }
+    free(img);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -89,5 +145,13 @@ int main(int argc, char **argv) {
     }
     free(ids);
     free(labels);
+    if (cfg.vision.num_layers > 0 && strstr(which, "enc")) {
+        gt_vision_config vc = cfg.vision;
+        if (argc > 6) vc.image_size = atoll(argv[6]);
+        if (gt_vision_config_check(&vc, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
+        printf("%-10s %10s %10s %9s %8s %12s\n", "mode", "ms", "images/s", "GFLOP/s", "of peak",
+               "peak RSS MB");
+        return bench_encoder(vc, B, reps, which, peak);
+    }
     return 0;
 }

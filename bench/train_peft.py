@@ -8,7 +8,8 @@ instead: its ids and packed positions, labels -100 where gemmatrain's weight is 
 shifts labels itself, so the row's last label is dropped). transformers still computes the
 logits of every position and, with eager attention, attends across packed examples; the cost
 of its step does not depend on the labels.
-Prints one line: seq, median step seconds, tokens/s, peak RSS (MB, this process's VmHWM).
+Prints one line: seq, median step seconds, tokens/s, peak RSS (MB, this process's VmHWM), CPU
+seconds per timed step (all threads).
 
 usage: python3 bench/train_peft.py [seq=256] [reps=3] [threads=2] [rows=1] [batch.json]
 """
@@ -58,6 +59,8 @@ def main():
             extra["position_ids"] = torch.tensor(batch["positions"], dtype=torch.long).view(b, t)
     times = []
     for r in range(reps + 1):  # rep 0 warms up
+        if r == 1:
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         out = model(input_ids=ids, labels=labels, **extra)
@@ -65,12 +68,14 @@ def main():
         opt.step()
         times.append(time.perf_counter() - t)
     step = statistics.median(times[1:])
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    peak_mb = r1.ru_maxrss / 1024.0
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / reps
     n = ids.numel()
     print(f"peft batch {rows} x seq {seq}{' (batch file)' if batch else ''}: {step * 1e3:.1f} ms (min "
           f"{min(times[1:]) * 1e3:.1f}, max {max(times[1:]) * 1e3:.1f}), {n / step:.1f} tokens/s, "
           f"peak RSS {peak_mb:.0f} MB, threads {threads}, torch {torch.__version__}")
-    print(f"RESULT seq={seq} ms={step * 1e3:.1f} tokens_s={n / step:.2f} rss_mb={peak_mb:.0f}")
+    print(f"RESULT seq={seq} ms={step * 1e3:.1f} tokens_s={n / step:.2f} rss_mb={peak_mb:.0f} cpu_s={cpu:.2f}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@
 #include "train/loader.h"
 #include "train/trainer.h"
 #include "util/fsutil.h"
+#include "util/stagedir.h"
 
 static const char *export_usage =
     "usage: gemmatrain export CONFIG.yaml|CHECKPOINT.h5 --out PATH [--merge-lora | --lora-only] [options] [key=value ...]\n"
@@ -104,7 +105,8 @@ static int refuse_existing(const char *cmd, const char *path, bool overwrite) {
 }
 
 typedef struct export_args {
-    const char *src, *out;   /* CONFIG.yaml or CHECKPOINT.h5; --out */
+    const char *src, *out;   /* CONFIG.yaml or CHECKPOINT.h5; where to write (a staged directory) */
+    const char *dest;        /* --out, as messages name it */
     bool merge, lora_only, hf, peft, gguf, gguf_lora, bf16, overwrite;
     uint32_t gguf_type;      /* --gguf-type */
     gt_preset_save_opts o;   /* --sequence-length, --steps, --eval-loss */
@@ -145,7 +147,7 @@ static int parse_export(int argc, char **argv, export_args *a) {
     int o;
     while ((o = cli_getopt(argc - 1, argv + 1, "-:", opts)) != -1) {
         switch (o) {
-        case O_OUT: a->out = optarg; break;
+        case O_OUT: a->out = a->dest = optarg; break;
         case O_MERGE: a->merge = true; break;
         case O_LORA_ONLY: a->lora_only = true; break;
         case O_BF16: a->bf16 = true; break;
@@ -240,7 +242,7 @@ static int write_hf(const export_args *a, const gt_config *c, gt_gemma *m, const
     m->lora = NULL; /* a checkpoint's model has them attached; merged, they must not apply again */
     if (l && gt_gemma_merge_lora(m, l, err, errn)) return 1;
     if (save_hf(m, tok, c->tokenizer, a->out, a->bf16, err, errn)) return 1;
-    fprintf(stderr, "wrote Hugging Face model %s%s\n", a->out, l ? " (LoRA merged)" : "");
+    fprintf(stderr, "wrote Hugging Face model %s%s\n", a->dest, l ? " (LoRA merged)" : "");
     return 0;
 }
 
@@ -267,9 +269,29 @@ static int write_preset(export_args *a, const gt_config *c, gt_gemma *m, const g
     if (gt_keras_preset_save(a->out, m, tok, &a->o, err, errn)) return 1;
     const char *cls = m->cfg.generation == 4 ? "Gemma4CausalLM" : m->cfg.generation >= 3 ? "Gemma3CausalLM"
                                                                                          : "GemmaCausalLM";
-    fprintf(stderr, "wrote KerasHub preset %s (%s%s)\n", a->out, cls,
+    fprintf(stderr, "wrote KerasHub preset %s (%s%s)\n", a->dest, cls,
             l ? (a->merge ? ", LoRA merged" : ", LoRA in adapter.lora.h5") : "");
     return 0;
+}
+
+/* The directory outputs (PEFT, Hugging Face, preset) staged: a failure leaves nothing under
+ * --out (util/stagedir.h). Exit status (message in err). */
+static int write_dir(export_args *a, const gt_config *c, gt_gemma *m, const gt_tokenizer *tok, gt_lora *l,
+                     char *err, size_t errn) {
+    gt_stage st;
+    if (gt_stage_open(a->dest, &st, err, errn)) return 1;
+    a->out = st.dir;
+    int code = a->peft  ? (gt_peft_save(a->out, l, &m->cfg, c->model.weights, err, errn) ? 1 : 0)
+               : a->hf ? write_hf(a, c, m, tok, l, err, errn)
+                       : write_preset(a, c, m, tok, l, err, errn);
+    a->out = a->dest;
+    if (code) {
+        gt_stage_msg(&st, err, errn);
+        gt_stage_abort(&st);
+        return code;
+    }
+    if (a->peft) fprintf(stderr, "wrote PEFT adapter %s (rank %lld)\n", a->dest, (long long)l->rank);
+    return gt_stage_commit(&st, err, errn) ? 1 : 0;
 }
 
 int cli_export(int argc, char **argv) {
@@ -303,14 +325,11 @@ int cli_export(int argc, char **argv) {
         if (!code) fprintf(stderr, "wrote llama.cpp LoRA GGUF %s (rank %lld)\n", a.out, (long long)l->rank);
     } else if (!code && a.gguf) {
         code = write_gguf(&a, m, tok, l, err, sizeof err);
-    } else if (!code && a.peft) {
-        code = gt_peft_save(a.out, l, &m->cfg, c.model.weights, err, sizeof err) ? 1 : 0;
-        if (!code) fprintf(stderr, "wrote PEFT adapter %s (rank %lld)\n", a.out, (long long)l->rank);
     } else if (!code && a.lora_only) {
         code = gt_keras_lora_save(a.out, l, &m->cfg, err, sizeof err) ? 1 : 0;
         if (!code) fprintf(stderr, "wrote %s (rank %lld)\n", a.out, (long long)l->rank);
-    } else if (!code) {
-        code = a.hf ? write_hf(&a, &c, m, tok, l, err, sizeof err) : write_preset(&a, &c, m, tok, l, err, sizeof err);
+    } else if (!code) { /* a directory: written beside --out, moved into place once whole */
+        code = write_dir(&a, &c, m, tok, l, err, sizeof err);
     }
     if (code) fprintf(stderr, "gemmatrain export: %s\n", err);
     gt_lora_free(l);
@@ -404,10 +423,17 @@ int cli_convert(int argc, char **argv) {
     }
     o.prov.base_model = pos[0];
     (void)gt_mkdir_parents(pos[1], NULL, 0); /* errors surface at the write */
+    gt_stage st = {0}; /* a directory output is staged beside OUT: whole or nothing */
     int rc = gguf ? gt_gguf_export_model(m, tok, pos[1], gguf_type, NULL, err, sizeof err)
-             : hf ? save_hf(m, tok, NULL, pos[1], bf16, err, sizeof err)
-                : bf16 ? (snprintf(err, sizeof err, "--bf16 applies to --format hf"), -1)
-                       : gt_keras_preset_save(pos[1], m, tok, &o, err, sizeof err);
+             : bf16 && !hf ? (snprintf(err, sizeof err, "--bf16 applies to --format hf"), -1)
+             : gt_stage_open(pos[1], &st, err, sizeof err) ? -1
+             : hf ? save_hf(m, tok, NULL, st.dir, bf16, err, sizeof err)
+                  : gt_keras_preset_save(st.dir, m, tok, &o, err, sizeof err);
+    if (st.dir) {
+        gt_stage_msg(&st, err, sizeof err);
+        if (rc) gt_stage_abort(&st);
+        else rc = gt_stage_commit(&st, err, sizeof err);
+    }
     if (rc) fprintf(stderr, "gemmatrain convert: %s\n", err);
     else fprintf(stderr, "wrote %s %s\n", gguf ? "GGUF" : hf ? "Hugging Face model" : "KerasHub preset", pos[1]);
     gt_tok_free(tok);

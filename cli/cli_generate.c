@@ -5,9 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/image.h"
+#include "data/preprocess.h"
 #include "models/generate.h"
 #include "models/io/keras_lora.h"
+#include "models/io/keras_preset.h"
 #include "models/io/peft.h"
+#include "models/io/vision_hf.h"
+#include "models/io/vision_keras.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "train/loader.h"
@@ -26,18 +31,23 @@ static void usage(FILE *f) {
             "                        carries the training's alpha / rank)\n"
             "  --max-new-tokens N    tokens to generate at most (default 64)\n"
             "  --max-length N        prompt + generated tokens at most (KerasHub max_length)\n"
-            "  --sampler SPEC        greedy (default) | random | top_k | top_p | beam, with options,\n"
-            "                        e.g. top_k:k=5,temperature=0.8,seed=2, top_p:p=0.9 or\n"
-            "                        beam:num_beams=4 (KerasHub's BeamSampler; the best beam is printed)\n"
+            "  --sampler SPEC        greedy (default) | random | top_k | top_p | beam | contrastive, with\n"
+            "                        options, e.g. top_k:k=5,temperature=0.8,seed=2, top_p:p=0.9,\n"
+            "                        beam:num_beams=4 (KerasHub's BeamSampler; the best beam is printed) or\n"
+            "                        contrastive:k=5,alpha=0.6 (KerasHub's ContrastiveSampler: of the k\n"
+            "                        likeliest tokens, the best in (1-alpha) p - alpha max-similarity)\n"
             "  --stop IDS            comma-separated stop token ids (default: <eos>, <end_of_turn>, <turn|>)\n"
             "  --strip-prompt        print only the completion (default prints prompt + completion,\n"
             "                        as KerasHub's generate(strip_prompt=False))\n"
-            "  --chat                wrap PROMPT in the Gemma chat template (user turn, model turn)\n"
+            "  --chat                wrap PROMPT in the chat template (user turn, model turn; Gemma 4: <|turn>)\n"
             "  --no-bos              do not prepend <bos>\n"
             "  --score               instead of generating, print per-token losses of PROMPT as JSON\n"
             "                        (KerasHub's score(scoring_mode=\"loss\"))\n"
             "  --logits              with --score: the logits at every position instead\n"
-            "                        (KerasHub's score(scoring_mode=\"logits\")), {\"tokens\", \"logits\"}\n");
+            "                        (KerasHub's score(scoring_mode=\"logits\")), {\"tokens\", \"logits\"}\n"
+            "  --image PATH          a JPEG or PNG for the next <start_of_image> of PROMPT (repeat per\n"
+            "                        image, at most 8); MODEL must be a Gemma 3 with its vision encoder\n"
+            "                        (KerasHub preset or Hugging Face directory)\n");
 }
 
 typedef struct {
@@ -136,6 +146,9 @@ static int apply_lora(gt_gemma *m, const char *path, double alpha, char *err, si
 
 typedef struct gen_args {
     const char *model_path, *lora_path, *prompt, *sampler, *stops;
+    const char *images[8];
+    int n_images;
+    int64_t image_tokens; /* per image, from the encoder; 0: text only */
     int64_t max_new, max_length;
     double lora_alpha; /* 0: the file's rank */
     bool strip, chat, bos, do_score, logits;
@@ -143,7 +156,8 @@ typedef struct gen_args {
 
 /* 0: run with *a; else the exit status (2 for a usage error, its message printed) plus one. */
 static int parse_args(int argc, char **argv, gen_args *a) {
-    enum { O_MODEL = 256, O_LORA, O_ALPHA, O_MAX_NEW, O_MAX_LEN, O_SAMPLER, O_STOP, O_STRIP, O_CHAT, O_NO_BOS, O_SCORE, O_LOGITS };
+    enum { O_MODEL = 256, O_LORA, O_ALPHA, O_MAX_NEW, O_MAX_LEN, O_SAMPLER, O_STOP, O_STRIP, O_CHAT, O_NO_BOS, O_SCORE,
+           O_LOGITS, O_IMAGE };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"lora", required_argument, NULL, O_LORA},
@@ -157,6 +171,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         {"no-bos", no_argument, NULL, O_NO_BOS},
         {"score", no_argument, NULL, O_SCORE},
         {"logits", no_argument, NULL, O_LOGITS},
+        {"image", required_argument, NULL, O_IMAGE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -182,6 +197,10 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         case O_NO_BOS: a->bos = false; break;
         case O_SCORE: a->do_score = true; break;
         case O_LOGITS: a->logits = true; break;
+        case O_IMAGE:
+            if (a->n_images == 8) return fprintf(stderr, "generate: --image: at most 8 images\n"), 3;
+            a->images[a->n_images++] = optarg;
+            break;
         case 'h': return usage(stdout), 1;
         case 1: /* "-": arguments come back in order, the prompt among them */
             if (a->prompt) return fprintf(stderr, "generate: more than one PROMPT given\n"), 3;
@@ -203,22 +222,31 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     if (a->max_new < 1) return fprintf(stderr, "generate: --max-new-tokens must be >= 1\n"), 3;
     if (a->lora_alpha > 0 && !a->lora_path) return fprintf(stderr, "generate: --lora-alpha needs --lora\n"), 3;
     if (a->logits && !a->do_score) return fprintf(stderr, "generate: --logits needs --score\n"), 3;
+    if (a->n_images && a->do_score) return fprintf(stderr, "generate: --score does not take --image yet\n"), 3;
+    int marks = gt_pp_count_image_markers(a->prompt);
+    if (a->n_images && marks != a->n_images)
+        return fprintf(stderr, "generate: --image: PROMPT has %d <start_of_image> marker%s for %d image%s\n", marks,
+                       marks == 1 ? "" : "s", a->n_images, a->n_images == 1 ? "" : "s"), 3;
     return 0;
 }
 
 /* The prompt's ids: <bos> unless --no-bos, in the chat template with --chat (turn markers
  * inserted as ids, never matched from the user's text). 0, or 1 with the message printed. */
-static int encode_prompt(const gt_tokenizer *tok, const gen_args *a, gt_ids *ids) {
+static int encode_prompt(const gt_tokenizer *tok, const gen_args *a, bool gemma4, gt_ids *ids) {
     char err[1024];
     if (a->bos) gt_ids_push(ids, gt_tok_bos(tok));
-    int32_t sot = gt_tok_piece_id(tok, "<start_of_turn>"), eot = gt_tok_piece_id(tok, "<end_of_turn>");
+    /* Gemma 4's turn markers are <|turn> / <turn|> (data.template gemma4_chat) */
+    const char *s = gemma4 ? "<|turn>" : "<start_of_turn>", *e = gemma4 ? "<turn|>" : "<end_of_turn>";
+    int32_t sot = gt_tok_piece_id(tok, s), eot = gt_tok_piece_id(tok, e);
     if (a->chat && (sot < 0 || eot < 0))
-        return fprintf(stderr, "generate: --chat needs <start_of_turn>/<end_of_turn> in the vocabulary\n"), 1;
+        return fprintf(stderr, "generate: --chat needs %s/%s in the vocabulary\n", s, e), 1;
     if (a->chat) {
         gt_ids_push(ids, sot);
         if (gt_tok_encode(tok, "user\n", 5, false, ids, err, sizeof err)) goto fail;
     }
-    if (gt_tok_encode(tok, a->prompt, strlen(a->prompt), false, ids, err, sizeof err)) goto fail;
+    if (a->image_tokens ? gt_pp_encode_prompt(tok, a->prompt, a->image_tokens, ids, err, sizeof err)
+                        : gt_tok_encode(tok, a->prompt, strlen(a->prompt), false, ids, err, sizeof err))
+        goto fail;
     if (a->chat) {
         gt_ids_push(ids, eot);
         if (gt_tok_encode(tok, "\n", 1, false, ids, err, sizeof err)) goto fail;
@@ -249,13 +277,58 @@ static int stop_ids(const gt_tokenizer *tok, const char *stops, int32_t out[64])
 }
 
 /* Generates from the prompt's ids, streaming the completion to stdout. The exit status. */
+typedef struct {
+    gt_real *soft;
+    int32_t *pos;
+    int64_t n;
+} soft_tokens;
+
+/* The encoder's output for a->images (in order) and the prompt's placeholder positions. The
+ * exit status (0 or 1, the message printed). */
+static int encode_images(const gt_vision *v, const gt_tokenizer *tok, const gen_args *a, const gt_ids *ids,
+                         soft_tokens *st) {
+    char err[1024];
+    int64_t S = v->cfg.image_size, per = S * S * 3, D = v->cfg.output_dim;
+    float *px = malloc(sizeof(float) * (size_t)(per * a->n_images));
+    uint8_t *vm = malloc(ids->n ? ids->n : 1);
+    gt_image_cfg ic = gt_image_cfg_gemma3((int)S);
+    int rc = !px || !vm ? (fprintf(stderr, "generate: out of memory\n"), 1) : 0;
+    for (int i = 0; !rc && i < a->n_images; i++) {
+        gt_image im;
+        rc = gt_image_load(a->images[i], &im, err, sizeof err) || gt_image_preprocess(&im, &ic, px + i * per, err, sizeof err);
+        if (rc) fprintf(stderr, "generate: --image: %s\n", err);
+        gt_image_free(&im);
+    }
+    st->n = rc ? 0 : gt_pp_vision_mask(tok, ids->ids, (int64_t)ids->n, vm);
+    if (!rc && st->n != a->n_images * a->image_tokens)
+        rc = (fprintf(stderr, "generate: --image: %lld image tokens in the prompt, expected %lld\n",
+                      (long long)st->n, (long long)(a->n_images * a->image_tokens)), 1);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_tensor *y = rc ? NULL : gt_vision_encode(&ctx, v, px, a->n_images);
+    if (!rc && !y) rc = (fprintf(stderr, "generate: --image: %s\n", ctx.err), 1);
+    st->soft = rc ? NULL : malloc(sizeof(gt_real) * (size_t)(st->n * D));
+    st->pos = rc ? NULL : malloc(sizeof(int32_t) * (size_t)st->n);
+    if (!rc && (!st->soft || !st->pos)) rc = (fprintf(stderr, "generate: out of memory\n"), 1);
+    if (!rc) {
+        memcpy(st->soft, y->data, sizeof(gt_real) * (size_t)(st->n * D));
+        for (int64_t t = 0, k = 0; t < (int64_t)ids->n; t++)
+            if (vm[t]) st->pos[k++] = (int32_t)t;
+    }
+    gt_ctx_free(&ctx);
+    free(px);
+    free(vm);
+    return rc;
+}
+
 static int generate(const gt_gemma *m, const gt_tokenizer *tok, const gen_args *a, const gt_sampler *smp,
-                    const gt_ids *ids) {
+                    const gt_ids *ids, const soft_tokens *img) {
     char err[1024];
     int32_t stops[64];
     int n_stop = stop_ids(tok, a->stops, stops);
     gt_generate_opts o = {.max_length = a->max_length ? a->max_length : (int64_t)ids->n + a->max_new,
-                          .stop_ids = stops, .n_stop = n_stop, .sampler = *smp};
+                          .stop_ids = stops, .n_stop = n_stop, .sampler = *smp,
+                          .soft_tokens = img->soft, .soft_pos = img->pos, .n_soft = img->n};
     if (o.max_length > m->cfg.max_seq_len) o.max_length = m->cfg.max_seq_len;
     if (!a->strip) { /* the prompt as KerasHub prints it: special tokens removed */
         char *text = NULL;
@@ -282,6 +355,22 @@ static int generate(const gt_gemma *m, const gt_tokenizer *tok, const gen_args *
     return rc;
 }
 
+/* The vision encoder of the model at path (a KerasHub preset or an HF directory), for --image.
+ * The exit status (0 or 1, the message printed). */
+static int load_vision(const char *path, gt_vision **v) {
+    char err[1024], cfg[4200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", path);
+    FILE *f = fopen(cfg, "r");
+    if (f) fclose(f);
+    int rc = !f ? 0 : gt_keras_preset_detect(path) ? gt_vision_keras_load(path, false, v, err, sizeof err)
+                                                  : gt_vision_hf_load(path, false, v, err, sizeof err);
+    if (rc) return fprintf(stderr, "generate: %s\n", err), 1;
+    if (!*v)
+        return fprintf(stderr, "generate: --image: %s has no vision encoder (a KerasHub preset or Hugging Face "
+                       "directory of a Gemma 3 with images)\n", path), 1;
+    return 0;
+}
+
 int cli_generate(int argc, char **argv) {
     gen_args a;
     int rc = parse_args(argc, argv, &a);
@@ -289,20 +378,29 @@ int cli_generate(int argc, char **argv) {
     char err[1024];
     gt_sampler smp;
     if (gt_sampler_parse(a.sampler, &smp, err, sizeof err)) return fprintf(stderr, "generate: %s\n", err), 2;
+    gt_vision *v = NULL;
+    if (a.n_images && load_vision(a.model_path, &v)) return 1;
+    a.image_tokens = v ? gt_vision_tokens_per_image(&v->cfg) : 0;
     gt_gemma *m;
     gt_tokenizer *tok;
-    if (gt_load_model(a.model_path, false, &m, &tok, err, sizeof err))
+    if (gt_load_model(a.model_path, false, &m, &tok, err, sizeof err)) {
+        gt_vision_free(v);
         return fprintf(stderr, "generate: %s\n", err), 1;
+    }
     gt_ids ids = {0};
+    soft_tokens img = {0};
     rc = 1;
     if (a.lora_path && apply_lora(m, a.lora_path, a.lora_alpha, err, sizeof err))
         fprintf(stderr, "generate: %s\n", err);
-    else if (!encode_prompt(tok, &a, &ids))
+    else if (!encode_prompt(tok, &a, m->cfg.generation == 4, &ids) && !(v && encode_images(v, tok, &a, &ids, &img)))
         rc = a.do_score && a.logits ? score_logits(m, ids.ids, (int64_t)ids.n)
              : a.do_score           ? score(m, tok, ids.ids, (int64_t)ids.n)
-                                    : generate(m, tok, &a, &smp, &ids);
+                                    : generate(m, tok, &a, &smp, &ids, &img);
+    free(img.soft);
+    free(img.pos);
     gt_ids_free(&ids);
     gt_tok_free(tok);
     gt_gemma_free(m);
+    gt_vision_free(v);
     return rc;
 }

@@ -22,7 +22,8 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name) {
 static const char *const model_keys[] = {
     "model.preset=", "model.generation=", "model.vocab_size=", "model.num_layers=", "model.hidden_dim=",
     "model.intermediate_dim=", "model.num_query_heads=", "model.num_key_value_heads=", "model.head_dim=",
-    "model.sliding_window_size=", "model.attention_logit_soft_cap=", "model.final_logit_soft_cap="};
+    "model.sliding_window_size=", "model.attention_logit_soft_cap=", "model.final_logit_soft_cap=",
+    "model.architecture="};
 #define N_MODEL_KEYS (int)(sizeof model_keys / sizeof model_keys[0])
 
 static int run(int argc, char **argv, bool train) {

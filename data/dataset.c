@@ -2,10 +2,12 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/rng.h"
+#include "data/preprocess.h"
 #include "util/err.h"
 
 void gt_example_free(gt_example *e) {
@@ -18,6 +20,8 @@ void gt_example_free(gt_example *e) {
     }
     free(e->roles);
     free(e->contents);
+    for (int i = 0; i < e->n_images; i++) free(e->images[i]);
+    free(e->images);
     memset(e, 0, sizeof *e);
 }
 
@@ -31,9 +35,66 @@ static char *dup_str(json_t *s) {
     return d;
 }
 
-/* Parse one line into ex (ex may be NULL to validate only). Message in err without the prefix. */
-static int parse_line(const char *line, size_t len, gt_ds_format fmt, gt_example *ex, char *err,
-                      size_t errn) {
+/* The "<start_of_image>" markers where images go: the prompt, or the user turns of a chat. */
+static int count_markers(json_t *o, gt_ds_format kind) {
+    if (kind == GT_DS_PROMPT_RESPONSE)
+        return gt_pp_count_image_markers(json_string_value(json_object_get(o, "prompt")));
+    int n = 0;
+    json_t *m = json_object_get(o, "messages"), *turn;
+    size_t i;
+    json_array_foreach(m, i, turn) {
+        const char *role = json_string_value(json_object_get(turn, "role"));
+        if (!strcmp(role, "user")) /* system text is not expanded (preprocess.c) */
+            n += gt_pp_count_image_markers(json_string_value(json_object_get(turn, "content")));
+    }
+    return n;
+}
+
+/* The record's "images" (absent: none): strings, one per marker, each a file that opens
+ * (validation, ex NULL) or resolved against dir into ex->images. */
+static int parse_images(json_t *o, gt_ds_format kind, const char *dir, gt_example *ex, char *err,
+                        size_t errn) {
+    json_t *im = json_object_get(o, "images"), *v;
+    if (!im) return 0;
+    if (!json_is_array(im)) return snprintf(err, errn, "\"images\" must be an array of paths"), -1;
+    if (kind == GT_DS_TEXT) return snprintf(err, errn, "\"images\" needs a prompt or messages record"), -1;
+    int n = (int)json_array_size(im), marks = count_markers(o, kind);
+    if (n != marks)
+        return snprintf(err, errn, "%d image%s for %d <start_of_image> marker%s", n, n == 1 ? "" : "s",
+                        marks, marks == 1 ? "" : "s"), -1;
+    if (ex && n && !(ex->images = calloc((size_t)n, sizeof *ex->images)))
+        return snprintf(err, errn, "out of memory"), -1;
+    size_t i;
+    json_array_foreach(im, i, v) {
+        if (!json_is_string(v)) return snprintf(err, errn, "images[%zu] must be a string", i), -1;
+        const char *p = json_string_value(v);
+        char *full = malloc(strlen(dir) + strlen(p) + 2);
+        if (!full) return snprintf(err, errn, "out of memory"), -1;
+        sprintf(full, "%s%s%s", p[0] == '/' ? "" : dir, p[0] == '/' || !dir[0] ? "" : "/", p);
+        FILE *f = ex ? NULL : fopen(full, "rb");
+        if (!ex && !f) {
+            snprintf(err, errn, "images[%zu]: %s: cannot open: %s", i, full, strerror(errno));
+            free(full);
+            return -1;
+        }
+        if (f) fclose(f);
+        if (ex) ex->images[ex->n_images++] = full;
+        else free(full);
+    }
+    return 0;
+}
+
+/* The folder of a file path ("" for a bare name). */
+static void dir_of(const char *path, char *dir, size_t n) {
+    const char *slash = strrchr(path, '/');
+    size_t len = slash ? (size_t)(slash - path) + (slash == path) : 0;
+    snprintf(dir, n, "%.*s", (int)len, path);
+}
+
+/* Parse one line into ex (ex may be NULL to validate only); image paths are relative to dir.
+ * Message in err without the prefix. */
+static int parse_line(const char *line, size_t len, gt_ds_format fmt, const char *dir,
+                      gt_example *ex, char *err, size_t errn) {
     json_error_t je;
     json_t *o = json_loadb(line, len, 0, &je);
     if (!o) return snprintf(err, errn, "malformed JSON: %s (column %d)", gt_err_printable(je.text), je.column), -1;
@@ -100,6 +161,7 @@ static int parse_line(const char *line, size_t len, gt_ds_format fmt, gt_example
         snprintf(err, errn, "no \"prompt\"/\"response\", \"text\" or \"messages\" field");
         goto done;
     }
+    if (parse_images(o, kind, dir, ex, err, errn)) goto done;
     if (ex) ex->kind = kind;
     rc = 0;
 done:
@@ -115,7 +177,8 @@ int gt_dataset_open(const char *path, gt_ds_format format, bool skip_bad, gt_dat
     ds->world = 1;
     ds->f = fopen(path, "rb");
     if (!ds->f) return gt_err_open(err, errn, path, errno);
-    char *line = NULL, msg[256];
+    char *line = NULL, msg[768], dir[512];
+    dir_of(path, dir, sizeof dir);
     size_t cap = 0, room = 0;
     ssize_t len;
     int64_t lineno = 0;
@@ -129,7 +192,7 @@ int gt_dataset_open(const char *path, gt_ds_format format, bool skip_bad, gt_dat
         size_t s = 0;
         while (s < l && (line[s] == ' ' || line[s] == '\t')) s++;
         if (s == l) continue; /* blank lines are allowed */
-        if (parse_line(line, l, format, NULL, msg, sizeof msg) != 0) {
+        if (parse_line(line, l, format, dir, NULL, msg, sizeof msg) != 0) {
             if (skip_bad) {
                 ds->skipped++;
                 continue;
@@ -177,11 +240,12 @@ int gt_dataset_read(gt_dataset *ds, int64_t i, gt_example *ex, char *err, size_t
     if (i < 0 || i >= ds->n) return snprintf(err, errn, "%s: record %lld out of range", ds->path, (long long)i), -1;
     if (fseek(ds->f, (long)ds->offsets[i], SEEK_SET) != 0)
         return snprintf(err, errn, "%s: seek failed", ds->path), -1;
-    char *line = NULL, msg[256];
+    char *line = NULL, msg[768], dir[512];
+    dir_of(ds->path, dir, sizeof dir);
     size_t cap = 0;
     ssize_t len = getline(&line, &cap, ds->f);
     int rc = 0;
-    if (len < 0 || parse_line(line, (size_t)len, ds->format, ex, msg, sizeof msg) != 0) {
+    if (len < 0 || parse_line(line, (size_t)len, ds->format, dir, ex, msg, sizeof msg) != 0) {
         /* the file changed under us since it was indexed */
         snprintf(err, errn, "%s:%lld: %s", ds->path, (long long)ds->lines[i],
                  len < 0 ? "unexpected end of file (changed since opening?)" : msg);

@@ -1,6 +1,9 @@
 /* dataset.h: JSONL datasets streamed from disk, shuffled per epoch, sharded by rank.
  *
  * Lines are {"prompt", "response"}, {"text"}, or {"messages": [{"role", "content"}, ...]}.
+ * Prompt and chat records may carry "images": ["path", ...] (Gemma 3 with images), paths relative
+ * to the JSONL file's folder unless absolute, one per "<start_of_image>" marker of the prompt or
+ * the user turns; opening checks that each file can be opened (decoding happens when used).
  * Opening reads the file once to validate every line and build an index of line offsets (8 bytes
  * per record; the text itself is read back by seeking, so memory does not grow with file size).
  * A malformed line, a missing field or a wrong type is an error "file:line: reason", or, with
@@ -26,6 +29,8 @@ typedef struct gt_example {
     char *text;               /* text records */
     int n_turns;              /* chat records */
     char **roles, **contents;
+    char **images;            /* n_images paths, resolved against the JSONL file's folder */
+    int n_images;
     int64_t line;             /* 1-based line in the file */
 } gt_example;
 

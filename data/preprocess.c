@@ -80,14 +80,154 @@ static int push_text(flagged *f, const gt_tokenizer *tok, const char *s, uint8_t
     return 0;
 }
 
+#define IMAGE_MARK "<start_of_image>"
+
+int gt_pp_count_image_markers(const char *text) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, IMAGE_MARK)); p += sizeof IMAGE_MARK - 1) n++;
+    return n;
+}
+
+int64_t gt_pp_vision_mask(const gt_tokenizer *tok, const int32_t *ids, int64_t n, uint8_t *vision) {
+    int32_t img = gt_tok_piece_id(tok, "<img>");
+    int64_t count = 0;
+    for (int64_t t = 0; t < n; t++) count += vision[t] = img >= 0 && ids[t] == img;
+    return count;
+}
+
+/* Prompt text with Gemma 3's image markers expanded (gt_pp_cfg.image_tokens): the text pieces
+ * around each marker get its "\n\n" on their side and are encoded as text, exactly as encoding
+ * the expanded string does where the markers are atomic pieces (the real vocabulary's are
+ * USER_DEFINED, which split the text around them). */
+static int push_prompt(flagged *f, const gt_tokenizer *tok, const gt_pp_cfg *cfg, const char *s,
+                       char *err, size_t errn) {
+    if (cfg->image_tokens <= 0 || !strstr(s, IMAGE_MARK)) return push_text(f, tok, s, 0, err, errn);
+    int32_t soi = gt_tok_piece_id(tok, IMAGE_MARK), img = gt_tok_piece_id(tok, "<img>"),
+            eoi = gt_tok_piece_id(tok, "<end_of_image>");
+    if (soi < 0 || img < 0 || eoi < 0)
+        return snprintf(err, errn, "images: the vocabulary has no <start_of_image>, <img> or "
+                        "<end_of_image>"), -1;
+    char *buf = malloc(strlen(s) + 5);
+    if (!buf) return snprintf(err, errn, "out of memory"), -1;
+    int rc = 0;
+    for (const char *p = s, *q;; p = q + sizeof IMAGE_MARK - 1) {
+        q = strstr(p, IMAGE_MARK);
+        size_t len = q ? (size_t)(q - p) : strlen(p);
+        snprintf(buf, strlen(s) + 5, "%s%.*s%s", p == s ? "" : "\n\n", (int)len, p, q ? "\n\n" : "");
+        if ((rc = push_text(f, tok, buf, 0, err, errn))) break;
+        if (!q) break;
+        rc = push(f, soi, 0);
+        for (int64_t k = 0; k < cfg->image_tokens && !rc; k++) rc = push(f, img, 0);
+        if (rc || (rc = push(f, eoi, 0))) {
+            snprintf(err, errn, "out of memory");
+            break;
+        }
+    }
+    free(buf);
+    return rc ? -1 : 0;
+}
+
+int gt_pp_encode_prompt(const gt_tokenizer *tok, const char *text, int64_t image_tokens, gt_ids *out,
+                        char *err, size_t errn) {
+    gt_pp_cfg cfg = {.image_tokens = image_tokens};
+    flagged f = {0};
+    int rc = push_prompt(&f, tok, &cfg, text, err, errn);
+    for (size_t i = 0; !rc && i < f.ids.n; i++)
+        if (gt_ids_push(out, f.ids.ids[i])) rc = (snprintf(err, errn, "out of memory"), -1);
+    gt_ids_free(&f.ids);
+    free(f.resp);
+    return rc;
+}
+
+/* A chat format: its turn markers (ids) and layout. */
+typedef struct {
+    int32_t sot, eot;
+    bool gemma4; /* Gemma 4: own system turn, turns joined by "\n" (none after the last) */
+} chat_fmt;
+
+/* The chat format an example is written in, or none (fmt->sot < 0). */
+static int chat_format(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex, chat_fmt *fmt,
+                       char *err, size_t errn) {
+    gt_template t = cfg->template_;
+    if (t == GT_TEMPLATE_AUTO || (t == GT_TEMPLATE_NONE && ex->kind == GT_DS_CHAT))
+        t = cfg->chat_default == GT_TEMPLATE_GEMMA4_CHAT ? GT_TEMPLATE_GEMMA4_CHAT : GT_TEMPLATE_GEMMA_CHAT;
+    fmt->sot = fmt->eot = -1;
+    fmt->gemma4 = t == GT_TEMPLATE_GEMMA4_CHAT;
+    if (t == GT_TEMPLATE_NONE || ex->kind == GT_DS_TEXT) return 0;
+    const char *s = fmt->gemma4 ? "<|turn>" : "<start_of_turn>", *e = fmt->gemma4 ? "<turn|>" : "<end_of_turn>";
+    fmt->sot = gt_tok_piece_id(tok, s);
+    fmt->eot = gt_tok_piece_id(tok, e);
+    if (fmt->sot < 0 || fmt->eot < 0)
+        return snprintf(err, errn, "chat template %s: the vocabulary has no %s/%s", fmt->gemma4 ? "gemma4_chat" : "gemma_chat",
+                        s, e), -1;
+    return 0;
+}
+
+/* One prompt/response pair in the chat template: a = "<sot>user\n{prompt}<eot>\n<sot>model\n", b =
+ * "{response}<eot>" (weighted). When too long the template stays whole and the two texts share
+ * what is left, round-robin. */
+static int chat_pair(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const chat_fmt *fmt, const gt_example *ex,
+                     flagged *a, flagged *b, char *err, size_t errn) {
+    size_t p0, p1;
+    if (push(a, fmt->sot, 0) || push_text(a, tok, "user\n", 0, err, errn)) return -1;
+    p0 = a->ids.n;
+    if (push_prompt(a, tok, cfg, ex->prompt, err, errn)) return -1;
+    p1 = a->ids.n;
+    if (push(a, fmt->eot, 0) || push_text(a, tok, "\n", 0, err, errn) || push(a, fmt->sot, 0) ||
+        push_text(a, tok, "model\n", 0, err, errn))
+        return -1;
+    /* the reply and its end-of-turn marker are learned */
+    if (push_text(b, tok, ex->response, 1, err, errn) || push(b, fmt->eot, 1)) return -1;
+    int64_t budget = cfg->seq_len + 1 - (cfg->add_bos ? 1 : 0) - (cfg->add_eos ? 1 : 0);
+    int64_t np = (int64_t)(p1 - p0), nr = (int64_t)b->ids.n - 1;
+    int64_t frame = (int64_t)a->ids.n - np + 1;
+    if ((int64_t)(a->ids.n + b->ids.n) > budget && frame < budget) {
+        int64_t tp, tr;
+        round_robin(np, nr, budget - frame, &tp, &tr);
+        cut(a, p0 + (size_t)tp, p1);
+        cut(b, (size_t)tr, (size_t)nr);
+    }
+    return 0;
+}
+
+/* Chat messages as one flagged stream: each model turn's reply and its end marker are weighted,
+ * everything else is prompt. Gemma 1-3: the system text opens the first user turn (+ "\n\n"),
+ * every turn ends with "\n". Gemma 4: system is a turn of its own, turns are joined by "\n". */
+static int chat_messages(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const chat_fmt *fmt, const gt_example *ex,
+                         flagged *a, char *err, size_t errn) {
+    if (cfg->add_bos && push(a, gt_tok_bos(tok), 0)) return -1;
+    const char *system = NULL;
+    bool first = true;
+    for (int i = 0; i < ex->n_turns; i++) {
+        const char *role = ex->roles[i];
+        bool sys = !strcmp(role, "system"), model = !strcmp(role, "assistant") || !strcmp(role, "model");
+        if (sys && !fmt->gemma4) {
+            system = ex->contents[i];
+            continue;
+        }
+        if (fmt->gemma4 && !first && push_text(a, tok, "\n", 0, err, errn)) return -1;
+        first = false;
+        if (push(a, fmt->sot, 0) || push_text(a, tok, sys ? "system\n" : model ? "model\n" : "user\n", 0, err, errn))
+            return -1;
+        if (!model && system) {
+            if (push_text(a, tok, system, 0, err, errn) || push_text(a, tok, "\n\n", 0, err, errn)) return -1;
+            system = NULL;
+        }
+        if ((model ? push_text(a, tok, ex->contents[i], 1, err, errn) : push_prompt(a, tok, cfg, ex->contents[i], err, errn)) ||
+            push(a, fmt->eot, model))
+            return -1;
+        if (!fmt->gemma4 && push_text(a, tok, "\n", 0, err, errn)) return -1;
+    }
+    if (cfg->add_eos && push(a, gt_tok_eos(tok), 1)) return -1;
+    return 0;
+}
+
 /* The example's S+1 sequence and response flags; *used gets its real (unpadded) length. */
 static int build_seq(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,
                      int32_t *seq, uint8_t *resp, int64_t *used, char *err, size_t errn) {
     int32_t bos = gt_tok_bos(tok), eos = gt_tok_eos(tok), pad = gt_tok_pad(tok);
-    int32_t sot = gt_tok_piece_id(tok, "<start_of_turn>"), eot = gt_tok_piece_id(tok, "<end_of_turn>");
-    bool chat = cfg->template_ == GT_TEMPLATE_GEMMA_CHAT || ex->kind == GT_DS_CHAT;
-    if (chat && (sot < 0 || eot < 0))
-        return snprintf(err, errn, "chat template: the vocabulary has no <start_of_turn>/<end_of_turn>"), -1;
+    chat_fmt fmt;
+    if (chat_format(tok, cfg, ex, &fmt, err, errn)) return -1;
     int64_t L = cfg->seq_len + 1;
     flagged a = {0}, b = {0};
     int rc = -1;
@@ -97,51 +237,14 @@ static int build_seq(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_exa
          * packing the whole text as the "response" gives exactly that */
         *used = gt_pp_pack_pair(NULL, 0, a.ids.ids, (int64_t)a.ids.n, bos, eos, pad, cfg, seq, resp);
     } else if (ex->kind == GT_DS_PROMPT_RESPONSE) {
-        if (chat) {
-            size_t p0, p1;
-            if (push(&a, sot, 0) || push_text(&a, tok, "user\n", 0, err, errn)) goto done;
-            p0 = a.ids.n;
-            if (push_text(&a, tok, ex->prompt, 0, err, errn)) goto done;
-            p1 = a.ids.n;
-            if (push(&a, eot, 0) || push_text(&a, tok, "\n", 0, err, errn) || push(&a, sot, 0) ||
-                push_text(&a, tok, "model\n", 0, err, errn))
-                goto done;
-            /* the reply and its <end_of_turn> are learned; the newline after it is layout */
-            if (push_text(&b, tok, ex->response, 1, err, errn) || push(&b, eot, 1)) goto done;
-            /* too long: the template stays whole and the two texts share what is left, round-robin */
-            int64_t budget = L - (cfg->add_bos ? 1 : 0) - (cfg->add_eos ? 1 : 0);
-            int64_t np = (int64_t)(p1 - p0), nr = (int64_t)b.ids.n - 1;
-            int64_t frame = (int64_t)a.ids.n - np + 1;
-            if ((int64_t)(a.ids.n + b.ids.n) > budget && frame < budget) {
-                int64_t tp, tr;
-                round_robin(np, nr, budget - frame, &tp, &tr);
-                cut(&a, p0 + (size_t)tp, p1);
-                cut(&b, (size_t)tr, (size_t)nr);
-            }
-        } else if (push_text(&a, tok, ex->prompt, 0, err, errn) || push_text(&b, tok, ex->response, 1, err, errn)) {
+        if (fmt.sot >= 0) {
+            if (chat_pair(tok, cfg, &fmt, ex, &a, &b, err, errn)) goto done;
+        } else if (push_prompt(&a, tok, cfg, ex->prompt, err, errn) || push_text(&b, tok, ex->response, 1, err, errn)) {
             goto done;
         }
         *used = gt_pp_pack_pair(a.ids.ids, (int64_t)a.ids.n, b.ids.ids, (int64_t)b.ids.n, bos, eos, pad, cfg, seq, resp);
     } else { /* chat messages: one flagged stream, right-truncated */
-        if (cfg->add_bos && push(&a, bos, 0)) goto done;
-        const char *system = NULL;
-        for (int i = 0; i < ex->n_turns; i++) {
-            const char *role = ex->roles[i];
-            if (!strcmp(role, "system")) {
-                system = ex->contents[i];
-                continue;
-            }
-            bool model = !strcmp(role, "assistant") || !strcmp(role, "model");
-            if (push(&a, sot, 0) || push_text(&a, tok, model ? "model\n" : "user\n", 0, err, errn)) goto done;
-            if (!model && system) {
-                if (push_text(&a, tok, system, 0, err, errn) || push_text(&a, tok, "\n\n", 0, err, errn)) goto done;
-                system = NULL;
-            }
-            if (push_text(&a, tok, ex->contents[i], model, err, errn) || push(&a, eot, model) ||
-                push_text(&a, tok, "\n", 0, err, errn))
-                goto done;
-        }
-        if (cfg->add_eos && push(&a, eos, 1)) goto done;
+        if (chat_messages(tok, cfg, &fmt, ex, &a, err, errn)) goto done;
         for (int64_t k = 0; k < L; k++) {
             bool have = (size_t)k < a.ids.n;
             seq[k] = have ? a.ids.ids[k] : pad;

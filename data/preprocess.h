@@ -16,6 +16,13 @@
  *    user turn with "\n\n"; role assistant is written model); each model turn's reply and its
  *    <end_of_turn> are response tokens (weighted), everything else, the newline after
  *    <end_of_turn> included, is prompt; right-truncated to S+1.
+ *  - template gemma4_chat: the same with Gemma 4's markers <|turn> / <turn|> (prompt
+ *    <|turn>user\n{prompt}<turn|>\n<|turn>model\n, response {response}<turn|>); in chat records a
+ *    system message is a turn of its own (<|turn>system\n...<turn|>) and turns are joined by "\n"
+ *    (none after the last), so a conversation ending in a model turn is, token for token, what
+ *    KerasHub's Gemma4CausalLMPreprocessor makes of (the history, the last reply + <turn|>).
+ *  - template auto: the chat template of cfg->chat_default (gemma4_chat, else gemma_chat); chat
+ *    records under template none use it too (the job sets it from the model's generation).
  * Weights are 0 on padding. Labels where the weight is 0 are still valid ids (pad). Packing
  * (optional) is described with gt_pp_pack_append below.
  * Ownership: every output array is the caller's (S values each); nothing is kept. Errors: -1 and
@@ -27,13 +34,30 @@
 #include "data/dataset.h"
 #include "data/tokenizer.h"
 
-typedef enum { GT_TEMPLATE_NONE, GT_TEMPLATE_GEMMA_CHAT } gt_template;
+typedef enum { GT_TEMPLATE_NONE, GT_TEMPLATE_GEMMA_CHAT, GT_TEMPLATE_GEMMA4_CHAT, GT_TEMPLATE_AUTO } gt_template;
 
 typedef struct gt_pp_cfg {
     int64_t seq_len;      /* S */
     bool add_bos, add_eos;
     gt_template template_;
+    gt_template chat_default; /* GT_TEMPLATE_GEMMA4_CHAT for Gemma 4 models; else gemma_chat */
+    /* Gemma 3 with images (Gemma3CausalLMPreprocessor): > 0 turns each "<start_of_image>" of a
+     * prompt (or user turn) into "\n\n<start_of_image>" + image_tokens x <img> +
+     * "<end_of_image>\n\n", the three markers as their ids, the text around them encoded as
+     * text; the placeholders are prompt tokens (weight 0). 0: the marker is plain text. */
+    int64_t image_tokens;
 } gt_pp_cfg;
+
+/* vision[t] = (ids[t] is the <img> placeholder), n values; returns how many (0 when the
+ * vocabulary has no <img>). The decoder takes the image embeddings at these positions and
+ * gt_vision_span_ends makes their attention spans from this mask. */
+int64_t gt_pp_vision_mask(const gt_tokenizer *tok, const int32_t *ids, int64_t n, uint8_t *vision);
+/* Appends the ids of prompt text to out with its image markers expanded as above (image_tokens
+ * > 0), for generation. 0, or -1 with a message. */
+int gt_pp_encode_prompt(const gt_tokenizer *tok, const char *text, int64_t image_tokens, gt_ids *out,
+                        char *err, size_t errn);
+/* Number of "<start_of_image>" markers in text (the images a record must bring). */
+int gt_pp_count_image_markers(const char *text);
 
 /* Fills one row: ids, labels (int32), mask (uint8), weights (gt_real), S values each. */
 int gt_pp_example(const gt_tokenizer *tok, const gt_pp_cfg *cfg, const gt_example *ex,

@@ -147,7 +147,7 @@ void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
     for (int i = 0; i < m->n_params; i++) {
         gt_tensor *t = m->params[i].t;
         size_t len = strlen(m->params[i].name);
-        if (len > 6 && !strcmp(m->params[i].name + len - 6, "/scale"))
+        if (len > 5 && !strcmp(m->params[i].name + len - 5, "scale")) /* norms, MoE per-dim/expert scales */
             for (int64_t j = 0; j < t->size; j++) t->data[j] += 1;
         else if (t->ndim == 0) t->data[0] = 1;
     }
@@ -451,6 +451,7 @@ typedef struct {
     const int32_t *pos;
     const uint8_t *key_mask;
     const int32_t *segment_ids;
+    const int32_t *bidir_end; /* image spans (gt_attn_cfg.bidir_end), or NULL */
     gt_tensor **kv_k, **kv_v; /* every earlier layer's attention k, v (after norm and RoPE), for
                                  the layers that share them (Gemma 4) */
     gt_gemma_cache *cache;    /* inference only (B = 1, no tape), or NULL */
@@ -475,7 +476,8 @@ static gt_tensor *attention_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_t
                         .causal = true,
                         .q_offset = in->cache ? in->pos0 : 0,
                         .key_mask = in->key_mask,
-                        .segment_ids = in->segment_ids};
+                        .segment_ids = in->segment_ids,
+                        .bidir_end = in->bidir_end};
     gt_scope half = gt_scope_begin(ctx);
     gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
     gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
@@ -509,6 +511,28 @@ static gt_tensor *attention_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_t
     return gt_scope_end(ctx, half, keep, 3);
 }
 
+/* Gemma 4's expert branch (KerasHub Gemma4Router + Gemma4MoEBlock): the router reads the raw
+ * residual stream x, softmax((vnorm(x) * per_dim_scale / sqrt(D)) Wr) -> top-k renormalised, times
+ * per_expert_scale; the chosen experts run on pre_ffw_norm_moe(x), one GEMM per expert over its
+ * tokens; the weighted sum gets its own post-norm. Records the choices in m->moe_routes if set. */
+static gt_tensor *moe_branch(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x) {
+    const gt_gemma_config *c = &m->cfg;
+    const gt_gemma_layer *ly = &m->layers[i];
+    int64_t D = c->hidden_dim, n = x->size / D, flat[2] = {n, D};
+    gt_tensor *xf = gt_reshape(ctx, x, 2, flat);
+    gt_tensor *r = gt_scale(ctx, gt_rmsnorm(ctx, xf, ly->router_scale, c->rms_eps, false), 1.0 / sqrt((double)D));
+    const gt_moe_plan *plan = NULL;
+    gt_tensor *w = gt_moe_route(ctx, linear(ctx, m, r, ly->router), ly->expert_scale, c->experts_per_token, &plan);
+    gt_tensor *h = norm(ctx, m, xf, ly->moe_pre_norm);
+    gt_tensor *y = plan ? gt_moe_down(ctx, gt_moe_up(ctx, h, ly->expert_gate, ly->expert_up, plan), ly->expert_down,
+                                      w, plan)
+                        : NULL;
+    if (y && m->moe_routes)
+        memcpy(m->moe_routes + i * n * c->experts_per_token, plan->idx,
+               (size_t)(n * c->experts_per_token) * sizeof *plan->idx);
+    return norm(ctx, m, gt_reshape(ctx, y, x->ndim, x->shape), ly->moe_post_norm);
+}
+
 /* The feed-forward half: x + [post-norm](down(gelu(gate) * up)), then Gemma 4's per-layer input
  * (pli [B, T, P], or NULL) and layer scale. A scope: only the residual stream leaves. */
 static gt_tensor *ffw_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor *x, gt_tensor *pli) {
@@ -517,6 +541,7 @@ static gt_tensor *ffw_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor 
     gt_tensor *h = norm(ctx, m, x, ly->pre_ffw_norm);
     gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate), proj(ctx, m, i, GT_LORA_UP, h, ly->up));
     f = proj(ctx, m, i, GT_LORA_DOWN, f, ly->down);
+    if (ly->router) f = gt_add(ctx, norm(ctx, m, f, ly->moe_post_dense_norm), moe_branch(ctx, m, i, x));
     if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);
     x = gt_add(ctx, x, f);
     if (pli) {
@@ -551,7 +576,7 @@ static gt_tensor *blocks(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b
     int64_t B = b->batch, T = b->seq, L = m->cfg.num_layers, P = m->cfg.per_layer_input_dim;
     gt_tensor **kv = gt_alloc(ctx, (size_t)(2 * L) * sizeof *kv);
     if (!kv) return NULL;
-    block_in in = {B, T, pos, b->padding_mask, b->segment_ids, kv, kv + L, cache, pos0};
+    block_in in = {B, T, pos, b->padding_mask, b->segment_ids, b->bidir_end, kv, kv + L, cache, pos0};
     gt_tensor *pl = P > 0 ? per_layer_inputs(ctx, m, x, b->token_ids, B, T) : NULL;
     for (int64_t i = 0; i < L && gt_ok(ctx); i++) {
         gt_tensor *pli = NULL;
@@ -588,6 +613,10 @@ gt_tensor *gt_gemma_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch 
     }
     gt_scope s = gt_scope_begin(ctx); /* only the final hidden states outlive the forward */
     gt_tensor *x = embed(ctx, m, b->token_ids, B, T);
+    if (b->soft_tokens) { /* image embeddings at their placeholders (KerasHub: after the scaling) */
+        int64_t flat[2] = {B * T, m->cfg.hidden_dim}, sh[3] = {B, T, m->cfg.hidden_dim};
+        x = gt_reshape(ctx, gt_put_rows(ctx, gt_reshape(ctx, x, 2, flat), b->soft_tokens, b->soft_pos, b->n_soft), 3, sh);
+    }
     x = norm(ctx, m, blocks(ctx, m, b, x, pos, NULL, 0), m->final_norm);
     return gt_scope_end(ctx, s, &x, 1);
 }
@@ -621,30 +650,88 @@ void gt_gemma_cache_free(gt_gemma_cache *cache) {
     memset(cache, 0, sizeof *cache);
 }
 
+/* With images: soft [n_soft, D] go to positions soft_pos of this step; their contiguous runs see
+ * each other (bidir_end over every cached key, 0 before this step). */
+static gt_tensor *put_soft(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, int64_t pos0, int64_t n,
+                           const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, int32_t **bidir_end) {
+    int64_t D = m->cfg.hidden_dim, flat[2] = {n, D}, sh[2] = {n_soft, D}, x3[3] = {1, n, D};
+    int32_t *end = gt_alloc(ctx, (size_t)(pos0 + n) * sizeof *end);
+    if (!end) return NULL;
+    memset(end, 0, (size_t)(pos0 + n) * sizeof *end);
+    for (int64_t i = n_soft - 1, run_end = 0; i >= 0; i--) {
+        if (soft_pos[i] < 0 || soft_pos[i] >= n)
+            return gt_fail(ctx, GT_ERR_ARG, "gemma: image token position %d outside the %lld new tokens",
+                           soft_pos[i], (long long)n);
+        if (i == n_soft - 1 || soft_pos[i + 1] != soft_pos[i] + 1) run_end = pos0 + soft_pos[i] + 1;
+        end[pos0 + soft_pos[i]] = (int32_t)run_end;
+    }
+    *bidir_end = end;
+    gt_tensor *src = gt_from_data(ctx, soft, 2, sh, false);
+    return gt_reshape(ctx, gt_put_rows(ctx, gt_reshape(ctx, x, 2, flat), src, soft_pos, n_soft), 3, x3);
+}
+
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n) {
-    if (!gt_ok(ctx)) return NULL;
+    gt_tensor *z = NULL;
+    return gt_gemma_step_hidden(ctx, m, cache, ids, n, &z, NULL) ? NULL : z;
+}
+
+static int step_core(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids, int64_t n,
+                     const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, gt_tensor **logits,
+                     gt_tensor **hidden);
+
+gt_tensor *gt_gemma_step_soft(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                              int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft) {
+    gt_tensor *z = NULL;
+    return step_core(ctx, m, cache, ids, n, soft, soft_pos, n_soft, &z, NULL) ? NULL : z;
+}
+
+int gt_gemma_step_hidden(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                         int64_t n, gt_tensor **logits, gt_tensor **hidden) {
+    return step_core(ctx, m, cache, ids, n, NULL, NULL, 0, logits, hidden);
+}
+
+/* One cached step: the new tokens' embeddings (with image rows put in place), every block, then
+ * the outputs asked for. */
+static int step_core(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids, int64_t n,
+                     const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, gt_tensor **logits,
+                     gt_tensor **hidden) {
+    if (logits) *logits = NULL;
+    if (hidden) *hidden = NULL;
+    if (!gt_ok(ctx)) return -1;
     int64_t pos0 = cache->len;
     if (n < 1 || pos0 + n > cache->max_len)
         return gt_fail(ctx, GT_ERR_ARG, "gemma: %lld new tokens at position %lld exceed the cache "
-                       "length %lld", (long long)n, (long long)pos0, (long long)cache->max_len);
+                       "length %lld", (long long)n, (long long)pos0, (long long)cache->max_len), -1;
     int32_t *pos = gt_alloc(ctx, (size_t)n * sizeof *pos);
-    if (!pos) return NULL;
+    if (!pos) return -1;
     for (int64_t i = 0; i < n; i++) pos[i] = (int32_t)(pos0 + i);
     bool grad = ctx->grad_enabled;
     ctx->grad_enabled = false; /* the cache holds plain values: no tape through it */
-    gt_scope s = gt_scope_begin(ctx); /* only the logits outlive the step */
+    gt_scope s = gt_scope_begin(ctx); /* only the logits (and hidden states) outlive the step */
     gt_tensor *x = embed(ctx, m, ids, 1, n);
     int64_t flat[2] = {n, m->cfg.hidden_dim};
     gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
+    int32_t *bidir_end = NULL;
+    if (n_soft > 0) x = put_soft(ctx, m, x, pos0, n, soft, soft_pos, n_soft, &bidir_end);
+    b.bidir_end = bidir_end;
     x = blocks(ctx, m, &b, x, pos, cache, pos0);
-    /* only the last position's hidden state is needed to sample the next token */
-    x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
-    gt_tensor *z = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
-    z = gt_scope_end(ctx, s, &z, 1);
+    gt_tensor *keep[2] = {NULL, NULL}; /* logits, hidden */
+    if (hidden) { /* every fed position's normalised state; the logits of the last */
+        keep[1] = norm(ctx, m, gt_reshape(ctx, x, 2, flat), m->final_norm);
+        if (logits) keep[0] = gt_gemma_logits(ctx, m, gt_slice_rows(ctx, keep[1], n - 1, 1));
+    } else if (logits) { /* only the last position's hidden state is needed to sample the next token */
+        x = gt_slice_rows(ctx, gt_reshape(ctx, x, 2, flat), n - 1, 1);
+        keep[0] = gt_gemma_logits(ctx, m, norm(ctx, m, x, m->final_norm));
+    }
+    gt_tensor *k2[2] = {keep[0] ? keep[0] : keep[1], keep[0] ? keep[1] : NULL};
+    gt_scope_end(ctx, s, k2, k2[1] ? 2 : 1);
     ctx->grad_enabled = grad;
-    if (z) cache->len = pos0 + n;
-    return z;
+    if (!gt_ok(ctx) || !k2[0]) return -1;
+    cache->len = pos0 + n;
+    if (logits) *logits = keep[0];
+    if (hidden) *hidden = keep[1];
+    return 0;
 }
 
 gt_tensor *gt_gemma_lm_loss(gt_ctx *ctx, const gt_gemma *m, gt_tensor *hidden, const int32_t *labels,

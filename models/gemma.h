@@ -43,6 +43,10 @@ typedef struct gt_gemma_layer {
      * weights) also on k = v global layers; layer_scalar is a non-trainable scalar (no gradient);
      * ple_* exist with per-layer embeddings: gate [P, D], up [D, P], norm [D]. */
     gt_tensor *layer_scalar, *ple_gate, *ple_up, *ple_norm;
+    /* Gemma 4 MoE (cfg.moe): norms [D], router_scale [D], router [E, D], expert_gate/up [E*F, D],
+     * expert_down [E*D, F], expert_scale [E] (F = expert_dim) */
+    gt_tensor *moe_post_dense_norm, *moe_pre_norm, *moe_post_norm, *router_scale, *router;
+    gt_tensor *expert_gate, *expert_up, *expert_down, *expert_scale;
 } gt_gemma_layer;
 
 struct gt_gemma_param_row;
@@ -76,6 +80,9 @@ typedef struct gt_gemma {
     bool compute_bf16;        /* bf16 arithmetic in the frozen products (gt_gemma_set_compute_bf16) */
     /* Gemma 4 per-layer embeddings (NULL without): table [Vp, L*P], projection [L*P, D], norm [P] */
     gt_tensor *ple_embedding, *ple_projection, *ple_norm;
+    /* Gemma 4 MoE: when set (caller-owned, [L, B*T, k]), each forward writes every block's chosen
+     * experts per token, best first (tests, routing statistics); else NULL */
+    int32_t *moe_routes;
 } gt_gemma;
 
 /* Allocate a zero-initialised model. trainable: every parameter requires a gradient (full
@@ -138,6 +145,13 @@ typedef struct gt_gemma_batch {
     const int32_t *positions;
     const uint8_t *padding_mask;
     const int32_t *segment_ids;
+    /* Gemma 3 with images: row i of soft_tokens [n_soft, D] (the vision encoder's output,
+     * unscaled) replaces the embedding at flat position soft_pos[i] (b*T + t); bidir_end [B, T]
+     * (gt_attn_cfg.bidir_end) lets an image's tokens see each other. NULL / 0: text only. */
+    gt_tensor *soft_tokens;
+    const int32_t *soft_pos;
+    int64_t n_soft;
+    const int32_t *bidir_end;
 } gt_gemma_batch;
 
 /* Final-normalised hidden states [B, T, D]; NULL on error (ctx->err). */
@@ -168,5 +182,16 @@ void gt_gemma_cache_copy(gt_gemma_cache *dst, const gt_gemma_cache *src, const g
  * logits [1, V] of the last one and advances cache->len. Records nothing on the tape. */
 gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
                          const int32_t *ids, int64_t n);
+/* The same with images in these tokens: row i of soft (n_soft x hidden_dim values, the vision
+ * encoder's output) replaces the embedding of new token soft_pos[i] (ascending), and each run of
+ * consecutive positions sees itself both ways (as gt_gemma_batch.bidir_end). */
+gt_tensor *gt_gemma_step_soft(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                              int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft);
+/* gt_gemma_step with a choice of outputs: *logits (when logits is not NULL) the last token's
+ * [1, V]; *hidden (when not NULL) the final-normalised hidden states [n, D] of the fed tokens
+ * (KerasHub's call_with_cache hidden_states, what ContrastiveSampler compares). Without logits
+ * the LM head is skipped. 0, or -1 with ctx->err set. */
+int gt_gemma_step_hidden(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                         int64_t n, gt_tensor **logits, gt_tensor **hidden);
 
 #endif

@@ -25,6 +25,7 @@ void gt_gemma_config_defaults(gt_gemma_config *cfg, int generation) {
     cfg->kerashub_query_scaling = true;
     cfg->max_seq_len = generation >= 4 ? 131072 : generation >= 3 ? 32768 : 8192;
     cfg->rope_global_partial = 1.0;
+    if (generation == 4) cfg->experts_per_token = 8; /* KerasHub's default, kept by dense configs too */
 }
 
 typedef struct {
@@ -68,34 +69,58 @@ static const preset_row presets[] = {
 /* Gemma 4 dense text decoders: HF convert_gemma4_weights.py _VARIANTS (gemma-4-e2b, -e4b, -31b)
  * plus Gemma4TextConfig defaults (head_dim 256, global_head_dim 512, vocab and PLE vocab 262144,
  * global RoPE base 1e6 with partial factor 0.25, local base 1e4), as KerasHub's converter maps
- * them (convert_gemma4.py). The MoE 26B-A4B is not supported (no MoE block). */
+ * them (convert_gemma4.py). The 26B-A4B adds the MoE block: 128 experts of width 704, top 8
+ * (docs/reference/gemma-architecture.md, KerasHub's converter keys). */
 typedef struct {
     const char *name;
     int64_t l, d, f, n, k, window, pattern, global_kv, kv_shared, ple;
     bool double_wide;
     int64_t ctx;
+    int64_t experts, expert_dim, top_k; /* MoE; 0: dense */
 } preset4_row;
 
 static const preset4_row presets4[] = {
-    {"gemma4_2b", 35, 1536, 6144, 8, 1, 512, 5, 0, 20, 256, true, 131072},
-    {"gemma4_instruct_2b", 35, 1536, 6144, 8, 1, 512, 5, 0, 20, 256, true, 131072},
-    {"gemma4_4b", 42, 2560, 10240, 8, 2, 512, 6, 0, 18, 256, false, 131072},
-    {"gemma4_instruct_4b", 42, 2560, 10240, 8, 2, 512, 6, 0, 18, 256, false, 131072},
-    {"gemma4_31b", 60, 5376, 21504, 32, 16, 1024, 6, 4, 0, 0, false, 262144},
-    {"gemma4_instruct_31b", 60, 5376, 21504, 32, 16, 1024, 6, 4, 0, 0, false, 262144},
+    {"gemma4_2b", 35, 1536, 6144, 8, 1, 512, 5, 0, 20, 256, true, 131072, 0, 0, 0},
+    {"gemma4_instruct_2b", 35, 1536, 6144, 8, 1, 512, 5, 0, 20, 256, true, 131072, 0, 0, 0},
+    {"gemma4_4b", 42, 2560, 10240, 8, 2, 512, 6, 0, 18, 256, false, 131072, 0, 0, 0},
+    {"gemma4_instruct_4b", 42, 2560, 10240, 8, 2, 512, 6, 0, 18, 256, false, 131072, 0, 0, 0},
+    {"gemma4_26b_a4b", 30, 2816, 2112, 16, 8, 1024, 6, 2, 0, 0, false, 262144, 128, 704, 8},
+    {"gemma4_instruct_26b_a4b", 30, 2816, 2112, 16, 8, 1024, 6, 2, 0, 0, false, 262144, 128, 704, 8},
+    {"gemma4_31b", 60, 5376, 21504, 32, 16, 1024, 6, 4, 0, 0, false, 262144, 0, 0, 0},
+    {"gemma4_instruct_31b", 60, 5376, 21504, 32, 16, 1024, 6, 4, 0, 0, false, 262144, 0, 0, 0},
 };
 
 #define N_PRESETS4 (sizeof presets4 / sizeof presets4[0])
 
+/* KerasHub's multimodal Gemma 3 presets: the text preset's decoder (vocabulary 262144, as
+ * KerasHub builds them) plus the SigLIP encoder. */
+static const struct {
+    const char *name, *text;
+} presets_mm[] = {
+    {"gemma3_4b", "gemma3_4b_text"},   {"gemma3_instruct_4b", "gemma3_instruct_4b_text"},
+    {"gemma3_12b", "gemma3_12b_text"}, {"gemma3_instruct_12b", "gemma3_instruct_12b_text"},
+    {"gemma3_27b", "gemma3_27b_text"}, {"gemma3_instruct_27b", "gemma3_instruct_27b_text"},
+};
+#define N_PRESETS_MM (sizeof presets_mm / sizeof presets_mm[0])
+
 const char *const *gt_gemma_preset_names(void) {
-    static const char *names[N_PRESETS + N_PRESETS4 + 1];
-    for (size_t i = 0; i < N_PRESETS; i++) names[i] = presets[i].name;
-    for (size_t i = 0; i < N_PRESETS4; i++) names[N_PRESETS + i] = presets4[i].name;
-    names[N_PRESETS + N_PRESETS4] = NULL;
+    static const char *names[N_PRESETS + N_PRESETS4 + N_PRESETS_MM + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < N_PRESETS; i++) names[n++] = presets[i].name;
+    for (size_t i = 0; i < N_PRESETS_MM; i++) names[n++] = presets_mm[i].name;
+    for (size_t i = 0; i < N_PRESETS4; i++) names[n++] = presets4[i].name;
+    names[n] = NULL;
     return names;
 }
 
 int gt_gemma_preset(const char *name, gt_gemma_config *cfg, char *err, size_t errn) {
+    for (size_t i = 0; i < N_PRESETS_MM; i++) {
+        if (strcmp(presets_mm[i].name, name) != 0) continue;
+        if (gt_gemma_preset(presets_mm[i].text, cfg, err, errn)) return -1;
+        snprintf(cfg->name, sizeof cfg->name, "%s", name);
+        cfg->vision = gt_vision_gemma3_siglip(cfg->hidden_dim);
+        return 0;
+    }
     for (size_t i = 0; i < N_PRESETS; i++) {
         const preset_row *p = &presets[i];
         if (strcmp(p->name, name) != 0) continue;
@@ -136,6 +161,10 @@ int gt_gemma_preset(const char *name, gt_gemma_config *cfg, char *err, size_t er
         cfg->per_layer_input_dim = p->ple;
         cfg->per_layer_vocab_size = p->ple ? 262144 : 0;
         cfg->max_seq_len = p->ctx;
+        cfg->moe = p->experts > 0;
+        cfg->num_experts = p->experts;
+        cfg->expert_dim = p->expert_dim;
+        if (p->experts) cfg->experts_per_token = p->top_k;
         return 0;
     }
     size_t off = (size_t)snprintf(err, errn, "unknown model preset '%s'; known:", name);
@@ -167,11 +196,18 @@ int gt_gemma_config_validate(const gt_gemma_config *c, char *err, size_t errn) {
         BAD("model: a sliding-window pattern needs sliding_window_size > 0");
     if (!(c->rope_local_base > 0) || !(c->rope_global_base > 0)) BAD("model: RoPE bases must be > 0");
     if (!(c->rope_local_scale > 0) || !(c->rope_global_scale > 0)) BAD("model: RoPE scaling factors must be > 0");
+    if (c->vision.num_layers != 0) {
+        if (c->generation != 3) BAD("model: a vision encoder is Gemma 3 only (generation %d)", c->generation);
+        if (gt_vision_config_check(&c->vision, err, errn)) return -1;
+        if (c->vision.output_dim != c->hidden_dim)
+            BAD("model: the vision encoder's output_dim %lld must equal hidden_dim %lld",
+                (long long)c->vision.output_dim, (long long)c->hidden_dim);
+    }
     if (c->generation < 4) {
         if (c->global_head_dim || c->num_global_kv_heads || c->num_kv_shared_layers || c->double_wide_mlp ||
-            c->per_layer_input_dim || c->per_layer_vocab_size || c->rope_global_partial != 1.0)
+            c->per_layer_input_dim || c->per_layer_vocab_size || c->rope_global_partial != 1.0 || c->moe)
             BAD("model: global_head_dim, num_global_key_value_heads, num_kv_shared_layers, "
-                "use_double_wide_mlp, hidden_size_per_layer_input and partial RoPE are Gemma 4 only "
+                "use_double_wide_mlp, hidden_size_per_layer_input, partial RoPE and MoE are Gemma 4 only "
                 "(generation %d)", c->generation);
         return 0;
     }
@@ -190,6 +226,15 @@ int gt_gemma_config_validate(const gt_gemma_config *c, char *err, size_t errn) {
     if (c->num_kv_shared_layers < 0 || c->num_kv_shared_layers >= c->num_layers)
         BAD("model.num_kv_shared_layers: must be in [0, num_layers - 1], got %lld",
             (long long)c->num_kv_shared_layers);
+    if (!c->moe && (c->num_experts || c->expert_dim)) /* e.g. a file with expert keys but no MoE flag */
+        BAD("model: num_experts / expert_intermediate_dim are set (%lld, %lld) but enable_moe_block is false",
+            (long long)c->num_experts, (long long)c->expert_dim);
+    if (c->moe && (c->num_experts < 1 || c->expert_dim < 1))
+        BAD("model: enable_moe_block needs num_experts >= 1 and expert_intermediate_dim >= 1 (got %lld, %lld)",
+            (long long)c->num_experts, (long long)c->expert_dim);
+    if (c->moe && (c->experts_per_token < 1 || c->experts_per_token > c->num_experts))
+        BAD("model.num_experts_per_token: must be in [1, num_experts = %lld], got %lld", (long long)c->num_experts,
+            (long long)c->experts_per_token);
     for (int64_t i = c->num_layers - c->num_kv_shared_layers; i < c->num_layers; i++)
         if (gt_gemma_kv_source(c, i) < 0)
             BAD("model.num_kv_shared_layers: layer %lld (%s) has no earlier unshared layer of its type",
@@ -260,9 +305,15 @@ static int64_t param_count4(const gt_gemma_config *c) {
         int64_t per = 4 * d + 2 * n * d * h + h + 3 * d * gt_gemma_layer_ffw_dim(c, i) + 1;
         if (gt_gemma_kv_source(c, i) < 0) per += (gt_gemma_layer_k_eq_v(c, i) ? 1 : 2) * k * d * h + h;
         if (p > 0) per += 2 * d * p + d;
+        /* MoE: 3 norms, router scale and kernel, gate/up/down per expert, per_expert_scale */
+        if (c->moe) per += 4 * d + c->num_experts * (d + 3 * d * c->expert_dim + 1);
         total += per;
     }
     return total;
+}
+
+int64_t gt_gemma_total_param_count(const gt_gemma_config *c) {
+    return gt_gemma_param_count(c) + (c->vision.num_layers > 0 ? gt_vision_param_count(&c->vision) : 0);
 }
 
 int64_t gt_gemma_param_count(const gt_gemma_config *c) {

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "models/vision_config.h"
+
 typedef struct gt_gemma_config {
     char name[64];               /* preset name, or "custom" */
     int generation;              /* 1, 2, 3, 4 (Gemma 4: dense text decoder, docs/gemma4.md) */
@@ -50,6 +52,15 @@ typedef struct gt_gemma_config {
     bool double_wide_mlp;        /* kv-shared layers use an MLP branch of 2F */
     int64_t per_layer_input_dim; /* P > 0: per-layer token embeddings (PLE); 0 = none */
     int64_t per_layer_vocab_size;/* rows of the PLE table; 0 = vocab_size */
+    /* Gemma 4 Mixture-of-Experts (26B-A4B, docs/gemma4.md row 20): every block runs the dense MLP
+     * and a routed bank of num_experts GeGLU experts (width expert_dim), experts_per_token each */
+    bool moe;                    /* KerasHub enable_moe_block */
+    int64_t num_experts;
+    int64_t expert_dim;
+    int64_t experts_per_token;   /* top-k (KerasHub default 8; read only with moe) */
+    /* Gemma 3 multimodal presets (gemma3_4b, ...): the vision encoder's shapes; num_layers 0 =
+     * text only. The decoder (models/gemma.h) does not use it yet. */
+    gt_vision_config vision;
 } gt_gemma_config;
 
 /* Fill *cfg from a preset name ("gemma3_270m", "gemma2_instruct_2b_en", ...). Returns 0, or -1
@@ -78,7 +89,10 @@ int64_t gt_gemma_layer_rotary_dims(const gt_gemma_config *cfg, int64_t layer);
 /* The multiplier applied to q before q.k (see kerashub_query_scaling); 1.0 for Gemma 4, whose
  * q/k norms replace the scaling. */
 double gt_gemma_query_scale(const gt_gemma_config *cfg);
-/* Number of parameters (KerasHub's count: tied embedding counted once). */
+/* Number of parameters (KerasHub's count: tied embedding counted once) of the text decoder. */
 int64_t gt_gemma_param_count(const gt_gemma_config *cfg);
+/* The decoder's plus the vision encoder's, when the config has one (KerasHub's count for the
+ * multimodal presets). */
+int64_t gt_gemma_total_param_count(const gt_gemma_config *cfg);
 
 #endif

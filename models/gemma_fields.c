@@ -73,6 +73,14 @@ static const gt_gemma_field fields[] = {
      "hidden_size_per_layer_input", GT_G(4), 0, 0, {0, 0, 0, 0, 256}, NULL, 0, 0},
     {F(per_layer_vocab_size, INT), "vocab_size_per_layer_input", GT_G(4), NZ, 0,
      "vocab_size_per_layer_input", GT_G(4), 0, 0, {0, 0, 0, 0, 262144}, NULL, 0, 0},
+    /* Gemma 4 MoE: KerasHub Gemma4Backbone, transformers Gemma4TextConfig, llama.cpp expert keys */
+    {F(moe, BOOL), "enable_moe_block", GT_G(4), 0, 0, "enable_moe_block", GT_G(4), 0, 0, {0}, NULL, 0, 0},
+    {F(num_experts, INT), "num_experts", GT_G(4), NZ, 0,
+     "num_experts", GT_G(4), 0, NZ, {0}, "expert_count", GT_G(4), GT_FF_POSITIVE},
+    {F(expert_dim, INT), "expert_intermediate_dim", GT_G(4), NZ, 0,
+     "moe_intermediate_size", GT_G(4), 0, NZ, {0}, "expert_feed_forward_length", GT_G(4), GT_FF_POSITIVE},
+    {F(experts_per_token, INT), "num_experts_per_token", GT_G(4), 0, 8,
+     "top_k_experts", GT_G(4), 0, 0, {0, 0, 0, 0, 8}, "expert_used_count", GT_G(4), GT_FF_POSITIVE},
 };
 
 const gt_gemma_field *gt_gemma_fields(size_t *n) {

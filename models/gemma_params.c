@@ -15,11 +15,11 @@ const gt_gemma_param_row gt_gemma_param_rows[] = {
     {"token_embedding/embeddings", false, false, M_(embedding), {GT_DIM_V, GT_DIM_D}, GT_WHEN_ALWAYS, NOLORA,
      "reversible_embedding", GT_KERAS_SAME, {0, 0}, "embed_tokens.weight", NULL, "token_embd.weight", false},
     {"per_layer_token_embedding/embeddings", false, false, M_(ple_embedding), {GT_DIM_VP, GT_DIM_LP}, GT_WHEN_PLE,
-     NOLORA, "embedding", GT_KERAS_SAME, {0, 0}, "embed_tokens_per_layer.weight", NULL, NULL, false},
+     NOLORA, "embedding", GT_KERAS_SAME, {0, 0}, "embed_tokens_per_layer.weight", NULL, "per_layer_token_embd.weight", false},
     {"per_layer_model_projection/kernel", false, false, M_(ple_projection), {GT_DIM_LP, GT_DIM_D}, GT_WHEN_PLE,
-     NOLORA, "dense", GT_KERAS_T, {0, 0}, "per_layer_model_projection.weight", NULL, NULL, false},
+     NOLORA, "dense", GT_KERAS_T, {0, 0}, "per_layer_model_projection.weight", NULL, "per_layer_model_proj.weight", false},
     {"per_layer_projection_norm/scale", false, false, M_(ple_norm), {GT_DIM_P}, GT_WHEN_PLE, NOLORA,
-     "rms_normalization", GT_KERAS_SAME, {0, 0}, "per_layer_projection_norm.weight", NULL, NULL, false},
+     "rms_normalization", GT_KERAS_SAME, {0, 0}, "per_layer_projection_norm.weight", NULL, "per_layer_proj_norm.weight", false},
 
     {"pre_attention_norm/scale", true, false, L_(pre_attn_norm), {GT_DIM_D}, GT_WHEN_ALWAYS, NOLORA,
      "pre_attention_norm", GT_KERAS_SAME, {61, 61}, "input_layernorm.weight", NULL, "attn_norm.weight", true},
@@ -50,16 +50,40 @@ const gt_gemma_param_row gt_gemma_param_rows[] = {
      GT_KERAS_T, {21, 21}, "mlp.up_proj.weight", NULL, "ffn_up.weight", false},
     {"ffw_linear/kernel", true, false, L_(down), {GT_DIM_D, GT_DIM_F}, GT_WHEN_ALWAYS, GT_LORA_DOWN, "ffw_linear",
      GT_KERAS_T, {20, 20}, "mlp.down_proj.weight", NULL, "ffn_down.weight", false},
+    /* Gemma 4 MoE (KerasHub gemma4_moe.py, HF Gemma4TextRouter / Gemma4TextExperts): the dense
+     * branch's post-norm, the expert branch's pre/post norms, the router (per-dim scale, [E, D]
+     * kernel), the expert bank in Keras' variable order (gate, up [E*F, D], down [E*D, F], scale
+     * [E]). HF fuses gate and up into experts.gate_up_proj [E, 2F, D] (hf_gemma.c splits and joins
+     * them; both rows name it) and stores down as [E, D, F]; llama.cpp's
+     * converter reshapes them (no GGUF names: not imported). */
+    {"post_ffw_norm_dense/scale", true, false, L_(moe_post_dense_norm), {GT_DIM_D}, GT_WHEN_MOE, NOLORA,
+     "post_ffw_norm_dense", GT_KERAS_SAME, {17, 17}, "post_feedforward_layernorm_1.weight", NULL, NULL, false},
+    {"pre_ffw_norm_moe/scale", true, false, L_(moe_pre_norm), {GT_DIM_D}, GT_WHEN_MOE, NOLORA,
+     "pre_ffw_norm_moe", GT_KERAS_SAME, {18, 18}, "pre_feedforward_layernorm_2.weight", NULL, NULL, false},
+    {"post_ffw_norm_moe_path/scale", true, false, L_(moe_post_norm), {GT_DIM_D}, GT_WHEN_MOE, NOLORA,
+     "post_ffw_norm_moe_path", GT_KERAS_SAME, {16, 16}, "post_feedforward_layernorm_2.weight", NULL, NULL, false},
+    {"moe_router/per_dim_scale", true, false, L_(router_scale), {GT_DIM_D}, GT_WHEN_MOE, NOLORA, "moe_router",
+     GT_KERAS_SAME, {14, 14}, "router.scale", NULL, NULL, false},
+    {"moe_router/proj/kernel", true, false, L_(router), {GT_DIM_E, GT_DIM_D}, GT_WHEN_MOE, NOLORA, "moe_router/proj",
+     GT_KERAS_T, {15, 15}, "router.proj.weight", NULL, NULL, false},
+    {"moe_expert_bank/gate_proj", true, false, L_(expert_gate), {GT_DIM_EF, GT_DIM_D}, GT_WHEN_MOE, NOLORA,
+     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.gate_up_proj", NULL, NULL, false},
+    {"moe_expert_bank/up_proj", true, false, L_(expert_up), {GT_DIM_EF, GT_DIM_D}, GT_WHEN_MOE, NOLORA,
+     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.gate_up_proj", NULL, NULL, false},
+    {"moe_expert_bank/down_proj", true, false, L_(expert_down), {GT_DIM_ED, GT_DIM_FE}, GT_WHEN_MOE, NOLORA,
+     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.down_proj", NULL, NULL, false},
+    {"moe_expert_bank/per_expert_scale", true, false, L_(expert_scale), {GT_DIM_E}, GT_WHEN_MOE, NOLORA,
+     "moe_expert_bank", GT_KERAS_SAME, {13, 13}, "router.per_expert_scale", NULL, NULL, false},
     /* Gemma 4 per-layer inputs: gate [P, D], up [D, P] ((out, in) as HF stores them), norm [D] */
     {"per_layer_input_gate/kernel", true, false, L_(ple_gate), {GT_DIM_P, GT_DIM_D}, GT_WHEN_PLE, NOLORA,
-     "per_layer_input_gate", GT_KERAS_T, {12, 12}, "per_layer_input_gate.weight", NULL, NULL, false},
+     "per_layer_input_gate", GT_KERAS_T, {12, 12}, "per_layer_input_gate.weight", NULL, "inp_gate.weight", false},
     {"per_layer_up_proj/kernel", true, false, L_(ple_up), {GT_DIM_D, GT_DIM_P}, GT_WHEN_PLE, NOLORA,
-     "per_layer_up_proj", GT_KERAS_T, {11, 11}, "per_layer_projection.weight", NULL, NULL, false},
+     "per_layer_up_proj", GT_KERAS_T, {11, 11}, "per_layer_projection.weight", NULL, "proj.weight", false},
     {"post_per_layer_input_norm/scale", true, false, L_(ple_norm), {GT_DIM_D}, GT_WHEN_PLE, NOLORA,
-     "post_per_layer_input_norm", GT_KERAS_SAME, {10, 10}, "post_per_layer_input_norm.weight", NULL, NULL, false},
+     "post_per_layer_input_norm", GT_KERAS_SAME, {10, 10}, "post_per_layer_input_norm.weight", NULL, "post_norm.weight", false},
     /* a scalar: HF stores it as [1]; Keras as the block's own variable */
     {"layer_scalar", true, true, L_(layer_scalar), {GT_DIM_NONE}, GT_WHEN_GEN4, NOLORA, "", GT_KERAS_SAME, {0, 0},
-     "layer_scalar", NULL, NULL, false},
+     "layer_scalar", NULL, "layer_output_scale.weight", false},
 
     {"final_normalization/scale", false, false, M_(final_norm), {GT_DIM_D}, GT_WHEN_ALWAYS, NOLORA,
      "rms_normalization", GT_KERAS_SAME, {0, 0}, "norm.weight", NULL, "output_norm.weight", true},
@@ -79,6 +103,7 @@ bool gt_gemma_param_present(const gt_gemma_param_row *r, const gt_gemma_config *
     case GT_WHEN_POST_ATTN: return c->use_post_attention_norm;
     case GT_WHEN_POST_FFW: return c->use_post_ffw_norm;
     case GT_WHEN_GEN4: return c->generation == 4;
+    case GT_WHEN_MOE: return c->generation == 4 && c->moe;
     }
     return false;
 }
@@ -96,6 +121,10 @@ static int64_t dim(const gt_gemma_config *c, int64_t layer, gt_param_dim d) {
     case GT_DIM_F: return gt_gemma_layer_ffw_dim(c, l);
     case GT_DIM_P: return c->per_layer_input_dim;
     case GT_DIM_LP: return c->num_layers * c->per_layer_input_dim;
+    case GT_DIM_E: return c->num_experts;
+    case GT_DIM_EF: return c->num_experts * c->expert_dim;
+    case GT_DIM_ED: return c->num_experts * c->hidden_dim;
+    case GT_DIM_FE: return c->expert_dim;
     }
     return 0;
 }
@@ -183,6 +212,9 @@ int gt_gemma_param_keras_shape(const gt_gemma_param_row *r, const gt_gemma_confi
     case GT_KERAS_T:
         ks[0] = ours[1], ks[1] = ours[0];
         return 2;
+    case GT_KERAS_EXPERTS:
+        ks[0] = c->num_experts, ks[1] = ours[1], ks[2] = ours[0] / c->num_experts;
+        return 3;
     case GT_KERAS_SAME: break;
     }
     for (int i = 0; i < nd; i++) ks[i] = ours[i];
@@ -201,8 +233,15 @@ int64_t gt_gemma_keras_index(const gt_gemma_param_row *r, const gt_gemma_config 
         idx += 1 + (j < layer || rank > GT_KERAS_ATTENTION_RANK);
         for (int k = 0; k < gt_gemma_n_param_rows; k++)
             if (R[k].per_layer && R[k].keras[0] && gt_gemma_param_present(&R[k], c, j) &&
-                (j < layer || R[k].keras_flat[g] < rank))
+                gt_gemma_param_keras_var(&R[k], c, j) == 0 && (j < layer || R[k].keras_flat[g] < rank))
                 idx++;
     }
     return idx;
+}
+
+int gt_gemma_param_keras_var(const gt_gemma_param_row *r, const gt_gemma_config *c, int64_t layer) {
+    int v = 0;
+    for (const gt_gemma_param_row *p = gt_gemma_param_rows; p < r; p++)
+        v += p->per_layer == r->per_layer && !strcmp(p->keras, r->keras) && gt_gemma_param_present(p, c, layer);
+    return r->per_layer ? v : 0;
 }

@@ -25,6 +25,7 @@ typedef enum {
     GT_KERAS_HEADS_IN,  /* ours [G*H, D] <-> Keras (G, D, H): query, key, value */
     GT_KERAS_HEADS_OUT, /* ours [D, N*H] <-> Keras (N, H, D): attention_output */
     GT_KERAS_T,         /* ours [C, R] <-> Keras (R, C): dense kernels */
+    GT_KERAS_EXPERTS,   /* ours [E*O, X] <-> Keras (E, X, O): MoE expert kernels (per expert T) */
 } gt_keras_layout;
 
 /* Symbolic dimensions of a shape rule, resolved per layer (Gemma 4 layers differ). */
@@ -39,6 +40,10 @@ typedef enum {
     GT_DIM_F,        /* the layer's MLP branch width */
     GT_DIM_P,        /* per_layer_input_dim */
     GT_DIM_LP,       /* num_layers x per_layer_input_dim */
+    GT_DIM_E,        /* num_experts */
+    GT_DIM_EF,       /* num_experts x expert_dim */
+    GT_DIM_ED,       /* num_experts x hidden_dim */
+    GT_DIM_FE,       /* expert_dim */
 } gt_param_dim;
 
 /* When a row exists, from the config (and the layer for per-layer rows). */
@@ -52,6 +57,7 @@ typedef enum {
     GT_WHEN_POST_ATTN, /* use_post_attention_norm */
     GT_WHEN_POST_FFW,  /* use_post_ffw_norm */
     GT_WHEN_GEN4,      /* generation 4 */
+    GT_WHEN_MOE,       /* Gemma 4 enable_moe_block */
 } gt_param_when;
 
 typedef struct gt_gemma_param_row {
@@ -107,6 +113,9 @@ void gt_gemma_param_keras_group(const gt_gemma_param_row *r, const gt_gemma_conf
 /* Index of row r of block `layer` among the backbone's layers with weights in Keras'
  * _flatten_layers order (what .lora.h5 files are keyed by); -1 when the layer lacks r. */
 int64_t gt_gemma_keras_index(const gt_gemma_param_row *r, const gt_gemma_config *c, int64_t layer);
+/* Index of the variable inside its Keras layer's vars group (".../vars/<i>"): its place among
+ * the present rows with the same Keras layer (the MoE expert bank holds four). */
+int gt_gemma_param_keras_var(const gt_gemma_param_row *r, const gt_gemma_config *c, int64_t layer);
 int gt_gemma_param_keras_shape(const gt_gemma_param_row *r, const gt_gemma_config *c, int64_t layer,
                                int nd, const int64_t *ours, int64_t ks[3]);
 

@@ -6,13 +6,15 @@
 #include <string.h>
 
 #include "autograd/rng.h"
+#include "models/contrastive.h"
 
 void gt_sampler_init(gt_sampler *s, gt_sampler_kind kind) {
     memset(s, 0, sizeof *s);
     s->kind = kind;
-    s->k = kind == GT_SAMPLER_TOP_K ? 5 : 0;
+    s->k = kind == GT_SAMPLER_TOP_K || kind == GT_SAMPLER_CONTRASTIVE ? 5 : 0;
     s->num_beams = 5;
     s->p = 0.1;
+    s->alpha = 0.6;
     s->temperature = 1.0;
 }
 
@@ -23,12 +25,13 @@ int gt_sampler_parse(const char *spec, gt_sampler *s, char *err, size_t errn) {
     if (args) *args++ = 0;
     static const struct { const char *name; gt_sampler_kind kind; } kinds[] = {
         {"greedy", GT_SAMPLER_GREEDY}, {"random", GT_SAMPLER_RANDOM},
-        {"top_k", GT_SAMPLER_TOP_K},   {"top_p", GT_SAMPLER_TOP_P}, {"beam", GT_SAMPLER_BEAM}};
+        {"top_k", GT_SAMPLER_TOP_K},   {"top_p", GT_SAMPLER_TOP_P}, {"beam", GT_SAMPLER_BEAM},
+        {"contrastive", GT_SAMPLER_CONTRASTIVE}};
     int found = -1;
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 6; i++)
         if (!strcmp(buf, kinds[i].name)) found = i;
     if (found < 0)
-        return snprintf(err, errn, "sampler '%s': unknown (greedy, random, top_k, top_p, beam)", buf), -1;
+        return snprintf(err, errn, "sampler '%s': unknown (greedy, random, top_k, top_p, beam, contrastive)", buf), -1;
     gt_sampler_init(s, kinds[found].kind);
     for (char *kv = args ? strtok(args, ",") : NULL; kv; kv = strtok(NULL, ",")) {
         char *eq = strchr(kv, '=');
@@ -43,8 +46,10 @@ int gt_sampler_parse(const char *spec, gt_sampler *s, char *err, size_t errn) {
         else if (!strcmp(kv, "temperature") && v > 0) s->temperature = v;
         else if (!strcmp(kv, "seed") && v >= 0 && v == floor(v)) s->seed = (uint64_t)v;
         else if (!strcmp(kv, "num_beams") && v >= 1 && v <= 64 && v == floor(v)) s->num_beams = (int64_t)v;
+        else if (!strcmp(kv, "alpha") && v >= 0 && v <= 1) s->alpha = v;
         else return snprintf(err, errn, "sampler '%s': bad key or value '%s=%s' (k >= 1, 0 < p <= 1, "
-                             "temperature > 0, seed >= 0, 1 <= num_beams <= 64)", spec, kv, eq), -1;
+                             "temperature > 0, seed >= 0, 1 <= num_beams <= 64, 0 <= alpha <= 1)", spec, kv,
+                             eq), -1;
     }
     s->state = s->seed;
     return 0;
@@ -226,7 +231,8 @@ static int generate_beam(const gt_gemma *m, const int32_t *prompt, int64_t n_pro
         for (int64_t j = 0; j < K && !rc; j++) {
             if (t == 0 && j > 0) break; /* the other beams' -1e9 cannot win the first step */
             gt_ctx_reset(&ctx);
-            gt_tensor *z = t == 0 ? gt_gemma_step(&ctx, m, &b.cache[j], prompt, n_prompt)
+            gt_tensor *z = t == 0 ? gt_gemma_step_soft(&ctx, m, &b.cache[j], prompt, n_prompt, o->soft_tokens,
+                                                       o->soft_pos, o->n_soft)
                                   : gt_gemma_step(&ctx, m, &b.cache[j], &b.seq[j * L + t - 1], 1);
             if (!z) {
                 snprintf(err, errn, "generate: %s", ctx.err);
@@ -290,6 +296,11 @@ int gt_generate(const gt_gemma *m, const int32_t *prompt, int64_t n_prompt,
         for (int64_t i = 0; !rc && on_token && i < *n_out; i++) on_token(out[i], user);
         return rc;
     }
+    if (o->sampler.kind == GT_SAMPLER_CONTRASTIVE && o->n_soft > 0)
+        return snprintf(err, errn, "generate: the contrastive sampler does not take images yet (use greedy, "
+                        "random, top_k, top_p or beam)"), -1;
+    if (o->sampler.kind == GT_SAMPLER_CONTRASTIVE)
+        return gt_generate_contrastive(m, prompt, n_prompt, o, out, cap, n_out, stopped, on_token, user, err, errn);
     gt_gemma_cache cache;
     if (gt_gemma_cache_init(&cache, m, o->max_length, err, errn) != 0) return -1;
     gt_sampler s = o->sampler;
@@ -302,7 +313,9 @@ int gt_generate(const gt_gemma *m, const int32_t *prompt, int64_t n_prompt,
     int32_t tok;
     while (cache.len + n_feed <= o->max_length && *n_out < cap) {
         gt_ctx_reset(&ctx);
-        gt_tensor *z = gt_gemma_step(&ctx, m, &cache, feed, n_feed);
+        bool prefill = feed == prompt; /* the prompt's images go in with it */
+        gt_tensor *z = gt_gemma_step_soft(&ctx, m, &cache, feed, n_feed, prefill ? o->soft_tokens : NULL,
+                                          prefill ? o->soft_pos : NULL, prefill ? o->n_soft : 0);
         if (!z) {
             snprintf(err, errn, "generate: %s", ctx.err);
             rc = -1;

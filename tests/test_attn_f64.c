@@ -1,6 +1,7 @@
 /* Gradient checks (f64 engine) for gt_attention: causal MHA, GQA, soft-cap, sliding window, key
  * padding, packed segments, KV-cache offset, Hv != H, frozen k, rows with no visible key, and
- * sequences spanning several query blocks. */
+ * sequences spanning several query blocks; image spans seen both ways (also against a naive
+ * forward). */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -251,6 +252,72 @@ START_TEST(packed_segments_over_several_query_blocks) {
 }
 END_TEST
 
+/* Naive forward of one case (N = K, H = Hv, no soft-cap) by the header's visibility rule. */
+static double naive_out(const attn_case *c, gt_tensor **in, int64_t b, int64_t i, int64_t n,
+                        int64_t h) {
+    int64_t qi = c->cfg.q_offset + i, S = c->S, W = c->cfg.window;
+    const int32_t *be = c->cfg.bidir_end ? c->cfg.bidir_end + b * S : NULL;
+    double sc[256], m = -INFINITY, sum = 0, out = 0;
+    for (int64_t j = 0; j < S; j++) {
+        bool vis = !c->cfg.causal || j <= qi || (be && j < be[qi]);
+        if (W > 0) vis = vis && (be ? llabs(qi - j) < W : qi - j < W);
+        if (c->cfg.key_mask) vis = vis && c->cfg.key_mask[b * S + j];
+        sc[j] = -INFINITY;
+        if (!vis) continue;
+        double d = 0;
+        for (int64_t x = 0; x < c->H; x++)
+            d += in[0]->data[((b * c->T + i) * c->N + n) * c->H + x] *
+                 in[1]->data[((b * S + j) * c->K + n) * c->H + x];
+        sc[j] = d * c->cfg.scale;
+        m = fmax(m, sc[j]);
+    }
+    for (int64_t j = 0; j < S; j++) sum += isinf(sc[j]) ? 0 : exp(sc[j] - m);
+    for (int64_t j = 0; j < S; j++)
+        if (!isinf(sc[j])) out += exp(sc[j] - m) / sum * in[2]->data[((b * S + j) * c->K + n) * c->Hv + h];
+    return out;
+}
+
+static void check_against_naive(const attn_case *c, const char *what) {
+    gt_tensor *in[3];
+    make_inputs(c, in, true);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_tensor *y = gt_attention(&ctx, in[0], in[1], in[2], &c->cfg);
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    double worst = 0;
+    for (int64_t b = 0; b < c->B; b++)
+        for (int64_t i = 0; i < c->T; i++)
+            for (int64_t n = 0; n < c->N; n++)
+                for (int64_t h = 0; h < c->Hv; h++)
+                    worst = fmax(worst, fabs(y->data[((b * c->T + i) * c->N + n) * c->Hv + h] -
+                                             naive_out(c, in, b, i, n, h)));
+    ck_assert_msg(worst < 1e-12, "%s: forward differs from the naive rule by %g", what, worst);
+    gt_ctx_free(&ctx);
+    free_inputs(in);
+}
+
+START_TEST(image_spans_see_each_other) {
+    /* Gemma 3's image soft tokens: a span's tokens see the whole span, text stays causal; batch
+     * 0 holds two images (positions 2..5 and 9..11), batch 1 none, and right padding. */
+    enum { T = GT_ATTN_QBLOCK + 6 };
+    attn_case c = base(2, T, 2, 2, 2);
+    static int32_t end[2 * T];
+    static uint8_t mask[2 * T];
+    for (int i = 0; i < T; i++) {
+        end[i] = i >= 2 && i < 6 ? 6 : i >= 9 && i < 12 ? 12 : i >= 60 && i < 68 ? 68 : 0;
+        mask[i] = 1;
+        mask[T + i] = i < T - 3;
+    }
+    c.cfg.bidir_end = end;
+    c.cfg.key_mask = mask;
+    check_against_naive(&c, "image spans, causal");
+    check_case(&c, "image spans, causal");
+    c.cfg.window = 3; /* cuts the spans: |qi - j| < 3 both ways */
+    check_against_naive(&c, "image spans + window");
+    check_case(&c, "image spans + window");
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("attn_f64");
     TCase *tc = tcase_create("gradcheck");
@@ -268,6 +335,7 @@ int main(void) {
     tcase_add_test(tc, row_without_visible_key_is_zero);
     tcase_add_test(tc, everything_at_once);
     tcase_add_test(tc, several_query_blocks);
+    tcase_add_test(tc, image_spans_see_each_other);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -139,7 +139,8 @@ START_TEST(missing_required_key) {
         0);
     snprintf(
         want, sizeof want,
-        "%s: missing required key 'model.head_dim' (a custom model has no model.preset or model.weights)",
+        "%s: missing required key 'model.head_dim' or model.architecture.head_dim (a custom model has no "
+        "model.preset or model.weights)",
         path);
     ck_assert_str_eq(err, want);
     ck_assert_int_ne(load_text("data:\n  train: x.jsonl\nmodel:\n  preset: gemma3_270m\n", NULL, 0, &c, path),
@@ -393,6 +394,8 @@ static void other_value(const key_info *k, char *v, size_t n) {
     } else if (!strcmp(k->type, "enum")) {
         const char *last = strrchr(k->allowed, ' ');
         snprintf(v, n, "%s", last ? last + 1 : k->allowed);
+    } else if (!strcmp(k->type, "mapping")) { /* model.architecture */
+        snprintf(v, n, "{num_layers: 3, use_qk_norm: false, rope_local_base: 0.33333333333333331}");
     } else { /* list */
         if (k->allowed[0])
             snprintf(v, n, "[ffw_linear, key, attention_output]");
@@ -485,7 +488,7 @@ START_TEST(enum_values_decode_and_write_back) {
             tried++;
         }
     }
-    ck_assert_int_eq(tried, 27); /* the values of the 11 enum keys */
+    ck_assert_int_eq(tried, 29); /* the values of the 11 enum keys */
     gt_config c;
     gt_config_defaults(&c);
     const char *ov[] = {"optimizer.name=sgd", "schedule.name=cosine", "data.format=chat",
@@ -530,6 +533,8 @@ START_TEST(example_configs_parse) {
         {"configs/gemma3-270m-full.yaml", GT_CFG_TRAIN},
         {"configs/gemma3-270m-chat-packing.yaml", GT_CFG_TRAIN},
         {"configs/gemma3-270m-eval.yaml", GT_CFG_EVAL},
+        {"configs/gemma4-e2b-lora.yaml", GT_CFG_TRAIN},
+        {"configs/gemma4-tiny.yaml", GT_CFG_TRAIN},
     };
     for (size_t k = 0; k < sizeof ex / sizeof ex[0]; k++) {
         ck_assert_msg(gt_config_load_for(ex[k].path, NULL, 0, ex[k].purpose, &c, err, sizeof err) == 0, "%s", err);

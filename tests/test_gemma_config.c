@@ -29,20 +29,26 @@ static const struct { const char *name; long long params; } published[] = {
     {"gemma3_4b_text", 3880099328LL},     {"gemma3_instruct_4b_text", 3880099328LL},
     {"gemma3_12b_text", 11765788416LL},   {"gemma3_instruct_12b_text", 11765788416LL},
     {"gemma3_27b_text", 27009002240LL},   {"gemma3_instruct_27b_text", 27009002240LL},
+    /* multimodal: the text decoder plus the SigLIP vision encoder (KerasHub preset metadata) */
+    {"gemma3_4b", 4299915632LL},          {"gemma3_instruct_4b", 4299915632LL},
+    {"gemma3_12b", 12187079280LL},        {"gemma3_instruct_12b", 12187079280LL},
+    {"gemma3_27b", 27432062576LL},        {"gemma3_instruct_27b", 27432062576LL},
     /* Gemma 4: the metadata is rounded and includes the vision/audio encoders, so these are
      * KerasHub's count_params() of the text-only Gemma4Backbone built with each preset's
      * hyperparameters (tools/reference/count_gemma4_params.py). */
     {"gemma4_2b", 4628569379LL},          {"gemma4_instruct_2b", 4628569379LL},
     {"gemma4_4b", 7463013418LL},          {"gemma4_instruct_4b", 7463013418LL},
     {"gemma4_31b", 30697345340LL},        {"gemma4_instruct_31b", 30697345340LL},
+    {"gemma4_26b_a4b", 25233141790LL},    {"gemma4_instruct_26b_a4b", 25233141790LL}, /* MoE */
 };
 
 START_TEST(parameter_counts_match_kerashub) {
     int n = 0;
     for (size_t i = 0; i < sizeof published / sizeof published[0]; i++, n++) {
         gt_gemma_config c = preset(published[i].name);
-        ck_assert_msg(gt_gemma_param_count(&c) == published[i].params, "%s: %lld != %lld",
-                      published[i].name, (long long)gt_gemma_param_count(&c), published[i].params);
+        ck_assert_msg(gt_gemma_total_param_count(&c) == published[i].params, "%s: %lld != %lld",
+                      published[i].name, (long long)gt_gemma_total_param_count(&c),
+                      published[i].params);
     }
     /* and the table has no preset the list above lacks */
     int m = 0;
@@ -178,7 +184,7 @@ START_TEST(field_table_covers_the_config) {
         M(rope_global_base), M(rope_local_scale), M(rope_global_scale), M(query_head_dim_normalize),
         M(kerashub_query_scaling), M(max_seq_len), M(global_head_dim), M(num_global_kv_heads),
         M(rope_global_partial), M(num_kv_shared_layers), M(double_wide_mlp), M(per_layer_input_dim),
-        M(per_layer_vocab_size)};
+        M(per_layer_vocab_size), M(moe), M(num_experts), M(expert_dim), M(experts_per_token)};
 #undef M
     for (size_t k = 0; k < sizeof members / sizeof members[0]; k++)
         ck_assert_msg(seen[members[k]], "member %zu of gt_gemma_config has no row in gemma_fields.c", k);

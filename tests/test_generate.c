@@ -336,8 +336,14 @@ START_TEST(samplers) {
     ck_assert(gt_sampler_parse("random:seed=11,temperature=2", &a, err, sizeof err) == 0);
     ck_assert(gt_sampler_parse("random:seed=11,temperature=2", &b, err, sizeof err) == 0);
     for (int i = 0; i < 50; i++) ck_assert_int_eq(gt_sampler_next(&a, logits, 6), gt_sampler_next(&b, logits, 6));
-    ck_assert_int_ne(gt_sampler_parse("contrastive", &s, err, sizeof err), 0);
+    ck_assert_int_ne(gt_sampler_parse("nucleus", &s, err, sizeof err), 0);
     ck_assert_msg(strstr(err, "contrastive") && strstr(err, "beam"), "%s", err);
+    ck_assert(gt_sampler_parse("contrastive", &s, err, sizeof err) == 0);
+    ck_assert(s.kind == GT_SAMPLER_CONTRASTIVE && s.k == 5 && s.alpha == 0.6); /* KerasHub's defaults */
+    ck_assert(gt_sampler_parse("contrastive:k=3,alpha=0.25,temperature=2", &s, err, sizeof err) == 0);
+    ck_assert(s.k == 3 && s.alpha == 0.25 && s.temperature == 2);
+    ck_assert_int_ne(gt_sampler_parse("contrastive:alpha=1.5", &s, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "alpha"), "%s", err);
     ck_assert(gt_sampler_parse("beam:num_beams=3,temperature=0.5", &s, err, sizeof err) == 0);
     ck_assert(s.kind == GT_SAMPLER_BEAM && s.num_beams == 3 && s.temperature == 0.5);
     ck_assert_int_ne(gt_sampler_parse("beam:num_beams=0", &s, err, sizeof err), 0);
@@ -400,6 +406,141 @@ START_TEST(top_p_equals_full_sort) {
 }
 END_TEST
 
+/* ---- contrastive search */
+
+static void contrastive_case(const gt_gemma *m, const int32_t *prompt, int64_t np, int64_t L, int64_t K,
+                             double alpha, double temp, const int32_t *stop, int nstop, const int32_t *want,
+                             int nwant, const char *what) {
+    gt_generate_opts o = {.max_length = L, .stop_ids = stop, .n_stop = nstop};
+    gt_sampler_init(&o.sampler, GT_SAMPLER_CONTRASTIVE);
+    o.sampler.k = K;
+    o.sampler.alpha = alpha;
+    o.sampler.temperature = temp;
+    int32_t out[64];
+    int64_t n;
+    bool stopped;
+    char err[256];
+    ck_assert_msg(gt_generate(m, prompt, np, &o, out, 64, &n, &stopped, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(n == nwant, "%s: %lld tokens, want %d", what, (long long)n, nwant);
+    for (int i = 0; i < nwant; i++) ck_assert_msg(out[i] == want[i], "%s: token %d: %d vs %d", what, i, out[i], want[i]);
+    ck_assert(stopped == (nstop > 0 && n < L - np));
+}
+
+/* ContrastiveSampler written the plain way: a full forward (no cache) of every candidate
+ * sequence, hidden states and logits from gt_gemma_hidden / gt_gemma_logits. */
+static int ref_contrastive(const gt_gemma *m, const int32_t *prompt, int64_t np, int64_t L, int64_t K,
+                           double alpha, double temp, int32_t stop, int32_t *gen) {
+    int64_t V = m->cfg.vocab_size, D = m->cfg.hidden_dim;
+    int32_t seq[64];
+    memcpy(seq, prompt, (size_t)np * sizeof *seq);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = false;
+    int n = 0;
+    for (int64_t pos = np; pos < L; pos++) {
+        gt_ctx_reset(&ctx);
+        gt_gemma_batch b = {.batch = 1, .seq = pos, .token_ids = seq};
+        gt_tensor *h = gt_gemma_hidden(&ctx, m, &b);
+        gt_tensor *z = gt_gemma_logits(&ctx, m, h);
+        ck_assert_msg(z, "%s", ctx.err);
+        const gt_real *lg = z->data + (pos - 1) * V;
+        ref_cand c[128];
+        double mx = -INFINITY, tot = 0;
+        for (int64_t v = 0; v < V; v++) mx = fmax(mx, lg[v] / temp);
+        for (int64_t v = 0; v < V; v++) tot += exp(lg[v] / temp - mx);
+        for (int64_t v = 0; v < V; v++) c[v].p = exp(lg[v] / temp - mx) / tot, c[v].id = (int32_t)v;
+        qsort(c, (size_t)V, sizeof *c, ref_desc);
+        double best = -INFINITY;
+        int32_t win = -1;
+        for (int64_t j = 0; j < K; j++) {
+            seq[pos] = c[j].id;
+            gt_gemma_batch bj = {.batch = 1, .seq = pos + 1, .token_ids = seq};
+            gt_tensor *hj = gt_gemma_hidden(&ctx, m, &bj);
+            ck_assert_msg(hj, "%s", ctx.err);
+            const gt_real *x = hj->data + pos * D;
+            double sim = -INFINITY;
+            for (int64_t p = 0; p < pos; p++) {
+                double dot = 0, a2 = 0, b2 = 0;
+                for (int64_t d = 0; d < D; d++)
+                    dot += hj->data[p * D + d] * x[d], a2 += hj->data[p * D + d] * hj->data[p * D + d], b2 += x[d] * x[d];
+                sim = fmax(sim, dot / sqrt(a2 * b2));
+            }
+            double score = (1 - alpha) * c[j].p - alpha * sim;
+            if (win < 0 || score > best) best = score, win = c[j].id;
+        }
+        seq[pos] = gen[n++] = win;
+        if (win == stop) break;
+    }
+    gt_ctx_free(&ctx);
+    return n;
+}
+
+/* Cached contrastive search equals the plain reference; alpha 0 is greedy. */
+START_TEST(contrastive_equals_plain_reference) {
+    for (int g = 1; g <= 3; g++) {
+        gt_gemma *m = tiny(g);
+        int32_t prompt[4] = {2, 9, 17, 30}, want[32];
+        for (int K = 2; K <= 5; K += 3) {
+            int n = ref_contrastive(m, prompt, 4, 16, K, 0.6, 0.9, -1, want);
+            contrastive_case(m, prompt, 4, 16, K, 0.6, 0.9, NULL, 0, want, n, "no stop");
+            int32_t stop = want[5];
+            n = ref_contrastive(m, prompt, 4, 16, K, 0.6, 0.9, stop, want);
+            contrastive_case(m, prompt, 4, 16, K, 0.6, 0.9, &stop, 1, want, n, "stop");
+        }
+        gt_generate_opts o = {.max_length = 14};
+        gt_sampler_init(&o.sampler, GT_SAMPLER_GREEDY);
+        int64_t n;
+        bool stopped;
+        char err[256];
+        ck_assert(gt_generate(m, prompt, 4, &o, want, 32, &n, &stopped, NULL, NULL, err, sizeof err) == 0);
+        contrastive_case(m, prompt, 4, 14, 4, 0.0, 1.0, NULL, 0, want, (int)n, "alpha 0");
+        gt_gemma_free(m);
+    }
+}
+END_TEST
+
+/* tests/fixtures/presets/contrastive.h5 (tools/reference/make_sampler_fixtures.py contrastive):
+ * keras_hub 0.32's ContrastiveSampler on the tiny Gemma 1 and 2 presets (its Gemma3CausalLM fails
+ * to generate from these inputs; Gemma4CausalLM passes ContrastiveSampler an argument it lacks). */
+START_TEST(contrastive_matches_kerashub) {
+    static const char *const cases[] = {"gemma1_k3_a6", "gemma1_k5_a3", "gemma1_k4_a9",
+                                        "gemma2_k3_a6", "gemma2_k5_a3", "gemma2_k4_a9"};
+    char err[512], path[128];
+    gt_h5 f;
+    ck_assert_msg(gt_h5_open_read("tests/fixtures/presets/contrastive.h5", &f, err, sizeof err) == 0, "%s", err);
+    for (size_t c = 0; c < 2 * sizeof cases / sizeof *cases; c++) {
+        char name[64], dir[64];
+        snprintf(name, sizeof name, "%s%s", cases[c / 2], c % 2 ? "_stop" : "");
+        snprintf(dir, sizeof dir, "tests/fixtures/presets/%.6s", name);
+        gt_gemma *m;
+        ck_assert_msg(gt_keras_preset_load(dir, false, &m, NULL, err, sizeof err) == 0, "%s", err);
+        int32_t *prompt, *stop, *want;
+        int nd;
+        int64_t sh[8], np, ns, nw;
+        snprintf(path, sizeof path, "/%s/prompt", name);
+        ck_assert_msg(gt_h5_read_i32(f, path, &prompt, &nd, sh, err, sizeof err) == 0, "%s", err);
+        np = sh[0];
+        snprintf(path, sizeof path, "/%s/stop", name);
+        ck_assert(gt_h5_read_i32(f, path, &stop, &nd, sh, err, sizeof err) == 0);
+        ns = sh[0];
+        snprintf(path, sizeof path, "/%s/output", name);
+        ck_assert(gt_h5_read_i32(f, path, &want, &nd, sh, err, sizeof err) == 0);
+        nw = sh[0];
+        double L, K, alpha, temp;
+        snprintf(path, sizeof path, "/%s", name);
+        ck_assert_msg(gt_h5_attr_f64(f, path, "max_length", &L, err, sizeof err) == 0, "%s", err);
+        ck_assert(gt_h5_attr_f64(f, path, "k", &K, err, sizeof err) == 0);
+        ck_assert(gt_h5_attr_f64(f, path, "alpha", &alpha, err, sizeof err) == 0);
+        ck_assert(gt_h5_attr_f64(f, path, "temperature", &temp, err, sizeof err) == 0);
+        contrastive_case(m, prompt, np, (int64_t)L, (int64_t)K, alpha, temp, stop, (int)ns, want, (int)nw, name);
+        printf("contrastive %s: %lld tokens as KerasHub's ContrastiveSampler\n", name, (long long)nw);
+        free(prompt), free(stop), free(want);
+        gt_gemma_free(m);
+    }
+    gt_h5_close(f);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("generate");
     TCase *tc = tcase_create("generate");
@@ -413,6 +554,8 @@ int main(void) {
     tcase_add_test(tc, beam_matches_kerashub);
     tcase_add_test(tc, beam_equals_plain_reference);
     tcase_add_test(tc, score_matches_kerashub);
+    tcase_add_test(tc, contrastive_equals_plain_reference);
+    tcase_add_test(tc, contrastive_matches_kerashub);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

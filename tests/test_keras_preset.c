@@ -839,6 +839,8 @@ START_TEST(every_preset_config_round_trips) {
         c.head_dim = 4;
         if (c.global_head_dim) c.global_head_dim = 8;
         if (c.per_layer_input_dim) c.per_layer_input_dim = 2, c.per_layer_vocab_size = 64;
+        /* the vision encoder (gemma3_4b, ...) is not yet in either format: its decoder is */
+        memset(&c.vision, 0, sizeof c.vision);
         gt_gemma *m, *back;
         ck_assert_msg(!gt_gemma_create(&c, false, &m, err, sizeof err), "%s: %s", *name, err);
         gt_preset_save_opts o = opts_for(NULL, false);

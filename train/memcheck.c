@@ -20,6 +20,11 @@ void gt_mem_estimate_run(const gt_gemma *m, int64_t trainable, int state_kinds, 
     e->trainable = 4 * trainable * (1 + state_kinds); /* gradient + optimizer arrays */
     int64_t qkv = (c->num_query_heads + 2 * c->num_kv_heads) * c->head_dim;
     int64_t per_layer = seq * (6 * c->hidden_dim + 3 * c->intermediate_dim + 2 * qkv) + c->num_query_heads * seq * seq;
+    /* Gemma 4 MoE: the branch's norms and sum, router logits, and per chosen expert its gate/up
+     * pre-activations, hidden and output rows (autograd/ops_moe.c keeps them for backward) */
+    if (c->moe)
+        per_layer += seq * (5 * c->hidden_dim + c->num_experts +
+                            c->experts_per_token * (3 * c->expert_dim + c->hidden_dim));
     int64_t head_rows = chunk_rows < rows * seq ? chunk_rows : rows * seq;
     e->activations = 4 * (rows * per_layer * c->num_layers + 2 * head_rows * c->vocab_size + 2 * rows * seq * c->hidden_dim);
     e->total = e->weights + e->trainable + e->activations;

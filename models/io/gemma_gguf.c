@@ -9,6 +9,7 @@
 #include "autograd/quant.h"
 #include "models/gemma_fields.h"
 #include "models/gemma_params.h"
+#include "models/io/gemma4_gguf.h"
 #include "util/err.h"
 
 /* The table's GGUF keys ("<arch>.<key>"): required ones must be present, optional ones are taken
@@ -39,7 +40,9 @@ int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *c, char *err, s
     char a[32];
     snprintf(a, sizeof a, "%.*s", (int)(alen < 31 ? alen : 31), arch);
     int gen = !strcmp(a, "gemma") ? 1 : !strcmp(a, "gemma2") ? 2 : !strcmp(a, "gemma3") ? 3 : 0;
-    if (!gen) return snprintf(err, errn, "general.architecture '%s' is not a supported Gemma (gemma, gemma2, gemma3)", a), -1;
+    if (!strcmp(a, "gemma4")) return gt_gemma4_config_from_gguf(g, c, err, errn);
+    if (!gen)
+        return snprintf(err, errn, "general.architecture '%s' is not a supported Gemma (gemma, gemma2, gemma3, gemma4)", a), -1;
     gt_gemma_config_defaults(c, gen);
     snprintf(c->name, sizeof c->name, "gguf:%s", a);
     c->head_dim = -1; /* not given */
@@ -62,6 +65,7 @@ static const gt_gguf_tensor *find_fitting(const gt_gguf *g, const char *name, co
     if (!t) return snprintf(err, errn, "tensor '%s' is missing (needed for %s)", name, dst->name), NULL;
     bool ok = t->ndim == dst->ndim;
     for (int i = 0; ok && i < t->ndim; i++) ok = t->dims[t->ndim - 1 - i] == dst->shape[i];
+    if (dst->ndim == 0) ok = t->n_elements == 1; /* a scalar is stored as [1] */
     if (!ok) {
         char want[64];
         return snprintf(err, errn, "tensor '%s': shape [%lld%s%lld] (innermost first), expected %s for %s",
@@ -140,12 +144,14 @@ static int check_sizes(const gt_gguf *g, const gt_gemma_config *c, char *err, si
     if (c->num_query_heads > INT64_MAX / c->head_dim)
         return snprintf(err, errn, "attention.head_count x key_length overflows"), -1;
     struct { const char *suffix; int64_t rows; const char *what; } need[] = {
-        {"attn_q", c->num_query_heads * c->head_dim, "head_count x key_length"},
-        {"ffn_gate", c->intermediate_dim, "feed_forward_length"},
+        {"attn_q", 0, "head_count x key_length"},
+        {"ffn_gate", 0, "feed_forward_length"},
     };
     char n[96];
     for (int64_t i = 0; i < c->num_layers; i++)
         for (size_t k = 0; k < sizeof need / sizeof need[0]; k++) {
+            /* per layer: Gemma 4's global layers and kv-shared layers differ */
+            need[k].rows = k ? gt_gemma_layer_ffw_dim(c, i) : c->num_query_heads * gt_gemma_layer_head_dim(c, i);
             snprintf(n, sizeof n, "blk.%lld.%s.weight", (long long)i, need[k].suffix);
             const gt_gguf_tensor *t = gt_gguf_find_tensor(g, n);
             if (!t) return snprintf(err, errn, "tensor '%s' is missing (block_count %lld)", n, (long long)c->num_layers), -1;
@@ -175,7 +181,7 @@ static int from_gguf(const gt_gguf *g, bool trainable, gt_frozen_dtype dt, gt_ge
         if (gt_gemma_param_gguf_name(p->row, p->layer, n, sizeof n))
             rc = gt_errf(err, errn, "%s has no GGUF name", p->name);
         else if (p->t->data)
-            rc = load(g, n, p->t, p->row->gguf_add_one, err, errn);
+            rc = load(g, n, p->t, p->row->gguf_add_one && c.generation <= 3, err, errn);
         else
             rc = load_stored(g, n, m, p->t, err, errn);
     }

@@ -1,5 +1,6 @@
 #include "models/io/gguf_writer.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +195,7 @@ static int pad(FILE *f, uint64_t *pos) {
 int gt_ggufw_write(const gt_ggufw *w, const char *path, char *err, size_t errn) {
     gt_atomic a;
     if (gt_atomic_open(path, &a, err, errn)) return -1;
+    errno = 0;
     FILE *f = a.f;
     uint32_t version = 3;
     uint64_t n_t = w->n_t, n_kv = w->n_kv, pos = 0, off = 0;
@@ -215,9 +217,10 @@ int gt_ggufw_write(const gt_ggufw *w, const char *path, char *err, size_t errn) 
         pos += w->t[i].bytes;
         ok = ok && !pad(f, &pos);
     }
-    if (!ok) {
+    if (!ok) { /* the stream's errno: ENOSPC, EFBIG, EIO... (stdio keeps it from the failed write) */
+        int e = errno;
         gt_atomic_abort(&a);
-        return gt_errf(err, errn, "%s: write failed (disk full?)", path);
+        return gt_errf(err, errn, "%s: write failed: %s", path, e ? strerror(e) : "unknown error");
     }
     return gt_atomic_commit(&a, err, errn);
 }

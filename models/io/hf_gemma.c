@@ -138,11 +138,11 @@ static int head_dim_null(jcfg *j, int gen, gt_gemma_config *c) {
     return 0;
 }
 
-/* What a config may ask that gt_gemma cannot do: biases, bidirectional attention, MoE, another
+/* What a config may ask that gt_gemma cannot do: biases, bidirectional attention, another
  * activation. transformers 5 reads Gemma 1's hidden_act (its legacy "gelu" meaning the tanh
  * approximation), 4.x its hidden_activation; the later classes read hidden_activation. */
 static int refusals(jcfg *j, int gen) {
-    bool bias = false, bidir = false, moe = false;
+    bool bias = false, bidir = false;
     if (j_bool(j, "attention_bias", false, &bias)) return -1;
     if (bias) return gt_errf(j->err, j->errn, "%s: \"attention_bias\": true is not supported (Gemma has no biases)", j->file);
     json_t *bd = json_object_get(j->o, "use_bidirectional_attention");
@@ -151,8 +151,6 @@ static int refusals(jcfg *j, int gen) {
     if (bidir)
         return gt_errf(j->err, j->errn, "%s: \"use_bidirectional_attention\": %s is not supported (causal only)",
                        j->file, gen == 4 ? "\"all\"" : "true");
-    if (gen == 4 && j_bool(j, "enable_moe_block", false, &moe)) return -1;
-    if (moe) return gt_errf(j->err, j->errn, "%s: \"enable_moe_block\": true (Gemma 4 MoE, 26B-A4B) is not supported", j->file);
     static const char *const act_keys[2] = {"hidden_act", "hidden_activation"};
     for (int k = gen == 1 ? 0 : 1; k < 2; k++) {
         json_t *act = json_object_get(j->o, act_keys[k]);
@@ -512,6 +510,29 @@ static int load_scalar(loader *ld, const char *name, gt_tensor *dst, char *err, 
     return 0;
 }
 
+/* Gemma 4 expert kernels: HF experts.gate_up_proj [E, 2F, D] holds gate (rows :F of each expert)
+ * and up (F:), ours [E*F, D] each; experts.down_proj [E, D, F] is ours [E*D, F] as is. */
+static int load_expert(loader *ld, const char *name, gt_tensor *dst, bool up, int64_t E, char *err, size_t errn) {
+    const gt_st_tensor *t = gt_st_find(ld->st, name);
+    if (!t) return gt_errf(err, errn, "hf: %s: tensor '%s' is missing (needed for %s)", ld->dir, name, dst->name);
+    bool fused = strstr(name, "gate_up_proj") != NULL;
+    int64_t F = dst->shape[0] / E, in = dst->shape[1];
+    if (t->ndim != 3 || t->shape[0] != E || t->shape[1] != (fused ? 2 * F : dst->shape[0] / E) || t->shape[2] != in) {
+        char have[128];
+        shape_str(t, have, sizeof have);
+        return gt_errf(err, errn, "hf: %s: tensor '%s' has shape %s, expected [%lld,%lld,%lld] for %s", t->file, name,
+                       have, (long long)E, (long long)(fused ? 2 * F : F), (long long)in, dst->name);
+    }
+    if (!fused) return gt_st_read_f32(t, dst->data, err, errn) || mark_used(ld, name) ? -1 : 0;
+    float *all = malloc((size_t)t->n_elements * sizeof *all);
+    if (!all) return gt_errf(err, errn, "hf: out of memory reading '%s'", name);
+    int rc = gt_st_read_f32(t, all, err, errn);
+    for (int64_t e = 0; e < E && !rc; e++)
+        memcpy(dst->data + e * F * in, all + (e * 2 * F + (up ? F : 0)) * in, (size_t)(F * in) * sizeof *all);
+    free(all);
+    return rc || mark_used(ld, name) ? -1 : 0;
+}
+
 /* lm_head.weight, when stored, must be the embedding (the head is tied in gt_gemma). */
 static int check_head(loader *ld, const char *name, const gt_tensor *emb, char *err, size_t errn) {
     const gt_st_tensor *t = gt_st_find(ld->st, name);
@@ -604,6 +625,8 @@ int gt_hf_gemma_load(const char *dir, bool trainable, gt_gemma **out, char *err,
             rc = gt_errf(err, errn, "hf: %s: %s has no Hugging Face name", dir, p->name);
         else if (p->t->ndim == 0) /* a scalar: HF stores [1] */
             rc = load_scalar(&ld, n, p->t, err, errn);
+        else if (p->row->keras_layout == GT_KERAS_EXPERTS)
+            rc = load_expert(&ld, n, p->t, p->t == m->layers[p->layer].expert_up, c.num_experts, err, errn);
         else
             rc = load_one(&ld, n, p->t, err, errn);
     }
@@ -749,7 +772,7 @@ static void global_layers4_json(json_t *o, const gt_gemma_config *c) {
     }
     json_object_set_new(o, "per_layer_config", plc);
     json_object_set_new(o, "attention_k_eq_v", json_boolean(keqv));
-    json_object_set_new(o, "enable_moe_block", json_false());
+    json_object_set_new(o, "enable_moe_block", json_boolean(c->moe));
 }
 
 static json_t *config_json(const gt_gemma_config *c, bool bf16, int32_t bos, int32_t eos, int32_t pad) {
@@ -910,6 +933,23 @@ static int make_dir(const char *dir, char *err, size_t errn) {
                 errno == EEXIST ? "a file of that name exists" : strerror(errno));
 }
 
+/* A Gemma 4 expert kernel's HF entry (see load_expert): down as [E, D, F] over our data; gate
+ * with up joined into a new [E, 2F, D] buffer kept in fused[layer]. NULL when out of memory. */
+static const float *expert_entry(const gt_gemma *m, const gt_gemma_param *p, float **fused, gt_st_entry *e) {
+    const gt_gemma_layer *ly = &m->layers[p->layer];
+    int64_t E = m->cfg.num_experts, rows = p->t->shape[0] / E, in = p->t->shape[1];
+    e->ndim = 3;
+    e->shape[0] = E, e->shape[1] = rows, e->shape[2] = in;
+    if (p->t != ly->expert_gate) return p->t->data;
+    e->shape[1] = 2 * rows;
+    float *g = fused[p->layer] = malloc((size_t)(E * 2 * rows * in) * sizeof *g);
+    for (int64_t x = 0; g && x < E; x++) {
+        memcpy(g + x * 2 * rows * in, ly->expert_gate->data + x * rows * in, (size_t)(rows * in) * sizeof *g);
+        memcpy(g + (x * 2 + 1) * rows * in, ly->expert_up->data + x * rows * in, (size_t)(rows * in) * sizeof *g);
+    }
+    return g;
+}
+
 int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *opts, char *err,
                      size_t errn) {
     gt_hf_save_opts o = opts ? *opts : (gt_hf_save_opts){0};
@@ -942,14 +982,16 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
     /* tensors under their HF names */
     gt_st_entry *e = calloc((size_t)m->n_params, sizeof *e);
     char (*names)[96] = calloc((size_t)m->n_params, sizeof *names);
+    float **fused = calloc((size_t)c->num_layers, sizeof *fused); /* per layer: gate_up, or NULL */
     int rc = 0;
-    if (!e || !names) {
+    if (!e || !names || !fused) {
         rc = gt_errf(err, errn, "hf save: out of memory");
         goto done;
     }
     size_t n = 0;
     for (int k = 0; k < m->n_params && !rc; k++) {
         const gt_gemma_param *p = &m->params[k];
+        if (p->row->keras_layout == GT_KERAS_EXPERTS && p->t == m->layers[p->layer].expert_up) continue; /* fused */
         if (gt_gemma_param_hf_name(p->row, c, p->layer, "model.", names[n], sizeof names[n])) {
             rc = gt_errf(err, errn, "hf save: %s has no Hugging Face name", p->name);
             break;
@@ -959,6 +1001,10 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
         e[n].ndim = p->t->ndim ? p->t->ndim : 1; /* a scalar (Gemma 4's layer_scalar): HF stores [1] */
         e[n].shape[0] = 1;
         for (int d = 0; d < p->t->ndim; d++) e[n].shape[d] = p->t->shape[d];
+        if (p->row->keras_layout == GT_KERAS_EXPERTS && !(e[n].data = expert_entry(m, p, fused, &e[n]))) {
+            rc = gt_errf(err, errn, "hf save: out of memory joining %s", p->name);
+            break;
+        }
         n++;
     }
     if (rc) goto done;
@@ -995,6 +1041,8 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
     json_decref(gj);
     if (!rc && tok) rc = save_tokenizer(o.tokenizer, tok, dir, err, errn);
 done:
+    for (int64_t i = 0; fused && i < c->num_layers; i++) free(fused[i]);
+    free(fused);
     free(e);
     free(names);
     gt_tok_free(tok);

@@ -1,9 +1,10 @@
 /* hf_gemma.h: Gemma 1/2/3 models in Hugging Face format (config.json + safetensors), and Gemma 4
  * on load (Gemma4ForCausalLM, or the text model of Gemma4ForConditionalGeneration: per_layer_config
  * or global_head_dim / num_global_key_value_heads with attention_k_eq_v, proportional RoPE on
- * full-attention layers, per-layer embeddings, kv sharing, layer_scalar; MoE refused; HF Gemma 4
+ * full-attention layers, per-layer embeddings, kv sharing, layer_scalar, the MoE block; HF Gemma 4
  * norms are plain multipliers like ours). Gemma 4 is saved as Gemma4ForCausalLM (per_layer_config,
- * attention_k_eq_v, proportional RoPE, [1] layer scalars); a sliding last layer or an attention
+ * attention_k_eq_v, proportional RoPE, [1] layer scalars, experts.gate_up_proj joined from our
+ * gate and up); a sliding last layer or an attention
  * soft-cap, which transformers cannot express, is refused. Keys and class defaults come from the
  * field table (models/gemma_fields.h).
  *

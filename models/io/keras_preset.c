@@ -14,6 +14,7 @@
 #include "models/gemma_fields.h"
 #include "models/gemma_params.h"
 #include "models/io/h5io.h"
+#include "models/io/vision_keras.h"
 #include "models/io/keras_lora.h"
 #include "util/fsutil.h"
 #include "util/err.h"
@@ -50,7 +51,7 @@ static int build_map(const gt_gemma *m, wmap **out, int *count) {
         const gt_gemma_param *p = &m->params[i];
         wmap *e = &w[i];
         gt_gemma_param_keras_group(p->row, &m->cfg, p->layer, e->group, sizeof e->group);
-        snprintf(e->h5, sizeof e->h5, "%s/0", e->group);
+        snprintf(e->h5, sizeof e->h5, "%s/%d", e->group, gt_gemma_param_keras_var(p->row, &m->cfg, p->layer));
         /* the Keras layer is the variable's parent in our name */
         snprintf(e->lname, sizeof e->lname, "%s", p->name);
         char *slash = strrchr(e->lname, '/');
@@ -75,6 +76,7 @@ static void to_keras(const wmap *e, const gt_real *src, float *dst) {
         for (int64_t i = 0; i < e->t->size; i++) dst[i] = (float)src[i];
         break;
     case GT_KERAS_HEADS_IN: /* ours [G*H, D] -> (G, D, H) */
+    case GT_KERAS_EXPERTS:  /* ours [E*O, X] -> (E, X, O), the same permutation */
         for (int64_t g = 0; g < s[0]; g++)
             for (int64_t d = 0; d < s[1]; d++)
                 for (int64_t h = 0; h < s[2]; h++)
@@ -100,6 +102,7 @@ static void from_keras(const wmap *e, const float *src, gt_real *dst) {
         for (int64_t i = 0; i < e->t->size; i++) dst[i] = (gt_real)src[i];
         break;
     case GT_KERAS_HEADS_IN:
+    case GT_KERAS_EXPERTS:
         for (int64_t g = 0; g < s[0]; g++)
             for (int64_t d = 0; d < s[1]; d++)
                 for (int64_t h = 0; h < s[2]; h++)
@@ -215,8 +218,7 @@ static const struct {
     {"trainable", "true"}, {"image_size", "null"}, {"dropout", "0"}, {"vision_encoder", "null"},
     {"audio_encoder", "null"}, {"num_audio_tokens_per_clip", "null"}, {"use_bidirectional_attention", "false"},
     {"use_vision_bidirectional_attention", "false"}, {"is_embedding_model", "false"},
-    {"pooling_intermediate_dim", "null"}, {"embedding_dim", "null"}, {"enable_moe_block", "false"},
-    {"num_experts", "null"}, {"expert_intermediate_dim", "null"}, {"num_experts_per_token", "8"},
+    {"pooling_intermediate_dim", "null"}, {"embedding_dim", "null"},
     {"query_head_dim_normalize", "true"}, /* Gemma 4 (the table's row covers 1-3) */
 };
 
@@ -587,16 +589,9 @@ static int read_fields(jctx *x, unsigned classes, gt_gemma_config *t) {
     return 0;
 }
 
-/* A causal text decoder only: no vision encoder (Gemma 3), no MoE (Gemma 4), no bidirectional or
- * embedding model. */
+/* A causal text decoder only: no vision encoder (Gemma 3), no bidirectional or embedding model. */
 static int refusals(jctx *x, int gen) {
-    bool moe = false, bidir = false, embed = false;
-    json_t *vis = json_object_get(x->cfg, "vision_encoder");
-    if (gen == 3 && vis && !json_is_null(vis))
-        return snprintf(x->err, x->errn, "%s: config.vision_encoder is set: multimodal Gemma 3 presets are not "
-                        "supported (text-only)", x->path), -1;
-    if (gen == 4 && get_bool(x, "enable_moe_block", false, &moe)) return -1;
-    if (moe) return snprintf(x->err, x->errn, "%s: config.enable_moe_block is true: Gemma 4 MoE (26B-A4B) is not supported", x->path), -1;
+    bool bidir = false, embed = false;
     if (gen >= 3 && (get_bool(x, "use_bidirectional_attention", false, &bidir) ||
                      get_bool(x, "is_embedding_model", false, &embed)))
         return -1;
@@ -664,6 +659,8 @@ static int backbone_fields(jctx *x, const char *cls, const char *dir, gt_gemma_c
     snprintf(c->name, sizeof c->name, "keras:%.50s", base);
     c->kerashub_query_scaling = true;
     if (refusals(x, gen) || sliding(x, c)) return -1;
+    bool vision = false; /* Gemma 3's encoder shapes (its weights: models/io/vision_keras.h) */
+    if (gen == 3 && gt_vision_keras_config(dir, &c->vision, &vision, x->err, x->errn)) return -1;
     char e[512];
     if (gt_gemma_config_validate(c, e, sizeof e)) return snprintf(x->err, x->errn, "%s: %s", x->path, e), -1;
     return 0;

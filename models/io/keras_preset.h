@@ -17,8 +17,11 @@
  * Save writes every file atomically (temporary file, fsync, rename) into dir, creating it.
  * A config KerasHub cannot express (RoPE bases other than its fixed ones, a sliding pattern
  * other than Gemma 2's 2 or Gemma 3's 6) is an error naming the field.
+ * A Gemma3Backbone with a vision encoder is read: its decoder here, the encoder's shapes into
+ * cfg.vision and its weights through models/io/vision_keras.h; saving writes the decoder only.
  * Gemma4Backbone (Gemma 4 dense text decoder, docs/gemma4.md) is read and written too: the
- * vision/audio encoders of a multimodal preset are ignored on load (text only), MoE is refused,
+ * vision/audio encoders of a multimodal preset are ignored on load (text only), the MoE block
+ * (enable_moe_block) is read and written (expert bank vars/0-3, router vars/0 and proj),
  * explicit layer_types must follow sliding_window_pattern.
  * config.json keys, their defaults and GemmaBackbone's two-branch intermediate_dim come from the
  * field table (models/gemma_fields.h); the writer keeps each class's get_config() key order.

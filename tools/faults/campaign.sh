@@ -6,14 +6,15 @@
 #   tools/faults/campaign.sh [-k KILLS] [-s SIGNALS]      (defaults: 50 kill -9, 8 SIGTERMs)
 # Cases: kill -9 soak (one process, KILLS random kill points), SIGTERM to mpirun -np 2 at random
 # steps, a rank killed mid-run (GT_FAULT_INJECT=rank_kill), a NaN step under on_nonfinite
-# stop/skip, a full disk (2 MB tmpfs, root only), and two "hosts" (network namespaces joined by a
+# stop/skip, a full disk (2 MB tmpfs, root only; and ENOSPC at every write site through an
+# LD_PRELOAD shim, tools/faults/enospc.sh), and two "hosts" (network namespaces joined by a
 # veth pair, Open MPI over TCP through tools/faults/netns_rsh.sh; root only): training equal to
 # two local ranks, then the link cut mid-run. Prints one line per case and a summary table; exit
 # status 1 when any case fails.
 set -u
 kills=50 signals=8
 while getopts "k:s:" o; do
-  case $o in k) kills=$OPTARG ;; s) signals=$OPTARG ;; *) sed -n '2,12p' "$0"; exit 2 ;; esac
+  case $o in k) kills=$OPTARG ;; s) signals=$OPTARG ;; *) sed -n '2,13p' "$0"; exit 2 ;; esac
 done
 bin=${BIN:-build/gemmatrain}
 [ -x "$bin" ] || { echo "campaign: $bin not built (make)" >&2; exit 2; }
@@ -105,6 +106,15 @@ if [ "$(id -u)" = 0 ] && mkdir -p "$work/full" && mount -t tmpfs -o size=2m tmpf
 else
   record "2 MB tmpfs as checkpoint.dir" "exit 1, one line, no crash" "skipped: needs root and tmpfs" skip
 fi
+
+# 7. ENOSPC at every write site: tools/faults/enospc.sh sweeps every write-side operation of
+# train, eval, export and convert under the LD_PRELOAD shim (no root needed)
+shim=$(dirname "$bin")/tools/enospc_shim.so
+[ -f "$shim" ] || make -s "$shim" >/dev/null 2>&1
+if out=$(BIN=$bin SHIM=$shim tools/faults/enospc.sh 2>&1); then ok=pass; else ok=FAIL; fail=1; fi
+summary=$(grep -E '^enospc: [a-z-]+: (pass|FAIL)' <<<"$out" | sed -E 's/^enospc: ([a-z-]+): (pass|FAIL): ([0-9]+) runs.*, ([0-9]+) bad.*/\1 \3\/\4/' | tr '\n' ' ')
+record "ENOSPC at every write site (shim)" "exit 1, one line, no crash/temp/partial file" "runs/bad per writer: ${summary:0:200}" $ok
+[ $ok = FAIL ] && grep -E '^enospc: .*N=' <<<"$out" | head -20
 
 # 6. two hosts in network namespaces over TCP; then one host's link cut mid-run
 netns_up() {

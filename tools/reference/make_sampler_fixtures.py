@@ -10,10 +10,14 @@ as generate() takes them). Writes tests/fixtures/presets/beam.h5 with, per case 
   first stop token: its padding_mask)
 The stop ids of the "stop" cases are taken from the no-stop run's output, so that stopping happens.
 And tests/fixtures/presets/score.h5: CausalLM.score(scoring_mode="logits" and "loss") per preset.
+And tests/fixtures/presets/contrastive.h5: the same layout with attributes k, alpha, temperature
+for keras_hub.samplers.ContrastiveSampler.
 
-usage: pip install keras-hub jax h5py; KERAS_BACKEND=jax python3 tools/reference/make_sampler_fixtures.py
+usage: pip install keras-hub jax h5py; KERAS_BACKEND=jax python3 tools/reference/make_sampler_fixtures.py [WHAT...]
+  WHAT: beam, score, contrastive (default: all three)
 """
 import os
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -23,14 +27,15 @@ import numpy as np  # noqa: E402
 
 OUT = "tests/fixtures/presets/beam.h5"
 SCORE_OUT = "tests/fixtures/presets/score.h5"
+CONTRASTIVE_OUT = "tests/fixtures/presets/contrastive.h5"
 
 
-def run(lm, prompt, max_length, num_beams, temperature, stop):
+def run(lm, prompt, max_length, num_beams, temperature, stop, sampler=None):
     ids = np.zeros((1, max_length), np.int32)
     mask = np.zeros((1, max_length), bool)
     ids[0, : len(prompt)] = prompt
     mask[0, : len(prompt)] = True
-    lm.sampler = keras_hub.samplers.BeamSampler(num_beams=num_beams, temperature=temperature)
+    lm.sampler = sampler or keras_hub.samplers.BeamSampler(num_beams=num_beams, temperature=temperature)
     lm.generate_function = None  # recompile for the new sampler
     out = lm.generate({"token_ids": ids, "padding_mask": mask}, stop_token_ids=stop or None)
     tok, pm = np.asarray(out["token_ids"][0]), np.asarray(out["padding_mask"][0])
@@ -39,6 +44,60 @@ def run(lm, prompt, max_length, num_beams, temperature, stop):
 
 
 def main():
+    what = sys.argv[1:] or ["beam", "score", "contrastive"]
+    if "beam" in what:
+        beam()
+    if "score" in what:
+        scores()
+    if "contrastive" in what:
+        contrastive()
+
+
+def contrastive():
+    """ContrastiveSampler(k, alpha, temperature) on the tiny presets, with and without a stop id
+    (taken from the free run's output); also prints the greedy output to show the two differ."""
+    cases = []
+    for name in ("gemma1", "gemma2", "gemma3", "gemma4"):
+        cls = {"gemma3": keras_hub.models.Gemma3CausalLM, "gemma4": keras_hub.models.Gemma4CausalLM}.get(
+            name, keras_hub.models.GemmaCausalLM)
+        lm = cls.from_preset(f"tests/fixtures/presets/{name}", preprocessor=None)
+        lm.preprocessor = None
+        V = lm.backbone.vocabulary_size
+        rng = np.random.default_rng(7 + len(name))
+        prompt = [2] + [int(x) for x in rng.integers(3, V, size=5)]
+        try:
+            greedy = run(lm, prompt, 20, 0, 1.0, None, keras_hub.samplers.GreedySampler())
+        except Exception as e:  # keras_hub 0.32: Gemma3/4CausalLM.generate fails on unbatched-mask inputs here
+            print(f"{name}: KerasHub's generate fails: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+            continue
+        for k, alpha, temp in ((3, 0.6, 1.0), (5, 0.3, 0.8), (4, 0.9, 1.0)):
+            def sampler():
+                return keras_hub.samplers.ContrastiveSampler(k=k, alpha=alpha, temperature=temp)
+            try:
+                free = run(lm, prompt, 20, 0, temp, None, sampler())
+            except Exception as e:
+                print(f"{name}: KerasHub's ContrastiveSampler fails: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+                break
+            c = f"{name}_k{k}_a{int(alpha * 10)}"
+            cases.append((c, prompt, 20, k, alpha, temp, [], free))
+            stop = [free[4]]
+            cases.append((c + "_stop", prompt, 20, k, alpha, temp, stop, run(lm, prompt, 20, 0, temp, stop, sampler())))
+            print(c, "greedy", greedy, "contrastive", free)
+    with h5py.File(CONTRASTIVE_OUT, "w") as f:
+        for c, prompt, L, k, alpha, temp, stop, gen in cases:
+            g = f.create_group(c)
+            g["prompt"] = np.array(prompt, np.int32)
+            g.attrs["max_length"] = np.float64(L)
+            g.attrs["k"] = np.float64(k)
+            g.attrs["alpha"] = np.float64(alpha)
+            g.attrs["temperature"] = np.float64(temp)
+            g["stop"] = np.array(stop, np.int32)
+            g["output"] = np.array(gen, np.int32)
+            print(c, "prompt", prompt, "stop", stop, "->", gen)
+    print("wrote", CONTRASTIVE_OUT)
+
+
+def beam():
     cases = []
     for name in ("gemma1", "gemma2", "gemma3", "gemma4"):
         cls = {"gemma3": keras_hub.models.Gemma3CausalLM, "gemma4": keras_hub.models.Gemma4CausalLM}.get(
@@ -69,7 +128,6 @@ def main():
             g["output"] = np.array(gen, np.int32)
             print(c, "prompt", prompt, "stop", stop, "->", gen)
     print("wrote", OUT)
-    scores()
 
 
 def scores():
