@@ -16,5 +16,9 @@
 
 int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *cfg, char *err, size_t errn);
 int gt_gemma_from_gguf(const gt_gguf *g, bool trainable, gt_gemma **out, char *err, size_t errn);
+/* A frozen model stored as dt (gemma.h) read straight into that storage: Q8_0 tensors into q8_0
+ * as they are (no requantisation), any other type (Q4_K, F16, ...) dequantised a slice of rows at
+ * a time and quantised or rounded; never an fp32 copy of the matrices. */
+int gt_gemma_from_gguf_frozen(const gt_gguf *g, gt_frozen_dtype dt, gt_gemma **out, char *err, size_t errn);
 
 #endif

@@ -105,7 +105,7 @@ int gt_gguf_export_model(const gt_gemma *m, const gt_tokenizer *tok, const char 
     const gt_gemma_config *c = &m->cfg;
     if (check_expressible(c, err, errn)) return -1;
     if (m->frozen_dtype != GT_FROZEN_FP32)
-        return gt_errf(err, errn, "%s: the model is stored as bf16: widen it first (gt_gemma_set_frozen_dtype)", path);
+        return gt_errf(err, errn, "%s: the model is stored as %s: widen it first (gt_gemma_set_frozen_dtype)", path, gt_frozen_dtype_names[m->frozen_dtype]);
     if (gt_tok_vocab_size(tok) > c->vocab_size)
         return gt_errf(err, errn, "%s: the tokenizer has %d pieces, the model %lld rows", path, gt_tok_vocab_size(tok),
                        (long long)c->vocab_size);
