@@ -5,8 +5,10 @@
  *   fused ffn_gate_up_exps; llama.cpp runs it) gives transformers' logits within 1e-4 x max.
  * - Export (dense with PLE / kv sharing / k = v, and MoE) re-imported: every weight and config
  *   field bit-equal, and every tensor byte-equal to the converter-style fixture it came from.
+ * - Gemma 4 LoRA GGUF: B @ A of every pair plus the base equals the merged kernel.
  * - Models llama.cpp cannot run as we do are refused, naming the field, and nothing is written. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,8 @@
 
 #include "logits.h"
 #include "models/gemma_fields.h"
+#include "models/gemma_params.h"
+#include "models/lora.h"
 #include "models/io/gemma_gguf.h"
 #include "models/io/gguf_export.h"
 #include "models/io/gguf_writer.h"
@@ -93,6 +97,56 @@ START_TEST(export_round_trip) {
 }
 END_TEST
 
+/* Gemma 4 LoRA GGUF: per adapted kernel (none on kv-shared layers' k, v or k = v layers' v), B @ A
+ * added to the base equals the merged model's kernel; architecture gemma4. */
+START_TEST(lora_gguf_rebuilds_the_merged_kernels) {
+    gt_gemma *m = open_model(DENSE ".gguf"), *merged = open_model(DENSE ".gguf");
+    gt_lora *l;
+    ck_assert(gt_lora_create_for(&m->cfg, 2, 6.0, (1u << GT_LORA_NTARGETS) - 1, 5, &l, g_err, sizeof g_err) == 0);
+    for (int64_t i = 0; i < l->n_values; i++) l->data[i] = (gt_real)(0.03 * sin(0.11 * (double)i + 0.5));
+    ck_assert(gt_gemma_merge_lora(merged, l, g_err, sizeof g_err) == 0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/lora.gguf", g_tmp);
+    ck_assert_msg(gt_gguf_export_lora(l, &m->cfg, path, g_err, sizeof g_err) == 0, "%s", g_err);
+    gt_gguf *g;
+    ck_assert_msg(gt_gguf_open(path, &g, g_err, sizeof g_err) == 0, "%s", g_err);
+    const char *s;
+    uint64_t n;
+    ck_assert(gt_gguf_get_str(g, "general.architecture", &s, &n, g_err, sizeof g_err) == 0 && !strncmp(s, "gemma4", n));
+    int pairs = 0, adapters = 0;
+    for (int64_t i = 0; i < l->num_layers; i++)
+        for (int t = 0; t < GT_LORA_NTARGETS; t++) adapters += gt_lora_get(l, i, (gt_lora_target)t) != NULL;
+    for (int p = 0; p < m->n_params; p++) {
+        char name[160], an[170], bn[170];
+        if (gt_gemma_param_gguf_name(m->params[p].row, m->params[p].layer, name, sizeof name)) continue;
+        snprintf(an, sizeof an, "%s.lora_a", name);
+        snprintf(bn, sizeof bn, "%s.lora_b", name);
+        const gt_gguf_tensor *A = gt_gguf_find_tensor(g, an), *B = gt_gguf_find_tensor(g, bn);
+        if (!A && !B) continue;
+        ck_assert(A && B);
+        gt_tensor *w = m->params[p].t, *wm = gt_gemma_find(merged, m->params[p].name);
+        int64_t R = A->dims[1], in = A->dims[0], out = B->dims[1];
+        ck_assert_int_eq(B->dims[0], R);
+        ck_assert_int_eq(out * in, w->size);
+        const float *a = (const float *)A->data, *b = (const float *)B->data;
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t x = 0; x < in; x++) {
+                double d = 0;
+                for (int64_t q = 0; q < R; q++) d += (double)b[o * R + q] * a[q * in + x];
+                ck_assert_msg(fabs(w->data[o * in + x] + d - wm->data[o * in + x]) < 1e-5, "%s [%lld, %lld]", name,
+                              (long long)o, (long long)x);
+            }
+        pairs++;
+    }
+    ck_assert_int_eq(pairs, adapters);
+    ck_assert_int_lt(adapters, 7 * (int)m->cfg.num_layers); /* some kernels are absent */
+    gt_gguf_close(g);
+    gt_lora_free(l);
+    gt_gemma_free(m);
+    gt_gemma_free(merged);
+}
+END_TEST
+
 /* what llama.cpp's gemma4 graph would compute differently is refused by name, with no file left */
 START_TEST(inexpressible_refused) {
     gt_gemma *m;
@@ -149,6 +203,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, moe_config_and_logits);
     tcase_add_loop_test(tc, export_round_trip, 0, 2);
+    tcase_add_test(tc, lora_gguf_rebuilds_the_merged_kernels);
     tcase_add_test(tc, inexpressible_refused);
     tcase_add_test(tc, moe_bad_expert_count_named);
     suite_add_tcase(s, tc);
