@@ -238,7 +238,7 @@ int gt_gemma4_gguf_check(const gt_gemma_config *c, char *err, size_t errn) {
                           ? "RoPE scaling factors (llama.cpp's gemma4 reads none per layer type)"
                       : c->per_layer_input_dim > 0 && c->per_layer_vocab_size > 0 && c->per_layer_vocab_size != c->vocab_size
                           ? "per_layer_vocab_size (llama.cpp's PLE table has the model's vocabulary)"
-                      : S > 0 && (gt_gemma_layer_is_local(c, L - S - 1) ||
+                      : S > 0 && (L - S < 1 || gt_gemma_layer_is_local(c, L - S - 1) ||
                                   (local_shared && (L - S < 2 || !gt_gemma_layer_is_local(c, L - S - 2))))
                           ? "num_kv_shared_layers (llama.cpp shares the k, v of layers L-S-1 (global) and L-S-2 (local))"
                           : NULL;
