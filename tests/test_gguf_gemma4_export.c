@@ -19,6 +19,7 @@
 #include "models/gemma_fields.h"
 #include "models/gemma_params.h"
 #include "models/lora.h"
+#include "models/io/gemma4_gguf.h"
 #include "models/io/gemma_gguf.h"
 #include "models/io/gguf_export.h"
 #include "models/io/gguf_writer.h"
@@ -172,6 +173,17 @@ START_TEST(inexpressible_refused) {
 }
 END_TEST
 
+/* every Gemma 4 preset (E2B, E4B with kv sharing; 31B; 26B-A4B with MoE) is exportable */
+START_TEST(presets_expressible) {
+    const char *names[] = {"gemma4_2b", "gemma4_4b", "gemma4_31b", "gemma4_26b_a4b", "gemma4_instruct_26b_a4b"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        gt_gemma_config c;
+        ck_assert_msg(gt_gemma_preset(names[i], &c, g_err, sizeof g_err) == 0, "%s", g_err);
+        ck_assert_msg(gt_gemma4_gguf_check(&c, g_err, sizeof g_err) == 0, "%s: %s", names[i], g_err);
+    }
+}
+END_TEST
+
 /* an MoE file whose expert bank disagrees with expert_count names the tensor */
 START_TEST(moe_bad_expert_count_named) {
     FILE *f = fopen(MOE ".gguf", "rb");
@@ -205,6 +217,7 @@ int main(void) {
     tcase_add_loop_test(tc, export_round_trip, 0, 2);
     tcase_add_test(tc, lora_gguf_rebuilds_the_merged_kernels);
     tcase_add_test(tc, inexpressible_refused);
+    tcase_add_test(tc, presets_expressible);
     tcase_add_test(tc, moe_bad_expert_count_named);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
