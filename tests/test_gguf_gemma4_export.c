@@ -195,9 +195,12 @@ START_TEST(moe_bad_expert_count_named) {
     const char *key = "gemma4.expert_count";
     uint8_t *k = memmem(buf, n, key, strlen(key));
     ck_assert_ptr_nonnull(k);
-    uint32_t *v = (uint32_t *)(void *)(k + strlen(key) + 4); /* after the value type */
-    ck_assert_int_eq(*v, 6);
-    *v = 7;
+    uint8_t *at = k + strlen(key) + 4; /* after the value type; unaligned */
+    uint32_t v;
+    memcpy(&v, at, 4);
+    ck_assert_int_eq(v, 6);
+    v = 7;
+    memcpy(at, &v, 4);
     gt_gguf *g;
     ck_assert_msg(gt_gguf_open_buffer(buf, n, "bad.gguf", &g, g_err, sizeof g_err) == 0, "%s", g_err);
     gt_gemma_config c;
