@@ -180,6 +180,8 @@ static int from_gguf(const gt_gguf *g, bool trainable, gt_frozen_dtype dt, gt_ge
         const gt_gemma_param *p = &m->params[k];
         if (gt_gemma_param_gguf_name(p->row, p->layer, n, sizeof n))
             rc = gt_errf(err, errn, "%s has no GGUF name", p->name);
+        else if (p->row->keras_layout == GT_KERAS_EXPERTS) /* 3-D banks, gate and up fused */
+            rc = gt_gemma4_gguf_load_expert(g, m, p->layer, p->t, err, errn);
         else if (p->t->data)
             rc = load(g, n, p->t, p->row->gguf_add_one && c.generation <= 3, err, errn);
         else
