@@ -15,7 +15,7 @@ SAN      ?= 0
 FUZZ     ?= 0
 NATIVE   ?= 1
 VERSION  := 0.1.0
-PKGS     := ompi-c hdf5-serial openblas yaml-0.1 check jansson libpng libjpeg
+PKGS     := ompi-c hdf5-serial openblas yaml-0.1 check jansson libpng libjpeg sndfile
 
 CC       ?= gcc
 ifeq ($(FUZZ),1)

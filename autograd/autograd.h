@@ -7,6 +7,7 @@
 #include "autograd/arena.h"
 #include "autograd/blas.h"
 #include "autograd/ops_attn.h"
+#include "autograd/ops_audio.h"
 #include "autograd/ops_bf16.h"
 #include "autograd/ops_elem.h"
 #include "autograd/ops_linalg.h"

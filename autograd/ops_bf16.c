@@ -1,10 +1,12 @@
 #include "autograd/ops_bf16.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/bf16_gemm.h"
 #include "autograd/blas.h"
+#include "autograd/quant.h"
 
 void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -14,6 +16,30 @@ void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n) {
 void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_f32(src[i]);
+}
+
+bool gt_frozen_present(const gt_bf16_mat *w) {
+    return w && (w->fmt == GT_WFMT_Q8_0 ? w->q8 != NULL : w->data != NULL);
+}
+
+/* Parallel only when not inside a parallel region already (the LM head's per-thread blocks, the
+ * embedding's rows): an OpenMP region per call would cost more than the call. */
+void gt_frozen_rows(const gt_bf16_mat *w, int64_t r0, int64_t nr, gt_real *dst) {
+    int64_t n = nr * w->cols;
+    bool par = n > 65536 && !omp_in_parallel();
+    if (w->fmt == GT_WFMT_BF16) {
+        const uint16_t *src = w->data + r0 * w->cols;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_f32(src[i]);
+        return;
+    }
+    const uint8_t *src = w->q8 + gt_q8_bytes(r0 * w->cols);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t b = 0; b < n / GT_Q8_BLOCK; b++) {
+        float v[GT_Q8_BLOCK];
+        gt_q8_block_f32(src + b * GT_Q8_BYTES, v);
+        for (int k = 0; k < GT_Q8_BLOCK; k++) dst[b * GT_Q8_BLOCK + k] = (gt_real)v[k];
+    }
 }
 
 int64_t gt_bf16_block_rows(const gt_bf16_mat *w) {
@@ -34,7 +60,9 @@ bool gt_bf16_linear_uses_bf16(const gt_bf16_mat *w) {
     (void)w;
     return false;
 #else
-    return w && w->compute_bf16 && w->rows % 32 == 0 && w->cols % 32 == 0 && stage_bf16(w) >= 32 * w->cols &&
+    /* Q8_0 rows are widened to bf16 in one half of the staging buffer (packed in the other) */
+    int64_t need = (w && w->fmt == GT_WFMT_Q8_0 ? 64 : 32) * (w ? w->cols : 0);
+    return w && w->compute_bf16 && w->rows % 32 == 0 && w->cols % 32 == 0 && stage_bf16(w) >= need &&
            gt_bf16_kernel_active() != GT_BF16K_OFF;
 #endif
 }
@@ -49,8 +77,24 @@ static uint16_t *scratch(gt_ctx *ctx, size_t bytes) {
     return p;
 }
 
-/* y[M, R] = x W^T as y^T = W x^T: W is the kernel's A operand as stored (rows of C values), x
- * rounded into B panels, the result stored transposed. */
+/* Rows [r0, r0 + nr) of a Q8_0 matrix as bf16 (dequantised, then rounded to nearest even). */
+static void q8_rows_bf16(const gt_bf16_mat *w, int64_t r0, int64_t nr, uint16_t *dst) {
+    int64_t nb = nr * w->cols / GT_Q8_BLOCK;
+    const uint8_t *src = w->q8 + gt_q8_bytes(r0 * w->cols);
+#pragma omp parallel for schedule(static) if (nb > 2048)
+    for (int64_t b = 0; b < nb; b++) {
+        float v[GT_Q8_BLOCK];
+        gt_q8_block_f32(src + b * GT_Q8_BYTES, v);
+        for (int i = 0; i < GT_Q8_BLOCK; i++) dst[b * GT_Q8_BLOCK + i] = gt_f32_to_bf16(v[i]);
+    }
+}
+
+/* Rows per block of a Q8_0 matrix widened to bf16 (half the staging buffer), a multiple of 32. */
+static int64_t q8_block_rows(const gt_bf16_mat *w) { return stage_bf16(w) / 2 / w->cols / 32 * 32; }
+
+/* y[M, R] = x W^T as y^T = W x^T: W is the kernel's A operand as stored (rows of C values; Q8_0
+ * widened to bf16 a block of rows at a time), x rounded into B panels, the result stored
+ * transposed. */
 static bool linear_forward_bf16(gt_ctx *ctx, const gt_real *x, int64_t M, const gt_bf16_mat *w, gt_real *y) {
     int64_t R = w->rows, C = w->cols, Mp = (M + 15) / 16 * 16;
     uint16_t *xb = scratch(ctx, (size_t)(Mp * C) * 2);
@@ -58,7 +102,12 @@ static bool linear_forward_bf16(gt_ctx *ctx, const gt_real *x, int64_t M, const 
     gt_bf16_kernel k = gt_bf16_kernel_active();
     int th = gt_threads();
     gt_bf16_pack_bt(th, x, M, C, C, xb);
-    gt_bf16_gemm(k, th, R, Mp, C, w->data, C, xb, y, R, R, M, true, false);
+    if (w->fmt == GT_WFMT_BF16) gt_bf16_gemm(k, th, R, Mp, C, w->data, C, xb, y, R, R, M, true, false);
+    for (int64_t r0 = 0, kb = q8_block_rows(w); w->fmt == GT_WFMT_Q8_0 && r0 < R; r0 += kb) {
+        int64_t nr = R - r0 < kb ? R - r0 : kb;
+        q8_rows_bf16(w, r0, nr, (uint16_t *)w->stage);
+        gt_bf16_gemm(k, th, nr, Mp, C, (uint16_t *)w->stage, C, xb, y + r0, R, nr, M, true, false);
+    }
     free(xb);
     return true;
 }
@@ -72,11 +121,13 @@ static void linear_backward_bf16(gt_ctx *ctx, const gt_real *dy, int64_t M, cons
     gt_bf16_kernel k = gt_bf16_kernel_active();
     int th = gt_threads();
     gt_bf16_pack_a(th, dy, M, R, R, dyb);
-    int64_t kb = stage_bf16(w) / C / 32 * 32;
-    uint16_t *wp = (uint16_t *)w->stage;
+    bool q8 = w->fmt == GT_WFMT_Q8_0;
+    int64_t kb = q8 ? q8_block_rows(w) : stage_bf16(w) / C / 32 * 32;
+    uint16_t *wp = (uint16_t *)w->stage, *wq = wp + kb * C; /* packed rows; Q8_0 rows widened */
     for (int64_t r0 = 0; r0 < R; r0 += kb) {
         int64_t nr = R - r0 < kb ? R - r0 : kb;
-        gt_bf16_pack_b16(th, w->data + r0 * C, nr, C, C, wp);
+        if (q8) q8_rows_bf16(w, r0, nr, wq);
+        gt_bf16_pack_b16(th, q8 ? wq : w->data + r0 * C, nr, C, C, wp);
         gt_bf16_gemm(k, th, Mp, C, nr, dyb + r0, R, wp, dx, C, M, C, false, true);
     }
     free(dyb);
@@ -98,7 +149,7 @@ static void linear_backward(gt_ctx *ctx, gt_node *node) {
 #endif
     for (int64_t r0 = 0; r0 < R; r0 += rb) {
         int64_t nr = R - r0 < rb ? R - r0 : rb;
-        gt_bf16_expand(w->data + r0 * C, w->stage, nr * C);
+        gt_frozen_rows(w, r0, nr, w->stage);
         gt_gemm(false, false, (int)M, (int)C, (int)nr, 1, dy + r0, (int)R, w->stage, (int)C, 1, dx,
                 (int)C);
     }
@@ -106,7 +157,7 @@ static void linear_backward(gt_ctx *ctx, gt_node *node) {
 
 gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w) {
     if (!gt_ok(ctx)) return NULL;
-    if (!x || !w || !w->data) return gt_fail(ctx, GT_ERR_ARG, "bf16_linear: NULL input");
+    if (!x || !gt_frozen_present(w)) return gt_fail(ctx, GT_ERR_ARG, "bf16_linear: NULL input");
     if (x->ndim < 1 || gt_cols(x) != w->cols)
         return gt_fail(ctx, GT_ERR_SHAPE, "bf16_linear: x %s does not fit W [%lld, %lld]", gt_shp(x),
                        (long long)w->rows, (long long)w->cols);
@@ -128,7 +179,7 @@ gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w) {
 #endif
     for (int64_t r0 = 0; r0 < R && !bf; r0 += rb) {
         int64_t nr = R - r0 < rb ? R - r0 : rb;
-        gt_bf16_expand(w->data + r0 * C, w->stage, nr * C);
+        gt_frozen_rows(w, r0, nr, w->stage);
         gt_gemm(false, true, (int)M, (int)nr, (int)C, 1, x->data, (int)C, w->stage, (int)C, 0,
                 out->data + r0, (int)R);
     }
@@ -139,7 +190,7 @@ gt_tensor *gt_bf16_linear(gt_ctx *ctx, gt_tensor *x, const gt_bf16_mat *w) {
 
 gt_tensor *gt_bf16_embedding(gt_ctx *ctx, const gt_bf16_mat *w, const int32_t *ids, int64_t n) {
     if (!gt_ok(ctx)) return NULL;
-    if (!w || !w->data || (!ids && n > 0)) return gt_fail(ctx, GT_ERR_ARG, "bf16_embedding: NULL input");
+    if (!gt_frozen_present(w) || (!ids && n > 0)) return gt_fail(ctx, GT_ERR_ARG, "bf16_embedding: NULL input");
     if (n < 0) return gt_fail(ctx, GT_ERR_ARG, "bf16_embedding: negative id count %lld", (long long)n);
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= w->rows)
@@ -149,8 +200,6 @@ gt_tensor *gt_bf16_embedding(gt_ctx *ctx, const gt_bf16_mat *w, const int32_t *i
     gt_tensor *out = gt_empty(ctx, 2, shape);
     if (!out) return NULL;
 #pragma omp parallel for schedule(static) if (n * d > 65536)
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < d; j++)
-            out->data[i * d + j] = (gt_real)gt_bf16_to_f32(w->data[(int64_t)ids[i] * d + j]);
+    for (int64_t i = 0; i < n; i++) gt_frozen_rows(w, ids[i], 1, out->data + i * d);
     return out;
 }

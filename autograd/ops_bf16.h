@@ -1,4 +1,4 @@
-/* ops_bf16.h: frozen matrices stored as bfloat16, used by fp32 ops without an fp32 copy.
+/* ops_bf16.h: frozen matrices stored as bfloat16 or Q8_0, used by fp32 ops without an fp32 copy.
  *
  * A gt_bf16_mat is a [rows, cols] row-major matrix of bfloat16 values (the top 16 bits of an IEEE
  * float) that never receives a gradient: a base model's weights under LoRA. Ops expand it to
@@ -9,6 +9,14 @@
  *
  *   gt_bf16_linear(x, W):    x [..., cols] -> x W^T [..., rows]; backward adds dy W into x's grad
  *   gt_bf16_embedding(W, ids, n): rows ids[0..n) -> [n, cols], no gradient (W is frozen)
+ * Q8_0 (fmt GT_WFMT_Q8_0): the values are GGUF Q8_0 blocks at q8 (autograd/quant.h; cols a
+ * multiple of 32) instead of bf16 at data; the ops dequantise a block of rows at a time into the
+ * staging buffer exactly as they expand bf16 ones, so again the result equals an fp32 matrix
+ * holding the dequantised values. With compute_bf16, gt_bf16_linear widens a block of rows
+ * (a multiple of 32, half the staging buffer, which must hold 64 rows) to bf16 and multiplies
+ * on the bf16 kernel as above: the result of a bf16 matrix holding the dequantised values rounded
+ * to bf16 (the LM head and the embedding stay fp32 for Q8_0).
+ * gt_frozen_rows writes rows [r0, r0 + nr) as gt_real whatever the storage.
  * Conversion (util/half.h): gt_to_bf16_n rounds to nearest, ties to even (NaN stays NaN);
  * gt_bf16_expand is exact.
  * Ownership: a gt_bf16_mat only points at its values and staging buffer (the model owns both);
@@ -21,6 +29,8 @@
 #include "autograd/tape.h"
 #include "util/half.h"
 
+typedef enum { GT_WFMT_BF16 = 0, GT_WFMT_Q8_0 = 1 } gt_wfmt;
+
 typedef struct gt_bf16_mat {
     const uint16_t *data;
     int64_t rows, cols;
@@ -32,10 +42,15 @@ typedef struct gt_bf16_mat {
      * (gt_bf16_kernel_active), rows and cols are multiples of 32 and the staging buffer holds 32
      * rows; otherwise (and in the f64 build) the fp32 path runs as if this were false. */
     bool compute_bf16;
+    gt_wfmt fmt;       /* GT_WFMT_BF16 (data) or GT_WFMT_Q8_0 (q8) */
+    const uint8_t *q8; /* Q8_0 blocks, row-major; NULL for bf16 */
 } gt_bf16_mat;
 
 void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n);
 void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n);
+/* True when w holds values (bf16 data or Q8_0 blocks). */
+bool gt_frozen_present(const gt_bf16_mat *w);
+void gt_frozen_rows(const gt_bf16_mat *w, int64_t r0, int64_t nr, gt_real *dst);
 /* Rows per staging block (>= 1), or 0 when the staging buffer cannot hold one row. */
 int64_t gt_bf16_block_rows(const gt_bf16_mat *w);
 /* True when gt_bf16_linear on w multiplies in bf16 now (see compute_bf16). */

@@ -105,7 +105,7 @@ static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0,
             gt_bf16_gemm(kern, th, nv, cp, D, t->data + v0 * D, D, s->hb16, s->zbuf, nv, nv, c, true, false);
 #endif
         if (t && !bf) {
-            gt_bf16_expand(t->data + v0 * D, t->stage, nv * D);
+            gt_frozen_rows(t, v0, nv, t->stage);
             blk = t->stage;
         }
         if (!bf)
@@ -151,10 +151,9 @@ static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0,
         gt_real w = s->w[r0 + i], inv = (gt_real)(1.0 / total), ty = zy[i] * inv_cap;
         gt_real cy = 1 - ty * ty;
         gt_real *a = acc + i * D;
-        if (t) {
-            const uint16_t *ey = t->data + y * D;
-            for (int64_t k = 0; k < D; k++)
-                a[k] = w * (a[k] * inv - cy * (gt_real)gt_bf16_to_f32(ey[k]));
+        if (t) { /* the staging buffer is free once the vocabulary is done */
+            gt_frozen_rows(t, y, 1, t->stage);
+            for (int64_t k = 0; k < D; k++) a[k] = w * (a[k] * inv - cy * t->stage[k]);
         } else {
             const gt_real *ey = s->tf + y * D;
             for (int64_t k = 0; k < D; k++) a[k] = w * (a[k] * inv - cy * ey[k]);
@@ -315,8 +314,7 @@ static int chunk_direct(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidden, i
             const int64_t nv = hi - v0 < DIRECT_BLOCK ? hi - v0 : DIRECT_BLOCK;
             const float *blk = E + v0 * D;
             if (t16) {
-                const uint16_t *src = t16->data + v0 * D;
-                for (int64_t q = 0; q < nv * D; q++) eb[q] = gt_bf16_to_f32(src[q]);
+                gt_frozen_rows(t16, v0, nv, eb);
                 blk = eb;
             }
             direct_logits(blk, nv, D, ht, cp, zt);
@@ -381,8 +379,9 @@ static int chunk_direct(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidden, i
             float f = (float)(exp((double)m[i] - (double)M) / S);
             for (int64_t k = 0; k < D; k++) dh[k] += f * acc[i * D + k];
         }
-        for (int64_t k = 0; k < D; k++)
-            dh[k] = w * (dh[k] - (t16 ? gt_bf16_to_f32(t16->data[y * D + k]) : E[y * D + k]));
+        const float *ey = E ? E + y * D : t16->stage; /* staging: unused by this path */
+        if (!E) gt_frozen_rows(t16, y, 1, t16->stage);
+        for (int64_t k = 0; k < D; k++) dh[k] = w * (dh[k] - ey[k]);
     }
     gt_release(ctx, tsum, ts_bytes);
     gt_release(ctx, tb, tb_bytes);
@@ -534,7 +533,7 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
     }
     /* bf16 arithmetic for a bf16 table marked compute_bf16 (see gt_bf16_mat) in the one pass */
 #ifndef GT_REAL_DOUBLE
-    bool lm_bf16 = s->vblock && t16 && t16->compute_bf16 && D % 32 == 0 && s->vblock % 32 == 0 &&
+    bool lm_bf16 = s->vblock && t16 && t16->fmt == GT_WFMT_BF16 && t16->compute_bf16 && D % 32 == 0 && s->vblock % 32 == 0 &&
                    s->vblock * D <= t16->stage_n && gt_bf16_kernel_active() != GT_BF16K_OFF;
 #else
     const bool lm_bf16 = false;
@@ -581,7 +580,7 @@ gt_tensor *gt_lm_head_loss_bf16(gt_ctx *ctx, gt_tensor *hidden, const gt_bf16_ma
                                 double softcap, const int32_t *labels, const gt_real *weights,
                                 int64_t chunk_rows, double *weight_sum, gt_real *row_ce) {
     if (!gt_ok(ctx)) return NULL;
-    if (!hidden || !table || !table->data || !labels)
+    if (!hidden || !gt_frozen_present(table) || !labels)
         return gt_fail(ctx, GT_ERR_ARG, "lm_head_loss: NULL input");
     if (gt_cols(hidden) != table->cols)
         return gt_fail(ctx, GT_ERR_SHAPE, "lm_head_loss: hidden %s does not fit the bf16 table "

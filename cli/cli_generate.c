@@ -45,6 +45,9 @@ static void usage(FILE *f) {
             "                        (KerasHub's score(scoring_mode=\"loss\"))\n"
             "  --logits              with --score: the logits at every position instead\n"
             "                        (KerasHub's score(scoring_mode=\"logits\")), {\"tokens\", \"logits\"}\n"
+            "  --target-ids LIST     with --score: comma-separated token ids, one per position of the\n"
+            "                        encoded PROMPT (<bos> included): the loss at position t is against\n"
+            "                        LIST[t] (KerasHub's score(target_ids=...)); default: the next token\n"
             "  --image PATH          a JPEG or PNG for the next <start_of_image> of PROMPT (repeat per\n"
             "                        image, at most 8); MODEL must be a Gemma 3 with its vision encoder\n"
             "                        (KerasHub preset or Hugging Face directory)\n");
@@ -103,31 +106,57 @@ static int score_logits(const gt_gemma *m, const int32_t *ids, int64_t n) {
     return 0;
 }
 
-static int score(const gt_gemma *m, const gt_tokenizer *tok, const int32_t *ids, int64_t n) {
-    if (n < 2) return fprintf(stderr, "generate --score: need at least 2 tokens\n"), 1;
+/* --target-ids: n ids in [0, V), comma-separated; 0, or 1 with the message printed. */
+static int parse_targets(const char *list, int64_t n, int64_t vocab, int32_t *out) {
+    int64_t got = 1;
+    for (const char *c = list; *c; c++) got += *c == ',';
+    if (got != n)
+        return fprintf(stderr, "generate: --target-ids: %lld ids for the %lld tokens of the encoded PROMPT (one "
+                       "per position, <bos> included)\n", (long long)got, (long long)n), 1;
+    const char *p = list;
+    char *end;
+    for (int64_t i = 0; i < n; i++, p = end + 1) {
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v < 0 || v >= vocab || (*end != ',' && *end != '\0'))
+            return fprintf(stderr, "generate: --target-ids: item %lld is not a token id in [0, %lld)\n",
+                           (long long)i + 1, (long long)vocab), 1;
+        out[i] = (int32_t)v;
+    }
+    return 0;
+}
+
+/* Per-token losses as KerasHub's score(scoring_mode="loss"): against targets when given (one per
+ * position), else against the next token (target_ids = roll(ids, -1) without the last position). */
+static int score(const gt_gemma *m, const char *targets, const int32_t *ids, int64_t n) {
+    if (n < (targets ? 1 : 2)) return fprintf(stderr, "generate --score: need at least 2 tokens\n"), 1;
+    int64_t rows = targets ? n : n - 1;
+    int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
+    gt_real *ce = malloc(sizeof(gt_real) * (size_t)n);
+    if (!lab || !ce) return free(lab), free(ce), fprintf(stderr, "generate --score: out of memory\n"), 1;
+    if (targets ? parse_targets(targets, n, m->cfg.vocab_size, lab) : (memcpy(lab, ids + 1, sizeof(int32_t) * (size_t)rows), 0))
+        return free(lab), free(ce), 1;
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     ctx.grad_enabled = false;
-    gt_gemma_batch b = {.batch = 1, .seq = n - 1, .token_ids = ids};
-    gt_real *ce = malloc(sizeof(gt_real) * (size_t)n);
+    gt_gemma_batch b = {.batch = 1, .seq = rows, .token_ids = ids};
     double ws;
     gt_tensor *h = gt_gemma_hidden(&ctx, m, &b);
-    gt_tensor *l = gt_gemma_lm_loss(&ctx, m, h, ids + 1, NULL, 64, &ws, ce);
+    gt_tensor *l = gt_gemma_lm_loss(&ctx, m, h, lab, NULL, 64, &ws, ce);
+    int rc = 0;
     if (!l) {
         fprintf(stderr, "generate --score: %s\n", ctx.err);
-        free(ce);
-        gt_ctx_free(&ctx);
-        return 1;
+        rc = 1;
+    } else {
+        printf("{\"tokens\":[");
+        for (int64_t i = 0; i < rows; i++) printf(i ? ",%d" : "%d", lab[i]);
+        printf("],\"loss\":[");
+        for (int64_t i = 0; i < rows; i++) printf(i ? ",%.6f" : "%.6f", ce[i]);
+        printf("],\"mean_loss\":%.6f}\n", l->data[0] / ws);
     }
-    printf("{\"tokens\":[");
-    for (int64_t i = 1; i < n; i++) printf(i > 1 ? ",%d" : "%d", ids[i]);
-    printf("],\"loss\":[");
-    for (int64_t i = 0; i < n - 1; i++) printf(i ? ",%.6f" : "%.6f", ce[i]);
-    printf("],\"mean_loss\":%.6f}\n", l->data[0] / ws);
-    (void)tok;
+    free(lab);
     free(ce);
     gt_ctx_free(&ctx);
-    return 0;
+    return rc;
 }
 
 /* Merged rather than attached (m->lora): the loaded base is fp32, so W + scale A B costs one fp32
@@ -145,7 +174,7 @@ static int apply_lora(gt_gemma *m, const char *path, double alpha, char *err, si
 }
 
 typedef struct gen_args {
-    const char *model_path, *lora_path, *prompt, *sampler, *stops;
+    const char *model_path, *lora_path, *prompt, *sampler, *stops, *targets;
     const char *images[8];
     int n_images;
     int64_t image_tokens; /* per image, from the encoder; 0: text only */
@@ -157,7 +186,7 @@ typedef struct gen_args {
 /* 0: run with *a; else the exit status (2 for a usage error, its message printed) plus one. */
 static int parse_args(int argc, char **argv, gen_args *a) {
     enum { O_MODEL = 256, O_LORA, O_ALPHA, O_MAX_NEW, O_MAX_LEN, O_SAMPLER, O_STOP, O_STRIP, O_CHAT, O_NO_BOS, O_SCORE,
-           O_LOGITS, O_IMAGE };
+           O_LOGITS, O_IMAGE, O_TARGETS };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"lora", required_argument, NULL, O_LORA},
@@ -172,6 +201,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         {"score", no_argument, NULL, O_SCORE},
         {"logits", no_argument, NULL, O_LOGITS},
         {"image", required_argument, NULL, O_IMAGE},
+        {"target-ids", required_argument, NULL, O_TARGETS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -197,6 +227,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         case O_NO_BOS: a->bos = false; break;
         case O_SCORE: a->do_score = true; break;
         case O_LOGITS: a->logits = true; break;
+        case O_TARGETS: a->targets = optarg; break;
         case O_IMAGE:
             if (a->n_images == 8) return fprintf(stderr, "generate: --image: at most 8 images\n"), 3;
             a->images[a->n_images++] = optarg;
@@ -222,6 +253,8 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     if (a->max_new < 1) return fprintf(stderr, "generate: --max-new-tokens must be >= 1\n"), 3;
     if (a->lora_alpha > 0 && !a->lora_path) return fprintf(stderr, "generate: --lora-alpha needs --lora\n"), 3;
     if (a->logits && !a->do_score) return fprintf(stderr, "generate: --logits needs --score\n"), 3;
+    if (a->targets && (!a->do_score || a->logits))
+        return fprintf(stderr, "generate: --target-ids needs --score (and gives losses, not --logits)\n"), 3;
     if (a->n_images && a->do_score) return fprintf(stderr, "generate: --score does not take --image yet\n"), 3;
     int marks = gt_pp_count_image_markers(a->prompt);
     if (a->n_images && marks != a->n_images)
@@ -394,7 +427,7 @@ int cli_generate(int argc, char **argv) {
         fprintf(stderr, "generate: %s\n", err);
     else if (!encode_prompt(tok, &a, m->cfg.generation == 4, &ids) && !(v && encode_images(v, tok, &a, &ids, &img)))
         rc = a.do_score && a.logits ? score_logits(m, ids.ids, (int64_t)ids.n)
-             : a.do_score           ? score(m, tok, ids.ids, (int64_t)ids.n)
+             : a.do_score           ? score(m, a.targets, ids.ids, (int64_t)ids.n)
                                     : generate(m, tok, &a, &smp, &ids, &img);
     free(img.soft);
     free(img.pos);

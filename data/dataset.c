@@ -8,6 +8,7 @@
 
 #include "autograd/rng.h"
 #include "data/preprocess.h"
+#include "data/media.h"
 #include "util/err.h"
 
 void gt_example_free(gt_example *e) {
@@ -22,6 +23,7 @@ void gt_example_free(gt_example *e) {
     free(e->contents);
     for (int i = 0; i < e->n_images; i++) free(e->images[i]);
     free(e->images);
+    gt_media_free(e->audio, e->n_audio);
     memset(e, 0, sizeof *e);
 }
 
@@ -162,6 +164,8 @@ static int parse_line(const char *line, size_t len, gt_ds_format fmt, const char
         goto done;
     }
     if (parse_images(o, kind, dir, ex, err, errn)) goto done;
+    if (gt_media_parse(o, "audio", ex ? &ex->audio : NULL, ex ? &ex->n_audio : NULL, err, errn))
+        goto done;
     if (ex) ex->kind = kind;
     rc = 0;
 done:
@@ -249,6 +253,9 @@ int gt_dataset_read(gt_dataset *ds, int64_t i, gt_example *ex, char *err, size_t
         /* the file changed under us since it was indexed */
         snprintf(err, errn, "%s:%lld: %s", ds->path, (long long)ds->lines[i],
                  len < 0 ? "unexpected end of file (changed since opening?)" : msg);
+        gt_example_free(ex);
+        rc = -1;
+    } else if (gt_media_resolve(ds->path, ex->audio, ex->n_audio, err, errn)) {
         gt_example_free(ex);
         rc = -1;
     } else {

@@ -4,6 +4,7 @@
  * Prompt and chat records may carry "images": ["path", ...] (Gemma 3 with images), paths relative
  * to the JSONL file's folder unless absolute, one per "<start_of_image>" marker of the prompt or
  * the user turns; opening checks that each file can be opened (decoding happens when used).
+ * Any record may carry "audio": ["clip.wav", ...] (paths relative to the JSONL file).
  * Opening reads the file once to validate every line and build an index of line offsets (8 bytes
  * per record; the text itself is read back by seeking, so memory does not grow with file size).
  * A malformed line, a missing field or a wrong type is an error "file:line: reason", or, with
@@ -32,6 +33,8 @@ typedef struct gt_example {
     char **images;            /* n_images paths, resolved against the JSONL file's folder */
     int n_images;
     int64_t line;             /* 1-based line in the file */
+    char **audio;             /* "audio": WAV paths (data/media.h), relative to the file's dir */
+    int n_audio;
 } gt_example;
 
 void gt_example_free(gt_example *e);

@@ -48,6 +48,16 @@ int gt_tok_from_gguf(const gt_gguf *g, gt_tokenizer **tok, char *err, size_t err
     int32_t *types = NULL;
     uint64_t n = 0, ns = 0, nt = 0;
     int rc = -1;
+    /* Gemma 1-3 GGUFs carry SentencePiece ("llama"); llama.cpp writes Gemma 4's BPE vocabulary as
+     * "gemma4", whose merges this reader does not apply: refuse rather than tokenize wrongly */
+    const char *model = NULL;
+    uint64_t model_len = 0;
+    char e0[256];
+    if (gt_gguf_get_str(g, "tokenizer.ggml.model", &model, &model_len, e0, sizeof e0) == 0 &&
+        !(model_len == 5 && !memcmp(model, "llama", 5)))
+        return snprintf(err, errn, "tokenizer.ggml.model is \"%.*s\": only SentencePiece (\"llama\") vocabularies "
+                        "are read from GGUF; give the tokenizer key (a tokenizer.json or .spm)",
+                        (int)(model_len > 64 ? 64 : model_len), model), -1;
     if (gt_gguf_get_strings(g, "tokenizer.ggml.tokens", &pieces, &n, err, errn)) goto done;
     if (gt_gguf_get_f32s(g, "tokenizer.ggml.scores", &scores, &ns, err, errn)) goto done;
     if (gt_gguf_get_i32s(g, "tokenizer.ggml.token_type", &types, &nt, err, errn)) goto done;

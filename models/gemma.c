@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/quant.h"
 #include "autograd/rng.h"
 #include "models/gemma_params.h"
 
@@ -16,8 +17,9 @@
 typedef struct {
     gt_gemma *m;
     bool trainable;
+    bool no_mats; /* matrices get no fp32 values (stored another way: gt_gemma_create_frozen) */
     int n;
-    int64_t total;
+    int64_t total, fp32; /* all values; those in m->data */
 } create_ctx;
 
 static int count_param(const gt_gemma_param_row *r, int64_t layer, void *p) {
@@ -25,6 +27,7 @@ static int count_param(const gt_gemma_param_row *r, int64_t layer, void *p) {
     int64_t shape[2];
     int nd = gt_gemma_param_shape(r, &x->m->cfg, layer, shape);
     x->total += gt_shape_size(nd, shape);
+    if (!(x->no_mats && nd == 2)) x->fp32 += gt_shape_size(nd, shape);
     x->n++;
     return 0;
 }
@@ -36,8 +39,8 @@ static int place_param(const gt_gemma_param_row *r, int64_t layer, void *p) {
     int nd = gt_gemma_param_shape(r, &m->cfg, layer, shape);
     gt_tensor *t = &m->tensors[x->n];
     gt_gemma_param *e = &m->params[x->n++];
-    bool train = x->trainable && !r->frozen;
-    gt_tensor_wrap(t, m->data + x->total, train ? m->grad + x->total : NULL, nd, shape, train);
+    bool train = x->trainable && !r->frozen, none = x->no_mats && nd == 2;
+    gt_tensor_wrap(t, none ? NULL : m->data + x->fp32, train ? m->grad + x->fp32 : NULL, nd, shape, train);
     gt_gemma_param_name(r, layer, e->name, sizeof e->name);
     gt_tensor_set_name(t, e->name);
     e->t = t;
@@ -46,40 +49,48 @@ static int place_param(const gt_gemma_param_row *r, int64_t layer, void *p) {
     char *base = r->per_layer ? (char *)&m->layers[layer] : (char *)m;
     *(gt_tensor **)(base + r->slot) = t;
     x->total += t->size;
+    if (!none) x->fp32 += t->size;
     return 0;
 }
 
-int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, char *err,
-                    size_t errn) {
+/* The table and the fp32 values (all, or only the vectors when no_mats). */
+static int create(const gt_gemma_config *cfg, bool trainable, bool no_mats, gt_gemma **out, char *err,
+                  size_t errn) {
     *out = NULL;
     if (gt_gemma_config_validate(cfg, err, errn) != 0) return -1;
     gt_gemma *m = calloc(1, sizeof *m);
     if (!m) return snprintf(err, errn, "out of memory"), -1;
     m->cfg = *cfg;
-    create_ctx x = {m, trainable, 0, 0};
+    create_ctx x = {m, trainable, no_mats, 0, 0, 0};
     gt_gemma_param_walk(cfg, count_param, &x);
-    int64_t total = x.total;
+    int64_t total = x.total, n32 = x.fp32 ? x.fp32 : 1;
     m->n_values = total;
     m->n_params = x.n;
     m->layers = calloc((size_t)cfg->num_layers, sizeof *m->layers);
     m->params = calloc((size_t)x.n, sizeof *m->params);
     m->tensors = calloc((size_t)x.n, sizeof *m->tensors);
-    m->data = calloc((size_t)total, sizeof(gt_real));
-    if (trainable) m->grad = calloc((size_t)total, sizeof(gt_real));
+    m->data = calloc((size_t)n32, sizeof(gt_real));
+    if (trainable) m->grad = calloc((size_t)n32, sizeof(gt_real));
     if (!m->layers || !m->params || !m->tensors || !m->data || (trainable && !m->grad)) {
         gt_gemma_free(m);
         return snprintf(err, errn, "out of memory allocating %lld parameters (%.1f MB)",
-                        (long long)total, (double)total * sizeof(gt_real) / 1e6), -1;
+                        (long long)total, (double)n32 * sizeof(gt_real) / 1e6), -1;
     }
-    x.n = 0, x.total = 0;
+    x.n = 0, x.total = 0, x.fp32 = 0;
     gt_gemma_param_walk(cfg, place_param, &x);
     *out = m;
     return 0;
 }
 
+int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, char *err,
+                    size_t errn) {
+    return create(cfg, trainable, false, out, err, errn);
+}
+
 void gt_gemma_free(gt_gemma *m) {
     if (!m) return;
     free(m->data16);
+    free(m->dataq);
     free(m->mats);
     free(m->stage);
     free(m->tensors);
@@ -102,20 +113,33 @@ static double normal01(uint64_t *s) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
+/* n values of the stream from state s on (each value takes two draws; splitmix64's state after
+ * k draws is s + k * gamma, so the values are computed in parallel, equal to drawing in order). */
+static void fill_normal(uint64_t s, double std, gt_real *out, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t st = s + (uint64_t)(2 * i) * 0x9E3779B97F4A7C15ull;
+        out[i] = (gt_real)(std * normal01(&st));
+    }
+}
+
 void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
     uint64_t s = seed;
-    if (!m->data16) {
-        for (int64_t i = 0; i < m->n_values; i++) m->data[i] = (gt_real)(std * normal01(&s));
-    } else { /* the same stream in table order, the matrices rounded to bf16 */
-        for (int p = 0; p < m->n_params; p++) {
-            gt_tensor *t = m->params[p].t;
-            const gt_bf16_mat *w = &m->mats[p];
-            uint16_t *h = (uint16_t *)w->data;
-            for (int64_t i = 0; i < t->size; i++) {
-                gt_real v = (gt_real)(std * normal01(&s));
-                if (h) h[i] = gt_f32_to_bf16((float)v);
-                else t->data[i] = v;
-            }
+    /* the same stream in table order whatever the storage: stored matrices a staging buffer of
+     * rows at a time, rounded or quantised as they go */
+    for (int p = 0; p < m->n_params; p++) {
+        gt_tensor *t = m->params[p].t;
+        if (t->data) {
+            fill_normal(s, std, t->data, t->size);
+            s += (uint64_t)(2 * t->size) * 0x9E3779B97F4A7C15ull;
+            continue;
+        }
+        int64_t cols = t->shape[1], rb = m->mats[p].stage_n / cols;
+        for (int64_t r0 = 0; r0 < t->shape[0]; r0 += rb) {
+            int64_t nr = t->shape[0] - r0 < rb ? t->shape[0] - r0 : rb;
+            fill_normal(s, std, m->stage, nr * cols);
+            s += (uint64_t)(2 * nr * cols) * 0x9E3779B97F4A7C15ull;
+            gt_gemma_store_rows(m, t, r0, nr, m->stage);
         }
     }
     if (m->cfg.generation != 4) return;
@@ -129,7 +153,8 @@ void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
     }
 }
 
-const char *const gt_frozen_dtype_names[] = {[GT_FROZEN_FP32] = "fp32", [GT_FROZEN_BF16] = "bf16", NULL};
+const char *const gt_frozen_dtype_names[] = {[GT_FROZEN_FP32] = "fp32", [GT_FROZEN_BF16] = "bf16",
+                                             [GT_FROZEN_Q8_0] = "q8_0", NULL};
 
 int gt_frozen_dtype_from_name(const char *name) {
     for (int i = 0; gt_frozen_dtype_names[i]; i++)
@@ -146,11 +171,26 @@ static void release_pages(void *p, size_t bytes) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED); /* best effort: the peak, not the result */
 }
 
-/* bf16 storage back to one fp32 allocation in table order (exact: bf16 widens without rounding). */
+/* Zeroes p[0, n) without touching its whole pages (dropped: they read back as zeros), so a large
+ * store is committed only as it is written, as calloc would; memset where that fails. */
+static void zero_lazily(void *p, size_t n) {
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t s = (uintptr_t)p, a = s + n, b = s + n;
+    if (pg > 0) a = (s + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1), b = (s + n) & ~((uintptr_t)pg - 1);
+    if (b <= a || madvise((void *)a, b - a, MADV_DONTNEED)) {
+        memset(p, 0, n);
+        return;
+    }
+    memset(p, 0, a - s);
+    memset((void *)b, 0, s + n - b);
+}
+
+/* bf16 / q8_0 storage back to one fp32 allocation in table order (exact: the stored values
+ * widen without rounding). */
 static int widen_to_fp32(gt_gemma *m, char *err, size_t errn) {
     gt_real *all = malloc((size_t)m->n_values * sizeof(gt_real));
-    if (!all) return snprintf(err, errn, "model: out of memory widening %.1f MB of bf16 weights to fp32",
-                              (double)m->n_values * 4 / 1e6), -1;
+    if (!all) return snprintf(err, errn, "model: out of memory widening %.1f MB of %s weights to fp32",
+                              (double)m->n_values * 4 / 1e6, gt_frozen_dtype_names[m->frozen_dtype]), -1;
     int64_t off = 0;
     for (int p = 0; p < m->n_params; p++) {
         gt_tensor *t = m->params[p].t;
@@ -160,85 +200,159 @@ static int widen_to_fp32(gt_gemma *m, char *err, size_t errn) {
     }
     free(m->data);
     free(m->data16);
+    free(m->dataq);
     free(m->mats);
     free(m->stage);
     m->data = all;
-    m->data16 = NULL, m->mats = NULL, m->stage = NULL;
+    m->data16 = NULL, m->dataq = NULL, m->mats = NULL, m->stage = NULL;
     m->frozen_dtype = GT_FROZEN_FP32;
     m->compute_bf16 = false;
     return 0;
 }
 
 int gt_gemma_set_compute_bf16(gt_gemma *m, bool on, char *err, size_t errn) {
-    if (on && (m->frozen_dtype != GT_FROZEN_BF16 || !m->mats))
+    if (on && (m->frozen_dtype == GT_FROZEN_FP32 || !m->mats))
         return snprintf(err, errn, "model.compute_dtype: bfloat16 arithmetic needs the frozen weights stored as "
-                        "bf16 (model.frozen_dtype: bf16, LoRA)"), -1;
+                        "bf16 or q8_0 (model.frozen_dtype: bf16 or q8_0, LoRA)"), -1;
     m->compute_bf16 = on;
     if (m->mats)
         for (int p = 0; p < m->n_params; p++) m->mats[p].compute_bf16 = on;
     return 0;
 }
 
-int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn) {
-    if (dt == GT_FROZEN_FP32) return m->data16 ? widen_to_fp32(m, err, errn) : 0;
-    if (dt != GT_FROZEN_BF16)
+/* Whether m may take storage dt (not fp32): frozen, not Gemma 4, Q8_0 rows in whole blocks. */
+static int check_frozen(const gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn) {
+    if (dt != GT_FROZEN_BF16 && dt != GT_FROZEN_Q8_0)
         return snprintf(err, errn, "model.frozen_dtype: unknown storage %d", (int)dt), -1;
+    const char *name = gt_frozen_dtype_names[dt];
     if (m->grad)
-        return snprintf(err, errn, "model.frozen_dtype: bf16 storage is for frozen weights (LoRA), "
-                        "not full fine-tuning"), -1;
-    if (m->data16) return snprintf(err, errn, "model.frozen_dtype: the model is bf16 already"), -1;
+        return snprintf(err, errn, "model.frozen_dtype: %s storage is for frozen weights (LoRA), "
+                        "not full fine-tuning", name), -1;
+    if (m->frozen_dtype != GT_FROZEN_FP32)
+        return snprintf(err, errn, "model.frozen_dtype: the model is %s already",
+                        gt_frozen_dtype_names[m->frozen_dtype]), -1;
     if (m->cfg.generation == 4)
-        return snprintf(err, errn, "model.frozen_dtype: bf16 storage is not supported for Gemma 4 yet"), -1;
-    int64_t n16 = 0, nvec = 0, stage = 1024 * m->cfg.hidden_dim;
+        return snprintf(err, errn, "model.frozen_dtype: %s storage is not supported for Gemma 4 yet", name), -1;
+    for (int p = 0; p < m->n_params && dt == GT_FROZEN_Q8_0; p++) {
+        const gt_tensor *t = m->params[p].t;
+        if (t->ndim == 2 && t->shape[1] % GT_Q8_BLOCK)
+            return snprintf(err, errn, "model.frozen_dtype: q8_0 needs matrix widths that are multiples of %d: "
+                            "%s is [%lld, %lld]", GT_Q8_BLOCK, m->params[p].name, (long long)t->shape[0],
+                            (long long)t->shape[1]), -1;
+    }
+    return 0;
+}
+
+/* Zeroed storage of dt for every matrix, the shared staging buffer and the ops' views (mats).
+ * The tensors keep their data pointers: the caller moves or drops the fp32 values. */
+static int alloc_frozen(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn) {
+    int64_t bytes = 0, stage = 1024 * m->cfg.hidden_dim;
     for (int p = 0; p < m->n_params; p++) {
         gt_tensor *t = m->params[p].t;
-        if (t->ndim == 2) n16 += t->size;
-        else nvec += t->size;
+        if (t->ndim == 2) bytes += dt == GT_FROZEN_Q8_0 ? gt_q8_bytes(t->size) : 2 * t->size;
         if (t->ndim == 2 && t != m->embedding && t->size > stage) stage = t->size;
     }
-    /* 64-byte aligned: the bf16 kernels' tile rows are cache lines (misaligned: 2x slower) */
-    size_t b16 = ((size_t)(n16 ? n16 : 1) * sizeof(uint16_t) + 63) & ~(size_t)63;
-    m->data16 = aligned_alloc(64, b16);
-    m->mats = calloc((size_t)(m->n_params > 0 ? m->n_params : 1), sizeof *m->mats);
+    /* 64-byte aligned: the bf16 kernels' tile rows are cache lines (split over two: half speed) */
+    size_t sbytes = ((size_t)bytes + 64) & ~(size_t)63;
+    void *store = aligned_alloc(64, sbytes);
+    if (store) zero_lazily(store, sbytes);
+    m->mats = calloc((size_t)m->n_params, sizeof *m->mats);
     m->stage = aligned_alloc(64, ((size_t)stage * sizeof(gt_real) + 63) & ~(size_t)63);
-    gt_real *vec = malloc((size_t)(nvec ? nvec : 1) * sizeof(gt_real));
-    if (!m->data16 || !m->mats || !m->stage || !vec) {
-        free(m->data16);
+    if (!store || !m->mats || !m->stage) {
+        free(store);
         free(m->mats);
         free(m->stage);
-        free(vec);
-        m->data16 = NULL, m->mats = NULL, m->stage = NULL;
-        return snprintf(err, errn, "model.frozen_dtype: out of memory for %.1f MB of bf16 weights",
-                        (double)n16 * 2 / 1e6), -1;
+        m->mats = NULL, m->stage = NULL;
+        return snprintf(err, errn, "model.frozen_dtype: out of memory for %.1f MB of %s weights",
+                        (double)bytes / 1e6, gt_frozen_dtype_names[dt]), -1;
     }
-    int64_t o16 = 0, ov = 0;
-    const int64_t piece = (int64_t)1 << 20;
+    int64_t off = 0;
     for (int p = 0; p < m->n_params; p++) {
         gt_tensor *t = m->params[p].t;
+        if (t->ndim != 2) continue;
+        gt_bf16_mat *w = &m->mats[p];
+        *w = (gt_bf16_mat){NULL, t->shape[0], t->shape[1], m->stage, stage, m->compute_bf16, GT_WFMT_BF16, NULL};
+        if (dt == GT_FROZEN_Q8_0) {
+            w->fmt = GT_WFMT_Q8_0;
+            w->q8 = (uint8_t *)store + off;
+            off += gt_q8_bytes(t->size);
+        } else {
+            w->data = (uint16_t *)store + off / 2;
+            off += 2 * t->size;
+        }
+    }
+    if (dt == GT_FROZEN_Q8_0) m->dataq = store;
+    else m->data16 = store;
+    m->frozen_dtype = dt;
+    return 0;
+}
+
+int gt_gemma_create_frozen(const gt_gemma_config *cfg, gt_frozen_dtype dt, gt_gemma **out, char *err,
+                           size_t errn) {
+    if (dt == GT_FROZEN_FP32) return gt_gemma_create(cfg, false, out, err, errn);
+    gt_gemma *m;
+    if (create(cfg, false, true, &m, err, errn)) return -1;
+    if (check_frozen(m, dt, err, errn) || alloc_frozen(m, dt, err, errn)) {
+        gt_gemma_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+void gt_gemma_store_rows(gt_gemma *m, gt_tensor *t, int64_t r0, int64_t nr, const gt_real *vals) {
+    int64_t cols = t->ndim == 2 ? t->shape[1] : t->size, off = r0 * cols, n = nr * cols;
+    if (t->data) {
+        memcpy(t->data + off, vals, (size_t)n * sizeof(gt_real));
+        return;
+    }
+    const gt_bf16_mat *w = &m->mats[t - m->tensors];
+    if (w->fmt == GT_WFMT_Q8_0) gt_q8_quantize(vals, (uint8_t *)w->q8 + gt_q8_bytes(off), n);
+    else gt_to_bf16_n(vals, (uint16_t *)w->data + off, n);
+}
+
+int gt_gemma_store_q8(gt_gemma *m, gt_tensor *t, const uint8_t *blocks) {
+    if (t->data || !m->mats || m->mats[t - m->tensors].fmt != GT_WFMT_Q8_0) return -1;
+    memcpy((uint8_t *)m->mats[t - m->tensors].q8, blocks, (size_t)gt_q8_bytes(t->size));
+    return 0;
+}
+
+int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn) {
+    if (dt == GT_FROZEN_FP32) return m->frozen_dtype != GT_FROZEN_FP32 ? widen_to_fp32(m, err, errn) : 0;
+    if (check_frozen(m, dt, err, errn)) return -1;
+    int64_t nvec = 0;
+    for (int p = 0; p < m->n_params; p++)
+        if (m->params[p].t->ndim != 2) nvec += m->params[p].t->size;
+    gt_real *vec = malloc((size_t)(nvec ? nvec : 1) * sizeof(gt_real));
+    if (!vec) return snprintf(err, errn, "model.frozen_dtype: out of memory"), -1;
+    if (alloc_frozen(m, dt, err, errn)) return free(vec), -1;
+    int64_t ov = 0;
+    const int64_t piece = (int64_t)1 << 20; /* a multiple of the Q8_0 block */
+    for (int p = 0; p < m->n_params; p++) {
+        gt_tensor *t = m->params[p].t;
+        gt_real *src = t->data;
         if (t->ndim != 2) {
-            memcpy(vec + ov, t->data, (size_t)t->size * sizeof(gt_real));
+            memcpy(vec + ov, src, (size_t)t->size * sizeof(gt_real));
             t->data = vec + ov;
             ov += t->size;
             continue;
         }
-        for (int64_t i = 0; i < t->size; i += piece) {
-            int64_t k = t->size - i < piece ? t->size - i : piece;
-            gt_to_bf16_n(t->data + i, m->data16 + o16 + i, k);
-            release_pages(t->data + i, (size_t)k * sizeof(gt_real));
+        t->data = NULL; /* gt_gemma_store_rows writes the stored form now */
+        int64_t cols = t->shape[1], rows = piece / cols > 0 ? piece / cols : 1;
+        for (int64_t r0 = 0; r0 < t->shape[0]; r0 += rows) {
+            int64_t nr = t->shape[0] - r0 < rows ? t->shape[0] - r0 : rows;
+            gt_gemma_store_rows(m, t, r0, nr, src + r0 * cols);
+            release_pages(src + r0 * cols, (size_t)(nr * cols) * sizeof(gt_real));
         }
-        m->mats[p] = (gt_bf16_mat){m->data16 + o16, t->shape[0], t->shape[1], m->stage, stage, m->compute_bf16};
-        t->data = NULL;
-        o16 += t->size;
     }
     free(m->data);
     m->data = vec;
-    m->frozen_dtype = GT_FROZEN_BF16;
     return 0;
 }
 
 void gt_gemma_param_values(const gt_gemma *m, const gt_tensor *t, gt_real *out) {
     if (t->data) memcpy(out, t->data, (size_t)t->size * sizeof(gt_real));
-    else gt_bf16_expand(m->mats[t - m->tensors].data, out, t->size);
+    else gt_frozen_rows(&m->mats[t - m->tensors], 0, t->shape[0], out);
 }
 
 /* The kernel an adapter target adapts (NULL where a Gemma 4 layer has none). */
@@ -257,7 +371,8 @@ static gt_tensor *lora_kernel(const gt_gemma_layer *ly, gt_lora_target t) {
 
 int gt_gemma_merge_lora(gt_gemma *m, const gt_lora *l, char *err, size_t errn) {
     if (m->frozen_dtype != GT_FROZEN_FP32)
-        return snprintf(err, errn, "cannot merge LoRA into bf16-stored weights (the sum would be rounded)"), -1;
+        return snprintf(err, errn, "cannot merge LoRA into %s-stored weights (the sum would be rounded)",
+                        gt_frozen_dtype_names[m->frozen_dtype]), -1;
     if (m->lora == l) return snprintf(err, errn, "the adapters are attached to the model (m->lora): merging "
                                       "would apply them twice"), -1;
     if (l->num_layers != m->cfg.num_layers)
@@ -277,11 +392,11 @@ int gt_gemma_merge_lora(gt_gemma *m, const gt_lora *l, char *err, size_t errn) {
     return 0;
 }
 
-/* The bf16 form of a parameter, or NULL when it is stored in fp32. */
+/* The stored (bf16 / q8_0) form of a parameter, or NULL when it is fp32. */
 static const gt_bf16_mat *bf16_of(const gt_gemma *m, const gt_tensor *w) {
     if (!m->mats || w < m->tensors || w >= m->tensors + m->n_params) return NULL;
     const gt_bf16_mat *b = &m->mats[w - m->tensors];
-    return b->data ? b : NULL;
+    return gt_frozen_present(b) ? b : NULL;
 }
 
 void gt_gemma_zero_grad(gt_gemma *m) {

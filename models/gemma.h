@@ -21,7 +21,12 @@
  * memory; the ops expand them a block at a time and all arithmetic stays fp32 (the result equals
  * an fp32 model holding the rounded values). Then a matrix's tensor has data == NULL (read its
  * values with gt_gemma_param_values), m->data holds only the vectors (norm scales, still fp32),
- * and one model must not run two forwards at the same time (the ops share one staging buffer). */
+ * and one model must not run two forwards at the same time (the ops share one staging buffer).
+ * GT_FROZEN_Q8_0 is the same with GGUF Q8_0 blocks (autograd/quant.h: 8.5 bits a value, every
+ * matrix width a multiple of 32) at m->dataq instead of bf16 at m->data16: QLoRA-style training
+ * on the dequantised values, fp32 arithmetic. gt_gemma_create_frozen builds a model straight in
+ * a storage type (no fp32 matrices ever), which loaders then fill a tensor, or a few rows, at a
+ * time (gt_gemma_store_rows, gt_gemma_store_q8). */
 #ifndef GT_GEMMA_H
 #define GT_GEMMA_H
 
@@ -53,7 +58,7 @@ typedef struct gt_gemma_param {
     int64_t layer;                        /* decoder block, or -1 for a global tensor */
 } gt_gemma_param;
 
-typedef enum { GT_FROZEN_FP32 = 0, GT_FROZEN_BF16 = 1 } gt_frozen_dtype;
+typedef enum { GT_FROZEN_FP32 = 0, GT_FROZEN_BF16 = 1, GT_FROZEN_Q8_0 = 2 } gt_frozen_dtype;
 
 typedef struct gt_gemma {
     gt_gemma_config cfg;
@@ -69,8 +74,9 @@ typedef struct gt_gemma {
     const gt_lora *lora;      /* adapters applied in the forward, or NULL; borrowed, not owned */
     gt_frozen_dtype frozen_dtype;
     uint16_t *data16;         /* bf16: the matrices' values, table order; else NULL */
-    gt_bf16_mat *mats;        /* bf16: one per table entry (data NULL for vectors); else NULL */
-    gt_real *stage;           /* bf16: staging the ops share */
+    uint8_t *dataq;           /* q8_0: the matrices' Q8_0 blocks, table order; else NULL */
+    gt_bf16_mat *mats;        /* bf16, q8_0: one per table entry (none for vectors); else NULL */
+    gt_real *stage;           /* bf16, q8_0: staging the ops share */
     bool compute_bf16;        /* bf16 arithmetic in the frozen products (gt_gemma_set_compute_bf16) */
     /* Gemma 4 per-layer embeddings (NULL without): table [Vp, L*P], projection [L*P, D], norm [P] */
     gt_tensor *ple_embedding, *ple_projection, *ple_norm;
@@ -94,7 +100,7 @@ void gt_gemma_zero_grad(gt_gemma *m);
 
 /* The names in enum order, NULL-ended (also the config's model.frozen_dtype values). */
 extern const char *const gt_frozen_dtype_names[];
-/* "fp32" / "bf16" -> dtype; -1 if unknown. */
+/* "fp32" / "bf16" / "q8_0" -> dtype; -1 if unknown. */
 int gt_frozen_dtype_from_name(const char *name);
 /* Store a frozen model's matrices as dt (see the top). Converts in place, releasing the fp32
  * pages as it goes, so the peak stays near the fp32 size. -1 with a message for a trainable
@@ -102,6 +108,16 @@ int gt_frozen_dtype_from_name(const char *name);
  * widens the stored (rounded) values back into one fp32 allocation: the writers of presets and
  * HF directories read parameters as fp32 (m->data). */
 int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn);
+/* A frozen, zero-valued model whose matrices are stored as dt from the start (GT_FROZEN_FP32:
+ * gt_gemma_create(cfg, false)); only the vectors are fp32. Same refusals as the conversion. */
+int gt_gemma_create_frozen(const gt_gemma_config *cfg, gt_frozen_dtype dt, gt_gemma **out, char *err,
+                           size_t errn);
+/* Rows [r0, r0 + nr) of parameter t from vals (nr * cols values), rounded or quantised to its
+ * storage (a vector: r0 = 0, nr = 1, its size values). */
+void gt_gemma_store_rows(gt_gemma *m, gt_tensor *t, int64_t r0, int64_t nr, const gt_real *vals);
+/* A q8_0 model's matrix t from Q8_0 blocks as GGUF stores them (gt_q8_bytes(t->size) bytes):
+ * copied, not requantised. -1 unless t is a matrix of a q8_0 model. */
+int gt_gemma_store_q8(gt_gemma *m, gt_tensor *t, const uint8_t *blocks);
 /* Arithmetic of the frozen-weight products (model.compute_dtype): false: fp32 (as the storage
  * expands to); true: bfloat16 -- each frozen linear (q, k, v, o, gate, up, down) and the tied LM
  * head round their activations (hidden rows, output gradients, the LM head's softmax terms) to
@@ -117,7 +133,7 @@ void gt_gemma_param_values(const gt_gemma *m, const gt_tensor *t, gt_real *out);
 /* Fold adapters into the kernels, W += (alpha/rank) A B (gt_lora_merge), so inference runs at
  * the base model's cost with the adapted model's numbers. l must fit m (gt_lora_create_for or
  * gt_keras_lora_open with m's config); m must not point at l (m->lora) or the adapters would
- * apply twice. -1 with a message for bf16 storage (the sum would be rounded) or a mismatch. */
+ * apply twice. -1 with a message for bf16 / q8_0 storage (the sum would be rounded) or a mismatch. */
 int gt_gemma_merge_lora(gt_gemma *m, const gt_lora *l, char *err, size_t errn);
 
 /* One batch of B sequences of T tokens. Arrays are B*T, row-major by sequence; optional ones may

@@ -54,26 +54,27 @@ const gt_gemma_param_row gt_gemma_param_rows[] = {
      * branch's post-norm, the expert branch's pre/post norms, the router (per-dim scale, [E, D]
      * kernel), the expert bank in Keras' variable order (gate, up [E*F, D], down [E*D, F], scale
      * [E]). HF fuses gate and up into experts.gate_up_proj [E, 2F, D] (hf_gemma.c splits and joins
-     * them; both rows name it) and stores down as [E, D, F]; llama.cpp's
-     * converter reshapes them (no GGUF names: not imported). */
+     * them; both rows name it) and stores down as [E, D, F]; llama.cpp's converter keeps both
+     * layouts (ffn_gate_up_exps, ffn_down_exps: gemma4_gguf.c) and renames router.scale and
+     * per_expert_scale to ffn_gate_inp.scale and ffn_down_exps.scale. */
     {"post_ffw_norm_dense/scale", true, false, L_(moe_post_dense_norm), {GT_DIM_D}, GT_WHEN_MOE, NOLORA,
-     "post_ffw_norm_dense", GT_KERAS_SAME, {17, 17}, "post_feedforward_layernorm_1.weight", NULL, NULL, false},
+     "post_ffw_norm_dense", GT_KERAS_SAME, {17, 17}, "post_feedforward_layernorm_1.weight", NULL, "post_ffw_norm_1.weight", false},
     {"pre_ffw_norm_moe/scale", true, false, L_(moe_pre_norm), {GT_DIM_D}, GT_WHEN_MOE, NOLORA,
-     "pre_ffw_norm_moe", GT_KERAS_SAME, {18, 18}, "pre_feedforward_layernorm_2.weight", NULL, NULL, false},
+     "pre_ffw_norm_moe", GT_KERAS_SAME, {18, 18}, "pre_feedforward_layernorm_2.weight", NULL, "pre_ffw_norm_2.weight", false},
     {"post_ffw_norm_moe_path/scale", true, false, L_(moe_post_norm), {GT_DIM_D}, GT_WHEN_MOE, NOLORA,
-     "post_ffw_norm_moe_path", GT_KERAS_SAME, {16, 16}, "post_feedforward_layernorm_2.weight", NULL, NULL, false},
+     "post_ffw_norm_moe_path", GT_KERAS_SAME, {16, 16}, "post_feedforward_layernorm_2.weight", NULL, "post_ffw_norm_2.weight", false},
     {"moe_router/per_dim_scale", true, false, L_(router_scale), {GT_DIM_D}, GT_WHEN_MOE, NOLORA, "moe_router",
-     GT_KERAS_SAME, {14, 14}, "router.scale", NULL, NULL, false},
+     GT_KERAS_SAME, {14, 14}, "router.scale", NULL, "ffn_gate_inp.scale", false},
     {"moe_router/proj/kernel", true, false, L_(router), {GT_DIM_E, GT_DIM_D}, GT_WHEN_MOE, NOLORA, "moe_router/proj",
-     GT_KERAS_T, {15, 15}, "router.proj.weight", NULL, NULL, false},
+     GT_KERAS_T, {15, 15}, "router.proj.weight", NULL, "ffn_gate_inp.weight", false},
     {"moe_expert_bank/gate_proj", true, false, L_(expert_gate), {GT_DIM_EF, GT_DIM_D}, GT_WHEN_MOE, NOLORA,
-     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.gate_up_proj", NULL, NULL, false},
+     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.gate_up_proj", NULL, "ffn_gate_up_exps.weight", false},
     {"moe_expert_bank/up_proj", true, false, L_(expert_up), {GT_DIM_EF, GT_DIM_D}, GT_WHEN_MOE, NOLORA,
-     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.gate_up_proj", NULL, NULL, false},
+     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.gate_up_proj", NULL, "ffn_gate_up_exps.weight", false},
     {"moe_expert_bank/down_proj", true, false, L_(expert_down), {GT_DIM_ED, GT_DIM_FE}, GT_WHEN_MOE, NOLORA,
-     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.down_proj", NULL, NULL, false},
+     "moe_expert_bank", GT_KERAS_EXPERTS, {13, 13}, "experts.down_proj", NULL, "ffn_down_exps.weight", false},
     {"moe_expert_bank/per_expert_scale", true, false, L_(expert_scale), {GT_DIM_E}, GT_WHEN_MOE, NOLORA,
-     "moe_expert_bank", GT_KERAS_SAME, {13, 13}, "router.per_expert_scale", NULL, NULL, false},
+     "moe_expert_bank", GT_KERAS_SAME, {13, 13}, "router.per_expert_scale", NULL, "ffn_down_exps.scale", false},
     /* Gemma 4 per-layer inputs: gate [P, D], up [D, P] ((out, in) as HF stores them), norm [D] */
     {"per_layer_input_gate/kernel", true, false, L_(ple_gate), {GT_DIM_P, GT_DIM_D}, GT_WHEN_PLE, NOLORA,
      "per_layer_input_gate", GT_KERAS_T, {12, 12}, "per_layer_input_gate.weight", NULL, "inp_gate.weight", false},

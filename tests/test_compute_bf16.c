@@ -41,7 +41,7 @@ static void linear_vs_fp32(gt_bf16_kernel k, int64_t M, int64_t R, int64_t C, in
     for (int64_t i = 0; i < R * C; i++) w16[i] = gt_f32_to_bf16((float)rnd(&seed));
     for (int64_t i = 0; i < M * C; i++) x[i] = (gt_real)(rnd(&seed) * (1 + i % 3));
     for (int64_t i = 0; i < M * R; i++) g[i] = (gt_real)rnd(&seed);
-    gt_bf16_mat wb = {w16, R, C, stage, stage_rows * C, true}, wf = wb;
+    gt_bf16_mat wb = {w16, R, C, stage, stage_rows * C, true, GT_WFMT_BF16, NULL}, wf = wb;
     wf.compute_bf16 = false;
     ck_assert(gt_bf16_linear_uses_bf16(&wb) == (k != GT_BF16K_OFF));
     gt_ctx c1, c2;
@@ -132,7 +132,7 @@ START_TEST(fallbacks) {
     /* shapes that are not multiples of 32 (and a staging buffer under 32 rows) stay fp32 */
     uint16_t w16[9 * 7] = {0};
     gt_real stage[64 * 64];
-    gt_bf16_mat odd = {w16, 9, 7, stage, 2 * 7, true}, small = {w16, 64, 64, stage, 16 * 64 / 2, true};
+    gt_bf16_mat odd = {w16, 9, 7, stage, 2 * 7, true, GT_WFMT_BF16, NULL}, small = {w16, 64, 64, stage, 16 * 64 / 2, true, GT_WFMT_BF16, NULL};
     ck_assert(!gt_bf16_linear_uses_bf16(&odd));
     ck_assert(!gt_bf16_linear_uses_bf16(&small));
     ck_assert_str_eq(gt_bf16_kernel_name(GT_BF16K_OFF), "off");
@@ -163,7 +163,7 @@ static void lm_head_vs_fp32(gt_bf16_kernel k, int64_t V, int64_t N, double cap) 
             bound = fmax(bound, mag);
         }
     bound *= 2.0 / 256;
-    gt_bf16_mat eb = {e16, V, D, stage, SR * D, true}, ef = eb;
+    gt_bf16_mat eb = {e16, V, D, stage, SR * D, true, GT_WFMT_BF16, NULL}, ef = eb;
     ef.compute_bf16 = false;
     gt_ctx c1, c2;
     gt_ctx_init(&c1, 0);

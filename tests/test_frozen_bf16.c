@@ -45,7 +45,7 @@ START_TEST(linear_in_row_blocks_matches_matmul) {
     gt_real wf[R * C], stage[2 * C];
     for (int i = 0; i < R * C; i++) w16[i] = gt_f32_to_bf16((float)rnd(&seed));
     gt_bf16_expand(w16, wf, R * C);
-    gt_bf16_mat w = {w16, R, C, stage, 2 * C, false}; /* blocks of 2 rows, the last one short */
+    gt_bf16_mat w = {w16, R, C, stage, 2 * C, false, GT_WFMT_BF16, NULL}; /* blocks of 2 rows, the last one short */
     gt_ctx ctx, c2;
     gt_ctx_init(&ctx, 0);
     gt_ctx_init(&c2, 0);
@@ -72,7 +72,7 @@ START_TEST(linear_in_row_blocks_matches_matmul) {
     ck_assert(amax > 0.1);
     /* staging smaller than a row is an error naming the op */
     gt_ctx_reset(&ctx);
-    gt_bf16_mat tiny = {w16, R, C, stage, C - 1, false};
+    gt_bf16_mat tiny = {w16, R, C, stage, C - 1, false, GT_WFMT_BF16, NULL};
     x1 = gt_from_data(&ctx, x, 3, xs, true);
     ck_assert_ptr_null(gt_bf16_linear(&ctx, x1, &tiny));
     ck_assert_msg(strstr(ctx.err, "bf16_linear") && strstr(ctx.err, "staging"), "%s", ctx.err);
@@ -93,7 +93,7 @@ static void bf16_vs_fp32(int V, int D, int N, int stage_rows, bool blas_ref) {
         for (int k = 0; k < D; k++) e16[v * D + k] = gt_f32_to_bf16((float)(rnd(&seed) * (1 + v / 8.0)));
     gt_bf16_expand(e16, ef, V * D);
     for (int i = 0; i < N * D; i++) h[i] = (gt_real)rnd(&seed);
-    gt_bf16_mat e = {e16, V, D, stage, stage_rows * D, false};
+    gt_bf16_mat e = {e16, V, D, stage, stage_rows * D, false, GT_WFMT_BF16, NULL};
     int32_t labels[6] = {3, (int32_t)V - 1, 17, 0, 30, 9};
     gt_real w[6] = {1, 0, 2, 0.5f, 1, 3}, ce1[6], ce2[6];
     for (int pass = 0; pass < 2; pass++) { /* with and without the soft-cap */

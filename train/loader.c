@@ -38,13 +38,15 @@ static int load_hf(const char *dir, bool trainable, gt_gemma **model, gt_tokeniz
     return -1;
 }
 
-int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokenizer **tok,
-                  char *err, size_t errn) {
+static int load_model(const char *path, bool trainable, gt_frozen_dtype dt, gt_gemma **model, gt_tokenizer **tok,
+                      char *err, size_t errn) {
     *model = NULL;
     if (tok) *tok = NULL;
     struct stat st;
     if (!stat(path, &st) && S_ISDIR(st.st_mode)) {
-        if (gt_keras_preset_detect(path)) return gt_keras_preset_load(path, trainable, model, tok, err, errn);
+        if (gt_keras_preset_detect(path))
+            return dt == GT_FROZEN_FP32 ? gt_keras_preset_load(path, trainable, model, tok, err, errn)
+                                        : gt_keras_preset_load_frozen(path, dt, model, tok, err, errn);
         char cj[4200];
         snprintf(cj, sizeof cj, "%s/config.json", path);
         if (stat(cj, &st))
@@ -62,7 +64,8 @@ int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokeniz
     gt_gguf *g;
     if (gt_gguf_open(path, &g, err, errn)) return -1;
     char e[1024];
-    int rc = gt_gemma_from_gguf(g, trainable, model, e, sizeof e);
+    int rc = dt == GT_FROZEN_FP32 ? gt_gemma_from_gguf(g, trainable, model, e, sizeof e)
+                                  : gt_gemma_from_gguf_frozen(g, dt, model, e, sizeof e);
     if (rc == 0 && tok) rc = gt_tok_from_gguf(g, tok, e, sizeof e);
     gt_gguf_close(g);
     if (rc) {
@@ -72,4 +75,26 @@ int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokeniz
         return -1;
     }
     return 0;
+}
+
+int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokenizer **tok,
+                  char *err, size_t errn) {
+    return load_model(path, trainable, GT_FROZEN_FP32, model, tok, err, errn);
+}
+
+int gt_load_model_frozen(const char *path, gt_frozen_dtype dt, gt_gemma **model, gt_tokenizer **tok,
+                         char *err, size_t errn) {
+    if (load_model(path, false, dt, model, tok, err, errn)) return -1;
+    if ((*model)->frozen_dtype == dt) return 0;
+    /* HF directories load as fp32 first, then convert a tensor at a time */
+    char e[512];
+    if (!gt_gemma_set_frozen_dtype(*model, dt, e, sizeof e)) return 0;
+    snprintf(err, errn, "%s: %s", path, e);
+    gt_gemma_free(*model);
+    *model = NULL;
+    if (tok) {
+        gt_tok_free(*tok);
+        *tok = NULL;
+    }
+    return -1;
 }

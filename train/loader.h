@@ -14,4 +14,10 @@
 
 int gt_load_model(const char *path, bool trainable, gt_gemma **model, gt_tokenizer **tok,
                   char *err, size_t errn);
+/* A frozen model stored as dt (gemma.h's frozen storage): a GGUF file or a KerasHub preset
+ * straight into it (gt_gemma_from_gguf_frozen, gt_keras_preset_load_frozen: no fp32 copy of the
+ * model); HF directories load as fp32 and are converted a tensor at a time (their peak is the
+ * fp32 model). */
+int gt_load_model_frozen(const char *path, gt_frozen_dtype dt, gt_gemma **model, gt_tokenizer **tok,
+                         char *err, size_t errn);
 #endif

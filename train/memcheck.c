@@ -1,6 +1,8 @@
 /* memcheck.c: the up-front peak-memory estimate (train/memcheck.h). */
 #include "train/memcheck.h"
 
+#include "autograd/quant.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +12,11 @@ void gt_mem_estimate_run(const gt_gemma *m, int64_t trainable, int state_kinds, 
                          int64_t chunk_rows, gt_mem_estimate *e) {
     const gt_gemma_config *c = &m->cfg;
     int64_t params = gt_gemma_param_count(c);
-    /* frozen bf16 base weights (LoRA): 2 bytes each; trainable ones and everything else fp32 */
-    e->weights = m->frozen_dtype == GT_FROZEN_BF16 ? 2 * params + 4 * trainable : 4 * params;
+    /* frozen base weights (LoRA): bf16 2 bytes each, Q8_0 34 per 32; trainable ones and
+     * everything else fp32 */
+    e->weights = m->frozen_dtype == GT_FROZEN_BF16   ? 2 * params + 4 * trainable
+                 : m->frozen_dtype == GT_FROZEN_Q8_0 ? gt_q8_bytes(params) + 4 * trainable
+                                                     : 4 * params;
     e->trainable = 4 * trainable * (1 + state_kinds); /* gradient + optimizer arrays */
     int64_t qkv = (c->num_query_heads + 2 * c->num_kv_heads) * c->head_dim;
     int64_t per_layer = seq * (6 * c->hidden_dim + 3 * c->intermediate_dim + 2 * qkv) + c->num_query_heads * seq * seq;

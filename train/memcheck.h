@@ -1,7 +1,7 @@
 /* memcheck.h: the up-front peak-memory estimate of a training run (internal to train/).
  *
  * Before step 1 the trainer adds up what the run will hold at its peak: the model's weights (fp32,
- * or bf16 for frozen LoRA base weights), the trainable values' gradients and optimizer state, and
+ * or bf16 / Q8_0 for frozen LoRA base weights), the trainable values' gradients and optimizer state, and
  * the activations one micro-batch keeps for backward (per layer: norms, projections, attention
  * scores, MLP branches; plus the LM head's chunk_rows x vocab logits and their gradient). The
  * activation part is a deliberately round upper estimate (the 270M at seq 512 measures about 30%

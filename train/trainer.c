@@ -495,9 +495,10 @@ static int start_run(run *r, char *err, size_t errn) {
     if (lead && c->logging.metrics[0] && gt_report_open_metrics(c->logging.metrics, step, &r->metrics, err, errn))
         return -1;
     if (lead)
-        fprintf(stderr, "model %s: %lld parameters, %lld trainable (%s); %lld train examples\n", r->j.model->cfg.name,
+        fprintf(stderr, "model %s: %lld parameters, %lld trainable (%s%s%s); %lld train examples\n", r->j.model->cfg.name,
                 (long long)gt_gemma_param_count(&r->j.model->cfg), (long long)r->opt.n_values,
-                c->lora.enabled ? "LoRA" : "full", (long long)r->train.n);
+                c->lora.enabled ? "LoRA" : "full", r->j.model->frozen_dtype ? ", base stored as " : "",
+                r->j.model->frozen_dtype ? gt_frozen_dtype_names[r->j.model->frozen_dtype] : "", (long long)r->train.n);
     if (lead && c->model.compute_dtype == GT_COMPUTE_BFLOAT16) {
         gt_bf16_kernel k = gt_bf16_kernel_active();
         if (k != GT_BF16K_OFF) fprintf(stderr, "model.compute_dtype bfloat16: frozen products on the %s kernel\n", gt_bf16_kernel_name(k));

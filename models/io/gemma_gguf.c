@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "autograd/quant.h"
 #include "models/gemma_fields.h"
 #include "models/gemma_params.h"
 #include "models/io/gemma4_gguf.h"
@@ -56,11 +57,12 @@ int gt_gemma_config_from_gguf(const gt_gguf *g, gt_gemma_config *c, char *err, s
     return gt_gemma_config_validate(c, err, errn);
 }
 
-/* Dequantise GGUF tensor `name` into dst (expected row-major shape rows x cols; 1-D: cols). */
-static int load(const gt_gguf *g, const char *name, gt_tensor *dst, bool norm, char *err, size_t errn) {
+/* GGUF tensor `name`, checked against dst's row-major shape (GGUF dims are innermost first:
+ * reversed, they must equal it); NULL with a message naming both. */
+static const gt_gguf_tensor *find_fitting(const gt_gguf *g, const char *name, const gt_tensor *dst, char *err,
+                                          size_t errn) {
     const gt_gguf_tensor *t = gt_gguf_find_tensor(g, name);
-    if (!t) return snprintf(err, errn, "tensor '%s' is missing (needed for %s)", name, dst->name), -1;
-    /* GGUF dims are innermost first: reversed, they must equal our row-major shape */
+    if (!t) return snprintf(err, errn, "tensor '%s' is missing (needed for %s)", name, dst->name), NULL;
     bool ok = t->ndim == dst->ndim;
     for (int i = 0; ok && i < t->ndim; i++) ok = t->dims[t->ndim - 1 - i] == dst->shape[i];
     if (dst->ndim == 0) ok = t->n_elements == 1; /* a scalar is stored as [1] */
@@ -69,13 +71,16 @@ static int load(const gt_gguf *g, const char *name, gt_tensor *dst, bool norm, c
         return snprintf(err, errn, "tensor '%s': shape [%lld%s%lld] (innermost first), expected %s for %s",
                         name, (long long)t->dims[0], t->ndim > 1 ? ", " : "",
                         (long long)(t->ndim > 1 ? t->dims[1] : 0),
-                        gt_shape_str(dst, want, sizeof want), dst->name), -1;
+                        gt_shape_str(dst, want, sizeof want), dst->name), NULL;
     }
-    if (gt_gguf_dequant(g, t, dst->data, err, errn)) return -1;
+    return t;
+}
+
+/* This tensor's file pages are not read again: reclaim them, so the load's peak is the weights
+ * rather than weights plus file. PAGEOUT never changes contents (a caller's buffer from
+ * gt_gguf_open_buffer stays intact); best effort, old kernels ignore it. */
+static void page_out(const gt_gguf_tensor *t) {
 #ifdef MADV_PAGEOUT
-    /* this tensor's file pages are not read again: reclaim them, so the load's peak is the fp32
-     * weights rather than weights plus file. PAGEOUT never changes contents (a caller's buffer
-     * from gt_gguf_open_buffer stays intact); best effort, old kernels ignore it. */
     long pg = sysconf(_SC_PAGESIZE);
     uintptr_t a = (uintptr_t)t->data, b = a + t->n_bytes;
     if (pg > 0) {
@@ -83,9 +88,49 @@ static int load(const gt_gguf *g, const char *name, gt_tensor *dst, bool norm, c
         b &= ~((uintptr_t)pg - 1);
         if (b > a) madvise((void *)a, b - a, MADV_PAGEOUT);
     }
+#else
+    (void)t;
 #endif
+}
+
+/* Dequantise GGUF tensor `name` into dst (expected row-major shape rows x cols; 1-D: cols). */
+static int load(const gt_gguf *g, const char *name, gt_tensor *dst, bool norm, char *err, size_t errn) {
+    const gt_gguf_tensor *t = find_fitting(g, name, dst, err, errn);
+    if (!t) return -1;
+    if (gt_gguf_dequant(g, t, dst->data, err, errn)) return -1;
+    page_out(t);
     if (norm) /* llama.cpp stores RMSNorm weights as 1 + w */
         for (int64_t i = 0; i < dst->size; i++) dst->data[i] -= 1.0f;
+    return 0;
+}
+
+/* GGUF matrix `name` into a stored (bf16 / q8_0) matrix dst of m: Q8_0 blocks into a q8_0 model
+ * as they are; any other type dequantised a slice of rows at a time into the model's staging
+ * buffer and rounded or quantised from there, so no fp32 copy of the tensor is ever whole. */
+static int load_stored(const gt_gguf *g, const char *name, gt_gemma *m, gt_tensor *dst, char *err, size_t errn) {
+    const gt_gguf_tensor *t = find_fitting(g, name, dst, err, errn);
+    if (!t) return -1;
+    enum { GGML_Q8_0 = 8 };
+    int64_t rows = dst->shape[0], cols = dst->shape[1];
+    if (t->type == GGML_Q8_0 && m->frozen_dtype == GT_FROZEN_Q8_0 && (int64_t)t->n_bytes == gt_q8_bytes(dst->size)) {
+        gt_gemma_store_q8(m, dst, t->data);
+        page_out(t);
+        return 0;
+    }
+    /* GGUF rows are whole blocks of their type, so a slice of rows is a tensor of its own */
+    uint64_t row_bytes = t->n_bytes / (uint64_t)rows;
+    int64_t rb = m->mats[dst - m->tensors].stage_n / cols;
+    for (int64_t r0 = 0; r0 < rows; r0 += rb) {
+        int64_t nr = rows - r0 < rb ? rows - r0 : rb;
+        gt_gguf_tensor part = *t;
+        part.dims[1] = nr;
+        part.n_elements = nr * cols;
+        part.n_bytes = (uint64_t)nr * row_bytes;
+        part.data = t->data + (uint64_t)r0 * row_bytes;
+        if (gt_gguf_dequant(g, &part, m->stage, err, errn)) return -1;
+        gt_gemma_store_rows(m, dst, r0, nr, m->stage);
+    }
+    page_out(t);
     return 0;
 }
 
@@ -119,21 +164,28 @@ static int check_sizes(const gt_gguf *g, const gt_gemma_config *c, char *err, si
     return 0;
 }
 
-int gt_gemma_from_gguf(const gt_gguf *g, bool trainable, gt_gemma **out, char *err, size_t errn) {
+static int from_gguf(const gt_gguf *g, bool trainable, gt_frozen_dtype dt, gt_gemma **out, char *err,
+                     size_t errn) {
     *out = NULL;
     gt_gemma_config c;
     if (gt_gemma_config_from_gguf(g, &c, err, errn)) return -1;
     if (check_sizes(g, &c, err, errn)) return -1;
     gt_gemma *m;
-    if (gt_gemma_create(&c, trainable, &m, err, errn)) return -1;
+    if (dt == GT_FROZEN_FP32 ? gt_gemma_create(&c, trainable, &m, err, errn)
+                             : gt_gemma_create_frozen(&c, dt, &m, err, errn))
+        return -1;
     char n[96];
     int rc = 0;
     for (int k = 0; k < m->n_params && !rc; k++) {
         const gt_gemma_param *p = &m->params[k];
         if (gt_gemma_param_gguf_name(p->row, p->layer, n, sizeof n))
             rc = gt_errf(err, errn, "%s has no GGUF name", p->name);
-        else
+        else if (p->row->keras_layout == GT_KERAS_EXPERTS) /* 3-D banks, gate and up fused */
+            rc = gt_gemma4_gguf_load_expert(g, m, p->layer, p->t, err, errn);
+        else if (p->t->data)
             rc = load(g, n, p->t, p->row->gguf_add_one && c.generation <= 3, err, errn);
+        else
+            rc = load_stored(g, n, m, p->t, err, errn);
     }
     if (rc) {
         gt_gemma_free(m);
@@ -141,4 +193,12 @@ int gt_gemma_from_gguf(const gt_gguf *g, bool trainable, gt_gemma **out, char *e
     }
     *out = m;
     return 0;
+}
+
+int gt_gemma_from_gguf(const gt_gguf *g, bool trainable, gt_gemma **out, char *err, size_t errn) {
+    return from_gguf(g, trainable, GT_FROZEN_FP32, out, err, errn);
+}
+
+int gt_gemma_from_gguf_frozen(const gt_gguf *g, gt_frozen_dtype dt, gt_gemma **out, char *err, size_t errn) {
+    return from_gguf(g, false, dt, out, err, errn);
 }

@@ -7,6 +7,7 @@
 
 #include "models/gemma_fields.h"
 #include "models/gemma_params.h"
+#include "models/io/gemma4_gguf.h"
 #include "models/io/gguf_writer.h"
 #include "util/err.h"
 
@@ -14,7 +15,8 @@ _Static_assert(sizeof(gt_real) == sizeof(float), "GGUF export is built against t
 
 /* What llama.cpp's Gemma graphs assume and no metadata key can change. */
 static int check_expressible(const gt_gemma_config *c, char *err, size_t errn) {
-    const char *bad = c->generation < 1 || c->generation > 3 ? "generation (GGUF export: Gemma 1, 2, 3)"
+    if (c->generation == 4) return gt_gemma4_gguf_check(c, err, errn);
+    const char *bad = c->generation < 1 || c->generation > 3 ? "generation (GGUF export: Gemma 1-4)"
                       : !c->norm_add_one                    ? "norm_add_one"
                       : fabs(gt_gemma_query_scale(c) * sqrt((double)c->head_dim) - 1) > 1e-12
                           ? "query scaling (llama.cpp uses head_dim^-1/2 but for the 27B models)"
@@ -29,13 +31,18 @@ static int check_expressible(const gt_gemma_config *c, char *err, size_t errn) {
     return bad ? gt_errf(err, errn, "GGUF export: this model's %s cannot be expressed for llama.cpp", bad) : 0;
 }
 
+static const char *arch(int generation) {
+    return generation == 1 ? "gemma" : generation == 2 ? "gemma2" : generation == 3 ? "gemma3" : "gemma4";
+}
+
 static int hparams(gt_ggufw *w, const gt_gemma_config *c, uint32_t type, const char *name) {
-    const char *a = c->generation == 1 ? "gemma" : c->generation == 2 ? "gemma2" : "gemma3";
+    const char *a = arch(c->generation);
     char k[96];
     uint32_t ftype = type == GT_GGML_F32 ? 0 : type == GT_GGML_F16 ? 1 : type == GT_GGML_Q8_0 ? 7 : 32;
     int rc = gt_ggufw_str(w, "general.architecture", a) || gt_ggufw_str(w, "general.type", "model") ||
              gt_ggufw_str(w, "general.name", name ? name : c->name) || gt_ggufw_u32(w, "general.quantization_version", 2) ||
              gt_ggufw_u32(w, "general.file_type", ftype);
+    if (c->generation == 4) return rc || gt_gemma4_gguf_hparams(w, c);
     /* the config-field table's GGUF keys (models/gemma_fields.h), then what llama.cpp wants beside */
     size_t nf;
     const gt_gemma_field *f = gt_gemma_fields(&nf);
@@ -100,47 +107,51 @@ static int vocabulary(gt_ggufw *w, const gt_tokenizer *tok) {
     return rc;
 }
 
+/* One parameter under its GGUF name: Gemma 1-3 norms as 1 + w, Gemma 4's own layouts (experts,
+ * layer scalars); a buffer made for it goes to *owned, kept until the write. */
+static int write_param(gt_ggufw *w, const gt_gemma *m, const gt_gemma_param *p, uint32_t type, float **owned,
+                       const char *path, char *err, size_t errn) {
+    char gname[128];
+    if (gt_gemma_param_gguf_name(p->row, p->layer, gname, sizeof gname))
+        return gt_errf(err, errn, "%s: %s has no GGUF name", path, p->name);
+    const float *data = p->t->data;
+    int ndim = p->t->ndim, rc = 0;
+    int64_t shape[3] = {0};
+    for (int k = 0; k < ndim; k++) shape[k] = p->t->shape[k];
+    if (m->cfg.generation == 4) rc = gt_gemma4_gguf_layout(m, p, &data, owned, &ndim, shape);
+    else if (p->row->gguf_add_one) { /* llama.cpp multiplies by the stored weight: 1 + w */
+        if ((*owned = malloc((size_t)p->t->size * sizeof(float))))
+            for (int64_t j = 0; j < p->t->size; j++) (*owned)[j] = 1.0f + p->t->data[j];
+        data = *owned, rc = *owned ? 0 : -1;
+    }
+    if (rc) return rc > 0 ? 0 : gt_errf(err, errn, "%s: out of memory", path); /* 1: written with another */
+    uint32_t tt = ndim < 2 ? GT_GGML_F32 : type == GT_GGML_Q8_0 && shape[ndim - 1] % 32 ? GT_GGML_F16 : type;
+    return gt_ggufw_tensor(w, gname, data, ndim, shape, tt, err, errn);
+}
+
 int gt_gguf_export_model(const gt_gemma *m, const gt_tokenizer *tok, const char *path, uint32_t type,
                          const char *name, char *err, size_t errn) {
     const gt_gemma_config *c = &m->cfg;
     if (check_expressible(c, err, errn)) return -1;
     if (m->frozen_dtype != GT_FROZEN_FP32)
-        return gt_errf(err, errn, "%s: the model is stored as bf16: widen it first (gt_gemma_set_frozen_dtype)", path);
+        return gt_errf(err, errn, "%s: the model is stored as %s: widen it first (gt_gemma_set_frozen_dtype)", path, gt_frozen_dtype_names[m->frozen_dtype]);
     if (gt_tok_vocab_size(tok) > c->vocab_size)
         return gt_errf(err, errn, "%s: the tokenizer has %d pieces, the model %lld rows", path, gt_tok_vocab_size(tok),
                        (long long)c->vocab_size);
     gt_ggufw *w = gt_ggufw_new();
-    float **plus_one = calloc((size_t)m->n_params, sizeof *plus_one);
+    float **owned = calloc((size_t)m->n_params + 1, sizeof *owned); /* per tensor, + Gemma 4's rope_freqs */
     int rc = -1;
-    if (!w || !plus_one || hparams(w, c, type, name) || vocabulary(w, tok)) {
+    if (!w || !owned || hparams(w, c, type, name) || vocabulary(w, tok)) {
         gt_errf(err, errn, "%s: out of memory", path);
         goto done;
     }
-    for (int i = 0; i < m->n_params; i++) {
-        const gt_gemma_param *p = &m->params[i];
-        char gname[128];
-        if (gt_gemma_param_gguf_name(p->row, p->layer, gname, sizeof gname)) {
-            gt_errf(err, errn, "%s: %s has no GGUF name", path, p->name);
-            goto done;
-        }
-        const float *data = p->t->data;
-        if (p->row->gguf_add_one) { /* llama.cpp multiplies by the stored weight: 1 + w */
-            if (!(plus_one[i] = malloc((size_t)p->t->size * sizeof(float)))) {
-                gt_errf(err, errn, "%s: out of memory", path);
-                goto done;
-            }
-            for (int64_t j = 0; j < p->t->size; j++) plus_one[i][j] = 1.0f + p->t->data[j];
-            data = plus_one[i];
-        }
-        uint32_t tt = p->t->ndim < 2                                              ? GT_GGML_F32
-                      : type == GT_GGML_Q8_0 && p->t->shape[p->t->ndim - 1] % 32 ? GT_GGML_F16
-                                                                                 : type;
-        if (gt_ggufw_tensor(w, gname, data, p->t->ndim, p->t->shape, tt, err, errn)) goto done;
-    }
+    for (int i = 0; i < m->n_params; i++)
+        if (write_param(w, m, &m->params[i], type, &owned[i], path, err, errn)) goto done;
+    if (c->generation == 4 && gt_gemma4_gguf_rope_freqs(w, c, &owned[m->n_params], err, errn)) goto done;
     rc = gt_ggufw_write(w, path, err, errn);
 done:
-    for (int i = 0; plus_one && i < m->n_params; i++) free(plus_one[i]);
-    free(plus_one);
+    for (int i = 0; owned && i <= m->n_params; i++) free(owned[i]);
+    free(owned);
     gt_ggufw_free(w);
     return rc;
 }
@@ -151,7 +162,7 @@ int gt_gguf_export_lora(const gt_lora *l, const gt_gemma_config *c, const char *
     int64_t cap = 2 * l->num_layers * GT_LORA_NTARGETS, n = 0;
     float **bufs = calloc((size_t)cap, sizeof *bufs);
     int rc = -1;
-    const char *a = c->generation == 1 ? "gemma" : c->generation == 2 ? "gemma2" : "gemma3";
+    const char *a = arch(c->generation);
     if (!w || !bufs || gt_ggufw_str(w, "general.architecture", a) || gt_ggufw_str(w, "general.type", "adapter") ||
         gt_ggufw_str(w, "adapter.type", "lora") || gt_ggufw_f32(w, "adapter.lora.alpha", 0.0f)) {
         gt_errf(err, errn, "%s: out of memory", path);

@@ -1,12 +1,13 @@
 /* gguf_export.h: a Gemma model (and its tokenizer), or LoRA adapters, as llama.cpp GGUF files.
  *
- * Model: what llama.cpp's convert_hf_to_gguf.py writes for Gemma 1/2/3 (architecture gemma,
- * gemma2, gemma3): the <arch>.* hyperparameters, the tokenizer.ggml.* vocabulary (Gemma's
+ * Model: what llama.cpp's convert_hf_to_gguf.py writes for Gemma 1-4 (architecture gemma,
+ * gemma2, gemma3, gemma4): the <arch>.* hyperparameters, the tokenizer.ggml.* vocabulary (Gemma's
  * whitespace-run pieces spelled with spaces, as llama.cpp's converter writes them), tensors under
- * the parameter table's GGUF names with RMSNorm weights stored as 1 + w. Matrices in the chosen
+ * the parameter table's GGUF names with Gemma 1-3's RMSNorm weights stored as 1 + w (Gemma 4's
+ * keys, per-layer arrays, expert banks and rope_freqs: gemma4_gguf.h). Matrices in the chosen
  * type (F32, F16, BF16 or Q8_0), vectors in F32. gemma_gguf.h reads the result back.
- * Architectures llama.cpp hard-codes differently (Gemma 4, other sliding patterns or local RoPE
- * bases) are refused with a message naming the field.
+ * Architectures llama.cpp hard-codes differently (other sliding patterns or local RoPE bases,
+ * Gemma 4 layouts gemma4_gguf.h lists) are refused with a message naming the field.
  *
  * Adapters: llama.cpp's LoRA GGUF (general.type "adapter", adapter.type "lora"): per adapted
  * matrix "<tensor>.lora_a" [r_m, in] and ".lora_b" [out, r_m] in F32 (llama.cpp's

@@ -103,6 +103,15 @@ int gt_ggufw_i32_array(gt_ggufw *w, const char *k, const int32_t *v, uint64_t n)
     return array(w, k, GT_GGUF_INT32, n) || put(w, v, (size_t)n * 4);
 }
 
+int gt_ggufw_bool_array(gt_ggufw *w, const char *k, const bool *v, uint64_t n) {
+    if (array(w, k, GT_GGUF_BOOL, n)) return -1;
+    for (uint64_t i = 0; i < n; i++) {
+        uint8_t b = v[i];
+        if (put(w, &b, 1)) return -1;
+    }
+    return 0;
+}
+
 static uint64_t type_bytes(uint32_t type, uint64_t n) {
     switch (type) {
     case GT_GGML_F32: return 4 * n;

@@ -33,6 +33,7 @@ int gt_ggufw_bool(gt_ggufw *w, const char *key, bool value);
 int gt_ggufw_str_array(gt_ggufw *w, const char *key, const char *const *values, uint64_t n);
 int gt_ggufw_f32_array(gt_ggufw *w, const char *key, const float *values, uint64_t n);
 int gt_ggufw_i32_array(gt_ggufw *w, const char *key, const int32_t *values, uint64_t n);
+int gt_ggufw_bool_array(gt_ggufw *w, const char *key, const bool *values, uint64_t n);
 
 /* A tensor of ndim (1-4) row-major dims, data borrowed until the write. Q8_0 needs the
  * innermost dimension to be a multiple of 32. */

@@ -954,8 +954,8 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
                      size_t errn) {
     gt_hf_save_opts o = opts ? *opts : (gt_hf_save_opts){0};
     const gt_gemma_config *c = &m->cfg;
-    if (m->data16) /* the writer reads fp32 parameters */
-        return gt_errf(err, errn, "hf save: %s: the model is stored as bf16: widen it first (gt_gemma_set_frozen_dtype)", dir);
+    if (m->frozen_dtype != GT_FROZEN_FP32) /* the writer reads fp32 parameters */
+        return gt_errf(err, errn, "hf save: %s: the model is stored as %s: widen it first (gt_gemma_set_frozen_dtype)", dir, gt_frozen_dtype_names[m->frozen_dtype]);
     if (check_expressible(c, err, errn)) return -1;
     gt_tokenizer *tok = NULL;
     int32_t bos = 2, eos = 1, pad = 0, eot = -1; /* Gemma's ids when no tokenizer is given */

@@ -443,8 +443,8 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
     gt_preset_save_opts o = *opts;
     const gt_gemma_config *c = &m->cfg;
     if (!tok) return snprintf(err, errn, "%s: a preset needs a tokenizer", dir), -1;
-    if (m->data16) /* the writer reads fp32 parameters */
-        return snprintf(err, errn, "%s: the model is stored as bf16: widen it first (gt_gemma_set_frozen_dtype)", dir), -1;
+    if (m->frozen_dtype != GT_FROZEN_FP32) /* the writer reads fp32 parameters */
+        return snprintf(err, errn, "%s: the model is stored as %s: widen it first (gt_gemma_set_frozen_dtype)", dir, gt_frozen_dtype_names[m->frozen_dtype]), -1;
     if (gt_tok_vocab_size(tok) > c->vocab_size)
         return snprintf(err, errn, "%s: tokenizer has %d pieces, the model's vocabulary %lld", dir,
                         gt_tok_vocab_size(tok), (long long)c->vocab_size), -1;
@@ -704,8 +704,21 @@ static int resolve_top4(gt_h5 f, wmap *x) {
     return -1;
 }
 
-int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_tokenizer **tok,
-                         char *err, size_t errn) {
+/* One Keras variable into its parameter: fp32 in place, or (a stored matrix of a frozen model)
+ * rounded or quantised from one fp32 copy of that tensor alone. */
+static int place(gt_gemma *m, const wmap *x, const float *buf) {
+    gt_tensor *t = x->t;
+    if (t->data) return from_keras(x, buf, t->data), 0;
+    gt_real *tmp = x->k == GT_KERAS_SAME ? NULL : malloc(sizeof(gt_real) * (size_t)t->size);
+    if (x->k != GT_KERAS_SAME && !tmp) return -1;
+    if (tmp) from_keras(x, buf, tmp);
+    gt_gemma_store_rows(m, t, 0, t->shape[0], tmp ? tmp : buf);
+    free(tmp);
+    return 0;
+}
+
+static int preset_load(const char *dir, bool trainable, gt_frozen_dtype dt, gt_gemma **model, gt_tokenizer **tok,
+                       char *err, size_t errn) {
     *model = NULL;
     if (tok) *tok = NULL;
     gt_gemma_config c;
@@ -721,7 +734,8 @@ int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_t
     }
     gt_gemma *m;
     char e[512];
-    if (gt_gemma_create(&c, trainable, &m, e, sizeof e)) return snprintf(err, errn, "%s: %s", dir, e), -1;
+    if (dt == GT_FROZEN_FP32 ? gt_gemma_create(&c, trainable, &m, e, sizeof e) : gt_gemma_create_frozen(&c, dt, &m, e, sizeof e))
+        return snprintf(err, errn, "%s: %s", dir, e), -1;
     wmap *w = NULL;
     int n = 0, rc = -1;
     gt_h5 f = -1;
@@ -754,8 +768,12 @@ int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_t
             free(buf);
             goto done;
         }
-        from_keras(x, buf, x->t->data);
+        int pr = place(m, x, buf);
         free(buf);
+        if (pr) {
+            snprintf(err, errn, "%s: out of memory for %s", path, x->t->name);
+            goto done;
+        }
     }
     if (tok) {
         snprintf(path, sizeof path, "%s/assets/tokenizer/vocabulary.spm", dir);
@@ -771,4 +789,14 @@ done:
     }
     *model = m;
     return 0;
+}
+
+int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_tokenizer **tok,
+                         char *err, size_t errn) {
+    return preset_load(dir, trainable, GT_FROZEN_FP32, model, tok, err, errn);
+}
+
+int gt_keras_preset_load_frozen(const char *dir, gt_frozen_dtype dt, gt_gemma **model, gt_tokenizer **tok,
+                                char *err, size_t errn) {
+    return preset_load(dir, false, dt, model, tok, err, errn);
 }

@@ -63,5 +63,9 @@ int gt_keras_preset_config(const char *dir, gt_gemma_config *cfg, char *err, siz
  * assets/tokenizer/vocabulary.spm. The caller frees both. */
 int gt_keras_preset_load(const char *dir, bool trainable, gt_gemma **model, gt_tokenizer **tok,
                          char *err, size_t errn);
+/* A frozen model stored as dt (gemma.h) filled a tensor at a time: each matrix rounded or
+ * quantised from the one fp32 tensor read, never an fp32 copy of the whole model. */
+int gt_keras_preset_load_frozen(const char *dir, gt_frozen_dtype dt, gt_gemma **model, gt_tokenizer **tok,
+                                char *err, size_t errn);
 
 #endif
