@@ -68,6 +68,11 @@ typedef struct gt_config {
          * row; applied after the preset (or generation defaults) and the keys above */
         double architecture[GT_CFG_ARCH];
         bool architecture_set[GT_CFG_ARCH];
+        /* model.vision_*: the Gemma 3 vision encoder's shapes over the preset's; 0 keeps them
+         * (num_layers > 0 without a preset's encoder builds one, randomly initialised) */
+        struct {
+            int64_t image_size, patch_size, num_layers, hidden_dim, num_heads, intermediate_dim, pool_size;
+        } vision;
     } model;
     char tokenizer[GT_CFG_STR];
     struct {
@@ -76,6 +81,7 @@ typedef struct gt_config {
         gt_template template_;
         gt_on_bad_line on_bad_line;
         int64_t sequence_length, shuffle_seed;
+        int64_t max_images_per_prompt; /* images a record may bring (KerasHub's default 2) */
         bool packing, shuffle, add_start_token, add_end_token;
     } data;
     struct {

@@ -72,7 +72,9 @@ int gt_job_evaluate(gt_job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, g
             gt_example_free(&ex);
             if (frc) goto done;
         }
-        gt_micro_batch mb = {{.batch = b, .seq = j->S, .token_ids = j->ids, .padding_mask = j->mask}, j->labels, j->weights, 0};
+        gt_micro_batch mb = {.in = {.batch = b, .seq = j->S, .token_ids = j->ids, .padding_mask = j->mask},
+                             .labels = j->labels, .weights = j->weights};
+        gt_job_attach_images(j, 0, &mb);
         double wce, w;
         if (gt_step_eval(ctx, j->model, &mb, j->cfg->train.chunk_rows, &wce, &w, row_ce, err, errn)) goto done;
         res->wce += wce;

@@ -537,10 +537,11 @@ static int load_batch(run *r, char *err, size_t errn) {
     }
     for (int64_t k = 0; k < r->n_micro; k++) {
         int64_t first_row = own0 + k * r->mb, o = first_row * j->S;
-        r->mbs[k] = (gt_micro_batch){{.batch = r->mb, .seq = j->S, .token_ids = j->ids + o, .padding_mask = j->mask + o,
-                                      .positions = j->positions ? j->positions + o : NULL,
-                                      .segment_ids = j->segments ? j->segments + o : NULL},
-                                     j->labels + o, j->weights + o, first_row};
+        r->mbs[k] = (gt_micro_batch){.in = {.batch = r->mb, .seq = j->S, .token_ids = j->ids + o, .padding_mask = j->mask + o,
+                                            .positions = j->positions ? j->positions + o : NULL,
+                                            .segment_ids = j->segments ? j->segments + o : NULL},
+                                     .labels = j->labels + o, .weights = j->weights + o, .first_row = first_row};
+        gt_job_attach_images(j, first_row, &r->mbs[k]);
     }
     return 0;
 }
