@@ -29,7 +29,7 @@ static int eval_order(gt_job *j, gt_dataset *ds, int64_t n, char *err, size_t er
     for (int64_t i = 0; i < n; i++) {
         gt_example ex;
         if (gt_dataset_read(ds, i, &ex, err, errn)) return free(keys), free(lines), -1;
-        int frc = gt_job_fill_row(j, 0, &ex, err, errn);
+        int frc = gt_job_fill_row(j, ds->path, 0, &ex, err, errn);
         lines[i] = ex.line;
         gt_example_free(&ex);
         if (frc) return free(keys), free(lines), -1;
@@ -68,7 +68,7 @@ int gt_job_evaluate(gt_job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, g
         for (int64_t r = 0; r < b; r++) {
             gt_example ex;
             if (gt_dataset_read(ds, keys[i0 + r].index, &ex, err, errn)) goto done;
-            int frc = gt_job_fill_row(j, r, &ex, err, errn);
+            int frc = gt_job_fill_row(j, ds->path, r, &ex, err, errn);
             gt_example_free(&ex);
             if (frc) goto done;
         }

@@ -167,13 +167,13 @@ int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn) {
 }
 
 /* Fill row r of the batch from example ex. */
-int gt_job_fill_row(gt_job *j, int64_t r, const gt_example *ex, char *err, size_t errn) {
+int gt_job_fill_row(gt_job *j, const char *file, int64_t r, const gt_example *ex, char *err, size_t errn) {
     int64_t o = r * j->S;
     char e[512];
     if (gt_pp_example(j->tok, &j->pp, ex, j->ids + o, j->labels + o, j->mask + o, j->weights + o, e, sizeof e))
-        return snprintf(err, errn, "line %lld: %s", (long long)ex->line, e), -1;
+        return snprintf(err, errn, "%s:%lld: %s", file, (long long)ex->line, e), -1;
     if (gt_vrows_fill(&j->vis, j->tok, r, ex, j->ids + o, e, sizeof e))
-        return snprintf(err, errn, "line %lld: %s", (long long)ex->line, e), -1;
+        return snprintf(err, errn, "%s:%lld: %s", file, (long long)ex->line, e), -1;
     return 0;
 }
 
@@ -201,10 +201,10 @@ int gt_job_fill_packed_row(gt_job *j, gt_dataset *ds, int64_t r, char *err, size
         }
         char e[512];
         if (j->carry.n_images)
-            return snprintf(err, errn, "line %lld: data.packing does not take records with images yet",
+            return snprintf(err, errn, "%s:%lld: data.packing does not take records with images yet", ds->path,
                             (long long)j->carry.line), -1;
         int rc = gt_pp_pack_append(j->tok, &j->pp, &j->carry, &row, e, sizeof e);
-        if (rc < 0) return snprintf(err, errn, "line %lld: %s", (long long)j->carry.line, e), -1;
+        if (rc < 0) return snprintf(err, errn, "%s:%lld: %s", ds->path, (long long)j->carry.line, e), -1;
         if (rc == 1) return 0; /* row full: the carried example opens the next one */
         gt_example_free(&j->carry);
         j->has_carry = false;

@@ -65,8 +65,8 @@ int gt_job_setup(gt_job *j, const gt_config *c, gt_dist *dist, int64_t rows, cha
 /* eval --lora: opens lora.weights with the file's rank and targets and shows them in c. */
 int gt_job_open_adapters(gt_job *j, gt_config *c, char *err, size_t errn);
 
-/* Row r of the batch from example ex (errors name its line). */
-int gt_job_fill_row(gt_job *j, int64_t r, const gt_example *ex, char *err, size_t errn);
+/* Row r of the batch from example ex of file (errors name file:line). */
+int gt_job_fill_row(gt_job *j, const char *file, int64_t r, const gt_example *ex, char *err, size_t errn);
 /* The images of rows [first_row, first_row + mb->in.batch) into mb (nothing for a text-only model). */
 void gt_job_attach_images(const gt_job *j, int64_t first_row, gt_micro_batch *mb);
 /* Packing: row r from whole examples read from ds (the one that does not fit is carried over). */

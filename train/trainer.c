@@ -531,7 +531,7 @@ static int load_batch(run *r, char *err, size_t errn) {
         }
         gt_example ex;
         if (gt_dataset_next(&r->train, &ex, NULL, err, errn)) return -1;
-        int frc = gt_job_fill_row(j, row, &ex, err, errn);
+        int frc = gt_job_fill_row(j, r->train.path, row, &ex, err, errn);
         gt_example_free(&ex);
         if (frc) return -1;
     }

@@ -75,7 +75,7 @@ int gt_vrows_fill(gt_vrows *v, const gt_tokenizer *tok, int64_t r, const gt_exam
                         "(a Gemma 3 preset with one, model.vision_num_layers, or a KerasHub/HF model with one)",
                         ex->n_images), -1;
     if (ex->n_images > v->slots)
-        return snprintf(err, errn, "%d images, more than data.max_images_per_prompt (%lld)", ex->n_images,
+        return snprintf(err, errn, "%d image(s), more than data.max_images_per_prompt (%lld)", ex->n_images,
                         (long long)v->slots), -1;
     int64_t n = gt_pp_vision_mask(tok, ids, v->S, v->mask + r * v->S);
     if (n != ex->n_images * v->tokens)
