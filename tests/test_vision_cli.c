@@ -2,7 +2,8 @@
  * (configs/shapes-lora.yaml: a tiny random Gemma 3 with a frozen random vision encoder, LoRA on
  * the decoder): the eval loss falls; `eval --lora` on the trained adapter gives the trainer's
  * number, and a worse one when every eval record gets another record's picture (the model reads
- * the images); two MPI ranks and a stopped-and-resumed run give the same result; records with
+ * the images); two MPI ranks and a stopped-and-resumed run give the same result; training the
+ * encoder fully or with LoRA (model.vision_train) changes the result and resumes exactly; records with
  * images for a model without an encoder, more images than data.max_images_per_prompt, a
  * sequence length that cuts an image and packing are refused with one line naming file:line. */
 #include <check.h>
@@ -107,6 +108,30 @@ START_TEST(resume_and_two_ranks_match) {
 }
 END_TEST
 
+/* model.vision_train full and lora train the encoder too (a result other than the frozen
+ * encoder's, and as good), and the checkpoints carry its trained tensors (an exact resume). */
+START_TEST(encoder_training_modes) {
+    char extra[512];
+    snprintf(extra, sizeof extra, "output_dir=%s/frozen", g_dir);
+    double frozen = train("", extra);
+    snprintf(extra, sizeof extra, "output_dir=%s/full model.vision_train=full", g_dir);
+    double full = train("", extra);
+    ck_assert_msg(strstr(g_out, "holds no vision encoder (its trained weights are in the checkpoints only)"), "%s", g_out);
+    snprintf(extra, sizeof extra, "output_dir=%s/lora model.vision_train=lora checkpoint.dir=%s/lora/ckpt", g_dir, g_dir);
+    double lora = train("", extra);
+    printf("shapes CLI: eval loss %.4f frozen encoder, %.4f full, %.4f LoRA\n", frozen, full, lora);
+    ck_assert_msg(full != frozen && lora != frozen && full < 0.8 && lora < 0.8, "frozen %.6f full %.6f lora %.6f",
+                  frozen, full, lora);
+    snprintf(extra, sizeof extra, "output_dir=%s/lres model.vision_train=lora checkpoint.dir=%s/lres/ckpt "
+             "train.stop_after_steps=50", g_dir, g_dir);
+    train("", extra);
+    snprintf(extra, sizeof extra, "output_dir=%s/lres model.vision_train=lora checkpoint.dir=%s/lres/ckpt "
+             "checkpoint.resume=latest", g_dir, g_dir);
+    double resumed = train("", extra);
+    ck_assert_msg(resumed == lora, "resumed %.6f vs %.6f", resumed, lora);
+}
+END_TEST
+
 static void refused(const char *cmd, const char *overrides, const char *where, const char *what) {
     char args[1024];
     snprintf(args, sizeof args, "%s " CFG " output_dir=%s/bad %s", cmd, g_dir, overrides);
@@ -122,6 +147,7 @@ START_TEST(bad_image_setups_are_refused) {
     refused("train", "data.eval= data.max_images_per_prompt=0", "datasets/shapes/train.jsonl:", "max_images_per_prompt (0)");
     refused("eval", "data.sequence_length=8", "datasets/shapes/eval.jsonl:1: ", "cuts the record's images");
     refused("train", "data.eval= data.packing=true", "datasets/shapes/train.jsonl:", "packing");
+    refused("train", "model.vision_num_layers=0 model.vision_train=lora", "model.vision_train: lora", "no vision encoder");
 }
 END_TEST
 
@@ -133,6 +159,7 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, train_learns_and_eval_reads_the_images);
     tcase_add_test(tc, resume_and_two_ranks_match);
+    tcase_add_test(tc, encoder_training_modes);
     tcase_add_test(tc, bad_image_setups_are_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -50,6 +50,8 @@ const char *const gt_cfg_progress_names[] = {[GT_PROGRESS_AUTO] = "auto", [GT_PR
                                              [GT_PROGRESS_PLAIN] = "plain", NULL};
 /* GT_RESUME_PATH has no name: any other value is the path */
 const char *const gt_cfg_resume_names[] = {[GT_RESUME_NONE] = "none", [GT_RESUME_LATEST] = "latest", NULL};
+const char *const gt_cfg_vision_train_names[] = {[GT_VISION_FROZEN] = "frozen", [GT_VISION_FULL] = "full",
+                                                 [GT_VISION_LORA] = "lora", NULL};
 
 /* Enum fields are stored and read as int (the setters write through the schema's offsets). */
 _Static_assert(sizeof(gt_model_dtype) == sizeof(int) && sizeof(gt_compute_dtype) == sizeof(int) &&
@@ -58,6 +60,7 @@ _Static_assert(sizeof(gt_model_dtype) == sizeof(int) && sizeof(gt_compute_dtype)
                    sizeof(gt_on_bad_line) == sizeof(int) && sizeof(gt_lora_target) == sizeof(int) &&
                    sizeof(gt_opt_kind) == sizeof(int) && sizeof(gt_sched_kind) == sizeof(int) &&
                    sizeof(gt_loss_norm) == sizeof(int) && sizeof(gt_on_nonfinite) == sizeof(int) &&
+                   sizeof(gt_vision_train) == sizeof(int) &&
                    sizeof(gt_resume) == sizeof(int) && sizeof(gt_progress) == sizeof(int),
                "config enums are int-sized");
 
@@ -127,6 +130,9 @@ static const row schema[] = {
         "vision encoder MLP width; 0: the preset's"),
     INT("model.vision_pool_size", model.vision.pool_size, "0", "[0, 1024]",
         "average pooling of the patch grid (image tokens = (image_size/patch_size/pool_size)^2); 0: the preset's"),
+    ENUM("model.vision_train", model.vision.train, "frozen", gt_cfg_vision_train_names,
+         "the vision encoder: frozen, every weight trained (full), or LoRA adapters (lora.rank, lora.alpha) "
+         "on its attention's query, key, value and output projections"),
     STR("tokenizer", tokenizer, "",
         "tokenizer file (tokenizer.json, .spm or .gguf); empty: the one in model.weights"),
     STR("data.train", data.train, "", "training data, a JSONL file"),

@@ -84,8 +84,7 @@ int gt_job_build_model(gt_job *j, char *err, size_t errn) {
         if (gt_gemma_create(&mc, full, &j->model, e, sizeof e)) return snprintf(err, errn, "model: %s", e), -1;
         gt_gemma_init_random(j->model, (uint64_t)c->model.init_seed, c->model.init_std);
     }
-    if (gt_vrows_build(&j->vis, j->model, c->model.weights, (uint64_t)c->model.init_seed, c->model.init_std, err, errn))
-        return -1;
+    if (gt_vrows_build(&j->vis, j->model, c, err, errn)) return -1;
     if (c->tokenizer[0] && gt_tok_load(c->tokenizer, &j->tok, err, errn)) return -1;
     if (!j->tok) return snprintf(err, errn, "tokenizer: required (the model file has none)"), -1;
     /* HF's Gemma 3 tokenizer.json lists 262145 pieces (an image token past the text vocabulary);
@@ -101,6 +100,19 @@ static bool excluded(const gt_config *c, const char *name) {
     const char *pats[GT_CFG_LIST];
     for (int i = 0; i < c->optimizer.n_exclude; i++) pats[i] = c->optimizer.exclude_from_weight_decay[i];
     return gt_optim_name_excluded(name, pats, c->optimizer.n_exclude);
+}
+
+/* The vision encoder's trainable tensors (model.vision_train) after the decoder's. */
+static int add_vision_slices(gt_job *j, char *err, size_t errn) {
+    gt_tensor *const *t;
+    int64_t n = gt_vrows_trainables(&j->vis, &t);
+    if (!n) return 0;
+    gt_param_slice *p = realloc(j->slices, sizeof *p * (size_t)(j->n_slices + n));
+    if (!p) return snprintf(err, errn, "out of memory"), -1;
+    j->slices = p;
+    for (int64_t i = 0; i < n; i++)
+        p[j->n_slices++] = (gt_param_slice){t[i]->name, t[i]->data, t[i]->grad, t[i]->size, !excluded(j->cfg, t[i]->name)};
+    return 0;
 }
 
 int gt_job_build_trainables(gt_job *j, char *err, size_t errn) {
@@ -140,7 +152,7 @@ int gt_job_build_trainables(gt_job *j, char *err, size_t errn) {
             j->slices[j->n_slices++] = (gt_param_slice){m->params[i].name, t->data, t->grad, t->size, !excluded(c, m->params[i].name)};
         }
     }
-    return 0;
+    return add_vision_slices(j, err, errn);
 }
 
 int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn) {

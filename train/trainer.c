@@ -164,6 +164,10 @@ static int save_outputs(gt_job *j, int64_t step, double eval_loss, char *err, si
         }
     }
     fprintf(stderr, "wrote %s\n", path);
+    gt_tensor *const *vt;
+    if (j->vis.enc) /* not silent: the encoder is not part of these files yet */
+        fprintf(stderr, "note: %s holds no vision encoder%s\n", path,
+                gt_vrows_trainables(&j->vis, &vt) ? " (its trained weights are in the checkpoints only)" : "");
     return 0;
 }
 

@@ -18,32 +18,41 @@ static double normal01(uint64_t *s) {
 }
 
 /* A directory with config.json: the encoder it holds (none is fine: *enc stays NULL). */
-static int load_from(const char *path, gt_vision **enc, char *err, size_t errn) {
+static int load_from(const char *path, bool trainable, gt_vision **enc, char *err, size_t errn) {
     char cfg[1100];
     snprintf(cfg, sizeof cfg, "%s/config.json", path);
     FILE *f = fopen(cfg, "r");
     if (!f) return 0; /* a GGUF file: text only */
     fclose(f);
-    return gt_keras_preset_detect(path) ? gt_vision_keras_load(path, false, enc, err, errn)
-                                        : gt_vision_hf_load(path, false, enc, err, errn);
+    return gt_keras_preset_detect(path) ? gt_vision_keras_load(path, trainable, enc, err, errn)
+                                        : gt_vision_hf_load(path, trainable, enc, err, errn);
 }
 
-int gt_vrows_build(gt_vrows *v, const gt_gemma *m, const char *weights, uint64_t seed, double std, char *err,
-                   size_t errn) {
+int gt_vrows_build(gt_vrows *v, const gt_gemma *m, const gt_config *c, char *err, size_t errn) {
     memset(v, 0, sizeof *v);
-    if (weights && weights[0]) {
-        if (load_from(weights, &v->enc, err, errn)) return -1;
+    gt_vision_train mode = c->model.vision.train;
+    if (c->model.weights[0]) {
+        if (load_from(c->model.weights, mode == GT_VISION_FULL, &v->enc, err, errn)) return -1;
     } else if (m->cfg.vision.num_layers > 0) {
         char e[512];
-        if (gt_vision_create(&m->cfg.vision, false, &v->enc, e, sizeof e))
+        if (gt_vision_create(&m->cfg.vision, mode == GT_VISION_FULL, &v->enc, e, sizeof e))
             return snprintf(err, errn, "model.vision: %s", e), -1;
-        uint64_t s = seed ^ 0x5649534Full; /* its own stream: the decoder's init is unchanged */
+        uint64_t s = (uint64_t)c->model.init_seed ^ 0x5649534Full; /* its own stream: the decoder's is unchanged */
         for (int64_t i = 0; i < v->enc->n_params; i++) {
             gt_tensor *t = v->enc->params[i];
             bool ln_scale = strstr(t->name, "gamma") != NULL;
-            for (int64_t k = 0; k < t->size; k++) t->data[k] = ln_scale ? 1.0f : (gt_real)(std * normal01(&s));
+            for (int64_t k = 0; k < t->size; k++)
+                t->data[k] = ln_scale ? 1.0f : (gt_real)(c->model.init_std * normal01(&s));
         }
     }
+    if (!v->enc && mode != GT_VISION_FROZEN)
+        return snprintf(err, errn, "model.vision_train: %s, but the model has no vision encoder",
+                        gt_cfg_vision_train_names[mode]), -1;
+    if (!v->enc) return 0;
+    double alpha = c->lora.alpha > 0 ? c->lora.alpha : (double)c->lora.rank;
+    if (mode == GT_VISION_LORA &&
+        gt_vision_lora_create(v->enc, c->lora.rank, alpha, (uint64_t)c->lora.seed ^ 0x5649534Full, err, errn))
+        return -1;
     if (!v->enc) return 0;
     if (v->enc->cfg.output_dim != m->cfg.hidden_dim)
         return snprintf(err, errn, "vision encoder projects to %lld values but the decoder is %lld wide",
@@ -89,6 +98,14 @@ int gt_vrows_fill(gt_vrows *v, const gt_tokenizer *tok, int64_t r, const gt_exam
         if (rc) return -1;
     }
     v->count[r] = ex->n_images;
+    return 0;
+}
+
+int64_t gt_vrows_trainables(const gt_vrows *v, gt_tensor *const **out) {
+    *out = NULL;
+    if (!v->enc) return 0;
+    if (v->enc->n_lora) return *out = v->enc->lora, v->enc->n_lora;
+    if (v->enc->n_params && v->enc->params[0]->requires_grad) return *out = v->enc->params, v->enc->n_params;
     return 0;
 }
 
