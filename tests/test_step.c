@@ -193,8 +193,9 @@ START_TEST(ready_hook_reports_final_gradients) {
     int32_t ids[B * T], labels[B * T];
     gt_real w[B * T];
     for (int i = 0; i < B * T; i++) ids[i] = (i * 7 + 3) % V, labels[i] = (i * 11 + 2) % V, w[i] = 1;
-    gt_micro_batch two[2] = {{{.batch = 2, .seq = T, .token_ids = ids}, labels, w, 0},
-                             {{.batch = 2, .seq = T, .token_ids = ids + 2 * T}, labels + 2 * T, w + 2 * T, 2}};
+    gt_micro_batch two[2] = {{.in = {.batch = 2, .seq = T, .token_ids = ids}, .labels = labels, .weights = w, .first_row = 0},
+                             {.in = {.batch = 2, .seq = T, .token_ids = ids + 2 * T}, .labels = labels + 2 * T,
+                              .weights = w + 2 * T, .first_row = 2}};
     ready_log log = {0};
     gt_step_cfg cfg = {.norm = GT_NORM_TOKENS, .chunk_rows = 5, .reduce = check_final, .reduce_user = &log,
                        .ready = log_ready};
