@@ -276,6 +276,8 @@ int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_
     gt_ckpt_model cm = {&j.model->cfg, j.lora, gt_cfg_optimizer_names[c->optimizer.name]};
     gt_ckpt_state st;
     if (gt_ckpt_load(ckpt, &cm, j.slices, j.n_slices, &opt, &st, NULL, err, errn)) goto done;
+    if (j.vis.enc) /* not silent: what callers build from the result is text only */
+        fprintf(stderr, "note: %s: the run's vision encoder stays behind: the decoder alone is restored\n", ckpt);
     *model = j.model;
     *lora = j.lora;
     *tok = j.tok;
