@@ -75,7 +75,7 @@ static void tracker_free(tracker *t, gt_ctx *ctx) {
     memset(t, 0, sizeof *t);
 }
 
-/* The micro-batch's images through the frozen encoder, their rows placed at the placeholders
+/* The micro-batch's images through the encoder, their rows placed at the placeholders
  * and the image spans made bidirectional (in; arrays in ctx until its reset, as backward reads
  * them). Returns 0 or -1 with ctx's error set. */
 static int attach_images(gt_ctx *ctx, const gt_micro_batch *mb, gt_gemma_batch *in) {

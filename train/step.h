@@ -26,7 +26,7 @@ typedef struct gt_micro_batch {
     int64_t first_row;       /* index of row 0 in the global batch (positions LoRA dropout masks) */
     /* Gemma 3 with images (NULL encoder: text only): row r's n_images[r] images are pixels +
      * r * image_slots * (image_size^2 * 3); vision_mask [B, T] marks their placeholders, in
-     * order. The frozen encoder runs on them and its rows replace those embeddings. */
+     * order. The encoder runs on them and its rows replace those embeddings. */
     const struct gt_vision *encoder;
     const float *pixels;
     const int32_t *n_images;
