@@ -79,13 +79,44 @@ static void on_token(int32_t id, void *user) {
     free(text);
 }
 
+typedef struct {
+    gt_real *soft;
+    int32_t *pos;
+    int64_t n;
+} soft_tokens;
+
+/* The batch of the first seq tokens of ids with the images' rows at their placeholders and
+ * their spans bidirectional (img->n 0: text only); false with the message printed when a
+ * placeholder lies past seq. Arrays in ctx. */
+static bool score_batch(gt_ctx *ctx, const gt_gemma *m, const int32_t *ids, int64_t seq, const soft_tokens *img,
+                        gt_gemma_batch *b) {
+    *b = (gt_gemma_batch){.batch = 1, .seq = seq, .token_ids = ids};
+    if (!img->n) return true;
+    if (img->pos[img->n - 1] >= seq) return fprintf(stderr, "generate --score: the prompt ends inside an image\n"), false;
+    uint8_t *vm = gt_alloc(ctx, (size_t)seq);
+    int32_t *end = gt_alloc(ctx, sizeof(int32_t) * (size_t)seq);
+    int64_t shape[2] = {img->n, m->cfg.hidden_dim};
+    gt_tensor *soft = gt_empty(ctx, 2, shape);
+    if (!vm || !end || !soft) return fprintf(stderr, "generate --score: out of memory\n"), false;
+    memset(vm, 0, (size_t)seq);
+    for (int64_t k = 0; k < img->n; k++) vm[img->pos[k]] = 1;
+    gt_vision_span_ends(vm, 1, seq, end);
+    memcpy(soft->data, img->soft, sizeof(gt_real) * (size_t)soft->size);
+    b->soft_tokens = soft;
+    b->soft_pos = img->pos;
+    b->n_soft = img->n;
+    b->bidir_end = end;
+    return true;
+}
+
 /* --score --logits: KerasHub's score(scoring_mode="logits"): the logits at every position of
  * the token ids (after soft-capping), one row per token, %.9g each. */
-static int score_logits(const gt_gemma *m, const int32_t *ids, int64_t n) {
+static int score_logits(const gt_gemma *m, const int32_t *ids, int64_t n, const soft_tokens *img) {
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     ctx.grad_enabled = false;
-    gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
+    gt_gemma_batch b;
+    if (!score_batch(&ctx, m, ids, n, img, &b)) return gt_ctx_free(&ctx), 1;
     gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &b));
     if (!z) {
         fprintf(stderr, "generate --score --logits: %s\n", ctx.err);
@@ -127,7 +158,7 @@ static int parse_targets(const char *list, int64_t n, int64_t vocab, int32_t *ou
 
 /* Per-token losses as KerasHub's score(scoring_mode="loss"): against targets when given (one per
  * position), else against the next token (target_ids = roll(ids, -1) without the last position). */
-static int score(const gt_gemma *m, const char *targets, const int32_t *ids, int64_t n) {
+static int score(const gt_gemma *m, const char *targets, const int32_t *ids, int64_t n, const soft_tokens *img) {
     if (n < (targets ? 1 : 2)) return fprintf(stderr, "generate --score: need at least 2 tokens\n"), 1;
     int64_t rows = targets ? n : n - 1;
     int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
@@ -138,7 +169,8 @@ static int score(const gt_gemma *m, const char *targets, const int32_t *ids, int
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     ctx.grad_enabled = false;
-    gt_gemma_batch b = {.batch = 1, .seq = rows, .token_ids = ids};
+    gt_gemma_batch b;
+    if (!score_batch(&ctx, m, ids, rows, img, &b)) return free(lab), free(ce), gt_ctx_free(&ctx), 1;
     double ws;
     gt_tensor *h = gt_gemma_hidden(&ctx, m, &b);
     gt_tensor *l = gt_gemma_lm_loss(&ctx, m, h, lab, NULL, 64, &ws, ce);
@@ -255,7 +287,6 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     if (a->logits && !a->do_score) return fprintf(stderr, "generate: --logits needs --score\n"), 3;
     if (a->targets && (!a->do_score || a->logits))
         return fprintf(stderr, "generate: --target-ids needs --score (and gives losses, not --logits)\n"), 3;
-    if (a->n_images && a->do_score) return fprintf(stderr, "generate: --score does not take --image yet\n"), 3;
     int marks = gt_pp_count_image_markers(a->prompt);
     if (a->n_images && marks != a->n_images)
         return fprintf(stderr, "generate: --image: PROMPT has %d <start_of_image> marker%s for %d image%s\n", marks,
@@ -310,12 +341,6 @@ static int stop_ids(const gt_tokenizer *tok, const char *stops, int32_t out[64])
 }
 
 /* Generates from the prompt's ids, streaming the completion to stdout. The exit status. */
-typedef struct {
-    gt_real *soft;
-    int32_t *pos;
-    int64_t n;
-} soft_tokens;
-
 /* The encoder's output for a->images (in order) and the prompt's placeholder positions. The
  * exit status (0 or 1, the message printed). */
 static int encode_images(const gt_vision *v, const gt_tokenizer *tok, const gen_args *a, const gt_ids *ids,
@@ -426,8 +451,8 @@ int cli_generate(int argc, char **argv) {
     if (a.lora_path && apply_lora(m, a.lora_path, a.lora_alpha, err, sizeof err))
         fprintf(stderr, "generate: %s\n", err);
     else if (!encode_prompt(tok, &a, m->cfg.generation == 4, &ids) && !(v && encode_images(v, tok, &a, &ids, &img)))
-        rc = a.do_score && a.logits ? score_logits(m, ids.ids, (int64_t)ids.n)
-             : a.do_score           ? score(m, a.targets, ids.ids, (int64_t)ids.n)
+        rc = a.do_score && a.logits ? score_logits(m, ids.ids, (int64_t)ids.n, &img)
+             : a.do_score           ? score(m, a.targets, ids.ids, (int64_t)ids.n, &img)
                                     : generate(m, tok, &a, &smp, &ids, &img);
     free(img.soft);
     free(img.pos);

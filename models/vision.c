@@ -63,6 +63,8 @@ static int64_t dim_of(const gt_vision_config *c, int d) {
 void gt_vision_free(gt_vision *v) {
     if (!v) return;
     for (int64_t i = 0; i < v->n_params; i++) gt_tensor_free(v->params[i]);
+    for (int64_t i = 0; i < v->n_lora; i++) gt_tensor_free(v->lora[i]);
+    free(v->lora);
     free(v->params);
     free(v->layers);
     free(v);
@@ -126,6 +128,41 @@ gt_tensor *gt_vision_find(const gt_vision *v, const char *name) {
     return NULL;
 }
 
+static gt_tensor *lora_new(gt_vision *v, int64_t li, int k, bool is_a, int64_t rank, uint64_t *seed) {
+    static const char *const proj[4] = {"query", "key", "value", "out"};
+    int64_t d = v->cfg.hidden_dim, shape[2] = {is_a ? d : rank, is_a ? rank : d};
+    gt_tensor *t = gt_tensor_new(2, shape, true);
+    if (!t) return NULL;
+    char name[128];
+    snprintf(name, sizeof name, "image_encoder/encoder_block_%lld/multi_head_attention/%s_proj/lora_kernel_%c",
+             (long long)li, proj[k], is_a ? 'a' : 'b');
+    gt_tensor_set_name(t, name);
+    double lim = sqrt(6.0 / (double)d); /* He-uniform over the input width */
+    for (int64_t j = 0; j < t->size; j++) {
+        uint64_t z = (*seed += 0x9E3779B97F4A7C15ull); /* splitmix64 */
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        t->data[j] = is_a ? (gt_real)(lim * (2.0 * (double)(z >> 11) / 9007199254740992.0 - 1.0)) : 0;
+    }
+    (is_a ? v->layers[li].lora_a : v->layers[li].lora_b)[k] = t;
+    return t;
+}
+
+int gt_vision_lora_create(gt_vision *v, int64_t rank, double alpha, uint64_t seed, char *err, size_t errn) {
+    if (v->lora) return gt_errf(err, errn, "vision encoder: LoRA adapters exist already");
+    int64_t n = v->cfg.num_layers * 8;
+    if (!(v->lora = calloc((size_t)n, sizeof *v->lora))) return gt_errf(err, errn, "vision encoder: out of memory");
+    v->lora_scale = alpha / (double)rank;
+    for (int64_t li = 0; li < v->cfg.num_layers; li++)
+        for (int k = 0; k < 8; k++) {
+            gt_tensor *t = lora_new(v, li, k % 4, k < 4, rank, &seed);
+            if (!t) return gt_errf(err, errn, "vision encoder: out of memory for LoRA");
+            v->lora[v->n_lora++] = t;
+        }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- forward */
 
 static gt_tensor *linear(gt_ctx *ctx, gt_tensor *x, gt_tensor *w, gt_tensor *b) {
@@ -152,17 +189,26 @@ static gt_tensor *patches(gt_ctx *ctx, const gt_vision_config *c, const float *i
     return t;
 }
 
+/* A projection with its LoRA adapter k of layer ly (when there is one). */
+static gt_tensor *proj_lora(gt_ctx *ctx, const gt_vision *v, const gt_vision_layer *ly, int k, gt_tensor *x,
+                            gt_tensor *w, gt_tensor *b) {
+    gt_tensor *y = linear(ctx, x, w, b);
+    if (!ly->lora_a[k]) return y;
+    gt_tensor *d = gt_matmul(ctx, gt_matmul(ctx, x, ly->lora_a[k], false, false), ly->lora_b[k], false, false);
+    return gt_add(ctx, y, gt_scale(ctx, d, v->lora_scale));
+}
+
 static gt_tensor *attention(gt_ctx *ctx, const gt_vision *v, const gt_vision_layer *ly,
                             gt_tensor *x) {
     const gt_vision_config *c = &v->cfg;
     int64_t n = x->shape[0], t = x->shape[1], hd = c->hidden_dim / c->num_heads;
     int64_t sh[4] = {n, t, c->num_heads, hd}, flat[3] = {n, t, c->hidden_dim};
-    gt_tensor *q = gt_reshape(ctx, linear(ctx, x, ly->q_w, ly->q_b), 4, sh);
-    gt_tensor *k = gt_reshape(ctx, linear(ctx, x, ly->k_w, ly->k_b), 4, sh);
-    gt_tensor *val = gt_reshape(ctx, linear(ctx, x, ly->v_w, ly->v_b), 4, sh);
+    gt_tensor *q = gt_reshape(ctx, proj_lora(ctx, v, ly, 0, x, ly->q_w, ly->q_b), 4, sh);
+    gt_tensor *k = gt_reshape(ctx, proj_lora(ctx, v, ly, 1, x, ly->k_w, ly->k_b), 4, sh);
+    gt_tensor *val = gt_reshape(ctx, proj_lora(ctx, v, ly, 2, x, ly->v_w, ly->v_b), 4, sh);
     gt_attn_cfg ac = {.scale = 1.0 / sqrt((double)hd), .causal = false};
     gt_tensor *a = gt_reshape(ctx, gt_attention(ctx, q, k, val, &ac), 3, flat);
-    return linear(ctx, a, ly->o_w, ly->o_b);
+    return proj_lora(ctx, v, ly, 3, a, ly->o_w, ly->o_b);
 }
 
 static gt_tensor *block(gt_ctx *ctx, const gt_vision *v, const gt_vision_layer *ly, gt_tensor *x) {

@@ -27,6 +27,7 @@
 typedef struct gt_vision_layer {
     gt_tensor *ln1_g, *ln1_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
     gt_tensor *ln2_g, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    gt_tensor *lora_a[4], *lora_b[4]; /* q, k, v, out adapters (gt_vision_lora_create); NULL: none */
 } gt_vision_layer;
 
 typedef struct gt_vision {
@@ -36,6 +37,9 @@ typedef struct gt_vision {
     gt_tensor *post_g, *post_b, *soft_norm, *proj;
     gt_tensor **params; /* every tensor above, in storage order, named */
     int64_t n_params;
+    gt_tensor **lora;   /* the adapters, A then B per projection (n_lora of them; owned) */
+    int64_t n_lora;
+    double lora_scale;  /* alpha / rank */
 } gt_vision;
 
 /* Zero-initialised parameters, LayerNorm gammas 1 (requires_grad = trainable). */
@@ -43,6 +47,12 @@ int gt_vision_create(const gt_vision_config *c, bool trainable, gt_vision **out,
                      size_t errn);
 void gt_vision_free(gt_vision *v);
 gt_tensor *gt_vision_find(const gt_vision *v, const char *name);
+
+/* LoRA on every block's query, key, value and out projections: y += (alpha/rank) x A B, A
+ * [in, rank] He-uniform from seed, B [rank, out] zero (so the encoder starts unchanged), both
+ * trainable, named <kernel path without /kernel>/lora_kernel_a and _b. -1 with a message when
+ * out of memory or called twice. */
+int gt_vision_lora_create(gt_vision *v, int64_t rank, double alpha, uint64_t seed, char *err, size_t errn);
 
 /* images: n * S * S * 3 floats, HWC per image. Returns [n, tokens, output_dim]. */
 gt_tensor *gt_vision_encode(gt_ctx *ctx, const gt_vision *v, const float *images, int64_t n);

@@ -83,14 +83,14 @@ static void accumulation_equals_big_batch_pad(gt_opt_kind kind, gt_loss_norm nor
     char err[512];
     for (int step = 0; step < 3; step++) {
         big.lora->dropout_seed = acc.lora->dropout_seed = 77 + (uint64_t)step;
-        gt_micro_batch one = {{.batch = B, .seq = T, .token_ids = ids}, labels, w, 0};
+        gt_micro_batch one = {.in = {.batch = B, .seq = T, .token_ids = ids}, .labels = labels, .weights = w, .first_row = 0};
         gt_step_result r1, r4;
         cfg.lora = big.lora;
         ck_assert_msg(gt_step_run(&ctx, big.m, &big.opt, &cfg, &one, 1, B, 0.05, &r1, err, sizeof err) == 0, "%s", err);
         cfg.lora = acc.lora;
         gt_micro_batch four[B];
         for (int b = 0; b < B; b++)
-            four[b] = (gt_micro_batch){{.batch = 1, .seq = T, .token_ids = ids + b * T}, labels + b * T, w + b * T, b};
+            four[b] = (gt_micro_batch){.in = {.batch = 1, .seq = T, .token_ids = ids + b * T}, .labels = labels + b * T, .weights = w + b * T, .first_row = b};
         ck_assert_msg(gt_step_run(&ctx, acc.m, &acc.opt, &cfg, four, B, B, 0.05, &r4, err, sizeof err) == 0, "%s", err);
         ck_assert_msg(fabs(r1.loss - r4.loss) <= 1e-6 * fabs(r1.loss), "step %d: %.9g vs %.9g", step, r1.loss, r4.loss);
         ck_assert(r1.weight_sum == 9 && r4.weight_sum == 9);
@@ -142,7 +142,7 @@ START_TEST(nonfinite_stops_or_skips) {
     r.lora->data[0] = NAN; /* poisons the forward */
     int32_t ids[T] = {1, 2, 3, 4, 5, 6, 7, 8}, labels[T] = {2, 3, 4, 5, 6, 7, 8, 9};
     gt_real w[T] = {0, 0, 0, 0, 1, 1, 1, 1};
-    gt_micro_batch mb = {{.batch = 1, .seq = T, .token_ids = ids}, labels, w, 0};
+    gt_micro_batch mb = {.in = {.batch = 1, .seq = T, .token_ids = ids}, .labels = labels, .weights = w, .first_row = 0};
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     gt_step_cfg cfg = {.norm = GT_NORM_TOKENS, .chunk_rows = 4};
@@ -193,8 +193,9 @@ START_TEST(ready_hook_reports_final_gradients) {
     int32_t ids[B * T], labels[B * T];
     gt_real w[B * T];
     for (int i = 0; i < B * T; i++) ids[i] = (i * 7 + 3) % V, labels[i] = (i * 11 + 2) % V, w[i] = 1;
-    gt_micro_batch two[2] = {{{.batch = 2, .seq = T, .token_ids = ids}, labels, w, 0},
-                             {{.batch = 2, .seq = T, .token_ids = ids + 2 * T}, labels + 2 * T, w + 2 * T, 2}};
+    gt_micro_batch two[2] = {{.in = {.batch = 2, .seq = T, .token_ids = ids}, .labels = labels, .weights = w, .first_row = 0},
+                             {.in = {.batch = 2, .seq = T, .token_ids = ids + 2 * T}, .labels = labels + 2 * T,
+                              .weights = w + 2 * T, .first_row = 2}};
     ready_log log = {0};
     gt_step_cfg cfg = {.norm = GT_NORM_TOKENS, .chunk_rows = 5, .reduce = check_final, .reduce_user = &log,
                        .ready = log_ready};
@@ -225,8 +226,7 @@ START_TEST(eval_cuts_trailing_padding) {
         mask[i] = t < len;
         w[i] = t < len ? (gt_real)(1 + t % 2) : 0;
     }
-    gt_micro_batch mb = {{.batch = 2, .seq = T, .token_ids = ids, .positions = pos, .padding_mask = mask},
-                         labels, w, 0};
+    gt_micro_batch mb = {.in = {.batch = 2, .seq = T, .token_ids = ids, .positions = pos, .padding_mask = mask}, .labels = labels, .weights = w, .first_row = 0};
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     ctx.grad_enabled = false;

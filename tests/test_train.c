@@ -300,9 +300,9 @@ START_TEST(packing_equals_separate_rows) {
     ck_assert_int_eq(restarts, 2);
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
-    gt_micro_batch sep = {{.batch = 3, .seq = S, .token_ids = ids, .padding_mask = mask}, labels, w, 0};
-    gt_micro_batch pk = {{.batch = 1, .seq = P, .token_ids = pids, .padding_mask = pmask, .positions = pos,
-                          .segment_ids = seg}, plabels, pw, 0};
+    gt_micro_batch sep = {.in = {.batch = 3, .seq = S, .token_ids = ids, .padding_mask = mask}, .labels = labels, .weights = w, .first_row = 0};
+    gt_micro_batch pk = {.in = {.batch = 1, .seq = P, .token_ids = pids, .padding_mask = pmask, .positions = pos,
+                          .segment_ids = seg}, .labels = plabels, .weights = pw, .first_row = 0};
     double a, aw, b, bw;
     ck_assert_msg(gt_step_eval(&ctx, m, &sep, 64, &a, &aw, NULL, err, sizeof err) == 0, "%s", err);
     ck_assert_msg(gt_step_eval(&ctx, m, &pk, 64, &b, &bw, NULL, err, sizeof err) == 0, "%s", err);

@@ -1,6 +1,7 @@
 /* The Gemma 3 vision encoder against KerasHub's Gemma3VisionEncoder (tests/fixtures/vision.h5,
  * tools/reference/make_vision_fixture.py): output <= 1e-4 x max|output|, every parameter's
- * gradient of sum(output * R) <= 1e-3 x its max; plus config errors and parameter counting. */
+ * gradient of sum(output * R) <= 1e-3 x its max; plus config errors and parameter counting, and
+ * the encoder's LoRA adapters (model.vision_train: lora) against finite differences. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -149,6 +150,71 @@ START_TEST(multimodal_presets_carry_the_encoder) {
 }
 END_TEST
 
+/* sum(encode(images) * r), in double. */
+static double weighted_out(gt_vision *v, const float *img, int64_t n, const float *r, bool backward) {
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = backward;
+    gt_tensor *y = gt_vision_encode(&ctx, v, img, n);
+    ck_assert_msg(gt_ok(&ctx), "%s", ctx.err);
+    double s = 0;
+    for (int64_t i = 0; i < y->size; i++) s += (double)y->data[i] * r[i];
+    if (backward) {
+        gt_tensor *rt = gt_empty(&ctx, y->ndim, y->shape);
+        for (int64_t i = 0; i < y->size; i++) rt->data[i] = r[i];
+        gt_tensor *l = gt_sum(&ctx, gt_mul(&ctx, y, rt));
+        ck_assert_int_eq(gt_backward(&ctx, l), GT_OK);
+    }
+    gt_ctx_free(&ctx);
+    return s;
+}
+
+/* LoRA on the encoder's attention: zero B leaves the output bit-identical; the gradients of A and
+ * B match central finite differences. */
+START_TEST(lora_adapters) {
+    gt_vision_config c = {16, 4, 2, 8, 1, 16, 8, 2, 1e-6};
+    gt_vision *v;
+    char err[256];
+    ck_assert_msg(gt_vision_create(&c, false, &v, err, sizeof err) == 0, "%s", err);
+    unsigned g = 3;
+#define RND() (g = g * 1103515245u + 12345u, (float)(((g >> 8) & 0xffff) / 65536.0 - 0.5))
+    for (int64_t i = 0; i < v->n_params; i++)
+        if (!strstr(v->params[i]->name, "gamma"))
+            for (int64_t j = 0; j < v->params[i]->size; j++) v->params[i]->data[j] = RND();
+    enum { N = 2 };
+    static float img[N * 16 * 16 * 3], r[N * 4 * 8];
+    for (size_t i = 0; i < sizeof img / sizeof *img; i++) img[i] = 2 * RND();
+    for (size_t i = 0; i < sizeof r / sizeof *r; i++) r[i] = RND();
+    double plain = weighted_out(v, img, N, r, false);
+    ck_assert_msg(gt_vision_lora_create(v, 2, 4, 7, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(v->n_lora, 8);
+    ck_assert_msg(gt_vision_lora_create(v, 2, 4, 7, err, sizeof err) != 0, "a second set of adapters");
+    ck_assert(weighted_out(v, img, N, r, false) == plain);
+    for (int64_t i = 0; i < v->n_lora; i++)
+        for (int64_t j = 0; j < v->lora[i]->size; j++) v->lora[i]->data[j] += 0.5f * RND();
+    for (int64_t i = 0; i < v->n_lora; i++) memset(v->lora[i]->grad, 0, sizeof(gt_real) * (size_t)v->lora[i]->size);
+    weighted_out(v, img, N, r, true);
+    double worst = 0, gmax = 0;
+    for (int64_t i = 0; i < v->n_lora; i++)
+        for (int64_t j = 0; j < v->lora[i]->size; j += 3) {
+            gt_real *x = &v->lora[i]->data[j], keep = *x;
+            const double h = 1e-2;
+            *x = keep + (gt_real)h;
+            double up = weighted_out(v, img, N, r, false);
+            *x = keep - (gt_real)h;
+            double down = weighted_out(v, img, N, r, false);
+            *x = keep;
+            double fd = (up - down) / (2 * h), an = v->lora[i]->grad[j];
+            worst = fmax(worst, fabs(fd - an));
+            gmax = fmax(gmax, fabs(an));
+        }
+#undef RND
+    printf("vision LoRA: gradient vs finite differences %.2e of max %.2e\n", worst, gmax);
+    ck_assert_msg(gmax > 0 && worst <= 2e-3 * gmax, "gradient off by %g (max %g)", worst, gmax);
+    gt_vision_free(v);
+}
+END_TEST
+
 int main(void) {
     gt_h5_process_init();
     Suite *s = suite_create("vision");
@@ -157,6 +223,7 @@ int main(void) {
     tcase_add_test(tc, encoder_matches_kerashub);
     tcase_add_test(tc, config_errors_and_counts);
     tcase_add_test(tc, multimodal_presets_carry_the_encoder);
+    tcase_add_test(tc, lora_adapters);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -50,6 +50,8 @@ const char *const gt_cfg_progress_names[] = {[GT_PROGRESS_AUTO] = "auto", [GT_PR
                                              [GT_PROGRESS_PLAIN] = "plain", NULL};
 /* GT_RESUME_PATH has no name: any other value is the path */
 const char *const gt_cfg_resume_names[] = {[GT_RESUME_NONE] = "none", [GT_RESUME_LATEST] = "latest", NULL};
+const char *const gt_cfg_vision_train_names[] = {[GT_VISION_FROZEN] = "frozen", [GT_VISION_FULL] = "full",
+                                                 [GT_VISION_LORA] = "lora", NULL};
 
 /* Enum fields are stored and read as int (the setters write through the schema's offsets). */
 _Static_assert(sizeof(gt_model_dtype) == sizeof(int) && sizeof(gt_compute_dtype) == sizeof(int) &&
@@ -58,6 +60,7 @@ _Static_assert(sizeof(gt_model_dtype) == sizeof(int) && sizeof(gt_compute_dtype)
                    sizeof(gt_on_bad_line) == sizeof(int) && sizeof(gt_lora_target) == sizeof(int) &&
                    sizeof(gt_opt_kind) == sizeof(int) && sizeof(gt_sched_kind) == sizeof(int) &&
                    sizeof(gt_loss_norm) == sizeof(int) && sizeof(gt_on_nonfinite) == sizeof(int) &&
+                   sizeof(gt_vision_train) == sizeof(int) &&
                    sizeof(gt_resume) == sizeof(int) && sizeof(gt_progress) == sizeof(int),
                "config enums are int-sized");
 
@@ -119,6 +122,20 @@ static const row schema[] = {
     INT("model.init_seed", model.init_seed, "-1", "[-1, inf)",
         "seed of the random init (no model.weights); -1: train.seed"),
     NUM("model.init_std", model.init_std, "0.02", "[0, 10]", "standard deviation of the random init"),
+    INT("model.vision_image_size", model.vision.image_size, "0", "[0, 65536]",
+        "Gemma 3 vision encoder: input pixels per side; 0: the preset's"),
+    INT("model.vision_patch_size", model.vision.patch_size, "0", "[0, 65536]", "vision encoder patch side; 0: the preset's"),
+    INT("model.vision_num_layers", model.vision.num_layers, "0", "[0, 1024]",
+        "vision encoder blocks; 0: the preset's (none: a text-only model)"),
+    INT("model.vision_hidden_dim", model.vision.hidden_dim, "0", "[0, 65536]", "vision encoder width; 0: the preset's"),
+    INT("model.vision_num_heads", model.vision.num_heads, "0", "[0, 1024]", "vision encoder heads; 0: the preset's"),
+    INT("model.vision_intermediate_dim", model.vision.intermediate_dim, "0", "[0, 1048576]",
+        "vision encoder MLP width; 0: the preset's"),
+    INT("model.vision_pool_size", model.vision.pool_size, "0", "[0, 1024]",
+        "average pooling of the patch grid (image tokens = (image_size/patch_size/pool_size)^2); 0: the preset's"),
+    ENUM("model.vision_train", model.vision.train, "frozen", gt_cfg_vision_train_names,
+         "the vision encoder: frozen, every weight trained (full), or LoRA adapters (lora.rank, lora.alpha) "
+         "on its attention's query, key, value and output projections"),
     STR("tokenizer", tokenizer, "",
         "tokenizer file (tokenizer.json, .spm or .gguf); empty: the one in model.weights"),
     STR("data.train", data.train, "", "training data, a JSONL file"),
@@ -127,6 +144,8 @@ static const row schema[] = {
          "record form: {prompt, response}, {text} or {messages}; auto: from each file's first record"),
     INT("data.sequence_length", data.sequence_length, "256", "[2, 1048576]",
         "tokens per row (prompt, response and special tokens)"),
+    INT("data.max_images_per_prompt", data.max_images_per_prompt, "2", "[0, 1024]",
+        "images one record may bring (Gemma 3 with images; KerasHub's default)"),
     ENUM("data.template", data.template_, "none", gt_cfg_template_names,
          "prompt template; gemma_chat: Gemma 1-3's turn markers; gemma4_chat: Gemma 4's; auto: the "
          "model generation's"),

@@ -47,11 +47,13 @@ typedef enum { GT_NONFINITE_STOP, GT_NONFINITE_SKIP } gt_on_nonfinite;
 typedef enum { GT_PROGRESS_AUTO, GT_PROGRESS_BAR, GT_PROGRESS_PLAIN } gt_progress;
 /* checkpoint.resume: the words none and latest, or a path (checkpoint.resume_path) */
 typedef enum { GT_RESUME_NONE, GT_RESUME_LATEST, GT_RESUME_PATH } gt_resume;
+/* model.vision_train: the vision encoder frozen, fully trained, or LoRA on its attention */
+typedef enum { GT_VISION_FROZEN, GT_VISION_FULL, GT_VISION_LORA } gt_vision_train;
 
 extern const char *const gt_cfg_dtype_names[], *const gt_cfg_compute_dtype_names[], *const gt_cfg_format_names[], *const gt_cfg_template_names[],
     *const gt_cfg_bad_line_names[], *const gt_cfg_optimizer_names[], *const gt_cfg_schedule_names[],
     *const gt_cfg_loss_norm_names[], *const gt_cfg_nonfinite_names[], *const gt_cfg_progress_names[],
-    *const gt_cfg_resume_names[];
+    *const gt_cfg_resume_names[], *const gt_cfg_vision_train_names[];
 
 typedef struct gt_config {
     struct {
@@ -68,6 +70,12 @@ typedef struct gt_config {
          * row; applied after the preset (or generation defaults) and the keys above */
         double architecture[GT_CFG_ARCH];
         bool architecture_set[GT_CFG_ARCH];
+        /* model.vision_*: the Gemma 3 vision encoder's shapes over the preset's; 0 keeps them
+         * (num_layers > 0 without a preset's encoder builds one, randomly initialised) */
+        struct {
+            int64_t image_size, patch_size, num_layers, hidden_dim, num_heads, intermediate_dim, pool_size;
+            gt_vision_train train;
+        } vision;
     } model;
     char tokenizer[GT_CFG_STR];
     struct {
@@ -76,6 +84,7 @@ typedef struct gt_config {
         gt_template template_;
         gt_on_bad_line on_bad_line;
         int64_t sequence_length, shuffle_seed;
+        int64_t max_images_per_prompt; /* images a record may bring (KerasHub's default 2) */
         bool packing, shuffle, add_start_token, add_end_token;
     } data;
     struct {

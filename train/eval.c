@@ -29,7 +29,7 @@ static int eval_order(gt_job *j, gt_dataset *ds, int64_t n, char *err, size_t er
     for (int64_t i = 0; i < n; i++) {
         gt_example ex;
         if (gt_dataset_read(ds, i, &ex, err, errn)) return free(keys), free(lines), -1;
-        int frc = gt_job_fill_row(j, 0, &ex, err, errn);
+        int frc = gt_job_fill_row(j, ds->path, 0, &ex, err, errn);
         lines[i] = ex.line;
         gt_example_free(&ex);
         if (frc) return free(keys), free(lines), -1;
@@ -68,11 +68,13 @@ int gt_job_evaluate(gt_job *j, gt_dataset *ds, gt_ctx *ctx, FILE *per_example, g
         for (int64_t r = 0; r < b; r++) {
             gt_example ex;
             if (gt_dataset_read(ds, keys[i0 + r].index, &ex, err, errn)) goto done;
-            int frc = gt_job_fill_row(j, r, &ex, err, errn);
+            int frc = gt_job_fill_row(j, ds->path, r, &ex, err, errn);
             gt_example_free(&ex);
             if (frc) goto done;
         }
-        gt_micro_batch mb = {{.batch = b, .seq = j->S, .token_ids = j->ids, .padding_mask = j->mask}, j->labels, j->weights, 0};
+        gt_micro_batch mb = {.in = {.batch = b, .seq = j->S, .token_ids = j->ids, .padding_mask = j->mask},
+                             .labels = j->labels, .weights = j->weights};
+        gt_job_attach_images(j, 0, &mb);
         double wce, w;
         if (gt_step_eval(ctx, j->model, &mb, j->cfg->train.chunk_rows, &wce, &w, row_ce, err, errn)) goto done;
         res->wce += wce;

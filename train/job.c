@@ -25,10 +25,28 @@ void gt_job_free(gt_job *j) {
     free(j->eval_keys);
     free(j->eval_lines);
     if (j->has_carry) gt_example_free(&j->carry);
+    gt_vrows_free(&j->vis);
     gt_lora_free(j->lora);
     gt_tok_free(j->tok);
     gt_gemma_free(j->model);
     memset(j, 0, sizeof *j);
+}
+
+/* model.vision_* over the preset's encoder shapes; a new encoder projects to the decoder's width. */
+static void vision_overrides(const gt_config *c, gt_gemma_config *mc) {
+    gt_vision_config *v = &mc->vision;
+#define VOVR(key) if (c->model.vision.key) v->key = c->model.vision.key
+    VOVR(image_size);
+    VOVR(patch_size);
+    VOVR(num_layers);
+    VOVR(hidden_dim);
+    VOVR(num_heads);
+    VOVR(intermediate_dim);
+    VOVR(pool_size);
+#undef VOVR
+    if (v->num_layers <= 0) return;
+    v->output_dim = mc->hidden_dim;
+    if (v->layer_norm_epsilon <= 0) v->layer_norm_epsilon = 1e-6;
 }
 
 int gt_job_build_model(gt_job *j, char *err, size_t errn) {
@@ -66,11 +84,13 @@ int gt_job_build_model(gt_job *j, char *err, size_t errn) {
         if (mc.sliding_window == 0) mc.sliding_pattern = 0;
         if (c->model.attention_logit_soft_cap >= 0) mc.attn_logit_softcap = c->model.attention_logit_soft_cap;
         if (c->model.final_logit_soft_cap >= 0) mc.final_logit_softcap = c->model.final_logit_soft_cap;
+        vision_overrides(c, &mc);
         char e[512];
         if (full ? gt_gemma_create(&mc, true, &j->model, e, sizeof e) : gt_gemma_create_frozen(&mc, dt, &j->model, e, sizeof e))
             return snprintf(err, errn, "model: %s", e), -1;
         gt_gemma_init_random(j->model, (uint64_t)c->model.init_seed, c->model.init_std);
     }
+    if (gt_vrows_build(&j->vis, j->model, c, err, errn)) return -1;
     if (c->tokenizer[0] && gt_tok_load(c->tokenizer, &j->tok, err, errn)) return -1;
     if (!j->tok) return snprintf(err, errn, "tokenizer: required (the model file has none)"), -1;
     /* HF's Gemma 3 tokenizer.json lists 262145 pieces (an image token past the text vocabulary);
@@ -86,6 +106,19 @@ static bool excluded(const gt_config *c, const char *name) {
     const char *pats[GT_CFG_LIST];
     for (int i = 0; i < c->optimizer.n_exclude; i++) pats[i] = c->optimizer.exclude_from_weight_decay[i];
     return gt_optim_name_excluded(name, pats, c->optimizer.n_exclude);
+}
+
+/* The vision encoder's trainable tensors (model.vision_train) after the decoder's. */
+static int add_vision_slices(gt_job *j, char *err, size_t errn) {
+    gt_tensor *const *t;
+    int64_t n = gt_vrows_trainables(&j->vis, &t);
+    if (!n) return 0;
+    gt_param_slice *p = realloc(j->slices, sizeof *p * (size_t)(j->n_slices + n));
+    if (!p) return snprintf(err, errn, "out of memory"), -1;
+    j->slices = p;
+    for (int64_t i = 0; i < n; i++)
+        p[j->n_slices++] = (gt_param_slice){t[i]->name, t[i]->data, t[i]->grad, t[i]->size, !excluded(j->cfg, t[i]->name)};
+    return 0;
 }
 
 int gt_job_build_trainables(gt_job *j, char *err, size_t errn) {
@@ -126,7 +159,7 @@ int gt_job_build_trainables(gt_job *j, char *err, size_t errn) {
             j->slices[j->n_slices++] = (gt_param_slice){m->params[i].name, t->data, t->grad, t->size, !excluded(c, m->params[i].name)};
         }
     }
-    return 0;
+    return add_vision_slices(j, err, errn);
 }
 
 int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn) {
@@ -143,20 +176,33 @@ int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn) {
         if (!j->positions || !j->segments) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
     }
     if (!j->ids || !j->labels || !j->mask || !j->weights) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
+    if (gt_vrows_alloc(&j->vis, rows, j->S, j->cfg->data.max_images_per_prompt, err, errn)) return -1;
     j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token, j->cfg->data.template_,
                         GT_TEMPLATE_GEMMA_CHAT, 0};
     /* chat records and template auto follow the model's generation */
     if (j->model && j->model->cfg.generation == 4) j->pp.chat_default = GT_TEMPLATE_GEMMA4_CHAT;
+    j->pp.image_tokens = j->vis.tokens;
     return 0;
 }
 
 /* Fill row r of the batch from example ex. */
-int gt_job_fill_row(gt_job *j, int64_t r, const gt_example *ex, char *err, size_t errn) {
+int gt_job_fill_row(gt_job *j, const char *file, int64_t r, const gt_example *ex, char *err, size_t errn) {
     int64_t o = r * j->S;
     char e[512];
     if (gt_pp_example(j->tok, &j->pp, ex, j->ids + o, j->labels + o, j->mask + o, j->weights + o, e, sizeof e))
-        return snprintf(err, errn, "line %lld: %s", (long long)ex->line, e), -1;
+        return snprintf(err, errn, "%s:%lld: %s", file, (long long)ex->line, e), -1;
+    if (gt_vrows_fill(&j->vis, j->tok, r, ex, j->ids + o, e, sizeof e))
+        return snprintf(err, errn, "%s:%lld: %s", file, (long long)ex->line, e), -1;
     return 0;
+}
+
+void gt_job_attach_images(const gt_job *j, int64_t first_row, gt_micro_batch *mb) {
+    if (!j->vis.enc) return;
+    mb->encoder = j->vis.enc;
+    mb->pixels = j->vis.pixels + first_row * j->vis.slots * j->vis.per;
+    mb->n_images = j->vis.count + first_row;
+    mb->image_slots = j->vis.slots;
+    mb->vision_mask = j->vis.mask + first_row * j->S;
 }
 
 /* Packing: fill row r with whole examples from the dataset (the one that does not fit is kept for
@@ -173,8 +219,11 @@ int gt_job_fill_packed_row(gt_job *j, gt_dataset *ds, int64_t r, char *err, size
             j->has_carry = true;
         }
         char e[512];
+        if (j->carry.n_images)
+            return snprintf(err, errn, "%s:%lld: data.packing does not take records with images yet", ds->path,
+                            (long long)j->carry.line), -1;
         int rc = gt_pp_pack_append(j->tok, &j->pp, &j->carry, &row, e, sizeof e);
-        if (rc < 0) return snprintf(err, errn, "line %lld: %s", (long long)j->carry.line, e), -1;
+        if (rc < 0) return snprintf(err, errn, "%s:%lld: %s", ds->path, (long long)j->carry.line, e), -1;
         if (rc == 1) return 0; /* row full: the carried example opens the next one */
         gt_example_free(&j->carry);
         j->has_carry = false;

@@ -19,6 +19,7 @@
 #include "train/config.h"
 #include "train/dist.h"
 #include "train/optim.h"
+#include "train/vision_rows.h"
 
 typedef struct gt_job {
     const gt_config *cfg;
@@ -41,6 +42,7 @@ typedef struct gt_job {
     bool sharded;                  /* the update is sharded over the ranks (gt_dist_shards) */
     struct gt_eval_key *eval_keys; /* eval examples by length (computed at the first eval, eval.c) */
     int64_t *eval_lines;           /* their line numbers, in file order */
+    gt_vrows vis;                  /* the vision encoder and the rows' images (Gemma 3 with images) */
 } gt_job;
 
 /* Zeroes j and sets its config and rank; applies train.threads (with MPI and no GT_THREADS, the
@@ -63,8 +65,10 @@ int gt_job_setup(gt_job *j, const gt_config *c, gt_dist *dist, int64_t rows, cha
 /* eval --lora: opens lora.weights with the file's rank and targets and shows them in c. */
 int gt_job_open_adapters(gt_job *j, gt_config *c, char *err, size_t errn);
 
-/* Row r of the batch from example ex (errors name its line). */
-int gt_job_fill_row(gt_job *j, int64_t r, const gt_example *ex, char *err, size_t errn);
+/* Row r of the batch from example ex of file (errors name file:line). */
+int gt_job_fill_row(gt_job *j, const char *file, int64_t r, const gt_example *ex, char *err, size_t errn);
+/* The images of rows [first_row, first_row + mb->in.batch) into mb (nothing for a text-only model). */
+void gt_job_attach_images(const gt_job *j, int64_t first_row, gt_micro_batch *mb);
 /* Packing: row r from whole examples read from ds (the one that does not fit is carried over). */
 int gt_job_fill_packed_row(gt_job *j, gt_dataset *ds, int64_t r, char *err, size_t errn);
 

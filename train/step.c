@@ -1,5 +1,7 @@
 #include "train/step.h"
 
+#include "models/vision.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,9 +75,43 @@ static void tracker_free(tracker *t, gt_ctx *ctx) {
     memset(t, 0, sizeof *t);
 }
 
+/* The micro-batch's images through the encoder, their rows placed at the placeholders
+ * and the image spans made bidirectional (in; arrays in ctx until its reset, as backward reads
+ * them). Returns 0 or -1 with ctx's error set. */
+static int attach_images(gt_ctx *ctx, const gt_micro_batch *mb, gt_gemma_batch *in) {
+    const gt_vision *v = mb->encoder;
+    const int64_t B = mb->in.batch, T = mb->in.seq, per = v->cfg.image_size * v->cfg.image_size * 3;
+    int64_t n_img = 0, n_soft = 0;
+    for (int64_t r = 0; r < B; r++) n_img += mb->n_images[r];
+    if (!n_img) return 0;
+    float *px = gt_alloc(ctx, sizeof(float) * (size_t)(n_img * per));
+    int32_t *pos = gt_alloc(ctx, sizeof(int32_t) * (size_t)(B * T)), *end = gt_alloc(ctx, sizeof(int32_t) * (size_t)(B * T));
+    if (!px || !pos || !end) return -1;
+    for (int64_t r = 0, k = 0; r < B; r++)
+        for (int32_t i = 0; i < mb->n_images[r]; i++, k++)
+            memcpy(px + k * per, mb->pixels + (r * mb->image_slots + i) * per, sizeof(float) * (size_t)per);
+    for (int64_t t = 0; t < B * T; t++)
+        if (mb->vision_mask[t]) pos[n_soft++] = (int32_t)t;
+    int64_t tokens = gt_vision_tokens_per_image(&v->cfg);
+    if (n_soft != n_img * tokens)
+        return gt_fail(ctx, GT_ERR_SHAPE, "%lld image placeholders for %lld images of %lld tokens", (long long)n_soft,
+                       (long long)n_img, (long long)tokens), -1;
+    gt_vision_span_ends(mb->vision_mask, B, T, end);
+    gt_tensor *soft = gt_vision_encode(ctx, v, px, n_img);
+    if (!soft) return -1;
+    int64_t flat[2] = {n_soft, v->cfg.output_dim};
+    in->soft_tokens = gt_reshape(ctx, soft, 2, flat);
+    in->soft_pos = pos;
+    in->n_soft = n_soft;
+    in->bidir_end = end;
+    return in->soft_tokens ? 0 : -1;
+}
+
 static gt_tensor *micro_loss(gt_ctx *ctx, const gt_gemma *m, const gt_micro_batch *mb,
                              int64_t chunk_rows, double *w_sum, gt_real *row_ce) {
-    gt_tensor *h = gt_gemma_hidden(ctx, m, &mb->in);
+    gt_gemma_batch in = mb->in;
+    if (mb->encoder && attach_images(ctx, mb, &in)) return NULL;
+    gt_tensor *h = gt_gemma_hidden(ctx, m, &in);
     return gt_gemma_lm_loss(ctx, m, h, mb->labels, mb->weights, chunk_rows, w_sum, row_ce);
 }
 
@@ -98,6 +134,7 @@ static void batch_cut_free(const gt_micro_batch *mb, gt_micro_batch *cut) {
     free((void *)cut->in.segment_ids);
     free((void *)cut->labels);
     free((void *)cut->weights);
+    free((void *)cut->vision_mask);
     *cut = *mb;
 }
 
@@ -112,7 +149,7 @@ static int batch_cut(const gt_micro_batch *mb, gt_micro_batch *cut, char *err, s
     int64_t n = 1;
     for (int64_t r = 0; r < B; r++)
         for (int64_t t = T - 1; t >= n; t--)
-            if (mb->weights[r * T + t] != 0) {
+            if (mb->weights[r * T + t] != 0 || (mb->vision_mask && mb->vision_mask[r * T + t])) { /* whole images */
                 n = t + 1;
                 break;
             }
@@ -125,6 +162,7 @@ static int batch_cut(const gt_micro_batch *mb, gt_micro_batch *cut, char *err, s
     cut->in.segment_ids = cut_cols(mb->in.segment_ids, B, T, n, sizeof(int32_t), &oom);
     cut->labels = cut_cols(mb->labels, B, T, n, sizeof(int32_t), &oom);
     cut->weights = cut_cols(mb->weights, B, T, n, sizeof(gt_real), &oom);
+    cut->vision_mask = cut_cols(mb->vision_mask, B, T, n, 1, &oom);
     if (oom) {
         batch_cut_free(mb, cut);
         snprintf(err, errn, "out of memory for a %lld x %lld batch", (long long)B, (long long)n);

@@ -24,6 +24,14 @@ typedef struct gt_micro_batch {
     const int32_t *labels;   /* B*T next-token labels (anything where weight == 0) */
     const gt_real *weights;  /* B*T sample weights */
     int64_t first_row;       /* index of row 0 in the global batch (positions LoRA dropout masks) */
+    /* Gemma 3 with images (NULL encoder: text only): row r's n_images[r] images are pixels +
+     * r * image_slots * (image_size^2 * 3); vision_mask [B, T] marks their placeholders, in
+     * order. The encoder runs on them and its rows replace those embeddings. */
+    const struct gt_vision *encoder;
+    const float *pixels;
+    const int32_t *n_images;
+    int64_t image_slots;
+    const uint8_t *vision_mask;
 } gt_micro_batch;
 
 /* Sums every rank must add up before the update: the gradient slices and the two scalars. A NULL

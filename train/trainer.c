@@ -164,6 +164,10 @@ static int save_outputs(gt_job *j, int64_t step, double eval_loss, char *err, si
         }
     }
     fprintf(stderr, "wrote %s\n", path);
+    gt_tensor *const *vt;
+    if (j->vis.enc) /* not silent: the encoder is not part of these files yet */
+        fprintf(stderr, "note: %s holds no vision encoder%s\n", path,
+                gt_vrows_trainables(&j->vis, &vt) ? " (its trained weights are in the checkpoints only)" : "");
     return 0;
 }
 
@@ -272,6 +276,8 @@ int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_
     gt_ckpt_model cm = {&j.model->cfg, j.lora, gt_cfg_optimizer_names[c->optimizer.name]};
     gt_ckpt_state st;
     if (gt_ckpt_load(ckpt, &cm, j.slices, j.n_slices, &opt, &st, NULL, err, errn)) goto done;
+    if (j.vis.enc) /* not silent: what callers build from the result is text only */
+        fprintf(stderr, "note: %s: the run's vision encoder stays behind: the decoder alone is restored\n", ckpt);
     *model = j.model;
     *lora = j.lora;
     *tok = j.tok;
@@ -532,16 +538,17 @@ static int load_batch(run *r, char *err, size_t errn) {
         }
         gt_example ex;
         if (gt_dataset_next(&r->train, &ex, NULL, err, errn)) return -1;
-        int frc = gt_job_fill_row(j, row, &ex, err, errn);
+        int frc = gt_job_fill_row(j, r->train.path, row, &ex, err, errn);
         gt_example_free(&ex);
         if (frc) return -1;
     }
     for (int64_t k = 0; k < r->n_micro; k++) {
         int64_t first_row = own0 + k * r->mb, o = first_row * j->S;
-        r->mbs[k] = (gt_micro_batch){{.batch = r->mb, .seq = j->S, .token_ids = j->ids + o, .padding_mask = j->mask + o,
-                                      .positions = j->positions ? j->positions + o : NULL,
-                                      .segment_ids = j->segments ? j->segments + o : NULL},
-                                     j->labels + o, j->weights + o, first_row};
+        r->mbs[k] = (gt_micro_batch){.in = {.batch = r->mb, .seq = j->S, .token_ids = j->ids + o, .padding_mask = j->mask + o,
+                                            .positions = j->positions ? j->positions + o : NULL,
+                                            .segment_ids = j->segments ? j->segments + o : NULL},
+                                     .labels = j->labels + o, .weights = j->weights + o, .first_row = first_row};
+        gt_job_attach_images(j, first_row, &r->mbs[k]);
     }
     return 0;
 }
