@@ -18,6 +18,16 @@ void gt_vision4_defaults(gt_vision4_config *c, int64_t text_hidden) {
                              .clipped = true};
 }
 
+int gt_vision4_preset(const char *name, gt_vision4_config *c, char *err, size_t errn) {
+    /* E2B and E4B share the tower; only the projection into the text width differs */
+    if (!strcmp(name, "gemma4_2b") || !strcmp(name, "gemma4_instruct_2b")) gt_vision4_defaults(c, 1536);
+    else if (!strcmp(name, "gemma4_4b") || !strcmp(name, "gemma4_instruct_4b")) gt_vision4_defaults(c, 2560);
+    else
+        return gt_errf(err, errn, "%s: no Gemma 4 vision tower known (known: gemma4_2b, gemma4_4b "
+                       "and their gemma4_instruct_ forms)", name);
+    return 0;
+}
+
 int gt_vision4_validate(const gt_vision4_config *c, char *err, size_t errn) {
     if (c->image_size < 1 || c->patch_size < 1 || c->pool_size < 1 || c->hidden < 1 ||
         c->intermediate < 1 || c->num_layers < 0 || c->num_heads < 1 || c->num_kv_heads < 1 ||

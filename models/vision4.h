@@ -35,6 +35,9 @@ typedef struct gt_vision4_config {
 
 /* HF Gemma4VisionConfig's defaults as KerasHub's converter maps them (image 896 -> 280 tokens). */
 void gt_vision4_defaults(gt_vision4_config *c, int64_t text_hidden);
+/* The vision tower of gemma4_2b / gemma4_4b (and their gemma4_instruct_ forms); -1 naming any
+ * other preset (the 26B/31B towers' shapes are not in this table). */
+int gt_vision4_preset(const char *name, gt_vision4_config *c, char *err, size_t errn);
 int gt_vision4_validate(const gt_vision4_config *c, char *err, size_t errn);
 /* KerasHub's count_params (all) or trainable only. */
 int64_t gt_vision4_param_count(const gt_vision4_config *c, bool trainable_only);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/audio.h"
+#include "models/gemma_config.h"
 #include "models/io/h5io.h"
 #include "models/vision4.h"
 
@@ -146,6 +148,40 @@ START_TEST(matches_kerashub_forward_and_backward) {
 }
 END_TEST
 
+/* vision + audio + text of the E2B/E4B presets against KerasHub's `params` metadata (5.1e9,
+ * 7.9e9, given to 0.1e9): each tower's count is KerasHub's count_params (the vision one from the
+ * fixture, the text and audio ones checked in test_gemma_config / test_audio_encoder). */
+START_TEST(preset_totals_match_kerashub) {
+    gt_h5 f;
+    char err[512];
+    ck_assert_msg(gt_h5_open_read(FIX, &f, err, sizeof err) == 0, "%s", err);
+    const char *names[2] = {"gemma4_2b", "gemma4_instruct_4b"}, *keys[2] = {"count_gemma4_2b",
+                                                                           "count_gemma4_4b"};
+    const char *audio[2] = {"gemma4_2b", "gemma4_4b"};
+    const double published[2] = {5.1e9, 7.9e9};
+    for (int i = 0; i < 2; i++) {
+        gt_vision4_config vc;
+        gt_audio_enc_config ac;
+        gt_gemma_config tc;
+        ck_assert_msg(gt_vision4_preset(names[i], &vc, err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(gt_audio_enc_preset(audio[i], &ac, err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(gt_gemma_preset(names[i], &tc, err, sizeof err) == 0, "%s", err);
+        ck_assert_int_eq(vc.output_dim, tc.hidden_dim);
+        int64_t v = gt_vision4_param_count(&vc, false), a = gt_audio_enc_param_count(&ac, false);
+        int64_t t = gt_gemma_total_param_count(&tc), total = v + a + t;
+        ck_assert_int_eq(v, (int64_t)attr(f, keys[i]));
+        printf("%s: text %lld + audio %lld + vision %lld = %lld\n", names[i], (long long)t,
+               (long long)a, (long long)v, (long long)total);
+        ck_assert_msg(fabs(round(total / 1e8) * 1e8 - published[i]) < 1, "%s: %lld does not round "
+                      "to %.1e", names[i], (long long)total, published[i]);
+    }
+    gt_vision4_config vc;
+    ck_assert_int_eq(gt_vision4_preset("gemma4_31b", &vc, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "gemma4_31b"), "%s", err);
+    gt_h5_close(f);
+}
+END_TEST
+
 START_TEST(bad_config_rejected) {
     gt_vision4_config c;
     gt_vision4_defaults(&c, 1536);
@@ -162,6 +198,7 @@ int main(void) {
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, matches_kerashub_forward_and_backward);
+    tcase_add_test(tc, preset_totals_match_kerashub);
     tcase_add_test(tc, bad_config_rejected);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -7,7 +7,10 @@ output_dim 10, position tables of 8, clipped linears) with every weight random (
 1) and layer 0's ffw_gating clipped tightly enough to bend. Batch of 3 images, every patch real,
 positions x = column, y = row (the converter's grid). Written to tests/fixtures/vision4.h5:
 
-  /config                attributes: the encoder config (KerasHub names); param_count
+  /config                attributes: the encoder config (KerasHub names); param_count;
+                         count_gemma4_2b, count_gemma4_4b: count_params of the E2B/E4B vision
+                         towers as KerasHub's converter builds them from HF's Gemma4VisionConfig
+                         defaults (image 896, clipped linears, output_dim = text width 1536/2560)
   /inputs/pixels         float32 [3, 36, 48]: patches in [0, 1] (KerasHub's pixel_values)
   /inputs/positions      int32 [3, 36, 2]: (x, y) of each patch
   /weights/<name>        float32, our names (models/vision4.c): attention kernels as [D, N*H]
@@ -66,6 +69,14 @@ def named(enc):
     return out
 
 
+def preset_count(width):
+    e = Gemma4VisionEncoder(image_size=896, patch_size=16, num_heads=12, hidden_dim=768,
+                            num_layers=16, intermediate_dim=3072, head_dim=64, output_dim=width,
+                            num_key_value_heads=12, pool_size=3, position_embedding_size=10240,
+                            use_clipped_linears=True)
+    return e.count_params()
+
+
 def main():
     rng = np.random.default_rng(12)
     enc = Gemma4VisionEncoder(dtype="float32", **CFG)
@@ -108,6 +119,8 @@ def main():
         for k, val in CFG.items():
             c.attrs[k] = val
         c.attrs["param_count"] = enc.count_params()
+        for preset, width in (("gemma4_2b", 1536), ("gemma4_4b", 2560)):
+            c.attrs["count_" + preset] = preset_count(width)
         f["inputs/pixels"] = pix[:, 0]
         f["inputs/positions"] = pos[:, 0]
         for name, v, fn in names:
