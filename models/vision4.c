@@ -191,7 +191,7 @@ static gt_tensor *rope2d(gt_ctx *ctx, const gt_vision4_config *c, gt_tensor *x, 
 }
 
 static gt_tensor *block(gt_ctx *ctx, const gt_vision4 *m, const gt_vision4_layer *L,
-                        gt_tensor *x, int64_t n, int64_t P, const int32_t *rp) {
+                        gt_tensor *x, int64_t n, int64_t P, const int32_t *rp, const uint8_t *real) {
     const gt_vision4_config *c = &m->cfg;
     int64_t NP = n * P, H = c->head_dim, N = c->num_heads, K = c->num_kv_heads;
     gt_scope s = gt_scope_begin(ctx);
@@ -203,7 +203,7 @@ static gt_tensor *block(gt_ctx *ctx, const gt_vision4 *m, const gt_vision4_layer
     q = rope2d(ctx, c, q, NP, N, rp);
     k = rope2d(ctx, c, k, NP, K, rp);
     int64_t q4[4] = {n, P, N, H}, k4[4] = {n, P, K, H}, flat[3] = {n, P, N * H};
-    gt_attn_cfg ac = {.scale = 1.0}; /* q and k are RMS-normed: no 1/sqrt(H) */
+    gt_attn_cfg ac = {.scale = 1.0, .key_mask = real}; /* q, k RMS-normed: no 1/sqrt(H) */
     gt_tensor *a = gt_attention(ctx, gt_reshape(ctx, q, 4, q4), gt_reshape(ctx, k, 4, k4),
                                 gt_reshape(ctx, v, 4, k4), &ac);
     a = lin(ctx, gt_reshape(ctx, a, 3, flat), &L->o);
@@ -225,9 +225,11 @@ static gt_tensor *embed(gt_ctx *ctx, const gt_vision4 *m, const float *patches,
     if (!px) return NULL;
     for (int64_t i = 0; i < NP * pp3; i++) px->data[i] = (gt_real)(2.0 * ((double)patches[i] - 0.5));
     gt_tensor *table = gt_reshape(ctx, m->pos, 2, ts);
-    for (int64_t i = 0; i < NP; i++) ids[i] = pos[2 * i];
+    /* padding patches (-1) read row 0: they only ever reach padding rows (masked keys, pooled
+     * with weight 0), so their embedding is irrelevant, as KerasHub's zeroing of it is */
+    for (int64_t i = 0; i < NP; i++) ids[i] = pos[2 * i] < 0 ? 0 : pos[2 * i];
     gt_tensor *ex = gt_embedding(ctx, table, ids, NP);
-    for (int64_t i = 0; i < NP; i++) ids[i] = (int32_t)(c->pos_table + pos[2 * i + 1]);
+    for (int64_t i = 0; i < NP; i++) ids[i] = (int32_t)(c->pos_table + (pos[2 * i + 1] < 0 ? 0 : pos[2 * i + 1]));
     gt_tensor *ey = gt_embedding(ctx, table, ids, NP);
     gt_tensor *x = gt_matmul(ctx, px, m->patch_proj, false, false);
     return gt_add(ctx, x, gt_reshape(ctx, gt_add(ctx, ex, ey), 3, xs));
@@ -246,6 +248,7 @@ static gt_tensor *pool_matrix(gt_ctx *ctx, const gt_vision4_config *c, const int
     for (int64_t b = 0; b < n; b++)
         for (int64_t p = 0; p < P; p++) {
             const int32_t *xy = pos + 2 * (b * P + p);
+            if (xy[0] < 0) continue; /* padding */
             int64_t cell = xy[0] / k + wp * (xy[1] / k);
             if (cell < L) w->data[(b * L + cell) * P + p] += (gt_real)wt; /* one_hot drops the rest */
         }
@@ -255,17 +258,27 @@ static gt_tensor *pool_matrix(gt_ctx *ctx, const gt_vision4_config *c, const int
 static int check_inputs(gt_ctx *ctx, const gt_vision4_config *c, const int32_t *pos,
                         int64_t n, int64_t P) {
     if (n < 1 || P < c->pool_size * c->pool_size) {
-        gt_fail(ctx, GT_ERR_SHAPE, "vision4 encode: %lld images of %lld patches (need >= 1 image and "
-                       ">= pool^2 = %lld patches)", (long long)n, (long long)P,
+        gt_fail(ctx, GT_ERR_SHAPE, "vision4 encode: %lld images of %lld patches (need >= 1 image "
+                "and >= pool^2 = %lld patches)", (long long)n, (long long)P,
                 (long long)(c->pool_size * c->pool_size));
         return -1;
     }
-    for (int64_t i = 0; i < 2 * n * P; i++)
-        if (pos[i] < 0 || pos[i] >= c->pos_table) {
-            gt_fail(ctx, GT_ERR_ARG, "vision4 encode: patch %lld has position %d outside [0, %lld) "
-                           "(padding patches are not supported)", (long long)(i / 2), pos[i],
-                    (long long)c->pos_table);
-            return -1;
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t p = 0; p < P; p++) {
+            const int32_t *xy = pos + 2 * (b * P + p);
+            bool pad = xy[0] == -1 && xy[1] == -1;
+            bool ok = xy[0] >= 0 && xy[0] < c->pos_table && xy[1] >= 0 && xy[1] < c->pos_table;
+            if (!pad && !ok) {
+                gt_fail(ctx, GT_ERR_ARG, "vision4 encode: image %lld patch %lld has position "
+                        "(%d, %d) outside [0, %lld) (padding is (-1, -1))", (long long)b,
+                        (long long)p, xy[0], xy[1], (long long)c->pos_table);
+                return -1;
+            }
+            if (p == 0 && pad) {
+                gt_fail(ctx, GT_ERR_ARG, "vision4 encode: image %lld starts with a padding patch",
+                        (long long)b);
+                return -1;
+            }
         }
     return 0;
 }
@@ -277,10 +290,12 @@ gt_tensor *gt_vision4_encode(gt_ctx *ctx, const gt_vision4 *m, const float *patc
     int64_t NP = n * P, L = P / (c->pool_size * c->pool_size);
     int32_t *ids = gt_alloc(ctx, (size_t)NP * sizeof *ids);
     int32_t *rp = gt_alloc(ctx, (size_t)NP * 2 * sizeof *rp);
-    if (!ids || !rp) return NULL;
+    uint8_t *real = gt_alloc(ctx, (size_t)NP);
+    if (!ids || !rp || !real) return NULL;
     memcpy(rp, pos, (size_t)NP * 2 * sizeof *rp); /* (x, y) per token = rope rows 2t, 2t + 1 */
+    for (int64_t i = 0; i < NP; i++) real[i] = pos[2 * i] >= 0;
     gt_tensor *x = embed(ctx, m, patches, pos, n, P, ids);
-    for (int64_t i = 0; x && i < c->num_layers; i++) x = block(ctx, m, &m->layers[i], x, n, P, rp);
+    for (int64_t i = 0; x && i < c->num_layers; i++) x = block(ctx, m, &m->layers[i], x, n, P, rp, real);
     gt_tensor *w = x ? pool_matrix(ctx, c, pos, n, P, L) : NULL;
     if (!w) return NULL;
     x = gt_rmsnorm(ctx, gt_matmul(ctx, w, x, false, false), NULL, c->eps, false);

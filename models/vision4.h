@@ -8,7 +8,9 @@
  * key/value heads; GeGLU FFW; every dense optionally clipped) -> average pooling of each
  * pool x pool cell of positions (times sqrt(width)) -> scale-free RMS norm -> a bias-free
  * projection to output_dim (the decoder width). Output [N, L, output_dim], L = P / pool^2.
- * Every patch must be real (no -1 padding positions; the converter's square grid has none).
+ * Padding patches (position (-1, -1), KerasHub's converter pads every image to max patches) are
+ * masked as keys and pooled with weight 0, so real patches never see them (an image's first patch
+ * must be real: a query with no real key would have no defined output).
  *
  * Dense kernels use [in, out]; attention kernels are stored [D, heads * head_dim] (query, key,
  * value) and [heads * head_dim, D] (output); the position tables [2, S, D]. Clip bounds (input
@@ -65,7 +67,8 @@ int gt_vision4_init(gt_vision4 *m, const gt_vision4_config *c, char *err, size_t
 void gt_vision4_free(gt_vision4 *m);
 gt_tensor *gt_vision4_param(const gt_vision4 *m, const char *name);
 
-/* patches: n * P * 3p^2 floats; pos: n * P * 2 (x, y) in [0, pos_table). The pooled grid width
+/* patches: n * P * 3p^2 floats; pos: n * P * 2 (x, y) in [0, pos_table) or (-1, -1) for padding
+ * (pooled cells without real patches are zero). The pooled grid width
  * is (max x + 1) / pool over the batch, as KerasHub derives it. Returns [n, P / pool^2, out]. */
 gt_tensor *gt_vision4_encode(gt_ctx *ctx, const gt_vision4 *m, const float *patches,
                              const int32_t *pos, int64_t n, int64_t P);

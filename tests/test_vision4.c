@@ -1,8 +1,9 @@
 /* Gemma 4 vision encoder against KerasHub (tools/reference/make_vision4_fixture.py): a tiny random
  * Gemma4VisionEncoder (GQA, 2-D rotary, clipped linears with one tight clip, pool 3): output
  * within 1e-4 x max, the gradient of sum(output * R) for every trainable weight within 1e-3
- * relative (to the tensor's largest), clip bounds left without gradient; the parameter count
- * equals KerasHub's count_params; padding positions are refused with a message naming them. */
+ * relative (to the tensor's largest), clip bounds left without gradient, with one image padded
+ * as the converter pads (positions -1); the parameter count equals KerasHub's count_params; a
+ * bad position is refused with a message naming the patch. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -100,7 +101,7 @@ START_TEST(matches_kerashub_forward_and_backward) {
     ck_assert_msg(gt_h5_open_read(FIX, &f, err, sizeof err) == 0, "%s", err);
     gt_vision4 m;
     load(f, &m);
-    int64_t n = 3, P = 36, pp3 = 48;
+    int64_t n = 4, P = 36, pp3 = 48;
     float *pix = rd(f, "/inputs/pixels", n * P * pp3);
     int32_t *pos;
     int nd;
@@ -119,6 +120,9 @@ START_TEST(matches_kerashub_forward_and_backward) {
     double worst = max_diff(y, ref);
     printf("vision4 encoder output: max |ours - KerasHub| = %.3g x max (max %.3g)\n", worst / mx, mx);
     ck_assert_msg(worst <= 1e-4 * mx, "output differs by %.3g (max %.3g)", worst, mx);
+    /* image 3 (6 x 3 real patches, then padding) pools to 2 cells; the other 2 are zero */
+    for (int64_t j = 2 * m.cfg.output_dim; j < 4 * m.cfg.output_dim; j++)
+        ck_assert(y->data[3 * 4 * m.cfg.output_dim + j] == 0 && ref[3 * 4 * m.cfg.output_dim + j] == 0);
     ck_assert_int_eq(gt_backward_seed(&ctx, y, seed), 0);
     const char *gname = "";
     double gworst = grad_worst(f, &m, &gname);
@@ -133,11 +137,11 @@ START_TEST(matches_kerashub_forward_and_backward) {
     gt_tensor *y2 = gt_vision4_encode(&ctx, &m, pix, pos, n, P);
     ck_assert_msg(y2, "%s", ctx.err);
     ck_assert_msg(max_diff(y2, ref) > 1e-3 * mx, "the clip bounds change nothing");
-    /* a padding patch (-1) is refused, naming it */
+    /* a position outside the table (or half padding) is refused, naming the patch */
     gt_ctx_reset(&ctx);
     pos[2 * 5] = -1;
     ck_assert_ptr_null(gt_vision4_encode(&ctx, &m, pix, pos, n, P));
-    ck_assert_msg(strstr(ctx.err, "patch 5"), "%s", ctx.err);
+    ck_assert_msg(strstr(ctx.err, "image 0 patch 5 has position (-1, 0)"), "%s", ctx.err);
     gt_ctx_free(&ctx);
     gt_vision4_free(&m);
     free(pix);

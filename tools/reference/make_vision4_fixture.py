@@ -4,19 +4,20 @@
 A tiny random keras_hub.models.Gemma4VisionEncoder (24 x 24 images, 4 x 4 patches = a 6 x 6 grid,
 width 16, 2 query heads sharing 1 key/value head of 8, FFW 24, 2 blocks, pool 3 -> 4 tokens,
 output_dim 10, position tables of 8, clipped linears) with every weight random (RMS scales near
-1) and layer 0's ffw_gating clipped tightly enough to bend. Batch of 3 images, every patch real,
-positions x = column, y = row (the converter's grid). Written to tests/fixtures/vision4.h5:
+1) and layer 0's ffw_gating clipped tightly enough to bend. Batch of 4 images, positions x =
+column, y = row (the converter's grid); images 0-2 fill the 6 x 6 grid, image 3 is a 6 x 3 grid
+followed by 18 padding patches (position -1, pixels 0, as Gemma4ImageConverter pads). Written to tests/fixtures/vision4.h5:
 
   /config                attributes: the encoder config (KerasHub names); param_count;
                          count_gemma4_2b, count_gemma4_4b: count_params of the E2B/E4B vision
                          towers as KerasHub's converter builds them from HF's Gemma4VisionConfig
                          defaults (image 896, clipped linears, output_dim = text width 1536/2560)
-  /inputs/pixels         float32 [3, 36, 48]: patches in [0, 1] (KerasHub's pixel_values)
-  /inputs/positions      int32 [3, 36, 2]: (x, y) of each patch
+  /inputs/pixels         float32 [4, 36, 48]: patches in [0, 1] (KerasHub's pixel_values)
+  /inputs/positions      int32 [4, 36, 2]: (x, y) of each patch
   /weights/<name>        float32, our names (models/vision4.c): attention kernels as [D, N*H]
                          (query/key/value) and [N*H, D] (output); clips [4]
-  /expected/output       float32 [3, 4, 10]
-  /expected/seed         float32 [3, 4, 10]: R of the scalar loss sum(output * R)
+  /expected/output       float32 [4, 4, 10]
+  /expected/seed         float32 [4, 4, 10]: R of the scalar loss sum(output * R)
   /expected/grads/<name> float32: d loss / d weight for every trainable weight (our layouts)
 
 Run: KERAS_BACKEND=jax python3 tools/reference/make_vision4_fixture.py
@@ -97,10 +98,12 @@ def main():
             if name.endswith(".o"):
                 fan_in = v.shape[0] * v.shape[1]
             v.assign((rng.standard_normal(v.shape) / np.sqrt(fan_in)).astype("float32"))
-    B, P, g = 3, 36, 6
+    B, P, g = 4, 36, 6
     pix = rng.uniform(0, 1, (B, 1, P, 48)).astype("float32")
     pos = np.stack(np.meshgrid(np.arange(g), np.arange(g), indexing="xy"), -1).reshape(P, 2)
-    pos = np.broadcast_to(pos, (B, 1, P, 2)).astype("int32")
+    pos = np.broadcast_to(pos, (B, 1, P, 2)).astype("int32").copy()
+    pos[3, 0, 18:] = -1  # image 3: a 6 x 3 grid padded to 36 patches, as the converter pads
+    pix[3, 0, 18:] = 0
     inp = {"pixel_values": pix, "pixel_position_ids": pos}
     out = np.asarray(enc(inp))[:, 0]
     seed = rng.standard_normal(out.shape).astype("float32")
