@@ -1,9 +1,11 @@
 /* gemma4_mm.c: Gemma 4 decoder with images (contract in gemma4_mm.h). */
 #include "models/gemma4_mm.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "models/vision.h"
+#include "util/err.h"
 
 /* The placeholder slots in flat order; their count must equal the images' tokens. */
 static int32_t *slots(gt_ctx *ctx, const gt_gemma_batch *b, int32_t image_token, int64_t want,
@@ -68,4 +70,32 @@ gt_tensor *gt_gemma4_mm_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_vision4 
     bb.soft_pos = pos;
     bb.n_soft = n * L;
     return gt_gemma_hidden(ctx, m, &bb);
+}
+
+int gt_gemma4_expand_images(const char *prompt, int64_t n_tokens, char **out, char *err,
+                            size_t errn) {
+    *out = NULL;
+    if (n_tokens < 1 || n_tokens > (1 << 20))
+        return gt_errf(err, errn, "image prompt: %lld soft tokens per image (1..%d)",
+                       (long long)n_tokens, 1 << 20);
+    const char *ph = GT_IMAGE4_PLACEHOLDER;
+    size_t lp = strlen(ph), ls = strlen(GT_IMAGE4_START), le = strlen(GT_IMAGE4_END), hits = 0;
+    for (const char *p = strstr(prompt, ph); p; p = strstr(p + lp, ph)) hits++;
+    size_t rep = ls + (size_t)n_tokens * lp + le;
+    char *o = malloc(strlen(prompt) + hits * (rep - lp) + 1), *w = o;
+    if (!o) return gt_errf(err, errn, "image prompt: out of memory");
+    const char *p = prompt;
+    for (const char *h = strstr(p, ph); h; h = strstr(p, ph)) {
+        memcpy(w, p, (size_t)(h - p));
+        w += h - p;
+        memcpy(w, GT_IMAGE4_START, ls);
+        w += ls;
+        for (int64_t i = 0; i < n_tokens; i++, w += lp) memcpy(w, ph, lp);
+        memcpy(w, GT_IMAGE4_END, le);
+        w += le;
+        p = h + lp;
+    }
+    strcpy(w, p);
+    *out = o;
+    return 0;
 }

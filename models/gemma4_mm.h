@@ -14,6 +14,7 @@
 #define GT_MODELS_GEMMA4_MM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "models/gemma.h"
@@ -31,5 +32,14 @@ typedef struct gt_gemma4_images {
 gt_tensor *gt_gemma4_mm_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_vision4 *v,
                                bool vision_bidir, int32_t image_token, const gt_gemma_batch *b,
                                const gt_gemma4_images *imgs);
+
+/* The prompt with every "<|image|>" replaced by "<|image>", n_tokens x "<|image|>", "<image|>"
+ * (Gemma4CausalLMPreprocessor's expansion; n_tokens = num_vision_tokens_per_image, 280 for the
+ * presets). -1 with one line for n_tokens outside 1..2^20. *out is malloc'ed. */
+#define GT_IMAGE4_PLACEHOLDER "<|image|>"
+#define GT_IMAGE4_START "<|image>"
+#define GT_IMAGE4_END "<image|>"
+int gt_gemma4_expand_images(const char *prompt, int64_t n_tokens, char **out, char *err,
+                            size_t errn);
 
 #endif

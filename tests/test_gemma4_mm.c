@@ -157,11 +157,28 @@ START_TEST(matches_kerashub_backbone_with_images) {
 }
 END_TEST
 
+/* KerasHub's expansion of "<|image|>" (the regex_replace in Gemma4CausalLMPreprocessor) */
+START_TEST(expands_image_placeholders) {
+    char *out, err[256];
+    ck_assert_int_eq(gt_gemma4_expand_images("a <|image|> b<|image|>", 3, &out, err, sizeof err), 0);
+    ck_assert_str_eq(out, "a <|image><|image|><|image|><|image|><image|> b"
+                          "<|image><|image|><|image|><|image|><image|>");
+    free(out);
+    ck_assert_int_eq(gt_gemma4_expand_images("no image", 280, &out, err, sizeof err), 0);
+    ck_assert_str_eq(out, "no image");
+    free(out);
+    ck_assert_int_eq(gt_gemma4_expand_images("x", 0, &out, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "0 soft tokens"), "%s", err);
+    ck_assert_ptr_null(out);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma4_mm");
     TCase *tc = tcase_create("kerashub");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, matches_kerashub_backbone_with_images);
+    tcase_add_test(tc, expands_image_placeholders);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
