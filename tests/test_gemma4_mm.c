@@ -1,6 +1,7 @@
 /* Gemma 4 with images against KerasHub (tools/reference/make_gemma4_mm_fixture.py): a tiny
  * Gemma4Backbone (PLE, kv sharing, local window 6) with a tiny Gemma4VisionEncoder, a batch of
- * one row with an image and one without: logits within 1e-4 x max with
+ * one row with an image and one without: logits within 1e-4 x max, and the gradient of
+ * sum(logits * R) for every trainable weight (decoder and encoder) within 1e-3 relative, with
  * use_vision_bidirectional_attention (image spans open on local layers only) and without it;
  * a placeholder count that does not match the images is refused, naming the counts. */
 #include <check.h>
@@ -66,7 +67,7 @@ static gt_gemma *load_decoder(gt_h5 f) {
     char err[1024];
     ck_assert_msg(gt_gemma_config_validate(&c, err, sizeof err) == 0, "%s", err);
     gt_gemma *m;
-    ck_assert_msg(gt_gemma_create(&c, false, &m, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gt_gemma_create(&c, true, &m, err, sizeof err) == 0, "%s", err);
     for (int i = 0; i < m->n_params; i++) {
         char p[160];
         snprintf(p, sizeof p, "/weights/%s", m->params[i].name);
@@ -103,6 +104,46 @@ static void load_vision(gt_h5 f, gt_vision4 *v, int64_t out_dim) {
     }
 }
 
+/* Worst relative gradient error (to the tensor's largest) of t against /expected/grads/<path>. */
+static double grad_err(gt_h5 f, const char *path, const gt_tensor *t) {
+    char p[200];
+    snprintf(p, sizeof p, "/expected/grads/%s", path);
+    float *g = rd(f, p, t->size);
+    double gm = 0, e = 0;
+    for (int64_t j = 0; j < t->size; j++) gm = fmax(gm, fabs(g[j]));
+    ck_assert_msg(gm > 0 && t->grad, "%s: no gradient to compare", path);
+    for (int64_t j = 0; j < t->size; j++) e = fmax(e, fabs(t->grad[j] - g[j]));
+    free(g);
+    return e / gm;
+}
+
+/* Backward through the placement: d sum(logits * R) for every trainable weight of the decoder
+ * and the vision encoder. */
+static void check_grads(gt_h5 f, gt_ctx *ctx, gt_tensor *z, const gt_gemma *m, const gt_vision4 *v) {
+    float *seed = rd(f, "/expected/seed", z->size);
+    ck_assert_int_eq(gt_backward_seed(ctx, z, seed), 0);
+    double worst = 0;
+    char name[200] = "";
+    for (int i = 0; i < m->n_params; i++) {
+        if (!m->params[i].t->requires_grad) continue;
+        double e = grad_err(f, m->params[i].name, m->params[i].t);
+        if (e > worst) worst = e, snprintf(name, sizeof name, "%s", m->params[i].name);
+    }
+    double vworst = 0;
+    for (int i = 0; i < v->n_all; i++) {
+        if (!v->all[i]->requires_grad) continue;
+        char p[160];
+        snprintf(p, sizeof p, "vision/%s", v->all[i]->name);
+        double e = grad_err(f, p, v->all[i]);
+        vworst = fmax(vworst, e);
+        if (e > worst) worst = e, snprintf(name, sizeof name, "%s", p);
+    }
+    printf("gemma4 + image grads: vision encoder worst %.3g relative\n", vworst);
+    printf("gemma4 + image grads: worst %.3g relative (%s)\n", worst, name);
+    ck_assert_msg(worst <= 1e-3, "gradient of %s differs by %.3g relative", name, worst);
+    free(seed);
+}
+
 START_TEST(matches_kerashub_backbone_with_images) {
     gt_h5 f;
     char err[512];
@@ -137,6 +178,7 @@ START_TEST(matches_kerashub_backbone_with_images) {
                k == 0 ? "vision bidirectional" : "causal", worst / mx, mx);
         ck_assert_msg(worst <= 1e-4 * mx, "%s differs by %.3g x max", refs[k], worst / mx);
         free(ref);
+        if (k == 0) check_grads(f, &ctx, z, m, &v);
     }
     /* one placeholder too many: refused with the counts */
     gt_ctx_reset(&ctx);

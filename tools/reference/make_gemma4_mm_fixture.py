@@ -18,6 +18,9 @@ preprocessor does). Weights random (norm scales near 1). Written to tests/fixtur
                          encoder's under vision/<name> in make_vision4_fixture.py's
   /expected/logits       float32 [2, 14, V] (Gemma4CausalLM's logits)
   /expected/logits_causal float32: the same backbone without vision bidirectional attention
+  /expected/seed         float32 [2, 14, V]: R (zero on padding) of the scalar sum(logits * R)
+  /expected/grads/<name> float32: its gradient for every trainable weight (bidirectional model;
+                         decoder names as in /weights, encoder ones as vision/<name>)
 
 Run: KERAS_BACKEND=jax python3 tools/reference/make_gemma4_mm_fixture.py
 """
@@ -91,11 +94,29 @@ def inputs_for(rng):
             "vision_mask": vmask}
 
 
+def grads_of(lm, inp, seed):
+    """d sum(logits * seed) / d every trainable variable of lm, by id of the variable."""
+    import jax.numpy as jnp
+
+    tv = [v.value for v in lm.trainable_variables]
+    ntv = [v.value for v in lm.non_trainable_variables]
+
+    def loss(tv):
+        z, _ = lm.stateless_call(tv, ntv, inp)
+        return jnp.sum(z * seed)
+
+    g = jax.grad(loss)(tv)
+    return {id(v): np.asarray(x) for v, x in zip(lm.trainable_variables, g)}
+
+
 def main():
     bb, spec, text, vis = build(True)
     inp = inputs_for(np.random.default_rng(5))
     lm = keras_hub.models.Gemma4CausalLM(backbone=bb, preprocessor=None)
     logits = np.asarray(lm(inp))
+    rng = np.random.default_rng(6)
+    seed = (rng.standard_normal(logits.shape) * inp["padding_mask"][..., None]).astype("float32")
+    grads = grads_of(lm, inp, seed)
     bb2, _, _, _ = build(False)
     logits_causal = np.asarray(keras_hub.models.Gemma4CausalLM(backbone=bb2, preprocessor=None)(inp))
     assert np.abs(logits - logits_causal).max() > 1e-3  # the bidirectional rule matters
@@ -126,6 +147,13 @@ def main():
                 w["vision/" + name] = fn(np.asarray(v.numpy())).astype("float32")
         f["expected/logits"] = logits.astype("float32")
         f["expected/logits_causal"] = logits_causal.astype("float32")
+        f["expected/seed"] = seed
+        for p, var in text:
+            if var.trainable:
+                f["expected/grads/" + p] = to_ours(p, grads[id(var)]).astype("float32")
+        for name, v, fn in vis:
+            if not isinstance(v, list):
+                f["expected/grads/vision/" + name] = (fn or (lambda a: a))(grads[id(v)]).astype("float32")
     print(f"wrote {path}: max|logit| {np.abs(logits).max():.3f}, "
           f"bidir vs causal {np.abs(logits - logits_causal).max():.3g}, {bb.count_params()} params")
 
