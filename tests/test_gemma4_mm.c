@@ -1,9 +1,10 @@
 /* Gemma 4 with images against KerasHub (tools/reference/make_gemma4_mm_fixture.py): a tiny
  * Gemma4Backbone (PLE, kv sharing, local window 6) with a tiny Gemma4VisionEncoder, a batch of
- * one row with an image and one without: logits within 1e-4 x max, and the gradient of
- * sum(logits * R) for every trainable weight (decoder and encoder) within 1e-3 relative, with
+ * one row with an image and one without: logits within 1e-4 x max with
  * use_vision_bidirectional_attention (image spans open on local layers only) and without it;
- * a placeholder count that does not match the images is refused, naming the counts. */
+ * with it, the gradient of sum(logits * R) for every trainable weight (decoder and encoder)
+ * within 1e-3 relative; a placeholder count that does not match the images is refused, naming
+ * the counts; the preprocessor's <|image|> expansion. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
