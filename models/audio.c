@@ -20,13 +20,13 @@ void gt_audio_enc_defaults(gt_audio_enc_config *c, int64_t text_hidden) {
 }
 
 int gt_audio_enc_preset(const char *name, gt_audio_enc_config *c, char *err, size_t errn) {
-    const char *base = strncmp(name, "instruct_", 9) == 0 ? name + 9 : name;
-    /* E2B and E4B share the USM tower; only the projection into the text width differs */
-    if (strcmp(base, "gemma4_2b") == 0) gt_audio_enc_defaults(c, 1536);
-    else if (strcmp(base, "gemma4_4b") == 0) gt_audio_enc_defaults(c, 2560);
+    /* E2B and E4B share the USM tower; only the projection into the text width differs. KerasHub
+     * spells the instruction-tuned presets gemma4_instruct_2b / gemma4_instruct_4b. */
+    if (!strcmp(name, "gemma4_2b") || !strcmp(name, "gemma4_instruct_2b")) gt_audio_enc_defaults(c, 1536);
+    else if (!strcmp(name, "gemma4_4b") || !strcmp(name, "gemma4_instruct_4b")) gt_audio_enc_defaults(c, 2560);
     else
         return gt_errf(err, errn, "%s: no audio encoder (audio presets: gemma4_2b, gemma4_4b and "
-                       "their instruct_ forms)", name);
+                       "their gemma4_instruct_ forms)", name);
     return 0;
 }
 

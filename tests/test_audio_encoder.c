@@ -154,7 +154,7 @@ START_TEST(preset_param_counts) {
     gt_h5 f;
     char err[512];
     ck_assert_msg(gt_h5_open_read(FIX, &f, err, sizeof err) == 0, "%s", err);
-    const char *names[2] = {"gemma4_2b", "instruct_gemma4_4b"};
+    const char *names[2] = {"gemma4_2b", "gemma4_instruct_4b"};
     const char *keys[2] = {"count_gemma4_2b", "count_gemma4_4b"};
     for (int i = 0; i < 2; i++) {
         gt_audio_enc_config c;
