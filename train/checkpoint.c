@@ -197,7 +197,11 @@ int gt_ckpt_save(const char *path, const char *config_yaml, const gt_ckpt_model 
     H5Pclose(w.lcpl);
     /* closed exactly once, failed or not (a failed H5Fclose would crash HDF5's atexit cleanup) */
     errno = 0;
-    if (gt_h5_finish(w.f, !w.failed) && !w.failed) wfail(&w, "/", "file (flush and close)");
+    if (gt_h5_finish(w.f, !w.failed) && !w.failed) {
+        int e = errno;
+        snprintf(err, errn, "%s: cannot flush and close the file%s%s", w.path, e ? ": " : "", e ? strerror(e) : "");
+        w.failed = 1;
+    }
     if (!w.failed && gt_fsync_path(tmp, false))
         snprintf(err, errn, "%s: fsync: %s", tmp, strerror(errno)), w.failed = 1;
     if (!w.failed && rename(tmp, path))
