@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/placeholder.h"
 #include "util/err.h"
 
 void gt_audio_cfg_default(gt_audio_cfg *c) {
@@ -207,28 +208,6 @@ int gt_audio_features(const gt_audio_cfg *c, const float *x, int64_t n, float *o
 
 int gt_audio_expand_prompt(const char *prompt, int64_t n_tokens, char **out, char *err,
                            size_t errn) {
-    *out = NULL;
-    if (n_tokens < 1 || n_tokens > (1 << 20))
-        return gt_errf(err, errn, "audio prompt: %lld soft tokens per clip (1..%d)",
-                       (long long)n_tokens, 1 << 20);
-    const char *ph = GT_AUDIO_PLACEHOLDER;
-    size_t lp = strlen(ph), ls = strlen(GT_AUDIO_START), le = strlen(GT_AUDIO_END), hits = 0;
-    for (const char *p = strstr(prompt, ph); p; p = strstr(p + lp, ph)) hits++;
-    size_t rep = ls + (size_t)n_tokens * lp + le, len = strlen(prompt) + hits * (rep - lp);
-    char *o = malloc(len + 1), *w = o;
-    if (!o) return gt_errf(err, errn, "audio prompt: out of memory");
-    const char *p = prompt;
-    for (const char *h = strstr(p, ph); h; h = strstr(p, ph)) {
-        memcpy(w, p, (size_t)(h - p));
-        w += h - p;
-        memcpy(w, GT_AUDIO_START, ls);
-        w += ls;
-        for (int64_t i = 0; i < n_tokens; i++, w += lp) memcpy(w, ph, lp);
-        memcpy(w, GT_AUDIO_END, le);
-        w += le;
-        p = h + lp;
-    }
-    strcpy(w, p);
-    *out = o;
-    return 0;
+    return gt_placeholder_expand(prompt, GT_AUDIO_PLACEHOLDER, GT_AUDIO_START, GT_AUDIO_END,
+                                 n_tokens, "audio prompt", "clip", out, err, errn);
 }

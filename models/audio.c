@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/param_bank.h"
 #include "util/err.h"
 
 #define CLIP_F16 65504.0 /* KerasHub's initial clip bounds (the fp16 range) */
@@ -52,29 +53,14 @@ int gt_audio_enc_validate(const gt_audio_enc_config *c, char *err, size_t errn) 
 /* ---------------------------------------------------------------- parameter walk */
 
 typedef struct {
-    gt_audio_enc *m;       /* NULL: count only */
-    bool trainable_only;
-    int64_t count;
-    int n_tensors;
-    int fail;
-    char *err;
-    size_t errn;
+    gt_pbank b;
+    gt_audio_enc *m; /* NULL: count only */
 } walk_t;
 
 static gt_tensor *add(walk_t *w, const char *name, int nd, int64_t a, int64_t b, int64_t c,
                       int64_t d, bool trainable) {
-    int64_t shape[4] = {a, b, c, d}, n = gt_shape_size(nd, shape);
-    if (trainable || !w->trainable_only) w->count += n;
-    w->n_tensors++;
-    if (!w->m || w->fail) return NULL;
-    gt_tensor *t = gt_tensor_new(nd, shape, trainable);
-    if (!t) {
-        w->fail = gt_errf(w->err, w->errn, "audio encoder: cannot allocate %s", name);
-        return NULL;
-    }
-    gt_tensor_set_name(t, name);
-    w->m->all[w->m->n_all++] = t;
-    return t;
+    int64_t shape[4] = {a, b, c, d};
+    return gt_pbank_add(&w->b, name, nd, shape, trainable);
 }
 
 static gt_tensor *norm(walk_t *w, const char *pfx, const char *what, int64_t d) {
@@ -157,9 +143,9 @@ static void walk(walk_t *w, const gt_audio_enc_config *c) {
 }
 
 int64_t gt_audio_enc_param_count(const gt_audio_enc_config *c, bool trainable_only) {
-    walk_t w = {.trainable_only = trainable_only};
+    walk_t w = {.b = {.trainable_only = trainable_only}};
     walk(&w, c);
-    return w.count;
+    return w.b.count;
 }
 
 int gt_audio_enc_init(gt_audio_enc *m, const gt_audio_enc_config *c, char *err, size_t errn) {
@@ -168,15 +154,17 @@ int gt_audio_enc_init(gt_audio_enc *m, const gt_audio_enc_config *c, char *err, 
     walk_t cnt = {0};
     walk(&cnt, c);
     m->cfg = *c;
-    m->all = calloc((size_t)cnt.n_tensors, sizeof *m->all);
+    m->all = gt_pbank_alloc(cnt.b.n_tensors);
     m->layers = calloc((size_t)(c->num_layers ? c->num_layers : 1), sizeof *m->layers);
     if (!m->all || !m->layers) {
         gt_audio_enc_free(m);
         return gt_errf(err, errn, "audio encoder: out of memory");
     }
-    walk_t w = {.m = m, .err = err, .errn = errn};
+    walk_t w = {.b = {.all = m->all, .n_all = &m->n_all, .owner = "audio encoder", .err = err,
+                      .errn = errn},
+                .m = m};
     walk(&w, c);
-    if (w.fail) {
+    if (w.b.fail) {
         gt_audio_enc_free(m);
         return -1;
     }
@@ -184,16 +172,13 @@ int gt_audio_enc_init(gt_audio_enc *m, const gt_audio_enc_config *c, char *err, 
 }
 
 void gt_audio_enc_free(gt_audio_enc *m) {
-    for (int i = 0; m->all && i < m->n_all; i++) gt_tensor_free(m->all[i]);
-    free(m->all);
+    gt_pbank_free(m->all, m->n_all);
     free(m->layers);
     memset(m, 0, sizeof *m);
 }
 
 gt_tensor *gt_audio_enc_param(const gt_audio_enc *m, const char *name) {
-    for (int i = 0; i < m->n_all; i++)
-        if (strcmp(m->all[i]->name, name) == 0) return m->all[i];
-    return NULL;
+    return gt_pbank_find(m->all, m->n_all, name);
 }
 
 /* ---------------------------------------------------------------- forward */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/placeholder.h"
 #include "models/vision.h"
 #include "util/err.h"
 
@@ -74,28 +75,6 @@ gt_tensor *gt_gemma4_mm_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_vision4 
 
 int gt_gemma4_expand_images(const char *prompt, int64_t n_tokens, char **out, char *err,
                             size_t errn) {
-    *out = NULL;
-    if (n_tokens < 1 || n_tokens > (1 << 20))
-        return gt_errf(err, errn, "image prompt: %lld soft tokens per image (1..%d)",
-                       (long long)n_tokens, 1 << 20);
-    const char *ph = GT_IMAGE4_PLACEHOLDER;
-    size_t lp = strlen(ph), ls = strlen(GT_IMAGE4_START), le = strlen(GT_IMAGE4_END), hits = 0;
-    for (const char *p = strstr(prompt, ph); p; p = strstr(p + lp, ph)) hits++;
-    size_t rep = ls + (size_t)n_tokens * lp + le;
-    char *o = malloc(strlen(prompt) + hits * (rep - lp) + 1), *w = o;
-    if (!o) return gt_errf(err, errn, "image prompt: out of memory");
-    const char *p = prompt;
-    for (const char *h = strstr(p, ph); h; h = strstr(p, ph)) {
-        memcpy(w, p, (size_t)(h - p));
-        w += h - p;
-        memcpy(w, GT_IMAGE4_START, ls);
-        w += ls;
-        for (int64_t i = 0; i < n_tokens; i++, w += lp) memcpy(w, ph, lp);
-        memcpy(w, GT_IMAGE4_END, le);
-        w += le;
-        p = h + lp;
-    }
-    strcpy(w, p);
-    *out = o;
-    return 0;
+    return gt_placeholder_expand(prompt, GT_IMAGE4_PLACEHOLDER, GT_IMAGE4_START, GT_IMAGE4_END,
+                                 n_tokens, "image prompt", "image", out, err, errn);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/param_bank.h"
 #include "util/err.h"
 
 #define CLIP_F16 65504.0 /* KerasHub's initial clip bounds (the fp16 range) */
@@ -47,29 +48,14 @@ int gt_vision4_validate(const gt_vision4_config *c, char *err, size_t errn) {
 /* ---------------------------------------------------------------- parameter walk */
 
 typedef struct {
+    gt_pbank b;
     gt_vision4 *m; /* NULL: count only */
-    bool trainable_only;
-    int64_t count;
-    int n_tensors;
-    int fail;
-    char *err;
-    size_t errn;
 } walk_t;
 
 static gt_tensor *add(walk_t *w, const char *name, int nd, int64_t a, int64_t b, int64_t c,
                       bool trainable) {
-    int64_t shape[3] = {a, b, c}, n = gt_shape_size(nd, shape);
-    if (trainable || !w->trainable_only) w->count += n;
-    w->n_tensors++;
-    if (!w->m || w->fail) return NULL;
-    gt_tensor *t = gt_tensor_new(nd, shape, trainable);
-    if (!t) {
-        w->fail = gt_errf(w->err, w->errn, "vision4 encoder: cannot allocate %s", name);
-        return NULL;
-    }
-    gt_tensor_set_name(t, name);
-    w->m->all[w->m->n_all++] = t;
-    return t;
+    int64_t shape[3] = {a, b, c};
+    return gt_pbank_add(&w->b, name, nd, shape, trainable);
 }
 
 static gt_tensor *norm(walk_t *w, const char *pfx, const char *what, int64_t d) {
@@ -128,9 +114,9 @@ static void walk(walk_t *w, const gt_vision4_config *c) {
 }
 
 int64_t gt_vision4_param_count(const gt_vision4_config *c, bool trainable_only) {
-    walk_t w = {.trainable_only = trainable_only};
+    walk_t w = {.b = {.trainable_only = trainable_only}};
     walk(&w, c);
-    return w.count;
+    return w.b.count;
 }
 
 int gt_vision4_init(gt_vision4 *m, const gt_vision4_config *c, char *err, size_t errn) {
@@ -139,15 +125,17 @@ int gt_vision4_init(gt_vision4 *m, const gt_vision4_config *c, char *err, size_t
     walk_t cnt = {0};
     walk(&cnt, c);
     m->cfg = *c;
-    m->all = calloc((size_t)cnt.n_tensors, sizeof *m->all);
+    m->all = gt_pbank_alloc(cnt.b.n_tensors);
     m->layers = calloc((size_t)(c->num_layers ? c->num_layers : 1), sizeof *m->layers);
     if (!m->all || !m->layers) {
         gt_vision4_free(m);
         return gt_errf(err, errn, "vision4 encoder: out of memory");
     }
-    walk_t w = {.m = m, .err = err, .errn = errn};
+    walk_t w = {.b = {.all = m->all, .n_all = &m->n_all, .owner = "vision4 encoder", .err = err,
+                      .errn = errn},
+                .m = m};
     walk(&w, c);
-    if (w.fail) {
+    if (w.b.fail) {
         gt_vision4_free(m);
         return -1;
     }
@@ -155,16 +143,13 @@ int gt_vision4_init(gt_vision4 *m, const gt_vision4_config *c, char *err, size_t
 }
 
 void gt_vision4_free(gt_vision4 *m) {
-    for (int i = 0; m->all && i < m->n_all; i++) gt_tensor_free(m->all[i]);
-    free(m->all);
+    gt_pbank_free(m->all, m->n_all);
     free(m->layers);
     memset(m, 0, sizeof *m);
 }
 
 gt_tensor *gt_vision4_param(const gt_vision4 *m, const char *name) {
-    for (int i = 0; i < m->n_all; i++)
-        if (strcmp(m->all[i]->name, name) == 0) return m->all[i];
-    return NULL;
+    return gt_pbank_find(m->all, m->n_all, name);
 }
 
 /* ---------------------------------------------------------------- forward */

@@ -13,60 +13,30 @@
 #include "models/audio.h"
 #include "models/io/h5io.h"
 #include "models/io/hf_audio.h"
+#include "tests/h5fixture.h"
 
 #define FIX "tests/fixtures/audio_encoder.h5"
 
-static double attr(gt_h5 f, const char *name) {
-    double v;
-    char err[512];
-    ck_assert_msg(gt_h5_attr_f64(f, "/config", name, &v, err, sizeof err) == 0, "%s: %s", name, err);
-    return v;
-}
-
-static float *rd(gt_h5 f, const char *path, int64_t expect) {
-    float *d;
-    int nd;
-    int64_t shape[8], n = 1;
-    char err[512];
-    ck_assert_msg(gt_h5_read_f32(f, path, &d, &nd, shape, err, sizeof err) == 0, "%s", err);
-    for (int i = 0; i < nd; i++) n *= shape[i];
-    ck_assert_msg(expect < 0 || n == expect, "%s: %lld values, want %lld", path, (long long)n,
-                  (long long)expect);
-    return d;
-}
-
 static void load(gt_h5 f, gt_audio_enc *m) {
     gt_audio_enc_config c;
-    gt_audio_enc_defaults(&c, (int64_t)attr(f, "output_dim"));
-    c.input_feat_size = (int64_t)attr(f, "input_feat_size");
-    c.hidden = (int64_t)attr(f, "hidden_size");
-    c.num_heads = (int64_t)attr(f, "num_heads");
-    c.num_layers = (int64_t)attr(f, "num_layers");
-    c.chunk = (int64_t)attr(f, "chunk_size");
-    c.context_left = (int64_t)attr(f, "context_left");
-    c.context_right = (int64_t)attr(f, "context_right");
-    c.logit_cap = attr(f, "logit_cap");
-    c.conv_kernel = (int64_t)attr(f, "conv_kernel_size");
-    c.output_proj_dims = (int64_t)attr(f, "output_proj_dims");
-    c.sscp_channels[0] = (int64_t)attr(f, "sscp_conv_channels_0");
-    c.sscp_channels[1] = (int64_t)attr(f, "sscp_conv_channels_1");
+    gt_audio_enc_defaults(&c, (int64_t)gt_fix_attr(f, "output_dim"));
+    c.input_feat_size = (int64_t)gt_fix_attr(f, "input_feat_size");
+    c.hidden = (int64_t)gt_fix_attr(f, "hidden_size");
+    c.num_heads = (int64_t)gt_fix_attr(f, "num_heads");
+    c.num_layers = (int64_t)gt_fix_attr(f, "num_layers");
+    c.chunk = (int64_t)gt_fix_attr(f, "chunk_size");
+    c.context_left = (int64_t)gt_fix_attr(f, "context_left");
+    c.context_right = (int64_t)gt_fix_attr(f, "context_right");
+    c.logit_cap = gt_fix_attr(f, "logit_cap");
+    c.conv_kernel = (int64_t)gt_fix_attr(f, "conv_kernel_size");
+    c.output_proj_dims = (int64_t)gt_fix_attr(f, "output_proj_dims");
+    c.sscp_channels[0] = (int64_t)gt_fix_attr(f, "sscp_conv_channels_0");
+    c.sscp_channels[1] = (int64_t)gt_fix_attr(f, "sscp_conv_channels_1");
     char err[512];
     ck_assert_msg(gt_audio_enc_init(m, &c, err, sizeof err) == 0, "%s", err);
-    for (int i = 0; i < m->n_all; i++) {
-        char path[160];
-        snprintf(path, sizeof path, "/weights/%s", m->all[i]->name);
-        float *d = rd(f, path, m->all[i]->size);
-        for (int64_t j = 0; j < m->all[i]->size; j++) m->all[i]->data[j] = d[j];
-        free(d);
-    }
-    ck_assert_int_eq(gt_audio_enc_param_count(&c, false), (int64_t)attr(f, "param_count"));
-    ck_assert_int_eq(gt_audio_enc_param_count(&c, true), (int64_t)attr(f, "trainable_count"));
-}
-
-static double max_diff(const gt_tensor *y, const float *ref, int64_t from, int64_t to) {
-    double w = 0;
-    for (int64_t i = from; i < to; i++) w = fmax(w, fabs(y->data[i] - ref[i]));
-    return w;
+    gt_fix_load(f, "/weights/", m->all, m->n_all);
+    ck_assert_int_eq(gt_audio_enc_param_count(&c, false), (int64_t)gt_fix_attr(f, "param_count"));
+    ck_assert_int_eq(gt_audio_enc_param_count(&c, true), (int64_t)gt_fix_attr(f, "trainable_count"));
 }
 
 START_TEST(matches_kerashub_forward_and_backward) {
@@ -76,11 +46,8 @@ START_TEST(matches_kerashub_forward_and_backward) {
     gt_audio_enc m;
     load(f, &m);
     int64_t B = 2, T = 38, F = m.cfg.input_feat_size, shape[3] = {B, T, F};
-    float *mel = rd(f, "/inputs/mel", B * T * F);
-    int32_t *mask;
-    int nd;
-    int64_t ms[8];
-    ck_assert(gt_h5_read_i32(f, "/inputs/mask", &mask, &nd, ms, err, sizeof err) == 0);
+    float *mel = gt_fix_f32(f, "/inputs/mel", B * T * F);
+    int32_t *mask = gt_fix_i32(f, "/inputs/mask");
     uint8_t valid[76];
     for (int i = 0; i < B * T; i++) valid[i] = mask[i] != 0;
     gt_ctx ctx;
@@ -93,34 +60,14 @@ START_TEST(matches_kerashub_forward_and_backward) {
     ck_assert_int_eq(y->shape[2], m.cfg.output_dim);
     ck_assert_int_eq(ov[10 + 3], 1);
     ck_assert_int_eq(ov[10 + 4], 0);
-    float *ref = rd(f, "/expected/output", y->size), *seed = rd(f, "/expected/seed", y->size);
-    double mx = 0, worst = 0;
+    float *ref = gt_fix_f32(f, "/expected/output", y->size), *seed = gt_fix_f32(f, "/expected/seed", y->size);
+    double mx = 0, worst = gt_fix_max_diff(y, ref, 0, y->size);
     for (int64_t i = 0; i < y->size; i++) mx = fmax(mx, fabs(ref[i]));
-    for (int64_t i = 0; i < y->size; i++) worst = fmax(worst, fabs(y->data[i] - ref[i]));
     printf("audio encoder output: max |ours - KerasHub| = %.3g x max (max %.3g)\n", worst / mx, mx);
     ck_assert_msg(worst <= 1e-4 * mx, "output differs by %.3g (max %.3g)", worst, mx);
     ck_assert_int_eq(gt_backward_seed(&ctx, y, seed), 0);
-    double gworst = 0;
     const char *gname = "";
-    for (int i = 0; i < m.n_all; i++) {
-        gt_tensor *p = m.all[i];
-        if (!p->requires_grad) {
-            ck_assert_ptr_null(p->grad);
-            continue;
-        }
-        char path[160];
-        snprintf(path, sizeof path, "/expected/grads/%s", p->name);
-        float *g = rd(f, path, p->size);
-        double gm = 0, e = 0;
-        for (int64_t j = 0; j < p->size; j++) gm = fmax(gm, fabs(g[j]));
-        for (int64_t j = 0; j < p->size; j++) e = fmax(e, fabs(p->grad[j] - g[j]));
-        ck_assert_msg(gm > 0, "%s: KerasHub's gradient is zero", p->name);
-        if (e / gm > gworst) {
-            gworst = e / gm;
-            gname = p->name;
-        }
-        free(g);
-    }
+    double gworst = gt_fix_grad_worst(f, m.all, m.n_all, &gname);
     printf("audio encoder grads: worst %.3g relative (%s)\n", gworst, gname);
     ck_assert_msg(gworst <= 1e-3, "gradient of %s differs by %.3g relative", gname, gworst);
     /* the fixture exercises the tight clips and the padding mask: without them the output moves */
@@ -134,12 +81,12 @@ START_TEST(matches_kerashub_forward_and_backward) {
     x = gt_from_data(&ctx, mel, 3, shape, false);
     gt_tensor *y2 = gt_audio_enc_forward(&ctx, &m, x, valid, NULL);
     ck_assert_msg(y2, "%s", ctx.err);
-    ck_assert_msg(max_diff(y2, ref, 0, y2->size) > 1e-3 * mx, "the clip bounds change nothing");
+    ck_assert_msg(gt_fix_max_diff(y2, ref, 0, y2->size) > 1e-3 * mx, "the clip bounds change nothing");
     memcpy(clip->data, saved, sizeof saved);
     gt_tensor *y3 = gt_audio_enc_forward(&ctx, &m, x, NULL, NULL);
     ck_assert_msg(y3, "%s", ctx.err);
-    ck_assert_msg(max_diff(y3, ref, 0, y3->size / 2) <= 1e-4 * mx, "clip 0 has no padding");
-    ck_assert_msg(max_diff(y3, ref, y3->size / 2, y3->size) > 1e-3 * mx, "the mask changes nothing");
+    ck_assert_msg(gt_fix_max_diff(y3, ref, 0, y3->size / 2) <= 1e-4 * mx, "clip 0 has no padding");
+    ck_assert_msg(gt_fix_max_diff(y3, ref, y3->size / 2, y3->size) > 1e-3 * mx, "the mask changes nothing");
     gt_ctx_free(&ctx);
     gt_audio_enc_free(&m);
     free(mel);
@@ -161,7 +108,7 @@ START_TEST(preset_param_counts) {
         ck_assert_msg(gt_audio_enc_preset(names[i], &c, err, sizeof err) == 0, "%s", err);
         int64_t n = gt_audio_enc_param_count(&c, false);
         printf("%s audio tower: %lld parameters\n", names[i], (long long)n);
-        ck_assert_int_eq(n, (int64_t)attr(f, keys[i]));
+        ck_assert_int_eq(n, (int64_t)gt_fix_attr(f, keys[i]));
     }
     gt_audio_enc_config c;
     ck_assert_int_eq(gt_audio_enc_preset("gemma4_31b", &c, err, sizeof err), -1);
@@ -183,11 +130,8 @@ START_TEST(hf_checkpoint_matches_transformers) {
     snprintf(path, sizeof path, "%s/expected.h5", dir);
     ck_assert_msg(gt_h5_open_read(path, &f, err, sizeof err) == 0, "%s", err);
     int64_t B = 2, T = 38, shape[3] = {B, T, 16};
-    float *mel = rd(f, "/inputs/mel", B * T * 16), *ref = rd(f, "/expected/output", B * 10 * 10);
-    int32_t *mask;
-    int nd;
-    int64_t ms[8];
-    ck_assert(gt_h5_read_i32(f, "/inputs/mask", &mask, &nd, ms, err, sizeof err) == 0);
+    float *mel = gt_fix_f32(f, "/inputs/mel", B * T * 16), *ref = gt_fix_f32(f, "/expected/output", B * 10 * 10);
+    int32_t *mask = gt_fix_i32(f, "/inputs/mask");
     uint8_t valid[76];
     for (int i = 0; i < B * T; i++) valid[i] = mask[i] != 0;
     gt_ctx ctx;
@@ -199,8 +143,8 @@ START_TEST(hf_checkpoint_matches_transformers) {
     /* clip 1 keeps 4 valid steps of 10; on its padded steps HF and KerasHub differ by design
      * (KerasHub zeroes them before the light conv, HF does not; the preprocessor places only
      * the valid ones), and we follow KerasHub: compare the valid steps */
-    double w0 = max_diff(y, ref, 0, y->size / 2), w1 = max_diff(y, ref, y->size / 2, y->size / 2 + 40);
-    double wp = max_diff(y, ref, y->size / 2 + 40, y->size);
+    double w0 = gt_fix_max_diff(y, ref, 0, y->size / 2), w1 = gt_fix_max_diff(y, ref, y->size / 2, y->size / 2 + 40);
+    double wp = gt_fix_max_diff(y, ref, y->size / 2 + 40, y->size);
     printf("HF audio tower: max |ours - transformers| = %.3g x max (clip 0), %.3g x max (clip 1's "
            "valid steps; padded steps %.3g)\n", w0 / mx, w1 / mx, wp / mx);
     ck_assert_msg(w0 <= 1e-4 * mx && w1 <= 1e-4 * mx, "differs from transformers: %.3g, %.3g", w0, w1);

@@ -13,58 +13,32 @@
 
 #include "models/gemma4_mm.h"
 #include "models/io/h5io.h"
+#include "tests/h5fixture.h"
 
 #define FIX "tests/fixtures/gemma4_mm.h5"
-
-static double attr(gt_h5 f, const char *name, double dflt) {
-    double v;
-    char err[512];
-    return gt_h5_attr_f64(f, "/config", name, &v, err, sizeof err) == 0 ? v : dflt;
-}
-
-static float *rd(gt_h5 f, const char *path, int64_t expect) {
-    float *d;
-    int nd;
-    int64_t shape[8], n = 1;
-    char err[512];
-    ck_assert_msg(gt_h5_read_f32(f, path, &d, &nd, shape, err, sizeof err) == 0, "%s", err);
-    for (int i = 0; i < nd; i++) n *= shape[i];
-    ck_assert_msg(expect < 0 || n == expect, "%s: %lld values, want %lld", path, (long long)n,
-                  (long long)expect);
-    return d;
-}
-
-static int32_t *rdi(gt_h5 f, const char *path) {
-    int32_t *d;
-    int nd;
-    int64_t shape[8];
-    char err[512];
-    ck_assert_msg(gt_h5_read_i32(f, path, &d, &nd, shape, err, sizeof err) == 0, "%s", err);
-    return d;
-}
 
 static gt_gemma *load_decoder(gt_h5 f) {
     gt_gemma_config c;
     gt_gemma_config_defaults(&c, 4);
-    c.vocab_size = (int64_t)attr(f, "vocabulary_size", 0);
-    c.num_layers = (int64_t)attr(f, "num_layers", 0);
-    c.hidden_dim = (int64_t)attr(f, "hidden_dim", 0);
-    c.intermediate_dim = (int64_t)attr(f, "intermediate_dim", 0);
-    c.num_query_heads = (int64_t)attr(f, "num_query_heads", 0);
-    c.num_kv_heads = (int64_t)attr(f, "num_key_value_heads", 0);
-    c.head_dim = (int64_t)attr(f, "head_dim", 0);
-    c.global_head_dim = (int64_t)attr(f, "global_head_dim", 0);
-    c.num_global_kv_heads = (int64_t)attr(f, "num_global_key_value_heads", 0);
-    c.sliding_window = (int64_t)attr(f, "sliding_window_size", 512);
-    c.sliding_pattern = (int)attr(f, "sliding_window_pattern", 6);
-    c.attn_logit_softcap = attr(f, "attention_logit_soft_cap", 0);
-    c.final_logit_softcap = attr(f, "final_logit_soft_cap", 0);
-    c.rope_global_partial = attr(f, "global_rope_partial_rotary_factor", 1);
-    c.rope_global_scale = attr(f, "global_rope_scaling_factor", 1);
-    c.num_kv_shared_layers = (int64_t)attr(f, "num_kv_shared_layers", 0);
-    c.double_wide_mlp = attr(f, "use_double_wide_mlp", 0) != 0;
-    c.per_layer_input_dim = (int64_t)attr(f, "hidden_size_per_layer_input", 0);
-    c.per_layer_vocab_size = (int64_t)attr(f, "vocab_size_per_layer_input", 0);
+    c.vocab_size = (int64_t)gt_fix_attr_or(f, "vocabulary_size", 0);
+    c.num_layers = (int64_t)gt_fix_attr_or(f, "num_layers", 0);
+    c.hidden_dim = (int64_t)gt_fix_attr_or(f, "hidden_dim", 0);
+    c.intermediate_dim = (int64_t)gt_fix_attr_or(f, "intermediate_dim", 0);
+    c.num_query_heads = (int64_t)gt_fix_attr_or(f, "num_query_heads", 0);
+    c.num_kv_heads = (int64_t)gt_fix_attr_or(f, "num_key_value_heads", 0);
+    c.head_dim = (int64_t)gt_fix_attr_or(f, "head_dim", 0);
+    c.global_head_dim = (int64_t)gt_fix_attr_or(f, "global_head_dim", 0);
+    c.num_global_kv_heads = (int64_t)gt_fix_attr_or(f, "num_global_key_value_heads", 0);
+    c.sliding_window = (int64_t)gt_fix_attr_or(f, "sliding_window_size", 512);
+    c.sliding_pattern = (int)gt_fix_attr_or(f, "sliding_window_pattern", 6);
+    c.attn_logit_softcap = gt_fix_attr_or(f, "attention_logit_soft_cap", 0);
+    c.final_logit_softcap = gt_fix_attr_or(f, "final_logit_soft_cap", 0);
+    c.rope_global_partial = gt_fix_attr_or(f, "global_rope_partial_rotary_factor", 1);
+    c.rope_global_scale = gt_fix_attr_or(f, "global_rope_scaling_factor", 1);
+    c.num_kv_shared_layers = (int64_t)gt_fix_attr_or(f, "num_kv_shared_layers", 0);
+    c.double_wide_mlp = gt_fix_attr_or(f, "use_double_wide_mlp", 0) != 0;
+    c.per_layer_input_dim = (int64_t)gt_fix_attr_or(f, "hidden_size_per_layer_input", 0);
+    c.per_layer_vocab_size = (int64_t)gt_fix_attr_or(f, "vocab_size_per_layer_input", 0);
     char err[1024];
     ck_assert_msg(gt_gemma_config_validate(&c, err, sizeof err) == 0, "%s", err);
     gt_gemma *m;
@@ -72,7 +46,7 @@ static gt_gemma *load_decoder(gt_h5 f) {
     for (int i = 0; i < m->n_params; i++) {
         char p[160];
         snprintf(p, sizeof p, "/weights/%s", m->params[i].name);
-        float *w = rd(f, p, m->params[i].t->size);
+        float *w = gt_fix_f32(f, p, m->params[i].t->size);
         memcpy(m->params[i].t->data, w, (size_t)m->params[i].t->size * sizeof(float));
         free(w);
     }
@@ -82,52 +56,33 @@ static gt_gemma *load_decoder(gt_h5 f) {
 static void load_vision(gt_h5 f, gt_vision4 *v, int64_t out_dim) {
     gt_vision4_config c;
     gt_vision4_defaults(&c, out_dim);
-    c.image_size = (int64_t)attr(f, "vision_image_size", 0);
-    c.patch_size = (int64_t)attr(f, "vision_patch_size", 0);
-    c.pool_size = (int64_t)attr(f, "vision_pool_size", 0);
-    c.hidden = (int64_t)attr(f, "vision_hidden_dim", 0);
-    c.intermediate = (int64_t)attr(f, "vision_intermediate_dim", 0);
-    c.num_layers = (int64_t)attr(f, "vision_num_layers", 0);
-    c.num_heads = (int64_t)attr(f, "vision_num_heads", 0);
-    c.num_kv_heads = (int64_t)attr(f, "vision_num_key_value_heads", 0);
-    c.head_dim = (int64_t)attr(f, "vision_head_dim", 0);
-    c.pos_table = (int64_t)attr(f, "vision_position_embedding_size", 0);
-    c.rope_base = attr(f, "vision_rope_max_wavelength", 0);
-    c.clipped = attr(f, "vision_use_clipped_linears", 0) != 0;
+    c.image_size = (int64_t)gt_fix_attr_or(f, "vision_image_size", 0);
+    c.patch_size = (int64_t)gt_fix_attr_or(f, "vision_patch_size", 0);
+    c.pool_size = (int64_t)gt_fix_attr_or(f, "vision_pool_size", 0);
+    c.hidden = (int64_t)gt_fix_attr_or(f, "vision_hidden_dim", 0);
+    c.intermediate = (int64_t)gt_fix_attr_or(f, "vision_intermediate_dim", 0);
+    c.num_layers = (int64_t)gt_fix_attr_or(f, "vision_num_layers", 0);
+    c.num_heads = (int64_t)gt_fix_attr_or(f, "vision_num_heads", 0);
+    c.num_kv_heads = (int64_t)gt_fix_attr_or(f, "vision_num_key_value_heads", 0);
+    c.head_dim = (int64_t)gt_fix_attr_or(f, "vision_head_dim", 0);
+    c.pos_table = (int64_t)gt_fix_attr_or(f, "vision_position_embedding_size", 0);
+    c.rope_base = gt_fix_attr_or(f, "vision_rope_max_wavelength", 0);
+    c.clipped = gt_fix_attr_or(f, "vision_use_clipped_linears", 0) != 0;
     char err[512];
     ck_assert_msg(gt_vision4_init(v, &c, err, sizeof err) == 0, "%s", err);
-    for (int i = 0; i < v->n_all; i++) {
-        char p[160];
-        snprintf(p, sizeof p, "/weights/vision/%s", v->all[i]->name);
-        float *w = rd(f, p, v->all[i]->size);
-        for (int64_t j = 0; j < v->all[i]->size; j++) v->all[i]->data[j] = w[j];
-        free(w);
-    }
-}
-
-/* Worst relative gradient error (to the tensor's largest) of t against /expected/grads/<path>. */
-static double grad_err(gt_h5 f, const char *path, const gt_tensor *t) {
-    char p[200];
-    snprintf(p, sizeof p, "/expected/grads/%s", path);
-    float *g = rd(f, p, t->size);
-    double gm = 0, e = 0;
-    for (int64_t j = 0; j < t->size; j++) gm = fmax(gm, fabs(g[j]));
-    ck_assert_msg(gm > 0 && t->grad, "%s: no gradient to compare", path);
-    for (int64_t j = 0; j < t->size; j++) e = fmax(e, fabs(t->grad[j] - g[j]));
-    free(g);
-    return e / gm;
+    gt_fix_load(f, "/weights/vision/", v->all, v->n_all);
 }
 
 /* Backward through the placement: d sum(logits * R) for every trainable weight of the decoder
  * and the vision encoder. */
 static void check_grads(gt_h5 f, gt_ctx *ctx, gt_tensor *z, const gt_gemma *m, const gt_vision4 *v) {
-    float *seed = rd(f, "/expected/seed", z->size);
+    float *seed = gt_fix_f32(f, "/expected/seed", z->size);
     ck_assert_int_eq(gt_backward_seed(ctx, z, seed), 0);
     double worst = 0;
     char name[200] = "";
     for (int i = 0; i < m->n_params; i++) {
         if (!m->params[i].t->requires_grad) continue;
-        double e = grad_err(f, m->params[i].name, m->params[i].t);
+        double e = gt_fix_grad_err(f, m->params[i].name, m->params[i].t);
         if (e > worst) worst = e, snprintf(name, sizeof name, "%s", m->params[i].name);
     }
     double vworst = 0;
@@ -135,7 +90,7 @@ static void check_grads(gt_h5 f, gt_ctx *ctx, gt_tensor *z, const gt_gemma *m, c
         if (!v->all[i]->requires_grad) continue;
         char p[160];
         snprintf(p, sizeof p, "vision/%s", v->all[i]->name);
-        double e = grad_err(f, p, v->all[i]);
+        double e = gt_fix_grad_err(f, p, v->all[i]);
         vworst = fmax(vworst, e);
         if (e > worst) worst = e, snprintf(name, sizeof name, "%s", p);
     }
@@ -154,13 +109,13 @@ START_TEST(matches_kerashub_backbone_with_images) {
     gt_vision4 v;
     load_vision(f, &v, m->cfg.hidden_dim);
     ck_assert_int_eq(gt_gemma_param_count(&m->cfg) + gt_vision4_param_count(&v.cfg, false),
-                     (int64_t)attr(f, "kerashub_param_count", -1));
-    int32_t *ids = rdi(f, "/inputs/token_ids"), *pad32 = rdi(f, "/inputs/padding_mask");
-    int32_t *pos = rdi(f, "/inputs/positions");
-    float *pix = rd(f, "/inputs/pixels", 36 * 48);
+                     (int64_t)gt_fix_attr_or(f, "kerashub_param_count", -1));
+    int32_t *ids = gt_fix_i32(f, "/inputs/token_ids"), *pad32 = gt_fix_i32(f, "/inputs/padding_mask");
+    int32_t *pos = gt_fix_i32(f, "/inputs/positions");
+    float *pix = gt_fix_f32(f, "/inputs/pixels", 36 * 48);
     uint8_t pad[28];
     for (int64_t i = 0; i < B * T; i++) pad[i] = (uint8_t)pad32[i];
-    int32_t tok = (int32_t)attr(f, "image_token_id", -1);
+    int32_t tok = (int32_t)gt_fix_attr_or(f, "image_token_id", -1);
     gt_gemma4_images im = {pix, pos, 1, 36};
     gt_gemma_batch b = {.batch = B, .seq = T, .token_ids = ids, .padding_mask = pad};
     const char *refs[2] = {"/expected/logits", "/expected/logits_causal"};
@@ -170,7 +125,7 @@ START_TEST(matches_kerashub_backbone_with_images) {
         gt_ctx_reset(&ctx);
         gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma4_mm_hidden(&ctx, m, &v, k == 0, tok, &b, &im));
         ck_assert_msg(z, "%s", ctx.err);
-        float *ref = rd(f, refs[k], B * T * V);
+        float *ref = gt_fix_f32(f, refs[k], B * T * V);
         double mx = 0, worst = 0;
         for (int64_t i = 0; i < B * T * V; i++) mx = fmax(mx, fabs(ref[i]));
         for (int64_t i = 0; i < B * T * V; i++)

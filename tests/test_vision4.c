@@ -14,85 +14,30 @@
 #include "models/gemma_config.h"
 #include "models/io/h5io.h"
 #include "models/vision4.h"
+#include "tests/h5fixture.h"
 
 #define FIX "tests/fixtures/vision4.h5"
 
-static double attr(gt_h5 f, const char *name) {
-    double v;
-    char err[512];
-    ck_assert_msg(gt_h5_attr_f64(f, "/config", name, &v, err, sizeof err) == 0, "%s: %s", name, err);
-    return v;
-}
-
-static float *rd(gt_h5 f, const char *path, int64_t expect) {
-    float *d;
-    int nd;
-    int64_t shape[8], n = 1;
-    char err[512];
-    ck_assert_msg(gt_h5_read_f32(f, path, &d, &nd, shape, err, sizeof err) == 0, "%s", err);
-    for (int i = 0; i < nd; i++) n *= shape[i];
-    ck_assert_msg(expect < 0 || n == expect, "%s: %lld values, want %lld", path, (long long)n,
-                  (long long)expect);
-    return d;
-}
-
 static void load(gt_h5 f, gt_vision4 *m) {
     gt_vision4_config c;
-    gt_vision4_defaults(&c, (int64_t)attr(f, "output_dim"));
-    c.image_size = (int64_t)attr(f, "image_size");
-    c.patch_size = (int64_t)attr(f, "patch_size");
-    c.pool_size = (int64_t)attr(f, "pool_size");
-    c.hidden = (int64_t)attr(f, "hidden_dim");
-    c.intermediate = (int64_t)attr(f, "intermediate_dim");
-    c.num_layers = (int64_t)attr(f, "num_layers");
-    c.num_heads = (int64_t)attr(f, "num_heads");
-    c.num_kv_heads = (int64_t)attr(f, "num_key_value_heads");
-    c.head_dim = (int64_t)attr(f, "head_dim");
-    c.pos_table = (int64_t)attr(f, "position_embedding_size");
-    c.rope_base = attr(f, "rope_max_wavelength");
-    c.eps = attr(f, "layer_norm_epsilon");
-    c.clipped = attr(f, "use_clipped_linears") != 0;
+    gt_vision4_defaults(&c, (int64_t)gt_fix_attr(f, "output_dim"));
+    c.image_size = (int64_t)gt_fix_attr(f, "image_size");
+    c.patch_size = (int64_t)gt_fix_attr(f, "patch_size");
+    c.pool_size = (int64_t)gt_fix_attr(f, "pool_size");
+    c.hidden = (int64_t)gt_fix_attr(f, "hidden_dim");
+    c.intermediate = (int64_t)gt_fix_attr(f, "intermediate_dim");
+    c.num_layers = (int64_t)gt_fix_attr(f, "num_layers");
+    c.num_heads = (int64_t)gt_fix_attr(f, "num_heads");
+    c.num_kv_heads = (int64_t)gt_fix_attr(f, "num_key_value_heads");
+    c.head_dim = (int64_t)gt_fix_attr(f, "head_dim");
+    c.pos_table = (int64_t)gt_fix_attr(f, "position_embedding_size");
+    c.rope_base = gt_fix_attr(f, "rope_max_wavelength");
+    c.eps = gt_fix_attr(f, "layer_norm_epsilon");
+    c.clipped = gt_fix_attr(f, "use_clipped_linears") != 0;
     char err[512];
     ck_assert_msg(gt_vision4_init(m, &c, err, sizeof err) == 0, "%s", err);
-    for (int i = 0; i < m->n_all; i++) {
-        char path[160];
-        snprintf(path, sizeof path, "/weights/%s", m->all[i]->name);
-        float *d = rd(f, path, m->all[i]->size);
-        for (int64_t j = 0; j < m->all[i]->size; j++) m->all[i]->data[j] = d[j];
-        free(d);
-    }
-    ck_assert_int_eq(gt_vision4_param_count(&c, false), (int64_t)attr(f, "param_count"));
-}
-
-static double max_diff(const gt_tensor *y, const float *ref) {
-    double w = 0;
-    for (int64_t i = 0; i < y->size; i++) w = fmax(w, fabs(y->data[i] - ref[i]));
-    return w;
-}
-
-static double grad_worst(gt_h5 f, const gt_vision4 *m, const char **gname) {
-    double gworst = 0;
-    for (int i = 0; i < m->n_all; i++) {
-        gt_tensor *p = m->all[i];
-        if (!p->requires_grad) {
-            ck_assert_ptr_null(p->grad);
-            continue;
-        }
-        char path[160];
-        snprintf(path, sizeof path, "/expected/grads/%s", p->name);
-        float *g = rd(f, path, p->size);
-        double gm = 0, e = 0;
-        for (int64_t j = 0; j < p->size; j++) gm = fmax(gm, fabs(g[j]));
-        for (int64_t j = 0; j < p->size; j++) e = fmax(e, fabs(p->grad[j] - g[j]));
-        ck_assert_msg(gm > 0, "%s: KerasHub's gradient is zero", p->name);
-        ck_assert_ptr_nonnull(p->grad);
-        if (e / gm > gworst) {
-            gworst = e / gm;
-            *gname = p->name;
-        }
-        free(g);
-    }
-    return gworst;
+    gt_fix_load(f, "/weights/", m->all, m->n_all);
+    ck_assert_int_eq(gt_vision4_param_count(&c, false), (int64_t)gt_fix_attr(f, "param_count"));
 }
 
 START_TEST(matches_kerashub_forward_and_backward) {
@@ -102,11 +47,8 @@ START_TEST(matches_kerashub_forward_and_backward) {
     gt_vision4 m;
     load(f, &m);
     int64_t n = 4, P = 36, pp3 = 48;
-    float *pix = rd(f, "/inputs/pixels", n * P * pp3);
-    int32_t *pos;
-    int nd;
-    int64_t ps[8];
-    ck_assert(gt_h5_read_i32(f, "/inputs/positions", &pos, &nd, ps, err, sizeof err) == 0);
+    float *pix = gt_fix_f32(f, "/inputs/pixels", n * P * pp3);
+    int32_t *pos = gt_fix_i32(f, "/inputs/positions");
     gt_ctx ctx;
     gt_ctx_init(&ctx, 1 << 22);
     gt_tensor *y = gt_vision4_encode(&ctx, &m, pix, pos, n, P);
@@ -114,10 +56,10 @@ START_TEST(matches_kerashub_forward_and_backward) {
     ck_assert_int_eq(y->shape[0], n);
     ck_assert_int_eq(y->shape[1], 4);
     ck_assert_int_eq(y->shape[2], m.cfg.output_dim);
-    float *ref = rd(f, "/expected/output", y->size), *seed = rd(f, "/expected/seed", y->size);
+    float *ref = gt_fix_f32(f, "/expected/output", y->size), *seed = gt_fix_f32(f, "/expected/seed", y->size);
     double mx = 0;
     for (int64_t i = 0; i < y->size; i++) mx = fmax(mx, fabs(ref[i]));
-    double worst = max_diff(y, ref);
+    double worst = gt_fix_max_diff(y, ref, 0, y->size);
     printf("vision4 encoder output: max |ours - KerasHub| = %.3g x max (max %.3g)\n", worst / mx, mx);
     ck_assert_msg(worst <= 1e-4 * mx, "output differs by %.3g (max %.3g)", worst, mx);
     /* image 3 (6 x 3 real patches, then padding) pools to 2 cells; the other 2 are zero */
@@ -125,7 +67,7 @@ START_TEST(matches_kerashub_forward_and_backward) {
         ck_assert(y->data[3 * 4 * m.cfg.output_dim + j] == 0 && ref[3 * 4 * m.cfg.output_dim + j] == 0);
     ck_assert_int_eq(gt_backward_seed(&ctx, y, seed), 0);
     const char *gname = "";
-    double gworst = grad_worst(f, &m, &gname);
+    double gworst = gt_fix_grad_worst(f, m.all, m.n_all, &gname);
     printf("vision4 encoder grads: worst %.3g relative (%s)\n", gworst, gname);
     ck_assert_msg(gworst <= 1e-3, "gradient of %s differs by %.3g relative", gname, gworst);
     /* the tight clip matters: loosening it moves the output */
@@ -136,7 +78,7 @@ START_TEST(matches_kerashub_forward_and_backward) {
     clip->data[3] = 65504;
     gt_tensor *y2 = gt_vision4_encode(&ctx, &m, pix, pos, n, P);
     ck_assert_msg(y2, "%s", ctx.err);
-    ck_assert_msg(max_diff(y2, ref) > 1e-3 * mx, "the clip bounds change nothing");
+    ck_assert_msg(gt_fix_max_diff(y2, ref, 0, y2->size) > 1e-3 * mx, "the clip bounds change nothing");
     /* a position outside the table (or half padding) is refused, naming the patch */
     gt_ctx_reset(&ctx);
     pos[2 * 5] = -1;
@@ -173,7 +115,7 @@ START_TEST(preset_totals_match_kerashub) {
         ck_assert_int_eq(vc.output_dim, tc.hidden_dim);
         int64_t v = gt_vision4_param_count(&vc, false), a = gt_audio_enc_param_count(&ac, false);
         int64_t t = gt_gemma_total_param_count(&tc), total = v + a + t;
-        ck_assert_int_eq(v, (int64_t)attr(f, keys[i]));
+        ck_assert_int_eq(v, (int64_t)gt_fix_attr(f, keys[i]));
         printf("%s: text %lld + audio %lld + vision %lld = %lld\n", names[i], (long long)t,
                (long long)a, (long long)v, (long long)total);
         ck_assert_msg(fabs(round(total / 1e8) * 1e8 - published[i]) < 1, "%s: %lld does not round "
