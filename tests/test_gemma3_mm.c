@@ -248,6 +248,44 @@ START_TEST(kerashub_preset_with_encoder_loads) {
 }
 END_TEST
 
+/* tools/reference/check_vision_export.py sets GT_VISION_EXPORT_DIR to get the merged export, which
+ * keras_hub's Gemma3Backbone.from_preset runs on the fixture's batch (FIX_EXPORT); without it the
+ * adapted model's logits must be KerasHub's on our export. */
+#define FIX_EXPORT "tests/fixtures/gemma3_mm_export.h5"
+static void keras_reads_merged_export(mm_case *c, gt_gemma *m, gt_vision *v, const gt_tokenizer *tok,
+                                      const gt_preset_save_opts *o) {
+    char err[1024];
+    const char *keep = getenv("GT_VISION_EXPORT_DIR");
+    if (keep) {
+        ck_assert_msg(!gt_keras_preset_save(keep, m, tok, o, err, sizeof err), "%s", err);
+        return;
+    }
+    gt_gemma *m0 = c->m;
+    gt_vision *v0 = c->v;
+    c->m = m, c->v = v;
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_tensor *logits = forward(&ctx, c, true, NULL);
+    gt_h5 f;
+    ck_assert_msg(!gt_h5_open_read(FIX_EXPORT, &f, err, sizeof err), "%s", err);
+    float *want;
+    int nd;
+    int64_t sh[8];
+    ck_assert_msg(!gt_h5_read_f32(f, "/expected/logits", &want, &nd, sh, err, sizeof err), "%s", err);
+    ck_assert_int_eq(sh[0] * sh[1] * sh[2], logits->size);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t i = 0; i < logits->size; i++) {
+        maxref = fmax(maxref, fabs(want[i]));
+        maxdiff = fmax(maxdiff, fabs((double)logits->data[i] - want[i]));
+    }
+    printf("keras_hub on our merged export: logits %.3g x max\n", maxdiff / maxref);
+    ck_assert_msg(maxdiff <= 1e-4 * maxref, "KerasHub on our export: logits max error %.3g vs max %.3g", maxdiff, maxref);
+    free(want);
+    gt_h5_close(f);
+    gt_ctx_free(&ctx);
+    c->m = m0, c->v = v0;
+}
+
 /* gt_keras_preset_save with .vision: the preset KerasHub saved, written by us and read back,
  * has every encoder and decoder tensor bit-identical and the fixture's logits; with encoder
  * adapters (B != 0) the written kernels are merged: the reloaded encoder's output equals the
@@ -313,6 +351,7 @@ START_TEST(preset_with_encoder_round_trips) {
     ck_assert_msg(md <= 1e-5 * mx, "merged encoder differs by %.3g (max %.3g)", md, mx);
     gt_ctx_free(&ctx);
     gt_vision_free(v3);
+    keras_reads_merged_export(&c, m, v, tok, &o);
     close_case(&c);
     gt_gemma_free(m);
     gt_vision_free(v);
