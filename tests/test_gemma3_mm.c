@@ -362,6 +362,33 @@ START_TEST(preset_with_encoder_round_trips) {
 }
 END_TEST
 
+/* `gemmatrain convert` of a KerasHub preset with an encoder (the fixture's, given the gemma3
+ * preset's 71-piece vocabulary) to a KerasHub preset carries the encoder bit-identical. (The tiny
+ * HF model's RoPE base is not one a Gemma3Backbone can express, so it cannot be the source.) */
+START_TEST(convert_keeps_the_encoder) {
+    char err[1024], dir[] = "/tmp/gt_vconv_XXXXXX", cmd[2048];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "cp -r tests/fixtures/presets/gemma3_mm %s/src && mkdir -p %s/src/assets/tokenizer && "
+             "cp tests/fixtures/presets/gemma3/assets/tokenizer/vocabulary.spm %s/src/assets/tokenizer/ && "
+             "%s convert %s/src %s/p >/dev/null 2>&1", dir, dir, dir,
+             getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    gt_vision *a, *b;
+    snprintf(cmd, sizeof cmd, "%s/p", dir);
+    ck_assert_msg(!gt_vision_keras_load("tests/fixtures/presets/gemma3_mm", false, &a, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_vision_keras_load(cmd, false, &b, err, sizeof err), "%s", err);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(a->n_params, b->n_params);
+    for (int64_t i = 0; i < a->n_params; i++)
+        ck_assert_msg(!memcmp(a->params[i]->data, b->params[i]->data, sizeof(gt_real) * (size_t)a->params[i]->size),
+                      "%s differs", a->params[i]->name);
+    gt_vision_free(a);
+    gt_vision_free(b);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* transformers' tiny Gemma3ForConditionalGeneration (tests/fixtures/hf/gemma3_mm) with images
  * (tools/reference/make_hf_mm_fixture.py): the projected image features and the logits. */
 START_TEST(transformers_with_images_matches) {
@@ -553,6 +580,7 @@ int main(void) {
     tcase_add_test(tc, image_tokens_need_their_bidirectional_mask);
     tcase_add_test(tc, kerashub_preset_with_encoder_loads);
     tcase_add_test(tc, preset_with_encoder_round_trips);
+    tcase_add_test(tc, convert_keeps_the_encoder);
     tcase_add_test(tc, transformers_with_images_matches);
     tcase_add_test(tc, generation_with_images_matches_full_forward);
     tcase_add_test(tc, generate_image_errors);
