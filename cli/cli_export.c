@@ -20,6 +20,8 @@
 #include "models/io/gguf_export.h"
 #include "models/io/gguf_writer.h"
 #include "models/io/peft.h"
+#include "models/io/vision_hf.h"
+#include "models/io/vision_keras.h"
 #include "train/loader.h"
 #include "train/trainer.h"
 #include "util/fsutil.h"
@@ -339,6 +341,18 @@ int cli_export(int argc, char **argv) {
     return code;
 }
 
+/* The vision encoder of a KerasHub preset or HF directory at path, to go into a KerasHub preset;
+ * *v stays NULL for a file (GGUF) or a directory without one. */
+static int source_encoder(const char *path, gt_vision **v, char *err, size_t errn) {
+    char cfg[4200];
+    struct stat sb;
+    *v = NULL;
+    snprintf(cfg, sizeof cfg, "%s/config.json", path);
+    if (stat(cfg, &sb)) return 0;
+    return gt_keras_preset_detect(path) ? gt_vision_keras_load(path, false, v, err, errn)
+                                        : gt_vision_hf_load(path, false, v, err, errn);
+}
+
 int cli_convert(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         fputs(convert_usage, stdout);
@@ -422,6 +436,14 @@ int cli_convert(int argc, char **argv) {
         return 1;
     }
     o.prov.base_model = pos[0];
+    gt_vision *enc = NULL;
+    if (!gguf && !hf && m->cfg.generation == 3 && source_encoder(pos[0], &enc, err, sizeof err)) {
+        fprintf(stderr, "gemmatrain convert: %s\n", err);
+        gt_tok_free(tok);
+        gt_gemma_free(m);
+        return 1;
+    }
+    o.vision = enc;
     (void)gt_mkdir_parents(pos[1], NULL, 0); /* errors surface at the write */
     gt_stage st = {0}; /* a directory output is staged beside OUT: whole or nothing */
     int rc = gguf ? gt_gguf_export_model(m, tok, pos[1], gguf_type, NULL, err, sizeof err)
@@ -436,6 +458,7 @@ int cli_convert(int argc, char **argv) {
     }
     if (rc) fprintf(stderr, "gemmatrain convert: %s\n", err);
     else fprintf(stderr, "wrote %s %s\n", gguf ? "GGUF" : hf ? "Hugging Face model" : "KerasHub preset", pos[1]);
+    gt_vision_free(enc);
     gt_tok_free(tok);
     gt_gemma_free(m);
     return rc ? 1 : 0;

@@ -248,6 +248,147 @@ START_TEST(kerashub_preset_with_encoder_loads) {
 }
 END_TEST
 
+/* tools/reference/check_vision_export.py sets GT_VISION_EXPORT_DIR to get the merged export, which
+ * keras_hub's Gemma3Backbone.from_preset runs on the fixture's batch (FIX_EXPORT); without it the
+ * adapted model's logits must be KerasHub's on our export. */
+#define FIX_EXPORT "tests/fixtures/gemma3_mm_export.h5"
+static void keras_reads_merged_export(mm_case *c, gt_gemma *m, gt_vision *v, const gt_tokenizer *tok,
+                                      const gt_preset_save_opts *o) {
+    char err[1024];
+    const char *keep = getenv("GT_VISION_EXPORT_DIR");
+    if (keep) {
+        ck_assert_msg(!gt_keras_preset_save(keep, m, tok, o, err, sizeof err), "%s", err);
+        return;
+    }
+    gt_gemma *m0 = c->m;
+    gt_vision *v0 = c->v;
+    c->m = m, c->v = v;
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_tensor *logits = forward(&ctx, c, true, NULL);
+    gt_h5 f;
+    ck_assert_msg(!gt_h5_open_read(FIX_EXPORT, &f, err, sizeof err), "%s", err);
+    float *want;
+    int nd;
+    int64_t sh[8];
+    ck_assert_msg(!gt_h5_read_f32(f, "/expected/logits", &want, &nd, sh, err, sizeof err), "%s", err);
+    ck_assert_int_eq(sh[0] * sh[1] * sh[2], logits->size);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t i = 0; i < logits->size; i++) {
+        maxref = fmax(maxref, fabs(want[i]));
+        maxdiff = fmax(maxdiff, fabs((double)logits->data[i] - want[i]));
+    }
+    printf("keras_hub on our merged export: logits %.3g x max\n", maxdiff / maxref);
+    ck_assert_msg(maxdiff <= 1e-4 * maxref, "KerasHub on our export: logits max error %.3g vs max %.3g", maxdiff, maxref);
+    free(want);
+    gt_h5_close(f);
+    gt_ctx_free(&ctx);
+    c->m = m0, c->v = v0;
+}
+
+/* gt_keras_preset_save with .vision: the preset KerasHub saved, written by us and read back,
+ * has every encoder and decoder tensor bit-identical and the fixture's logits; with encoder
+ * adapters (B != 0) the written kernels are merged: the reloaded encoder's output equals the
+ * adapted one's. */
+START_TEST(preset_with_encoder_round_trips) {
+    char err[1024], dir[] = "/tmp/gt_vwrite_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    gt_gemma *m, *m2;
+    gt_vision *v, *v2;
+    gt_tokenizer *tok;
+    const char *src = "tests/fixtures/presets/gemma3_mm";
+    ck_assert_msg(!gt_keras_preset_load(src, false, &m, NULL, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_vision_keras_load(src, false, &v, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_tok_load("tests/fixtures/presets/gemma3/assets/tokenizer/vocabulary.spm", &tok, err, sizeof err), "%s", err);
+    gt_preset_save_opts o = {.sequence_length = 16, .prov = {.steps = -1, .final_eval_loss = NAN}, .vision = v};
+    ck_assert_msg(!gt_keras_preset_save(dir, m, tok, &o, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_keras_preset_load(dir, false, &m2, NULL, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_vision_keras_load(dir, false, &v2, err, sizeof err), "%s", err);
+    ck_assert_ptr_nonnull(v2);
+    ck_assert_int_eq(v2->n_params, v->n_params);
+    for (int64_t i = 0; i < v->n_params; i++)
+        ck_assert_msg(!memcmp(v->params[i]->data, v2->params[i]->data, sizeof(gt_real) * (size_t)v->params[i]->size),
+                      "%s differs", v->params[i]->name);
+    ck_assert_int_eq(m2->n_values, m->n_values);
+    ck_assert(!memcmp(m->data, m2->data, sizeof(gt_real) * (size_t)m->n_values));
+    mm_case c;
+    open_case(&c);
+    gt_gemma_free(c.m);
+    gt_vision_free(c.v);
+    c.m = m2, c.v = v2;
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_tensor *logits = forward(&ctx, &c, true, NULL);
+    float *want = read_ds(c.f, "/expected/logits", logits->size, false);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t i = 0; i < logits->size; i++) {
+        maxref = fmax(maxref, fabs(want[i]));
+        maxdiff = fmax(maxdiff, fabs((double)logits->data[i] - want[i]));
+    }
+    ck_assert_msg(maxdiff <= 1e-4 * maxref, "logits max error %.3g vs max %.3g", maxdiff, maxref);
+    free(want);
+    gt_ctx_free(&ctx);
+    /* adapters merged on write */
+    ck_assert_msg(!gt_vision_lora_create(v, 2, 4.0, 7, err, sizeof err), "%s", err);
+    for (int64_t i = 0; i < v->n_lora; i++)
+        for (int64_t j = 0; j < v->lora[i]->size; j++) v->lora[i]->data[j] = (gt_real)(0.05 * sin(1.0 + i * 31 + j));
+    ck_assert_msg(!gt_keras_preset_save(dir, m, tok, &o, err, sizeof err), "%s", err);
+    gt_vision *v3;
+    ck_assert_msg(!gt_vision_keras_load(dir, false, &v3, err, sizeof err), "%s", err);
+    gt_ctx_init(&ctx, 0);
+    int64_t n = 2;
+    gt_tensor *ya = gt_vision_encode(&ctx, v, c.images, n), *yb = gt_vision_encode(&ctx, v3, c.images, n);
+    ck_assert_msg(ya && yb, "encode failed: %s", ctx.err);
+    double md = 0, mx = 0, moved = 0;
+    gt_tensor *y0 = gt_vision_encode(&ctx, c.v, c.images, n);
+    ck_assert_msg(y0, "%s", ctx.err);
+    for (int64_t i = 0; i < ya->size; i++) {
+        mx = fmax(mx, fabs(ya->data[i]));
+        md = fmax(md, fabs(ya->data[i] - yb->data[i]));
+        moved = fmax(moved, fabs(ya->data[i] - y0->data[i]));
+    }
+    ck_assert_msg(moved > 1e-3 * mx, "the adapters change nothing (%.3g)", moved);
+    ck_assert_msg(md <= 1e-5 * mx, "merged encoder differs by %.3g (max %.3g)", md, mx);
+    gt_ctx_free(&ctx);
+    gt_vision_free(v3);
+    keras_reads_merged_export(&c, m, v, tok, &o);
+    close_case(&c);
+    gt_gemma_free(m);
+    gt_vision_free(v);
+    gt_tok_free(tok);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* `gemmatrain convert` of a KerasHub preset with an encoder (the fixture's, given the gemma3
+ * preset's 71-piece vocabulary) to a KerasHub preset carries the encoder bit-identical. (The tiny
+ * HF model's RoPE base is not one a Gemma3Backbone can express, so it cannot be the source.) */
+START_TEST(convert_keeps_the_encoder) {
+    char err[1024], dir[] = "/tmp/gt_vconv_XXXXXX", cmd[2048];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "cp -r tests/fixtures/presets/gemma3_mm %s/src && mkdir -p %s/src/assets/tokenizer && "
+             "cp tests/fixtures/presets/gemma3/assets/tokenizer/vocabulary.spm %s/src/assets/tokenizer/ && "
+             "%s convert %s/src %s/p >/dev/null 2>&1", dir, dir, dir,
+             getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    gt_vision *a, *b;
+    snprintf(cmd, sizeof cmd, "%s/p", dir);
+    ck_assert_msg(!gt_vision_keras_load("tests/fixtures/presets/gemma3_mm", false, &a, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_vision_keras_load(cmd, false, &b, err, sizeof err), "%s", err);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(a->n_params, b->n_params);
+    for (int64_t i = 0; i < a->n_params; i++)
+        ck_assert_msg(!memcmp(a->params[i]->data, b->params[i]->data, sizeof(gt_real) * (size_t)a->params[i]->size),
+                      "%s differs", a->params[i]->name);
+    gt_vision_free(a);
+    gt_vision_free(b);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* transformers' tiny Gemma3ForConditionalGeneration (tests/fixtures/hf/gemma3_mm) with images
  * (tools/reference/make_hf_mm_fixture.py): the projected image features and the logits. */
 START_TEST(transformers_with_images_matches) {
@@ -438,6 +579,8 @@ int main(void) {
     tcase_add_test(tc, backbone_with_images_matches_kerashub);
     tcase_add_test(tc, image_tokens_need_their_bidirectional_mask);
     tcase_add_test(tc, kerashub_preset_with_encoder_loads);
+    tcase_add_test(tc, preset_with_encoder_round_trips);
+    tcase_add_test(tc, convert_keeps_the_encoder);
     tcase_add_test(tc, transformers_with_images_matches);
     tcase_add_test(tc, generation_with_images_matches_full_forward);
     tcase_add_test(tc, generate_image_errors);

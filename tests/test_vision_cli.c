@@ -149,6 +149,26 @@ static void refused(const char *cmd, const char *overrides, const char *where, c
                   what, g_out);
 }
 
+/* Full fine-tuning writes a KerasHub preset holding the trained encoder (its adapters merged
+ * under model.vision_train=lora): `eval --model` on it gives the run's final eval loss. */
+START_TEST(full_finetune_preset_holds_the_encoder) {
+    const char *modes[2] = {"full", "lora"};
+    for (int i = 0; i < 2; i++) {
+        char extra[512], args[1024];
+        snprintf(extra, sizeof extra, "output_dir=%s/ft%s lora.enabled=false train.full_finetune=true "
+                 "model.vision_train=%s train.epochs=2 optimizer.learning_rate=1e-3", g_dir, modes[i], modes[i]);
+        double trained = train("", extra);
+        ck_assert_msg(!strstr(g_out, "holds no vision encoder"), "%s", g_out);
+        snprintf(args, sizeof args, "eval " CFG " --model %s/ft%s/model lora.enabled=false", g_dir, modes[i]);
+        ck_assert_msg(run("", args) == 0, "%s", g_out);
+        double back = number_after("loss ");
+        printf("shapes CLI: full fine-tune, encoder %s: eval %.6f in the run, %.6f from the preset\n", modes[i],
+               trained, back);
+        ck_assert_msg(fabs(back - trained) <= 1e-5 * trained, "preset %.6f vs run %.6f", back, trained);
+    }
+}
+END_TEST
+
 START_TEST(bad_image_setups_are_refused) {
     refused("train", "model.vision_num_layers=0", "datasets/shapes/eval.jsonl:1: ", "no vision encoder");
     refused("eval", "model.vision_num_layers=0", "datasets/shapes/eval.jsonl:1: ", "no vision encoder");
@@ -168,6 +188,7 @@ int main(void) {
     tcase_add_test(tc, train_learns_and_eval_reads_the_images);
     tcase_add_test(tc, resume_and_two_ranks_match);
     tcase_add_test(tc, encoder_training_modes);
+    tcase_add_test(tc, full_finetune_preset_holds_the_encoder);
     tcase_add_test(tc, bad_image_setups_are_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -156,7 +156,8 @@ static int save_outputs(gt_job *j, int64_t step, double eval_loss, char *err, si
         snprintf(path, sizeof path, "%s/model", c->output_dir);
         gt_preset_save_opts o = {.sequence_length = c->data.sequence_length,
                                  .prov = {c->model.weights[0] ? c->model.weights : c->model.preset[0] ? c->model.preset : NULL,
-                                          NULL, false, step, eval_loss}};
+                                          NULL, false, step, eval_loss},
+                                 .vision = j->model->cfg.generation == 3 ? j->vis.enc : NULL};
         if (gt_keras_preset_save(path, j->model, j->tok, &o, e, sizeof e)) {
             /* the weights are safe in the checkpoint; a model KerasHub cannot express is not fatal */
             fprintf(stderr, "output_dir: no KerasHub preset written: %s\n", e);
@@ -165,7 +166,7 @@ static int save_outputs(gt_job *j, int64_t step, double eval_loss, char *err, si
     }
     fprintf(stderr, "wrote %s\n", path);
     gt_tensor *const *vt;
-    if (j->vis.enc) /* not silent: the encoder is not part of these files yet */
+    if (j->vis.enc && (j->lora || j->model->cfg.generation != 3)) /* not silent: the file lacks it */
         fprintf(stderr, "note: %s holds no vision encoder%s\n", path,
                 gt_vrows_trainables(&j->vis, &vt) ? " (its trained weights are in the checkpoints only)" : "");
     return 0;

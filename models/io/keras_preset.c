@@ -366,6 +366,15 @@ static json_t *metadata_json(const gt_gemma_config *c, const gt_preset_save_opts
                      "gemmatrain", g);
 }
 
+/* The backbone's config (serialized) with config.vision_encoder and image_size set from v. */
+static json_t *with_vision(json_t *bb, const gt_vision *v) {
+    json_t *c = json_object_get(bb, "config");
+    if (!v || !c) return bb;
+    json_object_set_new(c, "vision_encoder", gt_vision_keras_config_json(&v->cfg));
+    json_object_set_new(c, "image_size", json_integer(v->cfg.image_size));
+    return bb;
+}
+
 static int save_weights(const char *dir, const gt_gemma *m, const gt_preset_save_opts *o, char *err,
                         size_t errn) {
     char path[4200];
@@ -431,6 +440,7 @@ static int save_weights(const char *dir, const gt_gemma *m, const gt_preset_save
     free(buf);
     free(merged);
     free(w);
+    if (!rc && o->vision) rc = gt_vision_keras_write(h.f, o->vision, err, errn);
     if (rc) {
         gt_h5_abort(&h);
         return -1;
@@ -452,6 +462,8 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
     if (o.sequence_length <= 0) o.sequence_length = 1024;
     o.prov.lora_merged = o.merge_lora;
     if (representable(c, err, errn)) return -1;
+    if (o.vision && (c->generation != 3 || o.vision->cfg.output_dim != c->hidden_dim))
+        return snprintf(err, errn, "%s: a vision encoder is written for Gemma 3 with output_dim = hidden_dim", dir), -1;
     char sub[4200];
     snprintf(sub, sizeof sub, "%s/assets/tokenizer", dir);
     if (gt_mkdir_p(sub, err, errn)) return -1;
@@ -462,7 +474,7 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
         snprintf(sub, sizeof sub, "%s/adapter.lora.h5", dir);
         if (gt_keras_lora_save(sub, o.lora, c, err, errn)) return -1;
     }
-    json_t *task = json_pack("{s:o, s:o, s:s}", "backbone", backbone_json(c), "preprocessor",
+    json_t *task = json_pack("{s:o, s:o, s:s}", "backbone", with_vision(backbone_json(c), o.vision), "preprocessor",
                              preprocessor_json(c, tok, o.sequence_length), "name",
                              c->generation == 4 ? "gemma4_causal_lm" : c->generation >= 3 ? "gemma3_causal_lm" : "gemma_causal_lm");
     if (task && c->generation == 4) {
@@ -478,7 +490,7 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
         write_json(dir, "metadata.json", metadata_json(c, &o), err, errn))
         return -1;
     /* config.json last: its presence marks a complete preset */
-    return write_json(dir, "config.json", backbone_json(c), err, errn);
+    return write_json(dir, "config.json", with_vision(backbone_json(c), o.vision), err, errn);
 }
 
 /* ---------------------------------------------------------------- loading */

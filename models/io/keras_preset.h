@@ -34,6 +34,7 @@
 #include "data/tokenizer.h"
 #include "models/gemma.h"
 #include "models/lora.h"
+#include "models/vision.h"
 
 /* Where a model came from; written to metadata.json under "gemmatrain". */
 typedef struct gt_preset_provenance {
@@ -50,6 +51,7 @@ typedef struct gt_preset_save_opts {
                                  set, the adapters go to dir/adapter.lora.h5 */
     int64_t sequence_length;  /* preprocessor's; 0: 1024 */
     gt_preset_provenance prov;
+    const gt_vision *vision;  /* Gemma 3's encoder (its adapters merged), or NULL: decoder only */
 } gt_preset_save_opts;
 
 int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer *tok,

@@ -124,3 +124,83 @@ int gt_vision_keras_load(const char *dir, bool trainable, gt_vision **out, char 
     *out = v;
     return 0;
 }
+
+static const gt_tensor *find_lora(const gt_vision *v, const char *name) {
+    for (int64_t i = 0; i < v->n_lora; i++)
+        if (!strcmp(v->lora[i]->name, name)) return v->lora[i];
+    return NULL;
+}
+
+/* t (ours) into dst in Keras' layout: the transpose of from_keras; a kernel with adapters gets
+ * scale * A B added (A [in, r], B [r, out]: the product is already Keras' [in, out]). */
+static void to_keras(const gt_vision *v, const gt_tensor *t, int kind, float *dst) {
+    if (kind == 0) {
+        for (int64_t i = 0; i < t->size; i++) dst[i] = (float)t->data[i];
+        return;
+    }
+    int64_t r = t->shape[0], c = t->shape[1];
+    for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < c; j++) dst[j * r + i] = (float)t->data[i * c + j];
+    char an[200], bn[200];
+    size_t base = strlen(t->name) - strlen("/kernel");
+    snprintf(an, sizeof an, "%.*s/lora_kernel_a", (int)base, t->name);
+    snprintf(bn, sizeof bn, "%.*s/lora_kernel_b", (int)base, t->name);
+    const gt_tensor *a = find_lora(v, an), *b = find_lora(v, bn);
+    if (!a || !b) return;
+    int64_t rank = a->shape[1]; /* a [c = in, rank], b [rank, r = out] */
+    for (int64_t i = 0; i < c; i++)
+        for (int64_t j = 0; j < r; j++) {
+            double s = 0;
+            for (int64_t k = 0; k < rank; k++) s += (double)a->data[i * rank + k] * b->data[k * r + j];
+            dst[i * r + j] += (float)(v->lora_scale * s);
+        }
+}
+
+/* The shape Keras stores t under (kind as keras_path). */
+static int keras_shape(const gt_vision *v, const gt_tensor *t, int kind, int64_t sh[4]) {
+    if (kind == 2) {
+        int64_t p = v->cfg.patch_size;
+        sh[0] = p, sh[1] = p, sh[2] = 3, sh[3] = t->shape[0];
+        return 4;
+    }
+    if (kind == 1) {
+        sh[0] = t->shape[1], sh[1] = t->shape[0];
+        return 2;
+    }
+    for (int a = 0; a < t->ndim; a++) sh[a] = t->shape[a];
+    return t->ndim;
+}
+
+int gt_vision_keras_write(gt_h5 f, const gt_vision *v, char *err, size_t errn) {
+    int64_t maxn = 0;
+    for (int64_t i = 0; i < v->n_params; i++) maxn = v->params[i]->size > maxn ? v->params[i]->size : maxn;
+    float *buf = malloc((size_t)maxn * sizeof *buf);
+    if (!buf) return gt_errf(err, errn, "vision encoder: out of memory");
+    int rc = 0;
+    for (int64_t i = 0; i < v->n_params && !rc; i++) {
+        const gt_tensor *t = v->params[i];
+        char h5[512];
+        int kind;
+        int64_t sh[4];
+        keras_path(t->name, h5, sizeof h5, &kind);
+        int nd = keras_shape(v, t, kind, sh);
+        to_keras(v, t, kind, buf);
+        rc = gt_h5_write_f32(f, h5, buf, nd, sh, err, errn);
+    }
+    free(buf);
+    return rc;
+}
+
+json_t *gt_vision_keras_config_json(const gt_vision_config *vc) {
+    return json_pack("{s:s, s:s, s:{s:s, s:b, s:{s:s, s:s, s:{s:s}, s:n}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+                     "s:I, s:f}, s:s}",
+                     "module", "keras_hub.src.models.gemma3.gemma3_vision_encoder", "class_name",
+                     "Gemma3VisionEncoder", "config", "name", "gemma3_vision_encoder", "trainable", 1, "dtype",
+                     "module", "keras", "class_name", "DTypePolicy", "config", "name", "float32",
+                     "registered_name", "num_heads", (json_int_t)vc->num_heads, "hidden_dim",
+                     (json_int_t)vc->hidden_dim, "num_layers", (json_int_t)vc->num_layers, "intermediate_dim",
+                     (json_int_t)vc->intermediate_dim, "output_dim", (json_int_t)vc->output_dim, "pool_size",
+                     (json_int_t)vc->pool_size, "image_size", (json_int_t)vc->image_size, "patch_size",
+                     (json_int_t)vc->patch_size, "layer_norm_epsilon", vc->layer_norm_epsilon,
+                     "registered_name", "keras_hub>Gemma3VisionEncoder");
+}

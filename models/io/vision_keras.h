@@ -12,17 +12,29 @@
  * to our (out, in), the conv kernel (p, p, 3, D) to [D, p*p*3].
  * Ownership: *out is the caller's (gt_vision_free); NULL with 0 returned when the preset has no
  * encoder. Errors: -1 and one line naming the file and the key or HDF5 path (a missing or
- * misshapen tensor, a config field out of range). Writing presets with an encoder: not yet. */
+ * misshapen tensor, a config field out of range).
+ * Writing mirrors reading: gt_vision_keras_write puts every encoder tensor (LoRA adapters merged
+ * as W + (alpha/r) A B) at the paths above in an HDF5 file open for writing, and
+ * gt_vision_keras_config_json builds the config.vision_encoder object KerasHub deserialises. */
 #ifndef GT_VISION_KERAS_H
 #define GT_VISION_KERAS_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <jansson.h>
+
+#include "models/io/h5io.h"
 #include "models/vision.h"
 
 /* *has = whether dir/config.json has a vision encoder; its shapes into *vc. */
 int gt_vision_keras_config(const char *dir, gt_vision_config *vc, bool *has, char *err, size_t errn);
 int gt_vision_keras_load(const char *dir, bool trainable, gt_vision **out, char *err, size_t errn);
+
+/* The encoder's tensors into f (model.weights.h5 being written), with Keras' layer names. */
+int gt_vision_keras_write(gt_h5 f, const gt_vision *v, char *err, size_t errn);
+/* {"module", "class_name": "Gemma3VisionEncoder", "config": {...}, "registered_name"}; NULL when
+ * out of memory. */
+json_t *gt_vision_keras_config_json(const gt_vision_config *vc);
 
 #endif
