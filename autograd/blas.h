@@ -22,6 +22,18 @@ int gt_threads(void);
 /* GT_THREADS from the environment if set and valid, else the number of online cores. */
 int gt_threads_default(void);
 
+/* The engine's loops: below GT_PAR_MIN elements a loop runs on one thread (a parallel region
+ * costs more than it saves). gt_par: whether a loop over n elements goes parallel;
+ * gt_par_chunks: how many fixed row bands (at most one per thread, at most rows) a reduction over
+ * rows of elems elements in all is split into, so its sums do not depend on scheduling. */
+#define GT_PAR_MIN ((int64_t)1 << 15)
+static inline bool gt_par(int64_t n) { return n >= GT_PAR_MIN && gt_threads() > 1; }
+static inline int gt_par_chunks(int64_t elems, int64_t rows) {
+    if (elems < GT_PAR_MIN) return 1;
+    int nt = gt_threads();
+    return rows < nt ? (rows > 0 ? (int)rows : 1) : nt;
+}
+
 /* OpenMP workers that spin after a parallel region steal the cores OpenBLAS's pool needs for the
  * next GEMM (measured here: sgemm 65 -> 48 GFLOP/s when interleaved with OpenMP loops). libgomp
  * reads its wait policy once, at load, so programs call this first thing in main: when

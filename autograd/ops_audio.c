@@ -7,9 +7,7 @@
 
 #include "autograd/blas.h"
 
-#define PAR_MIN ((int64_t)1 << 15)
 
-static bool par(int64_t n) { return n >= PAR_MIN && gt_threads() > 1; }
 
 static uint8_t *copy_mask(gt_ctx *ctx, const uint8_t *valid, int64_t n) {
     if (!valid) return NULL;
@@ -56,7 +54,7 @@ static void act_backward(gt_ctx *ctx, gt_node *node) {
     const gt_real *dy = gt_grad(ctx, node->out), *X = gt_saved_data(ctx, node, 0);
     if (!gt_ok(ctx)) return;
     int64_t n = node->out->size;
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * act_der(a, X[i]);
 }
 
@@ -68,7 +66,7 @@ static gt_tensor *act(gt_ctx *ctx, gt_tensor *x, act_saved a, const char *name) 
     int64_t n = x->size;
     const gt_real *X = x->data;
     gt_real *Y = out->data;
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = act_val(&a, X[i]);
     if (out->requires_grad) {
         act_saved *s = gt_alloc(ctx, sizeof *s);
@@ -97,7 +95,7 @@ static void glu_backward(gt_ctx *ctx, gt_node *node) {
     const gt_real *dy = gt_grad(ctx, node->out), *X = gt_saved_data(ctx, node, 0);
     if (!gt_ok(ctx)) return;
     int64_t D = gt_cols(node->out), rows = gt_rows(node->out);
-#pragma omp parallel for schedule(static) if (par(rows * D))
+#pragma omp parallel for schedule(static) if (gt_par(rows * D))
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < D; j++) {
             gt_real a = X[r * 2 * D + j], s = sigm(X[r * 2 * D + D + j]), g = dy[r * D + j];
@@ -118,7 +116,7 @@ gt_tensor *gt_glu(gt_ctx *ctx, gt_tensor *x) {
     if (!out) return NULL;
     int64_t rows = gt_rows(out);
     const gt_real *X = x->data;
-#pragma omp parallel for schedule(static) if (par(rows * D))
+#pragma omp parallel for schedule(static) if (gt_par(rows * D))
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < D; j++)
             out->data[r * D + j] = X[r * 2 * D + j] * sigm(X[r * 2 * D + D + j]);
@@ -171,7 +169,7 @@ gt_tensor *gt_layernorm_nobias(gt_ctx *ctx, gt_tensor *x, gt_tensor *gamma, doub
     gt_tensor *out = gt_op_out(ctx, x->ndim, x->shape, in, 2);
     if (!out) return NULL;
     int64_t D = gt_cols(x), rows = gt_rows(x);
-#pragma omp parallel for schedule(static) if (par(rows * D))
+#pragma omp parallel for schedule(static) if (gt_par(rows * D))
     for (int64_t r = 0; r < rows; r++) {
         const gt_real *xr = x->data + r * D;
         double mu = 0, var = 0;
@@ -267,7 +265,7 @@ gt_tensor *gt_conv2d_nhwc(gt_ctx *ctx, gt_tensor *x, gt_tensor *w, const gt_conv
     gt_tensor *out = gt_op_out(ctx, 4, shape, in, 2);
     if (!out) return NULL;
     s.valid = valid;
-#pragma omp parallel for schedule(static) if (par(out->size * d.kt * d.kf * d.Ci))
+#pragma omp parallel for schedule(static) if (gt_par(out->size * d.kt * d.kf * d.Ci))
     for (int64_t p = 0; p < d.B * d.To * d.Fo; p++) {
         int64_t b = p / (d.To * d.Fo), to = p / d.Fo % d.To, fo = p % d.Fo;
         gt_real *y = out->data + p * d.Co;
@@ -328,7 +326,7 @@ gt_tensor *gt_dwconv1d_causal(gt_ctx *ctx, gt_tensor *x, gt_tensor *w) {
     gt_tensor *out = gt_op_out(ctx, 3, x->shape, in, 2);
     if (!out) return NULL;
     int64_t T = x->shape[1], D = x->shape[2], K = w->shape[0];
-#pragma omp parallel for schedule(static) if (par(out->size * K))
+#pragma omp parallel for schedule(static) if (gt_par(out->size * K))
     for (int64_t r = 0; r < x->shape[0] * T; r++) {
         int64_t t = r % T;
         gt_real *y = out->data + r * D;
@@ -475,7 +473,7 @@ static void la_backward(gt_ctx *ctx, gt_node *node) {
     if (!gt_ok(ctx)) return;
     int64_t P = s->c.max_past;
     /* heads are independent: every gradient row a head writes belongs to that head */
-#pragma omp parallel for schedule(dynamic, 1) if (a.N > 1 && par(a.B * a.T * P * a.H))
+#pragma omp parallel for schedule(dynamic, 1) if (a.N > 1 && gt_par(a.B * a.T * P * a.H))
     for (int64_t n = 0; n < a.N; n++) {
         double p[P], l[P];
         for (int64_t b = 0; b < a.B; b++)
@@ -502,7 +500,7 @@ gt_tensor *gt_local_attn(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v, 
     if (!out) return NULL;
     la_saved s = {*cfg, valid};
     la_view a = {q->shape[0], q->shape[1], q->shape[2], q->shape[3], q->data, k->data, v->data, rel->data};
-#pragma omp parallel for schedule(dynamic, 1) if (a.N > 1 && par(a.B * a.T * cfg->max_past * a.H))
+#pragma omp parallel for schedule(dynamic, 1) if (a.N > 1 && gt_par(a.B * a.T * cfg->max_past * a.H))
     for (int64_t n = 0; n < a.N; n++) {
         double p[cfg->max_past];
         la_forward_head(&a, &s, n, out->data, p);

@@ -7,14 +7,10 @@
 #include "autograd/rng.h"
 #include "autograd/rowmath.h"
 
-/* Below this many elements a loop runs on one thread: fork/join would cost more than it saves. */
-#define PAR_MIN ((int64_t)1 << 15)
 /* Column block of the broadcast-gradient reduction; its accumulator lives on the stack. */
 #define RED_BLOCK 256
 /* Widest b reduced with per-thread partial rows (nt * inner doubles of scratch). */
 #define RED_PARTIAL_MAX 4096
-
-static bool par(int64_t n) { return n >= PAR_MIN && gt_threads() > 1; }
 
 /* ---------------------------------------------------------------- add / mul */
 
@@ -35,7 +31,7 @@ static void bcast_dims(const gt_tensor *a, const gt_tensor *b, int64_t *outer, i
  * gt_real. Results depend only on the thread count, not on scheduling. */
 static void reduce_rows(gt_ctx *ctx, const gt_real *dy, const gt_real *a, int64_t outer,
                         int64_t inner, gt_real *db) {
-    bool p = par(outer * inner);
+    bool p = gt_par(outer * inner);
     int nt = p ? gt_threads() : 1;
     if (p && inner <= RED_PARTIAL_MAX && outer >= nt) {
         /* Narrow b: each thread sums a contiguous band of rows into its own partial row. */
@@ -91,12 +87,12 @@ static void add_backward(gt_ctx *ctx, gt_node *node) {
     bcast_dims(a, b, &outer, &inner);
     /* Separate loops: a and b may be the same tensor, so da and db may alias. */
     if (da) {
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
         for (int64_t i = 0; i < n; i++) da[i] += dy[i];
     }
     if (db) {
         if (inner == n) {
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
             for (int64_t i = 0; i < n; i++) db[i] += dy[i];
         } else {
             reduce_rows(ctx, dy, NULL, outer, inner, db);
@@ -117,7 +113,7 @@ static void mul_backward(gt_ctx *ctx, gt_node *node) {
     int64_t n = a->size, outer, inner;
     bcast_dims(a, b, &outer, &inner);
     if (da) {
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
         for (int64_t o = 0; o < outer; o++) {
             gt_real *d = da + o * inner;
             const gt_real *g = dy + o * inner;
@@ -126,7 +122,7 @@ static void mul_backward(gt_ctx *ctx, gt_node *node) {
     }
     if (db) {
         if (inner == n) {
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
             for (int64_t i = 0; i < n; i++) db[i] += dy[i] * A[i];
         } else {
             reduce_rows(ctx, dy, A, outer, inner, db);
@@ -156,14 +152,14 @@ static gt_tensor *binary(gt_ctx *ctx, gt_tensor *a, gt_tensor *b, bool is_mul) {
     gt_real *Y = out->data;
     if (inner == n) {
         if (is_mul) {
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
             for (int64_t i = 0; i < n; i++) Y[i] = A[i] * B[i];
         } else {
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
             for (int64_t i = 0; i < n; i++) Y[i] = A[i] + B[i];
         }
     } else {
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
         for (int64_t o = 0; o < outer; o++) {
             const gt_real *ar = A + o * inner;
             gt_real *yr = Y + o * inner;
@@ -190,7 +186,7 @@ static void scale_backward(gt_ctx *ctx, gt_node *node) {
     const gt_real *dy = gt_grad(ctx, node->out);
     if (!gt_ok(ctx)) return;
     int64_t n = node->out->size;
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) dx[i] += s * dy[i];
 }
 
@@ -204,7 +200,7 @@ gt_tensor *gt_scale(gt_ctx *ctx, gt_tensor *x, double s) {
     gt_real f = (gt_real)s, *Y = out->data;
     const gt_real *X = x->data;
     int64_t n = x->size;
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = X[i] * f;
     if (out->requires_grad) {
         gt_real *saved = gt_alloc(ctx, sizeof *saved);
@@ -224,7 +220,7 @@ static void softcap_backward(gt_ctx *ctx, gt_node *node) {
     if (!gt_ok(ctx)) return;
     int64_t n = node->out->size;
     /* d/dx cap tanh(x/cap) = 1 - tanh^2, and tanh = y / cap is already in the output. */
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) {
         gt_real t = Y[i] / cap;
         dx[i] += dy[i] * (1 - t * t);
@@ -242,7 +238,7 @@ gt_tensor *gt_softcap(gt_ctx *ctx, gt_tensor *x, double cap) {
     gt_real c = (gt_real)cap, *Y = out->data;
     const gt_real *X = x->data;
     int64_t n = x->size;
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = c * tanh(X[i] / c);
     if (out->requires_grad) {
         gt_real *saved = gt_alloc(ctx, sizeof *saved);
@@ -282,7 +278,7 @@ static void gelu_backward(gt_ctx *ctx, gt_node *node) {
     const gt_real *dy = gt_grad(ctx, node->out), *X = gt_saved_data(ctx, node, 0);
     if (!gt_ok(ctx)) return;
     int64_t n = x->size;
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) {
         gt_real v;
         dx[i] += dy[i] * gelu_der(X[i], &v);
@@ -297,7 +293,7 @@ gt_tensor *gt_gelu(gt_ctx *ctx, gt_tensor *x) {
     const gt_real *X = x->data;
     gt_real *Y = out->data;
     int64_t n = x->size;
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(X[i]);
     if (!gt_record(ctx, "gelu", gelu_backward, out, &x, 1, NULL, GT_READ_IN(0))) return NULL; /* x */
     return out;
@@ -314,14 +310,14 @@ static void geglu_backward(gt_ctx *ctx, gt_node *node) {
     int64_t n = gate->size;
     /* gate and up may be one tensor: dg first, du after, never both in one statement. */
     if (dg) {
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
         for (int64_t i = 0; i < n; i++) {
             gt_real v;
             dg[i] += dy[i] * U[i] * gelu_der(G[i], &v);
         }
     }
     if (du) {
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
         for (int64_t i = 0; i < n; i++) du[i] += dy[i] * gelu_val(G[i]);
     }
 }
@@ -345,7 +341,7 @@ gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
     const gt_real *G = gate->data, *U = up->data;
     gt_real *Y = out->data;
     int64_t n = gate->size;
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(G[i]) * U[i];
     if (!gt_record(ctx, "geglu", geglu_backward, out, in, 2, NULL, geglu_reads(gate, up))) return NULL;
     return out;
@@ -360,7 +356,7 @@ static void softmax_backward(gt_ctx *ctx, gt_node *node) {
     if (!gt_ok(ctx)) return;
     int64_t rows = gt_rows(x), d = gt_cols(x);
     /* dx = y * (dy - <dy, y>) per row. */
-#pragma omp parallel for schedule(static) if (par(x->size))
+#pragma omp parallel for schedule(static) if (gt_par(x->size))
     for (int64_t r = 0; r < rows; r++) {
         const gt_real *y = Y + r * d, *g = dy + r * d;
         gt_real *o = dx + r * d;
@@ -382,7 +378,7 @@ gt_tensor *gt_softmax(gt_ctx *ctx, gt_tensor *x) {
     int64_t rows = gt_rows(x), d = gt_cols(x);
     const gt_real *X = x->data;
     gt_real *Y = out->data;
-#pragma omp parallel for schedule(static) if (par(x->size))
+#pragma omp parallel for schedule(static) if (gt_par(x->size))
     for (int64_t r = 0; r < rows; r++) {
         const gt_real *xr = X + r * d;
         gt_real *yr = Y + r * d;
@@ -429,7 +425,7 @@ static void dropout_backward(gt_ctx *ctx, gt_node *node) {
     if (!gt_ok(ctx)) return;
     gt_real scale = (gt_real)(1.0 / (1.0 - s->p));
     int64_t n = node->out->size;
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++)
         if (dropout_keep(s->seed, dropout_pos(s, i), s->p)) dx[i] += dy[i] * scale;
 }
@@ -461,7 +457,7 @@ gt_tensor *gt_dropout_rows(gt_ctx *ctx, gt_tensor *x, double p, uint64_t seed, i
     const gt_real *X = x->data;
     gt_real *Y = out->data;
     int64_t n = x->size;
-#pragma omp parallel for schedule(static) if (par(n))
+#pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = dropout_keep(seed, dropout_pos(s, i), p) ? X[i] * scale : 0;
     if (!gt_record(ctx, "dropout", dropout_backward, out, &x, 1, s, 0)) return NULL; /* mask from seed */
     return out;

@@ -8,8 +8,6 @@
 
 /* Below this many elements a loop runs on one thread (as ops_elem.c). The loops below write
  * disjoint rows, so threading does not change results. */
-#define PAR_MIN ((int64_t)1 << 15)
-static bool par(int64_t n) { return n >= PAR_MIN && gt_threads() > 1; }
 
 /* Tanh GELU in its sigmoid form (as ops_elem.c: no cancellation for negative x in fp32). */
 #define GELU_K0 0.79788456080286535588 /* sqrt(2/pi) */
@@ -157,7 +155,7 @@ static void up_backward(gt_ctx *ctx, gt_node *node) {
     gt_real *xe = gt_alloc(ctx, (size_t)((n ? n : 1) * (D + 2 * Fe)) * sizeof *xe);
     if (!gt_ok(ctx)) return;
     gt_real *dgp = xe + n * D, *dup = dgp + n * Fe; /* d pre-activations, grouped rows */
-#pragma omp parallel for schedule(static) if (par(n * Fe))
+#pragma omp parallel for schedule(static) if (gt_par(n * Fe))
     for (int64_t i = 0; i < n * Fe; i++) {
         gt_real v, der = gelu_der(s->g[i], &v);
         dgp[i] = dh[i] * s->u[i] * der;
@@ -209,7 +207,7 @@ gt_tensor *gt_moe_up(gt_ctx *ctx, gt_tensor *x, gt_tensor *gate, gt_tensor *up, 
         gt_gemm(false, true, (int)ne, (int)Fe, (int)D, 1, xe, (int)D, up->data + e * Fe * D, (int)D, 0,
                 s->u + r0 * Fe, (int)Fe);
     }
-#pragma omp parallel for schedule(static) if (par(n * Fe))
+#pragma omp parallel for schedule(static) if (gt_par(n * Fe))
     for (int64_t i = 0; i < n * Fe; i++) {
         gt_real v;
         gelu_der(s->g[i], &v);
@@ -242,7 +240,7 @@ static void down_backward(gt_ctx *ctx, gt_node *node) {
     const gt_real *W = dh || dd ? gt_saved_data(ctx, node, 2) : NULL;
     gt_real *dO = dh || dd ? gt_alloc(ctx, (size_t)((n ? n : 1) * D) * sizeof *dO) : NULL;
     if (!gt_ok(ctx)) return;
-#pragma omp parallel for schedule(static) if (par(n * D))
+#pragma omp parallel for schedule(static) if (gt_par(n * D))
     for (int64_t r = 0; r < n; r++) {
         int64_t a = p->slot[r];
         const gt_real *g = dy + (a / k) * D, *o = s->o + r * D;
@@ -287,7 +285,7 @@ gt_tensor *gt_moe_down(gt_ctx *ctx, gt_tensor *h, gt_tensor *down, gt_tensor *w,
                         (int)Fe, 0, s->o + r0 * D, (int)D);
     }
     /* combine per token in slot order: the sum does not depend on the grouping */
-#pragma omp parallel for schedule(static) if (par(p->tokens * k * D))
+#pragma omp parallel for schedule(static) if (gt_par(p->tokens * k * D))
     for (int64_t t = 0; t < p->tokens; t++) {
         gt_real *y = out->data + t * D;
         memset(y, 0, (size_t)D * sizeof *y);

@@ -5,15 +5,6 @@
 
 #include "autograd/blas.h"
 
-/* Below this many elements a loop runs on one thread. */
-#define PAR_MIN ((int64_t)1 << 15)
-
-static int n_chunks(int64_t elems, int64_t rows) {
-    if (elems < PAR_MIN) return 1;
-    int nt = gt_threads();
-    return rows < nt ? (rows > 0 ? (int)rows : 1) : nt;
-}
-
 /* ---------------------------------------------------------------- rmsnorm */
 
 typedef struct {
@@ -30,7 +21,7 @@ static void rmsnorm_backward(gt_ctx *ctx, gt_node *node) {
     gt_real *dw = gt_needs_grad(w) ? gt_grad(ctx, w) : NULL;
     if (!gt_ok(ctx)) return;
     int64_t rows = gt_rows(x), d = gt_cols(x);
-    int nc = n_chunks(x->size, rows);
+    int nc = gt_par_chunks(x->size, rows);
     double *part = NULL;
     if (dw) {
         part = gt_alloc(ctx, (size_t)nc * (size_t)d * sizeof(double));
@@ -90,7 +81,7 @@ gt_tensor *gt_rmsnorm(gt_ctx *ctx, gt_tensor *x, gt_tensor *w, double eps, bool 
         return NULL;
     const gt_real *X = x->data;
     gt_real *Y = out->data, e = (gt_real)eps, inv_d = (gt_real)(1.0 / (double)d);
-#pragma omp parallel for schedule(static) if (n_chunks(x->size, rows) > 1)
+#pragma omp parallel for schedule(static) if (gt_par_chunks(x->size, rows) > 1)
     for (int64_t r = 0; r < rows; r++) {
         const gt_real *xr = X + r * d;
         gt_real *yr = Y + r * d;
@@ -173,7 +164,7 @@ static void rope_backward(gt_ctx *ctx, gt_node *node) {
     gt_real *dx = gt_grad(ctx, node->in[0]);
     const gt_real *dy = gt_grad(ctx, node->out);
     if (!gt_ok(ctx)) return;
-    int nc = n_chunks(node->out->size, s->ntok);
+    int nc = gt_par_chunks(node->out->size, s->ntok);
     gt_real *scratch = rope_scratch(ctx, s, nc);
     if (!scratch) return;
     rope_apply(s, dy, dx, true, true, scratch, nc);
@@ -217,7 +208,7 @@ gt_tensor *gt_rope(gt_ctx *ctx, gt_tensor *x, const int32_t *positions, const gt
     } else {
         s->pos = positions;
     }
-    int nc = n_chunks(x->size, s->ntok);
+    int nc = gt_par_chunks(x->size, s->ntok);
     gt_real *scratch = rope_scratch(ctx, s, nc);
     if (!scratch) return NULL;
     rope_apply(s, x->data, out->data, false, false, scratch, nc);

@@ -5,15 +5,6 @@
 
 #include "autograd/blas.h"
 
-/* Below this many elements a loop runs on one thread. */
-#define PAR_MIN ((int64_t)1 << 15)
-
-static int n_chunks(int64_t elems, int64_t rows) {
-    if (elems < PAR_MIN) return 1;
-    int nt = gt_threads();
-    return rows < nt ? (rows > 0 ? (int)rows : 1) : nt;
-}
-
 /* ---------------------------------------------------------------- layernorm */
 
 typedef struct {
@@ -35,7 +26,7 @@ static void layernorm_backward(gt_ctx *ctx, gt_node *node) {
     const gt_real *X = gt_saved_data(ctx, node, 0);
     if (!gt_ok(ctx) || !X) return;
     int64_t rows = gt_rows(x), d = gt_cols(x);
-    int nc = n_chunks(x->size, rows);
+    int nc = gt_par_chunks(x->size, rows);
     double *part = NULL;
     if (dg || db) {
         size_t n = (size_t)nc * 2 * (size_t)d;
@@ -104,7 +95,7 @@ gt_tensor *gt_layernorm(gt_ctx *ctx, gt_tensor *x, gt_tensor *gamma, gt_tensor *
     for (int64_t j = 0; j < d; j++) g[j] = gamma ? gamma->data[j] : 1;
     const gt_real *X = x->data, *B = beta ? beta->data : NULL;
     gt_real *Y = out->data;
-#pragma omp parallel for schedule(static) if (n_chunks(x->size, rows) > 1)
+#pragma omp parallel for schedule(static) if (gt_par_chunks(x->size, rows) > 1)
     for (int64_t r = 0; r < rows; r++) {
         const gt_real *xr = X + r * d;
         gt_real *yr = Y + r * d;
@@ -138,7 +129,7 @@ static void avgpool_run(const avgpool_saved *s, int64_t batch, int64_t d, const 
                         gt_real *dst, bool backward) {
     int64_t w = s->width, p = s->pool, r = w / p;
     gt_real inv = (gt_real)(1.0 / (double)(p * p));
-#pragma omp parallel for collapse(2) schedule(static) if (batch * w * w * d >= PAR_MIN)
+#pragma omp parallel for collapse(2) schedule(static) if (batch * w * w * d >= GT_PAR_MIN)
     for (int64_t b = 0; b < batch; b++)
         for (int64_t cell = 0; cell < r * r; cell++) {
             int64_t ci = cell / r, cj = cell % r;
