@@ -144,6 +144,29 @@ END_TEST
 
 /* configs/gemma4-tiny.yaml through the CLI: a custom Gemma 4 fine-tunes with LoRA in Gemma 4's
  * chat format and its eval loss goes down. */
+/* The README's config reference lists every field model.architecture accepts (it fell behind
+   once: the MoE fields were missing). */
+START_TEST(readme_lists_every_field) {
+    FILE *fp = fopen("README.md", "rb");
+    ck_assert_msg(fp != NULL, "README.md not found (tests run from the repository root)");
+    char line[8192], row[8192] = "";
+    while (fgets(line, sizeof line, fp))
+        if (!strncmp(line, "| `model.architecture` |", 24)) snprintf(row, sizeof row, "%s", line);
+    fclose(fp);
+    ck_assert_msg(row[0], "README.md has no '| `model.architecture` |' row");
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    for (size_t i = 0; i < n; i++) {
+        char want[96];
+        snprintf(want, sizeof want, " %s,", f[i].name);
+        char last[96];
+        snprintf(last, sizeof last, " %s |", f[i].name);
+        ck_assert_msg(strstr(row, want) || strstr(row, last),
+                      "README's model.architecture row lacks '%s'", f[i].name);
+    }
+}
+END_TEST
+
 START_TEST(tiny_gemma4_example_trains) {
     static char out[1 << 16];
     char cmd[1024];
@@ -170,6 +193,7 @@ int main(void) {
     tcase_add_test(tc, every_field_reachable);
     tcase_add_test(tc, clear_errors);
     tcase_add_test(tc, tiny_gemma4_example_trains);
+    tcase_add_test(tc, readme_lists_every_field);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
