@@ -59,15 +59,15 @@ static const char *convert_usage =
 
 /* Hugging Face directory out. The tokenizer file: tok_path when given, else tok written as a
  * SentencePiece model to a temporary file (copied as tokenizer.model). */
-static int save_hf(const gt_gemma *m, const gt_tokenizer *tok, const char *tok_path, const char *out, bool bf16,
-                   char *err, size_t errn) {
+static int save_hf(const gt_gemma *m, const gt_vision *v, const gt_tokenizer *tok, const char *tok_path,
+                   const char *out, bool bf16, char *err, size_t errn) {
     char tmp[64] = "";
     if (!tok_path || !tok_path[0]) {
         snprintf(tmp, sizeof tmp, "/tmp/gemmatrain-tok-%d.spm", (int)getpid());
         if (gt_tok_save_spm(tok, tmp, err, errn)) return -1;
         tok_path = tmp;
     }
-    gt_hf_save_opts ho = {.bf16 = bf16, .tokenizer = tok_path};
+    gt_hf_save_opts ho = {.bf16 = bf16, .tokenizer = tok_path, .vision = v};
     int rc = gt_hf_gemma_save(m, out, &ho, err, errn);
     if (tmp[0]) unlink(tmp);
     return rc;
@@ -243,7 +243,7 @@ static int write_hf(const export_args *a, const gt_config *c, gt_gemma *m, const
                         "(or export them with --format peft)"), 2;
     m->lora = NULL; /* a checkpoint's model has them attached; merged, they must not apply again */
     if (l && gt_gemma_merge_lora(m, l, err, errn)) return 1;
-    if (save_hf(m, tok, c->tokenizer, a->out, a->bf16, err, errn)) return 1;
+    if (save_hf(m, NULL, tok, c->tokenizer, a->out, a->bf16, err, errn)) return 1;
     fprintf(stderr, "wrote Hugging Face model %s%s\n", a->dest, l ? " (LoRA merged)" : "");
     return 0;
 }
@@ -437,7 +437,7 @@ int cli_convert(int argc, char **argv) {
     }
     o.prov.base_model = pos[0];
     gt_vision *enc = NULL;
-    if (!gguf && !hf && m->cfg.generation == 3 && source_encoder(pos[0], &enc, err, sizeof err)) {
+    if (!gguf && m->cfg.generation == 3 && source_encoder(pos[0], &enc, err, sizeof err)) {
         fprintf(stderr, "gemmatrain convert: %s\n", err);
         gt_tok_free(tok);
         gt_gemma_free(m);
@@ -449,7 +449,7 @@ int cli_convert(int argc, char **argv) {
     int rc = gguf ? gt_gguf_export_model(m, tok, pos[1], gguf_type, NULL, err, sizeof err)
              : bf16 && !hf ? (snprintf(err, sizeof err, "--bf16 applies to --format hf"), -1)
              : gt_stage_open(pos[1], &st, err, sizeof err) ? -1
-             : hf ? save_hf(m, tok, NULL, st.dir, bf16, err, sizeof err)
+             : hf ? save_hf(m, enc, tok, NULL, st.dir, bf16, err, sizeof err)
                   : gt_keras_preset_save(st.dir, m, tok, &o, err, sizeof err);
     if (st.dir) {
         gt_stage_msg(&st, err, sizeof err);
