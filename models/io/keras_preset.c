@@ -440,7 +440,8 @@ static int save_weights(const char *dir, const gt_gemma *m, const gt_preset_save
     free(buf);
     free(merged);
     free(w);
-    if (!rc && o->vision) rc = gt_vision_keras_write(h.f, o->vision, err, errn);
+    /* the encoder's adapters are merged unless they go into adapter.lora.h5 beside it */
+    if (!rc && o->vision) rc = gt_vision_keras_write(h.f, o->vision, !o->lora || o->merge_lora, err, errn);
     if (rc) {
         gt_h5_abort(&h);
         return -1;
@@ -472,7 +473,7 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
     if (save_weights(dir, m, &o, err, errn)) return -1;
     if (o.lora && !o.merge_lora) {
         snprintf(sub, sizeof sub, "%s/adapter.lora.h5", dir);
-        if (gt_keras_lora_save(sub, o.lora, c, err, errn)) return -1;
+        if (gt_keras_lora_save_mm(sub, o.lora, c, o.vision, err, errn)) return -1;
     }
     json_t *task = json_pack("{s:o, s:o, s:s}", "backbone", with_vision(backbone_json(c), o.vision), "preprocessor",
                              preprocessor_json(c, tok, o.sequence_length), "name",

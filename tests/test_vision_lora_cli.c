@@ -1,0 +1,110 @@
+/* The vision encoder's LoRA adapters leave a run and come back (configs/shapes-lora.yaml with
+ * model.vision_train=lora, one epoch): adapter.lora.h5 holds them at KerasHub's indices, so
+ * `eval --lora` gives the trainer's eval loss even with the encoder frozen in the eval config
+ * (a frozen-encoder run's loss differs, so the encoder's adapters are what matter); `export` from
+ * the checkpoint carries the encoder: a merged KerasHub preset and a merged Hugging Face directory
+ * (`eval --model`), and the base preset with the adapters beside it (`eval --model --lora`), all
+ * give the run's number. */
+#include <check.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "models/io/h5io.h"
+
+#define CFG "configs/shapes-lora.yaml"
+
+static char g_dir[64], g_out[1 << 16];
+
+static int run(const char *args) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return snprintf(g_out, sizeof g_out, "popen failed"), -1;
+    size_t got = fread(g_out, 1, sizeof g_out - 1, p);
+    g_out[got] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The loss an eval or train command prints last. */
+static double loss_of(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static double loss_of(const char *fmt, ...) {
+    char args[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    int rc = run(args);
+    ck_assert_msg(rc == 0, "%s: exit %d\n%s", args, rc, g_out);
+    const char *p = strstr(g_out, "eval after training: loss ");
+    if (p) return atof(p + strlen("eval after training: loss "));
+    p = strstr(g_out, "\"loss\": ");
+    ck_assert_msg(p != NULL, "%s: no loss in\n%s", args, g_out);
+    return atof(p + strlen("\"loss\": "));
+}
+
+/* The checkpoint exported merged (KerasHub, HF) and as base + adapter.lora.h5. */
+static void exports(const char *ck) {
+    static const char *const how[3] = {"mk --merge-lora", "mh --merge-lora --format hf", "base"};
+    for (int i = 0; i < 3; i++) {
+        char args[1024];
+        snprintf(args, sizeof args, "export %s --out %s/%s", ck, g_dir, how[i]);
+        ck_assert_msg(run(args) == 0, "%s\n%s", args, g_out);
+        ck_assert_msg(!strstr(g_out, "stays behind"), "%s", g_out);
+    }
+}
+
+START_TEST(encoder_adapters_leave_and_come_back) {
+    double lora = loss_of("train " CFG " output_dir=%s/run model.vision_train=lora train.epochs=1 "
+                          "checkpoint.dir=%s/ckpt", g_dir, g_dir);
+    ck_assert_msg(!strstr(g_out, "holds no vision encoder"), "%s", g_out);
+    double frozen = loss_of("train " CFG " output_dir=%s/frozen train.epochs=1", g_dir);
+    /* the file: decoder adapters past the encoder's layers, the encoder's four per block */
+    char path[256], err[512];
+    snprintf(path, sizeof path, "%s/run/adapter.lora.h5", g_dir);
+    gt_h5 f;
+    ck_assert_msg(!gt_h5_open_read(path, &f, err, sizeof err), "%s", err);
+    ck_assert(gt_h5_exists(f, "/lora/15/vars/lora_kernel_a")); /* encoder_block_0 query_proj */
+    ck_assert(gt_h5_exists(f, "/lora/12/vars/lora_kernel_b")); /* its out_proj */
+    ck_assert(!gt_h5_exists(f, "/lora/1"));
+    gt_h5_close(f);
+    double back = loss_of("eval " CFG " --lora %s", path);
+    char ck[256];
+    snprintf(ck, sizeof ck, "%s/ckpt/ckpt-00000012.h5", g_dir);
+    exports(ck);
+    double keras = loss_of("eval " CFG " --model %s/mk lora.enabled=false", g_dir);
+    double hf = loss_of("eval " CFG " --model %s/mh lora.enabled=false", g_dir);
+    double beside = loss_of("eval " CFG " --model %s/base --lora %s/base/adapter.lora.h5", g_dir, g_dir);
+    printf("vision LoRA CLI: eval %.6f in the run (frozen encoder %.6f); eval --lora %.6f; exported merged preset %.6f, "
+           "HF %.6f, preset + adapter.lora.h5 %.6f\n", lora, frozen, back, keras, hf, beside);
+    ck_assert_msg(fabs(frozen - lora) > 1e-3, "the encoder's adapters change nothing: %.6f vs %.6f", lora, frozen);
+    ck_assert_msg(fabs(back - lora) <= 5e-5, "eval --lora %.6f vs %.4f", back, lora); /* the trainer prints 4 decimals */
+    ck_assert_msg(fabs(keras - back) <= 1e-5 * back && fabs(hf - back) <= 1e-5 * back && fabs(beside - back) <= 1e-5 * back,
+                  "exports: %.6f %.6f %.6f vs %.6f", keras, hf, beside, back);
+}
+END_TEST
+
+int main(void) {
+    gt_h5_process_init();
+    snprintf(g_dir, sizeof g_dir, "/tmp/gt-test-vlora-cli-%d", (int)getpid());
+    if (mkdir(g_dir, 0755)) return fprintf(stderr, "mkdir %s failed\n", g_dir), EXIT_FAILURE;
+    Suite *s = suite_create("vision_lora_cli");
+    TCase *tc = tcase_create("vision_lora_cli");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, encoder_adapters_leave_and_come_back);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    if (system(cmd)) fprintf(stderr, "%s failed\n", cmd);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
