@@ -90,7 +90,7 @@ int gt_vrows_fill(gt_vrows *v, const gt_tokenizer *tok, int64_t r, const gt_exam
     if (n != ex->n_images * v->tokens)
         return snprintf(err, errn, "data.sequence_length (%lld) cuts the record's images short: %lld of their "
                         "%lld tokens fit", (long long)v->S, (long long)n, (long long)(ex->n_images * v->tokens)), -1;
-    for (int i = 0; i < ex->n_images; i++) {
+    for (int i = 0; i < ex->n_images && !v->no_pixels; i++) {
         gt_image im;
         if (gt_image_load(ex->images[i], &im, err, errn)) return -1;
         int rc = gt_image_preprocess(&im, &v->ic, v->pixels + (r * v->slots + i) * v->per, err, errn);
