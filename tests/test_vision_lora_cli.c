@@ -4,8 +4,10 @@
  * (a frozen-encoder run's loss differs, so the encoder's adapters are what matter); `export` from
  * the checkpoint carries the encoder: a merged KerasHub preset and a merged Hugging Face directory
  * (`eval --model`), and the base preset with the adapters beside it (`eval --model --lora`), all
- * give the run's number. */
+ * give the run's number; the preset's preprocessor.json has the image converter and metadata.json
+ * counts the encoder. */
 #include <check.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,6 +62,31 @@ static void exports(const char *ck) {
     }
 }
 
+/* The merged preset's preprocessor.json holds Gemma3ImageConverter (keras_hub's
+ * Gemma3CausalLM.from_preset then builds the preprocessor with images) and metadata.json counts
+ * the encoder: 604800, what keras_hub's backbone.count_params() gives on this export. */
+static void preset_files(void) {
+    char path[256];
+    json_error_t je;
+    snprintf(path, sizeof path, "%s/mk/preprocessor.json", g_dir);
+    json_t *j = json_load_file(path, 0, &je), *c = json_object_get(j, "config");
+    ck_assert_msg(j != NULL, "%s: %s", path, je.text);
+    json_t *ic = json_object_get(c, "image_converter");
+    ck_assert_str_eq(json_string_value(json_object_get(ic, "class_name")), "Gemma3ImageConverter");
+    json_t *icc = json_object_get(ic, "config");
+    ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(icc, "image_size"), 0)), 32);
+    ck_assert(fabs(json_real_value(json_object_get(icc, "scale")) - 1 / 127.5) < 1e-12);
+    ck_assert(json_is_true(json_object_get(icc, "crop_to_aspect_ratio")));
+    ck_assert_int_eq(json_integer_value(json_object_get(c, "num_vision_tokens_per_image")), 4);
+    ck_assert(json_is_true(json_object_get(json_object_get(json_object_get(c, "tokenizer"), "config"), "has_vision_tokens")));
+    json_decref(j);
+    snprintf(path, sizeof path, "%s/mk/metadata.json", g_dir);
+    j = json_load_file(path, 0, &je);
+    ck_assert_msg(j != NULL, "%s: %s", path, je.text);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "parameter_count")), 604800);
+    json_decref(j);
+}
+
 START_TEST(encoder_adapters_leave_and_come_back) {
     double lora = loss_of("train " CFG " output_dir=%s/run model.vision_train=lora train.epochs=1 "
                           "checkpoint.dir=%s/ckpt", g_dir, g_dir);
@@ -78,6 +105,7 @@ START_TEST(encoder_adapters_leave_and_come_back) {
     char ck[256];
     snprintf(ck, sizeof ck, "%s/ckpt/ckpt-00000012.h5", g_dir);
     exports(ck);
+    preset_files();
     double keras = loss_of("eval " CFG " --model %s/mk lora.enabled=false", g_dir);
     double hf = loss_of("eval " CFG " --model %s/mh lora.enabled=false", g_dir);
     double beside = loss_of("eval " CFG " --model %s/base --lora %s/base/adapter.lora.h5", g_dir, g_dir);

@@ -4,14 +4,17 @@
  * gt_keras_lora_save_mm; tools/reference/check_vision_lora_keras.py loads the file with
  * Gemma3Backbone.enable_lora + load_lora_weights and runs Gemma3CausalLM on one row with one image
  * (tests/fixtures/gemma3_mm_lora_keras.h5). Our logits with the same adapters applied must be
- * KerasHub's; the file read back by gt_keras_lora_load_mm gives them too. */
+ * KerasHub's; the file read back by gt_keras_lora_load_mm gives them too. And metadata.json's
+ * parameter_count counts the encoder as KerasHub does. */
 #include <check.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "data/tokenizer.h"
 #include "models/gemma.h"
 #include "models/io/h5io.h"
 #include "models/io/keras_lora.h"
@@ -131,12 +134,39 @@ START_TEST(keras_loads_our_lora_file) {
 }
 END_TEST
 
+/* metadata.json's parameter_count counts the encoder: the fixture preset written again gives the
+ * count keras_hub 0.32 wrote into its own metadata.json (42808). */
+START_TEST(metadata_counts_the_encoder) {
+    char err[1024], dir[] = "/tmp/gt_vmeta_XXXXXX", path[128];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    gt_gemma *m;
+    gt_vision *v;
+    gt_tokenizer *tok;
+    ck_assert_msg(!gt_keras_preset_load(SRC, false, &m, NULL, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_vision_keras_load(SRC, false, &v, err, sizeof err), "%s", err);
+    ck_assert_msg(!gt_tok_load("tests/fixtures/presets/gemma3/assets/tokenizer/vocabulary.spm", &tok, err, sizeof err),
+                  "%s", err);
+    gt_preset_save_opts o = {.sequence_length = 16, .prov = {.steps = -1, .final_eval_loss = NAN}, .vision = v};
+    ck_assert_msg(!gt_keras_preset_save(dir, m, tok, &o, err, sizeof err), "%s", err);
+    snprintf(path, sizeof path, "%s/metadata.json", dir);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "parameter_count")), 42808);
+    json_decref(j);
+    gt_tok_free(tok), gt_vision_free(v), gt_gemma_free(m);
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
 int main(void) {
     gt_h5_process_init();
     Suite *s = suite_create("vision_lora_keras");
     TCase *tc = tcase_create("vision_lora_keras");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, keras_loads_our_lora_file);
+    tcase_add_test(tc, metadata_counts_the_encoder);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
