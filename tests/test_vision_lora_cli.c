@@ -20,6 +20,8 @@
 #include "models/io/h5io.h"
 
 #define CFG "configs/shapes-lora.yaml"
+#define IMG "datasets/shapes/images/eval_000.png"
+#define PROMPT "<start_of_image>What is in the picture? A red square."
 
 static char g_dir[64], g_out[1 << 16];
 
@@ -46,6 +48,8 @@ static double loss_of(const char *fmt, ...) {
     ck_assert_msg(rc == 0, "%s: exit %d\n%s", args, rc, g_out);
     const char *p = strstr(g_out, "eval after training: loss ");
     if (p) return atof(p + strlen("eval after training: loss "));
+    p = strstr(g_out, "\"mean_loss\":"); /* generate --score */
+    if (p) return atof(p + strlen("\"mean_loss\":"));
     p = strstr(g_out, "\"loss\": ");
     ck_assert_msg(p != NULL, "%s: no loss in\n%s", args, g_out);
     return atof(p + strlen("\"loss\": "));
@@ -109,6 +113,12 @@ START_TEST(encoder_adapters_leave_and_come_back) {
     double keras = loss_of("eval " CFG " --model %s/mk lora.enabled=false", g_dir);
     double hf = loss_of("eval " CFG " --model %s/mh lora.enabled=false", g_dir);
     double beside = loss_of("eval " CFG " --model %s/base --lora %s/base/adapter.lora.h5", g_dir, g_dir);
+    /* generate --lora --image on the base preset reads the encoder's adapters too: the merged model's losses */
+    double gl = loss_of("generate --model %s/base --lora %s/base/adapter.lora.h5 --image " IMG " --score \"" PROMPT "\"",
+                        g_dir, g_dir);
+    double gm = loss_of("generate --model %s/mk --image " IMG " --score \"" PROMPT "\"", g_dir);
+    printf("vision LoRA CLI: generate --score --image: mean loss %.6f with --lora, %.6f merged\n", gl, gm);
+    ck_assert_msg(fabs(gl - gm) <= 1e-5 * gm, "generate --lora %.6f vs merged %.6f", gl, gm);
     printf("vision LoRA CLI: eval %.6f in the run (frozen encoder %.6f); eval --lora %.6f; exported merged preset %.6f, "
            "HF %.6f, preset + adapter.lora.h5 %.6f\n", lora, frozen, back, keras, hf, beside);
     ck_assert_msg(fabs(frozen - lora) > 1e-3, "the encoder's adapters change nothing: %.6f vs %.6f", lora, frozen);
