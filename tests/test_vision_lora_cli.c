@@ -91,6 +91,36 @@ static void preset_files(void) {
     json_decref(j);
 }
 
+/* One kernel of a .lora.h5 (owned by the caller). */
+static float *kernel(const char *path, const char *ds, int64_t *n) {
+    char err[512];
+    gt_h5 f;
+    ck_assert_msg(!gt_h5_open_read(path, &f, err, sizeof err), "%s", err);
+    float *d;
+    int nd;
+    int64_t sh[8];
+    ck_assert_msg(!gt_h5_read_f32(f, ds, &d, &nd, sh, err, sizeof err), "%s", err);
+    gt_h5_close(f);
+    *n = sh[0] * sh[1];
+    return d;
+}
+
+/* Training on from the file with the encoder frozen: the decoder's adapters move, the encoder's
+ * (read from the file) stay as they were. */
+static void frozen_encoder_keeps_its_adapters(const char *path) {
+    loss_of("train " CFG " output_dir=%s/cont lora.weights=%s train.epochs=1", g_dir, path);
+    char out[256];
+    snprintf(out, sizeof out, "%s/cont/adapter.lora.h5", g_dir);
+    int64_t n1, n2;
+    float *a = kernel(path, "/lora/15/vars/lora_kernel_b", &n1), *b = kernel(out, "/lora/15/vars/lora_kernel_b", &n2);
+    ck_assert_int_eq(n1, n2);
+    ck_assert_msg(!memcmp(a, b, sizeof(float) * (size_t)n1), "the frozen encoder's adapters moved");
+    free(a), free(b);
+    a = kernel(path, "/lora/21/vars/lora_kernel_b", &n1), b = kernel(out, "/lora/21/vars/lora_kernel_b", &n2);
+    ck_assert_msg(memcmp(a, b, sizeof(float) * (size_t)n1), "the decoder's adapters did not train");
+    free(a), free(b);
+}
+
 START_TEST(encoder_adapters_leave_and_come_back) {
     double lora = loss_of("train " CFG " output_dir=%s/run model.vision_train=lora train.epochs=1 "
                           "checkpoint.dir=%s/ckpt", g_dir, g_dir);
@@ -106,6 +136,7 @@ START_TEST(encoder_adapters_leave_and_come_back) {
     ck_assert(!gt_h5_exists(f, "/lora/1"));
     gt_h5_close(f);
     double back = loss_of("eval " CFG " --lora %s", path);
+    frozen_encoder_keeps_its_adapters(path);
     char ck[256];
     snprintf(ck, sizeof ck, "%s/ckpt/ckpt-00000012.h5", g_dir);
     exports(ck);
