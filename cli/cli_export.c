@@ -24,6 +24,7 @@
 #include "models/io/vision_keras.h"
 #include "train/loader.h"
 #include "train/trainer.h"
+#include "train/vision_rows.h"
 #include "util/fsutil.h"
 #include "util/stagedir.h"
 
@@ -59,15 +60,15 @@ static const char *convert_usage =
 
 /* Hugging Face directory out. The tokenizer file: tok_path when given, else tok written as a
  * SentencePiece model to a temporary file (copied as tokenizer.model). */
-static int save_hf(const gt_gemma *m, const gt_tokenizer *tok, const char *tok_path, const char *out, bool bf16,
-                   char *err, size_t errn) {
+static int save_hf(const gt_gemma *m, const gt_vision *v, const gt_tokenizer *tok, const char *tok_path,
+                   const char *out, bool bf16, char *err, size_t errn) {
     char tmp[64] = "";
     if (!tok_path || !tok_path[0]) {
         snprintf(tmp, sizeof tmp, "/tmp/gemmatrain-tok-%d.spm", (int)getpid());
         if (gt_tok_save_spm(tok, tmp, err, errn)) return -1;
         tok_path = tmp;
     }
-    gt_hf_save_opts ho = {.bf16 = bf16, .tokenizer = tok_path};
+    gt_hf_save_opts ho = {.bf16 = bf16, .tokenizer = tok_path, .vision = v};
     int rc = gt_hf_gemma_save(m, out, &ho, err, errn);
     if (tmp[0]) unlink(tmp);
     return rc;
@@ -112,6 +113,7 @@ typedef struct export_args {
     bool merge, lora_only, hf, peft, gguf, gguf_lora, bf16, overwrite;
     uint32_t gguf_type;      /* --gguf-type */
     gt_preset_save_opts o;   /* --sequence-length, --steps, --eval-loss */
+    gt_vision *enc;          /* Gemma 3's vision encoder of the source, or NULL */
     char **ov;               /* key=value overrides (owned) */
     int nov;
 } export_args;
@@ -211,7 +213,7 @@ static int from_checkpoint(export_args *a, gt_config *c, gt_gemma **m, gt_lora *
     if (prc) return 2;
     gt_config_resolve(c);
     int64_t step;
-    if (gt_train_restore(c, a->src, m, l, tok, &step, err, errn)) return 1;
+    if (gt_train_restore_mm(c, a->src, m, l, &a->enc, tok, &step, err, errn)) return 1;
     /* a run with model.frozen_dtype: bf16 trained on the rounded weights: export those, as fp32 */
     if (gt_gemma_set_frozen_dtype(*m, GT_FROZEN_FP32, err, errn)) return 1;
     if (a->o.prov.steps < 0) a->o.prov.steps = step;
@@ -222,7 +224,7 @@ static int from_checkpoint(export_args *a, gt_config *c, gt_gemma **m, gt_lora *
 }
 
 /* The model, tokenizer and lora.weights a config names. Exit status 0, 1 or 2 (message in err). */
-static int from_config(const export_args *a, gt_config *c, gt_gemma **m, gt_lora **l, gt_tokenizer **tok,
+static int from_config(export_args *a, gt_config *c, gt_gemma **m, gt_lora **l, gt_tokenizer **tok,
                        char *err, size_t errn) {
     if (gt_config_load_for(a->src, a->ov, a->nov, GT_CFG_EXPORT, c, err, errn)) return 2;
     if ((a->merge || a->lora_only || a->peft || a->gguf_lora) && (!c->lora.enabled || !c->lora.weights[0]))
@@ -230,7 +232,15 @@ static int from_config(const export_args *a, gt_config *c, gt_gemma **m, gt_lora
                         a->merge ? "--merge-lora" : a->peft ? "--format peft" : "--lora-only"), 2;
     if (gt_load_model(c->model.weights, false, m, c->tokenizer[0] ? NULL : tok, err, errn)) return 1;
     if (c->tokenizer[0] && gt_tok_load(c->tokenizer, tok, err, errn)) return 1;
-    if (c->lora.enabled && c->lora.weights[0] && gt_adapters_open(c->lora.weights, &(*m)->cfg, l, err, errn))
+    gt_vrows vis; /* the encoder as a run of this config builds it (model.weights, or the shapes and seed) */
+    if ((*m)->cfg.generation == 3) {
+        if (gt_vrows_build(&vis, *m, c, err, errn)) return 1;
+        a->enc = vis.enc, vis.enc = NULL;
+        gt_vrows_free(&vis);
+    }
+    if (c->lora.enabled && c->lora.weights[0] &&
+        (gt_peft_detect(c->lora.weights) ? gt_adapters_open(c->lora.weights, &(*m)->cfg, l, err, errn)
+                                         : gt_keras_lora_open_mm(c->lora.weights, &(*m)->cfg, a->enc, l, err, errn)))
         return 1;
     return 0;
 }
@@ -243,7 +253,7 @@ static int write_hf(const export_args *a, const gt_config *c, gt_gemma *m, const
                         "(or export them with --format peft)"), 2;
     m->lora = NULL; /* a checkpoint's model has them attached; merged, they must not apply again */
     if (l && gt_gemma_merge_lora(m, l, err, errn)) return 1;
-    if (save_hf(m, tok, c->tokenizer, a->out, a->bf16, err, errn)) return 1;
+    if (save_hf(m, a->enc, tok, c->tokenizer, a->out, a->bf16, err, errn)) return 1;
     fprintf(stderr, "wrote Hugging Face model %s%s\n", a->dest, l ? " (LoRA merged)" : "");
     return 0;
 }
@@ -268,6 +278,7 @@ static int write_preset(export_args *a, const gt_config *c, gt_gemma *m, const g
     a->o.merge_lora = a->merge;
     a->o.prov.base_model = c->model.weights;
     a->o.prov.lora = l;
+    a->o.vision = a->enc;
     if (gt_keras_preset_save(a->out, m, tok, &a->o, err, errn)) return 1;
     const char *cls = m->cfg.generation == 4 ? "Gemma4CausalLM" : m->cfg.generation >= 3 ? "Gemma3CausalLM"
                                                                                          : "GemmaCausalLM";
@@ -326,15 +337,17 @@ int cli_export(int argc, char **argv) {
         code = gt_gguf_export_lora(l, &m->cfg, a.out, err, sizeof err) ? 1 : 0;
         if (!code) fprintf(stderr, "wrote llama.cpp LoRA GGUF %s (rank %lld)\n", a.out, (long long)l->rank);
     } else if (!code && a.gguf) {
+        if (a.enc) fprintf(stderr, "note: the GGUF file holds the decoder only (llama.cpp reads Gemma 3's vision tower from an mmproj file)\n");
         code = write_gguf(&a, m, tok, l, err, sizeof err);
     } else if (!code && a.lora_only) {
-        code = gt_keras_lora_save(a.out, l, &m->cfg, err, sizeof err) ? 1 : 0;
+        code = gt_keras_lora_save_mm(a.out, l, &m->cfg, a.enc, err, sizeof err) ? 1 : 0;
         if (!code) fprintf(stderr, "wrote %s (rank %lld)\n", a.out, (long long)l->rank);
     } else if (!code) { /* a directory: written beside --out, moved into place once whole */
         code = write_dir(&a, &c, m, tok, l, err, sizeof err);
     }
     if (code) fprintf(stderr, "gemmatrain export: %s\n", err);
     gt_lora_free(l);
+    gt_vision_free(a.enc);
     gt_tok_free(tok);
     gt_gemma_free(m);
     free(a.ov);
@@ -437,7 +450,7 @@ int cli_convert(int argc, char **argv) {
     }
     o.prov.base_model = pos[0];
     gt_vision *enc = NULL;
-    if (!gguf && !hf && m->cfg.generation == 3 && source_encoder(pos[0], &enc, err, sizeof err)) {
+    if (!gguf && m->cfg.generation == 3 && source_encoder(pos[0], &enc, err, sizeof err)) {
         fprintf(stderr, "gemmatrain convert: %s\n", err);
         gt_tok_free(tok);
         gt_gemma_free(m);
@@ -449,7 +462,7 @@ int cli_convert(int argc, char **argv) {
     int rc = gguf ? gt_gguf_export_model(m, tok, pos[1], gguf_type, NULL, err, sizeof err)
              : bf16 && !hf ? (snprintf(err, sizeof err, "--bf16 applies to --format hf"), -1)
              : gt_stage_open(pos[1], &st, err, sizeof err) ? -1
-             : hf ? save_hf(m, tok, NULL, st.dir, bf16, err, sizeof err)
+             : hf ? save_hf(m, enc, tok, NULL, st.dir, bf16, err, sizeof err)
                   : gt_keras_preset_save(st.dir, m, tok, &o, err, sizeof err);
     if (st.dir) {
         gt_stage_msg(&st, err, sizeof err);

@@ -194,9 +194,12 @@ static int score(const gt_gemma *m, const char *targets, const int32_t *ids, int
 /* Merged rather than attached (m->lora): the loaded base is fp32, so W + scale A B costs one fp32
  * rounding per weight (the same arithmetic as export --merge-lora, hence its numbers exactly),
  * and each decoded token then pays nothing for the adapters. Errors name the file. */
-static int apply_lora(gt_gemma *m, const char *path, double alpha, char *err, size_t errn) {
+static int apply_lora(gt_gemma *m, gt_vision *v, const char *path, double alpha, char *err, size_t errn) {
     gt_lora *l;
-    if (gt_adapters_open(path, &m->cfg, &l, err, errn)) return -1;
+    if (v && m->cfg.generation == 3 && !gt_peft_detect(path) ? gt_keras_lora_open_mm(path, &m->cfg, v, &l, err, errn)
+                                                             : gt_adapters_open(path, &m->cfg, &l, err, errn))
+        return -1;
+    if (alpha > 0 && v && v->n_lora) v->lora_scale *= alpha / (double)l->rank; /* the file's scale is 1 */
     if (alpha > 0) l->alpha = alpha;
     char e[512];
     int rc = gt_gemma_merge_lora(m, l, e, sizeof e);
@@ -415,7 +418,7 @@ static int generate(const gt_gemma *m, const gt_tokenizer *tok, const gen_args *
 
 /* The vision encoder of the model at path (a KerasHub preset or an HF directory), for --image.
  * The exit status (0 or 1, the message printed). */
-static int load_vision(const char *path, gt_vision **v) {
+static int load_vision(const char *path, gt_vision **v, bool needed) {
     char err[1024], cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/config.json", path);
     FILE *f = fopen(cfg, "r");
@@ -423,7 +426,7 @@ static int load_vision(const char *path, gt_vision **v) {
     int rc = !f ? 0 : gt_keras_preset_detect(path) ? gt_vision_keras_load(path, false, v, err, sizeof err)
                                                   : gt_vision_hf_load(path, false, v, err, sizeof err);
     if (rc) return fprintf(stderr, "generate: %s\n", err), 1;
-    if (!*v)
+    if (!*v && needed)
         return fprintf(stderr, "generate: --image: %s has no vision encoder (a KerasHub preset or Hugging Face "
                        "directory of a Gemma 3 with images)\n", path), 1;
     return 0;
@@ -437,7 +440,8 @@ int cli_generate(int argc, char **argv) {
     gt_sampler smp;
     if (gt_sampler_parse(a.sampler, &smp, err, sizeof err)) return fprintf(stderr, "generate: %s\n", err), 2;
     gt_vision *v = NULL;
-    if (a.n_images && load_vision(a.model_path, &v)) return 1;
+    /* with --lora too: a multimodal .lora.h5 numbers its layers past the encoder's, and holds its adapters */
+    if ((a.n_images || a.lora_path) && load_vision(a.model_path, &v, a.n_images > 0)) return 1;
     a.image_tokens = v ? gt_vision_tokens_per_image(&v->cfg) : 0;
     gt_gemma *m;
     gt_tokenizer *tok;
@@ -448,7 +452,7 @@ int cli_generate(int argc, char **argv) {
     gt_ids ids = {0};
     soft_tokens img = {0};
     rc = 1;
-    if (a.lora_path && apply_lora(m, a.lora_path, a.lora_alpha, err, sizeof err))
+    if (a.lora_path && apply_lora(m, v, a.lora_path, a.lora_alpha, err, sizeof err))
         fprintf(stderr, "generate: %s\n", err);
     else if (!encode_prompt(tok, &a, m->cfg.generation == 4, &ids) && !(v && encode_images(v, tok, &a, &ids, &img)))
         rc = a.do_score && a.logits ? score_logits(m, ids.ids, (int64_t)ids.n, &img)

@@ -163,6 +163,25 @@ int gt_vision_lora_create(gt_vision *v, int64_t rank, double alpha, uint64_t see
     return 0;
 }
 
+void gt_vision_merged(const gt_vision *v, const gt_tensor *t, float *dst) {
+    for (int64_t i = 0; i < t->size; i++) dst[i] = (float)t->data[i];
+    for (int64_t li = 0; li < v->cfg.num_layers; li++) {
+        const gt_vision_layer *ly = &v->layers[li];
+        const gt_tensor *w[4] = {ly->q_w, ly->k_w, ly->v_w, ly->o_w};
+        for (int k = 0; k < 4; k++) {
+            if (w[k] != t || !ly->lora_a[k]) continue;
+            const gt_tensor *a = ly->lora_a[k], *b = ly->lora_b[k]; /* [in, r], [r, out] */
+            int64_t out = t->shape[0], in = t->shape[1], r = a->shape[1];
+            for (int64_t o = 0; o < out; o++)
+                for (int64_t i = 0; i < in; i++) {
+                    double s = 0;
+                    for (int64_t j = 0; j < r; j++) s += (double)a->data[i * r + j] * b->data[j * out + o];
+                    dst[o * in + i] += (float)(v->lora_scale * s);
+                }
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- forward */
 
 static gt_tensor *linear(gt_ctx *ctx, gt_tensor *x, gt_tensor *w, gt_tensor *b) {

@@ -54,6 +54,10 @@ gt_tensor *gt_vision_find(const gt_vision *v, const char *name);
  * out of memory or called twice. */
 int gt_vision_lora_create(gt_vision *v, int64_t rank, double alpha, uint64_t seed, char *err, size_t errn);
 
+/* t (one of v's parameters) as floats into dst (t->size of them), with its LoRA adapter folded in
+ * when it has one: W + (alpha/rank) (A B)^T in our (out, in) layout. The writers' one merge. */
+void gt_vision_merged(const gt_vision *v, const gt_tensor *t, float *dst);
+
 /* images: n * S * S * 3 floats, HWC per image. Returns [n, tokens, output_dim]. */
 gt_tensor *gt_vision_encode(gt_ctx *ctx, const gt_vision *v, const float *images, int64_t n);
 

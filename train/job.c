@@ -102,6 +102,9 @@ int gt_job_build_model(gt_job *j, char *err, size_t errn) {
     return 0;
 }
 
+/* The encoder whose adapters share the decoder's .lora.h5 (a Gemma3Backbone's), or NULL. */
+static gt_vision *mm_encoder(const gt_job *j) { return j->model->cfg.generation == 3 ? j->vis.enc : NULL; }
+
 static bool excluded(const gt_config *c, const char *name) {
     const char *pats[GT_CFG_LIST];
     for (int i = 0; i < c->optimizer.n_exclude; i++) pats[i] = c->optimizer.exclude_from_weight_decay[i];
@@ -134,7 +137,8 @@ int gt_job_build_trainables(gt_job *j, char *err, size_t errn) {
             if (c->lora.weights[0] && gt_peft_detect(c->lora.weights))
                 return snprintf(err, errn, "lora.weights: %s is a PEFT adapter: eval, generate and export read it; "
                                 "training from it is not supported yet (start from a Keras .lora.h5)", c->lora.weights), -1;
-            if (c->lora.weights[0] && gt_keras_lora_load(c->lora.weights, j->lora, &m->cfg, err, errn)) return -1;
+            if (c->lora.weights[0] && gt_keras_lora_load_mm(c->lora.weights, j->lora, &m->cfg, mm_encoder(j), err, errn))
+                return -1;
         }
         m->lora = j->lora;
         j->lora->dropout = c->lora.dropout;
@@ -275,7 +279,9 @@ int gt_job_setup(gt_job *j, const gt_config *c, gt_dist *dist, int64_t rows, cha
  * config, then shows. The whole file is checked against the model before anything is printed. */
 int gt_job_open_adapters(gt_job *j, gt_config *c, char *err, size_t errn) {
     if (!c->lora.enabled || !c->lora.weights[0]) return 0;
-    if (gt_adapters_open(c->lora.weights, &j->model->cfg, &j->lora, err, errn)) return -1;
+    if (gt_peft_detect(c->lora.weights) ? gt_adapters_open(c->lora.weights, &j->model->cfg, &j->lora, err, errn)
+                                        : gt_keras_lora_open_mm(c->lora.weights, &j->model->cfg, mm_encoder(j), &j->lora, err, errn))
+        return -1;
     c->lora.rank = j->lora->rank;
     c->lora.alpha = j->lora->alpha; /* = rank: Keras files hold B already scaled */
     memset(c->lora.targets, 0, sizeof c->lora.targets);

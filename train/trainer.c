@@ -151,7 +151,8 @@ static int save_outputs(gt_job *j, int64_t step, double eval_loss, char *err, si
     char path[GT_CFG_STR + 32], e[1024];
     if (j->lora) {
         snprintf(path, sizeof path, "%s/adapter.lora.h5", c->output_dir);
-        if (gt_keras_lora_save(path, j->lora, &j->model->cfg, err, errn)) return -1;
+        const gt_vision *enc = j->model->cfg.generation == 3 ? j->vis.enc : NULL; /* its adapters, its indices */
+        if (gt_keras_lora_save_mm(path, j->lora, &j->model->cfg, enc, err, errn)) return -1;
     } else {
         snprintf(path, sizeof path, "%s/model", c->output_dir);
         gt_preset_save_opts o = {.sequence_length = c->data.sequence_length,
@@ -166,7 +167,8 @@ static int save_outputs(gt_job *j, int64_t step, double eval_loss, char *err, si
     }
     fprintf(stderr, "wrote %s\n", path);
     gt_tensor *const *vt;
-    if (j->vis.enc && (j->lora || j->model->cfg.generation != 3)) /* not silent: the file lacks it */
+    bool enc_in_file = j->lora && j->vis.enc && j->vis.enc->n_lora && j->model->cfg.generation == 3;
+    if (j->vis.enc && (j->lora || j->model->cfg.generation != 3) && !enc_in_file) /* not silent: the file lacks it */
         fprintf(stderr, "note: %s holds no vision encoder%s\n", path,
                 gt_vrows_trainables(&j->vis, &vt) ? " (its trained weights are in the checkpoints only)" : "");
     return 0;
@@ -258,6 +260,11 @@ static int64_t resume(run *r, char *err, size_t errn) {
 
 int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_lora **lora,
                      gt_tokenizer **tok, int64_t *step, char *err, size_t errn) {
+    return gt_train_restore_mm(c, ckpt, model, lora, NULL, tok, step, err, errn);
+}
+
+int gt_train_restore_mm(const gt_config *c, const char *ckpt, gt_gemma **model, gt_lora **lora, gt_vision **vision,
+                        gt_tokenizer **tok, int64_t *step, char *err, size_t errn) {
     gt_job j;
     gt_dist solo = {.world = 1, .local_world = 1};
     gt_optim opt = {0};
@@ -268,6 +275,7 @@ int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_
     *model = NULL;
     *lora = NULL;
     *tok = NULL;
+    if (vision) *vision = NULL;
     if (gt_job_build_model(&j, err, errn) || gt_job_build_trainables(&j, err, errn)) goto done;
     /* the optimizer only gives the checkpoint's state arrays a place to land */
     gt_optim_cfg oc;
@@ -277,8 +285,9 @@ int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_
     gt_ckpt_model cm = {&j.model->cfg, j.lora, gt_cfg_optimizer_names[c->optimizer.name]};
     gt_ckpt_state st;
     if (gt_ckpt_load(ckpt, &cm, j.slices, j.n_slices, &opt, &st, NULL, err, errn)) goto done;
-    if (j.vis.enc) /* not silent: what callers build from the result is text only */
+    if (j.vis.enc && !vision) /* not silent: what callers build from the result is text only */
         fprintf(stderr, "note: %s: the run's vision encoder stays behind: the decoder alone is restored\n", ckpt);
+    if (vision) *vision = j.vis.enc, j.vis.enc = NULL;
     *model = j.model;
     *lora = j.lora;
     *tok = j.tok;

@@ -19,6 +19,7 @@
 
 #include "data/tokenizer.h"
 #include "models/gemma.h"
+#include "models/vision.h"
 #include "train/config.h"
 #include "train/dist.h"
 #include "train/eval.h" /* gt_eval_job */
@@ -31,5 +32,9 @@ int gt_train_job(const gt_config *cfg, gt_dist *dist, char *err, size_t errn);
  * tensors loaded. *model->lora points at *lora. The caller frees all three. */
 int gt_train_restore(const gt_config *c, const char *ckpt, gt_gemma **model, gt_lora **lora,
                      gt_tokenizer **tok, int64_t *step, char *err, size_t errn);
+/* The same, and the run's vision encoder (trained weights or adapters included; NULL for a text
+ * model) into *vision, the caller's. */
+int gt_train_restore_mm(const gt_config *c, const char *ckpt, gt_gemma **model, gt_lora **lora, gt_vision **vision,
+                        gt_tokenizer **tok, int64_t *step, char *err, size_t errn);
 
 #endif

@@ -31,6 +31,7 @@ static int load_from(const char *path, bool trainable, gt_vision **enc, char *er
 int gt_vrows_build(gt_vrows *v, const gt_gemma *m, const gt_config *c, char *err, size_t errn) {
     memset(v, 0, sizeof *v);
     gt_vision_train mode = c->model.vision.train;
+    v->trains = mode != GT_VISION_FROZEN;
     if (c->model.weights[0]) {
         if (load_from(c->model.weights, mode == GT_VISION_FULL, &v->enc, err, errn)) return -1;
     } else if (m->cfg.vision.num_layers > 0) {
@@ -90,7 +91,7 @@ int gt_vrows_fill(gt_vrows *v, const gt_tokenizer *tok, int64_t r, const gt_exam
     if (n != ex->n_images * v->tokens)
         return snprintf(err, errn, "data.sequence_length (%lld) cuts the record's images short: %lld of their "
                         "%lld tokens fit", (long long)v->S, (long long)n, (long long)(ex->n_images * v->tokens)), -1;
-    for (int i = 0; i < ex->n_images; i++) {
+    for (int i = 0; i < ex->n_images && !v->no_pixels; i++) {
         gt_image im;
         if (gt_image_load(ex->images[i], &im, err, errn)) return -1;
         int rc = gt_image_preprocess(&im, &v->ic, v->pixels + (r * v->slots + i) * v->per, err, errn);
@@ -103,7 +104,7 @@ int gt_vrows_fill(gt_vrows *v, const gt_tokenizer *tok, int64_t r, const gt_exam
 
 int64_t gt_vrows_trainables(const gt_vrows *v, gt_tensor *const **out) {
     *out = NULL;
-    if (!v->enc) return 0;
+    if (!v->enc || !v->trains) return 0;
     if (v->enc->n_lora) return *out = v->enc->lora, v->enc->n_lora;
     if (v->enc->n_params && v->enc->params[0]->requires_grad) return *out = v->enc->params, v->enc->n_params;
     return 0;

@@ -29,6 +29,8 @@ typedef struct gt_vrows {
     float *pixels;     /* rows x slots x per */
     int32_t *count;    /* images of each row */
     uint8_t *mask;     /* rows x S: 1 at the image placeholders */
+    bool no_pixels;    /* fill checks and marks rows but decodes nothing (eval's ordering pass) */
+    bool trains;       /* model.vision_train is not frozen (adapters read from a file stay fixed then) */
 } gt_vrows;
 
 /* The encoder for model m: from c's model.weights (a KerasHub preset or HF directory; nothing

@@ -14,6 +14,7 @@
 #include "models/gemma_fields.h"
 #include "models/gemma_params.h"
 #include "models/io/safetensors.h"
+#include "models/io/vision_hf.h"
 #include "util/err.h"
 #include "util/fsutil.h"
 
@@ -950,80 +951,38 @@ static const float *expert_entry(const gt_gemma *m, const gt_gemma_param *p, flo
     return g;
 }
 
-int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *opts, char *err,
-                     size_t errn) {
-    gt_hf_save_opts o = opts ? *opts : (gt_hf_save_opts){0};
+/* The decoder's tensors under their HF names (after prefix pre) into e; *n of them. */
+static int gather_decoder(const gt_gemma *m, const char *pre, gt_st_entry *e, char (*names)[128], float **fused,
+                          size_t *n, char *err, size_t errn) {
     const gt_gemma_config *c = &m->cfg;
-    if (m->frozen_dtype != GT_FROZEN_FP32) /* the writer reads fp32 parameters */
-        return gt_errf(err, errn, "hf save: %s: the model is stored as %s: widen it first (gt_gemma_set_frozen_dtype)", dir, gt_frozen_dtype_names[m->frozen_dtype]);
-    if (check_expressible(c, err, errn)) return -1;
-    gt_tokenizer *tok = NULL;
-    int32_t bos = 2, eos = 1, pad = 0, eot = -1; /* Gemma's ids when no tokenizer is given */
-    if (o.tokenizer) {
-        if (gt_tok_load(o.tokenizer, &tok, err, errn)) return -1;
-        bos = gt_tok_bos(tok);
-        eos = gt_tok_eos(tok);
-        pad = gt_tok_pad(tok);
-        eot = gt_tok_piece_id(tok, "<end_of_turn>");
-        /* HF tokenizers may be longer than the embedding (Gemma 3's <image_soft_token> on text
-         * models); the ids the model is told about must fit it */
-        if (bos >= c->vocab_size || eos >= c->vocab_size || pad >= c->vocab_size || eot >= c->vocab_size) {
-            int rc = gt_errf(err, errn, "hf save: tokenizer %s: special ids (bos %d, eos %d, pad %d, <end_of_turn> %d) "
-                          "do not fit the model's vocab_size %lld", o.tokenizer, bos, eos, pad, eot,
-                          (long long)c->vocab_size);
-            gt_tok_free(tok);
-            return rc;
-        }
-    }
-    if (make_dir(dir, err, errn)) {
-        gt_tok_free(tok);
-        return -1;
-    }
-    /* tensors under their HF names */
-    gt_st_entry *e = calloc((size_t)m->n_params, sizeof *e);
-    char (*names)[96] = calloc((size_t)m->n_params, sizeof *names);
-    float **fused = calloc((size_t)c->num_layers, sizeof *fused); /* per layer: gate_up, or NULL */
-    int rc = 0;
-    if (!e || !names || !fused) {
-        rc = gt_errf(err, errn, "hf save: out of memory");
-        goto done;
-    }
-    size_t n = 0;
-    for (int k = 0; k < m->n_params && !rc; k++) {
+    for (int k = 0; k < m->n_params; k++) {
         const gt_gemma_param *p = &m->params[k];
         if (p->row->keras_layout == GT_KERAS_EXPERTS && p->t == m->layers[p->layer].expert_up) continue; /* fused */
-        if (gt_gemma_param_hf_name(p->row, c, p->layer, "model.", names[n], sizeof names[n])) {
-            rc = gt_errf(err, errn, "hf save: %s has no Hugging Face name", p->name);
-            break;
-        }
-        e[n].name = names[n];
-        e[n].data = p->t->data;
-        e[n].ndim = p->t->ndim ? p->t->ndim : 1; /* a scalar (Gemma 4's layer_scalar): HF stores [1] */
-        e[n].shape[0] = 1;
-        for (int d = 0; d < p->t->ndim; d++) e[n].shape[d] = p->t->shape[d];
-        if (p->row->keras_layout == GT_KERAS_EXPERTS && !(e[n].data = expert_entry(m, p, fused, &e[n]))) {
-            rc = gt_errf(err, errn, "hf save: out of memory joining %s", p->name);
-            break;
-        }
-        n++;
+        if (gt_gemma_param_hf_name(p->row, c, p->layer, pre, names[*n], sizeof names[*n]))
+            return gt_errf(err, errn, "hf save: %s has no Hugging Face name", p->name);
+        gt_st_entry *x = &e[*n];
+        x->name = names[*n];
+        x->data = p->t->data;
+        x->ndim = p->t->ndim ? p->t->ndim : 1; /* a scalar (Gemma 4's layer_scalar): HF stores [1] */
+        x->shape[0] = 1;
+        for (int d = 0; d < p->t->ndim; d++) x->shape[d] = p->t->shape[d];
+        if (p->row->keras_layout == GT_KERAS_EXPERTS && !(x->data = expert_entry(m, p, fused, x)))
+            return gt_errf(err, errn, "hf save: out of memory joining %s", p->name);
+        (*n)++;
     }
-    if (rc) goto done;
-    char *wpath = gt_path_join(dir, "model.safetensors");
-    static const char *const meta[] = {"format", "pt", NULL};
-    if (!wpath) rc = gt_errf(err, errn, "hf save: out of memory");
-    else rc = gt_st_write(wpath, e, n, o.bf16 ? GT_ST_BF16 : GT_ST_F32, meta, err, errn);
-    free(wpath);
-    if (rc) goto done;
-    /* a stale index would shadow the new single file */
-    char *idx = gt_path_join(dir, "model.safetensors.index.json");
-    if (idx && access(idx, F_OK) == 0 && unlink(idx))
-        rc = gt_errf(err, errn, "hf save: %s: cannot remove the old shard index: %s", idx, strerror(errno));
-    free(idx);
-    if (rc) goto done;
-    json_t *cj = config_json(c, o.bf16, bos, eos, pad);
-    rc = write_json(dir, "config.json", cj, err, errn);
+    return 0;
+}
+
+/* config.json (the multimodal one around the text config when there is an encoder) and
+ * generation_config.json. ids: bos, eos, pad, <end_of_turn>, then the image token ids. */
+static int write_configs(const gt_gemma *m, const gt_hf_save_opts *o, const char *dir, const int32_t ids[7],
+                         char *err, size_t errn) {
+    int32_t bos = ids[0], eos = ids[1], pad = ids[2], eot = ids[3];
+    json_t *cj = config_json(&m->cfg, o->bf16, bos, eos, pad);
+    if (o->vision) cj = gt_vision_hf_config(&o->vision->cfg, cj, ids + 4);
+    int rc = write_json(dir, "config.json", cj, err, errn);
     json_decref(cj);
-    if (rc) goto done;
+    if (rc) return rc;
     json_t *gj = json_object();
     json_object_set_new(gj, "_from_model_config", json_false());
     json_object_set_new(gj, "bos_token_id", bos >= 0 ? json_integer(bos) : json_null());
@@ -1036,15 +995,79 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
         json_object_set_new(gj, "eos_token_id", eos >= 0 ? json_integer(eos) : json_null());
     }
     json_object_set_new(gj, "pad_token_id", pad >= 0 ? json_integer(pad) : json_null());
-    if (c->generation == 2) json_object_set_new(gj, "cache_implementation", json_string("hybrid"));
+    if (m->cfg.generation == 2) json_object_set_new(gj, "cache_implementation", json_string("hybrid"));
     rc = write_json(dir, "generation_config.json", gj, err, errn);
     json_decref(gj);
+    return rc;
+}
+
+/* The tokenizer's special ids (Gemma's when there is none): bos, eos, pad, <end_of_turn>,
+ * <start_of_image>, <end_of_image>, the image token; 0 or -1 when they do not fit the model. */
+static int special_ids(const gt_tokenizer *tok, const char *path, const gt_gemma_config *c, int32_t ids[7],
+                       char *err, size_t errn) {
+    int32_t d[7] = {2, 1, 0, -1, -1, -1, -1};
+    memcpy(ids, d, sizeof d);
+    if (!tok) return 0;
+    ids[0] = gt_tok_bos(tok), ids[1] = gt_tok_eos(tok), ids[2] = gt_tok_pad(tok);
+    ids[3] = gt_tok_piece_id(tok, "<end_of_turn>");
+    ids[4] = gt_tok_piece_id(tok, "<start_of_image>"), ids[5] = gt_tok_piece_id(tok, "<end_of_image>");
+    ids[6] = gt_tok_piece_id(tok, "<image_soft_token>");
+    /* HF tokenizers may be longer than the embedding (Gemma 3's <image_soft_token> on text
+     * models); the ids the model is told about must fit it */
+    for (int i = 0; i < 4; i++)
+        if (ids[i] >= c->vocab_size)
+            return gt_errf(err, errn, "hf save: tokenizer %s: special ids (bos %d, eos %d, pad %d, <end_of_turn> %d) "
+                           "do not fit the model's vocab_size %lld", path, ids[0], ids[1], ids[2], ids[3],
+                           (long long)c->vocab_size);
+    return 0;
+}
+
+int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *opts, char *err,
+                     size_t errn) {
+    gt_hf_save_opts o = opts ? *opts : (gt_hf_save_opts){0};
+    const gt_gemma_config *c = &m->cfg;
+    if (m->frozen_dtype != GT_FROZEN_FP32) /* the writer reads fp32 parameters */
+        return gt_errf(err, errn, "hf save: %s: the model is stored as %s: widen it first (gt_gemma_set_frozen_dtype)", dir, gt_frozen_dtype_names[m->frozen_dtype]);
+    if (check_expressible(c, err, errn)) return -1;
+    if (o.vision && (c->generation != 3 || o.vision->cfg.output_dim != c->hidden_dim))
+        return gt_errf(err, errn, "hf save: %s: a vision encoder is written for Gemma 3 with output_dim = hidden_dim", dir);
+    gt_tokenizer *tok = NULL;
+    int32_t ids[7];
+    if (o.tokenizer && gt_tok_load(o.tokenizer, &tok, err, errn)) return -1;
+    if (special_ids(tok, o.tokenizer, c, ids, err, errn) || make_dir(dir, err, errn)) {
+        gt_tok_free(tok);
+        return -1;
+    }
+    gt_vision_hf_out vo = {0};
+    int rc = o.vision ? gt_vision_hf_tensors(o.vision, &vo, err, errn) : 0;
+    /* tensors under their HF names: the decoder, then the encoder */
+    gt_st_entry *e = calloc((size_t)(m->n_params + vo.n), sizeof *e);
+    char (*names)[128] = calloc((size_t)m->n_params, sizeof *names);
+    float **fused = calloc((size_t)c->num_layers, sizeof *fused); /* per layer: gate_up, or NULL */
+    if (!rc && (!e || !names || !fused)) rc = gt_errf(err, errn, "hf save: out of memory");
+    size_t n = 0;
+    if (!rc) rc = gather_decoder(m, o.vision ? "language_model.model." : "model.", e, names, fused, &n, err, errn);
+    for (int64_t i = 0; !rc && i < vo.n; i++) e[n++] = vo.e[i];
+    if (rc) goto done;
+    char *wpath = gt_path_join(dir, "model.safetensors");
+    static const char *const meta[] = {"format", "pt", NULL};
+    if (!wpath) rc = gt_errf(err, errn, "hf save: out of memory");
+    else rc = gt_st_write(wpath, e, n, o.bf16 ? GT_ST_BF16 : GT_ST_F32, meta, err, errn);
+    free(wpath);
+    if (rc) goto done;
+    /* a stale index would shadow the new single file */
+    char *idx = gt_path_join(dir, "model.safetensors.index.json");
+    if (idx && access(idx, F_OK) == 0 && unlink(idx))
+        rc = gt_errf(err, errn, "hf save: %s: cannot remove the old shard index: %s", idx, strerror(errno));
+    free(idx);
+    if (!rc) rc = write_configs(m, &o, dir, ids, err, errn);
     if (!rc && tok) rc = save_tokenizer(o.tokenizer, tok, dir, err, errn);
 done:
     for (int64_t i = 0; fused && i < c->num_layers; i++) free(fused[i]);
     free(fused);
     free(e);
     free(names);
+    gt_vision_hf_out_free(&vo);
     gt_tok_free(tok);
     return rc;
 }

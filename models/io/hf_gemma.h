@@ -36,12 +36,14 @@
  * Save: config.json (transformers 5 keys plus the 4.x ones for older readers),
  * generation_config.json and model.safetensors (F32 or BF16, tied head not stored,
  * {"format": "pt"} metadata), every file written atomically; optionally the tokenizer (see
- * gt_hf_save_opts). Gemma 3 is written as Gemma3ForCausalLM (text only). Configs that the HF
+ * gt_hf_save_opts). Gemma 3 is written as Gemma3ForCausalLM, or with gt_hf_save_opts.vision as
+ * Gemma3ForConditionalGeneration. Configs that the HF
  * class for the generation cannot express (e.g. Gemma 1 with soft-caps) are refused. */
 #ifndef GT_HF_GEMMA_H
 #define GT_HF_GEMMA_H
 
 #include "models/gemma.h"
+#include "models/vision.h"
 
 /* Parse dir/config.json (or a config.json path). arch (may be NULL) gets the architecture. */
 int gt_hf_gemma_config(const char *path, gt_gemma_config *cfg, char *arch, size_t archn, char *err,
@@ -58,6 +60,10 @@ typedef struct gt_hf_save_opts {
      * longer, as Gemma 3's is) go into config.json and generation_config.json, <end_of_turn>
      * into generation_config.json's eos_token_id list. */
     const char *tokenizer;
+    /* NULL, or Gemma 3's vision encoder (adapters merged): the directory becomes a
+     * Gemma3ForConditionalGeneration (language_model.model., vision_tower.vision_model.,
+     * multi_modal_projector.; models/io/vision_hf.h) */
+    const gt_vision *vision;
 } gt_hf_save_opts;
 
 /* Write the model into dir (created if missing). The files named above are replaced, a stale

@@ -1,5 +1,7 @@
 #include "models/io/keras_lora.h"
 
+#include "models/io/vision_lora.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,14 @@ static int a_shape(const gt_gemma_config *c, const gt_lora_adapter *ad, gt_lora_
 
 int gt_keras_lora_save(const char *path, const gt_lora *l, const gt_gemma_config *cfg, char *err,
                        size_t errn) {
+    return gt_keras_lora_save_mm(path, l, cfg, NULL, err, errn);
+}
+
+/* The decoder's indices move past a multimodal backbone's encoder layers. */
+static int64_t shift_of(const gt_vision *v) { return v ? gt_vision_keras_lora_shift(&v->cfg) : 0; }
+
+int gt_keras_lora_save_mm(const char *path, const gt_lora *l, const gt_gemma_config *cfg, const gt_vision *v,
+                          char *err, size_t errn) {
     gt_h5w w;
     if (gt_h5_create(path, &w, err, errn)) return -1;
     float *buf = NULL;
@@ -55,7 +65,7 @@ int gt_keras_lora_save(const char *path, const gt_lora *l, const gt_gemma_config
                 buf = nb, cap = need;
             }
             char p[128];
-            int64_t idx = gt_keras_lora_index(cfg, i, (gt_lora_target)t), sa[3];
+            int64_t idx = gt_keras_lora_index(cfg, i, (gt_lora_target)t) + shift_of(v), sa[3];
             int na = a_shape(cfg, ad, (gt_lora_target)t, l->rank, sa);
             if (sizeof(gt_real) == sizeof(float)) {
                 gt_lora_get_keras_a(ad, (gt_real *)buf);
@@ -79,6 +89,7 @@ int gt_keras_lora_save(const char *path, const gt_lora *l, const gt_gemma_config
             rc = gt_h5_write_f32(w.f, p, buf, 2, ad->b.shape, err, errn);
         }
     free(buf);
+    if (!rc) rc = gt_vision_lora_write(w.f, path, v, err, errn);
     if (rc) {
         gt_h5_abort(&w);
         return -1;
@@ -157,11 +168,17 @@ done:
 
 int gt_keras_lora_load(const char *path, gt_lora *l, const gt_gemma_config *cfg, char *err,
                        size_t errn) {
+    return gt_keras_lora_load_mm(path, l, cfg, NULL, err, errn);
+}
+
+int gt_keras_lora_load_mm(const char *path, gt_lora *l, const gt_gemma_config *cfg, gt_vision *v, char *err,
+                          size_t errn) {
     gt_h5 f;
     if (gt_h5_open_read(path, &f, err, errn)) return -1;
-    int64_t rank;
+    int64_t rank, venc = 0;
     int rc = -1, found = 0;
     if (read_rank(f, path, &rank, err, errn)) goto done;
+    if (v && gt_vision_lora_read(f, path, v, rank, &venc, err, errn)) goto done;
     if (rank != l->rank) {
         snprintf(err, errn, "%s: LoRA rank %lld in the file, %lld configured (lora.rank)", path,
                  (long long)rank, (long long)l->rank);
@@ -174,7 +191,7 @@ int gt_keras_lora_load(const char *path, gt_lora *l, const gt_gemma_config *cfg,
     }
     for (int64_t i = 0; i < cfg->num_layers; i++)
         for (int t = 0; t < GT_LORA_NTARGETS; t++) {
-            int64_t idx = gt_keras_lora_index(cfg, i, (gt_lora_target)t);
+            int64_t idx = gt_keras_lora_index(cfg, i, (gt_lora_target)t) + shift_of(v);
             char g[64];
             snprintf(g, sizeof g, "/lora/%lld", (long long)idx);
             bool in_file = gt_h5_exists(f, g);
@@ -198,9 +215,10 @@ int gt_keras_lora_load(const char *path, gt_lora *l, const gt_gemma_config *cfg,
     /* members of /lora: "vars" and one group per adapter; anything else is a layer we do not
      * know (a norm, a file for another architecture) */
     int64_t n = gt_h5_count(f, "/lora");
-    if (n != found + 1) {
-        snprintf(err, errn, "%s: %lld adapter groups, %d match this model's layers (a file for "
-                 "another architecture?)", path, (long long)(n - 1), found);
+    if (n != found + venc + 1) {
+        snprintf(err, errn, "%s: %lld adapter groups, %lld match this model's layers (a file for "
+                 "another architecture%s?)", path, (long long)(n - 1), (long long)(found + venc),
+                 v ? "" : ", or with a vision encoder's adapters");
         goto done;
     }
     rc = 0;
@@ -211,6 +229,11 @@ done:
 
 int gt_keras_lora_open(const char *path, const gt_gemma_config *cfg, gt_lora **out, char *err,
                        size_t errn) {
+    return gt_keras_lora_open_mm(path, cfg, NULL, out, err, errn);
+}
+
+int gt_keras_lora_open_mm(const char *path, const gt_gemma_config *cfg, gt_vision *v, gt_lora **out, char *err,
+                          size_t errn) {
     *out = NULL;
     gt_h5 f;
     if (gt_h5_open_read(path, &f, err, errn)) return -1;
@@ -219,7 +242,7 @@ int gt_keras_lora_open(const char *path, const gt_gemma_config *cfg, gt_lora **o
     int rc = read_rank(f, path, &rank, err, errn);
     for (int t = 0; t < GT_LORA_NTARGETS && !rc; t++) {
         char g[64];
-        snprintf(g, sizeof g, "/lora/%lld", (long long)gt_keras_lora_index(cfg, 0, (gt_lora_target)t));
+        snprintf(g, sizeof g, "/lora/%lld", (long long)(gt_keras_lora_index(cfg, 0, (gt_lora_target)t) + shift_of(v)));
         if (gt_h5_exists(f, g)) targets |= 1u << t;
     }
     gt_h5_close(f);
@@ -231,7 +254,7 @@ int gt_keras_lora_open(const char *path, const gt_gemma_config *cfg, gt_lora **o
     char e[512];
     if (gt_lora_create_for(cfg, rank, (double)rank, targets, 0, &l, e, sizeof e))
         return snprintf(err, errn, "%s: %s", path, e), -1;
-    if (gt_keras_lora_load(path, l, cfg, err, errn)) {
+    if (gt_keras_lora_load_mm(path, l, cfg, v, err, errn)) {
         gt_lora_free(l);
         return -1;
     }

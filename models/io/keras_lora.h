@@ -33,6 +33,7 @@
 
 #include "models/gemma.h"
 #include "models/lora.h"
+#include "models/vision.h"
 
 /* Keras layer index of a target of decoder block `layer`. */
 int64_t gt_keras_lora_index(const gt_gemma_config *cfg, int64_t layer, gt_lora_target t);
@@ -46,5 +47,15 @@ int gt_keras_lora_load(const char *path, gt_lora *l, const gt_gemma_config *cfg,
 /* New adapters (rank and targets from the file, alpha = rank) filled from the file. */
 int gt_keras_lora_open(const char *path, const gt_gemma_config *cfg, gt_lora **out, char *err,
                        size_t errn);
+
+/* The same for a Gemma3Backbone with a vision encoder v (NULL: text only, as above): the
+ * decoder's indices move past the encoder's layers, and the encoder's own adapters (v's, when it
+ * has them) are written after the decoder's / read into v (models/io/vision_lora.h). */
+int gt_keras_lora_save_mm(const char *path, const gt_lora *l, const gt_gemma_config *cfg, const gt_vision *v,
+                          char *err, size_t errn);
+int gt_keras_lora_load_mm(const char *path, gt_lora *l, const gt_gemma_config *cfg, gt_vision *v, char *err,
+                          size_t errn);
+int gt_keras_lora_open_mm(const char *path, const gt_gemma_config *cfg, gt_vision *v, gt_lora **out, char *err,
+                          size_t errn);
 
 #endif

@@ -296,7 +296,19 @@ static json_t *tokenizer_json(const gt_gemma_config *c, const gt_tokenizer *tok)
     return serialized("keras_hub.src.models.gemma.gemma_tokenizer", "GemmaTokenizer", j);
 }
 
-static json_t *preprocessor_json(const gt_gemma_config *c, const gt_tokenizer *tok, int64_t seq) {
+/* Gemma3ImageConverter's config as keras.layers.serialize writes it, for the encoder's image size
+ * and our preprocessing (models/io/vision_keras.h; data/image.h: crop to a square, bilinear
+ * without antialias, x / 127.5 - 1). */
+static json_t *image_converter_json(const gt_vision *v) {
+    json_t *j = json_pack("{s:s, s:b, s:o, s:[I, I], s:f, s:f, s:s, s:b, s:b, s:b, s:s}", "name",
+                          "gemma3_image_converter", "trainable", 1, "dtype", dtype_policy("float32"), "image_size",
+                          (json_int_t)v->cfg.image_size, (json_int_t)v->cfg.image_size, "scale", 1.0 / 127.5,
+                          "offset", -1.0, "interpolation", "bilinear", "antialias", 0, "crop_to_aspect_ratio", 1,
+                          "pad_to_aspect_ratio", 0, "bounding_box_format", "yxyx");
+    return j ? serialized("keras_hub.src.models.gemma3.gemma3_image_converter", "Gemma3ImageConverter", j) : NULL;
+}
+
+static json_t *preprocessor_json(const gt_gemma_config *c, const gt_tokenizer *tok, int64_t seq, const gt_vision *v) {
     if (c->generation == 4) {
         /* text only: no converters; the media counts are Gemma4CausalLMPreprocessor's defaults */
         json_t *j = json_pack("{s:s, s:b, s:o, s:o, s:s, s:I, s:b, s:b, s:n, s:n, s:n, s:i, s:i, s:i, s:i, s:i,"
@@ -321,7 +333,10 @@ static json_t *preprocessor_json(const gt_gemma_config *c, const gt_tokenizer *t
                           "sequence_length", (json_int_t)seq, "add_start_token", 1, "add_end_token", 1);
     if (!j) return NULL;
     if (g3) {
-        json_object_set_new(j, "num_vision_tokens_per_image", json_integer(256));
+        /* with an encoder and the image pieces, KerasHub builds the preprocessor with images */
+        bool images = v && has_pieces(tok, "<img>", "<start_of_image>", "<end_of_image>");
+        json_object_set_new(j, "num_vision_tokens_per_image", json_integer(images ? gt_vision_tokens_per_image(&v->cfg) : 256));
+        if (images) json_object_set_new(j, "image_converter", image_converter_json(v));
         json_object_set_new(j, "max_images_per_prompt", json_integer(2));
         return serialized("keras_hub.src.models.gemma3.gemma3_causal_lm_preprocessor",
                           "Gemma3CausalLMPreprocessor", j);
@@ -362,7 +377,8 @@ static json_t *metadata_json(const gt_gemma_config *c, const gt_preset_save_opts
                           isfinite(p->final_eval_loss) ? json_real(p->final_eval_loss) : json_null());
     return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "keras_version", KERAS_FORMAT_VERSION,
                      "keras_hub_version", KERAS_HUB_FORMAT_VERSION, "parameter_count",
-                     (json_int_t)gt_gemma_param_count(c), "date_saved", date, "tasks", tasks,
+                     (json_int_t)(gt_gemma_param_count(c) + (o->vision ? gt_vision_param_count(&o->vision->cfg) : 0)),
+                     "date_saved", date, "tasks", tasks,
                      "gemmatrain", g);
 }
 
@@ -440,7 +456,8 @@ static int save_weights(const char *dir, const gt_gemma *m, const gt_preset_save
     free(buf);
     free(merged);
     free(w);
-    if (!rc && o->vision) rc = gt_vision_keras_write(h.f, o->vision, err, errn);
+    /* the encoder's adapters are merged unless they go into adapter.lora.h5 beside it */
+    if (!rc && o->vision) rc = gt_vision_keras_write(h.f, o->vision, !o->lora || o->merge_lora, err, errn);
     if (rc) {
         gt_h5_abort(&h);
         return -1;
@@ -472,10 +489,10 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
     if (save_weights(dir, m, &o, err, errn)) return -1;
     if (o.lora && !o.merge_lora) {
         snprintf(sub, sizeof sub, "%s/adapter.lora.h5", dir);
-        if (gt_keras_lora_save(sub, o.lora, c, err, errn)) return -1;
+        if (gt_keras_lora_save_mm(sub, o.lora, c, o.vision, err, errn)) return -1;
     }
     json_t *task = json_pack("{s:o, s:o, s:s}", "backbone", with_vision(backbone_json(c), o.vision), "preprocessor",
-                             preprocessor_json(c, tok, o.sequence_length), "name",
+                             preprocessor_json(c, tok, o.sequence_length, o.vision), "name",
                              c->generation == 4 ? "gemma4_causal_lm" : c->generation >= 3 ? "gemma3_causal_lm" : "gemma_causal_lm");
     if (task && c->generation == 4) {
         json_object_set_new(task, "final_logit_cap", json_null());
@@ -485,7 +502,7 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
                                   : serialized("keras_hub.src.models.gemma.gemma_causal_lm", "GemmaCausalLM", task);
     }
     if (write_json(dir, "task.json", task, err, errn) ||
-        write_json(dir, "preprocessor.json", preprocessor_json(c, tok, o.sequence_length), err, errn) ||
+        write_json(dir, "preprocessor.json", preprocessor_json(c, tok, o.sequence_length, o.vision), err, errn) ||
         write_json(dir, "tokenizer.json", tokenizer_json(c, tok), err, errn) ||
         write_json(dir, "metadata.json", metadata_json(c, &o), err, errn))
         return -1;

@@ -51,7 +51,8 @@ typedef struct gt_preset_save_opts {
                                  set, the adapters go to dir/adapter.lora.h5 */
     int64_t sequence_length;  /* preprocessor's; 0: 1024 */
     gt_preset_provenance prov;
-    const gt_vision *vision;  /* Gemma 3's encoder (its adapters merged), or NULL: decoder only */
+    const gt_vision *vision;  /* Gemma 3's encoder, or NULL: decoder only; its adapters merged, or with
+                                 lora set and merge_lora false, in adapter.lora.h5 */
 } gt_preset_save_opts;
 
 int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer *tok,

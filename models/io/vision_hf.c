@@ -149,3 +149,89 @@ int gt_vision_hf_load(const char *dir, bool trainable, gt_vision **out, char *er
     *out = v;
     return 0;
 }
+
+/* ---------------------------------------------------------------- writing */
+
+void gt_vision_hf_out_free(gt_vision_hf_out *o) {
+    for (int64_t i = 0; o->e && i < o->n; i++) {
+        free((char *)o->e[i].name);
+        free((float *)o->e[i].data);
+    }
+    free(o->e);
+    *o = (gt_vision_hf_out){0};
+}
+
+/* p in HF's layout into e (name and data allocated); the inverse of load_one. */
+static int hf_entry(const gt_vision *v, const gt_tensor *p, gt_st_entry *e, float *tmp) {
+    char name[256], full[300];
+    bool proj, conv, tr;
+    if (!hf_name(p->name, name, sizeof name, &proj, &conv, &tr)) return -1;
+    snprintf(full, sizeof full, "%s%s", proj ? "multi_modal_projector." : "vision_tower.vision_model.", name);
+    float *d = malloc(sizeof(float) * (size_t)p->size);
+    if (!d || !(e->name = strdup(full))) return free(d), -1;
+    e->data = d;
+    gt_vision_merged(v, p, tmp);
+    int64_t r = p->ndim == 2 ? p->shape[0] : 1, c = p->ndim == 2 ? p->shape[1] : p->size;
+    e->ndim = p->ndim;
+    for (int a = 0; a < p->ndim; a++) e->shape[a] = p->shape[a];
+    if (conv) { /* [D, (u, v, ch)] -> (D, 3, p, p) */
+        int64_t k = v->cfg.patch_size;
+        e->ndim = 4, e->shape[1] = 3, e->shape[2] = e->shape[3] = k;
+        for (int64_t o = 0; o < r; o++)
+            for (int64_t ch = 0; ch < 3; ch++)
+                for (int64_t u = 0; u < k; u++)
+                    for (int64_t w = 0; w < k; w++) d[((o * 3 + ch) * k + u) * k + w] = tmp[o * c + (u * k + w) * 3 + ch];
+    } else if (tr) { /* (out, in) -> (in, out) */
+        e->shape[0] = c, e->shape[1] = r;
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < c; j++) d[j * r + i] = tmp[i * c + j];
+    } else {
+        memcpy(d, tmp, sizeof(float) * (size_t)p->size);
+    }
+    return 0;
+}
+
+int gt_vision_hf_tensors(const gt_vision *v, gt_vision_hf_out *out, char *err, size_t errn) {
+    *out = (gt_vision_hf_out){0};
+    int64_t maxn = 0;
+    for (int64_t i = 0; i < v->n_params; i++) maxn = v->params[i]->size > maxn ? v->params[i]->size : maxn;
+    float *tmp = malloc(sizeof(float) * (size_t)maxn);
+    out->e = calloc((size_t)v->n_params, sizeof *out->e);
+    int rc = tmp && out->e ? 0 : gt_errf(err, errn, "hf save: vision encoder: out of memory");
+    for (int64_t i = 0; i < v->n_params && !rc; i++, out->n++)
+        if (hf_entry(v, v->params[i], &out->e[i], tmp))
+            rc = gt_errf(err, errn, "hf save: vision encoder: %s: no Hugging Face name, or out of memory",
+                         v->params[i]->name);
+    free(tmp);
+    if (rc) gt_vision_hf_out_free(out);
+    return rc;
+}
+
+json_t *gt_vision_hf_config(const gt_vision_config *vc, json_t *text, const int32_t ids[3]) {
+    static const int32_t dflt[3] = {255999, 256000, 262144}; /* transformers' Gemma3Config */
+    json_t *o = json_object(), *dt = json_object_get(text, "dtype");
+    json_t *vis = json_pack("{s:s, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:s, s:f, s:b}", "model_type",
+                            "siglip_vision_model", "hidden_size", (json_int_t)vc->hidden_dim, "image_size",
+                            (json_int_t)vc->image_size, "intermediate_size", (json_int_t)vc->intermediate_dim,
+                            "layer_norm_eps", vc->layer_norm_epsilon, "num_attention_heads",
+                            (json_int_t)vc->num_heads, "num_channels", (json_int_t)3, "num_hidden_layers",
+                            (json_int_t)vc->num_layers, "patch_size", (json_int_t)vc->patch_size, "hidden_act",
+                            "gelu_pytorch_tanh", "attention_dropout", 0.0, "vision_use_head", 0);
+    json_t *arch = json_pack("[s]", "Gemma3ForConditionalGeneration");
+    if (!o || !vis || !arch || !text) {
+        json_decref(o), json_decref(vis), json_decref(arch), json_decref(text);
+        return NULL;
+    }
+    json_object_set_new(o, "architectures", arch);
+    json_object_set_new(o, "model_type", json_string("gemma3"));
+    if (dt) json_object_set(o, "dtype", dt), json_object_set(o, "torch_dtype", dt);
+    json_object_set_new(o, "tie_word_embeddings", json_true());
+    json_object_set_new(o, "initializer_range", json_real(0.02));
+    json_object_set_new(o, "mm_tokens_per_image", json_integer(gt_vision_tokens_per_image(vc)));
+    static const char *const keys[3] = {"boi_token_index", "eoi_token_index", "image_token_index"};
+    for (int i = 0; i < 3; i++) json_object_set_new(o, keys[i], json_integer(ids[i] >= 0 ? ids[i] : dflt[i]));
+    json_object_del(text, "architectures");
+    json_object_set_new(o, "text_config", text);
+    json_object_set_new(o, "vision_config", vis);
+    return o;
+}

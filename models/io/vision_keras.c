@@ -133,7 +133,7 @@ static const gt_tensor *find_lora(const gt_vision *v, const char *name) {
 
 /* t (ours) into dst in Keras' layout: the transpose of from_keras; a kernel with adapters gets
  * scale * A B added (A [in, r], B [r, out]: the product is already Keras' [in, out]). */
-static void to_keras(const gt_vision *v, const gt_tensor *t, int kind, float *dst) {
+static void to_keras(const gt_vision *v, const gt_tensor *t, int kind, bool merge, float *dst) {
     if (kind == 0) {
         for (int64_t i = 0; i < t->size; i++) dst[i] = (float)t->data[i];
         return;
@@ -146,7 +146,7 @@ static void to_keras(const gt_vision *v, const gt_tensor *t, int kind, float *ds
     snprintf(an, sizeof an, "%.*s/lora_kernel_a", (int)base, t->name);
     snprintf(bn, sizeof bn, "%.*s/lora_kernel_b", (int)base, t->name);
     const gt_tensor *a = find_lora(v, an), *b = find_lora(v, bn);
-    if (!a || !b) return;
+    if (!a || !b || !merge) return;
     int64_t rank = a->shape[1]; /* a [c = in, rank], b [rank, r = out] */
     for (int64_t i = 0; i < c; i++)
         for (int64_t j = 0; j < r; j++) {
@@ -171,7 +171,7 @@ static int keras_shape(const gt_vision *v, const gt_tensor *t, int kind, int64_t
     return t->ndim;
 }
 
-int gt_vision_keras_write(gt_h5 f, const gt_vision *v, char *err, size_t errn) {
+int gt_vision_keras_write(gt_h5 f, const gt_vision *v, bool merge_lora, char *err, size_t errn) {
     int64_t maxn = 0;
     for (int64_t i = 0; i < v->n_params; i++) maxn = v->params[i]->size > maxn ? v->params[i]->size : maxn;
     float *buf = malloc((size_t)maxn * sizeof *buf);
@@ -184,7 +184,7 @@ int gt_vision_keras_write(gt_h5 f, const gt_vision *v, char *err, size_t errn) {
         int64_t sh[4];
         keras_path(t->name, h5, sizeof h5, &kind);
         int nd = keras_shape(v, t, kind, sh);
-        to_keras(v, t, kind, buf);
+        to_keras(v, t, kind, merge_lora, buf);
         rc = gt_h5_write_f32(f, h5, buf, nd, sh, err, errn);
     }
     free(buf);

@@ -31,8 +31,9 @@
 int gt_vision_keras_config(const char *dir, gt_vision_config *vc, bool *has, char *err, size_t errn);
 int gt_vision_keras_load(const char *dir, bool trainable, gt_vision **out, char *err, size_t errn);
 
-/* The encoder's tensors into f (model.weights.h5 being written), with Keras' layer names. */
-int gt_vision_keras_write(gt_h5 f, const gt_vision *v, char *err, size_t errn);
+/* The encoder's tensors into f (model.weights.h5 being written), with Keras' layer names; its
+ * adapters folded in when merge_lora, else the base weights. */
+int gt_vision_keras_write(gt_h5 f, const gt_vision *v, bool merge_lora, char *err, size_t errn);
 /* {"module", "class_name": "Gemma3VisionEncoder", "config": {...}, "registered_name"}; NULL when
  * out of memory. */
 json_t *gt_vision_keras_config_json(const gt_vision_config *vc);
