@@ -144,8 +144,8 @@ static float *resize(const gt_image *img, int th, int tw) {
         out[i] = out[i] < 0.0f ? 0.0f : out[i] > 255.0f ? 255.0f : out[i];
 done:
     axis_free(&ax), axis_free(&ay);
-    if (cur != mid && cur != out) free(cur);
-    if (mid != out && mid != cur) free(mid);
+    if (cur != out) free(cur);
+    if (mid && mid != out && mid != cur) free(mid);
     return out;
 }
 
