@@ -111,6 +111,8 @@ static int hf_name(const char *ours, char *out, size_t n) {
     return -1;
 }
 
+int gt_hf_vision4_name(const char *ours, char *out, size_t n) { return hf_name(ours, out, n); }
+
 static int load_clip(gt_st *st, gt_tensor *t, const char *name, const char *dir, char *err,
                      size_t errn) {
     static const char *B[4] = {"input_min", "input_max", "output_min", "output_max"};

@@ -13,9 +13,16 @@ tests/fixtures/hf/gemma4_vision/:
                      /expected/output [14, 32]: get_image_features' soft tokens, padding cells
                      dropped as HF does (4 + 4 + 4 + 2 rows)
 Run: python3 tools/reference/make_hf_vision4_fixture.py
+
+--check-export DIR: DIR/vision and DIR/audio are towers gemmatrain wrote
+(GT_HF_TOWERS_EXPORT_DIR=DIR build/tests/test_hf_towers4): transformers builds
+Gemma4VisionModel / Gemma4AudioModel and their embedders from each config.json, loads the
+safetensors strictly (every key present, none left over) and reproduces the fixtures' outputs;
+exit status 1 when either differs by more than 1e-5 x max.
 """
 import json
 import os
+import sys
 
 import h5py
 import numpy as np
@@ -83,5 +90,50 @@ def main():
     print("output", out.shape, "max", np.abs(out).max(), "tensors", len(state))
 
 
+def load_tower(d, cfg_cls, model_cls, key, prefix, emb_prefix):
+    from safetensors.torch import load_file
+    conf = json.load(open(os.path.join(d, "config.json")))
+    cfg = cfg_cls(**{k: v for k, v in conf[key].items() if k != "model_type"})
+    tower = model_cls(cfg).eval()
+    emb = Gemma4MultimodalEmbedder(cfg, Gemma4TextConfig(**conf["text_config"])).eval()
+    state = load_file(os.path.join(d, "model.safetensors"))
+    tower.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                          strict=True)
+    emb.load_state_dict({k[len(emb_prefix):]: v for k, v in state.items()
+                         if k.startswith(emb_prefix)}, strict=False)
+    left = [k for k in state if not k.startswith((prefix, emb_prefix))]
+    assert not left, left
+    return tower, emb
+
+
+def check(d):
+    from transformers.models.gemma4.configuration_gemma4 import Gemma4AudioConfig
+    from transformers.models.gemma4.modeling_gemma4 import Gemma4AudioModel
+    ok = True
+    tower, emb = load_tower(os.path.join(d, "vision"), Gemma4VisionConfig, Gemma4VisionModel,
+                            "vision_config", "model.vision_tower.", "model.embed_vision.")
+    with h5py.File(os.path.join(OUT, "expected.h5")) as f, torch.no_grad():
+        h = tower(pixel_values=torch.tensor(f["inputs/pixels"][()]),
+                  pixel_position_ids=torch.tensor(f["inputs/positions"][()], dtype=torch.long))
+        got, want = emb(h.last_hidden_state).numpy(), f["expected/output"][()]
+    diff = np.abs(got - want).max() / np.abs(want).max()
+    print(f"transformers on our vision tower: {diff:.3g} x max")
+    ok &= diff <= 1e-5
+    tower, emb = load_tower(os.path.join(d, "audio"), Gemma4AudioConfig, Gemma4AudioModel,
+                            "audio_config", "model.audio_tower.", "model.embed_audio.")
+    ref = os.path.join(ROOT, "tests", "fixtures", "hf", "gemma4_audio", "expected.h5")
+    with h5py.File(ref) as f, torch.no_grad():
+        h = tower(torch.tensor(f["inputs/mel"][()]),
+                  attention_mask=torch.tensor(f["inputs/mask"][()], dtype=torch.bool))
+        got, want = emb(h.last_hidden_state).numpy(), f["expected/output"][()]
+    diff = np.abs(got - want).max() / np.abs(want).max()
+    print(f"transformers on our audio tower: {diff:.3g} x max")
+    ok &= diff <= 1e-5
+    sys.exit(0 if ok else 1)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-export":
+        check(sys.argv[2])
+    else:
+        main()
