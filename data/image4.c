@@ -27,7 +27,8 @@ int64_t gt_image4_max_patches(const gt_image4_cfg *c) {
 
 int64_t gt_image4_patch_dim(const gt_image4_cfg *c) { return 3 * (int64_t)c->patch * c->patch; }
 
-/* KerasHub computes the factor and sides in float32; the same arithmetic keeps the floors. */
+/* KerasHub computes the factor and sides in float32; the same arithmetic keeps the floors
+ * (volatile: no wider intermediates or fused multiply-adds that could move a floor). */
 int gt_image4_target(const gt_image4_cfg *c, int h, int w, int *th, int *tw, char *err,
                      size_t errn) {
     if (gt_image4_validate(c, err, errn)) return -1;
