@@ -151,6 +151,8 @@ static void relayout(gt_tensor *t, const float *src, bool depthwise) {
     }
 }
 
+int gt_hf_audio_name(const char *ours, char *out, size_t n) { return hf_name(ours, out, n); }
+
 static int load_one(gt_st *st, gt_tensor *t, const char *dir, char *err, size_t errn) {
     char name[256];
     if (hf_name(t->name, name, sizeof name)) return gt_errf(err, errn, "%s: no HF name for %s", dir, t->name);

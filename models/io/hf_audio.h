@@ -18,4 +18,8 @@ int gt_hf_audio_config(const char *dir, gt_audio_enc_config *c, char *err, size_
 /* Config and weights; m is initialised here (gt_audio_enc_free it). */
 int gt_hf_audio_load(const char *dir, gt_audio_enc *m, char *err, size_t errn);
 
+/* The HF tensor name of one of our parameters (a clip's: the prefix to which ".input_min",
+ * ".input_max", ".output_min", ".output_max" are added); -1 for an unknown name. */
+int gt_hf_audio_name(const char *ours, char *out, size_t n);
+
 #endif

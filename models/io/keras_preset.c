@@ -14,6 +14,7 @@
 #include "models/gemma_fields.h"
 #include "models/gemma_params.h"
 #include "models/io/h5io.h"
+#include "models/io/towers4_keras.h"
 #include "models/io/vision_keras.h"
 #include "models/io/keras_lora.h"
 #include "util/fsutil.h"
@@ -377,14 +378,22 @@ static json_t *metadata_json(const gt_gemma_config *c, const gt_preset_save_opts
                           isfinite(p->final_eval_loss) ? json_real(p->final_eval_loss) : json_null());
     return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "keras_version", KERAS_FORMAT_VERSION,
                      "keras_hub_version", KERAS_HUB_FORMAT_VERSION, "parameter_count",
-                     (json_int_t)(gt_gemma_param_count(c) + (o->vision ? gt_vision_param_count(&o->vision->cfg) : 0)),
+                     (json_int_t)(gt_gemma_param_count(c) + (o->vision ? gt_vision_param_count(&o->vision->cfg) : 0) +
+                                  (o->vision4 ? gt_vision4_param_count(&o->vision4->cfg, false) : 0) +
+                                  (o->audio ? gt_audio_enc_param_count(&o->audio->cfg, false) : 0)),
                      "date_saved", date, "tasks", tasks,
                      "gemmatrain", g);
 }
 
-/* The backbone's config (serialized) with config.vision_encoder and image_size set from v. */
-static json_t *with_vision(json_t *bb, const gt_vision *v) {
+/* The backbone's config (serialized) with config.vision_encoder and image_size set from v, or
+ * Gemma 4's vision_encoder / audio_encoder (KerasHub sets 750 audio tokens with an encoder). */
+static json_t *with_vision(json_t *bb, const gt_vision *v, const gt_preset_save_opts *o) {
     json_t *c = json_object_get(bb, "config");
+    if (c && o->vision4) json_object_set_new(c, "vision_encoder", gt_towers4_keras_vision_json(&o->vision4->cfg));
+    if (c && o->audio) {
+        json_object_set_new(c, "audio_encoder", gt_towers4_keras_audio_json(&o->audio->cfg));
+        json_object_set_new(c, "num_audio_tokens_per_clip", json_integer(750));
+    }
     if (!v || !c) return bb;
     json_object_set_new(c, "vision_encoder", gt_vision_keras_config_json(&v->cfg));
     json_object_set_new(c, "image_size", json_integer(v->cfg.image_size));
@@ -458,6 +467,7 @@ static int save_weights(const char *dir, const gt_gemma *m, const gt_preset_save
     free(w);
     /* the encoder's adapters are merged unless they go into adapter.lora.h5 beside it */
     if (!rc && o->vision) rc = gt_vision_keras_write(h.f, o->vision, !o->lora || o->merge_lora, err, errn);
+    if (!rc && (o->vision4 || o->audio)) rc = gt_towers4_keras_write(h.f, o->vision4, o->audio, err, errn);
     if (rc) {
         gt_h5_abort(&h);
         return -1;
@@ -481,6 +491,9 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
     if (representable(c, err, errn)) return -1;
     if (o.vision && (c->generation != 3 || o.vision->cfg.output_dim != c->hidden_dim))
         return snprintf(err, errn, "%s: a vision encoder is written for Gemma 3 with output_dim = hidden_dim", dir), -1;
+    if ((o.vision4 && (c->generation != 4 || o.vision4->cfg.output_dim != c->hidden_dim)) ||
+        (o.audio && (c->generation != 4 || o.audio->cfg.output_dim != c->hidden_dim)))
+        return snprintf(err, errn, "%s: Gemma 4 encoders are written for Gemma 4 with output_dim = hidden_dim", dir), -1;
     char sub[4200];
     snprintf(sub, sizeof sub, "%s/assets/tokenizer", dir);
     if (gt_mkdir_p(sub, err, errn)) return -1;
@@ -491,7 +504,7 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
         snprintf(sub, sizeof sub, "%s/adapter.lora.h5", dir);
         if (gt_keras_lora_save_mm(sub, o.lora, c, o.vision, err, errn)) return -1;
     }
-    json_t *task = json_pack("{s:o, s:o, s:s}", "backbone", with_vision(backbone_json(c), o.vision), "preprocessor",
+    json_t *task = json_pack("{s:o, s:o, s:s}", "backbone", with_vision(backbone_json(c), o.vision, &o), "preprocessor",
                              preprocessor_json(c, tok, o.sequence_length, o.vision), "name",
                              c->generation == 4 ? "gemma4_causal_lm" : c->generation >= 3 ? "gemma3_causal_lm" : "gemma_causal_lm");
     if (task && c->generation == 4) {
@@ -507,7 +520,7 @@ int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer 
         write_json(dir, "metadata.json", metadata_json(c, &o), err, errn))
         return -1;
     /* config.json last: its presence marks a complete preset */
-    return write_json(dir, "config.json", with_vision(backbone_json(c), o.vision), err, errn);
+    return write_json(dir, "config.json", with_vision(backbone_json(c), o.vision, &o), err, errn);
 }
 
 /* ---------------------------------------------------------------- loading */

@@ -20,7 +20,8 @@
  * A Gemma3Backbone with a vision encoder is read: its decoder here, the encoder's shapes into
  * cfg.vision and its weights through models/io/vision_keras.h; saving writes the decoder only.
  * Gemma4Backbone (Gemma 4 dense text decoder, docs/gemma4.md) is read and written too: the
- * vision/audio encoders of a multimodal preset are ignored on load (text only), the MoE block
+ * vision/audio encoders of a multimodal preset are not read here (models/io/towers4_keras.h reads
+ * them) but are written with opts.vision4 / opts.audio, the MoE block
  * (enable_moe_block) is read and written (expert bank vars/0-3, router vars/0 and proj),
  * explicit layer_types must follow sliding_window_pattern.
  * config.json keys, their defaults and GemmaBackbone's two-branch intermediate_dim come from the
@@ -35,6 +36,8 @@
 #include "models/gemma.h"
 #include "models/lora.h"
 #include "models/vision.h"
+#include "models/vision4.h"
+#include "models/audio.h"
 
 /* Where a model came from; written to metadata.json under "gemmatrain". */
 typedef struct gt_preset_provenance {
@@ -53,6 +56,8 @@ typedef struct gt_preset_save_opts {
     gt_preset_provenance prov;
     const gt_vision *vision;  /* Gemma 3's encoder, or NULL: decoder only; its adapters merged, or with
                                  lora set and merge_lora false, in adapter.lora.h5 */
+    const gt_vision4 *vision4;    /* Gemma 4's encoders (models/io/towers4_keras.h), or NULL */
+    const gt_audio_enc *audio;
 } gt_preset_save_opts;
 
 int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer *tok,
