@@ -18,6 +18,9 @@
 #include "models/generate.h"
 #include "models/io/gguf_export.h"
 #include "models/io/gguf_writer.h"
+#include "models/io/h5io.h"
+#include "tests/testdata.h"
+#include "train/loader.h"
 
 static double rnd(uint64_t *s) {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
@@ -257,16 +260,97 @@ START_TEST(cli_weights) {
 }
 END_TEST
 
+/* Decode after the prompt ids[0..np): the logits of n steps into z [n][V]; the token fed after
+ * step s is ids[np + s], written first as the argmax when greedy (then this is greedy decoding). */
+static void forced(const gt_gemma *m, int32_t *ids, int64_t np, int64_t n, bool greedy, float *z) {
+    int64_t V = m->cfg.vocab_size;
+    gt_gemma_cache cache;
+    char err[256];
+    ck_assert_msg(gt_gemma_cache_init(&cache, m, np + n, err, sizeof err) == 0, "%s", err);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = false;
+    for (int64_t s = 0; s < n; s++) {
+        gt_ctx_reset(&ctx);
+        gt_tensor *l = s == 0 ? gt_gemma_step(&ctx, m, &cache, ids, np) : gt_gemma_step(&ctx, m, &cache, ids + np + s - 1, 1);
+        ck_assert_msg(l != NULL, "%s", ctx.err);
+        memcpy(z + s * V, l->data, sizeof(float) * (size_t)V);
+        int64_t best = 0;
+        for (int64_t v = 1; greedy && v < V; v++) best = l->data[v] > l->data[best] ? v : best;
+        if (greedy) ids[np + s] = (int32_t)best;
+    }
+    gt_ctx_free(&ctx);
+    gt_gemma_cache_free(&cache);
+}
+
+/* The real 270M (skipped without it): loaded as q8_0 (Q8_0 and Q5_0 tensors exact, Q4_K and
+ * Q6_K requantised), its 16 greedy tokens equal KerasHub's on the fp32 weights
+ * (tests/fixtures/gemma3_270m_ref.h5); then the fp32 model's 32 greedy tokens teacher-forced
+ * through it: every step's logits within 3% of max|logit|, and the same argmax wherever the fp32
+ * top two are further apart than twice that step's largest logit difference. */
+START_TEST(real_270m_decodes_like_fp32) {
+    const char *path = gt_test_gemma3_270m_gguf("test_qdot real_270m_decodes_like_fp32");
+    if (!path) return;
+    char err[1024];
+    gt_gemma *q8, *f32;
+    ck_assert_msg(gt_load_model_frozen(path, GT_FROZEN_Q8_0, &q8, NULL, err, sizeof err) == 0, "%s", err);
+    gt_h5 h;
+    ck_assert(gt_h5_open_read("tests/fixtures/gemma3_270m_ref.h5", &h, err, sizeof err) == 0);
+    int32_t *prompt, *want;
+    int nd;
+    int64_t shape[8], np, ng;
+    ck_assert(gt_h5_read_i32(h, "/prompt_ids", &prompt, &nd, shape, err, sizeof err) == 0);
+    np = shape[0];
+    ck_assert(gt_h5_read_i32(h, "/greedy_ids", &want, &nd, shape, err, sizeof err) == 0);
+    ng = shape[0];
+    gt_h5_close(h);
+    enum { N = 32 };
+    int64_t V = q8->cfg.vocab_size;
+    int32_t ids[64], idq[64];
+    float *zq = malloc(sizeof(float) * (size_t)(N * V)), *zf = malloc(sizeof(float) * (size_t)(N * V));
+    memcpy(idq, prompt, sizeof(int32_t) * (size_t)np);
+    forced(q8, idq, np, ng, true, zq);
+    for (int64_t i = 0; i < ng; i++) ck_assert_msg(idq[np + i] == want[i], "greedy %lld: %d vs KerasHub %d", (long long)i, idq[np + i], want[i]);
+    ck_assert_msg(gt_load_model(path, false, &f32, NULL, err, sizeof err) == 0, "%s", err);
+    memcpy(ids, prompt, sizeof(int32_t) * (size_t)np);
+    forced(f32, ids, np, N, true, zf);
+    forced(q8, ids, np, N, false, zq);
+    double worst = 0;
+    int agree = 0;
+    for (int s = 0; s < N; s++) {
+        const float *a = zq + s * V, *b = zf + s * V;
+        double mx = 0, diff = 0, second = -INFINITY;
+        int64_t ta = 0, tb = ids[np + s];
+        for (int64_t v = 0; v < V; v++) {
+            mx = fmax(mx, fabs(b[v])), diff = fmax(diff, fabs(a[v] - b[v]));
+            ta = a[v] > a[ta] ? v : ta;
+            if (v != tb) second = fmax(second, b[v]);
+        }
+        worst = fmax(worst, diff / mx);
+        agree += ta == tb;
+        ck_assert_msg(diff <= 0.03 * mx, "step %d: logits differ by %g, max|logit| %g", s, diff, mx);
+        ck_assert_msg(ta == tb || b[tb] - second <= 2 * diff, "step %d: argmax %lld vs fp32 %lld, %g apart (diff %g)", s,
+                      (long long)ta, (long long)tb, b[tb] - second, diff);
+    }
+    printf("qdot %s, real 270M: 16 greedy tokens = KerasHub's; fp32's %d greedy tokens teacher-forced: same argmax "
+           "at %d, logits within %.2e x max|logit|\n", gt_qdot_kernel_name(gt_qdot_kernel()), N, agree, worst);
+    free(zq), free(zf), free(prompt), free(want);
+    gt_gemma_free(q8);
+    gt_gemma_free(f32);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("qdot");
     TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, quantize_rounds_like_q8_0);
     tcase_add_test(tc, kernels_match_the_exact_sum);
     tcase_add_test(tc, q5_0_converts_exactly);
     tcase_add_test(tc, op_refuses_gradients_and_bad_shapes);
     tcase_add_test(tc, tiny_gemma_decodes_like_the_fp32_path);
     tcase_add_test(tc, cli_weights);
+    tcase_add_test(tc, real_270m_decodes_like_fp32);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
