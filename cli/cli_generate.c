@@ -8,6 +8,7 @@
 #include "data/image.h"
 #include "data/preprocess.h"
 #include "models/generate.h"
+#include "models/io/gguf.h"
 #include "models/io/keras_lora.h"
 #include "models/io/keras_preset.h"
 #include "models/io/peft.h"
@@ -50,7 +51,11 @@ static void usage(FILE *f) {
             "                        LIST[t] (KerasHub's score(target_ids=...)); default: the next token\n"
             "  --image PATH          a JPEG or PNG for the next <start_of_image> of PROMPT (repeat per\n"
             "                        image, at most 8); MODEL must be a Gemma 3 with its vision encoder\n"
-            "                        (KerasHub preset or Hugging Face directory)\n");
+            "                        (KerasHub preset or Hugging Face directory)\n"
+            "  --weights W           auto (default) | fp32 | q8_0: how the weights are held. q8_0: as GGUF\n"
+            "                        Q8_0 blocks (other types requantised once at load), each decoded token's\n"
+            "                        products as int8 dot products (AVX512-VNNI where present); auto: q8_0\n"
+            "                        for a Gemma 1-3 GGUF file when generating without --lora, else fp32\n");
 }
 
 typedef struct {
@@ -209,7 +214,7 @@ static int apply_lora(gt_gemma *m, gt_vision *v, const char *path, double alpha,
 }
 
 typedef struct gen_args {
-    const char *model_path, *lora_path, *prompt, *sampler, *stops, *targets;
+    const char *model_path, *lora_path, *prompt, *sampler, *stops, *targets, *weights;
     const char *images[8];
     int n_images;
     int64_t image_tokens; /* per image, from the encoder; 0: text only */
@@ -221,7 +226,7 @@ typedef struct gen_args {
 /* 0: run with *a; else the exit status (2 for a usage error, its message printed) plus one. */
 static int parse_args(int argc, char **argv, gen_args *a) {
     enum { O_MODEL = 256, O_LORA, O_ALPHA, O_MAX_NEW, O_MAX_LEN, O_SAMPLER, O_STOP, O_STRIP, O_CHAT, O_NO_BOS, O_SCORE,
-           O_LOGITS, O_IMAGE, O_TARGETS };
+           O_LOGITS, O_IMAGE, O_TARGETS, O_WEIGHTS };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"lora", required_argument, NULL, O_LORA},
@@ -237,10 +242,11 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         {"logits", no_argument, NULL, O_LOGITS},
         {"image", required_argument, NULL, O_IMAGE},
         {"target-ids", required_argument, NULL, O_TARGETS},
+        {"weights", required_argument, NULL, O_WEIGHTS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *a = (gen_args){.sampler = "greedy", .max_new = 64, .bos = true};
+    *a = (gen_args){.sampler = "greedy", .max_new = 64, .bos = true, .weights = "auto"};
     char nb[8], *end;
     cli_getopt_reset();
     int o;
@@ -263,6 +269,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         case O_SCORE: a->do_score = true; break;
         case O_LOGITS: a->logits = true; break;
         case O_TARGETS: a->targets = optarg; break;
+        case O_WEIGHTS: a->weights = optarg; break;
         case O_IMAGE:
             if (a->n_images == 8) return fprintf(stderr, "generate: --image: at most 8 images\n"), 3;
             a->images[a->n_images++] = optarg;
@@ -286,6 +293,8 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     }
     if (!a->model_path || !a->prompt) return usage(stderr), 3;
     if (a->max_new < 1) return fprintf(stderr, "generate: --max-new-tokens must be >= 1\n"), 3;
+    if (strcmp(a->weights, "auto") && strcmp(a->weights, "fp32") && strcmp(a->weights, "q8_0"))
+        return fprintf(stderr, "generate: --weights: expected auto, fp32 or q8_0, got '%s'\n", a->weights), 3;
     if (a->lora_alpha > 0 && !a->lora_path) return fprintf(stderr, "generate: --lora-alpha needs --lora\n"), 3;
     if (a->logits && !a->do_score) return fprintf(stderr, "generate: --logits needs --score\n"), 3;
     if (a->targets && (!a->do_score || a->logits))
@@ -432,6 +441,27 @@ static int load_vision(const char *path, gt_vision **v, bool needed) {
     return 0;
 }
 
+/* --weights auto: only a GGUF file of Gemma 1-3 (q8_0 storage refuses Gemma 4), generating
+ * without adapters: --score keeps the fp32 numbers, adapters merge into fp32 kernels. */
+static bool auto_q8(const gen_args *a) {
+    if (a->do_score || a->lora_path || gt_gguf_sniff(a->model_path) != 1) return false;
+    gt_gguf *g;
+    char e[512];
+    const char *arch = NULL;
+    uint64_t n = 0;
+    if (gt_gguf_open(a->model_path, &g, e, sizeof e)) return false; /* the fp32 load names the problem */
+    bool q8 = !gt_gguf_get_str(g, "general.architecture", &arch, &n, e, sizeof e) && !(n == 6 && !strncmp(arch, "gemma4", 6));
+    gt_gguf_close(g);
+    return q8;
+}
+
+/* The model as --weights says; with --lora, q8_0 comes after the merge (cli_generate). */
+static int load(const gen_args *a, gt_gemma **m, gt_tokenizer **tok, char *err, size_t errn) {
+    bool q8 = !strcmp(a->weights, "q8_0") ? !a->lora_path : !strcmp(a->weights, "auto") && auto_q8(a);
+    return q8 ? gt_load_model_frozen(a->model_path, GT_FROZEN_Q8_0, m, tok, err, errn)
+              : gt_load_model(a->model_path, false, m, tok, err, errn);
+}
+
 int cli_generate(int argc, char **argv) {
     gen_args a;
     int rc = parse_args(argc, argv, &a);
@@ -445,7 +475,7 @@ int cli_generate(int argc, char **argv) {
     a.image_tokens = v ? gt_vision_tokens_per_image(&v->cfg) : 0;
     gt_gemma *m;
     gt_tokenizer *tok;
-    if (gt_load_model(a.model_path, false, &m, &tok, err, sizeof err)) {
+    if (load(&a, &m, &tok, err, sizeof err)) {
         gt_vision_free(v);
         return fprintf(stderr, "generate: %s\n", err), 1;
     }
@@ -454,6 +484,8 @@ int cli_generate(int argc, char **argv) {
     rc = 1;
     if (a.lora_path && apply_lora(m, v, a.lora_path, a.lora_alpha, err, sizeof err))
         fprintf(stderr, "generate: %s\n", err);
+    else if (a.lora_path && !strcmp(a.weights, "q8_0") && gt_gemma_set_frozen_dtype(m, GT_FROZEN_Q8_0, err, sizeof err))
+        fprintf(stderr, "generate: --weights q8_0: %s\n", err);
     else if (!encode_prompt(tok, &a, m->cfg.generation == 4, &ids) && !(v && encode_images(v, tok, &a, &ids, &img)))
         rc = a.do_score && a.logits ? score_logits(m, ids.ids, (int64_t)ids.n, &img)
              : a.do_score           ? score(m, a.targets, ids.ids, (int64_t)ids.n, &img)

@@ -24,7 +24,10 @@
  * and one model must not run two forwards at the same time (the ops share one staging buffer).
  * GT_FROZEN_Q8_0 is the same with GGUF Q8_0 blocks (autograd/quant.h: 8.5 bits a value, every
  * matrix width a multiple of 32) at m->dataq instead of bf16 at m->data16: QLoRA-style training
- * on the dequantised values, fp32 arithmetic. gt_gemma_create_frozen builds a model straight in
+ * on the dequantised values, fp32 arithmetic; a forward without a tape over one row (a decode
+ * step, the LM head of a step) multiplies Q8_0 matrices with int8 dot products instead, its
+ * activation row quantised to 8 bits (autograd/qdot.h; GT_QDOT_KERNEL=off keeps fp32 there).
+ * gt_gemma_create_frozen builds a model straight in
  * a storage type (no fp32 matrices ever), which loaders then fill a tensor, or a few rows, at a
  * time (gt_gemma_store_rows, gt_gemma_store_q8). */
 #ifndef GT_GEMMA_H

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "autograd/qdot.h"
 #include "autograd/quant.h"
 #include "models/gemma_fields.h"
 #include "models/gemma_params.h"
@@ -110,10 +111,19 @@ static int load(const gt_gguf *g, const char *name, gt_tensor *dst, bool norm, c
 static int load_stored(const gt_gguf *g, const char *name, gt_gemma *m, gt_tensor *dst, char *err, size_t errn) {
     const gt_gguf_tensor *t = find_fitting(g, name, dst, err, errn);
     if (!t) return -1;
-    enum { GGML_Q8_0 = 8 };
+    enum { GGML_Q5_0 = 6, GGML_Q8_0 = 8 };
     int64_t rows = dst->shape[0], cols = dst->shape[1];
     if (t->type == GGML_Q8_0 && m->frozen_dtype == GT_FROZEN_Q8_0 && (int64_t)t->n_bytes == gt_q8_bytes(dst->size)) {
         gt_gemma_store_q8(m, dst, t->data);
+        page_out(t);
+        return 0;
+    }
+    if (t->type == GGML_Q5_0 && m->frozen_dtype == GT_FROZEN_Q8_0 && (int64_t)t->n_bytes == dst->size / 32 * 22) {
+        uint8_t *q8 = malloc((size_t)gt_q8_bytes(dst->size)); /* exact: Q5_0 values are Q8_0 values */
+        if (!q8) return snprintf(err, errn, "%s: out of memory", name), -1;
+        gt_qdot_q5_0_to_q8_0(t->data, q8, dst->size / 32);
+        gt_gemma_store_q8(m, dst, q8);
+        free(q8);
         page_out(t);
         return 0;
     }
