@@ -12,6 +12,9 @@ export GT_THREADS="${GT_THREADS:-2}"
 # See cli/main.c: spinning OpenMP workers slow the next OpenBLAS call.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 export OPENBLAS_THREAD_TIMEOUT="${OPENBLAS_THREAD_TIMEOUT:-18}"  # autograd/blas.h
+# The sanitizer build runs 3-10x slower, and more on a loaded machine: scale Check's per-test
+# timeouts there (two suites timed out at 120 s under ASan with the load average at 17).
+case "$build" in *san*) export CK_TIMEOUT_MULTIPLIER="${CK_TIMEOUT_MULTIPLIER:-4}" ;; esac
 passed=0; failed=0; bad_bins=()
 for bin in "$@"; do
   name=$(basename "$bin")
