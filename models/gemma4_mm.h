@@ -51,6 +51,13 @@ typedef struct gt_gemma4_media {
     const gt_gemma4_clips *clips;
 } gt_gemma4_media;
 
+/* Cached generation: feed the prompt ids[0..n) (one row, at cache->len..) with md's media at
+ * their slots, as gt_gemma4_media_hidden places them (image runs bidirectional with
+ * vision_bidir, audio causal), and return the last token's logits [1, V]. Records nothing on the
+ * tape. NULL with ctx's sticky error. */
+gt_tensor *gt_gemma4_media_prefill(gt_ctx *ctx, const gt_gemma *m, const gt_gemma4_media *md,
+                                   gt_gemma_cache *cache, const int32_t *ids, int64_t n);
+
 /* Final hidden states [B, T, D] of m on b (as gt_gemma4_mm_hidden) with md's images at
  * image_token slots and its clips at audio_token slots. A token < 0 is never a slot; a kind
  * without media (NULL or n = 0) must have no slots in b. */
