@@ -675,9 +675,11 @@ void gt_gemma_cache_free(gt_gemma_cache *cache) {
 }
 
 /* With images: soft [n_soft, D] go to positions soft_pos of this step; their contiguous runs see
- * each other (bidir_end over every cached key, 0 before this step). */
+ * each other (bidir_end over every cached key, 0 before this step), except rows with open[i] == 0
+ * (Gemma 4's audio, causal; open NULL: every row is open). */
 static gt_tensor *put_soft(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, int64_t pos0, int64_t n,
-                           const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, int32_t **bidir_end) {
+                           const gt_real *soft, const int32_t *soft_pos, int64_t n_soft,
+                           const uint8_t *open, int32_t **bidir_end) {
     int64_t D = m->cfg.hidden_dim, flat[2] = {n, D}, sh[2] = {n_soft, D}, x3[3] = {1, n, D};
     int32_t *end = gt_alloc(ctx, (size_t)(pos0 + n) * sizeof *end);
     if (!end) return NULL;
@@ -686,7 +688,9 @@ static gt_tensor *put_soft(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, int64_t
         if (soft_pos[i] < 0 || soft_pos[i] >= n)
             return gt_fail(ctx, GT_ERR_ARG, "gemma: image token position %d outside the %lld new tokens",
                            soft_pos[i], (long long)n);
-        if (i == n_soft - 1 || soft_pos[i + 1] != soft_pos[i] + 1) run_end = pos0 + soft_pos[i] + 1;
+        if (open && !open[i]) continue;
+        if (i == n_soft - 1 || soft_pos[i + 1] != soft_pos[i] + 1 || (open && !open[i + 1]))
+            run_end = pos0 + soft_pos[i] + 1;
         end[pos0 + soft_pos[i]] = (int32_t)run_end;
     }
     *bidir_end = end;
@@ -701,25 +705,32 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
 }
 
 static int step_core(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids, int64_t n,
-                     const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, gt_tensor **logits,
-                     gt_tensor **hidden);
+                     const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, const uint8_t *open,
+                     gt_tensor **logits, gt_tensor **hidden);
 
 gt_tensor *gt_gemma_step_soft(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
                               int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft) {
     gt_tensor *z = NULL;
-    return step_core(ctx, m, cache, ids, n, soft, soft_pos, n_soft, &z, NULL) ? NULL : z;
+    return step_core(ctx, m, cache, ids, n, soft, soft_pos, n_soft, NULL, &z, NULL) ? NULL : z;
+}
+
+gt_tensor *gt_gemma_step_media(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                               int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft,
+                               const uint8_t *open) {
+    gt_tensor *z = NULL;
+    return step_core(ctx, m, cache, ids, n, soft, soft_pos, n_soft, open, &z, NULL) ? NULL : z;
 }
 
 int gt_gemma_step_hidden(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
                          int64_t n, gt_tensor **logits, gt_tensor **hidden) {
-    return step_core(ctx, m, cache, ids, n, NULL, NULL, 0, logits, hidden);
+    return step_core(ctx, m, cache, ids, n, NULL, NULL, 0, NULL, logits, hidden);
 }
 
 /* One cached step: the new tokens' embeddings (with image rows put in place), every block, then
  * the outputs asked for. */
 static int step_core(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids, int64_t n,
-                     const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, gt_tensor **logits,
-                     gt_tensor **hidden) {
+                     const gt_real *soft, const int32_t *soft_pos, int64_t n_soft, const uint8_t *open,
+                     gt_tensor **logits, gt_tensor **hidden) {
     if (logits) *logits = NULL;
     if (hidden) *hidden = NULL;
     if (!gt_ok(ctx)) return -1;
@@ -737,7 +748,7 @@ static int step_core(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, cons
     int64_t flat[2] = {n, m->cfg.hidden_dim};
     gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
     int32_t *bidir_end = NULL;
-    if (n_soft > 0) x = put_soft(ctx, m, x, pos0, n, soft, soft_pos, n_soft, &bidir_end);
+    if (n_soft > 0) x = put_soft(ctx, m, x, pos0, n, soft, soft_pos, n_soft, open, &bidir_end);
     b.bidir_end = bidir_end;
     x = blocks(ctx, m, &b, x, pos, cache, pos0);
     gt_tensor *keep[2] = {NULL, NULL}; /* logits, hidden */

@@ -190,6 +190,11 @@ gt_tensor *gt_gemma_step(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache,
  * consecutive positions sees itself both ways (as gt_gemma_batch.bidir_end). */
 gt_tensor *gt_gemma_step_soft(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
                               int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft);
+/* The same where only soft rows with open[i] != 0 form bidirectional runs (Gemma 4: images with
+ * vision_bidir; audio never); open NULL: all, as gt_gemma_step_soft. */
+gt_tensor *gt_gemma_step_media(gt_ctx *ctx, const gt_gemma *m, gt_gemma_cache *cache, const int32_t *ids,
+                               int64_t n, const gt_real *soft, const int32_t *soft_pos, int64_t n_soft,
+                               const uint8_t *open);
 /* gt_gemma_step with a choice of outputs: *logits (when logits is not NULL) the last token's
  * [1, V]; *hidden (when not NULL) the final-normalised hidden states [n, D] of the fed tokens
  * (KerasHub's call_with_cache hidden_states, what ContrastiveSampler compares). Without logits

@@ -1,4 +1,5 @@
-/* gemma4_mm.h: Gemma 4's decoder with images (KerasHub Gemma4Backbone with a vision encoder).
+/* gemma4_mm.h: Gemma 4's decoder with images and audio (KerasHub Gemma4Backbone with a vision
+ * and an audio encoder).
  *
  * The token row holds image_token at every soft-token slot (the preprocessor's expansion of an
  * image into num_vision_tokens_per_image placeholders). The images are encoded (models/
@@ -9,7 +10,13 @@
  * (use_vision_bidirectional_attention) each maximal run of placeholders sees itself both ways on
  * local layers (the decoder leaves global layers causal); a run longer than the sliding window
  * is refused, because KerasHub's rule does not cut the run at the window and gt_attention does.
- * Errors: NULL with ctx's sticky error (placeholder count != images x tokens, bad positions). */
+ *
+ * Audio clips (log-mel features, data/audio.h) are encoded (models/audio.h) and each clip's valid
+ * output steps (ceil(valid frames / 4), the preprocessor's count) fill the audio_token slots in
+ * flat order, clip after clip; KerasHub scales them by D^-0.5 before the embedding scale, so they
+ * too enter unscaled, and reads token 0 for the per-layer embeddings there. Audio spans stay
+ * causal (KerasHub passes only the vision mask to the decoder).
+ * Errors: NULL with ctx's sticky error (placeholder count != soft tokens, bad positions). */
 #ifndef GT_MODELS_GEMMA4_MM_H
 #define GT_MODELS_GEMMA4_MM_H
 
@@ -17,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "models/audio.h"
 #include "models/gemma.h"
 #include "models/vision4.h"
 
@@ -25,6 +33,36 @@ typedef struct gt_gemma4_images {
     const int32_t *pos;     /* n * P * 2: (x, y) per patch */
     int64_t n, P;
 } gt_gemma4_images;
+
+typedef struct gt_gemma4_clips {
+    const float *mel;       /* n * T * mels */
+    const uint8_t *valid;   /* n * T, 1 = a real frame (a prefix of each clip); NULL: all */
+    int64_t n, T;
+} gt_gemma4_clips;
+
+/* What a Gemma 4 prompt's media needs: either half may be absent (encoder NULL, or n = 0). */
+typedef struct gt_gemma4_media {
+    const gt_vision4 *vision;
+    bool vision_bidir;
+    int32_t image_token;
+    const gt_gemma4_images *images;
+    const gt_audio_enc *audio;
+    int32_t audio_token;
+    const gt_gemma4_clips *clips;
+} gt_gemma4_media;
+
+/* Cached generation: feed the prompt ids[0..n) (one row, at cache->len..) with md's media at
+ * their slots, as gt_gemma4_media_hidden places them (image runs bidirectional with
+ * vision_bidir, audio causal), and return the last token's logits [1, V]. Records nothing on the
+ * tape. NULL with ctx's sticky error. */
+gt_tensor *gt_gemma4_media_prefill(gt_ctx *ctx, const gt_gemma *m, const gt_gemma4_media *md,
+                                   gt_gemma_cache *cache, const int32_t *ids, int64_t n);
+
+/* Final hidden states [B, T, D] of m on b (as gt_gemma4_mm_hidden) with md's images at
+ * image_token slots and its clips at audio_token slots. A token < 0 is never a slot; a kind
+ * without media (NULL or n = 0) must have no slots in b. */
+gt_tensor *gt_gemma4_media_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma4_media *md,
+                                  const gt_gemma_batch *b);
 
 /* Final hidden states [B, T, D] of m on b (token_ids, padding_mask, ... as for gt_gemma_hidden;
  * b's soft-token fields must be unset) with imgs placed at image_token slots. imgs NULL or n = 0:

@@ -13,65 +13,9 @@
 
 #include "models/gemma4_mm.h"
 #include "models/io/h5io.h"
-#include "tests/h5fixture.h"
+#include "tests/gemma4_fixture.h"
 
 #define FIX "tests/fixtures/gemma4_mm.h5"
-
-static gt_gemma *load_decoder(gt_h5 f) {
-    gt_gemma_config c;
-    gt_gemma_config_defaults(&c, 4);
-    c.vocab_size = (int64_t)gt_fix_attr_or(f, "vocabulary_size", 0);
-    c.num_layers = (int64_t)gt_fix_attr_or(f, "num_layers", 0);
-    c.hidden_dim = (int64_t)gt_fix_attr_or(f, "hidden_dim", 0);
-    c.intermediate_dim = (int64_t)gt_fix_attr_or(f, "intermediate_dim", 0);
-    c.num_query_heads = (int64_t)gt_fix_attr_or(f, "num_query_heads", 0);
-    c.num_kv_heads = (int64_t)gt_fix_attr_or(f, "num_key_value_heads", 0);
-    c.head_dim = (int64_t)gt_fix_attr_or(f, "head_dim", 0);
-    c.global_head_dim = (int64_t)gt_fix_attr_or(f, "global_head_dim", 0);
-    c.num_global_kv_heads = (int64_t)gt_fix_attr_or(f, "num_global_key_value_heads", 0);
-    c.sliding_window = (int64_t)gt_fix_attr_or(f, "sliding_window_size", 512);
-    c.sliding_pattern = (int)gt_fix_attr_or(f, "sliding_window_pattern", 6);
-    c.attn_logit_softcap = gt_fix_attr_or(f, "attention_logit_soft_cap", 0);
-    c.final_logit_softcap = gt_fix_attr_or(f, "final_logit_soft_cap", 0);
-    c.rope_global_partial = gt_fix_attr_or(f, "global_rope_partial_rotary_factor", 1);
-    c.rope_global_scale = gt_fix_attr_or(f, "global_rope_scaling_factor", 1);
-    c.num_kv_shared_layers = (int64_t)gt_fix_attr_or(f, "num_kv_shared_layers", 0);
-    c.double_wide_mlp = gt_fix_attr_or(f, "use_double_wide_mlp", 0) != 0;
-    c.per_layer_input_dim = (int64_t)gt_fix_attr_or(f, "hidden_size_per_layer_input", 0);
-    c.per_layer_vocab_size = (int64_t)gt_fix_attr_or(f, "vocab_size_per_layer_input", 0);
-    char err[1024];
-    ck_assert_msg(gt_gemma_config_validate(&c, err, sizeof err) == 0, "%s", err);
-    gt_gemma *m;
-    ck_assert_msg(gt_gemma_create(&c, true, &m, err, sizeof err) == 0, "%s", err);
-    for (int i = 0; i < m->n_params; i++) {
-        char p[160];
-        snprintf(p, sizeof p, "/weights/%s", m->params[i].name);
-        float *w = gt_fix_f32(f, p, m->params[i].t->size);
-        memcpy(m->params[i].t->data, w, (size_t)m->params[i].t->size * sizeof(float));
-        free(w);
-    }
-    return m;
-}
-
-static void load_vision(gt_h5 f, gt_vision4 *v, int64_t out_dim) {
-    gt_vision4_config c;
-    gt_vision4_defaults(&c, out_dim);
-    c.image_size = (int64_t)gt_fix_attr_or(f, "vision_image_size", 0);
-    c.patch_size = (int64_t)gt_fix_attr_or(f, "vision_patch_size", 0);
-    c.pool_size = (int64_t)gt_fix_attr_or(f, "vision_pool_size", 0);
-    c.hidden = (int64_t)gt_fix_attr_or(f, "vision_hidden_dim", 0);
-    c.intermediate = (int64_t)gt_fix_attr_or(f, "vision_intermediate_dim", 0);
-    c.num_layers = (int64_t)gt_fix_attr_or(f, "vision_num_layers", 0);
-    c.num_heads = (int64_t)gt_fix_attr_or(f, "vision_num_heads", 0);
-    c.num_kv_heads = (int64_t)gt_fix_attr_or(f, "vision_num_key_value_heads", 0);
-    c.head_dim = (int64_t)gt_fix_attr_or(f, "vision_head_dim", 0);
-    c.pos_table = (int64_t)gt_fix_attr_or(f, "vision_position_embedding_size", 0);
-    c.rope_base = gt_fix_attr_or(f, "vision_rope_max_wavelength", 0);
-    c.clipped = gt_fix_attr_or(f, "vision_use_clipped_linears", 0) != 0;
-    char err[512];
-    ck_assert_msg(gt_vision4_init(v, &c, err, sizeof err) == 0, "%s", err);
-    gt_fix_load(f, "/weights/vision/", v->all, v->n_all);
-}
 
 /* Backward through the placement: d sum(logits * R) for every trainable weight of the decoder
  * and the vision encoder. */
@@ -104,10 +48,10 @@ START_TEST(matches_kerashub_backbone_with_images) {
     gt_h5 f;
     char err[512];
     ck_assert_msg(gt_h5_open_read(FIX, &f, err, sizeof err) == 0, "%s", err);
-    gt_gemma *m = load_decoder(f);
+    gt_gemma *m = gt_fix_gemma4_decoder(f);
     int64_t B = 2, T = 14, V = m->cfg.vocab_size;
     gt_vision4 v;
-    load_vision(f, &v, m->cfg.hidden_dim);
+    gt_fix_vision4(f, &v, m->cfg.hidden_dim);
     ck_assert_int_eq(gt_gemma_param_count(&m->cfg) + gt_vision4_param_count(&v.cfg, false),
                      (int64_t)gt_fix_attr_or(f, "kerashub_param_count", -1));
     int32_t *ids = gt_fix_i32(f, "/inputs/token_ids"), *pad32 = gt_fix_i32(f, "/inputs/padding_mask");
