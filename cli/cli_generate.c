@@ -7,6 +7,7 @@
 
 #include "data/image.h"
 #include "data/preprocess.h"
+#include "cli/gen_media4.h"
 #include "models/generate.h"
 #include "models/io/gguf.h"
 #include "models/io/keras_lora.h"
@@ -51,7 +52,10 @@ static void usage(FILE *f) {
             "                        LIST[t] (KerasHub's score(target_ids=...)); default: the next token\n"
             "  --image PATH          a JPEG or PNG for the next <start_of_image> of PROMPT (repeat per\n"
             "                        image, at most 8); MODEL must be a Gemma 3 with its vision encoder\n"
-            "                        (KerasHub preset or Hugging Face directory)\n"
+            "                        (KerasHub preset or Hugging Face directory). Gemma 4: for the next\n"
+            "                        <|image|> of PROMPT (at most 8), the model's vision tower\n"
+            "  --audio PATH          Gemma 4 (E2B/E4B): a WAV (or any format libsndfile reads, at the converter's\n"
+            "                        rate, 16 kHz) for the <|audio|> of PROMPT (one clip), the model's audio tower\n"
             "  --weights W           auto (default) | fp32 | q8_0: how the weights are held. q8_0: as GGUF\n"
             "                        Q8_0 blocks (other types requantised once at load), each decoded token's\n"
             "                        products as int8 dot products (AVX512-VNNI where present); auto: q8_0\n"
@@ -88,7 +92,17 @@ typedef struct {
     gt_real *soft;
     int32_t *pos;
     int64_t n;
+    /* Gemma 4: the media (scoring places them itself), and for generate the rows' open flags
+     * and the ids to feed (0 at media slots); NULL otherwise */
+    const gt_gemma4_media *md4;
+    uint8_t *open;
+    int32_t *feed;
 } soft_tokens;
+
+/* The final hidden states of b with the prompt's media (Gemma 4's placed by gemma4_mm). */
+static gt_tensor *hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma_batch *b, const soft_tokens *img) {
+    return img->md4 ? gt_gemma4_media_hidden(ctx, m, img->md4, b) : gt_gemma_hidden(ctx, m, b);
+}
 
 /* The batch of the first seq tokens of ids with the images' rows at their placeholders and
  * their spans bidirectional (img->n 0: text only); false with the message printed when a
@@ -96,7 +110,7 @@ typedef struct {
 static bool score_batch(gt_ctx *ctx, const gt_gemma *m, const int32_t *ids, int64_t seq, const soft_tokens *img,
                         gt_gemma_batch *b) {
     *b = (gt_gemma_batch){.batch = 1, .seq = seq, .token_ids = ids};
-    if (!img->n) return true;
+    if (!img->n || img->md4) return true;
     if (img->pos[img->n - 1] >= seq) return fprintf(stderr, "generate --score: the prompt ends inside an image\n"), false;
     uint8_t *vm = gt_alloc(ctx, (size_t)seq);
     int32_t *end = gt_alloc(ctx, sizeof(int32_t) * (size_t)seq);
@@ -122,7 +136,7 @@ static int score_logits(const gt_gemma *m, const int32_t *ids, int64_t n, const 
     ctx.grad_enabled = false;
     gt_gemma_batch b;
     if (!score_batch(&ctx, m, ids, n, img, &b)) return gt_ctx_free(&ctx), 1;
-    gt_tensor *z = gt_gemma_logits(&ctx, m, gt_gemma_hidden(&ctx, m, &b));
+    gt_tensor *z = gt_gemma_logits(&ctx, m, hidden(&ctx, m, &b, img));
     if (!z) {
         fprintf(stderr, "generate --score --logits: %s\n", ctx.err);
         gt_ctx_free(&ctx);
@@ -177,7 +191,7 @@ static int score(const gt_gemma *m, const char *targets, const int32_t *ids, int
     gt_gemma_batch b;
     if (!score_batch(&ctx, m, ids, rows, img, &b)) return free(lab), free(ce), gt_ctx_free(&ctx), 1;
     double ws;
-    gt_tensor *h = gt_gemma_hidden(&ctx, m, &b);
+    gt_tensor *h = hidden(&ctx, m, &b, img);
     gt_tensor *l = gt_gemma_lm_loss(&ctx, m, h, lab, NULL, 64, &ws, ce);
     int rc = 0;
     if (!l) {
@@ -215,8 +229,8 @@ static int apply_lora(gt_gemma *m, gt_vision *v, const char *path, double alpha,
 
 typedef struct gen_args {
     const char *model_path, *lora_path, *prompt, *sampler, *stops, *targets, *weights;
-    const char *images[8];
-    int n_images;
+    const char *images[8], *audio[8];
+    int n_images, n_audio;
     int64_t image_tokens; /* per image, from the encoder; 0: text only */
     int64_t max_new, max_length;
     double lora_alpha; /* 0: the file's rank */
@@ -226,7 +240,7 @@ typedef struct gen_args {
 /* 0: run with *a; else the exit status (2 for a usage error, its message printed) plus one. */
 static int parse_args(int argc, char **argv, gen_args *a) {
     enum { O_MODEL = 256, O_LORA, O_ALPHA, O_MAX_NEW, O_MAX_LEN, O_SAMPLER, O_STOP, O_STRIP, O_CHAT, O_NO_BOS, O_SCORE,
-           O_LOGITS, O_IMAGE, O_TARGETS, O_WEIGHTS };
+           O_LOGITS, O_IMAGE, O_TARGETS, O_WEIGHTS, O_AUDIO };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"lora", required_argument, NULL, O_LORA},
@@ -241,6 +255,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         {"score", no_argument, NULL, O_SCORE},
         {"logits", no_argument, NULL, O_LOGITS},
         {"image", required_argument, NULL, O_IMAGE},
+        {"audio", required_argument, NULL, O_AUDIO},
         {"target-ids", required_argument, NULL, O_TARGETS},
         {"weights", required_argument, NULL, O_WEIGHTS},
         {"help", no_argument, NULL, 'h'},
@@ -274,6 +289,10 @@ static int parse_args(int argc, char **argv, gen_args *a) {
             if (a->n_images == 8) return fprintf(stderr, "generate: --image: at most 8 images\n"), 3;
             a->images[a->n_images++] = optarg;
             break;
+        case O_AUDIO:
+            if (a->n_audio == 8) return fprintf(stderr, "generate: --audio: at most 1 clip\n"), 3;
+            a->audio[a->n_audio++] = optarg;
+            break;
         case 'h': return usage(stdout), 1;
         case 1: /* "-": arguments come back in order, the prompt among them */
             if (a->prompt) return fprintf(stderr, "generate: more than one PROMPT given\n"), 3;
@@ -299,16 +318,21 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     if (a->logits && !a->do_score) return fprintf(stderr, "generate: --logits needs --score\n"), 3;
     if (a->targets && (!a->do_score || a->logits))
         return fprintf(stderr, "generate: --target-ids needs --score (and gives losses, not --logits)\n"), 3;
+    return 0;
+}
+
+/* Gemma 3's --image: one <start_of_image> per image. 0, or 2 with the message printed. */
+static int check_markers(const gen_args *a) {
     int marks = gt_pp_count_image_markers(a->prompt);
     if (a->n_images && marks != a->n_images)
         return fprintf(stderr, "generate: --image: PROMPT has %d <start_of_image> marker%s for %d image%s\n", marks,
-                       marks == 1 ? "" : "s", a->n_images, a->n_images == 1 ? "" : "s"), 3;
+                       marks == 1 ? "" : "s", a->n_images, a->n_images == 1 ? "" : "s"), 2;
     return 0;
 }
 
 /* The prompt's ids: <bos> unless --no-bos, in the chat template with --chat (turn markers
  * inserted as ids, never matched from the user's text). 0, or 1 with the message printed. */
-static int encode_prompt(const gt_tokenizer *tok, const gen_args *a, bool gemma4, gt_ids *ids) {
+static int encode_prompt(const gt_tokenizer *tok, const gen_args *a, bool gemma4, const gt_gen4 *md4, gt_ids *ids) {
     char err[1024];
     if (a->bos) gt_ids_push(ids, gt_tok_bos(tok));
     /* Gemma 4's turn markers are <|turn> / <turn|> (data.template gemma4_chat) */
@@ -320,8 +344,9 @@ static int encode_prompt(const gt_tokenizer *tok, const gen_args *a, bool gemma4
         gt_ids_push(ids, sot);
         if (gt_tok_encode(tok, "user\n", 5, false, ids, err, sizeof err)) goto fail;
     }
-    if (a->image_tokens ? gt_pp_encode_prompt(tok, a->prompt, a->image_tokens, ids, err, sizeof err)
-                        : gt_tok_encode(tok, a->prompt, strlen(a->prompt), false, ids, err, sizeof err))
+    if (md4 ? gt_gen4_encode(md4, tok, a->prompt, ids, err, sizeof err)
+        : a->image_tokens ? gt_pp_encode_prompt(tok, a->prompt, a->image_tokens, ids, err, sizeof err)
+                          : gt_tok_encode(tok, a->prompt, strlen(a->prompt), false, ids, err, sizeof err))
         goto fail;
     if (a->chat) {
         gt_ids_push(ids, eot);
@@ -391,6 +416,33 @@ static int encode_images(const gt_vision *v, const gt_tokenizer *tok, const gen_
     return rc;
 }
 
+/* Gemma 4: the encoders' rows for the cached prefill (gt_gemma4_media_rows) into st. The exit
+ * status (0 or 1, the message printed). */
+static int media4_rows(const gt_gemma *m, const gt_gemma4_media *md, const gt_ids *ids, soft_tokens *st) {
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = false;
+    gt_gemma4_rows r;
+    int64_t n = (int64_t)ids->n, D = m->cfg.hidden_dim;
+    int rc = gt_gemma4_media_rows(&ctx, m, md, ids->ids, n, &r) ? (fprintf(stderr, "generate: %s\n", ctx.err), 1) : 0;
+    if (!rc) {
+        st->soft = malloc(sizeof(gt_real) * (size_t)(r.n * D + 1));
+        st->pos = malloc(sizeof(int32_t) * (size_t)(r.n + 1));
+        st->open = malloc((size_t)r.n + 1);
+        st->feed = malloc(sizeof(int32_t) * (size_t)n);
+        if (!st->soft || !st->pos || !st->open || !st->feed) rc = (fprintf(stderr, "generate: out of memory\n"), 1);
+    }
+    if (!rc) {
+        memcpy(st->soft, r.rows, sizeof(gt_real) * (size_t)(r.n * D));
+        memcpy(st->pos, r.pos, sizeof(int32_t) * (size_t)r.n);
+        memcpy(st->open, r.open, (size_t)r.n);
+        memcpy(st->feed, r.ids, sizeof(int32_t) * (size_t)n);
+        st->n = r.n;
+    }
+    gt_ctx_free(&ctx);
+    return rc;
+}
+
 static int generate(const gt_gemma *m, const gt_tokenizer *tok, const gen_args *a, const gt_sampler *smp,
                     const gt_ids *ids, const soft_tokens *img) {
     char err[1024];
@@ -398,7 +450,8 @@ static int generate(const gt_gemma *m, const gt_tokenizer *tok, const gen_args *
     int n_stop = stop_ids(tok, a->stops, stops);
     gt_generate_opts o = {.max_length = a->max_length ? a->max_length : (int64_t)ids->n + a->max_new,
                           .stop_ids = stops, .n_stop = n_stop, .sampler = *smp,
-                          .soft_tokens = img->soft, .soft_pos = img->pos, .n_soft = img->n};
+                          .soft_tokens = img->soft, .soft_pos = img->pos, .n_soft = img->n,
+                          .soft_open = img->open};
     if (o.max_length > m->cfg.max_seq_len) o.max_length = m->cfg.max_seq_len;
     if (!a->strip) { /* the prompt as KerasHub prints it: special tokens removed */
         char *text = NULL;
@@ -413,7 +466,7 @@ static int generate(const gt_gemma *m, const gt_tokenizer *tok, const gen_args *
     int rc = 1;
     if (!out || !st.ids) {
         fprintf(stderr, "generate: out of memory\n");
-    } else if (gt_generate(m, ids->ids, (int64_t)ids->n, &o, out, cap, &n_out, &stopped, on_token, &st, err,
+    } else if (gt_generate(m, img->feed ? img->feed : ids->ids, (int64_t)ids->n, &o, out, cap, &n_out, &stopped, on_token, &st, err,
                            sizeof err)) {
         fprintf(stderr, "\ngenerate: %s\n", err);
     } else {
@@ -462,6 +515,27 @@ static int load(const gen_args *a, gt_gemma **m, gt_tokenizer **tok, char *err, 
               : gt_load_model(a->model_path, false, m, tok, err, errn);
 }
 
+/* Everything the prompt needs once the model is loaded: Gemma 3's vision encoder (for --image,
+ * and for --lora: a multimodal .lora.h5 numbers its layers past the encoder's), the adapters,
+ * Gemma 4's towers and media (x4). The exit status (0, 1 or 2 for a usage error, printed). */
+static int prepare(gen_args *a, gt_gemma *m, const gt_tokenizer *tok, gt_vision **v, gt_gen4 *x4) {
+    char err[1024];
+    bool g4 = m->cfg.generation == 4;
+    if (!g4 && a->n_audio)
+        return fprintf(stderr, "generate: --audio needs a Gemma 4 model with an audio encoder (E2B/E4B)\n"), 2;
+    if (!g4 && check_markers(a)) return 2;
+    if (((!g4 && a->n_images) || a->lora_path) && load_vision(a->model_path, v, !g4 && a->n_images > 0)) return 1;
+    a->image_tokens = *v ? gt_vision_tokens_per_image(&(*v)->cfg) : 0;
+    if (a->lora_path && apply_lora(m, *v, a->lora_path, a->lora_alpha, err, sizeof err))
+        return fprintf(stderr, "generate: %s\n", err), 1;
+    if (a->lora_path && !strcmp(a->weights, "q8_0") && gt_gemma_set_frozen_dtype(m, GT_FROZEN_Q8_0, err, sizeof err))
+        return fprintf(stderr, "generate: --weights q8_0: %s\n", err), 1;
+    if (g4 && (a->n_images || a->n_audio) &&
+        gt_gen4_load(x4, a->model_path, tok, a->images, a->n_images, a->audio, a->n_audio, err, sizeof err))
+        return fprintf(stderr, "generate: %s\n", err), 1;
+    return 0;
+}
+
 int cli_generate(int argc, char **argv) {
     gen_args a;
     int rc = parse_args(argc, argv, &a);
@@ -469,29 +543,26 @@ int cli_generate(int argc, char **argv) {
     char err[1024];
     gt_sampler smp;
     if (gt_sampler_parse(a.sampler, &smp, err, sizeof err)) return fprintf(stderr, "generate: %s\n", err), 2;
-    gt_vision *v = NULL;
-    /* with --lora too: a multimodal .lora.h5 numbers its layers past the encoder's, and holds its adapters */
-    if ((a.n_images || a.lora_path) && load_vision(a.model_path, &v, a.n_images > 0)) return 1;
-    a.image_tokens = v ? gt_vision_tokens_per_image(&v->cfg) : 0;
     gt_gemma *m;
     gt_tokenizer *tok;
-    if (load(&a, &m, &tok, err, sizeof err)) {
-        gt_vision_free(v);
-        return fprintf(stderr, "generate: %s\n", err), 1;
-    }
+    if (load(&a, &m, &tok, err, sizeof err)) return fprintf(stderr, "generate: %s\n", err), 1;
+    gt_vision *v = NULL;
+    gt_gen4 x4 = {0};
     gt_ids ids = {0};
     soft_tokens img = {0};
-    rc = 1;
-    if (a.lora_path && apply_lora(m, v, a.lora_path, a.lora_alpha, err, sizeof err))
-        fprintf(stderr, "generate: %s\n", err);
-    else if (a.lora_path && !strcmp(a.weights, "q8_0") && gt_gemma_set_frozen_dtype(m, GT_FROZEN_Q8_0, err, sizeof err))
-        fprintf(stderr, "generate: --weights q8_0: %s\n", err);
-    else if (!encode_prompt(tok, &a, m->cfg.generation == 4, &ids) && !(v && encode_images(v, tok, &a, &ids, &img)))
+    rc = prepare(&a, m, tok, &v, &x4);
+    bool media4 = x4.md.images || x4.md.clips;
+    if (media4) img.md4 = &x4.md;
+    if (!rc && (encode_prompt(tok, &a, m->cfg.generation == 4, media4 ? &x4 : NULL, &ids) ||
+                (v && encode_images(v, tok, &a, &ids, &img)) ||
+                (media4 && !a.do_score && media4_rows(m, &x4.md, &ids, &img))))
+        rc = 1;
+    if (!rc)
         rc = a.do_score && a.logits ? score_logits(m, ids.ids, (int64_t)ids.n, &img)
              : a.do_score           ? score(m, a.targets, ids.ids, (int64_t)ids.n, &img)
                                     : generate(m, tok, &a, &smp, &ids, &img);
-    free(img.soft);
-    free(img.pos);
+    free(img.soft), free(img.pos), free(img.open), free(img.feed);
+    gt_gen4_free(&x4);
     gt_ids_free(&ids);
     gt_tok_free(tok);
     gt_gemma_free(m);

@@ -140,10 +140,10 @@ gt_tensor *gt_gemma4_media_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_gemma
     return gt_gemma_hidden(ctx, m, &bb);
 }
 
-gt_tensor *gt_gemma4_media_prefill(gt_ctx *ctx, const gt_gemma *m, const gt_gemma4_media *md,
-                                   gt_gemma_cache *cache, const int32_t *ids, int64_t n) {
+int gt_gemma4_media_rows(gt_ctx *ctx, const gt_gemma *m, const gt_gemma4_media *md, const int32_t *ids,
+                         int64_t n, gt_gemma4_rows *out) {
     gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
-    if (!gt_ok(ctx) || !check_media(ctx, m, md, &b)) return NULL;
+    if (!gt_ok(ctx) || !check_media(ctx, m, md, &b)) return -1;
     const gt_gemma4_images *im = md->images;
     int64_t ni = im ? im->n : 0, na = md->clips ? md->clips->n : 0, nI = 0, nA = 0;
     int64_t L = ni > 0 ? im->P / (md->vision->cfg.pool_size * md->vision->cfg.pool_size) : 0;
@@ -153,24 +153,24 @@ gt_tensor *gt_gemma4_media_prefill(gt_ctx *ctx, const gt_gemma *m, const gt_gemm
     int32_t *zid = gt_alloc(ctx, (size_t)n * sizeof *zid);
     int32_t *pos = gt_alloc(ctx, (size_t)(nI + nA + 1) * sizeof *pos);
     uint8_t *open = gt_alloc(ctx, (size_t)(nI + nA + 1));
-    if (!pa || !zid || !pos || !open) return NULL;
+    if (!pa || !zid || !pos || !open) return -1;
     for (int64_t i = 0; i < n; i++) zid[i] = mi[i] || ma[i] ? 0 : ids[i];
     memcpy(pos, pi, (size_t)nI * sizeof *pos);
     memcpy(pos + nI, pa, (size_t)nA * sizeof *pos);
     memset(open, md->vision_bidir, (size_t)nI);
     memset(open + nI, 0, (size_t)nA);
-    if (md->vision_bidir && nI > 0 && !spans(ctx, m, &b, mi)) return NULL;
+    if (md->vision_bidir && nI > 0 && !spans(ctx, m, &b, mi)) return -1;
     bool grad = ctx->grad_enabled;
     ctx->grad_enabled = false; /* the encoders' outputs only feed the cache */
     gt_tensor *soft = nI + nA ? soft_rows(ctx, md, nI, nA, m->cfg.hidden_dim) : NULL;
     ctx->grad_enabled = grad;
-    if (nI + nA && !soft) return NULL;
+    if (nI + nA && !soft) return -1;
     /* the cached step wants the rows in position order (images and clips may interleave) */
     int64_t k = nI + nA, D = m->cfg.hidden_dim;
     gt_real *rows = gt_alloc(ctx, (size_t)(k * D + 1) * sizeof *rows);
     int32_t *spos = gt_alloc(ctx, (size_t)(k + 1) * sizeof *spos), *inv = gt_alloc(ctx, (size_t)n * sizeof *inv);
     uint8_t *sopen = gt_alloc(ctx, (size_t)(k + 1));
-    if (!rows || !spos || !inv || !sopen) return NULL;
+    if (!rows || !spos || !inv || !sopen) return -1;
     for (int64_t i = 0; i < k; i++) inv[pos[i]] = (int32_t)i;
     for (int64_t t = 0, j = 0; t < n; t++) {
         if (!mi[t] && !ma[t]) continue;
@@ -178,7 +178,15 @@ gt_tensor *gt_gemma4_media_prefill(gt_ctx *ctx, const gt_gemma *m, const gt_gemm
         spos[j] = (int32_t)t;
         sopen[j++] = open[inv[t]];
     }
-    return gt_gemma_step_media(ctx, m, cache, zid, n, rows, spos, k, sopen);
+    *out = (gt_gemma4_rows){.ids = zid, .rows = rows, .pos = spos, .open = sopen, .n = k};
+    return 0;
+}
+
+gt_tensor *gt_gemma4_media_prefill(gt_ctx *ctx, const gt_gemma *m, const gt_gemma4_media *md,
+                                   gt_gemma_cache *cache, const int32_t *ids, int64_t n) {
+    gt_gemma4_rows r;
+    if (gt_gemma4_media_rows(ctx, m, md, ids, n, &r)) return NULL;
+    return gt_gemma_step_media(ctx, m, cache, r.ids, n, r.rows, r.pos, r.n, r.open);
 }
 
 gt_tensor *gt_gemma4_mm_hidden(gt_ctx *ctx, const gt_gemma *m, const gt_vision4 *v,

@@ -51,6 +51,20 @@ typedef struct gt_gemma4_media {
     const gt_gemma4_clips *clips;
 } gt_gemma4_media;
 
+/* What a cached step needs to feed the prompt ids[0..n) with md's media (one row): ids with 0
+ * at the media slots (KerasHub's per-layer-embedding pad), the encoders' rows [n_rows, D] in
+ * position order, their positions and bidirectional flags. Arrays in ctx; nothing on the tape.
+ * -1 with ctx's sticky error. */
+typedef struct gt_gemma4_rows {
+    int32_t *ids;
+    gt_real *rows;
+    int32_t *pos;
+    uint8_t *open;
+    int64_t n;
+} gt_gemma4_rows;
+int gt_gemma4_media_rows(gt_ctx *ctx, const gt_gemma *m, const gt_gemma4_media *md, const int32_t *ids,
+                         int64_t n, gt_gemma4_rows *out);
+
 /* Cached generation: feed the prompt ids[0..n) (one row, at cache->len..) with md's media at
  * their slots, as gt_gemma4_media_hidden places them (image runs bidirectional with
  * vision_bidir, audio causal), and return the last token's logits [1, V]. Records nothing on the

@@ -231,8 +231,8 @@ static int generate_beam(const gt_gemma *m, const int32_t *prompt, int64_t n_pro
         for (int64_t j = 0; j < K && !rc; j++) {
             if (t == 0 && j > 0) break; /* the other beams' -1e9 cannot win the first step */
             gt_ctx_reset(&ctx);
-            gt_tensor *z = t == 0 ? gt_gemma_step_soft(&ctx, m, &b.cache[j], prompt, n_prompt, o->soft_tokens,
-                                                       o->soft_pos, o->n_soft)
+            gt_tensor *z = t == 0 ? gt_gemma_step_media(&ctx, m, &b.cache[j], prompt, n_prompt, o->soft_tokens,
+                                                        o->soft_pos, o->n_soft, o->soft_open)
                                   : gt_gemma_step(&ctx, m, &b.cache[j], &b.seq[j * L + t - 1], 1);
             if (!z) {
                 snprintf(err, errn, "generate: %s", ctx.err);
@@ -314,8 +314,9 @@ int gt_generate(const gt_gemma *m, const int32_t *prompt, int64_t n_prompt,
     while (cache.len + n_feed <= o->max_length && *n_out < cap) {
         gt_ctx_reset(&ctx);
         bool prefill = feed == prompt; /* the prompt's images go in with it */
-        gt_tensor *z = gt_gemma_step_soft(&ctx, m, &cache, feed, n_feed, prefill ? o->soft_tokens : NULL,
-                                          prefill ? o->soft_pos : NULL, prefill ? o->n_soft : 0);
+        gt_tensor *z = gt_gemma_step_media(&ctx, m, &cache, feed, n_feed, prefill ? o->soft_tokens : NULL,
+                                           prefill ? o->soft_pos : NULL, prefill ? o->n_soft : 0,
+                                           prefill ? o->soft_open : NULL);
         if (!z) {
             snprintf(err, errn, "generate: %s", ctx.err);
             rc = -1;

@@ -49,6 +49,9 @@ typedef struct gt_generate_opts {
     const gt_real *soft_tokens;
     const int32_t *soft_pos;
     int64_t n_soft;
+    /* Gemma 4 (models/gemma4_mm.h's gt_gemma4_media_rows): per soft row, 1 where its run is
+     * bidirectional (images with vision_bidir), 0 where causal (audio); NULL: every run open. */
+    const uint8_t *soft_open;
 } gt_generate_opts;
 
 /* Generates after prompt[0..n_prompt) into out (capacity cap). *n_out gets the number of new

@@ -1,0 +1,210 @@
+/* gen_media4.c: Gemma 4 media for generate (contract in gen_media4.h). */
+#include "cli/gen_media4.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "models/io/hf_audio.h"
+#include "models/io/hf_vision4.h"
+#include "models/io/keras_preset.h"
+#include "models/io/towers4_keras.h"
+#include "util/err.h"
+
+/* A number at o[key] into *v when present; -1 naming the file and key when not a number. */
+static int num(json_t *o, const char *key, const char *file, double *v, char *err, size_t errn) {
+    json_t *x = o ? json_object_get(o, key) : NULL;
+    if (!x || json_is_null(x)) return 0;
+    if (!json_is_number(x)) return gt_errf(err, errn, "%s: \"%s\" is not a number", file, key);
+    *v = json_number_value(x);
+    return 0;
+}
+
+/* The converters' settings: preprocessor.json's when the preset saved them, else KerasHub's
+ * defaults fitted to the towers. */
+static int converters(gt_gen4 *x, const char *dir, char *err, size_t errn) {
+    x->icfg = gt_image4_cfg_gemma4();
+    gt_audio_cfg_default(&x->acfg);
+    if (x->has_v) x->icfg.patch = (int)x->v.cfg.patch_size, x->icfg.pool = (int)x->v.cfg.pool_size;
+    if (x->has_a) x->acfg.num_mels = (int)x->a.cfg.input_feat_size;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/preprocessor.json", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    fclose(f);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) return gt_errf(err, errn, "%s:%d: %s", path, je.line, je.text);
+    json_t *c = json_object_get(j, "config");
+    json_t *ic = json_object_get(json_object_get(c, "image_converter"), "config");
+    json_t *ac = json_object_get(json_object_get(c, "audio_converter"), "config");
+    double p = x->icfg.patch, ms = x->icfg.max_soft_tokens, pk = x->icfg.pool;
+    double nm = x->acfg.num_mels, nf = x->acfg.num_fft_bins, st = x->acfg.stride, fl = x->acfg.frame_length;
+    double sr = x->acfg.sampling_rate, ml = x->acfg.max_audio_length;
+    int rc = num(ic, "patch_size", path, &p, err, errn) || num(ic, "max_soft_tokens", path, &ms, err, errn) ||
+             num(ic, "pooling_kernel_size", path, &pk, err, errn) || num(ac, "num_mels", path, &nm, err, errn) ||
+             num(ac, "num_fft_bins", path, &nf, err, errn) || num(ac, "stride", path, &st, err, errn) ||
+             num(ac, "frame_length", path, &fl, err, errn) || num(ac, "sampling_rate", path, &sr, err, errn) ||
+             num(ac, "max_audio_length", path, &ml, err, errn) ||
+             num(ac, "min_frequency", path, &x->acfg.min_frequency, err, errn) ||
+             num(ac, "max_frequency", path, &x->acfg.max_frequency, err, errn) ||
+             num(ac, "mel_floor", path, &x->acfg.mel_floor, err, errn);
+    json_decref(j);
+    x->icfg.patch = (int)p, x->icfg.max_soft_tokens = (int)ms, x->icfg.pool = (int)pk;
+    x->acfg.num_mels = (int)nm, x->acfg.num_fft_bins = (int)nf, x->acfg.stride = (int)st;
+    x->acfg.frame_length = (int)fl, x->acfg.sampling_rate = (int)sr, x->acfg.max_audio_length = (int)ml;
+    return rc ? -1 : 0;
+}
+
+/* Image runs bidirectional? KerasHub's use_vision_bidirectional_attention, HF's "vision". */
+static bool vision_bidir(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_t *j = json_load_file(path, 0, NULL);
+    json_t *c = json_object_get(j, "config"), *t = json_object_get(j, "text_config");
+    json_t *hf = json_object_get(t, "use_bidirectional_attention");
+    bool b = json_is_true(json_object_get(c, "use_vision_bidirectional_attention")) ||
+             (json_is_string(hf) && !strcmp(json_string_value(hf), "vision"));
+    json_decref(j);
+    return b;
+}
+
+/* The towers wanted (vision when images, audio when clips) from a preset or an HF directory. */
+static int towers(gt_gen4 *x, const char *dir, bool want_v, bool want_a, char *err, size_t errn) {
+    if (gt_keras_preset_detect(dir)) {
+        if (gt_towers4_keras_load(dir, want_v ? &x->v : NULL, &x->has_v, want_a ? &x->a : NULL, &x->has_a, err, errn))
+            return -1;
+    } else {
+        char e[1024];
+        if (want_v && !gt_hf_vision4_config(dir, &x->v.cfg, e, sizeof e)) {
+            if (gt_hf_vision4_load(dir, &x->v, err, errn)) return -1;
+            x->has_v = true;
+        }
+        if (want_a && !gt_hf_audio_config(dir, &x->a.cfg, e, sizeof e)) {
+            if (gt_hf_audio_load(dir, &x->a, err, errn)) return -1;
+            x->has_a = true;
+        }
+    }
+    if (want_v && !x->has_v)
+        return gt_errf(err, errn, "--image: %s has no Gemma 4 vision encoder (a KerasHub preset or Hugging Face "
+                       "directory with one)", dir);
+    if (want_a && !x->has_a)
+        return gt_errf(err, errn, "--audio: %s has no Gemma 4 audio encoder (E2B/E4B have one)", dir);
+    return 0;
+}
+
+static int load_images(gt_gen4 *x, const char *const *images, int n, char *err, size_t errn) {
+    if (gt_image4_validate(&x->icfg, err, errn)) return -1;
+    int64_t P = gt_image4_max_patches(&x->icfg), pd = gt_image4_patch_dim(&x->icfg);
+    x->patches = malloc(sizeof(float) * (size_t)(n * P * pd));
+    x->pos = malloc(sizeof(int32_t) * (size_t)(n * P * 2));
+    if (!x->patches || !x->pos) return gt_errf(err, errn, "--image: out of memory");
+    for (int i = 0; i < n; i++) {
+        char e[1024];
+        if (gt_image4_load(images[i], &x->icfg, x->patches + i * P * pd, x->pos + i * P * 2, NULL, e, sizeof e))
+            return gt_errf(err, errn, "--image: %s", e);
+    }
+    x->im = (gt_gemma4_images){x->patches, x->pos, n, P};
+    return 0;
+}
+
+/* One clip: its frames up to 4 x its token count (KerasHub clips the mel to the placeholders). */
+static int load_clip(gt_gen4 *x, const char *path, char *err, size_t errn) {
+    if (gt_audio_cfg_validate(&x->acfg, err, errn)) return -1;
+    float *wav = NULL;
+    int64_t ns = 0, F = gt_audio_num_frames(&x->acfg), M = x->acfg.num_mels;
+    char e[1024];
+    if (gt_audio_read_wav(path, x->acfg.sampling_rate, &wav, &ns, NULL, e, sizeof e))
+        return gt_errf(err, errn, "--audio: %s", e);
+    float *all = malloc(sizeof(float) * (size_t)(F * M));
+    int rc = !all ? gt_errf(err, errn, "--audio: out of memory") : gt_audio_features(&x->acfg, wav, ns, all, e, sizeof e);
+    if (all && rc) gt_errf(err, errn, "--audio: %s: %s", path, e);
+    free(wav);
+    if (rc) return free(all), -1;
+    x->clip_tokens = gt_audio_num_tokens(&x->acfg, ns);
+    int64_t T = 4 * x->clip_tokens < F ? 4 * x->clip_tokens : F, nv = gt_audio_valid_frames(&x->acfg, ns);
+    x->mel = all; /* the first T frames, row-major: a prefix */
+    x->valid = malloc((size_t)T);
+    if (!x->valid) return gt_errf(err, errn, "--audio: out of memory");
+    for (int64_t t = 0; t < T; t++) x->valid[t] = t < nv;
+    x->cl = (gt_gemma4_clips){x->mel, x->valid, 1, T};
+    return 0;
+}
+
+int gt_gen4_load(gt_gen4 *x, const char *dir, const gt_tokenizer *tok, const char *const *images,
+                 int n_images, const char *const *clips, int n_clips, char *err, size_t errn) {
+    memset(x, 0, sizeof *x);
+    if (n_images > GT_GEN4_MAX_IMAGES) return gt_errf(err, errn, "--image: at most %d images", GT_GEN4_MAX_IMAGES);
+    if (n_clips > GT_GEN4_MAX_CLIPS)
+        return gt_errf(err, errn, "--audio: at most %d clip per prompt (KerasHub's max_audio_clips_per_prompt)",
+                       GT_GEN4_MAX_CLIPS);
+    if (towers(x, dir, n_images > 0, n_clips > 0, err, errn)) return -1;
+    x->has_v = x->has_v && n_images > 0, x->has_a = x->has_a && n_clips > 0;
+    if (converters(x, dir, err, errn)) return -1;
+    x->md = (gt_gemma4_media){.vision_bidir = vision_bidir(dir), .image_token = -1, .audio_token = -1};
+    if (n_images) {
+        if ((x->md.image_token = gt_tok_piece_id(tok, GT_IMAGE4_PLACEHOLDER)) < 0)
+            return gt_errf(err, errn, "--image: the tokenizer has no %s piece", GT_IMAGE4_PLACEHOLDER);
+        if (load_images(x, images, n_images, err, errn)) return -1;
+        x->md.vision = &x->v, x->md.images = &x->im;
+    }
+    if (n_clips) {
+        if ((x->md.audio_token = gt_tok_piece_id(tok, GT_AUDIO_PLACEHOLDER)) < 0)
+            return gt_errf(err, errn, "--audio: the tokenizer has no %s piece", GT_AUDIO_PLACEHOLDER);
+        if (load_clip(x, clips[0], err, errn)) return -1;
+        x->md.audio = &x->a, x->md.clips = &x->cl;
+    }
+    return 0;
+}
+
+static int count(const char *s, const char *ph) {
+    int n = 0;
+    for (const char *p = strstr(s, ph); p; p = strstr(p + strlen(ph), ph)) n++;
+    return n;
+}
+
+/* start, n x slot, end as ids; -1 naming a piece the tokenizer lacks. */
+static int push_span(const gt_tokenizer *tok, const char *start, const char *slot, const char *end, int64_t n,
+                     gt_ids *ids, char *err, size_t errn) {
+    int32_t s = gt_tok_piece_id(tok, start), p = gt_tok_piece_id(tok, slot), e = gt_tok_piece_id(tok, end);
+    if (s < 0 || p < 0 || e < 0) return gt_errf(err, errn, "the tokenizer lacks %s, %s or %s", start, slot, end);
+    int rc = gt_ids_push(ids, s);
+    for (int64_t i = 0; i < n; i++) rc |= gt_ids_push(ids, p);
+    rc |= gt_ids_push(ids, e);
+    return rc ? gt_errf(err, errn, "out of memory") : 0;
+}
+
+int gt_gen4_encode(const gt_gen4 *x, const gt_tokenizer *tok, const char *prompt, gt_ids *ids, char *err,
+                   size_t errn) {
+    int ni = count(prompt, GT_IMAGE4_PLACEHOLDER), na = count(prompt, GT_AUDIO_PLACEHOLDER);
+    if (ni != x->im.n)
+        return gt_errf(err, errn, "--image: PROMPT has %d %s marker%s for %lld image%s", ni, GT_IMAGE4_PLACEHOLDER,
+                       ni == 1 ? "" : "s", (long long)x->im.n, x->im.n == 1 ? "" : "s");
+    if (na != x->cl.n)
+        return gt_errf(err, errn, "--audio: PROMPT has %d %s marker%s for %lld clip%s", na, GT_AUDIO_PLACEHOLDER,
+                       na == 1 ? "" : "s", (long long)x->cl.n, x->cl.n == 1 ? "" : "s");
+    const char *p = prompt;
+    while (*p) {
+        const char *im = strstr(p, GT_IMAGE4_PLACEHOLDER), *au = strstr(p, GT_AUDIO_PLACEHOLDER);
+        const char *at = !im ? au : !au ? im : im < au ? im : au;
+        size_t len = at ? (size_t)(at - p) : strlen(p);
+        if (len && gt_tok_encode(tok, p, len, false, ids, err, errn)) return -1;
+        if (!at) break;
+        int rc = at == im ? push_span(tok, GT_IMAGE4_START, GT_IMAGE4_PLACEHOLDER, GT_IMAGE4_END,
+                                      x->icfg.max_soft_tokens, ids, err, errn)
+                          : push_span(tok, GT_AUDIO_START, GT_AUDIO_PLACEHOLDER, GT_AUDIO_END, x->clip_tokens, ids,
+                                      err, errn);
+        if (rc) return -1;
+        p = at + strlen(at == im ? GT_IMAGE4_PLACEHOLDER : GT_AUDIO_PLACEHOLDER);
+    }
+    return 0;
+}
+
+void gt_gen4_free(gt_gen4 *x) {
+    if (x->has_v) gt_vision4_free(&x->v);
+    if (x->has_a) gt_audio_enc_free(&x->a);
+    free(x->patches), free(x->pos), free(x->mel), free(x->valid);
+    memset(x, 0, sizeof *x);
+}
