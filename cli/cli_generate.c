@@ -237,6 +237,16 @@ typedef struct gen_args {
     bool strip, chat, bos, do_score, logits;
 } gen_args;
 
+/* Gemma 3's --image: one <start_of_image> per image. 0, or 2 with the message printed. */
+static int check_markers(const gen_args *a) {
+    int marks = gt_pp_count_image_markers(a->prompt);
+    if (a->n_images && marks != a->n_images)
+        return fprintf(stderr, "generate: --image: PROMPT has %d <start_of_image> marker%s for %d image%s (a Gemma 4 "
+                       "prompt has one <|image|> per image)\n", marks, marks == 1 ? "" : "s", a->n_images,
+                       a->n_images == 1 ? "" : "s"), 2;
+    return 0;
+}
+
 /* 0: run with *a; else the exit status (2 for a usage error, its message printed) plus one. */
 static int parse_args(int argc, char **argv, gen_args *a) {
     enum { O_MODEL = 256, O_LORA, O_ALPHA, O_MAX_NEW, O_MAX_LEN, O_SAMPLER, O_STOP, O_STRIP, O_CHAT, O_NO_BOS, O_SCORE,
@@ -318,15 +328,8 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     if (a->logits && !a->do_score) return fprintf(stderr, "generate: --logits needs --score\n"), 3;
     if (a->targets && (!a->do_score || a->logits))
         return fprintf(stderr, "generate: --target-ids needs --score (and gives losses, not --logits)\n"), 3;
-    return 0;
-}
-
-/* Gemma 3's --image: one <start_of_image> per image. 0, or 2 with the message printed. */
-static int check_markers(const gen_args *a) {
-    int marks = gt_pp_count_image_markers(a->prompt);
-    if (a->n_images && marks != a->n_images)
-        return fprintf(stderr, "generate: --image: PROMPT has %d <start_of_image> marker%s for %d image%s\n", marks,
-                       marks == 1 ? "" : "s", a->n_images, a->n_images == 1 ? "" : "s"), 2;
+    /* a prompt without Gemma 4's marker is checked before loading (Gemma 3's usage error) */
+    if (a->n_images && !strstr(a->prompt, GT_IMAGE4_PLACEHOLDER) && check_markers(a)) return 3;
     return 0;
 }
 

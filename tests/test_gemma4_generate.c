@@ -3,8 +3,9 @@
  * a preprocessor.json sizing the converters for its tiny towers. The CLI's greedy completion of a
  * prompt with an image and a clip equals a direct call path (the converters, then
  * gt_gemma4_media_hidden over the whole sequence and argmax per step, with the clip's mel left
- * untruncated); --score --logits gives the same prompt ids and last logits; a model without the
- * tower, an unreadable file, too many clips and a marker count that does not fit are refused. */
+ * untruncated), and so does the beam sampler with one beam; --score --logits gives the same
+ * prompt ids and logits; a model without the tower, an unreadable file, too many clips and a
+ * marker count that does not fit are refused. */
 #include <check.h>
 #include <ftw.h>
 #include <math.h>
@@ -228,6 +229,15 @@ START_TEST(greedy_matches_the_direct_path) {
            "prompt)\n", out, want, ng, (long long)n0);
     ck_assert_msg(strlen(want) > 0, "the direct path generated no text");
     ck_assert_str_eq(out, want);
+    /* BeamSampler with one beam is greedy: the beam path's prefill places the media too */
+    snprintf(args, sizeof args, "generate --model %s --image " IMAGE " --audio " CLIP " --max-new-tokens %d "
+             "--sampler beam:num_beams=1 --strip-prompt '" PROMPT "'", dir, NEW);
+    rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    len = strlen(out);
+    ck_assert_msg(len > 0 && out[len - 1] == '\n', "%s", out);
+    out[len - 1] = 0;
+    ck_assert_str_eq(out, want);
     free(want);
     gt_ctx_free(&ctx);
     ref_free(&r);
@@ -310,7 +320,9 @@ START_TEST(bad_media_are_refused) {
     snprintf(a, sizeof a, "generate --model %s --audio " CLIP " --audio " CLIP " 'x <|audio|> <|audio|>'", dir);
     expect_error(a, "at most 1 clip");
     snprintf(a, sizeof a, "generate --model %s --image " IMAGE " 'no marker'", dir);
-    expect_error(a, "PROMPT has 0 <|image|> markers for 1 image");
+    expect_error(a, "(a Gemma 4 prompt has one <|image|> per image)");
+    snprintf(a, sizeof a, "generate --model %s --image " IMAGE " '<|image|> <|image|>'", dir);
+    expect_error(a, "PROMPT has 2 <|image|> markers for 1 image");
     snprintf(a, sizeof a, "generate --model %s --audio " CLIP " '<|audio|> <|audio|>'", dir);
     expect_error(a, "PROMPT has 2 <|audio|> markers for 1 clip");
 }
