@@ -38,3 +38,113 @@ void gt_q8_dequant(const uint8_t *src, gt_real *dst, int64_t n) {
         for (int k = 0; k < GT_Q8_BLOCK; k++) y[k] = (gt_real)(d * (float)q[k]);
     }
 }
+
+int gt_qt_block(uint32_t type) {
+    switch (type) {
+    case GT_QT_Q5_0: case GT_QT_Q8_0: return 32;
+    case GT_QT_Q4_K: case GT_QT_Q6_K: return 256;
+    default: return 0;
+    }
+}
+
+int gt_qt_block_bytes(uint32_t type) {
+    switch (type) {
+    case GT_QT_Q5_0: return 22;
+    case GT_QT_Q8_0: return GT_Q8_BYTES;
+    case GT_QT_Q4_K: return 144;
+    case GT_QT_Q6_K: return 210;
+    default: return 0;
+    }
+}
+
+int64_t gt_qt_bytes(uint32_t type, int64_t n) {
+    int b = gt_qt_block(type);
+    return b ? n / b * gt_qt_block_bytes(type) : 0;
+}
+
+const char *gt_qt_name(uint32_t type) {
+    switch (type) {
+    case GT_QT_Q5_0: return "Q5_0";
+    case GT_QT_Q8_0: return "Q8_0";
+    case GT_QT_Q4_K: return "Q4_K";
+    case GT_QT_Q6_K: return "Q6_K";
+    default: return "?";
+    }
+}
+
+static float half_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return gt_f16_to_f32(h);
+}
+
+/* Q5_0: d, qh[4] (the fifth bits), qs[16] (low nibbles: first half, high: second), offset 16 */
+static void q5_0_block(const uint8_t *b, float *y) {
+    float d = half_at(b);
+    const uint8_t *qs = b + 6;
+    uint32_t qh;
+    memcpy(&qh, b + 2, 4);
+    for (int j = 0; j < 16; j++) {
+        int x0 = (qs[j] & 0xF) | (int)(((qh >> j) << 4) & 0x10);
+        int x1 = (qs[j] >> 4) | (int)((qh >> (j + 12)) & 0x10);
+        y[j] = d * (float)(x0 - 16);
+        y[j + 16] = d * (float)(x1 - 16);
+    }
+}
+
+/* K-quant 6-bit scale and min of sub-block j from the 12 packed bytes */
+static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* Q4_K: d, dmin, scales[12], qs[128]; value = d * scale * q - dmin * min per sub-block of 32 */
+static void q4_k_block(const uint8_t *b, float *y) {
+    float d = half_at(b), dmin = half_at(b + 2);
+    const uint8_t *sc = b + 4, *q = b + 16;
+    for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32) {
+        uint8_t s1, m1, s2, m2;
+        scale_min_k4(is, sc, &s1, &m1);
+        scale_min_k4(is + 1, sc, &s2, &m2);
+        float d1 = d * s1, mm1 = dmin * m1, d2 = d * s2, mm2 = dmin * m2;
+        for (int l = 0; l < 32; l++) {
+            y[j + l] = d1 * (float)(q[l] & 0xF) - mm1;
+            y[j + 32 + l] = d2 * (float)(q[l] >> 4) - mm2;
+        }
+    }
+}
+
+/* Q6_K: ql[128] (low nibbles), qh[64] (2-bit highs), scales[16] (int8, one per 16), d */
+static void q6_k_block(const uint8_t *b, float *y) {
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t *sc = (const int8_t *)(b + 192);
+    float d = half_at(b + 208);
+    for (int n = 0; n < 256; n += 128, ql += 64, qh += 32, sc += 8) {
+        for (int l = 0; l < 32; l++) {
+            int is = l / 16;
+            int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[n + l] = d * sc[is] * (float)q1;
+            y[n + l + 32] = d * sc[is + 2] * (float)q2;
+            y[n + l + 64] = d * sc[is + 4] * (float)q3;
+            y[n + l + 96] = d * sc[is + 6] * (float)q4;
+        }
+    }
+}
+
+void gt_qt_block_f32(uint32_t type, const uint8_t *b, float *y) {
+    switch (type) {
+    case GT_QT_Q5_0: q5_0_block(b, y); break;
+    case GT_QT_Q8_0: gt_q8_block_f32(b, y); break;
+    case GT_QT_Q4_K: q4_k_block(b, y); break;
+    case GT_QT_Q6_K: q6_k_block(b, y); break;
+    default: break;
+    }
+}
