@@ -148,3 +148,118 @@ void gt_qt_block_f32(uint32_t type, const uint8_t *b, float *y) {
     default: break;
     }
 }
+
+/* ---------------------------------------------------------------- Q4_K quantiser
+ * The reference (ggml's quantize_row_q4_K_ref) algorithm, step for step in fp32 so the bytes
+ * agree: per sub-block of 32, weights |x| + rms, a min-max start refined over 21 candidate
+ * scales by weighted least squares; then the 8 scales and mins quantised to 6 bits against
+ * their maxima, and the values requantised with the rounded scales. */
+
+/* round to nearest, ties to even, for |v| < 2^22 (the magic-number trick's result) */
+static int round_even(float v) { return (int)lrintf(v); }
+
+static int clamp_q(int l, int hi) { return l < 0 ? 0 : l > hi ? hi : l; }
+
+/* Scale of one sub-block (its min, negated, into *neg_min), levels into L. */
+static float fit_sub_block(const float *x, const float *w, uint8_t *L, float *neg_min) {
+    enum { N = 32, NMAX = 15, NSTEP = 20 };
+    float lo = x[0], hi = x[0], sw = w[0], sx = w[0] * x[0];
+    for (int i = 1; i < N; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+        sw += w[i];
+        sx += w[i] * x[i];
+    }
+    if (lo > 0) lo = 0;
+    if (hi == lo) {
+        memset(L, 0, N);
+        *neg_min = -lo;
+        return 0;
+    }
+    /* lo moves to each better fit's min: later candidates are taken against it */
+    float iscale = NMAX / (hi - lo), scale = 1 / iscale, best = 0;
+    for (int i = 0; i < N; i++) {
+        L[i] = (uint8_t)clamp_q(round_even(iscale * (x[i] - lo)), NMAX);
+        float e = scale * L[i] + lo - x[i];
+        best += w[i] * (e * e);
+    }
+    uint8_t aux[N];
+    for (int s = 0; s <= NSTEP; s++) {
+        iscale = (-1.0f + 0.1f * s + NMAX) / (hi - lo);
+        float sl = 0, sl2 = 0, sxl = 0;
+        for (int i = 0; i < N; i++) {
+            int l = clamp_q(round_even(iscale * (x[i] - lo)), NMAX);
+            aux[i] = (uint8_t)l;
+            sl += w[i] * l;
+            sl2 += w[i] * l * l;
+            sxl += w[i] * l * x[i];
+        }
+        float det = sw * sl2 - sl * sl;
+        if (!(det > 0)) continue;
+        float sc = (sw * sxl - sx * sl) / det, m = (sl2 * sx - sl * sxl) / det;
+        if (m > 0) m = 0, sc = sxl / sl2;
+        float err = 0;
+        for (int i = 0; i < N; i++) {
+            float e = sc * aux[i] + m - x[i];
+            err += w[i] * (e * e);
+        }
+        if (err < best) {
+            memcpy(L, aux, N);
+            best = err, scale = sc, lo = m;
+        }
+    }
+    *neg_min = -lo;
+    return scale;
+}
+
+static void q4_k_quantize_block(const float *x, uint8_t *b) {
+    float scales[8], mins[8], w[32], max_scale = 0, max_min = 0;
+    uint8_t L[256], *sc = b + 4;
+    for (int j = 0; j < 8; j++) {
+        const float *xj = x + 32 * j;
+        float s2 = 0;
+        for (int l = 0; l < 32; l++) s2 += xj[l] * xj[l];
+        float av = sqrtf(s2 / 32);
+        for (int l = 0; l < 32; l++) w[l] = av + fabsf(xj[l]);
+        scales[j] = fit_sub_block(xj, w, L + 32 * j, &mins[j]);
+        max_scale = scales[j] > max_scale ? scales[j] : max_scale;
+        max_min = mins[j] > max_min ? mins[j] : max_min;
+    }
+    float is = max_scale > 0 ? 63.f / max_scale : 0.f, im = max_min > 0 ? 63.f / max_min : 0.f;
+    memset(sc, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        int ls = round_even(is * scales[j]), lm = round_even(im * mins[j]);
+        ls = ls > 63 ? 63 : ls, lm = lm > 63 ? 63 : lm;
+        if (j < 4) {
+            sc[j] = (uint8_t)ls, sc[j + 4] = (uint8_t)lm;
+        } else { /* low nibbles in bytes 8..11, top two bits over bytes 0..7 */
+            sc[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+            sc[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            sc[j] |= (uint8_t)((lm >> 4) << 6);
+        }
+    }
+    uint16_t hd = gt_f32_to_f16(max_scale / 63.f), hm = gt_f32_to_f16(max_min / 63.f);
+    memcpy(b, &hd, 2);
+    memcpy(b + 2, &hm, 2);
+    float d = gt_f16_to_f32(hd), dmin = gt_f16_to_f32(hm);
+    for (int j = 0; j < 8; j++) { /* requantise against the stored (rounded) scales */
+        uint8_t s, m;
+        scale_min_k4(j, sc, &s, &m);
+        float dj = d * s, mj = dmin * m;
+        if (dj == 0) continue;
+        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)clamp_q(round_even((x[32 * j + l] + mj) / dj), 15);
+    }
+    uint8_t *q = b + 16;
+    for (int j = 0; j < 256; j += 64, q += 32)
+        for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+}
+
+void gt_q4k_quantize(const gt_real *src, uint8_t *dst, int64_t n) {
+    int64_t nb = n / 256;
+#pragma omp parallel for schedule(static) if (nb > 64)
+    for (int64_t i = 0; i < nb; i++) {
+        float x[256];
+        for (int k = 0; k < 256; k++) x[k] = (float)src[i * 256 + k];
+        q4_k_quantize_block(x, dst + i * 144);
+    }
+}

@@ -52,6 +52,10 @@ int gt_qt_block_bytes(uint32_t type);
 int64_t gt_qt_bytes(uint32_t type, int64_t n);
 /* One block of a kept type into gt_qt_block(type) floats (nothing for another id). */
 void gt_qt_block_f32(uint32_t type, const uint8_t *b, float *y);
+/* n values (a multiple of 256) as Q4_K blocks, byte-equal to ggml's reference quantiser
+ * (quantize_row_q4_K_ref; tests/fixtures/quant_k.h5 /q4_k_quant, made through llama-cpp-python's
+ * libggml). Threaded over blocks. */
+void gt_q4k_quantize(const gt_real *src, uint8_t *dst, int64_t n);
 /* "Q8_0", "Q4_K", ...; "?" for another id. */
 const char *gt_qt_name(uint32_t type);
 

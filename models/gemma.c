@@ -243,11 +243,14 @@ static int check_frozen(const gt_gemma *m, gt_frozen_dtype dt, char *err, size_t
     return 0;
 }
 
-/* The block type matrix p keeps under dt (Q8_0 unless q4_k's pick names another that fits). */
+/* The block type matrix p keeps under dt: q8_0: Q8_0; q4_k: what pick names if it fits, else
+ * Q4_K where the width is whole 256-blocks, else Q8_0. */
 static uint32_t qtype_for(const gt_gemma *m, int p, gt_frozen_dtype dt, gt_gemma_qtype_fn pick, void *arg) {
-    uint32_t qt = dt == GT_FROZEN_Q4_K && pick ? pick(m, p, arg) : 0;
-    int bl = gt_qt_block(qt);
-    return bl && m->params[p].t->shape[1] % bl == 0 ? qt : GT_QT_Q8_0;
+    if (dt != GT_FROZEN_Q4_K) return GT_QT_Q8_0;
+    int64_t cols = m->params[p].t->shape[1];
+    uint32_t qt = pick ? pick(m, p, arg) : 0;
+    if (gt_qt_block(qt) && cols % gt_qt_block(qt) == 0) return qt;
+    return cols % gt_qt_block(GT_QT_Q4_K) == 0 ? GT_QT_Q4_K : GT_QT_Q8_0;
 }
 
 /* Zeroed storage of dt for every matrix, the shared staging buffer and the ops' views (mats).
@@ -334,8 +337,9 @@ int gt_gemma_store_rows(gt_gemma *m, gt_tensor *t, int64_t r0, int64_t nr, const
     }
     const gt_bf16_mat *w = &m->mats[t - m->tensors];
     if (w->fmt == GT_WFMT_Q8_0) gt_q8_quantize(vals, (uint8_t *)w->q8 + gt_q8_bytes(off), n);
+    else if (w->fmt == GT_WFMT_Q4_K) gt_q4k_quantize(vals, (uint8_t *)w->q8 + gt_qt_bytes(GT_QT_Q4_K, off), n);
     else if (w->fmt == GT_WFMT_BF16) gt_to_bf16_n(vals, (uint16_t *)w->data + off, n);
-    else return -1; /* kept GGUF blocks: no quantiser for them */
+    else return -1; /* Q6_K, Q5_0: kept as a GGUF gives them, no quantiser here */
     return 0;
 }
 

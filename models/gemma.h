@@ -29,8 +29,9 @@
  * time (gt_gemma_store_rows, gt_gemma_store_q8).
  * GT_FROZEN_Q4_K keeps a GGUF's blocks in their own type where it is Q4_K, Q6_K, Q5_0 or Q8_0
  * (gt_gemma_create_frozen_as picks a matrix's type; gt_gemma_store_blocks copies them): a Q4_K_M
- * file stays ~4.5-6 bits a weight. Every other matrix (another GGUF type, presets, random init)
- * is quantised to Q8_0, as with GT_FROZEN_Q8_0: there is no Q4_K quantiser. */
+ * file stays as it is, ~4.5-6.5 bits a weight. Every other matrix (another GGUF type, presets,
+ * random init, conversion) is quantised to Q4_K (4.5 bits, gt_q4k_quantize: ggml's reference
+ * quantiser) where its width is a multiple of 256, else to Q8_0. */
 #ifndef GT_GEMMA_H
 #define GT_GEMMA_H
 
@@ -117,17 +118,17 @@ int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t
 int gt_gemma_create_frozen(const gt_gemma_config *cfg, gt_frozen_dtype dt, gt_gemma **out, char *err,
                            size_t errn);
 /* The block type (ggml id, autograd/quant.h) parameter p of m is to keep under GT_FROZEN_Q4_K, or
- * 0 for Q8_0; called once per matrix before any storage exists. */
+ * 0 for the default; called once per matrix before any storage exists. */
 typedef uint32_t (*gt_gemma_qtype_fn)(const gt_gemma *m, int p, void *arg);
-/* gt_gemma_create_frozen where, for GT_FROZEN_Q4_K, pick chooses each matrix's block type (NULL:
- * all Q8_0); a type whose block does not divide the matrix's width is taken as Q8_0. */
+/* gt_gemma_create_frozen where, for GT_FROZEN_Q4_K, pick chooses each matrix's block type (0 or
+ * a type whose block does not divide the width: the default, Q4_K or Q8_0 as above). */
 int gt_gemma_create_frozen_as(const gt_gemma_config *cfg, gt_frozen_dtype dt, gt_gemma_qtype_fn pick, void *arg,
                               gt_gemma **out, char *err, size_t errn);
 /* Bytes of the stored matrices (bf16 or blocks); 0 for an fp32 model. */
 int64_t gt_gemma_stored_bytes(const gt_gemma *m);
 /* Rows [r0, r0 + nr) of parameter t from vals (nr * cols values), rounded or quantised to its
- * storage (a vector: r0 = 0, nr = 1, its size values). Not for a matrix kept as Q5_0 / Q4_K /
- * Q6_K (only gt_gemma_store_blocks fills those): -1 there, else 0. */
+ * storage (a vector: r0 = 0, nr = 1, its size values; Q4_K: r0 * cols a multiple of 256). Not
+ * for a matrix kept as Q6_K or Q5_0 (only gt_gemma_store_blocks fills those): -1 there, else 0. */
 int gt_gemma_store_rows(gt_gemma *m, gt_tensor *t, int64_t r0, int64_t nr, const gt_real *vals);
 /* A q8_0 model's matrix t from Q8_0 blocks as GGUF stores them (gt_q8_bytes(t->size) bytes):
  * copied, not requantised. -1 unless t is a matrix of a q8_0 model. */
