@@ -220,7 +220,7 @@ int gt_gemma_set_compute_bf16(gt_gemma *m, bool on, char *err, size_t errn) {
     return 0;
 }
 
-/* Whether m may take storage dt (not fp32): frozen, not Gemma 4, Q8_0 rows in whole blocks. */
+/* Whether m may take storage dt (not fp32): frozen, Q8_0 rows in whole blocks. */
 static int check_frozen(const gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn) {
     if (dt != GT_FROZEN_BF16 && dt != GT_FROZEN_Q8_0 && dt != GT_FROZEN_Q4_K)
         return snprintf(err, errn, "model.frozen_dtype: unknown storage %d", (int)dt), -1;
@@ -231,8 +231,6 @@ static int check_frozen(const gt_gemma *m, gt_frozen_dtype dt, char *err, size_t
     if (m->frozen_dtype != GT_FROZEN_FP32)
         return snprintf(err, errn, "model.frozen_dtype: the model is %s already",
                         gt_frozen_dtype_names[m->frozen_dtype]), -1;
-    if (m->cfg.generation == 4)
-        return snprintf(err, errn, "model.frozen_dtype: %s storage is not supported for Gemma 4 yet", name), -1;
     for (int p = 0; p < m->n_params && dt != GT_FROZEN_BF16; p++) {
         const gt_tensor *t = m->params[p].t;
         if (t->ndim == 2 && t->shape[1] % GT_Q8_BLOCK)
@@ -614,7 +612,9 @@ static gt_tensor *per_layer_inputs(gt_ctx *ctx, const gt_gemma *m, gt_tensor *h0
                                    const int32_t *ids, int64_t B, int64_t T) {
     const gt_gemma_config *c = &m->cfg;
     int64_t L = c->num_layers, P = c->per_layer_input_dim, D = c->hidden_dim;
-    gt_tensor *e = gt_scale(ctx, gt_embedding(ctx, m->ple_embedding, ids, B * T), sqrt((double)P));
+    const gt_bf16_mat *e16 = bf16_of(m, m->ple_embedding);
+    gt_tensor *e = e16 ? gt_bf16_embedding(ctx, e16, ids, B * T) : gt_embedding(ctx, m->ple_embedding, ids, B * T);
+    e = gt_scale(ctx, e, sqrt((double)P));
     gt_tensor *pr = gt_scale(ctx, linear(ctx, m, h0, m->ple_projection), 1.0 / sqrt((double)D));
     int64_t split[3] = {B * T, L, P};
     pr = gt_rmsnorm(ctx, gt_reshape(ctx, pr, 3, split), m->ple_norm, c->rms_eps, false);

@@ -308,6 +308,24 @@ static gt_gemma *tiny_q4k(gt_gemma **deq) {
 
 enum { STEPS = 12, TB = 2, TT = 16 };
 
+/* AdamW over every adapter of l (at most 4 layers of 3 targets). */
+static void lora_optim(gt_lora *l, gt_optim *opt) {
+    gt_param_slice sl[24];
+    int n = 0;
+    char err[256];
+    for (int64_t i = 0; i < l->num_layers; i++)
+        for (int t = 0; t < GT_LORA_NTARGETS; t++) {
+            gt_lora_adapter *ad = (gt_lora_adapter *)gt_lora_get(l, i, (gt_lora_target)t);
+            if (!ad) continue;
+            ck_assert(n + 2 <= 24);
+            sl[n++] = (gt_param_slice){ad->a.name, ad->a.data, ad->a.grad, ad->a.size, true};
+            sl[n++] = (gt_param_slice){ad->b.name, ad->b.data, ad->b.grad, ad->b.size, true};
+        }
+    gt_optim_cfg oc;
+    gt_optim_cfg_defaults(&oc, GT_OPT_ADAMW);
+    ck_assert_msg(gt_optim_init(opt, &oc, sl, n, err, sizeof err) == 0, "%s", err);
+}
+
 /* LoRA (q, v, down) trained with AdamW on a fixed batch; the losses of every step and the first
  * step's adapter gradients. */
 static void train(gt_gemma *m, double *losses, gt_real *grad0, int64_t *ng) {
@@ -319,19 +337,8 @@ static void train(gt_gemma *m, double *losses, gt_real *grad0, int64_t *ng) {
     for (int64_t i = 0; i < l->n_values; i++) /* B non-zero too: A's gradient flows from step 1 */
         if (l->data[i] == 0) l->data[i] = (gt_real)(0.02 * ((i * 37) % 11 - 5));
     m->lora = l;
-    gt_param_slice sl[12];
-    int n = 0;
-    for (int64_t i = 0; i < 2; i++)
-        for (int t = 0; t < GT_LORA_NTARGETS; t++) {
-            gt_lora_adapter *ad = (gt_lora_adapter *)gt_lora_get(l, i, (gt_lora_target)t);
-            if (!ad) continue;
-            sl[n++] = (gt_param_slice){ad->a.name, ad->a.data, ad->a.grad, ad->a.size, true};
-            sl[n++] = (gt_param_slice){ad->b.name, ad->b.data, ad->b.grad, ad->b.size, true};
-        }
     gt_optim opt;
-    gt_optim_cfg oc;
-    gt_optim_cfg_defaults(&oc, GT_OPT_ADAMW);
-    ck_assert(gt_optim_init(&opt, &oc, sl, n, err, sizeof err) == 0);
+    lora_optim(l, &opt);
     int32_t ids[TB * TT], labels[TB * TT];
     gt_real w[TB * TT];
     for (int i = 0; i < TB * TT; i++) ids[i] = (i * 37 + 5) % 512, labels[i] = (i * 11 + 3) % 64, w[i] = 1;
@@ -524,6 +531,101 @@ START_TEST(random_init_into_q4_k_and_trained_near_fp32) {
 }
 END_TEST
 
+/* Gemma 4 (per-layer embeddings, kv sharing, k = v global layers, 2F MLPs) under q8_0 and q4_k,
+ * built straight into the storage by random init: the same blocks as converting the fp32 init,
+ * and a LoRA step's loss and adapter gradients equal to fp32 holding the decoded values (the
+ * per-layer embedding table read through the stored rows). Widths are whole blocks (Q4_K: 256
+ * for the hidden width, Q8_0 for the rest). */
+static gt_gemma_config tiny4_cfg(void) {
+    gt_gemma_config c;
+    gt_gemma_config_defaults(&c, 4);
+    c.vocab_size = 512;
+    c.num_layers = 4;
+    c.hidden_dim = 256;
+    c.intermediate_dim = 256;
+    c.num_query_heads = 4;
+    c.num_kv_heads = 2;
+    c.head_dim = 16;
+    c.global_head_dim = 32;
+    c.num_global_kv_heads = 1;
+    c.sliding_window = 8;
+    c.sliding_pattern = 2;
+    c.rope_global_partial = 0.25;
+    c.num_kv_shared_layers = 1;
+    c.double_wide_mlp = true;
+    c.per_layer_input_dim = 32;
+    return c;
+}
+
+static double gemma4_step(gt_gemma *m, gt_real *grad, int64_t *ng) {
+    char err[256];
+    gt_lora *l;
+    unsigned targets = (1u << GT_LORA_QUERY) | (1u << GT_LORA_VALUE) | (1u << GT_LORA_DOWN);
+    ck_assert_msg(gt_lora_create_for(&m->cfg, 4, 8, targets, 9, &l, err, sizeof err) == 0, "%s", err);
+    for (int64_t i = 0; i < l->n_values; i++)
+        if (l->data[i] == 0) l->data[i] = (gt_real)(0.02 * ((i * 37) % 11 - 5));
+    m->lora = l;
+    int32_t ids[TB * TT], labels[TB * TT];
+    gt_real w[TB * TT];
+    for (int i = 0; i < TB * TT; i++) ids[i] = (i * 37 + 5) % 512, labels[i] = (i * 11 + 3) % 64, w[i] = 1;
+    gt_micro_batch mb = {.in = {.batch = TB, .seq = TT, .token_ids = ids}, .labels = labels, .weights = w};
+    gt_step_cfg sc = {.norm = GT_NORM_TOKENS, .chunk_rows = 16};
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_step_result r;
+    gt_optim opt;
+    lora_optim(l, &opt);
+    ck_assert_msg(gt_step_run(&ctx, m, &opt, &sc, &mb, 1, TB, 0, &r, err, sizeof err) == 0, "%s", err);
+    gt_optim_free(&opt);
+    ck_assert(l->n_values <= 32768);
+    memcpy(grad, l->grad, sizeof(gt_real) * (size_t)l->n_values);
+    *ng = l->n_values;
+    gt_ctx_free(&ctx);
+    m->lora = NULL;
+    gt_lora_free(l);
+    return r.loss;
+}
+
+START_TEST(gemma4_quantised_bases) {
+    gt_gemma_config c = tiny4_cfg();
+    const gt_frozen_dtype dts[2] = {GT_FROZEN_Q8_0, GT_FROZEN_Q4_K};
+    char err[256];
+    for (int k = 0; k < 2; k++) {
+        gt_gemma *st, *cv, *deq;
+        ck_assert_msg(gt_gemma_create_frozen(&c, dts[k], &st, err, sizeof err) == 0, "%s", err);
+        ck_assert(gt_gemma_create(&c, false, &cv, err, sizeof err) == 0 && gt_gemma_create(&c, false, &deq, err, sizeof err) == 0);
+        gt_gemma_init_random(st, 3, 0.05);
+        gt_gemma_init_random(cv, 3, 0.05);
+        gt_gemma_init_random(deq, 3, 0.05);
+        ck_assert_msg(gt_gemma_set_frozen_dtype(cv, dts[k], err, sizeof err) == 0, "%s", err);
+        ck_assert_int_eq(gt_gemma_stored_bytes(st), gt_gemma_stored_bytes(cv));
+        ck_assert(memcmp(st->dataq, cv->dataq, (size_t)gt_gemma_stored_bytes(st)) == 0);
+        for (int p = 0; p < st->n_params; p++) /* norms (1 + N(0, std)), layer_scalar */
+            if (st->params[p].t->ndim != 2)
+                ck_assert(memcmp(st->params[p].t->data, cv->params[p].t->data, sizeof(gt_real) * (size_t)st->params[p].t->size) == 0);
+        ck_assert(st->ple_embedding->data == NULL && st->layers[0].ple_gate->data == NULL);
+        ck_assert(st->mats[st->ple_embedding - st->tensors].fmt == GT_WFMT_Q8_0); /* width 4 x 32: not 256-blocks */
+        for (int p = 0; p < st->n_params; p++) /* deq: fp32 holding the stored values */
+            if (st->params[p].t->ndim == 2) gt_gemma_param_values(st, st->params[p].t, deq->params[p].t->data);
+        static gt_real g1[32768], g2[32768];
+        int64_t n1, n2;
+        double l1 = gemma4_step(st, g1, &n1), l2 = gemma4_step(deq, g2, &n2);
+        ck_assert(n1 == n2 && n1 > 0);
+        double gmax = 0, dmax = 0;
+        for (int64_t i = 0; i < n1; i++) gmax = fmax(gmax, fabs(g2[i])), dmax = fmax(dmax, fabs(g1[i] - g2[i]));
+        ck_assert(gmax > 1e-5);
+        ck_assert_msg(fabs(l1 - l2) <= 1e-5 * l2, "%s: loss %.7f vs fp32 on the decoded values %.7f",
+                      gt_frozen_dtype_names[dts[k]], l1, l2);
+        ck_assert_msg(dmax <= 1e-4 * gmax, "%s: LoRA gradients differ by %g (max %g)", gt_frozen_dtype_names[dts[k]], dmax, gmax);
+        printf("gemma 4 %s: %.2f MB stored, LoRA step loss %.6f (fp32 on the decoded values %.6f)\n",
+               gt_frozen_dtype_names[dts[k]], (double)gt_gemma_stored_bytes(st) / 1e6, l1, l2);
+        gt_gemma_free(st);
+        gt_gemma_free(cv);
+        gt_gemma_free(deq);
+    }
+}
+END_TEST
+
 START_TEST(refusals) {
     gt_gemma *deq, *q = tiny_q4k(&deq);
     gt_real row[512] = {0};
@@ -558,6 +660,7 @@ int main(void) {
     tcase_add_test(tc, gemma_with_kept_blocks_trains_like_fp32_on_the_decoded_values);
     tcase_add_test(tc, gguf_blocks_are_kept_and_other_sources_quantised);
     tcase_add_test(tc, random_init_into_q4_k_and_trained_near_fp32);
+    tcase_add_test(tc, gemma4_quantised_bases);
     tcase_add_test(tc, refusals);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
