@@ -623,6 +623,34 @@ START_TEST(gemma4_quantised_bases) {
         gt_gemma_free(cv);
         gt_gemma_free(deq);
     }
+    /* through a GGUF (llama.cpp's gemma4 layout): an F32 file loaded straight into q4_k equals
+     * converting its fp32 load */
+    gt_tokenizer *tok;
+    ck_assert_msg(gt_tok_load("tests/fixtures/gemma3-tokenizer-8k.json", &tok, err, sizeof err) == 0, "%s", err);
+    c.vocab_size = 8192;
+    c.num_kv_shared_layers = 2; /* the sharing llama.cpp can express */
+    gt_gemma *src, *a, *b;
+    ck_assert(gt_gemma_create(&c, false, &src, err, sizeof err) == 0);
+    gt_gemma_init_random(src, 4, 0.05);
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/gt-test-quant-k4-%d.gguf", (int)getpid());
+    ck_assert_msg(gt_gguf_export_model(src, tok, path, GT_GGML_F32, "tiny4", err, sizeof err) == 0, "%s", err);
+    gt_gguf *g;
+    ck_assert_msg(gt_gguf_open(path, &g, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gt_gemma_from_gguf_frozen(g, GT_FROZEN_Q4_K, &a, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gt_gemma_from_gguf(g, false, &b, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gt_gemma_set_frozen_dtype(b, GT_FROZEN_Q4_K, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(gt_gemma_stored_bytes(a), gt_gemma_stored_bytes(b));
+    ck_assert(memcmp(a->dataq, b->dataq, (size_t)gt_gemma_stored_bytes(a)) == 0);
+    for (int p = 0; p < a->n_params; p++)
+        if (a->params[p].t->ndim != 2)
+            ck_assert(memcmp(a->params[p].t->data, b->params[p].t->data, sizeof(gt_real) * (size_t)a->params[p].t->size) == 0);
+    gt_gguf_close(g);
+    unlink(path);
+    gt_gemma_free(a);
+    gt_gemma_free(b);
+    gt_gemma_free(src);
+    gt_tok_free(tok);
 }
 END_TEST
 
