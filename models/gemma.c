@@ -263,12 +263,13 @@ static int alloc_frozen(gt_gemma *m, gt_frozen_dtype dt, gt_gemma_qtype_fn pick,
         gt_bf16_mat *w = &m->mats[p];
         *w = (gt_bf16_mat){NULL, t->shape[0], t->shape[1], NULL, 0, m->compute_bf16, GT_WFMT_BF16, NULL};
         if (dt != GT_FROZEN_BF16) w->fmt = gt_wfmt_of_qtype(qtype_for(m, p, dt, pick, arg));
-        /* 64-byte aligned matrices: the bf16 kernels' tile rows are cache lines */
-        bytes += ((dt == GT_FROZEN_BF16 ? 2 * t->size : gt_qt_bytes(gt_wfmt_qtype(w->fmt), t->size)) + 63) & ~(int64_t)63;
+        bytes += dt == GT_FROZEN_BF16 ? 2 * t->size : gt_qt_bytes(gt_wfmt_qtype(w->fmt), t->size);
         if (t != m->embedding && t->size > stage) stage = t->size;
     }
-    void *store = aligned_alloc(64, (size_t)bytes + 64);
-    if (store) zero_lazily(store, (size_t)bytes + 64);
+    /* 64-byte aligned: the bf16 kernels' tile rows are cache lines (split over two: half speed) */
+    size_t sbytes = ((size_t)bytes + 64) & ~(size_t)63;
+    void *store = aligned_alloc(64, sbytes);
+    if (store) zero_lazily(store, sbytes);
     m->stage = aligned_alloc(64, ((size_t)stage * sizeof(gt_real) + 63) & ~(size_t)63);
     if (!store || !m->stage) {
         free(store);
@@ -291,7 +292,6 @@ static int alloc_frozen(gt_gemma *m, gt_frozen_dtype dt, gt_gemma_qtype_fn pick,
             w->data = (uint16_t *)((uint8_t *)store + off);
             off += 2 * t->size;
         }
-        off = (off + 63) & ~(int64_t)63;
     }
     if (dt != GT_FROZEN_BF16) m->dataq = store;
     else m->data16 = store;
