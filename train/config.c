@@ -92,7 +92,8 @@ static const row schema[] = {
          "once to bfloat16, arithmetic fp32 unless model.compute_dtype); q8_0 keeps GGUF Q8_0 blocks, "
          "8.5 bits a weight (a Q8_0 GGUF as stored, other weights quantised a tensor slice at a time; "
          "matrix widths multiples of 32; arithmetic fp32 unless model.compute_dtype); q4_k also keeps a GGUF's "
-         "Q4_K, Q6_K and Q5_0 blocks as stored (a Q4_K_M file: ~5 bits a weight), the rest as q8_0; "
+         "Q4_K, Q6_K and Q5_0 blocks as stored (a Q4_K_M file: ~5 bits a weight) and quantises other "
+         "matrices to Q4_K, 4.5 bits (Q8_0 where the width is not whole 256-blocks); "
          "full fine-tuning needs fp32"),
     ENUM("model.compute_dtype", model.compute_dtype, "float32", gt_cfg_compute_dtype_names,
          "arithmetic of the frozen-weight products (q, k, v, o, gate, up, down and the tied LM head; "
