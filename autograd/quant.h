@@ -1,4 +1,4 @@
-/* quant.h: GGUF Q8_0 blocks, the quantised storage of frozen matrices (model.frozen_dtype q8_0).
+/* quant.h: GGUF blocks, the quantised storage of frozen matrices (model.frozen_dtype q8_0, q4_k).
  *
  * A Q8_0 block holds 32 consecutive values of one row as an IEEE fp16 scale d followed by 32
  * signed bytes q (34 bytes, the layout of ggml's block_q8_0, so GGUF Q8_0 tensors are used as
@@ -13,8 +13,8 @@
  * Kept GGUF block types (model.frozen_dtype q4_k keeps a GGUF's blocks as they lie in the file),
  * named by their ggml type ids: Q5_0 (32 values in 22 bytes), Q8_0, Q4_K (256 in 144: eight
  * sub-blocks of 32 with 6-bit scales and mins), Q6_K (256 in 210). gt_qt_block_f32 decodes one
- * block bit-equal to the gguf Python package's dequantize (tests/fixtures/quant_q4_k.h5). There is
- * no quantiser for the K types here: only blocks a GGUF provides are stored as them. */
+ * block bit-equal to the gguf Python package's dequantize (tests/fixtures/quant_k.h5). Q4_K also
+ * has a quantiser (gt_q4k_quantize); Q6_K and Q5_0 are only kept as a GGUF provides them. */
 #ifndef GT_QUANT_H
 #define GT_QUANT_H
 
