@@ -458,8 +458,10 @@ static bool auto_q8(const gen_args *a) {
 /* The model as --weights says; with --lora, q8_0 comes after the merge (cli_generate). */
 static int load(const gen_args *a, gt_gemma **m, gt_tokenizer **tok, char *err, size_t errn) {
     bool q8 = !strcmp(a->weights, "q8_0") ? !a->lora_path : !strcmp(a->weights, "auto") && auto_q8(a);
-    return q8 ? gt_load_model_frozen(a->model_path, GT_FROZEN_Q8_0, m, tok, err, errn)
-              : gt_load_model(a->model_path, false, m, tok, err, errn);
+    int rc = q8 ? gt_load_model_frozen(a->model_path, GT_FROZEN_Q8_0, m, tok, err, errn)
+                : gt_load_model(a->model_path, false, m, tok, err, errn);
+    if (!rc) (*m)->int8_matvec = q8;
+    return rc;
 }
 
 int cli_generate(int argc, char **argv) {
@@ -484,7 +486,8 @@ int cli_generate(int argc, char **argv) {
     rc = 1;
     if (a.lora_path && apply_lora(m, v, a.lora_path, a.lora_alpha, err, sizeof err))
         fprintf(stderr, "generate: %s\n", err);
-    else if (a.lora_path && !strcmp(a.weights, "q8_0") && gt_gemma_set_frozen_dtype(m, GT_FROZEN_Q8_0, err, sizeof err))
+    else if (a.lora_path && !strcmp(a.weights, "q8_0") &&
+             (m->int8_matvec = true, gt_gemma_set_frozen_dtype(m, GT_FROZEN_Q8_0, err, sizeof err)))
         fprintf(stderr, "generate: --weights q8_0: %s\n", err);
     else if (!encode_prompt(tok, &a, m->cfg.generation == 4, &ids) && !(v && encode_images(v, tok, &a, &ids, &img)))
         rc = a.do_score && a.logits ? score_logits(m, ids.ids, (int64_t)ids.n, &img)

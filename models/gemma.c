@@ -444,12 +444,12 @@ static gt_tensor *norm(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, gt_tensor *
     return gt_rmsnorm(ctx, x, w, m->cfg.rms_eps, m->cfg.norm_add_one);
 }
 
-/* x [B,T,D] @ W^T with W [out, in] -> [B,T,out]. A single row without a tape on a Q8_0 matrix
- * (a decode step) goes through the int8 dot products: the step reads each weight once, so the
+/* x [B,T,D] @ W^T with W [out, in] -> [B,T,out]. With m->int8_matvec, a single row without a tape
+ * on a Q8_0 matrix (a decode step) goes through the int8 dot products: the step reads each weight once, so the
  * 8-bit read is what sets its speed (autograd/qdot.h). */
 static gt_tensor *linear(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, gt_tensor *w) {
     const gt_bf16_mat *b = bf16_of(m, w);
-    if (b && b->fmt == GT_WFMT_Q8_0 && !b->compute_bf16 && !ctx->grad_enabled && x && gt_rows(x) == 1 &&
+    if (m->int8_matvec && b && b->fmt == GT_WFMT_Q8_0 && !b->compute_bf16 && !ctx->grad_enabled && x && gt_rows(x) == 1 &&
         gt_qdot_kernel() != GT_QDOT_OFF)
         return gt_qdot_linear(ctx, x, b->q8, b->rows, b->cols);
     return b ? gt_bf16_linear(ctx, x, b) : gt_matmul(ctx, x, w, false, true);

@@ -24,9 +24,10 @@
  * and one model must not run two forwards at the same time (the ops share one staging buffer).
  * GT_FROZEN_Q8_0 is the same with GGUF Q8_0 blocks (autograd/quant.h: 8.5 bits a value, every
  * matrix width a multiple of 32) at m->dataq instead of bf16 at m->data16: QLoRA-style training
- * on the dequantised values, fp32 arithmetic; a forward without a tape over one row (a decode
- * step, the LM head of a step) multiplies Q8_0 matrices with int8 dot products instead, its
- * activation row quantised to 8 bits (autograd/qdot.h; GT_QDOT_KERNEL=off keeps fp32 there).
+ * on the dequantised values, fp32 arithmetic. With int8_matvec set (generate sets it), a forward
+ * without a tape over one row (a decode step, the LM head of a step) multiplies Q8_0 matrices
+ * with int8 dot products instead, its activation row quantised to 8 bits (autograd/qdot.h;
+ * GT_QDOT_KERNEL=off keeps fp32 there).
  * gt_gemma_create_frozen builds a model straight in
  * a storage type (no fp32 matrices ever), which loaders then fill a tensor, or a few rows, at a
  * time (gt_gemma_store_rows, gt_gemma_store_q8).
@@ -86,6 +87,8 @@ typedef struct gt_gemma {
     gt_bf16_mat *mats;        /* bf16, q8_0: one per table entry (none for vectors); else NULL */
     gt_real *stage;           /* bf16, q8_0: staging the ops share */
     bool compute_bf16;        /* bf16 arithmetic in the frozen products (gt_gemma_set_compute_bf16) */
+    bool int8_matvec;         /* one-row forwards without a tape on Q8_0 matrices use int8 dot products
+                                 (generate --weights auto|q8_0); false: the dequantised values, exactly */
     /* Gemma 4 per-layer embeddings (NULL without): table [Vp, L*P], projection [L*P, D], norm [P] */
     gt_tensor *ple_embedding, *ple_projection, *ple_norm;
     /* Gemma 4 MoE: when set (caller-owned, [L, B*T, k]), each forward writes every block's chosen
