@@ -17,7 +17,8 @@ static void rmsnorm_backward(gt_ctx *ctx, gt_node *node) {
     const rmsnorm_saved *sv = node->saved;
     gt_tensor *x = node->in[0], *w = node->in[1];
     const gt_real *dy = gt_grad(ctx, node->out);
-    gt_real *dx = gt_needs_grad(x) ? gt_grad(ctx, x) : NULL;
+    bool fresh = false; /* dx stored, not added (gt_grad_w) */
+    gt_real *dx = gt_needs_grad(x) ? gt_grad_w(ctx, x, &fresh) : NULL;
     gt_real *dw = gt_needs_grad(w) ? gt_grad(ctx, w) : NULL;
     if (!gt_ok(ctx)) return;
     int64_t rows = gt_rows(x), d = gt_cols(x);
@@ -44,7 +45,10 @@ static void rmsnorm_backward(gt_ctx *ctx, gt_node *node) {
                 for (int64_t j = 0; j < d; j++) dot += g[j] * S[j] * xr[j];
                 gt_real k = rs * rs * rs * dot * inv_d;
                 gt_real *o = dx + r * d;
-                for (int64_t j = 0; j < d; j++) o[j] += rs * g[j] * S[j] - k * xr[j];
+                if (fresh)
+                    for (int64_t j = 0; j < d; j++) o[j] = rs * g[j] * S[j] - k * xr[j];
+                else
+                    for (int64_t j = 0; j < d; j++) o[j] += rs * g[j] * S[j] - k * xr[j];
             }
             if (pw)
                 for (int64_t j = 0; j < d; j++) pw[j] += (double)(g[j] * xr[j] * rs);
@@ -161,13 +165,14 @@ static gt_real *rope_scratch(gt_ctx *ctx, const rope_saved *s, int nc) {
 
 static void rope_backward(gt_ctx *ctx, gt_node *node) {
     const rope_saved *s = node->saved;
-    gt_real *dx = gt_grad(ctx, node->in[0]);
+    bool fresh;
+    gt_real *dx = gt_grad_w(ctx, node->in[0], &fresh);
     const gt_real *dy = gt_grad(ctx, node->out);
     if (!gt_ok(ctx)) return;
     int nc = gt_par_chunks(node->out->size, s->ntok);
     gt_real *scratch = rope_scratch(ctx, s, nc);
     if (!scratch) return;
-    rope_apply(s, dy, dx, true, true, scratch, nc);
+    rope_apply(s, dy, dx, true, !fresh, scratch, nc);
 }
 
 gt_tensor *gt_rope(gt_ctx *ctx, gt_tensor *x, const int32_t *positions, const gt_rope_cfg *cfg) {
