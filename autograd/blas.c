@@ -46,6 +46,8 @@ void gt_threads_reexec_passive(char **argv) {
     execv("/proc/self/exe", argv);
 }
 
+void gt_blas_serial(bool on) { openblas_set_num_threads(on ? 1 : gt_threads()); }
+
 int gt_threads(void) {
     if (g_threads == 0) gt_threads_set(0);
     return g_threads;

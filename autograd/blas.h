@@ -22,6 +22,11 @@ int gt_threads(void);
 /* GT_THREADS from the environment if set and valid, else the number of online cores. */
 int gt_threads_default(void);
 
+/* gt_blas_serial(true): BLAS calls run on their caller's thread only, so that the threads of an
+ * OpenMP region may each call gt_gemm at once (small GEMMs, one per thread); false: back to
+ * gt_threads(). Call both outside parallel regions, in pairs. */
+void gt_blas_serial(bool on);
+
 /* The engine's loops: below GT_PAR_MIN elements a loop runs on one thread (a parallel region
  * costs more than it saves). gt_par: whether a loop over n elements goes parallel;
  * gt_par_chunks: how many fixed row bands (at most one per thread, at most rows) a reduction over
