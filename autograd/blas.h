@@ -2,8 +2,10 @@
  *
  * gt_gemm is cblas_sgemm (or dgemm in the f64 build) with row-major operands.
  * Threads: one setting drives both pools. The engine's own loops use OpenMP with
- * gt_threads() threads and never call BLAS from inside a parallel region; BLAS calls run
- * OpenBLAS's pool with the same count. The two pools therefore take turns, never stack.
+ * gt_threads() threads and call BLAS from inside a parallel region only between
+ * gt_blas_serial(true) and (false); BLAS calls run OpenBLAS's pool with the same count. The two
+ * pools therefore take turns, never stack. Skinny products (a dimension <= 16) run as one
+ * single-threaded BLAS call per OpenMP thread instead.
  * Nothing here allocates or fails: gt_gemm trusts its shapes (the ops check them first). */
 #ifndef GT_BLAS_H
 #define GT_BLAS_H
