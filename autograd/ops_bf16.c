@@ -143,9 +143,10 @@ static bool linear_forward_bf16(gt_ctx *ctx, const gt_real *x, int64_t M, const 
     return true;
 }
 
-/* dx[M, C] += dy[M, R] W: dy rounded to the A operand, W's rows packed by pairs into the staging
- * buffer a block of rows (the reduction) at a time. */
-static void linear_backward_bf16(gt_ctx *ctx, const gt_real *dy, int64_t M, const gt_bf16_mat *w, gt_real *dx) {
+/* dx[M, C] (=|+=) dy[M, R] W: dy rounded to the A operand, W's rows packed by pairs into the
+ * staging buffer a block of rows (the reduction) at a time; fresh: dx is stored, not added to. */
+static void linear_backward_bf16(gt_ctx *ctx, const gt_real *dy, int64_t M, const gt_bf16_mat *w, gt_real *dx,
+                                 bool fresh) {
     int64_t R = w->rows, C = w->cols, Mp = (M + 15) / 16 * 16;
     uint16_t *dyb = scratch(ctx, (size_t)(Mp * R) * 2);
     if (!dyb) return;
@@ -159,7 +160,7 @@ static void linear_backward_bf16(gt_ctx *ctx, const gt_real *dy, int64_t M, cons
         int64_t nr = R - r0 < kb ? R - r0 : kb;
         if (q8) q8_rows_bf16(w, r0, nr, wq);
         gt_bf16_pack_b16(th, q8 ? wq : w->data + r0 * C, nr, C, C, wp);
-        gt_bf16_gemm(k, th, Mp, C, nr, dyb + r0, R, wp, dx, C, M, C, false, true);
+        gt_bf16_gemm(k, th, Mp, C, nr, dyb + r0, R, wp, dx, C, M, C, false, r0 > 0 || !fresh);
     }
     free(dyb);
 }
@@ -169,20 +170,21 @@ static void linear_backward(gt_ctx *ctx, gt_node *node) {
     const gt_bf16_mat *w = node->saved;
     gt_tensor *x = node->in[0];
     const gt_real *dy = gt_grad(ctx, node->out);
-    gt_real *dx = gt_grad(ctx, x);
+    bool fresh; /* dx stored, not added (gt_grad_w) */
+    gt_real *dx = gt_grad_w(ctx, x, &fresh);
     if (!gt_ok(ctx)) return;
     int64_t M = gt_rows(x), R = w->rows, C = w->cols, rb = gt_bf16_block_rows(w);
 #ifndef GT_REAL_DOUBLE
     if (gt_bf16_linear_uses_bf16(w)) {
-        linear_backward_bf16(ctx, dy, M, w, dx);
+        linear_backward_bf16(ctx, dy, M, w, dx, fresh);
         return;
     }
 #endif
     for (int64_t r0 = 0; r0 < R; r0 += rb) {
         int64_t nr = R - r0 < rb ? R - r0 : rb;
         gt_frozen_rows(w, r0, nr, w->stage);
-        gt_gemm(false, false, (int)M, (int)C, (int)nr, 1, dy + r0, (int)R, w->stage, (int)C, 1, dx,
-                (int)C);
+        gt_gemm(false, false, (int)M, (int)C, (int)nr, 1, dy + r0, (int)R, w->stage, (int)C,
+                r0 > 0 || !fresh ? 1 : 0, dx, (int)C);
     }
 }
 
