@@ -71,6 +71,13 @@ static rig *rig_get(void) {
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) { return "leak:libhdf5_serial.so\n"; }
 
+/* libhdf5 1.10.8 reads freed or out-of-bounds memory while walking a corrupted object header's
+ * messages (tools/fuzz/hdf5_repro.c, no gemmatrain code, shows it under ASan).
+ * Errors with that walker on the stack are libhdf5's; a too-small buffer of ours handed to
+ * H5Dread/H5Aread is reported from other frames and stays caught. */
+const char *__asan_default_suppressions(void);
+const char *__asan_default_suppressions(void) { return "interceptor_via_fun:H5O__msg_iterate_real\n"; }
+
 static char path[64];
 
 static void remove_input(void) { unlink(path); }
