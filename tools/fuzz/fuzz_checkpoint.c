@@ -58,7 +58,7 @@ static rig *rig_get(void) {
             abort();
         }
     }
-    /* libhdf5 callocs ~1 MB of metadata-cache structures per open file and by default frees
+    /* libhdf5 callocs large metadata-cache structures per open file and by default frees
      * them through to malloc (its free lists are capped at 64 KB each); under ASan each is a
      * fresh mmap whose zeroed pages took 70% of the time. Unbounded free lists let libhdf5 reuse
      * its own blocks; what our code allocates is still checked per input. */
