@@ -80,6 +80,13 @@ START_TEST(unknown_key) {
     PARSE_FAILS("optimiser:\n  name: sgd\n",
                 "job.yaml:1:1: unknown key 'optimiser' (did you mean 'optimizer'?)");
     PARSE_FAILS("data:\n  zzz: 1\n", "job.yaml:2:3: unknown key 'data.zzz'");
+    /* suggestions reach distance 3 exactly (the early exits of the distance keep this) */
+    PARSE_FAILS("optimizer:\n  learnxng_rxtx: 1\n",
+                "job.yaml:2:3: unknown key 'optimizer.learnxng_rxtx' (did you mean 'learning_rate'?)");
+    PARSE_FAILS("optimizer:\n  lxarnxng_rxtx: 1\n", "job.yaml:2:3: unknown key 'optimizer.lxarnxng_rxtx'");
+    PARSE_FAILS("optimizer:\n  learning_ratexyz: 1\n",
+                "job.yaml:2:3: unknown key 'optimizer.learning_ratexyz' (did you mean 'learning_rate'?)");
+    PARSE_FAILS("optimizer:\n  learning_rate_wxyz: 1\n", "job.yaml:2:3: unknown key 'optimizer.learning_rate_wxyz'");
 }
 END_TEST
 

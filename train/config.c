@@ -255,20 +255,27 @@ static bool is_section(const char *path) {
     return false;
 }
 
-/* Case-insensitive Levenshtein distance with '-' == '_'. */
+/* Case-insensitive Levenshtein distance with '-' == '_', exact up to EDIT_MAX (every caller
+ * suggests only within 3); a larger one is some value above EDIT_MAX, found early so that a long
+ * unknown key is not compared in full against every schema key. */
+#define EDIT_MAX 3
 static size_t edit_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b), prev[128], cur[128];
     if (la > 127 || lb > 127) return 999;
+    if (la > lb + EDIT_MAX || lb > la + EDIT_MAX) return EDIT_MAX + 1; /* >= the length gap */
     for (size_t j = 0; j <= lb; j++) prev[j] = j;
     for (size_t i = 1; i <= la; i++) {
         cur[0] = i;
+        size_t row_min = i;
         for (size_t j = 1; j <= lb; j++) {
             int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
             if (ca == '-') ca = '_';
             if (cb == '-') cb = '_';
             size_t sub = prev[j - 1] + (ca != cb), del = prev[j] + 1, ins = cur[j - 1] + 1;
             cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            if (cur[j] < row_min) row_min = cur[j];
         }
+        if (row_min > EDIT_MAX) return EDIT_MAX + 1; /* rows never decrease their minimum */
         memcpy(prev, cur, sizeof(size_t) * (lb + 1));
     }
     return prev[lb];
