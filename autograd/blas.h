@@ -2,8 +2,10 @@
  *
  * gt_gemm is cblas_sgemm (or dgemm in the f64 build) with row-major operands.
  * Threads: one setting drives both pools. The engine's own loops use OpenMP with
- * gt_threads() threads and never call BLAS from inside a parallel region; BLAS calls run
- * OpenBLAS's pool with the same count. The two pools therefore take turns, never stack.
+ * gt_threads() threads and call BLAS from inside a parallel region only between
+ * gt_blas_serial(true) and (false); BLAS calls run OpenBLAS's pool with the same count. The two
+ * pools therefore take turns, never stack. Skinny products (a dimension <= 16) run as one
+ * single-threaded BLAS call per OpenMP thread instead.
  * Nothing here allocates or fails: gt_gemm trusts its shapes (the ops check them first). */
 #ifndef GT_BLAS_H
 #define GT_BLAS_H
@@ -21,6 +23,11 @@ void gt_threads_set(int n);
 int gt_threads(void);
 /* GT_THREADS from the environment if set and valid, else the number of online cores. */
 int gt_threads_default(void);
+
+/* gt_blas_serial(true): BLAS calls run on their caller's thread only, so that the threads of an
+ * OpenMP region may each call gt_gemm at once (small GEMMs, one per thread); false: back to
+ * gt_threads(). Call both outside parallel regions, in pairs. */
+void gt_blas_serial(bool on);
 
 /* The engine's loops: below GT_PAR_MIN elements a loop runs on one thread (a parallel region
  * costs more than it saves). gt_par: whether a loop over n elements goes parallel;

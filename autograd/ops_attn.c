@@ -173,61 +173,121 @@ static void dsoftmax_row(const gt_real *p, gt_real *d, int64_t lo, int64_t hi, g
     }
 }
 
+/* Threads for the per-head loops: one head per thread, when there are heads and work enough. */
+static int attn_threads(const attn_saved *s) {
+    int th = gt_threads();
+    if (th > s->N) th = (int)s->N;
+    return th > 1 && s->T * s->S * s->H >= GT_PAR_MIN * 8 ? th : 1;
+}
+
+/* Batch b, head n: scores, softmax into P (pn: this head's T x S), P V into its out columns. */
+static void head_forward(const attn_saved *s, const gt_attn_cfg *cfg, const gt_tensor *q, const gt_tensor *k,
+                         const gt_tensor *v, int64_t b, int64_t n, gt_real *pn, gt_real *out) {
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, kv = n / G;
+    const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s);
+    const gt_real *Q = q->data + b * T * qs + n * H, *Kp = k->data + b * S * ks + kv * H;
+    const gt_real *V = v->data + b * S * vs + kv * Hv;
+    const uint8_t *mask = cfg->key_mask ? cfg->key_mask + b * S : NULL;
+    const int32_t *seg = cfg->segment_ids ? cfg->segment_ids + b * S : NULL;
+    gt_real *lse = s->lse ? s->lse + (b * N + n) * T : NULL;
+    for (int64_t i0 = 0; i0 < T; i0 += QB) {
+        int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+        block_range(s, b, i0, i1, &lo, &hi);
+        mm(false, true, i1 - i0, hi - lo, H, s->scale, Q + i0 * qs, qs, Kp + lo * ks, ks, 0, pn + i0 * S + lo, S);
+        /* a row's own range lies inside its block's, so this also clears the block's columns
+         * the row may not see */
+        for (int64_t i = i0; i < i1; i++)
+            softmax_row(pn + i * S, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
+                        seg ? seg[cfg->q_offset + i] : 0, s->softcap, lse ? lse + i : NULL);
+        mm(false, false, i1 - i0, Hv, hi - lo, 1, pn + i0 * S + lo, S, V + lo * vs, vs, 0,
+           out + b * T * os + i0 * os + n * Hv, os);
+    }
+}
+
+/* Backward operands of batch b: saved inputs (NULL where not needed), the gradients, scratch. */
+typedef struct {
+    const attn_saved *s;
+    const gt_real *dout, *qd, *kd, *vd;
+    gt_real *dq, *dk, *dv, *ds; /* ds: one T x S slice per head of a group */
+    int64_t b;
+} attn_bwd;
+
+/* Head n's dS (in its slice of ds: dO V^T through the softmax backward) and its dq columns. */
+static void head_dq(const attn_bwd *w, int64_t n, gt_real *ds) {
+    const attn_saved *s = w->s;
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, b = w->b;
+    const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s), kv = n / G;
+    const gt_real *P = s->p + (b * N + n) * T * S, *dO = w->dout + b * T * os + n * Hv;
+    const gt_real *V = w->vd + b * S * vs + kv * Hv, *Kp = w->kd ? w->kd + b * S * ks + kv * H : NULL;
+    for (int64_t i0 = 0; i0 < T; i0 += QB) {
+        int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+        block_range(s, b, i0, i1, &lo, &hi);
+        mm(false, true, i1 - i0, hi - lo, Hv, 1, dO + i0 * os, os, V + lo * vs, vs, 0, ds + i0 * S + lo, S);
+        for (int64_t i = i0; i < i1; i++)
+            dsoftmax_row(P + i * S, ds + i * S, lo, hi, s->softcap, s->lse ? s->lse[(b * N + n) * T + i] : 0);
+        if (w->dq)
+            mm(false, false, i1 - i0, H, hi - lo, s->scale, ds + i0 * S + lo, S, Kp + lo * ks, ks, 1,
+               w->dq + b * T * qs + i0 * qs + n * H, qs);
+    }
+}
+
+/* Columns [c0, c1) of head n's kv head's dv (P^T dO) and dk (scale dS^T Q). */
+static void head_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0, int64_t c1) {
+    const attn_saved *s = w->s;
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, b = w->b;
+    const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s), kv = n / G;
+    const gt_real *P = s->p + (b * N + n) * T * S, *dO = w->dout + b * T * os + n * Hv;
+    for (int64_t i0 = 0; i0 < T; i0 += QB) {
+        int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+        block_range(s, b, i0, i1, &lo, &hi);
+        int64_t v1 = c1 < Hv ? c1 : Hv, k1 = c1 < H ? c1 : H;
+        if (w->dv && c0 < v1)
+            mm(true, false, hi - lo, v1 - c0, i1 - i0, 1, P + i0 * S + lo, S, dO + i0 * os + c0, os, 1,
+               w->dv + b * S * vs + lo * vs + kv * Hv + c0, vs);
+        if (w->dk && c0 < k1)
+            mm(true, false, hi - lo, k1 - c0, i1 - i0, s->scale, ds + i0 * S + lo, S,
+               w->qd + b * T * qs + i0 * qs + n * H + c0, qs, 1, w->dk + b * S * ks + lo * ks + kv * H + c0, ks);
+    }
+}
+
+/* Heads in groups of one per thread: first each head's dS and dq (its own columns), then dk and
+ * dv split by columns between the threads, as heads of a group may share a kv head. Each thread
+ * runs single-threaded GEMMs: OpenBLAS's pool on these small blocks spent more time handing work
+ * over (sched_yield) than multiplying. */
 static void attention_backward(gt_ctx *ctx, gt_node *node) {
     attn_saved *s = node->saved;
     gt_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2];
-    const gt_real *dout = gt_grad(ctx, node->out);
-    gt_real *dq = gt_needs_grad(q) ? gt_grad(ctx, q) : NULL;
-    gt_real *dk = gt_needs_grad(k) ? gt_grad(ctx, k) : NULL;
-    gt_real *dv = gt_needs_grad(v) ? gt_grad(ctx, v) : NULL;
-    bool need_ds = dq || dk;
-    gt_real *ds = need_ds ? gt_alloc(ctx, (size_t)(s->T * s->S + 1) * sizeof(gt_real)) : NULL;
+    attn_bwd w = {s, gt_grad(ctx, node->out), NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0};
+    w.dq = gt_needs_grad(q) ? gt_grad(ctx, q) : NULL;
+    w.dk = gt_needs_grad(k) ? gt_grad(ctx, k) : NULL;
+    w.dv = gt_needs_grad(v) ? gt_grad(ctx, v) : NULL;
+    bool need_ds = w.dq || w.dk;
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv;
+    int th = attn_threads(s);
+    size_t ds_n = (size_t)(th * T * S + 1);
+    w.ds = need_ds ? gt_alloc(ctx, ds_n * sizeof(gt_real)) : NULL;
     /* reads: attention_reads */
-    const gt_real *qd = dk ? gt_saved_data(ctx, node, 0) : NULL;
-    const gt_real *kd = dq ? gt_saved_data(ctx, node, 1) : NULL;
-    const gt_real *vd = need_ds ? gt_saved_data(ctx, node, 2) : NULL;
+    w.qd = w.dk ? gt_saved_data(ctx, node, 0) : NULL;
+    w.kd = w.dq ? gt_saved_data(ctx, node, 1) : NULL;
+    w.vd = need_ds ? gt_saved_data(ctx, node, 2) : NULL;
     if (!gt_ok(ctx)) return;
-    const int64_t T = s->T, S = s->S, N = s->N, K = s->K, H = s->H, Hv = s->Hv, G = N / K;
-    const int64_t qs = N * H, ks = K * H, vs = K * Hv, os = N * Hv, QB = qblock(s);
-    for (int64_t b = 0; b < s->B; b++)
-        for (int64_t n = 0; n < N; n++) {
-            int64_t kv = n / G, bn = b * N + n;
-            const gt_real *P = s->p + bn * T * S;
-            const gt_real *dO = dout + b * T * os + n * Hv;
-            const gt_real *Q = qd ? qd + b * T * qs + n * H : NULL;
-            const gt_real *Kp = kd ? kd + b * S * ks + kv * H : NULL;
-            const gt_real *V = vd ? vd + b * S * vs + kv * Hv : NULL;
-            for (int64_t i0 = 0; i0 < T; i0 += QB) {
-                int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
-                block_range(s, b, i0, i1, &lo, &hi);
-                if (dv)
-                    mm(true, false, hi - lo, Hv, i1 - i0, 1, P + i0 * S + lo, S, dO + i0 * os, os,
-                       1, dv + b * S * vs + lo * vs + kv * Hv, vs);
-                if (need_ds)
-                    mm(false, true, i1 - i0, hi - lo, Hv, 1, dO + i0 * os, os, V + lo * vs, vs, 0,
-                       ds + i0 * S + lo, S);
-            }
-            if (!need_ds) continue;
-#pragma omp parallel for schedule(static, 4) if (T * S > 16384)
-            for (int64_t i = 0; i < T; i++) {
-                int64_t b0 = i / QB * QB, b1 = b0 + QB < T ? b0 + QB : T, lo, hi;
-                block_range(s, b, b0, b1, &lo, &hi);
-                dsoftmax_row(P + i * S, ds + i * S, lo, hi, s->softcap,
-                             s->lse ? s->lse[bn * T + i] : 0);
-            }
-            for (int64_t i0 = 0; i0 < T; i0 += QB) {
-                int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
-                block_range(s, b, i0, i1, &lo, &hi);
-                if (dq)
-                    mm(false, false, i1 - i0, H, hi - lo, s->scale, ds + i0 * S + lo, S,
-                       Kp + lo * ks, ks, 1, dq + b * T * qs + i0 * qs + n * H, qs);
-                if (dk)
-                    mm(true, false, hi - lo, H, i1 - i0, s->scale, ds + i0 * S + lo, S, Q + i0 * qs,
-                       qs, 1, dk + b * S * ks + lo * ks + kv * H, ks);
-            }
+    int64_t cw = ((H > Hv ? H : Hv) + th - 1) / th;
+    cw = (cw + 15) / 16 * 16; /* column chunks of whole vectors */
+    if (th > 1) gt_blas_serial(true);
+    for (w.b = 0; w.b < s->B; w.b++)
+        for (int64_t g0 = 0; g0 < N; g0 += th) {
+            int64_t g1 = g0 + th < N ? g0 + th : N;
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+            for (int64_t n = g0; n < g1; n++)
+                if (need_ds) head_dq(&w, n, w.ds + (n - g0) * T * S);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+            for (int c = 0; c < th; c++)
+                for (int64_t n = g0; n < g1; n++)
+                    head_dkv(&w, n, need_ds ? w.ds + (n - g0) * T * S : NULL, c * cw, (c + 1) * cw);
         }
+    if (th > 1) gt_blas_serial(false);
     /* the probabilities and the scratch are dead once this node has run */
-    if (ds) gt_release(ctx, ds, (size_t)(s->T * s->S + 1) * sizeof(gt_real));
+    if (w.ds) gt_release(ctx, w.ds, ds_n * sizeof(gt_real));
     gt_release(ctx, s->p, (size_t)(s->B * N * T * S > 0 ? s->B * N * T * S : 1) * sizeof(gt_real));
     if (s->lse) gt_release(ctx, s->lse, (size_t)(s->B * N * T + 1) * sizeof(gt_real));
     gt_release(ctx, s->rlo, (size_t)(2 * s->B * T + 1) * sizeof(int32_t));
@@ -303,40 +363,14 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
                    cfg->segment_ids ? cfg->segment_ids + b * S : NULL,
                    cfg->bidir_end ? cfg->bidir_end + b * S : NULL, s->rlo + b * T, s->rhi + b * T);
 
-    const int64_t G = N / K, qs = N * H, ks = K * H, vs = K * Hv, os = N * Hv, QB = qblock(s);
+    int th = attn_threads(s);
+    if (th > 1) gt_blas_serial(true); /* one head per thread (see attention_backward) */
     for (int64_t b = 0; b < B; b++) {
         gt_real *pb = s->p + (keep ? b * N * T * S : 0);
-        for (int64_t n = 0; n < N; n++) {
-            const gt_real *Q = q->data + b * T * qs + n * H;
-            const gt_real *Kp = k->data + b * S * ks + (n / G) * H;
-            for (int64_t i0 = 0; i0 < T; i0 += QB) {
-                int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
-                block_range(s, b, i0, i1, &lo, &hi);
-                mm(false, true, i1 - i0, hi - lo, H, s->scale, Q + i0 * qs, qs, Kp + lo * ks, ks, 0,
-                   pb + (n * T + i0) * S + lo, S);
-            }
-        }
-        const uint8_t *mask = cfg->key_mask ? cfg->key_mask + b * S : NULL;
-        const int32_t *seg = cfg->segment_ids ? cfg->segment_ids + b * S : NULL;
-        gt_real *lse = s->lse ? s->lse + b * N * T : NULL;
-#pragma omp parallel for schedule(static, 4) if (N * T * S > 16384)
-        for (int64_t r = 0; r < N * T; r++) {
-            /* The row's own range lies inside its block's, so this also clears the block's
-             * columns the row may not see. */
-            int64_t i = r % T;
-            softmax_row(pb + r * S, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg, seg ? seg[cfg->q_offset + i] : 0,
-                        s->softcap, lse ? lse + r : NULL);
-        }
-        for (int64_t n = 0; n < N; n++) {
-            const gt_real *V = v->data + b * S * vs + (n / G) * Hv;
-            for (int64_t i0 = 0; i0 < T; i0 += QB) {
-                int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
-                block_range(s, b, i0, i1, &lo, &hi);
-                mm(false, false, i1 - i0, Hv, hi - lo, 1, pb + (n * T + i0) * S + lo, S,
-                   V + lo * vs, vs, 0, out->data + b * T * os + i0 * os + n * Hv, os);
-            }
-        }
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+        for (int64_t n = 0; n < N; n++) head_forward(s, cfg, q, k, v, b, n, pb + n * T * S, out->data);
     }
+    if (th > 1) gt_blas_serial(false);
     if (!gt_record(ctx, "attention", attention_backward, out, in, 3, s, attention_reads(q, k, v)))
         return NULL;
     return out;

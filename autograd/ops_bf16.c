@@ -18,8 +18,40 @@ void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_f32(src[i]);
 }
 
+uint32_t gt_wfmt_qtype(gt_wfmt fmt) {
+    switch (fmt) {
+    case GT_WFMT_Q8_0: return GT_QT_Q8_0;
+    case GT_WFMT_Q5_0: return GT_QT_Q5_0;
+    case GT_WFMT_Q4_K: return GT_QT_Q4_K;
+    case GT_WFMT_Q6_K: return GT_QT_Q6_K;
+    default: return 0;
+    }
+}
+
+gt_wfmt gt_wfmt_of_qtype(uint32_t type) {
+    for (int f = GT_WFMT_Q8_0; f <= GT_WFMT_Q6_K; f++)
+        if (gt_wfmt_qtype((gt_wfmt)f) == type) return (gt_wfmt)f;
+    return GT_WFMT_BF16;
+}
+
 bool gt_frozen_present(const gt_bf16_mat *w) {
-    return w && (w->fmt == GT_WFMT_Q8_0 ? w->q8 != NULL : w->data != NULL);
+    return w && (w->fmt != GT_WFMT_BF16 ? w->q8 != NULL : w->data != NULL);
+}
+
+/* Blocks [b0, b0 + nb) of a quantised w decoded into dst (or, with d16, rounded to bf16 there). */
+static void decode_blocks(const gt_bf16_mat *w, int64_t b0, int64_t nb, gt_real *dst, uint16_t *d16, bool par) {
+    uint32_t qt = gt_wfmt_qtype(w->fmt);
+    int bl = gt_qt_block(qt), by = gt_qt_block_bytes(qt);
+    const uint8_t *src = w->q8 + b0 * by;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t b = 0; b < nb; b++) {
+        float v[256];
+        gt_qt_block_f32(qt, src + b * by, v);
+        if (d16)
+            for (int k = 0; k < bl; k++) d16[b * bl + k] = gt_f32_to_bf16(v[k]);
+        else
+            for (int k = 0; k < bl; k++) dst[b * bl + k] = (gt_real)v[k];
+    }
 }
 
 /* Parallel only when not inside a parallel region already (the LM head's per-thread blocks, the
@@ -33,13 +65,18 @@ void gt_frozen_rows(const gt_bf16_mat *w, int64_t r0, int64_t nr, gt_real *dst) 
         for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_f32(src[i]);
         return;
     }
-    const uint8_t *src = w->q8 + gt_q8_bytes(r0 * w->cols);
+    if (w->fmt == GT_WFMT_Q8_0) { /* the common case, inline */
+        const uint8_t *src = w->q8 + gt_q8_bytes(r0 * w->cols);
 #pragma omp parallel for schedule(static) if (par)
-    for (int64_t b = 0; b < n / GT_Q8_BLOCK; b++) {
-        float v[GT_Q8_BLOCK];
-        gt_q8_block_f32(src + b * GT_Q8_BYTES, v);
-        for (int k = 0; k < GT_Q8_BLOCK; k++) dst[b * GT_Q8_BLOCK + k] = (gt_real)v[k];
+        for (int64_t b = 0; b < n / GT_Q8_BLOCK; b++) {
+            float v[GT_Q8_BLOCK];
+            gt_q8_block_f32(src + b * GT_Q8_BYTES, v);
+            for (int k = 0; k < GT_Q8_BLOCK; k++) dst[b * GT_Q8_BLOCK + k] = (gt_real)v[k];
+        }
+        return;
     }
+    int64_t bl = gt_qt_block(gt_wfmt_qtype(w->fmt));
+    decode_blocks(w, r0 * w->cols / bl, n / bl, dst, NULL, par);
 }
 
 int64_t gt_bf16_block_rows(const gt_bf16_mat *w) {
@@ -61,7 +98,7 @@ bool gt_bf16_linear_uses_bf16(const gt_bf16_mat *w) {
     return false;
 #else
     /* Q8_0 rows are widened to bf16 in one half of the staging buffer (packed in the other) */
-    int64_t need = (w && w->fmt == GT_WFMT_Q8_0 ? 64 : 32) * (w ? w->cols : 0);
+    int64_t need = (w && w->fmt != GT_WFMT_BF16 ? 64 : 32) * (w ? w->cols : 0);
     return w && w->compute_bf16 && w->rows % 32 == 0 && w->cols % 32 == 0 && stage_bf16(w) >= need &&
            gt_bf16_kernel_active() != GT_BF16K_OFF;
 #endif
@@ -77,19 +114,13 @@ static uint16_t *scratch(gt_ctx *ctx, size_t bytes) {
     return p;
 }
 
-/* Rows [r0, r0 + nr) of a Q8_0 matrix as bf16 (dequantised, then rounded to nearest even). */
+/* Rows [r0, r0 + nr) of a quantised matrix as bf16 (dequantised, then rounded to nearest even). */
 static void q8_rows_bf16(const gt_bf16_mat *w, int64_t r0, int64_t nr, uint16_t *dst) {
-    int64_t nb = nr * w->cols / GT_Q8_BLOCK;
-    const uint8_t *src = w->q8 + gt_q8_bytes(r0 * w->cols);
-#pragma omp parallel for schedule(static) if (nb > 2048)
-    for (int64_t b = 0; b < nb; b++) {
-        float v[GT_Q8_BLOCK];
-        gt_q8_block_f32(src + b * GT_Q8_BYTES, v);
-        for (int i = 0; i < GT_Q8_BLOCK; i++) dst[b * GT_Q8_BLOCK + i] = gt_f32_to_bf16(v[i]);
-    }
+    int64_t bl = gt_qt_block(gt_wfmt_qtype(w->fmt)), nb = nr * w->cols / bl;
+    decode_blocks(w, r0 * w->cols / bl, nb, NULL, dst, nb * bl > 65536 && !omp_in_parallel());
 }
 
-/* Rows per block of a Q8_0 matrix widened to bf16 (half the staging buffer), a multiple of 32. */
+/* Rows per block of a quantised matrix widened to bf16 (half the staging buffer), a multiple of 32. */
 static int64_t q8_block_rows(const gt_bf16_mat *w) { return stage_bf16(w) / 2 / w->cols / 32 * 32; }
 
 /* y[M, R] = x W^T as y^T = W x^T: W is the kernel's A operand as stored (rows of C values; Q8_0
@@ -103,7 +134,7 @@ static bool linear_forward_bf16(gt_ctx *ctx, const gt_real *x, int64_t M, const 
     int th = gt_threads();
     gt_bf16_pack_bt(th, x, M, C, C, xb);
     if (w->fmt == GT_WFMT_BF16) gt_bf16_gemm(k, th, R, Mp, C, w->data, C, xb, y, R, R, M, true, false);
-    for (int64_t r0 = 0, kb = q8_block_rows(w); w->fmt == GT_WFMT_Q8_0 && r0 < R; r0 += kb) {
+    for (int64_t r0 = 0, kb = q8_block_rows(w); w->fmt != GT_WFMT_BF16 && r0 < R; r0 += kb) {
         int64_t nr = R - r0 < kb ? R - r0 : kb;
         q8_rows_bf16(w, r0, nr, (uint16_t *)w->stage);
         gt_bf16_gemm(k, th, nr, Mp, C, (uint16_t *)w->stage, C, xb, y + r0, R, nr, M, true, false);
@@ -112,23 +143,24 @@ static bool linear_forward_bf16(gt_ctx *ctx, const gt_real *x, int64_t M, const 
     return true;
 }
 
-/* dx[M, C] += dy[M, R] W: dy rounded to the A operand, W's rows packed by pairs into the staging
- * buffer a block of rows (the reduction) at a time. */
-static void linear_backward_bf16(gt_ctx *ctx, const gt_real *dy, int64_t M, const gt_bf16_mat *w, gt_real *dx) {
+/* dx[M, C] (=|+=) dy[M, R] W: dy rounded to the A operand, W's rows packed by pairs into the
+ * staging buffer a block of rows (the reduction) at a time; fresh: dx is stored, not added to. */
+static void linear_backward_bf16(gt_ctx *ctx, const gt_real *dy, int64_t M, const gt_bf16_mat *w, gt_real *dx,
+                                 bool fresh) {
     int64_t R = w->rows, C = w->cols, Mp = (M + 15) / 16 * 16;
     uint16_t *dyb = scratch(ctx, (size_t)(Mp * R) * 2);
     if (!dyb) return;
     gt_bf16_kernel k = gt_bf16_kernel_active();
     int th = gt_threads();
     gt_bf16_pack_a(th, dy, M, R, R, dyb);
-    bool q8 = w->fmt == GT_WFMT_Q8_0;
+    bool q8 = w->fmt != GT_WFMT_BF16;
     int64_t kb = q8 ? q8_block_rows(w) : stage_bf16(w) / C / 32 * 32;
     uint16_t *wp = (uint16_t *)w->stage, *wq = wp + kb * C; /* packed rows; Q8_0 rows widened */
     for (int64_t r0 = 0; r0 < R; r0 += kb) {
         int64_t nr = R - r0 < kb ? R - r0 : kb;
         if (q8) q8_rows_bf16(w, r0, nr, wq);
         gt_bf16_pack_b16(th, q8 ? wq : w->data + r0 * C, nr, C, C, wp);
-        gt_bf16_gemm(k, th, Mp, C, nr, dyb + r0, R, wp, dx, C, M, C, false, true);
+        gt_bf16_gemm(k, th, Mp, C, nr, dyb + r0, R, wp, dx, C, M, C, false, r0 > 0 || !fresh);
     }
     free(dyb);
 }
@@ -138,20 +170,21 @@ static void linear_backward(gt_ctx *ctx, gt_node *node) {
     const gt_bf16_mat *w = node->saved;
     gt_tensor *x = node->in[0];
     const gt_real *dy = gt_grad(ctx, node->out);
-    gt_real *dx = gt_grad(ctx, x);
+    bool fresh; /* dx stored, not added (gt_grad_w) */
+    gt_real *dx = gt_grad_w(ctx, x, &fresh);
     if (!gt_ok(ctx)) return;
     int64_t M = gt_rows(x), R = w->rows, C = w->cols, rb = gt_bf16_block_rows(w);
 #ifndef GT_REAL_DOUBLE
     if (gt_bf16_linear_uses_bf16(w)) {
-        linear_backward_bf16(ctx, dy, M, w, dx);
+        linear_backward_bf16(ctx, dy, M, w, dx, fresh);
         return;
     }
 #endif
     for (int64_t r0 = 0; r0 < R; r0 += rb) {
         int64_t nr = R - r0 < rb ? R - r0 : rb;
         gt_frozen_rows(w, r0, nr, w->stage);
-        gt_gemm(false, false, (int)M, (int)C, (int)nr, 1, dy + r0, (int)R, w->stage, (int)C, 1, dx,
-                (int)C);
+        gt_gemm(false, false, (int)M, (int)C, (int)nr, 1, dy + r0, (int)R, w->stage, (int)C,
+                r0 > 0 || !fresh ? 1 : 0, dx, (int)C);
     }
 }
 

@@ -16,6 +16,9 @@
  * (a multiple of 32, half the staging buffer, which must hold 64 rows) to bf16 and multiplies
  * on the bf16 kernel as above: the result of a bf16 matrix holding the dequantised values rounded
  * to bf16 (the LM head and the embedding stay fp32 for Q8_0).
+ * GT_WFMT_Q5_0 / Q4_K / Q6_K (model.frozen_dtype q4_k: a GGUF's blocks kept as stored) work
+ * exactly as Q8_0 with their own blocks (cols a multiple of their block, 32 or 256; decoded by
+ * gt_qt_block_f32 in autograd/quant.h).
  * gt_frozen_rows writes rows [r0, r0 + nr) as gt_real whatever the storage.
  * Conversion (util/half.h): gt_to_bf16_n rounds to nearest, ties to even (NaN stays NaN);
  * gt_bf16_expand is exact.
@@ -29,7 +32,7 @@
 #include "autograd/tape.h"
 #include "util/half.h"
 
-typedef enum { GT_WFMT_BF16 = 0, GT_WFMT_Q8_0 = 1 } gt_wfmt;
+typedef enum { GT_WFMT_BF16 = 0, GT_WFMT_Q8_0 = 1, GT_WFMT_Q5_0 = 2, GT_WFMT_Q4_K = 3, GT_WFMT_Q6_K = 4 } gt_wfmt;
 
 typedef struct gt_bf16_mat {
     const uint16_t *data;
@@ -42,13 +45,17 @@ typedef struct gt_bf16_mat {
      * (gt_bf16_kernel_active), rows and cols are multiples of 32 and the staging buffer holds 32
      * rows; otherwise (and in the f64 build) the fp32 path runs as if this were false. */
     bool compute_bf16;
-    gt_wfmt fmt;       /* GT_WFMT_BF16 (data) or GT_WFMT_Q8_0 (q8) */
-    const uint8_t *q8; /* Q8_0 blocks, row-major; NULL for bf16 */
+    gt_wfmt fmt;       /* GT_WFMT_BF16 (data) or a block type (q8) */
+    const uint8_t *q8; /* the blocks of fmt (Q8_0, Q5_0, Q4_K, Q6_K), row-major; NULL for bf16 */
 } gt_bf16_mat;
 
 void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n);
 void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n);
-/* True when w holds values (bf16 data or Q8_0 blocks). */
+/* The ggml type id of a block format (autograd/quant.h GT_QT_*); 0 for bf16. */
+uint32_t gt_wfmt_qtype(gt_wfmt fmt);
+/* The block format of a kept ggml type id; GT_WFMT_BF16 when it is none. */
+gt_wfmt gt_wfmt_of_qtype(uint32_t type);
+/* True when w holds values (bf16 data or blocks). */
 bool gt_frozen_present(const gt_bf16_mat *w);
 void gt_frozen_rows(const gt_bf16_mat *w, int64_t r0, int64_t nr, gt_real *dst);
 /* Rows per staging block (>= 1), or 0 when the staging buffer cannot hold one row. */

@@ -80,16 +80,19 @@ static void reduce_rows(gt_ctx *ctx, const gt_real *dy, const gt_real *a, int64_
 static void add_backward(gt_ctx *ctx, gt_node *node) {
     gt_tensor *a = node->in[0], *b = node->in[1];
     const gt_real *dy = gt_grad(ctx, node->out);
-    gt_real *da = gt_needs_grad(a) ? gt_grad(ctx, a) : NULL;
-    gt_real *db = gt_needs_grad(b) ? gt_grad(ctx, b) : NULL;
+    bool fresh = false; /* da stored, not added (gt_grad_w); db's is taken after da is written */
+    gt_real *da = gt_needs_grad(a) ? gt_grad_w(ctx, a, &fresh) : NULL;
     if (!gt_ok(ctx)) return;
     int64_t n = a->size, outer, inner;
     bcast_dims(a, b, &outer, &inner);
     /* Separate loops: a and b may be the same tensor, so da and db may alias. */
-    if (da) {
+    if (da && fresh) memcpy(da, dy, (size_t)n * sizeof(gt_real));
+    else if (da) {
 #pragma omp parallel for schedule(static) if (gt_par(n))
         for (int64_t i = 0; i < n; i++) da[i] += dy[i];
     }
+    gt_real *db = gt_needs_grad(b) ? gt_grad(ctx, b) : NULL;
+    if (!gt_ok(ctx)) return;
     if (db) {
         if (inner == n) {
 #pragma omp parallel for schedule(static) if (gt_par(n))
@@ -299,16 +302,53 @@ gt_tensor *gt_gelu(gt_ctx *ctx, gt_tensor *x) {
     return out;
 }
 
+/* True when the gradients of a and b (equal sizes) overlap: one root, intersecting ranges. */
+static bool grads_overlap(const gt_tensor *a, const gt_tensor *b) {
+    const gt_tensor *ra = a->root ? a->root : a, *rb = b->root ? b->root : b;
+    int64_t oa = a->root ? a->offset : 0, ob = b->root ? b->offset : 0;
+    return ra == rb && oa < ob + b->size && ob < oa + a->size;
+}
+
+/* Both geglu gradients in one pass over separate buffers, stored (store) or added. restrict:
+ * without it the loop with two stores was not vectorised and cost twice the two loops. */
+static void geglu_grads(int64_t n, const gt_real *restrict dy, const gt_real *restrict G,
+                        const gt_real *restrict U, gt_real *restrict dg, gt_real *restrict du, bool store) {
+    if (store) {
+#pragma omp parallel for simd schedule(static) if (gt_par(n))
+        for (int64_t i = 0; i < n; i++) {
+            gt_real v, d = gelu_der(G[i], &v);
+            dg[i] = dy[i] * U[i] * d;
+            du[i] = dy[i] * v;
+        }
+    } else {
+#pragma omp parallel for simd schedule(static) if (gt_par(n))
+        for (int64_t i = 0; i < n; i++) {
+            gt_real v, d = gelu_der(G[i], &v);
+            dg[i] += dy[i] * U[i] * d;
+            du[i] += dy[i] * v;
+        }
+    }
+}
+
 static void geglu_backward(gt_ctx *ctx, gt_node *node) {
     gt_tensor *gate = node->in[0], *up = node->in[1];
     const gt_real *dy = gt_grad(ctx, node->out);
-    gt_real *dg = gt_needs_grad(gate) ? gt_grad(ctx, gate) : NULL;
-    gt_real *du = gt_needs_grad(up) ? gt_grad(ctx, up) : NULL;
+    bool fg = false, fu = false; /* stored, not added (gt_grad_w) */
+    gt_real *dg = gt_needs_grad(gate) ? gt_grad_w(ctx, gate, &fg) : NULL;
+    bool apart = !dg || !grads_overlap(gate, up);
+    gt_real *du = gt_needs_grad(up) && apart ? gt_grad_w(ctx, up, &fu) : NULL;
     /* reads: geglu_reads */
     const gt_real *G = gt_saved_data(ctx, node, 0), *U = dg ? gt_saved_data(ctx, node, 1) : NULL;
     if (!gt_ok(ctx)) return;
     int64_t n = gate->size;
-    /* gate and up may be one tensor: dg first, du after, never both in one statement. */
+    if (dg && du) { /* apart: one pass, one gelu per element */
+        if (fg != fu) memset(fg ? dg : du, 0, (size_t)n * sizeof(gt_real)); /* rare: add to both */
+        geglu_grads(n, dy, G, U, dg, du, fg && fu);
+        return;
+    }
+    /* at most one gradient, or gate and up share theirs: dg first, du after, never both in one
+     * statement */
+    if (dg && fg) memset(dg, 0, (size_t)n * sizeof(gt_real)); /* rare: one add loop */
     if (dg) {
 #pragma omp parallel for schedule(static) if (gt_par(n))
         for (int64_t i = 0; i < n; i++) {
@@ -316,6 +356,8 @@ static void geglu_backward(gt_ctx *ctx, gt_node *node) {
             dg[i] += dy[i] * U[i] * gelu_der(G[i], &v);
         }
     }
+    if (!du && gt_needs_grad(up) && !(du = gt_grad(ctx, up))) return;
+    if (du && fu) memset(du, 0, (size_t)n * sizeof(gt_real));
     if (du) {
 #pragma omp parallel for schedule(static) if (gt_par(n))
         for (int64_t i = 0; i < n; i++) du[i] += dy[i] * gelu_val(G[i]);

@@ -137,6 +137,11 @@ const gt_real *gt_saved_data(gt_ctx *ctx, const gt_node *node, int i);
 /* Gradient storage of t, allocated zeroed in the arena on first use (views resolve to their
  * root), from released memory when a piece fits. NULL on allocation failure (error set). */
 gt_real *gt_grad(gt_ctx *ctx, gt_tensor *t);
+/* gt_grad for a backward that stores every one of t's t->size gradient values: when the
+ * gradient is allocated by this call it is not zeroed and *fresh is true, and the caller must then
+ * write (=, not +=) all of them; otherwise *fresh is false and the caller adds as usual. Saves
+ * zeroing a buffer that is overwritten at once. Views cover their root whole or are zeroed. */
+gt_real *gt_grad_w(gt_ctx *ctx, gt_tensor *t, bool *fresh);
 /* Hand an arena allocation of `bytes` (gt_alloc'ed, in this step) back for reuse by gradients
  * and step tensors' data; the caller must not touch it afterwards. For an op's scratch that its
  * backward no longer needs (step tensors' data is the tape's to release, see above). */

@@ -184,6 +184,7 @@ int main(int argc, char **argv) {
     bool cbf16 = !strcmp(compute, "bfloat16");
     if (gt_gemma_set_compute_bf16(m, cbf16, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
     double weights_mb = MB((double)m->n_values * (fdt == GT_FROZEN_BF16 ? 2 : fdt == GT_FROZEN_Q8_0 ? 34.0 / 32 : sizeof(gt_real)));
+    if (fdt == GT_FROZEN_Q4_K) weights_mb = MB((double)gt_gemma_stored_bytes(m));
     gt_lora_dims d = {cfg.num_layers, cfg.hidden_dim, cfg.intermediate_dim, cfg.num_query_heads,
                       cfg.num_kv_heads, cfg.head_dim};
     gt_lora *lora;

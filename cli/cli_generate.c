@@ -514,8 +514,10 @@ static bool auto_q8(const gen_args *a) {
 /* The model as --weights says; with --lora, q8_0 comes after the merge (cli_generate). */
 static int load(const gen_args *a, gt_gemma **m, gt_tokenizer **tok, char *err, size_t errn) {
     bool q8 = !strcmp(a->weights, "q8_0") ? !a->lora_path : !strcmp(a->weights, "auto") && auto_q8(a);
-    return q8 ? gt_load_model_frozen(a->model_path, GT_FROZEN_Q8_0, m, tok, err, errn)
-              : gt_load_model(a->model_path, false, m, tok, err, errn);
+    int rc = q8 ? gt_load_model_frozen(a->model_path, GT_FROZEN_Q8_0, m, tok, err, errn)
+                : gt_load_model(a->model_path, false, m, tok, err, errn);
+    if (!rc) (*m)->int8_matvec = q8;
+    return rc;
 }
 
 /* Everything the prompt needs once the model is loaded: Gemma 3's vision encoder (for --image,
@@ -531,7 +533,8 @@ static int prepare(gen_args *a, gt_gemma *m, const gt_tokenizer *tok, gt_vision 
     a->image_tokens = *v ? gt_vision_tokens_per_image(&(*v)->cfg) : 0;
     if (a->lora_path && apply_lora(m, *v, a->lora_path, a->lora_alpha, err, sizeof err))
         return fprintf(stderr, "generate: %s\n", err), 1;
-    if (a->lora_path && !strcmp(a->weights, "q8_0") && gt_gemma_set_frozen_dtype(m, GT_FROZEN_Q8_0, err, sizeof err))
+    if (a->lora_path && !strcmp(a->weights, "q8_0") &&
+        (m->int8_matvec = true, gt_gemma_set_frozen_dtype(m, GT_FROZEN_Q8_0, err, sizeof err)))
         return fprintf(stderr, "generate: --weights q8_0: %s\n", err), 1;
     if (g4 && (a->n_images || a->n_audio) &&
         gt_gen4_load(x4, a->model_path, tok, a->images, a->n_images, a->audio, a->n_audio, err, sizeof err))

@@ -155,7 +155,7 @@ void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
 }
 
 const char *const gt_frozen_dtype_names[] = {[GT_FROZEN_FP32] = "fp32", [GT_FROZEN_BF16] = "bf16",
-                                             [GT_FROZEN_Q8_0] = "q8_0", NULL};
+                                             [GT_FROZEN_Q8_0] = "q8_0", [GT_FROZEN_Q4_K] = "q4_k", NULL};
 
 int gt_frozen_dtype_from_name(const char *name) {
     for (int i = 0; gt_frozen_dtype_names[i]; i++)
@@ -214,16 +214,16 @@ static int widen_to_fp32(gt_gemma *m, char *err, size_t errn) {
 int gt_gemma_set_compute_bf16(gt_gemma *m, bool on, char *err, size_t errn) {
     if (on && (m->frozen_dtype == GT_FROZEN_FP32 || !m->mats))
         return snprintf(err, errn, "model.compute_dtype: bfloat16 arithmetic needs the frozen weights stored as "
-                        "bf16 or q8_0 (model.frozen_dtype: bf16 or q8_0, LoRA)"), -1;
+                        "bf16, q8_0 or q4_k (model.frozen_dtype, LoRA)"), -1;
     m->compute_bf16 = on;
     if (m->mats)
         for (int p = 0; p < m->n_params; p++) m->mats[p].compute_bf16 = on;
     return 0;
 }
 
-/* Whether m may take storage dt (not fp32): frozen, not Gemma 4, Q8_0 rows in whole blocks. */
+/* Whether m may take storage dt (not fp32): frozen, Q8_0 rows in whole blocks. */
 static int check_frozen(const gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn) {
-    if (dt != GT_FROZEN_BF16 && dt != GT_FROZEN_Q8_0)
+    if (dt != GT_FROZEN_BF16 && dt != GT_FROZEN_Q8_0 && dt != GT_FROZEN_Q4_K)
         return snprintf(err, errn, "model.frozen_dtype: unknown storage %d", (int)dt), -1;
     const char *name = gt_frozen_dtype_names[dt];
     if (m->grad)
@@ -232,34 +232,47 @@ static int check_frozen(const gt_gemma *m, gt_frozen_dtype dt, char *err, size_t
     if (m->frozen_dtype != GT_FROZEN_FP32)
         return snprintf(err, errn, "model.frozen_dtype: the model is %s already",
                         gt_frozen_dtype_names[m->frozen_dtype]), -1;
-    if (m->cfg.generation == 4)
-        return snprintf(err, errn, "model.frozen_dtype: %s storage is not supported for Gemma 4 yet", name), -1;
-    for (int p = 0; p < m->n_params && dt == GT_FROZEN_Q8_0; p++) {
+    for (int p = 0; p < m->n_params && dt != GT_FROZEN_BF16; p++) {
         const gt_tensor *t = m->params[p].t;
         if (t->ndim == 2 && t->shape[1] % GT_Q8_BLOCK)
-            return snprintf(err, errn, "model.frozen_dtype: q8_0 needs matrix widths that are multiples of %d: "
-                            "%s is [%lld, %lld]", GT_Q8_BLOCK, m->params[p].name, (long long)t->shape[0],
+            return snprintf(err, errn, "model.frozen_dtype: %s needs matrix widths that are multiples of %d: "
+                            "%s is [%lld, %lld]", name, GT_Q8_BLOCK, m->params[p].name, (long long)t->shape[0],
                             (long long)t->shape[1]), -1;
     }
     return 0;
 }
 
+/* The block type matrix p keeps under dt: q8_0: Q8_0; q4_k: what pick names if it fits, else
+ * Q4_K where the width is whole 256-blocks, else Q8_0. */
+static uint32_t qtype_for(const gt_gemma *m, int p, gt_frozen_dtype dt, gt_gemma_qtype_fn pick, void *arg) {
+    if (dt != GT_FROZEN_Q4_K) return GT_QT_Q8_0;
+    int64_t cols = m->params[p].t->shape[1];
+    uint32_t qt = pick ? pick(m, p, arg) : 0;
+    if (gt_qt_block(qt) && cols % gt_qt_block(qt) == 0) return qt;
+    return cols % gt_qt_block(GT_QT_Q4_K) == 0 ? GT_QT_Q4_K : GT_QT_Q8_0;
+}
+
 /* Zeroed storage of dt for every matrix, the shared staging buffer and the ops' views (mats).
  * The tensors keep their data pointers: the caller moves or drops the fp32 values. */
-static int alloc_frozen(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn) {
+static int alloc_frozen(gt_gemma *m, gt_frozen_dtype dt, gt_gemma_qtype_fn pick, void *arg, char *err, size_t errn) {
     int64_t bytes = 0, stage = 1024 * m->cfg.hidden_dim;
+    m->mats = calloc((size_t)m->n_params, sizeof *m->mats);
+    if (!m->mats) return snprintf(err, errn, "model.frozen_dtype: out of memory"), -1;
     for (int p = 0; p < m->n_params; p++) {
         gt_tensor *t = m->params[p].t;
-        if (t->ndim == 2) bytes += dt == GT_FROZEN_Q8_0 ? gt_q8_bytes(t->size) : 2 * t->size;
-        if (t->ndim == 2 && t != m->embedding && t->size > stage) stage = t->size;
+        if (t->ndim != 2) continue;
+        gt_bf16_mat *w = &m->mats[p];
+        *w = (gt_bf16_mat){NULL, t->shape[0], t->shape[1], NULL, 0, m->compute_bf16, GT_WFMT_BF16, NULL};
+        if (dt != GT_FROZEN_BF16) w->fmt = gt_wfmt_of_qtype(qtype_for(m, p, dt, pick, arg));
+        bytes += dt == GT_FROZEN_BF16 ? 2 * t->size : gt_qt_bytes(gt_wfmt_qtype(w->fmt), t->size);
+        if (t != m->embedding && t->size > stage) stage = t->size;
     }
     /* 64-byte aligned: the bf16 kernels' tile rows are cache lines (split over two: half speed) */
     size_t sbytes = ((size_t)bytes + 64) & ~(size_t)63;
     void *store = aligned_alloc(64, sbytes);
     if (store) zero_lazily(store, sbytes);
-    m->mats = calloc((size_t)m->n_params, sizeof *m->mats);
     m->stage = aligned_alloc(64, ((size_t)stage * sizeof(gt_real) + 63) & ~(size_t)63);
-    if (!store || !m->mats || !m->stage) {
+    if (!store || !m->stage) {
         free(store);
         free(m->mats);
         free(m->stage);
@@ -272,28 +285,37 @@ static int alloc_frozen(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn)
         gt_tensor *t = m->params[p].t;
         if (t->ndim != 2) continue;
         gt_bf16_mat *w = &m->mats[p];
-        *w = (gt_bf16_mat){NULL, t->shape[0], t->shape[1], m->stage, stage, m->compute_bf16, GT_WFMT_BF16, NULL};
-        if (dt == GT_FROZEN_Q8_0) {
-            w->fmt = GT_WFMT_Q8_0;
+        w->stage = m->stage, w->stage_n = stage;
+        if (w->fmt != GT_WFMT_BF16) {
             w->q8 = (uint8_t *)store + off;
-            off += gt_q8_bytes(t->size);
+            off += gt_qt_bytes(gt_wfmt_qtype(w->fmt), t->size);
         } else {
-            w->data = (uint16_t *)store + off / 2;
+            w->data = (uint16_t *)((uint8_t *)store + off);
             off += 2 * t->size;
         }
     }
-    if (dt == GT_FROZEN_Q8_0) m->dataq = store;
+    if (dt != GT_FROZEN_BF16) m->dataq = store;
     else m->data16 = store;
     m->frozen_dtype = dt;
     return 0;
 }
 
-int gt_gemma_create_frozen(const gt_gemma_config *cfg, gt_frozen_dtype dt, gt_gemma **out, char *err,
-                           size_t errn) {
+int64_t gt_gemma_stored_bytes(const gt_gemma *m) {
+    int64_t bytes = 0;
+    for (int p = 0; m->mats && p < m->n_params; p++) {
+        const gt_bf16_mat *w = &m->mats[p];
+        if (gt_frozen_present(w))
+            bytes += w->fmt == GT_WFMT_BF16 ? 2 * w->rows * w->cols : gt_qt_bytes(gt_wfmt_qtype(w->fmt), w->rows * w->cols);
+    }
+    return bytes;
+}
+
+int gt_gemma_create_frozen_as(const gt_gemma_config *cfg, gt_frozen_dtype dt, gt_gemma_qtype_fn pick, void *arg,
+                              gt_gemma **out, char *err, size_t errn) {
     if (dt == GT_FROZEN_FP32) return gt_gemma_create(cfg, false, out, err, errn);
     gt_gemma *m;
     if (create(cfg, false, true, &m, err, errn)) return -1;
-    if (check_frozen(m, dt, err, errn) || alloc_frozen(m, dt, err, errn)) {
+    if (check_frozen(m, dt, err, errn) || alloc_frozen(m, dt, pick, arg, err, errn)) {
         gt_gemma_free(m);
         return -1;
     }
@@ -301,21 +323,33 @@ int gt_gemma_create_frozen(const gt_gemma_config *cfg, gt_frozen_dtype dt, gt_ge
     return 0;
 }
 
-void gt_gemma_store_rows(gt_gemma *m, gt_tensor *t, int64_t r0, int64_t nr, const gt_real *vals) {
+int gt_gemma_create_frozen(const gt_gemma_config *cfg, gt_frozen_dtype dt, gt_gemma **out, char *err,
+                           size_t errn) {
+    return gt_gemma_create_frozen_as(cfg, dt, NULL, NULL, out, err, errn);
+}
+
+int gt_gemma_store_rows(gt_gemma *m, gt_tensor *t, int64_t r0, int64_t nr, const gt_real *vals) {
     int64_t cols = t->ndim == 2 ? t->shape[1] : t->size, off = r0 * cols, n = nr * cols;
     if (t->data) {
         memcpy(t->data + off, vals, (size_t)n * sizeof(gt_real));
-        return;
+        return 0;
     }
     const gt_bf16_mat *w = &m->mats[t - m->tensors];
     if (w->fmt == GT_WFMT_Q8_0) gt_q8_quantize(vals, (uint8_t *)w->q8 + gt_q8_bytes(off), n);
-    else gt_to_bf16_n(vals, (uint16_t *)w->data + off, n);
+    else if (w->fmt == GT_WFMT_Q4_K) gt_q4k_quantize(vals, (uint8_t *)w->q8 + gt_qt_bytes(GT_QT_Q4_K, off), n);
+    else if (w->fmt == GT_WFMT_BF16) gt_to_bf16_n(vals, (uint16_t *)w->data + off, n);
+    else return -1; /* Q6_K, Q5_0: kept as a GGUF gives them, no quantiser here */
+    return 0;
+}
+
+int gt_gemma_store_blocks(gt_gemma *m, gt_tensor *t, uint32_t type, const uint8_t *blocks) {
+    if (t->data || !m->mats || gt_wfmt_qtype(m->mats[t - m->tensors].fmt) != type) return -1;
+    memcpy((uint8_t *)m->mats[t - m->tensors].q8, blocks, (size_t)gt_qt_bytes(type, t->size));
+    return 0;
 }
 
 int gt_gemma_store_q8(gt_gemma *m, gt_tensor *t, const uint8_t *blocks) {
-    if (t->data || !m->mats || m->mats[t - m->tensors].fmt != GT_WFMT_Q8_0) return -1;
-    memcpy((uint8_t *)m->mats[t - m->tensors].q8, blocks, (size_t)gt_q8_bytes(t->size));
-    return 0;
+    return gt_gemma_store_blocks(m, t, GT_QT_Q8_0, blocks);
 }
 
 int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t errn) {
@@ -326,7 +360,7 @@ int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t
         if (m->params[p].t->ndim != 2) nvec += m->params[p].t->size;
     gt_real *vec = malloc((size_t)(nvec ? nvec : 1) * sizeof(gt_real));
     if (!vec) return snprintf(err, errn, "model.frozen_dtype: out of memory"), -1;
-    if (alloc_frozen(m, dt, err, errn)) return free(vec), -1;
+    if (alloc_frozen(m, dt, NULL, NULL, err, errn)) return free(vec), -1;
     int64_t ov = 0;
     const int64_t piece = (int64_t)1 << 20; /* a multiple of the Q8_0 block */
     for (int p = 0; p < m->n_params; p++) {
@@ -410,12 +444,12 @@ static gt_tensor *norm(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, gt_tensor *
     return gt_rmsnorm(ctx, x, w, m->cfg.rms_eps, m->cfg.norm_add_one);
 }
 
-/* x [B,T,D] @ W^T with W [out, in] -> [B,T,out]. A single row without a tape on a Q8_0 matrix
- * (a decode step) goes through the int8 dot products: the step reads each weight once, so the
+/* x [B,T,D] @ W^T with W [out, in] -> [B,T,out]. With m->int8_matvec, a single row without a tape
+ * on a Q8_0 matrix (a decode step) goes through the int8 dot products: the step reads each weight once, so the
  * 8-bit read is what sets its speed (autograd/qdot.h). */
 static gt_tensor *linear(gt_ctx *ctx, const gt_gemma *m, gt_tensor *x, gt_tensor *w) {
     const gt_bf16_mat *b = bf16_of(m, w);
-    if (b && b->fmt == GT_WFMT_Q8_0 && !b->compute_bf16 && !ctx->grad_enabled && x && gt_rows(x) == 1 &&
+    if (m->int8_matvec && b && b->fmt == GT_WFMT_Q8_0 && !b->compute_bf16 && !ctx->grad_enabled && x && gt_rows(x) == 1 &&
         gt_qdot_kernel() != GT_QDOT_OFF)
         return gt_qdot_linear(ctx, x, b->q8, b->rows, b->cols);
     return b ? gt_bf16_linear(ctx, x, b) : gt_matmul(ctx, x, w, false, true);
@@ -584,7 +618,9 @@ static gt_tensor *per_layer_inputs(gt_ctx *ctx, const gt_gemma *m, gt_tensor *h0
                                    const int32_t *ids, int64_t B, int64_t T) {
     const gt_gemma_config *c = &m->cfg;
     int64_t L = c->num_layers, P = c->per_layer_input_dim, D = c->hidden_dim;
-    gt_tensor *e = gt_scale(ctx, gt_embedding(ctx, m->ple_embedding, ids, B * T), sqrt((double)P));
+    const gt_bf16_mat *e16 = bf16_of(m, m->ple_embedding);
+    gt_tensor *e = e16 ? gt_bf16_embedding(ctx, e16, ids, B * T) : gt_embedding(ctx, m->ple_embedding, ids, B * T);
+    e = gt_scale(ctx, e, sqrt((double)P));
     gt_tensor *pr = gt_scale(ctx, linear(ctx, m, h0, m->ple_projection), 1.0 / sqrt((double)D));
     int64_t split[3] = {B * T, L, P};
     pr = gt_rmsnorm(ctx, gt_reshape(ctx, pr, 3, split), m->ple_norm, c->rms_eps, false);

@@ -24,12 +24,18 @@
  * and one model must not run two forwards at the same time (the ops share one staging buffer).
  * GT_FROZEN_Q8_0 is the same with GGUF Q8_0 blocks (autograd/quant.h: 8.5 bits a value, every
  * matrix width a multiple of 32) at m->dataq instead of bf16 at m->data16: QLoRA-style training
- * on the dequantised values, fp32 arithmetic; a forward without a tape over one row (a decode
- * step, the LM head of a step) multiplies Q8_0 matrices with int8 dot products instead, its
- * activation row quantised to 8 bits (autograd/qdot.h; GT_QDOT_KERNEL=off keeps fp32 there).
+ * on the dequantised values, fp32 arithmetic. With int8_matvec set (generate sets it), a forward
+ * without a tape over one row (a decode step, the LM head of a step) multiplies Q8_0 matrices
+ * with int8 dot products instead, its activation row quantised to 8 bits (autograd/qdot.h;
+ * GT_QDOT_KERNEL=off keeps fp32 there).
  * gt_gemma_create_frozen builds a model straight in
  * a storage type (no fp32 matrices ever), which loaders then fill a tensor, or a few rows, at a
- * time (gt_gemma_store_rows, gt_gemma_store_q8). */
+ * time (gt_gemma_store_rows, gt_gemma_store_q8).
+ * GT_FROZEN_Q4_K keeps a GGUF's blocks in their own type where it is Q4_K, Q6_K, Q5_0 or Q8_0
+ * (gt_gemma_create_frozen_as picks a matrix's type; gt_gemma_store_blocks copies them): a Q4_K_M
+ * file stays as it is, ~4.5-6.5 bits a weight. Every other matrix (another GGUF type, presets,
+ * random init, conversion) is quantised to Q4_K (4.5 bits, gt_q4k_quantize: ggml's reference
+ * quantiser) where its width is a multiple of 256, else to Q8_0. */
 #ifndef GT_GEMMA_H
 #define GT_GEMMA_H
 
@@ -61,7 +67,7 @@ typedef struct gt_gemma_param {
     int64_t layer;                        /* decoder block, or -1 for a global tensor */
 } gt_gemma_param;
 
-typedef enum { GT_FROZEN_FP32 = 0, GT_FROZEN_BF16 = 1, GT_FROZEN_Q8_0 = 2 } gt_frozen_dtype;
+typedef enum { GT_FROZEN_FP32 = 0, GT_FROZEN_BF16 = 1, GT_FROZEN_Q8_0 = 2, GT_FROZEN_Q4_K = 3 } gt_frozen_dtype;
 
 typedef struct gt_gemma {
     gt_gemma_config cfg;
@@ -77,10 +83,12 @@ typedef struct gt_gemma {
     const gt_lora *lora;      /* adapters applied in the forward, or NULL; borrowed, not owned */
     gt_frozen_dtype frozen_dtype;
     uint16_t *data16;         /* bf16: the matrices' values, table order; else NULL */
-    uint8_t *dataq;           /* q8_0: the matrices' Q8_0 blocks, table order; else NULL */
+    uint8_t *dataq;           /* q8_0, q4_k: the matrices' blocks, table order; else NULL */
     gt_bf16_mat *mats;        /* bf16, q8_0: one per table entry (none for vectors); else NULL */
     gt_real *stage;           /* bf16, q8_0: staging the ops share */
     bool compute_bf16;        /* bf16 arithmetic in the frozen products (gt_gemma_set_compute_bf16) */
+    bool int8_matvec;         /* one-row forwards without a tape on Q8_0 matrices use int8 dot products
+                                 (generate --weights auto|q8_0); false: the dequantised values, exactly */
     /* Gemma 4 per-layer embeddings (NULL without): table [Vp, L*P], projection [L*P, D], norm [P] */
     gt_tensor *ple_embedding, *ple_projection, *ple_norm;
     /* Gemma 4 MoE: when set (caller-owned, [L, B*T, k]), each forward writes every block's chosen
@@ -103,7 +111,7 @@ void gt_gemma_zero_grad(gt_gemma *m);
 
 /* The names in enum order, NULL-ended (also the config's model.frozen_dtype values). */
 extern const char *const gt_frozen_dtype_names[];
-/* "fp32" / "bf16" / "q8_0" -> dtype; -1 if unknown. */
+/* "fp32" / "bf16" / "q8_0" / "q4_k" -> dtype; -1 if unknown. */
 int gt_frozen_dtype_from_name(const char *name);
 /* Store a frozen model's matrices as dt (see the top). Converts in place, releasing the fp32
  * pages as it goes, so the peak stays near the fp32 size. -1 with a message for a trainable
@@ -115,12 +123,24 @@ int gt_gemma_set_frozen_dtype(gt_gemma *m, gt_frozen_dtype dt, char *err, size_t
  * gt_gemma_create(cfg, false)); only the vectors are fp32. Same refusals as the conversion. */
 int gt_gemma_create_frozen(const gt_gemma_config *cfg, gt_frozen_dtype dt, gt_gemma **out, char *err,
                            size_t errn);
+/* The block type (ggml id, autograd/quant.h) parameter p of m is to keep under GT_FROZEN_Q4_K, or
+ * 0 for the default; called once per matrix before any storage exists. */
+typedef uint32_t (*gt_gemma_qtype_fn)(const gt_gemma *m, int p, void *arg);
+/* gt_gemma_create_frozen where, for GT_FROZEN_Q4_K, pick chooses each matrix's block type (0 or
+ * a type whose block does not divide the width: the default, Q4_K or Q8_0 as above). */
+int gt_gemma_create_frozen_as(const gt_gemma_config *cfg, gt_frozen_dtype dt, gt_gemma_qtype_fn pick, void *arg,
+                              gt_gemma **out, char *err, size_t errn);
+/* Bytes of the stored matrices (bf16 or blocks); 0 for an fp32 model. */
+int64_t gt_gemma_stored_bytes(const gt_gemma *m);
 /* Rows [r0, r0 + nr) of parameter t from vals (nr * cols values), rounded or quantised to its
- * storage (a vector: r0 = 0, nr = 1, its size values). */
-void gt_gemma_store_rows(gt_gemma *m, gt_tensor *t, int64_t r0, int64_t nr, const gt_real *vals);
+ * storage (a vector: r0 = 0, nr = 1, its size values; Q4_K: r0 * cols a multiple of 256). Not
+ * for a matrix kept as Q6_K or Q5_0 (only gt_gemma_store_blocks fills those): -1 there, else 0. */
+int gt_gemma_store_rows(gt_gemma *m, gt_tensor *t, int64_t r0, int64_t nr, const gt_real *vals);
 /* A q8_0 model's matrix t from Q8_0 blocks as GGUF stores them (gt_q8_bytes(t->size) bytes):
  * copied, not requantised. -1 unless t is a matrix of a q8_0 model. */
 int gt_gemma_store_q8(gt_gemma *m, gt_tensor *t, const uint8_t *blocks);
+/* The same for any kept type: -1 unless t is stored as `type`. */
+int gt_gemma_store_blocks(gt_gemma *m, gt_tensor *t, uint32_t type, const uint8_t *blocks);
 /* Arithmetic of the frozen-weight products (model.compute_dtype): false: fp32 (as the storage
  * expands to); true: bfloat16 -- each frozen linear (q, k, v, o, gate, up, down) and the tied LM
  * head round their activations (hidden rows, output gradients, the LM head's softmax terms) to

@@ -213,6 +213,54 @@ START_TEST(f32_backward_agrees_with_finite_differences) {
 }
 END_TEST
 
+/* Output and input gradients of one call on `threads` threads (heads split between them, each
+ * with single-threaded GEMMs) into res: out, then dq, dk, dv. */
+static void run_threads(const attn_case *c, gt_tensor **in, const gt_tensor *seed, int threads, double *res) {
+    gt_threads_set(threads);
+    for (int i = 0; i < 3; i++) memset(in[i]->grad, 0, (size_t)in[i]->size * sizeof(gt_real));
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_tensor *out = gt_attention(&ctx, in[0], in[1], in[2], &c->cfg);
+    ck_assert_ptr_nonnull(out);
+    for (int64_t i = 0; i < out->size; i++) res[i] = out->data[i];
+    ck_assert_int_eq(gt_backward_seed(&ctx, out, seed->data), GT_OK);
+    int64_t at = out->size;
+    for (int t = 0; t < 3; t++)
+        for (int64_t i = 0; i < in[t]->size; i++) res[at++] = in[t]->grad[i];
+    gt_ctx_free(&ctx);
+    gt_threads_set(0);
+}
+
+START_TEST(threaded_heads_match_one_thread) {
+    /* big enough for the per-head threads; GQA (two query heads per kv head write one dk, dv),
+     * H != Hv (column chunks of different widths), soft-cap, packed segments, several blocks */
+    enum { T = 2 * GT_ATTN_QBLOCK + 30 };
+    static int32_t seg[2 * T];
+    for (int i = 0; i < 2 * T; i++) seg[i] = (i % T) / 50;
+    attn_case c = {.B = 2, .T = T, .S = T, .N = 4, .K = 2, .H = 48, .Hv = 32};
+    c.cfg = (gt_attn_cfg){.scale = 0.3, .softcap = 2.0, .causal = true, .segment_ids = seg};
+    gt_tensor *in[3] = {new4(c.B, c.T, c.N, c.H, true), new4(c.B, c.S, c.K, c.H, true),
+                        new4(c.B, c.S, c.K, c.Hv, true)};
+    gt_tensor *seed = new4(c.B, c.T, c.N, c.Hv, false);
+    int64_t n = seed->size + in[0]->size + in[1]->size + in[2]->size;
+    double *one = malloc((size_t)n * sizeof *one), *two = malloc((size_t)n * sizeof *two);
+    ck_assert(one && two);
+    run_threads(&c, in, seed, 1, one);
+    run_threads(&c, in, seed, 2, two);
+    double worst = 0, big = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs(one[i] - two[i]);
+        worst = d > worst ? d : worst;
+        big = fabs(one[i]) > big ? fabs(one[i]) : big;
+    }
+    ck_assert_msg(big > 0.1 && worst <= 1e-5 * big, "threads 1 vs 2: worst %g of %g", worst, big);
+    free(one);
+    free(two);
+    gt_tensor_free(seed);
+    for (int i = 0; i < 3; i++) gt_tensor_free(in[i]);
+}
+END_TEST
+
 /* One bad call: NULL, the right status, and a message naming the op (and shapes if given). */
 static void expect_error(gt_tensor *q, gt_tensor *k, gt_tensor *v, const gt_attn_cfg *cfg,
                          int status, const char *want1, const char *want2) {
@@ -279,6 +327,7 @@ int main(void) {
     tcase_add_test(tc, masked_keys_have_no_influence);
     tcase_add_test(tc, f32_backward_agrees_with_finite_differences);
     tcase_add_test(tc, bad_arguments_give_one_line_messages);
+    tcase_add_test(tc, threaded_heads_match_one_thread);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

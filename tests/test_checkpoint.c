@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <hdf5.h>
+
 #include "train/checkpoint.h"
 
 typedef struct {
@@ -193,6 +195,37 @@ START_TEST(truncated_and_foreign_files_fail_cleanly) {
 }
 END_TEST
 
+/* Found by fuzz_checkpoint: a /config of 40 strings (or a 3-value /state@step) was read into one
+ * value's room, a heap overflow; now each is refused by name. */
+START_TEST(several_values_where_one_is_expected_are_refused) {
+    rig a;
+    rig_init(&a, 2, 2, 1);
+    char path[256], err[512];
+    gt_ckpt_path(dir, 1, path, sizeof path);
+    save(&a, path, 1);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert(f >= 0 && H5Ldelete(f, "/config", H5P_DEFAULT) >= 0 && H5Adelete_by_name(f, "/state", "step", H5P_DEFAULT) >= 0);
+    hsize_t n40 = 40, n3 = 3;
+    hid_t st = H5Tcopy(H5T_C_S1), sp = H5Screate_simple(1, &n40, NULL);
+    H5Tset_size(st, 64);
+    char text[40 * 64];
+    memset(text, 'a', sizeof text);
+    hid_t d = H5Dcreate2(f, "/config", st, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert(d >= 0 && H5Dwrite(d, st, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) >= 0);
+    H5Dclose(d), H5Sclose(sp), H5Tclose(st);
+    int64_t steps[3] = {1, 2, 3};
+    sp = H5Screate_simple(1, &n3, NULL);
+    hid_t at = H5Acreate_by_name(f, "/state", "step", H5T_NATIVE_INT64, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert(at >= 0 && H5Awrite(at, H5T_NATIVE_INT64, steps) >= 0);
+    H5Aclose(at), H5Sclose(sp), H5Fclose(f);
+    char *yaml = NULL;
+    ck_assert_int_ne(gt_ckpt_read_config(path, &yaml, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, path) && strstr(err, "/config"), "%s", err);
+    expect_refused(&a, model_of(&a), path, "/state@step");
+    rig_free(&a);
+}
+END_TEST
+
 START_TEST(latest_and_prune) {
     rig a;
     rig_init(&a, 2, 1, 1);
@@ -231,6 +264,7 @@ int main(void) {
     tcase_add_test(tc, round_trip_is_exact);
     tcase_add_test(tc, other_shapes_are_refused_by_name);
     tcase_add_test(tc, truncated_and_foreign_files_fail_cleanly);
+    tcase_add_test(tc, several_values_where_one_is_expected_are_refused);
     tcase_add_test(tc, latest_and_prune);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -305,6 +305,32 @@ START_TEST(op_chain_through_view) {
 }
 END_TEST
 
+/* Backwards that store a fresh gradient (gt_grad_w) instead of adding: inputs that are step
+ * tensors (a leaf's gradient always exists), used twice, as whole views and as overlapping and
+ * disjoint parts of one root. A missed element or a wrong store shows up as a gradient error. */
+static gt_tensor *fwd_fresh(gt_ctx *ctx, gt_tensor **in, void *user) {
+    int which = *(int *)user;
+    int64_t s2[2] = {4, 6};
+    gt_tensor *x = gt_reshape(ctx, gt_scale(ctx, in[0], 1.3), 2, s2); /* a whole view */
+    gt_tensor *a = gt_slice_rows(ctx, x, 0, 2), *b = gt_slice_rows(ctx, x, which == 3 ? 1 : 2, 2);
+    gt_tensor *w = gt_scale(ctx, in[1], 0.7);
+    gt_tensor *y = which == 0   ? gt_geglu(ctx, x, x)
+                   : which == 1 ? gt_add(ctx, x, x)
+                   : which == 4 ? gt_rmsnorm(ctx, gt_add(ctx, x, gt_geglu(ctx, x, x)), w, 1e-6, true)
+                                : gt_geglu(ctx, a, b);
+    /* nonlinear, so every element's gradient differs; times w so that w always has a gradient */
+    return gt_mul(ctx, gt_mul(ctx, y, gt_scale(ctx, y, 0.5)), w);
+}
+
+START_TEST(fresh_gradients_stored_not_added) {
+    int64_t sx[3] = {2, 3, 4}, sw[1] = {6};
+    gt_tensor *in[2] = {rnd(3, sx, true, -2, 2), rnd(1, sw, true, -1, 1)};
+    for (int which = 0; which < 5; which++) expect_pass(fwd_fresh, &which, in, 2);
+    gt_tensor_free(in[0]);
+    gt_tensor_free(in[1]);
+}
+END_TEST
+
 static gt_tensor *fwd_dropout(gt_ctx *ctx, gt_tensor **in, void *user) {
     /* dropout then a product, so the check sees the mask through a nonlinear path */
     gt_tensor *d = gt_dropout(ctx, in[0], 0.3, 42);
@@ -397,6 +423,7 @@ int main(void) {
     tcase_add_test(tc, softmax_grad);
     tcase_add_test(tc, large_unary_vs_naive);
     tcase_add_test(tc, op_chain_through_view);
+    tcase_add_test(tc, fresh_gradients_stored_not_added);
     tcase_add_test(tc, dropout_gradient_and_statistics);
     tcase_add_test(tc, dropout_rows_of_a_cut_batch);
     suite_add_tcase(s, tc);

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/quant.h"
+#include "models/gemma_params.h"
 #include "models/generate.h"
 #include "models/io/gguf.h"
 #include "models/io/h5io.h"
@@ -130,6 +132,61 @@ START_TEST(logits_and_greedy_tokens_match_kerashub) {
 }
 END_TEST
 
+/* model.frozen_dtype q4_k on the real file: every matrix keeps the file's blocks (Q4_K, Q6_K, Q5_0,
+ * Q8_0: all of this file's matrix types) byte for byte, and the last position's logits still
+ * match KerasHub's run on the same weights as closely as the fp32 load. */
+START_TEST(q4_k_storage_keeps_the_files_blocks) {
+    if (!find_model()) return;
+    char err[1024];
+    gt_gemma *m;
+    ck_assert_msg(gt_load_model_frozen(model_path, GT_FROZEN_Q4_K, &m, NULL, err, sizeof err) == 0, "%s", err);
+    gt_gguf *g;
+    ck_assert_msg(gt_gguf_open(model_path, &g, err, sizeof err) == 0, "%s", err);
+    int kept = 0;
+    for (int p = 0; p < m->n_params; p++) {
+        if (m->params[p].t->ndim != 2) continue;
+        char n[96];
+        ck_assert(gt_gemma_param_gguf_name(m->params[p].row, m->params[p].layer, n, sizeof n) == 0);
+        const gt_gguf_tensor *t = gt_gguf_find_tensor(g, n);
+        const gt_bf16_mat *w = &m->mats[p];
+        ck_assert_msg(t && gt_wfmt_qtype(w->fmt) == t->type && memcmp(w->q8, t->data, t->n_bytes) == 0, "%s", n);
+        kept++;
+    }
+    gt_gguf_close(g);
+    ck_assert_int_eq(kept, 1 + 18 * 7);
+    gt_h5 h;
+    ck_assert(gt_h5_open_read("tests/fixtures/gemma3_270m_ref.h5", &h, err, sizeof err) == 0);
+    int32_t *ids;
+    float *want;
+    int nd;
+    int64_t shape[8], n_prompt;
+    ck_assert(gt_h5_read_i32(h, "/prompt_ids", &ids, &nd, shape, err, sizeof err) == 0);
+    n_prompt = shape[0];
+    ck_assert(gt_h5_read_f32(h, "/last_logits", &want, &nd, shape, err, sizeof err) == 0);
+    gt_h5_close(h);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = false;
+    gt_gemma_batch b = {.batch = 1, .seq = n_prompt, .token_ids = ids};
+    gt_tensor *hidden = gt_gemma_hidden(&ctx, m, &b);
+    gt_tensor *last = gt_slice_rows(&ctx, gt_reshape(&ctx, hidden, 2, (int64_t[]){n_prompt, 640}), n_prompt - 1, 1);
+    gt_tensor *z = gt_gemma_logits(&ctx, m, last);
+    ck_assert_msg(z, "%s", ctx.err);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t v = 0; v < 262144; v++) {
+        maxref = fmax(maxref, fabs(want[v]));
+        maxdiff = fmax(maxdiff, fabs((double)z->data[v] - want[v]));
+    }
+    ck_assert_msg(maxdiff <= 1e-4 * maxref, "q4_k logits max error %.3g vs max|logit| %.3g", maxdiff, maxref);
+    printf("gemma3-270m q4_k: %d matrices kept as the file's blocks (%.1f MB), logits within %.2e x max|logit| "
+           "of KerasHub\n", kept, (double)gt_gemma_stored_bytes(m) / 1e6, maxdiff / maxref);
+    free(ids);
+    free(want);
+    gt_ctx_free(&ctx);
+    gt_gemma_free(m);
+}
+END_TEST
+
 int main(void) {
     model_path = gt_test_gemma3_270m_gguf("test_gemma3_270m (the real model against KerasHub)");
     Suite *s = suite_create("gemma3_270m");
@@ -137,6 +194,7 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, dequantisation_of_the_real_file);
     tcase_add_test(tc, logits_and_greedy_tokens_match_kerashub);
+    tcase_add_test(tc, q4_k_storage_keeps_the_files_blocks);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* print the skip/summary lines */

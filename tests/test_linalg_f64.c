@@ -1,5 +1,6 @@
 /* Gradient checks (f64 engine) for matmul, transpose, reshape/slice views, sum, mean, embedding. */
 #include <check.h>
+#include <math.h>
 #include <stdlib.h>
 
 #include "tests/gradcheck.h"
@@ -85,6 +86,43 @@ START_TEST(matmul_matches_naive_product) {
     gt_ctx_free(&ctx);
     gt_tensor_free(a);
     gt_tensor_free(b);
+}
+END_TEST
+
+/* gt_gemm on skinny shapes (a dimension <= 16: split into one band per thread), every
+ * transposition, alpha and beta, against the naive sum; leading dimensions wider than the
+ * operands, so a band's offset along the wrong axis would show. */
+START_TEST(skinny_gemm_bands_match_naive) {
+    static const int shapes[4][3] = {{600, 4, 700}, {4, 900, 500}, {700, 500, 4}, {3, 5, 40000}};
+    gt_threads_set(2);
+    for (int sh = 0; sh < 4; sh++)
+        for (int tr = 0; tr < 4; tr++) {
+            int m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+            bool ta = tr & 1, tb = tr & 2;
+            int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 1;
+            int64_t na = (int64_t)(ta ? k : m) * lda, nb = (int64_t)(tb ? n : k) * ldb, nc = (int64_t)m * ldc;
+            double *a = malloc((size_t)na * sizeof *a), *b = malloc((size_t)nb * sizeof *b);
+            double *c = malloc((size_t)nc * sizeof *c), *c0 = malloc((size_t)nc * sizeof *c0);
+            ck_assert(a && b && c && c0);
+            for (int64_t i = 0; i < na; i++) a[i] = (double)((i * 7919) % 23) / 23 - 0.5;
+            for (int64_t i = 0; i < nb; i++) b[i] = (double)((i * 104729) % 19) / 19 - 0.5;
+            for (int64_t i = 0; i < nc; i++) c[i] = c0[i] = (double)(i % 13) / 13;
+            gt_gemm(ta, tb, m, n, k, 0.75, a, lda, b, ldb, 0.5, c, ldc);
+            double worst = 0;
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j += (n > 64 ? 7 : 1)) {
+                    double acc = 0;
+                    for (int q = 0; q < k; q++)
+                        acc += (ta ? a[(int64_t)q * lda + i] : a[(int64_t)i * lda + q]) *
+                               (tb ? b[(int64_t)j * ldb + q] : b[(int64_t)q * ldb + j]);
+                    double want = 0.75 * acc + 0.5 * c0[(int64_t)i * ldc + j], d = fabs(c[(int64_t)i * ldc + j] - want);
+                    worst = d > worst ? d : worst;
+                }
+            for (int i = 0; i < m; i++) ck_assert(c[(int64_t)i * ldc + n] == c0[(int64_t)i * ldc + n]); /* padding */
+            ck_assert_msg(worst < 1e-9, "shape %d trans %d: worst %g", sh, tr, worst);
+            free(a), free(b), free(c), free(c0);
+        }
+    gt_threads_set(0);
 }
 END_TEST
 
@@ -204,6 +242,7 @@ int main(void) {
     tcase_add_test(tc, matmul_batched_and_shared_weight);
     tcase_add_test(tc, matmul_frozen_weight_gets_no_gradient);
     tcase_add_test(tc, matmul_matches_naive_product);
+    tcase_add_test(tc, skinny_gemm_bands_match_naive);
     tcase_add_test(tc, transpose_axes);
     tcase_add_test(tc, views_route_gradients_to_root);
     tcase_add_test(tc, sum_and_mean);

@@ -188,12 +188,14 @@ START_TEST(rope_after_rmsnorm) {
 }
 END_TEST
 
-/* Threaded rope vs a naive double formula: forward rotation and the inverse-rotated gradient. */
+/* Threaded rope vs a naive double formula: forward rotation and the inverse-rotated gradient.
+ * _i = 0: scattered positions (a sincos per token); 1: packed examples restarting at 3 (fewer
+ * distinct positions than tokens: the table of one row per position). */
 START_TEST(rope_large_vs_naive) {
     int64_t b = 2, t = 160, nh = 4, h = 32, r = 24, s[4] = {b, t, nh, h};
     gt_tensor *x = rnd(4, s, true, -1, 1), *seed = rnd(4, s, false, -1, 1);
     int32_t *pos = malloc((size_t)(b * t) * sizeof *pos);
-    for (int64_t i = 0; i < b * t; i++) pos[i] = (int32_t)((i * 7919) % 32768); /* scattered */
+    for (int64_t i = 0; i < b * t; i++) pos[i] = (int32_t)(_i == 0 ? (i * 7919) % 32768 : 3 + i % 45);
     gt_rope_cfg cfg = {1e6, 8, r};
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
@@ -262,7 +264,7 @@ int main(void) {
     tcase_add_test(tc, rope_full_rotation);
     tcase_add_test(tc, rope_partial_rotation_and_scaling);
     tcase_add_test(tc, rope_after_rmsnorm);
-    tcase_add_test(tc, rope_large_vs_naive);
+    tcase_add_loop_test(tc, rope_large_vs_naive, 0, 2);
     tcase_add_test(tc, random_shapes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

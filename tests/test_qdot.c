@@ -155,6 +155,7 @@ static gt_gemma *tiny_q8(void) {
     gt_gemma *m;
     ck_assert_msg(gt_gemma_create_frozen(&c, GT_FROZEN_Q8_0, &m, err, sizeof err) == 0, "%s", err);
     gt_gemma_init_random(m, 21, 0.08);
+    m->int8_matvec = true;
     return m;
 }
 
@@ -296,6 +297,7 @@ START_TEST(real_270m_decodes_like_fp32) {
     gt_gemma *q8, *f32;
     ck_assert_msg(gt_load_model_frozen(path, GT_FROZEN_Q8_0, &q8, NULL, err, sizeof err) == 0, "%s", err);
     ck_assert_msg(gt_load_model(path, false, &f32, NULL, err, sizeof err) == 0, "%s", err);
+    q8->int8_matvec = true;
     gt_h5 h;
     ck_assert(gt_h5_open_read("tests/fixtures/gemma3_270m_ref.h5", &h, err, sizeof err) == 0);
     int32_t *prompt;

@@ -218,6 +218,7 @@ int gt_ckpt_save(const char *path, const char *config_yaml, const gt_ckpt_model 
 
 typedef struct reader {
     hid_t f;
+    uint64_t size; /* of the file: no string of ours is longer */
     const char *path;
     char *err;
     size_t errn;
@@ -236,9 +237,19 @@ static bool exists(reader *r, const char *obj) {
         }
 }
 
+/* The attribute or dataset o holds exactly one value: reads below go into one value's room
+ * (a hostile file's 40-element /config overflowed the string buffer). */
+static bool one_value(hid_t o, bool is_ds) {
+    hid_t sp = is_ds ? H5Dget_space(o) : H5Aget_space(o);
+    if (sp < 0) return false;
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    return n == 1;
+}
+
 static int rattr_i64(reader *r, const char *obj, const char *name, int64_t *v) {
     hid_t a = exists(r, obj) ? H5Aopen_by_name(r->f, obj, name, H5P_DEFAULT, H5P_DEFAULT) : -1;
-    int rc = a >= 0 && H5Aread(a, H5T_NATIVE_INT64, v) >= 0 ? 0 : -1;
+    int rc = a >= 0 && one_value(a, false) && H5Aread(a, H5T_NATIVE_INT64, v) >= 0 ? 0 : -1;
     if (a >= 0) H5Aclose(a);
     if (rc) snprintf(r->err, r->errn, "%s: missing or unreadable attribute %s@%s", r->path, obj, name);
     return rc;
@@ -246,7 +257,7 @@ static int rattr_i64(reader *r, const char *obj, const char *name, int64_t *v) {
 
 static int rattr_f64(reader *r, const char *obj, const char *name, double *v) {
     hid_t a = exists(r, obj) ? H5Aopen_by_name(r->f, obj, name, H5P_DEFAULT, H5P_DEFAULT) : -1;
-    int rc = a >= 0 && H5Aread(a, H5T_NATIVE_DOUBLE, v) >= 0 ? 0 : -1;
+    int rc = a >= 0 && one_value(a, false) && H5Aread(a, H5T_NATIVE_DOUBLE, v) >= 0 ? 0 : -1;
     if (a >= 0) H5Aclose(a);
     if (rc) snprintf(r->err, r->errn, "%s: missing or unreadable attribute %s@%s", r->path, obj, name);
     return rc;
@@ -259,7 +270,8 @@ static char *rstr(reader *r, const char *obj, const char *name, bool is_ds) {
     char *s = NULL;
     if (o >= 0) {
         hid_t t = is_ds ? H5Dget_type(o) : H5Aget_type(o);
-        if (t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t)) {
+        if (t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) && one_value(o, is_ds) &&
+            H5Tget_size(t) <= r->size) {
             size_t len = H5Tget_size(t);
             hid_t mt = str_type(len);
             s = calloc(len + 1, 1);
@@ -384,7 +396,7 @@ int gt_ckpt_load(const char *path, const gt_ckpt_model *model, const gt_param_sl
     if (config_yaml) *config_yaml = NULL;
     struct stat sb;
     if (stat(path, &sb)) return snprintf(err, errn, "%s: %s", path, strerror(errno)), -1;
-    reader r = {.path = path, .err = err, .errn = errn};
+    reader r = {.size = (uint64_t)sb.st_size, .path = path, .err = err, .errn = errn};
     r.f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (r.f < 0) return snprintf(err, errn, "%s: not a readable HDF5 file (truncated or foreign?)", path), -1;
     int rc = -1;
@@ -430,7 +442,7 @@ int gt_ckpt_read_config(const char *path, char **config_yaml, char *err, size_t 
     *config_yaml = NULL;
     struct stat sb;
     if (stat(path, &sb)) return snprintf(err, errn, "%s: %s", path, strerror(errno)), -1;
-    reader r = {.path = path, .err = err, .errn = errn};
+    reader r = {.size = (uint64_t)sb.st_size, .path = path, .err = err, .errn = errn};
     r.f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (r.f < 0) return snprintf(err, errn, "%s: not a readable HDF5 file (truncated or foreign?)", path), -1;
     char *fmt = rstr(&r, "/", "format", false);

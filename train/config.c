@@ -91,12 +91,15 @@ static const row schema[] = {
          "storage of the frozen base weights under LoRA; bf16 halves their memory (values rounded "
          "once to bfloat16, arithmetic fp32 unless model.compute_dtype); q8_0 keeps GGUF Q8_0 blocks, "
          "8.5 bits a weight (a Q8_0 GGUF as stored, other weights quantised a tensor slice at a time; "
-         "matrix widths multiples of 32; arithmetic fp32 unless model.compute_dtype); full fine-tuning needs fp32"),
+         "matrix widths multiples of 32; arithmetic fp32 unless model.compute_dtype); q4_k also keeps a GGUF's "
+         "Q4_K, Q6_K and Q5_0 blocks as stored (a Q4_K_M file: ~5 bits a weight) and quantises other "
+         "matrices to Q4_K, 4.5 bits (Q8_0 where the width is not whole 256-blocks); "
+         "full fine-tuning needs fp32"),
     ENUM("model.compute_dtype", model.compute_dtype, "float32", gt_cfg_compute_dtype_names,
          "arithmetic of the frozen-weight products (q, k, v, o, gate, up, down and the tied LM head; "
          "forward and input gradient): bfloat16 rounds their activations to bf16 and accumulates in "
          "fp32 on the CPU's AMX unit, fp32 where the CPU has none (or GT_BF16_KERNEL=off); needs "
-         "model.frozen_dtype bf16 or q8_0 (LoRA; q8_0: the linears only, rows widened to bf16 a block "
+         "model.frozen_dtype bf16, q8_0 or q4_k (LoRA; q8_0, q4_k: the linears only, rows widened to bf16 a block "
          "at a time); adapters, norms, attention, softmax, loss, optimizer stay fp32"),
     INT("model.generation", model.generation, "0", "[0, 4]",
         "Gemma generation of a custom model (1-4); 0: the preset's"),
@@ -252,20 +255,27 @@ static bool is_section(const char *path) {
     return false;
 }
 
-/* Case-insensitive Levenshtein distance with '-' == '_'. */
+/* Case-insensitive Levenshtein distance with '-' == '_', exact up to EDIT_MAX (every caller
+ * suggests only within 3); a larger one is some value above EDIT_MAX, found early so that a long
+ * unknown key is not compared in full against every schema key. */
+#define EDIT_MAX 3
 static size_t edit_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b), prev[128], cur[128];
     if (la > 127 || lb > 127) return 999;
+    if (la > lb + EDIT_MAX || lb > la + EDIT_MAX) return EDIT_MAX + 1; /* >= the length gap */
     for (size_t j = 0; j <= lb; j++) prev[j] = j;
     for (size_t i = 1; i <= la; i++) {
         cur[0] = i;
+        size_t row_min = i;
         for (size_t j = 1; j <= lb; j++) {
             int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
             if (ca == '-') ca = '_';
             if (cb == '-') cb = '_';
             size_t sub = prev[j - 1] + (ca != cb), del = prev[j] + 1, ins = cur[j - 1] + 1;
             cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            if (cur[j] < row_min) row_min = cur[j];
         }
+        if (row_min > EDIT_MAX) return EDIT_MAX + 1; /* rows never decrease their minimum */
         memcpy(prev, cur, sizeof(size_t) * (lb + 1));
     }
     return prev[lb];
@@ -911,8 +921,8 @@ int gt_config_check_for(const gt_config *c, gt_cfg_purpose purpose, char *err, s
         BAD("model.frozen_dtype: %s stores frozen weights; full fine-tuning trains them all (use fp32)",
             name_of(gt_frozen_dtype_names, (int)c->model.frozen_dtype));
     if (c->model.compute_dtype == GT_COMPUTE_BFLOAT16 && c->model.frozen_dtype == GT_FROZEN_FP32)
-        BAD("model.compute_dtype: bfloat16 multiplies the frozen weights as stored in bf16 or q8_0: set "
-            "model.frozen_dtype: bf16 or q8_0 (LoRA; full fine-tuning computes in float32)");
+        BAD("model.compute_dtype: bfloat16 multiplies the frozen weights as stored in bf16, q8_0 or q4_k: set "
+            "model.frozen_dtype: bf16, q8_0 or q4_k (LoRA; full fine-tuning computes in float32)");
     /* batches and steps */
     int64_t mb = c->train.micro_batch_size ? c->train.micro_batch_size : c->train.batch_size;
     if (mb > c->train.batch_size)

@@ -17,6 +17,8 @@ void gt_mem_estimate_run(const gt_gemma *m, int64_t trainable, int state_kinds, 
     e->weights = m->frozen_dtype == GT_FROZEN_BF16   ? 2 * params + 4 * trainable
                  : m->frozen_dtype == GT_FROZEN_Q8_0 ? gt_q8_bytes(params) + 4 * trainable
                                                      : 4 * params;
+    if (m->frozen_dtype == GT_FROZEN_Q4_K) /* a block type per matrix: count what is stored */
+        e->weights = gt_gemma_stored_bytes(m) + 4 * trainable;
     e->trainable = 4 * trainable * (1 + state_kinds); /* gradient + optimizer arrays */
     int64_t qkv = (c->num_query_heads + 2 * c->num_kv_heads) * c->head_dim;
     int64_t per_layer = seq * (6 * c->hidden_dim + 3 * c->intermediate_dim + 2 * qkv) + c->num_query_heads * seq * seq;

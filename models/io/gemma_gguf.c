@@ -105,16 +105,18 @@ static int load(const gt_gguf *g, const char *name, gt_tensor *dst, bool norm, c
     return 0;
 }
 
-/* GGUF matrix `name` into a stored (bf16 / q8_0) matrix dst of m: Q8_0 blocks into a q8_0 model
- * as they are; any other type dequantised a slice of rows at a time into the model's staging
- * buffer and rounded or quantised from there, so no fp32 copy of the tensor is ever whole. */
+/* GGUF matrix `name` into a stored (bf16 / q8_0 / q4_k) matrix dst of m: blocks of the type dst
+ * keeps (Q8_0; under q4_k also Q4_K, Q6_K, Q5_0) copied as they are; any other type dequantised
+ * a slice of rows at a time into the model's staging buffer and rounded or quantised from there,
+ * so no fp32 copy of the tensor is ever whole. */
 static int load_stored(const gt_gguf *g, const char *name, gt_gemma *m, gt_tensor *dst, char *err, size_t errn) {
     const gt_gguf_tensor *t = find_fitting(g, name, dst, err, errn);
     if (!t) return -1;
     enum { GGML_Q5_0 = 6, GGML_Q8_0 = 8 };
     int64_t rows = dst->shape[0], cols = dst->shape[1];
-    if (t->type == GGML_Q8_0 && m->frozen_dtype == GT_FROZEN_Q8_0 && (int64_t)t->n_bytes == gt_q8_bytes(dst->size)) {
-        gt_gemma_store_q8(m, dst, t->data);
+    uint32_t kept = gt_wfmt_qtype(m->mats[dst - m->tensors].fmt);
+    if (kept && t->type == kept && (int64_t)t->n_bytes == gt_qt_bytes(kept, dst->size)) {
+        gt_gemma_store_blocks(m, dst, kept, t->data);
         page_out(t);
         return 0;
     }
@@ -138,7 +140,9 @@ static int load_stored(const gt_gguf *g, const char *name, gt_gemma *m, gt_tenso
         part.n_bytes = (uint64_t)nr * row_bytes;
         part.data = t->data + (uint64_t)r0 * row_bytes;
         if (gt_gguf_dequant(g, &part, m->stage, err, errn)) return -1;
-        gt_gemma_store_rows(m, dst, r0, nr, m->stage);
+        if (gt_gemma_store_rows(m, dst, r0, nr, m->stage))
+            return snprintf(err, errn, "tensor '%s': cannot store %s blocks as %s", name,
+                            gt_qt_name(t->type), gt_qt_name(kept)), -1;
     }
     page_out(t);
     return 0;
@@ -174,6 +178,14 @@ static int check_sizes(const gt_gguf *g, const gt_gemma_config *c, char *err, si
     return 0;
 }
 
+/* q4_k: a matrix keeps its GGUF block type where that is one the ops decode */
+static uint32_t gguf_qtype(const gt_gemma *m, int p, void *arg) {
+    char n[96];
+    if (gt_gemma_param_gguf_name(m->params[p].row, m->params[p].layer, n, sizeof n)) return 0;
+    const gt_gguf_tensor *t = gt_gguf_find_tensor(arg, n);
+    return t && gt_qt_block(t->type) && (int64_t)t->n_bytes == gt_qt_bytes(t->type, m->params[p].t->size) ? t->type : 0;
+}
+
 static int from_gguf(const gt_gguf *g, bool trainable, gt_frozen_dtype dt, gt_gemma **out, char *err,
                      size_t errn) {
     *out = NULL;
@@ -182,7 +194,7 @@ static int from_gguf(const gt_gguf *g, bool trainable, gt_frozen_dtype dt, gt_ge
     if (check_sizes(g, &c, err, errn)) return -1;
     gt_gemma *m;
     if (dt == GT_FROZEN_FP32 ? gt_gemma_create(&c, trainable, &m, err, errn)
-                             : gt_gemma_create_frozen(&c, dt, &m, err, errn))
+                             : gt_gemma_create_frozen_as(&c, dt, gguf_qtype, (void *)g, &m, err, errn))
         return -1;
     char n[96];
     int rc = 0;

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/quant.h"
 #include "util/half.h"
 #include "util/err.h"
 
@@ -691,12 +692,6 @@ static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
     }
 }
 
-/* Q8_0: d, 32 x int8 */
-static void deq_q8_0(const uint8_t *b, float *y) {
-    float d = rd_half(b);
-    for (int j = 0; j < 32; j++) y[j] = d * (float)(int8_t)b[2 + j];
-}
-
 /* Q4_0: d, 16 bytes; low nibbles first half, high nibbles second, offset 8 */
 static void deq_q4_0(const uint8_t *b, float *y) {
     float d = rd_half(b);
@@ -715,22 +710,17 @@ static void deq_q4_1(const uint8_t *b, float *y) {
     }
 }
 
-/* Q5_0 (d, qh[4], qs[16], offset 16) and Q5_1 (d, m, qh, qs) */
-static void deq_q5(const uint8_t *b, float *y, bool q51) {
-    float d = rd_half(b), m = q51 ? rd_half(b + 2) : 0;
-    const uint8_t *qhp = b + (q51 ? 4 : 2), *qs = qhp + 4;
+/* Q5_1: d, m, qh[4], qs[16] (Q5_0 is in autograd/quant.c) */
+static void deq_q5_1(const uint8_t *b, float *y) {
+    float d = rd_half(b), m = rd_half(b + 2);
+    const uint8_t *qhp = b + 4, *qs = qhp + 4;
     uint32_t qh;
     memcpy(&qh, qhp, 4);
     for (int j = 0; j < 16; j++) {
         int x0 = (qs[j] & 0xF) | (int)(((qh >> j) << 4) & 0x10);
         int x1 = (qs[j] >> 4) | (int)((qh >> (j + 12)) & 0x10);
-        if (q51) {
-            y[j] = d * (float)x0 + m;
-            y[j + 16] = d * (float)x1 + m;
-        } else {
-            y[j] = d * (float)(x0 - 16);
-            y[j + 16] = d * (float)(x1 - 16);
-        }
+        y[j] = d * (float)x0 + m;
+        y[j + 16] = d * (float)x1 + m;
     }
 }
 
@@ -766,22 +756,6 @@ static void deq_q3_k(const uint8_t *b, float *y) {
                 }
 }
 
-/* Q4_K: d, dmin, scales[12], qs[128] */
-static void deq_q4_k(const uint8_t *b, float *y) {
-    float d = rd_half(b), dmin = rd_half(b + 2);
-    const uint8_t *sc = b + 4, *q = b + 16;
-    for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32) {
-        uint8_t s1, m1, s2, m2;
-        scale_min_k4(is, sc, &s1, &m1);
-        scale_min_k4(is + 1, sc, &s2, &m2);
-        float d1 = d * s1, mm1 = dmin * m1, d2 = d * s2, mm2 = dmin * m2;
-        for (int l = 0; l < 32; l++) {
-            y[j + l] = d1 * (float)(q[l] & 0xF) - mm1;
-            y[j + 32 + l] = d2 * (float)(q[l] >> 4) - mm2;
-        }
-    }
-}
-
 /* Q5_K: d, dmin, scales[12], qh[32], qs[128] */
 static void deq_q5_k(const uint8_t *b, float *y) {
     float d = rd_half(b), dmin = rd_half(b + 2);
@@ -799,38 +773,15 @@ static void deq_q5_k(const uint8_t *b, float *y) {
     }
 }
 
-/* Q6_K: ql[128], qh[64], scales[16] (int8), d */
-static void deq_q6_k(const uint8_t *b, float *y) {
-    const uint8_t *ql = b, *qh = b + 128;
-    const int8_t *sc = (const int8_t *)(b + 192);
-    float d = rd_half(b + 208);
-    for (int n = 0; n < 256; n += 128, ql += 64, qh += 32, sc += 8) {
-        for (int l = 0; l < 32; l++) {
-            int is = l / 16;
-            int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-            int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            y[n + l] = d * sc[is] * (float)q1;
-            y[n + l + 32] = d * sc[is + 2] * (float)q2;
-            y[n + l + 64] = d * sc[is + 4] * (float)q3;
-            y[n + l + 96] = d * sc[is + 6] * (float)q4;
-        }
-    }
-}
-
 static void deq_block(uint32_t type, const uint8_t *b, float *y) {
     switch (type) {
-    case 8: deq_q8_0(b, y); break;
+    case 6: case 8: case 12: case 14: gt_qt_block_f32(type, b, y); break; /* the kept types */
     case 2: deq_q4_0(b, y); break;
     case 3: deq_q4_1(b, y); break;
-    case 6: deq_q5(b, y, false); break;
-    case 7: deq_q5(b, y, true); break;
+    case 7: deq_q5_1(b, y); break;
     case 10: deq_q2_k(b, y); break;
     case 11: deq_q3_k(b, y); break;
-    case 12: deq_q4_k(b, y); break;
     case 13: deq_q5_k(b, y); break;
-    case 14: deq_q6_k(b, y); break;
     }
 }
 

@@ -7,9 +7,11 @@
 - seeds/tokenizer_json/*.json: tokenizer.json files in the Gemma layout (BPE, byte fallback,
   added tokens, Replace normalizer, Split pre-tokenizer, Sequence decoder) and a Prepend/Strip one.
 - seeds/tokenizer_spm/gemma_like.spm: the same pieces as a SentencePiece BPE ModelProto.
+- seeds/checkpoint/multi_value_config.h5: the shape of a crash fuzz_checkpoint found (a /config
+  of 40 strings read into one string's room); kept so that every run starts from it.
 Synthetic vocabularies: nothing is copied from a real tokenizer.
 
-Run: pip install gguf numpy sentencepiece; python3 tools/fuzz/make_seeds.py
+Run: pip install gguf numpy sentencepiece h5py; python3 tools/fuzz/make_seeds.py
 """
 import json
 import os
@@ -164,8 +166,22 @@ def spm_model(pieces, types):
     print(f"{d}: gemma_like.spm")
 
 
+def checkpoint_crash():
+    import h5py  # only here: the other seeds do not need it
+
+    d = os.path.join(SEEDS, "checkpoint")
+    os.makedirs(d, exist_ok=True)
+    with h5py.File(os.path.join(d, "multi_value_config.h5"), "w", libver="latest") as f:
+        f.attrs["format"] = np.bytes_(b"gemmatrain-checkpoint")
+        f.attrs["format_version"] = np.int64(1)
+        f.create_dataset("config", data=np.array([b"a" * 64] * 40, dtype="S64"))
+        f.create_group("state").attrs["step"] = np.array([1, 2, 3], dtype=np.int64)
+    print(f"{d}: multi_value_config.h5")
+
+
 if __name__ == "__main__":
     p, t, m = vocabulary()
     tiny_gemma3_gguf(p, t)
     tokenizer_jsons(p, t, m)
     spm_model(p, t)
+    checkpoint_crash()

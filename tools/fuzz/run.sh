@@ -75,7 +75,8 @@ for t in "${targets[@]}"; do
     grep -E '^==[0-9]+==ERROR|runtime error|SUMMARY|Test unit written|ABORT|deadly signal' "$log" | head -n 8
     summary+=("$(printf '%-24s FAILED (exit %d) after %s executions; log %s' "$t" "$rc" "${n:-?}" "$log")")
   else
-    summary+=("$(printf '%-24s %10s executions in %ss, corpus %s inputs' "$t" "${n:-?}" "${secs_used:-?}" \
+    rate=$( [ -n "$n" ] && [ "${secs_used:-0}" -gt 0 ] && echo $((n / secs_used)) || echo '?')
+    summary+=("$(printf '%-24s %10s executions in %ss (%s/s), corpus %s inputs' "$t" "${n:-?}" "${secs_used:-?}" "$rate" \
       "$(find "$corpus" -type f | wc -l)")")
   fi
 done
