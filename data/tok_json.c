@@ -236,10 +236,10 @@ static int resolve_merges(const gt_tokenizer *t, json_t *arr, size_t i0, size_t 
         q[3 * j + 1] = (piece_query){.s = b, .n = bl};
         need += al + bl;
     }
-    if (need > *cat_cap) {
-        char *nc = realloc(*cat, 2 * need);
+    if (need > *cat_cap || !*cat) { /* never NULL: memcpy's arguments must not be, even for 0 bytes */
+        char *nc = realloc(*cat, 2 * need + 1);
         if (!nc) return -1;
-        *cat = nc, *cat_cap = 2 * need;
+        *cat = nc, *cat_cap = 2 * need + 1;
     }
     char *c = *cat;
     for (size_t j = 0; j < k; j++) {

@@ -938,6 +938,11 @@ START_TEST(malformed_tokenizer_json) {
         "{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
         "\"b\": 1}, \"merges\": [[\"a\", \"c\"]]}}",
         "model.merges[0]", "\"c\" is not in the vocabulary");
+    /* the only merge malformed: nothing to join (fuzz_tokenizer_json found a NULL memcpy here) */
+    expect_json_error(
+        "{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
+        "\"b\": 1}, \"merges\": [\"ab\"]}}",
+        "model.merges[0]", "expected [\"left\", \"right\"]");
     expect_json_error(
         "{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
         "\"b\": 2}, \"merges\": []}}",
