@@ -63,8 +63,8 @@ static void rig_free(rig *r) {
 static char dir[128];
 
 static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/gt-test-ckpt-%d", (int)getpid());
-    mkdir(dir, 0755);
+    snprintf(dir, sizeof dir, "/tmp/gt-test-ckpt-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
 }
 
 static void teardown(void) {

@@ -77,10 +77,8 @@ static void same_checkpoint(const char *p, const char *q) {
 }
 
 static void setup(void) {
-    snprintf(tmp, sizeof tmp, "/tmp/gt-test-dist-%d", (int)getpid());
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", tmp, tmp);
-    ck_assert(system(cmd) == 0);
+    snprintf(tmp, sizeof tmp, "/tmp/gt-test-dist-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmp));
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
     setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);

@@ -82,8 +82,8 @@ const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) { return "leak:libhdf5_serial.so\n"; }
 
 static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/gt-test-faults-%d", (int)getpid());
-    mkdir(dir, 0755);
+    snprintf(dir, sizeof dir, "/tmp/gt-test-faults-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
 }
 
 static void teardown(void) {

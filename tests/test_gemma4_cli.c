@@ -46,8 +46,8 @@ static double json_loss(const char *out) {
 START_TEST(lora_and_full_finetune_round_trip) {
     static char out[1 << 16];
     char dir[64], args[2048];
-    snprintf(dir, sizeof dir, "/tmp/gt-test-g4-%d", (int)getpid());
-    ck_assert(mkdir(dir, 0755) == 0);
+    snprintf(dir, sizeof dir, "/tmp/gt-test-g4-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(args, sizeof args, "train configs/tiny.yaml %s train.steps=4 train.full_finetune=false lora.enabled=true "
              "lora.rank=2 lora.targets=[query,key,value,attention_output,ffw_gating,ffw_gating_2,ffw_linear] "
              "output_dir=%s/lora", BASE, dir);

@@ -439,8 +439,8 @@ static double loss_after(const char *out, const char *label) {
 START_TEST(lora_and_full_finetune_lower_eval_loss) {
     static char out[1 << 16];
     char dir[64], args[2048];
-    snprintf(dir, sizeof dir, "/tmp/gt-test-g4moe-%d", (int)getpid());
-    ck_assert(mkdir(dir, 0755) == 0);
+    snprintf(dir, sizeof dir, "/tmp/gt-test-g4moe-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(args, sizeof args, "train configs/tiny.yaml " BASE " model.weights=" PRESET " train.steps=4 "
              "train.full_finetune=false lora.enabled=true lora.rank=2 lora.targets=[query,value] output_dir=%s/lora", dir);
     int rc = run(args, out, sizeof out);

@@ -43,8 +43,8 @@ static int fixture_step(const char *args) {
 /* Unchecked (runs once, in the runner): failures are recorded in g_err, not asserted. */
 static void setup(void) {
     char args[2048];
-    snprintf(g_dir, sizeof g_dir, "/tmp/gt-test-lora-cli-%d", (int)getpid());
-    if (mkdir(g_dir, 0755)) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/gt-test-lora-cli-XXXXXX");
+    if (!mkdtemp(g_dir)) {
         snprintf(g_err, sizeof g_err, "mkdir %s failed", g_dir);
         return;
     }

@@ -48,8 +48,8 @@ static char *slurp(const char *path) {
 }
 
 static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/gt-test-outputs-%d", (int)getpid());
-    mkdir(dir, 0755);
+    snprintf(dir, sizeof dir, "/tmp/gt-test-outputs-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
 }
 
 static void teardown(void) {

@@ -180,8 +180,8 @@ START_TEST(bad_image_setups_are_refused) {
 END_TEST
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/gt-test-vision-cli-%d", (int)getpid());
-    if (mkdir(g_dir, 0755)) return fprintf(stderr, "mkdir %s failed\n", g_dir), EXIT_FAILURE;
+    snprintf(g_dir, sizeof g_dir, "/tmp/gt-test-vision-cli-XXXXXX");
+    if (!mkdtemp(g_dir)) return fprintf(stderr, "mkdir %s failed\n", g_dir), EXIT_FAILURE;
     Suite *s = suite_create("vision_cli");
     TCase *tc = tcase_create("vision_cli");
     tcase_set_timeout(tc, 120);

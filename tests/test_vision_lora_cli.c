@@ -161,8 +161,8 @@ END_TEST
 
 int main(void) {
     gt_h5_process_init();
-    snprintf(g_dir, sizeof g_dir, "/tmp/gt-test-vlora-cli-%d", (int)getpid());
-    if (mkdir(g_dir, 0755)) return fprintf(stderr, "mkdir %s failed\n", g_dir), EXIT_FAILURE;
+    snprintf(g_dir, sizeof g_dir, "/tmp/gt-test-vlora-cli-XXXXXX");
+    if (!mkdtemp(g_dir)) return fprintf(stderr, "mkdir %s failed\n", g_dir), EXIT_FAILURE;
     Suite *s = suite_create("vision_lora_cli");
     TCase *tc = tcase_create("vision_lora_cli");
     tcase_set_timeout(tc, 120);
