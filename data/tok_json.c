@@ -389,6 +389,12 @@ static int hf_vocab_size(const hf_parts *parts, json_t *added, int32_t *n, const
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
     if (max_id < 0) return gt_errf(err, errn, "%s: model.vocab is empty", src);
+    /* Ids are dense, so an id past the entry count is a gap: refuse it before sizing tables by it. */
+    size_t entries = json_array_size(added);
+    for (int p = 0; p < parts->nv; p++) entries += json_object_size(parts->vocab[p]);
+    if ((uint64_t)max_id >= entries)
+        return gt_errf(err, errn, "%s: id %lld is beyond the %zu tokens given (ids must be 0..N-1 without gaps)",
+                       src, (long long)max_id, entries);
     *n = (int32_t)(max_id + 1);
     return 0;
 }

@@ -946,7 +946,17 @@ START_TEST(malformed_tokenizer_json) {
     expect_json_error(
         "{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
         "\"b\": 2}, \"merges\": []}}",
+        "id 2 is beyond the 2 tokens given", NULL);
+    /* an added token repeating a vocab id leaves room for the gap to be found by id */
+    expect_json_error(
+        "{\"added_tokens\": [{\"id\": 0, \"content\": \"a\"}], \"decoder\": {\"type\": \"Fuse\"}, "
+        "\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}}",
         "id 1 is missing", NULL);
+    /* a far id once sized the tables by it (fuzz_tokenizer_json: a 7.5 GB calloc) */
+    expect_json_error(
+        "{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
+        "\"b\": 944444445}, \"merges\": []}}",
+        "id 944444445 is beyond the 2 tokens given", NULL);
     expect_json_error(
         "{\"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, "
         "\"a\": 1}, \"merges\": []}}",
