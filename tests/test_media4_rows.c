@@ -1,11 +1,15 @@
-/* Gemma 4 records with images and audio against KerasHub's Gemma4CausalLMPreprocessor: the rows
+/* Gemma 4 train/eval rows (train/media4_rows.h). Records with images and audio against KerasHub's
+ * Gemma4CausalLMPreprocessor: the rows
  * of tests/fixtures/gemma4_media_pp/records.jsonl (markers at the start, in the middle, back to
  * back; clips of 20, 28 and 40 soft tokens; a text-only record) must equal expected.h5 token for
  * token (ids, labels, padding mask, weights), made by
  * tools/reference/make_gemma4_media_pp_fixture.py with the test tokenizer
  * tests/fixtures/spm/gemma4_chat_vocab.spm. Each "<|audio|>" takes its own clip's token count
  * (gt_audio_num_tokens of the decoded clip), each "<|image|>" the image token count; a prompt
- * with more "<|audio|>" markers than clips is refused. */
+ * with more "<|audio|>" markers than clips is refused. The towers of a KerasHub preset
+ * (tests/fixtures/presets/gemma4_towers) load with the converters fitted to them, frozen or with
+ * the vision tower trainable (model.vision_train full), and a tower narrower than the decoder or
+ * tower LoRA is refused. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +19,8 @@
 #include "data/dataset.h"
 #include "data/preprocess.h"
 #include "models/io/h5io.h"
+#include "train/config.h"
+#include "train/media4_rows.h"
 
 #define FIX "tests/fixtures/gemma4_media_pp/"
 #define SPM "tests/fixtures/spm/gemma4_chat_vocab.spm"
@@ -97,9 +103,48 @@ START_TEST(more_audio_markers_than_clips_is_refused) {
 }
 END_TEST
 
+START_TEST(towers_from_a_preset) {
+    char err[512];
+    gt_config c;
+    gt_config_defaults(&c);
+    snprintf(c.model.weights, sizeof c.model.weights, "tests/fixtures/presets/gemma4_towers");
+    gt_gemma m = {0};
+    m.cfg.generation = 4, m.cfg.hidden_dim = 32;
+    gt_m4rows x;
+    ck_assert_msg(gt_m4rows_build(&x, &m, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert(x.on && x.has_v && x.has_a && !x.vision_bidir && x.n_train == 0);
+    ck_assert(x.icfg.patch == 4 && x.icfg.pool == 3 && x.L == 280);
+    ck_assert(x.acfg.num_mels == 16 && x.M == 16 && x.F == 3000);
+    for (int i = 0; i < x.v.n_all; i++) ck_assert(!x.v.all[i]->requires_grad);
+    for (int i = 0; i < x.a.n_all; i++) ck_assert(!x.a.all[i]->requires_grad);
+    gt_m4rows_free(&x);
+    c.model.vision.train = GT_VISION_FULL, c.model.vision.soft_tokens = 9;
+    ck_assert_msg(gt_m4rows_build(&x, &m, &c, err, sizeof err) == 0, "%s", err);
+    int64_t n = 0;
+    for (int i = 0; i < x.n_train; i++) {
+        ck_assert(x.train_t[i]->requires_grad);
+        n += x.train_t[i]->size;
+    }
+    ck_assert_int_eq(n, gt_vision4_param_count(&x.v.cfg, true));
+    ck_assert_int_eq(x.L, 9);
+    gt_m4rows_free(&x);
+    c.model.vision.train = GT_VISION_LORA;
+    ck_assert(gt_m4rows_build(&x, &m, &c, err, sizeof err) != 0 && strstr(err, "model.vision_train: lora"));
+    gt_m4rows_free(&x);
+    c.model.vision.train = GT_VISION_FROZEN, m.cfg.hidden_dim = 48;
+    ck_assert(gt_m4rows_build(&x, &m, &c, err, sizeof err) != 0);
+    ck_assert_msg(strstr(err, "projects to 32 values but the decoder is 48 wide"), "%s", err);
+    gt_m4rows_free(&x);
+    m.cfg.generation = 3; /* not Gemma 4: nothing here */
+    ck_assert(gt_m4rows_build(&x, &m, &c, err, sizeof err) == 0 && !x.on);
+    gt_m4rows_free(&x);
+}
+END_TEST
+
 int main(void) {
-    Suite *s = suite_create("media4_pp");
-    TCase *tc = tcase_create("media4_pp");
+    Suite *s = suite_create("media4_rows");
+    TCase *tc = tcase_create("media4_rows");
+    tcase_add_test(tc, towers_from_a_preset);
     tcase_add_test(tc, media_records_match_kerashub);
     tcase_add_test(tc, more_audio_markers_than_clips_is_refused);
     suite_add_tcase(s, tc);
