@@ -142,6 +142,19 @@ START_TEST(resume_matches) {
     double resumed = train(extra);
     printf("media4 CLI: one epoch %.6f, stopped at step 9 and resumed %.6f\n", one, resumed);
     ck_assert_msg(resumed == one, "resumed %.6f vs %.6f", resumed, one);
+    /* a trained vision tower: another result, and its tensors resume from the checkpoint */
+    snprintf(extra, sizeof extra, "output_dir=%s/vone train.epochs=1 model.vision_train=full", g_dir);
+    double full = train(extra);
+    ck_assert_msg(strstr(g_out, "the trained vision tower is in the checkpoints only"), "%s", g_out);
+    snprintf(extra, sizeof extra, "output_dir=%s/vres checkpoint.dir=%s/vres/ckpt train.epochs=1 "
+             "model.vision_train=full train.stop_after_steps=9", g_dir, g_dir);
+    train(extra);
+    snprintf(extra, sizeof extra, "output_dir=%s/vres checkpoint.dir=%s/vres/ckpt train.epochs=1 "
+             "model.vision_train=full checkpoint.resume=latest", g_dir, g_dir);
+    resumed = train(extra);
+    printf("media4 CLI: vision tower trained: %.6f, resumed %.6f\n", full, resumed);
+    ck_assert_msg(full != one && resumed == full, "vision_train full %.6f, resumed %.6f, frozen %.6f", full, resumed,
+                  one);
 }
 END_TEST
 

@@ -129,7 +129,8 @@ static const row schema[] = {
         "Gemma 3 vision encoder: input pixels per side; 0: the preset's"),
     INT("model.vision_patch_size", model.vision.patch_size, "0", "[0, 65536]", "vision encoder patch side; 0: the preset's"),
     INT("model.vision_num_layers", model.vision.num_layers, "0", "[0, 1024]",
-        "vision encoder blocks; 0: the preset's (none: a text-only model)"),
+        "vision encoder blocks (Gemma 3's encoder, or Gemma 4's vision tower with the keys below); 0: the preset's "
+        "(none: a text-only model)"),
     INT("model.vision_hidden_dim", model.vision.hidden_dim, "0", "[0, 65536]", "vision encoder width; 0: the preset's"),
     INT("model.vision_num_heads", model.vision.num_heads, "0", "[0, 1024]", "vision encoder heads; 0: the preset's"),
     INT("model.vision_intermediate_dim", model.vision.intermediate_dim, "0", "[0, 1048576]",

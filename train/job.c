@@ -188,8 +188,8 @@ int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn) {
         gt_m4rows_alloc(&j->m4, j->tok, rows, j->S, j->cfg->data.max_images_per_prompt,
                         j->cfg->data.max_audio_per_prompt, err, errn))
         return -1;
-    j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token, j->cfg->data.template_,
-                        GT_TEMPLATE_GEMMA_CHAT, 0, 0, NULL, 0};
+    j->pp = (gt_pp_cfg){.seq_len = j->S, .add_bos = j->cfg->data.add_start_token, .add_eos = j->cfg->data.add_end_token,
+                        .template_ = j->cfg->data.template_, .chat_default = GT_TEMPLATE_GEMMA_CHAT};
     /* chat records and template auto follow the model's generation */
     if (j->model && j->model->cfg.generation == 4) j->pp.chat_default = GT_TEMPLATE_GEMMA4_CHAT;
     j->pp.image_tokens = j->vis.tokens;
