@@ -216,6 +216,7 @@ int gt_job_fill_row(gt_job *j, const char *file, int64_t r, const gt_example *ex
 
 void gt_job_attach_images(const gt_job *j, int64_t first_row, gt_micro_batch *mb) {
     if (j->m4.on) { /* media slots in vision_mask too: a batch cut keeps whole spans */
+        if (!j->m4.has_v && !j->m4.has_a) return; /* a text-only Gemma 4 */
         mb->media4 = &j->m4;
         mb->media4_row0 = first_row;
         mb->vision_mask = j->m4.mask + first_row * j->S;
