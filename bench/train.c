@@ -86,7 +86,8 @@ static int real_batch(const char *data, const char *tok_path, int64_t B, int64_t
     gt_dataset ds;
     if (gt_tok_load(tok_path, &tok, err, errn)) return -1;
     if (gt_dataset_open(data, GT_DS_AUTO, false, &ds, err, errn)) return gt_tok_free(tok), -1;
-    gt_pp_cfg pp = {T, true, true, GT_TEMPLATE_GEMMA_CHAT, GT_TEMPLATE_GEMMA_CHAT, 0};
+    gt_pp_cfg pp = {.seq_len = T, .add_bos = true, .add_eos = true, .template_ = GT_TEMPLATE_GEMMA_CHAT,
+                    .chat_default = GT_TEMPLATE_GEMMA_CHAT};
     int64_t next = 0;
     int rc = 0;
     gt_example ex = {0};

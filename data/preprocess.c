@@ -48,6 +48,7 @@ typedef struct {
     gt_ids ids;
     uint8_t *resp;
     size_t cap;
+    int audio_next; /* Gemma 4: the next clip's index (gt_pp_cfg.audio_tokens) */
 } flagged;
 
 static int push(flagged *f, int32_t id, uint8_t r) {
@@ -85,6 +86,7 @@ static int push_text(flagged *f, const gt_tokenizer *tok, const char *s, uint8_t
 int gt_pp_count_image_markers(const char *text) {
     int n = 0;
     for (const char *p = text; (p = strstr(p, IMAGE_MARK)); p += sizeof IMAGE_MARK - 1) n++;
+    for (const char *p = text; (p = strstr(p, "<|image|>")); p += sizeof "<|image|>" - 1) n++; /* Gemma 4's */
     return n;
 }
 
@@ -95,12 +97,53 @@ int64_t gt_pp_vision_mask(const gt_tokenizer *tok, const int32_t *ids, int64_t n
     return count;
 }
 
+#define IMAGE4_MARK "<|image|>"
+#define AUDIO4_MARK "<|audio|>"
+
+/* start, n x slot, end as ids (prompt tokens); -1 naming a piece the vocabulary lacks. */
+static int push_span4(flagged *f, const gt_tokenizer *tok, const char *start, const char *slot, const char *end,
+                      int64_t n, char *err, size_t errn) {
+    int32_t s = gt_tok_piece_id(tok, start), p = gt_tok_piece_id(tok, slot), e = gt_tok_piece_id(tok, end);
+    if (s < 0 || p < 0 || e < 0) return snprintf(err, errn, "the vocabulary has no %s, %s or %s", start, slot, end), -1;
+    int rc = push(f, s, 0);
+    for (int64_t k = 0; k < n && !rc; k++) rc = push(f, p, 0);
+    if (rc || push(f, e, 0)) return snprintf(err, errn, "out of memory"), -1;
+    return 0;
+}
+
+/* Prompt text with Gemma 4's media markers expanded (gt_pp_cfg.image4_tokens, audio_tokens):
+ * KerasHub replaces each marker by its span in the string and adds no newlines. */
+static int push_prompt4(flagged *f, const gt_tokenizer *tok, const gt_pp_cfg *cfg, const char *s, char *err,
+                        size_t errn) {
+    for (const char *p = s;;) {
+        const char *im = cfg->image4_tokens > 0 ? strstr(p, IMAGE4_MARK) : NULL;
+        const char *au = cfg->n_audio > 0 ? strstr(p, AUDIO4_MARK) : NULL;
+        const char *at = !im ? au : !au ? im : im < au ? im : au;
+        size_t len = at ? (size_t)(at - p) : strlen(p);
+        size_t from = f->ids.n;
+        if (len && gt_tok_encode(tok, p, len, false, &f->ids, err, errn)) return -1;
+        size_t to = f->ids.n;
+        f->ids.n = from;
+        for (size_t i = from; i < to; i++)
+            if (push(f, f->ids.ids[i], 0)) return snprintf(err, errn, "out of memory"), -1;
+        if (!at) return 0;
+        if (at == au && f->audio_next >= cfg->n_audio)
+            return snprintf(err, errn, "more %s markers than audio clips (%d)", AUDIO4_MARK, cfg->n_audio), -1;
+        int rc = at == im ? push_span4(f, tok, "<|image>", IMAGE4_MARK, "<image|>", cfg->image4_tokens, err, errn)
+                          : push_span4(f, tok, "<|audio>", AUDIO4_MARK, "<audio|>", cfg->audio_tokens[f->audio_next++],
+                                       err, errn);
+        if (rc) return -1;
+        p = at + strlen(at == im ? IMAGE4_MARK : AUDIO4_MARK);
+    }
+}
+
 /* Prompt text with Gemma 3's image markers expanded (gt_pp_cfg.image_tokens): the text pieces
  * around each marker get its "\n\n" on their side and are encoded as text, exactly as encoding
  * the expanded string does where the markers are atomic pieces (the real vocabulary's are
  * USER_DEFINED, which split the text around them). */
 static int push_prompt(flagged *f, const gt_tokenizer *tok, const gt_pp_cfg *cfg, const char *s,
                        char *err, size_t errn) {
+    if (cfg->image4_tokens > 0 || cfg->n_audio > 0) return push_prompt4(f, tok, cfg, s, err, errn);
     if (cfg->image_tokens <= 0 || !strstr(s, IMAGE_MARK)) return push_text(f, tok, s, 0, err, errn);
     int32_t soi = gt_tok_piece_id(tok, IMAGE_MARK), img = gt_tok_piece_id(tok, "<img>"),
             eoi = gt_tok_piece_id(tok, "<end_of_image>");

@@ -46,6 +46,13 @@ typedef struct gt_pp_cfg {
      * "<end_of_image>\n\n", the three markers as their ids, the text around them encoded as
      * text; the placeholders are prompt tokens (weight 0). 0: the marker is plain text. */
     int64_t image_tokens;
+    /* Gemma 4 with media (Gemma4CausalLMPreprocessor): image4_tokens > 0 turns each "<|image|>"
+     * into <|image> + image4_tokens x <|image|> + <image|>, and the k-th "<|audio|>" of the
+     * example (audio_tokens[k], k < n_audio: its clip's count) into <|audio> + audio_tokens[k] x
+     * <|audio|> + <audio|>; markers as ids, text between them as text, all prompt (weight 0). */
+    int64_t image4_tokens;
+    const int64_t *audio_tokens;
+    int n_audio;
 } gt_pp_cfg;
 
 /* vision[t] = (ids[t] is the <img> placeholder), n values; returns how many (0 when the
@@ -56,7 +63,8 @@ int64_t gt_pp_vision_mask(const gt_tokenizer *tok, const int32_t *ids, int64_t n
  * > 0), for generation. 0, or -1 with a message. */
 int gt_pp_encode_prompt(const gt_tokenizer *tok, const char *text, int64_t image_tokens, gt_ids *out,
                         char *err, size_t errn);
-/* Number of "<start_of_image>" markers in text (the images a record must bring). */
+/* Number of image markers in text, "<start_of_image>" (Gemma 3) and "<|image|>" (Gemma 4): the
+ * images a record must bring. */
 int gt_pp_count_image_markers(const char *text);
 
 /* Fills one row: ids, labels (int32), mask (uint8), weights (gt_real), S values each. */

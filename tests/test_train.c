@@ -278,7 +278,7 @@ START_TEST(packing_equals_separate_rows) {
     ck_assert(gt_gemma_create(&mc, false, &m, err, sizeof err) == 0);
     gt_gemma_init_random(m, 5, 0.5);
     enum { S = 48, P = 128 }; /* the three examples are 38, 35 and 31 tokens with bos and eos */
-    gt_pp_cfg one = {S, true, true, GT_TEMPLATE_NONE, GT_TEMPLATE_NONE, 0}, packed = {P, true, true, GT_TEMPLATE_NONE, GT_TEMPLATE_NONE, 0};
+    gt_pp_cfg one = {.seq_len = S, .add_bos = true, .add_eos = true}, packed = {.seq_len = P, .add_bos = true, .add_eos = true};
     int32_t ids[3 * S], labels[3 * S], pids[P], plabels[P], pos[P], seg[P];
     uint8_t mask[3 * S], pmask[P];
     float w[3 * S], pw[P];

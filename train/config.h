@@ -74,8 +74,13 @@ typedef struct gt_config {
          * (num_layers > 0 without a preset's encoder builds one, randomly initialised) */
         struct {
             int64_t image_size, patch_size, num_layers, hidden_dim, num_heads, intermediate_dim, pool_size;
+            int64_t soft_tokens; /* Gemma 4: tokens per image (the converter's max_soft_tokens) */
             gt_vision_train train;
         } vision;
+        /* model.audio_*: a Gemma 4 audio tower's shapes (random init when no model.weights) */
+        struct {
+            int64_t num_layers, hidden_dim, num_heads, num_mels;
+        } audio;
     } model;
     char tokenizer[GT_CFG_STR];
     struct {
@@ -85,6 +90,7 @@ typedef struct gt_config {
         gt_on_bad_line on_bad_line;
         int64_t sequence_length, shuffle_seed;
         int64_t max_images_per_prompt; /* images a record may bring (KerasHub's default 2) */
+        int64_t max_audio_per_prompt;  /* Gemma 4 clips a record may bring (KerasHub's default 1) */
         bool packing, shuffle, add_start_token, add_end_token;
     } data;
     struct {

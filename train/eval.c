@@ -29,9 +29,9 @@ static int eval_order(gt_job *j, gt_dataset *ds, int64_t n, char *err, size_t er
     for (int64_t i = 0; i < n; i++) {
         gt_example ex;
         if (gt_dataset_read(ds, i, &ex, err, errn)) return free(keys), free(lines), -1;
-        j->vis.no_pixels = true; /* only the lengths count here: the batches decode the images */
+        j->vis.no_pixels = j->m4.no_media = true; /* only the lengths count here: the batches decode the media */
         int frc = gt_job_fill_row(j, ds->path, 0, &ex, err, errn);
-        j->vis.no_pixels = false;
+        j->vis.no_pixels = j->m4.no_media = false;
         lines[i] = ex.line;
         gt_example_free(&ex);
         if (frc) return free(keys), free(lines), -1;

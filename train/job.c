@@ -26,6 +26,7 @@ void gt_job_free(gt_job *j) {
     free(j->eval_lines);
     if (j->has_carry) gt_example_free(&j->carry);
     gt_vrows_free(&j->vis);
+    gt_m4rows_free(&j->m4);
     gt_lora_free(j->lora);
     gt_tok_free(j->tok);
     gt_gemma_free(j->model);
@@ -84,13 +85,15 @@ int gt_job_build_model(gt_job *j, char *err, size_t errn) {
         if (mc.sliding_window == 0) mc.sliding_pattern = 0;
         if (c->model.attention_logit_soft_cap >= 0) mc.attn_logit_softcap = c->model.attention_logit_soft_cap;
         if (c->model.final_logit_soft_cap >= 0) mc.final_logit_softcap = c->model.final_logit_soft_cap;
-        vision_overrides(c, &mc);
+        if (mc.generation != 4) vision_overrides(c, &mc); /* Gemma 4's towers: train/media4_rows */
         char e[512];
         if (full ? gt_gemma_create(&mc, true, &j->model, e, sizeof e) : gt_gemma_create_frozen(&mc, dt, &j->model, e, sizeof e))
             return snprintf(err, errn, "model: %s", e), -1;
         gt_gemma_init_random(j->model, (uint64_t)c->model.init_seed, c->model.init_std);
     }
-    if (gt_vrows_build(&j->vis, j->model, c, err, errn)) return -1;
+    if (j->model->cfg.generation == 4 ? gt_m4rows_build(&j->m4, j->model, c, err, errn)
+                                      : gt_vrows_build(&j->vis, j->model, c, err, errn))
+        return -1;
     if (c->tokenizer[0] && gt_tok_load(c->tokenizer, &j->tok, err, errn)) return -1;
     if (!j->tok) return snprintf(err, errn, "tokenizer: required (the model file has none)"), -1;
     /* HF's Gemma 3 tokenizer.json lists 262145 pieces (an image token past the text vocabulary);
@@ -115,6 +118,7 @@ static bool excluded(const gt_config *c, const char *name) {
 static int add_vision_slices(gt_job *j, char *err, size_t errn) {
     gt_tensor *const *t;
     int64_t n = gt_vrows_trainables(&j->vis, &t);
+    if (j->m4.n_train) t = j->m4.train_t, n = j->m4.n_train;
     if (!n) return 0;
     gt_param_slice *p = realloc(j->slices, sizeof *p * (size_t)(j->n_slices + n));
     if (!p) return snprintf(err, errn, "out of memory"), -1;
@@ -180,9 +184,12 @@ int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn) {
         if (!j->positions || !j->segments) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
     }
     if (!j->ids || !j->labels || !j->mask || !j->weights) return snprintf(err, errn, "out of memory for %zu tokens", n), -1;
-    if (gt_vrows_alloc(&j->vis, rows, j->S, j->cfg->data.max_images_per_prompt, err, errn)) return -1;
-    j->pp = (gt_pp_cfg){j->S, j->cfg->data.add_start_token, j->cfg->data.add_end_token, j->cfg->data.template_,
-                        GT_TEMPLATE_GEMMA_CHAT, 0};
+    if (gt_vrows_alloc(&j->vis, rows, j->S, j->cfg->data.max_images_per_prompt, err, errn) ||
+        gt_m4rows_alloc(&j->m4, j->tok, rows, j->S, j->cfg->data.max_images_per_prompt,
+                        j->cfg->data.max_audio_per_prompt, err, errn))
+        return -1;
+    j->pp = (gt_pp_cfg){.seq_len = j->S, .add_bos = j->cfg->data.add_start_token, .add_eos = j->cfg->data.add_end_token,
+                        .template_ = j->cfg->data.template_, .chat_default = GT_TEMPLATE_GEMMA_CHAT};
     /* chat records and template auto follow the model's generation */
     if (j->model && j->model->cfg.generation == 4) j->pp.chat_default = GT_TEMPLATE_GEMMA4_CHAT;
     j->pp.image_tokens = j->vis.tokens;
@@ -193,6 +200,13 @@ int gt_job_alloc_rows(gt_job *j, int64_t rows, char *err, size_t errn) {
 int gt_job_fill_row(gt_job *j, const char *file, int64_t r, const gt_example *ex, char *err, size_t errn) {
     int64_t o = r * j->S;
     char e[512];
+    if (j->m4.on) { /* Gemma 4: the clips' token counts shape the prompt */
+        int rc = gt_m4rows_prepare(&j->m4, r, ex, &j->pp, e, sizeof e) ||
+                 gt_pp_example(j->tok, &j->pp, ex, j->ids + o, j->labels + o, j->mask + o, j->weights + o, e, sizeof e) ||
+                 gt_m4rows_check(&j->m4, r, ex, j->ids + o, e, sizeof e);
+        j->pp.image4_tokens = 0, j->pp.audio_tokens = NULL, j->pp.n_audio = 0;
+        return rc ? snprintf(err, errn, "%s:%lld: %s", file, (long long)ex->line, e), -1 : 0;
+    }
     if (gt_pp_example(j->tok, &j->pp, ex, j->ids + o, j->labels + o, j->mask + o, j->weights + o, e, sizeof e))
         return snprintf(err, errn, "%s:%lld: %s", file, (long long)ex->line, e), -1;
     if (gt_vrows_fill(&j->vis, j->tok, r, ex, j->ids + o, e, sizeof e))
@@ -201,6 +215,13 @@ int gt_job_fill_row(gt_job *j, const char *file, int64_t r, const gt_example *ex
 }
 
 void gt_job_attach_images(const gt_job *j, int64_t first_row, gt_micro_batch *mb) {
+    if (j->m4.on) { /* media slots in vision_mask too: a batch cut keeps whole spans */
+        if (!j->m4.has_v && !j->m4.has_a) return; /* a text-only Gemma 4 */
+        mb->media4 = &j->m4;
+        mb->media4_row0 = first_row;
+        mb->vision_mask = j->m4.mask + first_row * j->S;
+        return;
+    }
     if (!j->vis.enc) return;
     mb->encoder = j->vis.enc;
     mb->pixels = j->vis.pixels + first_row * j->vis.slots * j->vis.per;
@@ -223,9 +244,9 @@ int gt_job_fill_packed_row(gt_job *j, gt_dataset *ds, int64_t r, char *err, size
             j->has_carry = true;
         }
         char e[512];
-        if (j->carry.n_images)
-            return snprintf(err, errn, "%s:%lld: data.packing does not take records with images yet", ds->path,
-                            (long long)j->carry.line), -1;
+        if (j->carry.n_images || j->carry.n_audio)
+            return snprintf(err, errn, "%s:%lld: data.packing does not take records with %s yet", ds->path,
+                            (long long)j->carry.line, j->carry.n_images ? "images" : "audio"), -1;
         int rc = gt_pp_pack_append(j->tok, &j->pp, &j->carry, &row, e, sizeof e);
         if (rc < 0) return snprintf(err, errn, "%s:%lld: %s", ds->path, (long long)j->carry.line, e), -1;
         if (rc == 1) return 0; /* row full: the carried example opens the next one */

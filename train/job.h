@@ -19,6 +19,7 @@
 #include "train/config.h"
 #include "train/dist.h"
 #include "train/optim.h"
+#include "train/media4_rows.h"
 #include "train/vision_rows.h"
 
 typedef struct gt_job {
@@ -43,6 +44,7 @@ typedef struct gt_job {
     struct gt_eval_key *eval_keys; /* eval examples by length (computed at the first eval, eval.c) */
     int64_t *eval_lines;           /* their line numbers, in file order */
     gt_vrows vis;                  /* the vision encoder and the rows' images (Gemma 3 with images) */
+    gt_m4rows m4;                  /* Gemma 4's towers and the rows' images and clips */
 } gt_job;
 
 /* Zeroes j and sets its config and rank; applies train.threads (with MPI and no GT_THREADS, the

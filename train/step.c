@@ -1,6 +1,7 @@
 #include "train/step.h"
 
 #include "models/vision.h"
+#include "train/media4_rows.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -111,7 +112,7 @@ static gt_tensor *micro_loss(gt_ctx *ctx, const gt_gemma *m, const gt_micro_batc
                              int64_t chunk_rows, double *w_sum, gt_real *row_ce) {
     gt_gemma_batch in = mb->in;
     if (mb->encoder && attach_images(ctx, mb, &in)) return NULL;
-    gt_tensor *h = gt_gemma_hidden(ctx, m, &in);
+    gt_tensor *h = mb->media4 ? gt_m4rows_hidden(ctx, m, mb->media4, mb->media4_row0, &in) : gt_gemma_hidden(ctx, m, &in);
     return gt_gemma_lm_loss(ctx, m, h, mb->labels, mb->weights, chunk_rows, w_sum, row_ce);
 }
 

@@ -32,6 +32,10 @@ typedef struct gt_micro_batch {
     const int32_t *n_images;
     int64_t image_slots;
     const uint8_t *vision_mask;
+    /* Gemma 4 with media (NULL: none): the micro-batch is the job's rows media4_row0.. of
+     * train/media4_rows.h; vision_mask then marks every media slot (image or audio). */
+    const struct gt_m4rows *media4;
+    int64_t media4_row0;
 } gt_micro_batch;
 
 /* Sums every rank must add up before the update: the gradient slices and the two scalars. A NULL

@@ -171,6 +171,11 @@ static int save_outputs(gt_job *j, int64_t step, double eval_loss, char *err, si
     if (j->vis.enc && (j->lora || j->model->cfg.generation != 3) && !enc_in_file) /* not silent: the file lacks it */
         fprintf(stderr, "note: %s holds no vision encoder%s\n", path,
                 gt_vrows_trainables(&j->vis, &vt) ? " (its trained weights are in the checkpoints only)" : "");
+    if (j->m4.has_v || j->m4.has_a)
+        fprintf(stderr, "note: %s holds the decoder only, not the Gemma 4 %s tower%s%s\n", path,
+                j->m4.has_v && j->m4.has_a ? "vision and audio" : j->m4.has_v ? "vision" : "audio",
+                j->m4.has_v && j->m4.has_a ? "s" : "",
+                j->m4.n_train ? " (the trained vision tower is in the checkpoints only)" : "");
     return 0;
 }
 
