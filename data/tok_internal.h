@@ -42,7 +42,8 @@ struct gt_tokenizer {
     uint8_t *type;
     int16_t *byte_of;        /* byte a <0xNN> piece decodes to, else -1 */
     int32_t byte_id[256];    /* BYTE piece of each byte, else -1 */
-    int32_t *cp_id;          /* piece that is exactly code point c < 0x10000, else -1 */
+    int32_t *cp_id;          /* piece that is exactly code point c < cp_n, else -1 */
+    uint32_t cp_n;           /* 1 + the largest such c below 0x10000: no piece is c >= cp_n */
     piece_slot *ph;
     size_t ph_mask;
     bool use_merges;         /* tokenizer.json: merge ranks; else SentencePiece scores */

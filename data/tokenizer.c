@@ -295,18 +295,23 @@ int tok_build(gt_tokenizer *t, const char *const *strs, const size_t *lens, int3
               const char *src, char *err, size_t errn) {
     t->n = n;
     size_t total = 0;
+    uint32_t cp;
+    t->cp_n = 1;
     for (int32_t i = 0; i < n; i++) {
         if (lens[i] == 0) return gt_errf(err, errn, "%s: piece %d is empty", src, i);
         if (lens[i] > UINT32_MAX / 2 || total > UINT32_MAX / 2)
             return gt_errf(err, errn, "%s: piece %d is too long", src, i);
         if (!utf8_valid(strs[i], lens[i])) return gt_errf(err, errn, "%s: piece %d is not valid UTF-8", src, i);
         total += lens[i] + 1;
+        if (tok_utf8_char((const uint8_t *)strs[i], lens[i], &cp) == lens[i] && cp < 0x10000 && cp >= t->cp_n)
+            t->cp_n = cp + 1;
     }
     t->blob = malloc(total ? total : 1);
     t->off = malloc((size_t)n * sizeof *t->off);
     t->len = malloc((size_t)n * sizeof *t->len);
     t->byte_of = malloc((size_t)n * sizeof *t->byte_of);
-    t->cp_id = malloc(0x10000 * sizeof *t->cp_id);
+    /* sized to the pieces: a small vocabulary (tests, fuzz inputs) needs no 256 KB table */
+    t->cp_id = malloc(t->cp_n * sizeof *t->cp_id);
     size_t ph_n = pow2_at_least((size_t)n + (size_t)n / 2 + 1);
     t->ph = malloc(ph_n * sizeof *t->ph);
     t->trie_cap = 256;
@@ -315,7 +320,7 @@ int tok_build(gt_tokenizer *t, const char *const *strs, const size_t *lens, int3
         return gt_errf(err, errn, "%s: out of memory for %d pieces", src, n);
     t->ph_mask = ph_n - 1;
     for (size_t i = 0; i < ph_n; i++) t->ph[i].id = -1;
-    for (int i = 0; i < 0x10000; i++) t->cp_id[i] = -1;
+    memset(t->cp_id, 0xff, t->cp_n * sizeof *t->cp_id); /* all -1 */
     for (int i = 0; i < 256; i++) t->byte_id[i] = -1;
     t->trie[0] = (trie_node){-1, -1, -1, 0};
     t->trie_n = 1;
@@ -337,7 +342,6 @@ int tok_build(gt_tokenizer *t, const char *const *strs, const size_t *lens, int3
         }
         t->ph[k] = (piece_slot){i, (uint32_t)(h >> 32), (uint32_t)pos, (uint32_t)l};
         pos += l + 1;
-        uint32_t cp;
         if (tok_utf8_char((const uint8_t *)s, l, &cp) == l && cp < 0x10000) t->cp_id[cp] = i;
         int ty = t->type[i];
         int b = tok_byte_piece(s, l);
@@ -869,7 +873,7 @@ static int bpe_chunk(enc_ws *w, const char *s, size_t n) {
             else if (c < 0xF0) cl = 3, c = ((c & 0x0F) << 12) | ((u[i + 1] & 0x3Fu) << 6) | (u[i + 2] & 0x3F);
             else cl = 4, c = 0x10000;
         }
-        int32_t id = c < 0x10000 ? t->cp_id[c] : tok_piece_find(t, s + i, cl);
+        int32_t id = c < t->cp_n ? t->cp_id[c] : c < 0x10000 ? -1 : tok_piece_find(t, s + i, cl);
         if (id < 0 && t->use_merges) {
             /* tokenizers: an unknown character becomes its byte pieces, or <unk>. */
             bool bytes = t->byte_fallback;

@@ -427,6 +427,33 @@ START_TEST(duplicates_and_nul_bytes_are_refused) {
 }
 END_TEST
 
+/* Keys are found by a search over their sorted order: each key in an unsorted file, and names
+ * before, between and after them (or a prefix of one) are absent. */
+START_TEST(keys_are_found_in_any_order) {
+    static const char *const keys[] = {"m.z", "a.b", "q", "a.a", "zz.top", "b", "a.bb"};
+    enum { NK = sizeof keys / sizeof keys[0] };
+    char err[512];
+    gt_gguf *f;
+    uint8_t *copy;
+    gbuf g = {0};
+    header(&g, 0, NK);
+    for (int i = 0; i < NK; i++) kv_u32(&g, keys[i], (uint32_t)(100 + i));
+    ck_assert_int_eq(open_gbuf(&g, &f, &copy, err, sizeof err), 0);
+    for (int i = 0; i < NK; i++) {
+        int64_t v = 0;
+        ck_assert_int_eq(gt_gguf_find_key(f, keys[i]), i);
+        ck_assert_int_eq(gt_gguf_get_int(f, keys[i], &v, err, sizeof err), 0);
+        ck_assert_int_eq(v, 100 + i);
+    }
+    static const char *const absent[] = {"", "a", "a.", "a.ba", "c", "m.y", "zz.top2", "\x7f"};
+    for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++)
+        ck_assert_int_eq(gt_gguf_find_key(f, absent[i]), -1);
+    gt_gguf_close(f);
+    free(copy);
+    free(g.b);
+}
+END_TEST
+
 /* One hand-made corruption per field, each refused with a message naming the field. */
 START_TEST(corrupt_fields_are_refused_by_name) {
     char err[512];
@@ -616,6 +643,7 @@ int main(void) {
     tcase_add_test(tc, int32_arrays_refuse_values_out_of_range);
     tcase_add_test(tc, gemma_metadata_is_checked_before_allocating);
     tcase_add_test(tc, non_sentencepiece_vocabularies_are_refused);
+    tcase_add_test(tc, keys_are_found_in_any_order);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

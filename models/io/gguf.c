@@ -35,6 +35,7 @@ struct gt_gguf {
     uint32_t version;
     kv_entry *kv;
     int64_t n_kv;
+    int64_t *by_key;          /* kv indices sorted by key (find_key); NULL while parsing */
     gt_gguf_tensor *tensors;
     int64_t n_tensors;
     char *strings;            /* storage of the key and tensor-name copies */
@@ -337,13 +338,24 @@ static int read_tensor_entry(parser *P, uint64_t i, gt_gguf_tensor *t) {
     return 0;
 }
 
-/* Lookups return the first match, so a repeated key or tensor name would hide data. */
+static const kv_entry *sort_kv; /* qsort has no context argument; parsing is single-threaded */
+static int cmp_kv_index(const void *a, const void *b) {
+    return strcmp(sort_kv[*(const int64_t *)a].key, sort_kv[*(const int64_t *)b].key);
+}
+
+/* Lookups return the first match, so a repeated key or tensor name would hide data. The keys'
+ * sorted order is kept: gt_gguf_find_key (every getter) then searches instead of scanning. */
 static int check_duplicates(parser *P) {
     gt_gguf *g = P->g;
     const char *dup;
-    if (first_duplicate(g->kv, (size_t)g->n_kv, sizeof *g->kv, offsetof(kv_entry, key), &dup))
-        FAIL("%s: out of memory", P->name);
-    if (dup) FAIL("%s: metadata key '%.200s' appears more than once", P->name, dup);
+    g->by_key = malloc((size_t)(g->n_kv ? g->n_kv : 1) * sizeof *g->by_key);
+    if (!g->by_key) FAIL("%s: out of memory", P->name);
+    for (int64_t i = 0; i < g->n_kv; i++) g->by_key[i] = i;
+    sort_kv = g->kv;
+    qsort(g->by_key, (size_t)g->n_kv, sizeof *g->by_key, cmp_kv_index);
+    for (int64_t i = 1; i < g->n_kv; i++)
+        if (!strcmp(g->kv[g->by_key[i - 1]].key, g->kv[g->by_key[i]].key))
+            FAIL("%s: metadata key '%.200s' appears more than once", P->name, g->kv[g->by_key[i]].key);
     if (first_duplicate(g->tensors, (size_t)P->n_tensors, sizeof *g->tensors, offsetof(gt_gguf_tensor, name), &dup))
         FAIL("%s: out of memory", P->name);
     if (dup) FAIL("%s: tensor name '%.200s' appears more than once", P->name, dup);
@@ -507,6 +519,7 @@ void gt_gguf_close(gt_gguf *g) {
     if (!g) return;
     if (g->mapped) munmap((void *)g->buf, g->len);
     free(g->kv);
+    free(g->by_key);
     free(g->tensors);
     free(g->strings);
     free(g);
@@ -519,8 +532,19 @@ int64_t gt_gguf_n_keys(const gt_gguf *g) { return g->n_kv; }
 const char *gt_gguf_key(const gt_gguf *g, int64_t i) { return i >= 0 && i < g->n_kv ? g->kv[i].key : NULL; }
 
 int64_t gt_gguf_find_key(const gt_gguf *g, const char *key) {
-    for (int64_t i = 0; i < g->n_kv; i++)
-        if (!strcmp(g->kv[i].key, key)) return i;
+    if (!g->by_key) { /* during the parse, before the keys are sorted */
+        for (int64_t i = 0; i < g->n_kv; i++)
+            if (!strcmp(g->kv[i].key, key)) return i;
+        return -1;
+    }
+    int64_t lo = 0, hi = g->n_kv;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(g->kv[g->by_key[mid]].key, key);
+        if (!c) return g->by_key[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
     return -1;
 }
 

@@ -7,7 +7,8 @@
 #   env: BUILD (default build-fuzzer), FUZZ_CC (default clang-14), FUZZ_FLAGS (more libFuzzer flags)
 #
 # Each harness names its seed inputs on a header line " * seeds: PATH ..." (files or directories,
-# relative to the repository root) and may name a libFuzzer dictionary on " * dict: PATH"; a new
+# relative to the repository root) and may name a libFuzzer dictionary on " * dict: PATH" and
+# libFuzzer flags of its own on " * flags: -flag=value ..." (before FUZZ_FLAGS); a new
 # target is one file. The growing corpus is kept in
 # $BUILD/fuzz/corpus/NAME (seeds are read, never written), crash inputs go to
 # $BUILD/fuzz/artifacts/NAME/. Exit status: 0 when no target found a crash, leak or UB.
@@ -20,7 +21,7 @@ while getopts "n:t:j:" o; do
     n) runs=$OPTARG ;;
     t) secs=$OPTARG ;;
     j) jobs=$OPTARG ;;
-    *) sed -n '2,14p' "$0"; exit 2 ;;
+    *) sed -n '2,15p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -61,11 +62,12 @@ for t in "${targets[@]}"; do
   dict=$(sed -n 's/^ \* dict: *//p' "tools/fuzz/$t.c" | head -n 1)
   dictflag=()
   [ -n "$dict" ] && dictflag=(-dict="$dict")
+  read -r -a ownflags <<<"$(sed -n 's/^ \* flags: *//p' "tools/fuzz/$t.c" | head -n 1)"
   log="$build/fuzz/$t.log"
   echo "fuzz: $t: up to $runs runs / ${secs}s, seeds: ${seeds[*]:-none}"
   # shellcheck disable=SC2086 # FUZZ_FLAGS is a list of flags
   "$build/fuzz/$t" -runs="$runs" -max_total_time="$secs" -print_final_stats=1 \
-    -artifact_prefix="$art/" -rss_limit_mb=4096 -timeout=30 "${dictflag[@]}" ${FUZZ_FLAGS:-} \
+    -artifact_prefix="$art/" -rss_limit_mb=4096 -timeout=30 "${dictflag[@]}" "${ownflags[@]}" ${FUZZ_FLAGS:-} \
     "$corpus" "$seeddir" >"$log" 2>&1
   rc=$?
   n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
