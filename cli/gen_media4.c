@@ -7,10 +7,7 @@
 
 #include <jansson.h>
 
-#include "models/io/hf_audio.h"
-#include "models/io/hf_vision4.h"
-#include "models/io/keras_preset.h"
-#include "models/io/towers4_keras.h"
+#include "cli/towers4_src.h"
 #include "util/err.h"
 
 /* A number at o[key] into *v when present; -1 naming the file and key when not a number. */
@@ -58,35 +55,10 @@ static int converters(gt_gen4 *x, const char *dir, char *err, size_t errn) {
     return rc ? -1 : 0;
 }
 
-/* Image runs bidirectional? KerasHub's use_vision_bidirectional_attention, HF's "vision". */
-static bool vision_bidir(const char *dir) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    json_t *j = json_load_file(path, 0, NULL);
-    json_t *c = json_object_get(j, "config"), *t = json_object_get(j, "text_config");
-    json_t *hf = json_object_get(t, "use_bidirectional_attention");
-    bool b = json_is_true(json_object_get(c, "use_vision_bidirectional_attention")) ||
-             (json_is_string(hf) && !strcmp(json_string_value(hf), "vision"));
-    json_decref(j);
-    return b;
-}
-
 /* The towers wanted (vision when images, audio when clips) from a preset or an HF directory. */
 static int towers(gt_gen4 *x, const char *dir, bool want_v, bool want_a, char *err, size_t errn) {
-    if (gt_keras_preset_detect(dir)) {
-        if (gt_towers4_keras_load(dir, want_v ? &x->v : NULL, &x->has_v, want_a ? &x->a : NULL, &x->has_a, err, errn))
-            return -1;
-    } else {
-        char e[1024];
-        if (want_v && !gt_hf_vision4_config(dir, &x->v.cfg, e, sizeof e)) {
-            if (gt_hf_vision4_load(dir, &x->v, err, errn)) return -1;
-            x->has_v = true;
-        }
-        if (want_a && !gt_hf_audio_config(dir, &x->a.cfg, e, sizeof e)) {
-            if (gt_hf_audio_load(dir, &x->a, err, errn)) return -1;
-            x->has_a = true;
-        }
-    }
+    if (cli_towers4_load(dir, want_v ? &x->v : NULL, &x->has_v, want_a ? &x->a : NULL, &x->has_a, err, errn))
+        return -1;
     if (want_v && !x->has_v)
         return gt_errf(err, errn, "--image: %s has no Gemma 4 vision encoder (a KerasHub preset or Hugging Face "
                        "directory with one)", dir);
@@ -143,7 +115,7 @@ int gt_gen4_load(gt_gen4 *x, const char *dir, const gt_tokenizer *tok, const cha
     if (towers(x, dir, n_images > 0, n_clips > 0, err, errn)) return -1;
     x->has_v = x->has_v && n_images > 0, x->has_a = x->has_a && n_clips > 0;
     if (converters(x, dir, err, errn)) return -1;
-    x->md = (gt_gemma4_media){.vision_bidir = vision_bidir(dir), .image_token = -1, .audio_token = -1};
+    x->md = (gt_gemma4_media){.vision_bidir = cli_towers4_vision_bidir(dir), .image_token = -1, .audio_token = -1};
     if (n_images) {
         if ((x->md.image_token = gt_tok_piece_id(tok, GT_IMAGE4_PLACEHOLDER)) < 0)
             return gt_errf(err, errn, "--image: the tokenizer has no %s piece", GT_IMAGE4_PLACEHOLDER);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <jansson.h>
 
@@ -196,6 +197,40 @@ START_TEST(writes_one_directory_and_reads_it_back) {
 }
 END_TEST
 
+static int run(const char *args, char *out, size_t n) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
+    FILE *p = popen(cmd, "r");
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* gemmatrain convert carries both towers: our HF directory -> a KerasHub preset -> HF again
+ * holds the same tensors, bit for bit, and the same media ids. */
+START_TEST(convert_carries_the_towers) {
+    char err[512], hf[700], preset[700], back[700], args[2400], out[4096];
+    snprintf(hf, sizeof hf, "%s/conv_src", g_dir);
+    snprintf(preset, sizeof preset, "%s/conv_preset", g_dir);
+    snprintf(back, sizeof back, "%s/conv_back", g_dir);
+    snprintf(args, sizeof args, "%s/vocab2.spm", g_dir);
+    write_vocab(args);
+    full x;
+    load_full(DIR, &x);
+    gt_hf_save_opts o = {.tokenizer = args, .vision4 = &x.v, .audio = &x.a, .vision_bidir = true};
+    ck_assert_msg(!gt_hf_gemma_save(x.m, hf, &o, err, sizeof err), "%s", err);
+    free_full(&x);
+    snprintf(args, sizeof args, "convert %s %s", hf, preset);
+    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "with the vision and audio towers"), "%s", out);
+    snprintf(args, sizeof args, "convert %s %s --format hf", preset, back);
+    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    same_files(hf, back);
+    same_ids(back);
+}
+END_TEST
+
 int main(void) {
     const char *keep = getenv("GT_HF_GEMMA4_MM_EXPORT_DIR");
     char tmpl[] = "/tmp/gt_hfg4mm_XXXXXX";
@@ -207,6 +242,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, reads_transformers_directory);
     tcase_add_test(tc, writes_one_directory_and_reads_it_back);
+    tcase_add_test(tc, convert_carries_the_towers);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
