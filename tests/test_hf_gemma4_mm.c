@@ -207,8 +207,9 @@ static int run(const char *args, char *out, size_t n) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* gemmatrain convert carries both towers: our HF directory -> a KerasHub preset -> HF again
- * holds the same tensors, bit for bit, and the same media ids. */
+/* gemmatrain convert and export carry both towers: our HF directory -> a KerasHub preset -> HF
+ * again (convert --format hf, export --format hf) holds the same tensors, bit for bit, and the
+ * same media ids. */
 START_TEST(convert_carries_the_towers) {
     char err[512], hf[700], preset[700], back[700], args[2400], out[4096];
     snprintf(hf, sizeof hf, "%s/conv_src", g_dir);
@@ -226,6 +227,17 @@ START_TEST(convert_carries_the_towers) {
     ck_assert_msg(strstr(out, "with the vision and audio towers"), "%s", out);
     snprintf(args, sizeof args, "convert %s %s --format hf", preset, back);
     ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    same_files(hf, back);
+    same_ids(back);
+    /* export --format hf from a config naming the preset: the same directory again */
+    snprintf(back, sizeof back, "%s/export.yaml", g_dir);
+    FILE *f = fopen(back, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "model:\n  weights: %s\n", preset);
+    fclose(f);
+    snprintf(args, sizeof args, "export %s --out %s/exported --format hf", back, g_dir);
+    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    snprintf(back, sizeof back, "%s/exported", g_dir);
     same_files(hf, back);
     same_ids(back);
 }
