@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "cli/towers4_src.h"
+#include "models/io/hf_processor4.h"
 #include "util/err.h"
 
 /* A number at o[key] into *v when present; -1 naming the file and key when not a number. */
@@ -19,13 +20,18 @@ static int num(json_t *o, const char *key, const char *file, double *v, char *er
     return 0;
 }
 
-/* The converters' settings: preprocessor.json's when the preset saved them, else KerasHub's
+/* The converters' settings: an HF directory's processor_config.json / preprocessor_config.json
+ * (models/io/hf_processor4.h) or a preset's preprocessor.json when there is one, else KerasHub's
  * defaults fitted to the towers. */
 static int converters(gt_gen4 *x, const char *dir, char *err, size_t errn) {
     x->icfg = gt_image4_cfg_gemma4();
     gt_audio_cfg_default(&x->acfg);
     if (x->has_v) x->icfg.patch = (int)x->v.cfg.patch_size, x->icfg.pool = (int)x->v.cfg.pool_size;
     if (x->has_a) x->acfg.num_mels = (int)x->a.cfg.input_feat_size;
+    bool hi, ha;
+    if (gt_hf_processor4_load(dir, x->has_v ? &x->icfg : NULL, &hi, x->has_a ? &x->acfg : NULL, &ha, err, errn))
+        return -1;
+    if (hi || ha) return 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/preprocessor.json", dir);
     FILE *f = fopen(path, "r");

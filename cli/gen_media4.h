@@ -4,7 +4,8 @@
  * Hugging Face directory: hf_vision4 / hf_audio). The converters' settings come from the
  * preset's preprocessor.json (config.image_converter / config.audio_converter, as KerasHub
  * saves Gemma4CausalLMPreprocessor) when it has them, else KerasHub's defaults with the
- * towers' patch, pool and mel sizes. As Gemma4CausalLMPreprocessor, each "<|image|>" of the
+ * towers' patch, pool and mel sizes; on a Hugging Face directory, from its processor_config.json
+ * or preprocessor_config.json (models/io/hf_processor4.h), as KerasHub's converter maps them. As Gemma4CausalLMPreprocessor, each "<|image|>" of the
  * prompt becomes <|image>, max_soft_tokens x <|image|>, <image|> and each "<|audio|>" the
  * clip's <|audio|> count (ceil(valid frames / 4)) inside <|audio>...<audio|>; KerasHub adds no
  * marker itself, so a prompt must hold one per file. At most 8 images and 1 clip (KerasHub's

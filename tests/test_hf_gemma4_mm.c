@@ -15,6 +15,8 @@
 
 #include <jansson.h>
 
+#include "data/audio.h"
+#include "data/image4.h"
 #include "data/tokenizer.h"
 #include "models/gemma4_mm.h"
 #include "models/io/hf_audio.h"
@@ -243,6 +245,160 @@ START_TEST(convert_carries_the_towers) {
 }
 END_TEST
 
+#define IMAGE "tests/fixtures/images/rgb_45x33.jpg"
+#define CLIP "tests/fixtures/audio/short_tone.wav"
+
+/* processor_config.json as Gemma4Processor saves it (the keys KerasHub's converter reads), with
+ * the tiny tower's 4 soft tokens and 16 mels; skip: a key left out; extra: a line added. */
+static void write_processor(const char *dir, const char *skip, const char *extra) {
+    static const char *const img[] = {"\"do_resize\": true", "\"do_rescale\": true",
+                                      "\"rescale_factor\": 0.00392156862745098", "\"do_normalize\": false",
+                                      "\"image_mean\": [0.0, 0.0, 0.0]", "\"image_std\": [1.0, 1.0, 1.0]",
+                                      "\"max_soft_tokens\": 4", "\"patch_size\": 4", "\"pooling_kernel_size\": 2"};
+    static const char *const aud[] = {"\"feature_size\": 16", "\"fft_length\": 512", "\"hop_length\": 160",
+                                      "\"frame_length\": 320", "\"sampling_rate\": 16000",
+                                      "\"min_frequency\": 0.0", "\"max_frequency\": 8000.0",
+                                      "\"mel_floor\": 0.001", "\"per_bin_mean\": null", "\"dither\": 0.0",
+                                      "\"preemphasis\": 0.0", "\"input_scale_factor\": 1.0"};
+    char p[700];
+    snprintf(p, sizeof p, "%s/processor_config.json", dir);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "{\"image_processor\": {\"image_processor_type\": \"Gemma4ImageProcessor\"");
+    for (size_t i = 0; i < sizeof img / sizeof img[0]; i++)
+        if (!skip || !strstr(img[i], skip)) fprintf(f, ", %s", img[i]);
+    fprintf(f, "},\n \"feature_extractor\": {\"feature_extractor_type\": \"Gemma4AudioFeatureExtractor\"%s%s",
+            extra ? ", " : "", extra ? extra : "");
+    for (size_t i = 0; i < sizeof aud / sizeof aud[0]; i++)
+        if (!skip || !strstr(aud[i], skip)) fprintf(f, ", %s", aud[i]);
+    fprintf(f, "}}\n");
+    fclose(f);
+}
+
+/* The uncached direct path's logits [n, V] for "<|image|><|audio|>" with the converters set as
+ * the processor file says (mel_floor as given); *n gets the prompt length. */
+static gt_tensor *direct(gt_ctx *ctx, const full *x, double mel_floor, int32_t *ids, int64_t *n) {
+    char err[1024];
+    static float patches[16 * 48], mel[3000 * 16];
+    static int32_t pos[16 * 2];
+    static uint8_t valid[3000];
+    gt_image4_cfg ic = {4, 2, 4, {1.0f / 255, 1.0f / 255, 1.0f / 255}, {0, 0, 0}};
+    ck_assert_msg(gt_image4_load(IMAGE, &ic, patches, pos, NULL, err, sizeof err) == 0, "%s", err);
+    gt_audio_cfg ac;
+    gt_audio_cfg_default(&ac);
+    ac.num_mels = 16, ac.mel_floor = mel_floor;
+    float *wav;
+    int64_t ns;
+    ck_assert_msg(gt_audio_read_wav(CLIP, 16000, &wav, &ns, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gt_audio_features(&ac, wav, ns, mel, err, sizeof err) == 0, "%s", err);
+    int64_t nv = gt_audio_valid_frames(&ac, ns), nt = gt_audio_num_tokens(&ac, ns), k = 0;
+    free(wav);
+    for (int t = 0; t < 3000; t++) valid[t] = t < nv;
+    ids[k++] = 2, ids[k++] = 50;
+    for (int i = 0; i < 4; i++) ids[k++] = 52;
+    ids[k++] = 51, ids[k++] = 53;
+    for (int64_t i = 0; i < nt; i++) ids[k++] = 55;
+    ids[k++] = 54;
+    *n = k;
+    static gt_gemma4_images im;
+    static gt_gemma4_clips cl;
+    static gt_gemma4_media md;
+    im = (gt_gemma4_images){patches, pos, 1, 16};
+    cl = (gt_gemma4_clips){mel, valid, 1, 4 * nt};
+    md = (gt_gemma4_media){&x->v, true, 52, &im, &x->a, 55, &cl};
+    gt_gemma_batch b = {.batch = 1, .seq = k, .token_ids = ids};
+    gt_tensor *z = gt_gemma_logits(ctx, x->m, gt_gemma4_media_hidden(ctx, x->m, &md, &b));
+    ck_assert_msg(z, "%s", ctx->err);
+    return z;
+}
+
+/* Largest |CLI logit - z| over n x V, after checking the CLI's token ids. */
+static double cli_diff(const char *out, const int32_t *ids, int64_t n, const gt_tensor *z, int64_t V) {
+    const char *p = strstr(out, "{\"tokens\":[");
+    ck_assert_msg(p, "%.2000s", out);
+    p += 11;
+    for (int64_t i = 0; i < n; i++) {
+        char *e;
+        long id = strtol(p, &e, 10);
+        ck_assert_msg(id == ids[i], "token %lld: CLI %ld, expected %d", (long long)i, id, ids[i]);
+        p = e + 1;
+    }
+    ck_assert_msg(p[-1] == ']', "more tokens than the %lld expected", (long long)n);
+    p = strstr(p, "\"logits\":[") + 10;
+    double worst = 0;
+    for (int64_t t = 0; t < n; t++) {
+        p = strchr(p, '[') + 1;
+        for (int64_t v = 0; v < V; v++) {
+            char *e;
+            worst = fmax(worst, fabs(strtod(p, &e) - z->data[t * V + v]));
+            p = e + 1;
+        }
+    }
+    return worst;
+}
+
+/* generate on an HF directory takes the converters from processor_config.json: 4 image soft
+ * tokens (the default 280 would not fit), 16 mels, HF's mel_floor 1e-3; a missing or bad key is
+ * refused naming the file and the key. */
+START_TEST(generate_reads_processor_config) {
+    char err[512], d[700], args[2400];
+    static char out[1 << 20];
+    snprintf(d, sizeof d, "%s/proc", g_dir);
+    snprintf(args, sizeof args, "%s/vocab3.spm", g_dir);
+    write_vocab(args);
+    full x;
+    load_full(DIR, &x);
+    gt_hf_save_opts o = {.tokenizer = args, .vision4 = &x.v, .audio = &x.a, .vision_bidir = true};
+    ck_assert_msg(!gt_hf_gemma_save(x.m, d, &o, err, sizeof err), "%s", err);
+    write_processor(d, NULL, NULL);
+    snprintf(args, sizeof args, "generate --model %s --image " IMAGE " --audio " CLIP " --score --logits "
+             "'<|image|><|audio|>'", d);
+    ck_assert_msg(run(args, out, sizeof out) == 0, "%.2000s", out);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = false;
+    int32_t ids[64];
+    int64_t n, V = x.m->cfg.vocab_size;
+    gt_tensor *z = direct(&ctx, &x, 1e-3, ids, &n);
+    double mx = 0;
+    for (int64_t i = 0; i < n * V; i++) mx = fmax(mx, fabs(z->data[i]));
+    double e = cli_diff(out, ids, n, z, V);
+    gt_ctx_reset(&ctx);
+    double floor5 = cli_diff(out, ids, n, direct(&ctx, &x, 1e-5, ids, &n), V);
+    printf("hf gemma4 generate with processor_config.json: %lld tokens, CLI vs direct %.3g x max; "
+           "with KerasHub's mel_floor 1e-5 instead %.3g x max\n", (long long)n, e / mx, floor5 / mx);
+    ck_assert_msg(e <= 1e-5 * mx, "%.3g", e / mx);
+    ck_assert_msg(floor5 > 1e-3 * mx, "mel_floor changed nothing (%.3g)", floor5 / mx);
+    /* missing, mistyped and unsupported settings, each named */
+    static const struct { const char *skip, *extra, *want; } bad[] = {
+        {"mel_floor", NULL, "processor_config.json: key \"feature_extractor.mel_floor\" is missing"},
+        {"mel_floor", "\"mel_floor\": \"big\"", "\"feature_extractor.mel_floor\" must be a number"},
+        {"hop_length", "\"hop_length\": 0", "\"feature_extractor.hop_length\" is 0, outside [1, 65536]"},
+        {"hop_length", NULL, "key \"feature_extractor.hop_length\" is missing"},
+        {"per_bin_mean", "\"per_bin_mean\": [1.0]", "\"feature_extractor.per_bin_mean\" is not supported"},
+        {"do_resize", NULL, "key \"image_processor.do_resize\" is missing"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_processor(d, bad[i].skip, bad[i].extra);
+        ck_assert_int_eq(run(args, out, sizeof out), 1);
+        ck_assert_msg(strstr(out, bad[i].want), "want '%s', got:\n%s", bad[i].want, out);
+    }
+    /* without processor_config.json, a feature extractor's own preprocessor_config.json (flat) */
+    snprintf(err, sizeof err, "%s/processor_config.json", d);
+    ck_assert_int_eq(remove(err), 0);
+    snprintf(err, sizeof err, "%s/preprocessor_config.json", d);
+    FILE *f = fopen(err, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "{\"feature_extractor_type\": \"Gemma4AudioFeatureExtractor\", \"feature_size\": 16}\n");
+    fclose(f);
+    snprintf(args, sizeof args, "generate --model %s --audio " CLIP " --score '<|audio|>'", d);
+    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_msg(strstr(out, "preprocessor_config.json: key \"fft_length\" is missing"), "%s", out);
+    gt_ctx_free(&ctx);
+    free_full(&x);
+}
+END_TEST
+
 int main(void) {
     const char *keep = getenv("GT_HF_GEMMA4_MM_EXPORT_DIR");
     char tmpl[] = "/tmp/gt_hfg4mm_XXXXXX";
@@ -255,6 +411,7 @@ int main(void) {
     tcase_add_test(tc, reads_transformers_directory);
     tcase_add_test(tc, writes_one_directory_and_reads_it_back);
     tcase_add_test(tc, convert_carries_the_towers);
+    tcase_add_test(tc, generate_reads_processor_config);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
