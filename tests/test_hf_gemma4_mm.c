@@ -3,8 +3,10 @@
  * read by gt_hf_gemma_load + hf_vision4 + hf_audio, a text + image + audio prompt gives
  * transformers' logits within 1e-4 x max; written back by gt_hf_gemma_save with the towers and
  * read again, every value is bit-identical and every tensor of transformers' file is in ours with
- * the same name, shape and values. GT_HF_GEMMA4_MM_EXPORT_DIR keeps the written directory for
- * make_hf_gemma4_mm_fixture.py --check-export. */
+ * the same name, shape and values; convert / export carry the towers; generate reads the HF
+ * processor files; train takes the directory. GT_HF_GEMMA4_MM_EXPORT_DIR keeps what is written:
+ * DIR/model for make_hf_gemma4_mm_fixture.py --check-export, DIR/conv_preset for
+ * check_hf_gemma4_mm_keras.py. */
 #include <check.h>
 #include <ftw.h>
 #include <math.h>
