@@ -410,6 +410,14 @@ static int source_encoder(const char *path, gt_vision **v, char *err, size_t err
                                         : gt_vision_hf_load(path, false, v, err, errn);
 }
 
+/* The source's encoders: Gemma 3's, or Gemma 4's towers. */
+static int source_encoders(const char *path, const gt_gemma *m, gt_vision **enc, gt_towers4 *t4, char *err,
+                           size_t errn) {
+    if (m->cfg.generation == 3) return source_encoder(path, enc, err, errn);
+    if (m->cfg.generation == 4) return towers4_of(path, t4, err, errn);
+    return 0;
+}
+
 int cli_convert(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         fputs(convert_usage, stdout);
@@ -494,20 +502,14 @@ int cli_convert(int argc, char **argv) {
     }
     o.prov.base_model = pos[0];
     gt_vision *enc = NULL;
-    if (!gguf && m->cfg.generation == 3 && source_encoder(pos[0], &enc, err, sizeof err)) {
+    gt_towers4 t4 = {0}; /* Gemma 4's towers go into a preset or HF directory (not into GGUF) */
+    if (!gguf && source_encoders(pos[0], m, &enc, &t4, err, sizeof err)) {
         fprintf(stderr, "gemmatrain convert: %s\n", err);
         gt_tok_free(tok);
         gt_gemma_free(m);
         return 1;
     }
     o.vision = enc;
-    gt_towers4 t4 = {0}; /* Gemma 4's towers go into a preset or HF directory (not into GGUF) */
-    if (!gguf && m->cfg.generation == 4 && towers4_of(pos[0], &t4, err, sizeof err)) {
-        fprintf(stderr, "gemmatrain convert: %s\n", err);
-        gt_tok_free(tok);
-        gt_gemma_free(m);
-        return 1;
-    }
     towers4_preset(&t4, &o);
     gt_hf_save_opts ho = {.bf16 = bf16, .vision = enc};
     towers4_hf(&t4, &ho);
