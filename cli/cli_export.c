@@ -15,6 +15,7 @@
 #include "models/io/keras_preset.h"
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/towers4_src.h"
 #include "train/config.h"
 #include "train/checkpoint.h"
 #include "models/io/gguf_export.h"
@@ -60,15 +61,15 @@ static const char *convert_usage =
 
 /* Hugging Face directory out. The tokenizer file: tok_path when given, else tok written as a
  * SentencePiece model to a temporary file (copied as tokenizer.model). */
-static int save_hf(const gt_gemma *m, const gt_vision *v, const gt_tokenizer *tok, const char *tok_path,
-                   const char *out, bool bf16, char *err, size_t errn) {
+static int save_hf(const gt_gemma *m, gt_hf_save_opts ho, const gt_tokenizer *tok, const char *tok_path,
+                   const char *out, char *err, size_t errn) {
     char tmp[64] = "";
     if (!tok_path || !tok_path[0]) {
         snprintf(tmp, sizeof tmp, "/tmp/gemmatrain-tok-%d.spm", (int)getpid());
         if (gt_tok_save_spm(tok, tmp, err, errn)) return -1;
         tok_path = tmp;
     }
-    gt_hf_save_opts ho = {.bf16 = bf16, .tokenizer = tok_path, .vision = v};
+    ho.tokenizer = tok_path;
     int rc = gt_hf_gemma_save(m, out, &ho, err, errn);
     if (tmp[0]) unlink(tmp);
     return rc;
@@ -107,6 +108,41 @@ static int refuse_existing(const char *cmd, const char *path, bool overwrite) {
     return 1;
 }
 
+/* Gemma 4's towers of a source model (cli/towers4_src.h), carried into what is written. */
+typedef struct gt_towers4 {
+    gt_vision4 v;
+    gt_audio_enc a;
+    bool has_v, has_a, bidir;
+} gt_towers4;
+
+static int towers4_of(const char *path, gt_towers4 *t, char *err, size_t errn) {
+    memset(t, 0, sizeof *t);
+    if (cli_towers4_load(path, &t->v, &t->has_v, &t->a, &t->has_a, err, errn)) return -1;
+    t->bidir = t->has_v && cli_towers4_vision_bidir(path);
+    return 0;
+}
+
+static void towers4_hf(const gt_towers4 *t, gt_hf_save_opts *o) {
+    o->vision4 = t->has_v ? &t->v : NULL, o->audio = t->has_a ? &t->a : NULL, o->vision_bidir = t->bidir;
+}
+
+static void towers4_preset(const gt_towers4 *t, gt_preset_save_opts *o) {
+    o->vision4 = t->has_v ? &t->v : NULL, o->audio = t->has_a ? &t->a : NULL, o->vision_bidir = t->bidir;
+}
+
+static const char *towers4_note(const gt_towers4 *t) {
+    return t->has_v && t->has_a ? " with the vision and audio towers"
+           : t->has_v           ? " with the vision tower"
+           : t->has_a           ? " with the audio tower"
+                                : "";
+}
+
+static void towers4_free(gt_towers4 *t) {
+    if (t->has_v) gt_vision4_free(&t->v);
+    if (t->has_a) gt_audio_enc_free(&t->a);
+    memset(t, 0, sizeof *t);
+}
+
 typedef struct export_args {
     const char *src, *out;   /* CONFIG.yaml or CHECKPOINT.h5; where to write (a staged directory) */
     const char *dest;        /* --out, as messages name it */
@@ -114,6 +150,7 @@ typedef struct export_args {
     uint32_t gguf_type;      /* --gguf-type */
     gt_preset_save_opts o;   /* --sequence-length, --steps, --eval-loss */
     gt_vision *enc;          /* Gemma 3's vision encoder of the source, or NULL */
+    gt_towers4 t4;           /* Gemma 4's towers of model.weights */
     char **ov;               /* key=value overrides (owned) */
     int nov;
 } export_args;
@@ -214,6 +251,8 @@ static int from_checkpoint(export_args *a, gt_config *c, gt_gemma **m, gt_lora *
     gt_config_resolve(c);
     int64_t step;
     if (gt_train_restore_mm(c, a->src, m, l, &a->enc, tok, &step, err, errn)) return 1;
+    /* Gemma 4's towers are frozen in training: the base's are the run's */
+    if ((*m)->cfg.generation == 4 && towers4_of(c->model.weights, &a->t4, err, errn)) return 1;
     /* a run with model.frozen_dtype: bf16 trained on the rounded weights: export those, as fp32 */
     if (gt_gemma_set_frozen_dtype(*m, GT_FROZEN_FP32, err, errn)) return 1;
     if (a->o.prov.steps < 0) a->o.prov.steps = step;
@@ -238,6 +277,7 @@ static int from_config(export_args *a, gt_config *c, gt_gemma **m, gt_lora **l, 
         a->enc = vis.enc, vis.enc = NULL;
         gt_vrows_free(&vis);
     }
+    if ((*m)->cfg.generation == 4 && towers4_of(c->model.weights, &a->t4, err, errn)) return 1;
     if (c->lora.enabled && c->lora.weights[0] &&
         (gt_peft_detect(c->lora.weights) ? gt_adapters_open(c->lora.weights, &(*m)->cfg, l, err, errn)
                                          : gt_keras_lora_open_mm(c->lora.weights, &(*m)->cfg, a->enc, l, err, errn)))
@@ -253,8 +293,10 @@ static int write_hf(const export_args *a, const gt_config *c, gt_gemma *m, const
                         "(or export them with --format peft)"), 2;
     m->lora = NULL; /* a checkpoint's model has them attached; merged, they must not apply again */
     if (l && gt_gemma_merge_lora(m, l, err, errn)) return 1;
-    if (save_hf(m, a->enc, tok, c->tokenizer, a->out, a->bf16, err, errn)) return 1;
-    fprintf(stderr, "wrote Hugging Face model %s%s\n", a->dest, l ? " (LoRA merged)" : "");
+    gt_hf_save_opts ho = {.bf16 = a->bf16, .vision = a->enc};
+    towers4_hf(&a->t4, &ho);
+    if (save_hf(m, ho, tok, c->tokenizer, a->out, err, errn)) return 1;
+    fprintf(stderr, "wrote Hugging Face model %s%s%s\n", a->dest, towers4_note(&a->t4), l ? " (LoRA merged)" : "");
     return 0;
 }
 
@@ -279,6 +321,7 @@ static int write_preset(export_args *a, const gt_config *c, gt_gemma *m, const g
     a->o.prov.base_model = c->model.weights;
     a->o.prov.lora = l;
     a->o.vision = a->enc;
+    towers4_preset(&a->t4, &a->o);
     if (gt_keras_preset_save(a->out, m, tok, &a->o, err, errn)) return 1;
     const char *cls = m->cfg.generation == 4 ? "Gemma4CausalLM" : m->cfg.generation >= 3 ? "Gemma3CausalLM"
                                                                                          : "GemmaCausalLM";
@@ -348,6 +391,7 @@ int cli_export(int argc, char **argv) {
     if (code) fprintf(stderr, "gemmatrain export: %s\n", err);
     gt_lora_free(l);
     gt_vision_free(a.enc);
+    towers4_free(&a.t4);
     gt_tok_free(tok);
     gt_gemma_free(m);
     free(a.ov);
@@ -364,6 +408,14 @@ static int source_encoder(const char *path, gt_vision **v, char *err, size_t err
     if (stat(cfg, &sb)) return 0;
     return gt_keras_preset_detect(path) ? gt_vision_keras_load(path, false, v, err, errn)
                                         : gt_vision_hf_load(path, false, v, err, errn);
+}
+
+/* The source's encoders: Gemma 3's, or Gemma 4's towers. */
+static int source_encoders(const char *path, const gt_gemma *m, gt_vision **enc, gt_towers4 *t4, char *err,
+                           size_t errn) {
+    if (m->cfg.generation == 3) return source_encoder(path, enc, err, errn);
+    if (m->cfg.generation == 4) return towers4_of(path, t4, err, errn);
+    return 0;
 }
 
 int cli_convert(int argc, char **argv) {
@@ -450,19 +502,23 @@ int cli_convert(int argc, char **argv) {
     }
     o.prov.base_model = pos[0];
     gt_vision *enc = NULL;
-    if (!gguf && m->cfg.generation == 3 && source_encoder(pos[0], &enc, err, sizeof err)) {
+    gt_towers4 t4 = {0}; /* Gemma 4's towers go into a preset or HF directory (not into GGUF) */
+    if (!gguf && source_encoders(pos[0], m, &enc, &t4, err, sizeof err)) {
         fprintf(stderr, "gemmatrain convert: %s\n", err);
         gt_tok_free(tok);
         gt_gemma_free(m);
         return 1;
     }
     o.vision = enc;
+    towers4_preset(&t4, &o);
+    gt_hf_save_opts ho = {.bf16 = bf16, .vision = enc};
+    towers4_hf(&t4, &ho);
     (void)gt_mkdir_parents(pos[1], NULL, 0); /* errors surface at the write */
     gt_stage st = {0}; /* a directory output is staged beside OUT: whole or nothing */
     int rc = gguf ? gt_gguf_export_model(m, tok, pos[1], gguf_type, NULL, err, sizeof err)
              : bf16 && !hf ? (snprintf(err, sizeof err, "--bf16 applies to --format hf"), -1)
              : gt_stage_open(pos[1], &st, err, sizeof err) ? -1
-             : hf ? save_hf(m, enc, tok, NULL, st.dir, bf16, err, sizeof err)
+             : hf ? save_hf(m, ho, tok, NULL, st.dir, err, sizeof err)
                   : gt_keras_preset_save(st.dir, m, tok, &o, err, sizeof err);
     if (st.dir) {
         gt_stage_msg(&st, err, sizeof err);
@@ -470,8 +526,10 @@ int cli_convert(int argc, char **argv) {
         else rc = gt_stage_commit(&st, err, sizeof err);
     }
     if (rc) fprintf(stderr, "gemmatrain convert: %s\n", err);
-    else fprintf(stderr, "wrote %s %s\n", gguf ? "GGUF" : hf ? "Hugging Face model" : "KerasHub preset", pos[1]);
+    else fprintf(stderr, "wrote %s %s%s\n", gguf ? "GGUF" : hf ? "Hugging Face model" : "KerasHub preset", pos[1],
+                 towers4_note(&t4));
     gt_vision_free(enc);
+    towers4_free(&t4);
     gt_tok_free(tok);
     gt_gemma_free(m);
     return rc ? 1 : 0;

@@ -55,7 +55,8 @@ static void usage(FILE *f) {
             "                        (KerasHub preset or Hugging Face directory). Gemma 4: for the next\n"
             "                        <|image|> of PROMPT (at most 8), the model's vision tower\n"
             "  --audio PATH          Gemma 4 (E2B/E4B): a WAV (or any format libsndfile reads, at the converter's\n"
-            "                        rate, 16 kHz) for the <|audio|> of PROMPT (one clip), the model's audio tower\n"
+            "                        rate, 16 kHz) for the next <|audio|> of PROMPT (repeat per clip, at most 8),\n"
+            "                        the model's audio tower\n"
             "  --weights W           auto (default) | fp32 | q8_0: how the weights are held. q8_0: as GGUF\n"
             "                        Q8_0 blocks (other types requantised once at load), each decoded token's\n"
             "                        products as int8 dot products (AVX512-VNNI where present); auto: q8_0\n"
@@ -300,7 +301,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
             a->images[a->n_images++] = optarg;
             break;
         case O_AUDIO:
-            if (a->n_audio == 8) return fprintf(stderr, "generate: --audio: at most 1 clip\n"), 3;
+            if (a->n_audio == 8) return fprintf(stderr, "generate: --audio: at most 8 clips\n"), 3;
             a->audio[a->n_audio++] = optarg;
             break;
         case 'h': return usage(stdout), 1;

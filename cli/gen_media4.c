@@ -7,10 +7,8 @@
 
 #include <jansson.h>
 
-#include "models/io/hf_audio.h"
-#include "models/io/hf_vision4.h"
-#include "models/io/keras_preset.h"
-#include "models/io/towers4_keras.h"
+#include "cli/towers4_src.h"
+#include "models/io/hf_processor4.h"
 #include "util/err.h"
 
 /* A number at o[key] into *v when present; -1 naming the file and key when not a number. */
@@ -22,13 +20,18 @@ static int num(json_t *o, const char *key, const char *file, double *v, char *er
     return 0;
 }
 
-/* The converters' settings: preprocessor.json's when the preset saved them, else KerasHub's
+/* The converters' settings: an HF directory's processor_config.json / preprocessor_config.json
+ * (models/io/hf_processor4.h) or a preset's preprocessor.json when there is one, else KerasHub's
  * defaults fitted to the towers. */
 static int converters(gt_gen4 *x, const char *dir, char *err, size_t errn) {
     x->icfg = gt_image4_cfg_gemma4();
     gt_audio_cfg_default(&x->acfg);
     if (x->has_v) x->icfg.patch = (int)x->v.cfg.patch_size, x->icfg.pool = (int)x->v.cfg.pool_size;
     if (x->has_a) x->acfg.num_mels = (int)x->a.cfg.input_feat_size;
+    bool hi, ha;
+    if (gt_hf_processor4_load(dir, x->has_v ? &x->icfg : NULL, &hi, x->has_a ? &x->acfg : NULL, &ha, err, errn))
+        return -1;
+    if (hi || ha) return 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/preprocessor.json", dir);
     FILE *f = fopen(path, "r");
@@ -58,35 +61,10 @@ static int converters(gt_gen4 *x, const char *dir, char *err, size_t errn) {
     return rc ? -1 : 0;
 }
 
-/* Image runs bidirectional? KerasHub's use_vision_bidirectional_attention, HF's "vision". */
-static bool vision_bidir(const char *dir) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    json_t *j = json_load_file(path, 0, NULL);
-    json_t *c = json_object_get(j, "config"), *t = json_object_get(j, "text_config");
-    json_t *hf = json_object_get(t, "use_bidirectional_attention");
-    bool b = json_is_true(json_object_get(c, "use_vision_bidirectional_attention")) ||
-             (json_is_string(hf) && !strcmp(json_string_value(hf), "vision"));
-    json_decref(j);
-    return b;
-}
-
 /* The towers wanted (vision when images, audio when clips) from a preset or an HF directory. */
 static int towers(gt_gen4 *x, const char *dir, bool want_v, bool want_a, char *err, size_t errn) {
-    if (gt_keras_preset_detect(dir)) {
-        if (gt_towers4_keras_load(dir, want_v ? &x->v : NULL, &x->has_v, want_a ? &x->a : NULL, &x->has_a, err, errn))
-            return -1;
-    } else {
-        char e[1024];
-        if (want_v && !gt_hf_vision4_config(dir, &x->v.cfg, e, sizeof e)) {
-            if (gt_hf_vision4_load(dir, &x->v, err, errn)) return -1;
-            x->has_v = true;
-        }
-        if (want_a && !gt_hf_audio_config(dir, &x->a.cfg, e, sizeof e)) {
-            if (gt_hf_audio_load(dir, &x->a, err, errn)) return -1;
-            x->has_a = true;
-        }
-    }
+    if (cli_towers4_load(dir, want_v ? &x->v : NULL, &x->has_v, want_a ? &x->a : NULL, &x->has_a, err, errn))
+        return -1;
     if (want_v && !x->has_v)
         return gt_errf(err, errn, "--image: %s has no Gemma 4 vision encoder (a KerasHub preset or Hugging Face "
                        "directory with one)", dir);
@@ -110,26 +88,46 @@ static int load_images(gt_gen4 *x, const char *const *images, int n, char *err, 
     return 0;
 }
 
-/* One clip: its frames up to 4 x its token count (KerasHub clips the mel to the placeholders). */
-static int load_clip(gt_gen4 *x, const char *path, char *err, size_t errn) {
-    if (gt_audio_cfg_validate(&x->acfg, err, errn)) return -1;
+/* One clip's features (all F frames) into *mel; its token and valid-frame counts. */
+static int clip_features(const gt_gen4 *x, const char *path, float **mel, int64_t *tokens, int64_t *nv, char *err,
+                         size_t errn) {
     float *wav = NULL;
     int64_t ns = 0, F = gt_audio_num_frames(&x->acfg), M = x->acfg.num_mels;
     char e[1024];
     if (gt_audio_read_wav(path, x->acfg.sampling_rate, &wav, &ns, NULL, e, sizeof e))
         return gt_errf(err, errn, "--audio: %s", e);
-    float *all = malloc(sizeof(float) * (size_t)(F * M));
-    int rc = !all ? gt_errf(err, errn, "--audio: out of memory") : gt_audio_features(&x->acfg, wav, ns, all, e, sizeof e);
-    if (all && rc) gt_errf(err, errn, "--audio: %s: %s", path, e);
+    *mel = malloc(sizeof(float) * (size_t)(F * M));
+    int rc = !*mel ? gt_errf(err, errn, "--audio: out of memory") : gt_audio_features(&x->acfg, wav, ns, *mel, e, sizeof e);
+    if (*mel && rc) gt_errf(err, errn, "--audio: %s: %s", path, e);
+    *tokens = gt_audio_num_tokens(&x->acfg, ns), *nv = gt_audio_valid_frames(&x->acfg, ns);
     free(wav);
-    if (rc) return free(all), -1;
-    x->clip_tokens = gt_audio_num_tokens(&x->acfg, ns);
-    int64_t T = 4 * x->clip_tokens < F ? 4 * x->clip_tokens : F, nv = gt_audio_valid_frames(&x->acfg, ns);
-    x->mel = all; /* the first T frames, row-major: a prefix */
-    x->valid = malloc((size_t)T);
-    if (!x->valid) return gt_errf(err, errn, "--audio: out of memory");
-    for (int64_t t = 0; t < T; t++) x->valid[t] = t < nv;
-    x->cl = (gt_gemma4_clips){x->mel, x->valid, 1, T};
+    return rc ? -1 : 0;
+}
+
+/* The clips, each cut to T = the largest 4 x token count frames (KerasHub clips the mel to the
+ * placeholders; a shorter clip's extra frames are masked, which leaves its valid steps as they
+ * are), in one [n, T, mels] block with their frame masks. */
+static int load_clips(gt_gen4 *x, const char *const *paths, int n, char *err, size_t errn) {
+    if (n < 1 || n > GT_GEN4_MAX_CLIPS) return gt_errf(err, errn, "--audio: 1 to %d clips", GT_GEN4_MAX_CLIPS);
+    if (gt_audio_cfg_validate(&x->acfg, err, errn)) return -1;
+    int64_t F = gt_audio_num_frames(&x->acfg), M = x->acfg.num_mels, T = 1, nv[GT_GEN4_MAX_CLIPS];
+    float *all[GT_GEN4_MAX_CLIPS] = {0};
+    int rc = 0;
+    for (int c = 0; c < n && !rc; c++) {
+        rc = clip_features(x, paths[c], &all[c], &x->clip_tokens[c], &nv[c], err, errn);
+        if (!rc && 4 * x->clip_tokens[c] > T) T = 4 * x->clip_tokens[c] < F ? 4 * x->clip_tokens[c] : F;
+    }
+    size_t nT = (size_t)n * (size_t)(T > 0 ? T : 1);
+    x->mel = rc ? NULL : malloc(sizeof(float) * nT * (size_t)M);
+    x->valid = rc ? NULL : malloc(nT);
+    if (!rc && (!x->mel || !x->valid)) rc = gt_errf(err, errn, "--audio: out of memory");
+    for (int c = 0; c < n && !rc; c++) { /* the first T frames of each, row-major: a prefix */
+        memcpy(x->mel + c * T * M, all[c], sizeof(float) * (size_t)(T * M));
+        for (int64_t t = 0; t < T; t++) x->valid[c * T + t] = t < nv[c];
+    }
+    for (int c = 0; c < n; c++) free(all[c]);
+    if (rc) return -1;
+    x->cl = (gt_gemma4_clips){x->mel, x->valid, n, T};
     return 0;
 }
 
@@ -138,12 +136,11 @@ int gt_gen4_load(gt_gen4 *x, const char *dir, const gt_tokenizer *tok, const cha
     memset(x, 0, sizeof *x);
     if (n_images > GT_GEN4_MAX_IMAGES) return gt_errf(err, errn, "--image: at most %d images", GT_GEN4_MAX_IMAGES);
     if (n_clips > GT_GEN4_MAX_CLIPS)
-        return gt_errf(err, errn, "--audio: at most %d clip per prompt (KerasHub's max_audio_clips_per_prompt)",
-                       GT_GEN4_MAX_CLIPS);
+        return gt_errf(err, errn, "--audio: at most %d clips per prompt", GT_GEN4_MAX_CLIPS);
     if (towers(x, dir, n_images > 0, n_clips > 0, err, errn)) return -1;
     x->has_v = x->has_v && n_images > 0, x->has_a = x->has_a && n_clips > 0;
     if (converters(x, dir, err, errn)) return -1;
-    x->md = (gt_gemma4_media){.vision_bidir = vision_bidir(dir), .image_token = -1, .audio_token = -1};
+    x->md = (gt_gemma4_media){.vision_bidir = cli_towers4_vision_bidir(dir), .image_token = -1, .audio_token = -1};
     if (n_images) {
         if ((x->md.image_token = gt_tok_piece_id(tok, GT_IMAGE4_PLACEHOLDER)) < 0)
             return gt_errf(err, errn, "--image: the tokenizer has no %s piece", GT_IMAGE4_PLACEHOLDER);
@@ -153,7 +150,7 @@ int gt_gen4_load(gt_gen4 *x, const char *dir, const gt_tokenizer *tok, const cha
     if (n_clips) {
         if ((x->md.audio_token = gt_tok_piece_id(tok, GT_AUDIO_PLACEHOLDER)) < 0)
             return gt_errf(err, errn, "--audio: the tokenizer has no %s piece", GT_AUDIO_PLACEHOLDER);
-        if (load_clip(x, clips[0], err, errn)) return -1;
+        if (load_clips(x, clips, n_clips, err, errn)) return -1;
         x->md.audio = &x->a, x->md.clips = &x->cl;
     }
     return 0;
@@ -186,6 +183,7 @@ int gt_gen4_encode(const gt_gen4 *x, const gt_tokenizer *tok, const char *prompt
         return gt_errf(err, errn, "--audio: PROMPT has %d %s marker%s for %lld clip%s", na, GT_AUDIO_PLACEHOLDER,
                        na == 1 ? "" : "s", (long long)x->cl.n, x->cl.n == 1 ? "" : "s");
     const char *p = prompt;
+    int clip = 0;
     while (*p) {
         const char *im = strstr(p, GT_IMAGE4_PLACEHOLDER), *au = strstr(p, GT_AUDIO_PLACEHOLDER);
         const char *at = !im ? au : !au ? im : im < au ? im : au;
@@ -194,7 +192,7 @@ int gt_gen4_encode(const gt_gen4 *x, const gt_tokenizer *tok, const char *prompt
         if (!at) break;
         int rc = at == im ? push_span(tok, GT_IMAGE4_START, GT_IMAGE4_PLACEHOLDER, GT_IMAGE4_END,
                                       x->icfg.max_soft_tokens, ids, err, errn)
-                          : push_span(tok, GT_AUDIO_START, GT_AUDIO_PLACEHOLDER, GT_AUDIO_END, x->clip_tokens, ids,
+                          : push_span(tok, GT_AUDIO_START, GT_AUDIO_PLACEHOLDER, GT_AUDIO_END, x->clip_tokens[clip++], ids,
                                       err, errn);
         if (rc) return -1;
         p = at + strlen(at == im ? GT_IMAGE4_PLACEHOLDER : GT_AUDIO_PLACEHOLDER);

@@ -4,11 +4,14 @@
  * Hugging Face directory: hf_vision4 / hf_audio). The converters' settings come from the
  * preset's preprocessor.json (config.image_converter / config.audio_converter, as KerasHub
  * saves Gemma4CausalLMPreprocessor) when it has them, else KerasHub's defaults with the
- * towers' patch, pool and mel sizes. As Gemma4CausalLMPreprocessor, each "<|image|>" of the
- * prompt becomes <|image>, max_soft_tokens x <|image|>, <image|> and each "<|audio|>" the
- * clip's <|audio|> count (ceil(valid frames / 4)) inside <|audio>...<audio|>; KerasHub adds no
- * marker itself, so a prompt must hold one per file. At most 8 images and 1 clip (KerasHub's
- * max_audio_clips_per_prompt). Errors: -1 with one line naming the file or the missing tower. */
+ * towers' patch, pool and mel sizes; on a Hugging Face directory, from its
+ * processor_config.json or preprocessor_config.json (models/io/hf_processor4.h), as KerasHub's
+ * converter maps them. As Gemma4CausalLMPreprocessor, each "<|image|>" of the prompt becomes
+ * <|image>, max_soft_tokens x <|image|>, <image|> and the k-th "<|audio|>" the k-th clip's
+ * <|audio|> count (ceil(valid frames / 4)) inside <|audio>...<audio|>; KerasHub adds no marker
+ * itself, so a prompt must hold one per file. At most 8 images and 8 clips (KerasHub's
+ * max_audio_clips_per_prompt is 1 by default; its placement takes any number, clip after clip).
+ * Errors: -1 with one line naming the file or the missing tower. */
 #ifndef GT_CLI_GEN_MEDIA4_H
 #define GT_CLI_GEN_MEDIA4_H
 
@@ -22,7 +25,7 @@
 #include "models/gemma4_mm.h"
 
 #define GT_GEN4_MAX_IMAGES 8
-#define GT_GEN4_MAX_CLIPS 1
+#define GT_GEN4_MAX_CLIPS 8
 
 typedef struct gt_gen4 {
     gt_vision4 v;
@@ -33,7 +36,7 @@ typedef struct gt_gen4 {
     float *patches, *mel;
     int32_t *pos;
     uint8_t *valid;
-    int64_t clip_tokens; /* <|audio|> slots of the clip */
+    int64_t clip_tokens[GT_GEN4_MAX_CLIPS]; /* <|audio|> slots of each clip */
     gt_gemma4_images im;
     gt_gemma4_clips cl;
     gt_gemma4_media md;

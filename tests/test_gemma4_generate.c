@@ -4,8 +4,9 @@
  * prompt with an image and a clip equals a direct call path (the converters, then
  * gt_gemma4_media_hidden over the whole sequence and argmax per step, with the clip's mel left
  * untruncated), and so does the beam sampler with one beam; --score --logits gives the same
- * prompt ids and logits; a model without the tower, an unreadable file, too many clips and a
- * marker count that does not fit are refused. */
+ * prompt ids and logits; two clips in one prompt likewise (logits and greedy output); a model
+ * without the tower, an unreadable file, too many clips and a marker count that does not fit are
+ * refused. */
 #include <check.h>
 #include <ftw.h>
 #include <math.h>
@@ -301,6 +302,112 @@ START_TEST(score_logits_match_the_direct_path) {
 }
 END_TEST
 
+#define CLIP2 "tests/fixtures/audio/noise.wav"
+
+/* Two clips in one prompt (the longer first, so the shorter one is padded to its cut): the CLI's
+ * ids and --score --logits equal the direct path with each clip's 100 frames whole, the first
+ * <|audio|> taking the first --audio; the cached prefill then greedy steps too. */
+START_TEST(two_clips_match_the_direct_path) {
+    ref_path r;
+    ref_load(&r); /* the model, tokenizer and towers; its one-clip media are replaced below */
+    char err[1024];
+    gt_audio_cfg ac;
+    gt_audio_cfg_default(&ac);
+    ac.num_mels = 16, ac.max_audio_length = 1;
+    static float mel[2 * 100 * 16];
+    uint8_t valid[200];
+    int64_t nt[2];
+    const char *clip[2] = {CLIP2, CLIP};
+    for (int c = 0; c < 2; c++) {
+        float *wav;
+        int64_t ns;
+        ck_assert_msg(gt_audio_read_wav(clip[c], 16000, &wav, &ns, NULL, err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(gt_audio_features(&ac, wav, ns, mel + c * 100 * 16, err, sizeof err) == 0, "%s", err);
+        int64_t nv = gt_audio_valid_frames(&ac, ns);
+        nt[c] = gt_audio_num_tokens(&ac, ns);
+        for (int t = 0; t < 100; t++) valid[c * 100 + t] = t < nv;
+        free(wav);
+    }
+    ck_assert(nt[0] == 23 && nt[1] == 10);
+    gt_gemma4_clips cl = {mel, valid, 2, 100};
+    r.md.images = NULL, r.md.clips = &cl;
+    gt_ids ids = {0};
+    gt_ids_push(&ids, gt_tok_bos(r.tok));
+    push_text(r.tok, "a ", &ids);
+    push_span(r.tok, "<|audio>", "<|audio|>", "<audio|>", nt[0], &ids);
+    push_text(r.tok, " b ", &ids);
+    push_span(r.tok, "<|audio>", "<|audio|>", "<audio|>", nt[1], &ids);
+    push_text(r.tok, " c", &ids);
+    int64_t V = r.m->cfg.vocab_size, n = (int64_t)ids.n;
+    static char out[1 << 20];
+    char args[1024];
+    snprintf(args, sizeof args, "generate --model %s --audio " CLIP2 " --audio " CLIP " --score --logits "
+             "'a <|audio|> b <|audio|> c'", dir);
+    int rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0, "exit %d:\n%.2000s", rc, out);
+    const char *p = strstr(out, "{\"tokens\":[");
+    ck_assert_ptr_nonnull(p);
+    p += 11;
+    for (int64_t i = 0; i < n; i++) {
+        char *e;
+        long id = strtol(p, &e, 10);
+        ck_assert_msg(id == ids.ids[i], "token %lld: CLI %ld, expected %d", (long long)i, id, ids.ids[i]);
+        p = e + 1;
+    }
+    ck_assert_msg(p[-1] == ']', "more tokens than the %lld expected", (long long)n);
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = false;
+    gt_tensor *z = ref_logits(&ctx, &r, ids.ids, n);
+    p = strstr(p, "\"logits\":[") + 10;
+    double worst = 0, mx = 0;
+    for (int64_t t = 0; t < n; t++) {
+        p = strchr(p, '[') + 1;
+        for (int64_t v = 0; v < V; v++) {
+            char *e;
+            worst = fmax(worst, fabs(strtod(p, &e) - z->data[t * V + v]));
+            mx = fmax(mx, fabs(z->data[t * V + v]));
+            p = e + 1;
+        }
+    }
+    /* greedy: the cached prefill with both clips, then steps, against argmax of the direct path */
+    int32_t eos = gt_tok_eos(r.tok);
+    size_t ng = 0;
+    for (int s = 0; s < NEW; s++, ng++) {
+        gt_ctx_reset(&ctx);
+        gt_tensor *zz = ref_logits(&ctx, &r, ids.ids, (int64_t)ids.n);
+        const gt_real *row = zz->data + ((int64_t)ids.n - 1) * V;
+        int32_t best = 0;
+        for (int64_t v = 1; v < V; v++)
+            if (row[v] > row[best]) best = (int32_t)v;
+        gt_ids_push(&ids, best);
+        if (best == eos) {
+            ng++;
+            break;
+        }
+    }
+    char *want = NULL;
+    ck_assert_int_eq(gt_tok_decode(r.tok, ids.ids + n, ng, true, &want, NULL, err, sizeof err), 0);
+    snprintf(args, sizeof args, "generate --model %s --audio " CLIP2 " --audio " CLIP " --max-new-tokens %d "
+             "--strip-prompt 'a <|audio|> b <|audio|> c'", dir, NEW);
+    rc = run(args, out, sizeof out);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    size_t len = strlen(out);
+    ck_assert_msg(len > 0 && out[len - 1] == '\n', "%s", out);
+    out[len - 1] = 0;
+    printf("gemma4 generate with two clips (%lld + %lld tokens): --score --logits max |diff| %.3g (max |logit| "
+           "%.3g); greedy CLI \"%s\", direct \"%s\"\n", (long long)nt[0], (long long)nt[1], worst, mx, out, want);
+    ck_assert(mx > 0);
+    ck_assert_msg(worst <= 1e-5 * mx, "logits differ by %.3g", worst);
+    ck_assert_msg(strlen(want) > 0, "the direct path generated no text");
+    ck_assert_str_eq(out, want);
+    free(want);
+    gt_ids_free(&ids);
+    gt_ctx_free(&ctx);
+    ref_free(&r);
+}
+END_TEST
+
 static void expect_error(const char *args, const char *needle) {
     static char out[1 << 16];
     int rc = run(args, out, sizeof out);
@@ -317,8 +424,12 @@ START_TEST(bad_media_are_refused) {
     expect_error(a, "/nonexistent/cat.png");
     snprintf(a, sizeof a, "generate --model %s --audio /nonexistent/say.wav 'x <|audio|>'", dir);
     expect_error(a, "/nonexistent/say.wav");
-    snprintf(a, sizeof a, "generate --model %s --audio " CLIP " --audio " CLIP " 'x <|audio|> <|audio|>'", dir);
-    expect_error(a, "at most 1 clip");
+    snprintf(a, sizeof a, "generate --model %s --audio " CLIP " --audio " CLIP " 'x <|audio|>'", dir);
+    expect_error(a, "PROMPT has 1 <|audio|> marker for 2 clips");
+    char *q = a + snprintf(a, sizeof a, "generate --model %s", dir);
+    for (int i = 0; i < 9; i++) q += snprintf(q, sizeof a - (size_t)(q - a), " --audio " CLIP);
+    snprintf(q, sizeof a - (size_t)(q - a), " 'x'");
+    expect_error(a, "at most 8 clips");
     snprintf(a, sizeof a, "generate --model %s --image " IMAGE " 'no marker'", dir);
     expect_error(a, "(a Gemma 4 prompt has one <|image|> per image)");
     snprintf(a, sizeof a, "generate --model %s --image " IMAGE " '<|image|> <|image|>'", dir);
@@ -335,6 +446,7 @@ int main(void) {
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_add_test(tc, greedy_matches_the_direct_path);
     tcase_add_test(tc, score_logits_match_the_direct_path);
+    tcase_add_test(tc, two_clips_match_the_direct_path);
     tcase_add_test(tc, bad_media_are_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

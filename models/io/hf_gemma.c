@@ -10,9 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "data/audio.h"
 #include "data/tokenizer.h"
+#include "models/gemma4_mm.h"
 #include "models/gemma_fields.h"
 #include "models/gemma_params.h"
+#include "models/io/hf_towers4.h"
 #include "models/io/safetensors.h"
 #include "models/io/vision_hf.h"
 #include "util/err.h"
@@ -973,13 +976,17 @@ static int gather_decoder(const gt_gemma *m, const char *pre, gt_st_entry *e, ch
     return 0;
 }
 
+/* bos, eos, pad, <end_of_turn>; Gemma 3's image ids (3); Gemma 4's image and audio ids (6) */
+#define NIDS 13
+
 /* config.json (the multimodal one around the text config when there is an encoder) and
  * generation_config.json. ids: bos, eos, pad, <end_of_turn>, then the image token ids. */
-static int write_configs(const gt_gemma *m, const gt_hf_save_opts *o, const char *dir, const int32_t ids[7],
+static int write_configs(const gt_gemma *m, const gt_hf_save_opts *o, const char *dir, const int32_t ids[NIDS],
                          char *err, size_t errn) {
     int32_t bos = ids[0], eos = ids[1], pad = ids[2], eot = ids[3];
     json_t *cj = config_json(&m->cfg, o->bf16, bos, eos, pad);
     if (o->vision) cj = gt_vision_hf_config(&o->vision->cfg, cj, ids + 4);
+    if (o->vision4 || o->audio) cj = gt_hf_towers4_config(cj, o->vision4, o->audio, ids + 7, o->vision_bidir);
     int rc = write_json(dir, "config.json", cj, err, errn);
     json_decref(cj);
     if (rc) return rc;
@@ -1003,11 +1010,14 @@ static int write_configs(const gt_gemma *m, const gt_hf_save_opts *o, const char
 
 /* The tokenizer's special ids (Gemma's when there is none): bos, eos, pad, <end_of_turn>,
  * <start_of_image>, <end_of_image>, the image token; 0 or -1 when they do not fit the model. */
-static int special_ids(const gt_tokenizer *tok, const char *path, const gt_gemma_config *c, int32_t ids[7],
+static int special_ids(const gt_tokenizer *tok, const char *path, const gt_gemma_config *c, int32_t ids[NIDS],
                        char *err, size_t errn) {
-    int32_t d[7] = {2, 1, 0, -1, -1, -1, -1};
+    int32_t d[NIDS] = {2, 1, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
     memcpy(ids, d, sizeof d);
     if (!tok) return 0;
+    static const char *const g4[6] = {GT_IMAGE4_START, GT_IMAGE4_PLACEHOLDER, GT_IMAGE4_END,
+                                      GT_AUDIO_START, GT_AUDIO_PLACEHOLDER, GT_AUDIO_END};
+    for (int k = 0; k < 6; k++) ids[7 + k] = gt_tok_piece_id(tok, g4[k]);
     ids[0] = gt_tok_bos(tok), ids[1] = gt_tok_eos(tok), ids[2] = gt_tok_pad(tok);
     ids[3] = gt_tok_piece_id(tok, "<end_of_turn>");
     ids[4] = gt_tok_piece_id(tok, "<start_of_image>"), ids[5] = gt_tok_piece_id(tok, "<end_of_image>");
@@ -1031,23 +1041,31 @@ int gt_hf_gemma_save(const gt_gemma *m, const char *dir, const gt_hf_save_opts *
     if (check_expressible(c, err, errn)) return -1;
     if (o.vision && (c->generation != 3 || o.vision->cfg.output_dim != c->hidden_dim))
         return gt_errf(err, errn, "hf save: %s: a vision encoder is written for Gemma 3 with output_dim = hidden_dim", dir);
+    bool towers = o.vision4 || o.audio;
+    if (towers && (c->generation != 4 || o.vision))
+        return gt_errf(err, errn, "hf save: %s: Gemma 4 vision / audio towers are written with a Gemma 4 decoder", dir);
+    if (towers && gt_hf_towers4_check(o.vision4, o.audio, c->hidden_dim, err, errn)) return -1;
     gt_tokenizer *tok = NULL;
-    int32_t ids[7];
+    int32_t ids[NIDS];
     if (o.tokenizer && gt_tok_load(o.tokenizer, &tok, err, errn)) return -1;
     if (special_ids(tok, o.tokenizer, c, ids, err, errn) || make_dir(dir, err, errn)) {
         gt_tok_free(tok);
         return -1;
     }
     gt_vision_hf_out vo = {0};
+    gt_hf_towers4_out to = {0};
     int rc = o.vision ? gt_vision_hf_tensors(o.vision, &vo, err, errn) : 0;
-    /* tensors under their HF names: the decoder, then the encoder */
-    gt_st_entry *e = calloc((size_t)(m->n_params + vo.n), sizeof *e);
+    if (!rc && towers) rc = gt_hf_towers4_tensors(o.vision4, o.audio, &to, err, errn);
+    /* tensors under their HF names: the decoder, then the encoders */
+    gt_st_entry *e = calloc((size_t)m->n_params + (size_t)vo.n + to.n, sizeof *e);
     char (*names)[128] = calloc((size_t)m->n_params, sizeof *names);
     float **fused = calloc((size_t)c->num_layers, sizeof *fused); /* per layer: gate_up, or NULL */
     if (!rc && (!e || !names || !fused)) rc = gt_errf(err, errn, "hf save: out of memory");
     size_t n = 0;
-    if (!rc) rc = gather_decoder(m, o.vision ? "language_model.model." : "model.", e, names, fused, &n, err, errn);
+    const char *pre = o.vision ? "language_model.model." : towers ? "model.language_model." : "model.";
+    if (!rc) rc = gather_decoder(m, pre, e, names, fused, &n, err, errn);
     for (int64_t i = 0; !rc && i < vo.n; i++) e[n++] = vo.e[i];
+    for (size_t i = 0; !rc && i < to.n; i++) e[n++] = to.e[i];
     if (rc) goto done;
     char *wpath = gt_path_join(dir, "model.safetensors");
     static const char *const meta[] = {"format", "pt", NULL};
@@ -1068,6 +1086,7 @@ done:
     free(e);
     free(names);
     gt_vision_hf_out_free(&vo);
+    gt_hf_towers4_out_free(&to);
     gt_tok_free(tok);
     return rc;
 }

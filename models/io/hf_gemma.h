@@ -43,7 +43,9 @@
 #define GT_HF_GEMMA_H
 
 #include "models/gemma.h"
+#include "models/audio.h"
 #include "models/vision.h"
+#include "models/vision4.h"
 
 /* Parse dir/config.json (or a config.json path). arch (may be NULL) gets the architecture. */
 int gt_hf_gemma_config(const char *path, gt_gemma_config *cfg, char *arch, size_t archn, char *err,
@@ -64,6 +66,15 @@ typedef struct gt_hf_save_opts {
      * Gemma3ForConditionalGeneration (language_model.model., vision_tower.vision_model.,
      * multi_modal_projector.; models/io/vision_hf.h) */
     const gt_vision *vision;
+    /* NULL, or Gemma 4's towers (either or both): the directory becomes one
+     * Gemma4ForConditionalGeneration (model.language_model., model.vision_tower.,
+     * model.embed_vision., model.audio_tower., model.embed_audio.; models/io/hf_towers4.h), the
+     * tokenizer's <|image>, <|image|>, <image|>, <|audio>, <|audio|>, <audio|> ids in config.json;
+     * vision_bidir: text_config.use_bidirectional_attention "vision" (KerasHub's
+     * use_vision_bidirectional_attention) */
+    const gt_vision4 *vision4;
+    const gt_audio_enc *audio;
+    bool vision_bidir;
 } gt_hf_save_opts;
 
 /* Write the model into dir (created if missing). The files named above are replaced, a stale

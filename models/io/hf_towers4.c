@@ -137,38 +137,85 @@ static int expressible(const gt_vision4 *v, const gt_audio_enc *a, char *err, si
     return 0;
 }
 
-static int write_config(const char *dir, const gt_vision4 *v, const gt_audio_enc *a, char *err,
-                        size_t errn) {
+/* The model's config.json: text (a Gemma4ForCausalLM config object, or NULL for the towers
+ * alone: text_config.hidden_size only) wrapped as Gemma4ForConditionalGeneration. */
+json_t *gt_hf_towers4_config(json_t *text, const gt_vision4 *v, const gt_audio_enc *a,
+                             const int32_t ids[6], bool vision_bidir) {
     int64_t width = v ? v->cfg.output_dim : a->cfg.output_dim;
-    json_t *o = json_pack("{s:[s], s:s, s:{s:I}}", "architectures",
-                          "Gemma4ForConditionalGeneration", "model_type", "gemma4", "text_config",
-                          "hidden_size", (json_int_t)width);
-    if (o && v) json_object_set_new(o, "vision_config", vision_json(&v->cfg));
-    if (o && a) json_object_set_new(o, "audio_config", audio_json(&a->cfg));
-    char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    json_decref(o);
-    char *path = gt_path_join(dir, "config.json");
-    int rc = text && path ? gt_write_file_atomic(path, text, strlen(text), err, errn)
-                          : gt_errf(err, errn, "hf save: out of memory");
-    free(text), free(path);
-    return rc;
+    json_t *tc = text ? text : json_pack("{s:I}", "hidden_size", (json_int_t)width);
+    json_t *o = tc ? json_pack("{s:[s], s:s, s:o}", "architectures", "Gemma4ForConditionalGeneration",
+                               "model_type", "gemma4", "text_config", tc)
+                   : NULL;
+    if (!o) return NULL;
+    if (text) { /* the class and the head belong to the outer config */
+        json_object_del(text, "architectures");
+        json_object_set_new(o, "tie_word_embeddings", json_true());
+        json_object_set(o, "dtype", json_object_get(text, "dtype"));
+        if (vision_bidir) json_object_set_new(text, "use_bidirectional_attention", json_string("vision"));
+    }
+    if (v) json_object_set_new(o, "vision_config", vision_json(&v->cfg));
+    if (a) json_object_set_new(o, "audio_config", audio_json(&a->cfg));
+    static const char *const keys[6] = {"boi_token_id", "image_token_id", "eoi_token_id",
+                                        "boa_token_id", "audio_token_id", "eoa_token_index"};
+    for (int k = 0; ids && k < 6; k++)
+        if (ids[k] >= 0) json_object_set_new(o, keys[k], json_integer(ids[k]));
+    return o;
+}
+
+int gt_hf_towers4_check(const gt_vision4 *v, const gt_audio_enc *a, int64_t text_width, char *err,
+                        size_t errn) {
+    if (expressible(v, a, err, errn)) return -1;
+    int64_t w = v ? v->cfg.output_dim : a->cfg.output_dim;
+    if (text_width > 0 && w != text_width)
+        return gt_errf(err, errn, "hf save: the towers project to width %lld, the decoder's hidden_size is %lld",
+                       (long long)w, (long long)text_width);
+    return 0;
+}
+
+int gt_hf_towers4_tensors(const gt_vision4 *v, const gt_audio_enc *a, gt_hf_towers4_out *out,
+                          char *err, size_t errn) {
+    memset(out, 0, sizeof *out);
+    size_t cap = 4 * (size_t)((v ? v->n_all : 0) + (a ? a->n_all : 0));
+    entries *s = calloc(1, sizeof *s);
+    if (s) *s = (entries){calloc(cap, sizeof *s->e), calloc(cap, sizeof *s->names),
+                          calloc(cap, sizeof *s->owned), 0, cap, 0};
+    out->priv = s;
+    int rc = !s || !s->e || !s->names || !s->owned ? gt_errf(err, errn, "hf save: out of memory") : 0;
+    if (!rc && v) rc = add_tower(s, v->all, v->n_all, true, err, errn);
+    if (!rc && a) rc = add_tower(s, a->all, a->n_all, false, err, errn);
+    if (rc) {
+        gt_hf_towers4_out_free(out);
+        return -1;
+    }
+    out->e = s->e, out->n = s->n;
+    return 0;
+}
+
+void gt_hf_towers4_out_free(gt_hf_towers4_out *o) {
+    entries *s = o->priv;
+    if (s) {
+        for (size_t i = 0; i < s->n_owned; i++) free(s->owned[i]);
+        free(s->e), free(s->names), free(s->owned), free(s);
+    }
+    memset(o, 0, sizeof *o);
 }
 
 int gt_hf_towers4_save(const char *dir, const gt_vision4 *v, const gt_audio_enc *a, char *err,
                        size_t errn) {
-    if (expressible(v, a, err, errn) || gt_mkdir_p(dir, err, errn)) return -1;
-    size_t cap = 4 * (size_t)((v ? v->n_all : 0) + (a ? a->n_all : 0));
-    entries s = {calloc(cap, sizeof *s.e), calloc(cap, sizeof *s.names),
-                 calloc(cap, sizeof *s.owned), 0, cap, 0};
-    int rc = !s.e || !s.names || !s.owned ? gt_errf(err, errn, "hf save: out of memory") : 0;
-    if (!rc && v) rc = add_tower(&s, v->all, v->n_all, true, err, errn);
-    if (!rc && a) rc = add_tower(&s, a->all, a->n_all, false, err, errn);
-    char *path = rc ? NULL : gt_path_join(dir, "model.safetensors");
+    if (gt_hf_towers4_check(v, a, 0, err, errn) || gt_mkdir_p(dir, err, errn)) return -1;
+    gt_hf_towers4_out t;
+    if (gt_hf_towers4_tensors(v, a, &t, err, errn)) return -1;
+    char *path = gt_path_join(dir, "model.safetensors");
     static const char *const meta[] = {"format", "pt", NULL};
-    if (!rc) rc = path ? gt_st_write(path, s.e, s.n, GT_ST_F32, meta, err, errn)
-                       : gt_errf(err, errn, "hf save: out of memory");
-    if (!rc) rc = write_config(dir, v, a, err, errn);
-    for (size_t i = 0; i < s.n_owned; i++) free(s.owned[i]);
-    free(s.e), free(s.names), free(s.owned), free(path);
+    int rc = path ? gt_st_write(path, t.e, t.n, GT_ST_F32, meta, err, errn) : gt_errf(err, errn, "hf save: out of memory");
+    free(path);
+    gt_hf_towers4_out_free(&t);
+    json_t *o = rc ? NULL : gt_hf_towers4_config(NULL, v, a, NULL, false);
+    char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_decref(o);
+    path = gt_path_join(dir, "config.json");
+    if (!rc) rc = text && path ? gt_write_file_atomic(path, text, strlen(text), err, errn)
+                               : gt_errf(err, errn, "hf save: out of memory");
+    free(text), free(path);
     return rc;
 }

@@ -390,6 +390,7 @@ static json_t *metadata_json(const gt_gemma_config *c, const gt_preset_save_opts
 static json_t *with_vision(json_t *bb, const gt_vision *v, const gt_preset_save_opts *o) {
     json_t *c = json_object_get(bb, "config");
     if (c && o->vision4) json_object_set_new(c, "vision_encoder", gt_towers4_keras_vision_json(&o->vision4->cfg));
+    if (c && o->vision4 && o->vision_bidir) json_object_set_new(c, "use_vision_bidirectional_attention", json_true());
     if (c && o->audio) {
         json_object_set_new(c, "audio_encoder", gt_towers4_keras_audio_json(&o->audio->cfg));
         json_object_set_new(c, "num_audio_tokens_per_clip", json_integer(750));

@@ -58,6 +58,7 @@ typedef struct gt_preset_save_opts {
                                  lora set and merge_lora false, in adapter.lora.h5 */
     const gt_vision4 *vision4;    /* Gemma 4's encoders (models/io/towers4_keras.h), or NULL */
     const gt_audio_enc *audio;
+    bool vision_bidir;            /* Gemma 4: use_vision_bidirectional_attention */
 } gt_preset_save_opts;
 
 int gt_keras_preset_save(const char *dir, const gt_gemma *m, const gt_tokenizer *tok,

@@ -21,8 +21,12 @@ static int hf_config(const char *path, gt_vision_config *vc, bool *has, char *er
     *has = false;
     if (!j) return gt_errf(err, errn, "%s:%d:%d: %s", path, je.line, je.column, gt_err_printable(je.text));
     json_t *v = json_object_get(j, "vision_config"), *t = json_object_get(j, "text_config");
+    /* Gemma 4's tower is another encoder (models/io/hf_vision4.h), not this one */
+    const char *mt = json_string_value(json_object_get(j, "model_type"));
+    const char *vt = json_string_value(json_object_get(v, "model_type"));
+    bool g4 = (mt && !strcmp(mt, "gemma4")) || (vt && !strcmp(vt, "gemma4_vision"));
     int rc = 0;
-    if (json_is_object(v)) {
+    if (json_is_object(v) && !g4) {
         int64_t side = jint(v, "image_size") > 0 && jint(v, "patch_size") > 0
                            ? jint(v, "image_size") / jint(v, "patch_size") : 0;
         int64_t mm = jint(j, "mm_tokens_per_image"), per = mm > 0 ? (int64_t)llround(sqrt((double)mm)) : 0;

@@ -17,8 +17,10 @@ int gt_vision_keras_config(const char *dir, gt_vision_config *vc, bool *has, cha
     if (!j) return gt_errf(err, errn, "%s:%d:%d: %s", path, je.line, je.column, gt_err_printable(je.text));
     json_t *enc = json_object_get(json_object_get(j, "config"), "vision_encoder");
     json_t *c = json_object_get(enc, "config");
+    /* Gemma 4's tower is another encoder (models/io/towers4_keras.h), not this one */
+    const char *cls = json_string_value(json_object_get(enc, "class_name"));
     int rc = 0;
-    if (enc && !json_is_null(enc)) {
+    if (enc && !json_is_null(enc) && !(cls && !strncmp(cls, "Gemma4", 6))) {
         const char *keys[8] = {"image_size", "patch_size", "num_heads", "hidden_dim", "num_layers",
                                "intermediate_dim", "output_dim", "pool_size"};
         int64_t v[8];
