@@ -132,6 +132,8 @@ $(BUILD)/%.o: %.c
 # The optimizer's element loop (sqrt per value) vectorises only when sqrt need not set errno;
 # the results are the same (sqrt is exact either way), the update about 4x faster.
 $(BUILD)/train/optim.o $(BUILD)/pic/train/optim.o: CFLAGS += -fno-math-errno
+# so do the init's normal draws (autograd/normal.c)
+$(BUILD)/autograd/normal.o $(BUILD)/f64/autograd/normal.o $(BUILD)/pic/autograd/normal.o: CFLAGS += -fno-math-errno
 # the packing-free LM-head kernel is written as a += b * c: let it become FMAs
 $(BUILD)/autograd/ops_lmhead.o $(BUILD)/pic/autograd/ops_lmhead.o: CFLAGS += -ffp-contract=fast
 # bf16 GEMM kernels (AMX, AVX512-BF16): this one file targets those instruction sets whatever

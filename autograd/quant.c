@@ -153,81 +153,110 @@ void gt_qt_block_f32(uint32_t type, const uint8_t *b, float *y) {
  * The reference (ggml's quantize_row_q4_K_ref) algorithm, step for step in fp32 so the bytes
  * agree: per sub-block of 32, weights |x| + rms, a min-max start refined over 21 candidate
  * scales by weighted least squares; then the 8 scales and mins quantised to 6 bits against
- * their maxima, and the values requantised with the rounded scales. */
+ * their maxima, and the values requantised with the rounded scales.
+ * Speed: the fits of LANES sub-blocks (two blocks) run side by side, one sub-block a vector lane
+ * (values transposed to [32][LANES]); every lane does the reference's operations in its order,
+ * branches become selects, so the bytes are the same as one sub-block at a time. */
+
+enum { LANES = 16, SUB = 32, NMAX = 15, NSTEP = 20 };
 
 /* Round to nearest, ties to even, for |v| < 2^22: adding 1.5 * 2^23 leaves the integer in the
- * low mantissa bits (inline and vectorisable, unlike lrintf's call). */
+ * low mantissa bits (ggml's nearest_int; inline and vectorisable, unlike lrintf's call). */
 static inline int round_even(float v) {
-    float t = v + 12582912.f;
-    int32_t i;
-    memcpy(&i, &t, 4);
-    return (i & 0x007fffff) - 0x00400000;
+    union { float f; int32_t i; } t = {v + 12582912.f};
+    return (t.i & 0x007fffff) - 0x00400000;
 }
 
-static int clamp_q(int l, int hi) { return l < 0 ? 0 : l > hi ? hi : l; }
-
-/* Scale of one sub-block (its min, negated, into *neg_min), levels into L. */
-static float fit_sub_block(const float *x, const float *w, uint8_t *L, float *neg_min) {
-    enum { N = 32, NMAX = 15, NSTEP = 20 };
-    float lo = x[0], hi = x[0], sw = w[0], sx = w[0] * x[0];
-    for (int i = 1; i < N; i++) {
-        lo = x[i] < lo ? x[i] : lo;
-        hi = x[i] > hi ? x[i] : hi;
-        sw += w[i];
-        sx += w[i] * x[i];
-    }
-    if (lo > 0) lo = 0;
-    if (hi == lo) {
-        memset(L, 0, N);
-        *neg_min = -lo;
-        return 0;
-    }
-    /* lo moves to each better fit's min: later candidates are taken against it */
-    float iscale = NMAX / (hi - lo), scale = 1 / iscale, best = 0;
-    for (int i = 0; i < N; i++) {
-        L[i] = (uint8_t)clamp_q(round_even(iscale * (x[i] - lo)), NMAX);
-        float e = scale * L[i] + lo - x[i];
-        best += w[i] * (e * e);
-    }
-    uint8_t aux[N];
-    for (int s = 0; s <= NSTEP; s++) {
-        iscale = (-1.0f + 0.1f * s + NMAX) / (hi - lo);
-        float sl = 0, sl2 = 0, sxl = 0;
-        for (int i = 0; i < N; i++) {
-            int l = clamp_q(round_even(iscale * (x[i] - lo)), NMAX);
-            aux[i] = (uint8_t)l;
-            sl += w[i] * l;
-            sl2 += w[i] * l * l;
-            sxl += w[i] * l * x[i];
-        }
-        float det = sw * sl2 - sl * sl;
-        if (!(det > 0)) continue;
-        float sc = (sw * sxl - sx * sl) / det, m = (sl2 * sx - sl * sxl) / det;
-        if (m > 0) m = 0, sc = sxl / sl2;
-        float err = 0;
-        for (int i = 0; i < N; i++) {
-            float e = sc * aux[i] + m - x[i];
-            err += w[i] * (e * e);
-        }
-        if (err < best) {
-            memcpy(L, aux, N);
-            best = err, scale = sc, lo = m;
-        }
-    }
-    *neg_min = -lo;
-    return scale;
+/* the level of v clamped to [0, NMAX], as a float (exact) */
+static inline float level(float v) {
+    int l = round_even(v);
+    l = l < 0 ? 0 : l; /* two selects, no branch: the lane loops vectorise */
+    l = l > NMAX ? NMAX : l;
+    return (float)l;
 }
 
-static void q4_k_quantize_block(const float *x, uint8_t *b) {
-    float scales[8], mins[8], w[32], max_scale = 0, max_min = 0;
-    uint8_t L[256], *sc = b + 4;
+typedef struct {
+    float x[SUB][LANES], w[SUB][LANES], L[SUB][LANES], aux[SUB][LANES];
+    float lo[LANES], hi[LANES], sw[LANES], sx[LANES], best[LANES], scale[LANES];
+    int flat[LANES];
+} fit_lanes;
+
+/* min, max, sums and the min-max start of every lane (a flat lane, hi == lo, keeps L = 0) */
+static void fit_start(fit_lanes *f) {
+    for (int k = 0; k < LANES; k++) {
+        f->lo[k] = f->hi[k] = f->x[0][k];
+        f->sw[k] = f->w[0][k];
+        f->sx[k] = f->w[0][k] * f->x[0][k];
+    }
+    for (int i = 1; i < SUB; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = f->x[i][k];
+            f->lo[k] = v < f->lo[k] ? v : f->lo[k];
+            f->hi[k] = v > f->hi[k] ? v : f->hi[k];
+            f->sw[k] += f->w[i][k];
+            f->sx[k] += f->w[i][k] * v;
+        }
+    float is[LANES];
+    for (int k = 0; k < LANES; k++) {
+        f->lo[k] = f->lo[k] > 0 ? 0 : f->lo[k];
+        f->flat[k] = f->hi[k] == f->lo[k];
+        is[k] = NMAX / (f->flat[k] ? 1.f : f->hi[k] - f->lo[k]);
+        f->scale[k] = f->flat[k] ? 0.f : 1 / is[k];
+        f->best[k] = 0;
+    }
+    for (int i = 0; i < SUB; i++)
+        for (int k = 0; k < LANES; k++) {
+            float l = level(is[k] * (f->x[i][k] - f->lo[k])); /* a flat lane: x = lo, level 0 */
+            float e = f->scale[k] * l + f->lo[k] - f->x[i][k];
+            f->L[i][k] = l;
+            f->best[k] += f->w[i][k] * (e * e);
+        }
+}
+
+/* Candidate s of the refinement; lanes whose fit improves take it (and its min moves lo). */
+static void fit_step(fit_lanes *f, int s) {
+    const float num = -1.0f + 0.1f * s + NMAX;
+    float is[LANES], sl[LANES] = {0}, sl2[LANES] = {0}, sxl[LANES] = {0}, sc[LANES], m[LANES], err[LANES] = {0};
+    for (int k = 0; k < LANES; k++) is[k] = num / (f->flat[k] ? 1.f : f->hi[k] - f->lo[k]); /* lo as moved so far */
+    for (int i = 0; i < SUB; i++)
+        for (int k = 0; k < LANES; k++) {
+            float l = level(is[k] * (f->x[i][k] - f->lo[k])), w = f->w[i][k];
+            f->aux[i][k] = l;
+            sl[k] += w * l;
+            sl2[k] += w * l * l;
+            sxl[k] += w * l * f->x[i][k];
+        }
+    int ok[LANES];
+    for (int k = 0; k < LANES; k++) {
+        float det = f->sw[k] * sl2[k] - sl[k] * sl[k];
+        ok[k] = det > 0 && !f->flat[k];
+        float dd = ok[k] ? det : 1.f, q2 = ok[k] ? sl2[k] : 1.f;
+        float a = (f->sw[k] * sxl[k] - f->sx[k] * sl[k]) / dd, b = (sl2[k] * f->sx[k] - sl[k] * sxl[k]) / dd;
+        float a0 = sxl[k] / q2;
+        sc[k] = b > 0 ? a0 : a;
+        m[k] = b > 0 ? 0.f : b;
+    }
+    for (int i = 0; i < SUB; i++)
+        for (int k = 0; k < LANES; k++) {
+            float e = sc[k] * f->aux[i][k] + m[k] - f->x[i][k];
+            err[k] += f->w[i][k] * (e * e);
+        }
+    for (int k = 0; k < LANES; k++) ok[k] = ok[k] && err[k] < f->best[k];
+    for (int i = 0; i < SUB; i++)
+        for (int k = 0; k < LANES; k++) f->L[i][k] = ok[k] ? f->aux[i][k] : f->L[i][k];
+    for (int k = 0; k < LANES; k++) {
+        f->best[k] = ok[k] ? err[k] : f->best[k];
+        f->scale[k] = ok[k] ? sc[k] : f->scale[k];
+        f->lo[k] = ok[k] ? m[k] : f->lo[k];
+    }
+}
+
+/* One block from its sub-block fits: 6-bit scales and mins against their maxima, the fp16 d and
+ * dmin, the values requantised against the stored (rounded) scales, packed in nibbles. */
+static void q4_k_finish_block(const float *x, const float *scales, const float *mins, uint8_t *L, uint8_t *b) {
+    float max_scale = 0, max_min = 0;
+    uint8_t *sc = b + 4;
     for (int j = 0; j < 8; j++) {
-        const float *xj = x + 32 * j;
-        float s2 = 0;
-        for (int l = 0; l < 32; l++) s2 += xj[l] * xj[l];
-        float av = sqrtf(s2 / 32);
-        for (int l = 0; l < 32; l++) w[l] = av + fabsf(xj[l]);
-        scales[j] = fit_sub_block(xj, w, L + 32 * j, &mins[j]);
         max_scale = scales[j] > max_scale ? scales[j] : max_scale;
         max_min = mins[j] > max_min ? mins[j] : max_min;
     }
@@ -253,19 +282,46 @@ static void q4_k_quantize_block(const float *x, uint8_t *b) {
         scale_min_k4(j, sc, &s, &m);
         float dj = d * s, mj = dmin * m;
         if (dj == 0) continue;
-        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)clamp_q(round_even((x[32 * j + l] + mj) / dj), 15);
+        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)level((x[32 * j + l] + mj) / dj);
     }
     uint8_t *q = b + 16;
     for (int j = 0; j < 256; j += 64, q += 32)
         for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
 }
 
+/* Blocks i0 and i0 + 1 (the second only if i0 + 1 < nb) of src into dst. */
+static void q4_k_quantize_pair(const gt_real *src, uint8_t *dst, int64_t i0, int64_t nb, fit_lanes *f) {
+    int nblk = i0 + 1 < nb ? 2 : 1;
+    float x[2][256];
+    memset(x, 0, sizeof x);
+    for (int b = 0; b < nblk; b++)
+        for (int k = 0; k < 256; k++) x[b][k] = (float)src[(i0 + b) * 256 + k];
+    for (int k = 0; k < LANES; k++) {
+        const float *xk = x[k / 8] + SUB * (k % 8);
+        float s2 = 0;
+        for (int l = 0; l < SUB; l++) s2 += xk[l] * xk[l];
+        float av = sqrtf(s2 / 32);
+        for (int l = 0; l < SUB; l++) f->x[l][k] = xk[l], f->w[l][k] = av + fabsf(xk[l]);
+    }
+    fit_start(f);
+    for (int s = 0; s <= NSTEP; s++) fit_step(f, s);
+    for (int b = 0; b < nblk; b++) {
+        float scales[8], mins[8];
+        uint8_t L[256];
+        for (int j = 0; j < 8; j++) {
+            int k = 8 * b + j;
+            scales[j] = f->scale[k], mins[j] = -f->lo[k];
+            for (int l = 0; l < SUB; l++) L[SUB * j + l] = (uint8_t)f->L[l][k];
+        }
+        q4_k_finish_block(x[b], scales, mins, L, dst + (i0 + b) * 144);
+    }
+}
+
 void gt_q4k_quantize(const gt_real *src, uint8_t *dst, int64_t n) {
     int64_t nb = n / 256;
 #pragma omp parallel for schedule(static) if (nb > 64)
-    for (int64_t i = 0; i < nb; i++) {
-        float x[256];
-        for (int k = 0; k < 256; k++) x[k] = (float)src[i * 256 + k];
-        q4_k_quantize_block(x, dst + i * 144);
+    for (int64_t i = 0; i < nb; i += 2) {
+        fit_lanes f;
+        q4_k_quantize_pair(src, dst, i, nb, &f);
     }
 }

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/normal.h"
 #include "autograd/qdot.h"
 #include "autograd/quant.h"
-#include "autograd/rng.h"
 #include "models/gemma_params.h"
 
 /* ---------------------------------------------------------------- parameter table */
@@ -108,38 +108,23 @@ gt_tensor *gt_gemma_find(const gt_gemma *m, const char *name) {
     return NULL;
 }
 
-static double normal01(uint64_t *s) {
-    double u1 = ((double)(gt_rng_next(s) >> 11) + 0.5) / 9007199254740992.0;
-    double u2 = gt_rng_uniform(s);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-/* n values of the stream from state s on (each value takes two draws; splitmix64's state after
- * k draws is s + k * gamma, so the values are computed in parallel, equal to drawing in order). */
-static void fill_normal(uint64_t s, double std, gt_real *out, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t st = s + (uint64_t)(2 * i) * 0x9E3779B97F4A7C15ull;
-        out[i] = (gt_real)(std * normal01(&st));
-    }
-}
-
 void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std) {
-    uint64_t s = seed;
-    /* the same stream in table order whatever the storage: stored matrices a staging buffer of
-     * rows at a time, rounded or quantised as they go */
+    /* one counter-based stream (autograd/normal.h) over the parameters in table order, whatever
+     * the storage: stored matrices draw a staging buffer of rows at a time, rounded or quantised
+     * as they go, so no fp32 copy of a matrix exists */
+    uint64_t at = 0;
     for (int p = 0; p < m->n_params; p++) {
         gt_tensor *t = m->params[p].t;
         if (t->data) {
-            fill_normal(s, std, t->data, t->size);
-            s += (uint64_t)(2 * t->size) * 0x9E3779B97F4A7C15ull;
+            gt_normal_fill(seed, at, std, t->data, t->size);
+            at += (uint64_t)t->size;
             continue;
         }
         int64_t cols = t->shape[1], rb = m->mats[p].stage_n / cols;
         for (int64_t r0 = 0; r0 < t->shape[0]; r0 += rb) {
             int64_t nr = t->shape[0] - r0 < rb ? t->shape[0] - r0 : rb;
-            fill_normal(s, std, m->stage, nr * cols);
-            s += (uint64_t)(2 * nr * cols) * 0x9E3779B97F4A7C15ull;
+            gt_normal_fill(seed, at, std, m->stage, nr * cols);
+            at += (uint64_t)(nr * cols);
             gt_gemma_store_rows(m, t, r0, nr, m->stage);
         }
     }

@@ -103,9 +103,11 @@ int gt_gemma_create(const gt_gemma_config *cfg, bool trainable, gt_gemma **out, 
 void gt_gemma_free(gt_gemma *m);
 /* Parameter by name, or NULL. */
 gt_tensor *gt_gemma_find(const gt_gemma *m, const char *name);
-/* Random init for tests and from-scratch runs: kernels and embeddings N(0, std) (Box-Muller on a
- * splitmix64 stream), norm scales N(0, std) around KerasHub's zero init (Gemma 4: 1 + N(0, std)
- * around its ones init, layer_scalar 1). Deterministic per seed. */
+/* Random init for tests and from-scratch runs: kernels and embeddings N(0, std) (one
+ * counter-based stream in table order, autograd/normal.h), norm scales N(0, std) around KerasHub's
+ * zero init (Gemma 4: 1 + N(0, std) around its ones init, layer_scalar 1). Deterministic per seed,
+ * whatever the storage or thread count; stored matrices are drawn and quantised a row block at a
+ * time. */
 void gt_gemma_init_random(gt_gemma *m, uint64_t seed, double std);
 void gt_gemma_zero_grad(gt_gemma *m);
 

@@ -61,8 +61,9 @@ START_TEST(blocks_decode_like_the_gguf_package) {
 }
 END_TEST
 
-/* gt_q4k_quantize against ggml's reference quantiser, byte for byte (the fixture's 8 blocks:
- * normals at three scales, all positive, zero, constant, an outlier, uniform) */
+/* gt_q4k_quantize against ggml's reference quantiser, byte for byte (the fixture's 128 blocks:
+ * normals at three scales, all positive, zero, constant, an outlier, uniform, then 120 of mixed
+ * kinds and scales); also an odd count, as the quantiser fits two blocks side by side */
 START_TEST(q4_k_quantiser_matches_ggml) {
     gt_h5 h;
     char err[256];
@@ -87,6 +88,10 @@ START_TEST(q4_k_quantiser_matches_ggml) {
     float y[256];
     gt_qt_block_f32(GT_QT_Q4_K, q + 144, y);
     for (int k = 0; k < 256; k++) ck_assert_double_eq_tol(y[k], x[256 + k], 0.25);
+    ck_assert(sb[0] >= 8);
+    memset(q, 0, (size_t)(sb[0] * 144));
+    gt_q4k_quantize(xr + 256, q, 3 * 256); /* blocks 1..3 alone */
+    for (int64_t i = 0; i < 3 * 144; i++) ck_assert_msg(q[i] == (uint8_t)want[144 + i], "odd count: byte %lld", (long long)i);
     free(xr), free(q), free(x), free(want);
 }
 END_TEST

@@ -102,7 +102,10 @@ static void accumulation_equals_big_batch_pad(gt_opt_kind kind, gt_loss_norm nor
         dmax = fmax(dmax, fabs(big.lora->data[i] - acc.lora->data[i]));
         wmax = fmax(wmax, fabs(big.lora->data[i]));
     }
-    ck_assert_msg(dmax <= 1e-6 * wmax, "updated adapters differ by %.3g (max %.3g)", dmax, wmax);
+    /* fp32 sums in another order (one batch vs four micro-batches), then AdamW's m / sqrt(v),
+     * which magnifies relative differences of gradients near zero: 1.9e-6 and 2.4e-6 of max seen
+     * on this init (a wrong accumulation is off by percents) */
+    ck_assert_msg(dmax <= 5e-6 * wmax, "updated adapters differ by %.3g (max %.3g)", dmax, wmax);
     /* and the update did something */
     rig fresh;
     rig_init(&fresh, kind);

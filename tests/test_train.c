@@ -197,7 +197,7 @@ START_TEST(lora_with_dropout_trains) {
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
     ck_assert_msg(strstr(out, "2048 trainable (LoRA)"), "%s", out);
     double before = after(out, "eval before training"), end = after(out, "eval after training");
-    ck_assert_msg(fabs(before - 9.0270) < 1e-3, "eval before training %.4f", before);
+    ck_assert_msg(fabs(before - 9.0313) < 1e-3, "eval before training %.4f", before);
     ck_assert_msg(end < before, "eval loss %.4f -> %.4f", before, end);
     /* the model without adapters: the eval command on the same config */
     ck_assert_int_eq(run("eval configs/tiny.yaml", out, sizeof out), 0);

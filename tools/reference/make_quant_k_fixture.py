@@ -10,12 +10,12 @@ gguf.quants.dequantize, the reference llama.cpp's converter uses.
 Q4_K quantisation: the gguf package has no Q4_K quantiser, so the reference is ggml's own
 (quantize_row_q4_K_ref in the libggml-base shared library llama-cpp-python ships, via ctypes),
 on 8 blocks of 256: normals at three scales, all positive, all zero, constant, one outlier,
-uniform.
+uniform; then 120 blocks of mixed kinds and scales (mixed_blocks).
 
 Written to tests/fixtures/quant_k.h5, per type T in q4_k, q6_k, q5_0:
   /T/blocks   int32   [n, bytes]  one block a row (the bytes as GGUF stores them)
   /T/dequant  float32 [n, values] the decoded values
-and /q4_k_quant/x float32 [8, 256], /q4_k_quant/blocks int32 [8, 144].
+and /q4_k_quant/x float32 [128, 256], /q4_k_quant/blocks int32 [128, 144].
 
 Run: python3 tools/reference/make_quant_k_fixture.py
 """
@@ -47,6 +47,36 @@ def ggml_q4_k(x):
     return out.reshape(-1, 144)
 
 
+def mixed_blocks(rng, n):
+    """n blocks for the vectorised quantiser: per block a kind (normal, uniform, one-signed, half
+    zero sub-blocks, an outlier, a constant sub-block, few levels, alternating signs) at a random
+    scale from 1e-4 to 1e2, so sub-blocks side by side differ in every branch of the fit."""
+    x = np.zeros((n, 256), np.float32)
+    for i in range(n):
+        sc = 10.0 ** rng.uniform(-4, 2)
+        k = i % 8
+        if k == 0:
+            v = rng.standard_normal(256)
+        elif k == 1:
+            v = rng.uniform(-1, 1, 256)
+        elif k == 2:
+            v = np.abs(rng.uniform(-0.3, 0.7, 256))
+        elif k == 3:
+            v = rng.uniform(0, 1, 256) * (np.arange(256) % 32 >= 16)
+        elif k == 4:
+            v = rng.uniform(-0.5, 0.5, 256)
+            v[rng.integers(256)] = 50
+        elif k == 5:
+            v = rng.uniform(-0.5, 0.5, 256)
+            v[96:128] = 0.25
+        elif k == 6:
+            v = np.floor(rng.uniform(0, 4, 256))
+        else:
+            v = np.where((np.arange(256) // 32) % 2 == 1, 1.0, -(np.arange(256) % 3))
+        x[i] = v * sc
+    return x
+
+
 def main():
     rng = np.random.default_rng(15)
     with h5py.File(OUT, "w") as f:
@@ -69,8 +99,9 @@ def main():
         x[6] = rng.standard_normal(256) * 0.1
         x[6, 77] = 40
         x[7] = rng.uniform(-1, 1, 256)
+        x = np.concatenate([x, mixed_blocks(rng, 120)])
         b = ggml_q4_k(x)
-        assert np.array_equal(dequantize(b, T.Q4_K).shape, (8, 256))
+        assert np.array_equal(dequantize(b, T.Q4_K).shape, (len(x), 256))
         f["q4_k_quant/x"] = x
         f["q4_k_quant/blocks"] = b.astype(np.int32)
     print("wrote", OUT)
