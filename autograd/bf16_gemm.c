@@ -148,3 +148,23 @@ void gt_bf16_pack_b16(int threads, const uint16_t *W, int64_t K, int64_t N, int6
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t k = 0; k < K; k += 32) gt_bf16k_pack_b16_pairs(W, N, ldw, Bp, K, k, k + 32 < K ? k + 32 : K);
 }
+
+void gt_bf16_pack_a_pad(const float *x, int64_t ldx, int64_t mv, int64_t kv, float s, uint16_t *A, int64_t Mp,
+                        int64_t Kp) {
+    gt_bf16k_pack_a_pad(x, ldx, mv, kv, s, A, Mp, Kp);
+}
+
+void gt_bf16_pack_at_pad(const float *x, int64_t ldx, int64_t mv, int64_t kv, float s, uint16_t *A, int64_t Mp,
+                         int64_t Kp) {
+    gt_bf16k_pack_at_pad(x, ldx, mv, kv, s, A, Mp, Kp);
+}
+
+void gt_bf16_pack_bt_pad(const float *x, int64_t ldx, int64_t nv, int64_t kv, float s, uint16_t *Bp, int64_t Np,
+                         int64_t Kp) {
+    gt_bf16k_pack_bt_pad(x, ldx, nv, kv, s, Bp, Np, Kp);
+}
+
+void gt_bf16_pack_b_pad(const float *x, int64_t ldx, int64_t kv, int64_t nv, float s, uint16_t *Bp, int64_t Np,
+                        int64_t Kp) {
+    gt_bf16k_pack_b_pad(x, ldx, kv, nv, s, Bp, Np, Kp);
+}

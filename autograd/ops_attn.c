@@ -1,8 +1,11 @@
 #include "autograd/ops_attn.h"
 
+#include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <tgmath.h>
 
+#include "autograd/bf16_gemm.h"
 #include "autograd/blas.h"
 #include "autograd/rowmath.h"
 
@@ -17,6 +20,7 @@ typedef struct {
     int64_t B, T, S, N, K, H, Hv;
     int64_t window, q_offset;
     bool causal;
+    bool bf16;    /* the products on the bf16 kernel (gt_attn_cfg.bf16, when usable) */
     gt_real scale, softcap;
     gt_real *p;   /* [B, N, T, S] probabilities */
     gt_real *lse; /* [B, N, T] log-sum-exp of the capped logits; softcap only */
@@ -210,6 +214,9 @@ typedef struct {
     const gt_real *dout, *qd, *kd, *vd;
     gt_real *dq, *dk, *dv, *ds; /* ds: one T x S slice per head of a group */
     int64_t b;
+    uint16_t *bw; /* bf16 products: bwn values of scratch per thread; NULL: fp32 */
+    int64_t bwn;
+    int gth;      /* threads of each bf16 product */
 } attn_bwd;
 
 /* Head n's dS (in its slice of ds: dO V^T through the softmax backward) and its dq columns. */
@@ -250,6 +257,155 @@ static void head_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0
     }
 }
 
+#ifndef GT_REAL_DOUBLE
+/* ---- bf16 products (gt_attn_cfg.bf16) ----
+ * The same blocks as the fp32 path, each product on the bf16 kernel with its operands rounded
+ * (and zero-padded) by the padded packers. A head's keys and values are packed once for all its
+ * query blocks; outputs that would need a transposed operand are computed transposed (out^T =
+ * V^T P^T, dq^T = K^T dS^T) and stored through the kernel's transposed store. Key columns are
+ * taken from lo rounded down to 16 (products) or 32 (reductions over keys): the extra columns hold
+ * exact zeros in P, and dS gets them zeroed, so nothing changes but the rounding. */
+
+static int64_t up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* bf16 values of one thread's scratch: the larger of the forward's and the backward's needs. */
+static int64_t bf_scratch_n(const attn_saved *s, int th) {
+    int64_t S16 = up(s->S, 16), Sp = up(s->S, 32), Q32 = up(qblock(s), 32);
+    int64_t hm = s->H > s->Hv ? s->H : s->Hv, cw = up(up(hm, th) / th, 16) + 16;
+    int64_t fwd = S16 * s->H + s->Hv * Sp + Q32 * s->H + Q32 * Sp;
+    int64_t dq = S16 * s->Hv + s->H * Sp + Q32 * s->Hv + Q32 * Sp, dkv = S16 * Q32 + Q32 * cw;
+    int64_t n = fwd > dq ? fwd : dq; /* head_dq and head_dkv run one after the other */
+    return up(n > dkv ? n : dkv, 32);
+}
+
+static uint16_t *bf_scratch(gt_ctx *ctx, const attn_saved *s, int th) {
+    size_t bytes = (size_t)(bf_scratch_n(s, th) * th) * 2;
+    uint16_t *p = aligned_alloc(64, bytes);
+    if (!p) gt_fail(ctx, GT_ERR_NOMEM, "attention: out of memory for %zu bytes of bf16 operands", bytes);
+    return p;
+}
+
+/* head_forward's products in bf16; wk: this thread's scratch. */
+static void head_forward_bf16(const attn_saved *s, const gt_attn_cfg *cfg, const gt_tensor *q, const gt_tensor *k,
+                              const gt_tensor *v, int64_t b, int64_t n, gt_real *pn, gt_real *out, uint16_t *wk,
+                              int gth) {
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, kv = n / G;
+    const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s);
+    const int64_t S16 = up(S, 16), Sp = up(S, 32), Q32 = up(QB, 32);
+    const gt_real *Q = q->data + b * T * qs + n * H, *Kp = k->data + b * S * ks + kv * H;
+    const gt_real *V = v->data + b * S * vs + kv * Hv;
+    const uint8_t *mask = cfg->key_mask ? cfg->key_mask + b * S : NULL;
+    const int32_t *seg = cfg->segment_ids ? cfg->segment_ids + b * S : NULL;
+    gt_real *lse = s->lse ? s->lse + (b * N + n) * T : NULL;
+    uint16_t *kt = wk, *vt = kt + S16 * H, *qa = vt + Hv * Sp, *pt = qa + Q32 * H;
+    gt_bf16_kernel kk = gt_bf16_kernel_active();
+    gt_bf16_pack_bt_pad(Kp, ks, S, H, 1, kt, S16, H); /* B = K^T, panels of 16 keys */
+    gt_bf16_pack_at_pad(V, vs, Hv, S, 1, vt, Hv, Sp); /* A = V^T */
+    for (int64_t i0 = 0; i0 < T; i0 += QB) {
+        int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+        block_range(s, b, i0, i1, &lo, &hi);
+        int64_t mv = i1 - i0, Mp = up(mv, 16), l16 = lo / 16 * 16, l32 = lo / 32 * 32, kw = up(hi - l32, 32);
+        gt_bf16_pack_a_pad(Q + i0 * qs, qs, mv, H, (float)s->scale, qa, Mp, H);
+        gt_bf16_gemm(kk, gth, Mp, up(hi - l16, 16), H, qa, H, kt + l16 * H, pn + i0 * S + l16, S, mv, hi - l16,
+                     false, false);
+        for (int64_t i = i0; i < i1; i++)
+            softmax_row(pn + i * S, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
+                        seg ? seg[cfg->q_offset + i] : 0, s->softcap, lse ? lse + i : NULL);
+        /* out^T [Hv, rows] = V^T P^T; P is exactly 0 outside each row's keys */
+        gt_bf16_pack_bt_pad(pn + i0 * S + l32, S, mv, S - l32 < kw ? S - l32 : kw, 1, pt, Mp, kw);
+        gt_bf16_gemm(kk, gth, Hv, Mp, kw, vt + l32, Sp, pt, out + b * T * os + i0 * os + n * Hv, os, Hv, mv, true,
+                     false);
+    }
+}
+
+/* head_dq's products in bf16 (wk: this thread's scratch); dS leaves zeroed on the rounded-out
+ * columns [lo / 32 * 32, lo) and [hi, hi rounded up) for head_dkv_bf16. */
+static void head_dq_bf16(const attn_bwd *w, int64_t n, gt_real *ds, uint16_t *wk, int gth) {
+    const attn_saved *s = w->s;
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, b = w->b;
+    const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s), kv = n / G;
+    const int64_t S16 = up(S, 16), Sp = up(S, 32), Q32 = up(QB, 32);
+    const gt_real *P = s->p + (b * N + n) * T * S, *dO = w->dout + b * T * os + n * Hv;
+    const gt_real *V = w->vd + b * S * vs + kv * Hv, *Kp = w->kd ? w->kd + b * S * ks + kv * H : NULL;
+    uint16_t *vp = wk, *ka = vp + S16 * Hv, *da = ka + H * Sp, *dt = da + Q32 * Hv;
+    gt_bf16_kernel kk = gt_bf16_kernel_active();
+    gt_bf16_pack_bt_pad(V, vs, S, Hv, 1, vp, S16, Hv); /* B = V^T, panels of 16 keys */
+    if (Kp) gt_bf16_pack_at_pad(Kp, ks, H, S, 1, ka, H, Sp); /* A = K^T */
+    for (int64_t i0 = 0; i0 < T; i0 += QB) {
+        int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+        block_range(s, b, i0, i1, &lo, &hi);
+        int64_t mv = i1 - i0, Mp = up(mv, 16), l16 = lo / 16 * 16, l32 = lo / 32 * 32, kw = up(hi - l32, 32);
+        int64_t ke = l32 + kw < S ? l32 + kw : S;
+        gt_bf16_pack_a_pad(dO + i0 * os, os, mv, Hv, 1, da, Mp, Hv);
+        gt_bf16_gemm(kk, gth, Mp, up(hi - l16, 16), Hv, da, Hv, vp + l16 * Hv, ds + i0 * S + l16, S, mv, hi - l16,
+                     false, false);
+        for (int64_t i = i0; i < i1; i++) {
+            dsoftmax_row(P + i * S, ds + i * S, lo, hi, s->softcap, s->lse ? s->lse[(b * N + n) * T + i] : 0);
+            memset(ds + i * S + l32, 0, (size_t)(lo - l32) * sizeof(gt_real));
+            memset(ds + i * S + hi, 0, (size_t)(ke - hi) * sizeof(gt_real));
+        }
+        if (!w->dq) continue;
+        /* dq^T [H, rows] += K^T (scale dS)^T */
+        gt_bf16_pack_bt_pad(ds + i0 * S + l32, S, mv, ke - l32, (float)s->scale, dt, Mp, kw);
+        gt_bf16_gemm(kk, gth, H, Mp, kw, ka + l32, Sp, dt, w->dq + b * T * qs + i0 * qs + n * H, qs, H, mv, true,
+                     true);
+    }
+}
+
+/* head_dkv's products in bf16: dv += P^T dO, dk += dS^T (scale Q) on columns [c0, c1). */
+static void head_dkv_bf16(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0, int64_t c1, uint16_t *wk,
+                          int gth) {
+    const attn_saved *s = w->s;
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, b = w->b;
+    const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s), kv = n / G;
+    const int64_t S16 = up(S, 16), Q32 = up(QB, 32);
+    const gt_real *P = s->p + (b * N + n) * T * S, *dO = w->dout + b * T * os + n * Hv;
+    uint16_t *at = wk, *bp = at + S16 * Q32;
+    gt_bf16_kernel kk = gt_bf16_kernel_active();
+    for (int64_t i0 = 0; i0 < T; i0 += QB) {
+        int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+        block_range(s, b, i0, i1, &lo, &hi);
+        int64_t mv = i1 - i0, Kq = up(mv, 32), l16 = lo / 16 * 16, mk = hi - l16, Mk = up(mk, 16);
+        int64_t v1 = c1 < Hv ? c1 : Hv, k1 = c1 < H ? c1 : H;
+        if (mk <= 0) continue;
+        if (w->dv && c0 < v1) {
+            gt_bf16_pack_at_pad(P + i0 * S + l16, S, mk, mv, 1, at, Mk, Kq); /* A = P^T */
+            gt_bf16_pack_b_pad(dO + i0 * os + c0, os, mv, v1 - c0, 1, bp, up(v1 - c0, 16), Kq);
+            gt_bf16_gemm(kk, gth, Mk, up(v1 - c0, 16), Kq, at, Kq, bp, w->dv + b * S * vs + l16 * vs + kv * Hv + c0,
+                         vs, mk, v1 - c0, false, true);
+        }
+        if (w->dk && c0 < k1) {
+            gt_bf16_pack_at_pad(ds + i0 * S + l16, S, mk, mv, 1, at, Mk, Kq); /* A = dS^T */
+            gt_bf16_pack_b_pad(w->qd + b * T * qs + i0 * qs + n * H + c0, qs, mv, k1 - c0, (float)s->scale, bp,
+                               up(k1 - c0, 16), Kq);
+            gt_bf16_gemm(kk, gth, Mk, up(k1 - c0, 16), Kq, at, Kq, bp, w->dk + b * S * ks + l16 * ks + kv * H + c0,
+                         ks, mk, k1 - c0, false, true);
+        }
+    }
+}
+#endif
+
+/* One head's backward pieces on the path the saved state chose (see attn_bwd.bw). */
+static void run_dq(const attn_bwd *w, int64_t n, gt_real *ds) {
+#ifndef GT_REAL_DOUBLE
+    if (w->bw) {
+        head_dq_bf16(w, n, ds, w->bw + omp_get_thread_num() * w->bwn, w->gth);
+        return;
+    }
+#endif
+    head_dq(w, n, ds);
+}
+
+static void run_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0, int64_t c1) {
+#ifndef GT_REAL_DOUBLE
+    if (w->bw) {
+        head_dkv_bf16(w, n, ds, c0, c1, w->bw + omp_get_thread_num() * w->bwn, w->gth);
+        return;
+    }
+#endif
+    head_dkv(w, n, ds, c0, c1);
+}
+
 /* Heads in groups of one per thread: first each head's dS and dq (its own columns), then dk and
  * dv split by columns between the threads, as heads of a group may share a kv head. Each thread
  * runs single-threaded GEMMs: OpenBLAS's pool on these small blocks spent more time handing work
@@ -257,7 +413,7 @@ static void head_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0
 static void attention_backward(gt_ctx *ctx, gt_node *node) {
     attn_saved *s = node->saved;
     gt_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2];
-    attn_bwd w = {s, gt_grad(ctx, node->out), NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0};
+    attn_bwd w = {s, gt_grad(ctx, node->out), NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, 1};
     w.dq = gt_needs_grad(q) ? gt_grad(ctx, q) : NULL;
     w.dk = gt_needs_grad(k) ? gt_grad(ctx, k) : NULL;
     w.dv = gt_needs_grad(v) ? gt_grad(ctx, v) : NULL;
@@ -270,6 +426,13 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
     w.qd = w.dk ? gt_saved_data(ctx, node, 0) : NULL;
     w.kd = w.dq ? gt_saved_data(ctx, node, 1) : NULL;
     w.vd = need_ds ? gt_saved_data(ctx, node, 2) : NULL;
+#ifndef GT_REAL_DOUBLE
+    if (s->bf16 && gt_ok(ctx)) {
+        w.bw = bf_scratch(ctx, s, th);
+        w.bwn = bf_scratch_n(s, th);
+        w.gth = th > 1 ? 1 : gt_threads();
+    }
+#endif
     if (!gt_ok(ctx)) return;
     int64_t cw = ((H > Hv ? H : Hv) + th - 1) / th;
     cw = (cw + 15) / 16 * 16; /* column chunks of whole vectors */
@@ -279,13 +442,14 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
             int64_t g1 = g0 + th < N ? g0 + th : N;
 #pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
             for (int64_t n = g0; n < g1; n++)
-                if (need_ds) head_dq(&w, n, w.ds + (n - g0) * T * S);
+                if (need_ds) run_dq(&w, n, w.ds + (n - g0) * T * S);
 #pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
             for (int c = 0; c < th; c++)
                 for (int64_t n = g0; n < g1; n++)
-                    head_dkv(&w, n, need_ds ? w.ds + (n - g0) * T * S : NULL, c * cw, (c + 1) * cw);
+                    run_dkv(&w, n, need_ds ? w.ds + (n - g0) * T * S : NULL, c * cw, (c + 1) * cw);
         }
     if (th > 1) gt_blas_serial(false);
+    free(w.bw);
     /* the probabilities and the scratch are dead once this node has run */
     if (w.ds) gt_release(ctx, w.ds, ds_n * sizeof(gt_real));
     gt_release(ctx, s->p, (size_t)(s->B * N * T * S > 0 ? s->B * N * T * S : 1) * sizeof(gt_real));
@@ -348,8 +512,11 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
     gt_tensor *out = gt_op_out(ctx, 4, oshape, in, 3);
     attn_saved *s = gt_alloc(ctx, sizeof *s);
     if (!out || !s) return NULL;
-    *s = (attn_saved){B, T, S, N, K, H, Hv, cfg->window, cfg->q_offset, cfg->causal,
+    *s = (attn_saved){B, T, S, N, K, H, Hv, cfg->window, cfg->q_offset, cfg->causal, false,
                       (gt_real)cfg->scale, (gt_real)cfg->softcap, NULL, NULL, NULL, NULL};
+#ifndef GT_REAL_DOUBLE
+    s->bf16 = cfg->bf16 && gt_bf16_kernel_active() != GT_BF16K_OFF && H % 32 == 0 && Hv % 32 == 0;
+#endif
     /* Backward needs every batch's probabilities; inference reuses one batch's worth. */
     bool keep = out->requires_grad;
     int64_t pn = keep ? psize : N * T * S;
@@ -364,13 +531,30 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
                    cfg->bidir_end ? cfg->bidir_end + b * S : NULL, s->rlo + b * T, s->rhi + b * T);
 
     int th = attn_threads(s);
+    uint16_t *bw = NULL;
+    int64_t bwn = 0;
+    (void)bwn;
+#ifndef GT_REAL_DOUBLE
+    if (s->bf16 && !(bw = bf_scratch(ctx, s, th))) return NULL;
+    bwn = bf_scratch_n(s, th);
+#endif
     if (th > 1) gt_blas_serial(true); /* one head per thread (see attention_backward) */
     for (int64_t b = 0; b < B; b++) {
         gt_real *pb = s->p + (keep ? b * N * T * S : 0);
 #pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
-        for (int64_t n = 0; n < N; n++) head_forward(s, cfg, q, k, v, b, n, pb + n * T * S, out->data);
+        for (int64_t n = 0; n < N; n++) {
+#ifndef GT_REAL_DOUBLE
+            if (bw) {
+                head_forward_bf16(s, cfg, q, k, v, b, n, pb + n * T * S, out->data, bw + omp_get_thread_num() * bwn,
+                                  th > 1 ? 1 : gt_threads());
+                continue;
+            }
+#endif
+            head_forward(s, cfg, q, k, v, b, n, pb + n * T * S, out->data);
+        }
     }
     if (th > 1) gt_blas_serial(false);
+    free(bw);
     if (!gt_record(ctx, "attention", attention_backward, out, in, 3, s, attention_reads(q, k, v)))
         return NULL;
     return out;
