@@ -214,8 +214,9 @@ typedef struct {
     const gt_real *dout, *qd, *kd, *vd;
     gt_real *dq, *dk, *dv, *ds; /* ds: one T x S slice per head of a group */
     int64_t b;
-    uint16_t *bw; /* bf16 products: bwn values of scratch per thread; NULL: fp32 */
-    int64_t bwn;
+    uint16_t *bw; /* bf16 products: the kv heads' packs (kvn values each), then bwn values of
+                     scratch per thread; NULL: fp32 */
+    int64_t bwn, kvn;
     int gth;      /* threads of each bf16 product */
 } attn_bwd;
 
@@ -268,39 +269,64 @@ static void head_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0
 
 static int64_t up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-/* bf16 values of one thread's scratch: the larger of the forward's and the backward's needs. */
+/* bf16 values of one kv head's packed keys and values (forward: K^T panels and V^T; backward:
+ * V^T panels and K^T), shared by the query heads of its group. */
+static int64_t bf_kv_n(const attn_saved *s) {
+    int64_t S16 = up(s->S, 16), Sp = up(s->S, 32), f = S16 * s->H + s->Hv * Sp, g = S16 * s->Hv + s->H * Sp;
+    return up(f > g ? f : g, 32);
+}
+
+/* bf16 values of one thread's scratch: the largest of a forward block's, head_dq's and
+ * head_dkv's needs. */
 static int64_t bf_scratch_n(const attn_saved *s, int th) {
-    int64_t S16 = up(s->S, 16), Sp = up(s->S, 32), Q32 = up(qblock(s), 32);
-    int64_t hm = s->H > s->Hv ? s->H : s->Hv, cw = up(up(hm, th) / th, 16) + 16;
-    int64_t fwd = S16 * s->H + s->Hv * Sp + Q32 * s->H + Q32 * Sp;
-    int64_t dq = S16 * s->Hv + s->H * Sp + Q32 * s->Hv + Q32 * Sp, dkv = S16 * Q32 + Q32 * cw;
-    int64_t n = fwd > dq ? fwd : dq; /* head_dq and head_dkv run one after the other */
+    int64_t Sp = up(s->S, 32), S16 = up(s->S, 16), Q32 = up(qblock(s), 32);
+    int64_t hm = s->H > s->Hv ? s->H : s->Hv, cw = up(hm, 16) + 16;
+    int64_t fwd = Q32 * s->H + Q32 * Sp, dq = Q32 * s->Hv + Q32 * Sp, dkv = S16 * Q32 + Q32 * cw;
+    int64_t n = fwd > dq ? fwd : dq;
+    (void)th;
     return up(n > dkv ? n : dkv, 32);
 }
 
+/* The kv packs of every kv head, then th threads' scratch. */
 static uint16_t *bf_scratch(gt_ctx *ctx, const attn_saved *s, int th) {
-    size_t bytes = (size_t)(bf_scratch_n(s, th) * th) * 2;
+    size_t bytes = (size_t)(s->K * bf_kv_n(s) + bf_scratch_n(s, th) * th) * 2;
     uint16_t *p = aligned_alloc(64, bytes);
     if (!p) gt_fail(ctx, GT_ERR_NOMEM, "attention: out of memory for %zu bytes of bf16 operands", bytes);
     return p;
 }
 
+/* Batch b's keys and values packed once per kv head (two packs per head, split over th
+ * threads): fwd, K^T as B panels and V^T as A; otherwise (backward) V^T as B panels and, with
+ * kd, K^T as A. */
+static void bf_pack_kv(const attn_saved *s, const gt_real *kd, const gt_real *vd, int64_t b, bool fwd, uint16_t *kv,
+                       int th) {
+    const int64_t S = s->S, H = s->H, Hv = s->Hv, ks = s->K * H, vs = s->K * Hv, S16 = up(S, 16), Sp = up(S, 32);
+    const int64_t kvn = bf_kv_n(s);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+    for (int64_t t = 0; t < 2 * s->K; t++) {
+        int64_t h = t / 2;
+        const gt_real *Kh = kd ? kd + b * S * ks + h * H : NULL, *Vh = vd + b * S * vs + h * Hv;
+        uint16_t *p = kv + h * kvn;
+        if (fwd && t % 2 == 0) gt_bf16_pack_bt_pad(Kh, ks, S, H, 1, p, S16, H);
+        if (fwd && t % 2 == 1) gt_bf16_pack_at_pad(Vh, vs, Hv, S, 1, p + S16 * H, Hv, Sp);
+        if (!fwd && t % 2 == 0) gt_bf16_pack_bt_pad(Vh, vs, S, Hv, 1, p, S16, Hv);
+        if (!fwd && t % 2 == 1 && Kh) gt_bf16_pack_at_pad(Kh, ks, H, S, 1, p + S16 * Hv, H, Sp);
+    }
+}
+
 /* head_forward's products in bf16; wk: this thread's scratch. */
-static void head_forward_bf16(const attn_saved *s, const gt_attn_cfg *cfg, const gt_tensor *q, const gt_tensor *k,
-                              const gt_tensor *v, int64_t b, int64_t n, gt_real *pn, gt_real *out, uint16_t *wk,
-                              int gth) {
-    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, kv = n / G;
-    const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s);
+static void head_forward_bf16(const attn_saved *s, const gt_attn_cfg *cfg, const gt_tensor *q, int64_t b,
+                              int64_t n, gt_real *pn, gt_real *out, const uint16_t *kv, uint16_t *wk, int gth) {
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K;
+    const int64_t qs = N * H, os = N * Hv, QB = qblock(s);
     const int64_t S16 = up(S, 16), Sp = up(S, 32), Q32 = up(QB, 32);
-    const gt_real *Q = q->data + b * T * qs + n * H, *Kp = k->data + b * S * ks + kv * H;
-    const gt_real *V = v->data + b * S * vs + kv * Hv;
+    const gt_real *Q = q->data + b * T * qs + n * H;
     const uint8_t *mask = cfg->key_mask ? cfg->key_mask + b * S : NULL;
     const int32_t *seg = cfg->segment_ids ? cfg->segment_ids + b * S : NULL;
     gt_real *lse = s->lse ? s->lse + (b * N + n) * T : NULL;
-    uint16_t *kt = wk, *vt = kt + S16 * H, *qa = vt + Hv * Sp, *pt = qa + Q32 * H;
+    const uint16_t *kt = kv + (n / G) * bf_kv_n(s), *vt = kt + S16 * H; /* K^T panels, V^T */
+    uint16_t *qa = wk, *pt = qa + Q32 * H;
     gt_bf16_kernel kk = gt_bf16_kernel_active();
-    gt_bf16_pack_bt_pad(Kp, ks, S, H, 1, kt, S16, H); /* B = K^T, panels of 16 keys */
-    gt_bf16_pack_at_pad(V, vs, Hv, S, 1, vt, Hv, Sp); /* A = V^T */
     for (int64_t i0 = 0; i0 < T; i0 += QB) {
         int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
         block_range(s, b, i0, i1, &lo, &hi);
@@ -321,16 +347,15 @@ static void head_forward_bf16(const attn_saved *s, const gt_attn_cfg *cfg, const
 /* head_dq's products in bf16 (wk: this thread's scratch); dS leaves zeroed on the rounded-out
  * columns [lo / 32 * 32, lo) and [hi, hi rounded up) for head_dkv_bf16. */
 static void head_dq_bf16(const attn_bwd *w, int64_t n, gt_real *ds, uint16_t *wk, int gth) {
+    const uint16_t *vp = w->bw + (n / (w->s->N / w->s->K)) * w->kvn; /* V^T panels, then K^T */
     const attn_saved *s = w->s;
-    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, b = w->b;
-    const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s), kv = n / G;
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, b = w->b;
+    const int64_t qs = N * H, os = N * Hv, QB = qblock(s);
     const int64_t S16 = up(S, 16), Sp = up(S, 32), Q32 = up(QB, 32);
     const gt_real *P = s->p + (b * N + n) * T * S, *dO = w->dout + b * T * os + n * Hv;
-    const gt_real *V = w->vd + b * S * vs + kv * Hv, *Kp = w->kd ? w->kd + b * S * ks + kv * H : NULL;
-    uint16_t *vp = wk, *ka = vp + S16 * Hv, *da = ka + H * Sp, *dt = da + Q32 * Hv;
+    const uint16_t *ka = vp + S16 * Hv;
+    uint16_t *da = wk, *dt = da + Q32 * Hv;
     gt_bf16_kernel kk = gt_bf16_kernel_active();
-    gt_bf16_pack_bt_pad(V, vs, S, Hv, 1, vp, S16, Hv); /* B = V^T, panels of 16 keys */
-    if (Kp) gt_bf16_pack_at_pad(Kp, ks, H, S, 1, ka, H, Sp); /* A = K^T */
     for (int64_t i0 = 0; i0 < T; i0 += QB) {
         int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
         block_range(s, b, i0, i1, &lo, &hi);
@@ -352,9 +377,10 @@ static void head_dq_bf16(const attn_bwd *w, int64_t n, gt_real *ds, uint16_t *wk
     }
 }
 
-/* head_dkv's products in bf16: dv += P^T dO, dk += dS^T (scale Q) on columns [c0, c1). */
+/* head_dkv's products in bf16: dv += P^T dO (with do_dv), dk += dS^T (scale Q) (with do_dk) on
+ * columns [c0, c1). */
 static void head_dkv_bf16(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0, int64_t c1, uint16_t *wk,
-                          int gth) {
+                          int gth, bool do_dv, bool do_dk) {
     const attn_saved *s = w->s;
     const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, b = w->b;
     const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s), kv = n / G;
@@ -368,13 +394,13 @@ static void head_dkv_bf16(const attn_bwd *w, int64_t n, const gt_real *ds, int64
         int64_t mv = i1 - i0, Kq = up(mv, 32), l16 = lo / 16 * 16, mk = hi - l16, Mk = up(mk, 16);
         int64_t v1 = c1 < Hv ? c1 : Hv, k1 = c1 < H ? c1 : H;
         if (mk <= 0) continue;
-        if (w->dv && c0 < v1) {
+        if (do_dv && w->dv && c0 < v1) {
             gt_bf16_pack_at_pad(P + i0 * S + l16, S, mk, mv, 1, at, Mk, Kq); /* A = P^T */
             gt_bf16_pack_b_pad(dO + i0 * os + c0, os, mv, v1 - c0, 1, bp, up(v1 - c0, 16), Kq);
             gt_bf16_gemm(kk, gth, Mk, up(v1 - c0, 16), Kq, at, Kq, bp, w->dv + b * S * vs + l16 * vs + kv * Hv + c0,
                          vs, mk, v1 - c0, false, true);
         }
-        if (w->dk && c0 < k1) {
+        if (do_dk && w->dk && c0 < k1) {
             gt_bf16_pack_at_pad(ds + i0 * S + l16, S, mk, mv, 1, at, Mk, Kq); /* A = dS^T */
             gt_bf16_pack_b_pad(w->qd + b * T * qs + i0 * qs + n * H + c0, qs, mv, k1 - c0, (float)s->scale, bp,
                                up(k1 - c0, 16), Kq);
@@ -389,21 +415,27 @@ static void head_dkv_bf16(const attn_bwd *w, int64_t n, const gt_real *ds, int64
 static void run_dq(const attn_bwd *w, int64_t n, gt_real *ds) {
 #ifndef GT_REAL_DOUBLE
     if (w->bw) {
-        head_dq_bf16(w, n, ds, w->bw + omp_get_thread_num() * w->bwn, w->gth);
+        head_dq_bf16(w, n, ds, w->bw + w->s->K * w->kvn + omp_get_thread_num() * w->bwn, w->gth);
         return;
     }
 #endif
     head_dq(w, n, ds);
 }
 
-static void run_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0, int64_t c1) {
+/* Part c of th of head n's dk and dv: columns [c cw, (c + 1) cw) of both; on the bf16 path with
+ * two threads and both gradients, dv (c = 0) or dk (c = 1) whole, so that no thread packs the
+ * other's transposed operand again. */
+static void run_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int c, int th, int64_t cw) {
 #ifndef GT_REAL_DOUBLE
     if (w->bw) {
-        head_dkv_bf16(w, n, ds, c0, c1, w->bw + omp_get_thread_num() * w->bwn, w->gth);
+        uint16_t *wk = w->bw + w->s->K * w->kvn + omp_get_thread_num() * w->bwn;
+        int64_t hm = w->s->H > w->s->Hv ? w->s->H : w->s->Hv;
+        if (th == 2 && w->dk && w->dv) head_dkv_bf16(w, n, ds, 0, hm, wk, w->gth, c == 0, c == 1);
+        else head_dkv_bf16(w, n, ds, c * cw, (c + 1) * cw, wk, w->gth, true, true);
         return;
     }
 #endif
-    head_dkv(w, n, ds, c0, c1);
+    head_dkv(w, n, ds, c * cw, (c + 1) * cw);
 }
 
 /* Heads in groups of one per thread: first each head's dS and dq (its own columns), then dk and
@@ -413,7 +445,7 @@ static void run_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0,
 static void attention_backward(gt_ctx *ctx, gt_node *node) {
     attn_saved *s = node->saved;
     gt_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2];
-    attn_bwd w = {s, gt_grad(ctx, node->out), NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, 1};
+    attn_bwd w = {s, gt_grad(ctx, node->out), NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, 0, 1};
     w.dq = gt_needs_grad(q) ? gt_grad(ctx, q) : NULL;
     w.dk = gt_needs_grad(k) ? gt_grad(ctx, k) : NULL;
     w.dv = gt_needs_grad(v) ? gt_grad(ctx, v) : NULL;
@@ -430,6 +462,7 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
     if (s->bf16 && gt_ok(ctx)) {
         w.bw = bf_scratch(ctx, s, th);
         w.bwn = bf_scratch_n(s, th);
+        w.kvn = bf_kv_n(s);
         w.gth = th > 1 ? 1 : gt_threads();
     }
 #endif
@@ -437,7 +470,10 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
     int64_t cw = ((H > Hv ? H : Hv) + th - 1) / th;
     cw = (cw + 15) / 16 * 16; /* column chunks of whole vectors */
     if (th > 1) gt_blas_serial(true);
-    for (w.b = 0; w.b < s->B; w.b++)
+    for (w.b = 0; w.b < s->B; w.b++) {
+#ifndef GT_REAL_DOUBLE
+        if (w.bw && need_ds) bf_pack_kv(s, w.kd, w.vd, w.b, false, w.bw, th);
+#endif
         for (int64_t g0 = 0; g0 < N; g0 += th) {
             int64_t g1 = g0 + th < N ? g0 + th : N;
 #pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
@@ -446,8 +482,9 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
 #pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
             for (int c = 0; c < th; c++)
                 for (int64_t n = g0; n < g1; n++)
-                    run_dkv(&w, n, need_ds ? w.ds + (n - g0) * T * S : NULL, c * cw, (c + 1) * cw);
+                    run_dkv(&w, n, need_ds ? w.ds + (n - g0) * T * S : NULL, c, th, cw);
         }
+    }
     if (th > 1) gt_blas_serial(false);
     free(w.bw);
     /* the probabilities and the scratch are dead once this node has run */
@@ -541,12 +578,15 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
     if (th > 1) gt_blas_serial(true); /* one head per thread (see attention_backward) */
     for (int64_t b = 0; b < B; b++) {
         gt_real *pb = s->p + (keep ? b * N * T * S : 0);
+#ifndef GT_REAL_DOUBLE
+        if (bw) bf_pack_kv(s, k->data, v->data, b, true, bw, th);
+#endif
 #pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
         for (int64_t n = 0; n < N; n++) {
 #ifndef GT_REAL_DOUBLE
             if (bw) {
-                head_forward_bf16(s, cfg, q, k, v, b, n, pb + n * T * S, out->data, bw + omp_get_thread_num() * bwn,
-                                  th > 1 ? 1 : gt_threads());
+                head_forward_bf16(s, cfg, q, b, n, pb + n * T * S, out->data, bw,
+                                  bw + K * bf_kv_n(s) + omp_get_thread_num() * bwn, th > 1 ? 1 : gt_threads());
                 continue;
             }
 #endif
