@@ -2,6 +2,7 @@
  * Compiled for the build's baseline target: only bf16_kern.c uses the bf16 instructions. */
 #include "autograd/bf16_gemm.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,26 +110,36 @@ const char *gt_bf16_kernel_name(gt_bf16_kernel k) {
  * that sequence into contiguous runs. */
 enum { MC = 256 };
 
+/* Blocks [i0, i1) of the visiting order above, on the calling thread. */
+static void run_blocks(gt_bf16_kernel k, int64_t i0, int64_t i1, int64_t M, int64_t N, int64_t K, const uint16_t *A,
+                       int64_t lda, const uint16_t *Bp, const gt_bf16k_out *o) {
+    int64_t nb = (N + 31) / 32, mbc = MC / 32;
+    if (k == GT_BF16K_AMX) gt_bf16k_amx_thread_init();
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t ch = i / (nb * mbc), rest = i % (nb * mbc), jb = rest / mbc, ib = rest % mbc;
+        int64_t m0 = ch * MC + ib * 32, n0 = jb * 32;
+        if (m0 >= M) continue;
+        int mt = M - m0 >= 32 ? 2 : 1, nt = N - n0 >= 32 ? 2 : 1;
+        if (k == GT_BF16K_AMX) gt_bf16k_amx_block(m0, n0, mt, nt, K, A, lda, Bp, o);
+        else gt_bf16k_avx_block(m0, n0, mt, nt, K, A, lda, Bp, o);
+    }
+    if (k == GT_BF16K_AMX) gt_bf16k_amx_thread_done();
+}
+
 void gt_bf16_gemm(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K, const uint16_t *A,
                   int64_t lda, const uint16_t *Bp, float *C, int64_t ldc, int64_t Mv, int64_t Nv,
                   bool trans, bool accumulate) {
     if (k == GT_BF16K_OFF || M <= 0 || N <= 0) return;
     gt_bf16k_out o = {C, ldc, Mv, Nv, trans, accumulate};
-    int64_t nchunks = (M + MC - 1) / MC, nb = (N + 31) / 32, mbc = MC / 32;
-    int64_t total = nchunks * nb * mbc;
+    int64_t total = (M + MC - 1) / MC * ((N + 31) / 32) * (MC / 32);
+    if (threads <= 1) { /* attention's per-head products: no OpenMP region (a microsecond a call) */
+        run_blocks(k, 0, total, M, N, K, A, lda, Bp, &o);
+        return;
+    }
 #pragma omp parallel num_threads(threads)
     {
-        if (k == GT_BF16K_AMX) gt_bf16k_amx_thread_init();
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < total; i++) {
-            int64_t ch = i / (nb * mbc), rest = i % (nb * mbc), jb = rest / mbc, ib = rest % mbc;
-            int64_t m0 = ch * MC + ib * 32, n0 = jb * 32;
-            if (m0 >= M) continue;
-            int mt = M - m0 >= 32 ? 2 : 1, nt = N - n0 >= 32 ? 2 : 1;
-            if (k == GT_BF16K_AMX) gt_bf16k_amx_block(m0, n0, mt, nt, K, A, lda, Bp, &o);
-            else gt_bf16k_avx_block(m0, n0, mt, nt, K, A, lda, Bp, &o);
-        }
-        if (k == GT_BF16K_AMX) gt_bf16k_amx_thread_done();
+        int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        run_blocks(k, total * t / nt, total * (t + 1) / nt, M, N, K, A, lda, Bp, &o);
     }
 }
 
@@ -147,4 +158,24 @@ void gt_bf16_pack_bt(int threads, const float *x, int64_t M, int64_t K, int64_t 
 void gt_bf16_pack_b16(int threads, const uint16_t *W, int64_t K, int64_t N, int64_t ldw, uint16_t *Bp) {
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t k = 0; k < K; k += 32) gt_bf16k_pack_b16_pairs(W, N, ldw, Bp, K, k, k + 32 < K ? k + 32 : K);
+}
+
+void gt_bf16_pack_a_pad(const float *x, int64_t ldx, int64_t mv, int64_t kv, float s, uint16_t *A, int64_t Mp,
+                        int64_t Kp) {
+    gt_bf16k_pack_a_pad(x, ldx, mv, kv, s, A, Mp, Kp);
+}
+
+void gt_bf16_pack_at_pad(const float *x, int64_t ldx, int64_t mv, int64_t kv, float s, uint16_t *A, int64_t Mp,
+                         int64_t Kp) {
+    gt_bf16k_pack_at_pad(x, ldx, mv, kv, s, A, Mp, Kp);
+}
+
+void gt_bf16_pack_bt_pad(const float *x, int64_t ldx, int64_t nv, int64_t kv, float s, uint16_t *Bp, int64_t Np,
+                         int64_t Kp) {
+    gt_bf16k_pack_bt_pad(x, ldx, nv, kv, s, Bp, Np, Kp);
+}
+
+void gt_bf16_pack_b_pad(const float *x, int64_t ldx, int64_t kv, int64_t nv, float s, uint16_t *Bp, int64_t Np,
+                        int64_t Kp) {
+    gt_bf16k_pack_b_pad(x, ldx, kv, nv, s, Bp, Np, Kp);
 }

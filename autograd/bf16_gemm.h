@@ -55,4 +55,20 @@ void gt_bf16_pack_bt(int threads, const float *x, int64_t M, int64_t K, int64_t 
  * Size: K * N values. */
 void gt_bf16_pack_b16(int threads, const uint16_t *W, int64_t K, int64_t N, int64_t ldw, uint16_t *Bp);
 
+/* Single-threaded packers of fp32 operands of any extent, zero-padded (attention's products):
+ * values times s, rounded to nearest even; Mp, Np multiples of 16, Kp a multiple of 32; nothing
+ * outside the valid extents is read.
+ *   pack_a_pad:  A [Mp, Kp], A[i][k] = x[i ldx + k] for i < mv, k < kv
+ *   pack_at_pad: A [Mp, Kp], A[i][k] = x[k ldx + i] for i < mv, k < kv (x transposed)
+ *   pack_bt_pad: Bp of B [Kp, Np] = x^T, B[k][j] = x[j ldx + k] for j < nv, k < kv
+ *   pack_b_pad:  Bp of B [Kp, Np] = x,   B[k][j] = x[k ldx + j] for k < kv, j < nv */
+void gt_bf16_pack_a_pad(const float *x, int64_t ldx, int64_t mv, int64_t kv, float s, uint16_t *A, int64_t Mp,
+                        int64_t Kp);
+void gt_bf16_pack_at_pad(const float *x, int64_t ldx, int64_t mv, int64_t kv, float s, uint16_t *A, int64_t Mp,
+                         int64_t Kp);
+void gt_bf16_pack_bt_pad(const float *x, int64_t ldx, int64_t nv, int64_t kv, float s, uint16_t *Bp, int64_t Np,
+                         int64_t Kp);
+void gt_bf16_pack_b_pad(const float *x, int64_t ldx, int64_t kv, int64_t nv, float s, uint16_t *Bp, int64_t Np,
+                        int64_t Kp);
+
 #endif

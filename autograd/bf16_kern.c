@@ -263,3 +263,84 @@ void gt_bf16k_pack_b16_pairs(const uint16_t *W, int64_t N, int64_t ldw, uint16_t
         }
     }
 }
+
+/* ---- padded packers for fp32 operands of any extent (attention) ---- */
+
+/* n (<= 16, may be <= 0) floats at x times s, zero beyond n, as 16 bf16 (round to nearest even). */
+static inline __m256i cvt16m(const float *x, int64_t n, float s) {
+    if (n <= 0) return _mm256_setzero_si256();
+    __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    return (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x), _mm512_set1_ps(s)));
+}
+
+/* n floats of x times s as 16 fp32 (zero beyond n; nothing read when n <= 0) */
+static inline __m512 ld16m(const float *x, int64_t n, float s) {
+    if (n <= 0) return _mm512_setzero_ps();
+    __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    return _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x), _mm512_set1_ps(s));
+}
+
+void gt_bf16k_pack_a_pad(const float *x, int64_t ldx, int64_t mv, int64_t kv, float s, uint16_t *A, int64_t Mp,
+                         int64_t Kp) {
+    for (int64_t i = 0; i < Mp; i++) {
+        uint16_t *d = A + i * Kp;
+        if (i >= mv) {
+            memset(d, 0, (size_t)Kp * 2);
+            continue;
+        }
+        for (int64_t k = 0; k < Kp; k += 16)
+            _mm256_storeu_si256((__m256i *)(d + k), cvt16m(k < kv ? x + i * ldx + k : x, kv - k, s));
+    }
+}
+
+void gt_bf16k_pack_at_pad(const float *x, int64_t ldx, int64_t mv, int64_t kv, float s, uint16_t *A, int64_t Mp,
+                          int64_t Kp) {
+    for (int64_t i0 = 0; i0 < Mp; i0 += 16)
+        for (int64_t k0 = 0; k0 < Kp; k0 += 16) {
+            __m512 r[16];
+            for (int q = 0; q < 16; q++)
+                r[q] = k0 + q < kv && i0 < mv ? ld16m(x + (k0 + q) * ldx + i0, mv - i0, s) : _mm512_setzero_ps();
+            tr16(r); /* r[c]: column i0 + c of rows k0 .. k0 + 15 */
+            for (int c = 0; c < 16; c++)
+                _mm256_storeu_si256((__m256i *)(A + (i0 + c) * Kp + k0), (__m256i)_mm512_cvtneps_pbh(r[c]));
+        }
+}
+
+void gt_bf16k_pack_bt_pad(const float *x, int64_t ldx, int64_t nv, int64_t kv, float s, uint16_t *Bp, int64_t Np,
+                          int64_t Kp) {
+    for (int64_t p = 0; p < Np / 16; p++) {
+        uint16_t *panel = Bp + p * Kp * 16;
+        for (int64_t k = 0; k < Kp; k += 32) {
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) {
+                int64_t row = 16 * p + j;
+                if (row >= nv || k >= kv) {
+                    r[j] = _mm512_setzero_ps();
+                    continue;
+                }
+                const float *src = x + row * ldx + k;
+                __m512i v = _mm512_castsi256_si512(cvt16m(src, kv - k, s));
+                v = _mm512_inserti64x4(v, cvt16m(k + 16 < kv ? src + 16 : src, kv - k - 16, s), 1);
+                r[j] = _mm512_castsi512_ps(v);
+            }
+            tr16(r); /* r[c]: the pair (k + 2c, k + 2c + 1) of the 16 rows */
+            for (int c = 0; c < 16; c++) _mm512_storeu_ps((float *)(panel + (k / 2 + c) * 32), r[c]);
+        }
+    }
+}
+
+void gt_bf16k_pack_b_pad(const float *x, int64_t ldx, int64_t kv, int64_t nv, float s, uint16_t *Bp, int64_t Np,
+                         int64_t Kp) {
+    __m512i idx;
+    uint16_t ix[32];
+    for (int j = 0; j < 16; j++) ix[2 * j] = (uint16_t)j, ix[2 * j + 1] = (uint16_t)(16 + j);
+    memcpy(&idx, ix, sizeof ix);
+    for (int64_t kk = 0; kk < Kp / 2; kk++)
+        for (int64_t p = 0; p < Np / 16; p++) {
+            int64_t c = 16 * p, r0 = 2 * kk;
+            __m512 a = r0 < kv ? ld16m(x + r0 * ldx + c, nv - c, s) : _mm512_setzero_ps();
+            __m512 b = r0 + 1 < kv ? ld16m(x + (r0 + 1) * ldx + c, nv - c, s) : _mm512_setzero_ps();
+            __m512i v = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* a's 16 values low, b's high */
+            _mm512_storeu_si512(Bp + p * Kp * 16 + kk * 32, _mm512_permutexvar_epi16(idx, v));
+        }
+}

@@ -31,4 +31,20 @@ void gt_bf16k_pack_bt_panels(const float *x, int64_t M, int64_t K, int64_t ldx, 
 void gt_bf16k_pack_b16_pairs(const uint16_t *W, int64_t N, int64_t ldw, uint16_t *Bp, int64_t K, int64_t k0,
                              int64_t k1);
 
+/* Padded packers for fp32 operands of any extent (attention's products), single-threaded: values
+ * times s, rounded to nearest even, zero outside the valid extents. Mp, Np multiples of 16; Kp a
+ * multiple of 32; the valid part never reads outside x.
+ *   a_pad:  A[i][k] = x[i ldx + k],  i < mv, k < kv          (A layout [Mp, Kp])
+ *   at_pad: A[i][k] = x[k ldx + i],  i < mv, k < kv          (A layout, x transposed)
+ *   bt_pad: B[k][j] = x[j ldx + k],  j < nv, k < kv          (Bp panels, B = x^T)
+ *   b_pad:  B[k][j] = x[k ldx + j],  k < kv, j < nv          (Bp panels, B = x) */
+void gt_bf16k_pack_a_pad(const float *x, int64_t ldx, int64_t mv, int64_t kv, float s, uint16_t *A, int64_t Mp,
+                         int64_t Kp);
+void gt_bf16k_pack_at_pad(const float *x, int64_t ldx, int64_t mv, int64_t kv, float s, uint16_t *A, int64_t Mp,
+                          int64_t Kp);
+void gt_bf16k_pack_bt_pad(const float *x, int64_t ldx, int64_t nv, int64_t kv, float s, uint16_t *Bp, int64_t Np,
+                          int64_t Kp);
+void gt_bf16k_pack_b_pad(const float *x, int64_t ldx, int64_t kv, int64_t nv, float s, uint16_t *Bp, int64_t Np,
+                         int64_t Kp);
+
 #endif

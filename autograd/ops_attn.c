@@ -1,8 +1,11 @@
 #include "autograd/ops_attn.h"
 
+#include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <tgmath.h>
 
+#include "autograd/bf16_gemm.h"
 #include "autograd/blas.h"
 #include "autograd/rowmath.h"
 
@@ -17,6 +20,7 @@ typedef struct {
     int64_t B, T, S, N, K, H, Hv;
     int64_t window, q_offset;
     bool causal;
+    bool bf16;    /* the products on the bf16 kernel (gt_attn_cfg.bf16, when usable) */
     gt_real scale, softcap;
     gt_real *p;   /* [B, N, T, S] probabilities */
     gt_real *lse; /* [B, N, T] log-sum-exp of the capped logits; softcap only */
@@ -210,6 +214,10 @@ typedef struct {
     const gt_real *dout, *qd, *kd, *vd;
     gt_real *dq, *dk, *dv, *ds; /* ds: one T x S slice per head of a group */
     int64_t b;
+    uint16_t *bw; /* bf16 products: the kv heads' packs (kvn values each), then bwn values of
+                     scratch per thread; NULL: fp32 */
+    int64_t bwn, kvn;
+    int gth;      /* threads of each bf16 product */
 } attn_bwd;
 
 /* Head n's dS (in its slice of ds: dO V^T through the softmax backward) and its dq columns. */
@@ -250,6 +258,186 @@ static void head_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0
     }
 }
 
+#ifndef GT_REAL_DOUBLE
+/* ---- bf16 products (gt_attn_cfg.bf16) ----
+ * The same blocks as the fp32 path, each product on the bf16 kernel with its operands rounded
+ * (and zero-padded) by the padded packers. A head's keys and values are packed once for all its
+ * query blocks; outputs that would need a transposed operand are computed transposed (out^T =
+ * V^T P^T, dq^T = K^T dS^T) and stored through the kernel's transposed store. Key columns are
+ * taken from lo rounded down to 16 (products) or 32 (reductions over keys): the extra columns hold
+ * exact zeros in P, and dS gets them zeroed, so nothing changes but the rounding. */
+
+static int64_t up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* bf16 values of one kv head's packed keys and values (forward: K^T panels and V^T; backward:
+ * V^T panels and K^T), shared by the query heads of its group. */
+static int64_t bf_kv_n(const attn_saved *s) {
+    int64_t S16 = up(s->S, 16), Sp = up(s->S, 32), f = S16 * s->H + s->Hv * Sp, g = S16 * s->Hv + s->H * Sp;
+    return up(f > g ? f : g, 32);
+}
+
+/* bf16 values of one thread's scratch: the largest of a forward block's, head_dq's and
+ * head_dkv's needs. */
+static int64_t bf_scratch_n(const attn_saved *s, int th) {
+    int64_t Sp = up(s->S, 32), S16 = up(s->S, 16), Q32 = up(qblock(s), 32);
+    int64_t hm = s->H > s->Hv ? s->H : s->Hv, cw = up(hm, 16) + 16;
+    int64_t fwd = Q32 * s->H + Q32 * Sp, dq = Q32 * s->Hv + Q32 * Sp, dkv = S16 * Q32 + Q32 * cw;
+    int64_t n = fwd > dq ? fwd : dq;
+    (void)th;
+    return up(n > dkv ? n : dkv, 32);
+}
+
+/* The kv packs of every kv head, then th threads' scratch. */
+static uint16_t *bf_scratch(gt_ctx *ctx, const attn_saved *s, int th) {
+    size_t bytes = (size_t)(s->K * bf_kv_n(s) + bf_scratch_n(s, th) * th) * 2;
+    uint16_t *p = aligned_alloc(64, bytes);
+    if (!p) gt_fail(ctx, GT_ERR_NOMEM, "attention: out of memory for %zu bytes of bf16 operands", bytes);
+    return p;
+}
+
+/* Batch b's keys and values packed once per kv head (two packs per head, split over th
+ * threads): fwd, K^T as B panels and V^T as A; otherwise (backward) V^T as B panels and, with
+ * kd, K^T as A. */
+static void bf_pack_kv(const attn_saved *s, const gt_real *kd, const gt_real *vd, int64_t b, bool fwd, uint16_t *kv,
+                       int th) {
+    const int64_t S = s->S, H = s->H, Hv = s->Hv, ks = s->K * H, vs = s->K * Hv, S16 = up(S, 16), Sp = up(S, 32);
+    const int64_t kvn = bf_kv_n(s);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+    for (int64_t t = 0; t < 2 * s->K; t++) {
+        int64_t h = t / 2;
+        const gt_real *Kh = kd ? kd + b * S * ks + h * H : NULL, *Vh = vd + b * S * vs + h * Hv;
+        uint16_t *p = kv + h * kvn;
+        if (fwd && t % 2 == 0) gt_bf16_pack_bt_pad(Kh, ks, S, H, 1, p, S16, H);
+        if (fwd && t % 2 == 1) gt_bf16_pack_at_pad(Vh, vs, Hv, S, 1, p + S16 * H, Hv, Sp);
+        if (!fwd && t % 2 == 0) gt_bf16_pack_bt_pad(Vh, vs, S, Hv, 1, p, S16, Hv);
+        if (!fwd && t % 2 == 1 && Kh) gt_bf16_pack_at_pad(Kh, ks, H, S, 1, p + S16 * Hv, H, Sp);
+    }
+}
+
+/* head_forward's products in bf16; wk: this thread's scratch. */
+static void head_forward_bf16(const attn_saved *s, const gt_attn_cfg *cfg, const gt_tensor *q, int64_t b,
+                              int64_t n, gt_real *pn, gt_real *out, const uint16_t *kv, uint16_t *wk, int gth) {
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K;
+    const int64_t qs = N * H, os = N * Hv, QB = qblock(s);
+    const int64_t S16 = up(S, 16), Sp = up(S, 32), Q32 = up(QB, 32);
+    const gt_real *Q = q->data + b * T * qs + n * H;
+    const uint8_t *mask = cfg->key_mask ? cfg->key_mask + b * S : NULL;
+    const int32_t *seg = cfg->segment_ids ? cfg->segment_ids + b * S : NULL;
+    gt_real *lse = s->lse ? s->lse + (b * N + n) * T : NULL;
+    const uint16_t *kt = kv + (n / G) * bf_kv_n(s), *vt = kt + S16 * H; /* K^T panels, V^T */
+    uint16_t *qa = wk, *pt = qa + Q32 * H;
+    gt_bf16_kernel kk = gt_bf16_kernel_active();
+    for (int64_t i0 = 0; i0 < T; i0 += QB) {
+        int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+        block_range(s, b, i0, i1, &lo, &hi);
+        int64_t mv = i1 - i0, Mp = up(mv, 16), l16 = lo / 16 * 16, l32 = lo / 32 * 32, kw = up(hi - l32, 32);
+        gt_bf16_pack_a_pad(Q + i0 * qs, qs, mv, H, (float)s->scale, qa, Mp, H);
+        gt_bf16_gemm(kk, gth, Mp, up(hi - l16, 16), H, qa, H, kt + l16 * H, pn + i0 * S + l16, S, mv, hi - l16,
+                     false, false);
+        for (int64_t i = i0; i < i1; i++)
+            softmax_row(pn + i * S, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
+                        seg ? seg[cfg->q_offset + i] : 0, s->softcap, lse ? lse + i : NULL);
+        /* out^T [Hv, rows] = V^T P^T; P is exactly 0 outside each row's keys */
+        gt_bf16_pack_bt_pad(pn + i0 * S + l32, S, mv, S - l32 < kw ? S - l32 : kw, 1, pt, Mp, kw);
+        gt_bf16_gemm(kk, gth, Hv, Mp, kw, vt + l32, Sp, pt, out + b * T * os + i0 * os + n * Hv, os, Hv, mv, true,
+                     false);
+    }
+}
+
+/* head_dq's products in bf16 (wk: this thread's scratch); dS leaves zeroed on the rounded-out
+ * columns [lo / 32 * 32, lo) and [hi, hi rounded up) for head_dkv_bf16. */
+static void head_dq_bf16(const attn_bwd *w, int64_t n, gt_real *ds, uint16_t *wk, int gth) {
+    const uint16_t *vp = w->bw + (n / (w->s->N / w->s->K)) * w->kvn; /* V^T panels, then K^T */
+    const attn_saved *s = w->s;
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, b = w->b;
+    const int64_t qs = N * H, os = N * Hv, QB = qblock(s);
+    const int64_t S16 = up(S, 16), Sp = up(S, 32), Q32 = up(QB, 32);
+    const gt_real *P = s->p + (b * N + n) * T * S, *dO = w->dout + b * T * os + n * Hv;
+    const uint16_t *ka = vp + S16 * Hv;
+    uint16_t *da = wk, *dt = da + Q32 * Hv;
+    gt_bf16_kernel kk = gt_bf16_kernel_active();
+    for (int64_t i0 = 0; i0 < T; i0 += QB) {
+        int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+        block_range(s, b, i0, i1, &lo, &hi);
+        int64_t mv = i1 - i0, Mp = up(mv, 16), l16 = lo / 16 * 16, l32 = lo / 32 * 32, kw = up(hi - l32, 32);
+        int64_t ke = l32 + kw < S ? l32 + kw : S;
+        gt_bf16_pack_a_pad(dO + i0 * os, os, mv, Hv, 1, da, Mp, Hv);
+        gt_bf16_gemm(kk, gth, Mp, up(hi - l16, 16), Hv, da, Hv, vp + l16 * Hv, ds + i0 * S + l16, S, mv, hi - l16,
+                     false, false);
+        for (int64_t i = i0; i < i1; i++) {
+            dsoftmax_row(P + i * S, ds + i * S, lo, hi, s->softcap, s->lse ? s->lse[(b * N + n) * T + i] : 0);
+            memset(ds + i * S + l32, 0, (size_t)(lo - l32) * sizeof(gt_real));
+            memset(ds + i * S + hi, 0, (size_t)(ke - hi) * sizeof(gt_real));
+        }
+        if (!w->dq) continue;
+        /* dq^T [H, rows] += K^T (scale dS)^T */
+        gt_bf16_pack_bt_pad(ds + i0 * S + l32, S, mv, ke - l32, (float)s->scale, dt, Mp, kw);
+        gt_bf16_gemm(kk, gth, H, Mp, kw, ka + l32, Sp, dt, w->dq + b * T * qs + i0 * qs + n * H, qs, H, mv, true,
+                     true);
+    }
+}
+
+/* head_dkv's products in bf16: dv += P^T dO (with do_dv), dk += dS^T (scale Q) (with do_dk) on
+ * columns [c0, c1). */
+static void head_dkv_bf16(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0, int64_t c1, uint16_t *wk,
+                          int gth, bool do_dv, bool do_dk) {
+    const attn_saved *s = w->s;
+    const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, b = w->b;
+    const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s), kv = n / G;
+    const int64_t S16 = up(S, 16), Q32 = up(QB, 32);
+    const gt_real *P = s->p + (b * N + n) * T * S, *dO = w->dout + b * T * os + n * Hv;
+    uint16_t *at = wk, *bp = at + S16 * Q32;
+    gt_bf16_kernel kk = gt_bf16_kernel_active();
+    for (int64_t i0 = 0; i0 < T; i0 += QB) {
+        int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+        block_range(s, b, i0, i1, &lo, &hi);
+        int64_t mv = i1 - i0, Kq = up(mv, 32), l16 = lo / 16 * 16, mk = hi - l16, Mk = up(mk, 16);
+        int64_t v1 = c1 < Hv ? c1 : Hv, k1 = c1 < H ? c1 : H;
+        if (mk <= 0) continue;
+        if (do_dv && w->dv && c0 < v1) {
+            gt_bf16_pack_at_pad(P + i0 * S + l16, S, mk, mv, 1, at, Mk, Kq); /* A = P^T */
+            gt_bf16_pack_b_pad(dO + i0 * os + c0, os, mv, v1 - c0, 1, bp, up(v1 - c0, 16), Kq);
+            gt_bf16_gemm(kk, gth, Mk, up(v1 - c0, 16), Kq, at, Kq, bp, w->dv + b * S * vs + l16 * vs + kv * Hv + c0,
+                         vs, mk, v1 - c0, false, true);
+        }
+        if (do_dk && w->dk && c0 < k1) {
+            gt_bf16_pack_at_pad(ds + i0 * S + l16, S, mk, mv, 1, at, Mk, Kq); /* A = dS^T */
+            gt_bf16_pack_b_pad(w->qd + b * T * qs + i0 * qs + n * H + c0, qs, mv, k1 - c0, (float)s->scale, bp,
+                               up(k1 - c0, 16), Kq);
+            gt_bf16_gemm(kk, gth, Mk, up(k1 - c0, 16), Kq, at, Kq, bp, w->dk + b * S * ks + l16 * ks + kv * H + c0,
+                         ks, mk, k1 - c0, false, true);
+        }
+    }
+}
+#endif
+
+/* One head's backward pieces on the path the saved state chose (see attn_bwd.bw). */
+static void run_dq(const attn_bwd *w, int64_t n, gt_real *ds) {
+#ifndef GT_REAL_DOUBLE
+    if (w->bw) {
+        head_dq_bf16(w, n, ds, w->bw + w->s->K * w->kvn + omp_get_thread_num() * w->bwn, w->gth);
+        return;
+    }
+#endif
+    head_dq(w, n, ds);
+}
+
+/* Part c of th of head n's dk and dv: columns [c cw, (c + 1) cw) of both; on the bf16 path with
+ * two threads and both gradients, dv (c = 0) or dk (c = 1) whole, so that no thread packs the
+ * other's transposed operand again. */
+static void run_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int c, int th, int64_t cw) {
+#ifndef GT_REAL_DOUBLE
+    if (w->bw) {
+        uint16_t *wk = w->bw + w->s->K * w->kvn + omp_get_thread_num() * w->bwn;
+        int64_t hm = w->s->H > w->s->Hv ? w->s->H : w->s->Hv;
+        if (th == 2 && w->dk && w->dv) head_dkv_bf16(w, n, ds, 0, hm, wk, w->gth, c == 0, c == 1);
+        else head_dkv_bf16(w, n, ds, c * cw, (c + 1) * cw, wk, w->gth, true, true);
+        return;
+    }
+#endif
+    head_dkv(w, n, ds, c * cw, (c + 1) * cw);
+}
+
 /* Heads in groups of one per thread: first each head's dS and dq (its own columns), then dk and
  * dv split by columns between the threads, as heads of a group may share a kv head. Each thread
  * runs single-threaded GEMMs: OpenBLAS's pool on these small blocks spent more time handing work
@@ -257,7 +445,7 @@ static void head_dkv(const attn_bwd *w, int64_t n, const gt_real *ds, int64_t c0
 static void attention_backward(gt_ctx *ctx, gt_node *node) {
     attn_saved *s = node->saved;
     gt_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2];
-    attn_bwd w = {s, gt_grad(ctx, node->out), NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0};
+    attn_bwd w = {s, gt_grad(ctx, node->out), NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, 0, 1};
     w.dq = gt_needs_grad(q) ? gt_grad(ctx, q) : NULL;
     w.dk = gt_needs_grad(k) ? gt_grad(ctx, k) : NULL;
     w.dv = gt_needs_grad(v) ? gt_grad(ctx, v) : NULL;
@@ -270,22 +458,35 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
     w.qd = w.dk ? gt_saved_data(ctx, node, 0) : NULL;
     w.kd = w.dq ? gt_saved_data(ctx, node, 1) : NULL;
     w.vd = need_ds ? gt_saved_data(ctx, node, 2) : NULL;
+#ifndef GT_REAL_DOUBLE
+    if (s->bf16 && gt_ok(ctx)) {
+        w.bw = bf_scratch(ctx, s, th);
+        w.bwn = bf_scratch_n(s, th);
+        w.kvn = bf_kv_n(s);
+        w.gth = th > 1 ? 1 : gt_threads();
+    }
+#endif
     if (!gt_ok(ctx)) return;
     int64_t cw = ((H > Hv ? H : Hv) + th - 1) / th;
     cw = (cw + 15) / 16 * 16; /* column chunks of whole vectors */
     if (th > 1) gt_blas_serial(true);
-    for (w.b = 0; w.b < s->B; w.b++)
+    for (w.b = 0; w.b < s->B; w.b++) {
+#ifndef GT_REAL_DOUBLE
+        if (w.bw && need_ds) bf_pack_kv(s, w.kd, w.vd, w.b, false, w.bw, th);
+#endif
         for (int64_t g0 = 0; g0 < N; g0 += th) {
             int64_t g1 = g0 + th < N ? g0 + th : N;
 #pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
             for (int64_t n = g0; n < g1; n++)
-                if (need_ds) head_dq(&w, n, w.ds + (n - g0) * T * S);
+                if (need_ds) run_dq(&w, n, w.ds + (n - g0) * T * S);
 #pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
             for (int c = 0; c < th; c++)
                 for (int64_t n = g0; n < g1; n++)
-                    head_dkv(&w, n, need_ds ? w.ds + (n - g0) * T * S : NULL, c * cw, (c + 1) * cw);
+                    run_dkv(&w, n, need_ds ? w.ds + (n - g0) * T * S : NULL, c, th, cw);
         }
+    }
     if (th > 1) gt_blas_serial(false);
+    free(w.bw);
     /* the probabilities and the scratch are dead once this node has run */
     if (w.ds) gt_release(ctx, w.ds, ds_n * sizeof(gt_real));
     gt_release(ctx, s->p, (size_t)(s->B * N * T * S > 0 ? s->B * N * T * S : 1) * sizeof(gt_real));
@@ -348,8 +549,11 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
     gt_tensor *out = gt_op_out(ctx, 4, oshape, in, 3);
     attn_saved *s = gt_alloc(ctx, sizeof *s);
     if (!out || !s) return NULL;
-    *s = (attn_saved){B, T, S, N, K, H, Hv, cfg->window, cfg->q_offset, cfg->causal,
+    *s = (attn_saved){B, T, S, N, K, H, Hv, cfg->window, cfg->q_offset, cfg->causal, false,
                       (gt_real)cfg->scale, (gt_real)cfg->softcap, NULL, NULL, NULL, NULL};
+#ifndef GT_REAL_DOUBLE
+    s->bf16 = cfg->bf16 && gt_bf16_kernel_active() != GT_BF16K_OFF && H % 32 == 0 && Hv % 32 == 0;
+#endif
     /* Backward needs every batch's probabilities; inference reuses one batch's worth. */
     bool keep = out->requires_grad;
     int64_t pn = keep ? psize : N * T * S;
@@ -364,13 +568,33 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
                    cfg->bidir_end ? cfg->bidir_end + b * S : NULL, s->rlo + b * T, s->rhi + b * T);
 
     int th = attn_threads(s);
+    uint16_t *bw = NULL;
+    int64_t bwn = 0;
+    (void)bwn;
+#ifndef GT_REAL_DOUBLE
+    if (s->bf16 && !(bw = bf_scratch(ctx, s, th))) return NULL;
+    bwn = bf_scratch_n(s, th);
+#endif
     if (th > 1) gt_blas_serial(true); /* one head per thread (see attention_backward) */
     for (int64_t b = 0; b < B; b++) {
         gt_real *pb = s->p + (keep ? b * N * T * S : 0);
+#ifndef GT_REAL_DOUBLE
+        if (bw) bf_pack_kv(s, k->data, v->data, b, true, bw, th);
+#endif
 #pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
-        for (int64_t n = 0; n < N; n++) head_forward(s, cfg, q, k, v, b, n, pb + n * T * S, out->data);
+        for (int64_t n = 0; n < N; n++) {
+#ifndef GT_REAL_DOUBLE
+            if (bw) {
+                head_forward_bf16(s, cfg, q, b, n, pb + n * T * S, out->data, bw,
+                                  bw + K * bf_kv_n(s) + omp_get_thread_num() * bwn, th > 1 ? 1 : gt_threads());
+                continue;
+            }
+#endif
+            head_forward(s, cfg, q, k, v, b, n, pb + n * T * S, out->data);
+        }
     }
     if (th > 1) gt_blas_serial(false);
+    free(bw);
     if (!gt_record(ctx, "attention", attention_backward, out, in, 3, s, attention_reads(q, k, v)))
         return NULL;
     return out;

@@ -32,6 +32,12 @@ typedef struct gt_attn_cfg {
      * lets see each other both ways; 0 for text). With a window the span is cut at qi + window
      * (KerasHub's symmetric band). */
     const int32_t *bidir_end;
+    /* bf16 arithmetic (model.compute_dtype bfloat16): the four products of the forward and the
+     * backward round their operands (q, k, v, P, dO, dS) to bf16 and accumulate in fp32 on the
+     * CPU's bf16 kernel (autograd/bf16_gemm.h); softmax and its backward stay fp32. Taken only
+     * where that kernel is active and H, Hv are multiples of 32 (never in the f64 build);
+     * otherwise the fp32 path runs as if this were false. */
+    bool bf16;
 } gt_attn_cfg;
 
 gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,

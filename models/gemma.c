@@ -520,7 +520,8 @@ static gt_tensor *attention_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_t
                         .key_mask = in->key_mask,
                         .segment_ids = in->segment_ids,
                         /* Gemma 4 opens image spans on local layers only (KerasHub blk:437-447) */
-                        .bidir_end = c->generation == 4 && !local ? NULL : in->bidir_end};
+                        .bidir_end = c->generation == 4 && !local ? NULL : in->bidir_end,
+                        .bf16 = m->compute_bf16};
     gt_scope half = gt_scope_begin(ctx);
     gt_tensor *h = norm(ctx, m, x, ly->pre_attn_norm);
     gt_tensor *q = heads(ctx, proj(ctx, m, i, GT_LORA_QUERY, h, ly->query), B, T, N, H);
