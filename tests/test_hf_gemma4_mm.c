@@ -8,12 +8,10 @@
  * DIR/model for make_hf_gemma4_mm_fixture.py --check-export, DIR/conv_preset for
  * check_hf_gemma4_mm_keras.py. */
 #include <check.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include <jansson.h>
 
@@ -26,15 +24,11 @@
 #include "models/io/hf_vision4.h"
 #include "models/io/safetensors.h"
 #include "tests/h5fixture.h"
+#include "tests/cli_run.h"
 
 #define DIR "tests/fixtures/hf/gemma4_mm"
 
 static char g_dir[600];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
 
 typedef struct {
     gt_gemma *m;
@@ -201,16 +195,6 @@ START_TEST(writes_one_directory_and_reads_it_back) {
 }
 END_TEST
 
-static int run(const char *args, char *out, size_t n) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* gemmatrain convert and export carry both towers: our HF directory -> a KerasHub preset -> HF
  * again (convert --format hf, export --format hf) holds the same tensors, bit for bit, and the
  * same media ids. */
@@ -227,10 +211,10 @@ START_TEST(convert_carries_the_towers) {
     ck_assert_msg(!gt_hf_gemma_save(x.m, hf, &o, err, sizeof err), "%s", err);
     free_full(&x);
     snprintf(args, sizeof args, "convert %s %s", hf, preset);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     ck_assert_msg(strstr(out, "with the vision and audio towers"), "%s", out);
     snprintf(args, sizeof args, "convert %s %s --format hf", preset, back);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     same_files(hf, back);
     same_ids(back);
     /* export --format hf from a config naming the preset: the same directory again */
@@ -240,7 +224,7 @@ START_TEST(convert_carries_the_towers) {
     fprintf(f, "model:\n  weights: %s\n", preset);
     fclose(f);
     snprintf(args, sizeof args, "export %s --out %s/exported --format hf", back, g_dir);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     snprintf(back, sizeof back, "%s/exported", g_dir);
     same_files(hf, back);
     same_ids(back);
@@ -261,7 +245,7 @@ START_TEST(trains_from_the_directory) {
     ck_assert_msg(!gt_hf_gemma_save(x.m, d, &o, err, sizeof err), "%s", err);
     free_full(&x);
     snprintf(args, sizeof args, "convert %s %s/train_preset", d, g_dir);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     snprintf(args, sizeof args, "%s/train.jsonl", g_dir);
     FILE *f = fopen(args, "w");
     ck_assert_ptr_nonnull(f);
@@ -271,7 +255,7 @@ START_TEST(trains_from_the_directory) {
         snprintf(args, sizeof args, "train /dev/null model.weights=%s%s data.train=%s/train.jsonl "
                  "data.sequence_length=16 train.steps=2 train.batch_size=2 lora.enabled=true lora.rank=2 "
                  "output_dir=%s/run%d", k ? g_dir : d, k ? "/train_preset" : "", g_dir, g_dir, k);
-        ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+        ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
         const char *p = strstr(out, "step 2/2 loss ");
         ck_assert_msg(p, "%s", out);
         ck_assert_int_eq(sscanf(p + 14, "%63s", loss[k]), 1);
@@ -389,7 +373,7 @@ START_TEST(generate_reads_processor_config) {
     write_processor(d, NULL, NULL);
     snprintf(args, sizeof args, "generate --model %s --image " IMAGE " --audio " CLIP " --score --logits "
              "'<|image|><|audio|>'", d);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%.2000s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%.2000s", out);
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     ctx.grad_enabled = false;
@@ -416,7 +400,7 @@ START_TEST(generate_reads_processor_config) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_processor(d, bad[i].skip, bad[i].extra);
-        ck_assert_int_eq(run(args, out, sizeof out), 1);
+        ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
         ck_assert_msg(strstr(out, bad[i].want), "want '%s', got:\n%s", bad[i].want, out);
     }
     /* without processor_config.json, a feature extractor's own preprocessor_config.json (flat) */
@@ -428,7 +412,7 @@ START_TEST(generate_reads_processor_config) {
     fprintf(f, "{\"feature_extractor_type\": \"Gemma4AudioFeatureExtractor\", \"feature_size\": 16}\n");
     fclose(f);
     snprintf(args, sizeof args, "generate --model %s --audio " CLIP " --score '<|audio|>'", d);
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     ck_assert_msg(strstr(out, "preprocessor_config.json: key \"fft_length\" is missing"), "%s", out);
     gt_ctx_free(&ctx);
     free_full(&x);
@@ -454,6 +438,6 @@ int main(void) {
     srunner_run_all(r, CK_NORMAL);
     int failed = srunner_ntests_failed(r);
     srunner_free(r);
-    if (!(keep && *keep)) nftw(g_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    if (!(keep && *keep)) gt_test_rmtree(g_dir);
     return failed ? 1 : 0;
 }
