@@ -4,7 +4,6 @@
  * file is in ours with the same name, shape and values. GT_HF_TOWERS_EXPORT_DIR keeps the two
  * directories (<dir>/vision, <dir>/audio) for make_hf_vision4_fixture.py --check-export. */
 #include <check.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,13 +12,9 @@
 #include "models/io/hf_towers4.h"
 #include "models/io/hf_vision4.h"
 #include "models/io/safetensors.h"
+#include "tests/cli_run.h"
 
 static char g_dir[600];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
 
 /* Every tensor of the reference file is in ours, same shape and values. */
 static void same_files(const char *ref_dir, const char *dir) {
@@ -106,6 +101,6 @@ int main(void) {
     srunner_run_all(r, CK_NORMAL);
     int failed = srunner_ntests_failed(r);
     srunner_free(r);
-    if (!(keep && *keep)) nftw(g_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    if (!(keep && *keep)) gt_test_rmtree(g_dir);
     return failed ? 1 : 0;
 }
