@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tests/cli_run.h"
+#include "tests/check_main.h"
 
 START_TEST(help_and_version) {
     char out[4096];
@@ -29,9 +30,5 @@ int main(void) {
     tcase_add_test(tc, help_and_version);
     tcase_add_test(tc, unknown_command_fails_with_a_message);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -22,6 +22,7 @@
 #include "models/gemma.h"
 #include "train/step.h"
 #include "tests/cli_run.h"
+#include "tests/check_main.h"
 
 static double rnd(uint64_t *s) {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
@@ -356,9 +357,5 @@ int main(void) {
     tcase_add_test(tc, lora_training_loss_follows_fp32);
     tcase_add_test(tc, trainer_in_bf16_mode);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }
