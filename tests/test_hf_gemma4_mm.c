@@ -25,6 +25,7 @@
 #include "models/io/safetensors.h"
 #include "tests/h5fixture.h"
 #include "tests/cli_run.h"
+#include "tests/same_tensors.h"
 
 #define DIR "tests/fixtures/hf/gemma4_mm"
 
@@ -115,34 +116,6 @@ static void write_vocab(const char *path) {
     gt_tok_free(tok);
 }
 
-static void same_params(const gt_tensor *const *x, const gt_tensor *const *y, int n) {
-    for (int i = 0; i < n; i++)
-        ck_assert_msg(!memcmp(x[i]->data, y[i]->data, sizeof(gt_real) * (size_t)x[i]->size),
-                      "%s differs after the round trip", x[i]->name);
-}
-
-/* Every tensor of transformers' file is in ours with the same name, shape and values, and
- * ours holds nothing else. */
-static void same_files(const char *ref_dir, const char *dir) {
-    char err[512];
-    gt_st *a, *b;
-    ck_assert_msg(!gt_st_open(ref_dir, &a, err, sizeof err), "%s", err);
-    ck_assert_msg(!gt_st_open(dir, &b, err, sizeof err), "%s", err);
-    ck_assert_int_eq(gt_st_n_tensors(a), gt_st_n_tensors(b));
-    for (int64_t i = 0; i < gt_st_n_tensors(a); i++) {
-        const gt_st_tensor *x = gt_st_tensor_at(a, i), *y = gt_st_find(b, x->name);
-        ck_assert_msg(y, "%s missing from our file", x->name);
-        ck_assert_msg(x->ndim == y->ndim, "%s: rank %d, ours %d", x->name, x->ndim, y->ndim);
-        for (int d = 0; d < x->ndim; d++) ck_assert_int_eq(x->shape[d], y->shape[d]);
-        float *u = malloc(sizeof(float) * (size_t)x->n_elements + 1);
-        float *v = malloc(sizeof(float) * (size_t)x->n_elements + 1);
-        ck_assert_msg(!gt_st_read_f32(x, u, err, sizeof err) && !gt_st_read_f32(y, v, err, sizeof err), "%s", err);
-        ck_assert_msg(!memcmp(u, v, sizeof(float) * (size_t)x->n_elements), "%s differs", x->name);
-        free(u), free(v);
-    }
-    gt_st_close(a), gt_st_close(b);
-}
-
 /* The fixture's config.json keys that say where the media go equal ours. */
 static void same_ids(const char *dir) {
     static const char *const keys[] = {"boi_token_id", "eoi_token_id", "image_token_id", "boa_token_id",
@@ -176,9 +149,9 @@ START_TEST(writes_one_directory_and_reads_it_back) {
                       "%s differs after the round trip", x.m->params[i].name);
     ck_assert_int_eq(y.v.n_all, x.v.n_all);
     ck_assert_int_eq(y.a.n_all, x.a.n_all);
-    same_params((const gt_tensor *const *)x.v.all, (const gt_tensor *const *)y.v.all, x.v.n_all);
-    same_params((const gt_tensor *const *)x.a.all, (const gt_tensor *const *)y.a.all, x.a.n_all);
-    same_files(DIR, out);
+    gt_test_same_params(x.v.all, y.v.all, x.v.n_all);
+    gt_test_same_params(x.a.all, y.a.all, x.a.n_all);
+    gt_test_same_st(DIR, out);
     same_ids(out);
     double e = logits_err(&y, true);
     printf("hf gemma4 written and read back: %.3g x max from transformers\n", e);
@@ -215,7 +188,7 @@ START_TEST(convert_carries_the_towers) {
     ck_assert_msg(strstr(out, "with the vision and audio towers"), "%s", out);
     snprintf(args, sizeof args, "convert %s %s --format hf", preset, back);
     ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
-    same_files(hf, back);
+    gt_test_same_st(hf, back);
     same_ids(back);
     /* export --format hf from a config naming the preset: the same directory again */
     snprintf(back, sizeof back, "%s/export.yaml", g_dir);
@@ -226,7 +199,7 @@ START_TEST(convert_carries_the_towers) {
     snprintf(args, sizeof args, "export %s --out %s/exported --format hf", back, g_dir);
     ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     snprintf(back, sizeof back, "%s/exported", g_dir);
-    same_files(hf, back);
+    gt_test_same_st(hf, back);
     same_ids(back);
 }
 END_TEST

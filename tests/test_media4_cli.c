@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/check_main.h"
 #include "tests/cli_run.h"
 
 #define CFG "configs/media4-lora.yaml"
@@ -188,12 +189,6 @@ int main(void) {
     tcase_add_test(tc, resume_matches);
     tcase_add_test(tc, refusals);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd)) return 1;
-    return failed ? 1 : 0;
+    int rc = gt_test_suite_main(s);
+    return gt_test_rmtree(g_dir) ? EXIT_FAILURE : rc;
 }

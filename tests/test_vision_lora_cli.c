@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "models/io/h5io.h"
+#include "tests/check_main.h"
 #include "tests/cli_run.h"
 
 #define CFG "configs/shapes-lora.yaml"
@@ -160,12 +161,7 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, encoder_adapters_leave_and_come_back);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd)) fprintf(stderr, "%s failed\n", cmd);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    int rc = gt_test_suite_main(s);
+    if (gt_test_rmtree(g_dir)) fprintf(stderr, "removing %s failed\n", g_dir);
+    return rc;
 }
