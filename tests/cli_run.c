@@ -49,3 +49,10 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 int gt_test_rmtree(const char *dir) {
     return nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS) ? -1 : 0;
 }
+
+int gt_test_scratch(char *dir, size_t n, const char *keep_env, const char *prefix) {
+    const char *keep = getenv(keep_env);
+    if (keep && *keep) return snprintf(dir, n, "%s", keep), 1;
+    snprintf(dir, n, "/tmp/%s_XXXXXX", prefix);
+    return mkdtemp(dir) ? 0 : -1;
+}

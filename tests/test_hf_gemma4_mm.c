@@ -24,6 +24,7 @@
 #include "models/io/hf_vision4.h"
 #include "models/io/safetensors.h"
 #include "tests/h5fixture.h"
+#include "tests/check_main.h"
 #include "tests/cli_run.h"
 #include "tests/same_tensors.h"
 
@@ -393,11 +394,8 @@ START_TEST(generate_reads_processor_config) {
 END_TEST
 
 int main(void) {
-    const char *keep = getenv("GT_HF_GEMMA4_MM_EXPORT_DIR");
-    char tmpl[] = "/tmp/gt_hfg4mm_XXXXXX";
-    if (keep && *keep) snprintf(g_dir, sizeof g_dir, "%s", keep);
-    else if (mkdtemp(tmpl)) snprintf(g_dir, sizeof g_dir, "%s", tmpl);
-    else return 1;
+    int keep = gt_test_scratch(g_dir, sizeof g_dir, "GT_HF_GEMMA4_MM_EXPORT_DIR", "gt_hfg4mm");
+    if (keep < 0) return 1;
     Suite *s = suite_create("hf_gemma4_mm");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
@@ -407,10 +405,7 @@ int main(void) {
     tcase_add_test(tc, generate_reads_processor_config);
     tcase_add_test(tc, trains_from_the_directory);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    if (!(keep && *keep)) gt_test_rmtree(g_dir);
-    return failed ? 1 : 0;
+    int rc = gt_test_suite_main(s);
+    if (!keep) gt_test_rmtree(g_dir);
+    return rc;
 }

@@ -12,6 +12,7 @@
 #include "models/io/hf_towers4.h"
 #include "models/io/hf_vision4.h"
 #include "models/io/safetensors.h"
+#include "tests/check_main.h"
 #include "tests/cli_run.h"
 #include "tests/same_tensors.h"
 
@@ -59,21 +60,15 @@ START_TEST(audio_round_trips) {
 END_TEST
 
 int main(void) {
-    const char *keep = getenv("GT_HF_TOWERS_EXPORT_DIR");
-    char tmpl[] = "/tmp/gt_hftowers_XXXXXX";
-    if (keep && *keep) snprintf(g_dir, sizeof g_dir, "%s", keep);
-    else if (mkdtemp(tmpl)) snprintf(g_dir, sizeof g_dir, "%s", tmpl);
-    else return 1;
+    int keep = gt_test_scratch(g_dir, sizeof g_dir, "GT_HF_TOWERS_EXPORT_DIR", "gt_hftowers");
+    if (keep < 0) return 1;
     Suite *s = suite_create("hf_towers4");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, vision_round_trips);
     tcase_add_test(tc, audio_round_trips);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    if (!(keep && *keep)) gt_test_rmtree(g_dir);
-    return failed ? 1 : 0;
+    int rc = gt_test_suite_main(s);
+    if (!keep) gt_test_rmtree(g_dir);
+    return rc;
 }
