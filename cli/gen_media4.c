@@ -5,20 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "cli/towers4_src.h"
 #include "models/io/hf_processor4.h"
+#include "models/io/keras_converters4.h"
 #include "util/err.h"
-
-/* A number at o[key] into *v when present; -1 naming the file and key when not a number. */
-static int num(json_t *o, const char *key, const char *file, double *v, char *err, size_t errn) {
-    json_t *x = o ? json_object_get(o, key) : NULL;
-    if (!x || json_is_null(x)) return 0;
-    if (!json_is_number(x)) return gt_errf(err, errn, "%s: \"%s\" is not a number", file, key);
-    *v = json_number_value(x);
-    return 0;
-}
 
 /* The converters' settings: an HF directory's processor_config.json / preprocessor_config.json
  * (models/io/hf_processor4.h) or a preset's preprocessor.json when there is one, else KerasHub's
@@ -32,33 +22,7 @@ static int converters(gt_gen4 *x, const char *dir, char *err, size_t errn) {
     if (gt_hf_processor4_load(dir, x->has_v ? &x->icfg : NULL, &hi, x->has_a ? &x->acfg : NULL, &ha, err, errn))
         return -1;
     if (hi || ha) return 0;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/preprocessor.json", dir);
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    fclose(f);
-    json_error_t je;
-    json_t *j = json_load_file(path, 0, &je);
-    if (!j) return gt_errf(err, errn, "%s:%d: %s", path, je.line, je.text);
-    json_t *c = json_object_get(j, "config");
-    json_t *ic = json_object_get(json_object_get(c, "image_converter"), "config");
-    json_t *ac = json_object_get(json_object_get(c, "audio_converter"), "config");
-    double p = x->icfg.patch, ms = x->icfg.max_soft_tokens, pk = x->icfg.pool;
-    double nm = x->acfg.num_mels, nf = x->acfg.num_fft_bins, st = x->acfg.stride, fl = x->acfg.frame_length;
-    double sr = x->acfg.sampling_rate, ml = x->acfg.max_audio_length;
-    int rc = num(ic, "patch_size", path, &p, err, errn) || num(ic, "max_soft_tokens", path, &ms, err, errn) ||
-             num(ic, "pooling_kernel_size", path, &pk, err, errn) || num(ac, "num_mels", path, &nm, err, errn) ||
-             num(ac, "num_fft_bins", path, &nf, err, errn) || num(ac, "stride", path, &st, err, errn) ||
-             num(ac, "frame_length", path, &fl, err, errn) || num(ac, "sampling_rate", path, &sr, err, errn) ||
-             num(ac, "max_audio_length", path, &ml, err, errn) ||
-             num(ac, "min_frequency", path, &x->acfg.min_frequency, err, errn) ||
-             num(ac, "max_frequency", path, &x->acfg.max_frequency, err, errn) ||
-             num(ac, "mel_floor", path, &x->acfg.mel_floor, err, errn);
-    json_decref(j);
-    x->icfg.patch = (int)p, x->icfg.max_soft_tokens = (int)ms, x->icfg.pool = (int)pk;
-    x->acfg.num_mels = (int)nm, x->acfg.num_fft_bins = (int)nf, x->acfg.stride = (int)st;
-    x->acfg.frame_length = (int)fl, x->acfg.sampling_rate = (int)sr, x->acfg.max_audio_length = (int)ml;
-    return rc ? -1 : 0;
+    return gt_keras_converters4_load(dir, &x->icfg, &x->acfg, err, errn);
 }
 
 /* The towers wanted (vision when images, audio when clips) from a preset or an HF directory. */

@@ -20,6 +20,7 @@
 #include "autograd/bf16_gemm.h"
 #include "autograd/ops_attn.h"
 #include "util/half.h"
+#include "tests/check_main.h"
 
 static double rnd(uint64_t *s) {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
@@ -187,9 +188,5 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, attention_bf16_matches_fp32_on_every_kernel);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

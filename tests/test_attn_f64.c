@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tests/gradcheck.h"
+#include "tests/check_main.h"
 
 typedef struct {
     int64_t B, T, S, N, K, H, Hv;
@@ -337,9 +338,5 @@ int main(void) {
     tcase_add_test(tc, several_query_blocks);
     tcase_add_test(tc, image_spans_see_each_other);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

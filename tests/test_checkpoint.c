@@ -12,6 +12,7 @@
 #include <hdf5.h>
 
 #include "train/checkpoint.h"
+#include "tests/check_main.h"
 
 typedef struct {
     gt_gemma_config cfg;
@@ -267,9 +268,5 @@ int main(void) {
     tcase_add_test(tc, several_values_where_one_is_expected_are_refused);
     tcase_add_test(tc, latest_and_prune);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

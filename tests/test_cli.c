@@ -3,34 +3,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
-static int run(const char *args, char *out, size_t n) {
-    const char *bin = getenv("GT_BIN");
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin ? bin : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+#include "tests/cli_run.h"
+#include "tests/check_main.h"
 
 START_TEST(help_and_version) {
     char out[4096];
-    ck_assert_int_eq(run("--help", out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run("--help", out, sizeof out), 0);
     ck_assert_msg(strstr(out, "usage: gemmatrain"), "%s", out);
-    ck_assert_int_eq(run("--version", out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run("--version", out, sizeof out), 0);
     ck_assert_msg(strncmp(out, "gemmatrain 0.", 13) == 0, "%s", out);
 }
 END_TEST
 
 START_TEST(unknown_command_fails_with_a_message) {
     char out[4096];
-    ck_assert_int_eq(run("frobnicate", out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run("frobnicate", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "unknown command 'frobnicate'"), "%s", out);
-    ck_assert_int_eq(run("", out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run("", out, sizeof out), 2);
 }
 END_TEST
 
@@ -40,9 +30,5 @@ int main(void) {
     tcase_add_test(tc, help_and_version);
     tcase_add_test(tc, unknown_command_fails_with_a_message);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -16,12 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "autograd/bf16_gemm.h"
 #include "models/gemma.h"
 #include "train/step.h"
+#include "tests/cli_run.h"
+#include "tests/check_main.h"
 
 static double rnd(uint64_t *s) {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
@@ -308,17 +309,6 @@ END_TEST
  * bfloat16 says which kernel it runs on (or that it fell back), and the eval loss after 6 steps is
  * within 1% of compute_dtype float32's; float32 with fp32 storage is refused nothing, bfloat16
  * with it is a config error naming both keys. */
-static int run(const char *args, char *out, size_t n) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return snprintf(out, n, "popen failed"), -1;
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static double trained_eval(const char *compute, char *out, size_t n) {
     char args[2048];
     snprintf(args, sizeof args,
@@ -327,7 +317,7 @@ static double trained_eval(const char *compute, char *out, size_t n) {
              "schedule.warmup_steps=0 optimizer.learning_rate=0.05 model.frozen_dtype=bf16 model.compute_dtype=%s "
              "output_dir=/tmp/gt-test-compute-bf16-%d-%s",
              compute, (int)getpid(), compute);
-    int rc = run(args, out, n);
+    int rc = gt_test_run(args, out, n);
     ck_assert_msg(rc == 0, "%s: exit %d\n%s", args, rc, out);
     const char *p = strstr(out, "eval after training: loss ");
     ck_assert_msg(p != NULL, "no eval after training in:\n%s", out);
@@ -355,7 +345,7 @@ START_TEST(trainer_in_bf16_mode) {
     ck_assert_msg(fabs(b - f) <= 1e-2 * f, "eval loss after training: bf16 %.5f vs fp32 %.5f", b, f);
     printf("compute_bf16 trainer (%s): eval loss after 6 LoRA steps %.5f (fp32 compute %.5f)\n",
            gt_bf16_kernel_name(gt_bf16_kernel_active()), b, f);
-    ck_assert_int_ne(run("train configs/tiny.yaml model.compute_dtype=bfloat16", out, sizeof out), 0);
+    ck_assert_int_ne(gt_test_run("train configs/tiny.yaml model.compute_dtype=bfloat16", out, sizeof out), 0);
     ck_assert_msg(strstr(out, "model.compute_dtype") && strstr(out, "model.frozen_dtype: bf16"), "%s", out);
 }
 END_TEST
@@ -370,9 +360,5 @@ int main(void) {
     tcase_add_test(tc, lora_training_loss_follows_fp32);
     tcase_add_test(tc, trainer_in_bf16_mode);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

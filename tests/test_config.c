@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "train/config.h"
+#include "tests/check_main.h"
 
 static char err[2048];
 
@@ -632,9 +633,5 @@ int main(void) {
     tcase_add_test(tc, example_configs_parse);
     tcase_add_test(tc, reference_lists_every_key);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/check_main.h"
+
 static char tmp[128];
 static char out[1 << 16];
 
@@ -145,9 +147,5 @@ int main(void) {
     tcase_add_test(tc, merged_lora_exports_agree);
     tcase_add_test(tc, export_from_a_checkpoint);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tests/gradcheck.h"
+#include "tests/check_main.h"
 
 static unsigned rng = 11;
 
@@ -427,9 +428,5 @@ int main(void) {
     tcase_add_test(tc, dropout_gradient_and_statistics);
     tcase_add_test(tc, dropout_rows_of_a_cut_batch);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -7,31 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-static int run(const char *args, char *out, size_t n) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static double loss_after(const char *out, const char *label) {
-    const char *p = strstr(out, label);
-    ck_assert_msg(p != NULL, "no '%s' in output:\n%s", label, out);
-    return atof(strstr(p, "loss ") + 5);
-}
-
-/* eval prints one JSON object starting {"loss": x */
-static double json_loss(const char *out) {
-    const char *p = strstr(out, "{\"loss\": ");
-    ck_assert_msg(p != NULL, "no JSON result in:\n%s", out);
-    return atof(p + 9);
-}
+#include "tests/cli_run.h"
 
 /* configs/tiny.yaml for data and training defaults, its custom model switched off */
 #define BASE                                                                                        \
@@ -51,32 +29,32 @@ START_TEST(lora_and_full_finetune_round_trip) {
     snprintf(args, sizeof args, "train configs/tiny.yaml %s train.steps=4 train.full_finetune=false lora.enabled=true "
              "lora.rank=2 lora.targets=[query,key,value,attention_output,ffw_gating,ffw_gating_2,ffw_linear] "
              "output_dir=%s/lora", BASE, dir);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "adapter.lora.h5"), "exit %d:\n%s", rc, out);
-    double before = loss_after(out, "eval before training"), trained = loss_after(out, "eval after training");
+    double before = gt_test_loss_after(out, "eval before training"), trained = gt_test_loss_after(out, "eval after training");
     ck_assert_msg(trained < before, "LoRA training did not lower the eval loss: %.4f -> %.4f", before, trained);
     snprintf(args, sizeof args, "eval configs/tiny.yaml %s train.full_finetune=false lora.enabled=true lora.rank=2 "
              "lora.targets=[query,key,value,attention_output,ffw_gating,ffw_gating_2,ffw_linear] "
              "lora.weights=%s/lora/adapter.lora.h5", BASE, dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
-    ck_assert_msg(fabs(json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", json_loss(out), trained, out);
+    ck_assert_msg(fabs(gt_test_json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", gt_test_json_loss(out), trained, out);
 
     /* full fine-tuning: layer_scalar stays out of the optimizer and is written with the model */
     snprintf(args, sizeof args, "train configs/tiny.yaml %s train.steps=3 train.full_finetune=true lora.enabled=false "
              "output_dir=%s/full", BASE, dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "/model"), "exit %d:\n%s", rc, out);
-    before = loss_after(out, "eval before training"), trained = loss_after(out, "eval after training");
+    before = gt_test_loss_after(out, "eval before training"), trained = gt_test_loss_after(out, "eval after training");
     ck_assert_msg(trained < before, "full fine-tuning did not lower the eval loss: %.4f -> %.4f", before, trained);
     snprintf(args, sizeof args, "eval configs/tiny.yaml %s model.weights=%s/full/model tokenizer= lora.enabled=false",
              BASE, dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
-    ck_assert_msg(fabs(json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", json_loss(out), trained, out);
+    ck_assert_msg(fabs(gt_test_json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", gt_test_json_loss(out), trained, out);
 
     snprintf(args, sizeof args, "generate --model %s/full/model --max-new-tokens 4 'the cat'", dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "the cat"), "exit %d:\n%s", rc, out);
     snprintf(args, sizeof args, "rm -rf %s", dir);
     ck_assert(system(args) == 0);

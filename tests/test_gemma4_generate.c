@@ -8,13 +8,11 @@
  * without the tower, an unreadable file, too many clips and a marker count that does not fit are
  * refused. */
 #include <check.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "data/audio.h"
@@ -23,6 +21,7 @@
 #include "models/gemma4_mm.h"
 #include "models/io/keras_preset.h"
 #include "models/io/towers4_keras.h"
+#include "tests/cli_run.h"
 
 #define TOWERS "tests/fixtures/presets/gemma4_towers"
 #define IMAGE "tests/fixtures/images/rgb_45x33.jpg"
@@ -31,16 +30,6 @@
 #define NEW 6
 
 static char dir[64], plain[64];
-
-static int run(const char *args, char *out, size_t n) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void copy(const char *from, const char *to) {
     FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
@@ -98,11 +87,6 @@ static void make_preset(const char *d, const char *src) {
     fclose(f);
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
 static void setup(void) {
     snprintf(dir, sizeof dir, "/tmp/gt-test-g4gen-%d", (int)getpid());
     snprintf(plain, sizeof plain, "/tmp/gt-test-g4gen-plain-%d", (int)getpid());
@@ -111,8 +95,8 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-    nftw(plain, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    gt_test_rmtree(dir);
+    gt_test_rmtree(plain);
 }
 
 static void push_text(const gt_tokenizer *tok, const char *s, gt_ids *ids) {
@@ -221,7 +205,7 @@ START_TEST(greedy_matches_the_direct_path) {
     char args[1024];
     snprintf(args, sizeof args, "generate --model %s --image " IMAGE " --audio " CLIP " --max-new-tokens %d "
              "--strip-prompt '" PROMPT "'", dir, NEW);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
     size_t len = strlen(out);
     ck_assert_msg(len > 0 && out[len - 1] == '\n', "%s", out);
@@ -233,7 +217,7 @@ START_TEST(greedy_matches_the_direct_path) {
     /* BeamSampler with one beam is greedy: the beam path's prefill places the media too */
     snprintf(args, sizeof args, "generate --model %s --image " IMAGE " --audio " CLIP " --max-new-tokens %d "
              "--sampler beam:num_beams=1 --strip-prompt '" PROMPT "'", dir, NEW);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
     len = strlen(out);
     ck_assert_msg(len > 0 && out[len - 1] == '\n', "%s", out);
@@ -253,7 +237,7 @@ START_TEST(score_logits_match_the_direct_path) {
     char args[1024];
     snprintf(args, sizeof args, "generate --model %s --image " IMAGE " --audio " CLIP " --score --logits '" PROMPT "'",
              dir);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%.2000s", rc, out);
     const char *p = strstr(out, "{\"tokens\":[");
     ck_assert_ptr_nonnull(p);
@@ -343,7 +327,7 @@ START_TEST(two_clips_match_the_direct_path) {
     char args[1024];
     snprintf(args, sizeof args, "generate --model %s --audio " CLIP2 " --audio " CLIP " --score --logits "
              "'a <|audio|> b <|audio|> c'", dir);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%.2000s", rc, out);
     const char *p = strstr(out, "{\"tokens\":[");
     ck_assert_ptr_nonnull(p);
@@ -390,7 +374,7 @@ START_TEST(two_clips_match_the_direct_path) {
     ck_assert_int_eq(gt_tok_decode(r.tok, ids.ids + n, ng, true, &want, NULL, err, sizeof err), 0);
     snprintf(args, sizeof args, "generate --model %s --audio " CLIP2 " --audio " CLIP " --max-new-tokens %d "
              "--strip-prompt 'a <|audio|> b <|audio|> c'", dir, NEW);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
     size_t len = strlen(out);
     ck_assert_msg(len > 0 && out[len - 1] == '\n', "%s", out);
@@ -410,7 +394,7 @@ END_TEST
 
 static void expect_error(const char *args, const char *needle) {
     static char out[1 << 16];
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc != 0 && strstr(out, needle), "%s: exit %d, wanted '%s' in:\n%s", args, rc, needle, out);
 }
 

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "models/gemma.h"
@@ -17,6 +16,7 @@
 #include "models/io/hf_gemma.h"
 #include "models/io/keras_lora.h"
 #include "models/io/keras_preset.h"
+#include "tests/cli_run.h"
 
 #define PRESET "tests/fixtures/presets/gemma4_moe"
 #define FIXTURE "tests/fixtures/gemma4_moe.h5"
@@ -408,22 +408,6 @@ START_TEST(hf_transformers_import_and_export) {
 }
 END_TEST
 
-static int run(const char *args, char *out, size_t n) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static double loss_after(const char *out, const char *label) {
-    const char *p = strstr(out, label);
-    ck_assert_msg(p != NULL, "no '%s' in output:\n%s", label, out);
-    return atof(strstr(p, "loss ") + 5);
-}
-
 /* configs/tiny.yaml for data and training defaults, its custom model switched off */
 #define BASE                                                                                        \
     "model.generation=0 model.vocab_size=0 model.num_layers=0 model.hidden_dim=0 "                  \
@@ -443,26 +427,26 @@ START_TEST(lora_and_full_finetune_lower_eval_loss) {
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(args, sizeof args, "train configs/tiny.yaml " BASE " model.weights=" PRESET " train.steps=4 "
              "train.full_finetune=false lora.enabled=true lora.rank=2 lora.targets=[query,value] output_dir=%s/lora", dir);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "adapter.lora.h5"), "exit %d:\n%s", rc, out);
-    double before = loss_after(out, "eval before training"), trained = loss_after(out, "eval after training");
+    double before = gt_test_loss_after(out, "eval before training"), trained = gt_test_loss_after(out, "eval after training");
     ck_assert_msg(trained < before, "LoRA training did not lower the eval loss: %.4f -> %.4f", before, trained);
     snprintf(args, sizeof args, "eval configs/tiny.yaml " BASE " model.weights=" PRESET " train.full_finetune=false "
              "lora.enabled=true lora.rank=2 lora.targets=[query,value] lora.weights=%s/lora/adapter.lora.h5", dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "{\"loss\": "), "exit %d:\n%s", rc, out);
     ck_assert_msg(fabs(atof(strstr(out, "{\"loss\": ") + 9) - trained) < 1e-4, "%s", out);
     printf("MoE LoRA: eval loss %.4f -> %.4f\n", before, trained);
 
     snprintf(args, sizeof args, "train configs/tiny.yaml " BASE " model.weights=" PRESET " train.steps=3 "
              "train.full_finetune=true lora.enabled=false output_dir=%s/full", dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "/model"), "exit %d:\n%s", rc, out);
-    before = loss_after(out, "eval before training"), trained = loss_after(out, "eval after training");
+    before = gt_test_loss_after(out, "eval before training"), trained = gt_test_loss_after(out, "eval after training");
     ck_assert_msg(trained < before, "full fine-tuning did not lower the eval loss: %.4f -> %.4f", before, trained);
     snprintf(args, sizeof args, "eval configs/tiny.yaml " BASE " model.weights=%s/full/model tokenizer= lora.enabled=false",
              dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "{\"loss\": "), "exit %d:\n%s", rc, out);
     ck_assert_msg(fabs(atof(strstr(out, "{\"loss\": ") + 9) - trained) < 1e-4, "%s", out);
     printf("MoE full fine-tuning: eval loss %.4f -> %.4f\n", before, trained);

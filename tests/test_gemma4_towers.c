@@ -4,7 +4,6 @@
  * through its audio encoder, give keras_hub's outputs; a preset we write reads back
  * bit-identical (set GT_TOWERS_EXPORT_DIR to keep it for the script's --check-export). */
 #include <check.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,14 +16,10 @@
 #include "models/io/keras_preset.h"
 #include "models/io/towers4_keras.h"
 #include "tests/h5fixture.h"
+#include "tests/cli_run.h"
 
 #define PRESET "tests/fixtures/presets/gemma4_towers"
 #define REF PRESET ".ref.h5"
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
 
 static double rel_diff(const gt_tensor *y, const float *ref) {
     double mx = 0;
@@ -178,7 +173,7 @@ START_TEST(written_preset_round_trips) {
     gt_audio_enc_free(&a), gt_audio_enc_free(&a2);
     gt_gemma_free(m), gt_gemma_free(m2);
     gt_tok_free(tok);
-    nftw(tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    gt_test_rmtree(tmp);
 }
 END_TEST
 

@@ -9,7 +9,6 @@
  *   - models llama.cpp cannot express are refused.
  * llama.cpp itself reading these files is checked by tools/reference/check_gguf_export.py. */
 #include <check.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,14 +23,10 @@
 #include "models/io/keras_preset.h"
 #include "train/loader.h"
 #include "util/half.h"
+#include "tests/cli_run.h"
 
 static char g_tmp[256];
 static char g_err[1024];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
 
 START_TEST(tensor_bytes_equal_the_gguf_package) {
     float x[4 * 96];
@@ -235,6 +230,6 @@ int main(void) {
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    nftw(g_tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    gt_test_rmtree(g_tmp);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -9,7 +9,6 @@
  *   - malformed files, configs and checkpoints: one clear error, no crash (run under ASan).
  * GT_HF_EXPORT_TO=dir keeps the exports there (input for make_hf_fixtures.py --check-export). */
 #include <check.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,16 +22,12 @@
 #include "models/io/hf_gemma.h"
 #include "models/io/safetensors.h"
 #include "util/half.h"
+#include "tests/cli_run.h"
 
 #define FIX "tests/fixtures/hf"
 
 static char g_tmp[256];
 static char g_err[1024];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(p);
-}
 
 static void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", g_tmp, name); }
 
@@ -941,6 +936,6 @@ int main(void) {
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    gt_test_rmtree(g_tmp);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

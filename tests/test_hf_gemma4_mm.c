@@ -8,12 +8,10 @@
  * DIR/model for make_hf_gemma4_mm_fixture.py --check-export, DIR/conv_preset for
  * check_hf_gemma4_mm_keras.py. */
 #include <check.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include <jansson.h>
 
@@ -26,15 +24,13 @@
 #include "models/io/hf_vision4.h"
 #include "models/io/safetensors.h"
 #include "tests/h5fixture.h"
+#include "tests/check_main.h"
+#include "tests/cli_run.h"
+#include "tests/same_tensors.h"
 
 #define DIR "tests/fixtures/hf/gemma4_mm"
 
 static char g_dir[600];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
 
 typedef struct {
     gt_gemma *m;
@@ -121,34 +117,6 @@ static void write_vocab(const char *path) {
     gt_tok_free(tok);
 }
 
-static void same_params(const gt_tensor *const *x, const gt_tensor *const *y, int n) {
-    for (int i = 0; i < n; i++)
-        ck_assert_msg(!memcmp(x[i]->data, y[i]->data, sizeof(gt_real) * (size_t)x[i]->size),
-                      "%s differs after the round trip", x[i]->name);
-}
-
-/* Every tensor of transformers' file is in ours with the same name, shape and values, and
- * ours holds nothing else. */
-static void same_files(const char *ref_dir, const char *dir) {
-    char err[512];
-    gt_st *a, *b;
-    ck_assert_msg(!gt_st_open(ref_dir, &a, err, sizeof err), "%s", err);
-    ck_assert_msg(!gt_st_open(dir, &b, err, sizeof err), "%s", err);
-    ck_assert_int_eq(gt_st_n_tensors(a), gt_st_n_tensors(b));
-    for (int64_t i = 0; i < gt_st_n_tensors(a); i++) {
-        const gt_st_tensor *x = gt_st_tensor_at(a, i), *y = gt_st_find(b, x->name);
-        ck_assert_msg(y, "%s missing from our file", x->name);
-        ck_assert_msg(x->ndim == y->ndim, "%s: rank %d, ours %d", x->name, x->ndim, y->ndim);
-        for (int d = 0; d < x->ndim; d++) ck_assert_int_eq(x->shape[d], y->shape[d]);
-        float *u = malloc(sizeof(float) * (size_t)x->n_elements + 1);
-        float *v = malloc(sizeof(float) * (size_t)x->n_elements + 1);
-        ck_assert_msg(!gt_st_read_f32(x, u, err, sizeof err) && !gt_st_read_f32(y, v, err, sizeof err), "%s", err);
-        ck_assert_msg(!memcmp(u, v, sizeof(float) * (size_t)x->n_elements), "%s differs", x->name);
-        free(u), free(v);
-    }
-    gt_st_close(a), gt_st_close(b);
-}
-
 /* The fixture's config.json keys that say where the media go equal ours. */
 static void same_ids(const char *dir) {
     static const char *const keys[] = {"boi_token_id", "eoi_token_id", "image_token_id", "boa_token_id",
@@ -182,9 +150,9 @@ START_TEST(writes_one_directory_and_reads_it_back) {
                       "%s differs after the round trip", x.m->params[i].name);
     ck_assert_int_eq(y.v.n_all, x.v.n_all);
     ck_assert_int_eq(y.a.n_all, x.a.n_all);
-    same_params((const gt_tensor *const *)x.v.all, (const gt_tensor *const *)y.v.all, x.v.n_all);
-    same_params((const gt_tensor *const *)x.a.all, (const gt_tensor *const *)y.a.all, x.a.n_all);
-    same_files(DIR, out);
+    gt_test_same_params(x.v.all, y.v.all, x.v.n_all);
+    gt_test_same_params(x.a.all, y.a.all, x.a.n_all);
+    gt_test_same_st(DIR, out);
     same_ids(out);
     double e = logits_err(&y, true);
     printf("hf gemma4 written and read back: %.3g x max from transformers\n", e);
@@ -200,16 +168,6 @@ START_TEST(writes_one_directory_and_reads_it_back) {
     free_full(&x), free_full(&y);
 }
 END_TEST
-
-static int run(const char *args, char *out, size_t n) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 /* gemmatrain convert and export carry both towers: our HF directory -> a KerasHub preset -> HF
  * again (convert --format hf, export --format hf) holds the same tensors, bit for bit, and the
@@ -227,11 +185,11 @@ START_TEST(convert_carries_the_towers) {
     ck_assert_msg(!gt_hf_gemma_save(x.m, hf, &o, err, sizeof err), "%s", err);
     free_full(&x);
     snprintf(args, sizeof args, "convert %s %s", hf, preset);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     ck_assert_msg(strstr(out, "with the vision and audio towers"), "%s", out);
     snprintf(args, sizeof args, "convert %s %s --format hf", preset, back);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
-    same_files(hf, back);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
+    gt_test_same_st(hf, back);
     same_ids(back);
     /* export --format hf from a config naming the preset: the same directory again */
     snprintf(back, sizeof back, "%s/export.yaml", g_dir);
@@ -240,9 +198,9 @@ START_TEST(convert_carries_the_towers) {
     fprintf(f, "model:\n  weights: %s\n", preset);
     fclose(f);
     snprintf(args, sizeof args, "export %s --out %s/exported --format hf", back, g_dir);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     snprintf(back, sizeof back, "%s/exported", g_dir);
-    same_files(hf, back);
+    gt_test_same_st(hf, back);
     same_ids(back);
 }
 END_TEST
@@ -261,7 +219,7 @@ START_TEST(trains_from_the_directory) {
     ck_assert_msg(!gt_hf_gemma_save(x.m, d, &o, err, sizeof err), "%s", err);
     free_full(&x);
     snprintf(args, sizeof args, "convert %s %s/train_preset", d, g_dir);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     snprintf(args, sizeof args, "%s/train.jsonl", g_dir);
     FILE *f = fopen(args, "w");
     ck_assert_ptr_nonnull(f);
@@ -271,7 +229,7 @@ START_TEST(trains_from_the_directory) {
         snprintf(args, sizeof args, "train /dev/null model.weights=%s%s data.train=%s/train.jsonl "
                  "data.sequence_length=16 train.steps=2 train.batch_size=2 lora.enabled=true lora.rank=2 "
                  "output_dir=%s/run%d", k ? g_dir : d, k ? "/train_preset" : "", g_dir, g_dir, k);
-        ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+        ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
         const char *p = strstr(out, "step 2/2 loss ");
         ck_assert_msg(p, "%s", out);
         ck_assert_int_eq(sscanf(p + 14, "%63s", loss[k]), 1);
@@ -389,7 +347,7 @@ START_TEST(generate_reads_processor_config) {
     write_processor(d, NULL, NULL);
     snprintf(args, sizeof args, "generate --model %s --image " IMAGE " --audio " CLIP " --score --logits "
              "'<|image|><|audio|>'", d);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%.2000s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%.2000s", out);
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     ctx.grad_enabled = false;
@@ -416,7 +374,7 @@ START_TEST(generate_reads_processor_config) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_processor(d, bad[i].skip, bad[i].extra);
-        ck_assert_int_eq(run(args, out, sizeof out), 1);
+        ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
         ck_assert_msg(strstr(out, bad[i].want), "want '%s', got:\n%s", bad[i].want, out);
     }
     /* without processor_config.json, a feature extractor's own preprocessor_config.json (flat) */
@@ -428,7 +386,7 @@ START_TEST(generate_reads_processor_config) {
     fprintf(f, "{\"feature_extractor_type\": \"Gemma4AudioFeatureExtractor\", \"feature_size\": 16}\n");
     fclose(f);
     snprintf(args, sizeof args, "generate --model %s --audio " CLIP " --score '<|audio|>'", d);
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     ck_assert_msg(strstr(out, "preprocessor_config.json: key \"fft_length\" is missing"), "%s", out);
     gt_ctx_free(&ctx);
     free_full(&x);
@@ -436,11 +394,8 @@ START_TEST(generate_reads_processor_config) {
 END_TEST
 
 int main(void) {
-    const char *keep = getenv("GT_HF_GEMMA4_MM_EXPORT_DIR");
-    char tmpl[] = "/tmp/gt_hfg4mm_XXXXXX";
-    if (keep && *keep) snprintf(g_dir, sizeof g_dir, "%s", keep);
-    else if (mkdtemp(tmpl)) snprintf(g_dir, sizeof g_dir, "%s", tmpl);
-    else return 1;
+    int keep = gt_test_scratch(g_dir, sizeof g_dir, "GT_HF_GEMMA4_MM_EXPORT_DIR", "gt_hfg4mm");
+    if (keep < 0) return 1;
     Suite *s = suite_create("hf_gemma4_mm");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
@@ -450,10 +405,7 @@ int main(void) {
     tcase_add_test(tc, generate_reads_processor_config);
     tcase_add_test(tc, trains_from_the_directory);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    if (!(keep && *keep)) nftw(g_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-    return failed ? 1 : 0;
+    int rc = gt_test_suite_main(s);
+    if (!keep) gt_test_rmtree(g_dir);
+    return rc;
 }

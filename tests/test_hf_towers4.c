@@ -4,7 +4,6 @@
  * file is in ours with the same name, shape and values. GT_HF_TOWERS_EXPORT_DIR keeps the two
  * directories (<dir>/vision, <dir>/audio) for make_hf_vision4_fixture.py --check-export. */
 #include <check.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,41 +12,11 @@
 #include "models/io/hf_towers4.h"
 #include "models/io/hf_vision4.h"
 #include "models/io/safetensors.h"
+#include "tests/check_main.h"
+#include "tests/cli_run.h"
+#include "tests/same_tensors.h"
 
 static char g_dir[600];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-/* Every tensor of the reference file is in ours, same shape and values. */
-static void same_files(const char *ref_dir, const char *dir) {
-    char err[512];
-    gt_st *a, *b;
-    ck_assert_msg(!gt_st_open(ref_dir, &a, err, sizeof err), "%s", err);
-    ck_assert_msg(!gt_st_open(dir, &b, err, sizeof err), "%s", err);
-    ck_assert_int_eq(gt_st_n_tensors(a), gt_st_n_tensors(b));
-    for (int64_t i = 0; i < gt_st_n_tensors(a); i++) {
-        const gt_st_tensor *x = gt_st_tensor_at(a, i), *y = gt_st_find(b, x->name);
-        ck_assert_msg(y, "%s missing from our file", x->name);
-        ck_assert_msg(x->ndim == y->ndim, "%s: rank %d, ours %d", x->name, x->ndim, y->ndim);
-        for (int d = 0; d < x->ndim; d++) ck_assert_int_eq(x->shape[d], y->shape[d]);
-        float *u = malloc(sizeof(float) * (size_t)x->n_elements + 1);
-        float *v = malloc(sizeof(float) * (size_t)x->n_elements + 1);
-        ck_assert_msg(!gt_st_read_f32(x, u, err, sizeof err) && !gt_st_read_f32(y, v, err, sizeof err),
-                      "%s", err);
-        ck_assert_msg(!memcmp(u, v, sizeof(float) * (size_t)x->n_elements), "%s differs", x->name);
-        free(u), free(v);
-    }
-    gt_st_close(a), gt_st_close(b);
-}
-
-static void same_params(gt_tensor *const *x, gt_tensor *const *y, int n) {
-    for (int i = 0; i < n; i++)
-        ck_assert_msg(!memcmp(x[i]->data, y[i]->data, sizeof(gt_real) * (size_t)x[i]->size),
-                      "%s differs after the round trip", x[i]->name);
-}
 
 START_TEST(vision_round_trips) {
     char err[512], dir[700];
@@ -59,8 +28,8 @@ START_TEST(vision_round_trips) {
     ck_assert_int_eq(v2.n_all, v.n_all);
     ck_assert(v2.cfg.num_kv_heads == v.cfg.num_kv_heads && v2.cfg.rope_base == v.cfg.rope_base &&
               v2.cfg.clipped && v2.cfg.pos_table == v.cfg.pos_table);
-    same_params(v.all, v2.all, v.n_all);
-    same_files("tests/fixtures/hf/gemma4_vision", dir);
+    gt_test_same_params(v.all, v2.all, v.n_all);
+    gt_test_same_st("tests/fixtures/hf/gemma4_vision", dir);
     gt_vision4_free(&v), gt_vision4_free(&v2);
 }
 END_TEST
@@ -75,8 +44,8 @@ START_TEST(audio_round_trips) {
     ck_assert_int_eq(a2.n_all, a.n_all);
     ck_assert(a2.cfg.chunk == a.cfg.chunk && a2.cfg.logit_cap == a.cfg.logit_cap &&
               a2.cfg.output_proj_dims == a.cfg.output_proj_dims);
-    same_params(a.all, a2.all, a.n_all);
-    same_files("tests/fixtures/hf/gemma4_audio", dir);
+    gt_test_same_params(a.all, a2.all, a.n_all);
+    gt_test_same_st("tests/fixtures/hf/gemma4_audio", dir);
     /* what HF's audio_config cannot say is refused, naming it */
     a.cfg.input_feat_size = 128;
     snprintf(dir, sizeof dir, "%s/refused", g_dir);
@@ -91,21 +60,15 @@ START_TEST(audio_round_trips) {
 END_TEST
 
 int main(void) {
-    const char *keep = getenv("GT_HF_TOWERS_EXPORT_DIR");
-    char tmpl[] = "/tmp/gt_hftowers_XXXXXX";
-    if (keep && *keep) snprintf(g_dir, sizeof g_dir, "%s", keep);
-    else if (mkdtemp(tmpl)) snprintf(g_dir, sizeof g_dir, "%s", tmpl);
-    else return 1;
+    int keep = gt_test_scratch(g_dir, sizeof g_dir, "GT_HF_TOWERS_EXPORT_DIR", "gt_hftowers");
+    if (keep < 0) return 1;
     Suite *s = suite_create("hf_towers4");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, vision_round_trips);
     tcase_add_test(tc, audio_round_trips);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    if (!(keep && *keep)) nftw(g_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-    return failed ? 1 : 0;
+    int rc = gt_test_suite_main(s);
+    if (!keep) gt_test_rmtree(g_dir);
+    return rc;
 }

@@ -11,19 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-static int run(const char *args, char *out, size_t n) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return snprintf(out, n, "popen failed"), -1;
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+#include "tests/cli_run.h"
 
 #define TOK "tokenizer=tests/fixtures/gemma3-tokenizer-8k.json"
 #define SMALL TOK " model.vocab_size=8192"
@@ -35,7 +25,7 @@ static double g_trained;   /* the trainer's "eval after training" */
 static char g_out[1 << 16];
 
 static int fixture_step(const char *args) {
-    int rc = run(args, g_out, sizeof g_out);
+    int rc = gt_test_run(args, g_out, sizeof g_out);
     if (rc) snprintf(g_err, sizeof g_err, "gemmatrain %s: exit %d\n%s", args, rc, g_out);
     return rc;
 }
@@ -80,13 +70,6 @@ static void teardown(void) {
     if (system(cmd)) fprintf(stderr, "%s failed\n", cmd);
 }
 
-/* eval prints one JSON object starting {"loss": x */
-static double json_loss(const char *out) {
-    const char *p = strstr(out, "{\"loss\": ");
-    ck_assert_msg(p != NULL, "no JSON result in:\n%s", out);
-    return atof(p + 9);
-}
-
 static double eval_loss(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static double eval_loss(const char *fmt, ...) {
     static char out[1 << 16];
@@ -95,9 +78,9 @@ static double eval_loss(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "%s: exit %d\n%s", args, rc, out);
-    return json_loss(out);
+    return gt_test_json_loss(out);
 }
 
 START_TEST(eval_lora_equals_merged_and_trainer) {
@@ -106,11 +89,11 @@ START_TEST(eval_lora_equals_merged_and_trainer) {
     static char out[1 << 16];
     char args[2048];
     snprintf(args, sizeof args, "eval configs/tiny.yaml " SMALL " --lora %s/run/adapter.lora.h5", g_dir);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     ck_assert_msg(strstr(out, "\n  rank: 2\n") && strstr(out, "\n  targets: [query, key, value, attention_output, "
                                                            "ffw_gating, ffw_gating_2, ffw_linear]\n"),
                   "effective config without the file's rank and targets:\n%s", out);
-    double lora = json_loss(out);
+    double lora = gt_test_json_loss(out);
     double merged = eval_loss("eval configs/tiny.yaml " TOK " --model %s/merged", g_dir);
     double both = eval_loss("eval configs/tiny.yaml " TOK " --model=%s/base --lora=%s/run/adapter.lora.h5", g_dir, g_dir);
     double base = eval_loss("eval configs/tiny.yaml " TOK " --model %s/base", g_dir);
@@ -145,7 +128,7 @@ START_TEST(peft_export_evaluates_as_merged) {
     char args[1024];
     snprintf(args, sizeof args, "train configs/tiny.yaml " SMALL " lora.enabled=true train.full_finetune=false "
              "lora.weights=%s/peft train.steps=1 schedule.warmup_steps=0", g_dir);
-    ck_assert_int_ne(run(args, out, sizeof out), 0);
+    ck_assert_int_ne(gt_test_run(args, out, sizeof out), 0);
     ck_assert_msg(strstr(out, "PEFT adapter"), "%s", out);
 }
 END_TEST
@@ -170,7 +153,7 @@ static int score(double *l, int cap, const char *model_args) {
     char args[2048];
     snprintf(args, sizeof args, "generate %s --score 'Package: vim. Description: Vi IMproved, a text editor.'",
              model_args);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "%s: exit %d\n%s", args, rc, out);
     return score_losses(out, l, cap);
 }
@@ -186,7 +169,7 @@ START_TEST(score_logits_agree_with_score_loss) {
     int n = score(loss, CAP, m);
     static char out[1 << 24];
     snprintf(args, sizeof args, "generate %s --score --logits 'Package: vim. Description: Vi IMproved, a text editor.'", m);
-    ck_assert_int_eq(run(args, out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 0);
     const char *p = strstr(out, "\"tokens\":[");
     ck_assert_msg(p, "%.300s", out);
     int32_t ids[CAP];
@@ -238,7 +221,7 @@ START_TEST(score_target_ids) {
     int n = score(loss, CAP, m);
     snprintf(args, sizeof args, "generate %s --score --logits 'Package: vim. Description: Vi IMproved, a text editor.'", m);
     static char big[1 << 24];
-    ck_assert_int_eq(run(args, big, sizeof big), 0);
+    ck_assert_int_eq(gt_test_run(args, big, sizeof big), 0);
     const char *p = strstr(big, "\"tokens\":[");
     ck_assert(p);
     int32_t ids[CAP];
@@ -252,18 +235,18 @@ START_TEST(score_target_ids) {
     for (int t = 0; t < nt; t++)
         snprintf(list + strlen(list), sizeof list - strlen(list), t ? ",%d" : "%d", t + 1 < nt ? ids[t + 1] : ids[0]);
     snprintf(args, sizeof args, "generate %s --score --target-ids %s 'Package: vim. Description: Vi IMproved, a text editor.'", m, list);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s\n%s", args, out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s\n%s", args, out);
     ck_assert_int_eq(score_losses(out, with, CAP), n + 1);
     for (int t = 0; t < n; t++) ck_assert_msg(fabs(with[t] - loss[t]) < 1e-6, "position %d: %g vs %g", t, with[t], loss[t]);
     ck_assert(with[n] > 0);
     snprintf(args, sizeof args, "generate %s --score --target-ids 1,2 'Package: vim.'", m);
-    ck_assert_int_ne(run(args, out, sizeof out), 0);
+    ck_assert_int_ne(gt_test_run(args, out, sizeof out), 0);
     ck_assert_msg(strstr(out, "--target-ids: 2 ids for the 8 tokens"), "%s", out);
     snprintf(args, sizeof args, "generate %s --score --target-ids 1,2,3,4,5,6,99999,8 'Package: vim.'", m);
-    ck_assert_int_ne(run(args, out, sizeof out), 0);
+    ck_assert_int_ne(gt_test_run(args, out, sizeof out), 0);
     ck_assert_msg(strstr(out, "--target-ids: item 7 is not a token id in [0, 8192)"), "%s", out);
     snprintf(args, sizeof args, "generate %s --target-ids 1 'x'", m);
-    ck_assert_int_ne(run(args, out, sizeof out), 0);
+    ck_assert_int_ne(gt_test_run(args, out, sizeof out), 0);
     ck_assert_msg(strstr(out, "--target-ids needs --score"), "%s", out);
 }
 END_TEST
@@ -306,10 +289,10 @@ START_TEST(generate_greedy_lora_equals_merged) {
     char args[1024];
     snprintf(args, sizeof args, "generate --model %s/base --lora %s/run/adapter.lora.h5 --max-new-tokens 16 "
              "--strip-prompt 'Package: vim'", g_dir, g_dir);
-    int rc = run(args, a, sizeof a);
+    int rc = gt_test_run(args, a, sizeof a);
     ck_assert_msg(rc == 0 && strlen(a) > 1, "exit %d:\n%s", rc, a);
     snprintf(args, sizeof args, "generate --model %s/merged --max-new-tokens 16 --strip-prompt 'Package: vim'", g_dir);
-    rc = run(args, b, sizeof b);
+    rc = gt_test_run(args, b, sizeof b);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, b);
     ck_assert_msg(!strcmp(a, b), "--lora: '%s'\nmerged: '%s'", a, b);
 }
@@ -318,7 +301,7 @@ END_TEST
 /* exit 1 and exactly one line that names the file */
 static void fails_naming(const char *args, const char *file, const char *what) {
     static char out[1 << 16];
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 1, "%s: exit %d, expected 1\n%s", args, rc, out);
     size_t len = strlen(out);
     ck_assert_msg(len > 0 && out[len - 1] == '\n' && strchr(out, '\n') == out + len - 1,
@@ -347,15 +330,15 @@ START_TEST(wrong_adapter_fails_with_one_line) {
     }
     static char out[1 << 14];
     snprintf(args, sizeof args, "generate --model %s/base --lora-alpha 4 hi", g_dir);
-    ck_assert_int_eq(run(args, out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 2);
     ck_assert_msg(strstr(out, "--lora-alpha needs --lora"), "%s", out);
     snprintf(args, sizeof args, "generate --model %s/base --lora %s --lora-alpha 0 hi", g_dir, l3);
-    ck_assert_int_eq(run(args, out, sizeof out), 2);
-    ck_assert_int_eq(run("eval configs/tiny.yaml --lora", out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run("eval configs/tiny.yaml --lora", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "unknown option '--lora'"), "%s", out);
-    ck_assert_int_eq(run("eval --help", out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run("eval --help", out, sizeof out), 0);
     ck_assert_msg(strstr(out, "--lora FILE") && strstr(out, "--model PATH"), "%s", out);
-    ck_assert_int_eq(run("generate --help", out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run("generate --help", out, sizeof out), 0);
     ck_assert_msg(strstr(out, "--lora PATH") && strstr(out, "PEFT") && strstr(out, "KerasHub") && !strstr(out, "presets later"), "%s", out);
 }
 END_TEST
@@ -376,13 +359,13 @@ START_TEST(gemma4_generate_lora_equals_merged) {
     char args[2048];
     snprintf(args, sizeof args, "train configs/tiny.yaml " G4 " train.steps=3 optimizer.learning_rate=0.05 "
              "data.eval= output_dir=%s/g4", g_dir);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     snprintf(args, sizeof args, "export configs/tiny.yaml " G4 " lora.weights=%s/g4/adapter.lora.h5 --out %s/g4base",
              g_dir, g_dir);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     snprintf(args, sizeof args, "export configs/tiny.yaml " G4 " lora.weights=%s/g4/adapter.lora.h5 --merge-lora "
              "--out %s/g4merged", g_dir, g_dir);
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     enum { CAP = 256 };
     double lora[CAP], merged[CAP], base[CAP];
     char m[512];

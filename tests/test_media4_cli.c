@@ -13,36 +13,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
+
+#include "tests/check_main.h"
+#include "tests/cli_run.h"
 
 #define CFG "configs/media4-lora.yaml"
 #define EVAL "datasets/media4/eval.jsonl"
 
 static char g_dir[64], g_out[1 << 16];
 
-static int run(const char *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return snprintf(g_out, sizeof g_out, "popen failed"), -1;
-    size_t got = fread(g_out, 1, sizeof g_out - 1, p);
-    g_out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static double number_after(const char *key) {
-    const char *p = strstr(g_out, key);
-    return p ? atof(p + strlen(key)) : NAN;
-}
+/* The CLI, its output in g_out. */
+static int run(const char *args) { return gt_test_run(args, g_out, sizeof g_out); }
 
 static double train(const char *extra) {
     char args[2048];
     snprintf(args, sizeof args, "train " CFG " output.overwrite=true %s", extra);
     int rc = run(args);
     ck_assert_msg(rc == 0, "train %s: exit %d\n%s", extra, rc, g_out);
-    return number_after("eval after training: loss ");
+    return gt_test_number_after(g_out, "eval after training: loss ");
 }
 
 /* Token-weighted mean loss of the per-example file's records [from, to). */
@@ -68,7 +57,7 @@ static double eval_to(const char *extra, const char *dst) {
     char args[2048];
     snprintf(args, sizeof args, "eval " CFG " eval.per_example_output=%s %s", dst, extra);
     ck_assert_msg(run(args) == 0, "eval %s:\n%s", extra, g_out);
-    return number_after("\"loss\": ");
+    return gt_test_number_after(g_out, "\"loss\": ");
 }
 
 /* The eval file with each record's media replaced by the next record's of the same kind (absolute
@@ -107,7 +96,7 @@ START_TEST(train_learns_and_eval_reads_the_media) {
     double a0 = subset_loss(pe, 0, 24), i0 = subset_loss(pe, 24, 48);
     snprintf(extra, sizeof extra, "output_dir=%s/run", g_dir);
     double after = train(extra);
-    double before = number_after("eval before training: loss ");
+    double before = gt_test_number_after(g_out, "eval before training: loss ");
     printf("media4 CLI: eval loss %.4f before, %.4f after\n", before, after);
     ck_assert_msg(before > 5 && after < 0.15 * before && after < 2, "eval loss %.4f -> %.4f", before, after);
     snprintf(extra, sizeof extra, "--lora %s/run/adapter.lora.h5", g_dir);
@@ -200,12 +189,6 @@ int main(void) {
     tcase_add_test(tc, resume_matches);
     tcase_add_test(tc, refusals);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd)) return 1;
-    return failed ? 1 : 0;
+    int rc = gt_test_suite_main(s);
+    return gt_test_rmtree(g_dir) ? EXIT_FAILURE : rc;
 }

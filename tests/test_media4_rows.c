@@ -21,6 +21,7 @@
 #include "models/io/h5io.h"
 #include "train/config.h"
 #include "train/media4_rows.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/gemma4_media_pp/"
 #define SPM "tests/fixtures/spm/gemma4_chat_vocab.spm"
@@ -148,9 +149,5 @@ int main(void) {
     tcase_add_test(tc, media_records_match_kerashub);
     tcase_add_test(tc, more_audio_markers_than_clips_is_refused);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "autograd/normal.h"
+#include "tests/check_main.h"
 
 static uint64_t mix(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -109,9 +110,5 @@ int main(void) {
     tcase_add_test(tc, any_split_equals_the_whole);
     tcase_add_test(tc, moments_and_tails_are_normal);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -11,7 +11,6 @@
  * GT_WRITE_PEFT_FIXTURE=DIR writes the "ours" adapters of a model to DIR/<name> and exits (the
  * fixture script's input). */
 #include <check.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,16 +21,12 @@
 #include "tests/logits.h"
 #include "models/io/hf_gemma.h"
 #include "models/io/peft.h"
+#include "tests/cli_run.h"
 
 #define FIX "tests/fixtures/peft"
 
 static char g_tmp[256];
 static char g_err[1024];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
 
 /* Outside a test (the fixture mode) Check's assertions cannot be used: NULL and g_err instead. */
 static gt_gemma *load_model(const char *name) {
@@ -249,6 +244,6 @@ int main(void) {
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    nftw(g_tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    gt_test_rmtree(g_tmp);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "train/plot.h"
+#include "tests/cli_run.h"
 
 /* ---- helpers ---- */
 
@@ -68,18 +68,6 @@ static int files_in_dir(void) {
     for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
     closedir(d);
     return n;
-}
-
-/* stdout and stderr of `gemmatrain ARGS` in out; the exit status. */
-static int run(const char *args, char *out, size_t n) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static bool name_char(char c) {
@@ -325,7 +313,7 @@ START_TEST(non_finite_values_are_left_out) {
     gt_plot_free(&d);
     char out[4096], args[512];
     snprintf(args, sizeof args, "plot %s", path);
-    ck_assert_int_eq(run(args, out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 0);
     ck_assert_msg(strstr(out, "note: 6 non-finite or null values left out (loss 4, eval_loss 1, lr 1)"), "%s", out);
     char *svg = read_all(in_dir("nan.svg"));
     assert_xml(svg, in_dir("nan.svg"));
@@ -369,7 +357,7 @@ START_TEST(cli_default_output_title_and_path) {
     write_file(path, metrics);
     char out[4096], args[1024];
     snprintf(args, sizeof args, "plot %s", path);
-    ck_assert_int_eq(run(args, out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 0);
     char want[300];
     snprintf(want, sizeof want, "%s\n", in_dir("metrics.svg"));
     ck_assert_msg(strstr(out, want), "%s", out);
@@ -384,7 +372,7 @@ START_TEST(cli_default_output_title_and_path) {
     free(svg);
     /* -o and --title, options after the file (getopt permutes) */
     snprintf(args, sizeof args, "plot %s -o %s --title 'a < b & c'", path, in_dir("other.svg"));
-    ck_assert_int_eq(run(args, out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 0);
     ck_assert_msg(strstr(out, in_dir("other.svg")), "%s", out);
     svg = read_all(in_dir("other.svg"));
     assert_xml(svg, in_dir("other.svg"));
@@ -394,7 +382,7 @@ START_TEST(cli_default_output_title_and_path) {
     /* a name without .jsonl gets .svg appended */
     write_file(in_dir("log"), metrics);
     snprintf(args, sizeof args, "plot -t T %s", in_dir("log"));
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     ck_assert(exists(in_dir("log.svg")));
 }
 END_TEST
@@ -415,7 +403,7 @@ START_TEST(cli_malformed_line_names_file_and_line) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         write_file(path, cases[i].text);
         snprintf(args, sizeof args, "plot %s", path);
-        ck_assert_int_eq(run(args, out, sizeof out), 1);
+        ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
         char want[512];
         snprintf(want, sizeof want, "gemmatrain plot: %s%s", path, cases[i].why);
         ck_assert_msg(strstr(out, want), "case %zu: want '%s' in:\n%s", i, want, out);
@@ -424,7 +412,7 @@ START_TEST(cli_malformed_line_names_file_and_line) {
     }
     /* an SVG already there is left alone */
     write_file(in_dir("bad.svg"), "old");
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     char *old = read_all(in_dir("bad.svg"));
     ck_assert_str_eq(old, "old");
     free(old);
@@ -434,25 +422,25 @@ END_TEST
 START_TEST(cli_missing_empty_and_unplottable_files) {
     char out[4096], args[512];
     snprintf(args, sizeof args, "plot %s", in_dir("none.jsonl"));
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     char want[512];
     snprintf(want, sizeof want, "gemmatrain plot: %s: cannot open: No such file or directory\n", in_dir("none.jsonl"));
     ck_assert_str_eq(out, want);
     write_file(in_dir("empty.jsonl"), "");
     snprintf(args, sizeof args, "plot %s", in_dir("empty.jsonl"));
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     snprintf(want, sizeof want, "gemmatrain plot: %s: no loss or eval_loss values to plot (the file is empty)\n",
              in_dir("empty.jsonl"));
     ck_assert_str_eq(out, want);
     /* only lr, or only missing losses: nothing to draw */
     write_file(in_dir("lr.jsonl"), "{\"step\": 1, \"lr\": 0.1}\n{\"step\": 2, \"loss\": nan, \"lr\": 0.1}\n");
     snprintf(args, sizeof args, "plot %s", in_dir("lr.jsonl"));
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     ck_assert_msg(strstr(out, "no loss or eval_loss values to plot (1 non-finite or null)"), "%s", out);
     ck_assert_int_eq(files_in_dir(), 2);
     /* a directory is not a metrics file */
     snprintf(args, sizeof args, "plot %s", dir);
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     ck_assert_msg(strstr(out, ": cannot read: Is a directory"), "%s", out);
 }
 END_TEST
@@ -465,15 +453,15 @@ START_TEST(cli_write_failures_leave_nothing) {
     /* the output is a directory: the rename fails and the temporary file goes */
     mkdir(in_dir("sub"), 0755);
     snprintf(args, sizeof args, "plot %s -o %s", path, in_dir("sub"));
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     ck_assert_msg(strstr(out, "cannot rename the temporary file into place"), "%s", out);
     ck_assert_int_eq(files_in_dir(), 2);
     snprintf(args, sizeof args, "plot %s -o %s/no/such/dir/x.svg", path, dir);
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     ck_assert_msg(strstr(out, "x.svg: cannot create a temporary file beside it: No such file or directory"), "%s", out);
     /* -o naming the metrics file itself */
     snprintf(args, sizeof args, "plot %s -o %s/./run.jsonl", path, dir);
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     ck_assert_msg(strstr(out, "is the metrics file"), "%s", out);
     char *s = read_all(path);
     ck_assert_str_eq(s, metrics);
@@ -484,16 +472,16 @@ END_TEST
 
 START_TEST(cli_usage_errors) {
     char out[4096];
-    ck_assert_int_eq(run("plot", out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run("plot", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "no metrics file given") && strstr(out, "usage: gemmatrain plot"), "%s", out);
-    ck_assert_int_eq(run("plot a.jsonl b.jsonl", out, sizeof out), 2);
-    ck_assert_int_eq(run("plot --frobnicate a.jsonl", out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run("plot a.jsonl b.jsonl", out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run("plot --frobnicate a.jsonl", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "unknown option '--frobnicate'"), "%s", out);
-    ck_assert_int_eq(run("plot a.jsonl -o", out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run("plot a.jsonl -o", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "option '-o' needs a value"), "%s", out);
-    ck_assert_int_eq(run("plot --help", out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run("plot --help", out, sizeof out), 0);
     ck_assert_msg(strstr(out, "--title TEXT"), "%s", out);
-    ck_assert_int_eq(run("--help", out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run("--help", out, sizeof out), 0);
     ck_assert_msg(strstr(out, "  plot "), "%s", out);
 }
 END_TEST
@@ -504,9 +492,9 @@ START_TEST(cli_plots_a_real_training_run) {
     snprintf(args, sizeof args,
              "train configs/tiny.yaml tokenizer=tests/fixtures/gemma3-tokenizer-8k.json model.vocab_size=8192 "
              "train.steps=4 logging.every_steps=1 eval.max_examples=8 logging.metrics=%s", in_dir("m.jsonl"));
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     snprintf(args, sizeof args, "plot %s", in_dir("m.jsonl"));
-    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(gt_test_run(args, out, sizeof out) == 0, "%s", out);
     char *svg = read_all(in_dir("m.svg"));
     assert_xml(svg, in_dir("m.svg"));
     ck_assert_int_eq(polyline_points(svg, "train_loss"), 4);

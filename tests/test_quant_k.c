@@ -22,6 +22,7 @@
 #include "models/io/gguf_writer.h"
 #include "models/io/h5io.h"
 #include "train/step.h"
+#include "tests/check_main.h"
 
 START_TEST(blocks_decode_like_the_gguf_package) {
     const char *names[3] = {"q4_k", "q6_k", "q5_0"};
@@ -696,9 +697,5 @@ int main(void) {
     tcase_add_test(tc, gemma4_quantised_bases);
     tcase_add_test(tc, refusals);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

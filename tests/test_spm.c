@@ -15,7 +15,6 @@
  * still load and encode, `gemmatrain tokenize` works on the new models, models that cannot be
  * read are refused naming the file, and broken charsmaps never read out of bounds (SAN=1). */
 #include <check.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include <unistd.h>
 
 #include "data/tokenizer.h"
+#include "tests/cli_run.h"
 
 #define DIR "tests/fixtures/spm/"
 /* Outside a test: a fatal message (ck_assert only works inside one). */
@@ -343,11 +343,6 @@ START_TEST(random_charsmaps_stay_in_bounds) {
 }
 END_TEST
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
 int main(void) {
     snprintf(g_tmp, sizeof g_tmp, "/tmp/gt_spm_test_XXXXXX");
     if (!mkdtemp(g_tmp)) {
@@ -372,6 +367,6 @@ int main(void) {
     srunner_free(sr);
     for (size_t i = 0; i < g_nvec; i++) free(g_vec[i].text), free(g_vec[i].ids);
     free(g_vec);
-    nftw(g_tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    gt_test_rmtree(g_tmp);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

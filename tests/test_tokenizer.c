@@ -28,7 +28,6 @@
  * Always: the SentencePiece and tokenizers merge rules on tiny vocabularies, loader errors, and
  * the CLI's flags and errors. */
 #include <check.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +39,7 @@
 #include "data/tokenizer.h"
 #include "tests/testdata.h"
 #include "train/loader.h"
+#include "tests/cli_run.h"
 
 #define VECTORS "tests/fixtures/vectors.jsonl"
 #define N_VECTORS 180
@@ -1234,11 +1234,6 @@ END_TEST
 
 /* ---------------------------------------------------------------- main */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static double seconds_since(const struct timespec *t0) {
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -1322,6 +1317,6 @@ int main(void) {
     gt_tok_free(g_spm);
     gt_tok_free(g_json);
     gt_tok_free(g_8k);
-    nftw(g_tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    gt_test_rmtree(g_tmp);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

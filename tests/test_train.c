@@ -5,43 +5,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "data/dataset.h"
 #include "data/preprocess.h"
 #include "train/config.h"
 #include "train/step.h"
-
-static int run(const char *args, char *out, size_t n) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static double after(const char *out, const char *label) {
-    const char *p = strstr(out, label);
-    ck_assert_msg(p != NULL, "no '%s' in output:\n%s", label, out);
-    return atof(strstr(p, "loss ") + 5);
-}
-
-static double json_loss(const char *out) {
-    const char *p = strstr(out, "{\"loss\": ");
-    ck_assert_msg(p != NULL, "no JSON result in:\n%s", out);
-    return atof(p + 9);
-}
+#include "tests/cli_run.h"
 
 START_TEST(tiny_config_trains_and_eval_loss_falls) {
     static char out[1 << 16];
     char args[512];
     snprintf(args, sizeof args, "train configs/tiny.yaml logging.metrics=/tmp/gt-test-metrics-%d.jsonl", (int)getpid());
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
-    double before = after(out, "eval before training"), end = after(out, "eval after training");
+    double before = gt_test_loss_after(out, "eval before training"), end = gt_test_loss_after(out, "eval after training");
     /* 8192-piece vocabulary (configs/tiny.yaml): 9.027 -> 7.09 here */
     ck_assert_msg(end < before - 1.5, "eval loss %.3f -> %.3f", before, end);
     char path[128];
@@ -59,7 +37,7 @@ START_TEST(tiny_config_trains_and_eval_loss_falls) {
     ck_assert_int_eq(steps, 4); /* every 5 of 20 steps */
     ck_assert_int_eq(evals, 2);
     /* eval command on the same data: same starting loss as the trainer's first eval */
-    rc = run("eval configs/tiny.yaml", out, sizeof out);
+    rc = gt_test_run("eval configs/tiny.yaml", out, sizeof out);
     ck_assert_msg(rc == 0, "%s", out);
     ck_assert_msg(strstr(out, "\"perplexity\""), "%s", out);
 }
@@ -75,7 +53,7 @@ START_TEST(eval_per_example_output_in_file_order) {
     for (int k = 0; k < 2; k++) {
         snprintf(args, sizeof args, "eval configs/tiny.yaml eval.batch_size=%d eval.per_example_output=%s",
                  k ? 1 : 6, path);
-        int rc = run(args, out, sizeof out);
+        int rc = gt_test_run(args, out, sizeof out);
         ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
         const char *p = strstr(out, "{\"loss\": ");
         ck_assert_msg(p != NULL, "%s", out);
@@ -116,7 +94,7 @@ START_TEST(nonfinite_step_logs_null) {
              "train.on_nonfinite=skip logging.metrics=%s",
              path);
     setenv("GT_FAULT_INJECT", "nonfinite:2", 1);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     unsetenv("GT_FAULT_INJECT");
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
     ck_assert_msg(strstr(out, "step 2/4 loss nan") && strstr(out, "(skipped: non-finite)"), "%s", out);
@@ -161,13 +139,13 @@ START_TEST(epochs_set_the_step_count) {
              "train configs/tiny.yaml train.steps=0 train.epochs=2 data.train=%s data.eval= "
              "train.batch_size=4 train.micro_batch_size=4 data.sequence_length=16 logging.every_steps=100",
              data);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
     ck_assert_msg(strstr(out, "step 5/5 loss") && strstr(out, "done after 5 steps"), "%s", out);
     /* the effective config printed at the start */
     ck_assert_msg(strstr(out, "\n  epochs: 2\n") && strstr(out, "\n  steps: 0\n"), "%s", out);
     strcat(args, " schedule.warmup_steps=6");
-    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run(args, out, sizeof out), 1);
     unlink(data);
     ck_assert_msg(strstr(out, "schedule.warmup_steps (6) exceeds the run's 5 steps "
                               "(train.epochs 2 x 10 examples / train.batch_size 4)"), "%s", out);
@@ -176,12 +154,12 @@ END_TEST
 
 START_TEST(bad_inputs_fail_with_one_line) {
     static char out[1 << 16];
-    ck_assert_int_eq(run("train configs/tiny.yaml data.train=/nonexistent/train.jsonl", out, sizeof out), 1);
+    ck_assert_int_eq(gt_test_run("train configs/tiny.yaml data.train=/nonexistent/train.jsonl", out, sizeof out), 1);
     ck_assert_msg(strstr(out, "gemmatrain train: /nonexistent/train.jsonl: cannot open"), "%s", out);
-    ck_assert_int_eq(run("train configs/tiny.yaml optimizer.lr=1", out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run("train configs/tiny.yaml optimizer.lr=1", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "did you mean 'optimizer.learning_rate'"), "%s", out);
-    ck_assert_int_eq(run("train", out, sizeof out), 2);
-    ck_assert_int_eq(run("train --keys", out, sizeof out), 0);
+    ck_assert_int_eq(gt_test_run("train", out, sizeof out), 2);
+    ck_assert_int_eq(gt_test_run("train --keys", out, sizeof out), 0);
     ck_assert_msg(strstr(out, "| `optimizer.learning_rate` | number | `5e-5` | (0, 10] |"), "%s", out);
 }
 END_TEST
@@ -192,16 +170,16 @@ END_TEST
  * the model without adapters (B = 0), and training moves the eval loss. */
 START_TEST(lora_with_dropout_trains) {
     static char out[1 << 16];
-    int rc = run("train configs/tiny.yaml lora.enabled=true train.full_finetune=false lora.dropout=0.2 "
+    int rc = gt_test_run("train configs/tiny.yaml lora.enabled=true train.full_finetune=false lora.dropout=0.2 "
                  "train.steps=6 schedule.warmup_steps=0 optimizer.learning_rate=0.05", out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
     ck_assert_msg(strstr(out, "2048 trainable (LoRA)"), "%s", out);
-    double before = after(out, "eval before training"), end = after(out, "eval after training");
+    double before = gt_test_loss_after(out, "eval before training"), end = gt_test_loss_after(out, "eval after training");
     ck_assert_msg(fabs(before - 9.0313) < 1e-3, "eval before training %.4f", before);
     ck_assert_msg(end < before, "eval loss %.4f -> %.4f", before, end);
     /* the model without adapters: the eval command on the same config */
-    ck_assert_int_eq(run("eval configs/tiny.yaml", out, sizeof out), 0);
-    ck_assert_msg(fabs(json_loss(out) - before) < 1e-4, "eval %.6f vs %.4f\n%s", json_loss(out), before, out);
+    ck_assert_int_eq(gt_test_run("eval configs/tiny.yaml", out, sizeof out), 0);
+    ck_assert_msg(fabs(gt_test_json_loss(out) - before) < 1e-4, "eval %.6f vs %.4f\n%s", gt_test_json_loss(out), before, out);
 }
 END_TEST
 
@@ -216,24 +194,24 @@ START_TEST(outputs_reload_with_the_trained_eval_loss) {
                         "schedule.warmup_steps=0";
     const char *lora = "lora.enabled=true train.full_finetune=false optimizer.learning_rate=0.05";
     snprintf(args, sizeof args, "train configs/tiny.yaml %s %s output_dir=%s", small, lora, dir);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "adapter.lora.h5"), "exit %d:\n%s", rc, out);
-    double trained = after(out, "eval after training");
+    double trained = gt_test_loss_after(out, "eval after training");
     snprintf(args, sizeof args, "eval configs/tiny.yaml %s %s lora.weights=%s/adapter.lora.h5", small, lora, dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
-    ck_assert_msg(fabs(json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", json_loss(out), trained, out);
+    ck_assert_msg(fabs(gt_test_json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", gt_test_json_loss(out), trained, out);
     /* the same output_dir again, deliberately: the earlier adapter is replaced only when asked */
     snprintf(args, sizeof args, "train configs/tiny.yaml %s output_dir=%s --overwrite", small, dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "/model"), "exit %d:\n%s", rc, out);
-    trained = after(out, "eval after training");
+    trained = gt_test_loss_after(out, "eval after training");
     snprintf(args, sizeof args, "eval configs/tiny.yaml model.weights=%s/model tokenizer= model.generation=0 "
              "model.vocab_size=0 model.num_layers=0 model.hidden_dim=0 model.intermediate_dim=0 "
              "model.num_query_heads=0 model.num_key_value_heads=0 model.head_dim=0 model.sliding_window_size=-1", dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
-    ck_assert_msg(fabs(json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", json_loss(out), trained, out);
+    ck_assert_msg(fabs(gt_test_json_loss(out) - trained) < 1e-4, "%.6f vs %.6f\n%s", gt_test_json_loss(out), trained, out);
     snprintf(args, sizeof args, "rm -rf %s", dir);
     ck_assert(system(args) == 0);
 }
@@ -246,10 +224,10 @@ START_TEST(tiny_config_exports) {
     char dir[64], args[1024];
     snprintf(dir, sizeof dir, "/tmp/gt-test-tiny-%d", (int)getpid());
     snprintf(args, sizeof args, "train configs/tiny.yaml train.steps=4 data.eval= output_dir=%s", dir);
-    int rc = run(args, out, sizeof out);
+    int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "/model") && !strstr(out, "no KerasHub preset"), "exit %d:\n%s", rc, out);
     snprintf(args, sizeof args, "convert %s/model %s/hf --format hf", dir, dir);
-    rc = run(args, out, sizeof out);
+    rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0 && strstr(out, "wrote Hugging Face model"), "exit %d:\n%s", rc, out);
     snprintf(args, sizeof args, "rm -rf %s", dir);
     ck_assert(system(args) == 0);

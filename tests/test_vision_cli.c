@@ -12,29 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
+
+#include "tests/check_main.h"
+#include "tests/cli_run.h"
 
 #define CFG "configs/shapes-lora.yaml"
 
 static char g_dir[64], g_out[1 << 16];
 
-static int run(const char *prefix, const char *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s %s 2>&1", prefix, getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return snprintf(g_out, sizeof g_out, "popen failed"), -1;
-    size_t got = fread(g_out, 1, sizeof g_out - 1, p);
-    g_out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* The number after key in g_out (NAN when absent). */
-static double number_after(const char *key) {
-    const char *p = strstr(g_out, key);
-    return p ? atof(p + strlen(key)) : NAN;
-}
+/* The CLI behind prefix, its output in g_out. */
+static int run(const char *prefix, const char *args) { return gt_test_run_with(prefix, args, g_out, sizeof g_out); }
 
 /* A train run with extra overrides; returns its "eval after training" loss. */
 static double train(const char *prefix, const char *extra) {
@@ -42,7 +30,7 @@ static double train(const char *prefix, const char *extra) {
     snprintf(args, sizeof args, "train " CFG " output.overwrite=true %s", extra);
     int rc = run(prefix, args);
     ck_assert_msg(rc == 0, "train %s: exit %d\n%s", extra, rc, g_out);
-    return number_after("eval after training: loss ");
+    return gt_test_number_after(g_out, "eval after training: loss ");
 }
 
 /* datasets/shapes/eval.jsonl with record i's picture replaced by record i+1's (absolute paths). */
@@ -70,18 +58,18 @@ START_TEST(train_learns_and_eval_reads_the_images) {
     char extra[512], rot[128];
     snprintf(extra, sizeof extra, "output_dir=%s/run", g_dir);
     double after = train("", extra);
-    double before = number_after("eval before training: loss ");
+    double before = gt_test_number_after(g_out, "eval before training: loss ");
     printf("shapes CLI: eval loss %.4f before, %.4f after\n", before, after);
     ck_assert_msg(before > 5 && after < 0.1 * before && after < 0.8, "eval loss %.4f -> %.4f", before, after);
     snprintf(extra, sizeof extra, "eval " CFG " --lora %s/run/adapter.lora.h5", g_dir);
     ck_assert_msg(run("", extra) == 0, "%s", g_out);
-    double again = number_after("\"loss\": ");
+    double again = gt_test_number_after(g_out, "\"loss\": ");
     ck_assert_msg(fabs(again - after) <= 1e-4 * after, "eval --lora %.6f vs trainer %.6f", again, after);
     snprintf(rot, sizeof rot, "%s/rotated.jsonl", g_dir);
     write_rotated(rot);
     snprintf(extra, sizeof extra, "eval " CFG " --lora %s/run/adapter.lora.h5 data.eval=%s", g_dir, rot);
     ck_assert_msg(run("", extra) == 0, "%s", g_out);
-    double wrong = number_after("\"loss\": ");
+    double wrong = gt_test_number_after(g_out, "\"loss\": ");
     printf("shapes CLI: %.4f with every eval record given the next one's picture\n", wrong);
     ck_assert_msg(wrong > after + 0.5, "the images do not matter: %.4f right, %.4f rotated", after, wrong);
 }
@@ -161,7 +149,7 @@ START_TEST(full_finetune_preset_holds_the_encoder) {
         ck_assert_msg(!strstr(g_out, "holds no vision encoder"), "%s", g_out);
         snprintf(args, sizeof args, "eval " CFG " --model %s/ft%s/model lora.enabled=false", g_dir, modes[i]);
         ck_assert_msg(run("", args) == 0, "%s", g_out);
-        double back = number_after("loss ");
+        double back = gt_test_number_after(g_out, "loss ");
         printf("shapes CLI: full fine-tune, encoder %s: eval %.6f in the run, %.6f from the preset\n", modes[i],
                trained, back);
         ck_assert_msg(fabs(back - trained) <= 1e-5 * trained, "preset %.6f vs run %.6f", back, trained);
@@ -191,12 +179,7 @@ int main(void) {
     tcase_add_test(tc, full_finetune_preset_holds_the_encoder);
     tcase_add_test(tc, bad_image_setups_are_refused);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd)) fprintf(stderr, "%s failed\n", cmd);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    int rc = gt_test_suite_main(s);
+    if (gt_test_rmtree(g_dir)) fprintf(stderr, "removing %s failed\n", g_dir);
+    return rc;
 }

@@ -14,10 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "models/io/h5io.h"
+#include "tests/check_main.h"
+#include "tests/cli_run.h"
 
 #define CFG "configs/shapes-lora.yaml"
 #define IMG "datasets/shapes/images/eval_000.png"
@@ -25,16 +26,8 @@
 
 static char g_dir[64], g_out[1 << 16];
 
-static int run(const char *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("GT_BIN") ? getenv("GT_BIN") : "build/gemmatrain", args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return snprintf(g_out, sizeof g_out, "popen failed"), -1;
-    size_t got = fread(g_out, 1, sizeof g_out - 1, p);
-    g_out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+/* The CLI, its output in g_out. */
+static int run(const char *args) { return gt_test_run(args, g_out, sizeof g_out); }
 
 /* The loss an eval or train command prints last. */
 static double loss_of(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -168,12 +161,7 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, encoder_adapters_leave_and_come_back);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd)) fprintf(stderr, "%s failed\n", cmd);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    int rc = gt_test_suite_main(s);
+    if (gt_test_rmtree(g_dir)) fprintf(stderr, "removing %s failed\n", g_dir);
+    return rc;
 }

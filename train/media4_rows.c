@@ -11,6 +11,7 @@
 #include "autograd/rng.h"
 #include "models/io/hf_audio.h"
 #include "models/io/hf_vision4.h"
+#include "models/io/keras_converters4.h"
 #include "models/io/keras_preset.h"
 #include "models/io/towers4_keras.h"
 #include "util/err.h"
@@ -31,16 +32,7 @@ static void init_random(gt_tensor **all, int n, uint64_t seed, double std) {
     }
 }
 
-/* A number at o[key] into *v when present (as gen_media4 reads preprocessor.json). */
-static int num(json_t *o, const char *key, const char *file, int *v, char *err, size_t errn) {
-    json_t *x = o ? json_object_get(o, key) : NULL;
-    if (!x || json_is_null(x)) return 0;
-    if (!json_is_number(x)) return gt_errf(err, errn, "%s: \"%s\" is not a number", file, key);
-    *v = (int)json_number_value(x);
-    return 0;
-}
-
-/* The converters' sizes from a preset's preprocessor.json, when it has one; and whether
+/* The converters' settings from a preset's preprocessor.json, when it has one; and whether
  * config.json opens image spans (KerasHub's use_vision_bidirectional_attention, HF's "vision"). */
 static int dir_settings(gt_m4rows *x, const char *dir, char *err, size_t errn) {
     char path[GT_CFG_STR + 32];
@@ -50,22 +42,7 @@ static int dir_settings(gt_m4rows *x, const char *dir, char *err, size_t errn) {
     x->vision_bidir = json_is_true(json_object_get(json_object_get(j, "config"), "use_vision_bidirectional_attention")) ||
                       (json_is_string(hf) && !strcmp(json_string_value(hf), "vision"));
     json_decref(j);
-    snprintf(path, sizeof path, "%s/preprocessor.json", dir);
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    fclose(f);
-    json_error_t je;
-    if (!(j = json_load_file(path, 0, &je))) return gt_errf(err, errn, "%s:%d: %s", path, je.line, je.text);
-    json_t *c = json_object_get(j, "config");
-    json_t *ic = json_object_get(json_object_get(c, "image_converter"), "config");
-    json_t *ac = json_object_get(json_object_get(c, "audio_converter"), "config");
-    int rc = num(ic, "patch_size", path, &x->icfg.patch, err, errn) ||
-             num(ic, "max_soft_tokens", path, &x->icfg.max_soft_tokens, err, errn) ||
-             num(ic, "pooling_kernel_size", path, &x->icfg.pool, err, errn) ||
-             num(ac, "num_mels", path, &x->acfg.num_mels, err, errn) ||
-             num(ac, "max_audio_length", path, &x->acfg.max_audio_length, err, errn);
-    json_decref(j);
-    return rc ? -1 : 0;
+    return gt_keras_converters4_load(dir, &x->icfg, &x->acfg, err, errn);
 }
 
 /* Towers from a KerasHub preset or HF directory (a GGUF file has none). */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/io/hf_tower4.h"
 #include "models/io/safetensors.h"
 #include "util/err.h"
 
@@ -78,9 +79,7 @@ int gt_hf_audio_config(const char *dir, gt_audio_enc_config *c, char *err, size_
 
 /* Our per-layer names (after "conformer_N.") -> HF's (after "layers.N."); a clipped linear's
  * entry has no ".weight": its kernel is ".linear.weight", its bounds ".input_min" etc. */
-static const struct {
-    const char *ours, *hf;
-} LAYER_MAP[] = {
+static const gt_hf_t4_pair LAYER_MAP[] = {
     {"ffw_start.pre_norm", "feed_forward1.pre_layer_norm.weight"},
     {"ffw_start.post_norm", "feed_forward1.post_layer_norm.weight"},
     {"ffw_start.ffw_1", "feed_forward1.ffw_layer_1"}, {"ffw_start.ffw_2", "feed_forward1.ffw_layer_2"},
@@ -96,9 +95,7 @@ static const struct {
     {"lconv.linear_end", "lconv1d.linear_end"}, {"norm", "norm_out.weight"},
 };
 
-static const struct {
-    const char *ours, *hf;
-} TOP_MAP[] = {
+static const gt_hf_t4_pair TOP_MAP[] = {
     {"sscp.conv_0", "model.audio_tower.subsample_conv_projection.layer0.conv.weight"},
     {"sscp.norm_0", "model.audio_tower.subsample_conv_projection.layer0.norm.weight"},
     {"sscp.conv_1", "model.audio_tower.subsample_conv_projection.layer1.conv.weight"},
@@ -109,25 +106,11 @@ static const struct {
     {"audio_output_projection", "model.embed_audio.embedding_projection.weight"},
 };
 
-/* HF name of our tensor (a clip's: the prefix, to which ".input_min" etc. are added). */
-static int hf_name(const char *ours, char *out, size_t n) {
-    for (size_t i = 0; i < sizeof TOP_MAP / sizeof *TOP_MAP; i++)
-        if (strcmp(ours, TOP_MAP[i].ours) == 0) return snprintf(out, n, "%s", TOP_MAP[i].hf), 0;
-    int layer, used = 0;
-    if (sscanf(ours, "conformer_%d.%n", &layer, &used) != 1 || !used) return -1;
-    const char *rest = ours + used;
-    size_t rl = strlen(rest);
-    bool clip = rl > 5 && strcmp(rest + rl - 5, ".clip") == 0;
-    for (size_t i = 0; i < sizeof LAYER_MAP / sizeof *LAYER_MAP; i++) {
-        size_t ol = strlen(LAYER_MAP[i].ours);
-        if (ol != (clip ? rl - 5 : rl) || strncmp(rest, LAYER_MAP[i].ours, ol)) continue;
-        bool dense = !strstr(LAYER_MAP[i].hf, "weight") && !strstr(LAYER_MAP[i].hf, "per_dim");
-        snprintf(out, n, "model.audio_tower.layers.%d.%s%s", layer, LAYER_MAP[i].hf,
-                 dense && !clip ? ".linear.weight" : "");
-        return 0;
-    }
-    return -1;
-}
+static const gt_hf_t4_names NAMES = {TOP_MAP, LAYER_MAP, sizeof TOP_MAP / sizeof *TOP_MAP,
+                                      sizeof LAYER_MAP / sizeof *LAYER_MAP, "conformer_",
+                                      "model.audio_tower.layers."};
+
+int gt_hf_audio_name(const char *ours, char *out, size_t n) { return gt_hf_t4_name(&NAMES, ours, out, n); }
 
 /* Copy HF's src into t, changing the layout by t's rank: [in, out] <- (out, in);
  * [kt, kf, in, out] <- (out, in, kt, kf); the depthwise [K, D] <- (D, 1, K). */
@@ -151,25 +134,10 @@ static void relayout(gt_tensor *t, const float *src, bool depthwise) {
     }
 }
 
-int gt_hf_audio_name(const char *ours, char *out, size_t n) { return hf_name(ours, out, n); }
-
 static int load_one(gt_st *st, gt_tensor *t, const char *dir, char *err, size_t errn) {
     char name[256];
-    if (hf_name(t->name, name, sizeof name)) return gt_errf(err, errn, "%s: no HF name for %s", dir, t->name);
-    size_t nl = strlen(t->name);
-    if (nl > 5 && strcmp(t->name + nl - 5, ".clip") == 0) {
-        static const char *B[4] = {"input_min", "input_max", "output_min", "output_max"};
-        for (int i = 0; i < 4; i++) {
-            char full[300];
-            snprintf(full, sizeof full, "%s.%s", name, B[i]);
-            const gt_st_tensor *s = gt_st_find(st, full);
-            float v;
-            if (!s || s->n_elements != 1) return gt_errf(err, errn, "%s: missing scalar %s", dir, full);
-            if (gt_st_read_f32(s, &v, err, errn)) return -1;
-            t->data[i] = v;
-        }
-        return 0;
-    }
+    if (gt_hf_audio_name(t->name, name, sizeof name)) return gt_errf(err, errn, "%s: no HF name for %s", dir, t->name);
+    if (gt_hf_t4_is_clip(t->name)) return gt_hf_t4_load_clip(st, t, name, dir, err, errn);
     const gt_st_tensor *s = gt_st_find(st, name);
     if (!s) return gt_errf(err, errn, "%s: missing tensor %s", dir, name);
     if (s->n_elements != t->size)

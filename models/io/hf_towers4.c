@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "models/io/hf_audio.h"
+#include "models/io/hf_tower4.h"
 #include "models/io/hf_vision4.h"
 #include "models/io/safetensors.h"
 #include "util/err.h"
@@ -60,17 +61,15 @@ static float *relayout(const gt_tensor *t, bool depthwise, gt_st_entry *e) {
 
 static int add_tower(entries *s, gt_tensor *const *all, int n, bool vision, char *err,
                      size_t errn) {
-    static const char *B[4] = {"input_min", "input_max", "output_min", "output_max"};
     for (int i = 0; i < n; i++) {
         const gt_tensor *t = all[i];
         char name[200], full[220];
         if (vision ? gt_hf_vision4_name(t->name, name, sizeof name)
                    : gt_hf_audio_name(t->name, name, sizeof name))
             return gt_errf(err, errn, "hf save: %s has no Hugging Face name", t->name);
-        size_t nl = strlen(t->name);
-        if (nl > 5 && !strcmp(t->name + nl - 5, ".clip")) {
+        if (gt_hf_t4_is_clip(t->name)) {
             for (int b = 0; b < 4; b++) { /* 0-d tensors, read straight from the clip */
-                snprintf(full, sizeof full, "%s.%s", name, B[b]);
+                snprintf(full, sizeof full, "%s.%s", name, GT_HF_T4_CLIP[b]);
                 gt_st_entry *e = add(s, full);
                 if (!e) return gt_errf(err, errn, "hf save: too many tensors");
                 e->data = (const float *)&t->data[b];

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/io/hf_tower4.h"
 #include "models/io/safetensors.h"
 #include "util/err.h"
 
@@ -70,9 +71,7 @@ int gt_hf_vision4_config(const char *dir, gt_vision4_config *c, char *err, size_
 
 /* Our per-layer names (after "block_N.") -> HF's (after "encoder.layers.N."); a clipped
  * linear's entry has no ".weight": its kernel is ".linear.weight", its bounds ".input_min"... */
-static const struct {
-    const char *ours, *hf;
-} LAYER_MAP[] = {
+static const gt_hf_t4_pair LAYER_MAP[] = {
     {"pre_attn_norm", "input_layernorm.weight"},
     {"post_attn_norm", "post_attention_layernorm.weight"},
     {"pre_ffw_norm", "pre_feedforward_layernorm.weight"},
@@ -83,57 +82,23 @@ static const struct {
     {"down", "mlp.down_proj"},
 };
 
-static const struct {
-    const char *ours, *hf;
-} TOP_MAP[] = {
+static const gt_hf_t4_pair TOP_MAP[] = {
     {"patch.proj", "model.vision_tower.patch_embedder.input_proj.weight"},
     {"patch.pos", "model.vision_tower.patch_embedder.position_embedding_table"},
     {"projection", "model.embed_vision.embedding_projection.weight"},
 };
 
-/* HF name of our tensor (a clip's: the prefix, to which ".input_min" etc. are added). */
-static int hf_name(const char *ours, char *out, size_t n) {
-    for (size_t i = 0; i < sizeof TOP_MAP / sizeof *TOP_MAP; i++)
-        if (strcmp(ours, TOP_MAP[i].ours) == 0) return snprintf(out, n, "%s", TOP_MAP[i].hf), 0;
-    int layer, used = 0;
-    if (sscanf(ours, "block_%d.%n", &layer, &used) != 1 || !used) return -1;
-    const char *rest = ours + used;
-    size_t rl = strlen(rest);
-    bool clip = rl > 5 && strcmp(rest + rl - 5, ".clip") == 0;
-    for (size_t i = 0; i < sizeof LAYER_MAP / sizeof *LAYER_MAP; i++) {
-        size_t ol = strlen(LAYER_MAP[i].ours);
-        if (ol != (clip ? rl - 5 : rl) || strncmp(rest, LAYER_MAP[i].ours, ol)) continue;
-        bool dense = !strstr(LAYER_MAP[i].hf, "weight");
-        snprintf(out, n, "model.vision_tower.encoder.layers.%d.%s%s", layer, LAYER_MAP[i].hf,
-                 dense && !clip ? ".linear.weight" : "");
-        return 0;
-    }
-    return -1;
-}
+static const gt_hf_t4_names NAMES = {TOP_MAP, LAYER_MAP, sizeof TOP_MAP / sizeof *TOP_MAP,
+                                      sizeof LAYER_MAP / sizeof *LAYER_MAP, "block_",
+                                      "model.vision_tower.encoder.layers."};
 
-int gt_hf_vision4_name(const char *ours, char *out, size_t n) { return hf_name(ours, out, n); }
-
-static int load_clip(gt_st *st, gt_tensor *t, const char *name, const char *dir, char *err,
-                     size_t errn) {
-    static const char *B[4] = {"input_min", "input_max", "output_min", "output_max"};
-    for (int i = 0; i < 4; i++) {
-        char full[300];
-        snprintf(full, sizeof full, "%s.%s", name, B[i]);
-        const gt_st_tensor *s = gt_st_find(st, full);
-        float v;
-        if (!s || s->n_elements != 1) return gt_errf(err, errn, "%s: missing scalar %s", dir, full);
-        if (gt_st_read_f32(s, &v, err, errn)) return -1;
-        t->data[i] = v;
-    }
-    return 0;
-}
+int gt_hf_vision4_name(const char *ours, char *out, size_t n) { return gt_hf_t4_name(&NAMES, ours, out, n); }
 
 static int load_one(gt_st *st, gt_tensor *t, const char *dir, char *err, size_t errn) {
     char name[256];
-    if (hf_name(t->name, name, sizeof name))
+    if (gt_hf_vision4_name(t->name, name, sizeof name))
         return gt_errf(err, errn, "%s: no HF name for %s", dir, t->name);
-    size_t nl = strlen(t->name);
-    if (nl > 5 && strcmp(t->name + nl - 5, ".clip") == 0) return load_clip(st, t, name, dir, err, errn);
+    if (gt_hf_t4_is_clip(t->name)) return gt_hf_t4_load_clip(st, t, name, dir, err, errn);
     const gt_st_tensor *s = gt_st_find(st, name);
     if (!s) return gt_errf(err, errn, "%s: missing tensor %s", dir, name);
     bool ok = s->n_elements == t->size && s->ndim == t->ndim;
