@@ -483,6 +483,11 @@ START_TEST(corrupt_presets_fail_cleanly) {
     edit_config(dir, "\"head_dim\"", "\"head_dimension\"");
     expect_load_error(dir, "config.head_dim: missing");
     FRESH();
+    /* an integer wider than the field (UBSan: a double-to-int conversion out of range, fuzz_config_json) */
+    edit_config(dir, "\"class_name\": \"GemmaBackbone\"", "\"class_name\": \"Gemma4Backbone\"");
+    edit_config(dir, "\"num_layers\": 2,", "\"num_layers\": 2, \"sliding_window_pattern\": 111111111111113,");
+    expect_load_error(dir, "config.sliding_window_pattern 111111111111113 is out of range");
+    FRESH();
     /* no weights, no config */
     snprintf(p, sizeof p, "%s/model.weights.h5", dir);
     unlink(p);

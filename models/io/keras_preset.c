@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -620,6 +621,10 @@ static int read_fields(jctx *x, unsigned classes, gt_gemma_config *t) {
                                     "branches)", x->path, r->keras, (long long)iv), -1;
                 iv /= 2;
             }
+            /* an int field stores what fits in an int; a wider value would not convert (fuzz_config_json) */
+            if (r->size == sizeof(int) && (iv < INT_MIN || iv > INT_MAX))
+                return snprintf(x->err, x->errn, "%s: config.%s %lld is out of range", x->path, r->keras,
+                                (long long)iv), -1;
             v = (double)iv;
         } else if (r->type == GT_FIELD_NUM) {
             if (get_num(x, r->keras, v, &v)) return -1;

@@ -2,7 +2,7 @@
  * mapping (gt_hf_gemma_config) and the KerasHub preset mapping (gt_keras_preset_config). Both
  * take a path, so each input is written to DIR/config.json in a private tmpfs directory
  * (tools/fuzz/fuzz_tmp.h: removed at exit, or by the next run after a crash).
- * seeds: tests/fixtures/hf/gemma1/config.json tests/fixtures/hf/gemma2/config.json tests/fixtures/hf/gemma3/config.json tests/fixtures/hf/gemma3_mm/config.json tests/fixtures/hf/gemma4/config.json tests/fixtures/presets/gemma1/config.json tests/fixtures/presets/gemma2/config.json tests/fixtures/presets/gemma3/config.json tests/fixtures/presets/gemma4/config.json
+ * seeds: tests/fixtures/hf/gemma1/config.json tests/fixtures/hf/gemma2/config.json tests/fixtures/hf/gemma3/config.json tests/fixtures/hf/gemma3_mm/config.json tests/fixtures/hf/gemma4/config.json tests/fixtures/presets/gemma1/config.json tests/fixtures/presets/gemma2/config.json tests/fixtures/presets/gemma3/config.json tests/fixtures/presets/gemma4/config.json tools/fuzz/seeds/config_json
  * dict: tools/fuzz/tokenizer_json.dict
  * Run through tools/fuzz/run.sh. */
 #include <fcntl.h>
