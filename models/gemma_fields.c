@@ -1,5 +1,6 @@
 #include "models/gemma_fields.h"
 
+#include <limits.h>
 #include <string.h>
 
 #define F(m, t) #m, offsetof(gt_gemma_config, m), sizeof(((gt_gemma_config *)0)->m), GT_FIELD_##t
@@ -108,8 +109,11 @@ void gt_gemma_field_set(gt_gemma_config *c, const gt_gemma_field *f, double v) {
     char *p = (char *)c + f->off;
     switch (f->type) {
     case GT_FIELD_INT:
-        if (f->size == sizeof(int)) *(int *)p = (int)v;
-        else *(int64_t *)p = (int64_t)v;
+        /* saturate: a value past the type's range (a hostile file) must not convert out of range
+         * (UB); the config's validation then refuses it */
+        if (v != v) v = 0;
+        if (f->size == sizeof(int)) *(int *)p = v >= INT_MAX ? INT_MAX : v <= INT_MIN ? INT_MIN : (int)v;
+        else *(int64_t *)p = v >= 0x1p63 ? INT64_MAX : v <= -0x1p63 ? INT64_MIN : (int64_t)v;
         break;
     case GT_FIELD_NUM: *(double *)p = v; break;
     case GT_FIELD_BOOL: *(bool *)p = v != 0; break;

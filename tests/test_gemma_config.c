@@ -192,6 +192,31 @@ START_TEST(field_table_covers_the_config) {
 }
 END_TEST
 
+/* Values past a field's type saturate instead of converting out of range (UB under UBSan). */
+START_TEST(field_set_saturates) {
+    size_t n;
+    const gt_gemma_field *f = gt_gemma_fields(&n);
+    gt_gemma_config c;
+    memset(&c, 0, sizeof c);
+    int seen_int = 0, seen_i64 = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].type != GT_FIELD_INT) continue;
+        double lim = f[i].size == sizeof(int) ? 2147483647.0 : 9223372036854775807.0;
+        gt_gemma_field_set(&c, &f[i], 1e30);
+        ck_assert_msg(gt_gemma_field_get(&c, &f[i]) == lim, "%s: %g", f[i].name, gt_gemma_field_get(&c, &f[i]));
+        gt_gemma_field_set(&c, &f[i], -1e30);
+        ck_assert(gt_gemma_field_get(&c, &f[i]) == -lim - 1);
+        gt_gemma_field_set(&c, &f[i], NAN);
+        ck_assert(gt_gemma_field_get(&c, &f[i]) == 0);
+        gt_gemma_field_set(&c, &f[i], 7);
+        ck_assert(gt_gemma_field_get(&c, &f[i]) == 7);
+        if (f[i].size == sizeof(int)) seen_int++;
+        else seen_i64++;
+    }
+    ck_assert(seen_int > 0 && seen_i64 > 0);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("gemma_config");
     TCase *tc = tcase_create("presets");
@@ -202,6 +227,7 @@ int main(void) {
     tcase_add_test(tc, gemma4_layers);
     tcase_add_test(tc, bad_configs_name_the_field);
     tcase_add_test(tc, field_table_covers_the_config);
+    tcase_add_test(tc, field_set_saturates);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
