@@ -1,11 +1,9 @@
 /* blas.h: the engine's one door to BLAS and to its thread pools.
  *
  * gt_gemm is cblas_sgemm (or dgemm in the f64 build) with row-major operands.
- * Threads: one setting drives both pools. The engine's own loops use OpenMP with
- * gt_threads() threads and call BLAS from inside a parallel region only between
- * gt_blas_serial(true) and (false); BLAS calls run OpenBLAS's pool with the same count. The two
- * pools therefore take turns, never stack. Skinny products (a dimension <= 16) run as one
- * single-threaded BLAS call per OpenMP thread instead.
+ * Threads: OpenMP's team of gt_threads() threads is the only pool. OpenBLAS runs on its
+ * caller's thread (its own pool is set to one thread): a large product is split into one band of
+ * C per OpenMP thread, and the engine's parallel regions may call gt_gemm from each thread.
  * Nothing here allocates or fails: gt_gemm trusts its shapes (the ops check them first). */
 #ifndef GT_BLAS_H
 #define GT_BLAS_H
@@ -24,11 +22,6 @@ int gt_threads(void);
 /* GT_THREADS from the environment if set and valid, else the number of online cores. */
 int gt_threads_default(void);
 
-/* gt_blas_serial(true): BLAS calls run on their caller's thread only, so that the threads of an
- * OpenMP region may each call gt_gemm at once (small GEMMs, one per thread); false: back to
- * gt_threads(). Call both outside parallel regions, in pairs. */
-void gt_blas_serial(bool on);
-
 /* The engine's loops: below GT_PAR_MIN elements a loop runs on one thread (a parallel region
  * costs more than it saves). gt_par: whether a loop over n elements goes parallel;
  * gt_par_chunks: how many fixed row bands (at most one per thread, at most rows) a reduction over
@@ -41,14 +34,21 @@ static inline int gt_par_chunks(int64_t elems, int64_t rows) {
     return rows < nt ? (rows > 0 ? (int)rows : 1) : nt;
 }
 
-/* OpenMP workers that spin after a parallel region steal the cores OpenBLAS's pool needs for the
- * next GEMM (measured here: sgemm 65 -> 48 GFLOP/s when interleaved with OpenMP loops). libgomp
- * reads its wait policy once, at load, so programs call this first thing in main: when
- * OMP_WAIT_POLICY is unset it sets it to PASSIVE and re-executes the program (argv as given).
- * The same goes the other way: OpenBLAS's workers spin-yield for 2^28 cycles after each GEMM
- * (about 0.1 s) while OpenMP loops run in between, so OPENBLAS_THREAD_TIMEOUT (read at load too)
- * is set to 18 (2^18 cycles) when unset: 270M LoRA step at seq 512 1.95 -> 1.77 s here.
- * User-set values are respected; if the re-exec fails the program simply continues. */
-void gt_threads_reexec_passive(char **argv);
+/* How long an OpenMP worker spins for the next parallel region before it sleeps. A step runs
+ * thousands of short regions; sleeping workers (OMP_WAIT_POLICY=PASSIVE, which this used to set
+ * while OpenBLAS ran a pool of its own beside OpenMP's) each cost a futex wake-up: the 270M bf16
+ * LoRA step at 1 x 512 on 2 threads took 0.80 s passive, 0.58 s spinning 100000 times (10000:
+ * 0.70 s). Idle workers give their core back a few milliseconds after the last region. libgomp
+ * reads it once, at load, so programs call this first thing in main: when neither
+ * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set it sets GOMP_SPINCOUNT (and OPENBLAS_THREAD_TIMEOUT
+ * for benchmarks that time bare OpenBLAS calls on its own pool, see gt_blas_pool) and
+ * re-executes the program (argv as given). User-set values are
+ * respected (OMP_WAIT_POLICY=PASSIVE for a machine shared with other jobs); if the re-exec fails
+ * the program simply continues. */
+#define GT_SPINCOUNT "100000"
+/* Benchmarks only: OpenBLAS's own pool size for bare cblas calls timed as baselines (n threads;
+ * gt_blas_pool(1) before the engine runs again). */
+void gt_blas_pool(int n);
+void gt_threads_reexec_spin(char **argv);
 
 #endif

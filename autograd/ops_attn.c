@@ -469,7 +469,6 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
     if (!gt_ok(ctx)) return;
     int64_t cw = ((H > Hv ? H : Hv) + th - 1) / th;
     cw = (cw + 15) / 16 * 16; /* column chunks of whole vectors */
-    if (th > 1) gt_blas_serial(true);
     for (w.b = 0; w.b < s->B; w.b++) {
 #ifndef GT_REAL_DOUBLE
         if (w.bw && need_ds) bf_pack_kv(s, w.kd, w.vd, w.b, false, w.bw, th);
@@ -485,7 +484,6 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
                     run_dkv(&w, n, need_ds ? w.ds + (n - g0) * T * S : NULL, c, th, cw);
         }
     }
-    if (th > 1) gt_blas_serial(false);
     free(w.bw);
     /* the probabilities and the scratch are dead once this node has run */
     if (w.ds) gt_release(ctx, w.ds, ds_n * sizeof(gt_real));
@@ -575,7 +573,6 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
     if (s->bf16 && !(bw = bf_scratch(ctx, s, th))) return NULL;
     bwn = bf_scratch_n(s, th);
 #endif
-    if (th > 1) gt_blas_serial(true); /* one head per thread (see attention_backward) */
     for (int64_t b = 0; b < B; b++) {
         gt_real *pb = s->p + (keep ? b * N * T * S : 0);
 #ifndef GT_REAL_DOUBLE
@@ -593,7 +590,6 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
             head_forward(s, cfg, q, k, v, b, n, pb + n * T * S, out->data);
         }
     }
-    if (th > 1) gt_blas_serial(false);
     free(bw);
     if (!gt_record(ctx, "attention", attention_backward, out, in, 3, s, attention_reads(q, k, v)))
         return NULL;

@@ -73,7 +73,7 @@ static double median(double *v, int n) {
 }
 
 int main(int argc, char **argv) {
-    gt_threads_reexec_passive(argv);
+    gt_threads_reexec_spin(argv);
     int reps = argc > 1 ? atoi(argv[1]) : 5;
     int64_t M = argc > 2 ? atoll(argv[2]) : 512;
     int align = argc > 3 ? atoi(argv[3]) : 64;

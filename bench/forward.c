@@ -80,7 +80,7 @@ static int bench_encoder(gt_vision_config vc, int64_t batch, int reps, const cha
 }
 
 int main(int argc, char **argv) {
-    gt_threads_reexec_passive(argv);
+    gt_threads_reexec_spin(argv);
     const char *preset = argc > 1 ? argv[1] : "gemma3_270m";
     int64_t T = argc > 2 ? atoll(argv[2]) : 256, B = argc > 3 ? atoll(argv[3]) : 1;
     int reps = argc > 4 ? atoi(argv[4]) : 3;

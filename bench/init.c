@@ -24,7 +24,7 @@ static double best_of(int reps, int what, gt_real *x, uint8_t *q, int64_t n) {
 }
 
 int main(int argc, char **argv) {
-    gt_threads_reexec_passive(argv);
+    gt_threads_reexec_spin(argv);
     int64_t n = (argc > 1 ? atoll(argv[1]) : 32) * 1000000 / 256 * 256;
     int reps = argc > 2 ? atoi(argv[2]) : 3;
     if (n < 256 || reps < 1) return fprintf(stderr, "usage: %s [millions of values] [reps]\n", argv[0]), 2;

@@ -12,7 +12,7 @@
  *    the read bandwidth of the logits buffer as the loss's baseline.
  * Each timing: 2 warm-up runs, then at least 7 timed runs (more for short ones, up to about
  * 0.3 s), median reported. Jobs that are compared (gt vs sgemm) run interleaved, so both see
- * the same machine load. Like the CLI, OpenMP waits passively (see ensure_passive_openmp). */
+ * the same machine load. OpenMP's wait policy is the CLI's (gt_threads_reexec_spin). */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -43,11 +43,6 @@ static void die(const char *what, const gt_ctx *ctx) {
 
 /* OpenMP threads spinning after a parallel region steal the cores OpenBLAS needs for the next
  * GEMM; libgomp reads its policy at load, so set it by re-executing once (as cli/main.c). */
-static void ensure_passive_openmp(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv);
-}
 
 static unsigned g_rng = 12345;
 static float urand(void) {
@@ -139,17 +134,22 @@ static void gemm_gt_bwd(job *j) {
     j->ctx->tape->backward(j->ctx, j->ctx->tape);
     if (!gt_ok(j->ctx)) die("matmul backward", j->ctx);
 }
+/* The baselines run on OpenBLAS's own pool (the engine keeps it at one thread, see blas.h). */
 static void gemm_blas_fwd(job *j) {
     gemm_case *g = j->p;
+    gt_blas_pool(gt_threads());
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->m, g->n, g->k, 1, g->x->data, g->k,
                 g->w->data, g->k, 0, g->c, g->n);
+    gt_blas_pool(1);
 }
 static void gemm_blas_bwd(job *j) {
     gemm_case *g = j->p;
+    gt_blas_pool(gt_threads());
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->m, g->k, g->n, 1, g->dy, g->n,
                 g->w->data, g->k, 1, g->dx, g->k);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->n, g->k, g->m, 1, g->dy, g->n,
                 g->x->data, g->k, 1, g->dw, g->k);
+    gt_blas_pool(1);
 }
 
 typedef struct {
@@ -158,8 +158,10 @@ typedef struct {
 } square_case;
 static void square_run(job *j) {
     square_case *s = j->p;
+    gt_blas_pool(gt_threads());
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->n, s->n, 1, s->a, s->n, s->b,
                 s->n, 0, s->c, s->n);
+    gt_blas_pool(1);
 }
 
 static void bench_gemms(gt_ctx *ctx) {
@@ -366,8 +368,7 @@ static void bench_ops(gt_ctx *ctx, int64_t ce_rows) {
 }
 
 int main(int argc, char **argv) {
-    gt_threads_reexec_passive(argv);
-    ensure_passive_openmp(argv);
+    gt_threads_reexec_spin(argv);
     int64_t ce_rows = 64;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ce-rows") && i + 1 < argc) {
@@ -385,9 +386,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     gt_threads_set(0);
+    const char *wait = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
     printf("bench/ops: Gemma 3 270M shapes, fp32, %d threads (GT_THREADS), OMP_WAIT_POLICY=%s, "
-           "median of >= %d runs after 2 warm-ups\nOpenBLAS: %s\n", gt_threads(),
-           getenv("OMP_WAIT_POLICY"), g_min_reps, openblas_get_config());
+           "GOMP_SPINCOUNT=%s, median of >= %d runs after 2 warm-ups\nOpenBLAS: %s\n", gt_threads(),
+           wait ? wait : "(unset)", spin ? spin : "(unset)", g_min_reps, openblas_get_config());
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     bench_gemms(&ctx);

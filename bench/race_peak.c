@@ -48,7 +48,7 @@ static double bf16_peak(gt_bf16_kernel k, int threads) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    gt_threads_reexec_passive(argv);
+    gt_threads_reexec_spin(argv);
     gt_bf16_kernel k = gt_bf16_kernel_best();
     double s = sgemm_peak();
     double b = k == GT_BF16K_OFF ? 0 : bf16_peak(k, gt_threads());

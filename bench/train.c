@@ -125,7 +125,7 @@ static void dump_ints(FILE *f, const char *key, const int32_t *v, int64_t n) {
 }
 
 int main(int argc, char **argv) {
-    gt_threads_reexec_passive(argv);
+    gt_threads_reexec_spin(argv);
     const char *data = NULL, *tok_path = NULL, *dump = NULL, *compute = "float32";
     int pos_argc = 1; /* key=value arguments are taken out; the rest stay positional */
     for (int i = 1; i < argc; i++) {

@@ -49,7 +49,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    gt_threads_reexec_passive(argv);
+    gt_threads_reexec_spin(argv);
     gt_h5_process_init();
     if (argc < 2) {
         usage(stderr);

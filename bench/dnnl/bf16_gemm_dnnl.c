@@ -35,7 +35,7 @@ static int cmpd(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    gt_threads_reexec_passive(argv);
+    gt_threads_reexec_spin(argv);
     int rounds = argc > 1 ? atoi(argv[1]) : 5;
     if (rounds < 1 || rounds > 50) rounds = 5;
     int64_t Ms[8] = {256, 512, 1024, 2048};

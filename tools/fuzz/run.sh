@@ -2,7 +2,12 @@
 # Builds the libFuzzer targets (tools/fuzz/fuzz_*.c, clang with ASan + UBSan) and runs each for
 # RUNS executions or SECONDS seconds, whichever comes first, then prints the executions per target.
 #
-# Usage: tools/fuzz/run.sh [-n RUNS] [-t SECONDS] [-j MAKE_JOBS] [TARGET ...]
+# Usage: tools/fuzz/run.sh [-n RUNS] [-t SECONDS] [-j MAKE_JOBS] [-k] [TARGET ...]
+#   -k: keep going after a crash (libFuzzer -fork=1 -ignore_crashes=1): for a target whose library
+#       crashes on some inputs by itself (fuzz_checkpoint: libhdf5). Every crash input is kept in
+#       the artifacts directory, each with its stack in the log, to be triaged: a crash with our
+#       code at the top of its stack is ours. The run ends at SECONDS (RUNS is not honoured by
+#       libFuzzer's fork mode; the count printed is the last one reported).
 #   TARGET: a harness name (fuzz_gguf) or file; default: every tools/fuzz/fuzz_*.c
 #   env: BUILD (default build-fuzzer), FUZZ_CC (default clang-14), FUZZ_FLAGS (more libFuzzer flags)
 #
@@ -15,13 +20,14 @@
 # Reproduce one: $BUILD/fuzz/NAME $BUILD/fuzz/artifacts/NAME/crash-...
 set -u
 cd "$(dirname "$0")/../.."
-runs=1000000 secs=600 jobs=2
-while getopts "n:t:j:" o; do
+runs=1000000 secs=600 jobs=2 keep=0
+while getopts "n:t:j:k" o; do
   case $o in
     n) runs=$OPTARG ;;
     t) secs=$OPTARG ;;
     j) jobs=$OPTARG ;;
-    *) sed -n '2,15p' "$0"; exit 2 ;;
+    k) keep=1 ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -66,11 +72,24 @@ for t in "${targets[@]}"; do
   log="$build/fuzz/$t.log"
   echo "fuzz: $t: up to $runs runs / ${secs}s, seeds: ${seeds[*]:-none}"
   # shellcheck disable=SC2086 # FUZZ_FLAGS is a list of flags
-  "$build/fuzz/$t" -runs="$runs" -max_total_time="$secs" -print_final_stats=1 \
+  forkflags=()
+  [ $keep = 1 ] && forkflags=(-fork=1 -ignore_crashes=1)
+  "$build/fuzz/$t" -runs="$runs" -max_total_time="$secs" -print_final_stats=1 "${forkflags[@]}" \
     -artifact_prefix="$art/" -rss_limit_mb=4096 -timeout=30 "${dictflag[@]}" "${ownflags[@]}" ${FUZZ_FLAGS:-} \
     "$corpus" "$seeddir" >"$log" 2>&1
   rc=$?
   n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+  if [ $keep = 1 ]; then
+    # fork mode: "#N: cov: ... oom/timeout/crash: a/b/c time: Ss ..." lines, no final stats
+    last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -n 1)
+    n=$(sed -E 's/^#([0-9]+):.*/\1/' <<<"$last")
+    secs_used=$(sed -nE 's/.* time: ([0-9]+)s.*/\1/p' <<<"$last")
+    crashes=$(sed -nE 's|.*oom/timeout/crash: ([0-9/]+) .*|\1|p' <<<"$last")
+    summary+=("$(printf '%-24s %10s executions in %ss, oom/timeout/crash %s (inputs in %s); log %s' "$t" "${n:-?}" \
+      "${secs_used:-?}" "${crashes:-?}" "$art" "$log")")
+    [ $rc -eq 0 ] || status=1
+    continue
+  fi
   secs_used=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -n 1)
   if [ $rc -ne 0 ]; then
     status=1
