@@ -29,9 +29,10 @@
 #   --quick: 1 round, shape 1x256, 1 timed step, 16 new tokens, torch eager (a smoke run)
 # Environment: BUILD (build), THREADS (2), REPS (timed steps per run, 3), NEW (64), PROMPT,
 # DATA (datasets/debian-packages/train.jsonl), GGUF (out/models/gemma-3-270m-q4_k_m.gguf,
-# `make model`), TORCH_COMPILE (1), OMP_WAIT (PASSIVE: the OpenMP wait policy gemmatrain sets
-# for itself, exported to every contender: torch's spinning threads ran its 1 x 256 step at 9.7
-# tokens/s against 99 passive on a shared machine; OMP_WAIT=default leaves each library's own),
+# `make model`), TORCH_COMPILE (1), OMP_WAIT (default: each library's own OpenMP wait policy,
+# its best on a quiet machine: gemmatrain spins briefly, torch's libgomp longer; PASSIVE exports
+# OMP_WAIT_POLICY=PASSIVE to every contender, for a machine shared with other jobs, where
+# torch's spinning threads ran its 1 x 256 step at 9.7 tokens/s against 99 passive),
 # RUN_TIMEOUT (seconds per contender run, 1800), LOG (the raw
 # output of every run) and RECORDS (one line per measurement), temporary files by default.
 # Python contenders need pip packages (torch transformers peft / keras-hub jax /
@@ -123,7 +124,7 @@ DATA=${DATA:-datasets/debian-packages/train.jsonl}
 GGUF=${GGUF:-${GT_GEMMA3_270M_GGUF:-out/models/gemma-3-270m-q4_k_m.gguf}}
 RUN_TIMEOUT=${RUN_TIMEOUT:-1800}
 export GT_THREADS=$THREADS
-OMP_WAIT=${OMP_WAIT:-PASSIVE}
+OMP_WAIT=${OMP_WAIT:-default}
 [[ $OMP_WAIT == default ]] || export OMP_WAIT_POLICY=$OMP_WAIT
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
