@@ -4,6 +4,7 @@
 #include <tgmath.h>
 
 #include "autograd/blas.h"
+#include "autograd/ops_bf16.h"
 #include "autograd/rng.h"
 #include "autograd/rowmath.h"
 
@@ -329,15 +330,14 @@ static void geglu_grads(int64_t n, const gt_real *restrict dy, const gt_real *re
     }
 }
 
-static void geglu_backward(gt_ctx *ctx, gt_node *node) {
+/* geglu's backward on the values of gate (G) and up (U; NULL when gate needs no gradient). */
+static void geglu_backward_on(gt_ctx *ctx, gt_node *node, const gt_real *G, const gt_real *U) {
     gt_tensor *gate = node->in[0], *up = node->in[1];
     const gt_real *dy = gt_grad(ctx, node->out);
     bool fg = false, fu = false; /* stored, not added (gt_grad_w) */
     gt_real *dg = gt_needs_grad(gate) ? gt_grad_w(ctx, gate, &fg) : NULL;
     bool apart = !dg || !grads_overlap(gate, up);
     gt_real *du = gt_needs_grad(up) && apart ? gt_grad_w(ctx, up, &fu) : NULL;
-    /* reads: geglu_reads */
-    const gt_real *G = gt_saved_data(ctx, node, 0), *U = dg ? gt_saved_data(ctx, node, 1) : NULL;
     if (!gt_ok(ctx)) return;
     int64_t n = gate->size;
     if (dg && du) { /* apart: one pass, one gelu per element */
@@ -358,6 +358,79 @@ static void geglu_backward(gt_ctx *ctx, gt_node *node) {
 #pragma omp parallel for schedule(static) if (gt_par(n))
         for (int64_t i = 0; i < n; i++) du[i] += dy[i] * gelu_val(G[i]);
     }
+}
+
+static void geglu_backward(gt_ctx *ctx, gt_node *node) {
+    /* reads: geglu_reads */
+    const gt_real *G = gt_saved_data(ctx, node, 0);
+    const gt_real *U = gt_needs_grad(node->in[0]) ? gt_saved_data(ctx, node, 1) : NULL;
+    if (gt_ok(ctx)) geglu_backward_on(ctx, node, G, U);
+}
+
+/* gt_geglu_bf16's saved inputs: gate and up rounded to bf16 (up only when gate needs a gradient) */
+typedef struct {
+    uint16_t *g, *u;
+    int64_t n;
+} geglu16_saved;
+
+/* Both gradients of elements [0, n) from bf16 gate and up values, stored or added, on the calling
+ * thread: the values are widened a cache-sized piece at a time, never as whole fp32 tensors. */
+static void geglu16_grads_range(int64_t n, const gt_real *restrict dy, const uint16_t *g16, const uint16_t *u16,
+                                gt_real *restrict dg, gt_real *restrict du, bool store) {
+    enum { PIECE = 1024 };
+    gt_real G[PIECE], U[PIECE];
+    for (int64_t p0 = 0; p0 < n; p0 += PIECE) {
+        int64_t m = n - p0 < PIECE ? n - p0 : PIECE;
+        for (int64_t i = 0; i < m; i++) G[i] = (gt_real)gt_bf16_to_f32(g16[p0 + i]);
+        for (int64_t i = 0; i < m; i++) U[i] = (gt_real)gt_bf16_to_f32(u16[p0 + i]);
+        const gt_real *y = dy + p0;
+        gt_real *a = dg + p0, *b = du + p0;
+        if (store) {
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) {
+                gt_real g = G[i], s = gelu_sig(g);
+                a[i] = y[i] * U[i] * gelu_der(g, s);
+                b[i] = y[i] * g * s;
+            }
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) {
+                gt_real g = G[i], s = gelu_sig(g);
+                a[i] += y[i] * U[i] * gelu_der(g, s);
+                b[i] += y[i] * g * s;
+            }
+        }
+    }
+}
+
+static void geglu16_backward(gt_ctx *ctx, gt_node *node) {
+    geglu16_saved *sv = node->saved;
+    gt_tensor *gate = node->in[0], *up = node->in[1];
+    int64_t n = sv->n;
+    if (gt_needs_grad(gate) && gt_needs_grad(up) && !grads_overlap(gate, up)) { /* the usual case */
+        const gt_real *dy = gt_grad(ctx, node->out);
+        bool fg = false, fu = false;
+        gt_real *dg = gt_grad_w(ctx, gate, &fg), *du = gt_grad_w(ctx, up, &fu);
+        if (!gt_ok(ctx)) return;
+        if (fg != fu) memset(fg ? dg : du, 0, (size_t)n * sizeof(gt_real)); /* rare: add to both */
+        int64_t bands = gt_par(n) ? gt_threads() : 1;
+#pragma omp parallel for schedule(static) if (bands > 1)
+        for (int64_t t = 0; t < bands; t++) {
+            int64_t i0 = n * t / bands, i1 = n * (t + 1) / bands;
+            geglu16_grads_range(i1 - i0, dy + i0, sv->g + i0, sv->u + i0, dg + i0, du + i0, fg && fu);
+        }
+    } else { /* one gradient, or gate and up share theirs: widen whole, then geglu's own backward */
+        size_t bytes = (size_t)n * sizeof(gt_real);
+        gt_real *G = gt_alloc(ctx, bytes), *U = sv->u ? gt_alloc(ctx, bytes) : NULL;
+        if (!gt_ok(ctx)) return;
+        gt_bf16_expand(sv->g, G, n);
+        if (U) gt_bf16_expand(sv->u, U, n);
+        geglu_backward_on(ctx, node, G, U);
+        gt_release(ctx, G, bytes);
+        if (U) gt_release(ctx, U, bytes);
+    }
+    gt_release(ctx, sv->g, (size_t)n * 2);
+    if (sv->u) gt_release(ctx, sv->u, (size_t)n * 2);
 }
 
 /* What geglu's backward reads: gate for either gradient, up only for gate's. */
@@ -382,6 +455,34 @@ gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
 #pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(G[i]) * U[i];
     if (!gt_record(ctx, "geglu", geglu_backward, out, in, 2, NULL, geglu_reads(gate, up))) return NULL;
+    return out;
+}
+
+gt_tensor *gt_geglu_bf16(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
+    if (!gt_ok(ctx)) return NULL;
+    if (!gate || !up)
+        return gt_fail(ctx, GT_ERR_ARG, "geglu: NULL input (gate %s, up %s)", gt_shp(gate), gt_shp(up));
+    if (!gt_shape_eq(gate, up))
+        return gt_fail(ctx, GT_ERR_SHAPE, "geglu: gate %s and up %s must have equal shapes",
+                       gt_shp(gate), gt_shp(up));
+    gt_tensor *in[2] = {gate, up};
+    gt_tensor *out = gt_op_out(ctx, gate->ndim, gate->shape, in, 2);
+    if (!out) return NULL;
+    const gt_real *G = gate->data, *U = up->data;
+    gt_real *Y = out->data;
+    int64_t n = gate->size;
+#pragma omp parallel for schedule(static) if (gt_par(n))
+    for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(G[i]) * U[i];
+    if (!out->requires_grad) return out;
+    geglu16_saved *sv = gt_alloc(ctx, sizeof *sv);
+    if (!sv) return NULL;
+    sv->n = n;
+    sv->g = gt_alloc(ctx, (size_t)n * 2);
+    sv->u = gt_needs_grad(gate) ? gt_alloc(ctx, (size_t)n * 2) : NULL;
+    if (!gt_ok(ctx)) return NULL;
+    gt_to_bf16_n(G, sv->g, n);
+    if (sv->u) gt_to_bf16_n(U, sv->u, n);
+    if (!gt_record(ctx, "geglu", geglu16_backward, out, in, 2, sv, 0)) return NULL; /* reads its copies */
     return out;
 }
 

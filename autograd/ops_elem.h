@@ -18,6 +18,12 @@ gt_tensor *gt_softcap(gt_ctx *ctx, gt_tensor *x, double cap);
 gt_tensor *gt_gelu(gt_ctx *ctx, gt_tensor *x);
 /* GeGLU gate: gelu(gate) * up, equal shapes (Gemma's MLP before the down projection). */
 gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up);
+/* The same forward; the backward reads gate and up from bf16 copies the op keeps (rounded to
+ * nearest even) instead of the fp32 inputs, so those can be released after the forward: half
+ * the bytes the MLP keeps for backward. For bf16 compute (model.compute_dtype: bfloat16), where
+ * the frozen products round their inputs to bf16 anyway; the gradients then carry bf16 rounding
+ * of gate and up (relative 2^-9). */
+gt_tensor *gt_geglu_bf16(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up);
 /* Inverted dropout: y = x * keep / (1 - p), keep_i = uniform(seed, i) >= p, a counter-based
  * stream so the same (seed, shape) always drops the same elements (backward recomputes the mask;
  * gradient checks are deterministic). 0 <= p < 1; p == 0 returns x itself. */

@@ -583,7 +583,11 @@ static gt_tensor *ffw_half(gt_ctx *ctx, const gt_gemma *m, int64_t i, gt_tensor 
     const gt_gemma_layer *ly = &m->layers[i];
     gt_scope half = gt_scope_begin(ctx);
     gt_tensor *h = norm(ctx, m, x, ly->pre_ffw_norm);
-    gt_tensor *f = gt_geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate), proj(ctx, m, i, GT_LORA_UP, h, ly->up));
+    /* where the gate product runs in bf16, geglu keeps bf16 copies of its inputs for backward */
+    const gt_bf16_mat *bg = bf16_of(m, ly->gate);
+    gt_tensor *(*geglu)(gt_ctx *, gt_tensor *, gt_tensor *) =
+        bg && gt_bf16_linear_uses_bf16(bg) ? gt_geglu_bf16 : gt_geglu;
+    gt_tensor *f = geglu(ctx, proj(ctx, m, i, GT_LORA_GATE, h, ly->gate), proj(ctx, m, i, GT_LORA_UP, h, ly->up));
     f = proj(ctx, m, i, GT_LORA_DOWN, f, ly->down);
     if (ly->router) f = gt_add(ctx, norm(ctx, m, f, ly->moe_post_dense_norm), moe_branch(ctx, m, i, x));
     if (ly->post_ffw_norm) f = norm(ctx, m, f, ly->post_ffw_norm);

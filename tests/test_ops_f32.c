@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "autograd/autograd.h"
+#include "util/half.h"
 
 static unsigned rng = 99;
 
@@ -285,6 +286,49 @@ START_TEST(rmsnorm_rope_f32_backward_sane) {
 }
 END_TEST
 
+/* gt_geglu_bf16: the forward is geglu's exactly; the backward is geglu's on gate and up rounded to
+ * bf16, bit for bit, on both gradients (banded, in widened pieces), one gradient only, and gate
+ * and up being one tensor. n crosses the parallel threshold and is no multiple of the pieces. */
+static void geglu_bf16_case(bool gate_grad, bool same) {
+    gt_ctx a, b;
+    gt_ctx_init(&a, 0);
+    gt_ctx_init(&b, 0);
+    int64_t s[2] = {3, 23001};
+    gt_tensor *g = filled(&a, 2, s, -6, 6), *u = same ? g : filled(&a, 2, s, -2, 2);
+    gt_tensor *gr = gt_empty(&b, 2, s), *ur = same ? gr : gt_empty(&b, 2, s);
+    for (int64_t i = 0; i < g->size; i++) {
+        gr->data[i] = gt_bf16_to_f32(gt_f32_to_bf16(g->data[i]));
+        ur->data[i] = gt_bf16_to_f32(gt_f32_to_bf16(u->data[i]));
+    }
+    g->requires_grad = gr->requires_grad = gate_grad;
+    u->requires_grad = ur->requires_grad = true;
+    gt_ctx c; /* geglu on the fp32 inputs, no tape */
+    gt_ctx_init(&c, 0);
+    c.grad_enabled = false;
+    gt_tensor *y = gt_geglu_bf16(&a, g, u), *yr = gt_geglu(&b, gr, ur), *y32 = gt_geglu(&c, g, u);
+    ck_assert_ptr_nonnull(y);
+    ck_assert_ptr_nonnull(yr);
+    ck_assert_ptr_nonnull(y32);
+    ck_assert_mem_eq(y->data, y32->data, (size_t)y->size * sizeof(float));
+    float *seed = malloc((size_t)y->size * sizeof(float));
+    for (int64_t i = 0; i < y->size; i++) seed[i] = (float)(urand() - 0.5);
+    ck_assert_int_eq(gt_backward_seed(&a, y, seed), GT_OK);
+    ck_assert_int_eq(gt_backward_seed(&b, yr, seed), GT_OK);
+    ck_assert_mem_eq(u->grad, ur->grad, (size_t)u->size * sizeof(float));
+    if (gate_grad && !same) ck_assert_mem_eq(g->grad, gr->grad, (size_t)g->size * sizeof(float));
+    free(seed);
+    gt_ctx_free(&a);
+    gt_ctx_free(&b);
+    gt_ctx_free(&c);
+}
+
+START_TEST(geglu_bf16_backward_is_geglu_on_rounded_inputs) {
+    geglu_bf16_case(true, false);
+    geglu_bf16_case(false, false);
+    geglu_bf16_case(true, true);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- errors */
 
 static void expect_err(gt_ctx *ctx, const void *ret, int status, int n, ...) {
@@ -388,6 +432,7 @@ int main(void) {
     tcase_add_test(tc, rope_large_positions_match_double_reference);
     tcase_add_test(tc, rope_linear_scaling_divides_positions);
     tcase_add_test(tc, rmsnorm_rope_f32_backward_sane);
+    tcase_add_test(tc, geglu_bf16_backward_is_geglu_on_rounded_inputs);
     tcase_add_test(tc, elementwise_errors_name_op_and_shapes);
     tcase_add_test(tc, norm_errors_name_op_and_shapes);
     suite_add_tcase(s, tc);
