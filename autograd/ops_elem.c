@@ -256,25 +256,7 @@ gt_tensor *gt_softcap(gt_ctx *ctx, gt_tensor *x, double cap) {
 
 /* ---------------------------------------------------------------- gelu / geglu */
 
-#define GELU_K0 0.79788456080286535588 /* sqrt(2/pi) */
-#define GELU_K1 0.044715
-
-/* 0.5 x (1 + tanh u) == x sigmoid(2u): the sigmoid form avoids the cancellation in 1 + tanh u
- * for negative x, where the tanh form loses most of its digits in fp32. */
-static inline gt_real gelu_sig(gt_real x) {
-    gt_real u = (gt_real)GELU_K0 * (x + (gt_real)GELU_K1 * x * x * x);
-    return 1 / (1 + gt_exp_inline(-2 * u));
-}
-
-static inline gt_real gelu_val(gt_real x) { return x * gelu_sig(x); }
-
-/* d gelu / dx = s + x s (1 - s) 2 du/dx, s = gelu_sig(x). Callers pass s so that the value
- * x s and the derivative share one exp; an out-pointer for the value instead kept GCC from
- * vectorizing geglu's backward (scalar, 10% of a bf16 LoRA step). */
-static inline gt_real gelu_der(gt_real x, gt_real s) {
-    gt_real du = (gt_real)GELU_K0 * (1 + (gt_real)(3 * GELU_K1) * x * x);
-    return s + 2 * x * s * (1 - s) * du;
-}
+static inline gt_real gelu_val(gt_real x) { return x * gt_gelu_sig(x); }
 
 static void gelu_backward(gt_ctx *ctx, gt_node *node) {
     gt_tensor *x = node->in[0];
@@ -283,7 +265,7 @@ static void gelu_backward(gt_ctx *ctx, gt_node *node) {
     if (!gt_ok(ctx)) return;
     int64_t n = x->size;
 #pragma omp parallel for schedule(static) if (gt_par(n))
-    for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * gelu_der(X[i], gelu_sig(X[i]));
+    for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * gt_gelu_der(X[i], gt_gelu_sig(X[i]));
 }
 
 gt_tensor *gt_gelu(gt_ctx *ctx, gt_tensor *x) {
@@ -316,16 +298,16 @@ static void geglu_grads(int64_t n, const gt_real *restrict dy, const gt_real *re
     if (store) {
 #pragma omp parallel for simd schedule(static) if (parallel : gt_par(n))
         for (int64_t i = 0; i < n; i++) {
-            gt_real g = G[i], s = gelu_sig(g);
-            dg[i] = dy[i] * U[i] * gelu_der(g, s);
-            du[i] = dy[i] * g * s;
+            gt_real g = G[i], s = gt_gelu_sig(g);
+            dg[i] = dy[i] * U[i] * gt_gelu_der(g, s);
+            du[i] = dy[i] * (g * s);
         }
     } else {
 #pragma omp parallel for simd schedule(static) if (parallel : gt_par(n))
         for (int64_t i = 0; i < n; i++) {
-            gt_real g = G[i], s = gelu_sig(g);
-            dg[i] += dy[i] * U[i] * gelu_der(g, s);
-            du[i] += dy[i] * g * s;
+            gt_real g = G[i], s = gt_gelu_sig(g);
+            dg[i] += dy[i] * U[i] * gt_gelu_der(g, s);
+            du[i] += dy[i] * (g * s);
         }
     }
 }
@@ -350,7 +332,7 @@ static void geglu_backward_on(gt_ctx *ctx, gt_node *node, const gt_real *G, cons
     if (dg && fg) memset(dg, 0, (size_t)n * sizeof(gt_real)); /* rare: one add loop */
     if (dg) {
 #pragma omp parallel for schedule(static) if (gt_par(n))
-        for (int64_t i = 0; i < n; i++) dg[i] += dy[i] * U[i] * gelu_der(G[i], gelu_sig(G[i]));
+        for (int64_t i = 0; i < n; i++) dg[i] += dy[i] * U[i] * gt_gelu_der(G[i], gt_gelu_sig(G[i]));
     }
     if (!du && gt_needs_grad(up) && !(du = gt_grad(ctx, up))) return;
     if (du && fu) memset(du, 0, (size_t)n * sizeof(gt_real));
@@ -388,16 +370,16 @@ static void geglu16_grads_range(int64_t n, const gt_real *restrict dy, const uin
         if (store) {
 #pragma omp simd
             for (int64_t i = 0; i < m; i++) {
-                gt_real g = G[i], s = gelu_sig(g);
-                a[i] = y[i] * U[i] * gelu_der(g, s);
-                b[i] = y[i] * g * s;
+                gt_real g = G[i], s = gt_gelu_sig(g);
+                a[i] = y[i] * U[i] * gt_gelu_der(g, s);
+                b[i] = y[i] * (g * s);
             }
         } else {
 #pragma omp simd
             for (int64_t i = 0; i < m; i++) {
-                gt_real g = G[i], s = gelu_sig(g);
-                a[i] += y[i] * U[i] * gelu_der(g, s);
-                b[i] += y[i] * g * s;
+                gt_real g = G[i], s = gt_gelu_sig(g);
+                a[i] += y[i] * U[i] * gt_gelu_der(g, s);
+                b[i] += y[i] * (g * s);
             }
         }
     }

@@ -9,22 +9,6 @@
 /* Below this many elements a loop runs on one thread (as ops_elem.c). The loops below write
  * disjoint rows, so threading does not change results. */
 
-/* Tanh GELU in its sigmoid form (as ops_elem.c: no cancellation for negative x in fp32). */
-#define GELU_K0 0.79788456080286535588 /* sqrt(2/pi) */
-#define GELU_K1 0.044715
-
-static inline gt_real gelu_sig(gt_real x) {
-    gt_real u = (gt_real)GELU_K0 * (x + (gt_real)GELU_K1 * x * x * x);
-    return 1 / (1 + gt_exp_inline(-2 * u));
-}
-
-static inline gt_real gelu_der(gt_real x, gt_real *val) {
-    gt_real s = gelu_sig(x);
-    *val = x * s;
-    gt_real du = (gt_real)GELU_K0 * (1 + (gt_real)(3 * GELU_K1) * x * x);
-    return s + 2 * x * s * (1 - s) * du;
-}
-
 /* ---------------------------------------------------------------- route */
 
 typedef struct {
@@ -157,9 +141,9 @@ static void up_backward(gt_ctx *ctx, gt_node *node) {
     gt_real *dgp = xe + n * D, *dup = dgp + n * Fe; /* d pre-activations, grouped rows */
 #pragma omp parallel for schedule(static) if (gt_par(n * Fe))
     for (int64_t i = 0; i < n * Fe; i++) {
-        gt_real v, der = gelu_der(s->g[i], &v);
-        dgp[i] = dh[i] * s->u[i] * der;
-        dup[i] = dh[i] * v;
+        gt_real g = s->g[i], sg = gt_gelu_sig(g);
+        dgp[i] = dh[i] * s->u[i] * gt_gelu_der(g, sg);
+        dup[i] = dh[i] * (g * sg);
     }
     for (int64_t e = 0; e < p->experts; e++) {
         int64_t r0 = p->start[e], ne = p->start[e + 1] - r0;
@@ -208,11 +192,7 @@ gt_tensor *gt_moe_up(gt_ctx *ctx, gt_tensor *x, gt_tensor *gate, gt_tensor *up, 
                 s->u + r0 * Fe, (int)Fe);
     }
 #pragma omp parallel for schedule(static) if (gt_par(n * Fe))
-    for (int64_t i = 0; i < n * Fe; i++) {
-        gt_real v;
-        gelu_der(s->g[i], &v);
-        out->data[i] = v * s->u[i];
-    }
+    for (int64_t i = 0; i < n * Fe; i++) out->data[i] = s->g[i] * gt_gelu_sig(s->g[i]) * s->u[i];
     gt_release(ctx, xe, (size_t)((n ? n : 1) * D) * sizeof *xe);
     unsigned reads = (gt_needs_grad(gate) || gt_needs_grad(up) ? GT_READ_IN(0) : 0) |
                      (gt_needs_grad(x) ? GT_READ_IN(1) | GT_READ_IN(2) : 0);
