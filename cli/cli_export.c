@@ -75,17 +75,6 @@ static int save_hf(const gt_gemma *m, gt_hf_save_opts ho, const gt_tokenizer *to
     return rc;
 }
 
-/* An HDF5 file (signature at offset 0): a training checkpoint. */
-static bool is_checkpoint(const char *path) {
-    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-    unsigned char b[8];
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    size_t got = fread(b, 1, 8, f);
-    fclose(f);
-    return got == 8 && !memcmp(b, sig, 8);
-}
-
 static bool ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
@@ -374,7 +363,7 @@ int cli_export(int argc, char **argv) {
         return 1;
     }
     (void)gt_mkdir_parents(a.out, NULL, 0); /* errors surface at the write */
-    code = is_checkpoint(a.src) ? from_checkpoint(&a, &c, &m, &l, &tok, err, sizeof err)
+    code = gt_ckpt_sniff(a.src) ? from_checkpoint(&a, &c, &m, &l, &tok, err, sizeof err)
                                 : from_config(&a, &c, &m, &l, &tok, err, sizeof err);
     if (!code && a.gguf_lora) {
         code = gt_gguf_export_lora(l, &m->cfg, a.out, err, sizeof err) ? 1 : 0;

@@ -196,6 +196,71 @@ START_TEST(truncated_and_foreign_files_fail_cleanly) {
 }
 END_TEST
 
+static char *read_all(const char *path, long *size) {
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    *size = ftell(f);
+    char *bytes = malloc((size_t)*size);
+    fseek(f, 0, SEEK_SET);
+    ck_assert(fread(bytes, 1, (size_t)*size, f) == (size_t)*size);
+    fclose(f);
+    return bytes;
+}
+
+static void write_all(const char *path, const char *bytes, long n) {
+    FILE *f = fopen(path, "wb");
+    ck_assert(fwrite(bytes, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+}
+
+/* The seal (a checksum in the file's 512-byte user block, checked before libhdf5 reads it, which
+ * crashes on some corrupted files): one changed byte anywhere after the block, a changed stored
+ * checksum, a byte appended, each refused by name with the rig untouched; a file without the seal
+ * (written before it: the same HDF5 data without the block) still loads, bit for bit. */
+START_TEST(sealed_files_refuse_corruption_and_unsealed_ones_load) {
+    rig a, b;
+    rig_init(&a, 2, 2, 1);
+    rig_init(&b, 2, 2, 99);
+    rig_train(&a);
+    char path[256], bad[300], err[512];
+    gt_ckpt_path(dir, 3, path, sizeof path);
+    save(&a, path, 3);
+    long size;
+    char *bytes = read_all(path, &size);
+    ck_assert(size > 4096 && !memcmp(bytes, "GTCKSUM1", 8) && !memcmp(bytes + 512, "\x89HDF", 4));
+    snprintf(bad, sizeof bad, "%s/bad.h5", dir);
+    gt_ckpt_model m = model_of(&b);
+    for (long at = 512; at < size; at += size / 13) {
+        bytes[at] ^= 0x20;
+        write_all(bad, bytes, size);
+        bytes[at] ^= 0x20;
+        expect_refused(&b, m, bad, "checksum does not match");
+    }
+    bytes[16] ^= 1; /* the stored checksum itself */
+    write_all(bad, bytes, size);
+    bytes[16] ^= 1;
+    expect_refused(&b, m, bad, "checksum does not match");
+    char *yaml = NULL;
+    ck_assert_int_ne(gt_ckpt_read_config(bad, &yaml, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "checksum") && strstr(err, bad), "%s", err);
+    char *longer = malloc((size_t)size + 1);
+    memcpy(longer, bytes, (size_t)size);
+    longer[size] = 0;
+    write_all(bad, longer, size + 1);
+    free(longer);
+    expect_refused(&b, m, bad, "appended to");
+    write_all(bad, bytes + 512, size - 512); /* unsealed */
+    gt_ckpt_state st;
+    ck_assert_msg(gt_ckpt_load(bad, &m, b.s, b.n, &b.opt, &st, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(memcmp(a.lora->data, b.lora->data, sizeof(gt_real) * (size_t)a.lora->n_values), 0);
+    ck_assert_int_eq(st.step, 3);
+    free(bytes);
+    rig_free(&a);
+    rig_free(&b);
+}
+END_TEST
+
 /* Found by fuzz_checkpoint: a /config of 40 strings (or a 3-value /state@step) was read into one
  * value's room, a heap overflow; now each is refused by name. */
 START_TEST(several_values_where_one_is_expected_are_refused) {
@@ -219,6 +284,9 @@ START_TEST(several_values_where_one_is_expected_are_refused) {
     hid_t at = H5Acreate_by_name(f, "/state", "step", H5T_NATIVE_INT64, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     ck_assert(at >= 0 && H5Awrite(at, H5T_NATIVE_INT64, steps) >= 0);
     H5Aclose(at), H5Sclose(sp), H5Fclose(f);
+    FILE *fu = fopen(path, "r+b"); /* edited after sealing: drop the seal, so the reader itself is tested */
+    ck_assert(fu && fwrite("\0\0\0\0\0\0\0\0", 1, 8, fu) == 8);
+    fclose(fu);
     char *yaml = NULL;
     ck_assert_int_ne(gt_ckpt_read_config(path, &yaml, err, sizeof err), 0);
     ck_assert_msg(strstr(err, path) && strstr(err, "/config"), "%s", err);
@@ -265,6 +333,7 @@ int main(void) {
     tcase_add_test(tc, round_trip_is_exact);
     tcase_add_test(tc, other_shapes_are_refused_by_name);
     tcase_add_test(tc, truncated_and_foreign_files_fail_cleanly);
+    tcase_add_test(tc, sealed_files_refuse_corruption_and_unsealed_ones_load);
     tcase_add_test(tc, several_values_where_one_is_expected_are_refused);
     tcase_add_test(tc, latest_and_prune);
     suite_add_tcase(s, tc);

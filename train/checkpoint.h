@@ -16,7 +16,13 @@
  *                     pure function of these and (epoch, step) (shuffle: per-epoch permutation,
  *                     LoRA dropout: per-step mask), so they plus /state restore all random state.
  *
- * gt_ckpt_save writes DIR/.NAME.tmp-PID, flushes it, fsyncs it, renames it to NAME and fsyncs DIR,
+ * The HDF5 data starts at byte 512 (an HDF5 user block, which libhdf5 and h5py skip); the block
+ * begins with the seal: "GTCKSUM1", the file size and a 64-bit hash of bytes [512, size), little-
+ * endian, written once the file is complete. Every reader checks it before libhdf5 opens the file
+ * (libhdf5 1.10 crashes on some corrupted files instead of failing): a changed, truncated or
+ * extended file is refused by name. A file without the magic (written before the seal) is read
+ * unchecked, as before.
+ * gt_ckpt_save writes DIR/.NAME.tmp-PID, flushes it, seals it, fsyncs it, renames it to NAME and fsyncs DIR,
  * so a crash at any point leaves either the old set of checkpoints or the new one, never a
  * half-written NAME. Test hook: with GT_FAULT_INJECT=ckpt_kill:STEP in the environment the
  * process kills itself (SIGKILL) half-way through writing the checkpoint of step STEP.
@@ -62,6 +68,11 @@ int gt_ckpt_save(const char *path, const char *config_yaml, const gt_ckpt_model 
  * text, malloc'ed (caller frees). Nothing is modified unless every check passes. */
 int gt_ckpt_load(const char *path, const gt_ckpt_model *model, const gt_param_slice *p, int n,
                  gt_optim *opt, gt_ckpt_state *st, char **config_yaml, char *err, size_t errn);
+
+/* True when path starts as a checkpoint does: the seal's magic (see checkpoint.c) or, for files
+ * written before the seal, the HDF5 signature at offset 0. A quick look for the CLI's choice of
+ * input kind, not a check of the contents. */
+bool gt_ckpt_sniff(const char *path);
 
 /* The effective config stored in a checkpoint (malloc'ed YAML text), for tools that rebuild the
  * run's model from it (gemmatrain export CHECKPOINT). */
