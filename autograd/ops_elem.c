@@ -420,27 +420,8 @@ static unsigned geglu_reads(const gt_tensor *gate, const gt_tensor *up) {
     return GT_READ_IN(0) | (gt_needs_grad(gate) ? GT_READ_IN(1) : 0);
 }
 
-gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
-    if (!gt_ok(ctx)) return NULL;
-    if (!gate || !up)
-        return gt_fail(ctx, GT_ERR_ARG, "geglu: NULL input (gate %s, up %s)", gt_shp(gate),
-                       gt_shp(up));
-    if (!gt_shape_eq(gate, up))
-        return gt_fail(ctx, GT_ERR_SHAPE, "geglu: gate %s and up %s must have equal shapes",
-                       gt_shp(gate), gt_shp(up));
-    gt_tensor *in[2] = {gate, up};
-    gt_tensor *out = gt_op_out(ctx, gate->ndim, gate->shape, in, 2);
-    if (!out) return NULL;
-    const gt_real *G = gate->data, *U = up->data;
-    gt_real *Y = out->data;
-    int64_t n = gate->size;
-#pragma omp parallel for schedule(static) if (gt_par(n))
-    for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(G[i]) * U[i];
-    if (!gt_record(ctx, "geglu", geglu_backward, out, in, 2, NULL, geglu_reads(gate, up))) return NULL;
-    return out;
-}
-
-gt_tensor *gt_geglu_bf16(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
+/* geglu's forward (both variants): checks the inputs, then y = gelu(gate) * up */
+static gt_tensor *geglu_forward(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
     if (!gt_ok(ctx)) return NULL;
     if (!gate || !up)
         return gt_fail(ctx, GT_ERR_ARG, "geglu: NULL input (gate %s, up %s)", gt_shp(gate), gt_shp(up));
@@ -455,15 +436,27 @@ gt_tensor *gt_geglu_bf16(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
     int64_t n = gate->size;
 #pragma omp parallel for schedule(static) if (gt_par(n))
     for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(G[i]) * U[i];
-    if (!out->requires_grad) return out;
+    return out;
+}
+
+gt_tensor *gt_geglu(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
+    gt_tensor *out = geglu_forward(ctx, gate, up), *in[2] = {gate, up};
+    if (!out || !gt_record(ctx, "geglu", geglu_backward, out, in, 2, NULL, geglu_reads(gate, up))) return NULL;
+    return out;
+}
+
+gt_tensor *gt_geglu_bf16(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up) {
+    gt_tensor *out = geglu_forward(ctx, gate, up), *in[2] = {gate, up};
+    if (!out || !out->requires_grad) return out;
+    int64_t n = gate->size;
     geglu16_saved *sv = gt_alloc(ctx, sizeof *sv);
     if (!sv) return NULL;
     sv->n = n;
     sv->g = gt_alloc(ctx, (size_t)n * 2);
     sv->u = gt_needs_grad(gate) ? gt_alloc(ctx, (size_t)n * 2) : NULL;
     if (!gt_ok(ctx)) return NULL;
-    gt_to_bf16_n(G, sv->g, n);
-    if (sv->u) gt_to_bf16_n(U, sv->u, n);
+    gt_to_bf16_n(gate->data, sv->g, n);
+    if (sv->u) gt_to_bf16_n(up->data, sv->u, n);
     if (!gt_record(ctx, "geglu", geglu16_backward, out, in, 2, sv, 0)) return NULL; /* reads its copies */
     return out;
 }
