@@ -79,6 +79,15 @@ void gt_frozen_rows(const gt_bf16_mat *w, int64_t r0, int64_t nr, gt_real *dst) 
     decode_blocks(w, r0 * w->cols / bl, n / bl, dst, NULL, par);
 }
 
+void gt_frozen_rows_bf16(const gt_bf16_mat *w, int64_t r0, int64_t nr, uint16_t *dst) {
+    if (w->fmt == GT_WFMT_BF16) {
+        memcpy(dst, w->data + r0 * w->cols, (size_t)(nr * w->cols) * 2);
+        return;
+    }
+    int64_t bl = gt_qt_block(gt_wfmt_qtype(w->fmt)), nb = nr * w->cols / bl;
+    decode_blocks(w, r0 * w->cols / bl, nb, NULL, dst, nb * bl > 65536 && !omp_in_parallel());
+}
+
 int64_t gt_bf16_block_rows(const gt_bf16_mat *w) {
     if (!w->stage || w->cols < 1 || w->stage_n < w->cols) return 0;
     int64_t r = w->stage_n / w->cols;
@@ -114,11 +123,6 @@ static uint16_t *scratch(gt_ctx *ctx, size_t bytes) {
     return p;
 }
 
-/* Rows [r0, r0 + nr) of a quantised matrix as bf16 (dequantised, then rounded to nearest even). */
-static void q8_rows_bf16(const gt_bf16_mat *w, int64_t r0, int64_t nr, uint16_t *dst) {
-    int64_t bl = gt_qt_block(gt_wfmt_qtype(w->fmt)), nb = nr * w->cols / bl;
-    decode_blocks(w, r0 * w->cols / bl, nb, NULL, dst, nb * bl > 65536 && !omp_in_parallel());
-}
 
 /* Rows per block of a quantised matrix widened to bf16 (half the staging buffer), a multiple of 32. */
 static int64_t q8_block_rows(const gt_bf16_mat *w) { return stage_bf16(w) / 2 / w->cols / 32 * 32; }
@@ -136,7 +140,7 @@ static bool linear_forward_bf16(gt_ctx *ctx, const gt_real *x, int64_t M, const 
     if (w->fmt == GT_WFMT_BF16) gt_bf16_gemm(k, th, R, Mp, C, w->data, C, xb, y, R, R, M, true, false);
     for (int64_t r0 = 0, kb = q8_block_rows(w); w->fmt != GT_WFMT_BF16 && r0 < R; r0 += kb) {
         int64_t nr = R - r0 < kb ? R - r0 : kb;
-        q8_rows_bf16(w, r0, nr, (uint16_t *)w->stage);
+        gt_frozen_rows_bf16(w, r0, nr, (uint16_t *)w->stage);
         gt_bf16_gemm(k, th, nr, Mp, C, (uint16_t *)w->stage, C, xb, y + r0, R, nr, M, true, false);
     }
     free(xb);
@@ -158,7 +162,7 @@ static void linear_backward_bf16(gt_ctx *ctx, const gt_real *dy, int64_t M, cons
     uint16_t *wp = (uint16_t *)w->stage, *wq = wp + kb * C; /* packed rows; Q8_0 rows widened */
     for (int64_t r0 = 0; r0 < R; r0 += kb) {
         int64_t nr = R - r0 < kb ? R - r0 : kb;
-        if (q8) q8_rows_bf16(w, r0, nr, wq);
+        if (q8) gt_frozen_rows_bf16(w, r0, nr, wq);
         gt_bf16_pack_b16(th, q8 ? wq : w->data + r0 * C, nr, C, C, wp);
         gt_bf16_gemm(k, th, Mp, C, nr, dyb + r0, R, wp, dx, C, M, C, false, r0 > 0 || !fresh);
     }

@@ -58,6 +58,9 @@ gt_wfmt gt_wfmt_of_qtype(uint32_t type);
 /* True when w holds values (bf16 data or blocks). */
 bool gt_frozen_present(const gt_bf16_mat *w);
 void gt_frozen_rows(const gt_bf16_mat *w, int64_t r0, int64_t nr, gt_real *dst);
+/* Rows [r0, r0 + nr) as bf16: bf16 storage copied, blocks decoded and rounded to nearest even (the
+ * values bf16 arithmetic multiplies; nr * cols a whole number of blocks). */
+void gt_frozen_rows_bf16(const gt_bf16_mat *w, int64_t r0, int64_t nr, uint16_t *dst);
 /* Rows per staging block (>= 1), or 0 when the staging buffer cannot hold one row. */
 int64_t gt_bf16_block_rows(const gt_bf16_mat *w);
 /* True when gt_bf16_linear on w multiplies in bf16 now (see compute_bf16). */

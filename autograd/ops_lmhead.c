@@ -29,7 +29,7 @@ typedef struct {
     const gt_real *tf;        /* the table, fp32 [V, D] ... */
     const gt_bf16_mat *t16;   /* ... or bf16 (frozen) */
     int64_t vblock;           /* vocabulary rows per block in the one-pass path; 0: two passes */
-    /* compute_bf16 (bf16 table, one pass, a bf16 kernel active): the chunk's hidden rows as the
+    /* compute_bf16 (a bf16 or quantised table, one pass, a bf16 kernel active): the chunk's hidden rows as the
      * kernel's B panels (chunk rounded up to 16, x D) and one block of exp-logits as its A operand
      * (chunk rounded up to 16, x vblock); NULL otherwise */
     uint16_t *hb16, *zb16;
@@ -101,8 +101,16 @@ static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0,
         const gt_real *blk = s->tf + v0 * D;
         bool bf = kern != GT_BF16K_OFF && nv % 32 == 0;
 #ifndef GT_REAL_DOUBLE
-        if (bf)
-            gt_bf16_gemm(kern, th, nv, cp, D, t->data + v0 * D, D, s->hb16, s->zbuf, nv, nv, c, true, false);
+        /* the block's rows as bf16: as stored, or a quantised table's blocks widened into the upper
+         * half of the staging buffer (the lower half takes the pair-packed copy below) */
+        const uint16_t *e16 = NULL;
+        if (bf && t->fmt == GT_WFMT_BF16) e16 = t->data + v0 * D;
+        else if (bf) {
+            uint16_t *wide = (uint16_t *)t->stage + vb * D;
+            gt_frozen_rows_bf16(t, v0, nv, wide);
+            e16 = wide;
+        }
+        if (bf) gt_bf16_gemm(kern, th, nv, cp, D, e16, D, s->hb16, s->zbuf, nv, nv, c, true, false);
 #endif
         if (t && !bf) {
             gt_frozen_rows(t, v0, nv, t->stage);
@@ -133,7 +141,7 @@ static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0,
         if (acc && bf) {
             uint16_t *eb = (uint16_t *)t->stage;
             gt_bf16_pack_a(th, s->zbuf, c, nv, nv, s->zb16);
-            gt_bf16_pack_b16(th, t->data + v0 * D, nv, D, D, eb);
+            gt_bf16_pack_b16(th, e16, nv, D, D, eb);
             gt_bf16_gemm(kern, th, cp, D, nv, s->zb16, nv, eb, acc, D, c, D, false, true);
             continue;
         }
@@ -153,6 +161,15 @@ static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0,
         gt_real *a = acc + i * D;
         if (t) { /* the staging buffer is free once the vocabulary is done */
             gt_frozen_rows(t, y, 1, t->stage);
+#ifndef GT_REAL_DOUBLE
+            /* a quantised table's label row as its block's bf16 product saw it (rounded) */
+            int64_t yb = V - y / vb * vb < vb ? V - y / vb * vb : vb;
+            if (kern != GT_BF16K_OFF && yb % 32 == 0 && t->fmt != GT_WFMT_BF16) {
+                uint16_t *r16 = (uint16_t *)(t->stage + D);
+                gt_frozen_rows_bf16(t, y, 1, r16);
+                for (int64_t k = 0; k < D; k++) t->stage[k] = (gt_real)gt_bf16_to_f32(r16[k]);
+            }
+#endif
             for (int64_t k = 0; k < D; k++) a[k] = w * (a[k] * inv - cy * t->stage[k]);
         } else {
             const gt_real *ey = s->tf + y * D;
@@ -533,7 +550,9 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
     }
     /* bf16 arithmetic for a bf16 table marked compute_bf16 (see gt_bf16_mat) in the one pass */
 #ifndef GT_REAL_DOUBLE
-    bool lm_bf16 = s->vblock && t16 && t16->fmt == GT_WFMT_BF16 && t16->compute_bf16 && D % 32 == 0 && s->vblock % 32 == 0 &&
+    /* the staging buffer (vblock x D reals) holds a block's pair-packed bf16 copy, and for a
+     * quantised table its widened rows too */
+    bool lm_bf16 = s->vblock && t16 && t16->compute_bf16 && D % 32 == 0 && s->vblock % 32 == 0 &&
                    s->vblock * D <= t16->stage_n && gt_bf16_kernel_active() != GT_BF16K_OFF;
 #else
     const bool lm_bf16 = false;
