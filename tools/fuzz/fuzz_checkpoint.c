@@ -4,7 +4,11 @@
  * adapters and AdamW state (the rig also writes the seed checkpoint: run the binary with
  * GT_FUZZ_WRITE_SEED=PATH). Properties: no crash, leak or UB in our code; a failed load leaves the
  * destination untouched and its message names the file. Crashes inside libhdf5 itself on hostile
- * bytes are libhdf5's (report them upstream, not here).
+ * bytes are libhdf5's (report them upstream, not here): three kinds are known (tools/fuzz/hdf5_repro.c
+ * shows each with libhdf5 alone), so run this target with `tools/fuzz/run.sh -k` (fork mode, keeps
+ * going) and triage the crash inputs: one with our code at the top of its stack is ours. Inputs
+ * carry no seal (train/checkpoint.h), so they reach libhdf5 as a pre-seal checkpoint would; a
+ * sealed checkpoint with any change is refused before libhdf5 sees it.
  * Leaks: libhdf5 keeps blocks of new sizes on its free lists and leaks on some error paths, so
  * about one input in eight ends with more mallocs than frees; libFuzzer then re-ran the input and
  * scanned the whole heap for leaks (85% of a profiled run's time; libhdf5's own leaks are
