@@ -112,6 +112,9 @@ void gt_report_start(gt_report *p, const gt_config *c, const gt_dist *dist, FILE
     };
 }
 
+/* decimals for a tokens/s figure: three significant digits below 100 (a 12B model's 0.45, not 0) */
+static int tps_digits(double tps) { return tps >= 100 ? 0 : tps >= 10 ? 1 : tps >= 1 ? 2 : 3; }
+
 int gt_report_step(const gt_report *p, int64_t step, double lr, const gt_step_result *res, int64_t tokens) {
     int64_t done = step + 1;
     if (!p->lead || (done % p->every != 0 && done != p->end)) return 0;
@@ -120,12 +123,12 @@ int gt_report_step(const gt_report *p, int64_t step, double lr, const gt_step_re
     fmt_eta(el / (double)(done - p->first) * (double)(p->end - done), eta, sizeof eta);
     if (p->tty) {
         int w = 24, filled = (int)(done * w / p->total);
-        fprintf(stderr, "\r[%.*s%*s] step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.0f tok/s eta %s   ",
+        fprintf(stderr, "\r[%.*s%*s] step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.*f tok/s eta %s   ",
                 filled, "########################", w - filled, "", (long long)done, (long long)p->total,
-                res->loss, lr, res->grad_norm, tps, eta);
+                res->loss, lr, res->grad_norm, tps_digits(tps), tps, eta);
     } else {
-        fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.0f tok/s eta %s%s\n", (long long)done,
-                (long long)p->total, res->loss, lr, res->grad_norm, tps, eta,
+        fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.*f tok/s eta %s%s\n", (long long)done,
+                (long long)p->total, res->loss, lr, res->grad_norm, tps_digits(tps), tps, eta,
                 res->skipped ? " (skipped: non-finite)" : "");
     }
     if (!p->metrics) return 0;
