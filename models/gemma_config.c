@@ -178,12 +178,25 @@ int gt_gemma_config_validate(const gt_gemma_config *c, char *err, size_t errn) {
     if (c->generation < 1 || c->generation > 4)
         BAD("model.generation: %d is not supported (1, 2, 3 or 4)", c->generation);
     if (c->vocab_size < 1 || c->vocab_size > INT32_MAX) BAD("model.vocab_size: %lld out of range", (long long)c->vocab_size);
-    if (c->num_layers < 1) BAD("model.num_layers: must be >= 1, got %lld", (long long)c->num_layers);
-    if (c->hidden_dim < 1) BAD("model.hidden_dim: must be >= 1, got %lld", (long long)c->hidden_dim);
-    if (c->intermediate_dim < 1) BAD("model.intermediate_dim: must be >= 1, got %lld", (long long)c->intermediate_dim);
-    if (c->num_query_heads < 1 || c->num_kv_heads < 1)
-        BAD("model: head counts must be >= 1 (query %lld, kv %lld)", (long long)c->num_query_heads,
-            (long long)c->num_kv_heads);
+    /* Upper bounds far past any Gemma (62 layers, width 5376, MLP 21504, 32 heads of 256, 128
+     * experts), so that a corrupted config is refused instead of walked: num_layers 1.1e14 in a
+     * preset's config.json spun in the parameter walk for minutes. */
+    const int64_t max_layers = 1024, max_width = (int64_t)1 << 20, max_heads = 4096;
+    if (c->num_layers < 1 || c->num_layers > max_layers)
+        BAD("model.num_layers: must be in [1, %lld], got %lld", (long long)max_layers, (long long)c->num_layers);
+    if (c->hidden_dim < 1 || c->hidden_dim > max_width)
+        BAD("model.hidden_dim: must be in [1, %lld], got %lld", (long long)max_width, (long long)c->hidden_dim);
+    if (c->intermediate_dim < 1 || c->intermediate_dim > max_width)
+        BAD("model.intermediate_dim: must be in [1, %lld], got %lld", (long long)max_width, (long long)c->intermediate_dim);
+    if (c->num_query_heads < 1 || c->num_kv_heads < 1 || c->num_query_heads > max_heads || c->num_kv_heads > max_heads)
+        BAD("model: head counts must be in [1, %lld] (query %lld, kv %lld)", (long long)max_heads,
+            (long long)c->num_query_heads, (long long)c->num_kv_heads);
+    if (c->head_dim > max_heads || c->global_head_dim > max_heads || c->expert_dim > max_width ||
+        c->num_experts > max_heads || c->per_layer_input_dim > max_width)
+        BAD("model: head_dim %lld, global_head_dim %lld (at most %lld), expert_intermediate_dim %lld, "
+            "hidden_size_per_layer_input %lld (at most %lld) or num_experts %lld (at most %lld) out of range",
+            (long long)c->head_dim, (long long)c->global_head_dim, (long long)max_heads, (long long)c->expert_dim,
+            (long long)c->per_layer_input_dim, (long long)max_width, (long long)c->num_experts, (long long)max_heads);
     if (c->num_query_heads % c->num_kv_heads)
         BAD("model.num_query_heads (%lld) must be a multiple of num_kv_heads (%lld)",
             (long long)c->num_query_heads, (long long)c->num_kv_heads);

@@ -488,6 +488,10 @@ START_TEST(corrupt_presets_fail_cleanly) {
     edit_config(dir, "\"num_layers\": 2,", "\"num_layers\": 2, \"sliding_window_pattern\": 111111111111113,");
     expect_load_error(dir, "config.sliding_window_pattern 111111111111113 is out of range");
     FRESH();
+    /* a layer count that fits the field but no model: refused, not walked (it spun for minutes) */
+    edit_config(dir, "\"num_layers\": 2,", "\"num_layers\": 110000000000000,");
+    expect_load_error(dir, "model.num_layers: must be in [1, 1024], got 110000000000000");
+    FRESH();
     /* no weights, no config */
     snprintf(p, sizeof p, "%s/model.weights.h5", dir);
     unlink(p);
