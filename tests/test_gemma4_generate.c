@@ -22,6 +22,7 @@
 #include "models/io/keras_preset.h"
 #include "models/io/towers4_keras.h"
 #include "tests/cli_run.h"
+#include "tests/score_json.h"
 
 #define TOWERS "tests/fixtures/presets/gemma4_towers"
 #define IMAGE "tests/fixtures/images/rgb_45x33.jpg"
@@ -229,36 +230,6 @@ START_TEST(greedy_matches_the_direct_path) {
 }
 END_TEST
 
-/* The JSON line of `generate --score --logits` in out against the direct path: its tokens are
- * ids[0..n) (and no more), and the largest |difference| of its [n, V] logits from z's is
- * returned; *mx: z's largest |logit|. */
-static double score_json_vs(const char *out, const int32_t *ids, int64_t n, const gt_tensor *z, int64_t V,
-                            double *mx) {
-    const char *p = strstr(out, "{\"tokens\":[");
-    ck_assert_ptr_nonnull(p);
-    p += 11;
-    for (int64_t i = 0; i < n; i++) {
-        char *e;
-        long id = strtol(p, &e, 10);
-        ck_assert_msg(id == ids[i], "token %lld: CLI %ld, expected %d", (long long)i, id, ids[i]);
-        p = e + 1;
-    }
-    ck_assert_msg(p[-1] == ']', "more tokens than the %lld expected", (long long)n);
-    p = strstr(p, "\"logits\":[") + 10;
-    double worst = 0;
-    *mx = 0;
-    for (int64_t t = 0; t < n; t++) {
-        p = strchr(p, '[') + 1;
-        for (int64_t v = 0; v < V; v++) {
-            char *e;
-            worst = fmax(worst, fabs(strtod(p, &e) - z->data[t * V + v]));
-            *mx = fmax(*mx, fabs(z->data[t * V + v]));
-            p = e + 1;
-        }
-    }
-    return worst;
-}
-
 START_TEST(score_logits_match_the_direct_path) {
     ref_path r;
     ref_load(&r);
@@ -273,7 +244,7 @@ START_TEST(score_logits_match_the_direct_path) {
     gt_ctx_init(&ctx, 0);
     ctx.grad_enabled = false;
     gt_tensor *z = ref_logits(&ctx, &r, r.ids.ids, n);
-    double mx, worst = score_json_vs(out, r.ids.ids, n, z, V, &mx);
+    double mx, worst = gt_test_score_diff(out, r.ids.ids, n, z, V, &mx);
     printf("gemma4 generate --score --logits with an image and a clip: %lld tokens, max |diff| %.3g (max |logit| "
            "%.3g)\n", (long long)n, worst, mx);
     ck_assert(mx > 0);
@@ -342,7 +313,7 @@ START_TEST(two_clips_match_the_direct_path) {
     gt_ctx_init(&ctx, 0);
     ctx.grad_enabled = false;
     gt_tensor *z = ref_logits(&ctx, &r, ids.ids, n);
-    double mx, worst = score_json_vs(out, ids.ids, n, z, V, &mx);
+    double mx, worst = gt_test_score_diff(out, ids.ids, n, z, V, &mx);
     /* greedy: the cached prefill with both clips, then steps, against argmax of the direct path */
     int32_t eos = gt_tok_eos(r.tok);
     size_t ng = 0;
