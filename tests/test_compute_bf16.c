@@ -23,6 +23,7 @@
 #include "train/step.h"
 #include "tests/cli_run.h"
 #include "tests/check_main.h"
+#include "tests/quant_model.h"
 
 static double rnd(uint64_t *s) {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
@@ -45,15 +46,10 @@ static void linear_vs_fp32(gt_bf16_kernel k, int64_t M, int64_t R, int64_t C, in
     gt_bf16_mat wb = {w16, R, C, stage, stage_rows * C, true, GT_WFMT_BF16, NULL}, wf = wb;
     wf.compute_bf16 = false;
     ck_assert(gt_bf16_linear_uses_bf16(&wb) == (k != GT_BF16K_OFF));
-    gt_ctx c1, c2;
-    gt_ctx_init(&c1, 0);
-    gt_ctx_init(&c2, 0);
     int64_t xs[2] = {M, C};
-    gt_tensor *x1 = gt_from_data(&c1, x, 2, xs, true), *x2 = gt_from_data(&c2, x, 2, xs, true);
-    gt_tensor *y1 = gt_bf16_linear(&c1, x1, &wb), *y2 = gt_bf16_linear(&c2, x2, &wf);
-    ck_assert_msg(y1 && y2, "%s%s", c1.err, c2.err);
-    ck_assert_int_eq(gt_backward_seed(&c1, y1, g), GT_OK);
-    ck_assert_int_eq(gt_backward_seed(&c2, y2, g), GT_OK);
+    gt_test_pair p;
+    gt_test_linear_pair(&p, &wb, &wf, NULL, x, 2, xs, g);
+    const gt_tensor *y1 = p.y1, *y2 = p.y2, *x1 = p.x1, *x2 = p.x2;
     double worst_exact = 0, worst_fp32 = 0;
     for (int64_t m = 0; m < M; m++)
         for (int64_t r = 0; r < R; r++) {
@@ -91,8 +87,7 @@ static void linear_vs_fp32(gt_bf16_kernel k, int64_t M, int64_t R, int64_t C, in
     ck_assert_msg(bw_fp32 <= 1.0 / 256, "%s backward: %g of sum |dy w| from fp32", gt_bf16_kernel_name(k), bw_fp32);
     printf("compute_bf16 %s M %lld R %lld C %lld: vs exact %.1e / %.1e, vs fp32 %.1e / %.1e (fwd / bwd, of sum |a b|)\n",
            gt_bf16_kernel_name(k), (long long)M, (long long)R, (long long)C, worst_exact, bw_exact, worst_fp32, bw_fp32);
-    gt_ctx_free(&c1);
-    gt_ctx_free(&c2);
+    gt_test_pair_free(&p);
     free(w16);
     free(stage);
     free(x);
@@ -166,17 +161,9 @@ static void lm_head_vs_fp32(gt_bf16_kernel k, int64_t V, int64_t N, double cap) 
     bound *= 2.0 / 256;
     gt_bf16_mat eb = {e16, V, D, stage, SR * D, true, GT_WFMT_BF16, NULL}, ef = eb;
     ef.compute_bf16 = false;
-    gt_ctx c1, c2;
-    gt_ctx_init(&c1, 0);
-    gt_ctx_init(&c2, 0);
-    int64_t hs[2] = {N, D};
-    gt_tensor *h1 = gt_from_data(&c1, h, 2, hs, true), *h2 = gt_from_data(&c2, h, 2, hs, true);
-    double ws1, ws2;
-    gt_tensor *l1 = gt_lm_head_loss_bf16(&c1, h1, &eb, cap, labels, w, 8, &ws1, ce1);
-    gt_tensor *l2 = gt_lm_head_loss_bf16(&c2, h2, &ef, cap, labels, w, 8, &ws2, ce2);
-    ck_assert_msg(l1 && l2, "%s%s", c1.err, c2.err);
-    ck_assert_int_eq(gt_backward(&c1, l1), GT_OK);
-    ck_assert_int_eq(gt_backward(&c2, l2), GT_OK);
+    gt_test_pair p;
+    gt_test_lm_head_pair(&p, &eb, &ef, NULL, h, N, cap, labels, w, 8, ce1, ce2);
+    const gt_tensor *h1 = p.x1, *h2 = p.x2;
     double worst = 0, gmax = 0, gdiff = 0;
     for (int64_t i = 0; i < N; i++) {
         worst = fmax(worst, fabs(ce1[i] - ce2[i]));
@@ -192,8 +179,7 @@ static void lm_head_vs_fp32(gt_bf16_kernel k, int64_t V, int64_t N, double cap) 
     if (k != GT_BF16K_OFF) ck_assert(worst > 0);
     printf("compute_bf16 %s lm head V %lld N %lld cap %g: row loss off by %.1e (bound %.1e), dh by %.1e of max\n",
            gt_bf16_kernel_name(k), (long long)V, (long long)N, cap, worst, bound, gdiff / gmax);
-    gt_ctx_free(&c1);
-    gt_ctx_free(&c2);
+    gt_test_pair_free(&p);
     free(e16), free(stage), free(h), free(labels), free(w), free(ce1), free(ce2);
     gt_bf16_kernel_force(-1);
 }
@@ -211,16 +197,7 @@ END_TEST
 
 /* tiny Gemma 3 (configs/tiny.yaml's widths: hidden 64, MLP 128, head 32), bf16 storage */
 static gt_gemma *tiny_model(void) {
-    gt_gemma_config c;
-    gt_gemma_config_defaults(&c, 3);
-    c.vocab_size = 512;
-    c.num_layers = 2;
-    c.hidden_dim = 64;
-    c.intermediate_dim = 128;
-    c.num_query_heads = 2;
-    c.num_kv_heads = 1;
-    c.head_dim = 32;
-    c.sliding_window = 8;
+    gt_gemma_config c = gt_test_tiny3_cfg(64, 128);
     char err[256];
     gt_gemma *m;
     ck_assert(gt_gemma_create(&c, false, &m, err, sizeof err) == 0);
@@ -229,60 +206,25 @@ static gt_gemma *tiny_model(void) {
     return m;
 }
 
-enum { STEPS = 12, TB = 2, TT = 16 };
+enum { STEPS = 12 };
 
+/* The LoRA run of quant_model.h (12 steps at 2e-2, B zero) with compute_bf16 on or off. */
 static void train(bool bf16, double *losses) {
     gt_gemma *m = tiny_model();
     char err[256];
     ck_assert_msg(gt_gemma_set_compute_bf16(m, bf16, err, sizeof err) == 0, "%s", err);
-    gt_lora_dims d = {2, 64, 128, 2, 1, 32};
-    gt_lora *l;
-    unsigned targets = (1u << GT_LORA_QUERY) | (1u << GT_LORA_VALUE) | (1u << GT_LORA_DOWN);
-    ck_assert(gt_lora_create(&d, 4, 8, targets, 9, &l, err, sizeof err) == 0);
-    m->lora = l;
-    gt_param_slice sl[12];
-    int n = 0;
-    for (int64_t i = 0; i < 2; i++)
-        for (int t = 0; t < GT_LORA_NTARGETS; t++) {
-            gt_lora_adapter *ad = (gt_lora_adapter *)gt_lora_get(l, i, (gt_lora_target)t);
-            if (!ad) continue;
-            sl[n++] = (gt_param_slice){ad->a.name, ad->a.data, ad->a.grad, ad->a.size, true};
-            sl[n++] = (gt_param_slice){ad->b.name, ad->b.data, ad->b.grad, ad->b.size, true};
-        }
-    gt_optim opt;
-    gt_optim_cfg oc;
-    gt_optim_cfg_defaults(&oc, GT_OPT_ADAMW);
-    ck_assert(gt_optim_init(&opt, &oc, sl, n, err, sizeof err) == 0);
-    int32_t ids[TB * TT], labels[TB * TT];
-    gt_real w[TB * TT];
-    for (int i = 0; i < TB * TT; i++) ids[i] = (i * 37 + 5) % 512, labels[i] = (i * 11 + 3) % 64, w[i] = 1;
-    gt_micro_batch mb = {.in = {.batch = TB, .seq = TT, .token_ids = ids}, .labels = labels, .weights = w};
-    gt_step_cfg sc = {.norm = GT_NORM_TOKENS, .chunk_rows = 16};
-    gt_ctx ctx;
-    gt_ctx_init(&ctx, 0);
-    for (int s = 0; s < STEPS; s++) {
-        gt_step_result r;
-        gt_ctx_reset(&ctx);
-        ck_assert_msg(gt_step_run(&ctx, m, &opt, &sc, &mb, 1, TB, 2e-2, &r, err, sizeof err) == 0, "%s", err);
-        losses[s] = r.loss;
-    }
-    gt_ctx_free(&ctx);
-    gt_optim_free(&opt);
-    gt_lora_free(l);
+    gt_test_lora_run(m, STEPS, 2e-2, false, losses, NULL, 0, NULL);
     gt_gemma_free(m);
 }
 
 START_TEST(lora_training_loss_follows_fp32) {
-    double lf[STEPS], lb[STEPS], worst = 0;
+    double lf[STEPS], lb[STEPS];
     train(false, lf);
     train(true, lb);
-    for (int s = 0; s < STEPS; s++) {
-        double rel = fabs(lb[s] - lf[s]) / lf[s];
-        worst = fmax(worst, rel);
-        ck_assert_msg(rel <= 1e-2, "step %d: bf16 loss %.6f vs fp32 %.6f", s, lb[s], lf[s]);
+    double worst = gt_test_losses_near(lb, lf, STEPS, 1e-2, "bf16 vs fp32");
+    for (int s = 0; s < STEPS; s++)
         if (gt_bf16_kernel_active() == GT_BF16K_OFF) ck_assert(lb[s] == lf[s]);
-    }
-    ck_assert_msg(lf[STEPS - 1] < 0.8 * lf[0], "the run did not learn: %.4f -> %.4f", lf[0], lf[STEPS - 1]);
+    gt_test_loss_fell(lf, STEPS);
     printf("compute_bf16 (%s): LoRA loss %.4f -> %.4f (fp32 compute %.4f -> %.4f), worst step %.1e relative\n",
            gt_bf16_kernel_name(gt_bf16_kernel_active()), lb[0], lb[STEPS - 1], lf[0], lf[STEPS - 1], worst);
     /* bf16 arithmetic needs bf16 storage */

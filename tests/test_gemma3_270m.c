@@ -25,6 +25,27 @@ static bool find_model(void) { return model_path != NULL; }
 
 static const char *PROMPT = "The capital of France is";
 
+/* The last of n prompt positions' logits against want (KerasHub's): max |diff| within 1e-4 of
+ * max |want| ("<what> max error ..." otherwise); returns their ratio. */
+static double last_logits_vs(gt_gemma *m, int32_t *ids, int64_t n, const float *want, const char *what) {
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    ctx.grad_enabled = false;
+    gt_gemma_batch b = {.batch = 1, .seq = n, .token_ids = ids};
+    gt_tensor *hidden = gt_gemma_hidden(&ctx, m, &b);
+    gt_tensor *last = gt_slice_rows(&ctx, gt_reshape(&ctx, hidden, 2, (int64_t[]){n, 640}), n - 1, 1);
+    gt_tensor *z = gt_gemma_logits(&ctx, m, last);
+    ck_assert_msg(z, "%s", ctx.err);
+    double maxref = 0, maxdiff = 0;
+    for (int64_t v = 0; v < 262144; v++) {
+        maxref = fmax(maxref, fabs(want[v]));
+        maxdiff = fmax(maxdiff, fabs((double)z->data[v] - want[v]));
+    }
+    ck_assert_msg(maxdiff <= 1e-4 * maxref, "%s max error %.3g vs max|logit| %.3g", what, maxdiff, maxref);
+    gt_ctx_free(&ctx);
+    return maxdiff / maxref;
+}
+
 START_TEST(dequantisation_of_the_real_file) {
     if (!find_model()) return;
     gt_gguf *g;
@@ -92,20 +113,7 @@ START_TEST(logits_and_greedy_tokens_match_kerashub) {
     ck_assert_int_eq((int64_t)ids.n, n_prompt);
     for (int64_t i = 0; i < n_prompt; i++) ck_assert_int_eq(ids.ids[i], want_ids[i]);
     /* logits of the last prompt position */
-    gt_ctx ctx;
-    gt_ctx_init(&ctx, 0);
-    ctx.grad_enabled = false;
-    gt_gemma_batch b = {.batch = 1, .seq = n_prompt, .token_ids = want_ids};
-    gt_tensor *hidden = gt_gemma_hidden(&ctx, m, &b);
-    gt_tensor *last = gt_slice_rows(&ctx, gt_reshape(&ctx, hidden, 2, (int64_t[]){n_prompt, 640}), n_prompt - 1, 1);
-    gt_tensor *z = gt_gemma_logits(&ctx, m, last);
-    ck_assert_msg(z, "%s", ctx.err);
-    double maxref = 0, maxdiff = 0;
-    for (int64_t v = 0; v < 262144; v++) {
-        maxref = fmax(maxref, fabs(want_logits[v]));
-        maxdiff = fmax(maxdiff, fabs((double)z->data[v] - want_logits[v]));
-    }
-    ck_assert_msg(maxdiff <= 1e-4 * maxref, "logits max error %.3g vs max|logit| %.3g", maxdiff, maxref);
+    double rel = last_logits_vs(m, want_ids, n_prompt, want_logits, "logits");
     /* 16 greedy tokens through the KV cache */
     gt_generate_opts o = {.max_length = n_prompt + n_greedy};
     gt_sampler_init(&o.sampler, GT_SAMPLER_GREEDY);
@@ -119,14 +127,13 @@ START_TEST(logits_and_greedy_tokens_match_kerashub) {
     char *text = NULL;
     size_t len;
     gt_tok_decode(tok, out, (size_t)n_out, true, &text, &len, err, sizeof err);
-    printf("gemma3-270m: logits within %.2e x max|logit| of KerasHub; greedy: %s%s\n", maxdiff / maxref, PROMPT, text);
+    printf("gemma3-270m: logits within %.2e x max|logit| of KerasHub; greedy: %s%s\n", rel, PROMPT, text);
     free(text);
     gt_ids_free(&ids);
     free(want_ids);
     free(want_greedy);
     free(want_logits);
     gt_h5_close(h);
-    gt_ctx_free(&ctx);
     gt_tok_free(tok);
     gt_gemma_free(m);
 }
@@ -164,25 +171,11 @@ START_TEST(q4_k_storage_keeps_the_files_blocks) {
     n_prompt = shape[0];
     ck_assert(gt_h5_read_f32(h, "/last_logits", &want, &nd, shape, err, sizeof err) == 0);
     gt_h5_close(h);
-    gt_ctx ctx;
-    gt_ctx_init(&ctx, 0);
-    ctx.grad_enabled = false;
-    gt_gemma_batch b = {.batch = 1, .seq = n_prompt, .token_ids = ids};
-    gt_tensor *hidden = gt_gemma_hidden(&ctx, m, &b);
-    gt_tensor *last = gt_slice_rows(&ctx, gt_reshape(&ctx, hidden, 2, (int64_t[]){n_prompt, 640}), n_prompt - 1, 1);
-    gt_tensor *z = gt_gemma_logits(&ctx, m, last);
-    ck_assert_msg(z, "%s", ctx.err);
-    double maxref = 0, maxdiff = 0;
-    for (int64_t v = 0; v < 262144; v++) {
-        maxref = fmax(maxref, fabs(want[v]));
-        maxdiff = fmax(maxdiff, fabs((double)z->data[v] - want[v]));
-    }
-    ck_assert_msg(maxdiff <= 1e-4 * maxref, "q4_k logits max error %.3g vs max|logit| %.3g", maxdiff, maxref);
+    double rel = last_logits_vs(m, ids, n_prompt, want, "q4_k logits");
     printf("gemma3-270m q4_k: %d matrices kept as the file's blocks (%.1f MB), logits within %.2e x max|logit| "
-           "of KerasHub\n", kept, (double)gt_gemma_stored_bytes(m) / 1e6, maxdiff / maxref);
+           "of KerasHub\n", kept, (double)gt_gemma_stored_bytes(m) / 1e6, rel);
     free(ids);
     free(want);
-    gt_ctx_free(&ctx);
     gt_gemma_free(m);
 }
 END_TEST

@@ -22,6 +22,7 @@
 #include "models/io/keras_preset.h"
 #include "models/io/towers4_keras.h"
 #include "tests/cli_run.h"
+#include "tests/score_json.h"
 
 #define TOWERS "tests/fixtures/presets/gemma4_towers"
 #define IMAGE "tests/fixtures/images/rgb_45x33.jpg"
@@ -239,32 +240,11 @@ START_TEST(score_logits_match_the_direct_path) {
              dir);
     int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%.2000s", rc, out);
-    const char *p = strstr(out, "{\"tokens\":[");
-    ck_assert_ptr_nonnull(p);
-    p += 11;
-    for (int64_t i = 0; i < n; i++) {
-        char *e;
-        long id = strtol(p, &e, 10);
-        ck_assert_msg(id == r.ids.ids[i], "token %lld: CLI %ld, expected %d", (long long)i, id, r.ids.ids[i]);
-        p = e + 1;
-    }
-    ck_assert_msg(p[-1] == ']', "more tokens than the %lld expected", (long long)n);
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     ctx.grad_enabled = false;
     gt_tensor *z = ref_logits(&ctx, &r, r.ids.ids, n);
-    p = strstr(p, "\"logits\":[") + 10;
-    double worst = 0, mx = 0;
-    for (int64_t t = 0; t < n; t++) {
-        p = strchr(p, '[') + 1;
-        for (int64_t v = 0; v < V; v++) {
-            char *e;
-            double x = strtod(p, &e);
-            worst = fmax(worst, fabs(x - z->data[t * V + v]));
-            mx = fmax(mx, fabs(z->data[t * V + v]));
-            p = e + 1;
-        }
-    }
+    double mx, worst = gt_test_score_diff(out, r.ids.ids, n, z, V, &mx);
     printf("gemma4 generate --score --logits with an image and a clip: %lld tokens, max |diff| %.3g (max |logit| "
            "%.3g)\n", (long long)n, worst, mx);
     ck_assert(mx > 0);
@@ -329,31 +309,11 @@ START_TEST(two_clips_match_the_direct_path) {
              "'a <|audio|> b <|audio|> c'", dir);
     int rc = gt_test_run(args, out, sizeof out);
     ck_assert_msg(rc == 0, "exit %d:\n%.2000s", rc, out);
-    const char *p = strstr(out, "{\"tokens\":[");
-    ck_assert_ptr_nonnull(p);
-    p += 11;
-    for (int64_t i = 0; i < n; i++) {
-        char *e;
-        long id = strtol(p, &e, 10);
-        ck_assert_msg(id == ids.ids[i], "token %lld: CLI %ld, expected %d", (long long)i, id, ids.ids[i]);
-        p = e + 1;
-    }
-    ck_assert_msg(p[-1] == ']', "more tokens than the %lld expected", (long long)n);
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     ctx.grad_enabled = false;
     gt_tensor *z = ref_logits(&ctx, &r, ids.ids, n);
-    p = strstr(p, "\"logits\":[") + 10;
-    double worst = 0, mx = 0;
-    for (int64_t t = 0; t < n; t++) {
-        p = strchr(p, '[') + 1;
-        for (int64_t v = 0; v < V; v++) {
-            char *e;
-            worst = fmax(worst, fabs(strtod(p, &e) - z->data[t * V + v]));
-            mx = fmax(mx, fabs(z->data[t * V + v]));
-            p = e + 1;
-        }
-    }
+    double mx, worst = gt_test_score_diff(out, ids.ids, n, z, V, &mx);
     /* greedy: the cached prefill with both clips, then steps, against argmax of the direct path */
     int32_t eos = gt_tok_eos(r.tok);
     size_t ng = 0;

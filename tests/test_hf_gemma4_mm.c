@@ -27,6 +27,7 @@
 #include "tests/check_main.h"
 #include "tests/cli_run.h"
 #include "tests/same_tensors.h"
+#include "tests/score_json.h"
 
 #define DIR "tests/fixtures/hf/gemma4_mm"
 
@@ -306,31 +307,6 @@ static gt_tensor *direct(gt_ctx *ctx, const full *x, double mel_floor, int32_t *
     return z;
 }
 
-/* Largest |CLI logit - z| over n x V, after checking the CLI's token ids. */
-static double cli_diff(const char *out, const int32_t *ids, int64_t n, const gt_tensor *z, int64_t V) {
-    const char *p = strstr(out, "{\"tokens\":[");
-    ck_assert_msg(p, "%.2000s", out);
-    p += 11;
-    for (int64_t i = 0; i < n; i++) {
-        char *e;
-        long id = strtol(p, &e, 10);
-        ck_assert_msg(id == ids[i], "token %lld: CLI %ld, expected %d", (long long)i, id, ids[i]);
-        p = e + 1;
-    }
-    ck_assert_msg(p[-1] == ']', "more tokens than the %lld expected", (long long)n);
-    p = strstr(p, "\"logits\":[") + 10;
-    double worst = 0;
-    for (int64_t t = 0; t < n; t++) {
-        p = strchr(p, '[') + 1;
-        for (int64_t v = 0; v < V; v++) {
-            char *e;
-            worst = fmax(worst, fabs(strtod(p, &e) - z->data[t * V + v]));
-            p = e + 1;
-        }
-    }
-    return worst;
-}
-
 /* generate on an HF directory takes the converters from processor_config.json: 4 image soft
  * tokens (the default 280 would not fit), 16 mels, HF's mel_floor 1e-3; a missing or bad key is
  * refused naming the file and the key. */
@@ -356,9 +332,9 @@ START_TEST(generate_reads_processor_config) {
     gt_tensor *z = direct(&ctx, &x, 1e-3, ids, &n);
     double mx = 0;
     for (int64_t i = 0; i < n * V; i++) mx = fmax(mx, fabs(z->data[i]));
-    double e = cli_diff(out, ids, n, z, V);
+    double e = gt_test_score_diff(out, ids, n, z, V, NULL);
     gt_ctx_reset(&ctx);
-    double floor5 = cli_diff(out, ids, n, direct(&ctx, &x, 1e-5, ids, &n), V);
+    double floor5 = gt_test_score_diff(out, ids, n, direct(&ctx, &x, 1e-5, ids, &n), V, NULL);
     printf("hf gemma4 generate with processor_config.json: %lld tokens, CLI vs direct %.3g x max; "
            "with KerasHub's mel_floor 1e-5 instead %.3g x max\n", (long long)n, e / mx, floor5 / mx);
     ck_assert_msg(e <= 1e-5 * mx, "%.3g", e / mx);

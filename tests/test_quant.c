@@ -19,6 +19,7 @@
 #include "models/io/gguf_writer.h"
 #include "models/io/h5io.h"
 #include "models/io/keras_preset.h"
+#include "tests/quant_model.h"
 #include "train/config.h"
 #include "train/step.h"
 
@@ -75,35 +76,27 @@ START_TEST(linear_and_embedding_match_fp32_on_dequantised_values) {
     gt_real *wf, stage[16 * C];
     uint8_t *q = q8_matrix(R, C, 5, &wf);
     gt_bf16_mat w = {NULL, R, C, stage, 16 * C, false, GT_WFMT_Q8_0, q}; /* blocks of 16, 16, 8 rows */
-    gt_ctx ctx, c2;
-    gt_ctx_init(&ctx, 0);
-    gt_ctx_init(&c2, 0);
     uint64_t seed = 9;
-    int64_t xs[3] = {3, 5, C}, ws[2] = {R, C};
+    int64_t xs[3] = {3, 5, C};
     gt_real x[3 * 5 * C], g[3 * 5 * R];
     for (int i = 0; i < 3 * 5 * C; i++) x[i] = (gt_real)rnd(&seed);
     for (int i = 0; i < 3 * 5 * R; i++) g[i] = (gt_real)rnd(&seed);
-    gt_tensor *x1 = gt_from_data(&ctx, x, 3, xs, true), *x2 = gt_from_data(&c2, x, 3, xs, true);
-    gt_tensor *wt = gt_from_data(&c2, wf, 2, ws, false);
-    gt_tensor *y1 = gt_bf16_linear(&ctx, x1, &w), *y2 = gt_matmul(&c2, x2, wt, false, true);
-    ck_assert_msg(gt_ok(&ctx) && gt_ok(&c2), "%s%s", ctx.err, c2.err);
-    for (int64_t i = 0; i < y1->size; i++) ck_assert_double_eq_tol(y1->data[i], y2->data[i], 1e-5 * (1 + fabs(y2->data[i])));
-    ck_assert_int_eq(gt_backward_seed(&ctx, y1, g), GT_OK); /* dx = dy W: the input gradient LoRA needs */
-    ck_assert_int_eq(gt_backward_seed(&c2, y2, g), GT_OK);
+    gt_test_pair p; /* backward too: dx = dy W, the input gradient LoRA needs */
+    gt_test_linear_pair(&p, &w, NULL, wf, x, 3, xs, g);
+    for (int64_t i = 0; i < p.y1->size; i++) ck_assert_double_eq_tol(p.y1->data[i], p.y2->data[i], 1e-5 * (1 + fabs(p.y2->data[i])));
     double amax = 0;
-    for (int64_t i = 0; i < x1->size; i++) {
-        ck_assert_double_eq_tol(x1->grad[i], x2->grad[i], 1e-5 * (1 + fabs(x2->grad[i])));
-        amax = fmax(amax, fabs(x1->grad[i]));
+    for (int64_t i = 0; i < p.x1->size; i++) {
+        ck_assert_double_eq_tol(p.x1->grad[i], p.x2->grad[i], 1e-5 * (1 + fabs(p.x2->grad[i])));
+        amax = fmax(amax, fabs(p.x1->grad[i]));
     }
     ck_assert(amax > 0.1);
     ck_assert(!gt_bf16_linear_uses_bf16(&w)); /* Q8_0 multiplies in fp32 */
     int32_t ids[4] = {39, 0, 17, 17};
-    gt_tensor *e = gt_bf16_embedding(&ctx, &w, ids, 4);
-    ck_assert_msg(e != NULL, "%s", ctx.err);
+    gt_tensor *e = gt_bf16_embedding(&p.c1, &w, ids, 4);
+    ck_assert_msg(e != NULL, "%s", p.c1.err);
     for (int i = 0; i < 4; i++)
         ck_assert(memcmp(e->data + i * C, wf + ids[i] * C, sizeof(gt_real) * C) == 0);
-    gt_ctx_free(&ctx);
-    gt_ctx_free(&c2);
+    gt_test_pair_free(&p);
     free(q);
     free(wf);
 }
@@ -129,20 +122,13 @@ START_TEST(linear_on_the_bf16_kernel_matches_bf16_storage) {
         if (gt_bf16_kernel_force((int)ks[kk]) != ks[kk]) continue;
         ck_assert(gt_bf16_linear_uses_bf16(&wq) == (ks[kk] != GT_BF16K_OFF));
         if (ks[kk] == GT_BF16K_OFF) continue; /* the fp32 path: linear_and_embedding_... */
-        gt_ctx c1, c2;
-        gt_ctx_init(&c1, 0);
-        gt_ctx_init(&c2, 0);
         int64_t xs[2] = {M, C};
-        gt_tensor *x1 = gt_from_data(&c1, x, 2, xs, true), *x2 = gt_from_data(&c2, x, 2, xs, true);
-        gt_tensor *y1 = gt_bf16_linear(&c1, x1, &wq), *y2 = gt_bf16_linear(&c2, x2, &wb);
-        ck_assert_msg(y1 && y2, "%s%s", c1.err, c2.err);
-        ck_assert_int_eq(gt_backward_seed(&c1, y1, g), GT_OK);
-        ck_assert_int_eq(gt_backward_seed(&c2, y2, g), GT_OK);
+        gt_test_pair p;
+        gt_test_linear_pair(&p, &wq, &wb, NULL, x, 2, xs, g);
         double tol = 1e-5;
-        for (int64_t i = 0; i < y1->size; i++) ck_assert_double_eq_tol(y1->data[i], y2->data[i], tol * (1 + fabs(y2->data[i])));
-        for (int64_t i = 0; i < x1->size; i++) ck_assert_double_eq_tol(x1->grad[i], x2->grad[i], tol * (1 + fabs(x2->grad[i])));
-        gt_ctx_free(&c1);
-        gt_ctx_free(&c2);
+        for (int64_t i = 0; i < p.y1->size; i++) ck_assert_double_eq_tol(p.y1->data[i], p.y2->data[i], tol * (1 + fabs(p.y2->data[i])));
+        for (int64_t i = 0; i < p.x1->size; i++) ck_assert_double_eq_tol(p.x1->grad[i], p.x2->grad[i], tol * (1 + fabs(p.x2->grad[i])));
+        gt_test_pair_free(&p);
     }
     gt_bf16_kernel_force(-1);
     wq.stage_n = 31 * C; /* under 64 bf16 rows: the fp32 path */
@@ -166,26 +152,15 @@ static void lm_head_vs_fp32(int V, int D, double cap) {
     for (int i = 0; i < N * D; i++) h[i] = (gt_real)rnd(&seed);
     int32_t labels[N] = {3, (int32_t)V - 1, 17, 0, 30, 9};
     gt_real w[N] = {1, 0, 2, 0.5f, 1, 3}, ce1[N], ce2[N];
-    double ws1, ws2;
-    gt_ctx c1, c2;
-    gt_ctx_init(&c1, 0);
-    gt_ctx_init(&c2, 0);
-    int64_t hs[2] = {N, D}, es[2] = {V, D};
-    gt_tensor *h1 = gt_from_data(&c1, h, 2, hs, true), *h2 = gt_from_data(&c2, h, 2, hs, true);
-    gt_tensor *et = gt_from_data(&c2, ef, 2, es, false);
-    gt_tensor *l1 = gt_lm_head_loss_bf16(&c1, h1, &e, cap, labels, w, 4, &ws1, ce1);
-    gt_tensor *l2 = gt_lm_head_loss(&c2, h2, et, cap, labels, w, 4, &ws2, ce2);
-    ck_assert_msg(l1 && l2, "%s%s", c1.err, c2.err);
-    ck_assert_double_eq_tol(l1->data[0], l2->data[0], 1e-5 * fabs(l2->data[0]));
+    gt_test_pair p;
+    gt_test_lm_head_pair(&p, &e, NULL, ef, h, N, cap, labels, w, 4, ce1, ce2);
+    ck_assert_double_eq_tol(p.y1->data[0], p.y2->data[0], 1e-5 * fabs(p.y2->data[0]));
     for (int i = 0; i < N; i++) ck_assert_double_eq_tol(ce1[i], ce2[i], 1e-5 * (1 + fabs(ce2[i])));
-    ck_assert_int_eq(gt_backward(&c1, l1), GT_OK);
-    ck_assert_int_eq(gt_backward(&c2, l2), GT_OK);
     double gmax = 0;
-    for (int i = 0; i < N * D; i++) gmax = fmax(gmax, fabs(h2->grad[i]));
+    for (int i = 0; i < N * D; i++) gmax = fmax(gmax, fabs(p.x2->grad[i]));
     ck_assert(gmax > 0.1);
-    for (int i = 0; i < N * D; i++) ck_assert_double_eq_tol(h1->grad[i], h2->grad[i], 1e-5 * (1 + gmax));
-    gt_ctx_free(&c1);
-    gt_ctx_free(&c2);
+    for (int i = 0; i < N * D; i++) ck_assert_double_eq_tol(p.x1->grad[i], p.x2->grad[i], 1e-5 * (1 + gmax));
+    gt_test_pair_free(&p);
     free(q);
     free(ef);
     free(stage);
@@ -198,19 +173,7 @@ START_TEST(lm_head_matches_fp32_on_dequantised_values) {
 END_TEST
 
 /* tiny Gemma 3 with widths that are multiples of 32 (configs/tiny.yaml's), std 0.2 */
-static gt_gemma_config tiny_cfg(void) {
-    gt_gemma_config c;
-    gt_gemma_config_defaults(&c, 3);
-    c.vocab_size = 512;
-    c.num_layers = 2;
-    c.hidden_dim = 64;
-    c.intermediate_dim = 128;
-    c.num_query_heads = 2;
-    c.num_kv_heads = 1;
-    c.head_dim = 32;
-    c.sliding_window = 8;
-    return c;
-}
+static gt_gemma_config tiny_cfg(void) { return gt_test_tiny3_cfg(64, 128); }
 
 /* fp32 model, or q8_0 (converted after init, or built stored and initialised in place), or fp32
  * holding the q8_0 values */
@@ -236,53 +199,11 @@ static gt_gemma *tiny(tiny_kind k) {
     return m;
 }
 
-enum { STEPS = 12, TB = 2, TT = 16 };
+enum { STEPS = 12 };
 
-/* LoRA (q, v, down) trained with AdamW on a fixed batch; the losses of every step. */
+/* The LoRA run of quant_model.h: 12 steps at 2e-2, B non-zero; the losses of every step. */
 static void train(gt_gemma *m, double *losses, gt_real *grad0, int64_t *ng) {
-    char err[256];
-    gt_lora_dims d = {2, 64, 128, 2, 1, 32};
-    gt_lora *l;
-    unsigned targets = (1u << GT_LORA_QUERY) | (1u << GT_LORA_VALUE) | (1u << GT_LORA_DOWN);
-    ck_assert(gt_lora_create(&d, 4, 8, targets, 9, &l, err, sizeof err) == 0);
-    for (int64_t i = 0; i < l->n_values; i++) /* B non-zero too: A's gradient flows from step 1 */
-        if (l->data[i] == 0) l->data[i] = (gt_real)(0.02 * ((i * 37) % 11 - 5));
-    m->lora = l;
-    gt_param_slice sl[12];
-    int n = 0;
-    for (int64_t i = 0; i < 2; i++)
-        for (int t = 0; t < GT_LORA_NTARGETS; t++) {
-            gt_lora_adapter *ad = (gt_lora_adapter *)gt_lora_get(l, i, (gt_lora_target)t);
-            if (!ad) continue;
-            sl[n++] = (gt_param_slice){ad->a.name, ad->a.data, ad->a.grad, ad->a.size, true};
-            sl[n++] = (gt_param_slice){ad->b.name, ad->b.data, ad->b.grad, ad->b.size, true};
-        }
-    gt_optim opt;
-    gt_optim_cfg oc;
-    gt_optim_cfg_defaults(&oc, GT_OPT_ADAMW);
-    ck_assert(gt_optim_init(&opt, &oc, sl, n, err, sizeof err) == 0);
-    int32_t ids[TB * TT], labels[TB * TT];
-    gt_real w[TB * TT];
-    for (int i = 0; i < TB * TT; i++) ids[i] = (i * 37 + 5) % 512, labels[i] = (i * 11 + 3) % 64, w[i] = 1;
-    gt_micro_batch mb = {.in = {.batch = TB, .seq = TT, .token_ids = ids}, .labels = labels, .weights = w};
-    gt_step_cfg sc = {.norm = GT_NORM_TOKENS, .chunk_rows = 16};
-    gt_ctx ctx;
-    gt_ctx_init(&ctx, 0);
-    for (int s = 0; s < STEPS; s++) {
-        gt_step_result r;
-        gt_ctx_reset(&ctx);
-        ck_assert_msg(gt_step_run(&ctx, m, &opt, &sc, &mb, 1, TB, 2e-2, &r, err, sizeof err) == 0, "%s", err);
-        losses[s] = r.loss;
-        if (s == 0 && grad0) {
-            ck_assert(l->n_values <= 8192);
-            memcpy(grad0, l->grad, sizeof(gt_real) * (size_t)l->n_values);
-            *ng = l->n_values;
-        }
-    }
-    gt_ctx_free(&ctx);
-    gt_optim_free(&opt);
-    m->lora = NULL;
-    gt_lora_free(l);
+    gt_test_lora_run(m, STEPS, 2e-2, true, losses, grad0, 8192, ng);
 }
 
 START_TEST(gemma_q8_built_either_way_and_trained_like_fp32) {
@@ -297,7 +218,7 @@ START_TEST(gemma_q8_built_either_way_and_trained_like_fp32) {
             ck_assert(memcmp(conv->params[p].t->data, stored->params[p].t->data, sizeof(gt_real) * (size_t)conv->params[p].t->size) == 0);
     ck_assert(conv->embedding->data == NULL && stored->layers[1].down->data == NULL);
     /* one step: the q8_0 model equals fp32 holding the dequantised values (loss and LoRA grads) */
-    double lq[STEPS], ld[STEPS], lf[STEPS], worst = 0;
+    double lq[STEPS], ld[STEPS], lf[STEPS];
     gt_real gq[8192], gd[8192];
     int64_t nq = 0, nd = 0;
     train(stored, lq, gq, &nq);
@@ -305,30 +226,19 @@ START_TEST(gemma_q8_built_either_way_and_trained_like_fp32) {
     train(ref, lf, NULL, NULL);
     ck_assert(nq == nd && nq > 0);
     ck_assert_double_eq_tol(lq[0], ld[0], 1e-5 * ld[0]);
-    double gmax = 0, dmax = 0;
-    for (int64_t i = 0; i < nq; i++)
-        gmax = fmax(gmax, fabs(gd[i])), dmax = fmax(dmax, fabs(gq[i] - gd[i]));
-    ck_assert(gmax > 1e-4);
-    ck_assert_msg(dmax <= 1e-4 * gmax, "LoRA gradients differ by %g (max %g)", dmax, gmax);
+    gt_test_grads_near(gq, gd, nq, 1e-4, 1e-4, "q8_0");
     /* the trajectory against the unquantised fp32 model: within 1% every step (stated tolerance) */
-    for (int s = 0; s < STEPS; s++) {
-        double rel = fabs(lq[s] - lf[s]) / lf[s];
-        worst = fmax(worst, rel);
-        ck_assert_msg(rel <= 1e-2, "step %d: q8_0 loss %.6f vs fp32 %.6f", s, lq[s], lf[s]);
-    }
-    ck_assert_msg(lf[STEPS - 1] < 0.8 * lf[0], "the run did not learn: %.4f -> %.4f", lf[0], lf[STEPS - 1]);
+    double worst = gt_test_losses_near(lq, lf, STEPS, 1e-2, "q8_0 vs fp32");
+    gt_test_loss_fell(lf, STEPS);
     printf("q8_0: LoRA loss %.4f -> %.4f (fp32 %.4f -> %.4f), worst step %.1e relative\n", lq[0], lq[STEPS - 1],
            lf[0], lf[STEPS - 1], worst);
     /* and with compute_dtype bfloat16 (linears on the bf16 kernel where the CPU has one) */
     char err[256];
     gt_gemma *qb = tiny(Q8_STORED);
     ck_assert_msg(gt_gemma_set_compute_bf16(qb, true, err, sizeof err) == 0, "%s", err);
-    double lb[STEPS], worst_b = 0;
+    double lb[STEPS];
     train(qb, lb, NULL, NULL);
-    for (int s = 0; s < STEPS; s++) {
-        worst_b = fmax(worst_b, fabs(lb[s] - lf[s]) / lf[s]);
-        ck_assert_msg(fabs(lb[s] - lf[s]) <= 1e-2 * lf[s], "step %d: q8_0 + bf16 loss %.6f vs fp32 %.6f", s, lb[s], lf[s]);
-    }
+    double worst_b = gt_test_losses_near(lb, lf, STEPS, 1e-2, "q8_0 + bf16 vs fp32");
     printf("q8_0 + compute bfloat16 (%s): LoRA loss %.4f -> %.4f, worst step %.1e relative\n",
            gt_bf16_kernel_name(gt_bf16_kernel_active()), lb[0], lb[STEPS - 1], worst_b);
     gt_gemma_free(qb);

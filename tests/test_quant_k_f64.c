@@ -6,6 +6,7 @@
 
 #include "autograd/ops_bf16.h"
 #include "autograd/quant.h"
+#include "tests/check_main.h"
 #include "tests/gradcheck.h"
 
 static gt_tensor *fwd_linear(gt_ctx *ctx, gt_tensor **in, void *user) { return gt_bf16_linear(ctx, in[0], user); }
@@ -50,9 +51,5 @@ int main(void) {
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, linear_input_gradient_on_kept_blocks);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }
