@@ -608,11 +608,18 @@ START_TEST(gemma_metadata_is_checked_before_allocating) {
     ck_assert_msg(strstr(err, "head counts"), "%s", err);
     gt_gguf_close(f);
     free(copy);
-    /* a block count the file's tensors do not back is refused before any allocation */
-    gemma_file(&g, 2, 1000000000, 32);
+    /* a block count the file's tensors do not back is refused before any allocation; one past
+     * any model's by the config's bounds first */
+    gemma_file(&g, 2, 1000, 32);
     ck_assert_msg(open_gbuf(&g, &f, &copy, err, sizeof err) == 0, "%s", err);
     ck_assert_int_ne(gt_gemma_from_gguf(f, false, &m, err, sizeof err), 0);
     ck_assert_msg(strstr(err, "blk.1.attn_q.weight") && strstr(err, "missing"), "%s", err);
+    gt_gguf_close(f);
+    free(copy);
+    gemma_file(&g, 2, 1000000000, 32);
+    ck_assert_msg(open_gbuf(&g, &f, &copy, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_ne(gt_gemma_from_gguf(f, false, &m, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "model.num_layers: must be in [1, 1024], got 1000000000"), "%s", err);
     gt_gguf_close(f);
     free(copy);
     /* so is a query width that disagrees with head_count x key_length */
