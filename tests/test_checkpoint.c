@@ -261,6 +261,22 @@ START_TEST(sealed_files_refuse_corruption_and_unsealed_ones_load) {
 }
 END_TEST
 
+/* Found by fuzz_checkpoint: a file (unsealed, as every fuzz input) whose first arrays read and a
+ * later one does not; the load wrote the readable ones before it failed. Now every array is read
+ * once into scratch before any is written: refused, nothing touched. */
+START_TEST(a_late_unreadable_array_leaves_everything_untouched) {
+    rig b;
+    rig_init(&b, 2, 2, 99);
+    rig_train(&b);
+    gt_real *before = malloc(sizeof(gt_real) * (size_t)(2 * b.opt.n_values));
+    memcpy(before, b.opt.state, sizeof(gt_real) * (size_t)(2 * b.opt.n_values));
+    expect_refused(&b, model_of(&b), "tests/fixtures/ckpt_late_unreadable.h5", "unreadable data");
+    ck_assert_int_eq(memcmp(before, b.opt.state, sizeof(gt_real) * (size_t)(2 * b.opt.n_values)), 0);
+    free(before);
+    rig_free(&b);
+}
+END_TEST
+
 /* Found by fuzz_checkpoint: a /config of 40 strings (or a 3-value /state@step) was read into one
  * value's room, a heap overflow; now each is refused by name. */
 START_TEST(several_values_where_one_is_expected_are_refused) {
@@ -334,6 +350,7 @@ int main(void) {
     tcase_add_test(tc, other_shapes_are_refused_by_name);
     tcase_add_test(tc, truncated_and_foreign_files_fail_cleanly);
     tcase_add_test(tc, sealed_files_refuse_corruption_and_unsealed_ones_load);
+    tcase_add_test(tc, a_late_unreadable_array_leaves_everything_untouched);
     tcase_add_test(tc, several_values_where_one_is_expected_are_refused);
     tcase_add_test(tc, latest_and_prune);
     suite_add_tcase(s, tc);

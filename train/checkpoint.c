@@ -442,6 +442,49 @@ static int rdata(reader *r, const char *obj, gt_real *out) {
     return rc;
 }
 
+/* Reads all n values of dataset obj into scratch (piece values), a piece at a time, and drops them.
+ * gt_ckpt_load does this for every array before it writes any: an array libhdf5 cannot read (a
+ * corrupted chunk or heap; fuzz_checkpoint found files whose first arrays read and a later one
+ * failed) then fails the load with nothing overwritten, at the cost of reading the arrays twice. */
+static int rdata_probe(reader *r, const char *obj, int64_t n, gt_real *scratch, int64_t piece) {
+    hid_t d = H5Dopen2(r->f, obj, H5P_DEFAULT), fs = d >= 0 ? H5Dget_space(d) : -1;
+    int rc = fs >= 0 && (n <= piece || H5Sget_simple_extent_ndims(fs) == 1) ? 0 : -1;
+    if (!rc && n <= piece) rc = H5Dread(d, H5_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, scratch) >= 0 ? 0 : -1;
+    for (int64_t off = 0; !rc && n > piece && off < n; off += piece) {
+        hsize_t start = (hsize_t)off, count = (hsize_t)(n - off < piece ? n - off : piece);
+        hid_t ms = H5Screate_simple(1, &count, NULL);
+        if (ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
+            H5Dread(d, H5_REAL, ms, fs, H5P_DEFAULT, scratch) < 0)
+            rc = -1;
+        if (ms >= 0) H5Sclose(ms);
+    }
+    if (fs >= 0) H5Sclose(fs);
+    if (d >= 0) H5Dclose(d);
+    if (rc) snprintf(r->err, r->errn, "%s: %s: unreadable data (truncated file?)", r->path, obj);
+    return rc;
+}
+
+/* rdata_probe over every array gt_ckpt_load will read */
+static int probe_all(reader *r, const gt_param_slice *p, int n, const gt_optim *opt) {
+    const int64_t piece = (int64_t)1 << 20;
+    gt_real *scratch = malloc((size_t)piece * sizeof *scratch);
+    if (!scratch) return snprintf(r->err, r->errn, "%s: out of memory", r->path), -1;
+    char obj[300];
+    int rc = 0;
+    for (int i = 0; !rc && i < n; i++) {
+        snprintf(obj, sizeof obj, "/params/%s", p[i].name);
+        rc = rdata_probe(r, obj, p[i].size, scratch, piece);
+    }
+    for (int i = 0; !rc && i < gt_optim_state_count(opt); i++) {
+        gt_optim_state_array a;
+        gt_optim_state_get(opt, i, &a);
+        snprintf(obj, sizeof obj, "/optimizer/%s/%s", a.param, a.kind);
+        rc = rdata_probe(r, obj, a.size, scratch, piece);
+    }
+    free(scratch);
+    return rc;
+}
+
 static int check_i64(reader *r, const char *obj, const char *name, int64_t want, const char *what) {
     int64_t v;
     if (rattr_i64(r, obj, name, &v)) return -1;
@@ -550,6 +593,7 @@ int gt_ckpt_load(const char *path, const gt_ckpt_model *model, const gt_param_sl
     }
     char *yaml = rstr(&r, "/config", NULL, true);
     if (!yaml) goto done;
+    if (probe_all(&r, p, n, opt)) goto fail_yaml; /* every array readable before any is written */
     for (int i = 0; i < n; i++) {
         snprintf(obj, sizeof obj, "/params/%s", p[i].name);
         if (rdata(&r, obj, p[i].data)) goto fail_yaml;
