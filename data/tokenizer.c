@@ -1050,9 +1050,21 @@ static int split_and_bpe(enc_ws *w, const char *s, size_t n) {
     return bpe_chunk(w, s + start, n - start);
 }
 
-/* Normalizes one text segment (between matched special pieces) and encodes it. */
+/* Normalizes one text segment (between matched special pieces) and encodes it. A normalizer
+ * chain may grow the segment at most to norm_cap(n): real ones (U+2581 for a space, a prepended
+ * marker) stay far below, while a broken tokenizer.json whose Replace steps feed each other
+ * would multiply the text exponentially until memory runs out. */
+static size_t norm_cap(size_t n) { return n > SIZE_MAX / 128 ? SIZE_MAX / 2 : 64 * n + 65536; }
+
+static int norm_too_long(enc_ws *w, size_t n0, size_t cap) {
+    return gt_errf(w->err, w->errn,
+                   "encode: the tokenizer's normalizer grows a %zu-byte text past %zu bytes "
+                   "(its Replace/Prepend steps multiply it)", n0, cap);
+}
+
 static int encode_segment(enc_ws *w, const char *s, size_t n, bool at_text_start) {
     const gt_tokenizer *t = w->t;
+    const size_t n0 = n, cap = norm_cap(n);
     int k = 0;
     if (at_text_start && t->spm_dummy) {
         char *b = ws_buf(w, k, n + 1);
@@ -1064,6 +1076,7 @@ static int encode_segment(enc_ws *w, const char *s, size_t n, bool at_text_start
     for (int i = 0; i < t->n_norm && n; i++) {
         const text_op *o = &t->norm[i];
         if (o->kind == OP_PREPEND) {
+            if (o->rep_len > cap - n) return norm_too_long(w, n0, cap);
             char *b = ws_buf(w, k, n + o->rep_len);
             if (!b) return -1;
             memcpy(b, o->rep, o->rep_len);
@@ -1079,6 +1092,8 @@ static int encode_segment(enc_ws *w, const char *s, size_t n, bool at_text_start
                 hits++;
         }
         if (!hits) continue;
+        if (o->rep_len > o->pat_len && hits > (cap - n) / (o->rep_len - o->pat_len))
+            return norm_too_long(w, n0, cap);
         char *b = ws_buf(w, k, n - hits * o->pat_len + hits * o->rep_len);
         if (!b) return -1;
         char *d = b;

@@ -884,6 +884,46 @@ START_TEST(tokenizer_json_rules_on_a_tiny_vocabulary) {
 }
 END_TEST
 
+/* Replace steps that feed each other multiply the text: a chain that would grow it past the cap
+ * (64x the segment plus 64 KiB) is refused by name instead of filling memory; a short chain of
+ * the same steps still encodes. */
+static gt_tokenizer *growing_tokenizer(int steps, const char *rep) {
+    char json[4096];
+    size_t k = (size_t)snprintf(json, sizeof json, "{\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [");
+    for (int i = 0; i < steps; i++)
+        k += (size_t)snprintf(json + k, sizeof json - k,
+                              "%s{\"type\": \"Replace\", \"pattern\": {\"String\": \"a\"}, \"content\": \"%s\"}",
+                              i ? ", " : "", rep);
+    snprintf(json + k, sizeof json - k,
+             "]}, \"decoder\": {\"type\": \"Fuse\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"aa\": 1}, \"merges\": [[\"a\", \"a\"]]}}");
+    return load_json_text("growing.json", json, g_err, sizeof g_err);
+}
+
+START_TEST(normalizer_growth_is_capped) {
+    const char *x16 = "aaaaaaaaaaaaaaaa";
+    gt_ids ids = {0};
+    gt_tokenizer *t = growing_tokenizer(3, "aa");
+    ck_assert_msg(t, "%s", g_err);
+    ck_assert_msg(!gt_tok_encode(t, "aa", 2, false, &ids, g_err, sizeof g_err), "%s", g_err);
+    ck_assert_uint_eq(ids.n, 8); /* 16 a's, merged in pairs */
+    gt_tok_free(t);
+    ids.n = 0;
+    t = growing_tokenizer(8, x16); /* 16^8 times the text */
+    ck_assert_msg(t, "%s", g_err);
+    ck_assert(gt_tok_encode(t, "aa", 2, false, &ids, g_err, sizeof g_err));
+    ck_assert_msg(strstr(g_err, "normalizer grows a 2-byte text past 65664 bytes"), "%s", g_err);
+    ck_assert_uint_eq(ids.n, 0);
+    gt_tok_free(t);
+    /* 16^4 = 65536 a's from "a": under its cap of 65600 */
+    t = growing_tokenizer(4, x16);
+    ck_assert_msg(t, "%s", g_err);
+    ck_assert_msg(!gt_tok_encode(t, "a", 1, false, &ids, g_err, sizeof g_err), "%s", g_err);
+    ck_assert_uint_eq(ids.n, 32768);
+    gt_tok_free(t);
+    gt_ids_free(&ids);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- loader errors */
 
 START_TEST(missing_files_are_named) {
@@ -1300,6 +1340,7 @@ int main(void) {
     tcase_add_test(small, sentencepiece_rule_ties_and_unknowns);
     tcase_add_test(small, user_defined_pieces_match_spaces_as_u2581);
     tcase_add_test(small, tokenizer_json_rules_on_a_tiny_vocabulary);
+    tcase_add_test(small, normalizer_growth_is_capped);
     tcase_add_test(small, missing_files_are_named);
     tcase_add_test(small, malformed_tokenizer_json);
     tcase_add_test(small, not_a_model_proto);
