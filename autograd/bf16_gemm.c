@@ -145,6 +145,10 @@ void gt_bf16_gemm(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K
 
 void gt_bf16_pack_a(int threads, const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *A) {
     int64_t Mp = (M + 15) / 16 * 16;
+    if (threads <= 1) {
+        gt_bf16k_pack_a_rows(x, M, K, ldx, A, 0, Mp);
+        return;
+    }
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t r = 0; r < Mp; r += 16) gt_bf16k_pack_a_rows(x, M, K, ldx, A, r, r + 16);
 }
@@ -156,6 +160,10 @@ void gt_bf16_pack_bt(int threads, const float *x, int64_t M, int64_t K, int64_t 
 }
 
 void gt_bf16_pack_b16(int threads, const uint16_t *W, int64_t K, int64_t N, int64_t ldw, uint16_t *Bp) {
+    if (threads <= 1) {
+        gt_bf16k_pack_b16_pairs(W, N, ldw, Bp, K, 0, K);
+        return;
+    }
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t k = 0; k < K; k += 32) gt_bf16k_pack_b16_pairs(W, N, ldw, Bp, K, k, k + 32 < K ? k + 32 : K);
 }

@@ -21,7 +21,7 @@
  * even; zero padding). Speed, not correctness: A, Bp and C want 64-byte aligned starts (and row
  * strides of whole cache lines); a tile row split over two lines measured the whole path at about
  * half speed (bench/bf16_kern ALIGN 16 vs 64). All run OpenMP-parallel on `threads` threads
- * and never fail; callers check shapes first. Calling a kernel other than the active one (or any when off) is undefined. */
+ * (threads <= 1: on the calling thread, no OpenMP region, so they can run inside one) and never fail; callers check shapes first. Calling a kernel other than the active one (or any when off) is undefined. */
 #ifndef GT_BF16_GEMM_H
 #define GT_BF16_GEMM_H
 

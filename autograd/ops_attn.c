@@ -8,6 +8,7 @@
 #include "autograd/bf16_gemm.h"
 #include "autograd/blas.h"
 #include "autograd/rowmath.h"
+#include "util/half.h"
 
 /* Query rows go through the GEMMs in blocks of GT_ATTN_QBLOCK so that a causal or sliding-window
  * block multiplies only the key columns [lo, hi) some row of it can see; every probability
@@ -22,7 +23,9 @@ typedef struct {
     bool causal;
     bool bf16;    /* the products on the bf16 kernel (gt_attn_cfg.bf16, when usable) */
     gt_real scale, softcap;
-    gt_real *p;   /* [B, N, T, S] probabilities */
+    gt_real *p;   /* [B, N, T, S] probabilities (NULL when p16 holds them) */
+    uint16_t *p16; /* [B, N, T, S] the same rounded to bf16: the bf16 path without soft-cap, for
+                    * backward (whose products round them anyway); half the memory of p */
     gt_real *lse; /* [B, N, T] log-sum-exp of the capped logits; softcap only */
     int32_t *rlo, *rhi; /* [B, T] each row's visible keys lie in [rlo, rhi) (empty: rlo == rhi) */
 } attn_saved;
@@ -287,9 +290,25 @@ static int64_t bf_scratch_n(const attn_saved *s, int th) {
     return up(n > dkv ? n : dkv, 32);
 }
 
+/* With p16: the fp32 rows of one query block (QB x S), after the bf16 scratch above. */
+static int64_t bf_pf_n(const attn_saved *s) { return s->p16 ? up(2 * qblock(s) * s->S, 32) : 0; }
+
+/* This thread's fp32 block rows (p16 only): the end of its scratch wk. */
+static gt_real *bf_pf(const attn_saved *s, uint16_t *wk) { return (gt_real *)(wk + bf_scratch_n(s, 1)); }
+
+/* Rows [i0, i1), columns [c0, c1) of head P16 (row stride S) widened into pf (rows from 0). */
+static void p16_rows(const uint16_t *P16, int64_t S, int64_t i0, int64_t i1, int64_t c0, int64_t c1, gt_real *pf) {
+    for (int64_t i = i0; i < i1; i++) {
+        const uint16_t *src = P16 + i * S;
+        gt_real *dst = pf + (i - i0) * S;
+#pragma omp simd
+        for (int64_t j = c0; j < c1; j++) dst[j] = gt_bf16_to_f32(src[j]);
+    }
+}
+
 /* The kv packs of every kv head, then th threads' scratch. */
 static uint16_t *bf_scratch(gt_ctx *ctx, const attn_saved *s, int th) {
-    size_t bytes = (size_t)(s->K * bf_kv_n(s) + bf_scratch_n(s, th) * th) * 2;
+    size_t bytes = (size_t)(s->K * bf_kv_n(s) + (bf_scratch_n(s, th) + bf_pf_n(s)) * th) * 2;
     uint16_t *p = aligned_alloc(64, bytes);
     if (!p) gt_fail(ctx, GT_ERR_NOMEM, "attention: out of memory for %zu bytes of bf16 operands", bytes);
     return p;
@@ -317,6 +336,8 @@ static void bf_pack_kv(const attn_saved *s, const gt_real *kd, const gt_real *vd
 /* head_forward's products in bf16; wk: this thread's scratch. */
 static void head_forward_bf16(const attn_saved *s, const gt_attn_cfg *cfg, const gt_tensor *q, int64_t b,
                               int64_t n, gt_real *pn, gt_real *out, const uint16_t *kv, uint16_t *wk, int gth) {
+    /* with p16 the block's fp32 rows live in the thread's scratch and leave rounded */
+    uint16_t *p16 = s->p16 ? s->p16 + (b * s->N + n) * s->T * s->S : NULL;
     const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K;
     const int64_t qs = N * H, os = N * Hv, QB = qblock(s);
     const int64_t S16 = up(S, 16), Sp = up(S, 32), Q32 = up(QB, 32);
@@ -331,14 +352,22 @@ static void head_forward_bf16(const attn_saved *s, const gt_attn_cfg *cfg, const
         int64_t i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
         block_range(s, b, i0, i1, &lo, &hi);
         int64_t mv = i1 - i0, Mp = up(mv, 16), l16 = lo / 16 * 16, l32 = lo / 32 * 32, kw = up(hi - l32, 32);
+        gt_real *blk = p16 ? bf_pf(s, wk) : pn + i0 * S; /* rows i0.. */
         gt_bf16_pack_a_pad(Q + i0 * qs, qs, mv, H, (float)s->scale, qa, Mp, H);
-        gt_bf16_gemm(kk, gth, Mp, up(hi - l16, 16), H, qa, H, kt + l16 * H, pn + i0 * S + l16, S, mv, hi - l16,
+        gt_bf16_gemm(kk, gth, Mp, up(hi - l16, 16), H, qa, H, kt + l16 * H, blk + l16, S, mv, hi - l16,
                      false, false);
         for (int64_t i = i0; i < i1; i++)
-            softmax_row(pn + i * S, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
+            softmax_row(blk + (i - i0) * S, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
                         seg ? seg[cfg->q_offset + i] : 0, s->softcap, lse ? lse + i : NULL);
+        if (p16)
+            for (int64_t i = i0; i < i1; i++) {
+                const gt_real *src = blk + (i - i0) * S;
+                uint16_t *dst = p16 + i * S;
+#pragma omp simd
+                for (int64_t j = 0; j < S; j++) dst[j] = gt_f32_to_bf16(src[j]);
+            }
         /* out^T [Hv, rows] = V^T P^T; P is exactly 0 outside each row's keys */
-        gt_bf16_pack_bt_pad(pn + i0 * S + l32, S, mv, S - l32 < kw ? S - l32 : kw, 1, pt, Mp, kw);
+        gt_bf16_pack_bt_pad(blk + l32, S, mv, S - l32 < kw ? S - l32 : kw, 1, pt, Mp, kw);
         gt_bf16_gemm(kk, gth, Hv, Mp, kw, vt + l32, Sp, pt, out + b * T * os + i0 * os + n * Hv, os, Hv, mv, true,
                      false);
     }
@@ -352,7 +381,8 @@ static void head_dq_bf16(const attn_bwd *w, int64_t n, gt_real *ds, uint16_t *wk
     const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, b = w->b;
     const int64_t qs = N * H, os = N * Hv, QB = qblock(s);
     const int64_t S16 = up(S, 16), Sp = up(S, 32), Q32 = up(QB, 32);
-    const gt_real *P = s->p + (b * N + n) * T * S, *dO = w->dout + b * T * os + n * Hv;
+    const gt_real *P = s->p ? s->p + (b * N + n) * T * S : NULL, *dO = w->dout + b * T * os + n * Hv;
+    const uint16_t *P16 = s->p16 ? s->p16 + (b * N + n) * T * S : NULL;
     const uint16_t *ka = vp + S16 * Hv;
     uint16_t *da = wk, *dt = da + Q32 * Hv;
     gt_bf16_kernel kk = gt_bf16_kernel_active();
@@ -364,8 +394,11 @@ static void head_dq_bf16(const attn_bwd *w, int64_t n, gt_real *ds, uint16_t *wk
         gt_bf16_pack_a_pad(dO + i0 * os, os, mv, Hv, 1, da, Mp, Hv);
         gt_bf16_gemm(kk, gth, Mp, up(hi - l16, 16), Hv, da, Hv, vp + l16 * Hv, ds + i0 * S + l16, S, mv, hi - l16,
                      false, false);
+        const gt_real *pr = P ? P + i0 * S : bf_pf(s, wk); /* rows i0.. */
+        if (P16) p16_rows(P16, S, i0, i1, lo, hi, bf_pf(s, wk));
         for (int64_t i = i0; i < i1; i++) {
-            dsoftmax_row(P + i * S, ds + i * S, lo, hi, s->softcap, s->lse ? s->lse[(b * N + n) * T + i] : 0);
+            dsoftmax_row(pr + (i - i0) * S, ds + i * S, lo, hi, s->softcap,
+                         s->lse ? s->lse[(b * N + n) * T + i] : 0);
             memset(ds + i * S + l32, 0, (size_t)(lo - l32) * sizeof(gt_real));
             memset(ds + i * S + hi, 0, (size_t)(ke - hi) * sizeof(gt_real));
         }
@@ -385,7 +418,8 @@ static void head_dkv_bf16(const attn_bwd *w, int64_t n, const gt_real *ds, int64
     const int64_t T = s->T, S = s->S, N = s->N, H = s->H, Hv = s->Hv, G = N / s->K, b = w->b;
     const int64_t qs = N * H, ks = s->K * H, vs = s->K * Hv, os = N * Hv, QB = qblock(s), kv = n / G;
     const int64_t S16 = up(S, 16), Q32 = up(QB, 32);
-    const gt_real *P = s->p + (b * N + n) * T * S, *dO = w->dout + b * T * os + n * Hv;
+    const gt_real *P = s->p ? s->p + (b * N + n) * T * S : NULL, *dO = w->dout + b * T * os + n * Hv;
+    const uint16_t *P16 = s->p16 ? s->p16 + (b * N + n) * T * S : NULL;
     uint16_t *at = wk, *bp = at + S16 * Q32;
     gt_bf16_kernel kk = gt_bf16_kernel_active();
     for (int64_t i0 = 0; i0 < T; i0 += QB) {
@@ -395,7 +429,9 @@ static void head_dkv_bf16(const attn_bwd *w, int64_t n, const gt_real *ds, int64
         int64_t v1 = c1 < Hv ? c1 : Hv, k1 = c1 < H ? c1 : H;
         if (mk <= 0) continue;
         if (do_dv && w->dv && c0 < v1) {
-            gt_bf16_pack_at_pad(P + i0 * S + l16, S, mk, mv, 1, at, Mk, Kq); /* A = P^T */
+            const gt_real *pr = P ? P + i0 * S : bf_pf(s, wk); /* rows i0.. */
+            if (P16) p16_rows(P16, S, i0, i1, l16, hi, bf_pf(s, wk));
+            gt_bf16_pack_at_pad(pr + l16, S, mk, mv, 1, at, Mk, Kq); /* A = P^T */
             gt_bf16_pack_b_pad(dO + i0 * os + c0, os, mv, v1 - c0, 1, bp, up(v1 - c0, 16), Kq);
             gt_bf16_gemm(kk, gth, Mk, up(v1 - c0, 16), Kq, at, Kq, bp, w->dv + b * S * vs + l16 * vs + kv * Hv + c0,
                          vs, mk, v1 - c0, false, true);
@@ -461,7 +497,7 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
 #ifndef GT_REAL_DOUBLE
     if (s->bf16 && gt_ok(ctx)) {
         w.bw = bf_scratch(ctx, s, th);
-        w.bwn = bf_scratch_n(s, th);
+        w.bwn = bf_scratch_n(s, th) + bf_pf_n(s);
         w.kvn = bf_kv_n(s);
         w.gth = th > 1 ? 1 : gt_threads();
     }
@@ -487,7 +523,8 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
     free(w.bw);
     /* the probabilities and the scratch are dead once this node has run */
     if (w.ds) gt_release(ctx, w.ds, ds_n * sizeof(gt_real));
-    gt_release(ctx, s->p, (size_t)(s->B * N * T * S > 0 ? s->B * N * T * S : 1) * sizeof(gt_real));
+    size_t pbytes = (size_t)(s->B * N * T * S > 0 ? s->B * N * T * S : 1) * (s->p16 ? 2 : sizeof(gt_real));
+    gt_release(ctx, s->p16 ? (void *)s->p16 : (void *)s->p, pbytes);
     if (s->lse) gt_release(ctx, s->lse, (size_t)(s->B * N * T + 1) * sizeof(gt_real));
     gt_release(ctx, s->rlo, (size_t)(2 * s->B * T + 1) * sizeof(int32_t));
 }
@@ -548,14 +585,15 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
     attn_saved *s = gt_alloc(ctx, sizeof *s);
     if (!out || !s) return NULL;
     *s = (attn_saved){B, T, S, N, K, H, Hv, cfg->window, cfg->q_offset, cfg->causal, false,
-                      (gt_real)cfg->scale, (gt_real)cfg->softcap, NULL, NULL, NULL, NULL};
+                      (gt_real)cfg->scale, (gt_real)cfg->softcap, NULL, NULL, NULL, NULL, NULL};
 #ifndef GT_REAL_DOUBLE
     s->bf16 = cfg->bf16 && gt_bf16_kernel_active() != GT_BF16K_OFF && H % 32 == 0 && Hv % 32 == 0;
 #endif
     /* Backward needs every batch's probabilities; inference reuses one batch's worth. */
     bool keep = out->requires_grad;
     int64_t pn = keep ? psize : N * T * S;
-    s->p = gt_alloc(ctx, (size_t)(pn ? pn : 1) * sizeof(gt_real));
+    if (keep && s->bf16 && s->softcap == 0) s->p16 = gt_alloc(ctx, (size_t)(pn ? pn : 1) * 2);
+    else s->p = gt_alloc(ctx, (size_t)(pn ? pn : 1) * sizeof(gt_real));
     if (keep && s->softcap > 0) s->lse = gt_alloc(ctx, (size_t)(B * N * T + 1) * sizeof(gt_real));
     s->rlo = gt_alloc(ctx, (size_t)(2 * B * T + 1) * sizeof(int32_t));
     if (!gt_ok(ctx)) return NULL;
@@ -571,10 +609,10 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
     (void)bwn;
 #ifndef GT_REAL_DOUBLE
     if (s->bf16 && !(bw = bf_scratch(ctx, s, th))) return NULL;
-    bwn = bf_scratch_n(s, th);
+    bwn = bf_scratch_n(s, th) + bf_pf_n(s);
 #endif
     for (int64_t b = 0; b < B; b++) {
-        gt_real *pb = s->p + (keep ? b * N * T * S : 0);
+        gt_real *pb = s->p ? s->p + (keep ? b * N * T * S : 0) : NULL;
 #ifndef GT_REAL_DOUBLE
         if (bw) bf_pack_kv(s, k->data, v->data, b, true, bw, th);
 #endif
@@ -582,7 +620,7 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
         for (int64_t n = 0; n < N; n++) {
 #ifndef GT_REAL_DOUBLE
             if (bw) {
-                head_forward_bf16(s, cfg, q, b, n, pb + n * T * S, out->data, bw,
+                head_forward_bf16(s, cfg, q, b, n, pb ? pb + n * T * S : NULL, out->data, bw,
                                   bw + K * bf_kv_n(s) + omp_get_thread_num() * bwn, th > 1 ? 1 : gt_threads());
                 continue;
             }

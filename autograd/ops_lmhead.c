@@ -33,6 +33,7 @@ typedef struct {
      * kernel's B panels (chunk rounded up to 16, x D) and one block of exp-logits as its A operand
      * (chunk rounded up to 16, x vblock); NULL otherwise */
     uint16_t *hb16, *zb16;
+    bool split;               /* compute_bf16 with V a multiple of 32: chunk_split_bf16 (no zbuf, zb16) */
 } lmhead_saved;
 
 /* Capped logits of active rows [r0, r0+c) into s->zbuf; gathers their h into s->hbuf (fp32
@@ -179,6 +180,116 @@ static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0,
 }
 
 #ifndef GT_REAL_DOUBLE
+/* The one pass on the bf16 kernel with the vocabulary split between the threads: each walks its
+ * own range in blocks of SPLIT_BLOCK rows with a running (max, sum, acc) of its own, calling the
+ * kernel and the packers single-threaded, and the threads merge as a log-sum-exp at the end (as
+ * chunk_direct does). A block's logits, exp terms and packed rows stay in the core's L2 from the
+ * logits product to the accumulation, and a block costs no OpenMP region (chunk_one_pass runs
+ * five per 2048-row block, each splitting the data differently between the cores). Needs V a
+ * multiple of 32; the results equal chunk_one_pass's up to the order of the sums. */
+#define SPLIT_BLOCK 256
+
+static int chunk_split_bf16(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int64_t c) {
+    const gt_bf16_mat *t16 = s->t16;
+    const int64_t D = s->D, V = s->V, cp = (c + 15) / 16 * 16, VB = SPLIT_BLOCK;
+    const gt_real inv_cap = s->softcap > 0 ? (gt_real)(1.0 / s->softcap) : 0, cap = (gt_real)s->softcap;
+    const gt_bf16_kernel kern = gt_bf16_kernel_active();
+    const bool want_dh = s->dh != NULL, widen = t16->fmt != GT_WFMT_BF16;
+    const int nt = omp_get_max_threads();
+    /* per thread (floats; every part a whole number of cache lines): max, label logit and its
+     * flag (cp each), acc (cp x D), logits (cp x VB), their bf16 A copy (cp x VB / 2), the block
+     * pair-packed (VB x D / 2) and a quantised block widened (VB x D / 2); sums in double (cp) */
+    const size_t per = (size_t)(3 * cp + (want_dh ? cp * D : 0) + cp * VB + cp * VB / 2 + VB * D / 2 +
+                                (widen ? VB * D / 2 : 0));
+    const size_t tb_bytes = (size_t)nt * per * sizeof(float), ts_bytes = (size_t)(nt * cp) * sizeof(double);
+    float *tb = gt_alloc(ctx, tb_bytes);
+    double *tsum = gt_alloc(ctx, ts_bytes);
+    if (!tb || !tsum) return -1;
+    memset(tsum, 0, ts_bytes);
+    for (int64_t i = 0; i < c; i++)
+        memcpy(s->hbuf + i * D, hidden->data + s->rows[r0 + i] * D, (size_t)D * sizeof(gt_real));
+    gt_bf16_pack_bt(nt, s->hbuf, c, D, D, s->hb16);
+    int used = 1;
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        if (t == 0) used = n;
+        float *m = tb + (size_t)t * per, *zy = m + cp, *has_y = zy + cp, *acc = has_y + cp;
+        float *z = acc + (want_dh ? cp * D : 0);
+        uint16_t *zb = (uint16_t *)(z + cp * VB), *eb = zb + cp * VB, *wide = eb + VB * D;
+        double *sum = tsum + (size_t)t * (size_t)cp;
+        for (int64_t i = 0; i < cp; i++) m[i] = -INFINITY, zy[i] = 0, has_y[i] = 0;
+        if (want_dh) memset(acc, 0, (size_t)(cp * D) * sizeof(float));
+        const int64_t units = V / 32, lo = units * t / n * 32, hi = units * (t + 1) / n * 32;
+        for (int64_t v0 = lo; v0 < hi; v0 += VB) {
+            const int64_t nv = hi - v0 < VB ? hi - v0 : VB;
+            const uint16_t *e16 = t16->data + v0 * D;
+            if (widen) {
+                gt_frozen_rows_bf16(t16, v0, nv, wide);
+                e16 = wide;
+            }
+            gt_bf16_gemm(kern, 1, nv, cp, D, e16, D, s->hb16, z, nv, nv, c, true, false);
+            for (int64_t i = 0; i < c; i++) {
+                float *zi = z + i * nv;
+                if (cap > 0)
+                    for (int64_t j = 0; j < nv; j++) zi[j] = cap * tanh(zi[j] * inv_cap);
+                int64_t y = s->labels[r0 + i];
+                if (y >= v0 && y < v0 + nv) zy[i] = zi[y - v0], has_y[i] = 1;
+                float bm = gt_row_max(zi, nv);
+                if (bm > m[i]) { /* rescale what was summed under the smaller max */
+                    if (m[i] != -INFINITY) {
+                        float f = gt_exp_inline(m[i] - bm);
+                        sum[i] *= f;
+                        if (want_dh)
+                            for (int64_t k = 0; k < D; k++) acc[i * D + k] *= f;
+                    }
+                    m[i] = bm;
+                }
+                if (want_dh) sum[i] += gt_row_exp_sum_grad(zi, nv, m[i], inv_cap);
+                else sum[i] += gt_row_sum_exp(zi, nv, m[i]);
+            }
+            if (!want_dh) continue;
+            gt_bf16_pack_a(1, z, c, nv, nv, zb);
+            gt_bf16_pack_b16(1, e16, nv, D, D, eb);
+            gt_bf16_gemm(kern, 1, cp, D, nv, zb, nv, eb, acc, D, c, D, false, true);
+        }
+    }
+    for (int64_t i = 0; i < c; i++) { /* merge the threads' partial softmaxes */
+        float M = -INFINITY, zyi = 0;
+        for (int t = 0; t < used; t++) {
+            const float *m = tb + (size_t)t * per, *zy = m + cp, *has_y = zy + cp;
+            if (m[i] > M) M = m[i];
+            if (has_y[i] != 0) zyi = zy[i];
+        }
+        double S = 0;
+        for (int t = 0; t < used; t++) {
+            const float *m = tb + (size_t)t * per;
+            if (m[i] != -INFINITY) S += tsum[(size_t)t * (size_t)cp + (size_t)i] * exp((double)m[i] - (double)M);
+        }
+        s->rmax[r0 + i] = M;
+        s->inv_sum[r0 + i] = 1.0 / S;
+        s->ce[r0 + i] = (double)M + log(S) - (double)zyi;
+        if (!want_dh) continue;
+        float *dh = s->dh + (r0 + i) * D;
+        const float w = s->w[r0 + i], ty = zyi * inv_cap, cy = 1 - ty * ty;
+        const int64_t y = s->labels[r0 + i];
+        for (int64_t k = 0; k < D; k++) dh[k] = 0;
+        for (int t = 0; t < used; t++) {
+            const float *m = tb + (size_t)t * per, *acc = m + 3 * cp;
+            if (m[i] == -INFINITY) continue;
+            float f = (float)(exp((double)m[i] - (double)M) / S);
+            for (int64_t k = 0; k < D; k++) dh[k] += f * acc[i * D + k];
+        }
+        /* the label row as the products saw it (a quantised table's widened to bf16) */
+        uint16_t *ey16 = (uint16_t *)t16->stage;
+        gt_frozen_rows_bf16(t16, y, 1, ey16);
+        for (int64_t k = 0; k < D; k++) dh[k] = w * (dh[k] - cy * gt_bf16_to_f32(ey16[k]));
+    }
+    gt_release(ctx, tsum, ts_bytes);
+    gt_release(ctx, tb, tb_bytes);
+    return 0;
+}
+
 /* The one pass without BLAS, for few rows (c <= DIRECT_MAX_ROWS; D a multiple of 64; no
  * soft-cap): OpenBLAS packs the whole table for both GEMMs of every chunk, which for tens of rows
  * costs more than the multiplications. Here each thread walks its own range of the vocabulary in
@@ -470,6 +581,10 @@ static int forward_chunks(gt_ctx *ctx, lmhead_saved *s, gt_tensor *hidden) {
                 if (chunk_direct(ctx, s, hidden, r0, c)) return -1;
                 continue;
             }
+            if (s->split) {
+                if (chunk_split_bf16(ctx, s, hidden, r0, c)) return -1;
+                continue;
+            }
 #endif
             chunk_one_pass(s, hidden, r0, c);
             continue;
@@ -539,28 +654,30 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
         s->chunk = c < m1 ? c : m1;
     } else
         s->chunk = chunk_rows < m1 ? chunk_rows : m1;
-    /* one pass: hbuf also keeps each row's label logit; zbuf is one vocabulary block wide */
-    int64_t zcols = s->vblock ? s->vblock : V, hcols = s->vblock ? D + 1 : D;
-    s->hbuf = gt_alloc(ctx, (size_t)(s->chunk * hcols) * sizeof(gt_real));
-    s->zbuf = gt_alloc(ctx, (size_t)(s->chunk * zcols) * sizeof(gt_real));
-    if (!gt_ok(ctx)) return NULL;
-    if (out->requires_grad && hidden->requires_grad) {
-        s->dh = gt_alloc(ctx, (size_t)(s->m ? s->m * D : 1) * sizeof(gt_real));
-        if (!s->dh) return NULL;
-    }
     /* bf16 arithmetic for a bf16 table marked compute_bf16 (see gt_bf16_mat) in the one pass */
 #ifndef GT_REAL_DOUBLE
     /* the staging buffer (vblock x D reals) holds a block's pair-packed bf16 copy, and for a
      * quantised table its widened rows too */
     bool lm_bf16 = s->vblock && t16 && t16->compute_bf16 && D % 32 == 0 && s->vblock % 32 == 0 &&
                    s->vblock * D <= t16->stage_n && gt_bf16_kernel_active() != GT_BF16K_OFF;
+    /* GT_LMHEAD_SHARED=1: the older pass whose blocks are split between the threads (comparison) */
+    s->split = lm_bf16 && V % 32 == 0 && !getenv("GT_LMHEAD_SHARED");
 #else
     const bool lm_bf16 = false;
 #endif
+    /* one pass: hbuf also keeps each row's label logit; zbuf is one vocabulary block wide */
+    int64_t zcols = s->vblock ? s->vblock : V, hcols = s->vblock ? D + 1 : D;
+    s->hbuf = gt_alloc(ctx, (size_t)(s->chunk * hcols) * sizeof(gt_real));
+    if (!s->split) s->zbuf = gt_alloc(ctx, (size_t)(s->chunk * zcols) * sizeof(gt_real));
+    if (!gt_ok(ctx)) return NULL;
+    if (out->requires_grad && hidden->requires_grad) {
+        s->dh = gt_alloc(ctx, (size_t)(s->m ? s->m * D : 1) * sizeof(gt_real));
+        if (!s->dh) return NULL;
+    }
     if (lm_bf16) {
         int64_t cp = (s->chunk + 15) / 16 * 16;
         s->hb16 = gt_alloc(ctx, (size_t)(cp * D) * 2);
-        s->zb16 = gt_alloc(ctx, (size_t)(cp * s->vblock) * 2);
+        if (!s->split) s->zb16 = gt_alloc(ctx, (size_t)(cp * s->vblock) * 2);
         if (!gt_ok(ctx)) return NULL;
     }
     if (forward_chunks(ctx, s, hidden)) return NULL;
@@ -571,7 +688,7 @@ static gt_tensor *lm_head(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, cons
     }
     out->data[0] = (gt_real)total;
     if (!table_grad) { /* backward needs no logits again */
-        gt_release(ctx, s->zbuf, (size_t)(s->chunk * zcols) * sizeof(gt_real));
+        if (s->zbuf) gt_release(ctx, s->zbuf, (size_t)(s->chunk * zcols) * sizeof(gt_real));
         gt_release(ctx, s->hbuf, (size_t)(s->chunk * hcols) * sizeof(gt_real));
         s->zbuf = s->hbuf = NULL;
     }

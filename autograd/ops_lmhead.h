@@ -28,7 +28,9 @@ gt_tensor *gt_lm_head_loss(gt_ctx *ctx, gt_tensor *hidden, gt_tensor *table, dou
  * fp32 op on the same values to rounding. With table->compute_bf16 and a bf16 kernel active
  * (bf16_gemm.h) both GEMMs of the pass run on it instead (hidden rows and the softmax terms
  * rounded to bf16, fp32 accumulation; blocks of a multiple of 32 rows, a short last block in
- * fp32), the few-rows kernel is not used; logits then move by up to 2^-8 sum_k |h_k e_k|. */
+ * fp32), the few-rows kernel is not used; logits then move by up to 2^-8 sum_k |h_k e_k|. With V
+ * a multiple of 32 the vocabulary is then split between the threads (blocks of 256 rows each,
+ * partial softmaxes merged as a log-sum-exp), so the sums' order depends on the thread count. */
 gt_tensor *gt_lm_head_loss_bf16(gt_ctx *ctx, gt_tensor *hidden, const gt_bf16_mat *table,
                                 double softcap, const int32_t *labels, const gt_real *weights,
                                 int64_t chunk_rows, double *weight_sum, gt_real *row_ce);

@@ -31,6 +31,16 @@ void gt_row_exp_grad(gt_real *z, int64_t v, gt_real m, gt_real c, gt_real inv_ca
     }
 }
 
+double gt_row_exp_sum_grad(gt_real *z, int64_t v, gt_real m, gt_real inv_cap) {
+    double s = 0;
+    for (int64_t j = 0; j < v; j++) {
+        gt_real t = z[j] * inv_cap, e = exp(z[j] - m);
+        s += e;
+        z[j] = e * (1 - t * t);
+    }
+    return s;
+}
+
 #else
 /* fp32: the rows are 262144 logits long and libm's scalar expf costs several ns each, more
  * than the memory traffic; so exp is evaluated 16 lanes at a time with GCC vector extensions
@@ -126,5 +136,23 @@ void gt_row_exp_grad(float *z, int64_t v, float m, float c, float inv_cap) {
         float t = z[j] * inv_cap;
         z[j] = c * expf(z[j] - m) * (1.0f - t * t);
     }
+}
+double gt_row_exp_sum_grad(float *z, int64_t v, float m, float inv_cap) {
+    vd acc = {0};
+    int64_t j = 0;
+    for (; j + VL <= v; j += VL) {
+        vf x = vload(z + j), t = x * inv_cap, e = vexp(x - m);
+        acc += __builtin_convertvector(e, vd);
+        vf d = e * (1.0f - t * t);
+        memcpy(z + j, &d, sizeof d);
+    }
+    double s = 0;
+    for (int l = 0; l < VL; l++) s += acc[l];
+    for (; j < v; j++) {
+        float t = z[j] * inv_cap, e = expf(z[j] - m);
+        s += e;
+        z[j] = e * (1.0f - t * t);
+    }
+    return s;
 }
 #endif
