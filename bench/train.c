@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
         return fprintf(stderr, "usage: %s [seq] [reps] [frozen_dtype] [preset] [batch] [chunk_rows]\n",
                        argv[0]), 2;
     int fdt = gt_frozen_dtype_from_name(frozen);
-    if (fdt < 0) return fprintf(stderr, "frozen_dtype %s: want fp32 or bf16\n", frozen), 2;
+    if (fdt < 0) return fprintf(stderr, "frozen_dtype %s: want fp32, bf16, q8_0 or q4_k\n", frozen), 2;
     char err[1024];
     gt_gemma_config cfg;
     if (gt_gemma_preset(preset, &cfg, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
@@ -176,10 +176,10 @@ int main(int argc, char **argv) {
     double rss0 = proc_mb("VmRSS");
 
     gt_gemma *m;
-    if (gt_gemma_create(&cfg, false, &m, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
-    gt_gemma_init_random(m, 1, 0.02);
-    if (gt_gemma_set_frozen_dtype(m, (gt_frozen_dtype)fdt, err, sizeof err))
+    /* built straight in its storage type, as the trainer does (a 12B never exists as fp32) */
+    if (gt_gemma_create_frozen(&cfg, (gt_frozen_dtype)fdt, &m, err, sizeof err))
         return fprintf(stderr, "%s\n", err), 1;
+    gt_gemma_init_random(m, 1, 0.02);
     if (strcmp(compute, "float32") && strcmp(compute, "bfloat16"))
         return fprintf(stderr, "compute=%s: want float32 or bfloat16\n", compute), 2;
     bool cbf16 = !strcmp(compute, "bfloat16");
