@@ -7,7 +7,8 @@
  *   after a resume, logging.metrics holds every step once (the steps an earlier invocation
  *   logged after its last checkpoint are dropped, not repeated);
  *   a resume with a config change that alters the run (learning rate, steps, ...) is refused
- *   naming every such key, unless checkpoint.allow_changes lists them; reporting changes pass. */
+ *   naming every such key, unless checkpoint.allow_changes lists them; reporting changes pass;
+ *   resume: latest skips a corrupted newest checkpoint for the one before (setting it aside). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,6 +197,54 @@ START_TEST(resume_refuses_changes_that_alter_the_run) {
 }
 END_TEST
 
+/* Flips one byte in the middle of path. */
+static void corrupt(const char *path) {
+    FILE *f = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, n / 2, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, n / 2, SEEK_SET);
+    fputc(c ^ 0x5a, f);
+    fclose(f);
+}
+
+/* checkpoint.resume: latest with a corrupted newest checkpoint: the one before is used, the bad
+ * one set aside (so pruning cannot keep it instead of a good one); with every checkpoint bad the
+ * newest one's error, and nothing renamed. */
+START_TEST(resume_falls_back_past_a_corrupted_checkpoint) {
+    char base[1024], args[1200], p4[256], p2[256], aside[300];
+    snprintf(base, sizeof base, "train configs/tiny.yaml data.eval= train.steps=6 schedule.warmup_steps=0 "
+             "checkpoint.dir=%s/ck checkpoint.every_steps=2 checkpoint.keep=2", dir);
+    snprintf(args, sizeof args, "%s train.stop_after_steps=4", base);
+    ck_assert_msg(gt("", args) == 0, "%s", tail_out());
+    snprintf(p4, sizeof p4, "%s/ck/ckpt-00000004.h5", dir);
+    snprintf(p2, sizeof p2, "%s/ck/ckpt-00000002.h5", dir);
+    snprintf(aside, sizeof aside, "%s.corrupt", p4);
+    corrupt(p4);
+    corrupt(p2);
+    snprintf(args, sizeof args, "%s checkpoint.resume=latest", base);
+    ck_assert_int_eq(gt("", args), 1);
+    ck_assert_msg(strstr(out, "gemmatrain train: ") && strstr(out, p4) && strstr(out, "checksum does not match"),
+                  "%s", tail_out());
+    struct stat sb;
+    ck_assert(stat(p4, &sb) == 0 && stat(aside, &sb) != 0);
+    /* the older one good again: resumed from it */
+    snprintf(args, sizeof args, "%s train.stop_after_steps=2 checkpoint.resume=none output.overwrite=true", base);
+    ck_assert_msg(gt("", args) == 0, "%s", tail_out());
+    snprintf(args, sizeof args, "%s checkpoint.resume=latest", base);
+    ck_assert_msg(gt("", args) == 0 && strstr(out, "does not match its contents); trying the one before") &&
+                  strstr(out, "at step 2") && strstr(out, "set aside as") && strstr(out, "step 6/6"),
+                  "%s", tail_out());
+    ck_assert(stat(aside, &sb) == 0);
+    /* the run went on past step 4: a good ckpt-4 and ckpt-6 are the newest now */
+    ck_assert(stat(p4, &sb) == 0);
+    snprintf(args, sizeof args, "%s checkpoint.resume=latest train.steps=6", base);
+    ck_assert_msg(gt("", args) == 0 && strstr(out, "at step 6") && !strstr(out, "trying"), "%s", tail_out());
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("outputs");
     TCase *tc = tcase_create("outputs");
@@ -207,6 +256,7 @@ int main(void) {
     tcase_add_test(tc, convert_and_export_refuse_an_existing_target);
     tcase_add_test(tc, metrics_after_a_resume_do_not_repeat_steps);
     tcase_add_test(tc, resume_refuses_changes_that_alter_the_run);
+    tcase_add_test(tc, resume_falls_back_past_a_corrupted_checkpoint);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -688,6 +688,10 @@ static int list_steps(const char *dir, int64_t **steps, int *count, bool remove_
     return 0;
 }
 
+int gt_ckpt_list(const char *dir, int64_t **steps, int *count, char *err, size_t errn) {
+    return list_steps(dir, steps, count, false, err, errn);
+}
+
 int gt_ckpt_latest(const char *dir, char *out, size_t n, int64_t *step, char *err, size_t errn) {
     int64_t *steps;
     int count;

@@ -80,6 +80,9 @@ int gt_ckpt_read_config(const char *path, char **config_yaml, char *err, size_t 
 
 /* DIR/ckpt-STEP.h5 (STEP zero-padded to 8 digits). */
 void gt_ckpt_path(const char *dir, int64_t step, char *out, size_t n);
+/* The steps of dir's complete checkpoints, ascending (*steps malloc'ed, NULL when none; the caller
+ * frees it): 0, or -1 when dir cannot be read. */
+int gt_ckpt_list(const char *dir, int64_t **steps, int *count, char *err, size_t errn);
 /* The newest complete checkpoint in dir: 0 (filling out and step), 1 when there is none, -1 on error. */
 int gt_ckpt_latest(const char *dir, char *out, size_t n, int64_t *step, char *err, size_t errn);
 /* Keep the newest `keep` checkpoints in dir, remove the older ones and stale temporary files. */

@@ -236,7 +236,7 @@ static const row schema[] = {
         "save every N steps; 0: at the end only"),
     INT("checkpoint.keep", checkpoint.keep, "3", "[1, 1000]", "checkpoints kept (oldest removed)"),
     WORD("checkpoint.resume", checkpoint.resume, checkpoint.resume_path, "none", gt_cfg_resume_names,
-         "none, latest (in checkpoint.dir) or a checkpoint path"),
+         "none, latest (the newest in checkpoint.dir that loads) or a checkpoint path"),
     LIST("checkpoint.allow_changes", checkpoint.allow_changes, checkpoint.n_allow_changes, "[]", NULL,
          "keys a resume may change from the checkpoint's config (e.g. [train.steps]); any other change "
          "that alters the run is refused"),

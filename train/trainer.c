@@ -224,17 +224,54 @@ static int check_resume_config(const gt_config *c, const char *yaml, const char 
     return 0;
 }
 
+/* checkpoint.resume: latest. Loads the newest checkpoint of checkpoint.dir that loads; one that
+ * does not (corrupted, truncated) is skipped with a warning, and once an older one has loaded the
+ * newer failures are set aside as NAME.corrupt (by rank 0), so that pruning never keeps them in
+ * place of good ones. A failure of every checkpoint (a model or adapter that no longer matches) is
+ * the newest one's error, and nothing is renamed. 0 (path filled), 1: none yet, -1: error. */
+static int load_latest(run *r, char *path, size_t pathn, gt_ckpt_state *st, char **yaml, char *err, size_t errn) {
+    const gt_config *c = r->c;
+    gt_job *j = &r->j;
+    bool lead = j->dist->rank == 0;
+    int64_t *steps;
+    int count, at = -1;
+    if (gt_ckpt_list(c->checkpoint.dir, &steps, &count, err, errn)) return -1;
+    if (!count) return 1;
+    char first[1024] = "";
+    for (int i = count - 1; i >= 0 && at < 0; i--) {
+        gt_ckpt_path(c->checkpoint.dir, steps[i], path, pathn);
+        char e[1024];
+        if (!gt_ckpt_load(path, &r->rs.cm, j->slices, j->n_slices, &r->opt, st, yaml, e, sizeof e)) {
+            at = i;
+            break;
+        }
+        if (!first[0]) snprintf(first, sizeof first, "%s", e);
+        if (lead) fprintf(stderr, "checkpoint.resume: %s%s\n", e, i ? "; trying the one before" : "");
+    }
+    for (int i = at + 1; at >= 0 && lead && i < count; i++) {
+        char bad[GT_CFG_STR + 32], aside[GT_CFG_STR + 48];
+        gt_ckpt_path(c->checkpoint.dir, steps[i], bad, sizeof bad);
+        snprintf(aside, sizeof aside, "%s.corrupt", bad);
+        if (rename(bad, aside) == 0) fprintf(stderr, "checkpoint.resume: set aside as %s\n", aside);
+        else fprintf(stderr, "checkpoint.resume: could not set %s aside: %s\n", bad, strerror(errno));
+    }
+    free(steps);
+    if (at < 0) return snprintf(err, errn, "%s", first), -1;
+    return 0;
+}
+
 /* checkpoint.resume: none, latest, or a path. Returns the step to continue from (0: fresh). */
 static int64_t resume(run *r, char *err, size_t errn) {
     const gt_config *c = r->c;
     gt_job *j = &r->j;
     run_state *rs = &r->rs;
     char path[GT_CFG_STR + 32];
+    gt_ckpt_state st;
+    char *yaml = NULL;
     switch (c->checkpoint.resume) {
     case GT_RESUME_NONE: return 0;
     case GT_RESUME_LATEST: {
-        int64_t step;
-        int rc = gt_ckpt_latest(c->checkpoint.dir, path, sizeof path, &step, err, errn);
+        int rc = load_latest(r, path, sizeof path, &st, &yaml, err, errn);
         if (rc < 0) return -1;
         if (rc == 1) {
             if (j->dist->rank == 0)
@@ -243,11 +280,11 @@ static int64_t resume(run *r, char *err, size_t errn) {
         }
         break;
     }
-    case GT_RESUME_PATH: snprintf(path, sizeof path, "%s", c->checkpoint.resume_path); break;
+    case GT_RESUME_PATH:
+        snprintf(path, sizeof path, "%s", c->checkpoint.resume_path);
+        if (gt_ckpt_load(path, &rs->cm, j->slices, j->n_slices, &r->opt, &st, &yaml, err, errn)) return -1;
+        break;
     }
-    gt_ckpt_state st;
-    char *yaml = NULL;
-    if (gt_ckpt_load(path, &rs->cm, j->slices, j->n_slices, &r->opt, &st, &yaml, err, errn)) return -1;
     if (yaml && check_resume_config(c, yaml, path, j->dist->rank == 0, err, errn)) {
         free(yaml);
         return -1;
