@@ -180,6 +180,42 @@ static void chunk_one_pass(lmhead_saved *s, const gt_tensor *hidden, int64_t r0,
 }
 
 #ifndef GT_REAL_DOUBLE
+/* Merges the threads' partial softmaxes of rows [r0, r0 + c) as a log-sum-exp. Thread t's part
+ * is at tb + t per: running max, label logit and its flag (cp each), then its accumulator
+ * acc = sum_v exp(z_v - max) cap'_v E_v (cp x D) when s->dh; its running sums at tsum + t cp.
+ * Fills rmax, inv_sum and ce, and dh with sum_t exp(max_t - M) / S acc_t: the caller subtracts
+ * the label's term. The merged label logit replaces thread 0's (tb[cp + i]). */
+static void merge_partials(lmhead_saved *s, int64_t r0, int64_t c, float *tb, size_t per, const double *tsum,
+                           int64_t cp, int used) {
+    const int64_t D = s->D;
+    for (int64_t i = 0; i < c; i++) {
+        float M = -INFINITY, zyi = 0;
+        for (int t = 0; t < used; t++) {
+            const float *m = tb + (size_t)t * per, *zy = m + cp, *has_y = zy + cp;
+            if (m[i] > M) M = m[i];
+            if (has_y[i] != 0) zyi = zy[i];
+        }
+        double S = 0;
+        for (int t = 0; t < used; t++) {
+            const float *m = tb + (size_t)t * per;
+            if (m[i] != -INFINITY) S += tsum[(size_t)t * (size_t)cp + (size_t)i] * exp((double)m[i] - (double)M);
+        }
+        s->rmax[r0 + i] = M;
+        s->inv_sum[r0 + i] = 1.0 / S;
+        s->ce[r0 + i] = (double)M + log(S) - (double)zyi;
+        tb[cp + i] = zyi;
+        if (!s->dh) continue;
+        float *dh = s->dh + (r0 + i) * D;
+        for (int64_t k = 0; k < D; k++) dh[k] = 0;
+        for (int t = 0; t < used; t++) {
+            const float *m = tb + (size_t)t * per, *acc = m + 3 * cp;
+            if (m[i] == -INFINITY) continue;
+            float f = (float)(exp((double)m[i] - (double)M) / S);
+            for (int64_t k = 0; k < D; k++) dh[k] += f * acc[i * D + k];
+        }
+    }
+}
+
 /* The one pass on the bf16 kernel with the vocabulary split between the threads: each walks its
  * own range in blocks of SPLIT_BLOCK rows with a running (max, sum, acc) of its own, calling the
  * kernel and the packers single-threaded, and the threads merge as a log-sum-exp at the end (as
@@ -254,35 +290,13 @@ static int chunk_split_bf16(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidde
             gt_bf16_gemm(kern, 1, cp, D, nv, zb, nv, eb, acc, D, c, D, false, true);
         }
     }
-    for (int64_t i = 0; i < c; i++) { /* merge the threads' partial softmaxes */
-        float M = -INFINITY, zyi = 0;
-        for (int t = 0; t < used; t++) {
-            const float *m = tb + (size_t)t * per, *zy = m + cp, *has_y = zy + cp;
-            if (m[i] > M) M = m[i];
-            if (has_y[i] != 0) zyi = zy[i];
-        }
-        double S = 0;
-        for (int t = 0; t < used; t++) {
-            const float *m = tb + (size_t)t * per;
-            if (m[i] != -INFINITY) S += tsum[(size_t)t * (size_t)cp + (size_t)i] * exp((double)m[i] - (double)M);
-        }
-        s->rmax[r0 + i] = M;
-        s->inv_sum[r0 + i] = 1.0 / S;
-        s->ce[r0 + i] = (double)M + log(S) - (double)zyi;
-        if (!want_dh) continue;
+    merge_partials(s, r0, c, tb, per, tsum, cp, used);
+    for (int64_t i = 0; want_dh && i < c; i++) {
         float *dh = s->dh + (r0 + i) * D;
-        const float w = s->w[r0 + i], ty = zyi * inv_cap, cy = 1 - ty * ty;
-        const int64_t y = s->labels[r0 + i];
-        for (int64_t k = 0; k < D; k++) dh[k] = 0;
-        for (int t = 0; t < used; t++) {
-            const float *m = tb + (size_t)t * per, *acc = m + 3 * cp;
-            if (m[i] == -INFINITY) continue;
-            float f = (float)(exp((double)m[i] - (double)M) / S);
-            for (int64_t k = 0; k < D; k++) dh[k] += f * acc[i * D + k];
-        }
+        const float w = s->w[r0 + i], ty = tb[cp + i] * inv_cap, cy = 1 - ty * ty;
         /* the label row as the products saw it (a quantised table's widened to bf16) */
         uint16_t *ey16 = (uint16_t *)t16->stage;
-        gt_frozen_rows_bf16(t16, y, 1, ey16);
+        gt_frozen_rows_bf16(t16, s->labels[r0 + i], 1, ey16);
         for (int64_t k = 0; k < D; k++) dh[k] = w * (dh[k] - cy * gt_bf16_to_f32(ey16[k]));
     }
     gt_release(ctx, tsum, ts_bytes);
@@ -481,32 +495,11 @@ static int chunk_direct(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidden, i
             if (want_dh) direct_accumulate(zt, nv, cp, blk, D, acc);
         }
     }
-    for (int64_t i = 0; i < c; i++) { /* merge the threads' partial softmaxes */
-        float M = -INFINITY, zyi = 0;
-        for (int t = 0; t < used; t++) {
-            const float *m = tb + (size_t)t * per, *zy = m + cp, *has_y = zy + cp;
-            if (m[i] > M) M = m[i];
-            if (has_y[i] != 0) zyi = zy[i];
-        }
-        double S = 0;
-        for (int t = 0; t < used; t++) {
-            const float *m = tb + (size_t)t * per;
-            if (m[i] != -INFINITY) S += tsum[(size_t)t * (size_t)cp + (size_t)i] * exp((double)m[i] - (double)M);
-        }
-        s->rmax[r0 + i] = M;
-        s->inv_sum[r0 + i] = 1.0 / S;
-        s->ce[r0 + i] = (double)M + log(S) - (double)zyi;
-        if (!want_dh) continue;
+    merge_partials(s, r0, c, tb, per, tsum, cp, used);
+    for (int64_t i = 0; want_dh && i < c; i++) {
         float *dh = s->dh + (r0 + i) * D;
         const float w = s->w[r0 + i];
         const int64_t y = s->labels[r0 + i];
-        for (int64_t k = 0; k < D; k++) dh[k] = 0;
-        for (int t = 0; t < used; t++) {
-            const float *m = tb + (size_t)t * per, *acc = m + 3 * cp;
-            if (m[i] == -INFINITY) continue;
-            float f = (float)(exp((double)m[i] - (double)M) / S);
-            for (int64_t k = 0; k < D; k++) dh[k] += f * acc[i * D + k];
-        }
         const float *ey = E ? E + y * D : t16->stage; /* staging: unused by this path */
         if (!E) gt_frozen_rows(t16, y, 1, t16->stage);
         for (int64_t k = 0; k < D; k++) dh[k] = w * (dh[k] - ey[k]);
