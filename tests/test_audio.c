@@ -12,6 +12,7 @@
 #include "data/audio.h"
 #include "data/dataset.h"
 #include "models/io/h5io.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/audio/"
 
@@ -185,9 +186,5 @@ int main(void) {
     tcase_add_test(tc, prompt_expansion);
     tcase_add_test(tc, jsonl_audio_paths);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? 1 : 0;
+    return gt_test_suite_main(s);
 }

@@ -14,6 +14,7 @@
 #include "models/io/h5io.h"
 #include "models/io/hf_audio.h"
 #include "tests/h5fixture.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/audio_encoder.h5"
 
@@ -168,9 +169,5 @@ int main(void) {
     tcase_add_test(tc, preset_param_counts);
     tcase_add_test(tc, hf_checkpoint_matches_transformers);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "tests/gradcheck.h"
+#include "tests/check_main.h"
 
 static unsigned rng = 41;
 
@@ -159,9 +160,5 @@ int main(void) {
     tcase_add_test(tc, dwconv1d_causal);
     tcase_add_test(tc, local_attention);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -11,6 +11,7 @@
 #include "models/gemma_fields.h"
 #include "train/config.h"
 #include "train/job.h"
+#include "tests/check_main.h"
 
 static char err[1024];
 
@@ -195,9 +196,5 @@ int main(void) {
     tcase_add_test(tc, tiny_gemma4_example_trains);
     tcase_add_test(tc, readme_lists_every_field);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return gt_test_suite_main(s);
 }

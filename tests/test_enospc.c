@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "tests/check_main.h"
 
 static char dir[128], g_out[1 << 17];
 
@@ -188,9 +189,5 @@ int main(void) {
     tcase_add_test(tc, train_on_a_filling_disk);
     tcase_add_test(tc, eval_and_export_on_a_filling_disk);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return gt_test_suite_main(s);
 }

@@ -32,6 +32,7 @@
 #include "models/io/safetensors.h"
 #include "train/checkpoint.h"
 #include "util/fsutil.h"
+#include "tests/check_main.h"
 
 static char dir[128];
 
@@ -533,9 +534,5 @@ int main(void) {
     tcase_add_test(tc, a_second_signal_exits_at_once);
     tcase_add_test(tc, sigterm_to_mpirun_stops_every_rank_at_one_step);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -7,6 +7,7 @@
 
 #include "models/gemma.h"
 #include "train/config.h"
+#include "tests/check_main.h"
 
 static uint32_t bits(float f) {
     union { float f; uint32_t u; } v = {f};
@@ -279,9 +280,5 @@ int main(void) {
     tcase_add_test(tc, gemma_lora_step_on_bf16_equals_fp32_on_rounded_weights);
     tcase_add_test(tc, config_key_is_for_lora_only);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

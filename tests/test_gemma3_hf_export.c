@@ -16,6 +16,7 @@
 #include "models/io/safetensors.h"
 #include "models/io/vision_hf.h"
 #include "models/vision.h"
+#include "tests/check_main.h"
 
 #define SRC "tests/fixtures/hf/gemma3_mm"
 #define REF "tests/fixtures/hf/gemma3_mm_images_ref.h5"
@@ -212,9 +213,5 @@ int main(void) {
     tcase_add_test(tc, transformers_reads_our_export);
     tcase_add_test(tc, hf_export_refuses_mismatched_encoder);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -19,6 +19,7 @@
 #include "models/io/vision_hf.h"
 #include "models/io/vision_keras.h"
 #include "models/vision.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/gemma3_mm.h5"
 
@@ -586,9 +587,5 @@ int main(void) {
     tcase_add_test(tc, generate_image_errors);
     tcase_add_test(tc, score_with_images);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

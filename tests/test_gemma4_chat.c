@@ -10,6 +10,7 @@
 #include "data/dataset.h"
 #include "data/preprocess.h"
 #include "models/io/h5io.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/gemma4_chat/"
 #define SPM "tests/fixtures/spm/gemma4_chat_vocab.spm"
@@ -136,9 +137,5 @@ int main(void) {
     tcase_add_test(tc, missing_markers_named);
     tcase_add_test(tc, system_is_its_own_turn);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return gt_test_suite_main(s);
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "tests/cli_run.h"
+#include "tests/check_main.h"
 
 /* configs/tiny.yaml for data and training defaults, its custom model switched off */
 #define BASE                                                                                        \
@@ -67,9 +68,5 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, lora_and_full_finetune_round_trip);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -23,6 +23,7 @@
 #include "models/io/towers4_keras.h"
 #include "tests/cli_run.h"
 #include "tests/score_json.h"
+#include "tests/check_main.h"
 
 #define TOWERS "tests/fixtures/presets/gemma4_towers"
 #define IMAGE "tests/fixtures/images/rgb_45x33.jpg"
@@ -393,9 +394,5 @@ int main(void) {
     tcase_add_test(tc, two_clips_match_the_direct_path);
     tcase_add_test(tc, bad_media_are_refused);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

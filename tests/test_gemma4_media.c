@@ -12,6 +12,7 @@
 
 #include "models/gemma4_mm.h"
 #include "tests/gemma4_fixture.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/gemma4_media.h5"
 #define B 3
@@ -182,9 +183,5 @@ int main(void) {
     tcase_add_test(tc, matches_kerashub_backbone_with_images_and_audio);
     tcase_add_test(tc, prefill_and_steps_match_the_batch);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -14,6 +14,7 @@
 #include "models/gemma4_mm.h"
 #include "models/io/h5io.h"
 #include "tests/gemma4_fixture.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/gemma4_mm.h5"
 
@@ -122,9 +123,5 @@ int main(void) {
     tcase_add_test(tc, matches_kerashub_backbone_with_images);
     tcase_add_test(tc, expands_image_placeholders);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -17,6 +17,7 @@
 #include "models/io/keras_lora.h"
 #include "models/io/keras_preset.h"
 #include "tests/cli_run.h"
+#include "tests/check_main.h"
 
 #define PRESET "tests/fixtures/presets/gemma4_moe"
 #define FIXTURE "tests/fixtures/gemma4_moe.h5"
@@ -489,9 +490,5 @@ int main(void) {
     tcase_add_test(tc, bad_moe_configs_name_the_field);
     tcase_add_test(tc, lora_and_full_finetune_lower_eval_loss);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -16,6 +16,7 @@
 #include "models/io/hf_gemma.h"
 #include "models/io/keras_lora.h"
 #include "models/io/keras_preset.h"
+#include "tests/check_main.h"
 
 static double attr(gt_h5 f, const char *name, double dflt) {
     double v;
@@ -706,9 +707,5 @@ int main(void) {
     tcase_add_test(tc, hf_transformers_import_matches);
     tcase_add_test(tc, hf_export_round_trip);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -17,6 +17,7 @@
 #include "models/io/towers4_keras.h"
 #include "tests/h5fixture.h"
 #include "tests/cli_run.h"
+#include "tests/check_main.h"
 
 #define PRESET "tests/fixtures/presets/gemma4_towers"
 #define REF PRESET ".ref.h5"
@@ -229,9 +230,5 @@ int main(void) {
     tcase_add_test(tc, written_preset_round_trips);
     tcase_add_test(tc, bad_presets_are_named);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return gt_test_suite_main(s);
 }

@@ -7,6 +7,7 @@
 
 #include "models/gemma_config.h"
 #include "models/gemma_fields.h"
+#include "tests/check_main.h"
 
 static gt_gemma_config preset(const char *name) {
     gt_gemma_config c;
@@ -229,9 +230,5 @@ int main(void) {
     tcase_add_test(tc, field_table_covers_the_config);
     tcase_add_test(tc, field_set_saturates);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

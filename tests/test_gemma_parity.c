@@ -8,6 +8,7 @@
 
 #include "models/gemma.h"
 #include "models/io/h5io.h"
+#include "tests/check_main.h"
 
 static double attr(gt_h5 f, const char *name, double dflt) {
     double v;
@@ -151,9 +152,5 @@ int main(void) {
     tcase_add_test(tc, gemma2_matches_kerashub);
     tcase_add_test(tc, gemma3_matches_kerashub);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

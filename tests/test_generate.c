@@ -11,6 +11,7 @@
 #include "models/generate.h"
 #include "models/io/h5io.h"
 #include "models/io/keras_preset.h"
+#include "tests/check_main.h"
 
 static gt_gemma *tiny(int generation) {
     gt_gemma_config c;
@@ -557,9 +558,5 @@ int main(void) {
     tcase_add_test(tc, contrastive_equals_plain_reference);
     tcase_add_test(tc, contrastive_matches_kerashub);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

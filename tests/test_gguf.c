@@ -14,6 +14,7 @@
 #include "models/io/gemma_gguf.h"
 #include "models/io/gguf.h"
 #include "models/io/h5io.h"
+#include "tests/check_main.h"
 
 /* ---- a GGUF writer for hand-made (and deliberately broken) files */
 typedef struct {
@@ -652,9 +653,5 @@ int main(void) {
     tcase_add_test(tc, non_sentencepiece_vocabularies_are_refused);
     tcase_add_test(tc, keys_are_found_in_any_order);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -10,6 +10,7 @@
 
 #include "logits.h"
 #include "models/io/gemma_gguf.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/gguf/gemma4_tiny"
 
@@ -102,9 +103,5 @@ int main(void) {
     tcase_add_test(tc, unsupported_pattern_named);
     tcase_add_test(tc, generate_chat_uses_gemma4_turns);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return gt_test_suite_main(s);
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include "tests/check_main.h"
 
 enum { MAXF = 64 };
 typedef struct { char name[MAXF][40]; int n; } flags;
@@ -140,9 +141,5 @@ int main(void) {
     tcase_add_test(tc, getopt_commands);
     tcase_add_test(tc, train_eval_compare);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return gt_test_suite_main(s);
 }

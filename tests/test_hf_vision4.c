@@ -11,6 +11,7 @@
 
 #include "models/io/hf_vision4.h"
 #include "tests/h5fixture.h"
+#include "tests/check_main.h"
 
 #define DIR_ "tests/fixtures/hf/gemma4_vision"
 
@@ -104,9 +105,5 @@ int main(void) {
     tcase_add_test(tc, matches_transformers);
     tcase_add_test(tc, refuses_what_it_cannot_read);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return gt_test_suite_main(s);
 }

@@ -8,6 +8,7 @@
 
 #include "data/image4.h"
 #include "models/io/h5io.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/image4_ref.h5"
 #define IMG_DIR "tests/fixtures/images/"
@@ -137,9 +138,5 @@ int main(void) {
     tcase_add_test(tc, converter_matches_kerashub);
     tcase_add_test(tc, rejects_bad_input);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return gt_test_suite_main(s);
 }

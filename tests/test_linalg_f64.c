@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "tests/gradcheck.h"
+#include "tests/check_main.h"
 
 static unsigned rng = 7;
 
@@ -249,9 +250,5 @@ int main(void) {
     tcase_add_test(tc, embedding_scatter_add);
     tcase_add_test(tc, gradcheck_catches_a_wrong_gradient);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "autograd/autograd.h"
+#include "tests/check_main.h"
 
 static float frand(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -91,9 +92,5 @@ int main(void) {
     tcase_add_test(tc, frozen_table_few_rows_direct_kernel);
     tcase_add_test(tc, frozen_table_matches_unfused_ops_with_softcap);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

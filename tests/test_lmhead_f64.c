@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tests/gradcheck.h"
+#include "tests/check_main.h"
 
 static unsigned rng = 99;
 
@@ -112,9 +113,5 @@ int main(void) {
     tcase_add_test(tc, frozen_table_many_vocab_blocks_no_cap);
     tcase_add_test(tc, values_and_row_ce_match_a_direct_computation);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

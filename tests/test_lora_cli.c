@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tests/cli_run.h"
+#include "tests/check_main.h"
 
 #define TOK "tokenizer=tests/fixtures/gemma3-tokenizer-8k.json"
 #define SMALL TOK " model.vocab_size=8192"
@@ -396,9 +397,5 @@ int main(void) {
     tcase_add_test(tc, gemma4_generate_lora_equals_merged);
     tcase_add_test(tc, score_target_ids);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

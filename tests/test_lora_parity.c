@@ -10,6 +10,7 @@
 #include "models/gemma.h"
 #include "models/io/h5io.h"
 #include "train/optim.h"
+#include "tests/check_main.h"
 
 static double attr(gt_h5 f, const char *obj, const char *name, double dflt) {
     double v;
@@ -196,9 +197,5 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, lora_training_matches_kerashub);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

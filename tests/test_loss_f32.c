@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "autograd/autograd.h"
+#include "tests/check_main.h"
 
 static double urand(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -350,9 +351,5 @@ int main(void) {
     tcase_add_test(tc, no_gradient_work_when_frozen_or_disabled);
     tcase_add_test(tc, errors_name_the_row_and_value);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "tests/gradcheck.h"
+#include "tests/check_main.h"
 
 static unsigned rng = 11;
 
@@ -163,9 +164,5 @@ int main(void) {
     tcase_add_test(tc, gradient_accumulates_through_views);
     tcase_add_test(tc, large_logits_gradcheck);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

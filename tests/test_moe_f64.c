@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tests/gradcheck.h"
+#include "tests/check_main.h"
 
 enum { T = 5, D = 4, E = 6, K = 2, FE = 3 };
 
@@ -210,9 +211,5 @@ int main(void) {
     tcase_add_test(tc, grouped_equals_dense_and_unchosen_get_nothing);
     tcase_add_test(tc, bad_arguments_fail_cleanly);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -9,6 +9,7 @@
 
 #include "autograd/autograd.h"
 #include "util/half.h"
+#include "tests/check_main.h"
 
 static unsigned rng = 99;
 
@@ -436,9 +437,5 @@ int main(void) {
     tcase_add_test(tc, elementwise_errors_name_op_and_shapes);
     tcase_add_test(tc, norm_errors_name_op_and_shapes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

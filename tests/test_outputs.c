@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "tests/check_main.h"
 
 static char dir[128];
 static char out[1 << 17];
@@ -258,9 +259,5 @@ int main(void) {
     tcase_add_test(tc, resume_refuses_changes_that_alter_the_run);
     tcase_add_test(tc, resume_falls_back_past_a_corrupted_checkpoint);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -10,6 +10,7 @@
 
 #include "train/plot.h"
 #include "tests/cli_run.h"
+#include "tests/check_main.h"
 
 /* ---- helpers ---- */
 
@@ -520,9 +521,5 @@ int main(void) {
     tcase_add_test(tc, cli_usage_errors);
     tcase_add_test(tc, cli_plots_a_real_training_run);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -21,6 +21,7 @@
 #include "models/io/h5io.h"
 #include "tests/testdata.h"
 #include "train/loader.h"
+#include "tests/check_main.h"
 
 static double rnd(uint64_t *s) {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
@@ -359,9 +360,5 @@ int main(void) {
     tcase_add_test(tc, cli_weights);
     tcase_add_test(tc, real_270m_decodes_like_fp32);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -22,6 +22,7 @@
 #include "tests/quant_model.h"
 #include "train/config.h"
 #include "train/step.h"
+#include "tests/check_main.h"
 
 START_TEST(q8_blocks_match_the_gguf_package) {
     gt_h5 h;
@@ -406,9 +407,5 @@ int main(void) {
     tcase_add_test(tc, refusals);
     tcase_add_test(tc, trainer_with_q8_base);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

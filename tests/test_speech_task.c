@@ -11,6 +11,7 @@
 
 #include "data/audio.h"
 #include "data/dataset.h"
+#include "tests/check_main.h"
 
 static const char *colours[] = {"red", "green", "blue", "yellow"};
 static const char *shapes[] = {"square", "circle", "triangle"};
@@ -86,9 +87,5 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, speech_task_is_complete);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return gt_test_suite_main(s);
 }

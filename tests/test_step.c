@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "train/step.h"
+#include "tests/check_main.h"
 
 enum { B = 4, T = 8, V = 50 };
 
@@ -265,9 +266,5 @@ int main(void) {
     tcase_add_test(tc, nonfinite_stops_or_skips);
     tcase_add_test(tc, eval_cuts_trailing_padding);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "autograd/autograd.h"
+#include "tests/check_main.h"
 
 START_TEST(bad_shapes_give_a_message_not_an_abort) {
     gt_ctx ctx;
@@ -290,9 +291,5 @@ int main(void) {
     tcase_add_test(tc, scope_releases_what_no_backward_reads_and_keeps_the_rest);
     tcase_add_test(tc, undeclared_backward_read_is_an_error);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -12,6 +12,7 @@
 #include "train/config.h"
 #include "train/step.h"
 #include "tests/cli_run.h"
+#include "tests/check_main.h"
 
 START_TEST(tiny_config_trains_and_eval_loss_falls) {
     static char out[1 << 16];
@@ -307,9 +308,5 @@ int main(void) {
     tcase_add_test(tc, lora_with_dropout_trains);
     tcase_add_test(tc, outputs_reload_with_the_trained_eval_loss);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

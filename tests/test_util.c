@@ -14,6 +14,7 @@
 #include "util/err.h"
 #include "util/fsutil.h"
 #include "util/half.h"
+#include "tests/check_main.h"
 
 static uint32_t bits(float f) {
     uint32_t u;
@@ -372,9 +373,5 @@ int main(void) {
     tcase_add_test(f, mkdir_p_creates_nested_and_reports_files);
     tcase_add_test(f, atomic_write_replaces_and_leaves_no_temporary);
     suite_add_tcase(s, f);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -11,6 +11,7 @@
 #include "models/gemma_config.h"
 #include "models/io/h5io.h"
 #include "models/vision.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/vision.h5"
 
@@ -225,9 +226,5 @@ int main(void) {
     tcase_add_test(tc, multimodal_presets_carry_the_encoder);
     tcase_add_test(tc, lora_adapters);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

@@ -15,6 +15,7 @@
 #include "models/io/h5io.h"
 #include "models/vision4.h"
 #include "tests/h5fixture.h"
+#include "tests/check_main.h"
 
 #define FIX "tests/fixtures/vision4.h5"
 
@@ -147,9 +148,5 @@ int main(void) {
     tcase_add_test(tc, preset_totals_match_kerashub);
     tcase_add_test(tc, bad_config_rejected);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return gt_test_suite_main(s);
 }

@@ -22,6 +22,7 @@
 #include "models/io/vision_keras.h"
 #include "models/lora.h"
 #include "models/vision.h"
+#include "tests/check_main.h"
 
 #define SRC "tests/fixtures/presets/gemma3_mm"
 #define FIX "tests/fixtures/gemma3_mm_lora_keras.h5"
@@ -168,9 +169,5 @@ int main(void) {
     tcase_add_test(tc, keras_loads_our_lora_file);
     tcase_add_test(tc, metadata_counts_the_encoder);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

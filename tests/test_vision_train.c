@@ -20,6 +20,7 @@
 #include "models/vision.h"
 #include "tests/testdata.h"
 #include "train/optim.h"
+#include "tests/check_main.h"
 
 #define S 24
 #define IMG 32
@@ -178,9 +179,5 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, lora_learns_the_shapes_task);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }

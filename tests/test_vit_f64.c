@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tests/gradcheck.h"
+#include "tests/check_main.h"
 
 static unsigned rng = 41;
 
@@ -175,9 +176,5 @@ int main(void) {
     tcase_add_test(tc, avgpool_grads_and_values);
     tcase_add_test(tc, put_rows_grads_and_errors);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return gt_test_suite_main(s);
 }
