@@ -6,7 +6,7 @@
 #   -k: keep going after a crash (libFuzzer -fork=1 -ignore_crashes=1): for a target whose library
 #       crashes on some inputs by itself (fuzz_checkpoint: libhdf5). Every crash input is kept in
 #       the artifacts directory, each with its stack in the log, to be triaged: a crash with our
-#       code at the top of its stack is ours. The run ends at SECONDS (RUNS is not honoured by
+#       code at the top of its stack is ours (tools/fuzz/triage.sh TARGET sorts them). The run ends at SECONDS (RUNS is not honoured by
 #       libFuzzer's fork mode; the count printed is the last one reported).
 #   TARGET: a harness name (fuzz_gguf) or file; default: every tools/fuzz/fuzz_*.c
 #   env: BUILD (default build-fuzzer), FUZZ_CC (default clang-14), FUZZ_FLAGS (more libFuzzer flags)
