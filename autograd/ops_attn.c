@@ -7,6 +7,7 @@
 
 #include "autograd/bf16_gemm.h"
 #include "autograd/blas.h"
+#include "autograd/ops_bf16.h"
 #include "autograd/rowmath.h"
 #include "util/half.h"
 
@@ -28,6 +29,10 @@ typedef struct {
                     * backward (whose products round them anyway); half the memory of p */
     gt_real *lse; /* [B, N, T] log-sum-exp of the capped logits; softcap only */
     int32_t *rlo, *rhi; /* [B, T] each row's visible keys lie in [rlo, rhi) (empty: rlo == rhi) */
+    /* with p16: q, k, v rounded to bf16 (each only where backward needs it, else NULL) instead of
+     * reads of the fp32 inputs: backward's products round them anyway, and the fp32 tensors
+     * (1.5x the bytes of these) leave with the forward */
+    uint16_t *q16, *k16, *v16;
 } attn_saved;
 
 /* Keys [lo, hi) that rows [i0, i1) may see by position alone (causal, window). */
@@ -490,10 +495,24 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
     int th = attn_threads(s);
     size_t ds_n = (size_t)(th * T * S + 1);
     w.ds = need_ds ? gt_alloc(ctx, ds_n * sizeof(gt_real)) : NULL;
-    /* reads: attention_reads */
-    w.qd = w.dk ? gt_saved_data(ctx, node, 0) : NULL;
-    w.kd = w.dq ? gt_saved_data(ctx, node, 1) : NULL;
-    w.vd = need_ds ? gt_saved_data(ctx, node, 2) : NULL;
+    /* reads: attention_reads, or the bf16 copies widened into one malloc'ed buffer (the same
+     * size every layer: from the arena, each layer's took new memory, 100 MB at 270M 4 x 256) */
+    gt_real *wide = NULL;
+    if (s->p16) {
+        const int64_t nq = s->q16 ? s->B * T * N * H : 0, nk = s->k16 ? s->B * S * s->K * H : 0;
+        const int64_t nv = s->v16 ? s->B * S * s->K * Hv : 0;
+        if (!(wide = malloc((size_t)(nq + nk + nv + 1) * sizeof(gt_real)))) {
+            gt_fail(ctx, GT_ERR_NOMEM, "attention: out of memory widening its saved inputs");
+            return;
+        }
+        if (nq) gt_bf16_expand(s->q16, wide, nq), w.qd = wide;
+        if (nk) gt_bf16_expand(s->k16, wide + nq, nk), w.kd = wide + nq;
+        if (nv) gt_bf16_expand(s->v16, wide + nq + nk, nv), w.vd = wide + nq + nk;
+    } else {
+        w.qd = w.dk ? gt_saved_data(ctx, node, 0) : NULL;
+        w.kd = w.dq ? gt_saved_data(ctx, node, 1) : NULL;
+        w.vd = need_ds ? gt_saved_data(ctx, node, 2) : NULL;
+    }
 #ifndef GT_REAL_DOUBLE
     if (s->bf16 && gt_ok(ctx)) {
         w.bw = bf_scratch(ctx, s, th);
@@ -521,8 +540,12 @@ static void attention_backward(gt_ctx *ctx, gt_node *node) {
         }
     }
     free(w.bw);
+    free(wide);
     /* the probabilities and the scratch are dead once this node has run */
     if (w.ds) gt_release(ctx, w.ds, ds_n * sizeof(gt_real));
+    if (s->q16) gt_release(ctx, s->q16, (size_t)(s->B * T * N * H) * 2);
+    if (s->k16) gt_release(ctx, s->k16, (size_t)(s->B * S * s->K * H) * 2);
+    if (s->v16) gt_release(ctx, s->v16, (size_t)(s->B * S * s->K * Hv) * 2);
     size_t pbytes = (size_t)(s->B * N * T * S > 0 ? s->B * N * T * S : 1) * (s->p16 ? 2 : sizeof(gt_real));
     gt_release(ctx, s->p16 ? (void *)s->p16 : (void *)s->p, pbytes);
     if (s->lse) gt_release(ctx, s->lse, (size_t)(s->B * N * T + 1) * sizeof(gt_real));
@@ -537,6 +560,19 @@ static unsigned attention_reads(const gt_tensor *q, const gt_tensor *k, const gt
 }
 
 static bool fits_int(int64_t x) { return x >= 0 && x <= INT32_MAX; }
+
+/* bf16 copies of the inputs whose values backward reads (the reads mask of attention_reads). */
+static bool copy_bf16_inputs(gt_ctx *ctx, attn_saved *s, const gt_tensor *q, const gt_tensor *k, const gt_tensor *v,
+                             unsigned reads) {
+    const gt_tensor *src[3] = {q, k, v};
+    uint16_t **dst[3] = {&s->q16, &s->k16, &s->v16};
+    for (int i = 0; i < 3; i++) {
+        if (!(reads & GT_READ_IN(i))) continue;
+        if (!(*dst[i] = gt_alloc(ctx, (size_t)src[i]->size * 2))) return false;
+        gt_to_bf16_n(src[i]->data, *dst[i], src[i]->size);
+    }
+    return true;
+}
 
 gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
                         const gt_attn_cfg *cfg) {
@@ -585,7 +621,7 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
     attn_saved *s = gt_alloc(ctx, sizeof *s);
     if (!out || !s) return NULL;
     *s = (attn_saved){B, T, S, N, K, H, Hv, cfg->window, cfg->q_offset, cfg->causal, false,
-                      (gt_real)cfg->scale, (gt_real)cfg->softcap, NULL, NULL, NULL, NULL, NULL};
+                      (gt_real)cfg->scale, (gt_real)cfg->softcap, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 #ifndef GT_REAL_DOUBLE
     s->bf16 = cfg->bf16 && gt_bf16_kernel_active() != GT_BF16K_OFF && H % 32 == 0 && Hv % 32 == 0;
 #endif
@@ -629,7 +665,8 @@ gt_tensor *gt_attention(gt_ctx *ctx, gt_tensor *q, gt_tensor *k, gt_tensor *v,
         }
     }
     free(bw);
-    if (!gt_record(ctx, "attention", attention_backward, out, in, 3, s, attention_reads(q, k, v)))
-        return NULL;
+    unsigned reads = attention_reads(q, k, v);
+    if (s->p16 && !copy_bf16_inputs(ctx, s, q, k, v, reads)) return NULL;
+    if (!gt_record(ctx, "attention", attention_backward, out, in, 3, s, s->p16 ? 0 : reads)) return NULL;
     return out;
 }

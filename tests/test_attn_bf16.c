@@ -10,7 +10,9 @@
  *    probabilities may round to the neighbouring bf16 value, 2^-8 of themselves);
  *  - forward and the three input gradients against the fp32 path: max |err| <= 1.5e-2 * max |ref|
  *    (backward reads the probabilities saved rounded to bf16 where there is no soft-cap, so the
- *    softmax backward sees the rounded P too: the Frobenius errors of dq and dk grew ~0.3e-3)
+ *    softmax backward sees the rounded P too: the Frobenius errors of dq and dk grew ~0.3e-3;
+ *    it also keeps q, k and v as bf16 copies instead of the fp32 inputs, which its products
+ *    round the same way, so that changes nothing here)
  *    and the relative Frobenius error <= 8e-3 (bf16 keeps 8 bits; observed values are printed);
  *    a block sliced wrongly moves entries by O(1) of the maximum;
  *  - without a kernel, or with H not a multiple of 32, the bf16 flag is the fp32 path exactly. */
