@@ -364,13 +364,7 @@ static void head_forward_bf16(const attn_saved *s, const gt_attn_cfg *cfg, const
         for (int64_t i = i0; i < i1; i++)
             softmax_row(blk + (i - i0) * S, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
                         seg ? seg[cfg->q_offset + i] : 0, s->softcap, lse ? lse + i : NULL);
-        if (p16)
-            for (int64_t i = i0; i < i1; i++) {
-                const gt_real *src = blk + (i - i0) * S;
-                uint16_t *dst = p16 + i * S;
-#pragma omp simd
-                for (int64_t j = 0; j < S; j++) dst[j] = gt_f32_to_bf16(src[j]);
-            }
+        if (p16) gt_to_bf16_n(blk, p16 + i0 * S, mv * S); /* the block's rows, contiguous in both */
         /* out^T [Hv, rows] = V^T P^T; P is exactly 0 outside each row's keys */
         gt_bf16_pack_bt_pad(blk + l32, S, mv, S - l32 < kw ? S - l32 : kw, 1, pt, Mp, kw);
         gt_bf16_gemm(kk, gth, Hv, Mp, kw, vt + l32, Sp, pt, out + b * T * os + i0 * os + n * Hv, os, Hv, mv, true,
