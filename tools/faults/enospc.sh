@@ -24,6 +24,9 @@ bin=${BIN:-build/gemmatrain}
 shim=${SHIM:-build/tools/enospc_shim.so}
 [ -x "$bin" ] && [ -f "$shim" ] || { echo "enospc: $bin or $shim not built (make $shim)" >&2; exit 2; }
 shim=$(realpath "$shim")
+# HDF5 outputs are compared by content (their object timestamps differ from run to run)
+python3 -c 'import h5py' 2>/dev/null ||
+  { echo "enospc: tools/faults/h5same.py needs python3's h5py (apt-get install python3-h5py, or pip install h5py)" >&2; exit 2; }
 work=$(mktemp -d /tmp/gt-enospc.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 export GT_THREADS=1 ASAN_OPTIONS=${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}verify_asan_link_order=0
