@@ -105,8 +105,9 @@ static void accumulation_equals_big_batch_pad(gt_opt_kind kind, gt_loss_norm nor
     }
     /* fp32 sums in another order (one batch vs four micro-batches), then AdamW's m / sqrt(v),
      * which magnifies relative differences of gradients near zero: 1.9e-6 and 2.4e-6 of max seen
-     * on this init (a wrong accumulation is off by percents) */
-    ck_assert_msg(dmax <= 5e-6 * wmax, "updated adapters differ by %.3g (max %.3g)", dmax, wmax);
+     * on this init on a Xeon, 6.4e-6 on an AMD EPYC (OpenBLAS's Cooper Lake kernels; a wrong
+     * accumulation is off by percents) */
+    ck_assert_msg(dmax <= 2e-5 * wmax, "updated adapters differ by %.3g (max %.3g)", dmax, wmax);
     /* and the update did something */
     rig fresh;
     rig_init(&fresh, kind);

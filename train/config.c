@@ -98,7 +98,7 @@ static const row schema[] = {
     ENUM("model.compute_dtype", model.compute_dtype, "float32", gt_cfg_compute_dtype_names,
          "arithmetic of the frozen-weight products (q, k, v, o, gate, up, down and the tied LM head; "
          "forward and input gradient): bfloat16 rounds their activations to bf16 and accumulates in "
-         "fp32 on the CPU's AMX unit, fp32 where the CPU has none (or GT_BF16_KERNEL=off); needs "
+         "fp32 on the CPU's AMX unit, or its AVX512-BF16 instructions on AMD, fp32 where the CPU has neither (or GT_BF16_KERNEL=off); needs "
          "model.frozen_dtype bf16, q8_0 or q4_k (LoRA; q8_0, q4_k: the linears only, rows widened to bf16 a block "
          "at a time); adapters, norms, attention, softmax, loss, optimizer stay fp32"),
     INT("model.generation", model.generation, "0", "[0, 4]",

@@ -560,7 +560,7 @@ static int start_run(run *r, char *err, size_t errn) {
     if (lead && c->model.compute_dtype == GT_COMPUTE_BFLOAT16) {
         gt_bf16_kernel k = gt_bf16_kernel_active();
         if (k != GT_BF16K_OFF) fprintf(stderr, "model.compute_dtype bfloat16: frozen products on the %s kernel\n", gt_bf16_kernel_name(k));
-        else fprintf(stderr, "model.compute_dtype bfloat16: no bf16 kernel on this CPU (AMX) or GT_BF16_KERNEL=off: fp32 arithmetic\n");
+        else fprintf(stderr, "model.compute_dtype bfloat16: no bf16 kernel on this CPU (AMX, or AVX512-BF16 on AMD) or GT_BF16_KERNEL=off: fp32 arithmetic\n");
     }
     if (r->ev.n && step == 0) {
         gt_eval_result er;
