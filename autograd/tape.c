@@ -3,7 +3,9 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "autograd/blas.h"
 
@@ -17,6 +19,58 @@
 #endif
 
 static void unpoison_free_pieces(gt_ctx *ctx);
+
+/* ---- GT_OP_PROFILE=1: wall time per op name (a development aid; one thread records) ---- */
+enum { PROF_OPS = 64 };
+static struct {
+    int on; /* -1: environment not read yet */
+    int n;
+    const char *op[PROF_OPS];
+    double fwd[PROF_OPS], bwd[PROF_OPS];
+    long calls[PROF_OPS];
+    double mark;
+} g_prof = {.on = -1};
+
+static double prof_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static bool prof_on(void) {
+    if (g_prof.on < 0) g_prof.on = getenv("GT_OP_PROFILE") && atoi(getenv("GT_OP_PROFILE")) > 0;
+    return g_prof.on;
+}
+
+static int prof_slot(const char *op) {
+    for (int i = 0; i < g_prof.n; i++)
+        if (g_prof.op[i] == op || !strcmp(g_prof.op[i], op)) return i;
+    if (g_prof.n == PROF_OPS) return PROF_OPS - 1;
+    g_prof.op[g_prof.n] = op;
+    return g_prof.n++;
+}
+
+void gt_op_profile_mark(void) {
+    if (prof_on()) g_prof.mark = prof_now();
+}
+
+void gt_op_profile_report(FILE *f, double scale) {
+    if (!prof_on()) return;
+    if (scale == 0) { /* clear only */
+        memset(&g_prof, 0, sizeof g_prof);
+        g_prof.on = 1;
+        return;
+    }
+    double tf = 0, tb = 0;
+    for (int i = 0; i < g_prof.n; i++) tf += g_prof.fwd[i], tb += g_prof.bwd[i];
+    fprintf(f, "op profile (ms%s; forward: time since the previous recorded op): forward %.1f, backward %.1f\n",
+            scale != 1 ? " per step" : "", tf * 1e3 * scale, tb * 1e3 * scale);
+    for (int i = 0; i < g_prof.n; i++)
+        fprintf(f, "  %-16s calls %6ld  forward %8.1f  backward %8.1f\n", g_prof.op[i], g_prof.calls[i],
+                g_prof.fwd[i] * 1e3 * scale, g_prof.bwd[i] * 1e3 * scale);
+    memset(&g_prof, 0, sizeof g_prof);
+    g_prof.on = 1;
+}
 
 void gt_ctx_init(gt_ctx *ctx, size_t arena_block_bytes) {
     memset(ctx, 0, sizeof *ctx);
@@ -164,6 +218,13 @@ gt_tensor *gt_op_out(gt_ctx *ctx, int ndim, const int64_t *shape, gt_tensor *con
 
 bool gt_record(gt_ctx *ctx, const char *op, gt_backward_fn fn, gt_tensor *out,
                gt_tensor *const *in, int n_in, void *saved, unsigned reads) {
+    if (prof_on()) {
+        double t = prof_now();
+        int i = prof_slot(op);
+        if (g_prof.mark > 0) g_prof.fwd[i] += t - g_prof.mark;
+        g_prof.calls[i]++;
+        g_prof.mark = t;
+    }
     if (!out->requires_grad) return true;
     gt_node *node = gt_alloc(ctx, sizeof *node);
     if (!node) return false;
@@ -353,7 +414,9 @@ static int run_tape(gt_ctx *ctx) {
     for (gt_node *n = ctx->tape; n && gt_ok(ctx); n = n->prev) {
         gt_tensor *root = root_of(n->out);
         if (root->grad) { /* else nothing downstream used this output */
+            double t0 = prof_on() ? prof_now() : 0;
             n->backward(ctx, n);
+            if (t0 > 0) g_prof.bwd[prof_slot(n->op)] += prof_now() - t0;
             /* every consumer of the output ran before its producer: its gradient is dead now */
             gt_release(ctx, root->grad, (size_t)root->size * sizeof(gt_real));
             root->grad = NULL;

@@ -35,6 +35,8 @@
 #ifndef GT_TAPE_H
 #define GT_TAPE_H
 
+#include <stdio.h>
+
 #include "autograd/arena.h"
 #include "autograd/tensor.h"
 
@@ -152,6 +154,13 @@ static inline bool gt_needs_grad(const gt_tensor *t) { return t && t->requires_g
 /* Seed d(loss)/d(loss) = 1 for a one-element loss and run the tape in reverse.
  * Returns ctx->status. The tape is consumed (a second call is an error until reset). */
 int gt_backward(gt_ctx *ctx, gt_tensor *loss);
+
+/* Development aid, on with GT_OP_PROFILE=1 (otherwise both do nothing): wall time per op name,
+ * forward (the time from the previous gt_record, or from gt_op_profile_mark, to this op's
+ * gt_record) and backward (its backward function). Report prints the totals times scale (e.g.
+ * 1 / steps; 0: prints nothing) and clears them. Single-threaded callers only. */
+void gt_op_profile_mark(void);
+void gt_op_profile_report(FILE *f, double scale);
 /* Same, but seeds d(L)/d(out) = seed (out->size values) for a tensor of any shape. */
 int gt_backward_seed(gt_ctx *ctx, gt_tensor *out, const gt_real *seed);
 

@@ -229,12 +229,15 @@ int main(int argc, char **argv) {
     for (int r = 0; r <= reps; r++) { /* rep 0 warms up (arena growth, page faults) */
         gt_step_result res;
         if (r == 1) cpu0 = cpu_s();
+        if (r == 1) gt_op_profile_report(stdout, 0); /* GT_OP_PROFILE=1: drop the warm-up's times */
+        gt_op_profile_mark();
         double t = now();
         if (gt_step_run(&ctx, m, &opt, &sc, &mb, 1, B, 1e-4, &res, err, sizeof err))
             return fprintf(stderr, "%s\n", err), 1;
         times[r] = now() - t;
     }
     double cpu = (cpu_s() - cpu0) / reps;
+    gt_op_profile_report(stdout, 1.0 / reps);
     double hwm = proc_mb("VmHWM"), arena_peak = MB(ctx.arena.peak);
     double peak2 = sgemm_peak(); /* the machine may be shared: the better of two samples */
     if (peak2 > peak) peak = peak2;
