@@ -154,6 +154,8 @@ static inline bool gt_needs_grad(const gt_tensor *t) { return t && t->requires_g
 /* Seed d(loss)/d(loss) = 1 for a one-element loss and run the tape in reverse.
  * Returns ctx->status. The tape is consumed (a second call is an error until reset). */
 int gt_backward(gt_ctx *ctx, gt_tensor *loss);
+/* Same, but seeds d(L)/d(out) = seed (out->size values) for a tensor of any shape. */
+int gt_backward_seed(gt_ctx *ctx, gt_tensor *out, const gt_real *seed);
 
 /* Development aid, on with GT_OP_PROFILE=1 (otherwise both do nothing): wall time per op name,
  * forward (the time from the previous gt_record, or from gt_op_profile_mark, to this op's
@@ -161,8 +163,6 @@ int gt_backward(gt_ctx *ctx, gt_tensor *loss);
  * 1 / steps; 0: prints nothing) and clears them. Single-threaded callers only. */
 void gt_op_profile_mark(void);
 void gt_op_profile_report(FILE *f, double scale);
-/* Same, but seeds d(L)/d(out) = seed (out->size values) for a tensor of any shape. */
-int gt_backward_seed(gt_ctx *ctx, gt_tensor *out, const gt_real *seed);
 
 /* Helper for messages: shape string in a rotating static buffer (4 slots; not thread-safe). */
 const char *gt_shp(const gt_tensor *t);
