@@ -50,6 +50,11 @@ static int prof_slot(const char *op) {
     return g_prof.n++;
 }
 
+void gt_op_profile_set(int on) {
+    memset(&g_prof, 0, sizeof g_prof);
+    g_prof.on = on < 0 ? -1 : on > 0;
+}
+
 void gt_op_profile_mark(void) {
     if (prof_on()) g_prof.mark = prof_now();
 }

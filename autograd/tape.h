@@ -162,6 +162,8 @@ int gt_backward_seed(gt_ctx *ctx, gt_tensor *out, const gt_real *seed);
  * gt_record) and backward (its backward function). Report prints the totals times scale (e.g.
  * 1 / steps; 0: prints nothing) and clears them. Single-threaded callers only. */
 void gt_op_profile_mark(void);
+/* Turns it on (1) or off (0) from code, clearing what was gathered; -1: back to GT_OP_PROFILE. */
+void gt_op_profile_set(int on);
 void gt_op_profile_report(FILE *f, double scale);
 
 /* Helper for messages: shape string in a rotating static buffer (4 slots; not thread-safe). */

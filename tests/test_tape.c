@@ -276,6 +276,52 @@ START_TEST(undeclared_backward_read_is_an_error) {
 }
 END_TEST
 
+/* The op profile (GT_OP_PROFILE=1, or gt_op_profile_set): each recorded op is named with its
+ * call count, forward and backward time; off, the report prints nothing. */
+static size_t profile_of(bool on, char *buf, size_t n) {
+    gt_op_profile_set(on);
+    int64_t s[2] = {64, 64};
+    gt_tensor *w = gt_tensor_new(2, s, true);
+    for (int i = 0; i < 64 * 64; i++) w->data[i] = (gt_real)(i % 7) * 0.01f;
+    gt_ctx ctx;
+    gt_ctx_init(&ctx, 0);
+    gt_op_profile_mark();
+    for (int pass = 0; pass < 2; pass++) {
+        gt_ctx_reset(&ctx);
+        gt_tensor *y = gt_mul(&ctx, gt_matmul(&ctx, w, w, false, true), w);
+        ck_assert_int_eq(gt_backward(&ctx, gt_sum(&ctx, y)), GT_OK);
+    }
+    FILE *f = tmpfile();
+    ck_assert(f != NULL);
+    gt_op_profile_report(f, 0.5);
+    rewind(f);
+    size_t got = fread(buf, 1, n - 1, f);
+    buf[got] = 0;
+    fclose(f);
+    gt_tensor_free(w);
+    gt_ctx_free(&ctx);
+    return got;
+}
+
+START_TEST(op_profile_names_each_op_when_asked) {
+    char buf[4096];
+    ck_assert_uint_eq(profile_of(false, buf, sizeof buf), 0);
+    ck_assert_uint_gt(profile_of(true, buf, sizeof buf), 0);
+    ck_assert_msg(strstr(buf, "op profile (ms per step"), "%s", buf);
+    const char *ops[3] = {"matmul", "mul", "sum"};
+    for (int i = 0; i < 3; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\n  %-16s calls      2", ops[i]);
+        ck_assert_msg(strstr(buf, want), "no '%s' in:\n%s", want + 1, buf);
+    }
+    double fwd = -1, bwd = -1;
+    const char *m = strstr(buf, "  matmul ");
+    ck_assert(sscanf(strstr(m, "forward"), "forward %lf backward %lf", &fwd, &bwd) == 2);
+    ck_assert_msg(fwd >= 0 && bwd > 0, "%s", buf); /* a 64^3 product and its two gradients */
+    gt_op_profile_set(-1);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tape");
     TCase *tc = tcase_create("core");
@@ -290,6 +336,7 @@ int main(void) {
     tcase_add_test(tc, no_activation_is_freed_before_its_last_backward_read);
     tcase_add_test(tc, scope_releases_what_no_backward_reads_and_keeps_the_rest);
     tcase_add_test(tc, undeclared_backward_read_is_an_error);
+    tcase_add_test(tc, op_profile_names_each_op_when_asked);
     suite_add_tcase(s, tc);
     return gt_test_suite_main(s);
 }
