@@ -4,8 +4,9 @@
  * Which kernel: gt_bf16_kernel_best() detects the CPU once (cpuid, the OS's saved-state bits,
  * and for AMX the arch_prctl permission Linux asks for): AMX, else AVX512-BF16, else
  * GT_BF16K_OFF. gt_bf16_kernel_active() is what callers use: by default (gt_bf16_kernel_auto)
- * AMX where present and otherwise GT_BF16K_OFF, as the AVX512-BF16 kernel measured slower than
- * OpenBLAS sgemm (bench/bf16_gemm); callers keep their fp32 path when it is GT_BF16K_OFF. The
+ * AMX where present, else AVX512-BF16 on AMD CPUs (2-4x OpenBLAS sgemm on Zen 4), else
+ * GT_BF16K_OFF (on Intel without AMX that kernel measured slower than sgemm; bench/bf16_gemm);
+ * callers keep their fp32 path when it is GT_BF16K_OFF. The
  * environment variable GT_BF16_KERNEL=off|avx512|amx|auto (read at first use) forces the
  * fallback or a kernel;
  * a forced kernel the CPU lacks is taken as off. gt_bf16_kernel_force overrides it from code
@@ -33,7 +34,7 @@ typedef enum { GT_BF16K_OFF = 0, GT_BF16K_AVX512 = 1, GT_BF16K_AMX = 2 } gt_bf16
 gt_bf16_kernel gt_bf16_kernel_active(void);
 /* What this CPU supports (ignores the environment and forcing). */
 gt_bf16_kernel gt_bf16_kernel_best(void);
-/* The default choice: AMX where present, else off. */
+/* The default choice: AMX where present, else AVX512-BF16 on AMD, else off. */
 gt_bf16_kernel gt_bf16_kernel_auto(void);
 /* Force a kernel (clamped to what the CPU supports; GT_BF16K_OFF always works); returns the one
  * now active. A negative value goes back to the environment's / detected choice. */
