@@ -449,6 +449,8 @@ static gt_tensor *geglu_forward(gt_ctx *ctx, gt_tensor *gate, gt_tensor *up, boo
         if (!gt_ok(ctx)) return NULL;
         *sv = s;
     }
+    /* three loops, not one with tests inside: that one ran GeGLU's forward 6% slower (270M bf16
+     * step, 3 alternated pairs: 18.6-19.0 against 17.5-17.8 ms) */
     if (!g16) {
 #pragma omp parallel for schedule(static) if (gt_par(n))
         for (int64_t i = 0; i < n; i++) Y[i] = gelu_val(G[i]) * U[i];
