@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/hugepage.h"
+
 #define GT_ARENA_ALIGN 64
 
 struct gt_arena_block {
@@ -36,6 +38,7 @@ static gt_arena_block *block_new(size_t size) {
     gt_arena_block *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     b->mem = aligned_alloc(GT_ARENA_ALIGN, size);
+    if (b->mem) gt_hugepage_advise(b->mem, size); /* a step's activations: reused every step */
     if (!b->mem) {
         free(b);
         return NULL;

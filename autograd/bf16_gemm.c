@@ -120,40 +120,59 @@ const char *gt_bf16_kernel_name(gt_bf16_kernel k) {
 
 /* Blocks of 32 x 32 (16 at the edges), visited as: chunks of MC rows of A (kept in L2 while the
  * B panels stream past), then column blocks, then the row blocks of the chunk. The threads split
- * that sequence into contiguous runs. */
+ * that sequence into contiguous runs of equal length: it holds only blocks with rows (a last chunk
+ * of M % MC rows has fewer row blocks; counting the empty ones gave one thread of two a third
+ * more work at M = 640, the o and down projections' forward). */
 enum { MC = 256 };
 
 /* Blocks [i0, i1) of the visiting order above, on the calling thread. */
 static void run_blocks(gt_bf16_kernel k, int64_t i0, int64_t i1, int64_t M, int64_t N, int64_t K, const uint16_t *A,
-                       int64_t lda, const uint16_t *Bp, const gt_bf16k_out *o) {
-    int64_t nb = (N + 31) / 32, mbc = MC / 32;
+                       int64_t lda, const uint16_t *Bp, int64_t ldb, const gt_bf16k_out *o) {
+    int64_t nb = (N + 31) / 32, mbc = MC / 32, full = M / MC * nb * mbc, rbl = (M % MC + 31) / 32;
     if (k == GT_BF16K_AMX) gt_bf16k_amx_thread_init();
     for (int64_t i = i0; i < i1; i++) {
-        int64_t ch = i / (nb * mbc), rest = i % (nb * mbc), jb = rest / mbc, ib = rest % mbc;
+        int64_t ch, jb, ib;
+        if (i < full) ch = i / (nb * mbc), jb = i % (nb * mbc) / mbc, ib = i % mbc;
+        else ch = M / MC, jb = (i - full) / rbl, ib = (i - full) % rbl;
         int64_t m0 = ch * MC + ib * 32, n0 = jb * 32;
-        if (m0 >= M) continue;
         int mt = M - m0 >= 32 ? 2 : 1, nt = N - n0 >= 32 ? 2 : 1;
         if (k == GT_BF16K_AMX) gt_bf16k_amx_block(m0, n0, mt, nt, K, A, lda, Bp, o);
+        else if (ldb > 0) gt_bf16k_avx_block_rowb(m0, n0, mt, nt, K, A, lda, Bp, ldb, o);
         else gt_bf16k_avx_block(m0, n0, mt, nt, K, A, lda, Bp, o);
     }
     if (k == GT_BF16K_AMX) gt_bf16k_amx_thread_done();
 }
 
-void gt_bf16_gemm(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K, const uint16_t *A,
-                  int64_t lda, const uint16_t *Bp, float *C, int64_t ldc, int64_t Mv, int64_t Nv,
-                  bool trans, bool accumulate) {
+/* ldb > 0: B row-major (the AVX512 kernel only), else packed panels */
+static void gemm(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
+                 const uint16_t *B, int64_t ldb, float *C, int64_t ldc, int64_t Mv, int64_t Nv, bool trans,
+                 bool accumulate) {
     if (k == GT_BF16K_OFF || M <= 0 || N <= 0) return;
     gt_bf16k_out o = {C, ldc, Mv, Nv, trans, accumulate};
-    int64_t total = (M + MC - 1) / MC * ((N + 31) / 32) * (MC / 32);
+    int64_t total = (M / MC * (MC / 32) + (M % MC + 31) / 32) * ((N + 31) / 32);
     if (threads <= 1) { /* attention's per-head products: no OpenMP region (a microsecond a call) */
-        run_blocks(k, 0, total, M, N, K, A, lda, Bp, &o);
+        run_blocks(k, 0, total, M, N, K, A, lda, B, ldb, &o);
         return;
     }
 #pragma omp parallel num_threads(threads)
     {
         int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-        run_blocks(k, total * t / nt, total * (t + 1) / nt, M, N, K, A, lda, Bp, &o);
+        run_blocks(k, total * t / nt, total * (t + 1) / nt, M, N, K, A, lda, B, ldb, &o);
     }
+}
+
+void gt_bf16_gemm(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K, const uint16_t *A,
+                  int64_t lda, const uint16_t *Bp, float *C, int64_t ldc, int64_t Mv, int64_t Nv,
+                  bool trans, bool accumulate) {
+    gemm(k, threads, M, N, K, A, lda, Bp, 0, C, ldc, Mv, Nv, trans, accumulate);
+}
+
+bool gt_bf16_gemm_rowb(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K, const uint16_t *A,
+                       int64_t lda, const uint16_t *B, int64_t ldb, float *C, int64_t ldc, int64_t Mv, int64_t Nv,
+                       bool trans, bool accumulate) {
+    if (k != GT_BF16K_AVX512) return false;
+    gemm(k, threads, M, N, K, A, lda, B, ldb, C, ldc, Mv, Nv, trans, accumulate);
+    return true;
 }
 
 void gt_bf16_pack_a(int threads, const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *A) {

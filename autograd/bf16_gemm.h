@@ -45,6 +45,12 @@ const char *gt_bf16_kernel_name(gt_bf16_kernel k);
 void gt_bf16_gemm(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K, const uint16_t *A,
                   int64_t lda, const uint16_t *Bp, float *C, int64_t ldc, int64_t Mv, int64_t Nv,
                   bool trans, bool accumulate);
+/* The same with B bf16 row-major ([K, N], row stride ldb; N a multiple of 16, K even), not
+ * packed: only the AVX512-BF16 kernel reads B so (it interleaves row pairs in registers); returns
+ * false, computing nothing, for any other kernel (the caller packs B then). */
+bool gt_bf16_gemm_rowb(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K, const uint16_t *A,
+                       int64_t lda, const uint16_t *B, int64_t ldb, float *C, int64_t ldc, int64_t Mv, int64_t Nv,
+                       bool trans, bool accumulate);
 
 /* fp32 x [M, K] (row stride ldx) -> A layout [Mp, K] (Mp = M rounded up to 16, extra rows 0);
  * K a multiple of 32. */

@@ -22,6 +22,9 @@ void gt_bf16k_amx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const
                         int64_t lda, const uint16_t *Bp, const gt_bf16k_out *o);
 void gt_bf16k_avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A,
                         int64_t lda, const uint16_t *Bp, const gt_bf16k_out *o);
+/* The same with B row-major bf16 (B[k][n] at B[k ldb + n]; K even), not packed. */
+void gt_bf16k_avx_block_rowb(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A, int64_t lda,
+                             const uint16_t *B, int64_t ldb, const gt_bf16k_out *o);
 
 /* Packers over rows [r0, r1) of their output (A: rows of x; bt: panels; b16: pairs of W rows). */
 void gt_bf16k_pack_a_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *A, int64_t r0,

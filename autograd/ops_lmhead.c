@@ -264,10 +264,12 @@ static int chunk_split_bf16(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidde
                 gt_frozen_rows_bf16(t16, v0, nv, wide);
                 e16 = wide;
             }
-            /* packed first: the packer streams the block in from memory and the logits product
-             * then finds it in L2 (the other way round its tile loads waited on memory: 810 ->
-             * 744 ms of the two over a one-thread run) */
-            if (want_dh) gt_bf16_pack_b16(1, e16, nv, D, D, eb);
+            /* AMX: packed first: the packer streams the block in from memory and the logits
+             * product then finds it in L2 (the other way round its tile loads waited on memory:
+             * 810 -> 744 ms of the two over a one-thread run). AVX512-BF16 needs no packed copy:
+             * its accumulation reads the block as stored (rowb), in L2 after the logits product. */
+            const bool rowb = kern == GT_BF16K_AVX512;
+            if (want_dh && !rowb) gt_bf16_pack_b16(1, e16, nv, D, D, eb);
             gt_bf16_gemm(kern, 1, nv, cp, D, e16, D, s->hb16, z, nv, nv, c, true, false);
             for (int64_t i = 0; i < c; i++) {
                 float *zi = z + i * nv;
@@ -290,7 +292,8 @@ static int chunk_split_bf16(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidde
             }
             if (!want_dh) continue;
             gt_bf16_pack_a(1, z, c, nv, nv, zb);
-            gt_bf16_gemm(kern, 1, cp, D, nv, zb, nv, eb, acc, D, c, D, false, true);
+            if (!rowb || !gt_bf16_gemm_rowb(kern, 1, cp, D, nv, zb, nv, e16, D, acc, D, c, D, false, true))
+                gt_bf16_gemm(kern, 1, cp, D, nv, zb, nv, eb, acc, D, c, D, false, true);
         }
     }
     merge_partials(s, r0, c, tb, per, tsum, cp, used);

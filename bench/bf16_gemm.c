@@ -11,7 +11,7 @@
  *   sgemm   cblas_sgemm on fp32 W (what frozen_dtype fp32 runs)
  *   stage   W bf16 expanded to fp32, then sgemm (what frozen_dtype bf16 ran before compute_dtype)
  *   amx     activations rounded to bf16 + packing + AMX tiles (bwd also packs W's row pairs)
- *   avx512  the same with the AVX512-BF16 vdpbf16ps kernel
+ *   avx512  the same with the AVX512-BF16 vdpbf16ps kernel, whose bwd reads W's rows as stored
  *   amx-k   the AMX kernel alone on packed operands (what packing costs: amx vs amx-k)
  * Rounds: each round runs every contender once per shape (alternated, 1 warm-up call), a
  * contender's time in a round is the best of 3 calls; reported: GFLOP/s median over rounds,
@@ -89,6 +89,8 @@ static void run(op *o, int c, bool bwd) {
         case C_AVX: {
             gt_bf16_kernel k = c == C_AMX ? GT_BF16K_AMX : GT_BF16K_AVX512;
             gt_bf16_pack_a(o->threads, o->dy, M, N, N, o->pa);
+            /* as gt_bf16_linear's backward: AVX512-BF16 reads W as stored, AMX packs it */
+            if (gt_bf16_gemm_rowb(k, o->threads, Mp, K, N, o->pa, N, o->w16, K, o->dx, K, M, K, false, true)) break;
             gt_bf16_pack_b16(o->threads, o->w16, N, K, K, o->pb);
             gt_bf16_gemm(k, o->threads, Mp, K, N, o->pa, N, o->pb, o->dx, K, M, K, false, true);
             break;

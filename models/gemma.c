@@ -11,6 +11,7 @@
 #include "autograd/qdot.h"
 #include "autograd/quant.h"
 #include "models/gemma_params.h"
+#include "util/hugepage.h"
 
 /* ---------------------------------------------------------------- parameter table */
 
@@ -256,6 +257,7 @@ static int alloc_frozen(gt_gemma *m, gt_frozen_dtype dt, gt_gemma_qtype_fn pick,
     size_t sbytes = ((size_t)bytes + 64) & ~(size_t)63;
     void *store = aligned_alloc(64, sbytes);
     if (store) zero_lazily(store, sbytes);
+    if (store) gt_hugepage_advise(store, sbytes); /* the GEMMs stream it every step */
     m->stage = aligned_alloc(64, ((size_t)stage * sizeof(gt_real) + 63) & ~(size_t)63);
     if (!store || !m->stage) {
         free(store);

@@ -109,6 +109,61 @@ START_TEST(linear_matches_fp32_on_every_kernel) {
 }
 END_TEST
 
+/* gt_bf16_gemm on kernel k against the exact products of its bf16 operands, over M = 624 rows (two
+ * whole 256-row chunks and a last one of 112, whose blocks the threads split evenly), N = 48 (a
+ * 32-column block and a 16-column edge), every store mode, with rows and columns past Mv, Nv left
+ * alone; on AVX512-BF16, gt_bf16_gemm_rowb (B row-major) must give the same bits. */
+static void gemm_vs_exact(gt_bf16_kernel k) {
+    enum { M = 624, N = 48, K = 96, MV = 617, NV = 41 };
+    uint64_t seed = 5;
+    uint16_t *a = malloc(2 * M * K), *b = malloc(2 * K * N), *bp = malloc(2 * K * N);
+    float *c = malloc(sizeof(float) * M * N), *c2 = malloc(sizeof(float) * M * N);
+    for (int i = 0; i < M * K; i++) a[i] = gt_f32_to_bf16((float)rnd(&seed));
+    for (int i = 0; i < K * N; i++) b[i] = gt_f32_to_bf16((float)rnd(&seed));
+    gt_bf16_pack_b16(2, b, K, N, N, bp);
+    for (int mode = 0; mode < 4; mode++) {
+        bool trans = mode & 1, acc = mode & 2;
+        for (int i = 0; i < M * N; i++) c[i] = c2[i] = (float)i; /* accumulated onto, or kept past Mv, Nv */
+        gt_bf16_gemm(k, 2, M, N, K, a, K, bp, c, trans ? M : N, MV, NV, trans, acc);
+        double worst = 0;
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                int at = trans ? n * M + m : m * N + n;
+                double ex = 0, mag = 0;
+                for (int q = 0; q < K; q++) {
+                    double p = (double)gt_bf16_to_f32(a[m * K + q]) * gt_bf16_to_f32(b[q * N + n]);
+                    ex += p, mag += fabs(p);
+                }
+                if (m >= MV || n >= NV) {
+                    ck_assert_msg(c[at] == (float)at, "%s mode %d: C[%d][%d] written past Mv, Nv", gt_bf16_kernel_name(k),
+                                  mode, m, n);
+                    continue;
+                }
+                worst = fmax(worst, fabs(c[at] - (acc ? at : 0) - ex) / (mag + (acc ? at : 0)));
+            }
+        ck_assert_msg(worst <= 1e-5, "%s mode %d: %g of sum |a b| from the exact product", gt_bf16_kernel_name(k), mode,
+                      worst);
+        bool rowb = gt_bf16_gemm_rowb(k, 2, M, N, K, a, K, b, N, c2, trans ? M : N, MV, NV, trans, acc);
+        ck_assert(rowb == (k == GT_BF16K_AVX512));
+        if (rowb) ck_assert_msg(!memcmp(c, c2, sizeof(float) * M * N), "rowb mode %d differs from packed B", mode);
+    }
+    free(a), free(b), free(bp), free(c), free(c2);
+}
+
+START_TEST(gemm_matches_exact_on_every_kernel) {
+    gt_bf16_kernel ks[2] = {GT_BF16K_AVX512, GT_BF16K_AMX};
+    int ran = 0;
+    for (int i = 0; i < 2; i++) {
+        if (gt_bf16_kernel_force((int)ks[i]) != ks[i]) continue; /* not on this CPU */
+        gemm_vs_exact(ks[i]);
+        ran++;
+    }
+    printf("compute_bf16 gemm: %d kernel(s) checked on this CPU\n", ran);
+    ck_assert(!gt_bf16_gemm_rowb(GT_BF16K_OFF, 2, 16, 16, 32, NULL, 32, NULL, 16, NULL, 16, 16, 16, false, false));
+    gt_bf16_kernel_force(-1);
+}
+END_TEST
+
 /* The vendor as /proc/cpuinfo names it (the kernel reads cpuid itself) */
 static bool cpu_is_amd(void) {
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -315,6 +370,7 @@ int main(void) {
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, linear_matches_fp32_on_every_kernel);
+    tcase_add_test(tc, gemm_matches_exact_on_every_kernel);
     tcase_add_test(tc, fallbacks);
     tcase_add_test(tc, lm_head_matches_fp32_on_every_kernel);
     tcase_add_test(tc, lora_training_loss_follows_fp32);
