@@ -38,11 +38,11 @@ static gt_arena_block *block_new(size_t size) {
     gt_arena_block *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     b->mem = aligned_alloc(GT_ARENA_ALIGN, size);
-    if (b->mem) gt_hugepage_advise(b->mem, size); /* a step's activations: reused every step */
     if (!b->mem) {
         free(b);
         return NULL;
     }
+    gt_hugepage_advise(b->mem, size); /* a step's activations: reused every step */
     b->size = size;
     return b;
 }

@@ -165,97 +165,92 @@ static inline __m512bh pair(const uint16_t *p) {
     return (__m512bh)_mm512_set1_epi32(v);
 }
 
-static void avx_8x32(const uint16_t *a, int64_t lda, const uint16_t *b0, const uint16_t *b1, int64_t K,
-                     float *t, int ldt) {
-    __m512 c[8][2];
-    for (int i = 0; i < 8; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
-    for (int64_t kk = 0; kk < K / 2; kk++) {
-        __m512bh x0 = (__m512bh)_mm512_loadu_si512(b0 + kk * 32), x1 = (__m512bh)_mm512_loadu_si512(b1 + kk * 32);
-        for (int i = 0; i < 8; i++) {
-            __m512bh ai = pair(a + i * lda + 2 * kk);
-            c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, x0);
-            c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, x1);
-        }
-    }
-    for (int i = 0; i < 8; i++) {
-        _mm512_storeu_ps(t + i * ldt, c[i][0]);
-        _mm512_storeu_ps(t + i * ldt + 16, c[i][1]);
-    }
+/* The B operand of one pair step kk: packed panels (Bp panel pointers b0, b1; 16 pairs each), or
+ * B row-major bf16 (rowb: rows k of N values, stride ldb, b at column n0): each row pair's 32
+ * columns interleaved into the two pair vectors in registers (two permutes per 16 products), so
+ * the frozen weights' input gradients need no packing pass over W. */
+typedef struct {
+    const uint16_t *b0, *b1; /* packed: the panels of columns [0, 16) and [16, 32) */
+    const uint16_t *b;       /* rowb: B + n0 */
+    int64_t ldb;
+    __m512i lo_idx, hi_idx;  /* rowb: pair j of the low / high 16 columns is (row 0, row 1) of it */
+} bsrc;
+
+static inline __attribute__((always_inline)) __m512bh b_lo(const bsrc *s, int64_t kk, bool rowb, bool wide) {
+    if (!rowb) return (__m512bh)_mm512_loadu_si512(s->b0 + kk * 32);
+    const uint16_t *r = s->b + 2 * kk * s->ldb;
+    __m512i r0 = wide ? _mm512_loadu_si512(r) : _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)r));
+    __m512i r1 = wide ? _mm512_loadu_si512(r + s->ldb)
+                      : _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(r + s->ldb)));
+    return (__m512bh)_mm512_permutex2var_epi16(r0, s->lo_idx, r1);
 }
 
-static void avx_8x16(const uint16_t *a, int64_t lda, const uint16_t *b0, int64_t K, float *t, int ldt) {
-    __m512 c[8];
-    for (int i = 0; i < 8; i++) c[i] = _mm512_setzero_ps();
+static inline __attribute__((always_inline)) __m512bh b_hi(const bsrc *s, int64_t kk, bool rowb) {
+    if (!rowb) return (__m512bh)_mm512_loadu_si512(s->b1 + kk * 32);
+    const uint16_t *r = s->b + 2 * kk * s->ldb;
+    return (__m512bh)_mm512_permutex2var_epi16(_mm512_loadu_si512(r), s->hi_idx, _mm512_loadu_si512(r + s->ldb));
+}
+
+/* 8 rows of A times 32 (wide) or 16 columns of B into t (row stride ldt) */
+static inline __attribute__((always_inline)) void avx_8rows(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K,
+                                                            float *t, int ldt, bool rowb, bool wide) {
+    __m512 c0[8], c1[8];
+    for (int i = 0; i < 8; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     for (int64_t kk = 0; kk < K / 2; kk++) {
-        __m512bh x0 = (__m512bh)_mm512_loadu_si512(b0 + kk * 32);
-        for (int i = 0; i < 8; i++) c[i] = _mm512_dpbf16_ps(c[i], pair(a + i * lda + 2 * kk), x0);
+        __m512bh x0 = b_lo(s, kk, rowb, wide), x1 = wide ? b_hi(s, kk, rowb) : x0;
+        for (int i = 0; i < 8; i++) {
+            __m512bh ai = pair(a + i * lda + 2 * kk);
+            c0[i] = _mm512_dpbf16_ps(c0[i], ai, x0);
+            if (wide) c1[i] = _mm512_dpbf16_ps(c1[i], ai, x1);
+        }
     }
-    for (int i = 0; i < 8; i++) _mm512_storeu_ps(t + i * ldt, c[i]);
+    for (int i = 0; i < 8; i++) _mm512_storeu_ps(t + i * ldt, c0[i]);
+    for (int i = 0; i < 8 && wide; i++) _mm512_storeu_ps(t + i * ldt + 16, c1[i]);
+}
+
+static void avx_8x32(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, int ldt) {
+    avx_8rows(a, lda, s, K, t, ldt, false, true);
+}
+static void avx_8x16(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, int ldt) {
+    avx_8rows(a, lda, s, K, t, ldt, false, false);
+}
+static void avx_8x32_rowb(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, int ldt) {
+    avx_8rows(a, lda, s, K, t, ldt, true, true);
+}
+static void avx_8x16_rowb(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, int ldt) {
+    avx_8rows(a, lda, s, K, t, ldt, true, false);
+}
+
+/* The block's rows in micro-steps of 8 (none past Mv: finish reads only rows < Mv), then finish. */
+static void avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A, int64_t lda,
+                      const bsrc *s, bool rowb, const gt_bf16k_out *o) {
+    float t[32 * 32];
+    for (int r = 0; r < 16 * mt && m0 + r < o->Mv; r += 8) {
+        const uint16_t *a = A + (m0 + r) * lda;
+        if (rowb && nt == 2) avx_8x32_rowb(a, lda, s, K, t + r * 32, 32);
+        else if (rowb) avx_8x16_rowb(a, lda, s, K, t + r * 32, 32);
+        else if (nt == 2) avx_8x32(a, lda, s, K, t + r * 32, 32);
+        else avx_8x16(a, lda, s, K, t + r * 32, 32);
+    }
+    finish(o, t, 32, m0, n0, 16 * mt, 16 * nt);
 }
 
 void gt_bf16k_avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A,
                         int64_t lda, const uint16_t *Bp, const gt_bf16k_out *o) {
-    float t[32 * 32];
     const uint16_t *b0 = Bp + (n0 / 16) * K * 16;
-    for (int r = 0; r < 16 * mt && m0 + r < o->Mv; r += 8) { /* finish reads only rows < Mv */
-        const uint16_t *a = A + (m0 + r) * lda;
-        if (nt == 2) avx_8x32(a, lda, b0, b0 + K * 16, K, t + r * 32, 32);
-        else avx_8x16(a, lda, b0, K, t + r * 32, 32);
-    }
-    finish(o, t, 32, m0, n0, 16 * mt, 16 * nt);
-}
-
-/* B row-major bf16 (rows k of N values, stride ldb) instead of packed panels: each row pair's
- * 32 columns are interleaved into the two pair vectors in registers (two permutes per 16
- * products), so the frozen weights' input gradients need no packing pass over W. */
-static void avx_8x32_rowb(const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb, int64_t K, float *t,
-                          int ldt, __m512i lo_idx, __m512i hi_idx) {
-    __m512 c[8][2];
-    for (int i = 0; i < 8; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
-    for (int64_t kk = 0; kk < K / 2; kk++) {
-        __m512i r0 = _mm512_loadu_si512(b + 2 * kk * ldb), r1 = _mm512_loadu_si512(b + (2 * kk + 1) * ldb);
-        __m512bh x0 = (__m512bh)_mm512_permutex2var_epi16(r0, lo_idx, r1);
-        __m512bh x1 = (__m512bh)_mm512_permutex2var_epi16(r0, hi_idx, r1);
-        for (int i = 0; i < 8; i++) {
-            __m512bh ai = pair(a + i * lda + 2 * kk);
-            c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, x0);
-            c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, x1);
-        }
-    }
-    for (int i = 0; i < 8; i++) {
-        _mm512_storeu_ps(t + i * ldt, c[i][0]);
-        _mm512_storeu_ps(t + i * ldt + 16, c[i][1]);
-    }
-}
-
-static void avx_8x16_rowb(const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb, int64_t K, float *t,
-                          int ldt, __m512i lo_idx) {
-    __m512 c[8];
-    for (int i = 0; i < 8; i++) c[i] = _mm512_setzero_ps();
-    for (int64_t kk = 0; kk < K / 2; kk++) {
-        __m512i r0 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b + 2 * kk * ldb)));
-        __m512i r1 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b + (2 * kk + 1) * ldb)));
-        __m512bh x0 = (__m512bh)_mm512_permutex2var_epi16(r0, lo_idx, r1);
-        for (int i = 0; i < 8; i++) c[i] = _mm512_dpbf16_ps(c[i], pair(a + i * lda + 2 * kk), x0);
-    }
-    for (int i = 0; i < 8; i++) _mm512_storeu_ps(t + i * ldt, c[i]);
+    bsrc s = {b0, nt == 2 ? b0 + K * 16 : b0, NULL, 0, _mm512_setzero_si512(), _mm512_setzero_si512()};
+    avx_block(m0, n0, mt, nt, K, A, lda, &s, false, o);
 }
 
 void gt_bf16k_avx_block_rowb(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A, int64_t lda,
                              const uint16_t *B, int64_t ldb, const gt_bf16k_out *o) {
-    float t[32 * 32];
-    uint16_t ix[2][32]; /* pair j of the low / high 16 columns: (row 0, row 1) of column j */
+    uint16_t ix[2][32];
     for (int j = 0; j < 16; j++) {
         ix[0][2 * j] = (uint16_t)j, ix[0][2 * j + 1] = (uint16_t)(32 + j);
         ix[1][2 * j] = (uint16_t)(16 + j), ix[1][2 * j + 1] = (uint16_t)(48 + j);
     }
-    __m512i lo_idx = _mm512_loadu_si512(ix[0]), hi_idx = _mm512_loadu_si512(ix[1]);
-    for (int r = 0; r < 16 * mt && m0 + r < o->Mv; r += 8) {
-        const uint16_t *a = A + (m0 + r) * lda;
-        if (nt == 2) avx_8x32_rowb(a, lda, B + n0, ldb, K, t + r * 32, 32, lo_idx, hi_idx);
-        else avx_8x16_rowb(a, lda, B + n0, ldb, K, t + r * 32, 32, lo_idx);
-    }
-    finish(o, t, 32, m0, n0, 16 * mt, 16 * nt);
+    bsrc s = {NULL, NULL, B + n0, ldb, _mm512_loadu_si512(ix[0]), _mm512_loadu_si512(ix[1])};
+    avx_block(m0, n0, mt, nt, K, A, lda, &s, true, o);
 }
 
 /* ---- packers ---- */

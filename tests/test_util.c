@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "util/err.h"
 #include "util/fsutil.h"
 #include "util/half.h"
+#include "util/hugepage.h"
 #include "tests/check_main.h"
 
 static uint32_t bits(float f) {
@@ -357,6 +359,50 @@ START_TEST(atomic_write_replaces_and_leaves_no_temporary) {
 }
 END_TEST
 
+/* Whether the mapping holding p carries madvise(MADV_HUGEPAGE) ("hg" in /proc/self/smaps's
+ * VmFlags); -1 when smaps cannot tell. */
+static int huge_advised(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    int inside = 0, found = -1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+            continue;
+        }
+        if (inside && !strncmp(line, "VmFlags:", 8)) {
+            found = strstr(line, " hg") != NULL;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+START_TEST(hugepage_advice_marks_whole_huge_pages) {
+    gt_hugepage_advise(NULL, 0); /* nothing to do: no crash */
+    size_t huge = (size_t)2 << 20;
+    unsigned char *p = aligned_alloc(huge, 4 * huge);
+    ck_assert_ptr_nonnull(p);
+    gt_hugepage_advise(p + 100, 100); /* under one huge page: left alone */
+    int before = huge_advised(p + huge);
+    gt_hugepage_advise(p + 1, 4 * huge - 1); /* the 3 whole huge pages after p's own */
+    int mid = huge_advised(p + huge), edge = huge_advised(p);
+    FILE *thp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (thp && before >= 0) { /* a kernel with THP: the advice shows in smaps */
+        ck_assert_int_eq(before, 0);
+        ck_assert_int_eq(mid, 1);
+        ck_assert_int_eq(edge, 0); /* the partial first page is not advised */
+    }
+    if (thp) fclose(thp);
+    p[0] = 1, p[4 * huge - 1] = 2; /* the memory stays usable */
+    ck_assert_int_eq(p[0] + p[4 * huge - 1], 3);
+    free(p);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("util");
     TCase *h = tcase_create("half");
@@ -366,6 +412,7 @@ int main(void) {
     tcase_add_test(h, f32_to_f16_rounds_to_nearest_even);
     tcase_add_test(h, printable_keeps_messages_on_one_line);
     tcase_add_test(h, fail_formats_and_returns_minus_one);
+    tcase_add_test(h, hugepage_advice_marks_whole_huge_pages);
     suite_add_tcase(s, h);
     TCase *f = tcase_create("fsutil");
     tcase_add_checked_fixture(f, setup, teardown);

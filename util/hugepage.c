@@ -7,10 +7,12 @@
 
 void gt_hugepage_advise(void *p, size_t bytes) {
 #ifdef MADV_HUGEPAGE
-    static int off = -1; /* read once; a race only writes the same value */
+    static int g_off = -1; /* the environment, read once (any thread may come first) */
+    int off = __atomic_load_n(&g_off, __ATOMIC_ACQUIRE);
     if (off < 0) {
         const char *e = getenv("GT_HUGEPAGES");
         off = e && !strcmp(e, "0");
+        __atomic_store_n(&g_off, off, __ATOMIC_RELEASE);
     }
     const uintptr_t huge = (uintptr_t)2 << 20;
     uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), b = ((uintptr_t)p + bytes) & ~(huge - 1);
