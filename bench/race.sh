@@ -29,7 +29,8 @@
 #   --quick: 1 round, shape 1x256, 1 timed step, 16 new tokens, torch eager (a smoke run)
 # Environment: BUILD (build), THREADS (2), REPS (timed steps per run, 3), NEW (64), PROMPT,
 # DATA (datasets/debian-packages/train.jsonl), GGUF (out/models/gemma-3-270m-q4_k_m.gguf,
-# `make model`), TORCH_COMPILE (1), OMP_WAIT (default: each library's own OpenMP wait policy,
+# `make model`), TORCH_COMPILE (1), TORCH_COMPILE_MODE (torch.compile's mode, e.g. max-autotune:
+# on the 2-core EPYC it ran the 1 x 512 step at 355 tokens/s, no faster than the default), OMP_WAIT (default: each library's own OpenMP wait policy,
 # its best on a quiet machine: gemmatrain spins briefly, torch's libgomp longer; PASSIVE exports
 # OMP_WAIT_POLICY=PASSIVE to every contender, for a machine shared with other jobs, where
 # torch's spinning threads ran its 1 x 256 step at 9.7 tokens/s against 99 passive),

@@ -12,7 +12,9 @@ user would:
     (oneDNN's bf16 matmuls); the LoRA adapters stay fp32 (PEFT's default), as does AdamW;
     mode fp32: everything fp32;
   - compile 1: the step's forward and loss under torch.compile (inductor; its backward through
-    AOTAutograd). When compiling fails the step runs eager and the RESULT line says compile=failed.
+    AOTAutograd), in the mode TORCH_COMPILE_MODE names (default: inductor's default; the RESULT
+    line then says compile=yes, else the mode). When compiling fails the step runs eager and the
+    RESULT line says compile=failed.
 Warm-up steps (2, which also compile) are not timed. Prints one RESULT line: step ms median, min,
 max, tokens/s, peak RSS (this process's high-water mark, MB), CPU seconds per timed step (all threads).
 
@@ -20,6 +22,7 @@ usage: python3 bench/race_torch.py ROWS SEQ REPS THREADS fp32|bf16 COMPILE(0|1) 
        python3 bench/race_torch.py --peak THREADS   (fp32 and bf16 matmul GFLOP/s, best of 5)
 """
 import json
+import os
 import resource
 import statistics
 import sys
@@ -97,7 +100,8 @@ def main():
 
     fn, compiled = loss_fn, "no"
     if want_compile:
-        fn, compiled = torch.compile(loss_fn), "yes"
+        cmode = os.environ.get("TORCH_COMPILE_MODE") or None  # e.g. max-autotune (inductor's GEMM templates)
+        fn, compiled = torch.compile(loss_fn, mode=cmode), "yes" if not cmode else cmode
 
     def step(f):
         opt.zero_grad(set_to_none=True)
