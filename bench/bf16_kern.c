@@ -1,6 +1,7 @@
 /* bench/bf16_kern: the bf16 GEMM path of compute_dtype bfloat16 (autograd/bf16_gemm.h) on the
  * Gemma 3 270M frozen-weight shapes, as ops_bf16 / ops_lmhead call it (activations rounded and
- * packed in the call; the backward also packs W's row pairs), for bench/bf16_race.sh to
+ * packed in the call; the backward packs W's row pairs on AMX, reads them as stored on
+ * AVX512-BF16), for bench/bf16_race.sh to
  * alternate with other builds and with torch (bench/bf16_torch.py prints the same lines).
  *
  *   build/bench/bf16_kern [REPS=5] [M=512] [ALIGN=64]   (GT_THREADS threads; AMX, else AVX512-BF16)
@@ -63,6 +64,8 @@ static void call(const prob *p, int bwd) {
         return;
     }
     gt_bf16_pack_a(p->th, p->dy, M, N, N, p->pa);
+    /* as ops_bf16's backward: W's rows read as stored where the kernel can (AVX512-BF16) */
+    if (gt_bf16_gemm_rowb(p->k, p->th, Mp, K, N, p->pa, N, p->w, K, p->dx, K, M, K, false, true)) return;
     gt_bf16_pack_b16(p->th, p->w, N, K, K, p->pb);
     gt_bf16_gemm(p->k, p->th, Mp, K, N, p->pa, N, p->pb, p->dx, K, M, K, false, true);
 }
