@@ -47,8 +47,9 @@ void gt_bf16_gemm(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K
                   bool trans, bool accumulate);
 /* The same with B bf16 row-major ([K, N], row stride ldb; N a multiple of 16, K even), not
  * packed: only the AVX512-BF16 kernel reads B so (it interleaves row pairs in registers), and
- * only a B of at most 4 MiB (K ldb bf16 values: larger ones span too many pages); returns false,
- * computing nothing, otherwise (the caller packs B then). */
+ * only a B of at most 4 MiB (K ldb bf16 values: larger ones span too many pages) whose row
+ * stride is not a multiple of 4 KiB (cache-set conflicts); returns false, computing nothing,
+ * otherwise (the caller packs B then). */
 bool gt_bf16_gemm_rowb(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K, const uint16_t *A,
                        int64_t lda, const uint16_t *B, int64_t ldb, float *C, int64_t ldc, int64_t Mv, int64_t Nv,
                        bool trans, bool accumulate);

@@ -160,8 +160,11 @@ START_TEST(gemm_matches_exact_on_every_kernel) {
     }
     printf("compute_bf16 gemm: %d kernel(s) checked on this CPU\n", ran);
     ck_assert(!gt_bf16_gemm_rowb(GT_BF16K_OFF, 2, 16, 16, 32, NULL, 32, NULL, 16, NULL, 16, 16, 16, false, false));
-    /* a B over 4 MiB is left to the packed path (refused before anything is read) */
+    /* a B over 4 MiB, or with rows 4 KiB apart, is left to the packed path (refused before
+     * anything is read) */
     ck_assert(!gt_bf16_gemm_rowb(GT_BF16K_AVX512, 2, 16, 16, 2048, NULL, 2048, NULL, 1056, NULL, 16, 16, 16, false,
+                                 false));
+    ck_assert(!gt_bf16_gemm_rowb(GT_BF16K_AVX512, 2, 16, 16, 32, NULL, 32, NULL, 2048, NULL, 16, 16, 16, false,
                                  false));
     gt_bf16_kernel_force(-1);
 }
