@@ -293,7 +293,7 @@ static int chunk_split_bf16(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidde
             if (!want_dh) continue;
             gt_bf16_pack_a(1, z, c, nv, nv, zb);
             if (!rowb || !gt_bf16_gemm_rowb(kern, 1, cp, D, nv, zb, nv, e16, D, acc, D, c, D, false, true)) {
-                if (rowb) gt_bf16_pack_b16(1, e16, nv, D, D, eb); /* a block over rowb's 4 MiB */
+                if (rowb) gt_bf16_pack_b16(1, e16, nv, D, D, eb); /* a block rowb refuses */
                 gt_bf16_gemm(kern, 1, cp, D, nv, zb, nv, eb, acc, D, c, D, false, true);
             }
         }

@@ -215,9 +215,9 @@ END_TEST
  * loss within 2 * 2^-8 * max_v sum_k |h_k e_vk| (logits move by at most 2^-8 of that), the
  * hidden gradient within 2% of its largest value. V 1000 with staging for 256 rows: three
  * blocks on the kernel and a short last one (232 rows) in fp32. */
-static void lm_head_vs_fp32(gt_bf16_kernel k, int64_t V, int64_t N, double cap) {
+static void lm_head_vs_fp32(gt_bf16_kernel k, int64_t V, int64_t N, double cap, int64_t D) {
     ck_assert_int_eq(gt_bf16_kernel_force((int)k), k);
-    enum { D = 64, SR = 256 };
+    enum { SR = 256 };
     uint64_t seed = 99;
     uint16_t *e16 = malloc(sizeof(uint16_t) * (size_t)(V * D));
     gt_real *stage = malloc(sizeof(gt_real) * SR * D), *h = malloc(sizeof(gt_real) * (size_t)(N * D));
@@ -253,8 +253,8 @@ static void lm_head_vs_fp32(gt_bf16_kernel k, int64_t V, int64_t N, double cap) 
     ck_assert_msg(gdiff <= 0.02 * gmax, "%s: dh off by %g of max %g", gt_bf16_kernel_name(k), gdiff, gmax);
     ck_assert(gmax > 1e-3);
     if (k != GT_BF16K_OFF) ck_assert(worst > 0);
-    printf("compute_bf16 %s lm head V %lld N %lld cap %g: row loss off by %.1e (bound %.1e), dh by %.1e of max\n",
-           gt_bf16_kernel_name(k), (long long)V, (long long)N, cap, worst, bound, gdiff / gmax);
+    printf("compute_bf16 %s lm head V %lld N %lld D %lld cap %g: row loss off by %.1e (bound %.1e), dh by %.1e of "
+           "max\n", gt_bf16_kernel_name(k), (long long)V, (long long)N, (long long)D, cap, worst, bound, gdiff / gmax);
     gt_test_pair_free(&p);
     free(e16), free(stage), free(h), free(labels), free(w), free(ce1), free(ce2);
     gt_bf16_kernel_force(-1);
@@ -264,8 +264,10 @@ START_TEST(lm_head_matches_fp32_on_every_kernel) {
     gt_bf16_kernel ks[3] = {GT_BF16K_OFF, GT_BF16K_AVX512, GT_BF16K_AMX};
     for (int i = 0; i < 3; i++) {
         if (gt_bf16_kernel_force((int)ks[i]) != ks[i]) continue;
-        lm_head_vs_fp32(ks[i], 1000, 21, 0);
-        lm_head_vs_fp32(ks[i], 1024, 5, 30);
+        lm_head_vs_fp32(ks[i], 1000, 21, 0, 64);
+        lm_head_vs_fp32(ks[i], 1024, 5, 30, 64);
+        /* table rows 4 KiB apart (Gemma 1 2B's width): AVX512-BF16 packs its blocks, not rowb */
+        lm_head_vs_fp32(ks[i], 1024, 5, 0, 2048);
     }
     gt_bf16_kernel_force(-1);
 }
