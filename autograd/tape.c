@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "autograd/blas.h"
+#include "util/clock.h"
 
 #ifdef __SANITIZE_ADDRESS__
 #include <sanitizer/asan_interface.h>
@@ -31,12 +31,6 @@ static struct {
     double mark;
 } g_prof = {.on = -1};
 
-static double prof_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static bool prof_on(void) {
     if (g_prof.on < 0) g_prof.on = getenv("GT_OP_PROFILE") && atoi(getenv("GT_OP_PROFILE")) > 0;
     return g_prof.on;
@@ -50,20 +44,22 @@ static int prof_slot(const char *op) {
     return g_prof.n++;
 }
 
-void gt_op_profile_set(int on) {
+/* Clears what was gathered; on: 1, 0, or -1 (read the environment at the next use). */
+static void prof_reset(int on) {
     memset(&g_prof, 0, sizeof g_prof);
-    g_prof.on = on < 0 ? -1 : on > 0;
+    g_prof.on = on;
 }
 
+void gt_op_profile_set(int on) { prof_reset(on < 0 ? -1 : on > 0); }
+
 void gt_op_profile_mark(void) {
-    if (prof_on()) g_prof.mark = prof_now();
+    if (prof_on()) g_prof.mark = gt_now();
 }
 
 void gt_op_profile_report(FILE *f, double scale) {
     if (!prof_on()) return;
     if (scale == 0) { /* clear only */
-        memset(&g_prof, 0, sizeof g_prof);
-        g_prof.on = 1;
+        prof_reset(1);
         return;
     }
     double tf = 0, tb = 0;
@@ -73,8 +69,7 @@ void gt_op_profile_report(FILE *f, double scale) {
     for (int i = 0; i < g_prof.n; i++)
         fprintf(f, "  %-16s calls %6ld  forward %8.1f  backward %8.1f\n", g_prof.op[i], g_prof.calls[i],
                 g_prof.fwd[i] * 1e3 * scale, g_prof.bwd[i] * 1e3 * scale);
-    memset(&g_prof, 0, sizeof g_prof);
-    g_prof.on = 1;
+    prof_reset(1);
 }
 
 void gt_ctx_init(gt_ctx *ctx, size_t arena_block_bytes) {
@@ -224,7 +219,7 @@ gt_tensor *gt_op_out(gt_ctx *ctx, int ndim, const int64_t *shape, gt_tensor *con
 bool gt_record(gt_ctx *ctx, const char *op, gt_backward_fn fn, gt_tensor *out,
                gt_tensor *const *in, int n_in, void *saved, unsigned reads) {
     if (prof_on()) {
-        double t = prof_now();
+        double t = gt_now();
         int i = prof_slot(op);
         if (g_prof.mark > 0) g_prof.fwd[i] += t - g_prof.mark;
         g_prof.calls[i]++;
@@ -419,9 +414,9 @@ static int run_tape(gt_ctx *ctx) {
     for (gt_node *n = ctx->tape; n && gt_ok(ctx); n = n->prev) {
         gt_tensor *root = root_of(n->out);
         if (root->grad) { /* else nothing downstream used this output */
-            double t0 = prof_on() ? prof_now() : 0;
+            double t0 = prof_on() ? gt_now() : 0;
             n->backward(ctx, n);
-            if (t0 > 0) g_prof.bwd[prof_slot(n->op)] += prof_now() - t0;
+            if (t0 > 0) g_prof.bwd[prof_slot(n->op)] += gt_now() - t0;
             /* every consumer of the output ran before its producer: its gradient is dead now */
             gt_release(ctx, root->grad, (size_t)root->size * sizeof(gt_real));
             root->grad = NULL;

@@ -6,20 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "util/clock.h"
 
 #ifdef GT_REAL_DOUBLE
 #define GT_MPI_REAL MPI_DOUBLE
 #else
 #define GT_MPI_REAL MPI_FLOAT
 #endif
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static int env_int(const char *name, int dflt) {
     const char *s = getenv(name);
@@ -85,7 +80,7 @@ int gt_dist_sum_real(gt_dist *d, gt_real *v, int64_t n, char *err, size_t errn) 
     const int64_t bucket = GT_DIST_BUCKET_BYTES / (int64_t)sizeof(gt_real);
     MPI_Request req[GT_DIST_INFLIGHT];
     int used = 0;
-    double t0 = now();
+    double t0 = gt_now();
     for (int64_t o = 0; o < n; o += bucket) {
         int len = (int)(n - o < bucket ? n - o : bucket);
         if (used == GT_DIST_INFLIGHT) { /* wait for the oldest slot before reusing it */
@@ -100,7 +95,7 @@ int gt_dist_sum_real(gt_dist *d, gt_real *v, int64_t n, char *err, size_t errn) 
     }
     int rc = MPI_Waitall(used, req, MPI_STATUSES_IGNORE);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "allreduce wait", err, errn);
-    d->reduce_s += now() - t0;
+    d->reduce_s += gt_now() - t0;
     d->reduce_bytes += n * (int64_t)sizeof(gt_real);
     return 0;
 }
@@ -185,7 +180,7 @@ int gt_dist_reduce_grads(void *user, const gt_param_slice *p, int n, double *sca
                          int n_scalars, char *err, size_t errn) {
     gt_dist *d = user;
     if (d->world < 2) return 0;
-    double t0 = now();
+    double t0 = gt_now();
     flush_run(d);
     for (int i = 0; i < n && !d->run_err;) { /* what backward did not start: merged runs */
         if (d->started && d->started[i]) {
@@ -204,7 +199,7 @@ int gt_dist_reduce_grads(void *user, const gt_param_slice *p, int n, double *sca
     d->n_started = 0;
     if (d->started) memset(d->started, 0, sizeof *d->started * (size_t)n);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "gradient allreduce", err, errn);
-    d->reduce_s += now() - t0;
+    d->reduce_s += gt_now() - t0;
     return gt_dist_sum_f64(d, scalars, n_scalars, err, errn);
 }
 
@@ -243,10 +238,10 @@ int gt_dist_sharded_update(void *user, gt_optim *o, double lr, char *err, size_t
     gt_dist *d = user;
     int64_t n = o->n_values;
     gt_optim_step_range(o, lr, share_start(n, d->rank, d->world), share_start(n, d->rank + 1, d->world));
-    double t0 = now();
+    double t0 = gt_now();
     for (int i = 0; i < o->n_params; i++)
         if (gather_part(d, o->params[i].data, o->offset[i], o->params[i].size, n, err, errn)) return -1;
-    d->reduce_s += now() - t0;
+    d->reduce_s += gt_now() - t0;
     return 0;
 }
 

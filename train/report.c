@@ -6,16 +6,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "util/fsutil.h"
-
-double gt_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 /* x as a JSON number with fmt's digits (the file stays short and diffable); a non-finite x (a
  * step skipped under train.on_nonfinite: skip) is null, which keeps the line valid JSON. */

@@ -19,9 +19,7 @@
 #include "train/config.h"
 #include "train/dist.h"
 #include "train/step.h"
-
-/* Monotonic seconds. */
-double gt_now(void);
+#include "util/clock.h" /* gt_now */
 
 typedef struct gt_report {
     bool lead;               /* rank 0: the only one that prints */
