@@ -99,8 +99,9 @@ static const row schema[] = {
          "arithmetic of the frozen-weight products (q, k, v, o, gate, up, down and the tied LM head; "
          "forward and input gradient): bfloat16 rounds their activations to bf16 and accumulates in "
          "fp32 on the CPU's AMX unit, or its AVX512-BF16 instructions on AMD, fp32 where the CPU has neither (or GT_BF16_KERNEL=off); needs "
-         "model.frozen_dtype bf16, q8_0 or q4_k (LoRA; q8_0, q4_k: the linears only, rows widened to bf16 a block "
-         "at a time); adapters, norms, attention, softmax, loss, optimizer stay fp32"),
+         "model.frozen_dtype bf16, q8_0 or q4_k (LoRA; q8_0, q4_k: rows widened to bf16 a block at a time, the LM "
+         "head's vocabulary blocks too); attention's score and context products too (head dims multiples of 32); adapters, norms, "
+         "softmax, loss, optimizer stay fp32"),
     INT("model.generation", model.generation, "0", "[0, 4]",
         "Gemma generation of a custom model (1-4); 0: the preset's"),
     INT("model.vocab_size", model.vocab_size, "0", "[0, 2147483647]", "vocabulary size; 0: the preset's"),
