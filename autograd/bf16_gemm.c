@@ -143,12 +143,27 @@ static void run_blocks(gt_bf16_kernel k, int64_t i0, int64_t i1, int64_t M, int6
     if (k == GT_BF16K_AMX) gt_bf16k_amx_thread_done();
 }
 
+/* Dot products pay for a last panel up to about 12 of its 16 columns (one vdpbf16ps per 16 pairs
+ * and column against one per pair for the panel); 8 leaves room for the transposes. The copy of
+ * the columns lives on the stack: up to 32 KiB. */
+enum { EDGE_COLS = 8, EDGE_VALUES = 16384 };
+
 /* ldb > 0: B row-major (the AVX512 kernel only), else packed panels */
 static void gemm(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
                  const uint16_t *B, int64_t ldb, float *C, int64_t ldc, int64_t Mv, int64_t Nv, bool trans,
                  bool accumulate) {
     if (k == GT_BF16K_OFF || M <= 0 || N <= 0) return;
-    gt_bf16k_out o = {C, ldc, Mv, Nv, trans, accumulate};
+    gt_bf16k_out o = {C, ldc, Mv, Nv, trans, accumulate, NULL, 0, 0};
+    /* A last panel with at most EDGE_COLS valid columns goes as dot products (bf16_kern.c's
+     * avx_dots): its columns copied here, K-contiguous, once for all the blocks. */
+    uint16_t ecol[EDGE_VALUES];
+    int64_t e = Nv % 16, n0e = Nv - e;
+    if (k == GT_BF16K_AVX512 && e > 0 && e <= EDGE_COLS && e * K <= EDGE_VALUES && Nv <= N) {
+        for (int64_t j = 0; j < e; j++)
+            for (int64_t kk = 0; kk < K; kk++)
+                ecol[j * K + kk] = ldb > 0 ? B[kk * ldb + n0e + j] : B[n0e * K + kk / 2 * 32 + 2 * j + kk % 2];
+        o.ecol = ecol, o.ecol_n0 = n0e, o.ecol_e = e;
+    }
     int64_t total = (M / MC * (MC / 32) + (M % MC + 31) / 32) * ((N + 31) / 32);
     if (threads <= 1) { /* attention's per-head products: no OpenMP region (a microsecond a call) */
         run_blocks(k, 0, total, M, N, K, A, lda, B, ldb, &o);

@@ -18,6 +18,9 @@
  *      B[2k+1][16p+j]), p = 0 .. N/16 - 1 (N a multiple of 16, padded with zeros by the packers);
  *   C  fp32, row stride ldc, only rows < Mv and columns < Nv written; trans: C is stored
  *      transposed (C[n * ldc + m]); accumulate: add to C instead of overwriting.
+ * Rows and columns past Mv, Nv cost (almost) nothing on AVX512-BF16: the last rows go in steps of
+ * 4, 2, 1 and a last panel of at most 8 valid columns as dot products (the same values up to the
+ * order of the sums); AMX computes whole 16 x 16 tiles.
  * The packers turn fp32 activations or bf16 weights into A or Bp layout (rounding to nearest
  * even; zero padding). Speed, not correctness: A, Bp and C want 64-byte aligned starts (and row
  * strides of whole cache lines); a tile row split over two lines measured the whole path at about

@@ -191,47 +191,121 @@ static inline __attribute__((always_inline)) __m512bh b_hi(const bsrc *s, int64_
     return (__m512bh)_mm512_permutex2var_epi16(_mm512_loadu_si512(r), s->hi_idx, _mm512_loadu_si512(r + s->ldb));
 }
 
-/* 8 rows of A times 32 (wide) or 16 columns of B into t (row stride ldt) */
-static inline __attribute__((always_inline)) void avx_8rows(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K,
-                                                            float *t, int ldt, bool rowb, bool wide) {
+/* R (8, 4, 2 or 1) rows of A times 32 (wide) or 16 columns of B into t (row stride ldt) */
+static inline __attribute__((always_inline)) void avx_rows(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K,
+                                                           float *t, int ldt, bool rowb, bool wide, const int R) {
     __m512 c0[8], c1[8];
-    for (int i = 0; i < 8; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     for (int64_t kk = 0; kk < K / 2; kk++) {
         __m512bh x0 = b_lo(s, kk, rowb, wide), x1 = wide ? b_hi(s, kk, rowb) : x0;
-        for (int i = 0; i < 8; i++) {
+        for (int i = 0; i < R; i++) {
             __m512bh ai = pair(a + i * lda + 2 * kk);
             c0[i] = _mm512_dpbf16_ps(c0[i], ai, x0);
             if (wide) c1[i] = _mm512_dpbf16_ps(c1[i], ai, x1);
         }
     }
-    for (int i = 0; i < 8; i++) _mm512_storeu_ps(t + i * ldt, c0[i]);
-    for (int i = 0; i < 8 && wide; i++) _mm512_storeu_ps(t + i * ldt + 16, c1[i]);
+    for (int i = 0; i < R; i++) _mm512_storeu_ps(t + i * ldt, c0[i]);
+    for (int i = 0; i < R && wide; i++) _mm512_storeu_ps(t + i * ldt + 16, c1[i]);
 }
 
-static void avx_8x32(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, int ldt) {
-    avx_8rows(a, lda, s, K, t, ldt, false, true);
-}
-static void avx_8x16(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, int ldt) {
-    avx_8rows(a, lda, s, K, t, ldt, false, false);
-}
-static void avx_8x32_rowb(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, int ldt) {
-    avx_8rows(a, lda, s, K, t, ldt, true, true);
-}
-static void avx_8x16_rowb(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, int ldt) {
-    avx_8rows(a, lda, s, K, t, ldt, true, false);
+/* One function per row count and B form, kept out of line: inlined into their caller (all four
+ * forms in one function), the gate forward ran 1.2x slower (bench/kern_ab.sh). */
+#define AVX_FORM(name, R, rowb, wide)                                                                    \
+    static __attribute__((noinline)) void name(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, \
+                                               float *t) {                                              \
+        avx_rows(a, lda, s, K, t, 32, rowb, wide, R);                                                   \
+    }
+#define AVX_ROWS_FN(R)                                                                                      \
+    AVX_FORM(avx_##R##x32, R, false, true)                                                                  \
+    AVX_FORM(avx_##R##x16, R, false, false)                                                                 \
+    AVX_FORM(avx_##R##x32_rowb, R, true, true)                                                              \
+    AVX_FORM(avx_##R##x16_rowb, R, true, false)                                                             \
+    static void avx_##R##rows(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, bool rowb, \
+                              bool wide) {                                                                  \
+        if (rowb && wide) avx_##R##x32_rowb(a, lda, s, K, t);                                               \
+        else if (rowb) avx_##R##x16_rowb(a, lda, s, K, t);                                                  \
+        else if (wide) avx_##R##x32(a, lda, s, K, t);                                                       \
+        else avx_##R##x16(a, lda, s, K, t);                                                                 \
+    }
+AVX_ROWS_FN(8)
+AVX_ROWS_FN(4)
+AVX_ROWS_FN(2)
+AVX_ROWS_FN(1)
+#undef AVX_ROWS_FN
+#undef AVX_FORM
+
+/* Rows [0, rows) of A times the panel's B columns in micro-steps of 8 rows, the last few rows of a
+ * block in steps of 4, 2, 1 (rows past Mv cost nothing: the LM head's 177 response rows padded to
+ * 192 took a whole 8-row step for the last row). Rows up to the block's 16 mt stay readable. */
+static void avx_panel_rows(const uint16_t *A, int64_t lda, const bsrc *s, int64_t K, float *t, int rows, bool rowb,
+                           bool wide) {
+    for (int r = 0; r < rows;) {
+        int left = rows - r, R = left >= 5 ? 8 : left >= 3 ? 4 : left;
+        const uint16_t *a = A + r * lda;
+        if (R == 8) avx_8rows(a, lda, s, K, t + r * 32, rowb, wide);
+        else if (R == 4) avx_4rows(a, lda, s, K, t + r * 32, rowb, wide);
+        else if (R == 2) avx_2rows(a, lda, s, K, t + r * 32, rowb, wide);
+        else avx_1rows(a, lda, s, K, t + r * 32, rowb, wide);
+        r += R;
+    }
 }
 
-/* The block's rows in micro-steps of 8 (none past Mv: finish reads only rows < Mv), then finish. */
+/* The few valid columns of a last panel as dot products (lanes over K instead of over columns):
+ * t[i * 32 + j] = A[i] . bcol[j] for i < rows, j < E. A padded panel costs a vdpbf16ps per row
+ * and pair whatever E is; this costs E per 16 pairs and row, plus a 16 x 16 transpose per 16 / E
+ * rows (the LM head's logits for 177 rows: 11 panels and a column instead of 12 panels). Rows go
+ * 16 / E at a time with all E columns, so each load of A serves E products; a group's rows past
+ * `rows` re-read the last valid row (A need not exist there) and are not stored. */
+static inline __attribute__((always_inline)) void dots_e(const uint16_t *A, int64_t lda, int rows, const uint16_t *bcol,
+                                                         int64_t K, float *t, const int E) {
+    const int RG = 16 / E;
+    for (int r0 = 0; r0 < rows; r0 += RG) {
+        __m512 acc[16];
+        const uint16_t *ap[16];
+        for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+        for (int i = 0; i < RG; i++) ap[i] = A + (r0 + i < rows ? r0 + i : rows - 1) * lda;
+        for (int64_t k = 0; k < K; k += 32) {
+            __mmask32 m = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);
+            __m512bh bv[8];
+            for (int c = 0; c < E; c++) bv[c] = (__m512bh)_mm512_maskz_loadu_epi16(m, bcol + c * K + k);
+            for (int i = 0; i < RG; i++) {
+                __m512bh av = (__m512bh)_mm512_maskz_loadu_epi16(m, ap[i] + k);
+                for (int c = 0; c < E; c++) acc[i * E + c] = _mm512_dpbf16_ps(acc[i * E + c], av, bv[c]);
+            }
+        }
+        tr16(acc); /* acc[l] lane g: accumulator g's partial sum l */
+        __m512 sum = acc[0];
+        for (int l = 1; l < 16; l++) sum = _mm512_add_ps(sum, acc[l]);
+        float out[16];
+        _mm512_storeu_ps(out, sum);
+        for (int i = 0; i < RG && r0 + i < rows; i++)
+            for (int c = 0; c < E; c++) t[(r0 + i) * 32 + c] = out[i * E + c];
+    }
+}
+
+static void avx_dots(const uint16_t *A, int64_t lda, int rows, const uint16_t *bcol, int e, int64_t K, float *t) {
+    switch (e) {
+    case 1: dots_e(A, lda, rows, bcol, K, t, 1); break;
+    case 2: dots_e(A, lda, rows, bcol, K, t, 2); break;
+    case 3: dots_e(A, lda, rows, bcol, K, t, 3); break;
+    case 4: dots_e(A, lda, rows, bcol, K, t, 4); break;
+    case 5: dots_e(A, lda, rows, bcol, K, t, 5); break;
+    case 6: dots_e(A, lda, rows, bcol, K, t, 6); break;
+    case 7: dots_e(A, lda, rows, bcol, K, t, 7); break;
+    default: dots_e(A, lda, rows, bcol, K, t, 8); break;
+    }
+}
+
+/* The block's valid rows (none past Mv: finish reads only rows < Mv), then finish. A last panel
+ * with o->ecol goes as dot products. */
 static void avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A, int64_t lda,
                       const bsrc *s, bool rowb, const gt_bf16k_out *o) {
     float t[32 * 32];
-    for (int r = 0; r < 16 * mt && m0 + r < o->Mv; r += 8) {
-        const uint16_t *a = A + (m0 + r) * lda;
-        if (rowb && nt == 2) avx_8x32_rowb(a, lda, s, K, t + r * 32, 32);
-        else if (rowb) avx_8x16_rowb(a, lda, s, K, t + r * 32, 32);
-        else if (nt == 2) avx_8x32(a, lda, s, K, t + r * 32, 32);
-        else avx_8x16(a, lda, s, K, t + r * 32, 32);
-    }
+    int rows = o->Mv - m0 < 16 * mt ? (int)(o->Mv - m0) : 16 * mt;
+    int dp = o->ecol && o->ecol_n0 >= n0 && o->ecol_n0 < n0 + 16 * nt ? (int)((o->ecol_n0 - n0) / 16) : -1;
+    const uint16_t *a = A + m0 * lda;
+    if (dp != 0) avx_panel_rows(a, lda, s, K, t, rows, rowb, nt == 2 && dp < 0);
+    if (dp >= 0) avx_dots(a, lda, rows, o->ecol, (int)o->ecol_e, K, t + 16 * dp);
     finish(o, t, 32, m0, n0, 16 * mt, 16 * nt);
 }
 

@@ -13,6 +13,11 @@ typedef struct {
     float *C;
     int64_t ldc, Mv, Nv;
     bool trans, accumulate;
+    /* AVX512-BF16, optional: the last 16-column panel (at column ecol_n0, ecol_e < 16 valid
+     * columns) as dot products instead of a padded panel: column j's K values of B at
+     * ecol + j K. NULL: the panel is computed padded like the others. */
+    const uint16_t *ecol;
+    int64_t ecol_n0, ecol_e;
 } gt_bf16k_out;
 
 void gt_bf16k_amx_thread_init(void);
