@@ -216,20 +216,98 @@ static void merge_partials(lmhead_saved *s, int64_t r0, int64_t c, float *tb, si
     }
 }
 
-/* The one pass on the bf16 kernel with the vocabulary split between the threads: each walks its
- * own range in blocks of SPLIT_BLOCK rows with a running (max, sum, acc) of its own, calling the
- * kernel and the packers single-threaded, and the threads merge as a log-sum-exp at the end (as
- * chunk_direct does). A block's logits, exp terms and packed rows stay in the core's L2 from the
- * logits product to the accumulation, and a block costs no OpenMP region (chunk_one_pass runs
- * five per 2048-row block, each splitting the data differently between the cores). Needs V a
- * multiple of 32; the results equal chunk_one_pass's up to the order of the sums. */
+/* One thread's online softmax over vocabulary rows [lo, hi) (whole multiples of 32) for c active
+ * rows whose hidden vectors are hb16 (B panels, cp = c rounded up to 16): blocks of SPLIT_BLOCK
+ * rows, each a logits product, the running max / sum / label logit per row, and when acc is
+ * given acc += exp(z - max) cap' E_block (rescaled when a row's max grows). The rows' labels start
+ * at s->labels[r0]. All products and packers on the calling thread. */
 #define SPLIT_BLOCK 256
 
+typedef struct {
+    float *m, *zy, *has_y; /* per row: running max, label logit and whether it was seen */
+    float *acc;            /* cp x D, or NULL (no input gradient) */
+    double *sum;           /* per row: running sum of exp(z - m) */
+    float *z;              /* scratch: cp x SPLIT_BLOCK logits */
+    uint16_t *zb, *eb, *wide; /* their bf16 A copy; a pair-packed block; a quantised block widened */
+} walk_state;
+
+static void walk_vocab(const lmhead_saved *s, const uint16_t *hb16, int64_t r0, int64_t c, int64_t lo, int64_t hi,
+                       const walk_state *w) {
+    const gt_bf16_mat *t16 = s->t16;
+    const int64_t D = s->D, cp = (c + 15) / 16 * 16, VB = SPLIT_BLOCK;
+    const gt_real inv_cap = s->softcap > 0 ? (gt_real)(1.0 / s->softcap) : 0, cap = (gt_real)s->softcap;
+    const gt_bf16_kernel kern = gt_bf16_kernel_active();
+    const bool widen = t16->fmt != GT_WFMT_BF16;
+    float *m = w->m, *zy = w->zy, *has_y = w->has_y, *acc = w->acc, *z = w->z;
+    double *sum = w->sum;
+    for (int64_t i = 0; i < cp; i++) m[i] = -INFINITY, zy[i] = 0, has_y[i] = 0, sum[i] = 0;
+    if (acc) memset(acc, 0, (size_t)(cp * D) * sizeof(float));
+    for (int64_t v0 = lo; v0 < hi; v0 += VB) {
+        const int64_t nv = hi - v0 < VB ? hi - v0 : VB;
+        const uint16_t *e16 = t16->data + v0 * D;
+        if (widen) {
+            gt_frozen_rows_bf16(t16, v0, nv, w->wide);
+            e16 = w->wide;
+        }
+        /* AMX: packed first: the packer streams the block in from memory and the logits
+         * product then finds it in L2 (the other way round its tile loads waited on memory:
+         * 810 -> 744 ms of the two over a one-thread run). AVX512-BF16 needs no packed copy:
+         * its accumulation reads the block as stored (rowb), in L2 after the logits product. */
+        const bool rowb = kern == GT_BF16K_AVX512;
+        if (acc && !rowb) gt_bf16_pack_b16(1, e16, nv, D, D, w->eb);
+        gt_bf16_gemm(kern, 1, nv, cp, D, e16, D, hb16, z, nv, nv, c, true, false);
+        for (int64_t i = 0; i < c; i++) {
+            float *zi = z + i * nv;
+            if (cap > 0)
+                for (int64_t j = 0; j < nv; j++) zi[j] = cap * tanh(zi[j] * inv_cap);
+            int64_t y = s->labels[r0 + i];
+            if (y >= v0 && y < v0 + nv) zy[i] = zi[y - v0], has_y[i] = 1;
+            float bm = gt_row_max(zi, nv);
+            if (bm > m[i]) { /* rescale what was summed under the smaller max */
+                if (m[i] != -INFINITY) {
+                    float f = gt_exp_inline(m[i] - bm);
+                    sum[i] *= f;
+                    if (acc)
+                        for (int64_t k = 0; k < D; k++) acc[i * D + k] *= f;
+                }
+                m[i] = bm;
+            }
+            if (acc) sum[i] += gt_row_exp_sum_grad(zi, nv, m[i], inv_cap);
+            else sum[i] += gt_row_sum_exp(zi, nv, m[i]);
+        }
+        if (!acc) continue;
+        gt_bf16_pack_a(1, z, c, nv, nv, w->zb);
+        if (!rowb || !gt_bf16_gemm_rowb(kern, 1, cp, D, nv, w->zb, nv, e16, D, acc, D, c, D, false, true)) {
+            if (rowb) gt_bf16_pack_b16(1, e16, nv, D, D, w->eb); /* a block rowb refuses */
+            gt_bf16_gemm(kern, 1, cp, D, nv, w->zb, nv, w->eb, acc, D, c, D, false, true);
+        }
+    }
+}
+
+/* dh_i = w_i (dh_i - cap'_y E_y) with dh_i = sum_v softmax_v cap'_v E_v (rows [r0, r0 + c));
+ * zy: the rows' label logits. The label row as the products saw it (a quantised table's widened
+ * to bf16); buf: D values of scratch. */
+static void subtract_labels(const lmhead_saved *s, int64_t r0, int64_t c, const float *zy, uint16_t *buf) {
+    const int64_t D = s->D;
+    const gt_real inv_cap = s->softcap > 0 ? (gt_real)(1.0 / s->softcap) : 0;
+    for (int64_t i = 0; i < c; i++) {
+        float *dh = s->dh + (r0 + i) * D;
+        const float w = s->w[r0 + i], ty = zy[i] * inv_cap, cy = 1 - ty * ty;
+        gt_frozen_rows_bf16(s->t16, s->labels[r0 + i], 1, buf);
+        for (int64_t k = 0; k < D; k++) dh[k] = w * (dh[k] - cy * gt_bf16_to_f32(buf[k]));
+    }
+}
+
+/* The one pass on the bf16 kernel with the vocabulary split between the threads: each walks its
+ * own range (walk_vocab) with a running (max, sum, acc) of its own, and the threads merge as a
+ * log-sum-exp at the end (as chunk_direct does). A block's logits, exp terms and packed rows stay
+ * in the core's L2 from the logits product to the accumulation, and a block costs no OpenMP
+ * region (chunk_one_pass runs five per 2048-row block, each splitting the data differently
+ * between the cores). Needs V a multiple of 32; the results equal chunk_one_pass's up to the
+ * order of the sums. */
 static int chunk_split_bf16(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidden, int64_t r0, int64_t c) {
     const gt_bf16_mat *t16 = s->t16;
     const int64_t D = s->D, V = s->V, cp = (c + 15) / 16 * 16, VB = SPLIT_BLOCK;
-    const gt_real inv_cap = s->softcap > 0 ? (gt_real)(1.0 / s->softcap) : 0, cap = (gt_real)s->softcap;
-    const gt_bf16_kernel kern = gt_bf16_kernel_active();
     const bool want_dh = s->dh != NULL, widen = t16->fmt != GT_WFMT_BF16;
     const int nt = omp_get_max_threads();
     /* per thread (floats; every part a whole number of cache lines): max, label logit and its
@@ -250,63 +328,15 @@ static int chunk_split_bf16(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidde
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         if (t == 0) used = n;
-        float *m = tb + (size_t)t * per, *zy = m + cp, *has_y = zy + cp, *acc = has_y + cp;
-        float *z = acc + (want_dh ? cp * D : 0);
-        uint16_t *zb = (uint16_t *)(z + cp * VB), *eb = zb + cp * VB, *wide = eb + VB * D;
-        double *sum = tsum + (size_t)t * (size_t)cp;
-        for (int64_t i = 0; i < cp; i++) m[i] = -INFINITY, zy[i] = 0, has_y[i] = 0;
-        if (want_dh) memset(acc, 0, (size_t)(cp * D) * sizeof(float));
-        const int64_t units = V / 32, lo = units * t / n * 32, hi = units * (t + 1) / n * 32;
-        for (int64_t v0 = lo; v0 < hi; v0 += VB) {
-            const int64_t nv = hi - v0 < VB ? hi - v0 : VB;
-            const uint16_t *e16 = t16->data + v0 * D;
-            if (widen) {
-                gt_frozen_rows_bf16(t16, v0, nv, wide);
-                e16 = wide;
-            }
-            /* AMX: packed first: the packer streams the block in from memory and the logits
-             * product then finds it in L2 (the other way round its tile loads waited on memory:
-             * 810 -> 744 ms of the two over a one-thread run). AVX512-BF16 needs no packed copy:
-             * its accumulation reads the block as stored (rowb), in L2 after the logits product. */
-            const bool rowb = kern == GT_BF16K_AVX512;
-            if (want_dh && !rowb) gt_bf16_pack_b16(1, e16, nv, D, D, eb);
-            gt_bf16_gemm(kern, 1, nv, cp, D, e16, D, s->hb16, z, nv, nv, c, true, false);
-            for (int64_t i = 0; i < c; i++) {
-                float *zi = z + i * nv;
-                if (cap > 0)
-                    for (int64_t j = 0; j < nv; j++) zi[j] = cap * tanh(zi[j] * inv_cap);
-                int64_t y = s->labels[r0 + i];
-                if (y >= v0 && y < v0 + nv) zy[i] = zi[y - v0], has_y[i] = 1;
-                float bm = gt_row_max(zi, nv);
-                if (bm > m[i]) { /* rescale what was summed under the smaller max */
-                    if (m[i] != -INFINITY) {
-                        float f = gt_exp_inline(m[i] - bm);
-                        sum[i] *= f;
-                        if (want_dh)
-                            for (int64_t k = 0; k < D; k++) acc[i * D + k] *= f;
-                    }
-                    m[i] = bm;
-                }
-                if (want_dh) sum[i] += gt_row_exp_sum_grad(zi, nv, m[i], inv_cap);
-                else sum[i] += gt_row_sum_exp(zi, nv, m[i]);
-            }
-            if (!want_dh) continue;
-            gt_bf16_pack_a(1, z, c, nv, nv, zb);
-            if (!rowb || !gt_bf16_gemm_rowb(kern, 1, cp, D, nv, zb, nv, e16, D, acc, D, c, D, false, true)) {
-                if (rowb) gt_bf16_pack_b16(1, e16, nv, D, D, eb); /* a block rowb refuses */
-                gt_bf16_gemm(kern, 1, cp, D, nv, zb, nv, eb, acc, D, c, D, false, true);
-            }
-        }
+        float *m = tb + (size_t)t * per, *acc = m + 3 * cp, *z = acc + (want_dh ? cp * D : 0);
+        uint16_t *zb = (uint16_t *)(z + cp * VB), *eb = zb + cp * VB;
+        walk_state w = {m, m + cp, m + 2 * cp, want_dh ? acc : NULL, tsum + (size_t)t * (size_t)cp, z, zb, eb,
+                        eb + VB * D};
+        const int64_t units = V / 32;
+        walk_vocab(s, s->hb16, r0, c, units * t / n * 32, units * (t + 1) / n * 32, &w);
     }
     merge_partials(s, r0, c, tb, per, tsum, cp, used);
-    for (int64_t i = 0; want_dh && i < c; i++) {
-        float *dh = s->dh + (r0 + i) * D;
-        const float w = s->w[r0 + i], ty = tb[cp + i] * inv_cap, cy = 1 - ty * ty;
-        /* the label row as the products saw it (a quantised table's widened to bf16) */
-        uint16_t *ey16 = (uint16_t *)t16->stage;
-        gt_frozen_rows_bf16(t16, s->labels[r0 + i], 1, ey16);
-        for (int64_t k = 0; k < D; k++) dh[k] = w * (dh[k] - cy * gt_bf16_to_f32(ey16[k]));
-    }
+    if (want_dh) subtract_labels(s, r0, c, tb + cp, (uint16_t *)t16->stage);
     gt_release(ctx, tsum, ts_bytes);
     gt_release(ctx, tb, tb_bytes);
     return 0;
