@@ -166,29 +166,33 @@ static inline __m512bh pair(const uint16_t *p) {
 }
 
 /* The B operand of one pair step kk: packed panels (Bp panel pointers b0, b1; 16 pairs each), or
- * B row-major bf16 (rowb: rows k of N values, stride ldb, b at column n0): each row pair's 32
- * columns interleaved into the two pair vectors in registers (two permutes per 16 products), so
- * the frozen weights' input gradients need no packing pass over W. */
+ * B row-major bf16 (rowb: rows k of N values, stride ldb, b at column n0), its row pairs
+ * interleaved in registers, so the frozen weights' input gradients need no packing pass over W.
+ * 32 columns (wide) take one unpack each for the low and high words of every 128-bit lane: the
+ * pair vectors then hold columns {0-3, 8-11, 16-19, 24-27} and {4-7, 12-15, 20-23, 28-31}, which
+ * the micro-step puts back in order once at its end (two permutes per row, where putting them in
+ * order per pair step cost two permutes per 16 products: the rowb products ran at 0.88x the
+ * packed ones). 16 columns (an edge) are interleaved in order with one permute. */
 typedef struct {
     const uint16_t *b0, *b1; /* packed: the panels of columns [0, 16) and [16, 32) */
     const uint16_t *b;       /* rowb: B + n0 */
     int64_t ldb;
-    __m512i lo_idx, hi_idx;  /* rowb: pair j of the low / high 16 columns is (row 0, row 1) of it */
+    __m512i lo_idx;          /* rowb, 16 columns: pair j is (row 0, row 1) of column j */
 } bsrc;
 
 static inline __attribute__((always_inline)) __m512bh b_lo(const bsrc *s, int64_t kk, bool rowb, bool wide) {
     if (!rowb) return (__m512bh)_mm512_loadu_si512(s->b0 + kk * 32);
     const uint16_t *r = s->b + 2 * kk * s->ldb;
-    __m512i r0 = wide ? _mm512_loadu_si512(r) : _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)r));
-    __m512i r1 = wide ? _mm512_loadu_si512(r + s->ldb)
-                      : _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(r + s->ldb)));
+    if (wide) return (__m512bh)_mm512_unpacklo_epi16(_mm512_loadu_si512(r), _mm512_loadu_si512(r + s->ldb));
+    __m512i r0 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)r));
+    __m512i r1 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(r + s->ldb)));
     return (__m512bh)_mm512_permutex2var_epi16(r0, s->lo_idx, r1);
 }
 
 static inline __attribute__((always_inline)) __m512bh b_hi(const bsrc *s, int64_t kk, bool rowb) {
     if (!rowb) return (__m512bh)_mm512_loadu_si512(s->b1 + kk * 32);
     const uint16_t *r = s->b + 2 * kk * s->ldb;
-    return (__m512bh)_mm512_permutex2var_epi16(_mm512_loadu_si512(r), s->hi_idx, _mm512_loadu_si512(r + s->ldb));
+    return (__m512bh)_mm512_unpackhi_epi16(_mm512_loadu_si512(r), _mm512_loadu_si512(r + s->ldb));
 }
 
 /* R (8, 4, 2 or 1) rows of A times 32 (wide) or 16 columns of B into t (row stride ldt) */
@@ -202,6 +206,14 @@ static inline __attribute__((always_inline)) void avx_rows(const uint16_t *a, in
             __m512bh ai = pair(a + i * lda + 2 * kk);
             c0[i] = _mm512_dpbf16_ps(c0[i], ai, x0);
             if (wide) c1[i] = _mm512_dpbf16_ps(c1[i], ai, x1);
+        }
+    }
+    if (rowb && wide) { /* columns back in order: 128-bit pieces of c0 and c1 alternate */
+        const __m512i lo = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
+        const __m512i hi = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10, 9, 8);
+        for (int i = 0; i < R; i++) {
+            __m512 l = _mm512_permutex2var_ps(c0[i], lo, c1[i]), h = _mm512_permutex2var_ps(c0[i], hi, c1[i]);
+            c0[i] = l, c1[i] = h;
         }
     }
     for (int i = 0; i < R; i++) _mm512_storeu_ps(t + i * ldt, c0[i]);
@@ -312,18 +324,15 @@ static void avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const u
 void gt_bf16k_avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A,
                         int64_t lda, const uint16_t *Bp, const gt_bf16k_out *o) {
     const uint16_t *b0 = Bp + (n0 / 16) * K * 16;
-    bsrc s = {b0, nt == 2 ? b0 + K * 16 : b0, NULL, 0, _mm512_setzero_si512(), _mm512_setzero_si512()};
+    bsrc s = {b0, nt == 2 ? b0 + K * 16 : b0, NULL, 0, _mm512_setzero_si512()};
     avx_block(m0, n0, mt, nt, K, A, lda, &s, false, o);
 }
 
 void gt_bf16k_avx_block_rowb(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A, int64_t lda,
                              const uint16_t *B, int64_t ldb, const gt_bf16k_out *o) {
-    uint16_t ix[2][32];
-    for (int j = 0; j < 16; j++) {
-        ix[0][2 * j] = (uint16_t)j, ix[0][2 * j + 1] = (uint16_t)(32 + j);
-        ix[1][2 * j] = (uint16_t)(16 + j), ix[1][2 * j + 1] = (uint16_t)(48 + j);
-    }
-    bsrc s = {NULL, NULL, B + n0, ldb, _mm512_loadu_si512(ix[0]), _mm512_loadu_si512(ix[1])};
+    uint16_t ix[32];
+    for (int j = 0; j < 16; j++) ix[2 * j] = (uint16_t)j, ix[2 * j + 1] = (uint16_t)(32 + j);
+    bsrc s = {NULL, NULL, B + n0, ldb, _mm512_loadu_si512(ix)};
     avx_block(m0, n0, mt, nt, K, A, lda, &s, true, o);
 }
 
