@@ -195,11 +195,25 @@ static inline __attribute__((always_inline)) __m512bh b_hi(const bsrc *s, int64_
     return (__m512bh)_mm512_unpackhi_epi16(_mm512_loadu_si512(r), _mm512_loadu_si512(r + s->ldb));
 }
 
-/* R (8, 4, 2 or 1) rows of A times 32 (wide) or 16 columns of B into t (row stride ldt) */
+/* R (8, 4, 2 or 1) rows of A times 32 (wide) or 16 columns of B into t (row stride ldt), added to
+ * what t holds when init (C itself, accumulated in registers) */
 static inline __attribute__((always_inline)) void avx_rows(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K,
-                                                           float *t, int ldt, bool rowb, bool wide, const int R) {
+                                                           float *t, int64_t ldt, bool init, bool rowb, bool wide,
+                                                           const int R) {
     __m512 c0[8], c1[8];
     for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    if (init) {
+        for (int i = 0; i < R; i++) c0[i] = _mm512_loadu_ps(t + i * ldt);
+        for (int i = 0; i < R && wide; i++) c1[i] = _mm512_loadu_ps(t + i * ldt + 16);
+    }
+    if (init && rowb && wide) { /* into the unpacks' column order (see bsrc) */
+        const __m512i lo = _mm512_set_epi32(27, 26, 25, 24, 19, 18, 17, 16, 11, 10, 9, 8, 3, 2, 1, 0);
+        const __m512i hi = _mm512_set_epi32(31, 30, 29, 28, 23, 22, 21, 20, 15, 14, 13, 12, 7, 6, 5, 4);
+        for (int i = 0; i < R; i++) {
+            __m512 l = _mm512_permutex2var_ps(c0[i], lo, c1[i]), h = _mm512_permutex2var_ps(c0[i], hi, c1[i]);
+            c0[i] = l, c1[i] = h;
+        }
+    }
     for (int64_t kk = 0; kk < K / 2; kk++) {
         __m512bh x0 = b_lo(s, kk, rowb, wide), x1 = wide ? b_hi(s, kk, rowb) : x0;
         for (int i = 0; i < R; i++) {
@@ -224,20 +238,20 @@ static inline __attribute__((always_inline)) void avx_rows(const uint16_t *a, in
  * forms in one function), the gate forward ran 1.2x slower (bench/kern_ab.sh). */
 #define AVX_FORM(name, R, rowb, wide)                                                                    \
     static __attribute__((noinline)) void name(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, \
-                                               float *t) {                                              \
-        avx_rows(a, lda, s, K, t, 32, rowb, wide, R);                                                   \
+                                               float *t, int64_t ldt, bool init) {                      \
+        avx_rows(a, lda, s, K, t, ldt, init, rowb, wide, R);                                            \
     }
 #define AVX_ROWS_FN(R)                                                                                      \
     AVX_FORM(avx_##R##x32, R, false, true)                                                                  \
     AVX_FORM(avx_##R##x16, R, false, false)                                                                 \
     AVX_FORM(avx_##R##x32_rowb, R, true, true)                                                              \
     AVX_FORM(avx_##R##x16_rowb, R, true, false)                                                             \
-    static void avx_##R##rows(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, bool rowb, \
-                              bool wide) {                                                                  \
-        if (rowb && wide) avx_##R##x32_rowb(a, lda, s, K, t);                                               \
-        else if (rowb) avx_##R##x16_rowb(a, lda, s, K, t);                                                  \
-        else if (wide) avx_##R##x32(a, lda, s, K, t);                                                       \
-        else avx_##R##x16(a, lda, s, K, t);                                                                 \
+    static void avx_##R##rows(const uint16_t *a, int64_t lda, const bsrc *s, int64_t K, float *t, int64_t ldt, \
+                              bool init, bool rowb, bool wide) {                                            \
+        if (rowb && wide) avx_##R##x32_rowb(a, lda, s, K, t, ldt, init);                                    \
+        else if (rowb) avx_##R##x16_rowb(a, lda, s, K, t, ldt, init);                                       \
+        else if (wide) avx_##R##x32(a, lda, s, K, t, ldt, init);                                            \
+        else avx_##R##x16(a, lda, s, K, t, ldt, init);                                                      \
     }
 AVX_ROWS_FN(8)
 AVX_ROWS_FN(4)
@@ -249,15 +263,16 @@ AVX_ROWS_FN(1)
 /* Rows [0, rows) of A times the panel's B columns in micro-steps of 8 rows, the last few rows of a
  * block in steps of 4, 2, 1 (rows past Mv cost nothing: the LM head's 177 response rows padded to
  * 192 took a whole 8-row step for the last row). Rows up to the block's 16 mt stay readable. */
-static void avx_panel_rows(const uint16_t *A, int64_t lda, const bsrc *s, int64_t K, float *t, int rows, bool rowb,
-                           bool wide) {
+static void avx_panel_rows(const uint16_t *A, int64_t lda, const bsrc *s, int64_t K, float *t, int64_t ldt, bool init,
+                           int rows, bool rowb, bool wide) {
     for (int r = 0; r < rows;) {
         int left = rows - r, R = left >= 5 ? 8 : left >= 3 ? 4 : left;
         const uint16_t *a = A + r * lda;
-        if (R == 8) avx_8rows(a, lda, s, K, t + r * 32, rowb, wide);
-        else if (R == 4) avx_4rows(a, lda, s, K, t + r * 32, rowb, wide);
-        else if (R == 2) avx_2rows(a, lda, s, K, t + r * 32, rowb, wide);
-        else avx_1rows(a, lda, s, K, t + r * 32, rowb, wide);
+        float *tr = t + r * ldt;
+        if (R == 8) avx_8rows(a, lda, s, K, tr, ldt, init, rowb, wide);
+        else if (R == 4) avx_4rows(a, lda, s, K, tr, ldt, init, rowb, wide);
+        else if (R == 2) avx_2rows(a, lda, s, K, tr, ldt, init, rowb, wide);
+        else avx_1rows(a, lda, s, K, tr, ldt, init, rowb, wide);
         r += R;
     }
 }
@@ -316,7 +331,11 @@ static void avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const u
     int rows = o->Mv - m0 < 16 * mt ? (int)(o->Mv - m0) : 16 * mt;
     int dp = o->ecol && o->ecol_n0 >= n0 && o->ecol_n0 < n0 + 16 * nt ? (int)((o->ecol_n0 - n0) / 16) : -1;
     const uint16_t *a = A + m0 * lda;
-    if (dp != 0) avx_panel_rows(a, lda, s, K, t, rows, rowb, nt == 2 && dp < 0);
+    if (!o->trans && dp < 0 && rows == 16 * mt && n0 + 16 * nt <= o->Nv) { /* whole block: straight into C */
+        avx_panel_rows(a, lda, s, K, o->C + m0 * o->ldc + n0, o->ldc, o->accumulate, rows, rowb, nt == 2);
+        return;
+    }
+    if (dp != 0) avx_panel_rows(a, lda, s, K, t, 32, false, rows, rowb, nt == 2 && dp < 0);
     if (dp >= 0) avx_dots(a, lda, rows, o->ecol, (int)o->ecol_e, K, t + 16 * dp);
     finish(o, t, 32, m0, n0, 16 * mt, 16 * nt);
 }
