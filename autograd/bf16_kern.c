@@ -323,8 +323,9 @@ static void avx_dots(const uint16_t *A, int64_t lda, int rows, const uint16_t *b
     }
 }
 
-/* The block's valid rows (none past Mv: finish reads only rows < Mv), then finish. A last panel
- * with o->ecol goes as dot products. */
+/* One block: a whole untransposed one straight into C (accumulated in registers: no buffer, no
+ * finish pass); otherwise its valid rows (finish reads only rows < Mv) into a buffer, a last panel
+ * with o->ecol as dot products, then finish. */
 static void avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A, int64_t lda,
                       const bsrc *s, bool rowb, const gt_bf16k_out *o) {
     float t[32 * 32];

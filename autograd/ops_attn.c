@@ -26,7 +26,9 @@ typedef struct {
     gt_real scale, softcap;
     gt_real *p;   /* [B, N, T, S] probabilities (NULL when p16 holds them) */
     uint16_t *p16; /* [B, N, T, S] the same rounded to bf16: the bf16 path without soft-cap, for
-                    * backward (whose products round them anyway); half the memory of p */
+                    * backward (whose products round them anyway); half the memory of p. Only
+                    * each query block's key columns [lo / 32 * 32, up to 32 past hi) are
+                    * written: backward reads nothing else */
     gt_real *lse; /* [B, N, T] log-sum-exp of the capped logits; softcap only */
     int32_t *rlo, *rhi; /* [B, T] each row's visible keys lie in [rlo, rhi) (empty: rlo == rhi) */
     /* with p16: q, k, v rounded to bf16 (each only where backward needs it, else NULL) instead of
@@ -111,12 +113,15 @@ static inline bool key_visible(const uint8_t *mask, const int32_t *seg, int32_t 
 
 
 /* One query row: p holds scale*q.k on [lo, hi) (garbage elsewhere) and leaves as the
- * probabilities over all S keys. mask/seg point at batch b's row (or NULL). Invisible keys are
- * excluded by selection, never by a large negative logit. */
-static void softmax_row(gt_real *p, int64_t S, int64_t lo, int64_t hi, const uint8_t *mask,
+ * probabilities over keys [z0, z1) (0 outside [lo, hi); a range reaching outside [z0, z1) is
+ * trimmed to it, as an empty row's may). mask/seg point at batch b's row (or NULL). Invisible
+ * keys are excluded by selection, never by a large negative logit. */
+static void softmax_row(gt_real *p, int64_t z0, int64_t z1, int64_t lo, int64_t hi, const uint8_t *mask,
                         const int32_t *seg, int32_t qseg, gt_real cap, gt_real *lse) {
-    memset(p, 0, (size_t)lo * sizeof(gt_real));
-    memset(p + hi, 0, (size_t)(S - hi) * sizeof(gt_real));
+    lo = lo < z0 ? z0 : lo > z1 ? z1 : lo;
+    hi = hi < lo ? lo : hi > z1 ? z1 : hi;
+    memset(p + z0, 0, (size_t)(lo - z0) * sizeof(gt_real));
+    memset(p + hi, 0, (size_t)(z1 - hi) * sizeof(gt_real));
     bool all = !mask && !seg;
     if (cap > 0)
         for (int64_t j = lo; j < hi; j++) p[j] = cap * tanh(p[j] / cap);
@@ -209,7 +214,7 @@ static void head_forward(const attn_saved *s, const gt_attn_cfg *cfg, const gt_t
         /* a row's own range lies inside its block's, so this also clears the block's columns
          * the row may not see */
         for (int64_t i = i0; i < i1; i++)
-            softmax_row(pn + i * S, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
+            softmax_row(pn + i * S, 0, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
                         seg ? seg[cfg->q_offset + i] : 0, s->softcap, lse ? lse + i : NULL);
         mm(false, false, i1 - i0, Hv, hi - lo, 1, pn + i0 * S + lo, S, V + lo * vs, vs, 0,
            out + b * T * os + i0 * os + n * Hv, os);
@@ -361,10 +366,19 @@ static void head_forward_bf16(const attn_saved *s, const gt_attn_cfg *cfg, const
         gt_bf16_pack_a_pad(Q + i0 * qs, qs, mv, H, (float)s->scale, qa, Mp, H);
         gt_bf16_gemm(kk, gth, Mp, up(hi - l16, 16), H, qa, H, kt + l16 * H, blk + l16, S, mv, hi - l16,
                      false, false);
+        /* only the block's columns [l32, ze) are cleared and kept: every later read of these rows
+         * (the product below, backward's) stays inside them (a full row of S per query cost as
+         * much memory traffic as the products on short packed examples) */
+        int64_t ze = l32 + kw < S ? l32 + kw : S;
         for (int64_t i = i0; i < i1; i++)
-            softmax_row(blk + (i - i0) * S, S, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
+            softmax_row(blk + (i - i0) * S, l32, ze, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
                         seg ? seg[cfg->q_offset + i] : 0, s->softcap, lse ? lse + i : NULL);
-        if (p16) gt_to_bf16_n(blk, p16 + i0 * S, mv * S); /* the block's rows, contiguous in both */
+        for (int64_t i = i0; p16 && i < i1; i++) { /* a loop here: gt_to_bf16_n is an OpenMP region a call */
+            const gt_real *src = blk + (i - i0) * S;
+            uint16_t *dst = p16 + i * S;
+#pragma omp simd
+            for (int64_t j = l32; j < ze; j++) dst[j] = gt_f32_to_bf16((float)src[j]);
+        }
         /* out^T [Hv, rows] = V^T P^T; P is exactly 0 outside each row's keys */
         gt_bf16_pack_bt_pad(blk + l32, S, mv, S - l32 < kw ? S - l32 : kw, 1, pt, Mp, kw);
         gt_bf16_gemm(kk, gth, Hv, Mp, kw, vt + l32, Sp, pt, out + b * T * os + i0 * os + n * Hv, os, Hv, mv, true,
