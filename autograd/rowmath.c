@@ -137,14 +137,29 @@ void gt_row_exp_grad(float *z, int64_t v, float m, float c, float inv_cap) {
         z[j] = c * expf(z[j] - m) * (1.0f - t * t);
     }
 }
+/* The sum in fp32 lanes over pieces of 16 vectors (16 terms of at most 1 per lane), the pieces
+ * added in double: not converting every vector to double, and with no soft-cap (inv_cap 0, the
+ * usual case) no cap factor, made the 270M's LM head 1.3% faster (alternated in one process). */
 double gt_row_exp_sum_grad(float *z, int64_t v, float m, float inv_cap) {
     vd acc = {0};
     int64_t j = 0;
-    for (; j + VL <= v; j += VL) {
-        vf x = vload(z + j), t = x * inv_cap, e = vexp(x - m);
-        acc += __builtin_convertvector(e, vd);
-        vf d = e * (1.0f - t * t);
-        memcpy(z + j, &d, sizeof d);
+    while (j + VL <= v) {
+        vf part = {0};
+        int64_t end = v - j < 16 * VL ? j + (v - j) / VL * VL : j + 16 * VL;
+        if (inv_cap == 0)
+            for (; j < end; j += VL) {
+                vf e = vexp(vload(z + j) - m);
+                part += e;
+                memcpy(z + j, &e, sizeof e);
+            }
+        else
+            for (; j < end; j += VL) {
+                vf x = vload(z + j), t = x * inv_cap, e = vexp(x - m);
+                part += e;
+                vf d = e * (1.0f - t * t);
+                memcpy(z + j, &d, sizeof d);
+            }
+        acc += __builtin_convertvector(part, vd);
     }
     double s = 0;
     for (int l = 0; l < VL; l++) s += acc[l];
