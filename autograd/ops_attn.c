@@ -373,12 +373,7 @@ static void head_forward_bf16(const attn_saved *s, const gt_attn_cfg *cfg, const
         for (int64_t i = i0; i < i1; i++)
             softmax_row(blk + (i - i0) * S, l32, ze, s->rlo[b * T + i], s->rhi[b * T + i], mask, seg,
                         seg ? seg[cfg->q_offset + i] : 0, s->softcap, lse ? lse + i : NULL);
-        for (int64_t i = i0; p16 && i < i1; i++) { /* a loop here: gt_to_bf16_n is an OpenMP region a call */
-            const gt_real *src = blk + (i - i0) * S;
-            uint16_t *dst = p16 + i * S;
-#pragma omp simd
-            for (int64_t j = l32; j < ze; j++) dst[j] = gt_f32_to_bf16((float)src[j]);
-        }
+        for (int64_t i = i0; p16 && i < i1; i++) gt_to_bf16_n(blk + (i - i0) * S + l32, p16 + i * S + l32, ze - l32);
         /* out^T [Hv, rows] = V^T P^T; P is exactly 0 outside each row's keys */
         gt_bf16_pack_bt_pad(blk + l32, S, mv, S - l32 < kw ? S - l32 : kw, 1, pt, Mp, kw);
         gt_bf16_gemm(kk, gth, Hv, Mp, kw, vt + l32, Sp, pt, out + b * T * os + i0 * os + n * Hv, os, Hv, mv, true,

@@ -8,13 +8,27 @@
 #include "autograd/blas.h"
 #include "autograd/quant.h"
 
+/* A region only for long runs outside one: an OpenMP region costs microseconds even when its
+ * `if` is false (called per row of attention's probabilities, that made its forward 1.5x slower) */
+static bool convert_in_parallel(int64_t n) { return n > 65536 && !omp_in_parallel(); }
+
 void gt_to_bf16_n(const gt_real *src, uint16_t *dst, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+    if (!convert_in_parallel(n)) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) dst[i] = gt_f32_to_bf16((float)src[i]);
+        return;
+    }
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) dst[i] = gt_f32_to_bf16((float)src[i]);
 }
 
 void gt_bf16_expand(const uint16_t *src, gt_real *dst, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+    if (!convert_in_parallel(n)) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_f32(src[i]);
+        return;
+    }
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_f32(src[i]);
 }
 
@@ -39,14 +53,14 @@ bool gt_frozen_present(const gt_bf16_mat *w) {
 }
 
 /* Blocks [b0, b0 + nb) of a quantised w decoded into dst (or, with d16, rounded to bf16 there). */
-static void decode_blocks(const gt_bf16_mat *w, int64_t b0, int64_t nb, gt_real *dst, uint16_t *d16, bool par) {
-    uint32_t qt = gt_wfmt_qtype(w->fmt);
-    int bl = gt_qt_block(qt), by = gt_qt_block_bytes(qt);
-    const uint8_t *src = w->q8 + b0 * by;
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t b = 0; b < nb; b++) {
+/* Blocks [b0, b1) of a quantised run at src (qt's blocks of bl values, by bytes) into dst (fp32)
+ * or d16 (bf16) */
+static void decode_range(uint32_t qt, const uint8_t *src, int bl, int by, int64_t b0, int64_t b1, gt_real *dst,
+                         uint16_t *d16) {
+    for (int64_t b = b0; b < b1; b++) {
         float v[256];
-        gt_qt_block_f32(qt, src + b * by, v);
+        if (qt == GT_QT_Q8_0) gt_q8_block_f32(src + b * by, v); /* the common case, inline */
+        else gt_qt_block_f32(qt, src + b * by, v);
         if (d16)
             for (int k = 0; k < bl; k++) d16[b * bl + k] = gt_f32_to_bf16(v[k]);
         else
@@ -54,29 +68,30 @@ static void decode_blocks(const gt_bf16_mat *w, int64_t b0, int64_t nb, gt_real 
     }
 }
 
-/* Parallel only when not inside a parallel region already (the LM head's per-thread blocks, the
- * embedding's rows): an OpenMP region per call would cost more than the call. */
-void gt_frozen_rows(const gt_bf16_mat *w, int64_t r0, int64_t nr, gt_real *dst) {
-    int64_t n = nr * w->cols;
-    bool par = n > 65536 && !omp_in_parallel();
-    if (w->fmt == GT_WFMT_BF16) {
-        const uint16_t *src = w->data + r0 * w->cols;
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t i = 0; i < n; i++) dst[i] = (gt_real)gt_bf16_to_f32(src[i]);
+/* Parallel only when long and not inside a parallel region already (the LM head's per-thread
+ * blocks, the embedding's rows): an OpenMP region costs microseconds even with its `if` false. */
+static void decode_blocks(const gt_bf16_mat *w, int64_t b0, int64_t nb, gt_real *dst, uint16_t *d16) {
+    uint32_t qt = gt_wfmt_qtype(w->fmt);
+    int bl = gt_qt_block(qt), by = gt_qt_block_bytes(qt);
+    const uint8_t *src = w->q8 + b0 * by;
+    if (nb * bl <= 65536 || omp_in_parallel()) {
+        decode_range(qt, src, bl, by, 0, nb, dst, d16);
         return;
     }
-    if (w->fmt == GT_WFMT_Q8_0) { /* the common case, inline */
-        const uint8_t *src = w->q8 + gt_q8_bytes(r0 * w->cols);
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t b = 0; b < n / GT_Q8_BLOCK; b++) {
-            float v[GT_Q8_BLOCK];
-            gt_q8_block_f32(src + b * GT_Q8_BYTES, v);
-            for (int k = 0; k < GT_Q8_BLOCK; k++) dst[b * GT_Q8_BLOCK + k] = (gt_real)v[k];
-        }
+#pragma omp parallel
+    {
+        int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+        decode_range(qt, src, bl, by, nb * t / n, nb * (t + 1) / n, dst, d16);
+    }
+}
+
+void gt_frozen_rows(const gt_bf16_mat *w, int64_t r0, int64_t nr, gt_real *dst) {
+    if (w->fmt == GT_WFMT_BF16) {
+        gt_bf16_expand(w->data + r0 * w->cols, dst, nr * w->cols);
         return;
     }
     int64_t bl = gt_qt_block(gt_wfmt_qtype(w->fmt));
-    decode_blocks(w, r0 * w->cols / bl, n / bl, dst, NULL, par);
+    decode_blocks(w, r0 * w->cols / bl, nr * w->cols / bl, dst, NULL);
 }
 
 void gt_frozen_rows_bf16(const gt_bf16_mat *w, int64_t r0, int64_t nr, uint16_t *dst) {
@@ -84,8 +99,8 @@ void gt_frozen_rows_bf16(const gt_bf16_mat *w, int64_t r0, int64_t nr, uint16_t 
         memcpy(dst, w->data + r0 * w->cols, (size_t)(nr * w->cols) * 2);
         return;
     }
-    int64_t bl = gt_qt_block(gt_wfmt_qtype(w->fmt)), nb = nr * w->cols / bl;
-    decode_blocks(w, r0 * w->cols / bl, nb, NULL, dst, nb * bl > 65536 && !omp_in_parallel());
+    int64_t bl = gt_qt_block(gt_wfmt_qtype(w->fmt));
+    decode_blocks(w, r0 * w->cols / bl, nr * w->cols / bl, NULL, dst);
 }
 
 int64_t gt_bf16_block_rows(const gt_bf16_mat *w) {
