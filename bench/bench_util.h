@@ -1,4 +1,4 @@
-/* bench_util.h: what the benchmarks share: a monotonic clock, this run's sgemm peak (the
+/* bench_util.h: what the benchmarks share: a monotonic clock (util/clock.h's), this run's sgemm peak (the
  * baseline every ratio is taken against) and a comparator for medians. Header-only: each
  * benchmark source is its own program.
  * Errors: none to report; a benchmark prints its own failures and exits non-zero. */
@@ -7,15 +7,11 @@
 
 #include <cblas.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "autograd/blas.h"
+#include "util/clock.h"
 
-static inline double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
+static inline double now(void) { return gt_now(); }
 
 /* GFLOP/s of a 1536^3 fp32 product, the best of 5 after a warm-up each way: bare cblas_sgemm on
  * OpenBLAS's own pool of gt_threads() threads, and gt_gemm (the engine's bands on OpenMP's team);

@@ -19,22 +19,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "autograd/autograd.h"
+#include "util/clock.h"
 
 /* Gemma 3 270M */
 enum { SEQ = 256, HID = 640, NQ = 4, NKV = 1, HD = 256, MLP = 2048 };
 static const int64_t VOCAB = 262144;
 
 static int g_min_reps = 7;
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void die(const char *what, const gt_ctx *ctx) {
     fprintf(stderr, "bench/ops: %s failed: %s\n", what, ctx ? ctx->err : "out of memory");
@@ -90,13 +84,13 @@ static void time_jobs(job *jobs, int nj) {
             jobs[j].run(&jobs[j]);
         }
     int reps = 0;
-    double start = now();
-    while (reps < MAX_REPS && (reps < g_min_reps || now() - start < 0.3)) {
+    double start = gt_now();
+    while (reps < MAX_REPS && (reps < g_min_reps || gt_now() - start < 0.3)) {
         for (int j = 0; j < nj; j++) {
             if (jobs[j].setup) jobs[j].setup(&jobs[j]);
-            double t0 = now();
+            double t0 = gt_now();
             jobs[j].run(&jobs[j]);
-            t[j][reps] = now() - t0;
+            t[j][reps] = gt_now() - t0;
         }
         reps++;
     }

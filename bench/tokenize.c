@@ -12,16 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "data/tokenizer.h"
 #include "train/loader.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "util/clock.h"
 
 typedef struct { char **s; size_t *n; size_t count, cap, bytes; } texts;
 
@@ -55,12 +49,12 @@ int main(int argc, char **argv) {
     double load_s = 1e30;
     for (int r = 0; r < 3; r++) { /* best of 3: the machine is shared */
         gt_tok_free(tok);
-        double t0 = now();
+        double t0 = gt_now();
         if (gt_tok_load(tp, &tok, err, sizeof err)) {
             fprintf(stderr, "bench: %s\n", err);
             return 1;
         }
-        if (now() - t0 < load_s) load_s = now() - t0;
+        if (gt_now() - t0 < load_s) load_s = gt_now() - t0;
     }
 
     FILE *f = fopen(dp, "r");
@@ -91,7 +85,7 @@ int main(int argc, char **argv) {
     double best = 1e30;
     for (int r = 0; r < repeats; r++) {
         tokens = 0;
-        double t1 = now();
+        double t1 = gt_now();
         for (size_t i = 0; i < tx.count; i++) {
             ids.n = 0;
             if (gt_tok_encode(tok, tx.s[i], tx.n[i], true, &ids, err, sizeof err)) {
@@ -100,7 +94,7 @@ int main(int argc, char **argv) {
             }
             tokens += ids.n;
         }
-        double dt = now() - t1;
+        double dt = gt_now() - t1;
         if (dt < best) best = dt;
     }
     double mbs = (double)tx.bytes / 1e6 / best;
