@@ -37,40 +37,36 @@ static inline void tr16(__m512 r[16]) {
     }
 }
 
+/* The valid part of a block buffer t (rows x cols, row stride ldt) into C, in 16 x 16 pieces with
+ * masks for the ragged edges: transposed in registers when o->trans (the LM head's last column
+ * block of 17 valid tokens went through scalar loops before: 12% of this function's time). Only
+ * t's valid rows and columns are read, only C's valid ones written. */
 static void finish(const gt_bf16k_out *o, const float *t, int ldt, int64_t m0, int64_t n0, int rows,
                    int cols) {
     int64_t mr = o->Mv - m0 < rows ? o->Mv - m0 : rows, nc = o->Nv - n0 < cols ? o->Nv - n0 : cols;
-    if (mr <= 0 || nc <= 0) return;
-    if (o->trans && mr == rows && nc == cols) { /* whole 16 x 16 pieces: transposed in registers */
-        for (int i0 = 0; i0 < rows; i0 += 16)
-            for (int j0 = 0; j0 < cols; j0 += 16) {
-                __m512 r[16];
-                for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(t + (i0 + i) * ldt + j0);
-                tr16(r);
-                for (int j = 0; j < 16; j++) {
-                    float *c = o->C + (n0 + j0 + j) * o->ldc + m0 + i0;
-                    _mm512_storeu_ps(c, o->accumulate ? _mm512_add_ps(_mm512_loadu_ps(c), r[j]) : r[j]);
+    for (int64_t i0 = 0; i0 < mr; i0 += 16)
+        for (int64_t j0 = 0; j0 < nc; j0 += 16) {
+            int pr = mr - i0 < 16 ? (int)(mr - i0) : 16, pc = nc - j0 < 16 ? (int)(nc - j0) : 16;
+            __mmask16 rm = (__mmask16)((1u << pr) - 1), cm = (__mmask16)((1u << pc) - 1);
+            if (!o->trans) {
+                for (int i = 0; i < pr; i++) {
+                    float *c = o->C + (m0 + i0 + i) * o->ldc + n0 + j0;
+                    __m512 v = _mm512_maskz_loadu_ps(cm, t + (i0 + i) * ldt + j0);
+                    if (o->accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(cm, c));
+                    _mm512_mask_storeu_ps(c, cm, v);
                 }
+                continue;
             }
-        return;
-    }
-    if (o->trans) {
-        for (int64_t j = 0; j < nc; j++) {
-            float *c = o->C + (n0 + j) * o->ldc + m0;
-            if (o->accumulate)
-                for (int64_t i = 0; i < mr; i++) c[i] += t[i * ldt + j];
-            else
-                for (int64_t i = 0; i < mr; i++) c[i] = t[i * ldt + j];
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < pr ? _mm512_maskz_loadu_ps(cm, t + (i0 + i) * ldt + j0) : _mm512_setzero_ps();
+            tr16(r); /* r[j]: column j0 + j of the piece's rows */
+            for (int j = 0; j < pc; j++) {
+                float *c = o->C + (n0 + j0 + j) * o->ldc + m0 + i0;
+                __m512 v = o->accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(rm, c), r[j]) : r[j];
+                _mm512_mask_storeu_ps(c, rm, v);
+            }
         }
-    } else {
-        for (int64_t i = 0; i < mr; i++) {
-            float *c = o->C + (m0 + i) * o->ldc + n0;
-            if (o->accumulate)
-                for (int64_t j = 0; j < nc; j++) c[j] += t[i * ldt + j];
-            else
-                for (int64_t j = 0; j < nc; j++) c[j] = t[i * ldt + j];
-        }
-    }
 }
 
 /* ---- AMX ---- */
