@@ -18,7 +18,7 @@ static int encode(gt_audio_enc *m, const float *feat, int64_t frames, bool backw
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
     int64_t shape[3] = {1, frames, m->cfg.input_feat_size};
-    double t0 = now();
+    double t0 = gt_now();
     gt_tensor *x = gt_from_data(&ctx, feat, 3, shape, false);
     gt_tensor *y = gt_audio_enc_forward(&ctx, m, x, NULL, NULL);
     if (y && backward) {
@@ -26,7 +26,7 @@ static int encode(gt_audio_enc *m, const float *feat, int64_t frames, bool backw
         for (int64_t i = 0; seed && i < y->size; i++) seed[i] = 1e-3f;
         if (seed) gt_backward_seed(&ctx, y, seed);
     }
-    *secs = now() - t0;
+    *secs = gt_now() - t0;
     int rc = gt_ok(&ctx) ? 0 : -1;
     if (rc) fprintf(stderr, "bench/audio: %s\n", ctx.err);
     else if (!backward)
@@ -51,12 +51,12 @@ int main(int argc, char **argv) {
         for (int64_t i = 0; wav && i < n; i++) wav[i] = 0.3f * sinf(2 * (float)M_PI * 440 * (float)i / 16000);
     }
     if (!wav || !feat) return 1;
-    double t0 = now();
+    double t0 = gt_now();
     if (gt_audio_features(&ac, wav, n, feat, err, sizeof err)) {
         fprintf(stderr, "bench/audio: %s\n", err);
         return 1;
     }
-    printf("features: %lld frames x %d mels in %.3f s\n", (long long)frames, ac.num_mels, now() - t0);
+    printf("features: %lld frames x %d mels in %.3f s\n", (long long)frames, ac.num_mels, gt_now() - t0);
     gt_audio_enc_config c;
     gt_audio_enc_preset("gemma4_2b", &c, err, sizeof err);
     gt_audio_enc m;

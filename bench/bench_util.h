@@ -1,4 +1,4 @@
-/* bench_util.h: what the benchmarks share: a monotonic clock (util/clock.h's), this run's sgemm peak (the
+/* bench_util.h: what the benchmarks share: the monotonic clock (util/clock.h's gt_now), this run's sgemm peak (the
  * baseline every ratio is taken against) and a comparator for medians. Header-only: each
  * benchmark source is its own program.
  * Errors: none to report; a benchmark prints its own failures and exits non-zero. */
@@ -10,8 +10,6 @@
 
 #include "autograd/blas.h"
 #include "util/clock.h"
-
-static inline double now(void) { return gt_now(); }
 
 /* GFLOP/s of a 1536^3 fp32 product, the best of 5 after a warm-up each way: bare cblas_sgemm on
  * OpenBLAS's own pool of gt_threads() threads, and gt_gemm (the engine's bands on OpenMP's team);
@@ -26,12 +24,12 @@ static inline double sgemm_peak(void) {
         for (int way = 0; way < 2; way++) {
             gt_blas_pool(way == 0 ? gt_threads() : 1);
             for (int r = 0; r < 6; r++) {
-                double t = now();
+                double t = gt_now();
                 if (way == 0)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
                 else
                     gt_gemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n);
-                t = now() - t;
+                t = gt_now() - t;
                 if (r > 0 && t < best) best = t;
             }
         }

@@ -168,9 +168,9 @@ int main(int argc, char **argv) {
                         if (r == 0) run(&o, c, bwd);
                         double b = 1e30;
                         for (int i = 0; i < calls; i++) {
-                            double t0 = now();
+                            double t0 = gt_now();
                             run(&o, c, bwd);
-                            t0 = now() - t0;
+                            t0 = gt_now() - t0;
                             if (t0 < b) b = t0;
                         }
                         t[c][r] = b;

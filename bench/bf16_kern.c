@@ -114,9 +114,9 @@ int main(int argc, char **argv) {
             double wall[100], cpu[100], fl = 2.0 * (double)M * (double)N * (double)K;
             call(&p, bwd);
             for (int i = 0; i < reps; i++) {
-                double t0 = now(), c0 = cpu_now();
+                double t0 = gt_now(), c0 = cpu_now();
                 call(&p, bwd);
-                wall[i] = now() - t0, cpu[i] = (cpu_now() - c0) / th;
+                wall[i] = gt_now() - t0, cpu[i] = (cpu_now() - c0) / th;
             }
             printf("RESULT align=%d shape=%s dir=%s M=%lld N=%lld K=%lld gflops=%.1f cpu_gflops=%.1f\n", align,
                    sh[s].name, bwd ? "bwd" : "fwd", (long long)M, (long long)N, (long long)K, fl / median(wall, reps) / 1e9,

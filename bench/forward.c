@@ -59,11 +59,11 @@ static int bench_encoder(gt_vision_config vc, int64_t batch, int reps, const cha
         double *times = malloc(sizeof(double) * (size_t)(reps + 1));
         for (int r = 0; r <= reps; r++) { /* rep 0 warms up */
             gt_ctx_reset(&ctx);
-            double t = now();
+            double t = gt_now();
             gt_tensor *y = gt_vision_encode(&ctx, v, img, batch);
             if (mode == 1) gt_backward(&ctx, gt_mean(&ctx, y));
             if (!gt_ok(&ctx)) return fprintf(stderr, "%s\n", ctx.err), 1;
-            times[r] = now() - t;
+            times[r] = gt_now() - t;
         }
         qsort(times + 1, (size_t)reps, sizeof(double), cmp_double);
         double t = times[1 + reps / 2];
@@ -123,14 +123,14 @@ int main(int argc, char **argv) {
         double *times = malloc(sizeof(double) * (size_t)(reps + 1));
         for (int r = 0; r <= reps; r++) { /* rep 0 warms up (arena growth, page faults) */
             gt_ctx_reset(&ctx);
-            double t = now();
+            double t = gt_now();
             gt_gemma_batch b = {.batch = B, .seq = T, .token_ids = ids};
             gt_tensor *h = gt_gemma_hidden(&ctx, m, &b);
             double ws;
             gt_tensor *loss = gt_gemma_lm_loss(&ctx, m, h, labels, NULL, 128, &ws, NULL);
             if (mode > 0) gt_backward(&ctx, loss);
             if (!gt_ok(&ctx)) return fprintf(stderr, "%s\n", ctx.err), 1;
-            times[r] = now() - t;
+            times[r] = gt_now() - t;
         }
         qsort(times + 1, (size_t)reps, sizeof(double), cmp_double);
         double t = times[1 + reps / 2];

@@ -13,11 +13,11 @@
 static double best_of(int reps, int what, gt_real *x, uint8_t *q, int64_t n) {
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t = now();
+        double t = gt_now();
         if (what == 0) gt_normal_fill((uint64_t)r, 0, 0.02, x, n);
         else if (what == 1) gt_q4k_quantize(x, q, n);
         else gt_q8_quantize(x, q, n);
-        t = now() - t;
+        t = gt_now() - t;
         best = t < best ? t : best;
     }
     return best / (double)n * 1e9;

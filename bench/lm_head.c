@@ -85,14 +85,14 @@ int main(int argc, char **argv) {
         gt_ctx ctx;
         gt_ctx_init(&ctx, 0);
         gt_tensor *x = gt_from_data(&ctx, h, 2, hs, true);
-        double ws, t0 = now();
+        double ws, t0 = gt_now();
         gt_tensor *loss = gt_lm_head_loss_bf16(&ctx, x, &table, 0, labels, w, 128, &ws, NULL);
-        double t1 = now();
+        double t1 = gt_now();
         if (!loss) return fprintf(stderr, "bench/lm_head: %s\n", ctx.err), 1;
         gt_ctx_free(&ctx);
-        double t2 = now();
+        double t2 = gt_now();
         products(k, e, hb, pb, rows, z, acc, eb);
-        double t3 = now();
+        double t3 = gt_now();
         if (r >= 0) t_op[r] = t1 - t0, t_pr[r] = t3 - t2;
     }
     qsort(t_op, (size_t)reps, sizeof(double), cmp);

@@ -30,7 +30,7 @@ static gt_tensor *rnd(int64_t a, int64_t b, bool req, unsigned *s, float amp) {
 static double run(gt_tensor **w, int64_t k, bool backward) {
     gt_ctx ctx;
     gt_ctx_init(&ctx, 0);
-    double t0 = now();
+    double t0 = gt_now();
     const gt_moe_plan *p;
     gt_tensor *r = gt_moe_route(&ctx, gt_matmul(&ctx, w[0], w[1], false, true), NULL, k, &p);
     gt_tensor *y = gt_ok(&ctx) ? gt_moe_down(&ctx, gt_moe_up(&ctx, w[0], w[2], w[3], p), w[4], r, p) : NULL;
@@ -39,7 +39,7 @@ static double run(gt_tensor **w, int64_t k, bool backward) {
         for (int64_t i = 0; seed && i < y->size; i++) seed[i] = 1e-3f;
         if (seed) gt_backward_seed(&ctx, y, seed);
     }
-    double dt = now() - t0;
+    double dt = gt_now() - t0;
     if (!gt_ok(&ctx)) {
         fprintf(stderr, "bench/moe: %s\n", ctx.err);
         exit(1);

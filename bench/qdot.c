@@ -15,9 +15,9 @@
 static double run(gt_qdot_kern k, const uint8_t *w, int64_t rows, const gt_qdot_x *x, float *y, int reps) {
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t = now();
+        double t = gt_now();
         gt_qdot_matvec(k, w, rows, x, y);
-        t = now() - t;
+        t = gt_now() - t;
         best = t < best ? t : best;
     }
     return best;

@@ -26,9 +26,9 @@ static double bf16_rate(gt_bf16_kernel k, int threads, int64_t M, int64_t N, int
         gt_bf16_pack_a(threads, x, M, K, K, a);
         gt_bf16_pack_bt(threads, x, N, K, K, bp);
         for (int r = 0; r < 6; r++) { /* call 0 warms up */
-            double t = now();
+            double t = gt_now();
             gt_bf16_gemm(k, threads, M, N, K, a, K, bp, c, N, M, N, false, false);
-            t = now() - t;
+            t = gt_now() - t;
             if (r && t < best) best = t;
         }
     }

@@ -231,10 +231,10 @@ int main(int argc, char **argv) {
         if (r == 1) cpu0 = cpu_s();
         if (r == 1) gt_op_profile_report(stdout, 0); /* GT_OP_PROFILE=1: drop the warm-up's times */
         gt_op_profile_mark();
-        double t = now();
+        double t = gt_now();
         if (gt_step_run(&ctx, m, &opt, &sc, &mb, 1, B, 1e-4, &res, err, sizeof err))
             return fprintf(stderr, "%s\n", err), 1;
-        times[r] = now() - t;
+        times[r] = gt_now() - t;
     }
     double cpu = (cpu_s() - cpu0) / reps;
     gt_op_profile_report(stdout, 1.0 / reps);
@@ -278,16 +278,16 @@ int main(int argc, char **argv) {
 
     /* Memory detail, from one more (untimed) step taken apart. */
     gt_ctx_reset(&ctx);
-    double c0 = cpu_s(), w0 = now();
+    double c0 = cpu_s(), w0 = gt_now();
     gt_tensor *h = gt_gemma_hidden(&ctx, m, &mb.in);
-    double c1 = cpu_s(), w1 = now();
+    double c1 = cpu_s(), w1 = gt_now();
     size_t fwd_hidden = ctx.arena.used;
     double ws;
     gt_tensor *loss = gt_gemma_lm_loss(&ctx, m, h, labels, w, chunk, &ws, NULL);
-    double c2 = cpu_s(), w2 = now();
+    double c2 = cpu_s(), w2 = gt_now();
     size_t fwd = ctx.arena.used;
     if (loss) gt_backward(&ctx, loss);
-    double c3 = cpu_s(), w3 = now();
+    double c3 = cpu_s(), w3 = gt_now();
     size_t bwd = ctx.arena.used;
     if (!gt_ok(&ctx)) return fprintf(stderr, "%s\n", ctx.err), 1;
     printf("  phases (CPU s / wall s): decoder forward %.2f / %.2f, LM head (with its input "

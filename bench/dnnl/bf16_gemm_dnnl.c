@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
                     if (c == 2 && !amx) continue;
                     double best = 1e30;
                     for (int i = 0; i < 4; i++) {
-                        double t0 = now();
+                        double t0 = gt_now();
                         if (c == 0)
                             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1, x, (int)K, w,
                                         (int)K, 0, y, (int)N);
@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
                             gt_bf16_pack_bt(th, x, M, K, K, xb);
                             gt_bf16_gemm(GT_BF16K_AMX, th, N, Mp, K, w16, K, xb, y, N, N, M, true, false);
                         }
-                        t0 = now() - t0;
+                        t0 = gt_now() - t0;
                         if (i > 0 && t0 < best) best = t0; /* call 0: warm-up */
                     }
                     t[c][r] = best;
