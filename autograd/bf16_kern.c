@@ -37,6 +37,17 @@ static inline void tr16(__m512 r[16]) {
     }
 }
 
+/* The word permute that interleaves two runs of 16 bf16 values into 16 pairs: pair j is (word j,
+ * word off + j) of vpermt2w's two sources (off 32: the low 16 words of the second source; off
+ * 16: the high half of the first). */
+static inline __m512i pair_idx(int off) {
+    uint16_t ix[32];
+    for (int j = 0; j < 16; j++) ix[2 * j] = (uint16_t)j, ix[2 * j + 1] = (uint16_t)(off + j);
+    __m512i idx;
+    memcpy(&idx, ix, sizeof ix);
+    return idx;
+}
+
 /* The valid part of a block buffer t (rows x cols, row stride ldt) into C, in 16 x 16 pieces with
  * masks for the ragged edges: transposed in registers when o->trans (the LM head's last column
  * block of 17 valid tokens went through scalar loops before: 12% of this function's time). Only
@@ -346,9 +357,7 @@ void gt_bf16k_avx_block(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const
 
 void gt_bf16k_avx_block_rowb(int64_t m0, int64_t n0, int mt, int nt, int64_t K, const uint16_t *A, int64_t lda,
                              const uint16_t *B, int64_t ldb, const gt_bf16k_out *o) {
-    uint16_t ix[32];
-    for (int j = 0; j < 16; j++) ix[2 * j] = (uint16_t)j, ix[2 * j + 1] = (uint16_t)(32 + j);
-    bsrc s = {NULL, NULL, B + n0, ldb, _mm512_loadu_si512(ix)};
+    bsrc s = {NULL, NULL, B + n0, ldb, pair_idx(32)};
     avx_block(m0, n0, mt, nt, K, A, lda, &s, true, o);
 }
 
@@ -397,10 +406,7 @@ void gt_bf16k_pack_bt_panels(const float *x, int64_t M, int64_t K, int64_t ldx, 
 
 void gt_bf16k_pack_b16_pairs(const uint16_t *W, int64_t N, int64_t ldw, uint16_t *Bp, int64_t K, int64_t k0,
                              int64_t k1) {
-    __m512i idx;
-    uint16_t ix[32];
-    for (int j = 0; j < 16; j++) ix[2 * j] = (uint16_t)j, ix[2 * j + 1] = (uint16_t)(32 + j);
-    memcpy(&idx, ix, sizeof ix);
+    const __m512i idx = pair_idx(32);
     for (int64_t kk = k0 / 2; kk < k1 / 2; kk++) {
         const uint16_t *r0 = W + 2 * kk * ldw, *r1 = r0 + ldw;
         for (int64_t p = 0; p < N / 16; p++) {
@@ -478,10 +484,7 @@ void gt_bf16k_pack_bt_pad(const float *x, int64_t ldx, int64_t nv, int64_t kv, f
 
 void gt_bf16k_pack_b_pad(const float *x, int64_t ldx, int64_t kv, int64_t nv, float s, uint16_t *Bp, int64_t Np,
                          int64_t Kp) {
-    __m512i idx;
-    uint16_t ix[32];
-    for (int j = 0; j < 16; j++) ix[2 * j] = (uint16_t)j, ix[2 * j + 1] = (uint16_t)(16 + j);
-    memcpy(&idx, ix, sizeof ix);
+    const __m512i idx = pair_idx(16);
     for (int64_t kk = 0; kk < Kp / 2; kk++)
         for (int64_t p = 0; p < Np / 16; p++) {
             int64_t c = 16 * p, r0 = 2 * kk;
