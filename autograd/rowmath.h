@@ -19,9 +19,9 @@ void gt_row_add_exp(gt_real *dz, const gt_real *z, int64_t v, gt_real m, gt_real
 /* In place: z_j <- c * exp(z_j - m) * (1 - (z_j * inv_cap)^2); inv_cap = 0 for no soft-cap.
  * (The soft-cap chain rule: z = cap tanh(raw / cap) gives dz/draw = 1 - (z / cap)^2.) */
 void gt_row_exp_grad(gt_real *z, int64_t v, gt_real m, gt_real c, gt_real inv_cap);
-/* Both in one sweep (one exp per value): returns sum_j exp(z_j - m) (fp32 build: fp32 within 256-value
- * pieces, the pieces summed in double) and leaves
- * z_j <- exp(z_j - m) * (1 - (z_j * inv_cap)^2) in place. */
+/* Both in one sweep (one exp per value): returns sum_j exp(z_j - m) (fp32 build: summed in fp32
+ * within pieces of 256 values, the pieces in double) and leaves z_j <- exp(z_j - m) *
+ * (1 - (z_j * inv_cap)^2) in place. */
 double gt_row_exp_sum_grad(gt_real *z, int64_t v, gt_real m, gt_real inv_cap);
 
 /* Scalar exp that inlines and vectorises inside element-wise loops (softmax rows, GELU's
