@@ -217,7 +217,7 @@ static void merge_partials(lmhead_saved *s, int64_t r0, int64_t c, float *tb, si
 }
 
 /* One thread's online softmax over vocabulary rows [lo, hi) (whole multiples of 32) for c active
- * rows whose hidden vectors are hb16 (B panels, cp = c rounded up to 16): blocks of SPLIT_BLOCK
+ * rows whose hidden vectors are s->hb16 (B panels, cp = c rounded up to 16): blocks of SPLIT_BLOCK
  * rows, each a logits product, the running max / sum / label logit per row, and when acc is
  * given acc += exp(z - max) cap' E_block (rescaled when a row's max grows). The rows' labels start
  * at s->labels[r0]. All products and packers on the calling thread. */
@@ -231,8 +231,7 @@ typedef struct {
     uint16_t *zb, *eb, *wide; /* their bf16 A copy; a pair-packed block; a quantised block widened */
 } walk_state;
 
-static void walk_vocab(const lmhead_saved *s, const uint16_t *hb16, int64_t r0, int64_t c, int64_t lo, int64_t hi,
-                       const walk_state *w) {
+static void walk_vocab(const lmhead_saved *s, int64_t r0, int64_t c, int64_t lo, int64_t hi, const walk_state *w) {
     const gt_bf16_mat *t16 = s->t16;
     const int64_t D = s->D, cp = (c + 15) / 16 * 16, VB = SPLIT_BLOCK;
     const gt_real inv_cap = s->softcap > 0 ? (gt_real)(1.0 / s->softcap) : 0, cap = (gt_real)s->softcap;
@@ -255,7 +254,7 @@ static void walk_vocab(const lmhead_saved *s, const uint16_t *hb16, int64_t r0, 
          * its accumulation reads the block as stored (rowb), in L2 after the logits product. */
         const bool rowb = kern == GT_BF16K_AVX512;
         if (acc && !rowb) gt_bf16_pack_b16(1, e16, nv, D, D, w->eb);
-        gt_bf16_gemm(kern, 1, nv, cp, D, e16, D, hb16, z, nv, nv, c, true, false);
+        gt_bf16_gemm(kern, 1, nv, cp, D, e16, D, s->hb16, z, nv, nv, c, true, false);
         for (int64_t i = 0; i < c; i++) {
             float *zi = z + i * nv;
             if (cap > 0)
@@ -319,7 +318,6 @@ static int chunk_split_bf16(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidde
     float *tb = gt_alloc(ctx, tb_bytes);
     double *tsum = gt_alloc(ctx, ts_bytes);
     if (!tb || !tsum) return -1;
-    memset(tsum, 0, ts_bytes);
     for (int64_t i = 0; i < c; i++)
         memcpy(s->hbuf + i * D, hidden->data + s->rows[r0 + i] * D, (size_t)D * sizeof(gt_real));
     gt_bf16_pack_bt(nt, s->hbuf, c, D, D, s->hb16);
@@ -333,7 +331,7 @@ static int chunk_split_bf16(gt_ctx *ctx, lmhead_saved *s, const gt_tensor *hidde
         walk_state w = {m, m + cp, m + 2 * cp, want_dh ? acc : NULL, tsum + (size_t)t * (size_t)cp, z, zb, eb,
                         eb + VB * D};
         const int64_t units = V / 32;
-        walk_vocab(s, s->hb16, r0, c, units * t / n * 32, units * (t + 1) / n * 32, &w);
+        walk_vocab(s, r0, c, units * t / n * 32, units * (t + 1) / n * 32, &w);
     }
     merge_partials(s, r0, c, tb, per, tsum, cp, used);
     if (want_dh) subtract_labels(s, r0, c, tb + cp, (uint16_t *)t16->stage);

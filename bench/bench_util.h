@@ -1,6 +1,6 @@
-/* bench_util.h: what the benchmarks share: the monotonic clock (util/clock.h's gt_now), this run's sgemm peak (the
- * baseline every ratio is taken against) and a comparator for medians. Header-only: each
- * benchmark source is its own program.
+/* bench_util.h: what the benchmarks share: the monotonic clock (util/clock.h's gt_now), this
+ * run's sgemm peak (the baseline every ratio is taken against) and a comparator for medians.
+ * Header-only: each benchmark source is its own program.
  * Errors: none to report; a benchmark prints its own failures and exits non-zero. */
 #ifndef GT_BENCH_UTIL_H
 #define GT_BENCH_UTIL_H

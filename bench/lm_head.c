@@ -25,11 +25,6 @@ static float rnd(void) {
     return (float)(st >> 40) / (float)(1 << 24) - 0.5f;
 }
 
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Both products of one pass over the vocabulary, split between the threads as the LM head splits
  * it: per thread, per block, the logits (transposed store) and the accumulation (rows as stored
  * on AVX512-BF16, packed on AMX). */
@@ -95,8 +90,8 @@ int main(int argc, char **argv) {
         double t3 = gt_now();
         if (r >= 0) t_op[r] = t1 - t0, t_pr[r] = t3 - t2;
     }
-    qsort(t_op, (size_t)reps, sizeof(double), cmp);
-    qsort(t_pr, (size_t)reps, sizeof(double), cmp);
+    qsort(t_op, (size_t)reps, sizeof(double), cmp_double);
+    qsort(t_pr, (size_t)reps, sizeof(double), cmp_double);
     double flop = 4.0 * V * D * (double)rows, op = t_op[reps / 2], pr = t_pr[reps / 2];
     printf("lm_head %lld rows of %d, V %d, D %d, kernel %s, %d threads, %d reps (median [min])\n", (long long)rows,
            T, V, D, gt_bf16_kernel_name(k), th, reps);

@@ -54,7 +54,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench: %s\n", err);
             return 1;
         }
-        if (gt_now() - t0 < load_s) load_s = gt_now() - t0;
+        double dt = gt_now() - t0;
+        if (dt < load_s) load_s = dt;
     }
 
     FILE *f = fopen(dp, "r");
